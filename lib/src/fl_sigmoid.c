@@ -1,0 +1,708 @@
+/* fl_sigmoid.c — the sigmoid family: sigmoid focal (four profiles), FL*, Poly-1 and ASL.
+ *
+ * Every (position, class) element is an independent binary problem with
+ * probability s = sigmoid(z) and target t in [0, 1]. One fused pass per
+ * element computes s, 1 - s and both -log s, -log(1 - s) from a single
+ * e^-|z|, then the loss, its derivative with respect to z and the parts the
+ * difficulty scores need.
+ *
+ * Three traversals feed the same element code:
+ *   flat    dense targets: a sample's m*c elements are contiguous, so they are
+ *           read 16 at a time without regard to rows;
+ *   row     class-index labels with c >= 16: one position at a time, vectors
+ *           across its classes (the classification case, c = 80 for COCO);
+ *   planar  class-index labels with c < 16: 16 positions at a time, one vector
+ *           per class gathered across them (binary masks, small label sets).
+ *
+ * This file is compiled once per instruction-set variant; FL_ISA names the copy.
+ */
+#include <math.h>
+
+#include "fl_internal.h"
+
+#ifndef FL_ISA
+#define FL_ISA generic
+#endif
+
+#define LOG_ASL_EPS -18.420680743952367f /* log(1e-8) */
+
+/* Loops are compiled twice: once for any loss, branching per vector on the
+ * loss and profile, and once for the default (torchvision sigmoid focal on
+ * logits) with those branches resolved at compile time. */
+enum { SPEC_ANY = 0, SPEC_TV_LOGITS = 1 };
+
+static int spec_of(const fl__ctx *cx) {
+  return cx->p->loss == FL_SIGMOID_FOCAL && cx->p->profile == FL_PROFILE_TORCHVISION && !cx->probs
+             ? SPEC_TV_LOGITS
+             : SPEC_ANY;
+}
+
+/* One vector of elements: what goes in, and what the element code computes. */
+typedef struct el {
+  vf x, t;          /* input (logit or probability) and target */
+  vf a_pos, a_neg;  /* alpha on the positive and negative parts; 1 and 1 when off */
+  vf w;             /* element weight */
+  vi live;          /* lanes that count (in range, row not ignored) */
+  int hard;         /* every target is exactly 0 or 1 */
+  vf loss, grad;    /* weighted element loss and d loss / d z; 0 in dead lanes */
+  vf s_pos, s_neg;  /* sigmoid(z), 1 - sigmoid(z) */
+  vf nl_pos, nl_neg;/* -log s_pos, -log s_neg */
+  vf z;             /* the logit (implied by the probability for probability input) */
+} el;
+
+static inline vf zero(void) {
+  return vf_set(0.0f);
+}
+
+static inline vf one(void) {
+  return vf_set(1.0f);
+}
+
+static inline vf vb(vi mask) {
+  return vsel(mask, one(), zero());
+}
+
+/* Sigmoid parts from a logit: one exponential and one log1p serve all four. */
+FL__HOT void el_parts(const fl__ctx *cx, el *e, int spec) {
+  vf x = e->x;
+  if (spec == SPEC_TV_LOGITS || !cx->probs) {
+    vf E = fl__vexpneg(-vabs(x));
+    vf inv = 1.0f / (1.0f + E);
+    vf L1 = fl__vlog1p01(E);
+    vi pos = x >= zero();
+    e->s_pos = vsel(pos, inv, E * inv);
+    e->s_neg = vsel(pos, E * inv, inv);
+    e->nl_pos = vmax(-x, zero()) + L1;
+    e->nl_neg = vmax(x, zero()) + L1;
+    e->z = x;
+  } else {
+    e->s_pos = x;
+    e->s_neg = 1.0f - x; /* exact for x in [0.5, 1]; accurate elsewhere */
+    e->nl_pos = -vmax(fl__vlog(x), vf_set(FL__LOG_FLOOR));
+    e->nl_neg = -vmax(fl__vlog1m(x), vf_set(FL__LOG_FLOOR));
+    e->z = e->nl_neg - e->nl_pos;
+  }
+}
+
+/* The sigmoid focal loss and its Poly-1 extension, in each profile. */
+FL__HOT void el_focal(const fl__ctx *cx, el *e, vf a_t, int spec) {
+  const int fast = spec == SPEC_TV_LOGITS;
+  vf t = e->t, u = one() - t;
+  vf s_pos = e->s_pos, s_neg = e->s_neg;
+  vf nlp = e->nl_pos, nln = e->nl_neg;
+  vf g = vf_set(cx->gamma);
+  vf sp = s_pos * s_neg; /* d sigmoid / dz */
+  /* Whether -log s and -log(1-s) still vary with z: not where a clamp or clip holds them. */
+  vi act_p = vi_set(-1), act_n = vi_set(-1);
+  if (!fast && cx->keras) {
+    /* Keras clips s to [eps, 1 - eps] inside its cross-entropy (not in p_t);
+     * 1 - s then lies in [1 - (1 - eps), 1 - eps] as float32 computes it. */
+    act_p = (s_pos > vf_set(FL__KERAS_EPS)) & (s_pos < vf_set(FL__KERAS_ONE_MINUS_EPS));
+    act_n = (s_neg > vf_set(FL__KERAS_CEPS)) & (s_neg < vf_set(FL__KERAS_ONE_MINUS_EPS));
+    nlp = -fl__vlog(vmin(vmax(s_pos, vf_set(FL__KERAS_EPS)), vf_set(FL__KERAS_ONE_MINUS_EPS)));
+    nln = -fl__vlog(vmin(vmax(s_neg, vf_set(FL__KERAS_CEPS)), vf_set(FL__KERAS_ONE_MINUS_EPS)));
+  } else if (!fast && cx->probs) {
+    act_p = nlp < vf_set(-FL__LOG_FLOOR);
+    act_n = nln < vf_set(-FL__LOG_FLOOR);
+  }
+  /* Both terms are >= 0, so the cross-entropy never cancels, even for soft t near 1. */
+  vf ce = t * nlp + u * nln;
+  vf q = t * s_neg + u * s_pos; /* 1 - p_t, from the accurate tails */
+  if (!fast && cx->kornia) {
+    /* kornia: alpha t s_neg^g (-log s) + (1-alpha)(1-t) s^g (-log(1-s)). */
+    vf lp = e->a_pos * t * fl__vpow01(s_neg, cx->pw);
+    vf ln = e->a_neg * u * fl__vpow01(s_pos, cx->pw);
+    e->loss = lp * nlp + ln * nln;
+    if (cx->want_grad) {
+      /* a zero weight times a logit near FLT_MAX must give 0, not 0 * inf */
+      vf gp = vsel(lp > zero(), lp * (-(g * s_pos * nlp) - s_neg), zero());
+      vf gn = vsel(ln > zero(), ln * (g * s_neg * nln + s_pos), zero());
+      e->grad = gp + gn;
+    }
+    return;
+  }
+  /* d ce / dz = s - t, written without cancellation at t = 0 or 1 */
+  vf dce = vsel(act_n, u * s_pos, zero()) - vsel(act_p, t * s_neg, zero());
+  if (!fast && cx->monai && !e->hard) {
+    /* MONAI modulates by sigmoid(-z(2t-1))^g, which equals (1-p_t)^g only for hard t. */
+    vf v = (2.0f * t - 1.0f) * e->z;
+    vf E = fl__vexpneg(-vabs(v));
+    vf inv = 1.0f / (1.0f + E);
+    vi vpos = v >= zero();
+    vf s_mv = vsel(vpos, E * inv, inv); /* sigmoid(-v) */
+    vf s_v = vsel(vpos, inv, E * inv);  /* sigmoid(v) */
+    vf mod = fl__vpow01(s_mv, cx->pw);
+    e->loss = a_t * mod * ce;
+    if (cx->want_grad)
+      e->grad = vsel(mod > zero(), a_t * mod * (dce - g * (2.0f * t - 1.0f) * s_v * ce), zero());
+    return;
+  }
+  vf mod = fl__vpow01(q, cx->pw);
+  e->loss = a_t * mod * ce;
+  if (cx->want_grad) {
+    /* d(q^g)/dz = g q^g (1-2t) s'/q; s'/q stays bounded (it is s for t = 1,
+     * 1 - s for t = 0), so no q^(g-1) blows up when 0 < g < 1. */
+    vf r = vsel(q > zero(), sp / vmax(q, vf_set(1e-30f)), zero());
+    e->grad = a_t * mod * (g * (1.0f - 2.0f * t) * r * ce + dce);
+  }
+  if (!fast && cx->poly1) {
+    vf eps = vf_set(cx->epsilon);
+    e->loss += eps * mod * q;
+    if (cx->want_grad) e->grad += eps * (g + 1.0f) * mod * (1.0f - 2.0f * t) * sp;
+  }
+}
+
+/* FL* (fvcore's sigmoid_focal_loss_star): alpha_t softplus(-g z (2t-1)) / g. */
+FL__HOT void el_focal_star(const fl__ctx *cx, el *e, vf a_t) {
+  vf uu = 2.0f * e->t - 1.0f;
+  vf w = cx->gamma * uu * e->z;
+  vf E = fl__vexpneg(-vabs(w));
+  vf inv = 1.0f / (1.0f + E);
+  vf sm = vsel(w >= zero(), E * inv, inv); /* sigmoid(-w) */
+  vf softplus = vmax(-w, zero()) + fl__vlog1p01(E);
+  e->loss = a_t * softplus / cx->gamma;
+  if (cx->want_grad) e->grad = -(a_t * uu * sm);
+}
+
+/* ASL (Ridnik et al.): negatives' probability shifted by clip, separate focusing
+ * for positives and negatives, logs clamped at 1e-8 as the reference does. */
+FL__HOT void el_asl(const fl__ctx *cx, el *e, vf a_t) {
+  vf t = e->t, u = one() - t;
+  vf s_pos = e->s_pos, s_neg = e->s_neg;
+  vf sp = s_pos * s_neg;
+  vf xs_neg = s_neg, om_neg = s_pos; /* shifted negative probability and 1 - it */
+  vi unclamped = vi_set(-1);
+  vf ln;
+  if (cx->clip > 0.0f) {
+    vf sn = s_neg + cx->clip;
+    unclamped = sn < one();
+    xs_neg = vmin(sn, one());
+    om_neg = vmax(s_pos - cx->clip, zero());
+    ln = vmax(fl__vlog(xs_neg), vf_set(LOG_ASL_EPS));
+  } else {
+    ln = vmax(-e->nl_neg, vf_set(LOG_ASL_EPS));
+  }
+  vf lp = vmax(-e->nl_pos, vf_set(LOG_ASL_EPS));
+  vf A = t * lp + u * ln;
+  vf q = t * s_neg + u * om_neg; /* 1 - p_t with the shifted negative */
+  vf ge = cx->p->gamma_pos * t + cx->p->gamma_neg * u;
+  vf B;
+  if (e->hard)
+    B = vsel(t > vf_set(0.5f), fl__vpow01(s_neg, cx->pw_pos), fl__vpow01(om_neg, cx->pw_neg));
+  else
+    B = fl__vpow01_v(q, ge);
+  e->loss = -(A * B) * a_t;
+  if (cx->want_grad) {
+    vf dA = t * vsel(s_pos > vf_set(FL__ASL_EPS), s_neg, zero()) +
+            u * vsel(unclamped & (xs_neg > vf_set(FL__ASL_EPS)), -sp / vmax(xs_neg, vf_set(FL__ASL_EPS)), zero());
+    vf dq = sp * (u * vb(unclamped) - t);
+    /* q is floored at 1e-30 in the division: near ASL's clip kink with
+     * gamma_neg < 1 the true gradient is unbounded; it is capped here. */
+    vf dB = vsel(q > zero(), ge * B * dq / vmax(q, vf_set(1e-30f)), zero());
+    e->grad = -(dA * B + A * dB) * a_t;
+  }
+}
+
+/* Evaluates one vector of elements; dead lanes get zero loss and gradient. */
+FL__HOT void el_eval(const fl__ctx *cx, el *e, int spec) {
+  el_parts(cx, e, spec);
+  vf a_t = e->t * e->a_pos + (one() - e->t) * e->a_neg;
+  e->grad = zero();
+  switch (spec == SPEC_TV_LOGITS ? FL_SIGMOID_FOCAL : cx->p->loss) {
+  case FL_SIGMOID_FOCAL_STAR: el_focal_star(cx, e, a_t); break;
+  case FL_ASL: el_asl(cx, e, a_t); break;
+  default: el_focal(cx, e, a_t, spec); break;
+  }
+  e->loss = vsel(e->live, e->loss * e->w, zero());
+  e->grad = vsel(e->live, e->grad * e->w, zero());
+}
+
+/* Lanes whose input is invalid: non-finite logits, or probabilities outside [0, 1]. */
+FL__HOT vi bad_x(const fl__ctx *cx, vf x) {
+  if (cx->probs) return ~((x >= zero()) & (x <= one()));
+  return vnonfinite(x);
+}
+
+FL__HOT vi bad_unit(vf v) {
+  return ~((v >= zero()) & (v <= one()));
+}
+
+FL__HOT vi bad_weight(vf v) {
+  return ~(v >= zero()) | vnonfinite(v);
+}
+
+/* cleanlab's confidence-weighted entropy from self-confidence and normalised entropy. */
+FL__HOT vf vcw(vf p_t, vf ent) {
+  vf s = ent / vmax(p_t, vf_set((float)FL__CLEANLAB_MIN));
+  vf l = vsel(s <= one(), fl__vlog1p01(vmin(s, one())), fl__vlog(1.0f + s));
+  return l / vmax(s, vf_set((float)FL__CLEANLAB_MIN));
+}
+
+/* Per-lane sums for one sample, reduced into the sample's double sums every
+ * so often so that float rounding does not build up over large samples. */
+typedef struct vacc {
+  vf loss, gn2, npos, rows, p_t, margin, nm, ent, cw, el2n, correct;
+  int pending;
+} vacc;
+
+FL__HOT void vacc_reset(vacc *v) {
+  v->loss = v->gn2 = v->npos = v->rows = vf_set(0.0f);
+  v->p_t = v->margin = v->nm = v->ent = v->cw = v->el2n = v->correct = vf_set(0.0f);
+  v->pending = 0;
+}
+
+/* Adds the lanes into a's double sums: only the fields this call computes,
+ * since a small sample (80 elements) cannot afford eleven reductions. */
+FL__HOT void vacc_drain(const fl__ctx *cx, vacc *v, fl__acc *a) {
+  a->loss += vsum(v->loss);
+  a->npos += (int64_t)vsum(v->npos);
+  if (cx->want_grad) a->gn2 += vsum(v->gn2);
+  if (cx->want_scores) {
+    a->rows += (int64_t)vsum(v->rows);
+    a->p_t += vsum(v->p_t);
+    a->margin += vsum(v->margin);
+    a->norm_margin += vsum(v->nm);
+    a->entropy += vsum(v->ent);
+    a->cw_entropy += vsum(v->cw);
+    a->el2n += vsum(v->el2n);
+    a->correct += vsum(v->correct);
+  }
+  vacc_reset(v);
+}
+
+FL__HOT void vacc_tick(const fl__ctx *cx, vacc *v, fl__acc *a) {
+  if (++v->pending == 64) vacc_drain(cx, v, a);
+}
+
+/* Element-view scores (each element a binary problem), added to v for scored lanes. */
+FL__HOT void score_elements(vacc *v, const el *e, vi scored) {
+  vf t = e->t;
+  vf p_t = t * e->s_pos + (1.0f - t) * e->s_neg;
+  vf ent = (e->s_pos * e->nl_pos + e->s_neg * e->nl_neg) * (1.0f / FL_LN2);
+  vi ok = (e->z >= zero()) == (t >= vf_set(0.5f));
+  v->p_t += vsel(scored, p_t, zero());
+  v->margin += vsel(scored, (2.0f * t - 1.0f) * e->z, zero());
+  v->nm += vsel(scored, p_t, zero());
+  v->ent += vsel(scored, ent, zero());
+  v->cw += vsel(scored, vcw(p_t, ent), zero());
+  v->el2n += vsel(scored, 1.41421356f * vabs(e->s_pos - t), zero());
+  v->correct += vsel(scored & ok, one(), zero());
+  v->rows += vb(scored);
+}
+
+/* After a vector pass saw a bad lane in elements [from, to) (row-major (n, m, c)):
+ * finds the first bad element in flat order and names its tensor. Rows whose
+ * label is ignored still have their inputs checked. */
+static int locate_bad(const fl__ctx *cx, int64_t from, int64_t to, int64_t *where) {
+  const fl_batch *b = cx->b;
+  for (int64_t e = from; e < to; e++) {
+    if (fl__find_bad_x(cx, e, e + 1) >= 0) {
+      *where = e;
+      return cx->probs ? FL_EPROB : FL_EINPUT;
+    }
+    if (b->targets && fl__find_bad_unit(b->targets, e, e + 1) >= 0) {
+      *where = e;
+      return FL_ETARGET;
+    }
+    if (b->weights && fl__find_bad_weight(b->weights, e, e + 1) >= 0) {
+      *where = e;
+      return FL_EWEIGHT;
+    }
+  }
+  return FL_EINPUT; /* not reached: the vector pass saw a bad lane here */
+}
+
+/* Dense targets: a sample's elements are read flat, 16 at a time. */
+FL__HOT int eval_flat_spec(const fl__ctx *cx, int64_t *where, int spec) {
+  const fl_batch *b = cx->b;
+  const int64_t len = b->m * b->c;
+  const int want_scores = cx->want_scores;
+  const vi iota = vi_iota();
+  const float fill = cx->probs ? 0.5f : 0.0f;
+  /* Class of each lane, advanced by FL_W mod c per vector: only per-class alpha needs it. */
+  int32_t k0[FL_W];
+  for (int l = 0; l < FL_W; l++) k0[l] = (int32_t)(l % b->c);
+  const int32_t kstep = (int32_t)(FL_W % b->c);
+
+  for (int64_t i = 0; i < b->n; i++) {
+    const int64_t base = i * len;
+    fl__acc acc;
+    vacc v;
+    fl__acc_reset(&acc);
+    vacc_reset(&v);
+    int32_t kl[FL_W];
+    memcpy(kl, k0, sizeof kl);
+    vi bad = vi_set(0); /* lanes that saw invalid input; checked once per sample */
+    for (int64_t e0 = 0; e0 < len; e0 += FL_W) {
+      const int cnt = len - e0 < FL_W ? (int)(len - e0) : FL_W;
+      el e;
+      e.live = iota < vi_set(cnt);
+      e.hard = 0;
+      e.x = cnt == FL_W ? vf_load(b->x + base + e0) : vf_load_part(b->x + base + e0, cnt, fill);
+      e.t = cnt == FL_W ? vf_load(b->targets + base + e0) : vf_load_part(b->targets + base + e0, cnt, 0.0f);
+      bad |= (bad_x(cx, e.x) | bad_unit(e.t)) & e.live;
+      if (b->weights) {
+        e.w = cnt == FL_W ? vf_load(b->weights + base + e0) : vf_load_part(b->weights + base + e0, cnt, 0.0f);
+        bad |= bad_weight(e.w) & e.live;
+      } else {
+        e.w = one();
+      }
+      if (cx->alpha_c) {
+        float ap[FL_W];
+        for (int l = 0; l < FL_W; l++) {
+          ap[l] = cx->alpha_c[kl[l]];
+          kl[l] += kstep;
+          if (kl[l] >= b->c) kl[l] -= (int32_t)b->c;
+        }
+        e.a_pos = vf_load(ap);
+        e.a_neg = 1.0f - e.a_pos;
+      } else if (cx->alpha_on) {
+        e.a_pos = vf_set(cx->alpha);
+        e.a_neg = vf_set(1.0f - cx->alpha);
+      } else {
+        e.a_pos = e.a_neg = one();
+      }
+      el_eval(cx, &e, spec);
+      v.loss += e.loss;
+      v.npos += vsel(e.live & (e.t > zero()), one(), zero());
+      if (cx->want_grad) {
+        if (cx->out->grad) {
+          if (cnt == FL_W) vf_store(cx->out->grad + base + e0, e.grad);
+          else vf_store_part(cx->out->grad + base + e0, e.grad, cnt);
+        }
+        v.gn2 += e.grad * e.grad;
+      }
+      if (want_scores) score_elements(&v, &e, e.live);
+      vacc_tick(cx, &v, &acc);
+    }
+    if (vany(bad)) return locate_bad(cx, base, base + len, where);
+    vacc_drain(cx, &v, &acc);
+    acc.count = len;
+    if (b->m == 1 && b->c == 1) acc.pred = b->x[base] >= (cx->probs ? 0.5f : 0.0f) ? 1 : 0;
+    fl__acc_finish(cx, i, &acc);
+  }
+  return 0;
+}
+
+/* Checks a label; returns 1 if the row is to be evaluated, 0 if ignored, -1 if invalid. */
+FL__HOT int label_ok(const fl__ctx *cx, int64_t y) {
+  if (y == cx->ignore) return 0;
+  return y >= 0 && y <= cx->c ? 1 : -1;
+}
+
+/* Class-index labels, c >= FL_W: one row at a time, vectors across classes. */
+FL__HOT int eval_rows_spec(const fl__ctx *cx, int64_t *where, int spec) {
+  const fl_batch *b = cx->b;
+  const int64_t c = b->c;
+  const vi iota = vi_iota();
+  const float fill = cx->probs ? 0.5f : 0.0f;
+  fl__acc acc;
+  fl__acc_reset(&acc);
+  for (int64_t r = 0; r < b->n * b->m; r++) {
+    const int64_t y = fl__label_at(b, r);
+    const int use = label_ok(cx, y);
+    const float *xr = b->x + r * c;
+    if (use < 0) {
+      *where = r;
+      return FL_ELABEL;
+    }
+    vf vl = zero(), vg2 = zero();
+    vf s_y = zero(), z_y = zero(), h = zero(), sq = zero();
+    vf mo_z = vf_set(-INFINITY), mo_s = vf_set(-1.0f);
+    vf best = vf_set(-INFINITY);
+    vi best_k = vi_set(0);
+    vi bad = vi_set(0);
+    for (int64_t k = 0; k < c; k += FL_W) {
+      const int cnt = c - k < FL_W ? (int)(c - k) : FL_W;
+      const vi kk = iota + (int32_t)k;
+      el e;
+      e.live = (iota < vi_set(cnt)) & vi_set(use ? -1 : 0);
+      e.hard = 1;
+      e.x = cnt == FL_W ? vf_load(xr + k) : vf_load_part(xr + k, cnt, fill);
+      const vi in = iota < vi_set(cnt);
+      bad |= bad_x(cx, e.x) & in;
+      if (b->weights) {
+        e.w = cnt == FL_W ? vf_load(b->weights + r * c + k) : vf_load_part(b->weights + r * c + k, cnt, 0.0f);
+        bad |= bad_weight(e.w) & in;
+      } else {
+        e.w = one();
+      }
+      if (!use) continue;
+      e.t = vb(kk == vi_set((int32_t)y));
+      if (cx->alpha_c) {
+        e.a_pos = vf_load_part(cx->alpha_c + k, cnt, 0.0f);
+        e.a_neg = 1.0f - e.a_pos;
+      } else if (cx->alpha_on) {
+        e.a_pos = vf_set(cx->alpha);
+        e.a_neg = vf_set(1.0f - cx->alpha);
+      } else {
+        e.a_pos = e.a_neg = one();
+      }
+      el_eval(cx, &e, spec);
+      vl += e.loss;
+      if (cx->want_grad) {
+        if (cx->out->grad) {
+          if (cnt == FL_W) vf_store(cx->out->grad + r * c + k, e.grad);
+          else vf_store_part(cx->out->grad + r * c + k, e.grad, cnt);
+        }
+        vg2 += e.grad * e.grad;
+      }
+      if (cx->want_scores) {
+        vi is_y = e.live & (e.t > zero());
+        vi other = e.live & ~is_y;
+        s_y += vsel(is_y, e.s_pos, zero());
+        z_y += vsel(is_y, e.z, zero());
+        mo_z = vsel(other & (e.z > mo_z), e.z, mo_z);
+        mo_s = vsel(other & (e.s_pos > mo_s), e.s_pos, mo_s);
+        vi better = e.live & (e.z > best);
+        best = vsel(better, e.z, best);
+        best_k = (better & kk) | (~better & best_k);
+        vf d = e.s_pos - e.t;
+        sq += vsel(e.live, d * d, zero());
+        h += vsel(e.live, e.s_pos * e.nl_pos + e.s_neg * e.nl_neg, zero());
+      }
+    }
+    if (vany(bad)) return locate_bad(cx, r * c, r * c + c, where);
+    if (use) {
+      acc.loss += vsum(vl);
+      acc.gn2 += vsum(vg2);
+      acc.count += c;
+      acc.npos += y < c;
+      if (cx->want_scores && y < c) {
+        float bz = vhmax(best);
+        int32_t pred = INT32_MAX;
+        for (int l = 0; l < FL_W; l++)
+          if (best[l] == bz && best_k[l] < pred) pred = best_k[l];
+        float py = (float)vsum(s_y);
+        float ent = (float)(vsum(h) / ((double)c * FL_LN2));
+        float cw = (float)fl__cw(py, ent);
+        fl__acc_score(&acc, py, 0.0f, (py - vhmax(mo_s) + 1.0f) * 0.5f, ent, cw, sqrtf((float)vsum(sq)),
+                      pred == y ? 1.0f : 0.0f);
+        acc.margin += vsum(z_y) - (double)vhmax(mo_z);
+        if (b->m == 1) acc.pred = pred;
+      }
+    }
+    if ((r + 1) % b->m == 0) {
+      fl__acc_finish(cx, r / b->m, &acc);
+      fl__acc_reset(&acc);
+    }
+  }
+  return 0;
+}
+
+/* Row results of a planar block, one lane per row. */
+typedef struct prow {
+  vf loss, gn2, npos, count;
+  vi scored;
+  vf p_t, margin, nm, ent, cw, el2n, correct;
+  vf z_y, mo_z; /* the margin's two logits, so sums can take their difference in double */
+  vi pred;
+} prow;
+
+/* Evaluates rows r0 .. r0+cnt-1 (c < FL_W) with one vector per class. */
+FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64_t *where, int spec) {
+  const fl_batch *b = cx->b;
+  const int64_t c = b->c;
+  const vi iota = vi_iota();
+  const vi in = iota < vi_set(cnt);
+  const float fill = cx->probs ? 0.5f : 0.0f;
+  int32_t yl[FL_W];
+  int32_t usel[FL_W];
+  for (int l = 0; l < FL_W; l++) {
+    yl[l] = -1;
+    usel[l] = 0;
+    if (l >= cnt) continue;
+    int64_t y = fl__label_at(b, r0 + l);
+    int use = label_ok(cx, y);
+    if (use < 0) {
+      *where = r0 + l;
+      return FL_ELABEL;
+    }
+    yl[l] = use ? (int32_t)y : -1;
+    usel[l] = use ? -1 : 0;
+  }
+  vi Y, live;
+  memcpy(&Y, yl, sizeof Y);
+  memcpy(&live, usel, sizeof live);
+  const int element_view = c == 1;
+
+  vf vl = zero(), vg2 = zero(), s_y = zero(), z_y = zero(), h = zero(), sq = zero();
+  vf mo_z = vf_set(-INFINITY), mo_s = vf_set(-1.0f), best = vf_set(-INFINITY);
+  vi best_k = vi_set(0);
+  vi bad = vi_set(0);
+  vacc ev;
+  vacc_reset(&ev);
+  for (int64_t k = 0; k < c; k++) {
+    float xb[FL_W], wb[FL_W];
+    for (int l = 0; l < FL_W; l++) xb[l] = l < cnt ? b->x[(r0 + l) * c + k] : fill;
+    el e = {0};
+    e.x = vf_load(xb);
+    bad |= bad_x(cx, e.x) & in;
+    e.live = live;
+    e.hard = 1;
+    e.t = vb(Y == vi_set((int32_t)k));
+    if (b->weights) {
+      for (int l = 0; l < FL_W; l++) wb[l] = l < cnt ? b->weights[(r0 + l) * c + k] : 0.0f;
+      e.w = vf_load(wb);
+      bad |= bad_weight(e.w) & in;
+    } else {
+      e.w = one();
+    }
+    float a = cx->alpha_c ? cx->alpha_c[k] : cx->alpha_on ? cx->alpha : -1.0f;
+    e.a_pos = a >= 0.0f ? vf_set(a) : one();
+    e.a_neg = a >= 0.0f ? vf_set(1.0f - a) : one();
+    el_eval(cx, &e, spec);
+    vl += e.loss;
+    if (cx->want_grad) {
+      if (cx->out->grad) {
+        float gb[FL_W];
+        vf_store(gb, e.grad);
+        for (int l = 0; l < cnt; l++) cx->out->grad[(r0 + l) * c + k] = gb[l];
+      }
+      vg2 += e.grad * e.grad;
+    }
+    if (!cx->want_scores) continue;
+    if (element_view) {
+      score_elements(&ev, &e, live);
+      continue;
+    }
+    vi is_y = live & (e.t > zero());
+    vi other = live & ~is_y;
+    s_y += vsel(is_y, e.s_pos, zero());
+    z_y += vsel(is_y, e.z, zero());
+    mo_z = vsel(other & (e.z > mo_z), e.z, mo_z);
+    mo_s = vsel(other & (e.s_pos > mo_s), e.s_pos, mo_s);
+    vi better = live & (e.z > best);
+    best = vsel(better, e.z, best);
+    best_k = (better & vi_set((int32_t)k)) | (~better & best_k);
+    vf d = e.s_pos - e.t;
+    sq += d * d;
+    h += e.s_pos * e.nl_pos + e.s_neg * e.nl_neg;
+  }
+  if (vany(bad)) return locate_bad(cx, r0 * c, (r0 + cnt) * c, where);
+  pr->loss = vl;
+  pr->gn2 = vg2;
+  pr->npos = vb(live & (Y < vi_set((int32_t)c)));
+  pr->count = vsel(live, vf_set((float)c), zero());
+  if (!cx->want_scores) return 0;
+  if (element_view) {
+    pr->scored = live;
+    pr->p_t = ev.p_t;
+    pr->margin = ev.margin;
+    pr->nm = ev.nm;
+    pr->ent = ev.ent;
+    pr->cw = ev.cw;
+    pr->el2n = ev.el2n;
+    pr->correct = ev.correct;
+    /* binary prediction: positive when the single logit is >= 0 */
+    for (int l = 0; l < FL_W; l++) pr->pred[l] = l < cnt && b->x[r0 + l] >= (cx->probs ? 0.5f : 0.0f);
+    return 0;
+  }
+  vf ent = h * (float)(1.0 / ((double)c * FL_LN2));
+  pr->scored = live & (Y < vi_set((int32_t)c));
+  pr->p_t = s_y;
+  pr->margin = z_y - mo_z;
+  pr->z_y = z_y;
+  pr->mo_z = mo_z;
+  pr->nm = (s_y - mo_s + 1.0f) * 0.5f;
+  pr->ent = ent;
+  pr->cw = vcw(s_y, ent);
+  for (int l = 0; l < FL_W; l++) pr->el2n[l] = sqrtf(sq[l]);
+  pr->correct = vb(best_k == Y);
+  pr->pred = best_k;
+  return 0;
+}
+
+/* Class-index labels, c < FL_W: 16 rows at a time. With m == 1 each lane is a
+ * sample; otherwise blocks stay within one sample and accumulate per lane. */
+FL__HOT int eval_planar_spec(const fl__ctx *cx, int64_t *where, int spec) {
+  const fl_batch *b = cx->b;
+  const int64_t m = b->m;
+  prow pr;
+  int rc;
+  if (m == 1) {
+    for (int64_t r0 = 0; r0 < b->n; r0 += FL_W) {
+      const int cnt = b->n - r0 < FL_W ? (int)(b->n - r0) : FL_W;
+      rc = planar_block(cx, r0, cnt, &pr, where, spec);
+      if (rc) return rc;
+      for (int l = 0; l < cnt; l++) {
+        fl__acc acc;
+        fl__acc_reset(&acc);
+        acc.loss = pr.loss[l];
+        acc.gn2 = pr.gn2[l];
+        acc.count = (int64_t)pr.count[l];
+        acc.npos = (int64_t)pr.npos[l];
+        if (cx->want_scores && pr.scored[l]) {
+          acc.rows = 1;
+          acc.p_t = pr.p_t[l];
+          acc.margin = b->c == 1 ? pr.margin[l] : (double)pr.z_y[l] - (double)pr.mo_z[l];
+          acc.norm_margin = pr.nm[l];
+          acc.entropy = pr.ent[l];
+          acc.cw_entropy = pr.cw[l];
+          acc.el2n = pr.el2n[l];
+          acc.correct = pr.correct[l];
+          acc.pred = pr.pred[l];
+        }
+        fl__acc_finish(cx, r0 + l, &acc);
+      }
+    }
+    return 0;
+  }
+  for (int64_t i = 0; i < b->n; i++) {
+    fl__acc acc;
+    vacc v;
+    vf count = zero();
+    fl__acc_reset(&acc);
+    vacc_reset(&v);
+    for (int64_t j = 0; j < m; j += FL_W) {
+      const int cnt = m - j < FL_W ? (int)(m - j) : FL_W;
+      rc = planar_block(cx, i * m + j, cnt, &pr, where, spec);
+      if (rc) return rc;
+      v.loss += pr.loss;
+      v.gn2 += pr.gn2;
+      v.npos += pr.npos;
+      count += pr.count;
+      if (cx->want_scores) {
+        vi s = pr.scored;
+        v.rows += vb(s);
+        v.p_t += vsel(s, pr.p_t, zero());
+        if (b->c == 1) {
+          v.margin += vsel(s, pr.margin, zero());
+        } else {
+          /* margins of +-1e4 cancel in a mean: difference and sum in double */
+          for (int l = 0; l < cnt; l++)
+            if (s[l]) acc.margin += (double)pr.z_y[l] - (double)pr.mo_z[l];
+        }
+        v.nm += vsel(s, pr.nm, zero());
+        v.ent += vsel(s, pr.ent, zero());
+        v.cw += vsel(s, pr.cw, zero());
+        v.el2n += vsel(s, pr.el2n, zero());
+        v.correct += vsel(s, pr.correct, zero());
+      }
+      vacc_tick(cx, &v, &acc);
+      if (v.pending == 0) {
+        acc.count += (int64_t)vsum(count);
+        count = zero();
+      }
+    }
+    vacc_drain(cx, &v, &acc);
+    acc.count += (int64_t)vsum(count);
+    fl__acc_finish(cx, i, &acc);
+  }
+  return 0;
+}
+
+#define SPECIALISED(fn)                                                                \
+  static int fn(const fl__ctx *cx, int64_t *where) {                                   \
+    return spec_of(cx) == SPEC_TV_LOGITS ? fn##_spec(cx, where, SPEC_TV_LOGITS)        \
+                                         : fn##_spec(cx, where, SPEC_ANY);             \
+  }
+SPECIALISED(eval_flat)
+SPECIALISED(eval_rows)
+SPECIALISED(eval_planar)
+
+int FL__CAT(fl__sigmoid_eval, FL_ISA)(const fl__ctx *cx, int64_t *where) {
+  if (cx->b->targets) return eval_flat(cx, where);
+  if (cx->c >= FL_W) return eval_rows(cx, where);
+  return eval_planar(cx, where);
+}

@@ -1,0 +1,418 @@
+/* fl_softmax.c — the softmax family: softmax focal (four profiles) and its Poly-1 extension.
+ *
+ * Each position is one multi-class problem over c classes. Rows are taken in
+ * blocks of 16:
+ *   A  per row, vectors across classes: max and argmax, the target's logit, the
+ *      largest other logit, then e_k = exp(z_k - max) and the sums built on it;
+ *   B  across the block's 16 rows at once: log-sum-exp, log p_y, 1 - p_y, the
+ *      loss, the gradient coefficient and the scores;
+ *   C  per row again, only for soft targets or when the gradient tensor is
+ *      wanted: the per-class terms.
+ * Precision: the argmax term is excluded from the sum (S = 1 + S_rest), so
+ * log S = log1p(S_rest) and 1 - p_y keep their digits when p_y is close to 1.
+ *
+ * This file is compiled once per instruction-set variant; FL_ISA names the copy.
+ */
+#include <float.h>
+#include <math.h>
+
+#include "fl_internal.h"
+
+#ifndef FL_ISA
+#define FL_ISA generic
+#endif
+
+/* What stage A leaves for stage B, one entry per row of the block. */
+typedef struct blk {
+  int cnt;
+  int64_t r0;
+  int32_t y[FL_W];      /* label (argmax of the target row for soft targets); -1 ignored */
+  int32_t a[FL_W];      /* argmax of the row */
+  float w[FL_W];        /* row weight */
+  float zm[FL_W];       /* logits: max z; probabilities: unused */
+  float zy[FL_W];       /* logits: z_y - max; probabilities: p_y */
+  float mo[FL_W];       /* logits: max_{k != y} z - max; probabilities: max_{k != y} p */
+  float srest[FL_W];    /* logits: sum of e_k over k != argmax; probabilities: sum of p */
+  float ey[FL_W];       /* logits: e_y */
+  float ent[FL_W];      /* logits: sum e_k (z_k - max); probabilities: -sum p log p */
+  float q2[FL_W];       /* sum over k != y of p_k^2 (logits: of e_k^2) */
+  /* stage B results */
+  float loss[FL_W];     /* weighted row loss (index labels) */
+  float gcoef[FL_W];    /* d loss / d z_k = gcoef (p_k - [k == y]) */
+  float gn2[FL_W];
+  float logs[FL_W];     /* log S (logits) */
+  float s[FL_W];        /* S */
+  float p_t[FL_W], margin[FL_W], nm[FL_W], entn[FL_W], cw[FL_W], el2n[FL_W];
+} blk;
+
+static inline vf zero(void) {
+  return vf_set(0.0f);
+}
+
+static inline vf one(void) {
+  return vf_set(1.0f);
+}
+
+/* The alpha of class k: off, per-class, scalar, or MONAI's [1 - alpha, alpha, alpha, ...]. */
+FL__HOT float alpha_of(const fl__ctx *cx, int64_t k) {
+  if (cx->alpha_c) return cx->alpha_c[k];
+  if (!cx->alpha_on) return 1.0f;
+  if (cx->monai) return k == 0 ? 1.0f - cx->alpha : cx->alpha;
+  return cx->alpha;
+}
+
+FL__HOT vi bad_x(const fl__ctx *cx, vf x) {
+  if (cx->probs) return ~((x >= zero()) & (x <= one()));
+  return vnonfinite(x);
+}
+
+/* Stage A for one row: statistics the loss and scores are built from.
+ * Returns 0 or an error with *where set. */
+static int row_stats(const fl__ctx *cx, blk *bk, int l, int64_t r, int64_t *where) {
+  const fl_batch *b = cx->b;
+  const int64_t c = b->c;
+  const float *xr = b->x + r * c;
+  const vi iota = vi_iota();
+  const float fill = cx->probs ? 0.0f : -INFINITY;
+  int32_t y = bk->y[l];
+  /* pass 1: validate, max, argmax, the target's value, the largest other value */
+  vf best = vf_set(-INFINITY), other = vf_set(-INFINITY), vy = zero();
+  vi best_k = vi_set(0);
+  vi bad = vi_set(0);
+  for (int64_t k = 0; k < c; k += FL_W) {
+    const int cnt = c - k < FL_W ? (int)(c - k) : FL_W;
+    const vi kk = iota + (int32_t)k;
+    const vi in = iota < vi_set(cnt);
+    vf x = cnt == FL_W ? vf_load(xr + k) : vf_load_part(xr + k, cnt, fill);
+    bad |= bad_x(cx, x) & in;
+    vi better = in & (x > best);
+    best = vsel(better, x, best);
+    best_k = (better & kk) | (~better & best_k);
+    vi is_y = kk == vi_set(y);
+    vy += vsel(is_y, x, zero());
+    other = vsel(in & ~is_y & (x > other), x, other);
+  }
+  if (vany(bad)) {
+    *where = fl__find_bad_x(cx, r * c, r * c + c);
+    return cx->probs ? FL_EPROB : FL_EINPUT;
+  }
+  float m = vhmax(best);
+  int32_t a = INT32_MAX;
+  for (int q = 0; q < FL_W; q++)
+    if (best[q] == m && best_k[q] < a) a = best_k[q];
+  bk->a[l] = a;
+  if (y < 0) return 0; /* ignored: validated, nothing to compute */
+  float xo = vhmax(other);
+  /* pass 2: exponentials and the sums on them */
+  vf srest = zero(), ent = zero(), q2 = zero(), ey = zero();
+  for (int64_t k = 0; k < c; k += FL_W) {
+    const int cnt = c - k < FL_W ? (int)(c - k) : FL_W;
+    const vi kk = iota + (int32_t)k;
+    const vi in = iota < vi_set(cnt);
+    vf x = cnt == FL_W ? vf_load(xr + k) : vf_load_part(xr + k, cnt, fill);
+    vi not_y = ~(kk == vi_set(y));
+    if (cx->probs) {
+      vf lg = vmax(fl__vlog(x), vf_set(FL__LOG_FLOOR));
+      srest += vsel(in, x, zero());
+      ent -= vsel(in, x * lg, zero());
+      q2 += vsel(in & not_y, x * x, zero());
+    } else {
+      vf d = vmax(x - m, vf_set(-FLT_MAX)); /* logits spanning more than float's range */
+      vf e = vsel(in, fl__vexpneg(d), zero());
+      srest += vsel(kk == vi_set(a), zero(), e);
+      ent += e * vsel(in, d, zero());
+      q2 += vsel(not_y, e * e, zero());
+      ey += vsel(kk == vi_set(y), e, zero());
+    }
+  }
+  bk->srest[l] = (float)vsum(srest);
+  bk->ent[l] = (float)vsum(ent);
+  bk->q2[l] = (float)vsum(q2);
+  if (cx->probs) {
+    bk->zy[l] = (float)vsum(vy);
+    bk->mo[l] = xo;
+  } else {
+    bk->zm[l] = m;
+    bk->zy[l] = fmaxf((float)vsum(vy) - m, -FLT_MAX);
+    bk->mo[l] = fmaxf(xo - m, -FLT_MAX);
+    bk->ey[l] = (float)vsum(ey);
+  }
+  return 0;
+}
+
+/* Stage B: the block's index-label losses, gradient coefficients and scores, 16 rows at once. */
+static void block_math(const fl__ctx *cx, blk *bk, int soft) {
+  vi Y, A;
+  vf w, zy, mo, srest, ent, q2;
+  memcpy(&Y, bk->y, sizeof Y);
+  memcpy(&A, bk->a, sizeof A);
+  w = vf_load(bk->w);
+  zy = vf_load(bk->zy);
+  mo = vf_load(bk->mo);
+  srest = vf_load(bk->srest);
+  ent = vf_load(bk->ent);
+  q2 = vf_load(bk->q2);
+  const float g = cx->gamma;
+  vf p_y, logp, omp, s, logs = zero(), p_o, el2sq, entn, margin;
+  if (!cx->probs) {
+    vf ey = vf_load(bk->ey);
+    s = 1.0f + srest;
+    /* S_rest can exceed 1 (many classes near the max); log1p's digits matter only below 1. */
+    logs = vsel(srest <= one(), fl__vlog1p01(vmin(srest, one())), fl__vlog(s));
+    p_y = ey / s;
+    logp = zy - logs;
+    omp = vsel(Y == A, srest / s, (s - ey) / s);
+    p_o = fl__vexpneg(mo) / s;
+    el2sq = q2 / (s * s) + omp * omp;
+    entn = (logs - ent / s) * (float)(1.0 / log((double)cx->c));
+    margin = zy - mo;
+  } else {
+    s = srest;
+    p_y = zy;
+    logp = vmax(fl__vlog(p_y), vf_set(FL__LOG_FLOOR));
+    omp = 1.0f - p_y;
+    p_o = mo;
+    el2sq = q2 + omp * omp;
+    entn = ent * (float)(1.0 / log((double)cx->c));
+    margin = logp - vmax(fl__vlog(mo), vf_set(FL__LOG_FLOOR));
+  }
+  vf lp = logp, om = omp;
+  vi act = vi_set(-1); /* p_y still varies with z (not held by Keras' clip) */
+  if (cx->keras) {
+    /* Keras normalises probabilities by their sum, then clips them to [eps, 1 - eps]. */
+    vf pk = cx->probs ? p_y / s : p_y;
+    vf omk = cx->probs ? (s - p_y) / s : omp;
+    act = (pk > vf_set(FL__KERAS_EPS)) & (pk < vf_set(FL__KERAS_ONE_MINUS_EPS));
+    lp = fl__vlog(vmin(vmax(pk, vf_set(FL__KERAS_EPS)), vf_set(FL__KERAS_ONE_MINUS_EPS)));
+    om = vmin(vmax(omk, vf_set(FL__KERAS_CEPS)), vf_set(FL__KERAS_ONE_MINUS_EPS));
+  }
+  if (!soft) {
+    float ab[FL_W];
+    for (int l = 0; l < FL_W; l++) ab[l] = bk->y[l] >= 0 ? alpha_of(cx, bk->y[l]) : 0.0f;
+    vf a_y = vf_load(ab);
+    vf mod = fl__vpow01(om, cx->pw);
+    vf loss = a_y * mod * -lp;
+    /* G = (1-p)^g (1 + g p (-log p) / (1-p)); (-log p)/(1-p) -> 1 as p -> 1. */
+    vf rho = vsel(om > zero(), -lp / vmax(om, vf_set(1e-30f)), one());
+    vf pyk = 1.0f - om;
+    vf gc = a_y * mod * (1.0f + g * pyk * rho);
+    if (cx->poly1) {
+      loss += cx->epsilon * mod * om;
+      gc += cx->epsilon * (g + 1.0f) * mod * pyk;
+    }
+    vi live = Y >= vi_set(0);
+    gc = vsel(act, gc, zero());
+    vf_store(bk->loss, vsel(live, loss * w, zero()));
+    vf_store(bk->gcoef, vsel(live, gc * w, zero()));
+    vf_store(bk->gn2, vsel(live, gc * w * gc * w * el2sq, zero()));
+  }
+  vf_store(bk->logs, logs);
+  vf_store(bk->s, s);
+  if (cx->want_scores) {
+    vf_store(bk->p_t, p_y);
+    vf_store(bk->margin, margin);
+    vf_store(bk->nm, (p_y - p_o + 1.0f) * 0.5f);
+    vf_store(bk->entn, entn);
+    float el[FL_W];
+    for (int l = 0; l < FL_W; l++) el[l] = sqrtf(el2sq[l]);
+    vf_store(bk->el2n, vf_load(el));
+    vf sc = entn / vmax(p_y, vf_set((float)FL__CLEANLAB_MIN));
+    vf lg = vsel(sc <= one(), fl__vlog1p01(vmin(sc, one())), fl__vlog(1.0f + sc));
+    vf_store(bk->cw, lg / vmax(sc, vf_set((float)FL__CLEANLAB_MIN)));
+  }
+}
+
+/* Probability of class k in row r, 1 - it and its log, from the row's stage A/B
+ * results; *act is false where Keras' clip holds the probability constant. */
+FL__HOT void class_prob(const fl__ctx *cx, const blk *bk, int l, vf x, vi kk, vf *p, vf *omp, vf *logp,
+                              vi *act) {
+  *act = vi_set(-1);
+  if (cx->probs) {
+    vf s = vf_set(cx->keras ? bk->s[l] : 1.0f);
+    *p = x / s;
+    *omp = (s - x) / s;
+    *logp = vmax(fl__vlog(*p), vf_set(FL__LOG_FLOOR));
+  } else {
+    vf d = vmax(x - bk->zm[l], vf_set(-FLT_MAX));
+    vf e = fl__vexpneg(d);
+    vf s = vf_set(bk->s[l]);
+    *p = e / s;
+    *omp = vsel(kk == vi_set(bk->a[l]), vf_set(bk->srest[l]) / s, (s - e) / s);
+    *logp = d - bk->logs[l];
+  }
+  if (cx->keras) {
+    *act = (*p > vf_set(FL__KERAS_EPS)) & (*p < vf_set(FL__KERAS_ONE_MINUS_EPS));
+    *logp = fl__vlog(vmin(vmax(*p, vf_set(FL__KERAS_EPS)), vf_set(FL__KERAS_ONE_MINUS_EPS)));
+    *omp = vmin(vmax(*omp, vf_set(FL__KERAS_CEPS)), vf_set(FL__KERAS_ONE_MINUS_EPS));
+  }
+}
+
+/* Stage C for index labels: writes d loss / d z = gcoef (p_k - [k == y]). */
+static void row_grad_index(const fl__ctx *cx, const blk *bk, int l, int64_t r) {
+  const int64_t c = cx->c;
+  const float *xr = cx->b->x + r * c;
+  float *gr = cx->out->grad + r * c;
+  const vi iota = vi_iota();
+  const float fill = cx->probs ? 0.0f : -INFINITY;
+  if (bk->y[l] < 0) {
+    memset(gr, 0, (size_t)c * sizeof *gr);
+    return;
+  }
+  for (int64_t k = 0; k < c; k += FL_W) {
+    const int cnt = c - k < FL_W ? (int)(c - k) : FL_W;
+    const vi kk = iota + (int32_t)k;
+    vf x = cnt == FL_W ? vf_load(xr + k) : vf_load_part(xr + k, cnt, fill);
+    vf p, omp, logp;
+    vi act;
+    class_prob(cx, bk, l, x, kk, &p, &omp, &logp, &act);
+    vf gk = bk->gcoef[l] * (p - vsel(kk == vi_set(bk->y[l]), one(), zero()));
+    if (cnt == FL_W) vf_store(gr + k, gk);
+    else vf_store_part(gr + k, gk, cnt);
+  }
+}
+
+/* Stage C for soft targets: the loss -sum_k t_k alpha_k (1-p_k)^g log p_k (+ Poly-1),
+ * and its gradient -t_j G_j + p_j sum_k t_k G_k. Returns the weighted row loss. */
+static float row_soft(const fl__ctx *cx, blk *bk, int l, int64_t r) {
+  const int64_t c = cx->c;
+  const float *xr = cx->b->x + r * c;
+  const float *tr = cx->b->targets + r * c;
+  const vi iota = vi_iota();
+  const float fill = cx->probs ? 0.0f : -INFINITY;
+  const float g = cx->gamma;
+  vf vl = zero(), vtg = zero();
+  for (int pass = 0; pass < 2; pass++) {
+    vf vg2 = zero();
+    for (int64_t k = 0; k < c; k += FL_W) {
+      const int cnt = c - k < FL_W ? (int)(c - k) : FL_W;
+      const vi kk = iota + (int32_t)k;
+      vf x = cnt == FL_W ? vf_load(xr + k) : vf_load_part(xr + k, cnt, fill);
+      vf t = cnt == FL_W ? vf_load(tr + k) : vf_load_part(tr + k, cnt, 0.0f);
+      float ab[FL_W];
+      for (int q = 0; q < FL_W; q++) ab[q] = q < cnt ? alpha_of(cx, k + q) : 0.0f;
+      vf ak = vf_load(ab);
+      vf p, om, lp;
+      vi act;
+      class_prob(cx, bk, l, x, kk, &p, &om, &lp, &act);
+      vf mod = fl__vpow01(om, cx->pw);
+      vf rho = vsel(om > zero(), -lp / vmax(om, vf_set(1e-30f)), one());
+      vf G = ak * mod * (1.0f + g * (1.0f - om) * rho);
+      if (cx->poly1) G += cx->epsilon * (g + 1.0f) * mod * (1.0f - om);
+      /* padded lanes (x = -inf) would give 0 * inf here */
+      G = vsel(act & (iota < vi_set(cnt)), G, zero());
+      if (pass == 0) {
+        vf term = ak * mod * -lp;
+        if (cx->poly1) term += cx->epsilon * mod * om;
+        vl += vsel(t > zero(), t * term, zero());
+        vtg += vsel(t > zero(), t * G, zero());
+      } else if (cx->want_grad) {
+        vf gk = bk->w[l] * (p * (float)vsum(vtg) - t * G);
+        if (cx->out->grad) {
+          if (cnt == FL_W) vf_store(cx->out->grad + r * c + k, gk);
+          else vf_store_part(cx->out->grad + r * c + k, gk, cnt);
+        }
+        vg2 += vsel(iota < vi_set(cnt), gk * gk, zero());
+      }
+    }
+    if (pass == 0 && !cx->want_grad) break;
+    if (pass == 1) bk->gn2[l] = (float)vsum(vg2);
+  }
+  return (float)vsum(vl) * bk->w[l];
+}
+
+/* Reads labels (or the argmax of each target row), row weights, and checks them. */
+static int block_labels(const fl__ctx *cx, blk *bk, int64_t *where) {
+  const fl_batch *b = cx->b;
+  const int64_t c = b->c;
+  for (int l = 0; l < FL_W; l++) {
+    bk->y[l] = -1;
+    bk->w[l] = 0.0f;
+    bk->a[l] = 0;
+    bk->zm[l] = bk->zy[l] = bk->mo[l] = bk->ey[l] = bk->ent[l] = bk->q2[l] = 0.0f;
+    bk->srest[l] = bk->gn2[l] = bk->loss[l] = bk->gcoef[l] = 0.0f;
+    if (l >= bk->cnt) continue;
+    const int64_t r = bk->r0 + l;
+    if (b->targets) {
+      const float *tr = b->targets + r * c;
+      int64_t arg = 0;
+      for (int64_t k = 0; k < c; k++) {
+        float t = tr[k];
+        if (!(t >= 0.0f && t <= 1.0f)) {
+          *where = r * c + k;
+          return FL_ETARGET;
+        }
+        if (t > tr[arg]) arg = k;
+      }
+      bk->y[l] = (int32_t)arg;
+    } else {
+      int64_t y = fl__label_at(b, r);
+      if (y != cx->ignore) {
+        if (y < 0 || y >= c) {
+          *where = r;
+          return FL_ELABEL;
+        }
+        bk->y[l] = (int32_t)y;
+      }
+    }
+    if (b->weights) {
+      float wv = b->weights[r];
+      if (!(wv >= 0.0f) || !isfinite(wv)) {
+        *where = r;
+        return FL_EWEIGHT;
+      }
+      bk->w[l] = wv;
+    } else {
+      bk->w[l] = 1.0f;
+    }
+  }
+  return 0;
+}
+
+int FL__CAT(fl__softmax_eval, FL_ISA)(const fl__ctx *cx, int64_t *where) {
+  const fl_batch *b = cx->b;
+  const int64_t rows = b->n * b->m;
+  const int soft = b->targets != NULL;
+  fl__acc acc;
+  blk bk;
+  fl__acc_reset(&acc);
+  for (int64_t r0 = 0; r0 < rows; r0 += FL_W) {
+    bk.r0 = r0;
+    bk.cnt = rows - r0 < FL_W ? (int)(rows - r0) : FL_W;
+    int rc = block_labels(cx, &bk, where);
+    if (rc) return rc;
+    for (int l = 0; l < bk.cnt; l++) {
+      rc = row_stats(cx, &bk, l, r0 + l, where);
+      if (rc) return rc;
+    }
+    block_math(cx, &bk, soft);
+    for (int l = 0; l < bk.cnt; l++) {
+      const int64_t r = r0 + l;
+      if (bk.y[l] >= 0) {
+        if (soft) {
+          acc.loss += row_soft(cx, &bk, l, r);
+          int anypos = 0;
+          for (int64_t k = 0; k < cx->c && !anypos; k++) anypos = b->targets[r * cx->c + k] > 0.0f;
+          acc.npos += anypos;
+        } else {
+          acc.loss += bk.loss[l];
+          acc.npos += 1;
+          if (cx->out->grad) row_grad_index(cx, &bk, l, r);
+        }
+        acc.gn2 += bk.gn2[l];
+        acc.count += 1;
+        if (cx->want_scores) {
+          fl__acc_score(&acc, bk.p_t[l], bk.margin[l], bk.nm[l], bk.entn[l], bk.cw[l], bk.el2n[l],
+                        bk.a[l] == bk.y[l] ? 1.0f : 0.0f);
+          if (b->m == 1) acc.pred = bk.a[l];
+        }
+      } else if (cx->out->grad) {
+        row_grad_index(cx, &bk, l, r);
+      }
+      if ((r + 1) % b->m == 0) {
+        fl__acc_finish(cx, r / b->m, &acc);
+        fl__acc_reset(&acc);
+      }
+    }
+  }
+  return 0;
+}

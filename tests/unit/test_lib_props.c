@@ -1,0 +1,705 @@
+/* test_lib_props.c — properties of the loss library that hold for any input, the
+ * fixed numbers users compare against, and every invalid input it must refuse.
+ *
+ * Reference values computed here are float64 from the textbook formulas; the
+ * tolerance is the library's promise (relative 1e-5, absolute 1e-7 below 1e-2)
+ * unless a test says otherwise.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "focal.h"
+
+static int close_enough(double got, double ref) {
+  double err = fabs(got - ref);
+  if (fabs(ref) < 1e-2) return err <= 1e-7;
+  return err <= 1e-5 * fabs(ref);
+}
+
+#define assert_close(got, ref)                                                          \
+  do {                                                                                  \
+    double g_ = (got), r_ = (ref);                                                      \
+    if (!close_enough(g_, r_)) fail_msg("%s = %.9g, expected %.9g", #got, g_, r_);      \
+  } while (0)
+
+/* Deterministic pseudo-random floats in [lo, hi). */
+static uint64_t rng_state = 88172645463325252ull;
+static float frand(float lo, float hi) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return lo + (hi - lo) * (float)((rng_state >> 11) * (1.0 / 9007199254740992.0));
+}
+
+/* One sample's loss over a (1, m, c) input with dense targets. */
+static float loss1(const fl_params *p, const float *x, const float *t, int64_t m, int64_t c) {
+  float out = NAN;
+  fl_batch b = {.n = 1, .m = m, .c = c, .x = x, .targets = t};
+  fl_out o = {.loss = &out};
+  assert_int_equal(fl_eval(&o, &b, p, NULL), 0);
+  return out;
+}
+
+/* Binary cross-entropy with logits, in double. */
+static double bce(double z, double t) {
+  return (z > 0 ? z : 0) - z * t + log1p(exp(-fabs(z)));
+}
+
+/* ---------------------------------------------------------------- the numbers users compare against */
+
+static void test_lib_conventions_sigmoid_values(void **state) {
+  (void)state;
+  fl_params p;
+  fl_params_init(&p, FL_SIGMOID_FOCAL);
+  float x, t;
+  x = 0.0f, t = 1.0f;
+  assert_close(loss1(&p, &x, &t, 1, 1), 0.04332170);
+  x = 0.0f, t = 0.0f;
+  assert_close(loss1(&p, &x, &t, 1, 1), 0.12996510);
+  x = 2.0f, t = 0.0f;
+  assert_close(loss1(&p, &x, &t, 1, 1), 1.2375586);
+  x = -3.0f, t = 1.0f;
+  assert_close(loss1(&p, &x, &t, 1, 1), 0.6915701);
+}
+
+static void test_lib_conventions_profiles_soft_target(void **state) {
+  (void)state;
+  /* x = 1, t = 0.3, alpha .25, gamma 2; t arrives as float32 0.30000001, hence 5e-8. */
+  const float x = 1.0f, t = 0.3f;
+  const struct {
+    fl_profile prof;
+    double want;
+  } cases[] = {{FL_PROFILE_TORCHVISION, 0.21337195}, {FL_PROFILE_MONAI, 0.21790816}, {FL_PROFILE_KORNIA, 0.37018021}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    fl_params p;
+    fl_params_init(&p, FL_SIGMOID_FOCAL);
+    p.profile = cases[i].prof;
+    double got = loss1(&p, &x, &t, 1, 1);
+    if (fabs(got - cases[i].want) > 5e-8) fail_msg("%s: %.9g, expected %.9g", fl_profile_name(cases[i].prof), got, cases[i].want);
+  }
+}
+
+static void test_lib_conventions_keras_doc_example(void **state) {
+  (void)state;
+  /* Keras BinaryFocalCrossentropy's documented example: mean over the last axis. */
+  const float z[4] = {-18.6f, 0.51f, 2.94f, -12.8f}, y[4] = {0, 1, 0, 0};
+  fl_params p;
+  fl_params_init(&p, FL_SIGMOID_FOCAL);
+  p.profile = FL_PROFILE_KERAS;
+  p.reduction = FL_REDUCE_MEAN;
+  p.alpha = -1.0f;
+  assert_true(fabs(loss1(&p, z, y, 1, 4) - 0.691) < 5e-4);
+  p.alpha = 0.25f; /* apply_class_balancing=True */
+  assert_true(fabs(loss1(&p, z, y, 1, 4) - 0.51) < 5e-3);
+}
+
+static void test_lib_conventions_softmax_and_scores(void **state) {
+  (void)state;
+  fl_params p;
+  fl_params_init(&p, FL_SOFTMAX_FOCAL);
+  const float z[3] = {1, 2, 3};
+  int32_t y = 2;
+  float loss;
+  fl_batch b = {.n = 1, .m = 1, .c = 3, .x = z, .labels = &y, .label_type = FL_LABEL_I32};
+  fl_out o = {.loss = &loss};
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  assert_close(loss, 0.04567780);
+  /* scores of probabilities [.2, .7, .1] with label 0 */
+  const float pr[3] = {0.2f, 0.7f, 0.1f};
+  y = 0;
+  fl_score s;
+  p.input = FL_INPUT_PROBS;
+  b.x = pr;
+  o.scores = &s;
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  assert_close(s.p_t, 0.2);
+  assert_close(s.norm_margin, 0.25);
+  assert_close(s.entropy, 0.72984670);
+  assert_close(s.el2n, 1.06770783);
+  assert_int_equal(s.pred, 1);
+  assert_true(s.correct == 0.0f);
+  assert_int_equal(s.rows, 1);
+}
+
+/* ---------------------------------------------------------------- properties */
+
+static void test_lib_gamma0_is_cross_entropy(void **state) {
+  (void)state;
+  enum { M = 7, C = 9 };
+  float x[M * C], t[M * C];
+  for (int i = 0; i < M * C; i++) {
+    x[i] = frand(-30, 30);
+    t[i] = i % 3 == 0 ? frand(0, 1) : (float)(i % 2);
+  }
+  x[0] = 0.0f;
+  x[1] = 1e4f;
+  x[2] = -1e4f;
+  fl_params p;
+  fl_params_init(&p, FL_SIGMOID_FOCAL);
+  p.gamma = 0.0f;
+  p.alpha = -1.0f;
+  double want = 0;
+  for (int i = 0; i < M * C; i++) want += bce(x[i], t[i]);
+  assert_close(loss1(&p, x, t, M, C), want);
+  /* softmax: categorical cross-entropy, -log softmax(z)_y, per row */
+  fl_params_init(&p, FL_SOFTMAX_FOCAL);
+  p.gamma = 0.0f;
+  int32_t y[M];
+  want = 0;
+  for (int r = 0; r < M; r++) {
+    y[r] = r % C;
+    double mx = -INFINITY, s = 0;
+    for (int k = 0; k < C; k++) mx = fmax(mx, x[r * C + k]);
+    for (int k = 0; k < C; k++) s += exp(x[r * C + k] - mx);
+    want += -(x[r * C + y[r]] - mx - log(s));
+  }
+  float got;
+  fl_batch b = {.n = 1, .m = M, .c = C, .x = x, .labels = y, .label_type = FL_LABEL_I32};
+  fl_out o = {.loss = &got};
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  assert_close(got, want);
+}
+
+static void test_lib_alpha_off_is_unweighted(void **state) {
+  (void)state;
+  /* alpha = 0.5 weighs both parts by 0.5: twice it is the unweighted loss */
+  enum { N = 40 };
+  float x[N], t[N];
+  for (int i = 0; i < N; i++) {
+    x[i] = frand(-12, 12);
+    t[i] = frand(0, 1);
+  }
+  const fl_loss losses[] = {FL_SIGMOID_FOCAL, FL_POLY1_SIGMOID_FOCAL, FL_SIGMOID_FOCAL_STAR, FL_ASL};
+  for (size_t i = 0; i < sizeof losses / sizeof losses[0]; i++) {
+    fl_params p;
+    fl_params_init(&p, losses[i]);
+    if (losses[i] == FL_POLY1_SIGMOID_FOCAL) p.epsilon = 0.0f;
+    p.alpha = -1.0f;
+    double off = loss1(&p, x, t, 1, N);
+    p.alpha = 0.5f;
+    double half = loss1(&p, x, t, 1, N);
+    assert_close(2.0 * half, off);
+  }
+}
+
+static void test_lib_alpha_vector_equal_to_scalar(void **state) {
+  (void)state;
+  enum { M = 5, C = 21 };
+  float x[M * C];
+  int64_t y[M];
+  float av[C];
+  for (int i = 0; i < M * C; i++) x[i] = frand(-8, 8);
+  for (int r = 0; r < M; r++) y[r] = (r * 7) % (C + 1);
+  for (int k = 0; k < C; k++) av[k] = 0.3f;
+  const fl_loss losses[] = {FL_SIGMOID_FOCAL, FL_SOFTMAX_FOCAL};
+  for (size_t i = 0; i < 2; i++) {
+    fl_params p;
+    fl_params_init(&p, losses[i]);
+    if (losses[i] == FL_SOFTMAX_FOCAL)
+      for (int r = 0; r < M; r++) y[r] %= C;
+    p.alpha = 0.3f;
+    float a, bv;
+    fl_batch b = {.n = 1, .m = M, .c = C, .x = x, .labels = y, .label_type = FL_LABEL_I64};
+    fl_out o = {.loss = &a};
+    assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+    p.alpha_c = av;
+    o.loss = &bv;
+    assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+    assert_close(bv, a);
+  }
+}
+
+/* Central differences in the library's own float loss, compared with its analytic gradient. */
+static void check_gradient(const fl_params *p, const float *x0, const void *labels, const float *t, int64_t m,
+                           int64_t c) {
+  const int64_t nel = m * c;
+  float *x = malloc((size_t)nel * sizeof *x);
+  float *g = malloc((size_t)nel * sizeof *g);
+  memcpy(x, x0, (size_t)nel * sizeof *x);
+  float l0, gn;
+  fl_batch b = {.n = 1, .m = m, .c = c, .x = x, .labels = labels, .label_type = FL_LABEL_I32, .targets = labels ? NULL : t};
+  fl_out o = {.loss = &l0, .grad = g, .grad_norm = &gn};
+  assert_int_equal(fl_eval(&o, &b, p, NULL), 0);
+  double n2 = 0;
+  for (int64_t e = 0; e < nel; e++) n2 += (double)g[e] * g[e];
+  assert_close(gn, sqrt(n2));
+  fl_out lo = {.loss = &l0};
+  for (int64_t e = 0; e < nel; e++) {
+    const float h = 1e-2f;
+    float xp, xm;
+    x[e] = x0[e] + h;
+    xp = x[e];
+    assert_int_equal(fl_eval(&lo, &b, p, NULL), 0);
+    double up = l0;
+    x[e] = x0[e] - h;
+    xm = x[e];
+    assert_int_equal(fl_eval(&lo, &b, p, NULL), 0);
+    double down = l0;
+    x[e] = x0[e];
+    double fd = (up - down) / ((double)xp - (double)xm);
+    /* second-order error of the difference plus float noise in the loss */
+    if (fabs(fd - g[e]) > 2e-3 * fmax(1.0, fabs(fd)) + 1e-4)
+      fail_msg("%s/%s element %lld: analytic %.7g, finite difference %.7g", fl_loss_name(p->loss),
+               fl_profile_name(p->profile), (long long)e, g[e], fd);
+  }
+  free(x);
+  free(g);
+}
+
+static void test_lib_gradient_matches_finite_differences(void **state) {
+  (void)state;
+  enum { M = 3, C = 18 };
+  float x[M * C], t[M * C];
+  int32_t y[M] = {4, 17, 0};
+  for (int i = 0; i < M * C; i++) {
+    x[i] = frand(-4, 4);
+    t[i] = frand(0, 1);
+  }
+  const float gammas[] = {0.0f, 0.5f, 2.0f, 3.5f};
+  for (size_t gi = 0; gi < 4; gi++) {
+    for (int prof = 0; prof < FL_PROFILE_COUNT; prof++) {
+      fl_params p;
+      fl_params_init(&p, FL_SIGMOID_FOCAL);
+      p.profile = (fl_profile)prof;
+      p.gamma = gammas[gi];
+      check_gradient(&p, x, NULL, t, M, C);
+      check_gradient(&p, x, y, NULL, M, C);
+      fl_params_init(&p, FL_SOFTMAX_FOCAL);
+      p.profile = (fl_profile)prof;
+      p.gamma = gammas[gi];
+      p.alpha = 0.25f;
+      check_gradient(&p, x, y, NULL, M, C);
+    }
+    fl_loss others[] = {FL_SIGMOID_FOCAL_STAR, FL_POLY1_SIGMOID_FOCAL, FL_POLY1_SOFTMAX_FOCAL, FL_ASL};
+    for (size_t i = 0; i < 4; i++) {
+      fl_params p;
+      fl_params_init(&p, others[i]);
+      p.gamma = gammas[gi] > 0 ? gammas[gi] : 1.0f;
+      p.gamma_pos = gammas[gi];
+      p.gamma_neg = gammas[gi] + 1.0f;
+      p.clip = 0.0f; /* the clip's kink has no derivative */
+      check_gradient(&p, x, y, NULL, M, C);
+    }
+  }
+  /* the gradient also holds through a reduction */
+  fl_params p;
+  fl_params_init(&p, FL_SIGMOID_FOCAL);
+  p.reduction = FL_REDUCE_MEAN;
+  check_gradient(&p, x, NULL, t, M, C);
+  p.reduction = FL_REDUCE_POSITIVES;
+  check_gradient(&p, x, y, NULL, M, C);
+}
+
+/* No NaN or Inf for any finite input and gamma in [0, 10], saturated logits included. */
+static void test_lib_finite_everywhere(void **state) {
+  (void)state;
+  const float zs[] = {0.0f, 1e-6f, -1e-6f, 0.5f, -0.5f, 15.0f, -15.0f, 30.0f, -30.0f, 87.0f, -87.0f,
+                      88.7f, -88.7f, 100.0f, -100.0f, 1e4f, -1e4f, 3.4e38f, -3.4e38f};
+  const float ts[] = {0.0f, 1.0f, 0.3f, 1e-30f};
+  const float gammas[] = {0.0f, 1e-3f, 0.1f, 0.5f, 0.99f, 1.0f, 2.0f, 2.5f, 7.0f, 10.0f};
+  enum { NZ = sizeof zs / sizeof zs[0], NT = 4, C = 3 };
+  /* every (z, t) pair as an element; softmax rows of three from the same z values */
+  float x[NZ * NT * C], t[NZ * NT * C];
+  int32_t y[NZ * NT];
+  for (int i = 0; i < NZ * NT * C; i++) {
+    x[i] = zs[(i / C) % NZ];
+    if (i % C == 1) x[i] = zs[(i / C + 3) % NZ];
+    t[i] = ts[(i / C / NZ) % NT];
+  }
+  for (int r = 0; r < NZ * NT; r++) y[r] = r % C;
+  float loss[NZ * NT], grad[NZ * NT * C], gn[NZ * NT];
+  fl_score sc[NZ * NT];
+  for (int li = 0; li < FL_LOSS_COUNT; li++) {
+    for (int prof = 0; prof < FL_PROFILE_COUNT; prof++) {
+      for (size_t gi = 0; gi < sizeof gammas / sizeof gammas[0]; gi++) {
+        for (int target_kind = 0; target_kind < 2; target_kind++) {
+          fl_params p;
+          fl_params_init(&p, (fl_loss)li);
+          p.profile = (fl_profile)prof;
+          p.gamma = gammas[gi];
+          p.gamma_pos = gammas[gi];
+          p.gamma_neg = gammas[gi];
+          if (fl_params_check(&p, C, NULL) != 0) continue; /* a combination no profile defines */
+          fl_batch b = {.n = NZ * NT, .m = 1, .c = C, .x = x, .label_type = FL_LABEL_I32};
+          if (target_kind) b.targets = t;
+          else b.labels = y;
+          fl_out o = {.loss = loss, .grad = grad, .grad_norm = gn, .scores = sc};
+          int rc = fl_eval(&o, &b, &p, NULL);
+          if (rc) fail_msg("%s/%s gamma %g: %s", fl_loss_name(p.loss), fl_profile_name(p.profile), p.gamma, fl_errname(rc));
+          for (int i = 0; i < NZ * NT; i++) {
+            float v[] = {loss[i], gn[i], sc[i].p_t, sc[i].margin, sc[i].norm_margin, sc[i].entropy, sc[i].cw_entropy, sc[i].el2n};
+            for (size_t k = 0; k < sizeof v / sizeof v[0]; k++)
+              if (!isfinite(v[k]))
+                fail_msg("%s/%s gamma %g targets %d: sample %d value %zu is %g", fl_loss_name(p.loss),
+                         fl_profile_name(p.profile), p.gamma, target_kind, i, k, v[k]);
+          }
+          for (int e = 0; e < NZ * NT * C; e++)
+            if (!isfinite(grad[e]))
+              fail_msg("%s/%s gamma %g: grad[%d] = %g (x %g)", fl_loss_name(p.loss), fl_profile_name(p.profile), p.gamma, e,
+                       grad[e], x[e]);
+        }
+      }
+    }
+  }
+}
+
+static void test_lib_probabilities_near_0_and_1(void **state) {
+  (void)state;
+  /* Probability input at and near the ends: finite, and equal to the logit form where both exist. */
+  const float ps[] = {0.0f, 1e-30f, 1e-8f, 1e-4f, 0.5f, 1.0f - 1e-4f, 1.0f - 6e-8f, 1.0f};
+  for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) {
+    for (int tt = 0; tt < 2; tt++) {
+      fl_params p;
+      fl_params_init(&p, FL_SIGMOID_FOCAL);
+      p.input = FL_INPUT_PROBS;
+      float t = (float)tt, x = ps[i];
+      double got = loss1(&p, &x, &t, 1, 1);
+      assert_true(isfinite(got));
+      if (ps[i] > 0.0f && ps[i] < 1.0f) {
+        double pr = ps[i], q = tt ? 1 - pr : pr, at = tt ? 0.25 : 0.75;
+        double ce = -(tt ? log(pr) : log1p(-pr));
+        assert_close(got, at * q * q * ce);
+      } else {
+        /* PyTorch's binary_cross_entropy clamps each log at -100 */
+        double at = tt ? 0.25 : 0.75;
+        int wrong = (ps[i] == 0.0f) == (tt == 1);
+        assert_close(got, wrong ? at * 100.0 : 0.0);
+      }
+    }
+  }
+}
+
+static void test_lib_ignored_and_background_labels(void **state) {
+  (void)state;
+  enum { M = 4, C = 5 };
+  float x[M * C];
+  for (int i = 0; i < M * C; i++) x[i] = frand(-3, 3);
+  fl_params p;
+  fl_params_init(&p, FL_SIGMOID_FOCAL);
+  p.reduction = FL_REDUCE_MEAN;
+  /* every row ignored: loss 0, nothing scored */
+  int32_t all_ignored[M] = {-1, -1, -1, -1};
+  float loss;
+  fl_score sc;
+  fl_batch b = {.n = 1, .m = M, .c = C, .x = x, .labels = all_ignored, .label_type = FL_LABEL_I32};
+  fl_out o = {.loss = &loss, .scores = &sc};
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  assert_true(loss == 0.0f);
+  assert_int_equal(sc.rows, 0);
+  /* background (label == c) means all classes negative: same as an all-zero target row */
+  int32_t bg[M] = {C, C, C, C};
+  float zeros[M * C] = {0};
+  b.labels = bg;
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  assert_close(loss, loss1(&p, x, zeros, M, C));
+  /* one ignored row leaves the mean over the other rows */
+  int32_t some[M] = {1, -1, 2, C};
+  float part[M * C] = {0};
+  part[0 * C + 1] = 1.0f;
+  part[2 * C + 2] = 1.0f;
+  b.labels = some;
+  p.reduction = FL_REDUCE_SUM;
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  double without = loss1(&p, x, part, M, C) - loss1(&p, x + C, part + C, 1, C);
+  assert_close(loss, without);
+  /* a custom ignore value (255, as in segmentation masks) */
+  uint8_t seg[M] = {255, 1, 255, 0};
+  p.ignore_index = 255;
+  b.labels = seg;
+  b.label_type = FL_LABEL_U8;
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  assert_true(loss > 0.0f);
+}
+
+static void test_lib_reductions(void **state) {
+  (void)state;
+  enum { M = 6, C = 4 };
+  float x[M * C], t[M * C] = {0};
+  for (int i = 0; i < M * C; i++) x[i] = frand(-5, 5);
+  t[1] = t[7] = t[8] = 1.0f; /* three positives */
+  fl_params p;
+  fl_params_init(&p, FL_SIGMOID_FOCAL);
+  double sum = loss1(&p, x, t, M, C);
+  p.reduction = FL_REDUCE_MEAN;
+  assert_close(loss1(&p, x, t, M, C), sum / (M * C));
+  p.reduction = FL_REDUCE_POSITIVES;
+  assert_close(loss1(&p, x, t, M, C), sum / 3.0);
+  float none[M * C] = {0};
+  p.reduction = FL_REDUCE_SUM;
+  double s0 = loss1(&p, x, none, M, C);
+  p.reduction = FL_REDUCE_POSITIVES;
+  assert_close(loss1(&p, x, none, M, C), s0); /* max(1, 0) */
+}
+
+static void test_lib_label_types_agree(void **state) {
+  (void)state;
+  enum { N = 33, C = 7 };
+  float x[N * C];
+  int32_t y32[N];
+  int64_t y64[N];
+  uint8_t y8[N];
+  for (int i = 0; i < N * C; i++) x[i] = frand(-6, 6);
+  for (int i = 0; i < N; i++) y32[i] = (int32_t)(y64[i] = y8[i] = (uint8_t)(i % C));
+  float a[N], b2[N], c3[N];
+  fl_params p;
+  fl_params_init(&p, FL_SOFTMAX_FOCAL);
+  fl_batch b = {.n = N, .m = 1, .c = C, .x = x, .labels = y32, .label_type = FL_LABEL_I32};
+  fl_out o = {.loss = a};
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  b.labels = y64;
+  b.label_type = FL_LABEL_I64;
+  o.loss = b2;
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  b.labels = y8;
+  b.label_type = FL_LABEL_U8;
+  o.loss = c3;
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  assert_memory_equal(a, b2, sizeof a);
+  assert_memory_equal(a, c3, sizeof a);
+}
+
+static void test_lib_empty_batch(void **state) {
+  (void)state;
+  float x = 0, loss = 42.0f;
+  int32_t y = 0;
+  fl_params p;
+  fl_params_init(&p, FL_SIGMOID_FOCAL);
+  fl_batch b = {.n = 0, .m = 1, .c = 3, .x = &x, .labels = &y, .label_type = FL_LABEL_I32};
+  fl_out o = {.loss = &loss};
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  assert_true(loss == 42.0f); /* nothing written */
+}
+
+/* ---------------------------------------------------------------- invalid input is refused */
+
+static void expect_error(const fl_params *p, const fl_batch *b, int want, int64_t want_where) {
+  float loss[64];
+  fl_out o = {.loss = loss};
+  int64_t where = -7;
+  int rc = fl_eval(&o, b, p, &where);
+  if (rc != want) fail_msg("got %s, expected %s", fl_errname(rc), fl_errname(want));
+  if (where != want_where) fail_msg("%s: where = %lld, expected %lld", fl_errname(rc), (long long)where, (long long)want_where);
+  assert_non_null(fl_strerror(rc));
+}
+
+static void test_lib_rejects_bad_parameters(void **state) {
+  (void)state;
+  float x[6] = {0, 1, 2, 3, 4, 5}, t[6] = {0};
+  int32_t y[2] = {0, 1};
+  fl_batch b = {.n = 2, .m = 1, .c = 3, .x = x, .targets = t};
+  fl_params p;
+  fl_params_init(&p, FL_SIGMOID_FOCAL);
+  p.gamma = -0.5f;
+  expect_error(&p, &b, FL_EGAMMA, -1);
+  p.gamma = NAN;
+  expect_error(&p, &b, FL_EGAMMA, -1);
+  p.gamma = INFINITY;
+  expect_error(&p, &b, FL_EGAMMA, -1);
+  fl_params_init(&p, FL_SIGMOID_FOCAL);
+  p.alpha = 1.5f;
+  expect_error(&p, &b, FL_EALPHA, -1);
+  p.alpha = NAN;
+  expect_error(&p, &b, FL_EALPHA, -1);
+  float av[3] = {0.1f, 2.0f, 0.3f};
+  p.alpha = 0.25f;
+  p.alpha_c = av;
+  expect_error(&p, &b, FL_EALPHA, 1);
+  fl_params_init(&p, FL_SIGMOID_FOCAL_STAR);
+  p.gamma = 0.0f;
+  expect_error(&p, &b, FL_EGAMMA, -1);
+  fl_params_init(&p, FL_SIGMOID_FOCAL_STAR);
+  p.input = FL_INPUT_PROBS;
+  expect_error(&p, &b, FL_EUNSUPPORTED, -1);
+  fl_params_init(&p, FL_SIGMOID_FOCAL);
+  p.profile = FL_PROFILE_MONAI;
+  p.input = FL_INPUT_PROBS;
+  expect_error(&p, &b, FL_EUNSUPPORTED, -1);
+  fl_params_init(&p, FL_ASL);
+  p.profile = FL_PROFILE_KERAS;
+  expect_error(&p, &b, FL_EUNSUPPORTED, -1);
+  fl_params_init(&p, FL_ASL);
+  p.clip = 1.0f;
+  expect_error(&p, &b, FL_ECLIP, -1);
+  fl_params_init(&p, FL_ASL);
+  p.gamma_neg = -1.0f;
+  expect_error(&p, &b, FL_EGAMMA, -1);
+  fl_params_init(&p, FL_POLY1_SIGMOID_FOCAL);
+  p.epsilon = -2.0f;
+  expect_error(&p, &b, FL_EEPSILON, -1);
+  fl_params_init(&p, FL_SIGMOID_FOCAL);
+  p.loss = (fl_loss)99;
+  expect_error(&p, &b, FL_EPARAM, -1);
+  /* shapes */
+  fl_params_init(&p, FL_SOFTMAX_FOCAL);
+  fl_batch one_class = {.n = 2, .m = 1, .c = 1, .x = x, .labels = y, .label_type = FL_LABEL_I32};
+  expect_error(&p, &one_class, FL_ESHAPE, -1);
+  fl_batch neg = {.n = -1, .m = 1, .c = 3, .x = x, .targets = t};
+  expect_error(&p, &neg, FL_ESHAPE, -1);
+  fl_batch both = {.n = 2, .m = 1, .c = 3, .x = x, .labels = y, .targets = t};
+  expect_error(&p, &both, FL_EPARAM, -1);
+  fl_batch neither = {.n = 2, .m = 1, .c = 3, .x = x};
+  expect_error(&p, &neither, FL_ENULL, -1);
+  assert_int_equal(fl_eval(NULL, &b, &p, NULL), FL_ENULL);
+}
+
+static void test_lib_rejects_bad_tensors(void **state) {
+  (void)state;
+  enum { N = 3, C = 20 };
+  float x[N * C], t[N * C], w[N * C];
+  int32_t y[8] = {1, 2, 3, 0, 1, 2, 0, 1}; /* enough rows for c = 3 too */
+  for (int i = 0; i < N * C; i++) {
+    x[i] = frand(-2, 2);
+    t[i] = 0.0f;
+    w[i] = 1.0f;
+  }
+  fl_params p;
+  fl_params_init(&p, FL_SIGMOID_FOCAL);
+  /* every path (flat, row, planar) reports the first bad element's flat index */
+  const int64_t cs[] = {C, 3};
+  for (int ci = 0; ci < 2; ci++) {
+    const int64_t c = cs[ci], n = N * C / c > 8 ? 8 : N;
+    fl_batch dense = {.n = n, .m = 1, .c = c, .x = x, .targets = t};
+    fl_batch idx = {.n = n, .m = 1, .c = c, .x = x, .labels = y, .label_type = FL_LABEL_I32};
+    const float bad[] = {NAN, INFINITY, -INFINITY};
+    for (int k = 0; k < 3; k++) {
+      x[c + 1] = bad[k];
+      expect_error(&p, &dense, FL_EINPUT, c + 1);
+      expect_error(&p, &idx, FL_EINPUT, c + 1);
+      x[c + 1] = 0.5f;
+    }
+    t[2] = 1.5f;
+    expect_error(&p, &dense, FL_ETARGET, 2);
+    t[2] = NAN;
+    expect_error(&p, &dense, FL_ETARGET, 2);
+    t[2] = 0.0f;
+    y[1] = (int32_t)c + 1;
+    expect_error(&p, &idx, FL_ELABEL, 1);
+    y[1] = -2;
+    expect_error(&p, &idx, FL_ELABEL, 1);
+    y[1] = 2;
+    idx.weights = w;
+    w[c + 4] = -1.0f;
+    expect_error(&p, &idx, FL_EWEIGHT, c + 4);
+    w[c + 4] = 1.0f;
+  }
+  /* probabilities outside [0, 1] */
+  p.input = FL_INPUT_PROBS;
+  for (int i = 0; i < N * C; i++) x[i] = 0.5f;
+  x[7] = 1.0001f;
+  fl_batch dense = {.n = N, .m = 1, .c = C, .x = x, .targets = t};
+  expect_error(&p, &dense, FL_EPROB, 7);
+  x[7] = -0.0001f;
+  expect_error(&p, &dense, FL_EPROB, 7);
+  /* softmax: label == c is out of range (no background class), weights are per row */
+  fl_params_init(&p, FL_SOFTMAX_FOCAL);
+  x[7] = 0.5f;
+  int32_t ys[N] = {0, C, 1};
+  fl_batch sm = {.n = N, .m = 1, .c = C, .x = x, .labels = ys, .label_type = FL_LABEL_I32};
+  expect_error(&p, &sm, FL_ELABEL, 1);
+  ys[1] = 1;
+  float rw[N] = {1, 1, NAN};
+  sm.weights = rw;
+  expect_error(&p, &sm, FL_EWEIGHT, 2);
+  sm.weights = NULL;
+  x[2 * C + 5] = NAN;
+  expect_error(&p, &sm, FL_EINPUT, 2 * C + 5);
+}
+
+/* ---------------------------------------------------------------- reentrancy */
+
+typedef struct job {
+  const fl_batch *b;
+  const fl_params *p;
+  float *loss;
+  fl_score *sc;
+  int rc;
+} job;
+
+static void *run_job(void *arg) {
+  job *j = arg;
+  fl_out o = {.loss = j->loss, .scores = j->sc};
+  for (int r = 0; r < 20 && j->rc == 0; r++) j->rc = fl_eval(&o, j->b, j->p, NULL);
+  return NULL;
+}
+
+static void test_lib_reentrant_across_threads(void **state) {
+  (void)state;
+  enum { N = 2000, C = 24, T = 4 };
+  float *x = malloc(N * C * sizeof *x);
+  int32_t *y = malloc(N * sizeof *y);
+  for (int i = 0; i < N * C; i++) x[i] = frand(-9, 9);
+  for (int i = 0; i < N; i++) y[i] = i % (C + 1);
+  fl_params p;
+  fl_params_init(&p, FL_SIGMOID_FOCAL);
+  fl_batch b = {.n = N, .m = 1, .c = C, .x = x, .labels = y, .label_type = FL_LABEL_I32};
+  static float loss[T][N];
+  static fl_score sc[T][N];
+  pthread_t th[T];
+  job jobs[T];
+  for (int i = 0; i < T; i++) {
+    jobs[i] = (job){.b = &b, .p = &p, .loss = loss[i], .sc = sc[i]};
+    pthread_create(&th[i], NULL, run_job, &jobs[i]);
+  }
+  for (int i = 0; i < T; i++) pthread_join(th[i], NULL);
+  for (int i = 0; i < T; i++) {
+    assert_int_equal(jobs[i].rc, 0);
+    assert_memory_equal(loss[0], loss[i], sizeof loss[0]);
+    assert_memory_equal(sc[0], sc[i], sizeof sc[0]);
+  }
+  free(x);
+  free(y);
+}
+
+static void test_lib_names_round_trip(void **state) {
+  (void)state;
+  for (int i = 0; i < FL_LOSS_COUNT; i++) {
+    fl_loss v;
+    assert_int_equal(fl_loss_parse(fl_loss_name((fl_loss)i), &v), 0);
+    assert_int_equal(v, i);
+  }
+  for (int i = 0; i < FL_PROFILE_COUNT; i++) {
+    fl_profile v;
+    assert_int_equal(fl_profile_parse(fl_profile_name((fl_profile)i), &v), 0);
+    assert_int_equal(v, i);
+  }
+  fl_reduction r = FL_REDUCE_MEAN;
+  assert_int_equal(fl_reduction_parse("median", &r), FL_EPARAM);
+  assert_int_equal(r, FL_REDUCE_MEAN);
+  assert_null(fl_loss_name((fl_loss)FL_LOSS_COUNT));
+  assert_string_equal(fl_errname(FL_ELABEL), "FL_ELABEL");
+  assert_string_equal(fl_errname(12345), "FL_UNKNOWN");
+  assert_non_null(strstr(fl_isa(), "x86-64") ? fl_isa() : "generic");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_lib_conventions_sigmoid_values),
+      cmocka_unit_test(test_lib_conventions_profiles_soft_target),
+      cmocka_unit_test(test_lib_conventions_keras_doc_example),
+      cmocka_unit_test(test_lib_conventions_softmax_and_scores),
+      cmocka_unit_test(test_lib_gamma0_is_cross_entropy),
+      cmocka_unit_test(test_lib_alpha_off_is_unweighted),
+      cmocka_unit_test(test_lib_alpha_vector_equal_to_scalar),
+      cmocka_unit_test(test_lib_gradient_matches_finite_differences),
+      cmocka_unit_test(test_lib_finite_everywhere),
+      cmocka_unit_test(test_lib_probabilities_near_0_and_1),
+      cmocka_unit_test(test_lib_ignored_and_background_labels),
+      cmocka_unit_test(test_lib_reductions),
+      cmocka_unit_test(test_lib_label_types_agree),
+      cmocka_unit_test(test_lib_empty_batch),
+      cmocka_unit_test(test_lib_rejects_bad_parameters),
+      cmocka_unit_test(test_lib_rejects_bad_tensors),
+      cmocka_unit_test(test_lib_reentrant_across_threads),
+      cmocka_unit_test(test_lib_names_round_trip),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
