@@ -158,6 +158,7 @@ typedef struct fl_batch {
  * harder; cw_entropy is cleanlab's quality score (lower is more suspect). */
 typedef struct fl_score {
   float p_t;         /* self-confidence: probability of the labelled class */
+  float p_max;       /* probability of the predicted class (binary rows: max(s, 1 - s)) */
   float margin;      /* z_y - max_{k != y} z_k (AUM's margin); binary rows: (2t-1) z */
   float norm_margin; /* cleanlab: (p_y - max_{k != y} p_k + 1) / 2 */
   float entropy;     /* entropy / log c; sigmoid rows: mean binary entropy / log 2 */

@@ -149,9 +149,10 @@ double fl__cw(double p_t, double ent) {
   return log1p(s) / (s > FL__CLEANLAB_MIN ? s : FL__CLEANLAB_MIN);
 }
 
-void fl__acc_score(fl__acc *a, float p_t, float margin, float norm_margin, float entropy, float cw_entropy,
-                   float el2n, float correct) {
+void fl__acc_score(fl__acc *a, float p_t, float p_max, float margin, float norm_margin, float entropy,
+                   float cw_entropy, float el2n, float correct) {
   a->p_t += p_t;
+  a->p_max += p_max;
   a->margin += margin;
   a->norm_margin += norm_margin;
   a->entropy += entropy;
@@ -189,6 +190,7 @@ void fl__acc_finish(const fl__ctx *cx, int64_t i, const fl__acc *a) {
     if (a->rows > 0) {
       const double inv = 1.0 / (double)a->rows;
       s->p_t = sat(a->p_t * inv);
+      s->p_max = sat(a->p_max * inv);
       s->margin = sat(a->margin * inv);
       s->norm_margin = sat(a->norm_margin * inv);
       s->entropy = sat(a->entropy * inv);

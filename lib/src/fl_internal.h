@@ -56,7 +56,7 @@ typedef struct fl__acc {
   int64_t count;      /* elements that count for the mean */
   int64_t npos;       /* positive targets, for the "positives" reduction */
   int64_t rows;       /* rows or elements scored */
-  double p_t, margin, norm_margin, entropy, cw_entropy, el2n, correct;
+  double p_t, p_max, margin, norm_margin, entropy, cw_entropy, el2n, correct;
   int32_t pred;
 } fl__acc;
 
@@ -70,8 +70,8 @@ static inline void fl__acc_reset(fl__acc *a) {
 double fl__cw(double p_t, double ent);
 
 /* Adds one scored row (or element) to a sample's sums. */
-void fl__acc_score(fl__acc *a, float p_t, float margin, float norm_margin, float entropy, float cw_entropy,
-                   float el2n, float correct);
+void fl__acc_score(fl__acc *a, float p_t, float p_max, float margin, float norm_margin, float entropy,
+                   float cw_entropy, float el2n, float correct);
 
 /* Writes sample i's outputs from its sums: applies the reduction to the loss,
  * rescales the sample's gradient block and norm, and averages the scores. */

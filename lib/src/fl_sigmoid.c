@@ -241,13 +241,13 @@ FL__HOT vf vcw(vf p_t, vf ent) {
 /* Per-lane sums for one sample, reduced into the sample's double sums every
  * so often so that float rounding does not build up over large samples. */
 typedef struct vacc {
-  vf loss, gn2, npos, rows, p_t, margin, nm, ent, cw, el2n, correct;
+  vf loss, gn2, npos, rows, p_t, p_max, margin, nm, ent, cw, el2n, correct;
   int pending;
 } vacc;
 
 FL__HOT void vacc_reset(vacc *v) {
   v->loss = v->gn2 = v->npos = v->rows = vf_set(0.0f);
-  v->p_t = v->margin = v->nm = v->ent = v->cw = v->el2n = v->correct = vf_set(0.0f);
+  v->p_t = v->p_max = v->margin = v->nm = v->ent = v->cw = v->el2n = v->correct = vf_set(0.0f);
   v->pending = 0;
 }
 
@@ -260,6 +260,7 @@ FL__HOT void vacc_drain(const fl__ctx *cx, vacc *v, fl__acc *a) {
   if (cx->want_scores) {
     a->rows += (int64_t)vsum(v->rows);
     a->p_t += vsum(v->p_t);
+    a->p_max += vsum(v->p_max);
     a->margin += vsum(v->margin);
     a->norm_margin += vsum(v->nm);
     a->entropy += vsum(v->ent);
@@ -283,6 +284,7 @@ FL__HOT void score_elements(vacc *v, const el *e, vi scored) {
   v->p_t += vsel(scored, p_t, zero());
   v->margin += vsel(scored, (2.0f * t - 1.0f) * e->z, zero());
   v->nm += vsel(scored, p_t, zero());
+  v->p_max += vsel(scored, vmax(e->s_pos, e->s_neg), zero());
   v->ent += vsel(scored, ent, zero());
   v->cw += vsel(scored, vcw(p_t, ent), zero());
   v->el2n += vsel(scored, 1.41421356f * vabs(e->s_pos - t), zero());
@@ -408,7 +410,7 @@ FL__HOT int eval_rows_spec(const fl__ctx *cx, int64_t *where, int spec) {
     }
     vf vl = zero(), vg2 = zero();
     vf s_y = zero(), z_y = zero(), h = zero(), sq = zero();
-    vf mo_z = vf_set(-INFINITY), mo_s = vf_set(-1.0f);
+    vf mo_z = vf_set(-INFINITY), mo_s = vf_set(-1.0f), mx_s = vf_set(0.0f);
     vf best = vf_set(-INFINITY);
     vi best_k = vi_set(0);
     vi bad = vi_set(0);
@@ -454,6 +456,7 @@ FL__HOT int eval_rows_spec(const fl__ctx *cx, int64_t *where, int spec) {
         z_y += vsel(is_y, e.z, zero());
         mo_z = vsel(other & (e.z > mo_z), e.z, mo_z);
         mo_s = vsel(other & (e.s_pos > mo_s), e.s_pos, mo_s);
+        mx_s = vsel(e.live & (e.s_pos > mx_s), e.s_pos, mx_s);
         vi better = e.live & (e.z > best);
         best = vsel(better, e.z, best);
         best_k = (better & kk) | (~better & best_k);
@@ -476,8 +479,8 @@ FL__HOT int eval_rows_spec(const fl__ctx *cx, int64_t *where, int spec) {
         float py = (float)vsum(s_y);
         float ent = (float)(vsum(h) / ((double)c * FL_LN2));
         float cw = (float)fl__cw(py, ent);
-        fl__acc_score(&acc, py, 0.0f, (py - vhmax(mo_s) + 1.0f) * 0.5f, ent, cw, sqrtf((float)vsum(sq)),
-                      pred == y ? 1.0f : 0.0f);
+        fl__acc_score(&acc, py, vhmax(mx_s), 0.0f, (py - vhmax(mo_s) + 1.0f) * 0.5f, ent, cw,
+                      sqrtf((float)vsum(sq)), pred == y ? 1.0f : 0.0f);
         acc.margin += vsum(z_y) - (double)vhmax(mo_z);
         if (b->m == 1) acc.pred = pred;
       }
@@ -494,7 +497,7 @@ FL__HOT int eval_rows_spec(const fl__ctx *cx, int64_t *where, int spec) {
 typedef struct prow {
   vf loss, gn2, npos, count;
   vi scored;
-  vf p_t, margin, nm, ent, cw, el2n, correct;
+  vf p_t, p_max, margin, nm, ent, cw, el2n, correct;
   vf z_y, mo_z; /* the margin's two logits, so sums can take their difference in double */
   vi pred;
 } prow;
@@ -527,7 +530,7 @@ FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64
   const int element_view = c == 1;
 
   vf vl = zero(), vg2 = zero(), s_y = zero(), z_y = zero(), h = zero(), sq = zero();
-  vf mo_z = vf_set(-INFINITY), mo_s = vf_set(-1.0f), best = vf_set(-INFINITY);
+  vf mo_z = vf_set(-INFINITY), mo_s = vf_set(-1.0f), mx_s = vf_set(0.0f), best = vf_set(-INFINITY);
   vi best_k = vi_set(0);
   vi bad = vi_set(0);
   vacc ev;
@@ -572,6 +575,7 @@ FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64
     z_y += vsel(is_y, e.z, zero());
     mo_z = vsel(other & (e.z > mo_z), e.z, mo_z);
     mo_s = vsel(other & (e.s_pos > mo_s), e.s_pos, mo_s);
+    mx_s = vsel(live & (e.s_pos > mx_s), e.s_pos, mx_s);
     vi better = live & (e.z > best);
     best = vsel(better, e.z, best);
     best_k = (better & vi_set((int32_t)k)) | (~better & best_k);
@@ -588,6 +592,7 @@ FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64
   if (element_view) {
     pr->scored = live;
     pr->p_t = ev.p_t;
+    pr->p_max = ev.p_max;
     pr->margin = ev.margin;
     pr->nm = ev.nm;
     pr->ent = ev.ent;
@@ -601,6 +606,7 @@ FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64
   vf ent = h * (float)(1.0 / ((double)c * FL_LN2));
   pr->scored = live & (Y < vi_set((int32_t)c));
   pr->p_t = s_y;
+  pr->p_max = mx_s;
   pr->margin = z_y - mo_z;
   pr->z_y = z_y;
   pr->mo_z = mo_z;
@@ -635,6 +641,7 @@ FL__HOT int eval_planar_spec(const fl__ctx *cx, int64_t *where, int spec) {
         if (cx->want_scores && pr.scored[l]) {
           acc.rows = 1;
           acc.p_t = pr.p_t[l];
+          acc.p_max = pr.p_max[l];
           acc.margin = b->c == 1 ? pr.margin[l] : (double)pr.z_y[l] - (double)pr.mo_z[l];
           acc.norm_margin = pr.nm[l];
           acc.entropy = pr.ent[l];
@@ -666,6 +673,7 @@ FL__HOT int eval_planar_spec(const fl__ctx *cx, int64_t *where, int spec) {
         vi s = pr.scored;
         v.rows += vb(s);
         v.p_t += vsel(s, pr.p_t, zero());
+        v.p_max += vsel(s, pr.p_max, zero());
         if (b->c == 1) {
           v.margin += vsel(s, pr.margin, zero());
         } else {

@@ -29,7 +29,7 @@ typedef struct blk {
   int32_t y[FL_W];      /* label (argmax of the target row for soft targets); -1 ignored */
   int32_t a[FL_W];      /* argmax of the row */
   float w[FL_W];        /* row weight */
-  float zm[FL_W];       /* logits: max z; probabilities: unused */
+  float zm[FL_W];       /* the row's largest value: max z, or max p */
   float zy[FL_W];       /* logits: z_y - max; probabilities: p_y */
   float mo[FL_W];       /* logits: max_{k != y} z - max; probabilities: max_{k != y} p */
   float srest[FL_W];    /* logits: sum of e_k over k != argmax; probabilities: sum of p */
@@ -42,7 +42,7 @@ typedef struct blk {
   float gn2[FL_W];
   float logs[FL_W];     /* log S (logits) */
   float s[FL_W];        /* S */
-  float p_t[FL_W], margin[FL_W], nm[FL_W], entn[FL_W], cw[FL_W], el2n[FL_W];
+  float p_t[FL_W], p_max[FL_W], margin[FL_W], nm[FL_W], entn[FL_W], cw[FL_W], el2n[FL_W];
 } blk;
 
 static inline vf zero(void) {
@@ -101,6 +101,7 @@ static int row_stats(const fl__ctx *cx, blk *bk, int l, int64_t r, int64_t *wher
   for (int q = 0; q < FL_W; q++)
     if (best[q] == m && best_k[q] < a) a = best_k[q];
   bk->a[l] = a;
+  bk->zm[l] = m; /* logits: the max; probabilities: the largest probability */
   if (y < 0) return 0; /* ignored: validated, nothing to compute */
   float xo = vhmax(other);
   /* pass 2: exponentials and the sums on them */
@@ -132,7 +133,6 @@ static int row_stats(const fl__ctx *cx, blk *bk, int l, int64_t r, int64_t *wher
     bk->zy[l] = (float)vsum(vy);
     bk->mo[l] = xo;
   } else {
-    bk->zm[l] = m;
     bk->zy[l] = fmaxf((float)vsum(vy) - m, -FLT_MAX);
     bk->mo[l] = fmaxf(xo - m, -FLT_MAX);
     bk->ey[l] = (float)vsum(ey);
@@ -210,6 +210,7 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
   vf_store(bk->s, s);
   if (cx->want_scores) {
     vf_store(bk->p_t, p_y);
+    vf_store(bk->p_max, cx->probs ? vf_load(bk->zm) : 1.0f / s); /* logits: e_argmax = 1 */
     vf_store(bk->margin, margin);
     vf_store(bk->nm, (p_y - p_o + 1.0f) * 0.5f);
     vf_store(bk->entn, entn);
@@ -401,7 +402,7 @@ int FL__CAT(fl__softmax_eval, FL_ISA)(const fl__ctx *cx, int64_t *where) {
         acc.gn2 += bk.gn2[l];
         acc.count += 1;
         if (cx->want_scores) {
-          fl__acc_score(&acc, bk.p_t[l], bk.margin[l], bk.nm[l], bk.entn[l], bk.cw[l], bk.el2n[l],
+          fl__acc_score(&acc, bk.p_t[l], bk.p_max[l], bk.margin[l], bk.nm[l], bk.entn[l], bk.cw[l], bk.el2n[l],
                         bk.a[l] == bk.y[l] ? 1.0f : 0.0f);
           if (b->m == 1) acc.pred = bk.a[l];
         }

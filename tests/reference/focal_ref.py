@@ -204,7 +204,7 @@ def scores(P, x, labels, targets, n, m, c):
     softmax = is_softmax(P["loss"])
     out = []
     for i in range(n):
-        acc = np.zeros(7)
+        acc = np.zeros(8)
         rows = 0
         pred = -1
         for j in range(m):
@@ -275,7 +275,7 @@ def cw_entropy(p_t, ent):
 
 
 def row_scores(p, z, y, c, softmax, probs=False, logp=None):
-    """p_t, margin, norm_margin, entropy, cw_entropy, el2n, correct for one labelled row."""
+    """p_t, p_max, margin, norm_margin, entropy, cw_entropy, el2n, correct for one labelled row."""
     others = [k for k in range(c) if k != y]
     p_t = p[y]
     margin = z[y] - max(z[k] for k in others)
@@ -288,7 +288,7 @@ def row_scores(p, z, y, c, softmax, probs=False, logp=None):
     onehot[y] = 1
     el2n = float(np.sqrt(((p - onehot) ** 2).sum()))
     correct = 1.0 if int(np.argmax(z)) == y else 0.0
-    return np.array([p_t, margin, nm, ent, cw_entropy(p_t, ent), el2n, correct])
+    return np.array([p_t, float(np.max(p)), margin, nm, ent, cw_entropy(p_t, ent), el2n, correct])
 
 
 def binary_entropy(s, z, probs):
@@ -307,7 +307,8 @@ def binary_scores(s, z, t, probs):
     p_t = t * s + (1 - t) * (1 - s)
     ent = binary_entropy(s, z, probs) / math.log(2)
     correct = 1.0 if (z >= 0) == (t >= 0.5) else 0.0
-    return np.array([p_t, (2 * t - 1) * z, p_t, ent, cw_entropy(p_t, ent), math.sqrt(2) * abs(s - t), correct])
+    return np.array([p_t, max(s, 1 - s), (2 * t - 1) * z, p_t, ent, cw_entropy(p_t, ent), math.sqrt(2) * abs(s - t),
+                     correct])
 
 
 # ---------------------------------------------------------------- cross-checks
@@ -354,7 +355,7 @@ def check_conventions():
     assert abs(v - 0.04567780) < 1e-8, v
     P["input"] = "probs"
     sc = scores(P, np.array([.2, .7, .1], dtype=np.float32), [0], None, 1, 1, 3)[0][0]
-    for got, want in zip(sc[[0, 2, 3, 5]], [0.2, 0.25, 0.72984670, 1.06770783]):
+    for got, want in zip(sc[[0, 3, 4, 6]], [0.2, 0.25, 0.72984670, 1.06770783]):
         assert abs(got - want) < 1e-6, (got, want)
 
 

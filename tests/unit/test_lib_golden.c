@@ -224,14 +224,15 @@ static void run_case(const gcase *g, tally *t) {
     for (size_t e = 0; e < nel; e++) check(t, "grad", g->name, e, grad[e], g->grad.v[e]);
     for (int64_t i = 0; i < g->n; i++) check(t, "grad_norm", g->name, (size_t)i, gn[i], g->grad_norm.v[i]);
     for (int64_t i = 0; i < g->n; i++) {
-      const double *r = g->scores.v + 7 * i;
+      const double *r = g->scores.v + 8 * i;
       check(t, "p_t", g->name, (size_t)i, sc[i].p_t, r[0]);
-      check(t, "margin", g->name, (size_t)i, sc[i].margin, r[1]);
-      check(t, "norm_margin", g->name, (size_t)i, sc[i].norm_margin, r[2]);
-      check(t, "entropy", g->name, (size_t)i, sc[i].entropy, r[3]);
-      check(t, "cw_entropy", g->name, (size_t)i, sc[i].cw_entropy, r[4]);
-      check(t, "el2n", g->name, (size_t)i, sc[i].el2n, r[5]);
-      check(t, "correct", g->name, (size_t)i, sc[i].correct, r[6]);
+      check(t, "p_max", g->name, (size_t)i, sc[i].p_max, r[1]);
+      check(t, "margin", g->name, (size_t)i, sc[i].margin, r[2]);
+      check(t, "norm_margin", g->name, (size_t)i, sc[i].norm_margin, r[3]);
+      check(t, "entropy", g->name, (size_t)i, sc[i].entropy, r[4]);
+      check(t, "cw_entropy", g->name, (size_t)i, sc[i].cw_entropy, r[5]);
+      check(t, "el2n", g->name, (size_t)i, sc[i].el2n, r[6]);
+      check(t, "correct", g->name, (size_t)i, sc[i].correct, r[7]);
       if (sc[i].pred != (int32_t)g->pred.v[i] || sc[i].rows != (int32_t)g->rows.v[i]) {
         fprintf(stderr, "  %s: sample %lld pred/rows %d/%d, reference %d/%d\n", g->name, (long long)i, sc[i].pred,
                 sc[i].rows, (int)g->pred.v[i], (int)g->rows.v[i]);
