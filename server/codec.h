@@ -1,0 +1,38 @@
+/* codec.h — the packed per-sample results of one batch, as stored in batches.payload.
+ *
+ * The batch log is what makes a 2xx durable: one row per batch, its samples'
+ * results packed into one blob, so a commit appends one row however many
+ * samples the batch has. Replaying the log rebuilds every history.
+ */
+#ifndef FOCALD_CODEC_H
+#define FOCALD_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "history.h"
+
+/* A batch's results: n observations and their sample ids. */
+typedef struct codec_batch {
+  uint32_t n;
+  const char *const *ids; /* n NUL-terminated ids, each at most 65535 bytes */
+  const hist_obs *obs;    /* n observations; has_step/step are the batch's, not stored per sample */
+} codec_batch;
+
+/* Packs b into a new buffer (*out, *len); the caller frees *out. Returns 0 or -1. */
+int codec_pack(const codec_batch *b, unsigned char **out /* OUT */, size_t *len /* OUT */);
+
+/* An unpacked payload: owns its arrays. */
+typedef struct codec_unpacked {
+  uint32_t n;
+  char **ids;   /* n strings in one allocation with the pointers */
+  hist_obs *obs;
+} codec_unpacked;
+
+/* Unpacks buf; has_step/step of every observation are set from the arguments.
+ * Returns 0, or -1 if the payload is malformed (nothing allocated then). */
+int codec_unpack(const unsigned char *buf, size_t len, int has_step, int64_t step, codec_unpacked *out /* OUT */);
+/* Frees what codec_unpack allocated. Accepts a zeroed struct. */
+void codec_unpacked_free(codec_unpacked *u);
+
+#endif /* FOCALD_CODEC_H */

@@ -1,0 +1,245 @@
+/* config.c — one table of settings drives the defaults, the environment, the flags and --help.
+ *
+ * Each setting has a flag (--max-body), an environment variable (FOCALD_MAX_BODY)
+ * and a default chosen for a sidecar beside a training job. The environment is
+ * read first and flags override it, so a container can be configured by its
+ * environment and a developer can still override one value on the command line.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#ifndef FOCALD_VERSION
+#define FOCALD_VERSION "0.1.0"
+#endif
+
+typedef enum kind { K_STR, K_INT, K_SIZE, K_DOUBLE, K_DURABILITY, K_LEVEL, K_FLAG } kind;
+
+typedef struct setting {
+  const char *flag; /* without the leading dashes */
+  kind kind;
+  size_t offset;
+  size_t size;      /* K_STR: buffer size */
+  long long min, max;
+  const char *help;
+} setting;
+
+#define AT(f) offsetof(config, f)
+
+static const setting settings[] = {
+    {"listen", K_STR, AT(listen), sizeof(((config *)0)->listen), 0, 0,
+     "address to listen on, host:port ([v6]:port); loopback by default"},
+    {"db", K_STR, AT(db), sizeof(((config *)0)->db), 0, 0, "SQLite database file (created with its directory)"},
+    {"http-threads", K_INT, AT(http_threads), 0, 1, 256, "HTTP threads (libmicrohttpd's pool)"},
+    {"workers", K_INT, AT(workers), 0, 1, 128, "scoring threads (libuv's pool); default: the number of cores"},
+    {"max-body", K_SIZE, AT(max_body), 0, 1024, (long long)1 << 40, "largest request body (suffixes K, M, G)"},
+    {"max-connections", K_INT, AT(max_connections), 0, 4, 1000000, "open connections at most"},
+    {"connection-timeout", K_INT, AT(connection_timeout), 0, 1, 86400, "seconds before an idle or stalled connection is closed"},
+    {"queue-limit", K_INT, AT(queue_limit), 0, 1, 1000000, "batches waiting for scoring or commit before 503"},
+    {"durability", K_DURABILITY, AT(durability), 0, 0, 0,
+     "full: a 2xx survives power loss (fsync per commit); normal: it survives a crash of focald"},
+    {"log-level", K_LEVEL, AT(log_level), 0, 0, 0, "debug, info, warn or error"},
+    {"ema-alpha", K_DOUBLE, AT(ema_alpha), 0, 0, 1, "weight of the newest loss in ema_loss, in (0, 1]"},
+    {"snapshot-interval", K_INT, AT(snapshot_interval), 0, 1, 86400, "seconds between history snapshots"},
+    {"drain-timeout", K_INT, AT(drain_timeout), 0, 1, 3600, "seconds SIGTERM waits for queued batches to commit"},
+    {"healthcheck", K_FLAG, AT(healthcheck), 0, 0, 0, "probe http://LISTEN/livez, exit 0 if it answers 200, else 1"},
+};
+#define NSETTINGS (sizeof settings / sizeof settings[0])
+
+static void defaults(config *c) {
+  memset(c, 0, sizeof *c);
+  snprintf(c->listen, sizeof c->listen, "127.0.0.1:8765");
+  snprintf(c->db, sizeof c->db, "./data/focald.db");
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  if (cores < 1) cores = 1;
+  c->http_threads = cores < 2 ? 2 : (int)cores;
+  c->workers = (int)cores;
+  c->max_body = 64ll << 20;
+  c->max_connections = 1024;
+  c->connection_timeout = 30;
+  c->queue_limit = 256;
+  c->durability = DUR_FULL;
+  c->log_level = LOG_INFO;
+  c->ema_alpha = 0.3;
+  c->snapshot_interval = 5;
+  c->drain_timeout = 4;
+}
+
+int config_parse_size(const char *s, int64_t *out) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || end == s || v < 0) return -1;
+  long long mul = 1;
+  switch (toupper((unsigned char)*end)) {
+  case '\0': break;
+  case 'K': mul = 1ll << 10; end++; break;
+  case 'M': mul = 1ll << 20; end++; break;
+  case 'G': mul = 1ll << 30; end++; break;
+  default: return -1;
+  }
+  if (*end == 'i' || *end == 'I') end++;
+  if ((*end == 'B' || *end == 'b')) end++;
+  if (*end != '\0' || v > INT64_MAX / mul) return -1;
+  *out = v * mul;
+  return 0;
+}
+
+/* Applies one value to one setting; where says where it came from, for errors. */
+static int apply(config *c, const setting *s, const char *value, const char *where) {
+  char *field = (char *)c + s->offset;
+  char *end;
+  switch (s->kind) {
+  case K_STR:
+    if (strlen(value) >= s->size) {
+      fprintf(stderr, "focald: %s: too long (at most %zu bytes)\n", where, s->size - 1);
+      return -1;
+    }
+    memcpy(field, value, strlen(value) + 1);
+    return 0;
+  case K_INT: {
+    errno = 0;
+    long long v = strtoll(value, &end, 10);
+    if (errno || end == value || *end || v < s->min || v > s->max) {
+      fprintf(stderr, "focald: %s: expected an integer in [%lld, %lld], got '%s'\n", where, s->min, s->max, value);
+      return -1;
+    }
+    *(int *)field = (int)v;
+    return 0;
+  }
+  case K_SIZE: {
+    int64_t v;
+    if (config_parse_size(value, &v) != 0 || v < s->min || v > s->max) {
+      fprintf(stderr, "focald: %s: expected a size such as 64M (at least %lld bytes), got '%s'\n", where, s->min, value);
+      return -1;
+    }
+    *(int64_t *)field = v;
+    return 0;
+  }
+  case K_DOUBLE: {
+    errno = 0;
+    double v = strtod(value, &end);
+    if (errno || end == value || *end || !(v > (double)s->min && v <= (double)s->max)) {
+      fprintf(stderr, "focald: %s: expected a number in (%lld, %lld], got '%s'\n", where, s->min, s->max, value);
+      return -1;
+    }
+    *(double *)field = v;
+    return 0;
+  }
+  case K_DURABILITY:
+    if (strcmp(value, "full") == 0) *(durability *)field = DUR_FULL;
+    else if (strcmp(value, "normal") == 0) *(durability *)field = DUR_NORMAL;
+    else {
+      fprintf(stderr, "focald: %s: expected full or normal, got '%s'\n", where, value);
+      return -1;
+    }
+    return 0;
+  case K_LEVEL: {
+    int lv = log_level_parse(value);
+    if (lv < 0) {
+      fprintf(stderr, "focald: %s: expected debug, info, warn or error, got '%s'\n", where, value);
+      return -1;
+    }
+    *(int *)field = lv;
+    return 0;
+  }
+  case K_FLAG:
+    if (strcmp(value, "1") == 0 || strcmp(value, "true") == 0) *(int *)field = 1;
+    else if (strcmp(value, "0") == 0 || strcmp(value, "false") == 0) *(int *)field = 0;
+    else {
+      fprintf(stderr, "focald: %s: expected true or false, got '%s'\n", where, value);
+      return -1;
+    }
+    return 0;
+  }
+  return -1;
+}
+
+/* FOCALD_MAX_BODY for max-body. */
+static void env_name(const setting *s, char *out, size_t n) {
+  size_t j = (size_t)snprintf(out, n, "FOCALD_");
+  for (const char *p = s->flag; *p && j + 1 < n; p++) out[j++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+  out[j] = '\0';
+}
+
+static void describe_default(const config *d, const setting *s, char *out, size_t n) {
+  const char *field = (const char *)d + s->offset;
+  switch (s->kind) {
+  case K_STR: snprintf(out, n, "%s", field); break;
+  case K_INT: snprintf(out, n, "%d", *(const int *)field); break;
+  case K_SIZE: snprintf(out, n, "%lldM", (long long)(*(const int64_t *)field >> 20)); break;
+  case K_DOUBLE: snprintf(out, n, "%g", *(const double *)field); break;
+  case K_DURABILITY: snprintf(out, n, "%s", *(const durability *)field == DUR_FULL ? "full" : "normal"); break;
+  case K_LEVEL: snprintf(out, n, "%s", log_level_name(*(const int *)field)); break;
+  case K_FLAG: snprintf(out, n, "off"); break;
+  }
+}
+
+static void usage(FILE *f) {
+  config d;
+  defaults(&d);
+  fprintf(f,
+          "usage: focald [options]\n"
+          "focald evaluates focal loss for training batches and keeps each sample's history.\n\n"
+          "Every option is also an environment variable (flag wins):\n\n");
+  for (size_t i = 0; i < NSETTINGS; i++) {
+    char env[64], def[64], flag[64];
+    env_name(&settings[i], env, sizeof env);
+    describe_default(&d, &settings[i], def, sizeof def);
+    snprintf(flag, sizeof flag, "--%s%s", settings[i].flag, settings[i].kind == K_FLAG ? "" : " VALUE");
+    fprintf(f, "  %-28s %s\n  %-28s env %s, default %s\n", flag, settings[i].help, "", env, def);
+  }
+  fprintf(f, "  %-28s print this help\n  %-28s print the version\n", "--help", "--version");
+}
+
+int config_load(config *cfg, int argc, char **argv) {
+  defaults(cfg);
+  for (size_t i = 0; i < NSETTINGS; i++) {
+    char env[64];
+    env_name(&settings[i], env, sizeof env);
+    const char *v = getenv(env);
+    if (v && *v && apply(cfg, &settings[i], v, env) != 0) return -1;
+  }
+  for (int a = 1; a < argc; a++) {
+    const char *arg = argv[a];
+    if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+      usage(stdout);
+      return 1;
+    }
+    if (strcmp(arg, "--version") == 0) {
+      printf("focald %s\n", FOCALD_VERSION);
+      return 1;
+    }
+    if (strncmp(arg, "--", 2) != 0) {
+      fprintf(stderr, "focald: unexpected argument '%s' (see --help)\n", arg);
+      return -1;
+    }
+    const char *name = arg + 2;
+    const char *eq = strchr(name, '=');
+    size_t len = eq ? (size_t)(eq - name) : strlen(name);
+    const setting *s = NULL;
+    for (size_t i = 0; i < NSETTINGS; i++)
+      if (strlen(settings[i].flag) == len && strncmp(settings[i].flag, name, len) == 0) s = &settings[i];
+    if (!s) {
+      fprintf(stderr, "focald: unknown option '%s' (see --help)\n", arg);
+      return -1;
+    }
+    const char *value;
+    if (eq) value = eq + 1;
+    else if (s->kind == K_FLAG) value = "1";
+    else if (a + 1 < argc) value = argv[++a];
+    else {
+      fprintf(stderr, "focald: %s needs a value\n", arg);
+      return -1;
+    }
+    if (apply(cfg, s, value, arg) != 0) return -1;
+  }
+  return 0;
+}

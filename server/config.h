@@ -1,0 +1,35 @@
+/* config.h — focald's settings: every one a flag and a FOCALD_<NAME> environment variable. */
+#ifndef FOCALD_CONFIG_H
+#define FOCALD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum durability { DUR_NORMAL = 0, DUR_FULL = 1 } durability;
+
+typedef struct config {
+  char listen[128];        /* host:port; [v6]:port */
+  char db[512];            /* SQLite file */
+  int http_threads;        /* libmicrohttpd's thread pool */
+  int workers;             /* libuv's thread pool: scoring */
+  int64_t max_body;        /* bytes */
+  int max_connections;
+  int connection_timeout;  /* seconds */
+  int queue_limit;         /* batches waiting to be scored or committed before 503 */
+  durability durability;
+  int log_level;           /* LOG_DEBUG .. LOG_ERROR */
+  double ema_alpha;        /* weight of the newest loss in ema_loss */
+  int snapshot_interval;   /* seconds between history snapshots */
+  int drain_timeout;       /* seconds SIGTERM waits for queued work */
+  int healthcheck;         /* --healthcheck: probe /livez and exit */
+} config;
+
+/* Fills *cfg from the defaults, then FOCALD_* variables, then argv (flags win).
+ * Prints --help / --version and errors itself. Returns 0 to run, 1 to exit
+ * successfully (help, version), or -1 after printing an error (exit status 2). */
+int config_load(config *cfg /* OUT */, int argc, char **argv);
+
+/* Parses "64M", "1G", "4096": bytes. Returns 0 or -1. */
+int config_parse_size(const char *s, int64_t *out /* OUT */);
+
+#endif /* FOCALD_CONFIG_H */

@@ -1,0 +1,668 @@
+/* decode.c — the JSON request decoder.
+ *
+ * jansson parses the body (duplicate keys rejected, no NUL in strings); this
+ * file then walks the tree once, checking each field and copying the tensors
+ * into float32 arrays the loss library reads directly. Every error names its
+ * element twice: as a JSON pointer in `field` and as "logits[3][7]" in
+ * `detail`.
+ */
+#include "decode.h"
+
+#include <float.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int name_ok(const char *name) {
+  size_t n = strlen(name);
+  if (n < 1 || n > ST_NAME_MAX) return 0;
+  for (const char *p = name; *p; p++) {
+    char ch = *p;
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+          ch == '_' || ch == '-'))
+      return 0;
+  }
+  return 1;
+}
+
+void req_free(req *r) {
+  if (!r) return;
+  free(r->alpha_c);
+  free(r->x);
+  free(r->labels);
+  free(r->targets);
+  free(r->weights);
+  free(r->ids); /* the pointers and the bytes are one allocation */
+  for (int i = 0; i < r->nmeta; i++) free(r->meta_json[i]);
+  free(r->meta_json);
+  free(r->meta_index);
+  free(r->owned);
+  memset(r, 0, sizeof *r);
+}
+
+/* ------------------------------------------------------------------ element names */
+
+/* "logits[3][7]" and "/logits/3/7" for the element at idx[0..nd). */
+static void element_names(const char *name, const int64_t *idx, int nd, char *human, size_t hn, char *ptr,
+                          size_t pn) {
+  size_t h = (size_t)snprintf(human, hn, "%s", name);
+  size_t p = (size_t)snprintf(ptr, pn, "/%s", name);
+  for (int i = 0; i < nd; i++) {
+    if (h < hn) h += (size_t)snprintf(human + h, hn - h, "[%" PRId64 "]", idx[i]);
+    if (p < pn) p += (size_t)snprintf(ptr + p, pn - p, "/%" PRId64, idx[i]);
+  }
+}
+
+/* Fails with the element's names: detail is "<element> <what follows>". */
+static int fail_at(problem *err, problem_code code, const char *name, const int64_t *idx, int nd, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+static int fail_at(problem *err, problem_code code, const char *name, const int64_t *idx, int nd, const char *fmt, ...) {
+  char human[128], ptr[160], rest[256];
+  va_list ap;
+  element_names(name, idx, nd, human, sizeof human, ptr, sizeof ptr);
+  va_start(ap, fmt);
+  vsnprintf(rest, sizeof rest, fmt, ap);
+  va_end(ap);
+  return problem_set(err, code, ptr, "%s %s", human, rest);
+}
+
+/* ------------------------------------------------------------------ tensors */
+
+static const char *json_kind(const json_t *v) {
+  switch (json_typeof(v)) {
+  case JSON_OBJECT: return "an object";
+  case JSON_ARRAY: return "an array";
+  case JSON_STRING: return "a string";
+  case JSON_INTEGER: return "an integer";
+  case JSON_REAL: return "a number";
+  case JSON_TRUE:
+  case JSON_FALSE: return "a boolean";
+  default: return "null";
+  }
+}
+
+/* Reads a float32 tensor of shape[0..nd) from nested arrays into out. */
+static int read_floats(const json_t *v, const char *name, int nd, const int64_t *shape, float *out, problem *err) {
+  int64_t idx[3] = {0, 0, 0};
+  const json_t *level[3];
+  level[0] = v;
+  /* iterate over every element in row-major order, checking each array's length */
+  int64_t total = 1;
+  for (int d = 0; d < nd; d++) total *= shape[d];
+  int64_t e = 0;
+  int d = 0;
+  for (;;) {
+    /* descend from depth d to the last dimension */
+    for (; d < nd - 1; d++) {
+      const json_t *a = json_array_get(level[d], (size_t)idx[d]);
+      if (!json_is_array(a))
+        return fail_at(err, P_INVALID_FIELD, name, idx, d + 1, "must be an array, not %s", a ? json_kind(a) : "missing");
+      if ((int64_t)json_array_size(a) != shape[d + 1]) {
+        char human[128], ptr[160];
+        element_names(name, idx, d + 1, human, sizeof human, ptr, sizeof ptr);
+        return problem_set(err, P_SHAPE_MISMATCH, ptr, "%s has %zu entries; expected %" PRId64, human,
+                           json_array_size(a), shape[d + 1]);
+      }
+      level[d + 1] = a;
+      idx[d + 1] = 0;
+    }
+    const json_t *row = level[nd - 1];
+    for (int64_t k = 0; k < shape[nd - 1]; k++) {
+      const json_t *x = json_array_get(row, (size_t)k);
+      idx[nd - 1] = k;
+      double val;
+      if (json_is_real(x)) val = json_real_value(x);
+      else if (json_is_integer(x)) val = (double)json_integer_value(x);
+      else return fail_at(err, P_INVALID_FIELD, name, idx, nd, "must be a number, not %s", x ? json_kind(x) : "missing");
+      if (!(fabs(val) <= FLT_MAX)) {
+        char human[128], ptr[160];
+        element_names(name, idx, nd, human, sizeof human, ptr, sizeof ptr);
+        return problem_set(err, P_OUT_OF_RANGE, ptr, "%s = %g is outside float32's range", human, val);
+      }
+      out[e++] = (float)val;
+    }
+    if (e == total) return 0;
+    /* advance the index: carry into the outer dimensions */
+    d = nd - 2;
+    while (d >= 0 && ++idx[d] == shape[d]) idx[d--] = 0;
+    if (d < 0) return 0;
+  }
+}
+
+/* Reads class indices of shape[0..nd) (nd 1 or 2): JSON integers only. */
+static int read_labels(const json_t *v, const char *name, int nd, const int64_t *shape, int64_t *out, problem *err) {
+  int64_t idx[2] = {0, 0};
+  int64_t e = 0;
+  for (int64_t i = 0; i < shape[0]; i++) {
+    idx[0] = i;
+    const json_t *row = json_array_get(v, (size_t)i);
+    if (nd == 1) {
+      if (!json_is_integer(row))
+        return fail_at(err, P_INVALID_FIELD, name, idx, 1, "must be an integer class index, not %s", row ? json_kind(row) : "missing");
+      out[e++] = json_integer_value(row);
+      continue;
+    }
+    if (!json_is_array(row))
+      return fail_at(err, P_INVALID_FIELD, name, idx, 1, "must be an array of class indices, not %s", row ? json_kind(row) : "missing");
+    if ((int64_t)json_array_size(row) != shape[1]) {
+      char human[128], ptr[160];
+      element_names(name, idx, 1, human, sizeof human, ptr, sizeof ptr);
+      return problem_set(err, P_SHAPE_MISMATCH, ptr, "%s has %zu entries; expected %" PRId64, human,
+                         json_array_size(row), shape[1]);
+    }
+    for (int64_t j = 0; j < shape[1]; j++) {
+      idx[1] = j;
+      const json_t *x = json_array_get(row, (size_t)j);
+      if (!json_is_integer(x))
+        return fail_at(err, P_INVALID_FIELD, name, idx, 2, "must be an integer class index, not %s", json_kind(x));
+      out[e++] = json_integer_value(x);
+    }
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------ ids */
+
+static uint64_t hash_bytes(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  return h ^ (h >> 31);
+}
+
+/* Reads the ids into one allocation (pointers then bytes), rejecting duplicates. */
+static int read_ids(const json_t *v, req *r, problem *err) {
+  size_t n = json_array_size(v), bytes = 0;
+  char num[32];
+  for (size_t i = 0; i < n; i++) {
+    const json_t *id = json_array_get(v, i);
+    int64_t idx = (int64_t)i;
+    if (json_is_string(id)) {
+      size_t l = json_string_length(id);
+      if (l < 1 || l > REQ_ID_MAX) {
+        char ptr[64];
+        snprintf(ptr, sizeof ptr, "/ids/%zu", i);
+        return problem_set(err, P_BAD_NAME, ptr, "ids[%zu] must be 1 to %d bytes long, not %zu", i, REQ_ID_MAX, l);
+      }
+      const char *s = json_string_value(id);
+      for (size_t k = 0; k < l; k++)
+        if ((unsigned char)s[k] < 0x20 || s[k] == 0x7f)
+          return fail_at(err, P_BAD_NAME, "ids", &idx, 1, "contains a control character");
+      bytes += l + 1;
+    } else if (json_is_integer(id)) {
+      bytes += (size_t)snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(id)) + 1;
+    } else {
+      return fail_at(err, P_INVALID_FIELD, "ids", &idx, 1, "must be a string or an integer, not %s", json_kind(id));
+    }
+  }
+  char **ids = malloc(n * sizeof *ids + bytes);
+  uint32_t cap = 16;
+  while (cap < 2 * n) cap *= 2;
+  uint32_t *seen = calloc(cap, sizeof *seen);
+  if (!ids || !seen) {
+    free(ids);
+    free(seen);
+    return problem_set(err, P_INTERNAL, NULL, "out of memory decoding ids");
+  }
+  char *p = (char *)(ids + n);
+  for (size_t i = 0; i < n; i++) {
+    const json_t *id = json_array_get(v, i);
+    if (json_is_string(id)) {
+      memcpy(p, json_string_value(id), json_string_length(id) + 1);
+    } else {
+      sprintf(p, "%" JSON_INTEGER_FORMAT, json_integer_value(id));
+    }
+    ids[i] = p;
+    p += strlen(p) + 1;
+    /* duplicates: open addressing over indices + 1 */
+    for (uint32_t h = (uint32_t)hash_bytes(ids[i]) & (cap - 1);; h = (h + 1) & (cap - 1)) {
+      if (seen[h] == 0) {
+        seen[h] = (uint32_t)i + 1;
+        break;
+      }
+      if (strcmp(ids[seen[h] - 1], ids[i]) == 0) {
+        char ptr[64];
+        snprintf(ptr, sizeof ptr, "/ids/%zu", i);
+        problem_set(err, P_DUPLICATE_ID, ptr, "ids[%zu] repeats ids[%u] (\"%.80s\")", i, seen[h] - 1, ids[i]);
+        free(ids);
+        free(seen);
+        return -1;
+      }
+    }
+  }
+  free(seen);
+  r->ids = ids;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ loss */
+
+int dec_check_loss(const fl_params *p, int64_t c, problem *err) {
+  int64_t where = -1;
+  int rc = fl_params_check(p, c, &where);
+  switch (rc) {
+  case 0: return 0;
+  case FL_EGAMMA:
+    if (p->loss == FL_ASL && (p->gamma_pos < 0 || p->gamma_neg < 0 || !isfinite(p->gamma_pos) || !isfinite(p->gamma_neg)))
+      return problem_set(err, P_INVALID_LOSS, "/loss", "loss.gamma_pos and loss.gamma_neg must be finite and >= 0");
+    return problem_set(err, P_INVALID_LOSS, "/loss/gamma", "loss.gamma must be finite and >= 0%s",
+                       p->loss == FL_SIGMOID_FOCAL_STAR ? " (> 0 for sigmoid_focal_star)" : "");
+  case FL_EALPHA:
+    if (where >= 0) {
+      char ptr[64];
+      snprintf(ptr, sizeof ptr, "/loss/alpha/%" PRId64, where);
+      return problem_set(err, P_INVALID_LOSS, ptr, "loss.alpha[%" PRId64 "] must be in [0, 1]", where);
+    }
+    return problem_set(err, P_INVALID_LOSS, "/loss/alpha", "loss.alpha must be in [0, 1], or null for no class weighting");
+  case FL_EEPSILON: return problem_set(err, P_INVALID_LOSS, "/loss/epsilon", "loss.epsilon must be finite and >= -1");
+  case FL_ECLIP: return problem_set(err, P_INVALID_LOSS, "/loss/clip", "loss.clip must be in [0, 1)");
+  case FL_EUNSUPPORTED:
+    return problem_set(err, P_INVALID_LOSS, "/loss/profile", "profile %s does not define %s for %s input",
+                       fl_profile_name(p->profile), fl_loss_name(p->loss), p->input == FL_INPUT_PROBS ? "probability" : "logit");
+  default: return problem_set(err, P_INVALID_LOSS, "/loss", "%s", fl_strerror(rc));
+  }
+}
+
+static int number_field(const json_t *v, const char *ptr, const char *human, float *out, problem *err) {
+  if (!json_is_number(v)) return problem_set(err, P_INVALID_FIELD, ptr, "%s must be a number, not %s", human, json_kind(v));
+  double d = json_number_value(v);
+  if (!(fabs(d) <= FLT_MAX)) return problem_set(err, P_OUT_OF_RANGE, ptr, "%s = %g is outside float32's range", human, d);
+  *out = (float)d;
+  return 0;
+}
+
+/* Reads the "loss" object into r->params; alpha arrays are checked against c later. */
+static int read_loss(const json_t *lo, req *r, problem *err) {
+  fl_loss type = FL_SIGMOID_FOCAL;
+  const json_t *t = json_object_get(lo, "type");
+  if (t) {
+    if (!json_is_string(t) || fl_loss_parse(json_string_value(t), &type) != 0)
+      return problem_set(err, P_INVALID_LOSS, "/loss/type",
+                         "loss.type must be one of sigmoid_focal, softmax_focal, sigmoid_focal_star, "
+                         "poly1_sigmoid_focal, poly1_softmax_focal, asl");
+  }
+  fl_params_init(&r->params, type);
+  const char *key;
+  const json_t *v;
+  json_object_foreach((json_t *)lo, key, v) {
+    char ptr[64], human[64];
+    snprintf(ptr, sizeof ptr, "/loss/%.40s", key);
+    snprintf(human, sizeof human, "loss.%.40s", key);
+    if (strcmp(key, "type") == 0) continue;
+    if (strcmp(key, "profile") == 0) {
+      if (!json_is_string(v) || fl_profile_parse(json_string_value(v), &r->params.profile) != 0)
+        return problem_set(err, P_INVALID_LOSS, ptr, "loss.profile must be one of torchvision, monai, kornia, keras");
+    } else if (strcmp(key, "reduction") == 0) {
+      if (!json_is_string(v) || fl_reduction_parse(json_string_value(v), &r->params.reduction) != 0)
+        return problem_set(err, P_INVALID_LOSS, ptr, "loss.reduction must be one of sum, mean, positives");
+    } else if (strcmp(key, "gamma") == 0) {
+      if (number_field(v, ptr, human, &r->params.gamma, err)) return -1;
+    } else if (strcmp(key, "epsilon") == 0) {
+      if (number_field(v, ptr, human, &r->params.epsilon, err)) return -1;
+    } else if (strcmp(key, "gamma_pos") == 0) {
+      if (number_field(v, ptr, human, &r->params.gamma_pos, err)) return -1;
+    } else if (strcmp(key, "gamma_neg") == 0) {
+      if (number_field(v, ptr, human, &r->params.gamma_neg, err)) return -1;
+    } else if (strcmp(key, "clip") == 0) {
+      if (number_field(v, ptr, human, &r->params.clip, err)) return -1;
+    } else if (strcmp(key, "ignore_index") == 0) {
+      if (!json_is_integer(v)) return problem_set(err, P_INVALID_FIELD, ptr, "loss.ignore_index must be an integer");
+      r->params.ignore_index = json_integer_value(v);
+    } else if (strcmp(key, "alpha") == 0) {
+      if (json_is_null(v)) {
+        r->params.alpha = -1.0f;
+      } else if (json_is_array(v)) {
+        size_t n = json_array_size(v);
+        r->alpha_c = malloc((n ? n : 1) * sizeof *r->alpha_c);
+        if (!r->alpha_c) return problem_set(err, P_INTERNAL, NULL, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+          char p2[80], h2[80];
+          snprintf(p2, sizeof p2, "/loss/alpha/%zu", i);
+          snprintf(h2, sizeof h2, "loss.alpha[%zu]", i);
+          if (number_field(json_array_get(v, i), p2, h2, &r->alpha_c[i], err)) return -1;
+        }
+        r->params.alpha_c = r->alpha_c;
+        r->params.alpha = (float)n; /* the length, until the class count is known (see dec_json) */
+      } else {
+        if (number_field(v, ptr, human, &r->params.alpha, err)) return -1;
+        if (r->params.alpha < 0.0f)
+          return problem_set(err, P_INVALID_LOSS, ptr, "loss.alpha must be in [0, 1], or null for no class weighting");
+      }
+    } else {
+      return problem_set(err, P_UNKNOWN_FIELD, ptr, "loss has no field \"%.40s\"", key);
+    }
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------ the body */
+
+static const char *const top_fields[] = {"run",     "batch_id", "epoch", "step", "loss", "ids", "logits",
+                                         "probs",   "targets",  "weights", "meta", "ohem_k", NULL};
+
+static int int_field(const json_t *v, const char *name, int64_t lo, int64_t hi, int64_t *out, problem *err) {
+  char ptr[64];
+  snprintf(ptr, sizeof ptr, "/%s", name);
+  if (!json_is_integer(v)) return problem_set(err, P_INVALID_FIELD, ptr, "%s must be an integer, not %s", name, json_kind(v));
+  int64_t x = json_integer_value(v);
+  if (x < lo || x > hi)
+    return problem_set(err, P_OUT_OF_RANGE, ptr, "%s = %" PRId64 " must be in [%" PRId64 ", %" PRId64 "]", name, x, lo, hi);
+  *out = x;
+  return 0;
+}
+
+/* The shape of the logits: (n, m, c), dense when 3-D. */
+static int logits_shape(const json_t *x, const char *name, int64_t n, req *r, problem *err) {
+  char ptr[64];
+  snprintf(ptr, sizeof ptr, "/%s", name);
+  if (!json_is_array(x)) return problem_set(err, P_INVALID_FIELD, ptr, "%s must be an array, not %s", name, json_kind(x));
+  if ((int64_t)json_array_size(x) != n)
+    return problem_set(err, P_SHAPE_MISMATCH, ptr, "%s has %zu rows but ids has %" PRId64, name, json_array_size(x), n);
+  const json_t *row = json_array_get(x, 0);
+  if (!json_is_array(row) || json_array_size(row) == 0)
+    return problem_set(err, P_SHAPE_MISMATCH, ptr, "%s must be N x C or N x M x C numbers; %s[0] is %s", name, name,
+                       json_is_array(row) ? "empty" : json_kind(row));
+  const json_t *first = json_array_get(row, 0);
+  if (json_is_array(first)) {
+    r->dense = 1;
+    r->m = (int64_t)json_array_size(row);
+    r->c = (int64_t)json_array_size(first);
+    if (r->c == 0) return problem_set(err, P_SHAPE_MISMATCH, ptr, "%s[0][0] is empty", name);
+  } else {
+    r->m = 1;
+    r->c = (int64_t)json_array_size(row);
+  }
+  r->n = n;
+  if (r->n * r->m * r->c > ((int64_t)1 << 31))
+    return problem_set(err, P_SHAPE_MISMATCH, ptr, "%s has %" PRId64 " elements, more than focald takes in one batch", name, r->n * r->m * r->c);
+  return 0;
+}
+
+/* Reads targets in the shape that says what they are (see README "targets"). */
+static int read_targets(const json_t *t, req *r, problem *err) {
+  const int64_t n = r->n, m = r->m, c = r->c;
+  if (!json_is_array(t)) return problem_set(err, P_INVALID_FIELD, "/targets", "targets must be an array, not %s", json_kind(t));
+  if ((int64_t)json_array_size(t) != n)
+    return problem_set(err, P_SHAPE_MISMATCH, "/targets", "targets has %zu rows but ids has %" PRId64, json_array_size(t), n);
+  const json_t *t0 = json_array_get(t, 0);
+  const json_t *t00 = json_is_array(t0) ? json_array_get(t0, 0) : NULL;
+  const int binary = !fl_loss_is_softmax(r->params.loss) && c == 1;
+  int dense_rows; /* targets carry a class axis */
+  if (!r->dense) dense_rows = json_is_array(t0);
+  else dense_rows = json_is_array(t0) && json_is_array(t00);
+  const int64_t shape3[3] = {n, m, c}, shape2[2] = {n, c}, shape_nm[2] = {n, m}, shape_n[1] = {n};
+  if (dense_rows) {
+    r->targets = malloc((size_t)(n * m * c) * sizeof *r->targets);
+    if (!r->targets) return problem_set(err, P_INTERNAL, NULL, "out of memory");
+    return r->dense ? read_floats(t, "targets", 3, shape3, r->targets, err) : read_floats(t, "targets", 2, shape2, r->targets, err);
+  }
+  if (binary) {
+    /* one output per position: the numbers are the binary targets themselves */
+    r->targets = malloc((size_t)(n * m) * sizeof *r->targets);
+    if (!r->targets) return problem_set(err, P_INTERNAL, NULL, "out of memory");
+    if (!r->dense) {
+      for (int64_t i = 0; i < n; i++) {
+        const json_t *v = json_array_get(t, (size_t)i);
+        if (!json_is_number(v))
+          return fail_at(err, P_INVALID_FIELD, "targets", &i, 1, "must be a number in [0, 1], not %s", json_kind(v));
+        r->targets[i] = (float)json_number_value(v);
+      }
+      return 0;
+    }
+    return read_floats(t, "targets", 2, shape_nm, r->targets, err);
+  }
+  r->labels = malloc((size_t)(n * m) * sizeof *r->labels);
+  if (!r->labels) return problem_set(err, P_INTERNAL, NULL, "out of memory");
+  if (r->dense) {
+    if (!json_is_array(t0))
+      return problem_set(err, P_SHAPE_MISMATCH, "/targets/0",
+                         "with N x M x C logits, targets must be N x M class indices or N x M x C rows; targets[0] is %s", json_kind(t0));
+    return read_labels(t, "targets", 2, shape_nm, r->labels, err);
+  }
+  return read_labels(t, "targets", 1, shape_n, r->labels, err);
+}
+
+static int read_weights(const json_t *w, req *r, problem *err) {
+  const int64_t n = r->n, m = r->m, c = r->c;
+  const int per_position = fl_loss_is_softmax(r->params.loss);
+  if (!json_is_array(w)) return problem_set(err, P_INVALID_FIELD, "/weights", "weights must be an array, not %s", json_kind(w));
+  if ((int64_t)json_array_size(w) != n)
+    return problem_set(err, P_SHAPE_MISMATCH, "/weights", "weights has %zu rows but ids has %" PRId64, json_array_size(w), n);
+  size_t count = (size_t)(per_position ? n * m : n * m * c);
+  r->weights = malloc(count * sizeof *r->weights);
+  if (!r->weights) return problem_set(err, P_INTERNAL, NULL, "out of memory");
+  if (per_position && !r->dense) {
+    for (int64_t i = 0; i < n; i++) {
+      const json_t *v = json_array_get(w, (size_t)i);
+      if (!json_is_number(v))
+        return fail_at(err, P_INVALID_FIELD, "weights", &i, 1, "must be a number (softmax losses weigh positions), not %s", json_kind(v));
+      r->weights[i] = (float)json_number_value(v);
+    }
+    return 0;
+  }
+  if (per_position) {
+    const int64_t shape[2] = {n, m};
+    return read_floats(w, "weights", 2, shape, r->weights, err);
+  }
+  if (r->dense) {
+    const int64_t shape[3] = {n, m, c};
+    return read_floats(w, "weights", 3, shape, r->weights, err);
+  }
+  const int64_t shape[2] = {n, c};
+  return read_floats(w, "weights", 2, shape, r->weights, err);
+}
+
+static int read_meta(const json_t *meta, req *r, problem *err) {
+  if (!json_is_object(meta)) return problem_set(err, P_INVALID_FIELD, "/meta", "meta must be an object keyed by sample id, not %s", json_kind(meta));
+  size_t n = json_object_size(meta);
+  r->meta_index = calloc(n ? n : 1, sizeof *r->meta_index);
+  r->meta_json = calloc(n ? n : 1, sizeof *r->meta_json);
+  if (!r->meta_index || !r->meta_json) return problem_set(err, P_INTERNAL, NULL, "out of memory");
+  const char *key;
+  const json_t *v;
+  json_object_foreach((json_t *)meta, key, v) {
+    char ptr[300];
+    snprintf(ptr, sizeof ptr, "/meta/%.256s", key);
+    int64_t at = -1;
+    for (int64_t i = 0; i < r->n && at < 0; i++)
+      if (strcmp(r->ids[i], key) == 0) at = i;
+    if (at < 0) return problem_set(err, P_INVALID_FIELD, ptr, "meta has an entry for \"%.80s\", which is not in ids", key);
+    if (!json_is_object(v)) return problem_set(err, P_INVALID_FIELD, ptr, "meta[\"%.80s\"] must be an object, not %s", key, json_kind(v));
+    char *text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!text) return problem_set(err, P_INTERNAL, NULL, "out of memory");
+    if (strlen(text) > REQ_META_MAX) {
+      free(text);
+      return problem_set(err, P_OUT_OF_RANGE, ptr, "meta[\"%.80s\"] is larger than %d bytes", key, REQ_META_MAX);
+    }
+    r->meta_index[r->nmeta] = (int32_t)at;
+    r->meta_json[r->nmeta++] = text;
+  }
+  return 0;
+}
+
+int dec_json(req *r, const char *body, size_t len, int want_store, problem *err) {
+  memset(r, 0, sizeof *r);
+  json_error_t je;
+  json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+  if (!root)
+    return problem_set(err, P_BAD_JSON, NULL, "%s (line %d, column %d)", je.text, je.line, je.column);
+  int rc = -1;
+  snprintf(r->run, sizeof r->run, "default");
+  if (!json_is_object(root)) {
+    problem_set(err, P_INVALID_FIELD, "", "the body must be a JSON object, not %s", json_kind(root));
+    goto out;
+  }
+  {
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+      int known = 0;
+      for (int i = 0; top_fields[i]; i++) known |= strcmp(top_fields[i], key) == 0;
+      if (!known) {
+        char ptr[80];
+        snprintf(ptr, sizeof ptr, "/%.60s", key);
+        problem_set(err, P_UNKNOWN_FIELD, ptr, "the body has no field \"%.60s\"", key);
+        goto out;
+      }
+    }
+  }
+  const json_t *v;
+  if ((v = json_object_get(root, "run")) && want_store) {
+    if (!json_is_string(v) || !name_ok(json_string_value(v))) {
+      problem_set(err, P_BAD_NAME, "/run", "run must be a name of 1 to 64 characters from A-Z a-z 0-9 . _ -");
+      goto out;
+    }
+    snprintf(r->run, sizeof r->run, "%s", json_string_value(v));
+  }
+  if ((v = json_object_get(root, "batch_id")) && want_store && !json_is_null(v)) {
+    if (!json_is_string(v) || json_string_length(v) < 1 || json_string_length(v) > REQ_BATCH_ID_MAX) {
+      problem_set(err, P_BAD_NAME, "/batch_id", "batch_id must be a string of 1 to %d bytes", REQ_BATCH_ID_MAX);
+      goto out;
+    }
+    snprintf(r->batch_id, sizeof r->batch_id, "%s", json_string_value(v));
+    r->has_batch_id = 1;
+  }
+  if ((v = json_object_get(root, "epoch")) && !json_is_null(v)) {
+    if (int_field(v, "epoch", 0, INT32_MAX, &r->epoch, err)) goto out;
+    r->has_epoch = 1;
+  }
+  if ((v = json_object_get(root, "step")) && !json_is_null(v)) {
+    if (int_field(v, "step", 0, (int64_t)1 << 53, &r->step, err)) goto out;
+    r->has_step = 1;
+  }
+  if ((v = json_object_get(root, "loss")) && !json_is_null(v)) {
+    if (!json_is_object(v)) {
+      problem_set(err, P_INVALID_FIELD, "/loss", "loss must be an object, not %s", json_kind(v));
+      goto out;
+    }
+    if (read_loss(v, r, err)) goto out;
+  } else {
+    fl_params_init(&r->params, FL_SIGMOID_FOCAL);
+  }
+  const json_t *ids = json_object_get(root, "ids");
+  if (!ids) {
+    problem_set(err, P_MISSING_FIELD, "/ids", "ids is required: one id per sample");
+    goto out;
+  }
+  if (!json_is_array(ids) || json_array_size(ids) == 0) {
+    problem_set(err, P_INVALID_FIELD, "/ids", "ids must be a non-empty array of sample ids");
+    goto out;
+  }
+  if (read_ids(ids, r, err)) goto out;
+  const json_t *logits = json_object_get(root, "logits"), *probs = json_object_get(root, "probs");
+  if (!logits == !probs) {
+    problem_set(err, logits ? P_INVALID_FIELD : P_MISSING_FIELD, logits ? "/probs" : "/logits",
+                logits ? "give either logits or probs, not both" : "logits (or probs) is required");
+    goto out;
+  }
+  r->x_name = logits ? "logits" : "probs";
+  r->params.input = logits ? FL_INPUT_LOGITS : FL_INPUT_PROBS;
+  const json_t *x = logits ? logits : probs;
+  if (logits_shape(x, r->x_name, (int64_t)json_array_size(ids), r, err)) goto out;
+  r->x = malloc((size_t)(r->n * r->m * r->c) * sizeof *r->x);
+  if (!r->x) {
+    problem_set(err, P_INTERNAL, NULL, "out of memory");
+    goto out;
+  }
+  {
+    const int64_t s3[3] = {r->n, r->m, r->c}, s2[2] = {r->n, r->c};
+    if (r->dense ? read_floats(x, r->x_name, 3, s3, r->x, err) : read_floats(x, r->x_name, 2, s2, r->x, err)) goto out;
+  }
+  if (r->alpha_c && (int64_t)r->params.alpha != r->c) {
+    problem_set(err, P_SHAPE_MISMATCH, "/loss/alpha", "loss.alpha has %d entries but there are %" PRId64 " classes",
+                (int)r->params.alpha, r->c);
+    goto out;
+  }
+  if (r->alpha_c) r->params.alpha = 0.0f;
+  if (fl_loss_is_softmax(r->params.loss) && r->c < 2) {
+    problem_set(err, P_SHAPE_MISMATCH, "/logits", "softmax losses need at least 2 classes; %s has %" PRId64, r->x_name, r->c);
+    goto out;
+  }
+  if (dec_check_loss(&r->params, r->c, err)) goto out;
+  const json_t *t = json_object_get(root, "targets");
+  if (!t) {
+    problem_set(err, P_MISSING_FIELD, "/targets", "targets is required");
+    goto out;
+  }
+  if (read_targets(t, r, err)) goto out;
+  if ((v = json_object_get(root, "weights")) && !json_is_null(v) && read_weights(v, r, err)) goto out;
+  if ((v = json_object_get(root, "ohem_k")) && !json_is_null(v) && int_field(v, "ohem_k", 0, r->n, &r->ohem_k, err)) goto out;
+  if ((v = json_object_get(root, "meta")) && want_store && !json_is_null(v) && read_meta(v, r, err)) goto out;
+  rc = 0;
+out:
+  json_decref(root);
+  if (rc != 0) req_free(r);
+  return rc;
+}
+
+void req_describe_error(const req *r, int rc, int64_t where, problem *err) {
+  const int softmax = fl_loss_is_softmax(r->params.loss);
+  int64_t idx[3];
+  int nd;
+  const char *name;
+  /* split the flat index by the tensor's own shape */
+  switch (rc) {
+  case FL_EINPUT:
+  case FL_EPROB:
+  case FL_ETARGET:
+    name = rc == FL_ETARGET ? "targets" : r->x_name;
+    if (rc == FL_ETARGET && r->c == 1 && !softmax && r->targets && !r->dense) {
+      nd = 1;
+      idx[0] = where;
+    } else if (r->dense) {
+      nd = 3;
+      idx[0] = where / (r->m * r->c);
+      idx[1] = where / r->c % r->m;
+      idx[2] = where % r->c;
+    } else {
+      nd = 2;
+      idx[0] = where / r->c;
+      idx[1] = where % r->c;
+    }
+    if (rc == FL_EINPUT) fail_at(err, P_NOT_FINITE, name, idx, nd, "is not finite");
+    else if (rc == FL_EPROB) fail_at(err, P_OUT_OF_RANGE, name, idx, nd, "is outside [0, 1]");
+    else fail_at(err, P_OUT_OF_RANGE, name, idx, nd, "is outside [0, 1] or not finite");
+    return;
+  case FL_ELABEL: {
+    char human[128], ptr[160];
+    if (r->dense) {
+      idx[0] = where / r->m;
+      idx[1] = where % r->m;
+      nd = 2;
+    } else {
+      idx[0] = where;
+      nd = 1;
+    }
+    element_names("targets", idx, nd, human, sizeof human, ptr, sizeof ptr);
+    problem_set(err, P_LABEL_OUT_OF_RANGE, ptr, "%s = %" PRId64 " is out of range for %" PRId64 " classes (0..%" PRId64 "%s%s)",
+                human, r->labels ? r->labels[where] : 0, r->c, softmax ? r->c - 1 : r->c,
+                softmax ? "" : ", where the last means background", r->params.ignore_index != -1 ? "" : "; -1 is ignored");
+    return;
+  }
+  case FL_EWEIGHT:
+    if (softmax) {
+      nd = r->dense ? 2 : 1;
+      idx[0] = r->dense ? where / r->m : where;
+      idx[1] = where % r->m;
+    } else if (r->dense) {
+      nd = 3;
+      idx[0] = where / (r->m * r->c);
+      idx[1] = where / r->c % r->m;
+      idx[2] = where % r->c;
+    } else {
+      nd = 2;
+      idx[0] = where / r->c;
+      idx[1] = where % r->c;
+    }
+    fail_at(err, P_OUT_OF_RANGE, "weights", idx, nd, "is negative or not finite");
+    return;
+  default:
+    if (dec_check_loss(&r->params, r->c, err) == 0)
+      problem_set(err, P_INVALID_FIELD, NULL, "the loss library refused the batch: %s", fl_strerror(rc));
+    return;
+  }
+}

@@ -1,0 +1,64 @@
+/* decode.h — a scoring request, decoded and checked, ready for the loss library.
+ *
+ * Both wire formats (JSON here, the binary tensor framing in binary.c) produce
+ * a req. Decoding validates everything the library does not: types, shapes,
+ * integer labels, names and ids, duplicates, the loss configuration. What the
+ * library checks as it computes (finite numbers, probability and label ranges)
+ * comes back as an fl_eval error and is described by req_describe_error().
+ */
+#ifndef FOCALD_DECODE_H
+#define FOCALD_DECODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "focal.h"
+#include "problem.h"
+#include "state.h"
+
+#define REQ_ID_MAX 256
+#define REQ_BATCH_ID_MAX 128
+#define REQ_META_MAX 65536 /* bytes of one sample's meta, as compact JSON */
+
+typedef struct req {
+  char run[ST_NAME_MAX + 1];
+  char batch_id[REQ_BATCH_ID_MAX + 1];
+  int has_batch_id;
+  int has_epoch, has_step;
+  int64_t epoch, step;
+  int64_t ohem_k;                 /* 0: none */
+  fl_params params;
+  float *alpha_c;                 /* owned, or NULL */
+  const char *x_name;             /* "logits" or "probs" */
+  int64_t n, m, c;
+  int dense;                      /* the input was N x M x C */
+  float *x;                       /* (n, m, c) */
+  int64_t *labels;                /* (n, m) class indices, or NULL */
+  float *targets;                 /* (n, m, c), or NULL */
+  float *weights;                 /* per element or per position, or NULL */
+  char **ids;                     /* n canonical ids (integers as decimal strings) */
+  int nmeta;
+  int32_t *meta_index;            /* which sample each meta belongs to */
+  char **meta_json;               /* compact JSON object text */
+  void *owned;                    /* one allocation holding the tensors and ids */
+} req;
+
+/* Decodes a JSON body. want_store: the request stores (batches) rather than
+ * only scoring (/v1/loss): meta and run are then checked too. Returns 0, or -1
+ * with *err filled. On failure *r needs no req_free. */
+int dec_json(req *r /* OUT */, const char *body, size_t len, int want_store, problem *err /* OUT */);
+
+/* Frees what a decoder allocated. Accepts a zeroed req. */
+void req_free(req *r);
+
+/* Fills *err for an fl_eval error rc at flat index where, naming the element
+ * in the request's own terms ("logits[3][7] is not finite"). */
+void req_describe_error(const req *r, int rc, int64_t where, problem *err);
+
+/* Whether name is a valid dataset or run name: [A-Za-z0-9._-]{1,64}. */
+int name_ok(const char *name);
+
+/* Checks the loss parameters for c classes and fills *err (field /loss/...). */
+int dec_check_loss(const fl_params *p, int64_t c, problem *err);
+
+#endif /* FOCALD_DECODE_H */

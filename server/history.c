@@ -1,0 +1,112 @@
+/* history.c — streaming statistics of one sample in one run.
+ *
+ * Means and variances use Welford's update so that a sample seen over hundreds
+ * of epochs keeps its precision in float. An observation that scored nothing
+ * (every position ignored) still counts as seen and updates the losses, but
+ * not confidence, correctness, forgetting or AUM.
+ */
+#include "history.h"
+
+#include <math.h>
+#include <string.h>
+
+void hist_init(hist_rec *h) {
+  memset(h, 0, sizeof *h);
+  h->label = -1;
+  h->last_correct = 2;
+}
+
+void hist_classes_observe(hist_classes *cls, const hist_obs *o) {
+  if (o->scored && o->label >= 0 && o->label < cls->c) {
+    cls->sum[o->label] += o->p_t;
+    cls->count[o->label]++;
+  }
+}
+
+void hist_update(hist_rec *h, const hist_obs *o, double ema_alpha, const hist_classes *cls) {
+  h->seen++;
+  h->last_loss = o->loss;
+  h->mean_loss += (o->loss - h->mean_loss) / (float)h->seen;
+  h->max_loss = h->seen == 1 || o->loss > h->max_loss ? o->loss : h->max_loss;
+  h->ema_loss = h->seen == 1 ? o->loss : (float)(ema_alpha * o->loss + (1.0 - ema_alpha) * h->ema_loss);
+  if (o->has_step) {
+    if (!h->has_step || o->step < h->first_step) h->first_step = o->step;
+    if (!h->has_step || o->step > h->last_step) h->last_step = o->step;
+    h->has_step = 1;
+  }
+  h->label = o->label;
+  if (!o->scored) return;
+  h->scored_n++;
+  float d = o->p_t - h->conf_mean;
+  h->conf_mean += d / (float)h->scored_n;
+  h->conf_m2 += d * (o->p_t - h->conf_mean);
+  if (h->conf_m2 < 0.0f) h->conf_m2 = 0.0f; /* rounding; a variance is never negative */
+  h->aum += (o->margin - h->aum) / (float)h->scored_n;
+  const uint8_t ok = o->correct >= 0.5f;
+  if (h->last_correct == 1 && !ok) h->forgetting++;
+  h->last_correct = ok;
+  h->correct_n += ok;
+  h->label_issue = 0;
+  if (!cls) return;
+  if (o->label >= 0 && o->pred >= 0 && o->pred < cls->c && o->pred != o->label && cls->count[o->pred] > 0) {
+    double threshold = cls->sum[o->pred] / (double)cls->count[o->pred];
+    h->label_issue = o->p_max >= threshold;
+  }
+}
+
+void hist_recent_push(hist_recent *ring, uint8_t *head, uint8_t *count, const hist_obs *o) {
+  hist_recent *r = &ring[*head];
+  r->step = o->has_step ? o->step : INT64_MIN;
+  r->loss = o->loss;
+  float p = o->scored ? o->p_t : 0.0f;
+  r->p_t_signed = copysignf(p, o->scored && o->correct >= 0.5f ? -1.0f : 1.0f);
+  *head = (uint8_t)((*head + 1) % HIST_RECENT);
+  if (*count < HIST_RECENT) (*count)++;
+}
+
+float hist_confidence(const hist_rec *h) {
+  return h->conf_mean;
+}
+
+float hist_variability(const hist_rec *h) {
+  return h->scored_n ? sqrtf(h->conf_m2 / (float)h->scored_n) : 0.0f;
+}
+
+float hist_correctness(const hist_rec *h) {
+  return h->scored_n ? (float)h->correct_n / (float)h->scored_n : 0.0f;
+}
+
+static const char *const field_names[HF_COUNT] = {
+    "seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability", "correctness",
+    "forgetting", "aum",
+};
+
+int hist_field_parse(const char *name) {
+  for (int f = 0; f < HF_COUNT; f++)
+    if (strcmp(field_names[f], name) == 0) return f;
+  return -1;
+}
+
+const char *hist_field_name(hist_field f) {
+  return (unsigned)f < HF_COUNT ? field_names[f] : "?";
+}
+
+int hist_field_descending(hist_field f) {
+  return !(f == HF_CONFIDENCE || f == HF_CORRECTNESS || f == HF_AUM);
+}
+
+double hist_value(const hist_rec *h, hist_field f) {
+  switch (f) {
+  case HF_SEEN: return h->seen;
+  case HF_LAST_LOSS: return h->last_loss;
+  case HF_MEAN_LOSS: return h->mean_loss;
+  case HF_MAX_LOSS: return h->max_loss;
+  case HF_EMA_LOSS: return h->ema_loss;
+  case HF_CONFIDENCE: return hist_confidence(h);
+  case HF_VARIABILITY: return hist_variability(h);
+  case HF_CORRECTNESS: return hist_correctness(h);
+  case HF_FORGETTING: return h->forgetting;
+  case HF_AUM: return h->aum;
+  default: return 0.0;
+  }
+}

@@ -1,0 +1,103 @@
+/* history.h — how one observation of a sample updates its history in one run.
+ *
+ * Pure functions on plain structs: state.c keeps the records column by column
+ * and copies one into a hist_rec to update it.
+ */
+#ifndef FOCALD_HISTORY_H
+#define FOCALD_HISTORY_H
+
+#include <stdint.h>
+
+#define HIST_RECENT 4 /* latest observations kept per (run, sample) */
+
+/* What one accepted sample contributes. */
+typedef struct hist_obs {
+  float loss;
+  float p_t;       /* probability of the label */
+  float p_max;     /* probability of the predicted class */
+  float margin;    /* logit margin */
+  float correct;   /* fraction of scored positions predicted correctly */
+  int32_t pred;    /* predicted class, -1 when not one class */
+  int32_t label;   /* class label, -1 for multi-label, soft or dense targets */
+  int scored;      /* 0 when every position was ignored: only the loss counts */
+  int has_step;
+  int64_t step;
+} hist_obs;
+
+/* One recent observation, 16 bytes: the sign bit of p_t carries "correct". */
+typedef struct hist_recent {
+  int64_t step;    /* INT64_MIN when the batch had no step */
+  float loss;
+  float p_t_signed;
+} hist_recent;
+
+/* A sample's history in one run. */
+typedef struct hist_rec {
+  uint32_t seen;        /* observations */
+  uint32_t scored_n;    /* observations with a p_t */
+  uint32_t correct_n;
+  uint32_t forgetting;  /* correct -> incorrect transitions */
+  float last_loss, mean_loss, max_loss, ema_loss;
+  float conf_mean;      /* running mean of p_t (Welford) */
+  float conf_m2;        /* running sum of squared deviations of p_t */
+  float aum;            /* running mean of the margin */
+  int32_t label;        /* last label, -1 none */
+  uint8_t last_correct; /* 1, 0, or 2 before the first scored observation */
+  uint8_t label_issue;
+  uint8_t has_step;
+  int64_t first_step, last_step;
+} hist_rec;
+
+/* Per-class running means of p_t over observations labelled with the class:
+ * the confident-learning thresholds. Caller-allocated arrays of c entries. */
+typedef struct hist_classes {
+  int32_t c;
+  double *sum;
+  uint64_t *count;
+} hist_classes;
+
+/* Resets *h to "never seen". */
+void hist_init(hist_rec *h);
+
+/* Adds an observation's p_t to its label's threshold (scored, labelled observations only). */
+void hist_classes_observe(hist_classes *cls, const hist_obs *o);
+
+/* Applies one observation. ema_alpha weighs the newest loss. cls may be NULL
+ * (no label_issue); otherwise label_issue is set when the prediction differs
+ * from the label and p_max reaches the predicted class's threshold. Callers
+ * observe the classes first (hist_classes_observe), so the threshold includes
+ * this observation when it is labelled with the predicted class's label. */
+void hist_update(hist_rec *h, const hist_obs *o, double ema_alpha, const hist_classes *cls);
+
+/* Adds an observation to a ring of HIST_RECENT entries; *head is the next slot. */
+void hist_recent_push(hist_recent *ring, uint8_t *head, uint8_t *count, const hist_obs *o);
+
+/* Derived fields. */
+float hist_confidence(const hist_rec *h);
+float hist_variability(const hist_rec *h); /* population standard deviation of p_t */
+float hist_correctness(const hist_rec *h);
+
+/* The history fields a query can rank by. */
+typedef enum hist_field {
+  HF_SEEN = 0,
+  HF_LAST_LOSS,
+  HF_MEAN_LOSS,
+  HF_MAX_LOSS,
+  HF_EMA_LOSS,
+  HF_CONFIDENCE,
+  HF_VARIABILITY,
+  HF_CORRECTNESS,
+  HF_FORGETTING,
+  HF_AUM,
+  HF_COUNT
+} hist_field;
+
+/* "mean_loss" -> HF_MEAN_LOSS; -1 if unknown. */
+int hist_field_parse(const char *name);
+const char *hist_field_name(hist_field f);
+/* 1 when a larger value is harder (losses, variability, forgetting, seen), 0 when smaller is. */
+int hist_field_descending(hist_field f);
+/* The value of field f. */
+double hist_value(const hist_rec *h, hist_field f);
+
+#endif /* FOCALD_HISTORY_H */

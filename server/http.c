@@ -1,0 +1,548 @@
+/* http.c — libmicrohttpd glue: limits, body accumulation, routing, suspend/resume, logs, metrics.
+ *
+ * libmicrohttpd has no body limit and no timeouts by default, and binds every
+ * address unless told otherwise: all three are set here from the config. The
+ * URL is routed undecoded (the unescape callback is a no-op) so that an id
+ * containing %2F stays one path segment; each segment and query value is
+ * percent-decoded on its own.
+ */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "api.h"
+#include "log.h"
+
+enum { RQ_RECEIVING = 0, RQ_SUSPENDED, RQ_COMPLETE, RQ_ANSWERED };
+
+static struct MHD_Daemon *daemon_;
+static config cfg_;
+static atomic_int readiness;
+static atomic_ullong request_counter;
+static uint64_t id_seed;
+
+/* ------------------------------------------------------------------ small helpers */
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+void buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...) {
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    size_t room = *cap - *len;
+    int n = vsnprintf(*buf ? *buf + *len : NULL, *buf ? room : 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if (*buf && (size_t)n < room) {
+      *len += (size_t)n;
+      return;
+    }
+    size_t want = *cap ? *cap * 2 : 4096;
+    while (want < *len + (size_t)n + 1) want *= 2;
+    char *nb = realloc(*buf, want);
+    if (!nb) return;
+    *buf = nb;
+    *cap = want;
+  }
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* Percent-decodes s[0..slen) into out (n bytes); '+' is a space in query
+ * values. Returns -1 for a malformed escape, an encoded NUL, or no room. */
+static int pct_decode(const char *s, size_t slen, char *out, size_t n, int plus_space) {
+  size_t j = 0;
+  for (size_t i = 0; i < slen; i++) {
+    char ch = s[i];
+    if (ch == '%') {
+      if (i + 2 >= slen) return -1;
+      int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+      if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) return -1;
+      ch = (char)(hi * 16 + lo);
+      i += 2;
+    } else if (ch == '+' && plus_space) {
+      ch = ' ';
+    }
+    if (j + 1 >= n) return -1;
+    out[j++] = ch;
+  }
+  out[j] = '\0';
+  return 0;
+}
+
+const char *http_query(http_req *rq, const char *name, char *buf, size_t n) {
+  const char *raw = MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, name);
+  if (!raw) return NULL;
+  if (pct_decode(raw, strlen(raw), buf, n, 1) != 0) return NULL;
+  return buf;
+}
+
+/* ------------------------------------------------------------------ responses */
+
+int http_json(http_resp *out, int status, char *body) {
+  out->status = status;
+  out->content_type = "application/json";
+  out->body = body;
+  out->len = body ? strlen(body) : 0;
+  return 0;
+}
+
+int http_text(http_resp *out, int status, const char *content_type, const char *text) {
+  out->status = status;
+  out->content_type = content_type;
+  out->body = strdup(text);
+  out->len = out->body ? strlen(out->body) : 0;
+  return 0;
+}
+
+void http_header(http_resp *out, const char *name, const char *value) {
+  if (out->nheaders >= 4) return;
+  snprintf(out->headers[out->nheaders][0], sizeof out->headers[0][0], "%s", name);
+  snprintf(out->headers[out->nheaders][1], sizeof out->headers[0][1], "%s", value);
+  out->nheaders++;
+}
+
+/* A JSON string literal for s (escaped), appended to the buffer. */
+static void put_json_string(char **b, size_t *len, size_t *cap, const char *s) {
+  buf_printf(b, len, cap, "\"");
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\') buf_printf(b, len, cap, "\\%c", ch);
+    else if (ch < 0x20) buf_printf(b, len, cap, "\\u%04x", ch);
+    else buf_printf(b, len, cap, "%c", ch);
+  }
+  buf_printf(b, len, cap, "\"");
+}
+
+int http_problem(http_resp *out, const http_req *rq, const problem *p) {
+  char *b = NULL;
+  size_t len = 0, cap = 0;
+  int status = problem_status(p->code);
+  buf_printf(&b, &len, &cap, "{\"type\":\"urn:focald:problem:%s\",\"title\":", problem_name(p->code));
+  put_json_string(&b, &len, &cap, problem_title(p->code));
+  buf_printf(&b, &len, &cap, ",\"status\":%d,\"detail\":", status);
+  put_json_string(&b, &len, &cap, p->detail);
+  buf_printf(&b, &len, &cap, ",\"code\":\"%s\"", problem_name(p->code));
+  if (p->field[0]) {
+    buf_printf(&b, &len, &cap, ",\"field\":");
+    put_json_string(&b, &len, &cap, p->field);
+  }
+  buf_printf(&b, &len, &cap, ",\"request_id\":\"%s\"}", rq ? rq->request_id : "");
+  out->status = status;
+  out->content_type = "application/problem+json";
+  out->body = b;
+  out->len = len;
+  if (status == 503) http_header(out, "Retry-After", "1");
+  if (status == 401) http_header(out, "WWW-Authenticate", "Bearer realm=\"focald\"");
+  return 0;
+}
+
+/* ------------------------------------------------------------------ metrics */
+
+#define NBUCKETS 13
+static const double buckets[NBUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                         0.1,    0.25,  0.5,    1.0,   2.5,  10.0};
+static const int tracked_status[] = {200, 204, 400, 401, 404, 405, 409, 411, 413, 415, 422, 431, 500, 503, 507, 0};
+#define NSTATUS (sizeof tracked_status / sizeof tracked_status[0])
+#define MAX_ROUTES 32
+
+typedef struct route_stats {
+  atomic_ullong count[NSTATUS];
+  atomic_ullong bucket[NBUCKETS];
+  atomic_ullong total;
+  atomic_ullong sum_ns;
+} route_stats;
+
+static route_stats rstats[MAX_ROUTES + 1]; /* the last: unmatched requests */
+
+static void record(int route, int status, double seconds) {
+  route_stats *r = &rstats[route >= 0 && route < MAX_ROUTES ? route : MAX_ROUTES];
+  size_t si = NSTATUS - 1;
+  for (size_t i = 0; i + 1 < NSTATUS; i++)
+    if (tracked_status[i] == status) si = i;
+  atomic_fetch_add(&r->count[si], 1);
+  for (int b = 0; b < NBUCKETS; b++)
+    if (seconds <= buckets[b]) atomic_fetch_add(&r->bucket[b], 1);
+  atomic_fetch_add(&r->total, 1);
+  atomic_fetch_add(&r->sum_ns, (unsigned long long)(seconds * 1e9));
+}
+
+void http_metrics_write(char **buf, size_t *len, size_t *cap) {
+  buf_printf(buf, len, cap,
+             "# HELP focald_http_requests_total HTTP requests answered, by route, method and status.\n"
+             "# TYPE focald_http_requests_total counter\n");
+  for (int r = 0; r <= api_route_count && r <= MAX_ROUTES; r++) {
+    const char *pat = r < api_route_count ? api_routes[r].pattern : "unmatched";
+    const char *method = r < api_route_count ? api_routes[r].method : "";
+    for (size_t s = 0; s < NSTATUS; s++) {
+      unsigned long long n = atomic_load(&rstats[r].count[s]);
+      if (!n) continue;
+      if (tracked_status[s]) buf_printf(buf, len, cap, "focald_http_requests_total{route=\"%s\",method=\"%s\",status=\"%d\"} %llu\n", pat, method, tracked_status[s], n);
+      else buf_printf(buf, len, cap, "focald_http_requests_total{route=\"%s\",method=\"%s\",status=\"other\"} %llu\n", pat, method, n);
+    }
+  }
+  buf_printf(buf, len, cap,
+             "# HELP focald_http_request_duration_seconds Time from the request's first byte to the response, by route.\n"
+             "# TYPE focald_http_request_duration_seconds histogram\n");
+  for (int r = 0; r <= api_route_count && r <= MAX_ROUTES; r++) {
+    unsigned long long total = atomic_load(&rstats[r].total);
+    if (!total) continue;
+    const char *pat = r < api_route_count ? api_routes[r].pattern : "unmatched";
+    const char *method = r < api_route_count ? api_routes[r].method : "";
+    for (int b = 0; b < NBUCKETS; b++)
+      buf_printf(buf, len, cap, "focald_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"%g\"} %llu\n", pat,
+                 method, buckets[b], atomic_load(&rstats[r].bucket[b]));
+    buf_printf(buf, len, cap, "focald_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"+Inf\"} %llu\n", pat, method, total);
+    buf_printf(buf, len, cap, "focald_http_request_duration_seconds_sum{route=\"%s\",method=\"%s\"} %.6f\n", pat, method, (double)atomic_load(&rstats[r].sum_ns) * 1e-9);
+    buf_printf(buf, len, cap, "focald_http_request_duration_seconds_count{route=\"%s\",method=\"%s\"} %llu\n", pat, method, total);
+  }
+}
+
+/* ------------------------------------------------------------------ routing */
+
+/* Matches path against pattern ("/v1/datasets/{dataset}/batches"); fills params. */
+static int match(const char *pattern, const char *path, http_req *rq) {
+  int np = 0;
+  const char *p = pattern, *s = path;
+  while (*p && *s) {
+    if (*p != '/' || *s != '/') return 0;
+    p++;
+    s++;
+    const char *pe = strchr(p, '/'), *se = strchr(s, '/');
+    size_t pl = pe ? (size_t)(pe - p) : strlen(p), sl = se ? (size_t)(se - s) : strlen(s);
+    if (*p == '{') {
+      if (sl == 0 || np >= 2) return 0;
+      if (pct_decode(s, sl, rq->params[np], sizeof rq->params[np], 0) != 0) return 0;
+      np++;
+    } else if (pl != sl || strncmp(p, s, pl) != 0) {
+      return 0;
+    }
+    p += pl;
+    s += sl;
+  }
+  return *p == '\0' && *s == '\0';
+}
+
+/* ------------------------------------------------------------------ request lifecycle */
+
+static void new_request_id(http_req *rq, struct MHD_Connection *conn) {
+  const char *given = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+  if (given) {
+    size_t n = strlen(given);
+    int ok = n >= 1 && n <= 64;
+    for (size_t i = 0; ok && i < n; i++) {
+      char ch = given[i];
+      ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+           ch == '_' || ch == '.';
+    }
+    if (ok) {
+      memcpy(rq->request_id, given, n + 1);
+      return;
+    }
+  }
+  uint64_t v = id_seed ^ (atomic_fetch_add(&request_counter, 1) * 0x9e3779b97f4a7c15ull);
+  v ^= v >> 31;
+  v *= 0xbf58476d1ce4e5b9ull;
+  v ^= v >> 29;
+  snprintf(rq->request_id, sizeof rq->request_id, "%016llx", (unsigned long long)v);
+}
+
+static enum MHD_Result respond(struct MHD_Connection *conn, http_req *rq, http_resp *out) {
+  struct MHD_Response *resp =
+      MHD_create_response_from_buffer(out->len, out->body ? out->body : (void *)"", out->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+  if (!resp) {
+    free(out->body);
+    return MHD_NO;
+  }
+  if (out->content_type) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, out->content_type);
+  MHD_add_response_header(resp, "X-Request-Id", rq->request_id);
+  for (int i = 0; i < out->nheaders; i++) MHD_add_response_header(resp, out->headers[i][0], out->headers[i][1]);
+  rq->status = out->status;
+  rq->state = RQ_ANSWERED;
+  enum MHD_Result r = MHD_queue_response(conn, (unsigned)out->status, resp);
+  MHD_destroy_response(resp);
+  return r;
+}
+
+static enum MHD_Result send_problem(struct MHD_Connection *conn, http_req *rq, problem_code code, const char *detail) {
+  problem p;
+  http_resp out = {0};
+  problem_set(&p, code, NULL, "%s", detail);
+  http_problem(&out, rq, &p);
+  if (code == P_UNSUPPORTED_MEDIA_TYPE) http_header(&out, "Accept-Post", "application/json, application/octet-stream");
+  return respond(conn, rq, &out);
+}
+
+/* Index of the route for method and path; -1 none; -2 the path exists with other methods (allow filled). */
+static int find_route(const char *method, const char *path, http_req *rq, char *allow, size_t an) {
+  int path_found = 0;
+  allow[0] = '\0';
+  for (int i = 0; i < api_route_count; i++) {
+    if (!match(api_routes[i].pattern, path, rq)) continue;
+    if (strcmp(api_routes[i].method, method) == 0) return i;
+    path_found = 1;
+    size_t l = strlen(allow);
+    snprintf(allow + l, an - l, "%s%s", l ? ", " : "", api_routes[i].method);
+  }
+  return path_found ? -2 : -1;
+}
+
+static int route_index(const http_req *rq) {
+  for (int i = 0; i < api_route_count; i++)
+    if (rq->route == api_routes[i].pattern && strcmp(api_routes[i].method, rq->method) == 0) return i;
+  return -1;
+}
+
+/* Whether the content type is one the route takes. */
+static int content_type_ok(const char *ct, int body) {
+  if (!ct) return 0;
+  size_t n = strcspn(ct, ";");
+  while (n > 0 && ct[n - 1] == ' ') n--;
+  if (n == 16 && strncasecmp(ct, "application/json", 16) == 0) return 1;
+  if (body == API_BODY_BINARY && n == 24 && strncasecmp(ct, "application/octet-stream", 24) == 0) return 1;
+  return 0;
+}
+
+static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                      const char *version, const char *upload_data, size_t *upload_data_size,
+                                      void **con_cls) {
+  (void)cls;
+  (void)version;
+  http_req *rq = *con_cls;
+  if (!rq) {
+    rq = calloc(1, sizeof *rq);
+    if (!rq) return MHD_NO;
+    *con_cls = rq;
+    rq->t0 = now_s();
+    rq->method = method;
+    rq->path = url;
+    rq->conn = conn;
+    rq->inference_header_length = -1;
+    new_request_id(rq, conn);
+    char allow[64];
+    int ri = find_route(method, url, rq, allow, sizeof allow);
+    if (ri == -1) return send_problem(conn, rq, P_NOT_FOUND, "no such route; see /openapi.json");
+    if (ri == -2) {
+      problem p;
+      http_resp out = {0};
+      problem_set(&p, P_METHOD_NOT_ALLOWED, NULL, "%s is not allowed here; allowed: %s", method, allow);
+      http_problem(&out, rq, &p);
+      http_header(&out, "Allow", allow);
+      return respond(conn, rq, &out);
+    }
+    const api_route *route = &api_routes[ri];
+    rq->route = route->pattern;
+    if (route->body) {
+      const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+      rq->content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+      if (!content_type_ok(rq->content_type, route->body))
+        return send_problem(conn, rq, P_UNSUPPORTED_MEDIA_TYPE,
+                            route->body == API_BODY_BINARY
+                                ? "the body must be application/json or application/octet-stream (binary tensors)"
+                                : "the body must be application/json");
+      const char *ihl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Inference-Header-Content-Length");
+      if (ihl) {
+        char *end;
+        long long v = strtoll(ihl, &end, 10);
+        rq->inference_header_length = (*end || v < 0) ? -2 : v;
+      }
+      if (cl) {
+        char *end;
+        unsigned long long v = strtoull(cl, &end, 10);
+        if (*end || v > (unsigned long long)cfg_.max_body) {
+          char d[160];
+          snprintf(d, sizeof d, "the body is %s bytes; the limit is %lld (--max-body)", cl, (long long)cfg_.max_body);
+          return send_problem(conn, rq, P_BODY_TOO_LARGE, d);
+        }
+        rq->cap = (size_t)v;
+        rq->buf = malloc(rq->cap + 1);
+        if (!rq->buf) return send_problem(conn, rq, P_BODY_TOO_LARGE, "no memory for a body this large now");
+      } else if (rq->content_type && strncasecmp(rq->content_type, "application/octet-stream", 24) == 0) {
+        return send_problem(conn, rq, P_LENGTH_REQUIRED, "a binary body needs a Content-Length");
+      }
+    }
+    return MHD_YES;
+  }
+  if (*upload_data_size != 0) {
+    /* body bytes: kept until the limit, then counted and dropped */
+    size_t n = *upload_data_size;
+    *upload_data_size = 0;
+    if (rq->state != RQ_RECEIVING || rq->too_large) return MHD_YES;
+    if (rq->len + n > (size_t)cfg_.max_body) {
+      rq->too_large = 1;
+      return MHD_YES;
+    }
+    if (rq->len + n > rq->cap) {
+      size_t want = rq->cap ? rq->cap * 2 : 65536;
+      while (want < rq->len + n) want *= 2;
+      if (want > (size_t)cfg_.max_body) want = (size_t)cfg_.max_body;
+      char *nb = realloc(rq->buf, want + 1);
+      if (!nb) {
+        rq->too_large = 1;
+        return MHD_YES;
+      }
+      rq->buf = nb;
+      rq->cap = want;
+    }
+    memcpy(rq->buf + rq->len, upload_data, n);
+    rq->len += n;
+    return MHD_YES;
+  }
+  /* the whole request is here (or we were resumed) */
+  if (rq->state == RQ_ANSWERED) return MHD_YES;
+  if (rq->state == RQ_SUSPENDED) return MHD_YES; /* spurious: wait for http_complete */
+  int ri = route_index(rq);
+  http_resp out = {0};
+  if (rq->state == RQ_COMPLETE) {
+    rq->finish(rq, &out);
+    return respond(conn, rq, &out);
+  }
+  if (rq->too_large) {
+    char d[160];
+    snprintf(d, sizeof d, "the body is larger than the limit of %lld bytes (--max-body)", (long long)cfg_.max_body);
+    return send_problem(conn, rq, P_BODY_TOO_LARGE, d);
+  }
+  if (rq->buf) rq->buf[rq->len] = '\0';
+  rq->body = rq->buf ? rq->buf : "";
+  if (ri < 0) return send_problem(conn, rq, P_INTERNAL, "route lost");
+  int rc = api_routes[ri].fn(rq, &out);
+  if (rc == HTTP_ASYNC) return MHD_YES;
+  return respond(conn, rq, &out);
+}
+
+void http_suspend(http_req *rq) {
+  rq->state = RQ_SUSPENDED;
+  MHD_suspend_connection(rq->conn);
+}
+
+void http_complete(http_req *rq) {
+  rq->state = RQ_COMPLETE;
+  MHD_resume_connection(rq->conn);
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
+  (void)cls;
+  (void)conn;
+  http_req *rq = *con_cls;
+  if (!rq) return;
+  double secs = now_s() - rq->t0;
+  int status = rq->state == RQ_ANSWERED ? rq->status : 499; /* the client went away first */
+  if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && rq->state == RQ_ANSWERED && status < 400) status = rq->status;
+  record(route_index(rq), status, secs);
+  log_request(rq->request_id, rq->method, rq->route ? rq->route : rq->path, status, secs * 1e3, rq->len);
+  if (rq->cleanup) rq->cleanup(rq);
+  free(rq->buf);
+  free(rq);
+  *con_cls = NULL;
+}
+
+/* Routing works on the raw URL; values are decoded one by one (see the file header). */
+static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s) {
+  (void)cls;
+  (void)c;
+  return strlen(s);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+  (void)cls;
+  char msg[512];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  size_t n = strlen(msg);
+  while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+  log_kv(LOG_DEBUG, "libmicrohttpd", "detail", msg, NULL);
+}
+
+/* Parses host:port / [v6]:port into a socket address. */
+static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *sl, int *v6) {
+  char host[128];
+  const char *colon = strrchr(listen, ':');
+  if (!colon) return -1;
+  size_t hl = (size_t)(colon - listen);
+  if (hl >= sizeof host) return -1;
+  memcpy(host, listen, hl);
+  host[hl] = '\0';
+  char *end;
+  long port = strtol(colon + 1, &end, 10);
+  if (*end || port < 0 || port > 65535) return -1;
+  char *h = host;
+  if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']') {
+    h[hl - 1] = '\0';
+    h++;
+  }
+  if (!*h) h = "0.0.0.0";
+  struct addrinfo hints = {0}, *res = NULL;
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  char ps[16];
+  snprintf(ps, sizeof ps, "%ld", port);
+  if (getaddrinfo(h, ps, &hints, &res) != 0 || !res) return -1;
+  memcpy(ss, res->ai_addr, res->ai_addrlen);
+  *sl = res->ai_addrlen;
+  *v6 = res->ai_family == AF_INET6;
+  freeaddrinfo(res);
+  return 0;
+}
+
+void http_set_readiness(int state) {
+  atomic_store(&readiness, state);
+}
+
+int http_readiness(void) {
+  return atomic_load(&readiness);
+}
+
+int http_start(const config *cfg) {
+  cfg_ = *cfg;
+  struct timespec t;
+  clock_gettime(CLOCK_REALTIME, &t);
+  id_seed = (uint64_t)t.tv_nsec * 0x2545f4914f6cdd1dull ^ (uint64_t)t.tv_sec;
+  struct sockaddr_storage ss;
+  socklen_t sl = 0;
+  int v6 = 0;
+  if (parse_listen(cfg->listen, &ss, &sl, &v6) != 0) {
+    log_kv(LOG_ERROR, "cannot parse the listen address (host:port)", "listen", cfg->listen, NULL);
+    return -1;
+  }
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+  if (v6) flags |= MHD_USE_IPv6;
+  daemon_ = MHD_start_daemon(
+      flags, 0, NULL, NULL, access_handler, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+      MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_TIMEOUT,
+      (unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+      MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+  if (!daemon_) {
+    log_kv(LOG_ERROR, "cannot listen (is the address in use?)", "listen", cfg->listen, NULL);
+    return -1;
+  }
+  return 0;
+}
+
+void http_quiesce(void) {
+  if (daemon_) MHD_quiesce_daemon(daemon_);
+}
+
+void http_stop(void) {
+  if (daemon_) MHD_stop_daemon(daemon_);
+  daemon_ = NULL;
+}

@@ -1,0 +1,98 @@
+/* http.h — focald's HTTP layer on libmicrohttpd: requests, routes, responses.
+ *
+ * libmicrohttpd's thread pool calls the access handler; http.c accumulates
+ * the body (refusing by Content-Length before reading, and by counting bytes
+ * for chunked bodies), finds the route and calls its handler on that thread.
+ * A handler either fills a response at once or starts asynchronous work and
+ * returns HTTP_ASYNC: the connection is then suspended until the work calls
+ * http_complete (from any thread), and the handler's finish function builds
+ * the response on an HTTP thread again.
+ */
+#ifndef FOCALD_HTTP_H
+#define FOCALD_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "problem.h"
+
+#define HTTP_ASYNC 1
+
+typedef struct http_req http_req;
+
+/* A response under construction; body is malloc'd and handed to libmicrohttpd. */
+typedef struct http_resp {
+  int status;
+  const char *content_type;
+  char *body;
+  size_t len;
+  char headers[4][2][128]; /* extra headers: name, value */
+  int nheaders;
+} http_resp;
+
+typedef int (*http_handler)(http_req *rq, http_resp *out);
+
+/* What a handler sees of its request. */
+struct http_req {
+  const char *method;
+  const char *path;
+  const char *route;          /* the route's pattern, for logs and metrics */
+  char request_id[65];
+  char params[2][300];        /* path parameters, percent-decoded: {dataset}, {id} */
+  const char *body;
+  size_t len;
+  const char *content_type;
+  int64_t inference_header_length; /* -1 when absent */
+  void *conn;                 /* struct MHD_Connection */
+  void *async;                /* the handler's work while suspended */
+  http_handler finish;        /* builds the response once the work completes */
+  void (*cleanup)(http_req *rq); /* frees async if the request ends before finish runs */
+  /* private to http.c */
+  char *buf;
+  size_t cap;
+  int too_large;
+  int state;
+  double t0;
+  int status;
+  int resumed;
+};
+
+/* Returns the raw value of query parameter name, percent-decoded into buf,
+ * or NULL when absent. */
+const char *http_query(http_req *rq, const char *name, char *buf, size_t n);
+
+/* Response helpers. Each returns 0. */
+int http_json(http_resp *out, int status, char *body /* takes ownership */);
+int http_text(http_resp *out, int status, const char *content_type, const char *text /* copied */);
+int http_problem(http_resp *out, const http_req *rq, const problem *p);
+void http_header(http_resp *out, const char *name, const char *value);
+
+/* An asynchronous handler suspends its connection (on the HTTP thread, before
+ * handing the work over, since the work may finish at once) and returns
+ * HTTP_ASYNC. */
+void http_suspend(http_req *rq);
+
+/* Called by the asynchronous work when it is done, from any thread: the
+ * connection resumes and rq->finish builds the response. */
+void http_complete(http_req *rq);
+
+/* Readiness for /readyz. */
+enum { HTTP_STARTING = 0, HTTP_READY = 1, HTTP_DRAINING = 2 };
+void http_set_readiness(int state);
+int http_readiness(void);
+
+/* Per-route request counters and latency histograms for /metrics. */
+void http_metrics_write(char **buf, size_t *len, size_t *cap);
+
+/* Starts listening with cfg's address, threads and limits. Returns 0 or -1. */
+int http_start(const config *cfg);
+/* Stops accepting new connections (the listening socket closes). */
+void http_quiesce(void);
+/* Stops the daemon; every suspended connection must have been completed. */
+void http_stop(void);
+
+/* Grows *buf (snprintf-style append); used by the metrics and API writers. */
+void buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+#endif /* FOCALD_HTTP_H */

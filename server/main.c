@@ -1,0 +1,127 @@
+/* main.c — focald: start-up, the thread map, signals and an orderly shutdown.
+ *
+ * Threads and what each may touch:
+ *
+ *   main          parses the config, opens and loads the database, starts the
+ *                 others, then waits for SIGTERM/SIGINT (sigwait) and drains.
+ *   HTTP pool     libmicrohttpd's threads (--http-threads): parse and check
+ *                 requests, answer queries from state.c under a dataset's read
+ *                 lock, hand scoring jobs to the loop thread, suspend and
+ *                 resume connections. Never touch SQLite or libuv (except
+ *                 through work_submit's uv_async_send).
+ *   loop          the libuv loop (work.c): splits jobs into chunks and queues
+ *                 them on the pool; the only thread that calls libuv.
+ *   scoring pool  libuv's threads (--workers): run the loss library on
+ *                 a job's rows; touch only that job's buffers.
+ *   writer        store.c: the only SQLite writer and the only thread that
+ *                 changes state.c (under write locks); completes jobs.
+ *   checkpointer  store.c: passive WAL checkpoints on its own connection.
+ *
+ * Signals are blocked in every thread before any is created; main alone
+ * receives them with sigwait, so no handler runs on an arbitrary thread.
+ */
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "state.h"
+#include "store.h"
+#include "work.h"
+
+/* GET /livez on the configured address; exit status 0 on a 200. */
+static int healthcheck(const config *cfg) {
+  char host[128];
+  const char *colon = strrchr(cfg->listen, ':');
+  if (!colon) return 1;
+  size_t hl = (size_t)(colon - cfg->listen);
+  if (hl >= sizeof host) return 1;
+  memcpy(host, cfg->listen, hl);
+  host[hl] = '\0';
+  char *h = host;
+  if (h[0] == '[' && hl >= 2) {
+    h[hl - 1] = '\0';
+    h++;
+  }
+  /* a wildcard listen address is probed on loopback */
+  if (!*h || strcmp(h, "0.0.0.0") == 0) h = "127.0.0.1";
+  if (strcmp(h, "::") == 0) h = "::1";
+  struct addrinfo hints = {0}, *res = NULL;
+  hints.ai_socktype = SOCK_STREAM;
+  if (getaddrinfo(h, colon + 1, &hints, &res) != 0 || !res) return 1;
+  int fd = socket(res->ai_family, SOCK_STREAM, 0);
+  struct timeval tv = {3, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  int ok = 1;
+  if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) != 0) ok = 0;
+  freeaddrinfo(res);
+  if (ok) {
+    const char *rq = "GET /livez HTTP/1.1\r\nHost: focald\r\nConnection: close\r\n\r\n";
+    char buf[64] = {0};
+    ok = write(fd, rq, strlen(rq)) == (ssize_t)strlen(rq) && read(fd, buf, sizeof buf - 1) > 12 &&
+         strncmp(buf, "HTTP/1.1 200", 12) == 0;
+  }
+  if (fd >= 0) close(fd);
+  return ok ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+  config cfg;
+  int rc = config_load(&cfg, argc, argv);
+  if (rc != 0) return rc > 0 ? 0 : 2;
+  if (cfg.healthcheck) return healthcheck(&cfg);
+  log_set_level(cfg.log_level);
+
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  signal(SIGXFSZ, SIG_IGN); /* a file-size limit then fails writes with an error instead of killing us */
+  json_object_seed(0);      /* before threads: jansson's hash seed is process-wide */
+
+  st_map *map = st_map_new();
+  store *st = NULL;
+  if (!map || store_open(&st, &cfg, map) != 0) return 1;
+  api_init(&cfg, map, st);
+  /* listen first: /livez answers and /readyz says "starting" while the database loads */
+  http_set_readiness(HTTP_STARTING);
+  if (http_start(&cfg) != 0) return 1;
+  log_kv(LOG_INFO, "listening", "listen", cfg.listen, "db", cfg.db, "isa", fl_isa(), NULL);
+  if (store_load(st) != 0 || store_start(st) != 0 || work_start(&cfg, st) != 0) {
+    http_stop();
+    return 1;
+  }
+  http_set_readiness(HTTP_READY);
+  log_msg(LOG_INFO, "ready: %d HTTP threads, %d scoring threads, durability %s", cfg.http_threads, cfg.workers,
+          cfg.durability == DUR_FULL ? "full" : "normal");
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  log_msg(LOG_INFO, "%s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  http_set_readiness(HTTP_DRAINING);
+  http_quiesce();
+  if (work_drain(cfg.drain_timeout * 1000) != 0)
+    log_msg(LOG_WARN, "%d batches were still in flight after %d s", work_inflight(), cfg.drain_timeout);
+  store_close(st); /* commits what is queued, then checkpoints */
+  work_stop();
+  http_stop();
+  st_map_free(map);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  log_msg(LOG_INFO, "stopped in %.2f s", (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+  return 0;
+}

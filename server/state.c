@@ -1,0 +1,665 @@
+/* state.c — datasets, sample ids and per-run history columns in memory.
+ *
+ * Sample ids live in an arena per dataset and are found through an open-
+ * addressing hash of dense keys (key + 1; 0 is empty). Every per-run field is
+ * its own array indexed by key; the column table below lets one function grow
+ * them all and copy one row in and out of a hist_rec for updating.
+ */
+#include "state.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ statuses */
+
+static const char *const status_names[ST_STATUS_COUNT] = {"open",       "queued",    "in_review",
+                                                         "relabelled", "confirmed", "dismissed"};
+
+const char *st_status_name(int status) {
+  return status >= 0 && status < ST_STATUS_COUNT ? status_names[status] : "open";
+}
+
+int st_status_parse(const char *name) {
+  for (int i = 0; i < ST_STATUS_COUNT; i++)
+    if (strcmp(status_names[i], name) == 0) return i;
+  return -1;
+}
+
+/* ------------------------------------------------------------------ arena */
+
+struct st_arena_block {
+  st_arena_block *next;
+  size_t used, cap;
+  char data[];
+};
+
+/* Copies s into the dataset's arena; the copy lives as long as the dataset. */
+static const char *arena_strdup(st_dataset *ds, const char *s) {
+  size_t n = strlen(s) + 1;
+  st_arena_block *b = ds->arena;
+  if (!b || b->used + n > b->cap) {
+    size_t cap = n > 60000 ? n : 60000;
+    st_arena_block *nb = malloc(sizeof *nb + cap);
+    if (!nb) return NULL;
+    nb->next = b;
+    nb->used = 0;
+    nb->cap = cap;
+    ds->arena = b = nb;
+  }
+  char *p = b->data + b->used;
+  memcpy(p, s, n);
+  b->used += n;
+  return p;
+}
+
+/* ------------------------------------------------------------------ hashing */
+
+static uint64_t hash_id(const char *s) {
+  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  for (; *s; s++) {
+    h ^= (unsigned char)*s;
+    h *= 1099511628211ull;
+  }
+  return h ^ (h >> 29);
+}
+
+int64_t st_sample_key(const st_dataset *ds, const char *id) {
+  if (!ds->hcap) return -1;
+  uint32_t mask = ds->hcap - 1;
+  for (uint32_t i = (uint32_t)hash_id(id) & mask;; i = (i + 1) & mask) {
+    uint32_t slot = ds->hash[i];
+    if (slot == 0) return -1;
+    if (strcmp(ds->ids[slot - 1], id) == 0) return slot - 1;
+  }
+}
+
+/* Inserts key into the hash (the id is already in ds->ids[key]). */
+static void hash_put(st_dataset *ds, uint32_t key) {
+  uint32_t mask = ds->hcap - 1;
+  uint32_t i = (uint32_t)hash_id(ds->ids[key]) & mask;
+  while (ds->hash[i] != 0) i = (i + 1) & mask;
+  ds->hash[i] = key + 1;
+}
+
+/* Keeps the hash at most half full. */
+static int hash_grow(st_dataset *ds, uint32_t want) {
+  if ((uint64_t)want * 2 <= ds->hcap) return 0;
+  uint32_t cap = ds->hcap ? ds->hcap : 1024;
+  while ((uint64_t)want * 2 > cap) cap *= 2;
+  uint32_t *h = calloc(cap, sizeof *h);
+  if (!h) return -1;
+  free(ds->hash);
+  ds->hash = h;
+  ds->hcap = cap;
+  for (uint32_t k = 0; k < ds->nsamples; k++)
+    if (ds->ids[k]) hash_put(ds, k);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ columns */
+
+typedef struct column {
+  size_t offset; /* of the pointer in st_run */
+  size_t size;   /* of one element */
+  size_t per;    /* elements per key */
+} column;
+
+#define COL(f, per) {offsetof(st_run, f), sizeof(*((st_run *)0)->f), per}
+static const column columns[] = {
+    COL(seen, 1),        COL(scored_n, 1),   COL(correct_n, 1),  COL(forgetting, 1),   COL(last_loss, 1),
+    COL(mean_loss, 1),   COL(max_loss, 1),   COL(ema_loss, 1),   COL(conf_mean, 1),    COL(conf_m2, 1),
+    COL(aum, 1),         COL(label, 1),      COL(last_correct, 1), COL(label_issue, 1), COL(has_step, 1),
+    COL(ring_head, 1),   COL(ring_count, 1), COL(first_step, 1), COL(last_step, 1),    COL(seq, 1),
+    COL(recent, HIST_RECENT),
+};
+#define NCOLUMNS (sizeof columns / sizeof columns[0])
+
+static void **column_ptr(st_run *r, const column *c) {
+  return (void **)((char *)r + c->offset);
+}
+
+int st_run_reserve(st_dataset *ds, st_run *r) {
+  uint32_t want = ds->cap;
+  if (r->cap >= want) return 0;
+  for (size_t i = 0; i < NCOLUMNS; i++) {
+    void **p = column_ptr(r, &columns[i]);
+    size_t row = columns[i].size * columns[i].per;
+    void *n = realloc(*p, (size_t)want * row);
+    if (!n) return -1;
+    memset((char *)n + (size_t)r->cap * row, 0, (size_t)(want - r->cap) * row);
+    *p = n;
+  }
+  size_t words_old = (r->cap + 63) / 64, words = (want + 63) / 64;
+  uint64_t *d = realloc(r->dirty, words * sizeof *d);
+  if (!d) return -1;
+  memset(d + words_old, 0, (words - words_old) * sizeof *d);
+  r->dirty = d;
+  for (uint32_t k = r->cap; k < want; k++) {
+    r->label[k] = -1;
+    r->last_correct[k] = 2;
+  }
+  r->cap = want;
+  return 0;
+}
+
+/* Grows the sample arrays (and every run's columns) to hold key. */
+static int reserve_samples(st_dataset *ds, uint32_t key) {
+  if (key < ds->cap) return 0;
+  uint32_t cap = ds->cap ? ds->cap : 1024;
+  while (cap <= key) cap *= 2;
+  const char **ids = realloc(ds->ids, cap * sizeof *ids);
+  if (!ids) return -1;
+  ds->ids = ids;
+  char **meta = realloc(ds->meta, cap * sizeof *meta);
+  if (!meta) return -1;
+  ds->meta = meta;
+  uint8_t *st = realloc(ds->status, cap);
+  if (!st) return -1;
+  ds->status = st;
+  uint8_t *md = realloc(ds->meta_dirty, cap);
+  if (!md) return -1;
+  ds->meta_dirty = md;
+  for (uint32_t k = ds->cap; k < cap; k++) {
+    ids[k] = NULL;
+    meta[k] = NULL;
+    st[k] = ST_OPEN;
+    md[k] = 0;
+  }
+  ds->cap = cap;
+  for (int i = 0; i < ds->nruns; i++)
+    if (st_run_reserve(ds, ds->runs[i]) != 0) return -1;
+  return 0;
+}
+
+int64_t st_sample_intern(st_dataset *ds, const char *id) {
+  int64_t key = st_sample_key(ds, id);
+  if (key >= 0) return key;
+  uint32_t k = ds->nsamples;
+  if (reserve_samples(ds, k) != 0 || hash_grow(ds, k + 1) != 0) return -1;
+  const char *copy = arena_strdup(ds, id);
+  if (!copy) return -1;
+  ds->ids[k] = copy;
+  ds->nsamples = k + 1;
+  hash_put(ds, k);
+  return k;
+}
+
+int st_sample_load(st_dataset *ds, uint32_t key, const char *id, const char *meta, int status) {
+  if (reserve_samples(ds, key) != 0 || hash_grow(ds, key + 1) != 0) return -1;
+  const char *copy = arena_strdup(ds, id);
+  if (!copy) return -1;
+  ds->ids[key] = copy;
+  if (key >= ds->nsamples) ds->nsamples = key + 1;
+  hash_put(ds, key);
+  free(ds->meta[key]);
+  ds->meta[key] = meta ? strdup(meta) : NULL;
+  ds->status[key] = (uint8_t)(status >= 0 && status < ST_STATUS_COUNT ? status : ST_OPEN);
+  if (ds->persisted < key + 1) ds->persisted = key + 1;
+  return 0;
+}
+
+int st_sample_set_meta(st_dataset *ds, uint32_t key, const char *meta_json) {
+  char *copy = NULL;
+  if (meta_json && !(copy = strdup(meta_json))) return -1;
+  free(ds->meta[key]);
+  ds->meta[key] = copy;
+  ds->meta_dirty[key] = 1;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ rows */
+
+void st_row_get(const st_run *r, uint32_t key, hist_rec *h) {
+  h->seen = r->seen[key];
+  h->scored_n = r->scored_n[key];
+  h->correct_n = r->correct_n[key];
+  h->forgetting = r->forgetting[key];
+  h->last_loss = r->last_loss[key];
+  h->mean_loss = r->mean_loss[key];
+  h->max_loss = r->max_loss[key];
+  h->ema_loss = r->ema_loss[key];
+  h->conf_mean = r->conf_mean[key];
+  h->conf_m2 = r->conf_m2[key];
+  h->aum = r->aum[key];
+  h->label = r->label[key];
+  h->last_correct = r->last_correct[key];
+  h->label_issue = r->label_issue[key];
+  h->has_step = r->has_step[key];
+  h->first_step = r->first_step[key];
+  h->last_step = r->last_step[key];
+}
+
+void st_row_put(st_run *r, uint32_t key, const hist_rec *h) {
+  r->seen[key] = h->seen;
+  r->scored_n[key] = h->scored_n;
+  r->correct_n[key] = h->correct_n;
+  r->forgetting[key] = h->forgetting;
+  r->last_loss[key] = h->last_loss;
+  r->mean_loss[key] = h->mean_loss;
+  r->max_loss[key] = h->max_loss;
+  r->ema_loss[key] = h->ema_loss;
+  r->conf_mean[key] = h->conf_mean;
+  r->conf_m2[key] = h->conf_m2;
+  r->aum[key] = h->aum;
+  r->label[key] = h->label;
+  r->last_correct[key] = h->last_correct;
+  r->label_issue[key] = h->label_issue;
+  r->has_step[key] = h->has_step;
+  r->first_step[key] = h->first_step;
+  r->last_step[key] = h->last_step;
+}
+
+void st_observe(st_run *r, uint32_t key, int64_t seq, const hist_obs *o, double ema_alpha) {
+  if (seq > r->cls_seq && r->cls.c > 0) {
+    hist_classes_observe(&r->cls, o);
+    r->cls_dirty = 1;
+  }
+  if (seq <= r->seq[key]) return; /* already in the snapshot's row */
+  hist_rec h;
+  st_row_get(r, key, &h);
+  if (h.seen == 0) r->samples++;
+  hist_update(&h, o, ema_alpha, r->cls.c > 0 ? &r->cls : NULL);
+  st_row_put(r, key, &h);
+  hist_recent_push(r->recent + (size_t)key * HIST_RECENT, &r->ring_head[key], &r->ring_count[key], o);
+  r->seq[key] = seq;
+  r->observations++;
+  if (o->has_step && (!r->has_last_step_any || o->step > r->last_step_any)) {
+    r->last_step_any = o->step;
+    r->has_last_step_any = 1;
+  }
+  uint64_t bit = 1ull << (key % 64);
+  if (!(r->dirty[key / 64] & bit)) {
+    r->dirty[key / 64] |= bit;
+    r->ndirty++;
+  }
+}
+
+void st_history(const st_run *r, uint32_t key, hist_rec *h) {
+  if (key >= r->cap) {
+    hist_init(h);
+    return;
+  }
+  st_row_get(r, key, h);
+}
+
+void st_history_all(const st_dataset *ds, uint32_t key, hist_rec *h) {
+  hist_init(h);
+  int runs = 0;
+  double sums[HF_COUNT] = {0};
+  hist_rec one;
+  for (int i = 0; i < ds->nruns; i++) {
+    const st_run *r = ds->runs[i];
+    if (key >= r->cap || r->seen[key] == 0) continue;
+    st_row_get(r, key, &one);
+    runs++;
+    h->seen += one.seen;
+    h->scored_n += one.scored_n;
+    h->correct_n += one.correct_n;
+    h->forgetting += one.forgetting;
+    sums[HF_LAST_LOSS] += one.last_loss;
+    sums[HF_MEAN_LOSS] += one.mean_loss;
+    sums[HF_MAX_LOSS] += one.max_loss;
+    sums[HF_EMA_LOSS] += one.ema_loss;
+    sums[HF_CONFIDENCE] += hist_confidence(&one);
+    sums[HF_VARIABILITY] += hist_variability(&one);
+    sums[HF_AUM] += one.aum;
+    h->label_issue |= one.label_issue;
+    if (one.label >= 0) h->label = one.label;
+    if (one.has_step) {
+      if (!h->has_step || one.first_step < h->first_step) h->first_step = one.first_step;
+      if (!h->has_step || one.last_step > h->last_step) h->last_step = one.last_step;
+      h->has_step = 1;
+    }
+  }
+  if (!runs) return;
+  h->last_loss = (float)(sums[HF_LAST_LOSS] / runs);
+  h->mean_loss = (float)(sums[HF_MEAN_LOSS] / runs);
+  h->max_loss = (float)(sums[HF_MAX_LOSS] / runs);
+  h->ema_loss = (float)(sums[HF_EMA_LOSS] / runs);
+  h->conf_mean = (float)(sums[HF_CONFIDENCE] / runs);
+  h->aum = (float)(sums[HF_AUM] / runs);
+  /* variability and correctness of the aggregate are the means of the runs' values:
+   * conf_m2 is set so that hist_variability returns that mean. */
+  double v = sums[HF_VARIABILITY] / runs;
+  h->conf_m2 = h->scored_n ? (float)(v * v * h->scored_n) : 0.0f;
+}
+
+/* ------------------------------------------------------------------ datasets */
+
+struct st_map {
+  pthread_rwlock_t lock;
+  st_dataset **ds; /* sorted by name */
+  int n, cap;
+};
+
+st_map *st_map_new(void) {
+  st_map *m = calloc(1, sizeof *m);
+  if (m && pthread_rwlock_init(&m->lock, NULL) != 0) {
+    free(m);
+    return NULL;
+  }
+  return m;
+}
+
+static void run_free(st_run *r) {
+  if (!r) return;
+  for (size_t i = 0; i < NCOLUMNS; i++) free(*column_ptr(r, &columns[i]));
+  free(r->dirty);
+  free(r->cls.sum);
+  free(r->cls.count);
+  free(r);
+}
+
+static void dataset_free(st_dataset *ds) {
+  if (!ds) return;
+  for (int i = 0; i < ds->nruns; i++) run_free(ds->runs[i]);
+  free(ds->runs);
+  for (uint32_t k = 0; k < ds->nsamples; k++) free(ds->meta[k]);
+  free(ds->meta);
+  free(ds->ids);
+  free(ds->status);
+  free(ds->meta_dirty);
+  free(ds->hash);
+  while (ds->arena) {
+    st_arena_block *next = ds->arena->next;
+    free(ds->arena);
+    ds->arena = next;
+  }
+  pthread_rwlock_destroy(&ds->lock);
+  free(ds);
+}
+
+void st_map_free(st_map *m) {
+  if (!m) return;
+  for (int i = 0; i < m->n; i++) dataset_free(m->ds[i]);
+  free(m->ds);
+  pthread_rwlock_destroy(&m->lock);
+  free(m);
+}
+
+/* Index of name in the sorted array, or where it would go (negative - 1). */
+static int map_search(const st_map *m, const char *name) {
+  int lo = 0, hi = m->n - 1;
+  while (lo <= hi) {
+    int mid = (lo + hi) / 2;
+    int c = strcmp(m->ds[mid]->name, name);
+    if (c == 0) return mid;
+    if (c < 0) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -lo - 1;
+}
+
+st_dataset *st_find(st_map *m, const char *name) {
+  int i = map_search(m, name);
+  return i >= 0 ? m->ds[i] : NULL;
+}
+
+st_dataset *st_dataset_acquire(st_map *m, const char *name) {
+  pthread_rwlock_rdlock(&m->lock);
+  int i = map_search(m, name);
+  st_dataset *ds = i >= 0 ? m->ds[i] : NULL;
+  if (ds) pthread_rwlock_rdlock(&ds->lock);
+  pthread_rwlock_unlock(&m->lock);
+  return ds;
+}
+
+void st_dataset_release(st_dataset *ds) {
+  if (ds) pthread_rwlock_unlock(&ds->lock);
+}
+
+void st_map_each(st_map *m, void (*fn)(st_dataset *ds, void *arg), void *arg) {
+  pthread_rwlock_rdlock(&m->lock);
+  for (int i = 0; i < m->n; i++) {
+    pthread_rwlock_rdlock(&m->ds[i]->lock);
+    fn(m->ds[i], arg);
+    pthread_rwlock_unlock(&m->ds[i]->lock);
+  }
+  pthread_rwlock_unlock(&m->lock);
+}
+
+int st_add_dataset(st_map *m, const char *name, int64_t id, int64_t created_at, st_dataset **out) {
+  st_dataset *ds = calloc(1, sizeof *ds);
+  if (!ds) return -1;
+  snprintf(ds->name, sizeof ds->name, "%s", name);
+  ds->id = id;
+  ds->created_at = created_at;
+  if (pthread_rwlock_init(&ds->lock, NULL) != 0) {
+    free(ds);
+    return -1;
+  }
+  pthread_rwlock_wrlock(&m->lock);
+  int rc = 0;
+  int at = map_search(m, name);
+  if (at >= 0) {
+    rc = -1; /* the writer checks first; a second add is a bug */
+  } else {
+    at = -at - 1;
+    if (m->n == m->cap) {
+      int cap = m->cap ? m->cap * 2 : 8;
+      st_dataset **n = realloc(m->ds, (size_t)cap * sizeof *n);
+      if (!n) rc = -1;
+      else {
+        m->ds = n;
+        m->cap = cap;
+      }
+    }
+    if (rc == 0) {
+      memmove(m->ds + at + 1, m->ds + at, (size_t)(m->n - at) * sizeof *m->ds);
+      m->ds[at] = ds;
+      m->n++;
+    }
+  }
+  pthread_rwlock_unlock(&m->lock);
+  if (rc != 0) {
+    dataset_free(ds);
+    return -1;
+  }
+  *out = ds;
+  return 0;
+}
+
+void st_remove_dataset(st_map *m, const char *name) {
+  pthread_rwlock_wrlock(&m->lock);
+  int at = map_search(m, name);
+  st_dataset *ds = NULL;
+  if (at >= 0) {
+    ds = m->ds[at];
+    memmove(m->ds + at, m->ds + at + 1, (size_t)(m->n - at - 1) * sizeof *m->ds);
+    m->n--;
+  }
+  pthread_rwlock_unlock(&m->lock);
+  if (!ds) return;
+  /* readers that found it before it left the map still hold its read lock */
+  pthread_rwlock_wrlock(&ds->lock);
+  pthread_rwlock_unlock(&ds->lock);
+  dataset_free(ds);
+}
+
+void st_write_lock(st_dataset *ds) {
+  pthread_rwlock_wrlock(&ds->lock);
+}
+
+void st_write_unlock(st_dataset *ds) {
+  pthread_rwlock_unlock(&ds->lock);
+}
+
+st_run *st_find_run(const st_dataset *ds, const char *name) {
+  for (int i = 0; i < ds->nruns; i++)
+    if (strcmp(ds->runs[i]->name, name) == 0) return ds->runs[i];
+  return NULL;
+}
+
+int st_add_run(st_dataset *ds, const char *name, int64_t id, int32_t classes, int64_t created_at, st_run **out) {
+  st_run *r = calloc(1, sizeof *r);
+  if (!r) return -1;
+  snprintf(r->name, sizeof r->name, "%s", name);
+  r->id = id;
+  r->created_at = created_at;
+  st_run **runs = realloc(ds->runs, (size_t)(ds->nruns + 1) * sizeof *runs);
+  if (!runs || st_run_reserve(ds, r) != 0 || (classes > 0 && st_run_set_classes(r, classes) != 0)) {
+    if (runs) ds->runs = runs;
+    run_free(r);
+    return -1;
+  }
+  ds->runs = runs;
+  ds->runs[ds->nruns++] = r;
+  *out = r;
+  return 0;
+}
+
+int st_run_set_classes(st_run *r, int32_t classes) {
+  double *sum = calloc((size_t)classes, sizeof *sum);
+  uint64_t *count = calloc((size_t)classes, sizeof *count);
+  if (!sum || !count) {
+    free(sum);
+    free(count);
+    return -1;
+  }
+  free(r->cls.sum);
+  free(r->cls.count);
+  r->cls.sum = sum;
+  r->cls.count = count;
+  r->cls.c = classes;
+  r->classes = classes;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ top-k */
+
+typedef struct ranker {
+  const st_dataset *ds;
+  int desc;
+  st_hit *heap; /* worst of the kept hits at the root */
+  int n, k;
+} ranker;
+
+/* Whether a comes before b in the answer: harder first, then ids ascending. */
+static int before(const ranker *rk, const st_hit *a, const st_hit *b) {
+  if (a->score != b->score) return rk->desc ? a->score > b->score : a->score < b->score;
+  return strcmp(rk->ds->ids[a->key], rk->ds->ids[b->key]) < 0;
+}
+
+static void sift_down(ranker *rk, int i) {
+  for (;;) {
+    int l = 2 * i + 1, r = l + 1, w = i;
+    if (l < rk->n && before(rk, &rk->heap[w], &rk->heap[l])) w = l;
+    if (r < rk->n && before(rk, &rk->heap[w], &rk->heap[r])) w = r;
+    if (w == i) return;
+    st_hit t = rk->heap[i];
+    rk->heap[i] = rk->heap[w];
+    rk->heap[w] = t;
+    i = w;
+  }
+}
+
+static void sift_up(ranker *rk, int i) {
+  while (i > 0) {
+    int p = (i - 1) / 2;
+    if (!before(rk, &rk->heap[p], &rk->heap[i])) return;
+    st_hit t = rk->heap[i];
+    rk->heap[i] = rk->heap[p];
+    rk->heap[p] = t;
+    i = p;
+  }
+}
+
+static void offer(ranker *rk, uint32_t key, double score) {
+  st_hit h = {key, score};
+  if (rk->n < rk->k) {
+    rk->heap[rk->n++] = h;
+    sift_up(rk, rk->n - 1);
+  } else if (before(rk, &h, &rk->heap[0])) {
+    rk->heap[0] = h;
+    sift_down(rk, 0);
+  }
+}
+
+static int cmp_hits(const void *a, const void *b, void *arg) {
+  const ranker *rk = arg;
+  if (before(rk, a, b)) return -1;
+  if (before(rk, b, a)) return 1;
+  return 0;
+}
+
+/* The value of field by for key in run r. */
+static double run_value(const st_run *r, uint32_t key, int by) {
+  switch (by) {
+  case HF_SEEN: return r->seen[key];
+  case HF_LAST_LOSS: return r->last_loss[key];
+  case HF_MEAN_LOSS: return r->mean_loss[key];
+  case HF_MAX_LOSS: return r->max_loss[key];
+  case HF_EMA_LOSS: return r->ema_loss[key];
+  case HF_CONFIDENCE: return r->conf_mean[key];
+  case HF_VARIABILITY: return r->scored_n[key] ? sqrtf(r->conf_m2[key] / (float)r->scored_n[key]) : 0.0f;
+  case HF_CORRECTNESS: return r->scored_n[key] ? (float)r->correct_n[key] / (float)r->scored_n[key] : 0.0f;
+  case HF_FORGETTING: return r->forgetting[key];
+  case HF_AUM: return r->aum[key];
+  default: return 0.0;
+  }
+}
+
+int st_top(const st_dataset *ds, const st_query *q, st_hit *out) {
+  ranker rk = {ds, hist_field_descending((hist_field)q->by), out, 0, q->k};
+  st_hit cur = {0, q->cursor_score};
+  /* the cursor's id need not exist any more: compare against it by value */
+  for (uint32_t key = 0; key < ds->nsamples; key++) {
+    if (!ds->ids[key]) continue;
+    if (q->status_mask && !(q->status_mask & (1u << ds->status[key]))) continue;
+    double score;
+    int32_t label;
+    uint32_t seen;
+    if (q->run) {
+      const st_run *r = q->run;
+      if (key >= r->cap || (seen = r->seen[key]) == 0) continue;
+      label = r->label[key];
+      score = run_value(r, key, q->by);
+    } else {
+      hist_rec h;
+      st_history_all(ds, key, &h);
+      if ((seen = h.seen) == 0) continue;
+      label = h.label;
+      score = q->by == HF_SEEN ? (double)h.seen : hist_value(&h, (hist_field)q->by);
+    }
+    if (seen < q->min_seen || (q->has_label && label != q->label)) continue;
+    if (q->has_cursor) {
+      /* keep only hits strictly after the cursor in the answer's order */
+      if (score != cur.score) {
+        if (rk.desc ? score > cur.score : score < cur.score) continue;
+      } else if (strcmp(ds->ids[key], q->cursor_id) <= 0) {
+        continue;
+      }
+    }
+    offer(&rk, key, score);
+  }
+  qsort_r(out, (size_t)rk.n, sizeof *out, cmp_hits, &rk);
+  return rk.n;
+}
+
+static int cmp_float(const void *a, const void *b) {
+  float x = *(const float *)a, y = *(const float *)b;
+  return (x > y) - (x < y);
+}
+
+int st_loss_quantiles(const st_run *r, uint32_t nsamples, const double *p, int np, double *out) {
+  uint32_t n = 0, lim = nsamples < r->cap ? nsamples : r->cap;
+  for (uint32_t k = 0; k < lim; k++) n += r->seen[k] > 0;
+  for (int i = 0; i < np; i++) out[i] = 0.0;
+  if (n == 0) return 0;
+  float *v = malloc((size_t)n * sizeof *v);
+  if (!v) return -1;
+  uint32_t j = 0;
+  for (uint32_t k = 0; k < lim; k++)
+    if (r->seen[k] > 0) v[j++] = r->mean_loss[k];
+  qsort(v, n, sizeof *v, cmp_float);
+  for (int i = 0; i < np; i++) {
+    double pos = p[i] * (double)(n - 1);
+    uint32_t lo = (uint32_t)pos;
+    uint32_t hi = lo + 1 < n ? lo + 1 : lo;
+    out[i] = v[lo] + (v[hi] - v[lo]) * (pos - lo); /* linear interpolation, as numpy's default */
+  }
+  free(v);
+  return 0;
+}
