@@ -162,8 +162,13 @@ run: $(FOCALD)
 .PHONY: run
 
 # ---------------------------------------------------------------------------- tests
-UNIT_TESTS := test_lib_golden test_lib_props test_lib_vmath
+UNIT_TESTS := test_lib_golden test_lib_props test_lib_vmath test_history test_codec test_decode test_state test_store
 UNIT_BINS := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
+
+# Daemon modules' tests link the daemon's objects (without main).
+$(BUILD)/tests/test_%: tests/unit/test_%.c $(SERVER_LIB) $(LIB) $(SERVER_HDRS) | $(BUILD)/.build-deps
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -Iserver $(SERVER_CFLAGS) $(CFLAGS) $< $(SERVER_LIB) $(LIB) -o $@ $(LDFLAGS) -lcmocka $(SERVER_LIBS)
 
 $(BUILD)/tests/test_lib_vmath: tests/unit/test_lib_vmath.c $(LIB_HDRS) | $(BUILD)/.build-deps
 	@mkdir -p $(@D)
@@ -173,7 +178,7 @@ $(BUILD)/tests/test_lib_%: tests/unit/test_lib_%.c $(LIB) | $(BUILD)/.build-deps
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DGOLDEN_PATH='"tests/golden/lib_golden.txt"' $< $(LIB) -o $@ $(LDFLAGS) -lcmocka -lm -lpthread
 
-all: $(LIB) $(FOCALD) $(UNIT_BINS) $(BUILD)/bench/bench_lib
+all: $(LIB) $(FOCALD) $(UNIT_BINS) $(BUILD)/bench/bench_lib $(BUILD)/bench/loadgen
 .PHONY: all
 
 # Runs every suite; tests/run-suites prints one line per suite and a summary, and fails if any failed.
@@ -191,7 +196,11 @@ $(BUILD)/bench/bench_lib: tests/bench/bench_lib.c $(LIB) | $(BUILD)/.build-deps
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(LIB) -o $@ $(LDFLAGS) -lm
 
-bench: $(BUILD)/.test-deps $(BUILD)/bench/bench_lib
+$(BUILD)/bench/loadgen: tests/bench/loadgen.c | $(BUILD)/.build-deps
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(LDFLAGS) -lpthread -lm
+
+bench: $(BUILD)/.test-deps $(BUILD)/bench/bench_lib $(BUILD)/bench/loadgen
 	/usr/bin/python3 tests/bench/bench_lib.py --bin $(BUILD)/bench/bench_lib
 .PHONY: bench
 

@@ -1,0 +1,241 @@
+/* test_decode.c — the JSON request decoder: shapes, target kinds, ids, loss settings, precise errors. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "decode.h"
+
+static int decode(const char *json, req *r, problem *err) {
+  return dec_json(r, json, strlen(json), 1, err);
+}
+
+/* Decoding must fail with code and field. */
+static void expect_problem(const char *json, problem_code code, const char *field) {
+  req r;
+  problem err = {0};
+  if (decode(json, &r, &err) == 0) {
+    req_free(&r);
+    fail_msg("decoded, expected %s for %s", problem_name(code), json);
+  }
+  if (err.code != code || strcmp(err.field, field) != 0)
+    fail_msg("%s: got %s at \"%s\" (%s), expected %s at \"%s\"", json, problem_name(err.code), err.field, err.detail,
+             problem_name(code), field);
+  assert_true(strlen(err.detail) > 0);
+}
+
+static void test_decode_index_targets(void **state) {
+  (void)state;
+  req r;
+  problem err;
+  assert_int_equal(decode("{\"run\":\"r1\",\"batch_id\":\"b\",\"epoch\":2,\"step\":7,"
+                          "\"ids\":[\"a\",42],\"logits\":[[1,2,3],[0.5,-1,2]],\"targets\":[2,-1]}",
+                          &r, &err),
+                   0);
+  assert_string_equal(r.run, "r1");
+  assert_string_equal(r.batch_id, "b");
+  assert_true(r.has_epoch && r.epoch == 2 && r.has_step && r.step == 7);
+  assert_int_equal(r.n, 2);
+  assert_int_equal(r.m, 1);
+  assert_int_equal(r.c, 3);
+  assert_false(r.dense);
+  assert_string_equal(r.ids[0], "a");
+  assert_string_equal(r.ids[1], "42"); /* integer ids are their decimal string */
+  assert_non_null(r.labels);
+  assert_null(r.targets);
+  assert_int_equal(r.labels[0], 2);
+  assert_int_equal(r.labels[1], -1);
+  assert_true(r.x[3] == 0.5f && r.x[4] == -1.0f);
+  assert_int_equal(r.params.loss, FL_SIGMOID_FOCAL);
+  assert_true(r.params.alpha == 0.25f && r.params.gamma == 2.0f);
+  req_free(&r);
+}
+
+static void test_decode_target_kinds_by_shape(void **state) {
+  (void)state;
+  req r;
+  problem err;
+  /* N x C numbers: multi-hot rows */
+  assert_int_equal(decode("{\"ids\":[1,2],\"logits\":[[1,2],[3,4]],\"targets\":[[0,1],[0.5,0.5]]}", &r, &err), 0);
+  assert_null(r.labels);
+  assert_true(r.targets[1] == 1.0f && r.targets[2] == 0.5f);
+  req_free(&r);
+  /* N x M x C logits, N x M indices */
+  assert_int_equal(decode("{\"ids\":[1],\"logits\":[[[1,2],[3,4],[5,6]]],\"targets\":[[0,1,-1]]}", &r, &err), 0);
+  assert_true(r.dense);
+  assert_int_equal(r.m, 3);
+  assert_int_equal(r.c, 2);
+  assert_int_equal(r.labels[2], -1);
+  req_free(&r);
+  /* N x M x C targets */
+  assert_int_equal(decode("{\"ids\":[1],\"logits\":[[[1,2],[3,4]]],\"targets\":[[[0,1],[1,0]]]}", &r, &err), 0);
+  assert_non_null(r.targets);
+  assert_true(r.targets[2] == 1.0f);
+  req_free(&r);
+  /* C = 1 with the sigmoid family: numbers are the binary targets themselves */
+  assert_int_equal(decode("{\"ids\":[1,2,3],\"logits\":[[0.1],[2],[-1]],\"targets\":[1,0,0.3]}", &r, &err), 0);
+  assert_non_null(r.targets);
+  assert_null(r.labels);
+  assert_true(r.targets[0] == 1.0f && r.targets[2] == 0.3f);
+  req_free(&r);
+  /* probabilities */
+  assert_int_equal(decode("{\"ids\":[1],\"probs\":[[0.1,0.9]],\"targets\":[1],\"loss\":{\"type\":\"softmax_focal\"}}", &r, &err), 0);
+  assert_int_equal(r.params.input, FL_INPUT_PROBS);
+  assert_string_equal(r.x_name, "probs");
+  assert_true(r.params.alpha < 0.0f); /* softmax default: no class weighting */
+  req_free(&r);
+}
+
+static void test_decode_loss_settings(void **state) {
+  (void)state;
+  req r;
+  problem err;
+  assert_int_equal(decode("{\"ids\":[1],\"logits\":[[1,2,3]],\"targets\":[0],\"loss\":{\"type\":\"asl\",\"gamma_neg\":3,"
+                          "\"gamma_pos\":0.5,\"clip\":0.1,\"reduction\":\"mean\",\"ignore_index\":255}}",
+                          &r, &err),
+                   0);
+  assert_int_equal(r.params.loss, FL_ASL);
+  assert_true(r.params.gamma_neg == 3.0f && r.params.gamma_pos == 0.5f && r.params.clip == 0.1f);
+  assert_int_equal(r.params.reduction, FL_REDUCE_MEAN);
+  assert_int_equal(r.params.ignore_index, 255);
+  req_free(&r);
+  assert_int_equal(decode("{\"ids\":[1],\"logits\":[[1,2,3]],\"targets\":[0],\"loss\":{\"alpha\":[0.1,0.2,0.3],"
+                          "\"profile\":\"kornia\"}}",
+                          &r, &err),
+                   0);
+  assert_non_null(r.params.alpha_c);
+  assert_true(r.params.alpha_c[2] == 0.3f);
+  assert_int_equal(r.params.profile, FL_PROFILE_KORNIA);
+  req_free(&r);
+  assert_int_equal(decode("{\"ids\":[1],\"logits\":[[1,2]],\"targets\":[0],\"loss\":{\"alpha\":null}}", &r, &err), 0);
+  assert_true(r.params.alpha < 0.0f);
+  req_free(&r);
+}
+
+static void test_decode_meta_and_weights(void **state) {
+  (void)state;
+  req r;
+  problem err;
+  assert_int_equal(decode("{\"ids\":[\"x\",\"y\"],\"logits\":[[1,2],[3,4]],\"targets\":[0,1],\"weights\":[[1,2],[0,1]],"
+                          "\"meta\":{\"y\":{\"uri\":\"s3://b/y.png\",\"patient_id\":\"p1\"}},\"ohem_k\":1}",
+                          &r, &err),
+                   0);
+  assert_int_equal(r.nmeta, 1);
+  assert_int_equal(r.meta_index[0], 1);
+  assert_string_equal(r.meta_json[0], "{\"patient_id\":\"p1\",\"uri\":\"s3://b/y.png\"}");
+  assert_true(r.weights[1] == 2.0f);
+  assert_int_equal(r.ohem_k, 1);
+  req_free(&r);
+  /* softmax weights are per position */
+  assert_int_equal(decode("{\"ids\":[1,2],\"logits\":[[1,2],[3,4]],\"targets\":[0,1],\"weights\":[0.5,2],"
+                          "\"loss\":{\"type\":\"softmax_focal\"}}",
+                          &r, &err),
+                   0);
+  assert_true(r.weights[0] == 0.5f && r.weights[1] == 2.0f);
+  req_free(&r);
+}
+
+static void test_decode_rejects_with_field(void **state) {
+  (void)state;
+  expect_problem("{bad", P_BAD_JSON, "");
+  expect_problem("{\"a\":1,\"a\":2}", P_BAD_JSON, "");
+  expect_problem("[1]", P_INVALID_FIELD, "");
+  expect_problem("{\"ids\":[1],\"logits\":[[1]],\"targets\":[1],\"extra\":1}", P_UNKNOWN_FIELD, "/extra");
+  expect_problem("{\"logits\":[[1]],\"targets\":[1]}", P_MISSING_FIELD, "/ids");
+  expect_problem("{\"ids\":[],\"logits\":[],\"targets\":[]}", P_INVALID_FIELD, "/ids");
+  expect_problem("{\"ids\":[1],\"targets\":[1]}", P_MISSING_FIELD, "/logits");
+  expect_problem("{\"ids\":[1],\"logits\":[[1]],\"probs\":[[0.5]],\"targets\":[1]}", P_INVALID_FIELD, "/probs");
+  expect_problem("{\"ids\":[1,2],\"logits\":[[1,2,3]],\"targets\":[1,2]}", P_SHAPE_MISMATCH, "/logits");
+  expect_problem("{\"ids\":[1,2],\"logits\":[[1,2,3],[1,2]],\"targets\":[1,2]}", P_SHAPE_MISMATCH, "/logits/1");
+  expect_problem("{\"ids\":[1,2],\"logits\":[[1,2,3],[1,\"x\",3]],\"targets\":[1,2]}", P_INVALID_FIELD, "/logits/1/1");
+  expect_problem("{\"ids\":[1,2],\"logits\":[[1,2,3],[1,2,3]],\"targets\":[1]}", P_SHAPE_MISMATCH, "/targets");
+  expect_problem("{\"ids\":[1,2],\"logits\":[[1,2,3],[1,2,3]],\"targets\":[1,2.5]}", P_INVALID_FIELD, "/targets/1");
+  expect_problem("{\"ids\":[\"a\",\"b\",\"a\"],\"logits\":[[1],[2],[3]],\"targets\":[1,0,1]}", P_DUPLICATE_ID, "/ids/2");
+  expect_problem("{\"ids\":[1,\"1\"],\"logits\":[[1],[2]],\"targets\":[1,0]}", P_DUPLICATE_ID, "/ids/1");
+  expect_problem("{\"ids\":[1.5],\"logits\":[[1]],\"targets\":[1]}", P_INVALID_FIELD, "/ids/0");
+  expect_problem("{\"ids\":[\"a\\nb\"],\"logits\":[[1]],\"targets\":[1]}", P_BAD_NAME, "/ids/0");
+  expect_problem("{\"ids\":[1],\"logits\":[[1e39]],\"targets\":[1]}", P_OUT_OF_RANGE, "/logits/0/0");
+  expect_problem("{\"ids\":[1],\"logits\":[[1]],\"targets\":[1],\"run\":\"../x\"}", P_BAD_NAME, "/run");
+  expect_problem("{\"ids\":[1],\"logits\":[[1]],\"targets\":[1],\"epoch\":-1}", P_OUT_OF_RANGE, "/epoch");
+  expect_problem("{\"ids\":[1],\"logits\":[[1]],\"targets\":[1],\"step\":1.5}", P_INVALID_FIELD, "/step");
+  expect_problem("{\"ids\":[1],\"logits\":[[1,2]],\"targets\":[1],\"loss\":{\"gamma\":-1}}", P_INVALID_LOSS, "/loss/gamma");
+  expect_problem("{\"ids\":[1],\"logits\":[[1,2]],\"targets\":[1],\"loss\":{\"alpha\":1.5}}", P_INVALID_LOSS, "/loss/alpha");
+  expect_problem("{\"ids\":[1],\"logits\":[[1,2]],\"targets\":[1],\"loss\":{\"alpha\":[0.1]}}", P_SHAPE_MISMATCH, "/loss/alpha");
+  expect_problem("{\"ids\":[1],\"logits\":[[1,2]],\"targets\":[1],\"loss\":{\"type\":\"focal\"}}", P_INVALID_LOSS, "/loss/type");
+  expect_problem("{\"ids\":[1],\"logits\":[[1,2]],\"targets\":[1],\"loss\":{\"reduction\":\"max\"}}", P_INVALID_LOSS, "/loss/reduction");
+  expect_problem("{\"ids\":[1],\"logits\":[[1,2]],\"targets\":[1],\"loss\":{\"gama\":2}}", P_UNKNOWN_FIELD, "/loss/gama");
+  expect_problem("{\"ids\":[1],\"probs\":[[0.5,0.5]],\"targets\":[1],\"loss\":{\"profile\":\"monai\"}}", P_INVALID_LOSS, "/loss/profile");
+  expect_problem("{\"ids\":[1],\"logits\":[[1]],\"targets\":[0],\"loss\":{\"type\":\"softmax_focal\"}}", P_SHAPE_MISMATCH, "/logits");
+  expect_problem("{\"ids\":[1,2],\"logits\":[[1,2],[3,4]],\"targets\":[0,1],\"weights\":[[1,2]]}", P_SHAPE_MISMATCH, "/weights");
+  expect_problem("{\"ids\":[1],\"logits\":[[1,2]],\"targets\":[0],\"meta\":{\"9\":{}}}", P_INVALID_FIELD, "/meta/9");
+  expect_problem("{\"ids\":[1],\"logits\":[[1,2]],\"targets\":[0],\"meta\":{\"1\":3}}", P_INVALID_FIELD, "/meta/1");
+  expect_problem("{\"ids\":[1],\"logits\":[[1,2]],\"targets\":[0],\"ohem_k\":2}", P_OUT_OF_RANGE, "/ohem_k");
+  expect_problem("{\"ids\":[1],\"logits\":[[[1,2]]],\"targets\":[1]}", P_SHAPE_MISMATCH, "/targets/0");
+}
+
+static void test_decode_long_ids(void **state) {
+  (void)state;
+  char body[1200], id[300];
+  memset(id, 'x', 256);
+  id[256] = '\0';
+  snprintf(body, sizeof body, "{\"ids\":[\"%s\"],\"logits\":[[1]],\"targets\":[1]}", id);
+  req r;
+  problem err;
+  assert_int_equal(decode(body, &r, &err), 0); /* 256 bytes: allowed */
+  req_free(&r);
+  id[256] = 'x';
+  id[257] = '\0';
+  snprintf(body, sizeof body, "{\"ids\":[\"%s\"],\"logits\":[[1]],\"targets\":[1]}", id);
+  expect_problem(body, P_BAD_NAME, "/ids/0");
+}
+
+static void test_decode_describes_library_errors(void **state) {
+  (void)state;
+  req r;
+  problem err;
+  /* 3-D logits: flat index 7 of (2, 2, 3) is [1][0][1] */
+  assert_int_equal(decode("{\"ids\":[1,2],\"logits\":[[[1,2,3],[1,2,3]],[[1,2,3],[1,2,3]]],\"targets\":[[0,1],[2,0]]}", &r, &err), 0);
+  memset(&err, 0, sizeof err);
+  req_describe_error(&r, FL_EINPUT, 7, &err);
+  assert_int_equal(err.code, P_NOT_FINITE);
+  assert_string_equal(err.field, "/logits/1/0/1");
+  assert_non_null(strstr(err.detail, "logits[1][0][1] is not finite"));
+  req_describe_error(&r, FL_ELABEL, 3, &err);
+  assert_int_equal(err.code, P_LABEL_OUT_OF_RANGE);
+  assert_string_equal(err.field, "/targets/1/1");
+  req_free(&r);
+  assert_int_equal(decode("{\"ids\":[1,2],\"probs\":[[0.5,0.5],[0.5,0.5]],\"targets\":[0,1]}", &r, &err), 0);
+  req_describe_error(&r, FL_EPROB, 3, &err);
+  assert_int_equal(err.code, P_OUT_OF_RANGE);
+  assert_string_equal(err.field, "/probs/1/1");
+  req_free(&r);
+}
+
+static void test_decode_names(void **state) {
+  (void)state;
+  assert_true(name_ok("coco-2017.train_v2"));
+  assert_false(name_ok(""));
+  assert_false(name_ok("../x"));
+  assert_false(name_ok("a b"));
+  char long_name[80];
+  memset(long_name, 'a', 65);
+  long_name[65] = '\0';
+  assert_false(name_ok(long_name));
+  long_name[64] = '\0';
+  assert_true(name_ok(long_name));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_decode_index_targets),     cmocka_unit_test(test_decode_target_kinds_by_shape),
+      cmocka_unit_test(test_decode_loss_settings),     cmocka_unit_test(test_decode_meta_and_weights),
+      cmocka_unit_test(test_decode_rejects_with_field), cmocka_unit_test(test_decode_long_ids),
+      cmocka_unit_test(test_decode_describes_library_errors), cmocka_unit_test(test_decode_names),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,175 @@
+/* test_history.c — history updates on hand-computed sequences. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "history.h"
+
+#define assert_near(a, b) assert_true(fabs((double)(a) - (double)(b)) <= 1e-6 * (1.0 + fabs((double)(b))))
+
+static hist_obs obs(float loss, float p_t, float margin, float correct, int32_t label, int32_t pred, int64_t step) {
+  hist_obs o = {.loss = loss, .p_t = p_t, .p_max = p_t, .margin = margin, .correct = correct, .pred = pred,
+                .label = label, .scored = 1, .has_step = step >= 0, .step = step};
+  return o;
+}
+
+static void test_history_losses_and_ema(void **state) {
+  (void)state;
+  hist_rec h;
+  hist_init(&h);
+  const float losses[] = {2.0f, 1.0f, 4.0f, 0.5f};
+  double ema = 0;
+  for (int i = 0; i < 4; i++) {
+    hist_obs o = obs(losses[i], 0.5f, 0.0f, 1.0f, 0, 0, 100 + i);
+    hist_update(&h, &o, 0.3, NULL);
+    ema = i == 0 ? losses[0] : 0.3 * losses[i] + 0.7 * ema;
+  }
+  assert_int_equal(h.seen, 4);
+  assert_near(h.last_loss, 0.5);
+  assert_near(h.mean_loss, (2.0 + 1.0 + 4.0 + 0.5) / 4);
+  assert_near(h.max_loss, 4.0);
+  assert_near(h.ema_loss, ema); /* 2, 1.7, 2.39, 1.823 */
+  assert_near(ema, 1.823);
+  assert_true(h.has_step);
+  assert_int_equal(h.first_step, 100);
+  assert_int_equal(h.last_step, 103);
+}
+
+static void test_history_cartography(void **state) {
+  (void)state;
+  /* p_t 0.2, 0.6, 0.7: mean 0.5, population variance ((.3)^2 + (.1)^2 + (.2)^2)/3 = 0.04667 */
+  hist_rec h;
+  hist_init(&h);
+  const float pt[] = {0.2f, 0.6f, 0.7f};
+  const float ok[] = {0.0f, 1.0f, 1.0f};
+  for (int i = 0; i < 3; i++) {
+    hist_obs o = obs(1.0f, pt[i], 0.0f, ok[i], 1, 1, -1);
+    hist_update(&h, &o, 0.3, NULL);
+  }
+  assert_near(hist_confidence(&h), 0.5);
+  assert_near(hist_variability(&h), sqrt(0.14 / 3.0));
+  assert_near(hist_correctness(&h), 2.0 / 3.0);
+  assert_false(h.has_step);
+}
+
+static void test_history_forgetting_counts_correct_to_incorrect(void **state) {
+  (void)state;
+  /* correct pattern 0 1 1 0 1 0 0 1: transitions 1->0 at positions 3 and 5 */
+  const float seq[] = {0, 1, 1, 0, 1, 0, 0, 1};
+  hist_rec h;
+  hist_init(&h);
+  for (int i = 0; i < 8; i++) {
+    hist_obs o = obs(1.0f, 0.5f, 0.0f, seq[i], 0, 0, i);
+    hist_update(&h, &o, 0.3, NULL);
+  }
+  assert_int_equal(h.forgetting, 2);
+  assert_int_equal(h.correct_n, 4);
+  /* dense samples: an observation is correct when at least half its positions are */
+  hist_init(&h);
+  hist_obs a = obs(1.0f, 0.5f, 0.0f, 0.75f, -1, -1, 0), b = obs(1.0f, 0.5f, 0.0f, 0.49f, -1, -1, 1);
+  hist_update(&h, &a, 0.3, NULL);
+  hist_update(&h, &b, 0.3, NULL);
+  assert_int_equal(h.forgetting, 1);
+}
+
+static void test_history_aum_is_mean_margin(void **state) {
+  (void)state;
+  const float m[] = {2.0f, -1.0f, 0.5f, -3.5f};
+  hist_rec h;
+  hist_init(&h);
+  for (int i = 0; i < 4; i++) {
+    hist_obs o = obs(1.0f, 0.5f, m[i], 1.0f, 0, 0, i);
+    hist_update(&h, &o, 0.3, NULL);
+  }
+  assert_near(h.aum, (2.0 - 1.0 + 0.5 - 3.5) / 4);
+}
+
+static void test_history_unscored_observation_counts_only_loss(void **state) {
+  (void)state;
+  hist_rec h;
+  hist_init(&h);
+  hist_obs o = obs(3.0f, 0.9f, 1.0f, 1.0f, -1, -1, 5);
+  o.scored = 0;
+  hist_update(&h, &o, 0.3, NULL);
+  assert_int_equal(h.seen, 1);
+  assert_int_equal(h.scored_n, 0);
+  assert_near(h.mean_loss, 3.0);
+  assert_near(hist_confidence(&h), 0.0);
+  assert_near(hist_correctness(&h), 0.0);
+}
+
+static void test_history_label_issue_against_class_thresholds(void **state) {
+  (void)state;
+  double sum[3] = {0};
+  uint64_t count[3] = {0};
+  hist_classes cls = {3, sum, count};
+  /* class 1's samples average p_1 = 0.8 */
+  for (int i = 0; i < 4; i++) {
+    hist_obs o = obs(0.1f, i % 2 ? 0.7f : 0.9f, 1.0f, 1.0f, 1, 1, i);
+    hist_classes_observe(&cls, &o);
+  }
+  assert_near(sum[1] / (double)count[1], 0.8);
+  /* labelled 0, predicted 1 with p_1 = 0.85 >= 0.8: flagged */
+  hist_rec h;
+  hist_init(&h);
+  hist_obs o = obs(2.0f, 0.1f, -2.0f, 0.0f, 0, 1, 9);
+  o.p_max = 0.85f;
+  hist_classes_observe(&cls, &o);
+  hist_update(&h, &o, 0.3, &cls);
+  assert_true(h.label_issue);
+  /* predicted 1 with p_1 = 0.6 < 0.8: not flagged */
+  o.p_max = 0.6f;
+  hist_update(&h, &o, 0.3, &cls);
+  assert_false(h.label_issue);
+  /* a correct prediction is never flagged */
+  hist_obs good = obs(0.1f, 0.95f, 2.0f, 1.0f, 1, 1, 10);
+  hist_update(&h, &good, 0.3, &cls);
+  assert_false(h.label_issue);
+}
+
+static void test_history_recent_ring_keeps_newest(void **state) {
+  (void)state;
+  hist_recent ring[HIST_RECENT];
+  uint8_t head = 0, count = 0;
+  for (int i = 0; i < 6; i++) {
+    hist_obs o = obs((float)i, 0.25f * (float)(i % 4), 0.0f, i % 2 ? 1.0f : 0.0f, 0, 0, 10 * i);
+    hist_recent_push(ring, &head, &count, &o);
+  }
+  assert_int_equal(count, HIST_RECENT);
+  /* newest is step 50 at head - 1 */
+  const hist_recent *newest = &ring[(head + HIST_RECENT - 1) % HIST_RECENT];
+  assert_int_equal(newest->step, 50);
+  assert_near(newest->loss, 5.0);
+  assert_true(signbit(newest->p_t_signed)); /* correct */
+  const hist_recent *oldest = &ring[head % HIST_RECENT];
+  assert_int_equal(oldest->step, 20);
+  assert_false(signbit(oldest->p_t_signed));
+}
+
+static void test_history_field_names_and_order(void **state) {
+  (void)state;
+  for (int f = 0; f < HF_COUNT; f++) assert_int_equal(hist_field_parse(hist_field_name((hist_field)f)), f);
+  assert_int_equal(hist_field_parse("loss"), -1);
+  assert_true(hist_field_descending(HF_MEAN_LOSS));
+  assert_false(hist_field_descending(HF_AUM));
+  assert_false(hist_field_descending(HF_CONFIDENCE));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_history_losses_and_ema),
+      cmocka_unit_test(test_history_cartography),
+      cmocka_unit_test(test_history_forgetting_counts_correct_to_incorrect),
+      cmocka_unit_test(test_history_aum_is_mean_margin),
+      cmocka_unit_test(test_history_unscored_observation_counts_only_loss),
+      cmocka_unit_test(test_history_label_issue_against_class_thresholds),
+      cmocka_unit_test(test_history_recent_ring_keeps_newest),
+      cmocka_unit_test(test_history_field_names_and_order),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,280 @@
+/* test_store.c — the SQLite store: group commit, duplicates, conflicts, deletion, reload and replay.
+ *
+ * Each test opens a store on a fresh temporary database and submits jobs as
+ * the HTTP layer would (already scored: the losses and scores are made up
+ * here, since the store only records them).
+ */
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "log.h"
+#include "store.h"
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static int completed;
+
+static void on_done(wop *op) {
+  (void)op;
+  pthread_mutex_lock(&mu);
+  completed++;
+  pthread_cond_broadcast(&cv);
+  pthread_mutex_unlock(&mu);
+}
+
+static void wait_for(int n) {
+  pthread_mutex_lock(&mu);
+  while (completed < n) pthread_cond_wait(&cv, &mu);
+  pthread_mutex_unlock(&mu);
+}
+
+typedef struct env {
+  char dir[256];
+  config cfg;
+  st_map *map;
+  store *st;
+} env;
+
+static void open_env(env *e) {
+  e->map = st_map_new();
+  assert_non_null(e->map);
+  assert_int_equal(store_open(&e->st, &e->cfg, e->map), 0);
+  assert_int_equal(store_load(e->st), 0);
+  assert_int_equal(store_start(e->st), 0);
+}
+
+static void close_env(env *e) {
+  store_close(e->st);
+  st_map_free(e->map);
+  e->st = NULL;
+  e->map = NULL;
+}
+
+static int setup(void **state) {
+  env *e = calloc(1, sizeof *e);
+  snprintf(e->dir, sizeof e->dir, "/tmp/focald-test-store-XXXXXX");
+  assert_non_null(mkdtemp(e->dir));
+  memset(&e->cfg, 0, sizeof e->cfg);
+  snprintf(e->cfg.db, sizeof e->cfg.db, "%s/db/f.db", e->dir);
+  e->cfg.durability = DUR_NORMAL;
+  e->cfg.ema_alpha = 0.3;
+  e->cfg.snapshot_interval = 3600; /* snapshots only at close, unless a test asks */
+  log_set_level(LOG_ERROR);
+  completed = 0;
+  open_env(e);
+  *state = e;
+  return 0;
+}
+
+static int teardown(void **state) {
+  env *e = *state;
+  if (e->st) close_env(e);
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", e->dir);
+  assert_int_equal(system(cmd), 0);
+  free(e);
+  return 0;
+}
+
+/* A scored job of n samples "<prefix><i>" with losses base + i. */
+static job *make_job(const char *dataset, const char *run, const char *batch_id, int n, int c, float base, int64_t step) {
+  job *j = calloc(1, sizeof *j);
+  j->store = 1;
+  j->op.kind = WOP_BATCH;
+  j->op.done = on_done;
+  snprintf(j->op.dataset, sizeof j->op.dataset, "%s", dataset);
+  req *r = &j->rq;
+  snprintf(r->run, sizeof r->run, "%s", run);
+  if (batch_id) {
+    snprintf(r->batch_id, sizeof r->batch_id, "%s", batch_id);
+    r->has_batch_id = 1;
+  }
+  r->has_step = 1;
+  r->step = step;
+  fl_params_init(&r->params, FL_SIGMOID_FOCAL);
+  r->n = n;
+  r->m = 1;
+  r->c = c;
+  r->x_name = "logits";
+  r->x = calloc((size_t)(n * c), sizeof *r->x);
+  r->labels = calloc((size_t)n, sizeof *r->labels);
+  r->ids = malloc((size_t)n * sizeof *r->ids + (size_t)n * 16);
+  char *p = (char *)(r->ids + n);
+  j->loss = malloc((size_t)n * sizeof *j->loss);
+  j->scores = calloc((size_t)n, sizeof *j->scores);
+  for (int i = 0; i < n; i++) {
+    r->ids[i] = p;
+    p += sprintf(p, "s%d", i) + 1;
+    r->labels[i] = i % c;
+    j->loss[i] = base + (float)i;
+    j->scores[i] = (fl_score){.p_t = 0.5f, .p_max = 0.6f, .margin = 1.0f, .correct = 1.0f, .pred = i % c, .rows = 1};
+  }
+  return j;
+}
+
+static void submit_wait(env *e, job **jobs, int n) {
+  int target = completed + n;
+  for (int i = 0; i < n; i++) store_submit(e->st, &jobs[i]->op);
+  wait_for(target);
+}
+
+static uint64_t observations(st_map *m, const char *dataset) {
+  st_dataset *ds = st_dataset_acquire(m, dataset);
+  if (!ds) return 0;
+  uint64_t n = 0;
+  for (int r = 0; r < ds->nruns; r++) n += ds->runs[r]->observations;
+  st_dataset_release(ds);
+  return n;
+}
+
+static void test_store_group_commit_and_reload(void **state) {
+  env *e = *state;
+  job *jobs[3] = {make_job("d", "r", "b1", 10, 4, 1.0f, 1), make_job("d", "r", "b2", 10, 4, 3.0f, 2),
+                  make_job("d", "other", NULL, 5, 4, 0.5f, 3)};
+  submit_wait(e, jobs, 3);
+  for (int i = 0; i < 3; i++) assert_false(jobs[i]->op.failed);
+  assert_int_equal(observations(e->map, "d"), 25);
+  st_dataset *ds = st_dataset_acquire(e->map, "d");
+  hist_rec before, after;
+  memset(&before, 0, sizeof before); /* padding too: the records are compared as bytes */
+  memset(&after, 0, sizeof after);
+  st_history(st_find_run(ds, "r"), (uint32_t)st_sample_key(ds, "s3"), &before);
+  st_dataset_release(ds);
+  assert_int_equal(before.seen, 2);
+  assert_true(fabs(before.mean_loss - (4.0 + 6.0) / 2) < 1e-6);
+  close_env(e);
+  open_env(e);
+  assert_int_equal(observations(e->map, "d"), 25);
+  ds = st_dataset_acquire(e->map, "d");
+  assert_non_null(ds);
+  st_history(st_find_run(ds, "r"), (uint32_t)st_sample_key(ds, "s3"), &after);
+  st_dataset_release(ds);
+  assert_memory_equal(&before, &after, sizeof before);
+  for (int i = 0; i < 3; i++) job_free(jobs[i]);
+}
+
+static void test_store_duplicate_batch_id_counts_once(void **state) {
+  env *e = *state;
+  job *a = make_job("d", "r", "same", 4, 3, 1.0f, 1), *b = make_job("d", "r", "same", 4, 3, 9.0f, 2);
+  job *c = make_job("d", "r2", "same", 4, 3, 1.0f, 1); /* another run: not a duplicate */
+  job *all[3] = {a, b, c};
+  submit_wait(e, all, 3);
+  assert_false(a->duplicate);
+  assert_true(b->duplicate);
+  assert_false(b->op.failed);
+  assert_false(c->duplicate);
+  assert_int_equal(observations(e->map, "d"), 8);
+  for (int i = 0; i < 3; i++) job_free(all[i]);
+}
+
+static void test_store_class_count_conflict(void **state) {
+  env *e = *state;
+  job *a = make_job("d", "r", NULL, 3, 3, 1.0f, 1), *b = make_job("d", "r", NULL, 3, 5, 1.0f, 2);
+  job *all[2] = {a, b};
+  submit_wait(e, all, 2);
+  assert_false(a->op.failed);
+  assert_true(b->op.failed);
+  assert_int_equal(b->op.err.code, P_CLASS_COUNT_CONFLICT);
+  assert_int_equal(observations(e->map, "d"), 3);
+  job_free(a);
+  job_free(b);
+}
+
+static void test_store_delete_dataset(void **state) {
+  env *e = *state;
+  job *a = make_job("gone", "r", NULL, 6, 2, 1.0f, 1), *k = make_job("kept", "r", NULL, 2, 2, 1.0f, 1);
+  job *all[2] = {a, k};
+  submit_wait(e, all, 2);
+  wop del = {.kind = WOP_DELETE_DATASET, .done = on_done};
+  snprintf(del.dataset, sizeof del.dataset, "gone");
+  int target = completed + 1;
+  store_submit(e->st, &del);
+  wait_for(target);
+  assert_false(del.failed);
+  assert_int_equal(del.deleted_samples, 6);
+  assert_null(st_dataset_acquire(e->map, "gone"));
+  wop again = {.kind = WOP_DELETE_DATASET, .done = on_done};
+  snprintf(again.dataset, sizeof again.dataset, "gone");
+  target = completed + 1;
+  store_submit(e->st, &again);
+  wait_for(target);
+  assert_true(again.failed);
+  assert_int_equal(again.err.code, P_DATASET_NOT_FOUND);
+  close_env(e);
+  open_env(e);
+  assert_null(st_dataset_acquire(e->map, "gone"));
+  assert_int_equal(observations(e->map, "kept"), 2);
+  job_free(a);
+  job_free(k);
+}
+
+/* A copy of the database files taken while focald runs, before any snapshot:
+ * what a crash leaves. Loading it must replay the batch log. */
+static void test_store_replays_log_without_snapshot(void **state) {
+  env *e = *state;
+  job *jobs[2] = {make_job("d", "r", "x1", 20, 3, 1.0f, 1), make_job("d", "r", "x2", 20, 3, 2.0f, 2)};
+  submit_wait(e, jobs, 2);
+  char cmd[2000];
+  snprintf(cmd, sizeof cmd, "mkdir -p %s/crash && cp %s %s/crash/f.db && cp %s-wal %s/crash/f.db-wal", e->dir, e->cfg.db, e->dir,
+           e->cfg.db, e->dir);
+  assert_int_equal(system(cmd), 0);
+  env c = *e;
+  snprintf(c.cfg.db, sizeof c.cfg.db, "%s/crash/f.db", e->dir);
+  open_env(&c);
+  assert_int_equal(observations(c.map, "d"), 40);
+  st_dataset *ds = st_dataset_acquire(c.map, "d");
+  hist_rec h;
+  st_history(st_find_run(ds, "r"), (uint32_t)st_sample_key(ds, "s5"), &h);
+  st_dataset_release(ds);
+  assert_int_equal(h.seen, 2);
+  assert_true(fabs(h.mean_loss - (6.0 + 7.0) / 2) < 1e-6);
+  assert_true(h.has_step && h.first_step == 1 && h.last_step == 2);
+  close_env(&c);
+  for (int i = 0; i < 2; i++) job_free(jobs[i]);
+}
+
+/* A snapshot written part-way, then more batches: the reload holds each batch once. */
+static void test_store_snapshot_then_more_batches(void **state) {
+  env *e = *state;
+  close_env(e);
+  e->cfg.snapshot_interval = 1;
+  open_env(e);
+  job *a = make_job("d", "r", "y1", 30, 3, 1.0f, 1);
+  submit_wait(e, &a, 1);
+  sleep(2); /* a snapshot pass runs */
+  job *b = make_job("d", "r", "y2", 30, 3, 5.0f, 2);
+  submit_wait(e, &b, 1);
+  char cmd[2000];
+  snprintf(cmd, sizeof cmd, "mkdir -p %s/c2 && cp %s %s/c2/f.db && cp %s-wal %s/c2/f.db-wal", e->dir, e->cfg.db, e->dir,
+           e->cfg.db, e->dir);
+  assert_int_equal(system(cmd), 0);
+  env c = *e;
+  snprintf(c.cfg.db, sizeof c.cfg.db, "%s/c2/f.db", e->dir);
+  open_env(&c);
+  assert_int_equal(observations(c.map, "d"), 60);
+  close_env(&c);
+  job_free(a);
+  job_free(b);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_store_group_commit_and_reload, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_store_duplicate_batch_id_counts_once, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_store_class_count_conflict, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_store_delete_dataset, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_store_replays_log_without_snapshot, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_store_snapshot_then_more_batches, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
