@@ -162,6 +162,7 @@ run: $(FOCALD)
 .PHONY: run
 
 # ---------------------------------------------------------------------------- tests
+BENCH_BINS := $(BUILD)/bench/bench_lib $(BUILD)/bench/loadgen $(BUILD)/bench/bench_store
 UNIT_TESTS := test_lib_golden test_lib_props test_lib_vmath test_history test_codec test_decode test_state test_store
 UNIT_BINS := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
@@ -178,12 +179,12 @@ $(BUILD)/tests/test_lib_%: tests/unit/test_lib_%.c $(LIB) | $(BUILD)/.build-deps
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DGOLDEN_PATH='"tests/golden/lib_golden.txt"' $< $(LIB) -o $@ $(LDFLAGS) -lcmocka -lm -lpthread
 
-all: $(LIB) $(FOCALD) $(UNIT_BINS) $(BUILD)/bench/bench_lib $(BUILD)/bench/loadgen
+all: $(LIB) $(FOCALD) $(UNIT_BINS) $(BENCH_BINS)
 .PHONY: all
 
 # Runs every suite; tests/run-suites prints one line per suite and a summary, and fails if any failed.
 test: $(BUILD)/.test-deps all
-	@BUILD=$(BUILD) SANITIZE="$(SANITIZE)" tests/run-suites $(UNIT_BINS) -- golden-reference openapi
+	@BUILD=$(BUILD) SANITIZE="$(SANITIZE)" tests/run-suites $(UNIT_BINS) -- golden-reference openapi integration
 .PHONY: test
 
 # Regenerates the golden vectors from the float64 reference (commit the result).
@@ -200,7 +201,11 @@ $(BUILD)/bench/loadgen: tests/bench/loadgen.c | $(BUILD)/.build-deps
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(LDFLAGS) -lpthread -lm
 
-bench: $(BUILD)/.test-deps $(BUILD)/bench/bench_lib $(BUILD)/bench/loadgen
+$(BUILD)/bench/bench_store: tests/bench/bench_store.c $(SERVER_LIB) $(LIB) $(SERVER_HDRS) | $(BUILD)/.build-deps
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -Iserver $(SERVER_CFLAGS) $(CFLAGS) $< $(SERVER_LIB) $(LIB) -o $@ $(LDFLAGS) $(SERVER_LIBS)
+
+bench: $(BUILD)/.test-deps $(BENCH_BINS) $(FOCALD)
 	/usr/bin/python3 tests/bench/bench_lib.py --bin $(BUILD)/bench/bench_lib
 .PHONY: bench
 

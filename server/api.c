@@ -322,8 +322,10 @@ static int h_loss(http_req *rq, http_resp *resp) {
 
 /* ------------------------------------------------------------------ history as JSON */
 
-static void w_history(out *o, const hist_rec *h) {
-  W(o, "\"seen\":%u,\"last_loss\":", h->seen);
+static void w_history(out *o, const hist_view *h) {
+  W(o, "\"seen\":");
+  w_num(o, h->seen);
+  W(o, ",\"last_loss\":");
   w_num(o, h->last_loss);
   W(o, ",\"mean_loss\":");
   w_num(o, h->mean_loss);
@@ -332,12 +334,14 @@ static void w_history(out *o, const hist_rec *h) {
   W(o, ",\"ema_loss\":");
   w_num(o, h->ema_loss);
   W(o, ",\"confidence\":");
-  w_num(o, hist_confidence(h));
+  w_num(o, h->confidence);
   W(o, ",\"variability\":");
-  w_num(o, hist_variability(h));
+  w_num(o, h->variability);
   W(o, ",\"correctness\":");
-  w_num(o, hist_correctness(h));
-  W(o, ",\"forgetting\":%u,\"aum\":", h->forgetting);
+  w_num(o, h->correctness);
+  W(o, ",\"forgetting\":");
+  w_num(o, h->forgetting);
+  W(o, ",\"aum\":");
   w_num(o, h->aum);
   if (h->has_step) W(o, ",\"first_step\":%" PRId64 ",\"last_step\":%" PRId64, h->first_step, h->last_step);
   else W(o, ",\"first_step\":null,\"last_step\":null");
@@ -450,6 +454,9 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
     snprintf(cursor_id, sizeof cursor_id, "%s", parts[2]);
     q.cursor_id = cursor_id;
   }
+  /* one more than asked: whether it exists decides next_cursor */
+  const int asked = q.k;
+  q.k = asked + 1;
   st_hit *hits = malloc((size_t)q.k * sizeof *hits);
   if (!hits) return fail(resp, rq, P_INTERNAL, NULL, "out of memory");
   st_dataset *ds = st_dataset_acquire(map, rq->params[0]);
@@ -463,6 +470,8 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
     return fail(resp, rq, P_RUN_NOT_FOUND, "run", "dataset \"%.80s\" has no run \"%.80s\"", rq->params[0], run);
   }
   int n = st_top(ds, &q, hits);
+  const int more = n > asked;
+  if (more) n = asked;
   out o = {0};
   W(&o, "{\"dataset\":");
   w_str(&o, ds->name);
@@ -471,9 +480,14 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
   W(&o, ",\"by\":\"%s\",\"order\":\"%s\",\"items\":[", hist_field_name((hist_field)q.by),
     hist_field_descending((hist_field)q.by) ? "desc" : "asc");
   for (int i = 0; i < n; i++) {
-    hist_rec h;
-    if (q.run) st_history(q.run, hits[i].key, &h);
-    else st_history_all(ds, hits[i].key, &h);
+    hist_view h;
+    if (q.run) {
+      hist_rec rec;
+      st_history(q.run, hits[i].key, &rec);
+      hist_view_of(&rec, &h);
+    } else {
+      st_history_all(ds, hits[i].key, &h);
+    }
     W(&o, "%s{\"id\":", i ? "," : "");
     w_str(&o, ds->ids[hits[i].key]);
     W(&o, ",\"rank\":%lld,\"score\":", rank0 + i + 1);
@@ -484,7 +498,7 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
     W(&o, "}");
   }
   W(&o, "],\"next_cursor\":");
-  if (n == q.k) {
+  if (more) {
     char plain[700], hex[1500];
     snprintf(plain, sizeof plain, "%s|%lld|%.17g|%s", fingerprint, rank0 + n, hits[n - 1].score, ds->ids[hits[n - 1].key]);
     make_cursor(hex, sizeof hex, plain);
@@ -605,8 +619,10 @@ static int h_dataset_delete(http_req *rq, http_resp *resp) {
 /* ------------------------------------------------------------------ samples */
 
 static void w_run_history(out *o, const st_run *r, uint32_t key) {
-  hist_rec h;
-  st_history(r, key, &h);
+  hist_rec rec;
+  hist_view h;
+  st_history(r, key, &rec);
+  hist_view_of(&rec, &h);
   W(o, "{\"run\":");
   w_str(o, r->name);
   W(o, ",");
@@ -617,9 +633,13 @@ static void w_run_history(out *o, const st_run *r, uint32_t key) {
     for (int i = 0; i < count; i++) {
       /* newest first */
       const hist_recent *e = &r->recent[(size_t)key * HIST_RECENT + (size_t)((head - 1 - i + 2 * HIST_RECENT) % HIST_RECENT)];
+      int64_t step, epoch;
       W(o, "%s{\"step\":", i ? "," : "");
-      if (e->step == INT64_MIN) W(o, "null");
-      else W(o, "%" PRId64, e->step);
+      if (hist_recent_step(e, &step)) W(o, "%" PRId64, step);
+      else W(o, "null");
+      W(o, ",\"epoch\":");
+      if (hist_recent_epoch(e, &epoch)) W(o, "%" PRId64, epoch);
+      else W(o, "null");
       W(o, ",\"loss\":");
       w_num(o, e->loss);
       W(o, ",\"p_t\":");

@@ -72,7 +72,7 @@ int codec_pack(const codec_batch *b, unsigned char **out, size_t *len) {
   return 0;
 }
 
-int codec_unpack(const unsigned char *buf, size_t len, int has_step, int64_t step, codec_unpacked *out) {
+int codec_unpack(const unsigned char *buf, size_t len, const codec_when *when, codec_unpacked *out) {
   memset(out, 0, sizeof *out);
   if (len < 8 || get32(buf) != MAGIC) return -1;
   size_t n = get32(buf + 4);
@@ -112,8 +112,10 @@ int codec_unpack(const unsigned char *buf, size_t len, int has_step, int64_t ste
   c += 4 * n;
   for (size_t i = 0; i < n; i++) {
     obs[i].scored = c[i] != 0;
-    obs[i].has_step = has_step;
-    obs[i].step = step;
+    obs[i].has_step = when->has_step;
+    obs[i].step = when->step;
+    obs[i].has_epoch = when->has_epoch;
+    obs[i].epoch = when->epoch;
   }
   char *s = (char *)(ids + n);
   p = buf + fixed;

@@ -16,7 +16,7 @@
 typedef struct codec_batch {
   uint32_t n;
   const char *const *ids; /* n NUL-terminated ids, each at most 65535 bytes */
-  const hist_obs *obs;    /* n observations; has_step/step are the batch's, not stored per sample */
+  const hist_obs *obs;    /* n observations; step and epoch are the batch's, not stored per sample */
 } codec_batch;
 
 /* Packs b into a new buffer (*out, *len); the caller frees *out. Returns 0 or -1. */
@@ -29,9 +29,15 @@ typedef struct codec_unpacked {
   hist_obs *obs;
 } codec_unpacked;
 
-/* Unpacks buf; has_step/step of every observation are set from the arguments.
+/* The batch-level fields every observation of a batch shares. */
+typedef struct codec_when {
+  int has_step, has_epoch;
+  int64_t step, epoch;
+} codec_when;
+
+/* Unpacks buf; the step and epoch of every observation come from *when.
  * Returns 0, or -1 if the payload is malformed (nothing allocated then). */
-int codec_unpack(const unsigned char *buf, size_t len, int has_step, int64_t step, codec_unpacked *out /* OUT */);
+int codec_unpack(const unsigned char *buf, size_t len, const codec_when *when, codec_unpacked *out /* OUT */);
 /* Frees what codec_unpack allocated. Accepts a zeroed struct. */
 void codec_unpacked_free(codec_unpacked *u);
 

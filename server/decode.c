@@ -487,7 +487,8 @@ static int read_meta(const json_t *meta, req *r, problem *err) {
 int dec_json(req *r, const char *body, size_t len, int want_store, problem *err) {
   memset(r, 0, sizeof *r);
   json_error_t je;
-  json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+  /* JSON_DECODE_ANY: a scalar body is JSON, just not an object (422, not 400) */
+  json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
   if (!root)
     return problem_set(err, P_BAD_JSON, NULL, "%s (line %d, column %d)", je.text, je.line, je.column);
   int rc = -1;
@@ -527,11 +528,11 @@ int dec_json(req *r, const char *body, size_t len, int want_store, problem *err)
     r->has_batch_id = 1;
   }
   if ((v = json_object_get(root, "epoch")) && !json_is_null(v)) {
-    if (int_field(v, "epoch", 0, INT32_MAX, &r->epoch, err)) goto out;
+    if (int_field(v, "epoch", 0, HIST_EPOCH_MAX, &r->epoch, err)) goto out;
     r->has_epoch = 1;
   }
   if ((v = json_object_get(root, "step")) && !json_is_null(v)) {
-    if (int_field(v, "step", 0, (int64_t)1 << 53, &r->step, err)) goto out;
+    if (int_field(v, "step", 0, HIST_STEP_MAX, &r->step, err)) goto out;
     r->has_step = 1;
   }
   if ((v = json_object_get(root, "loss")) && !json_is_null(v)) {

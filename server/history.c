@@ -56,12 +56,60 @@ void hist_update(hist_rec *h, const hist_obs *o, double ema_alpha, const hist_cl
 
 void hist_recent_push(hist_recent *ring, uint8_t *head, uint8_t *count, const hist_obs *o) {
   hist_recent *r = &ring[*head];
-  r->step = o->has_step ? o->step : INT64_MIN;
+  uint64_t step = o->has_step && o->step >= 0 && o->step <= HIST_STEP_MAX ? (uint64_t)o->step + 1 : 0;
+  uint64_t epoch = o->has_epoch && o->epoch >= 0 && o->epoch <= HIST_EPOCH_MAX ? (uint64_t)o->epoch + 1 : 0;
+  r->step_epoch = step | epoch << 48;
   r->loss = o->loss;
   float p = o->scored ? o->p_t : 0.0f;
   r->p_t_signed = copysignf(p, o->scored && o->correct >= 0.5f ? -1.0f : 1.0f);
   *head = (uint8_t)((*head + 1) % HIST_RECENT);
   if (*count < HIST_RECENT) (*count)++;
+}
+
+int hist_recent_step(const hist_recent *r, int64_t *step) {
+  uint64_t s = r->step_epoch & ((1ull << 48) - 1);
+  *step = (int64_t)s - 1;
+  return s != 0;
+}
+
+int hist_recent_epoch(const hist_recent *r, int64_t *epoch) {
+  uint64_t e = r->step_epoch >> 48;
+  *epoch = (int64_t)e - 1;
+  return e != 0;
+}
+
+void hist_view_of(const hist_rec *h, hist_view *v) {
+  v->seen = h->seen;
+  v->last_loss = h->last_loss;
+  v->mean_loss = h->mean_loss;
+  v->max_loss = h->max_loss;
+  v->ema_loss = h->ema_loss;
+  v->confidence = hist_confidence(h);
+  v->variability = hist_variability(h);
+  v->correctness = hist_correctness(h);
+  v->forgetting = h->forgetting;
+  v->aum = h->aum;
+  v->has_step = h->has_step;
+  v->first_step = h->first_step;
+  v->last_step = h->last_step;
+  v->label = h->label;
+  v->label_issue = h->label_issue;
+}
+
+double hist_view_value(const hist_view *v, int f) {
+  switch (f) {
+  case HF_SEEN: return v->seen;
+  case HF_LAST_LOSS: return v->last_loss;
+  case HF_MEAN_LOSS: return v->mean_loss;
+  case HF_MAX_LOSS: return v->max_loss;
+  case HF_EMA_LOSS: return v->ema_loss;
+  case HF_CONFIDENCE: return v->confidence;
+  case HF_VARIABILITY: return v->variability;
+  case HF_CORRECTNESS: return v->correctness;
+  case HF_FORGETTING: return v->forgetting;
+  case HF_AUM: return v->aum;
+  default: return 0.0;
+  }
 }
 
 float hist_confidence(const hist_rec *h) {

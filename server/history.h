@@ -20,16 +20,26 @@ typedef struct hist_obs {
   int32_t pred;    /* predicted class, -1 when not one class */
   int32_t label;   /* class label, -1 for multi-label, soft or dense targets */
   int scored;      /* 0 when every position was ignored: only the loss counts */
-  int has_step;
-  int64_t step;
+  int has_step, has_epoch;
+  int64_t step;    /* 0 .. HIST_STEP_MAX */
+  int64_t epoch;   /* 0 .. HIST_EPOCH_MAX */
 } hist_obs;
 
-/* One recent observation, 16 bytes: the sign bit of p_t carries "correct". */
+#define HIST_STEP_MAX (((int64_t)1 << 47) - 1)
+#define HIST_EPOCH_MAX 65534
+
+/* One recent observation in 16 bytes (a million samples keep four each):
+ * step + 1 in the low 48 bits and epoch + 1 in the high 16 (0: none), and
+ * the sign bit of p_t carries "correct". */
 typedef struct hist_recent {
-  int64_t step;    /* INT64_MIN when the batch had no step */
+  uint64_t step_epoch;
   float loss;
   float p_t_signed;
 } hist_recent;
+
+/* The step and epoch of a recent observation; return 0 when the batch had none. */
+int hist_recent_step(const hist_recent *r, int64_t *step /* OUT */);
+int hist_recent_epoch(const hist_recent *r, int64_t *epoch /* OUT */);
 
 /* A sample's history in one run. */
 typedef struct hist_rec {
@@ -71,6 +81,21 @@ void hist_update(hist_rec *h, const hist_obs *o, double ema_alpha, const hist_cl
 
 /* Adds an observation to a ring of HIST_RECENT entries; *head is the next slot. */
 void hist_recent_push(hist_recent *ring, uint8_t *head, uint8_t *count, const hist_obs *o);
+
+/* What a query reports of a sample's history: one run's record, or the mean
+ * over the sample's runs (see st_history_all). */
+typedef struct hist_view {
+  double seen, last_loss, mean_loss, max_loss, ema_loss, confidence, variability, correctness, forgetting, aum;
+  int has_step;
+  int64_t first_step, last_step;
+  int32_t label;   /* -1 none */
+  int label_issue;
+} hist_view;
+
+/* The view of one run's record. */
+void hist_view_of(const hist_rec *h, hist_view *v /* OUT */);
+/* The value of field f in a view. */
+double hist_view_value(const hist_view *v, int f);
 
 /* Derived fields. */
 float hist_confidence(const hist_rec *h);

@@ -284,46 +284,51 @@ void st_history(const st_run *r, uint32_t key, hist_rec *h) {
   st_row_get(r, key, h);
 }
 
-void st_history_all(const st_dataset *ds, uint32_t key, hist_rec *h) {
-  hist_init(h);
+void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v) {
+  memset(v, 0, sizeof *v);
+  v->label = -1;
   int runs = 0;
-  double sums[HF_COUNT] = {0};
+  int64_t label_step = INT64_MIN;
   hist_rec one;
+  hist_view w;
   for (int i = 0; i < ds->nruns; i++) {
     const st_run *r = ds->runs[i];
     if (key >= r->cap || r->seen[key] == 0) continue;
     st_row_get(r, key, &one);
+    hist_view_of(&one, &w);
     runs++;
-    h->seen += one.seen;
-    h->scored_n += one.scored_n;
-    h->correct_n += one.correct_n;
-    h->forgetting += one.forgetting;
-    sums[HF_LAST_LOSS] += one.last_loss;
-    sums[HF_MEAN_LOSS] += one.mean_loss;
-    sums[HF_MAX_LOSS] += one.max_loss;
-    sums[HF_EMA_LOSS] += one.ema_loss;
-    sums[HF_CONFIDENCE] += hist_confidence(&one);
-    sums[HF_VARIABILITY] += hist_variability(&one);
-    sums[HF_AUM] += one.aum;
-    h->label_issue |= one.label_issue;
-    if (one.label >= 0) h->label = one.label;
-    if (one.has_step) {
-      if (!h->has_step || one.first_step < h->first_step) h->first_step = one.first_step;
-      if (!h->has_step || one.last_step > h->last_step) h->last_step = one.last_step;
-      h->has_step = 1;
+    v->seen += w.seen;
+    v->last_loss += w.last_loss;
+    v->mean_loss += w.mean_loss;
+    v->max_loss += w.max_loss;
+    v->ema_loss += w.ema_loss;
+    v->confidence += w.confidence;
+    v->variability += w.variability;
+    v->correctness += w.correctness;
+    v->forgetting += w.forgetting;
+    v->aum += w.aum;
+    v->label_issue |= w.label_issue;
+    int64_t at = w.has_step ? w.last_step : INT64_MIN + 1;
+    if (w.label >= 0 && at >= label_step) {
+      v->label = w.label;
+      label_step = at;
+    }
+    if (w.has_step) {
+      if (!v->has_step || w.first_step < v->first_step) v->first_step = w.first_step;
+      if (!v->has_step || w.last_step > v->last_step) v->last_step = w.last_step;
+      v->has_step = 1;
     }
   }
   if (!runs) return;
-  h->last_loss = (float)(sums[HF_LAST_LOSS] / runs);
-  h->mean_loss = (float)(sums[HF_MEAN_LOSS] / runs);
-  h->max_loss = (float)(sums[HF_MAX_LOSS] / runs);
-  h->ema_loss = (float)(sums[HF_EMA_LOSS] / runs);
-  h->conf_mean = (float)(sums[HF_CONFIDENCE] / runs);
-  h->aum = (float)(sums[HF_AUM] / runs);
-  /* variability and correctness of the aggregate are the means of the runs' values:
-   * conf_m2 is set so that hist_variability returns that mean. */
-  double v = sums[HF_VARIABILITY] / runs;
-  h->conf_m2 = h->scored_n ? (float)(v * v * h->scored_n) : 0.0f;
+  v->last_loss /= runs;
+  v->mean_loss /= runs;
+  v->max_loss /= runs;
+  v->ema_loss /= runs;
+  v->confidence /= runs;
+  v->variability /= runs;
+  v->correctness /= runs;
+  v->forgetting /= runs;
+  v->aum /= runs;
 }
 
 /* ------------------------------------------------------------------ datasets */
@@ -616,12 +621,33 @@ int st_top(const st_dataset *ds, const st_query *q, st_hit *out) {
       if (key >= r->cap || (seen = r->seen[key]) == 0) continue;
       label = r->label[key];
       score = run_value(r, key, q->by);
+    } else if (ds->nruns == 1) {
+      /* the mean over one run is that run */
+      const st_run *r = ds->runs[0];
+      if (key >= r->cap || (seen = r->seen[key]) == 0) continue;
+      label = r->label[key];
+      score = run_value(r, key, q->by);
     } else {
-      hist_rec h;
-      st_history_all(ds, key, &h);
-      if ((seen = h.seen) == 0) continue;
-      label = h.label;
-      score = q->by == HF_SEEN ? (double)h.seen : hist_value(&h, (hist_field)q->by);
+      /* the mean of the ranked field over the runs that saw the sample, and no other field */
+      int runs = 0;
+      int64_t label_step = INT64_MIN;
+      seen = 0;
+      score = 0.0;
+      label = -1;
+      for (int i = 0; i < ds->nruns; i++) {
+        const st_run *r = ds->runs[i];
+        if (key >= r->cap || r->seen[key] == 0) continue;
+        runs++;
+        seen += r->seen[key];
+        score += run_value(r, key, q->by);
+        int64_t at = r->has_step[key] ? r->last_step[key] : INT64_MIN + 1;
+        if (r->label[key] >= 0 && at >= label_step) {
+          label = r->label[key];
+          label_step = at;
+        }
+      }
+      if (!runs) continue;
+      score = q->by == HF_SEEN ? (double)seen : score / runs;
     }
     if (seen < q->min_seen || (q->has_label && label != q->label)) continue;
     if (q->has_cursor) {

@@ -155,8 +155,10 @@ int st_top(const st_dataset *ds, const st_query *q, st_hit *out);
 
 /* A sample's history in run r (seen == 0: never observed in r). */
 void st_history(const st_run *r, uint32_t key, hist_rec *h /* OUT */);
-/* The mean over runs, as documented for run=* (seen summed, label_issue any). */
-void st_history_all(const st_dataset *ds, uint32_t key, hist_rec *h /* OUT */);
+/* run=*: each field the mean over the runs that observed the sample, except
+ * seen (the sum), first_step (the least), last_step (the greatest), label
+ * (the run with the latest step's) and label_issue (any run's). */
+void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v /* OUT */);
 
 /* Quantiles (p in [0,1], ascending) of mean_loss over the run's observed
  * samples, written to out[np]. Returns 0 or -1. */

@@ -389,15 +389,16 @@ int store_load(store *s) {
   DONE();
   s->last_seq = applied;
   /* replay the log after the snapshot */
-  PREP("SELECT b.seq, d.name, d.id, d.created_at, r.name, r.id, r.classes, r.created_at, b.step, b.meta, b.payload "
+  PREP("SELECT b.seq, d.name, d.id, d.created_at, r.name, r.id, r.classes, r.created_at, b.step, b.meta, b.payload, "
+       "b.epoch "
        "FROM batches b JOIN runs r ON r.id = b.run_id JOIN datasets d ON d.id = b.dataset_id WHERE b.seq > ?1 "
        "ORDER BY b.seq");
   sqlite3_bind_int64(q, 1, applied);
   while (sqlite3_step(q) == SQLITE_ROW) {
     codec_unpacked u;
-    int has_step = sqlite3_column_type(q, 8) != SQLITE_NULL;
-    if (codec_unpack(sqlite3_column_blob(q, 10), (size_t)sqlite3_column_bytes(q, 10), has_step,
-                     sqlite3_column_int64(q, 8), &u) != 0) {
+    codec_when when = {sqlite3_column_type(q, 8) != SQLITE_NULL, sqlite3_column_type(q, 11) != SQLITE_NULL,
+                       sqlite3_column_int64(q, 8), sqlite3_column_int64(q, 11)};
+    if (codec_unpack(sqlite3_column_blob(q, 10), (size_t)sqlite3_column_bytes(q, 10), &when, &u) != 0) {
       log_msg(LOG_ERROR, "batch %lld has a malformed payload; skipped", (long long)sqlite3_column_int64(q, 0));
       continue;
     }
@@ -552,6 +553,8 @@ static hist_obs *job_observations(const job *j) {
     }
     o->has_step = r->has_step;
     o->step = r->step;
+    o->has_epoch = r->has_epoch;
+    o->epoch = r->epoch;
   }
   return obs;
 }

@@ -24,7 +24,8 @@ static void test_codec_round_trip(void **state) {
   size_t len;
   assert_int_equal(codec_pack(&b, &buf, &len), 0);
   codec_unpacked u;
-  assert_int_equal(codec_unpack(buf, len, 1, 77, &u), 0);
+  codec_when when = {1, 1, 77, 3};
+  assert_int_equal(codec_unpack(buf, len, &when, &u), 0);
   assert_int_equal(u.n, 3);
   for (int i = 0; i < 3; i++) {
     assert_string_equal(u.ids[i], ids[i]);
@@ -33,13 +34,13 @@ static void test_codec_round_trip(void **state) {
     assert_int_equal(u.obs[i].pred, obs[i].pred);
     assert_int_equal(u.obs[i].label, obs[i].label);
     assert_int_equal(u.obs[i].scored, obs[i].scored);
-    assert_true(u.obs[i].has_step && u.obs[i].step == 77);
+    assert_true(u.obs[i].has_step && u.obs[i].step == 77 && u.obs[i].has_epoch && u.obs[i].epoch == 3);
   }
   codec_unpacked_free(&u);
   /* every truncation is refused, never read past */
-  for (size_t cut = 0; cut < len; cut++) assert_int_equal(codec_unpack(buf, cut, 0, 0, &u), -1);
+  for (size_t cut = 0; cut < len; cut++) assert_int_equal(codec_unpack(buf, cut, &when, &u), -1);
   buf[0] ^= 0xff;
-  assert_int_equal(codec_unpack(buf, len, 0, 0, &u), -1);
+  assert_int_equal(codec_unpack(buf, len, &when, &u), -1);
   free(buf);
 }
 
@@ -47,7 +48,8 @@ static void test_codec_rejects_inflated_count(void **state) {
   (void)state;
   unsigned char buf[16] = {'F', 'L', 'B', '1', 0xff, 0xff, 0xff, 0x7f};
   codec_unpacked u;
-  assert_int_equal(codec_unpack(buf, sizeof buf, 0, 0, &u), -1);
+  codec_when when = {0};
+  assert_int_equal(codec_unpack(buf, sizeof buf, &when, &u), -1);
 }
 
 int main(void) {

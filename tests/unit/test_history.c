@@ -143,12 +143,24 @@ static void test_history_recent_ring_keeps_newest(void **state) {
   assert_int_equal(count, HIST_RECENT);
   /* newest is step 50 at head - 1 */
   const hist_recent *newest = &ring[(head + HIST_RECENT - 1) % HIST_RECENT];
-  assert_int_equal(newest->step, 50);
+  int64_t step, epoch;
+  assert_true(hist_recent_step(newest, &step));
+  assert_int_equal(step, 50);
+  assert_false(hist_recent_epoch(newest, &epoch)); /* these observations had no epoch */
   assert_near(newest->loss, 5.0);
   assert_true(signbit(newest->p_t_signed)); /* correct */
   const hist_recent *oldest = &ring[head % HIST_RECENT];
-  assert_int_equal(oldest->step, 20);
+  assert_true(hist_recent_step(oldest, &step));
+  assert_int_equal(step, 20);
   assert_false(signbit(oldest->p_t_signed));
+  /* the largest step and epoch fit */
+  hist_obs e = obs(1.0f, 0.5f, 0.0f, 1.0f, 0, 0, HIST_STEP_MAX);
+  e.has_epoch = 1;
+  e.epoch = HIST_EPOCH_MAX;
+  hist_recent_push(ring, &head, &count, &e);
+  const hist_recent *last = &ring[(head + HIST_RECENT - 1) % HIST_RECENT];
+  assert_true(hist_recent_step(last, &step) && step == HIST_STEP_MAX);
+  assert_true(hist_recent_epoch(last, &epoch) && epoch == HIST_EPOCH_MAX);
 }
 
 static void test_history_field_names_and_order(void **state) {

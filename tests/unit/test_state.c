@@ -117,9 +117,10 @@ static void test_state_filters_and_runs(void **state) {
   assert_int_equal(hits[0].key, k1);
   assert_true(fabs(hits[0].score - 4.0) < 1e-6);
   assert_true(fabs(hits[1].score - 3.0) < 1e-6);
-  hist_rec h;
-  st_history_all(f->ds, (uint32_t)k0, &h);
-  assert_int_equal(h.seen, 2);
+  hist_view v;
+  st_history_all(f->ds, (uint32_t)k0, &v);
+  assert_true(v.seen == 2.0);
+  assert_true(fabs(v.mean_loss - 3.0) < 1e-6); /* runs a (1) and b (5) */
   /* status filter */
   f->ds->status[k1] = ST_CONFIRMED;
   q.status_mask = 1u << ST_OPEN;
