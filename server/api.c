@@ -8,6 +8,7 @@
  */
 #include "api.h"
 
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 
 #include "decode.h"
 #include "job.h"
+#include "numfmt.h"
 #include "log.h"
 #include "store.h"
 #include "work.h"
@@ -48,6 +50,26 @@ typedef struct out {
 
 #define W(o, ...) buf_printf(&(o)->b, &(o)->len, &(o)->cap, __VA_ARGS__)
 
+/* Makes room for n more bytes (and a NUL). Returns 0 or -1. */
+static int out_reserve(out *o, size_t n) {
+  if (o->b && o->cap - o->len > n) return 0;
+  size_t want = o->cap ? o->cap : 4096;
+  while (want - o->len <= n) want *= 2;
+  char *nb = realloc(o->b, want);
+  if (!nb) return -1;
+  o->b = nb;
+  o->cap = want;
+  return 0;
+}
+
+/* Appends a literal: the number arrays' separators, without printf. */
+static void w_lit(out *o, const char *s) {
+  size_t n = strlen(s);
+  if (out_reserve(o, n) != 0) return;
+  memcpy(o->b + o->len, s, n + 1);
+  o->len += n;
+}
+
 static void w_str(out *o, const char *s) {
   W(o, "\"");
   for (; *s; s++) {
@@ -64,10 +86,15 @@ static void w_str(out *o, const char *s) {
   W(o, "\"");
 }
 
-/* A float as JSON: 9 significant digits round-trip float32; non-finite is null. */
+/* A number as JSON: as float32 with 9 significant digits (every value focald
+ * reports is float32 data); non-finite is null. */
 static void w_num(out *o, double v) {
-  if (!isfinite(v)) W(o, "null");
-  else W(o, "%.9g", v);
+  if (!isfinite(v) || fabs(v) > FLT_MAX) {
+    w_lit(o, "null");
+    return;
+  }
+  if (out_reserve(o, 32) != 0) return;
+  o->len += (size_t)num_format_f32(o->b + o->len, (float)v);
 }
 
 static void w_time(out *o, int64_t unix_s) {
@@ -202,9 +229,9 @@ static void w_score_array(out *o, const char *name, const job *j, int which) {
   W(o, "\"%s\":[", name);
   for (int64_t i = 0; i < j->rq.n; i++) {
     const fl_score *s = &j->scores[i];
-    if (i) W(o, ",");
+    if (i) w_lit(o, ",");
     if (s->rows == 0 && which != 8) {
-      W(o, "null");
+      w_lit(o, "null");
       continue;
     }
     switch (which) {
@@ -217,8 +244,8 @@ static void w_score_array(out *o, const char *name, const job *j, int which) {
     case 6: w_num(o, s->el2n); break;
     case 7: w_num(o, s->correct); break;
     default:
-      if (s->pred < 0) W(o, "null");
-      else W(o, "%d", s->pred);
+      if (s->pred < 0) w_lit(o, "null");
+      else w_num(o, s->pred);
     }
   }
   W(o, "]");
@@ -245,7 +272,7 @@ static int finish_scoring(http_req *rq, http_resp *resp) {
   w_num(&o, sum / (double)r->n);
   W(&o, ",\"losses\":[");
   for (int64_t i = 0; i < r->n; i++) {
-    if (i) W(&o, ",");
+    if (i) w_lit(&o, ",");
     w_num(&o, j->loss[i]);
   }
   W(&o, "],\"scores\":{");

@@ -606,60 +606,81 @@ static double run_value(const st_run *r, uint32_t key, int by) {
   }
 }
 
-int st_top(const st_dataset *ds, const st_query *q, st_hit *out) {
-  ranker rk = {ds, hist_field_descending((hist_field)q->by), out, 0, q->k};
-  st_hit cur = {0, q->cursor_score};
-  /* the cursor's id need not exist any more: compare against it by value */
+/* Whether score can enter the ranker: kept only if it is at least as hard as
+ * the current worst (ties are settled by id in offer). */
+static inline int may_enter(const ranker *rk, double score) {
+  if (rk->n < rk->k) return 1;
+  return rk->desc ? score >= rk->heap[0].score : score <= rk->heap[0].score;
+}
+
+/* Whether (score, id) comes strictly after the cursor in the answer's order. */
+static inline int after_cursor(const st_query *q, int desc, double score, const char *id) {
+  if (score != q->cursor_score) return desc ? score < q->cursor_score : score > q->cursor_score;
+  return strcmp(id, q->cursor_id) > 0;
+}
+
+/* One run, the common case: the ranked field's column read directly, most
+ * samples turned away by one comparison with the kept hits' worst score. */
+static void top_one_run(const st_dataset *ds, const st_run *r, const st_query *q, ranker *rk) {
+  const uint32_t lim = ds->nsamples < r->cap ? ds->nsamples : r->cap;
+  const float *col = NULL;
+  switch (q->by) {
+  case HF_LAST_LOSS: col = r->last_loss; break;
+  case HF_MEAN_LOSS: col = r->mean_loss; break;
+  case HF_MAX_LOSS: col = r->max_loss; break;
+  case HF_EMA_LOSS: col = r->ema_loss; break;
+  case HF_CONFIDENCE: col = r->conf_mean; break;
+  case HF_AUM: col = r->aum; break;
+  default: break;
+  }
+  for (uint32_t key = 0; key < lim; key++) {
+    const uint32_t seen = r->seen[key];
+    if (seen < q->min_seen || seen == 0) continue;
+    const double score = col ? (double)col[key] : run_value(r, key, q->by);
+    if (!may_enter(rk, score)) continue;
+    if (q->status_mask && !(q->status_mask & (1u << ds->status[key]))) continue;
+    if (q->has_label && r->label[key] != q->label) continue;
+    if (q->has_cursor && !after_cursor(q, rk->desc, score, ds->ids[key])) continue;
+    offer(rk, key, score);
+  }
+}
+
+/* run=* over several runs: the mean of the ranked field over the runs that saw the sample. */
+static void top_all_runs(const st_dataset *ds, const st_query *q, ranker *rk) {
   for (uint32_t key = 0; key < ds->nsamples; key++) {
     if (!ds->ids[key]) continue;
+    int runs = 0;
+    uint32_t seen = 0;
+    double score = 0.0;
+    int32_t label = -1;
+    int64_t label_step = INT64_MIN;
+    for (int i = 0; i < ds->nruns; i++) {
+      const st_run *r = ds->runs[i];
+      if (key >= r->cap || r->seen[key] == 0) continue;
+      runs++;
+      seen += r->seen[key];
+      score += run_value(r, key, q->by);
+      int64_t at = r->has_step[key] ? r->last_step[key] : INT64_MIN + 1;
+      if (r->label[key] >= 0 && at >= label_step) {
+        label = r->label[key];
+        label_step = at;
+      }
+    }
+    if (!runs || seen < q->min_seen) continue;
+    score = q->by == HF_SEEN ? (double)seen : score / runs;
+    if (!may_enter(rk, score)) continue;
     if (q->status_mask && !(q->status_mask & (1u << ds->status[key]))) continue;
-    double score;
-    int32_t label;
-    uint32_t seen;
-    if (q->run) {
-      const st_run *r = q->run;
-      if (key >= r->cap || (seen = r->seen[key]) == 0) continue;
-      label = r->label[key];
-      score = run_value(r, key, q->by);
-    } else if (ds->nruns == 1) {
-      /* the mean over one run is that run */
-      const st_run *r = ds->runs[0];
-      if (key >= r->cap || (seen = r->seen[key]) == 0) continue;
-      label = r->label[key];
-      score = run_value(r, key, q->by);
-    } else {
-      /* the mean of the ranked field over the runs that saw the sample, and no other field */
-      int runs = 0;
-      int64_t label_step = INT64_MIN;
-      seen = 0;
-      score = 0.0;
-      label = -1;
-      for (int i = 0; i < ds->nruns; i++) {
-        const st_run *r = ds->runs[i];
-        if (key >= r->cap || r->seen[key] == 0) continue;
-        runs++;
-        seen += r->seen[key];
-        score += run_value(r, key, q->by);
-        int64_t at = r->has_step[key] ? r->last_step[key] : INT64_MIN + 1;
-        if (r->label[key] >= 0 && at >= label_step) {
-          label = r->label[key];
-          label_step = at;
-        }
-      }
-      if (!runs) continue;
-      score = q->by == HF_SEEN ? (double)seen : score / runs;
-    }
-    if (seen < q->min_seen || (q->has_label && label != q->label)) continue;
-    if (q->has_cursor) {
-      /* keep only hits strictly after the cursor in the answer's order */
-      if (score != cur.score) {
-        if (rk.desc ? score > cur.score : score < cur.score) continue;
-      } else if (strcmp(ds->ids[key], q->cursor_id) <= 0) {
-        continue;
-      }
-    }
-    offer(&rk, key, score);
+    if (q->has_label && label != q->label) continue;
+    if (q->has_cursor && !after_cursor(q, rk->desc, score, ds->ids[key])) continue;
+    offer(rk, key, score);
   }
+}
+
+int st_top(const st_dataset *ds, const st_query *q, st_hit *out) {
+  ranker rk = {ds, hist_field_descending((hist_field)q->by), out, 0, q->k};
+  if (q->run) top_one_run(ds, q->run, q, &rk);
+  else if (ds->nruns == 1) top_one_run(ds, ds->runs[0], q, &rk); /* the mean over one run is that run */
+  else top_all_runs(ds, q, &rk);
   qsort_r(out, (size_t)rk.n, sizeof *out, cmp_hits, &rk);
   return rk.n;
 }
