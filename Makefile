@@ -99,9 +99,11 @@ $(BUILD)/lib/fl_api.o: lib/src/fl_api.c $(LIB_HDRS) | $(BUILD)/.build-deps
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
+# Archives are built beside and renamed into place, so a link never sees half of one.
 $(LIB): $(LIB_OBJS)
-	@rm -f $@
-	ar rcs $@ $^
+	@rm -f $@.tmp
+	ar rcs $@.tmp $^
+	@mv $@.tmp $@
 
 lib: $(LIB)
 .PHONY: lib
@@ -150,8 +152,9 @@ $(BUILD)/server/gen_%.o: $(BUILD)/server/gen_%.c
 	$(CC) $(CFLAGS) -Wno-missing-prototypes -c $< -o $@
 
 $(SERVER_LIB): $(SERVER_OBJS)
-	@rm -f $@
-	ar rcs $@ $^
+	@rm -f $@.tmp
+	ar rcs $@.tmp $^
+	@mv $@.tmp $@
 
 $(FOCALD): server/main.c $(SERVER_LIB) $(LIB) $(SERVER_HDRS)
 	$(CC) $(CPPFLAGS) $(SERVER_CFLAGS) $(CFLAGS) $< $(SERVER_LIB) $(LIB) -o $@ $(LDFLAGS) $(SERVER_LIBS)
@@ -205,8 +208,15 @@ $(BUILD)/bench/bench_store: tests/bench/bench_store.c $(SERVER_LIB) $(LIB) $(SER
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) -Iserver $(SERVER_CFLAGS) $(CFLAGS) $< $(SERVER_LIB) $(LIB) -o $@ $(LDFLAGS) $(SERVER_LIBS)
 
+# The library (with torchvision's ratio), the daemon (ingest, queries on 1M samples, memory),
+# binary ingest and the Python baseline, and the store alone; figures go in BENCHMARKS.md.
 bench: $(BUILD)/.test-deps $(BENCH_BINS) $(FOCALD)
 	/usr/bin/python3 tests/bench/bench_lib.py --bin $(BUILD)/bench/bench_lib
+	/usr/bin/python3 tests/bench/bench_daemon.py --build $(BUILD)
+	/usr/bin/python3 tests/bench/bench_ingest.py --build $(BUILD)
+	@mkdir -p $(BUILD)/bench-store
+	$(BUILD)/bench/bench_store --db $(BUILD)/bench-store/f.db --durability full
+	$(BUILD)/bench/bench_store --db $(BUILD)/bench-store/f.db --durability normal
 .PHONY: bench
 
 clean:

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "binary.h"
 #include "decode.h"
 #include "job.h"
 #include "numfmt.h"
@@ -251,11 +252,47 @@ static void w_score_array(out *o, const char *name, const job *j, int which) {
   W(o, "]");
 }
 
+/* Indices of the k largest losses, largest first (ties by index); malloc'd. */
+static int64_t *hardest(const job *j, int64_t k) {
+  const req *r = &j->rq;
+  if (k <= 0) return NULL;
+  idx_loss *v = malloc((size_t)r->n * sizeof *v);
+  int64_t *idx = malloc((size_t)k * sizeof *idx);
+  if (!v || !idx) {
+    free(v);
+    free(idx);
+    return NULL;
+  }
+  for (int64_t i = 0; i < r->n; i++) v[i] = (idx_loss){i, j->loss[i]};
+  qsort(v, (size_t)r->n, sizeof *v, cmp_hardest);
+  for (int64_t i = 0; i < k; i++) idx[i] = v[i].i;
+  free(v);
+  return idx;
+}
+
 /* Builds the scoring response once the job is done. */
 static int finish_scoring(http_req *rq, http_resp *resp) {
   job *j = rq->async;
   if (j->op.failed) return http_problem(resp, rq, &j->op.err);
   const req *r = &j->rq;
+  double sum = 0;
+  for (int64_t i = 0; i < r->n; i++) sum += j->loss[i];
+  int64_t *top = hardest(j, r->ohem_k);
+  int64_t ntop = top ? r->ohem_k : 0;
+  if (r->binary_response) {
+    bin_result res = {j->store ? j->op.dataset : NULL, j->store ? r->run : NULL, r->n, j->duplicate, sum / (double)r->n,
+                      j->loss, j->scores, top, ntop, r->outputs};
+    size_t hl = 0;
+    int rc = bin_response(&res, &resp->body, &resp->len, &hl);
+    free(top);
+    if (rc != 0) return fail(resp, rq, P_INTERNAL, NULL, "out of memory building the response");
+    char v[32];
+    snprintf(v, sizeof v, "%zu", hl);
+    resp->status = 200;
+    resp->content_type = "application/octet-stream";
+    http_header(resp, "Inference-Header-Content-Length", v);
+    return 0;
+  }
   out o = {0};
   W(&o, "{\"dataset\":");
   if (j->store) w_str(&o, j->op.dataset);
@@ -266,8 +303,6 @@ static int finish_scoring(http_req *rq, http_resp *resp) {
   W(&o, ",\"batch_id\":");
   if (r->has_batch_id) w_str(&o, r->batch_id);
   else W(&o, "null");
-  double sum = 0;
-  for (int64_t i = 0; i < r->n; i++) sum += j->loss[i];
   W(&o, ",\"accepted\":%" PRId64 ",\"duplicate\":%s,\"loss\":", r->n, j->duplicate ? "true" : "false");
   w_num(&o, sum / (double)r->n);
   W(&o, ",\"losses\":[");
@@ -282,16 +317,9 @@ static int finish_scoring(http_req *rq, http_resp *resp) {
     w_score_array(&o, names[k], j, k);
   }
   W(&o, "},\"hardest\":[");
-  if (r->ohem_k > 0) {
-    idx_loss *v = malloc((size_t)r->n * sizeof *v);
-    if (v) {
-      for (int64_t i = 0; i < r->n; i++) v[i] = (idx_loss){i, j->loss[i]};
-      qsort(v, (size_t)r->n, sizeof *v, cmp_hardest);
-      for (int64_t i = 0; i < r->ohem_k; i++) W(&o, "%s%" PRId64, i ? "," : "", v[i].i);
-      free(v);
-    }
-  }
+  for (int64_t i = 0; i < ntop; i++) W(&o, "%s%" PRId64, i ? "," : "", top[i]);
   W(&o, "]}");
+  free(top);
   return done_json(resp, 200, &o);
 }
 
@@ -311,15 +339,19 @@ static int score(http_req *rq, http_resp *resp, int store_it) {
     snprintf(j->op.dataset, sizeof j->op.dataset, "%.64s", rq->params[0]);
   }
   int rc;
-  if (rq->content_type && strncasecmp(rq->content_type, "application/octet-stream", 24) == 0)
-    rc = problem_set(&err, P_UNSUPPORTED_MEDIA_TYPE, NULL, "binary tensors are not accepted yet");
-  else rc = dec_json(&j->rq, rq->body, rq->len, store_it, &err);
+  if (rq->content_type && strncasecmp(rq->content_type, "application/octet-stream", 24) == 0) {
+    const char *accept = http_request_header(rq, "Accept");
+    int accept_binary = accept && strstr(accept, "application/octet-stream") != NULL;
+    rc = dec_binary(&j->rq, rq->body, rq->len, rq->inference_header_length, store_it, accept_binary, &err);
+  } else {
+    rc = dec_json(&j->rq, rq->body, rq->len, store_it, &err);
+  }
   if (rc != 0) {
     free(j);
     return http_problem(resp, rq, &err);
   }
   j->loss = malloc((size_t)j->rq.n * sizeof *j->loss);
-  j->scores = malloc((size_t)j->rq.n * sizeof *j->scores);
+  j->scores = calloc((size_t)j->rq.n, sizeof *j->scores);
   if (!j->loss || !j->scores) {
     job_free(j);
     return fail(resp, rq, P_INTERNAL, NULL, "out of memory");

@@ -32,16 +32,35 @@ int name_ok(const char *name) {
 void req_free(req *r) {
   if (!r) return;
   free(r->alpha_c);
-  free(r->x);
-  free(r->labels);
-  free(r->targets);
-  free(r->weights);
   free(r->ids); /* the pointers and the bytes are one allocation */
   for (int i = 0; i < r->nmeta; i++) free(r->meta_json[i]);
   free(r->meta_json);
   free(r->meta_index);
-  free(r->owned);
+  for (int i = 0; i < r->nown; i++) free(r->own[i]);
   memset(r, 0, sizeof *r);
+}
+
+int req_own(req *r, void *p) {
+  if (r->nown == (int)(sizeof r->own / sizeof r->own[0])) return -1;
+  r->own[r->nown++] = p;
+  return 0;
+}
+
+void *req_alloc(req *r, size_t n) {
+  void *p = malloc(n ? n : 1);
+  if (p && req_own(r, p) != 0) {
+    free(p);
+    p = NULL;
+  }
+  return p;
+}
+
+int64_t req_label_at(const req *r, int64_t i) {
+  switch (r->label_type) {
+  case FL_LABEL_I32: return ((const int32_t *)r->labels)[i];
+  case FL_LABEL_U8: return ((const uint8_t *)r->labels)[i];
+  default: return ((const int64_t *)r->labels)[i];
+  }
 }
 
 /* ------------------------------------------------------------------ element names */
@@ -200,14 +219,8 @@ static int read_ids(const json_t *v, req *r, problem *err) {
     }
   }
   char **ids = malloc(n * sizeof *ids + bytes);
-  uint32_t cap = 16;
-  while (cap < 2 * n) cap *= 2;
-  uint32_t *seen = calloc(cap, sizeof *seen);
-  if (!ids || !seen) {
-    free(ids);
-    free(seen);
-    return problem_set(err, P_INTERNAL, NULL, "out of memory decoding ids");
-  }
+  if (!ids) return problem_set(err, P_INTERNAL, NULL, "out of memory decoding ids");
+  r->n = (int64_t)n;
   char *p = (char *)(ids + n);
   for (size_t i = 0; i < n; i++) {
     const json_t *id = json_array_get(v, i);
@@ -218,24 +231,34 @@ static int read_ids(const json_t *v, req *r, problem *err) {
     }
     ids[i] = p;
     p += strlen(p) + 1;
-    /* duplicates: open addressing over indices + 1 */
-    for (uint32_t h = (uint32_t)hash_bytes(ids[i]) & (cap - 1);; h = (h + 1) & (cap - 1)) {
+  }
+  r->ids = ids;
+  return dec_check_unique(r, err);
+}
+
+int dec_check_unique(req *r, problem *err) {
+  const size_t n = (size_t)r->n;
+  uint32_t cap = 16;
+  while (cap < 2 * n) cap *= 2;
+  uint32_t *seen = calloc(cap, sizeof *seen);
+  if (!seen) return problem_set(err, P_INTERNAL, NULL, "out of memory checking ids");
+  for (size_t i = 0; i < n; i++) {
+    /* open addressing over indices + 1 */
+    for (uint32_t h = (uint32_t)hash_bytes(r->ids[i]) & (cap - 1);; h = (h + 1) & (cap - 1)) {
       if (seen[h] == 0) {
         seen[h] = (uint32_t)i + 1;
         break;
       }
-      if (strcmp(ids[seen[h] - 1], ids[i]) == 0) {
+      if (strcmp(r->ids[seen[h] - 1], r->ids[i]) == 0) {
         char ptr[64];
         snprintf(ptr, sizeof ptr, "/ids/%zu", i);
-        problem_set(err, P_DUPLICATE_ID, ptr, "ids[%zu] repeats ids[%u] (\"%.80s\")", i, seen[h] - 1, ids[i]);
-        free(ids);
+        problem_set(err, P_DUPLICATE_ID, ptr, "ids[%zu] repeats ids[%u] (\"%.80s\")", i, seen[h] - 1, r->ids[i]);
         free(seen);
         return -1;
       }
     }
   }
   free(seen);
-  r->ids = ids;
   return 0;
 }
 
@@ -396,13 +419,13 @@ static int read_targets(const json_t *t, req *r, problem *err) {
   else dense_rows = json_is_array(t0) && json_is_array(t00);
   const int64_t shape3[3] = {n, m, c}, shape2[2] = {n, c}, shape_nm[2] = {n, m}, shape_n[1] = {n};
   if (dense_rows) {
-    r->targets = malloc((size_t)(n * m * c) * sizeof *r->targets);
+    r->targets = req_alloc(r, (size_t)(n * m * c) * sizeof *r->targets);
     if (!r->targets) return problem_set(err, P_INTERNAL, NULL, "out of memory");
     return r->dense ? read_floats(t, "targets", 3, shape3, r->targets, err) : read_floats(t, "targets", 2, shape2, r->targets, err);
   }
   if (binary) {
     /* one output per position: the numbers are the binary targets themselves */
-    r->targets = malloc((size_t)(n * m) * sizeof *r->targets);
+    r->targets = req_alloc(r, (size_t)(n * m) * sizeof *r->targets);
     if (!r->targets) return problem_set(err, P_INTERNAL, NULL, "out of memory");
     if (!r->dense) {
       for (int64_t i = 0; i < n; i++) {
@@ -415,15 +438,17 @@ static int read_targets(const json_t *t, req *r, problem *err) {
     }
     return read_floats(t, "targets", 2, shape_nm, r->targets, err);
   }
-  r->labels = malloc((size_t)(n * m) * sizeof *r->labels);
-  if (!r->labels) return problem_set(err, P_INTERNAL, NULL, "out of memory");
+  int64_t *labels = req_alloc(r, (size_t)(n * m) * sizeof *labels);
+  if (!labels) return problem_set(err, P_INTERNAL, NULL, "out of memory");
+  r->labels = labels;
+  r->label_type = FL_LABEL_I64;
   if (r->dense) {
     if (!json_is_array(t0))
       return problem_set(err, P_SHAPE_MISMATCH, "/targets/0",
                          "with N x M x C logits, targets must be N x M class indices or N x M x C rows; targets[0] is %s", json_kind(t0));
-    return read_labels(t, "targets", 2, shape_nm, r->labels, err);
+    return read_labels(t, "targets", 2, shape_nm, labels, err);
   }
-  return read_labels(t, "targets", 1, shape_n, r->labels, err);
+  return read_labels(t, "targets", 1, shape_n, labels, err);
 }
 
 static int read_weights(const json_t *w, req *r, problem *err) {
@@ -433,7 +458,7 @@ static int read_weights(const json_t *w, req *r, problem *err) {
   if ((int64_t)json_array_size(w) != n)
     return problem_set(err, P_SHAPE_MISMATCH, "/weights", "weights has %zu rows but ids has %" PRId64, json_array_size(w), n);
   size_t count = (size_t)(per_position ? n * m : n * m * c);
-  r->weights = malloc(count * sizeof *r->weights);
+  r->weights = req_alloc(r, count * sizeof *r->weights);
   if (!r->weights) return problem_set(err, P_INTERNAL, NULL, "out of memory");
   if (per_position && !r->dense) {
     for (int64_t i = 0; i < n; i++) {
@@ -484,6 +509,64 @@ static int read_meta(const json_t *meta, req *r, problem *err) {
   return 0;
 }
 
+int dec_header(const json_t *root, req *r, int want_store, const char *const *fields, problem *err) {
+  const char *key;
+  json_t *v;
+  snprintf(r->run, sizeof r->run, "default");
+  json_object_foreach((json_t *)root, key, v) {
+    int known = 0;
+    for (int i = 0; fields[i]; i++) known |= strcmp(fields[i], key) == 0;
+    if (!known) {
+      char ptr[80];
+      snprintf(ptr, sizeof ptr, "/%.60s", key);
+      return problem_set(err, P_UNKNOWN_FIELD, ptr, "the body has no field \"%.60s\"", key);
+    }
+  }
+  const json_t *f;
+  if ((f = json_object_get(root, "run")) && want_store) {
+    if (!json_is_string(f) || !name_ok(json_string_value(f)))
+      return problem_set(err, P_BAD_NAME, "/run", "run must be a name of 1 to 64 characters from A-Z a-z 0-9 . _ -");
+    snprintf(r->run, sizeof r->run, "%s", json_string_value(f));
+  }
+  if ((f = json_object_get(root, "batch_id")) && want_store && !json_is_null(f)) {
+    if (!json_is_string(f) || json_string_length(f) < 1 || json_string_length(f) > REQ_BATCH_ID_MAX)
+      return problem_set(err, P_BAD_NAME, "/batch_id", "batch_id must be a string of 1 to %d bytes", REQ_BATCH_ID_MAX);
+    snprintf(r->batch_id, sizeof r->batch_id, "%s", json_string_value(f));
+    r->has_batch_id = 1;
+  }
+  if ((f = json_object_get(root, "epoch")) && !json_is_null(f)) {
+    if (int_field(f, "epoch", 0, HIST_EPOCH_MAX, &r->epoch, err)) return -1;
+    r->has_epoch = 1;
+  }
+  if ((f = json_object_get(root, "step")) && !json_is_null(f)) {
+    if (int_field(f, "step", 0, HIST_STEP_MAX, &r->step, err)) return -1;
+    r->has_step = 1;
+  }
+  if ((f = json_object_get(root, "loss")) && !json_is_null(f)) {
+    if (!json_is_object(f)) return problem_set(err, P_INVALID_FIELD, "/loss", "loss must be an object, not %s", json_kind(f));
+    if (read_loss(f, r, err)) return -1;
+  } else {
+    fl_params_init(&r->params, FL_SIGMOID_FOCAL);
+  }
+  return 0;
+}
+
+int dec_tail(const json_t *root, req *r, int want_store, problem *err) {
+  const json_t *v;
+  if (r->alpha_c && (int64_t)r->params.alpha != r->c)
+    return problem_set(err, P_SHAPE_MISMATCH, "/loss/alpha", "loss.alpha has %d entries but there are %" PRId64 " classes",
+                       (int)r->params.alpha, r->c);
+  if (r->alpha_c) r->params.alpha = 0.0f;
+  if (fl_loss_is_softmax(r->params.loss) && r->c < 2)
+    return problem_set(err, P_SHAPE_MISMATCH, r->x_name[0] == 'l' ? "/logits" : "/probs",
+                       "softmax losses need at least 2 classes; %s has %" PRId64, r->x_name, r->c);
+  if (dec_check_loss(&r->params, r->c, err)) return -1;
+  if ((v = json_object_get(root, "ohem_k")) && !json_is_null(v) && int_field(v, "ohem_k", 0, r->n, &r->ohem_k, err))
+    return -1;
+  if ((v = json_object_get(root, "meta")) && want_store && !json_is_null(v) && read_meta(v, r, err)) return -1;
+  return 0;
+}
+
 int dec_json(req *r, const char *body, size_t len, int want_store, problem *err) {
   memset(r, 0, sizeof *r);
   json_error_t je;
@@ -492,58 +575,13 @@ int dec_json(req *r, const char *body, size_t len, int want_store, problem *err)
   if (!root)
     return problem_set(err, P_BAD_JSON, NULL, "%s (line %d, column %d)", je.text, je.line, je.column);
   int rc = -1;
-  snprintf(r->run, sizeof r->run, "default");
+  r->want_scores = 1;
   if (!json_is_object(root)) {
     problem_set(err, P_INVALID_FIELD, "", "the body must be a JSON object, not %s", json_kind(root));
     goto out;
   }
-  {
-    const char *key;
-    json_t *v;
-    json_object_foreach(root, key, v) {
-      int known = 0;
-      for (int i = 0; top_fields[i]; i++) known |= strcmp(top_fields[i], key) == 0;
-      if (!known) {
-        char ptr[80];
-        snprintf(ptr, sizeof ptr, "/%.60s", key);
-        problem_set(err, P_UNKNOWN_FIELD, ptr, "the body has no field \"%.60s\"", key);
-        goto out;
-      }
-    }
-  }
+  if (dec_header(root, r, want_store, top_fields, err)) goto out;
   const json_t *v;
-  if ((v = json_object_get(root, "run")) && want_store) {
-    if (!json_is_string(v) || !name_ok(json_string_value(v))) {
-      problem_set(err, P_BAD_NAME, "/run", "run must be a name of 1 to 64 characters from A-Z a-z 0-9 . _ -");
-      goto out;
-    }
-    snprintf(r->run, sizeof r->run, "%s", json_string_value(v));
-  }
-  if ((v = json_object_get(root, "batch_id")) && want_store && !json_is_null(v)) {
-    if (!json_is_string(v) || json_string_length(v) < 1 || json_string_length(v) > REQ_BATCH_ID_MAX) {
-      problem_set(err, P_BAD_NAME, "/batch_id", "batch_id must be a string of 1 to %d bytes", REQ_BATCH_ID_MAX);
-      goto out;
-    }
-    snprintf(r->batch_id, sizeof r->batch_id, "%s", json_string_value(v));
-    r->has_batch_id = 1;
-  }
-  if ((v = json_object_get(root, "epoch")) && !json_is_null(v)) {
-    if (int_field(v, "epoch", 0, HIST_EPOCH_MAX, &r->epoch, err)) goto out;
-    r->has_epoch = 1;
-  }
-  if ((v = json_object_get(root, "step")) && !json_is_null(v)) {
-    if (int_field(v, "step", 0, HIST_STEP_MAX, &r->step, err)) goto out;
-    r->has_step = 1;
-  }
-  if ((v = json_object_get(root, "loss")) && !json_is_null(v)) {
-    if (!json_is_object(v)) {
-      problem_set(err, P_INVALID_FIELD, "/loss", "loss must be an object, not %s", json_kind(v));
-      goto out;
-    }
-    if (read_loss(v, r, err)) goto out;
-  } else {
-    fl_params_init(&r->params, FL_SIGMOID_FOCAL);
-  }
   const json_t *ids = json_object_get(root, "ids");
   if (!ids) {
     problem_set(err, P_MISSING_FIELD, "/ids", "ids is required: one id per sample");
@@ -564,7 +602,7 @@ int dec_json(req *r, const char *body, size_t len, int want_store, problem *err)
   r->params.input = logits ? FL_INPUT_LOGITS : FL_INPUT_PROBS;
   const json_t *x = logits ? logits : probs;
   if (logits_shape(x, r->x_name, (int64_t)json_array_size(ids), r, err)) goto out;
-  r->x = malloc((size_t)(r->n * r->m * r->c) * sizeof *r->x);
+  r->x = req_alloc(r, (size_t)(r->n * r->m * r->c) * sizeof *r->x);
   if (!r->x) {
     problem_set(err, P_INTERNAL, NULL, "out of memory");
     goto out;
@@ -573,17 +611,6 @@ int dec_json(req *r, const char *body, size_t len, int want_store, problem *err)
     const int64_t s3[3] = {r->n, r->m, r->c}, s2[2] = {r->n, r->c};
     if (r->dense ? read_floats(x, r->x_name, 3, s3, r->x, err) : read_floats(x, r->x_name, 2, s2, r->x, err)) goto out;
   }
-  if (r->alpha_c && (int64_t)r->params.alpha != r->c) {
-    problem_set(err, P_SHAPE_MISMATCH, "/loss/alpha", "loss.alpha has %d entries but there are %" PRId64 " classes",
-                (int)r->params.alpha, r->c);
-    goto out;
-  }
-  if (r->alpha_c) r->params.alpha = 0.0f;
-  if (fl_loss_is_softmax(r->params.loss) && r->c < 2) {
-    problem_set(err, P_SHAPE_MISMATCH, "/logits", "softmax losses need at least 2 classes; %s has %" PRId64, r->x_name, r->c);
-    goto out;
-  }
-  if (dec_check_loss(&r->params, r->c, err)) goto out;
   const json_t *t = json_object_get(root, "targets");
   if (!t) {
     problem_set(err, P_MISSING_FIELD, "/targets", "targets is required");
@@ -591,8 +618,7 @@ int dec_json(req *r, const char *body, size_t len, int want_store, problem *err)
   }
   if (read_targets(t, r, err)) goto out;
   if ((v = json_object_get(root, "weights")) && !json_is_null(v) && read_weights(v, r, err)) goto out;
-  if ((v = json_object_get(root, "ohem_k")) && !json_is_null(v) && int_field(v, "ohem_k", 0, r->n, &r->ohem_k, err)) goto out;
-  if ((v = json_object_get(root, "meta")) && want_store && !json_is_null(v) && read_meta(v, r, err)) goto out;
+  if (dec_tail(root, r, want_store, err)) goto out;
   rc = 0;
 out:
   json_decref(root);
@@ -640,7 +666,7 @@ void req_describe_error(const req *r, int rc, int64_t where, problem *err) {
     }
     element_names("targets", idx, nd, human, sizeof human, ptr, sizeof ptr);
     problem_set(err, P_LABEL_OUT_OF_RANGE, ptr, "%s = %" PRId64 " is out of range for %" PRId64 " classes (0..%" PRId64 "%s%s)",
-                human, r->labels ? r->labels[where] : 0, r->c, softmax ? r->c - 1 : r->c,
+                human, r->labels ? req_label_at(r, where) : 0, r->c, softmax ? r->c - 1 : r->c,
                 softmax ? "" : ", where the last means background", r->params.ignore_index != -1 ? "" : "; -1 is ignored");
     return;
   }

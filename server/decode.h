@@ -9,6 +9,7 @@
 #ifndef FOCALD_DECODE_H
 #define FOCALD_DECODE_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,20 +34,44 @@ typedef struct req {
   int64_t n, m, c;
   int dense;                      /* the input was N x M x C */
   float *x;                       /* (n, m, c) */
-  int64_t *labels;                /* (n, m) class indices, or NULL */
+  const void *labels;             /* (n, m) class indices of label_type, or NULL */
+  fl_label_type label_type;
   float *targets;                 /* (n, m, c), or NULL */
   float *weights;                 /* per element or per position, or NULL */
   char **ids;                     /* n canonical ids (integers as decimal strings) */
   int nmeta;
   int32_t *meta_index;            /* which sample each meta belongs to */
   char **meta_json;               /* compact JSON object text */
-  void *owned;                    /* one allocation holding the tensors and ids */
+  void *own[8];                   /* what the request owns: tensors may point into the body it holds */
+  int nown;
+  int binary_response;            /* answer in the binary framing */
+  uint32_t outputs;               /* binary response: which tensors (bits of bin_output_names) */
+  int want_scores;                /* compute the difficulty scores (a binary request may ask for losses only) */
 } req;
+
+/* Returns label i of r as int64. */
+int64_t req_label_at(const req *r, int64_t i);
+
+/* Allocates n bytes owned by r (freed by req_free). Returns NULL on failure. */
+void *req_alloc(req *r, size_t n);
+
+/* Makes r own p (freed by req_free). Returns 0, or -1 when r owns too much. */
+int req_own(req *r, void *p);
 
 /* Decodes a JSON body. want_store: the request stores (batches) rather than
  * only scoring (/v1/loss): meta and run are then checked too. Returns 0, or -1
  * with *err filled. On failure *r needs no req_free. */
 int dec_json(req *r /* OUT */, const char *body, size_t len, int want_store, problem *err /* OUT */);
+
+/* For the decoders: the fields every request has (in JSON, or a binary body's
+ * JSON header): unknown fields (not in the NULL-terminated `fields`), run,
+ * batch_id, epoch, step, loss. */
+int dec_header(const json_t *root, req *r, int want_store, const char *const *fields, problem *err);
+/* For the decoders, once the tensors are read: the loss settings against the
+ * class count, ohem_k and meta. */
+int dec_tail(const json_t *root, req *r, int want_store, problem *err);
+/* Rejects a repeated id among r->ids[0..n). */
+int dec_check_unique(req *r, problem *err);
 
 /* Frees what a decoder allocated. Accepts a zeroed req. */
 void req_free(req *r);

@@ -89,6 +89,10 @@ static int pct_decode(const char *s, size_t slen, char *out, size_t n, int plus_
   return 0;
 }
 
+const char *http_request_header(http_req *rq, const char *name) {
+  return MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, name);
+}
+
 const char *http_query(http_req *rq, const char *name, char *buf, size_t n) {
   const char *raw = MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, name);
   if (!raw) return NULL;
@@ -373,9 +377,12 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
           snprintf(d, sizeof d, "the body is %s bytes; the limit is %lld (--max-body)", cl, (long long)cfg_.max_body);
           return send_problem(conn, rq, P_BODY_TOO_LARGE, d);
         }
+        /* a binary body's tensors start after its JSON header: pad so that they are 64-byte aligned */
+        size_t pad = rq->inference_header_length > 0 ? (size_t)((64 - rq->inference_header_length % 64) % 64) : 0;
         rq->cap = (size_t)v;
-        rq->buf = malloc(rq->cap + 1);
-        if (!rq->buf) return send_problem(conn, rq, P_BODY_TOO_LARGE, "no memory for a body this large now");
+        rq->buf_base = aligned_alloc(64, (pad + rq->cap + 1 + 63) / 64 * 64);
+        if (!rq->buf_base) return send_problem(conn, rq, P_BODY_TOO_LARGE, "no memory for a body this large now");
+        rq->buf = rq->buf_base + pad;
       } else if (rq->content_type && strncasecmp(rq->content_type, "application/octet-stream", 24) == 0) {
         return send_problem(conn, rq, P_LENGTH_REQUIRED, "a binary body needs a Content-Length");
       }
@@ -395,12 +402,13 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
       size_t want = rq->cap ? rq->cap * 2 : 65536;
       while (want < rq->len + n) want *= 2;
       if (want > (size_t)cfg_.max_body) want = (size_t)cfg_.max_body;
-      char *nb = realloc(rq->buf, want + 1);
+      /* bodies without a Content-Length (chunked JSON) grow here, unpadded */
+      char *nb = realloc(rq->buf_base, want + 1);
       if (!nb) {
         rq->too_large = 1;
         return MHD_YES;
       }
-      rq->buf = nb;
+      rq->buf = rq->buf_base = nb;
       rq->cap = want;
     }
     memcpy(rq->buf + rq->len, upload_data, n);
@@ -449,8 +457,8 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, en
   if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && rq->state == RQ_ANSWERED && status < 400) status = rq->status;
   record(route_index(rq), status, secs);
   log_request(rq->request_id, rq->method, rq->route ? rq->route : rq->path, status, secs * 1e3, rq->len);
-  if (rq->cleanup) rq->cleanup(rq);
-  free(rq->buf);
+  if (rq->cleanup) rq->cleanup(rq); /* before the body: a request's tensors may point into it */
+  free(rq->buf_base);
   free(rq);
   *con_cls = NULL;
 }
@@ -529,7 +537,9 @@ int http_start(const config *cfg) {
       flags, 0, NULL, NULL, access_handler, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
       MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_TIMEOUT,
       (unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
-      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+      /* reads of up to 256 KiB: a binary batch of megabytes arrives in few calls (this also bounds the headers) */
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024), MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)(64 * 1024),
+      MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
       MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
   if (!daemon_) {
     log_kv(LOG_ERROR, "cannot listen (is the address in use?)", "listen", cfg->listen, NULL);

@@ -49,7 +49,8 @@ struct http_req {
   http_handler finish;        /* builds the response once the work completes */
   void (*cleanup)(http_req *rq); /* frees async if the request ends before finish runs */
   /* private to http.c */
-  char *buf;
+  char *buf;      /* the body: buf_base + padding that aligns a binary body's tensors */
+  char *buf_base; /* the allocation */
   size_t cap;
   int too_large;
   int state;
@@ -61,6 +62,9 @@ struct http_req {
 /* Returns the raw value of query parameter name, percent-decoded into buf,
  * or NULL when absent. */
 const char *http_query(http_req *rq, const char *name, char *buf, size_t n);
+
+/* Returns the value of request header name, or NULL. */
+const char *http_request_header(http_req *rq, const char *name);
 
 /* Response helpers. Each returns 0. */
 int http_json(http_resp *out, int status, char *body /* takes ownership */);

@@ -22,6 +22,7 @@
  */
 #include <arpa/inet.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -91,6 +92,12 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   signal(SIGXFSZ, SIG_IGN); /* a file-size limit then fails writes with an error instead of killing us */
   json_object_seed(0);      /* before threads: jansson's hash seed is process-wide */
+  /* Request bodies of megabytes come and go many times a second. Served by
+   * mmap, each would be fresh pages faulted in on the copy and unmapped on
+   * free; kept in the heap, they are reused warm. Memory then stays at its
+   * peak, which the body and queue limits bound. */
+  mallopt(M_MMAP_THRESHOLD, (int)(cfg.max_body + (1 << 20) < (256ll << 20) ? cfg.max_body + (1 << 20) : (256ll << 20)));
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
 
   st_map *map = st_map_new();
   store *st = NULL;

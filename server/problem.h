@@ -12,6 +12,7 @@
   X(P_BAD_JSON, 400, "bad_json", "The body is not valid JSON")                        \
   X(P_BAD_QUERY, 400, "bad_query", "A query parameter is not valid")                  \
   X(P_BAD_REQUEST, 400, "bad_request", "The request is malformed")                    \
+  X(P_BAD_FRAMING, 400, "bad_framing", "The binary body's framing does not add up")   \
   X(P_UNAUTHORIZED, 401, "unauthorized", "A valid bearer token is required")          \
   X(P_NOT_FOUND, 404, "not_found", "No such resource")                                \
   X(P_DATASET_NOT_FOUND, 404, "dataset_not_found", "No such dataset")                 \

@@ -548,7 +548,7 @@ static hist_obs *job_observations(const job *j) {
     o->pred = sc->pred;
     o->label = -1;
     if (r->labels && r->m == 1) {
-      int64_t y = r->labels[i];
+      int64_t y = req_label_at(r, i);
       if (y >= 0 && y < r->c) o->label = (int32_t)y;
     }
     o->has_step = r->has_step;

@@ -52,6 +52,10 @@ void job_free(job *j) {
 
 /* ------------------------------------------------------------------ scoring */
 
+static size_t label_size(fl_label_type t) {
+  return t == FL_LABEL_I64 ? 8 : t == FL_LABEL_I32 ? 4 : 1;
+}
+
 static void run_chunk(uv_work_t *w) {
   chunk *ch = w->data;
   const req *r = &ch->j->rq;
@@ -62,12 +66,12 @@ static void run_chunk(uv_work_t *w) {
       .m = m,
       .c = c,
       .x = r->x + ch->i0 * m * c,
-      .labels = r->labels ? (const void *)(r->labels + ch->i0 * m) : NULL,
-      .label_type = FL_LABEL_I64,
+      .labels = r->labels ? (const char *)r->labels + (size_t)(ch->i0 * m) * label_size(r->label_type) : NULL,
+      .label_type = r->label_type,
       .targets = r->targets ? r->targets + ch->i0 * m * c : NULL,
       .weights = r->weights ? r->weights + ch->i0 * m * (per_position ? 1 : c) : NULL,
   };
-  fl_out out = {.loss = ch->j->loss + ch->i0, .scores = ch->j->scores + ch->i0};
+  fl_out out = {.loss = ch->j->loss + ch->i0, .scores = r->want_scores ? ch->j->scores + ch->i0 : NULL};
   int64_t where = -1;
   ch->rc = fl_eval(&out, &b, &r->params, &where);
   if (ch->rc == 0 || where < 0) {

@@ -502,31 +502,63 @@ typedef struct prow {
   vi pred;
 } prow;
 
-/* Evaluates rows r0 .. r0+cnt-1 (c < FL_W) with one vector per class. */
+/* Labels r0 .. r0+cnt-1 as a vector, checked in their own width (an int64
+ * label of 2^32 + 1 is out of range, not 1). *use gets the rows that count,
+ * *bad the rows whose label is out of range. Lanes past cnt are dead. */
+FL__HOT vi load_labels(const fl__ctx *cx, int64_t r0, int cnt, vi *use, vi *bad) {
+  const fl_batch *b = cx->b;
+  const vi in = vi_iota() < vi_set(cnt);
+  vi y = vi_set(-1);
+  if (b->label_type == FL_LABEL_I64) {
+    typedef int64_t vl __attribute__((vector_size(FL_W * sizeof(int64_t))));
+    vl v = {0};
+    if (cnt == FL_W) memcpy(&v, (const int64_t *)b->labels + r0, sizeof v);
+    else
+      for (int l = 0; l < cnt; l++) v[l] = ((const int64_t *)b->labels)[r0 + l];
+    typedef int64_t vlm __attribute__((vector_size(FL_W * sizeof(int64_t))));
+    vlm ign = (v == (vl){0} + cx->ignore);
+    vlm out = (v < (vl){0}) | (v > (vl){0} + cx->c);
+    *use = in & ~__builtin_convertvector(ign, vi);
+    *bad = *use & __builtin_convertvector(out, vi);
+    y = __builtin_convertvector(v, vi);
+  } else {
+    int32_t t[FL_W];
+    for (int l = 0; l < FL_W; l++)
+      t[l] = l >= cnt ? -1 : b->label_type == FL_LABEL_U8 ? ((const uint8_t *)b->labels)[r0 + l] : ((const int32_t *)b->labels)[r0 + l];
+    memcpy(&y, t, sizeof y);
+    /* an ignore value outside int32 can match no int32 label */
+    vi ign = cx->ignore >= INT32_MIN && cx->ignore <= INT32_MAX ? (y == vi_set((int32_t)cx->ignore)) : vi_set(0);
+    *use = in & ~ign;
+    *bad = *use & ((y < vi_set(0)) | (y > vi_set((int32_t)cx->c)));
+  }
+  return vsel_i(*use, y, vi_set(-1));
+}
+
+/* Evaluates rows r0 .. r0+cnt-1 (c < FL_W) with one vector per class; two
+ * classes (a segmentation's background and foreground) are split from the
+ * interleaved rows in registers, other counts are gathered. */
 FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64_t *where, int spec) {
   const fl_batch *b = cx->b;
   const int64_t c = b->c;
   const vi iota = vi_iota();
   const vi in = iota < vi_set(cnt);
   const float fill = cx->probs ? 0.5f : 0.0f;
-  int32_t yl[FL_W];
-  int32_t usel[FL_W];
-  for (int l = 0; l < FL_W; l++) {
-    yl[l] = -1;
-    usel[l] = 0;
-    if (l >= cnt) continue;
-    int64_t y = fl__label_at(b, r0 + l);
-    int use = label_ok(cx, y);
-    if (use < 0) {
-      *where = r0 + l;
-      return FL_ELABEL;
+  vi live, bad_label;
+  const vi Y = load_labels(cx, r0, cnt, &live, &bad_label);
+  if (vany(bad_label)) {
+    for (int l = 0; l < cnt; l++) {
+      if (bad_label[l]) {
+        *where = r0 + l;
+        return FL_ELABEL;
+      }
     }
-    yl[l] = use ? (int32_t)y : -1;
-    usel[l] = use ? -1 : 0;
   }
-  vi Y, live;
-  memcpy(&Y, yl, sizeof Y);
-  memcpy(&live, usel, sizeof live);
+  vf x2[2], w2[2];
+  const int pairs = c == 2 && cnt == FL_W;
+  if (pairs) {
+    vf_deinterleave2(b->x + r0 * 2, &x2[0], &x2[1]);
+    if (b->weights) vf_deinterleave2(b->weights + r0 * 2, &w2[0], &w2[1]);
+  }
   const int element_view = c == 1;
 
   vf vl = zero(), vg2 = zero(), s_y = zero(), z_y = zero(), h = zero(), sq = zero();
@@ -537,16 +569,24 @@ FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64
   vacc_reset(&ev);
   for (int64_t k = 0; k < c; k++) {
     float xb[FL_W], wb[FL_W];
-    for (int l = 0; l < FL_W; l++) xb[l] = l < cnt ? b->x[(r0 + l) * c + k] : fill;
     el e = {0};
-    e.x = vf_load(xb);
+    if (pairs) {
+      e.x = x2[k];
+    } else {
+      for (int l = 0; l < FL_W; l++) xb[l] = l < cnt ? b->x[(r0 + l) * c + k] : fill;
+      e.x = vf_load(xb);
+    }
     bad |= bad_x(cx, e.x) & in;
     e.live = live;
     e.hard = 1;
     e.t = vb(Y == vi_set((int32_t)k));
     if (b->weights) {
-      for (int l = 0; l < FL_W; l++) wb[l] = l < cnt ? b->weights[(r0 + l) * c + k] : 0.0f;
-      e.w = vf_load(wb);
+      if (pairs) {
+        e.w = w2[k];
+      } else {
+        for (int l = 0; l < FL_W; l++) wb[l] = l < cnt ? b->weights[(r0 + l) * c + k] : 0.0f;
+        e.w = vf_load(wb);
+      }
       bad |= bad_weight(e.w) & in;
     } else {
       e.w = one();
@@ -619,6 +659,86 @@ FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64
   return 0;
 }
 
+/* Two classes, class-index labels, full blocks of one dense sample (a
+ * segmentation mask): rows r0 .. r0 + FL_W * blocks. The classes are split
+ * from the interleaved rows in registers and the row-view scores accumulate
+ * straight into v (margins in double, where +-1e4 margins may cancel). */
+FL__HOT int pairs_run(const fl__ctx *cx, int64_t r0, int64_t blocks, vacc *v, fl__acc *acc, vf *count, int64_t *where,
+                      int spec) {
+  typedef double vd __attribute__((vector_size(FL_W * sizeof(double))));
+  const fl_batch *b = cx->b;
+  vd margin = {0};
+  vi bad = vi_set(0);
+  float a0 = cx->alpha_c ? cx->alpha_c[0] : cx->alpha_on ? cx->alpha : -1.0f;
+  float a1 = cx->alpha_c ? cx->alpha_c[1] : cx->alpha_on ? cx->alpha : -1.0f;
+  for (int64_t blk = 0; blk < blocks; blk++) {
+    const int64_t r = r0 + blk * FL_W;
+    vi live, bad_label;
+    const vi Y = load_labels(cx, r, FL_W, &live, &bad_label);
+    if (vany(bad_label)) {
+      for (int l = 0; l < FL_W; l++) {
+        if (bad_label[l]) {
+          *where = r + l;
+          return FL_ELABEL;
+        }
+      }
+    }
+    el e0 = {0}, e1 = {0};
+    vf_deinterleave2(b->x + r * 2, &e0.x, &e1.x);
+    if (b->weights) {
+      vf_deinterleave2(b->weights + r * 2, &e0.w, &e1.w);
+      bad |= bad_weight(e0.w) | bad_weight(e1.w);
+    } else {
+      e0.w = e1.w = one();
+    }
+    bad |= bad_x(cx, e0.x) | bad_x(cx, e1.x);
+    e0.live = e1.live = live;
+    e0.hard = e1.hard = 1;
+    e0.t = vb(Y == vi_set(0));
+    e1.t = vb(Y == vi_set(1));
+    e0.a_pos = a0 >= 0.0f ? vf_set(a0) : one();
+    e0.a_neg = a0 >= 0.0f ? vf_set(1.0f - a0) : one();
+    e1.a_pos = a1 >= 0.0f ? vf_set(a1) : one();
+    e1.a_neg = a1 >= 0.0f ? vf_set(1.0f - a1) : one();
+    el_eval(cx, &e0, spec);
+    el_eval(cx, &e1, spec);
+    v->loss += e0.loss + e1.loss;
+    v->npos += vb(live & (Y < vi_set(2)));
+    *count += vsel(live, vf_set(2.0f), zero());
+    if (cx->want_grad) v->gn2 += e0.grad * e0.grad + e1.grad * e1.grad;
+    if (cx->want_scores) {
+      /* the labelled class y and the other one; label 2 is background: not scored */
+      const vi s = live & (Y < vi_set(2)), y1 = Y == vi_set(1);
+      const vf s_y = vsel(y1, e1.s_pos, e0.s_pos), s_o = vsel(y1, e0.s_pos, e1.s_pos);
+      const vf z_y = vsel(y1, e1.z, e0.z), z_o = vsel(y1, e0.z, e1.z);
+      const vf sn_y = vsel(y1, e1.s_neg, e0.s_neg);
+      const vf ent = (e0.s_pos * e0.nl_pos + e0.s_neg * e0.nl_neg + e1.s_pos * e1.nl_pos + e1.s_neg * e1.nl_neg) *
+                     (float)(1.0 / (2.0 * FL_LN2));
+      /* argmax with ties to the first class */
+      const vi pred1 = e1.z > e0.z;
+      v->rows += vb(s);
+      v->p_t += vsel(s, s_y, zero());
+      v->p_max += vsel(s, vmax(e0.s_pos, e1.s_pos), zero());
+      vd d = __builtin_convertvector(z_y, vd) - __builtin_convertvector(z_o, vd);
+      typedef int64_t vdm __attribute__((vector_size(FL_W * sizeof(int64_t))));
+      margin += (vd)((vdm)d & __builtin_convertvector(s, vdm));
+      v->nm += vsel(s, (s_y - s_o + 1.0f) * 0.5f, zero());
+      v->ent += vsel(s, ent, zero());
+      v->cw += vsel(s, vcw(s_y, ent), zero());
+      v->el2n += vsel(s, vsqrt(sn_y * sn_y + s_o * s_o), zero());
+      v->correct += vsel(s & (pred1 == y1), one(), zero());
+    }
+    vacc_tick(cx, v, acc);
+    if (v->pending == 0) {
+      acc->count += (int64_t)vsum(*count);
+      *count = zero();
+    }
+  }
+  if (vany(bad)) return locate_bad(cx, r0 * 2, (r0 + blocks * FL_W) * 2, where);
+  for (int l = 0; l < FL_W; l++) acc->margin += margin[l];
+  return 0;
+}
+
 /* Class-index labels, c < FL_W: 16 rows at a time. With m == 1 each lane is a
  * sample; otherwise blocks stay within one sample and accumulate per lane. */
 FL__HOT int eval_planar_spec(const fl__ctx *cx, int64_t *where, int spec) {
@@ -661,7 +781,13 @@ FL__HOT int eval_planar_spec(const fl__ctx *cx, int64_t *where, int spec) {
     vf count = zero();
     fl__acc_reset(&acc);
     vacc_reset(&v);
-    for (int64_t j = 0; j < m; j += FL_W) {
+    int64_t j = 0;
+    if (b->c == 2 && !cx->out->grad) {
+      rc = pairs_run(cx, i * m, m / FL_W, &v, &acc, &count, where, spec);
+      if (rc) return rc;
+      j = m / FL_W * FL_W;
+    }
+    for (; j < m; j += FL_W) {
       const int cnt = m - j < FL_W ? (int)(m - j) : FL_W;
       rc = planar_block(cx, i * m + j, cnt, &pr, where, spec);
       if (rc) return rc;

@@ -77,12 +77,23 @@ static inline vf vsel(vi mask, vf a, vf b) {
   return (vf)(((vi)a & mask) | ((vi)b & ~mask));
 }
 
+static inline vi vsel_i(vi mask, vi a, vi b) {
+  return (a & mask) | (b & ~mask);
+}
+
 static inline vf vmax(vf a, vf b) {
   return vsel(a > b, a, b);
 }
 
 static inline vf vmin(vf a, vf b) {
   return vsel(a < b, a, b);
+}
+
+/* Lane-wise square root; compilers map the loop onto the vector instruction. */
+static inline vf vsqrt(vf a) {
+  vf r;
+  for (int l = 0; l < FL_W; l++) r[l] = __builtin_sqrtf(a[l]);
+  return r;
 }
 
 static inline vf vabs(vf a) {
@@ -111,6 +122,28 @@ static inline float vhmax(vf a) {
   float m = a[0];
   for (int l = 1; l < FL_W; l++) m = a[l] > m ? a[l] : m;
   return m;
+}
+
+/* Splits 2 * FL_W interleaved floats (pairs) into the first and second of each
+ * pair: the (position, class) layout of a two-class output, one vector per class. */
+static inline void vf_deinterleave2(const float *p, vf *even, vf *odd) {
+  vf a = vf_load(p), b = vf_load(p + FL_W);
+#if defined(__clang__)
+#if FL_W == 4
+  *even = __builtin_shufflevector(a, b, 0, 2, 4, 6);
+  *odd = __builtin_shufflevector(a, b, 1, 3, 5, 7);
+#elif FL_W == 8
+  *even = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+  *odd = __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+#else
+  *even = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  *odd = __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+#endif
+#else
+  const vi twice = vi_iota() * 2;
+  *even = __builtin_shuffle(a, b, twice);
+  *odd = __builtin_shuffle(a, b, twice + 1);
+#endif
 }
 
 /* e^x for x <= 0. x = n ln2 + r with |r| <= ln2/2; e^r by a degree-6

@@ -53,7 +53,9 @@ static job *make_batch(int n, int c, long long first, long long samples, int64_t
   r->n = n;
   r->m = 1;
   r->c = c;
-  r->labels = malloc((size_t)n * sizeof *r->labels);
+  int64_t *labels = req_alloc(r, (size_t)n * sizeof *labels);
+  r->labels = labels;
+  r->label_type = FL_LABEL_I64;
   r->ids = malloc((size_t)n * (sizeof *r->ids + 16));
   char *p = (char *)(r->ids + n);
   j->loss = malloc((size_t)n * sizeof *j->loss);
@@ -62,7 +64,7 @@ static job *make_batch(int n, int c, long long first, long long samples, int64_t
     long long id = (first + i) % samples;
     r->ids[i] = p;
     p += sprintf(p, "s%lld", id) + 1;
-    r->labels[i] = id % c;
+    labels[i] = id % c;
     j->loss[i] = (float)((id * 2654435761u) % 1000) / 500.0f;
     j->scores[i] = (fl_score){.p_t = 0.4f, .p_max = 0.7f, .margin = -0.3f, .correct = (float)(id % 2), .pred = 1, .rows = 1};
   }

@@ -9,6 +9,7 @@
  *
  * usage: loadgen --url http://HOST:PORT/PATH [--clients 4] [--duration 10] [--warmup 2] [--batch 256]
  *                [--classes 10] [--dense M] [--format json|binary] [--target index|onehot]
+ *                [--target-dtype int64|int32|uint8]  (binary class-index targets; default int64)
  *                [--samples 1000000] [--pool 64] [--timeout 30] [--json]
  *        loadgen --discard-server HOST:PORT
  * exit status: 0 on a clean run, 2 when any request failed, 1 when the run could not start.
@@ -47,6 +48,7 @@ typedef struct opts {
   long clients, batch, classes, dense, samples, pool;
   double duration, warmup, timeout;
   int binary, onehot, json;
+  int tbytes; /* binary class-index targets: 8 (INT64), 4 (INT32) or 1 (UINT8) */
 } opts;
 
 typedef struct req {
@@ -223,7 +225,8 @@ static int build_binary(client *c, const int64_t *ids, const float *lg, const fl
   long m = o->dense ? o->dense : 1, elems = o->batch * m * o->classes, tcount = o->onehot ? elems : o->batch * m;
   long shape[3] = {o->batch, o->dense ? m : o->classes, o->classes};
   int rank = o->dense ? 3 : 2, trank = o->onehot ? rank : rank - 1;
-  size_t tsize = (size_t)tcount * (o->onehot ? 4 : 8);
+  size_t tsize = (size_t)tcount * (size_t)(o->onehot ? 4 : o->tbytes);
+  const char *tdtype = o->onehot ? "FP32" : o->tbytes == 1 ? "UINT8" : o->tbytes == 4 ? "INT32" : "INT64";
   int rc = sb_printf(b, "{\"run\":\"bench\",");
   if (!rc) rc = put_batch_id(b, c->idx, id_off);
   if (!rc) rc = sb_printf(b, ",\"step\":0,\"inputs\":[{\"name\":\"ids\",\"datatype\":\"INT64\",\"shape\":[%ld],"
@@ -231,7 +234,7 @@ static int build_binary(client *c, const int64_t *ids, const float *lg, const fl
                              "{\"name\":\"logits\",\"datatype\":\"FP32\",\"shape\":", o->batch, 8 * o->batch);
   if (!rc) rc = put_shape(b, shape, rank);
   if (!rc) rc = sb_printf(b, ",\"parameters\":{\"binary_data_size\":%ld}},{\"name\":\"targets\",\"datatype\":\"%s\","
-                             "\"shape\":", 4 * elems, o->onehot ? "FP32" : "INT64");
+                             "\"shape\":", 4 * elems, tdtype);
   if (!rc) rc = put_shape(b, shape, trank);
   if (!rc) rc = sb_printf(b, ",\"parameters\":{\"binary_data_size\":%zu}}]}", tsize);
   if (rc || (rc = sb_reserve(b, (size_t)o->batch * 8 + (size_t)elems * 4 + tsize))) return rc;
@@ -242,15 +245,17 @@ static int build_binary(client *c, const int64_t *ids, const float *lg, const fl
   if (o->onehot)
     for (long i = 0; i < tcount; i++, p += 4) put_f32(p, oh[i]);
   else
-    for (long i = 0; i < tcount; i++, p += 8) put_le(p, (uint64_t)tg[i], 8);
+    for (long i = 0; i < tcount; i++, p += o->tbytes) put_le(p, (uint64_t)tg[i], o->tbytes);
   b->len = (size_t)((char *)p - b->p);
   return 0;
 }
 
 /* Prepends the HTTP request head to the body in place, so one send() covers the whole request. */
 static int finish_req(const opts *o, sb *b, size_t id_off, size_t json_len, req *out) {
-  char head[2048], extra[96] = "";
-  if (o->binary) snprintf(extra, sizeof extra, "Inference-Header-Content-Length: %zu\r\n", json_len);
+  char head[2048], extra[160] = "";
+  /* a binary client asks for a binary answer too: FP32 tensors, not JSON text */
+  if (o->binary)
+    snprintf(extra, sizeof extra, "Inference-Header-Content-Length: %zu\r\nAccept: application/octet-stream\r\n", json_len);
   int hl = snprintf(head, sizeof head, "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: %s\r\n"
                     "Content-Length: %zu\r\n%s\r\n", o->path, o->host, o->port,
                     o->binary ? "application/octet-stream" : "application/json", b->len, extra);
@@ -696,6 +701,8 @@ static int parse_args(int argc, char **argv, opts *o, const char **discard) {
       *discard = v;
     } else if (!strcmp(a, "--format") && (!strcmp(v, "json") || !strcmp(v, "binary"))) {
       o->binary = !strcmp(v, "binary");
+    } else if (!strcmp(a, "--target-dtype") && (!strcmp(v, "int64") || !strcmp(v, "int32") || !strcmp(v, "uint8"))) {
+      o->tbytes = !strcmp(v, "uint8") ? 1 : !strcmp(v, "int32") ? 4 : 8;
     } else if (!strcmp(a, "--target") && (!strcmp(v, "index") || !strcmp(v, "onehot"))) {
       o->onehot = !strcmp(v, "onehot");
     } else {
@@ -770,7 +777,7 @@ static int report(const opts *o, const client *cl, double build_s) {
 }
 
 int main(int argc, char **argv) {
-  opts o = {.clients = 4, .batch = 256, .classes = 10, .samples = 1000000, .pool = 64,
+  opts o = {.clients = 4, .batch = 256, .classes = 10, .samples = 1000000, .pool = 64, .tbytes = 8,
             .duration = 10, .warmup = 2, .timeout = 30};
   const char *discard = NULL;
   client *cl = NULL;

@@ -48,8 +48,8 @@ static void test_decode_index_targets(void **state) {
   assert_string_equal(r.ids[1], "42"); /* integer ids are their decimal string */
   assert_non_null(r.labels);
   assert_null(r.targets);
-  assert_int_equal(r.labels[0], 2);
-  assert_int_equal(r.labels[1], -1);
+  assert_int_equal(req_label_at(&r, 0), 2);
+  assert_int_equal(req_label_at(&r, 1), -1);
   assert_true(r.x[3] == 0.5f && r.x[4] == -1.0f);
   assert_int_equal(r.params.loss, FL_SIGMOID_FOCAL);
   assert_true(r.params.alpha == 0.25f && r.params.gamma == 2.0f);
@@ -70,7 +70,7 @@ static void test_decode_target_kinds_by_shape(void **state) {
   assert_true(r.dense);
   assert_int_equal(r.m, 3);
   assert_int_equal(r.c, 2);
-  assert_int_equal(r.labels[2], -1);
+  assert_int_equal(req_label_at(&r, 2), -1);
   req_free(&r);
   /* N x M x C targets */
   assert_int_equal(decode("{\"ids\":[1],\"logits\":[[[1,2],[3,4]]],\"targets\":[[[0,1],[1,0]]]}", &r, &err), 0);

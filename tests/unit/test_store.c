@@ -106,8 +106,10 @@ static job *make_job(const char *dataset, const char *run, const char *batch_id,
   r->m = 1;
   r->c = c;
   r->x_name = "logits";
-  r->x = calloc((size_t)(n * c), sizeof *r->x);
-  r->labels = calloc((size_t)n, sizeof *r->labels);
+  r->x = req_alloc(r, (size_t)(n * c) * sizeof *r->x);
+  int64_t *labels = req_alloc(r, (size_t)n * sizeof *labels);
+  r->labels = labels;
+  r->label_type = FL_LABEL_I64;
   r->ids = malloc((size_t)n * sizeof *r->ids + (size_t)n * 16);
   char *p = (char *)(r->ids + n);
   j->loss = malloc((size_t)n * sizeof *j->loss);
@@ -115,7 +117,7 @@ static job *make_job(const char *dataset, const char *run, const char *batch_id,
   for (int i = 0; i < n; i++) {
     r->ids[i] = p;
     p += sprintf(p, "s%d", i) + 1;
-    r->labels[i] = i % c;
+    labels[i] = i % c;
     j->loss[i] = base + (float)i;
     j->scores[i] = (fl_score){.p_t = 0.5f, .p_max = 0.6f, .margin = 1.0f, .correct = 1.0f, .pred = i % c, .rows = 1};
   }
