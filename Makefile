@@ -4,8 +4,11 @@
 #   make test       install missing packages, build, run every test, print a summary
 #   make run        install missing packages, build and start the daemon
 #   make bench      run the benchmarks (figures go in BENCHMARKS.md)
+#   make soak       ten minutes of mixed load, resources sampled (not in CI)
 #   make SANITIZE=address,undefined test    the same tests under ASan + UBSan (build/san-*)
 #   make SANITIZE=thread test-concurrency   the concurrency tests under TSan
+#   make fuzz-run   every libFuzzer target for FUZZ_SECONDS (default 60) each (clang; build/fuzz)
+#   make fuzz-regress   the fuzz regressions and seed corpora, once each (seconds)
 #   CI=1            turns warnings into errors (.ci/run sets it)
 
 SHELL := /bin/bash
@@ -42,7 +45,7 @@ KFLAGS := -O3 -ffp-contract=fast -fno-math-errno -fno-trapping-math
 # ---------------------------------------------------------------------------- packages
 # Debian packages the build and the tests need. Installed when missing (as root),
 # otherwise the exact command is printed and the build stops.
-BUILD_PKGS := gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev libsqlite3-dev libuv1-dev \
+BUILD_PKGS := gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev libsqlite3-dev libuv1-dev libgnutls28-dev \
               libcmocka-dev sqlite3 curl
 TEST_PKGS := python3 python3-numpy python3-torch python3-torchvision
 
@@ -109,7 +112,7 @@ lib: $(LIB)
 .PHONY: lib
 
 # ---------------------------------------------------------------------------- server/
-SERVER_PKGS := libmicrohttpd jansson sqlite3 libuv
+SERVER_PKGS := libmicrohttpd jansson sqlite3 libuv gnutls
 SERVER_CFLAGS = $(shell pkg-config --cflags $(SERVER_PKGS) 2>/dev/null)
 SERVER_LIBS = $(shell pkg-config --libs $(SERVER_PKGS) 2>/dev/null) -lpthread -lm
 SERVER_SRCS := $(filter-out server/main.c,$(wildcard server/*.c))
@@ -187,8 +190,17 @@ all: $(LIB) $(FOCALD) $(UNIT_BINS) $(BENCH_BINS)
 
 # Runs every suite; tests/run-suites prints one line per suite and a summary, and fails if any failed.
 test: $(BUILD)/.test-deps all
-	@BUILD=$(BUILD) SANITIZE="$(SANITIZE)" tests/run-suites $(UNIT_BINS) -- golden-reference openapi integration
+	@BUILD=$(BUILD) SANITIZE="$(SANITIZE)" tests/run-suites $(UNIT_BINS) -- golden-reference openapi integration clients
 .PHONY: test
+
+# The tests that run threads against each other, built with ThreadSanitizer: the store (writer and
+# checkpointer threads) and the whole integration suite (HTTP pool, libuv pool, writer) against a
+# TSan-built daemon. Use with SANITIZE=thread (its own build directory, build/san-thread).
+test-concurrency: $(BUILD)/.test-deps all
+	@if [ "$(SANITIZE)" != thread ]; then echo "use: make SANITIZE=thread test-concurrency"; exit 2; fi
+	@BUILD=$(BUILD) SANITIZE="$(SANITIZE)" TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 $(TSAN_OPTIONS)" \
+	  tests/run-suites $(BUILD)/tests/test_store $(BUILD)/tests/test_state -- integration
+.PHONY: test-concurrency
 
 # Regenerates the golden vectors from the float64 reference (commit the result).
 golden: $(BUILD)/.test-deps
@@ -209,15 +221,66 @@ $(BUILD)/bench/bench_store: tests/bench/bench_store.c $(SERVER_LIB) $(LIB) $(SER
 	$(CC) $(CPPFLAGS) -Iserver $(SERVER_CFLAGS) $(CFLAGS) $< $(SERVER_LIB) $(LIB) -o $@ $(LDFLAGS) $(SERVER_LIBS)
 
 # The library (with torchvision's ratio), the daemon (ingest, queries on 1M samples, memory),
-# binary ingest and the Python baseline, and the store alone; figures go in BENCHMARKS.md.
+# binary ingest and the Python baseline, exports of 1M samples, and the store alone; figures go in BENCHMARKS.md.
 bench: $(BUILD)/.test-deps $(BENCH_BINS) $(FOCALD)
 	/usr/bin/python3 tests/bench/bench_lib.py --bin $(BUILD)/bench/bench_lib
 	/usr/bin/python3 tests/bench/bench_daemon.py --build $(BUILD)
 	/usr/bin/python3 tests/bench/bench_ingest.py --build $(BUILD)
+	/usr/bin/python3 tests/bench/bench_export.py --build $(BUILD)
 	@mkdir -p $(BUILD)/bench-store
 	$(BUILD)/bench/bench_store --db $(BUILD)/bench-store/f.db --durability full
 	$(BUILD)/bench/bench_store --db $(BUILD)/bench-store/f.db --durability normal
 .PHONY: bench
+
+# Ten minutes of mixed load (posting, querying, reviewing, exporting) with RSS, fds and WAL sampled; not in CI.
+soak: $(BUILD)/.test-deps $(BUILD)/bench/loadgen $(FOCALD)
+	/usr/bin/python3 tests/soak.py --build $(BUILD)
+.PHONY: soak
+
+# Builds docker/Dockerfile with podman and runs the image read-only on a volume: a batch in, its hard
+# examples out, non-root, HEALTHCHECK, SIGTERM (tests/container-smoke; root, a few minutes).
+container-test:
+	tests/container-smoke
+.PHONY: container-test
+
+# ---------------------------------------------------------------------------- fuzzing
+# libFuzzer targets (clang): the JSON and binary request decoders, the review bodies, URL and query
+# handling, the loss kernels. The library and the daemon's objects are built by this Makefile's own
+# rules into build/fuzz with clang and the sanitizers (CI= there: clang's extra warnings on the
+# daemon are reported, not fatal; the targets themselves obey CI=1). tests/fuzz/README.md tells
+# how to run one target longer and how to add a regression.
+FUZZ_BUILD := build/fuzz
+FUZZ_TARGETS := fuzz_json_batch fuzz_binary_batch fuzz_review fuzz_query fuzz_kernels
+FUZZ_BINS := $(addprefix $(FUZZ_BUILD)/,$(FUZZ_TARGETS))
+FUZZ_SECONDS ?= 60
+FUZZ_CC := clang
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_PKGS := clang libclang-rt-dev
+
+$(FUZZ_BUILD)/.fuzz-deps:
+	$(call need_pkgs,$(FUZZ_PKGS))
+	@mkdir -p $(@D) && touch $@
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard tests/fuzz/*.h) $(FUZZ_BUILD)/server/libfocald.a $(FUZZ_BUILD)/lib/libfocal.a
+	$(FUZZ_CC) $(CPPFLAGS) -Iserver $(SERVER_CFLAGS) -std=c11 -O1 -g $(WARN) -fsanitize=fuzzer $(FUZZ_SAN) $< \
+	  $(FUZZ_BUILD)/server/libfocald.a $(FUZZ_BUILD)/lib/libfocal.a -o $@ $(SERVER_LIBS)
+
+# The archives first, by a second make with clang's flags; then the targets, against them.
+fuzz: $(FUZZ_BUILD)/.fuzz-deps
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) SANITIZE= CI= \
+	  SAN_FLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" $(FUZZ_BUILD)/lib/libfocal.a $(FUZZ_BUILD)/server/libfocald.a
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+.PHONY: fuzz
+
+# Each target for FUZZ_SECONDS on a copy of its seed corpus, after its regressions; fails on any crash,
+# leak or timeout (inputs saved under build/fuzz/crashes/<target>/).
+fuzz-run: fuzz
+	tests/fuzz/run --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+.PHONY: fuzz-run
+
+fuzz-regress: fuzz
+	tests/fuzz/run --regress $(FUZZ_TARGETS)
+.PHONY: fuzz-regress
 
 clean:
 	rm -rf build

@@ -160,8 +160,9 @@ static int id_text_ok(const unsigned char *s, size_t n) {
       if ((s[i + k] & 0xc0) != 0x80) return 0;
       cp = cp << 6 | (s[i + k] & 0x3f);
     }
-    /* overlong forms, surrogates and beyond U+10FFFF */
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
+    /* overlong forms, surrogates, beyond U+10FFFF, and the C1 controls */
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff) ||
+        cp <= 0x9f)
       return 0;
     i += len;
   }
@@ -490,6 +491,11 @@ int dec_binary(req *r, const char *body, size_t len, int64_t header_len, int wan
     problem_set(err, P_MISSING_FIELD, "/inputs", "inputs needs a targets tensor");
     goto out;
   }
+  r->binary = 1;
+  r->input_index[0] = ids->index;
+  r->input_index[1] = (logits ? logits : probs)->index;
+  r->input_index[2] = targets->index;
+  r->input_index[3] = weights ? weights->index : -1;
   if (read_ids(r, ids, err)) goto out;
   const tensor *x = logits ? logits : probs;
   r->x_name = x->name;

@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <sched.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +39,7 @@ static const setting settings[] = {
      "address to listen on, host:port ([v6]:port); loopback by default"},
     {"db", K_STR, AT(db), sizeof(((config *)0)->db), 0, 0, "SQLite database file (created with its directory)"},
     {"http-threads", K_INT, AT(http_threads), 0, 1, 256, "HTTP threads (libmicrohttpd's pool)"},
-    {"workers", K_INT, AT(workers), 0, 1, 128, "scoring threads (libuv's pool); default: the number of cores"},
+    {"workers", K_INT, AT(workers), 0, 1, 128, "scoring threads (libuv's pool); default: the CPUs focald may use (affinity and cgroup CPU quota)"},
     {"max-body", K_SIZE, AT(max_body), 0, 1024, (long long)1 << 40, "largest request body (suffixes K, M, G)"},
     {"max-connections", K_INT, AT(max_connections), 0, 4, 1000000, "open connections at most"},
     {"connection-timeout", K_INT, AT(connection_timeout), 0, 1, 86400, "seconds before an idle or stalled connection is closed"},
@@ -49,16 +50,46 @@ static const setting settings[] = {
     {"ema-alpha", K_DOUBLE, AT(ema_alpha), 0, 0, 1, "weight of the newest loss in ema_loss, in (0, 1]"},
     {"snapshot-interval", K_INT, AT(snapshot_interval), 0, 1, 86400, "seconds between history snapshots"},
     {"drain-timeout", K_INT, AT(drain_timeout), 0, 1, 3600, "seconds SIGTERM waits for queued batches to commit"},
-    {"healthcheck", K_FLAG, AT(healthcheck), 0, 0, 0, "probe http://LISTEN/livez, exit 0 if it answers 200, else 1"},
+    {"reconsider-factor", K_DOUBLE, AT(reconsider_factor), 0, -1, 1000,
+     "a confirmed sample is listed again once its ema_loss passes this factor (>= 1) of its value at confirmation; 0: never"},
+    {"viewer-url", K_STR, AT(viewer_url), sizeof(((config *)0)->viewer_url), 0, 0,
+     "OHIF viewer base URL for the DICOM links in exports"},
+    {"token-file", K_STR, AT(token_file), sizeof(((config *)0)->token_file), 0, 0,
+     "file holding the bearer token clients must send (or FOCALD_TOKEN holding the token itself)"},
+    {"allow-remote", K_FLAG, AT(allow_remote), 0, 0, 0, "allow a non-loopback listen address without a token"},
+    {"tls-cert", K_STR, AT(tls_cert), sizeof(((config *)0)->tls_cert), 0, 0, "PEM certificate (chain): serve HTTPS"},
+    {"tls-key", K_STR, AT(tls_key), sizeof(((config *)0)->tls_key), 0, 0, "PEM private key of --tls-cert"},
+    {"healthcheck", K_FLAG, AT(healthcheck), 0, 0, 0, "probe LISTEN's health path, exit 0 if it answers 200, else 1"},
+    {"healthcheck-path", K_STR, AT(healthcheck_path), sizeof(((config *)0)->healthcheck_path), 0, 0,
+     "what --healthcheck probes: /livez (the process answers) or /readyz (it accepts work)"},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
+
+/* The CPUs this process may use: the affinity mask, bounded by a cgroup v2 CPU quota (a container's
+ * CPU limit), so that a 2-CPU container on a 64-core host starts 2 threads of each kind, not 64. */
+static long usable_cpus(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) n = CPU_COUNT(&set);
+  FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
+  if (f) {
+    char quota[32];
+    long period = 0;
+    if (fscanf(f, "%31s %ld", quota, &period) == 2 && strcmp(quota, "max") != 0 && period > 0) {
+      long q = strtol(quota, NULL, 10);
+      long limit = (q + period - 1) / period;
+      if (limit >= 1 && limit < n) n = limit;
+    }
+    fclose(f);
+  }
+  return n < 1 ? 1 : n;
+}
 
 static void defaults(config *c) {
   memset(c, 0, sizeof *c);
   snprintf(c->listen, sizeof c->listen, "127.0.0.1:8765");
   snprintf(c->db, sizeof c->db, "./data/focald.db");
-  long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  if (cores < 1) cores = 1;
+  long cores = usable_cpus();
   c->http_threads = cores < 2 ? 2 : (int)cores;
   c->workers = (int)cores;
   c->max_body = 64ll << 20;
@@ -70,6 +101,9 @@ static void defaults(config *c) {
   c->ema_alpha = 0.3;
   c->snapshot_interval = 5;
   c->drain_timeout = 4;
+  c->reconsider_factor = 2.0;
+  snprintf(c->viewer_url, sizeof c->viewer_url, "http://localhost:3000");
+  snprintf(c->healthcheck_path, sizeof c->healthcheck_path, "/livez");
 }
 
 int config_parse_size(const char *s, int64_t *out) {
@@ -196,7 +230,78 @@ static void usage(FILE *f) {
     snprintf(flag, sizeof flag, "--%s%s", settings[i].flag, settings[i].kind == K_FLAG ? "" : " VALUE");
     fprintf(f, "  %-28s %s\n  %-28s env %s, default %s\n", flag, settings[i].help, "", env, def);
   }
+  fprintf(f, "  %-28s the bearer token itself (kept out of the command line, where ps shows it)\n", "env FOCALD_TOKEN");
   fprintf(f, "  %-28s print this help\n  %-28s print the version\n", "--help", "--version");
+}
+
+int config_listen_is_loopback(const char *listen) {
+  const char *colon = strrchr(listen, ':');
+  size_t hl = colon ? (size_t)(colon - listen) : strlen(listen);
+  if (hl >= 2 && listen[0] == '[') return hl == 5 && strncmp(listen, "[::1]", 5) == 0;
+  if (hl == 9 && strncmp(listen, "localhost", 9) == 0) return 1;
+  return hl >= 4 && strncmp(listen, "127.", 4) == 0;
+}
+
+/* Reads the token from FOCALD_TOKEN or --token-file and checks the settings that go together. */
+static int finish(config *cfg) {
+  const char *env = getenv("FOCALD_TOKEN");
+  if (env && *env && cfg->token_file[0]) {
+    fprintf(stderr, "focald: give the token by FOCALD_TOKEN or by --token-file, not both\n");
+    return -1;
+  }
+  if (env && *env) {
+    if (strlen(env) >= sizeof cfg->token) {
+      fprintf(stderr, "focald: FOCALD_TOKEN: too long (at most %zu bytes)\n", sizeof cfg->token - 1);
+      return -1;
+    }
+    snprintf(cfg->token, sizeof cfg->token, "%s", env);
+  } else if (cfg->token_file[0]) {
+    FILE *f = fopen(cfg->token_file, "r");
+    if (!f) {
+      fprintf(stderr, "focald: --token-file %s: %s\n", cfg->token_file, strerror(errno));
+      return -1;
+    }
+    size_t n = fread(cfg->token, 1, sizeof cfg->token - 1, f);
+    int longer = fgetc(f) != EOF;
+    fclose(f);
+    cfg->token[n] = '\0';
+    while (n && isspace((unsigned char)cfg->token[n - 1])) cfg->token[--n] = '\0'; /* the file's final newline */
+    if (longer) {
+      fprintf(stderr, "focald: --token-file %s: the token is longer than %zu bytes\n", cfg->token_file, sizeof cfg->token - 1);
+      return -1;
+    }
+  }
+  for (const char *p = cfg->token; *p; p++)
+    if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
+      fprintf(stderr, "focald: the token must be printable ASCII without spaces\n");
+      return -1;
+    }
+  if ((env && *env) || cfg->token_file[0]) {
+    if (strlen(cfg->token) < 16) {
+      fprintf(stderr, "focald: the token is shorter than 16 characters; use a random one (e.g. openssl rand -hex 32)\n");
+      return -1;
+    }
+  }
+  if (strcmp(cfg->healthcheck_path, "/livez") != 0 && strcmp(cfg->healthcheck_path, "/readyz") != 0) {
+    fprintf(stderr, "focald: --healthcheck-path: /livez or /readyz, not '%s'\n", cfg->healthcheck_path);
+    return -1;
+  }
+  if (!cfg->tls_cert[0] != !cfg->tls_key[0]) {
+    fprintf(stderr, "focald: --tls-cert and --tls-key go together\n");
+    return -1;
+  }
+  if (cfg->reconsider_factor < 0 || (cfg->reconsider_factor > 0 && cfg->reconsider_factor < 1)) {
+    fprintf(stderr, "focald: --reconsider-factor: 0 (never) or a factor >= 1\n");
+    return -1;
+  }
+  if (!cfg->healthcheck && !cfg->token[0] && !config_listen_is_loopback(cfg->listen) && !cfg->allow_remote) {
+    fprintf(stderr,
+            "focald: --listen %s is reachable from other hosts and no token is set: set FOCALD_TOKEN or --token-file, "
+            "or pass --allow-remote to accept that anyone who can reach the port can read and change the data\n",
+            cfg->listen);
+    return -1;
+  }
+  return 0;
 }
 
 int config_load(config *cfg, int argc, char **argv) {
@@ -241,5 +346,5 @@ int config_load(config *cfg, int argc, char **argv) {
     }
     if (apply(cfg, s, value, arg) != 0) return -1;
   }
-  return 0;
+  return finish(cfg);
 }

@@ -21,13 +21,24 @@ typedef struct config {
   double ema_alpha;        /* weight of the newest loss in ema_loss */
   int snapshot_interval;   /* seconds between history snapshots */
   int drain_timeout;       /* seconds SIGTERM waits for queued work */
-  int healthcheck;         /* --healthcheck: probe /livez and exit */
+  double reconsider_factor; /* a confirmed sample is listed again past this factor of its ema_loss at confirmation */
+  char viewer_url[256];    /* the OHIF viewer's base URL for DICOM links in exports */
+  int healthcheck;         /* --healthcheck: probe healthcheck_path and exit */
+  char healthcheck_path[16]; /* /livez or /readyz */
+  char token[256];         /* bearer token required of clients; "" for none (FOCALD_TOKEN or --token-file) */
+  char token_file[512];
+  int allow_remote;        /* listening beyond loopback without a token was asked for explicitly */
+  char tls_cert[512];      /* PEM files: both set means HTTPS */
+  char tls_key[512];
 } config;
 
 /* Fills *cfg from the defaults, then FOCALD_* variables, then argv (flags win).
  * Prints --help / --version and errors itself. Returns 0 to run, 1 to exit
  * successfully (help, version), or -1 after printing an error (exit status 2). */
 int config_load(config *cfg /* OUT */, int argc, char **argv);
+
+/* Whether host:port names a loopback address (127.0.0.0/8, ::1, localhost). */
+int config_listen_is_loopback(const char *listen);
 
 /* Parses "64M", "1G", "4096": bytes. Returns 0 or -1. */
 int config_parse_size(const char *s, int64_t *out /* OUT */);

@@ -208,9 +208,12 @@ static int read_ids(const json_t *v, req *r, problem *err) {
         return problem_set(err, P_BAD_NAME, ptr, "ids[%zu] must be 1 to %d bytes long, not %zu", i, REQ_ID_MAX, l);
       }
       const char *s = json_string_value(id);
-      for (size_t k = 0; k < l; k++)
-        if ((unsigned char)s[k] < 0x20 || s[k] == 0x7f)
+      for (size_t k = 0; k < l; k++) {
+        const unsigned char c = (unsigned char)s[k];
+        /* C0 controls, DEL, and the C1 controls U+0080..U+009F (UTF-8 C2 80..C2 9F) */
+        if (c < 0x20 || c == 0x7f || (c == 0xc2 && k + 1 < l && (unsigned char)s[k + 1] <= 0x9f))
           return fail_at(err, P_BAD_NAME, "ids", &idx, 1, "contains a control character");
+      }
       bytes += l + 1;
     } else if (json_is_integer(id)) {
       bytes += (size_t)snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(id)) + 1;
@@ -251,7 +254,8 @@ int dec_check_unique(req *r, problem *err) {
       }
       if (strcmp(r->ids[seen[h] - 1], r->ids[i]) == 0) {
         char ptr[64];
-        snprintf(ptr, sizeof ptr, "/ids/%zu", i);
+        if (r->binary) snprintf(ptr, sizeof ptr, "/inputs/%d", r->input_index[0]);
+        else snprintf(ptr, sizeof ptr, "/ids/%zu", i);
         problem_set(err, P_DUPLICATE_ID, ptr, "ids[%zu] repeats ids[%u] (\"%.80s\")", i, seen[h] - 1, r->ids[i]);
         free(seen);
         return -1;
@@ -481,6 +485,24 @@ static int read_weights(const json_t *w, req *r, problem *err) {
   return read_floats(w, "weights", 2, shape, r->weights, err);
 }
 
+int dec_meta_check(const json_t *m, const char *ptr, problem *err) {
+  static const char *const strings[] = {"uri", "study_uid", "series_uid", "sop_uid", "patient_id", NULL};
+  char at[400];
+  for (int i = 0; strings[i]; i++) {
+    const json_t *v = json_object_get(m, strings[i]);
+    if (v && !json_is_string(v) && !json_is_null(v)) {
+      snprintf(at, sizeof at, "%s/%s", ptr, strings[i]);
+      return problem_set(err, P_INVALID_FIELD, at, "%s must be a string, not %s", strings[i], json_kind(v));
+    }
+  }
+  const json_t *tags = json_object_get(m, "tags");
+  if (tags && !json_is_array(tags) && !json_is_object(tags) && !json_is_null(tags)) {
+    snprintf(at, sizeof at, "%s/tags", ptr);
+    return problem_set(err, P_INVALID_FIELD, at, "tags must be a list or an object, not %s", json_kind(tags));
+  }
+  return 0;
+}
+
 static int read_meta(const json_t *meta, req *r, problem *err) {
   if (!json_is_object(meta)) return problem_set(err, P_INVALID_FIELD, "/meta", "meta must be an object keyed by sample id, not %s", json_kind(meta));
   size_t n = json_object_size(meta);
@@ -489,14 +511,20 @@ static int read_meta(const json_t *meta, req *r, problem *err) {
   if (!r->meta_index || !r->meta_json) return problem_set(err, P_INTERNAL, NULL, "out of memory");
   const char *key;
   const json_t *v;
+  int64_t hint = 0;
   json_object_foreach((json_t *)meta, key, v) {
     char ptr[300];
     snprintf(ptr, sizeof ptr, "/meta/%.256s", key);
+    /* meta usually follows the order of ids: look right after the last match first */
     int64_t at = -1;
-    for (int64_t i = 0; i < r->n && at < 0; i++)
+    for (int64_t k = 0; k < r->n && at < 0; k++) {
+      const int64_t i = (hint + k) % r->n;
       if (strcmp(r->ids[i], key) == 0) at = i;
+    }
     if (at < 0) return problem_set(err, P_INVALID_FIELD, ptr, "meta has an entry for \"%.80s\", which is not in ids", key);
+    hint = at + 1;
     if (!json_is_object(v)) return problem_set(err, P_INVALID_FIELD, ptr, "meta[\"%.80s\"] must be an object, not %s", key, json_kind(v));
+    if (dec_meta_check(v, ptr, err)) return -1;
     char *text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
     if (!text) return problem_set(err, P_INTERNAL, NULL, "out of memory");
     if (strlen(text) > REQ_META_MAX) {
@@ -626,7 +654,19 @@ out:
   return rc;
 }
 
+/* In a binary request the culprit's JSON pointer is its tensor's entry in inputs[]. */
+static void binary_field(const req *r, int rc, problem *err) {
+  if (!r->binary) return;
+  int which = rc == FL_ETARGET || rc == FL_ELABEL ? 2 : rc == FL_EWEIGHT ? 3 : 1;
+  snprintf(err->field, sizeof err->field, "/inputs/%d", r->input_index[which]);
+}
+
 void req_describe_error(const req *r, int rc, int64_t where, problem *err) {
+  req_describe_error_json(r, rc, where, err);
+  binary_field(r, rc, err);
+}
+
+void req_describe_error_json(const req *r, int rc, int64_t where, problem *err) {
   const int softmax = fl_loss_is_softmax(r->params.loss);
   int64_t idx[3];
   int nd;

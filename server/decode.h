@@ -45,6 +45,8 @@ typedef struct req {
   void *own[8];                   /* what the request owns: tensors may point into the body it holds */
   int nown;
   int binary_response;            /* answer in the binary framing */
+  int binary;                     /* the request came in the binary framing: tensors are inputs[] */
+  int input_index[4];             /* binary: inputs[] index of ids, x, targets, weights */
   uint32_t outputs;               /* binary response: which tensors (bits of bin_output_names) */
   int want_scores;                /* compute the difficulty scores (a binary request may ask for losses only) */
 } req;
@@ -63,6 +65,10 @@ int req_own(req *r, void *p);
  * with *err filled. On failure *r needs no req_free. */
 int dec_json(req *r /* OUT */, const char *body, size_t len, int want_store, problem *err /* OUT */);
 
+/* Checks the meta keys focald reads (uri and the DICOM UIDs are strings, tags a list or an object) in
+ * the object m; ptr is the JSON pointer of m for the error's field. Returns 0, or -1 with *err set. */
+int dec_meta_check(const json_t *m, const char *ptr, problem *err /* OUT */);
+
 /* For the decoders: the fields every request has (in JSON, or a binary body's
  * JSON header): unknown fields (not in the NULL-terminated `fields`), run,
  * batch_id, epoch, step, loss. */
@@ -79,6 +85,9 @@ void req_free(req *r);
 /* Fills *err for an fl_eval error rc at flat index where, naming the element
  * in the request's own terms ("logits[3][7] is not finite"). */
 void req_describe_error(const req *r, int rc, int64_t where, problem *err);
+/* The same with the JSON body's pointers (req_describe_error uses it, then points
+ * into inputs[] for a binary request). */
+void req_describe_error_json(const req *r, int rc, int64_t where, problem *err);
 
 /* Whether name is a valid dataset or run name: [A-Za-z0-9._-]{1,64}. */
 int name_ok(const char *name);

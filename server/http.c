@@ -12,6 +12,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 
 #include "api.h"
 #include "log.h"
+#include "metrics.h"
 
 enum { RQ_RECEIVING = 0, RQ_SUSPENDED, RQ_COMPLETE, RQ_ANSWERED };
 
@@ -39,7 +41,25 @@ static double now_s(void) {
   return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+void buf_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n) {
+  if (!*buf || *cap - *len <= n) {
+    size_t want = *cap ? *cap * 2 : 4096;
+    while (want < *len + n + 1) want *= 2;
+    char *nb = realloc(*buf, want);
+    if (!nb) return;
+    *buf = nb;
+    *cap = want;
+  }
+  memcpy(*buf + *len, s, n);
+  *len += n;
+  (*buf)[*len] = '\0';
+}
+
 void buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...) {
+  if (!strchr(fmt, '%')) { /* plain text, the common case in responses: no formatting pass */
+    buf_append(buf, len, cap, fmt, strlen(fmt));
+    return;
+  }
   for (;;) {
     va_list ap;
     va_start(ap, fmt);
@@ -162,21 +182,19 @@ int http_problem(http_resp *out, const http_req *rq, const problem *p) {
 
 /* ------------------------------------------------------------------ metrics */
 
-#define NBUCKETS 13
-static const double buckets[NBUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                         0.1,    0.25,  0.5,    1.0,   2.5,  10.0};
-static const int tracked_status[] = {200, 204, 400, 401, 404, 405, 409, 411, 413, 415, 422, 431, 500, 503, 507, 0};
+static const double latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                        0.1,    0.25,  0.5,    1.0,   2.5,  10.0};
+static const int tracked_status[] = {200, 201, 204, 400, 401, 404, 405, 409, 411, 413, 415, 422, 431, 500, 503, 507, 0};
 #define NSTATUS (sizeof tracked_status / sizeof tracked_status[0])
-#define MAX_ROUTES 32
+#define MAX_ROUTES 40
 
 typedef struct route_stats {
   atomic_ullong count[NSTATUS];
-  atomic_ullong bucket[NBUCKETS];
-  atomic_ullong total;
-  atomic_ullong sum_ns;
+  metrics_hist latency;
 } route_stats;
 
 static route_stats rstats[MAX_ROUTES + 1]; /* the last: unmatched requests */
+static atomic_ullong ingested_bytes[2], ingested_samples[2]; /* [0] JSON, [1] binary */
 
 static void record(int route, int status, double seconds) {
   route_stats *r = &rstats[route >= 0 && route < MAX_ROUTES ? route : MAX_ROUTES];
@@ -184,10 +202,16 @@ static void record(int route, int status, double seconds) {
   for (size_t i = 0; i + 1 < NSTATUS; i++)
     if (tracked_status[i] == status) si = i;
   atomic_fetch_add(&r->count[si], 1);
-  for (int b = 0; b < NBUCKETS; b++)
-    if (seconds <= buckets[b]) atomic_fetch_add(&r->bucket[b], 1);
-  atomic_fetch_add(&r->total, 1);
-  atomic_fetch_add(&r->sum_ns, (unsigned long long)(seconds * 1e9));
+  if (!r->latency.bounds) { /* benign race: every thread writes the same values */
+    r->latency.nbounds = (int)(sizeof latency_bounds / sizeof latency_bounds[0]);
+    r->latency.bounds = latency_bounds;
+  }
+  metrics_hist_observe(&r->latency, seconds);
+}
+
+void http_metrics_ingested(int binary, size_t bytes, size_t samples) {
+  atomic_fetch_add(&ingested_bytes[binary != 0], bytes);
+  atomic_fetch_add(&ingested_samples[binary != 0], samples);
 }
 
 void http_metrics_write(char **buf, size_t *len, size_t *cap) {
@@ -208,17 +232,23 @@ void http_metrics_write(char **buf, size_t *len, size_t *cap) {
              "# HELP focald_http_request_duration_seconds Time from the request's first byte to the response, by route.\n"
              "# TYPE focald_http_request_duration_seconds histogram\n");
   for (int r = 0; r <= api_route_count && r <= MAX_ROUTES; r++) {
-    unsigned long long total = atomic_load(&rstats[r].total);
-    if (!total) continue;
-    const char *pat = r < api_route_count ? api_routes[r].pattern : "unmatched";
-    const char *method = r < api_route_count ? api_routes[r].method : "";
-    for (int b = 0; b < NBUCKETS; b++)
-      buf_printf(buf, len, cap, "focald_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"%g\"} %llu\n", pat,
-                 method, buckets[b], atomic_load(&rstats[r].bucket[b]));
-    buf_printf(buf, len, cap, "focald_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"+Inf\"} %llu\n", pat, method, total);
-    buf_printf(buf, len, cap, "focald_http_request_duration_seconds_sum{route=\"%s\",method=\"%s\"} %.6f\n", pat, method, (double)atomic_load(&rstats[r].sum_ns) * 1e-9);
-    buf_printf(buf, len, cap, "focald_http_request_duration_seconds_count{route=\"%s\",method=\"%s\"} %llu\n", pat, method, total);
+    if (!atomic_load(&rstats[r].latency.count)) continue;
+    char labels[160];
+    snprintf(labels, sizeof labels, "route=\"%s\",method=\"%s\"", r < api_route_count ? api_routes[r].pattern : "unmatched",
+             r < api_route_count ? api_routes[r].method : "");
+    metrics_hist_write(buf, len, cap, "focald_http_request_duration_seconds", labels, &rstats[r].latency);
   }
+  static const char *const formats[2] = {"json", "binary"};
+  buf_printf(buf, len, cap,
+             "# HELP focald_ingested_bytes_total Body bytes of scoring requests that were decoded, by body format.\n"
+             "# TYPE focald_ingested_bytes_total counter\n");
+  for (int f = 0; f < 2; f++)
+    buf_printf(buf, len, cap, "focald_ingested_bytes_total{format=\"%s\"} %llu\n", formats[f], atomic_load(&ingested_bytes[f]));
+  buf_printf(buf, len, cap,
+             "# HELP focald_ingested_samples_total Samples of scoring requests that were decoded, by body format.\n"
+             "# TYPE focald_ingested_samples_total counter\n");
+  for (int f = 0; f < 2; f++)
+    buf_printf(buf, len, cap, "focald_ingested_samples_total{format=\"%s\"} %llu\n", formats[f], atomic_load(&ingested_samples[f]));
 }
 
 /* ------------------------------------------------------------------ routing */
@@ -226,6 +256,7 @@ void http_metrics_write(char **buf, size_t *len, size_t *cap) {
 /* Matches path against pattern ("/v1/datasets/{dataset}/batches"); fills params. */
 static int match(const char *pattern, const char *path, http_req *rq) {
   int np = 0;
+  rq->bad_param = 0;
   const char *p = pattern, *s = path;
   while (*p && *s) {
     if (*p != '/' || *s != '/') return 0;
@@ -235,7 +266,11 @@ static int match(const char *pattern, const char *path, http_req *rq) {
     size_t pl = pe ? (size_t)(pe - p) : strlen(p), sl = se ? (size_t)(se - s) : strlen(s);
     if (*p == '{') {
       if (sl == 0 || np >= 2) return 0;
-      if (pct_decode(s, sl, rq->params[np], sizeof rq->params[np], 0) != 0) return 0;
+      if (pct_decode(s, sl, rq->params[np], sizeof rq->params[np], 0) != 0) {
+        /* a malformed escape, %00 or a segment too long: the route is right, the name names nothing */
+        snprintf(rq->params[np], sizeof rq->params[np], "%.*s", (int)(sl < 200 ? sl : 200), s);
+        if (!rq->bad_param) rq->bad_param = np + 1;
+      }
       np++;
     } else if (pl != sl || strncmp(p, s, pl) != 0) {
       return 0;
@@ -270,9 +305,46 @@ static void new_request_id(http_req *rq, struct MHD_Connection *conn) {
   snprintf(rq->request_id, sizeof rq->request_id, "%016llx", (unsigned long long)v);
 }
 
+/* libmicrohttpd's content reader over an http_stream_fn. */
+typedef struct stream_state {
+  http_stream_fn fn;
+  void *cls;
+  void (*free_fn)(void *cls);
+} stream_state;
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+  (void)pos;
+  stream_state *st = cls;
+  long n = st->fn(st->cls, buf, max);
+  if (n == 0) return MHD_CONTENT_READER_END_OF_STREAM;
+  if (n < 0) return MHD_CONTENT_READER_END_WITH_ERROR;
+  return (ssize_t)n;
+}
+
+static void stream_done(void *cls) {
+  stream_state *st = cls;
+  if (st->free_fn) st->free_fn(st->cls);
+  free(st);
+}
+
 static enum MHD_Result respond(struct MHD_Connection *conn, http_req *rq, http_resp *out) {
-  struct MHD_Response *resp =
-      MHD_create_response_from_buffer(out->len, out->body ? out->body : (void *)"", out->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+  struct MHD_Response *resp;
+  if (out->stream) {
+    stream_state *st = malloc(sizeof *st);
+    if (!st) {
+      if (out->stream_free) out->stream_free(out->stream_cls);
+      return MHD_NO;
+    }
+    *st = (stream_state){out->stream, out->stream_cls, out->stream_free};
+    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_read, st, stream_done);
+    if (!resp) {
+      stream_done(st);
+      return MHD_NO;
+    }
+  } else {
+    resp = MHD_create_response_from_buffer(out->len, out->body ? out->body : (void *)"",
+                                           out->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+  }
   if (!resp) {
     free(out->body);
     return MHD_NO;
@@ -284,15 +356,23 @@ static enum MHD_Result respond(struct MHD_Connection *conn, http_req *rq, http_r
   rq->state = RQ_ANSWERED;
   enum MHD_Result r = MHD_queue_response(conn, (unsigned)out->status, resp);
   MHD_destroy_response(resp);
+  /* refused in the middle of an upload: the connection is closed without an answer */
+  if (r != MHD_YES) rq->state = RQ_RECEIVING;
   return r;
 }
+
+static int route_index(const http_req *rq);
 
 static enum MHD_Result send_problem(struct MHD_Connection *conn, http_req *rq, problem_code code, const char *detail) {
   problem p;
   http_resp out = {0};
   problem_set(&p, code, NULL, "%s", detail);
   http_problem(&out, rq, &p);
-  if (code == P_UNSUPPORTED_MEDIA_TYPE) http_header(&out, "Accept-Post", "application/json, application/octet-stream");
+  if (code == P_UNSUPPORTED_MEDIA_TYPE) {
+    const int ri = route_index(rq);
+    const int binary = ri >= 0 && api_routes[ri].body == API_BODY_BINARY;
+    http_header(&out, "Accept-Post", binary ? "application/json, application/octet-stream" : "application/json");
+  }
   return respond(conn, rq, &out);
 }
 
@@ -326,6 +406,56 @@ static int content_type_ok(const char *ct, int body) {
   return 0;
 }
 
+static void track_request(struct MHD_Connection *conn, int in_request);
+
+/* The message-framing headers of a request: how many of each, and the last Transfer-Encoding. */
+typedef struct framing {
+  int content_length, transfer_encoding;
+  const char *coding;
+} framing;
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+  (void)kind;
+  framing *f = cls;
+  if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) f->content_length++;
+  if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+    f->transfer_encoding++;
+    f->coding = value;
+  }
+  return MHD_YES;
+}
+
+/* Why the request's framing is ambiguous (RFC 9112 section 6), or NULL when it is not: two lengths, a
+ * length and a chunked coding, or a coding other than chunked could each be read two ways by two
+ * servers in a row, which is how requests are smuggled. */
+static const char *framing_problem(struct MHD_Connection *conn) {
+  framing f = {0, 0, NULL};
+  MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
+  if (f.content_length > 1) return "the request has more than one Content-Length";
+  if (f.transfer_encoding > 1) return "the request has more than one Transfer-Encoding";
+  if (f.transfer_encoding && f.content_length) return "the request has both Content-Length and Transfer-Encoding";
+  if (f.transfer_encoding && strcasecmp(f.coding, "chunked") != 0)
+    return "Transfer-Encoding must be chunked; other codings are not accepted";
+  return NULL;
+}
+
+/* Compares the Authorization header with the token in time that does not depend on where they differ. */
+static int token_matches(const char *header) {
+  static const char scheme[] = "Bearer ";
+  if (!header || strncasecmp(header, scheme, sizeof scheme - 1) != 0) return 0;
+  const char *given = header + sizeof scheme - 1;
+  const size_t gl = strlen(given), tl = strlen(cfg_.token);
+  unsigned char diff = gl != tl;
+  for (size_t i = 0; i < tl; i++) diff |= (unsigned char)(cfg_.token[i] ^ (i < gl ? given[i] : 0));
+  return diff == 0;
+}
+
+/* Whether the request may go on: no token is configured, the path is a health probe, or the token matches. */
+static int authorized(struct MHD_Connection *conn, const char *url) {
+  if (!cfg_.token[0] || strcmp(url, "/livez") == 0 || strcmp(url, "/readyz") == 0) return 1;
+  return token_matches(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
+}
+
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                       const char *version, const char *upload_data, size_t *upload_data_size,
                                       void **con_cls) {
@@ -341,7 +471,12 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     rq->path = url;
     rq->conn = conn;
     rq->inference_header_length = -1;
+    track_request(conn, 1);
     new_request_id(rq, conn);
+    const char *ambiguous = framing_problem(conn);
+    if (ambiguous) return send_problem(conn, rq, P_BAD_REQUEST, ambiguous);
+    if (!authorized(conn, url))
+      return send_problem(conn, rq, P_UNAUTHORIZED, "send the token as Authorization: Bearer <token>");
     char allow[64];
     int ri = find_route(method, url, rq, allow, sizeof allow);
     if (ri == -1) return send_problem(conn, rq, P_NOT_FOUND, "no such route; see /openapi.json");
@@ -355,6 +490,18 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     }
     const api_route *route = &api_routes[ri];
     rq->route = route->pattern;
+    if (rq->bad_param) {
+      /* a dataset that cannot be named does not exist (and cannot be created); nor can a sample or queue */
+      const int dataset = rq->bad_param == 1;
+      const int creates = strcmp(route->pattern, "/v1/datasets/{dataset}/batches") == 0;
+      char d[400];
+      snprintf(d, sizeof d, "the path segment \"%.200s\" is not a valid name: a malformed %%-escape, an encoded NUL, or too long",
+               rq->params[rq->bad_param - 1]);
+      return send_problem(conn, rq,
+                          dataset ? (creates ? P_BAD_NAME : P_DATASET_NOT_FOUND)
+                                  : (strstr(route->pattern, "{id}") ? P_SAMPLE_NOT_FOUND : P_NOT_FOUND),
+                          d);
+    }
     if (route->body) {
       const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
       rq->content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
@@ -393,9 +540,16 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     /* body bytes: kept until the limit, then counted and dropped */
     size_t n = *upload_data_size;
     *upload_data_size = 0;
-    if (rq->state != RQ_RECEIVING || rq->too_large) return MHD_YES;
+    if (rq->too_large) {
+      /* libmicrohttpd answers only once the upload ends: a chunked body past the limit is read and
+       * dropped so that the client gets its 413, but no further than the limit again, then cut off */
+      rq->dropped += n;
+      return rq->dropped > (uint64_t)cfg_.max_body ? MHD_NO : MHD_YES;
+    }
+    if (rq->state != RQ_RECEIVING) return MHD_YES;
     if (rq->len + n > (size_t)cfg_.max_body) {
       rq->too_large = 1;
+      rq->dropped = n;
       return MHD_YES;
     }
     if (rq->len + n > rq->cap) {
@@ -449,9 +603,9 @@ void http_complete(http_req *rq) {
 
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
   (void)cls;
-  (void)conn;
   http_req *rq = *con_cls;
   if (!rq) return;
+  track_request(conn, 0);
   double secs = now_s() - rq->t0;
   int status = rq->state == RQ_ANSWERED ? rq->status : 499; /* the client went away first */
   if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && rq->state == RQ_ANSWERED && status < 400) status = rq->status;
@@ -461,6 +615,96 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, en
   free(rq->buf_base);
   free(rq);
   *con_cls = NULL;
+}
+
+/* ------------------------------------------------------------------ header deadline
+ *
+ * libmicrohttpd's --connection-timeout is an idle timeout: a client that sends
+ * one header byte every few seconds is never idle, and enough of them hold
+ * every connection slot (slowloris). So each connection also has a deadline:
+ * its request's headers must be complete within --connection-timeout of the
+ * connection opening or of its previous answer. A watchdog thread shuts down
+ * the socket of a connection past it; libmicrohttpd then sees the end of the
+ * stream and closes the connection as usual. libmicrohttpd reports a
+ * connection closed before it closes the socket, so the watchdog never touches
+ * a descriptor that was closed and reused. */
+
+typedef struct tracked {
+  int fd;
+  double since;   /* opened, or last answered */
+  int in_request; /* headers complete: the request is being served */
+  int cut;        /* shut down already */
+  struct tracked *prev, *next;
+} tracked;
+
+static pthread_mutex_t track_lock = PTHREAD_MUTEX_INITIALIZER;
+static tracked *track_head;
+static pthread_t watchdog;
+static int watchdog_running, watchdog_stop;
+static pthread_cond_t watchdog_wake = PTHREAD_COND_INITIALIZER;
+
+static void notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                              enum MHD_ConnectionNotificationCode code) {
+  (void)cls;
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    tracked *t = calloc(1, sizeof *t);
+    if (!t || !ci) {
+      free(t);
+      return;
+    }
+    t->fd = ci->connect_fd;
+    t->since = now_s();
+    pthread_mutex_lock(&track_lock);
+    t->next = track_head;
+    if (track_head) track_head->prev = t;
+    track_head = t;
+    pthread_mutex_unlock(&track_lock);
+    *socket_context = t;
+  } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
+    tracked *t = *socket_context;
+    pthread_mutex_lock(&track_lock);
+    if (t->prev) t->prev->next = t->next;
+    else track_head = t->next;
+    if (t->next) t->next->prev = t->prev;
+    pthread_mutex_unlock(&track_lock);
+    free(t);
+    *socket_context = NULL;
+  }
+}
+
+/* Marks conn's request as under way (1: headers complete) or finished (0: the next one's deadline starts). */
+static void track_request(struct MHD_Connection *conn, int in_request) {
+  const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  tracked *t = ci ? ci->socket_context : NULL;
+  if (!t) return;
+  pthread_mutex_lock(&track_lock);
+  t->in_request = in_request;
+  t->since = now_s();
+  pthread_mutex_unlock(&track_lock);
+}
+
+static void *watchdog_main(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&track_lock);
+  while (!watchdog_stop) {
+    const double now = now_s();
+    for (tracked *t = track_head; t; t = t->next) {
+      if (t->in_request || t->cut || now - t->since <= cfg_.connection_timeout) continue;
+      shutdown(t->fd, SHUT_RDWR);
+      t->cut = 1;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 250000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&watchdog_wake, &track_lock, &ts);
+  }
+  pthread_mutex_unlock(&track_lock);
+  return NULL;
 }
 
 /* Routing works on the raw URL; values are decoded one by one (see the file header). */
@@ -477,6 +721,35 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
   size_t n = strlen(msg);
   while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
   log_kv(LOG_DEBUG, "libmicrohttpd", "detail", msg, NULL);
+}
+
+static char *tls_cert_pem, *tls_key_pem;
+
+/* The whole of a small file, NUL-terminated; malloc'd, or NULL. */
+static char *read_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  char *b = NULL;
+  size_t n = 0, cap = 0;
+  for (;;) {
+    if (cap - n < 4097) {
+      char *nb = realloc(b, cap ? cap * 2 : 8192);
+      if (!nb) break;
+      b = nb;
+      cap = cap ? cap * 2 : 8192;
+    }
+    size_t got = fread(b + n, 1, cap - n - 1, f);
+    n += got;
+    if (got == 0) break;
+  }
+  const int err = ferror(f) || !b || n > (1u << 20);
+  fclose(f);
+  if (err) {
+    free(b);
+    return NULL;
+  }
+  b[n] = '\0';
+  return b;
 }
 
 /* Parses host:port / [v6]:port into a socket address. */
@@ -533,18 +806,41 @@ int http_start(const config *cfg) {
   }
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
   if (v6) flags |= MHD_USE_IPv6;
+  char *cert = NULL, *key = NULL;
+  if (cfg->tls_cert[0]) {
+    /* held until http_stop: the daemon reads them while it runs */
+    if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+      log_kv(LOG_ERROR, "this libmicrohttpd has no TLS support", NULL);
+      return -1;
+    }
+    if (!(cert = read_file(cfg->tls_cert)) || !(key = read_file(cfg->tls_key))) {
+      log_kv(LOG_ERROR, "cannot read the TLS certificate or key", "cert", cfg->tls_cert, "key", cfg->tls_key, NULL);
+      free(cert);
+      return -1;
+    }
+    flags |= MHD_USE_TLS;
+  }
+  if (!cfg->token[0] && !config_listen_is_loopback(cfg->listen))
+    log_kv(LOG_WARN, "listening beyond loopback without a token (--allow-remote): anyone who can reach the port can read "
+           "and change the data", "listen", cfg->listen, NULL);
+  /* without TLS the two key options are skipped: MHD_OPTION_END ends the list early, so they come last */
   daemon_ = MHD_start_daemon(
       flags, 0, NULL, NULL, access_handler, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
       MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_TIMEOUT,
       (unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
       /* reads of up to 256 KiB: a binary batch of megabytes arrives in few calls (this also bounds the headers) */
       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024), MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)(64 * 1024),
-      MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
-      MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+      MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_NOTIFY_CONNECTION, notify_connection, NULL,
+      MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+      cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cert, MHD_OPTION_HTTPS_MEM_KEY, key, MHD_OPTION_END);
+  tls_cert_pem = cert;
+  tls_key_pem = key;
   if (!daemon_) {
     log_kv(LOG_ERROR, "cannot listen (is the address in use?)", "listen", cfg->listen, NULL);
     return -1;
   }
+  if (pthread_create(&watchdog, NULL, watchdog_main, NULL) == 0) watchdog_running = 1;
+  else log_kv(LOG_WARN, "no header-deadline watchdog: slow clients are bounded by the idle timeout only", NULL);
   return 0;
 }
 
@@ -553,6 +849,18 @@ void http_quiesce(void) {
 }
 
 void http_stop(void) {
+  if (watchdog_running) {
+    pthread_mutex_lock(&track_lock);
+    watchdog_stop = 1;
+    pthread_cond_signal(&watchdog_wake);
+    pthread_mutex_unlock(&track_lock);
+    pthread_join(watchdog, NULL);
+    watchdog_running = 0;
+  }
   if (daemon_) MHD_stop_daemon(daemon_);
   daemon_ = NULL;
+  free(tls_cert_pem);
+  if (tls_key_pem) explicit_bzero(tls_key_pem, strlen(tls_key_pem));
+  free(tls_key_pem);
+  tls_cert_pem = tls_key_pem = NULL;
 }

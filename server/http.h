@@ -22,13 +22,20 @@
 typedef struct http_req http_req;
 
 /* A response under construction; body is malloc'd and handed to libmicrohttpd. */
+/* A streamed body: called on an HTTP thread for the next bytes; returns how
+ * many it wrote into buf (at most max), 0 at the end, or -1 on error. */
+typedef long (*http_stream_fn)(void *cls, char *buf, size_t max);
+
 typedef struct http_resp {
   int status;
   const char *content_type;
   char *body;
   size_t len;
-  char headers[4][2][128]; /* extra headers: name, value */
+  char headers[4][2][192]; /* extra headers: name, value */
   int nheaders;
+  http_stream_fn stream;   /* instead of body: chunked, produced as the client reads */
+  void *stream_cls;
+  void (*stream_free)(void *cls);
 } http_resp;
 
 typedef int (*http_handler)(http_req *rq, http_resp *out);
@@ -40,6 +47,7 @@ struct http_req {
   const char *route;          /* the route's pattern, for logs and metrics */
   char request_id[65];
   char params[2][300];        /* path parameters, percent-decoded: {dataset}, {id} */
+  int bad_param;              /* 1 + the index of a parameter that could not be decoded, or 0 */
   const char *body;
   size_t len;
   const char *content_type;
@@ -53,6 +61,7 @@ struct http_req {
   char *buf_base; /* the allocation */
   size_t cap;
   int too_large;
+  uint64_t dropped;            /* body bytes past --max-body, read and dropped */
   int state;
   double t0;
   int status;
@@ -88,6 +97,8 @@ int http_readiness(void);
 
 /* Per-route request counters and latency histograms for /metrics. */
 void http_metrics_write(char **buf, size_t *len, size_t *cap);
+/* Counts a decoded scoring request: its body bytes and samples, by body format. */
+void http_metrics_ingested(int binary, size_t bytes, size_t samples);
 
 /* Starts listening with cfg's address, threads and limits. Returns 0 or -1. */
 int http_start(const config *cfg);
@@ -97,6 +108,8 @@ void http_quiesce(void);
 void http_stop(void);
 
 /* Grows *buf (snprintf-style append); used by the metrics and API writers. */
+/* Appends n bytes of s (and keeps the buffer NUL-terminated). */
+void buf_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n);
 void buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 #endif /* FOCALD_HTTP_H */

@@ -21,6 +21,10 @@ typedef void (*wop_done_fn)(wop *op);
 typedef enum wop_kind {
   WOP_BATCH = 0,        /* a scored job to record */
   WOP_DELETE_DATASET,
+  WOP_REVIEW,           /* review_op: a sample's review state */
+  WOP_META,             /* meta_op: a sample's meta */
+  WOP_QUEUE,            /* queue_op: build a review queue */
+  WOP_QUEUE_DELETE,     /* queue_op: remove one; its waiting samples go back to open */
   WOP_BARRIER,          /* nothing to write: done once everything before it is committed */
 } wop_kind;
 
@@ -32,6 +36,7 @@ struct wop {
   wop_done_fn done;     /* called once, on the thread that finished the op */
   void *ctx;            /* the creator's */
   char dataset[ST_NAME_MAX + 1];
+  int64_t batch_seq;    /* set by the writer: the newest batch logged before this op (review ops order by it) */
   /* results of WOP_DELETE_DATASET */
   int64_t deleted_samples, deleted_observations;
 };
@@ -48,6 +53,63 @@ typedef struct job {
   int fail_rc;
   wop_done_fn user_done; /* the creator's op.done while work counts the job in flight */
 } job;
+
+/* A review decision on one sample. Strings are owned by the op. */
+typedef struct review_op {
+  wop op;
+  char id[REQ_ID_MAX + 1];
+  int to;               /* st_status */
+  char *label;          /* JSON: the corrected label, for relabelled */
+  char *reviewer, *note;
+  /* results */
+  int from;
+  int64_t seq;          /* the audit entry */
+  char *label_before;   /* JSON */
+  int64_t at;
+  float confirm_score;
+} review_op;
+
+/* A sample's new meta (a JSON object, owned). */
+typedef struct meta_op {
+  wop op;
+  char id[REQ_ID_MAX + 1];
+  char *meta;
+} meta_op;
+
+#define QUEUE_QUOTAS_MAX 256
+
+/* How to build a review queue (see README "Review queues"). */
+typedef struct queue_params {
+  char name[ST_NAME_MAX + 1];
+  int by;                     /* hist_field */
+  char run[ST_NAME_MAX + 1];  /* "*" for the mean over runs */
+  int size;
+  int has_label;
+  int32_t label;
+  uint32_t min_seen;
+  int max_per_label, min_per_label;  /* 0: none */
+  int nquota;                 /* per-label overrides */
+  int32_t quota_label[QUEUE_QUOTAS_MAX];
+  int quota_min[QUEUE_QUOTAS_MAX], quota_max[QUEUE_QUOTAS_MAX];
+  char dedupe_by[ST_NAME_MAX + 1];   /* meta key, or "" */
+  char *params_json;          /* the request, canonical, as stored */
+} queue_params;
+
+typedef struct queue_op {
+  wop op;
+  queue_params p;
+  /* results */
+  uint32_t n;
+  uint32_t *keys;             /* the selection, until the memory step takes it */
+  float *scores;
+  int64_t queue_id;
+  int64_t created_at;
+  int64_t *seqs;              /* the audit entries' seqs, one per sample */
+  uint32_t released;          /* WOP_QUEUE_DELETE: samples put back to open */
+} queue_op;
+
+/* Frees a review, meta or queue op and what it owns. Accepts NULL. */
+void review_op_free(wop *op);
 
 /* Frees a job and what it owns. Accepts NULL. */
 void job_free(job *j);

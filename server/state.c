@@ -112,7 +112,7 @@ static const column columns[] = {
     COL(mean_loss, 1),   COL(max_loss, 1),   COL(ema_loss, 1),   COL(conf_mean, 1),    COL(conf_m2, 1),
     COL(aum, 1),         COL(label, 1),      COL(last_correct, 1), COL(label_issue, 1), COL(has_step, 1),
     COL(ring_head, 1),   COL(ring_count, 1), COL(first_step, 1), COL(last_step, 1),    COL(seq, 1),
-    COL(recent, HIST_RECENT),
+    COL(recent, HIST_RECENT), COL(stale_labels, 1),
 };
 #define NCOLUMNS (sizeof columns / sizeof columns[0])
 
@@ -161,11 +161,31 @@ static int reserve_samples(st_dataset *ds, uint32_t key) {
   uint8_t *md = realloc(ds->meta_dirty, cap);
   if (!md) return -1;
   ds->meta_dirty = md;
+  char **corr = realloc(ds->corrected, cap * sizeof *corr);
+  if (!corr) return -1;
+  ds->corrected = corr;
+  int32_t *cc = realloc(ds->corrected_class, cap * sizeof *cc);
+  if (!cc) return -1;
+  ds->corrected_class = cc;
+  float *cs = realloc(ds->confirm_score, cap * sizeof *cs);
+  if (!cs) return -1;
+  ds->confirm_score = cs;
+  int64_t *ms = realloc(ds->meta_seq, cap * sizeof *ms);
+  if (!ms) return -1;
+  ds->meta_seq = ms;
+  int32_t *lr = realloc(ds->last_review, cap * sizeof *lr);
+  if (!lr) return -1;
+  ds->last_review = lr;
   for (uint32_t k = ds->cap; k < cap; k++) {
     ids[k] = NULL;
     meta[k] = NULL;
     st[k] = ST_OPEN;
     md[k] = 0;
+    corr[k] = NULL;
+    cc[k] = -1;
+    cs[k] = NAN;
+    ms[k] = 0;
+    lr[k] = -1;
   }
   ds->cap = cap;
   for (int i = 0; i < ds->nruns; i++)
@@ -198,6 +218,96 @@ int st_sample_load(st_dataset *ds, uint32_t key, const char *id, const char *met
   ds->status[key] = (uint8_t)(status >= 0 && status < ST_STATUS_COUNT ? status : ST_OPEN);
   if (ds->persisted < key + 1) ds->persisted = key + 1;
   return 0;
+}
+
+/* The class index a JSON label names, or -1. */
+static int32_t class_of(const char *label_json) {
+  if (!label_json) return -1;
+  char *end;
+  long v = strtol(label_json, &end, 10);
+  return *end == '\0' && end != label_json && v >= 0 && v <= INT32_MAX ? (int32_t)v : -1;
+}
+
+int st_sample_set_corrected(st_dataset *ds, uint32_t key, const char *label_json) {
+  char *copy = NULL;
+  if (label_json && !(copy = strdup(label_json))) return -1;
+  free(ds->corrected[key]);
+  ds->corrected[key] = copy;
+  /* a class index is what batches' labels can be compared with */
+  ds->corrected_class[key] = class_of(copy);
+  return 0;
+}
+
+int st_add_review(st_dataset *ds, const st_review *r) {
+  if (ds->nreviews == ds->capreviews) {
+    int cap = ds->capreviews ? ds->capreviews * 2 : 64;
+    st_review *n = realloc(ds->reviews, (size_t)cap * sizeof *n);
+    if (!n) return -1;
+    ds->reviews = n;
+    ds->capreviews = cap;
+  }
+  st_review *e = &ds->reviews[ds->nreviews];
+  *e = *r;
+  e->prev = r->key < ds->cap ? ds->last_review[r->key] : -1;
+  if (r->key < ds->cap) ds->last_review[r->key] = ds->nreviews;
+  if (r->batch_seq > ds->review_batch_seq) ds->review_batch_seq = r->batch_seq;
+  ds->nreviews++;
+  return 0;
+}
+
+int32_t st_corrected_at(const st_dataset *ds, uint32_t key, int64_t seq) {
+  if (key >= ds->cap) return -1;
+  for (int32_t i = ds->last_review[key]; i >= 0; i = ds->reviews[i].prev) {
+    const st_review *e = &ds->reviews[i];
+    if (e->batch_seq < seq) return e->to == ST_RELABELLED ? class_of(e->label_after) : -1;
+  }
+  return -1;
+}
+
+static void queue_free(st_queue *q) {
+  if (!q) return;
+  free(q->params);
+  free(q->keys);
+  free(q->scores);
+  free(q);
+}
+
+int st_add_queue(st_dataset *ds, st_queue *q) {
+  st_queue **n = realloc(ds->queues, (size_t)(ds->nqueues + 1) * sizeof *n);
+  if (!n) return -1;
+  ds->queues = n;
+  ds->queues[ds->nqueues++] = q;
+  return 0;
+}
+
+st_queue *st_find_queue(const st_dataset *ds, const char *name) {
+  for (int i = 0; i < ds->nqueues; i++)
+    if (strcmp(ds->queues[i]->name, name) == 0) return ds->queues[i];
+  return NULL;
+}
+
+void st_remove_queue(st_dataset *ds, const char *name) {
+  for (int i = 0; i < ds->nqueues; i++) {
+    if (strcmp(ds->queues[i]->name, name) != 0) continue;
+    queue_free(ds->queues[i]);
+    memmove(ds->queues + i, ds->queues + i + 1, (size_t)(ds->nqueues - i - 1) * sizeof *ds->queues);
+    ds->nqueues--;
+    return;
+  }
+}
+
+float st_max_ema(const st_dataset *ds, uint32_t key) {
+  float m = 0.0f;
+  for (int i = 0; i < ds->nruns; i++) {
+    const st_run *r = ds->runs[i];
+    if (key < r->cap && r->seen[key] && r->ema_loss[key] > m) m = r->ema_loss[key];
+  }
+  return m;
+}
+
+int st_reconsider(const st_dataset *ds, uint32_t key, double factor) {
+  if (factor <= 0 || ds->status[key] != ST_CONFIRMED || !(ds->confirm_score[key] >= 0.0f)) return 0;
+  return st_max_ema(ds, key) > factor * ds->confirm_score[key];
 }
 
 int st_sample_set_meta(st_dataset *ds, uint32_t key, const char *meta_json) {
@@ -251,7 +361,7 @@ void st_row_put(st_run *r, uint32_t key, const hist_rec *h) {
   r->last_step[key] = h->last_step;
 }
 
-void st_observe(st_run *r, uint32_t key, int64_t seq, const hist_obs *o, double ema_alpha) {
+void st_observe(st_run *r, uint32_t key, int64_t seq, const hist_obs *o, double ema_alpha, int32_t corrected) {
   if (seq > r->cls_seq && r->cls.c > 0) {
     hist_classes_observe(&r->cls, o);
     r->cls_dirty = 1;
@@ -263,6 +373,7 @@ void st_observe(st_run *r, uint32_t key, int64_t seq, const hist_obs *o, double 
   hist_update(&h, o, ema_alpha, r->cls.c > 0 ? &r->cls : NULL);
   st_row_put(r, key, &h);
   hist_recent_push(r->recent + (size_t)key * HIST_RECENT, &r->ring_head[key], &r->ring_count[key], o);
+  if (corrected >= 0 && o->label >= 0 && o->label != corrected) r->stale_labels[key]++;
   r->seq[key] = seq;
   r->observations++;
   if (o->has_step && (!r->has_last_step_any || o->step > r->last_step_any)) {
@@ -361,8 +472,25 @@ static void dataset_free(st_dataset *ds) {
   if (!ds) return;
   for (int i = 0; i < ds->nruns; i++) run_free(ds->runs[i]);
   free(ds->runs);
-  for (uint32_t k = 0; k < ds->nsamples; k++) free(ds->meta[k]);
+  for (uint32_t k = 0; k < ds->nsamples; k++) {
+    free(ds->meta[k]);
+    free(ds->corrected[k]);
+  }
   free(ds->meta);
+  free(ds->corrected);
+  free(ds->corrected_class);
+  free(ds->last_review);
+  free(ds->confirm_score);
+  free(ds->meta_seq);
+  for (int i = 0; i < ds->nreviews; i++) {
+    free(ds->reviews[i].reviewer);
+    free(ds->reviews[i].label_before);
+    free(ds->reviews[i].label_after);
+    free(ds->reviews[i].note);
+  }
+  free(ds->reviews);
+  for (int i = 0; i < ds->nqueues; i++) queue_free(ds->queues[i]);
+  free(ds->queues);
   free(ds->ids);
   free(ds->status);
   free(ds->meta_dirty);
@@ -638,7 +766,9 @@ static void top_one_run(const st_dataset *ds, const st_run *r, const st_query *q
     if (seen < q->min_seen || seen == 0) continue;
     const double score = col ? (double)col[key] : run_value(r, key, q->by);
     if (!may_enter(rk, score)) continue;
-    if (q->status_mask && !(q->status_mask & (1u << ds->status[key]))) continue;
+    if (q->status_mask && !(q->status_mask & (1u << ds->status[key])) &&
+        !(q->reconsider > 0 && st_reconsider(ds, key, q->reconsider)))
+      continue;
     if (q->has_label && r->label[key] != q->label) continue;
     if (q->has_cursor && !after_cursor(q, rk->desc, score, ds->ids[key])) continue;
     offer(rk, key, score);
@@ -669,7 +799,9 @@ static void top_all_runs(const st_dataset *ds, const st_query *q, ranker *rk) {
     if (!runs || seen < q->min_seen) continue;
     score = q->by == HF_SEEN ? (double)seen : score / runs;
     if (!may_enter(rk, score)) continue;
-    if (q->status_mask && !(q->status_mask & (1u << ds->status[key]))) continue;
+    if (q->status_mask && !(q->status_mask & (1u << ds->status[key])) &&
+        !(q->reconsider > 0 && st_reconsider(ds, key, q->reconsider)))
+      continue;
     if (q->has_label && label != q->label) continue;
     if (q->has_cursor && !after_cursor(q, rk->desc, score, ds->ids[key])) continue;
     offer(rk, key, score);

@@ -49,6 +49,7 @@ typedef struct st_run {
   uint8_t *last_correct, *label_issue, *has_step, *ring_head, *ring_count;
   int64_t *first_step, *last_step;
   int64_t *seq;        /* the last batch applied to this row: replay skips older ones */
+  uint32_t *stale_labels; /* observations that sent a label a relabel had replaced */
   hist_recent *recent; /* HIST_RECENT per key */
   uint64_t *dirty;     /* bitmap: rows changed since they were last written to the snapshot */
   uint32_t ndirty;
@@ -63,6 +64,31 @@ typedef struct st_run {
 
 typedef struct st_arena_block st_arena_block;
 
+/* One entry of a dataset's review audit trail. Strings are malloc'd, owned by the dataset. */
+typedef struct st_review {
+  int64_t seq;          /* review_log.seq: the order of changes */
+  int64_t batch_seq;    /* the newest batch logged before the change */
+  int32_t prev;         /* index of the sample's previous entry in ds->reviews, or -1 */
+  uint32_t key;
+  int64_t at;           /* unix milliseconds */
+  uint8_t from, to;     /* st_status */
+  char *reviewer;
+  char *label_before;   /* JSON, or NULL */
+  char *label_after;    /* JSON, or NULL */
+  char *note;
+} st_review;
+
+/* A review queue: samples fixed at build time, in order. */
+typedef struct st_queue {
+  int64_t id;
+  char name[ST_NAME_MAX + 1];
+  int64_t created_at;   /* unix seconds */
+  char *params;         /* JSON: how it was built */
+  uint32_t n;
+  uint32_t *keys;
+  float *scores;
+} st_queue;
+
 typedef struct st_dataset {
   char name[ST_NAME_MAX + 1];
   int64_t id; /* datasets.id */
@@ -73,6 +99,16 @@ typedef struct st_dataset {
   char **meta;         /* JSON object text, malloc'd, or NULL */
   uint8_t *status;
   uint8_t *meta_dirty; /* meta changed since the snapshot */
+  char **corrected;    /* JSON label a relabel set, or NULL */
+  int32_t *corrected_class; /* the corrected label when it is a class index, else -1 */
+  float *confirm_score; /* ema_loss (max over runs) when confirmed; NaN otherwise */
+  int64_t *meta_seq;   /* the newest batch whose meta the sample's meta reflects */
+  st_review *reviews;  /* the audit trail, in seq order */
+  int nreviews, capreviews;
+  int32_t *last_review; /* per sample: index of its newest entry in reviews, or -1 */
+  int64_t review_batch_seq; /* the largest batch_seq of any entry */
+  st_queue **queues;
+  int nqueues;
   uint32_t persisted;  /* keys below this are in the samples table */
   uint32_t *hash;      /* open addressing: key + 1, 0 empty */
   uint32_t hcap;
@@ -115,6 +151,22 @@ int64_t st_sample_intern(st_dataset *ds, const char *id);
 int st_sample_load(st_dataset *ds, uint32_t key, const char *id, const char *meta, int status);
 /* Replaces a sample's meta (JSON object text, copied; NULL clears). */
 int st_sample_set_meta(st_dataset *ds, uint32_t key, const char *meta_json);
+/* Sets a sample's corrected label (JSON, copied; NULL clears). */
+int st_sample_set_corrected(st_dataset *ds, uint32_t key, const char *label_json);
+/* Appends an audit entry (takes ownership of its strings; sets its prev link). Returns 0 or -1. */
+int st_add_review(st_dataset *ds, const st_review *r);
+/* The sample's corrected class as it stood when batch seq was logged: from its newest audit entry
+ * made before that batch (-1 when not relabelled then, or relabelled to something not a class index). */
+int32_t st_corrected_at(const st_dataset *ds, uint32_t key, int64_t seq);
+/* Adds a queue (takes ownership). Returns 0 or -1. */
+int st_add_queue(st_dataset *ds, st_queue *q);
+st_queue *st_find_queue(const st_dataset *ds, const char *name);
+void st_remove_queue(st_dataset *ds, const char *name);
+/* The largest ema_loss of the sample over its runs (0 if never seen). */
+float st_max_ema(const st_dataset *ds, uint32_t key);
+/* Whether a confirmed sample has become clearly harder: its ema_loss (max over
+ * runs) above factor times its value at confirmation. */
+int st_reconsider(const st_dataset *ds, uint32_t key, double factor);
 
 /* Makes every column of run hold at least ds->cap rows. */
 int st_run_reserve(st_dataset *ds, st_run *r);
@@ -125,10 +177,15 @@ void st_row_put(st_run *r, uint32_t key, const hist_rec *h);
 
 /* Applies one observation of sample key in batch seq: the class thresholds
  * (if seq is newer than the run's), then the row (if seq is newer than the
- * row's). Marks what changed dirty. */
-void st_observe(st_run *r, uint32_t key, int64_t seq, const hist_obs *o, double ema_alpha);
+ * row's). corrected: the sample's corrected class while it is relabelled (-1
+ * otherwise): an observation with another label counts as stale. Marks what
+ * changed dirty. */
+void st_observe(st_run *r, uint32_t key, int64_t seq, const hist_obs *o, double ema_alpha, int32_t corrected);
 
 /* ---- queries (dataset read-locked) ---- */
+
+/* The statuses a query lists by default: those still waiting for a decision. */
+#define ST_UNDECIDED_MASK ((1u << ST_OPEN) | (1u << ST_QUEUED) | (1u << ST_IN_REVIEW))
 
 typedef struct st_query {
   int by;             /* hist_field */
@@ -137,6 +194,7 @@ typedef struct st_query {
   int32_t label;
   uint32_t min_seen;
   uint32_t status_mask; /* bit per st_status; 0 = every status */
+  double reconsider;    /* > 0: confirmed samples that st_reconsider flags pass too */
   int k;
   int has_cursor;     /* continue after (cursor_score, cursor_id) in the order */
   double cursor_score;

@@ -8,12 +8,15 @@
  * survives power loss) or NORMAL (it survives a crash of focald, not of the
  * machine), as configured. Automatic checkpoints are off; the checkpoint
  * thread runs passive checkpoints beside the writer so commits never wait for
- * one, and close runs a truncating checkpoint.
+ * one, the writer then copies the few frames it added meanwhile so that the
+ * WAL can start over (a WAL that is always being appended to never would),
+ * and close runs a truncating checkpoint.
  */
 #include "store.h"
 
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -24,7 +27,9 @@
 #include <time.h>
 
 #include "codec.h"
+#include "http.h"
 #include "log.h"
+#include "store_internal.h"
 
 /* The migrations, in order (generated from schema/ by the Makefile). */
 extern const char *const focald_schema[];
@@ -34,23 +39,9 @@ extern const int focald_schema_count;
  * that a batch waiting behind it is delayed by milliseconds, not seconds. */
 #define SNAPSHOT_STEP_SECONDS 0.003
 #define SNAPSHOT_CHUNK 50000
-/* The checkpoint thread runs when the WAL passes this size. */
+/* The checkpoint thread runs when the WAL passes this size; a WAL that starts
+ * over is cut back to it (journal_size_limit). */
 #define CHECKPOINT_BYTES (64ll << 20)
-
-enum {
-  S_DS_FIND,
-  S_DS_INSERT,
-  S_RUN_FIND,
-  S_RUN_INSERT,
-  S_BATCH_DUP,
-  S_BATCH_INSERT,
-  S_SAMPLE_UPSERT,
-  S_HIST_UPSERT,
-  S_CLS_UPSERT,
-  S_RUN_CLS_SEQ,
-  S_SNAPSHOT_SET,
-  S_COUNT
-};
 
 static const char *const sql_text[S_COUNT] = {
     [S_DS_FIND] = "SELECT id, created_at FROM datasets WHERE name = ?1",
@@ -60,61 +51,34 @@ static const char *const sql_text[S_COUNT] = {
     [S_BATCH_DUP] = "SELECT 1 FROM batches WHERE run_id = ?1 AND batch_id = ?2",
     [S_BATCH_INSERT] = "INSERT INTO batches (dataset_id, run_id, batch_id, epoch, step, n, loss_config, received_at, "
                        "meta, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    [S_SAMPLE_UPSERT] = "INSERT INTO samples (dataset_id, key, id, meta, status) VALUES (?1, ?2, ?3, ?4, ?5) "
-                        "ON CONFLICT (dataset_id, key) DO UPDATE SET id = excluded.id, meta = excluded.meta, "
-                        "status = excluded.status",
+    [S_SAMPLE_UPSERT] = "INSERT INTO samples (dataset_id, key, id, meta, status, corrected_label, confirm_score, meta_seq) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (dataset_id, key) DO UPDATE SET id = excluded.id, "
+                        "meta = excluded.meta, status = excluded.status, corrected_label = excluded.corrected_label, "
+                        "confirm_score = excluded.confirm_score, meta_seq = excluded.meta_seq",
     [S_HIST_UPSERT] = "INSERT OR REPLACE INTO history (run_id, key, seq, seen, scored, correct, forgetting, last_loss, "
                       "mean_loss, max_loss, ema_loss, confidence, conf_m2, aum, label, last_correct, label_issue, "
-                      "first_step, last_step, recent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, "
-                      "?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                      "first_step, last_step, recent, stale_labels) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+                      "?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
     [S_CLS_UPSERT] = "INSERT OR REPLACE INTO class_stats (run_id, class, sum, count) VALUES (?1, ?2, ?3, ?4)",
     [S_RUN_CLS_SEQ] = "UPDATE runs SET cls_seq = ?2 WHERE id = ?1",
     [S_SNAPSHOT_SET] = "UPDATE snapshot SET applied_seq = ?1, written_at = ?2 WHERE id = 1",
+    [S_REVIEW_LOG] = "INSERT INTO review_log (dataset_id, key, at, reviewer, from_status, to_status, label_before, "
+                     "label_after, note, batch_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
 };
 
-/* Where a snapshot pass has got to. */
-typedef struct snap_cursor {
-  int active;
-  int64_t watermark;          /* every batch up to here was applied when the pass began */
-  char dataset[ST_NAME_MAX + 1]; /* the dataset being written ("" before the first) */
-  int run;                    /* -1: the dataset's samples; then its runs by index */
-  uint32_t key;
-  double started;
-} snap_cursor;
-
-struct store {
-  config cfg;
-  st_map *map;
-  sqlite3 *db;
-  sqlite3_stmt *st[S_COUNT];
-  pthread_t writer, checkpointer;
-  int writer_running, checkpointer_running;
-  pthread_mutex_t lock;
-  pthread_cond_t wake;
-  wop *head, *tail;
-  int queued;
-  int stopping;
-  int64_t last_seq;           /* the newest batch applied in memory (writer thread) */
-  snap_cursor snap;
-  double last_snapshot;
-  /* stats, read by other threads */
-  atomic_ullong commits, committed_ops, committed_samples;
-  atomic_ullong commit_ns;
-};
-
-static double now_s(void) {
+double store__now_s(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
   return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-static int64_t unix_ms(void) {
+int64_t store__unix_ms(void) {
   struct timespec t;
   clock_gettime(CLOCK_REALTIME, &t);
   return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-static int exec(sqlite3 *db, const char *sql) {
+int store__exec(sqlite3 *db, const char *sql) {
   char *msg = NULL;
   int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
   if (rc != SQLITE_OK) {
@@ -154,9 +118,11 @@ static int open_connection(const config *cfg, sqlite3 **out) {
   const char *pragmas = cfg->durability == DUR_FULL
                             ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=OFF;"
                               "PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768;"
+                              "PRAGMA journal_size_limit=67108864;"
                             : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=OFF;"
-                              "PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768;";
-  if (exec(db, pragmas) != SQLITE_OK) {
+                              "PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768;"
+                              "PRAGMA journal_size_limit=67108864;";
+  if (store__exec(db, pragmas) != SQLITE_OK) {
     sqlite3_close(db);
     return -1;
   }
@@ -178,8 +144,8 @@ static int migrate(sqlite3 *db) {
   for (int v = version; v < focald_schema_count; v++) {
     char set[64];
     snprintf(set, sizeof set, "PRAGMA user_version=%d;", v + 1);
-    if (exec(db, "BEGIN IMMEDIATE") || exec(db, focald_schema[v]) || exec(db, set) || exec(db, "COMMIT")) {
-      exec(db, "ROLLBACK");
+    if (store__exec(db, "BEGIN IMMEDIATE") || store__exec(db, focald_schema[v]) || store__exec(db, set) || store__exec(db, "COMMIT")) {
+      store__exec(db, "ROLLBACK");
       return -1;
     }
     log_msg(LOG_INFO, "applied schema migration %d", v + 1);
@@ -191,6 +157,15 @@ int store_open(store **out, const config *cfg, st_map *map) {
   store *s = calloc(1, sizeof *s);
   if (!s) return -1;
   s->cfg = *cfg;
+  static const double seconds_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
+  static const double ops_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+  static const double samples_bounds[] = {0, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576};
+  s->commit_seconds.bounds = seconds_bounds;
+  s->commit_seconds.nbounds = (int)(sizeof seconds_bounds / sizeof seconds_bounds[0]);
+  s->commit_ops.bounds = ops_bounds;
+  s->commit_ops.nbounds = (int)(sizeof ops_bounds / sizeof ops_bounds[0]);
+  s->commit_samples.bounds = samples_bounds;
+  s->commit_samples.nbounds = (int)(sizeof samples_bounds / sizeof samples_bounds[0]);
   s->map = map;
   pthread_mutex_init(&s->lock, NULL);
   pthread_cond_init(&s->wake, NULL);
@@ -205,7 +180,7 @@ int store_open(store **out, const config *cfg, st_map *map) {
       goto fail;
     }
   }
-  s->last_snapshot = now_s();
+  s->last_snapshot = store__now_s();
   *out = s;
   return 0;
 fail:
@@ -238,12 +213,18 @@ static int apply_batch(store *s, const char *dsname, int64_t ds_id, int64_t ds_c
   for (uint32_t i = 0; i < n; i++) {
     int64_t key = st_sample_intern(ds, ids[i]);
     if (key < 0) goto out;
-    st_observe(run, (uint32_t)key, seq, &obs[i], s->cfg.ema_alpha);
+    /* the correction in force when the batch was logged: a replayed batch can be older than later reviews */
+    const int32_t corrected = seq > ds->review_batch_seq ? (ds->status[key] == ST_RELABELLED ? ds->corrected_class[key] : -1)
+                                                         : st_corrected_at(ds, (uint32_t)key, seq);
+    st_observe(run, (uint32_t)key, seq, &obs[i], s->cfg.ema_alpha, corrected);
   }
   if (seq > run->cls_seq) run->cls_seq = seq;
   for (int i = 0; meta && i < meta->n; i++) {
     int64_t key = st_sample_key(ds, ids[meta->index[i]]);
-    if (key >= 0 && st_sample_set_meta(ds, (uint32_t)key, meta->json[i]) != 0) goto out;
+    /* a meta set later by PUT wins over an older batch's being replayed */
+    if (key < 0 || seq <= ds->meta_seq[key]) continue;
+    if (st_sample_set_meta(ds, (uint32_t)key, meta->json[i]) != 0) goto out;
+    ds->meta_seq[key] = seq;
   }
   if (seq > s->last_seq) s->last_seq = seq;
   rc = 0;
@@ -286,7 +267,7 @@ int store_load(store *s) {
   id_map *dsm = NULL, *rm = NULL;
   int nds = 0, nrun = 0, rc = -1;
   int64_t applied = 0, replayed = 0;
-  double t0 = now_s();
+  double t0 = store__now_s();
 #define PREP(sql) \
   if (sqlite3_prepare_v2(s->db, sql, -1, &q, NULL) != SQLITE_OK) goto out
 #define DONE() \
@@ -328,19 +309,25 @@ int store_load(store *s) {
   }
   nrun = i;
   DONE();
-  PREP("SELECT dataset_id, key, id, meta, status FROM samples ORDER BY dataset_id, key");
+  PREP("SELECT dataset_id, key, id, meta, status, corrected_label, confirm_score, meta_seq FROM samples "
+       "ORDER BY dataset_id, key");
   while (sqlite3_step(q) == SQLITE_ROW) {
     st_dataset *ds = dataset_by_id(dsm, nds, sqlite3_column_int64(q, 0));
     if (!ds) continue;
-    if (st_sample_load(ds, (uint32_t)sqlite3_column_int64(q, 1), (const char *)sqlite3_column_text(q, 2),
-                       (const char *)sqlite3_column_text(q, 3), sqlite3_column_int(q, 4)))
+    uint32_t key = (uint32_t)sqlite3_column_int64(q, 1);
+    if (st_sample_load(ds, key, (const char *)sqlite3_column_text(q, 2), (const char *)sqlite3_column_text(q, 3),
+                       sqlite3_column_int(q, 4)) ||
+        st_sample_set_corrected(ds, key, (const char *)sqlite3_column_text(q, 5)))
       goto out;
+    ds->confirm_score[key] = sqlite3_column_type(q, 6) == SQLITE_NULL ? NAN : (float)sqlite3_column_double(q, 6);
+    ds->meta_seq[key] = sqlite3_column_int64(q, 7);
   }
   DONE();
+  if (store__load_reviews(s) != 0) goto out;
   for (int r = 0; r < nrun; r++)
     if (st_run_reserve(rm[r].ds, rm[r].run) != 0) goto out;
   PREP("SELECT run_id, key, seq, seen, scored, correct, forgetting, last_loss, mean_loss, max_loss, ema_loss, "
-       "confidence, conf_m2, aum, label, last_correct, label_issue, first_step, last_step, recent FROM history");
+       "confidence, conf_m2, aum, label, last_correct, label_issue, first_step, last_step, recent, stale_labels FROM history");
   while (sqlite3_step(q) == SQLITE_ROW) {
     id_map *m = run_by_id(rm, nrun, sqlite3_column_int64(q, 0));
     uint32_t key = (uint32_t)sqlite3_column_int64(q, 1);
@@ -367,6 +354,7 @@ int store_load(store *s) {
     st_row_put(m->run, key, &h);
     m->run->seq[key] = sqlite3_column_int64(q, 2);
     ring_decode(m->run, key, sqlite3_column_blob(q, 19), sqlite3_column_bytes(q, 19));
+    m->run->stale_labels[key] = (uint32_t)sqlite3_column_int64(q, 20);
     m->run->observations += h.seen;
     m->run->samples += h.seen > 0;
     if (h.has_step && (!m->run->has_last_step_any || h.last_step > m->run->last_step_any)) {
@@ -388,6 +376,7 @@ int store_load(store *s) {
   if (sqlite3_step(q) == SQLITE_ROW) applied = sqlite3_column_int64(q, 0);
   DONE();
   s->last_seq = applied;
+  s->logged_seq = applied;
   /* replay the log after the snapshot */
   PREP("SELECT b.seq, d.name, d.id, d.created_at, r.name, r.id, r.classes, r.created_at, b.step, b.meta, b.payload, "
        "b.epoch "
@@ -414,12 +403,15 @@ int store_load(store *s) {
       mjson = calloc(nm + 1, sizeof *mjson);
       const char *k;
       json_t *v;
-      if (midx && mjson && nm) {
+      if (midx && mjson && nm && u.n) {
+        uint32_t hint = 0; /* meta follows the order of ids: look right after the last match first */
         json_object_foreach(mobj, k, v) {
-          for (uint32_t j = 0; j < u.n; j++) {
+          for (uint32_t t = 0; t < u.n; t++) {
+            const uint32_t j = (hint + t) % u.n;
             if (strcmp(u.ids[j], k) == 0) {
               midx[meta.n] = (int32_t)j;
               mjson[meta.n++] = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+              hint = j + 1;
               break;
             }
           }
@@ -441,8 +433,9 @@ int store_load(store *s) {
     replayed++;
   }
   DONE();
+  s->logged_seq = s->last_seq;
   log_msg(LOG_INFO, "loaded %d datasets, %d runs from the snapshot at batch %lld and replayed %lld batches in %.2f s",
-          nds, nrun, (long long)applied, (long long)replayed, now_s() - t0);
+          nds, nrun, (long long)applied, (long long)replayed, store__now_s() - t0);
   rc = 0;
 out:
   if (rc != 0) log_kv(LOG_ERROR, "cannot load the database", "error", sqlite3_errmsg(s->db), NULL);
@@ -456,13 +449,13 @@ out:
 
 /* ------------------------------------------------------------------ the writer: SQL side of each op */
 
-static void step_reset(sqlite3_stmt *q) {
+void store__step_reset(sqlite3_stmt *q) {
   sqlite3_reset(q);
   sqlite3_clear_bindings(q);
 }
 
 /* Problem for a failed SQLite call inside an op. */
-static void sql_problem(store *s, wop *op, int rc) {
+void store__sql_problem(store *s, wop *op, int rc) {
   op->failed = 1;
   if (rc == SQLITE_FULL || (rc & 0xff) == SQLITE_IOERR)
     problem_set(&op->err, P_STORAGE_FULL, NULL, "the database could not be written (%s); nothing was stored",
@@ -471,25 +464,25 @@ static void sql_problem(store *s, wop *op, int rc) {
 }
 
 /* Finds or creates the dataset row; *created says whether it was new. */
-static int sql_dataset(store *s, const char *name, int create, int64_t *id, int64_t *created_at) {
+int store__sql_dataset(store *s, const char *name, int create, int64_t *id, int64_t *created_at) {
   sqlite3_stmt *q = s->st[S_DS_FIND];
   sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
   int rc = sqlite3_step(q);
   if (rc == SQLITE_ROW) {
     *id = sqlite3_column_int64(q, 0);
     *created_at = sqlite3_column_int64(q, 1);
-    step_reset(q);
+    store__step_reset(q);
     return SQLITE_OK;
   }
-  step_reset(q);
+  store__step_reset(q);
   if (rc != SQLITE_DONE) return rc;
   if (!create) return SQLITE_NOTFOUND;
   q = s->st[S_DS_INSERT];
-  *created_at = unix_ms() / 1000;
+  *created_at = store__unix_ms() / 1000;
   sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
   sqlite3_bind_int64(q, 2, *created_at);
   rc = sqlite3_step(q);
-  step_reset(q);
+  store__step_reset(q);
   if (rc != SQLITE_DONE) return rc;
   *id = sqlite3_last_insert_rowid(s->db);
   return SQLITE_OK;
@@ -505,19 +498,19 @@ static int sql_run(store *s, int64_t ds_id, const char *name, int32_t classes, i
     *id = sqlite3_column_int64(q, 0);
     *have_classes = sqlite3_column_int(q, 1);
     *created_at = sqlite3_column_int64(q, 2);
-    step_reset(q);
+    store__step_reset(q);
     return SQLITE_OK;
   }
-  step_reset(q);
+  store__step_reset(q);
   if (rc != SQLITE_DONE) return rc;
   q = s->st[S_RUN_INSERT];
-  *created_at = unix_ms() / 1000;
+  *created_at = store__unix_ms() / 1000;
   sqlite3_bind_int64(q, 1, ds_id);
   sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
   sqlite3_bind_int(q, 3, classes);
   sqlite3_bind_int64(q, 4, *created_at);
   rc = sqlite3_step(q);
-  step_reset(q);
+  store__step_reset(q);
   if (rc != SQLITE_DONE) return rc;
   *id = sqlite3_last_insert_rowid(s->db);
   *have_classes = classes;
@@ -592,7 +585,7 @@ static char *batch_meta_json(const req *r) {
 /* The SQL of recording one batch. Returns an SQLite code; refusals set op->failed with SQLITE_OK. */
 static int sql_batch(store *s, job *j, batch_plan *plan) {
   const req *r = &j->rq;
-  int rc = sql_dataset(s, j->op.dataset, 1, &plan->ds_id, &plan->ds_created);
+  int rc = store__sql_dataset(s, j->op.dataset, 1, &plan->ds_id, &plan->ds_created);
   if (rc != SQLITE_OK) return rc;
   rc = sql_run(s, plan->ds_id, r->run, (int32_t)r->c, &plan->run_id, &plan->classes, &plan->run_created);
   if (rc != SQLITE_OK) return rc;
@@ -608,7 +601,7 @@ static int sql_batch(store *s, job *j, batch_plan *plan) {
     sqlite3_bind_int64(q, 1, plan->run_id);
     sqlite3_bind_text(q, 2, r->batch_id, -1, SQLITE_STATIC);
     rc = sqlite3_step(q);
-    step_reset(q);
+    store__step_reset(q);
     if (rc == SQLITE_ROW) {
       j->duplicate = 1;
       return SQLITE_OK;
@@ -630,11 +623,11 @@ static int sql_batch(store *s, job *j, batch_plan *plan) {
   if (r->has_step) sqlite3_bind_int64(q, 5, r->step);
   sqlite3_bind_int64(q, 6, r->n);
   sqlite3_bind_text(q, 7, cfgjson ? cfgjson : "{}", -1, SQLITE_STATIC);
-  sqlite3_bind_int64(q, 8, unix_ms());
+  sqlite3_bind_int64(q, 8, store__unix_ms());
   if (metajson) sqlite3_bind_text(q, 9, metajson, -1, SQLITE_STATIC);
   sqlite3_bind_blob(q, 10, payload, (int)plen, SQLITE_STATIC);
   rc = sqlite3_step(q);
-  step_reset(q);
+  store__step_reset(q);
   free(payload);
   free(cfgjson);
   free(metajson);
@@ -645,7 +638,7 @@ static int sql_batch(store *s, job *j, batch_plan *plan) {
 
 static int sql_delete_dataset(store *s, wop *op, int64_t *ds_id) {
   int64_t created;
-  int rc = sql_dataset(s, op->dataset, 0, ds_id, &created);
+  int rc = store__sql_dataset(s, op->dataset, 0, ds_id, &created);
   if (rc == SQLITE_NOTFOUND) {
     op->failed = 1;
     problem_set(&op->err, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%s\"", op->dataset);
@@ -657,6 +650,9 @@ static int sql_delete_dataset(store *s, wop *op, int64_t *ds_id) {
       "DELETE FROM class_stats WHERE run_id IN (SELECT id FROM runs WHERE dataset_id = ?1)",
       "DELETE FROM samples WHERE dataset_id = ?1",
       "DELETE FROM batches WHERE dataset_id = ?1",
+      "DELETE FROM review_log WHERE dataset_id = ?1",
+      "DELETE FROM queue_items WHERE queue_id IN (SELECT id FROM queues WHERE dataset_id = ?1)",
+      "DELETE FROM queues WHERE dataset_id = ?1",
       "DELETE FROM runs WHERE dataset_id = ?1",
       "DELETE FROM datasets WHERE id = ?1",
   };
@@ -679,7 +675,8 @@ typedef struct op_state {
   batch_plan plan;
 } op_state;
 
-static void finish_group(store *s, op_state *ops, int n) {
+/* Applies a committed (or failed) group to memory and answers its ops. Returns the samples it added. */
+static uint64_t finish_group(store *s, op_state *ops, int n) {
   uint64_t samples = 0;
   for (int i = 0; i < n; i++) {
     wop *op = ops[i].op;
@@ -700,6 +697,8 @@ static void finish_group(store *s, op_state *ops, int n) {
           for (int r = 0; r < ds->nruns; r++) op->deleted_observations += (int64_t)ds->runs[r]->observations;
         }
         st_remove_dataset(s->map, op->dataset);
+      } else if (op->kind != WOP_BARRIER) {
+        store__apply_review_op(s, op);
       }
     }
     free(ops[i].plan.obs);
@@ -707,6 +706,7 @@ static void finish_group(store *s, op_state *ops, int n) {
   }
   atomic_fetch_add(&s->committed_samples, samples);
   for (int i = 0; i < n; i++) ops[i].op->done(ops[i].op);
+  return samples;
 }
 
 /* Commits one group of ops: a savepoint per op, one COMMIT for all. */
@@ -725,26 +725,34 @@ static void run_group(store *s, wop *list) {
   }
   int i = 0;
   for (wop *o = list; o; o = o->next) ops[i++].op = o;
-  double t0 = now_s();
-  int rc = exec(s->db, "BEGIN IMMEDIATE");
+  double t0 = store__now_s();
+  int rc = store__exec(s->db, "BEGIN IMMEDIATE");
+  const int64_t logged_before = s->logged_seq;
   for (i = 0; i < n && rc == SQLITE_OK; i++) {
     wop *op = ops[i].op;
     if (op->failed) continue;
-    exec(s->db, "SAVEPOINT op");
+    op->batch_seq = s->logged_seq;
+    store__exec(s->db, "SAVEPOINT op");
     int orc = SQLITE_OK;
     int64_t ds_id = 0;
     switch (op->kind) {
     case WOP_BATCH: orc = sql_batch(s, (job *)op, &ops[i].plan); break;
     case WOP_DELETE_DATASET: orc = sql_delete_dataset(s, op, &ds_id); break;
+    case WOP_REVIEW: orc = store__sql_review(s, op); break;
+    case WOP_META: orc = store__sql_meta(s, op); break;
+    case WOP_QUEUE: orc = store__sql_queue(s, op); break;
+    case WOP_QUEUE_DELETE: orc = store__sql_queue_delete(s, op); break;
     case WOP_BARRIER: break;
     }
     if (orc != SQLITE_OK) {
-      sql_problem(s, op, orc);
-      exec(s->db, "ROLLBACK TO op");
+      store__sql_problem(s, op, orc);
+      store__exec(s->db, "ROLLBACK TO op");
     } else if (op->failed) {
-      exec(s->db, "ROLLBACK TO op");
+      store__exec(s->db, "ROLLBACK TO op");
     }
-    exec(s->db, "RELEASE op");
+    store__exec(s->db, "RELEASE op");
+    if (orc == SQLITE_OK && !op->failed && op->kind == WOP_BATCH && ops[i].plan.seq > s->logged_seq)
+      s->logged_seq = ops[i].plan.seq;
     if (orc == SQLITE_FULL || (orc & 0xff) == SQLITE_IOERR) rc = orc; /* the rest would fail the same way */
   }
   if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
@@ -752,16 +760,23 @@ static void run_group(store *s, wop *list) {
     /* nothing of the group is stored: every op fails with the reason */
     log_kv(LOG_ERROR, "commit failed", "error", sqlite3_errstr(rc), NULL);
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    s->logged_seq = logged_before; /* the group's batch seqs were not kept */
     for (i = 0; i < n; i++) {
-      if (!ops[i].op->failed || ops[i].op->err.code == P_NONE) sql_problem(s, ops[i].op, rc);
+      if (!ops[i].op->failed || ops[i].op->err.code == P_NONE) store__sql_problem(s, ops[i].op, rc);
       ops[i].op->failed = 1;
     }
-  } else {
+  }
+  const double seconds = store__now_s() - t0;
+  const int committed = rc == SQLITE_OK;
+  if (committed) {
     atomic_fetch_add(&s->commits, 1);
     atomic_fetch_add(&s->committed_ops, (uint64_t)n);
-    atomic_fetch_add(&s->commit_ns, (unsigned long long)((now_s() - t0) * 1e9));
+    atomic_fetch_add(&s->commit_ns, (unsigned long long)(seconds * 1e9));
+    metrics_hist_observe(&s->commit_seconds, seconds);
+    metrics_hist_observe(&s->commit_ops, n);
   }
-  finish_group(s, ops, n);
+  const uint64_t samples = finish_group(s, ops, n);
+  if (committed) metrics_hist_observe(&s->commit_samples, (double)samples);
   free(ops);
 }
 
@@ -773,15 +788,18 @@ static void ring_encode(const st_run *r, uint32_t key, unsigned char *out) {
   memcpy(out + 2, r->recent + (size_t)key * HIST_RECENT, HIST_RECENT * sizeof(hist_recent));
 }
 
-static int write_sample(store *s, const st_dataset *ds, uint32_t key) {
+int store__write_sample(store *s, const st_dataset *ds, uint32_t key) {
   sqlite3_stmt *q = s->st[S_SAMPLE_UPSERT];
   sqlite3_bind_int64(q, 1, ds->id);
   sqlite3_bind_int64(q, 2, key);
   sqlite3_bind_text(q, 3, ds->ids[key], -1, SQLITE_STATIC);
   if (ds->meta[key]) sqlite3_bind_text(q, 4, ds->meta[key], -1, SQLITE_STATIC);
   sqlite3_bind_int(q, 5, ds->status[key]);
+  if (ds->corrected[key]) sqlite3_bind_text(q, 6, ds->corrected[key], -1, SQLITE_STATIC);
+  if (ds->confirm_score[key] >= 0.0f) sqlite3_bind_double(q, 7, ds->confirm_score[key]);
+  sqlite3_bind_int64(q, 8, ds->meta_seq[key]);
   int rc = sqlite3_step(q);
-  step_reset(q);
+  store__step_reset(q);
   return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
@@ -813,8 +831,9 @@ static int write_row(store *s, const st_run *r, uint32_t key) {
     sqlite3_bind_int64(q, 19, h.last_step);
   }
   sqlite3_bind_blob(q, 20, ring, sizeof ring, SQLITE_STATIC);
+  sqlite3_bind_int64(q, 21, r->stale_labels[key]);
   int rc = sqlite3_step(q);
-  step_reset(q);
+  store__step_reset(q);
   return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
@@ -827,14 +846,14 @@ static int write_classes(store *s, st_run *r) {
     sqlite3_bind_double(q, 3, r->cls.sum[c]);
     sqlite3_bind_int64(q, 4, (sqlite3_int64)r->cls.count[c]);
     int rc = sqlite3_step(q);
-    step_reset(q);
+    store__step_reset(q);
     if (rc != SQLITE_DONE) return rc;
   }
   sqlite3_stmt *q = s->st[S_RUN_CLS_SEQ];
   sqlite3_bind_int64(q, 1, r->id);
   sqlite3_bind_int64(q, 2, r->cls_seq);
   int rc = sqlite3_step(q);
-  step_reset(q);
+  store__step_reset(q);
   r->cls_dirty = 0;
   return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
@@ -860,7 +879,7 @@ static int snapshot_dataset(store *s, st_dataset *ds, int budget, double deadlin
   if (c->run < 0) {
     /* samples first: a history row's key must be in the samples table */
     for (uint32_t k = ds->persisted; k < ds->nsamples && written < budget; k++) {
-      if (ds->ids[k] && write_sample(s, ds, k) != SQLITE_OK) return -1;
+      if (ds->ids[k] && store__write_sample(s, ds, k) != SQLITE_OK) return -1;
       ds->persisted = k + 1;
       ds->meta_dirty[k] = 0;
       written++;
@@ -868,7 +887,7 @@ static int snapshot_dataset(store *s, st_dataset *ds, int budget, double deadlin
     if (written >= budget) return written;
     for (uint32_t k = 0; k < ds->persisted && written < budget; k++) {
       if (!ds->meta_dirty[k]) continue;
-      if (write_sample(s, ds, k) != SQLITE_OK) return -1;
+      if (store__write_sample(s, ds, k) != SQLITE_OK) return -1;
       ds->meta_dirty[k] = 0;
       written++;
     }
@@ -881,7 +900,7 @@ static int snapshot_dataset(store *s, st_dataset *ds, int budget, double deadlin
     for (uint32_t w = c->key / 64; w < (r->cap + 63) / 64; w++) {
       uint64_t bits = r->dirty[w];
       while (bits) {
-        if ((written & 255) == 255 && now_s() > deadline) written = budget; /* out of time: stop here */
+        if ((written & 255) == 255 && store__now_s() > deadline) written = budget; /* out of time: stop here */
         if (written >= budget) {
           c->key = w * 64;
           return written;
@@ -902,9 +921,9 @@ static int snapshot_dataset(store *s, st_dataset *ds, int budget, double deadlin
 /* One transaction of a snapshot pass. Returns 1 while the pass goes on, 0 when it finished, -1 on error. */
 static int snapshot_step(store *s) {
   snap_cursor *c = &s->snap;
-  if (exec(s->db, "BEGIN IMMEDIATE") != SQLITE_OK) return -1;
+  if (store__exec(s->db, "BEGIN IMMEDIATE") != SQLITE_OK) return -1;
   int budget = SNAPSHOT_CHUNK, more = 1;
-  const double deadline = now_s() + SNAPSHOT_STEP_SECONDS;
+  const double deadline = store__now_s() + SNAPSHOT_STEP_SECONDS;
   while (budget > 0) {
     next_ds nd = {c->dataset, c->run != -2, NULL};
     st_map_each(s->map, pick_next, &nd);
@@ -919,7 +938,7 @@ static int snapshot_step(store *s) {
     }
     int w = snapshot_dataset(s, nd.found, budget, deadline);
     if (w < 0) {
-      exec(s->db, "ROLLBACK");
+      store__exec(s->db, "ROLLBACK");
       return -1;
     }
     budget -= w;
@@ -928,16 +947,16 @@ static int snapshot_step(store *s) {
   if (!more) {
     sqlite3_stmt *q = s->st[S_SNAPSHOT_SET];
     sqlite3_bind_int64(q, 1, c->watermark);
-    sqlite3_bind_int64(q, 2, unix_ms() / 1000);
+    sqlite3_bind_int64(q, 2, store__unix_ms() / 1000);
     int rc = sqlite3_step(q);
-    step_reset(q);
+    store__step_reset(q);
     if (rc != SQLITE_DONE) {
-      exec(s->db, "ROLLBACK");
+      store__exec(s->db, "ROLLBACK");
       return -1;
     }
   }
-  if (exec(s->db, "COMMIT") != SQLITE_OK) {
-    exec(s->db, "ROLLBACK");
+  if (store__exec(s->db, "COMMIT") != SQLITE_OK) {
+    store__exec(s->db, "ROLLBACK");
     return -1;
   }
   return more;
@@ -949,7 +968,7 @@ static void snapshot_begin(store *s) {
   s->snap.dataset[0] = '\0';
   s->snap.run = -1;
   s->snap.key = 0;
-  s->snap.started = now_s();
+  s->snap.started = store__now_s();
 }
 
 /* At shutdown: snapshot steps for at most a second. The batch log holds
@@ -958,11 +977,11 @@ static void snapshot_begin(store *s) {
 static void snapshot_all(store *s) {
   snapshot_begin(s);
   int rc;
-  double until = now_s() + 1.0;
-  while ((rc = snapshot_step(s)) == 1 && now_s() < until) {
+  double until = store__now_s() + 1.0;
+  while ((rc = snapshot_step(s)) == 1 && store__now_s() < until) {
   }
   s->snap.active = 0;
-  s->last_snapshot = now_s();
+  s->last_snapshot = store__now_s();
   if (rc < 0) log_msg(LOG_ERROR, "the final snapshot failed; the batch log still has everything");
   else if (rc > 0) log_msg(LOG_INFO, "the final snapshot was cut short; the next start replays the rest of the log");
 }
@@ -973,7 +992,7 @@ static void *writer_main(void *arg) {
     pthread_mutex_lock(&s->lock);
     while (!s->head && !s->stopping && !s->snap.active) {
       double due = s->last_snapshot + s->cfg.snapshot_interval;
-      double wait = due - now_s();
+      double wait = due - store__now_s();
       if (wait <= 0) break;
       struct timespec ts;
       clock_gettime(CLOCK_REALTIME, &ts);
@@ -992,13 +1011,17 @@ static void *writer_main(void *arg) {
     int stop = s->stopping;
     pthread_mutex_unlock(&s->lock);
     if (list) run_group(s, list);
-    if (!s->snap.active && now_s() >= s->last_snapshot + s->cfg.snapshot_interval) snapshot_begin(s);
+    if (atomic_exchange(&s->wal_catchup, 0)) {
+      int log_frames = 0, done = 0;
+      sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &done);
+    }
+    if (!s->snap.active && store__now_s() >= s->last_snapshot + s->cfg.snapshot_interval) snapshot_begin(s);
     if (s->snap.active) {
       /* one bounded step between groups: batches never wait long, and the pass still finishes */
       int rc = snapshot_step(s);
       if (rc <= 0) {
         s->snap.active = 0;
-        s->last_snapshot = now_s();
+        s->last_snapshot = store__now_s();
         if (rc < 0) log_msg(LOG_WARN, "a snapshot step failed; the next pass will write its rows");
       }
     }
@@ -1023,6 +1046,9 @@ static void *checkpoint_main(void *arg) {
     if (stat(wal, &st) == 0 && st.st_size > CHECKPOINT_BYTES) {
       int log_frames = 0, done = 0;
       sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &done);
+      /* the writer kept appending meanwhile, so the WAL cannot start over yet: ask it to copy the
+       * last few frames itself between two groups, after which its next commit rewinds the WAL */
+      atomic_store(&s->wal_catchup, 1);
     }
     struct timespec nap = {0, 200000000};
     nanosleep(&nap, NULL);
@@ -1082,4 +1108,16 @@ void store_get_stats(store *s, store_stats *out) {
   char wal[600];
   snprintf(wal, sizeof wal, "%s-wal", s->cfg.db);
   if (stat(wal, &st) == 0) out->wal_bytes = st.st_size;
+}
+
+void store_metrics_write(store *s, char **buf, size_t *len, size_t *cap) {
+  buf_printf(buf, len, cap, "# HELP focald_commit_duration_seconds Time of each commit of the writer, from BEGIN to COMMIT.\n"
+                            "# TYPE focald_commit_duration_seconds histogram\n");
+  metrics_hist_write(buf, len, cap, "focald_commit_duration_seconds", "", &s->commit_seconds);
+  buf_printf(buf, len, cap, "# HELP focald_commit_ops Writes (batches, reviews, deletions) per commit.\n"
+                            "# TYPE focald_commit_ops histogram\n");
+  metrics_hist_write(buf, len, cap, "focald_commit_ops", "", &s->commit_ops);
+  buf_printf(buf, len, cap, "# HELP focald_commit_samples Samples recorded per commit (the batch log's rows hold them).\n"
+                            "# TYPE focald_commit_samples histogram\n");
+  metrics_hist_write(buf, len, cap, "focald_commit_samples", "", &s->commit_samples);
 }

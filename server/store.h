@@ -43,5 +43,7 @@ typedef struct store_stats {
   int queue_depth;
 } store_stats;
 void store_get_stats(store *s, store_stats *out /* OUT */);
+/* Appends the writer's histograms (commit duration, writes and samples per commit) for /metrics. */
+void store_metrics_write(store *s, char **buf, size_t *len, size_t *cap);
 
 #endif /* FOCALD_STORE_H */

@@ -497,6 +497,35 @@ class HealthAndDocumentsTest(FocaldTestCase):
             self.assertRegex(line, sample_line)
             self.assertTrue(line.startswith("focald_"), line)
 
+    def test_metrics_ingest_counters_and_commit_histograms_move_with_a_batch(self):
+        def values(text):
+            out = {}
+            for line in text.splitlines():
+                if line and not line.startswith("#"):
+                    name, _, v = line.rpartition(" ")
+                    out[name] = float(v)
+            return out
+        before = values(self.d.get("/metrics").body.decode())
+        body = base_body(ids=["m-a", "m-b", "m-c"])
+        raw = json.dumps(body).encode()
+        r = self.d.post("/v1/datasets/metrics-ds/batches", body)
+        self.assertEqual(r.status, 200, r)
+        after = values(self.d.get("/metrics").body.decode())
+        def delta(name):
+            return after.get(name, 0.0) - before.get(name, 0.0)
+        self.assertEqual(delta('focald_ingested_samples_total{format="json"}'), 3)
+        self.assertEqual(delta('focald_ingested_bytes_total{format="json"}'), len(raw))
+        self.assertEqual(delta('focald_ingested_samples_total{format="binary"}'), 0)
+        self.assertGreaterEqual(delta("focald_commit_duration_seconds_count"), 1)
+        self.assertGreaterEqual(delta("focald_commit_samples_sum"), 3)
+        self.assertGreaterEqual(delta("focald_commit_ops_count"), 1)
+        # cumulative buckets: each le bound counts at most what the next one does, +Inf equals _count
+        for hist in ("focald_commit_duration_seconds", "focald_commit_ops", "focald_commit_samples"):
+            buckets = [(k, v) for k, v in after.items() if k.startswith(hist + "_bucket{")]
+            counts = [v for _, v in buckets]
+            self.assertEqual(counts, sorted(counts), hist)
+            self.assertEqual(after[hist + '_bucket{le="+Inf"}'], after[hist + "_count"], hist)
+
     def test_request_id_valid_client_value_is_echoed(self):
         rid = "trainer-42.step_7"
         r = self.d.get("/livez", headers={"X-Request-Id": rid})

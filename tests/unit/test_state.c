@@ -65,7 +65,7 @@ static void test_state_top_orders_by_score_then_id(void **state) {
   for (int i = 0; i < 5; i++) {
     int64_t k = st_sample_intern(f->ds, ids[i]);
     hist_obs o = obs(loss[i], 0.1f * (float)(i + 1), i % 4);
-    st_observe(f->a, (uint32_t)k, 1, &o, 0.3);
+    st_observe(f->a, (uint32_t)k, 1, &o, 0.3, -1);
   }
   st_hit hits[5];
   st_query q = {.by = HF_MEAN_LOSS, .run = f->a, .min_seen = 1, .k = 5};
@@ -95,12 +95,12 @@ static void test_state_filters_and_runs(void **state) {
   fixture *f = *state;
   int64_t k0 = st_sample_intern(f->ds, "x"), k1 = st_sample_intern(f->ds, "y");
   hist_obs o = obs(1.0f, 0.2f, 1);
-  st_observe(f->a, (uint32_t)k0, 1, &o, 0.3);
+  st_observe(f->a, (uint32_t)k0, 1, &o, 0.3, -1);
   o = obs(3.0f, 0.4f, 2);
-  st_observe(f->a, (uint32_t)k1, 2, &o, 0.3);
+  st_observe(f->a, (uint32_t)k1, 2, &o, 0.3, -1);
   o = obs(5.0f, 0.6f, 2);
-  st_observe(f->b, (uint32_t)k0, 3, &o, 0.3);
-  st_observe(f->a, (uint32_t)k1, 4, &o, 0.3);
+  st_observe(f->b, (uint32_t)k0, 3, &o, 0.3, -1);
+  st_observe(f->a, (uint32_t)k1, 4, &o, 0.3, -1);
   st_hit hits[4];
   /* label filter */
   st_query q = {.by = HF_MEAN_LOSS, .run = f->a, .min_seen = 1, .k = 4, .has_label = 1, .label = 1};
@@ -132,14 +132,14 @@ static void test_state_replayed_batches_apply_once(void **state) {
   fixture *f = *state;
   int64_t k = st_sample_intern(f->ds, "r");
   hist_obs o = obs(2.0f, 0.5f, 0);
-  st_observe(f->a, (uint32_t)k, 10, &o, 0.3);
+  st_observe(f->a, (uint32_t)k, 10, &o, 0.3, -1);
   /* the same batch again (a replay after a snapshot holding it): ignored */
-  st_observe(f->a, (uint32_t)k, 10, &o, 0.3);
-  st_observe(f->a, (uint32_t)k, 9, &o, 0.3);
+  st_observe(f->a, (uint32_t)k, 10, &o, 0.3, -1);
+  st_observe(f->a, (uint32_t)k, 9, &o, 0.3, -1);
   hist_rec h;
   st_history(f->a, (uint32_t)k, &h);
   assert_int_equal(h.seen, 1);
-  st_observe(f->a, (uint32_t)k, 11, &o, 0.3);
+  st_observe(f->a, (uint32_t)k, 11, &o, 0.3, -1);
   st_history(f->a, (uint32_t)k, &h);
   assert_int_equal(h.seen, 2);
   assert_true(f->a->ndirty >= 1);
@@ -152,7 +152,7 @@ static void test_state_quantiles(void **state) {
     snprintf(id, sizeof id, "q%d", i);
     int64_t k = st_sample_intern(f->ds, id);
     hist_obs o = obs((float)i, 0.5f, 0);
-    st_observe(f->b, (uint32_t)k, 1, &o, 0.3);
+    st_observe(f->b, (uint32_t)k, 1, &o, 0.3, -1);
   }
   const double p[4] = {0.5, 0.9, 0.99, 1.0};
   double out[4];

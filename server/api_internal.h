@@ -1,0 +1,38 @@
+/* api_internal.h — what the handler files share. */
+#ifndef FOCALD_API_INTERNAL_H
+#define FOCALD_API_INTERNAL_H
+
+#include "api.h"
+#include "config.h"
+#include "jsonw.h"
+#include "problem.h"
+#include "state.h"
+
+struct store;
+
+/* Set by api_init. */
+extern config api_cfg;
+extern st_map *api_map;
+extern struct store *api_store;
+
+/* Fills resp with a problem. Returns 0. */
+int api_fail(http_resp *resp, const http_req *rq, problem_code code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* Parses a comma-separated list of review states into a bit mask; -1 when a
+ * name is unknown or the list is empty. */
+int api_status_mask(const char *s, uint32_t *mask);
+
+/* The review loop's handlers (api_review.c). */
+int api_review(http_req *rq, http_resp *resp);
+int api_reviews(http_req *rq, http_resp *resp);
+int api_meta(http_req *rq, http_resp *resp);
+int api_relabels(http_req *rq, http_resp *resp);
+int api_queue_create(http_req *rq, http_resp *resp);
+int api_queue_list(http_req *rq, http_resp *resp);
+int api_queue_get(http_req *rq, http_resp *resp);
+int api_queue_delete(http_req *rq, http_resp *resp);
+/* Exports (export.c). */
+int api_export(http_req *rq, http_resp *resp);
+
+#endif /* FOCALD_API_INTERNAL_H */

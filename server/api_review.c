@@ -1,0 +1,353 @@
+/* api_review.c — handlers of the review loop: review decisions and their audit trail,
+ * sample meta, the relabel feed, review queues.
+ *
+ * Changes go to the store's writer like batches (suspend, then answer once
+ * committed); reads come from the in-memory state under the dataset's read lock.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api_internal.h"
+#include "review.h"
+#include "store.h"
+
+/* ------------------------------------------------------------------ writes */
+
+static void op_done(wop *op) {
+  http_complete(op->ctx);
+}
+
+static void op_cleanup(http_req *rq) {
+  review_op_free(rq->async);
+  rq->async = NULL;
+}
+
+/* Hands op to the writer; finish builds the answer. */
+static int submit(http_req *rq, http_resp *resp, wop *op, http_handler finish) {
+  if (http_readiness() != HTTP_READY) {
+    review_op_free(op);
+    return api_fail(resp, rq, http_readiness() == HTTP_STARTING ? P_STARTING : P_DRAINING, NULL, "not accepting changes now");
+  }
+  snprintf(op->dataset, sizeof op->dataset, "%.64s", rq->params[0]);
+  op->done = op_done;
+  op->ctx = rq;
+  rq->async = op;
+  rq->finish = finish;
+  rq->cleanup = op_cleanup;
+  http_suspend(rq);
+  store_submit(api_store, op);
+  return HTTP_ASYNC;
+}
+
+static int check_dataset_name(http_req *rq, http_resp *resp) {
+  if (name_ok(rq->params[0])) return 0;
+  api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
+  return -1;
+}
+
+/* An id longer than any sample's cannot name one (and must not be cut down to another's). */
+static int check_sample_id(http_req *rq, http_resp *resp) {
+  if (strlen(rq->params[1]) <= REQ_ID_MAX) return 0;
+  api_fail(resp, rq, P_SAMPLE_NOT_FOUND, NULL, "dataset \"%.80s\" has no sample \"%.80s...\" (ids are at most %d bytes)",
+           rq->params[0], rq->params[1], REQ_ID_MAX);
+  return -1;
+}
+
+static void jw_opt_str(jw *o, const char *s) {
+  if (s) jw_str(o, s);
+  else jw_lit(o, "null");
+}
+
+/* A JSON value stored as text (a label), or null. */
+static void jw_raw(jw *o, const char *json) {
+  jw_lit(o, json ? json : "null");
+}
+
+static int finish_review(http_req *rq, http_resp *resp) {
+  review_op *r = rq->async;
+  if (r->op.failed) return http_problem(resp, rq, &r->op.err);
+  jw o = {0};
+  JW(&o, "{\"id\":");
+  jw_str(&o, r->id);
+  JW(&o, ",\"from\":\"%s\",\"status\":\"%s\",\"label_before\":", st_status_name(r->from), st_status_name(r->to));
+  jw_raw(&o, r->label_before);
+  JW(&o, ",\"label\":");
+  jw_raw(&o, r->to == ST_RELABELLED ? r->label : NULL);
+  JW(&o, ",\"reviewer\":");
+  jw_opt_str(&o, r->reviewer);
+  JW(&o, ",\"note\":");
+  jw_opt_str(&o, r->note);
+  JW(&o, ",\"at\":");
+  jw_time_ms(&o, r->at);
+  JW(&o, "}");
+  return jw_respond(resp, 200, &o);
+}
+
+int api_review(http_req *rq, http_resp *resp) {
+  if (check_dataset_name(rq, resp) || check_sample_id(rq, resp)) return 0;
+  review_op *r = calloc(1, sizeof *r);
+  if (!r) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
+  r->op.kind = WOP_REVIEW;
+  snprintf(r->id, sizeof r->id, "%.256s", rq->params[1]);
+  problem err;
+  if (review_decode(rq->body, rq->len, r, &err) != 0) {
+    review_op_free(&r->op);
+    return http_problem(resp, rq, &err);
+  }
+  return submit(rq, resp, &r->op, finish_review);
+}
+
+static int finish_meta(http_req *rq, http_resp *resp) {
+  meta_op *m = rq->async;
+  if (m->op.failed) return http_problem(resp, rq, &m->op.err);
+  jw o = {0};
+  JW(&o, "{\"id\":");
+  jw_str(&o, m->id);
+  JW(&o, ",\"meta\":%s}", m->meta);
+  return jw_respond(resp, 200, &o);
+}
+
+int api_meta(http_req *rq, http_resp *resp) {
+  if (check_dataset_name(rq, resp) || check_sample_id(rq, resp)) return 0;
+  meta_op *m = calloc(1, sizeof *m);
+  if (!m) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
+  m->op.kind = WOP_META;
+  snprintf(m->id, sizeof m->id, "%.256s", rq->params[1]);
+  problem err;
+  if (meta_decode(rq->body, rq->len, m, &err) != 0) {
+    review_op_free(&m->op);
+    return http_problem(resp, rq, &err);
+  }
+  return submit(rq, resp, &m->op, finish_meta);
+}
+
+/* ------------------------------------------------------------------ queues */
+
+/* {"name", "created_at", "size", "progress": {...}, "params"} of a queue (dataset read-locked). */
+static void jw_queue_summary(jw *o, const st_dataset *ds, const st_queue *q) {
+  uint32_t by[ST_STATUS_COUNT] = {0};
+  for (uint32_t i = 0; i < q->n; i++) by[ds->status[q->keys[i]]]++;
+  JW(o, "{\"name\":");
+  jw_str(o, q->name);
+  JW(o, ",\"created_at\":");
+  jw_time(o, q->created_at);
+  JW(o, ",\"size\":%u,\"reviewed\":%u,\"progress\":{", q->n,
+     q->n - by[ST_QUEUED] - by[ST_IN_REVIEW] - by[ST_OPEN]);
+  for (int s = 0; s < ST_STATUS_COUNT; s++) JW(o, "%s\"%s\":%u", s ? "," : "", st_status_name(s), by[s]);
+  JW(o, "},\"params\":%s}", q->params ? q->params : "{}");
+}
+
+static int finish_queue(http_req *rq, http_resp *resp) {
+  queue_op *q = rq->async;
+  if (q->op.failed) return http_problem(resp, rq, &q->op.err);
+  st_dataset *ds = st_dataset_acquire(api_map, q->op.dataset);
+  const st_queue *queue = ds ? st_find_queue(ds, q->p.name) : NULL;
+  if (!queue) {
+    st_dataset_release(ds);
+    return api_fail(resp, rq, P_NOT_FOUND, NULL, "the queue was removed meanwhile");
+  }
+  jw o = {0};
+  jw_queue_summary(&o, ds, queue);
+  st_dataset_release(ds);
+  return jw_respond(resp, 201, &o);
+}
+
+int api_queue_create(http_req *rq, http_resp *resp) {
+  if (check_dataset_name(rq, resp)) return 0;
+  queue_op *q = calloc(1, sizeof *q);
+  if (!q) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
+  q->op.kind = WOP_QUEUE;
+  problem err;
+  if (queue_decode(rq->body, rq->len, &q->p, &err) != 0) {
+    review_op_free(&q->op);
+    return http_problem(resp, rq, &err);
+  }
+  return submit(rq, resp, &q->op, finish_queue);
+}
+
+static int finish_queue_delete(http_req *rq, http_resp *resp) {
+  queue_op *q = rq->async;
+  if (q->op.failed) return http_problem(resp, rq, &q->op.err);
+  jw o = {0};
+  JW(&o, "{\"deleted\":");
+  jw_str(&o, q->p.name);
+  JW(&o, ",\"released\":%u}", q->released);
+  return jw_respond(resp, 200, &o);
+}
+
+int api_queue_delete(http_req *rq, http_resp *resp) {
+  if (check_dataset_name(rq, resp)) return 0;
+  queue_op *q = calloc(1, sizeof *q);
+  if (!q) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
+  q->op.kind = WOP_QUEUE_DELETE;
+  snprintf(q->p.name, sizeof q->p.name, "%.64s", rq->params[1]);
+  return submit(rq, resp, &q->op, finish_queue_delete);
+}
+
+int api_queue_list(http_req *rq, http_resp *resp) {
+  st_dataset *ds = st_dataset_acquire(api_map, rq->params[0]);
+  if (!ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
+  jw o = {0};
+  JW(&o, "{\"queues\":[");
+  for (int i = 0; i < ds->nqueues; i++) {
+    if (i) jw_lit(&o, ",");
+    jw_queue_summary(&o, ds, ds->queues[i]);
+  }
+  JW(&o, "]}");
+  st_dataset_release(ds);
+  return jw_respond(resp, 200, &o);
+}
+
+static long query_long(http_req *rq, const char *name, long dflt, long lo, long hi, int *bad) {
+  char b[64];
+  const char *v = http_query(rq, name, b, sizeof b);
+  if (!v) return dflt;
+  char *end;
+  long x = strtol(v, &end, 10);
+  if (*end || end == v || x < lo || x > hi) *bad = 1;
+  return x;
+}
+
+int api_queue_get(http_req *rq, http_resp *resp) {
+  int bad_offset = 0, bad_limit = 0;
+  long offset = query_long(rq, "offset", 0, 0, 100000000, &bad_offset);
+  long limit = query_long(rq, "limit", 1000, 1, 10000, &bad_limit);
+  if (bad_offset) return api_fail(resp, rq, P_BAD_QUERY, "offset", "offset must be an integer >= 0");
+  if (bad_limit) return api_fail(resp, rq, P_BAD_QUERY, "limit", "limit must be an integer from 1 to 10000");
+  st_dataset *ds = st_dataset_acquire(api_map, rq->params[0]);
+  if (!ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
+  const st_queue *q = st_find_queue(ds, rq->params[1]);
+  if (!q) {
+    st_dataset_release(ds);
+    return api_fail(resp, rq, P_NOT_FOUND, NULL, "dataset \"%.80s\" has no queue named \"%.80s\"", rq->params[0], rq->params[1]);
+  }
+  jw o = {0};
+  jw_queue_summary(&o, ds, q);
+  o.len--; /* reopen the summary object to add its items */
+  JW(&o, ",\"offset\":%ld,\"items\":[", offset);
+  for (uint32_t i = (uint32_t)offset; i < q->n && i < (uint32_t)(offset + limit); i++) {
+    const uint32_t key = q->keys[i];
+    hist_view v;
+    st_history_all(ds, key, &v);
+    JW(&o, "%s{\"position\":%u,\"id\":", i > (uint32_t)offset ? "," : "", i + 1);
+    jw_str(&o, ds->ids[key]);
+    JW(&o, ",\"score\":");
+    jw_num(&o, q->scores[i]);
+    JW(&o, ",");
+    jw_history(&o, &v);
+    jw_sample_tail(&o, ds, key);
+    JW(&o, ",\"corrected_label\":");
+    jw_raw(&o, ds->corrected[key]);
+    JW(&o, "}");
+  }
+  JW(&o, "]}");
+  st_dataset_release(ds);
+  return jw_respond(resp, 200, &o);
+}
+
+/* ------------------------------------------------------------------ audit trail and relabel feed */
+
+static void jw_review(jw *o, const st_dataset *ds, const st_review *e) {
+  JW(o, "{\"id\":");
+  jw_str(o, ds->ids[e->key]);
+  JW(o, ",\"from\":\"%s\",\"to\":\"%s\",\"label_before\":", st_status_name(e->from), st_status_name(e->to));
+  jw_raw(o, e->label_before);
+  JW(o, ",\"label_after\":");
+  jw_raw(o, e->label_after);
+  JW(o, ",\"reviewer\":");
+  jw_opt_str(o, e->reviewer);
+  JW(o, ",\"note\":");
+  jw_opt_str(o, e->note);
+  JW(o, ",\"at\":");
+  jw_time_ms(o, e->at);
+  JW(o, "}");
+}
+
+int api_reviews(http_req *rq, http_resp *resp) {
+  st_dataset *ds = st_dataset_acquire(api_map, rq->params[0]);
+  if (!ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
+  int64_t key = st_sample_key(ds, rq->params[1]);
+  if (key < 0) {
+    st_dataset_release(ds);
+    return api_fail(resp, rq, P_SAMPLE_NOT_FOUND, NULL, "dataset \"%.80s\" has no sample \"%.80s\"", rq->params[0], rq->params[1]);
+  }
+  jw o = {0};
+  JW(&o, "{\"id\":");
+  jw_str(&o, ds->ids[key]);
+  JW(&o, ",\"status\":\"%s\",\"corrected_label\":", st_status_name(ds->status[key]));
+  jw_raw(&o, ds->corrected[key]);
+  JW(&o, ",\"reviews\":[");
+  int n = 0;
+  for (int i = 0; i < ds->nreviews; i++) {
+    if (ds->reviews[i].key != (uint32_t)key) continue;
+    if (n++) jw_lit(&o, ",");
+    jw_review(&o, ds, &ds->reviews[i]);
+  }
+  JW(&o, "]}");
+  st_dataset_release(ds);
+  return jw_respond(resp, 200, &o);
+}
+
+/* The relabel feed: relabels, and withdrawals of earlier relabels, in commit order. */
+int api_relabels(http_req *rq, http_resp *resp) {
+  int bad_since = 0, bad_limit = 0;
+  char b[32];
+  const char *since_s = http_query(rq, "since", b, sizeof b);
+  long long since = 0;
+  if (since_s) {
+    char *end;
+    since = strtoll(since_s, &end, 10);
+    if (*end || end == since_s || since < 0) bad_since = 1;
+  }
+  long limit = query_long(rq, "limit", 1000, 1, 10000, &bad_limit);
+  if (bad_since) return api_fail(resp, rq, P_BAD_QUERY, "since", "since must be a cursor from this feed");
+  if (bad_limit) return api_fail(resp, rq, P_BAD_QUERY, "limit", "limit must be an integer from 1 to 10000");
+  st_dataset *ds = st_dataset_acquire(api_map, rq->params[0]);
+  if (!ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
+  long long newest = 0;
+  for (int i = 0; i < ds->nreviews; i++)
+    if (ds->reviews[i].seq > newest) newest = ds->reviews[i].seq;
+  if (since > newest) {
+    st_dataset_release(ds);
+    return api_fail(resp, rq, P_BAD_QUERY, "since", "since=%lld is ahead of this dataset's feed (its newest entry is %lld)",
+                    since, newest);
+  }
+  jw o = {0};
+  JW(&o, "{\"dataset\":");
+  jw_str(&o, ds->name);
+  JW(&o, ",\"relabels\":[");
+  long n = 0;
+  long long last = since;
+  for (int i = 0; i < ds->nreviews && n < limit; i++) {
+    const st_review *e = &ds->reviews[i];
+    if (e->seq <= since) continue;
+    const int relabel = e->to == ST_RELABELLED, withdraw = e->from == ST_RELABELLED && e->to != ST_RELABELLED;
+    if (!relabel && !withdraw) continue;
+    if (n++) jw_lit(&o, ",");
+    JW(&o, "{\"id\":");
+    jw_str(&o, ds->ids[e->key]);
+    JW(&o, ",\"label\":");
+    jw_raw(&o, relabel ? e->label_after : NULL);
+    JW(&o, ",\"previous_label\":");
+    jw_raw(&o, e->label_before);
+    JW(&o, ",\"withdrawn\":%s,\"reviewer\":", withdraw ? "true" : "false");
+    jw_opt_str(&o, e->reviewer);
+    JW(&o, ",\"note\":");
+    jw_opt_str(&o, e->note);
+    JW(&o, ",\"at\":");
+    jw_time_ms(&o, e->at);
+    JW(&o, "}");
+    last = e->seq;
+  }
+  /* a page that stopped at the limit may have more right after; otherwise the
+   * feed is read up to its end and the cursor waits there for new entries */
+  if (n < limit)
+    for (int i = 0; i < ds->nreviews; i++)
+      if (ds->reviews[i].seq > last) last = ds->reviews[i].seq;
+  JW(&o, "],\"next_cursor\":\"%lld\"}", last);
+  st_dataset_release(ds);
+  return jw_respond(resp, 200, &o);
+}

@@ -1,0 +1,486 @@
+/* export.c — streamed exports of hard examples or of a queue, for labelling and imaging tools.
+ *
+ * An export is produced as the client reads it, a page of 4096 samples at a
+ * time: each page is one top-k query continuing after the previous page (or
+ * the next positions of a queue), run under the dataset's read lock and
+ * written into a buffer the HTTP layer drains. Memory stays at one page
+ * whatever the export's length, and the lock is never held while the client
+ * is slow to read.
+ *
+ * Formats:
+ *   csv          one row per sample: rank, id, score, the history fields, status, the DICOM and uri meta, viewer_url
+ *   jsonl        one hard-examples item per line (plus reconsider and viewer_url)
+ *   label-studio a JSON array of Label Studio tasks: data from the meta (image = uri), and one prediction
+ *                whose score sorts the hardest first (see README "Exports")
+ *   fiftyone     JSONL with filepath (the uri) and hardness (the score), for fiftyone's import
+ *   ohif         JSONL of the samples with a study_uid and their OHIF viewer link
+ */
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api_internal.h"
+#include "decode.h"
+
+#define PAGE 4096
+
+typedef enum fmt { F_CSV, F_JSONL, F_LABEL_STUDIO, F_FIFTYONE, F_OHIF } fmt;
+
+typedef struct export {
+  fmt format;
+  char dataset[ST_NAME_MAX + 1];
+  char run[ST_NAME_MAX + 1]; /* "*" for the mean over runs */
+  char queue[ST_NAME_MAX + 1]; /* "" unless exporting a queue */
+  st_query q;                /* the ranking; run is resolved per page */
+  int desc;
+  int has_cursor;
+  double cursor_score;
+  char cursor_id[REQ_ID_MAX + 1];
+  uint32_t position;         /* queue: next position */
+  int64_t rank;
+  int64_t limit;             /* k: at most this many samples, 0 for all */
+  int started, ended;
+  jw page;                   /* formatted, not yet sent */
+  st_hit hits[PAGE];         /* the page's ranking */
+  size_t sent;
+  char viewer[256];
+  double reconsider;
+} export;
+
+/* ------------------------------------------------------------------ one sample, each format */
+
+/* The meta fields exports use, from the sample's meta object. */
+typedef struct meta_fields {
+  json_t *root;
+  const char *uri, *study, *series, *sop, *patient;
+} meta_fields;
+
+static void meta_read(const st_dataset *ds, uint32_t key, meta_fields *m) {
+  memset(m, 0, sizeof *m);
+  if (!ds->meta[key]) return;
+  m->root = json_loads(ds->meta[key], 0, NULL);
+  m->uri = json_string_value(json_object_get(m->root, "uri"));
+  m->study = json_string_value(json_object_get(m->root, "study_uid"));
+  m->series = json_string_value(json_object_get(m->root, "series_uid"));
+  m->sop = json_string_value(json_object_get(m->root, "sop_uid"));
+  m->patient = json_string_value(json_object_get(m->root, "patient_id"));
+}
+
+/* Appends s percent-encoded for a URL query value. */
+static void jw_urlenc(jw *o, const char *s) {
+  static const char hex[] = "0123456789ABCDEF";
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' || c == '-' || c == '_' || c == '~') {
+      jw_mem(o, (const char *)&c, 1);
+    } else {
+      const char esc[3] = {'%', hex[c >> 4], hex[c & 15]};
+      jw_mem(o, esc, 3);
+    }
+  }
+}
+
+/* The OHIF viewer link for a study (and series), as a JSON string. */
+static void jw_viewer(jw *o, const export *e, const meta_fields *m) {
+  if (!m->study) {
+    jw_lit(o, "null");
+    return;
+  }
+  jw u = {0};
+  JW(&u, "%s/viewer?StudyInstanceUIDs=", e->viewer);
+  jw_urlenc(&u, m->study);
+  if (m->series) {
+    JW(&u, "&SeriesInstanceUIDs=");
+    jw_urlenc(&u, m->series);
+  }
+  jw_str(o, u.b ? u.b : "");
+  free(u.b);
+}
+
+static void csv_cell(jw *o, const char *s) {
+  if (!s) return;
+  if (!strpbrk(s, ",\"\r\n")) {
+    jw_lit(o, s);
+    return;
+  }
+  jw_mem(o, "\"", 1);
+  for (const char *q = strchr(s, '"'); q; q = strchr(s, '"')) {
+    jw_mem(o, s, (size_t)(q - s + 1));
+    jw_mem(o, "\"", 1); /* a quote inside a quoted cell is doubled */
+    s = q + 1;
+  }
+  jw_lit(o, s);
+  jw_mem(o, "\"", 1);
+}
+
+static void csv_num(jw *o, double v) {
+  if (isfinite(v)) jw_num(o, v);
+}
+
+static const char csv_header[] =
+    "rank,id,score,seen,last_loss,mean_loss,max_loss,ema_loss,confidence,variability,correctness,forgetting,aum,"
+    "first_step,last_step,label,label_issue,status,corrected_label,reconsider,uri,study_uid,series_uid,sop_uid,"
+    "patient_id,viewer_url\r\n";
+
+/* A confidence-like score in [0, 1] that is lower for harder samples: Label
+ * Studio lists low prediction scores first when sorted ascending. */
+static double ls_score(int by, double v) {
+  switch (by) {
+  case HF_CONFIDENCE:
+  case HF_CORRECTNESS: return v < 0 ? 0 : v > 1 ? 1 : v;
+  case HF_AUM: return 1.0 / (1.0 + exp(-v));
+  default: return v > 0 ? exp(-v) : 1.0; /* losses, variability, forgetting, seen: larger is harder */
+  }
+}
+
+static void write_item(export *e, const st_dataset *ds, uint32_t key, double score, const hist_view *v) {
+  jw *o = &e->page;
+  const int reconsider = st_reconsider(ds, key, e->reconsider);
+  meta_fields m;
+  meta_read(ds, key, &m);
+  e->rank++;
+  switch (e->format) {
+  case F_CSV: {
+    jw_int(o, e->rank);
+    jw_lit(o, ",");
+    csv_cell(o, ds->ids[key]);
+    JW(o, ",");
+    csv_num(o, score);
+    const double nums[] = {v->seen, v->last_loss, v->mean_loss, v->max_loss, v->ema_loss, v->confidence,
+                           v->variability, v->correctness, v->forgetting, v->aum};
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+      JW(o, ",");
+      csv_num(o, nums[i]);
+    }
+    JW(o, ",");
+    if (v->has_step) {
+      jw_int(o, v->first_step);
+      jw_lit(o, ",");
+      jw_int(o, v->last_step);
+    } else {
+      jw_lit(o, ",");
+    }
+    jw_lit(o, ",");
+    if (v->label >= 0) jw_int(o, v->label);
+    JW(o, ",%s,%s,", v->label_issue ? "true" : "false", st_status_name(ds->status[key]));
+    csv_cell(o, ds->corrected[key]);
+    JW(o, ",%s,", reconsider ? "true" : "false");
+    csv_cell(o, m.uri);
+    JW(o, ",");
+    csv_cell(o, m.study);
+    JW(o, ",");
+    csv_cell(o, m.series);
+    JW(o, ",");
+    csv_cell(o, m.sop);
+    JW(o, ",");
+    csv_cell(o, m.patient);
+    JW(o, ",");
+    if (m.study) {
+      jw link = {0};
+      jw_viewer(&link, e, &m);
+      /* the JSON string without its quotes; a UID link needs no escaping */
+      if (link.b && link.len >= 2) JW(o, "%.*s", (int)(link.len - 2), link.b + 1);
+      free(link.b);
+    }
+    JW(o, "\r\n");
+    break;
+  }
+  case F_JSONL:
+    JW(o, "{\"id\":");
+    jw_str(o, ds->ids[key]);
+    JW(o, ",\"rank\":%" PRId64 ",\"score\":", e->rank);
+    jw_num(o, score);
+    JW(o, ",");
+    jw_history(o, v);
+    jw_sample_tail(o, ds, key);
+    JW(o, ",\"corrected_label\":%s,\"reconsider\":%s,\"viewer_url\":", ds->corrected[key] ? ds->corrected[key] : "null",
+       reconsider ? "true" : "false");
+    jw_viewer(o, e, &m);
+    JW(o, "}\n");
+    break;
+  case F_LABEL_STUDIO: {
+    if (e->rank > 1) JW(o, ",\n");
+    /* Label Studio takes the task's data as given; the meta's fields, then the image and focald's own */
+    JW(o, "{\"data\":{");
+    const char *k;
+    json_t *val;
+    int n = 0;
+    json_object_foreach(m.root, k, val) {
+      if (strcmp(k, "image") == 0 || strncmp(k, "focald_", 7) == 0 || (m.study && strcmp(k, "viewer_url") == 0)) continue;
+      char *text = json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY);
+      JW(o, "%s", n++ ? "," : "");
+      jw_str(o, k);
+      JW(o, ":%s", text ? text : "null");
+      free(text);
+    }
+    JW(o, "%s\"image\":", n ? "," : "");
+    if (m.uri) jw_str(o, m.uri);
+    else jw_lit(o, "null");
+    JW(o, ",\"focald_id\":");
+    jw_str(o, ds->ids[key]);
+    JW(o, ",\"focald_dataset\":");
+    jw_str(o, ds->name);
+    JW(o, ",\"focald_rank\":%" PRId64 ",\"focald_score\":", e->rank);
+    jw_num(o, score);
+    JW(o, ",\"focald_label\":");
+    if (v->label >= 0) JW(o, "%d", v->label);
+    else jw_lit(o, "null");
+    JW(o, ",\"focald_status\":\"%s\"", st_status_name(ds->status[key]));
+    if (m.study) {
+      JW(o, ",\"viewer_url\":");
+      jw_viewer(o, e, &m);
+    }
+    JW(o, "},\"predictions\":[{\"model_version\":");
+    jw_str(o, e->run);
+    JW(o, ",\"score\":");
+    jw_num(o, ls_score(e->q.by, score));
+    JW(o, ",\"result\":[]}]}");
+    break;
+  }
+  case F_FIFTYONE:
+    if (!m.uri) {
+      e->rank--; /* FiftyOne needs a file for every sample: only samples with a uri are in this export */
+      break;
+    }
+    JW(o, "{\"filepath\":");
+    jw_str(o, m.uri);
+    JW(o, ",\"hardness\":");
+    jw_num(o, score);
+    JW(o, ",\"focald_id\":");
+    jw_str(o, ds->ids[key]);
+    JW(o, ",\"focald_rank\":%" PRId64 ",\"focald_label\":", e->rank);
+    if (v->label >= 0) JW(o, "%d", v->label);
+    else jw_lit(o, "null");
+    JW(o, ",\"focald_status\":\"%s\",\"mean_loss\":", st_status_name(ds->status[key]));
+    jw_num(o, v->mean_loss);
+    JW(o, ",\"label_issue\":%s}\n", v->label_issue ? "true" : "false");
+    break;
+  case F_OHIF:
+    if (!m.study) {
+      e->rank--; /* only samples with a study are in this export */
+      break;
+    }
+    JW(o, "{\"id\":");
+    jw_str(o, ds->ids[key]);
+    JW(o, ",\"rank\":%" PRId64 ",\"score\":", e->rank);
+    jw_num(o, score);
+    JW(o, ",\"study_uid\":");
+    jw_str(o, m.study);
+    JW(o, ",\"series_uid\":");
+    if (m.series) jw_str(o, m.series);
+    else jw_lit(o, "null");
+    JW(o, ",\"sop_uid\":");
+    if (m.sop) jw_str(o, m.sop);
+    else jw_lit(o, "null");
+    JW(o, ",\"patient_id\":");
+    if (m.patient) jw_str(o, m.patient);
+    else jw_lit(o, "null");
+    JW(o, ",\"url\":");
+    jw_viewer(o, e, &m);
+    JW(o, "}\n");
+    break;
+  }
+  json_decref(m.root);
+}
+
+/* ------------------------------------------------------------------ pages */
+
+/* Formats the next page into e->page; sets e->ended after the last. */
+static void next_page(export *e) {
+  e->page.len = 0;
+  if (e->page.b) e->page.b[0] = '\0';
+  if (!e->started) {
+    e->started = 1;
+    if (e->format == F_CSV) jw_lit(&e->page, csv_header);
+    if (e->format == F_LABEL_STUDIO) jw_lit(&e->page, "[\n");
+  }
+  st_dataset *ds = st_dataset_acquire(api_map, e->dataset);
+  int more = 0;
+  if (ds && e->queue[0]) {
+    const st_queue *q = st_find_queue(ds, e->queue);
+    const uint32_t end = q ? q->n : 0;
+    /* k counts what is written: ohif and fiftyone leave out samples without a study or a uri */
+    for (uint32_t i = 0; q && i < PAGE && e->position < end && (!e->limit || e->rank < e->limit); i++, e->position++) {
+      hist_view v;
+      st_history_all(ds, q->keys[e->position], &v);
+      write_item(e, ds, q->keys[e->position], q->scores[e->position], &v);
+    }
+    more = q && e->position < end && (!e->limit || e->rank < e->limit);
+  } else if (ds) {
+    st_query q = e->q;
+    q.run = strcmp(e->run, "*") == 0 ? NULL : st_find_run(ds, e->run);
+    q.k = PAGE;
+    if (e->limit && e->limit - e->rank < PAGE) q.k = (int)(e->limit - e->rank);
+    q.has_cursor = e->has_cursor;
+    q.cursor_score = e->cursor_score;
+    q.cursor_id = e->cursor_id;
+    st_hit *hits = e->hits;
+    int n = strcmp(e->run, "*") == 0 || q.run ? st_top(ds, &q, hits) : 0;
+    for (int i = 0; i < n; i++) {
+      hist_view v;
+      if (q.run) {
+        hist_rec h;
+        st_history(q.run, hits[i].key, &h);
+        hist_view_of(&h, &v);
+      } else {
+        st_history_all(ds, hits[i].key, &v);
+      }
+      write_item(e, ds, hits[i].key, hits[i].score, &v);
+    }
+    if (n > 0) {
+      e->has_cursor = 1;
+      e->cursor_score = hits[n - 1].score;
+      snprintf(e->cursor_id, sizeof e->cursor_id, "%s", ds->ids[hits[n - 1].key]);
+    }
+    more = n == q.k && (!e->limit || e->rank < e->limit);
+  }
+  st_dataset_release(ds);
+  if (!more) {
+    e->ended = 1;
+    if (e->format == F_LABEL_STUDIO) jw_lit(&e->page, "\n]\n");
+  }
+}
+
+static long export_read(void *cls, char *buf, size_t max) {
+  export *e = cls;
+  for (;;) {
+    if (e->sent < e->page.len) {
+      size_t n = e->page.len - e->sent;
+      if (n > max) n = max;
+      memcpy(buf, e->page.b + e->sent, n);
+      e->sent += n;
+      return (long)n;
+    }
+    if (e->ended) return 0;
+    e->sent = 0;
+    if (jw_reserve(&e->page, 4096) != 0) return -1; /* out of memory: the client sees a cut stream */
+    next_page(e);
+  }
+}
+
+static void export_free(void *cls) {
+  export *e = cls;
+  free(e->page.b);
+  free(e);
+}
+
+/* ------------------------------------------------------------------ the handler */
+
+static int parse_long(const char *s, long long lo, long long hi, long long *v) {
+  char *end;
+  if (!s || !*s) return -1;
+  long long x = strtoll(s, &end, 10);
+  if (*end || x < lo || x > hi) return -1;
+  *v = x;
+  return 0;
+}
+
+int api_export(http_req *rq, http_resp *resp) {
+  static const struct {
+    const char *name, *content_type, *ext;
+  } formats[] = {{"csv", "text/csv; charset=utf-8", "csv"},
+                 {"jsonl", "application/x-ndjson", "jsonl"},
+                 {"label-studio", "application/json", "json"},
+                 {"fiftyone", "application/x-ndjson", "jsonl"},
+                 {"ohif", "application/x-ndjson", "jsonl"}};
+  char b[8][300];
+  long long v;
+  const char *format = http_query(rq, "format", b[0], sizeof b[0]);
+  int f = -1;
+  for (int i = 0; format && i < 5; i++)
+    if (strcmp(formats[i].name, format) == 0) f = i;
+  if (f < 0) return api_fail(resp, rq, P_BAD_QUERY, "format", "format must be csv, jsonl, label-studio, fiftyone or ohif");
+  export *e = calloc(1, sizeof *e);
+  if (!e) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
+  e->format = (fmt)f;
+  snprintf(e->dataset, sizeof e->dataset, "%.64s", rq->params[0]);
+  snprintf(e->viewer, sizeof e->viewer, "%s", api_cfg.viewer_url);
+  e->reconsider = api_cfg.reconsider_factor;
+  const char *queue = http_query(rq, "queue", b[1], sizeof b[1]);
+  const char *by = http_query(rq, "by", b[2], sizeof b[2]);
+  const char *run = http_query(rq, "run", b[3], sizeof b[3]);
+  const char *label = http_query(rq, "label", b[4], sizeof b[4]);
+  const char *min_seen = http_query(rq, "min_seen", b[5], sizeof b[5]);
+  const char *status = http_query(rq, "status", b[6], sizeof b[6]);
+  const char *ks = http_query(rq, "k", b[7], sizeof b[7]);
+  e->q.by = HF_MEAN_LOSS;
+  e->q.min_seen = 1;
+  e->q.status_mask = ST_UNDECIDED_MASK;
+  e->q.reconsider = e->reconsider;
+  snprintf(e->run, sizeof e->run, "*");
+#define BAD(...)                         \
+  do {                                   \
+    api_fail(resp, rq, __VA_ARGS__);     \
+    goto refuse;                         \
+  } while (0)
+  if (queue) {
+    if (!name_ok(queue)) BAD(P_BAD_QUERY, "queue", "queue must be a queue name");
+    snprintf(e->queue, sizeof e->queue, "%s", queue);
+    if (by || run || label || min_seen || status)
+      BAD(P_BAD_QUERY, "queue", "queue= exports the queue as it was built: by, run, label, min_seen and status do not apply");
+  }
+  if (by && (e->q.by = hist_field_parse(by)) < 0) BAD(P_BAD_QUERY, "by", "by must be a history field");
+  if (run && strcmp(run, "*") != 0) {
+    if (!name_ok(run)) BAD(P_BAD_QUERY, "run", "run must be a run name or *");
+    snprintf(e->run, sizeof e->run, "%s", run);
+  }
+  if (label) {
+    if (parse_long(label, 0, INT32_MAX, &v)) BAD(P_BAD_QUERY, "label", "label must be a class index >= 0");
+    e->q.has_label = 1;
+    e->q.label = (int32_t)v;
+  }
+  if (min_seen) {
+    if (parse_long(min_seen, 1, UINT32_MAX, &v)) BAD(P_BAD_QUERY, "min_seen", "min_seen must be >= 1");
+    e->q.min_seen = (uint32_t)v;
+  }
+  if (status) {
+    e->q.reconsider = 0; /* an explicit filter means exactly those statuses */
+    if (api_status_mask(status, &e->q.status_mask))
+      BAD(P_BAD_QUERY, "status", "status must be a comma-separated list of open, queued, in_review, relabelled, confirmed, dismissed");
+  }
+  if (ks) {
+    if (parse_long(ks, 1, INT64_MAX, &v)) BAD(P_BAD_QUERY, "k", "k must be an integer >= 1 (at most k samples; all when absent)");
+    e->limit = v;
+  }
+  {
+    /* answer 404s now, not in the middle of a stream */
+    st_dataset *ds = st_dataset_acquire(api_map, e->dataset);
+    int found = ds != NULL;
+    int queue_ok = !e->queue[0] || (ds && st_find_queue(ds, e->queue));
+    int run_ok = strcmp(e->run, "*") == 0 || (ds && st_find_run(ds, e->run));
+    st_dataset_release(ds);
+    if (!found) BAD(P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", e->dataset);
+    if (!queue_ok) BAD(P_NOT_FOUND, "queue", "dataset \"%.80s\" has no queue named \"%.80s\"", e->dataset, e->queue);
+    if (e->queue[0]) {
+      /* a queue's scores are of the field it was built by: Label Studio's mapping follows it */
+      ds = st_dataset_acquire(api_map, e->dataset);
+      const st_queue *q = ds ? st_find_queue(ds, e->queue) : NULL;
+      json_t *params = q && q->params ? json_loads(q->params, 0, NULL) : NULL;
+      const char *qby = json_string_value(json_object_get(params, "by"));
+      const char *qrun = json_string_value(json_object_get(params, "run"));
+      if (qby && hist_field_parse(qby) >= 0) e->q.by = hist_field_parse(qby);
+      if (qrun) snprintf(e->run, sizeof e->run, "%s", qrun);
+      json_decref(params);
+      st_dataset_release(ds);
+    }
+    if (!run_ok) BAD(P_RUN_NOT_FOUND, "run", "dataset \"%.80s\" has no run \"%.80s\"", e->dataset, e->run);
+  }
+#undef BAD
+  e->desc = hist_field_descending((hist_field)e->q.by);
+  resp->status = 200;
+  resp->content_type = formats[f].content_type;
+  resp->stream = export_read;
+  resp->stream_cls = e;
+  resp->stream_free = export_free;
+  char disp[192];
+  snprintf(disp, sizeof disp, "attachment; filename=\"%s%s%s.%s\"", e->dataset, e->queue[0] ? "-" : "", e->queue,
+           formats[f].ext);
+  http_header(resp, "Content-Disposition", disp);
+  return 0;
+refuse:
+  free(e);
+  return 0;
+}

@@ -1,0 +1,134 @@
+/* jsonw.c — JSON responses written directly: strings, float32 numbers, history records. */
+#include "jsonw.h"
+
+#include <float.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "numfmt.h"
+
+int jw_reserve(jw *o, size_t n) {
+  if (o->b && o->cap - o->len > n) return 0;
+  size_t want = o->cap ? o->cap : 4096;
+  while (want - o->len <= n) want *= 2;
+  char *nb = realloc(o->b, want);
+  if (!nb) return -1;
+  o->b = nb;
+  o->cap = want;
+  return 0;
+}
+
+void jw_lit(jw *o, const char *s) {
+  size_t n = strlen(s);
+  if (jw_reserve(o, n) != 0) return;
+  memcpy(o->b + o->len, s, n + 1);
+  o->len += n;
+}
+
+void jw_mem(jw *o, const char *s, size_t n) {
+  buf_append(&o->b, &o->len, &o->cap, s, n);
+}
+
+void jw_int(jw *o, int64_t v) {
+  char t[24];
+  int i = sizeof t;
+  uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+  do t[--i] = (char)('0' + u % 10);
+  while ((u /= 10) != 0);
+  if (v < 0) t[--i] = '-';
+  jw_mem(o, t + i, sizeof t - (size_t)i);
+}
+
+void jw_str(jw *o, const char *s) {
+  jw_mem(o, "\"", 1);
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\') JW(o, "\\%c", ch);
+    else if (ch < 0x20) JW(o, "\\u%04x", ch);
+    else {
+      /* copy a run of plain bytes at once */
+      const char *start = s;
+      while (s[1] && (unsigned char)s[1] >= 0x20 && s[1] != '"' && s[1] != '\\') s++;
+      jw_mem(o, start, (size_t)(s - start + 1));
+    }
+  }
+  jw_mem(o, "\"", 1);
+}
+
+void jw_num(jw *o, double v) {
+  if (!isfinite(v) || fabs(v) > FLT_MAX) {
+    jw_lit(o, "null");
+    return;
+  }
+  if (jw_reserve(o, 32) != 0) return;
+  o->len += (size_t)num_format_f32(o->b + o->len, (float)v);
+}
+
+void jw_time(jw *o, int64_t unix_s) {
+  time_t t = (time_t)unix_s;
+  struct tm tm;
+  char s[32];
+  gmtime_r(&t, &tm);
+  strftime(s, sizeof s, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  JW(o, "\"%s\"", s);
+}
+
+void jw_time_ms(jw *o, int64_t unix_ms) {
+  time_t t = (time_t)(unix_ms / 1000);
+  struct tm tm;
+  char s[32];
+  gmtime_r(&t, &tm);
+  strftime(s, sizeof s, "%Y-%m-%dT%H:%M:%S", &tm);
+  JW(o, "\"%s.%03dZ\"", s, (int)(unix_ms % 1000));
+}
+
+int jw_respond(http_resp *resp, int status, jw *o) {
+  return http_json(resp, status, o->b ? o->b : strdup("{}"));
+}
+
+void jw_history(jw *o, const hist_view *h) {
+  JW(o, "\"seen\":");
+  jw_num(o, h->seen);
+  JW(o, ",\"last_loss\":");
+  jw_num(o, h->last_loss);
+  JW(o, ",\"mean_loss\":");
+  jw_num(o, h->mean_loss);
+  JW(o, ",\"max_loss\":");
+  jw_num(o, h->max_loss);
+  JW(o, ",\"ema_loss\":");
+  jw_num(o, h->ema_loss);
+  JW(o, ",\"confidence\":");
+  jw_num(o, h->confidence);
+  JW(o, ",\"variability\":");
+  jw_num(o, h->variability);
+  JW(o, ",\"correctness\":");
+  jw_num(o, h->correctness);
+  JW(o, ",\"forgetting\":");
+  jw_num(o, h->forgetting);
+  JW(o, ",\"aum\":");
+  jw_num(o, h->aum);
+  if (h->has_step) {
+    jw_lit(o, ",\"first_step\":");
+    jw_int(o, h->first_step);
+    jw_lit(o, ",\"last_step\":");
+    jw_int(o, h->last_step);
+  } else {
+    jw_lit(o, ",\"first_step\":null,\"last_step\":null");
+  }
+  jw_lit(o, ",\"label\":");
+  if (h->label >= 0) jw_int(o, h->label);
+  else jw_lit(o, "null");
+  jw_lit(o, h->label_issue ? ",\"label_issue\":true" : ",\"label_issue\":false");
+}
+
+void jw_sample_tail(jw *o, const st_dataset *ds, uint32_t key) {
+  jw_lit(o, ",\"status\":\"");
+  jw_lit(o, st_status_name(ds->status[key]));
+  jw_lit(o, "\",\"meta\":");
+  jw_lit(o, ds->meta[key] ? ds->meta[key] : "{}");
+}
+

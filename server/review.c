@@ -1,0 +1,522 @@
+/* review.c — review states, their request bodies, and how a review queue is chosen.
+ *
+ * Transitions: a sample waiting for a decision (open, queued, in_review) may
+ * move to any status; a decision (relabelled, confirmed, dismissed) may only
+ * be reopened (open) or taken back into review (in_review), and a relabel may
+ * be replaced by another. Anything else is a 409: a decision is not undone by
+ * queueing it again by accident.
+ */
+#include "review.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "decode.h"
+#include "history.h"
+
+int review_allowed(int from, int to) {
+  if (from < 0 || from >= ST_STATUS_COUNT || to < 0 || to >= ST_STATUS_COUNT) return 0;
+  const int undecided = from == ST_OPEN || from == ST_QUEUED || from == ST_IN_REVIEW;
+  if (undecided) return from != to;
+  if (to == ST_OPEN || to == ST_IN_REVIEW) return 1;
+  return from == ST_RELABELLED && to == ST_RELABELLED;
+}
+
+static const char *kind(const json_t *v) {
+  switch (json_typeof(v)) {
+  case JSON_OBJECT: return "an object";
+  case JSON_ARRAY: return "an array";
+  case JSON_STRING: return "a string";
+  case JSON_INTEGER:
+  case JSON_REAL: return "a number";
+  case JSON_TRUE:
+  case JSON_FALSE: return "a boolean";
+  default: return "null";
+  }
+}
+
+static json_t *load_object(const char *body, size_t len, problem *err) {
+  json_error_t je;
+  json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+  if (!root) {
+    problem_set(err, P_BAD_JSON, NULL, "%s (line %d, column %d)", je.text, je.line, je.column);
+    return NULL;
+  }
+  if (!json_is_object(root)) {
+    problem_set(err, P_INVALID_FIELD, "", "the body must be a JSON object, not %s", kind(root));
+    json_decref(root);
+    return NULL;
+  }
+  return root;
+}
+
+/* Copies an optional string field of at most max bytes. */
+static int opt_string(const json_t *root, const char *name, size_t max, char **out, problem *err) {
+  const json_t *v = json_object_get(root, name);
+  char ptr[64];
+  snprintf(ptr, sizeof ptr, "/%s", name);
+  if (!v || json_is_null(v)) return 0;
+  if (!json_is_string(v) || json_string_length(v) > max)
+    return problem_set(err, P_INVALID_FIELD, ptr, "%s must be a string of at most %zu bytes", name, max);
+  if (!(*out = strdup(json_string_value(v)))) return problem_set(err, P_INTERNAL, NULL, "out of memory");
+  return 0;
+}
+
+static int only_fields(const json_t *root, const char *const *fields, problem *err) {
+  const char *key;
+  json_t *v;
+  json_object_foreach((json_t *)root, key, v) {
+    int known = 0;
+    for (int i = 0; fields[i]; i++) known |= strcmp(fields[i], key) == 0;
+    if (!known) {
+      char ptr[80];
+      snprintf(ptr, sizeof ptr, "/%.60s", key);
+      return problem_set(err, P_UNKNOWN_FIELD, ptr, "the body has no field \"%.60s\"", key);
+    }
+  }
+  return 0;
+}
+
+/* A class index (>= 0) or a non-empty class name. */
+static int one_label(const json_t *v) {
+  return (json_is_integer(v) && json_integer_value(v) >= 0) || (json_is_string(v) && json_string_length(v) > 0);
+}
+
+int review_decode(const char *body, size_t len, review_op *op, problem *err) {
+  static const char *const fields[] = {"status", "label", "reviewer", "note", NULL};
+  json_t *root = load_object(body, len, err);
+  if (!root) return -1;
+  int rc = -1;
+  if (only_fields(root, fields, err)) goto out;
+  const json_t *st = json_object_get(root, "status");
+  if (!st) {
+    problem_set(err, P_MISSING_FIELD, "/status", "status is required");
+    goto out;
+  }
+  if (!json_is_string(st) || (op->to = st_status_parse(json_string_value(st))) < 0) {
+    problem_set(err, P_INVALID_FIELD, "/status", "status must be one of open, queued, in_review, relabelled, confirmed, dismissed");
+    goto out;
+  }
+  const json_t *label = json_object_get(root, "label");
+  if (op->to == ST_RELABELLED) {
+    if (!label || json_is_null(label)) {
+      problem_set(err, P_MISSING_FIELD, "/label", "relabelled needs the corrected label");
+      goto out;
+    }
+    /* a class index, a class name, or a multi-label list of them: whatever the training pipeline uses */
+    if (!one_label(label) && !json_is_array(label)) {
+      problem_set(err, P_INVALID_FIELD, "/label", "label must be a class index >= 0, a class name or a list of them");
+      goto out;
+    }
+    size_t i;
+    const json_t *el;
+    json_array_foreach(label, i, el) {
+      if (one_label(el)) continue;
+      char ptr[48];
+      snprintf(ptr, sizeof ptr, "/label/%zu", i);
+      problem_set(err, P_INVALID_FIELD, ptr, "label[%zu] must be a class index >= 0 or a class name", i);
+      goto out;
+    }
+    op->label = json_dumps(label, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!op->label || strlen(op->label) > 4096) {
+      problem_set(err, P_INVALID_FIELD, "/label", "label is larger than 4096 bytes");
+      goto out;
+    }
+  } else if (label && !json_is_null(label)) {
+    problem_set(err, P_INVALID_FIELD, "/label", "label goes only with status relabelled");
+    goto out;
+  }
+  if (opt_string(root, "reviewer", 128, &op->reviewer, err) || opt_string(root, "note", 4096, &op->note, err)) goto out;
+  rc = 0;
+out:
+  json_decref(root);
+  return rc;
+}
+
+int meta_decode(const char *body, size_t len, meta_op *op, problem *err) {
+  json_t *root = load_object(body, len, err);
+  if (!root) return -1;
+  int rc = -1;
+  if (dec_meta_check(root, "", err)) goto out;
+  op->meta = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
+  if (!op->meta) {
+    problem_set(err, P_INTERNAL, NULL, "out of memory");
+    goto out;
+  }
+  if (strlen(op->meta) > REQ_META_MAX) {
+    problem_set(err, P_OUT_OF_RANGE, "", "meta is larger than %d bytes", REQ_META_MAX);
+    goto out;
+  }
+  rc = 0;
+out:
+  json_decref(root);
+  return rc;
+}
+
+static int int_in(const json_t *v, const char *ptr, const char *name, long long lo, long long hi, long long *out,
+                  problem *err) {
+  if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+    return problem_set(err, P_INVALID_FIELD, ptr, "%s must be an integer from %lld to %lld", name, lo, hi);
+  *out = json_integer_value(v);
+  return 0;
+}
+
+int queue_decode(const char *body, size_t len, queue_params *p, problem *err) {
+  static const char *const fields[] = {"name", "by", "run", "size", "label", "min_seen", "max_per_label",
+                                       "min_per_label", "quotas", "dedupe_by", NULL};
+  memset(p, 0, sizeof *p);
+  json_t *root = load_object(body, len, err);
+  if (!root) return -1;
+  int rc = -1;
+  long long v;
+  if (only_fields(root, fields, err)) goto out;
+  const json_t *f = json_object_get(root, "name");
+  if (!json_is_string(f) || !name_ok(json_string_value(f))) {
+    problem_set(err, f ? P_BAD_NAME : P_MISSING_FIELD, "/name", "name must be a name of 1 to 64 characters from A-Z a-z 0-9 . _ -");
+    goto out;
+  }
+  snprintf(p->name, sizeof p->name, "%s", json_string_value(f));
+  p->by = HF_MEAN_LOSS;
+  if ((f = json_object_get(root, "by")) && (!json_is_string(f) || (p->by = hist_field_parse(json_string_value(f))) < 0)) {
+    problem_set(err, P_INVALID_FIELD, "/by", "by must be a history field (seen, last_loss, mean_loss, max_loss, ema_loss, "
+                                             "confidence, variability, correctness, forgetting, aum)");
+    goto out;
+  }
+  snprintf(p->run, sizeof p->run, "*");
+  if ((f = json_object_get(root, "run")) && !json_is_null(f)) {
+    if (!json_is_string(f) || (strcmp(json_string_value(f), "*") != 0 && !name_ok(json_string_value(f)))) {
+      problem_set(err, P_BAD_NAME, "/run", "run must be a run name or *");
+      goto out;
+    }
+    snprintf(p->run, sizeof p->run, "%s", json_string_value(f));
+  }
+  p->size = 100;
+  if ((f = json_object_get(root, "size"))) {
+    if (int_in(f, "/size", "size", 1, 10000, &v, err)) goto out;
+    p->size = (int)v;
+  }
+  if ((f = json_object_get(root, "label")) && !json_is_null(f)) {
+    if (int_in(f, "/label", "label", 0, INT32_MAX, &v, err)) goto out;
+    p->has_label = 1;
+    p->label = (int32_t)v;
+  }
+  p->min_seen = 1;
+  if ((f = json_object_get(root, "min_seen"))) {
+    if (int_in(f, "/min_seen", "min_seen", 1, UINT32_MAX, &v, err)) goto out;
+    p->min_seen = (uint32_t)v;
+  }
+  if ((f = json_object_get(root, "max_per_label"))) {
+    if (int_in(f, "/max_per_label", "max_per_label", 1, 10000, &v, err)) goto out;
+    p->max_per_label = (int)v;
+  }
+  if ((f = json_object_get(root, "min_per_label"))) {
+    if (int_in(f, "/min_per_label", "min_per_label", 1, 10000, &v, err)) goto out;
+    p->min_per_label = (int)v;
+  }
+  if ((f = json_object_get(root, "quotas")) && !json_is_null(f)) {
+    /* {"<label>": {"min": a, "max": b}, ...}: per-label overrides */
+    if (!json_is_object(f)) {
+      problem_set(err, P_INVALID_FIELD, "/quotas", "quotas must be an object keyed by class label");
+      goto out;
+    }
+    const char *key;
+    json_t *q;
+    json_object_foreach((json_t *)f, key, q) {
+      char ptr[120];
+      snprintf(ptr, sizeof ptr, "/quotas/%.60s", key);
+      char *end;
+      long lab = strtol(key, &end, 10);
+      if (*end || end == key || lab < 0 || lab > INT32_MAX || !json_is_object(q)) {
+        problem_set(err, P_INVALID_FIELD, ptr, "quotas keys must be class labels (integers >= 0) with {\"min\", \"max\"}");
+        goto out;
+      }
+      if (p->nquota == QUEUE_QUOTAS_MAX) {
+        problem_set(err, P_INVALID_FIELD, "/quotas", "at most %d labels in quotas", QUEUE_QUOTAS_MAX);
+        goto out;
+      }
+      /* a bound the override leaves out (-1) stays the general one; a max of 0 excludes the label */
+      int k = p->nquota++;
+      p->quota_label[k] = (int32_t)lab;
+      p->quota_min[k] = -1;
+      p->quota_max[k] = -1;
+      static const char *const quota_fields[] = {"min", "max", NULL};
+      const char *qk;
+      json_t *qv;
+      json_object_foreach((json_t *)q, qk, qv) {
+        int known = 0;
+        for (int j = 0; quota_fields[j]; j++) known |= strcmp(quota_fields[j], qk) == 0;
+        if (!known) {
+          snprintf(ptr, sizeof ptr, "/quotas/%.40s/%.40s", key, qk);
+          problem_set(err, P_UNKNOWN_FIELD, ptr, "a quota has only min and max, not \"%.40s\"", qk);
+          goto out;
+        }
+      }
+      const json_t *mn = json_object_get(q, "min"), *mx = json_object_get(q, "max");
+      if (mn && int_in(mn, ptr, "quota min", 0, 10000, &v, err)) goto out;
+      if (mn) p->quota_min[k] = (int)v;
+      if (mx && int_in(mx, ptr, "quota max", 0, 10000, &v, err)) goto out;
+      if (mx) p->quota_max[k] = (int)v;
+      if (mn && mx && p->quota_max[k] < p->quota_min[k]) {
+        problem_set(err, P_INVALID_FIELD, ptr, "a quota's max is below its min");
+        goto out;
+      }
+    }
+  }
+  if (p->max_per_label && p->min_per_label > p->max_per_label) {
+    problem_set(err, P_INVALID_FIELD, "/min_per_label", "min_per_label is above max_per_label");
+    goto out;
+  }
+  if ((f = json_object_get(root, "dedupe_by")) && !json_is_null(f)) {
+    if (!json_is_string(f) || json_string_length(f) < 1 || json_string_length(f) > ST_NAME_MAX) {
+      problem_set(err, P_INVALID_FIELD, "/dedupe_by", "dedupe_by must be a meta key (1 to 64 bytes), such as patient_id");
+      goto out;
+    }
+    snprintf(p->dedupe_by, sizeof p->dedupe_by, "%s", json_string_value(f));
+  }
+  p->params_json = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
+  if (!p->params_json) {
+    problem_set(err, P_INTERNAL, NULL, "out of memory");
+    goto out;
+  }
+  rc = 0;
+out:
+  json_decref(root);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ queue selection */
+
+int32_t review_training_label(const st_dataset *ds, const st_run *r, uint32_t key) {
+  if (r) return key < r->cap && r->seen[key] ? r->label[key] : -1;
+  int32_t label = -1;
+  int64_t at = INT64_MIN;
+  for (int i = 0; i < ds->nruns; i++) {
+    const st_run *q = ds->runs[i];
+    if (key >= q->cap || !q->seen[key] || q->label[key] < 0) continue;
+    int64_t s = q->has_step[key] ? q->last_step[key] : INT64_MIN + 1;
+    if (s >= at) {
+      at = s;
+      label = q->label[key];
+    }
+  }
+  return label;
+}
+
+typedef struct cand {
+  uint32_t key;
+  float score;
+  int32_t label;
+} cand;
+
+typedef struct order_ctx {
+  const st_dataset *ds;
+  int desc;
+} order_ctx;
+
+static int cmp_cand(const void *a, const void *b, void *arg) {
+  const cand *x = a, *y = b;
+  const order_ctx *o = arg;
+  if (x->score != y->score) return (o->desc ? x->score > y->score : x->score < y->score) ? -1 : 1;
+  return strcmp(o->ds->ids[x->key], o->ds->ids[y->key]);
+}
+
+/* The quota of a label: its minimum, and its maximum or -1 for none. An
+ * override replaces only the bounds it gives (see queue_decode). */
+static void quota_of(const queue_params *p, int32_t label, int *mn, int *mx) {
+  *mn = p->min_per_label;
+  *mx = p->max_per_label ? p->max_per_label : -1;
+  for (int i = 0; i < p->nquota; i++) {
+    if (p->quota_label[i] != label) continue;
+    if (p->quota_min[i] >= 0) *mn = p->quota_min[i];
+    if (p->quota_max[i] >= 0) *mx = p->quota_max[i];
+  }
+}
+
+/* Distinct values of the de-duplication key: a set of strings. */
+typedef struct strset {
+  char **slot;
+  size_t cap, n;
+} strset;
+
+static uint64_t hash_str(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  return h;
+}
+
+static int strset_has(const strset *s, const char *v) {
+  for (size_t i = hash_str(v) & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
+    if (!s->slot[i]) return 0;
+    if (strcmp(s->slot[i], v) == 0) return 1;
+  }
+}
+
+static int strset_add(strset *s, const char *v) {
+  size_t i = hash_str(v) & (s->cap - 1);
+  while (s->slot[i]) i = (i + 1) & (s->cap - 1);
+  if (!(s->slot[i] = strdup(v))) return -1;
+  s->n++;
+  return 0;
+}
+
+/* The sample's value of the de-duplication key as text, or NULL when it has none. */
+static char *dedupe_value(const st_dataset *ds, uint32_t key, const char *field) {
+  if (!ds->meta[key]) return NULL;
+  json_t *m = json_loads(ds->meta[key], 0, NULL);
+  const json_t *v = m ? json_object_get(m, field) : NULL;
+  char *out = NULL;
+  if (json_is_string(v)) out = strdup(json_string_value(v));
+  else if (v && !json_is_null(v)) out = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+  json_decref(m);
+  return out;
+}
+
+int queue_select(const st_dataset *ds, const queue_params *p, double reconsider, uint32_t **keys_out, float **scores_out,
+                 uint32_t *n_out, problem *err) {
+  const st_run *run = NULL;
+  if (strcmp(p->run, "*") != 0 && !(run = st_find_run(ds, p->run)))
+    return problem_set(err, P_RUN_NOT_FOUND, "/run", "dataset \"%s\" has no run \"%s\"", ds->name, p->run);
+  cand *c = malloc((size_t)(ds->nsamples ? ds->nsamples : 1) * sizeof *c);
+  uint8_t *taken = calloc(ds->nsamples ? ds->nsamples : 1, 1);
+  uint32_t *keys = malloc((size_t)p->size * sizeof *keys);
+  float *scores = malloc((size_t)p->size * sizeof *scores);
+  strset seen = {calloc(4096, sizeof(char *)), 4096, 0};
+  /* per label taken so far: labels are small integers; -1 (none) goes in slot 0 */
+  size_t nlabels = 1;
+  for (uint32_t k = 0; k < ds->nsamples; k++) {
+    int32_t l = review_training_label(ds, run, k);
+    if ((size_t)(l + 2) > nlabels) nlabels = (size_t)l + 2;
+  }
+  int *count = calloc(nlabels, sizeof *count);
+  int rc = -1;
+  uint32_t nc = 0, n = 0;
+  if (!c || !taken || !keys || !scores || !seen.slot || !count) {
+    problem_set(err, P_INTERNAL, NULL, "out of memory choosing the queue");
+    goto out;
+  }
+  for (uint32_t k = 0; k < ds->nsamples; k++) {
+    if (!ds->ids[k]) continue;
+    if (ds->status[k] != ST_OPEN && !(reconsider > 0 && st_reconsider(ds, k, reconsider))) continue;
+    hist_view v;
+    if (run) {
+      hist_rec h;
+      st_history(run, k, &h);
+      hist_view_of(&h, &v);
+    } else {
+      st_history_all(ds, k, &v);
+    }
+    if (v.seen < p->min_seen || v.seen == 0) continue;
+    int32_t label = review_training_label(ds, run, k);
+    if (p->has_label && label != p->label) continue;
+    c[nc++] = (cand){k, (float)hist_view_value(&v, p->by), label};
+  }
+  order_ctx oc = {ds, hist_field_descending((hist_field)p->by)};
+  qsort_r(c, nc, sizeof *c, cmp_cand, &oc);
+  /* two passes in ranking order: first each label's minimum, then the hardest of the rest */
+  for (int pass = 0; pass < 2 && n < (uint32_t)p->size; pass++) {
+    for (uint32_t i = 0; i < nc && n < (uint32_t)p->size; i++) {
+      const cand *x = &c[i];
+      if (taken[x->key]) continue;
+      int mn, mx;
+      quota_of(p, x->label, &mn, &mx);
+      int *have = &count[x->label + 1];
+      if (pass == 0 && *have >= mn) continue;
+      if (mx >= 0 && *have >= mx) continue;
+      char *dv = p->dedupe_by[0] ? dedupe_value(ds, x->key, p->dedupe_by) : NULL;
+      if (dv && strset_has(&seen, dv)) {
+        free(dv);
+        continue;
+      }
+      if (dv) {
+        if (seen.n * 2 >= seen.cap) {
+          /* grow the set: rehash into twice the slots */
+          strset bigger = {calloc(seen.cap * 2, sizeof(char *)), seen.cap * 2, 0};
+          if (!bigger.slot) {
+            free(dv);
+            problem_set(err, P_INTERNAL, NULL, "out of memory choosing the queue");
+            goto out;
+          }
+          for (size_t s = 0; s < seen.cap; s++)
+            if (seen.slot[s]) {
+              size_t j = hash_str(seen.slot[s]) & (bigger.cap - 1);
+              while (bigger.slot[j]) j = (j + 1) & (bigger.cap - 1);
+              bigger.slot[j] = seen.slot[s];
+              bigger.n++;
+            }
+          free(seen.slot);
+          seen = bigger;
+        }
+        int arc = strset_add(&seen, dv);
+        free(dv);
+        if (arc) {
+          problem_set(err, P_INTERNAL, NULL, "out of memory choosing the queue");
+          goto out;
+        }
+      }
+      taken[x->key] = 1;
+      (*have)++;
+      keys[n] = x->key;
+      scores[n] = x->score;
+      n++;
+    }
+  }
+  /* the queue's order is the ranking's, whichever pass chose a sample */
+  {
+    cand *sel = malloc((size_t)(n ? n : 1) * sizeof *sel);
+    if (!sel) {
+      problem_set(err, P_INTERNAL, NULL, "out of memory choosing the queue");
+      goto out;
+    }
+    for (uint32_t i = 0; i < n; i++) sel[i] = (cand){keys[i], scores[i], 0};
+    qsort_r(sel, n, sizeof *sel, cmp_cand, &oc);
+    for (uint32_t i = 0; i < n; i++) {
+      keys[i] = sel[i].key;
+      scores[i] = sel[i].score;
+    }
+    free(sel);
+  }
+  *keys_out = keys;
+  *scores_out = scores;
+  *n_out = n;
+  keys = NULL;
+  scores = NULL;
+  rc = 0;
+out:
+  for (size_t s = 0; seen.slot && s < seen.cap; s++) free(seen.slot[s]);
+  free(seen.slot);
+  free(c);
+  free(taken);
+  free(keys);
+  free(scores);
+  free(count);
+  return rc;
+}
+
+void review_op_free(wop *op) {
+  if (!op) return;
+  switch (op->kind) {
+  case WOP_REVIEW: {
+    review_op *r = (review_op *)op;
+    free(r->label);
+    free(r->reviewer);
+    free(r->note);
+    free(r->label_before);
+    break;
+  }
+  case WOP_META: free(((meta_op *)op)->meta); break;
+  case WOP_QUEUE:
+  case WOP_QUEUE_DELETE: {
+    queue_op *q = (queue_op *)op;
+    free(q->p.params_json);
+    free(q->keys);
+    free(q->scores);
+    free(q->seqs);
+    break;
+  }
+  default: break;
+  }
+  free(op);
+}

@@ -1,0 +1,34 @@
+/* review.h — the review loop's rules: status transitions, request bodies, queue selection. */
+#ifndef FOCALD_REVIEW_H
+#define FOCALD_REVIEW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "job.h"
+#include "problem.h"
+#include "state.h"
+
+/* Whether a sample may go from status `from` to status `to` (see README "Review states"). */
+int review_allowed(int from, int to);
+
+/* Decodes POST .../review: {"status", "label", "reviewer", "note"} into op. */
+int review_decode(const char *body, size_t len, review_op *op, problem *err);
+
+/* Decodes PUT .../meta: a JSON object, checked and made compact into op->meta. */
+int meta_decode(const char *body, size_t len, meta_op *op, problem *err);
+
+/* Decodes POST .../queues into *p (p->params_json is malloc'd). */
+int queue_decode(const char *body, size_t len, queue_params *p, problem *err);
+
+/* Chooses a queue's samples from the dataset as it stands: the hardest of the
+ * samples still open (and confirmed ones st_reconsider flags), within the
+ * quotas and de-duplicated by meta key, in ranking order. *keys and *scores
+ * are malloc'd (n entries). Writer thread. Returns 0, or -1 with *err set. */
+int queue_select(const st_dataset *ds, const queue_params *p, double reconsider, uint32_t **keys, float **scores,
+                 uint32_t *n, problem *err);
+
+/* The label a sample was last trained with: in run r, or the run with the latest step when r is NULL. */
+int32_t review_training_label(const st_dataset *ds, const st_run *r, uint32_t key);
+
+#endif /* FOCALD_REVIEW_H */

@@ -1,0 +1,1480 @@
+#!/usr/bin/python3
+"""Hardening tests of focald (issue 6, checks 3 to 6 and the security points), against the real daemon.
+
+usage: BUILD=build /usr/bin/python3 tests/integration/test_hardening.py [-v] [unittest names...]
+
+- BadInputTest: a table of malformed, hostile or out-of-range requests (JSON bodies, names, ids and
+  HTTP framing sent over raw sockets). Each case is its own test and asserts the documented status
+  and `code` (and `field`), that /livez still answers, and that the database is what it was: the
+  logical dump of every table (read through a read-only connection) and the bytes of the database
+  file and its WAL. Where libmicrohttpd answers a request itself (an HTML body rather than
+  problem+json), only the status is asserted.
+- CrashSafetyTest: 20 rounds of four concurrent clients posting unique batches while focald is killed
+  with SIGKILL at a random moment, restarted on the same database and checked: every acknowledged
+  batch is stored once, a batch is stored whole or not at all, `PRAGMA integrity_check` is ok, and
+  retrying each unanswered batch with its batch_id stores it exactly once.
+- DiskFullTest: a database on a size-capped tmpfs, and a database under RLIMIT_FSIZE: writes answer
+  507 storage_full and never a 2xx while full, reads keep working, and once there is space again
+  focald carries on with every acknowledged batch intact.
+- LimitsTest: connection timeout against stalled and trickling (slowloris) connections, the connection
+  cap, the body limit answered before the body is sent, the header limit.
+- Token, listen and TLS tests: bearer-token authentication, refusals at start-up, HTTPS.
+
+The random moments of CrashSafetyTest come from FOCALD_IT_SEED when set (the seed in use is part of
+every failure message). Reuses tests/integration/test_api.py's daemon helper and runner. The last
+line of output is "ok N" when all N tests passed, or "failed K" when K failed, preceded by "ok P" for
+the P that passed.
+
+Needs root for the tmpfs case (it is skipped otherwise), prlimit(1) and openssl(1).
+"""
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_api as ta  # noqa: E402  (the daemon helper and the runner; its test classes are not run here)
+
+ANY = ta.ANY
+DROP = ta.DROP
+MARK = "123456.5"      # ta.MARK as it appears in json.dumps
+base_body = ta.base_body
+TOKEN = "focald-hardening-0123456789abcdef"
+ALL_STATES = "open,queued,in_review,relabelled,confirmed,dismissed"
+_log_serial = [0]
+
+
+# ---------------------------------------------------------------------------- helpers
+
+class Daemon(ta.Daemon):
+    """test_api's Daemon with what these tests vary: the environment, a command prefix (prlimit), a
+    log directory apart from the database, a bearer token sent with every request, HTTPS, and the
+    listen host."""
+
+    def __init__(self, owner, db_dir=None, args=(), env=None, token=None, tls_ca=None, log_dir=None,
+                 wrapper=(), listen_host="127.0.0.1"):
+        super().__init__(owner, db_dir=db_dir, args=args)
+        self.env = dict(os.environ, **env) if env else None
+        self.token = token
+        self.tls_ca = tls_ca
+        self.log_dir = log_dir or self.db_dir
+        self.wrapper = list(wrapper)
+        self.listen_host = listen_host
+
+    def command(self):
+        return self.wrapper + [ta.FOCALD, "--listen", "%s:%d" % (self.listen_host, self.port),
+                               "--db", self.db] + self.args
+
+    def start(self, timeout=10.0):
+        for attempt in range(3):
+            self.port = ta.free_port()
+            _log_serial[0] += 1
+            log_path = os.path.join(self.log_dir, "focald-stderr-%03d.log" % _log_serial[0])
+            self.log_paths.append(log_path)
+            with open(log_path, "wb") as log:
+                self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                             env=self.env)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                try:
+                    if self.get("/readyz", timeout=1).status == 200:
+                        return self
+                except (OSError, http.client.HTTPException):
+                    pass
+                time.sleep(0.01)
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("focald did not answer GET /readyz with 200 within %.0f s" % timeout)
+            if "cannot listen" not in self.log_text(log_path) or attempt == 2:
+                raise AssertionError("focald exited with status %s while starting: %s"
+                                     % (self.proc.returncode, self.log_text(log_path)[-800:]))
+        raise AssertionError("unreachable")
+
+    def conn(self, timeout=10.0):
+        if self.tls_ca:
+            ctx = ssl.create_default_context(cafile=self.tls_ca)
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=ctx)
+        return super().conn(timeout)
+
+    def request(self, method, path, body=None, headers=None, **kw):
+        if self.token and not (headers and "Authorization" in headers):
+            headers = dict(headers or {}, Authorization="Bearer " + self.token)
+        return super().request(method, path, body, headers, **kw)
+
+
+def run_focald(args, env=None, timeout=5.0):
+    """Runs focald expecting it to exit: returns (exit status, its output). None as the status when it
+    was still running after timeout (it is then killed)."""
+    p = subprocess.Popen([ta.FOCALD] + [str(a) for a in args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, env=dict(os.environ, **env) if env else None)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+        return p.returncode, out.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+        return None, out.decode("utf-8", "replace")
+
+
+def temp_dir(prefix="focald-hard-"):
+    td = tempfile.TemporaryDirectory(prefix=prefix)
+    ta._TEMP_DIRS.append(td)
+    return td.name
+
+
+def db_dump(db):
+    """The logical content of the database: every table's schema and rows (iterdump), read through a
+    read-only connection so that reading changes nothing."""
+    c = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=5)
+    try:
+        return "\n".join(c.iterdump())
+    finally:
+        c.close()
+
+
+def db_bytes(db):
+    """The bytes of the database file and its WAL (the -shm index is not data)."""
+    out = []
+    for p in (db, db + "-wal"):
+        try:
+            with open(p, "rb") as f:
+                out.append(f.read())
+        except FileNotFoundError:
+            out.append(None)
+    return out
+
+
+def integrity_of_copy(db, scratch):
+    """PRAGMA integrity_check of a copy of the database and its WAL (as a crash left them): the copy is
+    recovered and checked; the files themselves are not touched."""
+    os.makedirs(scratch, exist_ok=True)
+    copy = os.path.join(scratch, "copy.db")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(copy + suffix):
+            os.unlink(copy + suffix)
+    shutil.copyfile(db, copy)
+    if os.path.exists(db + "-wal"):
+        shutil.copyfile(db + "-wal", copy + "-wal")
+    c = sqlite3.connect(copy, timeout=5)
+    try:
+        return [row[0] for row in c.execute("PRAGMA integrity_check")]
+    finally:
+        c.close()
+
+
+def raw_exchange(port, data, timeout=3.0):
+    """Sends raw bytes on a fresh connection; returns (Resp or None, seconds until the answer or the
+    close, how the connection ended: 'answered', 'closed' (no answer) or 'timeout')."""
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        try:
+            s.sendall(data)
+        except OSError:
+            pass  # the server may answer and close before reading everything
+        buf = b""
+        deadline = t0 + timeout
+        how = "timeout"
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                part = s.recv(65536)
+            except socket.timeout:
+                break
+            except OSError:
+                how = "closed"
+                break
+            if not part:
+                how = "closed"
+                break
+            buf += part
+            head, sep, body = buf.partition(b"\r\n\r\n")
+            if sep:
+                m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+                if m and len(body) >= int(m.group(1)):
+                    how = "answered"
+                    break
+        elapsed = time.monotonic() - t0
+    if buf.startswith(b"HTTP/"):
+        return ta.parse_raw_response(buf), elapsed, "answered"
+    return None, elapsed, how
+
+
+def raw_json_text(body, old=MARK, new=None):
+    """The JSON text of body, with the unique marker old replaced by the raw text new."""
+    text = json.dumps(body)
+    if new is not None:
+        assert text.count(old) == 1, (old, text)
+        text = text.replace(old, new)
+    return text.encode("utf-8")
+
+
+class HardeningTestCase(ta.FocaldTestCase):
+    """No class daemon: each test starts what it needs."""
+
+    @classmethod
+    def setUpClass(cls):
+        pass
+
+    @classmethod
+    def tearDownClass(cls):
+        pass
+
+    def start_daemon(self, db_dir=None, args=(), **kw):
+        d = Daemon(self.id(), db_dir=db_dir, args=args, **kw).start()
+        self.addCleanup(self._stop_checked, d)
+        return d
+
+    def assertUnauthorized(self, r):
+        p = self.assertProblem(r, 401, "unauthorized")
+        self.assertTrue((r.header("WWW-Authenticate") or "").startswith("Bearer"),
+                        "401 without WWW-Authenticate: Bearer: %r %r" % (r.headers, r))
+        return p
+
+
+# ---------------------------------------------------------------------------- bad input
+
+def body_at(where, token):
+    """A batch body with the raw JSON text `token` at one place (see POSITIONS)."""
+    make, _ = POSITIONS[where]
+    return raw_json_text(make(), MARK, token)
+
+
+M = float(MARK)
+# where: (a body with MARK at that place, the JSON pointer of the place)
+POSITIONS = {
+    "logits": (lambda: base_body(logits=[[M, -1.0, 0.5], [0.1, 0.2, -0.3], [-1.5, 1.0, 0.0]]), "/logits/0/0"),
+    "probs": (lambda: base_body(logits=DROP, probs=[[M, 0.3, 0.5], [0.1, 0.2, 0.7], [0.3, 0.3, 0.4]]), "/probs/0/0"),
+    "weights": (lambda: base_body(weights=[[M, 1, 1], [1, 1, 1], [1, 1, 1]]), "/weights/0/0"),
+    "soft_targets": (lambda: base_body(targets=[[M, 0, 1], [0, 1, 0], [1, 0, 0]]), "/targets/0/0"),
+    "gamma": (lambda: base_body(loss={"gamma": M}), "/loss/gamma"),
+    "alpha": (lambda: base_body(loss={"alpha": M}), "/loss/alpha"),
+    "step": (lambda: base_body(step=M), "/step"),
+    "label": (lambda: base_body(targets=[0, M, 2]), "/targets/1"),
+    "id": (lambda: base_body(ids=["s0", M, "s2"]), "/ids/1"),
+    "ohem_k": (lambda: base_body(ohem_k=M), "/ohem_k"),
+}
+
+NONFINITE_SPELLINGS = ["NaN", "nan", "NAN", "-NaN", "+NaN", "Infinity", "-Infinity", "+Infinity", "infinity",
+                       "-infinity", "inf", "-inf", "+inf", "Inf", "INF", "1e400", "-1e400", "1E400", "1e99999"]
+NONFINITE_SHORT = ["NaN", "Infinity", "-Infinity", "nan", "inf", "1e400"]
+STRING_SPELLINGS = ["NaN", "nan", "Infinity", "-Infinity", "inf", "-inf", "1e400", "", "0.5"]
+STRING_SHORT = ["NaN", "Infinity", "-inf", "0.5"]
+
+
+def _slug(s):
+    """A spelling as part of a test name: -Infinity -> minus_Infinity, "" -> empty."""
+    if not s:
+        return "empty"
+    return re.sub(r"[^A-Za-z0-9_]", "_", s.replace("-", "minus_").replace("+", "plus_"))
+
+
+def _nonfinite_cases():
+    out = []
+    for sp in NONFINITE_SPELLINGS:
+        out.append(("bare_%s_in_logits" % _slug(sp), {"raw": body_at("logits", sp)}, 400, "bad_json", None))
+    for where in ("probs", "weights", "soft_targets", "gamma", "alpha", "step"):
+        for sp in NONFINITE_SHORT:
+            out.append(("bare_%s_in_%s" % (_slug(sp), where), {"raw": body_at(where, sp)}, 400, "bad_json", None))
+    # as strings the body is JSON: a string where a number belongs
+    num_codes = ("invalid_field", "not_finite")
+    for sp in STRING_SPELLINGS:
+        out.append(("string_%s_in_logits" % _slug(sp), {"raw": body_at("logits", json.dumps(sp))}, 422, num_codes,
+                    "/logits/0/0"))
+    for where, codes in (("probs", num_codes), ("weights", num_codes), ("soft_targets", num_codes),
+                         ("gamma", ("invalid_loss", "invalid_field")), ("alpha", ("invalid_loss", "invalid_field")),
+                         ("step", "invalid_field"), ("label", "invalid_field")):
+        for sp in STRING_SHORT:
+            out.append(("string_%s_in_%s" % (_slug(sp), where), {"raw": body_at(where, json.dumps(sp))}, 422, codes,
+                        POSITIONS[where][1]))
+    return out
+
+
+I63 = 2 ** 63
+
+
+def _integer_cases():
+    out = []
+    for where in ("logits", "label", "step", "id", "ohem_k"):
+        out.append(("int_2_pow_63_in_%s" % where, {"raw": body_at(where, str(I63))}, 400, "bad_json", None))
+        out.append(("int_minus_2_pow_63_minus_1_in_%s" % where, {"raw": body_at(where, str(-I63 - 1))}, 400,
+                    "bad_json", None))
+    out.append(("int_2_pow_64_in_label", {"raw": body_at("label", str(2 ** 64))}, 400, "bad_json", None))
+    out.append(("int_2_pow_63_minus_1_label", {"raw": body_at("label", str(I63 - 1))}, 422, "label_out_of_range",
+                "/targets/1"))
+    out.append(("int_minus_2_pow_63_label", {"raw": body_at("label", str(-I63))}, 422, "label_out_of_range",
+                "/targets/1"))
+    # a label that would wrap to a valid class if truncated to 32 bits
+    out.append(("int_2_pow_32_label", {"raw": body_at("label", str(2 ** 32))}, 422, "label_out_of_range",
+                "/targets/1"))
+    out.append(("int_2_pow_32_plus_1_label", {"raw": body_at("label", str(2 ** 32 + 1))}, 422, "label_out_of_range",
+                "/targets/1"))
+    out.append(("int_2_pow_31_label", {"raw": body_at("label", str(2 ** 31))}, 422, "label_out_of_range",
+                "/targets/1"))
+    out.append(("int_2_pow_63_minus_1_step", {"raw": body_at("step", str(I63 - 1))}, 422, "out_of_range", "/step"))
+    out.append(("int_2_pow_47_step", {"raw": body_at("step", str(2 ** 47))}, 422, "out_of_range", "/step"))
+    out.append(("int_minus_2_pow_63_step", {"raw": body_at("step", str(-I63))}, 422, "out_of_range", "/step"))
+    out.append(("epoch_65535", {"body": base_body(epoch=65535)}, 422, "out_of_range", "/epoch"))
+    out.append(("epoch_negative", {"body": base_body(epoch=-1)}, 422, "out_of_range", "/epoch"))
+    out.append(("ohem_k_2_pow_32_plus_1", {"raw": body_at("ohem_k", str(2 ** 32 + 1))}, 422, "out_of_range",
+                "/ohem_k"))
+    out.append(("minus_1e400_in_probs", {"raw": body_at("probs", "-1e400")}, 400, "bad_json", None))
+    return out
+
+
+def _dense(rows_m2):
+    return base_body(run="dense-fresh", logits=[[[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]]] * 3, targets=rows_m2)
+
+
+RANGE_CASES = [
+    ("probs_just_above_one", {"body": base_body(logits=DROP, probs=[[1.0000001, 0.0, 0.0], [0.1] * 3, [0.3] * 3])},
+     422, "out_of_range", "/probs/0/0"),
+    ("probs_tiny_negative", {"body": base_body(logits=DROP, probs=[[0.2, 0.3, 0.5], [0.1, -1e-30, 0.1], [0.3] * 3])},
+     422, "out_of_range", "/probs/1/1"),
+    ("probs_1e30", {"body": base_body(logits=DROP, probs=[[0.2, 0.3, 0.5], [0.1] * 3, [0.3, 0.3, 1e30]])},
+     422, "out_of_range", "/probs/2/2"),
+    ("probs_integer_2", {"body": base_body(logits=DROP, probs=[[2, 0, 0], [0.1] * 3, [0.3] * 3])},
+     422, "out_of_range", "/probs/0/0"),
+    ("probs_dense_above_one", {"body": base_body(run="dense-fresh", logits=DROP, targets=[[0, 1], [1, 0], [0, 0]],
+                                                 probs=[[[0.2, 0.5, 0.3], [0.5, 0.4, 0.1]],
+                                                        [[0.1, 0.8, 0.1], [1.5, 0.2, 0.3]],
+                                                        [[0.3, 0.3, 0.4], [0.6, 0.2, 0.2]]])},
+     422, "out_of_range", "/probs/1/1/0"),
+    ("soft_targets_above_one", {"body": base_body(targets=[[1, 0, 0], [0, 1, 1.5], [0, 0, 1]])}, 422,
+     "out_of_range", "/targets/1/2"),
+    ("soft_targets_negative", {"body": base_body(targets=[[-0.25, 0, 1], [0, 1, 0], [0, 0, 1]])}, 422,
+     "out_of_range", "/targets/0/0"),
+    ("binary_c1_target_above_one", {"body": base_body(run="c1-fresh", logits=[[0.5], [1.0], [2.0]],
+                                                      targets=[0.0, 1.5, 1.0])}, 422, "out_of_range", "/targets/1"),
+    ("binary_c1_target_negative", {"body": base_body(run="c1-fresh", logits=[[0.5], [1.0], [2.0]],
+                                                     targets=[0.0, 1.0, -0.5])}, 422, "out_of_range", "/targets/2"),
+    ("alpha_just_above_one", {"body": base_body(loss={"alpha": 1.0000001})}, 422, "invalid_loss", "/loss/alpha"),
+    ("dense_label_out_of_range", {"body": _dense([[0, 1], [2, 5], [0, 0]])}, 422, "label_out_of_range",
+     "/targets/1/1"),
+    ("dense_label_negative", {"body": _dense([[0, 1], [2, 0], [-3, 0]])}, 422, "label_out_of_range", "/targets/2/0"),
+    ("label_minus_one_with_other_ignore_index", {"body": base_body(loss={"ignore_index": 7}, targets=[-1, 1, 2])},
+     422, "label_out_of_range", "/targets/0"),
+    ("softmax_label_equal_to_c", {"body": base_body(run="softmax-fresh", loss={"type": "softmax_focal"},
+                                                    targets=[0, 1, 3])}, 422, "label_out_of_range", "/targets/2"),
+]
+
+SHAPE = ("shape_mismatch", "invalid_field")
+SHAPE_CASES = [
+    ("logits_flat_numbers", {"body": base_body(logits=[2.0, -1.0, 0.5])}, 422, SHAPE, ("/logits", "/logits/0")),
+    ("logits_4d", {"body": base_body(logits=[[[[1.0, 0.0, 0.0]]]] * 3)}, 422, SHAPE, ANY),
+    ("logits_empty_rows", {"body": base_body(logits=[[], [], []])}, 422, SHAPE, ("/logits", "/logits/0")),
+    ("logits_dense_ragged_positions", {"body": base_body(run="dense-fresh", logits=[
+        [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [[1.0, 0.0, 0.0]], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]],
+        targets=[[0, 1], [0], [0, 1]])}, 422, "shape_mismatch", "/logits/1"),
+    ("logits_dense_ragged_classes", {"body": base_body(run="dense-fresh", logits=[
+        [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [[1.0, 0.0, 0.0], [0.0, 1.0]], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]],
+        targets=[[0, 1], [0, 1], [0, 1]])}, 422, "shape_mismatch", "/logits/1/1"),
+    ("logits_row_not_array", {"body": base_body(logits=[[2.0, -1.0, 0.5], 5, [0.0, 0.0, 0.0]])}, 422, SHAPE,
+     "/logits/1"),
+    ("logits_string", {"body": base_body(logits="2.0")}, 422, "invalid_field", "/logits"),
+    ("logits_object", {"body": base_body(logits={"0": [1.0, 2.0, 3.0]})}, 422, "invalid_field", "/logits"),
+    ("logits_element_null", {"body": base_body(logits=[[2.0, None, 0.5], [0.1] * 3, [0.0] * 3])}, 422,
+     ("invalid_field", "not_finite"), "/logits/0/1"),
+    ("logits_element_bool", {"body": base_body(logits=[[2.0, True, 0.5], [0.1] * 3, [0.0] * 3])}, 422,
+     "invalid_field", "/logits/0/1"),
+    ("more_ids_than_rows", {"body": base_body(ids=["s0", "s1", "s2", "s3"])}, 422, "shape_mismatch",
+     ("/logits", "/targets", "/ids")),
+    ("more_targets_than_ids", {"body": base_body(targets=[0, 1, 2, 0])}, 422, "shape_mismatch", "/targets"),
+    ("multi_hot_row_short", {"body": base_body(targets=[[1, 0, 0], [0, 1], [0, 0, 1]])}, 422, "shape_mismatch",
+     "/targets/1"),
+    ("targets_mixed_indices_and_rows", {"body": base_body(targets=[0, [0, 1, 0], 2])}, 422, SHAPE,
+     ("/targets", "/targets/0", "/targets/1")),
+    ("targets_per_position_for_flat_logits", {"body": base_body(targets=[[0], [1], [2]])}, 422, SHAPE, ANY),
+    ("targets_empty", {"body": base_body(targets=[])}, 422, "shape_mismatch", "/targets"),
+    ("probs_row_short", {"body": base_body(logits=DROP, probs=[[0.2, 0.3, 0.5], [0.5, 0.5], [0.3, 0.3, 0.4]])},
+     422, "shape_mismatch", "/probs/1"),
+    ("weights_dense_for_flat_logits", {"body": base_body(weights=[[[1, 1, 1]]] * 3)}, 422, SHAPE, ANY),
+    ("weights_scalar", {"body": base_body(weights=1.0)}, 422, SHAPE, "/weights"),
+    ("alpha_list_too_long", {"body": base_body(loss={"alpha": [0.25] * 4})}, 422, ("invalid_loss", "shape_mismatch"),
+     "/loss/alpha"),
+    ("ids_nested_array", {"body": base_body(ids=[["s0"], "s1", "s2"])}, 422, "invalid_field", "/ids/0"),
+    ("ids_object", {"body": base_body(ids={"s0": 1})}, 422, "invalid_field", "/ids"),
+    ("meta_over_64_kib", {"body": base_body(meta={"s0": {"note": "x" * (66 * 1024)}})}, 422,
+     ("invalid_field", "out_of_range"), "/meta/s0"),
+]
+
+
+def _dup(extra):
+    """The base body's JSON text with extra members appended (raw text, may repeat keys)."""
+    return ta.raw_json(base_body())[:-1] + extra + b"}"
+
+
+DUP_CASES = [
+    ("dup_key_logits", {"raw": _dup(b', "logits": [[0, 0, 0], [0, 0, 0], [0, 0, 0]]')}, 400, "bad_json", None),
+    ("dup_key_identical_value", {"raw": _dup(b', "run": "default"')}, 400, "bad_json", None),
+    ("dup_key_spelled_with_escape", {"raw": _dup(b', "\\u0069ds": ["a", "b", "c"]')}, 400, "bad_json", None),
+    ("dup_key_in_sample_meta", {"raw": _dup(b', "meta": {"s0": {"k": 1, "k": 2}}')}, 400, "bad_json", None),
+    ("dup_sample_in_meta", {"raw": _dup(b', "meta": {"s0": {"k": 1}, "s0": {"k": 2}}')}, 400, "bad_json", None),
+]
+
+NUL_CASES = [
+    ("nul_in_run", {"body": base_body(run="de\u0000fault")}, 400, "bad_json", None),
+    ("nul_at_end_of_id", {"body": base_body(ids=["s0\u0000", "s1", "s2"])}, 400, "bad_json", None),
+    ("nul_as_whole_id", {"body": base_body(ids=["\u0000", "s1", "s2"])}, 400, "bad_json", None),
+    ("nul_in_batch_id", {"body": base_body(batch_id="b\u0000x")}, 400, "bad_json", None),
+    ("nul_in_meta_value", {"body": base_body(meta={"s0": {"k": "a\u0000b"}})}, 400, "bad_json", None),
+    ("nul_in_meta_key", {"body": base_body(meta={"s0": {"k\u0000": 1}})}, 400, "bad_json", None),
+    ("nul_in_loss_type", {"body": base_body(loss={"type": "sigmoid_focal\u0000x"})}, 400, "bad_json", None),
+    ("nul_in_dataset_path", {"path": "/v1/datasets/a%00b/batches"}, 422, "bad_name", ANY),
+    ("control_char_in_dataset_path", {"path": "/v1/datasets/a%01b/batches"}, 422, "bad_name", ANY),
+    ("control_char_u0001_in_id", {"body": base_body(ids=["s\u0001", "s1", "s2"])}, 422, "bad_name", "/ids/0"),
+    ("control_char_newline_in_id", {"body": base_body(ids=["s0", "s\n1", "s2"])}, 422, "bad_name", "/ids/1"),
+    ("control_char_del_in_id", {"body": base_body(ids=["s0", "s1", "s\u007f"])}, 422, "bad_name", "/ids/2"),
+    ("control_char_c1_in_id", {"body": base_body(ids=["s\u0085", "s1", "s2"])}, 422, "bad_name", "/ids/0"),
+]
+
+MALFORMED_CASES = [
+    ("invalid_utf8_in_id", {"raw": ta.raw_json(base_body()).replace(b'"s0"', b'"s\xff"')}, 400, "bad_json", None),
+    ("overlong_utf8_slash_in_id", {"raw": ta.raw_json(base_body()).replace(b'"s0"', b'"..\xc0\xafx"')}, 400,
+     "bad_json", None),
+    ("lone_surrogate_escape_in_id", {"raw": ta.raw_json(base_body()).replace(b'"s0"', b'"\\ud800"')}, 400,
+     "bad_json", None),
+    ("byte_order_mark", {"raw": b"\xef\xbb\xbf" + ta.raw_json(base_body())}, 400, "bad_json", None),
+    ("utf16_body", {"raw": json.dumps(base_body()).encode("utf-16")}, 400, "bad_json", None),
+    ("trailing_garbage", {"raw": ta.raw_json(base_body()) + b" x"}, 400, "bad_json", None),
+    ("two_documents", {"raw": ta.raw_json(base_body()) + ta.raw_json(base_body())}, 400, "bad_json", None),
+    ("truncated_in_string", {"raw": ta.raw_json(base_body())[:12]}, 400, "bad_json", None),
+    ("truncated_in_number", {"raw": ta.raw_json(base_body()).split(b"2.0")[0] + b"2."}, 400, "bad_json", None),
+    ("comment", {"raw": b"/* c */" + ta.raw_json(base_body())}, 400, "bad_json", None),
+    ("single_quotes", {"raw": ta.raw_json(base_body()).replace(b'"run"', b"'run'")}, 400, "bad_json", None),
+    ("trailing_comma", {"raw": ta.raw_json(base_body())[:-1] + b",}"}, 400, "bad_json", None),
+    ("depth_3000_whole_body", {"raw": b"[" * 3000 + b"]" * 3000}, 400, "bad_json", None),
+    ("depth_3000_in_logits", {"raw": raw_json_text(base_body(logits=M), MARK, "[" * 3000 + "0" + "]" * 3000)}, 400,
+     "bad_json", None),
+    ("depth_3000_objects_in_meta", {"raw": _dup(b', "meta": {"s0": ' + b'{"a": ' * 3000 + b"1" + b"}" * 3000 + b"}")},
+     400, "bad_json", None),
+    ("depth_2100_in_meta", {"raw": _dup(b', "meta": {"s0": {"a": ' + b"[" * 2100 + b"]" * 2100 + b"}}")}, 400,
+     "bad_json", None),
+]
+
+NAME_CASES = [
+    ("dataset_empty", {"path": "/v1/datasets//batches"}, (404, 422), ("not_found", "bad_name"), ANY),
+    ("dataset_dot_dot_slash_raw", {"path": "/v1/datasets/../x/batches"}, (404, 422), ("not_found", "bad_name"), ANY),
+    ("dataset_encoded_traversal", {"path": "/v1/datasets/..%2F..%2Fetc%2Fpasswd/batches"}, 422, "bad_name", ANY),
+    ("dataset_backslash", {"path": "/v1/datasets/a%5Cb/batches"}, 422, "bad_name", ANY),
+    ("dataset_1000_chars", {"path": "/v1/datasets/%s/batches" % ("d" * 1000)}, 422, "bad_name", ANY),
+    ("run_slash", {"body": base_body(run="x/y")}, 422, "bad_name", "/run"),
+    ("run_backslash", {"body": base_body(run="a\\b")}, 422, "bad_name", "/run"),
+    ("run_percent_encoded_dots", {"body": base_body(run="%2e%2e")}, 422, "bad_name", "/run"),
+    ("run_non_ascii", {"body": base_body(run="\u00e9t\u00e9")}, 422, "bad_name", "/run"),
+    ("run_1000_chars", {"body": base_body(run="r" * 1000)}, 422, "bad_name", "/run"),
+    ("batch_id_10000_bytes", {"body": base_body(batch_id="b" * 10000)}, 422, "bad_name", "/batch_id"),
+    ("id_257_ascii_bytes", {"body": base_body(ids=["i" * 257, "s1", "s2"])}, 422, "bad_name", "/ids/0"),
+    ("id_100_kib", {"body": base_body(ids=["s0", "i" * 102400, "s2"])}, 422, "bad_name", "/ids/1"),
+    ("id_65_four_byte_chars", {"body": base_body(ids=["s0", "s1", "\U0001F600" * 65])}, 422, "bad_name", "/ids/2"),
+    ("get_sample_with_over_long_id", {"method": "GET", "path": "/v1/datasets/hb/samples/%s" % ("i" * 300)}, 404,
+     "sample_not_found", ANY),
+    ("get_dataset_with_nul", {"method": "GET", "path": "/v1/datasets/hb%00"}, 404, "dataset_not_found", ANY),
+]
+
+
+def _raw_batch(tag):
+    """A valid batch body (ids unique to tag, so that storing it would show) and its length."""
+    b = ta.raw_json(base_body(ids=["raw-%s-%d" % (tag, i) for i in range(3)]))
+    return b, len(b)
+
+
+def _req(tag, headers, body=b""):
+    return (b"POST /v1/datasets/hb/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + headers + b"\r\n" + body)
+
+
+def _chunked(b):
+    return b"%x\r\n" % len(b) + b + b"\r\n0\r\n\r\n"
+
+
+def _raw_http_cases():
+    out = []
+
+    def add(name, data, statuses, code=None):
+        out.append((name, {"http": data}, statuses, code, None))
+
+    b, n = _raw_batch("cl2")
+    add("content_length_twice_different", _req("cl2", b"Content-Length: %d\r\nContent-Length: %d\r\n" % (n, n + 5), b),
+        400)
+    b, n = _raw_batch("cl2r")
+    add("content_length_twice_different_larger_first",
+        _req("cl2r", b"Content-Length: %d\r\nContent-Length: %d\r\n" % (n + 5, n), b), 400)
+    b, n = _raw_batch("cllist")
+    add("content_length_list_different", _req("cllist", b"Content-Length: %d, %d\r\n" % (n, n + 5), b), 400)
+    b, n = _raw_batch("clneg")
+    add("content_length_negative", _req("clneg", b"Content-Length: -%d\r\n" % n, b), 400)
+    b, n = _raw_batch("cljunk")
+    add("content_length_junk", _req("cljunk", b"Content-Length: %dabc\r\n" % n, b), 400)
+    b, n = _raw_batch("clplus")
+    add("content_length_plus_sign", _req("clplus", b"Content-Length: +%d\r\n" % n, b), 400)
+    b, n = _raw_batch("clte")
+    add("content_length_and_chunked", _req("clte", b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n" % n,
+                                           _chunked(b)), 400)
+    b, n = _raw_batch("tecl")
+    add("chunked_and_content_length", _req("tecl", b"Transfer-Encoding: chunked\r\nContent-Length: %d\r\n" % n,
+                                           _chunked(b)), 400)
+    b, n = _raw_batch("tegzip")
+    add("transfer_encoding_gzip", _req("tegzip", b"Transfer-Encoding: gzip\r\n", b), (400, 501))
+    b, n = _raw_batch("tecg")
+    add("transfer_encoding_chunked_then_gzip", _req("tecg", b"Transfer-Encoding: chunked, gzip\r\n", _chunked(b)),
+        (400, 501))
+    b, n = _raw_batch("tegc")
+    add("transfer_encoding_gzip_then_chunked", _req("tegc", b"Transfer-Encoding: gzip, chunked\r\n", _chunked(b)),
+        (400, 415, 501))
+    b, n = _raw_batch("tex")
+    add("transfer_encoding_unknown", _req("tex", b"Transfer-Encoding: xchunked\r\n", _chunked(b)), (400, 501))
+    b, n = _raw_batch("te2")
+    add("transfer_encoding_chunked_twice", _req("te2", b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                                                _chunked(b)), 400)
+    b, n = _raw_batch("tesp")
+    add("space_before_header_colon", _req("tesp", b"Transfer-Encoding : chunked\r\nContent-Length: %d\r\n" % n,
+                                          _chunked(b)), 400)
+    b, n = _raw_batch("chunkbad")
+    add("chunk_size_not_hex", _req("chunkbad", b"Transfer-Encoding: chunked\r\n", b"zz\r\n" + b + b"\r\n0\r\n\r\n"),
+        400)
+    b, n = _raw_batch("chunkbig")
+    add("chunk_size_overflow", _req("chunkbig", b"Transfer-Encoding: chunked\r\n",
+                                    b"fffffffffffffffffffff\r\n" + b + b"\r\n0\r\n\r\n"), (400, 413))
+    b, n = _raw_batch("clhuge")
+    add("content_length_overflow", _req("clhuge", b"Content-Length: 99999999999999999999999\r\n", b), (400, 413))
+    b, n = _raw_batch("h300k")
+    add("one_300_kib_header", _req("h300k", b"X-Big: " + b"a" * (300 * 1024) + b"\r\nContent-Length: %d\r\n" % n, b),
+        431)
+    b, n = _raw_batch("hmany")
+    add("twenty_thousand_headers", _req("hmany", b"".join(b"X-H%d: v\r\n" % i for i in range(20000))
+                                        + b"Content-Length: %d\r\n" % n, b), 431)
+    add("request_target_300_kib", b"GET /v1/datasets/" + b"d" * (300 * 1024) + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        (414, 431))
+    add("body_content_length_over_limit_not_sent", _req("big", b"Content-Length: %d\r\n" % (BadInputTest.MAX_BODY + 1)),
+        413, "body_too_large")
+    add("body_content_length_over_limit_with_expect",
+        _req("bigx", b"Content-Length: %d\r\nExpect: 100-continue\r\n" % (BadInputTest.MAX_BODY * 4)), 413,
+        "body_too_large")
+    big = ta.raw_json(base_body())[:-1] + b" " * (BadInputTest.MAX_BODY + 10) + b"}"
+    add("body_chunked_over_limit", _req("bigc", b"Transfer-Encoding: chunked\r\n",
+                                        b"".join(b"%x\r\n" % len(big[i:i + 4096]) + big[i:i + 4096] + b"\r\n"
+                                                 for i in range(0, len(big), 4096)) + b"0\r\n\r\n"),
+        413, "body_too_large")
+    add("body_over_limit_on_meta", b"PUT /v1/datasets/hb/samples/s0/meta HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (BadInputTest.MAX_BODY + 1), 413,
+        "body_too_large")
+    return out
+
+
+class BadInputTest(HardeningTestCase):
+    """README: "A request that gets an error changes nothing." The database, read back after every
+    case, must be exactly what it was."""
+    DS = "hb"
+    MAX_BODY = 256 * 1024
+    RAW_TIMEOUT = 2.5
+
+    @classmethod
+    def setUpClass(cls):
+        # history first, written out by a clean stop, so that every table has rows to protect
+        cls.db_dir = temp_dir()
+        d0 = Daemon(cls.__name__, db_dir=cls.db_dir).start()
+        d0.ok_batch(cls.DS, base_body(batch_id="first", meta={"s0": {"uri": "a.png"}}))
+        d0.ok_batch(cls.DS, base_body(run="other", step=2, batch_id="second", ids=["s0", "s3", 7]))
+        rc = d0.stop()
+        if rc != 0:
+            raise AssertionError("the set-up daemon exited with status %s" % rc)
+        # then no snapshot pass while the cases run: an idle pass rewrites snapshot.written_at
+        cls.d = Daemon(cls.__name__, db_dir=cls.db_dir,
+                       args=("--snapshot-interval", "3600", "--max-body", cls.MAX_BODY,
+                             "--connection-timeout", "3")).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.d.stop()
+        if rc != 0:
+            raise AssertionError("%s's focald exited with status %s after SIGTERM" % (cls.__name__, rc))
+
+    def state(self):
+        d = self.d
+        api = (d.get("/v1/datasets").json(), d.dataset(self.DS).json(), d.all_hard(self.DS, run="*"),
+               d.sample(self.DS, "s0").json(), d.sample(self.DS, "7").json())
+        return {"dump": db_dump(d.db), "bytes": db_bytes(d.db), "api": api}
+
+    def assertUnchanged(self, before, what):
+        after = self.state()
+        self.assertEqual(after["api"], before["api"], "%s changed what the API answers" % what)
+        self.assertEqual(after["dump"], before["dump"], "%s changed the database's content" % what)
+        self.assertTrue(after["bytes"] == before["bytes"], "%s changed the bytes of the database or its WAL" % what)
+        r = self.d.get("/livez", timeout=3)
+        self.assertEqual(r.status, 200, "/livez after %s: %r" % (what, r))
+
+    def run_case(self, req, status, code, field):
+        before = self.state()
+        if "http" in req:
+            r, elapsed, how = raw_exchange(self.d.port, req["http"], timeout=self.RAW_TIMEOUT)
+            statuses = status if isinstance(status, tuple) else (status,)
+            self.assertIsNotNone(r, "no HTTP answer (%s after %.1f s); expected %s" % (how, elapsed, statuses))
+            stored = self.state()["api"] != before["api"]
+            self.assertIn(r.status, statuses, "%r; the batch was %s" % (r, "STORED" if stored else "not stored"))
+            if code:
+                self.assertProblem(r, status, code)
+        else:
+            path = req.get("path", "/v1/datasets/%s/batches" % self.DS)
+            body = req["raw"] if "raw" in req else req.get("body", base_body())
+            r = self.d.request(req.get("method", "POST"), path, None if req.get("method") == "GET" else body)
+            self.assertProblem(r, status, code, field)
+        self.assertUnchanged(before, "the rejected request")
+
+    def test_bad_input_baseline_state_is_byte_stable(self):
+        """The comparison itself: with nothing sent, two reads of the state are equal."""
+        a = self.state()
+        time.sleep(0.3)
+        self.assertEqual(self.state(), a)
+
+    def test_bad_input_chunked_body_without_end_is_cut_off(self):
+        """A chunked upload that never ends is cut off once it is twice --max-body: libmicrohttpd 0.9.75
+        cannot answer in the middle of an upload, so focald reads and drops up to the limit again (enough for
+        a body slightly over it to get its 413 when it ends) and then closes the connection, never a 2xx and
+        never reading forever."""
+        before = self.state()
+        s = socket.create_connection(("127.0.0.1", self.d.port), timeout=10)
+        sent = [0]
+        answered = threading.Event()
+        s.sendall(_req("endless", b"Transfer-Encoding: chunked\r\n"))
+
+        def pump():
+            chunk = b"10000\r\n" + b" " * 0x10000 + b"\r\n"
+            while not answered.is_set() and sent[0] < (64 << 20):
+                try:
+                    s.sendall(chunk)
+                except OSError:
+                    return
+                sent[0] += 0x10000
+
+        t = threading.Thread(target=pump, daemon=True)
+        t.start()
+        buf = b""
+        try:
+            while b"\r\n\r\n" not in buf:
+                part = s.recv(65536)
+                if not part:
+                    break
+                buf += part
+        except OSError:
+            pass
+        answered.set()
+        at_answer = sent[0]
+        t.join(10)
+        s.close()
+        self.assertFalse(buf.startswith(b"HTTP/1.1 2"), "a 2xx for an endless upload: %r" % buf[:300])
+        self.assertTrue(buf == b"" or buf.startswith(b"HTTP/1.1 413"), "neither cut off nor 413: %r" % buf[:300])
+        self.assertLess(at_answer, 2 * self.MAX_BODY + (8 << 20), "the connection was cut only after %d bytes of a "
+                        "%d-byte limit" % (at_answer, self.MAX_BODY))
+        self.assertUnchanged(before, "the endless chunked upload")
+
+    def test_bad_input_content_length_and_chunked_closes_the_connection(self):
+        """RFC 9112 section 6.3: a server that processes a request with both Content-Length and
+        Transfer-Encoding MUST close the connection after responding (a request smuggled behind it is
+        never read). The request here is /v1/loss, which stores nothing."""
+        b = ta.raw_json(base_body())
+        first = (b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n" % len(b) + _chunked(b))
+        with socket.create_connection(("127.0.0.1", self.d.port), timeout=self.RAW_TIMEOUT) as s:
+            s.sendall(first + b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+            buf = b""
+            try:
+                while True:
+                    part = s.recv(65536)
+                    if not part:
+                        break
+                    buf += part
+            except socket.timeout:
+                pass
+        answers = re.findall(rb"HTTP/1\.1 (\d{3})", buf)
+        self.assertTrue(answers, "no answer at all")
+        self.assertEqual(len(answers), 1, "the connection stayed open: the request behind it was answered too "
+                         "(statuses %r)" % answers)
+
+    def test_bad_input_dot_names_are_plain_names(self):
+        """README's name rule [A-Za-z0-9._-]{1,64} admits "." and ".."; they are names like any other,
+        never path steps: "%2E%2E" is the dataset "..", not the list of datasets or another dataset."""
+        d = self.start_daemon()
+        d.ok_batch("real", base_body())
+        j = d.ok_batch("..", base_body(run=".."))
+        self.assertEqual((j["dataset"], j["run"]), ("..", ".."))
+        r = d.get("/v1/datasets/%2E%2E")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json().get("name"), "..", r)
+        self.assertEqual(d.dataset("real").json()["observations"], 3)
+        self.assertEqual(sorted(x["name"] for x in d.get("/v1/datasets").json()["datasets"]), ["..", "real"])
+
+    def test_bad_input_boundary_names_and_ids_are_accepted(self):
+        """The limits themselves are valid: 64-character names, 256-byte ids, 128-byte batch ids."""
+        d = self.start_daemon()
+        ds = "d" * 64
+        ids = ["i" * 256, "\u00e9" * 128, "\U0001F600" * 64]
+        j = d.ok_batch(ds, base_body(run="r" * 64, batch_id="b" * 128, ids=ids))
+        self.assertEqual(j["accepted"], 3)
+        for sid in ids:
+            self.assertEqual(d.sample(ds, sid).status, 200, sid[:10])
+
+
+def _add_cases(cls, cases):
+    for name, req, status, code, field in cases:
+        def test(self, req=req, status=status, code=code, field=field):
+            self.run_case(req, status, code, field)
+        test.__name__ = "test_bad_input_" + name
+        test.__doc__ = "%s -> %s %s" % (name, status, code or "(status only)")
+        assert not hasattr(cls, test.__name__), test.__name__
+        setattr(cls, test.__name__, test)
+
+
+_add_cases(BadInputTest, _nonfinite_cases() + _integer_cases() + RANGE_CASES + SHAPE_CASES + DUP_CASES + NUL_CASES
+           + MALFORMED_CASES + NAME_CASES + _raw_http_cases())
+
+
+# ---------------------------------------------------------------------------- crash safety
+
+class CrashSafetyTest(HardeningTestCase):
+    ROUNDS = 20
+    CLIENTS = 4
+    CLASSES = 3
+
+    def _body(self, rng, rnd, client, j):
+        n = rng.randint(1, 8)
+        ids = ["r%02d-c%d-b%04d-%d" % (rnd, client, j, i) for i in range(n)]
+        return {"run": "r", "batch_id": "c%d-%d" % (client, j), "step": j, "ids": ids,
+                "logits": [[ta.f32(rng.gauss(0, 2)) for _ in range(self.CLASSES)] for _ in ids],
+                "targets": [rng.randrange(self.CLASSES) for _ in ids]}
+
+    def _round(self, d, rnd, rng, ctx):
+        """Four clients post until focald is killed at a random moment; returns every batch sent with its
+        outcome: 200, another status (an answered error: nothing may be stored) or 'lost' (no answer)."""
+        ds = "crash-%02d" % rnd
+        sent, lock, stop = [], threading.Lock(), threading.Event()
+        seeds = [rng.randrange(1 << 30) for _ in range(self.CLIENTS)]
+
+        def client(k):
+            crng = random.Random(seeds[k])
+            c, j = None, 0
+            while not stop.is_set():
+                body = self._body(crng, rnd, k, j)
+                j += 1
+                rec = {"ds": ds, "body": body, "outcome": "lost"}
+                with lock:
+                    sent.append(rec)
+                try:
+                    c = c or d.conn(timeout=10)
+                    r = d.post("/v1/datasets/%s/batches" % ds, body, conn=c)
+                    rec["outcome"] = r.status
+                    if r.status == 200:
+                        rec["duplicate"] = r.json()["duplicate"]
+                    time.sleep(crng.uniform(0, 0.01))  # enough batches in flight; a log that replays quickly
+                except (OSError, http.client.HTTPException):
+                    if c:
+                        c.close()
+                    c = None
+                    time.sleep(0.01)
+            if c:
+                c.close()
+
+        threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(self.CLIENTS)]
+        for t in threads:
+            t.start()
+        time.sleep(rng.uniform(0.2, 1.5))
+        rc = d.kill9()
+        stop.set()
+        for t in threads:
+            t.join(15)
+        self.assertEqual(rc, -signal.SIGKILL, ctx)
+        return sent
+
+    def _stored(self, d, ds):
+        """id -> seen for every sample of ds (run r); {} when the dataset does not exist."""
+        r = d.dataset(ds)
+        if r.status == 404:
+            return {}, 0
+        self.assertEqual(r.status, 200, r)
+        items = d.all_hard(ds, page=10000, run="r")
+        return {it["id"]: it["seen"] for it in items}, r.json()["observations"]
+
+    def _check(self, d, sent, ctx, final=False):
+        ds = sent[0]["ds"] if sent else None
+        if ds is None:
+            return
+        stored, observations = self._stored(d, ds)
+        all_ids = {sid for rec in sent for sid in rec["body"]["ids"]}
+        stray = sorted(set(stored) - all_ids)
+        self.assertEqual(stray, [], "%s: samples stored that no client sent" % ctx)
+        twice = {k: v for k, v in stored.items() if v != 1}
+        self.assertEqual(twice, {}, "%s: samples counted more than once" % ctx)
+        self.assertEqual(observations, len(stored), "%s: the dataset's observations differ from its samples' seen"
+                         % ctx)
+        acked = unacked = 0
+        for rec in sent:
+            ids = rec["body"]["ids"]
+            present = [sid in stored for sid in ids]
+            self.assertTrue(all(present) or not any(present),
+                            "%s: batch %s stored in part: %r" % (ctx, rec["body"]["batch_id"], present))
+            rec["present"] = all(present)
+            if rec["outcome"] == 200:
+                acked += len(ids)
+                self.assertFalse(rec.get("duplicate"), "%s: first sending of %s answered duplicate: true"
+                                 % (ctx, rec["body"]["batch_id"]))
+                self.assertTrue(rec["present"], "%s: acknowledged batch %s is missing (of %d acknowledged)"
+                                % (ctx, rec["body"]["batch_id"], sum(x["outcome"] == 200 for x in sent)))
+            elif rec["outcome"] == "lost":
+                unacked += len(ids)
+            elif not final:
+                self.assertFalse(rec["present"], "%s: batch %s answered %s is stored" % (ctx, rec["body"]["batch_id"],
+                                                                                         rec["outcome"]))
+        self.assertTrue(acked <= observations <= acked + unacked,
+                        "%s: %d observations; acknowledged %d, unanswered %d" % (ctx, observations, acked, unacked))
+
+    def _retry(self, d, sent, ctx):
+        """Sends every batch without a 200 again, with its batch_id: committed ones are duplicates."""
+        retried = 0
+        for rec in sent:
+            if rec["outcome"] == 200:
+                continue
+            r = d.batch(rec["ds"], rec["body"])
+            self.assertEqual(r.status, 200, "%s: retry of %s: %r" % (ctx, rec["body"]["batch_id"], r))
+            self.assertEqual(r.json()["duplicate"], rec["present"],
+                             "%s: retry of %s (stored before: %s) answered duplicate=%s"
+                             % (ctx, rec["body"]["batch_id"], rec["present"], r.json()["duplicate"]))
+            rec["outcome"] = 200
+            retried += 1
+        return retried
+
+    def test_crash_sigkill_rounds_keep_every_acknowledged_batch_once(self):
+        seed = int(os.environ.get("FOCALD_IT_SEED") or int(time.time() * 1000) % (1 << 31))
+        rng = random.Random(seed)
+        db_dir = temp_dir()
+        scratch = os.path.join(temp_dir(), "check")
+        rounds, prev = [], None
+        stats = {"acked": 0, "lost": 0, "lost_committed": 0, "retried": 0}
+        for rnd in range(self.ROUNDS + 1):
+            full = rnd % 4 == 3
+            ctx = "seed %d, round %d (durability %s)" % (seed, rnd, "full" if full else "normal")
+            if prev is not None:
+                ok = integrity_of_copy(os.path.join(db_dir, "f.db"), scratch)
+                self.assertEqual(ok, ["ok"], "%s: integrity_check after SIGKILL" % ctx)
+            t_start = time.monotonic()
+            d = Daemon(self.id(), db_dir=db_dir,
+                       args=("--durability", "full" if full else "normal",
+                             "--snapshot-interval", "1" if rnd % 2 else "5")).start()
+            self.addCleanup(lambda d=d: d.running() and d.kill9())
+            if prev is not None:
+                self._check(d, prev, ctx + ", after restart")
+                stats["acked"] += sum(r["outcome"] == 200 for r in prev)
+                stats["lost"] += sum(r["outcome"] == "lost" for r in prev)
+                stats["lost_committed"] += sum(r["outcome"] == "lost" and r["present"] for r in prev)
+                stats["retried"] += self._retry(d, prev, ctx)
+                self._check(d, prev, ctx + ", after the retries", final=True)
+                stored, obs = self._stored(d, prev[0]["ds"])
+                self.assertEqual(obs, sum(len(r["body"]["ids"]) for r in prev),
+                                 "%s: after the retries every batch must be stored once" % ctx)
+            t_checked = time.monotonic()
+            if os.environ.get("FOCALD_IT_DEBUG"):
+                print("  round %d: start+check %.2f s" % (rnd, t_checked - t_start))
+            if rnd == self.ROUNDS:
+                break
+            prev = self._round(d, rnd, rng, ctx)
+            rounds.append(prev)
+        # every round's dataset still holds exactly its batches, and a clean stop leaves a sound file
+        for rec in rounds:
+            if rec:
+                stored, obs = self._stored(d, rec[0]["ds"])
+                self.assertEqual(obs, sum(len(r["body"]["ids"]) for r in rec), "seed %d: %s" % (seed, rec[0]["ds"]))
+        self.assertEqual(d.stop(), 0)
+        self.assertEqual(integrity_of_copy(os.path.join(db_dir, "f.db"), scratch), ["ok"])
+        self.assertGreater(stats["acked"], self.ROUNDS, "seed %d: too few batches acknowledged to test anything: %r"
+                           % (seed, stats))
+        if os.environ.get("FOCALD_IT_DEBUG"):
+            print("\n  crash rounds (seed %d): %r" % (seed, stats))
+
+
+# ---------------------------------------------------------------------------- disk full
+
+class DiskFullTest(HardeningTestCase):
+    """Batches carry 16 samples with 2 KiB of meta each, so that a small limit is reached quickly."""
+
+    def _body(self, tag, j):
+        ids = ["%s-%04d-%02d" % (tag, j, i) for i in range(16)]
+        return {"run": "r", "batch_id": "%s-%d" % (tag, j), "step": j, "ids": ids,
+                "logits": [[0.5, -0.5, 0.1]] * 16, "targets": [i % 3 for i in range(16)],
+                "meta": {sid: {"uri": "/data/%s.png" % sid, "note": "%s" % ("n" * 2048)} for sid in ids}}
+
+    def _fill(self, d, ds, tag, limit=400):
+        """Posts batches until one answers 507. Returns (acknowledged bodies, the 507 response, its body)."""
+        acked = []
+        for j in range(limit):
+            body = self._body(tag, j)
+            r = d.batch(ds, body)
+            if r.status == 200:
+                acked.append(body)
+                continue
+            return acked, r, body
+        self.fail("no 507 after %d batches" % limit)
+
+    def _assert_full(self, d, ds, acked, rejected, ctx):
+        """While full: batches answer 507 and never a 2xx, reads answer from what was acknowledged.
+        Returns the sample whose meta and review state were tried, and what they must be from now on."""
+        first = rejected[0][0]
+        p = self.assertProblem(first, 507, "storage_full")
+        self.assertRegex(p["detail"], r"(?i)database|disk|space|storage|full", "507 detail: %r" % p["detail"])
+        for j in range(8):
+            body = self._body("again", j)
+            r = d.batch(ds, body)
+            self.assertProblem(r, 507, "storage_full")
+            rejected.append((r, body))
+        # Small writes: the frames a failed batch left at the end of the WAL may hold them, so 200 is
+        # possible; either they answer 507 and change nothing, or 200 and are stored for good.
+        sid = acked[0]["ids"][0]
+        want = {"uri": "/data/%s.png" % sid, "status": "open"}
+        r = d.request("PUT", "/v1/datasets/%s/samples/%s/meta" % (ds, ta.q(sid)), {"uri": "/elsewhere.png"})
+        if r.status != 200:
+            self.assertProblem(r, 507, "storage_full")
+        else:
+            want["uri"] = "/elsewhere.png"
+        r = d.post("/v1/datasets/%s/samples/%s/review" % (ds, ta.q(sid)), {"status": "confirmed"})
+        if r.status != 200:
+            self.assertProblem(r, 507, "storage_full")
+        else:
+            want["status"] = "confirmed"
+        # reads
+        n = sum(len(b["ids"]) for b in acked)
+        self.assertEqual(d.get("/livez").status, 200)
+        r = d.dataset(ds)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["observations"], n, ctx)
+        items = d.all_hard(ds, page=1000, run="r", status=ALL_STATES)
+        self.assertEqual(len(items), n, ctx)
+        self.assertEqual(d.get("/v1/datasets").status, 200)
+        self.assertEqual(d.get("/v1/datasets/%s/export?format=csv" % ds).status, 200)
+        self._assert_sample(d, ds, sid, want, ctx)
+        if os.environ.get("FOCALD_IT_DEBUG"):
+            print("\n  %s: %d batches acknowledged, then 507: %s; small writes afterwards: %r"
+                  % (ctx, len(acked), p["detail"], want))
+        return sid, want
+
+    def _assert_sample(self, d, ds, sid, want, ctx):
+        s = d.sample(ds, sid)
+        self.assertEqual(s.status, 200, s)
+        self.assertEqual(s.json()["meta"]["uri"], want["uri"], "%s: meta: %r" % (ctx, s))
+        self.assertEqual(s.json()["status"], want["status"], "%s: review state: %r" % (ctx, s))
+
+    def _assert_intact(self, d, ds, acked, rejected, ctx, sample=None):
+        stored = {it["id"]: it["seen"] for it in d.all_hard(ds, page=1000, run="r", status=ALL_STATES)}
+        for b in acked:
+            for sid in b["ids"]:
+                self.assertEqual(stored.get(sid), 1, "%s: acknowledged sample %s: seen %r"
+                                 % (ctx, sid, stored.get(sid)))
+        for _, b in rejected:
+            leaked = [sid for sid in b["ids"] if sid in stored]
+            self.assertEqual(leaked, [], "%s: a batch answered 507 is stored" % ctx)
+        self.assertEqual(len(stored), sum(len(b["ids"]) for b in acked), ctx)
+        self.assertEqual(d.dataset(ds).json()["observations"], len(stored), ctx)
+        if sample:
+            self._assert_sample(d, ds, sample[0], sample[1], ctx)
+
+    def test_disk_full_tmpfs_507_reads_work_and_space_returning_resumes(self):
+        root = temp_dir()
+        mnt = os.path.join(root, "mnt")
+        os.mkdir(mnt)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt], capture_output=True)
+        if r.returncode != 0:
+            self.skipTest("cannot mount a tmpfs: %s" % r.stderr.decode().strip())
+        self.addCleanup(subprocess.run, ["umount", "-l", mnt], capture_output=True)
+        logs = os.path.join(root, "logs")
+        os.mkdir(logs)
+        d = Daemon(self.id(), db_dir=mnt, log_dir=logs, args=("--snapshot-interval", "3600")).start()
+        self.addCleanup(lambda: d.running() and d.kill9())
+        ds = "full"
+        acked, r, body = self._fill(d, ds, "a")
+        self.assertGreater(len(acked), 0, "the first batch already failed: %r" % r)
+        rejected = [(r, body)]
+        sample = self._assert_full(d, ds, acked, rejected, "tmpfs full")
+        # space returns without a restart
+        rr = subprocess.run(["mount", "-o", "remount,size=64m", mnt], capture_output=True)
+        self.assertEqual(rr.returncode, 0, rr.stderr)
+        for j in range(3):
+            body = self._body("b", j)
+            r = d.batch(ds, body)
+            self.assertEqual(r.status, 200, "batch %d after space returned: %r" % (j, r))
+            acked.append(body)
+        self._assert_intact(d, ds, acked, rejected, "after space returned", sample)
+        self.assertEqual(d.stop(), 0)
+        self.assertEqual(integrity_of_copy(d.db, os.path.join(root, "check")), ["ok"])
+        d2 = Daemon(self.id(), db_dir=mnt, log_dir=logs).start()
+        self.addCleanup(lambda: d2.running() and d2.kill9())
+        self._assert_intact(d2, ds, acked, rejected, "after a restart", sample)
+        self.assertEqual(d2.stop(), 0)
+
+    def test_disk_full_file_size_limit_507_then_restart_without_it(self):
+        root = temp_dir()
+        logs = os.path.join(root, "logs")
+        os.mkdir(logs)
+        limit = 1 << 20
+        d = Daemon(self.id(), db_dir=os.path.join(root, "db"), log_dir=logs,
+                   wrapper=["prlimit", "--fsize=%d" % limit, "--"], args=("--snapshot-interval", "3600"))
+        os.mkdir(d.db_dir)
+        d.start()
+        self.addCleanup(lambda: d.running() and d.kill9())
+        ds = "fsize"
+        acked, r, body = self._fill(d, ds, "a")
+        self.assertGreater(len(acked), 0, "the first batch already failed: %r" % r)
+        rejected = [(r, body)]
+        sample = self._assert_full(d, ds, acked, rejected, "file size limit")
+        self.assertTrue(d.running(), "focald died under the file size limit")
+        self.assertEqual(d.stop(), 0, "SIGTERM while the database cannot grow")
+        # space returns: the same database without the limit
+        d2 = Daemon(self.id(), db_dir=d.db_dir, log_dir=logs).start()
+        self.addCleanup(lambda: d2.running() and d2.kill9())
+        self._assert_intact(d2, ds, acked, rejected, "restarted without the limit", sample)
+        for j in range(3):
+            body = self._body("b", j)
+            r = d2.batch(ds, body)
+            self.assertEqual(r.status, 200, r)
+            acked.append(body)
+        self._assert_intact(d2, ds, acked, rejected, "after new batches", sample)
+        self.assertEqual(d2.stop(), 0)
+        self.assertEqual(integrity_of_copy(d2.db, os.path.join(root, "check")), ["ok"])
+
+
+# ---------------------------------------------------------------------------- limits
+
+def trickle(port, request, interval, until, closed_at, idx):
+    """Sends request one byte every interval seconds; records in closed_at[idx] when the server closed
+    the connection (None if it never did before until)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    t0 = time.monotonic()
+    try:
+        for ch in request:
+            if time.monotonic() >= until:
+                return
+            try:
+                s.send(bytes([ch]))
+            except OSError:
+                closed_at[idx] = time.monotonic() - t0
+                return
+            # a closed connection shows as EOF on a non-blocking read
+            s.setblocking(False)
+            try:
+                if s.recv(1024) == b"":
+                    closed_at[idx] = time.monotonic() - t0
+                    return
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed_at[idx] = time.monotonic() - t0
+                return
+            finally:
+                s.setblocking(True)
+            time.sleep(interval)
+    finally:
+        s.close()
+
+
+SLOW_REQUEST = b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 4000 + b"\r\n\r\n"
+
+
+class LimitsTest(HardeningTestCase):
+    TIMEOUT = 2
+
+    def _latencies(self, d, seconds):
+        out = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            t0 = time.monotonic()
+            try:
+                r = d.post("/v1/loss", base_body(), timeout=5)
+                out.append((r.status, time.monotonic() - t0))
+            except (OSError, http.client.HTTPException) as e:
+                out.append((type(e).__name__, time.monotonic() - t0))
+            time.sleep(0.05)
+        return out
+
+    def test_limits_stalled_connection_is_closed_after_the_timeout(self):
+        d = self.start_daemon(args=("--connection-timeout", self.TIMEOUT))
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=self.TIMEOUT + 5)
+        s.sendall(b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Le")
+        t0 = time.monotonic()
+        try:
+            data = s.recv(100)
+        except OSError:
+            data = b""
+        waited = time.monotonic() - t0
+        s.close()
+        self.assertFalse(data.startswith(b"HTTP/1.1 2"), data)
+        self.assertTrue(self.TIMEOUT - 0.5 <= waited <= self.TIMEOUT + 2.5,
+                        "a stalled connection was closed after %.2f s (--connection-timeout %d)"
+                        % (waited, self.TIMEOUT))
+
+    def test_limits_stalled_body_is_closed_after_the_timeout(self):
+        d = self.start_daemon(args=("--connection-timeout", self.TIMEOUT))
+        before = d.get("/v1/datasets").json()
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=self.TIMEOUT + 5)
+        body = ta.raw_json(base_body())
+        s.sendall(b"POST /v1/datasets/stall/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body[:20])
+        t0 = time.monotonic()
+        try:
+            data = s.recv(100)
+        except OSError:
+            data = b""
+        waited = time.monotonic() - t0
+        s.close()
+        self.assertLessEqual(waited, self.TIMEOUT + 2.5, "a stalled body held the connection %.2f s" % waited)
+        self.assertFalse(data.startswith(b"HTTP/1.1 2"), data)
+        self.assertEqual(d.get("/v1/datasets").json(), before)
+
+    def test_limits_slowloris_trickle_is_closed_and_does_not_lock_out_clients(self):
+        """Connections that send their headers a byte every half second, as many as --max-connections
+        allows: a slowloris never idle long enough for an idle timeout. They must be closed after a
+        bounded time (here: 3 x --connection-timeout) and must not keep a legitimate client out."""
+        cap = 6
+        d = self.start_daemon(args=("--connection-timeout", self.TIMEOUT, "--max-connections", cap))
+        horizon = 3 * self.TIMEOUT + 1.5
+        until = time.monotonic() + horizon
+        closed = [None] * cap
+        threads = [threading.Thread(target=trickle, args=(d.port, SLOW_REQUEST, 0.5, until, closed, i), daemon=True)
+                   for i in range(cap)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        try:
+            r = d.get("/livez", timeout=horizon)
+            legit = (r.status, time.monotonic() - t0)
+        except (OSError, http.client.HTTPException) as e:
+            legit = (type(e).__name__, time.monotonic() - t0)
+        for t in threads:
+            t.join(horizon + 5)
+        problems = []
+        if legit[0] != 200 or legit[1] > 3 * self.TIMEOUT:
+            problems.append("a legitimate GET /livez got %s after %.1f s" % legit)
+        still = sum(c is None for c in closed)
+        if still:
+            problems.append("%d of %d trickling connections were still open after %.1f s (closed at: %r)"
+                            % (still, cap, horizon, closed))
+        self.assertEqual(problems, [], "--connection-timeout %d, --max-connections %d" % (self.TIMEOUT, cap))
+
+    def test_limits_legitimate_clients_keep_normal_latency_beside_slow_connections(self):
+        d = self.start_daemon(args=("--connection-timeout", self.TIMEOUT))
+        until = time.monotonic() + 3.5
+        closed = [None] * 8
+        threads = [threading.Thread(target=trickle, args=(d.port, SLOW_REQUEST, 0.3, until, closed, i), daemon=True)
+                   for i in range(8)]
+        stalled = []
+        for _ in range(8):  # and some that send half a request and stop
+            s = socket.create_connection(("127.0.0.1", d.port))
+            s.sendall(b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            stalled.append(s)
+        for t in threads:
+            t.start()
+        lat = self._latencies(d, 3.0)
+        for t in threads:
+            t.join(10)
+        for s in stalled:
+            s.close()
+        bad = [x for x in lat if x[0] != 200 or x[1] > 1.0]
+        self.assertGreater(len(lat), 10)
+        self.assertEqual(bad, [], "slow or failed requests beside slow connections (of %d)" % len(lat))
+
+    def test_limits_connection_cap_holds_and_service_resumes(self):
+        cap = 6
+        d = self.start_daemon(args=("--connection-timeout", 30, "--max-connections", cap))
+        socks = []
+        for _ in range(cap):
+            s = socket.create_connection(("127.0.0.1", d.port))
+            s.sendall(b"GET /livez HTTP/1.1\r\nHo")
+            socks.append(s)
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", d.port), timeout=1.5)
+        extra.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            got = extra.recv(100)
+        except socket.timeout:
+            got = None
+        except OSError:
+            got = b""  # refused or reset: the cap holds
+        self.assertFalse(got and got.startswith(b"HTTP/1.1 200"),
+                         "a connection beyond --max-connections %d was served" % cap)
+        for s in socks:
+            s.close()
+        if got is None:
+            # not refused but left waiting: it is served once a slot is free
+            extra.settimeout(5)
+            try:
+                late = extra.recv(100)
+            except OSError as e:
+                late = repr(e).encode()
+            self.assertTrue(late.startswith(b"HTTP/1.1 200"), "the waiting connection, after slots freed: %r" % late)
+        extra.close()
+        t0 = time.monotonic()
+        self.assertEqual(d.get("/livez", timeout=3).status, 200)
+        self.assertLess(time.monotonic() - t0, 1.0)
+        # and the cap counts again from zero
+        for _ in range(cap - 1):
+            socks.append(socket.create_connection(("127.0.0.1", d.port)))
+        time.sleep(0.2)
+        self.assertEqual(d.get("/livez", timeout=3).status, 200)
+        for s in socks:
+            s.close()
+
+    def test_limits_body_413_is_answered_before_the_body_is_sent(self):
+        d = self.start_daemon(args=("--max-body", "64K"))
+        for path, method in (("/v1/datasets/lim/batches", "POST"), ("/v1/loss", "POST"),
+                             ("/v1/datasets/lim/samples/x/meta", "PUT")):
+            for expect in (b"", b"Expect: 100-continue\r\n"):
+                with self.subTest(path=path, expect=bool(expect)):
+                    t0 = time.monotonic()
+                    r, elapsed, how = raw_exchange(d.port, b"%s %s HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                                   b"application/json\r\nContent-Length: %d\r\n%s\r\n"
+                                                   % (method.encode(), path.encode(), 64 * 1024 + 1, expect),
+                                                   timeout=3)
+                    self.assertIsNotNone(r, "no answer without the body (%s after %.1f s)" % (how, elapsed))
+                    self.assertProblem(r, 413, "body_too_large")
+                    self.assertLess(time.monotonic() - t0, 1.0)
+        self.assertProblem(d.dataset("lim"), 404, "dataset_not_found")
+
+    def test_limits_headers_431_and_large_headers_below_the_limit(self):
+        d = self.start_daemon()
+        r, _, how = raw_exchange(d.port, b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (300 * 1024)
+                                 + b"\r\n\r\n")
+        self.assertIsNotNone(r, how)
+        self.assertEqual(r.status, 431, r)
+        r, _, how = raw_exchange(d.port, b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (16 * 1024)
+                                 + b"\r\n\r\n")
+        self.assertIsNotNone(r, how)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(d.get("/livez").status, 200)
+
+
+# ---------------------------------------------------------------------------- security: token
+
+PROTECTED = [
+    ("GET", "/metrics", None), ("GET", "/openapi.json", None), ("GET", "/v1/datasets", None),
+    ("GET", "/v1/datasets/sec", None), ("GET", "/v1/datasets/sec/hard-examples", None),
+    ("GET", "/v1/datasets/sec/samples/s0", None), ("GET", "/v1/datasets/sec/export?format=csv", None),
+    ("DELETE", "/v1/datasets/sec", None), ("POST", "/v1/loss", base_body()),
+    ("POST", "/v1/datasets/sec/batches", base_body(ids=["x0", "x1", "x2"])),
+    ("POST", "/v1/datasets/new-by-intruder/batches", base_body()),
+    ("PUT", "/v1/datasets/sec/samples/s0/meta", {"uri": "evil"}),
+    ("POST", "/v1/datasets/sec/samples/s0/review", {"status": "dismissed"}),
+    ("GET", "/nope", None), ("GET", "/v1/nope", None),       # unknown routes: no 404 to learn from
+    ("POST", "/v1/datasets", base_body()),                  # a wrong method: no 405 either
+    ("GET", "/livez/../v1/datasets", None),
+]
+
+
+class TokenTest(HardeningTestCase):
+    """FOCALD_TOKEN set: only /livez and /readyz are open."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Daemon(cls.__name__, env={"FOCALD_TOKEN": TOKEN}, token=TOKEN).start()
+        cls.d.ok_batch("sec", base_body())
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.d.stop()
+        if rc != 0:
+            raise AssertionError("%s's focald exited with status %s after SIGTERM" % (cls.__name__, rc))
+
+    def anon(self, method, path, body=None, auth=None):
+        return self.d.request(method, path, body, headers={"Authorization": auth})
+
+    def test_security_token_health_probes_are_open(self):
+        for path in ("/livez", "/readyz"):
+            r = self.anon("GET", path)
+            self.assertEqual(r.status, 200, "%s without a token: %r" % (path, r))
+            r = self.anon("GET", path, auth="Bearer wrong-token-wrong-token")
+            self.assertEqual(r.status, 200, "%s with a wrong token: %r" % (path, r))
+
+    def test_security_token_missing_is_401_everywhere_else(self):
+        for method, path, body in PROTECTED:
+            with self.subTest(method=method, path=path):
+                self.assertUnauthorized(self.anon(method, path, body))
+        self.assertEqual(self.d.dataset("sec").json()["observations"], 3)
+        self.assertProblem(self.d.dataset("new-by-intruder"), 404, "dataset_not_found")
+        self.assertEqual(self.d.sample("sec", "s0").json()["status"], "open")
+
+    def test_security_token_wrong_is_401(self):
+        wrong = ["Bearer wrong", "Bearer " + TOKEN[:-1], "Bearer " + TOKEN + "x", "Bearer " + TOKEN.upper(),
+                 "Bearer", "Bearer ", TOKEN, "Basic " + TOKEN, "Token " + TOKEN, "Bearer " + TOKEN + " extra",
+                 "Bearer\t" + "x" * len(TOKEN)]
+        for auth in wrong:
+            for method, path, body in (("GET", "/v1/datasets", None), ("POST", "/v1/datasets/sec/batches",
+                                                                       base_body(ids=["w0", "w1", "w2"]))):
+                with self.subTest(auth=auth, path=path):
+                    self.assertUnauthorized(self.anon(method, path, body, auth=auth))
+        self.assertEqual(self.d.dataset("sec").json()["observations"], 3)
+
+    def test_security_token_401_before_reading_the_body(self):
+        r, elapsed, how = raw_exchange(self.d.port, b"POST /v1/datasets/sec/batches HTTP/1.1\r\nHost: x\r\n"
+                                       b"Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n", timeout=3)
+        self.assertIsNotNone(r, "no answer before the body (%s after %.1f s)" % (how, elapsed))
+        self.assertUnauthorized(r)
+
+    def test_security_token_right_is_served(self):
+        for method, path, body in (("GET", "/v1/datasets", None), ("GET", "/metrics", None),
+                                   ("GET", "/openapi.json", None), ("POST", "/v1/loss", base_body())):
+            r = self.anon(method, path, body, auth="Bearer " + TOKEN)
+            self.assertEqual(r.status, 200, "%s %s: %r" % (method, path, r))
+        j = self.d.ok_batch("sec-ok", base_body())
+        self.assertEqual(j["accepted"], 3)
+        self.assertProblem(self.anon("GET", "/nope", auth="Bearer " + TOKEN), 404, "not_found")
+
+    def test_security_token_scheme_is_case_insensitive(self):
+        """RFC 9110 section 11.1: the authentication scheme is case-insensitive ("bearer", "BEARER")."""
+        for scheme in ("bearer", "BEARER"):
+            r = self.anon("GET", "/v1/datasets", auth="%s %s" % (scheme, TOKEN))
+            self.assertEqual(r.status, 200, "%s: %r" % (scheme, r))
+
+    def test_security_token_never_in_logs_or_answers(self):
+        wrong = "another-secret-" + "9" * 20
+        answers = [self.anon("GET", "/v1/datasets", auth="Bearer " + TOKEN),
+                   self.anon("GET", "/v1/datasets", auth="Bearer " + wrong),
+                   self.anon("GET", "/metrics", auth="Bearer " + TOKEN),
+                   self.anon("POST", "/v1/datasets/sec/batches", base_body(ids=["a", "b", "c"]),
+                             auth="Bearer " + wrong),
+                   self.anon("GET", "/v1/datasets/sec/samples/s0", auth="Bearer " + wrong),
+                   self.anon("GET", "/nope", auth="Bearer " + TOKEN)]
+        for r in answers:
+            self.assertNotIn(TOKEN.encode(), r.body, r)
+            self.assertNotIn(wrong.encode(), r.body, r)
+            for k, v in r.headers:
+                self.assertNotIn(TOKEN, v, k)
+        time.sleep(0.2)
+        log = self.d.log_text()
+        self.assertRegex(log, r'"status":\s*401', "the log has no request lines to check")
+        self.assertNotIn(TOKEN, log, "the token is in the log")
+        self.assertNotIn(wrong, log, "a presented (wrong) token is in the log")
+        self.assertNotIn(TOKEN[4:-4], log, "part of the token is in the log")
+
+
+class TokenConfigTest(HardeningTestCase):
+
+    def test_security_token_file_with_final_newline(self):
+        td = temp_dir()
+        path = os.path.join(td, "token")
+        with open(path, "w") as f:
+            f.write(TOKEN + "\n")
+        d = self.start_daemon(args=("--token-file", path), token=TOKEN)
+        self.assertEqual(d.get("/v1/datasets").status, 200)
+        self.assertUnauthorized(d.get("/v1/datasets", headers={"Authorization": "Bearer " + TOKEN[:-1]}))
+        self.assertUnauthorized(d.get("/v1/datasets", headers={"Authorization": None}))
+        self.assertNotIn(TOKEN, d.log_text())
+
+    def test_security_token_too_short_is_refused_at_start(self):
+        td = temp_dir()
+        short = "a" * 15
+        rc, out = run_focald(["--listen", "127.0.0.1:%d" % ta.free_port(), "--db", os.path.join(td, "f.db")],
+                             env={"FOCALD_TOKEN": short})
+        self.assertEqual(rc, 2, "FOCALD_TOKEN of 15 characters: %s" % out)
+        self.assertNotIn(short, out)
+        path = os.path.join(td, "token")
+        with open(path, "w") as f:
+            f.write(short + "\n")
+        rc, out = run_focald(["--listen", "127.0.0.1:%d" % ta.free_port(), "--db", os.path.join(td, "f.db"),
+                              "--token-file", path])
+        self.assertEqual(rc, 2, "--token-file of 15 characters: %s" % out)
+
+    def test_security_token_unusable_is_refused_at_start(self):
+        td = temp_dir()
+        for env, args, what in (({"FOCALD_TOKEN": "with space " + "x" * 20}, [], "a space"),
+                                ({"FOCALD_TOKEN": "ctrl\x01" + "x" * 20}, [], "a control character"),
+                                ({"FOCALD_TOKEN": TOKEN}, ["--token-file", os.path.join(td, "nonexistent")],
+                                 "both FOCALD_TOKEN and --token-file"),
+                                ({}, ["--token-file", os.path.join(td, "nonexistent")], "a missing token file")):
+            with self.subTest(what=what):
+                rc, out = run_focald(["--listen", "127.0.0.1:%d" % ta.free_port(), "--db", os.path.join(td, "f.db")]
+                                     + args, env=env)
+                self.assertEqual(rc, 2, "%s: %s" % (what, out))
+
+
+class ListenTest(HardeningTestCase):
+
+    def test_security_non_loopback_without_token_is_refused(self):
+        td = temp_dir()
+        for host in ("0.0.0.0", "[::]"):
+            with self.subTest(host=host):
+                rc, out = run_focald(["--listen", "%s:%d" % (host, ta.free_port()), "--db", os.path.join(td, "f.db")])
+                self.assertEqual(rc, 2, out)
+                self.assertIn("--allow-remote", out)
+
+    def test_security_non_loopback_with_allow_remote_warns(self):
+        d = self.start_daemon(args=("--allow-remote",), listen_host="0.0.0.0")
+        self.assertEqual(d.get("/v1/datasets").status, 200)
+        warn = [json.loads(x) for x in d.log_text().splitlines() if x.startswith("{") and '"warn' in x]
+        self.assertTrue(any("remote" in w.get("msg", "") or "loopback" in w.get("msg", "") for w in warn),
+                        "no warning in the log: %s" % d.log_text()[-1500:])
+
+    def test_security_non_loopback_with_token_needs_no_flag(self):
+        d = self.start_daemon(env={"FOCALD_TOKEN": TOKEN}, token=TOKEN, listen_host="0.0.0.0")
+        self.assertEqual(d.get("/v1/datasets").status, 200)
+        self.assertUnauthorized(d.get("/v1/datasets", headers={"Authorization": None}))
+
+
+# ---------------------------------------------------------------------------- security: TLS
+
+class TlsTest(HardeningTestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = temp_dir()
+        cls.cert = os.path.join(cls.dir, "cert.pem")
+        cls.key = os.path.join(cls.dir, "key.pem")
+        r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", cls.key, "-out",
+                            cls.cert, "-days", "2", "-subj", "/CN=localhost",
+                            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], capture_output=True)
+        if r.returncode != 0:
+            raise unittest.SkipTest("openssl cannot make a certificate: %s" % r.stderr.decode()[-300:])
+
+    def tls_daemon(self):
+        return self.start_daemon(args=("--tls-cert", self.cert, "--tls-key", self.key), tls_ca=self.cert)
+
+    def healthcheck(self, port, tls=True):
+        args = ["--listen", "127.0.0.1:%d" % port, "--healthcheck"]
+        if tls:
+            args += ["--tls-cert", self.cert, "--tls-key", self.key]
+        rc, out = run_focald(args, timeout=10)
+        return rc, out
+
+    def test_security_tls_serves_https(self):
+        d = self.tls_daemon()
+        r = d.get("/livez")
+        self.assertEqual(r.status, 200, r)
+        j = d.ok_batch("tls", base_body())
+        self.assertEqual(j["accepted"], 3)
+        self.assertEqual(d.dataset("tls").json()["observations"], 3)
+
+    def test_security_tls_port_does_not_speak_plain_http(self):
+        d = self.tls_daemon()
+        r, elapsed, how = raw_exchange(d.port, b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n", timeout=3)
+        self.assertIsNone(r, "plain HTTP to the TLS port was answered: %r" % r)
+        self.assertEqual(d.get("/livez").status, 200, "HTTPS after a plain-HTTP attempt")
+
+    def test_security_tls_healthcheck_exit_status(self):
+        d = self.tls_daemon()
+        rc, out = self.healthcheck(d.port)
+        self.assertEqual(rc, 0, out)
+        self.assertEqual(d.stop(), 0)
+        rc, out = self.healthcheck(d.port)
+        self.assertEqual(rc, 1, out)
+
+
+if __name__ == "__main__":
+    sys.exit(ta.main())
