@@ -1,0 +1,281 @@
+"""HTTP transport of the focald client: http.client with keep-alive, one connection per thread.
+
+Each thread that uses a Client gets its own persistent connection (http.client
+connections are not thread-safe), opened on first use and reused for every
+later request. focald closes connections idle for longer than its
+--connection-timeout: before reusing a connection the transport checks whether
+the server has closed it, and opens a new one if so. When a reused connection
+still fails before any byte of the answer arrived (the server closed it just
+then), an idempotent request (GET, PUT, DELETE; a batch with a batch_id; a
+/v1/loss evaluation) is sent again once on a fresh connection; other requests
+(a review decision, a queue's creation) raise instead of risking being applied
+twice. Streaming answers (exports) use a connection of their own, closed when
+the stream ends.
+
+TCP_NODELAY is set: request headers and tensor bodies go out in separate
+writes, and Nagle's algorithm would otherwise hold the second write back for
+the server's delayed ACK (tens of milliseconds per request).
+"""
+import http.client
+import json
+import select
+import socket
+import ssl
+import threading
+import urllib.parse
+
+from .errors import FocaldConnectionError, FocaldError
+
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+
+
+class _NoDelayHTTPConnection(http.client.HTTPConnection):
+    def connect(self):
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _NoDelayHTTPSConnection(http.client.HTTPSConnection):
+    def connect(self):
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class Response:
+    """A complete answer: status, headers (an http.client.HTTPMessage) and body bytes."""
+
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+
+class Transport:
+    """Sends requests to one focald base URL. Thread-safe: each thread has its own connection."""
+
+    def __init__(self, url, token=None, timeout=30.0, user_agent="focald-python", ssl_context=None):
+        u = urllib.parse.urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError("focald URL must be http://host[:port][/prefix] or https://..., not %r" % url)
+        self.url = url.rstrip("/")
+        self.scheme = u.scheme
+        self.host = u.hostname
+        self.port = u.port or (443 if u.scheme == "https" else 80)
+        self.prefix = u.path.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.user_agent = user_agent
+        self.ssl_context = ssl_context
+        self._local = threading.local()
+
+    # ------------------------------------------------------------ connections
+
+    def _new_connection(self, timeout=None):
+        timeout = self.timeout if timeout is None else timeout
+        if self.scheme == "https":
+            return _NoDelayHTTPSConnection(self.host, self.port, timeout=timeout, context=self.ssl_context)
+        return _NoDelayHTTPConnection(self.host, self.port, timeout=timeout)
+
+    def _connection(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and conn.sock is not None and _closed_by_peer(conn.sock):
+            self._drop_connection()
+            conn = None
+        if conn is None:
+            conn = self._new_connection()
+            self._local.conn = conn
+            self._local.used = 0
+        return conn
+
+    def _drop_connection(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+        self._local.conn = None
+        self._local.used = 0
+
+    def close(self):
+        """Closes this thread's connection (others close when their threads end)."""
+        self._drop_connection()
+
+    # ------------------------------------------------------------ requests
+
+    def path(self, path, query=None):
+        """The request target: prefix + path + ?query (None values left out; lists joined by commas)."""
+        target = self.prefix + path
+        if query:
+            items = []
+            for k, v in query.items():
+                if v is None:
+                    continue
+                if isinstance(v, (list, tuple, set, frozenset)):
+                    v = ",".join(str(x) for x in v)
+                elif isinstance(v, bool):
+                    v = "true" if v else "false"
+                items.append((k, str(v)))
+            if items:
+                target += "?" + urllib.parse.urlencode(items, quote_via=urllib.parse.quote)
+        return target
+
+    def _headers(self, extra):
+        h = {"User-Agent": self.user_agent, "Accept": "application/json"}
+        if self.token:
+            h["Authorization"] = "Bearer " + self.token
+        if extra:
+            h.update(extra)
+        return h
+
+    def request(self, method, path, query=None, body=None, headers=None, timeout=None, idempotent=None):
+        """Sends one request and reads the whole answer. Returns a Response for 2xx and 3xx.
+
+        body: None, bytes, or a list of bytes-like parts (sent in order, without joining them).
+        idempotent: whether sending the request twice does no harm (default: by method), which allows
+        one silent retry when a kept-alive connection turns out to be closed.
+        Raises FocaldError for 4xx/5xx and FocaldConnectionError when focald cannot be reached.
+        """
+        if idempotent is None:
+            idempotent = method in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
+        target = self.path(path, query)
+        hdrs = self._headers(headers)
+        if body is not None:
+            hdrs["Content-Length"] = str(_body_length(body))
+        for attempt in (0, 1):
+            conn = self._connection()
+            reused = self._local.used > 0
+            try:
+                conn.timeout = self.timeout if timeout is None else timeout  # for a connect to come
+                if conn.sock is not None:
+                    conn.sock.settimeout(conn.timeout)
+                try:
+                    conn.request(method, target, body=body, headers=hdrs)
+                except _STALE:
+                    # focald may have answered before taking the body (401, 413) and closed the
+                    # connection while the body was still going out: that answer is the one to report
+                    resp = _early_response(conn)
+                    if resp is None:
+                        raise
+                else:
+                    resp = conn.getresponse()
+                data = resp.read()
+            except _STALE as e:
+                self._drop_connection()
+                if reused and attempt == 0 and idempotent:
+                    continue  # most likely the server closed the idle connection just now
+                raise self._connection_error(method, target, e) from e
+            except (OSError, http.client.HTTPException) as e:
+                self._drop_connection()
+                raise self._connection_error(method, target, e) from e
+            self._local.used += 1
+            if resp.will_close:
+                self._drop_connection()
+            if resp.status >= 400:
+                raise problem_error(resp.status, resp.headers, data, method, self.url + target)
+            return Response(resp.status, resp.headers, data)
+        raise AssertionError("unreachable")
+
+    def stream(self, method, path, query=None, headers=None, chunk_size=65536, timeout=None):
+        """Sends a request and yields the answer's body in chunks as it arrives, on a connection of
+        its own (closed at the end, or when the generator is closed). Errors as for request(),
+        raised before the first chunk."""
+        target = self.path(path, query)
+        conn = self._new_connection(timeout)
+        try:
+            try:
+                conn.request(method, target, headers=self._headers(headers))
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as e:
+                raise self._connection_error(method, target, e) from e
+            if resp.status >= 400:
+                raise problem_error(resp.status, resp.headers, resp.read(), method, self.url + target)
+            while True:
+                try:
+                    chunk = resp.read1(chunk_size) if hasattr(resp, "read1") else resp.read(chunk_size)
+                except (OSError, http.client.HTTPException) as e:
+                    raise self._connection_error(method, target, e) from e
+                if not chunk:
+                    break
+                yield chunk
+        finally:
+            conn.close()
+
+    def _connection_error(self, method, target, exc):
+        code = "timeout" if isinstance(exc, (socket.timeout, TimeoutError)) else "unreachable"
+        what = "timed out" if code == "timeout" else "cannot reach focald"
+        return FocaldConnectionError(code, "%s at %s: %s" % (what, self.url, exc or type(exc).__name__),
+                                     method=method, url=self.url + target)
+
+
+def _early_response(conn):
+    """The answer the server sent before the request was fully sent, or None."""
+    try:
+        return conn.getresponse()
+    except (OSError, http.client.HTTPException):
+        return None
+
+
+def _closed_by_peer(sock):
+    """Whether a kept-alive connection's socket was closed by the server: an idle HTTP connection
+    has nothing to read, so a readable one is at EOF (or holds garbage: unusable either way)."""
+    try:
+        if hasattr(select, "poll"):  # poll has no FD_SETSIZE limit, unlike select
+            p = select.poll()
+            p.register(sock, select.POLLIN)
+            readable = bool(p.poll(0))
+        else:
+            readable = bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+    if not readable or not isinstance(sock, ssl.SSLSocket):
+        return readable
+    # TLS: the bytes waiting may be records that carry no data (TLS 1.3 session tickets); reading
+    # without blocking consumes those and tells them from a close or stray data
+    prev = sock.gettimeout()
+    try:
+        sock.settimeout(0)
+        sock.recv(1)
+        return True  # b"": closed; a byte: data nobody asked for; unusable either way
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+        return False
+    except OSError:
+        return True
+    finally:
+        try:
+            sock.settimeout(prev)
+        except OSError:
+            pass
+
+
+def _body_length(body):
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return memoryview(body).nbytes
+    return sum(memoryview(p).nbytes for p in body)
+
+
+def problem_error(status, headers, data, method=None, url=None):
+    """The FocaldError of an error answer: its problem body when it has one."""
+    problem = {}
+    try:
+        doc = json.loads(data.decode("utf-8")) if data else {}
+        if isinstance(doc, dict):
+            problem = doc
+    except (ValueError, UnicodeDecodeError):
+        pass
+    request_id = problem.get("request_id") or headers.get("X-Request-Id")
+    retry_after = None
+    ra = headers.get("Retry-After")
+    if ra:
+        try:
+            retry_after = float(ra)
+        except ValueError:
+            retry_after = None
+    code = problem.get("code") or "http_%d" % status
+    detail = problem.get("detail")
+    if detail is None and not problem and data:
+        detail = data[:200].decode("utf-8", "replace").strip()
+    return FocaldError(status, code, detail, title=problem.get("title"), field=problem.get("field"),
+                       request_id=request_id, problem=problem, retry_after=retry_after, method=method, url=url)

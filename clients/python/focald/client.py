@@ -1,0 +1,404 @@
+"""Client: one method per focald API call (README "HTTP API"), standard library only.
+
+Every method returns focald's JSON answer as Python data (dicts and lists,
+sample ids as strings) and raises FocaldError when focald refuses the request
+or cannot be reached. Listing calls that focald pages with cursors have an
+iter_* twin that follows the cursors and yields one item at a time.
+"""
+import json
+import os
+import ssl
+import time
+import urllib.parse
+import uuid
+
+from . import framing
+from ._http import Transport
+from .errors import FocaldError
+
+DEFAULT_URL = "http://127.0.0.1:8765"
+HISTORY_FIELDS = ("seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability",
+                  "correctness", "forgetting", "aum")
+STATUSES = ("open", "queued", "in_review", "relabelled", "confirmed", "dismissed")
+EXPORT_FORMATS = ("csv", "jsonl", "label-studio", "fiftyone", "ohif")
+
+
+def _seg(s):
+    """One percent-encoded path segment (a dataset, sample id or queue name; '/' becomes %2F)."""
+    return urllib.parse.quote(str(s), safe="")
+
+
+def _status_list(status):
+    if status is None or isinstance(status, str):
+        return status
+    return ",".join(status)
+
+
+class Client:
+    """A connection to one focald.
+
+    url: focald's base URL; default $FOCALD_URL, else http://127.0.0.1:8765. A path
+        after the host (a reverse proxy's prefix) is kept.
+    token: bearer token sent as "Authorization: Bearer ..."; default $FOCALD_TOKEN.
+    timeout: seconds to wait for connecting and for each read.
+    binary: how batches are sent. None (default): the binary tensor framing when NumPy can be
+        imported, else JSON. True: always binary (needs NumPy). False: always JSON.
+    ca_file: for an https URL, the PEM certificate(s) to trust (focald's own, when it is
+        self-signed); default $FOCALD_CA_FILE, else the system's trust store.
+    ssl_context: an ssl.SSLContext for https, instead of ca_file.
+
+    A Client may be shared between threads; each thread keeps its own keep-alive connection.
+    """
+
+    def __init__(self, url=None, token=None, timeout=30.0, binary=None, ca_file=None, ssl_context=None):
+        self.url = (url or os.environ.get("FOCALD_URL") or DEFAULT_URL).rstrip("/")
+        if token is None:
+            token = os.environ.get("FOCALD_TOKEN") or None
+        ca_file = ca_file or os.environ.get("FOCALD_CA_FILE") or None
+        if ssl_context is None and ca_file:
+            ssl_context = ssl.create_default_context(cafile=ca_file)
+        if binary and not framing.have_numpy():
+            raise RuntimeError("binary=True needs NumPy, which cannot be imported")
+        self.binary = framing.have_numpy() if binary is None else bool(binary)
+        self.timeout = timeout
+        self._t = Transport(self.url, token=token, timeout=timeout, ssl_context=ssl_context)
+
+    def __repr__(self):
+        return "Client(%r, binary=%r)" % (self.url, self.binary)
+
+    def close(self):
+        """Closes the calling thread's connection. The client stays usable (it reconnects)."""
+        self._t.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------ plumbing
+
+    def _get(self, path, query=None, timeout=None):
+        return self._t.request("GET", path, query, timeout=timeout).json()
+
+    def _send_json(self, method, path, doc, query=None):
+        body = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        return self._t.request(method, path, query, body=body, headers={"Content-Type": "application/json"}).json()
+
+    def _delete(self, path):
+        return self._t.request("DELETE", path).json()
+
+    # ------------------------------------------------------------ scoring
+
+    def post_batch(self, dataset, ids, logits=None, targets=None, *, probs=None, run=None, batch_id=None, epoch=None,
+                   step=None, loss=None, weights=None, meta=None, ohem_k=None, outputs=None, retries=0):
+        """Scores a batch and records it in the dataset's history (POST /v1/datasets/{dataset}/batches).
+
+        ids: N sample ids (ints or strings). logits or probs: (N, C) or (N, M, C). targets: N class
+        indices, (N, C) multi-hot or soft rows, (N, M) or (N, M, C) for dense outputs, or N numbers in
+        [0, 1] with C = 1. Arrays, torch tensors and nested lists are all accepted.
+        loss: a loss type name ("softmax_focal") or the full loss object ({"type", "gamma", ...}).
+        meta: {"<id>": {...}} stored with the samples. ohem_k: list the k hardest in "hardest".
+        outputs: with the binary framing, which per-sample outputs to return (default all).
+        retries: how many times to send the batch again when focald is unreachable or answers 5xx;
+            a batch_id is made up when none is given, so that a retried batch is stored once.
+
+        Returns the batch response: dataset, run, batch_id, accepted, duplicate, loss, losses,
+        scores (p_t, p_max, margin, norm_margin, entropy, cw_entropy, el2n, correct, pred), hardest.
+        """
+        if retries and batch_id is None:
+            batch_id = "py-" + uuid.uuid4().hex
+        fields = {"run": run, "batch_id": batch_id, "epoch": epoch, "step": step, "loss": _loss_obj(loss),
+                  "meta": meta, "ohem_k": ohem_k}
+        return self._score("/v1/datasets/%s/batches" % _seg(dataset), fields, ids, logits, probs, targets, weights,
+                           outputs, retries)
+
+    def evaluate(self, logits=None, targets=None, *, probs=None, ids=None, loss=None, weights=None, ohem_k=None,
+                 outputs=None):
+        """Computes losses and scores without storing anything (POST /v1/loss).
+
+        As post_batch; ids default to 0..N-1. Returns the same response (dataset, run and batch_id None).
+        """
+        if (logits is None) == (probs is None):
+            raise ValueError("give exactly one of logits and probs")
+        x = logits if logits is not None else probs
+        if ids is None:
+            ids = list(range(framing.length(x)))
+        fields = {"loss": _loss_obj(loss), "ohem_k": ohem_k}
+        return self._score("/v1/loss", fields, ids, logits, probs, targets, weights, outputs, 0)
+
+    def _score(self, path, fields, ids, logits, probs, targets, weights, outputs, retries):
+        if (logits is None) == (probs is None):
+            raise ValueError("give exactly one of logits and probs")
+        if targets is None:
+            raise ValueError("targets are required")
+        xname, x = ("logits", logits) if logits is not None else ("probs", probs)
+        if self.binary:
+            parts, hlen = framing.binary_body(fields, ids, xname, x, targets, weights, outputs=outputs)
+            headers = {"Content-Type": framing.OCTET, "Inference-Header-Content-Length": str(hlen),
+                       "Accept": framing.OCTET}
+            body = parts
+        else:
+            body = framing.json_body(fields, ids, xname, x, targets, weights)
+            headers = {"Content-Type": "application/json"}
+        attempt = 0
+        while True:
+            try:
+                resp = self._t.request("POST", path, body=body, headers=headers,
+                                       idempotent=path == "/v1/loss" or fields.get("batch_id") is not None)
+                break
+            except FocaldError as e:
+                if attempt >= retries or not e.retryable:
+                    raise
+                attempt += 1
+                _sleep_backoff(attempt, e.retry_after)
+        ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype == framing.OCTET:
+            echo = {"batch_id": fields.get("batch_id")} if path != "/v1/loss" else {}
+            return framing.decode_binary_result(resp.headers, resp.body, echo)
+        return framing.normalize_json_result(resp.json())
+
+    # ------------------------------------------------------------ hard examples
+
+    def hard_examples(self, dataset, *, by=None, k=None, run=None, label=None, min_seen=None, status=None,
+                      cursor=None):
+        """One page of the hardest samples (GET /v1/datasets/{dataset}/hard-examples).
+
+        by: a history field (default mean_loss). k: page size, 1..10000 (default 100). run: a run name
+        or "*" (the mean over runs, the default). label: the sample's last label. min_seen: at least
+        this many observations. status: a review state or a list of them (default: those still
+        waiting for a decision). cursor: next_cursor of the previous page.
+        Returns {"dataset", "run", "by", "order", "items", "next_cursor"}.
+        """
+        q = {"by": by, "k": k, "run": run, "label": label, "min_seen": min_seen, "status": _status_list(status),
+             "cursor": cursor}
+        return self._get("/v1/datasets/%s/hard-examples" % _seg(dataset), q)
+
+    def iter_hard_examples(self, dataset, *, limit=None, page_size=1000, **filters):
+        """Yields hard examples, hardest first, following the cursors: at most limit items (all when None).
+        filters: as hard_examples (by, run, label, min_seen, status)."""
+        cursor, n = None, 0
+        while limit is None or n < limit:
+            k = page_size if limit is None else min(page_size, limit - n)
+            page = self.hard_examples(dataset, k=k, cursor=cursor, **filters)
+            for item in page["items"]:
+                yield item
+                n += 1
+            cursor = page.get("next_cursor")
+            if not cursor or not page["items"]:
+                return
+
+    # ------------------------------------------------------------ samples, review, meta
+
+    def sample(self, dataset, sample_id, run=None):
+        """A sample's status, meta, corrected label and per-run history with its recent observations
+        (GET /v1/datasets/{dataset}/samples/{id})."""
+        return self._get("/v1/datasets/%s/samples/%s" % (_seg(dataset), _seg(sample_id)), {"run": run})
+
+    def review(self, dataset, sample_id, status, *, label=None, reviewer=None, note=None):
+        """Records a review decision (POST .../samples/{id}/review).
+
+        status: open, queued, in_review, relabelled (give the corrected label), confirmed or dismissed.
+        Returns {"id", "from", "status", "label_before", "label", "reviewer", "note", "at"}.
+        An illegal transition is a 409 FocaldError."""
+        doc = {"status": status}
+        if label is not None:
+            doc["label"] = label
+        if reviewer is not None:
+            doc["reviewer"] = reviewer
+        if note is not None:
+            doc["note"] = note
+        return self._send_json("POST", "/v1/datasets/%s/samples/%s/review" % (_seg(dataset), _seg(sample_id)), doc)
+
+    def reviews(self, dataset, sample_id):
+        """A sample's audit trail: {"id", "status", "corrected_label", "reviews": [{"from", "to",
+        "label_before", "label_after", "reviewer", "note", "at"}, ...]} oldest first."""
+        return self._get("/v1/datasets/%s/samples/%s/reviews" % (_seg(dataset), _seg(sample_id)))
+
+    def set_meta(self, dataset, sample_id, meta):
+        """Replaces a sample's metadata (PUT .../samples/{id}/meta): uri, study_uid, series_uid, sop_uid,
+        patient_id, tags and free fields. Returns {"id", "meta"}."""
+        return self._send_json("PUT", "/v1/datasets/%s/samples/%s/meta" % (_seg(dataset), _seg(sample_id)), meta)
+
+    # ------------------------------------------------------------ relabel feed
+
+    def relabels(self, dataset, since=None, limit=None):
+        """One page of the relabel feed (GET /v1/datasets/{dataset}/relabels): corrected labels and
+        withdrawals, in commit order, after the cursor `since`.
+        Returns {"dataset", "relabels": [...], "next_cursor"}; keep next_cursor for the next pull."""
+        return self._get("/v1/datasets/%s/relabels" % _seg(dataset), {"since": since, "limit": limit})
+
+    def relabel_feed(self, dataset, since=None, page_size=1000):
+        """An iterator over the relabel feed from `since` to its current end; its .cursor is where to
+        resume next time (see RelabelFeed)."""
+        return RelabelFeed(self, dataset, since, page_size)
+
+    # ------------------------------------------------------------ queues
+
+    def create_queue(self, dataset, name, *, by=None, run=None, size=None, label=None, min_seen=None,
+                     max_per_label=None, min_per_label=None, quotas=None, dedupe_by=None):
+        """Builds a named review queue from the hardest open samples (POST /v1/datasets/{dataset}/queues).
+
+        quotas: {label: {"min": a, "max": b}} per-label overrides of min_per_label/max_per_label.
+        dedupe_by: a meta key (e.g. "patient_id"): at most one sample per value.
+        Returns the queue's summary (name, created_at, size, reviewed, progress, params)."""
+        doc = {"name": name}
+        for k, v in (("by", by), ("run", run), ("size", size), ("label", label), ("min_seen", min_seen),
+                     ("max_per_label", max_per_label), ("min_per_label", min_per_label), ("dedupe_by", dedupe_by)):
+            if v is not None:
+                doc[k] = v
+        if quotas is not None:
+            doc["quotas"] = {str(lab): q for lab, q in quotas.items()}
+        return self._send_json("POST", "/v1/datasets/%s/queues" % _seg(dataset), doc)
+
+    def queues(self, dataset):
+        """The dataset's queues with their progress: {"queues": [...]}."""
+        return self._get("/v1/datasets/%s/queues" % _seg(dataset))
+
+    def queue(self, dataset, name, offset=None, limit=None):
+        """A queue's summary and its items in order, from offset (default 0), at most limit (default 1000)."""
+        return self._get("/v1/datasets/%s/queues/%s" % (_seg(dataset), _seg(name)), {"offset": offset, "limit": limit})
+
+    def iter_queue(self, dataset, name, page_size=1000):
+        """Yields every item of a queue in order."""
+        offset = 0
+        while True:
+            page = self.queue(dataset, name, offset=offset, limit=page_size)
+            for item in page["items"]:
+                yield item
+            offset += len(page["items"])
+            if len(page["items"]) < page_size or offset >= page.get("size", offset):
+                return
+
+    def delete_queue(self, dataset, name):
+        """Deletes a queue; its samples still queued go back to open. Returns {"deleted", "released"}."""
+        return self._delete("/v1/datasets/%s/queues/%s" % (_seg(dataset), _seg(name)))
+
+    # ------------------------------------------------------------ exports
+
+    def iter_export(self, dataset, format="csv", *, queue=None, by=None, run=None, label=None, min_seen=None,
+                    status=None, k=None, chunk_size=65536):
+        """Yields an export's bytes as focald streams them (GET /v1/datasets/{dataset}/export).
+
+        format: csv, jsonl, label-studio, fiftyone or ohif. queue: export a queue, in its order;
+        otherwise the hardest samples with the filters of hard_examples; k: at most k samples.
+        Errors (unknown dataset, queue or run; a bad filter) are raised before the first chunk."""
+        q = {"format": format, "queue": queue, "by": by, "run": run, "label": label, "min_seen": min_seen,
+             "status": _status_list(status), "k": k}
+        return self._t.stream("GET", "/v1/datasets/%s/export" % _seg(dataset), q, chunk_size=chunk_size)
+
+    def export(self, dataset, dest, format="csv", **kw):
+        """Streams an export into dest (a path, or a binary file object) in constant memory.
+        Returns the number of bytes written. Arguments as iter_export. When dest is a path, a failed
+        export leaves no partial file behind."""
+        chunks = self.iter_export(dataset, format, **kw)
+        if hasattr(dest, "write"):
+            n = 0
+            for chunk in chunks:
+                dest.write(chunk)
+                n += len(chunk)
+            return n
+        tmp = "%s.part-%d" % (dest, os.getpid())
+        n = 0
+        try:
+            with open(tmp, "wb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+                    n += len(chunk)
+            os.replace(tmp, dest)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return n
+
+    # ------------------------------------------------------------ datasets
+
+    def datasets(self):
+        """Every dataset: a list of {"name", "samples", "observations", "runs", "created_at"}."""
+        return self._get("/v1/datasets")["datasets"]
+
+    def dataset(self, name):
+        """One dataset with its runs (samples, observations, classes, last_step, loss_quantiles)."""
+        return self._get("/v1/datasets/%s" % _seg(name))
+
+    def delete_dataset(self, name):
+        """Removes a dataset and everything recorded for it. Returns {"deleted", "samples", "observations"}."""
+        return self._delete("/v1/datasets/%s" % _seg(name))
+
+    # ------------------------------------------------------------ health and documents
+
+    def health(self):
+        """{"live": bool, "ready": bool, "status": "ready" | "starting" | "draining" | "unreachable"}.
+        Never raises for an unhealthy or unreachable focald: that is the answer."""
+        try:
+            self._get("/livez", timeout=min(self.timeout, 5.0))
+        except FocaldError:
+            return {"live": False, "ready": False, "status": "unreachable"}
+        try:
+            doc = self._get("/readyz", timeout=min(self.timeout, 5.0))
+            return {"live": True, "ready": True, "status": doc.get("status", "ready")}
+        except FocaldError as e:
+            if e.status is None:
+                return {"live": False, "ready": False, "status": "unreachable"}
+            return {"live": True, "ready": False, "status": e.code}
+
+    def livez(self):
+        """GET /livez: {"status": "ok"}; raises when focald does not answer."""
+        return self._get("/livez")
+
+    def readyz(self):
+        """GET /readyz: {"status": "ready"}; raises FocaldError (503) while starting or draining."""
+        return self._get("/readyz")
+
+    def metrics(self):
+        """The Prometheus text of GET /metrics."""
+        return self._t.request("GET", "/metrics", headers={"Accept": "text/plain"}).body.decode("utf-8")
+
+    def openapi(self):
+        """The OpenAPI 3 document of this focald's API."""
+        return self._get("/openapi.json")
+
+
+class RelabelFeed:
+    """Iterates over the relabel feed from a cursor to the feed's current end.
+
+    After (or during) iteration, .cursor is the position to pass as `since` next time, so that a
+    training pipeline applies each correction once:
+
+        feed = client.relabel_feed("scans", since=saved)
+        for r in feed:
+            apply(r["id"], r["label"], r["withdrawn"])
+        saved = feed.cursor
+    """
+
+    def __init__(self, client, dataset, since=None, page_size=1000):
+        self.client = client
+        self.dataset = dataset
+        self.cursor = since
+        self.page_size = page_size
+
+    def __iter__(self):
+        while True:
+            page = self.client.relabels(self.dataset, since=self.cursor, limit=self.page_size)
+            entries = page["relabels"]
+            for e in entries:
+                yield e
+            self.cursor = page.get("next_cursor", self.cursor)
+            if len(entries) < self.page_size:
+                return
+
+
+def _loss_obj(loss):
+    if loss is None or isinstance(loss, dict):
+        return loss
+    if isinstance(loss, str):
+        return {"type": loss}
+    raise TypeError("loss must be a loss type name or a dict, not %r" % type(loss).__name__)
+
+
+def _sleep_backoff(attempt, retry_after=None):
+    """Waits before attempt number `attempt` (1, 2, ...): 0.1 s doubling to 5 s, or Retry-After (at most 30 s)."""
+    delay = min(5.0, 0.1 * 2 ** (attempt - 1))
+    if retry_after:
+        delay = max(delay, min(retry_after, 30.0))
+    time.sleep(delay)

@@ -1,0 +1,265 @@
+"""The test helpers the client tests share: a real focald on a free port, and small TCP fakes.
+
+Daemon starts $BUILD/focald (default build/focald, relative to the repository
+root) on a free loopback port with its database in a fresh temporary
+directory, waits for /readyz, and stops it with SIGTERM. It can be stopped and
+started again on the same port and database (the Miner's recovery tests).
+"""
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PYDIR = os.path.dirname(HERE)                      # clients/python
+ROOT = os.path.dirname(os.path.dirname(PYDIR))     # the repository
+sys.path.insert(0, PYDIR)
+
+BUILD = os.environ.get("BUILD", "build")
+FOCALD = BUILD if os.path.basename(BUILD) == "focald" else os.path.join(BUILD, "focald")
+if not os.path.isabs(FOCALD):
+    FOCALD = os.path.join(ROOT, FOCALD)
+FOCALCTL = os.path.join(ROOT, "clients", "focalctl")
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
+_TEMP = []
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tempdir(prefix="focald-clients-"):
+    d = tempfile.mkdtemp(prefix=prefix)
+    _TEMP.append(d)
+    return d
+
+
+def cleanup_temp():
+    for d in _TEMP:
+        shutil.rmtree(d, ignore_errors=True)
+    del _TEMP[:]
+
+
+class Daemon:
+    """One focald on a free loopback port with its own database."""
+
+    def __init__(self, args=(), token=None, tls=False):
+        self.dir = tempdir()
+        self.db = os.path.join(self.dir, "focald.db")
+        self.port = free_port()
+        self.token = token
+        self.args = list(args)
+        self.cert = None
+        if tls:
+            self.cert, key = self_signed_cert(self.dir)
+            self.args += ["--tls-cert", self.cert, "--tls-key", key]
+        self.url = "%s://127.0.0.1:%d" % ("https" if tls else "http", self.port)
+        self.proc = None
+        self.log_path = os.path.join(self.dir, "focald.log")
+        self.start()
+
+    def start(self, timeout=20.0):
+        if not os.access(FOCALD, os.X_OK):
+            raise unittest.SkipTest("%s is not built (make -j2)" % FOCALD)
+        # the daemon's settings are its flags only: none leak in from the environment of the tests
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FOCALD_")}
+        if self.token:
+            env["FOCALD_TOKEN"] = self.token
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([FOCALD, "--listen", "127.0.0.1:%d" % self.port, "--db", self.db,
+                                      "--durability", "normal", "--log-level", "warn"] + self.args,
+                                     stdout=log, stderr=log, env=env)
+        log.close()
+        ctx = ssl.create_default_context(cafile=self.cert) if self.cert else None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("focald exited with %s:\n%s" % (self.proc.returncode, self.log()))
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=1, context=ctx) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("focald did not become ready in %.0f s:\n%s" % (timeout, self.log()))
+
+    def stop(self, sig=signal.SIGTERM, timeout=15.0):
+        """Stops focald; returns its exit status."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()[-4000:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+
+_HELP = None
+
+
+def supports(flag):
+    """Whether this focald knows a flag (some arrive with later issues: tokens, TLS)."""
+    global _HELP
+    if _HELP is None:
+        try:
+            _HELP = subprocess.run([FOCALD, "--help"], capture_output=True, text=True, timeout=10).stdout
+        except OSError:
+            _HELP = ""
+    return flag in _HELP
+
+
+def self_signed_cert(directory):
+    """(cert, key) paths of a fresh self-signed certificate for 127.0.0.1, made with openssl."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    if not shutil.which("openssl"):
+        raise unittest.SkipTest("openssl is not installed")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+class DaemonTestCase(unittest.TestCase):
+    """A test class with one focald for all its tests (self.d, self.url)."""
+
+    daemon_args = ()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Daemon(cls.daemon_args)
+        cls.url = cls.d.url
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.d.stop()
+        if rc not in (0, None):
+            sys.stderr.write("focald exited with %s; its log:\n%s\n" % (rc, cls.d.log()))
+
+
+# ---------------------------------------------------------------------------- TCP fakes
+
+class Proxy:
+    """A TCP proxy in front of a real focald that can misbehave, one connection at a time.
+
+    mode "pass": forwards both ways. "drop_response": forwards the request, waits for focald's whole
+    answer, then closes the client's connection without passing it on (a batch committed whose answer
+    was lost). "hang": accepts and reads but never answers. The mode may be changed at any time;
+    drop_next drops that many responses before passing the rest. `drops` counts dropped responses
+    and `connections` accepted connections.
+    """
+
+    def __init__(self, target_port, mode="pass", drop_next=0):
+        self.target_port = target_port
+        self.mode = mode
+        self.drop_next = drop_next  # in mode "pass": drop this many responses first
+        self.drops = 0
+        self.connections = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self._stop = False
+        self._open = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        self._stop = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        with self._lock:
+            for s in self._open:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def _accept(self):
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with self._lock:
+                self._open.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        up = None
+        try:
+            while not self._stop:
+                req = _read_http_message(c, request=True)
+                if req is None:
+                    return
+                if self.mode == "hang":
+                    while not self._stop and c.recv(65536):
+                        pass
+                    return
+                if up is None:
+                    up = socket.create_connection(("127.0.0.1", self.target_port))
+                    with self._lock:
+                        self._open.append(up)
+                up.sendall(req)
+                resp = _read_http_message(up, request=False)
+                if resp is None:
+                    return
+                if self.mode == "drop_response" or self.drop_next > 0:
+                    self.drop_next -= 1
+                    self.drops += 1
+                    return
+                c.sendall(resp)
+        except OSError:
+            return
+        finally:
+            for s in (c, up):
+                if s is not None:
+                    try:
+                        s.close()
+                    except OSError:
+                        pass
+
+
+def _read_http_message(s, request):
+    """One HTTP/1.1 message with a Content-Length body (or none), as bytes; None at EOF."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            return None
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            length = int(v.strip())
+    while len(rest) < length:
+        chunk = s.recv(65536)
+        if not chunk:
+            return None
+        rest += chunk
+    return head + b"\r\n\r\n" + rest[:length]

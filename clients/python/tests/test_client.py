@@ -1,0 +1,697 @@
+"""Tests of focald.Client against a real focald: every call, JSON and binary bodies giving identical
+results, FocaldError's fields, keep-alive, token and URL handling.
+
+usage: BUILD=build /usr/bin/python3 clients/python/tests/test_client.py [-v] [names...]
+"""
+import csv
+import http.server
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+import _daemon
+from _daemon import Daemon, DaemonTestCase
+
+import numpy as np
+import torch
+
+from focald import Client, FocaldConnectionError, FocaldError
+
+SCORE_NAMES = ["p_t", "p_max", "margin", "norm_margin", "entropy", "cw_entropy", "el2n", "correct", "pred"]
+
+
+def close(a, b, tol=1e-6):
+    return abs(a - b) <= tol * max(1.0, abs(b))
+
+
+class JsonVsBinaryTest(DaemonTestCase):
+    """The same batch sent as JSON and in the binary framing gives the same answer, bit for bit."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.cb = Client(cls.url, binary=True)
+        cls.cj = Client(cls.url, binary=False)
+
+    def both(self, method, *args, **kw):
+        a = getattr(self.cb, method)(*args, **kw)
+        b = getattr(self.cj, method)(*args, **kw)
+        return a, b
+
+    def test_client_binary_default_with_numpy(self):
+        self.assertTrue(Client(self.url).binary)
+        self.assertFalse(Client(self.url, binary=False).binary)
+
+    def test_client_evaluate_identical_softmax(self):
+        rng = np.random.default_rng(1)
+        logits = rng.normal(size=(64, 7)).astype(np.float32) * 3
+        targets = rng.integers(0, 7, size=64)
+        a, b = self.both("evaluate", logits, targets, loss="softmax_focal", ohem_k=5)
+        self.assertEqual(a, b)
+        self.assertEqual(len(a["losses"]), 64)
+        self.assertEqual(len(a["hardest"]), 5)
+        self.assertEqual(a["hardest"][0], int(np.argmax(a["losses"])))
+        self.assertEqual(sorted(a["scores"]), sorted(SCORE_NAMES))
+
+    def test_client_evaluate_identical_dtypes(self):
+        """float64, float16 and bfloat16 torch tensors, int32/uint8/bool targets: one answer either way."""
+        rng = np.random.default_rng(2)
+        base = rng.normal(size=(16, 4)) * 2
+        cases = [
+            (base, rng.integers(0, 4, size=16)),
+            (torch.tensor(base, dtype=torch.float16), torch.tensor(rng.integers(0, 4, size=16), dtype=torch.int32)),
+            (torch.tensor(base, dtype=torch.bfloat16), torch.tensor(rng.integers(0, 4, size=16), dtype=torch.uint8)),
+            (torch.tensor(base, dtype=torch.float32, requires_grad=True) * 1,
+             torch.tensor(rng.integers(0, 4, size=16))),
+            (base.astype(np.float32).tolist(), rng.integers(0, 4, size=16).tolist()),
+        ]
+        for logits, targets in cases:
+            a, b = self.both("evaluate", logits, targets)
+            self.assertEqual(a, b, "dtype %s" % getattr(logits, "dtype", type(logits)))
+        a, b = self.both("evaluate", base[:, :1], torch.tensor(rng.integers(0, 2, size=16), dtype=torch.bool))
+        self.assertEqual(a, b)
+
+    def test_client_evaluate_identical_multihot_dense_probs_weights(self):
+        rng = np.random.default_rng(3)
+        logits = rng.normal(size=(8, 5)).astype(np.float32)
+        multihot = (rng.random(size=(8, 5)) < 0.3).astype(np.float32)
+        self.assertEqual(*self.both("evaluate", logits, multihot))
+        soft = rng.random(size=(8, 5)).astype(np.float32)
+        weights = rng.random(size=(8, 5)).astype(np.float32)
+        self.assertEqual(*self.both("evaluate", logits, soft, weights=weights))
+        dense = rng.normal(size=(4, 6, 3)).astype(np.float32)
+        dense_t = rng.integers(-1, 3, size=(4, 6))
+        a, b = self.both("evaluate", dense, dense_t, loss="softmax_focal")
+        self.assertEqual(a, b)
+        self.assertIsNone(a["scores"]["pred"][0])  # dense samples have no single prediction
+        probs = rng.dirichlet(np.ones(4), size=6).astype(np.float32)
+        a, b = self.both("evaluate", probs=probs, targets=rng.integers(0, 4, size=6), loss="softmax_focal")
+        self.assertEqual(a, b)
+        all_ignored = np.full((2, 6), -1)
+        a, b = self.both("evaluate", dense[:2], all_ignored, loss="softmax_focal")
+        self.assertEqual(a, b)
+        self.assertIsNone(a["scores"]["p_t"][0])  # nothing scored: null in JSON, NaN in binary
+
+    def test_client_post_batch_identical_and_stored(self):
+        rng = np.random.default_rng(4)
+        logits = rng.normal(size=(10, 3)).astype(np.float32)
+        targets = rng.integers(0, 3, size=10)
+        ids_int = np.arange(10)
+        ids_str = ["img/%d.png" % i for i in range(10)]
+        a = self.cb.post_batch("jb", ids_int, logits, targets, run="bin", step=1, epoch=0, batch_id="b1", ohem_k=3)
+        b = self.cj.post_batch("jb", ids_int, logits, targets, run="json", step=1, epoch=0, batch_id="b1", ohem_k=3)
+        self.assertEqual({k: v for k, v in a.items() if k != "run"}, {k: v for k, v in b.items() if k != "run"})
+        self.assertEqual((a["run"], b["run"], a["batch_id"], a["accepted"], a["duplicate"]),
+                         ("bin", "json", "b1", 10, False))
+        a = self.cb.post_batch("jb", ids_str, torch.tensor(logits), torch.tensor(targets), run="bin2")
+        b = self.cj.post_batch("jb", ids_str, torch.tensor(logits), torch.tensor(targets), run="json2")
+        self.assertEqual(a["losses"], b["losses"])
+        self.assertEqual(a["scores"], b["scores"])
+        mixed = [1, "two", 3, "four", 5, 6, 7, 8, 9, "ten"]
+        a = self.cb.post_batch("jb", mixed, logits, targets, run="bin3")
+        b = self.cj.post_batch("jb", mixed, logits, targets, run="json3")
+        self.assertEqual(a["losses"], b["losses"])
+        for run in ("bin", "json", "bin2", "json2"):
+            h = self.cj.sample("jb", "3" if run in ("bin", "json") else "img/3.png", run=run)
+            self.assertEqual(h["runs"][0]["seen"], 1)
+        # the history the two runs built is the same
+        hb = self.cj.hard_examples("jb", run="bin", k=10)["items"]
+        hj = self.cj.hard_examples("jb", run="json", k=10)["items"]
+        self.assertEqual([(i["id"], i["mean_loss"]) for i in hb], [(i["id"], i["mean_loss"]) for i in hj])
+
+    def test_client_binary_outputs_subset(self):
+        logits = np.zeros((3, 2), np.float32)
+        r = self.cb.evaluate(logits, [0, 1, 1], outputs=["losses"])
+        self.assertEqual(len(r["losses"]), 3)
+        self.assertNotIn("scores", r)
+
+    def test_client_values_match_reference(self):
+        """CONVENTIONS.md's fixed values, through both encodings."""
+        for c in (self.cb, self.cj):
+            r = c.evaluate([[0.0]], [1.0])
+            self.assertTrue(close(r["losses"][0], 0.04332170), r)
+            r = c.evaluate([[0.0]], [0.0])
+            self.assertTrue(close(r["losses"][0], 0.12996510), r)
+            r = c.evaluate([[1.0, 2.0, 3.0]], [2], loss={"type": "softmax_focal", "gamma": 2})
+            self.assertTrue(close(r["losses"][0], 0.04567780), r)
+
+
+class CallsTest(DaemonTestCase):
+    """Every call of the client, on one dataset built here."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.c = Client(cls.url)
+        cls.build("calls")  # only read by the tests; those that change things build their own
+
+    @classmethod
+    def build(cls, name):
+        """A dataset of 60 samples s000..s059 (labels i % 4, two per patient, a uri each): three steps
+        of run r1 and one of run r2 for the first ten."""
+        rng = np.random.default_rng(7)
+        ids = ["s%03d" % i for i in range(60)]
+        for step in range(3):
+            logits = rng.normal(size=(60, 4)).astype(np.float32) * 2
+            labels = np.arange(60) % 4
+            meta = {i: {"patient_id": "p%d" % (k // 2), "uri": "file:///data/%s.png" % i}
+                    for k, i in enumerate(ids)} if step == 0 else None
+            cls.c.post_batch(name, ids, logits, labels, run="r1", step=step, epoch=0, loss="softmax_focal", meta=meta)
+        cls.c.post_batch(name, ids[:10], rng.normal(size=(10, 4)).astype(np.float32), np.arange(10) % 4,
+                         run="r2", step=0, loss="softmax_focal")
+        return name
+
+    def test_client_hard_examples_filters(self):
+        c = self.c
+        page = c.hard_examples("calls", k=5)
+        self.assertEqual((page["dataset"], page["run"], page["by"], page["order"]), ("calls", "*", "mean_loss", "desc"))
+        self.assertEqual([it["rank"] for it in page["items"]], [1, 2, 3, 4, 5])
+        self.assertIsNotNone(page["next_cursor"])
+        scores = [it["score"] for it in page["items"]]
+        self.assertEqual(scores, sorted(scores, reverse=True))
+        conf = c.hard_examples("calls", by="confidence", k=5, run="r1")
+        self.assertEqual((conf["order"], conf["run"]), ("asc", "r1"))
+        self.assertTrue(all(it["label"] == 2 for it in c.hard_examples("calls", label=2, k=100, run="r1")["items"]))
+        self.assertEqual(len(c.hard_examples("calls", label=2, k=100, run="r1")["items"]), 15)
+        self.assertEqual(len(c.hard_examples("calls", min_seen=2, k=100, run="r1")["items"]), 60)
+        self.assertEqual(len(c.hard_examples("calls", min_seen=4, k=100)["items"]), 10)  # r1 + r2, summed
+        self.assertEqual(c.hard_examples("calls", status="dismissed", k=10)["items"], [])
+        self.assertEqual(len(c.hard_examples("calls", status=["open", "queued"], k=100, run="r1")["items"]), 60)
+
+    def test_client_hard_examples_cursor_iteration(self):
+        c = self.c
+        whole = c.hard_examples("calls", k=60, run="r1")["items"]
+        paged = list(c.iter_hard_examples("calls", run="r1", page_size=7))
+        self.assertEqual(paged, whole)
+        self.assertEqual([it["rank"] for it in paged], list(range(1, 61)))
+        limited = list(c.iter_hard_examples("calls", run="r1", page_size=7, limit=10))
+        self.assertEqual(limited, whole[:10])
+        first = c.hard_examples("calls", k=3, run="r1")
+        second = c.hard_examples("calls", k=3, run="r1", cursor=first["next_cursor"])
+        self.assertEqual(second["items"], whole[3:6])
+        with self.assertRaises(FocaldError) as e:
+            c.hard_examples("calls", k=3, run="r2", cursor=first["next_cursor"])  # a cursor of another query
+        self.assertEqual((e.exception.status, e.exception.code, e.exception.field), (400, "bad_query", "cursor"))
+
+    def test_client_sample_detail(self):
+        s = self.c.sample("calls", "s001")
+        self.assertEqual((s["id"], s["dataset"], s["status"], s["corrected_label"]), ("s001", "calls", "open", None))
+        self.assertEqual(s["meta"]["patient_id"], "p0")
+        self.assertEqual(sorted(r["run"] for r in s["runs"]), ["r1", "r2"])
+        r1 = [r for r in s["runs"] if r["run"] == "r1"][0]
+        self.assertEqual(r1["seen"], 3)
+        self.assertEqual([o["step"] for o in r1["recent"]], [2, 1, 0])
+        only = self.c.sample("calls", "s001", run="r2")
+        self.assertEqual([r["run"] for r in only["runs"]], ["r2"])
+
+    def test_client_sample_ids_are_path_encoded(self):
+        odd = ["a/b", "sp ace", "per%cent", "plus+sign", "ünï", "q?x=1#f"]
+        self.c.post_batch("enc", odd, np.zeros((6, 2), np.float32), [0, 1, 0, 1, 0, 1])
+        for i in odd:
+            self.assertEqual(self.c.sample("enc", i)["id"], i)
+            self.assertEqual(self.c.reviews("enc", i)["id"], i)
+        self.assertEqual(self.c.review("enc", "a/b", "dismissed")["id"], "a/b")
+
+    def test_client_review_and_audit_trail(self):
+        c = self.c
+        ds = self.build("review")
+        r = c.review(ds, "s010", "in_review", reviewer="ann")
+        self.assertEqual((r["id"], r["from"], r["status"], r["reviewer"]), ("s010", "open", "in_review", "ann"))
+        r = c.review(ds, "s010", "relabelled", label=3, reviewer="ann", note="it is a 3")
+        self.assertEqual((r["from"], r["status"], r["label"], r["label_before"], r["note"]),
+                         ("in_review", "relabelled", 3, 2, "it is a 3"))
+        with self.assertRaises(FocaldError) as e:
+            c.review(ds, "s010", "confirmed")  # a decision is not replaced by another
+        self.assertEqual((e.exception.status, e.exception.code), (409, "conflict"))
+        trail = c.reviews(ds, "s010")
+        self.assertEqual((trail["status"], trail["corrected_label"]), ("relabelled", 3))
+        self.assertEqual([(x["from"], x["to"]) for x in trail["reviews"]],
+                         [("open", "in_review"), ("in_review", "relabelled")])
+        self.assertEqual(trail["reviews"][1]["label_after"], 3)
+        self.assertEqual(c.sample(ds, "s010")["status"], "relabelled")
+        with self.assertRaises(FocaldError) as e:
+            c.review(ds, "nope", "confirmed")
+        self.assertEqual((e.exception.status, e.exception.code), (404, "sample_not_found"))
+        with self.assertRaises(FocaldError) as e:
+            c.review(ds, "s011", "relabelled")  # no label
+        self.assertEqual((e.exception.status, e.exception.code, e.exception.field), (422, "missing_field", "/label"))
+
+    def test_client_set_meta(self):
+        ds = self.build("meta")
+        r = self.c.set_meta(ds, "s020", {"uri": "s3://bucket/s020.png", "study_uid": "1.2.3", "tags": ["x"]})
+        self.assertEqual(r["id"], "s020")
+        self.assertEqual(self.c.sample(ds, "s020")["meta"],
+                         {"uri": "s3://bucket/s020.png", "study_uid": "1.2.3", "tags": ["x"]})
+        with self.assertRaises(FocaldError) as e:
+            self.c.set_meta(ds, "s020", {"uri": 5})
+        self.assertEqual((e.exception.status, e.exception.field), (422, "/uri"))
+
+    def test_client_relabel_feed(self):
+        c = self.c
+        c.post_batch("feed", list(range(5)), np.zeros((5, 3), np.float32), [0, 1, 2, 0, 1], loss="softmax_focal")
+        for i in range(3):
+            c.review("feed", i, "relabelled", label=2, reviewer="bob")
+        feed = c.relabel_feed("feed", page_size=2)
+        entries = list(feed)
+        self.assertEqual([e["id"] for e in entries], ["0", "1", "2"])
+        self.assertEqual([e["label"] for e in entries], [2, 2, 2])
+        self.assertEqual(entries[1]["previous_label"], 1)
+        saved = feed.cursor
+        self.assertEqual(list(c.relabel_feed("feed", since=saved)), [])
+        c.review("feed", 1, "open")  # a withdrawal
+        c.review("feed", 4, "relabelled", label=0)
+        later = c.relabel_feed("feed", since=saved)
+        got = [(e["id"], e["withdrawn"], e["label"]) for e in later]
+        self.assertEqual(got, [("1", True, None), ("4", False, 0)])
+        page = c.relabels("feed", since=saved, limit=1)
+        self.assertEqual([e["id"] for e in page["relabels"]], ["1"])
+        self.assertEqual(c.relabels("feed", since=later.cursor)["relabels"], [])
+
+    def test_client_queues(self):
+        c = self.c
+        ds = self.build("queues")
+        q = c.create_queue(ds, "q-main", size=8, run="r1", max_per_label=3, dedupe_by="patient_id")
+        self.assertEqual((q["name"], q["size"], q["reviewed"]), ("q-main", 8, 0))
+        self.assertEqual(q["progress"]["queued"], 8)
+        self.assertEqual(q["params"]["dedupe_by"], "patient_id")
+        lst = c.queues(ds)["queues"]
+        self.assertIn("q-main", [x["name"] for x in lst])
+        full = c.queue(ds, "q-main")
+        self.assertEqual([it["position"] for it in full["items"]], list(range(1, 9)))
+        patients = [it["meta"]["patient_id"] for it in full["items"]]
+        self.assertEqual(len(set(patients)), 8)  # one sample per patient
+        labels = [it["label"] for it in full["items"]]
+        self.assertTrue(all(labels.count(x) <= 3 for x in set(labels)))
+        self.assertEqual(c.queue(ds, "q-main", offset=2, limit=3)["items"], full["items"][2:5])
+        self.assertEqual(list(c.iter_queue(ds, "q-main", page_size=3)), full["items"])
+        c.review(ds, full["items"][0]["id"], "confirmed")
+        self.assertEqual(c.queue(ds, "q-main")["reviewed"], 1)
+        q2 = c.create_queue(ds, "q-quota", size=6, run="r1", quotas={1: {"max": 1}, 2: {"min": 2}},
+                            by="last_loss", min_seen=1)
+        items2 = c.queue(ds, "q-quota")["items"]
+        self.assertEqual(q2["size"], len(items2))
+        self.assertLessEqual([it["label"] for it in items2].count(1), 1)
+        d = c.delete_queue(ds, "q-quota")
+        self.assertEqual((d["deleted"], d["released"]), ("q-quota", len(items2)))
+        with self.assertRaises(FocaldError) as e:
+            c.queue(ds, "q-quota")
+        self.assertEqual(e.exception.status, 404)
+        with self.assertRaises(FocaldError) as e:
+            c.create_queue(ds, "bad name!")
+        self.assertEqual((e.exception.status, e.exception.field), (422, "/name"))
+
+    def test_client_exports(self):
+        c = self.c
+        ds = self.build("exports")
+        d = _daemon.tempdir()
+        path = os.path.join(d, "hard.csv")
+        n = c.export(ds, path, "csv", run="r1", k=12)
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        self.assertEqual(n, os.path.getsize(path))
+        self.assertEqual(len(rows), 12)
+        self.assertEqual([int(r["rank"]) for r in rows], list(range(1, 13)))
+        top = c.hard_examples(ds, run="r1", k=12)["items"]
+        self.assertEqual([r["id"] for r in rows], [it["id"] for it in top])
+        buf = io.BytesIO()
+        c.export(ds, buf, "jsonl", run="r1", by="confidence", k=5)
+        lines = [json.loads(x) for x in buf.getvalue().decode().splitlines()]
+        ref = c.hard_examples(ds, run="r1", by="confidence", k=5)["items"]
+        self.assertEqual([x["id"] for x in lines], [it["id"] for it in ref])
+        ls = json.loads(b"".join(c.iter_export(ds, "label-studio", k=4)))
+        self.assertEqual(len(ls), 4)
+        self.assertIn("predictions", ls[0])
+        self.assertTrue(ls[0]["data"]["image"].startswith("file:///data/"))
+        fo = [json.loads(x) for x in b"".join(c.iter_export(ds, "fiftyone", k=3)).decode().splitlines()]
+        self.assertEqual(len(fo), 3)
+        self.assertTrue(fo[0]["filepath"].startswith("file:///data/"))
+        self.assertIsInstance(fo[0]["hardness"], float)
+        c.set_meta(ds, "s030", {"study_uid": "1.2.840.1", "series_uid": "1.2.840.1.2"})
+        text = b"".join(c.iter_export(ds, "ohif", status="open,queued,in_review,confirmed")).decode()
+        ohif = [json.loads(x) for x in text.splitlines()]
+        self.assertIn("s030", [x["id"] for x in ohif])
+        self.assertTrue(all("StudyInstanceUIDs=" in x["url"] for x in ohif))
+        c.create_queue(ds, "q-export", size=4, run="r1")
+        qrows = list(csv.DictReader(io.StringIO(b"".join(c.iter_export(ds, "csv", queue="q-export")).decode())))
+        self.assertEqual([r["id"] for r in qrows], [it["id"] for it in c.queue(ds, "q-export")["items"]])
+        # errors come before any byte, and leave no file behind
+        bad = os.path.join(d, "none.csv")
+        with self.assertRaises(FocaldError) as e:
+            c.export("no-such-dataset", bad)
+        self.assertEqual((e.exception.status, e.exception.code), (404, "dataset_not_found"))
+        self.assertFalse(os.path.exists(bad))
+        self.assertEqual(os.listdir(d), ["hard.csv"])
+        with self.assertRaises(FocaldError) as e:
+            list(c.iter_export(ds, "xml"))
+        self.assertEqual((e.exception.status, e.exception.field), (400, "format"))
+
+    def test_client_datasets(self):
+        c = self.c
+        c.post_batch("to-delete", [1, 2, 3], np.zeros((3, 2), np.float32), [0, 1, 0])
+        names = [d["name"] for d in c.datasets()]
+        self.assertIn("calls", names)
+        self.assertIn("to-delete", names)
+        d = c.dataset("calls")
+        self.assertEqual((d["name"], d["samples"]), ("calls", 60))
+        self.assertEqual(sorted(r["name"] for r in d["runs"]), ["r1", "r2"])
+        r1 = [r for r in d["runs"] if r["name"] == "r1"][0]
+        self.assertEqual((r1["classes"], r1["last_step"], r1["observations"]), (4, 2, 180))
+        self.assertEqual(sorted(r1["loss_quantiles"]), ["max", "p50", "p90", "p99"])
+        gone = c.delete_dataset("to-delete")
+        self.assertEqual((gone["deleted"], gone["samples"], gone["observations"]), ("to-delete", 3, 3))
+        self.assertNotIn("to-delete", [x["name"] for x in c.datasets()])
+        with self.assertRaises(FocaldError) as e:
+            c.dataset("to-delete")
+        self.assertEqual((e.exception.status, e.exception.code), (404, "dataset_not_found"))
+
+    def test_client_health_and_documents(self):
+        c = self.c
+        self.assertEqual(c.health(), {"live": True, "ready": True, "status": "ready"})
+        self.assertEqual(c.livez(), {"status": "ok"})
+        self.assertEqual(c.readyz(), {"status": "ready"})
+        self.assertIn("focald_build_info", c.metrics())
+        self.assertTrue(c.openapi()["openapi"].startswith("3."))
+        self.assertEqual(Client("http://127.0.0.1:%d" % _daemon.free_port()).health(),
+                         {"live": False, "ready": False, "status": "unreachable"})
+
+    def test_client_duplicate_batch_and_retries(self):
+        c = self.c
+        args = ("dup", [1, 2], np.zeros((2, 2), np.float32), [0, 1])
+        a = c.post_batch(*args, batch_id="same")
+        b = c.post_batch(*args, batch_id="same")
+        self.assertEqual((a["duplicate"], b["duplicate"]), (False, True))
+        self.assertEqual(c.dataset("dup")["observations"], 2)
+        r = c.post_batch(*args, retries=2)  # a batch_id is made up so that a retry is stored once
+        self.assertTrue(r["batch_id"].startswith("py-"))
+
+    def test_client_keepalive_reuses_one_connection(self):
+        c = Client(self.url)
+        for _ in range(20):
+            c.livez()
+        self.assertEqual(c._t._local.used, 20)
+        conn = c._t._local.conn
+        c.hard_examples("calls", k=2)
+        self.assertIs(c._t._local.conn, conn)
+        # each thread has its own
+        seen = []
+        t = threading.Thread(target=lambda: (c.livez(), seen.append(c._t._local.conn)))
+        t.start()
+        t.join()
+        self.assertIsNot(seen[0], conn)
+
+
+class StaleConnectionTest(DaemonTestCase):
+    """focald closes idle connections after --connection-timeout; the client reconnects unnoticed."""
+
+    daemon_args = ("--connection-timeout", "1")
+
+    def test_client_reconnects_after_idle_close(self):
+        c = Client(self.url)
+        c.livez()
+        time.sleep(1.6)
+        c.post_batch("idle", [1], np.zeros((1, 2), np.float32), [1])
+        c.livez()
+        self.assertEqual(c.dataset("idle")["observations"], 1)
+
+
+class ErrorTest(DaemonTestCase):
+    """FocaldError carries focald's problem body; connection failures are FocaldConnectionError."""
+
+    def test_client_error_fields(self):
+        c = Client(self.url)
+        with self.assertRaises(FocaldError) as cm:
+            c.hard_examples("nothing-here", k=0)
+        e = cm.exception
+        self.assertEqual((e.status, e.code, e.field), (400, "bad_query", "k"))
+        self.assertTrue(e.detail)
+        self.assertTrue(e.request_id)
+        self.assertEqual(e.problem["request_id"], e.request_id)
+        self.assertEqual(e.problem["type"], "urn:focald:problem:bad_query")
+        self.assertEqual(e.problem["status"], 400)
+        self.assertTrue(e.client_error)
+        self.assertFalse(e.retryable)
+        self.assertIn("400 bad_query", str(e))
+        self.assertIn(e.request_id, str(e))
+        self.assertEqual(e.method, "GET")
+        self.assertIn("/v1/datasets/nothing-here/hard-examples", e.url)
+        again = pickle.loads(pickle.dumps(e))
+        self.assertEqual((again.status, again.code, again.field, again.problem), (e.status, e.code, e.field, e.problem))
+
+    def test_client_error_on_invalid_batch(self):
+        for binary in (True, False):
+            c = Client(self.url, binary=binary)
+            with self.assertRaises(FocaldError) as cm:
+                c.post_batch("bad", [1, 2], np.zeros((2, 3), np.float32), [0, 4])  # 3 is background
+            e = cm.exception
+            self.assertEqual((e.status, e.code), (422, "label_out_of_range"), str(e))
+            # JSON points at the element; the binary framing at the tensor in the header's inputs
+            self.assertEqual(e.field, "/inputs/2" if binary else "/targets/1")
+            with self.assertRaises(FocaldError) as cm:
+                c.post_batch("bad", [1, 1], np.zeros((2, 3), np.float32), [0, 1])
+            self.assertEqual(cm.exception.code, "duplicate_id")
+        with self.assertRaises(FocaldError):
+            Client(self.url).dataset("bad")  # nothing was stored
+
+    def test_client_connection_error(self):
+        c = Client("http://127.0.0.1:%d" % _daemon.free_port(), timeout=2)
+        with self.assertRaises(FocaldConnectionError) as cm:
+            c.datasets()
+        e = cm.exception
+        self.assertIsInstance(e, FocaldError)
+        self.assertEqual((e.status, e.code), (None, "unreachable"))
+        self.assertTrue(e.retryable)
+        self.assertFalse(e.client_error)
+        self.assertIsInstance(e.__cause__, OSError)
+
+    def test_client_timeout_error(self):
+        proxy = _daemon.Proxy(self.d.port, mode="hang")
+        try:
+            c = Client(proxy.url, timeout=0.5)
+            t = time.monotonic()
+            with self.assertRaises(FocaldConnectionError) as cm:
+                c.livez()
+            self.assertEqual(cm.exception.code, "timeout")
+            self.assertLess(time.monotonic() - t, 3)
+        finally:
+            proxy.close()
+
+    def test_client_bad_arguments(self):
+        c = Client(self.url)
+        with self.assertRaises(ValueError):
+            c.evaluate(None, [1])
+        with self.assertRaises(ValueError):
+            c.post_batch("x", [1], [[0.0]], [1], probs=[[0.5]])
+        with self.assertRaises(ValueError):
+            Client("ftp://example.org")
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """A stand-in server that records each request's headers and answers from a script."""
+
+    seen = []
+    answer = (200, "application/json", b'{"datasets": []}')
+
+    def do_GET(self):
+        type(self).seen.append((self.path, dict(self.headers)))
+        status, ctype, body = type(self).answer
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Request-Id", "rid-123")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+class ConfigTest(unittest.TestCase):
+    """URL and token from arguments or FOCALD_URL / FOCALD_TOKEN; a URL prefix is kept."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+        cls.port = cls.srv.server_address[1]
+        threading.Thread(target=cls.srv.serve_forever, daemon=True).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.shutdown()
+        cls.srv.server_close()
+
+    def setUp(self):
+        _Recorder.seen = []
+        _Recorder.answer = (200, "application/json", b'{"datasets": []}')
+        self.env = {k: os.environ.pop(k) for k in ("FOCALD_URL", "FOCALD_TOKEN") if k in os.environ}
+
+    def tearDown(self):
+        os.environ.pop("FOCALD_URL", None)
+        os.environ.pop("FOCALD_TOKEN", None)
+        os.environ.update(self.env)
+
+    def test_client_default_url(self):
+        self.assertEqual(Client().url, "http://127.0.0.1:8765")
+
+    def test_client_env_url_and_token(self):
+        os.environ["FOCALD_URL"] = "http://127.0.0.1:%d/prefix/" % self.port
+        os.environ["FOCALD_TOKEN"] = "s3cret"
+        self.assertEqual(Client().datasets(), [])
+        path, headers = _Recorder.seen[-1]
+        self.assertEqual(path, "/prefix/v1/datasets")
+        self.assertEqual(headers.get("Authorization"), "Bearer s3cret")
+
+    def test_client_argument_wins_over_env(self):
+        os.environ["FOCALD_URL"] = "http://127.0.0.1:1"
+        os.environ["FOCALD_TOKEN"] = "from-env"
+        Client("http://127.0.0.1:%d" % self.port, token="from-arg").datasets()
+        self.assertEqual(_Recorder.seen[-1][1].get("Authorization"), "Bearer from-arg")
+        Client("http://127.0.0.1:%d" % self.port, token="").datasets()
+        self.assertNotIn("Authorization", _Recorder.seen[-1][1])
+
+    def test_client_error_without_problem_body(self):
+        _Recorder.answer = (502, "text/html", b"<html>bad gateway</html>")
+        with self.assertRaises(FocaldError) as cm:
+            Client("http://127.0.0.1:%d" % self.port).datasets()
+        e = cm.exception
+        self.assertEqual((e.status, e.code, e.request_id, e.problem), (502, "http_502", "rid-123", {}))
+        self.assertIn("bad gateway", e.detail)
+        self.assertTrue(e.retryable)
+
+
+TOKEN = "0123456789abcdef" * 2
+
+
+class EarlyAnswerTest(DaemonTestCase):
+    """focald refuses a body that is too large from its Content-Length, before reading it, and closes
+    the connection: the client reports that answer (413), not the broken pipe of the unsent body."""
+
+    daemon_args = ("--max-body", "4K")
+
+    def test_client_body_too_large(self):
+        logits = np.zeros((2000, 10), np.float32)  # 80 KB
+        for binary in (True, False):
+            c = Client(self.url, binary=binary)
+            for _ in range(5):
+                with self.assertRaises(FocaldError) as cm:
+                    c.post_batch("big", np.arange(2000), logits, np.zeros(2000, np.int64))
+                self.assertEqual((cm.exception.status, cm.exception.code), (413, "body_too_large"))
+            c.post_batch("big", [1], logits[:1], [0])  # and the next request goes through
+        self.assertEqual(Client(self.url).dataset("big")["observations"], 2)
+
+
+class AuthTest(unittest.TestCase):
+    """A focald that requires a bearer token: the client sends it from its argument or FOCALD_TOKEN."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not _daemon.supports("--token-file"):
+            raise unittest.SkipTest("this focald has no bearer tokens")
+        cls.d = Daemon(token=TOKEN)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+
+    def test_client_token(self):
+        c = Client(self.d.url, token=TOKEN)
+        c.post_batch("auth", [1, 2], np.zeros((2, 2), np.float32), [0, 1])
+        self.assertEqual([d["name"] for d in c.datasets()], ["auth"])
+        self.assertIn("focald_build_info", c.metrics())
+        with self.assertRaises(FocaldError) as cm:
+            Client(self.d.url, token="").datasets()
+        e = cm.exception
+        self.assertEqual((e.status, e.code), (401, "unauthorized"))
+        self.assertFalse(e.retryable)
+        with self.assertRaises(FocaldError) as cm:
+            wrong = Client(self.d.url, token="wrong-token-wrong-token")
+            wrong.post_batch("auth", [3], np.zeros((1, 2), np.float32), [0])
+        self.assertEqual(cm.exception.status, 401)
+        self.assertEqual(Client(self.d.url, token="").health()["status"], "ready")  # probes need no token
+
+    def test_client_token_from_env(self):
+        old = os.environ.get("FOCALD_TOKEN")
+        os.environ["FOCALD_TOKEN"] = TOKEN
+        try:
+            self.assertIsInstance(Client(self.d.url).datasets(), list)
+        finally:
+            if old is None:
+                del os.environ["FOCALD_TOKEN"]
+            else:
+                os.environ["FOCALD_TOKEN"] = old
+
+
+class TlsTest(unittest.TestCase):
+    """focald serving https with a self-signed certificate: trusted through ca_file or FOCALD_CA_FILE."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not _daemon.supports("--tls-cert"):
+            raise unittest.SkipTest("this focald has no TLS")
+        cls.d = Daemon(tls=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+
+    def test_client_https_keepalive(self):
+        c = Client(self.d.url, ca_file=self.d.cert)
+        r = c.post_batch("tls", np.arange(4), np.zeros((4, 3), np.float32), [0, 1, 2, 0], loss="softmax_focal")
+        self.assertEqual(r["accepted"], 4)
+        conn = c._t._local.conn
+        for _ in range(10):
+            c.hard_examples("tls", k=2)
+        self.assertIs(c._t._local.conn, conn)  # one TLS connection for all of them
+        self.assertEqual(c._t._local.used, 11)
+        self.assertEqual(len(b"".join(c.iter_export("tls", "csv")).splitlines()), 5)
+
+    def test_client_https_untrusted(self):
+        with self.assertRaises(FocaldConnectionError) as cm:
+            Client(self.d.url).datasets()
+        self.assertIn("CERTIFICATE", str(cm.exception).upper())
+        old = os.environ.get("FOCALD_CA_FILE")
+        os.environ["FOCALD_CA_FILE"] = self.d.cert
+        try:
+            self.assertIsInstance(Client(self.d.url).datasets(), list)
+        finally:
+            if old is None:
+                del os.environ["FOCALD_CA_FILE"]
+            else:
+                os.environ["FOCALD_CA_FILE"] = old
+
+
+class NoNumpyTest(DaemonTestCase):
+    """Without NumPy the client sends JSON, and gets the same answers as with the binary framing."""
+
+    def test_client_without_numpy(self):
+        rng = np.random.default_rng(9)
+        logits = rng.normal(size=(12, 5)).astype(np.float32)
+        targets = rng.integers(0, 5, size=12)
+        ref = Client(self.url, binary=True).evaluate(logits, targets, loss="softmax_focal")
+        code = (
+            "import sys, json\n"
+            "sys.modules['numpy'] = None\n"
+            "sys.path.insert(0, %r)\n"
+            "import focald\n"
+            "c = focald.Client(%r)\n"
+            "assert c.binary is False\n"
+            "d = json.load(sys.stdin)\n"
+            "r = c.evaluate(d['logits'], d['targets'], loss='softmax_focal')\n"
+            "r2 = c.post_batch('nonumpy', list(range(12)), d['logits'], d['targets'], loss='softmax_focal')\n"
+            "print(json.dumps([r, r2['accepted']]))\n" % (_daemon.PYDIR, self.url))
+        data = json.dumps({"logits": logits.tolist(), "targets": targets.tolist()})
+        p = subprocess.run([_daemon.PYTHON, "-c", code], input=data, capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        got, accepted = json.loads(p.stdout)
+        self.assertEqual(got, ref)
+        self.assertEqual(accepted, 12)
+
+
+if __name__ == "__main__":
+    import run_tests
+    sys.exit(run_tests.main([__name__] + sys.argv[1:], modules=[sys.modules[__name__]]))

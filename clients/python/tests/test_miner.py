@@ -1,0 +1,278 @@
+"""Tests of focald.Miner against a real focald: everything observed arrives, observe() never blocks or
+raises when focald is down or slow, drops are counted, close() keeps its timeout, the miner recovers
+when focald comes back, and a retried batch is stored once.
+
+usage: BUILD=build /usr/bin/python3 clients/python/tests/test_miner.py [-v] [names...]
+"""
+import statistics
+import sys
+import time
+import unittest
+
+import _daemon
+from _daemon import Daemon, DaemonTestCase, Proxy
+
+import numpy as np
+import torch
+
+from focald import Client, FocaldError, Miner
+
+
+def wait_for(cond, timeout=10.0, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(interval)
+    return cond()
+
+
+def batch(step, n=32, c=5, seed=None):
+    g = torch.Generator().manual_seed(step if seed is None else seed)
+    ids = torch.arange(step * n, step * n + n)
+    logits = torch.randn(n, c, generator=g, requires_grad=True) * 2
+    targets = torch.randint(0, c, (n,), generator=g)
+    return ids, logits, targets
+
+
+class MinerTest(DaemonTestCase):
+
+    def setUp(self):
+        self.client = Client(self.url)
+
+    def test_miner_sends_everything(self):
+        m = Miner("m-all", url=self.url, run="r", loss="softmax_focal")
+        for step in range(20):
+            ids, logits, targets = batch(step)
+            m.observe(ids, logits * 1.0, targets, step=step, epoch=step // 10)
+        self.assertTrue(m.close())
+        s = m.stats()
+        self.assertEqual((s["observed"], s["sent"], s["dropped"], s["rejected"], s["pending"]), (640, 640, 0, 0, 0))
+        self.assertIsNone(s["last_error"])
+        d = self.client.dataset("m-all")
+        self.assertEqual((d["samples"], d["observations"]), (640, 640))
+        self.assertEqual(d["runs"][0]["name"], "r")
+        self.assertEqual(d["runs"][0]["last_step"], 19)
+        sample = self.client.sample("m-all", 100, run="r")["runs"][0]
+        self.assertEqual((sample["seen"], sample["recent"][0]["step"], sample["recent"][0]["epoch"]), (1, 3, 0))
+        # the losses focald stored are the ones of the logits observed
+        ids, logits, targets = batch(3)
+        ref = self.client.evaluate(logits, targets, loss="softmax_focal")["losses"]
+        self.assertAlmostEqual(sample["last_loss"], ref[100 - 96], places=5)
+
+    def test_miner_merges_observations_of_one_step(self):
+        m = Miner("m-merge", url=self.url)
+        with m._cond:  # hold the sender back so that everything is queued before it looks
+            for i in range(10):
+                ids, logits, targets = batch(i, n=8)
+                m.observe(ids, logits, targets, step=7)
+            m.observe(*batch(0, n=8), step=7)  # the same ids again: cannot share the request
+            m.observe(*batch(20, n=8), step=8)  # another step: its own request
+        self.assertTrue(m.close())
+        s = m.stats()
+        self.assertEqual((s["sent"], s["rejected"], s["batches"]), (96, 0, 3))
+        self.assertEqual(self.client.dataset("m-merge")["observations"], 96)
+
+    def test_miner_merges_bfloat16_and_lists(self):
+        m = Miner("m-bf16", url=self.url, loss="softmax_focal")
+        parts = [batch(i, n=4) for i in range(3)]
+        with m._cond:
+            for ids, logits, targets in parts:
+                m.observe(ids, logits.to(torch.bfloat16), targets, step=1)
+            m.observe([100, 101], [[0.0, 1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0]], [1, 0], step=2)
+            m.observe(np.array([102]), np.zeros((1, 5), np.float32), np.array([4]), step=2)
+        self.assertTrue(m.close())
+        self.assertEqual((m.sent, m.batches, m.rejected), (15, 2, 0))
+        ids, logits, targets = parts[1]
+        ref = self.client.evaluate(logits.to(torch.bfloat16), targets, loss="softmax_focal")["losses"]
+        stored = self.client.sample("m-bf16", int(ids[2]))["runs"][0]["last_loss"]
+        self.assertAlmostEqual(stored, ref[2], delta=1e-6 * ref[2])  # 9 significant digits of the same float32
+
+    def test_miner_flushes_at_exit(self):
+        """A program that never calls close() still delivers what it observed (an atexit hook)."""
+        code = ("import sys; sys.path.insert(0, %r)\n"
+                "import numpy as np, focald\n"
+                "m = focald.Miner('m-exit', url=%r)\n"
+                "for s in range(5):\n"
+                "    m.observe(np.arange(10) + 10 * s, np.zeros((10, 3), np.float32), np.zeros(10, int), step=s)\n"
+                % (_daemon.PYDIR, self.url))
+        import subprocess
+        p = subprocess.run([_daemon.PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.client.dataset("m-exit")["observations"], 50)
+
+    def test_miner_copies_what_it_observes(self):
+        logits = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+        original = logits.copy()
+        targets = np.array([0, 1, 2, 0])
+        m = Miner("m-copy", url=self.url, loss="softmax_focal")
+        with m._cond:
+            m.observe(np.arange(4), logits, targets, step=0)
+            logits[:] = 100.0  # the caller reuses its buffer
+            targets[:] = 1
+        self.assertTrue(m.close())
+        ref = self.client.evaluate(original, [0, 1, 2, 0], loss="softmax_focal")["losses"]
+        got = [self.client.sample("m-copy", i)["runs"][0]["last_loss"] for i in range(4)]
+        for g, r in zip(got, ref):
+            self.assertAlmostEqual(g, r, places=5)
+
+    def test_miner_counts_rejected_batches_and_goes_on(self):
+        m = Miner("m-rej", url=self.url, loss="softmax_focal")
+        m.observe([1, 2], np.zeros((2, 3), np.float32), [0, 7], step=0)  # label out of range
+        self.assertTrue(m.flush(10))
+        self.assertEqual(m.rejected, 2)
+        self.assertIsInstance(m.last_error, FocaldError)
+        self.assertEqual((m.last_error.status, m.last_error.code), (422, "label_out_of_range"))
+        m.observe([1, 2], np.zeros((2, 3), np.float32), [0, 2], step=1)
+        self.assertTrue(m.close())
+        self.assertEqual((m.sent, m.rejected), (2, 2))
+
+    def test_miner_json_without_binary(self):
+        m = Miner("m-json", url=self.url, binary=False)
+        m.observe(["a", "b"], [[0.5, -1.0], [2.0, 0.0]], [1, 0], step=0)
+        m.observe(["c"], [[0.5, -1.0]], [[1.0, 0.0]], step=1)  # multi-hot rows
+        self.assertTrue(m.close())
+        self.assertEqual((m.sent, m.batches), (3, 2))
+
+    def test_miner_argument_errors(self):
+        m = Miner("m-args", url=self.url)
+        with self.assertRaises(ValueError):
+            m.observe([1, 2], np.zeros((3, 2), np.float32), [0, 1, 0])
+        with self.assertRaises(ValueError):
+            m.observe([1], None, [0])
+        m.observe([], np.zeros((0, 2), np.float32), [])  # nothing to do
+        self.assertTrue(m.close())
+        self.assertTrue(m.close())  # idempotent
+        with self.assertRaises(RuntimeError):
+            m.observe([1], np.zeros((1, 2), np.float32), [0])
+        self.assertEqual(m.observed, 0)
+
+    def test_miner_retried_batch_is_stored_once(self):
+        """focald commits a batch but its answer is lost: the retry carries the same batch_id."""
+        proxy = Proxy(self.d.port, drop_next=1)
+        try:
+            m = Miner("m-once", url=proxy.url, retry_initial=0.05)
+            ids, logits, targets = batch(0, n=16)
+            m.observe(ids, logits, targets, step=0)
+            self.assertTrue(m.close(15))
+        finally:
+            proxy.close()
+        self.assertEqual(proxy.drops, 1)
+        self.assertEqual((m.sent, m.duplicates, m.retries, m.batches), (16, 16, 1, 1))
+        self.assertEqual(self.client.dataset("m-once")["observations"], 16)
+
+    def test_miner_overhead_per_observe(self):
+        """observe() of a 128 x 10 batch with focald up: the figure reported, and a loose bound."""
+        m = Miner("m-speed", url=self.url, run="r")
+        times = []
+        for step in range(300):
+            ids, logits, targets = batch(step, n=128, c=10)
+            out = logits * 1.0  # a tensor in the autograd graph, as a model's output is
+            t = time.perf_counter()
+            m.observe(ids, out, targets, step=step)
+            times.append(time.perf_counter() - t)
+            time.sleep(0.002)  # the training step's own work
+        self.assertTrue(m.close(30))
+        times.sort()
+        med, p99 = times[len(times) // 2], times[int(0.99 * len(times))]
+        sys.stdout.write("\n  miner observe() of 128x10: median %.0f us, mean %.0f us, p99 %.0f us; "
+                         "sent %d in %d requests\n"
+                         % (1e6 * med, 1e6 * statistics.mean(times), 1e6 * p99, m.sent, m.batches))
+        self.assertEqual(m.sent, 300 * 128)
+        self.assertLess(med, 0.002)
+
+
+class MinerDaemonDownTest(unittest.TestCase):
+    """focald stopped, slow, and back: observe() stays fast, drops are counted, close() keeps its timeout."""
+
+    def test_miner_nonblocking_with_focald_stopped(self):
+        d = Daemon()
+        d.stop()
+        # each observation holds 64 x 10 float32 logits plus ids and targets: about 3.6 KiB
+        m = Miner("m-down", url=d.url, max_queue_bytes=64 << 10, retry_initial=0.05, retry_max=0.2)
+        times = []
+        for step in range(200):
+            ids, logits, targets = batch(step, n=64, c=10)
+            t = time.perf_counter()
+            m.observe(ids, logits, targets, step=step)
+            times.append(time.perf_counter() - t)
+        self.assertLess(max(times), 0.05, "observe() blocked for %.3f s" % max(times))
+        self.assertLess(statistics.median(times), 0.002)
+        s = m.stats()
+        self.assertEqual(s["observed"], 200 * 64)
+        self.assertGreater(s["dropped"], 0)
+        self.assertGreater(s["dropped_observations"], 150)  # the queue holds about 17 observations
+        self.assertEqual(s["dropped"], 64 * s["dropped_observations"])
+        self.assertEqual(s["observed"], s["dropped"] + s["pending"])
+        self.assertTrue(wait_for(lambda: m.retries >= 2, 5))
+        self.assertEqual(m.last_error.code, "unreachable")
+        t = time.monotonic()
+        flushed = m.close(timeout=1.0)
+        took = time.monotonic() - t
+        self.assertFalse(flushed)
+        self.assertLess(took, 1.5)
+        s = m.stats()
+        self.assertEqual((s["sent"], s["pending"], s["rejected"]), (0, 0, 0))
+        self.assertEqual(s["dropped"], s["observed"])
+
+    def test_miner_recovers_when_focald_returns(self):
+        d = Daemon()
+        d.stop()
+        m = Miner("m-back", url=d.url, retry_initial=0.05, retry_max=0.2)
+        for step in range(5):
+            m.observe(*batch(step, n=10), step=step)
+        self.assertTrue(wait_for(lambda: m.retries >= 3, 5))
+        self.assertEqual(m.sent, 0)
+        d.start()
+        self.assertTrue(m.flush(15), m.stats())
+        for step in range(5, 8):
+            m.observe(*batch(step, n=10), step=step)
+        self.assertTrue(m.close(15))
+        s = m.stats()
+        self.assertEqual((s["sent"], s["dropped"], s["rejected"]), (80, 0, 0))
+        self.assertEqual(Client(d.url).dataset("m-back")["observations"], 80)
+        self.assertEqual(d.stop(), 0)
+
+    def test_miner_wrong_token_is_refused_not_retried(self):
+        if not _daemon.supports("--token-file"):
+            raise unittest.SkipTest("this focald has no bearer tokens")
+        d = Daemon(token="0123456789abcdef" * 2)
+        try:
+            m = Miner("m-auth", url=d.url, token="not-the-token-at-all")
+            m.observe(*batch(0, n=8), step=0)
+            self.assertTrue(m.close(10))
+            self.assertEqual((m.sent, m.rejected, m.retries), (0, 8, 0))
+            self.assertEqual(m.last_error.status, 401)
+        finally:
+            d.stop()
+
+    def test_miner_with_focald_hanging(self):
+        """focald accepts connections but never answers: requests time out, observe() stays fast and
+        close() returns within its timeout although a request is still waiting."""
+        d = Daemon()
+        proxy = Proxy(d.port, mode="hang")
+        try:
+            m = Miner("m-hang", url=proxy.url, request_timeout=0.5, retry_initial=0.05, retry_max=0.1,
+                      max_queue_bytes=32 << 10)
+            times = []
+            for step in range(100):
+                t = time.perf_counter()
+                m.observe(*batch(step, n=64, c=10), step=step)
+                times.append(time.perf_counter() - t)
+                time.sleep(0.005)
+            self.assertLess(max(times), 0.05)
+            self.assertTrue(wait_for(lambda: m.last_error is not None, 5))
+            self.assertEqual(m.last_error.code, "timeout")
+            self.assertGreater(m.dropped, 0)
+            t = time.monotonic()
+            self.assertFalse(m.close(timeout=0.3))
+            self.assertLess(time.monotonic() - t, 0.6)
+            self.assertEqual(m.dropped, m.observed)
+        finally:
+            proxy.close()
+            d.stop()
+
+
+if __name__ == "__main__":
+    import run_tests
+    sys.exit(run_tests.main([__name__] + sys.argv[1:], modules=[sys.modules[__name__]]))
