@@ -202,10 +202,6 @@ static void record(int route, int status, double seconds) {
   for (size_t i = 0; i + 1 < NSTATUS; i++)
     if (tracked_status[i] == status) si = i;
   atomic_fetch_add(&r->count[si], 1);
-  if (!r->latency.bounds) { /* benign race: every thread writes the same values */
-    r->latency.nbounds = (int)(sizeof latency_bounds / sizeof latency_bounds[0]);
-    r->latency.bounds = latency_bounds;
-  }
   metrics_hist_observe(&r->latency, seconds);
 }
 
@@ -406,6 +402,16 @@ static int content_type_ok(const char *ct, int body) {
   return 0;
 }
 
+/* Handlers read the store and submit to it; main frees it while keep-alive connections are still open. */
+static pthread_rwlock_t gate = PTHREAD_RWLOCK_INITIALIZER;
+static int gate_closed;
+
+void http_close_gate(void) {
+  pthread_rwlock_wrlock(&gate);
+  gate_closed = 1;
+  pthread_rwlock_unlock(&gate);
+}
+
 static void track_request(struct MHD_Connection *conn, int in_request);
 
 /* The message-framing headers of a request: how many of each, and the last Transfer-Encoding. */
@@ -586,7 +592,14 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
   if (rq->buf) rq->buf[rq->len] = '\0';
   rq->body = rq->buf ? rq->buf : "";
   if (ri < 0) return send_problem(conn, rq, P_INTERNAL, "route lost");
+  /* handlers run inside the gate: once main closes it to free the store, none is running or starts */
+  pthread_rwlock_rdlock(&gate);
+  if (gate_closed) {
+    pthread_rwlock_unlock(&gate);
+    return send_problem(conn, rq, P_DRAINING, "shutting down");
+  }
   int rc = api_routes[ri].fn(rq, &out);
+  pthread_rwlock_unlock(&gate);
   if (rc == HTTP_ASYNC) return MHD_YES;
   return respond(conn, rq, &out);
 }
@@ -725,6 +738,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 
 static char *tls_cert_pem, *tls_key_pem;
 
+
 /* The whole of a small file, NUL-terminated; malloc'd, or NULL. */
 static char *read_file(const char *path) {
   FILE *f = fopen(path, "rb");
@@ -794,6 +808,10 @@ int http_readiness(void) {
 
 int http_start(const config *cfg) {
   cfg_ = *cfg;
+  for (int r = 0; r <= MAX_ROUTES; r++) { /* before any HTTP thread exists */
+    rstats[r].latency.bounds = latency_bounds;
+    rstats[r].latency.nbounds = (int)(sizeof latency_bounds / sizeof latency_bounds[0]);
+  }
   struct timespec t;
   clock_gettime(CLOCK_REALTIME, &t);
   id_seed = (uint64_t)t.tv_nsec * 0x2545f4914f6cdd1dull ^ (uint64_t)t.tv_sec;

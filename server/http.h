@@ -106,6 +106,9 @@ int http_start(const config *cfg);
 void http_quiesce(void);
 /* Stops the daemon; every suspended connection must have been completed. */
 void http_stop(void);
+/* Waits for running handlers, then answers 503 draining to every new request on the connections still
+ * open: after it, nothing on an HTTP thread touches the store (main calls it before store_close). */
+void http_close_gate(void);
 
 /* Grows *buf (snprintf-style append); used by the metrics and API writers. */
 /* Appends n bytes of s (and keeps the buffer NUL-terminated). */

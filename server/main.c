@@ -154,7 +154,8 @@ int main(int argc, char **argv) {
   http_quiesce();
   if (work_drain(cfg.drain_timeout * 1000) != 0)
     log_msg(LOG_WARN, "%d batches were still in flight after %d s", work_inflight(), cfg.drain_timeout);
-  store_close(st); /* commits what is queued, then checkpoints */
+  http_close_gate(); /* keep-alive connections stay open until http_stop: keep their handlers off the store */
+  store_close(st);   /* commits what is queued, then checkpoints */
   work_stop();
   http_stop();
   st_map_free(map);
