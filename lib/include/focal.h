@@ -37,7 +37,7 @@ extern "C" {
   X(FL_EPARAM, -2, "unknown loss, profile, reduction, input kind or label type")     \
   X(FL_EGAMMA, -3, "gamma must be finite and >= 0 (> 0 for sigmoid_focal_star)")     \
   X(FL_EALPHA, -4, "alpha must be in [0, 1], or negative to turn class weighting off") \
-  X(FL_EEPSILON, -5, "epsilon must be finite and >= -1")                             \
+  X(FL_EEPSILON, -5, "epsilon must be in [-1, 10000]")                               \
   X(FL_ECLIP, -6, "clip must be in [0, 1)")                                          \
   X(FL_EINPUT, -7, "a logit is not finite")                                          \
   X(FL_EPROB, -8, "a probability is outside [0, 1] or not finite")                   \
@@ -123,7 +123,7 @@ typedef struct fl_params {
   float gamma;          /* focusing parameter, >= 0 (FL*: > 0) */
   float alpha;          /* class balance in [0, 1]; negative turns weighting off */
   const float *alpha_c; /* (c) per-class alpha, each in [0, 1]; overrides alpha when set. Borrowed. */
-  float epsilon;        /* Poly-1 coefficient, >= -1 */
+  float epsilon;        /* Poly-1 coefficient, in [-1, 1e4] */
   float gamma_pos;      /* ASL focusing of positives */
   float gamma_neg;      /* ASL focusing of negatives */
   float clip;           /* ASL probability margin for negatives, in [0, 1) */

@@ -128,7 +128,7 @@ int fl_params_check(const fl_params *p, int64_t c, int64_t *where) {
     return FL_EALPHA;
   }
   if ((p->loss == FL_POLY1_SIGMOID_FOCAL || p->loss == FL_POLY1_SOFTMAX_FOCAL) &&
-      !(isfinite(p->epsilon) && p->epsilon >= -1.0f))
+      !(p->epsilon >= -1.0f && p->epsilon <= 1e4f)) /* larger overflows the gradients' float products */
     return FL_EEPSILON;
   if (p->loss == FL_ASL) {
     if (!gamma_ok(p->gamma_pos) || !gamma_ok(p->gamma_neg)) return FL_EGAMMA;

@@ -16,6 +16,7 @@
  *
  * This file is compiled once per instruction-set variant; FL_ISA names the copy.
  */
+#include <float.h>
 #include <math.h>
 
 #include "fl_internal.h"
@@ -155,12 +156,13 @@ FL__HOT void el_focal(const fl__ctx *cx, el *e, vf a_t, int spec) {
 /* FL* (fvcore's sigmoid_focal_loss_star): alpha_t softplus(-g z (2t-1)) / g. */
 FL__HOT void el_focal_star(const fl__ctx *cx, el *e, vf a_t) {
   vf uu = 2.0f * e->t - 1.0f;
-  vf w = cx->gamma * uu * e->z;
+  /* gamma z may pass float's range: kept finite, so that an alpha or weight of 0 gives 0, not 0 * inf */
+  vf w = vmax(vmin(cx->gamma * uu * e->z, vf_set(FLT_MAX)), vf_set(-FLT_MAX));
   vf E = fl__vexpneg(-vabs(w));
   vf inv = 1.0f / (1.0f + E);
   vf sm = vsel(w >= zero(), E * inv, inv); /* sigmoid(-w) */
   vf softplus = vmax(-w, zero()) + fl__vlog1p01(E);
-  e->loss = a_t * softplus / cx->gamma;
+  e->loss = vmin(a_t * softplus / cx->gamma, vf_set(FLT_MAX)); /* 1 / gamma may push it past float's range */
   if (cx->want_grad) e->grad = -(a_t * uu * sm);
 }
 
@@ -282,7 +284,9 @@ FL__HOT void score_elements(vacc *v, const el *e, vi scored) {
   vf ent = (e->s_pos * e->nl_pos + e->s_neg * e->nl_neg) * (1.0f / FL_LN2);
   vi ok = (e->z >= zero()) == (t >= vf_set(0.5f));
   v->p_t += vsel(scored, p_t, zero());
-  v->margin += vsel(scored, (2.0f * t - 1.0f) * e->z, zero());
+  /* clamped so that a lane's 64 pending terms cannot overflow float (inf - inf would be NaN) */
+  vf mg = vmax(vmin((2.0f * t - 1.0f) * e->z, vf_set(1e36f)), vf_set(-1e36f));
+  v->margin += vsel(scored, mg, zero());
   v->nm += vsel(scored, p_t, zero());
   v->p_max += vsel(scored, vmax(e->s_pos, e->s_neg), zero());
   v->ent += vsel(scored, ent, zero());
@@ -429,7 +433,14 @@ FL__HOT int eval_rows_spec(const fl__ctx *cx, int64_t *where, int spec) {
       } else {
         e.w = one();
       }
-      if (!use) continue;
+      if (!use) {
+        /* an ignored row contributes nothing: its gradient is zero, and must be written as such */
+        if (cx->out->grad) {
+          if (cnt == FL_W) vf_store(cx->out->grad + r * c + k, zero());
+          else vf_store_part(cx->out->grad + r * c + k, zero(), cnt);
+        }
+        continue;
+      }
       e.t = vb(kk == vi_set((int32_t)y));
       if (cx->alpha_c) {
         e.a_pos = vf_load_part(cx->alpha_c + k, cnt, 0.0f);

@@ -177,11 +177,15 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
     margin = logp - vmax(fl__vlog(mo), vf_set(FL__LOG_FLOOR));
   }
   vf lp = logp, om = omp;
+  vf el2g = el2sq; /* the squared norm of (p - onehot) as the gradient sees p */
   vi act = vi_set(-1); /* p_y still varies with z (not held by Keras' clip) */
   if (cx->keras) {
     /* Keras normalises probabilities by their sum, then clips them to [eps, 1 - eps]. */
-    vf pk = cx->probs ? p_y / s : p_y;
-    vf omk = cx->probs ? (s - p_y) / s : omp;
+    vf sk = vmax(s, vf_set(FLT_MIN)); /* a row of zeros: 0, not 0/0 */
+    vf pk = cx->probs ? p_y / sk : p_y;
+    vf omk = cx->probs ? (sk - p_y) / sk : omp;
+    /* the gradient is taken through the normalised probabilities p / s: so is its norm */
+    if (cx->probs) el2g = q2 / sk / sk + omk * omk; /* not q2 / (sk * sk): that square can underflow to 0 */
     act = (pk > vf_set(FL__KERAS_EPS)) & (pk < vf_set(FL__KERAS_ONE_MINUS_EPS));
     lp = fl__vlog(vmin(vmax(pk, vf_set(FL__KERAS_EPS)), vf_set(FL__KERAS_ONE_MINUS_EPS)));
     om = vmin(vmax(omk, vf_set(FL__KERAS_CEPS)), vf_set(FL__KERAS_ONE_MINUS_EPS));
@@ -204,7 +208,9 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
     gc = vsel(act, gc, zero());
     vf_store(bk->loss, vsel(live, loss * w, zero()));
     vf_store(bk->gcoef, vsel(live, gc * w, zero()));
-    vf_store(bk->gn2, vsel(live, gc * w * gc * w * el2sq, zero()));
+    /* a huge weight squared is inf; a row with p = onehot has el2 = 0: its norm is 0, not inf * 0 */
+    vf gw = gc * w;
+    vf_store(bk->gn2, vsel(live & (el2g > zero()), gw * gw * el2g, zero()));
   }
   vf_store(bk->logs, logs);
   vf_store(bk->s, s);
@@ -229,7 +235,8 @@ FL__HOT void class_prob(const fl__ctx *cx, const blk *bk, int l, vf x, vi kk, vf
                               vi *act) {
   *act = vi_set(-1);
   if (cx->probs) {
-    vf s = vf_set(cx->keras ? bk->s[l] : 1.0f);
+    /* a row of zeros has no normalisation: its probabilities stay 0 rather than 0/0 */
+    vf s = vf_set(cx->keras ? fmaxf(bk->s[l], FLT_MIN) : 1.0f);
     *p = x / s;
     *omp = (s - x) / s;
     *logp = vmax(fl__vlog(*p), vf_set(FL__LOG_FLOOR));
@@ -307,7 +314,8 @@ static float row_soft(const fl__ctx *cx, blk *bk, int l, int64_t r) {
         vl += vsel(t > zero(), t * term, zero());
         vtg += vsel(t > zero(), t * G, zero());
       } else if (cx->want_grad) {
-        vf gk = bk->w[l] * (p * (float)vsum(vtg) - t * G);
+        /* t = 0 takes no part, even where G overflowed (0 * inf would be NaN) */
+        vf gk = bk->w[l] * (p * (float)vsum(vtg) - vsel(t > zero(), t * G, zero()));
         if (cx->out->grad) {
           if (cnt == FL_W) vf_store(cx->out->grad + r * c + k, gk);
           else vf_store_part(cx->out->grad + r * c + k, gk, cnt);

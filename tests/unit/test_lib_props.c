@@ -420,6 +420,97 @@ static void test_lib_ignored_and_background_labels(void **state) {
   assert_true(loss > 0.0f);
 }
 
+/* ---------------------------------------------------------------- edges the fuzz targets found */
+
+/* The L2 norm of n floats, in double. */
+static double norm2(const float *g, int n) {
+  double s = 0;
+  for (int i = 0; i < n; i++) s += (double)g[i] * g[i];
+  return sqrt(s);
+}
+
+/* Each case once per instruction-set variant the CPU has: the variants must agree on the edges too. */
+static const char *const isas[] = {"generic", "x86-64-v3", "x86-64-v4"};
+
+static void test_lib_edges_found_by_fuzzing(void **state) {
+  (void)state;
+  for (size_t v = 0; v < sizeof isas / sizeof isas[0]; v++) {
+    if (fl_isa_force(isas[v]) != 0) continue;
+    fl_params p;
+    float loss[2], gn[2];
+    fl_score sc[2];
+    /* an ignored row of a sigmoid sample with class labels has a gradient, and it is zero */
+    {
+      enum { M = 3, C = 4 };
+      float x[M * C], g[M * C];
+      for (int i = 0; i < M * C; i++) x[i] = frand(-2, 2), g[i] = NAN;
+      int32_t y[M] = {1, -1, 3};
+      fl_params_init(&p, FL_SIGMOID_FOCAL);
+      fl_batch b = {.n = 1, .m = M, .c = C, .x = x, .labels = y, .label_type = FL_LABEL_I32};
+      fl_out o = {.loss = loss, .grad = g, .grad_norm = gn};
+      assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+      for (int k = 0; k < C; k++) assert_true(g[1 * C + k] == 0.0f);
+      assert_close(gn[0], norm2(g, M * C));
+    }
+    /* Keras profile, probability input: a row of zeros is finite, and the norm is the gradient's own */
+    {
+      enum { C = 3 };
+      float x[2 * C] = {0, 0, 0, 0.2f, 0.9f, 0.4f}, g[2 * C];
+      int32_t y[2] = {1, 2};
+      fl_params_init(&p, FL_SOFTMAX_FOCAL);
+      p.profile = FL_PROFILE_KERAS;
+      p.input = FL_INPUT_PROBS;
+      fl_batch b = {.n = 2, .m = 1, .c = C, .x = x, .labels = y, .label_type = FL_LABEL_I32};
+      fl_out o = {.loss = loss, .grad = g, .grad_norm = gn, .scores = sc};
+      assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+      for (int i = 0; i < 2 * C; i++) assert_true(isfinite(g[i]));
+      assert_true(isfinite(loss[0]) && isfinite(gn[0]));
+      assert_close(gn[1], norm2(g + C, C)); /* the probabilities do not sum to 1 here */
+    }
+    /* a huge weight on a softmax row that is already right: gradient norm 0, not inf * 0 */
+    {
+      enum { C = 2 };
+      float x[C] = {200.0f, -200.0f}, g[C], w[C] = {3e38f, 3e38f};
+      int32_t y[1] = {0};
+      fl_params_init(&p, FL_SOFTMAX_FOCAL);
+      fl_batch b = {.n = 1, .m = 1, .c = C, .x = x, .labels = y, .label_type = FL_LABEL_I32, .weights = w};
+      fl_out o = {.loss = loss, .grad = g, .grad_norm = gn};
+      assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+      assert_true(isfinite(gn[0]));
+      assert_close(gn[0], norm2(g, C));
+    }
+    /* sigmoid elements with logits near float's range: the margin (AUM's input) stays finite */
+    {
+      enum { M = 40, C = 3 };
+      float x[M * C], t[M * C];
+      for (int i = 0; i < M * C; i++) x[i] = (i % 2 ? -3.4e38f : 3.4e38f), t[i] = (float)(i % 2);
+      fl_params_init(&p, FL_SIGMOID_FOCAL);
+      fl_batch b = {.n = 1, .m = M, .c = C, .x = x, .targets = t};
+      fl_out o = {.loss = loss, .scores = sc};
+      assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+      assert_true(isfinite(sc[0].margin) && isfinite(loss[0]));
+    }
+    /* FL*: gamma times a logit past float's range, with alpha 0 for that element: a finite loss */
+    {
+      float x[2] = {3e38f, -3e38f}, t[2] = {0.0f, 1.0f};
+      fl_params_init(&p, FL_SIGMOID_FOCAL_STAR);
+      p.gamma = 10.0f;
+      fl_batch b = {.n = 1, .m = 1, .c = 2, .x = x, .targets = t};
+      fl_out o = {.loss = loss};
+      assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+      assert_true(isfinite(loss[0]));
+    }
+  }
+  assert_int_equal(fl_isa_force(NULL), 0);
+  /* Poly-1's epsilon is bounded where its float products would overflow */
+  fl_params p;
+  fl_params_init(&p, FL_POLY1_SOFTMAX_FOCAL);
+  p.epsilon = 1e4f;
+  assert_int_equal(fl_params_check(&p, 3, NULL), 0);
+  p.epsilon = 1e5f;
+  assert_int_equal(fl_params_check(&p, 3, NULL), FL_EEPSILON);
+}
+
 static void test_lib_reductions(void **state) {
   (void)state;
   enum { M = 6, C = 4 };
@@ -693,6 +784,7 @@ int main(void) {
       cmocka_unit_test(test_lib_finite_everywhere),
       cmocka_unit_test(test_lib_probabilities_near_0_and_1),
       cmocka_unit_test(test_lib_ignored_and_background_labels),
+      cmocka_unit_test(test_lib_edges_found_by_fuzzing),
       cmocka_unit_test(test_lib_reductions),
       cmocka_unit_test(test_lib_label_types_agree),
       cmocka_unit_test(test_lib_empty_batch),
