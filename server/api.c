@@ -365,7 +365,7 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
   const char *label = http_query(rq, "label", qb[3], sizeof qb[3]);
   const char *min_seen = http_query(rq, "min_seen", qb[4], sizeof qb[4]);
   const char *status = http_query(rq, "status", qb[5], sizeof qb[5]);
-  char cursor_buf[900], cursor_plain[600];
+  char cursor_buf[1500], cursor_plain[700]; /* as large as the next_cursor written below */
   const char *cursor = http_query(rq, "cursor", cursor_buf, sizeof cursor_buf);
   q.by = HF_MEAN_LOSS;
   if (by && (q.by = hist_field_parse(by)) < 0)
@@ -397,8 +397,10 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
       return api_fail(resp, rq, P_BAD_QUERY, "status", "status must be a comma-separated list of open, queued, in_review, relabelled, confirmed, dismissed");
   }
   /* what identifies this query: a cursor is only good for the same one */
-  char fingerprint[300];
-  snprintf(fingerprint, sizeof fingerprint, "v1|%d|%s|%s|%u|%u|%d", q.by, run, label ? label : "", q.min_seen, q.status_mask,
+  /* the label as a number: "007" and "7" are one query, and the cursor's length stays bounded */
+  char fingerprint[300], label_text[16] = "";
+  if (q.has_label) snprintf(label_text, sizeof label_text, "%d", (int)q.label);
+  snprintf(fingerprint, sizeof fingerprint, "v1|%d|%s|%s|%u|%u|%d", q.by, run, label_text, q.min_seen, q.status_mask,
            q.reconsider > 0);
   long long rank0 = 0;
   char cursor_id[REQ_ID_MAX + 1] = "";

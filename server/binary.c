@@ -354,6 +354,7 @@ static void shape_text(char *buf, size_t n, int rank, const int64_t *s) {
 static int read_targets(req *r, const tensor *t, problem *err) {
   char ptr[64], got[80], a[80], b[80];
   in_ptr(ptr, sizeof ptr, t->index, "");
+  if (t->dt == DT_BYTES) return problem_set(err, P_INVALID_FIELD, ptr, "targets must be numbers, not BYTES");
   const int64_t nm[2] = {r->n, r->m}, nmc[3] = {r->n, r->m, r->c}, nc[2] = {r->n, r->c};
   const int dense_rank = r->dense ? 3 : 2;
   const int idx_rank = r->dense ? 2 : 1;

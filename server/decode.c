@@ -285,7 +285,7 @@ int dec_check_loss(const fl_params *p, int64_t c, problem *err) {
       return problem_set(err, P_INVALID_LOSS, ptr, "loss.alpha[%" PRId64 "] must be in [0, 1]", where);
     }
     return problem_set(err, P_INVALID_LOSS, "/loss/alpha", "loss.alpha must be in [0, 1], or null for no class weighting");
-  case FL_EEPSILON: return problem_set(err, P_INVALID_LOSS, "/loss/epsilon", "loss.epsilon must be finite and >= -1");
+  case FL_EEPSILON: return problem_set(err, P_INVALID_LOSS, "/loss/epsilon", "loss.epsilon must be in [-1, 10000]");
   case FL_ECLIP: return problem_set(err, P_INVALID_LOSS, "/loss/clip", "loss.clip must be in [0, 1)");
   case FL_EUNSUPPORTED:
     return problem_set(err, P_INVALID_LOSS, "/loss/profile", "profile %s does not define %s for %s input",

@@ -229,7 +229,9 @@ int queue_decode(const char *body, size_t len, queue_params *p, problem *err) {
       snprintf(ptr, sizeof ptr, "/quotas/%.60s", key);
       char *end;
       long lab = strtol(key, &end, 10);
-      if (*end || end == key || lab < 0 || lab > INT32_MAX || !json_is_object(q)) {
+      char plain[24];
+      snprintf(plain, sizeof plain, "%ld", lab);
+      if (*end || end == key || lab < 0 || lab > INT32_MAX || strcmp(plain, key) != 0 || !json_is_object(q)) {
         problem_set(err, P_INVALID_FIELD, ptr, "quotas keys must be class labels (integers >= 0) with {\"min\", \"max\"}");
         goto out;
       }

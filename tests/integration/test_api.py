@@ -534,6 +534,16 @@ class HealthAndDocumentsTest(FocaldTestCase):
         p = self.assertProblem(r, 404, "dataset_not_found")
         self.assertEqual(p["request_id"], rid)
 
+    def test_problem_naming_bytes_that_are_not_utf8_is_valid_json(self):
+        # a percent-decoded path segment can hold any byte; the problem that names it stays UTF-8 JSON
+        for path in ("/v1/datasets/%B1", "/v1/datasets/ab%C3/hard-examples", "/v1/datasets/%ED%A0%80x/samples/y"):
+            with self.subTest(path=path):
+                r = self.d.get(path)
+                self.assertIn(r.status, (404, 422), r)
+                p = self.assertProblem(r, r.status, ("dataset_not_found", "bad_name"))
+                r.body.decode("utf-8")  # strict: raises on a byte that is not UTF-8
+                self.assertIsInstance(p["detail"], str)
+
     def test_request_id_invalid_client_value_is_replaced(self):
         for bad in ("has space", "x" * 200, "semi;colon"):
             r = self.d.get("/livez", headers={"X-Request-Id": bad})
@@ -1135,6 +1145,12 @@ class HardExamplesTest(FocaldTestCase):
         paged = self.d.all_hard(self.DS, page=2, run="r1", min_seen=2, label=2)
         self.assertEqual(paged, full)
         self.assertGreater(len(full), 2)
+
+    def test_hard_examples_cursor_with_a_long_spelling_of_the_label(self):
+        # a label written with 200 leading zeros is label 2: the same listing, and its cursors continue it
+        full = self.d.all_hard(self.DS, run="r1", label=2)
+        self.assertGreater(len(full), 2)
+        self.assertEqual(self.d.all_hard(self.DS, page=1, run="r1", label="0" * 200 + "2"), full)
 
     def test_hard_examples_cursor_from_another_query_is_bad_query(self):
         c = self.d.hard(self.DS, by="mean_loss", k=5).json()["next_cursor"]

@@ -731,6 +731,12 @@ def _x_with(value, datatype="FP32", name="logits"):
     return send
 
 
+def _bytes_targets(h, t):
+    # one output per sample (c = 1), where a BYTES tensor of shape [n] has the shape of binary targets
+    t[1] = tensor("logits", np.array([[0.5], [-1.0]]), "FP32")
+    t[2] = bytes_tensor("targets", ["x", "y"])
+
+
 def _bf16_nan(h, t):
     bits = bf16_bits(np.array([0, 1, 2, 2, -1, 0.5], dtype=np.float32))
     bits[5] = 0x7FC0  # quiet NaN
@@ -782,6 +788,7 @@ BAD_CASES = [
     ("header_unknown_output", _hdr(outputs=[{"name": "grad"}]), 422, "invalid_field", "/outputs/0/name"),
     # inputs: 422 as for JSON
     ("unknown_datatype", _set(1, datatype="FP8"), 422, "invalid_field", "/inputs/1/datatype"),
+    ("targets_as_bytes", _mod(_bytes_targets), 422, "invalid_field", "/inputs/2"),
     ("unknown_tensor_name", _set(2, name="labels"), 422, "unknown_field", "/inputs/2/name"),
     ("duplicate_tensor_names", _set(2, name="logits"), 422, "invalid_field", "/inputs/2/name"),
     ("no_inputs", _hdr(inputs=[]), 422, "missing_field", "/inputs"),

@@ -827,6 +827,9 @@ BAD_QUEUES = [
     ("quotas_max_below_min", {"name": "q", "quotas": {"1": {"min": 3, "max": 2}}}, 422, "invalid_field",
      "/quotas/1"),
     ("quotas_min_string", {"name": "q", "quotas": {"1": {"min": "3"}}}, 422, "invalid_field", "/quotas/1"),
+    # one label, two spellings: which quota would hold is not for the server to guess
+    ("quotas_key_with_leading_zero", {"name": "q", "quotas": {"7": {"max": 1}, "07": {"max": 3}}}, 422,
+     "invalid_field", "/quotas/07"),
     ("dedupe_by_empty", {"name": "q", "dedupe_by": ""}, 422, "invalid_field", "/dedupe_by"),
     ("dedupe_by_number", {"name": "q", "dedupe_by": 3}, 422, "invalid_field", "/dedupe_by"),
     ("unknown_field", {"name": "q", "sort": "asc"}, 422, "unknown_field", "/sort"),
