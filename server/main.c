@@ -16,6 +16,9 @@
  *   writer        store.c: the only SQLite writer and the only thread that
  *                 changes state.c (under write locks); completes jobs.
  *   checkpointer  store.c: passive WAL checkpoints on its own connection.
+ *   watchdog      http.c: shuts down connections whose request headers take
+ *                 longer than --connection-timeout (slowloris); touches only
+ *                 its table of open connections, under that table's lock.
  *
  * Signals are blocked in every thread before any is created; main alone
  * receives them with sigwait, so no handler runs on an arbitrary thread.

@@ -669,10 +669,19 @@ typedef struct ranker {
   int n, k;
 } ranker;
 
+/* strcmp(a, b) < 0, inlined: a ranking with many tied scores (correctness,
+ * seen, forgetting) compares hundreds of thousands of short ids that differ
+ * within a few bytes, where a call to strcmp costs more than the comparison. */
+static inline int id_less(const char *a, const char *b) {
+  const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
+  while (*x && *x == *y) x++, y++;
+  return *x < *y;
+}
+
 /* Whether a comes before b in the answer: harder first, then ids ascending. */
-static int before(const ranker *rk, const st_hit *a, const st_hit *b) {
+static inline int before(const ranker *rk, const st_hit *a, const st_hit *b) {
   if (a->score != b->score) return rk->desc ? a->score > b->score : a->score < b->score;
-  return strcmp(rk->ds->ids[a->key], rk->ds->ids[b->key]) < 0;
+  return id_less(rk->ds->ids[a->key], rk->ds->ids[b->key]);
 }
 
 static void sift_down(ranker *rk, int i) {
@@ -718,7 +727,7 @@ static int cmp_hits(const void *a, const void *b, void *arg) {
 }
 
 /* The value of field by for key in run r. */
-static double run_value(const st_run *r, uint32_t key, int by) {
+__attribute__((always_inline)) static inline double run_value(const st_run *r, uint32_t key, int by) {
   switch (by) {
   case HF_SEEN: return r->seen[key];
   case HF_LAST_LOSS: return r->last_loss[key];
@@ -734,11 +743,13 @@ static double run_value(const st_run *r, uint32_t key, int by) {
   }
 }
 
-/* Whether score can enter the ranker: kept only if it is at least as hard as
- * the current worst (ties are settled by id in offer). */
-static inline int may_enter(const ranker *rk, double score) {
+/* Whether (score, key) can enter the ranker: when it is full, only if it comes
+ * before the current worst, its root. */
+static inline int may_enter(const ranker *rk, double score, uint32_t key) {
   if (rk->n < rk->k) return 1;
-  return rk->desc ? score >= rk->heap[0].score : score <= rk->heap[0].score;
+  const st_hit *w = &rk->heap[0];
+  if (score != w->score) return rk->desc ? score > w->score : score < w->score;
+  return id_less(rk->ds->ids[key], rk->ds->ids[w->key]);
 }
 
 /* Whether (score, id) comes strictly after the cursor in the answer's order. */
@@ -765,7 +776,7 @@ static void top_one_run(const st_dataset *ds, const st_run *r, const st_query *q
     const uint32_t seen = r->seen[key];
     if (seen < q->min_seen || seen == 0) continue;
     const double score = col ? (double)col[key] : run_value(r, key, q->by);
-    if (!may_enter(rk, score)) continue;
+    if (!may_enter(rk, score, key)) continue;
     if (q->status_mask && !(q->status_mask & (1u << ds->status[key])) &&
         !(q->reconsider > 0 && st_reconsider(ds, key, q->reconsider)))
       continue;
@@ -798,7 +809,7 @@ static void top_all_runs(const st_dataset *ds, const st_query *q, ranker *rk) {
     }
     if (!runs || seen < q->min_seen) continue;
     score = q->by == HF_SEEN ? (double)seen : score / runs;
-    if (!may_enter(rk, score)) continue;
+    if (!may_enter(rk, score, key)) continue;
     if (q->status_mask && !(q->status_mask & (1u << ds->status[key])) &&
         !(q->reconsider > 0 && st_reconsider(ds, key, q->reconsider)))
       continue;
