@@ -28,6 +28,7 @@
 
 #include "binary.h"
 #include "fuzz_req.h"
+#include "fuzz_reader.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -61,19 +62,6 @@ static void putf(buf *b, const char *fmt, ...) {
   int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
   va_end(ap);
   if (n > 0) put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
-/* ------------------------------------------------------------------ reading the recipe */
-
-typedef struct rd {
-  const uint8_t *p;
-  size_t n;
-} rd;
-
-static uint8_t rd_u8(rd *r) {
-  if (!r->n) return 0;
-  r->n--;
-  return *r->p++;
 }
 
 /* ------------------------------------------------------------------ generated bodies */

@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "focal.h"
+#include "fuzz_reader.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -47,17 +48,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define ABS_TOL 1e-5
 
 /* ------------------------------------------------------------------ reading the input */
-
-typedef struct rd {
-  const uint8_t *p;
-  size_t n;
-} rd;
-
-static uint8_t rd_u8(rd *r) {
-  if (!r->n) return 0;
-  r->n--;
-  return *r->p++;
-}
 
 static uint32_t rd_u32(rd *r) {
   uint32_t v = 0;
