@@ -675,8 +675,8 @@ typedef struct op_state {
   batch_plan plan;
 } op_state;
 
-/* Applies a committed (or failed) group to memory and answers its ops. Returns the samples it added. */
-static uint64_t finish_group(store *s, op_state *ops, int n) {
+/* Applies a committed (or failed) group to memory, counts it in the metrics and answers its ops. */
+static void finish_group(store *s, op_state *ops, int n, int committed) {
   uint64_t samples = 0;
   for (int i = 0; i < n; i++) {
     wop *op = ops[i].op;
@@ -705,8 +705,9 @@ static uint64_t finish_group(store *s, op_state *ops, int n) {
     ops[i].plan.obs = NULL;
   }
   atomic_fetch_add(&s->committed_samples, samples);
+  /* counted before anyone is answered: a client that reads /metrics after its 2xx sees its commit */
+  if (committed) metrics_hist_observe(&s->commit_samples, (double)samples);
   for (int i = 0; i < n; i++) ops[i].op->done(ops[i].op);
-  return samples;
 }
 
 /* Commits one group of ops: a savepoint per op, one COMMIT for all. */
@@ -775,8 +776,7 @@ static void run_group(store *s, wop *list) {
     metrics_hist_observe(&s->commit_seconds, seconds);
     metrics_hist_observe(&s->commit_ops, n);
   }
-  const uint64_t samples = finish_group(s, ops, n);
-  if (committed) metrics_hist_observe(&s->commit_samples, (double)samples);
+  finish_group(s, ops, n, committed);
   free(ops);
 }
 
