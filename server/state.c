@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* ------------------------------------------------------------------ statuses */
 
@@ -25,6 +26,50 @@ int st_status_parse(const char *name) {
   for (int i = 0; i < ST_STATUS_COUNT; i++)
     if (strcmp(status_names[i], name) == 0) return i;
   return -1;
+}
+
+/* ------------------------------------------------------------------ large arrays */
+
+/* Arrays indexed by sample key (the run columns and the id hash) get their own
+ * mappings once they reach LARGE_BYTES. Growing one is then an mremap instead
+ * of a copy that leaves the old block behind as a hole in the heap (about 30 MB
+ * of a million-sample dataset's RSS), and its pages take memory only once
+ * written. Smaller arrays stay on the heap, so that datasets of a few samples
+ * do not spend the process's mappings. Under the sanitizers every array stays
+ * on the heap, where they check its bounds. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define LARGE_BYTES SIZE_MAX
+#else
+#define LARGE_BYTES ((size_t)1 << 20)
+#endif
+
+static size_t page_round(size_t n) {
+  return (n + 4095) & ~(size_t)4095;
+}
+
+/* An array of old bytes (p NULL when old is 0) resized to want >= old bytes,
+ * the bytes past old zero; NULL (p unchanged) when memory runs out. */
+static void *large_resize(void *p, size_t old, size_t want) {
+  if (want < LARGE_BYTES) {
+    void *n = realloc(p, want ? want : 1);
+    if (n) memset((char *)n + old, 0, want - old);
+    return n;
+  }
+  if (old >= LARGE_BYTES) {
+    void *n = mremap(p, page_round(old), page_round(want), MREMAP_MAYMOVE);
+    return n == MAP_FAILED ? NULL : n;
+  }
+  void *n = mmap(NULL, page_round(want), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (n == MAP_FAILED) return NULL;
+  if (old) memcpy(n, p, old);
+  free(p);
+  return n;
+}
+
+static void large_free(void *p, size_t bytes) {
+  if (!p) return;
+  if (bytes >= LARGE_BYTES) munmap(p, page_round(bytes));
+  else free(p);
 }
 
 /* ------------------------------------------------------------------ arena */
@@ -88,9 +133,9 @@ static int hash_grow(st_dataset *ds, uint32_t want) {
   if ((uint64_t)want * 2 <= ds->hcap) return 0;
   uint32_t cap = ds->hcap ? ds->hcap : 1024;
   while ((uint64_t)want * 2 > cap) cap *= 2;
-  uint32_t *h = calloc(cap, sizeof *h);
+  uint32_t *h = large_resize(NULL, 0, (size_t)cap * sizeof *h);
   if (!h) return -1;
-  free(ds->hash);
+  large_free(ds->hash, (size_t)ds->hcap * sizeof *h);
   ds->hash = h;
   ds->hcap = cap;
   for (uint32_t k = 0; k < ds->nsamples; k++)
@@ -115,6 +160,7 @@ static const column columns[] = {
     COL(recent, HIST_RECENT), COL(stale_labels, 1),
 };
 #define NCOLUMNS (sizeof columns / sizeof columns[0])
+_Static_assert(NCOLUMNS <= ST_RUN_COLUMNS, "st_run.col_cap must have an entry per column");
 
 static void **column_ptr(st_run *r, const column *c) {
   return (void **)((char *)r + c->offset);
@@ -124,12 +170,13 @@ int st_run_reserve(st_dataset *ds, st_run *r) {
   uint32_t want = ds->cap;
   if (r->cap >= want) return 0;
   for (size_t i = 0; i < NCOLUMNS; i++) {
+    if (r->col_cap[i] >= want) continue; /* grown before a later column failed */
     void **p = column_ptr(r, &columns[i]);
     size_t row = columns[i].size * columns[i].per;
-    void *n = realloc(*p, (size_t)want * row);
+    void *n = large_resize(*p, (size_t)r->col_cap[i] * row, (size_t)want * row);
     if (!n) return -1;
-    memset((char *)n + (size_t)r->cap * row, 0, (size_t)(want - r->cap) * row);
     *p = n;
+    r->col_cap[i] = want;
   }
   size_t words_old = (r->cap + 63) / 64, words = (want + 63) / 64;
   uint64_t *d = realloc(r->dirty, words * sizeof *d);
@@ -144,48 +191,42 @@ int st_run_reserve(st_dataset *ds, st_run *r) {
   return 0;
 }
 
+/* The per-key arrays of a dataset, grown together by reserve_samples. */
+typedef struct sample_array {
+  size_t offset; /* of the pointer in st_dataset */
+  size_t size;   /* of one element */
+} sample_array;
+
+#define SARR(f) {offsetof(st_dataset, f), sizeof(*((st_dataset *)0)->f)}
+static const sample_array sample_arrays[] = {
+    SARR(ids),           SARR(meta),          SARR(status),   SARR(meta_dirty),  SARR(corrected),
+    SARR(corrected_class), SARR(confirm_score), SARR(meta_seq), SARR(last_review),
+};
+#define NSAMPLE_ARRAYS (sizeof sample_arrays / sizeof sample_arrays[0])
+_Static_assert(NSAMPLE_ARRAYS <= ST_SAMPLE_ARRAYS, "st_dataset.arr_cap must have an entry per array");
+
+static void **sample_array_ptr(st_dataset *ds, const sample_array *a) {
+  return (void **)((char *)ds + a->offset);
+}
+
 /* Grows the sample arrays (and every run's columns) to hold key. */
 static int reserve_samples(st_dataset *ds, uint32_t key) {
   if (key < ds->cap) return 0;
   uint32_t cap = ds->cap ? ds->cap : 1024;
   while (cap <= key) cap *= 2;
-  const char **ids = realloc(ds->ids, cap * sizeof *ids);
-  if (!ids) return -1;
-  ds->ids = ids;
-  char **meta = realloc(ds->meta, cap * sizeof *meta);
-  if (!meta) return -1;
-  ds->meta = meta;
-  uint8_t *st = realloc(ds->status, cap);
-  if (!st) return -1;
-  ds->status = st;
-  uint8_t *md = realloc(ds->meta_dirty, cap);
-  if (!md) return -1;
-  ds->meta_dirty = md;
-  char **corr = realloc(ds->corrected, cap * sizeof *corr);
-  if (!corr) return -1;
-  ds->corrected = corr;
-  int32_t *cc = realloc(ds->corrected_class, cap * sizeof *cc);
-  if (!cc) return -1;
-  ds->corrected_class = cc;
-  float *cs = realloc(ds->confirm_score, cap * sizeof *cs);
-  if (!cs) return -1;
-  ds->confirm_score = cs;
-  int64_t *ms = realloc(ds->meta_seq, cap * sizeof *ms);
-  if (!ms) return -1;
-  ds->meta_seq = ms;
-  int32_t *lr = realloc(ds->last_review, cap * sizeof *lr);
-  if (!lr) return -1;
-  ds->last_review = lr;
+  for (size_t i = 0; i < NSAMPLE_ARRAYS; i++) {
+    if (ds->arr_cap[i] >= cap) continue; /* grown before a later array failed */
+    void **p = sample_array_ptr(ds, &sample_arrays[i]);
+    void *n = large_resize(*p, (size_t)ds->arr_cap[i] * sample_arrays[i].size, (size_t)cap * sample_arrays[i].size);
+    if (!n) return -1;
+    *p = n;
+    ds->arr_cap[i] = cap;
+  }
+  /* new entries are zero (NULL, ST_OPEN, no meta change); these are not */
   for (uint32_t k = ds->cap; k < cap; k++) {
-    ids[k] = NULL;
-    meta[k] = NULL;
-    st[k] = ST_OPEN;
-    md[k] = 0;
-    corr[k] = NULL;
-    cc[k] = -1;
-    cs[k] = NAN;
-    ms[k] = 0;
-    lr[k] = -1;
+    ds->corrected_class[k] = -1;
+    ds->confirm_score[k] = NAN;
+    ds->last_review[k] = -1;
   }
   ds->cap = cap;
   for (int i = 0; i < ds->nruns; i++)
@@ -461,7 +502,8 @@ st_map *st_map_new(void) {
 
 static void run_free(st_run *r) {
   if (!r) return;
-  for (size_t i = 0; i < NCOLUMNS; i++) free(*column_ptr(r, &columns[i]));
+  for (size_t i = 0; i < NCOLUMNS; i++)
+    large_free(*column_ptr(r, &columns[i]), (size_t)r->col_cap[i] * columns[i].size * columns[i].per);
   free(r->dirty);
   free(r->cls.sum);
   free(r->cls.count);
@@ -476,12 +518,8 @@ static void dataset_free(st_dataset *ds) {
     free(ds->meta[k]);
     free(ds->corrected[k]);
   }
-  free(ds->meta);
-  free(ds->corrected);
-  free(ds->corrected_class);
-  free(ds->last_review);
-  free(ds->confirm_score);
-  free(ds->meta_seq);
+  for (size_t i = 0; i < NSAMPLE_ARRAYS; i++)
+    large_free(*sample_array_ptr(ds, &sample_arrays[i]), (size_t)ds->arr_cap[i] * sample_arrays[i].size);
   for (int i = 0; i < ds->nreviews; i++) {
     free(ds->reviews[i].reviewer);
     free(ds->reviews[i].label_before);
@@ -491,10 +529,7 @@ static void dataset_free(st_dataset *ds) {
   free(ds->reviews);
   for (int i = 0; i < ds->nqueues; i++) queue_free(ds->queues[i]);
   free(ds->queues);
-  free(ds->ids);
-  free(ds->status);
-  free(ds->meta_dirty);
-  free(ds->hash);
+  large_free(ds->hash, (size_t)ds->hcap * sizeof *ds->hash);
   while (ds->arena) {
     st_arena_block *next = ds->arena->next;
     free(ds->arena);

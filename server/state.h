@@ -21,6 +21,8 @@
 #include "history.h"
 
 #define ST_NAME_MAX 64
+#define ST_RUN_COLUMNS 24    /* at least the per-key columns of st_run */
+#define ST_SAMPLE_ARRAYS 12  /* at least the per-key arrays of st_dataset */
 
 /* Review states (kept per sample). */
 typedef enum st_status {
@@ -43,6 +45,7 @@ typedef struct st_run {
   int32_t classes;     /* 0 until the first batch */
   int64_t created_at;
   uint32_t cap;        /* entries allocated in every column */
+  uint32_t col_cap[ST_RUN_COLUMNS]; /* entries allocated in each column (past cap only after a failed growth) */
   uint32_t *seen, *scored_n, *correct_n, *forgetting;
   float *last_loss, *mean_loss, *max_loss, *ema_loss, *conf_mean, *conf_m2, *aum;
   int32_t *label;
@@ -95,6 +98,7 @@ typedef struct st_dataset {
   int64_t created_at;
   pthread_rwlock_t lock;
   uint32_t nsamples, cap;
+  uint32_t arr_cap[ST_SAMPLE_ARRAYS]; /* entries allocated in each per-key array (past cap only after a failed growth) */
   const char **ids;    /* arena-owned, NUL-terminated */
   char **meta;         /* JSON object text, malloc'd, or NULL */
   uint8_t *status;

@@ -57,6 +57,47 @@ static void test_state_ids_grow_and_stay_found(void **state) {
   assert_true(f->a->cap >= f->ds->nsamples && f->b->cap >= f->ds->nsamples);
 }
 
+/* Past a megabyte an array moves from the heap to its own mapping, and grows by
+ * mremap after that: every value written before a growth is still there after
+ * it, and every new entry starts as documented. */
+static void test_state_large_arrays_keep_values_across_growth(void **state) {
+  fixture *f = *state;
+  enum { N = 600000 };
+  char id[32];
+  for (uint32_t i = 0; i < N; i++) {
+    snprintf(id, sizeof id, "g%u", i);
+    assert_int_equal(st_sample_intern(f->ds, id), i);
+    if (i % 3 == 0) {
+      hist_obs o = obs((float)i, 0.25f, (int32_t)(i % 4));
+      st_observe(f->a, i, 1, &o, 0.3, -1);
+    }
+  }
+  assert_true(f->ds->cap >= N && f->a->cap >= N && f->b->cap >= N);
+  for (uint32_t i = 0; i < N; i += 7) {
+    snprintf(id, sizeof id, "g%u", i);
+    assert_int_equal(st_sample_key(f->ds, id), i);
+    assert_string_equal(f->ds->ids[i], id);
+    hist_rec h;
+    st_history(f->a, i, &h);
+    if (i % 3 == 0) {
+      assert_int_equal(h.seen, 1);
+      assert_true(h.last_loss == (float)i);
+      assert_int_equal(h.label, (int32_t)(i % 4));
+    } else {
+      assert_int_equal(h.seen, 0);
+      assert_int_equal(h.label, -1);
+    }
+    st_history(f->b, i, &h);
+    assert_int_equal(h.seen, 0);
+    assert_int_equal(h.label, -1);
+    assert_int_equal(f->ds->status[i], ST_OPEN);
+    assert_int_equal(f->ds->corrected_class[i], -1);
+    assert_true(isnan(f->ds->confirm_score[i]));
+    assert_int_equal(f->ds->last_review[i], -1);
+    assert_null(f->ds->meta[i]);
+  }
+}
+
 static void test_state_top_orders_by_score_then_id(void **state) {
   fixture *f = *state;
   /* losses with ties: ids c,a,b share 2.0 */
@@ -178,6 +219,7 @@ static void test_state_datasets_sorted_and_removed(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_state_ids_grow_and_stay_found, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_state_large_arrays_keep_values_across_growth, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_top_orders_by_score_then_id, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_filters_and_runs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_replayed_batches_apply_once, setup, teardown),
