@@ -1,0 +1,73 @@
+#!/usr/bin/python3
+"""Top-k latency of two or more focald builds side by side, for comparing a change on a noisy machine.
+
+Starts each given binary on its own fresh database, fills each with the same 1M samples (two epochs of
+bench_daemon.py's fill), then queries hard-examples (k=100, run=bench) for every `by` field in turn,
+alternating between the daemons, --rounds times; prints each field's median per binary and each daemon's
+RSS. Alternating the daemons query by query puts both under the same noise, which sequential runs do not.
+
+usage: /usr/bin/python3 tests/bench/ab_topk.py [--rounds 40] [--samples 1000000] BINARY BINARY...
+   e.g. git worktree add /tmp/before HEAD~1 && make -C /tmp/before build/focald &&
+        /usr/bin/python3 tests/bench/ab_topk.py /tmp/before/build/focald build/focald
+"""
+import argparse
+import http.client
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_daemon as bd  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--samples", type=int, default=1000000)
+    ap.add_argument("binaries", nargs="+")
+    args = ap.parse_args()
+    procs, ports, tmps = [], [], []
+    try:
+        for b in args.binaries:
+            tmp = tempfile.mkdtemp(prefix="focald-ab-")
+            tmps.append(tmp)
+            port = bd.free_port()
+            procs.append(subprocess.Popen([b, "--listen", f"127.0.0.1:{port}", "--db", f"{tmp}/f.db",
+                                           "--log-level", "warn"]))
+            bd.wait_ready(port)
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            bd.fill(c, args.samples)
+            bd.fill(c, args.samples)
+            c.close()
+            ports.append(port)
+        time.sleep(8)  # let a snapshot pass run in each
+        conns = [http.client.HTTPConnection("127.0.0.1", p, timeout=60) for p in ports]
+        lat = {(i, f): [] for i in range(len(conns)) for f in bd.FIELDS}
+        for _ in range(args.rounds):
+            for f in bd.FIELDS:
+                for i, c in enumerate(conns):
+                    t = time.perf_counter()
+                    bd.get_json(c, f"/v1/datasets/bench/hard-examples?by={f}&k=100&run=bench")
+                    lat[(i, f)].append((time.perf_counter() - t) * 1e3)
+        print(f"# top-100 medians in ms, {args.rounds} rounds alternating the daemons; machine: "
+              f"{os.cpu_count()} cores; command: tests/bench/ab_topk.py")
+        for i, b in enumerate(args.binaries):
+            print(f"# [{i}] {b}")
+        print("by            " + "".join(f"{'[%d]' % i:>10s}" for i in range(len(conns))))
+        for f in bd.FIELDS:
+            print(f"{f:14s}" + "".join(f"{statistics.median(lat[(i, f)]):10.2f}" for i in range(len(conns))))
+        print("RSS MB        " + "".join(f"{bd.rss_mb(p.pid)['VmRSS']:10.0f}" for p in procs))
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
+        for t in tmps:
+            shutil.rmtree(t, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
