@@ -885,10 +885,6 @@ int http_start(const config *cfg) {
   return 0;
 }
 
-void http_quiesce(void) {
-  if (daemon_) MHD_quiesce_daemon(daemon_);
-}
-
 void http_stop(void) {
   if (watchdog_running) {
     pthread_mutex_lock(&track_lock);

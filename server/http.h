@@ -102,8 +102,6 @@ void http_metrics_ingested(int binary, size_t bytes, size_t samples);
 
 /* Starts listening with cfg's address, threads and limits. Returns 0 or -1. */
 int http_start(const config *cfg);
-/* Stops accepting new connections (the listening socket closes). */
-void http_quiesce(void);
 /* Stops the daemon; every suspended connection must have been completed. */
 void http_stop(void);
 /* Waits for running handlers, then answers 503 draining to every new request on the connections still

@@ -153,8 +153,11 @@ int main(int argc, char **argv) {
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   log_msg(LOG_INFO, "%s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  /* The listening socket stays open until http_stop: new requests are answered
+   * 503 draining. libmicrohttpd's MHD_quiesce_daemon would close it sooner, but
+   * with epoll and its own threads it races a worker removing the same socket
+   * from the worker's epoll set, and aborts the process when it loses. */
   http_set_readiness(HTTP_DRAINING);
-  http_quiesce();
   if (work_drain(cfg.drain_timeout * 1000) != 0)
     log_msg(LOG_WARN, "%d batches were still in flight after %d s", work_inflight(), cfg.drain_timeout);
   http_close_gate(); /* keep-alive connections stay open until http_stop: keep their handlers off the store */
