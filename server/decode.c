@@ -537,10 +537,9 @@ static int read_meta(const json_t *meta, req *r, problem *err) {
   return 0;
 }
 
-int dec_header(const json_t *root, req *r, int want_store, const char *const *fields, problem *err) {
+int dec_only_fields(const json_t *root, const char *const *fields, problem *err) {
   const char *key;
   json_t *v;
-  snprintf(r->run, sizeof r->run, "default");
   json_object_foreach((json_t *)root, key, v) {
     int known = 0;
     for (int i = 0; fields[i]; i++) known |= strcmp(fields[i], key) == 0;
@@ -550,6 +549,12 @@ int dec_header(const json_t *root, req *r, int want_store, const char *const *fi
       return problem_set(err, P_UNKNOWN_FIELD, ptr, "the body has no field \"%.60s\"", key);
     }
   }
+  return 0;
+}
+
+int dec_header(const json_t *root, req *r, int want_store, const char *const *fields, problem *err) {
+  snprintf(r->run, sizeof r->run, "default");
+  if (dec_only_fields(root, fields, err)) return -1;
   const json_t *f;
   if ((f = json_object_get(root, "run")) && want_store) {
     if (!json_is_string(f) || !name_ok(json_string_value(f)))

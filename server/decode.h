@@ -69,6 +69,9 @@ int dec_json(req *r /* OUT */, const char *body, size_t len, int want_store, pro
  * the object m; ptr is the JSON pointer of m for the error's field. Returns 0, or -1 with *err set. */
 int dec_meta_check(const json_t *m, const char *ptr, problem *err /* OUT */);
 
+/* 0, or -1 with *err an unknown_field problem naming the first key of the
+ * object root that is not in the NULL-terminated list fields. */
+int dec_only_fields(const json_t *root, const char *const *fields, problem *err);
 /* For the decoders: the fields every request has (in JSON, or a binary body's
  * JSON header): unknown fields (not in the NULL-terminated `fields`), run,
  * batch_id, epoch, step, loss. */

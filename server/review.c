@@ -65,21 +65,6 @@ static int opt_string(const json_t *root, const char *name, size_t max, char **o
   return 0;
 }
 
-static int only_fields(const json_t *root, const char *const *fields, problem *err) {
-  const char *key;
-  json_t *v;
-  json_object_foreach((json_t *)root, key, v) {
-    int known = 0;
-    for (int i = 0; fields[i]; i++) known |= strcmp(fields[i], key) == 0;
-    if (!known) {
-      char ptr[80];
-      snprintf(ptr, sizeof ptr, "/%.60s", key);
-      return problem_set(err, P_UNKNOWN_FIELD, ptr, "the body has no field \"%.60s\"", key);
-    }
-  }
-  return 0;
-}
-
 /* A class index (>= 0) or a non-empty class name. */
 static int one_label(const json_t *v) {
   return (json_is_integer(v) && json_integer_value(v) >= 0) || (json_is_string(v) && json_string_length(v) > 0);
@@ -90,7 +75,7 @@ int review_decode(const char *body, size_t len, review_op *op, problem *err) {
   json_t *root = load_object(body, len, err);
   if (!root) return -1;
   int rc = -1;
-  if (only_fields(root, fields, err)) goto out;
+  if (dec_only_fields(root, fields, err)) goto out;
   const json_t *st = json_object_get(root, "status");
   if (!st) {
     problem_set(err, P_MISSING_FIELD, "/status", "status is required");
@@ -172,7 +157,7 @@ int queue_decode(const char *body, size_t len, queue_params *p, problem *err) {
   if (!root) return -1;
   int rc = -1;
   long long v;
-  if (only_fields(root, fields, err)) goto out;
+  if (dec_only_fields(root, fields, err)) goto out;
   const json_t *f = json_object_get(root, "name");
   if (!json_is_string(f) || !name_ok(json_string_value(f))) {
     problem_set(err, f ? P_BAD_NAME : P_MISSING_FIELD, "/name", "name must be a name of 1 to 64 characters from A-Z a-z 0-9 . _ -");

@@ -743,12 +743,14 @@ static void sift_up(ranker *rk, int i) {
   }
 }
 
+/* Keeps (key, score), which may_enter admitted: added while the heap has
+ * room, else in place of the worst kept. */
 static void offer(ranker *rk, uint32_t key, double score) {
   st_hit h = {key, score};
   if (rk->n < rk->k) {
     rk->heap[rk->n++] = h;
     sift_up(rk, rk->n - 1);
-  } else if (before(rk, &h, &rk->heap[0])) {
+  } else {
     rk->heap[0] = h;
     sift_down(rk, 0);
   }
@@ -855,6 +857,7 @@ static void top_all_runs(const st_dataset *ds, const st_query *q, ranker *rk) {
 }
 
 int st_top(const st_dataset *ds, const st_query *q, st_hit *out) {
+  if (q->k <= 0) return 0; /* nothing to keep: the heap has no root to compare with */
   ranker rk = {ds, hist_field_descending((hist_field)q->by), out, 0, q->k};
   if (q->run) top_one_run(ds, q->run, q, &rk);
   else if (ds->nruns == 1) top_one_run(ds, ds->runs[0], q, &rk); /* the mean over one run is that run */

@@ -100,6 +100,17 @@ static int read_row(sqlite3_stmt *q, const st_dataset *ds, uint32_t key, sample_
   return rc;
 }
 
+/* read_row for one sample, on a statement of its own. */
+static int read_one_row(store *s, const st_dataset *ds, uint32_t key, sample_row *r) {
+  sqlite3_stmt *q;
+  memset(r, 0, sizeof *r);
+  int rc = row_stmt(s, &q);
+  if (rc != SQLITE_OK) return rc;
+  rc = read_row(q, ds, key, r);
+  sqlite3_finalize(q);
+  return rc;
+}
+
 /* The samples row as it will be after the change: id, meta, status and review fields. */
 static int write_row(store *s, const st_dataset *ds, uint32_t key, const char *meta, int status, const char *corrected,
                      float confirm, int64_t meta_seq) {
@@ -153,12 +164,8 @@ int store__sql_review(store *s, wop *op) {
   st_dataset *ds;
   uint32_t key;
   if (find_sample(s, op, r->id, &ds, &key)) return SQLITE_OK;
-  sample_row row = {0};
-  sqlite3_stmt *q;
-  int rc = row_stmt(s, &q);
-  if (rc != SQLITE_OK) return rc;
-  rc = read_row(q, ds, key, &row);
-  sqlite3_finalize(q);
+  sample_row row;
+  int rc = read_one_row(s, ds, key, &row);
   if (rc != SQLITE_OK) goto out;
   r->from = row.status;
   if (!review_allowed(r->from, r->to)) {
@@ -185,12 +192,8 @@ int store__sql_meta(store *s, wop *op) {
   st_dataset *ds;
   uint32_t key;
   if (find_sample(s, op, m->id, &ds, &key)) return SQLITE_OK;
-  sample_row row = {0};
-  sqlite3_stmt *q;
-  int rc = row_stmt(s, &q);
-  if (rc != SQLITE_OK) return rc;
-  rc = read_row(q, ds, key, &row);
-  sqlite3_finalize(q);
+  sample_row row;
+  int rc = read_one_row(s, ds, key, &row);
   /* batches up to op->batch_seq are older than this edit; replaying them must not undo it */
   if (rc == SQLITE_OK) rc = write_row(s, ds, key, m->meta, row.status, row.corrected, row.confirm, op->batch_seq);
   row_clear(&row);
