@@ -148,20 +148,26 @@ class Daemon:
         self.args = [str(a) for a in args]
         self.proc = None
         self.port = None
+        self.env = None  # the environment focald starts with; None: this process's
         self.log_paths = []
         _DAEMONS.append(self)
 
     # -- process
 
+    def command(self):
+        return [FOCALD, "--listen", "127.0.0.1:%d" % self.port, "--db", self.db] + self.args
+
+    def next_log_path(self):
+        return os.path.join(self.db_dir, "focald-stderr-%d.log" % (len(self.log_paths) + 1))
+
     def start(self, timeout=10.0):
         for attempt in range(3):
             self.port = free_port()
-            log_path = os.path.join(self.db_dir, "focald-stderr-%d.log" % (len(self.log_paths) + 1))
+            log_path = self.next_log_path()
             self.log_paths.append(log_path)
             with open(log_path, "wb") as log:
-                self.proc = subprocess.Popen(
-                    [FOCALD, "--listen", "127.0.0.1:%d" % self.port, "--db", self.db] + self.args,
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                             env=self.env)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -169,7 +175,7 @@ class Daemon:
                 try:
                     if self.get("/readyz", timeout=1).status == 200:
                         return self
-                except OSError:
+                except (OSError, http.client.HTTPException):
                     pass
                 time.sleep(0.01)
             if self.proc.poll() is None:
@@ -177,7 +183,8 @@ class Daemon:
                 self.proc.wait()
                 raise AssertionError("focald did not answer GET /readyz with 200 within %.0f s" % timeout)
             if "cannot listen" not in self.log_text(log_path) or attempt == 2:
-                raise AssertionError("focald exited with status %s while starting" % self.proc.returncode)
+                raise AssertionError("focald exited with status %s while starting: %s"
+                                     % (self.proc.returncode, self.log_text(log_path)[-800:]))
         raise AssertionError("unreachable")
 
     def running(self):

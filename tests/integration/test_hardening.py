@@ -77,33 +77,9 @@ class Daemon(ta.Daemon):
         return self.wrapper + [ta.FOCALD, "--listen", "%s:%d" % (self.listen_host, self.port),
                                "--db", self.db] + self.args
 
-    def start(self, timeout=10.0):
-        for attempt in range(3):
-            self.port = ta.free_port()
-            _log_serial[0] += 1
-            log_path = os.path.join(self.log_dir, "focald-stderr-%03d.log" % _log_serial[0])
-            self.log_paths.append(log_path)
-            with open(log_path, "wb") as log:
-                self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                             env=self.env)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break
-                try:
-                    if self.get("/readyz", timeout=1).status == 200:
-                        return self
-                except (OSError, http.client.HTTPException):
-                    pass
-                time.sleep(0.01)
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError("focald did not answer GET /readyz with 200 within %.0f s" % timeout)
-            if "cannot listen" not in self.log_text(log_path) or attempt == 2:
-                raise AssertionError("focald exited with status %s while starting: %s"
-                                     % (self.proc.returncode, self.log_text(log_path)[-800:]))
-        raise AssertionError("unreachable")
+    def next_log_path(self):
+        _log_serial[0] += 1
+        return os.path.join(self.log_dir, "focald-stderr-%03d.log" % _log_serial[0])
 
     def conn(self, timeout=10.0):
         if self.tls_ca:
