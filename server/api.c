@@ -80,30 +80,19 @@ static int h_openapi(http_req *rq, http_resp *resp) {
   return 0;
 }
 
-typedef struct totals {
-  uint64_t datasets, samples, observations;
-} totals;
-
-static void add_totals(st_dataset *ds, void *arg) {
-  totals *t = arg;
-  t->datasets++;
-  t->samples += ds->nsamples;
-  for (int r = 0; r < ds->nruns; r++) t->observations += ds->runs[r]->observations;
-}
-
 static int h_metrics(http_req *rq, http_resp *resp) {
   (void)rq;
   jw o = {0};
-  totals t = {0};
+  st_totals t;
   store_stats ss;
-  st_map_each(api_map, add_totals, &t);
+  st_map_totals(api_map, &t);
   store_get_stats(api_store, &ss);
   JW(&o, "# HELP focald_build_info focald's version and the loss kernels' instruction set.\n"
         "# TYPE focald_build_info gauge\n"
         "focald_build_info{version=\"%s\",isa=\"%s\"} 1\n", FOCALD_VERSION, fl_isa());
   JW(&o, "# HELP focald_ready Whether focald accepts work (1) or is starting or draining (0).\n"
         "# TYPE focald_ready gauge\nfocald_ready %d\n", http_readiness() == HTTP_READY);
-  http_metrics_write(&o.b, &o.len, &o.cap);
+  http_metrics_write(&o);
   JW(&o, "# HELP focald_samples_committed_total Samples of committed batches (duplicates excluded).\n"
         "# TYPE focald_samples_committed_total counter\nfocald_samples_committed_total %llu\n",
     (unsigned long long)ss.committed_samples);
@@ -111,7 +100,12 @@ static int h_metrics(http_req *rq, http_resp *resp) {
         "# TYPE focald_commits_total counter\nfocald_commits_total %llu\n", (unsigned long long)ss.commits);
   JW(&o, "# HELP focald_committed_ops_total Writes committed (batches, deletions).\n"
         "# TYPE focald_committed_ops_total counter\nfocald_committed_ops_total %llu\n", (unsigned long long)ss.committed_ops);
-  store_metrics_write(api_store, &o.b, &o.len, &o.cap);
+  JW(&o, "# HELP focald_commit_failures_total Groups of writes whose transaction failed (nothing of them was stored).\n"
+        "# TYPE focald_commit_failures_total counter\nfocald_commit_failures_total %llu\n", (unsigned long long)ss.failed_commits);
+  JW(&o, "# HELP focald_snapshot_failures_total Snapshot passes abandoned after a failed step (the next pass writes their rows).\n"
+        "# TYPE focald_snapshot_failures_total counter\nfocald_snapshot_failures_total %llu\n",
+    (unsigned long long)ss.snapshot_failures);
+  store_metrics_write(api_store, &o);
   JW(&o, "# HELP focald_queue_depth Batches being scored or waiting for the writer.\n"
         "# TYPE focald_queue_depth gauge\nfocald_queue_depth %d\n", work_inflight());
   JW(&o, "# HELP focald_writer_queue_depth Writes waiting for the writer thread.\n"
@@ -125,10 +119,10 @@ static int h_metrics(http_req *rq, http_resp *resp) {
     (unsigned long long)t.samples);
   JW(&o, "# HELP focald_observations Observations recorded over all datasets and runs.\n"
         "# TYPE focald_observations gauge\nfocald_observations %llu\n", (unsigned long long)t.observations);
+  resp->body = buf_take(&o, &resp->len);
+  if (!resp->body) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory writing the metrics");
   resp->status = 200;
   resp->content_type = "text/plain; version=0.0.4";
-  resp->body = o.b;
-  resp->len = o.len;
   return 0;
 }
 
@@ -342,11 +336,11 @@ static int parse_int_param(const char *s, long long lo, long long hi, long long 
 }
 
 int api_status_mask(const char *s, uint32_t *mask) {
-  char buf[256];
-  if (strlen(s) >= sizeof buf) return -1;
-  snprintf(buf, sizeof buf, "%s", s);
+  char text[256];
+  if (strlen(s) >= sizeof text) return -1;
+  snprintf(text, sizeof text, "%s", s);
   *mask = 0;
-  char *rest = buf;
+  char *rest = text;
   for (char *tok = strsep(&rest, ","); tok; tok = strsep(&rest, ",")) {
     int st = st_status_parse(tok); /* an empty name (",," or a trailing comma) is unknown too */
     if (st < 0) return -1;
@@ -426,13 +420,13 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
   q.k = asked + 1;
   st_hit *hits = malloc((size_t)q.k * sizeof *hits);
   if (!hits) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
-  st_dataset *ds = st_dataset_acquire(api_map, rq->params[0]);
+  const st_dataset *ds = st_acquire(api_map, rq->params[0]);
   if (!ds) {
     free(hits);
     return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
   }
   if (strcmp(run, "*") != 0 && !(q.run = st_find_run(ds, run))) {
-    st_dataset_release(ds);
+    st_release(ds);
     free(hits);
     return api_fail(resp, rq, P_RUN_NOT_FOUND, "run", "dataset \"%.80s\" has no run \"%.80s\"", rq->params[0], run);
   }
@@ -441,7 +435,7 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
   if (more) n = asked;
   jw o = {0};
   JW(&o, "{\"dataset\":");
-  jw_str(&o, ds->name);
+  jw_str(&o, st_name(ds));
   JW(&o, ",\"run\":");
   jw_str(&o, run);
   JW(&o, ",\"by\":\"%s\",\"order\":\"%s\",\"items\":[", hist_field_name((hist_field)q.by),
@@ -456,7 +450,7 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
       st_history_all(ds, hits[i].key, &h);
     }
     JW(&o, "%s{\"id\":", i ? "," : "");
-    jw_str(&o, ds->ids[hits[i].key]);
+    jw_str(&o, st_sample_id(ds, hits[i].key));
     JW(&o, ",\"rank\":%lld,\"score\":", rank0 + i + 1);
     jw_num(&o, hits[i].score);
     JW(&o, ",");
@@ -467,38 +461,32 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
   JW(&o, "],\"next_cursor\":");
   if (more) {
     char plain[700], hex[1500];
-    snprintf(plain, sizeof plain, "%s|%lld|%.17g|%s", fingerprint, rank0 + n, hits[n - 1].score, ds->ids[hits[n - 1].key]);
+    snprintf(plain, sizeof plain, "%s|%lld|%.17g|%s", fingerprint, rank0 + n, hits[n - 1].score, st_sample_id(ds, hits[n - 1].key));
     make_cursor(hex, sizeof hex, plain);
     JW(&o, "\"%s\"", hex);
   } else {
     JW(&o, "null");
   }
   JW(&o, "}");
-  st_dataset_release(ds);
+  st_release(ds);
   free(hits);
   return jw_respond(resp, 200, &o);
 }
 
 /* ------------------------------------------------------------------ datasets */
 
-static uint64_t ds_observations(const st_dataset *ds) {
-  uint64_t n = 0;
-  for (int r = 0; r < ds->nruns; r++) n += ds->runs[r]->observations;
-  return n;
-}
-
 typedef struct list_ctx {
   jw *o;
   int n;
 } list_ctx;
 
-static void list_one(st_dataset *ds, void *arg) {
+static void list_one(const st_dataset *ds, void *arg) {
   list_ctx *c = arg;
   JW(c->o, "%s{\"name\":", c->n++ ? "," : "");
-  jw_str(c->o, ds->name);
-  JW(c->o, ",\"samples\":%u,\"observations\":%llu,\"runs\":%d,\"created_at\":", ds->nsamples,
-    (unsigned long long)ds_observations(ds), ds->nruns);
-  jw_time(c->o, ds->created_at);
+  jw_str(c->o, st_name(ds));
+  JW(c->o, ",\"samples\":%u,\"observations\":%llu,\"runs\":%d,\"created_at\":", st_nsamples(ds),
+    (unsigned long long)st_observations(ds), st_nruns(ds));
+  jw_time(c->o, st_created_at(ds));
   JW(c->o, "}");
 }
 
@@ -513,24 +501,29 @@ static int h_datasets(http_req *rq, http_resp *resp) {
 }
 
 static int h_dataset(http_req *rq, http_resp *resp) {
-  st_dataset *ds = st_dataset_acquire(api_map, rq->params[0]);
+  const st_dataset *ds = st_acquire(api_map, rq->params[0]);
   if (!ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
   jw o = {0};
   JW(&o, "{\"name\":");
-  jw_str(&o, ds->name);
-  JW(&o, ",\"samples\":%u,\"observations\":%llu,\"created_at\":", ds->nsamples, (unsigned long long)ds_observations(ds));
-  jw_time(&o, ds->created_at);
+  jw_str(&o, st_name(ds));
+  JW(&o, ",\"samples\":%u,\"observations\":%llu,\"created_at\":", st_nsamples(ds), (unsigned long long)st_observations(ds));
+  jw_time(&o, st_created_at(ds));
   JW(&o, ",\"runs\":[");
   static const double ps[4] = {0.5, 0.9, 0.99, 1.0};
-  for (int i = 0; i < ds->nruns; i++) {
-    const st_run *r = ds->runs[i];
+  for (int i = 0; i < st_nruns(ds); i++) {
+    const st_run *r = st_run_at(ds, i);
     double qv[4];
-    st_loss_quantiles(r, ds->nsamples, ps, 4, qv);
+    int64_t last_step;
+    if (st_loss_quantiles(ds, r, ps, 4, qv) != 0) {
+      st_release(ds);
+      buf_free(&o);
+      return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory computing the loss quantiles");
+    }
     JW(&o, "%s{\"name\":", i ? "," : "");
-    jw_str(&o, r->name);
-    JW(&o, ",\"samples\":%u,\"observations\":%llu,\"classes\":%d,\"last_step\":", r->samples,
-      (unsigned long long)r->observations, r->classes);
-    if (r->has_last_step_any) JW(&o, "%" PRId64, r->last_step_any);
+    jw_str(&o, st_run_name(r));
+    JW(&o, ",\"samples\":%u,\"observations\":%llu,\"classes\":%d,\"last_step\":", st_run_samples(r),
+      (unsigned long long)st_run_observations(r), st_run_classes(r));
+    if (st_run_last_step(r, &last_step)) JW(&o, "%" PRId64, last_step);
     else JW(&o, "null");
     JW(&o, ",\"loss_quantiles\":{\"p50\":");
     jw_num(&o, qv[0]);
@@ -543,7 +536,7 @@ static int h_dataset(http_req *rq, http_resp *resp) {
     JW(&o, "}}");
   }
   JW(&o, "]}");
-  st_dataset_release(ds);
+  st_release(ds);
   return jw_respond(resp, 200, &o);
 }
 
@@ -588,19 +581,19 @@ static int h_dataset_delete(http_req *rq, http_resp *resp) {
 static void w_run_history(jw *o, const st_run *r, uint32_t key) {
   hist_rec rec;
   hist_view h;
+  hist_recent recent[HIST_RECENT];
   st_history(r, key, &rec);
   hist_view_of(&rec, &h);
   JW(o, "{\"run\":");
-  jw_str(o, r->name);
+  jw_str(o, st_run_name(r));
   JW(o, ",");
   jw_history(o, &h);
-  JW(o, ",\"stale_labels\":%u", key < r->cap ? r->stale_labels[key] : 0);
+  JW(o, ",\"stale_labels\":%u", st_stale_labels(r, key));
   JW(o, ",\"recent\":[");
-  if (key < r->cap) {
-    int count = r->ring_count[key], head = r->ring_head[key];
+  const int count = st_recent(r, key, recent);
+  {
     for (int i = 0; i < count; i++) {
-      /* newest first */
-      const hist_recent *e = &r->recent[(size_t)key * HIST_RECENT + (size_t)((head - 1 - i + 2 * HIST_RECENT) % HIST_RECENT)];
+      const hist_recent *e = &recent[i]; /* newest first */
       int64_t step, epoch;
       JW(o, "%s{\"step\":", i ? "," : "");
       if (hist_recent_step(e, &step)) JW(o, "%" PRId64, step);
@@ -621,36 +614,39 @@ static void w_run_history(jw *o, const st_run *r, uint32_t key) {
 static int h_sample(http_req *rq, http_resp *resp) {
   char rb[128];
   const char *run = http_query(rq, "run", rb, sizeof rb);
-  st_dataset *ds = st_dataset_acquire(api_map, rq->params[0]);
+  const st_dataset *ds = st_acquire(api_map, rq->params[0]);
   if (!ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
-  int64_t key = st_sample_key(ds, rq->params[1]);
+  int64_t key = st_key(ds, rq->params[1]);
   if (key < 0) {
-    st_dataset_release(ds);
+    st_release(ds);
     return api_fail(resp, rq, P_SAMPLE_NOT_FOUND, NULL, "dataset \"%.80s\" has no sample \"%.80s\"", rq->params[0], rq->params[1]);
   }
   const st_run *only = NULL;
   if (run && !(only = st_find_run(ds, run))) {
-    st_dataset_release(ds);
+    st_release(ds);
     return api_fail(resp, rq, P_RUN_NOT_FOUND, "run", "dataset \"%.80s\" has no run \"%.80s\"", rq->params[0], run);
   }
   jw o = {0};
+  const char *corrected = st_corrected(ds, (uint32_t)key);
   JW(&o, "{\"id\":");
-  jw_str(&o, ds->ids[key]);
+  jw_str(&o, st_sample_id(ds, (uint32_t)key));
   JW(&o, ",\"dataset\":");
-  jw_str(&o, ds->name);
+  jw_str(&o, st_name(ds));
   jw_sample_tail(&o, ds, (uint32_t)key);
-  JW(&o, ",\"corrected_label\":%s,\"reconsider\":%s,\"runs\":[", ds->corrected[key] ? ds->corrected[key] : "null",
+  JW(&o, ",\"corrected_label\":%s,\"reconsider\":%s,\"runs\":[", corrected ? corrected : "null",
      st_reconsider(ds, (uint32_t)key, api_cfg.reconsider_factor) ? "true" : "false");
   int n = 0;
-  for (int i = 0; i < ds->nruns; i++) {
-    const st_run *r = ds->runs[i];
+  for (int i = 0; i < st_nruns(ds); i++) {
+    const st_run *r = st_run_at(ds, i);
+    hist_rec h;
+    st_history(r, (uint32_t)key, &h);
     if (only && r != only) continue;
-    if (!only && ((uint32_t)key >= r->cap || r->seen[key] == 0)) continue;
+    if (!only && h.seen == 0) continue;
     if (n++) JW(&o, ",");
     w_run_history(&o, r, (uint32_t)key);
   }
   JW(&o, "]}");
-  st_dataset_release(ds);
+  st_release(ds);
   return jw_respond(resp, 200, &o);
 }
 

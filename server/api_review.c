@@ -126,32 +126,32 @@ int api_meta(http_req *rq, http_resp *resp) {
 
 /* ------------------------------------------------------------------ queues */
 
-/* {"name", "created_at", "size", "progress": {...}, "params"} of a queue (dataset read-locked). */
-static void jw_queue_summary(jw *o, const st_dataset *ds, const st_queue *q) {
-  uint32_t by[ST_STATUS_COUNT] = {0};
-  for (uint32_t i = 0; i < q->n; i++) by[ds->status[q->keys[i]]]++;
+/* {"name", "created_at", "size", "reviewed", "progress": {...}, "params"} of a queue whose samples are by[] by status. */
+static void jw_summary(jw *o, const char *name, int64_t created_at, uint32_t n, const uint32_t by[ST_STATUS_COUNT],
+                       const char *params) {
   JW(o, "{\"name\":");
-  jw_str(o, q->name);
+  jw_str(o, name);
   JW(o, ",\"created_at\":");
-  jw_time(o, q->created_at);
-  JW(o, ",\"size\":%u,\"reviewed\":%u,\"progress\":{", q->n,
-     q->n - by[ST_QUEUED] - by[ST_IN_REVIEW] - by[ST_OPEN]);
+  jw_time(o, created_at);
+  JW(o, ",\"size\":%u,\"reviewed\":%u,\"progress\":{", n, n - by[ST_QUEUED] - by[ST_IN_REVIEW] - by[ST_OPEN]);
   for (int s = 0; s < ST_STATUS_COUNT; s++) JW(o, "%s\"%s\":%u", s ? "," : "", st_status_name(s), by[s]);
-  JW(o, "},\"params\":%s}", q->params ? q->params : "{}");
+  JW(o, "},\"params\":%s}", params ? params : "{}");
 }
 
+/* A queue's summary as the dataset stands (dataset read-locked). */
+static void jw_queue_summary(jw *o, const st_dataset *ds, const st_queue *q) {
+  uint32_t by[ST_STATUS_COUNT] = {0};
+  for (uint32_t i = 0; i < q->n; i++) by[st_sample_status(ds, q->keys[i])]++;
+  jw_summary(o, q->name, q->created_at, q->n, by, q->params);
+}
+
+/* The queue as committed: its summary was taken by the writer as it applied it, so that a later
+ * change (even its removal) cannot make the answer to its creation wrong. */
 static int finish_queue(http_req *rq, http_resp *resp) {
   queue_op *q = rq->async;
   if (q->op.failed) return http_problem(resp, rq, &q->op.err);
-  st_dataset *ds = st_dataset_acquire(api_map, q->op.dataset);
-  const st_queue *queue = ds ? st_find_queue(ds, q->p.name) : NULL;
-  if (!queue) {
-    st_dataset_release(ds);
-    return api_fail(resp, rq, P_NOT_FOUND, NULL, "the queue was removed meanwhile");
-  }
   jw o = {0};
-  jw_queue_summary(&o, ds, queue);
-  st_dataset_release(ds);
+  jw_summary(&o, q->p.name, q->created_at / 1000, q->size, q->progress, q->p.params_json);
   return jw_respond(resp, 201, &o);
 }
 
@@ -188,16 +188,16 @@ int api_queue_delete(http_req *rq, http_resp *resp) {
 }
 
 int api_queue_list(http_req *rq, http_resp *resp) {
-  st_dataset *ds = st_dataset_acquire(api_map, rq->params[0]);
+  const st_dataset *ds = st_acquire(api_map, rq->params[0]);
   if (!ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
   jw o = {0};
   JW(&o, "{\"queues\":[");
-  for (int i = 0; i < ds->nqueues; i++) {
+  for (int i = 0; i < st_nqueues(ds); i++) {
     if (i) jw_lit(&o, ",");
-    jw_queue_summary(&o, ds, ds->queues[i]);
+    jw_queue_summary(&o, ds, st_queue_at(ds, i));
   }
   JW(&o, "]}");
-  st_dataset_release(ds);
+  st_release(ds);
   return jw_respond(resp, 200, &o);
 }
 
@@ -217,34 +217,34 @@ int api_queue_get(http_req *rq, http_resp *resp) {
   long limit = query_long(rq, "limit", 1000, 1, 10000, &bad_limit);
   if (bad_offset) return api_fail(resp, rq, P_BAD_QUERY, "offset", "offset must be an integer >= 0");
   if (bad_limit) return api_fail(resp, rq, P_BAD_QUERY, "limit", "limit must be an integer from 1 to 10000");
-  st_dataset *ds = st_dataset_acquire(api_map, rq->params[0]);
+  const st_dataset *ds = st_acquire(api_map, rq->params[0]);
   if (!ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
   const st_queue *q = st_find_queue(ds, rq->params[1]);
   if (!q) {
-    st_dataset_release(ds);
+    st_release(ds);
     return api_fail(resp, rq, P_NOT_FOUND, NULL, "dataset \"%.80s\" has no queue named \"%.80s\"", rq->params[0], rq->params[1]);
   }
   jw o = {0};
   jw_queue_summary(&o, ds, q);
-  o.len--; /* reopen the summary object to add its items */
+  if (o.len) o.len--; /* reopen the summary object to add its items */
   JW(&o, ",\"offset\":%ld,\"items\":[", offset);
   for (uint32_t i = (uint32_t)offset; i < q->n && i < (uint32_t)(offset + limit); i++) {
     const uint32_t key = q->keys[i];
     hist_view v;
     st_history_all(ds, key, &v);
     JW(&o, "%s{\"position\":%u,\"id\":", i > (uint32_t)offset ? "," : "", i + 1);
-    jw_str(&o, ds->ids[key]);
+    jw_str(&o, st_sample_id(ds, key));
     JW(&o, ",\"score\":");
     jw_num(&o, q->scores[i]);
     JW(&o, ",");
     jw_history(&o, &v);
     jw_sample_tail(&o, ds, key);
     JW(&o, ",\"corrected_label\":");
-    jw_raw(&o, ds->corrected[key]);
+    jw_raw(&o, st_corrected(ds, key));
     JW(&o, "}");
   }
   JW(&o, "]}");
-  st_dataset_release(ds);
+  st_release(ds);
   return jw_respond(resp, 200, &o);
 }
 
@@ -252,7 +252,7 @@ int api_queue_get(http_req *rq, http_resp *resp) {
 
 static void jw_review(jw *o, const st_dataset *ds, const st_review *e) {
   JW(o, "{\"id\":");
-  jw_str(o, ds->ids[e->key]);
+  jw_str(o, st_sample_id(ds, e->key));
   JW(o, ",\"from\":\"%s\",\"to\":\"%s\",\"label_before\":", st_status_name(e->from), st_status_name(e->to));
   jw_raw(o, e->label_before);
   JW(o, ",\"label_after\":");
@@ -267,27 +267,37 @@ static void jw_review(jw *o, const st_dataset *ds, const st_review *e) {
 }
 
 int api_reviews(http_req *rq, http_resp *resp) {
-  st_dataset *ds = st_dataset_acquire(api_map, rq->params[0]);
+  const st_dataset *ds = st_acquire(api_map, rq->params[0]);
   if (!ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
-  int64_t key = st_sample_key(ds, rq->params[1]);
+  int64_t key = st_key(ds, rq->params[1]);
   if (key < 0) {
-    st_dataset_release(ds);
+    st_release(ds);
     return api_fail(resp, rq, P_SAMPLE_NOT_FOUND, NULL, "dataset \"%.80s\" has no sample \"%.80s\"", rq->params[0], rq->params[1]);
   }
   jw o = {0};
   JW(&o, "{\"id\":");
-  jw_str(&o, ds->ids[key]);
-  JW(&o, ",\"status\":\"%s\",\"corrected_label\":", st_status_name(ds->status[key]));
-  jw_raw(&o, ds->corrected[key]);
+  jw_str(&o, st_sample_id(ds, (uint32_t)key));
+  JW(&o, ",\"status\":\"%s\",\"corrected_label\":", st_status_name(st_sample_status(ds, (uint32_t)key)));
+  jw_raw(&o, st_corrected(ds, (uint32_t)key));
   JW(&o, ",\"reviews\":[");
+  /* the sample's entries are chained newest first: gather them, then write them oldest first */
   int n = 0;
-  for (int i = 0; i < ds->nreviews; i++) {
-    if (ds->reviews[i].key != (uint32_t)key) continue;
-    if (n++) jw_lit(&o, ",");
-    jw_review(&o, ds, &ds->reviews[i]);
+  for (int32_t i = st_last_review(ds, (uint32_t)key); i >= 0; i = st_review_at(ds, i)->prev) n++;
+  int32_t *chain = malloc((size_t)(n ? n : 1) * sizeof *chain);
+  if (!chain) {
+    st_release(ds);
+    buf_free(&o);
+    return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
   }
+  n = 0;
+  for (int32_t i = st_last_review(ds, (uint32_t)key); i >= 0; i = st_review_at(ds, i)->prev) chain[n++] = i;
+  for (int w = n - 1; w >= 0; w--) {
+    if (w != n - 1) jw_lit(&o, ",");
+    jw_review(&o, ds, st_review_at(ds, chain[w]));
+  }
+  free(chain);
   JW(&o, "]}");
-  st_dataset_release(ds);
+  st_release(ds);
   return jw_respond(resp, 200, &o);
 }
 
@@ -305,30 +315,30 @@ int api_relabels(http_req *rq, http_resp *resp) {
   long limit = query_long(rq, "limit", 1000, 1, 10000, &bad_limit);
   if (bad_since) return api_fail(resp, rq, P_BAD_QUERY, "since", "since must be a cursor from this feed");
   if (bad_limit) return api_fail(resp, rq, P_BAD_QUERY, "limit", "limit must be an integer from 1 to 10000");
-  st_dataset *ds = st_dataset_acquire(api_map, rq->params[0]);
+  const st_dataset *ds = st_acquire(api_map, rq->params[0]);
   if (!ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
-  long long newest = 0;
-  for (int i = 0; i < ds->nreviews; i++)
-    if (ds->reviews[i].seq > newest) newest = ds->reviews[i].seq;
+  const int nreviews = st_nreviews(ds);
+  /* entries are in commit order: the newest is the last */
+  const long long newest = nreviews ? st_review_at(ds, nreviews - 1)->seq : 0;
   if (since > newest) {
-    st_dataset_release(ds);
+    st_release(ds);
     return api_fail(resp, rq, P_BAD_QUERY, "since", "since=%lld is ahead of this dataset's feed (its newest entry is %lld)",
                     since, newest);
   }
   jw o = {0};
   JW(&o, "{\"dataset\":");
-  jw_str(&o, ds->name);
+  jw_str(&o, st_name(ds));
   JW(&o, ",\"relabels\":[");
   long n = 0;
   long long last = since;
-  for (int i = 0; i < ds->nreviews && n < limit; i++) {
-    const st_review *e = &ds->reviews[i];
+  for (int i = 0; i < nreviews && n < limit; i++) {
+    const st_review *e = st_review_at(ds, i);
     if (e->seq <= since) continue;
     const int relabel = e->to == ST_RELABELLED, withdraw = e->from == ST_RELABELLED && e->to != ST_RELABELLED;
     if (!relabel && !withdraw) continue;
     if (n++) jw_lit(&o, ",");
     JW(&o, "{\"id\":");
-    jw_str(&o, ds->ids[e->key]);
+    jw_str(&o, st_sample_id(ds, e->key));
     JW(&o, ",\"label\":");
     jw_raw(&o, relabel ? e->label_after : NULL);
     JW(&o, ",\"previous_label\":");
@@ -344,10 +354,8 @@ int api_relabels(http_req *rq, http_resp *resp) {
   }
   /* a page that stopped at the limit may have more right after; otherwise the
    * feed is read up to its end and the cursor waits there for new entries */
-  if (n < limit)
-    for (int i = 0; i < ds->nreviews; i++)
-      if (ds->reviews[i].seq > last) last = ds->reviews[i].seq;
+  if (n < limit && newest > last) last = newest;
   JW(&o, "],\"next_cursor\":\"%lld\"}", last);
-  st_dataset_release(ds);
+  st_release(ds);
   return jw_respond(resp, 200, &o);
 }

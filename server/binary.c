@@ -48,8 +48,8 @@ static const char *const tensor_names[] = {"ids", "logits", "probs", "targets", 
 const char *const bin_output_names[BIN_OUTPUTS] = {"losses", "p_t",  "p_max", "margin", "norm_margin",
                                                    "entropy", "cw_entropy", "el2n", "correct", "pred"};
 
-static int in_ptr(char *buf, size_t n, int i, const char *rest) {
-  return snprintf(buf, n, "/inputs/%d%s", i, rest);
+static int in_ptr(char *text, size_t n, int i, const char *rest) {
+  return snprintf(text, n, "/inputs/%d%s", i, rest);
 }
 
 /* ------------------------------------------------------------------ conversions */
@@ -345,10 +345,10 @@ static int shape_is(const tensor *t, int rank, const int64_t *want) {
   return 1;
 }
 
-static void shape_text(char *buf, size_t n, int rank, const int64_t *s) {
-  size_t j = (size_t)snprintf(buf, n, "[");
-  for (int k = 0; k < rank && j < n; k++) j += (size_t)snprintf(buf + j, n - j, "%s%" PRId64, k ? ", " : "", s[k]);
-  if (j < n) snprintf(buf + j, n - j, "]");
+static void shape_text(char *text, size_t n, int rank, const int64_t *s) {
+  size_t j = (size_t)snprintf(text, n, "[");
+  for (int k = 0; k < rank && j < n; k++) j += (size_t)snprintf(text + j, n - j, "%s%" PRId64, k ? ", " : "", s[k]);
+  if (j < n) snprintf(text + j, n - j, "]");
 }
 
 static int read_targets(req *r, const tensor *t, problem *err) {
@@ -538,30 +538,31 @@ out:
 
 int bin_response(const bin_result *res, char **body, size_t *len, size_t *header_len) {
   const int64_t n = res->n;
-  char *h = NULL;
-  size_t hl = 0, hc = 0;
+  buf hb = {0};
   char num[32];
-  buf_printf(&h, &hl, &hc, "{\"dataset\":");
-  if (res->dataset) buf_printf(&h, &hl, &hc, "\"%s\"", res->dataset);
-  else buf_printf(&h, &hl, &hc, "null");
-  buf_printf(&h, &hl, &hc, ",\"run\":");
-  if (res->run) buf_printf(&h, &hl, &hc, "\"%s\"", res->run);
-  else buf_printf(&h, &hl, &hc, "null");
+  buf_printf(&hb, "{\"dataset\":");
+  if (res->dataset) buf_printf(&hb, "\"%s\"", res->dataset);
+  else buf_printf(&hb, "null");
+  buf_printf(&hb, ",\"run\":");
+  if (res->run) buf_printf(&hb, "\"%s\"", res->run);
+  else buf_printf(&hb, "null");
   num_format_f32(num, (float)res->mean_loss);
-  buf_printf(&h, &hl, &hc, ",\"accepted\":%" PRId64 ",\"duplicate\":%s,\"loss\":%s,\"hardest\":[", n,
+  buf_printf(&hb, ",\"accepted\":%" PRId64 ",\"duplicate\":%s,\"loss\":%s,\"hardest\":[", n,
              res->duplicate ? "true" : "false", isfinite(res->mean_loss) ? num : "null");
-  for (int64_t i = 0; i < res->nhardest; i++) buf_printf(&h, &hl, &hc, "%s%" PRId64, i ? "," : "", res->hardest[i]);
-  buf_printf(&h, &hl, &hc, "],\"outputs\":[");
+  for (int64_t i = 0; i < res->nhardest; i++) buf_printf(&hb, "%s%" PRId64, i ? "," : "", res->hardest[i]);
+  buf_printf(&hb, "],\"outputs\":[");
   size_t data = 0;
   int first = 1;
   for (int k = 0; k < BIN_OUTPUTS; k++) {
     if (!(res->outputs & (1u << k))) continue;
-    buf_printf(&h, &hl, &hc, "%s{\"name\":\"%s\",\"datatype\":\"%s\",\"shape\":[%" PRId64 "],\"parameters\":{\"binary_data_size\":%zu}}",
+    buf_printf(&hb, "%s{\"name\":\"%s\",\"datatype\":\"%s\",\"shape\":[%" PRId64 "],\"parameters\":{\"binary_data_size\":%zu}}",
                first ? "" : ",", bin_output_names[k], k == BIN_PRED ? "INT32" : "FP32", n, (size_t)n * 4);
     first = 0;
     data += (size_t)n * 4;
   }
-  buf_printf(&h, &hl, &hc, "]}");
+  buf_printf(&hb, "]}");
+  size_t hl = 0;
+  char *h = buf_take(&hb, &hl); /* NULL when memory ran out: never a header cut short */
   if (!h) return -1;
   char *out = malloc(hl + data);
   if (!out) {

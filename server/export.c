@@ -7,6 +7,12 @@
  * whatever the export's length, and the lock is never held while the client
  * is slow to read.
  *
+ * An export is pinned to the dataset it started on, by id: if that dataset is
+ * deleted while the export streams (even if another of the same name is
+ * created), or a page cannot be written (out of memory), the stream ends with
+ * an error (no terminating chunk), so the client never takes a short file for
+ * a whole one.
+ *
  * Formats:
  *   csv          one row per sample: rank, id, score, the history fields, status, the DICOM and uri meta, viewer_url
  *   jsonl        one hard-examples item per line (plus reconsider and viewer_url)
@@ -32,6 +38,7 @@ typedef enum fmt { F_CSV, F_JSONL, F_LABEL_STUDIO, F_FIFTYONE, F_OHIF } fmt;
 typedef struct export {
   fmt format;
   char dataset[ST_NAME_MAX + 1];
+  int64_t ds_id;             /* the dataset the export started on */
   char run[ST_NAME_MAX + 1]; /* "*" for the mean over runs */
   char queue[ST_NAME_MAX + 1]; /* "" unless exporting a queue */
   st_query q;                /* the ranking; run is resolved per page */
@@ -42,7 +49,7 @@ typedef struct export {
   uint32_t position;         /* queue: next position */
   int64_t rank;
   int64_t limit;             /* k: at most this many samples, 0 for all */
-  int started, ended;
+  int started, ended, failed;
   jw page;                   /* formatted, not yet sent */
   st_hit hits[PAGE];         /* the page's ranking */
   size_t sent;
@@ -60,8 +67,9 @@ typedef struct meta_fields {
 
 static void meta_read(const st_dataset *ds, uint32_t key, meta_fields *m) {
   memset(m, 0, sizeof *m);
-  if (!ds->meta[key]) return;
-  m->root = json_loads(ds->meta[key], 0, NULL);
+  const char *meta = st_meta(ds, key);
+  if (!meta) return;
+  m->root = json_loads(meta, 0, NULL);
   m->uri = json_string_value(json_object_get(m->root, "uri"));
   m->study = json_string_value(json_object_get(m->root, "study_uid"));
   m->series = json_string_value(json_object_get(m->root, "series_uid"));
@@ -96,8 +104,9 @@ static void jw_viewer(jw *o, const export *e, const meta_fields *m) {
     JW(&u, "&SeriesInstanceUIDs=");
     jw_urlenc(&u, m->series);
   }
+  if (u.failed) o->failed = 1;
   jw_str(o, u.b ? u.b : "");
-  free(u.b);
+  buf_free(&u);
 }
 
 static void csv_cell(jw *o, const char *s) {
@@ -146,7 +155,7 @@ static void write_item(export *e, const st_dataset *ds, uint32_t key, double sco
   case F_CSV: {
     jw_int(o, e->rank);
     jw_lit(o, ",");
-    csv_cell(o, ds->ids[key]);
+    csv_cell(o, st_sample_id(ds, key));
     JW(o, ",");
     csv_num(o, score);
     const double nums[] = {v->seen, v->last_loss, v->mean_loss, v->max_loss, v->ema_loss, v->confidence,
@@ -165,8 +174,8 @@ static void write_item(export *e, const st_dataset *ds, uint32_t key, double sco
     }
     jw_lit(o, ",");
     if (v->label >= 0) jw_int(o, v->label);
-    JW(o, ",%s,%s,", v->label_issue ? "true" : "false", st_status_name(ds->status[key]));
-    csv_cell(o, ds->corrected[key]);
+    JW(o, ",%s,%s,", v->label_issue ? "true" : "false", st_status_name(st_sample_status(ds, key)));
+    csv_cell(o, st_corrected(ds, key));
     JW(o, ",%s,", reconsider ? "true" : "false");
     csv_cell(o, m.uri);
     JW(o, ",");
@@ -182,21 +191,22 @@ static void write_item(export *e, const st_dataset *ds, uint32_t key, double sco
       jw link = {0};
       jw_viewer(&link, e, &m);
       /* the JSON string without its quotes; a UID link needs no escaping */
-      if (link.b && link.len >= 2) JW(o, "%.*s", (int)(link.len - 2), link.b + 1);
-      free(link.b);
+      if (link.failed) o->failed = 1;
+      else if (link.len >= 2) JW(o, "%.*s", (int)(link.len - 2), link.b + 1);
+      buf_free(&link);
     }
     JW(o, "\r\n");
     break;
   }
   case F_JSONL:
     JW(o, "{\"id\":");
-    jw_str(o, ds->ids[key]);
+    jw_str(o, st_sample_id(ds, key));
     JW(o, ",\"rank\":%" PRId64 ",\"score\":", e->rank);
     jw_num(o, score);
     JW(o, ",");
     jw_history(o, v);
     jw_sample_tail(o, ds, key);
-    JW(o, ",\"corrected_label\":%s,\"reconsider\":%s,\"viewer_url\":", ds->corrected[key] ? ds->corrected[key] : "null",
+    JW(o, ",\"corrected_label\":%s,\"reconsider\":%s,\"viewer_url\":", st_corrected(ds, key) ? st_corrected(ds, key) : "null",
        reconsider ? "true" : "false");
     jw_viewer(o, e, &m);
     JW(o, "}\n");
@@ -220,15 +230,15 @@ static void write_item(export *e, const st_dataset *ds, uint32_t key, double sco
     if (m.uri) jw_str(o, m.uri);
     else jw_lit(o, "null");
     JW(o, ",\"focald_id\":");
-    jw_str(o, ds->ids[key]);
+    jw_str(o, st_sample_id(ds, key));
     JW(o, ",\"focald_dataset\":");
-    jw_str(o, ds->name);
+    jw_str(o, st_name(ds));
     JW(o, ",\"focald_rank\":%" PRId64 ",\"focald_score\":", e->rank);
     jw_num(o, score);
     JW(o, ",\"focald_label\":");
     if (v->label >= 0) JW(o, "%d", v->label);
     else jw_lit(o, "null");
-    JW(o, ",\"focald_status\":\"%s\"", st_status_name(ds->status[key]));
+    JW(o, ",\"focald_status\":\"%s\"", st_status_name(st_sample_status(ds, key)));
     if (m.study) {
       JW(o, ",\"viewer_url\":");
       jw_viewer(o, e, &m);
@@ -250,11 +260,11 @@ static void write_item(export *e, const st_dataset *ds, uint32_t key, double sco
     JW(o, ",\"hardness\":");
     jw_num(o, score);
     JW(o, ",\"focald_id\":");
-    jw_str(o, ds->ids[key]);
+    jw_str(o, st_sample_id(ds, key));
     JW(o, ",\"focald_rank\":%" PRId64 ",\"focald_label\":", e->rank);
     if (v->label >= 0) JW(o, "%d", v->label);
     else jw_lit(o, "null");
-    JW(o, ",\"focald_status\":\"%s\",\"mean_loss\":", st_status_name(ds->status[key]));
+    JW(o, ",\"focald_status\":\"%s\",\"mean_loss\":", st_status_name(st_sample_status(ds, key)));
     jw_num(o, v->mean_loss);
     JW(o, ",\"label_issue\":%s}\n", v->label_issue ? "true" : "false");
     break;
@@ -264,7 +274,7 @@ static void write_item(export *e, const st_dataset *ds, uint32_t key, double sco
       break;
     }
     JW(o, "{\"id\":");
-    jw_str(o, ds->ids[key]);
+    jw_str(o, st_sample_id(ds, key));
     JW(o, ",\"rank\":%" PRId64 ",\"score\":", e->rank);
     jw_num(o, score);
     JW(o, ",\"study_uid\":");
@@ -288,7 +298,9 @@ static void write_item(export *e, const st_dataset *ds, uint32_t key, double sco
 
 /* ------------------------------------------------------------------ pages */
 
-/* Formats the next page into e->page; sets e->ended after the last. */
+/* Formats the next page into e->page; sets e->ended after the last, or
+ * e->failed when the page cannot be written: the dataset is gone (or is
+ * another of the same name now), or memory ran out. */
 static void next_page(export *e) {
   e->page.len = 0;
   if (e->page.b) e->page.b[0] = '\0';
@@ -297,19 +309,28 @@ static void next_page(export *e) {
     if (e->format == F_CSV) jw_lit(&e->page, csv_header);
     if (e->format == F_LABEL_STUDIO) jw_lit(&e->page, "[\n");
   }
-  st_dataset *ds = st_dataset_acquire(api_map, e->dataset);
+  const st_dataset *ds = st_acquire_id(api_map, e->ds_id);
+  if (!ds) {
+    e->failed = 1;
+    return;
+  }
   int more = 0;
-  if (ds && e->queue[0]) {
+  if (e->queue[0]) {
     const st_queue *q = st_find_queue(ds, e->queue);
-    const uint32_t end = q ? q->n : 0;
+    if (!q) {
+      /* removed while the export streamed: the rest of it cannot be written */
+      st_release(ds);
+      e->failed = 1;
+      return;
+    }
     /* k counts what is written: ohif and fiftyone leave out samples without a study or a uri */
-    for (uint32_t i = 0; q && i < PAGE && e->position < end && (!e->limit || e->rank < e->limit); i++, e->position++) {
+    for (uint32_t i = 0; i < PAGE && e->position < q->n && (!e->limit || e->rank < e->limit); i++, e->position++) {
       hist_view v;
       st_history_all(ds, q->keys[e->position], &v);
       write_item(e, ds, q->keys[e->position], q->scores[e->position], &v);
     }
-    more = q && e->position < end && (!e->limit || e->rank < e->limit);
-  } else if (ds) {
+    more = e->position < q->n && (!e->limit || e->rank < e->limit);
+  } else {
     st_query q = e->q;
     q.run = strcmp(e->run, "*") == 0 ? NULL : st_find_run(ds, e->run);
     q.k = PAGE;
@@ -333,37 +354,38 @@ static void next_page(export *e) {
     if (n > 0) {
       e->has_cursor = 1;
       e->cursor_score = hits[n - 1].score;
-      snprintf(e->cursor_id, sizeof e->cursor_id, "%s", ds->ids[hits[n - 1].key]);
+      snprintf(e->cursor_id, sizeof e->cursor_id, "%s", st_sample_id(ds, hits[n - 1].key));
     }
     more = n == q.k && (!e->limit || e->rank < e->limit);
   }
-  st_dataset_release(ds);
+  st_release(ds);
   if (!more) {
     e->ended = 1;
     if (e->format == F_LABEL_STUDIO) jw_lit(&e->page, "\n]\n");
   }
+  if (e->page.failed) e->failed = 1;
 }
 
-static long export_read(void *cls, char *buf, size_t max) {
+static long export_read(void *cls, char *text, size_t max) {
   export *e = cls;
   for (;;) {
+    if (e->failed) return -1; /* the client sees the stream cut, never a short document */
     if (e->sent < e->page.len) {
       size_t n = e->page.len - e->sent;
       if (n > max) n = max;
-      memcpy(buf, e->page.b + e->sent, n);
+      memcpy(text, e->page.b + e->sent, n);
       e->sent += n;
       return (long)n;
     }
     if (e->ended) return 0;
     e->sent = 0;
-    if (jw_reserve(&e->page, 4096) != 0) return -1; /* out of memory: the client sees a cut stream */
     next_page(e);
   }
 }
 
 static void export_free(void *cls) {
   export *e = cls;
-  free(e->page.b);
+  buf_free(&e->page);
   free(e);
 }
 
@@ -446,26 +468,24 @@ int api_export(http_req *rq, http_resp *resp) {
     e->limit = v;
   }
   {
-    /* answer 404s now, not in the middle of a stream */
-    st_dataset *ds = st_dataset_acquire(api_map, e->dataset);
-    int found = ds != NULL;
-    int queue_ok = !e->queue[0] || (ds && st_find_queue(ds, e->queue));
-    int run_ok = strcmp(e->run, "*") == 0 || (ds && st_find_run(ds, e->run));
-    st_dataset_release(ds);
-    if (!found) BAD(P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", e->dataset);
-    if (!queue_ok) BAD(P_NOT_FOUND, "queue", "dataset \"%.80s\" has no queue named \"%.80s\"", e->dataset, e->queue);
-    if (e->queue[0]) {
+    /* answer 404s now, not in the middle of a stream; the export keeps to this dataset from here on */
+    const st_dataset *ds = st_acquire(api_map, e->dataset);
+    const st_queue *q = ds && e->queue[0] ? st_find_queue(ds, e->queue) : NULL;
+    const int queue_ok = !e->queue[0] || q;
+    if (q) {
       /* a queue's scores are of the field it was built by: Label Studio's mapping follows it */
-      ds = st_dataset_acquire(api_map, e->dataset);
-      const st_queue *q = ds ? st_find_queue(ds, e->queue) : NULL;
-      json_t *params = q && q->params ? json_loads(q->params, 0, NULL) : NULL;
+      json_t *params = q->params ? json_loads(q->params, 0, NULL) : NULL;
       const char *qby = json_string_value(json_object_get(params, "by"));
       const char *qrun = json_string_value(json_object_get(params, "run"));
       if (qby && hist_field_parse(qby) >= 0) e->q.by = hist_field_parse(qby);
       if (qrun) snprintf(e->run, sizeof e->run, "%s", qrun);
       json_decref(params);
-      st_dataset_release(ds);
     }
+    const int run_ok = strcmp(e->run, "*") == 0 || (ds && st_find_run(ds, e->run));
+    if (ds) e->ds_id = st_id(ds);
+    st_release(ds);
+    if (!ds) BAD(P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", e->dataset);
+    if (!queue_ok) BAD(P_NOT_FOUND, "queue", "dataset \"%.80s\" has no queue named \"%.80s\"", e->dataset, e->queue);
     if (!run_ok) BAD(P_RUN_NOT_FOUND, "run", "dataset \"%.80s\" has no run \"%.80s\"", e->dataset, e->run);
   }
 #undef BAD

@@ -30,6 +30,7 @@ enum { RQ_RECEIVING = 0, RQ_SUSPENDED, RQ_COMPLETE, RQ_ANSWERED };
 static struct MHD_Daemon *daemon_;
 static config cfg_;
 static atomic_int readiness;
+static atomic_int active_requests; /* begun and not yet reported complete by libmicrohttpd */
 static atomic_ullong request_counter;
 static uint64_t id_seed;
 
@@ -39,45 +40,6 @@ static double now_s(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
   return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-void buf_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n) {
-  if (!*buf || *cap - *len <= n) {
-    size_t want = *cap ? *cap * 2 : 4096;
-    while (want < *len + n + 1) want *= 2;
-    char *nb = realloc(*buf, want);
-    if (!nb) return;
-    *buf = nb;
-    *cap = want;
-  }
-  memcpy(*buf + *len, s, n);
-  *len += n;
-  (*buf)[*len] = '\0';
-}
-
-void buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...) {
-  if (!strchr(fmt, '%')) { /* plain text, the common case in responses: no formatting pass */
-    buf_append(buf, len, cap, fmt, strlen(fmt));
-    return;
-  }
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    size_t room = *cap - *len;
-    int n = vsnprintf(*buf ? *buf + *len : NULL, *buf ? room : 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if (*buf && (size_t)n < room) {
-      *len += (size_t)n;
-      return;
-    }
-    size_t want = *cap ? *cap * 2 : 4096;
-    while (want < *len + (size_t)n + 1) want *= 2;
-    char *nb = realloc(*buf, want);
-    if (!nb) return;
-    *buf = nb;
-    *cap = want;
-  }
 }
 
 static int hexval(char c) {
@@ -113,20 +75,34 @@ const char *http_request_header(http_req *rq, const char *name) {
   return MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, name);
 }
 
-const char *http_query(http_req *rq, const char *name, char *buf, size_t n) {
+const char *http_query(http_req *rq, const char *name, char *text, size_t n) {
   const char *raw = MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, name);
   if (!raw) return NULL;
-  if (pct_decode(raw, strlen(raw), buf, n, 1) != 0) return NULL;
-  return buf;
+  if (pct_decode(raw, strlen(raw), text, n, 1) != 0) return NULL;
+  return text;
 }
 
 /* ------------------------------------------------------------------ responses */
 
+/* The answer when memory ran out building another: a problem that needs no allocation. */
+static const char oom_problem[] = "{\"type\":\"urn:focald:problem:internal\",\"title\":\"Internal error\",\"status\":500,"
+                                  "\"detail\":\"out of memory building the response\",\"code\":\"internal\"}";
+
+static int out_of_memory(http_resp *out) {
+  out->status = 500;
+  out->content_type = "application/problem+json";
+  out->body = NULL;
+  out->len = 0;
+  out->nheaders = 0;
+  return 0;
+}
+
 int http_json(http_resp *out, int status, char *body) {
+  if (!body) return out_of_memory(out);
   out->status = status;
   out->content_type = "application/json";
   out->body = body;
-  out->len = body ? strlen(body) : 0;
+  out->len = strlen(body);
   return 0;
 }
 
@@ -134,7 +110,8 @@ int http_text(http_resp *out, int status, const char *content_type, const char *
   out->status = status;
   out->content_type = content_type;
   out->body = strdup(text);
-  out->len = out->body ? strlen(out->body) : 0;
+  if (!out->body) return out_of_memory(out);
+  out->len = strlen(out->body);
   return 0;
 }
 
@@ -164,38 +141,37 @@ static size_t utf8_len(const unsigned char *p) {
 /* A JSON string literal for s (escaped), appended to the buffer. Bytes that are
  * not UTF-8 become U+FFFD: a percent-decoded path segment can hold any byte, and
  * a "%.80s" in a detail can cut a character in two. */
-static void put_json_string(char **b, size_t *len, size_t *cap, const char *s) {
-  buf_printf(b, len, cap, "\"");
+static void put_json_string(buf *b, const char *s) {
+  buf_lit(b, "\"");
   for (const unsigned char *p = (const unsigned char *)s; *p;) {
     unsigned char ch = *p;
     size_t n = utf8_len(p);
-    if (ch == '"' || ch == '\\') buf_printf(b, len, cap, "\\%c", ch);
-    else if (ch < 0x20) buf_printf(b, len, cap, "\\u%04x", ch);
-    else if (n) buf_append(b, len, cap, (const char *)p, n);
-    else buf_printf(b, len, cap, "\\ufffd");
+    if (ch == '"' || ch == '\\') buf_printf(b, "\\%c", ch);
+    else if (ch < 0x20) buf_printf(b, "\\u%04x", ch);
+    else if (n) buf_append(b, (const char *)p, n);
+    else buf_lit(b, "\\ufffd");
     p += n ? n : 1;
   }
-  buf_printf(b, len, cap, "\"");
+  buf_lit(b, "\"");
 }
 
 int http_problem(http_resp *out, const http_req *rq, const problem *p) {
-  char *b = NULL;
-  size_t len = 0, cap = 0;
+  buf b = {0};
   int status = problem_status(p->code);
-  buf_printf(&b, &len, &cap, "{\"type\":\"urn:focald:problem:%s\",\"title\":", problem_name(p->code));
-  put_json_string(&b, &len, &cap, problem_title(p->code));
-  buf_printf(&b, &len, &cap, ",\"status\":%d,\"detail\":", status);
-  put_json_string(&b, &len, &cap, p->detail);
-  buf_printf(&b, &len, &cap, ",\"code\":\"%s\"", problem_name(p->code));
+  buf_printf(&b, "{\"type\":\"urn:focald:problem:%s\",\"title\":", problem_name(p->code));
+  put_json_string(&b, problem_title(p->code));
+  buf_printf(&b, ",\"status\":%d,\"detail\":", status);
+  put_json_string(&b, p->detail);
+  buf_printf(&b, ",\"code\":\"%s\"", problem_name(p->code));
   if (p->field[0]) {
-    buf_printf(&b, &len, &cap, ",\"field\":");
-    put_json_string(&b, &len, &cap, p->field);
+    buf_lit(&b, ",\"field\":");
+    put_json_string(&b, p->field);
   }
-  buf_printf(&b, &len, &cap, ",\"request_id\":\"%s\"}", rq ? rq->request_id : "");
+  buf_printf(&b, ",\"request_id\":\"%s\"}", rq ? rq->request_id : "");
   out->status = status;
   out->content_type = "application/problem+json";
-  out->body = b;
-  out->len = len;
+  out->body = buf_take(&b, &out->len);
+  if (!out->body) return out_of_memory(out);
   if (status == 503) http_header(out, "Retry-After", "1");
   if (status == 401) http_header(out, "WWW-Authenticate", "Bearer realm=\"focald\"");
   return 0;
@@ -231,8 +207,8 @@ void http_metrics_ingested(int binary, size_t bytes, size_t samples) {
   atomic_fetch_add(&ingested_samples[binary != 0], samples);
 }
 
-void http_metrics_write(char **buf, size_t *len, size_t *cap) {
-  buf_printf(buf, len, cap,
+void http_metrics_write(buf *o) {
+  buf_printf(o,
              "# HELP focald_http_requests_total HTTP requests answered, by route, method and status.\n"
              "# TYPE focald_http_requests_total counter\n");
   for (int r = 0; r <= api_route_count && r <= MAX_ROUTES; r++) {
@@ -241,11 +217,11 @@ void http_metrics_write(char **buf, size_t *len, size_t *cap) {
     for (size_t s = 0; s < NSTATUS; s++) {
       unsigned long long n = atomic_load(&rstats[r].count[s]);
       if (!n) continue;
-      if (tracked_status[s]) buf_printf(buf, len, cap, "focald_http_requests_total{route=\"%s\",method=\"%s\",status=\"%d\"} %llu\n", pat, method, tracked_status[s], n);
-      else buf_printf(buf, len, cap, "focald_http_requests_total{route=\"%s\",method=\"%s\",status=\"other\"} %llu\n", pat, method, n);
+      if (tracked_status[s]) buf_printf(o, "focald_http_requests_total{route=\"%s\",method=\"%s\",status=\"%d\"} %llu\n", pat, method, tracked_status[s], n);
+      else buf_printf(o, "focald_http_requests_total{route=\"%s\",method=\"%s\",status=\"other\"} %llu\n", pat, method, n);
     }
   }
-  buf_printf(buf, len, cap,
+  buf_printf(o,
              "# HELP focald_http_request_duration_seconds Time from the request's first byte to the response, by route.\n"
              "# TYPE focald_http_request_duration_seconds histogram\n");
   for (int r = 0; r <= api_route_count && r <= MAX_ROUTES; r++) {
@@ -253,19 +229,19 @@ void http_metrics_write(char **buf, size_t *len, size_t *cap) {
     char labels[160];
     snprintf(labels, sizeof labels, "route=\"%s\",method=\"%s\"", r < api_route_count ? api_routes[r].pattern : "unmatched",
              r < api_route_count ? api_routes[r].method : "");
-    metrics_hist_write(buf, len, cap, "focald_http_request_duration_seconds", labels, &rstats[r].latency);
+    metrics_hist_write(o, "focald_http_request_duration_seconds", labels, &rstats[r].latency);
   }
   static const char *const formats[2] = {"json", "binary"};
-  buf_printf(buf, len, cap,
+  buf_printf(o,
              "# HELP focald_ingested_bytes_total Body bytes of scoring requests that were decoded, by body format.\n"
              "# TYPE focald_ingested_bytes_total counter\n");
   for (int f = 0; f < 2; f++)
-    buf_printf(buf, len, cap, "focald_ingested_bytes_total{format=\"%s\"} %llu\n", formats[f], atomic_load(&ingested_bytes[f]));
-  buf_printf(buf, len, cap,
+    buf_printf(o, "focald_ingested_bytes_total{format=\"%s\"} %llu\n", formats[f], atomic_load(&ingested_bytes[f]));
+  buf_printf(o,
              "# HELP focald_ingested_samples_total Samples of scoring requests that were decoded, by body format.\n"
              "# TYPE focald_ingested_samples_total counter\n");
   for (int f = 0; f < 2; f++)
-    buf_printf(buf, len, cap, "focald_ingested_samples_total{format=\"%s\"} %llu\n", formats[f], atomic_load(&ingested_samples[f]));
+    buf_printf(o, "focald_ingested_samples_total{format=\"%s\"} %llu\n", formats[f], atomic_load(&ingested_samples[f]));
 }
 
 /* ------------------------------------------------------------------ routing */
@@ -329,10 +305,10 @@ typedef struct stream_state {
   void (*free_fn)(void *cls);
 } stream_state;
 
-static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+static ssize_t stream_read(void *cls, uint64_t pos, char *text, size_t max) {
   (void)pos;
   stream_state *st = cls;
-  long n = st->fn(st->cls, buf, max);
+  long n = st->fn(st->cls, text, max);
   if (n == 0) return MHD_CONTENT_READER_END_OF_STREAM;
   if (n < 0) return MHD_CONTENT_READER_END_WITH_ERROR;
   return (ssize_t)n;
@@ -358,9 +334,13 @@ static enum MHD_Result respond(struct MHD_Connection *conn, http_req *rq, http_r
       stream_done(st);
       return MHD_NO;
     }
+  } else if (out->body) {
+    resp = MHD_create_response_from_buffer(out->len, out->body, MHD_RESPMEM_MUST_FREE);
   } else {
-    resp = MHD_create_response_from_buffer(out->len, out->body ? out->body : (void *)"",
-                                           out->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    /* only the out-of-memory problem has no body of its own (http_json, http_problem) */
+    out->status = 500;
+    out->content_type = "application/problem+json";
+    resp = MHD_create_response_from_buffer(sizeof oom_problem - 1, (void *)oom_problem, MHD_RESPMEM_PERSISTENT);
   }
   if (!resp) {
     free(out->body);
@@ -493,6 +473,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     rq = calloc(1, sizeof *rq);
     if (!rq) return MHD_NO;
     *con_cls = rq;
+    atomic_fetch_add(&active_requests, 1);
     rq->t0 = now_s();
     rq->method = method;
     rq->path = url;
@@ -649,6 +630,17 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, en
   free(rq->buf_base);
   free(rq);
   *con_cls = NULL;
+  atomic_fetch_sub(&active_requests, 1);
+}
+
+int http_wait_idle(int timeout_ms) {
+  const double until = now_s() + timeout_ms / 1e3;
+  while (atomic_load(&active_requests) > 0) {
+    if (now_s() >= until) return -1;
+    struct timespec nap = {0, 2000000};
+    nanosleep(&nap, NULL);
+  }
+  return 0;
 }
 
 /* ------------------------------------------------------------------ header deadline

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
 #include "config.h"
 #include "problem.h"
 
@@ -75,7 +76,8 @@ const char *http_query(http_req *rq, const char *name, char *buf, size_t n);
 /* Returns the value of request header name, or NULL. */
 const char *http_request_header(http_req *rq, const char *name);
 
-/* Response helpers. Each returns 0. */
+/* Response helpers. Each returns 0. A NULL body (memory ran out building it)
+ * becomes a 500 problem: never a 2xx with an empty or cut body. */
 int http_json(http_resp *out, int status, char *body /* takes ownership */);
 int http_text(http_resp *out, int status, const char *content_type, const char *text /* copied */);
 int http_problem(http_resp *out, const http_req *rq, const problem *p);
@@ -96,21 +98,20 @@ void http_set_readiness(int state);
 int http_readiness(void);
 
 /* Per-route request counters and latency histograms for /metrics. */
-void http_metrics_write(char **buf, size_t *len, size_t *cap);
+void http_metrics_write(buf *o);
 /* Counts a decoded scoring request: its body bytes and samples, by body format. */
 void http_metrics_ingested(int binary, size_t bytes, size_t samples);
 
 /* Starts listening with cfg's address, threads and limits. Returns 0 or -1. */
 int http_start(const config *cfg);
+/* Waits up to timeout_ms until every request begun has been answered (its
+ * response sent) or dropped by its client. Returns 0, or -1 at the timeout. */
+int http_wait_idle(int timeout_ms);
 /* Stops the daemon; every suspended connection must have been completed. */
 void http_stop(void);
 /* Waits for running handlers, then answers 503 draining to every new request on the connections still
  * open: after it, nothing on an HTTP thread touches the store (main calls it before store_close). */
 void http_close_gate(void);
 
-/* Grows *buf (snprintf-style append); used by the metrics and API writers. */
-/* Appends n bytes of s (and keeps the buffer NUL-terminated). */
-void buf_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n);
-void buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 #endif /* FOCALD_HTTP_H */

@@ -26,6 +26,7 @@ typedef enum wop_kind {
   WOP_QUEUE,            /* queue_op: build a review queue */
   WOP_QUEUE_DELETE,     /* queue_op: remove one; its waiting samples go back to open */
   WOP_BARRIER,          /* nothing to write: done once everything before it is committed */
+  WOP_KIND_COUNT
 } wop_kind;
 
 struct wop {
@@ -37,6 +38,9 @@ struct wop {
   void *ctx;            /* the creator's */
   char dataset[ST_NAME_MAX + 1];
   int64_t batch_seq;    /* set by the writer: the newest batch logged before this op (review ops order by it) */
+  /* the writer's, from the op's SQL to its apply */
+  int64_t ds_id;        /* the dataset it applies to: an id is never reused, a name may be */
+  uint32_t persist_to;  /* samples rows it wrote: keys below this (0: none) */
   /* results of WOP_DELETE_DATASET */
   int64_t deleted_samples, deleted_observations;
 };
@@ -49,9 +53,15 @@ typedef struct job {
   fl_score *scores;     /* (n) */
   int duplicate;        /* the batch_id was already recorded: scored, not counted */
   int chunks_left;      /* scoring chunks still running (loop thread only) */
+  int cancelled;        /* a chunk was taken back at shutdown (loop thread only) */
   int64_t fail_index;   /* first failing chunk's global where, for the error */
   int fail_rc;
   wop_done_fn user_done; /* the creator's op.done while work counts the job in flight */
+  /* the writer's, from the batch's SQL to its apply */
+  st_batch_prep prep;
+  hist_obs *obs;        /* (n) what each sample contributes */
+  const char **meta_ids; /* (nmeta) the id each meta entry is for */
+  int64_t seq;          /* batches.seq */
 } job;
 
 /* A review decision on one sample. Strings are owned by the op. */
@@ -67,13 +77,19 @@ typedef struct review_op {
   char *label_before;   /* JSON */
   int64_t at;
   float confirm_score;
+  /* prepared for the apply: the correction in force afterwards and the audit entry, with their own strings */
+  uint32_t key;
+  char *corrected;
+  st_review entry;
 } review_op;
 
 /* A sample's new meta (a JSON object, owned). */
 typedef struct meta_op {
   wop op;
   char id[REQ_ID_MAX + 1];
-  char *meta;
+  char *meta;           /* the answer's copy */
+  char *stored;         /* the copy memory takes at the apply */
+  uint32_t key;
 } meta_op;
 
 #define QUEUE_QUOTAS_MAX 256
@@ -98,13 +114,15 @@ typedef struct queue_params {
 typedef struct queue_op {
   wop op;
   queue_params p;
+  /* prepared for the apply */
+  st_queue *queue;            /* WOP_QUEUE: the queue memory takes */
+  uint32_t nchanges;          /* samples whose status changes, with their audit entries */
+  uint32_t *change_keys;
+  st_review *changes;
   /* results */
-  uint32_t n;
-  uint32_t *keys;             /* the selection, until the memory step takes it */
-  float *scores;
-  int64_t queue_id;
-  int64_t created_at;
-  int64_t *seqs;              /* the audit entries' seqs, one per sample */
+  int64_t created_at;         /* unix milliseconds */
+  uint32_t size;              /* WOP_QUEUE: its samples */
+  uint32_t progress[ST_STATUS_COUNT]; /* WOP_QUEUE: its samples by status once built */
   uint32_t released;          /* WOP_QUEUE_DELETE: samples put back to open */
 } queue_op;
 

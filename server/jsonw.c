@@ -11,28 +11,6 @@
 
 #include "numfmt.h"
 
-int jw_reserve(jw *o, size_t n) {
-  if (o->b && o->cap - o->len > n) return 0;
-  size_t want = o->cap ? o->cap : 4096;
-  while (want - o->len <= n) want *= 2;
-  char *nb = realloc(o->b, want);
-  if (!nb) return -1;
-  o->b = nb;
-  o->cap = want;
-  return 0;
-}
-
-void jw_lit(jw *o, const char *s) {
-  size_t n = strlen(s);
-  if (jw_reserve(o, n) != 0) return;
-  memcpy(o->b + o->len, s, n + 1);
-  o->len += n;
-}
-
-void jw_mem(jw *o, const char *s, size_t n) {
-  buf_append(&o->b, &o->len, &o->cap, s, n);
-}
-
 void jw_int(jw *o, int64_t v) {
   char t[24];
   int i = sizeof t;
@@ -64,8 +42,9 @@ void jw_num(jw *o, double v) {
     jw_lit(o, "null");
     return;
   }
-  if (jw_reserve(o, 32) != 0) return;
+  if (buf_reserve(o, 32) != 0) return;
   o->len += (size_t)num_format_f32(o->b + o->len, (float)v);
+  o->b[o->len] = '\0';
 }
 
 void jw_time(jw *o, int64_t unix_s) {
@@ -87,7 +66,7 @@ void jw_time_ms(jw *o, int64_t unix_ms) {
 }
 
 int jw_respond(http_resp *resp, int status, jw *o) {
-  return http_json(resp, status, o->b ? o->b : strdup("{}"));
+  return http_json(resp, status, buf_take(o, NULL)); /* NULL when it failed: a 500 */
 }
 
 void jw_history(jw *o, const hist_view *h) {
@@ -126,9 +105,10 @@ void jw_history(jw *o, const hist_view *h) {
 }
 
 void jw_sample_tail(jw *o, const st_dataset *ds, uint32_t key) {
+  const char *meta = st_meta(ds, key);
   jw_lit(o, ",\"status\":\"");
-  jw_lit(o, st_status_name(ds->status[key]));
+  jw_lit(o, st_status_name(st_sample_status(ds, key)));
   jw_lit(o, "\",\"meta\":");
-  jw_lit(o, ds->meta[key] ? ds->meta[key] : "{}");
+  jw_lit(o, meta ? meta : "{}");
 }
 

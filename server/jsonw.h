@@ -1,30 +1,32 @@
-/* jsonw.h — writing JSON responses straight into a growing buffer.
+/* jsonw.h — JSON responses written straight into a buffer.
  *
  * Responses here are mostly arrays of numbers and lists of records; building a
- * jansson tree for them would cost more than the work behind them. */
+ * jansson tree for them would cost more than the work behind them. A jw is a
+ * buf (buf.h): an append that runs out of memory marks it failed, and
+ * jw_respond then answers 500 rather than a document cut short. */
 #ifndef FOCALD_JSONW_H
 #define FOCALD_JSONW_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
 #include "history.h"
 #include "http.h"
 #include "state.h"
 
-typedef struct jw {
-  char *b;
-  size_t len, cap;
-} jw;
+typedef buf jw;
 
-#define JW(o, ...) buf_printf(&(o)->b, &(o)->len, &(o)->cap, __VA_ARGS__)
+#define JW(o, ...) buf_printf((o), __VA_ARGS__)
 
-/* Makes room for n more bytes (and a NUL). Returns 0 or -1. */
-int jw_reserve(jw *o, size_t n);
 /* Appends text as it is. */
-void jw_lit(jw *o, const char *s);
+static inline void jw_lit(jw *o, const char *s) {
+  buf_lit(o, s);
+}
 /* Appends n bytes of s as they are. */
-void jw_mem(jw *o, const char *s, size_t n);
+static inline void jw_mem(jw *o, const char *s, size_t n) {
+  buf_append(o, s, n);
+}
 /* Appends an integer in decimal. */
 void jw_int(jw *o, int64_t v);
 /* Appends a JSON string literal. */
@@ -36,9 +38,9 @@ void jw_time(jw *o, int64_t unix_s);
 void jw_time_ms(jw *o, int64_t unix_ms);
 /* The history fields, comma-separated, without braces. */
 void jw_history(jw *o, const hist_view *h);
-/* ,"status":...,"meta":{...} of sample key. */
+/* ,"status":...,"meta":{...} of sample key (dataset read-locked). */
 void jw_sample_tail(jw *o, const st_dataset *ds, uint32_t key);
-/* Hands the buffer to the response (status, application/json). Returns 0. */
+/* Hands the buffer to the response (status, application/json), or a 500 when it failed. Returns 0. */
 int jw_respond(http_resp *resp, int status, jw *o);
 
 #endif /* FOCALD_JSONW_H */

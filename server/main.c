@@ -48,10 +48,10 @@
 static int probe(int fd, int tls, const char *path) {
   char rq[128];
   snprintf(rq, sizeof rq, "GET %s HTTP/1.1\r\nHost: focald\r\nConnection: close\r\n\r\n", path);
-  char buf[64] = {0};
+  char text[64] = {0};
   ssize_t got = -1;
   if (!tls) {
-    if (write(fd, rq, strlen(rq)) == (ssize_t)strlen(rq)) got = read(fd, buf, sizeof buf - 1);
+    if (write(fd, rq, strlen(rq)) == (ssize_t)strlen(rq)) got = read(fd, text, sizeof text - 1);
   } else {
     /* the probe checks that the local server answers, not who it is: no certificate verification */
     gnutls_session_t s = NULL;
@@ -64,12 +64,12 @@ static int probe(int fd, int tls, const char *path) {
       do rc = gnutls_handshake(s);
       while (rc < 0 && !gnutls_error_is_fatal(rc));
       if (rc == 0 && gnutls_record_send(s, rq, strlen(rq)) == (ssize_t)strlen(rq))
-        got = gnutls_record_recv(s, buf, sizeof buf - 1);
+        got = gnutls_record_recv(s, text, sizeof text - 1);
     }
     if (s) gnutls_deinit(s);
     if (cred) gnutls_certificate_free_credentials(cred);
   }
-  return got > 12 && strncmp(buf, "HTTP/1.1 200", 12) == 0;
+  return got > 12 && strncmp(text, "HTTP/1.1 200", 12) == 0;
 }
 
 /* GET --healthcheck-path on the configured address (HTTPS with --tls-cert); exit status 0 on a 200. */
@@ -158,11 +158,20 @@ int main(int argc, char **argv) {
    * with epoll and its own threads it races a worker removing the same socket
    * from the worker's epoll set, and aborts the process when it loses. */
   http_set_readiness(HTTP_DRAINING);
-  if (work_drain(cfg.drain_timeout * 1000) != 0)
-    log_msg(LOG_WARN, "%d batches were still in flight after %d s", work_inflight(), cfg.drain_timeout);
+  /* Every request is finished or refused: batches still waiting to be scored
+   * after --drain-timeout get 503 draining, those being scored go on to the
+   * store, and the store is closed only once nothing can reach it any more. */
+  if (work_drain(cfg.drain_timeout * 1000) != 0) {
+    log_msg(LOG_WARN, "%d batches were still in flight after %d s; those not yet scored are refused (503 draining)",
+            work_inflight(), cfg.drain_timeout);
+    work_cancel();
+    work_drain(-1); /* what is being scored finishes in bounded time */
+  }
   http_close_gate(); /* keep-alive connections stay open until http_stop: keep their handlers off the store */
-  store_close(st);   /* commits what is queued, then checkpoints */
+  store_close(st);   /* commits what is queued and answers it, then checkpoints */
   work_stop();
+  /* the answers the store's last commits released are on their way: let them go out before the sockets close */
+  if (http_wait_idle(2000) != 0) log_msg(LOG_WARN, "some clients had not read their answers when focald stopped");
   http_stop();
   st_map_free(map);
   clock_gettime(CLOCK_MONOTONIC, &t1);

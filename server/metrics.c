@@ -1,7 +1,6 @@
 /* metrics.c — Prometheus histograms: bucket counts kept per bucket, summed when written. */
 #include "metrics.h"
 
-#include "http.h"
 
 void metrics_hist_observe(metrics_hist *h, double v) {
   int b = 0;
@@ -11,20 +10,20 @@ void metrics_hist_observe(metrics_hist *h, double v) {
   atomic_fetch_add(&h->sum_micro, (unsigned long long)(v * 1e6 + 0.5));
 }
 
-void metrics_hist_write(char **buf, size_t *len, size_t *cap, const char *name, const char *labels, const metrics_hist *h) {
+void metrics_hist_write(buf *o, const char *name, const char *labels, const metrics_hist *h) {
   const char *sep = labels[0] ? "," : "";
   unsigned long long cum = 0;
   for (int b = 0; b < h->nbounds; b++) {
     cum += atomic_load(&h->bucket[b]);
-    buf_printf(buf, len, cap, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, h->bounds[b], cum);
+    buf_printf(o, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, h->bounds[b], cum);
   }
   const unsigned long long count = atomic_load(&h->count);
-  buf_printf(buf, len, cap, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep, count);
+  buf_printf(o, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep, count);
   if (labels[0]) {
-    buf_printf(buf, len, cap, "%s_sum{%s} %.6f\n", name, labels, (double)atomic_load(&h->sum_micro) * 1e-6);
-    buf_printf(buf, len, cap, "%s_count{%s} %llu\n", name, labels, count);
+    buf_printf(o, "%s_sum{%s} %.6f\n", name, labels, (double)atomic_load(&h->sum_micro) * 1e-6);
+    buf_printf(o, "%s_count{%s} %llu\n", name, labels, count);
   } else {
-    buf_printf(buf, len, cap, "%s_sum %.6f\n", name, (double)atomic_load(&h->sum_micro) * 1e-6);
-    buf_printf(buf, len, cap, "%s_count %llu\n", name, count);
+    buf_printf(o, "%s_sum %.6f\n", name, (double)atomic_load(&h->sum_micro) * 1e-6);
+    buf_printf(o, "%s_count %llu\n", name, count);
   }
 }

@@ -5,6 +5,8 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
+#include "buf.h"
+
 #define METRICS_BUCKETS_MAX 16
 
 /* A histogram with fixed upper bounds (ascending, +Inf implied). Zero-initialise
@@ -23,6 +25,6 @@ void metrics_hist_observe(metrics_hist *h, double v);
 /* Appends h's series in the text format: name_bucket{labels,le=..} cumulative,
  * name_sum and name_count. labels is "" or `key="value",...` without braces.
  * The HELP and TYPE lines are the caller's. */
-void metrics_hist_write(char **buf, size_t *len, size_t *cap, const char *name, const char *labels, const metrics_hist *h);
+void metrics_hist_write(buf *o, const char *name, const char *labels, const metrics_hist *h);
 
 #endif /* FOCALD_METRICS_H */

@@ -276,22 +276,6 @@ out:
 
 /* ------------------------------------------------------------------ queue selection */
 
-int32_t review_training_label(const st_dataset *ds, const st_run *r, uint32_t key) {
-  if (r) return key < r->cap && r->seen[key] ? r->label[key] : -1;
-  int32_t label = -1;
-  int64_t at = INT64_MIN;
-  for (int i = 0; i < ds->nruns; i++) {
-    const st_run *q = ds->runs[i];
-    if (key >= q->cap || !q->seen[key] || q->label[key] < 0) continue;
-    int64_t s = q->has_step[key] ? q->last_step[key] : INT64_MIN + 1;
-    if (s >= at) {
-      at = s;
-      label = q->label[key];
-    }
-  }
-  return label;
-}
-
 typedef struct cand {
   uint32_t key;
   float score;
@@ -307,7 +291,7 @@ static int cmp_cand(const void *a, const void *b, void *arg) {
   const cand *x = a, *y = b;
   const order_ctx *o = arg;
   if (x->score != y->score) return (o->desc ? x->score > y->score : x->score < y->score) ? -1 : 1;
-  return strcmp(o->ds->ids[x->key], o->ds->ids[y->key]);
+  return strcmp(st_sample_id(o->ds, x->key), st_sample_id(o->ds, y->key));
 }
 
 /* The quota of a label: its minimum, and its maximum or -1 for none. An
@@ -351,8 +335,9 @@ static int strset_add(strset *s, const char *v) {
 
 /* The sample's value of the de-duplication key as text, or NULL when it has none. */
 static char *dedupe_value(const st_dataset *ds, uint32_t key, const char *field) {
-  if (!ds->meta[key]) return NULL;
-  json_t *m = json_loads(ds->meta[key], 0, NULL);
+  const char *meta = st_meta(ds, key);
+  if (!meta) return NULL;
+  json_t *m = json_loads(meta, 0, NULL);
   const json_t *v = m ? json_object_get(m, field) : NULL;
   char *out = NULL;
   if (json_is_string(v)) out = strdup(json_string_value(v));
@@ -365,16 +350,17 @@ int queue_select(const st_dataset *ds, const queue_params *p, double reconsider,
                  uint32_t *n_out, problem *err) {
   const st_run *run = NULL;
   if (strcmp(p->run, "*") != 0 && !(run = st_find_run(ds, p->run)))
-    return problem_set(err, P_RUN_NOT_FOUND, "/run", "dataset \"%s\" has no run \"%s\"", ds->name, p->run);
-  cand *c = malloc((size_t)(ds->nsamples ? ds->nsamples : 1) * sizeof *c);
-  uint8_t *taken = calloc(ds->nsamples ? ds->nsamples : 1, 1);
+    return problem_set(err, P_RUN_NOT_FOUND, "/run", "dataset \"%s\" has no run \"%s\"", st_name(ds), p->run);
+  const uint32_t nsamples = st_nsamples(ds);
+  cand *c = malloc((size_t)(nsamples ? nsamples : 1) * sizeof *c);
+  uint8_t *taken = calloc(nsamples ? nsamples : 1, 1);
   uint32_t *keys = malloc((size_t)p->size * sizeof *keys);
   float *scores = malloc((size_t)p->size * sizeof *scores);
   strset seen = {calloc(4096, sizeof(char *)), 4096, 0};
   /* per label taken so far: labels are small integers; -1 (none) goes in slot 0 */
   size_t nlabels = 1;
-  for (uint32_t k = 0; k < ds->nsamples; k++) {
-    int32_t l = review_training_label(ds, run, k);
+  for (uint32_t k = 0; k < nsamples; k++) {
+    int32_t l = st_training_label(ds, run, k);
     if ((size_t)(l + 2) > nlabels) nlabels = (size_t)l + 2;
   }
   int *count = calloc(nlabels, sizeof *count);
@@ -384,9 +370,8 @@ int queue_select(const st_dataset *ds, const queue_params *p, double reconsider,
     problem_set(err, P_INTERNAL, NULL, "out of memory choosing the queue");
     goto out;
   }
-  for (uint32_t k = 0; k < ds->nsamples; k++) {
-    if (!ds->ids[k]) continue;
-    if (ds->status[k] != ST_OPEN && !(reconsider > 0 && st_reconsider(ds, k, reconsider))) continue;
+  for (uint32_t k = 0; k < nsamples; k++) {
+    if (st_sample_status(ds, k) != ST_OPEN && !(reconsider > 0 && st_reconsider(ds, k, reconsider))) continue;
     hist_view v;
     if (run) {
       hist_rec h;
@@ -396,7 +381,7 @@ int queue_select(const st_dataset *ds, const queue_params *p, double reconsider,
       st_history_all(ds, k, &v);
     }
     if (v.seen < p->min_seen || v.seen == 0) continue;
-    int32_t label = review_training_label(ds, run, k);
+    int32_t label = st_training_label(ds, run, k);
     if (p->has_label && label != p->label) continue;
     c[nc++] = (cand){k, (float)hist_view_value(&v, p->by), label};
   }
@@ -491,16 +476,31 @@ void review_op_free(wop *op) {
     free(r->reviewer);
     free(r->note);
     free(r->label_before);
+    /* what the writer prepares it also takes or frees; an op that never reached it has none */
+    free(r->corrected);
+    free(r->entry.reviewer);
+    free(r->entry.label_before);
+    free(r->entry.label_after);
+    free(r->entry.note);
     break;
   }
-  case WOP_META: free(((meta_op *)op)->meta); break;
+  case WOP_META:
+    free(((meta_op *)op)->meta);
+    free(((meta_op *)op)->stored);
+    break;
   case WOP_QUEUE:
   case WOP_QUEUE_DELETE: {
     queue_op *q = (queue_op *)op;
     free(q->p.params_json);
-    free(q->keys);
-    free(q->scores);
-    free(q->seqs);
+    st_queue_free(q->queue);
+    for (uint32_t i = 0; q->changes && i < q->nchanges; i++) {
+      free(q->changes[i].reviewer);
+      free(q->changes[i].label_before);
+      free(q->changes[i].label_after);
+      free(q->changes[i].note);
+    }
+    free(q->changes);
+    free(q->change_keys);
     break;
   }
   default: break;

@@ -28,7 +28,4 @@ int queue_decode(const char *body, size_t len, queue_params *p, problem *err);
 int queue_select(const st_dataset *ds, const queue_params *p, double reconsider, uint32_t **keys, float **scores,
                  uint32_t *n, problem *err);
 
-/* The label a sample was last trained with: in run r, or the run with the latest step when r is NULL. */
-int32_t review_training_label(const st_dataset *ds, const st_run *r, uint32_t key);
-
 #endif /* FOCALD_REVIEW_H */

@@ -4,14 +4,114 @@
  * addressing hash of dense keys (key + 1; 0 is empty). Every per-run field is
  * its own array indexed by key; the column table below lets one function grow
  * them all and copy one row in and out of a hist_rec for updating.
+ *
+ * The writer changes the state in two steps (see state.h): a prepare step
+ * before its transaction commits, which may allocate and fail, and an apply
+ * step after, which may not. Preparing a batch therefore looks its ids up,
+ * counts the new ones and grows every per-key array, the hash and the id arena
+ * to hold them; new datasets and runs are built aside ("fresh") and only
+ * linked in by the apply. What a group prepared is tallied on the dataset
+ * (pend_*), so that several changes to one dataset in one group reserve room
+ * for all of them, and st_tx_end forgets the tally and frees what was never
+ * linked in.
  */
 #include "state.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+
+#define ST_RUN_COLUMNS 24    /* at least the per-key columns of st_run */
+#define ST_SAMPLE_ARRAYS 12  /* at least the per-key arrays of st_dataset */
+
+struct st_run {
+  char name[ST_NAME_MAX + 1];
+  int64_t id;          /* runs.id */
+  int32_t classes;
+  int64_t created_at;
+  uint32_t cap;        /* entries allocated in every column */
+  uint32_t col_cap[ST_RUN_COLUMNS]; /* entries allocated in each column (past cap only after a failed growth) */
+  uint32_t *seen, *scored_n, *correct_n, *forgetting;
+  float *last_loss, *mean_loss, *max_loss, *ema_loss, *conf_mean, *conf_m2, *aum;
+  int32_t *label;
+  uint8_t *last_correct, *label_issue, *has_step, *ring_head, *ring_count;
+  int64_t *first_step, *last_step;
+  int64_t *seq;        /* the last batch applied to this row: replay skips older ones */
+  uint32_t *stale_labels; /* observations that sent a label a relabel had replaced */
+  hist_recent *recent; /* HIST_RECENT per key */
+  uint64_t *dirty;     /* bitmap: rows changed since they were last written to the snapshot */
+  uint32_t ndirty;
+  hist_classes cls;    /* confident-learning thresholds */
+  int64_t cls_seq;     /* the last batch applied to cls */
+  int64_t cls_saved;   /* the last batch the stored class means hold */
+  uint64_t observations;
+  uint32_t samples;    /* keys with seen > 0 */
+  int64_t last_step_any;
+  int has_last_step_any;
+};
+
+typedef struct st_arena_block st_arena_block;
+
+struct st_dataset {
+  char name[ST_NAME_MAX + 1];
+  int64_t id; /* datasets.id */
+  int64_t created_at;
+  pthread_rwlock_t lock;
+  uint32_t nsamples, cap;
+  uint32_t arr_cap[ST_SAMPLE_ARRAYS]; /* entries allocated in each per-key array (past cap only after a failed growth) */
+  const char **ids;    /* arena-owned, NUL-terminated */
+  char **meta;         /* JSON object text, malloc'd, or NULL */
+  uint8_t *status;
+  char **corrected;    /* JSON label a relabel set, or NULL */
+  int32_t *corrected_class; /* the corrected label when it is a class index, else -1 */
+  float *confirm_score; /* ema_loss (max over runs) when confirmed; NaN otherwise */
+  int64_t *meta_seq;   /* the newest batch whose meta the sample's meta reflects */
+  int32_t *last_review; /* per sample: index of its newest entry in reviews, or -1 */
+  uint64_t *meta_dirty; /* bitmap: meta changed since the samples row was written */
+  uint32_t nmeta_dirty;
+  st_review *reviews;  /* the audit trail, in seq order */
+  int nreviews, capreviews;
+  int64_t review_batch_seq; /* the largest batch_seq of any entry */
+  st_queue **queues;
+  int nqueues, capqueues;
+  uint32_t persisted;  /* keys below this are in the samples table */
+  uint32_t *hash;      /* open addressing: key + 1, 0 empty */
+  uint32_t hcap;
+  st_arena_block *arena;
+  st_run **runs;
+  int nruns, capruns;
+  /* the writer's group (st_tx_begin .. st_tx_end) */
+  uint32_t pend_new;   /* new ids the group's batches may add */
+  size_t pend_bytes;   /* their bytes in the arena */
+  int pend_reviews, pend_queues;
+  st_run **fresh_runs; /* runs created by the group, linked in by their first batch's apply */
+  int nfresh_runs, capfresh_runs;
+  int fresh;           /* created by the group and not yet in the map */
+  int touched;         /* in the map's list of datasets the group prepared changes to */
+};
+
+typedef struct run_ref {
+  int64_t id;
+  st_run *run;
+  st_dataset *ds;
+} run_ref;
+
+struct st_map {
+  pthread_rwlock_t lock;
+  st_dataset **ds;    /* sorted by name */
+  st_dataset **by_id; /* the same, sorted by id */
+  int n, cap;
+  st_dataset **fresh; /* datasets the writer's group created, not yet applied */
+  int nfresh, capfresh;
+  st_dataset **touched; /* datasets the group prepared changes to: st_tx_end resets their tallies */
+  int ntouched, captouched;
+  run_ref *runs;      /* while loading: runs by id */
+  int nruns, capruns;
+};
 
 /* ------------------------------------------------------------------ statuses */
 
@@ -72,6 +172,18 @@ static void large_free(void *p, size_t bytes) {
   else free(p);
 }
 
+/* Grows *p (an array of *cap elements of size) to hold at least want; 0 or -1. */
+static int grow_array(void **p, int *cap, int want, size_t size) {
+  if (want <= *cap) return 0;
+  int c = *cap ? *cap : 8;
+  while (c < want) c *= 2;
+  void *n = realloc(*p, (size_t)c * size);
+  if (!n) return -1;
+  *p = n;
+  *cap = c;
+  return 0;
+}
+
 /* ------------------------------------------------------------------ arena */
 
 struct st_arena_block {
@@ -80,19 +192,27 @@ struct st_arena_block {
   char data[];
 };
 
+#define ARENA_BLOCK 60000
+
+/* Makes the current block hold at least n more bytes. */
+static int arena_reserve(st_dataset *ds, size_t n) {
+  st_arena_block *b = ds->arena;
+  if (b && b->cap - b->used >= n) return 0;
+  size_t cap = n > ARENA_BLOCK ? n : ARENA_BLOCK;
+  st_arena_block *nb = malloc(sizeof *nb + cap);
+  if (!nb) return -1;
+  nb->next = b;
+  nb->used = 0;
+  nb->cap = cap;
+  ds->arena = nb;
+  return 0;
+}
+
 /* Copies s into the dataset's arena; the copy lives as long as the dataset. */
 static const char *arena_strdup(st_dataset *ds, const char *s) {
   size_t n = strlen(s) + 1;
+  if (arena_reserve(ds, n) != 0) return NULL;
   st_arena_block *b = ds->arena;
-  if (!b || b->used + n > b->cap) {
-    size_t cap = n > 60000 ? n : 60000;
-    st_arena_block *nb = malloc(sizeof *nb + cap);
-    if (!nb) return NULL;
-    nb->next = b;
-    nb->used = 0;
-    nb->cap = cap;
-    ds->arena = b = nb;
-  }
   char *p = b->data + b->used;
   memcpy(p, s, n);
   b->used += n;
@@ -110,7 +230,7 @@ static uint64_t hash_id(const char *s) {
   return h ^ (h >> 29);
 }
 
-int64_t st_sample_key(const st_dataset *ds, const char *id) {
+int64_t st_key(const st_dataset *ds, const char *id) {
   if (!ds->hcap) return -1;
   uint32_t mask = ds->hcap - 1;
   for (uint32_t i = (uint32_t)hash_id(id) & mask;; i = (i + 1) & mask) {
@@ -128,18 +248,18 @@ static void hash_put(st_dataset *ds, uint32_t key) {
   ds->hash[i] = key + 1;
 }
 
-/* Keeps the hash at most half full. */
-static int hash_grow(st_dataset *ds, uint32_t want) {
-  if ((uint64_t)want * 2 <= ds->hcap) return 0;
-  uint32_t cap = ds->hcap ? ds->hcap : 1024;
-  while ((uint64_t)want * 2 > cap) cap *= 2;
+/* Keeps the hash at most half full with want keys. */
+static int hash_grow(st_dataset *ds, uint64_t want) {
+  if (want * 2 <= ds->hcap) return 0;
+  uint64_t cap = ds->hcap ? ds->hcap : 1024;
+  while (want * 2 > cap) cap *= 2;
+  if (cap > UINT32_MAX) return -1;
   uint32_t *h = large_resize(NULL, 0, (size_t)cap * sizeof *h);
   if (!h) return -1;
   large_free(ds->hash, (size_t)ds->hcap * sizeof *h);
   ds->hash = h;
-  ds->hcap = cap;
-  for (uint32_t k = 0; k < ds->nsamples; k++)
-    if (ds->ids[k]) hash_put(ds, k);
+  ds->hcap = (uint32_t)cap;
+  for (uint32_t k = 0; k < ds->nsamples; k++) hash_put(ds, k);
   return 0;
 }
 
@@ -166,8 +286,8 @@ static void **column_ptr(st_run *r, const column *c) {
   return (void **)((char *)r + c->offset);
 }
 
-int st_run_reserve(st_dataset *ds, st_run *r) {
-  uint32_t want = ds->cap;
+/* Makes every column of r hold at least want rows. */
+static int run_reserve(st_run *r, uint32_t want) {
   if (r->cap >= want) return 0;
   for (size_t i = 0; i < NCOLUMNS; i++) {
     if (r->col_cap[i] >= want) continue; /* grown before a later column failed */
@@ -199,21 +319,23 @@ typedef struct sample_array {
 
 #define SARR(f) {offsetof(st_dataset, f), sizeof(*((st_dataset *)0)->f)}
 static const sample_array sample_arrays[] = {
-    SARR(ids),           SARR(meta),          SARR(status),   SARR(meta_dirty),  SARR(corrected),
-    SARR(corrected_class), SARR(confirm_score), SARR(meta_seq), SARR(last_review),
+    SARR(ids),           SARR(meta),          SARR(status),   SARR(corrected),   SARR(corrected_class),
+    SARR(confirm_score), SARR(meta_seq),      SARR(last_review),
 };
 #define NSAMPLE_ARRAYS (sizeof sample_arrays / sizeof sample_arrays[0])
-_Static_assert(NSAMPLE_ARRAYS <= ST_SAMPLE_ARRAYS, "st_dataset.arr_cap must have an entry per array");
+_Static_assert(NSAMPLE_ARRAYS + 1 <= ST_SAMPLE_ARRAYS, "st_dataset.arr_cap must have an entry per array");
 
 static void **sample_array_ptr(st_dataset *ds, const sample_array *a) {
   return (void **)((char *)ds + a->offset);
 }
 
-/* Grows the sample arrays (and every run's columns) to hold key. */
-static int reserve_samples(st_dataset *ds, uint32_t key) {
-  if (key < ds->cap) return 0;
+/* Grows the sample arrays, the meta bitmap, the hash and every run's columns (fresh runs too) to hold want keys. */
+static int reserve_samples(st_dataset *ds, uint64_t want) {
+  if (want > UINT32_MAX - 1) return -1;
+  if (hash_grow(ds, want) != 0) return -1;
+  if (want <= ds->cap) return 0;
   uint32_t cap = ds->cap ? ds->cap : 1024;
-  while (cap <= key) cap *= 2;
+  while (cap < want) cap = cap > UINT32_MAX / 2 ? UINT32_MAX - 1 : cap * 2;
   for (size_t i = 0; i < NSAMPLE_ARRAYS; i++) {
     if (ds->arr_cap[i] >= cap) continue; /* grown before a later array failed */
     void **p = sample_array_ptr(ds, &sample_arrays[i]);
@@ -222,7 +344,15 @@ static int reserve_samples(st_dataset *ds, uint32_t key) {
     *p = n;
     ds->arr_cap[i] = cap;
   }
-  /* new entries are zero (NULL, ST_OPEN, no meta change); these are not */
+  size_t words_old = (ds->cap + 63) / 64, words = ((size_t)cap + 63) / 64;
+  if (ds->arr_cap[NSAMPLE_ARRAYS] < cap) {
+    uint64_t *d = realloc(ds->meta_dirty, words * sizeof *d);
+    if (!d) return -1;
+    memset(d + words_old, 0, (words - words_old) * sizeof *d);
+    ds->meta_dirty = d;
+    ds->arr_cap[NSAMPLE_ARRAYS] = cap;
+  }
+  /* new entries are zero (NULL, ST_OPEN); these are not */
   for (uint32_t k = ds->cap; k < cap; k++) {
     ds->corrected_class[k] = -1;
     ds->confirm_score[k] = NAN;
@@ -230,111 +360,67 @@ static int reserve_samples(st_dataset *ds, uint32_t key) {
   }
   ds->cap = cap;
   for (int i = 0; i < ds->nruns; i++)
-    if (st_run_reserve(ds, ds->runs[i]) != 0) return -1;
+    if (run_reserve(ds->runs[i], cap) != 0) return -1;
+  for (int i = 0; i < ds->nfresh_runs; i++)
+    if (run_reserve(ds->fresh_runs[i], cap) != 0) return -1;
   return 0;
 }
 
-int64_t st_sample_intern(st_dataset *ds, const char *id) {
-  int64_t key = st_sample_key(ds, id);
-  if (key >= 0) return key;
-  uint32_t k = ds->nsamples;
-  if (reserve_samples(ds, k) != 0 || hash_grow(ds, k + 1) != 0) return -1;
-  const char *copy = arena_strdup(ds, id);
-  if (!copy) return -1;
-  ds->ids[k] = copy;
+/* Adds id as the next key; the room was reserved. */
+static uint32_t intern_reserved(st_dataset *ds, const char *id) {
+  const uint32_t k = ds->nsamples;
+  ds->ids[k] = arena_strdup(ds, id); /* cannot fail: the arena holds pend_bytes */
   ds->nsamples = k + 1;
   hash_put(ds, k);
   return k;
 }
 
-int st_sample_load(st_dataset *ds, uint32_t key, const char *id, const char *meta, int status) {
-  if (reserve_samples(ds, key) != 0 || hash_grow(ds, key + 1) != 0) return -1;
-  const char *copy = arena_strdup(ds, id);
-  if (!copy) return -1;
-  ds->ids[key] = copy;
-  if (key >= ds->nsamples) ds->nsamples = key + 1;
-  hash_put(ds, key);
-  free(ds->meta[key]);
-  ds->meta[key] = meta ? strdup(meta) : NULL;
-  ds->status[key] = (uint8_t)(status >= 0 && status < ST_STATUS_COUNT ? status : ST_OPEN);
-  if (ds->persisted < key + 1) ds->persisted = key + 1;
-  return 0;
+/* ------------------------------------------------------------------ readers: samples */
+
+const char *st_name(const st_dataset *ds) {
+  return ds->name;
 }
 
-/* The class index a JSON label names, or -1. */
-static int32_t class_of(const char *label_json) {
-  if (!label_json) return -1;
-  char *end;
-  long v = strtol(label_json, &end, 10);
-  return *end == '\0' && end != label_json && v >= 0 && v <= INT32_MAX ? (int32_t)v : -1;
+int64_t st_id(const st_dataset *ds) {
+  return ds->id;
 }
 
-int st_sample_set_corrected(st_dataset *ds, uint32_t key, const char *label_json) {
-  char *copy = NULL;
-  if (label_json && !(copy = strdup(label_json))) return -1;
-  free(ds->corrected[key]);
-  ds->corrected[key] = copy;
-  /* a class index is what batches' labels can be compared with */
-  ds->corrected_class[key] = class_of(copy);
-  return 0;
+int64_t st_created_at(const st_dataset *ds) {
+  return ds->created_at;
 }
 
-int st_add_review(st_dataset *ds, const st_review *r) {
-  if (ds->nreviews == ds->capreviews) {
-    int cap = ds->capreviews ? ds->capreviews * 2 : 64;
-    st_review *n = realloc(ds->reviews, (size_t)cap * sizeof *n);
-    if (!n) return -1;
-    ds->reviews = n;
-    ds->capreviews = cap;
-  }
-  st_review *e = &ds->reviews[ds->nreviews];
-  *e = *r;
-  e->prev = r->key < ds->cap ? ds->last_review[r->key] : -1;
-  if (r->key < ds->cap) ds->last_review[r->key] = ds->nreviews;
-  if (r->batch_seq > ds->review_batch_seq) ds->review_batch_seq = r->batch_seq;
-  ds->nreviews++;
-  return 0;
+uint32_t st_nsamples(const st_dataset *ds) {
+  return ds->nsamples;
 }
 
-int32_t st_corrected_at(const st_dataset *ds, uint32_t key, int64_t seq) {
-  if (key >= ds->cap) return -1;
-  for (int32_t i = ds->last_review[key]; i >= 0; i = ds->reviews[i].prev) {
-    const st_review *e = &ds->reviews[i];
-    if (e->batch_seq < seq) return e->to == ST_RELABELLED ? class_of(e->label_after) : -1;
-  }
-  return -1;
+uint64_t st_observations(const st_dataset *ds) {
+  uint64_t n = 0;
+  for (int r = 0; r < ds->nruns; r++) n += ds->runs[r]->observations;
+  return n;
 }
 
-static void queue_free(st_queue *q) {
-  if (!q) return;
-  free(q->params);
-  free(q->keys);
-  free(q->scores);
-  free(q);
+const char *st_sample_id(const st_dataset *ds, uint32_t key) {
+  return ds->ids[key];
 }
 
-int st_add_queue(st_dataset *ds, st_queue *q) {
-  st_queue **n = realloc(ds->queues, (size_t)(ds->nqueues + 1) * sizeof *n);
-  if (!n) return -1;
-  ds->queues = n;
-  ds->queues[ds->nqueues++] = q;
-  return 0;
+int st_sample_status(const st_dataset *ds, uint32_t key) {
+  return ds->status[key];
 }
 
-st_queue *st_find_queue(const st_dataset *ds, const char *name) {
-  for (int i = 0; i < ds->nqueues; i++)
-    if (strcmp(ds->queues[i]->name, name) == 0) return ds->queues[i];
-  return NULL;
+const char *st_meta(const st_dataset *ds, uint32_t key) {
+  return ds->meta[key];
 }
 
-void st_remove_queue(st_dataset *ds, const char *name) {
-  for (int i = 0; i < ds->nqueues; i++) {
-    if (strcmp(ds->queues[i]->name, name) != 0) continue;
-    queue_free(ds->queues[i]);
-    memmove(ds->queues + i, ds->queues + i + 1, (size_t)(ds->nqueues - i - 1) * sizeof *ds->queues);
-    ds->nqueues--;
-    return;
-  }
+const char *st_corrected(const st_dataset *ds, uint32_t key) {
+  return ds->corrected[key];
+}
+
+float st_confirm_score(const st_dataset *ds, uint32_t key) {
+  return ds->confirm_score[key];
+}
+
+int64_t st_meta_seq(const st_dataset *ds, uint32_t key) {
+  return ds->meta_seq[key];
 }
 
 float st_max_ema(const st_dataset *ds, uint32_t key) {
@@ -351,18 +437,64 @@ int st_reconsider(const st_dataset *ds, uint32_t key, double factor) {
   return st_max_ema(ds, key) > factor * ds->confirm_score[key];
 }
 
-int st_sample_set_meta(st_dataset *ds, uint32_t key, const char *meta_json) {
-  char *copy = NULL;
-  if (meta_json && !(copy = strdup(meta_json))) return -1;
-  free(ds->meta[key]);
-  ds->meta[key] = copy;
-  ds->meta_dirty[key] = 1;
-  return 0;
+int32_t st_training_label(const st_dataset *ds, const st_run *r, uint32_t key) {
+  if (r) return key < r->cap && r->seen[key] ? r->label[key] : -1;
+  int32_t label = -1;
+  int64_t at = INT64_MIN;
+  for (int i = 0; i < ds->nruns; i++) {
+    const st_run *q = ds->runs[i];
+    if (key >= q->cap || !q->seen[key] || q->label[key] < 0) continue;
+    int64_t s = q->has_step[key] ? q->last_step[key] : INT64_MIN + 1;
+    if (s >= at) {
+      at = s;
+      label = q->label[key];
+    }
+  }
+  return label;
 }
 
-/* ------------------------------------------------------------------ rows */
+/* ------------------------------------------------------------------ readers: runs */
 
-void st_row_get(const st_run *r, uint32_t key, hist_rec *h) {
+int st_nruns(const st_dataset *ds) {
+  return ds->nruns;
+}
+
+const st_run *st_run_at(const st_dataset *ds, int i) {
+  return ds->runs[i];
+}
+
+const st_run *st_find_run(const st_dataset *ds, const char *name) {
+  for (int i = 0; i < ds->nruns; i++)
+    if (strcmp(ds->runs[i]->name, name) == 0) return ds->runs[i];
+  return NULL;
+}
+
+const char *st_run_name(const st_run *r) {
+  return r->name;
+}
+
+int64_t st_run_id(const st_run *r) {
+  return r->id;
+}
+
+int32_t st_run_classes(const st_run *r) {
+  return r->classes;
+}
+
+uint32_t st_run_samples(const st_run *r) {
+  return r->samples;
+}
+
+uint64_t st_run_observations(const st_run *r) {
+  return r->observations;
+}
+
+int st_run_last_step(const st_run *r, int64_t *step) {
+  *step = r->last_step_any;
+  return r->has_last_step_any;
+}
+
+static void row_get(const st_run *r, uint32_t key, hist_rec *h) {
   h->seen = r->seen[key];
   h->scored_n = r->scored_n[key];
   h->correct_n = r->correct_n[key];
@@ -382,7 +514,7 @@ void st_row_get(const st_run *r, uint32_t key, hist_rec *h) {
   h->last_step = r->last_step[key];
 }
 
-void st_row_put(st_run *r, uint32_t key, const hist_rec *h) {
+static void row_put(st_run *r, uint32_t key, const hist_rec *h) {
   r->seen[key] = h->seen;
   r->scored_n[key] = h->scored_n;
   r->correct_n[key] = h->correct_n;
@@ -402,38 +534,24 @@ void st_row_put(st_run *r, uint32_t key, const hist_rec *h) {
   r->last_step[key] = h->last_step;
 }
 
-void st_observe(st_run *r, uint32_t key, int64_t seq, const hist_obs *o, double ema_alpha, int32_t corrected) {
-  if (seq > r->cls_seq && r->cls.c > 0) {
-    hist_classes_observe(&r->cls, o);
-    r->cls_dirty = 1;
-  }
-  if (seq <= r->seq[key]) return; /* already in the snapshot's row */
-  hist_rec h;
-  st_row_get(r, key, &h);
-  if (h.seen == 0) r->samples++;
-  hist_update(&h, o, ema_alpha, r->cls.c > 0 ? &r->cls : NULL);
-  st_row_put(r, key, &h);
-  hist_recent_push(r->recent + (size_t)key * HIST_RECENT, &r->ring_head[key], &r->ring_count[key], o);
-  if (corrected >= 0 && o->label >= 0 && o->label != corrected) r->stale_labels[key]++;
-  r->seq[key] = seq;
-  r->observations++;
-  if (o->has_step && (!r->has_last_step_any || o->step > r->last_step_any)) {
-    r->last_step_any = o->step;
-    r->has_last_step_any = 1;
-  }
-  uint64_t bit = 1ull << (key % 64);
-  if (!(r->dirty[key / 64] & bit)) {
-    r->dirty[key / 64] |= bit;
-    r->ndirty++;
-  }
-}
-
 void st_history(const st_run *r, uint32_t key, hist_rec *h) {
   if (key >= r->cap) {
     hist_init(h);
     return;
   }
-  st_row_get(r, key, h);
+  row_get(r, key, h);
+}
+
+uint32_t st_stale_labels(const st_run *r, uint32_t key) {
+  return key < r->cap ? r->stale_labels[key] : 0;
+}
+
+int st_recent(const st_run *r, uint32_t key, hist_recent out[HIST_RECENT]) {
+  if (key >= r->cap) return 0;
+  const int count = r->ring_count[key], head = r->ring_head[key];
+  const hist_recent *ring = r->recent + (size_t)key * HIST_RECENT;
+  for (int i = 0; i < count; i++) out[i] = ring[(head - 1 - i + 2 * HIST_RECENT) % HIST_RECENT];
+  return count;
 }
 
 void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v) {
@@ -446,7 +564,7 @@ void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v) {
   for (int i = 0; i < ds->nruns; i++) {
     const st_run *r = ds->runs[i];
     if (key >= r->cap || r->seen[key] == 0) continue;
-    st_row_get(r, key, &one);
+    row_get(r, key, &one);
     hist_view_of(&one, &w);
     runs++;
     v->seen += w.seen;
@@ -483,13 +601,52 @@ void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v) {
   v->aum /= runs;
 }
 
-/* ------------------------------------------------------------------ datasets */
+/* ------------------------------------------------------------------ readers: reviews, queues */
 
-struct st_map {
-  pthread_rwlock_t lock;
-  st_dataset **ds; /* sorted by name */
-  int n, cap;
-};
+int st_nreviews(const st_dataset *ds) {
+  return ds->nreviews;
+}
+
+const st_review *st_review_at(const st_dataset *ds, int i) {
+  return &ds->reviews[i];
+}
+
+int32_t st_last_review(const st_dataset *ds, uint32_t key) {
+  return key < ds->nsamples ? ds->last_review[key] : -1;
+}
+
+int st_nqueues(const st_dataset *ds) {
+  return ds->nqueues;
+}
+
+const st_queue *st_queue_at(const st_dataset *ds, int i) {
+  return ds->queues[i];
+}
+
+const st_queue *st_find_queue(const st_dataset *ds, const char *name) {
+  for (int i = 0; i < ds->nqueues; i++)
+    if (strcmp(ds->queues[i]->name, name) == 0) return ds->queues[i];
+  return NULL;
+}
+
+/* The class index a JSON label names, or -1. */
+static int32_t class_of(const char *label_json) {
+  if (!label_json) return -1;
+  char *end;
+  long v = strtol(label_json, &end, 10);
+  return *end == '\0' && end != label_json && v >= 0 && v <= INT32_MAX ? (int32_t)v : -1;
+}
+
+int32_t st_corrected_at(const st_dataset *ds, uint32_t key, int64_t seq) {
+  if (key >= ds->nsamples) return -1;
+  for (int32_t i = ds->last_review[key]; i >= 0; i = ds->reviews[i].prev) {
+    const st_review *e = &ds->reviews[i];
+    if (e->batch_seq < seq) return e->to == ST_RELABELLED ? class_of(e->label_after) : -1;
+  }
+  return -1;
+}
+
+/* ------------------------------------------------------------------ the map */
 
 st_map *st_map_new(void) {
   st_map *m = calloc(1, sizeof *m);
@@ -510,24 +667,37 @@ static void run_free(st_run *r) {
   free(r);
 }
 
+static void review_strings_free(st_review *e) {
+  free(e->reviewer);
+  free(e->label_before);
+  free(e->label_after);
+  free(e->note);
+}
+
+void st_queue_free(st_queue *q) {
+  if (!q) return;
+  free(q->params);
+  free(q->keys);
+  free(q->scores);
+  free(q);
+}
+
 static void dataset_free(st_dataset *ds) {
   if (!ds) return;
   for (int i = 0; i < ds->nruns; i++) run_free(ds->runs[i]);
   free(ds->runs);
+  for (int i = 0; i < ds->nfresh_runs; i++) run_free(ds->fresh_runs[i]);
+  free(ds->fresh_runs);
   for (uint32_t k = 0; k < ds->nsamples; k++) {
     free(ds->meta[k]);
     free(ds->corrected[k]);
   }
   for (size_t i = 0; i < NSAMPLE_ARRAYS; i++)
     large_free(*sample_array_ptr(ds, &sample_arrays[i]), (size_t)ds->arr_cap[i] * sample_arrays[i].size);
-  for (int i = 0; i < ds->nreviews; i++) {
-    free(ds->reviews[i].reviewer);
-    free(ds->reviews[i].label_before);
-    free(ds->reviews[i].label_after);
-    free(ds->reviews[i].note);
-  }
+  free(ds->meta_dirty);
+  for (int i = 0; i < ds->nreviews; i++) review_strings_free(&ds->reviews[i]);
   free(ds->reviews);
-  for (int i = 0; i < ds->nqueues; i++) queue_free(ds->queues[i]);
+  for (int i = 0; i < ds->nqueues; i++) st_queue_free(ds->queues[i]);
   free(ds->queues);
   large_free(ds->hash, (size_t)ds->hcap * sizeof *ds->hash);
   while (ds->arena) {
@@ -542,7 +712,12 @@ static void dataset_free(st_dataset *ds) {
 void st_map_free(st_map *m) {
   if (!m) return;
   for (int i = 0; i < m->n; i++) dataset_free(m->ds[i]);
+  for (int i = 0; i < m->nfresh; i++) dataset_free(m->fresh[i]);
   free(m->ds);
+  free(m->by_id);
+  free(m->fresh);
+  free(m->touched);
+  free(m->runs);
   pthread_rwlock_destroy(&m->lock);
   free(m);
 }
@@ -560,12 +735,18 @@ static int map_search(const st_map *m, const char *name) {
   return -lo - 1;
 }
 
-st_dataset *st_find(st_map *m, const char *name) {
-  int i = map_search(m, name);
-  return i >= 0 ? m->ds[i] : NULL;
+/* Index of the first dataset with id >= id in by_id. */
+static int map_search_id(const st_map *m, int64_t id) {
+  int lo = 0, hi = m->n;
+  while (lo < hi) {
+    int mid = (lo + hi) / 2;
+    if (m->by_id[mid]->id < id) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
-st_dataset *st_dataset_acquire(st_map *m, const char *name) {
+const st_dataset *st_acquire(st_map *m, const char *name) {
   pthread_rwlock_rdlock(&m->lock);
   int i = map_search(m, name);
   st_dataset *ds = i >= 0 ? m->ds[i] : NULL;
@@ -574,11 +755,20 @@ st_dataset *st_dataset_acquire(st_map *m, const char *name) {
   return ds;
 }
 
-void st_dataset_release(st_dataset *ds) {
-  if (ds) pthread_rwlock_unlock(&ds->lock);
+const st_dataset *st_acquire_id(st_map *m, int64_t id) {
+  pthread_rwlock_rdlock(&m->lock);
+  int i = map_search_id(m, id);
+  st_dataset *ds = i < m->n && m->by_id[i]->id == id ? m->by_id[i] : NULL;
+  if (ds) pthread_rwlock_rdlock(&ds->lock);
+  pthread_rwlock_unlock(&m->lock);
+  return ds;
 }
 
-void st_map_each(st_map *m, void (*fn)(st_dataset *ds, void *arg), void *arg) {
+void st_release(const st_dataset *ds) {
+  if (ds) pthread_rwlock_unlock(&((st_dataset *)ds)->lock);
+}
+
+void st_map_each(st_map *m, void (*fn)(const st_dataset *ds, void *arg), void *arg) {
   pthread_rwlock_rdlock(&m->lock);
   for (int i = 0; i < m->n; i++) {
     pthread_rwlock_rdlock(&m->ds[i]->lock);
@@ -588,111 +778,635 @@ void st_map_each(st_map *m, void (*fn)(st_dataset *ds, void *arg), void *arg) {
   pthread_rwlock_unlock(&m->lock);
 }
 
-int st_add_dataset(st_map *m, const char *name, int64_t id, int64_t created_at, st_dataset **out) {
+static void add_totals(const st_dataset *ds, void *arg) {
+  st_totals *t = arg;
+  t->datasets++;
+  t->samples += ds->nsamples;
+  t->observations += st_observations(ds);
+}
+
+void st_map_totals(st_map *m, st_totals *t) {
+  memset(t, 0, sizeof *t);
+  st_map_each(m, add_totals, t);
+}
+
+st_dataset *st_w_find(st_map *m, int64_t id) {
+  int i = map_search_id(m, id);
+  return i < m->n && m->by_id[i]->id == id ? m->by_id[i] : NULL;
+}
+
+st_dataset *st_w_find_name(st_map *m, const char *name) {
+  int i = map_search(m, name);
+  return i >= 0 ? m->ds[i] : NULL;
+}
+
+st_dataset *st_w_next(st_map *m, int64_t id) {
+  int i = map_search_id(m, id);
+  return i < m->n ? m->by_id[i] : NULL;
+}
+
+/* Room for `more` datasets beyond those in the map. */
+static int map_reserve(st_map *m, int more) {
+  int want = m->n + more;
+  if (want <= m->cap) return 0;
+  int cap = m->cap ? m->cap : 8;
+  while (cap < want) cap *= 2;
+  st_dataset **a = realloc(m->ds, (size_t)cap * sizeof *a);
+  if (!a) return -1;
+  m->ds = a;
+  st_dataset **b = realloc(m->by_id, (size_t)cap * sizeof *b);
+  if (!b) return -1; /* m->ds keeps its larger block: cap is what both hold */
+  m->by_id = b;
+  m->cap = cap;
+  return 0;
+}
+
+/* Links ds into the map (room reserved): under the map's write lock. */
+static void map_insert(st_map *m, st_dataset *ds) {
+  pthread_rwlock_wrlock(&m->lock);
+  int at = -map_search(m, ds->name) - 1;
+  memmove(m->ds + at + 1, m->ds + at, (size_t)(m->n - at) * sizeof *m->ds);
+  m->ds[at] = ds;
+  int ai = map_search_id(m, ds->id);
+  memmove(m->by_id + ai + 1, m->by_id + ai, (size_t)(m->n - ai) * sizeof *m->by_id);
+  m->by_id[ai] = ds;
+  m->n++;
+  pthread_rwlock_unlock(&m->lock);
+}
+
+static st_dataset *dataset_new(const char *name, int64_t id, int64_t created_at) {
   st_dataset *ds = calloc(1, sizeof *ds);
-  if (!ds) return -1;
+  if (!ds) return NULL;
   snprintf(ds->name, sizeof ds->name, "%s", name);
   ds->id = id;
   ds->created_at = created_at;
   if (pthread_rwlock_init(&ds->lock, NULL) != 0) {
     free(ds);
-    return -1;
+    return NULL;
   }
-  pthread_rwlock_wrlock(&m->lock);
-  int rc = 0;
-  int at = map_search(m, name);
-  if (at >= 0) {
-    rc = -1; /* the writer checks first; a second add is a bug */
-  } else {
-    at = -at - 1;
-    if (m->n == m->cap) {
-      int cap = m->cap ? m->cap * 2 : 8;
-      st_dataset **n = realloc(m->ds, (size_t)cap * sizeof *n);
-      if (!n) rc = -1;
-      else {
-        m->ds = n;
-        m->cap = cap;
-      }
-    }
-    if (rc == 0) {
-      memmove(m->ds + at + 1, m->ds + at, (size_t)(m->n - at) * sizeof *m->ds);
-      m->ds[at] = ds;
-      m->n++;
-    }
+  return ds;
+}
+
+static st_run *run_new(const char *name, int64_t id, int32_t classes, int64_t created_at, uint32_t cap) {
+  st_run *r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  snprintf(r->name, sizeof r->name, "%s", name);
+  r->id = id;
+  r->created_at = created_at;
+  r->classes = classes;
+  if (run_reserve(r, cap) != 0) goto fail;
+  if (classes > 0) {
+    r->cls.sum = calloc((size_t)classes, sizeof *r->cls.sum);
+    r->cls.count = calloc((size_t)classes, sizeof *r->cls.count);
+    if (!r->cls.sum || !r->cls.count) goto fail;
+    r->cls.c = classes;
   }
-  pthread_rwlock_unlock(&m->lock);
-  if (rc != 0) {
-    dataset_free(ds);
-    return -1;
+  return r;
+fail:
+  run_free(r);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ the writer: groups */
+
+static void dataset_tx_end(st_dataset *ds) {
+  for (int i = 0; i < ds->nfresh_runs; i++) run_free(ds->fresh_runs[i]);
+  ds->nfresh_runs = 0;
+  ds->pend_new = 0;
+  ds->pend_bytes = 0;
+  ds->pend_reviews = 0;
+  ds->pend_queues = 0;
+}
+
+void st_tx_end(st_map *m) {
+  for (int i = 0; i < m->ntouched; i++) {
+    st_dataset *ds = m->touched[i];
+    ds->touched = 0;
+    if (!ds->fresh) dataset_tx_end(ds); /* a fresh one never applied is freed below */
   }
-  *out = ds;
+  m->ntouched = 0;
+  for (int i = 0; i < m->nfresh; i++) dataset_free(m->fresh[i]);
+  m->nfresh = 0;
+}
+
+/* Lists ds among the datasets the group prepares changes to. */
+static int touch(st_map *m, st_dataset *ds) {
+  if (ds->touched) return 0;
+  if (grow_array((void **)&m->touched, &m->captouched, m->ntouched + 1, sizeof *m->touched) != 0) return -1;
+  m->touched[m->ntouched++] = ds;
+  ds->touched = 1;
   return 0;
 }
 
-void st_remove_dataset(st_map *m, const char *name) {
+/* The dataset with id among the group's fresh ones, or NULL. */
+static st_dataset *fresh_find(st_map *m, int64_t id) {
+  for (int i = 0; i < m->nfresh; i++)
+    if (m->fresh[i]->id == id) return m->fresh[i];
+  return NULL;
+}
+
+static st_run *run_by_id(st_dataset *ds, int64_t id) {
+  for (int i = 0; i < ds->nruns; i++)
+    if (ds->runs[i]->id == id) return ds->runs[i];
+  for (int i = 0; i < ds->nfresh_runs; i++)
+    if (ds->fresh_runs[i]->id == id) return ds->fresh_runs[i];
+  return NULL;
+}
+
+int st_prepare_batch(st_map *m, const st_batch_ref *ref, uint32_t n, char *const *ids, st_batch_prep *p) {
+  memset(p, 0, sizeof *p);
+  st_dataset *ds = st_w_find(m, ref->ds_id);
+  if (!ds) ds = fresh_find(m, ref->ds_id);
+  if (!ds) {
+    if (grow_array((void **)&m->fresh, &m->capfresh, m->nfresh + 1, sizeof *m->fresh) != 0) return -1;
+    if (!(ds = dataset_new(ref->ds_name, ref->ds_id, ref->ds_created))) return -1;
+    ds->fresh = 1;
+    m->fresh[m->nfresh++] = ds;
+    if (map_reserve(m, m->nfresh) != 0) return -1;
+  }
+  if (touch(m, ds) != 0) return -1;
+  st_run *run = run_by_id(ds, ref->run_id);
+  if (!run) {
+    if (grow_array((void **)&ds->fresh_runs, &ds->capfresh_runs, ds->nfresh_runs + 1, sizeof *ds->fresh_runs) != 0 ||
+        grow_array((void **)&ds->runs, &ds->capruns, ds->nruns + ds->nfresh_runs + 1, sizeof *ds->runs) != 0)
+      return -1;
+    if (!(run = run_new(ref->run_name, ref->run_id, ref->classes, ref->run_created, ds->cap))) return -1;
+    ds->fresh_runs[ds->nfresh_runs++] = run;
+  }
+  p->keys = malloc((size_t)(n ? n : 1) * sizeof *p->keys);
+  if (!p->keys) return -1;
+  uint32_t fresh_ids = 0;
+  size_t bytes = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    int64_t k = st_key(ds, ids[i]);
+    p->keys[i] = k >= 0 ? (uint32_t)k : ST_NEW_KEY;
+    if (k < 0) {
+      fresh_ids++;
+      bytes += strlen(ids[i]) + 1;
+    }
+  }
+  p->ds = ds;
+  p->run = run;
+  p->n = n;
+  if (fresh_ids == 0) return 0;
+  ds->pend_new += fresh_ids;
+  ds->pend_bytes += bytes;
+  if (reserve_samples(ds, (uint64_t)ds->nsamples + ds->pend_new) != 0 || arena_reserve(ds, ds->pend_bytes) != 0) {
+    st_batch_prep_free(p);
+    return -1;
+  }
+  return 0;
+}
+
+void st_batch_prep_free(st_batch_prep *p) {
+  free(p->keys);
+  p->keys = NULL;
+}
+
+/* Counts one more observed sample and the run's latest step (applying, and loading rows). */
+static void count_row(st_run *r, const hist_rec *before, const hist_rec *after) {
+  if (before->seen == 0 && after->seen > 0) r->samples++;
+  r->observations += after->seen - before->seen;
+  if (after->has_step && (!r->has_last_step_any || after->last_step > r->last_step_any)) {
+    r->last_step_any = after->last_step;
+    r->has_last_step_any = 1;
+  }
+}
+
+static void mark_dirty(st_run *r, uint32_t key) {
+  uint64_t bit = 1ull << (key % 64);
+  if (!(r->dirty[key / 64] & bit)) {
+    r->dirty[key / 64] |= bit;
+    r->ndirty++;
+  }
+}
+
+/* One observation of sample key in batch seq: the class means (if seq is newer
+ * than theirs), then the row (if seq is newer than the row's). */
+static void observe(st_run *r, uint32_t key, int64_t seq, const hist_obs *o, double ema_alpha, int32_t corrected) {
+  if (seq > r->cls_seq && r->cls.c > 0) hist_classes_observe(&r->cls, o);
+  if (seq <= r->seq[key]) return; /* already in the snapshot's row */
+  hist_rec before, h;
+  row_get(r, key, &before);
+  h = before;
+  hist_update(&h, o, ema_alpha, r->cls.c > 0 ? &r->cls : NULL);
+  row_put(r, key, &h);
+  hist_recent_push(r->recent + (size_t)key * HIST_RECENT, &r->ring_head[key], &r->ring_count[key], o);
+  if (corrected >= 0 && o->label >= 0 && o->label != corrected) r->stale_labels[key]++;
+  r->seq[key] = seq;
+  count_row(r, &before, &h);
+  mark_dirty(r, key);
+}
+
+static void set_meta(st_dataset *ds, uint32_t key, char *meta) {
+  free(ds->meta[key]);
+  ds->meta[key] = meta;
+  uint64_t bit = 1ull << (key % 64);
+  if (!(ds->meta_dirty[key / 64] & bit)) {
+    ds->meta_dirty[key / 64] |= bit;
+    ds->nmeta_dirty++;
+  }
+}
+
+void st_apply_batch(st_map *m, st_batch_prep *p, int64_t seq, char *const *ids, const hist_obs *obs, double ema_alpha,
+                    int nmeta, const char *const *meta_ids, char **meta_json) {
+  st_dataset *ds = p->ds;
+  if (ds->fresh) {
+    /* the group's first batch of a new dataset links it in; room was reserved */
+    for (int i = 0; i < m->nfresh; i++)
+      if (m->fresh[i] == ds) {
+        m->fresh[i] = m->fresh[--m->nfresh];
+        break;
+      }
+    ds->fresh = 0;
+    map_insert(m, ds);
+  }
+  pthread_rwlock_wrlock(&ds->lock);
+  st_run *run = p->run;
+  for (int i = 0; i < ds->nfresh_runs; i++)
+    if (ds->fresh_runs[i] == run) {
+      ds->fresh_runs[i] = ds->fresh_runs[--ds->nfresh_runs];
+      ds->runs[ds->nruns++] = run; /* room reserved with the run */
+      break;
+    }
+  for (uint32_t i = 0; i < p->n; i++) {
+    uint32_t key = p->keys[i];
+    if (key == ST_NEW_KEY) {
+      int64_t k = st_key(ds, ids[i]); /* an earlier batch of the group may have added it */
+      key = k >= 0 ? (uint32_t)k : intern_reserved(ds, ids[i]);
+    }
+    /* the correction in force when the batch was logged: a replayed batch can be older than later reviews */
+    const int32_t corrected = seq > ds->review_batch_seq ? (ds->status[key] == ST_RELABELLED ? ds->corrected_class[key] : -1)
+                                                         : st_corrected_at(ds, key, seq);
+    observe(run, key, seq, &obs[i], ema_alpha, corrected);
+  }
+  if (seq > run->cls_seq) run->cls_seq = seq;
+  for (int i = 0; i < nmeta; i++) {
+    int64_t key = st_key(ds, meta_ids[i]);
+    /* a meta set later by PUT wins over an older batch's being replayed */
+    if (key < 0 || seq <= ds->meta_seq[key]) {
+      free(meta_json[i]);
+    } else {
+      set_meta(ds, (uint32_t)key, meta_json[i]);
+      ds->meta_seq[key] = seq;
+    }
+    meta_json[i] = NULL;
+  }
+  pthread_rwlock_unlock(&ds->lock);
+  st_batch_prep_free(p);
+}
+
+void st_apply_delete(st_map *m, int64_t id, int64_t *samples, int64_t *observations) {
+  *samples = 0;
+  *observations = 0;
   pthread_rwlock_wrlock(&m->lock);
-  int at = map_search(m, name);
-  st_dataset *ds = NULL;
-  if (at >= 0) {
-    ds = m->ds[at];
+  int ai = map_search_id(m, id);
+  st_dataset *ds = ai < m->n && m->by_id[ai]->id == id ? m->by_id[ai] : NULL;
+  if (ds) {
+    memmove(m->by_id + ai, m->by_id + ai + 1, (size_t)(m->n - ai - 1) * sizeof *m->by_id);
+    int at = map_search(m, ds->name);
     memmove(m->ds + at, m->ds + at + 1, (size_t)(m->n - at - 1) * sizeof *m->ds);
     m->n--;
   }
   pthread_rwlock_unlock(&m->lock);
   if (!ds) return;
+  *samples = ds->nsamples;
+  *observations = (int64_t)st_observations(ds);
   /* readers that found it before it left the map still hold its read lock */
   pthread_rwlock_wrlock(&ds->lock);
   pthread_rwlock_unlock(&ds->lock);
   dataset_free(ds);
 }
 
-void st_write_lock(st_dataset *ds) {
-  pthread_rwlock_wrlock(&ds->lock);
+int st_prepare_reviews(st_map *m, st_dataset *ds, int n) {
+  if (touch(m, ds) != 0) return -1;
+  if (grow_array((void **)&ds->reviews, &ds->capreviews, ds->nreviews + ds->pend_reviews + n, sizeof *ds->reviews) != 0)
+    return -1;
+  ds->pend_reviews += n;
+  return 0;
 }
 
-void st_write_unlock(st_dataset *ds) {
+int st_prepare_queue(st_map *m, st_dataset *ds) {
+  if (touch(m, ds) != 0) return -1;
+  if (grow_array((void **)&ds->queues, &ds->capqueues, ds->nqueues + ds->pend_queues + 1, sizeof *ds->queues) != 0)
+    return -1;
+  ds->pend_queues++;
+  return 0;
+}
+
+/* Appends an audit entry (room reserved). */
+static void add_review(st_dataset *ds, st_review *e) {
+  e->prev = ds->last_review[e->key];
+  ds->last_review[e->key] = ds->nreviews;
+  if (e->batch_seq > ds->review_batch_seq) ds->review_batch_seq = e->batch_seq;
+  ds->reviews[ds->nreviews++] = *e;
+}
+
+static void set_corrected(st_dataset *ds, uint32_t key, char *label) {
+  free(ds->corrected[key]);
+  ds->corrected[key] = label;
+  /* a class index is what batches' labels can be compared with */
+  ds->corrected_class[key] = class_of(label);
+}
+
+void st_apply_status(st_dataset *ds, uint32_t key, int to, char *corrected, float confirm, st_review *e) {
+  pthread_rwlock_wrlock(&ds->lock);
+  ds->status[key] = (uint8_t)to;
+  set_corrected(ds, key, corrected);
+  ds->confirm_score[key] = confirm;
+  e->key = key;
+  add_review(ds, e);
   pthread_rwlock_unlock(&ds->lock);
 }
 
-st_run *st_find_run(const st_dataset *ds, const char *name) {
+void st_apply_meta(st_dataset *ds, uint32_t key, char *meta, int64_t meta_seq) {
+  pthread_rwlock_wrlock(&ds->lock);
+  set_meta(ds, key, meta);
+  ds->meta_seq[key] = meta_seq;
+  pthread_rwlock_unlock(&ds->lock);
+}
+
+void st_apply_queue(st_dataset *ds, st_queue *q) {
+  pthread_rwlock_wrlock(&ds->lock);
+  ds->queues[ds->nqueues++] = q;
+  pthread_rwlock_unlock(&ds->lock);
+}
+
+void st_apply_queue_delete(st_dataset *ds, const char *name) {
+  pthread_rwlock_wrlock(&ds->lock);
+  for (int i = 0; i < ds->nqueues; i++) {
+    if (strcmp(ds->queues[i]->name, name) != 0) continue;
+    st_queue_free(ds->queues[i]);
+    memmove(ds->queues + i, ds->queues + i + 1, (size_t)(ds->nqueues - i - 1) * sizeof *ds->queues);
+    ds->nqueues--;
+    break;
+  }
+  pthread_rwlock_unlock(&ds->lock);
+}
+
+/* ------------------------------------------------------------------ the snapshot's bookkeeping */
+
+uint32_t st_persisted(const st_dataset *ds) {
+  return ds->persisted;
+}
+
+void st_set_persisted(st_dataset *ds, uint32_t persisted) {
+  if (persisted > ds->persisted) ds->persisted = persisted;
+}
+
+/* The first set bit at or after from in a bitmap of n bits, or -1. */
+static int64_t next_bit(const uint64_t *bits, uint32_t n, uint32_t from) {
+  if (from >= n) return -1;
+  uint32_t w = from / 64;
+  uint64_t word = bits[w] & (~0ull << (from % 64));
+  const uint32_t words = (n + 63) / 64;
+  for (;;) {
+    if (word) {
+      uint64_t k = (uint64_t)w * 64 + (uint64_t)__builtin_ctzll(word);
+      return k < n ? (int64_t)k : -1;
+    }
+    if (++w >= words) return -1;
+    word = bits[w];
+  }
+}
+
+int64_t st_next_meta_dirty(const st_dataset *ds, uint32_t from) {
+  return ds->nmeta_dirty ? next_bit(ds->meta_dirty, ds->nsamples, from) : -1;
+}
+
+void st_meta_clean(st_dataset *ds, uint32_t key) {
+  uint64_t bit = 1ull << (key % 64);
+  if (ds->meta_dirty[key / 64] & bit) {
+    ds->meta_dirty[key / 64] &= ~bit;
+    ds->nmeta_dirty--;
+  }
+}
+
+int64_t st_next_dirty(const st_dataset *ds, int run, uint32_t from) {
+  const st_run *r = ds->runs[run];
+  return r->ndirty ? next_bit(r->dirty, r->cap, from) : -1;
+}
+
+void st_row_clean(st_dataset *ds, int run, uint32_t key) {
+  st_run *r = ds->runs[run];
+  uint64_t bit = 1ull << (key % 64);
+  if (r->dirty[key / 64] & bit) {
+    r->dirty[key / 64] &= ~bit;
+    r->ndirty--;
+  }
+}
+
+int st_any_dirty(const st_dataset *ds) {
+  if (ds->persisted < ds->nsamples || ds->nmeta_dirty) return 1;
   for (int i = 0; i < ds->nruns; i++)
-    if (strcmp(ds->runs[i]->name, name) == 0) return ds->runs[i];
+    if (ds->runs[i]->ndirty || ds->runs[i]->cls_seq > ds->runs[i]->cls_saved) return 1;
+  return 0;
+}
+
+void st_row_save(const st_run *r, uint32_t key, st_row *out) {
+  row_get(r, key, &out->h);
+  out->seq = r->seq[key];
+  out->stale_labels = r->stale_labels[key];
+  out->ring[0] = r->ring_head[key];
+  out->ring[1] = r->ring_count[key];
+  memcpy(out->ring + 2, r->recent + (size_t)key * HIST_RECENT, HIST_RECENT * sizeof(hist_recent));
+}
+
+int st_classes_copy(const st_dataset *ds, const st_run *r, st_classes *out) {
+  memset(out, 0, sizeof *out);
+  if (r->cls.c == 0 || r->cls_seq <= r->cls_saved) return 0;
+  out->sum = malloc((size_t)r->cls.c * sizeof *out->sum);
+  out->count = malloc((size_t)r->cls.c * sizeof *out->count);
+  if (!out->sum || !out->count) {
+    st_classes_free(out);
+    return -1;
+  }
+  memcpy(out->sum, r->cls.sum, (size_t)r->cls.c * sizeof *out->sum);
+  memcpy(out->count, r->cls.count, (size_t)r->cls.c * sizeof *out->count);
+  out->ds_id = ds->id;
+  out->run_id = r->id;
+  out->seq = r->cls_seq;
+  out->c = r->cls.c;
+  return 0;
+}
+
+void st_classes_free(st_classes *c) {
+  free(c->sum);
+  free(c->count);
+  memset(c, 0, sizeof *c);
+}
+
+void st_classes_saved(st_map *m, int64_t ds_id, int64_t run_id, int64_t seq) {
+  st_dataset *ds = st_w_find(m, ds_id);
+  st_run *r = ds ? run_by_id(ds, run_id) : NULL;
+  if (r && seq > r->cls_saved) r->cls_saved = seq;
+}
+
+/* ------------------------------------------------------------------ loading */
+
+static int load_fail(char *err, size_t errn, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int load_fail(char *err, size_t errn, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errn, fmt, ap);
+  va_end(ap);
+  return -1;
+}
+
+int st_load_dataset(st_map *m, int64_t id, const char *name, int64_t created_at, char *err, size_t errn) {
+  if (!name || !*name || strlen(name) > ST_NAME_MAX) return load_fail(err, errn, "dataset %lld has no valid name", (long long)id);
+  if (st_w_find(m, id) || st_w_find_name(m, name))
+    return load_fail(err, errn, "dataset %lld (\"%s\") is there twice", (long long)id, name);
+  st_dataset *ds = dataset_new(name, id, created_at);
+  if (!ds || map_reserve(m, 1) != 0) {
+    dataset_free(ds);
+    return load_fail(err, errn, "out of memory");
+  }
+  map_insert(m, ds);
+  return 0;
+}
+
+int st_load_run(st_map *m, int64_t ds_id, int64_t id, const char *name, int32_t classes, int64_t created_at,
+                int64_t cls_seq, char *err, size_t errn) {
+  st_dataset *ds = st_w_find(m, ds_id);
+  if (!ds) return load_fail(err, errn, "run %lld belongs to dataset %lld, which does not exist", (long long)id, (long long)ds_id);
+  if (!name || !*name || strlen(name) > ST_NAME_MAX || classes < 1)
+    return load_fail(err, errn, "run %lld has no valid name or class count", (long long)id);
+  if (st_find_run(ds, name)) return load_fail(err, errn, "run \"%s\" of dataset \"%s\" is there twice", name, ds->name);
+  if (m->nruns > 0 && m->runs[m->nruns - 1].id >= id) return load_fail(err, errn, "runs are not in id order at run %lld", (long long)id);
+  if (grow_array((void **)&ds->runs, &ds->capruns, ds->nruns + 1, sizeof *ds->runs) != 0 ||
+      grow_array((void **)&m->runs, &m->capruns, m->nruns + 1, sizeof *m->runs) != 0)
+    return load_fail(err, errn, "out of memory");
+  st_run *r = run_new(name, id, classes, created_at, ds->cap);
+  if (!r) return load_fail(err, errn, "out of memory");
+  r->cls_seq = r->cls_saved = cls_seq;
+  ds->runs[ds->nruns++] = r;
+  m->runs[m->nruns++] = (run_ref){id, r, ds};
+  return 0;
+}
+
+static run_ref *load_run_ref(st_map *m, int64_t id) {
+  int lo = 0, hi = m->nruns - 1;
+  while (lo <= hi) {
+    int mid = (lo + hi) / 2;
+    if (m->runs[mid].id == id) return &m->runs[mid];
+    if (m->runs[mid].id < id) lo = mid + 1;
+    else hi = mid - 1;
+  }
   return NULL;
 }
 
-int st_add_run(st_dataset *ds, const char *name, int64_t id, int32_t classes, int64_t created_at, st_run **out) {
-  st_run *r = calloc(1, sizeof *r);
-  if (!r) return -1;
-  snprintf(r->name, sizeof r->name, "%s", name);
-  r->id = id;
-  r->created_at = created_at;
-  st_run **runs = realloc(ds->runs, (size_t)(ds->nruns + 1) * sizeof *runs);
-  if (!runs || st_run_reserve(ds, r) != 0 || (classes > 0 && st_run_set_classes(r, classes) != 0)) {
-    if (runs) ds->runs = runs;
-    run_free(r);
-    return -1;
+int st_load_sample(st_map *m, int64_t ds_id, uint32_t key, const char *id, const char *meta, int status,
+                   const char *corrected, float confirm, int64_t meta_seq, char *err, size_t errn) {
+  st_dataset *ds = st_w_find(m, ds_id);
+  if (!ds) return load_fail(err, errn, "sample key %u belongs to dataset %lld, which does not exist", key, (long long)ds_id);
+  if (key != ds->nsamples)
+    return load_fail(err, errn, "dataset \"%s\" has sample key %u where key %u was due: the samples table has a hole",
+                     ds->name, key, ds->nsamples);
+  if (!id || !*id) return load_fail(err, errn, "sample key %u of dataset \"%s\" has no id", key, ds->name);
+  if (st_key(ds, id) >= 0) return load_fail(err, errn, "sample \"%.200s\" of dataset \"%s\" is there twice", id, ds->name);
+  if (status < 0 || status >= ST_STATUS_COUNT)
+    return load_fail(err, errn, "sample \"%.200s\" of dataset \"%s\" has status %d", id, ds->name, status);
+  char *meta_copy = meta ? strdup(meta) : NULL, *corrected_copy = corrected ? strdup(corrected) : NULL;
+  if (reserve_samples(ds, (uint64_t)key + 1) != 0 || arena_reserve(ds, strlen(id) + 1) != 0 || (meta && !meta_copy) ||
+      (corrected && !corrected_copy)) {
+    free(meta_copy);
+    free(corrected_copy);
+    return load_fail(err, errn, "out of memory");
   }
-  ds->runs = runs;
-  ds->runs[ds->nruns++] = r;
-  *out = r;
+  intern_reserved(ds, id);
+  ds->meta[key] = meta_copy;
+  ds->status[key] = (uint8_t)status;
+  set_corrected(ds, key, corrected_copy);
+  ds->confirm_score[key] = confirm;
+  ds->meta_seq[key] = meta_seq;
+  ds->persisted = key + 1;
   return 0;
 }
 
-int st_run_set_classes(st_run *r, int32_t classes) {
-  double *sum = calloc((size_t)classes, sizeof *sum);
-  uint64_t *count = calloc((size_t)classes, sizeof *count);
-  if (!sum || !count) {
-    free(sum);
-    free(count);
-    return -1;
-  }
-  free(r->cls.sum);
-  free(r->cls.count);
-  r->cls.sum = sum;
-  r->cls.count = count;
-  r->cls.c = classes;
-  r->classes = classes;
+int st_load_row(st_map *m, int64_t run_id, uint32_t key, const st_row *row, char *err, size_t errn) {
+  run_ref *ref = load_run_ref(m, run_id);
+  if (!ref) return load_fail(err, errn, "a history row (key %u) belongs to run %lld, which does not exist", key, (long long)run_id);
+  st_dataset *ds = ref->ds;
+  st_run *r = ref->run;
+  if (key >= ds->nsamples)
+    return load_fail(err, errn, "run \"%s\" of dataset \"%s\" has a history row for key %u, which is no sample", r->name,
+                     ds->name, key);
+  if (run_reserve(r, ds->cap) != 0) return load_fail(err, errn, "out of memory");
+  const hist_rec *h = &row->h;
+  if (r->seq[key] != 0 || r->seen[key] != 0)
+    return load_fail(err, errn, "run \"%s\" of dataset \"%s\" has two history rows for key %u", r->name, ds->name, key);
+  if (h->seen == 0 || h->scored_n > h->seen || h->correct_n > h->scored_n || row->seq <= 0 || row->ring[0] >= HIST_RECENT ||
+      row->ring[1] > HIST_RECENT || h->label < -1 || h->label >= r->classes)
+    return load_fail(err, errn, "run \"%s\" of dataset \"%s\" has an inconsistent history row for key %u", r->name, ds->name,
+                     key);
+  hist_rec before;
+  row_get(r, key, &before);
+  row_put(r, key, h);
+  r->seq[key] = row->seq;
+  r->stale_labels[key] = row->stale_labels;
+  r->ring_head[key] = row->ring[0];
+  r->ring_count[key] = row->ring[1];
+  memcpy(r->recent + (size_t)key * HIST_RECENT, row->ring + 2, HIST_RECENT * sizeof(hist_recent));
+  count_row(r, &before, h);
   return 0;
+}
+
+int st_load_classes(st_map *m, int64_t run_id, int32_t cls, double sum, uint64_t count, char *err, size_t errn) {
+  run_ref *ref = load_run_ref(m, run_id);
+  if (!ref) return load_fail(err, errn, "class means of run %lld, which does not exist", (long long)run_id);
+  st_run *r = ref->run;
+  if (cls < 0 || cls >= r->cls.c)
+    return load_fail(err, errn, "run \"%s\" has class means for class %d of %d", r->name, cls, r->cls.c);
+  r->cls.sum[cls] = sum;
+  r->cls.count[cls] = count;
+  return 0;
+}
+
+int st_load_review(st_map *m, int64_t ds_id, st_review *e, char *err, size_t errn) {
+  st_dataset *ds = st_w_find(m, ds_id);
+  int rc = 0;
+  if (!ds) rc = load_fail(err, errn, "audit entry %lld belongs to dataset %lld, which does not exist", (long long)e->seq, (long long)ds_id);
+  else if (e->key >= ds->nsamples)
+    rc = load_fail(err, errn, "audit entry %lld of dataset \"%s\" is for key %u, which is no sample", (long long)e->seq,
+                   ds->name, e->key);
+  else if (e->from >= ST_STATUS_COUNT || e->to >= ST_STATUS_COUNT)
+    rc = load_fail(err, errn, "audit entry %lld of dataset \"%s\" has an unknown status", (long long)e->seq, ds->name);
+  else if (ds->nreviews > 0 && ds->reviews[ds->nreviews - 1].seq >= e->seq)
+    rc = load_fail(err, errn, "audit entries of dataset \"%s\" are not in order at %lld", ds->name, (long long)e->seq);
+  else if (grow_array((void **)&ds->reviews, &ds->capreviews, ds->nreviews + 1, sizeof *ds->reviews) != 0)
+    rc = load_fail(err, errn, "out of memory");
+  if (rc != 0) {
+    review_strings_free(e);
+    return rc;
+  }
+  add_review(ds, e);
+  return 0;
+}
+
+int st_load_queue(st_map *m, int64_t ds_id, st_queue *q, char *err, size_t errn) {
+  st_dataset *ds = st_w_find(m, ds_id);
+  int rc = 0;
+  if (!ds) rc = load_fail(err, errn, "queue %lld belongs to dataset %lld, which does not exist", (long long)q->id, (long long)ds_id);
+  for (uint32_t i = 0; rc == 0 && i < q->n; i++)
+    if (q->keys[i] >= ds->nsamples)
+      rc = load_fail(err, errn, "queue \"%s\" of dataset \"%s\" lists key %u, which is no sample", q->name, ds->name, q->keys[i]);
+  if (rc == 0 && st_find_queue(ds, q->name)) rc = load_fail(err, errn, "queue \"%s\" of dataset \"%s\" is there twice", q->name, ds->name);
+  if (rc == 0 && grow_array((void **)&ds->queues, &ds->capqueues, ds->nqueues + 1, sizeof *ds->queues) != 0)
+    rc = load_fail(err, errn, "out of memory");
+  if (rc != 0) {
+    st_queue_free(q);
+    return rc;
+  }
+  ds->queues[ds->nqueues++] = q;
+  return 0;
+}
+
+void st_load_done(st_map *m) {
+  free(m->runs);
+  m->runs = NULL;
+  m->nruns = m->capruns = 0;
 }
 
 /* ------------------------------------------------------------------ top-k */
@@ -796,7 +1510,8 @@ static inline int after_cursor(const st_query *q, int desc, double score, const 
 }
 
 /* One run, the common case: the ranked field's column read directly, most
- * samples turned away by one comparison with the kept hits' worst score. */
+ * samples turned away by one comparison with the kept hits' worst score.
+ * Every key below nsamples is a sample: the state has no holes. */
 static void top_one_run(const st_dataset *ds, const st_run *r, const st_query *q, ranker *rk) {
   const uint32_t lim = ds->nsamples < r->cap ? ds->nsamples : r->cap;
   const float *col = NULL;
@@ -826,7 +1541,6 @@ static void top_one_run(const st_dataset *ds, const st_run *r, const st_query *q
 /* run=* over several runs: the mean of the ranked field over the runs that saw the sample. */
 static void top_all_runs(const st_dataset *ds, const st_query *q, ranker *rk) {
   for (uint32_t key = 0; key < ds->nsamples; key++) {
-    if (!ds->ids[key]) continue;
     int runs = 0;
     uint32_t seen = 0;
     double score = 0.0;
@@ -871,8 +1585,8 @@ static int cmp_float(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-int st_loss_quantiles(const st_run *r, uint32_t nsamples, const double *p, int np, double *out) {
-  uint32_t n = 0, lim = nsamples < r->cap ? nsamples : r->cap;
+int st_loss_quantiles(const st_dataset *ds, const st_run *r, const double *p, int np, double *out) {
+  uint32_t n = 0, lim = ds->nsamples < r->cap ? ds->nsamples : r->cap;
   for (uint32_t k = 0; k < lim; k++) n += r->seen[k] > 0;
   for (int i = 0; i < np; i++) out[i] = 0.0;
   if (n == 0) return 0;

@@ -1,17 +1,20 @@
 /* store.h — SQLite: the batch log, the history snapshot, and the one writer thread.
  *
  * Every change to stored data is a wop handed to store_submit. The writer
- * thread takes whatever is queued, applies it in one transaction (group
- * commit; a savepoint per op so one failure does not sink the others),
- * commits, then applies it to the in-memory state and calls each op's done.
- * A 2xx therefore follows a commit. Between groups the writer writes dirty
- * history rows to the snapshot tables, a bounded number per transaction.
+ * thread takes what is queued as a group, records it in one transaction
+ * (group commit; a savepoint per op, so that an op refused with a 4xx does not
+ * sink the others), commits, then applies it to the in-memory state and calls
+ * each op's done. A 2xx therefore follows a commit, and a failed commit
+ * changes nothing, on disk or in memory. Between groups the writer writes
+ * changed history rows to the snapshot tables, a bounded number per
+ * transaction.
  */
 #ifndef FOCALD_STORE_H
 #define FOCALD_STORE_H
 
 #include <stdint.h>
 
+#include "buf.h"
 #include "config.h"
 #include "job.h"
 #include "state.h"
@@ -22,7 +25,9 @@ typedef struct store store;
  * after logging why. */
 int store_open(store **out /* OUT */, const config *cfg, st_map *map);
 
-/* Loads the snapshot into the map and replays the batch log after it. */
+/* Loads the snapshot into the map and replays the batch log after it. Returns
+ * 0, or -1 after logging what is wrong: a database that cannot be read, or
+ * whose rows are not what focald writes, is refused rather than half loaded. */
 int store_load(store *s);
 
 /* Starts the writer and checkpoint threads. */
@@ -37,13 +42,13 @@ void store_close(store *s);
 
 /* Figures for /metrics and the dataset endpoints. */
 typedef struct store_stats {
-  uint64_t commits, committed_ops, committed_samples;
+  uint64_t commits, committed_ops, committed_samples, failed_commits, snapshot_failures;
   double commit_seconds_total;
   int64_t db_bytes, wal_bytes;
   int queue_depth;
 } store_stats;
 void store_get_stats(store *s, store_stats *out /* OUT */);
 /* Appends the writer's histograms (commit duration, writes and samples per commit) for /metrics. */
-void store_metrics_write(store *s, char **buf, size_t *len, size_t *cap);
+void store_metrics_write(store *s, buf *o);
 
 #endif /* FOCALD_STORE_H */

@@ -1,12 +1,15 @@
 /* store_review.c — the writer's side of the review loop: status changes and their audit
  * trail, sample meta, review queues.
  *
- * Each operation is checked against the sample as the group's transaction has
- * it (the in-memory state, or the samples row where an earlier op of the same
- * group changed it: see read_row), written in that transaction, and applied to
- * memory after the commit, like a batch. Unlike batches these changes are not
- * derived from the batch log: the samples row, review_log and the queue tables
- * are their record.
+ * Each operation is checked against the dataset in memory, which is the
+ * committed state: the writer starts a new group before such an op when an
+ * earlier op of the group names the same dataset (store.c). It writes its rows
+ * in the group's transaction, prepares everything memory will take (the audit
+ * entries with their strings, room for them), and is applied after the commit.
+ * Unlike batches, these changes are not derived from the batch log: the
+ * samples row, review_log and the queue tables are their record. A samples
+ * row is written for every key below the one changed first, so that the
+ * samples table stays a prefix of the keys.
  */
 #include <jansson.h>
 #include <math.h>
@@ -18,15 +21,20 @@
 #include "review.h"
 #include "store_internal.h"
 
-/* The dataset's state and the sample's key, or a 404 on op. */
-static int find_sample(store *s, wop *op, const char *id, st_dataset **ds, uint32_t *key) {
-  *ds = st_find(s->map, op->dataset);
-  if (!*ds) {
+/* The committed dataset op names, or a 404 on op. */
+static st_dataset *find_dataset(store *s, wop *op) {
+  st_dataset *ds = st_w_find_name(s->map, op->dataset);
+  if (!ds) {
     op->failed = 1;
     problem_set(&op->err, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%s\"", op->dataset);
-    return -1;
   }
-  int64_t k = st_sample_key(*ds, id);
+  return ds;
+}
+
+/* The dataset's state and the sample's key, or a 404 on op. */
+static int find_sample(store *s, wop *op, const char *id, st_dataset **ds, uint32_t *key) {
+  if (!(*ds = find_dataset(s, op))) return -1;
+  int64_t k = st_key(*ds, id);
   if (k < 0) {
     op->failed = 1;
     problem_set(&op->err, P_SAMPLE_NOT_FOUND, NULL, "dataset \"%s\" has no sample \"%.200s\"", op->dataset, id);
@@ -36,258 +44,315 @@ static int find_sample(store *s, wop *op, const char *id, st_dataset **ds, uint3
   return 0;
 }
 
-static char *dup_or_null(const char *s) {
-  return s ? strdup(s) : NULL;
+static char *dup_or_null(const char *s, int *oom) {
+  char *d = s ? strdup(s) : NULL;
+  if (s && !d) *oom = 1;
+  return d;
 }
 
-/* A samples row as this transaction has it: the fields the review loop reads and rewrites. */
-typedef struct sample_row {
-  int status;
-  char *corrected;  /* JSON, or NULL; owned */
-  float confirm;    /* NaN when none */
-  char *meta;       /* JSON object, or NULL; owned */
-  int64_t meta_seq;
-} sample_row;
-
-static void row_clear(sample_row *r) {
-  free(r->corrected);
-  free(r->meta);
-  memset(r, 0, sizeof *r);
-}
-
-/* Prepares the statement read_row uses (the caller finalizes it). */
-static int row_stmt(store *s, sqlite3_stmt **q) {
-  return sqlite3_prepare_v2(s->db,
-                            "SELECT status, corrected_label, confirm_score, meta, meta_seq FROM samples "
-                            "WHERE dataset_id = ?1 AND key = ?2",
-                            -1, q, NULL);
-}
-
-/* Reads sample key as this transaction has it into *r (clear it with row_clear).
- * Memory is updated only after a group commits, so a change an earlier op of
- * the same group made (a review, a queue, a meta edit) shows only in the row:
- * without it, two reviews of one sample committed together would both pass the
- * transition check. The row is authoritative for the review fields, which only
- * these ops write; a batch's meta reaches the row only with the next snapshot,
- * so the row's meta wins only when it is at least as recent as memory's. */
-static int read_row(sqlite3_stmt *q, const st_dataset *ds, uint32_t key, sample_row *r) {
-  memset(r, 0, sizeof *r);
-  r->status = ds->status[key];
-  r->confirm = ds->confirm_score[key];
-  r->meta_seq = ds->meta_seq[key];
-  const char *corrected = ds->corrected[key], *meta = ds->meta[key];
-  sqlite3_bind_int64(q, 1, ds->id);
-  sqlite3_bind_int64(q, 2, key);
-  int rc = sqlite3_step(q);
-  if (rc == SQLITE_ROW) {
-    r->status = sqlite3_column_int(q, 0);
-    corrected = (const char *)sqlite3_column_text(q, 1);
-    r->confirm = sqlite3_column_type(q, 2) == SQLITE_NULL ? NAN : (float)sqlite3_column_double(q, 2);
-    if (sqlite3_column_int64(q, 4) >= r->meta_seq) {
-      meta = (const char *)sqlite3_column_text(q, 3);
-      r->meta_seq = sqlite3_column_int64(q, 4);
-    }
-    rc = SQLITE_OK;
-  } else if (rc == SQLITE_DONE) {
-    rc = SQLITE_OK;
-  }
-  if (rc == SQLITE_OK) {
-    r->corrected = dup_or_null(corrected);
-    r->meta = dup_or_null(meta);
-    if ((corrected && !r->corrected) || (meta && !r->meta)) rc = SQLITE_NOMEM;
-  }
-  store__step_reset(q);
-  return rc;
-}
-
-/* read_row for one sample, on a statement of its own. */
-static int read_one_row(store *s, const st_dataset *ds, uint32_t key, sample_row *r) {
-  sqlite3_stmt *q;
-  memset(r, 0, sizeof *r);
-  int rc = row_stmt(s, &q);
-  if (rc != SQLITE_OK) return rc;
-  rc = read_row(q, ds, key, r);
-  sqlite3_finalize(q);
-  return rc;
-}
-
-/* The samples row as it will be after the change: id, meta, status and review fields. */
+/* A samples row as it will be after the change. */
 static int write_row(store *s, const st_dataset *ds, uint32_t key, const char *meta, int status, const char *corrected,
                      float confirm, int64_t meta_seq) {
   sqlite3_stmt *q = s->st[S_SAMPLE_UPSERT];
-  sqlite3_bind_int64(q, 1, ds->id);
+  sqlite3_bind_int64(q, 1, st_id(ds));
   sqlite3_bind_int64(q, 2, key);
-  sqlite3_bind_text(q, 3, ds->ids[key], -1, SQLITE_STATIC);
+  sqlite3_bind_text(q, 3, st_sample_id(ds, key), -1, SQLITE_STATIC);
   if (meta) sqlite3_bind_text(q, 4, meta, -1, SQLITE_STATIC);
   sqlite3_bind_int(q, 5, status);
   if (corrected) sqlite3_bind_text(q, 6, corrected, -1, SQLITE_STATIC);
   if (confirm >= 0.0f) sqlite3_bind_double(q, 7, confirm);
   sqlite3_bind_int64(q, 8, meta_seq);
-  int rc = sqlite3_step(q);
-  store__step_reset(q);
-  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+  return store__step_done(q);
 }
 
-static int log_change(store *s, const st_dataset *ds, uint32_t key, int64_t at, const char *reviewer, int from, int to,
-                      const char *before, const char *after, const char *note, int64_t *seq) {
+/* Writes the rows below key that the table does not have yet; op remembers how far, for the apply. */
+static int write_prefix(store *s, wop *op, const st_dataset *ds, uint32_t key) {
+  uint32_t upto = 0;
+  int rc = store__write_prefix(s, ds, key, &upto);
+  if (upto > op->persist_to) op->persist_to = upto;
+  return rc;
+}
+
+/* Logs one change; e is the audit entry memory will take (its seq is set here). */
+static int log_change(store *s, const st_dataset *ds, uint32_t key, st_review *e) {
   sqlite3_stmt *q = s->st[S_REVIEW_LOG];
-  sqlite3_bind_int64(q, 1, ds->id);
+  sqlite3_bind_int64(q, 1, st_id(ds));
   sqlite3_bind_int64(q, 2, key);
-  sqlite3_bind_int64(q, 3, at);
-  if (reviewer) sqlite3_bind_text(q, 4, reviewer, -1, SQLITE_STATIC);
-  sqlite3_bind_int(q, 5, from);
-  sqlite3_bind_int(q, 6, to);
-  if (before) sqlite3_bind_text(q, 7, before, -1, SQLITE_STATIC);
-  if (after) sqlite3_bind_text(q, 8, after, -1, SQLITE_STATIC);
-  if (note) sqlite3_bind_text(q, 9, note, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(q, 10, s->logged_seq); /* the op's batch_seq: batches up to it came before this change */
-  int rc = sqlite3_step(q);
-  store__step_reset(q);
-  if (rc != SQLITE_DONE) return rc;
-  *seq = sqlite3_last_insert_rowid(s->db);
-  return SQLITE_OK;
+  sqlite3_bind_int64(q, 3, e->at);
+  if (e->reviewer) sqlite3_bind_text(q, 4, e->reviewer, -1, SQLITE_STATIC);
+  sqlite3_bind_int(q, 5, e->from);
+  sqlite3_bind_int(q, 6, e->to);
+  if (e->label_before) sqlite3_bind_text(q, 7, e->label_before, -1, SQLITE_STATIC);
+  if (e->label_after) sqlite3_bind_text(q, 8, e->label_after, -1, SQLITE_STATIC);
+  if (e->note) sqlite3_bind_text(q, 9, e->note, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(q, 10, e->batch_seq); /* batches up to it came before this change */
+  int rc = store__step_done(q);
+  if (rc == SQLITE_OK) e->seq = sqlite3_last_insert_rowid(s->db);
+  return rc;
 }
 
-/* The label a review changes from: the correction in force (corrected), or
- * else the training label. Returns malloc'd JSON, or NULL. */
-static char *label_before(const st_dataset *ds, uint32_t key, const char *corrected) {
-  if (corrected) return strdup(corrected);
-  int32_t l = review_training_label(ds, NULL, key);
+/* The label a review changes from: the correction in force, or else the
+ * training label. Returns malloc'd JSON, or NULL (*oom set when memory ran out). */
+static char *label_before(const st_dataset *ds, uint32_t key, int *oom) {
+  const char *corrected = st_corrected(ds, key);
+  if (corrected) return dup_or_null(corrected, oom);
+  int32_t l = st_training_label(ds, NULL, key);
   if (l < 0) return NULL;
-  char buf[16];
-  snprintf(buf, sizeof buf, "%d", l);
-  return strdup(buf);
+  char text[16];
+  snprintf(text, sizeof text, "%d", l);
+  return dup_or_null(text, oom);
 }
 
-int store__sql_review(store *s, wop *op) {
+static void entry_free(st_review *e) {
+  free(e->reviewer);
+  free(e->label_before);
+  free(e->label_after);
+  free(e->note);
+  memset(e, 0, sizeof *e);
+}
+
+/* A status change by focald itself (building or removing a queue): its audit entry, prepared. */
+static int system_entry(const st_dataset *ds, uint32_t key, int from, int to, int64_t at, int64_t batch_seq, const char *note,
+                        st_review *e) {
+  int oom = 0;
+  *e = (st_review){.batch_seq = batch_seq, .prev = -1, .key = key, .at = at, .from = (uint8_t)from, .to = (uint8_t)to};
+  e->reviewer = dup_or_null("focald", &oom);
+  e->label_before = label_before(ds, key, &oom);
+  e->note = dup_or_null(note, &oom);
+  if (oom) entry_free(e);
+  return oom ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------ a review decision */
+
+static int review_write(store *s, wop *op) {
   review_op *r = (review_op *)op;
   st_dataset *ds;
   uint32_t key;
   if (find_sample(s, op, r->id, &ds, &key)) return SQLITE_OK;
-  sample_row row;
-  int rc = read_one_row(s, ds, key, &row);
-  if (rc != SQLITE_OK) goto out;
-  r->from = row.status;
+  r->from = st_sample_status(ds, key);
   if (!review_allowed(r->from, r->to)) {
     op->failed = 1;
     problem_set(&op->err, P_CONFLICT, "/status", "sample \"%.200s\" is %s: it cannot go to %s%s", r->id,
                 st_status_name(r->from), st_status_name(r->to),
                 r->from == r->to ? "" : "; a decision is reopened first (status open or in_review)");
-    goto out;
+    return SQLITE_OK;
   }
-  r->label_before = label_before(ds, key, row.corrected);
+  int oom = 0;
+  const char *corrected = r->to == ST_RELABELLED ? r->label : NULL;
+  r->key = key;
   r->at = store__unix_ms();
   r->confirm_score = r->to == ST_CONFIRMED ? st_max_ema(ds, key) : NAN;
-  const char *corrected = r->to == ST_RELABELLED ? r->label : NULL;
-  rc = write_row(s, ds, key, row.meta, r->to, corrected, r->confirm_score, row.meta_seq);
+  r->label_before = label_before(ds, key, &oom);
+  r->corrected = dup_or_null(corrected, &oom);
+  r->entry = (st_review){.batch_seq = op->batch_seq, .prev = -1, .key = key, .at = r->at, .from = (uint8_t)r->from,
+                         .to = (uint8_t)r->to};
+  r->entry.reviewer = dup_or_null(r->reviewer, &oom);
+  r->entry.label_before = dup_or_null(r->label_before, &oom);
+  r->entry.label_after = dup_or_null(corrected, &oom);
+  r->entry.note = dup_or_null(r->note, &oom);
+  if (oom || st_prepare_reviews(s->map, ds, 1) != 0) {
+    store__oom(op);
+    return SQLITE_OK;
+  }
+  op->ds_id = st_id(ds);
+  int rc = write_prefix(s, op, ds, key);
   if (rc == SQLITE_OK)
-    rc = log_change(s, ds, key, r->at, r->reviewer, r->from, r->to, r->label_before, corrected, r->note, &r->seq);
-out:
-  row_clear(&row);
+    rc = write_row(s, ds, key, st_meta(ds, key), r->to, corrected, r->confirm_score, st_meta_seq(ds, key));
+  if (rc == SQLITE_OK) rc = log_change(s, ds, key, &r->entry);
+  r->seq = r->entry.seq;
   return rc;
 }
 
-int store__sql_meta(store *s, wop *op) {
+static void review_apply(store *s, wop *op) {
+  review_op *r = (review_op *)op;
+  st_dataset *ds = st_w_find(s->map, op->ds_id);
+  st_apply_status(ds, r->key, r->to, r->corrected, r->confirm_score, &r->entry);
+  r->corrected = NULL;
+  memset(&r->entry, 0, sizeof r->entry); /* the strings are the dataset's now */
+  st_set_persisted(ds, op->persist_to);
+}
+
+static void review_discard(store *s, wop *op) {
+  (void)s;
+  review_op *r = (review_op *)op;
+  free(r->corrected);
+  r->corrected = NULL;
+  entry_free(&r->entry);
+}
+
+/* ------------------------------------------------------------------ meta */
+
+static int meta_write(store *s, wop *op) {
   meta_op *m = (meta_op *)op;
   st_dataset *ds;
   uint32_t key;
   if (find_sample(s, op, m->id, &ds, &key)) return SQLITE_OK;
-  sample_row row;
-  int rc = read_one_row(s, ds, key, &row);
+  if (!(m->stored = strdup(m->meta))) {
+    store__oom(op);
+    return SQLITE_OK;
+  }
+  m->key = key;
+  op->ds_id = st_id(ds);
+  int rc = write_prefix(s, op, ds, key);
   /* batches up to op->batch_seq are older than this edit; replaying them must not undo it */
-  if (rc == SQLITE_OK) rc = write_row(s, ds, key, m->meta, row.status, row.corrected, row.confirm, op->batch_seq);
-  row_clear(&row);
+  if (rc == SQLITE_OK)
+    rc = write_row(s, ds, key, m->meta, st_sample_status(ds, key), st_corrected(ds, key), st_confirm_score(ds, key), op->batch_seq);
   return rc;
 }
 
-int store__sql_queue(store *s, wop *op) {
-  queue_op *q = (queue_op *)op;
-  st_dataset *ds = st_find(s->map, op->dataset);
-  if (!ds) {
-    op->failed = 1;
-    problem_set(&op->err, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%s\"", op->dataset);
-    return SQLITE_OK;
+static void meta_apply(store *s, wop *op) {
+  meta_op *m = (meta_op *)op;
+  st_dataset *ds = st_w_find(s->map, op->ds_id);
+  st_apply_meta(ds, m->key, m->stored, op->batch_seq);
+  m->stored = NULL;
+  st_set_persisted(ds, op->persist_to);
+}
+
+static void meta_discard(store *s, wop *op) {
+  (void)s;
+  meta_op *m = (meta_op *)op;
+  free(m->stored);
+  m->stored = NULL;
+}
+
+/* ------------------------------------------------------------------ queues */
+
+/* The status changes of a queue op, with their audit entries, prepared: n entries. */
+static int changes_alloc(queue_op *q, uint32_t n) {
+  q->change_keys = calloc(n ? n : 1, sizeof *q->change_keys);
+  q->changes = calloc(n ? n : 1, sizeof *q->changes);
+  return q->change_keys && q->changes ? 0 : -1;
+}
+
+static void changes_free(queue_op *q) {
+  for (uint32_t i = 0; q->changes && i < q->nchanges; i++) entry_free(&q->changes[i]);
+  free(q->changes);
+  free(q->change_keys);
+  q->changes = NULL;
+  q->change_keys = NULL;
+  q->nchanges = 0;
+}
+
+/* Writes each prepared change: the sample's row with its new status, and its audit entry. */
+static int write_changes(store *s, queue_op *q, const st_dataset *ds) {
+  int rc = SQLITE_OK;
+  for (uint32_t i = 0; i < q->nchanges && rc == SQLITE_OK; i++) {
+    const uint32_t key = q->change_keys[i];
+    rc = write_row(s, ds, key, st_meta(ds, key), q->changes[i].to, NULL, NAN, st_meta_seq(ds, key));
+    if (rc == SQLITE_OK) rc = log_change(s, ds, key, &q->changes[i]);
   }
+  return rc;
+}
+
+static void apply_changes(queue_op *q, st_dataset *ds) {
+  for (uint32_t i = 0; i < q->nchanges; i++) {
+    st_apply_status(ds, q->change_keys[i], q->changes[i].to, NULL, NAN, &q->changes[i]);
+    memset(&q->changes[i], 0, sizeof q->changes[i]);
+  }
+}
+
+static int queue_write(store *s, wop *op) {
+  queue_op *q = (queue_op *)op;
+  st_dataset *ds = find_dataset(s, op);
+  if (!ds) return SQLITE_OK;
   if (st_find_queue(ds, q->p.name)) {
     op->failed = 1;
     problem_set(&op->err, P_CONFLICT, "/name", "dataset \"%s\" already has a queue named \"%s\"", op->dataset, q->p.name);
     return SQLITE_OK;
   }
-  if (queue_select(ds, &q->p, s->cfg.reconsider_factor, &q->keys, &q->scores, &q->n, &op->err) != 0) {
+  uint32_t *keys = NULL, n = 0;
+  float *scores = NULL;
+  if (queue_select(ds, &q->p, s->cfg.reconsider_factor, &keys, &scores, &n, &op->err) != 0) {
     op->failed = 1;
     return SQLITE_OK;
   }
   /* one time for the queue and its audit entries: milliseconds here, seconds on the queue */
   q->created_at = store__unix_ms();
+  char note[100];
+  snprintf(note, sizeof note, "queue %s", q->p.name);
+  st_queue *queue = q->queue = calloc(1, sizeof *queue);
+  int oom = !queue || changes_alloc(q, n) != 0;
+  if (queue) {
+    snprintf(queue->name, sizeof queue->name, "%s", q->p.name);
+    queue->created_at = q->created_at / 1000;
+    queue->params = dup_or_null(q->p.params_json, &oom);
+    queue->n = n;
+    queue->keys = keys;
+    queue->scores = scores;
+  } else {
+    free(keys);
+    free(scores);
+  }
+  uint32_t maxkey = 0;
+  for (uint32_t i = 0; !oom && i < n; i++) {
+    const uint32_t key = keys[i];
+    if (key > maxkey) maxkey = key;
+    q->change_keys[i] = key;
+    if (system_entry(ds, key, st_sample_status(ds, key), ST_QUEUED, q->created_at, op->batch_seq, note, &q->changes[i]) != 0) oom = 1;
+    else q->nchanges++;
+  }
+  if (oom || st_prepare_reviews(s->map, ds, (int)n) != 0 || st_prepare_queue(s->map, ds) != 0) {
+    store__oom(op);
+    return SQLITE_OK;
+  }
+  op->ds_id = st_id(ds);
   sqlite3_stmt *st;
   int rc = sqlite3_prepare_v2(s->db, "INSERT INTO queues (dataset_id, name, created_at, params) VALUES (?1, ?2, ?3, ?4)", -1,
                               &st, NULL);
   if (rc != SQLITE_OK) return rc;
-  sqlite3_bind_int64(st, 1, ds->id);
+  sqlite3_bind_int64(st, 1, st_id(ds));
   sqlite3_bind_text(st, 2, q->p.name, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(st, 3, q->created_at / 1000);
+  sqlite3_bind_int64(st, 3, queue->created_at);
   sqlite3_bind_text(st, 4, q->p.params_json, -1, SQLITE_STATIC);
-  rc = sqlite3_step(st);
+  rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
   sqlite3_finalize(st);
-  if (rc == SQLITE_CONSTRAINT) {
-    /* a queue of that name made earlier in this group */
-    op->failed = 1;
-    problem_set(&op->err, P_CONFLICT, "/name", "dataset \"%s\" already has a queue named \"%s\"", op->dataset, q->p.name);
-    return SQLITE_OK;
-  }
-  if (rc != SQLITE_DONE) return rc;
-  q->queue_id = sqlite3_last_insert_rowid(s->db);
-  sqlite3_stmt *rowq;
-  rc = row_stmt(s, &rowq);
   if (rc != SQLITE_OK) return rc;
-  rc = sqlite3_prepare_v2(s->db, "INSERT INTO queue_items (queue_id, position, key, score) VALUES (?1, ?2, ?3, ?4)", -1,
-                          &st, NULL);
-  if (rc != SQLITE_OK) {
-    sqlite3_finalize(rowq);
-    return rc;
+  queue->id = sqlite3_last_insert_rowid(s->db);
+  rc = sqlite3_prepare_v2(s->db, "INSERT INTO queue_items (queue_id, position, key, score) VALUES (?1, ?2, ?3, ?4)", -1, &st,
+                          NULL);
+  if (rc != SQLITE_OK) return rc;
+  for (uint32_t i = 0; i < n && rc == SQLITE_OK; i++) {
+    sqlite3_bind_int64(st, 1, queue->id);
+    sqlite3_bind_int64(st, 2, (int64_t)i + 1);
+    sqlite3_bind_int64(st, 3, keys[i]);
+    sqlite3_bind_double(st, 4, scores[i]);
+    rc = store__step_done(st);
   }
-  char note[100];
-  snprintf(note, sizeof note, "queue %s", q->p.name);
-  q->seqs = calloc(q->n ? q->n : 1, sizeof *q->seqs);
-  if (!q->seqs) rc = SQLITE_NOMEM;
-  uint32_t n = 0; /* the samples kept, compacted in place */
-  for (uint32_t i = 0; i < q->n && rc == SQLITE_OK; i++) {
-    const uint32_t key = q->keys[i];
-    sample_row row;
-    rc = read_row(rowq, ds, key, &row);
-    /* the selection saw memory: a sample an earlier op of this group changed is not taken */
-    if (rc == SQLITE_OK && row.status != ds->status[key]) {
-      row_clear(&row);
-      continue;
-    }
-    q->keys[n] = key;
-    q->scores[n] = q->scores[i];
-    if (rc == SQLITE_OK) {
-      sqlite3_bind_int64(st, 1, q->queue_id);
-      sqlite3_bind_int64(st, 2, (int64_t)n + 1);
-      sqlite3_bind_int64(st, 3, key);
-      sqlite3_bind_double(st, 4, q->scores[n]);
-      rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
-      store__step_reset(st);
-    }
-    char *before = label_before(ds, key, row.corrected);
-    if (rc == SQLITE_OK) rc = write_row(s, ds, key, row.meta, ST_QUEUED, NULL, NAN, row.meta_seq);
-    if (rc == SQLITE_OK) rc = log_change(s, ds, key, q->created_at, "focald", row.status, ST_QUEUED, before, NULL, note, &q->seqs[n]);
-    free(before);
-    row_clear(&row);
-    n++;
-  }
-  q->n = n;
   sqlite3_finalize(st);
-  sqlite3_finalize(rowq);
+  if (rc == SQLITE_OK && n > 0) rc = write_prefix(s, op, ds, maxkey);
+  if (rc == SQLITE_OK) rc = write_changes(s, q, ds);
   return rc;
+}
+
+static void queue_apply(store *s, wop *op) {
+  queue_op *q = (queue_op *)op;
+  st_dataset *ds = st_w_find(s->map, op->ds_id);
+  apply_changes(q, ds);
+  st_queue *queue = q->queue;
+  q->queue = NULL;
+  st_apply_queue(ds, queue);
+  st_set_persisted(ds, op->persist_to);
+  /* the answer: the queue as built, from the state it was built in */
+  q->size = queue->n;
+  memset(q->progress, 0, sizeof q->progress);
+  for (uint32_t i = 0; i < queue->n; i++) q->progress[st_sample_status(ds, queue->keys[i])]++;
+  changes_free(q);
+}
+
+static void queue_discard(store *s, wop *op) {
+  (void)s;
+  queue_op *q = (queue_op *)op;
+  st_queue_free(q->queue);
+  q->queue = NULL;
+  changes_free(q);
 }
 
 /* Whether a queue of ds other than q lists key: a sample queued again by a later queue stays queued
  * when an earlier queue that also lists it is removed. */
 static int held_elsewhere(const st_dataset *ds, const st_queue *q, uint32_t key) {
-  for (int i = 0; i < ds->nqueues; i++) {
-    const st_queue *o = ds->queues[i];
+  for (int i = 0; i < st_nqueues(ds); i++) {
+    const st_queue *o = st_queue_at(ds, i);
     if (o == q) continue;
     for (uint32_t j = 0; j < o->n; j++)
       if (o->keys[j] == key) return 1;
@@ -295,223 +360,56 @@ static int held_elsewhere(const st_dataset *ds, const st_queue *q, uint32_t key)
   return 0;
 }
 
-int store__sql_queue_delete(store *s, wop *op) {
+static int queue_delete_write(store *s, wop *op) {
   queue_op *q = (queue_op *)op;
-  st_dataset *ds = st_find(s->map, op->dataset);
-  if (!ds) {
-    op->failed = 1;
-    problem_set(&op->err, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%s\"", op->dataset);
-    return SQLITE_OK;
-  }
-  st_queue *queue = st_find_queue(ds, q->p.name);
+  st_dataset *ds = find_dataset(s, op);
+  if (!ds) return SQLITE_OK;
+  const st_queue *queue = st_find_queue(ds, q->p.name);
   if (!queue) {
     op->failed = 1;
     problem_set(&op->err, P_NOT_FOUND, NULL, "dataset \"%s\" has no queue named \"%s\"", op->dataset, q->p.name);
     return SQLITE_OK;
   }
-  q->queue_id = queue->id;
   char note[100];
   snprintf(note, sizeof note, "queue %s removed", q->p.name);
   q->created_at = store__unix_ms(); /* when the samples were released */
-  q->seqs = calloc(queue->n ? queue->n : 1, sizeof *q->seqs);
-  sqlite3_stmt *rowq = NULL;
-  int rc = q->seqs ? row_stmt(s, &rowq) : SQLITE_NOMEM;
-  for (uint32_t i = 0; i < queue->n && rc == SQLITE_OK; i++) {
+  int oom = changes_alloc(q, queue->n) != 0;
+  for (uint32_t i = 0; !oom && i < queue->n; i++) {
     const uint32_t key = queue->keys[i];
-    sample_row row;
-    rc = read_row(rowq, ds, key, &row);
     /* reviewed, or taken into review: the reviewer's */
-    if (rc == SQLITE_OK && row.status == ST_QUEUED && !held_elsewhere(ds, queue, key)) {
-      char *before = label_before(ds, key, row.corrected);
-      rc = write_row(s, ds, key, row.meta, ST_OPEN, NULL, NAN, row.meta_seq);
-      if (rc == SQLITE_OK) rc = log_change(s, ds, key, q->created_at, "focald", ST_QUEUED, ST_OPEN, before, NULL, note, &q->seqs[i]);
-      free(before);
-    }
-    row_clear(&row);
+    if (st_sample_status(ds, key) != ST_QUEUED || held_elsewhere(ds, queue, key)) continue;
+    q->change_keys[q->nchanges] = key;
+    if (system_entry(ds, key, ST_QUEUED, ST_OPEN, q->created_at, op->batch_seq, note, &q->changes[q->nchanges]) != 0) oom = 1;
+    else q->nchanges++;
   }
-  sqlite3_finalize(rowq);
+  if (oom || st_prepare_reviews(s->map, ds, (int)q->nchanges) != 0) {
+    store__oom(op);
+    return SQLITE_OK;
+  }
+  op->ds_id = st_id(ds);
+  int rc = write_changes(s, q, ds);
   static const char *const del[] = {"DELETE FROM queue_items WHERE queue_id = ?1", "DELETE FROM queues WHERE id = ?1"};
   for (int i = 0; i < 2 && rc == SQLITE_OK; i++) {
     sqlite3_stmt *st;
     rc = sqlite3_prepare_v2(s->db, del[i], -1, &st, NULL);
     if (rc != SQLITE_OK) break;
-    sqlite3_bind_int64(st, 1, q->queue_id);
+    sqlite3_bind_int64(st, 1, queue->id);
     rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
     sqlite3_finalize(st);
   }
   return rc;
 }
 
-/* ------------------------------------------------------------------ after the commit */
-
-/* Applies one committed status change (and its audit entry) to memory. */
-static void apply_status(st_dataset *ds, uint32_t key, int from, int to, const char *corrected, float confirm, int64_t seq,
-                         int64_t batch_seq, int64_t at, const char *reviewer, const char *before, const char *note) {
-  ds->status[key] = (uint8_t)to;
-  st_sample_set_corrected(ds, key, corrected);
-  ds->confirm_score[key] = confirm;
-  st_review e = {seq, batch_seq, -1, key, at, (uint8_t)from, (uint8_t)to, dup_or_null(reviewer), dup_or_null(before),
-                 dup_or_null(corrected), dup_or_null(note)};
-  if (st_add_review(ds, &e) != 0) log_msg(LOG_ERROR, "out of memory keeping an audit entry; it is in the database");
+static void queue_delete_apply(store *s, wop *op) {
+  queue_op *q = (queue_op *)op;
+  st_dataset *ds = st_w_find(s->map, op->ds_id);
+  q->released = q->nchanges;
+  apply_changes(q, ds);
+  st_apply_queue_delete(ds, q->p.name);
+  changes_free(q);
 }
 
-void store__apply_review_op(store *s, wop *op) {
-  st_dataset *ds = st_find(s->map, op->dataset);
-  if (!ds) return;
-  st_write_lock(ds);
-  switch (op->kind) {
-  case WOP_REVIEW: {
-    review_op *r = (review_op *)op;
-    int64_t key = st_sample_key(ds, r->id);
-    if (key >= 0)
-      apply_status(ds, (uint32_t)key, r->from, r->to, r->to == ST_RELABELLED ? r->label : NULL, r->confirm_score, r->seq,
-                   op->batch_seq, r->at, r->reviewer, r->label_before, r->note);
-    break;
-  }
-  case WOP_META: {
-    meta_op *m = (meta_op *)op;
-    int64_t key = st_sample_key(ds, m->id);
-    if (key >= 0) {
-      st_sample_set_meta(ds, (uint32_t)key, m->meta);
-      ds->meta_seq[key] = op->batch_seq;
-    }
-    break;
-  }
-  case WOP_QUEUE: {
-    queue_op *q = (queue_op *)op;
-    st_queue *queue = calloc(1, sizeof *queue);
-    if (!queue) break;
-    queue->id = q->queue_id;
-    snprintf(queue->name, sizeof queue->name, "%s", q->p.name);
-    queue->created_at = q->created_at / 1000;
-    queue->params = q->p.params_json;
-    q->p.params_json = NULL;
-    queue->n = q->n;
-    queue->keys = q->keys;
-    queue->scores = q->scores;
-    q->keys = NULL;
-    q->scores = NULL;
-    char note[100];
-    snprintf(note, sizeof note, "queue %s", q->p.name);
-    for (uint32_t i = 0; i < queue->n; i++) {
-      uint32_t key = queue->keys[i];
-      char *before = label_before(ds, key, ds->corrected[key]);
-      apply_status(ds, key, ds->status[key], ST_QUEUED, NULL, NAN, q->seqs[i], op->batch_seq, q->created_at, "focald", before,
-                   note);
-      free(before);
-    }
-    if (st_add_queue(ds, queue) != 0) log_msg(LOG_ERROR, "out of memory keeping queue %s; it is in the database", q->p.name);
-    break;
-  }
-  case WOP_QUEUE_DELETE: {
-    queue_op *q = (queue_op *)op;
-    st_queue *queue = st_find_queue(ds, q->p.name);
-    if (!queue) break;
-    char note[100];
-    snprintf(note, sizeof note, "queue %s removed", q->p.name);
-    for (uint32_t i = 0; i < queue->n; i++) {
-      uint32_t key = queue->keys[i];
-      if (ds->status[key] != ST_QUEUED || held_elsewhere(ds, queue, key)) continue;
-      char *before = label_before(ds, key, ds->corrected[key]);
-      apply_status(ds, key, ST_QUEUED, ST_OPEN, NULL, NAN, q->seqs[i], op->batch_seq, q->created_at, "focald", before, note);
-      free(before);
-      q->released++;
-    }
-    st_remove_queue(ds, q->p.name);
-    break;
-  }
-  default: break;
-  }
-  st_write_unlock(ds);
-}
-
-/* ------------------------------------------------------------------ loading */
-
-typedef struct find_id {
-  int64_t id;
-  st_dataset *ds;
-} find_id;
-
-static void match_id(st_dataset *ds, void *arg) {
-  find_id *f = arg;
-  if (ds->id == f->id) f->ds = ds;
-}
-
-/* The dataset with SQL id id (few datasets: a scan is enough). */
-static st_dataset *by_id(store *s, int64_t id) {
-  find_id f = {id, NULL};
-  st_map_each(s->map, match_id, &f);
-  return f.ds;
-}
-
-int store__load_reviews(store *s) {
-  sqlite3_stmt *q;
-  int rc = sqlite3_prepare_v2(s->db,
-                              "SELECT seq, dataset_id, key, at, reviewer, from_status, to_status, label_before, label_after, "
-                              "note, batch_seq FROM review_log ORDER BY seq",
-                              -1, &q, NULL);
-  if (rc != SQLITE_OK) return -1;
-  while (sqlite3_step(q) == SQLITE_ROW) {
-    st_dataset *ds = by_id(s, sqlite3_column_int64(q, 1));
-    if (!ds) continue;
-    st_review e = {sqlite3_column_int64(q, 0),
-                   sqlite3_column_int64(q, 10),
-                   -1,
-                   (uint32_t)sqlite3_column_int64(q, 2),
-                   sqlite3_column_int64(q, 3),
-                   (uint8_t)sqlite3_column_int(q, 5),
-                   (uint8_t)sqlite3_column_int(q, 6),
-                   dup_or_null((const char *)sqlite3_column_text(q, 4)),
-                   dup_or_null((const char *)sqlite3_column_text(q, 7)),
-                   dup_or_null((const char *)sqlite3_column_text(q, 8)),
-                   dup_or_null((const char *)sqlite3_column_text(q, 9))};
-    if (st_add_review(ds, &e) != 0) {
-      sqlite3_finalize(q);
-      return -1;
-    }
-  }
-  sqlite3_finalize(q);
-  rc = sqlite3_prepare_v2(s->db, "SELECT id, dataset_id, name, created_at, params FROM queues ORDER BY id", -1, &q, NULL);
-  if (rc != SQLITE_OK) return -1;
-  sqlite3_stmt *items;
-  rc = sqlite3_prepare_v2(s->db, "SELECT key, score FROM queue_items WHERE queue_id = ?1 ORDER BY position", -1, &items, NULL);
-  if (rc != SQLITE_OK) {
-    sqlite3_finalize(q);
-    return -1;
-  }
-  int out = 0;
-  while (out == 0 && sqlite3_step(q) == SQLITE_ROW) {
-    st_dataset *ds = by_id(s, sqlite3_column_int64(q, 1));
-    if (!ds) continue;
-    st_queue *queue = calloc(1, sizeof *queue);
-    if (!queue) {
-      out = -1;
-      break;
-    }
-    queue->id = sqlite3_column_int64(q, 0);
-    snprintf(queue->name, sizeof queue->name, "%s", (const char *)sqlite3_column_text(q, 2));
-    queue->created_at = sqlite3_column_int64(q, 3);
-    queue->params = dup_or_null((const char *)sqlite3_column_text(q, 4));
-    uint32_t cap = 64;
-    queue->keys = malloc(cap * sizeof *queue->keys);
-    queue->scores = malloc(cap * sizeof *queue->scores);
-    sqlite3_bind_int64(items, 1, queue->id);
-    while (queue->keys && queue->scores && sqlite3_step(items) == SQLITE_ROW) {
-      if (queue->n == cap) {
-        cap *= 2;
-        uint32_t *k = realloc(queue->keys, cap * sizeof *k);
-        float *sc = realloc(queue->scores, cap * sizeof *sc);
-        if (k) queue->keys = k;
-        if (sc) queue->scores = sc;
-        if (!k || !sc) break;
-      }
-      queue->keys[queue->n] = (uint32_t)sqlite3_column_int64(items, 0);
-      queue->scores[queue->n++] = (float)sqlite3_column_double(items, 1);
-    }
-    store__step_reset(items);
-    if (st_add_queue(ds, queue) != 0) out = -1;
-  }
-  sqlite3_finalize(items);
-  sqlite3_finalize(q);
-  return out;
-}
+const wop_class store__review_class = {review_write, review_apply, review_discard, 1};
+const wop_class store__meta_class = {meta_write, meta_apply, meta_discard, 1};
+const wop_class store__queue_class = {queue_write, queue_apply, queue_discard, 1};
+const wop_class store__queue_delete_class = {queue_delete_write, queue_delete_apply, queue_discard, 1};

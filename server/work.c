@@ -27,10 +27,12 @@ typedef struct chunk {
   int64_t i0, i1;
   int rc;
   int64_t where; /* global flat index of the failing element */
+  struct chunk *prev, *next; /* the chunks queued or running (loop thread) */
 } chunk;
 
 static uv_loop_t loop;
-static uv_async_t submit_async, stop_async;
+static uv_async_t submit_async, stop_async, cancel_async;
+static chunk *chunks; /* queued or running on the pool: what work_cancel may take back (loop thread) */
 static uv_thread_t loop_thread;
 static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
 static wop *queue_head, *queue_tail;
@@ -95,17 +97,28 @@ static void fail_job(job *j, problem_code code, const char *msg) {
 static void after_chunk(uv_work_t *w, int status) {
   chunk *ch = w->data;
   job *j = ch->j;
-  if (status != 0 && ch->rc == 0) ch->rc = FL_EPARAM; /* cancelled: only at shutdown */
-  if (ch->rc != 0 && (j->fail_rc == 0 || ch->i0 < j->fail_index)) {
+  if (ch->prev) ch->prev->next = ch->next;
+  else chunks = ch->next;
+  if (ch->next) ch->next->prev = ch->prev;
+  if (status == UV_ECANCELED) {
+    /* taken back before it ran: focald is shutting down */
+    j->cancelled = 1;
+    free(ch);
+    if (--j->chunks_left > 0) return;
+  } else if (ch->rc != 0 && (j->fail_rc == 0 || ch->i0 < j->fail_index)) {
     /* the first failing chunk (lowest rows) names the error, as one pass would */
     j->fail_rc = ch->rc;
     j->fail_index = ch->i0;
     j->op.err.code = P_NONE;
     req_describe_error(&j->rq, ch->rc, ch->where, &j->op.err);
   }
-  free(ch);
-  if (--j->chunks_left > 0) return;
-  if (j->fail_rc != 0) {
+  if (status != UV_ECANCELED) {
+    free(ch);
+    if (--j->chunks_left > 0) return;
+  }
+  if (j->cancelled) {
+    fail_job(j, P_DRAINING, "focald is shutting down; the batch was not scored or stored: send it again");
+  } else if (j->fail_rc != 0) {
     j->op.failed = 1;
     j->op.done(&j->op);
   } else if (j->store) {
@@ -143,6 +156,9 @@ static void start_job(job *j) {
   }
   j->chunks_left = made;
   for (int i = 0; i < made; i++) {
+    list[i]->next = chunks;
+    if (chunks) chunks->prev = list[i];
+    chunks = list[i];
     if (uv_queue_work(&loop, &list[i]->req, run_chunk, after_chunk) != 0) {
       /* cannot happen on a running loop; count the chunk as failed */
       list[i]->rc = FL_EPARAM;
@@ -167,6 +183,27 @@ static void on_submit(uv_async_t *h) {
   }
 }
 
+/* Fails every job not yet scored with 503 draining: those still waiting to be
+ * taken up, and those whose chunks are still queued on the pool (uv_cancel
+ * takes back a chunk that has not started; a running one finishes). */
+static void on_cancel(uv_async_t *h) {
+  (void)h;
+  pthread_mutex_lock(&queue_lock);
+  wop *list = queue_head;
+  queue_head = queue_tail = NULL;
+  pthread_mutex_unlock(&queue_lock);
+  while (list) {
+    wop *next = list->next;
+    list->next = NULL;
+    fail_job((job *)list, P_DRAINING, "focald is shutting down; the batch was not scored or stored: send it again");
+    list = next;
+  }
+  for (chunk *ch = chunks, *next; ch; ch = next) {
+    next = ch->next;
+    uv_cancel((uv_req_t *)&ch->req); /* after_chunk runs later, with UV_ECANCELED, if it was taken back */
+  }
+}
+
 static void close_cb(uv_handle_t *h) {
   (void)h;
 }
@@ -175,6 +212,7 @@ static void on_stop(uv_async_t *h) {
   (void)h;
   uv_close((uv_handle_t *)&submit_async, close_cb);
   uv_close((uv_handle_t *)&stop_async, close_cb);
+  uv_close((uv_handle_t *)&cancel_async, close_cb);
 }
 
 static void loop_main(void *arg) {
@@ -193,6 +231,7 @@ int work_start(const config *cfg, struct store *st) {
   if (uv_loop_init(&loop) != 0) return -1;
   if (uv_async_init(&loop, &submit_async, on_submit) != 0) return -1;
   if (uv_async_init(&loop, &stop_async, on_stop) != 0) return -1;
+  if (uv_async_init(&loop, &cancel_async, on_cancel) != 0) return -1;
   if (uv_thread_create(&loop_thread, loop_main, NULL) != 0) return -1;
   return 0;
 }
@@ -227,6 +266,10 @@ int work_inflight(void) {
   return atomic_load(&inflight);
 }
 
+void work_cancel(void) {
+  uv_async_send(&cancel_async);
+}
+
 int work_drain(int timeout_ms) {
   atomic_store(&draining, 1);
   struct timespec start, now;
@@ -235,7 +278,7 @@ int work_drain(int timeout_ms) {
     if (atomic_load(&inflight) <= 0) return 0;
     clock_gettime(CLOCK_MONOTONIC, &now);
     double ms = (double)(now.tv_sec - start.tv_sec) * 1e3 + (double)(now.tv_nsec - start.tv_nsec) / 1e6;
-    if (ms >= timeout_ms) return -1;
+    if (timeout_ms >= 0 && ms >= timeout_ms) return -1;
     struct timespec nap = {0, 2000000};
     nanosleep(&nap, NULL);
   }

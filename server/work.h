@@ -24,9 +24,13 @@ int work_submit(job *j);
 /* Jobs submitted and not yet done. */
 int work_inflight(void);
 
-/* Refuses new jobs from now on; waits up to timeout_ms for the jobs in flight.
- * Returns 0 if everything finished. */
+/* Refuses new jobs from now on; waits up to timeout_ms (no limit when
+ * negative) for the jobs in flight. Returns 0 if everything finished. */
 int work_drain(int timeout_ms);
+
+/* Fails every job that has not started scoring with 503 draining (after
+ * work_drain has stopped new ones); jobs being scored go on to the store. */
+void work_cancel(void);
 
 /* Stops the loop thread (after work_drain). */
 void work_stop(void);

@@ -32,25 +32,11 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* ------------------------------------------------------------------ a growing byte buffer */
-
-typedef struct buf {
-  char *p;
-  size_t len, cap;
-} buf;
+/* ------------------------------------------------------------------ the body being built (buf.h) */
 
 static void put(buf *b, const void *s, size_t n) {
-  if (n == 0) return;
-  if (b->len + n > b->cap) {
-    size_t want = b->cap ? b->cap * 2 : 1024;
-    while (want < b->len + n) want *= 2;
-    char *np = realloc(b->p, want);
-    if (!np) abort();
-    b->p = np;
-    b->cap = want;
-  }
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
+  buf_append(b, s, n);
+  if (b->failed) abort();
 }
 
 static void putf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -180,7 +166,7 @@ static size_t gen_body(rd *r, buf *out) {
       /* the index keeps ids apart unless the recipe wants a duplicate */
       char suffix = (char)('0' + i);
       if (!(f2 & 0x80)) {
-        t[T_IDS].data.p[t[T_IDS].data.len - l - 4] = (char)(l + 1);
+        t[T_IDS].data.b[t[T_IDS].data.len - l - 4] = (char)(l + 1);
         put(&t[T_IDS].data, &suffix, 1);
       }
     } else {
@@ -251,7 +237,7 @@ static size_t gen_body(rd *r, buf *out) {
   if (f2 & 64) putf(&h, "\"parameters\":{\"binary_data_output\":true},");
   if ((f1 & 1) && !bytes_ids) {
     int64_t first;
-    memcpy(&first, t[T_IDS].data.p, sizeof first);
+    memcpy(&first, t[T_IDS].data.b, sizeof first);
     putf(&h, "\"meta\":{\"%lld\":{\"k\":[1,2]}},", (long long)first);
   }
   putf(&h, "\"inputs\":[");
@@ -270,11 +256,11 @@ static size_t gen_body(rd *r, buf *out) {
     putf(&h, "],\"parameters\":{\"binary_data_size\":%zu}}", s->data.len);
   }
   putf(&h, "]}");
-  put(out, h.p, h.len);
+  put(out, h.b, h.len);
   size_t header_len = h.len;
-  free(h.p);
-  for (int i = 0; i < nt; i++) put(out, t[order[i]].data.p ? t[order[i]].data.p : "", t[order[i]].data.len);
-  for (int i = 0; i < 4; i++) free(t[i].data.p);
+  free(h.b);
+  for (int i = 0; i < nt; i++) put(out, t[order[i]].data.b ? t[order[i]].data.b : "", t[order[i]].data.len);
+  for (int i = 0; i < 4; i++) free(t[i].data.b);
   return header_len;
 }
 
@@ -285,7 +271,7 @@ static void mutate(rd *r, buf *b, int64_t *header_len) {
     size_t pos = b->len ? ((size_t)rd_u8(r) | (size_t)rd_u8(r) << 8) % b->len : 0;
     switch (op % 5) {
     case 0:
-      if (b->len) b->p[pos] ^= (char)(1 << (op >> 5));
+      if (b->len) b->b[pos] ^= (char)(1 << (op >> 5));
       break;
     case 1: b->len = pos; break; /* truncated */
     case 2: {
@@ -295,7 +281,7 @@ static void mutate(rd *r, buf *b, int64_t *header_len) {
     }
     case 3: *header_len += (int8_t)op >> 3; break;
     default:
-      if (b->len) b->p[pos] = (char)(op >> 3);
+      if (b->len) b->b[pos] = (char)(op >> 3);
       break;
     }
   }
@@ -417,7 +403,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     put(&b, r.p, r.n);
   } else {
     put(&b, r.p, r.n);
-    header_len = (int64_t)json_object_end(b.p ? b.p : "", b.len);
+    header_len = (int64_t)json_object_end(b.b ? b.b : "", b.len);
   }
 
   /* the body in an allocation of exactly its size, placed as http.c places it: tensors 64-byte aligned */
@@ -426,8 +412,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   void *base = NULL;
   if (posix_memalign(&base, 64, pad + b.len + 1) != 0) abort();
   char *body = (char *)base + pad;
-  if (b.len) memcpy(body, b.p, b.len);
-  free(b.p);
+  if (b.len) memcpy(body, b.b, b.len);
+  free(b.b);
 
   req q;
   problem err;

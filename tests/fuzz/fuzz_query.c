@@ -31,6 +31,7 @@
 #pragma clang diagnostic pop
 
 #include <jansson.h>
+#include <math.h>
 #include <stdint.h>
 
 #include "api_internal.h"
@@ -88,6 +89,16 @@ static hist_obs fq_obs(float loss, float p_t, int32_t label, int64_t step) {
   return o;
 }
 
+/* One sample's observation applied to run (name, id) of dataset "d" as batch seq. */
+static void fq_put(const char *run, int64_t run_id, const char *id, hist_obs o, int64_t seq) {
+  char *ids[1] = {(char *)id};
+  st_batch_ref ref = {1, 1700000000, "d", run_id, 1700000000, run, 3};
+  st_batch_prep p;
+  if (st_prepare_batch(fq_map, &ref, 1, ids, &p) != 0) abort();
+  st_apply_batch(fq_map, &p, seq, ids, &o, 0.3, 0, NULL, NULL);
+  st_tx_end(fq_map);
+}
+
 /* Dataset "d": runs "a" and "b" (3 classes), samples with awkward ids, ties in
  * every score, every review status, metas with DICOM fields, a relabel, an
  * audit trail and a queue. Dataset "e" exists and is empty. */
@@ -96,43 +107,45 @@ static void fq_build_fixture(void) {
       "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "10", "-3", "x/y", "a b", "%41", "a+b", "q?x=1&y",
       "\xc3\xa9", "\xe6\x97\xa5\xe6\x9c\xac", "quote\"d", "back\\slash", "semi;colon", "comma,id", "tab-less.id_", "~"};
   const int nids = (int)(sizeof ids / sizeof *ids);
-  st_dataset *ds, *empty;
-  st_run *ra, *rb;
+  char err[256];
   fq_map = st_map_new();
-  if (!fq_map || st_add_dataset(fq_map, "d", 1, 1700000000, &ds) != 0 || st_add_dataset(fq_map, "e", 2, 1700000000, &empty) != 0)
-    abort();
-  if (st_add_run(ds, "a", 1, 3, 1700000000, &ra) != 0 || st_add_run(ds, "b", 2, 3, 1700000000, &rb) != 0) abort();
+  if (!fq_map || st_load_dataset(fq_map, 2, "e", 1700000000, err, sizeof err) != 0) abort();
+  st_load_done(fq_map);
   char longid[REQ_ID_MAX + 1];
   memset(longid, 'L', REQ_ID_MAX);
   longid[REQ_ID_MAX] = '\0';
   int64_t seq = 1;
   for (int i = 0; i <= nids; i++) {
     const char *id = i < nids ? ids[i] : longid;
-    int64_t key = st_sample_intern(ds, id);
-    if (key < 0 || st_run_reserve(ds, ra) != 0 || st_run_reserve(ds, rb) != 0) abort();
     for (int step = 0; step < 1 + i % 4; step++) {
       hist_obs o = fq_obs((float)(i % 5) * 0.5f + (float)step * 0.01f, (float)((i * 7) % 10) / 10.0f, i % 3, seq);
-      st_observe(ra, (uint32_t)key, seq++, &o, 0.3, -1);
+      fq_put("a", 1, id, o, seq++);
       if (i % 2) {
         o.loss += 1.0f;
-        st_observe(rb, (uint32_t)key, seq++, &o, 0.3, -1);
+        fq_put("b", 2, id, o, seq++);
       }
     }
-    ds->status[key] = (uint8_t)(i % ST_STATUS_COUNT);
+    st_dataset *ds = st_w_find(fq_map, 1);
+    const uint32_t key = (uint32_t)st_key(ds, id);
     if (i % 3 == 0) {
       char meta[200];
       snprintf(meta, sizeof meta, "{\"patient_id\":\"p%d\",\"study_uid\":\"1.2.%d\",\"uri\":\"s3://b/%d.dcm\",\"tags\":[\"t\"]}", i % 4, i, i);
-      if (st_sample_set_meta(ds, (uint32_t)key, meta) != 0) abort();
+      char *copy = strdup(meta);
+      if (!copy) abort();
+      st_apply_meta(ds, key, copy, seq);
     }
-    if (ds->status[key] == ST_RELABELLED && st_sample_set_corrected(ds, (uint32_t)key, "[1,\"cat\"]") != 0) abort();
-    if (ds->status[key] >= ST_RELABELLED) {
-      st_review e = {.seq = seq++, .key = (uint32_t)key, .at = 1700000000000 + i, .from = ST_IN_REVIEW, .to = ds->status[key],
-                     .reviewer = strdup("ann \"the\" reviewer"), .label_before = strdup("2"),
-                     .label_after = ds->status[key] == ST_RELABELLED ? strdup("[1,\"cat\"]") : NULL,
-                     .note = strdup("line\nbreak")};
-      if (st_add_review(ds, &e) != 0) abort();
+    const int status = i % ST_STATUS_COUNT;
+    if (status != ST_OPEN) {
+      if (st_prepare_reviews(fq_map, ds, 1) != 0) abort();
+      const int64_t eseq = seq++;
+      st_review e = {.seq = eseq, .batch_seq = seq, .key = key, .at = 1700000000000 + i, .from = ST_IN_REVIEW,
+                     .to = (uint8_t)status, .reviewer = strdup("ann \"the\" reviewer"), .label_before = strdup("2"),
+                     .label_after = status == ST_RELABELLED ? strdup("[1,\"cat\"]") : NULL, .note = strdup("line\nbreak")};
+      st_apply_status(ds, key, status, status == ST_RELABELLED ? strdup("[1,\"cat\"]") : NULL, NAN, &e);
+      st_tx_end(fq_map);
     }
   }
+  st_dataset *ds = st_w_find(fq_map, 1);
   st_queue *q = calloc(1, sizeof *q);
   if (!q) abort();
   q->id = 1;
@@ -147,7 +160,9 @@ static void fq_build_fixture(void) {
     q->keys[i] = i * 2;
     q->scores[i] = 3.0f - (float)i;
   }
-  if (st_add_queue(ds, q) != 0) abort();
+  if (st_prepare_queue(fq_map, ds) != 0) abort();
+  st_apply_queue(ds, q);
+  st_tx_end(fq_map);
   config cfg;
   memset(&cfg, 0, sizeof cfg);
   cfg.reconsider_factor = 1.5;
@@ -219,17 +234,19 @@ static int fq_is_json_type(const char *ct) {
 
 /* Streams an export to its end (at most 4 MB), checking every record of the JSON formats. */
 static void fq_drain_stream(http_resp *resp) {
-  char *all = NULL;
-  size_t len = 0, cap = 0;
+  buf out = {0};
   char chunk[1024];
   for (;;) {
     long n = resp->stream(resp->stream_cls, chunk, sizeof chunk);
     if (n < 0) fz_fail("the export stream failed");
     if (n == 0) break;
     if ((size_t)n > sizeof chunk) fz_fail("the export stream wrote %ld bytes into %zu", n, sizeof chunk);
-    buf_append(&all, &len, &cap, chunk, (size_t)n);
-    if (len > ((size_t)4 << 20)) fz_fail("an export of the small fixture passed 4 MB");
+    buf_append(&out, chunk, (size_t)n);
+    if (out.failed) fz_fail("out of memory");
+    if (out.len > ((size_t)4 << 20)) fz_fail("an export of the small fixture passed 4 MB");
   }
+  char *all = out.b;
+  const size_t len = out.len;
   if (resp->stream_free) resp->stream_free(resp->stream_cls);
   const char *ct = resp->content_type ? resp->content_type : "";
   if (strcmp(ct, "application/x-ndjson") == 0) {

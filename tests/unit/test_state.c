@@ -1,4 +1,6 @@
-/* test_state.c — in-memory datasets: ids, growth, top-k order, cursors, filters, runs. */
+/* test_state.c — in-memory datasets: ids, growth, top-k order, cursors, filters, runs, and the
+ * writer's prepare/apply steps (what a prepared change that is not applied leaves behind), the
+ * snapshot's marks, and the checks made while loading. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,16 +22,34 @@ static hist_obs obs(float loss, float p_t, int32_t label) {
 
 typedef struct fixture {
   st_map *map;
-  st_dataset *ds;
-  st_run *a, *b;
+  int64_t seq; /* the last batch applied */
 } fixture;
+
+/* One batch of n samples (ids[i], observation o[i]) applied to dataset "d" (id 1), run name (id run_id, 4 classes). */
+static void put(fixture *f, const char *run, int64_t run_id, int n, char **ids, const hist_obs *o) {
+  st_batch_ref ref = {1, 0, "d", run_id, 0, run, 4};
+  st_batch_prep p;
+  assert_int_equal(st_prepare_batch(f->map, &ref, (uint32_t)n, ids, &p), 0);
+  st_apply_batch(f->map, &p, ++f->seq, ids, o, 0.3, 0, NULL, NULL);
+  st_tx_end(f->map);
+}
+
+/* put of one sample. */
+static void put1(fixture *f, const char *run, int64_t run_id, const char *id, hist_obs o) {
+  char *ids[1] = {(char *)id};
+  put(f, run, run_id, 1, ids, &o);
+}
+
+static st_dataset *dataset(fixture *f) {
+  st_dataset *ds = st_w_find(f->map, 1);
+  assert_non_null(ds);
+  return ds;
+}
 
 static int setup(void **state) {
   fixture *f = calloc(1, sizeof *f);
   f->map = st_map_new();
-  assert_int_equal(st_add_dataset(f->map, "d", 1, 0, &f->ds), 0);
-  assert_int_equal(st_add_run(f->ds, "a", 1, 4, 0, &f->a), 0);
-  assert_int_equal(st_add_run(f->ds, "b", 2, 4, 0, &f->b), 0);
+  assert_non_null(f->map);
   *state = f;
   return 0;
 }
@@ -41,20 +61,37 @@ static int teardown(void **state) {
   return 0;
 }
 
+/* Many samples in a few large batches: keys are dense in order of first sight, and found again. */
 static void test_state_ids_grow_and_stay_found(void **state) {
   fixture *f = *state;
+  enum { N = 50000, B = 5000 };
+  char **ids = malloc(B * sizeof *ids);
+  hist_obs *o = calloc(B, sizeof *o);
+  for (int b = 0; b < N / B; b++) {
+    for (int i = 0; i < B; i++) {
+      ids[i] = malloc(16);
+      snprintf(ids[i], 16, "s%d", b * B + i);
+      o[i] = obs(1.0f, 0.5f, 0);
+    }
+    put(f, "a", 1, B, ids, o);
+    for (int i = 0; i < B; i++) free(ids[i]);
+  }
+  st_dataset *ds = dataset(f);
+  assert_int_equal(st_nsamples(ds), N);
   char id[32];
-  for (int i = 0; i < 50000; i++) {
+  for (int i = 0; i < N; i += 997) {
     snprintf(id, sizeof id, "s%d", i);
-    assert_int_equal(st_sample_intern(f->ds, id), i);
+    assert_int_equal(st_key(ds, id), i);
+    assert_string_equal(st_sample_id(ds, (uint32_t)i), id);
   }
-  for (int i = 0; i < 50000; i += 997) {
-    snprintf(id, sizeof id, "s%d", i);
-    assert_int_equal(st_sample_key(f->ds, id), i);
-  }
-  assert_int_equal(st_sample_key(f->ds, "nope"), -1);
-  assert_int_equal(st_sample_intern(f->ds, "s7"), 7); /* existing id: same key */
-  assert_true(f->a->cap >= f->ds->nsamples && f->b->cap >= f->ds->nsamples);
+  assert_int_equal(st_key(ds, "nope"), -1);
+  put1(f, "a", 1, "s7", obs(2.0f, 0.5f, 0)); /* an existing id: the same key, seen twice */
+  hist_rec h;
+  st_history(st_find_run(ds, "a"), 7, &h);
+  assert_int_equal(h.seen, 2);
+  assert_int_equal(st_nsamples(ds), N);
+  free(ids);
+  free(o);
 }
 
 /* Past a megabyte an array moves from the heap to its own mapping, and grows by
@@ -62,40 +99,45 @@ static void test_state_ids_grow_and_stay_found(void **state) {
  * it, and every new entry starts as documented. */
 static void test_state_large_arrays_keep_values_across_growth(void **state) {
   fixture *f = *state;
-  enum { N = 600000 };
-  char id[32];
-  for (uint32_t i = 0; i < N; i++) {
-    snprintf(id, sizeof id, "g%u", i);
-    assert_int_equal(st_sample_intern(f->ds, id), i);
-    if (i % 3 == 0) {
-      hist_obs o = obs((float)i, 0.25f, (int32_t)(i % 4));
-      st_observe(f->a, i, 1, &o, 0.3, -1);
+  enum { N = 600000, B = 60000 };
+  char **ids = malloc(B * sizeof *ids);
+  hist_obs *o = calloc(B, sizeof *o);
+  char *text = malloc((size_t)B * 16);
+  for (uint32_t b = 0; b < N / B; b++) {
+    for (uint32_t i = 0; i < B; i++) {
+      const uint32_t k = b * B + i;
+      ids[i] = text + (size_t)i * 16;
+      snprintf(ids[i], 16, "g%u", k);
+      o[i] = obs((float)k, 0.25f, (int32_t)(k % 4));
     }
+    put(f, "a", 1, B, ids, o);
   }
-  assert_true(f->ds->cap >= N && f->a->cap >= N && f->b->cap >= N);
+  /* a second run that observed only the first sample */
+  put1(f, "b", 2, "g0", obs(0.0f, 0.25f, 0));
+  st_dataset *ds = dataset(f);
+  const st_run *a = st_find_run(ds, "a"), *b = st_find_run(ds, "b");
+  char id[32];
   for (uint32_t i = 0; i < N; i += 7) {
     snprintf(id, sizeof id, "g%u", i);
-    assert_int_equal(st_sample_key(f->ds, id), i);
-    assert_string_equal(f->ds->ids[i], id);
+    assert_int_equal(st_key(ds, id), i);
+    assert_string_equal(st_sample_id(ds, i), id);
     hist_rec h;
-    st_history(f->a, i, &h);
-    if (i % 3 == 0) {
-      assert_int_equal(h.seen, 1);
-      assert_true(h.last_loss == (float)i);
-      assert_int_equal(h.label, (int32_t)(i % 4));
-    } else {
-      assert_int_equal(h.seen, 0);
-      assert_int_equal(h.label, -1);
-    }
-    st_history(f->b, i, &h);
-    assert_int_equal(h.seen, 0);
-    assert_int_equal(h.label, -1);
-    assert_int_equal(f->ds->status[i], ST_OPEN);
-    assert_int_equal(f->ds->corrected_class[i], -1);
-    assert_true(isnan(f->ds->confirm_score[i]));
-    assert_int_equal(f->ds->last_review[i], -1);
-    assert_null(f->ds->meta[i]);
+    st_history(a, i, &h);
+    assert_int_equal(h.seen, 1);
+    assert_true(h.last_loss == (float)i);
+    assert_int_equal(h.label, (int32_t)(i % 4));
+    st_history(b, i, &h);
+    assert_int_equal(h.seen, i == 0);
+    if (i) assert_int_equal(h.label, -1);
+    assert_int_equal(st_sample_status(ds, i), ST_OPEN);
+    assert_true(isnan(st_confirm_score(ds, i)));
+    assert_int_equal(st_last_review(ds, i), -1);
+    assert_null(st_meta(ds, i));
+    assert_null(st_corrected(ds, i));
   }
+  free(ids);
+  free(o);
+  free(text);
 }
 
 static void test_state_top_orders_by_score_then_id(void **state) {
@@ -103,87 +145,97 @@ static void test_state_top_orders_by_score_then_id(void **state) {
   /* losses with ties: ids c,a,b share 2.0 */
   const char *ids[] = {"c", "a", "b", "d", "e"};
   const float loss[] = {2.0f, 2.0f, 2.0f, 5.0f, 1.0f};
-  for (int i = 0; i < 5; i++) {
-    int64_t k = st_sample_intern(f->ds, ids[i]);
-    hist_obs o = obs(loss[i], 0.1f * (float)(i + 1), i % 4);
-    st_observe(f->a, (uint32_t)k, 1, &o, 0.3, -1);
-  }
+  for (int i = 0; i < 5; i++) put1(f, "a", 1, ids[i], obs(loss[i], 0.1f * (float)(i + 1), i % 4));
+  const st_dataset *ds = dataset(f);
   st_hit hits[5];
-  st_query q = {.by = HF_MEAN_LOSS, .run = f->a, .min_seen = 1, .k = 5};
-  assert_int_equal(st_top(f->ds, &q, hits), 5);
+  st_query q = {.by = HF_MEAN_LOSS, .run = st_find_run(ds, "a"), .min_seen = 1, .k = 5};
+  assert_int_equal(st_top(ds, &q, hits), 5);
   const char *want[] = {"d", "a", "b", "c", "e"};
-  for (int i = 0; i < 5; i++) assert_string_equal(f->ds->ids[hits[i].key], want[i]);
+  for (int i = 0; i < 5; i++) assert_string_equal(st_sample_id(ds, hits[i].key), want[i]);
   /* ascending fields: lowest confidence first */
   q.by = HF_CONFIDENCE;
-  assert_int_equal(st_top(f->ds, &q, hits), 5);
-  assert_string_equal(f->ds->ids[hits[0].key], "c");
+  assert_int_equal(st_top(ds, &q, hits), 5);
+  assert_string_equal(st_sample_id(ds, hits[0].key), "c");
   /* paging with a cursor after "a" (score 2.0) continues at "b" */
   q.by = HF_MEAN_LOSS;
   q.k = 2;
   q.has_cursor = 1;
   q.cursor_score = 2.0;
   q.cursor_id = "a";
-  assert_int_equal(st_top(f->ds, &q, hits), 2);
-  assert_string_equal(f->ds->ids[hits[0].key], "b");
-  assert_string_equal(f->ds->ids[hits[1].key], "c");
+  assert_int_equal(st_top(ds, &q, hits), 2);
+  assert_string_equal(st_sample_id(ds, hits[0].key), "b");
+  assert_string_equal(st_sample_id(ds, hits[1].key), "c");
   /* a cursor at the end gives nothing more */
   q.cursor_score = 1.0;
   q.cursor_id = "e";
-  assert_int_equal(st_top(f->ds, &q, hits), 0);
+  assert_int_equal(st_top(ds, &q, hits), 0);
+}
+
+/* Sets sample key's status (an audit entry with no strings). */
+static void set_status(fixture *f, uint32_t key, int to) {
+  st_dataset *ds = dataset(f);
+  assert_int_equal(st_prepare_reviews(f->map, ds, 1), 0);
+  st_review e = {.seq = 1, .batch_seq = f->seq, .prev = -1, .from = (uint8_t)st_sample_status(ds, key), .to = (uint8_t)to};
+  st_apply_status(ds, key, to, NULL, NAN, &e);
+  st_tx_end(f->map);
 }
 
 static void test_state_filters_and_runs(void **state) {
   fixture *f = *state;
-  int64_t k0 = st_sample_intern(f->ds, "x"), k1 = st_sample_intern(f->ds, "y");
-  hist_obs o = obs(1.0f, 0.2f, 1);
-  st_observe(f->a, (uint32_t)k0, 1, &o, 0.3, -1);
-  o = obs(3.0f, 0.4f, 2);
-  st_observe(f->a, (uint32_t)k1, 2, &o, 0.3, -1);
-  o = obs(5.0f, 0.6f, 2);
-  st_observe(f->b, (uint32_t)k0, 3, &o, 0.3, -1);
-  st_observe(f->a, (uint32_t)k1, 4, &o, 0.3, -1);
+  put1(f, "a", 1, "x", obs(1.0f, 0.2f, 1));
+  put1(f, "a", 1, "y", obs(3.0f, 0.4f, 2));
+  put1(f, "b", 2, "x", obs(5.0f, 0.6f, 2));
+  put1(f, "a", 1, "y", obs(5.0f, 0.6f, 2));
+  const st_dataset *ds = dataset(f);
+  const int64_t k0 = st_key(ds, "x"), k1 = st_key(ds, "y");
   st_hit hits[4];
   /* label filter */
-  st_query q = {.by = HF_MEAN_LOSS, .run = f->a, .min_seen = 1, .k = 4, .has_label = 1, .label = 1};
-  assert_int_equal(st_top(f->ds, &q, hits), 1);
+  st_query q = {.by = HF_MEAN_LOSS, .run = st_find_run(ds, "a"), .min_seen = 1, .k = 4, .has_label = 1, .label = 1};
+  assert_int_equal(st_top(ds, &q, hits), 1);
   assert_int_equal(hits[0].key, k0);
   /* min_seen */
   q.has_label = 0;
   q.min_seen = 2;
-  assert_int_equal(st_top(f->ds, &q, hits), 1);
+  assert_int_equal(st_top(ds, &q, hits), 1);
   assert_int_equal(hits[0].key, k1);
   /* run=*: x is the mean of its runs' mean losses (1 and 5), y has only run a (3 and 5 -> 4) */
   q = (st_query){.by = HF_MEAN_LOSS, .run = NULL, .min_seen = 1, .k = 4};
-  assert_int_equal(st_top(f->ds, &q, hits), 2);
+  assert_int_equal(st_top(ds, &q, hits), 2);
   assert_int_equal(hits[0].key, k1);
   assert_true(fabs(hits[0].score - 4.0) < 1e-6);
   assert_true(fabs(hits[1].score - 3.0) < 1e-6);
   hist_view v;
-  st_history_all(f->ds, (uint32_t)k0, &v);
+  st_history_all(ds, (uint32_t)k0, &v);
   assert_true(v.seen == 2.0);
   assert_true(fabs(v.mean_loss - 3.0) < 1e-6); /* runs a (1) and b (5) */
   /* status filter */
-  f->ds->status[k1] = ST_CONFIRMED;
+  set_status(f, (uint32_t)k1, ST_CONFIRMED);
   q.status_mask = 1u << ST_OPEN;
-  assert_int_equal(st_top(f->ds, &q, hits), 1);
+  assert_int_equal(st_top(ds, &q, hits), 1);
   assert_int_equal(hits[0].key, k0);
 }
 
+/* A batch applied again (replayed after a snapshot that holds it) changes nothing; a newer one counts. */
 static void test_state_replayed_batches_apply_once(void **state) {
   fixture *f = *state;
-  int64_t k = st_sample_intern(f->ds, "r");
+  put1(f, "a", 1, "r", obs(2.0f, 0.5f, 0));
+  st_dataset *ds = dataset(f);
+  char *ids[1] = {"r"};
   hist_obs o = obs(2.0f, 0.5f, 0);
-  st_observe(f->a, (uint32_t)k, 10, &o, 0.3, -1);
-  /* the same batch again (a replay after a snapshot holding it): ignored */
-  st_observe(f->a, (uint32_t)k, 10, &o, 0.3, -1);
-  st_observe(f->a, (uint32_t)k, 9, &o, 0.3, -1);
+  st_batch_ref ref = {1, 0, "d", 1, 0, "a", 4};
+  for (int64_t seq = f->seq; seq >= f->seq - 1; seq--) {
+    st_batch_prep p;
+    assert_int_equal(st_prepare_batch(f->map, &ref, 1, ids, &p), 0);
+    st_apply_batch(f->map, &p, seq, ids, &o, 0.3, 0, NULL, NULL);
+    st_tx_end(f->map);
+  }
   hist_rec h;
-  st_history(f->a, (uint32_t)k, &h);
+  st_history(st_find_run(ds, "a"), 0, &h);
   assert_int_equal(h.seen, 1);
-  st_observe(f->a, (uint32_t)k, 11, &o, 0.3, -1);
-  st_history(f->a, (uint32_t)k, &h);
+  put1(f, "a", 1, "r", o);
+  st_history(st_find_run(ds, "a"), 0, &h);
   assert_int_equal(h.seen, 2);
-  assert_true(f->a->ndirty >= 1);
+  assert_int_equal(st_next_dirty(ds, 0, 0), 0);
 }
 
 static void test_state_quantiles(void **state) {
@@ -191,29 +243,167 @@ static void test_state_quantiles(void **state) {
   char id[16];
   for (int i = 0; i < 101; i++) {
     snprintf(id, sizeof id, "q%d", i);
-    int64_t k = st_sample_intern(f->ds, id);
-    hist_obs o = obs((float)i, 0.5f, 0);
-    st_observe(f->b, (uint32_t)k, 1, &o, 0.3, -1);
+    put1(f, "b", 2, id, obs((float)i, 0.5f, 0));
   }
+  const st_dataset *ds = dataset(f);
   const double p[4] = {0.5, 0.9, 0.99, 1.0};
   double out[4];
-  assert_int_equal(st_loss_quantiles(f->b, f->ds->nsamples, p, 4, out), 0);
+  assert_int_equal(st_loss_quantiles(ds, st_find_run(ds, "b"), p, 4, out), 0);
   assert_true(fabs(out[0] - 50) < 1e-9 && fabs(out[1] - 90) < 1e-9 && fabs(out[2] - 99) < 1e-9 && out[3] == 100);
 }
 
-static void test_state_datasets_sorted_and_removed(void **state) {
+/* A prepared batch whose transaction did not commit leaves the state exactly as it was: no new
+ * dataset, run or sample, and the next group starts from the same keys. */
+static void test_state_prepared_but_not_applied_changes_nothing(void **state) {
   fixture *f = *state;
-  st_dataset *z, *b;
-  assert_int_equal(st_add_dataset(f->map, "z", 2, 0, &z), 0);
-  assert_int_equal(st_add_dataset(f->map, "b", 3, 0, &b), 0);
-  assert_int_equal(st_add_dataset(f->map, "b", 4, 0, &b), -1);
-  st_dataset *got = st_dataset_acquire(f->map, "z");
-  assert_ptr_equal(got, z);
-  st_dataset_release(got);
-  st_remove_dataset(f->map, "z");
-  assert_null(st_dataset_acquire(f->map, "z"));
-  assert_null(st_find(f->map, "z"));
-  assert_non_null(st_find(f->map, "b"));
+  put1(f, "a", 1, "kept", obs(1.0f, 0.5f, 0));
+  char *ids[3] = {"kept", "new1", "new2"};
+  hist_obs o[3] = {obs(1, 0.5f, 0), obs(1, 0.5f, 0), obs(1, 0.5f, 0)};
+  st_batch_ref ref = {1, 0, "d", 3, 0, "fresh-run", 4};
+  st_batch_prep p;
+  assert_int_equal(st_prepare_batch(f->map, &ref, 3, ids, &p), 0);
+  st_batch_ref other = {7, 0, "other", 8, 0, "r", 2};
+  st_batch_prep q;
+  assert_int_equal(st_prepare_batch(f->map, &other, 3, ids, &q), 0);
+  st_batch_prep_free(&p);
+  st_batch_prep_free(&q);
+  st_tx_end(f->map); /* the transaction failed */
+  st_dataset *ds = dataset(f);
+  assert_int_equal(st_nsamples(ds), 1);
+  assert_int_equal(st_nruns(ds), 1);
+  assert_int_equal(st_key(ds, "new1"), -1);
+  assert_null(st_w_find(f->map, 7));
+  assert_null(st_acquire(f->map, "other"));
+  st_totals t;
+  st_map_totals(f->map, &t);
+  assert_int_equal(t.datasets, 1);
+  assert_int_equal(t.observations, 1);
+  /* and a later group adds the same ids at the keys the failed one would have */
+  put(f, "a", 1, 3, ids, o);
+  assert_int_equal(st_key(ds, "new1"), 1);
+  assert_int_equal(st_key(ds, "new2"), 2);
+}
+
+/* Two batches of one group that both bring the same new id, on a dataset and run the group
+ * creates: one sample, seen twice; the dataset appears only once applied. */
+static void test_state_group_shares_new_ids_and_datasets(void **state) {
+  fixture *f = *state;
+  char *ids1[2] = {"x", "y"}, *ids2[2] = {"y", "z"};
+  hist_obs o[2] = {obs(1, 0.5f, 0), obs(2, 0.5f, 1)};
+  st_batch_ref ref = {5, 100, "g", 9, 100, "r", 2};
+  st_batch_prep p1, p2;
+  assert_int_equal(st_prepare_batch(f->map, &ref, 2, ids1, &p1), 0);
+  assert_int_equal(st_prepare_batch(f->map, &ref, 2, ids2, &p2), 0);
+  assert_null(st_acquire(f->map, "g")); /* prepared, not applied: readers do not see it */
+  st_apply_batch(f->map, &p1, 1, ids1, o, 0.3, 0, NULL, NULL);
+  st_apply_batch(f->map, &p2, 2, ids2, o, 0.3, 0, NULL, NULL);
+  st_tx_end(f->map);
+  const st_dataset *ds = st_acquire(f->map, "g");
+  assert_non_null(ds);
+  assert_int_equal(st_id(ds), 5);
+  assert_int_equal(st_nsamples(ds), 3);
+  assert_int_equal(st_nruns(ds), 1);
+  hist_rec h;
+  st_history(st_find_run(ds, "r"), (uint32_t)st_key(ds, "y"), &h);
+  assert_int_equal(h.seen, 2);
+  assert_int_equal(st_observations(ds), 4);
+  st_release(ds);
+}
+
+/* Datasets are found by name and by id; a deleted one's name can be taken by a new dataset, and
+ * its id then names nothing. */
+static void test_state_delete_by_id_and_names_reused(void **state) {
+  fixture *f = *state;
+  put1(f, "a", 1, "s", obs(1, 0.5f, 0));
+  int64_t samples, observations;
+  st_apply_delete(f->map, 1, &samples, &observations);
+  assert_int_equal(samples, 1);
+  assert_int_equal(observations, 1);
+  assert_null(st_acquire(f->map, "d"));
+  char *ids[1] = {"t"};
+  hist_obs o = obs(1, 0.5f, 0);
+  st_batch_ref ref = {2, 0, "d", 3, 0, "a", 4};
+  st_batch_prep p;
+  assert_int_equal(st_prepare_batch(f->map, &ref, 1, ids, &p), 0);
+  st_apply_batch(f->map, &p, 9, ids, &o, 0.3, 0, NULL, NULL);
+  st_tx_end(f->map);
+  const st_dataset *ds = st_acquire(f->map, "d");
+  assert_int_equal(st_id(ds), 2);
+  assert_int_equal(st_key(ds, "s"), -1);
+  st_release(ds);
+  assert_null(st_acquire_id(f->map, 1));
+  assert_non_null(st_w_next(f->map, 1));
+  assert_int_equal(st_id(st_w_next(f->map, 0)), 2);
+}
+
+/* The snapshot's marks: new keys are past the persisted prefix, changed rows are dirty until cleaned. */
+static void test_state_snapshot_marks(void **state) {
+  fixture *f = *state;
+  put1(f, "a", 1, "m0", obs(1, 0.5f, 0));
+  put1(f, "a", 1, "m1", obs(1, 0.5f, 0));
+  st_dataset *ds = dataset(f);
+  assert_int_equal(st_persisted(ds), 0);
+  assert_true(st_any_dirty(ds));
+  assert_int_equal(st_next_dirty(ds, 0, 0), 0);
+  assert_int_equal(st_next_dirty(ds, 0, 1), 1);
+  st_set_persisted(ds, 2);
+  st_row_clean(ds, 0, 0);
+  st_row_clean(ds, 0, 1);
+  assert_int_equal(st_next_dirty(ds, 0, 0), -1);
+  /* the class means changed since they were saved: still dirty until a pass saves them */
+  assert_true(st_any_dirty(ds));
+  st_classes c;
+  assert_int_equal(st_classes_copy(ds, st_run_at(ds, 0), &c), 0);
+  assert_int_equal(c.c, 4);
+  assert_int_equal(c.count[0], 2);
+  st_classes_saved(f->map, 1, st_run_id(st_run_at(ds, 0)), c.seq);
+  st_classes_free(&c);
+  assert_false(st_any_dirty(ds));
+  st_set_persisted(ds, 1); /* the prefix never shrinks */
+  assert_int_equal(st_persisted(ds), 2);
+  st_apply_meta(ds, 1, strdup("{\"uri\":\"a.png\"}"), f->seq);
+  assert_int_equal(st_next_meta_dirty(ds, 0), 1);
+  st_meta_clean(ds, 1);
+  assert_int_equal(st_next_meta_dirty(ds, 0), -1);
+}
+
+/* Loading refuses what focald never writes, naming it. */
+static void test_state_loading_refuses_holes_and_orphans(void **state) {
+  fixture *f = *state;
+  char err[256];
+  assert_int_equal(st_load_dataset(f->map, 1, "d", 0, err, sizeof err), 0);
+  assert_int_equal(st_load_dataset(f->map, 2, "d", 0, err, sizeof err), -1);
+  assert_non_null(strstr(err, "twice"));
+  assert_int_equal(st_load_run(f->map, 9, 1, "a", 3, 0, 0, err, sizeof err), -1);
+  assert_non_null(strstr(err, "dataset 9"));
+  assert_int_equal(st_load_run(f->map, 1, 1, "a", 3, 0, 0, err, sizeof err), 0);
+  assert_int_equal(st_load_sample(f->map, 1, 0, "s0", NULL, 0, NULL, NAN, 0, err, sizeof err), 0);
+  assert_int_equal(st_load_sample(f->map, 1, 2, "s2", NULL, 0, NULL, NAN, 0, err, sizeof err), -1);
+  assert_non_null(strstr(err, "hole"));
+  assert_int_equal(st_load_sample(f->map, 1, 1, "s0", NULL, 0, NULL, NAN, 0, err, sizeof err), -1);
+  assert_non_null(strstr(err, "twice"));
+  assert_int_equal(st_load_sample(f->map, 1, 1, "s1", NULL, 9, NULL, NAN, 0, err, sizeof err), -1);
+  st_row row = {.seq = 4};
+  hist_init(&row.h);
+  row.h.seen = 1;
+  assert_int_equal(st_load_row(f->map, 1, 1, &row, err, sizeof err), -1);
+  assert_non_null(strstr(err, "no sample"));
+  assert_int_equal(st_load_row(f->map, 5, 0, &row, err, sizeof err), -1);
+  assert_int_equal(st_load_row(f->map, 1, 0, &row, err, sizeof err), 0);
+  assert_int_equal(st_load_classes(f->map, 1, 3, 1.0, 1, err, sizeof err), -1);
+  st_review e = {.seq = 1, .key = 4, .reviewer = strdup("r")};
+  assert_int_equal(st_load_review(f->map, 1, &e, err, sizeof err), -1); /* frees e's strings */
+  st_queue *q = calloc(1, sizeof *q);
+  q->keys = malloc(sizeof *q->keys);
+  q->scores = malloc(sizeof *q->scores);
+  q->n = 1;
+  q->keys[0] = 3;
+  assert_int_equal(st_load_queue(f->map, 1, q, err, sizeof err), -1); /* frees q */
+  st_load_done(f->map);
+  const st_dataset *ds = st_acquire(f->map, "d");
+  assert_int_equal(st_nsamples(ds), 1);
+  assert_int_equal(st_observations(ds), 1);
+  st_release(ds);
 }
 
 int main(void) {
@@ -224,7 +414,11 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_state_filters_and_runs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_replayed_batches_apply_once, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_quantiles, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_state_datasets_sorted_and_removed, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_state_prepared_but_not_applied_changes_nothing, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_state_group_shares_new_ids_and_datasets, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_state_delete_by_id_and_names_reused, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_state_snapshot_marks, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_state_loading_refuses_holes_and_orphans, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

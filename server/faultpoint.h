@@ -1,0 +1,30 @@
+/* faultpoint.h — where focald's writer says what it is doing, for the fault-injection harness.
+ *
+ * The harness (tests/fault) preloads a library that defines focald_fault_point:
+ * it then knows which step each disk write belongs to (a group commit, a
+ * snapshot step, a checkpoint), can kill the process at a chosen one, and can
+ * hold the writer so that several requests land in one group. In a normal
+ * run nothing defines the weak symbol and fault_point is one test of a null
+ * pointer.
+ */
+#ifndef FOCALD_FAULTPOINT_H
+#define FOCALD_FAULTPOINT_H
+
+typedef enum fault_step {
+  FP_NONE = 0,
+  FP_LOAD,       /* opening, migrating and loading the database (main thread) */
+  FP_GROUP,      /* a group of writes: its transaction and commit */
+  FP_SNAPSHOT,   /* a step of a snapshot pass */
+  FP_CHECKPOINT, /* a checkpoint run by the writer */
+  FP_CLOSE,      /* the final snapshot and checkpoint at shutdown */
+  FP_WAKE,       /* the writer is about to take what is queued: a harness may hold it here */
+} fault_step;
+
+void focald_fault_point(int step) __attribute__((weak));
+
+/* Tells the harness, if there is one, that the calling thread is entering step. */
+static inline void fault_point(fault_step step) {
+  if (focald_fault_point) focald_fault_point((int)step);
+}
+
+#endif /* FOCALD_FAULTPOINT_H */
