@@ -9,6 +9,7 @@
 #   make SANITIZE=thread test-concurrency   the concurrency tests under TSan
 #   make fuzz-run   every libFuzzer target for FUZZ_SECONDS (default 60) each (clang; build/fuzz)
 #   make fuzz-regress   the fuzz regressions and seed corpora, once each (seconds)
+#   make torture    every fault point of the fault-injection harness (tests/fault; about 20 minutes)
 #   CI=1            turns warnings into errors (.ci/run sets it)
 
 SHELL := /bin/bash
@@ -185,13 +186,26 @@ $(BUILD)/tests/test_lib_%: tests/unit/test_lib_%.c $(LIB) | $(BUILD)/.build-deps
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DGOLDEN_PATH='"tests/golden/lib_golden.txt"' $< $(LIB) -o $@ $(LDFLAGS) -lcmocka -lm -lpthread
 
-all: $(LIB) $(FOCALD) $(UNIT_BINS) $(BENCH_BINS)
+# The fault-injection harness's library, preloaded into focald by tests/fault/torture.py.
+FAULT_SHIM := $(BUILD)/tests/libfaultvfs.so
+# Built without the sanitizers, so that it preloads into any build of focald.
+$(FAULT_SHIM): tests/fault/faultvfs.c | $(BUILD)/.build-deps
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -std=c11 -O2 -g $(WARN) -fPIC -shared $< -o $@ -lsqlite3
+
+all: $(LIB) $(FOCALD) $(UNIT_BINS) $(BENCH_BINS) $(FAULT_SHIM)
 .PHONY: all
 
 # Runs every suite; tests/run-suites prints one line per suite and a summary, and fails if any failed.
 test: $(BUILD)/.test-deps all
-	@BUILD=$(BUILD) SANITIZE="$(SANITIZE)" tests/run-suites $(UNIT_BINS) -- golden-reference openapi integration clients
+	@BUILD=$(BUILD) SANITIZE="$(SANITIZE)" tests/run-suites $(UNIT_BINS) -- golden-reference openapi integration clients torture
 .PHONY: test
+
+# Every fault point of the fault-injection harness's workload (tests/fault/README.md): about 2,400 points,
+# 20 minutes on this project's machines; `make test` runs a bounded subset.
+torture: $(BUILD)/.test-deps all
+	/usr/bin/python3 tests/fault/torture.py --build $(BUILD) --all --seed $${FOCALD_TORTURE_SEED:-3} --requests 60
+.PHONY: torture
 
 # The tests that run threads against each other, built with ThreadSanitizer: the store (writer and
 # checkpointer threads) and the whole integration suite (HTTP pool, libuv pool, writer) against a
