@@ -1070,6 +1070,9 @@ void st_apply_delete(st_map *m, int64_t id, int64_t *samples, int64_t *observati
   }
   pthread_rwlock_unlock(&m->lock);
   if (!ds) return;
+  /* the group may have prepared changes to it before deleting it: st_tx_end must not see it again */
+  for (int i = 0; i < m->ntouched; i++)
+    if (m->touched[i] == ds) m->touched[i] = m->touched[--m->ntouched];
   *samples = ds->nsamples;
   *observations = (int64_t)st_observations(ds);
   /* readers that found it before it left the map still hold its read lock */

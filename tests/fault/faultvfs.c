@@ -20,8 +20,10 @@
  *           in one group.
  *
  * FOCALD_FAULT is "kind=write|sync|read|alloc,at=N,do=full|ioerr|nomem|kill-before|kill-after[,span=K]
- * [,in=STEP][,while=PATH]": with in=, only events of that step count towards N; with while=, the fault
- * holds only while the file PATH exists (a disk that fills up and is freed again).
+ * [,in=STEP][,while=PATH][,kill_after=J]": with in=, only events of that step count towards N; with
+ * while=, the fault holds only while the file PATH exists (a disk that fills up and is freed again); with
+ * kill_after=J, the process is killed just before the Jth write or sync after the fault (a crash soon
+ * after a failed commit, before or while focald writes over what it left in the WAL).
  * The checkpoint thread names no step: its events are neither counted nor
  * failed, since when it runs depends on time, not on the workload.
  */
@@ -52,13 +54,15 @@ static struct {
   int kind, action;
   long at, span;
   int in;            /* a step: only its events count for the fault; 0: every step's */
+  long kill_after;   /* > 0: SIGKILL before the kill_after-th write or sync after the fault */
   int trace_fd;
   char hold[512];
   char while_path[512];
-} cfg = {-1, A_NONE, 0, 1, 0, -1, "", ""};
+} cfg = {-1, A_NONE, 0, 1, 0, 0, -1, "", ""};
 
 static atomic_long counts[K_COUNT];
 static atomic_long fault_count; /* events of the fault's kind (and step) */
+static atomic_long countdown;   /* writes and syncs left before the kill that follows the fault; 0: none */
 static _Thread_local int step; /* what the calling thread said it is doing; 0: not counted */
 
 static sqlite3_vfs *real;      /* the VFS wrapped */
@@ -101,6 +105,8 @@ static void trace_fired(int kind, long n) {
 static int event(int kind) {
   if (!step) return A_NONE;
   const long n = atomic_fetch_add(&counts[kind], 1) + 1;
+  if ((kind == K_WRITE || kind == K_SYNC) && atomic_load(&countdown) > 0 && atomic_fetch_sub(&countdown, 1) == 1)
+    raise(SIGKILL);
   if (kind != cfg.kind || (cfg.in && step != cfg.in)) return A_NONE;
   if (cfg.while_path[0]) {
     struct stat st;
@@ -109,6 +115,7 @@ static int event(int kind) {
   const long m = atomic_fetch_add(&fault_count, 1) + 1;
   if (m < cfg.at || m >= cfg.at + cfg.span) return A_NONE;
   trace_fired(kind, n);
+  if (cfg.kill_after > 0 && m == cfg.at) atomic_store(&countdown, cfg.kill_after);
   if (cfg.action == A_KILL_BEFORE) raise(SIGKILL);
   return cfg.action;
 }
@@ -313,6 +320,8 @@ static void parse_spec(const char *spec) {
       cfg.at = atol(v);
     } else if (!strcmp(k, "span")) {
       cfg.span = atol(v);
+    } else if (!strcmp(k, "kill_after")) {
+      cfg.kill_after = atol(v);
     } else if (!strcmp(k, "in")) {
       for (int i = 1; i < NSTEPS; i++)
         if (!strcmp(v, step_names[i])) cfg.in = i;

@@ -15,7 +15,9 @@ of focald's writer made: loading, each group commit, each snapshot step, the fin
 Each of those events is a fault point, and each can be faulted in several ways:
 
   write   fails with SQLITE_FULL (a full disk, for `span` writes, then space returns) or SQLITE_IOERR_WRITE
-  sync    fails with SQLITE_IOERR_FSYNC; or SIGKILL just before or just after it
+  sync    fails with SQLITE_IOERR_FSYNC (and SIGKILL follows at the 1st or 3rd write or sync after it,
+          before or while focald writes over what the failed commit left in the WAL); or SIGKILL just
+          before or just after it
   write   SIGKILL just before it (a commit torn part-way)
   read    fails with SQLITE_IOERR_READ
   alloc   SQLite's allocation fails (SQLITE_NOMEM)
@@ -377,6 +379,8 @@ def fault_points(steps, kinds, everything, budget, rng):
         actions += [("write", "full"), ("write", "ioerr"), ("write", "kill-before")]
     if "sync" in kinds:
         actions += [("sync", "ioerr"), ("sync", "kill-before"), ("sync", "kill-after")]
+        # a failed commit, then a crash before, while or after focald writes over what it left in the WAL
+        actions += [("sync", "ioerr-kill1"), ("sync", "ioerr-kill3")]
     if "read" in kinds:
         actions += [("read", "ioerr")]
     if "alloc" in kinds:
@@ -402,7 +406,11 @@ def fault_points(steps, kinds, everything, budget, rng):
     out = []
     for i, (kind, action, step, n) in enumerate(specs):
         span = {"full": rng.choice([1, 4, 40])}.get(action, 1)
-        spec = "kind=%s,at=%d,do=%s" % (kind, n, action) + (",span=%d" % span if span > 1 else "")
+        then = ""
+        if action.startswith("ioerr-kill"):
+            then = ",kill_after=%s" % action[len("ioerr-kill"):]
+            action = "ioerr"
+        spec = "kind=%s,at=%d,do=%s" % (kind, n, action) + (",span=%d" % span if span > 1 else "") + then
         out.append({"spec": spec, "step": step, "end": "term" if i % 2 == 0 else "kill"})
     return out
 
@@ -502,7 +510,8 @@ def fault_run(h, workload, models, point):
             restart("focald died after the last request")
     check_state("the live state", live)
     status = f.stop(point["end"])
-    killed_by_fault = status == -signal.SIGKILL and "do=kill" in point["spec"] and fired_in(trace)
+    killed_by_fault = status == -signal.SIGKILL and ("do=kill" in point["spec"] or "kill_after" in point["spec"]) \
+        and fired_in(trace)
     if point["end"] == "term" and status != 0 and not killed_by_fault:
         raise Failure("SIGTERM: focald exited %r: %s" % (status, f.log_tail()))
     g = Focald(h, db)
@@ -556,7 +565,10 @@ def main():
             try:
                 notes, fired = fault_run(h, workload, models, p)
                 ok += 1
-                key = (p["spec"].split(",")[0][5:], p["spec"].split("do=")[1].split(",")[0], p["step"])
+                action = p["spec"].split("do=")[1].split(",")[0]
+                if "kill_after=" in p["spec"]:
+                    action += "+kill" + p["spec"].split("kill_after=")[1].split(",")[0]
+                key = (p["spec"].split(",")[0][5:], action, p["step"])
                 by_cell[key] = by_cell.get(key, 0) + 1
                 if a.verbose:
                     print("ok   %-45s %-10s %-4s %5.2fs %s %s" % (p["spec"], p["step"], p["end"], time.monotonic() - t1,
