@@ -200,6 +200,7 @@ static int finish_scoring(http_req *rq, http_resp *resp) {
   double sum = 0;
   for (int64_t i = 0; i < r->n; i++) sum += j->loss[i];
   int64_t *top = hardest(j, r->ohem_k);
+  if (r->ohem_k > 0 && !top) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory ranking the batch's hardest samples");
   int64_t ntop = top ? r->ohem_k : 0;
   if (r->binary_response) {
     bin_result res = {j->store ? j->op.dataset : NULL, j->store ? r->run : NULL, r->n, j->duplicate, sum / (double)r->n,

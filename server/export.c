@@ -62,6 +62,7 @@ typedef struct export {
 /* The meta fields exports use, from the sample's meta object. */
 typedef struct meta_fields {
   json_t *root;
+  int failed;
   const char *uri, *study, *series, *sop, *patient;
 } meta_fields;
 
@@ -70,6 +71,7 @@ static void meta_read(const st_dataset *ds, uint32_t key, meta_fields *m) {
   const char *meta = st_meta(ds, key);
   if (!meta) return;
   m->root = json_loads(meta, 0, NULL);
+  m->failed = !m->root; /* stored meta is always an object: only memory can fail here */
   m->uri = json_string_value(json_object_get(m->root, "uri"));
   m->study = json_string_value(json_object_get(m->root, "study_uid"));
   m->series = json_string_value(json_object_get(m->root, "series_uid"));
@@ -150,6 +152,7 @@ static void write_item(export *e, const st_dataset *ds, uint32_t key, double sco
   const int reconsider = st_reconsider(ds, key, e->reconsider);
   meta_fields m;
   meta_read(ds, key, &m);
+  if (m.failed) o->failed = 1; /* the export ends with an error rather than leave the meta out */
   e->rank++;
   switch (e->format) {
   case F_CSV: {
@@ -221,6 +224,7 @@ static void write_item(export *e, const st_dataset *ds, uint32_t key, double sco
     json_object_foreach(m.root, k, val) {
       if (strcmp(k, "image") == 0 || strncmp(k, "focald_", 7) == 0 || (m.study && strcmp(k, "viewer_url") == 0)) continue;
       char *text = json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY);
+      if (!text) o->failed = 1;
       JW(o, "%s", n++ ? "," : "");
       jw_str(o, k);
       JW(o, ":%s", text ? text : "null");

@@ -333,8 +333,9 @@ static int strset_add(strset *s, const char *v) {
   return 0;
 }
 
-/* The sample's value of the de-duplication key as text, or NULL when it has none. */
-static char *dedupe_value(const st_dataset *ds, uint32_t key, const char *field) {
+/* The sample's value of the de-duplication key as text (malloc'd), or NULL when it has none; *oom is
+ * set when memory ran out (the selection then fails rather than take duplicates). */
+static char *dedupe_value(const st_dataset *ds, uint32_t key, const char *field, int *oom) {
   const char *meta = st_meta(ds, key);
   if (!meta) return NULL;
   json_t *m = json_loads(meta, 0, NULL);
@@ -342,6 +343,7 @@ static char *dedupe_value(const st_dataset *ds, uint32_t key, const char *field)
   char *out = NULL;
   if (json_is_string(v)) out = strdup(json_string_value(v));
   else if (v && !json_is_null(v)) out = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+  if (!m || (v && !json_is_null(v) && !out)) *oom = 1;
   json_decref(m);
   return out;
 }
@@ -397,7 +399,12 @@ int queue_select(const st_dataset *ds, const queue_params *p, double reconsider,
       int *have = &count[x->label + 1];
       if (pass == 0 && *have >= mn) continue;
       if (mx >= 0 && *have >= mx) continue;
-      char *dv = p->dedupe_by[0] ? dedupe_value(ds, x->key, p->dedupe_by) : NULL;
+      int oom = 0;
+      char *dv = p->dedupe_by[0] ? dedupe_value(ds, x->key, p->dedupe_by, &oom) : NULL;
+      if (oom) {
+        problem_set(err, P_INTERNAL, NULL, "out of memory choosing the queue");
+        goto out;
+      }
       if (dv && strset_has(&seen, dv)) {
         free(dv);
         continue;
