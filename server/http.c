@@ -594,6 +594,9 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
   if (rq->buf) rq->buf[rq->len] = '\0';
   rq->body = rq->buf ? rq->buf : "";
   if (ri < 0) return send_problem(conn, rq, P_INTERNAL, "route lost");
+  /* while the database loads, the data routes answer 503 starting: an answer from half a state is no answer */
+  if (http_readiness() == HTTP_STARTING && strncmp(api_routes[ri].pattern, "/v1/", 4) == 0)
+    return send_problem(conn, rq, P_STARTING, "loading the database; retry shortly");
   /* handlers run inside the gate: once main closes it to free the store, none is running or starts */
   pthread_rwlock_rdlock(&gate);
   if (gate_closed) {

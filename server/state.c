@@ -805,20 +805,26 @@ st_dataset *st_w_next(st_map *m, int64_t id) {
   return i < m->n ? m->by_id[i] : NULL;
 }
 
-/* Room for `more` datasets beyond those in the map. */
+/* Room for `more` datasets beyond those in the map; the arrays move, so under the map's write lock. */
 static int map_reserve(st_map *m, int more) {
   int want = m->n + more;
   if (want <= m->cap) return 0;
   int cap = m->cap ? m->cap : 8;
   while (cap < want) cap *= 2;
+  int rc = -1;
+  pthread_rwlock_wrlock(&m->lock);
   st_dataset **a = realloc(m->ds, (size_t)cap * sizeof *a);
-  if (!a) return -1;
-  m->ds = a;
-  st_dataset **b = realloc(m->by_id, (size_t)cap * sizeof *b);
-  if (!b) return -1; /* m->ds keeps its larger block: cap is what both hold */
-  m->by_id = b;
-  m->cap = cap;
-  return 0;
+  if (a) {
+    m->ds = a;
+    st_dataset **b = realloc(m->by_id, (size_t)cap * sizeof *b);
+    if (b) { /* else m->ds keeps its larger block: cap is what both hold */
+      m->by_id = b;
+      m->cap = cap;
+      rc = 0;
+    }
+  }
+  pthread_rwlock_unlock(&m->lock);
+  return rc;
 }
 
 /* Links ds into the map (room reserved): under the map's write lock. */
@@ -913,6 +919,15 @@ static st_run *run_by_id(st_dataset *ds, int64_t id) {
   return NULL;
 }
 
+/* Write-locks ds for a reservation that may move arrays readers use (a fresh dataset has no readers). */
+static void reserve_lock(st_dataset *ds) {
+  if (!ds->fresh) pthread_rwlock_wrlock(&ds->lock);
+}
+
+static void reserve_unlock(st_dataset *ds) {
+  if (!ds->fresh) pthread_rwlock_unlock(&ds->lock);
+}
+
 int st_prepare_batch(st_map *m, const st_batch_ref *ref, uint32_t n, char *const *ids, st_batch_prep *p) {
   memset(p, 0, sizeof *p);
   st_dataset *ds = st_w_find(m, ref->ds_id);
@@ -927,8 +942,11 @@ int st_prepare_batch(st_map *m, const st_batch_ref *ref, uint32_t n, char *const
   if (touch(m, ds) != 0) return -1;
   st_run *run = run_by_id(ds, ref->run_id);
   if (!run) {
-    if (grow_array((void **)&ds->fresh_runs, &ds->capfresh_runs, ds->nfresh_runs + 1, sizeof *ds->fresh_runs) != 0 ||
-        grow_array((void **)&ds->runs, &ds->capruns, ds->nruns + ds->nfresh_runs + 1, sizeof *ds->runs) != 0)
+    reserve_lock(ds);
+    int grown = grow_array((void **)&ds->runs, &ds->capruns, ds->nruns + ds->nfresh_runs + 1, sizeof *ds->runs);
+    reserve_unlock(ds);
+    if (grown != 0 ||
+        grow_array((void **)&ds->fresh_runs, &ds->capfresh_runs, ds->nfresh_runs + 1, sizeof *ds->fresh_runs) != 0)
       return -1;
     if (!(run = run_new(ref->run_name, ref->run_id, ref->classes, ref->run_created, ds->cap))) return -1;
     ds->fresh_runs[ds->nfresh_runs++] = run;
@@ -951,11 +969,11 @@ int st_prepare_batch(st_map *m, const st_batch_ref *ref, uint32_t n, char *const
   if (fresh_ids == 0) return 0;
   ds->pend_new += fresh_ids;
   ds->pend_bytes += bytes;
-  if (reserve_samples(ds, (uint64_t)ds->nsamples + ds->pend_new) != 0 || arena_reserve(ds, ds->pend_bytes) != 0) {
-    st_batch_prep_free(p);
-    return -1;
-  }
-  return 0;
+  reserve_lock(ds);
+  int rc = reserve_samples(ds, (uint64_t)ds->nsamples + ds->pend_new) != 0 || arena_reserve(ds, ds->pend_bytes) != 0 ? -1 : 0;
+  reserve_unlock(ds);
+  if (rc != 0) st_batch_prep_free(p);
+  return rc;
 }
 
 void st_batch_prep_free(st_batch_prep *p) {
@@ -1083,16 +1101,20 @@ void st_apply_delete(st_map *m, int64_t id, int64_t *samples, int64_t *observati
 
 int st_prepare_reviews(st_map *m, st_dataset *ds, int n) {
   if (touch(m, ds) != 0) return -1;
-  if (grow_array((void **)&ds->reviews, &ds->capreviews, ds->nreviews + ds->pend_reviews + n, sizeof *ds->reviews) != 0)
-    return -1;
+  reserve_lock(ds);
+  int rc = grow_array((void **)&ds->reviews, &ds->capreviews, ds->nreviews + ds->pend_reviews + n, sizeof *ds->reviews);
+  reserve_unlock(ds);
+  if (rc != 0) return -1;
   ds->pend_reviews += n;
   return 0;
 }
 
 int st_prepare_queue(st_map *m, st_dataset *ds) {
   if (touch(m, ds) != 0) return -1;
-  if (grow_array((void **)&ds->queues, &ds->capqueues, ds->nqueues + ds->pend_queues + 1, sizeof *ds->queues) != 0)
-    return -1;
+  reserve_lock(ds);
+  int rc = grow_array((void **)&ds->queues, &ds->capqueues, ds->nqueues + ds->pend_queues + 1, sizeof *ds->queues);
+  reserve_unlock(ds);
+  if (rc != 0) return -1;
   ds->pend_queues++;
   return 0;
 }
@@ -1278,13 +1300,20 @@ int st_load_run(st_map *m, int64_t ds_id, int64_t id, const char *name, int32_t 
     return load_fail(err, errn, "run %lld has no valid name or class count", (long long)id);
   if (st_find_run(ds, name)) return load_fail(err, errn, "run \"%s\" of dataset \"%s\" is there twice", name, ds->name);
   if (m->nruns > 0 && m->runs[m->nruns - 1].id >= id) return load_fail(err, errn, "runs are not in id order at run %lld", (long long)id);
-  if (grow_array((void **)&ds->runs, &ds->capruns, ds->nruns + 1, sizeof *ds->runs) != 0 ||
-      grow_array((void **)&m->runs, &m->capruns, m->nruns + 1, sizeof *m->runs) != 0)
+  if (grow_array((void **)&m->runs, &m->capruns, m->nruns + 1, sizeof *m->runs) != 0)
     return load_fail(err, errn, "out of memory");
   st_run *r = run_new(name, id, classes, created_at, ds->cap);
   if (!r) return load_fail(err, errn, "out of memory");
   r->cls_seq = r->cls_saved = cls_seq;
-  ds->runs[ds->nruns++] = r;
+  /* a query can come while focald loads: what readers see changes under the dataset's write lock */
+  pthread_rwlock_wrlock(&ds->lock);
+  int rc = grow_array((void **)&ds->runs, &ds->capruns, ds->nruns + 1, sizeof *ds->runs);
+  if (rc == 0) ds->runs[ds->nruns++] = r;
+  pthread_rwlock_unlock(&ds->lock);
+  if (rc != 0) {
+    run_free(r);
+    return load_fail(err, errn, "out of memory");
+  }
   m->runs[m->nruns++] = (run_ref){id, r, ds};
   return 0;
 }
@@ -1312,19 +1341,24 @@ int st_load_sample(st_map *m, int64_t ds_id, uint32_t key, const char *id, const
   if (status < 0 || status >= ST_STATUS_COUNT)
     return load_fail(err, errn, "sample \"%.200s\" of dataset \"%s\" has status %d", id, ds->name, status);
   char *meta_copy = meta ? strdup(meta) : NULL, *corrected_copy = corrected ? strdup(corrected) : NULL;
-  if (reserve_samples(ds, (uint64_t)key + 1) != 0 || arena_reserve(ds, strlen(id) + 1) != 0 || (meta && !meta_copy) ||
-      (corrected && !corrected_copy)) {
+  pthread_rwlock_wrlock(&ds->lock);
+  const int rc = reserve_samples(ds, (uint64_t)key + 1) != 0 || arena_reserve(ds, strlen(id) + 1) != 0 ||
+                 (meta && !meta_copy) || (corrected && !corrected_copy) ? -1 : 0;
+  if (rc == 0) {
+    intern_reserved(ds, id);
+    ds->meta[key] = meta_copy;
+    ds->status[key] = (uint8_t)status;
+    set_corrected(ds, key, corrected_copy);
+    ds->confirm_score[key] = confirm;
+    ds->meta_seq[key] = meta_seq;
+    ds->persisted = key + 1;
+  }
+  pthread_rwlock_unlock(&ds->lock);
+  if (rc != 0) {
     free(meta_copy);
     free(corrected_copy);
     return load_fail(err, errn, "out of memory");
   }
-  intern_reserved(ds, id);
-  ds->meta[key] = meta_copy;
-  ds->status[key] = (uint8_t)status;
-  set_corrected(ds, key, corrected_copy);
-  ds->confirm_score[key] = confirm;
-  ds->meta_seq[key] = meta_seq;
-  ds->persisted = key + 1;
   return 0;
 }
 
@@ -1336,7 +1370,6 @@ int st_load_row(st_map *m, int64_t run_id, uint32_t key, const st_row *row, char
   if (key >= ds->nsamples)
     return load_fail(err, errn, "run \"%s\" of dataset \"%s\" has a history row for key %u, which is no sample", r->name,
                      ds->name, key);
-  if (run_reserve(r, ds->cap) != 0) return load_fail(err, errn, "out of memory");
   const hist_rec *h = &row->h;
   if (r->seq[key] != 0 || r->seen[key] != 0)
     return load_fail(err, errn, "run \"%s\" of dataset \"%s\" has two history rows for key %u", r->name, ds->name, key);
@@ -1345,6 +1378,7 @@ int st_load_row(st_map *m, int64_t run_id, uint32_t key, const st_row *row, char
     return load_fail(err, errn, "run \"%s\" of dataset \"%s\" has an inconsistent history row for key %u", r->name, ds->name,
                      key);
   hist_rec before;
+  pthread_rwlock_wrlock(&ds->lock);
   row_get(r, key, &before);
   row_put(r, key, h);
   r->seq[key] = row->seq;
@@ -1353,6 +1387,7 @@ int st_load_row(st_map *m, int64_t run_id, uint32_t key, const st_row *row, char
   r->ring_count[key] = row->ring[1];
   memcpy(r->recent + (size_t)key * HIST_RECENT, row->ring + 2, HIST_RECENT * sizeof(hist_recent));
   count_row(r, &before, h);
+  pthread_rwlock_unlock(&ds->lock);
   return 0;
 }
 
@@ -1378,14 +1413,15 @@ int st_load_review(st_map *m, int64_t ds_id, st_review *e, char *err, size_t err
     rc = load_fail(err, errn, "audit entry %lld of dataset \"%s\" has an unknown status", (long long)e->seq, ds->name);
   else if (ds->nreviews > 0 && ds->reviews[ds->nreviews - 1].seq >= e->seq)
     rc = load_fail(err, errn, "audit entries of dataset \"%s\" are not in order at %lld", ds->name, (long long)e->seq);
-  else if (grow_array((void **)&ds->reviews, &ds->capreviews, ds->nreviews + 1, sizeof *ds->reviews) != 0)
-    rc = load_fail(err, errn, "out of memory");
-  if (rc != 0) {
-    review_strings_free(e);
-    return rc;
+  if (rc == 0) {
+    pthread_rwlock_wrlock(&ds->lock);
+    if (grow_array((void **)&ds->reviews, &ds->capreviews, ds->nreviews + 1, sizeof *ds->reviews) != 0)
+      rc = load_fail(err, errn, "out of memory");
+    else add_review(ds, e);
+    pthread_rwlock_unlock(&ds->lock);
   }
-  add_review(ds, e);
-  return 0;
+  if (rc != 0) review_strings_free(e);
+  return rc;
 }
 
 int st_load_queue(st_map *m, int64_t ds_id, st_queue *q, char *err, size_t errn) {
@@ -1396,14 +1432,15 @@ int st_load_queue(st_map *m, int64_t ds_id, st_queue *q, char *err, size_t errn)
     if (q->keys[i] >= ds->nsamples)
       rc = load_fail(err, errn, "queue \"%s\" of dataset \"%s\" lists key %u, which is no sample", q->name, ds->name, q->keys[i]);
   if (rc == 0 && st_find_queue(ds, q->name)) rc = load_fail(err, errn, "queue \"%s\" of dataset \"%s\" is there twice", q->name, ds->name);
-  if (rc == 0 && grow_array((void **)&ds->queues, &ds->capqueues, ds->nqueues + 1, sizeof *ds->queues) != 0)
-    rc = load_fail(err, errn, "out of memory");
-  if (rc != 0) {
-    st_queue_free(q);
-    return rc;
+  if (rc == 0) {
+    pthread_rwlock_wrlock(&ds->lock);
+    if (grow_array((void **)&ds->queues, &ds->capqueues, ds->nqueues + 1, sizeof *ds->queues) != 0)
+      rc = load_fail(err, errn, "out of memory");
+    else ds->queues[ds->nqueues++] = q;
+    pthread_rwlock_unlock(&ds->lock);
   }
-  ds->queues[ds->nqueues++] = q;
-  return 0;
+  if (rc != 0) st_queue_free(q);
+  return rc;
 }
 
 void st_load_done(st_map *m) {

@@ -756,6 +756,7 @@ void store_close(store *s) {
   pthread_mutex_unlock(&s->lock);
   if (s->writer_running) pthread_join(s->writer, NULL);
   if (s->checkpointer_running) pthread_join(s->checkpointer, NULL);
+  store__snap_free();
   fault_point(FP_CHECKPOINT);
   int frames = 0, done = 0;
   int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &frames, &done);

@@ -114,6 +114,8 @@ int store__write_prefix(store *s, const st_dataset *ds, uint32_t key, uint32_t *
 void store__snap_begin(store *s);
 int store__snap_step(store *s);
 void store__snap_end(store *s, int rc);
+/* Frees what the snapshot steps keep between them (at close). */
+void store__snap_free(void);
 
 /* Loading (store_load.c). */
 int store__load(store *s);

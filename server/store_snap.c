@@ -42,8 +42,14 @@ typedef struct snap_mark {
   uint32_t key;   /* MK_PERSIST: the new prefix length */
 } snap_mark;
 
-static snap_mark *marks;
+static snap_mark *marks; /* the writer's; freed by store__snap_free at close */
 static size_t nmarks, capmarks;
+
+void store__snap_free(void) {
+  free(marks);
+  marks = NULL;
+  nmarks = capmarks = 0;
+}
 
 static int mark(st_dataset *ds, int kind, int run, uint32_t key) {
   if (nmarks == capmarks) {
