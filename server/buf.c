@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int buf_reserve(buf *o, size_t n) {
+int buf_grow(buf *o, size_t n) {
   if (o->failed) return -1;
   if (o->b && o->cap - o->len > n) return 0;
   size_t want = o->cap ? o->cap : 4096;
@@ -25,17 +25,6 @@ int buf_reserve(buf *o, size_t n) {
   o->b = nb;
   o->cap = want;
   return 0;
-}
-
-void buf_append(buf *o, const char *s, size_t n) {
-  if (buf_reserve(o, n) != 0) return;
-  memcpy(o->b + o->len, s, n);
-  o->len += n;
-  o->b[o->len] = '\0';
-}
-
-void buf_lit(buf *o, const char *s) {
-  buf_append(o, s, strlen(s));
 }
 
 void buf_printf(buf *o, const char *fmt, ...) {
