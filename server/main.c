@@ -14,7 +14,9 @@
  *   scoring pool  libuv's threads (--workers): run the loss library on
  *                 a job's rows; touch only that job's buffers.
  *   writer        store.c: the only SQLite writer and the only thread that
- *                 changes state.c (under write locks); completes jobs.
+ *                 changes state.c: it prepares each change before its commit
+ *                 (growing arrays under the dataset's write lock) and applies
+ *                 it after (under the write lock); completes jobs.
  *   checkpointer  store.c: passive WAL checkpoints on its own connection.
  *   watchdog      http.c: shuts down connections whose request headers take
  *                 longer than --connection-timeout (slowloris); touches only
@@ -22,6 +24,12 @@
  *
  * Signals are blocked in every thread before any is created; main alone
  * receives them with sigwait, so no handler runs on an arbitrary thread.
+ *
+ * SIGTERM: readiness turns to draining (new changes get 503 draining); the
+ * scoring pool gets --drain-timeout seconds, then what it has not started is
+ * refused and what it is running finishes; the gate closes so that no handler
+ * reaches the store; the store commits and answers what is queued and closes;
+ * the answers are let out; only then does libmicrohttpd stop.
  */
 #include <arpa/inet.h>
 #include <gnutls/gnutls.h>

@@ -94,6 +94,10 @@ static void fail_job(job *j, problem_code code, const char *msg) {
   j->op.done(&j->op);
 }
 
+static void refuse_draining(job *j) {
+  fail_job(j, P_DRAINING, "focald is shutting down; the batch was not scored or stored: send it again");
+}
+
 static void after_chunk(uv_work_t *w, int status) {
   chunk *ch = w->data;
   job *j = ch->j;
@@ -117,7 +121,7 @@ static void after_chunk(uv_work_t *w, int status) {
     if (--j->chunks_left > 0) return;
   }
   if (j->cancelled) {
-    fail_job(j, P_DRAINING, "focald is shutting down; the batch was not scored or stored: send it again");
+    refuse_draining(j);
   } else if (j->fail_rc != 0) {
     j->op.failed = 1;
     j->op.done(&j->op);
@@ -169,8 +173,8 @@ static void start_job(job *j) {
 
 /* ------------------------------------------------------------------ the loop */
 
-static void on_submit(uv_async_t *h) {
-  (void)h;
+/* Calls fn for each job HTTP threads handed over since the last call, in order. */
+static void take_submitted(void (*fn)(job *j)) {
   pthread_mutex_lock(&queue_lock);
   wop *list = queue_head;
   queue_head = queue_tail = NULL;
@@ -178,9 +182,14 @@ static void on_submit(uv_async_t *h) {
   while (list) {
     wop *next = list->next;
     list->next = NULL;
-    start_job((job *)list);
+    fn((job *)list);
     list = next;
   }
+}
+
+static void on_submit(uv_async_t *h) {
+  (void)h;
+  take_submitted(start_job);
 }
 
 /* Fails every job not yet scored with 503 draining: those still waiting to be
@@ -188,16 +197,7 @@ static void on_submit(uv_async_t *h) {
  * takes back a chunk that has not started; a running one finishes). */
 static void on_cancel(uv_async_t *h) {
   (void)h;
-  pthread_mutex_lock(&queue_lock);
-  wop *list = queue_head;
-  queue_head = queue_tail = NULL;
-  pthread_mutex_unlock(&queue_lock);
-  while (list) {
-    wop *next = list->next;
-    list->next = NULL;
-    fail_job((job *)list, P_DRAINING, "focald is shutting down; the batch was not scored or stored: send it again");
-    list = next;
-  }
+  take_submitted(refuse_draining);
   for (chunk *ch = chunks, *next; ch; ch = next) {
     next = ch->next;
     uv_cancel((uv_req_t *)&ch->req); /* after_chunk runs later, with UV_ECANCELED, if it was taken back */
