@@ -159,21 +159,28 @@ FIELDS = ["seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence"
 
 
 def make_workload(seed, n):
-    """A list of (method, path, body) requests from one client, deterministic in seed."""
+    """A list of (method, path, body) requests from one client, deterministic in seed. The generator keeps a
+    rough account of what its earlier requests created (datasets, samples, queues), so that most reviews,
+    meta puts, queue removals and deletions find what they name, and some do not."""
     rng = random.Random(seed)
     names = ["d0", "d1", "d2"]
     ids = ["s%d" % i for i in range(16)] + ["x/%d" % i for i in range(4)] + [str(i) for i in range(100, 104)]
+    have = {d: set() for d in names}    # samples each dataset probably holds
+    queues = {d: set() for d in names}  # queues it probably has
     out = []
     step = 0
     batch_ids = []
+
+    def known_sample(d):
+        return rng.choice(sorted(have[d])) if have[d] and rng.random() < 0.85 else rng.choice(ids)
+
     for i in range(n):
         d = rng.choice(names)
         r = rng.random()
-        if r < 0.44:
+        if r < 0.42 or not have[d]:
             run = rng.choice(["r0", "r0", "r1"])
             c = 3 if rng.random() > 0.03 else 4  # now and then a class-count conflict
-            k = rng.randint(1, 6)
-            chosen = rng.sample(ids, k)
+            chosen = rng.sample(ids, rng.randint(1, 6))
             body = {"run": run, "ids": chosen, "step": step, "epoch": step // 7,
                     "logits": [[round(rng.gauss(0, 2), 3) for _ in range(c)] for _ in chosen],
                     "targets": [rng.randrange(c) for _ in chosen]}
@@ -190,28 +197,32 @@ def make_workload(seed, n):
                                 for sid in chosen if rng.random() < 0.7}
             if rng.random() < 0.2:
                 body["loss"] = {"type": "softmax_focal", "gamma": 2}
+            have[d].update(chosen)
             out.append(("POST", "/v1/datasets/%s/batches" % d, body))
-        elif r < 0.60:
-            sid = rng.choice(ids)
+        elif r < 0.58:
             st = rng.choice(STATUSES)
             body = {"status": st, "reviewer": "rev%d" % rng.randrange(3)}
             if st == "relabelled":
                 body["label"] = rng.randrange(3) if rng.random() < 0.8 else "cat"
             if rng.random() < 0.3:
                 body["note"] = "note %d" % i
-            out.append(("POST", "/v1/datasets/%s/samples/%s/review" % (d, sid.replace("/", "%2F")), body))
-        elif r < 0.67:
-            sid = rng.choice(ids)
+            out.append(("POST", "/v1/datasets/%s/samples/%s/review" % (d, known_sample(d).replace("/", "%2F")), body))
+        elif r < 0.65:
             body = {"uri": "s3://bucket/%d.png" % i, "tags": ["t%d" % rng.randrange(3)]}
-            out.append(("PUT", "/v1/datasets/%s/samples/%s/meta" % (d, sid.replace("/", "%2F")), body))
-        elif r < 0.74:
+            out.append(("PUT", "/v1/datasets/%s/samples/%s/meta" % (d, known_sample(d).replace("/", "%2F")), body))
+        elif r < 0.73:
             body = {"name": rng.choice(["q0", "q1"]), "size": rng.randint(2, 6), "by": rng.choice(FIELDS)}
             if rng.random() < 0.3:
                 body["dedupe_by"] = "patient_id"
+            queues[d].add(body["name"])
             out.append(("POST", "/v1/datasets/%s/queues" % d, body))
         elif r < 0.79:
-            out.append(("DELETE", "/v1/datasets/%s/queues/%s" % (d, rng.choice(["q0", "q1"])), None))
+            q = rng.choice(sorted(queues[d])) if queues[d] and rng.random() < 0.85 else rng.choice(["q0", "q1"])
+            queues[d].discard(q)
+            out.append(("DELETE", "/v1/datasets/%s/queues/%s" % (d, q), None))
         elif r < 0.84:
+            have[d] = set()
+            queues[d] = set()
             out.append(("DELETE", "/v1/datasets/%s" % d, None))
         elif r < 0.92:
             fmt = rng.choice(["csv", "jsonl", "label-studio", "fiftyone", "ohif"])
