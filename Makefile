@@ -9,7 +9,7 @@
 #   make SANITIZE=thread test-concurrency   the concurrency tests under TSan
 #   make fuzz-run   every libFuzzer target for FUZZ_SECONDS (default 60) each (clang; build/fuzz)
 #   make fuzz-regress   the fuzz regressions and seed corpora, once each (seconds)
-#   make torture    every fault point of the fault-injection harness (tests/fault; about 20 minutes)
+#   make torture    every fault point of the fault-injection harness (tests/fault; about half an hour)
 #   CI=1            turns warnings into errors (.ci/run sets it)
 
 SHELL := /bin/bash
@@ -201,8 +201,8 @@ test: $(BUILD)/.test-deps all
 	@BUILD=$(BUILD) SANITIZE="$(SANITIZE)" tests/run-suites $(UNIT_BINS) -- golden-reference openapi integration clients torture
 .PHONY: test
 
-# Every fault point of the fault-injection harness's workload (tests/fault/README.md): about 2,400 points,
-# 20 minutes on this project's machines; `make test` runs a bounded subset.
+# Every fault point of the fault-injection harness's workload (tests/fault/README.md): about 3,500 points,
+# under half an hour on this project's machines; `make test` runs a bounded subset.
 torture: $(BUILD)/.test-deps all
 	/usr/bin/python3 tests/fault/torture.py --build $(BUILD) --all --seed $${FOCALD_TORTURE_SEED:-3} --requests 60
 .PHONY: torture

@@ -88,6 +88,7 @@ struct st_dataset {
   uint32_t pend_new;   /* new ids the group's batches may add */
   size_t pend_bytes;   /* their bytes in the arena */
   int pend_reviews, pend_queues;
+  uint32_t pend_prefix; /* samples rows the group has written: keys below this */
   st_run **fresh_runs; /* runs created by the group, linked in by their first batch's apply */
   int nfresh_runs, capfresh_runs;
   int fresh;           /* created by the group and not yet in the map */
@@ -882,6 +883,7 @@ static void dataset_tx_end(st_dataset *ds) {
   ds->pend_bytes = 0;
   ds->pend_reviews = 0;
   ds->pend_queues = 0;
+  ds->pend_prefix = 0;
 }
 
 void st_tx_end(st_map *m) {
@@ -1177,6 +1179,16 @@ uint32_t st_persisted(const st_dataset *ds) {
 
 void st_set_persisted(st_dataset *ds, uint32_t persisted) {
   if (persisted > ds->persisted) ds->persisted = persisted;
+}
+
+uint32_t st_prefix(const st_dataset *ds) {
+  return ds->pend_prefix > ds->persisted ? ds->pend_prefix : ds->persisted;
+}
+
+int st_prefix_written(st_map *m, st_dataset *ds, uint32_t upto) {
+  if (touch(m, ds) != 0) return -1;
+  if (upto > ds->pend_prefix) ds->pend_prefix = upto;
+  return 0;
 }
 
 /* The first set bit at or after from in a bitmap of n bits, or -1. */

@@ -279,13 +279,15 @@ int store__write_sample(store *s, const st_dataset *ds, uint32_t key) {
   return store__step_done(q);
 }
 
-int store__write_prefix(store *s, const st_dataset *ds, uint32_t key, uint32_t *upto) {
-  *upto = st_persisted(ds);
-  for (uint32_t k = st_persisted(ds); k <= key; k++) {
+int store__write_prefix(store *s, st_dataset *ds, uint32_t key, uint32_t *upto) {
+  const uint32_t from = st_prefix(ds); /* the committed prefix, or further when an op of this group wrote more */
+  *upto = from;
+  for (uint32_t k = from; k <= key; k++) {
     int rc = store__write_sample(s, ds, k);
     if (rc != SQLITE_OK) return rc;
     *upto = k + 1;
   }
+  if (*upto > from && st_prefix_written(s->map, ds, *upto) != 0) return SQLITE_NOMEM;
   return SQLITE_OK;
 }
 
@@ -535,24 +537,42 @@ static const wop_class *class_of(wop_kind k) {
   }
 }
 
-/* Takes the next group off the queue (under s->lock): the ops in order, up to
- * one that reads a dataset's memory after an earlier op named its dataset. */
-static wop *take_group(store *s, int *n) {
-  enum { NAMES = 64 };
-  const char *names[NAMES];
-  int nnames = 0, count = 0;
-  wop *head = s->head, *last = NULL;
-  for (wop *o = head; o; o = o->next) {
-    int seen = 0;
-    for (int i = 0; i < nnames && !seen; i++) seen = strcmp(names[i], o->dataset) == 0;
-    if (last && ((seen && class_of(o->kind)->reads_memory) || (!seen && nnames == NAMES))) break;
-    if (!seen) names[nnames++] = o->dataset;
-    last = o;
-    count++;
+/* The sample an op changes alone (a review or a meta put), or NULL for an op on its whole dataset. */
+static const char *op_sample(const wop *o) {
+  if (o->kind == WOP_REVIEW) return ((const review_op *)o)->id;
+  if (o->kind == WOP_META) return ((const meta_op *)o)->id;
+  return NULL;
+}
+
+/* Whether op o, checked against memory, must wait for the n ops before it in the group to be committed
+ * and applied: a review or meta put waits for an op on its whole dataset or on the same sample; a queue
+ * build or removal for any op on its dataset. Batches and deletions are checked by their SQL alone. */
+static int must_wait(const wop *o, wop *const *group, int n) {
+  if (!class_of(o->kind)->reads_memory) return 0;
+  const char *sample = op_sample(o);
+  for (int i = 0; i < n; i++) {
+    const char *gs = op_sample(group[i]);
+    if (strcmp(group[i]->dataset, o->dataset) == 0 && (!sample || !gs || strcmp(gs, sample) == 0)) return 1;
   }
-  s->head = last ? last->next : NULL;
+  return 0;
+}
+
+#define GROUP_MAX 512
+
+/* Takes the next group off the queue (under s->lock): the ops in order, up to one that must wait for
+ * them, or GROUP_MAX. */
+static wop *take_group(store *s, int *n) {
+  wop *members[GROUP_MAX];
+  int count = 0;
+  wop *o = s->head;
+  while (o && count < GROUP_MAX && !must_wait(o, members, count)) {
+    members[count++] = o;
+    o = o->next;
+  }
+  wop *head = s->head;
+  if (count) members[count - 1]->next = NULL;
+  s->head = o;
   if (!s->head) s->tail = NULL;
-  if (last) last->next = NULL;
   s->queued -= count;
   *n = count;
   return count ? head : NULL;

@@ -40,8 +40,8 @@ typedef struct wop_class {
   void (*apply)(store *s, wop *op);
   void (*discard)(store *s, wop *op);
   /* the op is checked against a dataset's state in memory, which reflects
-   * only committed groups: it starts a new group when an earlier op of the
-   * group names the same dataset */
+   * only committed groups: it starts a new group after an earlier op of the
+   * group that changed what it reads (see store.c's must_wait) */
   int reads_memory;
 } wop_class;
 
@@ -101,10 +101,10 @@ void store__oom(wop *op);
 int store__sql_dataset(store *s, const char *name, int create, int64_t *id, int64_t *created_at);
 /* Writes sample key's row as the state has it. */
 int store__write_sample(store *s, const st_dataset *ds, uint32_t key);
-/* Writes the samples rows of keys from st_persisted(ds) up to key (included)
- * as the state has them: the table stays a prefix of the keys. *upto gets
- * the new prefix length, for st_set_persisted after the commit. */
-int store__write_prefix(store *s, const st_dataset *ds, uint32_t key, uint32_t *upto);
+/* Writes the samples rows of keys from st_prefix(ds) up to key (included) as
+ * the state has them: the table stays a prefix of the keys. *upto gets the
+ * new prefix length, for st_set_persisted after the commit. */
+int store__write_prefix(store *s, st_dataset *ds, uint32_t key, uint32_t *upto);
 
 /* The snapshot pass (store_snap.c). store__snap_step runs one bounded
  * transaction of it: 1 while the pass goes on, 0 when it finished, -1 on

@@ -3,7 +3,9 @@
  *
  * Each operation is checked against the dataset in memory, which is the
  * committed state: the writer starts a new group before such an op when an
- * earlier op of the group names the same dataset (store.c). It writes its rows
+ * earlier op of the group changed what it reads (store.c's must_wait: for a
+ * review or meta put, an op on its dataset as a whole or on the same sample;
+ * for a queue, any op on its dataset). It writes its rows
  * in the group's transaction, prepares everything memory will take (the audit
  * entries with their strings, room for them), and is applied after the commit.
  * Unlike batches, these changes are not derived from the batch log: the
@@ -66,7 +68,7 @@ static int write_row(store *s, const st_dataset *ds, uint32_t key, const char *m
 }
 
 /* Writes the rows below key that the table does not have yet; op remembers how far, for the apply. */
-static int write_prefix(store *s, wop *op, const st_dataset *ds, uint32_t key) {
+static int write_prefix(store *s, wop *op, st_dataset *ds, uint32_t key) {
   uint32_t upto = 0;
   int rc = store__write_prefix(s, ds, key, &upto);
   if (upto > op->persist_to) op->persist_to = upto;
