@@ -435,6 +435,51 @@ class SameGroupTest(ConsistencyTestCase):
             self.assertEqual(d2.stop(), 0)
         self.assertEqual(results[1], results[0])
 
+    def test_consistency_a_group_that_fails_changes_nothing(self):
+        """A group of several changes (batches on a dataset and on a new one, a review, a meta put, a
+        deletion) whose transaction fails at its first write, sync or allocation: every change of it is
+        refused (507 or 500), nothing of it shows, before or after a restart; sent again once the fault is
+        gone, the answers and the state equal those of a daemon that never met the fault."""
+        # in this order they form one group: the review and the meta put come before any op on their dataset
+        reqs = [
+            ("POST", "/v1/datasets/a/samples/a3/review", {"status": "relabelled", "label": 1}),
+            ("PUT", "/v1/datasets/a/samples/a4/meta", {"uri": "/4.png"}),
+            ("POST", "/v1/datasets/a/batches", batch_body(["a1", "a2", "new"], 3, meta={"new": {"uri": "/n.png"}})),
+            ("POST", "/v1/datasets/n/batches", batch_body(["n1", "n2"], 4)),
+            ("DELETE", "/v1/datasets/b", None),
+        ]
+        strip = lambda r: (r.status, {k: v for k, v in r.json().items() if k not in ("at", "created_at", "request_id")})  # noqa: E731
+
+        def seed(d):
+            self.assertEqual(d.batch("a", batch_body(["a%d" % i for i in range(8)], 1)).status, 200)
+            self.assertEqual(d.batch("b", batch_body(["b1", "b2"], 2)).status, 200)
+
+        ref = self.daemon().start()
+        seed(ref)
+        want = ([strip(ref.request(*r)) for r in reqs], dump(ref))
+        self.assertEqual(ref.stop(), 0)
+        for fault in ("kind=write,at=1,span=1000000,do=full", "kind=write,at=1,span=1000000,do=ioerr",
+                      "kind=sync,at=1,span=1000000,do=ioerr", "kind=alloc,at=1,span=1000000,do=nomem"):
+            with self.subTest(fault=fault):
+                root = th.temp_dir()
+                hold, armed = os.path.join(root, "hold"), os.path.join(root, "armed")
+                d = self.daemon(db_dir=root, env=shim_env(fault="%s,in=group,while=%s" % (fault, armed), hold=hold)).start()
+                seed(d)
+                before = dump(d)
+                open(armed, "w").close()
+                rs = self._grouped(d, hold, reqs)
+                self.assertEqual(sorted({r.status for r in rs}) in ([507], [500]), True, [r.status for r in rs])
+                m = d.get("/metrics").body.decode()
+                self.assertIn("focald_commit_failures_total 1\n", m)  # one group, one failed transaction
+                self.assertEqual(dump(d), before)
+                os.unlink(armed)
+                got = ([strip(d.request(*r)) for r in reqs], dump(d))
+                self.assertEqual(got, want)
+                self.assertEqual(d.stop(), 0)
+                d2 = self.restart(d)
+                self.assertEqual(dump(d2), want[1])
+                self.assertEqual(d2.stop(), 0)
+
     def test_consistency_every_pair_of_ops_on_one_dataset_in_one_group(self):
         """Each ordered pair of writer ops on one dataset, grouped: the answers and the state equal those
         of the same two requests sent one after the other, and survive a restart."""
