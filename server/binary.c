@@ -39,8 +39,8 @@ typedef struct tensor {
 } tensor;
 
 /* The header fields a binary body may have, besides the tensors. */
-static const char *const header_fields[] = {"id",   "run",     "batch_id", "epoch",  "step",       "loss",
-                                            "meta", "ohem_k",  "inputs",   "outputs", "parameters", NULL};
+static const char *const header_fields[] = {"id",     "run",    "batch_id", "epoch",   "step",       "segments",
+                                            "loss",   "meta",   "ohem_k",   "inputs",  "outputs",    "parameters", NULL};
 
 static const char *const tensor_names[] = {"ids", "logits", "probs", "targets", "weights", NULL};
 

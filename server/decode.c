@@ -36,6 +36,7 @@ void req_free(req *r) {
   for (int i = 0; i < r->nmeta; i++) free(r->meta_json[i]);
   free(r->meta_json);
   free(r->meta_index);
+  free(r->seg);
   for (int i = 0; i < r->nown; i++) free(r->own[i]);
   memset(r, 0, sizeof *r);
 }
@@ -241,24 +242,38 @@ static int read_ids(const json_t *v, req *r, problem *err) {
 
 int dec_check_unique(req *r, problem *err) {
   const size_t n = (size_t)r->n;
+  if (r->nseg) {
+    int64_t covered = 0;
+    for (int k = 0; k < r->nseg; k++) covered += r->seg[k].n;
+    if (covered != r->n)
+      return problem_set(err, P_SHAPE_MISMATCH, "/segments", "segments cover %" PRId64 " samples but ids has %" PRId64,
+                         covered, r->n);
+  }
   uint32_t cap = 16;
   while (cap < 2 * n) cap *= 2;
   uint32_t *seen = calloc(cap, sizeof *seen);
   if (!seen) return problem_set(err, P_INTERNAL, NULL, "out of memory checking ids");
+  /* open addressing over indices + 1, each id at its latest index; an id may repeat in a later segment */
+  int k = 0;
+  size_t seg_start = 0, seg_end = r->nseg ? (size_t)r->seg[0].n : n;
   for (size_t i = 0; i < n; i++) {
-    /* open addressing over indices + 1 */
+    while (i >= seg_end) {
+      seg_start = seg_end;
+      seg_end += (size_t)r->seg[++k].n;
+    }
     for (uint32_t h = (uint32_t)hash_bytes(r->ids[i]) & (cap - 1);; h = (h + 1) & (cap - 1)) {
-      if (seen[h] == 0) {
+      if (seen[h] == 0 || strcmp(r->ids[seen[h] - 1], r->ids[i]) == 0) {
+        if (seen[h] != 0 && seen[h] - 1 >= seg_start) {
+          char ptr[64];
+          if (r->binary) snprintf(ptr, sizeof ptr, "/inputs/%d", r->input_index[0]);
+          else snprintf(ptr, sizeof ptr, "/ids/%zu", i);
+          problem_set(err, P_DUPLICATE_ID, ptr, "ids[%zu] repeats ids[%u] (\"%.80s\")%s", i, seen[h] - 1, r->ids[i],
+                      r->nseg ? " in the same segment" : "");
+          free(seen);
+          return -1;
+        }
         seen[h] = (uint32_t)i + 1;
         break;
-      }
-      if (strcmp(r->ids[seen[h] - 1], r->ids[i]) == 0) {
-        char ptr[64];
-        if (r->binary) snprintf(ptr, sizeof ptr, "/inputs/%d", r->input_index[0]);
-        else snprintf(ptr, sizeof ptr, "/ids/%zu", i);
-        problem_set(err, P_DUPLICATE_ID, ptr, "ids[%zu] repeats ids[%u] (\"%.80s\")", i, seen[h] - 1, r->ids[i]);
-        free(seen);
-        return -1;
       }
     }
   }
@@ -368,8 +383,8 @@ static int read_loss(const json_t *lo, req *r, problem *err) {
 
 /* ------------------------------------------------------------------ the body */
 
-static const char *const top_fields[] = {"run",     "batch_id", "epoch", "step", "loss", "ids", "logits",
-                                         "probs",   "targets",  "weights", "meta", "ohem_k", NULL};
+static const char *const top_fields[] = {"run",     "batch_id", "epoch", "step",  "segments", "loss", "ids",
+                                         "logits",  "probs",    "targets", "weights", "meta", "ohem_k", NULL};
 
 static int int_field(const json_t *v, const char *name, int64_t lo, int64_t hi, int64_t *out, problem *err) {
   char ptr[64];
@@ -503,38 +518,85 @@ int dec_meta_check(const json_t *m, const char *ptr, problem *err) {
   return 0;
 }
 
+static int by_meta_index(const void *a, const void *b) {
+  const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* Orders meta by the sample it belongs to, so that each segment's entries are consecutive. */
+static int sort_meta(req *r) {
+  struct pair {
+    int32_t index;
+    char *json;
+  } *p = malloc((size_t)r->nmeta * sizeof *p);
+  if (!p) return -1;
+  for (int i = 0; i < r->nmeta; i++) p[i] = (struct pair){r->meta_index[i], r->meta_json[i]};
+  qsort(p, (size_t)r->nmeta, sizeof *p, by_meta_index); /* the index comes first in a pair */
+  for (int i = 0; i < r->nmeta; i++) {
+    r->meta_index[i] = p[i].index;
+    r->meta_json[i] = p[i].json;
+  }
+  free(p);
+  return 0;
+}
+
 static int read_meta(const json_t *meta, req *r, problem *err) {
   if (!json_is_object(meta)) return problem_set(err, P_INVALID_FIELD, "/meta", "meta must be an object keyed by sample id, not %s", json_kind(meta));
   size_t n = json_object_size(meta);
-  r->meta_index = calloc(n ? n : 1, sizeof *r->meta_index);
-  r->meta_json = calloc(n ? n : 1, sizeof *r->meta_json);
-  if (!r->meta_index || !r->meta_json) return problem_set(err, P_INTERNAL, NULL, "out of memory");
+  if (n == 0) return 0;
+  r->meta_index = calloc(n, sizeof *r->meta_index);
+  r->meta_json = calloc(n, sizeof *r->meta_json);
+  /* the ids by hash, each at its last index: an id repeated in a later segment gets its meta there */
+  uint32_t cap = 16;
+  while (cap < 2 * (size_t)r->n) cap *= 2;
+  uint32_t *slot = calloc(cap, sizeof *slot);
+  if (!r->meta_index || !r->meta_json || !slot) {
+    free(slot);
+    return problem_set(err, P_INTERNAL, NULL, "out of memory");
+  }
+  for (int64_t i = 0; i < r->n; i++)
+    for (uint32_t h = (uint32_t)hash_bytes(r->ids[i]) & (cap - 1);; h = (h + 1) & (cap - 1))
+      if (slot[h] == 0 || strcmp(r->ids[slot[h] - 1], r->ids[i]) == 0) {
+        slot[h] = (uint32_t)i + 1;
+        break;
+      }
   const char *key;
   const json_t *v;
-  int64_t hint = 0;
+  int rc = 0;
   json_object_foreach((json_t *)meta, key, v) {
     char ptr[300];
     snprintf(ptr, sizeof ptr, "/meta/%.256s", key);
-    /* meta usually follows the order of ids: look right after the last match first */
     int64_t at = -1;
-    for (int64_t k = 0; k < r->n && at < 0; k++) {
-      const int64_t i = (hint + k) % r->n;
-      if (strcmp(r->ids[i], key) == 0) at = i;
+    for (uint32_t h = (uint32_t)hash_bytes(key) & (cap - 1); slot[h]; h = (h + 1) & (cap - 1))
+      if (strcmp(r->ids[slot[h] - 1], key) == 0) {
+        at = slot[h] - 1;
+        break;
+      }
+    if (at < 0) {
+      rc = problem_set(err, P_INVALID_FIELD, ptr, "meta has an entry for \"%.80s\", which is not in ids", key);
+      break;
     }
-    if (at < 0) return problem_set(err, P_INVALID_FIELD, ptr, "meta has an entry for \"%.80s\", which is not in ids", key);
-    hint = at + 1;
-    if (!json_is_object(v)) return problem_set(err, P_INVALID_FIELD, ptr, "meta[\"%.80s\"] must be an object, not %s", key, json_kind(v));
-    if (dec_meta_check(v, ptr, err)) return -1;
+    if (!json_is_object(v)) {
+      rc = problem_set(err, P_INVALID_FIELD, ptr, "meta[\"%.80s\"] must be an object, not %s", key, json_kind(v));
+      break;
+    }
+    if ((rc = dec_meta_check(v, ptr, err)) != 0) break;
     char *text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
-    if (!text) return problem_set(err, P_INTERNAL, NULL, "out of memory");
+    if (!text) {
+      rc = problem_set(err, P_INTERNAL, NULL, "out of memory");
+      break;
+    }
     if (strlen(text) > REQ_META_MAX) {
       free(text);
-      return problem_set(err, P_OUT_OF_RANGE, ptr, "meta[\"%.80s\"] is larger than %d bytes", key, REQ_META_MAX);
+      rc = problem_set(err, P_OUT_OF_RANGE, ptr, "meta[\"%.80s\"] is larger than %d bytes", key, REQ_META_MAX);
+      break;
     }
     r->meta_index[r->nmeta] = (int32_t)at;
     r->meta_json[r->nmeta++] = text;
   }
-  return 0;
+  free(slot);
+  if (rc == 0 && r->nseg > 1 && sort_meta(r) != 0) rc = problem_set(err, P_INTERNAL, NULL, "out of memory");
+  return rc;
 }
 
 int dec_only_fields(const json_t *root, const char *const *fields, problem *err) {
@@ -547,6 +609,55 @@ int dec_only_fields(const json_t *root, const char *const *fields, problem *err)
       char ptr[80];
       snprintf(ptr, sizeof ptr, "/%.60s", key);
       return problem_set(err, P_UNKNOWN_FIELD, ptr, "the body has no field \"%.60s\"", key);
+    }
+  }
+  return 0;
+}
+
+/* segments: [{n, step, epoch}, ...]; a segment without step or epoch has the request's (null: none). */
+static int read_segments(const json_t *v, req *r, problem *err) {
+  if (!json_is_array(v) || json_array_size(v) < 1 || json_array_size(v) > REQ_SEGMENTS_MAX)
+    return problem_set(err, P_INVALID_FIELD, "/segments", "segments must be an array of 1 to %d objects {n, step, epoch}",
+                       REQ_SEGMENTS_MAX);
+  const size_t k = json_array_size(v);
+  if (!(r->seg = calloc(k, sizeof *r->seg))) return problem_set(err, P_INTERNAL, NULL, "out of memory");
+  r->nseg = (int)k;
+  static const char *const seg_fields[] = {"n", "step", "epoch", NULL};
+  for (size_t i = 0; i < k; i++) {
+    const json_t *o = json_array_get(v, i), *f;
+    char name[48];
+    if (!json_is_object(o))
+      return problem_set(err, P_INVALID_FIELD, "/segments", "segments[%zu] must be an object {n, step, epoch}, not %s", i,
+                         json_kind(o));
+    const char *key;
+    json_t *x;
+    json_object_foreach((json_t *)o, key, x) {
+      int known = 0;
+      for (int f2 = 0; seg_fields[f2]; f2++) known |= strcmp(seg_fields[f2], key) == 0;
+      if (!known) {
+        char ptr[96];
+        snprintf(ptr, sizeof ptr, "/segments/%zu/%.40s", i, key);
+        return problem_set(err, P_UNKNOWN_FIELD, ptr, "segments[%zu] has no field \"%.40s\"", i, key);
+      }
+    }
+    req_seg *g = &r->seg[i];
+    snprintf(name, sizeof name, "segments/%zu/n", i);
+    if (!(f = json_object_get(o, "n")))
+      return problem_set(err, P_MISSING_FIELD, "/segments", "segments[%zu] needs n: its number of samples", i);
+    if (int_field(f, name, 1, (int64_t)1 << 31, &g->n, err)) return -1;
+    g->has_step = r->has_step;
+    g->step = r->step;
+    g->has_epoch = r->has_epoch;
+    g->epoch = r->epoch;
+    if ((f = json_object_get(o, "step"))) {
+      snprintf(name, sizeof name, "segments/%zu/step", i);
+      g->has_step = !json_is_null(f);
+      if (g->has_step && int_field(f, name, 0, HIST_STEP_MAX, &g->step, err)) return -1;
+    }
+    if ((f = json_object_get(o, "epoch"))) {
+      snprintf(name, sizeof name, "segments/%zu/epoch", i);
+      g->has_epoch = !json_is_null(f);
+      if (g->has_epoch && int_field(f, name, 0, HIST_EPOCH_MAX, &g->epoch, err)) return -1;
     }
   }
   return 0;
@@ -575,6 +686,7 @@ int dec_header(const json_t *root, req *r, int want_store, const char *const *fi
     if (int_field(f, "step", 0, HIST_STEP_MAX, &r->step, err)) return -1;
     r->has_step = 1;
   }
+  if ((f = json_object_get(root, "segments")) && !json_is_null(f) && read_segments(f, r, err)) return -1;
   if ((f = json_object_get(root, "loss")) && !json_is_null(f)) {
     if (!json_is_object(f)) return problem_set(err, P_INVALID_FIELD, "/loss", "loss must be an object, not %s", json_kind(f));
     if (read_loss(f, r, err)) return -1;

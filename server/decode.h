@@ -20,6 +20,14 @@
 #define REQ_ID_MAX 256
 #define REQ_BATCH_ID_MAX 128
 #define REQ_META_MAX 65536 /* bytes of one sample's meta, as compact JSON */
+#define REQ_SEGMENTS_MAX 65536
+
+/* n consecutive samples of a request observed at one step and epoch (see README "Many steps in one request"). */
+typedef struct req_seg {
+  int64_t n;
+  int has_step, has_epoch;
+  int64_t step, epoch;
+} req_seg;
 
 typedef struct req {
   char run[ST_NAME_MAX + 1];
@@ -41,7 +49,9 @@ typedef struct req {
   char **ids;                     /* n canonical ids (integers as decimal strings) */
   int nmeta;
   int32_t *meta_index;            /* which sample each meta belongs to */
-  char **meta_json;               /* compact JSON object text */
+  char **meta_json;               /* compact JSON object text; by meta_index when there are segments */
+  int nseg;                       /* 0: the request is one segment, of the top-level step and epoch */
+  req_seg *seg;                   /* (nseg) in order, covering the n samples; owned */
   void *own[8];                   /* what the request owns: tensors may point into the body it holds */
   int nown;
   int binary_response;            /* answer in the binary framing */
@@ -50,6 +60,16 @@ typedef struct req {
   uint32_t outputs;               /* binary response: which tensors (bits of bin_output_names) */
   int want_scores;                /* compute the difficulty scores (a binary request may ask for losses only) */
 } req;
+
+/* The segments of r: req_nseg(r) of them, in order (a request without segments is one). */
+static inline int req_nseg(const req *r) {
+  return r->nseg ? r->nseg : 1;
+}
+static inline req_seg req_segment(const req *r, int k) {
+  if (r->nseg) return r->seg[k];
+  req_seg one = {r->n, r->has_step, r->has_epoch, r->step, r->epoch};
+  return one;
+}
 
 /* Returns label i of r as int64. */
 int64_t req_label_at(const req *r, int64_t i);
@@ -79,7 +99,7 @@ int dec_header(const json_t *root, req *r, int want_store, const char *const *fi
 /* For the decoders, once the tensors are read: the loss settings against the
  * class count, ohem_k and meta. */
 int dec_tail(const json_t *root, req *r, int want_store, problem *err);
-/* Rejects a repeated id among r->ids[0..n). */
+/* Checks that the segments cover the n ids and rejects an id repeated within one segment. */
 int dec_check_unique(req *r, problem *err);
 
 /* Frees what a decoder allocated. Accepts a zeroed req. */

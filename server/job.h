@@ -57,11 +57,13 @@ typedef struct job {
   int64_t fail_index;   /* first failing chunk's global where, for the error */
   int fail_rc;
   wop_done_fn user_done; /* the creator's op.done while work counts the job in flight */
-  /* the writer's, from the batch's SQL to its apply */
-  st_batch_prep prep;
+  /* the writer's, from the batch's SQL to its apply: each segment of the request is a batch of its own */
+  st_batch_prep *prep;  /* (req_nseg) one_prep, or owned */
+  int64_t *seq;         /* (req_nseg) batches.seq of each segment, kept after the apply: one_seq, or owned */
+  st_batch_prep one_prep;
+  int64_t one_seq;
   hist_obs *obs;        /* (n) what each sample contributes */
   const char **meta_ids; /* (nmeta) the id each meta entry is for */
-  int64_t seq;          /* batches.seq */
 } job;
 
 /* A review decision on one sample. Strings are owned by the op. */

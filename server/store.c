@@ -341,16 +341,23 @@ static hist_obs *job_observations(const job *j) {
       int64_t y = req_label_at(r, i);
       if (y >= 0 && y < r->c) o->label = (int32_t)y;
     }
-    o->has_step = r->has_step;
-    o->step = r->step;
-    o->has_epoch = r->has_epoch;
-    o->epoch = r->epoch;
+  }
+  int64_t off = 0;
+  for (int k = 0; k < req_nseg(r); k++) {
+    const req_seg g = req_segment(r, k);
+    for (int64_t i = off; i < off + g.n; i++) {
+      obs[i].has_step = g.has_step;
+      obs[i].step = g.step;
+      obs[i].has_epoch = g.has_epoch;
+      obs[i].epoch = g.epoch;
+    }
+    off += g.n;
   }
   return obs;
 }
 
-/* The loss configuration as stored with the batch (malloc'd JSON), or NULL when memory runs out. */
-static char *loss_config_json(const req *r) {
+/* The loss configuration as stored with a batch of n samples (malloc'd JSON), or NULL when memory runs out. */
+static char *loss_config_json(const req *r, int64_t n) {
   json_t *o = json_object();
   if (!o) return NULL;
   int bad = json_object_set_new(o, "type", json_string(fl_loss_name(r->params.loss)));
@@ -365,19 +372,20 @@ static char *loss_config_json(const req *r) {
     bad |= json_object_set_new(o, "alpha", r->params.alpha >= 0 ? json_real(r->params.alpha) : json_null());
   }
   bad |= json_object_set_new(o, "input", json_string(r->params.input == FL_INPUT_PROBS ? "probs" : "logits"));
-  bad |= json_object_set_new(o, "shape", json_pack("[III]", (json_int_t)r->n, (json_int_t)r->m, (json_int_t)r->c));
+  bad |= json_object_set_new(o, "shape", json_pack("[III]", (json_int_t)n, (json_int_t)r->m, (json_int_t)r->c));
   char *text = bad ? NULL : json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
   json_decref(o);
   return text;
 }
 
-/* The batch's meta as stored: {"<id>": {...}} (malloc'd); *text NULL when there is none. Returns 0 or -1. */
-static int batch_meta_json(const req *r, char **text) {
+/* Meta entries [from, to) as stored with their batch: {"<id>": {...}} (malloc'd); *text NULL when there
+ * are none. Returns 0 or -1. */
+static int batch_meta_json(const req *r, int from, int to, char **text) {
   *text = NULL;
-  if (r->nmeta == 0) return 0;
+  if (from == to) return 0;
   json_t *o = json_object();
   int bad = !o;
-  for (int i = 0; !bad && i < r->nmeta; i++) {
+  for (int i = from; !bad && i < to; i++) {
     json_t *v = json_loads(r->meta_json[i], 0, NULL);
     bad = !v || json_object_set_new(o, r->ids[r->meta_index[i]], v) != 0;
   }
@@ -386,7 +394,42 @@ static int batch_meta_json(const req *r, char **text) {
   return *text ? 0 : -1;
 }
 
-/* Records one batch: the datasets and runs rows it needs, then its row in the batch log. */
+/* Logs segment k of a job (samples [off, off + g.n), meta entries [m0, m1)) as one batch. */
+static int log_segment(store *s, job *j, const st_batch_ref *ref, int k, int64_t off, const req_seg *g, int m0, int m1) {
+  const req *r = &j->rq;
+  unsigned char *payload = NULL;
+  size_t plen = 0;
+  char *cfgjson = loss_config_json(r, g->n), *metajson = NULL;
+  codec_batch cb = {(uint32_t)g->n, (const char *const *)r->ids + off, j->obs + off};
+  int rc = SQLITE_NOMEM;
+  if (!cfgjson || batch_meta_json(r, m0, m1, &metajson) != 0 || codec_pack(&cb, &payload, &plen) != 0 ||
+      st_prepare_batch(s->map, ref, (uint32_t)g->n, r->ids + off, &j->prep[k]) != 0)
+    goto out;
+  sqlite3_stmt *q = s->st[S_BATCH_INSERT];
+  sqlite3_bind_int64(q, 1, ref->ds_id);
+  sqlite3_bind_int64(q, 2, ref->run_id);
+  /* a request's batch_id goes with its first segment: the request is logged whole or not at all */
+  if (r->has_batch_id && k == 0) sqlite3_bind_text(q, 3, r->batch_id, -1, SQLITE_STATIC);
+  if (g->has_epoch) sqlite3_bind_int64(q, 4, g->epoch);
+  if (g->has_step) sqlite3_bind_int64(q, 5, g->step);
+  sqlite3_bind_int64(q, 6, g->n);
+  sqlite3_bind_text(q, 7, cfgjson, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(q, 8, store__unix_ms());
+  if (metajson) sqlite3_bind_text(q, 9, metajson, -1, SQLITE_STATIC);
+  sqlite3_bind_blob(q, 10, payload, (int)plen, SQLITE_STATIC);
+  rc = store__step_done(q);
+  if (rc == SQLITE_OK) {
+    j->seq[k] = sqlite3_last_insert_rowid(s->db);
+    s->logged_seq = j->seq[k];
+  }
+out:
+  free(payload);
+  free(cfgjson);
+  free(metajson);
+  return rc;
+}
+
+/* Records one request: the datasets and runs rows it needs, then a row in the batch log per segment. */
 static int batch_write(store *s, wop *op) {
   job *j = (job *)op;
   const req *r = &j->rq;
@@ -415,60 +458,68 @@ static int batch_write(store *s, wop *op) {
     if (rc != SQLITE_DONE) return rc;
   }
   op->ds_id = ref.ds_id;
+  const int nseg = req_nseg(r);
+  if (nseg == 1) {
+    j->prep = &j->one_prep;
+    j->seq = &j->one_seq;
+    memset(j->prep, 0, sizeof *j->prep);
+  } else {
+    j->prep = calloc((size_t)nseg, sizeof *j->prep);
+    if (!j->seq) j->seq = calloc((size_t)nseg, sizeof *j->seq); /* kept from a failed group's try */
+  }
   j->obs = job_observations(j);
-  unsigned char *payload = NULL;
-  size_t plen = 0;
-  char *cfgjson = loss_config_json(r), *metajson = NULL;
-  codec_batch cb = {(uint32_t)r->n, (const char *const *)r->ids, j->obs};
   j->meta_ids = malloc((size_t)(r->nmeta ? r->nmeta : 1) * sizeof *j->meta_ids);
-  if (!j->obs || !j->meta_ids || !cfgjson || batch_meta_json(r, &metajson) != 0 || codec_pack(&cb, &payload, &plen) != 0 ||
-      st_prepare_batch(s->map, &ref, (uint32_t)r->n, r->ids, &j->prep) != 0) {
-    rc = SQLITE_NOMEM;
-    goto out;
-  }
+  if (!j->prep || !j->seq || !j->obs || !j->meta_ids) return SQLITE_NOMEM;
   for (int i = 0; i < r->nmeta; i++) j->meta_ids[i] = r->ids[r->meta_index[i]];
-  sqlite3_stmt *q = s->st[S_BATCH_INSERT];
-  sqlite3_bind_int64(q, 1, ref.ds_id);
-  sqlite3_bind_int64(q, 2, ref.run_id);
-  if (r->has_batch_id) sqlite3_bind_text(q, 3, r->batch_id, -1, SQLITE_STATIC);
-  if (r->has_epoch) sqlite3_bind_int64(q, 4, r->epoch);
-  if (r->has_step) sqlite3_bind_int64(q, 5, r->step);
-  sqlite3_bind_int64(q, 6, r->n);
-  sqlite3_bind_text(q, 7, cfgjson, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(q, 8, store__unix_ms());
-  if (metajson) sqlite3_bind_text(q, 9, metajson, -1, SQLITE_STATIC);
-  sqlite3_bind_blob(q, 10, payload, (int)plen, SQLITE_STATIC);
-  rc = store__step_done(q);
-  if (rc == SQLITE_OK) {
-    j->seq = sqlite3_last_insert_rowid(s->db);
-    s->logged_seq = j->seq;
+  int64_t off = 0;
+  int m0 = 0;
+  for (int k = 0; k < nseg; k++) {
+    const req_seg g = req_segment(r, k);
+    int m1 = m0;
+    while (m1 < r->nmeta && r->meta_index[m1] < off + g.n) m1++; /* meta is ordered by sample when there are segments */
+    if ((rc = log_segment(s, j, &ref, k, off, &g, m0, m1)) != SQLITE_OK) return rc;
+    off += g.n;
+    m0 = m1;
   }
-out:
-  free(payload);
-  free(cfgjson);
-  free(metajson);
-  return rc;
+  return SQLITE_OK;
+}
+
+/* Frees what the writer allocated for a job but the seqs, which job_free frees (its preps' keys are the
+ * caller's to free or hand over). */
+static void batch_release(job *j) {
+  if (j->prep != &j->one_prep) free(j->prep);
+  j->prep = NULL;
+  free(j->obs);
+  free(j->meta_ids);
+  j->obs = NULL;
+  j->meta_ids = NULL;
 }
 
 static void batch_apply(store *s, wop *op) {
   job *j = (job *)op;
   if (j->duplicate) return;
-  st_apply_batch(s->map, &j->prep, j->seq, j->rq.ids, j->obs, s->cfg.ema_alpha, j->rq.nmeta, j->meta_ids, j->rq.meta_json);
-  if (j->seq > s->last_seq) s->last_seq = j->seq;
-  free(j->obs);
-  free(j->meta_ids);
-  j->obs = NULL;
-  j->meta_ids = NULL;
+  const req *r = &j->rq;
+  int64_t off = 0;
+  int m0 = 0;
+  for (int k = 0; k < req_nseg(r); k++) {
+    const req_seg g = req_segment(r, k);
+    int m1 = m0;
+    while (m1 < r->nmeta && r->meta_index[m1] < off + g.n) m1++;
+    st_apply_batch(s->map, &j->prep[k], j->seq[k], r->ids + off, j->obs + off, s->cfg.ema_alpha, m1 - m0, j->meta_ids + m0,
+                   j->rq.meta_json + m0);
+    if (j->seq[k] > s->last_seq) s->last_seq = j->seq[k];
+    off += g.n;
+    m0 = m1;
+  }
+  batch_release(j);
 }
 
 static void batch_discard(store *s, wop *op) {
   (void)s;
   job *j = (job *)op;
-  st_batch_prep_free(&j->prep);
-  free(j->obs);
-  free(j->meta_ids);
-  j->obs = NULL;
-  j->meta_ids = NULL;
+  if (j->prep)
+    for (int k = 0; k < req_nseg(&j->rq); k++) st_batch_prep_free(&j->prep[k]);
+  batch_release(j);
 }
 
 /* ------------------------------------------------------------------ deleting a dataset */

@@ -47,6 +47,7 @@ static void job_finished(wop *op);
 void job_free(job *j) {
   if (!j) return;
   req_free(&j->rq);
+  if (j->seq != &j->one_seq) free(j->seq);
   free(j->loss);
   free(j->scores);
   free(j);

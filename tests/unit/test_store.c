@@ -281,13 +281,13 @@ static void test_store_snapshot_then_more_batches(void **state) {
   open_env(e);
   job *a = make_job("d", "r", "y1", 30, 3, 1.0f, 1);
   submit_wait(e, &a, 1);
-  wait_for_snapshot(e, a->seq);
+  wait_for_snapshot(e, a->seq[0]);
   job *b = make_job("d", "r", "y2", 30, 3, 5.0f, 2);
   close_env(e); /* no pass after b: it stays in the log alone */
   e->cfg.snapshot_interval = 3600;
   open_env(e);
   submit_wait(e, &b, 1);
-  assert_true(applied_seq(e) == a->seq);
+  assert_true(applied_seq(e) == a->seq[0]);
   env c = crash_copy(e, "c2");
   open_env(&c);
   assert_int_equal(observations(c.map, "d"), 60);
@@ -315,7 +315,7 @@ static void test_store_batch_seq_never_reused_after_delete(void **state) {
   job *g[3] = {make_job("gone", "r", NULL, 3, 2, 1.0f, 1), make_job("gone", "r", NULL, 3, 2, 1.0f, 2),
                make_job("gone", "r", NULL, 3, 2, 1.0f, 3)};
   submit_wait(e, g, 3);
-  wait_for_snapshot(e, g[2]->seq);
+  wait_for_snapshot(e, g[2]->seq[0]);
   wop del = {.kind = WOP_DELETE_DATASET, .done = on_done};
   snprintf(del.dataset, sizeof del.dataset, "gone");
   int target = completed + 1;
@@ -327,7 +327,7 @@ static void test_store_batch_seq_never_reused_after_delete(void **state) {
   open_env(e);
   job *n = make_job("new", "r", NULL, 4, 2, 1.0f, 9);
   submit_wait(e, &n, 1);
-  assert_true(n->seq > g[2]->seq);
+  assert_true(n->seq[0] > g[2]->seq[0]);
   env c = crash_copy(e, "c3");
   open_env(&c);
   assert_int_equal(observations(c.map, "new"), 4);
