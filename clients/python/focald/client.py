@@ -91,7 +91,7 @@ class Client:
     # ------------------------------------------------------------ scoring
 
     def post_batch(self, dataset, ids, logits=None, targets=None, *, probs=None, run=None, batch_id=None, epoch=None,
-                   step=None, loss=None, weights=None, meta=None, ohem_k=None, outputs=None, retries=0):
+                   step=None, loss=None, weights=None, meta=None, ohem_k=None, outputs=None, retries=0, segments=None):
         """Scores a batch and records it in the dataset's history (POST /v1/datasets/{dataset}/batches).
 
         ids: N sample ids (ints or strings). logits or probs: (N, C) or (N, M, C). targets: N class
@@ -100,6 +100,9 @@ class Client:
         loss: a loss type name ("softmax_focal") or the full loss object ({"type", "gamma", ...}).
         meta: {"<id>": {...}} stored with the samples. ohem_k: list the k hardest in "hardest".
         outputs: with the binary framing, which per-sample outputs to return (default all).
+        segments: many training steps in one request (README "Many steps in one request"): a list of
+            {"n", "step", "epoch"}, one per step, whose n add up to N; each is recorded as a batch of
+            its own, with exactly the history of posting them one by one.
         retries: how many times to send the batch again when focald is unreachable or answers 5xx;
             a batch_id is made up when none is given, so that a retried batch is stored once.
 
@@ -108,8 +111,8 @@ class Client:
         """
         if retries and batch_id is None:
             batch_id = "py-" + uuid.uuid4().hex
-        fields = {"run": run, "batch_id": batch_id, "epoch": epoch, "step": step, "loss": _loss_obj(loss),
-                  "meta": meta, "ohem_k": ohem_k}
+        fields = {"run": run, "batch_id": batch_id, "epoch": epoch, "step": step, "segments": segments,
+                  "loss": _loss_obj(loss), "meta": meta, "ohem_k": ohem_k}
         return self._score("/v1/datasets/%s/batches" % _seg(dataset), fields, ids, logits, probs, targets, weights,
                            outputs, retries)
 

@@ -1,34 +1,49 @@
-"""Miner: report a training loop's predictions to focald without ever slowing the loop down.
+"""Miner: report a training loop's predictions to focald without slowing the loop down.
 
     miner = Miner("cifar10", run="resnet18-seed0", loss="softmax_focal")
     for step, (idx, x, y) in enumerate(loader):
         logits = model(x)
         ...
-        miner.observe(idx, logits, y, step=step, epoch=epoch)   # returns at once
-    miner.close()                                               # flushes, at most close_timeout seconds
+        miner.observe(idx, logits, y, step=step, epoch=epoch)   # a copy, then returns
+    miner.close()                                               # sends the rest, at most close_timeout s
 
-observe() copies the tensors (detached, on the CPU) into a bounded queue and
-returns; one background thread takes everything queued, merges consecutive
-observations that can share a request (same step and epoch, same shapes, no
-sample twice), and posts them with Client.post_batch. The queue is bounded by
-bytes (max_queue_bytes): when focald is slow or down and the queue is full, the
-oldest queued observations are dropped and counted (dropped,
-dropped_observations) - the training loop is never blocked and never sees an
-exception from focald.
+The loss. focald computes the loss from the logits and targets the Miner sends; `loss` says which one.
+Without it focald uses its default, sigmoid_focal (torchvision's convention: one sigmoid per class). A
+softmax classifier (cross-entropy training, class-index targets) should pass loss="softmax_focal".
 
-A request that fails because focald is unreachable or answers 5xx is sent again
-with a backoff, with the same batch_id, so that a batch whose first attempt was
-in fact committed is stored once (focald answers the retry with duplicate:
-true). A batch focald refuses (4xx: bad shapes, labels out of range, ...) is
-counted in rejected, and its error kept in last_error, and the next is sent.
+How it costs the training loop nothing it can measure:
 
-Threads: observe(), stats(), flush() and close() may be called from any thread;
-the queue and the counters are guarded by one lock (self._cond); only the
-sender thread sends.
+- observe() copies the tensors into a preallocated buffer (a "slab": one array each for ids, logits or
+  probs, targets and weights, sized for many steps) and records the step, epoch and row count of the
+  call. Nothing is allocated per call once the slabs exist, and nothing is done per element in Python:
+  a torch tensor is copied with Tensor.copy_ (a CUDA tensor with non_blocking=True into pinned memory,
+  so that observe never waits for the GPU; the sender waits on a CUDA event before reading), a NumPy
+  array with one slice assignment. Lists are converted by NumPy.
+- One sender thread sends a slab when it has been filling for flush_interval seconds (default 0.1) or is
+  full: one request for many steps, each step a segment with its own step and epoch (README "Many steps
+  in one request"), so focald keeps exactly the history that a request per step would give. The
+  sender's Python work per request is a few large bytes operations and a JSON header of one entry per
+  step, about a millisecond every flush_interval: it holds the GIL against the trainer for well under 1%
+  of its time. A sender process fed through shared memory was the other design; it would take the
+  serialising off the GIL too, but costs a process, a second copy and start-up work, for a saving under
+  that 1% (measured by tests/bench/bench_miner.py; see BENCHMARKS.md).
+- The slabs are bounded by max_queue_bytes. When focald is slow or down and they are all full, the
+  oldest unsent slab is dropped and counted (dropped samples, dropped_observations calls): the training
+  loop is never blocked and never sees an exception from focald.
+- A request that fails because focald is unreachable or answers 5xx is sent again after a backoff, with
+  the same batch_id, so a request that was in fact committed is stored once (focald answers the retry
+  duplicate: true). The backoff is waited on its own event, which only close() sets: observe() does
+  not wake the sender while focald is down. A request focald refuses (4xx: labels out of range, an id
+  twice in one call, ...) is sent again one observe() call at a time, so that only the calls at fault
+  are refused; they are counted in rejected and the error kept in last_error.
+
+Threads: observe(), stats(), flush() and close() may be called from any thread; the slabs and the
+counters are guarded by one lock (self._cond); only the sender thread sends.
 """
 import atexit
 import collections
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -50,43 +65,8 @@ def _close_all():
         m.close()
 
 
-class _Chunk:
-    """One observe() call: the tensors (private copies) and the batch fields."""
-
-    __slots__ = ("ids", "xname", "x", "targets", "weights", "meta", "step", "epoch", "n", "nbytes")
-
-    def __init__(self, ids, xname, x, targets, weights, meta, step, epoch, n):
-        self.ids, self.xname, self.x, self.targets, self.weights = ids, xname, x, targets, weights
-        self.meta, self.step, self.epoch, self.n = meta, step, epoch, n
-        self.nbytes = sum(_nbytes(t, n) for t in (ids, x, targets, weights) if t is not None)
-
-
-def _nbytes(x, n):
-    """Memory a tensor holds: exact for arrays and tensors, an estimate for (nested) lists."""
-    if hasattr(x, "element_size") and hasattr(x, "nelement"):  # torch
-        return int(x.element_size() * x.nelement())
-    nb = getattr(x, "nbytes", None)  # numpy
-    if nb is not None:
-        return int(nb)
-    per_row, v = 1, x[0] if isinstance(x, (list, tuple)) and x else None
-    while isinstance(v, (list, tuple)) and v:
-        per_row *= len(v)
-        v = v[0]
-    return 32 * n * per_row  # a Python number in a list takes about 32 bytes
-
-
-def _concat_arrays(tensors):
-    """Tensors joined along the first dimension, as one NumPy array (bfloat16 stays bfloat16 when all are)."""
-    np = framing.np
-    arrs = [framing.as_array(t) for t in tensors]
-    if all(isinstance(a, framing._BF16) for a in arrs):
-        return framing._BF16(np.concatenate([a.bits for a in arrs], axis=0))
-    arrs = [a.to_f32() if isinstance(a, framing._BF16) else a for a in arrs]
-    return np.concatenate(arrs, axis=0)
-
-
-def _concat_lists(tensors):
-    return [row for t in tensors for row in framing.as_lists(t)]
+def _torch():
+    return sys.modules.get("torch")
 
 
 def _tail_shape(x):
@@ -102,8 +82,8 @@ def _tail_shape(x):
 
 
 def _kind(x):
-    """A coarse dtype: 'f' float, 'b' boolean, 'i' integer (lists: by their first element). Tensors of
-    different kinds are not joined: booleans are 0/1 targets, integers class indices."""
+    """'f' float, 'b' boolean, 'i' integer (lists: by their first element). Integer targets are class
+    indices; booleans are 0/1 targets, sent as floats (see framing.targets_as_numbers)."""
     dt = getattr(x, "dtype", None)
     if dt is None:
         v = x
@@ -116,52 +96,189 @@ def _kind(x):
     return "f" if "float" in s else "i"
 
 
+def _ids_kind(ids):
+    """'i' for integer ids (INT64 on the wire), 's' for any other (strings)."""
+    dt = getattr(ids, "dtype", None)
+    if dt is not None:
+        s = str(dt)
+        return "i" if ("int" in s and "uint64" not in s) else "s"
+    return "i" if all(type(i) is int for i in ids) else "s"  # bool is not an id
+
+
+class _Slab:
+    """Observations of one layout waiting to be sent: cap rows of preallocated arrays, filled in order,
+    and the (n, step, epoch) of each observe() call in it."""
+
+    __slots__ = ("layout", "backend", "cap", "segcap", "n", "nseg", "ids", "x", "t", "w", "ids_np", "x_np", "t_np",
+                 "w_np", "str_ids", "seg", "meta", "t0", "event", "cuda", "nbytes", "pooled")
+
+    def __init__(self, layout, cap, pin):
+        backend, xname, xtail, tkind, ttail, wtail, idkind = layout
+        self.layout, self.backend, self.cap = layout, backend, cap
+        self.segcap = max(16, cap)
+        self.n = self.nseg = 0
+        self.seg = [None] * self.segcap  # (n, step, epoch) per call: the tuples are the only per-call objects
+        self.meta = None
+        self.t0 = 0.0
+        self.event = None
+        self.cuda = False
+        self.str_ids = [] if idkind == "s" else None
+        self.pooled = True
+        if backend == "list":
+            self.ids = [] if idkind == "i" else None
+            self.x, self.t, self.w = [], [], ([] if wtail is not None else None)
+            self.ids_np = self.x_np = self.t_np = self.w_np = None
+            self.nbytes = cap * 8 * (2 + _prod(xtail) + _prod(ttail) + (_prod(wtail) if wtail is not None else 0))
+            return
+        np = framing.np
+        tdt = "<i8" if tkind == "i" else "<f4"
+        if backend == "torch":
+            torch = _torch()
+            self.ids = torch.empty((cap,), dtype=torch.int64, pin_memory=pin) if idkind == "i" else None
+            self.x = torch.empty((cap,) + xtail, dtype=torch.float32, pin_memory=pin)
+            self.t = torch.empty((cap,) + ttail, dtype=torch.int64 if tkind == "i" else torch.float32, pin_memory=pin)
+            self.w = torch.empty((cap,) + wtail, dtype=torch.float32, pin_memory=pin) if wtail is not None else None
+            self.ids_np = self.ids.numpy() if self.ids is not None else None
+            self.x_np, self.t_np = self.x.numpy(), self.t.numpy()
+            self.w_np = self.w.numpy() if self.w is not None else None
+        else:
+            self.ids = self.ids_np = np.empty((cap,), "<i8") if idkind == "i" else None
+            self.x = self.x_np = np.empty((cap,) + xtail, "<f4")
+            self.t = self.t_np = np.empty((cap,) + ttail, tdt)
+            self.w = self.w_np = np.empty((cap,) + wtail, "<f4") if wtail is not None else None
+        self.nbytes = sum(a.nbytes for a in (self.ids_np, self.x_np, self.t_np, self.w_np) if a is not None)
+
+    def reset(self):
+        self.n = self.nseg = 0
+        self.meta = None
+        self.cuda = False
+        if self.str_ids is not None:
+            del self.str_ids[:]
+        if self.backend == "list":
+            for a in (self.ids, self.x, self.t, self.w):
+                if a is not None:
+                    del a[:]
+
+    def put(self, ids, x, targets, weights, n, step, epoch, meta):
+        """Copies one call's tensors in after the rows already there (the caller checked the room)."""
+        a, b = self.n, self.n + n
+        if self.backend == "list":
+            if self.ids is not None:
+                self.ids.extend(framing.as_lists(ids))
+            self.x.extend(framing.as_lists(x))
+            self.t.extend(framing.targets_as_numbers(framing.as_lists(targets)))
+            if self.w is not None:
+                self.w.extend(framing.as_lists(weights))
+        else:
+            if self.str_ids is None:
+                self._copy(self.ids, self.ids_np, a, b, ids)
+            self._copy(self.x, self.x_np, a, b, x)
+            self._copy(self.t, self.t_np, a, b, targets)
+            if self.w is not None:
+                self._copy(self.w, self.w_np, a, b, weights)
+            if self.cuda:
+                if self.event is None:
+                    self.event = _torch().cuda.Event()
+                self.event.record()  # the sender waits for the copies queued so far
+        if self.str_ids is not None:
+            self.str_ids.extend(framing.as_lists(ids))
+        self.seg[self.nseg] = (n, step, epoch)
+        self.nseg += 1
+        self.n = b
+        if meta:
+            if self.meta is None:
+                self.meta = {}
+            self.meta.update(meta)
+
+    def _copy(self, dst, dst_np, a, b, src):
+        if framing._torch_tensor(src):
+            if self.backend == "torch":
+                if src.device.type != "cpu":
+                    self.cuda = True
+                # into pinned memory, asynchronous for a CUDA source; an ordinary copy for a CPU one
+                dst[a:b].copy_(src.detach(), non_blocking=True)
+                return
+            src = framing.as_array(src)
+            if isinstance(src, framing._BF16):
+                src = src.to_f32()
+        elif isinstance(src, framing._BF16):
+            src = src.to_f32()
+        dst_np[a:b] = src
+
+    def tensors(self, lo=0, hi=None):
+        """(ids, x, targets, weights) of rows [lo, hi), as the client sends them (views, no copies)."""
+        hi = self.n if hi is None else hi
+        if self.cuda:
+            self.event.synchronize()
+        ids = self.str_ids[lo:hi] if self.str_ids is not None else self.ids_np[lo:hi] if self.ids_np is not None \
+            else self.ids[lo:hi]
+        if self.backend == "list":
+            return ids, self.x[lo:hi], self.t[lo:hi], self.w[lo:hi] if self.w is not None else None
+        return ids, self.x_np[lo:hi], self.t_np[lo:hi], self.w_np[lo:hi] if self.w_np is not None else None
+
+
+def _prod(shape):
+    p = 1
+    for d in shape:
+        p *= d
+    return p
+
+
 class Miner:
     """Reports observations to focald from a background thread; never blocks or raises on focald's account.
 
     dataset: the dataset the observations go to. run: the run name (focald's default "default").
-    loss: a loss type name or loss object, as in Client.post_batch (default: focald's sigmoid focal).
+    loss: a loss type name or loss object, as in Client.post_batch. Default: focald's, sigmoid_focal
+        (one sigmoid per class, torchvision's convention); pass "softmax_focal" for a softmax classifier.
     client: a Client to send with; else one is made from url, token and ca_file ($FOCALD_URL,
         $FOCALD_TOKEN, $FOCALD_CA_FILE), with request_timeout and binary.
-    max_queue_bytes: the queue's bound (tensor bytes); past it the oldest observations are dropped.
-    max_batch: merge consecutive observations into requests of at most this many samples.
+    flush_interval: seconds a request collects steps before it is sent (sooner when max_batch samples
+        are collected). close() and flush() send at once.
+    max_queue_bytes: the bound on the buffers holding unsent observations; past it the oldest unsent
+        request's observations are dropped.
+    max_batch: at most this many samples in one request.
     retry_initial, retry_max: the backoff between attempts (seconds), doubling from initial to max;
         a Retry-After from focald is honoured up to retry_max.
-    close_timeout: how long close() waits for the queue to drain by default.
+    close_timeout: how long close() waits for the buffers to drain by default.
 
     Counters (attributes, samples unless said otherwise): observed, sent (acknowledged by focald),
-    duplicates (acknowledged as already stored: a retry of a committed batch), dropped (queue overflow,
-    or still unsent when close() gave up), dropped_observations (observe() calls dropped whole),
-    rejected (in batches focald refused with 4xx), retries (requests sent again), batches (requests
-    acknowledged); pending (queued or being sent); last_error (the latest FocaldError, or None);
-    stats() returns them all as a dict.
+    duplicates (acknowledged as already stored: a retry of a committed request), dropped (buffer
+    overflow, or still unsent when close() gave up), dropped_observations (observe() calls dropped
+    whole), rejected (in calls focald refused with 4xx), retries (requests sent again), batches
+    (requests acknowledged); pending (buffered or being sent); last_error (the latest FocaldError, or
+    None); stats() returns them all as a dict.
     """
 
     def __init__(self, dataset, *, run=None, loss=None, client=None, url=None, token=None, binary=None, ca_file=None,
-                 max_queue_bytes=256 << 20, max_batch=16384, request_timeout=10.0, retry_initial=0.2,
-                 retry_max=5.0, close_timeout=10.0, batch_id_prefix=None):
+                 flush_interval=0.1, max_queue_bytes=256 << 20, max_batch=16384, request_timeout=10.0,
+                 retry_initial=0.2, retry_max=5.0, close_timeout=10.0, batch_id_prefix=None):
         self.dataset = dataset
         self.run = run
         self.loss = _loss_obj(loss)
         self.client = client if client is not None else Client(url, token=token, timeout=request_timeout,
                                                                binary=binary, ca_file=ca_file)
+        self.flush_interval = float(flush_interval)
         self.max_queue_bytes = int(max_queue_bytes)
-        self.max_batch = int(max_batch)
+        self.max_batch = max(1, int(max_batch))
         self.retry_initial = float(retry_initial)
         self.retry_max = float(retry_max)
         self.close_timeout = float(close_timeout)
         self._prefix = batch_id_prefix or "miner-" + uuid.uuid4().hex[:16]
         self._seq = 0
+        self._have_numpy = framing.have_numpy()
 
         self._cond = threading.Condition()
-        self._queue = collections.deque()
-        self._queued_n = 0
-        self._queued_bytes = 0
-        self._inflight_n = 0
-        self._inflight_dropped = False  # the in-flight batch was counted as dropped by close()
+        self._cur = None                       # the slab observe() fills
+        self._ready = collections.deque()      # full or due slabs, oldest first
+        self._free = []                        # emptied slabs of the current layout, for reuse
+        self._allocated = 0                    # bytes of every slab that exists
+        self._queued_n = 0                     # samples in _cur and _ready
+        self._inflight = None
+        self._inflight_dropped = False         # close() gave up on the in-flight slab and counted it
+        self._flushing = 0
         self._closing = False
         self._closed = False
-        self._abandon = False
+        self._abandon = threading.Event()      # close() gave up: the only thing that ends a backoff early
         self._failing = False
 
         self.observed = 0
@@ -186,12 +303,13 @@ class Miner:
 
     def observe(self, ids, logits=None, targets=None, *, probs=None, step=None, epoch=None, weights=None,
                 meta=None):
-        """Queues one batch of predictions and returns at once.
+        """Copies one batch of predictions into the Miner's buffers and returns.
 
-        ids: N sample ids. logits or probs: (N, C) or (N, M, C) (torch tensors, arrays or lists; copied
-        here, so the caller may reuse its buffers). targets: as for Client.post_batch. step, epoch:
-        the training step and epoch (integers >= 0). weights, meta: as for Client.post_batch.
-        Raises ValueError for inconsistent arguments (a bug in the caller), never for focald's state.
+        ids: N sample ids. logits or probs: (N, C) or (N, M, C) (torch tensors, on any device, arrays or
+        lists; copied here, so the caller may reuse its buffers at once). targets: as for
+        Client.post_batch. step, epoch: the training step and epoch (integers >= 0). weights, meta: as
+        for Client.post_batch. Raises ValueError for inconsistent arguments (a bug in the caller), never
+        for focald's state.
         """
         if (logits is None) == (probs is None):
             raise ValueError("give exactly one of logits and probs")
@@ -202,31 +320,100 @@ class Miner:
         if framing.length(x) != n or framing.length(targets) != n:
             raise ValueError("ids, %s and targets disagree on the number of samples (%d, %d, %d)"
                              % (xname, n, framing.length(x), framing.length(targets)))
+        if weights is not None and framing.length(weights) != n:
+            raise ValueError("weights has %d rows for %d samples" % (framing.length(weights), n))
         if n == 0:
             return
-        chunk = _Chunk(framing.copy_tensor(ids), xname, framing.copy_tensor(x), framing.copy_tensor(targets),
-                       framing.copy_tensor(weights) if weights is not None else None,
-                       dict(meta) if meta else None, step, epoch, n)
+        if not self._have_numpy:
+            backend = "list"
+        elif framing._torch_tensor(x):
+            backend = "torch"
+        else:
+            backend = "numpy"
+        layout = (backend, xname, _tail_shape(x), "i" if _kind(targets) == "i" else "f", _tail_shape(targets),
+                  _tail_shape(weights) if weights is not None else None, _ids_kind(ids))
         with self._cond:
             if self._closed:
                 raise RuntimeError("observe() after close()")
             self.observed += n
-            self._queue.append(chunk)
+            slab = self._cur
+            if slab is None or slab.layout != layout or slab.n + n > slab.cap or slab.nseg == slab.segcap:
+                slab = self._start_slab(layout, n, x)
+            slab.put(ids, x, targets, weights, n, step, epoch, meta)
             self._queued_n += n
-            self._queued_bytes += chunk.nbytes
-            while self._queued_bytes > self.max_queue_bytes and len(self._queue) > 1:
-                old = self._queue.popleft()
-                self._queued_n -= old.n
-                self._queued_bytes -= old.nbytes
-                self.dropped += old.n
-                self.dropped_observations += 1
+            if slab.nseg == 1:
+                slab.t0 = time.monotonic()
+                self._cond.notify_all()  # the sender times this slab from now
+
+    def _start_slab(self, layout, n, x):
+        """Hands the current slab to the sender and makes an empty one current: a free one, a new one
+        within max_queue_bytes, or the oldest unsent one, whose observations are dropped. Lock held."""
+        if self._cur is not None and self._cur.n:
+            self._ready.append(self._cur)
             self._cond.notify_all()
+        elif self._cur is not None:
+            self._recycle(self._cur)
+        self._cur = None
+        if self._free and self._free[-1].layout != layout:
+            for s in self._free:
+                self._allocated -= s.nbytes
+            self._free = []
+        slab = None
+        if self._free and self._free[-1].cap >= n:
+            slab = self._free.pop()
+        else:
+            rows = self._rows_for(layout)
+            cap = max(n, rows)
+            nbytes = self._estimate(layout, cap)
+            while self._ready and self._allocated + nbytes > self.max_queue_bytes:
+                old = self._ready.popleft()
+                self.dropped += old.n
+                self.dropped_observations += old.nseg
+                self._queued_n -= old.n
+                if old.layout == layout and old.cap >= n and old.pooled:
+                    old.reset()
+                    slab = old
+                    break
+                self._allocated -= old.nbytes
+            if slab is None:
+                pin = layout[0] == "torch" and framing._torch_tensor(x) and x.device.type == "cuda"
+                slab = _Slab(layout, cap, pin)
+                slab.pooled = cap == rows
+                self._allocated += slab.nbytes
+        self._cur = slab
+        return slab
+
+    def _rows_for(self, layout):
+        """A slab's rows: max_batch, or fewer so that eight slabs fit in max_queue_bytes."""
+        per_row = self._estimate(layout, 1)
+        return max(1, min(self.max_batch, self.max_queue_bytes // (8 * per_row)))
+
+    @staticmethod
+    def _estimate(layout, rows):
+        backend, xname, xtail, tkind, ttail, wtail, idkind = layout
+        per = 8 + 4 * _prod(xtail) + (8 if tkind == "i" else 4) * _prod(ttail)
+        if wtail is not None:
+            per += 4 * _prod(wtail)
+        return rows * per * (2 if backend == "list" else 1)
+
+    def _recycle(self, slab):
+        """An empty slab back to the pool (lock held)."""
+        if slab.pooled and (not self._free or self._free[-1].layout == slab.layout) and (
+                self._cur is None or self._cur.layout == slab.layout):
+            slab.reset()
+            self._free.append(slab)
+        else:
+            self._allocated -= slab.nbytes
 
     @property
     def pending(self):
-        """Samples queued or being sent."""
+        """Samples buffered or being sent."""
         with self._cond:
-            return self._queued_n + (0 if self._inflight_dropped else self._inflight_n)
+            return self._pending()
+
+    def _pending(self):
+        inflight = self._inflight.n if self._inflight is not None and not self._inflight_dropped else 0
+        return self._queued_n + inflight
 
     def stats(self):
         """The counters as a dict (see the class docstring)."""
@@ -234,29 +421,33 @@ class Miner:
             return {"observed": self.observed, "sent": self.sent, "duplicates": self.duplicates,
                     "dropped": self.dropped, "dropped_observations": self.dropped_observations,
                     "rejected": self.rejected, "retries": self.retries, "batches": self.batches,
-                    "pending": self._queued_n + (0 if self._inflight_dropped else self._inflight_n),
-                    "last_error": self.last_error}
+                    "pending": self._pending(), "last_error": self.last_error}
 
     def flush(self, timeout=None):
-        """Waits until everything observed so far is sent (or refused). Returns True if the queue
-        drained, False after timeout seconds (None: close_timeout)."""
+        """Sends everything observed so far at once and waits until it is sent (or refused). Returns
+        True if the buffers drained, False after timeout seconds (None: close_timeout)."""
         deadline = time.monotonic() + (self.close_timeout if timeout is None else timeout)
         with self._cond:
-            while self._queue or self._inflight_n:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._thread.is_alive():
-                    return False
-                self._cond.wait(left)
-            return True
+            self._flushing += 1
+            self._cond.notify_all()
+            try:
+                while self._ready or (self._cur is not None and self._cur.n) or self._inflight is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._thread.is_alive():
+                        return False
+                    self._cond.wait(left)
+                return True
+            finally:
+                self._flushing -= 1
 
     def close(self, timeout=None):
-        """Sends what is queued and stops the sender, waiting at most timeout seconds (None:
+        """Sends what is buffered and stops the sender, waiting at most timeout seconds (None:
         close_timeout). What is still unsent then is counted in dropped. Returns True when everything
         was sent (or refused), False when close gave up. Idempotent."""
         timeout = self.close_timeout if timeout is None else timeout
         with self._cond:
             if self._closed:
-                return not self._abandon
+                return not self._abandon.is_set()
             self._closed = True
             self._closing = True
             self._cond.notify_all()
@@ -265,14 +456,16 @@ class Miner:
         if not self._thread.is_alive():
             return True
         with self._cond:
-            self._abandon = True
-            self.dropped += self._queued_n
-            self.dropped_observations += len(self._queue)
-            self._queue.clear()
+            self._abandon.set()
+            unsent = list(self._ready) + ([self._cur] if self._cur is not None else [])
+            for s in unsent:
+                self.dropped += s.n
+                self.dropped_observations += s.nseg
+            self._ready.clear()
+            self._cur = None
             self._queued_n = 0
-            self._queued_bytes = 0
-            if self._inflight_n:
-                self.dropped += self._inflight_n
+            if self._inflight is not None:
+                self.dropped += self._inflight.n
                 self._inflight_dropped = True
             self._cond.notify_all()
         log.warning("focald miner closed with %d samples unsent after %.1f s", self.dropped, timeout)
@@ -286,116 +479,114 @@ class Miner:
 
     # ------------------------------------------------------------ the sender thread
 
+    def _next(self):
+        """The next slab to send, or None to stop. Lock held; waits."""
+        while True:
+            if self._abandon.is_set():
+                return None
+            if self._ready:
+                return self._ready.popleft()
+            cur = self._cur
+            wait = None
+            if cur is not None and cur.n:
+                wait = cur.t0 + self.flush_interval - time.monotonic()
+                if wait <= 0 or self._closing or self._flushing:
+                    self._cur = None
+                    return cur
+            elif self._closing:
+                return None
+            self._cond.wait(wait)
+
     def _run(self):
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if self._abandon or (not self._queue and self._closing):
+                slab = self._next()
+                if slab is None:
                     return
-                parts = self._take()
-                n = sum(c.n for c in parts)
-                self._inflight_n = n
+                self._queued_n -= slab.n
+                self._inflight = slab
             try:
-                self._send(parts, n)
+                self._send(slab)
             except Exception as e:  # never let the thread die: a bug here must not stop reporting
-                log.exception("focald miner: unexpected error; %d samples lost", n)
+                log.exception("focald miner: unexpected error; %d samples lost", slab.n)
                 with self._cond:
-                    self.rejected += n
+                    self.rejected += slab.n
                     self.last_error = e
             finally:
                 with self._cond:
-                    self._inflight_n = 0
+                    self._inflight = None
                     self._inflight_dropped = False
+                    self._recycle(slab)
                     self._cond.notify_all()
 
-    def _take(self):
-        """Pops the next request's observations: the first queued one and the ones right after it that
-        can share its request. Called with the lock held."""
-        first = self._queue.popleft()
-        parts = [first]
-        n = first.n
-        keys = None
-        while self._queue and n + self._queue[0].n <= self.max_batch and self._compatible(first, self._queue[0]):
-            if keys is None:
-                keys = {str(i) for i in framing.as_lists(first.ids)}
-            nxt_keys = {str(i) for i in framing.as_lists(self._queue[0].ids)}
-            if keys & nxt_keys:
-                break
-            keys |= nxt_keys
-            c = self._queue.popleft()
-            parts.append(c)
-            n += c.n
-        for c in parts:
-            self._queued_n -= c.n
-            self._queued_bytes -= c.nbytes
-        return parts
+    def _segments(self, slab, lo=0, hi=None):
+        out = []
+        for n, step, epoch in slab.seg[lo:slab.nseg if hi is None else hi]:
+            g = {"n": n}
+            if step is not None:
+                g["step"] = step
+            if epoch is not None:
+                g["epoch"] = epoch
+            out.append(g)
+        return out
 
-    @staticmethod
-    def _compatible(a, b):
-        return (a.step == b.step and a.epoch == b.epoch and a.xname == b.xname
-                and (a.weights is None) == (b.weights is None)
-                and _tail_shape(a.x) == _tail_shape(b.x) and _tail_shape(a.targets) == _tail_shape(b.targets)
-                and _kind(a.x) == _kind(b.x) and _kind(a.targets) == _kind(b.targets))
-
-    def _merge(self, parts):
-        """(ids, x, targets, weights, meta) of the request made of parts."""
-        first = parts[0]
-        if len(parts) == 1:
-            return first.ids, first.x, first.targets, first.weights, first.meta
-        ids = []
-        for c in parts:
-            ids.extend(framing.as_lists(c.ids))
-        meta = {}
-        for c in parts:
-            if c.meta:
-                meta.update(c.meta)
-        if framing.have_numpy():
-            cat = _concat_arrays
-        else:
-            cat = _concat_lists
-        return (ids, cat([c.x for c in parts]), cat([c.targets for c in parts]),
-                cat([c.weights for c in parts]) if first.weights is not None else None, meta or None)
-
-    def _send(self, parts, n):
-        first = parts[0]
-        ids, x, targets, weights, meta = self._merge(parts)
+    def _send(self, slab):
         self._seq += 1
         batch_id = "%s-%d" % (self._prefix, self._seq)
-        kw = {first.xname: x}
+        res = self._post(slab, 0, slab.nseg, batch_id, slab.n)
+        if isinstance(res, FocaldError) and slab.nseg > 1:
+            # refused: send the calls one by one, so that only those at fault are refused
+            row = 0
+            for k in range(slab.nseg):
+                n = slab.seg[k][0]
+                if self._abandon.is_set():
+                    return
+                self._post(slab, k, k + 1, "%s.%d" % (batch_id, k), n, row)
+                row += n
+
+    def _post(self, slab, k0, k1, batch_id, n, row=0):
+        """Sends calls [k0, k1) of slab (rows from row, n of them) until acknowledged, refused or
+        abandoned. Returns the response, the refusal (a FocaldError, counted in rejected only for a
+        single call), or None when abandoned."""
+        ids, x, targets, weights = slab.tensors(row, row + n)
+        segs = self._segments(slab, k0, k1)
+        meta = slab.meta
+        if meta and k1 - k0 < slab.nseg:
+            keep = {str(i) for i in framing.as_lists(ids)}
+            meta = {i: v for i, v in meta.items() if str(i) in keep} or None
+        kw = {slab.layout[1]: x}
         attempt = 0
         while True:
             try:
                 res = self.client.post_batch(self.dataset, ids, targets=targets, run=self.run, batch_id=batch_id,
-                                             epoch=first.epoch, step=first.step, loss=self.loss, weights=weights,
-                                             meta=meta, outputs=("losses",), **kw)
+                                             loss=self.loss, weights=weights, meta=meta, segments=segs,
+                                             outputs=("losses",), **kw)
             except FocaldError as e:
                 with self._cond:
                     self.last_error = e
-                    abandon = self._abandon
                 give_up = not e.retryable or (e.status == 500 and attempt >= 2)
-                if give_up or abandon:
+                if give_up:
+                    if k1 - k0 > 1 and e.status != 401 and e.status != 403:
+                        return e  # split by the caller
                     with self._cond:
-                        if give_up:
-                            self.rejected += n
-                        elif not self._inflight_dropped:
-                            self.dropped += n
-                    if give_up:
-                        log.warning("focald refused a batch of %d samples: %s", n, e)
-                    return
+                        self.rejected += n
+                    log.warning("focald refused %d samples: %s", n, e)
+                    return e
+                if self._abandon.is_set():
+                    return None  # counted as dropped by close()
                 if not self._failing:
                     self._failing = True
-                    log.warning("focald miner: %s; retrying in the background (queue bound %d bytes)", e,
+                    log.warning("focald miner: %s; retrying in the background (buffers bound %d bytes)", e,
                                 self.max_queue_bytes)
                 attempt += 1
                 delay = min(self.retry_max, self.retry_initial * 2 ** min(attempt - 1, 20))
                 if e.retry_after:
                     delay = max(delay, min(e.retry_after, self.retry_max))
+                # woken early only by close() giving up (which counted this request as dropped); a
+                # plain close keeps retrying until its timeout, and observe() never wakes this wait
+                if self._abandon.wait(delay):
+                    return None
                 with self._cond:
-                    # woken early only by close() giving up (which counted this batch as dropped);
-                    # a plain close keeps retrying until its timeout
-                    if self._cond.wait_for(lambda: self._abandon, timeout=delay):
-                        return
                     self.retries += 1
                 continue
             with self._cond:
@@ -408,4 +599,4 @@ class Miner:
                 self.batches += 1
                 if res.get("duplicate"):
                     self.duplicates += n
-            return
+            return res

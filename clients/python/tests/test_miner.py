@@ -1,11 +1,15 @@
-"""Tests of focald.Miner against a real focald: everything observed arrives, observe() never blocks or
-raises when focald is down or slow, drops are counted, close() keeps its timeout, the miner recovers
-when focald comes back, and a retried batch is stored once.
+"""Tests of focald.Miner: against a real focald, everything observed arrives with exactly the history a
+request per step gives, observe() never blocks or raises when focald is down or slow, drops are counted,
+close() keeps its timeout, the miner recovers when focald comes back, and a retried request is stored
+once; against a recording client (no timing asserted), coalescing keeps the order, steps and epochs,
+buffers are reused, a refused request is split so only the call at fault is refused, and the backoff is
+never woken by observe().
 
 usage: BUILD=build /usr/bin/python3 clients/python/tests/test_miner.py [-v] [names...]
 """
 import statistics
 import sys
+import threading
 import time
 import unittest
 
@@ -16,6 +20,8 @@ import numpy as np
 import torch
 
 from focald import Client, FocaldError, Miner
+from focald import miner as miner_module
+from focald.errors import FocaldConnectionError
 
 
 def wait_for(cond, timeout=10.0, interval=0.02):
@@ -60,18 +66,58 @@ class MinerTest(DaemonTestCase):
         ref = self.client.evaluate(logits, targets, loss="softmax_focal")["losses"]
         self.assertAlmostEqual(sample["last_loss"], ref[100 - 96], places=5)
 
-    def test_miner_merges_observations_of_one_step(self):
-        m = Miner("m-merge", url=self.url)
+    def test_miner_merges_observations_into_one_request(self):
+        m = Miner("m-merge", url=self.url, flush_interval=30)
         with m._cond:  # hold the sender back so that everything is queued before it looks
             for i in range(10):
                 ids, logits, targets = batch(i, n=8)
                 m.observe(ids, logits, targets, step=7)
-            m.observe(*batch(0, n=8), step=7)  # the same ids again: cannot share the request
-            m.observe(*batch(20, n=8), step=8)  # another step: its own request
+            m.observe(*batch(0, n=8), step=7)  # the same ids again: a segment of their own
+            m.observe(*batch(20, n=8), step=8)
         self.assertTrue(m.close())
         s = m.stats()
-        self.assertEqual((s["sent"], s["rejected"], s["batches"]), (96, 0, 3))
+        self.assertEqual((s["sent"], s["rejected"], s["batches"]), (96, 0, 1))
         self.assertEqual(self.client.dataset("m-merge")["observations"], 96)
+        self.assertEqual(self.client.sample("m-merge", 3)["runs"][0]["seen"], 2)
+
+    def test_miner_history_equals_a_request_per_step(self):
+        """A small dataset seen over several epochs: the same samples many times, often within one
+        request of the Miner. Every sample's every field equals what Client.post_batch per step gives."""
+        rng = np.random.default_rng(4)
+        m = Miner("m-eq", url=self.url, run="r", loss="softmax_focal", flush_interval=0.05, max_batch=200)
+        meta_at = {}
+        for step in range(150):
+            ids = rng.choice(60, size=16, replace=False)
+            logits = torch.from_numpy(rng.normal(size=(16, 4)).astype(np.float32))
+            targets = torch.from_numpy(rng.integers(0, 4, size=16))
+            meta = {int(ids[0]): {"uri": "mem://%d/%d" % (ids[0], step)}} if step % 9 == 0 else None
+            m.observe(torch.from_numpy(ids), logits, targets, step=step, epoch=step // 50, meta=meta)
+            self.client.post_batch("m-ref", ids, logits, targets, run="r", step=step, epoch=step // 50,
+                                   loss="softmax_focal", meta=meta)
+            if meta:
+                meta_at.update(meta)
+        self.assertTrue(m.close())
+        self.assertLess(m.batches, 100)  # coalesced
+        self.assertEqual((m.sent, m.rejected, m.dropped), (150 * 16, 0, 0))
+        a, b = self.client.dataset("m-eq"), self.client.dataset("m-ref")
+        for k in ("samples", "observations", "runs"):
+            self.assertEqual(a[k], b[k], k)
+        for i in range(60):
+            self.assertEqual(self.client.sample("m-eq", i), dict(self.client.sample("m-ref", i), dataset="m-eq"),
+                             "sample %d" % i)
+        for i, v in meta_at.items():
+            self.assertEqual(self.client.sample("m-eq", i)["meta"], meta_at[i])
+
+    def test_miner_refused_call_is_refused_alone(self):
+        m = Miner("m-split", url=self.url, flush_interval=30)
+        with m._cond:
+            m.observe(*batch(0, n=4), step=0)
+            m.observe([100, 101, 100], np.zeros((3, 5), np.float32), [0, 1, 2], step=1)  # an id twice in a call
+            m.observe(*batch(1, n=4), step=2)
+        self.assertTrue(m.close())
+        self.assertEqual((m.sent, m.rejected, m.batches), (8, 3, 2))
+        self.assertEqual(m.last_error.code, "duplicate_id")
+        self.assertEqual(self.client.dataset("m-split")["observations"], 8)
 
     def test_miner_merges_bfloat16_and_lists(self):
         m = Miner("m-bf16", url=self.url, loss="softmax_focal")
@@ -180,6 +226,135 @@ class MinerTest(DaemonTestCase):
                          % (1e6 * med, 1e6 * statistics.mean(times), 1e6 * p99, m.sent, m.batches))
         self.assertEqual(m.sent, 300 * 128)
         self.assertLess(med, 0.002)
+
+
+class Recorder:
+    """A client that records what the Miner posts (and can fail like an unreachable focald)."""
+
+    def __init__(self, fail=False):
+        self.calls = []
+        self.fail = fail
+        self.lock = threading.Lock()
+
+    def post_batch(self, dataset, ids, targets=None, **kw):
+        with self.lock:
+            self.calls.append(dict(kw, dataset=dataset, ids=np.array(ids).tolist(),
+                                   targets=np.array(targets).tolist(),
+                                   x=np.array(kw.get("logits", kw.get("probs"))).tolist()))
+        if self.fail:
+            raise FocaldConnectionError("unreachable", "focald is down (a test's client)")
+        return {"duplicate": False, "accepted": len(ids)}
+
+
+class MinerRecordedTest(unittest.TestCase):
+    """The Miner's own logic against a recording client: nothing here asserts a time."""
+
+    def test_miner_coalescing_keeps_order_steps_and_epochs(self):
+        rec = Recorder()
+        m = Miner("ds", client=rec, flush_interval=3600, max_batch=50)
+        want_ids, want_segs = [], []
+        for step in range(40):
+            n = 1 + step % 7
+            ids = np.arange(n) + 3 * step  # overlapping ids between nearby steps
+            m.observe(torch.from_numpy(ids), torch.full((n, 3), float(step)), torch.zeros(n, dtype=torch.long),
+                      step=step, epoch=step // 10)
+            want_ids += ids.tolist()
+            want_segs.append({"n": n, "step": step, "epoch": step // 10})
+        self.assertTrue(m.close())
+        got_ids = [i for c in rec.calls for i in c["ids"]]
+        got_segs = [g for c in rec.calls for g in c["segments"]]
+        self.assertEqual(got_ids, want_ids)
+        self.assertEqual(got_segs, want_segs)
+        for c in rec.calls:
+            self.assertLessEqual(len(c["ids"]), 50)
+            self.assertEqual(sum(g["n"] for g in c["segments"]), len(c["ids"]))
+            row = 0
+            for g in c["segments"]:  # each row's logits carry its step
+                self.assertEqual({r[0] for r in c["x"][row:row + g["n"]]}, {float(g["step"])})
+                row += g["n"]
+        self.assertEqual(len({c["batch_id"] for c in rec.calls}), len(rec.calls))
+        self.assertEqual((m.sent, m.batches, m.observed), (len(want_ids), len(rec.calls), len(want_ids)))
+
+    def test_miner_flush_sends_what_is_collected_as_one_request(self):
+        rec = Recorder()
+        m = Miner("ds", client=rec, flush_interval=3600)
+        for step in range(5):
+            m.observe(np.arange(4), np.zeros((4, 2), np.float32), np.zeros(4, int), step=step)
+        self.assertTrue(m.flush(10))
+        self.assertEqual([[g["step"] for g in c["segments"]] for c in rec.calls], [[0, 1, 2, 3, 4]])
+        m.observe(["a", "b"], np.ones((2, 2), np.float32), np.ones(2, int))  # strings: another layout
+        m.observe([7], [[0.5, 0.5]], [[1.0, 0.0]], step=9)  # lists, soft targets: another layout
+        self.assertTrue(m.close())
+        self.assertEqual([c["ids"] for c in rec.calls[1:]], [["a", "b"], [7]])
+        self.assertEqual(rec.calls[1]["segments"], [{"n": 2}])
+        self.assertEqual(rec.calls[2]["targets"], [[1.0, 0.0]])
+
+    def test_miner_reuses_its_buffers(self):
+        """In steady state observe() allocates no buffers: the same few slabs go round."""
+        made = [0]
+        init = miner_module._Slab.__init__
+
+        def counting(self, *a, **kw):
+            made[0] += 1
+            init(self, *a, **kw)
+        miner_module._Slab.__init__ = counting
+        try:
+            # focald keeps up (a flush every ten steps): one slab filling, one being sent
+            rec = Recorder()
+            m = Miner("ds", client=rec, flush_interval=3600, max_batch=640)
+            x = torch.zeros(32, 10)
+            t = torch.zeros(32, dtype=torch.long)
+            for step in range(2000):
+                m.observe(torch.arange(32), x, t, step=step)
+                if step % 10 == 9:
+                    self.assertTrue(m.flush(10))
+            self.assertTrue(m.close())
+            self.assertEqual((m.sent, len(rec.calls)), (2000 * 32, 200))
+            self.assertLessEqual(made[0], 2)
+            # the sender falls behind: never more slabs than max_queue_bytes holds; the oldest are dropped
+            made[0] = 0
+            rec = Recorder()
+            m = Miner("ds", client=rec, flush_interval=0, max_batch=64, max_queue_bytes=8 * 64 * (8 + 40 + 8))
+            for step in range(2000):
+                m.observe(torch.arange(32), x, t, step=step)
+            self.assertTrue(m.close())
+            self.assertEqual(m.sent + m.dropped, 2000 * 32)
+            self.assertLessEqual(made[0], 8)
+        finally:
+            miner_module._Slab.__init__ = init
+
+    def test_miner_backoff_is_not_woken_by_observe(self):
+        rec = Recorder(fail=True)
+        m = Miner("ds", client=rec, flush_interval=0, retry_initial=3600, retry_max=3600)
+        m.observe(np.arange(4), np.zeros((4, 2), np.float32), np.zeros(4, int), step=0)
+        self.assertTrue(wait_for(lambda: len(rec.calls) == 1))
+        for step in range(1, 1001):
+            m.observe(np.arange(4), np.zeros((4, 2), np.float32), np.zeros(4, int), step=step)
+        self.assertEqual((len(rec.calls), m.retries), (1, 0))  # one attempt, waiting out its backoff
+        self.assertFalse(m.close(timeout=0.2))
+        s = m.stats()
+        self.assertEqual((s["sent"], s["pending"], s["dropped"], s["observed"]), (0, 0, 4004, 4004))
+        self.assertEqual(len(rec.calls), 1)
+
+    def test_miner_drops_the_oldest_when_its_buffers_are_full(self):
+        rec = Recorder(fail=True)
+        # rows of 8 + 4 * 4 + 8 bytes: 32 rows a slab, eight slabs
+        m = Miner("ds", client=rec, flush_interval=0, retry_initial=3600, max_queue_bytes=32 * 8 * 32)
+        m.observe(np.arange(4), np.zeros((4, 4), np.float32), np.zeros(4, int), step=0)
+        self.assertTrue(wait_for(lambda: len(rec.calls) == 1))  # stuck in its backoff: 4 samples in flight
+        for step in range(1, 401):
+            m.observe(np.arange(8), np.zeros((8, 4), np.float32), np.zeros(8, int), step=step)
+        s = m.stats()
+        self.assertEqual(s["observed"], 4 + 400 * 8)
+        self.assertGreater(s["dropped"], 0)
+        self.assertEqual(s["dropped"], 8 * s["dropped_observations"])  # whole calls, the oldest first
+        self.assertEqual(s["observed"], s["dropped"] + s["pending"])
+        self.assertLessEqual(s["pending"] - 4, 8 * 32 + 8)  # what the buffers hold
+        with m._cond:
+            queued_steps = [g[1] for sl in list(m._ready) + [m._cur] for g in sl.seg[:sl.nseg]]
+        self.assertEqual(queued_steps, list(range(401 - len(queued_steps), 401)))  # the newest are kept
+        self.assertFalse(m.close(timeout=0.1))
+        self.assertEqual(m.dropped, m.observed)
 
 
 class MinerDaemonDownTest(unittest.TestCase):
