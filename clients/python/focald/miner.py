@@ -109,12 +109,14 @@ class _Slab:
     """Observations of one layout waiting to be sent: cap rows of preallocated arrays, filled in order,
     and the (n, step, epoch) of each observe() call in it."""
 
-    __slots__ = ("layout", "backend", "cap", "segcap", "n", "nseg", "ids", "x", "t", "w", "ids_np", "x_np", "t_np",
-                 "w_np", "str_ids", "seg", "meta", "t0", "event", "cuda", "nbytes", "pooled")
+    __slots__ = ("layout", "key", "backend", "cap", "segcap", "n", "nseg", "ids", "x", "t", "w", "ids_np", "x_np",
+                 "t_np", "w_np", "str_ids", "seg", "meta", "t0", "event", "cuda", "nbytes", "pooled", "tensor_type")
 
     def __init__(self, layout, cap, pin):
         backend, xname, xtail, tkind, ttail, wtail, idkind = layout
         self.layout, self.backend, self.cap = layout, backend, cap
+        self.key = None  # _key() of the calls that fit this layout, once one has been put
+        self.tensor_type = _torch().Tensor if backend == "torch" else None
         self.segcap = max(16, cap)
         self.n = self.nseg = 0
         self.seg = [None] * self.segcap  # (n, step, epoch) per call: the tuples are the only per-call objects
@@ -191,17 +193,23 @@ class _Slab:
             self.meta.update(meta)
 
     def _copy(self, dst, dst_np, a, b, src):
-        if framing._torch_tensor(src):
-            if self.backend == "torch":
-                if src.device.type != "cpu":
-                    self.cuda = True
-                # into pinned memory, asynchronous for a CUDA source; an ordinary copy for a CPU one
-                dst[a:b].copy_(src.detach(), non_blocking=True)
+        tt = self.tensor_type
+        if tt is not None and isinstance(src, tt):
+            if src.requires_grad:
+                src = src.detach()
+            if src.device.type != "cpu":
+                # into pinned memory, without waiting for the GPU; the sender waits on the event
+                self.cuda = True
+                dst[a:b].copy_(src, non_blocking=True)
                 return
+            try:
+                dst_np[a:b] = src.numpy()  # a CPU tensor: NumPy's copy costs less than Tensor.copy_
+            except TypeError:  # bfloat16 has no NumPy dtype
+                dst[a:b].copy_(src)
+            return
+        if framing._torch_tensor(src):
             src = framing.as_array(src)
-            if isinstance(src, framing._BF16):
-                src = src.to_f32()
-        elif isinstance(src, framing._BF16):
+        if isinstance(src, framing._BF16):
             src = src.to_f32()
         dst_np[a:b] = src
 
@@ -215,6 +223,16 @@ class _Slab:
         if self.backend == "list":
             return ids, self.x[lo:hi], self.t[lo:hi], self.w[lo:hi] if self.w is not None else None
         return ids, self.x_np[lo:hi], self.t_np[lo:hi], self.w_np[lo:hi] if self.w_np is not None else None
+
+
+def _key(ids, xname, x, targets, weights):
+    """What decides a call's layout, cheaply, for tensors and arrays (None for lists: their layout is
+    worked out every time)."""
+    try:
+        return (xname, type(ids), ids.dtype, type(x), x.shape[1:], x.dtype, x.device, type(targets), targets.shape[1:],
+                targets.dtype, None if weights is None else (weights.shape[1:], weights.dtype))
+    except AttributeError:
+        return None
 
 
 def _prod(shape):
@@ -316,34 +334,46 @@ class Miner:
         if targets is None:
             raise ValueError("targets are required")
         xname, x = ("logits", logits) if logits is not None else ("probs", probs)
-        n = framing.length(ids)
-        if framing.length(x) != n or framing.length(targets) != n:
-            raise ValueError("ids, %s and targets disagree on the number of samples (%d, %d, %d)"
-                             % (xname, n, framing.length(x), framing.length(targets)))
-        if weights is not None and framing.length(weights) != n:
-            raise ValueError("weights has %d rows for %d samples" % (framing.length(weights), n))
+        key = _key(ids, xname, x, targets, weights)
+        if key is not None and len(x.shape) and len(ids.shape) == 1 and len(targets.shape):
+            n = ids.shape[0]
+            if x.shape[0] != n or targets.shape[0] != n or (weights is not None and weights.shape[0] != n):
+                raise ValueError("ids, %s, targets and weights disagree on the number of samples" % xname)
+        else:
+            key = None
+            n = framing.length(ids)
+            if framing.length(x) != n or framing.length(targets) != n:
+                raise ValueError("ids, %s and targets disagree on the number of samples (%d, %d, %d)"
+                                 % (xname, n, framing.length(x), framing.length(targets)))
+            if weights is not None and framing.length(weights) != n:
+                raise ValueError("weights has %d rows for %d samples" % (framing.length(weights), n))
         if n == 0:
             return
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("observe() after close()")
+            slab = self._cur
+            if key is None or slab is None or slab.key != key or slab.n + n > slab.cap or slab.nseg == slab.segcap:
+                layout = self._layout(ids, xname, x, targets, weights)
+                if slab is None or slab.layout != layout or slab.n + n > slab.cap or slab.nseg == slab.segcap:
+                    slab = self._start_slab(layout, n, x)
+                slab.key = key
+            self.observed += n
+            slab.put(ids, x, targets, weights, n, step, epoch, meta)
+            self._queued_n += n
+            if slab.nseg == 1:
+                slab.t0 = time.monotonic()
+                self._cond.notify_all()  # the sender times this slab from now
+
+    def _layout(self, ids, xname, x, targets, weights):
         if not self._have_numpy:
             backend = "list"
         elif framing._torch_tensor(x):
             backend = "torch"
         else:
             backend = "numpy"
-        layout = (backend, xname, _tail_shape(x), "i" if _kind(targets) == "i" else "f", _tail_shape(targets),
-                  _tail_shape(weights) if weights is not None else None, _ids_kind(ids))
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("observe() after close()")
-            self.observed += n
-            slab = self._cur
-            if slab is None or slab.layout != layout or slab.n + n > slab.cap or slab.nseg == slab.segcap:
-                slab = self._start_slab(layout, n, x)
-            slab.put(ids, x, targets, weights, n, step, epoch, meta)
-            self._queued_n += n
-            if slab.nseg == 1:
-                slab.t0 = time.monotonic()
-                self._cond.notify_all()  # the sender times this slab from now
+        return (backend, xname, _tail_shape(x), "i" if _kind(targets) == "i" else "f", _tail_shape(targets),
+                _tail_shape(weights) if weights is not None else None, _ids_kind(ids))
 
     def _start_slab(self, layout, n, x):
         """Hands the current slab to the sender and makes an empty one current: a free one, a new one
