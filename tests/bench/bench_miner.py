@@ -4,9 +4,10 @@
 real focald (durable commits, the defaults), in interleaved pairs.
 
 Configurations (one torch thread, batch 32 unless said):
-- fast: an MLP 64-128-10, well under 1 ms per step;
+- fast: an MLP 64-128-10, well under 1 ms per step (0.3 ms on the machine of BENCHMARKS.md);
+- 1ms: an MLP 64-512-10, about 1 ms per step;
 - slow: an MLP 64-256-256-10 with batch 128, about 10 ms per step;
-- down: the fast loop, with focald stopped (SIGTERM) a third of the way through and left down; the
+- down: the fast loop, with focald stopped (SIGTERM, not waited for) a third of the way through and left down; the
   Miner's buffers are 1 MiB so that they overflow, and the drops are compared with what was observed
   while focald was down beyond what the buffers hold.
 
@@ -82,6 +83,8 @@ def digits():
 
 def model_for(name):
     torch.manual_seed(0)
+    if name == "1ms":
+        return torch.nn.Sequential(torch.nn.Linear(64, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10)), 32
     if name == "slow":
         return torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
                                    torch.nn.ReLU(), torch.nn.Linear(256, 10)), 128
@@ -134,12 +137,14 @@ def run_config(build, name, steps, pairs, x, y, down=False):
                           max_queue_bytes=(1 << 20) if down else 256 << 20, retry_initial=0.2, retry_max=1.0)
                 marks = {}
 
-                def stop_focald():
+                def stop_focald():  # SIGTERM without waiting: the loop goes on while focald drains and exits
                     marks["observed_at_stop"] = m.observed
-                    d.stop()
+                    d.p.send_signal(signal.SIGTERM)
                 t[use] = train(name, x, y, steps, m, stop_at=steps // 3 if down else None,
                                on_stop=stop_focald if down else None)
                 marks["dropped_before_close"] = m.dropped
+                if down:
+                    d.stop()
                 c0 = time.perf_counter()
                 m.close(timeout=1.0 if down else 10.0)
                 closes.append(time.perf_counter() - c0)
@@ -152,7 +157,7 @@ def run_config(build, name, steps, pairs, x, y, down=False):
             over.append(t[True] / t[False] - 1)
     finally:
         d.remove()
-    print("%-5s step %.3f ms without, %.3f ms with the Miner (medians of %d pairs of %d steps); overhead: median "
+    print("%-6s step %.3f ms without, %.3f ms with the Miner (medians of %d pairs of %d steps); overhead: median "
           "%+.1f%% (pairs: %s)" % (name if not down else "down", 1e3 * statistics.median(base),
                                    1e3 * statistics.median(with_m), pairs, steps, 100 * statistics.median(over),
                                    " ".join("%+.1f" % (100 * o) for o in over)))
@@ -204,7 +209,7 @@ def main():
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--slow-steps", type=int, default=300)
     ap.add_argument("--soak", type=float, default=0)
-    ap.add_argument("--only", choices=("fast", "slow", "down"), help="run one configuration")
+    ap.add_argument("--only", choices=("fast", "1ms", "slow", "down"), help="run one configuration")
     a = ap.parse_args()
     torch.set_num_threads(1)
     if a.soak:
@@ -213,6 +218,8 @@ def main():
     x, y = digits()
     if a.only in (None, "fast"):
         run_config(a.build, "fast", a.steps, a.pairs, x, y)
+    if a.only in (None, "1ms"):
+        run_config(a.build, "1ms", a.steps // 2, a.pairs, x, y)
     if a.only in (None, "slow"):
         run_config(a.build, "slow", a.slow_steps, max(5, a.pairs - 2), x, y)
     if a.only in (None, "down"):

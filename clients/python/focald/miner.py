@@ -110,12 +110,14 @@ class _Slab:
     and the (n, step, epoch) of each observe() call in it."""
 
     __slots__ = ("layout", "key", "backend", "cap", "segcap", "n", "nseg", "ids", "x", "t", "w", "ids_np", "x_np",
-                 "t_np", "w_np", "str_ids", "seg", "meta", "t0", "event", "cuda", "nbytes", "pooled", "tensor_type")
+                 "t_np", "w_np", "str_ids", "seg", "meta", "t0", "event", "cuda", "nbytes", "pooled", "tensor_type", "fast", "key_n")
 
     def __init__(self, layout, cap, pin):
         backend, xname, xtail, tkind, ttail, wtail, idkind = layout
         self.layout, self.backend, self.cap = layout, backend, cap
-        self.key = None  # _key() of the calls that fit this layout, once one has been put
+        self.key = None  # the calls the fast path of observe() takes: shapes, dtypes and types, as checked once
+        self.fast = False  # those calls' tensors are all CPU torch tensors with NumPy dtypes
+        self.key_n = 0
         self.tensor_type = _torch().Tensor if backend == "torch" else None
         self.segcap = max(16, cap)
         self.n = self.nseg = 0
@@ -164,7 +166,13 @@ class _Slab:
     def put(self, ids, x, targets, weights, n, step, epoch, meta):
         """Copies one call's tensors in after the rows already there (the caller checked the room)."""
         a, b = self.n, self.n + n
-        if self.backend == "list":
+        if self.fast:  # the common case, in straight-line code: CPU torch tensors
+            self.ids_np[a:b] = ids.numpy()
+            self.x_np[a:b] = (x.detach() if x.requires_grad else x).numpy()
+            self.t_np[a:b] = (targets.detach() if targets.requires_grad else targets).numpy()
+            if self.w is not None:
+                self.w_np[a:b] = (weights.detach() if weights.requires_grad else weights).numpy()
+        elif self.backend == "list":
             if self.ids is not None:
                 self.ids.extend(framing.as_lists(ids))
             self.x.extend(framing.as_lists(x))
@@ -225,14 +233,9 @@ class _Slab:
         return ids, self.x_np[lo:hi], self.t_np[lo:hi], self.w_np[lo:hi] if self.w_np is not None else None
 
 
-def _key(ids, xname, x, targets, weights):
-    """What decides a call's layout, cheaply, for tensors and arrays (None for lists: their layout is
-    worked out every time)."""
-    try:
-        return (xname, type(ids), ids.dtype, type(x), x.shape[1:], x.dtype, x.device, type(targets), targets.shape[1:],
-                targets.dtype, None if weights is None else (weights.shape[1:], weights.dtype))
-    except AttributeError:
-        return None
+def _cpu_tensor(t, tt):
+    """Whether t is a CPU torch tensor whose .numpy() works (no bfloat16 or complex)."""
+    return isinstance(t, tt) and not t.is_cuda and str(t.dtype) != "torch.bfloat16" and not t.dtype.is_complex
 
 
 def _prod(shape):
@@ -329,35 +332,69 @@ class Miner:
         for Client.post_batch. Raises ValueError for inconsistent arguments (a bug in the caller), never
         for focald's state.
         """
+        # The fast path: a call exactly like the slab's previous one (shapes, dtypes, CPU torch tensors),
+        # copied with three NumPy assignments. Anything else takes _observe(), which checks the call.
+        x = logits if probs is None else probs
+        try:
+            key = (logits is None, probs is None, type(x), ids.shape, x.shape, targets.shape, ids.dtype, x.dtype,
+                   targets.dtype, None if weights is None else (weights.shape, weights.dtype))
+        except AttributeError:
+            key = None
+        with self._cond:
+            slab = self._cur
+            if key is not None and slab is not None and slab.fast and slab.key == key and not self._closed:
+                a = slab.n
+                b = a + slab.key_n
+                if b <= slab.cap and slab.nseg < slab.segcap:
+                    try:
+                        slab.ids_np[a:b] = ids.numpy()
+                        slab.x_np[a:b] = (x.detach() if x.requires_grad else x).numpy()
+                        slab.t_np[a:b] = (targets.detach() if targets.requires_grad else targets).numpy()
+                        if weights is not None:
+                            slab.w_np[a:b] = (weights.detach() if weights.requires_grad else weights).numpy()
+                    except TypeError:  # a tensor on a GPU this time: the general path copies it
+                        pass
+                    else:
+                        slab.seg[slab.nseg] = (b - a, step, epoch)
+                        slab.nseg += 1
+                        slab.n = b
+                        if meta:
+                            if slab.meta is None:
+                                slab.meta = {}
+                            slab.meta.update(meta)
+                        self.observed += b - a
+                        self._queued_n += b - a
+                        if slab.nseg == 1:
+                            slab.t0 = time.monotonic()
+                            self._cond.notify_all()
+                        return
+        self._observe(ids, logits, probs, targets, weights, step, epoch, meta, key)
+
+    def _observe(self, ids, logits, probs, targets, weights, step, epoch, meta, key):
         if (logits is None) == (probs is None):
             raise ValueError("give exactly one of logits and probs")
         if targets is None:
             raise ValueError("targets are required")
         xname, x = ("logits", logits) if logits is not None else ("probs", probs)
-        key = _key(ids, xname, x, targets, weights)
-        if key is not None and len(x.shape) and len(ids.shape) == 1 and len(targets.shape):
-            n = ids.shape[0]
-            if x.shape[0] != n or targets.shape[0] != n or (weights is not None and weights.shape[0] != n):
-                raise ValueError("ids, %s, targets and weights disagree on the number of samples" % xname)
-        else:
-            key = None
-            n = framing.length(ids)
-            if framing.length(x) != n or framing.length(targets) != n:
-                raise ValueError("ids, %s and targets disagree on the number of samples (%d, %d, %d)"
-                                 % (xname, n, framing.length(x), framing.length(targets)))
-            if weights is not None and framing.length(weights) != n:
-                raise ValueError("weights has %d rows for %d samples" % (framing.length(weights), n))
+        n = framing.length(ids)
+        if framing.length(x) != n or framing.length(targets) != n:
+            raise ValueError("ids, %s and targets disagree on the number of samples (%d, %d, %d)"
+                             % (xname, n, framing.length(x), framing.length(targets)))
+        if weights is not None and framing.length(weights) != n:
+            raise ValueError("weights has %d rows for %d samples" % (framing.length(weights), n))
         if n == 0:
             return
         with self._cond:
             if self._closed:
                 raise RuntimeError("observe() after close()")
+            layout = self._layout(ids, xname, x, targets, weights)
             slab = self._cur
-            if key is None or slab is None or slab.key != key or slab.n + n > slab.cap or slab.nseg == slab.segcap:
-                layout = self._layout(ids, xname, x, targets, weights)
-                if slab is None or slab.layout != layout or slab.n + n > slab.cap or slab.nseg == slab.segcap:
-                    slab = self._start_slab(layout, n, x)
-                slab.key = key
+            if slab is None or slab.layout != layout or slab.n + n > slab.cap or slab.nseg == slab.segcap:
+                slab = self._start_slab(layout, n, x)
+            tt = slab.tensor_type
+            slab.fast = key is not None and tt is not None and slab.str_ids is None and len(ids.shape) == 1 and all(
+                _cpu_tensor(t, tt) for t in (ids, x, targets, weights) if t is not None)
+            slab.key, slab.key_n = key, n
             self.observed += n
             slab.put(ids, x, targets, weights, n, step, epoch, meta)
             self._queued_n += n
