@@ -49,6 +49,8 @@ KFLAGS := -O3 -ffp-contract=fast -fno-math-errno -fno-trapping-math
 BUILD_PKGS := gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev libsqlite3-dev libuv1-dev libgnutls28-dev \
               libcmocka-dev sqlite3 curl
 TEST_PKGS := python3 python3-numpy python3-torch python3-torchvision
+# make bench also trains a small model on scikit-learn's bundled digits (tests/bench/bench_miner.py)
+BENCH_PKGS := python3-sklearn
 
 define need_pkgs
 	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -70,6 +72,10 @@ $(BUILD)/.build-deps:
 
 $(BUILD)/.test-deps: $(BUILD)/.build-deps
 	$(call need_pkgs,$(TEST_PKGS))
+	@mkdir -p $(@D) && touch $@
+
+$(BUILD)/.bench-deps: $(BUILD)/.test-deps
+	$(call need_pkgs,$(BENCH_PKGS))
 	@mkdir -p $(@D) && touch $@
 
 deps: $(BUILD)/.build-deps
@@ -235,12 +241,14 @@ $(BUILD)/bench/bench_store: tests/bench/bench_store.c $(SERVER_LIB) $(LIB) $(SER
 	$(CC) $(CPPFLAGS) -Iserver $(SERVER_CFLAGS) $(CFLAGS) $< $(SERVER_LIB) $(LIB) -o $@ $(LDFLAGS) $(SERVER_LIBS)
 
 # The library (with torchvision's ratio), the daemon (ingest, queries on 1M samples, memory),
-# binary ingest and the Python baseline, exports of 1M samples, and the store alone; figures go in BENCHMARKS.md.
-bench: $(BUILD)/.test-deps $(BENCH_BINS) $(FOCALD)
+# binary ingest and the Python baseline, exports of 1M samples, what the Miner costs a training loop, and the
+# store alone; figures go in BENCHMARKS.md.
+bench: $(BUILD)/.bench-deps $(BENCH_BINS) $(FOCALD)
 	/usr/bin/python3 tests/bench/bench_lib.py --bin $(BUILD)/bench/bench_lib
 	/usr/bin/python3 tests/bench/bench_daemon.py --build $(BUILD)
 	/usr/bin/python3 tests/bench/bench_ingest.py --build $(BUILD)
 	/usr/bin/python3 tests/bench/bench_export.py --build $(BUILD)
+	/usr/bin/python3 tests/bench/bench_miner.py --build $(BUILD)
 	@mkdir -p $(BUILD)/bench-store
 	$(BUILD)/bench/bench_store --db $(BUILD)/bench-store/f.db --durability full
 	$(BUILD)/bench/bench_store --db $(BUILD)/bench-store/f.db --durability normal

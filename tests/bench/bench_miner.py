@@ -138,11 +138,13 @@ def run_config(build, name, steps, pairs, x, y, down=False):
                 marks = {}
 
                 def stop_focald():  # SIGTERM without waiting: the loop goes on while focald drains and exits
-                    marks["observed_at_stop"] = m.observed
+                    s0 = m.stats()
+                    marks.update(observed_at_stop=s0["observed"], pending_at_stop=s0["pending"], sent_at_stop=s0["sent"])
                     d.p.send_signal(signal.SIGTERM)
                 t[use] = train(name, x, y, steps, m, stop_at=steps // 3 if down else None,
                                on_stop=stop_focald if down else None)
-                marks["dropped_before_close"] = m.dropped
+                s1 = m.stats()
+                marks.update(dropped_before_close=s1["dropped"], pending_at_end=s1["pending"], sent_at_end=s1["sent"])
                 if down:
                     d.stop()
                 c0 = time.perf_counter()
@@ -168,10 +170,15 @@ def run_config(build, name, steps, pairs, x, y, down=False):
     if down:
         for s in stats:
             after = s["observed"] - s["observed_at_stop"]
-            print("      down: observed after the stop %d, the buffers hold %d rows; dropped by the end of the loop "
-                  "%d, by close() %d; sent %d; sent + dropped = observed: %s"
-                  % (after, s["capacity"], s["dropped_before_close"], s["dropped"] - s["dropped_before_close"],
-                     s["sent"], s["sent"] + s["dropped"] == s["observed"]))
+            # what was unsent at the stop or observed after it, less what got through (focald's drain) and
+            # what the buffers still hold at the end, is what had to be dropped
+            beyond = s["pending_at_stop"] + after - (s["sent_at_end"] - s["sent_at_stop"]) - s["pending_at_end"]
+            print("      down: unsent at the stop %d, observed after it %d, sent after it %d, held at the end %d "
+                  "(the bound: %d rows); dropped by the end of the loop %d (beyond the buffers: %d), by close() %d; "
+                  "sent + dropped = observed: %s"
+                  % (s["pending_at_stop"], after, s["sent_at_end"] - s["sent_at_stop"], s["pending_at_end"],
+                     s["capacity"], s["dropped_before_close"], beyond, s["dropped"] - s["dropped_before_close"],
+                     s["sent"] + s["dropped"] == s["observed"]))
 
 
 def soak(build, seconds):

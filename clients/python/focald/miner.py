@@ -11,22 +11,23 @@ The loss. focald computes the loss from the logits and targets the Miner sends; 
 Without it focald uses its default, sigmoid_focal (torchvision's convention: one sigmoid per class). A
 softmax classifier (cross-entropy training, class-index targets) should pass loss="softmax_focal".
 
-How it costs the training loop nothing it can measure:
+How it keeps the training loop's cost small:
 
 - observe() copies the tensors into a preallocated buffer (a "slab": one array each for ids, logits or
   probs, targets and weights, sized for many steps) and records the step, epoch and row count of the
   call. Nothing is allocated per call once the slabs exist, and nothing is done per element in Python:
-  a torch tensor is copied with Tensor.copy_ (a CUDA tensor with non_blocking=True into pinned memory,
-  so that observe never waits for the GPU; the sender waits on a CUDA event before reading), a NumPy
-  array with one slice assignment. Lists are converted by NumPy.
+  a call shaped like the previous one with CPU tensors is three NumPy slice assignments under the lock;
+  a CUDA tensor is copied with Tensor.copy_(non_blocking=True) into pinned memory, so that observe never
+  waits for the GPU (the sender waits on a CUDA event before reading); lists are converted by NumPy.
 - One sender thread sends a slab when it has been filling for flush_interval seconds (default 0.1) or is
   full: one request for many steps, each step a segment with its own step and epoch (README "Many steps
-  in one request"), so focald keeps exactly the history that a request per step would give. The
-  sender's Python work per request is a few large bytes operations and a JSON header of one entry per
-  step, about a millisecond every flush_interval: it holds the GIL against the trainer for well under 1%
-  of its time. A sender process fed through shared memory was the other design; it would take the
-  serialising off the GIL too, but costs a process, a second copy and start-up work, for a saving under
-  that 1% (measured by tests/bench/bench_miner.py; see BENCHMARKS.md).
+  in one request"), so focald keeps exactly the history that a request per step would give. Why a thread
+  and not a sender process fed through shared memory: the sender's Python work is a few large bytes
+  operations and a JSON header with one entry per step, about 1.5 ms per request of 300 steps (profiled),
+  so at one request per 0.1 s it holds the GIL about 1.5% of the time. A process would take that off the
+  GIL, but costs a second copy through shared memory, a process to start and watch, and a protocol
+  between the two, for at most that 1.5%. tests/bench/bench_miner.py measures the whole cost on a real
+  training loop (BENCHMARKS.md).
 - The slabs are bounded by max_queue_bytes. When focald is slow or down and they are all full, the
   oldest unsent slab is dropped and counted (dropped samples, dropped_observations calls): the training
   loop is never blocked and never sees an exception from focald.
