@@ -122,6 +122,7 @@ def train(name, x, y, steps, miner=None, stop_at=None, on_stop=None):
 def run_config(build, name, steps, pairs, x, y, down=False):
     base, with_m, closes, over = [], [], [], []
     stats = []
+    train(name, x, y, min(steps, 500))  # warm-up, untimed
     d = Focald(build).start()
     try:
         for k in range(pairs):
@@ -163,6 +164,8 @@ def run_config(build, name, steps, pairs, x, y, down=False):
           "%+.1f%% (pairs: %s)" % (name if not down else "down", 1e3 * statistics.median(base),
                                    1e3 * statistics.median(with_m), pairs, steps, 100 * statistics.median(over),
                                    " ".join("%+.1f" % (100 * o) for o in over)))
+    print("      step times (ms), without: %s; with: %s" % (" ".join("%.3f" % (1e3 * t) for t in base),
+                                                       " ".join("%.3f" % (1e3 * t) for t in with_m)))
     tot = {k: sum(s[k] for s in stats) for k in ("observed", "sent", "dropped", "retries", "batches", "rejected")}
     print("      Miner: observed %(observed)d, sent %(sent)d, dropped %(dropped)d, rejected %(rejected)d, "
           "retries %(retries)d, requests %(batches)d" % tot)

@@ -261,7 +261,7 @@ def binary_body(fields, ids, xname, x, targets, weights=None, binary_response=Tr
         dt, a = _float_tensor(as_array(weights))
         add("weights", dt, a.shape, a)
     header["inputs"] = inputs
-    if outputs:
+    if outputs is not None:  # () asks for none: the answer is its header
         header["outputs"] = [{"name": n} for n in outputs]
     if binary_response:
         header["parameters"] = {"binary_data_output": True}

@@ -628,7 +628,7 @@ class Miner:
             try:
                 res = self.client.post_batch(self.dataset, ids, targets=targets, run=self.run, batch_id=batch_id,
                                              loss=self.loss, weights=weights, meta=meta, segments=segs,
-                                             outputs=("losses",), **kw)
+                                             outputs=(), **kw)
             except FocaldError as e:
                 with self._cond:
                     self.last_error = e
