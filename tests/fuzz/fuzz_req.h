@@ -79,7 +79,19 @@ static void fz_check_decoded(const req *r, int want_store, int x_checked) {
     for (int64_t k = 0; k < r->c; k++) sink += r->alpha_c[k];
   (void)sink;
 
-  /* ids: n of them, 1 to 256 bytes, no control characters, no two alike */
+  /* segments: consecutive, each of 1 or more samples, covering the n; steps and epochs in range */
+  if (r->nseg < 0 || r->nseg > REQ_SEGMENTS_MAX || (r->nseg > 0) != (r->seg != NULL)) fz_fail("nseg %d", r->nseg);
+  int64_t covered = 0;
+  for (int k = 0; k < req_nseg(r); k++) {
+    const req_seg g = req_segment(r, k);
+    if (g.n < 1) fz_fail("segment %d has %" PRId64 " samples", k, g.n);
+    if (g.has_step && (g.step < 0 || g.step > HIST_STEP_MAX)) fz_fail("segment %d: step %" PRId64, k, g.step);
+    if (g.has_epoch && (g.epoch < 0 || g.epoch > HIST_EPOCH_MAX)) fz_fail("segment %d: epoch %" PRId64, k, g.epoch);
+    covered += g.n;
+  }
+  if (covered != r->n) fz_fail("the segments cover %" PRId64 " of %" PRId64 " samples", covered, r->n);
+
+  /* ids: n of them, 1 to 256 bytes, no control characters, no two alike within a segment */
   if (!r->ids) fz_fail("no ids");
   const char **sorted = malloc((size_t)r->n * sizeof *sorted);
   if (!sorted) abort();
@@ -92,9 +104,12 @@ static void fz_check_decoded(const req *r, int want_store, int x_checked) {
       if ((unsigned char)id[q] < 0x20 || id[q] == 0x7f) fz_fail("ids[%" PRId64 "] has a control character", i);
     sorted[i] = id;
   }
-  qsort(sorted, (size_t)r->n, sizeof *sorted, fz_cmp_str);
-  for (int64_t i = 1; i < r->n; i++)
-    if (strcmp(sorted[i - 1], sorted[i]) == 0) fz_fail("id \"%.80s\" appears twice", sorted[i]);
+  for (int k = 0, off = 0; k < req_nseg(r); off += (int)req_segment(r, k).n, k++) {
+    const int64_t len = req_segment(r, k).n;
+    qsort(sorted + off, (size_t)len, sizeof *sorted, fz_cmp_str);
+    for (int64_t i = off + 1; i < off + len; i++)
+      if (strcmp(sorted[i - 1], sorted[i]) == 0) fz_fail("id \"%.80s\" appears twice in segment %d", sorted[i], k);
+  }
   free(sorted);
 
   /* meta: only when storing; one compact object per sample at most */
@@ -102,6 +117,9 @@ static void fz_check_decoded(const req *r, int want_store, int x_checked) {
   if (r->nmeta < 0 || r->nmeta > r->n) fz_fail("nmeta %d with n = %" PRId64, r->nmeta, r->n);
   for (int i = 0; i < r->nmeta; i++) {
     if (r->meta_index[i] < 0 || r->meta_index[i] >= r->n) fz_fail("meta_index[%d] = %d", i, r->meta_index[i]);
+    if (r->nseg > 1 && i > 0 && r->meta_index[i] < r->meta_index[i - 1]) fz_fail("meta not in sample order");
+    for (int64_t later = r->meta_index[i] + 1; later < r->n; later++) /* an id's meta goes with its last segment */
+      if (strcmp(r->ids[later], r->ids[r->meta_index[i]]) == 0) fz_fail("meta_index[%d] is not the id's last place", i);
     for (int j = 0; j < i; j++)
       if (r->meta_index[j] == r->meta_index[i]) fz_fail("two metas for sample %d", r->meta_index[i]);
     const char *text = r->meta_json[i];

@@ -51,6 +51,9 @@ def json_seeds():
     c.add("index-targets.json", compact(base))
     c.add("store-fields.json", compact(dict(base, run="r1", batch_id="b-1", epoch=2, step=7, ohem_k=1,
                                             meta={"a": {"patient_id": "p1", "uri": "s3://x/a.dcm"}})))
+    c.add("segments.json", compact(dict(base, ids=["a", "b", "a"], logits=base["logits"] + [[0.0, 1.0, 2.0]],
+                                        targets=[2, 0, 1], epoch=1, meta={"a": {"uri": "s3://x/a"}},
+                                        segments=[{"n": 2, "step": 4}, {"n": 1, "step": 5, "epoch": None}])))
     c.add("integer-ids.json", compact({"ids": [7, -8, 9223372036854775807], "logits": [[0.0], [1.0], [-1.0]],
                                        "targets": [1, 0, 1]}))
     c.add("ignored-label.json", compact({"ids": ["a", "b"], "logits": [[1, 2], [3, 4]], "targets": [-1, 2]}))
@@ -190,6 +193,9 @@ def binary_seeds():
                    "parameters": {"binary_data_output": True}},
                   [ids2, ("logits", "FP32", [2, 3], logits23), ("targets", "UINT8", [2], [2, 0])])
     c.add("store-outputs.bin", bytes([MODE_STORE | MODE_ACCEPT]) + b)
+    _, b = framed({"run": "r2", "epoch": 1, "segments": [{"n": 1, "step": 3}, {"n": 1, "step": 4}], "outputs": []},
+                  [ids2, ("logits", "FP32", [2, 3], logits23), ("targets", "UINT8", [2], [2, 0])])
+    c.add("store-segments.bin", bytes([MODE_STORE]) + b)
     _, b = framed({}, [ids2, ("logits", "FP32", [2, 3], [float("nan")] + logits23[1:]), ("targets", "UINT8", [2], [2, 0])])
     c.add("bad-nan-logit.bin", bytes([0]) + b)
     # recipes for the generator: shapes, datatypes and target kinds spread over the recipe's bits

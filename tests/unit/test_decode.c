@@ -230,12 +230,57 @@ static void test_decode_names(void **state) {
   assert_true(name_ok(long_name));
 }
 
+static void test_decode_segments(void **state) {
+  (void)state;
+  req r;
+  problem err;
+  /* a sample in two segments; its meta goes with the later; defaults from the request; null clears */
+  assert_int_equal(decode("{\"epoch\":3,\"step\":10,\"ids\":[\"a\",\"b\",\"c\",\"a\"],"
+                          "\"logits\":[[1,2],[3,4],[5,6],[7,8]],\"targets\":[0,1,0,1],"
+                          "\"meta\":{\"c\":{\"uri\":\"x\"},\"a\":{\"uri\":\"y\"},\"b\":{}},"
+                          "\"segments\":[{\"n\":2},{\"n\":1,\"step\":11},{\"n\":1,\"step\":null,\"epoch\":4}]}",
+                          &r, &err),
+                   0);
+  assert_int_equal(r.nseg, 3);
+  assert_int_equal(req_nseg(&r), 3);
+  req_seg g0 = req_segment(&r, 0), g1 = req_segment(&r, 1), g2 = req_segment(&r, 2);
+  assert_true(g0.n == 2 && g0.has_step && g0.step == 10 && g0.has_epoch && g0.epoch == 3);
+  assert_true(g1.n == 1 && g1.has_step && g1.step == 11 && g1.epoch == 3);
+  assert_true(g2.n == 1 && !g2.has_step && g2.has_epoch && g2.epoch == 4);
+  assert_int_equal(r.nmeta, 3);
+  /* in sample order: b (1), c (2), a at its last place (3) */
+  assert_int_equal(r.meta_index[0], 1);
+  assert_int_equal(r.meta_index[1], 2);
+  assert_int_equal(r.meta_index[2], 3);
+  assert_string_equal(r.meta_json[2], "{\"uri\":\"y\"}");
+  req_free(&r);
+  /* without segments: one, of the request's step and epoch */
+  assert_int_equal(decode("{\"step\":5,\"ids\":[1],\"logits\":[[1,2]],\"targets\":[0]}", &r, &err), 0);
+  assert_int_equal(req_nseg(&r), 1);
+  g0 = req_segment(&r, 0);
+  assert_true(g0.n == 1 && g0.has_step && g0.step == 5 && !g0.has_epoch);
+  req_free(&r);
+  /* an id twice in one segment, segments that do not cover the ids */
+  assert_int_equal(decode("{\"ids\":[1,2,1],\"logits\":[[1],[2],[3]],\"targets\":[0,1,0],"
+                          "\"segments\":[{\"n\":1},{\"n\":2}]}", &r, &err), 0);
+  req_free(&r);
+  assert_int_equal(decode("{\"ids\":[1,2,1],\"logits\":[[1],[2],[3]],\"targets\":[0,1,0],"
+                          "\"segments\":[{\"n\":3}]}", &r, &err), -1);
+  assert_int_equal(err.code, P_DUPLICATE_ID);
+  assert_string_equal(err.field, "/ids/2");
+  assert_int_equal(decode("{\"ids\":[1,2,1],\"logits\":[[1],[2],[3]],\"targets\":[0,1,0],"
+                          "\"segments\":[{\"n\":1},{\"n\":1}]}", &r, &err), -1);
+  assert_int_equal(err.code, P_SHAPE_MISMATCH);
+  assert_string_equal(err.field, "/segments");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_decode_index_targets),     cmocka_unit_test(test_decode_target_kinds_by_shape),
       cmocka_unit_test(test_decode_loss_settings),     cmocka_unit_test(test_decode_meta_and_weights),
       cmocka_unit_test(test_decode_rejects_with_field), cmocka_unit_test(test_decode_long_ids),
       cmocka_unit_test(test_decode_describes_library_errors), cmocka_unit_test(test_decode_names),
+      cmocka_unit_test(test_decode_segments),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
