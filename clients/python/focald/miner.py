@@ -206,15 +206,17 @@ class _Slab:
         if tt is not None and isinstance(src, tt):
             if src.requires_grad:
                 src = src.detach()
-            if src.device.type != "cpu":
-                # into pinned memory, without waiting for the GPU; the sender waits on the event
-                self.cuda = True
-                dst[a:b].copy_(src, non_blocking=True)
-                return
-            try:
-                dst_np[a:b] = src.numpy()  # a CPU tensor: NumPy's copy costs less than Tensor.copy_
-            except TypeError:  # bfloat16 has no NumPy dtype
-                dst[a:b].copy_(src)
+            if src.device.type == "cpu":
+                try:
+                    dst_np[a:b] = src.numpy()  # NumPy's copy costs less than Tensor.copy_ for a small tensor
+                    return
+                except TypeError:  # bfloat16 has no NumPy dtype: Tensor.copy_ converts it, as for a GPU's
+                    pass
+            elif src.is_cuda:
+                self.cuda = True  # the sender waits on this slab's event before reading it
+            # asynchronous from a GPU into pinned memory (observe never waits for the GPU); from a CPU
+            # tensor the same call is an ordinary copy
+            dst[a:b].copy_(src, non_blocking=True)
             return
         if framing._torch_tensor(src):
             src = framing.as_array(src)
