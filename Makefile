@@ -47,7 +47,7 @@ KFLAGS := -O3 -ffp-contract=fast -fno-math-errno -fno-trapping-math
 # Debian packages the build and the tests need. Installed when missing (as root),
 # otherwise the exact command is printed and the build stops.
 BUILD_PKGS := gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev libsqlite3-dev libuv1-dev libgnutls28-dev \
-              libcmocka-dev sqlite3 curl
+              libxxhash-dev libcmocka-dev sqlite3 curl
 TEST_PKGS := python3 python3-numpy python3-torch python3-torchvision
 # make bench also trains a small model on scikit-learn's bundled digits (tests/bench/bench_miner.py)
 BENCH_PKGS := python3-sklearn
@@ -176,7 +176,7 @@ run: $(FOCALD)
 
 # ---------------------------------------------------------------------------- tests
 BENCH_BINS := $(BUILD)/bench/bench_lib $(BUILD)/bench/loadgen $(BUILD)/bench/bench_store
-UNIT_TESTS := test_lib_golden test_lib_props test_lib_vmath test_history test_codec test_decode test_state test_store test_numfmt test_buf
+UNIT_TESTS := test_lib_golden test_lib_props test_lib_vmath test_history test_codec test_decode test_state test_store test_numfmt test_buf test_idhash
 UNIT_BINS := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
 # Daemon modules' tests link the daemon's objects (without main).

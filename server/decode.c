@@ -7,6 +7,7 @@
  * `detail`.
  */
 #include "decode.h"
+#include "idhash.h"
 
 #include <float.h>
 #include <inttypes.h>
@@ -188,12 +189,6 @@ static int read_labels(const json_t *v, const char *name, int nd, const int64_t 
 
 /* ------------------------------------------------------------------ ids */
 
-static uint64_t hash_bytes(const char *s) {
-  uint64_t h = 1469598103934665603ull;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-  return h ^ (h >> 31);
-}
-
 /* Reads the ids into one allocation (pointers then bytes), rejecting duplicates. */
 static int read_ids(const json_t *v, req *r, problem *err) {
   size_t n = json_array_size(v), bytes = 0;
@@ -261,7 +256,7 @@ int dec_check_unique(req *r, problem *err) {
       seg_start = seg_end;
       seg_end += (size_t)r->seg[++k].n;
     }
-    for (uint32_t h = (uint32_t)hash_bytes(r->ids[i]) & (cap - 1);; h = (h + 1) & (cap - 1)) {
+    for (uint32_t h = (uint32_t)idhash(r->ids[i]) & (cap - 1);; h = (h + 1) & (cap - 1)) {
       if (seen[h] == 0 || strcmp(r->ids[seen[h] - 1], r->ids[i]) == 0) {
         if (seen[h] != 0 && seen[h] - 1 >= seg_start) {
           char ptr[64];
@@ -555,7 +550,7 @@ static int read_meta(const json_t *meta, req *r, problem *err) {
     return problem_set(err, P_INTERNAL, NULL, "out of memory");
   }
   for (int64_t i = 0; i < r->n; i++)
-    for (uint32_t h = (uint32_t)hash_bytes(r->ids[i]) & (cap - 1);; h = (h + 1) & (cap - 1))
+    for (uint32_t h = (uint32_t)idhash(r->ids[i]) & (cap - 1);; h = (h + 1) & (cap - 1))
       if (slot[h] == 0 || strcmp(r->ids[slot[h] - 1], r->ids[i]) == 0) {
         slot[h] = (uint32_t)i + 1;
         break;
@@ -567,7 +562,7 @@ static int read_meta(const json_t *meta, req *r, problem *err) {
     char ptr[300];
     snprintf(ptr, sizeof ptr, "/meta/%.256s", key);
     int64_t at = -1;
-    for (uint32_t h = (uint32_t)hash_bytes(key) & (cap - 1); slot[h]; h = (h + 1) & (cap - 1))
+    for (uint32_t h = (uint32_t)idhash(key) & (cap - 1); slot[h]; h = (h + 1) & (cap - 1))
       if (strcmp(r->ids[slot[h] - 1], key) == 0) {
         at = slot[h] - 1;
         break;

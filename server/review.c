@@ -16,6 +16,7 @@
 
 #include "decode.h"
 #include "history.h"
+#include "idhash.h"
 
 int review_allowed(int from, int to) {
   if (from < 0 || from >= ST_STATUS_COUNT || to < 0 || to >= ST_STATUS_COUNT) return 0;
@@ -312,21 +313,15 @@ typedef struct strset {
   size_t cap, n;
 } strset;
 
-static uint64_t hash_str(const char *s) {
-  uint64_t h = 1469598103934665603ull;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-  return h;
-}
-
 static int strset_has(const strset *s, const char *v) {
-  for (size_t i = hash_str(v) & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
+  for (size_t i = idhash(v) & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
     if (!s->slot[i]) return 0;
     if (strcmp(s->slot[i], v) == 0) return 1;
   }
 }
 
 static int strset_add(strset *s, const char *v) {
-  size_t i = hash_str(v) & (s->cap - 1);
+  size_t i = idhash(v) & (s->cap - 1);
   while (s->slot[i]) i = (i + 1) & (s->cap - 1);
   if (!(s->slot[i] = strdup(v))) return -1;
   s->n++;
@@ -420,7 +415,7 @@ int queue_select(const st_dataset *ds, const queue_params *p, double reconsider,
           }
           for (size_t s = 0; s < seen.cap; s++)
             if (seen.slot[s]) {
-              size_t j = hash_str(seen.slot[s]) & (bigger.cap - 1);
+              size_t j = idhash(seen.slot[s]) & (bigger.cap - 1);
               while (bigger.slot[j]) j = (j + 1) & (bigger.cap - 1);
               bigger.slot[j] = seen.slot[s];
               bigger.n++;

@@ -25,6 +25,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "idhash.h"
+
 #define ST_RUN_COLUMNS 24    /* at least the per-key columns of st_run */
 #define ST_SAMPLE_ARRAYS 12  /* at least the per-key arrays of st_dataset */
 
@@ -222,19 +224,10 @@ static const char *arena_strdup(st_dataset *ds, const char *s) {
 
 /* ------------------------------------------------------------------ hashing */
 
-static uint64_t hash_id(const char *s) {
-  uint64_t h = 1469598103934665603ull; /* FNV-1a */
-  for (; *s; s++) {
-    h ^= (unsigned char)*s;
-    h *= 1099511628211ull;
-  }
-  return h ^ (h >> 29);
-}
-
 int64_t st_key(const st_dataset *ds, const char *id) {
   if (!ds->hcap) return -1;
   uint32_t mask = ds->hcap - 1;
-  for (uint32_t i = (uint32_t)hash_id(id) & mask;; i = (i + 1) & mask) {
+  for (uint32_t i = (uint32_t)idhash(id) & mask;; i = (i + 1) & mask) {
     uint32_t slot = ds->hash[i];
     if (slot == 0) return -1;
     if (strcmp(ds->ids[slot - 1], id) == 0) return slot - 1;
@@ -244,7 +237,7 @@ int64_t st_key(const st_dataset *ds, const char *id) {
 /* Inserts key into the hash (the id is already in ds->ids[key]). */
 static void hash_put(st_dataset *ds, uint32_t key) {
   uint32_t mask = ds->hcap - 1;
-  uint32_t i = (uint32_t)hash_id(ds->ids[key]) & mask;
+  uint32_t i = (uint32_t)idhash(ds->ids[key]) & mask;
   while (ds->hash[i] != 0) i = (i + 1) & mask;
   ds->hash[i] = key + 1;
 }
