@@ -4,8 +4,8 @@
 usage: tests/fault/torture.py --build build [--seed S] [--requests N] [--points P | --all] [--kinds K,...] [-v]
 
 The workload is a deterministic, seeded sequence of requests from one client: batches (with meta, with and
-without batch_id, duplicates, a class-count conflict), reviews, meta puts, queue builds and removals, deletes
-and re-creates of the same few dataset names, exports and queries.
+without batch_id, duplicates, a class-count conflict, many steps in one request as segments), reviews, meta
+puts, queue builds and removals, deletes and re-creates of the same few dataset names, exports and queries.
 
 The model is the same workload run once without faults: its answers, and the whole API-visible state it
 ends with (datasets, runs, every sample's history fields and recent observations, statuses, audit trails,
@@ -163,6 +163,7 @@ def make_workload(seed, n):
     rough account of what its earlier requests created (datasets, samples, queues), so that most reviews,
     meta puts, queue removals and deletions find what they name, and some do not."""
     rng = random.Random(seed)
+    seg_rng = random.Random(seed * 7919 + 1)  # segments: drawn apart, so the rest of the workload stays the same
     names = ["d0", "d1", "d2"]
     ids = ["s%d" % i for i in range(16)] + ["x/%d" % i for i in range(4)] + [str(i) for i in range(100, 104)]
     have = {d: set() for d in names}    # samples each dataset probably holds
@@ -185,6 +186,18 @@ def make_workload(seed, n):
                     "logits": [[round(rng.gauss(0, 2), 3) for _ in range(c)] for _ in chosen],
                     "targets": [rng.randrange(c) for _ in chosen]}
             step += rng.randint(1, 3)
+            if seg_rng.random() < 0.35:
+                # many steps in one request: more segments, whose samples may repeat the first one's
+                segs = [{"n": len(chosen), "step": body.pop("step")}]
+                for _ in range(seg_rng.randint(1, 2)):
+                    more = seg_rng.sample(ids, seg_rng.randint(1, 4))
+                    body["ids"] = body["ids"] + more
+                    body["logits"] += [[round(seg_rng.gauss(0, 2), 3) for _ in range(c)] for _ in more]
+                    body["targets"] += [seg_rng.randrange(c) for _ in more]
+                    segs.append({"n": len(more), "step": step})
+                    step += 1
+                    have[d].update(more)
+                body["segments"] = segs
             if rng.random() < 0.6:
                 if batch_ids and rng.random() < 0.15:
                     body["batch_id"] = rng.choice(batch_ids)  # a duplicate (or a new id for this run)
