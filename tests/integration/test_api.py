@@ -532,6 +532,11 @@ class HealthAndDocumentsTest(FocaldTestCase):
             counts = [v for _, v in buckets]
             self.assertEqual(counts, sorted(counts), hist)
             self.assertEqual(after[hist + '_bucket{le="+Inf"}'], after[hist + "_count"], hist)
+        # bounds written exactly, as configured (%g would write 1.04858e+06)
+        self.assertIn('focald_commit_samples_bucket{le="1048576"}', after)
+        self.assertIn('focald_commit_samples_bucket{le="262144"}', after)
+        self.assertIn('focald_commit_duration_seconds_bucket{le="0.0005"}', after)
+        self.assertIn('focald_commit_duration_seconds_bucket{le="2.5"}', after)
 
     def test_request_id_valid_client_value_is_echoed(self):
         rid = "trainer-42.step_7"
