@@ -334,6 +334,8 @@ def cmd_export(c, a, out):
         return EXIT_OK
     try:
         n = c.export(a.dataset, a.output, a.format, **kw)
+    except FocaldError:
+        raise  # focald's refusal, or focald unreachable (a ConnectionError too): reported as for every command
     except OSError as e:
         sys.stderr.write("focalctl: cannot write %s: %s\n" % (a.output, e.strerror or e))
         return EXIT_LOCAL

@@ -4,7 +4,7 @@ Every failure of a call is a FocaldError. An answer from focald with an error
 status carries focald's problem body (RFC 9457: type, title, status, detail,
 plus focald's code, field and request_id); a failure to reach focald at all
 (refused, reset, timed out) is the subclass FocaldConnectionError, whose status
-is None.
+is None, and which is also a ConnectionError.
 """
 
 __all__ = ["FocaldError", "FocaldConnectionError"]
@@ -66,9 +66,10 @@ class FocaldError(Exception):
         return _rebuild, (type(self), self.status, self.code, self.detail, kwargs)
 
 
-class FocaldConnectionError(FocaldError):
+class FocaldConnectionError(FocaldError, ConnectionError):
     """focald could not be reached or did not answer in time (status None; code "unreachable" or
-    "timeout"). The underlying exception is in __cause__."""
+    "timeout"). The underlying exception is in __cause__. Also a ConnectionError (an OSError), so code
+    that already handles connection failures catches it."""
 
     def __init__(self, code, detail=None, **kw):
         super().__init__(None, code, detail, **kw)

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 
 import _daemon
@@ -267,6 +268,12 @@ class FocalctlTest(DaemonTestCase):
         p = self.run_cli("top", "cli", url=dead)
         self.assertEqual(p.returncode, 3)
         self.assertIn("cannot reach focald", p.stderr)
+        # an export to a file with focald down is focald unreachable (3), not a file that cannot be written (4)
+        with tempfile.TemporaryDirectory() as tmp:
+            p = self.run_cli("export", "cli", "--output", os.path.join(tmp, "out.csv"), url=dead)
+            self.assertEqual(p.returncode, 3, p.stderr)
+            self.assertIn("cannot reach focald", p.stderr)
+            self.assertEqual(os.listdir(tmp), [])
         # --url wins over FOCALD_URL, before or after the command
         self.assertEqual(self.run_cli("--url", self.url, "top", "cli", "-k", "1", url=dead).returncode, 0)
         self.assertEqual(self.run_cli("top", "cli", "-k", "1", "--url", self.url, url=dead).returncode, 0)

@@ -464,10 +464,15 @@ class ErrorTest(DaemonTestCase):
             c.datasets()
         e = cm.exception
         self.assertIsInstance(e, FocaldError)
+        self.assertIsInstance(e, ConnectionError)  # code that handles connection failures catches it
+        with self.assertRaises(ConnectionError):
+            c.datasets()
         self.assertEqual((e.status, e.code), (None, "unreachable"))
         self.assertTrue(e.retryable)
         self.assertFalse(e.client_error)
         self.assertIsInstance(e.__cause__, OSError)
+        again = pickle.loads(pickle.dumps(e))
+        self.assertEqual((type(again), again.code, str(again)), (FocaldConnectionError, "unreachable", str(e)))
 
     def test_client_timeout_error(self):
         proxy = _daemon.Proxy(self.d.port, mode="hang")
