@@ -30,40 +30,41 @@ typedef struct setting {
   size_t size;      /* K_STR: buffer size */
   long long min, max;
   const char *help;
+  const char *takes; /* what the flag takes, as --help shows it (NULL for a K_FLAG) */
 } setting;
 
 #define AT(f) offsetof(config, f)
 
 static const setting settings[] = {
     {"listen", K_STR, AT(listen), sizeof(((config *)0)->listen), 0, 0,
-     "address to listen on, host:port ([v6]:port); loopback by default"},
-    {"db", K_STR, AT(db), sizeof(((config *)0)->db), 0, 0, "SQLite database file (created with its directory)"},
-    {"http-threads", K_INT, AT(http_threads), 0, 1, 256, "HTTP threads (libmicrohttpd's pool)"},
-    {"workers", K_INT, AT(workers), 0, 1, 128, "scoring threads (libuv's pool); default: the CPUs focald may use (affinity and cgroup CPU quota)"},
-    {"max-body", K_SIZE, AT(max_body), 0, 1024, (long long)1 << 40, "largest request body (suffixes K, M, G)"},
-    {"max-connections", K_INT, AT(max_connections), 0, 4, 1000000, "open connections at most"},
-    {"connection-timeout", K_INT, AT(connection_timeout), 0, 1, 86400, "seconds before an idle or stalled connection is closed"},
-    {"queue-limit", K_INT, AT(queue_limit), 0, 1, 1000000, "batches waiting for scoring or commit before 503"},
+     "address to listen on, host:port ([v6]:port); loopback by default", "HOST:PORT"},
+    {"db", K_STR, AT(db), sizeof(((config *)0)->db), 0, 0, "SQLite database file (created with its directory)", "FILE"},
+    {"http-threads", K_INT, AT(http_threads), 0, 1, 256, "HTTP threads (libmicrohttpd's pool)", "N"},
+    {"workers", K_INT, AT(workers), 0, 1, 128, "scoring threads (libuv's pool); default: the CPUs focald may use (affinity and cgroup CPU quota)", "N"},
+    {"max-body", K_SIZE, AT(max_body), 0, 1024, (long long)1 << 40, "largest request body (suffixes K, M, G)", "BYTES"},
+    {"max-connections", K_INT, AT(max_connections), 0, 4, 1000000, "open connections at most", "N"},
+    {"connection-timeout", K_INT, AT(connection_timeout), 0, 1, 86400, "seconds before an idle or stalled connection is closed", "SECONDS"},
+    {"queue-limit", K_INT, AT(queue_limit), 0, 1, 1000000, "batches waiting for scoring or commit before 503", "N"},
     {"durability", K_DURABILITY, AT(durability), 0, 0, 0,
-     "full: a 2xx survives power loss (fsync per commit); normal: it survives a crash of focald"},
-    {"log-level", K_LEVEL, AT(log_level), 0, 0, 0, "debug, info, warn or error"},
-    {"ema-alpha", K_DOUBLE, AT(ema_alpha), 0, 0, 1, "weight of the newest loss in ema_loss, in (0, 1]"},
+     "full: a 2xx survives power loss (fsync per commit); normal: it survives a crash of focald", "full|normal"},
+    {"log-level", K_LEVEL, AT(log_level), 0, 0, 0, "debug, info, warn or error", "LEVEL"},
+    {"ema-alpha", K_DOUBLE, AT(ema_alpha), 0, 0, 1, "weight of the newest loss in ema_loss, in (0, 1]", "ALPHA"},
     {"snapshot-interval", K_INT, AT(snapshot_interval), 0, 0, 86400,
-     "seconds between history snapshots (0: one after every commit, for tests)"},
+     "seconds between history snapshots (0: one after every commit, for tests)", "SECONDS"},
     {"drain-timeout", K_INT, AT(drain_timeout), 0, 1, 3600,
-     "seconds SIGTERM waits for queued batches to be scored; those still waiting then get 503 draining"},
+     "seconds SIGTERM waits for queued batches to be scored; those still waiting then get 503 draining", "SECONDS"},
     {"reconsider-factor", K_DOUBLE, AT(reconsider_factor), 0, -1, 1000,
-     "a confirmed sample is listed again once its ema_loss passes this factor (>= 1) of its value at confirmation; 0: never"},
+     "a confirmed sample is listed again once its ema_loss passes this factor (>= 1) of its value at confirmation; 0: never", "FACTOR"},
     {"viewer-url", K_STR, AT(viewer_url), sizeof(((config *)0)->viewer_url), 0, 0,
-     "OHIF viewer base URL for the DICOM links in exports"},
+     "OHIF viewer base URL for the DICOM links in exports", "URL"},
     {"token-file", K_STR, AT(token_file), sizeof(((config *)0)->token_file), 0, 0,
-     "file holding the bearer token clients must send (or FOCALD_TOKEN holding the token itself)"},
-    {"allow-remote", K_FLAG, AT(allow_remote), 0, 0, 0, "allow a non-loopback listen address without a token"},
-    {"tls-cert", K_STR, AT(tls_cert), sizeof(((config *)0)->tls_cert), 0, 0, "PEM certificate (chain): serve HTTPS"},
-    {"tls-key", K_STR, AT(tls_key), sizeof(((config *)0)->tls_key), 0, 0, "PEM private key of --tls-cert"},
-    {"healthcheck", K_FLAG, AT(healthcheck), 0, 0, 0, "probe LISTEN's health path, exit 0 if it answers 200, else 1"},
+     "file holding the bearer token clients must send (or FOCALD_TOKEN holding the token itself)", "FILE"},
+    {"allow-remote", K_FLAG, AT(allow_remote), 0, 0, 0, "allow a non-loopback listen address without a token", NULL},
+    {"tls-cert", K_STR, AT(tls_cert), sizeof(((config *)0)->tls_cert), 0, 0, "PEM certificate (chain): serve HTTPS", "FILE"},
+    {"tls-key", K_STR, AT(tls_key), sizeof(((config *)0)->tls_key), 0, 0, "PEM private key of --tls-cert", "FILE"},
+    {"healthcheck", K_FLAG, AT(healthcheck), 0, 0, 0, "probe LISTEN's health path, exit 0 if it answers 200, else 1", NULL},
     {"healthcheck-path", K_STR, AT(healthcheck_path), sizeof(((config *)0)->healthcheck_path), 0, 0,
-     "what --healthcheck probes: /livez (the process answers) or /readyz (it accepts work)"},
+     "what --healthcheck probes: /livez (the process answers) or /readyz (it accepts work)", "PATH"},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -199,6 +200,12 @@ static int apply(config *c, const setting *s, const char *value, const char *whe
 }
 
 /* FOCALD_MAX_BODY for max-body. */
+/* --healthcheck makes this run a one-shot probe: only the command line says so, so that an environment
+ * shared with the daemon (a container's, a pod's) cannot turn the daemon itself into a probe. */
+static int is_command(const setting *s) {
+  return strcmp(s->flag, "healthcheck") == 0;
+}
+
 static void env_name(const setting *s, char *out, size_t n) {
   size_t j = (size_t)snprintf(out, n, "FOCALD_");
   for (const char *p = s->flag; *p && j + 1 < n; p++) out[j++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
@@ -224,13 +231,17 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: focald [options]\n"
           "focald evaluates focal loss for training batches and keeps each sample's history.\n\n"
-          "Every option is also an environment variable (flag wins):\n\n");
+          "Every option but --healthcheck is also an environment variable (flag wins):\n\n");
   for (size_t i = 0; i < NSETTINGS; i++) {
     char env[64], def[64], flag[64];
     env_name(&settings[i], env, sizeof env);
     describe_default(&d, &settings[i], def, sizeof def);
-    snprintf(flag, sizeof flag, "--%s%s", settings[i].flag, settings[i].kind == K_FLAG ? "" : " VALUE");
-    fprintf(f, "  %-28s %s\n  %-28s env %s, default %s\n", flag, settings[i].help, "", env, def);
+    snprintf(flag, sizeof flag, "--%s%s%s", settings[i].flag, settings[i].takes ? " " : "",
+             settings[i].takes ? settings[i].takes : "");
+    if (is_command(&settings[i]))
+      fprintf(f, "  %-28s %s\n  %-28s (the command line only)\n", flag, settings[i].help, "");
+    else
+      fprintf(f, "  %-28s %s\n  %-28s env %s, default %s\n", flag, settings[i].help, "", env, def);
   }
   fprintf(f, "  %-28s the bearer token itself (kept out of the command line, where ps shows it)\n", "env FOCALD_TOKEN");
   fprintf(f, "  %-28s print this help\n  %-28s print the version\n", "--help", "--version");
@@ -310,6 +321,7 @@ int config_load(config *cfg, int argc, char **argv) {
   defaults(cfg);
   for (size_t i = 0; i < NSETTINGS; i++) {
     char env[64];
+    if (is_command(&settings[i])) continue;
     env_name(&settings[i], env, sizeof env);
     const char *v = getenv(env);
     if (v && *v && apply(cfg, &settings[i], v, env) != 0) return -1;

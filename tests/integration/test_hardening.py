@@ -1472,6 +1472,20 @@ class TlsTest(HardeningTestCase):
         rc, out = self.healthcheck(d.port)
         self.assertEqual(rc, 1, out)
 
+    def test_security_healthcheck_only_from_the_command_line(self):
+        """FOCALD_HEALTHCHECK in an environment the daemon shares with its probe (a container's, a pod's)
+        does not turn the daemon into a one-shot probe: it serves."""
+        d = self.start_daemon(env={"FOCALD_HEALTHCHECK": "1"})
+        self.assertEqual(d.get("/livez").status, 200)
+        self.assertEqual(d.ok_batch("hc", base_body())["accepted"], 3)
+        rc, out = run_focald(["--listen", "127.0.0.1:%d" % d.port, "--healthcheck"], timeout=10)
+        self.assertEqual(rc, 0, out)
+        rc, out = run_focald(["--help"])
+        self.assertEqual(rc, 0, out)
+        self.assertNotIn(" VALUE", out)  # each flag says what it takes
+        self.assertIn("--listen HOST:PORT", out)
+        self.assertIn("--max-body BYTES", out)
+
 
 if __name__ == "__main__":
     sys.exit(ta.main())
