@@ -31,6 +31,7 @@ import sys
 
 from .client import EXPORT_FORMATS, HISTORY_FIELDS, STATUSES, Client
 from .errors import FocaldError
+from . import __version__
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -466,6 +467,7 @@ def build_parser():
                 description="Query and steer focald: hard examples, samples, reviews, queues, exports, datasets.",
                 epilog="Exit status: 0 done; 1 focald refused the request (4xx); 2 usage error; 3 focald unreachable "
                        "or failing (5xx); 4 local error (output file). The token comes from $FOCALD_TOKEN.")
+    p.add_argument("--version", action="version", version="focalctl " + __version__)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
 
     s = sub.add_parser("top", parents=[common], help="the hardest samples of a dataset")
@@ -583,6 +585,9 @@ def main(argv=None):
             sys.stderr.write("\n")
         else:
             sys.stderr.write("focalctl: %s\n" % e)
+            if e.status == 401:
+                sys.stderr.write("focalctl: focald wants a bearer token: set FOCALD_TOKEN to it%s\n"
+                                 % (" (the one set is refused)" if os.environ.get("FOCALD_TOKEN") else ""))
         return EXIT_REFUSED if e.client_error else EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130

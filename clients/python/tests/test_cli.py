@@ -263,6 +263,11 @@ class FocalctlTest(DaemonTestCase):
         self.assertEqual(p.returncode, 3)
         self.assertIn("unreachable", p.stdout)
 
+    def test_focalctl_version(self):
+        p = self.run_cli("--version")
+        self.assertEqual(p.returncode, 0)
+        self.assertRegex(p.stdout.strip(), r"^focalctl \d+\.\d+\.\d+$")
+
     def test_focalctl_exit_codes(self):
         dead = "http://127.0.0.1:%d" % _daemon.free_port()
         p = self.run_cli("top", "cli", url=dead)
@@ -313,6 +318,11 @@ class FocalctlTest(DaemonTestCase):
                 p = self.run_cli("datasets", url=d.url)  # no token
                 self.assertEqual(p.returncode, 1)
                 self.assertIn("401 unauthorized", p.stderr)
+                self.assertIn("set FOCALD_TOKEN", p.stderr)
+                p = subprocess.run([_daemon.PYTHON, _daemon.FOCALCTL, "datasets"], capture_output=True, text=True,
+                                   timeout=60, env=dict(os.environ, FOCALD_URL=d.url, FOCALD_TOKEN="x" * 32))
+                self.assertEqual(p.returncode, 1)
+                self.assertIn("the one set is refused", p.stderr)
             finally:
                 d.stop()
         if _daemon.supports("--tls-cert"):
