@@ -38,6 +38,7 @@ void req_free(req *r) {
   free(r->meta_json);
   free(r->meta_index);
   free(r->seg);
+  free(r->id_slot);
   for (int i = 0; i < r->nown; i++) free(r->own[i]);
   memset(r, 0, sizeof *r);
 }
@@ -272,7 +273,9 @@ int dec_check_unique(req *r, problem *err) {
       }
     }
   }
-  free(seen);
+  free(r->id_slot);
+  r->id_slot = seen;
+  r->id_cap = cap;
   return 0;
 }
 
@@ -541,23 +544,12 @@ static int read_meta(const json_t *meta, req *r, problem *err) {
   if (n == 0) return 0;
   r->meta_index = calloc(n, sizeof *r->meta_index);
   r->meta_json = calloc(n, sizeof *r->meta_json);
-  /* the ids by hash, each at its last index: an id repeated in a later segment gets its meta there */
-  uint32_t cap = 16;
-  while (cap < 2 * (size_t)r->n) cap *= 2;
-  uint32_t *slot = calloc(cap, sizeof *slot);
-  if (!r->meta_index || !r->meta_json || !slot) {
-    free(slot);
-    return problem_set(err, P_INTERNAL, NULL, "out of memory");
-  }
-  for (int64_t i = 0; i < r->n; i++)
-    for (uint32_t h = (uint32_t)idhash(r->ids[i]) & (cap - 1);; h = (h + 1) & (cap - 1))
-      if (slot[h] == 0 || strcmp(r->ids[slot[h] - 1], r->ids[i]) == 0) {
-        slot[h] = (uint32_t)i + 1;
-        break;
-      }
+  if (!r->meta_index || !r->meta_json) return problem_set(err, P_INTERNAL, NULL, "out of memory");
+  /* dec_check_unique's table: each id at its last index, so an id repeated in a later segment gets its meta there */
+  const uint32_t *slot = r->id_slot, cap = r->id_cap;
+  if (!slot) return problem_set(err, P_INTERNAL, NULL, "meta read before the ids were checked");
   const char *key;
   const json_t *v;
-  int rc = 0;
   json_object_foreach((json_t *)meta, key, v) {
     char ptr[300];
     snprintf(ptr, sizeof ptr, "/meta/%.256s", key);
@@ -567,43 +559,32 @@ static int read_meta(const json_t *meta, req *r, problem *err) {
         at = slot[h] - 1;
         break;
       }
-    if (at < 0) {
-      rc = problem_set(err, P_INVALID_FIELD, ptr, "meta has an entry for \"%.80s\", which is not in ids", key);
-      break;
-    }
-    if (!json_is_object(v)) {
-      rc = problem_set(err, P_INVALID_FIELD, ptr, "meta[\"%.80s\"] must be an object, not %s", key, json_kind(v));
-      break;
-    }
-    if ((rc = dec_meta_check(v, ptr, err)) != 0) break;
+    if (at < 0) return problem_set(err, P_INVALID_FIELD, ptr, "meta has an entry for \"%.80s\", which is not in ids", key);
+    if (!json_is_object(v)) return problem_set(err, P_INVALID_FIELD, ptr, "meta[\"%.80s\"] must be an object, not %s", key, json_kind(v));
+    if (dec_meta_check(v, ptr, err)) return -1;
     char *text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
-    if (!text) {
-      rc = problem_set(err, P_INTERNAL, NULL, "out of memory");
-      break;
-    }
+    if (!text) return problem_set(err, P_INTERNAL, NULL, "out of memory");
     if (strlen(text) > REQ_META_MAX) {
       free(text);
-      rc = problem_set(err, P_OUT_OF_RANGE, ptr, "meta[\"%.80s\"] is larger than %d bytes", key, REQ_META_MAX);
-      break;
+      return problem_set(err, P_OUT_OF_RANGE, ptr, "meta[\"%.80s\"] is larger than %d bytes", key, REQ_META_MAX);
     }
     r->meta_index[r->nmeta] = (int32_t)at;
     r->meta_json[r->nmeta++] = text;
   }
-  free(slot);
-  if (rc == 0 && r->nseg > 1 && sort_meta(r) != 0) rc = problem_set(err, P_INTERNAL, NULL, "out of memory");
-  return rc;
+  if (r->nseg > 1 && sort_meta(r) != 0) return problem_set(err, P_INTERNAL, NULL, "out of memory");
+  return 0;
 }
 
-int dec_only_fields(const json_t *root, const char *const *fields, problem *err) {
+int dec_only_fields(const json_t *obj, const char *const *fields, const char *at, problem *err) {
   const char *key;
   json_t *v;
-  json_object_foreach((json_t *)root, key, v) {
+  json_object_foreach((json_t *)obj, key, v) {
     int known = 0;
     for (int i = 0; fields[i]; i++) known |= strcmp(fields[i], key) == 0;
     if (!known) {
-      char ptr[80];
-      snprintf(ptr, sizeof ptr, "/%.60s", key);
-      return problem_set(err, P_UNKNOWN_FIELD, ptr, "the body has no field \"%.60s\"", key);
+      char ptr[160];
+      snprintf(ptr, sizeof ptr, "%.90s/%.60s", at, key);
+      return problem_set(err, P_UNKNOWN_FIELD, ptr, "%s has no field \"%.60s\"", at[0] ? at : "the body", key);
     }
   }
   return 0;
@@ -624,17 +605,8 @@ static int read_segments(const json_t *v, req *r, problem *err) {
     if (!json_is_object(o))
       return problem_set(err, P_INVALID_FIELD, "/segments", "segments[%zu] must be an object {n, step, epoch}, not %s", i,
                          json_kind(o));
-    const char *key;
-    json_t *x;
-    json_object_foreach((json_t *)o, key, x) {
-      int known = 0;
-      for (int f2 = 0; seg_fields[f2]; f2++) known |= strcmp(seg_fields[f2], key) == 0;
-      if (!known) {
-        char ptr[96];
-        snprintf(ptr, sizeof ptr, "/segments/%zu/%.40s", i, key);
-        return problem_set(err, P_UNKNOWN_FIELD, ptr, "segments[%zu] has no field \"%.40s\"", i, key);
-      }
-    }
+    snprintf(name, sizeof name, "/segments/%zu", i);
+    if (dec_only_fields(o, seg_fields, name, err)) return -1;
     req_seg *g = &r->seg[i];
     snprintf(name, sizeof name, "segments/%zu/n", i);
     if (!(f = json_object_get(o, "n")))
@@ -660,7 +632,7 @@ static int read_segments(const json_t *v, req *r, problem *err) {
 
 int dec_header(const json_t *root, req *r, int want_store, const char *const *fields, problem *err) {
   snprintf(r->run, sizeof r->run, "default");
-  if (dec_only_fields(root, fields, err)) return -1;
+  if (dec_only_fields(root, fields, "", err)) return -1;
   const json_t *f;
   if ((f = json_object_get(root, "run")) && want_store) {
     if (!json_is_string(f) || !name_ok(json_string_value(f)))
@@ -704,6 +676,8 @@ int dec_tail(const json_t *root, req *r, int want_store, problem *err) {
   if ((v = json_object_get(root, "ohem_k")) && !json_is_null(v) && int_field(v, "ohem_k", 0, r->n, &r->ohem_k, err))
     return -1;
   if ((v = json_object_get(root, "meta")) && want_store && !json_is_null(v) && read_meta(v, r, err)) return -1;
+  free(r->id_slot); /* the ids' table is done with */
+  r->id_slot = NULL;
   return 0;
 }
 

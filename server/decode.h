@@ -50,6 +50,8 @@ typedef struct req {
   int nmeta;
   int32_t *meta_index;            /* which sample each meta belongs to */
   char **meta_json;               /* compact JSON object text; by meta_index when there are segments */
+  uint32_t *id_slot;              /* decoding only: the ids by hash (index + 1 of each id's last place), id_cap of them */
+  uint32_t id_cap;
   int nseg;                       /* 0: the request is one segment, of the top-level step and epoch */
   req_seg *seg;                   /* (nseg) in order, covering the n samples; owned */
   void *own[8];                   /* what the request owns: tensors may point into the body it holds */
@@ -90,8 +92,9 @@ int dec_json(req *r /* OUT */, const char *body, size_t len, int want_store, pro
 int dec_meta_check(const json_t *m, const char *ptr, problem *err /* OUT */);
 
 /* 0, or -1 with *err an unknown_field problem naming the first key of the
- * object root that is not in the NULL-terminated list fields. */
-int dec_only_fields(const json_t *root, const char *const *fields, problem *err);
+ * object obj that is not in the NULL-terminated list fields. at: obj's JSON
+ * pointer ("" for the body itself), which the problem's field starts with. */
+int dec_only_fields(const json_t *obj, const char *const *fields, const char *at, problem *err);
 /* For the decoders: the fields every request has (in JSON, or a binary body's
  * JSON header): unknown fields (not in the NULL-terminated `fields`), run,
  * batch_id, epoch, step, loss. */
@@ -99,7 +102,8 @@ int dec_header(const json_t *root, req *r, int want_store, const char *const *fi
 /* For the decoders, once the tensors are read: the loss settings against the
  * class count, ohem_k and meta. */
 int dec_tail(const json_t *root, req *r, int want_store, problem *err);
-/* Checks that the segments cover the n ids and rejects an id repeated within one segment. */
+/* Checks that the segments cover the n ids and rejects an id repeated within one segment; keeps the table
+ * of ids it built (r->id_slot) for the meta, which dec_tail frees. */
 int dec_check_unique(req *r, problem *err);
 
 /* Frees what a decoder allocated. Accepts a zeroed req. */

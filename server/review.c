@@ -76,7 +76,7 @@ int review_decode(const char *body, size_t len, review_op *op, problem *err) {
   json_t *root = load_object(body, len, err);
   if (!root) return -1;
   int rc = -1;
-  if (dec_only_fields(root, fields, err)) goto out;
+  if (dec_only_fields(root, fields, "", err)) goto out;
   const json_t *st = json_object_get(root, "status");
   if (!st) {
     problem_set(err, P_MISSING_FIELD, "/status", "status is required");
@@ -158,7 +158,7 @@ int queue_decode(const char *body, size_t len, queue_params *p, problem *err) {
   if (!root) return -1;
   int rc = -1;
   long long v;
-  if (dec_only_fields(root, fields, err)) goto out;
+  if (dec_only_fields(root, fields, "", err)) goto out;
   const json_t *f = json_object_get(root, "name");
   if (!json_is_string(f) || !name_ok(json_string_value(f))) {
     problem_set(err, f ? P_BAD_NAME : P_MISSING_FIELD, "/name", "name must be a name of 1 to 64 characters from A-Z a-z 0-9 . _ -");
@@ -231,17 +231,7 @@ int queue_decode(const char *body, size_t len, queue_params *p, problem *err) {
       p->quota_min[k] = -1;
       p->quota_max[k] = -1;
       static const char *const quota_fields[] = {"min", "max", NULL};
-      const char *qk;
-      json_t *qv;
-      json_object_foreach((json_t *)q, qk, qv) {
-        int known = 0;
-        for (int j = 0; quota_fields[j]; j++) known |= strcmp(quota_fields[j], qk) == 0;
-        if (!known) {
-          snprintf(ptr, sizeof ptr, "/quotas/%.40s/%.40s", key, qk);
-          problem_set(err, P_UNKNOWN_FIELD, ptr, "a quota has only min and max, not \"%.40s\"", qk);
-          goto out;
-        }
-      }
+      if (dec_only_fields(q, quota_fields, ptr, err)) goto out;
       const json_t *mn = json_object_get(q, "min"), *mx = json_object_get(q, "max");
       if (mn && int_in(mn, ptr, "quota min", 0, 10000, &v, err)) goto out;
       if (mn) p->quota_min[k] = (int)v;
