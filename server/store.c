@@ -30,6 +30,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -356,8 +357,9 @@ static hist_obs *job_observations(const job *j) {
   return obs;
 }
 
-/* The loss configuration as stored with a batch of n samples (malloc'd JSON), or NULL when memory runs out. */
-static char *loss_config_json(const req *r, int64_t n) {
+/* The loss configuration as stored with each batch of a request, but for its shape: a JSON object without
+ * its closing brace (malloc'd), or NULL when memory runs out. loss_config_json completes it per batch. */
+static char *loss_config_head(const req *r) {
   json_t *o = json_object();
   if (!o) return NULL;
   int bad = json_object_set_new(o, "type", json_string(fl_loss_name(r->params.loss)));
@@ -372,10 +374,25 @@ static char *loss_config_json(const req *r, int64_t n) {
     bad |= json_object_set_new(o, "alpha", r->params.alpha >= 0 ? json_real(r->params.alpha) : json_null());
   }
   bad |= json_object_set_new(o, "input", json_string(r->params.input == FL_INPUT_PROBS ? "probs" : "logits"));
-  bad |= json_object_set_new(o, "shape", json_pack("[III]", (json_int_t)n, (json_int_t)r->m, (json_int_t)r->c));
   char *text = bad ? NULL : json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
   json_decref(o);
+  if (text) text[strlen(text) - 1] = '\0'; /* the closing brace: the shape comes last */
   return text;
+}
+
+/* head (loss_config_head) with the shape of a batch of n samples of r: the stored JSON (malloc'd), or NULL. */
+static char *loss_config_json(const char *head, const req *r, int64_t n) {
+  const size_t cap = strlen(head) + 80;
+  char *text = malloc(cap);
+  if (text) snprintf(text, cap, "%s,\"shape\":[%" PRId64 ",%" PRId64 ",%" PRId64 "]}", head, n, r->m, r->c);
+  return text;
+}
+
+/* The end of the meta entries, from m on, of the samples before index end (meta is in sample order when
+ * there are segments). */
+static int meta_end(const req *r, int m, int64_t end) {
+  while (m < r->nmeta && r->meta_index[m] < end) m++;
+  return m;
 }
 
 /* Meta entries [from, to) as stored with their batch: {"<id>": {...}} (malloc'd); *text NULL when there
@@ -395,11 +412,12 @@ static int batch_meta_json(const req *r, int from, int to, char **text) {
 }
 
 /* Logs segment k of a job (samples [off, off + g.n), meta entries [m0, m1)) as one batch. */
-static int log_segment(store *s, job *j, const st_batch_ref *ref, int k, int64_t off, const req_seg *g, int m0, int m1) {
+static int log_segment(store *s, job *j, const st_batch_ref *ref, const char *cfg_head, int k, int64_t off,
+                       const req_seg *g, int m0, int m1) {
   const req *r = &j->rq;
   unsigned char *payload = NULL;
   size_t plen = 0;
-  char *cfgjson = loss_config_json(r, g->n), *metajson = NULL;
+  char *cfgjson = loss_config_json(cfg_head, r, g->n), *metajson = NULL;
   codec_batch cb = {(uint32_t)g->n, (const char *const *)r->ids + off, j->obs + off};
   int rc = SQLITE_NOMEM;
   if (!cfgjson || batch_meta_json(r, m0, m1, &metajson) != 0 || codec_pack(&cb, &payload, &plen) != 0 ||
@@ -471,17 +489,19 @@ static int batch_write(store *s, wop *op) {
   j->meta_ids = malloc((size_t)(r->nmeta ? r->nmeta : 1) * sizeof *j->meta_ids);
   if (!j->prep || !j->seq || !j->obs || !j->meta_ids) return SQLITE_NOMEM;
   for (int i = 0; i < r->nmeta; i++) j->meta_ids[i] = r->ids[r->meta_index[i]];
+  char *cfg_head = loss_config_head(r);
+  if (!cfg_head) return SQLITE_NOMEM;
   int64_t off = 0;
-  int m0 = 0;
-  for (int k = 0; k < nseg; k++) {
+  rc = SQLITE_OK;
+  for (int k = 0, m0 = 0; k < nseg && rc == SQLITE_OK; k++) {
     const req_seg g = req_segment(r, k);
-    int m1 = m0;
-    while (m1 < r->nmeta && r->meta_index[m1] < off + g.n) m1++; /* meta is ordered by sample when there are segments */
-    if ((rc = log_segment(s, j, &ref, k, off, &g, m0, m1)) != SQLITE_OK) return rc;
+    const int m1 = meta_end(r, m0, off + g.n);
+    rc = log_segment(s, j, &ref, cfg_head, k, off, &g, m0, m1);
     off += g.n;
     m0 = m1;
   }
-  return SQLITE_OK;
+  free(cfg_head);
+  return rc;
 }
 
 /* Frees what the writer allocated for a job but the seqs, which job_free frees (its preps' keys are the
@@ -503,8 +523,7 @@ static void batch_apply(store *s, wop *op) {
   int m0 = 0;
   for (int k = 0; k < req_nseg(r); k++) {
     const req_seg g = req_segment(r, k);
-    int m1 = m0;
-    while (m1 < r->nmeta && r->meta_index[m1] < off + g.n) m1++;
+    const int m1 = meta_end(r, m0, off + g.n);
     st_apply_batch(s->map, &j->prep[k], j->seq[k], r->ids + off, j->obs + off, s->cfg.ema_alpha, m1 - m0, j->meta_ids + m0,
                    j->rq.meta_json + m0);
     if (j->seq[k] > s->last_seq) s->last_seq = j->seq[k];
