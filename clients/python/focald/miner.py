@@ -167,12 +167,8 @@ class _Slab:
     def put(self, ids, x, targets, weights, n, step, epoch, meta):
         """Copies one call's tensors in after the rows already there (the caller checked the room)."""
         a, b = self.n, self.n + n
-        if self.fast:  # the common case, in straight-line code: CPU torch tensors
-            self.ids_np[a:b] = ids.numpy()
-            self.x_np[a:b] = (x.detach() if x.requires_grad else x).numpy()
-            self.t_np[a:b] = (targets.detach() if targets.requires_grad else targets).numpy()
-            if self.w is not None:
-                self.w_np[a:b] = (weights.detach() if weights.requires_grad else weights).numpy()
+        if self.fast:
+            self.put_cpu(ids, x, targets, weights, a, b)
         elif self.backend == "list":
             if self.ids is not None:
                 self.ids.extend(framing.as_lists(ids))
@@ -193,9 +189,22 @@ class _Slab:
                 self.event.record()  # the sender waits for the copies queued so far
         if self.str_ids is not None:
             self.str_ids.extend(framing.as_lists(ids))
+        self.note(n, step, epoch, meta)
+
+    def put_cpu(self, ids, x, targets, weights, a, b):
+        """Copies a call of CPU torch tensors with NumPy dtypes into rows [a, b): the common case, in
+        straight-line code. Raises TypeError for a tensor NumPy cannot take (a GPU's, bfloat16)."""
+        self.ids_np[a:b] = ids.numpy()
+        self.x_np[a:b] = (x.detach() if x.requires_grad else x).numpy()
+        self.t_np[a:b] = (targets.detach() if targets.requires_grad else targets).numpy()
+        if self.w is not None:
+            self.w_np[a:b] = (weights.detach() if weights.requires_grad else weights).numpy()
+
+    def note(self, n, step, epoch, meta):
+        """Records a call of n rows just copied in: its segment, and its meta."""
         self.seg[self.nseg] = (n, step, epoch)
         self.nseg += 1
-        self.n = b
+        self.n += n
         if meta:
             if self.meta is None:
                 self.meta = {}
@@ -350,21 +359,11 @@ class Miner:
                 b = a + slab.key_n
                 if b <= slab.cap and slab.nseg < slab.segcap:
                     try:
-                        slab.ids_np[a:b] = ids.numpy()
-                        slab.x_np[a:b] = (x.detach() if x.requires_grad else x).numpy()
-                        slab.t_np[a:b] = (targets.detach() if targets.requires_grad else targets).numpy()
-                        if weights is not None:
-                            slab.w_np[a:b] = (weights.detach() if weights.requires_grad else weights).numpy()
+                        slab.put_cpu(ids, x, targets, weights, a, b)
                     except TypeError:  # a tensor on a GPU this time: the general path copies it
                         pass
                     else:
-                        slab.seg[slab.nseg] = (b - a, step, epoch)
-                        slab.nseg += 1
-                        slab.n = b
-                        if meta:
-                            if slab.meta is None:
-                                slab.meta = {}
-                            slab.meta.update(meta)
+                        slab.note(b - a, step, epoch, meta)
                         self.observed += b - a
                         self._queued_n += b - a
                         if slab.nseg == 1:
