@@ -110,6 +110,11 @@ def dump(d):
     return out
 
 
+def answer(r):
+    """A response as compared: its status and its JSON, timestamps and request ids left out."""
+    return r.status, {k: v for k, v in r.json().items() if k not in ("at", "created_at", "request_id")}
+
+
 class ConsistencyTestCase(th.HardeningTestCase):
     """No class daemon: each test starts its own, with the harness's library preloaded where it needs it."""
 
@@ -341,6 +346,26 @@ class SameGroupTest(ConsistencyTestCase):
             t.join(30)
         return out
 
+    def _assertGroupedIsSequential(self, seed, reqs, after_group=None):
+        """reqs sent one after the other, and as one group of the writer, each on a new daemon that seed(d)
+        prepared: the answers and the state are the same, and each state survives a restart.
+        after_group(d) checks the grouped daemon further."""
+        results = []
+        for grouped in (False, True):
+            root = th.temp_dir()
+            hold = os.path.join(root, "hold")
+            d = self.daemon(db_dir=root, env=shim_env(hold=hold)).start()
+            seed(d)
+            rs = self._grouped(d, hold, reqs) if grouped else [d.request(*r) for r in reqs]
+            results.append(([answer(r) for r in rs], dump(d)))
+            if grouped and after_group:
+                after_group(d)
+            self.assertEqual(d.stop(), 0)
+            d2 = self.restart(d)
+            self.assertEqual(dump(d2), results[-1][1], "after a restart")
+            self.assertEqual(d2.stop(), 0)
+        self.assertEqual(results[1], results[0])
+
     def _seed(self, d, ds, n=50):
         ids = ["o%d" % i for i in range(n)]
         self.assertEqual(d.batch(ds, batch_body(ids, 1, meta={"o0": {"patient_id": "p"}})).status, 200)
@@ -415,25 +440,16 @@ class SameGroupTest(ConsistencyTestCase):
         reqs.append(("PUT", "/v1/datasets/m/samples/%s/meta" % ids[27], {"uri": "/27.png"}))
         reqs.append(("PUT", "/v1/datasets/m/samples/%s/meta" % ids[9], {"uri": "/9.png"}))
         reqs.append(("POST", "/v1/datasets/m/samples/%s/review" % ids[9], {"status": "confirmed"}))  # waits: same sample
-        strip = lambda r: (r.status, {k: v for k, v in r.json().items() if k not in ("at", "created_at", "request_id")})  # noqa: E731
-        results = []
-        for grouped in (False, True):
-            root = th.temp_dir()
-            hold = os.path.join(root, "hold")
-            d = self.daemon(db_dir=root, env=shim_env(hold=hold)).start()  # snapshots every 5 s: rows not written yet
-            self.assertEqual(d.batch("m", batch_body(ids, 1)).status, 200)
-            rs = self._grouped(d, hold, reqs) if grouped else [d.request(*r) for r in reqs]
-            results.append(([strip(r) for r in rs], dump(d)))
-            if grouped:
-                m = d.get("/metrics").body.decode()
-                one = int(re.search(r'focald_commit_ops_bucket\{le="1"\} (\d+)', m).group(1))
-                total = int(re.search(r'focald_commit_ops_count (\d+)', m).group(1))
-                self.assertGreater(total - one, 0, "no commit held more than one change")
-            self.assertEqual(d.stop(), 0)
-            d2 = self.restart(d)
-            self.assertEqual(dump(d2), results[-1][1], "after a restart")
-            self.assertEqual(d2.stop(), 0)
-        self.assertEqual(results[1], results[0])
+
+        def one_commit(d):
+            m = d.get("/metrics").body.decode()
+            one = int(re.search(r'focald_commit_ops_bucket\{le="1"\} (\d+)', m).group(1))
+            total = int(re.search(r'focald_commit_ops_count (\d+)', m).group(1))
+            self.assertGreater(total - one, 0, "no commit held more than one change")
+
+        # snapshots every 5 s: the samples rows are not written yet
+        self._assertGroupedIsSequential(lambda d: self.assertEqual(d.batch("m", batch_body(ids, 1)).status, 200),
+                                        reqs, after_group=one_commit)
 
     def test_consistency_a_group_that_fails_changes_nothing(self):
         """A group of several changes (batches on a dataset and on a new one, a review, a meta put, a
@@ -448,7 +464,6 @@ class SameGroupTest(ConsistencyTestCase):
             ("POST", "/v1/datasets/n/batches", batch_body(["n1", "n2"], 4)),
             ("DELETE", "/v1/datasets/b", None),
         ]
-        strip = lambda r: (r.status, {k: v for k, v in r.json().items() if k not in ("at", "created_at", "request_id")})  # noqa: E731
 
         def seed(d):
             self.assertEqual(d.batch("a", batch_body(["a%d" % i for i in range(8)], 1)).status, 200)
@@ -456,7 +471,7 @@ class SameGroupTest(ConsistencyTestCase):
 
         ref = self.daemon().start()
         seed(ref)
-        want = ([strip(ref.request(*r)) for r in reqs], dump(ref))
+        want = ([answer(ref.request(*r)) for r in reqs], dump(ref))
         self.assertEqual(ref.stop(), 0)
         for fault in ("kind=write,at=1,span=1000000,do=full", "kind=write,at=1,span=1000000,do=ioerr",
                       "kind=sync,at=1,span=1000000,do=ioerr", "kind=alloc,at=1,span=1000000,do=nomem"):
@@ -473,7 +488,7 @@ class SameGroupTest(ConsistencyTestCase):
                 self.assertIn("focald_commit_failures_total 1\n", m)  # one group, one failed transaction
                 self.assertEqual(dump(d), before)
                 os.unlink(armed)
-                got = ([strip(d.request(*r)) for r in reqs], dump(d))
+                got = ([answer(d.request(*r)) for r in reqs], dump(d))
                 self.assertEqual(got, want)
                 self.assertEqual(d.stop(), 0)
                 d2 = self.restart(d)
@@ -491,26 +506,10 @@ class SameGroupTest(ConsistencyTestCase):
             "queue": ("POST", "/v1/datasets/p/queues", {"name": "q", "size": 4}),
             "unqueue": ("DELETE", "/v1/datasets/p/queues/old", None),
         }
-        strip = lambda r: (r.status, {k: v for k, v in r.json().items() if k not in ("at", "created_at", "request_id")})  # noqa: E731
         for a in ops:
             for b in ops:
                 with self.subTest(first=a, then=b):
-                    results = []
-                    for grouped in (False, True):
-                        root = th.temp_dir()
-                        hold = os.path.join(root, "hold")
-                        d = self.daemon(db_dir=root, env=shim_env(hold=hold)).start()
-                        self._seed(d, "p", n=8)
-                        if grouped:
-                            rs = self._grouped(d, hold, [ops[a], ops[b]])
-                        else:
-                            rs = [d.request(*ops[a]), d.request(*ops[b])]
-                        results.append(([strip(r) for r in rs], dump(d)))
-                        self.assertEqual(d.stop(), 0)
-                        d2 = self.restart(d)
-                        self.assertEqual(dump(d2), results[-1][1], "after a restart")
-                        self.assertEqual(d2.stop(), 0)
-                    self.assertEqual(results[1], results[0])
+                    self._assertGroupedIsSequential(lambda d: self._seed(d, "p", n=8), [ops[a], ops[b]])
 
 
 # ---------------------------------------------------------------------------- 5. drain

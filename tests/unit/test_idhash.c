@@ -62,9 +62,8 @@ static void test_idhash_spreads_sequential_ids(void **state) {
     char id[32];
     snprintf(id, sizeof id, "img-%06d", i);
     int probe = 0;
-    for (uint32_t h = (uint32_t)idhash(id) & (CAP - 1); used[h]; h = (h + 1) & (CAP - 1)) probe++;
     uint32_t h = (uint32_t)idhash(id) & (CAP - 1);
-    while (used[h]) h = (h + 1) & (CAP - 1);
+    for (; used[h]; h = (h + 1) & (CAP - 1)) probe++;
     used[h] = 1;
     if (probe > longest) longest = probe;
   }
