@@ -20,11 +20,15 @@ of the overhead (with / without - 1) in wall-clock time and in the training thre
 the Miner: observed, sent, dropped, retries, requests,
 and the time close() took (its median and maximum).
 
+--observe N instead times N observe() calls alone (32 x 10 CPU tensors in the autograd graph, a client
+that sends nothing, no flush during the timing) and prints the median and mean per call.
+
 --soak SECONDS instead observes 1,000 steps/s of 32 samples (C = 10) for that long, without a model,
 and prints what was sent and dropped (the target: nothing dropped with durability full).
 
 usage: /usr/bin/python3 tests/bench/bench_miner.py [--build build] [--pairs 21] [--steps 1000] [--only fast|1ms|slow|down]
        /usr/bin/python3 tests/bench/bench_miner.py --soak 600
+       /usr/bin/python3 tests/bench/bench_miner.py --observe 20000
 """
 import argparse
 import os
@@ -220,17 +224,41 @@ def soak(build, seconds):
         d.remove()
 
 
+def observe_alone(n):
+    class Nothing:
+        def post_batch(self, *a, **k):
+            return {"duplicate": False}
+    m = Miner("alone", client=Nothing(), flush_interval=3600, max_batch=n + 1000, max_queue_bytes=1 << 30)
+    ids = torch.arange(32)
+    x = torch.randn(32, 10, requires_grad=True) * 1.0
+    t = torch.randint(0, 10, (32,))
+    for i in range(200):
+        m.observe(ids, x, t, step=i)
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        m.observe(ids, x, t, step=i)
+        times.append(time.perf_counter() - t0)
+    m.close()
+    print("observe() alone, 32 x 10: median %.1f us, mean %.1f us over %d calls"
+          % (1e6 * statistics.median(times), 1e6 * statistics.mean(times), n))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
     ap.add_argument("--pairs", type=int, default=21)
     ap.add_argument("--steps", type=int, default=1000, help="steps per run of the fast loop (1ms: 2/5, slow: 1/16)")
     ap.add_argument("--soak", type=float, default=0)
+    ap.add_argument("--observe", type=int, default=0)
     ap.add_argument("--only", choices=("fast", "1ms", "slow", "down"), help="run one configuration")
     a = ap.parse_args()
     torch.set_num_threads(1)
     if a.soak:
         soak(a.build, a.soak)
+        return
+    if a.observe:
+        observe_alone(a.observe)
         return
     x, y = digits()
     if a.only in (None, "fast"):

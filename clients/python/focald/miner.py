@@ -23,8 +23,8 @@ How it keeps the training loop's cost small:
   full: one request for many steps, each step a segment with its own step and epoch (README "Many steps
   in one request"), so focald keeps exactly the history that a request per step would give. Why a thread
   and not a sender process fed through shared memory: the sender's Python work is a few large bytes
-  operations and a JSON header with one entry per step, about 1.5 ms per request of 300 steps (profiled),
-  so at one request per 0.1 s it holds the GIL about 1.5% of the time. A process would take that off the
+  operations and a JSON header with one entry per step, 1 to 1.5 ms per request of 300 steps (cProfile
+  of the sender over 20 requests), so at one request per 0.1 s it holds the GIL 1% to 1.5% of the time. A process would take that off the
   GIL, but costs a second copy through shared memory, a process to start and watch, and a protocol
   between the two, for at most that 1.5%. tests/bench/bench_miner.py measures the whole cost on a real
   training loop (BENCHMARKS.md).
