@@ -35,7 +35,8 @@ typedef struct blk {
   float srest[FL_W];    /* logits: sum of e_k over k != argmax; probabilities: sum of p */
   float ey[FL_W];       /* logits: e_y */
   float ent[FL_W];      /* logits: sum e_k (z_k - max); probabilities: -sum p log p */
-  float q2[FL_W];       /* sum over k != y of p_k^2 (logits: of e_k^2) */
+  float q2[FL_W];       /* sum over k != y of p_k^2 (logits: of e_k^2; probabilities: of (p_k / q2u)^2) */
+  float q2u[FL_W];      /* probabilities: the power of two q2's terms are measured in (1 for logits) */
   /* stage B results */
   float loss[FL_W];     /* weighted row loss (index labels) */
   float gcoef[FL_W];    /* d loss / d z_k = gcoef (p_k - [k == y]) */
@@ -106,6 +107,13 @@ static int row_stats(const fl__ctx *cx, blk *bk, int l, int64_t r, int64_t *wher
   float xo = vhmax(other);
   /* pass 2: exponentials and the sums on them */
   vf srest = zero(), ent = zero(), q2 = zero(), ey = zero();
+  /* Probabilities: squares are summed in units of u = 2^ue, a power of two near the row's largest
+   * value, so a row of tiny values (which Keras normalises by their sum) keeps them rather than
+   * underflowing to 0. x / u is exact: it is taken as two multiplications by powers of two, each
+   * within float's range even when u is subnormal. */
+  int ue = 0;
+  if (cx->probs && m > 0.0f) frexpf(m, &ue);
+  const float h1 = ldexpf(1.0f, -ue / 2), h2 = ldexpf(1.0f, -ue - (-ue / 2));
   for (int64_t k = 0; k < c; k += FL_W) {
     const int cnt = c - k < FL_W ? (int)(c - k) : FL_W;
     const vi kk = iota + (int32_t)k;
@@ -116,7 +124,8 @@ static int row_stats(const fl__ctx *cx, blk *bk, int l, int64_t r, int64_t *wher
       vf lg = vmax(fl__vlog(x), vf_set(FL__LOG_FLOOR));
       srest += vsel(in, x, zero());
       ent -= vsel(in, x * lg, zero());
-      q2 += vsel(in & not_y, x * x, zero());
+      vf xs = x * h1 * h2;
+      q2 += vsel(in & not_y, xs * xs, zero());
     } else {
       vf d = vmax(x - m, vf_set(-FLT_MAX)); /* logits spanning more than float's range */
       vf e = vsel(in, fl__vexpneg(d), zero());
@@ -129,6 +138,7 @@ static int row_stats(const fl__ctx *cx, blk *bk, int l, int64_t r, int64_t *wher
   bk->srest[l] = (float)vsum(srest);
   bk->ent[l] = (float)vsum(ent);
   bk->q2[l] = (float)vsum(q2);
+  bk->q2u[l] = ldexpf(1.0f, ue);
   if (cx->probs) {
     bk->zy[l] = (float)vsum(vy);
     bk->mo[l] = xo;
@@ -143,7 +153,7 @@ static int row_stats(const fl__ctx *cx, blk *bk, int l, int64_t r, int64_t *wher
 /* Stage B: the block's index-label losses, gradient coefficients and scores, 16 rows at once. */
 static void block_math(const fl__ctx *cx, blk *bk, int soft) {
   vi Y, A;
-  vf w, zy, mo, srest, ent, q2;
+  vf w, zy, mo, srest, ent, q2, q2u;
   memcpy(&Y, bk->y, sizeof Y);
   memcpy(&A, bk->a, sizeof A);
   w = vf_load(bk->w);
@@ -152,6 +162,7 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
   srest = vf_load(bk->srest);
   ent = vf_load(bk->ent);
   q2 = vf_load(bk->q2);
+  q2u = vf_load(bk->q2u);
   const float g = cx->gamma;
   vf p_y, logp, omp, s, logs = zero(), p_o, el2sq, entn, margin;
   if (!cx->probs) {
@@ -172,7 +183,7 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
     logp = vmax(fl__vlog(p_y), vf_set(FL__LOG_FLOOR));
     omp = 1.0f - p_y;
     p_o = mo;
-    el2sq = q2 + omp * omp;
+    el2sq = q2 * q2u * q2u + omp * omp;
     entn = ent * (float)(1.0 / log((double)cx->c));
     margin = logp - vmax(fl__vlog(mo), vf_set(FL__LOG_FLOOR));
   }
@@ -185,7 +196,8 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
     vf pk = cx->probs ? p_y / sk : p_y;
     vf omk = cx->probs ? (sk - p_y) / sk : omp;
     /* the gradient is taken through the normalised probabilities p / s: so is its norm */
-    if (cx->probs) el2g = q2 / sk / sk + omk * omk; /* not q2 / (sk * sk): that square can underflow to 0 */
+    /* q2u / sk is within [1 / (2c), 2]: neither it nor its square underflows */
+    if (cx->probs) el2g = q2 * (q2u / sk) * (q2u / sk) + omk * omk;
     act = (pk > vf_set(FL__KERAS_EPS)) & (pk < vf_set(FL__KERAS_ONE_MINUS_EPS));
     lp = fl__vlog(vmin(vmax(pk, vf_set(FL__KERAS_EPS)), vf_set(FL__KERAS_ONE_MINUS_EPS)));
     om = vmin(vmax(omk, vf_set(FL__KERAS_CEPS)), vf_set(FL__KERAS_ONE_MINUS_EPS));
@@ -338,6 +350,7 @@ static int block_labels(const fl__ctx *cx, blk *bk, int64_t *where) {
     bk->w[l] = 0.0f;
     bk->a[l] = 0;
     bk->zm[l] = bk->zy[l] = bk->mo[l] = bk->ey[l] = bk->ent[l] = bk->q2[l] = 0.0f;
+    bk->q2u[l] = 1.0f;
     bk->srest[l] = bk->gn2[l] = bk->loss[l] = bk->gcoef[l] = 0.0f;
     if (l >= bk->cnt) continue;
     const int64_t r = bk->r0 + l;

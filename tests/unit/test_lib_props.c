@@ -467,6 +467,34 @@ static void test_lib_edges_found_by_fuzzing(void **state) {
       assert_true(isfinite(loss[0]) && isfinite(gn[0]));
       assert_close(gn[1], norm2(g + C, C)); /* the probabilities do not sum to 1 here */
     }
+    /* Keras profile, probability input: normalising by the row's sum makes the scale irrelevant,
+     * down to rows whose squares underflow float (1e-30^2) and subnormal rows */
+    {
+      enum { C = 3, R = 7 };
+      static const float scale[R] = {1.0f, 1e-10f, 1e-20f, 1e-30f, 1e-37f, 1e-40f, 1e-44f};
+      static const float base[2][C] = {{0.0f, 1.0f, 1.0f}, {0.3f, 0.5f, 0.2f}};
+      for (int v2 = 0; v2 < 2; v2++) {
+        float x[R * C], g[R * C], ls[R], gr[R];
+        int32_t y[R];
+        for (int r = 0; r < R; r++) {
+          for (int k = 0; k < C; k++) x[r * C + k] = base[v2][k] * scale[r];
+          y[r] = 1;
+        }
+        fl_params_init(&p, FL_SOFTMAX_FOCAL);
+        p.profile = FL_PROFILE_KERAS;
+        p.input = FL_INPUT_PROBS;
+        fl_batch b = {.n = R, .m = 1, .c = C, .x = x, .labels = y, .label_type = FL_LABEL_I32};
+        fl_out o = {.loss = ls, .grad = g, .grad_norm = gr};
+        assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+        for (int r = 0; r < R; r++) {
+          assert_close(gr[r], norm2(g + r * C, C));
+          /* subnormal rows carry fewer digits: compare the normal ones with the unscaled row */
+          if (scale[r] < 1e-38f) continue;
+          assert_close(ls[r], ls[0]);
+          for (int k = 0; k < C; k++) assert_close(g[r * C + k], g[k]);
+        }
+      }
+    }
     /* a huge weight on a softmax row that is already right: gradient norm 0, not inf * 0 */
     {
       enum { C = 2 };
