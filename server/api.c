@@ -351,7 +351,7 @@ int api_status_mask(const char *s, uint32_t *mask) {
 }
 
 static int h_hard_examples(http_req *rq, http_resp *resp) {
-  char qb[6][400];
+  char qb[7][400];
   st_query q = {0};
   long long v;
   const char *by = http_query(rq, "by", qb[0], sizeof qb[0]);
@@ -360,12 +360,15 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
   const char *label = http_query(rq, "label", qb[3], sizeof qb[3]);
   const char *min_seen = http_query(rq, "min_seen", qb[4], sizeof qb[4]);
   const char *status = http_query(rq, "status", qb[5], sizeof qb[5]);
+  const char *order = http_query(rq, "order", qb[6], sizeof qb[6]);
   char cursor_buf[1500], cursor_plain[700]; /* as large as the next_cursor written below */
   const char *cursor = http_query(rq, "cursor", cursor_buf, sizeof cursor_buf);
   q.by = HF_MEAN_LOSS;
   if (by && (q.by = hist_field_parse(by)) < 0)
-    return api_fail(resp, rq, P_BAD_QUERY, "by", "by must be one of seen, last_loss, mean_loss, max_loss, ema_loss, "
-                                             "confidence, variability, correctness, forgetting, aum");
+    return api_fail(resp, rq, P_BAD_QUERY, "by", "by must be one of %s", hist_field_list);
+  if (order && (q.order = hist_order_parse(order)) < 0)
+    return api_fail(resp, rq, P_BAD_QUERY, "order", "order must be asc or desc");
+  const int desc = hist_order_desc((hist_field)q.by, (hist_order)q.order);
   q.k = 100;
   if (ks) {
     if (parse_int_param(ks, 1, 10000, &v)) return api_fail(resp, rq, P_BAD_QUERY, "k", "k must be an integer from 1 to 10000");
@@ -395,8 +398,9 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
   /* the label as a number: "007" and "7" are one query, and the cursor's length stays bounded */
   char fingerprint[300], label_text[16] = "";
   if (q.has_label) snprintf(label_text, sizeof label_text, "%d", (int)q.label);
-  snprintf(fingerprint, sizeof fingerprint, "v1|%d|%s|%s|%u|%u|%d", q.by, run, label_text, q.min_seen, q.status_mask,
-           q.reconsider > 0);
+  /* the reverse of the field's own order is marked; its own order, asked for or not, is not (older cursors stay good) */
+  snprintf(fingerprint, sizeof fingerprint, "v1|%d|%s|%s|%u|%u|%d%s", q.by, run, label_text, q.min_seen, q.status_mask,
+           q.reconsider > 0, desc == hist_field_descending((hist_field)q.by) ? "" : "|reversed");
   long long rank0 = 0;
   char cursor_id[REQ_ID_MAX + 1] = "";
   if (cursor) {
@@ -439,8 +443,7 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
   jw_str(&o, st_name(ds));
   JW(&o, ",\"run\":");
   jw_str(&o, run);
-  JW(&o, ",\"by\":\"%s\",\"order\":\"%s\",\"items\":[", hist_field_name((hist_field)q.by),
-    hist_field_descending((hist_field)q.by) ? "desc" : "asc");
+  JW(&o, ",\"by\":\"%s\",\"order\":\"%s\",\"items\":[", hist_field_name((hist_field)q.by), desc ? "desc" : "asc");
   for (int i = 0; i < n; i++) {
     hist_view h;
     if (q.run) {

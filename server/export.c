@@ -41,8 +41,7 @@ typedef struct export {
   int64_t ds_id;             /* the dataset the export started on */
   char run[ST_NAME_MAX + 1]; /* "*" for the mean over runs */
   char queue[ST_NAME_MAX + 1]; /* "" unless exporting a queue */
-  st_query q;                /* the ranking; run is resolved per page */
-  int desc;
+  st_query q;                /* the ranking (by, order, filters); run is resolved per page */
   int has_cursor;
   double cursor_score;
   char cursor_id[REQ_ID_MAX + 1];
@@ -132,7 +131,7 @@ static void csv_num(jw *o, double v) {
 }
 
 static const char csv_header[] =
-    "rank,id,score,seen,last_loss,mean_loss,max_loss,ema_loss,confidence,variability,correctness,forgetting,aum,"
+    "rank,id,score,seen,last_loss,mean_loss,max_loss,ema_loss,confidence,variability,correctness,forgetting,forgetting_events,aum,"
     "first_step,last_step,label,label_issue,status,corrected_label,reconsider,uri,study_uid,series_uid,sop_uid,"
     "patient_id,viewer_url\r\n";
 
@@ -162,7 +161,7 @@ static void write_item(export *e, const st_dataset *ds, uint32_t key, double sco
     JW(o, ",");
     csv_num(o, score);
     const double nums[] = {v->seen, v->last_loss, v->mean_loss, v->max_loss, v->ema_loss, v->confidence,
-                           v->variability, v->correctness, v->forgetting, v->aum};
+                           v->variability, v->correctness, v->forgetting, v->forgetting_events, v->aum};
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
       JW(o, ",");
       csv_num(o, nums[i]);
@@ -412,7 +411,7 @@ int api_export(http_req *rq, http_resp *resp) {
                  {"label-studio", "application/json", "json"},
                  {"fiftyone", "application/x-ndjson", "jsonl"},
                  {"ohif", "application/x-ndjson", "jsonl"}};
-  char b[8][300];
+  char b[9][300];
   long long v;
   const char *format = http_query(rq, "format", b[0], sizeof b[0]);
   int f = -1;
@@ -432,6 +431,7 @@ int api_export(http_req *rq, http_resp *resp) {
   const char *min_seen = http_query(rq, "min_seen", b[5], sizeof b[5]);
   const char *status = http_query(rq, "status", b[6], sizeof b[6]);
   const char *ks = http_query(rq, "k", b[7], sizeof b[7]);
+  const char *order = http_query(rq, "order", b[8], sizeof b[8]);
   e->q.by = HF_MEAN_LOSS;
   e->q.min_seen = 1;
   e->q.status_mask = ST_UNDECIDED_MASK;
@@ -445,10 +445,11 @@ int api_export(http_req *rq, http_resp *resp) {
   if (queue) {
     if (!name_ok(queue)) BAD(P_BAD_QUERY, "queue", "queue must be a queue name");
     snprintf(e->queue, sizeof e->queue, "%s", queue);
-    if (by || run || label || min_seen || status)
-      BAD(P_BAD_QUERY, "queue", "queue= exports the queue as it was built: by, run, label, min_seen and status do not apply");
+    if (by || run || label || min_seen || status || order)
+      BAD(P_BAD_QUERY, "queue", "queue= exports the queue as it was built: by, order, run, label, min_seen and status do not apply");
   }
-  if (by && (e->q.by = hist_field_parse(by)) < 0) BAD(P_BAD_QUERY, "by", "by must be a history field");
+  if (by && (e->q.by = hist_field_parse(by)) < 0) BAD(P_BAD_QUERY, "by", "by must be one of %s", hist_field_list);
+  if (order && (e->q.order = hist_order_parse(order)) < 0) BAD(P_BAD_QUERY, "order", "order must be asc or desc");
   if (run && strcmp(run, "*") != 0) {
     if (!name_ok(run)) BAD(P_BAD_QUERY, "run", "run must be a run name or *");
     snprintf(e->run, sizeof e->run, "%s", run);
@@ -481,7 +482,9 @@ int api_export(http_req *rq, http_resp *resp) {
       json_t *params = q->params ? json_loads(q->params, 0, NULL) : NULL;
       const char *qby = json_string_value(json_object_get(params, "by"));
       const char *qrun = json_string_value(json_object_get(params, "run"));
+      const char *qorder = json_string_value(json_object_get(params, "order"));
       if (qby && hist_field_parse(qby) >= 0) e->q.by = hist_field_parse(qby);
+      if (qorder && hist_order_parse(qorder) >= 0) e->q.order = hist_order_parse(qorder);
       if (qrun) snprintf(e->run, sizeof e->run, "%s", qrun);
       json_decref(params);
     }
@@ -493,7 +496,6 @@ int api_export(http_req *rq, http_resp *resp) {
     if (!run_ok) BAD(P_RUN_NOT_FOUND, "run", "dataset \"%.80s\" has no run \"%.80s\"", e->dataset, e->run);
   }
 #undef BAD
-  e->desc = hist_field_descending((hist_field)e->q.by);
   resp->status = 200;
   resp->content_type = formats[f].content_type;
   resp->stream = export_read;

@@ -87,7 +87,8 @@ void hist_view_of(const hist_rec *h, hist_view *v) {
   v->confidence = hist_confidence(h);
   v->variability = hist_variability(h);
   v->correctness = hist_correctness(h);
-  v->forgetting = h->forgetting;
+  v->forgetting = hist_forgetting(h);
+  v->forgetting_events = h->forgetting;
   v->aum = h->aum;
   v->has_step = h->has_step;
   v->first_step = h->first_step;
@@ -107,6 +108,7 @@ double hist_view_value(const hist_view *v, int f) {
   case HF_VARIABILITY: return v->variability;
   case HF_CORRECTNESS: return v->correctness;
   case HF_FORGETTING: return v->forgetting;
+  case HF_FORGETTING_EVENTS: return v->forgetting_events;
   case HF_AUM: return v->aum;
   default: return 0.0;
   }
@@ -124,10 +126,18 @@ float hist_correctness(const hist_rec *h) {
   return h->scored_n ? (float)h->correct_n / (float)h->scored_n : 0.0f;
 }
 
+uint32_t hist_forgetting(const hist_rec *h) {
+  return h->correct_n == 0 ? h->scored_n : h->forgetting;
+}
+
 static const char *const field_names[HF_COUNT] = {
     "seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability", "correctness",
-    "forgetting", "aum",
+    "forgetting", "aum", "forgetting_events",
 };
+
+/* test_history holds this to field_names */
+const char hist_field_list[] = "seen, last_loss, mean_loss, max_loss, ema_loss, confidence, variability, correctness, "
+                               "forgetting, aum, forgetting_events";
 
 int hist_field_parse(const char *name) {
   for (int f = 0; f < HF_COUNT; f++)
@@ -143,6 +153,16 @@ int hist_field_descending(hist_field f) {
   return !(f == HF_CONFIDENCE || f == HF_CORRECTNESS || f == HF_AUM);
 }
 
+int hist_order_parse(const char *name) {
+  if (strcmp(name, "desc") == 0) return HIST_ORDER_DESC;
+  if (strcmp(name, "asc") == 0) return HIST_ORDER_ASC;
+  return -1;
+}
+
+int hist_order_desc(hist_field f, hist_order o) {
+  return o == HIST_ORDER_DEFAULT ? hist_field_descending(f) : o == HIST_ORDER_DESC;
+}
+
 double hist_value(const hist_rec *h, hist_field f) {
   switch (f) {
   case HF_SEEN: return h->seen;
@@ -153,7 +173,8 @@ double hist_value(const hist_rec *h, hist_field f) {
   case HF_CONFIDENCE: return hist_confidence(h);
   case HF_VARIABILITY: return hist_variability(h);
   case HF_CORRECTNESS: return hist_correctness(h);
-  case HF_FORGETTING: return h->forgetting;
+  case HF_FORGETTING: return hist_forgetting(h);
+  case HF_FORGETTING_EVENTS: return h->forgetting;
   case HF_AUM: return h->aum;
   default: return 0.0;
   }

@@ -46,7 +46,7 @@ typedef struct hist_rec {
   uint32_t seen;        /* observations */
   uint32_t scored_n;    /* observations with a p_t */
   uint32_t correct_n;
-  uint32_t forgetting;  /* correct -> incorrect transitions */
+  uint32_t forgetting;  /* forgetting events: correct -> incorrect transitions */
   float last_loss, mean_loss, max_loss, ema_loss;
   float conf_mean;      /* running mean of p_t (Welford) */
   float conf_m2;        /* running sum of squared deviations of p_t */
@@ -86,6 +86,7 @@ void hist_recent_push(hist_recent *ring, uint8_t *head, uint8_t *count, const hi
  * over the sample's runs (see st_history_all). */
 typedef struct hist_view {
   double seen, last_loss, mean_loss, max_loss, ema_loss, confidence, variability, correctness, forgetting, aum;
+  double forgetting_events;
   int has_step;
   int64_t first_step, last_step;
   int32_t label;   /* -1 none */
@@ -101,6 +102,12 @@ double hist_view_value(const hist_view *v, int f);
 float hist_confidence(const hist_rec *h);
 float hist_variability(const hist_rec *h); /* population standard deviation of p_t */
 float hist_correctness(const hist_rec *h);
+/* Forgetting as Toneva et al. rank it: the forgetting events, except that a sample
+ * scored but never predicted correctly counts as forgotten at every scored
+ * observation (their "number of presentations"). A learned sample seen n times
+ * has at most n / 2 events, so among samples seen equally often every
+ * never-learned one ranks above every learned one. */
+uint32_t hist_forgetting(const hist_rec *h);
 
 /* The history fields a query can rank by. */
 typedef enum hist_field {
@@ -114,15 +121,26 @@ typedef enum hist_field {
   HF_CORRECTNESS,
   HF_FORGETTING,
   HF_AUM,
+  HF_FORGETTING_EVENTS, /* appended: the fields' numbers are in cursors clients hold */
   HF_COUNT
 } hist_field;
 
 /* "mean_loss" -> HF_MEAN_LOSS; -1 if unknown. */
 int hist_field_parse(const char *name);
 const char *hist_field_name(hist_field f);
-/* 1 when a larger value is harder (losses, variability, forgetting, seen), 0 when smaller is. */
+/* 1 when a larger value is harder (losses, variability, forgetting, seen), 0 when smaller is:
+ * the field's default order, descending or ascending. */
 int hist_field_descending(hist_field f);
 /* The value of field f. */
 double hist_value(const hist_rec *h, hist_field f);
+/* Every field's name, comma-separated, for messages. */
+extern const char hist_field_list[];
+
+/* Which end of a ranking comes first: the field's default ("harder when"), or as asked. */
+typedef enum hist_order { HIST_ORDER_DEFAULT = 0, HIST_ORDER_DESC, HIST_ORDER_ASC } hist_order;
+/* "desc" -> HIST_ORDER_DESC, "asc" -> HIST_ORDER_ASC; -1 if neither. */
+int hist_order_parse(const char *name);
+/* Whether ranking by f in order o puts the largest values first. */
+int hist_order_desc(hist_field f, hist_order o);
 
 #endif /* FOCALD_HISTORY_H */

@@ -100,6 +100,7 @@ typedef struct meta_op {
 typedef struct queue_params {
   char name[ST_NAME_MAX + 1];
   int by;                     /* hist_field */
+  int order;                  /* hist_order */
   char run[ST_NAME_MAX + 1];  /* "*" for the mean over runs */
   int size;
   int has_label;

@@ -88,6 +88,8 @@ void jw_history(jw *o, const hist_view *h) {
   jw_num(o, h->correctness);
   JW(o, ",\"forgetting\":");
   jw_num(o, h->forgetting);
+  JW(o, ",\"forgetting_events\":");
+  jw_num(o, h->forgetting_events);
   JW(o, ",\"aum\":");
   jw_num(o, h->aum);
   if (h->has_step) {

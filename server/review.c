@@ -151,7 +151,7 @@ static int int_in(const json_t *v, const char *ptr, const char *name, long long 
 }
 
 int queue_decode(const char *body, size_t len, queue_params *p, problem *err) {
-  static const char *const fields[] = {"name", "by", "run", "size", "label", "min_seen", "max_per_label",
+  static const char *const fields[] = {"name", "by", "order", "run", "size", "label", "min_seen", "max_per_label",
                                        "min_per_label", "quotas", "dedupe_by", NULL};
   memset(p, 0, sizeof *p);
   json_t *root = load_object(body, len, err);
@@ -167,8 +167,12 @@ int queue_decode(const char *body, size_t len, queue_params *p, problem *err) {
   snprintf(p->name, sizeof p->name, "%s", json_string_value(f));
   p->by = HF_MEAN_LOSS;
   if ((f = json_object_get(root, "by")) && (!json_is_string(f) || (p->by = hist_field_parse(json_string_value(f))) < 0)) {
-    problem_set(err, P_INVALID_FIELD, "/by", "by must be a history field (seen, last_loss, mean_loss, max_loss, ema_loss, "
-                                             "confidence, variability, correctness, forgetting, aum)");
+    problem_set(err, P_INVALID_FIELD, "/by", "by must be a history field (%s)", hist_field_list);
+    goto out;
+  }
+  if ((f = json_object_get(root, "order")) && !json_is_null(f) &&
+      (!json_is_string(f) || (p->order = hist_order_parse(json_string_value(f))) < 0)) {
+    problem_set(err, P_INVALID_FIELD, "/order", "order must be asc or desc");
     goto out;
   }
   snprintf(p->run, sizeof p->run, "*");
@@ -372,7 +376,7 @@ int queue_select(const st_dataset *ds, const queue_params *p, double reconsider,
     if (p->has_label && label != p->label) continue;
     c[nc++] = (cand){k, (float)hist_view_value(&v, p->by), label};
   }
-  order_ctx oc = {ds, hist_field_descending((hist_field)p->by)};
+  order_ctx oc = {ds, hist_order_desc((hist_field)p->by, (hist_order)p->order)};
   qsort_r(c, nc, sizeof *c, cmp_cand, &oc);
   /* two passes in ranking order: first each label's minimum, then the hardest of the rest */
   for (int pass = 0; pass < 2 && n < (uint32_t)p->size; pass++) {

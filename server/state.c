@@ -570,6 +570,7 @@ void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v) {
     v->variability += w.variability;
     v->correctness += w.correctness;
     v->forgetting += w.forgetting;
+    v->forgetting_events += w.forgetting_events;
     v->aum += w.aum;
     v->label_issue |= w.label_issue;
     int64_t at = w.has_step ? w.last_step : INT64_MIN + 1;
@@ -592,6 +593,7 @@ void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v) {
   v->variability /= runs;
   v->correctness /= runs;
   v->forgetting /= runs;
+  v->forgetting_events /= runs;
   v->aum /= runs;
 }
 
@@ -1533,8 +1535,9 @@ __attribute__((always_inline)) static inline double run_value(const st_run *r, u
   case HF_CONFIDENCE: return r->conf_mean[key];
   case HF_VARIABILITY: return r->scored_n[key] ? sqrtf(r->conf_m2[key] / (float)r->scored_n[key]) : 0.0f;
   case HF_CORRECTNESS: return r->scored_n[key] ? (float)r->correct_n[key] / (float)r->scored_n[key] : 0.0f;
-  case HF_FORGETTING: return r->forgetting[key];
+  case HF_FORGETTING: return r->correct_n[key] == 0 ? r->scored_n[key] : r->forgetting[key]; /* hist_forgetting */
   case HF_AUM: return r->aum[key];
+  case HF_FORGETTING_EVENTS: return r->forgetting[key];
   default: return 0.0;
   }
 }
@@ -1617,7 +1620,7 @@ static void top_all_runs(const st_dataset *ds, const st_query *q, ranker *rk) {
 
 int st_top(const st_dataset *ds, const st_query *q, st_hit *out) {
   if (q->k <= 0) return 0; /* nothing to keep: the heap has no root to compare with */
-  ranker rk = {ds, hist_field_descending((hist_field)q->by), out, 0, q->k};
+  ranker rk = {ds, hist_order_desc((hist_field)q->by, (hist_order)q->order), out, 0, q->k};
   if (q->run) top_one_run(ds, q->run, q, &rk);
   else if (ds->nruns == 1) top_one_run(ds, ds->runs[0], q, &rk); /* the mean over one run is that run */
   else top_all_runs(ds, q, &rk);

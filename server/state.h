@@ -148,6 +148,7 @@ const st_queue *st_find_queue(const st_dataset *ds, const char *name);
 
 typedef struct st_query {
   int by;             /* hist_field */
+  int order;          /* hist_order: HIST_ORDER_DEFAULT is the field's own */
   const st_run *run;  /* one run, or NULL for the mean over runs */
   int has_label;
   int32_t label;
@@ -165,7 +166,7 @@ typedef struct st_hit {
   double score;
 } st_hit;
 
-/* The k hardest samples matching q, hardest first (ties by id), after the
+/* The first k samples matching q in its order (ties by id), after the
  * cursor if any. out has room for q->k hits. Returns the number found. */
 int st_top(const st_dataset *ds, const st_query *q, st_hit *out);
 

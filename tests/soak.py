@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ben
 from bench_daemon import free_port, wait_ready  # noqa: E402
 
 FIELDS = ["seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability", "correctness",
-          "forgetting", "aum"]
+          "forgetting", "aum", "forgetting_events"]
 STATES = ["in_review", "confirmed", "dismissed", "open"]
 
 

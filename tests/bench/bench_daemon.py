@@ -24,7 +24,7 @@ import tempfile
 import time
 
 FIELDS = ["seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability", "correctness",
-          "forgetting", "aum"]
+          "forgetting", "aum", "forgetting_events"]
 
 
 def free_port():

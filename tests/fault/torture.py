@@ -155,7 +155,7 @@ class Focald:
 
 STATUSES = ["open", "queued", "in_review", "relabelled", "confirmed", "dismissed"]
 FIELDS = ["seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability", "correctness",
-          "forgetting", "aum"]
+          "forgetting", "aum", "forgetting_events"]
 
 
 def make_workload(seed, n):
@@ -227,6 +227,8 @@ def make_workload(seed, n):
             body = {"name": rng.choice(["q0", "q1"]), "size": rng.randint(2, 6), "by": rng.choice(FIELDS)}
             if rng.random() < 0.3:
                 body["dedupe_by"] = "patient_id"
+            if rng.random() < 0.2:
+                body["order"] = rng.choice(["asc", "desc"])
             queues[d].add(body["name"])
             out.append(("POST", "/v1/datasets/%s/queues" % d, body))
         elif r < 0.79:
@@ -242,8 +244,8 @@ def make_workload(seed, n):
             q = "&queue=%s" % rng.choice(["q0", "q1"]) if rng.random() < 0.3 else "&by=%s" % rng.choice(FIELDS)
             out.append(("GET", "/v1/datasets/%s/export?format=%s%s" % (d, fmt, q), None))
         else:
-            out.append(("GET", "/v1/datasets/%s/hard-examples?by=%s&k=5&status=%s" % (
-                d, rng.choice(FIELDS), ",".join(STATUSES)), None))
+            out.append(("GET", "/v1/datasets/%s/hard-examples?by=%s&order=%s&k=5&status=%s" % (
+                d, rng.choice(FIELDS), rng.choice(["asc", "desc"]), ",".join(STATUSES)), None))
     return out
 
 

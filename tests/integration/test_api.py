@@ -47,11 +47,11 @@ if not os.path.isabs(FOCALD):
 
 EMA_ALPHA = 0.3  # focald's default --ema-alpha
 HISTORY_FIELDS = ["seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability",
-                  "correctness", "forgetting", "aum"]
-# README: "Hardest" is the largest value for losses, variability and forgetting, the smallest for
-# confidence, correctness and aum. It does not say for seen; focald's `order` says desc.
-ORDER = {"last_loss": "desc", "mean_loss": "desc", "max_loss": "desc", "ema_loss": "desc",
-         "variability": "desc", "forgetting": "desc", "confidence": "asc", "correctness": "asc", "aum": "asc"}
+                  "correctness", "forgetting", "forgetting_events", "aum"]
+# README "Hardest examples": each field's "harder when", its default order.
+ORDER = {"seen": "desc", "last_loss": "desc", "mean_loss": "desc", "max_loss": "desc", "ema_loss": "desc",
+         "variability": "desc", "forgetting": "desc", "forgetting_events": "desc", "confidence": "asc",
+         "correctness": "asc", "aum": "asc"}
 # Every route the server answers (server/api.c's route table, README "HTTP API").
 ROUTES = [
     ("GET", "/livez"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/openapi.json"),
@@ -735,7 +735,9 @@ def expected_history(obs, ema_alpha=EMA_ALPHA):
         "seen": len(obs), "last_loss": losses[-1], "mean_loss": sum(losses) / len(losses),
         "max_loss": max(losses), "ema_loss": ema, "confidence": sum(pts) / len(pts),
         "variability": statistics.pstdev(pts), "correctness": sum(ok) / len(ok),
-        "forgetting": sum(1 for a, b in zip(ok, ok[1:]) if a and not b),
+        # Toneva et al.: never learned counts as forgotten at every presentation
+        "forgetting": sum(1 for a, b in zip(ok, ok[1:]) if a and not b) if any(ok) else len(ok),
+        "forgetting_events": sum(1 for a, b in zip(ok, ok[1:]) if a and not b),
         "aum": sum(o["margin"] for o in obs) / len(obs),
         "first_step": steps[0] if steps else None, "last_step": steps[-1] if steps else None,
         "label": obs[-1]["label"],
@@ -755,7 +757,7 @@ class HistoryTest(FocaldTestCase):
 
     def assertHistory(self, rec, want, ctx):
         for k, v in want.items():
-            if k in ("seen", "forgetting", "first_step", "last_step", "label"):
+            if k in ("seen", "forgetting", "forgetting_events", "first_step", "last_step", "label"):
                 self.assertEqual(rec[k], v, "%s %s: %r" % (ctx, k, rec))
             elif k == "variability":
                 self.assertClose(rec[k], v, "%s %s" % (ctx, k), rel=1e-4, abs_=1e-5)
@@ -796,6 +798,32 @@ class HistoryTest(FocaldTestCase):
             self.assertHistory(j["runs"][0], want, "sample %s" % sid)
         self.assertEqual(expected_history(hist["a"])["forgetting"], 2)
         self.assertEqual(expected_history(hist["b"])["label"], 2)
+
+    def test_forgetting_ranks_never_learned_first(self):
+        """by=forgetting (Toneva et al.): a sample never predicted correctly ranks above every learned one;
+        forgetting_events keeps the plain count, where it is 0."""
+        ds = self.ds_name()
+        pattern = {"never": "IIIIII", "flip3": "CICICI", "flip1": "CCICCC", "steady": "CCCCCC", "late": "IIIIIC"}
+        ids = sorted(pattern)
+        hist = {sid: [] for sid in ids}
+        for k in range(6):
+            logits = [clf_logits(0, pattern[s][k] == "C") for s in ids]
+            resp = self.d.ok_batch(ds, {"run": "f", "step": k, "ids": ids, "logits": logits, "targets": [0] * len(ids)})
+            for sid, o in observations_from(resp, ids, k, [0] * len(ids)).items():
+                hist[sid].append(o)
+        for sid in ids:
+            self.assertEqual("".join("C" if o["correct"] >= 0.5 else "I" for o in hist[sid]), pattern[sid], sid)
+            self.assertHistory(self.d.sample(ds, sid, run="f").json()["runs"][0], expected_history(hist[sid]), sid)
+        by_f = self.d.hard(ds, by="forgetting", run="f", status="open").json()["items"]
+        self.assertEqual([(it["id"], it["forgetting"]) for it in by_f],
+                         [("never", 6), ("flip3", 3), ("flip1", 1), ("late", 0), ("steady", 0)])
+        by_e = self.d.hard(ds, by="forgetting_events", run="f", status="open").json()["items"]
+        self.assertEqual([(it["id"], it["forgetting_events"]) for it in by_e],
+                         [("flip3", 3), ("flip1", 1), ("late", 0), ("never", 0), ("steady", 0)])
+        # the easiest first: never forgotten, then the others
+        asc = self.d.hard(ds, by="forgetting", run="f", status="open", order="asc").json()
+        self.assertEqual(asc["order"], "asc")
+        self.assertEqual([it["id"] for it in asc["items"]], ["late", "steady", "flip1", "flip3", "never"])
 
     def test_history_hard_examples_items_match_sample_records(self):
         ds = self.ds_name()
@@ -1045,18 +1073,41 @@ class HardExamplesTest(FocaldTestCase):
     def test_hard_examples_by_every_field_in_order_with_ties_by_id(self):
         for run in ("*", "r1"):
             for by in HISTORY_FIELDS:
-                with self.subTest(run=run, by=by):
-                    j = self.d.hard(self.DS, by=by, run=run, k=10000).json()
-                    self.assertEqual(j["by"], by)
-                    if by in ORDER:
-                        self.assertEqual(j["order"], ORDER[by])
-                    items = j["items"]
-                    self.assertEqual(len(items), 40)
-                    self.assertEqual(len({it["id"] for it in items}), 40)
-                    for it in items:
-                        self.assertEqual(it["score"], it[by], it)
-                    self.assertOrdered(items, j["order"], "by=%s run=%s" % (by, run))
-                    self.assertEqual([it["rank"] for it in items], list(range(1, 41)))
+                for order in (None, "asc", "desc"):
+                    with self.subTest(run=run, by=by, order=order):
+                        q = {"by": by, "run": run, "k": 10000}
+                        if order:
+                            q["order"] = order
+                        j = self.d.hard(self.DS, **q).json()
+                        self.assertEqual(j["by"], by)
+                        self.assertEqual(j["order"], order or ORDER[by])
+                        items = j["items"]
+                        self.assertEqual(len(items), 40)
+                        self.assertEqual(len({it["id"] for it in items}), 40)
+                        for it in items:
+                            self.assertEqual(it["score"], it[by], it)
+                        self.assertOrdered(items, j["order"], "by=%s run=%s order=%s" % (by, run, order))
+                        self.assertEqual([it["rank"] for it in items], list(range(1, 41)))
+
+    def test_hard_examples_order_reverses_and_pages(self):
+        """order=asc|desc on every field: the reverse of the other, ties still by id, and cursors follow it."""
+        for by in HISTORY_FIELDS:
+            with self.subTest(by=by):
+                desc = self.d.hard(self.DS, by=by, run="r1", order="desc", k=10000).json()["items"]
+                asc = self.d.all_hard(self.DS, page=7, by=by, run="r1", order="asc")
+                key = lambda it: (it["score"], key_utf8(it["id"]))  # noqa: E731
+                self.assertEqual([it["id"] for it in asc], [it["id"] for it in sorted(desc, key=key)])
+                self.assertEqual([it["rank"] for it in asc], list(range(1, 41)))
+                # a cursor belongs to its order: the field's own, asked for or not, is one query
+                rev = "asc" if ORDER[by] == "desc" else "desc"
+                c_own = self.d.hard(self.DS, by=by, run="r1", k=3).json()["next_cursor"]
+                c_rev = self.d.hard(self.DS, by=by, run="r1", order=rev, k=3).json()["next_cursor"]
+                self.assertEqual(self.d.hard(self.DS, by=by, run="r1", order=ORDER[by], k=3, cursor=c_own).status, 200)
+                self.assertProblem(self.d.hard(self.DS, by=by, run="r1", k=3, cursor=c_rev), 400, "bad_query", "cursor")
+                self.assertProblem(self.d.hard(self.DS, by=by, run="r1", order=rev, k=3, cursor=c_own),
+                                   400, "bad_query", "cursor")
+        for bad in ("", "ASC", "up", "asc,desc"):
+            self.assertProblem(self.d.hard(self.DS, order=bad), 400, "bad_query", "order")
 
     def test_hard_examples_ties_are_broken_by_id(self):
         items = self.d.all_hard(self.DS, by="mean_loss", run="r1")

@@ -833,6 +833,9 @@ BAD_QUEUES = [
     ("dedupe_by_empty", {"name": "q", "dedupe_by": ""}, 422, "invalid_field", "/dedupe_by"),
     ("dedupe_by_number", {"name": "q", "dedupe_by": 3}, 422, "invalid_field", "/dedupe_by"),
     ("unknown_field", {"name": "q", "sort": "asc"}, 422, "unknown_field", "/sort"),
+    ("order_unknown", {"name": "q", "order": "up"}, 422, "invalid_field", "/order"),
+    ("order_upper_case", {"name": "q", "order": "ASC"}, 422, "invalid_field", "/order"),
+    ("order_number", {"name": "q", "order": 1}, 422, "invalid_field", "/order"),
     ("body_list", [{"name": "q"}], 422, "invalid_field", ANY),
     ("not_json", b"name=q", 400, "bad_json", ANY),
 ]
@@ -882,6 +885,23 @@ class QueueTest(ReviewTestCase):
         self.ok_queue(ds, {"name": "third", "size": 10})
         self.assertEqual(self.queue_ids(ds, "third"), ["c0", "c1"])
         self.assertEqual(self.ok_queue(ds, {"name": "empty"})["size"], 0)
+
+    def test_queue_order_takes_the_other_end(self):
+        """order=asc on a hardest-first field takes the easiest open samples, in the order hard-examples gives
+        for the same query; the queue's params keep it, and its export follows it."""
+        for by, order in (("mean_loss", "asc"), ("confidence", "desc"), ("mean_loss", "desc")):
+            with self.subTest(by=by, order=order):
+                ds = self.planted(by + order)
+                want = [it["id"] for it in self.d.hard(ds, by=by, order=order, k=4).json()["items"]]
+                j = self.ok_queue(ds, {"name": "q", "size": 4, "by": by, "order": order})
+                self.assertEqual(j["params"]["order"], order)
+                self.assertEqual(self.queue_ids(ds, "q"), want)
+                r = self.d.get("/v1/datasets/%s/export?format=jsonl&queue=q" % ds)
+                self.assertEqual([json.loads(line)["id"] for line in r.body.decode().splitlines()], want)
+        # PLANTED is hardest first by mean_loss: the reverse starts from its end
+        ds = self.planted("easy")
+        self.ok_queue(ds, {"name": "easy", "size": 3, "order": "asc"})
+        self.assertEqual(self.queue_ids(ds, "easy"), RANKING[::-1][:3])
 
     def test_queue_paging_with_offset_and_limit(self):
         ds = self.planted()
@@ -1215,7 +1235,8 @@ class ExportTest(ReviewTestCase):
     ODD_ID = 'odd,"id"'
     QUERIES = [{}, {"by": "confidence"}, {"by": "aum", "run": "r1"}, {"run": "r2"}, {"label": "1"},
                {"min_seen": "2"}, {"status": "confirmed,dismissed,relabelled"}, {"status": ALL_STATES},
-               {"by": "forgetting", "status": ALL_STATES}]
+               {"by": "forgetting", "status": ALL_STATES}, {"by": "confidence", "order": "desc"},
+               {"by": "mean_loss", "order": "asc", "run": "r1"}, {"by": "forgetting_events", "order": "asc"}]
 
     @classmethod
     def setUpClass(cls):
@@ -1480,6 +1501,8 @@ class ExportTest(ReviewTestCase):
                  ({"format": "csv", "k": "ten"}, 400, "bad_query", "k"),
                  ({"format": "csv", "run": "a b"}, 400, "bad_query", "run"),
                  ({"format": "csv", "queue": "a b"}, 400, "bad_query", "queue"),
+                 ({"format": "csv", "order": "up"}, 400, "bad_query", "order"),
+                 ({"format": "csv", "queue": "q", "order": "asc"}, 400, "bad_query", "queue"),
                  ({"format": "jsonl", "queue": "nope"}, 404, "not_found", "queue"),
                  ({"format": "label-studio", "run": "nope"}, 404, "run_not_found", "run")]
         for params, status, code, field in cases:

@@ -77,6 +77,48 @@ static void test_history_forgetting_counts_correct_to_incorrect(void **state) {
   assert_int_equal(h.forgetting, 1);
 }
 
+/* Toneva et al.'s ranking: never learned counts as forgotten at every presentation */
+static void test_history_forgetting_never_learned_ranks_first(void **state) {
+  (void)state;
+  enum { N = 6 };
+  /* every correctness sequence of N observations: the never-learned one (all 0) must have
+   * the largest `forgetting` of all, above the most-forgotten learned one (1 0 1 0 1 0: 3 events) */
+  uint32_t best_learned = 0, never = 0;
+  for (unsigned bits = 0; bits < (1u << N); bits++) {
+    hist_rec h;
+    hist_init(&h);
+    for (int i = 0; i < N; i++) {
+      hist_obs o = obs(1.0f, 0.5f, 0.0f, (float)((bits >> i) & 1u), 0, 0, i);
+      hist_update(&h, &o, 0.3, NULL);
+    }
+    assert_int_equal(hist_value(&h, HF_FORGETTING_EVENTS), h.forgetting);
+    assert_true(hist_value(&h, HF_FORGETTING) == (double)hist_forgetting(&h));
+    hist_view v;
+    hist_view_of(&h, &v);
+    assert_true(hist_view_value(&v, HF_FORGETTING) == (double)hist_forgetting(&h));
+    assert_true(hist_view_value(&v, HF_FORGETTING_EVENTS) == (double)h.forgetting);
+    if (bits == 0) {
+      never = hist_forgetting(&h);
+      assert_int_equal(h.forgetting, 0); /* no events: it was never correct */
+    } else {
+      assert_int_equal(hist_forgetting(&h), h.forgetting);
+      if (h.forgetting > best_learned) best_learned = h.forgetting;
+    }
+  }
+  assert_int_equal(never, N);
+  assert_int_equal(best_learned, N / 2);
+  /* an observation that scored nothing is not a presentation, and an unscored sample is not never-learned */
+  hist_rec h;
+  hist_init(&h);
+  hist_obs u = obs(1.0f, 0.5f, 0.0f, 0.0f, 0, 0, 0);
+  u.scored = 0;
+  hist_update(&h, &u, 0.3, NULL);
+  assert_int_equal(hist_forgetting(&h), 0);
+  hist_obs w = obs(1.0f, 0.5f, 0.0f, 0.0f, 0, 0, 1);
+  hist_update(&h, &w, 0.3, NULL);
+  assert_int_equal(hist_forgetting(&h), 1);
+}
+
 static void test_history_aum_is_mean_margin(void **state) {
   (void)state;
   const float m[] = {2.0f, -1.0f, 0.5f, -3.5f};
@@ -170,6 +212,24 @@ static void test_history_field_names_and_order(void **state) {
   assert_true(hist_field_descending(HF_MEAN_LOSS));
   assert_false(hist_field_descending(HF_AUM));
   assert_false(hist_field_descending(HF_CONFIDENCE));
+  assert_true(hist_field_descending(HF_FORGETTING_EVENTS));
+  /* the list messages quote is every name, in order */
+  char joined[512] = "";
+  for (int f = 0; f < HF_COUNT; f++) {
+    if (f) strcat(joined, ", ");
+    strcat(joined, hist_field_name((hist_field)f));
+  }
+  assert_string_equal(joined, hist_field_list);
+  /* order: the field's own unless asked */
+  assert_int_equal(hist_order_parse("asc"), HIST_ORDER_ASC);
+  assert_int_equal(hist_order_parse("desc"), HIST_ORDER_DESC);
+  assert_int_equal(hist_order_parse("ASC"), -1);
+  assert_int_equal(hist_order_parse(""), -1);
+  for (int f = 0; f < HF_COUNT; f++) {
+    assert_int_equal(hist_order_desc((hist_field)f, HIST_ORDER_DEFAULT), hist_field_descending((hist_field)f));
+    assert_true(hist_order_desc((hist_field)f, HIST_ORDER_DESC));
+    assert_false(hist_order_desc((hist_field)f, HIST_ORDER_ASC));
+  }
 }
 
 int main(void) {
@@ -177,6 +237,7 @@ int main(void) {
       cmocka_unit_test(test_history_losses_and_ema),
       cmocka_unit_test(test_history_cartography),
       cmocka_unit_test(test_history_forgetting_counts_correct_to_incorrect),
+      cmocka_unit_test(test_history_forgetting_never_learned_ranks_first),
       cmocka_unit_test(test_history_aum_is_mean_margin),
       cmocka_unit_test(test_history_unscored_observation_counts_only_loss),
       cmocka_unit_test(test_history_label_issue_against_class_thresholds),

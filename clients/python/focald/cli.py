@@ -1,9 +1,9 @@
 """focalctl: focald from the command line.
 
-    focalctl top DATASET [-k 20] [--by mean_loss] [--run R] [--label L] [--min-seen N] [--status S,...] [--cursor C]
+    focalctl top DATASET [-k 20] [--by mean_loss] [--order asc|desc] [--run R] [--label L] [--min-seen N] [--status S,...] [--cursor C]
     focalctl sample DATASET ID [--run R]
     focalctl review DATASET ID [STATUS [--label L] [--reviewer NAME] [--note TEXT]]
-    focalctl queue create DATASET NAME [--size N] [--by F] [--quota LABEL=MIN:MAX ...] [--dedupe-by KEY] ...
+    focalctl queue create DATASET NAME [--size N] [--by F] [--order asc|desc] [--quota LABEL=MIN:MAX ...] [--dedupe-by KEY] ...
     focalctl queue list DATASET | show DATASET NAME | delete DATASET NAME
     focalctl export DATASET [--format csv|jsonl|label-studio|fiftyone|ohif] [-o FILE] [--queue NAME] [filters]
     focalctl datasets list | show NAME | delete NAME --yes
@@ -29,7 +29,7 @@ import os
 import signal
 import sys
 
-from .client import EXPORT_FORMATS, HISTORY_FIELDS, STATUSES, Client
+from .client import EXPORT_FORMATS, HISTORY_FIELDS, ORDERS, STATUSES, Client
 from .errors import FocaldError
 from . import __version__
 
@@ -132,7 +132,7 @@ HARD_CSV_COLS = ["rank", "id", "score"] + list(HISTORY_FIELDS) + ["first_step", 
 
 
 def cmd_top(c, a, out):
-    filters = dict(by=a.by, run=a.run, label=a.label, min_seen=a.min_seen, status=a.status)
+    filters = dict(by=a.by, order=a.order, run=a.run, label=a.label, min_seen=a.min_seen, status=a.status)
     if a.k < 1:
         raise UsageError("-k must be at least 1")
     # pages of at most 10000 (focald's limit), followed until k items; the last page's next_cursor
@@ -166,7 +166,7 @@ def cmd_top(c, a, out):
 
 SAMPLE_KEYS = ["id", "dataset", "status", "corrected_label", "reconsider", "meta"]
 RUN_COLS = ["run", "seen", "mean_loss", "last_loss", "max_loss", "ema_loss", "confidence", "variability",
-            "correctness", "forgetting", "aum", "first_step", "last_step", "label", "label_issue", "stale_labels"]
+            "correctness", "forgetting", "forgetting_events", "aum", "first_step", "last_step", "label", "label_issue", "stale_labels"]
 
 
 def cmd_sample(c, a, out):
@@ -269,9 +269,9 @@ def _quota(text):
 def cmd_queue(c, a, out):
     if a.queue_cmd == "create":
         quotas = dict(a.quota) if a.quota else None
-        q = c.create_queue(a.dataset, a.name, by=a.by, run=a.run, size=a.size, label=a.label, min_seen=a.min_seen,
-                           max_per_label=a.max_per_label, min_per_label=a.min_per_label, quotas=quotas,
-                           dedupe_by=a.dedupe_by)
+        q = c.create_queue(a.dataset, a.name, by=a.by, order=a.order, run=a.run, size=a.size, label=a.label,
+                           min_seen=a.min_seen, max_per_label=a.max_per_label, min_per_label=a.min_per_label,
+                           quotas=quotas, dedupe_by=a.dedupe_by)
         if out.fmt == "json":
             out.json(q)
         elif out.fmt == "csv":
@@ -324,7 +324,7 @@ def cmd_queue(c, a, out):
 
 
 def cmd_export(c, a, out):
-    kw = dict(queue=a.queue, by=a.by, run=a.run, label=a.label, min_seen=a.min_seen, status=a.status, k=a.k)
+    kw = dict(queue=a.queue, by=a.by, order=a.order, run=a.run, label=a.label, min_seen=a.min_seen, status=a.status, k=a.k)
     if a.output in (None, "-"):
         sink = sys.stdout.buffer
         n = 0
@@ -452,6 +452,8 @@ def _common(with_defaults):
 
 def _filters(p, k_default=None, k_help="at most this many samples"):
     p.add_argument("--by", choices=HISTORY_FIELDS, help="ranking field (default mean_loss)")
+    p.add_argument("--order", choices=ORDERS, help="largest first (desc) or smallest first (asc); "
+                   "default: the field's hardest first")
     p.add_argument("--run", help="a run name, or * for the mean over runs (the default)")
     p.add_argument("--label", type=int, help="only samples whose last label is this class")
     p.add_argument("--min-seen", type=int, help="only samples observed at least this often")
@@ -500,6 +502,8 @@ def build_parser():
     q.add_argument("dataset")
     q.add_argument("name")
     q.add_argument("--by", choices=HISTORY_FIELDS, help="ranking field (default mean_loss)")
+    q.add_argument("--order", choices=ORDERS, help="largest first (desc) or smallest first (asc); "
+                   "default: the field's hardest first")
     q.add_argument("--run", help="a run name, or * (default)")
     q.add_argument("--size", type=int, help="at most this many samples (default 100)")
     q.add_argument("--label", type=int, help="only this class")

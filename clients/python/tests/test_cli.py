@@ -21,8 +21,8 @@ import numpy as np
 from focald import Client
 
 HARD_CSV_COLS = ["rank", "id", "score", "seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence",
-                 "variability", "correctness", "forgetting", "aum", "first_step", "last_step", "label", "label_issue",
-                 "status", "reconsider", "meta"]
+                 "variability", "correctness", "forgetting", "forgetting_events", "aum", "first_step", "last_step",
+                 "label", "label_issue", "status", "reconsider", "meta"]
 
 
 def build(client, name, n=40):
@@ -100,6 +100,13 @@ class FocalctlTest(DaemonTestCase):
         p = self.run_cli("top", "cli", "--status", "dismissed")
         self.assertEqual((p.returncode, p.stdout), (0, ""))
         self.assertIn("no samples", p.stderr)
+        # --order: the other end, as the client's order= gives it
+        doc = json.loads(self.ok("top", "cli", "--by", "mean_loss", "--order", "asc", "-k", "5", "--json"))
+        self.assertEqual(doc["order"], "asc")
+        ref = self.c.hard_examples("cli", by="mean_loss", order="asc", k=5)["items"]
+        self.assertEqual([it["id"] for it in doc["items"]], [it["id"] for it in ref])
+        self.assertNotEqual(ref, self.c.hard_examples("cli", by="mean_loss", k=5)["items"])
+        self.assertEqual(self.run_cli("top", "cli", "--order", "up").returncode, 2)
 
     # ------------------------------------------------------------ sample
 
@@ -164,8 +171,8 @@ class FocalctlTest(DaemonTestCase):
         self.assertTrue(all(labels.count(x) <= 2 for x in labels))
         self.assertEqual(len({it["meta"]["patient_id"] for it in doc["items"]}), 6)
         doc = json.loads(self.ok("queue", "create", "cli-queue", "second", "--size", "3", "--by", "last_loss",
-                                 "--json"))
-        self.assertEqual((doc["name"], doc["size"]), ("second", 3))
+                                 "--order", "asc", "--json"))
+        self.assertEqual((doc["name"], doc["size"], doc["params"]["order"]), ("second", 3, "asc"))
         head, rows = self.table(self.ok("queue", "list", "cli-queue"))
         self.assertEqual(head[:3], ["name", "size", "reviewed"])
         self.assertEqual(sorted(r[0] for r in rows), ["first", "second"])
@@ -203,6 +210,9 @@ class FocalctlTest(DaemonTestCase):
         with open(path) as f:
             lines = [json.loads(x) for x in f]
         self.assertEqual(len(lines), 40)
+        rows = list(csv.DictReader(io.StringIO(self.ok("export", "cli", "-k", "5", "--order", "asc"))))
+        self.assertEqual([r["id"] for r in rows],
+                         [it["id"] for it in self.c.hard_examples("cli", k=5, order="asc")["items"]])
         ls = json.loads(self.ok("export", "cli", "-f", "label-studio", "-k", "3"))
         self.assertEqual(len(ls), 3)
         p = self.run_cli("export", "cli", "-o", os.path.join(d, "no", "such", "dir.csv"))
