@@ -256,8 +256,8 @@ static int score(http_req *rq, http_resp *resp, int store_it) {
   if (store_it) {
     if (!name_ok(rq->params[0])) {
       free(j);
-      return api_fail(resp, rq, P_BAD_NAME, "", "dataset name \"%.80s\" is not 1 to 64 characters from A-Z a-z 0-9 . _ -",
-                  rq->params[0]);
+      return api_fail(resp, rq, P_BAD_NAME, "", "dataset name \"%.80s\" is not 1 to 64 characters from A-Z a-z 0-9 . _ - "
+                  "(nor . or ..)", rq->params[0]);
     }
     snprintf(j->op.dataset, sizeof j->op.dataset, "%.64s", rq->params[0]);
   }
@@ -375,7 +375,7 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
     q.k = (int)v;
   }
   if (!run || strcmp(run, "*") == 0) run = "*";
-  else if (!name_ok(run)) return api_fail(resp, rq, P_BAD_QUERY, "run", "run must be a run name or *");
+  else if (!name_lookup_ok(run)) return api_fail(resp, rq, P_BAD_QUERY, "run", "run must be a run name or *");
   if (label) {
     if (parse_int_param(label, 0, INT32_MAX, &v)) return api_fail(resp, rq, P_BAD_QUERY, "label", "label must be a class index >= 0");
     q.has_label = 1;
@@ -564,7 +564,7 @@ static int finish_delete(http_req *rq, http_resp *resp) {
 }
 
 static int h_dataset_delete(http_req *rq, http_resp *resp) {
-  if (!name_ok(rq->params[0])) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
+  if (!name_lookup_ok(rq->params[0])) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
   if (http_readiness() != HTTP_READY) return api_fail(resp, rq, P_DRAINING, NULL, "not accepting changes now");
   wop *op = calloc(1, sizeof *op);
   if (!op) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
@@ -656,26 +656,28 @@ static int h_sample(http_req *rq, http_resp *resp) {
 
 /* ------------------------------------------------------------------ the route table */
 
+#define Q_RANKING "by order run label min_seen status"
+
 const api_route api_routes[] = {
-    {"GET", "/livez", h_livez, API_BODY_NONE},
-    {"GET", "/readyz", h_readyz, API_BODY_NONE},
-    {"GET", "/metrics", h_metrics, API_BODY_NONE},
-    {"GET", "/openapi.json", h_openapi, API_BODY_NONE},
-    {"POST", "/v1/loss", h_loss, API_BODY_BINARY},
-    {"GET", "/v1/datasets", h_datasets, API_BODY_NONE},
-    {"GET", "/v1/datasets/{dataset}", h_dataset, API_BODY_NONE},
-    {"DELETE", "/v1/datasets/{dataset}", h_dataset_delete, API_BODY_NONE},
-    {"POST", "/v1/datasets/{dataset}/batches", h_batches, API_BODY_BINARY},
-    {"GET", "/v1/datasets/{dataset}/hard-examples", h_hard_examples, API_BODY_NONE},
-    {"GET", "/v1/datasets/{dataset}/samples/{id}", h_sample, API_BODY_NONE},
-    {"POST", "/v1/datasets/{dataset}/samples/{id}/review", api_review, API_BODY_JSON},
-    {"GET", "/v1/datasets/{dataset}/samples/{id}/reviews", api_reviews, API_BODY_NONE},
-    {"PUT", "/v1/datasets/{dataset}/samples/{id}/meta", api_meta, API_BODY_JSON},
-    {"GET", "/v1/datasets/{dataset}/relabels", api_relabels, API_BODY_NONE},
-    {"POST", "/v1/datasets/{dataset}/queues", api_queue_create, API_BODY_JSON},
-    {"GET", "/v1/datasets/{dataset}/queues", api_queue_list, API_BODY_NONE},
-    {"GET", "/v1/datasets/{dataset}/queues/{name}", api_queue_get, API_BODY_NONE},
-    {"DELETE", "/v1/datasets/{dataset}/queues/{name}", api_queue_delete, API_BODY_NONE},
-    {"GET", "/v1/datasets/{dataset}/export", api_export, API_BODY_NONE},
+    {"GET", "/livez", h_livez, API_BODY_NONE, ""},
+    {"GET", "/readyz", h_readyz, API_BODY_NONE, ""},
+    {"GET", "/metrics", h_metrics, API_BODY_NONE, ""},
+    {"GET", "/openapi.json", h_openapi, API_BODY_NONE, ""},
+    {"POST", "/v1/loss", h_loss, API_BODY_BINARY, ""},
+    {"GET", "/v1/datasets", h_datasets, API_BODY_NONE, ""},
+    {"GET", "/v1/datasets/{dataset}", h_dataset, API_BODY_NONE, ""},
+    {"DELETE", "/v1/datasets/{dataset}", h_dataset_delete, API_BODY_NONE, ""},
+    {"POST", "/v1/datasets/{dataset}/batches", h_batches, API_BODY_BINARY, ""},
+    {"GET", "/v1/datasets/{dataset}/hard-examples", h_hard_examples, API_BODY_NONE, Q_RANKING " k cursor"},
+    {"GET", "/v1/datasets/{dataset}/samples/{id}", h_sample, API_BODY_NONE, "run"},
+    {"POST", "/v1/datasets/{dataset}/samples/{id}/review", api_review, API_BODY_JSON, ""},
+    {"GET", "/v1/datasets/{dataset}/samples/{id}/reviews", api_reviews, API_BODY_NONE, ""},
+    {"PUT", "/v1/datasets/{dataset}/samples/{id}/meta", api_meta, API_BODY_JSON, ""},
+    {"GET", "/v1/datasets/{dataset}/relabels", api_relabels, API_BODY_NONE, "since limit"},
+    {"POST", "/v1/datasets/{dataset}/queues", api_queue_create, API_BODY_JSON, ""},
+    {"GET", "/v1/datasets/{dataset}/queues", api_queue_list, API_BODY_NONE, ""},
+    {"GET", "/v1/datasets/{dataset}/queues/{name}", api_queue_get, API_BODY_NONE, "offset limit"},
+    {"DELETE", "/v1/datasets/{dataset}/queues/{name}", api_queue_delete, API_BODY_NONE, ""},
+    {"GET", "/v1/datasets/{dataset}/export", api_export, API_BODY_NONE, "format queue k " Q_RANKING},
 };
 const int api_route_count = (int)(sizeof api_routes / sizeof api_routes[0]);

@@ -15,6 +15,7 @@ typedef struct api_route {
   const char *pattern; /* "/v1/datasets/{dataset}/batches" */
   http_handler fn;
   int body;            /* what Content-Type the route takes */
+  const char *query;   /* the query parameters it takes, space-separated; any other is 400 bad_query */
 } api_route;
 
 extern const api_route api_routes[];

@@ -43,7 +43,7 @@ static int submit(http_req *rq, http_resp *resp, wop *op, http_handler finish) {
 }
 
 static int check_dataset_name(http_req *rq, http_resp *resp) {
-  if (name_ok(rq->params[0])) return 0;
+  if (name_lookup_ok(rq->params[0])) return 0;
   api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
   return -1;
 }

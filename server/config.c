@@ -42,8 +42,15 @@ static const setting settings[] = {
     {"http-threads", K_INT, AT(http_threads), 0, 1, 256, "HTTP threads (libmicrohttpd's pool)", "N"},
     {"workers", K_INT, AT(workers), 0, 1, 128, "scoring threads (libuv's pool); default: the CPUs focald may use (affinity and cgroup CPU quota)", "N"},
     {"max-body", K_SIZE, AT(max_body), 0, 1024, (long long)1 << 40, "largest request body (suffixes K, M, G)", "BYTES"},
+    {"body-memory", K_SIZE, AT(body_memory), 0, 1 << 20, (long long)1 << 44,
+     "memory the request bodies being read and decoded may take together (estimated: 10x a JSON body, 2x a binary one); "
+     "past it a request gets 503 overloaded, unless it is the only one", "BYTES"},
     {"max-connections", K_INT, AT(max_connections), 0, 4, 1000000, "open connections at most", "N"},
     {"connection-timeout", K_INT, AT(connection_timeout), 0, 1, 86400, "seconds before an idle or stalled connection is closed", "SECONDS"},
+    {"min-body-rate", K_SIZE, AT(min_body_rate), 0, 0, (long long)1 << 40,
+     "bytes per second a request body must average once it has had --connection-timeout; slower uploads are cut off (0: no floor)", "BYTES"},
+    {"health-listen", K_STR, AT(health_listen), sizeof(((config *)0)->health_listen), 0, 0,
+     "also answer /livez and /readyz (only) on this host:port, with slots of its own: probes there answer whatever the data connections do", "HOST:PORT"},
     {"queue-limit", K_INT, AT(queue_limit), 0, 1, 1000000, "batches waiting for scoring or commit before 503", "N"},
     {"durability", K_DURABILITY, AT(durability), 0, 0, 0,
      "full: a 2xx survives power loss (fsync per commit); normal: it survives a crash of focald", "full|normal"},
@@ -96,8 +103,10 @@ static void defaults(config *c) {
   c->http_threads = cores < 2 ? 2 : (int)cores;
   c->workers = (int)cores;
   c->max_body = 64ll << 20;
+  c->body_memory = 1ll << 30;
   c->max_connections = 1024;
   c->connection_timeout = 30;
+  c->min_body_rate = 16 << 10;
   c->queue_limit = 256;
   c->durability = DUR_FULL;
   c->log_level = LOG_INFO;
@@ -215,9 +224,15 @@ static void env_name(const setting *s, char *out, size_t n) {
 static void describe_default(const config *d, const setting *s, char *out, size_t n) {
   const char *field = (const char *)d + s->offset;
   switch (s->kind) {
-  case K_STR: snprintf(out, n, "%s", field); break;
+  case K_STR: snprintf(out, n, "%s", *field ? field : "none"); break;
   case K_INT: snprintf(out, n, "%d", *(const int *)field); break;
-  case K_SIZE: snprintf(out, n, "%lldM", (long long)(*(const int64_t *)field >> 20)); break;
+  case K_SIZE: {
+    const long long v = (long long)*(const int64_t *)field;
+    if (v && v % (1 << 20) == 0) snprintf(out, n, "%lldM", v >> 20);
+    else if (v && v % 1024 == 0) snprintf(out, n, "%lldK", v >> 10);
+    else snprintf(out, n, "%lld", v);
+    break;
+  }
   case K_DOUBLE: snprintf(out, n, "%g", *(const double *)field); break;
   case K_DURABILITY: snprintf(out, n, "%s", *(const durability *)field == DUR_FULL ? "full" : "normal"); break;
   case K_LEVEL: snprintf(out, n, "%s", log_level_name(*(const int *)field)); break;

@@ -19,6 +19,10 @@
 #include <string.h>
 
 int name_ok(const char *name) {
+  return name_lookup_ok(name) && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+}
+
+int name_lookup_ok(const char *name) {
   size_t n = strlen(name);
   if (n < 1 || n > ST_NAME_MAX) return 0;
   for (const char *p = name; *p; p++) {
@@ -636,7 +640,7 @@ int dec_header(const json_t *root, req *r, int want_store, const char *const *fi
   const json_t *f;
   if ((f = json_object_get(root, "run")) && want_store) {
     if (!json_is_string(f) || !name_ok(json_string_value(f)))
-      return problem_set(err, P_BAD_NAME, "/run", "run must be a name of 1 to 64 characters from A-Z a-z 0-9 . _ -");
+      return problem_set(err, P_BAD_NAME, "/run", "run must be a name of 1 to 64 characters from A-Z a-z 0-9 . _ - (nor . or ..)");
     snprintf(r->run, sizeof r->run, "%s", json_string_value(f));
   }
   if ((f = json_object_get(root, "batch_id")) && want_store && !json_is_null(f)) {

@@ -116,8 +116,14 @@ void req_describe_error(const req *r, int rc, int64_t where, problem *err);
  * into inputs[] for a binary request). */
 void req_describe_error_json(const req *r, int rc, int64_t where, problem *err);
 
-/* Whether name is a valid dataset or run name: [A-Za-z0-9._-]{1,64}. */
+/* Whether name is a valid new dataset, run or queue name: [A-Za-z0-9._-]{1,64}
+ * other than "." and ".." (HTTP clients remove those from paths as dot segments,
+ * RFC 3986 section 5.2.4, so such a dataset could not be reached). */
 int name_ok(const char *name);
+/* Whether name may name something that exists: name_ok's rule, plus "." and
+ * "..", which earlier versions accepted; their datasets and runs can still be
+ * read, exported and deleted, but take no new batches. */
+int name_lookup_ok(const char *name);
 
 /* Checks the loss parameters for c classes and fills *err (field /loss/...). */
 int dec_check_loss(const fl_params *p, int64_t c, problem *err);

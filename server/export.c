@@ -443,7 +443,7 @@ int api_export(http_req *rq, http_resp *resp) {
     goto refuse;                         \
   } while (0)
   if (queue) {
-    if (!name_ok(queue)) BAD(P_BAD_QUERY, "queue", "queue must be a queue name");
+    if (!name_lookup_ok(queue)) BAD(P_BAD_QUERY, "queue", "queue must be a queue name");
     snprintf(e->queue, sizeof e->queue, "%s", queue);
     if (by || run || label || min_seen || status || order)
       BAD(P_BAD_QUERY, "queue", "queue= exports the queue as it was built: by, order, run, label, min_seen and status do not apply");
@@ -451,7 +451,7 @@ int api_export(http_req *rq, http_resp *resp) {
   if (by && (e->q.by = hist_field_parse(by)) < 0) BAD(P_BAD_QUERY, "by", "by must be one of %s", hist_field_list);
   if (order && (e->q.order = hist_order_parse(order)) < 0) BAD(P_BAD_QUERY, "order", "order must be asc or desc");
   if (run && strcmp(run, "*") != 0) {
-    if (!name_ok(run)) BAD(P_BAD_QUERY, "run", "run must be a run name or *");
+    if (!name_lookup_ok(run)) BAD(P_BAD_QUERY, "run", "run must be a run name or *");
     snprintf(e->run, sizeof e->run, "%s", run);
   }
   if (label) {

@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <malloc.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -28,6 +29,10 @@
 enum { RQ_RECEIVING = 0, RQ_SUSPENDED, RQ_COMPLETE, RQ_ANSWERED };
 
 static struct MHD_Daemon *daemon_;
+/* --health-listen: a second listener with slots of its own for /livez and /readyz. Its access
+ * handler's closure is &health_only, the data listener's NULL. */
+static struct MHD_Daemon *health_daemon;
+static int health_only;
 static config cfg_;
 static atomic_int readiness;
 static atomic_int active_requests; /* begun and not yet reported complete by libmicrohttpd */
@@ -207,6 +212,8 @@ void http_metrics_ingested(int binary, size_t bytes, size_t samples) {
   atomic_fetch_add(&ingested_samples[binary != 0], samples);
 }
 
+static int64_t body_memory_reserved(void);
+
 void http_metrics_write(buf *o) {
   buf_printf(o,
              "# HELP focald_http_requests_total HTTP requests answered, by route, method and status.\n"
@@ -242,6 +249,15 @@ void http_metrics_write(buf *o) {
              "# TYPE focald_ingested_samples_total counter\n");
   for (int f = 0; f < 2; f++)
     buf_printf(o, "focald_ingested_samples_total{format=\"%s\"} %llu\n", formats[f], atomic_load(&ingested_samples[f]));
+  buf_printf(o,
+             "# HELP focald_body_memory_reserved_bytes Memory reserved by the request bodies in flight, as estimated "
+             "against --body-memory.\n"
+             "# TYPE focald_body_memory_reserved_bytes gauge\n"
+             "focald_body_memory_reserved_bytes %lld\n"
+             "# HELP focald_body_memory_limit_bytes --body-memory.\n"
+             "# TYPE focald_body_memory_limit_bytes gauge\n"
+             "focald_body_memory_limit_bytes %lld\n",
+             (long long)body_memory_reserved(), (long long)cfg_.body_memory);
 }
 
 /* ------------------------------------------------------------------ routing */
@@ -373,24 +389,59 @@ static enum MHD_Result send_problem(struct MHD_Connection *conn, http_req *rq, p
   return respond(conn, rq, &out);
 }
 
-/* Index of the route for method and path; -1 none; -2 the path exists with other methods (allow filled). */
+/* Index of the route for method and path; -1 none; -2 the path exists with other methods (allow filled).
+ * HEAD is GET without the body (RFC 9110 section 9.3.2): libmicrohttpd leaves the body out. */
 static int find_route(const char *method, const char *path, http_req *rq, char *allow, size_t an) {
   int path_found = 0;
+  const char *want = strcmp(method, "HEAD") == 0 ? "GET" : method;
   allow[0] = '\0';
   for (int i = 0; i < api_route_count; i++) {
     if (!match(api_routes[i].pattern, path, rq)) continue;
-    if (strcmp(api_routes[i].method, method) == 0) return i;
+    if (strcmp(api_routes[i].method, want) == 0) return i;
     path_found = 1;
     size_t l = strlen(allow);
-    snprintf(allow + l, an - l, "%s%s", l ? ", " : "", api_routes[i].method);
+    const int get = strcmp(api_routes[i].method, "GET") == 0;
+    snprintf(allow + l, an - l, "%s%s%s", l ? ", " : "", api_routes[i].method, get ? ", HEAD" : "");
   }
   return path_found ? -2 : -1;
 }
 
 static int route_index(const http_req *rq) {
-  for (int i = 0; i < api_route_count; i++)
-    if (rq->route == api_routes[i].pattern && strcmp(api_routes[i].method, rq->method) == 0) return i;
-  return -1;
+  return rq->route_index;
+}
+
+/* The query's parameters checked against those the route takes: a parameter the route does not
+ * know (a misspelt `oder=asc` would otherwise be ignored silently) or one given twice (which value
+ * would count?) is refused, naming it. */
+typedef struct query_check {
+  const char *allowed; /* space-separated */
+  uint32_t seen;       /* bit per allowed name */
+  const char *bad;
+  int repeated;
+} query_check;
+
+static enum MHD_Result check_query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+  (void)kind;
+  (void)value;
+  query_check *q = cls;
+  size_t kl = strlen(key);
+  int i = 0;
+  for (const char *p = q->allowed; *p; i++) {
+    size_t n = strcspn(p, " ");
+    if (n == kl && n > 0 && memcmp(p, key, n) == 0) {
+      if (q->seen & (1u << i)) {
+        q->bad = key;
+        q->repeated = 1;
+        return MHD_NO;
+      }
+      q->seen |= 1u << i;
+      return MHD_YES;
+    }
+    p += n;
+    p += strspn(p, " ");
+  }
+  q->bad = key;
+  return MHD_NO;
 }
 
 /* Whether the content type is one the route takes. */
@@ -401,6 +452,69 @@ static int content_type_ok(const char *ct, int body) {
   if (n == 16 && strncasecmp(ct, "application/json", 16) == 0) return 1;
   if (body == API_BODY_BINARY && n == 24 && strncasecmp(ct, "application/octet-stream", 24) == 0) return 1;
   return 0;
+}
+
+/* ------------------------------------------------------------------ memory of bodies in flight
+ *
+ * A JSON body costs far more than its size while it is decoded (a jansson value
+ * for every number, the decoded tensors, the answer): about 10 times, measured
+ * on large /v1/loss bodies; a binary body about twice (its buffer and the
+ * answer). Requests reserve that estimate against --body-memory when their
+ * length is known (Content-Length) or as a chunked body grows, and give it back
+ * when they end. A request that would pass the budget gets 503 overloaded,
+ * unless nothing else is reserved: a body within --max-body is always served
+ * alone.
+ *
+ * Freed memory stays in glibc's heaps (main.c keeps bodies there on purpose:
+ * under a steady stream of batches they are reused warm). Once no large body
+ * has been in flight for BODY_TRIM_IDLE seconds, the watchdog asks glibc to
+ * give the free pages back (malloc_trim), so a burst of large requests does not
+ * leave the sidecar at its peak for good. */
+
+static _Atomic int64_t body_memory_used;
+static _Atomic int trim_wanted;       /* a large body ended since the last trim */
+static _Atomic int64_t large_ended_ns; /* when the last one ended */
+
+#define BODY_TRIM_BYTES (1 << 20) /* bodies at least this large count as large */
+#define BODY_TRIM_IDLE 1.0
+
+static int64_t body_cost(const http_req *rq, uint64_t len) {
+  const int binary = rq->content_type && strncasecmp(rq->content_type, "application/octet-stream", 24) == 0;
+  return (int64_t)len * (binary ? 2 : 10);
+}
+
+/* Grows rq's reservation to the cost of len body bytes; 0, or -1 when the budget would be passed. */
+static int body_reserve(http_req *rq, uint64_t len) {
+  const int64_t want = body_cost(rq, len);
+  if (want <= rq->reserved) return 0;
+  const int64_t more = want - rq->reserved;
+  int64_t used = atomic_load(&body_memory_used);
+  do {
+    if (used - rq->reserved > 0 && used + more > cfg_.body_memory) return -1;
+  } while (!atomic_compare_exchange_weak(&body_memory_used, &used, used + more));
+  rq->reserved = want;
+  return 0;
+}
+
+static int64_t body_memory_reserved(void) {
+  return atomic_load(&body_memory_used);
+}
+
+static void body_release(http_req *rq) {
+  if (rq->reserved) atomic_fetch_sub(&body_memory_used, rq->reserved);
+  rq->reserved = 0;
+  if (rq->len >= BODY_TRIM_BYTES || rq->cap >= BODY_TRIM_BYTES) {
+    atomic_store(&large_ended_ns, (int64_t)(now_s() * 1e9));
+    atomic_store(&trim_wanted, 1);
+  }
+}
+
+/* On the watchdog: returns free heap pages once large bodies have stopped coming for a while. */
+static void maybe_trim(double now) {
+  if (!atomic_load(&trim_wanted) || atomic_load(&body_memory_used) > 0) return;
+  if (now - (double)atomic_load(&large_ended_ns) / 1e9 < BODY_TRIM_IDLE) return;
+  atomic_store(&trim_wanted, 0);
+  malloc_trim(0);
 }
 
 /* Handlers read the store and submit to it; main frees it while keep-alive connections are still open. */
@@ -414,10 +528,13 @@ void http_close_gate(void) {
 }
 
 static void track_request(struct MHD_Connection *conn, int in_request);
+static void track_body(struct MHD_Connection *conn, size_t n, int done);
 
-/* The message-framing headers of a request: how many of each, and the last Transfer-Encoding. */
+/* The headers that decide how a request is read and whose it is: how many of each, the last
+ * Transfer-Encoding, and whether a field name has whitespace in it. */
 typedef struct framing {
-  int content_length, transfer_encoding;
+  int content_length, transfer_encoding, inference_header, authorization;
+  int spaced_name;
   const char *coding;
 } framing;
 
@@ -429,20 +546,29 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
     f->transfer_encoding++;
     f->coding = value;
   }
+  if (strcasecmp(key, "Inference-Header-Content-Length") == 0) f->inference_header++;
+  if (strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION) == 0) f->authorization++;
+  if (strpbrk(key, " \t")) f->spaced_name = 1;
   return MHD_YES;
 }
 
 /* Why the request's framing is ambiguous (RFC 9112 section 6), or NULL when it is not: two lengths, a
  * length and a chunked coding, or a coding other than chunked could each be read two ways by two
- * servers in a row, which is how requests are smuggled. */
+ * servers in a row, which is how requests are smuggled. So could a field name with whitespace before
+ * its colon ("Transfer-Encoding : chunked"), which RFC 9112 section 5.1 requires a server to refuse
+ * with 400: a lenient proxy in front may read it as the header this server would not. Two binary
+ * header lengths or two credentials leave which one counts to chance. */
 static const char *framing_problem(struct MHD_Connection *conn) {
-  framing f = {0, 0, NULL};
+  framing f = {0};
   MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
+  if (f.spaced_name) return "a header field name has whitespace in it (or before its colon)";
   if (f.content_length > 1) return "the request has more than one Content-Length";
   if (f.transfer_encoding > 1) return "the request has more than one Transfer-Encoding";
   if (f.transfer_encoding && f.content_length) return "the request has both Content-Length and Transfer-Encoding";
   if (f.transfer_encoding && strcasecmp(f.coding, "chunked") != 0)
     return "Transfer-Encoding must be chunked; other codings are not accepted";
+  if (f.inference_header > 1) return "the request has more than one Inference-Header-Content-Length";
+  if (f.authorization > 1) return "the request has more than one Authorization";
   return NULL;
 }
 
@@ -466,7 +592,6 @@ static int authorized(struct MHD_Connection *conn, const char *url) {
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                       const char *version, const char *upload_data, size_t *upload_data_size,
                                       void **con_cls) {
-  (void)cls;
   (void)version;
   http_req *rq = *con_cls;
   if (!rq) {
@@ -479,6 +604,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     rq->path = url;
     rq->conn = conn;
     rq->inference_header_length = -1;
+    rq->route_index = -1;
     track_request(conn, 1);
     new_request_id(rq, conn);
     const char *ambiguous = framing_problem(conn);
@@ -487,6 +613,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
       return send_problem(conn, rq, P_UNAUTHORIZED, "send the token as Authorization: Bearer <token>");
     char allow[64];
     int ri = find_route(method, url, rq, allow, sizeof allow);
+    if (cls == &health_only && ri != -1 && strcmp(url, "/livez") != 0 && strcmp(url, "/readyz") != 0)
+      return send_problem(conn, rq, P_NOT_FOUND, "this listener (--health-listen) answers /livez and /readyz only");
     if (ri == -1) return send_problem(conn, rq, P_NOT_FOUND, "no such route; see /openapi.json");
     if (ri == -2) {
       problem p;
@@ -498,6 +626,22 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     }
     const api_route *route = &api_routes[ri];
     rq->route = route->pattern;
+    rq->route_index = ri;
+    query_check qc = {route->query, 0, NULL, 0};
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, check_query_arg, &qc);
+    if (qc.bad) {
+      problem p;
+      http_resp out = {0};
+      if (qc.repeated)
+        problem_set(&p, P_BAD_QUERY, qc.bad, "the query parameter \"%.64s\" is given more than once", qc.bad);
+      else if (route->query[0])
+        problem_set(&p, P_BAD_QUERY, qc.bad, "unknown query parameter \"%.64s\"; this route takes: %s", qc.bad,
+                    route->query);
+      else
+        problem_set(&p, P_BAD_QUERY, qc.bad, "unknown query parameter \"%.64s\"; this route takes none", qc.bad);
+      http_problem(&out, rq, &p);
+      return respond(conn, rq, &out);
+    }
     if (rq->bad_param) {
       /* a dataset that cannot be named does not exist (and cannot be created); nor can a sample or queue */
       const int dataset = rq->bad_param == 1;
@@ -532,6 +676,12 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
           snprintf(d, sizeof d, "the body is %s bytes; the limit is %lld (--max-body)", cl, (long long)cfg_.max_body);
           return send_problem(conn, rq, P_BODY_TOO_LARGE, d);
         }
+        if (body_reserve(rq, v) != 0) {
+          char d[200];
+          snprintf(d, sizeof d, "the request bodies being decoded would take more than --body-memory (%lld bytes) "
+                   "with this one's; retry shortly", (long long)cfg_.body_memory);
+          return send_problem(conn, rq, P_OVERLOADED, d);
+        }
         /* a binary body's tensors start after its JSON header: pad so that they are 64-byte aligned */
         size_t pad = rq->inference_header_length > 0 ? (size_t)((64 - rq->inference_header_length % 64) % 64) : 0;
         rq->cap = (size_t)v;
@@ -548,9 +698,10 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     /* body bytes: kept until the limit, then counted and dropped */
     size_t n = *upload_data_size;
     *upload_data_size = 0;
-    if (rq->too_large) {
+    track_body(conn, n, 0);
+    if (rq->too_large || rq->over_budget) {
       /* libmicrohttpd answers only once the upload ends: a chunked body past the limit is read and
-       * dropped so that the client gets its 413, but no further than the limit again, then cut off */
+       * dropped so that the client gets its 413 (or 503), but no further than the limit again, then cut off */
       rq->dropped += n;
       return rq->dropped > (uint64_t)cfg_.max_body ? MHD_NO : MHD_YES;
     }
@@ -561,6 +712,15 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
       return MHD_YES;
     }
     if (rq->len + n > rq->cap) {
+      /* a chunked body reserves its share of --body-memory as it grows */
+      if (body_reserve(rq, rq->len + n) != 0) {
+        rq->over_budget = 1;
+        rq->dropped = n;
+        free(rq->buf_base);
+        rq->buf = rq->buf_base = NULL;
+        rq->len = rq->cap = 0;
+        return MHD_YES;
+      }
       size_t want = rq->cap ? rq->cap * 2 : 65536;
       while (want < rq->len + n) want *= 2;
       if (want > (size_t)cfg_.max_body) want = (size_t)cfg_.max_body;
@@ -578,6 +738,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     return MHD_YES;
   }
   /* the whole request is here (or we were resumed) */
+  track_body(conn, 0, 1);
   if (rq->state == RQ_ANSWERED) return MHD_YES;
   if (rq->state == RQ_SUSPENDED) return MHD_YES; /* spurious: wait for http_complete */
   int ri = route_index(rq);
@@ -590,6 +751,12 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     char d[160];
     snprintf(d, sizeof d, "the body is larger than the limit of %lld bytes (--max-body)", (long long)cfg_.max_body);
     return send_problem(conn, rq, P_BODY_TOO_LARGE, d);
+  }
+  if (rq->over_budget) {
+    char d[200];
+    snprintf(d, sizeof d, "the request bodies being decoded would take more than --body-memory (%lld bytes) with "
+             "this one's; retry shortly", (long long)cfg_.body_memory);
+    return send_problem(conn, rq, P_OVERLOADED, d);
   }
   if (rq->buf) rq->buf[rq->len] = '\0';
   rq->body = rq->buf ? rq->buf : "";
@@ -631,6 +798,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, en
   log_request(rq->request_id, rq->method, rq->route ? rq->route : rq->path, status, secs * 1e3, rq->len);
   if (rq->cleanup) rq->cleanup(rq); /* before the body: a request's tensors may point into it */
   free(rq->buf_base);
+  body_release(rq);
   free(rq);
   *con_cls = NULL;
   atomic_fetch_sub(&active_requests, 1);
@@ -646,22 +814,27 @@ int http_wait_idle(int timeout_ms) {
   return 0;
 }
 
-/* ------------------------------------------------------------------ header deadline
+/* ------------------------------------------------------------------ header and body deadlines
  *
  * libmicrohttpd's --connection-timeout is an idle timeout: a client that sends
- * one header byte every few seconds is never idle, and enough of them hold
- * every connection slot (slowloris). So each connection also has a deadline:
- * its request's headers must be complete within --connection-timeout of the
- * connection opening or of its previous answer. A watchdog thread shuts down
- * the socket of a connection past it; libmicrohttpd then sees the end of the
- * stream and closes the connection as usual. libmicrohttpd reports a
- * connection closed before it closes the socket, so the watchdog never touches
- * a descriptor that was closed and reused. */
+ * one byte every few seconds is never idle, and enough of them hold every
+ * connection slot (slowloris). So each connection also has deadlines: its
+ * request's headers must be complete within --connection-timeout of the
+ * connection opening or of its previous answer, and its body must then arrive
+ * at --min-body-rate on average, after a first --connection-timeout of grace
+ * (a body of B bytes has connection_timeout + B / rate seconds). A watchdog
+ * thread shuts down the socket of a connection past either; libmicrohttpd then
+ * sees the end of the stream and closes the connection as usual (it cannot
+ * answer in the middle of an upload). libmicrohttpd reports a connection
+ * closed before it closes the socket, so the watchdog never touches a
+ * descriptor that was closed and reused. */
 
 typedef struct tracked {
   int fd;
-  double since;   /* opened, or last answered */
+  double since;   /* opened, or last answered; in a request: its headers complete */
   int in_request; /* headers complete: the request is being served */
+  int receiving;  /* in a request whose body is still arriving */
+  uint64_t received; /* its body bytes so far */
   int cut;        /* shut down already */
   struct tracked *prev, *next;
 } tracked;
@@ -709,7 +882,20 @@ static void track_request(struct MHD_Connection *conn, int in_request) {
   if (!t) return;
   pthread_mutex_lock(&track_lock);
   t->in_request = in_request;
+  t->receiving = in_request;
+  t->received = 0;
   t->since = now_s();
+  pthread_mutex_unlock(&track_lock);
+}
+
+/* Notes n more body bytes of conn's request, or (done) that its body is complete. */
+static void track_body(struct MHD_Connection *conn, size_t n, int done) {
+  const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  tracked *t = ci ? ci->socket_context : NULL;
+  if (!t) return;
+  pthread_mutex_lock(&track_lock);
+  t->received += n;
+  if (done) t->receiving = 0;
   pthread_mutex_unlock(&track_lock);
 }
 
@@ -719,10 +905,18 @@ static void *watchdog_main(void *arg) {
   while (!watchdog_stop) {
     const double now = now_s();
     for (tracked *t = track_head; t; t = t->next) {
-      if (t->in_request || t->cut || now - t->since <= cfg_.connection_timeout) continue;
+      if (t->cut || now - t->since <= cfg_.connection_timeout) continue;
+      if (t->in_request) {
+        /* a request being served is cut only while its body is late */
+        if (!t->receiving || cfg_.min_body_rate <= 0) continue;
+        if (now - t->since <= cfg_.connection_timeout + (double)t->received / (double)cfg_.min_body_rate) continue;
+      }
       shutdown(t->fd, SHUT_RDWR);
       t->cut = 1;
     }
+    pthread_mutex_unlock(&track_lock);
+    maybe_trim(now);
+    pthread_mutex_lock(&track_lock);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_nsec += 250000000;
@@ -875,6 +1069,28 @@ int http_start(const config *cfg) {
     log_kv(LOG_ERROR, "cannot listen (is the address in use?)", "listen", cfg->listen, NULL);
     return -1;
   }
+  if (cfg->health_listen[0]) {
+    struct sockaddr_storage hs;
+    socklen_t hsl = 0;
+    int hv6 = 0;
+    if (parse_listen(cfg->health_listen, &hs, &hsl, &hv6) != 0) {
+      log_kv(LOG_ERROR, "cannot parse the health listen address (host:port)", "health_listen", cfg->health_listen, NULL);
+      http_stop();
+      return -1;
+    }
+    /* one thread, plain HTTP (probes come from the node), short-lived connections: a probe is one request */
+    health_daemon = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (hv6 ? MHD_USE_IPv6 : 0), 0, NULL, NULL,
+        access_handler, &health_only, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&hs, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)5, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024),
+        MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+    if (!health_daemon) {
+      log_kv(LOG_ERROR, "cannot listen for health probes (is the address in use?)", "health_listen", cfg->health_listen, NULL);
+      http_stop();
+      return -1;
+    }
+  }
   if (pthread_create(&watchdog, NULL, watchdog_main, NULL) == 0) watchdog_running = 1;
   else log_kv(LOG_WARN, "no header-deadline watchdog: slow clients are bounded by the idle timeout only", NULL);
   return 0;
@@ -889,6 +1105,8 @@ void http_stop(void) {
     pthread_join(watchdog, NULL);
     watchdog_running = 0;
   }
+  if (health_daemon) MHD_stop_daemon(health_daemon);
+  health_daemon = NULL;
   if (daemon_) MHD_stop_daemon(daemon_);
   daemon_ = NULL;
   free(tls_cert_pem);

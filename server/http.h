@@ -46,6 +46,7 @@ struct http_req {
   const char *method;
   const char *path;
   const char *route;          /* the route's pattern, for logs and metrics */
+  int route_index;            /* its index in api_routes, -1 before one matched */
   char request_id[65];
   char params[2][300];        /* path parameters, percent-decoded: {dataset}, {id} */
   int bad_param;              /* 1 + the index of a parameter that could not be decoded, or 0 */
@@ -62,6 +63,8 @@ struct http_req {
   char *buf_base; /* the allocation */
   size_t cap;
   int too_large;
+  int over_budget;             /* the bodies in flight would pass --body-memory with this one's */
+  int64_t reserved;            /* this request's share of --body-memory */
   uint64_t dropped;            /* body bytes past --max-body, read and dropped */
   int state;
   double t0;

@@ -80,14 +80,17 @@ static int probe(int fd, int tls, const char *path) {
   return got > 12 && strncmp(text, "HTTP/1.1 200", 12) == 0;
 }
 
-/* GET --healthcheck-path on the configured address (HTTPS with --tls-cert); exit status 0 on a 200. */
+/* GET --healthcheck-path on the health listener when there is one (plain HTTP), else on the
+ * configured address (HTTPS with --tls-cert); exit status 0 on a 200. */
 static int healthcheck(const config *cfg) {
   char host[128];
-  const char *colon = strrchr(cfg->listen, ':');
+  const char *addr = cfg->health_listen[0] ? cfg->health_listen : cfg->listen;
+  const int tls = !cfg->health_listen[0] && cfg->tls_cert[0] != '\0';
+  const char *colon = strrchr(addr, ':');
   if (!colon) return 1;
-  size_t hl = (size_t)(colon - cfg->listen);
+  size_t hl = (size_t)(colon - addr);
   if (hl >= sizeof host) return 1;
-  memcpy(host, cfg->listen, hl);
+  memcpy(host, addr, hl);
   host[hl] = '\0';
   char *h = host;
   if (h[0] == '[' && hl >= 2) {
@@ -106,7 +109,7 @@ static int healthcheck(const config *cfg) {
     struct timeval tv = {3, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    ok = connect(fd, res->ai_addr, res->ai_addrlen) == 0 && probe(fd, cfg->tls_cert[0] != '\0', cfg->healthcheck_path);
+    ok = connect(fd, res->ai_addr, res->ai_addrlen) == 0 && probe(fd, tls, cfg->healthcheck_path);
   }
   freeaddrinfo(res);
   if (fd >= 0) close(fd);

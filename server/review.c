@@ -161,7 +161,7 @@ int queue_decode(const char *body, size_t len, queue_params *p, problem *err) {
   if (dec_only_fields(root, fields, "", err)) goto out;
   const json_t *f = json_object_get(root, "name");
   if (!json_is_string(f) || !name_ok(json_string_value(f))) {
-    problem_set(err, f ? P_BAD_NAME : P_MISSING_FIELD, "/name", "name must be a name of 1 to 64 characters from A-Z a-z 0-9 . _ -");
+    problem_set(err, f ? P_BAD_NAME : P_MISSING_FIELD, "/name", "name must be a name of 1 to 64 characters from A-Z a-z 0-9 . _ - (nor . or ..)");
     goto out;
   }
   snprintf(p->name, sizeof p->name, "%s", json_string_value(f));
@@ -177,7 +177,7 @@ int queue_decode(const char *body, size_t len, queue_params *p, problem *err) {
   }
   snprintf(p->run, sizeof p->run, "*");
   if ((f = json_object_get(root, "run")) && !json_is_null(f)) {
-    if (!json_is_string(f) || (strcmp(json_string_value(f), "*") != 0 && !name_ok(json_string_value(f)))) {
+    if (!json_is_string(f) || (strcmp(json_string_value(f), "*") != 0 && !name_lookup_ok(json_string_value(f)))) {
       problem_set(err, P_BAD_NAME, "/run", "run must be a run name or *");
       goto out;
     }

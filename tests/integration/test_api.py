@@ -574,9 +574,11 @@ class HealthAndDocumentsTest(FocaldTestCase):
             self.assertProblem(r, 404, "not_found")
 
     def test_wrong_method_405_with_allow(self):
-        cases = [("PUT", "/v1/datasets/x", {"GET", "DELETE"}), ("POST", "/livez", {"GET"}),
-                 ("GET", "/v1/loss", {"POST"}), ("DELETE", "/v1/datasets", {"GET"}),
-                 ("GET", "/v1/datasets/x/batches", {"POST"}), ("POST", "/v1/datasets/x/hard-examples", {"GET"})]
+        # every GET route answers HEAD too (RFC 9110 9.3.2)
+        cases = [("PUT", "/v1/datasets/x", {"GET", "HEAD", "DELETE"}), ("POST", "/livez", {"GET", "HEAD"}),
+                 ("GET", "/v1/loss", {"POST"}), ("DELETE", "/v1/datasets", {"GET", "HEAD"}),
+                 ("GET", "/v1/datasets/x/batches", {"POST"}),
+                 ("POST", "/v1/datasets/x/hard-examples", {"GET", "HEAD"})]
         for method, path, allowed in cases:
             with self.subTest(method=method, path=path):
                 r = self.d.request(method, path, {} if method in ("POST", "PUT") else None)

@@ -519,7 +519,19 @@ def _raw_http_cases():
                                                 _chunked(b)), 400)
     b, n = _raw_batch("tesp")
     add("space_before_header_colon", _req("tesp", b"Transfer-Encoding : chunked\r\nContent-Length: %d\r\n" % n,
-                                          _chunked(b)), 400)
+                                          _chunked(b)), 400, "bad_request")
+    b, n = _raw_batch("tesp2")
+    add("space_before_colon_of_length", _req("tesp2", b"Content-Length : %d\r\n" % n, b), 400)
+    b, n = _raw_batch("tab")
+    add("tab_before_header_colon", _req("tab", b"X-Other\t: 1\r\nContent-Length: %d\r\n" % n, b), 400)
+    # two binary header lengths, or two credentials: which one would count is left to chance
+    b, n = _raw_batch("ihl2")
+    add("inference_header_length_twice", _req("ihl2", b"Inference-Header-Content-Length: 10\r\n"
+                                          b"Inference-Header-Content-Length: 12\r\nContent-Length: %d\r\n" % n, b),
+        400, "bad_request")
+    b, n = _raw_batch("auth2")
+    add("authorization_twice", _req("auth2", b"Authorization: Bearer a\r\nAuthorization: Bearer b\r\n"
+                                    b"Content-Length: %d\r\n" % n, b), 400, "bad_request")
     b, n = _raw_batch("chunkbad")
     add("chunk_size_not_hex", _req("chunkbad", b"Transfer-Encoding: chunked\r\n", b"zz\r\n" + b + b"\r\n0\r\n\r\n"),
         400)
@@ -681,18 +693,107 @@ class BadInputTest(HardeningTestCase):
         self.assertEqual(len(answers), 1, "the connection stayed open: the request behind it was answered too "
                          "(statuses %r)" % answers)
 
-    def test_bad_input_dot_names_are_plain_names(self):
-        """README's name rule [A-Za-z0-9._-]{1,64} admits "." and ".."; they are names like any other,
-        never path steps: "%2E%2E" is the dataset "..", not the list of datasets or another dataset."""
+    def _operations(self):
+        """Every operation openapi.json documents, with its path made concrete and its query parameters."""
+        doc = self.d.get("/openapi.json").json()
+        for path, ops in doc["paths"].items():
+            concrete = path.replace("{dataset}", self.DS).replace("{id}", "s0").replace("{name}", "nq")
+            for method, op in ops.items():
+                if method not in ("get", "post", "put", "delete"):
+                    continue
+                params = [p for p in op.get("parameters", []) + ops.get("parameters", [])]
+                names = set()
+                for prm in params:
+                    if "$ref" in prm:
+                        prm = doc["components"]["parameters"][prm["$ref"].rsplit("/", 1)[1]]
+                    if prm.get("in") == "query":
+                        names.add(prm["name"])
+                yield method.upper(), concrete, names
+
+    def test_bad_input_unknown_or_repeated_query_parameter_400_on_every_route(self):
+        """A parameter the route does not take (a misspelling would be ignored silently) or one given twice
+        is 400 bad_query naming it, on every route, and changes nothing."""
+        before = self.state()
+        n = 0
+        for method, path, names in self._operations():
+            body = base_body() if method in ("POST", "PUT") else None
+            for q, field in (("zz_unknown=1", "zz_unknown"), ("oder=asc", "oder"), ("=1", ANY)):
+                with self.subTest(method=method, path=path, query=q):
+                    r = self.d.request(method, path + "?" + q, body)
+                    p = self.assertProblem(r, 400, "bad_query", field)
+                    self.assertIn("unknown query parameter", p["detail"])
+                    n += 1
+            for name in sorted(names):
+                with self.subTest(method=method, path=path, repeated=name):
+                    r = self.d.request(method, "%s?%s=1&%s=2" % (path, name, name), body)
+                    p = self.assertProblem(r, 400, "bad_query", name)
+                    self.assertIn("more than once", p["detail"])
+                    # given once it is known (its value may still be refused, but not as unknown)
+                    r = self.d.request(method, "%s?%s=1" % (path, name), body)
+                    if r.status == 400:
+                        self.assertNotIn("unknown query parameter", r.json()["detail"], r)
+                    n += 1
+        self.assertGreater(n, 60)
+        self.assertUnchanged(before, "unknown and repeated query parameters")
+
+    def test_head_on_every_get_route(self):
+        """HEAD is GET without the body (RFC 9110 9.3.2): the same status and headers, no body; 405 lists it."""
+        for method, path, _ in self._operations():
+            if method != "GET":
+                continue
+            with self.subTest(path=path):
+                g = self.d.get(path)
+                h = self.d.request("HEAD", path)
+                self.assertEqual(h.status, g.status, (h, g))
+                self.assertEqual(h.body, b"", h)
+                self.assertEqual(h.header("Content-Type"), g.header("Content-Type"))
+                if g.header("Content-Length") is not None and path != "/metrics":
+                    self.assertEqual(h.header("Content-Length"), g.header("Content-Length"))
+        r = self.d.request("POST", "/v1/datasets", {})
+        self.assertProblem(r, 405, "method_not_allowed")
+        self.assertEqual(r.header("Allow"), "GET, HEAD")
+        r = self.d.request("PATCH", "/v1/datasets/%s" % self.DS, {})
+        self.assertEqual(r.header("Allow"), "GET, HEAD, DELETE")
+
+    def test_bad_input_dot_names_are_refused_and_old_ones_stay_reachable(self):
+        """"." and ".." are dot segments HTTP clients remove from paths (RFC 3986 5.2.4): refused as new
+        dataset, run and queue names, changing nothing; "..." is a name like any other. A database from a
+        version that accepted them still loads, and its dot-named dataset and run can be read, exported and
+        deleted, though they take no new batches."""
         d = self.start_daemon()
         d.ok_batch("real", base_body())
-        j = d.ok_batch("..", base_body(run=".."))
-        self.assertEqual((j["dataset"], j["run"]), ("..", ".."))
-        r = d.get("/v1/datasets/%2E%2E")
-        self.assertEqual(r.status, 200, r)
-        self.assertEqual(r.json().get("name"), "..", r)
+        before = d.get("/v1/datasets").json()
+        for name in (".", ".."):
+            enc = name.replace(".", "%2E")
+            with self.subTest(dataset=name):
+                self.assertProblem(d.post("/v1/datasets/%s/batches" % enc, base_body()), 422, "bad_name")
+            with self.subTest(run=name):
+                self.assertProblem(d.batch("real", base_body(run=name)), 422, "bad_name", "/run")
+            with self.subTest(queue=name):
+                self.assertProblem(d.post("/v1/datasets/real/queues", {"name": name}), 422, "bad_name", "/name")
+        self.assertEqual(d.get("/v1/datasets").json(), before)
         self.assertEqual(d.dataset("real").json()["observations"], 3)
-        self.assertEqual(sorted(x["name"] for x in d.get("/v1/datasets").json()["datasets"]), ["..", "real"])
+        j = d.ok_batch("...", base_body(run="..."))
+        self.assertEqual((j["dataset"], j["run"]), ("...", "..."))
+        self.assertEqual(d.post("/v1/datasets/real/queues", {"name": "..."}).status, 201)
+        # a database written by an earlier version: rename a dataset and its run to dot segments
+        d.ok_batch("old", base_body(run="r"))
+        self.assertEqual(d.stop(), 0)
+        c = sqlite3.connect(d.db, timeout=5)
+        with c:
+            c.execute("UPDATE datasets SET name = '..' WHERE name = 'old'")
+            c.execute("UPDATE runs SET name = '.' WHERE name = 'r'")
+        c.close()
+        d2 = self.start_daemon(db_dir=d.db_dir)
+        r = d2.get("/v1/datasets/%2E%2E")
+        self.assertEqual((r.status, r.json().get("name")), (200, ".."), r)
+        r = d2.get("/v1/datasets/%2E%2E/hard-examples?run=%2E")
+        self.assertEqual((r.status, len(r.json()["items"])), (200, 3), r)
+        r = d2.get("/v1/datasets/%2E%2E/export?format=csv&run=%2E")
+        self.assertEqual((r.status, len(r.body.decode().splitlines())), (200, 4), r)
+        self.assertProblem(d2.post("/v1/datasets/%2E%2E/batches", base_body()), 422, "bad_name")
+        self.assertEqual(d2.delete("/v1/datasets/%2E%2E").status, 200)
+        self.assertEqual(sorted(x["name"] for x in d2.get("/v1/datasets").json()["datasets"]), ["...", "real"])
 
     def test_bad_input_boundary_names_and_ids_are_accepted(self):
         """The limits themselves are valid: 64-character names, 256-byte ids, 128-byte batch ids."""
@@ -1208,6 +1309,151 @@ class LimitsTest(HardeningTestCase):
         self.assertEqual(d.get("/livez", timeout=3).status, 200)
         for s in socks:
             s.close()
+
+    def _trickle_body(self, d, ds, rate, per_send, seconds):
+        """POSTs a batch to ds whose body (padded to 6000 bytes) is sent per_send bytes at a time at about
+        rate bytes/s, for at most seconds. Returns (seconds until the server closed or answered, its answer
+        or None)."""
+        body = ta.raw_json(base_body())
+        body = body[:-1] + b" " * (6000 - len(body)) + b"}"
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+        s.sendall(b"POST /v1/datasets/%s/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % (ds.encode(), len(body)))
+        t0 = time.monotonic()
+        sent, answer = 0, b""
+        while time.monotonic() - t0 < seconds:
+            if sent < len(body):
+                try:
+                    s.send(body[sent:sent + per_send])
+                except OSError:
+                    break
+                sent += per_send
+            s.setblocking(False)
+            try:
+                part = s.recv(65536)
+                if part == b"":
+                    break
+                answer += part
+                if b"\r\n\r\n" in answer and sent >= len(body):
+                    break
+            except BlockingIOError:
+                pass
+            except OSError:
+                break
+            s.setblocking(True)
+            time.sleep(per_send / rate)
+        waited = time.monotonic() - t0
+        s.close()
+        return waited, answer
+
+    def test_limits_trickled_body_is_cut_at_the_minimum_rate(self):
+        """A body that arrives a byte at a time is never idle, so the idle timeout never closes it; below
+        --min-body-rate (after --connection-timeout of grace) it is cut off, and nothing is stored. A body
+        above the rate is served however long it takes, and --min-body-rate 0 turns the floor off."""
+        d = self.start_daemon(args=("--connection-timeout", self.TIMEOUT, "--min-body-rate", 1000))
+        waited, answer = self._trickle_body(d, "slow", rate=4, per_send=1, seconds=self.TIMEOUT + 6)
+        self.assertFalse(answer.startswith(b"HTTP/1.1 2"), answer)
+        self.assertLessEqual(waited, self.TIMEOUT + 2, "a body at 4 B/s held its connection %.1f s" % waited)
+        self.assertEqual(d.get("/v1/datasets").json()["datasets"], [])
+        # 3000 B/s, above the floor: 2 s for 6000 bytes, answered 200
+        waited, answer = self._trickle_body(d, "steady", rate=3000, per_send=300, seconds=15)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200"), (waited, answer[:300]))
+        d0 = self.start_daemon(args=("--connection-timeout", self.TIMEOUT, "--min-body-rate", 0))
+        waited, answer = self._trickle_body(d0, "slow", rate=4, per_send=1, seconds=self.TIMEOUT + 3)
+        self.assertGreaterEqual(waited, self.TIMEOUT + 2.5, "with --min-body-rate 0 the body was cut after %.1f s"
+                                % waited)
+
+    def test_limits_health_listener_answers_when_every_data_slot_is_taken(self):
+        """--health-listen: probes have slots of their own. With every data connection slot held by idle
+        connections, /livez on the data port waits; on the health listener it answers at once, and so does
+        focald --healthcheck. That listener answers the probes only."""
+        cap = 6
+        hport = ta.free_port()
+        d = self.start_daemon(args=("--connection-timeout", 30, "--max-connections", cap,
+                                    "--health-listen", "127.0.0.1:%d" % hport))
+        socks = [socket.create_connection(("127.0.0.1", d.port)) for _ in range(cap + 4)]
+        time.sleep(0.3)
+        try:
+            with self.assertRaises((OSError, http.client.HTTPException)):
+                d.get("/livez", timeout=1.0)  # the scenario is real: the data port has no slot
+            h = ta.Daemon.__new__(ta.Daemon)
+            h.port = hport
+            for path in ("/livez", "/readyz"):
+                t0 = time.monotonic()
+                r = ta.Daemon.request(h, "GET", path, timeout=3)
+                self.assertEqual(r.status, 200, r)
+                self.assertLess(time.monotonic() - t0, 0.5)
+                self.assertEqual(ta.Daemon.request(h, "HEAD", path, timeout=3).status, 200)
+            for path in ("/v1/datasets", "/metrics", "/openapi.json"):
+                self.assertProblem(ta.Daemon.request(h, "GET", path, timeout=3), 404, "not_found")
+            rc, out = run_focald(["--listen", "127.0.0.1:%d" % d.port, "--health-listen", "127.0.0.1:%d" % hport,
+                                  "--healthcheck"], timeout=10)
+            self.assertEqual(rc, 0, out)
+        finally:
+            for s in socks:
+                s.close()
+        self.assertEqual(d.get("/livez", timeout=5).status, 200)
+        # an address that cannot be had is an error at start-up, not a daemon without its probes
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        rc, out = run_focald(["--listen", "127.0.0.1:%d" % ta.free_port(), "--db", os.path.join(temp_dir(), "f.db"),
+                              "--health-listen", "127.0.0.1:%d" % busy.getsockname()[1]], timeout=10)
+        busy.close()
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("health", out)
+
+    def test_limits_body_memory_budget_503_then_served(self):
+        """--body-memory: bodies in flight reserve about 10x a JSON body; one that would pass the budget gets
+        503 overloaded with Retry-After (before its body is read when its length is declared; at its end
+        when chunked) and changes nothing; once the first is done the same request is served; a body alone
+        is always served, whatever the budget."""
+        d = self.start_daemon(args=("--body-memory", "2M", "--max-body", "1M"))
+        body = ta.raw_json(base_body())
+        body = body[:-1] + b" " * (150000 - len(body)) + b"}"  # 150 kB: reserves 1.5 MB
+        head = (b"POST /v1/datasets/mem/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body))
+        holder = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+        holder.sendall(head + body[:1000])  # in flight: its reservation is held
+        time.sleep(0.3)
+        m = re.search(r"(?m)^focald_body_memory_reserved_bytes (\d+)$", d.get("/metrics").body.decode())
+        self.assertEqual(int(m.group(1)), 1500000)
+        r, _, how = raw_exchange(d.port, head, timeout=5)
+        self.assertIsNotNone(r, how)
+        self.assertProblem(r, 503, "overloaded")
+        self.assertEqual(r.header("Retry-After"), "1")
+        self.assertIn("--body-memory", r.json()["detail"])
+        # chunked: the same, decided as the body grows and answered when it ends
+        chunked = (b"POST /v1/datasets/mem/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(b"%x\r\n" % len(body[i:i + 8192])
+                   + body[i:i + 8192] + b"\r\n" for i in range(0, len(body), 8192)) + b"0\r\n\r\n")
+        r, _, how = raw_exchange(d.port, chunked, timeout=5)
+        self.assertIsNotNone(r, how)
+        self.assertProblem(r, 503, "overloaded")
+        self.assertEqual(d.get("/v1/datasets").json()["datasets"], [])
+        # the first one finishes and is stored; then the same request is served
+        holder.sendall(body[1000:])
+        holder.settimeout(10)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            part = holder.recv(65536)
+            if not part:
+                break
+            got += part
+        holder.close()
+        self.assertTrue(got.startswith(b"HTTP/1.1 200"), got[:200])
+        r, _, how = raw_exchange(d.port, head + body, timeout=10)
+        self.assertEqual(r.status, 200, r)
+        r, _, how = raw_exchange(d.port, chunked, timeout=10)
+        self.assertEqual(r.status, 200, r)
+        # alone, a body whose estimate is past the budget is served (400 kB: 4 MB against 2 MB)
+        big = ta.raw_json(base_body())
+        big = big[:-1] + b" " * (400000 - len(big)) + b"}"
+        self.assertEqual(d.post("/v1/datasets/mem/batches", big).status, 200)
+        time.sleep(0.3)
+        m = re.search(r"(?m)^focald_body_memory_reserved_bytes (\d+)$", d.get("/metrics").body.decode())
+        self.assertEqual(int(m.group(1)), 0)
+        self.assertEqual(d.dataset("mem").json()["observations"], 12)  # four batches of three
 
     def test_limits_body_413_is_answered_before_the_body_is_sent(self):
         d = self.start_daemon(args=("--max-body", "64K"))
