@@ -63,7 +63,7 @@ static const setting settings[] = {
     {"reconsider-factor", K_DOUBLE, AT(reconsider_factor), 0, -1, 1000,
      "a confirmed sample is listed again once its ema_loss passes this factor (>= 1) of its value at confirmation; 0: never", "FACTOR"},
     {"viewer-url", K_STR, AT(viewer_url), sizeof(((config *)0)->viewer_url), 0, 0,
-     "OHIF viewer base URL for the DICOM links in exports", "URL"},
+     "OHIF viewer base URL for the DICOM links in exports (a trailing slash is dropped)", "URL"},
     {"token-file", K_STR, AT(token_file), sizeof(((config *)0)->token_file), 0, 0,
      "file holding the bearer token clients must send (or FOCALD_TOKEN holding the token itself)", "FILE"},
     {"allow-remote", K_FLAG, AT(allow_remote), 0, 0, 0, "allow a non-loopback listen address without a token", NULL},
@@ -310,6 +310,9 @@ static int finish(config *cfg) {
       return -1;
     }
   }
+  /* the viewer's base URL is joined with "/viewer?...": a trailing slash would give "//viewer" */
+  size_t vn = strlen(cfg->viewer_url);
+  while (vn > 0 && cfg->viewer_url[vn - 1] == '/') cfg->viewer_url[--vn] = '\0';
   if (strcmp(cfg->healthcheck_path, "/livez") != 0 && strcmp(cfg->healthcheck_path, "/readyz") != 0) {
     fprintf(stderr, "focald: --healthcheck-path: /livez or /readyz, not '%s'\n", cfg->healthcheck_path);
     return -1;

@@ -13,22 +13,31 @@
  * an error (no terminating chunk), so the client never takes a short file for
  * a whole one.
  *
- * Formats:
+ * Formats (each with its own media type and suggested file name):
  *   csv          one row per sample: rank, id, score, the history fields, status, the DICOM and uri meta, viewer_url
  *   jsonl        one hard-examples item per line (plus reconsider and viewer_url)
- *   label-studio a JSON array of Label Studio tasks: data from the meta (image = uri), and one prediction
- *                whose score sorts the hardest first (see README "Exports")
- *   fiftyone     JSONL with filepath (the uri) and hardness (the score), for fiftyone's import
+ *   label-studio a JSON array of Label Studio tasks: data from the meta (image = the uri as a URL Label
+ *                Studio can open), and one prediction whose score sorts the hardest first (see README "Exports")
+ *   fiftyone     FiftyOne's CSVDataset: filepath (the uri), ground_truth (the label), hardness (the score)
  *   ohif         JSONL of the samples with a study_uid and their OHIF viewer link
+ *
+ * A format that needs something a sample lacks (label-studio an image Label
+ * Studio can open, fiftyone a local file, ohif a study) leaves the sample out;
+ * k and the ranks count what is written. How many were left out is known only
+ * at the end, after the headers went out, so it travels in the chunked
+ * response's trailer, Focald-Skipped (declared up front by a Trailer header).
  */
+#include <ctype.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api_internal.h"
+#include "csvw.h"
 #include "decode.h"
 
 #define PAGE 4096
@@ -52,8 +61,11 @@ typedef struct export {
   jw page;                   /* formatted, not yet sent */
   st_hit hits[PAGE];         /* the page's ranking */
   size_t sent;
+  int64_t skipped;           /* samples the format had to leave out */
   char viewer[256];
   double reconsider;
+  int has_root;              /* label-studio: local paths become local-files URLs under root */
+  char root[REQ_ID_MAX + 1]; /* local_files_root without its trailing '/' ("" for "/") */
 } export;
 
 /* ------------------------------------------------------------------ one sample, each format */
@@ -78,11 +90,11 @@ static void meta_read(const st_dataset *ds, uint32_t key, meta_fields *m) {
   m->patient = json_string_value(json_object_get(m->root, "patient_id"));
 }
 
-/* Appends s percent-encoded for a URL query value. */
-static void jw_urlenc(jw *o, const char *s) {
+/* Appends the n bytes of s percent-encoded for a URL query value. */
+static void jw_urlenc_n(jw *o, const char *s, size_t n) {
   static const char hex[] = "0123456789ABCDEF";
-  for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
     if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' || c == '-' || c == '_' || c == '~') {
       jw_mem(o, (const char *)&c, 1);
     } else {
@@ -92,7 +104,11 @@ static void jw_urlenc(jw *o, const char *s) {
   }
 }
 
-/* The OHIF viewer link for a study (and series), as a JSON string. */
+static void jw_urlenc(jw *o, const char *s) {
+  jw_urlenc_n(o, s, strlen(s));
+}
+
+/* The OHIF viewer link for a study (and series, and instance), as a JSON string. */
 static void jw_viewer(jw *o, const export *e, const meta_fields *m) {
   if (!m->study) {
     jw_lit(o, "null");
@@ -105,35 +121,134 @@ static void jw_viewer(jw *o, const export *e, const meta_fields *m) {
     JW(&u, "&SeriesInstanceUIDs=");
     jw_urlenc(&u, m->series);
   }
+  if (m->sop) {
+    /* OHIF v3 opens the study on this instance (it reads its URL parameters whatever their case) */
+    JW(&u, "&initialSOPInstanceUID=");
+    jw_urlenc(&u, m->sop);
+  }
   if (u.failed) o->failed = 1;
   jw_str(o, u.b ? u.b : "");
   buf_free(&u);
 }
 
-static void csv_cell(jw *o, const char *s) {
-  if (!s) return;
-  if (!strpbrk(s, ",\"\r\n")) {
-    jw_lit(o, s);
-    return;
+/* Whether uri starts with a URL scheme (RFC 3986: a letter, then letters,
+ * digits, '+', '-' or '.', then ':'); one letter is a Windows drive, not a scheme. */
+static int has_scheme(const char *uri) {
+  const char *p = uri;
+  if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))) return 0;
+  for (p++; (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '+' || *p == '-' || *p == '.'; p++) {
   }
-  jw_mem(o, "\"", 1);
-  for (const char *q = strchr(s, '"'); q; q = strchr(s, '"')) {
-    jw_mem(o, s, (size_t)(q - s + 1));
-    jw_mem(o, "\"", 1); /* a quote inside a quoted cell is doubled */
-    s = q + 1;
+  return *p == ':' && p - uri >= 2;
+}
+
+/* Appends the segments of the relative path rel, each percent-encoded, joined
+ * by '/', leaving out empty and "." segments. Returns 0, or -1 (the caller
+ * drops what was appended) for a ".." segment, which could leave the document
+ * root, or when no segment is left. */
+static int jw_relpath(jw *o, const char *rel) {
+  int n = 0;
+  while (*rel) {
+    size_t len = strcspn(rel, "/");
+    if (len == 2 && rel[0] == '.' && rel[1] == '.') return -1;
+    if (len > 0 && !(len == 1 && rel[0] == '.')) {
+      if (n++) jw_mem(o, "/", 1); /* a query value may hold '/' as it is (RFC 3986), as Label Studio's examples do */
+      jw_urlenc_n(o, rel, len);
+    }
+    rel += len;
+    if (*rel == '/') rel++;
   }
-  jw_lit(o, s);
-  jw_mem(o, "\"", 1);
+  return n ? 0 : -1;
+}
+
+/* The local path a uri names, into out: the uri itself when it has no scheme,
+ * or the percent-decoded path of a file: URL on this host (file:///p,
+ * file://localhost/p). Returns 0, or -1 for any other URL or a path that does
+ * not fit. */
+static int local_path(const char *uri, char *out, size_t n) {
+  const char *p = uri;
+  const int url = has_scheme(uri); /* a URL's path is percent-encoded; a plain path is taken as it is */
+  if (url) {
+    if (strncasecmp(uri, "file:///", 8) == 0) p = uri + 7;
+    else if (strncasecmp(uri, "file://localhost/", 17) == 0) p = uri + 16;
+    else return -1;
+  }
+  size_t len = 0;
+  for (; *p; p++) {
+    int c = (unsigned char)*p;
+    if (url && c == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+      const char h[3] = {p[1], p[2], '\0'};
+      c = (int)strtol(h, NULL, 16);
+      p += 2;
+    }
+    if (c == 0 || len + 1 >= n) return -1;
+    out[len++] = (char)c;
+  }
+  out[len] = '\0';
+  return len ? 0 : -1;
+}
+
+/* Label Studio's image for a uri, as a JSON string, or -1 when Label Studio
+ * could not open it (the sample is then left out). A URL (http, https, s3,
+ * gs, ...) is given as it is. A local path (or a file: URL) needs Label
+ * Studio's local file serving: with a document root, an absolute path under it
+ * and a relative path (taken as relative to it) become
+ * /data/local-files/?d=<path relative to the root>; without one, or outside
+ * it, the sample is left out. */
+static int jw_ls_image(jw *o, const export *e, const char *uri) {
+  if (!uri || !*uri) return -1;
+  char path[4096];
+  if (local_path(uri, path, sizeof path) != 0) {
+    if (!has_scheme(uri) || strncasecmp(uri, "file:", 5) == 0) return -1;
+    jw_str(o, uri);
+    return 0;
+  }
+  if (!e->has_root) return -1;
+  const char *rel = path;
+  if (path[0] == '/') {
+    const size_t rl = strlen(e->root); /* "" for the root "/" */
+    if (strncmp(path, e->root, rl) != 0 || path[rl] != '/') return -1;
+    rel = path + rl + 1;
+  }
+  jw link = {0};
+  jw_lit(&link, "/data/local-files/?d=");
+  const int rc = jw_relpath(&link, rel);
+  if (link.failed) o->failed = 1;
+  if (rc == 0) jw_str(o, link.b ? link.b : "");
+  buf_free(&link);
+  return rc;
+}
+
+/* FiftyOne's CSV importer takes an absolute filepath as it is and looks a
+ * relative one up under the data_path it is given; a URL is neither (a file:
+ * URL is written as its path). A path the formula guard would have to change
+ * cannot reach it unchanged. Writes the filepath cell, or returns -1. */
+static int csv_fiftyone_path(jw *o, const char *uri) {
+  char path[4096];
+  if (!uri || local_path(uri, path, sizeof path) != 0 || csv_is_formula(path)) return -1;
+  csv_cell(o, path);
+  return 0;
 }
 
 static void csv_num(jw *o, double v) {
   if (isfinite(v)) jw_num(o, v);
 }
 
+/* The corrected label (JSON text) as a CSV cell: a number stays a number, anything else is text. */
+static void csv_json(jw *o, const char *text) {
+  if (!text) return;
+  char *end;
+  (void)strtod(text, &end);
+  if (end != text && *end == '\0') jw_lit(o, text);
+  else csv_text(o, text);
+}
+
 static const char csv_header[] =
     "rank,id,score,seen,last_loss,mean_loss,max_loss,ema_loss,confidence,variability,correctness,forgetting,forgetting_events,aum,"
     "first_step,last_step,label,label_issue,status,corrected_label,reconsider,uri,study_uid,series_uid,sop_uid,"
     "patient_id,viewer_url\r\n";
+
+/* FiftyOne's CSVDataset: a header row, the media in "filepath" (see README "Exports" for the loader). */
+static const char fiftyone_header[] = "filepath,ground_truth,hardness,focald_id,focald_rank,focald_status,mean_loss,label_issue\r\n";
 
 /* A confidence-like score in [0, 1] that is lower for harder samples: Label
  * Studio lists low prediction scores first when sorted ascending. */
@@ -144,6 +259,12 @@ static double ls_score(int by, double v) {
   case HF_AUM: return 1.0 / (1.0 + exp(-v));
   default: return v > 0 ? exp(-v) : 1.0; /* losses, variability, forgetting, seen: larger is harder */
   }
+}
+
+/* Leaves the sample out of the export: it does not count towards k or the ranks. */
+static void skip(export *e) {
+  e->rank--;
+  e->skipped++;
 }
 
 static void write_item(export *e, const st_dataset *ds, uint32_t key, double score, const hist_view *v) {
@@ -157,7 +278,7 @@ static void write_item(export *e, const st_dataset *ds, uint32_t key, double sco
   case F_CSV: {
     jw_int(o, e->rank);
     jw_lit(o, ",");
-    csv_cell(o, st_sample_id(ds, key));
+    csv_text(o, st_sample_id(ds, key));
     JW(o, ",");
     csv_num(o, score);
     const double nums[] = {v->seen, v->last_loss, v->mean_loss, v->max_loss, v->ema_loss, v->confidence,
@@ -177,24 +298,22 @@ static void write_item(export *e, const st_dataset *ds, uint32_t key, double sco
     jw_lit(o, ",");
     if (v->label >= 0) jw_int(o, v->label);
     JW(o, ",%s,%s,", v->label_issue ? "true" : "false", st_status_name(st_sample_status(ds, key)));
-    csv_cell(o, st_corrected(ds, key));
+    csv_json(o, st_corrected(ds, key));
     JW(o, ",%s,", reconsider ? "true" : "false");
-    csv_cell(o, m.uri);
-    JW(o, ",");
-    csv_cell(o, m.study);
-    JW(o, ",");
-    csv_cell(o, m.series);
-    JW(o, ",");
-    csv_cell(o, m.sop);
-    JW(o, ",");
-    csv_cell(o, m.patient);
-    JW(o, ",");
+    const char *text[] = {m.uri, m.study, m.series, m.sop, m.patient};
+    for (size_t i = 0; i < sizeof text / sizeof text[0]; i++) {
+      csv_text(o, text[i]);
+      JW(o, ",");
+    }
     if (m.study) {
       jw link = {0};
       jw_viewer(&link, e, &m);
-      /* the JSON string without its quotes; a UID link needs no escaping */
-      if (link.failed) o->failed = 1;
-      else if (link.len >= 2) JW(o, "%.*s", (int)(link.len - 2), link.b + 1);
+      if (link.failed || link.len < 2) {
+        o->failed = 1;
+      } else {
+        link.b[link.len - 1] = '\0'; /* the JSON string without its quotes; a percent-encoded link needs no unescaping */
+        csv_text(o, link.b + 1);
+      }
       buf_free(&link);
     }
     JW(o, "\r\n");
@@ -214,9 +333,17 @@ static void write_item(export *e, const st_dataset *ds, uint32_t key, double sco
     JW(o, "}\n");
     break;
   case F_LABEL_STUDIO: {
-    if (e->rank > 1) JW(o, ",\n");
+    /* Label Studio refuses the whole file when one task's image is not a string: a sample without an
+     * image it can open is left out (and counted) */
+    jw image = {0};
+    if (jw_ls_image(&image, e, m.uri) != 0) {
+      if (image.failed) o->failed = 1;
+      buf_free(&image);
+      skip(e);
+      break;
+    }
+    JW(o, "%s{\"data\":{", e->rank > 1 ? ",\n" : "\n");
     /* Label Studio takes the task's data as given; the meta's fields, then the image and focald's own */
-    JW(o, "{\"data\":{");
     const char *k;
     json_t *val;
     int n = 0;
@@ -230,8 +357,9 @@ static void write_item(export *e, const st_dataset *ds, uint32_t key, double sco
       free(text);
     }
     JW(o, "%s\"image\":", n ? "," : "");
-    if (m.uri) jw_str(o, m.uri);
-    else jw_lit(o, "null");
+    if (image.failed) o->failed = 1;
+    else jw_mem(o, image.b, image.len);
+    buf_free(&image);
     JW(o, ",\"focald_id\":");
     jw_str(o, st_sample_id(ds, key));
     JW(o, ",\"focald_dataset\":");
@@ -254,26 +382,23 @@ static void write_item(export *e, const st_dataset *ds, uint32_t key, double sco
     break;
   }
   case F_FIFTYONE:
-    if (!m.uri) {
-      e->rank--; /* FiftyOne needs a file for every sample: only samples with a uri are in this export */
+    if (csv_fiftyone_path(o, m.uri) != 0) {
+      skip(e); /* FiftyOne needs a file it can find for every row */
       break;
     }
-    JW(o, "{\"filepath\":");
-    jw_str(o, m.uri);
-    JW(o, ",\"hardness\":");
-    jw_num(o, score);
-    JW(o, ",\"focald_id\":");
-    jw_str(o, st_sample_id(ds, key));
-    JW(o, ",\"focald_rank\":%" PRId64 ",\"focald_label\":", e->rank);
-    if (v->label >= 0) JW(o, "%d", v->label);
-    else jw_lit(o, "null");
-    JW(o, ",\"focald_status\":\"%s\",\"mean_loss\":", st_status_name(st_sample_status(ds, key)));
-    jw_num(o, v->mean_loss);
-    JW(o, ",\"label_issue\":%s}\n", v->label_issue ? "true" : "false");
+    JW(o, ",");
+    if (v->label >= 0) jw_int(o, v->label);
+    JW(o, ",");
+    csv_num(o, score);
+    JW(o, ",");
+    csv_text(o, st_sample_id(ds, key));
+    JW(o, ",%" PRId64 ",%s,", e->rank, st_status_name(st_sample_status(ds, key)));
+    csv_num(o, v->mean_loss);
+    JW(o, ",%s\r\n", v->label_issue ? "true" : "false");
     break;
   case F_OHIF:
     if (!m.study) {
-      e->rank--; /* only samples with a study are in this export */
+      skip(e); /* only samples with a study are in this export */
       break;
     }
     JW(o, "{\"id\":");
@@ -310,7 +435,8 @@ static void next_page(export *e) {
   if (!e->started) {
     e->started = 1;
     if (e->format == F_CSV) jw_lit(&e->page, csv_header);
-    if (e->format == F_LABEL_STUDIO) jw_lit(&e->page, "[\n");
+    if (e->format == F_FIFTYONE) jw_lit(&e->page, fiftyone_header);
+    if (e->format == F_LABEL_STUDIO) jw_lit(&e->page, "["); /* each task starts on a line of its own */
   }
   const st_dataset *ds = st_acquire_id(api_map, e->ds_id);
   if (!ds) {
@@ -326,7 +452,7 @@ static void next_page(export *e) {
       e->failed = 1;
       return;
     }
-    /* k counts what is written: ohif and fiftyone leave out samples without a study or a uri */
+    /* k counts what is written: label-studio, fiftyone and ohif leave samples out */
     for (uint32_t i = 0; i < PAGE && e->position < q->n && (!e->limit || e->rank < e->limit); i++, e->position++) {
       hist_view v;
       st_history_all(ds, q->keys[e->position], &v);
@@ -364,7 +490,7 @@ static void next_page(export *e) {
   st_release(ds);
   if (!more) {
     e->ended = 1;
-    if (e->format == F_LABEL_STUDIO) jw_lit(&e->page, "\n]\n");
+    if (e->format == F_LABEL_STUDIO) jw_lit(&e->page, e->rank ? "\n]\n" : "]\n");
   }
   if (e->page.failed) e->failed = 1;
 }
@@ -386,6 +512,13 @@ static long export_read(void *cls, char *text, size_t max) {
   }
 }
 
+/* The trailer: how many samples the format left out. */
+static int export_trailer(void *cls, char *value, size_t n) {
+  const export *e = cls;
+  snprintf(value, n, "%" PRId64, e->skipped);
+  return 0;
+}
+
 static void export_free(void *cls) {
   export *e = cls;
   buf_free(&e->page);
@@ -403,15 +536,32 @@ static int parse_long(const char *s, long long lo, long long hi, long long *v) {
   return 0;
 }
 
+/* Reads local_files_root: an absolute path without "." or ".." segments,
+ * written to out with repeated slashes as one and without a trailing slash
+ * (so "/" gives ""). Returns 0 or -1. */
+static int root_parse(const char *s, char *out, size_t n) {
+  if (s[0] != '/' || strlen(s) >= n) return -1;
+  size_t len = 0;
+  for (const char *p = s; *p; p++) {
+    if (p[0] == '/' && p[1] == '.' && (p[2] == '/' || p[2] == '\0' || (p[2] == '.' && (p[3] == '/' || p[3] == '\0')))) return -1;
+    if (p[0] == '/' && len > 0 && out[len - 1] == '/') continue;
+    out[len++] = *p;
+  }
+  while (len > 0 && out[len - 1] == '/') len--;
+  out[len] = '\0';
+  return 0;
+}
+
 int api_export(http_req *rq, http_resp *resp) {
+  /* the suggested file name is <dataset>[-<queue>]<suffix>.<ext> */
   static const struct {
-    const char *name, *content_type, *ext;
-  } formats[] = {{"csv", "text/csv; charset=utf-8", "csv"},
-                 {"jsonl", "application/x-ndjson", "jsonl"},
-                 {"label-studio", "application/json", "json"},
-                 {"fiftyone", "application/x-ndjson", "jsonl"},
-                 {"ohif", "application/x-ndjson", "jsonl"}};
-  char b[9][300];
+    const char *name, *content_type, *suffix, *ext;
+  } formats[] = {{"csv", "text/csv; charset=utf-8", "", "csv"},
+                 {"jsonl", "application/x-ndjson", "", "jsonl"},
+                 {"label-studio", "application/json", "-label-studio", "json"},
+                 {"fiftyone", "text/csv; charset=utf-8", "-fiftyone", "csv"},
+                 {"ohif", "application/x-ndjson", "-ohif", "jsonl"}};
+  char b[10][300];
   long long v;
   const char *format = http_query(rq, "format", b[0], sizeof b[0]);
   int f = -1;
@@ -432,6 +582,7 @@ int api_export(http_req *rq, http_resp *resp) {
   const char *status = http_query(rq, "status", b[6], sizeof b[6]);
   const char *ks = http_query(rq, "k", b[7], sizeof b[7]);
   const char *order = http_query(rq, "order", b[8], sizeof b[8]);
+  const char *root = http_query(rq, "local_files_root", b[9], sizeof b[9]);
   e->q.by = HF_MEAN_LOSS;
   e->q.min_seen = 1;
   e->q.status_mask = ST_UNDECIDED_MASK;
@@ -468,6 +619,13 @@ int api_export(http_req *rq, http_resp *resp) {
     if (api_status_mask(status, &e->q.status_mask))
       BAD(P_BAD_QUERY, "status", "status must be a comma-separated list of open, queued, in_review, relabelled, confirmed, dismissed");
   }
+  if (root) {
+    if (e->format != F_LABEL_STUDIO) BAD(P_BAD_QUERY, "local_files_root", "local_files_root applies to format=label-studio only");
+    if (root_parse(root, e->root, sizeof e->root))
+      BAD(P_BAD_QUERY, "local_files_root",
+          "local_files_root must be an absolute directory path (Label Studio's LOCAL_FILES_DOCUMENT_ROOT) without . or .. segments");
+    e->has_root = 1;
+  }
   if (ks) {
     if (parse_long(ks, 1, INT64_MAX, &v)) BAD(P_BAD_QUERY, "k", "k must be an integer >= 1 (at most k samples; all when absent)");
     e->limit = v;
@@ -501,9 +659,11 @@ int api_export(http_req *rq, http_resp *resp) {
   resp->stream = export_read;
   resp->stream_cls = e;
   resp->stream_free = export_free;
+  resp->trailer = "Focald-Skipped";
+  resp->trailer_value = export_trailer;
   char disp[192];
-  snprintf(disp, sizeof disp, "attachment; filename=\"%s%s%s.%s\"", e->dataset, e->queue[0] ? "-" : "", e->queue,
-           formats[f].ext);
+  snprintf(disp, sizeof disp, "attachment; filename=\"%s%s%s%s.%s\"", e->dataset, e->queue[0] ? "-" : "", e->queue,
+           formats[f].suffix, formats[f].ext);
   http_header(resp, "Content-Disposition", disp);
   return 0;
 refuse:

@@ -319,12 +319,24 @@ typedef struct stream_state {
   http_stream_fn fn;
   void *cls;
   void (*free_fn)(void *cls);
+  const char *trailer;
+  http_trailer_fn trailer_value;
+  struct MHD_Response *resp; /* borrowed: libmicrohttpd holds it while it reads the stream */
 } stream_state;
 
+/* libmicrohttpd writes a chunked response's footers (MHD_FOOTER_KIND entries)
+ * after the reader reports the end of the stream, so a trailer added on that
+ * last call goes out; the response belongs to this one connection and its
+ * thread, which is the one calling. */
 static ssize_t stream_read(void *cls, uint64_t pos, char *text, size_t max) {
   (void)pos;
   stream_state *st = cls;
   long n = st->fn(st->cls, text, max);
+  if (n == 0 && st->trailer && st->trailer_value) {
+    char value[64];
+    if (st->trailer_value(st->cls, value, sizeof value) == 0 && MHD_add_response_footer(st->resp, st->trailer, value) != MHD_YES)
+      return MHD_CONTENT_READER_END_WITH_ERROR; /* a trailer the response declared cannot be left out silently */
+  }
   if (n == 0) return MHD_CONTENT_READER_END_OF_STREAM;
   if (n < 0) return MHD_CONTENT_READER_END_WITH_ERROR;
   return (ssize_t)n;
@@ -344,12 +356,14 @@ static enum MHD_Result respond(struct MHD_Connection *conn, http_req *rq, http_r
       if (out->stream_free) out->stream_free(out->stream_cls);
       return MHD_NO;
     }
-    *st = (stream_state){out->stream, out->stream_cls, out->stream_free};
+    *st = (stream_state){out->stream, out->stream_cls, out->stream_free, out->trailer, out->trailer_value, NULL};
     resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_read, st, stream_done);
     if (!resp) {
       stream_done(st);
       return MHD_NO;
     }
+    st->resp = resp;
+    if (out->trailer) MHD_add_response_header(resp, "Trailer", out->trailer);
   } else if (out->body) {
     resp = MHD_create_response_from_buffer(out->len, out->body, MHD_RESPMEM_MUST_FREE);
   } else {

@@ -26,6 +26,11 @@ typedef struct http_req http_req;
 /* A streamed body: called on an HTTP thread for the next bytes; returns how
  * many it wrote into buf (at most max), 0 at the end, or -1 on error. */
 typedef long (*http_stream_fn)(void *cls, char *buf, size_t max);
+/* A streamed body's trailer, called once after the stream's last bytes (when
+ * it ended without error): writes the value of the trailer field the
+ * response declared in its Trailer header into value (NUL-terminated), or
+ * returns -1 to send none. Only a chunked (HTTP/1.1) response carries it. */
+typedef int (*http_trailer_fn)(void *cls, char *value, size_t n);
 
 typedef struct http_resp {
   int status;
@@ -37,6 +42,8 @@ typedef struct http_resp {
   http_stream_fn stream;   /* instead of body: chunked, produced as the client reads */
   void *stream_cls;
   void (*stream_free)(void *cls);
+  const char *trailer;     /* with stream: the trailer field's name (declared in a Trailer header), or NULL */
+  http_trailer_fn trailer_value;
 } http_resp;
 
 typedef int (*http_handler)(http_req *rq, http_resp *out);

@@ -89,7 +89,7 @@ def export(port, pid, query):
     secs = time.perf_counter() - t0
     conn.close()
     fmt = query.split("&")[0].split("=")[1]
-    records = newlines - 1 if fmt == "csv" else newlines - 2 if fmt == "label-studio" else newlines
+    records = newlines - 1 if fmt in ("csv", "fiftyone") else newlines - 2 if fmt == "label-studio" else newlines
     return secs, nbytes, records, mem_kb(pid)["VmHWM"], before
 
 

@@ -980,7 +980,19 @@ function checkShape(ctx, name, items, what) {
 function viewerUrl(meta) {
   if (!meta?.study_uid) return null;
   const e = encodeURIComponent;
-  return `http://localhost:3000/viewer?StudyInstanceUIDs=${e(meta.study_uid)}${meta.series_uid ? `&SeriesInstanceUIDs=${e(meta.series_uid)}` : ""}`;
+  return `http://localhost:3000/viewer?StudyInstanceUIDs=${e(meta.study_uid)}${meta.series_uid ? `&SeriesInstanceUIDs=${e(meta.series_uid)}` : ""}` +
+    `${meta.sop_uid ? `&initialSOPInstanceUID=${e(meta.sop_uid)}` : ""}`;
+}
+
+/** Whether a uri is a URL (it has a scheme, RFC 3986). */
+const isUrl = (uri) => /^[A-Za-z][A-Za-z0-9+.-]+:/.test(uri ?? "");
+
+/** Label Studio's image for a uri exported with local_files_root=/ (README "Exports"), or null (left out). */
+function lsImage(uri) {
+  if (!uri) return null;
+  if (isUrl(uri)) return uri.toLowerCase().startsWith("file:") ? null : uri;
+  const segs = uri.split("/").filter((x) => x !== "" && x !== ".");
+  return segs.length && !segs.includes("..") ? `/data/local-files/?d=${segs.map(encodeURIComponent).join("/")}` : null;
 }
 
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
@@ -1191,20 +1203,26 @@ async function exerciseReview(ctx) {
     check(same(ids(r), order) && same(r.map((x) => x.score), items.map((i) => i.score)), "jsonl: hard-examples' samples, order and scores");
     check(same(r.map((x) => x.viewer_url), items.map((i) => viewerUrl(i.meta))) && r.every((x) => x.corrected_label === null), "jsonl: viewer_url from the study and series; no correction");
   }
-  r = await X("format=label-studio", { expect: 200, want: { "Content-Type": /^application\/json$/, "Content-Disposition": /^attachment; filename="rev\.json"$/ } });
+  r = await X("format=label-studio&local_files_root=/", { expect: 200, want: { "Content-Type": /^application\/json$/, "Content-Disposition": /^attachment; filename="rev-label-studio\.json"$/, Trailer: /^Focald-Skipped$/ } });
+  const withImage = items.filter((i) => lsImage(i.meta?.uri));
   if (checkShape(ctx, "LabelStudioTask", r, "label-studio")) {
-    check(same(ids(r), order) && r.every((t, i) => t.data.focald_rank === i + 1 && t.data.focald_dataset === "rev" && t.predictions[0].model_version === "*"), "label-studio: hard-examples' order; rank, dataset, model_version");
-    check(r.every((t, i) => t.data.image === (items[i].meta?.uri ?? null) && (t.data.viewer_url ?? null) === viewerUrl(items[i].meta)), "label-studio: image is the uri; viewer_url with a study");
+    check(same(ids(r), ids(withImage)) && r.every((t, i) => t.data.focald_rank === i + 1 && t.data.focald_dataset === "rev" && t.predictions[0].model_version === "*"), "label-studio: hard-examples' order, the samples with an image; rank, dataset, model_version");
+    check(r.every((t, i) => t.data.image === lsImage(withImage[i].meta.uri) && (t.data.viewer_url ?? null) === viewerUrl(withImage[i].meta)), `label-studio: image the uri (a URL) or its local-files form; viewer_url with a study (${JSON.stringify(r.map((t) => t.data.image))})`);
     // data is free-form for the meta's keys: every other key must be one the spec declares
     const declared = Object.keys(ctx.spec.components.schemas.LabelStudioTask?.properties?.data?.properties ?? {});
-    const stray = r.flatMap((t, i) => Object.keys(t.data).filter((k) => !declared.includes(k) && !(k in (items[i].meta ?? {}))));
+    const stray = r.flatMap((t, i) => Object.keys(t.data).filter((k) => !declared.includes(k) && !(k in (withImage[i].meta ?? {}))));
     check(stray.length === 0, `label-studio: data holds the meta's keys and declared fields only${stray.length ? ` (undeclared: ${stray.join(", ")})` : ""}`);
     check(r.every((t, i) => i === 0 || t.predictions[0].score >= r[i - 1].predictions[0].score), `label-studio: prediction scores ascending, hardest first (${JSON.stringify(r.map((t) => t.predictions[0].score))})`);
   }
-  r = await X("format=fiftyone", { expect: 200, want: { "Content-Type": /^application\/x-ndjson$/, "Content-Disposition": /^attachment; filename="rev\.jsonl"$/ } });
-  if (checkShape(ctx, "FiftyOneSample", r, "fiftyone"))
-    check(same(ids(r), order) && r.every((x, i) => x.filepath === (items[i].meta?.uri ?? null) && x.hardness === items[i].score && x.focald_status === items[i].status), "fiftyone: hard-examples' order; filepath the uri, hardness the score");
-  r = await X("format=ohif", { expect: 200, want: { "Content-Type": /^application\/x-ndjson$/, "Content-Disposition": /^attachment; filename="rev\.jsonl"$/ } });
+  r = await X("format=fiftyone", { expect: 200, want: { "Content-Type": /^text\/csv; charset=utf-8$/, "Content-Disposition": /^attachment; filename="rev-fiftyone\.csv"$/ } });
+  if (typeof r === "string") {
+    // FiftyOne's CSVDataset: a header row, the media in filepath; the samples whose uri is a local path
+    const [header, ...rows] = parseCsv(r);
+    const files = items.filter((i) => i.meta?.uri && !isUrl(i.meta.uri));
+    check(r.endsWith("\r\n") && same(header, ["filepath", "ground_truth", "hardness", "focald_id", "focald_rank", "focald_status", "mean_loss", "label_issue"]), `fiftyone: the CSVDataset header (${JSON.stringify(header)})`);
+    check(same(rows.map((x) => x[3]), ids(files)) && rows.every((x, i) => x[0] === files[i].meta.uri && Number(x[2]) === files[i].score && x[4] === String(i + 1) && x[5] === files[i].status), `fiftyone: the samples with a local file, in order; filepath the uri, hardness the score (${JSON.stringify(rows)})`);
+  }
+  r = await X("format=ohif", { expect: 200, want: { "Content-Type": /^application\/x-ndjson$/, "Content-Disposition": /^attachment; filename="rev-ohif\.jsonl"$/ } });
   const studies = items.filter((i) => i.meta?.study_uid);
   if (checkShape(ctx, "OhifStudy", r, "ohif"))
     check(same(ids(r), ids(studies)) && r.every((x, i) => x.rank === i + 1 && x.study_uid === studies[i].meta.study_uid && x.url === viewerUrl(studies[i].meta)), `ohif: the samples with a study, in order, with their links (${JSON.stringify(ids(r))})`);
@@ -1212,7 +1230,7 @@ async function exerciseReview(ctx) {
   r = await X("format=jsonl&k=2", { expect: 200, label: "k=2" });
   if (Array.isArray(r)) check(same(ids(r), order.slice(0, 2)), "export: k=2 gives the first two");
   const byConf = await J("GET", `${D}/hard-examples?by=confidence&run=r1&min_seen=1`, { expect: 200, label: "what the export lists" });
-  r = await X("format=fiftyone&by=confidence&run=r1&min_seen=1", { expect: 200, label: "by, run, min_seen" });
+  r = await X("format=jsonl&by=confidence&run=r1&min_seen=1", { expect: 200, label: "by, run, min_seen" });
   if (Array.isArray(r) && byConf) check(same(ids(r), ids(byConf.items)), "export: by=confidence&run=r1 lists as hard-examples does");
   const decided = await J("GET", `${D}/hard-examples?status=relabelled,dismissed&label=1`, { expect: 200, label: "what the export lists" });
   r = await X("format=csv&status=relabelled,dismissed&label=1", { expect: 200, label: "status, label" });
@@ -1229,6 +1247,8 @@ async function exerciseReview(ctx) {
   await X("format=csv&status=done", { expect: 400, code: "bad_query", field: "status" });
   await X("format=csv&run=r9", { expect: 404, code: "run_not_found", field: "run" });
   await X("format=csv&queue=nope", { expect: 404, code: "not_found", field: "queue" });
+  await X("format=csv&local_files_root=/data", { expect: 400, code: "bad_query", field: "local_files_root" });
+  await X("format=label-studio&local_files_root=data", { expect: 400, code: "bad_query", field: "local_files_root", label: "a relative root" });
   await J("GET", "/v1/datasets/nope/export?format=csv", { expect: 404, code: "dataset_not_found" });
   await J("POST", `${D}/export?format=csv`, { json: {}, expect: 405, code: "method_not_allowed" });
 

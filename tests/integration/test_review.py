@@ -29,6 +29,7 @@ import math
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -166,6 +167,42 @@ class ReviewTestCase(ta.FocaldTestCase):
     def export(self, ds, d=None, **params):
         qs = urllib.parse.urlencode(params)
         return self._d(d).get("/v1/datasets/%s/export?%s" % (ta.q(ds), qs), timeout=60)
+
+    def export_trailers(self, ds, fmt, d=None, **params):
+        """An export read over a raw socket, chunk by chunk: (status, headers, body, trailers); http.client
+        reads a chunked body's trailer fields and drops them."""
+        d = self._d(d)
+        qs = urllib.parse.urlencode(dict(params, format=fmt))
+        with socket.create_connection(("127.0.0.1", d.port), timeout=60) as s:
+            s.sendall(("GET /v1/datasets/%s/export?%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                       % (ta.q(ds), qs)).encode())
+            f = s.makefile("rb")
+            status = int(f.readline().split()[1])
+            headers = {}
+            for line in iter(f.readline, b"\r\n"):
+                k, _, v = line.decode("latin-1").partition(":")
+                headers[k.strip().lower()] = v.strip()
+            self.assertEqual(headers.get("transfer-encoding"), "chunked")
+            body = b""
+            while True:
+                size = int(f.readline().split(b";")[0], 16)
+                if size == 0:
+                    break
+                body += f.read(size)
+                self.assertEqual(f.read(2), b"\r\n")
+            trailers = {}
+            for line in iter(f.readline, b"\r\n"):
+                k, _, v = line.decode("latin-1").partition(":")
+                trailers[k.strip().lower()] = v.strip()
+        return status, headers, body, trailers
+
+    def skipped(self, ds, fmt, d=None, **params):
+        """(body, the Focald-Skipped trailer as an int) of a 200 export; the header announces the trailer."""
+        status, headers, body, trailers = self.export_trailers(ds, fmt, d=d, **params)
+        self.assertEqual(status, 200, body[:300])
+        self.assertEqual(headers.get("trailer"), "Focald-Skipped")
+        self.assertEqual(list(trailers), ["focald-skipped"], trailers)
+        return body, int(trailers["focald-skipped"])
 
     def ok_export(self, ds, fmt, d=None, **params):
         r = self.export(ds, d=d, format=fmt, **params)
@@ -1228,6 +1265,89 @@ def fnum(s):
     return None if s == "" else float(s)
 
 
+def fnum_or_none(s):
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def guarded(text):
+    """A text cell as an export's CSV holds it: OWASP's rule against CSV (formula) injection prefixes a
+    cell starting with =, +, -, @, a tab or a carriage return with a single quote."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def has_scheme(uri):
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", uri) is not None
+
+
+def local_path(uri):
+    """The local file a meta uri names (a plain path, or a file: URL's decoded path), or None for a URL."""
+    if not has_scheme(uri):
+        return uri
+    for prefix in ("file://localhost/", "file:///"):
+        if uri.lower().startswith(prefix):
+            return "/" + urllib.parse.unquote(uri[len(prefix):])
+    return None
+
+
+def ls_image(uri, root=None):
+    """What Label Studio can open for a uri (None: the sample is left out): a URL as it is; with a
+    document root, a local path under it (or relative to it) as /data/local-files/?d=<relative path>."""
+    if uri is None:
+        return None
+    path = local_path(uri)
+    if path is None:
+        return uri
+    if root is None:
+        return None
+    root = root.rstrip("/")
+    if path.startswith("/"):
+        if not path.startswith(root + "/"):
+            return None
+        path = path[len(root) + 1:]
+    segs = [x for x in path.split("/") if x not in ("", ".")]
+    if not segs or ".." in segs:
+        return None
+    return "/data/local-files/?d=" + "/".join(urllib.parse.quote(x, safe="") for x in segs)
+
+
+def fiftyone_path(uri):
+    """The filepath FiftyOne's CSV importer gets for a uri, or None (the sample is left out)."""
+    path = local_path(uri) if uri else None
+    return path if path and guarded(path) == path else None
+
+
+def check_label_studio_import(test, tasks):
+    """The checks Label Studio's import runs on a task file (label_studio/tasks/validation.py, TaskValidator,
+    for a labeling config <Image name="img" value="$image"/>), plus that each image is something Label Studio
+    can load: a URL with a scheme and a host (validation.py's is_url), or its local-files form
+    /data/local-files/?d=<path relative to LOCAL_FILES_DOCUMENT_ROOT> (docs/source/guide/storage_local.md)."""
+    test.assertIsInstance(tasks, list, "data is not a list")
+    test.assertGreater(len(tasks), 0, "data is empty")
+    for i, t in enumerate(tasks):
+        test.assertIsInstance(t, dict, i)
+        test.assertIn("data", t, i)
+        test.assertIsInstance(t["data"], dict, i)
+        test.assertIn("image", t["data"], '"image" key is expected in task data')
+        image = t["data"]["image"]
+        test.assertIsInstance(image, (str, list), "data['image'] of task %d: the Image tag expects str or list" % i)
+        test.assertIsInstance(t.get("predictions", []), list)
+        for pred in t.get("predictions", []):
+            test.assertIsInstance(pred, dict)
+            test.assertIsInstance(pred.get("result"), list, 'Prediction must have "result" fields')
+        test.assertIsInstance(t.get("meta", {}), (dict, list))
+        u = urllib.parse.urlsplit(image)
+        if u.scheme:
+            test.assertTrue(u.netloc, "image %r: a URL needs a host" % image)
+        else:
+            test.assertEqual(image.split("?")[0], "/data/local-files/", image)
+            d = urllib.parse.parse_qs(u.query)["d"]
+            test.assertEqual(len(d), 1, image)
+            test.assertFalse(d[0].startswith("/") or ".." in d[0].split("/") or d[0] == "", image)
+
+
 class ExportTest(ReviewTestCase):
     """One dataset of 40 samples over two runs with meta, reviews and a queue; each format against its
     documented shape and against hard-examples' order for the same query."""
@@ -1242,13 +1362,21 @@ class ExportTest(ReviewTestCase):
     def setUpClass(cls):
         super().setUpClass()
         d, ds = cls.d, cls.DS
-        ids = ["e%02d" % i for i in range(38)] + [cls.ODD_ID, "ünï/ç ø"]
+        ids = ["e%02d" % i for i in range(34)] + ["@34", "-35", "=SUM(1+1)", "+37", cls.ODD_ID, "ünï/ç ø"]
         cls.ids = ids
         meta = {}
         for i, sid in enumerate(ids):
             m = {}
-            if i % 2 == 0:
-                m["uri"] = "s3://scans/%s.png" % i
+            if i % 4 == 0:
+                m["uri"] = "s3://scans/%s.png" % i  # a URL: Label Studio opens it, FiftyOne cannot
+            elif i % 8 == 2:
+                m["uri"] = "/data/scans/%s.png" % i  # local paths: FiftyOne's, and Label Studio's under a root
+            elif i % 8 == 6:
+                m["uri"] = "scans/%s b.png" % i
+            if i == 10:
+                m["uri"] = "file:///data/scans/10%20x.png"
+            if i == 14:
+                m["uri"] = "-14.png"  # a relative path the formula guard would change: not for FiftyOne
             if i % 3 == 0:
                 m["study_uid"] = "1.2.840.%d" % i
                 m["patient_id"] = "P%d" % (i % 5)
@@ -1259,6 +1387,10 @@ class ExportTest(ReviewTestCase):
                 m["uri"] = 'gs://a,b/"quoted" name\nline2.png'
                 m["tags"] = ["x", "y"]
                 m["site"] = "north"
+            if i == 6:
+                m["patient_id"] = "=1+2"
+            if i == 12:
+                m["patient_id"] = "\tP12"
             if m:
                 meta[sid] = m
         cls.meta = meta
@@ -1285,15 +1417,17 @@ class ExportTest(ReviewTestCase):
         return self.d.all_hard(self.DS, **params)
 
     def test_export_headers_per_format(self):
-        for fmt, ctype, ext in (("csv", "text/csv", "csv"), ("jsonl", "application/x-ndjson", "jsonl"),
-                                ("label-studio", "application/json", "json"),
-                                ("fiftyone", "application/x-ndjson", "jsonl"),
-                                ("ohif", "application/x-ndjson", "jsonl")):
+        """Each format has its own suggested file name and media type."""
+        for fmt, ctype, name in (("csv", "text/csv; charset=utf-8", "exp.csv"), ("jsonl", "application/x-ndjson", "exp.jsonl"),
+                                 ("label-studio", "application/json", "exp-label-studio.json"),
+                                 ("fiftyone", "text/csv; charset=utf-8", "exp-fiftyone.csv"),
+                                 ("ohif", "application/x-ndjson", "exp-ohif.jsonl")):
             r = self.ok_export(self.DS, fmt)
-            self.assertEqual((r.header("Content-Type") or "").split(";")[0], ctype, fmt)
-            self.assertEqual(r.header("Content-Disposition"), 'attachment; filename="exp.%s"' % ext, fmt)
-        r = self.ok_export(self.DS, "csv", queue="q")
-        self.assertEqual(r.header("Content-Disposition"), 'attachment; filename="exp-q.csv"')
+            self.assertEqual(r.header("Content-Type"), ctype, fmt)
+            self.assertEqual(r.header("Content-Disposition"), 'attachment; filename="%s"' % name, fmt)
+            self.assertEqual(r.header("Trailer"), "Focald-Skipped", fmt)
+            r = self.ok_export(self.DS, fmt, queue="q")
+            self.assertEqual(r.header("Content-Disposition"), 'attachment; filename="%s"' % name.replace("exp", "exp-q"), fmt)
 
     def test_export_csv_shape_and_quoting(self):
         r = self.ok_export(self.DS, "csv", status=ALL_STATES)
@@ -1304,7 +1438,7 @@ class ExportTest(ReviewTestCase):
         for row_, it in zip(rows, items):
             self.assertEqual(len(row_), len(CSV_COLUMNS), row_)
             c = dict(zip(CSV_COLUMNS, row_))
-            self.assertEqual((int(c["rank"]), c["id"], fnum(c["score"])), (it["rank"], it["id"], it["score"]))
+            self.assertEqual((int(c["rank"]), c["id"], fnum(c["score"])), (it["rank"], guarded(it["id"]), it["score"]))
             for f in HISTORY_FIELDS:
                 self.assertEqual(fnum(c[f]), it[f], "%s %s" % (it["id"], f))
             self.assertEqual((int(c["first_step"]), int(c["last_step"])), (it["first_step"], it["last_step"]))
@@ -1313,7 +1447,7 @@ class ExportTest(ReviewTestCase):
                              (str(it["label_issue"]).lower(), it["status"], str(it["reconsider"]).lower()))
             m = self.meta.get(it["id"], {})
             for k in ("uri", "study_uid", "series_uid", "sop_uid", "patient_id"):
-                self.assertEqual(c[k], m.get(k, ""), "%s %s" % (it["id"], k))
+                self.assertEqual(c[k], guarded(m.get(k, "")), "%s %s" % (it["id"], k))
             corrected = self.d.sample(self.DS, it["id"]).json()["corrected_label"]
             self.assertEqual(c["corrected_label"], "" if corrected is None else json.dumps(corrected))
             want_url = ""
@@ -1321,6 +1455,8 @@ class ExportTest(ReviewTestCase):
                 want_url = "http://localhost:3000/viewer?StudyInstanceUIDs=" + m["study_uid"]
                 if "series_uid" in m:
                     want_url += "&SeriesInstanceUIDs=" + m["series_uid"]
+                if "sop_uid" in m:
+                    want_url += "&initialSOPInstanceUID=" + m["sop_uid"]
             self.assertEqual(c["viewer_url"], want_url)
         # RFC 4180: a field with a comma, a quote or a line break is quoted, quotes doubled
         self.assertIn(b'\r\n' + str(self._rank(items, self.ODD_ID)).encode() + b',"odd,""id""",', r.body)
@@ -1348,12 +1484,16 @@ class ExportTest(ReviewTestCase):
             with self.subTest(query=q):
                 want = [it["id"] for it in self.hard_items(**q)]
                 _, rows = parse_csv(self.ok_export(self.DS, "csv", **q).body)
-                self.assertEqual([x[1] for x in rows], want, "csv")
+                self.assertEqual([x[1] for x in rows], [guarded(s) for s in want], "csv")
                 tasks = json.loads(self.ok_export(self.DS, "label-studio", **q).body)
-                self.assertEqual([t["data"]["focald_id"] for t in tasks], want, "label-studio")
-                fo = parse_jsonl(self.ok_export(self.DS, "fiftyone", **q).body)
-                self.assertEqual([x["focald_id"] for x in fo], [s for s in want if "uri" in self.meta.get(s, {})],
-                                 "fiftyone: the samples with a uri")
+                self.assertEqual([t["data"]["focald_id"] for t in tasks],
+                                 [s for s in want if ls_image(self.meta.get(s, {}).get("uri"))], "label-studio")
+                tasks = json.loads(self.ok_export(self.DS, "label-studio", local_files_root="/data", **q).body)
+                self.assertEqual([t["data"]["focald_id"] for t in tasks],
+                                 [s for s in want if ls_image(self.meta.get(s, {}).get("uri"), "/data")], "label-studio")
+                _, fo = parse_csv(self.ok_export(self.DS, "fiftyone", **q).body)
+                self.assertEqual([x[3] for x in fo], [guarded(s) for s in want if fiftyone_path(self.meta.get(s, {}).get("uri"))],
+                                 "fiftyone: the samples with a local file")
                 oh = parse_jsonl(self.ok_export(self.DS, "ohif", **q).body)
                 self.assertEqual([x["id"] for x in oh],
                                  [s for s in want if "study_uid" in self.meta.get(s, {})], "ohif")
@@ -1362,11 +1502,13 @@ class ExportTest(ReviewTestCase):
         for q in ({}, {"by": "confidence"}, {"by": "aum", "run": "r1"}, {"by": "correctness"},
                   {"by": "variability", "status": ALL_STATES}):
             with self.subTest(query=q):
-                r = self.ok_export(self.DS, "label-studio", **q)
+                r = self.ok_export(self.DS, "label-studio", local_files_root="/data/", **q)
                 tasks = json.loads(r.body)
-                items = self.hard_items(**q)
+                items = [dict(it, rank=i + 1) for i, it in enumerate(
+                    it for it in self.hard_items(**q) if ls_image(self.meta.get(it["id"], {}).get("uri"), "/data"))]
                 self.assertIsInstance(tasks, list)
                 self.assertEqual(len(tasks), len(items))
+                check_label_studio_import(self, tasks)
                 run = q.get("run", "*")
                 for t, it in zip(tasks, items):
                     self.assertIsInstance(t["data"], dict)
@@ -1383,7 +1525,7 @@ class ExportTest(ReviewTestCase):
                     self.assertEqual((data["focald_id"], data["focald_dataset"], data["focald_rank"],
                                       data["focald_score"], data["focald_label"], data["focald_status"]),
                                      (it["id"], self.DS, it["rank"], it["score"], it["label"], it["status"]))
-                    self.assertEqual(data["image"], m.get("uri"))
+                    self.assertEqual(data["image"], ls_image(m.get("uri"), "/data"))
                     for k, v in m.items():
                         self.assertEqual(data[k], v)
                     self.assertEqual("viewer_url" in data, "study_uid" in m)
@@ -1400,31 +1542,161 @@ class ExportTest(ReviewTestCase):
     def test_export_label_studio_scores_separate_distinct_difficulties(self):
         tasks = json.loads(self.ok_export(self.DS, "label-studio").body)
         scores = [t["predictions"][0]["score"] for t in tasks]
-        items = self.hard_items()
+        items = [it for it in self.hard_items() if ls_image(self.meta.get(it["id"], {}).get("uri"))]
         self.assertEqual(len(set(scores)), len(set(it["score"] for it in items)),
                          "distinct losses must map to distinct Label Studio scores")
 
-    def test_export_fiftyone_shape(self):
+    def test_export_label_studio_every_task_passes_import_validation(self):
+        """Every task of every query passes Label Studio's task validation and names an image it can load;
+        the samples left out are counted in the Focald-Skipped trailer."""
+        for root in (None, "/data", "/"):
+            for q in self.QUERIES + [{"queue": "q"}]:
+                with self.subTest(root=root, query=q):
+                    params = dict(q, local_files_root=root) if root else q
+                    body, skipped = self.skipped(self.DS, "label-studio", **params)
+                    tasks = json.loads(body)
+                    if tasks:
+                        check_label_studio_import(self, tasks)
+                    else:
+                        self.assertEqual(body, b"[]\n")
+                    want = [it["id"] for it in (self.get_queue(self.DS, "q").json()["items"] if "queue" in q
+                                                else self.hard_items(**q))]
+                    kept = [s for s in want if ls_image(self.meta.get(s, {}).get("uri"), root)]
+                    self.assertEqual([t["data"]["focald_id"] for t in tasks], kept)
+                    self.assertEqual(skipped, len(want) - len(kept))
+                    self.assertEqual([t["data"]["focald_rank"] for t in tasks], list(range(1, len(kept) + 1)))
+
+    def test_export_label_studio_local_files_root(self):
+        """With local_files_root (Label Studio's LOCAL_FILES_DOCUMENT_ROOT), local paths become the local-files
+        URLs Label Studio serves: d is the path relative to the root, percent-encoded; URLs pass as they are."""
+        ds = self.ds_name()
+        cases = [("u1", "https://host/a b.png", "https://host/a b.png"),
+                 ("u2", "s3://bucket/k.png", "s3://bucket/k.png"),
+                 ("u3", "gs://bucket/k.png", "gs://bucket/k.png"),
+                 ("a1", "/srv/ls/imgs/a b.png", "/data/local-files/?d=imgs/a%20b.png"),
+                 ("a2", "/srv/ls/ünï/ç?#&.png", "/data/local-files/?d=%C3%BCn%C3%AF/%C3%A7%3F%23%26.png"),
+                 ("a3", "/srv/ls//x/./y.png", "/data/local-files/?d=x/y.png"),
+                 ("r1", "imgs/c.png", "/data/local-files/?d=imgs/c.png"),
+                 ("r2", "./c d.png", "/data/local-files/?d=c%20d.png"),
+                 ("f1", "file:///srv/ls/f%20g.png", "/data/local-files/?d=f%20g.png"),
+                 ("o1", "/srv/lsx/a.png", None),      # outside the root, though it starts like it
+                 ("o2", "/etc/passwd", None),
+                 ("o3", "../up.png", None),            # .. could leave the root
+                 ("o4", "/srv/ls/a/../../b.png", None),
+                 ("o5", "file://otherhost/srv/ls/a.png", None),
+                 ("n1", None, None)]
+        meta = {sid: ({"uri": uri} if uri else {"site": "x"}) for sid, uri, _ in cases}
+        self.plant(ds, [(sid, 0, -2.0 + 0.1 * i) for i, (sid, _, _) in enumerate(cases)], meta=meta)
+        for root in ("/srv/ls", "/srv/ls/", "/srv//ls"):
+            with self.subTest(root=root):
+                body, skipped = self.skipped(ds, "label-studio", local_files_root=root)
+                tasks = json.loads(body)
+                check_label_studio_import(self, tasks)
+                got = {t["data"]["focald_id"]: t["data"]["image"] for t in tasks}
+                self.assertEqual(got, {sid: want for sid, _, want in cases if want}, root)
+                self.assertEqual(skipped, sum(1 for _, _, want in cases if not want))
+                for t in tasks:
+                    self.assertEqual(t["data"].get("uri"), meta[t["data"]["focald_id"]]["uri"], "the meta stays as given")
+        # without a root, only the URLs: Label Studio cannot open a bare path
+        body, skipped = self.skipped(ds, "label-studio")
+        self.assertEqual([t["data"]["focald_id"] for t in json.loads(body)], ["u1", "u2", "u3"])
+        self.assertEqual(skipped, len(cases) - 3)
+        # the root "/" (Label Studio's default document root): every absolute path, relative to /
+        tasks = json.loads(self.ok_export(ds, "label-studio", local_files_root="/").body)
+        self.assertEqual({t["data"]["focald_id"]: t["data"]["image"] for t in tasks}["o2"], "/data/local-files/?d=etc/passwd")
+
+    def test_export_label_studio_empty_is_an_empty_array(self):
+        ds = self.ds_name()
+        self.plant(ds, [("p1", 0, -1.0), ("p2", 1, 0.5)], meta={"p1": {"uri": "/local/p1.png"}})
+        body, skipped = self.skipped(ds, "label-studio")
+        self.assertEqual((body, skipped), (b"[]\n", 2))
+        body, skipped = self.skipped(ds, "label-studio", label="7")
+        self.assertEqual((body, skipped), (b"[]\n", 0))
+        body, skipped = self.skipped(ds, "label-studio", local_files_root="/local")
+        self.assertEqual(body.count(b"\n"), 3, body)  # "[", one task a line, "]"
+        self.assertEqual(([t["data"]["image"] for t in json.loads(body)], skipped), (["/data/local-files/?d=p1.png"], 1))
+
+    def test_export_every_format_counts_what_it_leaves_out(self):
+        """The count travels in the chunked response's trailer (Focald-Skipped), declared by a Trailer header."""
+        items = self.hard_items(status=ALL_STATES)
+        uri = lambda it: self.meta.get(it["id"], {}).get("uri")
+        want = {"csv": 0, "jsonl": 0,
+                "label-studio": sum(1 for it in items if not ls_image(uri(it))),
+                "fiftyone": sum(1 for it in items if not fiftyone_path(uri(it))),
+                "ohif": sum(1 for it in items if "study_uid" not in self.meta.get(it["id"], {}))}
+        for fmt, n in want.items():
+            with self.subTest(fmt=fmt):
+                self.assertEqual(self.skipped(self.DS, fmt, status=ALL_STATES)[1], n)
+                if fmt != "csv" and fmt != "jsonl":
+                    self.assertGreater(n, 0)
+        # with k, what was looked at before the k-th row written
+        body, skipped = self.skipped(self.DS, "ohif", status=ALL_STATES, k=1)
+        first = next(i for i, it in enumerate(items) if "study_uid" in self.meta.get(it["id"], {}))
+        self.assertEqual((len(parse_jsonl(body)), skipped), (1, first))
+
+    def test_export_csv_guards_formulas_in_text_cells_only(self):
+        """OWASP's CSV injection rule: a text cell starting with =, +, -, @, tab or carriage return gets a leading
+        single quote and is quoted; numeric cells (a negative aum, score) are numbers and stay as they are."""
+        body = self.ok_export(self.DS, "csv", status=ALL_STATES).body
+        header, rows = parse_csv(body)
+        byid = {r[1]: dict(zip(header, r)) for r in rows}
+        for sid in ("@34", "-35", "=SUM(1+1)", "+37"):
+            self.assertIn(("'" + sid), byid, sid)
+            self.assertIn(b",\"'" + sid.encode() + b"\",", body)
+        self.assertEqual(byid["e06"]["patient_id"], "'=1+2")
+        self.assertEqual(byid["e12"]["patient_id"], "'\tP12")
+        self.assertIn(b",\"'\tP12\",", body)
+        self.assertEqual(byid["e14"]["uri"], "'-14.png")
+        for r in byid.values():
+            for col in ("rank", "score", "seen", "mean_loss", "aum", "label", "first_step"):
+                self.assertFalse(r[col].startswith("'"), (col, r[col]))
+        # a negative aum (the target's logit below another's) is a number, written as one
+        ds = self.ds_name()
+        self.plant(ds, [("-n1", 0, -3.5), ("n2", 1, -2.5), ("n3", 2, -1.0)], meta={"-n1": {"uri": "/a/-n1.png"}})
+        header, rows2 = parse_csv(self.ok_export(ds, "csv").body)
+        aum = {r[1]: r[header.index("aum")] for r in rows2}
+        self.assertEqual(aum, {"'-n1": "-1.5", "n2": "-0.5", "n3": "1"})
+        _, fo2 = parse_csv(self.ok_export(ds, "fiftyone").body)
+        self.assertEqual([(r[0], r[3]) for r in fo2], [("/a/-n1.png", "'-n1")])
+        # every text cell of the CSV formats, checked once more over the whole body
+        _, fo = parse_csv(self.ok_export(self.DS, "fiftyone", status=ALL_STATES).body)
+        for table in (rows, fo):
+            for r in table:
+                for cell in r:
+                    self.assertFalse(cell[:1] in ("=", "+", "@", "\t", "\r") or (cell[:1] == "-" and fnum_or_none(cell) is None),
+                                     "unguarded cell %r" % cell)
+
+    def test_export_fiftyone_is_a_csv_dataset(self):
+        """FiftyOne's CSVDataset (fiftyone.utils.csv.CSVDatasetImporter): a header row naming the columns, the
+        media in "filepath" (absolute, or relative to the importer's data_path), one row per sample whose file
+        FiftyOne can find, RFC 4180 quoting that Python's csv module (FiftyOne's reader) reads back."""
+        cols = ["filepath", "ground_truth", "hardness", "focald_id", "focald_rank", "focald_status", "mean_loss",
+                "label_issue"]
         for q in ({}, {"by": "aum"}, {"status": ALL_STATES}):
             with self.subTest(query=q):
-                lines = parse_jsonl(self.ok_export(self.DS, "fiftyone", **q).body)
-                # FiftyOne needs a file for every sample: those without a uri are left out, ranks count the rest
-                items = [dict(it, rank=i + 1) for i, it in
-                         enumerate(it for it in self.hard_items(**q) if "uri" in self.meta.get(it["id"], {}))]
-                self.assertGreater(len(items), 0)
-                self.assertLess(len(items), len(self.hard_items(**q)), "the data must have samples without a uri")
-                self.assertEqual(len(lines), len(items))
-                for x, it in zip(lines, items):
-                    m = self.meta.get(it["id"], {})
-                    self.assertIsInstance(x["filepath"], str)
-                    self.assertEqual(x["filepath"], m["uri"])
-                    self.assertIsInstance(x["hardness"], (int, float))
-                    self.assertNotIsInstance(x["hardness"], bool)
-                    self.assertEqual(x["hardness"], it["score"])
-                    self.assertEqual((x["focald_id"], x["focald_rank"], x["focald_label"], x["focald_status"],
-                                      x["mean_loss"], x["label_issue"]),
-                                     (it["id"], it["rank"], it["label"], it["status"], it["mean_loss"],
-                                      it["label_issue"]))
+                body, skipped = self.skipped(self.DS, "fiftyone", **q)
+                header, rows = parse_csv(body)
+                self.assertEqual(header, cols)
+                # what FiftyOne's importer does with the file: csv.DictReader over it, filepath required
+                records = list(csv.DictReader(io.StringIO(body.decode("utf-8"), newline="")))
+                items = [dict(it, rank=i + 1) for i, it in enumerate(
+                    it for it in self.hard_items(**q) if fiftyone_path(self.meta.get(it["id"], {}).get("uri")))]
+                self.assertGreater(len(items), 3)
+                self.assertEqual(skipped, len(self.hard_items(**q)) - len(items), "the samples without a local file")
+                self.assertEqual(len(records), len(items))
+                for x, it in zip(records, items):
+                    self.assertEqual(len(x), len(cols))
+                    self.assertEqual(x["filepath"], fiftyone_path(self.meta[it["id"]]["uri"]))
+                    self.assertFalse(has_scheme(x["filepath"]), x)
+                    self.assertEqual(x["ground_truth"], "" if it["label"] is None else str(it["label"]))
+                    self.assertEqual((fnum(x["hardness"]), fnum(x["mean_loss"])), (it["score"], it["mean_loss"]))
+                    self.assertEqual((x["focald_id"], int(x["focald_rank"]), x["focald_status"], x["label_issue"]),
+                                     (guarded(it["id"]), it["rank"], it["status"], str(it["label_issue"]).lower()))
+        # the media paths as FiftyOne gets them: absolute and relative paths as they are, a file: URL as its path
+        _, rows = parse_csv(self.ok_export(self.DS, "fiftyone", status=ALL_STATES).body)
+        paths = {r[0] for r in rows}
+        self.assertTrue({"/data/scans/2.png", "scans/6 b.png", "/data/scans/10 x.png"} <= paths, paths)
+        self.assertFalse({p for p in paths if p.startswith(("s3:", "gs:", "-"))}, paths)
 
     def test_export_ohif_only_studies_with_default_viewer(self):
         lines = parse_jsonl(self.ok_export(self.DS, "ohif", status=ALL_STATES).body)
@@ -1442,32 +1714,41 @@ class ExportTest(ReviewTestCase):
             qs = urllib.parse.parse_qs(u.query)
             self.assertEqual(qs["StudyInstanceUIDs"], [m["study_uid"]])
             self.assertEqual(qs.get("SeriesInstanceUIDs"), [m["series_uid"]] if "series_uid" in m else None)
+            # OHIF v3 opens the study on this instance (docs: configuration/url.md, initialSOPInstanceUID)
+            self.assertEqual(qs.get("initialSOPInstanceUID"), [m["sop_uid"]] if "sop_uid" in m else None)
 
     def test_export_ohif_viewer_url_is_configurable(self):
-        d = self.start_daemon(args=("--viewer-url", "https://pacs.example.org/ohif"))
+        d = self.start_daemon(args=("--viewer-url", "https://pacs.example.org/ohif//"))  # trailing slashes dropped
         ds = self.ds_name()
         self.plant(ds, [("s1", 0, -1.0), ("s2", 1, 0.0)], d=d,
                    meta={"s1": {"study_uid": "1.2.3", "series_uid": "1.2.3.4"}, "s2": {"uri": "x.png"}})
+        self.plant(ds, [("s3", 0, -0.5)], d=d, step=2,
+                   meta={"s3": {"study_uid": "1.2.9", "series_uid": "1.2.9.1", "sop_uid": "1.2.9.1.7"}})
         lines = parse_jsonl(self.ok_export(ds, "ohif", d=d).body)
         self.assertEqual([(x["id"], x["url"]) for x in lines],
                          [("s1", "https://pacs.example.org/ohif/viewer?StudyInstanceUIDs=1.2.3"
-                                 "&SeriesInstanceUIDs=1.2.3.4")])
+                                 "&SeriesInstanceUIDs=1.2.3.4"),
+                          ("s3", "https://pacs.example.org/ohif/viewer?StudyInstanceUIDs=1.2.9"
+                                 "&SeriesInstanceUIDs=1.2.9.1&initialSOPInstanceUID=1.2.9.1.7")])
         _, rows = parse_csv(self.ok_export(ds, "csv", d=d).body)
-        self.assertEqual([r[-1] for r in rows], [lines[0]["url"], ""])
+        self.assertEqual([r[-1] for r in rows], [lines[0]["url"], lines[1]["url"], ""])
         j = parse_jsonl(self.ok_export(ds, "jsonl", d=d).body)
-        self.assertEqual([x["viewer_url"] for x in j], [lines[0]["url"], None])
-        tasks = json.loads(self.ok_export(ds, "label-studio", d=d).body)
-        self.assertEqual(tasks[0]["data"]["viewer_url"], lines[0]["url"])
+        self.assertEqual([x["viewer_url"] for x in j], [lines[0]["url"], lines[1]["url"], None])
+        tasks = json.loads(self.ok_export(ds, "label-studio", d=d, local_files_root="/").body)
+        self.assertEqual([t["data"].get("viewer_url") for t in tasks], [None])  # only s2 has an image
+        self.assertNotIn("//viewer", json.dumps(lines))
 
     def test_export_queue_in_queue_order(self):
         q = self.get_queue(self.DS, "q").json()
         want = [it["id"] for it in q["items"]]
         self.assertEqual(len(want), 6)
-        for fmt, ids_of in (("csv", lambda b: [x[1] for x in parse_csv(b)[1]]),
+        for fmt, ids_of in (("csv", lambda b: [x[1].lstrip("'") for x in parse_csv(b)[1]]),
                             ("jsonl", lambda b: [x["id"] for x in parse_jsonl(b)]),
                             ("label-studio", lambda b: [t["data"]["focald_id"] for t in json.loads(b)]),
-                            ("fiftyone", lambda b: [x["focald_id"] for x in parse_jsonl(b)])):
-            expect = [s for s in want if "uri" in self.meta.get(s, {})] if fmt == "fiftyone" else want
+                            ("fiftyone", lambda b: [x[3] for x in parse_csv(b)[1]])):
+            uri = lambda s: self.meta.get(s, {}).get("uri")
+            expect = {"fiftyone": [guarded(s) for s in want if fiftyone_path(uri(s))],
+                      "label-studio": [s for s in want if ls_image(uri(s))]}.get(fmt, want)
             self.assertEqual(ids_of(self.ok_export(self.DS, fmt, queue="q").body), expect, fmt)
             self.assertEqual(ids_of(self.ok_export(self.DS, fmt, queue="q", k=4).body), expect[:4], fmt)
         lines = parse_jsonl(self.ok_export(self.DS, "jsonl", queue="q").body)
@@ -1480,13 +1761,14 @@ class ExportTest(ReviewTestCase):
             n = min(k, len(items))
             with self.subTest(k=k):
                 _, rows = parse_csv(self.ok_export(self.DS, "csv", k=k, status=ALL_STATES).body)
-                self.assertEqual([x[1] for x in rows], [it["id"] for it in items[:n]])
+                self.assertEqual([x[1] for x in rows], [guarded(it["id"]) for it in items[:n]])
+                with_image = [it for it in items if ls_image(self.meta.get(it["id"], {}).get("uri"))]
                 self.assertEqual(len(json.loads(self.ok_export(self.DS, "label-studio", k=k,
-                                                               status=ALL_STATES).body)), n)
+                                                               status=ALL_STATES).body)), min(k, len(with_image)))
                 self.assertEqual(len(parse_jsonl(self.ok_export(self.DS, "jsonl", k=k, status=ALL_STATES).body)), n)
-                with_uri = [it for it in items if "uri" in self.meta.get(it["id"], {})]
-                self.assertEqual(len(parse_jsonl(self.ok_export(self.DS, "fiftyone", k=k,
-                                                                status=ALL_STATES).body)), min(k, len(with_uri)))
+                with_file = [it for it in items if fiftyone_path(self.meta.get(it["id"], {}).get("uri"))]
+                self.assertEqual(len(parse_csv(self.ok_export(self.DS, "fiftyone", k=k,
+                                                              status=ALL_STATES).body)[1]), min(k, len(with_file)))
         oh = parse_jsonl(self.ok_export(self.DS, "ohif", k=3, status=ALL_STATES).body)
         self.assertEqual(len(oh), 3, "k counts the rows of the ohif export")
 
@@ -1504,7 +1786,13 @@ class ExportTest(ReviewTestCase):
                  ({"format": "csv", "order": "up"}, 400, "bad_query", "order"),
                  ({"format": "csv", "queue": "q", "order": "asc"}, 400, "bad_query", "queue"),
                  ({"format": "jsonl", "queue": "nope"}, 404, "not_found", "queue"),
-                 ({"format": "label-studio", "run": "nope"}, 404, "run_not_found", "run")]
+                 ({"format": "label-studio", "run": "nope"}, 404, "run_not_found", "run"),
+                 ({"format": "csv", "local_files_root": "/data"}, 400, "bad_query", "local_files_root"),
+                 ({"format": "fiftyone", "local_files_root": "/data"}, 400, "bad_query", "local_files_root"),
+                 ({"format": "label-studio", "local_files_root": "data"}, 400, "bad_query", "local_files_root"),
+                 ({"format": "label-studio", "local_files_root": ""}, 400, "bad_query", "local_files_root"),
+                 ({"format": "label-studio", "local_files_root": "/data/../etc"}, 400, "bad_query", "local_files_root"),
+                 ({"format": "label-studio", "local_files_root": "/data/./x"}, 400, "bad_query", "local_files_root")]
         for params, status, code, field in cases:
             with self.subTest(params=params):
                 r = self.d.get("/v1/datasets/%s/export?%s" % (self.DS, urllib.parse.urlencode(params)))
@@ -1544,8 +1832,14 @@ class LargeExportTest(ReviewTestCase):
         self.assertEqual([x["rank"] for x in lines], list(range(1, len(want) + 1)))
         _, rows = parse_csv(self.ok_export(self.DS, "csv", status=ALL_STATES).body)
         self.assertEqual([x[1] for x in rows], self.hard_ids(self.DS, status=ALL_STATES))
-        tasks = json.loads(self.ok_export(self.DS, "label-studio", by="confidence").body)
-        self.assertEqual([t["data"]["focald_id"] for t in tasks], self.hard_ids(self.DS, by="confidence"))
+        # the samples with a uri (a relative path), as Label Studio's local-files URLs under the root /
+        with_uri = {it["id"] for it in self.d.all_hard(self.DS) if "uri" in it["meta"]}
+        body, skipped = self.skipped(self.DS, "label-studio", by="confidence", local_files_root="/")
+        tasks = json.loads(body)
+        want = self.hard_ids(self.DS, by="confidence")
+        self.assertEqual([t["data"]["focald_id"] for t in tasks], [s for s in want if s in with_uri])
+        self.assertEqual(skipped, len(want) - len(tasks))
+        self.assertTrue(all(t["data"]["image"] == "/data/local-files/?d=f/%s.png" % t["data"]["focald_id"] for t in tasks))
 
     def test_large_export_with_k_across_a_page_boundary(self):
         want = self.hard_ids(self.DS)

@@ -178,10 +178,12 @@ class Transport:
             return Response(resp.status, resp.headers, data)
         raise AssertionError("unreachable")
 
-    def stream(self, method, path, query=None, headers=None, chunk_size=65536, timeout=None):
+    def stream(self, method, path, query=None, headers=None, chunk_size=65536, timeout=None, trailers=None):
         """Sends a request and yields the answer's body in chunks as it arrives, on a connection of
         its own (closed at the end, or when the generator is closed). Errors as for request(),
-        raised before the first chunk."""
+        raised before the first chunk. trailers: a dict that receives the trailer fields of a
+        chunked answer (names in lower case) once the body has been read whole; http.client reads
+        and drops them, so a chunked body is decoded here."""
         target = self.path(path, query)
         conn = self._new_connection(timeout)
         try:
@@ -192,6 +194,12 @@ class Transport:
                 raise self._connection_error(method, target, e) from e
             if resp.status >= 400:
                 raise problem_error(resp.status, resp.headers, resp.read(), method, self.url + target)
+            if resp.chunked and trailers is not None:
+                try:
+                    yield from _read_chunked(resp.fp, chunk_size, trailers)
+                except (OSError, http.client.HTTPException, ValueError) as e:
+                    raise self._connection_error(method, target, e) from e
+                return
             while True:
                 try:
                     chunk = resp.read1(chunk_size) if hasattr(resp, "read1") else resp.read(chunk_size)
@@ -208,6 +216,34 @@ class Transport:
         what = "timed out" if code == "timeout" else "cannot reach focald"
         return FocaldConnectionError(code, "%s at %s: %s" % (what, self.url, exc or type(exc).__name__),
                                      method=method, url=self.url + target)
+
+
+def _read_chunked(fp, chunk_size, trailers):
+    """Yields the data of a chunked body read from fp (RFC 9112 section 7.1) and puts its trailer
+    fields into trailers. A body cut before its last chunk raises http.client.IncompleteRead."""
+    while True:
+        line = fp.readline(1024)
+        if not line.endswith(b"\n"):
+            raise http.client.IncompleteRead(b"")
+        size = int(line.split(b";", 1)[0].strip(), 16)
+        if size == 0:
+            break
+        while size:
+            data = fp.read(min(size, chunk_size))
+            if not data:
+                raise http.client.IncompleteRead(b"", size)
+            size -= len(data)
+            yield data
+        if fp.read(2) != b"\r\n":
+            raise http.client.IncompleteRead(b"")
+    while True:
+        line = fp.readline(8192)
+        if not line.endswith(b"\n"):
+            raise http.client.IncompleteRead(b"")
+        if line in (b"\r\n", b"\n"):
+            return
+        name, _, value = line.decode("latin-1").partition(":")
+        trailers[name.strip().lower()] = value.strip()
 
 
 def _early_response(conn):

@@ -5,7 +5,7 @@
     focalctl review DATASET ID [STATUS [--label L] [--reviewer NAME] [--note TEXT]]
     focalctl queue create DATASET NAME [--size N] [--by F] [--order asc|desc] [--quota LABEL=MIN:MAX ...] [--dedupe-by KEY] ...
     focalctl queue list DATASET | show DATASET NAME | delete DATASET NAME
-    focalctl export DATASET [--format csv|jsonl|label-studio|fiftyone|ohif] [-o FILE] [--queue NAME] [filters]
+    focalctl export DATASET [--format csv|jsonl|label-studio|fiftyone|ohif] [-o FILE] [--queue NAME] [--local-files-root DIR] [filters]
     focalctl datasets list | show NAME | delete NAME --yes
     focalctl relabels DATASET [--since CURSOR]
     focalctl health
@@ -323,15 +323,26 @@ def cmd_queue(c, a, out):
     raise UsageError("queue needs a command: create, list, show or delete")
 
 
+def _say_skipped(fmt, skipped):
+    """Tells (on stderr) how many samples the export's format left out."""
+    if skipped:
+        why = {"label-studio": "without an image Label Studio can open (see --local-files-root)",
+               "fiftyone": "without a local file", "ohif": "without a study_uid"}.get(fmt, "")
+        sys.stderr.write("focalctl: %d samples %s left out of the %s export\n" % (skipped, why, fmt))
+
+
 def cmd_export(c, a, out):
-    kw = dict(queue=a.queue, by=a.by, order=a.order, run=a.run, label=a.label, min_seen=a.min_seen, status=a.status, k=a.k)
+    kw = dict(queue=a.queue, by=a.by, order=a.order, run=a.run, label=a.label, min_seen=a.min_seen, status=a.status, k=a.k,
+              local_files_root=a.local_files_root)
     if a.output in (None, "-"):
         sink = sys.stdout.buffer
         n = 0
-        for chunk in c.iter_export(a.dataset, a.format, **kw):
+        chunks = c.iter_export(a.dataset, a.format, **kw)
+        for chunk in chunks:
             sink.write(chunk)
             n += len(chunk)
         sink.flush()
+        _say_skipped(a.format, chunks.skipped)
         return EXIT_OK
     try:
         n = c.export(a.dataset, a.output, a.format, **kw)
@@ -341,9 +352,10 @@ def cmd_export(c, a, out):
         sys.stderr.write("focalctl: cannot write %s: %s\n" % (a.output, e.strerror or e))
         return EXIT_LOCAL
     if out.fmt == "json":
-        out.json({"dataset": a.dataset, "format": a.format, "path": a.output, "bytes": n})
+        out.json({"dataset": a.dataset, "format": a.format, "path": a.output, "bytes": int(n), "skipped": n.skipped})
     else:
         sys.stderr.write("wrote %d bytes to %s\n" % (n, a.output))
+        _say_skipped(a.format, n.skipped)
     return EXIT_OK
 
 
@@ -531,6 +543,8 @@ def build_parser():
     s.add_argument("--format", "-f", choices=EXPORT_FORMATS, default="csv", help="default csv")
     s.add_argument("--output", "-o", help="file to write (default stdout)")
     s.add_argument("--queue", help="export this queue, in its order")
+    s.add_argument("--local-files-root", metavar="DIR",
+                   help="label-studio: Label Studio's LOCAL_FILES_DOCUMENT_ROOT; local paths become /data/local-files/ URLs")
     _filters(s, None, "at most this many samples (default all)")
     s.set_defaults(func=cmd_export)
 

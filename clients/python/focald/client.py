@@ -35,6 +35,38 @@ def _status_list(status):
     return ",".join(status)
 
 
+class ExportStream:
+    """An export's bytes as they arrive (iterate it once). After the last chunk, trailers holds the
+    answer's trailer fields and skipped the Focald-Skipped count (None if there was none)."""
+
+    def __init__(self, transport, path, query, chunk_size):
+        self.trailers = {}
+        self._chunks = transport.stream("GET", path, query, chunk_size=chunk_size, trailers=self.trailers)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._chunks)
+
+    def close(self):
+        self._chunks.close()
+
+    @property
+    def skipped(self):
+        v = self.trailers.get("focald-skipped")
+        return int(v) if v is not None and v.isdigit() else None
+
+
+class ExportSize(int):
+    """The bytes an export wrote, with skipped: how many samples its format left out (or None)."""
+
+    def __new__(cls, n, skipped):
+        self = super().__new__(cls, n)
+        self.skipped = skipped
+        return self
+
+
 class Client:
     """A connection to one focald.
 
@@ -282,27 +314,32 @@ class Client:
     # ------------------------------------------------------------ exports
 
     def iter_export(self, dataset, format="csv", *, queue=None, by=None, order=None, run=None, label=None, min_seen=None,
-                    status=None, k=None, chunk_size=65536):
+                    status=None, k=None, local_files_root=None, chunk_size=65536):
         """Yields an export's bytes as focald streams them (GET /v1/datasets/{dataset}/export).
 
         format: csv, jsonl, label-studio, fiftyone or ohif. queue: export a queue, in its order;
         otherwise the hardest samples with the filters of hard_examples; k: at most k samples.
-        Errors (unknown dataset, queue or run; a bad filter) are raised before the first chunk."""
+        local_files_root (label-studio): Label Studio's LOCAL_FILES_DOCUMENT_ROOT, so that local
+        paths become its /data/local-files/ URLs. Errors (unknown dataset, queue or run; a bad
+        filter) are raised before the first chunk. Returns an ExportStream: iterate it for the
+        bytes; once it is read whole, its skipped attribute says how many samples the format left
+        out (no image Label Studio can open, no local file for FiftyOne, no study for OHIF)."""
         q = {"format": format, "queue": queue, "by": by, "order": order, "run": run, "label": label, "min_seen": min_seen,
-             "status": _status_list(status), "k": k}
-        return self._t.stream("GET", "/v1/datasets/%s/export" % _seg(dataset), q, chunk_size=chunk_size)
+             "status": _status_list(status), "k": k, "local_files_root": local_files_root}
+        return ExportStream(self._t, "/v1/datasets/%s/export" % _seg(dataset), q, chunk_size)
 
     def export(self, dataset, dest, format="csv", **kw):
         """Streams an export into dest (a path, or a binary file object) in constant memory.
-        Returns the number of bytes written. Arguments as iter_export. When dest is a path, a failed
-        export leaves no partial file behind."""
+        Returns the number of bytes written, an int whose skipped attribute is the number of samples
+        the format left out (None if focald did not say). Arguments as iter_export. When dest is a
+        path, a failed export leaves no partial file behind."""
         chunks = self.iter_export(dataset, format, **kw)
         if hasattr(dest, "write"):
             n = 0
             for chunk in chunks:
                 dest.write(chunk)
                 n += len(chunk)
-            return n
+            return ExportSize(n, chunks.skipped)
         tmp = "%s.part-%d" % (dest, os.getpid())
         n = 0
         try:
@@ -314,7 +351,7 @@ class Client:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        return n
+        return ExportSize(n, chunks.skipped)
 
     # ------------------------------------------------------------ datasets
 

@@ -213,8 +213,16 @@ class FocalctlTest(DaemonTestCase):
         rows = list(csv.DictReader(io.StringIO(self.ok("export", "cli", "-k", "5", "--order", "asc"))))
         self.assertEqual([r["id"] for r in rows],
                          [it["id"] for it in self.c.hard_examples("cli", k=5, order="asc")["items"]])
-        ls = json.loads(self.ok("export", "cli", "-f", "label-studio", "-k", "3"))
+        ls = json.loads(self.ok("export", "cli", "-f", "label-studio", "-k", "3", "--local-files-root", "/img"))
         self.assertEqual(len(ls), 3)
+        self.assertTrue(ls[0]["data"]["image"].startswith("/data/local-files/?d=s0"), ls[0]["data"])
+        # without it, no file: URL can be opened by Label Studio: the samples are left out and focalctl says so
+        p = self.run_cli("export", "cli", "-f", "label-studio", "-k", "3")
+        self.assertEqual((p.returncode, json.loads(p.stdout)), (0, []), p.stderr)
+        self.assertIn("40 samples without an image Label Studio can open", p.stderr)
+        p = self.run_cli("export", "cli", "--json", "-f", "fiftyone", "-o", os.path.join(d, "fo.csv"))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout)["skipped"], 0)
         p = self.run_cli("export", "cli", "-o", os.path.join(d, "no", "such", "dir.csv"))
         self.assertEqual(p.returncode, 4, p.stderr)
         p = self.run_cli("export", "missing", "-o", os.path.join(d, "m.csv"))
