@@ -77,8 +77,9 @@ typedef enum fl_loss {
 typedef enum fl_profile {
   FL_PROFILE_TORCHVISION = 0, /* also fvcore and mmdetection's sigmoid focal loss */
   FL_PROFILE_MONAI,
-  FL_PROFILE_KORNIA,
+  FL_PROFILE_KORNIA,          /* kornia >= 0.7.0: softmax alpha is [1 - alpha, alpha, ..., alpha] */
   FL_PROFILE_KERAS,
+  FL_PROFILE_KORNIA_LEGACY,   /* kornia before 0.7.0: softmax alpha on every class */
   FL_PROFILE_COUNT
 } fl_profile;
 

@@ -36,7 +36,8 @@ const char *fl_strerror(int rc) {
 static const char *const loss_names[FL_LOSS_COUNT] = {
     "sigmoid_focal", "softmax_focal", "sigmoid_focal_star", "poly1_sigmoid_focal", "poly1_softmax_focal", "asl",
 };
-static const char *const profile_names[FL_PROFILE_COUNT] = {"torchvision", "monai", "kornia", "keras"};
+static const char *const profile_names[FL_PROFILE_COUNT] = {"torchvision", "monai", "kornia", "keras",
+                                                             "kornia_legacy"};
 static const char *const reduction_names[FL_REDUCTION_COUNT] = {"sum", "mean", "positives"};
 
 static int parse_name(const char *const *names, int count, const char *name, int *out) {
@@ -138,7 +139,8 @@ int fl_params_check(const fl_params *p, int64_t c, int64_t *where) {
    * MONAI and kornia define them on logits alone, and FL* needs logits. */
   if (p->profile != FL_PROFILE_TORCHVISION && p->loss != FL_SIGMOID_FOCAL && p->loss != FL_SOFTMAX_FOCAL)
     return FL_EUNSUPPORTED;
-  if ((p->profile == FL_PROFILE_MONAI || p->profile == FL_PROFILE_KORNIA) && p->input == FL_INPUT_PROBS)
+  if ((p->profile == FL_PROFILE_MONAI || p->profile == FL_PROFILE_KORNIA || p->profile == FL_PROFILE_KORNIA_LEGACY) &&
+      p->input == FL_INPUT_PROBS)
     return FL_EUNSUPPORTED;
   if (p->loss == FL_SIGMOID_FOCAL_STAR && p->input == FL_INPUT_PROBS) return FL_EUNSUPPORTED;
   return 0;
@@ -312,7 +314,9 @@ int fl_eval(const fl_out *out, const fl_batch *b, const fl_params *p, int64_t *w
   cx.probs = p->input == FL_INPUT_PROBS;
   cx.keras = p->profile == FL_PROFILE_KERAS;
   cx.monai = p->profile == FL_PROFILE_MONAI;
-  cx.kornia = p->profile == FL_PROFILE_KORNIA;
+  /* kornia's sigmoid focal loss is the same before and after 0.7.0; its softmax alpha is not */
+  cx.kornia = p->profile == FL_PROFILE_KORNIA || p->profile == FL_PROFILE_KORNIA_LEGACY;
+  cx.alpha_bg = p->profile == FL_PROFILE_MONAI || p->profile == FL_PROFILE_KORNIA;
   cx.poly1 = p->loss == FL_POLY1_SIGMOID_FOCAL || p->loss == FL_POLY1_SOFTMAX_FOCAL;
   cx.alpha_c = p->alpha_c;
   cx.alpha_on = p->alpha_c != NULL || p->alpha >= 0.0f;

@@ -602,7 +602,8 @@ static void check_bce_reference(const fcase *k, const result *res) {
         const double a = alpha_on ? alpha_class(k, q) : 1.0;
         const double ap = alpha_on ? a : 1.0, an = alpha_on ? 1.0 - a : 1.0;
         double l;
-        if (k->p.profile == FL_PROFILE_KORNIA) l = ap * t * nlp + an * (1.0 - t) * nln;
+        if (k->p.profile == FL_PROFILE_KORNIA || k->p.profile == FL_PROFILE_KORNIA_LEGACY)
+          l = ap * t * nlp + an * (1.0 - t) * nln;
         else l = (t * ap + (1.0 - t) * an) * (t * nlp + (1.0 - t) * nln);
         sum += l * (k->use_weights ? k->w[e] : 1.0);
       }

@@ -83,7 +83,7 @@ def json_seeds():
     }
     for name, params in losses.items():
         c.add("loss-%s.json" % name, compact(dict(base, loss=dict(params, type=name))))
-    for profile in ("torchvision", "monai", "kornia", "keras"):
+    for profile in ("torchvision", "monai", "kornia", "keras", "kornia_legacy"):
         for kind in ("sigmoid_focal", "softmax_focal"):
             c.add("profile-%s-%s.json" % (profile, kind), compact(dict(base, loss={"type": kind, "profile": profile})))
     c.add("keras-probs.json", compact({"ids": ["a"], "probs": [[0.0, 0.0, 0.0]], "targets": [[0, 1, 0]],
@@ -268,7 +268,7 @@ def query_seeds():
 # ----------------------------------------------------------------------------- kernel recipes
 
 LOSSES = ["sigmoid_focal", "softmax_focal", "sigmoid_focal_star", "poly1_sigmoid_focal", "poly1_softmax_focal", "asl"]
-PROFILES = ["torchvision", "monai", "kornia", "keras"]
+PROFILES = ["torchvision", "monai", "kornia", "keras", "kornia_legacy"]
 
 
 def kernel_recipe(loss, profile=0, reduction=0, probs=False, targets=False, weights=False, alpha_c=False,

@@ -616,6 +616,22 @@ class LossNumbersTest(FocaldTestCase):
                              "loss": {"profile": profile, "alpha": 0.25, "gamma": 2}})
             self.assertClose(j["losses"][0], want, profile)
 
+    def test_loss_kornia_profiles_softmax_alpha(self):
+        # equal logits (p = 1/3), alpha .8, gamma .5: kornia >= 0.7 weighs class 0 by .2, the others by .8;
+        # kornia_legacy (before 0.7) weighs every class by .8
+        base = (2 / 3) ** 0.5 * math.log(3)
+        for profile, w0 in (("kornia", 0.2), ("kornia_legacy", 0.8)):
+            j = self.d.loss({"ids": ["a", "b"], "logits": [[0.5, 0.5, 0.5]] * 2, "targets": [0, 2],
+                             "loss": {"type": "softmax_focal", "profile": profile, "alpha": 0.8, "gamma": 0.5}})
+            self.assertClose(j["losses"][0], w0 * base, profile)
+            self.assertClose(j["losses"][1], 0.8 * base, profile)
+
+    def test_loss_unknown_names_listed_from_the_library(self):
+        r = self.d.post("/v1/loss", {"ids": ["a"], "logits": [[1.0]], "targets": [1.0],
+                                     "loss": {"profile": "tensorflow"}})
+        self.assertEqual(r.status, 422)
+        self.assertIn("kornia_legacy", r.json()["detail"])
+
     def test_loss_scores_for_probabilities(self):
         j = self.d.loss({"loss": {"type": "softmax_focal"}, "ids": ["a"], "probs": [[0.2, 0.7, 0.1]],
                          "targets": [0]})

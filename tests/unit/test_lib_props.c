@@ -88,6 +88,87 @@ static void test_lib_conventions_profiles_soft_target(void **state) {
   }
 }
 
+/* kornia's own test cases, from tests/losses/test_focal_loss.py at kornia v0.8.3 (commit d6bb4bf0d8a0;
+ * kornia.losses.focal_loss as changed by kornia #2393, first released in 0.7.0). kornia's tests draw
+ * their inputs with torch.rand; the inputs here are fixed values of that kind, and the expected
+ * values are what kornia's focal_loss and binary_focal_loss_with_logits return for them (v0.8.3 for
+ * `kornia`, v0.6.12 for `kornia_legacy`), summed per sample. kornia's one_hot adds 1e-6 to every
+ * class (focald's one-hot is exact), which moves these sums by up to 5e-6 relative: hence 1e-5. */
+static const float kornia_x[2 * 6 * 3] = {
+    /* (n = 2, m = 6 positions, c = 3): kornia's (B, C, H, W) = (2, 3, 3, 2) with the classes last */
+    0.12f, 0.85f, 0.47f, 0.33f, 0.02f, 0.91f, 0.64f, 0.58f, 0.19f, 0.07f, 0.76f, 0.40f, 0.95f, 0.28f, 0.61f, 0.50f, 0.50f, 0.50f,
+    0.81f, 0.14f, 0.36f, 0.29f, 0.93f, 0.05f, 0.44f, 0.67f, 0.88f, 0.71f, 0.22f, 0.09f, 0.16f, 0.39f, 0.53f, 0.98f, 0.60f, 0.31f,
+};
+
+static void kornia_softmax(fl_profile prof, const int64_t *y, int64_t ignore, float out[2]) {
+  fl_params p;
+  fl_params_init(&p, FL_SOFTMAX_FOCAL);
+  p.profile = prof;
+  p.alpha = 0.8f;
+  p.gamma = 0.5f;
+  p.ignore_index = ignore;
+  fl_batch b = {.n = 2, .m = 6, .c = 3, .x = kornia_x, .labels = y, .label_type = FL_LABEL_I64};
+  fl_out o = {.loss = out};
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+}
+
+static void test_lib_kornia_published_cases(void **state) {
+  (void)state;
+  float got[2], legacy[2];
+  /* test_value_ignore_index (alpha 0.8, gamma 0.5; ignore_index -100 and 255): ignored positions add
+   * nothing, and class 0 is weighted 1 - alpha = 0.2, the other classes alpha = 0.8. */
+  const int64_t ignores[2] = {-100, 255};
+  for (int k = 0; k < 2; k++) {
+    const int64_t ig = ignores[k];
+    const int64_t y[12] = {0, 2, ig, 1, 0, ig, ig, 1, 0, 2, 0, 1};
+    kornia_softmax(FL_PROFILE_KORNIA, y, ig, got);
+    assert_true(fabs(got[0] - 1.22998973) <= 1e-5 * 1.22998973);
+    assert_true(fabs(got[1] - 2.55783672) <= 1e-5 * 2.55783672);
+  }
+  /* every position labelled: kornia 0.8.3 against kornia 0.6.12 (alpha 0.8 on every class) */
+  const int64_t y[12] = {0, 2, 1, 1, 0, 2, 0, 1, 0, 2, 0, 1};
+  kornia_softmax(FL_PROFILE_KORNIA, y, -100, got);
+  kornia_softmax(FL_PROFILE_KORNIA_LEGACY, y, -100, legacy);
+  assert_true(fabs(got[0] - 2.58985689) <= 1e-5 * 2.58985689);
+  assert_true(fabs(got[1] - 2.66974451) <= 1e-5 * 2.66974451);
+  assert_true(fabs(legacy[0] - 3.74055676) <= 1e-5 * 3.74055676);
+  assert_true(fabs(legacy[1] - 4.36660749) <= 1e-5 * 4.36660749);
+  /* position 5 of sample 0 has equal logits (p = 1/3) and label 2; relabelled 0, kornia >= 0.7 weighs
+   * it by 0.2 instead of 0.8: the 4x of class-0 positions, exactly (2/3)^0.5 ln 3 (0.8 - 0.2) less */
+  int64_t y0[12];
+  memcpy(y0, y, sizeof y0);
+  y0[5] = 0;
+  float moved[2];
+  kornia_softmax(FL_PROFILE_KORNIA, y0, -100, moved);
+  assert_close(got[0] - moved[0], sqrt(2.0 / 3.0) * log(3.0) * 0.6);
+  kornia_softmax(FL_PROFILE_KORNIA_LEGACY, y0, -100, moved);
+  assert_close(legacy[0], moved[0]);
+
+  /* TestBinaryFocalLossWithLogits (unchanged by 0.7.0, so the same under both profiles) */
+  for (int k = 0; k < 2; k++) {
+    fl_params p;
+    fl_params_init(&p, FL_SIGMOID_FOCAL);
+    p.profile = k ? FL_PROFILE_KORNIA_LEGACY : FL_PROFILE_KORNIA;
+    /* test_numeric_stability: logits [100, -100], targets [1, 0], alpha .25, gamma 2: both 0 */
+    const float xs[2] = {100.0f, -100.0f}, ts[2] = {1.0f, 0.0f};
+    float l = loss1(&p, xs, ts, 1, 2);
+    assert_true(l >= 0.0f && l < 1e-30f);
+    /* kornia 0.6.12's documented example: logits [6.325, 5.26, 87.49], targets [1, 1, 0], mean: 21.8725 */
+    const float xd[3] = {6.325f, 5.26f, 87.49f}, td[3] = {1.0f, 1.0f, 0.0f};
+    p.reduction = FL_REDUCE_MEAN;
+    assert_close(loss1(&p, xd, td, 1, 3), 21.8725000);
+    /* test_value_same_as_torch_bce_loss: alpha None, gamma 0 is binary_cross_entropy_with_logits,
+     * soft targets included */
+    p.reduction = FL_REDUCE_SUM;
+    p.alpha = -1.0f;
+    p.gamma = 0.0f;
+    const float xb[6] = {0.37f, 0.91f, 0.05f, 0.62f, 0.18f, 0.77f}, tb[6] = {0.42f, 0.08f, 0.96f, 0.55f, 0.31f, 0.69f};
+    double want = 0.0;
+    for (int e = 0; e < 6; e++) want += bce(xb[e], tb[e]);
+    assert_close(loss1(&p, xb, tb, 2, 3), want);
+  }
+}
+
 static void test_lib_conventions_keras_doc_example(void **state) {
   (void)state;
   /* Keras BinaryFocalCrossentropy's documented example: mean over the last axis. */
@@ -804,6 +885,7 @@ int main(void) {
       cmocka_unit_test(test_lib_conventions_sigmoid_values),
       cmocka_unit_test(test_lib_conventions_profiles_soft_target),
       cmocka_unit_test(test_lib_conventions_keras_doc_example),
+      cmocka_unit_test(test_lib_kornia_published_cases),
       cmocka_unit_test(test_lib_conventions_softmax_and_scores),
       cmocka_unit_test(test_lib_gamma0_is_cross_entropy),
       cmocka_unit_test(test_lib_alpha_off_is_unweighted),
