@@ -289,6 +289,9 @@ int dec_check_loss(const fl_params *p, int64_t c, problem *err) {
   case FL_EGAMMA:
     if (p->loss == FL_ASL && (p->gamma_pos < 0 || p->gamma_neg < 0 || !isfinite(p->gamma_pos) || !isfinite(p->gamma_neg)))
       return problem_set(err, P_INVALID_LOSS, "/loss", "loss.gamma_pos and loss.gamma_neg must be finite and >= 0");
+    if (p->loss == FL_CROSS_ENTROPY || p->loss == FL_BINARY_CROSS_ENTROPY)
+      return problem_set(err, P_INVALID_LOSS, "/loss/gamma",
+                         "loss.gamma must be 0 for %s (a focusing cross-entropy is the focal loss)", fl_loss_name(p->loss));
     return problem_set(err, P_INVALID_LOSS, "/loss/gamma", "loss.gamma must be finite and >= 0%s",
                        p->loss == FL_SIGMOID_FOCAL_STAR ? " (> 0 for sigmoid_focal_star)" : "");
   case FL_EALPHA:

@@ -80,6 +80,8 @@ def json_seeds():
         "poly1_sigmoid_focal": {"epsilon": -1, "gamma": 2},
         "poly1_softmax_focal": {"epsilon": 2.5, "gamma": 0.5, "ignore_index": 255},
         "asl": {"gamma_pos": 0, "gamma_neg": 4, "clip": 0.05},
+        "cross_entropy": {"alpha": [0.5, 0.25, 1], "reduction": "mean"},
+        "binary_cross_entropy": {"gamma": 0, "alpha": 0.25},
     }
     for name, params in losses.items():
         c.add("loss-%s.json" % name, compact(dict(base, loss=dict(params, type=name))))
@@ -267,7 +269,8 @@ def query_seeds():
 
 # ----------------------------------------------------------------------------- kernel recipes
 
-LOSSES = ["sigmoid_focal", "softmax_focal", "sigmoid_focal_star", "poly1_sigmoid_focal", "poly1_softmax_focal", "asl"]
+LOSSES = ["sigmoid_focal", "softmax_focal", "sigmoid_focal_star", "poly1_sigmoid_focal", "poly1_softmax_focal", "asl",
+          "cross_entropy", "binary_cross_entropy"]
 PROFILES = ["torchvision", "monai", "kornia", "keras", "kornia_legacy"]
 
 
@@ -281,7 +284,7 @@ def kernel_recipe(loss, profile=0, reduction=0, probs=False, targets=False, weig
         out += bytes([(k * 5) % 6 for k in range(c)])  # alpha table indices
     grid = lambda k: 0xa0 + (k * 37) % 80  # x on the grid: logits -5 .. 4.9, probabilities 0 .. 1
     out += bytes(grid(k) for k in range(n * m * c))
-    softmax = LOSSES[loss] in ("softmax_focal", "poly1_softmax_focal")
+    softmax = LOSSES[loss] in ("softmax_focal", "poly1_softmax_focal", "cross_entropy")
     if targets:
         out += bytes(k % 7 for k in range(n * m * c))  # 0, 1, 0, 1, 0.5, 0.25, 0.9
     else:

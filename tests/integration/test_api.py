@@ -626,6 +626,19 @@ class LossNumbersTest(FocaldTestCase):
             self.assertClose(j["losses"][0], w0 * base, profile)
             self.assertClose(j["losses"][1], 0.8 * base, profile)
 
+    def test_loss_cross_entropy_losses(self):
+        # cross_entropy is softmax focal at gamma 0: -log softmax([1, 2, 3])_2 = log(1 + e^-1 + e^-2)
+        j = self.d.loss({"loss": {"type": "cross_entropy"}, "ids": ["a"], "logits": [[1.0, 2.0, 3.0]], "targets": [2]})
+        self.assertClose(j["losses"][0], math.log(1 + math.exp(-1) + math.exp(-2)), "cross_entropy")
+        # binary_cross_entropy at logit 0 is log 2 whatever the target; alpha .25 weighs a positive by .25
+        body = {"loss": {"type": "binary_cross_entropy"}, "ids": ["a", "b"], "logits": [[0.0], [0.0]],
+                "targets": [1.0, 0.0]}
+        self.assertClose(self.d.loss(body)["losses"][1], math.log(2), "binary_cross_entropy")
+        body["loss"]["alpha"] = 0.25
+        got = self.d.loss(body)["losses"]
+        self.assertClose(got[0], 0.25 * math.log(2), "binary_cross_entropy, alpha")
+        self.assertClose(got[1], 0.75 * math.log(2), "binary_cross_entropy, alpha")
+
     def test_loss_unknown_names_listed_from_the_library(self):
         r = self.d.post("/v1/loss", {"ids": ["a"], "logits": [[1.0]], "targets": [1.0],
                                      "loss": {"profile": "tensorflow"}})
@@ -1565,6 +1578,10 @@ BAD_CASES = [
                                                     loss={"profile": "monai"})}, 422, "invalid_loss", "/loss/profile"),
     ("focal_star_gamma_zero", {"body": base_body(loss={"type": "sigmoid_focal_star", "gamma": 0})}, 422,
      "invalid_loss", "/loss/gamma"),
+    ("cross_entropy_gamma_two", {"body": base_body(loss={"type": "cross_entropy", "gamma": 2})}, 422,
+     "invalid_loss", "/loss/gamma"),
+    ("binary_cross_entropy_profile_monai", {"body": base_body(loss={"type": "binary_cross_entropy", "profile": "monai"})},
+     422, "invalid_loss", "/loss/profile"),
     ("loss_not_object", {"body": base_body(loss="sigmoid_focal")}, 422, "invalid_field", "/loss"),
     ("weights_wrong_row_count", {"body": base_body(weights=[[1, 1, 1]] * 2)}, 422, "shape_mismatch", "/weights"),
     ("weights_wrong_row_length", {"body": base_body(weights=[[1, 1]] * 3)}, 422, "shape_mismatch", "/weights/0"),

@@ -26,11 +26,14 @@ ASL_EPS = 1e-8
 CLEANLAB_MIN = 1e-6
 
 LOSSES = ["sigmoid_focal", "softmax_focal", "sigmoid_focal_star", "poly1_sigmoid_focal",
-          "poly1_softmax_focal", "asl"]
+          "poly1_softmax_focal", "asl", "cross_entropy", "binary_cross_entropy"]
+# The cross-entropy losses are the focal losses at gamma 0; check_cross_entropy_against_torch
+# holds them to torch.nn.functional's cross_entropy and binary_cross_entropy(_with_logits).
+FOCAL_OF = {"cross_entropy": "softmax_focal", "binary_cross_entropy": "sigmoid_focal"}
 
 
 def is_softmax(loss):
-    return loss in ("softmax_focal", "poly1_softmax_focal")
+    return loss in ("softmax_focal", "poly1_softmax_focal", "cross_entropy")
 
 
 def clamp_log(v):
@@ -137,6 +140,9 @@ def alpha_vectors(P, c):
 
 def evaluate(P, x, labels, targets, weights, n, m, c):
     """Returns (loss (n,), grad (n,m,c), grad_norm (n,)) in float64."""
+    if P["loss"] in FOCAL_OF:
+        assert P["gamma"] == 0 and P["profile"] == "torchvision", P
+        P = dict(P, loss=FOCAL_OF[P["loss"]])
     x64 = torch.tensor(np.asarray(x, dtype=np.float64).reshape(n, m, c))
     probs = P["input"] == "probs"
     softmax = is_softmax(P["loss"])
@@ -361,6 +367,61 @@ def check_conventions():
         assert abs(got - want) < 1e-6, (got, want)
 
 
+def check_cross_entropy_against_torch():
+    """cross_entropy and binary_cross_entropy against torch.nn.functional: losses and (on logits) the
+    gradients autograd takes through torch's own functions. torch's `weight` is alpha_c under the sum
+    reduction (its weighted mean divides by the weights, focald's by the count)."""
+    F = torch.nn.functional
+    rng = np.random.default_rng(11)
+    n, m, c = 3, 4, 6
+    z = rng.normal(0, 5, size=(n, m, c)).astype(np.float32)
+    lab = rng.integers(0, c, size=(n, m))
+    lab[0, 1] = lab[2, 3] = -100
+    soft = rng.random((n, m, c)).astype(np.float32)
+    soft /= soft.sum(-1, keepdims=True)
+    w = rng.random(c).astype(np.float32)
+    zt = torch.tensor(z, dtype=torch.float64)
+
+    def ours(loss, red, labels=None, targets=None, alpha_c=None, inp="logits", x=z):
+        P = dict(loss=loss, profile="torchvision", input=inp, gamma=0.0, alpha=-1.0, alpha_c=alpha_c,
+                 epsilon=1.0, reduction=red, ignore=-100)
+        return evaluate(P, x.ravel(), labels, targets, None, n, m, c)
+
+    def close(a, b):
+        assert np.allclose(a, b, rtol=1e-12, atol=1e-14), (a, b)
+
+    for red in ("sum", "mean"):
+        zz = zt.clone().requires_grad_(True)
+        theirs = F.cross_entropy(zz.permute(0, 2, 1), torch.tensor(lab), ignore_index=-100, reduction="none")
+        theirs = theirs.sum(-1) / ((torch.tensor(lab) != -100).sum(-1) if red == "mean" else 1)
+        loss, grad, _ = ours("cross_entropy", red, labels=lab.ravel())
+        close(loss, theirs.detach().numpy())
+        close(grad, torch.autograd.grad(theirs.sum(), zz)[0].numpy())
+    loss, _, _ = ours("cross_entropy", "sum", labels=np.where(lab < 0, 0, lab).ravel(), alpha_c=list(w))
+    theirs = F.cross_entropy(zt.permute(0, 2, 1), torch.tensor(np.where(lab < 0, 0, lab)),
+                             weight=torch.tensor(w, dtype=torch.float64), reduction="none").sum(-1)
+    close(loss, theirs.numpy())
+    loss, _, _ = ours("cross_entropy", "sum", targets=soft.ravel())
+    theirs = F.cross_entropy(zt.permute(0, 2, 1), torch.tensor(soft, dtype=torch.float64).permute(0, 2, 1),
+                             reduction="none").sum(-1)
+    close(loss, theirs.numpy())
+
+    t = (rng.random((n, m, c)) < 0.4).astype(np.float32)
+    t[0] = rng.random((m, c))
+    tt = torch.tensor(t, dtype=torch.float64)
+    for red in ("sum", "mean"):
+        zz = zt.clone().requires_grad_(True)
+        theirs = F.binary_cross_entropy_with_logits(zz, tt, reduction="none").sum((-1, -2)) / (m * c if red == "mean" else 1)
+        loss, grad, _ = ours("binary_cross_entropy", red, targets=t.ravel())
+        close(loss, theirs.detach().numpy())
+        close(grad, torch.autograd.grad(theirs.sum(), zz)[0].numpy())
+    probs = rng.random((n, m, c)).astype(np.float32)
+    probs[0, 0, :3] = [0.0, 1.0, 1e-30]
+    loss, _, _ = ours("binary_cross_entropy", "sum", targets=t.ravel(), inp="probs", x=probs)
+    theirs = F.binary_cross_entropy(torch.tensor(probs, dtype=torch.float64), tt, reduction="none").sum((-1, -2))
+    close(loss, theirs.numpy())
+
+
 def check_kornia():
     """kornia.losses.focal_loss on fixed inputs of the kind its tests draw (alpha .8, gamma .5, the
     shape of test_value_ignore_index): v0.8.3 for `kornia`, v0.6.12 for `kornia_legacy`, per-sample
@@ -565,14 +626,46 @@ def generate_kornia(out):
         write_case(out, f"sigmoid_soft_{prof}", params(profile=prof, alpha=0.8, gamma=0.5), 4, 3, 7, x, targets=t)
 
 
+def generate_cross_entropy(out):
+    """The two cross-entropy losses in every traversal (their own generator, so that the cases above
+    stay as they were)."""
+    rng = np.random.default_rng(20261206)
+    for red in ("sum", "mean", "positives"):
+        x = logits(rng, 4 * 5 * 12)
+        labels = rng.integers(-1, 12, size=20)
+        write_case(out, f"cross_entropy_index_{red}", params("cross_entropy", gamma=0.0, reduction=red), 4, 5, 12, x,
+                   labels=labels, weights=(rng.random(20) * 2).astype(np.float32))
+        write_case(out, f"cross_entropy_soft_alpha_c_{red}",
+                   params("cross_entropy", gamma=0.0, reduction=red, alpha_c=list(rng.random(12))), 4, 5, 12, x,
+                   targets=soft_rows(rng, 20, 12))
+        write_case(out, f"cross_entropy_probs_{red}", params("cross_entropy", gamma=0.0, reduction=red, input="probs"),
+                   8, 1, 5, soft_rows(rng, 8, 5), labels=rng.integers(0, 5, size=8))
+        for (n, m, c) in [(3, 4, 20), (4, 6, 3)]:
+            x = logits(rng, n * m * c)
+            labels = rng.integers(-1, c + 1, size=n * m)
+            write_case(out, f"binary_cross_entropy_index_{n}x{m}x{c}_{red}",
+                       params("binary_cross_entropy", gamma=0.0, reduction=red), n, m, c, x, labels=labels)
+        x = logits(rng, 5 * 3 * 7)
+        t = rng.random(5 * 3 * 7).astype(np.float32)
+        t[::4] = np.round(t[::4])
+        write_case(out, f"binary_cross_entropy_soft_weighted_{red}",
+                   params("binary_cross_entropy", gamma=0.0, reduction=red, alpha=0.25), 5, 3, 7, x, targets=t,
+                   weights=(rng.random(5 * 3 * 7) * 2).astype(np.float32))
+        write_case(out, f"binary_cross_entropy_probs_{red}",
+                   params("binary_cross_entropy", gamma=0.0, reduction=red, input="probs"), 5, 4, 6,
+                   probabilities(rng, 5 * 4 * 6), targets=(rng.random(5 * 4 * 6) < 0.4).astype(np.float32))
+
+
 def main():
     check_against_torchvision()
+    check_cross_entropy_against_torch()
     check_conventions()
     path = sys.argv[1] if len(sys.argv) > 1 else "tests/golden/lib_golden.txt"
     with open(path, "w") as out:
         out.write("# focald loss-library golden vectors: generated by tests/reference/focal_ref.py; do not edit.\n")
         generate(out)
         generate_kornia(out)
+        generate_cross_entropy(out)
     print(f"wrote {path}")
 
 

@@ -250,6 +250,115 @@ static void test_lib_gamma0_is_cross_entropy(void **state) {
   assert_close(got, want);
 }
 
+/* Evaluates b under p with every output asked for; returns fl_eval's code. */
+static int eval_all(const fl_params *p, const fl_batch *b, float *loss, float *grad, float *gn, fl_score *sc) {
+  fl_out o = {.loss = loss, .grad = grad, .grad_norm = gn, .scores = sc};
+  return fl_eval(&o, b, p, NULL);
+}
+
+/* cross_entropy and binary_cross_entropy are the focal losses at gamma 0, bit for bit, in every
+ * traversal (labels, soft rows, weights, probabilities, each reduction), and they are torch's. */
+static void test_lib_cross_entropy_losses(void **state) {
+  (void)state;
+  enum { N = 3, M = 5, C = 17 };
+  static float x[N * M * C], px[N * M * C], t[N * M * C], w[N * M * C];
+  int64_t y[N * M];
+  for (int i = 0; i < N * M * C; i++) {
+    x[i] = frand(-20, 20);
+    px[i] = frand(0, 1);
+    t[i] = i % 4 == 0 ? frand(0, 1) : (float)(i % 3 == 0);
+    w[i] = frand(0, 2);
+  }
+  for (int r = 0; r < N * M; r++) y[r] = r % 4 == 3 ? -1 : (r * 5) % C;
+  float alpha_c[C];
+  for (int k = 0; k < C; k++) alpha_c[k] = frand(0, 1);
+  const fl_loss pairs[2][2] = {{FL_CROSS_ENTROPY, FL_SOFTMAX_FOCAL}, {FL_BINARY_CROSS_ENTROPY, FL_SIGMOID_FOCAL}};
+  for (int pi = 0; pi < 2; pi++) {
+    for (int variant = 0; variant < 2 * 2 * 2 * 2 * FL_REDUCTION_COUNT; variant++) {
+      const int soft = variant & 1, weighted = (variant >> 1) & 1, probs = (variant >> 2) & 1,
+                alpha = (variant >> 3) & 1, red = variant >> 4;
+      fl_params ce, focal;
+      fl_params_init(&ce, pairs[pi][0]);
+      fl_params_init(&focal, pairs[pi][1]);
+      assert_true(ce.gamma == 0.0f && ce.alpha < 0.0f);
+      focal.gamma = 0.0f;
+      focal.alpha = -1.0f;
+      ce.reduction = focal.reduction = (fl_reduction)red;
+      ce.input = focal.input = probs ? FL_INPUT_PROBS : FL_INPUT_LOGITS;
+      if (alpha) ce.alpha_c = focal.alpha_c = alpha_c;
+      /* softmax probability rows need not sum to 1 here: both take them as given */
+      fl_batch b = {.n = N, .m = M, .c = C, .x = probs ? px : x, .label_type = FL_LABEL_I64};
+      if (soft) b.targets = t;
+      else b.labels = y;
+      if (weighted) b.weights = w;
+      float l1[N], l2[N], g1[N * M * C], g2[N * M * C], n1[N], n2[N];
+      fl_score s1[N], s2[N];
+      assert_int_equal(eval_all(&ce, &b, l1, g1, n1, s1), 0);
+      assert_int_equal(eval_all(&focal, &b, l2, g2, n2, s2), 0);
+      assert_memory_equal(l1, l2, sizeof l1);
+      assert_memory_equal(g1, g2, sizeof g1);
+      assert_memory_equal(n1, n2, sizeof n1);
+      assert_memory_equal(s1, s2, sizeof s1);
+    }
+  }
+
+  /* torch.nn.functional (torch 1.13, float64) on these float32 inputs */
+  const float z[3 * 4] = {1.5f, -0.25f, 3.0f, 0.75f, -2.0f, 0.5f, 0.125f, 4.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  const int64_t yz[3] = {2, 0, 3}, yi[3] = {2, -100, 3};
+  const float wz[4] = {0.1f, 0.2f, 0.3f, 0.4f};
+  const float tz[3 * 4] = {0.1f, 0.2f, 0.6f, 0.1f, 0.5f, 0.0f, 0.25f, 0.25f, 0.0f, 0.0f, 0.0f, 1.0f};
+  fl_params p;
+  float got;
+  fl_out o = {.loss = &got};
+  fl_params_init(&p, FL_CROSS_ENTROPY);
+  fl_batch b = {.n = 1, .m = 3, .c = 4, .x = z, .labels = yz, .label_type = FL_LABEL_I64};
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  assert_close(got, 7.75118694); /* cross_entropy(z, y, reduction="sum") */
+  p.alpha_c = wz;
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  assert_close(got, 1.25357515); /* cross_entropy(z, y, weight=w, reduction="sum") */
+  fl_params_init(&p, FL_CROSS_ENTROPY);
+  p.ignore_index = -100;
+  p.reduction = FL_REDUCE_MEAN;
+  b.labels = yi;
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  assert_close(got, 0.84956749); /* cross_entropy(z, [2, -100, 3]): the mean over rows not ignored */
+  fl_params_init(&p, FL_CROSS_ENTROPY);
+  b.labels = NULL;
+  b.targets = tz;
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  assert_close(got, 6.74493696); /* cross_entropy with probability targets, reduction="sum" */
+
+  const float xb[6] = {0.37f, -2.5f, 0.0f, 6.0f, -14.0f, 1.25f}, tb[6] = {0.42f, 0.0f, 1.0f, 0.55f, 1.0f, 0.0f};
+  const float wb[6] = {1.0f, 2.0f, 0.5f, 0.0f, 3.0f, 1.5f};
+  const float pb[6] = {0.0f, 0.25f, 1.0f, 0.5f, 1e-30f, 0.9f}, tp[6] = {1.0f, 0.0f, 0.0f, 0.3f, 0.0f, 1.0f};
+  fl_params_init(&p, FL_BINARY_CROSS_ENTROPY);
+  assert_close(loss1(&p, xb, tb, 2, 3), 19.7162054); /* binary_cross_entropy_with_logits, "sum" */
+  p.reduction = FL_REDUCE_MEAN;
+  assert_close(loss1(&p, xb, tb, 2, 3), 3.28603423); /* "mean" */
+  fl_params_init(&p, FL_BINARY_CROSS_ENTROPY);
+  fl_batch bw = {.n = 1, .m = 2, .c = 3, .x = xb, .targets = tb, .weights = wb};
+  assert_int_equal(fl_eval(&o, &bw, &p, NULL), 0);
+  assert_close(got, 45.4970121); /* weight=w, "sum" */
+  p.input = FL_INPUT_PROBS;
+  assert_close(loss1(&p, pb, tp, 2, 3), 201.08619); /* binary_cross_entropy on probabilities: logs clamped at -100 */
+
+  /* gamma is 0 and the profile torchvision; alpha may be set */
+  for (int pi = 0; pi < 2; pi++) {
+    fl_params_init(&p, pairs[pi][0]);
+    p.gamma = 2.0f;
+    assert_int_equal(fl_params_check(&p, 4, NULL), FL_EGAMMA);
+    p.gamma = 0.0f;
+    p.alpha = 0.25f;
+    assert_int_equal(fl_params_check(&p, 4, NULL), 0);
+    for (int prof = 1; prof < FL_PROFILE_COUNT; prof++) {
+      p.profile = (fl_profile)prof;
+      assert_int_equal(fl_params_check(&p, 4, NULL), FL_EUNSUPPORTED);
+    }
+  }
+  assert_true(fl_loss_is_softmax(FL_CROSS_ENTROPY) && !fl_loss_is_softmax(FL_BINARY_CROSS_ENTROPY));
+}
+
 static void test_lib_alpha_off_is_unweighted(void **state) {
   (void)state;
   /* alpha = 0.5 weighs both parts by 0.5: twice it is the unweighted loss */
@@ -888,6 +997,7 @@ int main(void) {
       cmocka_unit_test(test_lib_kornia_published_cases),
       cmocka_unit_test(test_lib_conventions_softmax_and_scores),
       cmocka_unit_test(test_lib_gamma0_is_cross_entropy),
+      cmocka_unit_test(test_lib_cross_entropy_losses),
       cmocka_unit_test(test_lib_alpha_off_is_unweighted),
       cmocka_unit_test(test_lib_alpha_vector_equal_to_scalar),
       cmocka_unit_test(test_lib_gradient_matches_finite_differences),
