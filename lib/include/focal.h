@@ -11,8 +11,8 @@
  *   weights  (n, m, c)  sigmoid family, (n, m) softmax family; optional
  * n is the number of samples, m the number of positions per sample (1 for
  * classification; anchors or pixels for dense outputs), c the number of
- * classes. A sample's loss is its elements' losses reduced by sum, mean or
- * the RetinaNet "positives" normalisation.
+ * classes. A sample's loss is its elements' losses reduced by sum, mean, the
+ * RetinaNet "positives" normalisation or a mean over all m * c elements.
  *
  * Every function that can fail returns 0 or a negative FL_E* code;
  * fl_strerror() names it in a sentence.
@@ -89,6 +89,8 @@ typedef enum fl_reduction {
   FL_REDUCE_SUM = 0,   /* sum over the sample's elements */
   FL_REDUCE_MEAN,      /* divided by the number of elements not ignored */
   FL_REDUCE_POSITIVES, /* divided by max(1, number of positive targets) */
+  FL_REDUCE_MEAN_ELEMENTS, /* divided by m * c, ignored positions included: torch.mean over the unreduced
+                            * (m, c) loss, as MONAI's and kornia's (>= 0.7.0) reduction="mean" */
   FL_REDUCTION_COUNT
 } fl_reduction;
 

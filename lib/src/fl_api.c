@@ -39,7 +39,7 @@ static const char *const loss_names[FL_LOSS_COUNT] = {
 };
 static const char *const profile_names[FL_PROFILE_COUNT] = {"torchvision", "monai", "kornia", "keras",
                                                              "kornia_legacy"};
-static const char *const reduction_names[FL_REDUCTION_COUNT] = {"sum", "mean", "positives"};
+static const char *const reduction_names[FL_REDUCTION_COUNT] = {"sum", "mean", "positives", "mean_elements"};
 
 static int parse_name(const char *const *names, int count, const char *name, int *out) {
   if (!name) return FL_EPARAM;
@@ -183,6 +183,7 @@ void fl__acc_finish(const fl__ctx *cx, int64_t i, const fl__acc *a) {
   double scale = 1.0;
   if (cx->p->reduction == FL_REDUCE_MEAN) scale = a->count > 0 ? 1.0 / (double)a->count : 0.0;
   else if (cx->p->reduction == FL_REDUCE_POSITIVES) scale = 1.0 / (double)(a->npos > 1 ? a->npos : 1);
+  else if (cx->p->reduction == FL_REDUCE_MEAN_ELEMENTS) scale = 1.0 / ((double)cx->m * (double)cx->c);
   cx->out->loss[i] = scale == 0.0 ? 0.0f : sat(a->loss * scale);
   if (cx->out->grad && scale != 1.0) {
     const int64_t len = cx->m * cx->c;

@@ -22,8 +22,9 @@
  *   - the focal losses: cross_entropy and binary_cross_entropy give the focal
  *     loss's outputs at gamma 0 bit for bit;
  *   - itself: class-index labels and the equivalent one-hot targets give the
- *     same loss and gradient (they take different traversals), and the mean
- *     and positives reductions are the sum divided by the documented count.
+ *     same loss and gradient (they take different traversals), and the mean,
+ *     positives and mean_elements reductions are the sum divided by the
+ *     documented count.
  * A failed check prints the case and aborts, which libFuzzer reports as a crash.
  */
 #include <float.h>
@@ -565,6 +566,7 @@ static double reduce(const fcase *k, int64_t i, double sum) {
   switch (k->p.reduction) {
   case FL_REDUCE_MEAN: return count > 0 ? sum / (double)count : 0.0;
   case FL_REDUCE_POSITIVES: return sum / (double)(npos > 1 ? npos : 1);
+  case FL_REDUCE_MEAN_ELEMENTS: return sum / (double)(k->m * k->c); /* ignored positions count too */
   default: return sum;
   }
 }
@@ -693,7 +695,7 @@ static void check_one_hot(const fcase *k, const result *res) {
   result_free(&r2);
 }
 
-/* mean and positives are the sum divided by the documented counts; the gradient scales alike. */
+/* mean, positives and mean_elements are the sum divided by the documented counts; the gradient scales alike. */
 static void check_reduction(const fcase *k, const result *res) {
   if (res->rc != 0 || k->p.reduction == FL_REDUCE_SUM || k->n == 0) return;
   fl_params p = k->p;

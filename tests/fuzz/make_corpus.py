@@ -310,6 +310,7 @@ def kernel_seeds():
     cp.add("rows-c17", kernel_recipe(0, c=17, ignore=1))            # row traversal at every vector width
     cp.add("planar-pairs-m16", kernel_recipe(0, c=2, m=16, n=1, grad=False))  # two-class masks, in registers
     cp.add("dense-m5-c5-mean", kernel_recipe(5, m=5, c=5, reduction=1, targets=True))
+    cp.add("mean-elements-ignored", kernel_recipe(1, m=4, c=3, reduction=3, ignore=4))  # ignore_index -100
     cp.add("binary-c1", kernel_recipe(0, c=1, n=6, label_type=2))
     cp.add("softmax-u8-labels", kernel_recipe(1, c=20, n=1, label_type=2, reduction=2))
     cp.add("empty-batch", kernel_recipe(0, n=0))

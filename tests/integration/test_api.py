@@ -639,6 +639,16 @@ class LossNumbersTest(FocaldTestCase):
         self.assertClose(got[0], 0.25 * math.log(2), "binary_cross_entropy, alpha")
         self.assertClose(got[1], 0.75 * math.log(2), "binary_cross_entropy, alpha")
 
+    def test_loss_monai_mean_elements(self):
+        # MONAI 1.5.0's FocalLoss test: (1, 3, 2, 2) input as one sample of 4 positions x 3 classes
+        x = [[[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [0.5, 0.5, 0.5], [0.0, 0.0, 0.0]]]
+        for loss, want in (({"type": "softmax_focal", "profile": "monai"}, 0.16276),
+                           ({"type": "softmax_focal", "profile": "monai", "alpha": 0.8}, 0.08138),
+                           ({"profile": "monai", "alpha": None}, 0.34959)):
+            j = self.d.loss({"ids": ["a"], "logits": x, "targets": [[0, 1, 2, 0]],
+                             "loss": dict(loss, reduction="mean_elements")})
+            self.assertClose(j["losses"][0], want, str(loss), rel=1e-4, abs_=1e-4)
+
     def test_loss_unknown_names_listed_from_the_library(self):
         r = self.d.post("/v1/loss", {"ids": ["a"], "logits": [[1.0]], "targets": [1.0],
                                      "loss": {"profile": "tensorflow"}})

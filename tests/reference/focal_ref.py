@@ -190,6 +190,8 @@ def evaluate(P, x, labels, targets, weights, n, m, c):
         scale = torch.where(count > 0, 1.0 / torch.clamp(count, min=1), torch.zeros_like(count))
     elif red == "positives":
         scale = 1.0 / torch.clamp(pos, min=1)
+    elif red == "mean_elements":
+        scale = torch.full((n,), 1.0 / (m * c))   # torch.mean over the unreduced (m, c) loss
     else:
         scale = torch.ones(n)
     loss = total * scale
@@ -357,6 +359,7 @@ def check_conventions():
     assert abs(sig(z, y, profile="keras", alpha=-1, reduction="mean") - 0.691) < 5e-4
     assert abs(sig(z, y, profile="keras", reduction="mean") - 0.51) < 5e-3
     check_kornia()
+    check_monai()
     P = dict(loss="softmax_focal", profile="torchvision", input="logits", gamma=2.0, alpha=-1,
              alpha_c=None, epsilon=1.0, reduction="sum", ignore=-1)
     v = evaluate(P, np.array([1, 2, 3], dtype=np.float32), [2], None, None, 1, 1, 3)[0][0]
@@ -437,6 +440,45 @@ def check_kornia():
                  epsilon=1.0, reduction="sum", ignore=-100)
         got = evaluate(P, x, labels, None, None, 2, 6, 3)[0]
         assert np.allclose(got, want, rtol=1e-5, atol=0), (prof, got, want)
+    # kornia 0.8.3's reduction="mean" (over batch, classes and positions) of the second case
+    P = dict(loss="softmax_focal", profile="kornia", input="logits", gamma=0.5, alpha=0.8, alpha_c=None,
+             epsilon=1.0, reduction="mean_elements", ignore=-100)
+    got = evaluate(P, x, cases[1][1], None, None, 2, 6, 3)[0].mean()
+    assert abs(got - 0.146100039) <= 1e-5 * 0.146100039, got
+
+
+def check_monai():
+    """MONAI 1.5.0's tests/losses/test_focal_loss.py TEST_CASES (to_onehot_y=True; atol and rtol 1e-4 as
+    there): input (1, 3, 2, 2) with every class's map [[1, 1], [.5, 0]], labels [[0, 1], [2, 0]]."""
+    x = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.0, 0.0, 0.0], dtype=np.float32)  # (m=4, c=3)
+    labels = [0, 1, 2, 0]
+    onehot = np.eye(3, dtype=np.float32)[labels]
+
+    def monai(loss, red, alpha=-1.0, x=x, t=onehot.ravel(), n=1, m=4, c=3, weights=None):
+        P = dict(loss=loss, profile="monai", input="logits", gamma=2.0, alpha=alpha, alpha_c=None, epsilon=1.0,
+                 reduction=red, ignore=-1)
+        if loss == "softmax_focal":
+            return evaluate(P, x, labels, None, None, n, m, c)[0]
+        return evaluate(P, x, None, t, weights, n, m, c)[0]
+
+    def close(got, want):
+        assert np.allclose(got, want, rtol=1e-4, atol=1e-4), (got, want)
+
+    close(monai("sigmoid_focal", "mean_elements"), 0.34959)
+    close(monai("sigmoid_focal", "mean_elements", alpha=0.8), 0.08423)
+    close(monai("softmax_focal", "mean_elements"), 0.16276)
+    close(monai("softmax_focal", "mean_elements", alpha=0.8), 0.08138)
+    # include_background=False: MONAI drops channel 0 of input and target
+    close(monai("sigmoid_focal", "mean_elements", x=x.reshape(4, 3)[:, 1:].ravel(), t=onehot[:, 1:].ravel(), c=2),
+          0.36498)
+    # reduction="none", without and with weight=[0.5, 0.1, 0.2]: every element its own sample
+    none = [[0.02266, 0.70187, 0.37741, 0.17329], [0.70187, 0.02266, 0.37741, 0.17329],
+            [0.70187, 0.70187, 0.06757, 0.17329]]   # (class, position)
+    weighted = [[0.01133, 0.35093, 0.18871, 0.08664], [0.07019, 0.00227, 0.03774, 0.01733],
+                [0.14037, 0.14037, 0.01352, 0.03466]]
+    w = np.tile(np.array([0.5, 0.1, 0.2], dtype=np.float32), 4)
+    close(monai("sigmoid_focal", "sum", n=12, m=1, c=1), np.array(none).T.ravel())
+    close(monai("sigmoid_focal", "sum", n=12, m=1, c=1, weights=w), np.array(weighted).T.ravel())
 
 
 # ---------------------------------------------------------------- cases
@@ -656,6 +698,29 @@ def generate_cross_entropy(out):
                    probabilities(rng, 5 * 4 * 6), targets=(rng.random(5 * 4 * 6) < 0.4).astype(np.float32))
 
 
+def generate_mean_elements(out):
+    """The mean over every element (MONAI's and kornia's "mean"), with ignored and background labels,
+    soft targets and weights (its own generator, so that the cases above stay as they were)."""
+    rng = np.random.default_rng(20261207)
+    for prof in ("torchvision", "monai", "kornia"):
+        x = logits(rng, 4 * 6 * 5)
+        labels = rng.integers(-1, 6, size=24)
+        write_case(out, f"sigmoid_index_mean_elements_{prof}", params(profile=prof, reduction="mean_elements"),
+                   4, 6, 5, x, labels=labels, weights=(rng.random(4 * 6 * 5) * 2).astype(np.float32))
+        x = logits(rng, 3 * 4 * 20)
+        t = rng.random(3 * 4 * 20).astype(np.float32)
+        write_case(out, f"sigmoid_soft_mean_elements_{prof}", params(profile=prof, reduction="mean_elements"),
+                   3, 4, 20, x, targets=t)
+        x = logits(rng, 5 * 4 * 6, spread=4.0)
+        labels = rng.integers(-1, 6, size=20)
+        write_case(out, f"softmax_mean_elements_{prof}",
+                   params("softmax_focal", profile=prof, alpha=0.25, reduction="mean_elements"), 5, 4, 6, x,
+                   labels=labels, weights=(rng.random(20) * 2).astype(np.float32))
+        write_case(out, f"softmax_soft_mean_elements_{prof}",
+                   params("softmax_focal", profile=prof, alpha=0.25, reduction="mean_elements"), 5, 4, 6, x,
+                   targets=soft_rows(rng, 20, 6))
+
+
 def main():
     check_against_torchvision()
     check_cross_entropy_against_torch()
@@ -666,6 +731,7 @@ def main():
         generate(out)
         generate_kornia(out)
         generate_cross_entropy(out)
+        generate_mean_elements(out)
     print(f"wrote {path}")
 
 

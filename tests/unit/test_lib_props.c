@@ -143,6 +143,19 @@ static void test_lib_kornia_published_cases(void **state) {
   assert_close(got[0] - moved[0], sqrt(2.0 / 3.0) * log(3.0) * 0.6);
   kornia_softmax(FL_PROFILE_KORNIA_LEGACY, y0, -100, moved);
   assert_close(legacy[0], moved[0]);
+  /* kornia 0.8.3's reduction="mean" divides by batch x classes x positions: the batch's mean of mean_elements */
+  {
+    fl_params p;
+    fl_params_init(&p, FL_SOFTMAX_FOCAL);
+    p.profile = FL_PROFILE_KORNIA;
+    p.alpha = 0.8f;
+    p.gamma = 0.5f;
+    p.reduction = FL_REDUCE_MEAN_ELEMENTS;
+    fl_batch b = {.n = 2, .m = 6, .c = 3, .x = kornia_x, .labels = y, .label_type = FL_LABEL_I64};
+    fl_out o = {.loss = got};
+    assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+    assert_true(fabs((got[0] + got[1]) / 2 - 0.146100039) <= 1e-5 * 0.146100039);
+  }
 
   /* TestBinaryFocalLossWithLogits (unchanged by 0.7.0, so the same under both profiles) */
   for (int k = 0; k < 2; k++) {
@@ -167,6 +180,81 @@ static void test_lib_kornia_published_cases(void **state) {
     for (int e = 0; e < 6; e++) want += bce(xb[e], tb[e]);
     assert_close(loss1(&p, xb, tb, 2, 3), want);
   }
+}
+
+/* MONAI's own test cases: tests/losses/test_focal_loss.py TEST_CASES at MONAI 1.5.0 (commit d388d1c6f),
+ * with to_onehot_y=True. MONAI's input is (1, 3, 2, 2) with every class's map [[1, 1], [0.5, 0]] and
+ * labels [[0, 1], [2, 0]]; here (n = 1, m = 4 positions, c = 3). Its reduction="mean" divides by
+ * positions x classes: focald's mean_elements. Its expected values have five decimals and its test
+ * allows 1e-4 absolute and relative; so does this one. */
+static const float monai_x[4 * 3] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0.5f, 0.5f, 0.5f, 0.0f, 0.0f, 0.0f};
+static const int64_t monai_y[4] = {0, 1, 2, 0};
+static const float monai_onehot[4 * 3] = {1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0};
+
+static void assert_monai(double got, double want) {
+  if (!(fabs(got - want) <= 1e-4 + 1e-4 * fabs(want))) fail_msg("%.9g, MONAI's test expects %.5f", got, want);
+}
+
+static void test_lib_monai_published_cases(void **state) {
+  (void)state;
+  fl_params p;
+  fl_params_init(&p, FL_SIGMOID_FOCAL);
+  p.profile = FL_PROFILE_MONAI;
+  p.alpha = -1.0f; /* MONAI's alpha defaults to None */
+  p.reduction = FL_REDUCE_MEAN_ELEMENTS;
+  assert_monai(loss1(&p, monai_x, monai_onehot, 4, 3), 0.34959);
+  p.alpha = 0.8f;
+  assert_monai(loss1(&p, monai_x, monai_onehot, 4, 3), 0.08423);
+  /* include_background=False: MONAI drops channel 0 of input and target before the loss */
+  float xb[4 * 2], tb[4 * 2];
+  for (int j = 0; j < 4; j++)
+    for (int k = 0; k < 2; k++) {
+      xb[j * 2 + k] = monai_x[j * 3 + k + 1];
+      tb[j * 2 + k] = monai_onehot[j * 3 + k + 1];
+    }
+  p.alpha = -1.0f;
+  assert_monai(loss1(&p, xb, tb, 4, 2), 0.36498);
+  /* focald's mean divides the sigmoid family by the elements too; the softmax family by positions */
+  p.reduction = FL_REDUCE_MEAN;
+  assert_monai(loss1(&p, monai_x, monai_onehot, 4, 3), 0.34959);
+
+  /* reduction="none", without and with weight=[0.5, 0.1, 0.2]: one element per sample, (class, position) order there */
+  static const double none[3][4] = {{0.02266, 0.70187, 0.37741, 0.17329},
+                                    {0.70187, 0.02266, 0.37741, 0.17329},
+                                    {0.70187, 0.70187, 0.06757, 0.17329}};
+  static const double weighted[3][4] = {{0.01133, 0.35093, 0.18871, 0.08664},
+                                        {0.07019, 0.00227, 0.03774, 0.01733},
+                                        {0.14037, 0.14037, 0.01352, 0.03466}};
+  const float cw[3] = {0.5f, 0.1f, 0.2f};
+  float w[12], out[12];
+  for (int e = 0; e < 12; e++) w[e] = cw[e % 3];
+  fl_params_init(&p, FL_SIGMOID_FOCAL);
+  p.profile = FL_PROFILE_MONAI;
+  p.alpha = -1.0f;
+  fl_batch b = {.n = 12, .m = 1, .c = 1, .x = monai_x, .targets = monai_onehot};
+  fl_out o = {.loss = out};
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  for (int e = 0; e < 12; e++) assert_monai(out[e], none[e % 3][e / 3]);
+  b.weights = w;
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  for (int e = 0; e < 12; e++) assert_monai(out[e], weighted[e % 3][e / 3]);
+
+  /* use_softmax=True, without and with alpha 0.8 (class 0 gets 0.2) */
+  float got;
+  fl_params_init(&p, FL_SOFTMAX_FOCAL);
+  p.profile = FL_PROFILE_MONAI;
+  p.reduction = FL_REDUCE_MEAN_ELEMENTS;
+  fl_batch bs = {.n = 1, .m = 4, .c = 3, .x = monai_x, .labels = monai_y, .label_type = FL_LABEL_I64};
+  o.loss = &got;
+  assert_int_equal(fl_eval(&o, &bs, &p, NULL), 0);
+  assert_monai(got, 0.16276);
+  p.alpha = 0.8f;
+  assert_int_equal(fl_eval(&o, &bs, &p, NULL), 0);
+  assert_monai(got, 0.08138);
+  /* every class's logit equal: p = 1/3, so the mean is (2/3)^2 ln 3 over the three classes */
+  p.alpha = -1.0f;
+  assert_int_equal(fl_eval(&o, &bs, &p, NULL), 0);
+  assert_close(got, 4.0 / 9.0 * log(3.0) / 3.0);
 }
 
 static void test_lib_conventions_keras_doc_example(void **state) {
@@ -747,6 +835,24 @@ static void test_lib_reductions(void **state) {
   double s0 = loss1(&p, x, none, M, C);
   p.reduction = FL_REDUCE_POSITIVES;
   assert_close(loss1(&p, x, none, M, C), s0); /* max(1, 0) */
+
+  /* mean_elements divides by m * c whatever is ignored; mean by what is not ignored (softmax: positions) */
+  const int64_t y[M] = {0, -1, 3, 2, -1, 1};
+  const fl_loss losses[2] = {FL_SIGMOID_FOCAL, FL_SOFTMAX_FOCAL};
+  for (int li = 0; li < 2; li++) {
+    fl_params_init(&p, losses[li]);
+    fl_batch b = {.n = 1, .m = M, .c = C, .x = x, .labels = y, .label_type = FL_LABEL_I64};
+    float l[FL_REDUCTION_COUNT], g[FL_REDUCTION_COUNT][M * C];
+    for (int r = 0; r < FL_REDUCTION_COUNT; r++) {
+      p.reduction = (fl_reduction)r;
+      fl_out o = {.loss = &l[r], .grad = g[r]};
+      assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+    }
+    const double live = li ? 4.0 : 4.0 * C;
+    assert_close(l[FL_REDUCE_MEAN], l[FL_REDUCE_SUM] / live);
+    assert_close(l[FL_REDUCE_MEAN_ELEMENTS], l[FL_REDUCE_SUM] / (M * C));
+    for (int e = 0; e < M * C; e++) assert_close(g[FL_REDUCE_MEAN_ELEMENTS][e], g[FL_REDUCE_SUM][e] / (M * C));
+  }
 }
 
 static void test_lib_label_types_agree(void **state) {
@@ -995,6 +1101,7 @@ int main(void) {
       cmocka_unit_test(test_lib_conventions_profiles_soft_target),
       cmocka_unit_test(test_lib_conventions_keras_doc_example),
       cmocka_unit_test(test_lib_kornia_published_cases),
+      cmocka_unit_test(test_lib_monai_published_cases),
       cmocka_unit_test(test_lib_conventions_softmax_and_scores),
       cmocka_unit_test(test_lib_gamma0_is_cross_entropy),
       cmocka_unit_test(test_lib_cross_entropy_losses),
