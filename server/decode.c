@@ -293,6 +293,9 @@ int dec_check_loss(const fl_params *p, int64_t c, problem *err) {
   case FL_EGAMMA:
     if (p->loss == FL_ASL && (p->gamma_pos < 0 || p->gamma_neg < 0 || !isfinite(p->gamma_pos) || !isfinite(p->gamma_neg)))
       return problem_set(err, P_INVALID_LOSS, "/loss", "loss.gamma_pos and loss.gamma_neg must be finite and >= 0");
+    if (p->loss == FL_CROSS_ENTROPY || p->loss == FL_BINARY_CROSS_ENTROPY)
+      return problem_set(err, P_INVALID_LOSS, "/loss/gamma",
+                         "loss.gamma must be 0 for %s (a focusing cross-entropy is the focal loss)", fl_loss_name(p->loss));
     return problem_set(err, P_INVALID_LOSS, "/loss/gamma", "loss.gamma must be finite and >= 0%s",
                        p->loss == FL_SIGMOID_FOCAL_STAR ? " (> 0 for sigmoid_focal_star)" : "");
   case FL_EALPHA:
@@ -319,15 +322,34 @@ static int number_field(const json_t *v, const char *ptr, const char *human, flo
   return 0;
 }
 
+enum { NAMES_LOSS, NAMES_PROFILE, NAMES_REDUCTION };
+
+/* Writes one of the library's name tables into buf as "a, b, c" and returns buf: an error then lists
+ * exactly the names fl_*_parse accepts. */
+static const char *name_list(int table, char *buf, size_t len) {
+  size_t used = 0;
+  buf[0] = '\0';
+  for (int i = 0;; i++) {
+    const char *nm = table == NAMES_LOSS      ? fl_loss_name((fl_loss)i)
+                     : table == NAMES_PROFILE ? fl_profile_name((fl_profile)i)
+                                              : fl_reduction_name((fl_reduction)i);
+    if (!nm) break; /* past the end of the table */
+    int w = snprintf(buf + used, len - used, "%s%s", i ? ", " : "", nm);
+    if (w < 0 || (size_t)w >= len - used) break;
+    used += (size_t)w;
+  }
+  return buf;
+}
+
 /* Reads the "loss" object into r->params; alpha arrays are checked against c later. */
 static int read_loss(const json_t *lo, req *r, problem *err) {
   fl_loss type = FL_SIGMOID_FOCAL;
+  char names[256];
   const json_t *t = json_object_get(lo, "type");
   if (t) {
     if (!json_is_string(t) || fl_loss_parse(json_string_value(t), &type) != 0)
-      return problem_set(err, P_INVALID_LOSS, "/loss/type",
-                         "loss.type must be one of sigmoid_focal, softmax_focal, sigmoid_focal_star, "
-                         "poly1_sigmoid_focal, poly1_softmax_focal, asl");
+      return problem_set(err, P_INVALID_LOSS, "/loss/type", "loss.type must be one of %s",
+                         name_list(NAMES_LOSS, names, sizeof names));
   }
   fl_params_init(&r->params, type);
   const char *key;
@@ -339,10 +361,12 @@ static int read_loss(const json_t *lo, req *r, problem *err) {
     if (strcmp(key, "type") == 0) continue;
     if (strcmp(key, "profile") == 0) {
       if (!json_is_string(v) || fl_profile_parse(json_string_value(v), &r->params.profile) != 0)
-        return problem_set(err, P_INVALID_LOSS, ptr, "loss.profile must be one of torchvision, monai, kornia, keras");
+        return problem_set(err, P_INVALID_LOSS, ptr, "loss.profile must be one of %s",
+                           name_list(NAMES_PROFILE, names, sizeof names));
     } else if (strcmp(key, "reduction") == 0) {
       if (!json_is_string(v) || fl_reduction_parse(json_string_value(v), &r->params.reduction) != 0)
-        return problem_set(err, P_INVALID_LOSS, ptr, "loss.reduction must be one of sum, mean, positives");
+        return problem_set(err, P_INVALID_LOSS, ptr, "loss.reduction must be one of %s",
+                           name_list(NAMES_REDUCTION, names, sizeof names));
     } else if (strcmp(key, "gamma") == 0) {
       if (number_field(v, ptr, human, &r->params.gamma, err)) return -1;
     } else if (strcmp(key, "epsilon") == 0) {

@@ -11,8 +11,8 @@
  *   weights  (n, m, c)  sigmoid family, (n, m) softmax family; optional
  * n is the number of samples, m the number of positions per sample (1 for
  * classification; anchors or pixels for dense outputs), c the number of
- * classes. A sample's loss is its elements' losses reduced by sum, mean or
- * the RetinaNet "positives" normalisation.
+ * classes. A sample's loss is its elements' losses reduced by sum, mean, the
+ * RetinaNet "positives" normalisation or a mean over all m * c elements.
  *
  * Every function that can fail returns 0 or a negative FL_E* code;
  * fl_strerror() names it in a sentence.
@@ -35,7 +35,7 @@ extern "C" {
   X(FL_OK, 0, "success")                                                             \
   X(FL_ESHAPE, -1, "n must be >= 0, m and c >= 1 (c >= 2 for softmax losses)")         \
   X(FL_EPARAM, -2, "unknown loss, profile, reduction, input kind or label type")     \
-  X(FL_EGAMMA, -3, "gamma must be finite and >= 0 (> 0 for sigmoid_focal_star)")     \
+  X(FL_EGAMMA, -3, "gamma must be finite and >= 0 (> 0 for sigmoid_focal_star, 0 for the cross-entropy losses)") \
   X(FL_EALPHA, -4, "alpha must be in [0, 1], or negative to turn class weighting off") \
   X(FL_EEPSILON, -5, "epsilon must be in [-1, 10000]")                               \
   X(FL_ECLIP, -6, "clip must be in [0, 1)")                                          \
@@ -68,6 +68,8 @@ typedef enum fl_loss {
   FL_POLY1_SIGMOID_FOCAL,     /* sigmoid focal + epsilon (1-p_t)^(gamma+1) (Leng et al.) */
   FL_POLY1_SOFTMAX_FOCAL,     /* softmax focal + epsilon (1-p_c)^(gamma+1) */
   FL_ASL,                     /* asymmetric loss (Ridnik et al.): gamma_pos, gamma_neg, clip */
+  FL_CROSS_ENTROPY,           /* softmax focal at gamma 0: -alpha_c log p_c (torch's cross_entropy) */
+  FL_BINARY_CROSS_ENTROPY,    /* sigmoid focal at gamma 0: alpha_t BCE (torch's binary_cross_entropy_with_logits) */
   FL_LOSS_COUNT
 } fl_loss;
 
@@ -77,8 +79,9 @@ typedef enum fl_loss {
 typedef enum fl_profile {
   FL_PROFILE_TORCHVISION = 0, /* also fvcore and mmdetection's sigmoid focal loss */
   FL_PROFILE_MONAI,
-  FL_PROFILE_KORNIA,
+  FL_PROFILE_KORNIA,          /* kornia >= 0.7.0: softmax alpha is [1 - alpha, alpha, ..., alpha] */
   FL_PROFILE_KERAS,
+  FL_PROFILE_KORNIA_LEGACY,   /* kornia before 0.7.0: softmax alpha on every class */
   FL_PROFILE_COUNT
 } fl_profile;
 
@@ -86,6 +89,8 @@ typedef enum fl_reduction {
   FL_REDUCE_SUM = 0,   /* sum over the sample's elements */
   FL_REDUCE_MEAN,      /* divided by the number of elements not ignored */
   FL_REDUCE_POSITIVES, /* divided by max(1, number of positive targets) */
+  FL_REDUCE_MEAN_ELEMENTS, /* divided by m * c, ignored positions included: torch.mean over the unreduced
+                            * (m, c) loss, as MONAI's and kornia's (>= 0.7.0) reduction="mean" */
   FL_REDUCTION_COUNT
 } fl_reduction;
 
@@ -132,12 +137,17 @@ typedef struct fl_params {
 
 /* Fills *p with the defaults for a loss: torchvision profile, sum, logits,
  * gamma 2, alpha 0.25 (off for softmax and ASL), epsilon 1, ASL gamma_pos 1,
- * gamma_neg 4, clip 0.05, ignore_index -1. FL* gets gamma 1. */
+ * gamma_neg 4, clip 0.05, ignore_index -1. FL* gets gamma 1; the two
+ * cross-entropy losses gamma 0 and alpha off. */
 void fl_params_init(fl_params *p /* OUT */, fl_loss loss);
 
 /* Checks the parameters alone (not the tensors) for c classes. Returns 0 or
  * FL_EPARAM, FL_EGAMMA, FL_EALPHA, FL_EEPSILON, FL_ECLIP, FL_EUNSUPPORTED;
- * for FL_EALPHA with a per-class vector, *where (may be NULL) gets the class. */
+ * for FL_EALPHA with a per-class vector, *where (may be NULL) gets the class.
+ * FL_CROSS_ENTROPY and FL_BINARY_CROSS_ENTROPY are the focal losses at gamma 0
+ * under the torchvision profile: any other gamma is FL_EGAMMA, any other
+ * profile FL_EUNSUPPORTED; alpha and alpha_c weigh them as they weigh the focal
+ * losses (alpha_c is then torch's per-class weight). */
 int fl_params_check(const fl_params *p, int64_t c, int64_t *where /* OUT */);
 
 typedef struct fl_batch {

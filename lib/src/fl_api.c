@@ -35,9 +35,11 @@ const char *fl_strerror(int rc) {
 
 static const char *const loss_names[FL_LOSS_COUNT] = {
     "sigmoid_focal", "softmax_focal", "sigmoid_focal_star", "poly1_sigmoid_focal", "poly1_softmax_focal", "asl",
+    "cross_entropy", "binary_cross_entropy",
 };
-static const char *const profile_names[FL_PROFILE_COUNT] = {"torchvision", "monai", "kornia", "keras"};
-static const char *const reduction_names[FL_REDUCTION_COUNT] = {"sum", "mean", "positives"};
+static const char *const profile_names[FL_PROFILE_COUNT] = {"torchvision", "monai", "kornia", "keras",
+                                                             "kornia_legacy"};
+static const char *const reduction_names[FL_REDUCTION_COUNT] = {"sum", "mean", "positives", "mean_elements"};
 
 static int parse_name(const char *const *names, int count, const char *name, int *out) {
   if (!name) return FL_EPARAM;
@@ -84,7 +86,11 @@ int fl_reduction_parse(const char *name, fl_reduction *out) {
 }
 
 int fl_loss_is_softmax(fl_loss v) {
-  return v == FL_SOFTMAX_FOCAL || v == FL_POLY1_SOFTMAX_FOCAL;
+  return v == FL_SOFTMAX_FOCAL || v == FL_POLY1_SOFTMAX_FOCAL || v == FL_CROSS_ENTROPY;
+}
+
+static int is_cross_entropy(fl_loss v) {
+  return v == FL_CROSS_ENTROPY || v == FL_BINARY_CROSS_ENTROPY;
 }
 
 void fl_params_init(fl_params *p, fl_loss loss) {
@@ -93,8 +99,8 @@ void fl_params_init(fl_params *p, fl_loss loss) {
   p->profile = FL_PROFILE_TORCHVISION;
   p->reduction = FL_REDUCE_SUM;
   p->input = FL_INPUT_LOGITS;
-  p->gamma = loss == FL_SIGMOID_FOCAL_STAR ? 1.0f : 2.0f;
-  p->alpha = fl_loss_is_softmax(loss) || loss == FL_ASL ? -1.0f : 0.25f;
+  p->gamma = loss == FL_SIGMOID_FOCAL_STAR ? 1.0f : is_cross_entropy(loss) ? 0.0f : 2.0f;
+  p->alpha = fl_loss_is_softmax(loss) || loss == FL_ASL || is_cross_entropy(loss) ? -1.0f : 0.25f;
   p->alpha_c = NULL;
   p->epsilon = 1.0f;
   p->gamma_pos = 1.0f;
@@ -117,6 +123,7 @@ int fl_params_check(const fl_params *p, int64_t c, int64_t *where) {
     return FL_EPARAM;
   if (!gamma_ok(p->gamma)) return FL_EGAMMA;
   if (p->loss == FL_SIGMOID_FOCAL_STAR && !(p->gamma > 0.0f)) return FL_EGAMMA;
+  if (is_cross_entropy(p->loss) && p->gamma != 0.0f) return FL_EGAMMA; /* a focusing CE is a focal loss */
   if (p->alpha_c) {
     for (int64_t k = 0; k < c; k++) {
       if (!(p->alpha_c[k] >= 0.0f && p->alpha_c[k] <= 1.0f)) {
@@ -134,11 +141,13 @@ int fl_params_check(const fl_params *p, int64_t c, int64_t *where) {
     if (!gamma_ok(p->gamma_pos) || !gamma_ok(p->gamma_neg)) return FL_EGAMMA;
     if (!(p->clip >= 0.0f && p->clip < 1.0f)) return FL_ECLIP;
   }
-  /* Profiles describe framework conventions for the plain focal losses only;
-   * MONAI and kornia define them on logits alone, and FL* needs logits. */
+  /* Profiles describe framework conventions for the plain focal losses only (the
+   * cross-entropy losses are torch's); MONAI and kornia define them on logits
+   * alone, and FL* needs logits. */
   if (p->profile != FL_PROFILE_TORCHVISION && p->loss != FL_SIGMOID_FOCAL && p->loss != FL_SOFTMAX_FOCAL)
     return FL_EUNSUPPORTED;
-  if ((p->profile == FL_PROFILE_MONAI || p->profile == FL_PROFILE_KORNIA) && p->input == FL_INPUT_PROBS)
+  if ((p->profile == FL_PROFILE_MONAI || p->profile == FL_PROFILE_KORNIA || p->profile == FL_PROFILE_KORNIA_LEGACY) &&
+      p->input == FL_INPUT_PROBS)
     return FL_EUNSUPPORTED;
   if (p->loss == FL_SIGMOID_FOCAL_STAR && p->input == FL_INPUT_PROBS) return FL_EUNSUPPORTED;
   return 0;
@@ -174,6 +183,7 @@ void fl__acc_finish(const fl__ctx *cx, int64_t i, const fl__acc *a) {
   double scale = 1.0;
   if (cx->p->reduction == FL_REDUCE_MEAN) scale = a->count > 0 ? 1.0 / (double)a->count : 0.0;
   else if (cx->p->reduction == FL_REDUCE_POSITIVES) scale = 1.0 / (double)(a->npos > 1 ? a->npos : 1);
+  else if (cx->p->reduction == FL_REDUCE_MEAN_ELEMENTS) scale = 1.0 / ((double)cx->m * (double)cx->c);
   cx->out->loss[i] = scale == 0.0 ? 0.0f : sat(a->loss * scale);
   if (cx->out->grad && scale != 1.0) {
     const int64_t len = cx->m * cx->c;
@@ -301,6 +311,13 @@ int fl_eval(const fl_out *out, const fl_batch *b, const fl_params *p, int64_t *w
   if (rc) return rc;
   if (b->n == 0) return 0; /* an empty batch has nothing to compute */
 
+  /* The cross-entropy losses are the focal losses at gamma 0 (checked above): the
+   * kernels see the focal loss, so the numbers are the focal loss's, bit for bit. */
+  fl_params focal = *p;
+  if (p->loss == FL_CROSS_ENTROPY) focal.loss = FL_SOFTMAX_FOCAL;
+  if (p->loss == FL_BINARY_CROSS_ENTROPY) focal.loss = FL_SIGMOID_FOCAL;
+  p = &focal;
+
   fl__ctx cx;
   memset(&cx, 0, sizeof cx);
   cx.b = b;
@@ -312,7 +329,9 @@ int fl_eval(const fl_out *out, const fl_batch *b, const fl_params *p, int64_t *w
   cx.probs = p->input == FL_INPUT_PROBS;
   cx.keras = p->profile == FL_PROFILE_KERAS;
   cx.monai = p->profile == FL_PROFILE_MONAI;
-  cx.kornia = p->profile == FL_PROFILE_KORNIA;
+  /* kornia's sigmoid focal loss is the same before and after 0.7.0; its softmax alpha is not */
+  cx.kornia = p->profile == FL_PROFILE_KORNIA || p->profile == FL_PROFILE_KORNIA_LEGACY;
+  cx.alpha_bg = p->profile == FL_PROFILE_MONAI || p->profile == FL_PROFILE_KORNIA;
   cx.poly1 = p->loss == FL_POLY1_SIGMOID_FOCAL || p->loss == FL_POLY1_SOFTMAX_FOCAL;
   cx.alpha_c = p->alpha_c;
   cx.alpha_on = p->alpha_c != NULL || p->alpha >= 0.0f;

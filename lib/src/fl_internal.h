@@ -15,7 +15,8 @@ typedef struct fl__ctx {
   int probs;           /* probability input */
   int keras;           /* keras profile: probabilities clipped to [1e-7, 1 - 1e-7] */
   int monai;
-  int kornia;
+  int kornia;          /* sigmoid: kornia's formula (both kornia profiles) */
+  int alpha_bg;        /* softmax: class 0 (background) gets 1 - alpha, the others alpha (MONAI, kornia >= 0.7) */
   int poly1;           /* add epsilon (1-p_t)^(gamma+1) */
   int alpha_on;        /* alpha or alpha_c set */
   float alpha;         /* scalar alpha when alpha_c is NULL */

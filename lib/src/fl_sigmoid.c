@@ -1,4 +1,4 @@
-/* fl_sigmoid.c — the sigmoid family: sigmoid focal (four profiles), FL*, Poly-1 and ASL.
+/* fl_sigmoid.c — the sigmoid family: sigmoid focal (every profile), FL*, Poly-1 and ASL.
  *
  * Every (position, class) element is an independent binary problem with
  * probability s = sigmoid(z) and target t in [0, 1]. One fused pass per

@@ -1,4 +1,4 @@
-/* fl_softmax.c — the softmax family: softmax focal (four profiles) and its Poly-1 extension.
+/* fl_softmax.c — the softmax family: softmax focal (every profile) and its Poly-1 extension.
  *
  * Each position is one multi-class problem over c classes. Rows are taken in
  * blocks of 16:
@@ -54,11 +54,11 @@ static inline vf one(void) {
   return vf_set(1.0f);
 }
 
-/* The alpha of class k: off, per-class, scalar, or MONAI's [1 - alpha, alpha, alpha, ...]. */
+/* The alpha of class k: off, per-class, scalar, or MONAI's and kornia's [1 - alpha, alpha, alpha, ...]. */
 FL__HOT float alpha_of(const fl__ctx *cx, int64_t k) {
   if (cx->alpha_c) return cx->alpha_c[k];
   if (!cx->alpha_on) return 1.0f;
-  if (cx->monai) return k == 0 ? 1.0f - cx->alpha : cx->alpha;
+  if (cx->alpha_bg) return k == 0 ? 1.0f - cx->alpha : cx->alpha;
   return cx->alpha;
 }
 

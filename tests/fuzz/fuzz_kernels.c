@@ -16,11 +16,15 @@
  *     finite gradients, a gradient norm equal to the gradient's norm, scores
  *     within their bounds, and nothing written for an empty batch;
  *   - the other variants (the same results within rounding);
- *   - float64 references: gamma = 0 sigmoid focal is alpha-weighted binary
- *     cross-entropy, gamma = 0 softmax focal is cross-entropy;
+ *   - float64 references: gamma = 0 sigmoid focal and binary_cross_entropy are
+ *     alpha-weighted binary cross-entropy, gamma = 0 softmax focal and
+ *     cross_entropy are cross-entropy;
+ *   - the focal losses: cross_entropy and binary_cross_entropy give the focal
+ *     loss's outputs at gamma 0 bit for bit;
  *   - itself: class-index labels and the equivalent one-hot targets give the
- *     same loss and gradient (they take different traversals), and the mean
- *     and positives reductions are the sum divided by the documented count.
+ *     same loss and gradient (they take different traversals), and the mean,
+ *     positives and mean_elements reductions are the sum divided by the
+ *     documented count.
  * A failed check prints the case and aborts, which libFuzzer reports as a crash.
  */
 #include <float.h>
@@ -562,6 +566,7 @@ static double reduce(const fcase *k, int64_t i, double sum) {
   switch (k->p.reduction) {
   case FL_REDUCE_MEAN: return count > 0 ? sum / (double)count : 0.0;
   case FL_REDUCE_POSITIVES: return sum / (double)(npos > 1 ? npos : 1);
+  case FL_REDUCE_MEAN_ELEMENTS: return sum / (double)(k->m * k->c); /* ignored positions count too */
   default: return sum;
   }
 }
@@ -578,7 +583,8 @@ static double target_at(const fcase *k, int64_t row, int64_t j, int *live) {
  * weighs the two terms, the others the whole; identical for hard targets). */
 static void check_bce_reference(const fcase *k, const result *res) {
   const int probs = k->p.input == FL_INPUT_PROBS;
-  if (k->p.loss != FL_SIGMOID_FOCAL || k->p.gamma != 0.0f || k->p.profile == FL_PROFILE_KERAS || !moderate(k)) return;
+  const int bce_loss = k->p.loss == FL_SIGMOID_FOCAL || k->p.loss == FL_BINARY_CROSS_ENTROPY;
+  if (!bce_loss || k->p.gamma != 0.0f || k->p.profile == FL_PROFILE_KERAS || !moderate(k)) return;
   const int64_t m = k->m, c = k->c;
   for (int64_t i = 0; i < k->n; i++) {
     double sum = 0.0;
@@ -602,7 +608,8 @@ static void check_bce_reference(const fcase *k, const result *res) {
         const double a = alpha_on ? alpha_class(k, q) : 1.0;
         const double ap = alpha_on ? a : 1.0, an = alpha_on ? 1.0 - a : 1.0;
         double l;
-        if (k->p.profile == FL_PROFILE_KORNIA) l = ap * t * nlp + an * (1.0 - t) * nln;
+        if (k->p.profile == FL_PROFILE_KORNIA || k->p.profile == FL_PROFILE_KORNIA_LEGACY)
+          l = ap * t * nlp + an * (1.0 - t) * nln;
         else l = (t * ap + (1.0 - t) * an) * (t * nlp + (1.0 - t) * nln);
         sum += l * (k->use_weights ? k->w[e] : 1.0);
       }
@@ -616,7 +623,8 @@ static void check_bce_reference(const fcase *k, const result *res) {
 /* gamma = 0 softmax focal: the alpha-weighted cross-entropy, -sum_k t_k alpha_k log p_k. */
 static void check_ce_reference(const fcase *k, const result *res) {
   const int probs = k->p.input == FL_INPUT_PROBS;
-  if (k->p.loss != FL_SOFTMAX_FOCAL || k->p.gamma != 0.0f || k->p.profile != FL_PROFILE_TORCHVISION || !moderate(k)) return;
+  const int ce_loss = k->p.loss == FL_SOFTMAX_FOCAL || k->p.loss == FL_CROSS_ENTROPY;
+  if (!ce_loss || k->p.gamma != 0.0f || k->p.profile != FL_PROFILE_TORCHVISION || !moderate(k)) return;
   const int64_t m = k->m, c = k->c;
   for (int64_t i = 0; i < k->n; i++) {
     double sum = 0.0;
@@ -649,6 +657,25 @@ static void check_ce_reference(const fcase *k, const result *res) {
 
 /* ------------------------------------------------------------------ self-consistency */
 
+/* cross_entropy and binary_cross_entropy are names for the focal losses at gamma 0: the same
+ * outputs, bit for bit, on the same instruction set. */
+static void check_focal_equivalent(const fcase *k, const result *res) {
+  if (k->p.loss != FL_CROSS_ENTROPY && k->p.loss != FL_BINARY_CROSS_ENTROPY) return;
+  fl_params p = k->p;
+  p.loss = k->p.loss == FL_CROSS_ENTROPY ? FL_SOFTMAX_FOCAL : FL_SIGMOID_FOCAL;
+  fl_batch b = batch_of(k);
+  result f;
+  eval(k, &p, &b, &f);
+  if (f.rc != 0) fail("%s succeeds where %s fails (%s)", fl_loss_name(k->p.loss), fl_loss_name(p.loss), fl_errname(f.rc));
+  const size_t n = (size_t)k->n, ne = (size_t)(k->n * k->m * k->c);
+  if (memcmp(res->loss, f.loss, n * sizeof *f.loss) != 0 ||
+      (res->grad && memcmp(res->grad, f.grad, ne * sizeof *f.grad) != 0) ||
+      (res->grad_norm && memcmp(res->grad_norm, f.grad_norm, n * sizeof *f.grad_norm) != 0) ||
+      (res->scores && memcmp(res->scores, f.scores, n * sizeof *f.scores) != 0))
+    fail("%s and %s at gamma 0 differ", fl_loss_name(k->p.loss), fl_loss_name(p.loss));
+  result_free(&f);
+}
+
 /* Class-index labels and the same labels as one-hot target rows (background:
  * a row of zeros) are the same problem; the kernels take different paths. */
 static void check_one_hot(const fcase *k, const result *res) {
@@ -668,7 +695,7 @@ static void check_one_hot(const fcase *k, const result *res) {
   result_free(&r2);
 }
 
-/* mean and positives are the sum divided by the documented counts; the gradient scales alike. */
+/* mean, positives and mean_elements are the sum divided by the documented counts; the gradient scales alike. */
 static void check_reduction(const fcase *k, const result *res) {
   if (res->rc != 0 || k->p.reduction == FL_REDUCE_SUM || k->n == 0) return;
   fl_params p = k->p;
@@ -720,6 +747,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       check_outputs(&k, q);
       check_bce_reference(&k, q);
       check_ce_reference(&k, q);
+      check_focal_equivalent(&k, q);
     }
     if (first < 0) first = v;
     else if (moderate(&k)) {

@@ -80,10 +80,12 @@ def json_seeds():
         "poly1_sigmoid_focal": {"epsilon": -1, "gamma": 2},
         "poly1_softmax_focal": {"epsilon": 2.5, "gamma": 0.5, "ignore_index": 255},
         "asl": {"gamma_pos": 0, "gamma_neg": 4, "clip": 0.05},
+        "cross_entropy": {"alpha": [0.5, 0.25, 1], "reduction": "mean"},
+        "binary_cross_entropy": {"gamma": 0, "alpha": 0.25},
     }
     for name, params in losses.items():
         c.add("loss-%s.json" % name, compact(dict(base, loss=dict(params, type=name))))
-    for profile in ("torchvision", "monai", "kornia", "keras"):
+    for profile in ("torchvision", "monai", "kornia", "keras", "kornia_legacy"):
         for kind in ("sigmoid_focal", "softmax_focal"):
             c.add("profile-%s-%s.json" % (profile, kind), compact(dict(base, loss={"type": kind, "profile": profile})))
     c.add("keras-probs.json", compact({"ids": ["a"], "probs": [[0.0, 0.0, 0.0]], "targets": [[0, 1, 0]],
@@ -267,8 +269,9 @@ def query_seeds():
 
 # ----------------------------------------------------------------------------- kernel recipes
 
-LOSSES = ["sigmoid_focal", "softmax_focal", "sigmoid_focal_star", "poly1_sigmoid_focal", "poly1_softmax_focal", "asl"]
-PROFILES = ["torchvision", "monai", "kornia", "keras"]
+LOSSES = ["sigmoid_focal", "softmax_focal", "sigmoid_focal_star", "poly1_sigmoid_focal", "poly1_softmax_focal", "asl",
+          "cross_entropy", "binary_cross_entropy"]
+PROFILES = ["torchvision", "monai", "kornia", "keras", "kornia_legacy"]
 
 
 def kernel_recipe(loss, profile=0, reduction=0, probs=False, targets=False, weights=False, alpha_c=False,
@@ -281,7 +284,7 @@ def kernel_recipe(loss, profile=0, reduction=0, probs=False, targets=False, weig
         out += bytes([(k * 5) % 6 for k in range(c)])  # alpha table indices
     grid = lambda k: 0xa0 + (k * 37) % 80  # x on the grid: logits -5 .. 4.9, probabilities 0 .. 1
     out += bytes(grid(k) for k in range(n * m * c))
-    softmax = LOSSES[loss] in ("softmax_focal", "poly1_softmax_focal")
+    softmax = LOSSES[loss] in ("softmax_focal", "poly1_softmax_focal", "cross_entropy")
     if targets:
         out += bytes(k % 7 for k in range(n * m * c))  # 0, 1, 0, 1, 0.5, 0.25, 0.9
     else:
@@ -307,6 +310,7 @@ def kernel_seeds():
     cp.add("rows-c17", kernel_recipe(0, c=17, ignore=1))            # row traversal at every vector width
     cp.add("planar-pairs-m16", kernel_recipe(0, c=2, m=16, n=1, grad=False))  # two-class masks, in registers
     cp.add("dense-m5-c5-mean", kernel_recipe(5, m=5, c=5, reduction=1, targets=True))
+    cp.add("mean-elements-ignored", kernel_recipe(1, m=4, c=3, reduction=3, ignore=4))  # ignore_index -100
     cp.add("binary-c1", kernel_recipe(0, c=1, n=6, label_type=2))
     cp.add("softmax-u8-labels", kernel_recipe(1, c=20, n=1, label_type=2, reduction=2))
     cp.add("empty-batch", kernel_recipe(0, n=0))

@@ -618,6 +618,45 @@ class LossNumbersTest(FocaldTestCase):
                              "loss": {"profile": profile, "alpha": 0.25, "gamma": 2}})
             self.assertClose(j["losses"][0], want, profile)
 
+    def test_loss_kornia_profiles_softmax_alpha(self):
+        # equal logits (p = 1/3), alpha .8, gamma .5: kornia >= 0.7 weighs class 0 by .2, the others by .8;
+        # kornia_legacy (before 0.7) weighs every class by .8
+        base = (2 / 3) ** 0.5 * math.log(3)
+        for profile, w0 in (("kornia", 0.2), ("kornia_legacy", 0.8)):
+            j = self.d.loss({"ids": ["a", "b"], "logits": [[0.5, 0.5, 0.5]] * 2, "targets": [0, 2],
+                             "loss": {"type": "softmax_focal", "profile": profile, "alpha": 0.8, "gamma": 0.5}})
+            self.assertClose(j["losses"][0], w0 * base, profile)
+            self.assertClose(j["losses"][1], 0.8 * base, profile)
+
+    def test_loss_cross_entropy_losses(self):
+        # cross_entropy is softmax focal at gamma 0: -log softmax([1, 2, 3])_2 = log(1 + e^-1 + e^-2)
+        j = self.d.loss({"loss": {"type": "cross_entropy"}, "ids": ["a"], "logits": [[1.0, 2.0, 3.0]], "targets": [2]})
+        self.assertClose(j["losses"][0], math.log(1 + math.exp(-1) + math.exp(-2)), "cross_entropy")
+        # binary_cross_entropy at logit 0 is log 2 whatever the target; alpha .25 weighs a positive by .25
+        body = {"loss": {"type": "binary_cross_entropy"}, "ids": ["a", "b"], "logits": [[0.0], [0.0]],
+                "targets": [1.0, 0.0]}
+        self.assertClose(self.d.loss(body)["losses"][1], math.log(2), "binary_cross_entropy")
+        body["loss"]["alpha"] = 0.25
+        got = self.d.loss(body)["losses"]
+        self.assertClose(got[0], 0.25 * math.log(2), "binary_cross_entropy, alpha")
+        self.assertClose(got[1], 0.75 * math.log(2), "binary_cross_entropy, alpha")
+
+    def test_loss_monai_mean_elements(self):
+        # MONAI 1.5.0's FocalLoss test: (1, 3, 2, 2) input as one sample of 4 positions x 3 classes
+        x = [[[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [0.5, 0.5, 0.5], [0.0, 0.0, 0.0]]]
+        for loss, want in (({"type": "softmax_focal", "profile": "monai"}, 0.16276),
+                           ({"type": "softmax_focal", "profile": "monai", "alpha": 0.8}, 0.08138),
+                           ({"profile": "monai", "alpha": None}, 0.34959)):
+            j = self.d.loss({"ids": ["a"], "logits": x, "targets": [[0, 1, 2, 0]],
+                             "loss": dict(loss, reduction="mean_elements")})
+            self.assertClose(j["losses"][0], want, str(loss), rel=1e-4, abs_=1e-4)
+
+    def test_loss_unknown_names_listed_from_the_library(self):
+        r = self.d.post("/v1/loss", {"ids": ["a"], "logits": [[1.0]], "targets": [1.0],
+                                     "loss": {"profile": "tensorflow"}})
+        self.assertEqual(r.status, 422)
+        self.assertIn("kornia_legacy", r.json()["detail"])
+
     def test_loss_scores_for_probabilities(self):
         j = self.d.loss({"loss": {"type": "softmax_focal"}, "ids": ["a"], "probs": [[0.2, 0.7, 0.1]],
                          "targets": [0]})
@@ -1602,6 +1641,10 @@ BAD_CASES = [
                                                     loss={"profile": "monai"})}, 422, "invalid_loss", "/loss/profile"),
     ("focal_star_gamma_zero", {"body": base_body(loss={"type": "sigmoid_focal_star", "gamma": 0})}, 422,
      "invalid_loss", "/loss/gamma"),
+    ("cross_entropy_gamma_two", {"body": base_body(loss={"type": "cross_entropy", "gamma": 2})}, 422,
+     "invalid_loss", "/loss/gamma"),
+    ("binary_cross_entropy_profile_monai", {"body": base_body(loss={"type": "binary_cross_entropy", "profile": "monai"})},
+     422, "invalid_loss", "/loss/profile"),
     ("loss_not_object", {"body": base_body(loss="sigmoid_focal")}, 422, "invalid_field", "/loss"),
     ("weights_wrong_row_count", {"body": base_body(weights=[[1, 1, 1]] * 2)}, 422, "shape_mismatch", "/weights"),
     ("weights_wrong_row_length", {"body": base_body(weights=[[1, 1]] * 3)}, 422, "shape_mismatch", "/weights/0"),

@@ -26,11 +26,14 @@ ASL_EPS = 1e-8
 CLEANLAB_MIN = 1e-6
 
 LOSSES = ["sigmoid_focal", "softmax_focal", "sigmoid_focal_star", "poly1_sigmoid_focal",
-          "poly1_softmax_focal", "asl"]
+          "poly1_softmax_focal", "asl", "cross_entropy", "binary_cross_entropy"]
+# The cross-entropy losses are the focal losses at gamma 0; check_cross_entropy_against_torch
+# holds them to torch.nn.functional's cross_entropy and binary_cross_entropy(_with_logits).
+FOCAL_OF = {"cross_entropy": "softmax_focal", "binary_cross_entropy": "sigmoid_focal"}
 
 
 def is_softmax(loss):
-    return loss in ("softmax_focal", "poly1_softmax_focal")
+    return loss in ("softmax_focal", "poly1_softmax_focal", "cross_entropy")
 
 
 def clamp_log(v):
@@ -78,7 +81,7 @@ def sigmoid_elements(P, z, t, a_pos, a_neg):
         one_minus_pt = t * (1 - xs_pos) + (1 - t) * (1 - xs_neg)
         return -(lpos + lneg) * spow(one_minus_pt, ge) * a_t
     one_minus_pt = t * (1 - s) + (1 - t) * s
-    if prof == "kornia":
+    if prof in ("kornia", "kornia_legacy"):   # kornia's binary focal loss did not change in 0.7.0
         return (-a_pos * t * spow(torch.sigmoid(-z), g) * torch.nn.functional.logsigmoid(z)
                 - a_neg * (1 - t) * spow(torch.sigmoid(z), g) * torch.nn.functional.logsigmoid(-z))
     if prof == "keras":
@@ -127,7 +130,8 @@ def alpha_vectors(P, c):
     if al < 0:
         ones = torch.ones(c)
         return ones, ones, ones
-    if is_softmax(P["loss"]) and P["profile"] == "monai":
+    if is_softmax(P["loss"]) and P["profile"] in ("monai", "kornia"):
+        # MONAI, and kornia since 0.7.0: class 0 (background) gets 1 - alpha, the others alpha
         ak = torch.full((c,), al)
         ak[0] = 1 - al
         return None, None, ak
@@ -136,6 +140,9 @@ def alpha_vectors(P, c):
 
 def evaluate(P, x, labels, targets, weights, n, m, c):
     """Returns (loss (n,), grad (n,m,c), grad_norm (n,)) in float64."""
+    if P["loss"] in FOCAL_OF:
+        assert P["gamma"] == 0 and P["profile"] == "torchvision", P
+        P = dict(P, loss=FOCAL_OF[P["loss"]])
     x64 = torch.tensor(np.asarray(x, dtype=np.float64).reshape(n, m, c))
     probs = P["input"] == "probs"
     softmax = is_softmax(P["loss"])
@@ -183,6 +190,8 @@ def evaluate(P, x, labels, targets, weights, n, m, c):
         scale = torch.where(count > 0, 1.0 / torch.clamp(count, min=1), torch.zeros_like(count))
     elif red == "positives":
         scale = 1.0 / torch.clamp(pos, min=1)
+    elif red == "mean_elements":
+        scale = torch.full((n,), 1.0 / (m * c))   # torch.mean over the unreduced (m, c) loss
     else:
         scale = torch.ones(n)
     loss = total * scale
@@ -349,6 +358,8 @@ def check_conventions():
     y, z = [0, 1, 0, 0], [-18.6, 0.51, 2.94, -12.8]
     assert abs(sig(z, y, profile="keras", alpha=-1, reduction="mean") - 0.691) < 5e-4
     assert abs(sig(z, y, profile="keras", reduction="mean") - 0.51) < 5e-3
+    check_kornia()
+    check_monai()
     P = dict(loss="softmax_focal", profile="torchvision", input="logits", gamma=2.0, alpha=-1,
              alpha_c=None, epsilon=1.0, reduction="sum", ignore=-1)
     v = evaluate(P, np.array([1, 2, 3], dtype=np.float32), [2], None, None, 1, 1, 3)[0][0]
@@ -357,6 +368,117 @@ def check_conventions():
     sc = scores(P, np.array([.2, .7, .1], dtype=np.float32), [0], None, 1, 1, 3)[0][0]
     for got, want in zip(sc[[0, 3, 4, 6]], [0.2, 0.25, 0.72984670, 1.06770783]):
         assert abs(got - want) < 1e-6, (got, want)
+
+
+def check_cross_entropy_against_torch():
+    """cross_entropy and binary_cross_entropy against torch.nn.functional: losses and (on logits) the
+    gradients autograd takes through torch's own functions. torch's `weight` is alpha_c under the sum
+    reduction (its weighted mean divides by the weights, focald's by the count)."""
+    F = torch.nn.functional
+    rng = np.random.default_rng(11)
+    n, m, c = 3, 4, 6
+    z = rng.normal(0, 5, size=(n, m, c)).astype(np.float32)
+    lab = rng.integers(0, c, size=(n, m))
+    lab[0, 1] = lab[2, 3] = -100
+    soft = rng.random((n, m, c)).astype(np.float32)
+    soft /= soft.sum(-1, keepdims=True)
+    w = rng.random(c).astype(np.float32)
+    zt = torch.tensor(z, dtype=torch.float64)
+
+    def ours(loss, red, labels=None, targets=None, alpha_c=None, inp="logits", x=z):
+        P = dict(loss=loss, profile="torchvision", input=inp, gamma=0.0, alpha=-1.0, alpha_c=alpha_c,
+                 epsilon=1.0, reduction=red, ignore=-100)
+        return evaluate(P, x.ravel(), labels, targets, None, n, m, c)
+
+    def close(a, b):
+        assert np.allclose(a, b, rtol=1e-12, atol=1e-14), (a, b)
+
+    for red in ("sum", "mean"):
+        zz = zt.clone().requires_grad_(True)
+        theirs = F.cross_entropy(zz.permute(0, 2, 1), torch.tensor(lab), ignore_index=-100, reduction="none")
+        theirs = theirs.sum(-1) / ((torch.tensor(lab) != -100).sum(-1) if red == "mean" else 1)
+        loss, grad, _ = ours("cross_entropy", red, labels=lab.ravel())
+        close(loss, theirs.detach().numpy())
+        close(grad, torch.autograd.grad(theirs.sum(), zz)[0].numpy())
+    loss, _, _ = ours("cross_entropy", "sum", labels=np.where(lab < 0, 0, lab).ravel(), alpha_c=list(w))
+    theirs = F.cross_entropy(zt.permute(0, 2, 1), torch.tensor(np.where(lab < 0, 0, lab)),
+                             weight=torch.tensor(w, dtype=torch.float64), reduction="none").sum(-1)
+    close(loss, theirs.numpy())
+    loss, _, _ = ours("cross_entropy", "sum", targets=soft.ravel())
+    theirs = F.cross_entropy(zt.permute(0, 2, 1), torch.tensor(soft, dtype=torch.float64).permute(0, 2, 1),
+                             reduction="none").sum(-1)
+    close(loss, theirs.numpy())
+
+    t = (rng.random((n, m, c)) < 0.4).astype(np.float32)
+    t[0] = rng.random((m, c))
+    tt = torch.tensor(t, dtype=torch.float64)
+    for red in ("sum", "mean"):
+        zz = zt.clone().requires_grad_(True)
+        theirs = F.binary_cross_entropy_with_logits(zz, tt, reduction="none").sum((-1, -2)) / (m * c if red == "mean" else 1)
+        loss, grad, _ = ours("binary_cross_entropy", red, targets=t.ravel())
+        close(loss, theirs.detach().numpy())
+        close(grad, torch.autograd.grad(theirs.sum(), zz)[0].numpy())
+    probs = rng.random((n, m, c)).astype(np.float32)
+    probs[0, 0, :3] = [0.0, 1.0, 1e-30]
+    loss, _, _ = ours("binary_cross_entropy", "sum", targets=t.ravel(), inp="probs", x=probs)
+    theirs = F.binary_cross_entropy(torch.tensor(probs, dtype=torch.float64), tt, reduction="none").sum((-1, -2))
+    close(loss, theirs.numpy())
+
+
+def check_kornia():
+    """kornia.losses.focal_loss on fixed inputs of the kind its tests draw (alpha .8, gamma .5, the
+    shape of test_value_ignore_index): v0.8.3 for `kornia`, v0.6.12 for `kornia_legacy`, per-sample
+    sums. kornia's one_hot adds 1e-6 to every class; focald's is exact: hence 1e-5 relative."""
+    x = np.array([0.12, 0.85, 0.47, 0.33, 0.02, 0.91, 0.64, 0.58, 0.19, 0.07, 0.76, 0.40, 0.95, 0.28, 0.61,
+                  0.50, 0.50, 0.50, 0.81, 0.14, 0.36, 0.29, 0.93, 0.05, 0.44, 0.67, 0.88, 0.71, 0.22, 0.09,
+                  0.16, 0.39, 0.53, 0.98, 0.60, 0.31], dtype=np.float32)
+    cases = (("kornia", [0, 2, -100, 1, 0, -100, -100, 1, 0, 2, 0, 1], [1.22998973, 2.55783672]),
+             ("kornia", [0, 2, 1, 1, 0, 2, 0, 1, 0, 2, 0, 1], [2.58985689, 2.66974451]),
+             ("kornia_legacy", [0, 2, 1, 1, 0, 2, 0, 1, 0, 2, 0, 1], [3.74055676, 4.36660749]))
+    for prof, labels, want in cases:
+        P = dict(loss="softmax_focal", profile=prof, input="logits", gamma=0.5, alpha=0.8, alpha_c=None,
+                 epsilon=1.0, reduction="sum", ignore=-100)
+        got = evaluate(P, x, labels, None, None, 2, 6, 3)[0]
+        assert np.allclose(got, want, rtol=1e-5, atol=0), (prof, got, want)
+    # kornia 0.8.3's reduction="mean" (over batch, classes and positions) of the second case
+    P = dict(loss="softmax_focal", profile="kornia", input="logits", gamma=0.5, alpha=0.8, alpha_c=None,
+             epsilon=1.0, reduction="mean_elements", ignore=-100)
+    got = evaluate(P, x, cases[1][1], None, None, 2, 6, 3)[0].mean()
+    assert abs(got - 0.146100039) <= 1e-5 * 0.146100039, got
+
+
+def check_monai():
+    """MONAI 1.5.0's tests/losses/test_focal_loss.py TEST_CASES (to_onehot_y=True; atol and rtol 1e-4 as
+    there): input (1, 3, 2, 2) with every class's map [[1, 1], [.5, 0]], labels [[0, 1], [2, 0]]."""
+    x = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.0, 0.0, 0.0], dtype=np.float32)  # (m=4, c=3)
+    labels = [0, 1, 2, 0]
+    onehot = np.eye(3, dtype=np.float32)[labels]
+
+    def monai(loss, red, alpha=-1.0, x=x, t=onehot.ravel(), n=1, m=4, c=3, weights=None):
+        P = dict(loss=loss, profile="monai", input="logits", gamma=2.0, alpha=alpha, alpha_c=None, epsilon=1.0,
+                 reduction=red, ignore=-1)
+        if loss == "softmax_focal":
+            return evaluate(P, x, labels, None, None, n, m, c)[0]
+        return evaluate(P, x, None, t, weights, n, m, c)[0]
+
+    def close(got, want):
+        assert np.allclose(got, want, rtol=1e-4, atol=1e-4), (got, want)
+
+    close(monai("sigmoid_focal", "mean_elements"), 0.34959)
+    close(monai("sigmoid_focal", "mean_elements", alpha=0.8), 0.08423)
+    close(monai("softmax_focal", "mean_elements"), 0.16276)
+    close(monai("softmax_focal", "mean_elements", alpha=0.8), 0.08138)
+    # include_background=False: MONAI drops channel 0 of input and target
+    close(monai("sigmoid_focal", "mean_elements", x=x.reshape(4, 3)[:, 1:].ravel(), t=onehot[:, 1:].ravel(), c=2),
+          0.36498)
+    # reduction="none", without and with weight=[0.5, 0.1, 0.2]: every element its own sample
+    none = [[0.02266, 0.70187, 0.37741, 0.17329], [0.70187, 0.02266, 0.37741, 0.17329],
+            [0.70187, 0.70187, 0.06757, 0.17329]]   # (class, position)
+    weighted = [[0.01133, 0.35093, 0.18871, 0.08664], [0.07019, 0.00227, 0.03774, 0.01733],
+                [0.14037, 0.14037, 0.01352, 0.03466]]
+    w = np.tile(np.array([0.5, 0.1, 0.2], dtype=np.float32), 4)
+    close(monai("sigmoid_focal", "sum", n=12, m=1, c=1), np.array(none).T.ravel())
+    close(monai("sigmoid_focal", "sum", n=12, m=1, c=1, weights=w), np.array(weighted).T.ravel())
 
 
 # ---------------------------------------------------------------- cases
@@ -529,13 +651,87 @@ def generate(out):
                    targets=soft_rows(rng, 12, 7))
 
 
+def generate_kornia(out):
+    """kornia before and after 0.7.0 (its own generator, so that the cases above stay as they were)."""
+    rng = np.random.default_rng(20261205)
+    for prof in ("kornia", "kornia_legacy"):
+        for g in (0.0, 0.5, 2.0):
+            x = logits(rng, 5 * 2 * 6, spread=4.0)
+            labels = rng.integers(-1, 6, size=10)
+            write_case(out, f"softmax_{prof}_ignore_g{g}", params("softmax_focal", profile=prof, gamma=g, alpha=0.8),
+                       5, 2, 6, x, labels=labels)
+            write_case(out, f"softmax_soft_{prof}_alpha_g{g}", params("softmax_focal", profile=prof, gamma=g,
+                                                                       alpha=0.8), 5, 2, 6, x,
+                       targets=soft_rows(rng, 10, 6))
+        x = logits(rng, 4 * 3 * 7)
+        t = rng.random(4 * 3 * 7).astype(np.float32)
+        write_case(out, f"sigmoid_soft_{prof}", params(profile=prof, alpha=0.8, gamma=0.5), 4, 3, 7, x, targets=t)
+
+
+def generate_cross_entropy(out):
+    """The two cross-entropy losses in every traversal (their own generator, so that the cases above
+    stay as they were)."""
+    rng = np.random.default_rng(20261206)
+    for red in ("sum", "mean", "positives"):
+        x = logits(rng, 4 * 5 * 12)
+        labels = rng.integers(-1, 12, size=20)
+        write_case(out, f"cross_entropy_index_{red}", params("cross_entropy", gamma=0.0, reduction=red), 4, 5, 12, x,
+                   labels=labels, weights=(rng.random(20) * 2).astype(np.float32))
+        write_case(out, f"cross_entropy_soft_alpha_c_{red}",
+                   params("cross_entropy", gamma=0.0, reduction=red, alpha_c=list(rng.random(12))), 4, 5, 12, x,
+                   targets=soft_rows(rng, 20, 12))
+        write_case(out, f"cross_entropy_probs_{red}", params("cross_entropy", gamma=0.0, reduction=red, input="probs"),
+                   8, 1, 5, soft_rows(rng, 8, 5), labels=rng.integers(0, 5, size=8))
+        for (n, m, c) in [(3, 4, 20), (4, 6, 3)]:
+            x = logits(rng, n * m * c)
+            labels = rng.integers(-1, c + 1, size=n * m)
+            write_case(out, f"binary_cross_entropy_index_{n}x{m}x{c}_{red}",
+                       params("binary_cross_entropy", gamma=0.0, reduction=red), n, m, c, x, labels=labels)
+        x = logits(rng, 5 * 3 * 7)
+        t = rng.random(5 * 3 * 7).astype(np.float32)
+        t[::4] = np.round(t[::4])
+        write_case(out, f"binary_cross_entropy_soft_weighted_{red}",
+                   params("binary_cross_entropy", gamma=0.0, reduction=red, alpha=0.25), 5, 3, 7, x, targets=t,
+                   weights=(rng.random(5 * 3 * 7) * 2).astype(np.float32))
+        write_case(out, f"binary_cross_entropy_probs_{red}",
+                   params("binary_cross_entropy", gamma=0.0, reduction=red, input="probs"), 5, 4, 6,
+                   probabilities(rng, 5 * 4 * 6), targets=(rng.random(5 * 4 * 6) < 0.4).astype(np.float32))
+
+
+def generate_mean_elements(out):
+    """The mean over every element (MONAI's and kornia's "mean"), with ignored and background labels,
+    soft targets and weights (its own generator, so that the cases above stay as they were)."""
+    rng = np.random.default_rng(20261207)
+    for prof in ("torchvision", "monai", "kornia"):
+        x = logits(rng, 4 * 6 * 5)
+        labels = rng.integers(-1, 6, size=24)
+        write_case(out, f"sigmoid_index_mean_elements_{prof}", params(profile=prof, reduction="mean_elements"),
+                   4, 6, 5, x, labels=labels, weights=(rng.random(4 * 6 * 5) * 2).astype(np.float32))
+        x = logits(rng, 3 * 4 * 20)
+        t = rng.random(3 * 4 * 20).astype(np.float32)
+        write_case(out, f"sigmoid_soft_mean_elements_{prof}", params(profile=prof, reduction="mean_elements"),
+                   3, 4, 20, x, targets=t)
+        x = logits(rng, 5 * 4 * 6, spread=4.0)
+        labels = rng.integers(-1, 6, size=20)
+        write_case(out, f"softmax_mean_elements_{prof}",
+                   params("softmax_focal", profile=prof, alpha=0.25, reduction="mean_elements"), 5, 4, 6, x,
+                   labels=labels, weights=(rng.random(20) * 2).astype(np.float32))
+        write_case(out, f"softmax_soft_mean_elements_{prof}",
+                   params("softmax_focal", profile=prof, alpha=0.25, reduction="mean_elements"), 5, 4, 6, x,
+                   targets=soft_rows(rng, 20, 6))
+
+
 def main():
     check_against_torchvision()
+    check_cross_entropy_against_torch()
     check_conventions()
     path = sys.argv[1] if len(sys.argv) > 1 else "tests/golden/lib_golden.txt"
     with open(path, "w") as out:
         out.write("# focald loss-library golden vectors: generated by tests/reference/focal_ref.py; do not edit.\n")
         generate(out)
+        generate_kornia(out)
+        generate_cross_entropy(out)
+        generate_mean_elements(out)
     print(f"wrote {path}")
 
 

@@ -88,6 +88,175 @@ static void test_lib_conventions_profiles_soft_target(void **state) {
   }
 }
 
+/* kornia's own test cases, from tests/losses/test_focal_loss.py at kornia v0.8.3 (commit d6bb4bf0d8a0;
+ * kornia.losses.focal_loss as changed by kornia #2393, first released in 0.7.0). kornia's tests draw
+ * their inputs with torch.rand; the inputs here are fixed values of that kind, and the expected
+ * values are what kornia's focal_loss and binary_focal_loss_with_logits return for them (v0.8.3 for
+ * `kornia`, v0.6.12 for `kornia_legacy`), summed per sample. kornia's one_hot adds 1e-6 to every
+ * class (focald's one-hot is exact), which moves these sums by up to 5e-6 relative: hence 1e-5. */
+static const float kornia_x[2 * 6 * 3] = {
+    /* (n = 2, m = 6 positions, c = 3): kornia's (B, C, H, W) = (2, 3, 3, 2) with the classes last */
+    0.12f, 0.85f, 0.47f, 0.33f, 0.02f, 0.91f, 0.64f, 0.58f, 0.19f, 0.07f, 0.76f, 0.40f, 0.95f, 0.28f, 0.61f, 0.50f, 0.50f, 0.50f,
+    0.81f, 0.14f, 0.36f, 0.29f, 0.93f, 0.05f, 0.44f, 0.67f, 0.88f, 0.71f, 0.22f, 0.09f, 0.16f, 0.39f, 0.53f, 0.98f, 0.60f, 0.31f,
+};
+
+static void kornia_softmax(fl_profile prof, const int64_t *y, int64_t ignore, float out[2]) {
+  fl_params p;
+  fl_params_init(&p, FL_SOFTMAX_FOCAL);
+  p.profile = prof;
+  p.alpha = 0.8f;
+  p.gamma = 0.5f;
+  p.ignore_index = ignore;
+  fl_batch b = {.n = 2, .m = 6, .c = 3, .x = kornia_x, .labels = y, .label_type = FL_LABEL_I64};
+  fl_out o = {.loss = out};
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+}
+
+static void test_lib_kornia_published_cases(void **state) {
+  (void)state;
+  float got[2], legacy[2];
+  /* test_value_ignore_index (alpha 0.8, gamma 0.5; ignore_index -100 and 255): ignored positions add
+   * nothing, and class 0 is weighted 1 - alpha = 0.2, the other classes alpha = 0.8. */
+  const int64_t ignores[2] = {-100, 255};
+  for (int k = 0; k < 2; k++) {
+    const int64_t ig = ignores[k];
+    const int64_t y[12] = {0, 2, ig, 1, 0, ig, ig, 1, 0, 2, 0, 1};
+    kornia_softmax(FL_PROFILE_KORNIA, y, ig, got);
+    assert_true(fabs(got[0] - 1.22998973) <= 1e-5 * 1.22998973);
+    assert_true(fabs(got[1] - 2.55783672) <= 1e-5 * 2.55783672);
+  }
+  /* every position labelled: kornia 0.8.3 against kornia 0.6.12 (alpha 0.8 on every class) */
+  const int64_t y[12] = {0, 2, 1, 1, 0, 2, 0, 1, 0, 2, 0, 1};
+  kornia_softmax(FL_PROFILE_KORNIA, y, -100, got);
+  kornia_softmax(FL_PROFILE_KORNIA_LEGACY, y, -100, legacy);
+  assert_true(fabs(got[0] - 2.58985689) <= 1e-5 * 2.58985689);
+  assert_true(fabs(got[1] - 2.66974451) <= 1e-5 * 2.66974451);
+  assert_true(fabs(legacy[0] - 3.74055676) <= 1e-5 * 3.74055676);
+  assert_true(fabs(legacy[1] - 4.36660749) <= 1e-5 * 4.36660749);
+  /* position 5 of sample 0 has equal logits (p = 1/3) and label 2; relabelled 0, kornia >= 0.7 weighs
+   * it by 0.2 instead of 0.8: the 4x of class-0 positions, exactly (2/3)^0.5 ln 3 (0.8 - 0.2) less */
+  int64_t y0[12];
+  memcpy(y0, y, sizeof y0);
+  y0[5] = 0;
+  float moved[2];
+  kornia_softmax(FL_PROFILE_KORNIA, y0, -100, moved);
+  assert_close(got[0] - moved[0], sqrt(2.0 / 3.0) * log(3.0) * 0.6);
+  kornia_softmax(FL_PROFILE_KORNIA_LEGACY, y0, -100, moved);
+  assert_close(legacy[0], moved[0]);
+  /* kornia 0.8.3's reduction="mean" divides by batch x classes x positions: the batch's mean of mean_elements */
+  {
+    fl_params p;
+    fl_params_init(&p, FL_SOFTMAX_FOCAL);
+    p.profile = FL_PROFILE_KORNIA;
+    p.alpha = 0.8f;
+    p.gamma = 0.5f;
+    p.reduction = FL_REDUCE_MEAN_ELEMENTS;
+    fl_batch b = {.n = 2, .m = 6, .c = 3, .x = kornia_x, .labels = y, .label_type = FL_LABEL_I64};
+    fl_out o = {.loss = got};
+    assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+    assert_true(fabs((got[0] + got[1]) / 2 - 0.146100039) <= 1e-5 * 0.146100039);
+  }
+
+  /* TestBinaryFocalLossWithLogits (unchanged by 0.7.0, so the same under both profiles) */
+  for (int k = 0; k < 2; k++) {
+    fl_params p;
+    fl_params_init(&p, FL_SIGMOID_FOCAL);
+    p.profile = k ? FL_PROFILE_KORNIA_LEGACY : FL_PROFILE_KORNIA;
+    /* test_numeric_stability: logits [100, -100], targets [1, 0], alpha .25, gamma 2: both 0 */
+    const float xs[2] = {100.0f, -100.0f}, ts[2] = {1.0f, 0.0f};
+    float l = loss1(&p, xs, ts, 1, 2);
+    assert_true(l >= 0.0f && l < 1e-30f);
+    /* kornia 0.6.12's documented example: logits [6.325, 5.26, 87.49], targets [1, 1, 0], mean: 21.8725 */
+    const float xd[3] = {6.325f, 5.26f, 87.49f}, td[3] = {1.0f, 1.0f, 0.0f};
+    p.reduction = FL_REDUCE_MEAN;
+    assert_close(loss1(&p, xd, td, 1, 3), 21.8725000);
+    /* test_value_same_as_torch_bce_loss: alpha None, gamma 0 is binary_cross_entropy_with_logits,
+     * soft targets included */
+    p.reduction = FL_REDUCE_SUM;
+    p.alpha = -1.0f;
+    p.gamma = 0.0f;
+    const float xb[6] = {0.37f, 0.91f, 0.05f, 0.62f, 0.18f, 0.77f}, tb[6] = {0.42f, 0.08f, 0.96f, 0.55f, 0.31f, 0.69f};
+    double want = 0.0;
+    for (int e = 0; e < 6; e++) want += bce(xb[e], tb[e]);
+    assert_close(loss1(&p, xb, tb, 2, 3), want);
+  }
+}
+
+/* MONAI's own test cases: tests/losses/test_focal_loss.py TEST_CASES at MONAI 1.5.0 (commit d388d1c6f),
+ * with to_onehot_y=True. MONAI's input is (1, 3, 2, 2) with every class's map [[1, 1], [0.5, 0]] and
+ * labels [[0, 1], [2, 0]]; here (n = 1, m = 4 positions, c = 3). Its reduction="mean" divides by
+ * positions x classes: focald's mean_elements. Its expected values have five decimals and its test
+ * allows 1e-4 absolute and relative; so does this one. */
+static const float monai_x[4 * 3] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0.5f, 0.5f, 0.5f, 0.0f, 0.0f, 0.0f};
+static const int64_t monai_y[4] = {0, 1, 2, 0};
+static const float monai_onehot[4 * 3] = {1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0};
+
+static void assert_monai(double got, double want) {
+  if (!(fabs(got - want) <= 1e-4 + 1e-4 * fabs(want))) fail_msg("%.9g, MONAI's test expects %.5f", got, want);
+}
+
+static void test_lib_monai_published_cases(void **state) {
+  (void)state;
+  fl_params p;
+  fl_params_init(&p, FL_SIGMOID_FOCAL);
+  p.profile = FL_PROFILE_MONAI;
+  p.alpha = -1.0f; /* MONAI's alpha defaults to None */
+  p.reduction = FL_REDUCE_MEAN_ELEMENTS;
+  assert_monai(loss1(&p, monai_x, monai_onehot, 4, 3), 0.34959);
+  p.alpha = 0.8f;
+  assert_monai(loss1(&p, monai_x, monai_onehot, 4, 3), 0.08423);
+  /* include_background=False: MONAI drops channel 0 of input and target before the loss */
+  float xb[4 * 2], tb[4 * 2];
+  for (int j = 0; j < 4; j++)
+    for (int k = 0; k < 2; k++) {
+      xb[j * 2 + k] = monai_x[j * 3 + k + 1];
+      tb[j * 2 + k] = monai_onehot[j * 3 + k + 1];
+    }
+  p.alpha = -1.0f;
+  assert_monai(loss1(&p, xb, tb, 4, 2), 0.36498);
+  /* focald's mean divides the sigmoid family by the elements too; the softmax family by positions */
+  p.reduction = FL_REDUCE_MEAN;
+  assert_monai(loss1(&p, monai_x, monai_onehot, 4, 3), 0.34959);
+
+  /* reduction="none", without and with weight=[0.5, 0.1, 0.2]: one element per sample, (class, position) order there */
+  static const double none[3][4] = {{0.02266, 0.70187, 0.37741, 0.17329},
+                                    {0.70187, 0.02266, 0.37741, 0.17329},
+                                    {0.70187, 0.70187, 0.06757, 0.17329}};
+  static const double weighted[3][4] = {{0.01133, 0.35093, 0.18871, 0.08664},
+                                        {0.07019, 0.00227, 0.03774, 0.01733},
+                                        {0.14037, 0.14037, 0.01352, 0.03466}};
+  const float cw[3] = {0.5f, 0.1f, 0.2f};
+  float w[12], out[12];
+  for (int e = 0; e < 12; e++) w[e] = cw[e % 3];
+  fl_params_init(&p, FL_SIGMOID_FOCAL);
+  p.profile = FL_PROFILE_MONAI;
+  p.alpha = -1.0f;
+  fl_batch b = {.n = 12, .m = 1, .c = 1, .x = monai_x, .targets = monai_onehot};
+  fl_out o = {.loss = out};
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  for (int e = 0; e < 12; e++) assert_monai(out[e], none[e % 3][e / 3]);
+  b.weights = w;
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  for (int e = 0; e < 12; e++) assert_monai(out[e], weighted[e % 3][e / 3]);
+
+  /* use_softmax=True, without and with alpha 0.8 (class 0 gets 0.2) */
+  float got;
+  fl_params_init(&p, FL_SOFTMAX_FOCAL);
+  p.profile = FL_PROFILE_MONAI;
+  p.reduction = FL_REDUCE_MEAN_ELEMENTS;
+  fl_batch bs = {.n = 1, .m = 4, .c = 3, .x = monai_x, .labels = monai_y, .label_type = FL_LABEL_I64};
+  o.loss = &got;
+  assert_int_equal(fl_eval(&o, &bs, &p, NULL), 0);
+  assert_monai(got, 0.16276);
+  p.alpha = 0.8f;
+  assert_int_equal(fl_eval(&o, &bs, &p, NULL), 0);
+  assert_monai(got, 0.08138);
+  /* every class's logit equal: p = 1/3, so the mean is (2/3)^2 ln 3 over the three classes */
+  p.alpha = -1.0f;
+  assert_int_equal(fl_eval(&o, &bs, &p, NULL), 0);
+  assert_close(got, 4.0 / 9.0 * log(3.0) / 3.0);
+}
+
 static void test_lib_conventions_keras_doc_example(void **state) {
   (void)state;
   /* Keras BinaryFocalCrossentropy's documented example: mean over the last axis. */
@@ -167,6 +336,115 @@ static void test_lib_gamma0_is_cross_entropy(void **state) {
   fl_out o = {.loss = &got};
   assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
   assert_close(got, want);
+}
+
+/* Evaluates b under p with every output asked for; returns fl_eval's code. */
+static int eval_all(const fl_params *p, const fl_batch *b, float *loss, float *grad, float *gn, fl_score *sc) {
+  fl_out o = {.loss = loss, .grad = grad, .grad_norm = gn, .scores = sc};
+  return fl_eval(&o, b, p, NULL);
+}
+
+/* cross_entropy and binary_cross_entropy are the focal losses at gamma 0, bit for bit, in every
+ * traversal (labels, soft rows, weights, probabilities, each reduction), and they are torch's. */
+static void test_lib_cross_entropy_losses(void **state) {
+  (void)state;
+  enum { N = 3, M = 5, C = 17 };
+  static float x[N * M * C], px[N * M * C], t[N * M * C], w[N * M * C];
+  int64_t y[N * M];
+  for (int i = 0; i < N * M * C; i++) {
+    x[i] = frand(-20, 20);
+    px[i] = frand(0, 1);
+    t[i] = i % 4 == 0 ? frand(0, 1) : (float)(i % 3 == 0);
+    w[i] = frand(0, 2);
+  }
+  for (int r = 0; r < N * M; r++) y[r] = r % 4 == 3 ? -1 : (r * 5) % C;
+  float alpha_c[C];
+  for (int k = 0; k < C; k++) alpha_c[k] = frand(0, 1);
+  const fl_loss pairs[2][2] = {{FL_CROSS_ENTROPY, FL_SOFTMAX_FOCAL}, {FL_BINARY_CROSS_ENTROPY, FL_SIGMOID_FOCAL}};
+  for (int pi = 0; pi < 2; pi++) {
+    for (int variant = 0; variant < 2 * 2 * 2 * 2 * FL_REDUCTION_COUNT; variant++) {
+      const int soft = variant & 1, weighted = (variant >> 1) & 1, probs = (variant >> 2) & 1,
+                alpha = (variant >> 3) & 1, red = variant >> 4;
+      fl_params ce, focal;
+      fl_params_init(&ce, pairs[pi][0]);
+      fl_params_init(&focal, pairs[pi][1]);
+      assert_true(ce.gamma == 0.0f && ce.alpha < 0.0f);
+      focal.gamma = 0.0f;
+      focal.alpha = -1.0f;
+      ce.reduction = focal.reduction = (fl_reduction)red;
+      ce.input = focal.input = probs ? FL_INPUT_PROBS : FL_INPUT_LOGITS;
+      if (alpha) ce.alpha_c = focal.alpha_c = alpha_c;
+      /* softmax probability rows need not sum to 1 here: both take them as given */
+      fl_batch b = {.n = N, .m = M, .c = C, .x = probs ? px : x, .label_type = FL_LABEL_I64};
+      if (soft) b.targets = t;
+      else b.labels = y;
+      if (weighted) b.weights = w;
+      float l1[N], l2[N], g1[N * M * C], g2[N * M * C], n1[N], n2[N];
+      fl_score s1[N], s2[N];
+      assert_int_equal(eval_all(&ce, &b, l1, g1, n1, s1), 0);
+      assert_int_equal(eval_all(&focal, &b, l2, g2, n2, s2), 0);
+      assert_memory_equal(l1, l2, sizeof l1);
+      assert_memory_equal(g1, g2, sizeof g1);
+      assert_memory_equal(n1, n2, sizeof n1);
+      assert_memory_equal(s1, s2, sizeof s1);
+    }
+  }
+
+  /* torch.nn.functional (torch 1.13, float64) on these float32 inputs */
+  const float z[3 * 4] = {1.5f, -0.25f, 3.0f, 0.75f, -2.0f, 0.5f, 0.125f, 4.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  const int64_t yz[3] = {2, 0, 3}, yi[3] = {2, -100, 3};
+  const float wz[4] = {0.1f, 0.2f, 0.3f, 0.4f};
+  const float tz[3 * 4] = {0.1f, 0.2f, 0.6f, 0.1f, 0.5f, 0.0f, 0.25f, 0.25f, 0.0f, 0.0f, 0.0f, 1.0f};
+  fl_params p;
+  float got;
+  fl_out o = {.loss = &got};
+  fl_params_init(&p, FL_CROSS_ENTROPY);
+  fl_batch b = {.n = 1, .m = 3, .c = 4, .x = z, .labels = yz, .label_type = FL_LABEL_I64};
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  assert_close(got, 7.75118694); /* cross_entropy(z, y, reduction="sum") */
+  p.alpha_c = wz;
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  assert_close(got, 1.25357515); /* cross_entropy(z, y, weight=w, reduction="sum") */
+  fl_params_init(&p, FL_CROSS_ENTROPY);
+  p.ignore_index = -100;
+  p.reduction = FL_REDUCE_MEAN;
+  b.labels = yi;
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  assert_close(got, 0.84956749); /* cross_entropy(z, [2, -100, 3]): the mean over rows not ignored */
+  fl_params_init(&p, FL_CROSS_ENTROPY);
+  b.labels = NULL;
+  b.targets = tz;
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  assert_close(got, 6.74493696); /* cross_entropy with probability targets, reduction="sum" */
+
+  const float xb[6] = {0.37f, -2.5f, 0.0f, 6.0f, -14.0f, 1.25f}, tb[6] = {0.42f, 0.0f, 1.0f, 0.55f, 1.0f, 0.0f};
+  const float wb[6] = {1.0f, 2.0f, 0.5f, 0.0f, 3.0f, 1.5f};
+  const float pb[6] = {0.0f, 0.25f, 1.0f, 0.5f, 1e-30f, 0.9f}, tp[6] = {1.0f, 0.0f, 0.0f, 0.3f, 0.0f, 1.0f};
+  fl_params_init(&p, FL_BINARY_CROSS_ENTROPY);
+  assert_close(loss1(&p, xb, tb, 2, 3), 19.7162054); /* binary_cross_entropy_with_logits, "sum" */
+  p.reduction = FL_REDUCE_MEAN;
+  assert_close(loss1(&p, xb, tb, 2, 3), 3.28603423); /* "mean" */
+  fl_params_init(&p, FL_BINARY_CROSS_ENTROPY);
+  fl_batch bw = {.n = 1, .m = 2, .c = 3, .x = xb, .targets = tb, .weights = wb};
+  assert_int_equal(fl_eval(&o, &bw, &p, NULL), 0);
+  assert_close(got, 45.4970121); /* weight=w, "sum" */
+  p.input = FL_INPUT_PROBS;
+  assert_close(loss1(&p, pb, tp, 2, 3), 201.08619); /* binary_cross_entropy on probabilities: logs clamped at -100 */
+
+  /* gamma is 0 and the profile torchvision; alpha may be set */
+  for (int pi = 0; pi < 2; pi++) {
+    fl_params_init(&p, pairs[pi][0]);
+    p.gamma = 2.0f;
+    assert_int_equal(fl_params_check(&p, 4, NULL), FL_EGAMMA);
+    p.gamma = 0.0f;
+    p.alpha = 0.25f;
+    assert_int_equal(fl_params_check(&p, 4, NULL), 0);
+    for (int prof = 1; prof < FL_PROFILE_COUNT; prof++) {
+      p.profile = (fl_profile)prof;
+      assert_int_equal(fl_params_check(&p, 4, NULL), FL_EUNSUPPORTED);
+    }
+  }
+  assert_true(fl_loss_is_softmax(FL_CROSS_ENTROPY) && !fl_loss_is_softmax(FL_BINARY_CROSS_ENTROPY));
 }
 
 static void test_lib_alpha_off_is_unweighted(void **state) {
@@ -557,6 +835,24 @@ static void test_lib_reductions(void **state) {
   double s0 = loss1(&p, x, none, M, C);
   p.reduction = FL_REDUCE_POSITIVES;
   assert_close(loss1(&p, x, none, M, C), s0); /* max(1, 0) */
+
+  /* mean_elements divides by m * c whatever is ignored; mean by what is not ignored (softmax: positions) */
+  const int64_t y[M] = {0, -1, 3, 2, -1, 1};
+  const fl_loss losses[2] = {FL_SIGMOID_FOCAL, FL_SOFTMAX_FOCAL};
+  for (int li = 0; li < 2; li++) {
+    fl_params_init(&p, losses[li]);
+    fl_batch b = {.n = 1, .m = M, .c = C, .x = x, .labels = y, .label_type = FL_LABEL_I64};
+    float l[FL_REDUCTION_COUNT], g[FL_REDUCTION_COUNT][M * C];
+    for (int r = 0; r < FL_REDUCTION_COUNT; r++) {
+      p.reduction = (fl_reduction)r;
+      fl_out o = {.loss = &l[r], .grad = g[r]};
+      assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+    }
+    const double live = li ? 4.0 : 4.0 * C;
+    assert_close(l[FL_REDUCE_MEAN], l[FL_REDUCE_SUM] / live);
+    assert_close(l[FL_REDUCE_MEAN_ELEMENTS], l[FL_REDUCE_SUM] / (M * C));
+    for (int e = 0; e < M * C; e++) assert_close(g[FL_REDUCE_MEAN_ELEMENTS][e], g[FL_REDUCE_SUM][e] / (M * C));
+  }
 }
 
 static void test_lib_label_types_agree(void **state) {
@@ -804,8 +1100,11 @@ int main(void) {
       cmocka_unit_test(test_lib_conventions_sigmoid_values),
       cmocka_unit_test(test_lib_conventions_profiles_soft_target),
       cmocka_unit_test(test_lib_conventions_keras_doc_example),
+      cmocka_unit_test(test_lib_kornia_published_cases),
+      cmocka_unit_test(test_lib_monai_published_cases),
       cmocka_unit_test(test_lib_conventions_softmax_and_scores),
       cmocka_unit_test(test_lib_gamma0_is_cross_entropy),
+      cmocka_unit_test(test_lib_cross_entropy_losses),
       cmocka_unit_test(test_lib_alpha_off_is_unweighted),
       cmocka_unit_test(test_lib_alpha_vector_equal_to_scalar),
       cmocka_unit_test(test_lib_gradient_matches_finite_differences),
