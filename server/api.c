@@ -678,6 +678,6 @@ const api_route api_routes[] = {
     {"GET", "/v1/datasets/{dataset}/queues", api_queue_list, API_BODY_NONE, ""},
     {"GET", "/v1/datasets/{dataset}/queues/{name}", api_queue_get, API_BODY_NONE, "offset limit"},
     {"DELETE", "/v1/datasets/{dataset}/queues/{name}", api_queue_delete, API_BODY_NONE, ""},
-    {"GET", "/v1/datasets/{dataset}/export", api_export, API_BODY_NONE, "format queue k " Q_RANKING},
+    {"GET", "/v1/datasets/{dataset}/export", api_export, API_BODY_NONE, "format queue k local_files_root " Q_RANKING},
 };
 const int api_route_count = (int)(sizeof api_routes / sizeof api_routes[0]);
