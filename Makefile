@@ -49,7 +49,7 @@ KFLAGS := -O3 -ffp-contract=fast -fno-math-errno -fno-trapping-math
 BUILD_PKGS := gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev libsqlite3-dev libuv1-dev libgnutls28-dev \
               libxxhash-dev libcmocka-dev sqlite3 curl
 TEST_PKGS := python3 python3-numpy python3-torch python3-torchvision
-# make bench also trains a small model on scikit-learn's bundled digits (tests/bench/bench_miner.py)
+# make bench also trains small models on scikit-learn's bundled digits (tests/bench/bench_miner.py, bench_label_noise.py)
 BENCH_PKGS := python3-sklearn
 
 define need_pkgs
@@ -249,6 +249,7 @@ bench: $(BUILD)/.bench-deps $(BENCH_BINS) $(FOCALD)
 	/usr/bin/python3 tests/bench/bench_ingest.py --build $(BUILD)
 	/usr/bin/python3 tests/bench/bench_export.py --build $(BUILD)
 	/usr/bin/python3 tests/bench/bench_miner.py --build $(BUILD)
+	/usr/bin/python3 tests/bench/bench_label_noise.py --build $(BUILD)
 	@mkdir -p $(BUILD)/bench-store
 	$(BUILD)/bench/bench_store --db $(BUILD)/bench-store/f.db --durability full
 	$(BUILD)/bench/bench_store --db $(BUILD)/bench-store/f.db --durability normal

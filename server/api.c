@@ -336,6 +336,12 @@ static int parse_int_param(const char *s, long long lo, long long hi, long long 
   return 0;
 }
 
+int api_label_issue_filter(const char *s) {
+  if (strcmp(s, "true") == 0) return ST_LABEL_ISSUE_YES;
+  if (strcmp(s, "false") == 0) return ST_LABEL_ISSUE_NO;
+  return -1;
+}
+
 int api_status_mask(const char *s, uint32_t *mask) {
   char text[256];
   if (strlen(s) >= sizeof text) return -1;
@@ -351,7 +357,7 @@ int api_status_mask(const char *s, uint32_t *mask) {
 }
 
 static int h_hard_examples(http_req *rq, http_resp *resp) {
-  char qb[7][400];
+  char qb[8][400];
   st_query q = {0};
   long long v;
   const char *by = http_query(rq, "by", qb[0], sizeof qb[0]);
@@ -361,6 +367,7 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
   const char *min_seen = http_query(rq, "min_seen", qb[4], sizeof qb[4]);
   const char *status = http_query(rq, "status", qb[5], sizeof qb[5]);
   const char *order = http_query(rq, "order", qb[6], sizeof qb[6]);
+  const char *label_issue = http_query(rq, "label_issue", qb[7], sizeof qb[7]);
   char cursor_buf[1500], cursor_plain[700]; /* as large as the next_cursor written below */
   const char *cursor = http_query(rq, "cursor", cursor_buf, sizeof cursor_buf);
   q.by = HF_MEAN_LOSS;
@@ -369,6 +376,8 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
   if (order && (q.order = hist_order_parse(order)) < 0)
     return api_fail(resp, rq, P_BAD_QUERY, "order", "order must be asc or desc");
   const int desc = hist_order_desc((hist_field)q.by, (hist_order)q.order);
+  if (label_issue && (q.label_issue = api_label_issue_filter(label_issue)) < 0)
+    return api_fail(resp, rq, P_BAD_QUERY, "label_issue", "label_issue must be true or false");
   q.k = 100;
   if (ks) {
     if (parse_int_param(ks, 1, 10000, &v)) return api_fail(resp, rq, P_BAD_QUERY, "k", "k must be an integer from 1 to 10000");
@@ -399,8 +408,9 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
   char fingerprint[300], label_text[16] = "";
   if (q.has_label) snprintf(label_text, sizeof label_text, "%d", (int)q.label);
   /* the reverse of the field's own order is marked; its own order, asked for or not, is not (older cursors stay good) */
-  snprintf(fingerprint, sizeof fingerprint, "v1|%d|%s|%s|%u|%u|%d%s", q.by, run, label_text, q.min_seen, q.status_mask,
-           q.reconsider > 0, desc == hist_field_descending((hist_field)q.by) ? "" : "|reversed");
+  snprintf(fingerprint, sizeof fingerprint, "v1|%d|%s|%s|%u|%u|%d%s%s", q.by, run, label_text, q.min_seen, q.status_mask,
+           q.reconsider > 0, desc == hist_field_descending((hist_field)q.by) ? "" : "|reversed",
+           q.label_issue == ST_LABEL_ISSUE_YES ? "|issues" : q.label_issue == ST_LABEL_ISSUE_NO ? "|no-issues" : "");
   long long rank0 = 0;
   char cursor_id[REQ_ID_MAX + 1] = "";
   if (cursor) {
@@ -447,9 +457,7 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
   for (int i = 0; i < n; i++) {
     hist_view h;
     if (q.run) {
-      hist_rec rec;
-      st_history(q.run, hits[i].key, &rec);
-      hist_view_of(&rec, &h);
+      st_history_view(ds, q.run, hits[i].key, &h);
     } else {
       st_history_all(ds, hits[i].key, &h);
     }
@@ -582,12 +590,10 @@ static int h_dataset_delete(http_req *rq, http_resp *resp) {
 
 /* ------------------------------------------------------------------ samples */
 
-static void w_run_history(jw *o, const st_run *r, uint32_t key) {
-  hist_rec rec;
+static void w_run_history(jw *o, const st_dataset *ds, const st_run *r, uint32_t key) {
   hist_view h;
   hist_recent recent[HIST_RECENT];
-  st_history(r, key, &rec);
-  hist_view_of(&rec, &h);
+  st_history_view(ds, r, key, &h);
   JW(o, "{\"run\":");
   jw_str(o, st_run_name(r));
   JW(o, ",");
@@ -647,7 +653,7 @@ static int h_sample(http_req *rq, http_resp *resp) {
     if (only && r != only) continue;
     if (!only && h.seen == 0) continue;
     if (n++) JW(&o, ",");
-    w_run_history(&o, r, (uint32_t)key);
+    w_run_history(&o, ds, r, (uint32_t)key);
   }
   JW(&o, "]}");
   st_release(ds);
@@ -656,7 +662,7 @@ static int h_sample(http_req *rq, http_resp *resp) {
 
 /* ------------------------------------------------------------------ the route table */
 
-#define Q_RANKING "by order run label min_seen status"
+#define Q_RANKING "by order run label label_issue min_seen status"
 
 const api_route api_routes[] = {
     {"GET", "/livez", h_livez, API_BODY_NONE, ""},

@@ -23,6 +23,9 @@ int api_fail(http_resp *resp, const http_req *rq, problem_code code, const char 
  * name is unknown or the list is empty. */
 int api_status_mask(const char *s, uint32_t *mask);
 
+/* "true" -> ST_LABEL_ISSUE_YES, "false" -> ST_LABEL_ISSUE_NO; -1 otherwise. */
+int api_label_issue_filter(const char *s);
+
 /* The review loop's handlers (api_review.c). */
 int api_review(http_req *rq, http_resp *resp);
 int api_reviews(http_req *rq, http_resp *resp);

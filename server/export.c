@@ -243,7 +243,7 @@ static void csv_json(jw *o, const char *text) {
 }
 
 static const char csv_header[] =
-    "rank,id,score,seen,last_loss,mean_loss,max_loss,ema_loss,confidence,variability,correctness,forgetting,forgetting_events,aum,"
+    "rank,id,score,seen,last_loss,mean_loss,max_loss,ema_loss,confidence,variability,correctness,forgetting,forgetting_events,aum,el2n,label_issue_score,"
     "first_step,last_step,label,label_issue,status,corrected_label,reconsider,uri,study_uid,series_uid,sop_uid,"
     "patient_id,viewer_url\r\n";
 
@@ -257,6 +257,7 @@ static double ls_score(int by, double v) {
   case HF_CONFIDENCE:
   case HF_CORRECTNESS: return v < 0 ? 0 : v > 1 ? 1 : v;
   case HF_AUM: return 1.0 / (1.0 + exp(-v));
+  case HF_LABEL_ISSUE_SCORE: return v < 0 ? 1 : v > 1 ? 0 : 1 - v;
   default: return v > 0 ? exp(-v) : 1.0; /* losses, variability, forgetting, seen: larger is harder */
   }
 }
@@ -282,7 +283,7 @@ static void write_item(export *e, const st_dataset *ds, uint32_t key, double sco
     JW(o, ",");
     csv_num(o, score);
     const double nums[] = {v->seen, v->last_loss, v->mean_loss, v->max_loss, v->ema_loss, v->confidence,
-                           v->variability, v->correctness, v->forgetting, v->forgetting_events, v->aum};
+                           v->variability, v->correctness, v->forgetting, v->forgetting_events, v->aum, v->el2n, v->label_issue_score};
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
       JW(o, ",");
       csv_num(o, nums[i]);
@@ -472,9 +473,7 @@ static void next_page(export *e) {
     for (int i = 0; i < n; i++) {
       hist_view v;
       if (q.run) {
-        hist_rec h;
-        st_history(q.run, hits[i].key, &h);
-        hist_view_of(&h, &v);
+        st_history_view(ds, q.run, hits[i].key, &v);
       } else {
         st_history_all(ds, hits[i].key, &v);
       }
@@ -561,7 +560,7 @@ int api_export(http_req *rq, http_resp *resp) {
                  {"label-studio", "application/json", "-label-studio", "json"},
                  {"fiftyone", "text/csv; charset=utf-8", "-fiftyone", "csv"},
                  {"ohif", "application/x-ndjson", "-ohif", "jsonl"}};
-  char b[10][300];
+  char b[11][300];
   long long v;
   const char *format = http_query(rq, "format", b[0], sizeof b[0]);
   int f = -1;
@@ -583,6 +582,7 @@ int api_export(http_req *rq, http_resp *resp) {
   const char *ks = http_query(rq, "k", b[7], sizeof b[7]);
   const char *order = http_query(rq, "order", b[8], sizeof b[8]);
   const char *root = http_query(rq, "local_files_root", b[9], sizeof b[9]);
+  const char *label_issue = http_query(rq, "label_issue", b[10], sizeof b[10]);
   e->q.by = HF_MEAN_LOSS;
   e->q.min_seen = 1;
   e->q.status_mask = ST_UNDECIDED_MASK;
@@ -596,9 +596,12 @@ int api_export(http_req *rq, http_resp *resp) {
   if (queue) {
     if (!name_lookup_ok(queue)) BAD(P_BAD_QUERY, "queue", "queue must be a queue name");
     snprintf(e->queue, sizeof e->queue, "%s", queue);
-    if (by || run || label || min_seen || status || order)
-      BAD(P_BAD_QUERY, "queue", "queue= exports the queue as it was built: by, order, run, label, min_seen and status do not apply");
+    if (by || run || label || min_seen || status || order || label_issue)
+      BAD(P_BAD_QUERY, "queue", "queue= exports the queue as it was built: by, order, run, label, label_issue, min_seen and "
+                                "status do not apply");
   }
+  if (label_issue && (e->q.label_issue = api_label_issue_filter(label_issue)) < 0)
+    BAD(P_BAD_QUERY, "label_issue", "label_issue must be true or false");
   if (by && (e->q.by = hist_field_parse(by)) < 0) BAD(P_BAD_QUERY, "by", "by must be one of %s", hist_field_list);
   if (order && (e->q.order = hist_order_parse(order)) < 0) BAD(P_BAD_QUERY, "order", "order must be asc or desc");
   if (run && strcmp(run, "*") != 0) {

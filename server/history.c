@@ -23,7 +23,8 @@ void hist_classes_observe(hist_classes *cls, const hist_obs *o) {
   }
 }
 
-void hist_update(hist_rec *h, const hist_obs *o, double ema_alpha, const hist_classes *cls) {
+void hist_update(hist_rec *h, const hist_obs *o, const hist_params *hp, const hist_classes *cls) {
+  const double ema_alpha = hp->ema_alpha;
   h->seen++;
   h->last_loss = o->loss;
   h->mean_loss += (o->loss - h->mean_loss) / (float)h->seen;
@@ -46,12 +47,49 @@ void hist_update(hist_rec *h, const hist_obs *o, double ema_alpha, const hist_cl
   if (h->last_correct == 1 && !ok) h->forgetting++;
   h->last_correct = ok;
   h->correct_n += ok;
-  h->label_issue = 0;
-  if (!cls) return;
-  if (o->label >= 0 && o->pred >= 0 && o->pred < cls->c && o->pred != o->label && cls->count[o->pred] > 0) {
-    double threshold = cls->sum[o->pred] / (double)cls->count[o->pred];
-    h->label_issue = o->p_max >= threshold;
+  if (isfinite(o->el2n) && h->el2n_n < hp->early && h->el2n_n < UINT16_MAX) {
+    h->el2n_n++;
+    h->el2n += (o->el2n - h->el2n) / (float)h->el2n_n;
   }
+  if (cls && o->label >= 0 && o->pred >= 0 && o->pred < cls->c && o->pred != o->label && cls->count[o->pred] > 0) {
+    double threshold = cls->sum[o->pred] / (double)cls->count[o->pred];
+    h->other_n += o->p_max >= threshold;
+  }
+}
+
+float hist_label_issue_score(const hist_rec *h) {
+  return h->scored_n ? (float)h->other_n / (float)h->scored_n : 0.0f;
+}
+
+int hist_score_bin(float score) {
+  if (!(score > 0.0f)) return 0;
+  if (score >= 1.0f) return HIST_SCORE_BINS - 1;
+  return (int)(score * (float)(HIST_SCORE_BINS - 1));
+}
+
+float hist_label_issue_threshold(const uint64_t counts[HIST_SCORE_BINS]) {
+  double n = 0, total = 0;
+  for (int b = 0; b < HIST_SCORE_BINS; b++) {
+    n += (double)counts[b];
+    total += (double)counts[b] * b;
+  }
+  /* Otsu: the split t (bins below t, bins from t) of largest w0 w1 (m0 - m1)^2, in bin units */
+  double best = 0, w0 = 0, s0 = 0;
+  int split = HIST_SCORE_BINS; /* none: nothing is flagged */
+  for (int t = 1; t < HIST_SCORE_BINS; t++) {
+    w0 += (double)counts[t - 1];
+    s0 += (double)counts[t - 1] * (t - 1);
+    const double w1 = n - w0;
+    if (w0 == 0 || w1 == 0) continue;
+    const double m0 = s0 / w0, m1 = (total - s0) / w1;
+    const double between = w0 * w1 * (m0 - m1) * (m0 - m1);
+    if (between > best) {
+      best = between;
+      split = t;
+    }
+  }
+  const float t = (float)split / (float)(HIST_SCORE_BINS - 1);
+  return t < (float)HIST_LABEL_ISSUE_FLOOR ? (float)HIST_LABEL_ISSUE_FLOOR : t;
 }
 
 void hist_recent_push(hist_recent *ring, uint8_t *head, uint8_t *count, const hist_obs *o) {
@@ -89,12 +127,14 @@ void hist_view_of(const hist_rec *h, hist_view *v) {
   v->correctness = hist_correctness(h);
   v->forgetting = hist_forgetting(h);
   v->forgetting_events = h->forgetting;
+  v->el2n = h->el2n;
+  v->label_issue_score = hist_label_issue_score(h);
   v->aum = h->aum;
   v->has_step = h->has_step;
   v->first_step = h->first_step;
   v->last_step = h->last_step;
   v->label = h->label;
-  v->label_issue = h->label_issue;
+  v->label_issue = 0; /* a run-level judgement: st_history_view sets it */
 }
 
 double hist_view_value(const hist_view *v, int f) {
@@ -109,6 +149,8 @@ double hist_view_value(const hist_view *v, int f) {
   case HF_CORRECTNESS: return v->correctness;
   case HF_FORGETTING: return v->forgetting;
   case HF_FORGETTING_EVENTS: return v->forgetting_events;
+  case HF_EL2N: return v->el2n;
+  case HF_LABEL_ISSUE_SCORE: return v->label_issue_score;
   case HF_AUM: return v->aum;
   default: return 0.0;
   }
@@ -132,12 +174,12 @@ uint32_t hist_forgetting(const hist_rec *h) {
 
 static const char *const field_names[HF_COUNT] = {
     "seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability", "correctness",
-    "forgetting", "aum", "forgetting_events",
+    "forgetting", "aum", "forgetting_events", "el2n", "label_issue_score",
 };
 
 /* test_history holds this to field_names */
 const char hist_field_list[] = "seen, last_loss, mean_loss, max_loss, ema_loss, confidence, variability, correctness, "
-                               "forgetting, aum, forgetting_events";
+                               "forgetting, aum, forgetting_events, el2n, label_issue_score";
 
 int hist_field_parse(const char *name) {
   for (int f = 0; f < HF_COUNT; f++)
@@ -175,6 +217,8 @@ double hist_value(const hist_rec *h, hist_field f) {
   case HF_CORRECTNESS: return hist_correctness(h);
   case HF_FORGETTING: return hist_forgetting(h);
   case HF_FORGETTING_EVENTS: return h->forgetting;
+  case HF_EL2N: return h->el2n;
+  case HF_LABEL_ISSUE_SCORE: return hist_label_issue_score(h);
   case HF_AUM: return h->aum;
   default: return 0.0;
   }

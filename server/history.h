@@ -17,6 +17,7 @@ typedef struct hist_obs {
   float p_max;     /* probability of the predicted class */
   float margin;    /* logit margin */
   float correct;   /* fraction of scored positions predicted correctly */
+  float el2n;      /* the L2 norm of (p - onehot), Paul et al.; NaN when the batch's log predates it */
   int32_t pred;    /* predicted class, -1 when not one class */
   int32_t label;   /* class label, -1 for multi-label, soft or dense targets */
   int scored;      /* 0 when every position was ignored: only the loss counts */
@@ -47,13 +48,15 @@ typedef struct hist_rec {
   uint32_t scored_n;    /* observations with a p_t */
   uint32_t correct_n;
   uint32_t forgetting;  /* forgetting events: correct -> incorrect transitions */
+  uint32_t other_n;     /* scored observations that confidently predicted another class (see hist_update) */
+  float el2n;           /* mean el2n over the first el2n_n (at most the early count) observations that had one */
+  uint16_t el2n_n;
   float last_loss, mean_loss, max_loss, ema_loss;
   float conf_mean;      /* running mean of p_t (Welford) */
   float conf_m2;        /* running sum of squared deviations of p_t */
   float aum;            /* running mean of the margin */
   int32_t label;        /* last label, -1 none */
   uint8_t last_correct; /* 1, 0, or 2 before the first scored observation */
-  uint8_t label_issue;
   uint8_t has_step;
   int64_t first_step, last_step;
 } hist_rec;
@@ -72,12 +75,38 @@ void hist_init(hist_rec *h);
 /* Adds an observation's p_t to its label's threshold (scored, labelled observations only). */
 void hist_classes_observe(hist_classes *cls, const hist_obs *o);
 
-/* Applies one observation. ema_alpha weighs the newest loss. cls may be NULL
- * (no label_issue); otherwise label_issue is set when the prediction differs
- * from the label and p_max reaches the predicted class's threshold. Callers
- * observe the classes first (hist_classes_observe), so the threshold includes
- * this observation when it is labelled with the predicted class's label. */
-void hist_update(hist_rec *h, const hist_obs *o, double ema_alpha, const hist_classes *cls);
+/* How observations update a history: the weight of the newest loss in
+ * ema_loss, and how many of a sample's first observations make its el2n. */
+typedef struct hist_params {
+  double ema_alpha;
+  int early;
+} hist_params;
+
+/* Applies one observation. cls may be NULL (nothing counts in other_n);
+ * otherwise the observation counts in other_n when its prediction differs
+ * from its label and p_max reaches the predicted class's threshold (confident
+ * learning's per-class threshold: the running mean of p_t over observations
+ * labelled with that class). Callers observe the classes first
+ * (hist_classes_observe), so the threshold includes this observation when it
+ * is labelled with the predicted class's label. */
+void hist_update(hist_rec *h, const hist_obs *o, const hist_params *hp, const hist_classes *cls);
+
+/* other_n / scored_n: how often the model confidently named another class (0 before any scored observation). */
+float hist_label_issue_score(const hist_rec *h);
+
+/* label_issue: a sample is flagged when its label_issue_score reaches its
+ * run's threshold, found from the run's scores by Otsu's method (the split of
+ * their histogram into two groups with the largest variance between them: a
+ * few samples the model keeps calling another class, and the rest), and at
+ * least HIST_LABEL_ISSUE_FLOOR. How high the scores of clean samples go
+ * depends on the model (a small model confuses clean samples too; a large one
+ * that memorises wrong labels confuses them only early), so a fixed threshold
+ * would not do. The scores are binned in steps of 1 / (HIST_SCORE_BINS - 1). */
+#define HIST_SCORE_BINS 101
+#define HIST_LABEL_ISSUE_FLOOR 0.1
+int hist_score_bin(float score);
+/* The threshold for counts[HIST_SCORE_BINS] scores: a score at least it is flagged; above 1 when none is. */
+float hist_label_issue_threshold(const uint64_t counts[HIST_SCORE_BINS]);
 
 /* Adds an observation to a ring of HIST_RECENT entries; *head is the next slot. */
 void hist_recent_push(hist_recent *ring, uint8_t *head, uint8_t *count, const hist_obs *o);
@@ -86,7 +115,7 @@ void hist_recent_push(hist_recent *ring, uint8_t *head, uint8_t *count, const hi
  * over the sample's runs (see st_history_all). */
 typedef struct hist_view {
   double seen, last_loss, mean_loss, max_loss, ema_loss, confidence, variability, correctness, forgetting, aum;
-  double forgetting_events;
+  double forgetting_events, el2n, label_issue_score;
   int has_step;
   int64_t first_step, last_step;
   int32_t label;   /* -1 none */
@@ -122,6 +151,8 @@ typedef enum hist_field {
   HF_FORGETTING,
   HF_AUM,
   HF_FORGETTING_EVENTS, /* appended: the fields' numbers are in cursors clients hold */
+  HF_EL2N,
+  HF_LABEL_ISSUE_SCORE,
   HF_COUNT
 } hist_field;
 

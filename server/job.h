@@ -105,6 +105,7 @@ typedef struct queue_params {
   int size;
   int has_label;
   int32_t label;
+  int label_issue;            /* ST_LABEL_ISSUE_ANY, YES or NO */
   uint32_t min_seen;
   int max_per_label, min_per_label;  /* 0: none */
   int nquota;                 /* per-label overrides */

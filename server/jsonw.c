@@ -92,6 +92,10 @@ void jw_history(jw *o, const hist_view *h) {
   jw_num(o, h->forgetting_events);
   JW(o, ",\"aum\":");
   jw_num(o, h->aum);
+  JW(o, ",\"el2n\":");
+  jw_num(o, h->el2n);
+  JW(o, ",\"label_issue_score\":");
+  jw_num(o, h->label_issue_score);
   if (h->has_step) {
     jw_lit(o, ",\"first_step\":");
     jw_int(o, h->first_step);

@@ -151,8 +151,8 @@ static int int_in(const json_t *v, const char *ptr, const char *name, long long 
 }
 
 int queue_decode(const char *body, size_t len, queue_params *p, problem *err) {
-  static const char *const fields[] = {"name", "by", "order", "run", "size", "label", "min_seen", "max_per_label",
-                                       "min_per_label", "quotas", "dedupe_by", NULL};
+  static const char *const fields[] = {"name", "by", "order", "run", "size", "label", "label_issue", "min_seen",
+                                       "max_per_label", "min_per_label", "quotas", "dedupe_by", NULL};
   memset(p, 0, sizeof *p);
   json_t *root = load_object(body, len, err);
   if (!root) return -1;
@@ -192,6 +192,13 @@ int queue_decode(const char *body, size_t len, queue_params *p, problem *err) {
     if (int_in(f, "/label", "label", 0, INT32_MAX, &v, err)) goto out;
     p->has_label = 1;
     p->label = (int32_t)v;
+  }
+  if ((f = json_object_get(root, "label_issue")) && !json_is_null(f)) {
+    if (!json_is_boolean(f)) {
+      problem_set(err, P_INVALID_FIELD, "/label_issue", "label_issue must be true, false or null");
+      goto out;
+    }
+    p->label_issue = json_is_true(f) ? ST_LABEL_ISSUE_YES : ST_LABEL_ISSUE_NO;
   }
   p->min_seen = 1;
   if ((f = json_object_get(root, "min_seen"))) {
@@ -365,15 +372,14 @@ int queue_select(const st_dataset *ds, const queue_params *p, double reconsider,
     if (st_sample_status(ds, k) != ST_OPEN && !(reconsider > 0 && st_reconsider(ds, k, reconsider))) continue;
     hist_view v;
     if (run) {
-      hist_rec h;
-      st_history(run, k, &h);
-      hist_view_of(&h, &v);
+      st_history_view(ds, run, k, &v);
     } else {
       st_history_all(ds, k, &v);
     }
     if (v.seen < p->min_seen || v.seen == 0) continue;
     int32_t label = st_training_label(ds, run, k);
     if (p->has_label && label != p->label) continue;
+    if (p->label_issue && (p->label_issue == ST_LABEL_ISSUE_YES) != (v.label_issue != 0)) continue;
     c[nc++] = (cand){k, (float)hist_view_value(&v, p->by), label};
   }
   order_ctx oc = {ds, hist_order_desc((hist_field)p->by, (hist_order)p->order)};

@@ -27,7 +27,7 @@
 
 #include "idhash.h"
 
-#define ST_RUN_COLUMNS 24    /* at least the per-key columns of st_run */
+#define ST_RUN_COLUMNS 28    /* at least the per-key columns of st_run */
 #define ST_SAMPLE_ARRAYS 12  /* at least the per-key arrays of st_dataset */
 
 struct st_run {
@@ -37,10 +37,11 @@ struct st_run {
   int64_t created_at;
   uint32_t cap;        /* entries allocated in every column */
   uint32_t col_cap[ST_RUN_COLUMNS]; /* entries allocated in each column (past cap only after a failed growth) */
-  uint32_t *seen, *scored_n, *correct_n, *forgetting;
-  float *last_loss, *mean_loss, *max_loss, *ema_loss, *conf_mean, *conf_m2, *aum;
+  uint32_t *seen, *scored_n, *correct_n, *forgetting, *other_n;
+  float *last_loss, *mean_loss, *max_loss, *ema_loss, *conf_mean, *conf_m2, *aum, *el2n;
+  uint16_t *el2n_n;
   int32_t *label;
-  uint8_t *last_correct, *label_issue, *has_step, *ring_head, *ring_count;
+  uint8_t *last_correct, *has_step, *ring_head, *ring_count;
   int64_t *first_step, *last_step;
   int64_t *seq;        /* the last batch applied to this row: replay skips older ones */
   uint32_t *stale_labels; /* observations that sent a label a relabel had replaced */
@@ -48,6 +49,11 @@ struct st_run {
   uint64_t *dirty;     /* bitmap: rows changed since they were last written to the snapshot */
   uint32_t ndirty;
   hist_classes cls;    /* confident-learning thresholds */
+  /* label_issue's threshold (hist_label_issue_threshold), computed by readers when a query needs it and
+   * kept until the run's observations change; readers share the dataset's read lock, so it has its own */
+  pthread_mutex_t li_lock;
+  uint64_t li_observations; /* observations the cached threshold was computed at; UINT64_MAX: none */
+  float li_threshold;
   int64_t cls_seq;     /* the last batch applied to cls */
   int64_t cls_saved;   /* the last batch the stored class means hold */
   uint64_t observations;
@@ -269,9 +275,9 @@ typedef struct column {
 static const column columns[] = {
     COL(seen, 1),        COL(scored_n, 1),   COL(correct_n, 1),  COL(forgetting, 1),   COL(last_loss, 1),
     COL(mean_loss, 1),   COL(max_loss, 1),   COL(ema_loss, 1),   COL(conf_mean, 1),    COL(conf_m2, 1),
-    COL(aum, 1),         COL(label, 1),      COL(last_correct, 1), COL(label_issue, 1), COL(has_step, 1),
+    COL(aum, 1),         COL(label, 1),      COL(last_correct, 1), COL(has_step, 1),
     COL(ring_head, 1),   COL(ring_count, 1), COL(first_step, 1), COL(last_step, 1),    COL(seq, 1),
-    COL(recent, HIST_RECENT), COL(stale_labels, 1),
+    COL(recent, HIST_RECENT), COL(stale_labels, 1), COL(other_n, 1), COL(el2n, 1), COL(el2n_n, 1),
 };
 #define NCOLUMNS (sizeof columns / sizeof columns[0])
 _Static_assert(NCOLUMNS <= ST_RUN_COLUMNS, "st_run.col_cap must have an entry per column");
@@ -493,6 +499,9 @@ static void row_get(const st_run *r, uint32_t key, hist_rec *h) {
   h->scored_n = r->scored_n[key];
   h->correct_n = r->correct_n[key];
   h->forgetting = r->forgetting[key];
+  h->other_n = r->other_n[key];
+  h->el2n = r->el2n[key];
+  h->el2n_n = r->el2n_n[key];
   h->last_loss = r->last_loss[key];
   h->mean_loss = r->mean_loss[key];
   h->max_loss = r->max_loss[key];
@@ -502,7 +511,6 @@ static void row_get(const st_run *r, uint32_t key, hist_rec *h) {
   h->aum = r->aum[key];
   h->label = r->label[key];
   h->last_correct = r->last_correct[key];
-  h->label_issue = r->label_issue[key];
   h->has_step = r->has_step[key];
   h->first_step = r->first_step[key];
   h->last_step = r->last_step[key];
@@ -513,6 +521,9 @@ static void row_put(st_run *r, uint32_t key, const hist_rec *h) {
   r->scored_n[key] = h->scored_n;
   r->correct_n[key] = h->correct_n;
   r->forgetting[key] = h->forgetting;
+  r->other_n[key] = h->other_n;
+  r->el2n[key] = h->el2n;
+  r->el2n_n[key] = h->el2n_n;
   r->last_loss[key] = h->last_loss;
   r->mean_loss[key] = h->mean_loss;
   r->max_loss[key] = h->max_loss;
@@ -522,7 +533,6 @@ static void row_put(st_run *r, uint32_t key, const hist_rec *h) {
   r->aum[key] = h->aum;
   r->label[key] = h->label;
   r->last_correct[key] = h->last_correct;
-  r->label_issue[key] = h->label_issue;
   r->has_step[key] = h->has_step;
   r->first_step[key] = h->first_step;
   r->last_step[key] = h->last_step;
@@ -534,6 +544,37 @@ void st_history(const st_run *r, uint32_t key, hist_rec *h) {
     return;
   }
   row_get(r, key, h);
+}
+
+/* The score of key in r: other_n / scored_n. */
+static inline float run_li_score(const st_run *r, uint32_t key) {
+  return r->scored_n[key] ? (float)r->other_n[key] / (float)r->scored_n[key] : 0.0f;
+}
+
+float st_label_issue_threshold(const st_dataset *ds, const st_run *r) {
+  st_run *w = (st_run *)r; /* the cache only: the history is not touched */
+  /* the common case, without the lock: the threshold is published before the count it was computed at */
+  if (__atomic_load_n(&w->li_observations, __ATOMIC_ACQUIRE) == r->observations)
+    return w->li_threshold; /* written before that count was, under the lock; only a writer changes the count */
+  pthread_mutex_lock(&w->li_lock);
+  if (w->li_observations != r->observations) {
+    uint64_t counts[HIST_SCORE_BINS] = {0};
+    const uint32_t lim = ds->nsamples < r->cap ? ds->nsamples : r->cap;
+    for (uint32_t key = 0; key < lim; key++)
+      if (r->scored_n[key]) counts[hist_score_bin(run_li_score(r, key))]++;
+    w->li_threshold = hist_label_issue_threshold(counts);
+    __atomic_store_n(&w->li_observations, r->observations, __ATOMIC_RELEASE);
+  }
+  const float t = w->li_threshold;
+  pthread_mutex_unlock(&w->li_lock);
+  return t;
+}
+
+void st_history_view(const st_dataset *ds, const st_run *r, uint32_t key, hist_view *v) {
+  hist_rec h;
+  st_history(r, key, &h);
+  hist_view_of(&h, v);
+  v->label_issue = key < r->cap && r->scored_n[key] && run_li_score(r, key) >= st_label_issue_threshold(ds, r);
 }
 
 uint32_t st_stale_labels(const st_run *r, uint32_t key) {
@@ -571,8 +612,10 @@ void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v) {
     v->correctness += w.correctness;
     v->forgetting += w.forgetting;
     v->forgetting_events += w.forgetting_events;
+    v->el2n += w.el2n;
+    v->label_issue_score += w.label_issue_score;
     v->aum += w.aum;
-    v->label_issue |= w.label_issue;
+    v->label_issue |= r->scored_n[key] && run_li_score(r, key) >= st_label_issue_threshold(ds, r);
     int64_t at = w.has_step ? w.last_step : INT64_MIN + 1;
     if (w.label >= 0 && at >= label_step) {
       v->label = w.label;
@@ -594,6 +637,8 @@ void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v) {
   v->correctness /= runs;
   v->forgetting /= runs;
   v->forgetting_events /= runs;
+  v->el2n /= runs;
+  v->label_issue_score /= runs;
   v->aum /= runs;
 }
 
@@ -655,6 +700,7 @@ st_map *st_map_new(void) {
 
 static void run_free(st_run *r) {
   if (!r) return;
+  pthread_mutex_destroy(&r->li_lock);
   for (size_t i = 0; i < NCOLUMNS; i++)
     large_free(*column_ptr(r, &columns[i]), (size_t)r->col_cap[i] * columns[i].size * columns[i].per);
   free(r->dirty);
@@ -852,6 +898,11 @@ static st_dataset *dataset_new(const char *name, int64_t id, int64_t created_at)
 static st_run *run_new(const char *name, int64_t id, int32_t classes, int64_t created_at, uint32_t cap) {
   st_run *r = calloc(1, sizeof *r);
   if (!r) return NULL;
+  if (pthread_mutex_init(&r->li_lock, NULL) != 0) {
+    free(r);
+    return NULL;
+  }
+  r->li_observations = UINT64_MAX;
   snprintf(r->name, sizeof r->name, "%s", name);
   r->id = id;
   r->created_at = created_at;
@@ -998,13 +1049,13 @@ static void mark_dirty(st_run *r, uint32_t key) {
 
 /* One observation of sample key in batch seq: the class means (if seq is newer
  * than theirs), then the row (if seq is newer than the row's). */
-static void observe(st_run *r, uint32_t key, int64_t seq, const hist_obs *o, double ema_alpha, int32_t corrected) {
+static void observe(st_run *r, uint32_t key, int64_t seq, const hist_obs *o, const hist_params *hp, int32_t corrected) {
   if (seq > r->cls_seq && r->cls.c > 0) hist_classes_observe(&r->cls, o);
   if (seq <= r->seq[key]) return; /* already in the snapshot's row */
   hist_rec before, h;
   row_get(r, key, &before);
   h = before;
-  hist_update(&h, o, ema_alpha, r->cls.c > 0 ? &r->cls : NULL);
+  hist_update(&h, o, hp, r->cls.c > 0 ? &r->cls : NULL);
   row_put(r, key, &h);
   hist_recent_push(r->recent + (size_t)key * HIST_RECENT, &r->ring_head[key], &r->ring_count[key], o);
   if (corrected >= 0 && o->label >= 0 && o->label != corrected) r->stale_labels[key]++;
@@ -1023,7 +1074,7 @@ static void set_meta(st_dataset *ds, uint32_t key, char *meta) {
   }
 }
 
-void st_apply_batch(st_map *m, st_batch_prep *p, int64_t seq, char *const *ids, const hist_obs *obs, double ema_alpha,
+void st_apply_batch(st_map *m, st_batch_prep *p, int64_t seq, char *const *ids, const hist_obs *obs, const hist_params *hp,
                     int nmeta, const char *const *meta_ids, char **meta_json) {
   st_dataset *ds = p->ds;
   if (ds->fresh) {
@@ -1053,7 +1104,7 @@ void st_apply_batch(st_map *m, st_batch_prep *p, int64_t seq, char *const *ids, 
     /* the correction in force when the batch was logged: a replayed batch can be older than later reviews */
     const int32_t corrected = seq > ds->review_batch_seq ? (ds->status[key] == ST_RELABELLED ? ds->corrected_class[key] : -1)
                                                          : st_corrected_at(ds, key, seq);
-    observe(run, key, seq, &obs[i], ema_alpha, corrected);
+    observe(run, key, seq, &obs[i], hp, corrected);
   }
   if (seq > run->cls_seq) run->cls_seq = seq;
   for (int i = 0; i < nmeta; i++) {
@@ -1380,7 +1431,8 @@ int st_load_row(st_map *m, int64_t run_id, uint32_t key, const st_row *row, char
   const hist_rec *h = &row->h;
   if (r->seq[key] != 0 || r->seen[key] != 0)
     return load_fail(err, errn, "run \"%s\" of dataset \"%s\" has two history rows for key %u", r->name, ds->name, key);
-  if (h->seen == 0 || h->scored_n > h->seen || h->correct_n > h->scored_n || row->seq <= 0 || row->ring[0] >= HIST_RECENT ||
+  if (h->seen == 0 || h->scored_n > h->seen || h->correct_n > h->scored_n || h->other_n > h->scored_n ||
+      h->el2n_n > h->scored_n || !isfinite(h->el2n) || row->seq <= 0 || row->ring[0] >= HIST_RECENT ||
       row->ring[1] > HIST_RECENT || h->label < -1 || h->label >= r->classes)
     return load_fail(err, errn, "run \"%s\" of dataset \"%s\" has an inconsistent history row for key %u", r->name, ds->name,
                      key);
@@ -1538,6 +1590,8 @@ __attribute__((always_inline)) static inline double run_value(const st_run *r, u
   case HF_FORGETTING: return r->correct_n[key] == 0 ? r->scored_n[key] : r->forgetting[key]; /* hist_forgetting */
   case HF_AUM: return r->aum[key];
   case HF_FORGETTING_EVENTS: return r->forgetting[key];
+  case HF_EL2N: return r->el2n[key];
+  case HF_LABEL_ISSUE_SCORE: return r->scored_n[key] ? (float)r->other_n[key] / (float)r->scored_n[key] : 0.0f;
   default: return 0.0;
   }
 }
@@ -1562,6 +1616,7 @@ static inline int after_cursor(const st_query *q, int desc, double score, const 
  * Every key below nsamples is a sample: the state has no holes. */
 static void top_one_run(const st_dataset *ds, const st_run *r, const st_query *q, ranker *rk) {
   const uint32_t lim = ds->nsamples < r->cap ? ds->nsamples : r->cap;
+  const float li_threshold = q->label_issue ? st_label_issue_threshold(ds, r) : 0.0f;
   const float *col = NULL;
   switch (q->by) {
   case HF_LAST_LOSS: col = r->last_loss; break;
@@ -1581,6 +1636,8 @@ static void top_one_run(const st_dataset *ds, const st_run *r, const st_query *q
         !(q->reconsider > 0 && st_reconsider(ds, key, q->reconsider)))
       continue;
     if (q->has_label && r->label[key] != q->label) continue;
+    if (q->label_issue && (q->label_issue == ST_LABEL_ISSUE_YES) != (r->scored_n[key] && run_li_score(r, key) >= li_threshold))
+      continue;
     if (q->has_cursor && !after_cursor(q, rk->desc, score, ds->ids[key])) continue;
     offer(rk, key, score);
   }
@@ -1594,10 +1651,12 @@ static void top_all_runs(const st_dataset *ds, const st_query *q, ranker *rk) {
     double score = 0.0;
     int32_t label = -1;
     int64_t label_step = INT64_MIN;
+    int flagged = 0;
     for (int i = 0; i < ds->nruns; i++) {
       const st_run *r = ds->runs[i];
       if (key >= r->cap || r->seen[key] == 0) continue;
       runs++;
+      flagged |= q->label_issue && r->scored_n[key] && run_li_score(r, key) >= st_label_issue_threshold(ds, r);
       seen += r->seen[key];
       score += run_value(r, key, q->by);
       int64_t at = r->has_step[key] ? r->last_step[key] : INT64_MIN + 1;
@@ -1613,6 +1672,7 @@ static void top_all_runs(const st_dataset *ds, const st_query *q, ranker *rk) {
         !(q->reconsider > 0 && st_reconsider(ds, key, q->reconsider)))
       continue;
     if (q->has_label && label != q->label) continue;
+    if (q->label_issue && (q->label_issue == ST_LABEL_ISSUE_YES) != (flagged != 0)) continue;
     if (q->has_cursor && !after_cursor(q, rk->desc, score, ds->ids[key])) continue;
     offer(rk, key, score);
   }

@@ -122,6 +122,11 @@ uint64_t st_run_observations(const st_run *r);
 int st_run_last_step(const st_run *r, int64_t *step /* OUT */);
 /* A sample's history in run r (seen == 0: never observed in r). */
 void st_history(const st_run *r, uint32_t key, hist_rec *h /* OUT */);
+/* label_issue: run r's threshold on label_issue_score (hist_label_issue_threshold over its samples),
+ * recomputed when its observations have changed. Under ds's read lock. */
+float st_label_issue_threshold(const st_dataset *ds, const st_run *r);
+/* The view of key's history in r, label_issue included. Under ds's read lock. */
+void st_history_view(const st_dataset *ds, const st_run *r, uint32_t key, hist_view *v /* OUT */);
 /* run=*: each field the mean over the runs that observed the sample, except
  * seen (the sum), first_step (the least), last_step (the greatest), label
  * (the run with the latest step's) and label_issue (any run's). */
@@ -146,12 +151,15 @@ const st_queue *st_find_queue(const st_dataset *ds, const char *name);
 /* The statuses a query lists by default: those still waiting for a decision. */
 #define ST_UNDECIDED_MASK ((1u << ST_OPEN) | (1u << ST_QUEUED) | (1u << ST_IN_REVIEW))
 
+enum { ST_LABEL_ISSUE_ANY = 0, ST_LABEL_ISSUE_YES, ST_LABEL_ISSUE_NO };
+
 typedef struct st_query {
   int by;             /* hist_field */
   int order;          /* hist_order: HIST_ORDER_DEFAULT is the field's own */
   const st_run *run;  /* one run, or NULL for the mean over runs */
   int has_label;
   int32_t label;
+  int label_issue;    /* ST_LABEL_ISSUE_ANY, or only the samples flagged (YES) or not (NO) */
   uint32_t min_seen;
   uint32_t status_mask; /* bit per st_status; 0 = every status */
   double reconsider;    /* > 0: confirmed samples that st_reconsider flags pass too */
@@ -226,7 +234,7 @@ int st_prepare_batch(st_map *m, const st_batch_ref *ref, uint32_t n, char *const
  * a batch older than the sample's meta_seq leaves it). corrected labels for
  * stale_labels come from the review state in force when seq was logged.
  * Frees p->keys. */
-void st_apply_batch(st_map *m, st_batch_prep *p, int64_t seq, char *const *ids, const hist_obs *obs, double ema_alpha,
+void st_apply_batch(st_map *m, st_batch_prep *p, int64_t seq, char *const *ids, const hist_obs *obs, const hist_params *hp,
                     int nmeta, const char *const *meta_ids, char **meta_json);
 /* Frees a prepared batch's keys (a batch that is not applied). Accepts a zeroed prep. */
 void st_batch_prep_free(st_batch_prep *p);

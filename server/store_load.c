@@ -101,7 +101,7 @@ static int load_samples(loader *l) {
 static int load_history(loader *l) {
   if (read_begin(l, "history", "SELECT run_id, key, seq, seen, scored, correct, forgetting, last_loss, mean_loss, max_loss, "
                                "ema_loss, confidence, conf_m2, aum, label, last_correct, label_issue, first_step, last_step, "
-                               "recent, stale_labels FROM history"))
+                               "recent, stale_labels, other_n, el2n, el2n_n FROM history"))
     return -1;
   sqlite3_stmt *q = l->q;
   int r;
@@ -124,11 +124,13 @@ static int load_history(loader *l) {
     h->aum = (float)sqlite3_column_double(q, 13);
     h->label = sqlite3_column_type(q, 14) == SQLITE_NULL ? -1 : sqlite3_column_int(q, 14);
     h->last_correct = (uint8_t)sqlite3_column_int(q, 15);
-    h->label_issue = (uint8_t)sqlite3_column_int(q, 16);
     h->has_step = sqlite3_column_type(q, 17) != SQLITE_NULL;
     h->first_step = sqlite3_column_int64(q, 17);
     h->last_step = sqlite3_column_int64(q, 18);
     row.stale_labels = (uint32_t)sqlite3_column_int64(q, 20);
+    h->other_n = (uint32_t)sqlite3_column_int64(q, 21);
+    h->el2n = (float)sqlite3_column_double(q, 22);
+    h->el2n_n = (uint16_t)sqlite3_column_int(q, 23);
     const void *ring = sqlite3_column_blob(q, 19);
     if (sqlite3_column_bytes(q, 19) != ST_RING_BYTES || !ring || key < 0 || key >= UINT32_MAX) {
       snprintf(l->err, sizeof l->err, "the history row of run %lld, key %lld, is malformed", (long long)sqlite3_column_int64(q, 0),
@@ -298,7 +300,8 @@ static int replay(loader *l, int64_t applied, int64_t *replayed) {
                               sqlite3_column_int(q, 6)};
     st_batch_prep prep;
     int rc = st_prepare_batch(s->map, &ref, u.n, u.ids, &prep);
-    if (rc == 0) st_apply_batch(s->map, &prep, seq, u.ids, u.obs, s->cfg.ema_alpha, meta.n, meta.ids, meta.json);
+    const hist_params hp = {s->cfg.ema_alpha, s->cfg.early_observations};
+    if (rc == 0) st_apply_batch(s->map, &prep, seq, u.ids, u.obs, &hp, meta.n, meta.ids, meta.json);
     st_tx_end(s->map);
     logged_meta_free(&meta);
     codec_unpacked_free(&u);

@@ -15,7 +15,7 @@
  *
  * A row written during the pass may hold batches past the watermark; its seq
  * says which, and replay skips those for that row. The class means are
- * different: replay recomputes label_issue flags from them, so they must be
+ * different: replay recomputes other_n (label_issue's counts) from them, so they must be
  * exactly the means as of the watermark. The pass copies them when it begins
  * and writes the copies in its last step, with snapshot.applied_seq, in one
  * transaction: at every commit, the class means and applied_seq agree.
@@ -84,13 +84,16 @@ static int write_row(store *s, const st_run *r, uint32_t key) {
   sqlite3_bind_double(q, 14, h->aum);
   if (h->label >= 0) sqlite3_bind_int(q, 15, h->label);
   sqlite3_bind_int(q, 16, h->last_correct);
-  sqlite3_bind_int(q, 17, h->label_issue);
+  sqlite3_bind_int(q, 17, 0); /* label_issue: unused since schema 4 (derived from other_n when asked) */
   if (h->has_step) {
     sqlite3_bind_int64(q, 18, h->first_step);
     sqlite3_bind_int64(q, 19, h->last_step);
   }
   sqlite3_bind_blob(q, 20, row.ring, ST_RING_BYTES, SQLITE_STATIC);
   sqlite3_bind_int64(q, 21, row.stale_labels);
+  sqlite3_bind_int64(q, 22, h->other_n);
+  sqlite3_bind_double(q, 23, h->el2n);
+  sqlite3_bind_int(q, 24, h->el2n_n);
   return store__step_done(q);
 }
 

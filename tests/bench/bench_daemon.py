@@ -24,7 +24,7 @@ import tempfile
 import time
 
 FIELDS = ["seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability", "correctness",
-          "forgetting", "aum", "forgetting_events"]
+          "forgetting", "aum", "forgetting_events", "el2n", "label_issue_score"]
 
 
 def free_port():

@@ -79,6 +79,7 @@ int main(int argc, char **argv) {
   snprintf(cfg.db, sizeof cfg.db, "/tmp/focald-bench-store/f.db");
   cfg.durability = DUR_FULL;
   cfg.ema_alpha = 0.3;
+  cfg.early_observations = 10;
   cfg.snapshot_interval = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--samples")) samples = atoll(argv[i + 1]);

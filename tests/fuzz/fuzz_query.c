@@ -85,7 +85,7 @@ static st_map *fq_map;
 static hist_obs fq_obs(float loss, float p_t, int32_t label, int64_t step) {
   hist_obs o = {.loss = loss, .p_t = p_t, .p_max = p_t > 0.5f ? p_t : 1.0f - p_t, .margin = p_t - 0.5f,
                 .correct = p_t >= 0.5f, .pred = label, .label = label, .scored = 1, .has_step = 1, .step = step,
-                .has_epoch = 1, .epoch = step / 10};
+                .has_epoch = 1, .epoch = step / 10, .el2n = 1.0f - p_t};
   return o;
 }
 
@@ -95,7 +95,8 @@ static void fq_put(const char *run, int64_t run_id, const char *id, hist_obs o, 
   st_batch_ref ref = {1, 1700000000, "d", run_id, 1700000000, run, 3};
   st_batch_prep p;
   if (st_prepare_batch(fq_map, &ref, 1, ids, &p) != 0) abort();
-  st_apply_batch(fq_map, &p, seq, ids, &o, 0.3, 0, NULL, NULL);
+  const hist_params hp = {0.3, 10};
+  st_apply_batch(fq_map, &p, seq, ids, &o, &hp, 0, NULL, NULL);
   st_tx_end(fq_map);
 }
 

@@ -47,10 +47,11 @@ if not os.path.isabs(FOCALD):
 
 EMA_ALPHA = 0.3  # focald's default --ema-alpha
 HISTORY_FIELDS = ["seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability",
-                  "correctness", "forgetting", "forgetting_events", "aum"]
+                  "correctness", "forgetting", "forgetting_events", "aum", "el2n", "label_issue_score"]
 # README "Hardest examples": each field's "harder when", its default order.
 ORDER = {"seen": "desc", "last_loss": "desc", "mean_loss": "desc", "max_loss": "desc", "ema_loss": "desc",
-         "variability": "desc", "forgetting": "desc", "forgetting_events": "desc", "confidence": "asc",
+         "variability": "desc", "forgetting": "desc", "forgetting_events": "desc", "el2n": "desc",
+         "label_issue_score": "desc", "confidence": "asc",
          "correctness": "asc", "aum": "asc"}
 # Every route the server answers (server/api.c's route table, README "HTTP API").
 ROUTES = [
@@ -763,7 +764,10 @@ class TorchCrossCheckTest(FocaldTestCase):
 
 # ---------------------------------------------------------------------------- history bookkeeping
 
-def expected_history(obs, ema_alpha=EMA_ALPHA):
+EARLY_OBSERVATIONS = 10  # focald's default --early-observations
+
+
+def expected_history(obs, ema_alpha=EMA_ALPHA, early=EARLY_OBSERVATIONS):
     """History fields from a list of observations (dicts: loss, p_t, margin, correct, step, label)."""
     losses = [o["loss"] for o in obs]
     pts = [o["p_t"] for o in obs]
@@ -780,6 +784,8 @@ def expected_history(obs, ema_alpha=EMA_ALPHA):
         "forgetting": sum(1 for a, b in zip(ok, ok[1:]) if a and not b) if any(ok) else len(ok),
         "forgetting_events": sum(1 for a, b in zip(ok, ok[1:]) if a and not b),
         "aum": sum(o["margin"] for o in obs) / len(obs),
+        # Paul et al.'s EL2N, averaged over the first observations
+        "el2n": sum(o["el2n"] for o in obs[:early]) / len(obs[:early]),
         "first_step": steps[0] if steps else None, "last_step": steps[-1] if steps else None,
         "label": obs[-1]["label"],
     }
@@ -788,7 +794,7 @@ def expected_history(obs, ema_alpha=EMA_ALPHA):
 def observations_from(resp, ids, step, labels, epoch=None):
     """Per-sample observations as the batch response reports them."""
     s = resp["scores"]
-    return {sid: {"loss": resp["losses"][i], "p_t": s["p_t"][i], "margin": s["margin"][i],
+    return {sid: {"loss": resp["losses"][i], "p_t": s["p_t"][i], "margin": s["margin"][i], "el2n": s["el2n"][i],
                   "correct": s["correct"][i], "p_max": s["p_max"][i], "pred": s["pred"][i],
                   "step": step, "epoch": epoch, "label": labels[i]}
             for i, sid in enumerate(ids)}
@@ -965,13 +971,61 @@ class HistoryTest(FocaldTestCase):
             rec = self.d.sample(ds, sid, run=run).json()["runs"][0]
             self.assertIs(rec["label_issue"], False, "%s: %r" % (sid, rec))
 
-    def test_history_label_issue_follows_the_last_prediction(self):
+    def test_label_issue_threshold_is_the_runs_own(self):
+        """README "Label errors": label_issue_score is the fraction of scored observations that confidently named
+        another class; label_issue compares it with a threshold found from the run's own scores (Otsu's split,
+        at least 0.1). A run whose model confuses many clean samples now and then (A) flags only the sample it
+        keeps confusing; a run whose model stops confusing anything (B, as a model that memorises) flags the
+        sample it confused early. The same score, 0.25, is flagged in B and not in A."""
         ds = self.ds_name()
-        run, _ = self._label_issue_setup(ds)
-        self.d.ok_batch(ds, {"run": run, "loss": {"type": "softmax_focal"}, "step": 3, "ids": ["x-true"],
-                             "targets": [0], "logits": [[2.0, 0.0, 0.0]]})
-        rec = self.d.sample(ds, "x-true", run=run).json()["runs"][0]
-        self.assertIs(rec["label_issue"], False, rec)
+        loss = {"type": "softmax_focal"}
+        z9, z6 = math.log(18.0), math.log(3.0)  # 3 classes: p = 0.9 and 0.6 for the logit alone
+        anchors = ["a%d" % i for i in range(4)]   # labelled 1, predicted 1 with p 0.6: class 1's threshold 0.6
+        clean = ["c%d" % i for i in range(6)]     # labelled 0
+        ids = anchors + clean + ["noisy"]        # noisy: labelled 0
+        other, right = [0.0, z9, 0.0], [z9, 0.0, 0.0]  # names class 1 at p 0.9 (>= 0.6), or its label
+
+        def post(run, step, confused):
+            logits = [[0.0, z6, 0.0]] * 4 + [other if sid in confused else right for sid in ids[4:]]
+            self.d.ok_batch(ds, {"run": run, "loss": loss, "step": step, "ids": ids, "targets": [1] * 4 + [0] * 7,
+                                 "logits": logits})
+
+        for step in range(4):
+            post("A", step, {"noisy"} | {clean[i] for i in range(6) if i % 4 == step})
+            post("B", step, {"noisy"} if step == 0 else set())
+        want = {"A": {"noisy": (1.0, True), "c0": (0.25, False), "a0": (0.0, False)},
+                "B": {"noisy": (0.25, True), "c0": (0.0, False), "a0": (0.0, False)}}
+        for run, cases in want.items():
+            for sid, (score, flag) in cases.items():
+                rec = self.d.sample(ds, sid, run=run).json()["runs"][0]
+                self.assertClose(rec["label_issue_score"], score, "%s %s label_issue_score" % (run, sid))
+                self.assertIs(rec["label_issue"], flag, "%s %s: %r" % (run, sid, rec))
+            flagged = [it["id"] for it in self.d.hard(ds, run=run, label_issue="true", status="open").json()["items"]]
+            self.assertEqual(flagged, ["noisy"], run)
+        # run=*: flagged when any run flags it
+        items = {it["id"]: it for it in self.d.all_hard(ds, run="*")}
+        self.assertEqual(sorted(s for s, it in items.items() if it["label_issue"]), ["noisy"])
+
+    def test_label_issue_filter_and_ranking(self):
+        """label_issue=true|false filters hard-examples and exports; by=label_issue_score ranks by the fraction."""
+        ds = self.ds_name()
+        run, want = self._label_issue_setup(ds)
+        flagged = sorted(sid for sid, w in want.items() if w)
+        self.assertEqual(flagged, ["x-true"])
+        j = self.d.hard(ds, run=run, label_issue="true").json()
+        self.assertEqual([it["id"] for it in j["items"]], flagged)
+        rest = [it["id"] for it in self.d.hard(ds, run=run, label_issue="false", k=100).json()["items"]]
+        self.assertEqual(sorted(rest), sorted({"t1", "t2", "z0", "x-false", "x-right"}))
+        top = self.d.hard(ds, run=run, by="label_issue_score").json()["items"]
+        self.assertEqual((top[0]["id"], top[0]["score"]), ("x-true", 1.0))
+        self.assertEqual([it["score"] for it in top[1:]], [0.0] * (len(top) - 1))
+        r = self.d.get("/v1/datasets/%s/export?format=jsonl&run=%s&label_issue=true" % (ds, run))
+        self.assertEqual([json.loads(x)["id"] for x in r.body.decode().splitlines()], flagged)
+        for bad in ("1", "yes", "True", ""):
+            self.assertProblem(self.d.hard(ds, label_issue=bad), 400, "bad_query", "label_issue")
+        # a cursor belongs to its filter
+        c = self.d.hard(ds, run=run, label_issue="false", k=2).json()["next_cursor"]
+        self.assertProblem(self.d.hard(ds, run=run, k=2, cursor=c), 400, "bad_query", "cursor")
 
     def test_sample_without_run_lists_every_run(self):
         ds = self.ds_name()

@@ -873,6 +873,8 @@ BAD_QUEUES = [
     ("order_unknown", {"name": "q", "order": "up"}, 422, "invalid_field", "/order"),
     ("order_upper_case", {"name": "q", "order": "ASC"}, 422, "invalid_field", "/order"),
     ("order_number", {"name": "q", "order": 1}, 422, "invalid_field", "/order"),
+    ("label_issue_string", {"name": "q", "label_issue": "true"}, 422, "invalid_field", "/label_issue"),
+    ("label_issue_number", {"name": "q", "label_issue": 1}, 422, "invalid_field", "/label_issue"),
     ("body_list", [{"name": "q"}], 422, "invalid_field", ANY),
     ("not_json", b"name=q", 400, "bad_json", ANY),
 ]

@@ -12,6 +12,8 @@
 
 #define assert_near(a, b) assert_true(fabs((double)(a) - (double)(b)) <= 1e-6 * (1.0 + fabs((double)(b))))
 
+static const hist_params HP = {0.3, 10};
+
 static hist_obs obs(float loss, float p_t, float margin, float correct, int32_t label, int32_t pred, int64_t step) {
   hist_obs o = {.loss = loss, .p_t = p_t, .p_max = p_t, .margin = margin, .correct = correct, .pred = pred,
                 .label = label, .scored = 1, .has_step = step >= 0, .step = step};
@@ -26,7 +28,7 @@ static void test_history_losses_and_ema(void **state) {
   double ema = 0;
   for (int i = 0; i < 4; i++) {
     hist_obs o = obs(losses[i], 0.5f, 0.0f, 1.0f, 0, 0, 100 + i);
-    hist_update(&h, &o, 0.3, NULL);
+    hist_update(&h, &o, &HP, NULL);
     ema = i == 0 ? losses[0] : 0.3 * losses[i] + 0.7 * ema;
   }
   assert_int_equal(h.seen, 4);
@@ -49,7 +51,7 @@ static void test_history_cartography(void **state) {
   const float ok[] = {0.0f, 1.0f, 1.0f};
   for (int i = 0; i < 3; i++) {
     hist_obs o = obs(1.0f, pt[i], 0.0f, ok[i], 1, 1, -1);
-    hist_update(&h, &o, 0.3, NULL);
+    hist_update(&h, &o, &HP, NULL);
   }
   assert_near(hist_confidence(&h), 0.5);
   assert_near(hist_variability(&h), sqrt(0.14 / 3.0));
@@ -65,15 +67,15 @@ static void test_history_forgetting_counts_correct_to_incorrect(void **state) {
   hist_init(&h);
   for (int i = 0; i < 8; i++) {
     hist_obs o = obs(1.0f, 0.5f, 0.0f, seq[i], 0, 0, i);
-    hist_update(&h, &o, 0.3, NULL);
+    hist_update(&h, &o, &HP, NULL);
   }
   assert_int_equal(h.forgetting, 2);
   assert_int_equal(h.correct_n, 4);
   /* dense samples: an observation is correct when at least half its positions are */
   hist_init(&h);
   hist_obs a = obs(1.0f, 0.5f, 0.0f, 0.75f, -1, -1, 0), b = obs(1.0f, 0.5f, 0.0f, 0.49f, -1, -1, 1);
-  hist_update(&h, &a, 0.3, NULL);
-  hist_update(&h, &b, 0.3, NULL);
+  hist_update(&h, &a, &HP, NULL);
+  hist_update(&h, &b, &HP, NULL);
   assert_int_equal(h.forgetting, 1);
 }
 
@@ -89,7 +91,7 @@ static void test_history_forgetting_never_learned_ranks_first(void **state) {
     hist_init(&h);
     for (int i = 0; i < N; i++) {
       hist_obs o = obs(1.0f, 0.5f, 0.0f, (float)((bits >> i) & 1u), 0, 0, i);
-      hist_update(&h, &o, 0.3, NULL);
+      hist_update(&h, &o, &HP, NULL);
     }
     assert_int_equal(hist_value(&h, HF_FORGETTING_EVENTS), h.forgetting);
     assert_true(hist_value(&h, HF_FORGETTING) == (double)hist_forgetting(&h));
@@ -112,10 +114,10 @@ static void test_history_forgetting_never_learned_ranks_first(void **state) {
   hist_init(&h);
   hist_obs u = obs(1.0f, 0.5f, 0.0f, 0.0f, 0, 0, 0);
   u.scored = 0;
-  hist_update(&h, &u, 0.3, NULL);
+  hist_update(&h, &u, &HP, NULL);
   assert_int_equal(hist_forgetting(&h), 0);
   hist_obs w = obs(1.0f, 0.5f, 0.0f, 0.0f, 0, 0, 1);
-  hist_update(&h, &w, 0.3, NULL);
+  hist_update(&h, &w, &HP, NULL);
   assert_int_equal(hist_forgetting(&h), 1);
 }
 
@@ -126,7 +128,7 @@ static void test_history_aum_is_mean_margin(void **state) {
   hist_init(&h);
   for (int i = 0; i < 4; i++) {
     hist_obs o = obs(1.0f, 0.5f, m[i], 1.0f, 0, 0, i);
-    hist_update(&h, &o, 0.3, NULL);
+    hist_update(&h, &o, &HP, NULL);
   }
   assert_near(h.aum, (2.0 - 1.0 + 0.5 - 3.5) / 4);
 }
@@ -137,7 +139,7 @@ static void test_history_unscored_observation_counts_only_loss(void **state) {
   hist_init(&h);
   hist_obs o = obs(3.0f, 0.9f, 1.0f, 1.0f, -1, -1, 5);
   o.scored = 0;
-  hist_update(&h, &o, 0.3, NULL);
+  hist_update(&h, &o, &HP, NULL);
   assert_int_equal(h.seen, 1);
   assert_int_equal(h.scored_n, 0);
   assert_near(h.mean_loss, 3.0);
@@ -156,22 +158,102 @@ static void test_history_label_issue_against_class_thresholds(void **state) {
     hist_classes_observe(&cls, &o);
   }
   assert_near(sum[1] / (double)count[1], 0.8);
-  /* labelled 0, predicted 1 with p_1 = 0.85 >= 0.8: flagged */
+  /* labelled 0, predicted 1 with p_1 = 0.85 >= 0.8: a confident other-class observation, 1 of 1 */
   hist_rec h;
   hist_init(&h);
   hist_obs o = obs(2.0f, 0.1f, -2.0f, 0.0f, 0, 1, 9);
   o.p_max = 0.85f;
   hist_classes_observe(&cls, &o);
-  hist_update(&h, &o, 0.3, &cls);
-  assert_true(h.label_issue);
-  /* predicted 1 with p_1 = 0.6 < 0.8: not flagged */
+  hist_update(&h, &o, &HP, &cls);
+  assert_int_equal(h.other_n, 1);
+  assert_near(hist_label_issue_score(&h), 1.0);
+  /* predicted 1 with p_1 = 0.6 < 0.8: not confident, not counted */
   o.p_max = 0.6f;
-  hist_update(&h, &o, 0.3, &cls);
-  assert_false(h.label_issue);
-  /* a correct prediction is never flagged */
+  hist_update(&h, &o, &HP, &cls);
+  assert_int_equal(h.other_n, 1);
+  /* a correct prediction is never counted */
   hist_obs good = obs(0.1f, 0.95f, 2.0f, 1.0f, 1, 1, 10);
-  hist_update(&h, &good, 0.3, &cls);
-  assert_false(h.label_issue);
+  hist_update(&h, &good, &HP, &cls);
+  assert_int_equal(h.other_n, 1);
+  assert_near(hist_label_issue_score(&h), 1.0 / 3.0);
+  assert_near(hist_value(&h, HF_LABEL_ISSUE_SCORE), 1.0 / 3.0);
+  /* without class thresholds (a run with no class labels yet) nothing is counted */
+  hist_rec n;
+  hist_init(&n);
+  hist_update(&n, &o, &HP, NULL);
+  assert_int_equal(n.other_n, 0);
+}
+
+/* label_issue's threshold: Otsu's split of the scores, at least the floor */
+static void test_history_label_issue_threshold_is_otsu(void **state) {
+  (void)state;
+  uint64_t c[HIST_SCORE_BINS] = {0};
+  /* nothing scored, or every score alike: no split, nothing flagged */
+  assert_true(hist_label_issue_threshold(c) > 1.0f);
+  c[0] = 100;
+  assert_true(hist_label_issue_threshold(c) > 1.0f);
+  /* many clean samples confused now and then (0.25) and one always (1.0): only the one */
+  c[0] = 4;
+  c[hist_score_bin(0.25f)] = 6;
+  c[hist_score_bin(1.0f)] = 1;
+  float t = hist_label_issue_threshold(c);
+  assert_true(t > 0.25f && t <= 1.0f);
+  /* a model that confuses nothing but one sample early: a low split, raised to the floor */
+  memset(c, 0, sizeof c);
+  c[0] = 10;
+  c[hist_score_bin(0.25f)] = 1;
+  assert_near(hist_label_issue_threshold(c), HIST_LABEL_ISSUE_FLOOR);
+  /* two clusters: the split falls between them, the result of the brute-force search over splits */
+  memset(c, 0, sizeof c);
+  for (int b = 0; b <= 10; b++) c[b] = 50;
+  for (int b = 60; b <= 90; b++) c[b] = 3;
+  t = hist_label_issue_threshold(c);
+  assert_true(t > 0.10f && t <= 0.60f);
+  double best = -1;
+  int arg = -1;
+  for (int s = 1; s < HIST_SCORE_BINS; s++) {
+    double w0 = 0, w1 = 0, s0 = 0, s1 = 0;
+    for (int b = 0; b < HIST_SCORE_BINS; b++) {
+      if (b < s) w0 += (double)c[b], s0 += (double)c[b] * b;
+      else w1 += (double)c[b], s1 += (double)c[b] * b;
+    }
+    if (w0 == 0 || w1 == 0) continue;
+    double v = w0 * w1 * (s0 / w0 - s1 / w1) * (s0 / w0 - s1 / w1);
+    if (v > best) best = v, arg = s;
+  }
+  assert_near(t, arg / 100.0);
+  /* the bins */
+  assert_int_equal(hist_score_bin(0.0f), 0);
+  assert_int_equal(hist_score_bin(-1.0f), 0);
+  assert_int_equal(hist_score_bin(NAN), 0);
+  assert_int_equal(hist_score_bin(0.5f), 50);
+  assert_int_equal(hist_score_bin(1.0f), 100);
+  assert_int_equal(hist_score_bin(2.0f), 100);
+}
+
+/* el2n: the mean over the first `early` observations that carry one (Paul et al.: early in training) */
+static void test_history_el2n_is_early_mean(void **state) {
+  (void)state;
+  hist_params hp = {0.3, 3};
+  hist_rec h;
+  hist_init(&h);
+  const float v[] = {NAN, 0.9f, 0.6f, 0.3f, 0.0f, 0.0f};
+  for (int i = 0; i < 6; i++) {
+    hist_obs o = obs(1.0f, 0.5f, 0.0f, 1.0f, 0, 0, i);
+    o.el2n = v[i];
+    hist_update(&h, &o, &hp, NULL);
+  }
+  /* the NaN (a batch logged before el2n was kept) does not count; then 0.9, 0.6, 0.3, and no more */
+  assert_int_equal(h.el2n_n, 3);
+  assert_near(h.el2n, 0.6);
+  assert_near(hist_value(&h, HF_EL2N), 0.6);
+  /* an observation that scored nothing has no el2n */
+  hist_init(&h);
+  hist_obs u = obs(1.0f, 0.5f, 0.0f, 0.0f, 0, 0, 0);
+  u.scored = 0;
+  u.el2n = 0.5f;
+  hist_update(&h, &u, &hp, NULL);
+  assert_int_equal(h.el2n_n, 0);
 }
 
 static void test_history_recent_ring_keeps_newest(void **state) {
@@ -241,6 +323,8 @@ int main(void) {
       cmocka_unit_test(test_history_aum_is_mean_margin),
       cmocka_unit_test(test_history_unscored_observation_counts_only_loss),
       cmocka_unit_test(test_history_label_issue_against_class_thresholds),
+      cmocka_unit_test(test_history_el2n_is_early_mean),
+      cmocka_unit_test(test_history_label_issue_threshold_is_otsu),
       cmocka_unit_test(test_history_recent_ring_keeps_newest),
       cmocka_unit_test(test_history_field_names_and_order),
   };

@@ -14,6 +14,8 @@
 
 #include "state.h"
 
+static const hist_params HP = {0.3, 10};
+
 static hist_obs obs(float loss, float p_t, int32_t label) {
   hist_obs o = {.loss = loss, .p_t = p_t, .p_max = p_t, .margin = p_t - 0.5f, .correct = p_t >= 0.5f, .pred = label,
                 .label = label, .scored = 1};
@@ -30,7 +32,7 @@ static void put(fixture *f, const char *run, int64_t run_id, int n, char **ids, 
   st_batch_ref ref = {1, 0, "d", run_id, 0, run, 4};
   st_batch_prep p;
   assert_int_equal(st_prepare_batch(f->map, &ref, (uint32_t)n, ids, &p), 0);
-  st_apply_batch(f->map, &p, ++f->seq, ids, o, 0.3, 0, NULL, NULL);
+  st_apply_batch(f->map, &p, ++f->seq, ids, o, &HP, 0, NULL, NULL);
   st_tx_end(f->map);
 }
 
@@ -226,7 +228,7 @@ static void test_state_replayed_batches_apply_once(void **state) {
   for (int64_t seq = f->seq; seq >= f->seq - 1; seq--) {
     st_batch_prep p;
     assert_int_equal(st_prepare_batch(f->map, &ref, 1, ids, &p), 0);
-    st_apply_batch(f->map, &p, seq, ids, &o, 0.3, 0, NULL, NULL);
+    st_apply_batch(f->map, &p, seq, ids, &o, &HP, 0, NULL, NULL);
     st_tx_end(f->map);
   }
   hist_rec h;
@@ -295,8 +297,8 @@ static void test_state_group_shares_new_ids_and_datasets(void **state) {
   assert_int_equal(st_prepare_batch(f->map, &ref, 2, ids1, &p1), 0);
   assert_int_equal(st_prepare_batch(f->map, &ref, 2, ids2, &p2), 0);
   assert_null(st_acquire(f->map, "g")); /* prepared, not applied: readers do not see it */
-  st_apply_batch(f->map, &p1, 1, ids1, o, 0.3, 0, NULL, NULL);
-  st_apply_batch(f->map, &p2, 2, ids2, o, 0.3, 0, NULL, NULL);
+  st_apply_batch(f->map, &p1, 1, ids1, o, &HP, 0, NULL, NULL);
+  st_apply_batch(f->map, &p2, 2, ids2, o, &HP, 0, NULL, NULL);
   st_tx_end(f->map);
   const st_dataset *ds = st_acquire(f->map, "g");
   assert_non_null(ds);
@@ -322,7 +324,7 @@ static void test_state_delete_by_id_and_names_reused(void **state) {
   st_batch_prep p1;
   assert_int_equal(st_prepare_batch(f->map, &ref1, 1, more, &p1), 0);
   assert_int_equal(st_prepare_reviews(f->map, st_w_find(f->map, 1), 2), 0);
-  st_apply_batch(f->map, &p1, ++f->seq, more, &o2, 0.3, 0, NULL, NULL);
+  st_apply_batch(f->map, &p1, ++f->seq, more, &o2, &HP, 0, NULL, NULL);
   int64_t samples, observations;
   st_apply_delete(f->map, 1, &samples, &observations);
   st_tx_end(f->map);
@@ -334,7 +336,7 @@ static void test_state_delete_by_id_and_names_reused(void **state) {
   st_batch_ref ref = {2, 0, "d", 3, 0, "a", 4};
   st_batch_prep p;
   assert_int_equal(st_prepare_batch(f->map, &ref, 1, ids, &p), 0);
-  st_apply_batch(f->map, &p, 9, ids, &o, 0.3, 0, NULL, NULL);
+  st_apply_batch(f->map, &p, 9, ids, &o, &HP, 0, NULL, NULL);
   st_tx_end(f->map);
   const st_dataset *ds = st_acquire(f->map, "d");
   assert_int_equal(st_id(ds), 2);

@@ -70,6 +70,7 @@ static int setup(void **state) {
   snprintf(e->cfg.db, sizeof e->cfg.db, "%s/db/f.db", e->dir);
   e->cfg.durability = DUR_NORMAL;
   e->cfg.ema_alpha = 0.3;
+  e->cfg.early_observations = 10;
   e->cfg.snapshot_interval = 3600; /* snapshots only at close, unless a test asks */
   log_set_level(LOG_ERROR);
   completed = 0;

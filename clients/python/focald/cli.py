@@ -132,7 +132,7 @@ HARD_CSV_COLS = ["rank", "id", "score"] + list(HISTORY_FIELDS) + ["first_step", 
 
 
 def cmd_top(c, a, out):
-    filters = dict(by=a.by, order=a.order, run=a.run, label=a.label, min_seen=a.min_seen, status=a.status)
+    filters = dict(by=a.by, order=a.order, label_issue=a.label_issue, run=a.run, label=a.label, min_seen=a.min_seen, status=a.status)
     if a.k < 1:
         raise UsageError("-k must be at least 1")
     # pages of at most 10000 (focald's limit), followed until k items; the last page's next_cursor
@@ -166,7 +166,7 @@ def cmd_top(c, a, out):
 
 SAMPLE_KEYS = ["id", "dataset", "status", "corrected_label", "reconsider", "meta"]
 RUN_COLS = ["run", "seen", "mean_loss", "last_loss", "max_loss", "ema_loss", "confidence", "variability",
-            "correctness", "forgetting", "forgetting_events", "aum", "first_step", "last_step", "label", "label_issue", "stale_labels"]
+            "correctness", "forgetting", "forgetting_events", "aum", "el2n", "label_issue_score", "first_step", "last_step", "label", "label_issue", "stale_labels"]
 
 
 def cmd_sample(c, a, out):
@@ -251,6 +251,13 @@ def _queue_row(q):
     return row
 
 
+def _bool(text):
+    """true or false (a filter's value)."""
+    if text in ("true", "false"):
+        return text == "true"
+    raise argparse.ArgumentTypeError("true or false, not %r" % text)
+
+
 def _quota(text):
     """LABEL=MIN:MAX, LABEL=:MAX or LABEL=MIN: (a per-label quota for queue create)."""
     try:
@@ -332,8 +339,8 @@ def _say_skipped(fmt, skipped):
 
 
 def cmd_export(c, a, out):
-    kw = dict(queue=a.queue, by=a.by, order=a.order, run=a.run, label=a.label, min_seen=a.min_seen, status=a.status, k=a.k,
-              local_files_root=a.local_files_root)
+    kw = dict(queue=a.queue, by=a.by, order=a.order, label_issue=a.label_issue, run=a.run, label=a.label,
+              min_seen=a.min_seen, status=a.status, k=a.k, local_files_root=a.local_files_root)
     if a.output in (None, "-"):
         sink = sys.stdout.buffer
         n = 0
@@ -468,6 +475,8 @@ def _filters(p, k_default=None, k_help="at most this many samples"):
                    "default: the field's hardest first")
     p.add_argument("--run", help="a run name, or * for the mean over runs (the default)")
     p.add_argument("--label", type=int, help="only samples whose last label is this class")
+    p.add_argument("--label-issue", type=_bool, metavar="true|false",
+                   help="only the samples whose label focald flags (true), or only the others (false)")
     p.add_argument("--min-seen", type=int, help="only samples observed at least this often")
     p.add_argument("--status", help="comma-separated review states (default: those still undecided); one of "
                    + ", ".join(STATUSES))

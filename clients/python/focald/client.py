@@ -18,7 +18,7 @@ from .errors import FocaldError
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 HISTORY_FIELDS = ("seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability",
-                  "correctness", "forgetting", "forgetting_events", "aum")
+                  "correctness", "forgetting", "forgetting_events", "aum", "el2n", "label_issue_score")
 ORDERS = ("asc", "desc")
 STATUSES = ("open", "queued", "in_review", "relabelled", "confirmed", "dismissed")
 EXPORT_FORMATS = ("csv", "jsonl", "label-studio", "fiftyone", "ohif")
@@ -27,6 +27,11 @@ EXPORT_FORMATS = ("csv", "jsonl", "label-studio", "fiftyone", "ohif")
 def _seg(s):
     """One percent-encoded path segment (a dataset, sample id or queue name; '/' becomes %2F)."""
     return urllib.parse.quote(str(s), safe="")
+
+
+def _flag(v):
+    """A boolean query parameter as focald spells it."""
+    return None if v is None else ("true" if v else "false")
 
 
 def _status_list(status):
@@ -196,24 +201,26 @@ class Client:
 
     # ------------------------------------------------------------ hard examples
 
-    def hard_examples(self, dataset, *, by=None, order=None, k=None, run=None, label=None, min_seen=None,
-                      status=None, cursor=None):
+    def hard_examples(self, dataset, *, by=None, order=None, k=None, run=None, label=None, label_issue=None,
+                      min_seen=None, status=None, cursor=None):
         """One page of the hardest samples (GET /v1/datasets/{dataset}/hard-examples).
 
         by: a history field (default mean_loss). order: "desc" (largest first) or "asc"; by default
         the field's own, hardest first (README "Hardest examples"). k: page size, 1..10000 (default 100). run: a run name
-        or "*" (the mean over runs, the default). label: the sample's last label. min_seen: at least
+        or "*" (the mean over runs, the default). label: the sample's last label. label_issue: True for only
+        the samples whose label focald flags (README "History fields"), False for only the others. min_seen: at least
         this many observations. status: a review state or a list of them (default: those still
         waiting for a decision). cursor: next_cursor of the previous page.
         Returns {"dataset", "run", "by", "order", "items", "next_cursor"}.
         """
-        q = {"by": by, "order": order, "k": k, "run": run, "label": label, "min_seen": min_seen, "status": _status_list(status),
+        q = {"by": by, "order": order, "k": k, "run": run, "label": label, "label_issue": _flag(label_issue),
+             "min_seen": min_seen, "status": _status_list(status),
              "cursor": cursor}
         return self._get("/v1/datasets/%s/hard-examples" % _seg(dataset), q)
 
     def iter_hard_examples(self, dataset, *, limit=None, page_size=1000, **filters):
         """Yields hard examples, hardest first, following the cursors: at most limit items (all when None).
-        filters: as hard_examples (by, order, run, label, min_seen, status)."""
+        filters: as hard_examples (by, order, run, label, label_issue, min_seen, status)."""
         cursor, n = None, 0
         while limit is None or n < limit:
             k = page_size if limit is None else min(page_size, limit - n)
@@ -272,15 +279,16 @@ class Client:
 
     # ------------------------------------------------------------ queues
 
-    def create_queue(self, dataset, name, *, by=None, order=None, run=None, size=None, label=None, min_seen=None,
-                     max_per_label=None, min_per_label=None, quotas=None, dedupe_by=None):
+    def create_queue(self, dataset, name, *, by=None, order=None, run=None, size=None, label=None, label_issue=None,
+                     min_seen=None, max_per_label=None, min_per_label=None, quotas=None, dedupe_by=None):
         """Builds a named review queue from the hardest open samples (POST /v1/datasets/{dataset}/queues).
 
         quotas: {label: {"min": a, "max": b}} per-label overrides of min_per_label/max_per_label.
         dedupe_by: a meta key (e.g. "patient_id"): at most one sample per value.
         Returns the queue's summary (name, created_at, size, reviewed, progress, params)."""
         doc = {"name": name}
-        for k, v in (("by", by), ("order", order), ("run", run), ("size", size), ("label", label), ("min_seen", min_seen),
+        for k, v in (("by", by), ("order", order), ("run", run), ("size", size), ("label", label),
+                     ("label_issue", label_issue), ("min_seen", min_seen),
                      ("max_per_label", max_per_label), ("min_per_label", min_per_label), ("dedupe_by", dedupe_by)):
             if v is not None:
                 doc[k] = v
@@ -313,8 +321,8 @@ class Client:
 
     # ------------------------------------------------------------ exports
 
-    def iter_export(self, dataset, format="csv", *, queue=None, by=None, order=None, run=None, label=None, min_seen=None,
-                    status=None, k=None, local_files_root=None, chunk_size=65536):
+    def iter_export(self, dataset, format="csv", *, queue=None, by=None, order=None, run=None, label=None,
+                    label_issue=None, min_seen=None, status=None, k=None, local_files_root=None, chunk_size=65536):
         """Yields an export's bytes as focald streams them (GET /v1/datasets/{dataset}/export).
 
         format: csv, jsonl, label-studio, fiftyone or ohif. queue: export a queue, in its order;
@@ -324,7 +332,8 @@ class Client:
         filter) are raised before the first chunk. Returns an ExportStream: iterate it for the
         bytes; once it is read whole, its skipped attribute says how many samples the format left
         out (no image Label Studio can open, no local file for FiftyOne, no study for OHIF)."""
-        q = {"format": format, "queue": queue, "by": by, "order": order, "run": run, "label": label, "min_seen": min_seen,
+        q = {"format": format, "queue": queue, "by": by, "order": order, "run": run, "label": label,
+             "label_issue": _flag(label_issue), "min_seen": min_seen,
              "status": _status_list(status), "k": k, "local_files_root": local_files_root}
         return ExportStream(self._t, "/v1/datasets/%s/export" % _seg(dataset), q, chunk_size)
 
