@@ -409,8 +409,41 @@ static int read_loss(const json_t *lo, req *r, problem *err) {
 
 /* ------------------------------------------------------------------ the body */
 
-static const char *const top_fields[] = {"run",     "batch_id", "epoch", "step",  "segments", "loss", "ids",
-                                         "logits",  "probs",    "targets", "weights", "meta", "ohem_k", NULL};
+static const char *const top_fields[] = {"run",    "batch_id", "epoch",   "step",    "segments", "loss",    "ids",
+                                         "logits", "probs",    "targets", "weights", "meta",     "ohem_k",  "outputs", NULL};
+
+const char *const req_output_names[REQ_OUTPUTS] = {"losses",     "p_t",  "p_max",   "margin", "norm_margin", "entropy",
+                                                   "cw_entropy", "el2n", "correct", "pred",   "grad",        "grad_norm"};
+
+int dec_outputs(const json_t *outputs, req *r, int want_store, int *binary_data, problem *err) {
+  r->outputs = REQ_OUT_DEFAULT;
+  if (!outputs || json_is_null(outputs)) return 0;
+  if (!json_is_array(outputs))
+    return problem_set(err, P_INVALID_FIELD, "/outputs", "outputs must be an array of output names or {name} objects");
+  char names[200];
+  size_t used = 0;
+  for (int k = 0; k < REQ_OUTPUTS; k++)
+    used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", k ? ", " : "", req_output_names[k]);
+  r->outputs = 0;
+  for (size_t i = 0; i < json_array_size(outputs); i++) {
+    const json_t *o = json_array_get(outputs, i);
+    const json_t *name = json_is_object(o) ? json_object_get(o, "name") : o;
+    char ptr[64];
+    snprintf(ptr, sizeof ptr, json_is_object(o) ? "/outputs/%zu/name" : "/outputs/%zu", i);
+    int found = -1;
+    for (int k = 0; k < REQ_OUTPUTS && json_is_string(name); k++)
+      if (strcmp(req_output_names[k], json_string_value(name)) == 0) found = k;
+    if (found < 0) return problem_set(err, P_INVALID_FIELD, ptr, "outputs[%zu] must name one of %s", i, names);
+    /* a recorded batch answers with what it records; gradients are the stateless route's */
+    if (want_store && (found == REQ_OUT_GRAD || found == REQ_OUT_GRAD_NORM))
+      return problem_set(err, P_INVALID_FIELD, ptr, "outputs[%zu]: %s is for POST /v1/loss; a recorded batch returns "
+                                                    "losses and scores", i, req_output_names[found]);
+    r->outputs |= 1u << found;
+    const json_t *op = json_is_object(o) ? json_object_get(o, "parameters") : NULL;
+    if (op && json_is_true(json_object_get(op, "binary_data")) && binary_data) *binary_data = 1;
+  }
+  return 0;
+}
 
 static int int_field(const json_t *v, const char *name, int64_t lo, int64_t hi, int64_t *out, problem *err) {
   char ptr[64];
@@ -761,6 +794,8 @@ int dec_json(req *r, const char *body, size_t len, int want_store, problem *err)
   if (read_targets(t, r, err)) goto out;
   if ((v = json_object_get(root, "weights")) && !json_is_null(v) && read_weights(v, r, err)) goto out;
   if (dec_tail(root, r, want_store, err)) goto out;
+  /* a JSON response has losses and scores whatever outputs says; outputs adds the gradients */
+  if (dec_outputs(json_object_get(root, "outputs"), r, want_store, NULL, err)) goto out;
   rc = 0;
 out:
   json_decref(root);
