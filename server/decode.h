@@ -22,6 +22,8 @@
 #define REQ_META_MAX 65536 /* bytes of one sample's meta, as compact JSON */
 #define REQ_SEGMENTS_MAX 65536
 
+#define REQ_EVERY_CLASS ((size_t)-1)
+
 /* n consecutive samples of a request observed at one step and epoch (see README "Many steps in one request"). */
 typedef struct req_seg {
   int64_t n;
@@ -38,6 +40,9 @@ typedef struct req {
   int64_t ohem_k;                 /* 0: none */
   fl_params params;
   float *alpha_c;                 /* owned, or NULL */
+  float *pos_weight;              /* (c) owned, or NULL; params.pos_weight points here once c is known */
+  size_t npos_weight;             /* entries given as an array; REQ_EVERY_CLASS for one number meaning every class */
+  float pos_weight_all;           /* that number */
   const char *x_name;             /* "logits" or "probs" */
   int64_t n, m, c;
   int dense;                      /* the input was N x M x C */

@@ -1041,12 +1041,10 @@ def _torch_reduce(elem, reduction, live, npos):
     return s / flat.shape[1]
 
 
-@unittest.skipUnless(_torch(), "torch/torchvision not importable")
-class GradientOutputsTest(BinaryTestCase):
-    """outputs grad and grad_norm on POST /v1/loss, JSON and binary, against torch autograd in float64:
-    torchvision.ops.sigmoid_focal_loss for the sigmoid family, a softmax focal loss written in torch. Tolerance
-    as README "Accuracy" promises: relative 1e-5, or absolute 1e-7 below 1e-2 (grad entries: 1e-7 of the
-    sample's largest entry, plus that)."""
+class TorchCheckCase(BinaryTestCase):
+    """Posts a request as JSON and as binary tensors, asking for losses, grad and grad_norm, and holds both
+    answers to torch autograd in float64 with the tolerance README "Accuracy" promises: relative 1e-5, or
+    absolute 1e-7 below 1e-2 (grad entries: scaled by the sample's largest entry when that is above 1)."""
 
     def both(self, header, ids, x, targets, weights=None):
         """(JSON response, binary outputs) for the same request asking for losses, grad and grad_norm."""
@@ -1089,6 +1087,12 @@ class GradientOutputsTest(BinaryTestCase):
         j, outs = self.both(header, ids, x, targets, weights)
         self.check(what + " (JSON)", j["losses"], j["grad"], j["grad_norm"], loss, X.grad)
         self.check(what + " (binary)", outs["losses"], outs["grad"], outs["grad_norm"], loss, X.grad)
+
+
+@unittest.skipUnless(_torch(), "torch/torchvision not importable")
+class GradientOutputsTest(TorchCheckCase):
+    """outputs grad and grad_norm on POST /v1/loss against torchvision.ops.sigmoid_focal_loss for the sigmoid
+    family and a softmax focal loss written in torch."""
 
     def test_sigmoid_focal_torchvision_every_reduction(self):
         import torch
@@ -1209,6 +1213,57 @@ class GradientOutputsTest(BinaryTestCase):
         r = self.batch_bin(ds, {"outputs": [{"name": "grad_norm"}]}, bin_tensors(["a"], x, np.array([1])), accept=OCTET)
         self.assertProblem(r, 422, "invalid_field", "/outputs/0/name")
         self.assertEqual(self.d.get("/v1/datasets/%s" % ds).status, 404)  # nothing recorded
+
+
+@unittest.skipUnless(_torch(), "torch/torchvision not importable")
+class PosWeightTest(TorchCheckCase):
+    """loss.pos_weight (JSON body and binary header) against torch's BCEWithLogitsLoss(pos_weight=...) and kornia's
+    binary_focal_loss_with_logits formula (v0.8.3) in float64, losses and gradients; refused where it has no
+    meaning."""
+
+    def test_binary_cross_entropy_matches_torch(self):
+        import torch
+        g = rng(50)
+        x = g.normal(0, 3, (5, 4)).astype(np.float32)
+        t = (g.random((5, 4)) < 0.4).astype(np.float32)
+        pw = [0.0, 0.5, 3.0, 40.0]
+        T, PW = torch.tensor(t, dtype=torch.float64), torch.tensor(pw, dtype=torch.float64)
+        self.run_case("binary_cross_entropy pos_weight", {"loss": {"type": "binary_cross_entropy", "pos_weight": pw}},
+                      x, t, lambda X: torch.nn.BCEWithLogitsLoss(pos_weight=PW, reduction="none")(X, T).sum(-1))
+        # one number weighs every class
+        self.run_case("binary_cross_entropy pos_weight 2.5", {"loss": {"type": "binary_cross_entropy", "pos_weight": 2.5}},
+                      x, t, lambda X: torch.nn.BCEWithLogitsLoss(pos_weight=torch.full((4,), 2.5), reduction="none")(X, T).sum(-1))
+
+    def test_sigmoid_focal_matches_kornia_formula(self):
+        import torch
+        F = torch.nn.functional
+        g = rng(51)
+        x = g.normal(0, 2, (3, 6, 3)).astype(np.float32)
+        y = g.integers(0, 4, (3, 6))  # 3: background
+        pw = [2.0, 0.25, 7.0]
+        T = F.one_hot(torch.tensor(y), 4)[..., :3].double()
+        PW = torch.tensor(pw, dtype=torch.float64)
+        def kornia(X):
+            pos = -F.logsigmoid(-X).exp().pow(2.0) * T * F.logsigmoid(X)
+            neg = -F.logsigmoid(X).exp().pow(2.0) * (1 - T) * F.logsigmoid(-X)
+            return (PW * 0.25 * pos + 0.75 * neg).sum((1, 2))
+        for prof in ("torchvision", "kornia"):  # one loss for hard targets
+            self.run_case("sigmoid_focal %s pos_weight" % prof, {"loss": {"profile": prof, "pos_weight": pw}}, x, y, kornia)
+
+    def test_refused_where_meaningless_or_invalid(self):
+        x = np.array([[0, 1, 2]], dtype=np.float32)
+        for loss in ("softmax_focal", "cross_entropy", "poly1_softmax_focal", "asl", "sigmoid_focal_star"):
+            r = self.d.post("/v1/loss", json_body(["a"], x, [1], loss={"type": loss, "pos_weight": [1, 2, 3]}))
+            p = self.assertProblem(r, 422, "invalid_loss", "/loss/pos_weight")
+            self.assertIn(loss, p["detail"])
+        r = self.d.post("/v1/loss", json_body(["a"], x, [1], loss={"pos_weight": [1, -2, 3]}))
+        self.assertProblem(r, 422, "invalid_loss", "/loss/pos_weight/1")
+        r = self.d.post("/v1/loss", json_body(["a"], x, [1], loss={"pos_weight": [1, 2]}))
+        self.assertProblem(r, 422, "shape_mismatch", "/loss/pos_weight")
+        r = self.d.post("/v1/loss", json_body(["a"], x, [1], loss={"pos_weight": [1, "2", 3]}))
+        self.assertProblem(r, 422, "invalid_field", "/loss/pos_weight/1")
+        r = self.loss_bin({"loss": {"type": "softmax_focal", "pos_weight": 2}}, bin_tensors(["a"], x, np.array([1])))
+        self.assertProblem(r, 422, "invalid_loss", "/loss/pos_weight")
 
 
 if __name__ == "__main__":
