@@ -174,6 +174,24 @@ static void w_score_array(jw *o, const char *name, const job *j, int which) {
   JW(o, "]");
 }
 
+/* Writes ,"grad":[...] nested as the request's input was: N x C, or N x M x C when dense. */
+static void w_grad(jw *o, const req *r, const float *g) {
+  JW(o, ",\"grad\":[");
+  for (int64_t i = 0; i < r->n; i++) {
+    JW(o, i ? ",[" : "[");
+    for (int64_t p = 0; p < r->m; p++) {
+      if (r->dense) JW(o, p ? ",[" : "[");
+      for (int64_t k = 0; k < r->c; k++) {
+        if (k) jw_lit(o, ",");
+        jw_num(o, g[(i * r->m + p) * r->c + k]);
+      }
+      if (r->dense) JW(o, "]");
+    }
+    JW(o, "]");
+  }
+  JW(o, "]");
+}
+
 /* Indices of the k largest losses, largest first (ties by index); malloc'd. */
 static int64_t *hardest(const job *j, int64_t k) {
   const req *r = &j->rq;
@@ -203,8 +221,21 @@ static int finish_scoring(http_req *rq, http_resp *resp) {
   if (r->ohem_k > 0 && !top) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory ranking the batch's hardest samples");
   int64_t ntop = top ? r->ohem_k : 0;
   if (r->binary_response) {
-    bin_result res = {j->store ? j->op.dataset : NULL, j->store ? r->run : NULL, r->n, j->duplicate, sum / (double)r->n,
-                      j->loss, j->scores, top, ntop, r->outputs};
+    bin_result res = {.dataset = j->store ? j->op.dataset : NULL,
+                      .run = j->store ? r->run : NULL,
+                      .n = r->n,
+                      .m = r->m,
+                      .c = r->c,
+                      .dense = r->dense,
+                      .duplicate = j->duplicate,
+                      .mean_loss = sum / (double)r->n,
+                      .loss = j->loss,
+                      .scores = j->scores,
+                      .grad = j->grad,
+                      .grad_norm = j->grad_norm,
+                      .hardest = top,
+                      .nhardest = ntop,
+                      .outputs = r->outputs};
     size_t hl = 0;
     int rc = bin_response(&res, &resp->body, &resp->len, &hl);
     free(top);
@@ -239,7 +270,17 @@ static int finish_scoring(http_req *rq, http_resp *resp) {
     if (k) JW(&o, ",");
     w_score_array(&o, names[k], j, k);
   }
-  JW(&o, "},\"hardest\":[");
+  JW(&o, "}");
+  if (j->grad) w_grad(&o, r, j->grad);
+  if (j->grad_norm) {
+    JW(&o, ",\"grad_norm\":[");
+    for (int64_t i = 0; i < r->n; i++) {
+      if (i) jw_lit(&o, ",");
+      jw_num(&o, j->grad_norm[i]);
+    }
+    JW(&o, "]");
+  }
+  JW(&o, ",\"hardest\":[");
   for (int64_t i = 0; i < ntop; i++) JW(&o, "%s%" PRId64, i ? "," : "", top[i]);
   JW(&o, "]}");
   free(top);
@@ -277,7 +318,10 @@ static int score(http_req *rq, http_resp *resp, int store_it) {
   http_metrics_ingested(binary, rq->len, (size_t)j->rq.n);
   j->loss = malloc((size_t)j->rq.n * sizeof *j->loss);
   j->scores = calloc((size_t)j->rq.n, sizeof *j->scores);
-  if (!j->loss || !j->scores) {
+  if (j->rq.outputs & (1u << REQ_OUT_GRAD)) j->grad = malloc((size_t)(j->rq.n * j->rq.m * j->rq.c) * sizeof *j->grad);
+  if (j->rq.outputs & (1u << REQ_OUT_GRAD_NORM)) j->grad_norm = malloc((size_t)j->rq.n * sizeof *j->grad_norm);
+  if (!j->loss || !j->scores || (!j->grad && (j->rq.outputs & (1u << REQ_OUT_GRAD))) ||
+      (!j->grad_norm && (j->rq.outputs & (1u << REQ_OUT_GRAD_NORM)))) {
     job_free(j);
     return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
   }

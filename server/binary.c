@@ -44,10 +44,6 @@ static const char *const header_fields[] = {"id",     "run",    "batch_id", "epo
 
 static const char *const tensor_names[] = {"ids", "logits", "probs", "targets", "weights", NULL};
 
-/* Output tensors a binary response can carry, in this order. */
-const char *const bin_output_names[BIN_OUTPUTS] = {"losses", "p_t",  "p_max", "margin", "norm_margin",
-                                                   "entropy", "cw_entropy", "el2n", "correct", "pred"};
-
 static int in_ptr(char *text, size_t n, int i, const char *rest) {
   return snprintf(text, n, "/inputs/%d%s", i, rest);
 }
@@ -431,31 +427,11 @@ static int read_weights(req *r, const tensor *t, problem *err) {
 }
 
 /* Which outputs the client asked for, and in which framing. */
-static int read_outputs(const json_t *root, req *r, int accept_binary, problem *err) {
-  const json_t *outputs = json_object_get(root, "outputs"), *params = json_object_get(root, "parameters");
-  r->binary_response = accept_binary;
+static int read_outputs(const json_t *root, req *r, int want_store, int accept_binary, problem *err) {
+  const json_t *params = json_object_get(root, "parameters");
   const json_t *bdo = params ? json_object_get(params, "binary_data_output") : NULL;
-  if (json_is_true(bdo)) r->binary_response = 1;
-  r->outputs = (1u << BIN_OUTPUTS) - 1;
-  if (!outputs || json_is_null(outputs)) return 0;
-  if (!json_is_array(outputs)) return problem_set(err, P_INVALID_FIELD, "/outputs", "outputs must be an array of {name}");
-  r->outputs = 0;
-  for (size_t i = 0; i < json_array_size(outputs); i++) {
-    const json_t *o = json_array_get(outputs, i);
-    const json_t *name = json_is_object(o) ? json_object_get(o, "name") : NULL;
-    char ptr[64];
-    snprintf(ptr, sizeof ptr, "/outputs/%zu/name", i);
-    int found = -1;
-    for (int k = 0; k < BIN_OUTPUTS && json_is_string(name); k++)
-      if (strcmp(bin_output_names[k], json_string_value(name)) == 0) found = k;
-    if (found < 0)
-      return problem_set(err, P_INVALID_FIELD, ptr, "outputs[%zu] must name one of losses, p_t, p_max, margin, norm_margin, "
-                                                    "entropy, cw_entropy, el2n, correct, pred", i);
-    r->outputs |= 1u << found;
-    const json_t *op = json_object_get(o, "parameters");
-    if (op && json_is_true(json_object_get(op, "binary_data"))) r->binary_response = 1;
-  }
-  return 0;
+  r->binary_response = accept_binary || json_is_true(bdo);
+  return dec_outputs(json_object_get(root, "outputs"), r, want_store, &r->binary_response, err);
 }
 
 int dec_binary(req *r, const char *body, size_t len, int64_t header_len, int want_store, int accept_binary, problem *err) {
@@ -524,9 +500,9 @@ int dec_binary(req *r, const char *body, size_t len, int64_t header_len, int wan
   if (read_targets(r, targets, err)) goto out;
   if (weights && read_weights(r, weights, err)) goto out;
   if (dec_tail(root, r, want_store, err)) goto out;
-  if (read_outputs(root, r, accept_binary, err)) goto out;
+  if (read_outputs(root, r, want_store, accept_binary, err)) goto out;
   /* a request that stores must score: the history is built from the scores */
-  r->want_scores = want_store || (r->outputs & ~((1u << BIN_LOSSES))) != 0 || !r->binary_response;
+  r->want_scores = want_store || (r->outputs & REQ_OUT_DEFAULT & ~(1u << BIN_LOSSES)) != 0 || !r->binary_response;
   rc = 0;
 out:
   json_decref(root);
@@ -551,14 +527,24 @@ int bin_response(const bin_result *res, char **body, size_t *len, size_t *header
              res->duplicate ? "true" : "false", isfinite(res->mean_loss) ? num : "null");
   for (int64_t i = 0; i < res->nhardest; i++) buf_printf(&hb, "%s%" PRId64, i ? "," : "", res->hardest[i]);
   buf_printf(&hb, "],\"outputs\":[");
+  const size_t grad_bytes = (size_t)(n * res->m * res->c) * 4;
   size_t data = 0;
   int first = 1;
   for (int k = 0; k < BIN_OUTPUTS; k++) {
     if (!(res->outputs & (1u << k))) continue;
-    buf_printf(&hb, "%s{\"name\":\"%s\",\"datatype\":\"%s\",\"shape\":[%" PRId64 "],\"parameters\":{\"binary_data_size\":%zu}}",
-               first ? "" : ",", bin_output_names[k], k == BIN_PRED ? "INT32" : "FP32", n, (size_t)n * 4);
+    char shape[64];
+    size_t bytes = (size_t)n * 4;
+    if (k == BIN_GRAD) {
+      bytes = grad_bytes;
+      if (res->dense) snprintf(shape, sizeof shape, "%" PRId64 ",%" PRId64 ",%" PRId64, n, res->m, res->c);
+      else snprintf(shape, sizeof shape, "%" PRId64 ",%" PRId64, n, res->c);
+    } else {
+      snprintf(shape, sizeof shape, "%" PRId64, n);
+    }
+    buf_printf(&hb, "%s{\"name\":\"%s\",\"datatype\":\"%s\",\"shape\":[%s],\"parameters\":{\"binary_data_size\":%zu}}",
+               first ? "" : ",", req_output_names[k], k == BIN_PRED ? "INT32" : "FP32", shape, bytes);
     first = 0;
-    data += (size_t)n * 4;
+    data += bytes;
   }
   buf_printf(&hb, "]}");
   size_t hl = 0;
@@ -574,6 +560,16 @@ int bin_response(const bin_result *res, char **body, size_t *len, size_t *header
   unsigned char *p = (unsigned char *)out + hl;
   for (int k = 0; k < BIN_OUTPUTS; k++) {
     if (!(res->outputs & (1u << k))) continue;
+    if (k == BIN_GRAD) {
+      memcpy(p, res->grad, grad_bytes);
+      p += grad_bytes;
+      continue;
+    }
+    if (k == BIN_GRAD_NORM) {
+      memcpy(p, res->grad_norm, (size_t)n * 4);
+      p += (size_t)n * 4;
+      continue;
+    }
     for (int64_t i = 0; i < n; i++) {
       const fl_score *s = &res->scores[i];
       float v;

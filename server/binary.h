@@ -8,11 +8,17 @@
 #include "decode.h"
 #include "http.h"
 
-/* The tensors a binary response can carry, in this order; a request's
- * `outputs` picks some. losses and the scores are FP32 (NaN where nothing was
- * scored), pred INT32 (-1 there). */
-enum { BIN_LOSSES = 0, BIN_PRED = 9, BIN_OUTPUTS = 10 };
-extern const char *const bin_output_names[BIN_OUTPUTS];
+/* The tensors a binary response can carry, in the order of req_output_names;
+ * a request's `outputs` picks some. losses and the scores are FP32 (NaN where
+ * nothing was scored), pred INT32 (-1 there), grad FP32 in the input's shape,
+ * grad_norm FP32 (N). */
+enum {
+  BIN_LOSSES = REQ_OUT_LOSSES,
+  BIN_PRED = REQ_OUT_PRED,
+  BIN_GRAD = REQ_OUT_GRAD,
+  BIN_GRAD_NORM = REQ_OUT_GRAD_NORM,
+  BIN_OUTPUTS = REQ_OUTPUTS
+};
 
 /* Decodes a binary body: the first header_len bytes are the JSON header,
  * then the tensors. accept_binary: the client sent Accept: application/octet-stream.
@@ -23,14 +29,17 @@ int dec_binary(req *r, const char *body, size_t len, int64_t header_len, int wan
 /* What a binary response reports. */
 typedef struct bin_result {
   const char *dataset, *run; /* NULL for /v1/loss */
-  int64_t n;
+  int64_t n, m, c;
+  int dense;                 /* the input was [N, M, C]: so is grad */
   int duplicate;
   double mean_loss;
   const float *loss;
   const fl_score *scores;
+  const float *grad;         /* (n, m, c) when outputs has grad */
+  const float *grad_norm;    /* (n) when outputs has grad_norm */
   const int64_t *hardest;
   int64_t nhardest;
-  uint32_t outputs;          /* bit per bin_output_names entry */
+  uint32_t outputs;          /* bit per req_output_names entry */
 } bin_result;
 
 /* Builds the response body: JSON header then tensors. *body is malloc'd;

@@ -37,6 +37,7 @@ int name_lookup_ok(const char *name) {
 void req_free(req *r) {
   if (!r) return;
   free(r->alpha_c);
+  free(r->pos_weight);
   free(r->ids); /* the pointers and the bytes are one allocation */
   for (int i = 0; i < r->nmeta; i++) free(r->meta_json[i]);
   free(r->meta_json);
@@ -306,6 +307,15 @@ int dec_check_loss(const fl_params *p, int64_t c, problem *err) {
     }
     return problem_set(err, P_INVALID_LOSS, "/loss/alpha", "loss.alpha must be in [0, 1], or null for no class weighting");
   case FL_EEPSILON: return problem_set(err, P_INVALID_LOSS, "/loss/epsilon", "loss.epsilon must be in [-1, 10000]");
+  case FL_EPOSWEIGHT:
+    if (where >= 0) {
+      char ptr[64];
+      snprintf(ptr, sizeof ptr, "/loss/pos_weight/%" PRId64, where);
+      return problem_set(err, P_INVALID_LOSS, ptr, "loss.pos_weight[%" PRId64 "] must be finite and >= 0", where);
+    }
+    return problem_set(err, P_INVALID_LOSS, "/loss/pos_weight",
+                       "loss.pos_weight weighs the positive term of a binary cross-entropy: it is for sigmoid_focal, "
+                       "poly1_sigmoid_focal and binary_cross_entropy, not %s", fl_loss_name(p->loss));
   case FL_ECLIP: return problem_set(err, P_INVALID_LOSS, "/loss/clip", "loss.clip must be in [0, 1)");
   case FL_EUNSUPPORTED:
     return problem_set(err, P_INVALID_LOSS, "/loss/profile", "profile %s does not define %s for %s input",
@@ -380,6 +390,27 @@ static int read_loss(const json_t *lo, req *r, problem *err) {
     } else if (strcmp(key, "ignore_index") == 0) {
       if (!json_is_integer(v)) return problem_set(err, P_INVALID_FIELD, ptr, "loss.ignore_index must be an integer");
       r->params.ignore_index = json_integer_value(v);
+    } else if (strcmp(key, "pos_weight") == 0) {
+      /* one number for every class, or one per class; the count is checked against c in dec_tail */
+      if (json_is_array(v)) {
+        size_t n = json_array_size(v);
+        free(r->pos_weight);
+        r->pos_weight = malloc((n ? n : 1) * sizeof *r->pos_weight);
+        if (!r->pos_weight) return problem_set(err, P_INTERNAL, NULL, "out of memory");
+        r->npos_weight = n;
+        for (size_t i = 0; i < n; i++) {
+          char p2[80], h2[80];
+          snprintf(p2, sizeof p2, "/loss/pos_weight/%zu", i);
+          snprintf(h2, sizeof h2, "loss.pos_weight[%zu]", i);
+          if (number_field(json_array_get(v, i), p2, h2, &r->pos_weight[i], err)) return -1;
+        }
+      } else if (!json_is_null(v)) {
+        if (number_field(v, ptr, human, &r->pos_weight_all, err)) return -1;
+        free(r->pos_weight);
+        r->pos_weight = malloc(sizeof *r->pos_weight); /* marks it given; grown to c entries in dec_tail */
+        if (!r->pos_weight) return problem_set(err, P_INTERNAL, NULL, "out of memory");
+        r->npos_weight = REQ_EVERY_CLASS;
+      }
     } else if (strcmp(key, "alpha") == 0) {
       if (json_is_null(v)) {
         r->params.alpha = -1.0f;
@@ -409,8 +440,41 @@ static int read_loss(const json_t *lo, req *r, problem *err) {
 
 /* ------------------------------------------------------------------ the body */
 
-static const char *const top_fields[] = {"run",     "batch_id", "epoch", "step",  "segments", "loss", "ids",
-                                         "logits",  "probs",    "targets", "weights", "meta", "ohem_k", NULL};
+static const char *const top_fields[] = {"run",    "batch_id", "epoch",   "step",    "segments", "loss",    "ids",
+                                         "logits", "probs",    "targets", "weights", "meta",     "ohem_k",  "outputs", NULL};
+
+const char *const req_output_names[REQ_OUTPUTS] = {"losses",     "p_t",  "p_max",   "margin", "norm_margin", "entropy",
+                                                   "cw_entropy", "el2n", "correct", "pred",   "grad",        "grad_norm"};
+
+int dec_outputs(const json_t *outputs, req *r, int want_store, int *binary_data, problem *err) {
+  r->outputs = REQ_OUT_DEFAULT;
+  if (!outputs || json_is_null(outputs)) return 0;
+  if (!json_is_array(outputs))
+    return problem_set(err, P_INVALID_FIELD, "/outputs", "outputs must be an array of output names or {name} objects");
+  char names[200];
+  size_t used = 0;
+  for (int k = 0; k < REQ_OUTPUTS; k++)
+    used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", k ? ", " : "", req_output_names[k]);
+  r->outputs = 0;
+  for (size_t i = 0; i < json_array_size(outputs); i++) {
+    const json_t *o = json_array_get(outputs, i);
+    const json_t *name = json_is_object(o) ? json_object_get(o, "name") : o;
+    char ptr[64];
+    snprintf(ptr, sizeof ptr, json_is_object(o) ? "/outputs/%zu/name" : "/outputs/%zu", i);
+    int found = -1;
+    for (int k = 0; k < REQ_OUTPUTS && json_is_string(name); k++)
+      if (strcmp(req_output_names[k], json_string_value(name)) == 0) found = k;
+    if (found < 0) return problem_set(err, P_INVALID_FIELD, ptr, "outputs[%zu] must name one of %s", i, names);
+    /* a recorded batch answers with what it records; gradients are the stateless route's */
+    if (want_store && (found == REQ_OUT_GRAD || found == REQ_OUT_GRAD_NORM))
+      return problem_set(err, P_INVALID_FIELD, ptr, "outputs[%zu]: %s is for POST /v1/loss; a recorded batch returns "
+                                                    "losses and scores", i, req_output_names[found]);
+    r->outputs |= 1u << found;
+    const json_t *op = json_is_object(o) ? json_object_get(o, "parameters") : NULL;
+    if (op && json_is_true(json_object_get(op, "binary_data")) && binary_data) *binary_data = 1;
+  }
+  return 0;
+}
 
 static int int_field(const json_t *v, const char *name, int64_t lo, int64_t hi, int64_t *out, problem *err) {
   char ptr[64];
@@ -697,6 +761,17 @@ int dec_tail(const json_t *root, req *r, int want_store, problem *err) {
     return problem_set(err, P_SHAPE_MISMATCH, "/loss/alpha", "loss.alpha has %d entries but there are %" PRId64 " classes",
                        (int)r->params.alpha, r->c);
   if (r->alpha_c) r->params.alpha = 0.0f;
+  if (r->pos_weight && r->npos_weight == REQ_EVERY_CLASS) {
+    float *all = malloc((size_t)r->c * sizeof *all);
+    if (!all) return problem_set(err, P_INTERNAL, NULL, "out of memory");
+    for (int64_t k = 0; k < r->c; k++) all[k] = r->pos_weight_all;
+    free(r->pos_weight);
+    r->pos_weight = all;
+  } else if (r->pos_weight && (int64_t)r->npos_weight != r->c) {
+    return problem_set(err, P_SHAPE_MISMATCH, "/loss/pos_weight", "loss.pos_weight has %zu entries but there are %" PRId64 " classes",
+                       r->npos_weight, r->c);
+  }
+  r->params.pos_weight = r->pos_weight;
   if (fl_loss_is_softmax(r->params.loss) && r->c < 2)
     return problem_set(err, P_SHAPE_MISMATCH, r->x_name[0] == 'l' ? "/logits" : "/probs",
                        "softmax losses need at least 2 classes; %s has %" PRId64, r->x_name, r->c);
@@ -761,6 +836,8 @@ int dec_json(req *r, const char *body, size_t len, int want_store, problem *err)
   if (read_targets(t, r, err)) goto out;
   if ((v = json_object_get(root, "weights")) && !json_is_null(v) && read_weights(v, r, err)) goto out;
   if (dec_tail(root, r, want_store, err)) goto out;
+  /* a JSON response has losses and scores whatever outputs says; outputs adds the gradients */
+  if (dec_outputs(json_object_get(root, "outputs"), r, want_store, NULL, err)) goto out;
   rc = 0;
 out:
   json_decref(root);

@@ -22,6 +22,8 @@
 #define REQ_META_MAX 65536 /* bytes of one sample's meta, as compact JSON */
 #define REQ_SEGMENTS_MAX 65536
 
+#define REQ_EVERY_CLASS ((size_t)-1)
+
 /* n consecutive samples of a request observed at one step and epoch (see README "Many steps in one request"). */
 typedef struct req_seg {
   int64_t n;
@@ -38,6 +40,9 @@ typedef struct req {
   int64_t ohem_k;                 /* 0: none */
   fl_params params;
   float *alpha_c;                 /* owned, or NULL */
+  float *pos_weight;              /* (c) owned, or NULL; params.pos_weight points here once c is known */
+  size_t npos_weight;             /* entries given as an array; REQ_EVERY_CLASS for one number meaning every class */
+  float pos_weight_all;           /* that number */
   const char *x_name;             /* "logits" or "probs" */
   int64_t n, m, c;
   int dense;                      /* the input was N x M x C */
@@ -59,7 +64,7 @@ typedef struct req {
   int binary_response;            /* answer in the binary framing */
   int binary;                     /* the request came in the binary framing: tensors are inputs[] */
   int input_index[4];             /* binary: inputs[] index of ids, x, targets, weights */
-  uint32_t outputs;               /* binary response: which tensors (bits of bin_output_names) */
+  uint32_t outputs;               /* which outputs were asked for (bits of req_output_names) */
   int want_scores;                /* compute the difficulty scores (a binary request may ask for losses only) */
 } req;
 
@@ -72,6 +77,27 @@ static inline req_seg req_segment(const req *r, int k) {
   req_seg one = {r->n, r->has_step, r->has_epoch, r->step, r->epoch};
   return one;
 }
+
+/* The outputs a request's `outputs` may name, in the order a binary response
+ * carries them. Without `outputs` a response has losses and the scores
+ * (REQ_OUT_DEFAULT); grad and grad_norm come only when named. */
+enum {
+  REQ_OUT_LOSSES = 0,
+  REQ_OUT_PRED = 9,
+  REQ_OUT_GRAD = 10,      /* d loss[i] / d x, the input's shape */
+  REQ_OUT_GRAD_NORM = 11, /* (n) L2 norm of each sample's gradient */
+  REQ_OUTPUTS = 12
+};
+#define REQ_OUT_DEFAULT ((1u << REQ_OUT_GRAD) - 1u)
+#define REQ_OUT_GRADS ((1u << REQ_OUT_GRAD) | (1u << REQ_OUT_GRAD_NORM))
+extern const char *const req_output_names[REQ_OUTPUTS];
+
+/* Reads a request's `outputs` (NULL or JSON null: the default): an array
+ * whose entries are a name or an object {name, parameters}. Sets r->outputs;
+ * *binary_data (may be NULL) is set to 1 when an entry's parameters ask for
+ * "binary_data": true. want_store: the request is recorded, and gradients
+ * are refused (they are for POST /v1/loss). Returns 0, or -1 with *err set. */
+int dec_outputs(const json_t *outputs, req *r, int want_store, int *binary_data /* OUT */, problem *err /* OUT */);
 
 /* Returns label i of r as int64. */
 int64_t req_label_at(const req *r, int64_t i);

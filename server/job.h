@@ -51,6 +51,8 @@ typedef struct job {
   req rq;               /* the decoded request, owned */
   float *loss;          /* (n) results, owned */
   fl_score *scores;     /* (n) */
+  float *grad;          /* (n, m, c) d loss / d x when the request's outputs name grad, owned, else NULL */
+  float *grad_norm;     /* (n) when they name grad_norm, owned, else NULL */
   int duplicate;        /* the batch_id was already recorded: scored, not counted */
   int chunks_left;      /* scoring chunks still running (loop thread only) */
   int cancelled;        /* a chunk was taken back at shutdown (loop thread only) */

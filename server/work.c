@@ -50,6 +50,8 @@ void job_free(job *j) {
   if (j->seq != &j->one_seq) free(j->seq);
   free(j->loss);
   free(j->scores);
+  free(j->grad);
+  free(j->grad_norm);
   free(j);
 }
 
@@ -74,7 +76,10 @@ static void run_chunk(uv_work_t *w) {
       .targets = r->targets ? r->targets + ch->i0 * m * c : NULL,
       .weights = r->weights ? r->weights + ch->i0 * m * (per_position ? 1 : c) : NULL,
   };
-  fl_out out = {.loss = ch->j->loss + ch->i0, .scores = r->want_scores ? ch->j->scores + ch->i0 : NULL};
+  fl_out out = {.loss = ch->j->loss + ch->i0,
+                .grad = ch->j->grad ? ch->j->grad + ch->i0 * m * c : NULL,
+                .grad_norm = ch->j->grad_norm ? ch->j->grad_norm + ch->i0 : NULL,
+                .scores = r->want_scores ? ch->j->scores + ch->i0 : NULL};
   int64_t where = -1;
   ch->rc = fl_eval(&out, &b, &r->params, &where);
   if (ch->rc == 0 || where < 0) {

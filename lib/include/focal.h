@@ -45,7 +45,8 @@ extern "C" {
   X(FL_ETARGET, -10, "a target is outside [0, 1] or not finite")                     \
   X(FL_EWEIGHT, -11, "a weight is negative or not finite")                           \
   X(FL_EUNSUPPORTED, -12, "the profile does not define this loss for this input kind") \
-  X(FL_ENULL, -13, "a required buffer is missing")
+  X(FL_ENULL, -13, "a required buffer is missing")                                   \
+  X(FL_EPOSWEIGHT, -14, "pos_weight is for sigmoid_focal, poly1_sigmoid_focal and binary_cross_entropy, each finite and >= 0")
 
 enum {
 #define FL__ERROR_ENUM(name, value, msg) name = value,
@@ -133,17 +134,23 @@ typedef struct fl_params {
   float gamma_neg;      /* ASL focusing of negatives */
   float clip;           /* ASL probability margin for negatives, in [0, 1) */
   int64_t ignore_index; /* labels equal to this are skipped; default -1 */
+  const float *pos_weight; /* (c) per-class weight of the positive term (torch's BCEWithLogitsLoss and
+                            * kornia's pos_weight): t (-log s) becomes pos_weight[k] t (-log s); each finite
+                            * and >= 0; sigmoid focal, Poly-1 sigmoid and binary cross-entropy only. NULL: off.
+                            * Borrowed. */
 } fl_params;
 
 /* Fills *p with the defaults for a loss: torchvision profile, sum, logits,
  * gamma 2, alpha 0.25 (off for softmax and ASL), epsilon 1, ASL gamma_pos 1,
- * gamma_neg 4, clip 0.05, ignore_index -1. FL* gets gamma 1; the two
- * cross-entropy losses gamma 0 and alpha off. */
+ * gamma_neg 4, clip 0.05, ignore_index -1, no pos_weight. FL* gets gamma 1;
+ * the two cross-entropy losses gamma 0 and alpha off. */
 void fl_params_init(fl_params *p /* OUT */, fl_loss loss);
 
 /* Checks the parameters alone (not the tensors) for c classes. Returns 0 or
- * FL_EPARAM, FL_EGAMMA, FL_EALPHA, FL_EEPSILON, FL_ECLIP, FL_EUNSUPPORTED;
- * for FL_EALPHA with a per-class vector, *where (may be NULL) gets the class.
+ * FL_EPARAM, FL_EGAMMA, FL_EALPHA, FL_EEPSILON, FL_ECLIP, FL_EUNSUPPORTED,
+ * FL_EPOSWEIGHT; for FL_EALPHA with a per-class vector and for a pos_weight
+ * entry that is negative or not finite, *where (may be NULL) gets the class
+ * (FL_EPOSWEIGHT with *where -1: the loss takes no pos_weight).
  * FL_CROSS_ENTROPY and FL_BINARY_CROSS_ENTROPY are the focal losses at gamma 0
  * under the torchvision profile: any other gamma is FL_EGAMMA, any other
  * profile FL_EUNSUPPORTED; alpha and alpha_c weigh them as they weigh the focal

@@ -134,6 +134,17 @@ int fl_params_check(const fl_params *p, int64_t c, int64_t *where) {
   } else if (isnan(p->alpha) || p->alpha > 1.0f) {
     return FL_EALPHA;
   }
+  if (p->pos_weight) {
+    /* it scales the cross-entropy's positive term, which FL*, ASL and the softmax family do not have as such */
+    if (p->loss != FL_SIGMOID_FOCAL && p->loss != FL_POLY1_SIGMOID_FOCAL && p->loss != FL_BINARY_CROSS_ENTROPY)
+      return FL_EPOSWEIGHT;
+    for (int64_t k = 0; k < c; k++) {
+      if (!(p->pos_weight[k] >= 0.0f) || !isfinite(p->pos_weight[k])) {
+        *where = k;
+        return FL_EPOSWEIGHT;
+      }
+    }
+  }
   if ((p->loss == FL_POLY1_SIGMOID_FOCAL || p->loss == FL_POLY1_SOFTMAX_FOCAL) &&
       !(p->epsilon >= -1.0f && p->epsilon <= 1e4f)) /* larger overflows the gradients' float products */
     return FL_EEPSILON;
@@ -334,6 +345,7 @@ int fl_eval(const fl_out *out, const fl_batch *b, const fl_params *p, int64_t *w
   cx.alpha_bg = p->profile == FL_PROFILE_MONAI || p->profile == FL_PROFILE_KORNIA;
   cx.poly1 = p->loss == FL_POLY1_SIGMOID_FOCAL || p->loss == FL_POLY1_SOFTMAX_FOCAL;
   cx.alpha_c = p->alpha_c;
+  cx.pos_weight = p->pos_weight;
   cx.alpha_on = p->alpha_c != NULL || p->alpha >= 0.0f;
   cx.alpha = p->alpha;
   cx.gamma = p->gamma;

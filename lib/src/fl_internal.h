@@ -21,6 +21,7 @@ typedef struct fl__ctx {
   int alpha_on;        /* alpha or alpha_c set */
   float alpha;         /* scalar alpha when alpha_c is NULL */
   const float *alpha_c;
+  const float *pos_weight; /* (c) or NULL: scales t (-log s) in the sigmoid family's cross-entropy */
   float gamma, epsilon, clip;
   fl__pow pw;          /* gamma */
   fl__pow pw_pos;      /* ASL gamma_pos */

@@ -33,7 +33,7 @@
 enum { SPEC_ANY = 0, SPEC_TV_LOGITS = 1 };
 
 static int spec_of(const fl__ctx *cx) {
-  return cx->p->loss == FL_SIGMOID_FOCAL && cx->p->profile == FL_PROFILE_TORCHVISION && !cx->probs
+  return cx->p->loss == FL_SIGMOID_FOCAL && cx->p->profile == FL_PROFILE_TORCHVISION && !cx->probs && !cx->pos_weight
              ? SPEC_TV_LOGITS
              : SPEC_ANY;
 }
@@ -43,6 +43,7 @@ typedef struct el {
   vf x, t;          /* input (logit or probability) and target */
   vf a_pos, a_neg;  /* alpha on the positive and negative parts; 1 and 1 when off */
   vf w;             /* element weight */
+  vf pw;            /* pos_weight of the lane's class; read only when cx->pos_weight is set */
   vi live;          /* lanes that count (in range, row not ignored) */
   int hard;         /* every target is exactly 0 or 1 */
   vf loss, grad;    /* weighted element loss and d loss / d z; 0 in dead lanes */
@@ -61,6 +62,11 @@ static inline vf one(void) {
 
 static inline vf vb(vi mask) {
   return vsel(mask, one(), zero());
+}
+
+/* v limited to [-FLT_MAX, FLT_MAX]. */
+static inline vf vsat(vf v) {
+  return vmax(vmin(v, vf_set(FLT_MAX)), vf_set(-FLT_MAX));
 }
 
 /* Sigmoid parts from a logit: one exponential and one log1p serve all four. */
@@ -106,24 +112,32 @@ FL__HOT void el_focal(const fl__ctx *cx, el *e, vf a_t, int spec) {
     act_p = nlp < vf_set(-FL__LOG_FLOOR);
     act_n = nln < vf_set(-FL__LOG_FLOOR);
   }
+  /* pos_weight scales the positive term of the cross-entropy (torch's BCEWithLogitsLoss): tp = pos_weight t.
+   * Its products can pass float's range; they saturate (sat != 0), so that a zero alpha, modulation
+   * or weight still gives 0, not 0 * inf. Without it nothing here can overflow. */
+  const int sat = !fast && cx->pos_weight != NULL;
+  vf tp = sat ? t * e->pw : t;
   /* Both terms are >= 0, so the cross-entropy never cancels, even for soft t near 1. */
-  vf ce = t * nlp + u * nln;
+  vf ce = tp * nlp + u * nln;
+  if (sat) ce = vsat(ce);
   vf q = t * s_neg + u * s_pos; /* 1 - p_t, from the accurate tails */
   if (!fast && cx->kornia) {
     /* kornia: alpha t s_neg^g (-log s) + (1-alpha)(1-t) s^g (-log(1-s)). */
-    vf lp = e->a_pos * t * fl__vpow01(s_neg, cx->pw);
+    vf lp = e->a_pos * tp * fl__vpow01(s_neg, cx->pw);
     vf ln = e->a_neg * u * fl__vpow01(s_pos, cx->pw);
     e->loss = lp * nlp + ln * nln;
+    if (sat) e->loss = vsat(e->loss);
     if (cx->want_grad) {
       /* a zero weight times a logit near FLT_MAX must give 0, not 0 * inf */
       vf gp = vsel(lp > zero(), lp * (-(g * s_pos * nlp) - s_neg), zero());
       vf gn = vsel(ln > zero(), ln * (g * s_neg * nln + s_pos), zero());
       e->grad = gp + gn;
+      if (sat) e->grad = vsat(e->grad);
     }
     return;
   }
   /* d ce / dz = s - t, written without cancellation at t = 0 or 1 */
-  vf dce = vsel(act_n, u * s_pos, zero()) - vsel(act_p, t * s_neg, zero());
+  vf dce = vsel(act_n, u * s_pos, zero()) - vsel(act_p, tp * s_neg, zero());
   if (!fast && cx->monai && !e->hard) {
     /* MONAI modulates by sigmoid(-z(2t-1))^g, which equals (1-p_t)^g only for hard t. */
     vf v = (2.0f * t - 1.0f) * e->z;
@@ -134,8 +148,10 @@ FL__HOT void el_focal(const fl__ctx *cx, el *e, vf a_t, int spec) {
     vf s_v = vsel(vpos, inv, E * inv);  /* sigmoid(v) */
     vf mod = fl__vpow01(s_mv, cx->pw);
     e->loss = a_t * mod * ce;
-    if (cx->want_grad)
-      e->grad = vsel(mod > zero(), a_t * mod * (dce - g * (2.0f * t - 1.0f) * s_v * ce), zero());
+    if (cx->want_grad) {
+      vf d = dce - g * (2.0f * t - 1.0f) * s_v * ce;
+      e->grad = vsel(mod > zero(), a_t * mod * (sat ? vsat(d) : d), zero());
+    }
     return;
   }
   vf mod = fl__vpow01(q, cx->pw);
@@ -144,7 +160,8 @@ FL__HOT void el_focal(const fl__ctx *cx, el *e, vf a_t, int spec) {
     /* d(q^g)/dz = g q^g (1-2t) s'/q; s'/q stays bounded (it is s for t = 1,
      * 1 - s for t = 0), so no q^(g-1) blows up when 0 < g < 1. */
     vf r = vsel(q > zero(), sp / vmax(q, vf_set(1e-30f)), zero());
-    e->grad = a_t * mod * (g * (1.0f - 2.0f * t) * r * ce + dce);
+    vf d = g * (1.0f - 2.0f * t) * r * ce + dce;
+    e->grad = a_t * mod * (sat ? vsat(d) : d);
   }
   if (!fast && cx->poly1) {
     vf eps = vf_set(cx->epsilon);
@@ -353,13 +370,16 @@ FL__HOT int eval_flat_spec(const fl__ctx *cx, int64_t *where, int spec) {
       } else {
         e.w = one();
       }
+      if (cx->pos_weight) {
+        float pp[FL_W];
+        for (int l = 0; l < FL_W; l++) pp[l] = cx->pos_weight[kl[l]];
+        e.pw = vf_load(pp);
+      } else {
+        e.pw = one();
+      }
       if (cx->alpha_c) {
         float ap[FL_W];
-        for (int l = 0; l < FL_W; l++) {
-          ap[l] = cx->alpha_c[kl[l]];
-          kl[l] += kstep;
-          if (kl[l] >= b->c) kl[l] -= (int32_t)b->c;
-        }
+        for (int l = 0; l < FL_W; l++) ap[l] = cx->alpha_c[kl[l]];
         e.a_pos = vf_load(ap);
         e.a_neg = 1.0f - e.a_pos;
       } else if (cx->alpha_on) {
@@ -367,6 +387,12 @@ FL__HOT int eval_flat_spec(const fl__ctx *cx, int64_t *where, int spec) {
         e.a_neg = vf_set(1.0f - cx->alpha);
       } else {
         e.a_pos = e.a_neg = one();
+      }
+      if (cx->alpha_c || cx->pos_weight) {
+        for (int l = 0; l < FL_W; l++) {
+          kl[l] += kstep;
+          if (kl[l] >= b->c) kl[l] -= (int32_t)b->c;
+        }
       }
       el_eval(cx, &e, spec);
       v.loss += e.loss;
@@ -442,6 +468,7 @@ FL__HOT int eval_rows_spec(const fl__ctx *cx, int64_t *where, int spec) {
         continue;
       }
       e.t = vb(kk == vi_set((int32_t)y));
+      e.pw = cx->pos_weight ? vf_load_part(cx->pos_weight + k, cnt, 0.0f) : one();
       if (cx->alpha_c) {
         e.a_pos = vf_load_part(cx->alpha_c + k, cnt, 0.0f);
         e.a_neg = 1.0f - e.a_pos;
@@ -603,6 +630,7 @@ FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64
       e.w = one();
     }
     float a = cx->alpha_c ? cx->alpha_c[k] : cx->alpha_on ? cx->alpha : -1.0f;
+    if (cx->pos_weight) e.pw = vf_set(cx->pos_weight[k]);
     e.a_pos = a >= 0.0f ? vf_set(a) : one();
     e.a_neg = a >= 0.0f ? vf_set(1.0f - a) : one();
     el_eval(cx, &e, spec);
@@ -711,6 +739,10 @@ FL__HOT int pairs_run(const fl__ctx *cx, int64_t r0, int64_t blocks, vacc *v, fl
     e0.a_neg = a0 >= 0.0f ? vf_set(1.0f - a0) : one();
     e1.a_pos = a1 >= 0.0f ? vf_set(a1) : one();
     e1.a_neg = a1 >= 0.0f ? vf_set(1.0f - a1) : one();
+    if (cx->pos_weight) {
+      e0.pw = vf_set(cx->pos_weight[0]);
+      e1.pw = vf_set(cx->pos_weight[1]);
+    }
     el_eval(cx, &e0, spec);
     el_eval(cx, &e1, spec);
     v->loss += e0.loss + e1.loss;

@@ -8,6 +8,10 @@
  *      loss, the gradient coefficient and the scores;
  *   C  per row again, only for soft targets or when the gradient tensor is
  *      wanted: the per-class terms.
+ * With logits and few classes (c <= PLANAR_C) a row fills a fraction of a
+ * vector, and stage A per row would cost more than everything else: it is
+ * then done for the block's rows at once instead, one vector per class
+ * gathered across them (planar_stats), as the sigmoid kernel does.
  * Precision: the argmax term is excluded from the sum (S = 1 + S_rest), so
  * log S = log1p(S_rest) and 1 - p_y keep their digits when p_y is close to 1.
  *
@@ -21,6 +25,9 @@
 #ifndef FL_ISA
 #define FL_ISA generic
 #endif
+
+/* The most classes stage A takes across rows (planar_stats) rather than along each row. */
+#define PLANAR_C 8
 
 /* What stage A leaves for stage B, one entry per row of the block. */
 typedef struct blk {
@@ -150,6 +157,65 @@ static int row_stats(const fl__ctx *cx, blk *bk, int l, int64_t r, int64_t *wher
   return 0;
 }
 
+/* Stage A for logits with c <= PLANAR_C: the same statistics as row_stats, for
+ * all of the block's rows at once. x[k] holds class k of every row; the sums
+ * run over the classes in order, in float. Ignored rows keep the zeros
+ * block_labels left; rows past bk->cnt are ignored rows. Returns 0 or
+ * FL_EINPUT with *where the first non-finite logit of the block. */
+static int planar_stats(const fl__ctx *cx, blk *bk, int64_t *where) {
+  const int64_t c = cx->c;
+  const int cnt = bk->cnt;
+  const float *x0 = cx->b->x + bk->r0 * c;
+  const vi in = vi_iota() < vi_set(cnt);
+  vf x[PLANAR_C];
+  vi bad = vi_set(0);
+  if (c == 2 && cnt == FL_W) {
+    vf_deinterleave2(x0, &x[0], &x[1]); /* two classes (a segmentation): split in registers */
+  } else {
+    for (int64_t k = 0; k < c; k++) {
+      float xb[FL_W];
+      for (int l = 0; l < FL_W; l++) xb[l] = l < cnt ? x0[l * c + k] : 0.0f;
+      x[k] = vf_load(xb);
+    }
+  }
+  for (int64_t k = 0; k < c; k++) bad |= vnonfinite(x[k]) & in;
+  if (vany(bad)) {
+    *where = fl__find_bad_x(cx, bk->r0 * c, (bk->r0 + cnt) * c);
+    return FL_EINPUT;
+  }
+  vi Y, A = vi_set(0);
+  memcpy(&Y, bk->y, sizeof Y);
+  const vi live = Y >= vi_set(0);
+  /* the max and the first class that reaches it */
+  vf m = x[0];
+  for (int64_t k = 1; k < c; k++) {
+    const vi better = x[k] > m;
+    m = vsel(better, x[k], m);
+    A = vsel_i(better, vi_set((int32_t)k), A);
+  }
+  vf vy = zero(), other = vf_set(-INFINITY), srest = zero(), ent = zero(), q2 = zero(), ey = zero();
+  for (int64_t k = 0; k < c; k++) {
+    const vi is_y = Y == vi_set((int32_t)k);
+    vy = vsel(is_y, x[k], vy);
+    other = vsel(~is_y & (x[k] > other), x[k], other);
+    const vf d = vmax(x[k] - m, vf_set(-FLT_MAX)); /* logits spanning more than float's range */
+    const vf e = fl__vexpneg(d);
+    srest += vsel(A == vi_set((int32_t)k), zero(), e);
+    ent += e * d;
+    q2 += vsel(is_y, zero(), e * e);
+    ey = vsel(is_y, e, ey);
+  }
+  vf_store(bk->zm, m);
+  memcpy(bk->a, &A, sizeof A);
+  vf_store(bk->srest, vsel(live, srest, zero()));
+  vf_store(bk->ent, vsel(live, ent, zero()));
+  vf_store(bk->q2, vsel(live, q2, zero()));
+  vf_store(bk->ey, vsel(live, ey, zero()));
+  vf_store(bk->zy, vsel(live, vmax(vy - m, vf_set(-FLT_MAX)), zero()));
+  vf_store(bk->mo, vsel(live, vmax(other - m, vf_set(-FLT_MAX)), zero()));
+  return 0;
+}
+
 /* Stage B: the block's index-label losses, gradient coefficients and scores, 16 rows at once. */
 static void block_math(const fl__ctx *cx, blk *bk, int soft) {
   vi Y, A;
@@ -164,7 +230,9 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
   q2 = vf_load(bk->q2);
   q2u = vf_load(bk->q2u);
   const float g = cx->gamma;
-  vf p_y, logp, omp, s, logs = zero(), p_o, el2sq, entn, margin;
+  /* the scores' parts (an exponential among them) only where scores are asked for; el2sq for the gradient's norm too */
+  const int scores = cx->want_scores, norms = cx->want_scores || cx->want_grad;
+  vf p_y, logp, omp, s, logs = zero(), p_o = zero(), el2sq = zero(), entn = zero(), margin = zero();
   if (!cx->probs) {
     vf ey = vf_load(bk->ey);
     s = 1.0f + srest;
@@ -173,10 +241,12 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
     p_y = ey / s;
     logp = zy - logs;
     omp = vsel(Y == A, srest / s, (s - ey) / s);
-    p_o = fl__vexpneg(mo) / s;
-    el2sq = q2 / (s * s) + omp * omp;
-    entn = (logs - ent / s) * (float)(1.0 / log((double)cx->c));
-    margin = zy - mo;
+    if (scores) {
+      p_o = fl__vexpneg(mo) / s;
+      entn = (logs - ent / s) * (float)(1.0 / log((double)cx->c));
+      margin = zy - mo;
+    }
+    if (norms) el2sq = q2 / (s * s) + omp * omp;
   } else {
     s = srest;
     p_y = zy;
@@ -345,14 +415,14 @@ static float row_soft(const fl__ctx *cx, blk *bk, int l, int64_t r) {
 static int block_labels(const fl__ctx *cx, blk *bk, int64_t *where) {
   const fl_batch *b = cx->b;
   const int64_t c = b->c;
-  for (int l = 0; l < FL_W; l++) {
-    bk->y[l] = -1;
-    bk->w[l] = 0.0f;
-    bk->a[l] = 0;
-    bk->zm[l] = bk->zy[l] = bk->mo[l] = bk->ey[l] = bk->ent[l] = bk->q2[l] = 0.0f;
-    bk->q2u[l] = 1.0f;
-    bk->srest[l] = bk->gn2[l] = bk->loss[l] = bk->gcoef[l] = 0.0f;
-    if (l >= bk->cnt) continue;
+  /* every lane starts as an ignored row: whole vectors, rather than field by field per lane */
+  const vi none = vi_set(-1), zi = vi_set(0);
+  memcpy(bk->y, &none, sizeof none);
+  memcpy(bk->a, &zi, sizeof zi);
+  float *const zeroed[] = {bk->w, bk->zm, bk->zy, bk->mo, bk->ey, bk->ent, bk->q2, bk->srest, bk->gn2, bk->loss, bk->gcoef};
+  for (size_t f = 0; f < sizeof zeroed / sizeof *zeroed; f++) vf_store(zeroed[f], zero());
+  vf_store(bk->q2u, one());
+  for (int l = 0; l < bk->cnt; l++) {
     const int64_t r = bk->r0 + l;
     if (b->targets) {
       const float *tr = b->targets + r * c;
@@ -394,17 +464,24 @@ int FL__CAT(fl__softmax_eval, FL_ISA)(const fl__ctx *cx, int64_t *where) {
   const fl_batch *b = cx->b;
   const int64_t rows = b->n * b->m;
   const int soft = b->targets != NULL;
+  const int planar = !cx->probs && b->c <= PLANAR_C;
   fl__acc acc;
   blk bk;
+  int64_t sample = 0, pos = 0; /* the row's sample and position: counted, not divided, per row */
   fl__acc_reset(&acc);
   for (int64_t r0 = 0; r0 < rows; r0 += FL_W) {
     bk.r0 = r0;
     bk.cnt = rows - r0 < FL_W ? (int)(rows - r0) : FL_W;
     int rc = block_labels(cx, &bk, where);
     if (rc) return rc;
-    for (int l = 0; l < bk.cnt; l++) {
-      rc = row_stats(cx, &bk, l, r0 + l, where);
+    if (planar) {
+      rc = planar_stats(cx, &bk, where);
       if (rc) return rc;
+    } else {
+      for (int l = 0; l < bk.cnt; l++) {
+        rc = row_stats(cx, &bk, l, r0 + l, where);
+        if (rc) return rc;
+      }
     }
     block_math(cx, &bk, soft);
     for (int l = 0; l < bk.cnt; l++) {
@@ -430,9 +507,10 @@ int FL__CAT(fl__softmax_eval, FL_ISA)(const fl__ctx *cx, int64_t *where) {
       } else if (cx->out->grad) {
         row_grad_index(cx, &bk, l, r);
       }
-      if ((r + 1) % b->m == 0) {
-        fl__acc_finish(cx, r / b->m, &acc);
+      if (++pos == b->m) {
+        fl__acc_finish(cx, sample++, &acc);
         fl__acc_reset(&acc);
+        pos = 0;
       }
     }
   }

@@ -331,7 +331,7 @@ static void check_datatypes(const char *body, int64_t header_len) {
   json_decref(root);
 }
 
-static void check_binary_fields(const req *r) {
+static void check_binary_fields(const req *r, int want_store) {
   if (!r->binary) fz_fail("a binary body decoded without r->binary");
   int seen = 0;
   for (int k = 0; k < 4; k++) {
@@ -344,6 +344,7 @@ static void check_binary_fields(const req *r) {
     seen |= 1 << ix;
   }
   if (r->outputs >= (1u << BIN_OUTPUTS)) fz_fail("outputs 0x%x", r->outputs);
+  if (want_store && (r->outputs & REQ_OUT_GRADS)) fz_fail("a recorded batch accepted gradient outputs");
 }
 
 /* The response for this request: its header is a JSON object of the stated length, its tensors fill the rest. */
@@ -360,14 +361,19 @@ static void check_response(const req *r) {
   }
   int64_t nh = r->n < 3 ? r->n : 3;
   for (int64_t i = 0; i < nh; i++) hardest[i] = i;
-  bin_result res = {.dataset = r->binary_response ? "d" : NULL, .run = r->run, .n = r->n, .mean_loss = 0.25,
-                    .loss = loss, .scores = scores, .hardest = hardest, .nhardest = nh, .outputs = r->outputs};
+  /* the gradients, as the scoring pool allocates them when outputs names them */
+  const size_t ne = (size_t)(r->n * r->m * r->c);
+  float *grad = (r->outputs & (1u << BIN_GRAD)) ? calloc(ne ? ne : 1, sizeof *grad) : NULL;
+  float *grad_norm = (r->outputs & (1u << BIN_GRAD_NORM)) ? calloc(n ? n : 1, sizeof *grad_norm) : NULL;
+  bin_result res = {.dataset = r->binary_response ? "d" : NULL, .run = r->run, .n = r->n, .m = r->m, .c = r->c,
+                    .dense = r->dense, .mean_loss = 0.25, .loss = loss, .scores = scores, .grad = grad,
+                    .grad_norm = grad_norm, .hardest = hardest, .nhardest = nh, .outputs = r->outputs};
   char *body = NULL;
   size_t len = 0, hl = 0;
   if (bin_response(&res, &body, &len, &hl) != 0) fz_fail("bin_response failed");
   size_t tensors = 0;
   for (int k = 0; k < BIN_OUTPUTS; k++)
-    if (r->outputs & (1u << k)) tensors += n * 4;
+    if (r->outputs & (1u << k)) tensors += (k == BIN_GRAD ? ne : n) * 4;
   if (hl + tensors != len) fz_fail("response: header %zu + tensors %zu != %zu bytes", hl, tensors, len);
   json_error_t je;
   json_t *h = json_loadb(body, hl, JSON_REJECT_DUPLICATES, &je);
@@ -381,6 +387,8 @@ static void check_response(const req *r) {
   free(body);
   free(loss);
   free(scores);
+  free(grad);
+  free(grad_norm);
 }
 
 /* ------------------------------------------------------------------ the target */
@@ -422,7 +430,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fz_check_refusal(&err);
   } else {
     fz_check_decoded(&q, want_store, 0);
-    check_binary_fields(&q);
+    check_binary_fields(&q, want_store);
     check_datatypes(body, header_len);
     fz_check_scored(&q);
     check_response(&q);

@@ -3,7 +3,10 @@
  * The input is read as a recipe (see build_case): the loss, profile, reduction
  * and input kind, which outputs to ask for, the shape (n <= 6, m <= 20,
  * c <= 20, enough for every traversal and every vector width), the parameters
- * and then one element at a time. Most bytes pick from tables of meaningful
+ * and then one element at a time, and last whether to set a pos_weight and
+ * its entries (appended after everything else, so that every input written
+ * before it decodes as it did: past the end every byte reads 0, no
+ * pos_weight). Most bytes pick from tables of meaningful
  * values (0, 1, the clamp bounds, FLT_MAX, subnormals, NaN); a byte of 0xf0 or
  * more takes the next four bytes as a raw float instead, so every bit pattern
  * stays reachable.
@@ -82,13 +85,14 @@ static const float prob_table[] = {0.0f, 1.0f,  0.5f,  0.25f, 0.75f,       0.1f,
 static const float target_table[] = {0.0f, 1.0f, 0.0f, 1.0f, 0.5f, 0.25f, 0.9f, 1e-7f, 1.0f - 1e-7f, 1.5f, -0.25f, NAN};
 static const float weight_table[] = {1.0f, 1.0f, 0.0f, 0.5f, 2.0f, 1e-30f, 1e6f, 1e30f, -1.0f, INFINITY, NAN, 3.0f};
 static const float alpha_table[] = {0.25f, 0.0f, 0.5f, 1.0f, 0.75f, 0.1f, 1.5f, -0.1f};
+static const float pos_weight_table[] = {1.0f, 2.0f, 0.0f, 0.5f, 10.0f, 1e4f, 1e30f, FLT_MAX, 1e-30f, -1.0f, INFINITY, NAN};
 
 /* ------------------------------------------------------------------ one case */
 
 typedef struct fcase {
   fl_params p;
   int64_t n, m, c;
-  int use_targets, use_weights, use_alpha_c;
+  int use_targets, use_weights, use_alpha_c, use_pos_weight;
   int want_grad, want_grad_norm, want_scores;
   fl_label_type lt;
   float x[NMAX * MMAX * CMAX];
@@ -96,6 +100,7 @@ typedef struct fcase {
   float w[NMAX * MMAX * CMAX];
   int64_t y[NMAX * MMAX];
   float alpha_c[CMAX];
+  float pos_weight[CMAX];
   uint8_t y8[NMAX * MMAX];
   int32_t y32[NMAX * MMAX];
 } fcase;
@@ -108,11 +113,13 @@ static int64_t weight_count(const fcase *k) {
   return softmax_of(k) ? k->n * k->m : k->n * k->m * k->c;
 }
 
-/* The largest weight, at least 1. */
+/* The largest weight or pos_weight, at least 1: both scale a loss and its gradient. */
 static float max_weight(const fcase *k) {
   float mw = 1.0f;
   if (k->use_weights)
     for (int64_t e = 0; e < weight_count(k); e++) mw = fmaxf(mw, k->w[e]);
+  if (k->use_pos_weight)
+    for (int64_t j = 0; j < k->c; j++) mw = fmaxf(mw, k->pos_weight[j]);
   return mw;
 }
 
@@ -198,6 +205,13 @@ static void build_case(fcase *k, rd *r) {
   }
   if (k->use_weights)
     for (int64_t e = 0; e < weight_count(k); e++) k->w[e] = pick(r, weight_table, (int)(sizeof weight_table / sizeof *weight_table));
+  /* the recipe's last part, appended after the others (see the file's header) */
+  k->use_pos_weight = rd_u8(r) & 1;
+  if (k->use_pos_weight) {
+    for (int64_t j = 0; j < k->c; j++)
+      k->pos_weight[j] = pick(r, pos_weight_table, (int)(sizeof pos_weight_table / sizeof *pos_weight_table));
+    k->p.pos_weight = k->pos_weight;
+  }
 }
 
 static const void *labels_of(const fcase *k) {
@@ -270,10 +284,10 @@ static const char *current_isa = "auto";
 
 static void dump_case(const fcase *k) {
   fprintf(stderr, "case: loss=%s profile=%s reduction=%s input=%s n=%" PRId64 " m=%" PRId64 " c=%" PRId64
-                  " targets=%d weights=%d alpha_c=%d label_type=%d grad=%d grad_norm=%d scores=%d\n",
+                  " targets=%d weights=%d alpha_c=%d pos_weight=%d label_type=%d grad=%d grad_norm=%d scores=%d\n",
           fl_loss_name(k->p.loss), fl_profile_name(k->p.profile), fl_reduction_name(k->p.reduction),
           k->p.input == FL_INPUT_PROBS ? "probs" : "logits", k->n, k->m, k->c, k->use_targets, k->use_weights,
-          k->use_alpha_c, (int)k->lt, k->want_grad, k->want_grad_norm, k->want_scores);
+          k->use_alpha_c, k->use_pos_weight, (int)k->lt, k->want_grad, k->want_grad_norm, k->want_scores);
   fprintf(stderr, "params: gamma=%.9g alpha=%.9g epsilon=%.9g gamma_pos=%.9g gamma_neg=%.9g clip=%.9g ignore_index=%" PRId64 "\n",
           k->p.gamma, k->p.alpha, k->p.epsilon, k->p.gamma_pos, k->p.gamma_neg, k->p.clip, k->p.ignore_index);
   const int64_t ne = k->n * k->m * k->c;
@@ -296,6 +310,11 @@ static void dump_case(const fcase *k) {
   if (k->use_alpha_c) {
     fprintf(stderr, "alpha_c:");
     for (int64_t j = 0; j < k->c; j++) fprintf(stderr, " %.9g", k->alpha_c[j]);
+    fprintf(stderr, "\n");
+  }
+  if (k->use_pos_weight) {
+    fprintf(stderr, "pos_weight:");
+    for (int64_t j = 0; j < k->c; j++) fprintf(stderr, " %.9g", k->pos_weight[j]);
     fprintf(stderr, "\n");
   }
 }
@@ -580,7 +599,8 @@ static double target_at(const fcase *k, int64_t row, int64_t j, int *live) {
 }
 
 /* gamma = 0 sigmoid focal: the alpha-weighted binary cross-entropy (kornia
- * weighs the two terms, the others the whole; identical for hard targets). */
+ * weighs the two terms, the others the whole; identical for hard targets),
+ * its positive term times pos_weight (torch's BCEWithLogitsLoss). */
 static void check_bce_reference(const fcase *k, const result *res) {
   const int probs = k->p.input == FL_INPUT_PROBS;
   const int bce_loss = k->p.loss == FL_SIGMOID_FOCAL || k->p.loss == FL_BINARY_CROSS_ENTROPY;
@@ -607,10 +627,11 @@ static void check_bce_reference(const fcase *k, const result *res) {
         const int alpha_on = k->use_alpha_c || k->p.alpha >= 0.0f;
         const double a = alpha_on ? alpha_class(k, q) : 1.0;
         const double ap = alpha_on ? a : 1.0, an = alpha_on ? 1.0 - a : 1.0;
+        const double pw = k->use_pos_weight ? k->pos_weight[q] : 1.0;
         double l;
         if (k->p.profile == FL_PROFILE_KORNIA || k->p.profile == FL_PROFILE_KORNIA_LEGACY)
-          l = ap * t * nlp + an * (1.0 - t) * nln;
-        else l = (t * ap + (1.0 - t) * an) * (t * nlp + (1.0 - t) * nln);
+          l = ap * pw * t * nlp + an * (1.0 - t) * nln;
+        else l = (t * ap + (1.0 - t) * an) * (pw * t * nlp + (1.0 - t) * nln);
         sum += l * (k->use_weights ? k->w[e] : 1.0);
       }
     }
@@ -688,6 +709,7 @@ static void check_one_hot(const fcase *k, const result *res) {
   for (int64_t r = 0; r < k->n * k->m; r++)
     for (int64_t q = 0; q < k->c; q++) h.t[r * k->c + q] = k->y[r] == q ? 1.0f : 0.0f;
   if (k->use_alpha_c) h.p.alpha_c = h.alpha_c;
+  if (k->use_pos_weight) h.p.pos_weight = h.pos_weight;
   fl_batch b = batch_of(&h);
   result r2;
   eval(&h, &h.p, &b, &r2);

@@ -140,7 +140,11 @@ static void fz_check_scored(const req *r) {
   float *loss = malloc((size_t)r->n * sizeof *loss);
   fl_score *scores = r->want_scores ? malloc((size_t)r->n * sizeof *scores) : NULL;
   if (!loss || (r->want_scores && !scores)) abort();
-  fl_out out = {.loss = loss, .scores = scores};
+  /* the gradients when outputs names them, as the scoring pool computes them */
+  const size_t nel = (size_t)(r->n * r->m * r->c);
+  float *grad = (r->outputs & (1u << REQ_OUT_GRAD)) ? malloc((nel ? nel : 1) * sizeof *grad) : NULL;
+  float *grad_norm = (r->outputs & (1u << REQ_OUT_GRAD_NORM)) ? malloc((size_t)r->n * sizeof *grad_norm) : NULL;
+  fl_out out = {.loss = loss, .grad = grad, .grad_norm = grad_norm, .scores = scores};
   int64_t where = -1;
   int rc = fl_eval(&out, &b, &r->params, &where);
   const int64_t ne = r->n * r->m * r->c;
@@ -163,6 +167,10 @@ static void fz_check_scored(const req *r) {
         if (!(r->weights[e] >= 0.0f && isfinite(r->weights[e]))) fz_fail("weights[%" PRId64 "] = %g scored", e, r->weights[e]);
     for (int64_t i = 0; i < r->n; i++)
       if (!isfinite(loss[i])) fz_fail("loss[%" PRId64 "] = %g", i, loss[i]);
+    for (int64_t i = 0; grad_norm && i < r->n; i++)
+      if (!isfinite(grad_norm[i])) fz_fail("grad_norm[%" PRId64 "] = %g", i, grad_norm[i]);
+    for (size_t e = 0; grad && e < nel; e++)
+      if (isnan(grad[e])) fz_fail("grad[%zu] is NaN", e);
     /* the scores go into the stored history (a NaN margin would stay in its running AUM) */
     for (int64_t i = 0; scores && i < r->n; i++) {
       const fl_score *sc = &scores[i];
@@ -192,6 +200,8 @@ static void fz_check_scored(const req *r) {
   }
   free(loss);
   free(scores);
+  free(grad);
+  free(grad_norm);
 }
 
 #endif /* FOCALD_FUZZ_REQ_H */

@@ -275,7 +275,8 @@ PROFILES = ["torchvision", "monai", "kornia", "keras", "kornia_legacy"]
 
 
 def kernel_recipe(loss, profile=0, reduction=0, probs=False, targets=False, weights=False, alpha_c=False,
-                  grad=True, grad_norm=True, scores=True, label_type=1, n=2, m=1, c=3, gamma0=False, ignore=0):
+                  grad=True, grad_norm=True, scores=True, label_type=1, n=2, m=1, c=3, gamma0=False, ignore=0,
+                  pos_weight=False):
     """Bytes that fuzz_kernels.c's build_case reads back as this case (see its order of reads)."""
     flags = (targets | weights << 1 | alpha_c << 2 | grad << 3 | grad_norm << 4 | scores << 5 | label_type << 6)
     out = bytes([loss, profile, reduction, int(probs), flags, n, m - 1, c - 1])
@@ -292,6 +293,8 @@ def kernel_recipe(loss, profile=0, reduction=0, probs=False, targets=False, weig
         out += bytes((k * 3) % (c if softmax else c + 1) + 1 for k in range(n * m))
     if weights:
         out += bytes(k % 6 for k in range(n * m * (1 if softmax else c)))
+    if pos_weight:
+        out += bytes([1]) + bytes(k % 6 for k in range(c))  # pos_weight table: 1, 2, 0, 0.5, 10, 1e4
     return out
 
 
@@ -314,6 +317,12 @@ def kernel_seeds():
     cp.add("binary-c1", kernel_recipe(0, c=1, n=6, label_type=2))
     cp.add("softmax-u8-labels", kernel_recipe(1, c=20, n=1, label_type=2, reduction=2))
     cp.add("empty-batch", kernel_recipe(0, n=0))
+    for li in (0, 3, 7):  # the losses that take pos_weight, in the row, planar and flat traversals
+        cp.add("pos-weight-%s" % LOSSES[li], kernel_recipe(li, pos_weight=True, gamma0=li == 7, weights=True, c=5))
+    cp.add("pos-weight-rows-c17", kernel_recipe(0, c=17, pos_weight=True))
+    cp.add("pos-weight-kornia-rows", kernel_recipe(0, profile=2, targets=True, m=3, c=4, pos_weight=True))
+    cp.add("pos-weight-pairs-m16", kernel_recipe(0, c=2, m=16, n=1, grad=False, pos_weight=True))
+    cp.add("pos-weight-softmax-refused", kernel_recipe(1, pos_weight=True))
     return cp
 
 

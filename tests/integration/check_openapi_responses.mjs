@@ -765,6 +765,13 @@ async function exercise(ctx) {
     { expect: 200 },
   );
   if (r) check(r.dataset === null && r.run === null && r.batch_id === null && r.duplicate === false, "loss: dataset, run, batch_id null; duplicate false");
+  // outputs grad and grad_norm: this route only
+  r = await post("/v1/loss", { ids: ["a", "b"], logits: [[[0, 1], [2, -1]], [[0.5, 0], [1, 1]]], targets: [[1, 0], [0, 1]], outputs: ["grad", { name: "grad_norm" }] }, { expect: 200, label: "loss with outputs grad and grad_norm" });
+  if (r) check(Array.isArray(r.grad) && r.grad.length === 2 && r.grad[0].length === 2 && r.grad[0][0].length === 2 && r.grad_norm.length === 2, "loss: grad nested as the input, grad_norm per sample");
+  await post("/v1/datasets/coco/batches", { ids: ["a"], logits: [[0, 1]], targets: [1], outputs: ["grad"] }, { expect: 422, code: "invalid_field", field: "/outputs/0", label: "batches refuse grad" });
+  // loss.pos_weight: the sigmoid family's
+  await post("/v1/loss", { ids: ["a"], logits: [[0, 1]], targets: [[1, 0]], loss: { type: "binary_cross_entropy", pos_weight: [2, 0.5] } }, { expect: 200, label: "pos_weight per class" });
+  await post("/v1/loss", { ids: ["a"], logits: [[0, 1]], targets: [1], loss: { type: "softmax_focal", pos_weight: 2 } }, { expect: 422, code: "invalid_loss", field: "/loss/pos_weight", label: "softmax refuses pos_weight" });
 
   // hard examples: every page of a k=1 query, by a descending and an ascending field, and the filters
   let cursor = null;

@@ -23,6 +23,7 @@ import os
 import struct
 import sys
 import time
+import unittest
 
 import numpy as np
 
@@ -109,7 +110,8 @@ def parse_binary(r):
         n = o["parameters"]["binary_data_size"]
         dt = {"FP32": "<f4", "INT32": "<i4"}[o["datatype"]]
         a = np.frombuffer(r.body[off:off + n], dtype=dt)
-        assert list(a.shape) == o["shape"], "%s: %d bytes for shape %r" % (o["name"], n, o["shape"])
+        assert a.size == int(np.prod(o["shape"])), "%s: %d bytes for shape %r" % (o["name"], n, o["shape"])
+        a = a.reshape(o["shape"])
         out[o["name"]] = a
         off += n
     assert off == len(r.body), "the outputs take %d bytes; the body has %d" % (off, len(r.body))
@@ -614,8 +616,10 @@ class BinaryResponseTest(BinaryTestCase):
 
     def test_unknown_output_name(self):
         ids, x, t = self.data()
-        r = self.loss_bin({"outputs": [{"name": "losses"}, {"name": "grad"}]}, bin_tensors(ids, x, t), accept=OCTET)
+        r = self.loss_bin({"outputs": [{"name": "losses"}, {"name": "logits"}]}, bin_tensors(ids, x, t), accept=OCTET)
         self.assertProblem(r, 422, "invalid_field", "/outputs/1/name")
+        r = self.loss_bin({"outputs": ["losses", 7]}, bin_tensors(ids, x, t), accept=OCTET)
+        self.assertProblem(r, 422, "invalid_field", "/outputs/1")
 
     def test_error_is_problem_json_even_when_binary_asked(self):
         ids, x, t = self.data()
@@ -1010,6 +1014,256 @@ class StoredBatchTest(BinaryTestCase):
                                        bin_tensors(["a"], x, np.array([1]))))
         self.assertEqual((r["dataset"], r["run"], r["batch_id"], r["duplicate"]), (None, None, None, False))
         self.assertEqual(self.d.get("/v1/datasets").json(), before)
+
+
+# ---------------------------------------------------------------------------- gradients against torch autograd
+
+def _torch():
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+        return True
+    except Exception:  # ImportError, or a broken install
+        return False
+
+
+def _torch_reduce(elem, reduction, live, npos):
+    """A (n, ...) tensor of element losses reduced per sample as focald's reductions are: sum, mean over the
+    live elements, positives (sum / max(1, positives)), mean_elements (mean over every element)."""
+    flat = elem.reshape(elem.shape[0], -1)
+    s = flat.sum(-1)
+    if reduction == "sum":
+        return s
+    if reduction == "mean":
+        return s / live.reshape(live.shape[0], -1).sum(-1).clamp(min=1)
+    if reduction == "positives":
+        return s / npos.clamp(min=1)
+    return s / flat.shape[1]
+
+
+class TorchCheckCase(BinaryTestCase):
+    """Posts a request as JSON and as binary tensors, asking for losses, grad and grad_norm, and holds both
+    answers to torch autograd in float64 with the tolerance README "Accuracy" promises: relative 1e-5, or
+    absolute 1e-7 below 1e-2 (grad entries: scaled by the sample's largest entry when that is above 1)."""
+
+    def both(self, header, ids, x, targets, weights=None):
+        """(JSON response, binary outputs) for the same request asking for losses, grad and grad_norm."""
+        hdr = dict(header, outputs=["losses", "grad", "grad_norm"])
+        body = json_body(ids, x, np.asarray(targets).tolist(), **hdr)
+        if weights is not None:
+            body["weights"] = as_f32(weights)
+        j = self.d.loss(body)
+        head, outs = parse_binary(self.loss_bin(dict(header, outputs=[{"name": "losses"}, {"name": "grad"},
+                                                                      {"name": "grad_norm"}]),
+                                                bin_tensors(ids, x, targets, weights=weights), accept=OCTET))
+        self.assertEqual([o["name"] for o in head["outputs"]], ["losses", "grad", "grad_norm"])
+        self.assertEqual(head["outputs"][1]["shape"], list(np.shape(x)))
+        return j, outs
+
+    def check(self, what, got_loss, got_grad, got_norm, loss, grad):
+        loss, grad = loss.detach().numpy(), grad.detach().numpy()
+        n = len(loss)
+        got_grad = np.asarray(got_grad, dtype=np.float64).reshape(n, -1)
+        grad = grad.reshape(n, -1)
+        def bad(g, w, scale):
+            g, w = np.asarray(g, dtype=np.float64), np.asarray(w)
+            d = np.abs(g - w)
+            return ~((d <= 1e-5 * np.abs(w)) | ((d <= 1e-7 * scale) & (np.abs(w) < 1e-2 * scale)))
+        ones = np.ones(n)
+        for name, g, w, scale in (("loss", got_loss, loss, ones), ("grad_norm", got_norm, np.sqrt((grad * grad).sum(-1)), ones),
+                                  ("grad", got_grad, grad, np.maximum(1.0, np.abs(grad).max(-1))[:, None])):
+            where = np.argwhere(bad(g, w, scale))
+            if len(where):
+                k = tuple(where[0])
+                self.fail("%s %s%s: focald %r, torch %r (%d wrong)" % (what, name, list(k), np.asarray(g)[k], w[k], len(where)))
+
+    def run_case(self, what, header, x, targets, torch_loss, weights=None):
+        """torch_loss(X) gives the (n) per-sample losses of the float64 leaf X."""
+        import torch
+        ids = ["s%d" % i for i in range(np.shape(x)[0])]
+        X = torch.tensor(np.asarray(x, dtype=np.float32).astype(np.float64), requires_grad=True)
+        loss = torch_loss(X)
+        loss.sum().backward()  # each sample's loss depends on its own rows only
+        j, outs = self.both(header, ids, x, targets, weights)
+        self.check(what + " (JSON)", j["losses"], j["grad"], j["grad_norm"], loss, X.grad)
+        self.check(what + " (binary)", outs["losses"], outs["grad"], outs["grad_norm"], loss, X.grad)
+
+
+@unittest.skipUnless(_torch(), "torch/torchvision not importable")
+class GradientOutputsTest(TorchCheckCase):
+    """outputs grad and grad_norm on POST /v1/loss against torchvision.ops.sigmoid_focal_loss for the sigmoid
+    family and a softmax focal loss written in torch."""
+
+    def test_sigmoid_focal_torchvision_every_reduction(self):
+        import torch
+        from torchvision.ops import sigmoid_focal_loss
+        g = rng(40)
+        x = g.normal(0, 3, (6, 5)).astype(np.float32)
+        t = (g.random((6, 5)) < 0.3).astype(np.float32)
+        t[0] = 0
+        T = torch.tensor(t, dtype=torch.float64)
+        for red in ("sum", "mean", "positives", "mean_elements"):
+            self.run_case("sigmoid_focal %s multi-hot" % red, {"loss": {"reduction": red}}, x, t,
+                          lambda X: _torch_reduce(sigmoid_focal_loss(X, T, alpha=0.25, gamma=2, reduction="none"), red,
+                                                  torch.ones_like(T), T.sum(-1)))
+
+    def test_sigmoid_focal_class_indices_rows_and_planar(self):
+        import torch
+        from torchvision.ops import sigmoid_focal_loss
+        g = rng(41)
+        for c in (3, 20):  # fewer classes than a vector (planar) and more (row by row)
+            x = g.normal(0, 2, (5, c)).astype(np.float32)
+            y = g.integers(0, c + 1, 5)  # c: background
+            T = torch.zeros(5, c, dtype=torch.float64)
+            for i, yi in enumerate(y):
+                if yi < c:
+                    T[i, yi] = 1
+            self.run_case("sigmoid_focal c=%d gamma 1.5" % c, {"loss": {"gamma": 1.5, "alpha": 0.4}}, x, y,
+                          lambda X: sigmoid_focal_loss(X, T, alpha=0.4, gamma=1.5, reduction="none").sum(-1))
+
+    def test_sigmoid_focal_dense_positives_with_weights(self):
+        import torch
+        from torchvision.ops import sigmoid_focal_loss
+        g = rng(42)
+        x = g.normal(0, 2, (3, 4, 2)).astype(np.float32)
+        y = g.integers(0, 3, (3, 4))
+        w = g.uniform(0, 2, (3, 4, 2)).astype(np.float32)
+        T = torch.nn.functional.one_hot(torch.tensor(y), 3)[..., :2].double()  # 2: background
+        W = torch.tensor(w.astype(np.float64))
+        self.run_case("sigmoid_focal dense positives weighted", {"loss": {"reduction": "positives"}}, x, y,
+                      lambda X: _torch_reduce(sigmoid_focal_loss(X, T, reduction="none") * W, "positives", None,
+                                              T.sum((1, 2))), weights=w)
+
+    def test_kornia_profile_soft_targets(self):
+        import torch
+        g = rng(43)
+        x = g.normal(0, 2, (4, 6)).astype(np.float32)
+        t = g.random((4, 6)).astype(np.float32)
+        T = torch.tensor(t.astype(np.float64))
+        def kornia(X):  # kornia's binary_focal_loss_with_logits formula, alpha 0.25, gamma 2
+            p, lp, ln = torch.sigmoid(X), torch.nn.functional.logsigmoid(X), torch.nn.functional.logsigmoid(-X)
+            return (-0.25 * (1 - p) ** 2 * T * lp - 0.75 * p ** 2 * (1 - T) * ln).sum(-1)
+        self.run_case("sigmoid_focal kornia soft", {"loss": {"profile": "kornia"}}, x, t, kornia)
+
+    def test_binary_cross_entropy(self):
+        import torch
+        g = rng(44)
+        x = g.normal(0, 4, (5, 4)).astype(np.float32)
+        t = (g.random((5, 4)) < 0.5).astype(np.float32)
+        T = torch.tensor(t, dtype=torch.float64)
+        self.run_case("binary_cross_entropy mean", {"loss": {"type": "binary_cross_entropy", "reduction": "mean"}}, x, t,
+                      lambda X: torch.nn.functional.binary_cross_entropy_with_logits(X, T, reduction="none").mean(-1))
+
+    def test_softmax_focal_and_cross_entropy(self):
+        import torch
+        g = rng(45)
+        x = g.normal(0, 2, (6, 5)).astype(np.float32)
+        y = g.integers(0, 5, 6)
+        Y = torch.tensor(y)
+        alpha = [0.1, 0.3, 0.5, 0.7, 0.9]
+        def focal(X, gamma, a=None):
+            lp = torch.log_softmax(X, -1).gather(-1, Y[:, None])[:, 0]
+            el = -(1 - lp.exp()) ** gamma * lp
+            return el * torch.tensor(a, dtype=torch.float64)[Y] if a else el
+        self.run_case("softmax_focal gamma 2", {"loss": {"type": "softmax_focal"}}, x, y, lambda X: focal(X, 2.0))
+        self.run_case("softmax_focal gamma 0.5 per-class alpha", {"loss": {"type": "softmax_focal", "gamma": 0.5, "alpha": alpha}},
+                      x, y, lambda X: focal(X, 0.5, alpha))
+        self.run_case("cross_entropy", {"loss": {"type": "cross_entropy"}}, x, y,
+                      lambda X: torch.nn.functional.cross_entropy(X, Y, reduction="none"))
+
+    def test_softmax_focal_dense_mean_with_ignored_positions(self):
+        import torch
+        g = rng(46)
+        x = g.normal(0, 2, (3, 5, 4)).astype(np.float32)
+        y = g.integers(0, 4, (3, 5))
+        y[0, 1] = y[2, 4] = -1
+        Y = torch.tensor(y)
+        live = (Y >= 0)
+        def focal(X):
+            lp = torch.log_softmax(X, -1).gather(-1, Y.clamp(min=0)[..., None])[..., 0]
+            el = torch.where(live, -(1 - lp.exp()) ** 2 * lp, torch.zeros_like(lp))
+            return el.sum(-1) / live.sum(-1)
+        self.run_case("softmax_focal dense mean ignored", {"loss": {"type": "softmax_focal", "reduction": "mean"}}, x, y, focal)
+
+    def test_large_request_split_across_workers(self):
+        import torch
+        from torchvision.ops import sigmoid_focal_loss
+        g = rng(47)
+        x = g.normal(0, 2, (64, 128, 80)).astype(np.float32)  # 655,360 elements: more than one scoring chunk
+        y = g.integers(0, 81, (64, 128))
+        T = torch.nn.functional.one_hot(torch.tensor(y), 81)[..., :80].double()
+        self.run_case("sigmoid_focal dense, chunked", {}, x, y,
+                      lambda X: sigmoid_focal_loss(X, T, reduction="none").sum((1, 2)))
+
+    def test_json_without_outputs_has_no_gradients(self):
+        x = np.array([[0, 1, 2]], dtype=np.float32)
+        j = self.d.loss(json_body(["a"], x, [1]))
+        self.assertNotIn("grad", j)
+        self.assertNotIn("grad_norm", j)
+        j = self.d.loss(json_body(["a"], x, [1], outputs=["grad_norm"]))
+        self.assertNotIn("grad", j)
+        self.assertEqual(len(j["grad_norm"]), 1)
+        self.assertEqual(len(j["scores"]["p_t"]), 1)  # JSON keeps losses and scores whatever outputs says
+
+    def test_batches_refuse_gradients(self):
+        ds = self.ds_name()
+        x = np.array([[0, 1, 2]], dtype=np.float32)
+        r = self.d.post("/v1/datasets/%s/batches" % ds, json_body(["a"], x, [1], outputs=["losses", "grad"]))
+        self.assertProblem(r, 422, "invalid_field", "/outputs/1")
+        r = self.batch_bin(ds, {"outputs": [{"name": "grad_norm"}]}, bin_tensors(["a"], x, np.array([1])), accept=OCTET)
+        self.assertProblem(r, 422, "invalid_field", "/outputs/0/name")
+        self.assertEqual(self.d.get("/v1/datasets/%s" % ds).status, 404)  # nothing recorded
+
+
+@unittest.skipUnless(_torch(), "torch/torchvision not importable")
+class PosWeightTest(TorchCheckCase):
+    """loss.pos_weight (JSON body and binary header) against torch's BCEWithLogitsLoss(pos_weight=...) and kornia's
+    binary_focal_loss_with_logits formula (v0.8.3) in float64, losses and gradients; refused where it has no
+    meaning."""
+
+    def test_binary_cross_entropy_matches_torch(self):
+        import torch
+        g = rng(50)
+        x = g.normal(0, 3, (5, 4)).astype(np.float32)
+        t = (g.random((5, 4)) < 0.4).astype(np.float32)
+        pw = [0.0, 0.5, 3.0, 40.0]
+        T, PW = torch.tensor(t, dtype=torch.float64), torch.tensor(pw, dtype=torch.float64)
+        self.run_case("binary_cross_entropy pos_weight", {"loss": {"type": "binary_cross_entropy", "pos_weight": pw}},
+                      x, t, lambda X: torch.nn.BCEWithLogitsLoss(pos_weight=PW, reduction="none")(X, T).sum(-1))
+        # one number weighs every class
+        self.run_case("binary_cross_entropy pos_weight 2.5", {"loss": {"type": "binary_cross_entropy", "pos_weight": 2.5}},
+                      x, t, lambda X: torch.nn.BCEWithLogitsLoss(pos_weight=torch.full((4,), 2.5), reduction="none")(X, T).sum(-1))
+
+    def test_sigmoid_focal_matches_kornia_formula(self):
+        import torch
+        F = torch.nn.functional
+        g = rng(51)
+        x = g.normal(0, 2, (3, 6, 3)).astype(np.float32)
+        y = g.integers(0, 4, (3, 6))  # 3: background
+        pw = [2.0, 0.25, 7.0]
+        T = F.one_hot(torch.tensor(y), 4)[..., :3].double()
+        PW = torch.tensor(pw, dtype=torch.float64)
+        def kornia(X):
+            pos = -F.logsigmoid(-X).exp().pow(2.0) * T * F.logsigmoid(X)
+            neg = -F.logsigmoid(X).exp().pow(2.0) * (1 - T) * F.logsigmoid(-X)
+            return (PW * 0.25 * pos + 0.75 * neg).sum((1, 2))
+        for prof in ("torchvision", "kornia"):  # one loss for hard targets
+            self.run_case("sigmoid_focal %s pos_weight" % prof, {"loss": {"profile": prof, "pos_weight": pw}}, x, y, kornia)
+
+    def test_refused_where_meaningless_or_invalid(self):
+        x = np.array([[0, 1, 2]], dtype=np.float32)
+        for loss in ("softmax_focal", "cross_entropy", "poly1_softmax_focal", "asl", "sigmoid_focal_star"):
+            r = self.d.post("/v1/loss", json_body(["a"], x, [1], loss={"type": loss, "pos_weight": [1, 2, 3]}))
+            p = self.assertProblem(r, 422, "invalid_loss", "/loss/pos_weight")
+            self.assertIn(loss, p["detail"])
+        r = self.d.post("/v1/loss", json_body(["a"], x, [1], loss={"pos_weight": [1, -2, 3]}))
+        self.assertProblem(r, 422, "invalid_loss", "/loss/pos_weight/1")
+        r = self.d.post("/v1/loss", json_body(["a"], x, [1], loss={"pos_weight": [1, 2]}))
+        self.assertProblem(r, 422, "shape_mismatch", "/loss/pos_weight")
+        r = self.d.post("/v1/loss", json_body(["a"], x, [1], loss={"pos_weight": [1, "2", 3]}))
+        self.assertProblem(r, 422, "invalid_field", "/loss/pos_weight/1")
+        r = self.loss_bin({"loss": {"type": "softmax_focal", "pos_weight": 2}}, bin_tensors(["a"], x, np.array([1])))
+        self.assertProblem(r, 422, "invalid_loss", "/loss/pos_weight")
 
 
 if __name__ == "__main__":

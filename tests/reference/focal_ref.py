@@ -59,8 +59,11 @@ def spow(x, g):
 
 def sigmoid_elements(P, z, t, a_pos, a_neg):
     """Element losses (n, m, c) of the sigmoid family. z: logits, or for probability
-    input the logits the probabilities imply (autograd then gives d/dlogit)."""
+    input the logits the probabilities imply (autograd then gives d/dlogit). pos_weight
+    (per class) multiplies the positive term t (-log s) of the cross-entropy, as torch's
+    BCEWithLogitsLoss(pos_weight=...) and kornia's binary_focal_loss_with_logits do."""
     loss, prof, g = P["loss"], P["profile"], P["gamma"]
+    pw = torch.tensor(P["pos_weight"]) if P.get("pos_weight") is not None else 1.0
     probs = P["input"] == "probs"
     s = torch.sigmoid(z)
     a_t = a_pos * t + a_neg * (1 - t)
@@ -82,13 +85,13 @@ def sigmoid_elements(P, z, t, a_pos, a_neg):
         return -(lpos + lneg) * spow(one_minus_pt, ge) * a_t
     one_minus_pt = t * (1 - s) + (1 - t) * s
     if prof in ("kornia", "kornia_legacy"):   # kornia's binary focal loss did not change in 0.7.0
-        return (-a_pos * t * spow(torch.sigmoid(-z), g) * torch.nn.functional.logsigmoid(z)
+        return (-a_pos * pw * t * spow(torch.sigmoid(-z), g) * torch.nn.functional.logsigmoid(z)
                 - a_neg * (1 - t) * spow(torch.sigmoid(z), g) * torch.nn.functional.logsigmoid(-z))
     if prof == "keras":
         sc = keras_clip(s)
-        ce = -(t * torch.log(sc) + (1 - t) * torch.log(1 - sc))
+        ce = -(pw * t * torch.log(sc) + (1 - t) * torch.log(1 - sc))
     else:
-        ce = -(t * log_s + (1 - t) * log_1ms)
+        ce = -(pw * t * log_s + (1 - t) * log_1ms)
     if prof == "monai":
         mod = torch.exp(g * torch.nn.functional.logsigmoid(-z * (2 * t - 1)))
     else:
@@ -495,6 +498,8 @@ def write_case(out, name, P, n, m, c, x, labels=None, targets=None, weights=None
     out.write(f"params {P['loss']} {P['profile']} {P['reduction']} {P['input']} {P['gamma']!r} {P['alpha']!r} "
               f"{P['epsilon']!r} {P.get('gamma_pos', 1.0)!r} {P.get('gamma_neg', 4.0)!r} {P.get('clip', 0.05)!r} "
               f"{P['ignore']} {ac}\n")
+    if P.get("pos_weight") is not None:
+        out.write("pos_weight " + fmt(np.asarray(P["pos_weight"], dtype=np.float32), "%.9g") + "\n")
     out.write(f"shape {n} {m} {c}\n")
     out.write("x " + fmt(np.asarray(x, dtype=np.float32), "%.9g") + "\n")
     if labels is not None:
@@ -721,10 +726,110 @@ def generate_mean_elements(out):
                    targets=soft_rows(rng, 20, 6))
 
 
+def check_pos_weight():
+    """pos_weight against its two published definitions, in float64 torch: torch's
+    BCEWithLogitsLoss(pos_weight=...) (binary_cross_entropy, and sigmoid_focal at gamma 0 with alpha off),
+    and kornia's binary_focal_loss_with_logits with pos_weight as kornia v0.8.3 (and v0.9.0rc1) writes it:
+    pos_term = -pos_weight * alpha * sigmoid(-z)^gamma * t * logsigmoid(z), neg_term = -(1 - alpha) *
+    sigmoid(z)^gamma * (1 - t) * logsigmoid(-z) (its classes on dim 1; here the last), the kornia profile.
+    For hard targets the torchvision profile is the same loss. Also the fixed numbers test_lib_props holds."""
+    F = torch.nn.functional
+    rng = np.random.default_rng(14)
+    n, m, c = 3, 4, 5
+    z = rng.normal(0, 3, size=(n, m, c)).astype(np.float32)
+    soft = rng.random((n, m, c)).astype(np.float32)
+    hard = (rng.random((n, m, c)) < 0.4).astype(np.float32)
+    pw = np.array([0.0, 0.5, 1.0, 3.0, 50.0], dtype=np.float32)
+    zt, pwt = torch.tensor(z, dtype=torch.float64), torch.tensor(pw, dtype=torch.float64)
+
+    def ours(loss, t, red="sum", **kw):
+        P = params(loss, reduction=red, pos_weight=list(pw), **kw)
+        return evaluate(P, z.ravel(), None, t.ravel(), None, n, m, c)
+
+    def close(a, b):
+        assert np.allclose(a, b, rtol=1e-12, atol=1e-14), (a, b)
+
+    for t in (hard, soft):
+        tt = torch.tensor(t, dtype=torch.float64)
+        for red in ("sum", "mean_elements"):
+            zz = zt.clone().requires_grad_(True)
+            theirs = torch.nn.BCEWithLogitsLoss(pos_weight=pwt, reduction="none")(zz, tt).sum((-1, -2))
+            theirs = theirs / (m * c if red == "mean_elements" else 1)
+            their_grad = torch.autograd.grad(theirs.sum(), zz)[0].numpy()
+            for loss, kw in (("binary_cross_entropy", dict(gamma=0.0, alpha=-1.0)),
+                             ("sigmoid_focal", dict(gamma=0.0, alpha=-1.0))):
+                got, grad, _ = ours(loss, t, red, **kw)
+                close(got, theirs.detach().numpy())
+                close(grad, their_grad)
+
+    def kornia(zz, tt, alpha, gamma):
+        pos = -F.logsigmoid(-zz).exp().pow(gamma) * tt * F.logsigmoid(zz)
+        neg = -F.logsigmoid(zz).exp().pow(gamma) * (1.0 - tt) * F.logsigmoid(-zz)
+        if alpha is not None:
+            pos, neg = alpha * pos, (1.0 - alpha) * neg
+        return pwt * pos + neg
+
+    for t, tname in ((hard, "hard"), (soft, "soft")):
+        tt = torch.tensor(t, dtype=torch.float64)
+        for alpha, gamma in ((0.25, 2.0), (None, 0.5), (0.8, 1.0)):
+            zz = zt.clone().requires_grad_(True)
+            theirs = kornia(zz, tt, alpha, gamma).sum((-1, -2))
+            got, grad, _ = ours("sigmoid_focal", t, profile="kornia", alpha=-1.0 if alpha is None else alpha,
+                                gamma=gamma)
+            close(got, theirs.detach().numpy())
+            close(grad, torch.autograd.grad(theirs.sum(), zz)[0].numpy())
+            if tname == "hard":
+                tv, _, _ = ours("sigmoid_focal", t, alpha=-1.0 if alpha is None else alpha, gamma=gamma)
+                close(tv, got)
+    # the fixed case test_lib_props holds the C library to (torch's own numbers, float64)
+    x = np.array([-2.0, 0.5, 3.0, 1.0, -0.25, 0.0], dtype=np.float32)
+    hard, soft = np.array([1, 0, 1, 0, 1, 1], dtype=np.float32), np.array([.75, 0, 1, .25, .5, 1], dtype=np.float32)
+    pw = [2.0, 0.5, 10.0]
+    for t, bce, kor in ((hard, [5.71380652, 8.6577032], [1.108371, 0.992247202]),
+                        (soft, [4.68207452, 8.56750348], [0.902449394, 0.888565218])):
+        got = evaluate(params("binary_cross_entropy", gamma=0.0, alpha=-1.0, pos_weight=pw), x, None, t, None, 2, 1, 3)[0]
+        assert np.allclose(got, bce, rtol=1e-8, atol=0), (got, bce)
+        got = evaluate(params(profile="kornia", pos_weight=pw), x, None, t, None, 2, 1, 3)[0]
+        assert np.allclose(got, kor, rtol=1e-8, atol=0), (got, kor)
+
+
+def generate_pos_weight(out):
+    """pos_weight in every traversal, profile and sigmoid loss that takes it (its own generator, so that the
+    cases above stay as they were); its entries include 0 and a large weight."""
+    rng = np.random.default_rng(20261208)
+
+    def pws(c):
+        v = rng.random(c) * 4
+        v[0] = 0.0
+        v[-1] = 60.0
+        return list(v.astype(np.float32))
+
+    for (n, m, c) in [(5, 1, 20), (6, 1, 3), (2, 37, 2), (3, 4, 7)]:
+        x = logits(rng, n * m * c)
+        labels = rng.integers(-1, c + 1, size=n * m)
+        for red in ("sum", "mean", "positives"):
+            write_case(out, f"pos_weight_index_{n}x{m}x{c}_{red}", params(reduction=red, pos_weight=pws(c)), n, m, c, x,
+                       labels=labels, weights=(rng.random(n * m * c) * 2).astype(np.float32))
+        t = rng.random(n * m * c).astype(np.float32)
+        t[::3] = np.round(t[::3])
+        for prof in ("torchvision", "monai", "kornia", "keras"):
+            write_case(out, f"pos_weight_soft_{prof}_{n}x{m}x{c}", params(profile=prof, gamma=1.5, pos_weight=pws(c)),
+                       n, m, c, x, targets=t)
+        write_case(out, f"pos_weight_poly1_{n}x{m}x{c}", params("poly1_sigmoid_focal", epsilon=2.0, pos_weight=pws(c)),
+                   n, m, c, x, targets=t)
+        write_case(out, f"pos_weight_bce_{n}x{m}x{c}", params("binary_cross_entropy", gamma=0.0, pos_weight=pws(c)),
+                   n, m, c, x, labels=labels)
+        write_case(out, f"pos_weight_probs_{n}x{m}x{c}", params(input="probs", pos_weight=pws(c)), n, m, c,
+                   probabilities(rng, n * m * c), targets=t)
+        write_case(out, f"pos_weight_alpha_c_{n}x{m}x{c}", params(alpha_c=list(rng.random(c)), pos_weight=pws(c)),
+                   n, m, c, x, labels=labels)
+
+
 def main():
     check_against_torchvision()
     check_cross_entropy_against_torch()
     check_conventions()
+    check_pos_weight()
     path = sys.argv[1] if len(sys.argv) > 1 else "tests/golden/lib_golden.txt"
     with open(path, "w") as out:
         out.write("# focald loss-library golden vectors: generated by tests/reference/focal_ref.py; do not edit.\n")
@@ -732,6 +837,7 @@ def main():
         generate_kornia(out)
         generate_cross_entropy(out)
         generate_mean_elements(out)
+        generate_pos_weight(out)
     print(f"wrote {path}")
 
 

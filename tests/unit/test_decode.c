@@ -274,13 +274,41 @@ static void test_decode_segments(void **state) {
   assert_string_equal(err.field, "/segments");
 }
 
+/* outputs: the default set without it; names or {name} objects; gradients only where nothing is recorded. */
+static void test_decode_outputs(void **state) {
+  (void)state;
+  req r;
+  problem err;
+#define BODY "{\"ids\":[1],\"logits\":[[1,2]],\"targets\":[0]%s}"
+  char json[256];
+  snprintf(json, sizeof json, BODY, "");
+  assert_int_equal(dec_json(&r, json, strlen(json), 0, &err), 0);
+  assert_int_equal(r.outputs, REQ_OUT_DEFAULT);
+  assert_int_equal(r.outputs & REQ_OUT_GRADS, 0);
+  req_free(&r);
+  snprintf(json, sizeof json, BODY, ",\"outputs\":[\"grad\",{\"name\":\"grad_norm\"},\"losses\"]");
+  assert_int_equal(dec_json(&r, json, strlen(json), 0, &err), 0);
+  assert_int_equal(r.outputs, (1u << REQ_OUT_GRAD) | (1u << REQ_OUT_GRAD_NORM) | (1u << REQ_OUT_LOSSES));
+  req_free(&r);
+  /* a recorded batch refuses gradients, by name or object, and unknown names anywhere */
+  snprintf(json, sizeof json, BODY, ",\"outputs\":[\"losses\",\"grad\"]");
+  expect_problem(json, P_INVALID_FIELD, "/outputs/1");
+  snprintf(json, sizeof json, BODY, ",\"outputs\":[{\"name\":\"grad_norm\"}]");
+  expect_problem(json, P_INVALID_FIELD, "/outputs/0/name");
+  snprintf(json, sizeof json, BODY, ",\"outputs\":[\"hessian\"]");
+  expect_problem(json, P_INVALID_FIELD, "/outputs/0");
+  snprintf(json, sizeof json, BODY, ",\"outputs\":\"grad\"");
+  expect_problem(json, P_INVALID_FIELD, "/outputs");
+#undef BODY
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_decode_index_targets),     cmocka_unit_test(test_decode_target_kinds_by_shape),
       cmocka_unit_test(test_decode_loss_settings),     cmocka_unit_test(test_decode_meta_and_weights),
       cmocka_unit_test(test_decode_rejects_with_field), cmocka_unit_test(test_decode_long_ids),
       cmocka_unit_test(test_decode_describes_library_errors), cmocka_unit_test(test_decode_names),
-      cmocka_unit_test(test_decode_segments),
+      cmocka_unit_test(test_decode_segments),         cmocka_unit_test(test_decode_outputs),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -32,6 +32,7 @@ typedef struct gcase {
   char name[128];
   fl_params p;
   float *alpha_c;
+  float *pos_weight;   /* from a "pos_weight" line, when the case has one */
   int64_t n, m, c;
   vec x, labels, targets, weights, loss, grad, grad_norm, scores, pred, rows;
 } gcase;
@@ -76,6 +77,7 @@ static void free_case(gcase *g) {
                 &g->grad_norm, &g->scores, &g->pred, &g->rows};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]->v);
   free(g->alpha_c);
+  free(g->pos_weight);
   memset(g, 0, sizeof *g);
 }
 
@@ -125,6 +127,13 @@ static int next_case(char **cursor, gcase *g) {
       in_case = 1;
     } else if (strncmp(line, "params ", 7) == 0) {
       parse_params(line, g);
+    } else if (strncmp(line, "pos_weight ", 11) == 0) {
+      vec pw;
+      parse_vec(line, &pw);
+      g->pos_weight = malloc((pw.n ? pw.n : 1) * sizeof *g->pos_weight);
+      for (size_t k = 0; k < pw.n; k++) g->pos_weight[k] = (float)pw.v[k];
+      free(pw.v);
+      g->p.pos_weight = g->pos_weight;
     } else if (strncmp(line, "shape ", 6) == 0) {
       long long n, m, c;
       assert_int_equal(sscanf(line, "shape %lld %lld %lld", &n, &m, &c), 3);

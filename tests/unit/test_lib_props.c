@@ -257,6 +257,83 @@ static void test_lib_monai_published_cases(void **state) {
   assert_close(got, 4.0 / 9.0 * log(3.0) / 3.0);
 }
 
+/* pos_weight against its two definitions: torch's BCEWithLogitsLoss(pos_weight=[2, 0.5, 10],
+ * reduction="none").sum(-1) (binary_cross_entropy, and sigmoid_focal at gamma 0 with alpha off), and kornia's
+ * binary_focal_loss_with_logits(alpha=0.25, gamma=2, pos_weight=...) as kornia v0.8.3 writes it (the
+ * positive term times pos_weight; its classes on dim 1, here the last), summed per sample; the kornia
+ * profile, and for hard targets the torchvision profile too. The expected values are torch's, float64;
+ * tests/reference/focal_ref.py (check_pos_weight) holds its formulas to the same numbers and to autograd. */
+static void test_lib_pos_weight_matches_torch_and_kornia(void **state) {
+  (void)state;
+  static const float x[6] = {-2.0f, 0.5f, 3.0f, 1.0f, -0.25f, 0.0f};
+  static const float hard[6] = {1, 0, 1, 0, 1, 1}, soft[6] = {0.75f, 0, 1, 0.25f, 0.5f, 1};
+  static const float pw[3] = {2.0f, 0.5f, 10.0f};
+  static const double bce_hard[2] = {5.71380652, 8.6577032}, bce_soft[2] = {4.68207452, 8.56750348};
+  static const double kornia_hard[2] = {1.108371, 0.992247202}, kornia_soft[2] = {0.902449394, 0.888565218};
+  float out[2], grad[6], g0[6];
+  fl_batch b = {.n = 2, .m = 1, .c = 3, .x = x, .targets = hard};
+  fl_out o = {.loss = out, .grad = grad};
+  for (int soft_t = 0; soft_t < 2; soft_t++) {
+    b.targets = soft_t ? soft : hard;
+    const double *want = soft_t ? bce_soft : bce_hard;
+    fl_params p;
+    fl_params_init(&p, FL_BINARY_CROSS_ENTROPY);
+    p.pos_weight = pw;
+    assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+    assert_close(out[0], want[0]);
+    assert_close(out[1], want[1]);
+    memcpy(g0, grad, sizeof g0);
+    fl_params_init(&p, FL_SIGMOID_FOCAL);
+    p.gamma = 0.0f;
+    p.alpha = -1.0f;
+    p.pos_weight = pw;
+    assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+    assert_close(out[0], want[0]);
+    assert_close(out[1], want[1]);
+    /* d/dz of pos_weight t softplus(-z) + (1 - t) softplus(z): (1 - t) s - pos_weight t (1 - s) */
+    for (int e = 0; e < 6; e++) {
+      const double s = 1.0 / (1.0 + exp(-(double)x[e])), t = b.targets[e];
+      assert_close(grad[e], (1.0 - t) * s - pw[e % 3] * t * (1.0 - s));
+      assert_true(grad[e] == g0[e]);
+    }
+    const double *kw = soft_t ? kornia_soft : kornia_hard;
+    fl_params_init(&p, FL_SIGMOID_FOCAL);
+    p.profile = FL_PROFILE_KORNIA;
+    p.pos_weight = pw;
+    assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+    assert_close(out[0], kw[0]);
+    assert_close(out[1], kw[1]);
+    if (!soft_t) {
+      p.profile = FL_PROFILE_TORCHVISION;
+      assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+      assert_close(out[0], kw[0]);
+      assert_close(out[1], kw[1]);
+    }
+  }
+  /* pos_weight 1 everywhere is no pos_weight, bit for bit; 0 removes the positive term */
+  static const float ones[3] = {1, 1, 1}, zeros[3] = {0, 0, 0};
+  float plain[2];
+  fl_params p;
+  fl_params_init(&p, FL_SIGMOID_FOCAL);
+  b.targets = soft;
+  fl_out op = {.loss = plain};
+  assert_int_equal(fl_eval(&op, &b, &p, NULL), 0);
+  p.pos_weight = ones;
+  o.grad = NULL;
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  assert_close(out[0], plain[0]);
+  assert_close(out[1], plain[1]);
+  p.pos_weight = zeros;
+  b.targets = hard;
+  assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+  double want = 0.0;
+  for (int e = 0; e < 3; e++) {
+    const double s = 1.0 / (1.0 + exp(-(double)x[e]));
+    if (!hard[e]) want += 0.75 * s * s * bce(x[e], 0.0);
+  }
+  assert_close(out[0], want);
+}
+
 static void test_lib_conventions_keras_doc_example(void **state) {
   (void)state;
   /* Keras BinaryFocalCrossentropy's documented example: mean over the last axis. */
@@ -961,6 +1038,23 @@ static void test_lib_rejects_bad_parameters(void **state) {
   expect_error(&p, &neg, FL_ESHAPE, -1);
   fl_batch both = {.n = 2, .m = 1, .c = 3, .x = x, .labels = y, .targets = t};
   expect_error(&p, &both, FL_EPARAM, -1);
+  /* pos_weight: each finite and >= 0 (where: the class), and only where the loss has a positive term */
+  float pw[3] = {1.0f, 2.0f, -0.5f};
+  fl_params_init(&p, FL_SIGMOID_FOCAL);
+  p.pos_weight = pw;
+  expect_error(&p, &b, FL_EPOSWEIGHT, 2);
+  pw[2] = INFINITY;
+  expect_error(&p, &b, FL_EPOSWEIGHT, 2);
+  pw[2] = NAN;
+  expect_error(&p, &b, FL_EPOSWEIGHT, 2);
+  pw[2] = 0.0f;
+  static const fl_loss refused[] = {FL_SOFTMAX_FOCAL, FL_POLY1_SOFTMAX_FOCAL, FL_CROSS_ENTROPY, FL_SIGMOID_FOCAL_STAR, FL_ASL};
+  fl_batch lb = {.n = 2, .m = 1, .c = 3, .x = x, .labels = y, .label_type = FL_LABEL_I32};
+  for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+    fl_params_init(&p, refused[i]);
+    p.pos_weight = pw;
+    expect_error(&p, &lb, FL_EPOSWEIGHT, -1);
+  }
   fl_batch neither = {.n = 2, .m = 1, .c = 3, .x = x};
   expect_error(&p, &neither, FL_ENULL, -1);
   assert_int_equal(fl_eval(NULL, &b, &p, NULL), FL_ENULL);
@@ -1102,6 +1196,7 @@ int main(void) {
       cmocka_unit_test(test_lib_conventions_keras_doc_example),
       cmocka_unit_test(test_lib_kornia_published_cases),
       cmocka_unit_test(test_lib_monai_published_cases),
+      cmocka_unit_test(test_lib_pos_weight_matches_torch_and_kornia),
       cmocka_unit_test(test_lib_conventions_softmax_and_scores),
       cmocka_unit_test(test_lib_gamma0_is_cross_entropy),
       cmocka_unit_test(test_lib_cross_entropy_losses),
