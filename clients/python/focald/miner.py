@@ -48,6 +48,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 import weakref
 
 from . import framing
@@ -299,6 +300,7 @@ class Miner:
         self._prefix = batch_id_prefix or "miner-" + uuid.uuid4().hex[:16]
         self._seq = 0
         self._have_numpy = framing.have_numpy()
+        self._warned_loss = False
 
         self._cond = threading.Condition()
         self._cur = None                       # the slab observe() fills
@@ -411,7 +413,18 @@ class Miner:
             backend = "torch"
         else:
             backend = "numpy"
-        return (backend, xname, _tail_shape(x), "i" if _kind(targets) == "i" else "f", _tail_shape(targets),
+        tail, kind = _tail_shape(x), "i" if _kind(targets) == "i" else "f"
+        if self.loss is None and xname == "logits" and kind == "i" and len(tail) == 1 and tail[0] >= 2 \
+                and not self._warned_loss:
+            # class indices over C >= 2 logits: most likely a softmax classifier, which focald's default
+            # (one sigmoid per class, alpha 0.25) scores differently from its training loss
+            self._warned_loss = True
+            warnings.warn("Miner(%r): no loss given, so focald scores these class-index targets with its default, "
+                          "sigmoid_focal (one sigmoid per class, alpha 0.25); for a softmax classifier trained with "
+                          "cross-entropy pass loss=\"cross_entropy\" (or \"softmax_focal\"), or pass "
+                          "loss=\"sigmoid_focal\" to keep the default and silence this" % self.dataset, UserWarning,
+                          stacklevel=4)
+        return (backend, xname, tail, kind, _tail_shape(targets),
                 _tail_shape(weights) if weights is not None else None, _ids_kind(ids))
 
     def _start_slab(self, layout, n, x):

@@ -66,6 +66,26 @@ class MinerTest(DaemonTestCase):
         ref = self.client.evaluate(logits, targets, loss="softmax_focal")["losses"]
         self.assertAlmostEqual(sample["last_loss"], ref[100 - 96], places=5)
 
+    def test_miner_warns_once_when_class_indices_meet_the_default_loss(self):
+        """Class-index targets over C >= 2 logits and no loss: most likely a softmax classifier, which
+        focald's default (sigmoid focal) would score differently; the Miner warns once. A given loss, or
+        multi-hot targets, draw no warning."""
+        import warnings
+        ids, logits, targets = batch(0)
+        for loss, tgt, want in ((None, targets, 1), ("cross_entropy", targets, 0), ("sigmoid_focal", targets, 0),
+                                (None, torch.nn.functional.one_hot(targets, logits.shape[1]).float(), 0)):
+            with self.subTest(loss=loss, targets=tuple(tgt.shape)):
+                m = Miner("m-warn", url=self.url, loss=loss, flush_interval=30)
+                with warnings.catch_warnings(record=True) as w:
+                    warnings.simplefilter("always")
+                    for step in range(3):
+                        m.observe(ids, logits * 1.0, tgt, step=step)
+                self.assertTrue(m.close())
+                got = [x for x in w if issubclass(x.category, UserWarning) and "cross_entropy" in str(x.message)]
+                self.assertEqual(len(got), want, [str(x.message) for x in w])
+                if got:
+                    self.assertEqual(got[0].filename, __file__)  # it points at the caller's observe()
+
     def test_miner_merges_observations_into_one_request(self):
         m = Miner("m-merge", url=self.url, flush_interval=30)
         with m._cond:  # hold the sender back so that everything is queued before it looks
