@@ -114,7 +114,7 @@ static void test_state_small_datasets_take_little_memory(void **state) {
     st_batch_ref ref = {100 + d, 0, name, 100 + d, 0, "r", 4};
     st_batch_prep p;
     assert_int_equal(st_prepare_batch(f->map, &ref, N, ids, &p), 0);
-    st_apply_batch(f->map, &p, ++f->seq, ids, o, 0.3, 0, NULL, NULL);
+    st_apply_batch(f->map, &p, ++f->seq, ids, o, &HP, 0, NULL, NULL);
     st_tx_end(f->map);
   }
   const size_t after = mallinfo2().uordblks;
