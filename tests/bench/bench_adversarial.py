@@ -48,6 +48,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_daemon import free_port, rss_mb as rss  # noqa: E402
+
 SECTIONS = ("livez", "meta", "replay", "datasets", "memory")
 
 
@@ -57,14 +60,6 @@ def raise_nofile():
     """As many file descriptors as the hard limit allows: thousands of connections on each side."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def pct(xs, q):
@@ -77,17 +72,6 @@ def pct(xs, q):
 
 def ms(x):
     return "fail" if x == float("inf") else ("-" if x != x else f"{x:.1f}")
-
-
-def rss(pid):
-    """VmRSS and VmHWM of pid, in MB."""
-    vals = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS", "VmHWM")):
-                k, v = line.split(":")
-                vals[k] = int(v.split()[0]) / 1024
-    return vals
 
 
 class Build:

@@ -64,6 +64,25 @@ static int teardown(void **state) {
   return 0;
 }
 
+/* Key i (id) of a dataset built by the growth tests: run a observed every key once, with loss i and
+ * label i % 4; run b only key 0; nothing else was done to any sample. */
+static void grown_key_holds(const st_dataset *ds, const st_run *a, const st_run *b, uint32_t i, const char *id) {
+  assert_int_equal(st_key(ds, id), i);
+  assert_string_equal(st_sample_id(ds, i), id);
+  hist_rec h;
+  st_history(a, i, &h);
+  assert_int_equal(h.seen, 1);
+  assert_true(h.last_loss == (float)i);
+  assert_int_equal(h.label, (int32_t)(i % 4));
+  st_history(b, i, &h);
+  assert_int_equal(h.seen, i == 0);
+  if (i) assert_int_equal(h.label, -1);
+  assert_int_equal(st_sample_status(ds, i), ST_OPEN);
+  assert_true(isnan(st_confirm_score(ds, i)));
+  assert_int_equal(st_last_review(ds, i), -1);
+  assert_null(st_meta(ds, i));
+}
+
 /* A dataset that grows one sample at a time passes every doubling of its arrays from the
  * smallest (and its ids every arena block): at each one, every value written before it is still
  * there, and every new entry starts as documented. */
@@ -81,20 +100,7 @@ static void test_state_growth_from_small_keeps_values(void **state) {
     const st_run *a = st_find_run(ds, "a"), *b = st_find_run(ds, "b");
     for (uint32_t i = 0; i <= k; i++) {
       snprintf(id, sizeof id, "k%u", i);
-      assert_int_equal(st_key(ds, id), i);
-      assert_string_equal(st_sample_id(ds, i), id);
-      hist_rec h;
-      st_history(a, i, &h);
-      assert_int_equal(h.seen, 1);
-      assert_true(h.last_loss == (float)i);
-      assert_int_equal(h.label, (int32_t)(i % 4));
-      st_history(b, i, &h);
-      assert_int_equal(h.seen, i == 0);
-      if (i) assert_int_equal(h.label, -1);
-      assert_int_equal(st_sample_status(ds, i), ST_OPEN);
-      assert_true(isnan(st_confirm_score(ds, i)));
-      assert_int_equal(st_last_review(ds, i), -1);
-      assert_null(st_meta(ds, i));
+      grown_key_holds(ds, a, b, i, id);
     }
   }
 }
@@ -185,20 +191,7 @@ static void test_state_large_arrays_keep_values_across_growth(void **state) {
   char id[32];
   for (uint32_t i = 0; i < N; i += 7) {
     snprintf(id, sizeof id, "g%u", i);
-    assert_int_equal(st_key(ds, id), i);
-    assert_string_equal(st_sample_id(ds, i), id);
-    hist_rec h;
-    st_history(a, i, &h);
-    assert_int_equal(h.seen, 1);
-    assert_true(h.last_loss == (float)i);
-    assert_int_equal(h.label, (int32_t)(i % 4));
-    st_history(b, i, &h);
-    assert_int_equal(h.seen, i == 0);
-    if (i) assert_int_equal(h.label, -1);
-    assert_int_equal(st_sample_status(ds, i), ST_OPEN);
-    assert_true(isnan(st_confirm_score(ds, i)));
-    assert_int_equal(st_last_review(ds, i), -1);
-    assert_null(st_meta(ds, i));
+    grown_key_holds(ds, a, b, i, id);
     assert_null(st_corrected(ds, i));
   }
   free(ids);
