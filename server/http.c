@@ -479,11 +479,11 @@ static int content_type_ok(const char *ct, int body) {
  * unless nothing else is reserved: a body within --max-body is always served
  * alone.
  *
- * Freed memory stays in glibc's heaps (main.c keeps bodies there on purpose:
- * under a steady stream of batches they are reused warm). Once no large body
- * has been in flight for BODY_TRIM_IDLE seconds, the watchdog asks glibc to
- * give the free pages back (malloc_trim), so a burst of large requests does not
- * leave the sidecar at its peak for good. */
+ * Freed memory goes back to glibc's heaps, whose free tops past main.c's
+ * TRIM_THRESHOLD are returned to the system as they form. What is free below
+ * live blocks stays: once no large body has been in flight for BODY_TRIM_IDLE
+ * seconds, the watchdog asks glibc to give those pages back too (malloc_trim),
+ * so a burst of large requests does not leave the sidecar at its peak. */
 
 static _Atomic int64_t body_memory_used;
 static _Atomic int trim_wanted;       /* a large body ended since the last trim */

@@ -52,6 +52,8 @@
 #include "store.h"
 #include "work.h"
 
+#define TRIM_THRESHOLD (4 << 20) /* bytes of free heap top kept for reuse */
+
 /* Sends the probe over fd and reads the status line: over TLS when tls is set. Returns 1 on a 200. */
 static int probe(int fd, int tls, const char *path) {
   char rq[128];
@@ -138,10 +140,15 @@ int main(int argc, char **argv) {
   json_object_seed(0);      /* before threads: jansson's hash seed is process-wide */
   /* Request bodies of megabytes come and go many times a second. Served by
    * mmap, each would be fresh pages faulted in on the copy and unmapped on
-   * free; kept in the heap, they are reused warm. Memory then stays at its
-   * peak, which the body and queue limits bound. */
+   * free; kept in the heap, they are reused warm (the body and queue limits
+   * bound the peak). A heap's free top is given back once it passes
+   * TRIM_THRESHOLD: the working set of ordinary batches stays well under it,
+   * while the hundreds of megabytes a large JSON body takes to decode go back
+   * as it ends. glibc's malloc_trim (the watchdog calls it after large bodies)
+   * cannot do that part: it shrinks only the main arena's top, and bodies are
+   * decoded on the HTTP threads, in arenas of their own. */
   mallopt(M_MMAP_THRESHOLD, (int)(cfg.max_body + (1 << 20) < (256ll << 20) ? cfg.max_body + (1 << 20) : (256ll << 20)));
-  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD);
 
   st_map *map = st_map_new();
   store *st = NULL;
