@@ -23,6 +23,7 @@
 #include "job.h"
 #include "numfmt.h"
 #include "log.h"
+#include "metrics.h"
 #include "store.h"
 #include "work.h"
 
@@ -93,12 +94,12 @@ static int h_metrics(http_req *rq, http_resp *resp) {
   JW(&o, "# HELP focald_ready Whether focald accepts work (1) or is starting or draining (0).\n"
         "# TYPE focald_ready gauge\nfocald_ready %d\n", http_readiness() == HTTP_READY);
   http_metrics_write(&o);
-  JW(&o, "# HELP focald_samples_committed_total Samples of committed batches (duplicates excluded).\n"
+  JW(&o, "# HELP focald_samples_committed_total Samples of committed batches (retried batches excluded).\n"
         "# TYPE focald_samples_committed_total counter\nfocald_samples_committed_total %llu\n",
     (unsigned long long)ss.committed_samples);
   JW(&o, "# HELP focald_commits_total Database commits of the writer (one per group of batches).\n"
         "# TYPE focald_commits_total counter\nfocald_commits_total %llu\n", (unsigned long long)ss.commits);
-  JW(&o, "# HELP focald_committed_ops_total Writes committed (batches, deletions).\n"
+  JW(&o, "# HELP focald_committed_ops_total Writes committed (batches, reviews, meta, queues, deletions).\n"
         "# TYPE focald_committed_ops_total counter\nfocald_committed_ops_total %llu\n", (unsigned long long)ss.committed_ops);
   JW(&o, "# HELP focald_commit_failures_total Groups of writes whose transaction failed (nothing of them was stored).\n"
         "# TYPE focald_commit_failures_total counter\nfocald_commit_failures_total %llu\n", (unsigned long long)ss.failed_commits);
@@ -106,6 +107,7 @@ static int h_metrics(http_req *rq, http_resp *resp) {
         "# TYPE focald_snapshot_failures_total counter\nfocald_snapshot_failures_total %llu\n",
     (unsigned long long)ss.snapshot_failures);
   store_metrics_write(api_store, &o);
+  metrics_process_write(&o);
   JW(&o, "# HELP focald_queue_depth Batches being scored or waiting for the writer.\n"
         "# TYPE focald_queue_depth gauge\nfocald_queue_depth %d\n", work_inflight());
   JW(&o, "# HELP focald_writer_queue_depth Writes waiting for the writer thread.\n"
@@ -122,7 +124,7 @@ static int h_metrics(http_req *rq, http_resp *resp) {
   resp->body = buf_take(&o, &resp->len);
   if (!resp->body) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory writing the metrics");
   resp->status = 200;
-  resp->content_type = "text/plain; version=0.0.4";
+  resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
   return 0;
 }
 

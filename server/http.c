@@ -218,9 +218,10 @@ void http_metrics_write(buf *o) {
   buf_printf(o,
              "# HELP focald_http_requests_total HTTP requests answered, by route, method and status.\n"
              "# TYPE focald_http_requests_total counter\n");
-  for (int r = 0; r <= api_route_count && r <= MAX_ROUTES; r++) {
-    const char *pat = r < api_route_count ? api_routes[r].pattern : "unmatched";
-    const char *method = r < api_route_count ? api_routes[r].method : "";
+  for (int r = 0; r <= MAX_ROUTES; r++) {
+    if (r < MAX_ROUTES && r >= api_route_count) r = MAX_ROUTES; /* then the unmatched requests' slot */
+    const char *pat = r < MAX_ROUTES ? api_routes[r].pattern : "unmatched";
+    const char *method = r < MAX_ROUTES ? api_routes[r].method : "";
     for (size_t s = 0; s < NSTATUS; s++) {
       unsigned long long n = atomic_load(&rstats[r].count[s]);
       if (!n) continue;
@@ -231,11 +232,12 @@ void http_metrics_write(buf *o) {
   buf_printf(o,
              "# HELP focald_http_request_duration_seconds Time from the request's first byte to the response, by route.\n"
              "# TYPE focald_http_request_duration_seconds histogram\n");
-  for (int r = 0; r <= api_route_count && r <= MAX_ROUTES; r++) {
-    if (!atomic_load(&rstats[r].latency.count)) continue;
+  for (int r = 0; r <= MAX_ROUTES; r++) {
+    if (r < MAX_ROUTES && r >= api_route_count) r = MAX_ROUTES;
+    if (!metrics_hist_count(&rstats[r].latency)) continue;
     char labels[160];
-    snprintf(labels, sizeof labels, "route=\"%s\",method=\"%s\"", r < api_route_count ? api_routes[r].pattern : "unmatched",
-             r < api_route_count ? api_routes[r].method : "");
+    snprintf(labels, sizeof labels, "route=\"%s\",method=\"%s\"", r < MAX_ROUTES ? api_routes[r].pattern : "unmatched",
+             r < MAX_ROUTES ? api_routes[r].method : "");
     metrics_hist_write(o, "focald_http_request_duration_seconds", labels, &rstats[r].latency);
   }
   static const char *const formats[2] = {"json", "binary"};
@@ -623,10 +625,13 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     new_request_id(rq, conn);
     const char *ambiguous = framing_problem(conn);
     if (ambiguous) return send_problem(conn, rq, P_BAD_REQUEST, ambiguous);
-    if (!authorized(conn, url))
-      return send_problem(conn, rq, P_UNAUTHORIZED, "send the token as Authorization: Bearer <token>");
     char allow[64];
     int ri = find_route(method, url, rq, allow, sizeof allow);
+    if (!authorized(conn, url)) {
+      /* counted and logged under the route asked for, answered alike whether it exists or not */
+      if (ri >= 0) rq->route_index = ri, rq->route = api_routes[ri].pattern;
+      return send_problem(conn, rq, P_UNAUTHORIZED, "send the token as Authorization: Bearer <token>");
+    }
     if (cls == &health_only && ri != -1 && strcmp(url, "/livez") != 0 && strcmp(url, "/readyz") != 0)
       return send_problem(conn, rq, P_NOT_FOUND, "this listener (--health-listen) answers /livez and /readyz only");
     if (ri == -1) return send_problem(conn, rq, P_NOT_FOUND, "no such route; see /openapi.json");
@@ -1034,6 +1039,10 @@ int http_readiness(void) {
 
 int http_start(const config *cfg) {
   cfg_ = *cfg;
+  if (api_route_count > MAX_ROUTES) {
+    log_msg(LOG_ERROR, "%d routes, but the metrics have room for %d: raise MAX_ROUTES", api_route_count, MAX_ROUTES);
+    return -1;
+  }
   for (int r = 0; r <= MAX_ROUTES; r++) { /* before any HTTP thread exists */
     rstats[r].latency.bounds = latency_bounds;
     rstats[r].latency.nbounds = (int)(sizeof latency_bounds / sizeof latency_bounds[0]);

@@ -122,7 +122,8 @@ void log_msg(int level, const char *fmt, ...) {
 
 void log_request(const char *request_id, const char *method, const char *route, int status, double duration_ms,
                  size_t body_bytes) {
-  int level = status >= 500 ? LOG_WARN : LOG_INFO;
+  const int probe = status == 200 && (strcmp(route, "/livez") == 0 || strcmp(route, "/readyz") == 0);
+  const int level = status >= 500 ? LOG_WARN : probe ? LOG_DEBUG : LOG_INFO;
   if (level < min_level) return;
   line l;
   char num[64];

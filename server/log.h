@@ -23,7 +23,8 @@ void log_kv(int level, const char *msg, ...) __attribute__((sentinel));
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* One line per HTTP request: request id, method, route, status, duration and body size.
- * Never the body, never a token. */
+ * Never the body, never a token. At warn for a 5xx; health probes answered 200 (every
+ * few seconds from the orchestrator) at debug; the rest at info. */
 void log_request(const char *request_id, const char *method, const char *route, int status, double duration_ms,
                  size_t body_bytes);
 

@@ -882,10 +882,10 @@ void store_metrics_write(store *s, buf *o) {
   buf_printf(o, "# HELP focald_commit_duration_seconds Time of each commit of the writer, from BEGIN to COMMIT.\n"
                 "# TYPE focald_commit_duration_seconds histogram\n");
   metrics_hist_write(o, "focald_commit_duration_seconds", "", &s->commit_seconds);
-  buf_printf(o, "# HELP focald_commit_ops Writes (batches, reviews, deletions) per commit.\n"
+  buf_printf(o, "# HELP focald_commit_ops Writes (batches, reviews, meta, queues, deletions) per commit.\n"
                 "# TYPE focald_commit_ops histogram\n");
   metrics_hist_write(o, "focald_commit_ops", "", &s->commit_ops);
-  buf_printf(o, "# HELP focald_commit_samples Samples recorded per commit (the batch log's rows hold them).\n"
+  buf_printf(o, "# HELP focald_commit_samples Samples of the batches of each commit (retried batches excluded).\n"
                 "# TYPE focald_commit_samples histogram\n");
   metrics_hist_write(o, "focald_commit_samples", "", &s->commit_samples);
 }

@@ -492,7 +492,7 @@ class HealthAndDocumentsTest(FocaldTestCase):
         r = self.d.get("/metrics")
         self.assertEqual(r.status, 200, r)
         ct = r.header("Content-Type", "")
-        self.assertTrue(ct.startswith("text/plain") and "version=0.0.4" in ct, ct)
+        self.assertEqual(ct, "text/plain; version=0.0.4; charset=utf-8")
         text = r.body.decode("utf-8")
         self.assertRegex(text, r"(?m)^focald_build_info(\{[^}]*\})? 1(\.0)?$")
         self.assertRegex(text, r'(?m)^focald_http_requests_total\{[^}]*route="/livez"[^}]*\} [0-9]+$')
@@ -503,7 +503,42 @@ class HealthAndDocumentsTest(FocaldTestCase):
                 self.assertTrue(not line or re.match(r"^# (HELP|TYPE) ", line), line)
                 continue
             self.assertRegex(line, sample_line)
-            self.assertTrue(line.startswith("focald_"), line)
+            self.assertTrue(line.startswith(("focald_", "process_")), line)
+        # every series has its family's HELP and TYPE, once, before it
+        declared = {}
+        for line in text.splitlines():
+            m = re.match(r"^# (HELP|TYPE) (\S+) (.*)$", line)
+            if m:
+                self.assertNotIn((m.group(1), m.group(2)), declared, line)
+                declared[(m.group(1), m.group(2))] = m.group(3)
+            elif line:
+                name = re.match(r"^[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0)
+                family = re.sub(r"_(bucket|sum|count)$", "", name) if ("TYPE", name) not in declared else name
+                self.assertIn(("HELP", family), declared, line)
+                self.assertIn(("TYPE", family), declared, line)
+
+    def test_metrics_process_series_describe_this_process(self):
+        """process_* as Prometheus' client libraries export them, checked against /proc and the clock."""
+        t0 = time.time()
+        text = self.d.get("/metrics").body.decode()
+        v = {m.group(1): float(m.group(2)) for m in re.finditer(r"(?m)^(process_[a-z_]+) (\S+)$", text)}
+        self.assertEqual(set(v), {"process_cpu_seconds_total", "process_resident_memory_bytes",
+                                  "process_virtual_memory_bytes", "process_start_time_seconds", "process_open_fds",
+                                  "process_max_fds"})
+        with open("/proc/%d/status" % self.d.proc.pid) as f:
+            rss_kb = int(re.search(r"(?m)^VmRSS:\s+(\d+) kB", f.read()).group(1))
+        self.assertLess(abs(v["process_resident_memory_bytes"] / 1024 - rss_kb), 0.5 * rss_kb, (v, rss_kb))
+        self.assertGreater(v["process_virtual_memory_bytes"], v["process_resident_memory_bytes"])
+        with open("/proc/%d/stat" % self.d.proc.pid) as f:
+            start_ticks = int(f.read().rpartition(")")[2].split()[19])
+        with open("/proc/stat") as f:
+            btime = int(re.search(r"(?m)^btime (\d+)$", f.read()).group(1))
+        self.assertAlmostEqual(v["process_start_time_seconds"], btime + start_ticks / os.sysconf("SC_CLK_TCK"), 1)
+        self.assertLessEqual(v["process_start_time_seconds"], t0)
+        self.assertGreaterEqual(v["process_cpu_seconds_total"], 0)
+        fds = len(os.listdir("/proc/%d/fd" % self.d.proc.pid))
+        self.assertLess(abs(v["process_open_fds"] - fds), 8, (v, fds))
+        self.assertGreater(v["process_max_fds"], v["process_open_fds"])
 
     def test_metrics_ingest_counters_and_commit_histograms_move_with_a_batch(self):
         def values(text):

@@ -1631,6 +1631,47 @@ class TokenTest(HardeningTestCase):
         self.assertEqual(j["accepted"], 3)
         self.assertProblem(self.anon("GET", "/nope", auth="Bearer " + TOKEN), 404, "not_found")
 
+    def test_security_refused_requests_are_counted_and_probes_logged_at_debug(self):
+        """A trainer with a wrong token shows in /metrics: 401s count under the route asked for (404s and 405s
+        under "unmatched"), each in the request counter and the latency histogram; health probes answered 200
+        stay out of the info log while the refusals are in it."""
+        def counts():
+            text = self.anon("GET", "/metrics", auth="Bearer " + TOKEN).body.decode()
+            return {m.group(1): int(m.group(2)) for m in
+                    re.finditer(r'(?m)^(focald_http_request\w+\{.*\}) (\d+)$', text)}
+        before = counts()
+        self.anon("GET", "/livez")
+        for _ in range(3):
+            self.assertUnauthorized(self.anon("GET", "/v1/datasets", auth="Bearer " + "w" * len(TOKEN)))
+        self.assertUnauthorized(self.anon("POST", "/v1/datasets/sec/batches", base_body()))
+        self.assertUnauthorized(self.anon("GET", "/no/such/route"))
+        self.assertEqual(self.anon("GET", "/no/such/route", auth="Bearer " + TOKEN).status, 404)
+        self.assertEqual(self.anon("DELETE", "/v1/datasets", auth="Bearer " + TOKEN).status, 405)
+
+        def delta(key):
+            return after.get(key, 0) - before.get(key, 0)
+        # a request is counted once libmicrohttpd is done with it, a moment after its answer has gone out
+        until = time.monotonic() + 5
+        while True:
+            after = counts()
+            if delta('focald_http_request_duration_seconds_count{route="unmatched",method=""}') >= 3 or \
+                    time.monotonic() > until:
+                break
+            time.sleep(0.05)
+        self.assertEqual(delta('focald_http_requests_total{route="/v1/datasets",method="GET",status="401"}'), 3)
+        self.assertEqual(delta('focald_http_requests_total{route="/v1/datasets/{dataset}/batches",method="POST",'
+                               'status="401"}'), 1)
+        self.assertEqual(delta('focald_http_requests_total{route="unmatched",method="",status="401"}'), 1)
+        self.assertEqual(delta('focald_http_requests_total{route="unmatched",method="",status="404"}'), 1)
+        self.assertEqual(delta('focald_http_requests_total{route="unmatched",method="",status="405"}'), 1)
+        self.assertEqual(delta('focald_http_requests_total{route="/livez",method="GET",status="200"}'), 1)
+        self.assertEqual(delta('focald_http_request_duration_seconds_count{route="unmatched",method=""}'), 3)
+        self.assertEqual(delta('focald_http_request_duration_seconds_count{route="/v1/datasets",method="GET"}'), 3)
+        time.sleep(0.2)
+        log = self.d.log_text()
+        self.assertRegex(log, r'"route":"/v1/datasets","status":401')
+        self.assertNotRegex(log, r'"route":"/livez","status":200')
+
     def test_security_token_scheme_is_case_insensitive(self):
         """RFC 9110 section 11.1: the authentication scheme is case-insensitive ("bearer", "BEARER")."""
         for scheme in ("bearer", "BEARER"):
