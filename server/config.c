@@ -68,7 +68,7 @@ static const setting settings[] = {
      "OHIF viewer base URL for the DICOM links in exports (a trailing slash is dropped)", "URL"},
     {"token-file", K_STR, AT(token_file), sizeof(((config *)0)->token_file), 0, 0,
      "file holding the bearer token clients must send (or FOCALD_TOKEN holding the token itself)", "FILE"},
-    {"allow-remote", K_FLAG, AT(allow_remote), 0, 0, 0, "allow a non-loopback listen address without a token", NULL},
+    {"insecure-no-token", K_FLAG, AT(insecure_no_token), 0, 0, 0, "serve a non-loopback listen address without a token: anyone who can reach the port can read, change and delete every dataset", NULL},
     {"tls-cert", K_STR, AT(tls_cert), sizeof(((config *)0)->tls_cert), 0, 0, "PEM certificate (chain): serve HTTPS", "FILE"},
     {"tls-key", K_STR, AT(tls_key), sizeof(((config *)0)->tls_key), 0, 0, "PEM private key of --tls-cert", "FILE"},
     {"healthcheck", K_FLAG, AT(healthcheck), 0, 0, 0, "probe LISTEN's health path, exit 0 if it answers 200, else 1", NULL},
@@ -328,10 +328,10 @@ static int finish(config *cfg) {
     fprintf(stderr, "focald: --reconsider-factor: 0 (never) or a factor >= 1\n");
     return -1;
   }
-  if (!cfg->healthcheck && !cfg->token[0] && !config_listen_is_loopback(cfg->listen) && !cfg->allow_remote) {
+  if (!cfg->healthcheck && !cfg->token[0] && !config_listen_is_loopback(cfg->listen) && !cfg->insecure_no_token) {
     fprintf(stderr,
             "focald: --listen %s is reachable from other hosts and no token is set: set FOCALD_TOKEN or --token-file, "
-            "or pass --allow-remote to accept that anyone who can reach the port can read and change the data\n",
+            "or pass --insecure-no-token to accept that anyone who can reach the port can read, change and delete the data\n",
             cfg->listen);
     return -1;
   }

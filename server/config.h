@@ -31,7 +31,7 @@ typedef struct config {
   char healthcheck_path[16]; /* /livez or /readyz */
   char token[256];         /* bearer token required of clients; "" for none (FOCALD_TOKEN or --token-file) */
   char token_file[512];
-  int allow_remote;        /* listening beyond loopback without a token was asked for explicitly */
+  int insecure_no_token;   /* listening beyond loopback without a token was asked for explicitly */
   char tls_cert[512];      /* PEM files: both set means HTTPS */
   char tls_key[512];
 } config;

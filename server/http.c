@@ -1074,8 +1074,8 @@ int http_start(const config *cfg) {
     flags |= MHD_USE_TLS;
   }
   if (!cfg->token[0] && !config_listen_is_loopback(cfg->listen))
-    log_kv(LOG_WARN, "listening beyond loopback without a token (--allow-remote): anyone who can reach the port can read "
-           "and change the data", "listen", cfg->listen, NULL);
+    log_kv(LOG_WARN, "listening beyond loopback without a token (--insecure-no-token): anyone who can reach the port can "
+           "read, change and delete the data", "listen", cfg->listen, NULL);
   /* without TLS the two key options are skipped: MHD_OPTION_END ends the list early, so they come last */
   daemon_ = MHD_start_daemon(
       flags, 0, NULL, NULL, access_handler, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,

@@ -1605,6 +1605,29 @@ class TokenTest(HardeningTestCase):
         self.assertProblem(self.d.dataset("new-by-intruder"), 404, "dataset_not_found")
         self.assertEqual(self.d.sample("sec", "s0").json()["status"], "open")
 
+    def test_security_token_every_documented_operation_is_401_and_says_so(self):
+        """Every operation of openapi.json but the probes is refused without the token, and documents that
+        401 (with WWW-Authenticate) in its responses; the probes document none and answer."""
+        spec = json.load(open(os.path.join(ta.ROOT, "server", "openapi.json")))
+        self.assertIn("WWW-Authenticate", spec["components"]["responses"]["Unauthorized"]["headers"])
+        seen = 0
+        for path, ops in spec["paths"].items():
+            concrete = re.sub(r"\{(\w+)\}", lambda m: {"dataset": "sec", "id": "s0"}.get(m.group(1), "q"), path)
+            for method, op in ops.items():
+                if method not in ("get", "post", "put", "delete", "patch"):
+                    continue
+                with self.subTest(method=method, path=path):
+                    r = self.anon(method.upper(), concrete, {} if method in ("post", "put", "patch") else None)
+                    if path in ("/livez", "/readyz"):
+                        self.assertNotIn("401", op["responses"])
+                        self.assertEqual(r.status, 200, r)
+                        continue
+                    seen += 1
+                    self.assertUnauthorized(r)
+                    self.assertEqual(op["responses"].get("401"), {"$ref": "#/components/responses/Unauthorized"})
+        self.assertGreaterEqual(seen, 18)
+        self.assertEqual(self.d.dataset("sec").json()["observations"], 3)
+
     def test_security_token_wrong_is_401(self):
         wrong = ["Bearer wrong", "Bearer " + TOKEN[:-1], "Bearer " + TOKEN + "x", "Bearer " + TOKEN.upper(),
                  "Bearer", "Bearer ", TOKEN, "Basic " + TOKEN, "Token " + TOKEN, "Bearer " + TOKEN + " extra",
@@ -1748,10 +1771,10 @@ class ListenTest(HardeningTestCase):
             with self.subTest(host=host):
                 rc, out = run_focald(["--listen", "%s:%d" % (host, ta.free_port()), "--db", os.path.join(td, "f.db")])
                 self.assertEqual(rc, 2, out)
-                self.assertIn("--allow-remote", out)
+                self.assertIn("--insecure-no-token", out)
 
-    def test_security_non_loopback_with_allow_remote_warns(self):
-        d = self.start_daemon(args=("--allow-remote",), listen_host="0.0.0.0")
+    def test_security_non_loopback_with_insecure_no_token_warns(self):
+        d = self.start_daemon(args=("--insecure-no-token",), listen_host="0.0.0.0")
         self.assertEqual(d.get("/v1/datasets").status, 200)
         warn = [json.loads(x) for x in d.log_text().splitlines() if x.startswith("{") and '"warn' in x]
         self.assertTrue(any("remote" in w.get("msg", "") or "loopback" in w.get("msg", "") for w in warn),
