@@ -24,6 +24,7 @@
 
 #include "api.h"
 #include "log.h"
+#include "jsonstr.h"
 #include "metrics.h"
 
 enum { RQ_RECEIVING = 0, RQ_SUSPENDED, RQ_COMPLETE, RQ_ANSWERED };
@@ -127,37 +128,13 @@ void http_header(http_resp *out, const char *name, const char *value) {
   out->nheaders++;
 }
 
-/* The length of the UTF-8 character at p (1 to 4), or 0 if p does not start a
- * well-formed one (overlong forms, surrogates, past U+10FFFF, cut short). */
-static size_t utf8_len(const unsigned char *p) {
-  unsigned char c = p[0];
-  if (c < 0x80) return 1;
-  size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
-  if (n == 0 || c > 0xf4) return 0;
-  uint32_t cp = c & (0x7f >> n);
-  for (size_t k = 1; k < n; k++) {
-    if ((p[k] & 0xc0) != 0x80) return 0; /* also stops at the NUL */
-    cp = cp << 6 | (p[k] & 0x3f);
-  }
-  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  return n;
+static void buf_sink(void *ctx, const char *p, size_t n) {
+  buf_append(ctx, p, n);
 }
 
-/* A JSON string literal for s (escaped), appended to the buffer. Bytes that are
- * not UTF-8 become U+FFFD: a percent-decoded path segment can hold any byte, and
- * a "%.80s" in a detail can cut a character in two. */
+/* A JSON string literal for s (escaped, valid UTF-8), appended to the buffer. */
 static void put_json_string(buf *b, const char *s) {
-  buf_lit(b, "\"");
-  for (const unsigned char *p = (const unsigned char *)s; *p;) {
-    unsigned char ch = *p;
-    size_t n = utf8_len(p);
-    if (ch == '"' || ch == '\\') buf_printf(b, "\\%c", ch);
-    else if (ch < 0x20) buf_printf(b, "\\u%04x", ch);
-    else if (n) buf_append(b, (const char *)p, n);
-    else buf_lit(b, "\\ufffd");
-    p += n ? n : 1;
-  }
-  buf_lit(b, "\"");
+  jsonstr_write(s, buf_sink, b);
 }
 
 int http_problem(http_resp *out, const http_req *rq, const problem *p) {

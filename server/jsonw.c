@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "jsonstr.h"
 #include "numfmt.h"
 
 void jw_int(jw *o, int64_t v) {
@@ -21,20 +22,12 @@ void jw_int(jw *o, int64_t v) {
   jw_mem(o, t + i, sizeof t - (size_t)i);
 }
 
+static void jw_sink(void *ctx, const char *p, size_t n) {
+  jw_mem(ctx, p, n);
+}
+
 void jw_str(jw *o, const char *s) {
-  jw_mem(o, "\"", 1);
-  for (; *s; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if (ch == '"' || ch == '\\') JW(o, "\\%c", ch);
-    else if (ch < 0x20) JW(o, "\\u%04x", ch);
-    else {
-      /* copy a run of plain bytes at once */
-      const char *start = s;
-      while (s[1] && (unsigned char)s[1] >= 0x20 && s[1] != '"' && s[1] != '\\') s++;
-      jw_mem(o, start, (size_t)(s - start + 1));
-    }
-  }
-  jw_mem(o, "\"", 1);
+  jsonstr_write(s, jw_sink, o);
 }
 
 void jw_num(jw *o, double v) {

@@ -29,7 +29,7 @@ static inline void jw_mem(jw *o, const char *s, size_t n) {
 }
 /* Appends an integer in decimal. */
 void jw_int(jw *o, int64_t v);
-/* Appends a JSON string literal. */
+/* Appends a JSON string literal (jsonstr.h: escaped, bytes that are not UTF-8 as \ufffd). */
 void jw_str(jw *o, const char *s);
 /* Appends a number as float32 with 9 significant digits; non-finite is null. */
 void jw_num(jw *o, double v);

@@ -7,6 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "jsonstr.h"
+
 static int min_level = LOG_INFO;
 static const char *const names[] = {"debug", "info", "warn", "error"};
 
@@ -45,24 +47,13 @@ static void put_str(line *l, const char *s) {
   put(l, s, strlen(s));
 }
 
-/* A JSON string literal: quotes, backslashes and control characters escaped. */
+static void line_sink(void *ctx, const char *p, size_t n) {
+  put(ctx, p, n);
+}
+
+/* A JSON string literal (jsonstr.h): escaped, and valid UTF-8 whatever s holds. */
 static void put_json(line *l, const char *s) {
-  put(l, "\"", 1);
-  for (; *s; s++) {
-    unsigned char ch = (unsigned char)*s;
-    char esc[8];
-    if (ch == '"' || ch == '\\') {
-      esc[0] = '\\';
-      esc[1] = (char)ch;
-      put(l, esc, 2);
-    } else if (ch < 0x20) {
-      snprintf(esc, sizeof esc, "\\u%04x", ch);
-      put(l, esc, 6);
-    } else {
-      put(l, (const char *)&ch, 1);
-    }
-  }
-  put(l, "\"", 1);
+  jsonstr_write(s, line_sink, l);
 }
 
 static void begin(line *l, int level, const char *msg) {

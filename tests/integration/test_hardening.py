@@ -1848,5 +1848,32 @@ class TlsTest(HardeningTestCase):
         self.assertIn("--max-body BYTES", out)
 
 
+
+class BuildTest(unittest.TestCase):
+
+    def test_build_no_daemon_symbol_shadows_a_shared_library(self):
+        """A global function of focald's own with the name of one its libraries export (jansson's
+        json_string, say) would silently take the library's calls too: the linker binds them to the
+        executable's definition, and the library's callers crash. No exported name may be defined twice."""
+        focald = ta.FOCALD
+        out = subprocess.run(["nm", "--defined-only", "-g", "-P", focald], capture_output=True, text=True, check=True)
+        ours = {line.split()[0] for line in out.stdout.splitlines() if len(line.split()) > 1
+                and line.split()[1] in ("T", "D", "B", "R")}
+        self.assertIn("main", ours)
+        libs = re.findall(r"=> (/\S+)", subprocess.run(["ldd", focald], capture_output=True, text=True,
+                                                        check=True).stdout)
+        names = [os.path.basename(x) for x in libs]
+        for want in ("libjansson", "libmicrohttpd", "libsqlite3", "libuv", "libc.so"):
+            self.assertTrue(any(n.startswith(want) for n in names), (want, names))
+        clashes = {}
+        for lib in libs:
+            out = subprocess.run(["nm", "-D", "--defined-only", "-P", lib], capture_output=True, text=True)
+            theirs = {line.split()[0].split("@")[0] for line in out.stdout.splitlines() if line.split()}
+            both = sorted((ours & theirs) - {"main", "_init", "_fini", "_start", "__bss_start", "_edata", "_end",
+                                             "__data_start", "data_start", "_IO_stdin_used", "__dso_handle"})
+            if both:
+                clashes[os.path.basename(lib)] = both
+        self.assertEqual(clashes, {})
+
 if __name__ == "__main__":
     sys.exit(ta.main())

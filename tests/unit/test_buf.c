@@ -62,10 +62,53 @@ static void test_buf_failed_append_is_sticky_and_answers_500(void **state) {
   assert_int_equal(resp.status, 500);
 }
 
+/* One escaper (jsonstr.c) writes every JSON string: response bodies (jw_str), problem details and log
+ * lines. Checked here through jw_str, case by case: what is escaped, what passes through, and which byte
+ * sequences are not UTF-8 (each such byte becomes one U+FFFD). */
+static void test_buf_json_strings_escaped_and_valid_utf8(void **state) {
+  (void)state;
+  static const struct {
+    const char *in, *out;
+  } cases[] = {
+      {"", "\"\""},
+      {"plain id-7.png", "\"plain id-7.png\""},
+      {"q\"b\\s", "\"q\\\"b\\\\s\""},
+      {"tab\there\nnl\x01\x1f", "\"tab\\u0009here\\u000anl\\u0001\\u001f\""},
+      {"/\x7f", "\"/\x7f\""},                                   /* DEL and / pass: JSON does not require them escaped */
+      {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\""}, /* 2, 3, 4 bytes */
+      {"a\xff" "b", "\"a\\ufffdb\""},                           /* a byte that starts nothing */
+      {"\xc3", "\"\\ufffd\""},                                  /* cut short by the end */
+      {"\xc3(", "\"\\ufffd(\""},                                /* cut short by a non-continuation */
+      {"\xc0\xaf", "\"\\ufffd\\ufffd\""},                       /* overlong '/' */
+      {"\xe0\x80\xaf", "\"\\ufffd\\ufffd\\ufffd\""},            /* overlong, 3 bytes */
+      {"\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\""},            /* a UTF-16 surrogate */
+      {"\xf4\x90\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\""}, /* past U+10FFFF */
+      {"\x80z", "\"\\ufffdz\""},                                /* a lone continuation byte */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    jw o = {0};
+    jw_str(&o, cases[i].in);
+    assert_false(o.failed);
+    assert_string_equal(o.b, cases[i].out);
+    free(o.b);
+  }
+  /* a long run passes through whole, and what follows it is still escaped */
+  char big[5000];
+  memset(big, 'x', sizeof big - 2);
+  big[sizeof big - 2] = '"';
+  big[sizeof big - 1] = 0;
+  jw o = {0};
+  jw_str(&o, big);
+  assert_int_equal(o.len, 1 + (sizeof big - 2) + 2 + 1);
+  assert_string_equal(o.b + o.len - 3, "\\\"\"");
+  free(o.b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_buf_appends_and_formats),
       cmocka_unit_test(test_buf_failed_append_is_sticky_and_answers_500),
+      cmocka_unit_test(test_buf_json_strings_escaped_and_valid_utf8),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

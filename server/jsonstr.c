@@ -1,0 +1,45 @@
+/* jsonstr.c — JSON string literals, escaped and made valid UTF-8. */
+#include "jsonstr.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+size_t utf8_char_len(const unsigned char *p) {
+  const unsigned char c = p[0];
+  if (c < 0x80) return 1;
+  const size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+  if (n == 0 || c > 0xf4) return 0;
+  uint32_t cp = c & (0x7f >> n);
+  for (size_t k = 1; k < n; k++) {
+    if ((p[k] & 0xc0) != 0x80) return 0; /* also stops at the NUL */
+    cp = cp << 6 | (p[k] & 0x3f);
+  }
+  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return n;
+}
+
+void jsonstr_write(const char *s, jsonstr_sink put, void *ctx) {
+  put(ctx, "\"", 1);
+  const unsigned char *p = (const unsigned char *)s;
+  while (*p) {
+    /* a run of characters written as they are */
+    const unsigned char *run = p;
+    size_t n;
+    while (*p && *p != '"' && *p != '\\' && *p >= 0x20 && (n = utf8_char_len(p)) != 0) p += n;
+    if (p > run) put(ctx, (const char *)run, (size_t)(p - run));
+    if (!*p) break;
+    char esc[8];
+    if (*p == '"' || *p == '\\') {
+      esc[0] = '\\';
+      esc[1] = (char)*p;
+      put(ctx, esc, 2);
+    } else if (*p < 0x20) {
+      snprintf(esc, sizeof esc, "\\u%04x", *p);
+      put(ctx, esc, 6);
+    } else {
+      put(ctx, "\\ufffd", 6); /* one replacement per byte that starts no character */
+    }
+    p++;
+  }
+  put(ctx, "\"", 1);
+}
