@@ -8,6 +8,8 @@
  */
 #include "api.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
@@ -373,13 +375,60 @@ static int read_cursor(const char *hex, char *plain, size_t n) {
   return 0;
 }
 
-static int parse_int_param(const char *s, long long lo, long long hi, long long *v) {
+int api_int_text(const char *s, long long lo, long long hi, long long *v) {
+  if (!s || !(s[0] == '-' ? isdigit((unsigned char)s[1]) : isdigit((unsigned char)s[0]))) return -1;
   char *end;
-  if (!s || !*s) return -1;
-  long long x = strtoll(s, &end, 10);
-  if (*end || x < lo || x > hi) return -1;
+  errno = 0;
+  const long long x = strtoll(s, &end, 10);
+  if (*end || errno == ERANGE || x < lo || x > hi) return -1;
   *v = x;
   return 0;
+}
+
+int api_int_query(http_req *rq, http_resp *resp, const char *name, long long lo, long long hi, long long dflt,
+                  long long *v) {
+  char b[HTTP_QUERY_MAX];
+  const char *s = http_query(rq, name, b, sizeof b);
+  *v = dflt;
+  if (!s || api_int_text(s, lo, hi, v) == 0) return 0;
+  if (hi >= INT32_MAX) api_fail(resp, rq, P_BAD_QUERY, name, "%s must be an integer >= %lld", name, lo);
+  else api_fail(resp, rq, P_BAD_QUERY, name, "%s must be an integer from %lld to %lld", name, lo, hi);
+  return -1;
+}
+
+int api_ranking_query(http_req *rq, http_resp *resp, st_query *q, char run[ST_NAME_MAX + 1]) {
+  char b[5][HTTP_QUERY_MAX];
+  const char *by = http_query(rq, "by", b[0], sizeof b[0]);
+  const char *order = http_query(rq, "order", b[1], sizeof b[1]);
+  const char *r = http_query(rq, "run", b[2], sizeof b[2]);
+  const char *status = http_query(rq, "status", b[3], sizeof b[3]);
+  const char *label_issue = http_query(rq, "label_issue", b[4], sizeof b[4]);
+  *q = (st_query){.by = HF_MEAN_LOSS, .min_seen = 1, .status_mask = ST_UNDECIDED_MASK,
+                  .reconsider = api_cfg.reconsider_factor};
+  int given = (by != NULL) + (order != NULL) + (r != NULL) + (status != NULL) + (label_issue != NULL);
+  if (by && (q->by = hist_field_parse(by)) < 0)
+    return api_fail(resp, rq, P_BAD_QUERY, "by", "by must be one of %s", hist_field_list), -1;
+  if (order && (q->order = hist_order_parse(order)) < 0)
+    return api_fail(resp, rq, P_BAD_QUERY, "order", "order must be asc or desc"), -1;
+  if (r && strcmp(r, "*") != 0 && !name_lookup_ok(r))
+    return api_fail(resp, rq, P_BAD_QUERY, "run", "run must be a run name or *"), -1;
+  snprintf(run, ST_NAME_MAX + 1, "%s", r ? r : "*");
+  long long label = -1, min_seen;
+  given += http_query(rq, "label", b[0], sizeof b[0]) != NULL;
+  if (api_int_query(rq, resp, "label", 0, INT32_MAX, -1, &label) != 0) return -1;
+  if (label >= 0) q->has_label = 1, q->label = (int32_t)label;
+  given += http_query(rq, "min_seen", b[0], sizeof b[0]) != NULL;
+  if (api_int_query(rq, resp, "min_seen", 1, UINT32_MAX, 1, &min_seen) != 0) return -1;
+  q->min_seen = (uint32_t)min_seen;
+  if (status) {
+    q->reconsider = 0; /* an explicit filter means exactly those statuses */
+    if (api_status_mask(status, &q->status_mask))
+      return api_fail(resp, rq, P_BAD_QUERY, "status",
+                      "status must be a comma-separated list of open, queued, in_review, relabelled, confirmed, dismissed"), -1;
+  }
+  if (label_issue && (q->label_issue = api_label_issue_filter(label_issue)) < 0)
+    return api_fail(resp, rq, P_BAD_QUERY, "label_issue", "label_issue must be true or false"), -1;
+  return given;
 }
 
 int api_label_issue_filter(const char *s) {
@@ -403,52 +452,14 @@ int api_status_mask(const char *s, uint32_t *mask) {
 }
 
 static int h_hard_examples(http_req *rq, http_resp *resp) {
-  char qb[8][400];
-  st_query q = {0};
-  long long v;
-  const char *by = http_query(rq, "by", qb[0], sizeof qb[0]);
-  const char *ks = http_query(rq, "k", qb[1], sizeof qb[1]);
-  const char *run = http_query(rq, "run", qb[2], sizeof qb[2]);
-  const char *label = http_query(rq, "label", qb[3], sizeof qb[3]);
-  const char *min_seen = http_query(rq, "min_seen", qb[4], sizeof qb[4]);
-  const char *status = http_query(rq, "status", qb[5], sizeof qb[5]);
-  const char *order = http_query(rq, "order", qb[6], sizeof qb[6]);
-  const char *label_issue = http_query(rq, "label_issue", qb[7], sizeof qb[7]);
-  char cursor_buf[1500], cursor_plain[700]; /* as large as the next_cursor written below */
-  const char *cursor = http_query(rq, "cursor", cursor_buf, sizeof cursor_buf);
-  q.by = HF_MEAN_LOSS;
-  if (by && (q.by = hist_field_parse(by)) < 0)
-    return api_fail(resp, rq, P_BAD_QUERY, "by", "by must be one of %s", hist_field_list);
-  if (order && (q.order = hist_order_parse(order)) < 0)
-    return api_fail(resp, rq, P_BAD_QUERY, "order", "order must be asc or desc");
+  st_query q;
+  char run[ST_NAME_MAX + 1];
+  long long k;
+  if (api_ranking_query(rq, resp, &q, run) < 0 || api_int_query(rq, resp, "k", 1, 10000, 100, &k) != 0) return 0;
+  q.k = (int)k;
   const int desc = hist_order_desc((hist_field)q.by, (hist_order)q.order);
-  if (label_issue && (q.label_issue = api_label_issue_filter(label_issue)) < 0)
-    return api_fail(resp, rq, P_BAD_QUERY, "label_issue", "label_issue must be true or false");
-  q.k = 100;
-  if (ks) {
-    if (parse_int_param(ks, 1, 10000, &v)) return api_fail(resp, rq, P_BAD_QUERY, "k", "k must be an integer from 1 to 10000");
-    q.k = (int)v;
-  }
-  if (!run || strcmp(run, "*") == 0) run = "*";
-  else if (!name_lookup_ok(run)) return api_fail(resp, rq, P_BAD_QUERY, "run", "run must be a run name or *");
-  if (label) {
-    if (parse_int_param(label, 0, INT32_MAX, &v)) return api_fail(resp, rq, P_BAD_QUERY, "label", "label must be a class index >= 0");
-    q.has_label = 1;
-    q.label = (int32_t)v;
-  }
-  q.min_seen = 1;
-  if (min_seen) {
-    if (parse_int_param(min_seen, 1, UINT32_MAX, &v)) return api_fail(resp, rq, P_BAD_QUERY, "min_seen", "min_seen must be an integer >= 1");
-    q.min_seen = (uint32_t)v;
-  }
-  /* by default the samples still waiting for a decision, and confirmed ones that became clearly harder */
-  q.status_mask = ST_UNDECIDED_MASK;
-  q.reconsider = api_cfg.reconsider_factor;
-  if (status) {
-    q.reconsider = 0;
-    if (api_status_mask(status, &q.status_mask))
-      return api_fail(resp, rq, P_BAD_QUERY, "status", "status must be a comma-separated list of open, queued, in_review, relabelled, confirmed, dismissed");
-  }
+  char cursor_buf[HTTP_QUERY_MAX], cursor_plain[700]; /* as large as the next_cursor written below */
+  const char *cursor = http_query(rq, "cursor", cursor_buf, sizeof cursor_buf);
   /* what identifies this query: a cursor is only good for the same one */
   /* the label as a number: "007" and "7" are one query, and the cursor's length stays bounded */
   char fingerprint[300], label_text[16] = "";
@@ -469,7 +480,7 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
     parts[0] = strsep(&rest, "|");
     parts[1] = strsep(&rest, "|");
     parts[2] = rest;
-    if (!parts[0] || !parts[1] || !parts[2] || parse_int_param(parts[0], 0, INT64_MAX, &rank0))
+    if (!parts[0] || !parts[1] || !parts[2] || api_int_text(parts[0], 0, INT64_MAX, &rank0))
       return api_fail(resp, rq, P_BAD_QUERY, "cursor", "the cursor is malformed");
     q.has_cursor = 1;
     q.cursor_score = strtod(parts[1], NULL);
@@ -668,7 +679,7 @@ static void w_run_history(jw *o, const st_dataset *ds, const st_run *r, uint32_t
 }
 
 static int h_sample(http_req *rq, http_resp *resp) {
-  char rb[128];
+  char rb[HTTP_QUERY_MAX];
   const char *run = http_query(rq, "run", rb, sizeof rb);
   const st_dataset *ds = st_acquire(api_map, rq->params[0]);
   if (!ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);

@@ -26,6 +26,25 @@ int api_status_mask(const char *s, uint32_t *mask);
 /* "true" -> ST_LABEL_ISSUE_YES, "false" -> ST_LABEL_ISSUE_NO; -1 otherwise. */
 int api_label_issue_filter(const char *s);
 
+/* A decimal integer in [lo, hi]: an optional '-' and digits, nothing else (no
+ * spaces, no '+', no overflow). 0, or -1 when s is not one. */
+int api_int_text(const char *s, long long lo, long long hi, long long *v /* OUT */);
+
+/* The integer query parameter name: *v = dflt when it is absent. 0, or answers
+ * 400 bad_query naming it ("<name> must be an integer from lo to hi", or
+ * "... >= lo" when hi is the type's limit) and returns -1. */
+int api_int_query(http_req *rq, http_resp *resp, const char *name, long long lo, long long hi, long long dflt,
+                  long long *v /* OUT */);
+
+/* The ranking's query parameters, read alike wherever a ranking is asked for
+ * (hard-examples, exports): by, order, run, label, min_seen, status and
+ * label_issue. Fills q with them over its defaults (mean_loss, the field's own
+ * order, at least one observation, the samples still undecided and those to
+ * reconsider) and run with the run's name, "*" (the mean over runs) unless one
+ * is named. Returns how many of them were given, or answers 400 bad_query
+ * naming the first bad one and returns -1. */
+int api_ranking_query(http_req *rq, http_resp *resp, st_query *q /* OUT */, char run[ST_NAME_MAX + 1] /* OUT */);
+
 /* The review loop's handlers (api_review.c). */
 int api_review(http_req *rq, http_resp *resp);
 int api_reviews(http_req *rq, http_resp *resp);

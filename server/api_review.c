@@ -201,22 +201,11 @@ int api_queue_list(http_req *rq, http_resp *resp) {
   return jw_respond(resp, 200, &o);
 }
 
-static long query_long(http_req *rq, const char *name, long dflt, long lo, long hi, int *bad) {
-  char b[64];
-  const char *v = http_query(rq, name, b, sizeof b);
-  if (!v) return dflt;
-  char *end;
-  long x = strtol(v, &end, 10);
-  if (*end || end == v || x < lo || x > hi) *bad = 1;
-  return x;
-}
-
 int api_queue_get(http_req *rq, http_resp *resp) {
-  int bad_offset = 0, bad_limit = 0;
-  long offset = query_long(rq, "offset", 0, 0, 100000000, &bad_offset);
-  long limit = query_long(rq, "limit", 1000, 1, 10000, &bad_limit);
-  if (bad_offset) return api_fail(resp, rq, P_BAD_QUERY, "offset", "offset must be an integer >= 0");
-  if (bad_limit) return api_fail(resp, rq, P_BAD_QUERY, "limit", "limit must be an integer from 1 to 10000");
+  long long offset, limit;
+  if (api_int_query(rq, resp, "offset", 0, INT32_MAX, 0, &offset) != 0 ||
+      api_int_query(rq, resp, "limit", 1, 10000, 1000, &limit) != 0)
+    return 0;
   const st_dataset *ds = st_acquire(api_map, rq->params[0]);
   if (!ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
   const st_queue *q = st_find_queue(ds, rq->params[1]);
@@ -227,7 +216,7 @@ int api_queue_get(http_req *rq, http_resp *resp) {
   jw o = {0};
   jw_queue_summary(&o, ds, q);
   if (o.len) o.len--; /* reopen the summary object to add its items */
-  JW(&o, ",\"offset\":%ld,\"items\":[", offset);
+  JW(&o, ",\"offset\":%lld,\"items\":[", offset);
   for (uint32_t i = (uint32_t)offset; i < q->n && i < (uint32_t)(offset + limit); i++) {
     const uint32_t key = q->keys[i];
     hist_view v;
@@ -303,18 +292,12 @@ int api_reviews(http_req *rq, http_resp *resp) {
 
 /* The relabel feed: relabels, and withdrawals of earlier relabels, in commit order. */
 int api_relabels(http_req *rq, http_resp *resp) {
-  int bad_since = 0, bad_limit = 0;
-  char b[32];
+  char b[HTTP_QUERY_MAX];
   const char *since_s = http_query(rq, "since", b, sizeof b);
-  long long since = 0;
-  if (since_s) {
-    char *end;
-    since = strtoll(since_s, &end, 10);
-    if (*end || end == since_s || since < 0) bad_since = 1;
-  }
-  long limit = query_long(rq, "limit", 1000, 1, 10000, &bad_limit);
-  if (bad_since) return api_fail(resp, rq, P_BAD_QUERY, "since", "since must be a cursor from this feed");
-  if (bad_limit) return api_fail(resp, rq, P_BAD_QUERY, "limit", "limit must be an integer from 1 to 10000");
+  long long since = 0, limit;
+  if (since_s && api_int_text(since_s, 0, INT64_MAX, &since) != 0)
+    return api_fail(resp, rq, P_BAD_QUERY, "since", "since must be a cursor from this feed");
+  if (api_int_query(rq, resp, "limit", 1, 10000, 1000, &limit) != 0) return 0;
   const st_dataset *ds = st_acquire(api_map, rq->params[0]);
   if (!ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
   const int nreviews = st_nreviews(ds);

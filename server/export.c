@@ -526,15 +526,6 @@ static void export_free(void *cls) {
 
 /* ------------------------------------------------------------------ the handler */
 
-static int parse_long(const char *s, long long lo, long long hi, long long *v) {
-  char *end;
-  if (!s || !*s) return -1;
-  long long x = strtoll(s, &end, 10);
-  if (*end || x < lo || x > hi) return -1;
-  *v = x;
-  return 0;
-}
-
 /* Reads local_files_root: an absolute path without "." or ".." segments,
  * written to out with repeated slashes as one and without a trailing slash
  * (so "/" gives ""). Returns 0 or -1. */
@@ -560,8 +551,7 @@ int api_export(http_req *rq, http_resp *resp) {
                  {"label-studio", "application/json", "-label-studio", "json"},
                  {"fiftyone", "text/csv; charset=utf-8", "-fiftyone", "csv"},
                  {"ohif", "application/x-ndjson", "-ohif", "jsonl"}};
-  char b[11][300];
-  long long v;
+  char b[3][HTTP_QUERY_MAX];
   const char *format = http_query(rq, "format", b[0], sizeof b[0]);
   int f = -1;
   for (int i = 0; format && i < 5; i++)
@@ -574,53 +564,20 @@ int api_export(http_req *rq, http_resp *resp) {
   snprintf(e->viewer, sizeof e->viewer, "%s", api_cfg.viewer_url);
   e->reconsider = api_cfg.reconsider_factor;
   const char *queue = http_query(rq, "queue", b[1], sizeof b[1]);
-  const char *by = http_query(rq, "by", b[2], sizeof b[2]);
-  const char *run = http_query(rq, "run", b[3], sizeof b[3]);
-  const char *label = http_query(rq, "label", b[4], sizeof b[4]);
-  const char *min_seen = http_query(rq, "min_seen", b[5], sizeof b[5]);
-  const char *status = http_query(rq, "status", b[6], sizeof b[6]);
-  const char *ks = http_query(rq, "k", b[7], sizeof b[7]);
-  const char *order = http_query(rq, "order", b[8], sizeof b[8]);
-  const char *root = http_query(rq, "local_files_root", b[9], sizeof b[9]);
-  const char *label_issue = http_query(rq, "label_issue", b[10], sizeof b[10]);
-  e->q.by = HF_MEAN_LOSS;
-  e->q.min_seen = 1;
-  e->q.status_mask = ST_UNDECIDED_MASK;
-  e->q.reconsider = e->reconsider;
-  snprintf(e->run, sizeof e->run, "*");
+  const char *root = http_query(rq, "local_files_root", b[2], sizeof b[2]);
 #define BAD(...)                         \
   do {                                   \
     api_fail(resp, rq, __VA_ARGS__);     \
     goto refuse;                         \
   } while (0)
+  const int ranking = api_ranking_query(rq, resp, &e->q, e->run);
+  if (ranking < 0) goto refuse;
   if (queue) {
     if (!name_lookup_ok(queue)) BAD(P_BAD_QUERY, "queue", "queue must be a queue name");
     snprintf(e->queue, sizeof e->queue, "%s", queue);
-    if (by || run || label || min_seen || status || order || label_issue)
+    if (ranking)
       BAD(P_BAD_QUERY, "queue", "queue= exports the queue as it was built: by, order, run, label, label_issue, min_seen and "
                                 "status do not apply");
-  }
-  if (label_issue && (e->q.label_issue = api_label_issue_filter(label_issue)) < 0)
-    BAD(P_BAD_QUERY, "label_issue", "label_issue must be true or false");
-  if (by && (e->q.by = hist_field_parse(by)) < 0) BAD(P_BAD_QUERY, "by", "by must be one of %s", hist_field_list);
-  if (order && (e->q.order = hist_order_parse(order)) < 0) BAD(P_BAD_QUERY, "order", "order must be asc or desc");
-  if (run && strcmp(run, "*") != 0) {
-    if (!name_lookup_ok(run)) BAD(P_BAD_QUERY, "run", "run must be a run name or *");
-    snprintf(e->run, sizeof e->run, "%s", run);
-  }
-  if (label) {
-    if (parse_long(label, 0, INT32_MAX, &v)) BAD(P_BAD_QUERY, "label", "label must be a class index >= 0");
-    e->q.has_label = 1;
-    e->q.label = (int32_t)v;
-  }
-  if (min_seen) {
-    if (parse_long(min_seen, 1, UINT32_MAX, &v)) BAD(P_BAD_QUERY, "min_seen", "min_seen must be >= 1");
-    e->q.min_seen = (uint32_t)v;
-  }
-  if (status) {
-    e->q.reconsider = 0; /* an explicit filter means exactly those statuses */
-    if (api_status_mask(status, &e->q.status_mask))
-      BAD(P_BAD_QUERY, "status", "status must be a comma-separated list of open, queued, in_review, relabelled, confirmed, dismissed");
   }
   if (root) {
     if (e->format != F_LABEL_STUDIO) BAD(P_BAD_QUERY, "local_files_root", "local_files_root applies to format=label-studio only");
@@ -629,10 +586,9 @@ int api_export(http_req *rq, http_resp *resp) {
           "local_files_root must be an absolute directory path (Label Studio's LOCAL_FILES_DOCUMENT_ROOT) without . or .. segments");
     e->has_root = 1;
   }
-  if (ks) {
-    if (parse_long(ks, 1, INT64_MAX, &v)) BAD(P_BAD_QUERY, "k", "k must be an integer >= 1 (at most k samples; all when absent)");
-    e->limit = v;
-  }
+  long long k;
+  if (api_int_query(rq, resp, "k", 1, INT64_MAX, 0, &k) != 0) goto refuse; /* absent: all */
+  e->limit = k;
   {
     /* answer 404s now, not in the middle of a stream; the export keeps to this dataset from here on */
     const st_dataset *ds = st_acquire(api_map, e->dataset);

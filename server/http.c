@@ -84,7 +84,7 @@ const char *http_request_header(http_req *rq, const char *name) {
 const char *http_query(http_req *rq, const char *name, char *text, size_t n) {
   const char *raw = MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, name);
   if (!raw) return NULL;
-  if (pct_decode(raw, strlen(raw), text, n, 1) != 0) return NULL;
+  if (pct_decode(raw, strlen(raw), text, n, 1) != 0) return "";
   return text;
 }
 
@@ -411,11 +411,11 @@ typedef struct query_check {
   uint32_t seen;       /* bit per allowed name */
   const char *bad;
   int repeated;
+  int malformed; /* 1: not decodable within HTTP_QUERY_MAX; 2: no value at all */
 } query_check;
 
 static enum MHD_Result check_query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
   (void)kind;
-  (void)value;
   query_check *q = cls;
   size_t kl = strlen(key);
   int i = 0;
@@ -428,6 +428,12 @@ static enum MHD_Result check_query_arg(void *cls, enum MHD_ValueKind kind, const
         return MHD_NO;
       }
       q->seen |= 1u << i;
+      char text[HTTP_QUERY_MAX];
+      if (!value || pct_decode(value, strlen(value), text, sizeof text, 1) != 0) {
+        q->bad = key;
+        q->malformed = value ? 1 : 2;
+        return MHD_NO;
+      }
       return MHD_YES;
     }
     p += n;
@@ -623,13 +629,19 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     const api_route *route = &api_routes[ri];
     rq->route = route->pattern;
     rq->route_index = ri;
-    query_check qc = {route->query, 0, NULL, 0};
+    query_check qc = {route->query, 0, NULL, 0, 0};
     MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, check_query_arg, &qc);
     if (qc.bad) {
       problem p;
       http_resp out = {0};
       if (qc.repeated)
         problem_set(&p, P_BAD_QUERY, qc.bad, "the query parameter \"%.64s\" is given more than once", qc.bad);
+      else if (qc.malformed == 2)
+        problem_set(&p, P_BAD_QUERY, qc.bad, "the query parameter \"%.64s\" has no value (write %.64s=...)", qc.bad, qc.bad);
+      else if (qc.malformed)
+        problem_set(&p, P_BAD_QUERY, qc.bad,
+                    "the query parameter \"%.64s\" is not valid percent-encoding, or is longer than %d bytes decoded", qc.bad,
+                    HTTP_QUERY_MAX - 1);
       else if (route->query[0])
         problem_set(&p, P_BAD_QUERY, qc.bad, "unknown query parameter \"%.64s\"; this route takes: %s", qc.bad,
                     route->query);

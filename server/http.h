@@ -20,6 +20,11 @@
 
 #define HTTP_ASYNC 1
 
+/* A query parameter's longest value, percent-decoded, with its NUL: longer ones,
+ * and ones that are not valid percent-encoding or have no value, are refused
+ * (400 bad_query naming the parameter) before any handler runs. */
+#define HTTP_QUERY_MAX 1536
+
 typedef struct http_req http_req;
 
 /* A response under construction; body is malloc'd and handed to libmicrohttpd. */
@@ -79,8 +84,10 @@ struct http_req {
   int resumed;
 };
 
-/* Returns the raw value of query parameter name, percent-decoded into buf,
- * or NULL when absent. */
+/* Returns the value of query parameter name, percent-decoded into buf (of
+ * HTTP_QUERY_MAX bytes), or NULL when absent. A value that cannot be decoded
+ * into buf, which the HTTP layer refuses before routing when buf is that large,
+ * comes back as "" so that no parser takes it for an absent parameter. */
 const char *http_query(http_req *rq, const char *name, char *buf, size_t n);
 
 /* Returns the value of request header name, or NULL. */

@@ -43,6 +43,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_api as ta  # noqa: E402  (the daemon helper and the runner; its test classes are not run here)
@@ -735,6 +736,56 @@ class BadInputTest(HardeningTestCase):
                     n += 1
         self.assertGreater(n, 60)
         self.assertUnchanged(before, "unknown and repeated query parameters")
+
+    def test_bad_input_unreadable_query_values_400_on_every_route(self):
+        """Every parameter of every route: a value that is not valid percent-encoding, one longer than focald
+        reads (1535 bytes decoded), or none at all ("?k") is 400 bad_query naming it. None of them may be
+        taken for an absent parameter, which would serve a different query (a label filter dropped, say)."""
+        before = self.state()
+        n = 0
+        for method, path, names in self._operations():
+            body = base_body() if method in ("POST", "PUT") else None
+            for name in sorted(names):
+                for value, why in (("%zz", "percent-encoding"), ("%4", "percent-encoding"), ("1" * 1536, "longer"),
+                                   ("%31" * 1536, "longer"), (None, "no value")):
+                    q = name if value is None else "%s=%s" % (name, value)
+                    with self.subTest(method=method, path=path, query=q[:40]):
+                        p = self.assertProblem(self.d.request(method, path + "?" + q, body), 400, "bad_query", name)
+                        self.assertIn(why, p["detail"])
+                        n += 1
+        self.assertGreater(n, 100)
+        # the longest readable value is read whole: a label of 1535 digits is the label 2 (a 1536th is refused)
+        r = self.d.get("/v1/datasets/%s/hard-examples?label=%s2" % (self.DS, "0" * 1534))
+        self.assertEqual(r.status, 200, r)
+        self.assertTrue(all(it["label"] == 2 for it in r.json()["items"]), r.json())
+        self.assertUnchanged(before, "unreadable query values")
+
+    def test_bad_input_integer_query_values_are_decimal_integers_only(self):
+        """Integer parameters take an optional '-' and digits: no spaces, no '+', no fraction, no overflow,
+        with the same message on every route that takes the parameter."""
+        ds = self.DS
+        self.d.ok_batch(ds, base_body(run="ints", ids=["i0", "i1", "i2"]))
+        q = self.d.post("/v1/datasets/%s/queues" % ds, {"name": "ints-q", "by": "mean_loss", "size": 2})
+        self.assertIn(q.status, (200, 201), q)
+        paths = {"k": ["/v1/datasets/%s/hard-examples" % ds, "/v1/datasets/%s/export?format=csv" % ds],
+                 "label": ["/v1/datasets/%s/hard-examples" % ds, "/v1/datasets/%s/export?format=csv" % ds],
+                 "min_seen": ["/v1/datasets/%s/hard-examples" % ds, "/v1/datasets/%s/export?format=csv" % ds],
+                 "limit": ["/v1/datasets/%s/relabels" % ds, "/v1/datasets/%s/queues/ints-q" % ds],
+                 "offset": ["/v1/datasets/%s/queues/ints-q" % ds]}
+        for name, where in paths.items():
+            details = set()
+            for path in where:
+                for bad in (" 5", "+5", "5 ", "5.0", "1e3", "0x10", "99999999999999999999", "--1", "-"):
+                    sep = "&" if "?" in path else "?"
+                    with self.subTest(path=path, name=name, value=bad):
+                        p = self.assertProblem(self.d.get(path + sep + name + "=" + urllib.parse.quote(bad)),
+                                               400, "bad_query", name)
+                        details.add(p["detail"])
+                ok = self.d.get(path + ("&" if "?" in path else "?") + name + "=2")
+                self.assertEqual(ok.status, 200, (path, name, ok))
+            self.assertTrue(all(d.startswith(name + " must be an integer ") for d in details), details)
+            if name != "k":  # hard-examples pages at most 10,000; an export's k has no upper bound
+                self.assertEqual(len(details), 1, details)  # one message for one mistake, whichever route
 
     def test_head_on_every_get_route(self):
         """HEAD is GET without the body (RFC 9110 9.3.2): the same status and headers, no body; 405 lists it."""
