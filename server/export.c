@@ -42,10 +42,8 @@
 
 #define PAGE 4096
 
-typedef enum fmt { F_CSV, F_JSONL, F_LABEL_STUDIO, F_FIFTYONE, F_OHIF } fmt;
-
 typedef struct export {
-  fmt format;
+  int format;                /* an index into formats[] */
   char dataset[ST_NAME_MAX + 1];
   int64_t ds_id;             /* the dataset the export started on */
   char run[ST_NAME_MAX + 1]; /* "*" for the mean over runs */
@@ -268,160 +266,191 @@ static void skip(export *e) {
   e->skipped++;
 }
 
-static void write_item(export *e, const st_dataset *ds, uint32_t key, double score, const hist_view *v) {
+/* One row: rank, id, score, the history fields, status, the DICOM and uri meta, the viewer link. */
+static void write_csv(export *e, const st_dataset *ds, uint32_t key, double score, const hist_view *v, const meta_fields *m) {
   jw *o = &e->page;
-  const int reconsider = st_reconsider(ds, key, e->reconsider);
+  jw_int(o, e->rank);
+  jw_lit(o, ",");
+  csv_text(o, st_sample_id(ds, key));
+  JW(o, ",");
+  csv_num(o, score);
+  const double nums[] = {v->seen, v->last_loss, v->mean_loss, v->max_loss, v->ema_loss, v->confidence,
+                         v->variability, v->correctness, v->forgetting, v->forgetting_events, v->aum, v->el2n, v->label_issue_score};
+  for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+    JW(o, ",");
+    csv_num(o, nums[i]);
+  }
+  JW(o, ",");
+  if (v->has_step) {
+    jw_int(o, v->first_step);
+    jw_lit(o, ",");
+    jw_int(o, v->last_step);
+  } else {
+    jw_lit(o, ",");
+  }
+  jw_lit(o, ",");
+  if (v->label >= 0) jw_int(o, v->label);
+  JW(o, ",%s,%s,", v->label_issue ? "true" : "false", st_status_name(st_sample_status(ds, key)));
+  csv_json(o, st_corrected(ds, key));
+  JW(o, ",%s,", st_reconsider(ds, key, e->reconsider) ? "true" : "false");
+  const char *text[] = {m->uri, m->study, m->series, m->sop, m->patient};
+  for (size_t i = 0; i < sizeof text / sizeof text[0]; i++) {
+    csv_text(o, text[i]);
+    JW(o, ",");
+  }
+  if (m->study) {
+    jw link = {0};
+    jw_viewer(&link, e, m);
+    if (link.failed || link.len < 2) {
+      o->failed = 1;
+    } else {
+      link.b[link.len - 1] = '\0'; /* the JSON string without its quotes; a percent-encoded link needs no unescaping */
+      csv_text(o, link.b + 1);
+    }
+    buf_free(&link);
+  }
+  JW(o, "\r\n");
+}
+
+/* One hard-examples item per line, with reconsider and the viewer link. */
+static void write_jsonl(export *e, const st_dataset *ds, uint32_t key, double score, const hist_view *v, const meta_fields *m) {
+  jw *o = &e->page;
+  JW(o, "{\"id\":");
+  jw_str(o, st_sample_id(ds, key));
+  JW(o, ",\"rank\":%" PRId64 ",\"score\":", e->rank);
+  jw_num(o, score);
+  JW(o, ",");
+  jw_history(o, v);
+  jw_sample_tail(o, ds, key);
+  JW(o, ",\"corrected_label\":%s,\"reconsider\":%s,\"viewer_url\":", st_corrected(ds, key) ? st_corrected(ds, key) : "null",
+     st_reconsider(ds, key, e->reconsider) ? "true" : "false");
+  jw_viewer(o, e, m);
+  JW(o, "}\n");
+}
+
+/* One Label Studio task: the meta as its data, the image as a URL it can open, a prediction whose
+ * score sorts the hardest first. */
+static void write_label_studio(export *e, const st_dataset *ds, uint32_t key, double score, const hist_view *v, const meta_fields *m) {
+  jw *o = &e->page;
+  /* Label Studio refuses the whole file when one task's image is not a string: a sample without an
+   * image it can open is left out (and counted) */
+  jw image = {0};
+  if (jw_ls_image(&image, e, m->uri) != 0) {
+    if (image.failed) o->failed = 1;
+    buf_free(&image);
+    skip(e);
+    return;
+  }
+  JW(o, "%s{\"data\":{", e->rank > 1 ? ",\n" : "\n");
+  /* Label Studio takes the task's data as given; the meta's fields, then the image and focald's own */
+  const char *k;
+  json_t *val;
+  int n = 0;
+  json_object_foreach(m->root, k, val) {
+    if (strcmp(k, "image") == 0 || strncmp(k, "focald_", 7) == 0 || (m->study && strcmp(k, "viewer_url") == 0)) continue;
+    char *text = json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!text) o->failed = 1;
+    JW(o, "%s", n++ ? "," : "");
+    jw_str(o, k);
+    JW(o, ":%s", text ? text : "null");
+    free(text);
+  }
+  JW(o, "%s\"image\":", n ? "," : "");
+  if (image.failed) o->failed = 1;
+  else jw_mem(o, image.b, image.len);
+  buf_free(&image);
+  JW(o, ",\"focald_id\":");
+  jw_str(o, st_sample_id(ds, key));
+  JW(o, ",\"focald_dataset\":");
+  jw_str(o, st_name(ds));
+  JW(o, ",\"focald_rank\":%" PRId64 ",\"focald_score\":", e->rank);
+  jw_num(o, score);
+  JW(o, ",\"focald_label\":");
+  if (v->label >= 0) JW(o, "%d", v->label);
+  else jw_lit(o, "null");
+  JW(o, ",\"focald_status\":\"%s\"", st_status_name(st_sample_status(ds, key)));
+  if (m->study) {
+    JW(o, ",\"viewer_url\":");
+    jw_viewer(o, e, m);
+  }
+  JW(o, "},\"predictions\":[{\"model_version\":");
+  jw_str(o, e->run);
+  JW(o, ",\"score\":");
+  jw_num(o, ls_score(e->q.by, score));
+  JW(o, ",\"result\":[]}]}");
+}
+
+/* One CSVDataset row: filepath, ground_truth, hardness and focald's fields. */
+static void write_fiftyone(export *e, const st_dataset *ds, uint32_t key, double score, const hist_view *v, const meta_fields *m) {
+  jw *o = &e->page;
+  if (csv_fiftyone_path(o, m->uri) != 0) {
+    skip(e); /* FiftyOne needs a file it can find for every row */
+    return;
+  }
+  JW(o, ",");
+  if (v->label >= 0) jw_int(o, v->label);
+  JW(o, ",");
+  csv_num(o, score);
+  JW(o, ",");
+  csv_text(o, st_sample_id(ds, key));
+  JW(o, ",%" PRId64 ",%s,", e->rank, st_status_name(st_sample_status(ds, key)));
+  csv_num(o, v->mean_loss);
+  JW(o, ",%s\r\n", v->label_issue ? "true" : "false");
+}
+
+/* One sample with a study: its DICOM identifiers and OHIF viewer link. */
+static void write_ohif(export *e, const st_dataset *ds, uint32_t key, double score, const hist_view *v, const meta_fields *m) {
+  (void)v;
+  jw *o = &e->page;
+  if (!m->study) {
+    skip(e); /* only samples with a study are in this export */
+    return;
+  }
+  JW(o, "{\"id\":");
+  jw_str(o, st_sample_id(ds, key));
+  JW(o, ",\"rank\":%" PRId64 ",\"score\":", e->rank);
+  jw_num(o, score);
+  JW(o, ",\"study_uid\":");
+  jw_str(o, m->study);
+  JW(o, ",\"series_uid\":");
+  if (m->series) jw_str(o, m->series);
+  else jw_lit(o, "null");
+  JW(o, ",\"sop_uid\":");
+  if (m->sop) jw_str(o, m->sop);
+  else jw_lit(o, "null");
+  JW(o, ",\"patient_id\":");
+  if (m->patient) jw_str(o, m->patient);
+  else jw_lit(o, "null");
+  JW(o, ",\"url\":");
+  jw_viewer(o, e, m);
+  JW(o, "}\n");
+}
+
+/* Each format: how it is served, what comes before and after the samples, how one sample is written.
+ * The suggested file name is <dataset>[-<queue>]<suffix>.<ext>. */
+typedef struct export_format {
+  const char *name, *content_type, *suffix, *ext;
+  const char *head;                 /* before the first sample */
+  const char *tail, *tail_if_empty; /* after the last */
+  void (*write)(export *e, const st_dataset *ds, uint32_t key, double score, const hist_view *v, const meta_fields *m);
+} export_format;
+
+static const export_format formats[] = {
+    {"csv", "text/csv; charset=utf-8", "", "csv", csv_header, "", "", write_csv},
+    {"jsonl", "application/x-ndjson", "", "jsonl", "", "", "", write_jsonl},
+    /* each task starts on a line of its own */
+    {"label-studio", "application/json", "-label-studio", "json", "[", "\n]\n", "]\n", write_label_studio},
+    {"fiftyone", "text/csv; charset=utf-8", "-fiftyone", "csv", fiftyone_header, "", "", write_fiftyone},
+    {"ohif", "application/x-ndjson", "-ohif", "jsonl", "", "", "", write_ohif},
+};
+#define NFORMATS ((int)(sizeof formats / sizeof formats[0]))
+
+static void write_item(export *e, const st_dataset *ds, uint32_t key, double score, const hist_view *v) {
   meta_fields m;
   meta_read(ds, key, &m);
-  if (m.failed) o->failed = 1; /* the export ends with an error rather than leave the meta out */
+  if (m.failed) e->page.failed = 1; /* the export ends with an error rather than leave the meta out */
   e->rank++;
-  switch (e->format) {
-  case F_CSV: {
-    jw_int(o, e->rank);
-    jw_lit(o, ",");
-    csv_text(o, st_sample_id(ds, key));
-    JW(o, ",");
-    csv_num(o, score);
-    const double nums[] = {v->seen, v->last_loss, v->mean_loss, v->max_loss, v->ema_loss, v->confidence,
-                           v->variability, v->correctness, v->forgetting, v->forgetting_events, v->aum, v->el2n, v->label_issue_score};
-    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
-      JW(o, ",");
-      csv_num(o, nums[i]);
-    }
-    JW(o, ",");
-    if (v->has_step) {
-      jw_int(o, v->first_step);
-      jw_lit(o, ",");
-      jw_int(o, v->last_step);
-    } else {
-      jw_lit(o, ",");
-    }
-    jw_lit(o, ",");
-    if (v->label >= 0) jw_int(o, v->label);
-    JW(o, ",%s,%s,", v->label_issue ? "true" : "false", st_status_name(st_sample_status(ds, key)));
-    csv_json(o, st_corrected(ds, key));
-    JW(o, ",%s,", reconsider ? "true" : "false");
-    const char *text[] = {m.uri, m.study, m.series, m.sop, m.patient};
-    for (size_t i = 0; i < sizeof text / sizeof text[0]; i++) {
-      csv_text(o, text[i]);
-      JW(o, ",");
-    }
-    if (m.study) {
-      jw link = {0};
-      jw_viewer(&link, e, &m);
-      if (link.failed || link.len < 2) {
-        o->failed = 1;
-      } else {
-        link.b[link.len - 1] = '\0'; /* the JSON string without its quotes; a percent-encoded link needs no unescaping */
-        csv_text(o, link.b + 1);
-      }
-      buf_free(&link);
-    }
-    JW(o, "\r\n");
-    break;
-  }
-  case F_JSONL:
-    JW(o, "{\"id\":");
-    jw_str(o, st_sample_id(ds, key));
-    JW(o, ",\"rank\":%" PRId64 ",\"score\":", e->rank);
-    jw_num(o, score);
-    JW(o, ",");
-    jw_history(o, v);
-    jw_sample_tail(o, ds, key);
-    JW(o, ",\"corrected_label\":%s,\"reconsider\":%s,\"viewer_url\":", st_corrected(ds, key) ? st_corrected(ds, key) : "null",
-       reconsider ? "true" : "false");
-    jw_viewer(o, e, &m);
-    JW(o, "}\n");
-    break;
-  case F_LABEL_STUDIO: {
-    /* Label Studio refuses the whole file when one task's image is not a string: a sample without an
-     * image it can open is left out (and counted) */
-    jw image = {0};
-    if (jw_ls_image(&image, e, m.uri) != 0) {
-      if (image.failed) o->failed = 1;
-      buf_free(&image);
-      skip(e);
-      break;
-    }
-    JW(o, "%s{\"data\":{", e->rank > 1 ? ",\n" : "\n");
-    /* Label Studio takes the task's data as given; the meta's fields, then the image and focald's own */
-    const char *k;
-    json_t *val;
-    int n = 0;
-    json_object_foreach(m.root, k, val) {
-      if (strcmp(k, "image") == 0 || strncmp(k, "focald_", 7) == 0 || (m.study && strcmp(k, "viewer_url") == 0)) continue;
-      char *text = json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY);
-      if (!text) o->failed = 1;
-      JW(o, "%s", n++ ? "," : "");
-      jw_str(o, k);
-      JW(o, ":%s", text ? text : "null");
-      free(text);
-    }
-    JW(o, "%s\"image\":", n ? "," : "");
-    if (image.failed) o->failed = 1;
-    else jw_mem(o, image.b, image.len);
-    buf_free(&image);
-    JW(o, ",\"focald_id\":");
-    jw_str(o, st_sample_id(ds, key));
-    JW(o, ",\"focald_dataset\":");
-    jw_str(o, st_name(ds));
-    JW(o, ",\"focald_rank\":%" PRId64 ",\"focald_score\":", e->rank);
-    jw_num(o, score);
-    JW(o, ",\"focald_label\":");
-    if (v->label >= 0) JW(o, "%d", v->label);
-    else jw_lit(o, "null");
-    JW(o, ",\"focald_status\":\"%s\"", st_status_name(st_sample_status(ds, key)));
-    if (m.study) {
-      JW(o, ",\"viewer_url\":");
-      jw_viewer(o, e, &m);
-    }
-    JW(o, "},\"predictions\":[{\"model_version\":");
-    jw_str(o, e->run);
-    JW(o, ",\"score\":");
-    jw_num(o, ls_score(e->q.by, score));
-    JW(o, ",\"result\":[]}]}");
-    break;
-  }
-  case F_FIFTYONE:
-    if (csv_fiftyone_path(o, m.uri) != 0) {
-      skip(e); /* FiftyOne needs a file it can find for every row */
-      break;
-    }
-    JW(o, ",");
-    if (v->label >= 0) jw_int(o, v->label);
-    JW(o, ",");
-    csv_num(o, score);
-    JW(o, ",");
-    csv_text(o, st_sample_id(ds, key));
-    JW(o, ",%" PRId64 ",%s,", e->rank, st_status_name(st_sample_status(ds, key)));
-    csv_num(o, v->mean_loss);
-    JW(o, ",%s\r\n", v->label_issue ? "true" : "false");
-    break;
-  case F_OHIF:
-    if (!m.study) {
-      skip(e); /* only samples with a study are in this export */
-      break;
-    }
-    JW(o, "{\"id\":");
-    jw_str(o, st_sample_id(ds, key));
-    JW(o, ",\"rank\":%" PRId64 ",\"score\":", e->rank);
-    jw_num(o, score);
-    JW(o, ",\"study_uid\":");
-    jw_str(o, m.study);
-    JW(o, ",\"series_uid\":");
-    if (m.series) jw_str(o, m.series);
-    else jw_lit(o, "null");
-    JW(o, ",\"sop_uid\":");
-    if (m.sop) jw_str(o, m.sop);
-    else jw_lit(o, "null");
-    JW(o, ",\"patient_id\":");
-    if (m.patient) jw_str(o, m.patient);
-    else jw_lit(o, "null");
-    JW(o, ",\"url\":");
-    jw_viewer(o, e, &m);
-    JW(o, "}\n");
-    break;
-  }
+  formats[e->format].write(e, ds, key, score, v, &m);
   json_decref(m.root);
 }
 
@@ -435,9 +464,7 @@ static void next_page(export *e) {
   if (e->page.b) e->page.b[0] = '\0';
   if (!e->started) {
     e->started = 1;
-    if (e->format == F_CSV) jw_lit(&e->page, csv_header);
-    if (e->format == F_FIFTYONE) jw_lit(&e->page, fiftyone_header);
-    if (e->format == F_LABEL_STUDIO) jw_lit(&e->page, "["); /* each task starts on a line of its own */
+    jw_lit(&e->page, formats[e->format].head);
   }
   const st_dataset *ds = st_acquire_id(api_map, e->ds_id);
   if (!ds) {
@@ -489,7 +516,7 @@ static void next_page(export *e) {
   st_release(ds);
   if (!more) {
     e->ended = 1;
-    if (e->format == F_LABEL_STUDIO) jw_lit(&e->page, e->rank ? "\n]\n" : "]\n");
+    jw_lit(&e->page, e->rank ? formats[e->format].tail : formats[e->format].tail_if_empty);
   }
   if (e->page.failed) e->failed = 1;
 }
@@ -543,23 +570,15 @@ static int root_parse(const char *s, char *out, size_t n) {
 }
 
 int api_export(http_req *rq, http_resp *resp) {
-  /* the suggested file name is <dataset>[-<queue>]<suffix>.<ext> */
-  static const struct {
-    const char *name, *content_type, *suffix, *ext;
-  } formats[] = {{"csv", "text/csv; charset=utf-8", "", "csv"},
-                 {"jsonl", "application/x-ndjson", "", "jsonl"},
-                 {"label-studio", "application/json", "-label-studio", "json"},
-                 {"fiftyone", "text/csv; charset=utf-8", "-fiftyone", "csv"},
-                 {"ohif", "application/x-ndjson", "-ohif", "jsonl"}};
   char b[3][HTTP_QUERY_MAX];
   const char *format = http_query(rq, "format", b[0], sizeof b[0]);
   int f = -1;
-  for (int i = 0; format && i < 5; i++)
+  for (int i = 0; format && i < NFORMATS; i++)
     if (strcmp(formats[i].name, format) == 0) f = i;
   if (f < 0) return api_fail(resp, rq, P_BAD_QUERY, "format", "format must be csv, jsonl, label-studio, fiftyone or ohif");
   export *e = calloc(1, sizeof *e);
   if (!e) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
-  e->format = (fmt)f;
+  e->format = f;
   snprintf(e->dataset, sizeof e->dataset, "%.64s", rq->params[0]);
   snprintf(e->viewer, sizeof e->viewer, "%s", api_cfg.viewer_url);
   e->reconsider = api_cfg.reconsider_factor;
@@ -580,7 +599,7 @@ int api_export(http_req *rq, http_resp *resp) {
                                 "status do not apply");
   }
   if (root) {
-    if (e->format != F_LABEL_STUDIO) BAD(P_BAD_QUERY, "local_files_root", "local_files_root applies to format=label-studio only");
+    if (formats[e->format].write != write_label_studio) BAD(P_BAD_QUERY, "local_files_root", "local_files_root applies to format=label-studio only");
     if (root_parse(root, e->root, sizeof e->root))
       BAD(P_BAD_QUERY, "local_files_root",
           "local_files_root must be an absolute directory path (Label Studio's LOCAL_FILES_DOCUMENT_ROOT) without . or .. segments");
