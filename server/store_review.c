@@ -53,7 +53,7 @@ static char *dup_or_null(const char *s, int *oom) {
 }
 
 /* A samples row as it will be after the change. */
-static int write_row(store *s, const st_dataset *ds, uint32_t key, const char *meta, int status, const char *corrected,
+static int write_sample_row(store *s, const st_dataset *ds, uint32_t key, const char *meta, int status, const char *corrected,
                      float confirm, int64_t meta_seq) {
   sqlite3_stmt *q = s->st[S_SAMPLE_UPSERT];
   sqlite3_bind_int64(q, 1, st_id(ds));
@@ -160,7 +160,7 @@ static int review_write(store *s, wop *op) {
   op->ds_id = st_id(ds);
   int rc = write_prefix(s, op, ds, key);
   if (rc == SQLITE_OK)
-    rc = write_row(s, ds, key, st_meta(ds, key), r->to, corrected, r->confirm_score, st_meta_seq(ds, key));
+    rc = write_sample_row(s, ds, key, st_meta(ds, key), r->to, corrected, r->confirm_score, st_meta_seq(ds, key));
   if (rc == SQLITE_OK) rc = log_change(s, ds, key, &r->entry);
   r->seq = r->entry.seq;
   return rc;
@@ -199,7 +199,7 @@ static int meta_write(store *s, wop *op) {
   int rc = write_prefix(s, op, ds, key);
   /* batches up to op->batch_seq are older than this edit; replaying them must not undo it */
   if (rc == SQLITE_OK)
-    rc = write_row(s, ds, key, m->meta, st_sample_status(ds, key), st_corrected(ds, key), st_confirm_score(ds, key), op->batch_seq);
+    rc = write_sample_row(s, ds, key, m->meta, st_sample_status(ds, key), st_corrected(ds, key), st_confirm_score(ds, key), op->batch_seq);
   return rc;
 }
 
@@ -241,7 +241,7 @@ static int write_changes(store *s, queue_op *q, const st_dataset *ds) {
   int rc = SQLITE_OK;
   for (uint32_t i = 0; i < q->nchanges && rc == SQLITE_OK; i++) {
     const uint32_t key = q->change_keys[i];
-    rc = write_row(s, ds, key, st_meta(ds, key), q->changes[i].to, NULL, NAN, st_meta_seq(ds, key));
+    rc = write_sample_row(s, ds, key, st_meta(ds, key), q->changes[i].to, NULL, NAN, st_meta_seq(ds, key));
     if (rc == SQLITE_OK) rc = log_change(s, ds, key, &q->changes[i]);
   }
   return rc;

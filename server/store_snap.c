@@ -63,7 +63,7 @@ static int mark(st_dataset *ds, int kind, int run, uint32_t key) {
   return SQLITE_OK;
 }
 
-static int write_row(store *s, const st_run *r, uint32_t key) {
+static int write_history_row(store *s, const st_run *r, uint32_t key) {
   st_row row;
   st_row_save(r, key, &row);
   const hist_rec *h = &row.h;
@@ -184,7 +184,7 @@ static int write_dataset(store *s, st_dataset *ds, snap_cursor *c, int *written,
         c->key = (uint32_t)k;
         return SQLITE_OK;
       }
-      if ((rc = write_row(s, r, (uint32_t)k)) != SQLITE_OK || (rc = mark(ds, MK_ROW, c->run, (uint32_t)k)) != SQLITE_OK)
+      if ((rc = write_history_row(s, r, (uint32_t)k)) != SQLITE_OK || (rc = mark(ds, MK_ROW, c->run, (uint32_t)k)) != SQLITE_OK)
         return rc;
       (*written)++;
     }
