@@ -137,8 +137,22 @@ static void job_cleanup(http_req *rq) {
   rq->async = NULL;
 }
 
-static void job_done(wop *op) {
+static void resume(wop *op) {
   http_complete(op->ctx);
+}
+
+void api_park(http_req *rq, wop *op, http_handler finish, void (*cleanup)(http_req *rq)) {
+  op->done = resume;
+  op->ctx = rq;
+  rq->finish = finish;
+  rq->cleanup = cleanup;
+  http_suspend(rq);
+}
+
+int api_submit(http_req *rq, wop *op, http_handler finish, void (*cleanup)(http_req *rq)) {
+  api_park(rq, op, finish, cleanup);
+  store_submit(api_store, op);
+  return HTTP_ASYNC;
 }
 
 typedef struct idx_loss {
@@ -331,12 +345,8 @@ static int score(http_req *rq, http_resp *resp, int store_it) {
   }
   j->store = store_it;
   j->op.kind = WOP_BATCH;
-  j->op.done = job_done;
-  j->op.ctx = rq;
   rq->async = j;
-  rq->finish = finish_scoring;
-  rq->cleanup = job_cleanup;
-  http_suspend(rq);
+  api_park(rq, &j->op, finish_scoring, job_cleanup);
   if (work_submit(j) != 0) {
     j->op.failed = 1; /* overloaded or draining: err is set */
     http_complete(rq);
@@ -614,10 +624,6 @@ static void wop_cleanup(http_req *rq) {
   rq->async = NULL;
 }
 
-static void wop_done(wop *op) {
-  http_complete(op->ctx);
-}
-
 static int finish_delete(http_req *rq, http_resp *resp) {
   wop *op = rq->async;
   if (op->failed) return http_problem(resp, rq, &op->err);
@@ -635,14 +641,8 @@ static int h_dataset_delete(http_req *rq, http_resp *resp) {
   if (!op) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
   op->kind = WOP_DELETE_DATASET;
   snprintf(op->dataset, sizeof op->dataset, "%.64s", rq->params[0]);
-  op->done = wop_done;
-  op->ctx = rq;
   rq->async = op;
-  rq->finish = finish_delete;
-  rq->cleanup = wop_cleanup;
-  http_suspend(rq);
-  store_submit(api_store, op);
-  return HTTP_ASYNC;
+  return api_submit(rq, op, finish_delete, wop_cleanup);
 }
 
 /* ------------------------------------------------------------------ samples */

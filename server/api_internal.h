@@ -4,6 +4,7 @@
 
 #include "api.h"
 #include "config.h"
+#include "job.h"
 #include "jsonw.h"
 #include "problem.h"
 #include "state.h"
@@ -44,6 +45,15 @@ int api_int_query(http_req *rq, http_resp *resp, const char *name, long long lo,
  * is named. Returns how many of them were given, or answers 400 bad_query
  * naming the first bad one and returns -1. */
 int api_ranking_query(http_req *rq, http_resp *resp, st_query *q /* OUT */, char run[ST_NAME_MAX + 1] /* OUT */);
+
+/* The hand-off of a request to another thread: suspends rq until op is done
+ * (op->done resumes it), then finish builds the answer on an HTTP thread;
+ * cleanup frees what rq->async holds when the request ends. The caller then
+ * submits op (to the writer, or the scoring pool) and returns HTTP_ASYNC. */
+void api_park(http_req *rq, wop *op, http_handler finish, void (*cleanup)(http_req *rq));
+
+/* api_park, then op to the writer. Returns HTTP_ASYNC. */
+int api_submit(http_req *rq, wop *op, http_handler finish, void (*cleanup)(http_req *rq));
 
 /* The review loop's handlers (api_review.c). */
 int api_review(http_req *rq, http_resp *resp);

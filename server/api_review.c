@@ -16,10 +16,6 @@
 
 /* ------------------------------------------------------------------ writes */
 
-static void op_done(wop *op) {
-  http_complete(op->ctx);
-}
-
 static void op_cleanup(http_req *rq) {
   review_op_free(rq->async);
   rq->async = NULL;
@@ -32,14 +28,8 @@ static int submit(http_req *rq, http_resp *resp, wop *op, http_handler finish) {
     return api_fail(resp, rq, http_readiness() == HTTP_STARTING ? P_STARTING : P_DRAINING, NULL, "not accepting changes now");
   }
   snprintf(op->dataset, sizeof op->dataset, "%.64s", rq->params[0]);
-  op->done = op_done;
-  op->ctx = rq;
   rq->async = op;
-  rq->finish = finish;
-  rq->cleanup = op_cleanup;
-  http_suspend(rq);
-  store_submit(api_store, op);
-  return HTTP_ASYNC;
+  return api_submit(rq, op, finish, op_cleanup);
 }
 
 static int check_dataset_name(http_req *rq, http_resp *resp) {
