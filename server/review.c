@@ -150,6 +150,122 @@ static int int_in(const json_t *v, const char *ptr, const char *name, long long 
   return 0;
 }
 
+/* The queue's ranking: name, by, order, run, size, label, label_issue, min_seen. */
+static int read_queue_ranking(const json_t *root, queue_params *p, problem *err) {
+  long long v;
+  const json_t *f = json_object_get(root, "name");
+  if (!json_is_string(f) || !name_ok(json_string_value(f))) {
+    problem_set(err, f ? P_BAD_NAME : P_MISSING_FIELD, "/name", "name must be a name of 1 to 64 characters from A-Z a-z 0-9 . _ - (nor . or ..)");
+    return -1;
+  }
+  snprintf(p->name, sizeof p->name, "%s", json_string_value(f));
+  p->by = HF_MEAN_LOSS;
+  if ((f = json_object_get(root, "by")) && (!json_is_string(f) || (p->by = hist_field_parse(json_string_value(f))) < 0)) {
+    problem_set(err, P_INVALID_FIELD, "/by", "by must be a history field (%s)", hist_field_list);
+    return -1;
+  }
+  if ((f = json_object_get(root, "order")) && !json_is_null(f) &&
+      (!json_is_string(f) || (p->order = hist_order_parse(json_string_value(f))) < 0)) {
+    problem_set(err, P_INVALID_FIELD, "/order", "order must be asc or desc");
+    return -1;
+  }
+  snprintf(p->run, sizeof p->run, "*");
+  if ((f = json_object_get(root, "run")) && !json_is_null(f)) {
+    if (!json_is_string(f) || (strcmp(json_string_value(f), "*") != 0 && !name_lookup_ok(json_string_value(f)))) {
+      problem_set(err, P_BAD_NAME, "/run", "run must be a run name or *");
+      return -1;
+    }
+    snprintf(p->run, sizeof p->run, "%s", json_string_value(f));
+  }
+  p->size = 100;
+  if ((f = json_object_get(root, "size"))) {
+    if (int_in(f, "/size", "size", 1, 10000, &v, err)) return -1;
+    p->size = (int)v;
+  }
+  if ((f = json_object_get(root, "label")) && !json_is_null(f)) {
+    if (int_in(f, "/label", "label", 0, INT32_MAX, &v, err)) return -1;
+    p->has_label = 1;
+    p->label = (int32_t)v;
+  }
+  if ((f = json_object_get(root, "label_issue")) && !json_is_null(f)) {
+    if (!json_is_boolean(f)) {
+      problem_set(err, P_INVALID_FIELD, "/label_issue", "label_issue must be true, false or null");
+      return -1;
+    }
+    p->label_issue = json_is_true(f) ? ST_LABEL_ISSUE_YES : ST_LABEL_ISSUE_NO;
+  }
+  p->min_seen = 1;
+  if ((f = json_object_get(root, "min_seen"))) {
+    if (int_in(f, "/min_seen", "min_seen", 1, UINT32_MAX, &v, err)) return -1;
+    p->min_seen = (uint32_t)v;
+  }
+  return 0;
+}
+
+/* quotas: {"<label>": {"min": a, "max": b}, ...}, per-label overrides of the general bounds. */
+static int read_quotas(const json_t *f, queue_params *p, problem *err) {
+  long long v;
+  if (!json_is_object(f)) {
+    problem_set(err, P_INVALID_FIELD, "/quotas", "quotas must be an object keyed by class label");
+    return -1;
+  }
+  const char *key;
+  json_t *q;
+  json_object_foreach((json_t *)f, key, q) {
+    char ptr[120];
+    snprintf(ptr, sizeof ptr, "/quotas/%.60s", key);
+    char *end;
+    long lab = strtol(key, &end, 10);
+    char plain[24];
+    snprintf(plain, sizeof plain, "%ld", lab);
+    if (*end || end == key || lab < 0 || lab > INT32_MAX || strcmp(plain, key) != 0 || !json_is_object(q)) {
+      problem_set(err, P_INVALID_FIELD, ptr, "quotas keys must be class labels (integers >= 0) with {\"min\", \"max\"}");
+      return -1;
+    }
+    if (p->nquota == QUEUE_QUOTAS_MAX) {
+      problem_set(err, P_INVALID_FIELD, "/quotas", "at most %d labels in quotas", QUEUE_QUOTAS_MAX);
+      return -1;
+    }
+    /* a bound the override leaves out (-1) stays the general one; a max of 0 excludes the label */
+    int k = p->nquota++;
+    p->quota_label[k] = (int32_t)lab;
+    p->quota_min[k] = -1;
+    p->quota_max[k] = -1;
+    static const char *const quota_fields[] = {"min", "max", NULL};
+    if (dec_only_fields(q, quota_fields, ptr, err)) return -1;
+    const json_t *mn = json_object_get(q, "min"), *mx = json_object_get(q, "max");
+    if (mn && int_in(mn, ptr, "quota min", 0, 10000, &v, err)) return -1;
+    if (mn) p->quota_min[k] = (int)v;
+    if (mx && int_in(mx, ptr, "quota max", 0, 10000, &v, err)) return -1;
+    if (mx) p->quota_max[k] = (int)v;
+    if (mn && mx && p->quota_max[k] < p->quota_min[k]) {
+      problem_set(err, P_INVALID_FIELD, ptr, "a quota's max is below its min");
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* The bounds per label: max_per_label, min_per_label, quotas. */
+static int read_label_bounds(const json_t *root, queue_params *p, problem *err) {
+  long long v;
+  const json_t *f;
+  if ((f = json_object_get(root, "max_per_label"))) {
+    if (int_in(f, "/max_per_label", "max_per_label", 1, 10000, &v, err)) return -1;
+    p->max_per_label = (int)v;
+  }
+  if ((f = json_object_get(root, "min_per_label"))) {
+    if (int_in(f, "/min_per_label", "min_per_label", 1, 10000, &v, err)) return -1;
+    p->min_per_label = (int)v;
+  }
+  if ((f = json_object_get(root, "quotas")) && !json_is_null(f) && read_quotas(f, p, err) != 0) return -1;
+  if (p->max_per_label && p->min_per_label > p->max_per_label) {
+    problem_set(err, P_INVALID_FIELD, "/min_per_label", "min_per_label is above max_per_label");
+    return -1;
+  }
+  return 0;
+}
+
 int queue_decode(const char *body, size_t len, queue_params *p, problem *err) {
   static const char *const fields[] = {"name", "by", "order", "run", "size", "label", "label_issue", "min_seen",
                                        "max_per_label", "min_per_label", "quotas", "dedupe_by", NULL};
@@ -157,107 +273,9 @@ int queue_decode(const char *body, size_t len, queue_params *p, problem *err) {
   json_t *root = load_object(body, len, err);
   if (!root) return -1;
   int rc = -1;
-  long long v;
-  if (dec_only_fields(root, fields, "", err)) goto out;
-  const json_t *f = json_object_get(root, "name");
-  if (!json_is_string(f) || !name_ok(json_string_value(f))) {
-    problem_set(err, f ? P_BAD_NAME : P_MISSING_FIELD, "/name", "name must be a name of 1 to 64 characters from A-Z a-z 0-9 . _ - (nor . or ..)");
+  const json_t *f;
+  if (dec_only_fields(root, fields, "", err) || read_queue_ranking(root, p, err) || read_label_bounds(root, p, err))
     goto out;
-  }
-  snprintf(p->name, sizeof p->name, "%s", json_string_value(f));
-  p->by = HF_MEAN_LOSS;
-  if ((f = json_object_get(root, "by")) && (!json_is_string(f) || (p->by = hist_field_parse(json_string_value(f))) < 0)) {
-    problem_set(err, P_INVALID_FIELD, "/by", "by must be a history field (%s)", hist_field_list);
-    goto out;
-  }
-  if ((f = json_object_get(root, "order")) && !json_is_null(f) &&
-      (!json_is_string(f) || (p->order = hist_order_parse(json_string_value(f))) < 0)) {
-    problem_set(err, P_INVALID_FIELD, "/order", "order must be asc or desc");
-    goto out;
-  }
-  snprintf(p->run, sizeof p->run, "*");
-  if ((f = json_object_get(root, "run")) && !json_is_null(f)) {
-    if (!json_is_string(f) || (strcmp(json_string_value(f), "*") != 0 && !name_lookup_ok(json_string_value(f)))) {
-      problem_set(err, P_BAD_NAME, "/run", "run must be a run name or *");
-      goto out;
-    }
-    snprintf(p->run, sizeof p->run, "%s", json_string_value(f));
-  }
-  p->size = 100;
-  if ((f = json_object_get(root, "size"))) {
-    if (int_in(f, "/size", "size", 1, 10000, &v, err)) goto out;
-    p->size = (int)v;
-  }
-  if ((f = json_object_get(root, "label")) && !json_is_null(f)) {
-    if (int_in(f, "/label", "label", 0, INT32_MAX, &v, err)) goto out;
-    p->has_label = 1;
-    p->label = (int32_t)v;
-  }
-  if ((f = json_object_get(root, "label_issue")) && !json_is_null(f)) {
-    if (!json_is_boolean(f)) {
-      problem_set(err, P_INVALID_FIELD, "/label_issue", "label_issue must be true, false or null");
-      goto out;
-    }
-    p->label_issue = json_is_true(f) ? ST_LABEL_ISSUE_YES : ST_LABEL_ISSUE_NO;
-  }
-  p->min_seen = 1;
-  if ((f = json_object_get(root, "min_seen"))) {
-    if (int_in(f, "/min_seen", "min_seen", 1, UINT32_MAX, &v, err)) goto out;
-    p->min_seen = (uint32_t)v;
-  }
-  if ((f = json_object_get(root, "max_per_label"))) {
-    if (int_in(f, "/max_per_label", "max_per_label", 1, 10000, &v, err)) goto out;
-    p->max_per_label = (int)v;
-  }
-  if ((f = json_object_get(root, "min_per_label"))) {
-    if (int_in(f, "/min_per_label", "min_per_label", 1, 10000, &v, err)) goto out;
-    p->min_per_label = (int)v;
-  }
-  if ((f = json_object_get(root, "quotas")) && !json_is_null(f)) {
-    /* {"<label>": {"min": a, "max": b}, ...}: per-label overrides */
-    if (!json_is_object(f)) {
-      problem_set(err, P_INVALID_FIELD, "/quotas", "quotas must be an object keyed by class label");
-      goto out;
-    }
-    const char *key;
-    json_t *q;
-    json_object_foreach((json_t *)f, key, q) {
-      char ptr[120];
-      snprintf(ptr, sizeof ptr, "/quotas/%.60s", key);
-      char *end;
-      long lab = strtol(key, &end, 10);
-      char plain[24];
-      snprintf(plain, sizeof plain, "%ld", lab);
-      if (*end || end == key || lab < 0 || lab > INT32_MAX || strcmp(plain, key) != 0 || !json_is_object(q)) {
-        problem_set(err, P_INVALID_FIELD, ptr, "quotas keys must be class labels (integers >= 0) with {\"min\", \"max\"}");
-        goto out;
-      }
-      if (p->nquota == QUEUE_QUOTAS_MAX) {
-        problem_set(err, P_INVALID_FIELD, "/quotas", "at most %d labels in quotas", QUEUE_QUOTAS_MAX);
-        goto out;
-      }
-      /* a bound the override leaves out (-1) stays the general one; a max of 0 excludes the label */
-      int k = p->nquota++;
-      p->quota_label[k] = (int32_t)lab;
-      p->quota_min[k] = -1;
-      p->quota_max[k] = -1;
-      static const char *const quota_fields[] = {"min", "max", NULL};
-      if (dec_only_fields(q, quota_fields, ptr, err)) goto out;
-      const json_t *mn = json_object_get(q, "min"), *mx = json_object_get(q, "max");
-      if (mn && int_in(mn, ptr, "quota min", 0, 10000, &v, err)) goto out;
-      if (mn) p->quota_min[k] = (int)v;
-      if (mx && int_in(mx, ptr, "quota max", 0, 10000, &v, err)) goto out;
-      if (mx) p->quota_max[k] = (int)v;
-      if (mn && mx && p->quota_max[k] < p->quota_min[k]) {
-        problem_set(err, P_INVALID_FIELD, ptr, "a quota's max is below its min");
-        goto out;
-      }
-    }
-  }
-  if (p->max_per_label && p->min_per_label > p->max_per_label) {
-    problem_set(err, P_INVALID_FIELD, "/min_per_label", "min_per_label is above max_per_label");
-    goto out;
-  }
   if ((f = json_object_get(root, "dedupe_by")) && !json_is_null(f)) {
     if (!json_is_string(f) || json_string_length(f) < 1 || json_string_length(f) > ST_NAME_MAX) {
       problem_set(err, P_INVALID_FIELD, "/dedupe_by", "dedupe_by must be a meta key (1 to 64 bytes), such as patient_id");
