@@ -1,0 +1,289 @@
+/* test_config.c — settings from defaults, FOCALD_* variables and flags (the flag wins), sizes with suffixes,
+ * values refused, and the start-up rules of README "Security": the token's form, and no non-loopback listen
+ * address without a token unless --insecure-no-token says so. Each test starts with no FOCALD_* variable set. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+#include "log.h"
+
+extern char **environ;
+
+/* Unsets every FOCALD_* variable, so that the test's environment is what it sets itself. */
+static int clean_env(void **state) {
+  (void)state;
+  for (int again = 1; again;) {
+    again = 0;
+    for (char **e = environ; *e; e++) {
+      if (strncmp(*e, "FOCALD_", 7) != 0) continue;
+      char name[128];
+      const char *eq = strchr(*e, '=');
+      const size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
+      if (n >= sizeof name) continue;
+      memcpy(name, *e, n);
+      name[n] = '\0';
+      unsetenv(name);
+      again = 1; /* environ changed under us: start over */
+      break;
+    }
+  }
+  return 0;
+}
+
+/* config_load of the NULL-terminated flags (argv[0] supplied). */
+static int load(config *c, const char *const *flags) {
+  char *argv[32];
+  int argc = 0;
+  argv[argc++] = (char *)"focald";
+  for (int i = 0; flags && flags[i]; i++) argv[argc++] = (char *)flags[i];
+  argv[argc] = NULL;
+  return config_load(c, argc, argv);
+}
+
+#define FLAGS(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+/* config_load must refuse (-1: an error printed, exit status 2). */
+static void expect_refused(const char *const *flags, const char *what) {
+  config c;
+  const int rc = load(&c, flags);
+  if (rc != -1) fail_msg("%s: config_load returned %d, expected -1", what, rc);
+}
+
+/* ------------------------------------------------------------------ sizes */
+
+static void test_config_parse_size(void **state) {
+  (void)state;
+  static const struct {
+    const char *s;
+    int64_t v;
+  } ok[] = {
+      {"4096", 4096},           {"0", 0},
+      {"1K", 1024},             {"16k", 16 << 10},
+      {"64M", 64ll << 20},      {"64m", 64ll << 20},
+      {"1G", 1ll << 30},        {"3g", 3ll << 30},
+      {"64MiB", 64ll << 20},    {"64MB", 64ll << 20},
+      {"2Gi", 2ll << 30},       {"1kb", 1024},
+      {"8589934591G", 8589934591ll << 30}, /* the largest count of G that fits in int64 */
+  };
+  for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+    int64_t v = -7;
+    if (config_parse_size(ok[i].s, &v) != 0) fail_msg("'%s' refused", ok[i].s);
+    if (v != ok[i].v) fail_msg("'%s' = %lld, expected %lld", ok[i].s, (long long)v, (long long)ok[i].v);
+  }
+  static const char *const bad[] = {"", "M", "abc", "-1", "-1K", "12X", "1.5M", "64 M", "64MiBs", "1T",
+                                    "8589934592G", "99999999999999999999"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    int64_t v = -7;
+    if (config_parse_size(bad[i], &v) == 0) fail_msg("'%s' accepted as %lld", bad[i], (long long)v);
+    assert_int_equal(v, -7); /* a refused size leaves the output alone */
+  }
+}
+
+/* ------------------------------------------------------------------ defaults, environment, flags */
+
+/* The defaults the README documents. */
+static void test_config_defaults(void **state) {
+  (void)state;
+  config c;
+  assert_int_equal(load(&c, NULL), 0);
+  assert_string_equal(c.listen, "127.0.0.1:8765");
+  assert_string_equal(c.db, "./data/focald.db");
+  assert_int_equal(c.max_body, 64ll << 20);
+  assert_int_equal(c.body_memory, 1ll << 30);
+  assert_int_equal(c.max_connections, 1024);
+  assert_int_equal(c.connection_timeout, 30);
+  assert_int_equal(c.min_body_rate, 16 << 10);
+  assert_int_equal(c.durability, DUR_FULL);
+  assert_true(c.reconsider_factor == 2.0);
+  assert_string_equal(c.viewer_url, "http://localhost:3000");
+  assert_string_equal(c.health_listen, "");
+  assert_string_equal(c.token, "");
+  assert_false(c.insecure_no_token);
+  assert_false(c.healthcheck);
+  assert_string_equal(c.healthcheck_path, "/livez");
+  assert_true(c.workers >= 1);
+  assert_true(c.http_threads >= 2);
+}
+
+/* Every setting is a flag and FOCALD_<NAME>; the flag wins; --name=value and --name value are the same. */
+static void test_config_env_then_flags(void **state) {
+  (void)state;
+  config c;
+  setenv("FOCALD_MAX_BODY", "1M", 1);
+  setenv("FOCALD_WORKERS", "3", 1);
+  setenv("FOCALD_DURABILITY", "normal", 1);
+  setenv("FOCALD_LOG_LEVEL", "warn", 1);
+  setenv("FOCALD_EMA_ALPHA", "0.5", 1);
+  setenv("FOCALD_DB", "/tmp/env.db", 1);
+  setenv("FOCALD_QUEUE_LIMIT", "", 1); /* empty: as if unset */
+  assert_int_equal(load(&c, NULL), 0);
+  assert_int_equal(c.max_body, 1 << 20);
+  assert_int_equal(c.workers, 3);
+  assert_int_equal(c.durability, DUR_NORMAL);
+  assert_int_equal(c.log_level, LOG_WARN);
+  assert_true(c.ema_alpha == 0.5);
+  assert_string_equal(c.db, "/tmp/env.db");
+  assert_int_equal(c.queue_limit, 256);
+  /* flags override the environment, each form */
+  assert_int_equal(load(&c, FLAGS("--max-body", "2M", "--workers=5", "--durability", "full", "--db=/tmp/flag.db")), 0);
+  assert_int_equal(c.max_body, 2 << 20);
+  assert_int_equal(c.workers, 5);
+  assert_int_equal(c.durability, DUR_FULL);
+  assert_string_equal(c.db, "/tmp/flag.db");
+  assert_int_equal(c.log_level, LOG_WARN); /* what no flag names stays the environment's */
+  /* the last of a repeated flag wins */
+  assert_int_equal(load(&c, FLAGS("--queue-limit", "7", "--queue-limit", "9")), 0);
+  assert_int_equal(c.queue_limit, 9);
+  /* a trailing slash of the viewer URL is dropped */
+  assert_int_equal(load(&c, FLAGS("--viewer-url", "http://ohif.example/")), 0);
+  assert_string_equal(c.viewer_url, "http://ohif.example");
+  /* help and version: exit successfully without running */
+  assert_int_equal(load(&c, FLAGS("--version")), 1);
+}
+
+/* Values outside a setting's range or form are refused with a non-zero return, from a flag or the environment. */
+static void test_config_bad_values_refused(void **state) {
+  (void)state;
+  expect_refused(FLAGS("--workers", "0"), "0 workers");
+  expect_refused(FLAGS("--workers", "129"), "129 workers");
+  expect_refused(FLAGS("--workers", "4x"), "workers 4x");
+  expect_refused(FLAGS("--http-threads", ""), "empty http-threads");
+  expect_refused(FLAGS("--max-body", "1000"), "max-body below 1024");
+  expect_refused(FLAGS("--max-body", "lots"), "max-body lots");
+  expect_refused(FLAGS("--body-memory", "1K"), "body-memory below 1M");
+  expect_refused(FLAGS("--connection-timeout", "0"), "connection-timeout 0");
+  expect_refused(FLAGS("--durability", "sometimes"), "durability sometimes");
+  expect_refused(FLAGS("--log-level", "loud"), "log-level loud");
+  expect_refused(FLAGS("--ema-alpha", "0"), "ema-alpha 0 (the range is (0, 1])");
+  expect_refused(FLAGS("--ema-alpha", "1.5"), "ema-alpha 1.5");
+  expect_refused(FLAGS("--ema-alpha", "nan"), "ema-alpha nan");
+  expect_refused(FLAGS("--reconsider-factor", "0.5"), "reconsider-factor below 1 but not 0");
+  expect_refused(FLAGS("--reconsider-factor", "-1"), "negative reconsider-factor");
+  expect_refused(FLAGS("--healthcheck-path", "/metrics"), "healthcheck-path /metrics");
+  expect_refused(FLAGS("--tls-cert", "/tmp/c.pem"), "tls-cert without tls-key");
+  expect_refused(FLAGS("--insecure-no-token=maybe"), "a flag that is neither true nor false");
+  expect_refused(FLAGS("--no-such-option"), "an unknown option");
+  expect_refused(FLAGS("listen"), "a positional argument");
+  expect_refused(FLAGS("--db"), "a flag without its value");
+  char longdb[600];
+  memset(longdb, 'd', sizeof longdb - 1);
+  longdb[sizeof longdb - 1] = 0;
+  expect_refused(FLAGS("--db", longdb), "a db path past its buffer");
+  setenv("FOCALD_WORKERS", "many", 1);
+  expect_refused(NULL, "FOCALD_WORKERS=many");
+  unsetenv("FOCALD_WORKERS");
+  /* the accepted edges of the same settings */
+  config c;
+  assert_int_equal(load(&c, FLAGS("--ema-alpha", "1", "--reconsider-factor", "0", "--max-body", "1K", "--workers", "128")), 0);
+  assert_true(c.ema_alpha == 1.0 && c.reconsider_factor == 0.0);
+  assert_int_equal(c.max_body, 1024);
+}
+
+/* ------------------------------------------------------------------ security */
+
+static void test_config_listen_is_loopback(void **state) {
+  (void)state;
+  static const char *const loop[] = {"127.0.0.1:8765", "127.1.2.3:80", "[::1]:8765", "localhost:8765"};
+  for (size_t i = 0; i < sizeof loop / sizeof loop[0]; i++)
+    if (!config_listen_is_loopback(loop[i])) fail_msg("%s is loopback", loop[i]);
+  static const char *const other[] = {"0.0.0.0:8765", "10.0.0.1:8765",   "192.168.1.2:80", "[::]:8765",
+                                      "[2001:db8::1]:80", "example.com:80", "localhost.example.com:80",
+                                      "128.0.0.1:80",   "[::1]x:80",       "12.0.0.1:80"};
+  for (size_t i = 0; i < sizeof other / sizeof other[0]; i++)
+    if (config_listen_is_loopback(other[i])) fail_msg("%s is not loopback", other[i]);
+}
+
+/* A non-loopback listen address needs a token or --insecure-no-token (flag or FOCALD_INSECURE_NO_TOKEN=true). */
+static void test_config_non_loopback_needs_token_or_insecure(void **state) {
+  (void)state;
+  config c;
+  expect_refused(FLAGS("--listen", "0.0.0.0:8765"), "0.0.0.0 without a token");
+  expect_refused(FLAGS("--listen", "[::]:8765"), "[::] without a token");
+  assert_int_equal(load(&c, FLAGS("--listen", "0.0.0.0:8765", "--insecure-no-token")), 0);
+  assert_true(c.insecure_no_token);
+  setenv("FOCALD_INSECURE_NO_TOKEN", "true", 1);
+  assert_int_equal(load(&c, FLAGS("--listen", "0.0.0.0:8765")), 0);
+  /* the flag can take it back */
+  expect_refused(FLAGS("--listen", "0.0.0.0:8765", "--insecure-no-token=false"), "insecure taken back by the flag");
+  unsetenv("FOCALD_INSECURE_NO_TOKEN");
+  setenv("FOCALD_TOKEN", "0123456789abcdef", 1);
+  assert_int_equal(load(&c, FLAGS("--listen", "0.0.0.0:8765")), 0);
+  assert_string_equal(c.token, "0123456789abcdef");
+  unsetenv("FOCALD_TOKEN");
+  /* --healthcheck is a probe, not a server: it may name any address */
+  assert_int_equal(load(&c, FLAGS("--listen", "10.1.2.3:8765", "--healthcheck")), 0);
+  assert_true(c.healthcheck);
+  /* only the command line makes a probe: FOCALD_HEALTHCHECK is not read */
+  setenv("FOCALD_HEALTHCHECK", "true", 1);
+  assert_int_equal(load(&c, NULL), 0);
+  assert_false(c.healthcheck);
+}
+
+/* The token: at least 16 printable ASCII characters without spaces, from FOCALD_TOKEN or --token-file (its
+ * final newline ignored), not both. */
+static void test_config_token_rules(void **state) {
+  (void)state;
+  config c;
+  setenv("FOCALD_TOKEN", "0123456789abcde", 1); /* 15 */
+  expect_refused(NULL, "a 15-character token");
+  setenv("FOCALD_TOKEN", "0123456789abcdef", 1); /* 16 */
+  assert_int_equal(load(&c, NULL), 0);
+  assert_string_equal(c.token, "0123456789abcdef");
+  setenv("FOCALD_TOKEN", "0123456789 abcdef", 1);
+  expect_refused(NULL, "a token with a space");
+  setenv("FOCALD_TOKEN", "0123456789abcdef\x7f", 1);
+  expect_refused(NULL, "a token with DEL");
+  setenv("FOCALD_TOKEN", "0123456789abcdef\xc3\xa9", 1);
+  expect_refused(NULL, "a token with non-ASCII bytes");
+  char longtok[300];
+  memset(longtok, 'a', sizeof longtok - 1);
+  longtok[sizeof longtok - 1] = 0;
+  setenv("FOCALD_TOKEN", longtok, 1);
+  expect_refused(NULL, "a token past its buffer");
+  /* from a file */
+  char path[] = "/tmp/focald-test-token-XXXXXX";
+  const int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  static const char tok[] = "fedcba9876543210fedcba\n";
+  assert_int_equal(write(fd, tok, sizeof tok - 1), (ssize_t)(sizeof tok - 1));
+  close(fd);
+  setenv("FOCALD_TOKEN", "0123456789abcdef", 1);
+  expect_refused(FLAGS("--token-file", path), "FOCALD_TOKEN and --token-file both");
+  unsetenv("FOCALD_TOKEN");
+  assert_int_equal(load(&c, FLAGS("--token-file", path)), 0);
+  assert_string_equal(c.token, "fedcba9876543210fedcba");
+  /* a token file that cannot be read is refused, not taken as no token */
+  expect_refused(FLAGS("--token-file", "/nonexistent/focald-token"), "an unreadable token file");
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs("short\n", f);
+  fclose(f);
+  expect_refused(FLAGS("--token-file", path), "a short token in the file");
+  f = fopen(path, "w");
+  assert_non_null(f);
+  for (int i = 0; i < 300; i++) fputc('t', f);
+  fclose(f);
+  expect_refused(FLAGS("--token-file", path), "a token file longer than the token may be");
+  unlink(path);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup(test_config_parse_size, clean_env),
+      cmocka_unit_test_setup(test_config_defaults, clean_env),
+      cmocka_unit_test_setup(test_config_env_then_flags, clean_env),
+      cmocka_unit_test_setup(test_config_bad_values_refused, clean_env),
+      cmocka_unit_test_setup(test_config_listen_is_loopback, clean_env),
+      cmocka_unit_test_setup(test_config_non_loopback_needs_token_or_insecure, clean_env),
+      cmocka_unit_test_setup(test_config_token_rules, clean_env),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
