@@ -522,9 +522,10 @@ int bin_response(const bin_result *res, char **body, size_t *len, size_t *header
   buf_printf(&hb, ",\"run\":");
   if (res->run) buf_printf(&hb, "\"%s\"", res->run);
   else buf_printf(&hb, "null");
-  num_format_f32(num, (float)res->mean_loss);
+  snprintf(num, sizeof num, "null");
+  if (isfinite(res->mean_loss) && fabs(res->mean_loss) <= FLT_MAX) num_format_f32(num, (float)res->mean_loss);
   buf_printf(&hb, ",\"accepted\":%" PRId64 ",\"duplicate\":%s,\"loss\":%s,\"hardest\":[", n,
-             res->duplicate ? "true" : "false", isfinite(res->mean_loss) ? num : "null");
+             res->duplicate ? "true" : "false", num);
   for (int64_t i = 0; i < res->nhardest; i++) buf_printf(&hb, "%s%" PRId64, i ? "," : "", res->hardest[i]);
   buf_printf(&hb, "],\"outputs\":[");
   const size_t grad_bytes = (size_t)(n * res->m * res->c) * 4;

@@ -7,9 +7,12 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <sched.h>
 #include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -265,12 +268,33 @@ static void usage(FILE *f) {
   fprintf(f, "  %-28s print this help\n  %-28s print the version\n", "--help", "--version");
 }
 
+static int addr_is_loopback(const struct sockaddr *sa) {
+  if (sa->sa_family == AF_INET) return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+  if (sa->sa_family != AF_INET6) return 0;
+  const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+  return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
+/* Whether every address the host part names is a loopback one: what the host
+ * resolves to decides, not how it is spelt ("127.evil.example" is a name like
+ * any other). A name that does not resolve is not loopback. */
 int config_listen_is_loopback(const char *listen) {
   const char *colon = strrchr(listen, ':');
   size_t hl = colon ? (size_t)(colon - listen) : strlen(listen);
-  if (hl >= 2 && listen[0] == '[') return hl == 5 && strncmp(listen, "[::1]", 5) == 0;
-  if (hl == 9 && strncmp(listen, "localhost", 9) == 0) return 1;
-  return hl >= 4 && strncmp(listen, "127.", 4) == 0;
+  char host[256];
+  if (hl >= 2 && listen[0] == '[' && listen[hl - 1] == ']') {
+    listen++;
+    hl -= 2;
+  }
+  if (hl == 0 || hl >= sizeof host) return 0;
+  memcpy(host, listen, hl);
+  host[hl] = '\0';
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+  if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) return 0;
+  int all = 1;
+  for (const struct addrinfo *ai = res; ai; ai = ai->ai_next) all = all && addr_is_loopback(ai->ai_addr);
+  freeaddrinfo(res);
+  return all;
 }
 
 /* Reads the token from FOCALD_TOKEN or --token-file and checks the settings that go together. */

@@ -50,12 +50,14 @@ void jw_time(jw *o, int64_t unix_s) {
 }
 
 void jw_time_ms(jw *o, int64_t unix_ms) {
-  time_t t = (time_t)(unix_ms / 1000);
+  int64_t ms = unix_ms % 1000;
+  if (ms < 0) ms += 1000; /* before 1970: the second below, plus a positive fraction */
+  time_t t = (time_t)((unix_ms - ms) / 1000);
   struct tm tm;
   char s[32];
   gmtime_r(&t, &tm);
   strftime(s, sizeof s, "%Y-%m-%dT%H:%M:%S", &tm);
-  JW(o, "\"%s.%03dZ\"", s, (int)(unix_ms % 1000));
+  JW(o, "\"%s.%03dZ\"", s, (int)ms);
 }
 
 int jw_respond(http_resp *resp, int status, jw *o) {

@@ -602,8 +602,8 @@ static void test_binary_response_round_trip(void **state) {
 }
 
 /* /v1/loss: dataset and run are null, a dense grad keeps [N, M, C]; without `outputs` a response carries
- * losses, the eight scores and pred (FP32, pred INT32), in the README's order. The mean loss is finite, as
- * the daemon's always is (the mean of the library's finite losses). */
+ * losses, the eight scores and pred (FP32, pred INT32), in the README's order. A mean loss that is not a
+ * finite float32 is written null, never formatted (which would be undefined). */
 static void test_binary_response_loss_route_dense_grad_and_default_order(void **state) {
   (void)state;
   const float loss[1] = {NAN};
@@ -620,6 +620,17 @@ static void test_binary_response_loss_route_dense_grad_and_default_order(void **
   assert_true(json_is_null(json_object_get(h, "run")));
   assert_true(json_number_value(json_object_get(h, "loss")) == 0.5);
   assert_int_equal(json_array_size(json_object_get(h, "hardest")), 0);
+  for (int i = 0; i < 3; i++) {
+    bin_result odd = res;
+    odd.mean_loss = i == 0 ? NAN : i == 1 ? INFINITY : 1e300;
+    char *b2 = NULL;
+    size_t l2 = 0, h2 = 0;
+    assert_int_equal(bin_response(&odd, &b2, &l2, &h2), 0);
+    json_t *hh = response_header(b2, h2);
+    assert_true(json_is_null(json_object_get(hh, "loss")));
+    json_decref(hh);
+    free(b2);
+  }
   const json_t *shape = json_object_get(json_array_get(json_object_get(h, "outputs"), 0), "shape");
   assert_int_equal(json_array_size(shape), 3);
   assert_int_equal(json_integer_value(json_array_get(shape, 0)), 1);

@@ -196,7 +196,9 @@ static void test_config_listen_is_loopback(void **state) {
     if (!config_listen_is_loopback(loop[i])) fail_msg("%s is loopback", loop[i]);
   static const char *const other[] = {"0.0.0.0:8765", "10.0.0.1:8765",   "192.168.1.2:80", "[::]:8765",
                                       "[2001:db8::1]:80", "example.com:80", "localhost.example.com:80",
-                                      "128.0.0.1:80",   "[::1]x:80",       "12.0.0.1:80"};
+                                      "128.0.0.1:80",   "[::1]x:80",       "12.0.0.1:80",
+                                      /* names spelt like loopback addresses are names: what they resolve to decides */
+                                      "127.evil.invalid:80", "127.0.0.1.nip.invalid:80", "[::ffff:10.0.0.1]:80"};
   for (size_t i = 0; i < sizeof other / sizeof other[0]; i++)
     if (config_listen_is_loopback(other[i])) fail_msg("%s is not loopback", other[i]);
 }

@@ -130,7 +130,9 @@ static void test_jsonw_times_rfc3339(void **state) {
             {5, "\"1970-01-01T00:00:00.005Z\""},
             {1700000000123, "\"2023-11-14T22:13:20.123Z\""},
             {951782399999, "\"2000-02-28T23:59:59.999Z\""},
-            {1700000000050, "\"2023-11-14T22:13:20.050Z\""}};
+            {1700000000050, "\"2023-11-14T22:13:20.050Z\""},
+            {-1, "\"1969-12-31T23:59:59.999Z\""},   /* before 1970: the second below and a positive fraction */
+            {-1500, "\"1969-12-31T23:59:58.500Z\""}};
   for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
     char *got = i64_text(jw_time_ms, ms[i].ms);
     assert_string_equal(got, ms[i].want);
