@@ -160,7 +160,8 @@ static int read_queue_ranking(const json_t *root, queue_params *p, problem *err)
   }
   snprintf(p->name, sizeof p->name, "%s", json_string_value(f));
   p->by = HF_MEAN_LOSS;
-  if ((f = json_object_get(root, "by")) && (!json_is_string(f) || (p->by = hist_field_parse(json_string_value(f))) < 0)) {
+  if ((f = json_object_get(root, "by")) && !json_is_null(f) &&
+      (!json_is_string(f) || (p->by = hist_field_parse(json_string_value(f))) < 0)) {
     problem_set(err, P_INVALID_FIELD, "/by", "by must be a history field (%s)", hist_field_list);
     return -1;
   }
@@ -234,9 +235,12 @@ static int read_quotas(const json_t *f, queue_params *p, problem *err) {
     static const char *const quota_fields[] = {"min", "max", NULL};
     if (dec_only_fields(q, quota_fields, ptr, err)) return -1;
     const json_t *mn = json_object_get(q, "min"), *mx = json_object_get(q, "max");
-    if (mn && int_in(mn, ptr, "quota min", 0, 10000, &v, err)) return -1;
+    char at[140];
+    snprintf(at, sizeof at, "%s/min", ptr);
+    if (mn && int_in(mn, at, "quota min", 0, 10000, &v, err)) return -1;
     if (mn) p->quota_min[k] = (int)v;
-    if (mx && int_in(mx, ptr, "quota max", 0, 10000, &v, err)) return -1;
+    snprintf(at, sizeof at, "%s/max", ptr);
+    if (mx && int_in(mx, at, "quota max", 0, 10000, &v, err)) return -1;
     if (mx) p->quota_max[k] = (int)v;
     if (mn && mx && p->quota_max[k] < p->quota_min[k]) {
       problem_set(err, P_INVALID_FIELD, ptr, "a quota's max is below its min");

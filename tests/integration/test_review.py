@@ -863,7 +863,7 @@ BAD_QUEUES = [
     ("quotas_value_number", {"name": "q", "quotas": {"1": 3}}, 422, "invalid_field", "/quotas/1"),
     ("quotas_max_below_min", {"name": "q", "quotas": {"1": {"min": 3, "max": 2}}}, 422, "invalid_field",
      "/quotas/1"),
-    ("quotas_min_string", {"name": "q", "quotas": {"1": {"min": "3"}}}, 422, "invalid_field", "/quotas/1"),
+    ("quotas_min_string", {"name": "q", "quotas": {"1": {"min": "3"}}}, 422, "invalid_field", "/quotas/1/min"),
     # one label, two spellings: which quota would hold is not for the server to guess
     ("quotas_key_with_leading_zero", {"name": "q", "quotas": {"7": {"max": 1}, "07": {"max": 3}}}, 422,
      "invalid_field", "/quotas/07"),

@@ -294,9 +294,10 @@ static void test_review_queue_decode_defaults_and_fields(void **state) {
   /* (order twice: refused as duplicate keys) */
   assert_int_equal(queue_decode(nulls, strlen(nulls), &p, &err), -1);
   assert_int_equal(err.code, P_BAD_JSON);
-  static const char nulls1[] = "{\"name\":\"q\",\"order\":null,\"run\":null,\"label\":null,\"label_issue\":false,\"quotas\":null,"
-                               "\"dedupe_by\":null}";
+  static const char nulls1[] = "{\"name\":\"q\",\"by\":null,\"order\":null,\"run\":null,\"label\":null,\"label_issue\":false,"
+                               "\"quotas\":null,\"dedupe_by\":null}";
   assert_int_equal(queue_decode(nulls1, strlen(nulls1), &p, &err), 0);
+  assert_int_equal(p.by, HF_MEAN_LOSS); /* by: null is the default, as for every optional field */
   assert_string_equal(p.run, "*");
   assert_false(p.has_label);
   assert_int_equal(p.label_issue, ST_LABEL_ISSUE_NO);
@@ -343,8 +344,8 @@ static void test_review_queue_decode_rejects_with_field(void **state) {
   expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"3\":5}}", P_INVALID_FIELD, "/quotas/3");
   expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"3\":{\"most\":5}}}", P_UNKNOWN_FIELD, "/quotas/3/most");
   expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"3\":{\"min\":5,\"max\":4}}}", P_INVALID_FIELD, "/quotas/3");
-  expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"3\":{\"max\":10001}}}", P_INVALID_FIELD, "/quotas/3");
-  expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"3\":{\"min\":-1}}}", P_INVALID_FIELD, "/quotas/3");
+  expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"3\":{\"max\":10001}}}", P_INVALID_FIELD, "/quotas/3/max");
+  expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"3\":{\"min\":-1}}}", P_INVALID_FIELD, "/quotas/3/min");
   expect_queue_problem("{\"name\":\"q\",\"dedupe_by\":\"\"}", P_INVALID_FIELD, "/dedupe_by");
   expect_queue_problem("{\"name\":\"q\",\"dedupe_by\":5}", P_INVALID_FIELD, "/dedupe_by");
   /* at most QUEUE_QUOTAS_MAX labels in quotas */
