@@ -485,6 +485,7 @@ int dec_binary(req *r, const char *body, size_t len, int64_t header_len, int wan
       goto out;
     }
     if (!is_float(x->dt)) {
+      in_ptr(ptr, sizeof ptr, x->index, "/datatype");
       problem_set(err, P_INVALID_FIELD, ptr, "%s must be FP32, FP16, BF16 or FP64, not %s", x->name, dtype_names[x->dt]);
       goto out;
     }

@@ -492,8 +492,7 @@ static void test_binary_tensor_content_errors(void **state) {
   expect_problem("", c0, 3, P_SHAPE_MISMATCH, "/inputs/1/shape", "no classes");
   static const int32_t ilog[6] = {0};
   const tspec intlog[] = {T_IDS, {"logits", "INT32", "[2,3]", ilog, 24, -1}, T_TARGETS};
-  /* the code only: which member of inputs/1 the field names is not documented */
-  expect_problem("", intlog, 3, P_INVALID_FIELD, NULL, "INT32 logits");
+  expect_problem("", intlog, 3, P_INVALID_FIELD, "/inputs/1/datatype", "INT32 logits");
   static const double big[6] = {0, 1, 2, 1e39, 0, 0};
   const tspec range[] = {T_IDS, {"logits", "FP64", "[2,3]", big, 48, -1}, T_TARGETS};
   expect_problem("", range, 3, P_OUT_OF_RANGE, "/inputs/1", "an FP64 logit past float32's range");
