@@ -36,12 +36,12 @@
 extern const char focald_openapi[];
 extern const size_t focald_openapi_len;
 
-config api_cfg;
+const config *api_cfg;
 st_map *api_map;
 struct store *api_store;
 
 void api_init(const config *c, st_map *m, struct store *s) {
-  api_cfg = *c;
+  api_cfg = c;
   api_map = m;
   api_store = s;
 }
@@ -414,7 +414,7 @@ int api_ranking_query(http_req *rq, http_resp *resp, st_query *q, char run[ST_NA
   const char *status = http_query(rq, "status", b[3], sizeof b[3]);
   const char *label_issue = http_query(rq, "label_issue", b[4], sizeof b[4]);
   *q = (st_query){.by = HF_MEAN_LOSS, .min_seen = 1, .status_mask = ST_UNDECIDED_MASK,
-                  .reconsider = api_cfg.reconsider_factor};
+                  .reconsider = api_cfg->reconsider_factor};
   int given = (by != NULL) + (order != NULL) + (r != NULL) + (status != NULL) + (label_issue != NULL);
   if (by && (q->by = hist_field_parse(by)) < 0)
     return api_fail(resp, rq, P_BAD_QUERY, "by", "by must be one of %s", hist_field_list), -1;
@@ -535,7 +535,7 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
     JW(&o, ",");
     jw_history(&o, &h);
     jw_sample_tail(&o, ds, hits[i].key);
-    JW(&o, ",\"reconsider\":%s}", st_reconsider(ds, hits[i].key, api_cfg.reconsider_factor) ? "true" : "false");
+    JW(&o, ",\"reconsider\":%s}", st_reconsider(ds, hits[i].key, api_cfg->reconsider_factor) ? "true" : "false");
   }
   JW(&o, "],\"next_cursor\":");
   if (more) {
@@ -701,7 +701,7 @@ static int h_sample(http_req *rq, http_resp *resp) {
   jw_str(&o, st_name(ds));
   jw_sample_tail(&o, ds, (uint32_t)key);
   JW(&o, ",\"corrected_label\":%s,\"reconsider\":%s,\"runs\":[", corrected ? corrected : "null",
-     st_reconsider(ds, (uint32_t)key, api_cfg.reconsider_factor) ? "true" : "false");
+     st_reconsider(ds, (uint32_t)key, api_cfg->reconsider_factor) ? "true" : "false");
   int n = 0;
   for (int i = 0; i < st_nruns(ds); i++) {
     const st_run *r = st_run_at(ds, i);

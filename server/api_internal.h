@@ -11,8 +11,8 @@
 
 struct store;
 
-/* Set by api_init. */
-extern config api_cfg;
+/* Set by api_init: main's settings, which outlive every request. */
+extern const config *api_cfg;
 extern st_map *api_map;
 extern struct store *api_store;
 

@@ -580,8 +580,8 @@ int api_export(http_req *rq, http_resp *resp) {
   if (!e) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
   e->format = f;
   snprintf(e->dataset, sizeof e->dataset, "%.64s", rq->params[0]);
-  snprintf(e->viewer, sizeof e->viewer, "%s", api_cfg.viewer_url);
-  e->reconsider = api_cfg.reconsider_factor;
+  snprintf(e->viewer, sizeof e->viewer, "%s", api_cfg->viewer_url);
+  e->reconsider = api_cfg->reconsider_factor;
   const char *queue = http_query(rq, "queue", b[1], sizeof b[1]);
   const char *root = http_query(rq, "local_files_root", b[2], sizeof b[2]);
 #define BAD(...)                         \

@@ -34,7 +34,7 @@ static struct MHD_Daemon *daemon_;
  * handler's closure is &health_only, the data listener's NULL. */
 static struct MHD_Daemon *health_daemon;
 static int health_only;
-static config cfg_;
+static const config *cfg_; /* main's, which outlives the HTTP threads */
 static atomic_int readiness;
 static atomic_int active_requests; /* begun and not yet reported complete by libmicrohttpd */
 static atomic_ullong request_counter;
@@ -236,7 +236,7 @@ void http_metrics_write(buf *o) {
              "# HELP focald_body_memory_limit_bytes --body-memory.\n"
              "# TYPE focald_body_memory_limit_bytes gauge\n"
              "focald_body_memory_limit_bytes %lld\n",
-             (long long)body_memory_reserved(), (long long)cfg_.body_memory);
+             (long long)body_memory_reserved(), (long long)cfg_->body_memory);
 }
 
 /* ------------------------------------------------------------------ routing */
@@ -489,7 +489,7 @@ static int body_reserve(http_req *rq, uint64_t len) {
   const int64_t more = want - rq->reserved;
   int64_t used = atomic_load(&body_memory_used);
   do {
-    if (used - rq->reserved > 0 && used + more > cfg_.body_memory) return -1;
+    if (used - rq->reserved > 0 && used + more > cfg_->body_memory) return -1;
   } while (!atomic_compare_exchange_weak(&body_memory_used, &used, used + more));
   rq->reserved = want;
   return 0;
@@ -576,15 +576,15 @@ static int token_matches(const char *header) {
   static const char scheme[] = "Bearer ";
   if (!header || strncasecmp(header, scheme, sizeof scheme - 1) != 0) return 0;
   const char *given = header + sizeof scheme - 1;
-  const size_t gl = strlen(given), tl = strlen(cfg_.token);
+  const size_t gl = strlen(given), tl = strlen(cfg_->token);
   unsigned char diff = gl != tl;
-  for (size_t i = 0; i < tl; i++) diff |= (unsigned char)(cfg_.token[i] ^ (i < gl ? given[i] : 0));
+  for (size_t i = 0; i < tl; i++) diff |= (unsigned char)(cfg_->token[i] ^ (i < gl ? given[i] : 0));
   return diff == 0;
 }
 
 /* Whether the request may go on: no token is configured, the path is a health probe, or the token matches. */
 static int authorized(struct MHD_Connection *conn, const char *url) {
-  if (!cfg_.token[0] || strcmp(url, "/livez") == 0 || strcmp(url, "/readyz") == 0) return 1;
+  if (!cfg_->token[0] || strcmp(url, "/livez") == 0 || strcmp(url, "/readyz") == 0) return 1;
   return token_matches(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
 }
 
@@ -679,15 +679,15 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
       if (cl) {
         char *end;
         unsigned long long v = strtoull(cl, &end, 10);
-        if (*end || v > (unsigned long long)cfg_.max_body) {
+        if (*end || v > (unsigned long long)cfg_->max_body) {
           char d[160];
-          snprintf(d, sizeof d, "the body is %s bytes; the limit is %lld (--max-body)", cl, (long long)cfg_.max_body);
+          snprintf(d, sizeof d, "the body is %s bytes; the limit is %lld (--max-body)", cl, (long long)cfg_->max_body);
           return send_problem(conn, rq, P_BODY_TOO_LARGE, d);
         }
         if (body_reserve(rq, v) != 0) {
           char d[200];
           snprintf(d, sizeof d, "the request bodies being decoded would take more than --body-memory (%lld bytes) "
-                   "with this one's; retry shortly", (long long)cfg_.body_memory);
+                   "with this one's; retry shortly", (long long)cfg_->body_memory);
           return send_problem(conn, rq, P_OVERLOADED, d);
         }
         /* a binary body's tensors start after its JSON header: pad so that they are 64-byte aligned */
@@ -711,10 +711,10 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
       /* libmicrohttpd answers only once the upload ends: a chunked body past the limit is read and
        * dropped so that the client gets its 413 (or 503), but no further than the limit again, then cut off */
       rq->dropped += n;
-      return rq->dropped > (uint64_t)cfg_.max_body ? MHD_NO : MHD_YES;
+      return rq->dropped > (uint64_t)cfg_->max_body ? MHD_NO : MHD_YES;
     }
     if (rq->state != RQ_RECEIVING) return MHD_YES;
-    if (rq->len + n > (size_t)cfg_.max_body) {
+    if (rq->len + n > (size_t)cfg_->max_body) {
       rq->too_large = 1;
       rq->dropped = n;
       return MHD_YES;
@@ -731,7 +731,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
       }
       size_t want = rq->cap ? rq->cap * 2 : 65536;
       while (want < rq->len + n) want *= 2;
-      if (want > (size_t)cfg_.max_body) want = (size_t)cfg_.max_body;
+      if (want > (size_t)cfg_->max_body) want = (size_t)cfg_->max_body;
       /* bodies without a Content-Length (chunked JSON) grow here, unpadded */
       char *nb = realloc(rq->buf_base, want + 1);
       if (!nb) {
@@ -757,13 +757,13 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
   }
   if (rq->too_large) {
     char d[160];
-    snprintf(d, sizeof d, "the body is larger than the limit of %lld bytes (--max-body)", (long long)cfg_.max_body);
+    snprintf(d, sizeof d, "the body is larger than the limit of %lld bytes (--max-body)", (long long)cfg_->max_body);
     return send_problem(conn, rq, P_BODY_TOO_LARGE, d);
   }
   if (rq->over_budget) {
     char d[200];
     snprintf(d, sizeof d, "the request bodies being decoded would take more than --body-memory (%lld bytes) with "
-             "this one's; retry shortly", (long long)cfg_.body_memory);
+             "this one's; retry shortly", (long long)cfg_->body_memory);
     return send_problem(conn, rq, P_OVERLOADED, d);
   }
   if (rq->buf) rq->buf[rq->len] = '\0';
@@ -913,11 +913,11 @@ static void *watchdog_main(void *arg) {
   while (!watchdog_stop) {
     const double now = now_s();
     for (tracked *t = track_head; t; t = t->next) {
-      if (t->cut || now - t->since <= cfg_.connection_timeout) continue;
+      if (t->cut || now - t->since <= cfg_->connection_timeout) continue;
       if (t->in_request) {
         /* a request being served is cut only while its body is late */
-        if (!t->receiving || cfg_.min_body_rate <= 0) continue;
-        if (now - t->since <= cfg_.connection_timeout + (double)t->received / (double)cfg_.min_body_rate) continue;
+        if (!t->receiving || cfg_->min_body_rate <= 0) continue;
+        if (now - t->since <= cfg_->connection_timeout + (double)t->received / (double)cfg_->min_body_rate) continue;
       }
       shutdown(t->fd, SHUT_RDWR);
       t->cut = 1;
@@ -1027,7 +1027,7 @@ int http_readiness(void) {
 }
 
 int http_start(const config *cfg) {
-  cfg_ = *cfg;
+  cfg_ = cfg;
   if (api_route_count > MAX_ROUTES) {
     log_msg(LOG_ERROR, "%d routes, but the metrics have room for %d: raise MAX_ROUTES", api_route_count, MAX_ROUTES);
     return -1;

@@ -119,7 +119,7 @@ static int healthcheck(const config *cfg) {
 }
 
 int main(int argc, char **argv) {
-  config cfg;
+  static config cfg; /* read by every thread until exit: api, http and the store keep pointers to it */
   int rc = config_load(&cfg, argc, argv);
   if (rc != 0) {
     /* a health probe answers 0 or 1 only: container engines reserve other statuses */

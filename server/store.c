@@ -183,7 +183,7 @@ int store_open(store **out, const config *cfg, st_map *map) {
   store *s = calloc(1, sizeof *s);
   if (!s) return -1;
   fault_point(FP_LOAD);
-  s->cfg = *cfg;
+  s->cfg = cfg;
   static const double seconds_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
   static const double ops_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
   static const double samples_bounds[] = {0, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576};
@@ -525,7 +525,7 @@ static void batch_apply(store *s, wop *op) {
   for (int k = 0; k < req_nseg(r); k++) {
     const req_seg g = req_segment(r, k);
     const int m1 = meta_end(r, m0, off + g.n);
-    const hist_params hp = {s->cfg.ema_alpha, s->cfg.early_observations};
+    const hist_params hp = {s->cfg->ema_alpha, s->cfg->early_observations};
     st_apply_batch(s->map, &j->prep[k], j->seq[k], r->ids + off, j->obs + off, &hp, m1 - m0, j->meta_ids + m0,
                    j->rq.meta_json + m0);
     if (j->seq[k] > s->last_seq) s->last_seq = j->seq[k];
@@ -798,9 +798,9 @@ static void *writer_main(void *arg) {
 static void *checkpoint_main(void *arg) {
   store *s = arg;
   sqlite3 *db = NULL;
-  if (open_connection(&s->cfg, &db) != 0) return NULL;
+  if (open_connection(s->cfg, &db) != 0) return NULL;
   char wal[600];
-  snprintf(wal, sizeof wal, "%s-wal", s->cfg.db);
+  snprintf(wal, sizeof wal, "%s-wal", s->cfg->db);
   for (;;) {
     pthread_mutex_lock(&s->lock);
     int stop = s->stopping;
@@ -872,9 +872,9 @@ void store_get_stats(store *s, store_stats *out) {
   out->queue_depth = s->queued;
   pthread_mutex_unlock(&s->lock);
   struct stat st;
-  if (stat(s->cfg.db, &st) == 0) out->db_bytes = st.st_size;
+  if (stat(s->cfg->db, &st) == 0) out->db_bytes = st.st_size;
   char wal[600];
-  snprintf(wal, sizeof wal, "%s-wal", s->cfg.db);
+  snprintf(wal, sizeof wal, "%s-wal", s->cfg->db);
   if (stat(wal, &st) == 0) out->wal_bytes = st.st_size;
 }
 

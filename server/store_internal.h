@@ -62,7 +62,7 @@ typedef struct snap_pass {
 } snap_pass;
 
 struct store {
-  config cfg;
+  const config *cfg;  /* the caller's, which outlives the store */
   st_map *map;
   sqlite3 *db;
   sqlite3_stmt *st[S_COUNT];

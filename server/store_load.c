@@ -30,7 +30,7 @@ static int read_begin(loader *l, const char *what, const char *sql) {
   sqlite3_finalize(l->q);
   l->q = NULL;
   if (sqlite3_prepare_v2(l->s->db, sql, -1, &l->q, NULL) == SQLITE_OK) return 0;
-  log_kv(LOG_ERROR, "cannot read the database", "table", what, "error", sqlite3_errmsg(l->s->db), "db", l->s->cfg.db, NULL);
+  log_kv(LOG_ERROR, "cannot read the database", "table", what, "error", sqlite3_errmsg(l->s->db), "db", l->s->cfg->db, NULL);
   return -1;
 }
 
@@ -39,14 +39,14 @@ static int read_next(loader *l) {
   int rc = sqlite3_step(l->q);
   if (rc == SQLITE_ROW) return 1;
   if (rc == SQLITE_DONE) return 0;
-  log_kv(LOG_ERROR, "cannot read the database", "table", l->what, "error", sqlite3_errmsg(l->s->db), "db", l->s->cfg.db, NULL);
+  log_kv(LOG_ERROR, "cannot read the database", "table", l->what, "error", sqlite3_errmsg(l->s->db), "db", l->s->cfg->db, NULL);
   return -1;
 }
 
 /* Logs a row that is not what focald writes. Returns -1. */
 static int refuse(loader *l) {
   log_kv(LOG_ERROR, "the database holds a row focald did not write; refusing to start", "table", l->what, "error", l->err,
-         "db", l->s->cfg.db, NULL);
+         "db", l->s->cfg->db, NULL);
   return -1;
 }
 
@@ -300,7 +300,7 @@ static int replay(loader *l, int64_t applied, int64_t *replayed) {
                               sqlite3_column_int(q, 6)};
     st_batch_prep prep;
     int rc = st_prepare_batch(s->map, &ref, u.n, u.ids, &prep);
-    const hist_params hp = {s->cfg.ema_alpha, s->cfg.early_observations};
+    const hist_params hp = {s->cfg->ema_alpha, s->cfg->early_observations};
     if (rc == 0) st_apply_batch(s->map, &prep, seq, u.ids, u.obs, &hp, meta.n, meta.ids, meta.json);
     st_tx_end(s->map);
     logged_meta_free(&meta);

@@ -265,7 +265,7 @@ static int queue_write(store *s, wop *op) {
   }
   uint32_t *keys = NULL, n = 0;
   float *scores = NULL;
-  if (queue_select(ds, &q->p, s->cfg.reconsider_factor, &keys, &scores, &n, &op->err) != 0) {
+  if (queue_select(ds, &q->p, s->cfg->reconsider_factor, &keys, &scores, &n, &op->err) != 0) {
     op->failed = 1;
     return SQLITE_OK;
   }

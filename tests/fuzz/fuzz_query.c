@@ -164,7 +164,7 @@ static void fq_build_fixture(void) {
   if (st_prepare_queue(fq_map, ds) != 0) abort();
   st_apply_queue(ds, q);
   st_tx_end(fq_map);
-  config cfg;
+  static config cfg; /* api_init keeps a pointer to it */
   memset(&cfg, 0, sizeof cfg);
   cfg.reconsider_factor = 1.5;
   cfg.ema_alpha = 0.3;

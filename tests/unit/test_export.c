@@ -90,7 +90,7 @@ static int setup(void **state) {
   q->scores[1] = 20;
   st_apply_queue(ds, q);
   st_tx_end(map);
-  config cfg;
+  static config cfg; /* api_init keeps a pointer to it */
   memset(&cfg, 0, sizeof cfg);
   snprintf(cfg.viewer_url, sizeof cfg.viewer_url, "http://localhost:3000");
   cfg.reconsider_factor = 2;
