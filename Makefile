@@ -53,7 +53,9 @@ KFLAGS := -O3 -ffp-contract=fast -fno-math-errno -fno-trapping-math
 # otherwise the exact command is printed and the build stops.
 BUILD_PKGS := gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev libsqlite3-dev libuv1-dev libgnutls28-dev \
               libxxhash-dev libcmocka-dev sqlite3 curl
-TEST_PKGS := python3 python3-numpy python3-torch python3-torchvision man-db
+# openssl makes the TLS tests' certificates, python3-venv the client's install test's environment,
+# python3-mypy checks the client's types
+TEST_PKGS := python3 python3-numpy python3-torch python3-torchvision python3-venv python3-mypy openssl man-db
 # make bench also trains small models on scikit-learn's bundled digits (tests/bench/bench_miner.py, bench_label_noise.py)
 BENCH_PKGS := python3-sklearn
 
