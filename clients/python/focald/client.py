@@ -14,6 +14,7 @@ import uuid
 
 from . import framing
 from ._http import Transport
+from ._retry import Backoff
 from .errors import FocaldError
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -22,6 +23,8 @@ HISTORY_FIELDS = ("seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "con
 ORDERS = ("asc", "desc")
 STATUSES = ("open", "queued", "in_review", "relabelled", "confirmed", "dismissed")
 EXPORT_FORMATS = ("csv", "jsonl", "label-studio", "fiftyone", "ohif")
+# post_batch(retries=...): 0.1 s doubling to 5 s; a Retry-After is honoured up to 30 s
+RETRY_BACKOFF = Backoff(0.1, 5.0, 30.0)
 
 
 def _seg(s):
@@ -192,7 +195,7 @@ class Client:
                 if attempt >= retries or not e.retryable:
                     raise
                 attempt += 1
-                _sleep_backoff(attempt, e.retry_after)
+                time.sleep(RETRY_BACKOFF.delay(attempt, e.retry_after))
         ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype == framing.OCTET:
             echo = {"batch_id": fields.get("batch_id")} if path != "/v1/loss" else {}
@@ -446,10 +449,3 @@ def _loss_obj(loss):
         return {"type": loss}
     raise TypeError("loss must be a loss type name or a dict, not %r" % type(loss).__name__)
 
-
-def _sleep_backoff(attempt, retry_after=None):
-    """Waits before attempt number `attempt` (1, 2, ...): 0.1 s doubling to 5 s, or Retry-After (at most 30 s)."""
-    delay = min(5.0, 0.1 * 2 ** (attempt - 1))
-    if retry_after:
-        delay = max(delay, min(retry_after, 30.0))
-    time.sleep(delay)

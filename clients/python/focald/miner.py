@@ -53,6 +53,7 @@ import weakref
 
 from . import framing
 from .client import Client, _loss_obj
+from ._retry import Backoff
 from .errors import FocaldError
 
 log = logging.getLogger("focald.miner")
@@ -296,6 +297,7 @@ class Miner:
         self.max_batch = max(1, int(max_batch))
         self.retry_initial = float(retry_initial)
         self.retry_max = float(retry_max)
+        self._backoff = Backoff(self.retry_initial, self.retry_max)
         self.close_timeout = float(close_timeout)
         self._prefix = batch_id_prefix or "miner-" + uuid.uuid4().hex[:16]
         self._seq = 0
@@ -661,9 +663,7 @@ class Miner:
                     log.warning("focald miner: %s; retrying in the background (buffers bound %d bytes)", e,
                                 self.max_queue_bytes)
                 attempt += 1
-                delay = min(self.retry_max, self.retry_initial * 2 ** min(attempt - 1, 20))
-                if e.retry_after:
-                    delay = max(delay, min(e.retry_after, self.retry_max))
+                delay = self._backoff.delay(attempt, e.retry_after)
                 # woken early only by close() giving up (which counted this request as dropped); a
                 # plain close keeps retrying until its timeout, and observe() never wakes this wait
                 if self._abandon.wait(delay):
