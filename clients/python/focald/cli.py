@@ -8,7 +8,10 @@
     focalctl export DATASET [--format csv|jsonl|label-studio|fiftyone|ohif] [-o FILE] [--queue NAME] [--local-files-root DIR] [filters]
     focalctl datasets list | show NAME | delete NAME --yes
     focalctl relabels DATASET [--since CURSOR]
+    focalctl post DATASET FILE          (a batch body as the HTTP API takes it; - for stdin)
+    focalctl loss FILE                  (evaluate a body, storing nothing)
     focalctl health
+    focalctl completion bash
 
 Output is a table for people; --json prints focald's answer as JSON and --csv
 as CSV, for scripts. focald's address comes from --url, else $FOCALD_URL, else
@@ -429,6 +432,65 @@ def cmd_relabels(c, a, out):
     return EXIT_OK
 
 
+BATCH_COLS = ["id", "loss", "p_t", "pred", "correct"]
+
+
+def _read_body(path):
+    """The bytes of a body file ('-': standard input) and the ids it holds (None when it is not a JSON
+    object with ids: focald then says what is wrong with it)."""
+    if path == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except ValueError:
+        return data, None
+    ids = doc.get("ids") if isinstance(doc, dict) else None
+    return data, [str(i) for i in ids] if isinstance(ids, list) else None
+
+
+def _batch_rows(r, ids):
+    scores = r.get("scores") or {}
+    losses = r.get("losses") or []
+    ids = ids if ids is not None and len(ids) == len(losses) else [str(i) for i in range(len(losses))]
+    return [dict(id=ids[i], loss=losses[i], **{k: (scores.get(k) or [None] * len(losses))[i]
+                                                for k in BATCH_COLS[2:]}) for i in range(len(losses))]
+
+
+def _score_file(c, a, out, post):
+    try:
+        data, ids = _read_body(a.file)
+    except OSError as e:
+        sys.stderr.write("focalctl: cannot read %s: %s\n" % (a.file, e.strerror or e))
+        return EXIT_LOCAL
+    r = c.post_batch_body(a.dataset, data) if post else c.evaluate_body(data)
+    if out.fmt == "json":
+        out.json(r)
+        return EXIT_OK
+    rows = _batch_rows(r, ids)
+    if out.fmt == "table":
+        if post:
+            head = "%s %d samples into %s (run %s, batch %s)" % (
+                "already had" if r.get("duplicate") else "recorded", r.get("accepted", 0), r["dataset"], r["run"],
+                r.get("batch_id") or "-")
+        else:
+            head = "%d samples evaluated (nothing stored)" % len(rows)
+        out.text("%s; mean loss %s" % (head, _cell(r.get("loss"))))
+        out.text("")
+    out.table(rows, BATCH_COLS)
+    return EXIT_OK
+
+
+def cmd_post(c, a, out):
+    return _score_file(c, a, out, post=True)
+
+
+def cmd_loss(c, a, out):
+    return _score_file(c, a, out, post=False)
+
+
 def cmd_health(c, a, out):
     h = c.health()
     if out.fmt == "json":
@@ -572,9 +634,89 @@ def build_parser():
     s.add_argument("--since", help="a cursor printed by an earlier call (default: from the start)")
     s.set_defaults(func=cmd_relabels)
 
+    s = sub.add_parser("post", parents=[common], help="score a batch from a file and record it in a dataset",
+                       description="Posts FILE, a batch body exactly as POST /v1/datasets/{dataset}/batches takes it "
+                                   "(ids, logits or probs, targets, and optionally run, step, epoch, batch_id, loss, "
+                                   "meta), and prints each sample's loss and scores.")
+    s.add_argument("dataset")
+    s.add_argument("file", help="the JSON body; - reads standard input")
+    s.set_defaults(func=cmd_post)
+
+    s = sub.add_parser("loss", parents=[common], help="evaluate a batch from a file, storing nothing",
+                       description="Posts FILE, a body as POST /v1/loss takes it (the batch body; run, step, epoch "
+                                   "and meta are ignored), and prints each sample's loss and scores.")
+    s.add_argument("file", help="the JSON body; - reads standard input")
+    s.set_defaults(func=cmd_loss)
+
     s = sub.add_parser("health", parents=[common], help="whether focald is live and ready (exit 0 when ready, else 3)")
     s.set_defaults(func=cmd_health)
+
+    s = sub.add_parser("completion", help="print the shell completion script",
+                       description="Prints a bash completion script for focalctl: load it with "
+                                   "eval \"$(focalctl completion bash)\", or save it as "
+                                   "~/.local/share/bash-completion/completions/focalctl.")
+    s.add_argument("shell", choices=["bash"])
+    s.set_defaults(func=None, completion=True)
     return p
+
+
+def _walk(parser, path=()):
+    """(command path, its commands and positional choices, its options, {option: choices}) for parser and
+    each command below it."""
+    words, opts, choices, subs = [], [], {}, []
+    for act in parser._actions:
+        if isinstance(act, argparse._SubParsersAction):
+            for name, sp in act.choices.items():
+                words.append(name)
+                subs.append((name, sp))
+        elif not act.option_strings:
+            words.extend(str(x) for x in act.choices or ())
+        elif act.help is not argparse.SUPPRESS:
+            opts.extend(o for o in act.option_strings if o.startswith("--") or len(act.option_strings) == 1)
+            for o in act.option_strings:
+                if act.choices:
+                    choices[o] = [str(x) for x in act.choices]
+    yield path, words, opts, choices
+    for name, sp in subs:
+        yield from _walk(sp, path + (name,))
+
+
+def bash_completion(parser):
+    """A bash completion script for the commands and options of parser (bash 4: associative arrays)."""
+    words, opts, choices = [], [], []
+    for path, ws, os_, cs in _walk(parser):
+        key = " ".join(("focalctl",) + path)  # bash's associative arrays take no empty key
+        words.append('    ["%s"]="%s"' % (key, " ".join(ws)))
+        opts.append('    ["%s"]="%s"' % (key, " ".join(os_)))
+        for opt, vals in sorted(cs.items()):
+            choices.append('    ["%s %s"]="%s"' % (key, opt, " ".join(vals)))
+    return """# bash completion for focalctl, written by `focalctl completion bash`
+_focalctl() {
+  local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} key=focalctl w i
+  local -A words=(
+%s
+  )
+  local -A opts=(
+%s
+  )
+  local -A choices=(
+%s
+  )
+  # the command path so far: each word that names a command under the path before it
+  for ((i = 1; i < COMP_CWORD; i++)); do
+    w=${COMP_WORDS[i]}
+    if [[ -n ${opts["$key $w"]+set} ]]; then key="$key $w"; fi
+  done
+  if [[ -n ${choices["$key $prev"]+set} ]]; then
+    COMPREPLY=($(compgen -W "${choices["$key $prev"]}" -- "$cur"))
+  elif [[ $cur == -* ]]; then
+    COMPREPLY=($(compgen -W "${opts["$key"]}" -- "$cur"))
+  elif [[ -n ${words["$key"]} ]]; then
+    COMPREPLY=($(compgen -W "${words["$key"]}" -- "$cur"))
+  fi
+}
+complete -o default -F _focalctl focalctl
+""" % ("\n".join(words), "\n".join(opts), "\n".join(choices))
 
 
 def main(argv=None):
@@ -586,6 +728,9 @@ def main(argv=None):
         a = p.parse_args(argv)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    if getattr(a, "completion", False):
+        sys.stdout.write(bash_completion(p))
+        return EXIT_OK
     if not getattr(a, "func", None):
         p.print_help(sys.stderr)
         return EXIT_USAGE

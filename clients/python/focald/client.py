@@ -171,6 +171,28 @@ class Client:
         fields = {"loss": _loss_obj(loss), "ohem_k": ohem_k}
         return self._score("/v1/loss", fields, ids, logits, probs, targets, weights, outputs, 0)
 
+    def post_batch_body(self, dataset, body):
+        """Posts a batch body exactly as the HTTP API takes it (POST /v1/datasets/{dataset}/batches):
+        a dict, or the bytes of a JSON document (a file's contents, say). Returns the batch response
+        as post_batch does; focald's refusal of the body (400, 422) is a FocaldError."""
+        return self._post_body("/v1/datasets/%s/batches" % _seg(dataset), body)
+
+    def evaluate_body(self, body):
+        """Evaluates a body exactly as the HTTP API takes it (POST /v1/loss), storing nothing: a dict,
+        or the bytes of a JSON document. Returns the response as evaluate does."""
+        return self._post_body("/v1/loss", body)
+
+    def _post_body(self, path, body):
+        if isinstance(body, dict):
+            data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        elif isinstance(body, (bytes, bytearray)):
+            data = bytes(body)
+        else:
+            raise TypeError("a body is a dict or JSON bytes, not %r" % type(body).__name__)
+        resp = self._t.request("POST", path, body=data, headers={"Content-Type": "application/json"},
+                               idempotent=path == "/v1/loss")
+        return framing.normalize_json_result(resp.json())
+
     def _score(self, path, fields, ids, logits, probs, targets, weights, outputs, retries):
         if (logits is None) == (probs is None):
             raise ValueError("give exactly one of logits and probs")
