@@ -13,6 +13,7 @@ import base64
 import hashlib
 import io
 import os
+import sys
 import tarfile
 import time
 import zipfile
@@ -23,11 +24,11 @@ PACKAGE = "focald"
 
 
 def _load_toml(path: str) -> Dict[str, Any]:
-    try:
-        import tomllib as toml  # Python 3.11 and later
-    except ImportError:  # pragma: no cover - older Pythons
+    if sys.version_info >= (3, 11):
+        import tomllib as toml
+    else:  # pragma: no cover - older Pythons
         try:
-            import tomli as toml  # type: ignore[no-redef]
+            import tomli as toml
         except ImportError:
             raise RuntimeError("building focald-client needs Python 3.11 or later, or the tomli package")
     with open(path, "rb") as f:

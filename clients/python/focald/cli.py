@@ -31,6 +31,7 @@ import math
 import os
 import signal
 import sys
+from typing import Any, Callable, Dict, Iterator, List, Mapping, NoReturn, Optional, Sequence, TextIO, Tuple
 
 from .client import EXPORT_FORMATS, HISTORY_FIELDS, ORDERS, STATUSES, Client
 from .errors import FocaldError
@@ -51,7 +52,7 @@ class UsageError(Exception):
 
 # ---------------------------------------------------------------------------- output
 
-def _cell(v):
+def _cell(v: Any) -> str:
     """A value as table text: floats to 4 significant digits, None as '-', booleans as yes/no."""
     if v is None:
         return "-"
@@ -66,7 +67,7 @@ def _cell(v):
     return str(v)
 
 
-def _csv_cell(v):
+def _csv_cell(v: Any) -> Any:
     if v is None:
         return ""
     if isinstance(v, bool):
@@ -76,22 +77,23 @@ def _csv_cell(v):
     return v
 
 
-def _numeric(v):
+def _numeric(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 class Out:
     """Writes a command's result in the chosen format: table (default), json or csv."""
 
-    def __init__(self, fmt, stream=None):
+    def __init__(self, fmt: str, stream: Optional[TextIO] = None) -> None:
         self.fmt = fmt
         self.stream = stream or sys.stdout
 
-    def json(self, doc):
+    def json(self, doc: Any) -> None:
         json.dump(doc, self.stream, indent=2, ensure_ascii=False)
         self.stream.write("\n")
 
-    def table(self, rows, cols, headers=None, max_width=48):
+    def table(self, rows: Sequence[Mapping[str, Any]], cols: Sequence[str], headers: Optional[Sequence[str]] = None,
+              max_width: int = 48) -> None:
         """rows: dicts; cols: keys in order; headers: column titles (default the keys)."""
         headers = headers or list(cols)
         if self.fmt == "csv":
@@ -105,7 +107,7 @@ class Out:
         right = [bool(rows) and all(_numeric(r.get(c)) or r.get(c) is None for r in rows) for c in cols]
         widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
 
-        def line(vals):
+        def line(vals: Sequence[str]) -> str:
             parts = [v.rjust(widths[i]) if right[i] else v.ljust(widths[i]) for i, v in enumerate(vals)]
             return "  ".join(parts).rstrip()
 
@@ -113,7 +115,7 @@ class Out:
         for row in cells:
             self.stream.write(line(row) + "\n")
 
-    def fields(self, doc, keys):
+    def fields(self, doc: Mapping[str, Any], keys: Sequence[str]) -> None:
         """A record as 'key: value' lines (table format) or a one-row CSV."""
         if self.fmt == "csv":
             self.table([doc], keys)
@@ -122,7 +124,7 @@ class Out:
         for k in keys:
             self.stream.write("%s  %s\n" % ((k + ":").ljust(width + 1), _cell(doc.get(k))))
 
-    def text(self, s):
+    def text(self, s: str) -> None:
         self.stream.write(s + "\n")
 
 
@@ -134,19 +136,22 @@ HARD_CSV_COLS = ["rank", "id", "score"] + list(HISTORY_FIELDS) + ["first_step", 
                                                                    "status", "reconsider", "meta"]
 
 
-def cmd_top(c, a, out):
+def cmd_top(c: Client, a: argparse.Namespace, out: Out) -> int:
     filters = dict(by=a.by, order=a.order, label_issue=a.label_issue, run=a.run, label=a.label, min_seen=a.min_seen, status=a.status)
     if a.k < 1:
         raise UsageError("-k must be at least 1")
     # pages of at most 10000 (focald's limit), followed until k items; the last page's next_cursor
     # (given back with --json) continues where this listing stopped
-    items, cursor, page = [], a.cursor, None
+    items: List[Dict[str, Any]] = []
+    cursor: Optional[str] = a.cursor
+    page: Optional[Dict[str, Any]] = None
     while len(items) < a.k:
         page = c.hard_examples(a.dataset, k=min(a.k - len(items), 10000), cursor=cursor, **filters)
         items.extend(page["items"])
         cursor = page.get("next_cursor")
         if not cursor or not page["items"]:
             break
+    assert page is not None  # k >= 1: at least one page was read
     by = page["by"]
     if out.fmt == "json":
         out.json({"dataset": page["dataset"], "run": page["run"], "by": by, "order": page["order"], "items": items,
@@ -172,7 +177,7 @@ RUN_COLS = ["run", "seen", "mean_loss", "last_loss", "max_loss", "ema_loss", "co
             "correctness", "forgetting", "forgetting_events", "aum", "el2n", "label_issue_score", "first_step", "last_step", "label", "label_issue", "stale_labels"]
 
 
-def cmd_sample(c, a, out):
+def cmd_sample(c: Client, a: argparse.Namespace, out: Out) -> int:
     s = c.sample(a.dataset, a.id, run=a.run)
     if out.fmt == "json":
         out.json(s)
@@ -193,7 +198,7 @@ def cmd_sample(c, a, out):
     return EXIT_OK
 
 
-def _label_arg(text):
+def _label_arg(text: str) -> Any:
     """A corrected label from the command line: an integer, a JSON list, or a class name."""
     t = text.strip()
     if t.lstrip("-").isdigit():
@@ -209,7 +214,7 @@ def _label_arg(text):
 TRAIL_COLS = ["at", "from", "to", "label_before", "label_after", "reviewer", "note"]
 
 
-def cmd_review(c, a, out):
+def cmd_review(c: Client, a: argparse.Namespace, out: Out) -> int:
     if a.status is None:
         if a.label is not None or a.reviewer is not None or a.note is not None:
             raise UsageError("--label, --reviewer and --note go with a STATUS")
@@ -248,25 +253,25 @@ QUEUE_COLS = ["name", "size", "reviewed"] + list(STATUS_COLS) + ["created_at"]
 QUEUE_ITEM_COLS = ["position", "id", "score", "label", "status", "corrected_label", "mean_loss", "seen"]
 
 
-def _queue_row(q):
+def _queue_row(q: Mapping[str, Any]) -> Dict[str, Any]:
     row = {k: q.get(k) for k in ("name", "size", "reviewed", "created_at")}
     row.update(q.get("progress", {}))
     return row
 
 
-def _bool(text):
+def _bool(text: str) -> bool:
     """true or false (a filter's value)."""
     if text in ("true", "false"):
         return text == "true"
     raise argparse.ArgumentTypeError("true or false, not %r" % text)
 
 
-def _quota(text):
+def _quota(text: str) -> Tuple[int, Dict[str, int]]:
     """LABEL=MIN:MAX, LABEL=:MAX or LABEL=MIN: (a per-label quota for queue create)."""
     try:
         label, rng = text.split("=", 1)
         lo, hi = rng.split(":", 1)
-        q = {}
+        q: Dict[str, int] = {}
         if lo.strip():
             q["min"] = int(lo)
         if hi.strip():
@@ -276,7 +281,7 @@ def _quota(text):
         raise argparse.ArgumentTypeError("a quota is LABEL=MIN:MAX (either bound may be empty), not %r" % text)
 
 
-def cmd_queue(c, a, out):
+def cmd_queue(c: Client, a: argparse.Namespace, out: Out) -> int:
     if a.queue_cmd == "create":
         quotas = dict(a.quota) if a.quota else None
         q = c.create_queue(a.dataset, a.name, by=a.by, order=a.order, run=a.run, size=a.size, label=a.label,
@@ -333,7 +338,7 @@ def cmd_queue(c, a, out):
     raise UsageError("queue needs a command: create, list, show or delete")
 
 
-def _say_skipped(fmt, skipped):
+def _say_skipped(fmt: str, skipped: Optional[int]) -> None:
     """Tells (on stderr) how many samples the export's format left out."""
     if skipped:
         why = {"label-studio": "without an image Label Studio can open (see --local-files-root)",
@@ -341,7 +346,7 @@ def _say_skipped(fmt, skipped):
         sys.stderr.write("focalctl: %d samples %s left out of the %s export\n" % (skipped, why, fmt))
 
 
-def cmd_export(c, a, out):
+def cmd_export(c: Client, a: argparse.Namespace, out: Out) -> int:
     kw = dict(queue=a.queue, by=a.by, order=a.order, label_issue=a.label_issue, run=a.run, label=a.label,
               min_seen=a.min_seen, status=a.status, k=a.k, local_files_root=a.local_files_root)
     if a.output in (None, "-"):
@@ -373,7 +378,7 @@ DATASET_COLS = ["name", "samples", "observations", "runs", "created_at"]
 DATASET_RUN_COLS = ["name", "samples", "observations", "classes", "last_step", "p50", "p90", "p99", "max"]
 
 
-def cmd_datasets(c, a, out):
+def cmd_datasets(c: Client, a: argparse.Namespace, out: Out) -> int:
     if a.datasets_cmd in (None, "list"):
         ds = c.datasets()
         if out.fmt == "json":
@@ -416,7 +421,7 @@ def cmd_datasets(c, a, out):
 RELABEL_COLS = ["id", "label", "previous_label", "withdrawn", "reviewer", "note", "at"]
 
 
-def cmd_relabels(c, a, out):
+def cmd_relabels(c: Client, a: argparse.Namespace, out: Out) -> int:
     feed = c.relabel_feed(a.dataset, since=a.since)
     entries = list(feed)
     if out.fmt == "json":
@@ -435,7 +440,7 @@ def cmd_relabels(c, a, out):
 BATCH_COLS = ["id", "loss", "p_t", "pred", "correct"]
 
 
-def _read_body(path):
+def _read_body(path: str) -> Tuple[bytes, Optional[List[str]]]:
     """The bytes of a body file ('-': standard input) and the ids it holds (None when it is not a JSON
     object with ids: focald then says what is wrong with it)."""
     if path == "-":
@@ -451,7 +456,7 @@ def _read_body(path):
     return data, [str(i) for i in ids] if isinstance(ids, list) else None
 
 
-def _batch_rows(r, ids):
+def _batch_rows(r: Mapping[str, Any], ids: Optional[List[str]]) -> List[Dict[str, Any]]:
     scores = r.get("scores") or {}
     losses = r.get("losses") or []
     ids = ids if ids is not None and len(ids) == len(losses) else [str(i) for i in range(len(losses))]
@@ -459,7 +464,7 @@ def _batch_rows(r, ids):
                                                 for k in BATCH_COLS[2:]}) for i in range(len(losses))]
 
 
-def _score_file(c, a, out, post):
+def _score_file(c: Client, a: argparse.Namespace, out: Out, post: bool) -> int:
     try:
         data, ids = _read_body(a.file)
     except OSError as e:
@@ -483,15 +488,15 @@ def _score_file(c, a, out, post):
     return EXIT_OK
 
 
-def cmd_post(c, a, out):
+def cmd_post(c: Client, a: argparse.Namespace, out: Out) -> int:
     return _score_file(c, a, out, post=True)
 
 
-def cmd_loss(c, a, out):
+def cmd_loss(c: Client, a: argparse.Namespace, out: Out) -> int:
     return _score_file(c, a, out, post=False)
 
 
-def cmd_health(c, a, out):
+def cmd_health(c: Client, a: argparse.Namespace, out: Out) -> int:
     h = c.health()
     if out.fmt == "json":
         out.json(h)
@@ -508,15 +513,18 @@ def cmd_health(c, a, out):
 class _Parser(argparse.ArgumentParser):
     """Usage errors exit with EXIT_USAGE (argparse's own 2) and name focalctl's help."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, "%s: error: %s\n" % (self.prog, message))
 
 
-def _common(with_defaults):
+def _common(with_defaults: bool) -> "_Parser":
     """The options every command takes, before or after the command name."""
-    p = argparse.ArgumentParser(add_help=False)
-    d = (lambda v: v) if with_defaults else (lambda v: argparse.SUPPRESS)
+    p = _Parser(add_help=False)
+
+    def d(v: Any) -> Any:
+        return v if with_defaults else argparse.SUPPRESS
+
     p.add_argument("--url", default=d(None), help="focald's base URL (default $FOCALD_URL, else %s)" %
                    "http://127.0.0.1:8765")
     p.add_argument("--timeout", type=float, default=d(30.0), help="seconds to wait for focald (default 30)")
@@ -531,7 +539,8 @@ def _common(with_defaults):
     return p
 
 
-def _filters(p, k_default=None, k_help="at most this many samples"):
+def _filters(p: argparse.ArgumentParser, k_default: Optional[int] = None,
+             k_help: str = "at most this many samples") -> None:
     p.add_argument("--by", choices=HISTORY_FIELDS, help="ranking field (default mean_loss)")
     p.add_argument("--order", choices=ORDERS, help="largest first (desc) or smallest first (asc); "
                    "default: the field's hardest first")
@@ -545,7 +554,7 @@ def _filters(p, k_default=None, k_help="at most this many samples"):
     p.add_argument("-k", type=int, default=k_default, help=k_help)
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     common = _common(False)
     top_level = _common(True)
     p = _Parser(prog="focalctl", parents=[top_level],
@@ -660,10 +669,14 @@ def build_parser():
     return p
 
 
-def _walk(parser, path=()):
+def _walk(parser: argparse.ArgumentParser, path: Tuple[str, ...] = ()
+          ) -> Iterator[Tuple[Tuple[str, ...], List[str], List[str], Dict[str, List[str]]]]:
     """(command path, its commands and positional choices, its options, {option: choices}) for parser and
     each command below it."""
-    words, opts, choices, subs = [], [], {}, []
+    words: List[str] = []
+    opts: List[str] = []
+    choices: Dict[str, List[str]] = {}
+    subs: List[Tuple[str, argparse.ArgumentParser]] = []
     for act in parser._actions:
         if isinstance(act, argparse._SubParsersAction):
             for name, sp in act.choices.items():
@@ -681,7 +694,7 @@ def _walk(parser, path=()):
         yield from _walk(sp, path + (name,))
 
 
-def bash_completion(parser):
+def bash_completion(parser: argparse.ArgumentParser) -> str:
     """A bash completion script for the commands and options of parser (bash 4: associative arrays)."""
     words, opts, choices = [], [], []
     for path, ws, os_, cs in _walk(parser):
@@ -719,7 +732,7 @@ complete -o default -F _focalctl focalctl
 """ % ("\n".join(words), "\n".join(opts), "\n".join(choices))
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs focalctl with argv (default sys.argv[1:]). Returns the exit status."""
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `focalctl top ... | head` ends quietly
@@ -747,7 +760,8 @@ def main(argv=None):
         return EXIT_LOCAL
     out = Out(a.fmt)
     try:
-        return a.func(client, a, out)
+        rc: int = a.func(client, a, out)
+        return rc
     except UsageError as e:
         sys.stderr.write("focalctl: %s\n" % e)
         return EXIT_USAGE
