@@ -525,9 +525,10 @@ def _common(with_defaults: bool) -> "_Parser":
     def d(v: Any) -> Any:
         return v if with_defaults else argparse.SUPPRESS
 
-    p.add_argument("--url", default=d(None), help="focald's base URL (default $FOCALD_URL, else %s)" %
+    p.add_argument("--url", metavar="URL", default=d(None), help="focald's base URL (default $FOCALD_URL, else %s)" %
                    "http://127.0.0.1:8765")
-    p.add_argument("--timeout", type=float, default=d(30.0), help="seconds to wait for focald (default 30)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", default=d(30.0),
+                   help="seconds to wait for focald (default 30)")
     p.add_argument("--cacert", metavar="FILE", default=d(None),
                    help="for https: PEM certificate(s) to trust, e.g. focald's self-signed one "
                         "(default $FOCALD_CA_FILE, else the system's)")
@@ -558,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common(False)
     top_level = _common(True)
     p = _Parser(prog="focalctl", parents=[top_level],
-                description="Query and steer focald: hard examples, samples, reviews, queues, exports, datasets.",
+                description="Query and steer focald: batches, hard examples, samples, reviews, queues, exports, datasets.",
                 epilog="Exit status: 0 done; 1 focald refused the request (4xx); 2 usage error; 3 focald unreachable "
                        "or failing (5xx); 4 local error (output file). The token comes from $FOCALD_TOKEN.")
     p.add_argument("--version", action="version", version="focalctl " + __version__)
