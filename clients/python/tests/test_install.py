@@ -79,6 +79,23 @@ class InstallTest(DaemonTestCase):
         self.check_installed(py, os.path.join(venv, "bin", "focalctl"))
         self.assertEqual(source_files(), before)
 
+    def test_install_editable(self):
+        """README: pip install -e clients/python imports the source tree itself (edits take effect at once)."""
+        venv = os.path.join(_daemon.tempdir(), "venv")
+        p = run([_daemon.PYTHON, "-m", "venv", venv])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        before = source_files()
+        p = run([os.path.join(venv, "bin", "pip"), "install", "--no-index", "-e", _daemon.PYDIR])
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        p = run([os.path.join(venv, "bin", "python"), "-c", "import focald; print(focald.__file__)"],
+                cwd=_daemon.tempdir(), env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.strip(), os.path.join(_daemon.PYDIR, "focald", "__init__.py"))
+        p = run([os.path.join(venv, "bin", "focalctl"), "--version"], cwd=_daemon.tempdir(), env=env)
+        self.assertEqual((p.returncode, p.stdout.strip()), (0, "focalctl " + focald.__version__), p.stderr)
+        self.assertEqual(source_files(), before)
+
     def test_install_with_target(self):
         """README: pip install --target DIR clients/python with the system's python3, no environment."""
         target = os.path.join(_daemon.tempdir(), "site")
