@@ -3,6 +3,8 @@
 #   make            build everything into build/
 #   make test       install missing packages, build, run every test, print a summary
 #   make run        install missing packages, build and start the daemon
+#   make install    focald, libfocal.a, focal.h, focal.pc and the man pages into $(DESTDIR)$(PREFIX) (/usr/local)
+#   make uninstall  removes them again
 #   make bench      run the benchmarks (figures go in BENCHMARKS.md)
 #   make soak       ten minutes of mixed load, resources sampled (not in CI)
 #   make SANITIZE=address,undefined test    the same tests under ASan + UBSan (build/san-*)
@@ -38,6 +40,9 @@ WARN += -Werror
 endif
 
 CPPFLAGS := -D_GNU_SOURCE -Ilib/include
+# Each compile writes the headers it read into a .d file beside its output (-MP: a deleted header is not an
+# error); the .d files are included at the end, so touching a header rebuilds only what includes it.
+DEPFLAGS := -MMD -MP
 CFLAGS := -std=c11 -O2 -g $(WARN) $(SAN_FLAGS)
 LDFLAGS := $(SAN_FLAGS)
 # The kernels: vectorised, no errno from libm, no trap semantics; fused multiply-add where the ISA has it.
@@ -48,7 +53,9 @@ KFLAGS := -O3 -ffp-contract=fast -fno-math-errno -fno-trapping-math
 # otherwise the exact command is printed and the build stops.
 BUILD_PKGS := gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev libsqlite3-dev libuv1-dev libgnutls28-dev \
               libxxhash-dev libcmocka-dev sqlite3 curl
-TEST_PKGS := python3 python3-numpy python3-torch python3-torchvision
+# openssl makes the TLS tests' certificates, python3-venv the client's install test's environment,
+# python3-mypy checks the client's types
+TEST_PKGS := python3 python3-numpy python3-torch python3-torchvision python3-venv python3-mypy openssl man-db
 # make bench also trains small models on scikit-learn's bundled digits (tests/bench/bench_miner.py, bench_label_noise.py)
 BENCH_PKGS := python3-sklearn
 
@@ -83,7 +90,6 @@ deps: $(BUILD)/.build-deps
 
 # ---------------------------------------------------------------------------- lib/
 LIB := $(BUILD)/lib/libfocal.a
-LIB_HDRS := $(wildcard lib/include/*.h lib/src/*.h)
 # Each kernel file is compiled once per instruction-set variant, each at its native vector width;
 # fl_eval picks the best the CPU supports at run time.
 KERNELS := fl_sigmoid fl_softmax
@@ -99,15 +105,15 @@ endif
 LIB_OBJS := $(BUILD)/lib/fl_api.o $(foreach k,$(KERNELS),$(foreach i,$(ISAS),$(BUILD)/lib/$(k)_$(i).o))
 
 define kernel_rule
-$(BUILD)/lib/$(1)_$(2).o: lib/src/$(1).c $(LIB_HDRS) | $(BUILD)/.build-deps
+$(BUILD)/lib/$(1)_$(2).o: lib/src/$(1).c $(BUILD)/lib/$(1)_$(2).d | $(BUILD)/.build-deps
 	@mkdir -p $$(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(KFLAGS) $(ISA_$(2)) -DFL_ISA=$(2) -c $$< -o $$@
+	$(CC) $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) $(KFLAGS) $(ISA_$(2)) -DFL_ISA=$(2) -c $$< -o $$@
 endef
 $(foreach k,$(KERNELS),$(foreach i,$(ISAS),$(eval $(call kernel_rule,$(k),$(i)))))
 
-$(BUILD)/lib/fl_api.o: lib/src/fl_api.c $(LIB_HDRS) | $(BUILD)/.build-deps
+$(BUILD)/lib/fl_api.o: lib/src/fl_api.c $(BUILD)/lib/fl_api.d | $(BUILD)/.build-deps
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) -c $< -o $@
 
 # Archives are built beside and renamed into place, so a link never sees half of one.
 $(LIB): $(LIB_OBJS)
@@ -123,15 +129,14 @@ SERVER_PKGS := libmicrohttpd jansson sqlite3 libuv gnutls
 SERVER_CFLAGS = $(shell pkg-config --cflags $(SERVER_PKGS) 2>/dev/null)
 SERVER_LIBS = $(shell pkg-config --libs $(SERVER_PKGS) 2>/dev/null) -lpthread -lm
 SERVER_SRCS := $(filter-out server/main.c,$(wildcard server/*.c))
-SERVER_HDRS := $(wildcard server/*.h)
 SERVER_OBJS := $(patsubst server/%.c,$(BUILD)/server/%.o,$(SERVER_SRCS)) $(BUILD)/server/gen_schema.o $(BUILD)/server/gen_openapi.o
 SERVER_LIB := $(BUILD)/server/libfocald.a
 SCHEMA_FILES := $(sort $(wildcard schema/*.sql))
 FOCALD := $(BUILD)/focald
 
-$(BUILD)/server/%.o: server/%.c $(SERVER_HDRS) $(LIB_HDRS) | $(BUILD)/.build-deps
+$(BUILD)/server/%.o: server/%.c $(BUILD)/server/%.d | $(BUILD)/.build-deps
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(SERVER_CFLAGS) $(CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(DEPFLAGS) $(SERVER_CFLAGS) $(CFLAGS) -c $< -o $@
 
 # The migrations and the OpenAPI document are compiled into the binary, as bytes.
 hexbytes = od -An -v -tx1 $(1) | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'
@@ -166,13 +171,46 @@ $(SERVER_LIB): $(SERVER_OBJS)
 	ar rcs $@.tmp $^
 	@mv $@.tmp $@
 
-$(FOCALD): server/main.c $(SERVER_LIB) $(LIB) $(SERVER_HDRS)
-	$(CC) $(CPPFLAGS) $(SERVER_CFLAGS) $(CFLAGS) $< $(SERVER_LIB) $(LIB) -o $@ $(LDFLAGS) $(SERVER_LIBS)
+$(FOCALD): $(BUILD)/server/main.o $(SERVER_LIB) $(LIB)
+	$(CC) $(CFLAGS) $< $(SERVER_LIB) $(LIB) -o $@ $(LDFLAGS) $(SERVER_LIBS)
 
 # Builds and starts the daemon in the foreground on the embedded default (SQLite in ./data).
 run: $(FOCALD)
 	$(FOCALD)
 .PHONY: run
+
+# ---------------------------------------------------------------------------- install
+# make install [PREFIX=/usr/local] [DESTDIR=]: focald, the library (static archive, public header and a
+# pkg-config file written for PREFIX) and the man pages of focald and focalctl; make uninstall removes
+# exactly those files. focalctl itself comes with the Python package (clients/python/README.md).
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR = $(PREFIX)/bin
+LIBDIR = $(PREFIX)/lib
+INCLUDEDIR = $(PREFIX)/include
+MANDIR = $(PREFIX)/share/man
+PKGCONFIGDIR = $(LIBDIR)/pkgconfig
+# The library's version has one source: FL_VERSION in its header.
+FL_VERSION = $(shell sed -n 's/^\#define FL_VERSION "\(.*\)"$$/\1/p' lib/include/focal.h)
+INSTALLED := $(BINDIR)/focald $(LIBDIR)/libfocal.a $(INCLUDEDIR)/focal.h $(PKGCONFIGDIR)/focal.pc \
+             $(MANDIR)/man8/focald.8 $(MANDIR)/man1/focalctl.1
+
+install: $(FOCALD) $(LIB)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+	  $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man1
+	install -m 755 $(FOCALD) $(DESTDIR)$(BINDIR)/focald
+	install -m 644 $(LIB) $(DESTDIR)$(LIBDIR)/libfocal.a
+	install -m 644 lib/include/focal.h $(DESTDIR)$(INCLUDEDIR)/focal.h
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
+	  -e 's|@VERSION@|$(FL_VERSION)|g' lib/focal.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/focal.pc
+	@chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/focal.pc
+	install -m 644 docs/man/focald.8 $(DESTDIR)$(MANDIR)/man8/focald.8
+	install -m 644 docs/man/focalctl.1 $(DESTDIR)$(MANDIR)/man1/focalctl.1
+.PHONY: install
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+.PHONY: uninstall
 
 # ---------------------------------------------------------------------------- tests
 BENCH_BINS := $(BUILD)/bench/bench_lib $(BUILD)/bench/loadgen $(BUILD)/bench/bench_store
@@ -180,31 +218,31 @@ UNIT_TESTS := test_lib_golden test_lib_props test_lib_vmath test_history test_co
 UNIT_BINS := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
 # Daemon modules' tests link the daemon's objects (without main).
-$(BUILD)/tests/test_%: tests/unit/test_%.c $(SERVER_LIB) $(LIB) $(SERVER_HDRS) | $(BUILD)/.build-deps
+$(BUILD)/tests/test_%: tests/unit/test_%.c $(SERVER_LIB) $(LIB) $(BUILD)/tests/test_%.d | $(BUILD)/.build-deps
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) -Iserver $(SERVER_CFLAGS) $(CFLAGS) $< $(SERVER_LIB) $(LIB) -o $@ $(LDFLAGS) -lcmocka $(SERVER_LIBS)
+	$(CC) $(CPPFLAGS) $(DEPFLAGS) -Iserver $(SERVER_CFLAGS) $(CFLAGS) $< $(SERVER_LIB) $(LIB) -o $@ $(LDFLAGS) -lcmocka $(SERVER_LIBS)
 
-$(BUILD)/tests/test_lib_vmath: tests/unit/test_lib_vmath.c $(LIB_HDRS) | $(BUILD)/.build-deps
+$(BUILD)/tests/test_lib_vmath: tests/unit/test_lib_vmath.c $(BUILD)/tests/test_lib_vmath.d | $(BUILD)/.build-deps
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) -Ilib/src $(CFLAGS) $(KFLAGS) -march=x86-64 -DFL_W=4 $< -o $@ $(LDFLAGS) -lcmocka -lm
+	$(CC) $(CPPFLAGS) $(DEPFLAGS) -Ilib/src $(CFLAGS) $(KFLAGS) -march=x86-64 -DFL_W=4 $< -o $@ $(LDFLAGS) -lcmocka -lm
 
-$(BUILD)/tests/test_lib_%: tests/unit/test_lib_%.c $(LIB) | $(BUILD)/.build-deps
+$(BUILD)/tests/test_lib_%: tests/unit/test_lib_%.c $(LIB) $(BUILD)/tests/test_lib_%.d | $(BUILD)/.build-deps
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -DGOLDEN_PATH='"tests/golden/lib_golden.txt"' $< $(LIB) -o $@ $(LDFLAGS) -lcmocka -lm -lpthread
+	$(CC) $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) -DGOLDEN_PATH='"tests/golden/lib_golden.txt"' $< $(LIB) -o $@ $(LDFLAGS) -lcmocka -lm -lpthread
 
 # The fault-injection harness's library, preloaded into focald by tests/fault/torture.py.
 FAULT_SHIM := $(BUILD)/tests/libfaultvfs.so
 # Built without the sanitizers, so that it preloads into any build of focald.
-$(FAULT_SHIM): tests/fault/faultvfs.c | $(BUILD)/.build-deps
+$(FAULT_SHIM): tests/fault/faultvfs.c $(BUILD)/tests/libfaultvfs.d | $(BUILD)/.build-deps
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) -std=c11 -O2 -g $(WARN) -fPIC -shared $< -o $@ -lsqlite3
+	$(CC) $(CPPFLAGS) $(DEPFLAGS) -std=c11 -O2 -g $(WARN) -fPIC -shared $< -o $@ -lsqlite3
 
 all: $(LIB) $(FOCALD) $(UNIT_BINS) $(BENCH_BINS) $(FAULT_SHIM)
 .PHONY: all
 
 # Runs every suite; tests/run-suites prints one line per suite and a summary, and fails if any failed.
 test: $(BUILD)/.test-deps all
-	@BUILD=$(BUILD) SANITIZE="$(SANITIZE)" tests/run-suites $(UNIT_BINS) -- golden-reference openapi integration clients torture
+	@BUILD=$(BUILD) SANITIZE="$(SANITIZE)" tests/run-suites $(UNIT_BINS) -- golden-reference openapi integration clients install torture
 .PHONY: test
 
 # Every fault point of the fault-injection harness's workload (tests/fault/README.md): about 3,500 points,
@@ -228,17 +266,17 @@ golden: $(BUILD)/.test-deps
 .PHONY: golden
 
 # ---------------------------------------------------------------------------- benchmarks
-$(BUILD)/bench/bench_lib: tests/bench/bench_lib.c $(LIB) | $(BUILD)/.build-deps
+$(BUILD)/bench/bench_lib: tests/bench/bench_lib.c $(LIB) $(BUILD)/bench/bench_lib.d | $(BUILD)/.build-deps
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(LIB) -o $@ $(LDFLAGS) -lm
+	$(CC) $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) $< $(LIB) -o $@ $(LDFLAGS) -lm
 
-$(BUILD)/bench/loadgen: tests/bench/loadgen.c | $(BUILD)/.build-deps
+$(BUILD)/bench/loadgen: tests/bench/loadgen.c $(BUILD)/bench/loadgen.d | $(BUILD)/.build-deps
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(LDFLAGS) -lpthread -lm
+	$(CC) $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) $< -o $@ $(LDFLAGS) -lpthread -lm
 
-$(BUILD)/bench/bench_store: tests/bench/bench_store.c $(SERVER_LIB) $(LIB) $(SERVER_HDRS) | $(BUILD)/.build-deps
+$(BUILD)/bench/bench_store: tests/bench/bench_store.c $(SERVER_LIB) $(LIB) $(BUILD)/bench/bench_store.d | $(BUILD)/.build-deps
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) -Iserver $(SERVER_CFLAGS) $(CFLAGS) $< $(SERVER_LIB) $(LIB) -o $@ $(LDFLAGS) $(SERVER_LIBS)
+	$(CC) $(CPPFLAGS) $(DEPFLAGS) -Iserver $(SERVER_CFLAGS) $(CFLAGS) $< $(SERVER_LIB) $(LIB) -o $@ $(LDFLAGS) $(SERVER_LIBS)
 
 # The library (with torchvision's ratio), the daemon (ingest, queries on 1M samples, memory),
 # binary ingest and the Python baseline, exports of 1M samples, what the Miner costs a training loop, the
@@ -286,8 +324,8 @@ $(FUZZ_BUILD)/.fuzz-deps:
 	$(call need_pkgs,$(FUZZ_PKGS))
 	@mkdir -p $(@D) && touch $@
 
-$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard tests/fuzz/*.h) $(FUZZ_BUILD)/server/libfocald.a $(FUZZ_BUILD)/lib/libfocal.a
-	$(FUZZ_CC) $(CPPFLAGS) -Iserver $(SERVER_CFLAGS) -std=c11 -O1 -g $(WARN) -fsanitize=fuzzer $(FUZZ_SAN) $< \
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_BUILD)/server/libfocald.a $(FUZZ_BUILD)/lib/libfocal.a
+	$(FUZZ_CC) $(CPPFLAGS) $(DEPFLAGS) -Iserver $(SERVER_CFLAGS) -std=c11 -O1 -g $(WARN) -fsanitize=fuzzer $(FUZZ_SAN) $< \
 	  $(FUZZ_BUILD)/server/libfocald.a $(FUZZ_BUILD)/lib/libfocal.a -o $@ $(SERVER_LIBS)
 
 # The archives first, by a second make with clang's flags; then the targets, against them.
@@ -310,3 +348,10 @@ fuzz-regress: fuzz
 clean:
 	rm -rf build
 .PHONY: clean
+
+# The header dependencies the compiler wrote (DEPFLAGS); none before the first build. Each target names
+# its .d file as a prerequisite, so a target built without one (by an older Makefile) is built again once.
+DEP_FILES := $(patsubst %.o,%.d,$(LIB_OBJS) $(filter-out $(BUILD)/server/gen_%,$(SERVER_OBJS)) $(BUILD)/server/main.o) \
+             $(addsuffix .d,$(UNIT_BINS) $(BENCH_BINS)) $(FAULT_SHIM:.so=.d)
+$(DEP_FILES):
+-include $(wildcard $(BUILD)/*.d $(BUILD)/*/*.d $(FUZZ_BUILD)/*.d)

@@ -2172,7 +2172,10 @@ def main():
     for td in _TEMP_DIRS:
         td.cleanup()
     sys.stdout.flush()
-    # tests/run-suites counts "ok N" as passed and "failed K" as failed; the last line decides
+    # tests/run-suites counts "ok N" as passed, "failed K" as failed and "skipped S" as skipped; the last
+    # line decides
+    if res.skipped:
+        print("skipped %d" % len(res.skipped))
     print("ok %d" % passed)
     if failed:
         print("failed %d" % failed)

@@ -23,20 +23,25 @@ import socket
 import ssl
 import threading
 import urllib.parse
+from typing import Any, Dict, Generator, Iterator, Mapping, Optional, Sequence, Union
 
 from .errors import FocaldConnectionError, FocaldError
+
+# A request body: bytes, or bytes-like parts sent in order without joining them.
+Body = Union[bytes, bytearray, memoryview, Sequence[Union[bytes, bytearray, memoryview]]]
+Query = Optional[Mapping[str, Any]]
 
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
 class _NoDelayHTTPConnection(http.client.HTTPConnection):
-    def connect(self):
+    def connect(self) -> None:
         super().connect()
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class _NoDelayHTTPSConnection(http.client.HTTPSConnection):
-    def connect(self):
+    def connect(self) -> None:
         super().connect()
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -46,19 +51,20 @@ class Response:
 
     __slots__ = ("status", "headers", "body")
 
-    def __init__(self, status, headers, body):
+    def __init__(self, status: int, headers: http.client.HTTPMessage, body: bytes) -> None:
         self.status = status
         self.headers = headers
         self.body = body
 
-    def json(self):
+    def json(self) -> Any:
         return json.loads(self.body.decode("utf-8"))
 
 
 class Transport:
     """Sends requests to one focald base URL. Thread-safe: each thread has its own connection."""
 
-    def __init__(self, url, token=None, timeout=30.0, user_agent="focald-python", ssl_context=None):
+    def __init__(self, url: str, token: Optional[str] = None, timeout: float = 30.0, user_agent: str = "focald-python",
+                 ssl_context: Optional[ssl.SSLContext] = None) -> None:
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError("focald URL must be http://host[:port][/prefix] or https://..., not %r" % url)
@@ -75,14 +81,14 @@ class Transport:
 
     # ------------------------------------------------------------ connections
 
-    def _new_connection(self, timeout=None):
+    def _new_connection(self, timeout: Optional[float] = None) -> http.client.HTTPConnection:
         timeout = self.timeout if timeout is None else timeout
         if self.scheme == "https":
             return _NoDelayHTTPSConnection(self.host, self.port, timeout=timeout, context=self.ssl_context)
         return _NoDelayHTTPConnection(self.host, self.port, timeout=timeout)
 
-    def _connection(self):
-        conn = getattr(self._local, "conn", None)
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: Optional[http.client.HTTPConnection] = getattr(self._local, "conn", None)
         if conn is not None and conn.sock is not None and _closed_by_peer(conn.sock):
             self._drop_connection()
             conn = None
@@ -92,20 +98,20 @@ class Transport:
             self._local.used = 0
         return conn
 
-    def _drop_connection(self):
+    def _drop_connection(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
         self._local.conn = None
         self._local.used = 0
 
-    def close(self):
+    def close(self) -> None:
         """Closes this thread's connection (others close when their threads end)."""
         self._drop_connection()
 
     # ------------------------------------------------------------ requests
 
-    def path(self, path, query=None):
+    def path(self, path: str, query: Query = None) -> str:
         """The request target: prefix + path + ?query (None values left out; lists joined by commas)."""
         target = self.prefix + path
         if query:
@@ -122,7 +128,7 @@ class Transport:
                 target += "?" + urllib.parse.urlencode(items, quote_via=urllib.parse.quote)
         return target
 
-    def _headers(self, extra):
+    def _headers(self, extra: Optional[Mapping[str, str]]) -> Dict[str, str]:
         h = {"User-Agent": self.user_agent, "Accept": "application/json"}
         if self.token:
             h["Authorization"] = "Bearer " + self.token
@@ -130,7 +136,9 @@ class Transport:
             h.update(extra)
         return h
 
-    def request(self, method, path, query=None, body=None, headers=None, timeout=None, idempotent=None):
+    def request(self, method: str, path: str, query: Query = None, body: Optional[Body] = None,
+                headers: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None,
+                idempotent: Optional[bool] = None) -> Response:
         """Sends one request and reads the whole answer. Returns a Response for 2xx and 3xx.
 
         body: None, bytes, or a list of bytes-like parts (sent in order, without joining them).
@@ -178,7 +186,9 @@ class Transport:
             return Response(resp.status, resp.headers, data)
         raise AssertionError("unreachable")
 
-    def stream(self, method, path, query=None, headers=None, chunk_size=65536, timeout=None, trailers=None):
+    def stream(self, method: str, path: str, query: Query = None, headers: Optional[Mapping[str, str]] = None,
+               chunk_size: int = 65536, timeout: Optional[float] = None,
+               trailers: Optional[Dict[str, str]] = None) -> Generator[bytes, None, None]:
         """Sends a request and yields the answer's body in chunks as it arrives, on a connection of
         its own (closed at the end, or when the generator is closed). Errors as for request(),
         raised before the first chunk. trailers: a dict that receives the trailer fields of a
@@ -211,14 +221,14 @@ class Transport:
         finally:
             conn.close()
 
-    def _connection_error(self, method, target, exc):
+    def _connection_error(self, method: str, target: str, exc: BaseException) -> FocaldConnectionError:
         code = "timeout" if isinstance(exc, (socket.timeout, TimeoutError)) else "unreachable"
         what = "timed out" if code == "timeout" else "cannot reach focald"
         return FocaldConnectionError(code, "%s at %s: %s" % (what, self.url, exc or type(exc).__name__),
                                      method=method, url=self.url + target)
 
 
-def _read_chunked(fp, chunk_size, trailers):
+def _read_chunked(fp: Any, chunk_size: int, trailers: Dict[str, str]) -> Iterator[bytes]:
     """Yields the data of a chunked body read from fp (RFC 9112 section 7.1) and puts its trailer
     fields into trailers. A body cut before its last chunk raises http.client.IncompleteRead."""
     while True:
@@ -246,7 +256,7 @@ def _read_chunked(fp, chunk_size, trailers):
         trailers[name.strip().lower()] = value.strip()
 
 
-def _early_response(conn):
+def _early_response(conn: http.client.HTTPConnection) -> Optional[http.client.HTTPResponse]:
     """The answer the server sent before the request was fully sent, or None."""
     try:
         return conn.getresponse()
@@ -254,7 +264,7 @@ def _early_response(conn):
         return None
 
 
-def _closed_by_peer(sock):
+def _closed_by_peer(sock: socket.socket) -> bool:
     """Whether a kept-alive connection's socket was closed by the server: an idle HTTP connection
     has nothing to read, so a readable one is at EOF (or holds garbage: unusable either way)."""
     try:
@@ -286,13 +296,14 @@ def _closed_by_peer(sock):
             pass
 
 
-def _body_length(body):
+def _body_length(body: Body) -> int:
     if isinstance(body, (bytes, bytearray, memoryview)):
         return memoryview(body).nbytes
     return sum(memoryview(p).nbytes for p in body)
 
 
-def problem_error(status, headers, data, method=None, url=None):
+def problem_error(status: int, headers: Any, data: bytes, method: Optional[str] = None,
+                  url: Optional[str] = None) -> FocaldError:
     """The FocaldError of an error answer: its problem body when it has one."""
     problem = {}
     try:

@@ -8,7 +8,10 @@
     focalctl export DATASET [--format csv|jsonl|label-studio|fiftyone|ohif] [-o FILE] [--queue NAME] [--local-files-root DIR] [filters]
     focalctl datasets list | show NAME | delete NAME --yes
     focalctl relabels DATASET [--since CURSOR]
+    focalctl post DATASET FILE          (a batch body as the HTTP API takes it; - for stdin)
+    focalctl loss FILE                  (evaluate a body, storing nothing)
     focalctl health
+    focalctl completion bash
 
 Output is a table for people; --json prints focald's answer as JSON and --csv
 as CSV, for scripts. focald's address comes from --url, else $FOCALD_URL, else
@@ -28,6 +31,7 @@ import math
 import os
 import signal
 import sys
+from typing import Any, Callable, Dict, Iterator, List, Mapping, NoReturn, Optional, Sequence, TextIO, Tuple
 
 from .client import EXPORT_FORMATS, HISTORY_FIELDS, ORDERS, STATUSES, Client
 from .errors import FocaldError
@@ -48,7 +52,7 @@ class UsageError(Exception):
 
 # ---------------------------------------------------------------------------- output
 
-def _cell(v):
+def _cell(v: Any) -> str:
     """A value as table text: floats to 4 significant digits, None as '-', booleans as yes/no."""
     if v is None:
         return "-"
@@ -63,7 +67,7 @@ def _cell(v):
     return str(v)
 
 
-def _csv_cell(v):
+def _csv_cell(v: Any) -> Any:
     if v is None:
         return ""
     if isinstance(v, bool):
@@ -73,22 +77,23 @@ def _csv_cell(v):
     return v
 
 
-def _numeric(v):
+def _numeric(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 class Out:
     """Writes a command's result in the chosen format: table (default), json or csv."""
 
-    def __init__(self, fmt, stream=None):
+    def __init__(self, fmt: str, stream: Optional[TextIO] = None) -> None:
         self.fmt = fmt
         self.stream = stream or sys.stdout
 
-    def json(self, doc):
+    def json(self, doc: Any) -> None:
         json.dump(doc, self.stream, indent=2, ensure_ascii=False)
         self.stream.write("\n")
 
-    def table(self, rows, cols, headers=None, max_width=48):
+    def table(self, rows: Sequence[Mapping[str, Any]], cols: Sequence[str], headers: Optional[Sequence[str]] = None,
+              max_width: int = 48) -> None:
         """rows: dicts; cols: keys in order; headers: column titles (default the keys)."""
         headers = headers or list(cols)
         if self.fmt == "csv":
@@ -102,7 +107,7 @@ class Out:
         right = [bool(rows) and all(_numeric(r.get(c)) or r.get(c) is None for r in rows) for c in cols]
         widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
 
-        def line(vals):
+        def line(vals: Sequence[str]) -> str:
             parts = [v.rjust(widths[i]) if right[i] else v.ljust(widths[i]) for i, v in enumerate(vals)]
             return "  ".join(parts).rstrip()
 
@@ -110,7 +115,7 @@ class Out:
         for row in cells:
             self.stream.write(line(row) + "\n")
 
-    def fields(self, doc, keys):
+    def fields(self, doc: Mapping[str, Any], keys: Sequence[str]) -> None:
         """A record as 'key: value' lines (table format) or a one-row CSV."""
         if self.fmt == "csv":
             self.table([doc], keys)
@@ -119,7 +124,7 @@ class Out:
         for k in keys:
             self.stream.write("%s  %s\n" % ((k + ":").ljust(width + 1), _cell(doc.get(k))))
 
-    def text(self, s):
+    def text(self, s: str) -> None:
         self.stream.write(s + "\n")
 
 
@@ -131,19 +136,22 @@ HARD_CSV_COLS = ["rank", "id", "score"] + list(HISTORY_FIELDS) + ["first_step", 
                                                                    "status", "reconsider", "meta"]
 
 
-def cmd_top(c, a, out):
+def cmd_top(c: Client, a: argparse.Namespace, out: Out) -> int:
     filters = dict(by=a.by, order=a.order, label_issue=a.label_issue, run=a.run, label=a.label, min_seen=a.min_seen, status=a.status)
     if a.k < 1:
         raise UsageError("-k must be at least 1")
     # pages of at most 10000 (focald's limit), followed until k items; the last page's next_cursor
     # (given back with --json) continues where this listing stopped
-    items, cursor, page = [], a.cursor, None
+    items: List[Dict[str, Any]] = []
+    cursor: Optional[str] = a.cursor
+    page: Optional[Dict[str, Any]] = None
     while len(items) < a.k:
         page = c.hard_examples(a.dataset, k=min(a.k - len(items), 10000), cursor=cursor, **filters)
         items.extend(page["items"])
         cursor = page.get("next_cursor")
         if not cursor or not page["items"]:
             break
+    assert page is not None  # k >= 1: at least one page was read
     by = page["by"]
     if out.fmt == "json":
         out.json({"dataset": page["dataset"], "run": page["run"], "by": by, "order": page["order"], "items": items,
@@ -169,7 +177,7 @@ RUN_COLS = ["run", "seen", "mean_loss", "last_loss", "max_loss", "ema_loss", "co
             "correctness", "forgetting", "forgetting_events", "aum", "el2n", "label_issue_score", "first_step", "last_step", "label", "label_issue", "stale_labels"]
 
 
-def cmd_sample(c, a, out):
+def cmd_sample(c: Client, a: argparse.Namespace, out: Out) -> int:
     s = c.sample(a.dataset, a.id, run=a.run)
     if out.fmt == "json":
         out.json(s)
@@ -190,7 +198,7 @@ def cmd_sample(c, a, out):
     return EXIT_OK
 
 
-def _label_arg(text):
+def _label_arg(text: str) -> Any:
     """A corrected label from the command line: an integer, a JSON list, or a class name."""
     t = text.strip()
     if t.lstrip("-").isdigit():
@@ -206,7 +214,7 @@ def _label_arg(text):
 TRAIL_COLS = ["at", "from", "to", "label_before", "label_after", "reviewer", "note"]
 
 
-def cmd_review(c, a, out):
+def cmd_review(c: Client, a: argparse.Namespace, out: Out) -> int:
     if a.status is None:
         if a.label is not None or a.reviewer is not None or a.note is not None:
             raise UsageError("--label, --reviewer and --note go with a STATUS")
@@ -245,25 +253,25 @@ QUEUE_COLS = ["name", "size", "reviewed"] + list(STATUS_COLS) + ["created_at"]
 QUEUE_ITEM_COLS = ["position", "id", "score", "label", "status", "corrected_label", "mean_loss", "seen"]
 
 
-def _queue_row(q):
+def _queue_row(q: Mapping[str, Any]) -> Dict[str, Any]:
     row = {k: q.get(k) for k in ("name", "size", "reviewed", "created_at")}
     row.update(q.get("progress", {}))
     return row
 
 
-def _bool(text):
+def _bool(text: str) -> bool:
     """true or false (a filter's value)."""
     if text in ("true", "false"):
         return text == "true"
     raise argparse.ArgumentTypeError("true or false, not %r" % text)
 
 
-def _quota(text):
+def _quota(text: str) -> Tuple[int, Dict[str, int]]:
     """LABEL=MIN:MAX, LABEL=:MAX or LABEL=MIN: (a per-label quota for queue create)."""
     try:
         label, rng = text.split("=", 1)
         lo, hi = rng.split(":", 1)
-        q = {}
+        q: Dict[str, int] = {}
         if lo.strip():
             q["min"] = int(lo)
         if hi.strip():
@@ -273,7 +281,7 @@ def _quota(text):
         raise argparse.ArgumentTypeError("a quota is LABEL=MIN:MAX (either bound may be empty), not %r" % text)
 
 
-def cmd_queue(c, a, out):
+def cmd_queue(c: Client, a: argparse.Namespace, out: Out) -> int:
     if a.queue_cmd == "create":
         quotas = dict(a.quota) if a.quota else None
         q = c.create_queue(a.dataset, a.name, by=a.by, order=a.order, run=a.run, size=a.size, label=a.label,
@@ -330,7 +338,7 @@ def cmd_queue(c, a, out):
     raise UsageError("queue needs a command: create, list, show or delete")
 
 
-def _say_skipped(fmt, skipped):
+def _say_skipped(fmt: str, skipped: Optional[int]) -> None:
     """Tells (on stderr) how many samples the export's format left out."""
     if skipped:
         why = {"label-studio": "without an image Label Studio can open (see --local-files-root)",
@@ -338,7 +346,7 @@ def _say_skipped(fmt, skipped):
         sys.stderr.write("focalctl: %d samples %s left out of the %s export\n" % (skipped, why, fmt))
 
 
-def cmd_export(c, a, out):
+def cmd_export(c: Client, a: argparse.Namespace, out: Out) -> int:
     kw = dict(queue=a.queue, by=a.by, order=a.order, label_issue=a.label_issue, run=a.run, label=a.label,
               min_seen=a.min_seen, status=a.status, k=a.k, local_files_root=a.local_files_root)
     if a.output in (None, "-"):
@@ -370,7 +378,7 @@ DATASET_COLS = ["name", "samples", "observations", "runs", "created_at"]
 DATASET_RUN_COLS = ["name", "samples", "observations", "classes", "last_step", "p50", "p90", "p99", "max"]
 
 
-def cmd_datasets(c, a, out):
+def cmd_datasets(c: Client, a: argparse.Namespace, out: Out) -> int:
     if a.datasets_cmd in (None, "list"):
         ds = c.datasets()
         if out.fmt == "json":
@@ -413,7 +421,7 @@ def cmd_datasets(c, a, out):
 RELABEL_COLS = ["id", "label", "previous_label", "withdrawn", "reviewer", "note", "at"]
 
 
-def cmd_relabels(c, a, out):
+def cmd_relabels(c: Client, a: argparse.Namespace, out: Out) -> int:
     feed = c.relabel_feed(a.dataset, since=a.since)
     entries = list(feed)
     if out.fmt == "json":
@@ -429,7 +437,66 @@ def cmd_relabels(c, a, out):
     return EXIT_OK
 
 
-def cmd_health(c, a, out):
+BATCH_COLS = ["id", "loss", "p_t", "pred", "correct"]
+
+
+def _read_body(path: str) -> Tuple[bytes, Optional[List[str]]]:
+    """The bytes of a body file ('-': standard input) and the ids it holds (None when it is not a JSON
+    object with ids: focald then says what is wrong with it)."""
+    if path == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except ValueError:
+        return data, None
+    ids = doc.get("ids") if isinstance(doc, dict) else None
+    return data, [str(i) for i in ids] if isinstance(ids, list) else None
+
+
+def _batch_rows(r: Mapping[str, Any], ids: Optional[List[str]]) -> List[Dict[str, Any]]:
+    scores = r.get("scores") or {}
+    losses = r.get("losses") or []
+    ids = ids if ids is not None and len(ids) == len(losses) else [str(i) for i in range(len(losses))]
+    return [dict(id=ids[i], loss=losses[i], **{k: (scores.get(k) or [None] * len(losses))[i]
+                                                for k in BATCH_COLS[2:]}) for i in range(len(losses))]
+
+
+def _score_file(c: Client, a: argparse.Namespace, out: Out, post: bool) -> int:
+    try:
+        data, ids = _read_body(a.file)
+    except OSError as e:
+        sys.stderr.write("focalctl: cannot read %s: %s\n" % (a.file, e.strerror or e))
+        return EXIT_LOCAL
+    r = c.post_batch_body(a.dataset, data) if post else c.evaluate_body(data)
+    if out.fmt == "json":
+        out.json(r)
+        return EXIT_OK
+    rows = _batch_rows(r, ids)
+    if out.fmt == "table":
+        if post:
+            head = "%s %d samples into %s (run %s, batch %s)" % (
+                "already had" if r.get("duplicate") else "recorded", r.get("accepted", 0), r["dataset"], r["run"],
+                r.get("batch_id") or "-")
+        else:
+            head = "%d samples evaluated (nothing stored)" % len(rows)
+        out.text("%s; mean loss %s" % (head, _cell(r.get("loss"))))
+        out.text("")
+    out.table(rows, BATCH_COLS)
+    return EXIT_OK
+
+
+def cmd_post(c: Client, a: argparse.Namespace, out: Out) -> int:
+    return _score_file(c, a, out, post=True)
+
+
+def cmd_loss(c: Client, a: argparse.Namespace, out: Out) -> int:
+    return _score_file(c, a, out, post=False)
+
+
+def cmd_health(c: Client, a: argparse.Namespace, out: Out) -> int:
     h = c.health()
     if out.fmt == "json":
         out.json(h)
@@ -446,18 +513,22 @@ def cmd_health(c, a, out):
 class _Parser(argparse.ArgumentParser):
     """Usage errors exit with EXIT_USAGE (argparse's own 2) and name focalctl's help."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, "%s: error: %s\n" % (self.prog, message))
 
 
-def _common(with_defaults):
+def _common(with_defaults: bool) -> "_Parser":
     """The options every command takes, before or after the command name."""
-    p = argparse.ArgumentParser(add_help=False)
-    d = (lambda v: v) if with_defaults else (lambda v: argparse.SUPPRESS)
-    p.add_argument("--url", default=d(None), help="focald's base URL (default $FOCALD_URL, else %s)" %
+    p = _Parser(add_help=False)
+
+    def d(v: Any) -> Any:
+        return v if with_defaults else argparse.SUPPRESS
+
+    p.add_argument("--url", metavar="URL", default=d(None), help="focald's base URL (default $FOCALD_URL, else %s)" %
                    "http://127.0.0.1:8765")
-    p.add_argument("--timeout", type=float, default=d(30.0), help="seconds to wait for focald (default 30)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", default=d(30.0),
+                   help="seconds to wait for focald (default 30)")
     p.add_argument("--cacert", metavar="FILE", default=d(None),
                    help="for https: PEM certificate(s) to trust, e.g. focald's self-signed one "
                         "(default $FOCALD_CA_FILE, else the system's)")
@@ -469,7 +540,8 @@ def _common(with_defaults):
     return p
 
 
-def _filters(p, k_default=None, k_help="at most this many samples"):
+def _filters(p: argparse.ArgumentParser, k_default: Optional[int] = None,
+             k_help: str = "at most this many samples") -> None:
     p.add_argument("--by", choices=HISTORY_FIELDS, help="ranking field (default mean_loss)")
     p.add_argument("--order", choices=ORDERS, help="largest first (desc) or smallest first (asc); "
                    "default: the field's hardest first")
@@ -483,11 +555,11 @@ def _filters(p, k_default=None, k_help="at most this many samples"):
     p.add_argument("-k", type=int, default=k_default, help=k_help)
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     common = _common(False)
     top_level = _common(True)
     p = _Parser(prog="focalctl", parents=[top_level],
-                description="Query and steer focald: hard examples, samples, reviews, queues, exports, datasets.",
+                description="Query and steer focald: batches, hard examples, samples, reviews, queues, exports, datasets.",
                 epilog="Exit status: 0 done; 1 focald refused the request (4xx); 2 usage error; 3 focald unreachable "
                        "or failing (5xx); 4 local error (output file). The token comes from $FOCALD_TOKEN.")
     p.add_argument("--version", action="version", version="focalctl " + __version__)
@@ -572,12 +644,96 @@ def build_parser():
     s.add_argument("--since", help="a cursor printed by an earlier call (default: from the start)")
     s.set_defaults(func=cmd_relabels)
 
+    s = sub.add_parser("post", parents=[common], help="score a batch from a file and record it in a dataset",
+                       description="Posts FILE, a batch body exactly as POST /v1/datasets/{dataset}/batches takes it "
+                                   "(ids, logits or probs, targets, and optionally run, step, epoch, batch_id, loss, "
+                                   "meta), and prints each sample's loss and scores.")
+    s.add_argument("dataset")
+    s.add_argument("file", help="the JSON body; - reads standard input")
+    s.set_defaults(func=cmd_post)
+
+    s = sub.add_parser("loss", parents=[common], help="evaluate a batch from a file, storing nothing",
+                       description="Posts FILE, a body as POST /v1/loss takes it (the batch body; run, step, epoch "
+                                   "and meta are ignored), and prints each sample's loss and scores.")
+    s.add_argument("file", help="the JSON body; - reads standard input")
+    s.set_defaults(func=cmd_loss)
+
     s = sub.add_parser("health", parents=[common], help="whether focald is live and ready (exit 0 when ready, else 3)")
     s.set_defaults(func=cmd_health)
+
+    s = sub.add_parser("completion", help="print the shell completion script",
+                       description="Prints a bash completion script for focalctl: load it with "
+                                   "eval \"$(focalctl completion bash)\", or save it as "
+                                   "~/.local/share/bash-completion/completions/focalctl.")
+    s.add_argument("shell", choices=["bash"])
+    s.set_defaults(func=None, completion=True)
     return p
 
 
-def main(argv=None):
+def _walk(parser: argparse.ArgumentParser, path: Tuple[str, ...] = ()
+          ) -> Iterator[Tuple[Tuple[str, ...], List[str], List[str], Dict[str, List[str]]]]:
+    """(command path, its commands and positional choices, its options, {option: choices}) for parser and
+    each command below it."""
+    words: List[str] = []
+    opts: List[str] = []
+    choices: Dict[str, List[str]] = {}
+    subs: List[Tuple[str, argparse.ArgumentParser]] = []
+    for act in parser._actions:
+        if isinstance(act, argparse._SubParsersAction):
+            for name, sp in act.choices.items():
+                words.append(name)
+                subs.append((name, sp))
+        elif not act.option_strings:
+            words.extend(str(x) for x in act.choices or ())
+        elif act.help is not argparse.SUPPRESS:
+            opts.extend(o for o in act.option_strings if o.startswith("--") or len(act.option_strings) == 1)
+            for o in act.option_strings:
+                if act.choices:
+                    choices[o] = [str(x) for x in act.choices]
+    yield path, words, opts, choices
+    for name, sp in subs:
+        yield from _walk(sp, path + (name,))
+
+
+def bash_completion(parser: argparse.ArgumentParser) -> str:
+    """A bash completion script for the commands and options of parser (bash 4: associative arrays)."""
+    words, opts, choices = [], [], []
+    for path, ws, os_, cs in _walk(parser):
+        key = " ".join(("focalctl",) + path)  # bash's associative arrays take no empty key
+        words.append('    ["%s"]="%s"' % (key, " ".join(ws)))
+        opts.append('    ["%s"]="%s"' % (key, " ".join(os_)))
+        for opt, vals in sorted(cs.items()):
+            choices.append('    ["%s %s"]="%s"' % (key, opt, " ".join(vals)))
+    return """# bash completion for focalctl, written by `focalctl completion bash`
+_focalctl() {
+  local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} key=focalctl w i
+  local -A words=(
+%s
+  )
+  local -A opts=(
+%s
+  )
+  local -A choices=(
+%s
+  )
+  # the command path so far: each word that names a command under the path before it
+  for ((i = 1; i < COMP_CWORD; i++)); do
+    w=${COMP_WORDS[i]}
+    if [[ -n ${opts["$key $w"]+set} ]]; then key="$key $w"; fi
+  done
+  if [[ -n ${choices["$key $prev"]+set} ]]; then
+    COMPREPLY=($(compgen -W "${choices["$key $prev"]}" -- "$cur"))
+  elif [[ $cur == -* ]]; then
+    COMPREPLY=($(compgen -W "${opts["$key"]}" -- "$cur"))
+  elif [[ -n ${words["$key"]} ]]; then
+    COMPREPLY=($(compgen -W "${words["$key"]}" -- "$cur"))
+  fi
+}
+complete -o default -F _focalctl focalctl
+""" % ("\n".join(words), "\n".join(opts), "\n".join(choices))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs focalctl with argv (default sys.argv[1:]). Returns the exit status."""
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `focalctl top ... | head` ends quietly
@@ -586,6 +742,9 @@ def main(argv=None):
         a = p.parse_args(argv)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    if getattr(a, "completion", False):
+        sys.stdout.write(bash_completion(p))
+        return EXIT_OK
     if not getattr(a, "func", None):
         p.print_help(sys.stderr)
         return EXIT_USAGE
@@ -602,7 +761,8 @@ def main(argv=None):
         return EXIT_LOCAL
     out = Out(a.fmt)
     try:
-        return a.func(client, a, out)
+        rc: int = a.func(client, a, out)
+        return rc
     except UsageError as e:
         sys.stderr.write("focalctl: %s\n" % e)
         return EXIT_USAGE

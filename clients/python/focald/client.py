@@ -11,9 +11,11 @@ import ssl
 import time
 import urllib.parse
 import uuid
+from typing import Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Sequence, Union, cast
 
 from . import framing
-from ._http import Transport
+from ._http import Body, Transport
+from ._retry import Backoff
 from .errors import FocaldError
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -23,18 +25,26 @@ ORDERS = ("asc", "desc")
 STATUSES = ("open", "queued", "in_review", "relabelled", "confirmed", "dismissed")
 EXPORT_FORMATS = ("csv", "jsonl", "label-studio", "fiftyone", "ohif")
 
+# focald's answers are JSON documents; tensors are NumPy arrays, torch tensors or nested lists
+JSON = Dict[str, Any]
+Tensor = Any
+Loss = Union[str, Mapping[str, Any], None]
+Status = Union[str, Sequence[str], None]
+# post_batch(retries=...): 0.1 s doubling to 5 s; a Retry-After is honoured up to 30 s
+RETRY_BACKOFF = Backoff(0.1, 5.0, 30.0)
 
-def _seg(s):
+
+def _seg(s: Union[str, int]) -> str:
     """One percent-encoded path segment (a dataset, sample id or queue name; '/' becomes %2F)."""
     return urllib.parse.quote(str(s), safe="")
 
 
-def _flag(v):
+def _flag(v: Optional[bool]) -> Optional[str]:
     """A boolean query parameter as focald spells it."""
     return None if v is None else ("true" if v else "false")
 
 
-def _status_list(status):
+def _status_list(status: Status) -> Optional[str]:
     if status is None or isinstance(status, str):
         return status
     return ",".join(status)
@@ -44,21 +54,21 @@ class ExportStream:
     """An export's bytes as they arrive (iterate it once). After the last chunk, trailers holds the
     answer's trailer fields and skipped the Focald-Skipped count (None if there was none)."""
 
-    def __init__(self, transport, path, query, chunk_size):
-        self.trailers = {}
+    def __init__(self, transport: Transport, path: str, query: Mapping[str, Any], chunk_size: int) -> None:
+        self.trailers: Dict[str, str] = {}
         self._chunks = transport.stream("GET", path, query, chunk_size=chunk_size, trailers=self.trailers)
 
-    def __iter__(self):
+    def __iter__(self) -> "ExportStream":
         return self
 
-    def __next__(self):
+    def __next__(self) -> bytes:
         return next(self._chunks)
 
-    def close(self):
+    def close(self) -> None:
         self._chunks.close()
 
     @property
-    def skipped(self):
+    def skipped(self) -> Optional[int]:
         v = self.trailers.get("focald-skipped")
         return int(v) if v is not None and v.isdigit() else None
 
@@ -66,7 +76,9 @@ class ExportStream:
 class ExportSize(int):
     """The bytes an export wrote, with skipped: how many samples its format left out (or None)."""
 
-    def __new__(cls, n, skipped):
+    skipped: Optional[int]
+
+    def __new__(cls, n: int, skipped: Optional[int]) -> "ExportSize":
         self = super().__new__(cls, n)
         self.skipped = skipped
         return self
@@ -88,7 +100,9 @@ class Client:
     A Client may be shared between threads; each thread keeps its own keep-alive connection.
     """
 
-    def __init__(self, url=None, token=None, timeout=30.0, binary=None, ca_file=None, ssl_context=None):
+    def __init__(self, url: Optional[str] = None, token: Optional[str] = None, timeout: float = 30.0,
+                 binary: Optional[bool] = None, ca_file: Optional[str] = None,
+                 ssl_context: Optional[ssl.SSLContext] = None) -> None:
         self.url = (url or os.environ.get("FOCALD_URL") or DEFAULT_URL).rstrip("/")
         if token is None:
             token = os.environ.get("FOCALD_TOKEN") or None
@@ -101,35 +115,40 @@ class Client:
         self.timeout = timeout
         self._t = Transport(self.url, token=token, timeout=timeout, ssl_context=ssl_context)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Client(%r, binary=%r)" % (self.url, self.binary)
 
-    def close(self):
+    def close(self) -> None:
         """Closes the calling thread's connection. The client stays usable (it reconnects)."""
         self._t.close()
 
-    def __enter__(self):
+    def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
     # ------------------------------------------------------------ plumbing
 
-    def _get(self, path, query=None, timeout=None):
-        return self._t.request("GET", path, query, timeout=timeout).json()
+    def _get(self, path: str, query: Optional[Mapping[str, Any]] = None, timeout: Optional[float] = None) -> JSON:
+        return cast(JSON, self._t.request("GET", path, query, timeout=timeout).json())
 
-    def _send_json(self, method, path, doc, query=None):
+    def _send_json(self, method: str, path: str, doc: Any, query: Optional[Mapping[str, Any]] = None) -> JSON:
         body = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
-        return self._t.request(method, path, query, body=body, headers={"Content-Type": "application/json"}).json()
+        return cast(JSON, self._t.request(method, path, query, body=body,
+                                          headers={"Content-Type": "application/json"}).json())
 
-    def _delete(self, path):
-        return self._t.request("DELETE", path).json()
+    def _delete(self, path: str) -> JSON:
+        return cast(JSON, self._t.request("DELETE", path).json())
 
     # ------------------------------------------------------------ scoring
 
-    def post_batch(self, dataset, ids, logits=None, targets=None, *, probs=None, run=None, batch_id=None, epoch=None,
-                   step=None, loss=None, weights=None, meta=None, ohem_k=None, outputs=None, retries=0, segments=None):
+    def post_batch(self, dataset: str, ids: Tensor, logits: Tensor = None, targets: Tensor = None, *,
+                   probs: Tensor = None, run: Optional[str] = None, batch_id: Optional[str] = None,
+                   epoch: Optional[int] = None, step: Optional[int] = None, loss: Loss = None, weights: Tensor = None,
+                   meta: Optional[Mapping[str, Any]] = None, ohem_k: Optional[int] = None,
+                   outputs: Optional[Sequence[str]] = None, retries: int = 0,
+                   segments: Optional[Sequence[Mapping[str, Any]]] = None) -> JSON:
         """Scores a batch and records it in the dataset's history (POST /v1/datasets/{dataset}/batches).
 
         ids: N sample ids (ints or strings). logits or probs: (N, C) or (N, M, C). targets: N class
@@ -154,8 +173,9 @@ class Client:
         return self._score("/v1/datasets/%s/batches" % _seg(dataset), fields, ids, logits, probs, targets, weights,
                            outputs, retries)
 
-    def evaluate(self, logits=None, targets=None, *, probs=None, ids=None, loss=None, weights=None, ohem_k=None,
-                 outputs=None):
+    def evaluate(self, logits: Tensor = None, targets: Tensor = None, *, probs: Tensor = None, ids: Tensor = None,
+                 loss: Loss = None, weights: Tensor = None, ohem_k: Optional[int] = None,
+                 outputs: Optional[Sequence[str]] = None) -> JSON:
         """Computes losses and scores without storing anything (POST /v1/loss).
 
         As post_batch; ids default to 0..N-1. Returns the same response (dataset, run and batch_id None).
@@ -168,12 +188,36 @@ class Client:
         fields = {"loss": _loss_obj(loss), "ohem_k": ohem_k}
         return self._score("/v1/loss", fields, ids, logits, probs, targets, weights, outputs, 0)
 
-    def _score(self, path, fields, ids, logits, probs, targets, weights, outputs, retries):
+    def post_batch_body(self, dataset: str, body: Union[Mapping[str, Any], bytes]) -> JSON:
+        """Posts a batch body exactly as the HTTP API takes it (POST /v1/datasets/{dataset}/batches):
+        a dict, or the bytes of a JSON document (a file's contents, say). Returns the batch response
+        as post_batch does; focald's refusal of the body (400, 422) is a FocaldError."""
+        return self._post_body("/v1/datasets/%s/batches" % _seg(dataset), body)
+
+    def evaluate_body(self, body: Union[Mapping[str, Any], bytes]) -> JSON:
+        """Evaluates a body exactly as the HTTP API takes it (POST /v1/loss), storing nothing: a dict,
+        or the bytes of a JSON document. Returns the response as evaluate does."""
+        return self._post_body("/v1/loss", body)
+
+    def _post_body(self, path: str, body: Union[Mapping[str, Any], bytes]) -> JSON:
+        if isinstance(body, Mapping):
+            data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        elif isinstance(body, (bytes, bytearray)):
+            data = bytes(body)
+        else:
+            raise TypeError("a body is a dict or JSON bytes, not %r" % type(body).__name__)
+        resp = self._t.request("POST", path, body=data, headers={"Content-Type": "application/json"},
+                               idempotent=path == "/v1/loss")
+        return framing.normalize_json_result(resp.json())
+
+    def _score(self, path: str, fields: Dict[str, Any], ids: Tensor, logits: Tensor, probs: Tensor, targets: Tensor,
+               weights: Tensor, outputs: Optional[Sequence[str]], retries: int) -> JSON:
         if (logits is None) == (probs is None):
             raise ValueError("give exactly one of logits and probs")
         if targets is None:
             raise ValueError("targets are required")
         xname, x = ("logits", logits) if logits is not None else ("probs", probs)
+        body: Body
         if self.binary:
             parts, hlen = framing.binary_body(fields, ids, xname, x, targets, weights, outputs=outputs)
             headers = {"Content-Type": framing.OCTET, "Inference-Header-Content-Length": str(hlen),
@@ -192,7 +236,7 @@ class Client:
                 if attempt >= retries or not e.retryable:
                     raise
                 attempt += 1
-                _sleep_backoff(attempt, e.retry_after)
+                time.sleep(RETRY_BACKOFF.delay(attempt, e.retry_after))
         ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype == framing.OCTET:
             echo = {"batch_id": fields.get("batch_id")} if path != "/v1/loss" else {}
@@ -201,8 +245,10 @@ class Client:
 
     # ------------------------------------------------------------ hard examples
 
-    def hard_examples(self, dataset, *, by=None, order=None, k=None, run=None, label=None, label_issue=None,
-                      min_seen=None, status=None, cursor=None):
+    def hard_examples(self, dataset: str, *, by: Optional[str] = None, order: Optional[str] = None,
+                      k: Optional[int] = None, run: Optional[str] = None, label: Optional[int] = None,
+                      label_issue: Optional[bool] = None, min_seen: Optional[int] = None, status: Status = None,
+                      cursor: Optional[str] = None) -> JSON:
         """One page of the hardest samples (GET /v1/datasets/{dataset}/hard-examples).
 
         by: a history field (default mean_loss). order: "desc" (largest first) or "asc"; by default
@@ -218,7 +264,8 @@ class Client:
              "cursor": cursor}
         return self._get("/v1/datasets/%s/hard-examples" % _seg(dataset), q)
 
-    def iter_hard_examples(self, dataset, *, limit=None, page_size=1000, **filters):
+    def iter_hard_examples(self, dataset: str, *, limit: Optional[int] = None, page_size: int = 1000,
+                           **filters: Any) -> Iterator[JSON]:
         """Yields hard examples, hardest first, following the cursors: at most limit items (all when None).
         filters: as hard_examples (by, order, run, label, label_issue, min_seen, status)."""
         cursor, n = None, 0
@@ -234,18 +281,19 @@ class Client:
 
     # ------------------------------------------------------------ samples, review, meta
 
-    def sample(self, dataset, sample_id, run=None):
+    def sample(self, dataset: str, sample_id: Union[str, int], run: Optional[str] = None) -> JSON:
         """A sample's status, meta, corrected label and per-run history with its recent observations
         (GET /v1/datasets/{dataset}/samples/{id})."""
         return self._get("/v1/datasets/%s/samples/%s" % (_seg(dataset), _seg(sample_id)), {"run": run})
 
-    def review(self, dataset, sample_id, status, *, label=None, reviewer=None, note=None):
+    def review(self, dataset: str, sample_id: Union[str, int], status: str, *, label: Any = None,
+               reviewer: Optional[str] = None, note: Optional[str] = None) -> JSON:
         """Records a review decision (POST .../samples/{id}/review).
 
         status: open, queued, in_review, relabelled (give the corrected label), confirmed or dismissed.
         Returns {"id", "from", "status", "label_before", "label", "reviewer", "note", "at"}.
         An illegal transition is a 409 FocaldError."""
-        doc = {"status": status}
+        doc: JSON = {"status": status}
         if label is not None:
             doc["label"] = label
         if reviewer is not None:
@@ -254,39 +302,43 @@ class Client:
             doc["note"] = note
         return self._send_json("POST", "/v1/datasets/%s/samples/%s/review" % (_seg(dataset), _seg(sample_id)), doc)
 
-    def reviews(self, dataset, sample_id):
+    def reviews(self, dataset: str, sample_id: Union[str, int]) -> JSON:
         """A sample's audit trail: {"id", "status", "corrected_label", "reviews": [{"from", "to",
         "label_before", "label_after", "reviewer", "note", "at"}, ...]} oldest first."""
         return self._get("/v1/datasets/%s/samples/%s/reviews" % (_seg(dataset), _seg(sample_id)))
 
-    def set_meta(self, dataset, sample_id, meta):
+    def set_meta(self, dataset: str, sample_id: Union[str, int], meta: Mapping[str, Any]) -> JSON:
         """Replaces a sample's metadata (PUT .../samples/{id}/meta): uri, study_uid, series_uid, sop_uid,
         patient_id, tags and free fields. Returns {"id", "meta"}."""
         return self._send_json("PUT", "/v1/datasets/%s/samples/%s/meta" % (_seg(dataset), _seg(sample_id)), meta)
 
     # ------------------------------------------------------------ relabel feed
 
-    def relabels(self, dataset, since=None, limit=None):
+    def relabels(self, dataset: str, since: Optional[str] = None, limit: Optional[int] = None) -> JSON:
         """One page of the relabel feed (GET /v1/datasets/{dataset}/relabels): corrected labels and
         withdrawals, in commit order, after the cursor `since`.
         Returns {"dataset", "relabels": [...], "next_cursor"}; keep next_cursor for the next pull."""
         return self._get("/v1/datasets/%s/relabels" % _seg(dataset), {"since": since, "limit": limit})
 
-    def relabel_feed(self, dataset, since=None, page_size=1000):
+    def relabel_feed(self, dataset: str, since: Optional[str] = None, page_size: int = 1000) -> "RelabelFeed":
         """An iterator over the relabel feed from `since` to its current end; its .cursor is where to
         resume next time (see RelabelFeed)."""
         return RelabelFeed(self, dataset, since, page_size)
 
     # ------------------------------------------------------------ queues
 
-    def create_queue(self, dataset, name, *, by=None, order=None, run=None, size=None, label=None, label_issue=None,
-                     min_seen=None, max_per_label=None, min_per_label=None, quotas=None, dedupe_by=None):
+    def create_queue(self, dataset: str, name: str, *, by: Optional[str] = None, order: Optional[str] = None,
+                     run: Optional[str] = None, size: Optional[int] = None, label: Optional[int] = None,
+                     label_issue: Optional[bool] = None, min_seen: Optional[int] = None,
+                     max_per_label: Optional[int] = None, min_per_label: Optional[int] = None,
+                     quotas: Optional[Mapping[Any, Mapping[str, int]]] = None,
+                     dedupe_by: Optional[str] = None) -> JSON:
         """Builds a named review queue from the hardest open samples (POST /v1/datasets/{dataset}/queues).
 
         quotas: {label: {"min": a, "max": b}} per-label overrides of min_per_label/max_per_label.
         dedupe_by: a meta key (e.g. "patient_id"): at most one sample per value.
         Returns the queue's summary (name, created_at, size, reviewed, progress, params)."""
-        doc = {"name": name}
+        doc: JSON = {"name": name}
         for k, v in (("by", by), ("order", order), ("run", run), ("size", size), ("label", label),
                      ("label_issue", label_issue), ("min_seen", min_seen),
                      ("max_per_label", max_per_label), ("min_per_label", min_per_label), ("dedupe_by", dedupe_by)):
@@ -296,15 +348,15 @@ class Client:
             doc["quotas"] = {str(lab): q for lab, q in quotas.items()}
         return self._send_json("POST", "/v1/datasets/%s/queues" % _seg(dataset), doc)
 
-    def queues(self, dataset):
+    def queues(self, dataset: str) -> JSON:
         """The dataset's queues with their progress: {"queues": [...]}."""
         return self._get("/v1/datasets/%s/queues" % _seg(dataset))
 
-    def queue(self, dataset, name, offset=None, limit=None):
+    def queue(self, dataset: str, name: str, offset: Optional[int] = None, limit: Optional[int] = None) -> JSON:
         """A queue's summary and its items in order, from offset (default 0), at most limit (default 1000)."""
         return self._get("/v1/datasets/%s/queues/%s" % (_seg(dataset), _seg(name)), {"offset": offset, "limit": limit})
 
-    def iter_queue(self, dataset, name, page_size=1000):
+    def iter_queue(self, dataset: str, name: str, page_size: int = 1000) -> Iterator[JSON]:
         """Yields every item of a queue in order."""
         offset = 0
         while True:
@@ -315,14 +367,17 @@ class Client:
             if len(page["items"]) < page_size or offset >= page.get("size", offset):
                 return
 
-    def delete_queue(self, dataset, name):
+    def delete_queue(self, dataset: str, name: str) -> JSON:
         """Deletes a queue; its samples still queued go back to open. Returns {"deleted", "released"}."""
         return self._delete("/v1/datasets/%s/queues/%s" % (_seg(dataset), _seg(name)))
 
     # ------------------------------------------------------------ exports
 
-    def iter_export(self, dataset, format="csv", *, queue=None, by=None, order=None, run=None, label=None,
-                    label_issue=None, min_seen=None, status=None, k=None, local_files_root=None, chunk_size=65536):
+    def iter_export(self, dataset: str, format: str = "csv", *, queue: Optional[str] = None, by: Optional[str] = None,
+                    order: Optional[str] = None, run: Optional[str] = None, label: Optional[int] = None,
+                    label_issue: Optional[bool] = None, min_seen: Optional[int] = None, status: Status = None,
+                    k: Optional[int] = None, local_files_root: Optional[str] = None,
+                    chunk_size: int = 65536) -> ExportStream:
         """Yields an export's bytes as focald streams them (GET /v1/datasets/{dataset}/export).
 
         format: csv, jsonl, label-studio, fiftyone or ohif. queue: export a queue, in its order;
@@ -337,7 +392,8 @@ class Client:
              "status": _status_list(status), "k": k, "local_files_root": local_files_root}
         return ExportStream(self._t, "/v1/datasets/%s/export" % _seg(dataset), q, chunk_size)
 
-    def export(self, dataset, dest, format="csv", **kw):
+    def export(self, dataset: str, dest: Union[str, "os.PathLike[str]", BinaryIO], format: str = "csv",
+               **kw: Any) -> ExportSize:
         """Streams an export into dest (a path, or a binary file object) in constant memory.
         Returns the number of bytes written, an int whose skipped attribute is the number of samples
         the format left out (None if focald did not say). Arguments as iter_export. When dest is a
@@ -364,21 +420,21 @@ class Client:
 
     # ------------------------------------------------------------ datasets
 
-    def datasets(self):
+    def datasets(self) -> List[JSON]:
         """Every dataset: a list of {"name", "samples", "observations", "runs", "created_at"}."""
-        return self._get("/v1/datasets")["datasets"]
+        return cast(List[JSON], self._get("/v1/datasets")["datasets"])
 
-    def dataset(self, name):
+    def dataset(self, name: str) -> JSON:
         """One dataset with its runs (samples, observations, classes, last_step, loss_quantiles)."""
         return self._get("/v1/datasets/%s" % _seg(name))
 
-    def delete_dataset(self, name):
+    def delete_dataset(self, name: str) -> JSON:
         """Removes a dataset and everything recorded for it. Returns {"deleted", "samples", "observations"}."""
         return self._delete("/v1/datasets/%s" % _seg(name))
 
     # ------------------------------------------------------------ health and documents
 
-    def health(self):
+    def health(self) -> JSON:
         """{"live": bool, "ready": bool, "status": "ready" | "starting" | "draining" | "unreachable"}.
         Never raises for an unhealthy or unreachable focald: that is the answer."""
         try:
@@ -393,19 +449,19 @@ class Client:
                 return {"live": False, "ready": False, "status": "unreachable"}
             return {"live": True, "ready": False, "status": e.code}
 
-    def livez(self):
+    def livez(self) -> JSON:
         """GET /livez: {"status": "ok"}; raises when focald does not answer."""
         return self._get("/livez")
 
-    def readyz(self):
+    def readyz(self) -> JSON:
         """GET /readyz: {"status": "ready"}; raises FocaldError (503) while starting or draining."""
         return self._get("/readyz")
 
-    def metrics(self):
+    def metrics(self) -> str:
         """The Prometheus text of GET /metrics."""
         return self._t.request("GET", "/metrics", headers={"Accept": "text/plain"}).body.decode("utf-8")
 
-    def openapi(self):
+    def openapi(self) -> JSON:
         """The OpenAPI 3 document of this focald's API."""
         return self._get("/openapi.json")
 
@@ -422,13 +478,13 @@ class RelabelFeed:
         saved = feed.cursor
     """
 
-    def __init__(self, client, dataset, since=None, page_size=1000):
+    def __init__(self, client: Client, dataset: str, since: Optional[str] = None, page_size: int = 1000) -> None:
         self.client = client
         self.dataset = dataset
         self.cursor = since
         self.page_size = page_size
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[JSON]:
         while True:
             page = self.client.relabels(self.dataset, since=self.cursor, limit=self.page_size)
             entries = page["relabels"]
@@ -439,17 +495,10 @@ class RelabelFeed:
                 return
 
 
-def _loss_obj(loss):
+def _loss_obj(loss: Loss) -> Optional[Dict[str, Any]]:
     if loss is None or isinstance(loss, dict):
         return loss
     if isinstance(loss, str):
         return {"type": loss}
     raise TypeError("loss must be a loss type name or a dict, not %r" % type(loss).__name__)
 
-
-def _sleep_backoff(attempt, retry_after=None):
-    """Waits before attempt number `attempt` (1, 2, ...): 0.1 s doubling to 5 s, or Retry-After (at most 30 s)."""
-    delay = min(5.0, 0.1 * 2 ** (attempt - 1))
-    if retry_after:
-        delay = max(delay, min(retry_after, 30.0))
-    time.sleep(delay)

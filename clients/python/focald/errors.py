@@ -7,6 +7,8 @@ plus focald's code, field and request_id); a failure to reach focald at all
 is None, and which is also a ConnectionError.
 """
 
+from typing import Any, Dict, Optional, Tuple, Type
+
 __all__ = ["FocaldError", "FocaldConnectionError"]
 
 
@@ -25,21 +27,23 @@ class FocaldError(Exception):
         method, url: the request that failed.
     """
 
-    def __init__(self, status, code, detail=None, *, title=None, field=None, request_id=None, problem=None,
-                 retry_after=None, method=None, url=None):
+    def __init__(self, status: Optional[int], code: str, detail: Optional[str] = None, *, title: Optional[str] = None,
+                 field: Optional[str] = None, request_id: Optional[str] = None,
+                 problem: Optional[Dict[str, Any]] = None, retry_after: Optional[float] = None,
+                 method: Optional[str] = None, url: Optional[str] = None) -> None:
         self.status = status
         self.code = code
         self.detail = detail
         self.title = title
         self.field = field
         self.request_id = request_id
-        self.problem = dict(problem or {})
+        self.problem: Dict[str, Any] = dict(problem or {})
         self.retry_after = retry_after
         self.method = method
         self.url = url
         super().__init__(self._message())
 
-    def _message(self):
+    def _message(self) -> str:
         head = "%s %s" % (self.status, self.code) if self.status is not None else self.code
         text = self.detail or self.title or ""
         msg = "%s: %s" % (head, text) if text else head
@@ -50,17 +54,17 @@ class FocaldError(Exception):
         return msg
 
     @property
-    def client_error(self):
+    def client_error(self) -> bool:
         """True for a 4xx: the request itself was refused, and sending it again will not help."""
         return self.status is not None and 400 <= self.status < 500
 
     @property
-    def retryable(self):
+    def retryable(self) -> bool:
         """True when the same request may succeed later: focald unreachable, 5xx (503 overloaded,
         draining or starting; 507 storage full) or 429."""
         return self.status is None or self.status >= 500 or self.status == 429
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]:
         kwargs = dict(title=self.title, field=self.field, request_id=self.request_id, problem=self.problem,
                       retry_after=self.retry_after, method=self.method, url=self.url)
         return _rebuild, (type(self), self.status, self.code, self.detail, kwargs)
@@ -71,11 +75,12 @@ class FocaldConnectionError(FocaldError, ConnectionError):
     "timeout"). The underlying exception is in __cause__. Also a ConnectionError (an OSError), so code
     that already handles connection failures catches it."""
 
-    def __init__(self, code, detail=None, **kw):
+    def __init__(self, code: str, detail: Optional[str] = None, **kw: Any) -> None:
         super().__init__(None, code, detail, **kw)
 
 
-def _rebuild(cls, status, code, detail, kwargs):
-    if cls is FocaldConnectionError or issubclass(cls, FocaldConnectionError):
+def _rebuild(cls: Type[FocaldError], status: Optional[int], code: str, detail: Optional[str],
+             kwargs: Dict[str, Any]) -> FocaldError:
+    if issubclass(cls, FocaldConnectionError):
         return cls(code, detail, **kwargs)
     return cls(status, code, detail, **kwargs)

@@ -23,20 +23,26 @@ import array
 import json
 import struct
 import sys
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 from .errors import FocaldError
 
 # NumPy is optional (without it every batch is JSON) and imported on first need, so that programs
-# that never send a batch (focalctl) do not pay for importing it.
-np = None
+# that never send a batch (focalctl) do not pay for importing it. Typed as Any: the client runs (and is
+# checked) without NumPy.
+np: Any = None
 _np_tried = False
+
+# A tensor: a NumPy array, a torch tensor, a _BF16 or nested lists; a JSON document
+Tensor = Any
+JSON = Dict[str, Any]
 
 OUTPUT_NAMES = ("losses", "p_t", "p_max", "margin", "norm_margin", "entropy", "cw_entropy", "el2n", "correct", "pred")
 SCORE_NAMES = OUTPUT_NAMES[1:]
 OCTET = "application/octet-stream"
 
 
-def have_numpy():
+def have_numpy() -> bool:
     """Whether NumPy can be imported (imports it the first time)."""
     global np, _np_tried
     if not _np_tried:
@@ -49,7 +55,7 @@ def have_numpy():
     return np is not None
 
 
-def _ndarray(x):
+def _ndarray(x: Any) -> bool:
     """Whether x is a NumPy array or scalar (without importing NumPy: a caller holding one has)."""
     m = sys.modules.get("numpy")
     return m is not None and isinstance(x, (m.ndarray, m.generic))
@@ -57,13 +63,13 @@ def _ndarray(x):
 
 # ---------------------------------------------------------------------------- tensors in
 
-def _torch_tensor(x):
+def _torch_tensor(x: Any) -> bool:
     """Whether x is a torch.Tensor (without importing torch when the caller never did)."""
     t = type(x)
     return t.__module__.startswith("torch") and hasattr(x, "detach") and hasattr(x, "dtype")
 
 
-def _from_torch(x):
+def _from_torch(x: Any) -> Any:
     """A torch tensor as a NumPy array (BF16 as its uint16 bit patterns, with a marker), detached and on the CPU."""
     x = x.detach()
     if x.device.type != "cpu":
@@ -81,18 +87,18 @@ class _BF16:
 
     __slots__ = ("bits",)
 
-    def __init__(self, bits):
+    def __init__(self, bits: Any) -> None:
         self.bits = bits
 
     @property
-    def shape(self):
-        return self.bits.shape
+    def shape(self) -> Tuple[int, ...]:
+        return tuple(self.bits.shape)
 
-    def to_f32(self):
+    def to_f32(self) -> Any:
         return (self.bits.astype("<u4") << 16).view("<f4")
 
 
-def as_array(x):
+def as_array(x: Tensor) -> Any:
     """x (array, tensor or nested lists) as a NumPy array or _BF16. Needs NumPy."""
     if not have_numpy():
         raise RuntimeError("NumPy is needed for the binary framing")
@@ -103,7 +109,7 @@ def as_array(x):
     return np.asarray(x)
 
 
-def as_lists(x):
+def as_lists(x: Tensor) -> Any:
     """x as nested Python lists (the JSON form)."""
     if isinstance(x, _BF16):
         return x.to_f32().tolist()
@@ -121,7 +127,7 @@ def as_lists(x):
     return x
 
 
-def copy_tensor(x):
+def copy_tensor(x: Tensor) -> Tensor:
     """A private copy of x, taken where observe() is called so the caller may reuse its buffers.
     Torch tensors stay tensors (copied to the CPU); arrays are copied; lists are copied one level deep."""
     if _torch_tensor(x):
@@ -134,7 +140,7 @@ def copy_tensor(x):
     return x
 
 
-def length(x):
+def length(x: Tensor) -> int:
     """Number of rows (first dimension) of x."""
     if isinstance(x, _BF16):
         return x.shape[0]
@@ -146,7 +152,7 @@ def length(x):
 
 # ---------------------------------------------------------------------------- JSON bodies
 
-def targets_as_numbers(t):
+def targets_as_numbers(t: Any) -> Any:
     """Boolean targets as 0.0/1.0: multi-hot rows, or binary targets of a single-output model.
     focald reads integer targets as class indices, and with the sigmoid family index C means
     background, so True sent as the index 1 of a one-output model would mean "negative"."""
@@ -157,7 +163,8 @@ def targets_as_numbers(t):
     return t
 
 
-def json_body(fields, ids, xname, x, targets, weights=None):
+def json_body(fields: Mapping[str, Any], ids: Tensor, xname: str, x: Tensor, targets: Tensor,
+              weights: Tensor = None) -> bytes:
     """The JSON request body (bytes) of a batch: fields (run, batch_id, loss, ...) plus the tensors."""
     doc = {k: v for k, v in fields.items() if v is not None}
     doc["ids"] = [_json_id(i) for i in as_lists(ids)]
@@ -168,7 +175,7 @@ def json_body(fields, ids, xname, x, targets, weights=None):
     return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
-def _json_id(i):
+def _json_id(i: Any) -> Any:
     if isinstance(i, bytes):
         return i.decode("utf-8")
     return i
@@ -179,7 +186,7 @@ def _json_id(i):
 _INT_TARGETS = {"i8": "INT64", "i4": "INT32", "u1": "UINT8"}
 
 
-def _float_tensor(a):
+def _float_tensor(a: Any) -> Tuple[str, Any]:
     """(datatype, contiguous little-endian array) of a float tensor for logits, probs or weights."""
     if isinstance(a, _BF16):
         return "BF16", np.ascontiguousarray(a.bits, dtype="<u2")
@@ -190,7 +197,7 @@ def _float_tensor(a):
     return "FP32", np.ascontiguousarray(a, dtype="<f4")
 
 
-def _target_tensor(a):
+def _target_tensor(a: Any) -> Tuple[str, Any]:
     """(datatype, contiguous little-endian array) of targets: integers as class indices, the rest as FP32."""
     if isinstance(a, _BF16):
         return "FP32", np.ascontiguousarray(a.to_f32())
@@ -209,7 +216,7 @@ def _target_tensor(a):
     raise TypeError("targets of dtype %s are not supported" % a.dtype)
 
 
-def _ids_tensor(ids):
+def _ids_tensor(ids: Tensor) -> Tuple[str, List[int], bytes]:
     """(datatype, shape, bytes) of the ids: INT64 when all are integers, else BYTES."""
     if _torch_tensor(ids) or _ndarray(ids):
         a = as_array(ids)
@@ -232,20 +239,23 @@ def _ids_tensor(ids):
     return "BYTES", [len(ids)], b"".join(parts)
 
 
-def _i64_bytes(ints):
+def _i64_bytes(ints: Sequence[int]) -> bytes:
     a = array.array("q", ints)
     if struct.pack("=I", 1) != struct.pack("<I", 1):  # pragma: no cover - big-endian hosts
         a.byteswap()
     return a.tobytes()
 
 
-def binary_body(fields, ids, xname, x, targets, weights=None, binary_response=True, outputs=None):
+def binary_body(fields: Mapping[str, Any], ids: Tensor, xname: str, x: Tensor, targets: Tensor, weights: Tensor = None,
+                binary_response: bool = True,
+                outputs: Optional[Sequence[str]] = None) -> Tuple[List[Union[bytes, memoryview]], int]:
     """(parts, header length) of a binary request: a list of bytes-like parts to send in order."""
     have_numpy()
-    header = {k: v for k, v in fields.items() if v is not None}
-    inputs, blobs = [], []
+    header: JSON = {k: v for k, v in fields.items() if v is not None}
+    inputs: List[JSON] = []
+    blobs: List[Union[bytes, memoryview]] = []
 
-    def add(name, datatype, shape, data):
+    def add(name: str, datatype: str, shape: Sequence[int], data: Any) -> None:
         mv = memoryview(data).cast("B") if not isinstance(data, bytes) else data
         inputs.append({"name": name, "datatype": datatype, "shape": list(shape),
                        "parameters": {"binary_data_size": len(mv)}})
@@ -266,22 +276,24 @@ def binary_body(fields, ids, xname, x, targets, weights=None, binary_response=Tr
     if binary_response:
         header["parameters"] = {"binary_data_output": True}
     head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    return [head] + blobs, len(head)
+    parts: List[Union[bytes, memoryview]] = [head]
+    return parts + blobs, len(head)
 
 
 # ---------------------------------------------------------------------------- responses out
 
-def _f32_lists(values):
+def _f32_lists(values: List[Optional[float]]) -> List[Optional[float]]:
     """A list of JSON numbers rounded to float32 exactly as the binary bytes hold them; None stays None."""
     if not values:
         return list(values)
     if any(v is None for v in values):
         rounded = array.array("f", [0.0 if v is None else v for v in values]).tolist()
         return [None if v is None else r for v, r in zip(values, rounded)]
-    return array.array("f", values).tolist()
+    rounded = array.array("f", cast(List[float], values)).tolist()  # no None here
+    return cast(List[Optional[float]], rounded)
 
 
-def normalize_json_result(doc):
+def normalize_json_result(doc: JSON) -> JSON:
     """A JSON batch response with its per-sample numbers as float32 values (see the module docstring)."""
     if isinstance(doc.get("losses"), list):
         doc["losses"] = _f32_lists(doc["losses"])
@@ -293,15 +305,16 @@ def normalize_json_result(doc):
     return doc
 
 
-def decode_binary_result(headers, body, fields):
+def decode_binary_result(headers: Any, body: bytes, fields: Mapping[str, Any]) -> JSON:
     """A binary batch response in the JSON response's shape. fields: what the request sent (batch_id)."""
     hl = headers.get("Inference-Header-Content-Length")
     if hl is None or not hl.isdigit() or int(hl) > len(body):
         raise FocaldError(200, "bad_response", "the binary answer's Inference-Header-Content-Length is %r" % hl)
-    hl = int(hl)
+    hlen = int(hl)
     have_numpy()
-    head = json.loads(body[:hl].decode("utf-8"))
-    out, off = {}, hl
+    head = json.loads(body[:hlen].decode("utf-8"))
+    out: Dict[str, List[Any]] = {}
+    off = hlen
     for o in head.get("outputs", []):
         n = o["parameters"]["binary_data_size"]
         dt = {"FP32": "<f4", "INT32": "<i4"}[o["datatype"]]
@@ -316,8 +329,8 @@ def decode_binary_result(headers, body, fields):
             out[o["name"]] = vals
     if off != len(body):
         raise FocaldError(200, "bad_response",
-                          "the binary answer's outputs take %d bytes of %d" % (off - hl, len(body) - hl))
-    doc = {"dataset": head.get("dataset"), "run": head.get("run"), "batch_id": fields.get("batch_id"),
+                          "the binary answer's outputs take %d bytes of %d" % (off - hlen, len(body) - hlen))
+    doc: JSON = {"dataset": head.get("dataset"), "run": head.get("run"), "batch_id": fields.get("batch_id"),
            "accepted": head.get("accepted"), "duplicate": head.get("duplicate"), "loss": head.get("loss")}
     if "losses" in out:
         doc["losses"] = out["losses"]

@@ -50,40 +50,49 @@ import time
 import uuid
 import warnings
 import weakref
+from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import framing
 from .client import Client, _loss_obj
+from ._retry import Backoff
 from .errors import FocaldError
 
 log = logging.getLogger("focald.miner")
 
-_live = weakref.WeakSet()
+_live: "weakref.WeakSet[Miner]" = weakref.WeakSet()
+
+# (backend, xname, x's tail shape, target kind, targets' tail shape, weights' tail shape or None, id kind)
+Layout = Tuple[str, str, Tuple[int, ...], str, Tuple[int, ...], Optional[Tuple[int, ...]], str]
+# (n, step, epoch) of one observe() call
+Segment = Tuple[int, Optional[int], Optional[int]]
+Tensor = Any
 
 
 @atexit.register
-def _close_all():
+def _close_all() -> None:
     """At interpreter exit, flush the miners nobody closed (each within its close_timeout)."""
     for m in list(_live):
         m.close()
 
 
-def _torch():
+def _torch() -> Any:
     return sys.modules.get("torch")
 
 
-def _tail_shape(x):
+def _tail_shape(x: Tensor) -> Tuple[int, ...]:
     """The shape after the first dimension (for lists: read off the first element)."""
     shape = getattr(x, "shape", None)
     if shape is not None:
         return tuple(int(d) for d in shape[1:])
-    dims, v = [], x[0] if x else None
+    dims: List[int] = []
+    v = x[0] if x else None
     while isinstance(v, (list, tuple)):
         dims.append(len(v))
         v = v[0] if v else None
     return tuple(dims)
 
 
-def _kind(x):
+def _kind(x: Tensor) -> str:
     """'f' float, 'b' boolean, 'i' integer (lists: by their first element). Integer targets are class
     indices; booleans are 0/1 targets, sent as floats (see framing.targets_as_numbers)."""
     dt = getattr(x, "dtype", None)
@@ -98,7 +107,7 @@ def _kind(x):
     return "f" if "float" in s else "i"
 
 
-def _ids_kind(ids):
+def _ids_kind(ids: Tensor) -> str:
     """'i' for integer ids (INT64 on the wire), 's' for any other (strings)."""
     dt = getattr(ids, "dtype", None)
     if dt is not None:
@@ -113,8 +122,24 @@ class _Slab:
 
     __slots__ = ("layout", "key", "backend", "cap", "segcap", "n", "nseg", "ids", "x", "t", "w", "ids_np", "x_np",
                  "t_np", "w_np", "str_ids", "seg", "meta", "t0", "event", "cuda", "nbytes", "pooled", "tensor_type", "fast", "key_n")
+    # the buffers are torch tensors, NumPy arrays or lists, by backend: typed as Any
+    ids: Any
+    x: Any
+    t: Any
+    w: Any
+    ids_np: Any
+    x_np: Any
+    t_np: Any
+    w_np: Any
+    key: Optional[Tuple[Any, ...]]
+    str_ids: Optional[List[Any]]
+    seg: List[Optional[Segment]]
+    meta: Optional[Dict[str, Any]]
+    event: Any
+    tensor_type: Any
+    nbytes: int
 
-    def __init__(self, layout, cap, pin):
+    def __init__(self, layout: Layout, cap: int, pin: bool) -> None:
         backend, xname, xtail, tkind, ttail, wtail, idkind = layout
         self.layout, self.backend, self.cap = layout, backend, cap
         self.key = None  # the calls the fast path of observe() takes: shapes, dtypes and types, as checked once
@@ -154,7 +179,7 @@ class _Slab:
             self.w = self.w_np = np.empty((cap,) + wtail, "<f4") if wtail is not None else None
         self.nbytes = sum(a.nbytes for a in (self.ids_np, self.x_np, self.t_np, self.w_np) if a is not None)
 
-    def reset(self):
+    def reset(self) -> None:
         self.n = self.nseg = 0
         self.meta = None
         self.cuda = False
@@ -165,7 +190,8 @@ class _Slab:
                 if a is not None:
                     del a[:]
 
-    def put(self, ids, x, targets, weights, n, step, epoch, meta):
+    def put(self, ids: Tensor, x: Tensor, targets: Tensor, weights: Tensor, n: int, step: Optional[int],
+            epoch: Optional[int], meta: Optional[Mapping[str, Any]]) -> None:
         """Copies one call's tensors in after the rows already there (the caller checked the room)."""
         a, b = self.n, self.n + n
         if self.fast:
@@ -192,7 +218,7 @@ class _Slab:
             self.str_ids.extend(framing.as_lists(ids))
         self.note(n, step, epoch, meta)
 
-    def put_cpu(self, ids, x, targets, weights, a, b):
+    def put_cpu(self, ids: Tensor, x: Tensor, targets: Tensor, weights: Tensor, a: int, b: int) -> None:
         """Copies a call of CPU torch tensors with NumPy dtypes into rows [a, b): the common case, in
         straight-line code. Raises TypeError for a tensor NumPy cannot take (a GPU's, bfloat16)."""
         self.ids_np[a:b] = ids.numpy()
@@ -201,7 +227,7 @@ class _Slab:
         if self.w is not None:
             self.w_np[a:b] = (weights.detach() if weights.requires_grad else weights).numpy()
 
-    def note(self, n, step, epoch, meta):
+    def note(self, n: int, step: Optional[int], epoch: Optional[int], meta: Optional[Mapping[str, Any]]) -> None:
         """Records a call of n rows just copied in: its segment, and its meta."""
         self.seg[self.nseg] = (n, step, epoch)
         self.nseg += 1
@@ -211,7 +237,7 @@ class _Slab:
                 self.meta = {}
             self.meta.update(meta)
 
-    def _copy(self, dst, dst_np, a, b, src):
+    def _copy(self, dst: Any, dst_np: Any, a: int, b: int, src: Tensor) -> None:
         tt = self.tensor_type
         if tt is not None and isinstance(src, tt):
             if src.requires_grad:
@@ -234,7 +260,7 @@ class _Slab:
             src = src.to_f32()
         dst_np[a:b] = src
 
-    def tensors(self, lo=0, hi=None):
+    def tensors(self, lo: int = 0, hi: Optional[int] = None) -> Tuple[Any, Any, Any, Any]:
         """(ids, x, targets, weights) of rows [lo, hi), as the client sends them (views, no copies)."""
         hi = self.n if hi is None else hi
         if self.cuda:
@@ -246,12 +272,12 @@ class _Slab:
         return ids, self.x_np[lo:hi], self.t_np[lo:hi], self.w_np[lo:hi] if self.w_np is not None else None
 
 
-def _cpu_tensor(t, tt):
+def _cpu_tensor(t: Any, tt: Any) -> bool:
     """Whether t is a CPU torch tensor whose .numpy() works (no bfloat16 or complex)."""
     return isinstance(t, tt) and not t.is_cuda and str(t.dtype) != "torch.bfloat16" and not t.dtype.is_complex
 
 
-def _prod(shape):
+def _prod(shape: Sequence[int]) -> int:
     p = 1
     for d in shape:
         p *= d
@@ -283,9 +309,12 @@ class Miner:
     None); stats() returns them all as a dict.
     """
 
-    def __init__(self, dataset, *, run=None, loss=None, client=None, url=None, token=None, binary=None, ca_file=None,
-                 flush_interval=0.1, max_queue_bytes=256 << 20, max_batch=16384, request_timeout=10.0,
-                 retry_initial=0.2, retry_max=5.0, close_timeout=10.0, batch_id_prefix=None):
+    def __init__(self, dataset: str, *, run: Optional[str] = None, loss: Union[str, Mapping[str, Any], None] = None,
+                 client: Optional[Client] = None, url: Optional[str] = None, token: Optional[str] = None,
+                 binary: Optional[bool] = None, ca_file: Optional[str] = None, flush_interval: float = 0.1,
+                 max_queue_bytes: int = 256 << 20, max_batch: int = 16384, request_timeout: float = 10.0,
+                 retry_initial: float = 0.2, retry_max: float = 5.0, close_timeout: float = 10.0,
+                 batch_id_prefix: Optional[str] = None) -> None:
         self.dataset = dataset
         self.run = run
         self.loss = _loss_obj(loss)
@@ -296,6 +325,7 @@ class Miner:
         self.max_batch = max(1, int(max_batch))
         self.retry_initial = float(retry_initial)
         self.retry_max = float(retry_max)
+        self._backoff = Backoff(self.retry_initial, self.retry_max)
         self.close_timeout = float(close_timeout)
         self._prefix = batch_id_prefix or "miner-" + uuid.uuid4().hex[:16]
         self._seq = 0
@@ -303,12 +333,12 @@ class Miner:
         self._warned_loss = False
 
         self._cond = threading.Condition()
-        self._cur = None                       # the slab observe() fills
-        self._ready = collections.deque()      # full or due slabs, oldest first
-        self._free = []                        # emptied slabs of the current layout, for reuse
+        self._cur: Optional[_Slab] = None      # the slab observe() fills
+        self._ready: Deque[_Slab] = collections.deque()  # full or due slabs, oldest first
+        self._free: List[_Slab] = []           # emptied slabs of the current layout, for reuse
         self._allocated = 0                    # bytes of every slab that exists
         self._queued_n = 0                     # samples in _cur and _ready
-        self._inflight = None
+        self._inflight: Optional[_Slab] = None
         self._inflight_dropped = False         # close() gave up on the in-flight slab and counted it
         self._flushing = 0
         self._closing = False
@@ -324,20 +354,21 @@ class Miner:
         self.rejected = 0
         self.retries = 0
         self.batches = 0
-        self.last_error = None
+        self.last_error: Optional[Exception] = None
 
         self._thread = threading.Thread(target=self._run, name="focald-miner", daemon=True)
         self._thread.start()
         _live.add(self)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Miner(%r, %s)" % (self.dataset, ", ".join("%s=%s" % kv for kv in self.stats().items()
                                                           if kv[0] != "last_error"))
 
     # ------------------------------------------------------------ the training loop's side
 
-    def observe(self, ids, logits=None, targets=None, *, probs=None, step=None, epoch=None, weights=None,
-                meta=None):
+    def observe(self, ids: Tensor, logits: Tensor = None, targets: Tensor = None, *, probs: Tensor = None,
+                step: Optional[int] = None, epoch: Optional[int] = None, weights: Tensor = None,
+                meta: Optional[Mapping[str, Any]] = None) -> None:
         """Copies one batch of predictions into the Miner's buffers and returns.
 
         ids: N sample ids. logits or probs: (N, C) or (N, M, C) (torch tensors, on any device, arrays or
@@ -349,6 +380,7 @@ class Miner:
         # The fast path: a call exactly like the slab's previous one (shapes, dtypes, CPU torch tensors),
         # copied with three NumPy assignments. Anything else takes _observe(), which checks the call.
         x = logits if probs is None else probs
+        key: Optional[Tuple[Any, ...]]
         try:
             key = (logits is None, probs is None, type(x), ids.shape, x.shape, targets.shape, ids.dtype, x.dtype,
                    targets.dtype, None if weights is None else (weights.shape, weights.dtype))
@@ -374,7 +406,9 @@ class Miner:
                         return
         self._observe(ids, logits, probs, targets, weights, step, epoch, meta, key)
 
-    def _observe(self, ids, logits, probs, targets, weights, step, epoch, meta, key):
+    def _observe(self, ids: Tensor, logits: Tensor, probs: Tensor, targets: Tensor, weights: Tensor,
+                 step: Optional[int], epoch: Optional[int], meta: Optional[Mapping[str, Any]],
+                 key: Optional[Tuple[Any, ...]]) -> None:
         if (logits is None) == (probs is None):
             raise ValueError("give exactly one of logits and probs")
         if targets is None:
@@ -406,7 +440,7 @@ class Miner:
                 slab.t0 = time.monotonic()
                 self._cond.notify_all()  # the sender times this slab from now
 
-    def _layout(self, ids, xname, x, targets, weights):
+    def _layout(self, ids: Tensor, xname: str, x: Tensor, targets: Tensor, weights: Tensor) -> Layout:
         if not self._have_numpy:
             backend = "list"
         elif framing._torch_tensor(x):
@@ -427,7 +461,7 @@ class Miner:
         return (backend, xname, tail, kind, _tail_shape(targets),
                 _tail_shape(weights) if weights is not None else None, _ids_kind(ids))
 
-    def _start_slab(self, layout, n, x):
+    def _start_slab(self, layout: Layout, n: int, x: Tensor) -> _Slab:
         """Hands the current slab to the sender and makes an empty one current: a free one, a new one
         within max_queue_bytes, or the oldest unsent one, whose observations are dropped. Lock held."""
         if self._cur is not None and self._cur.n:
@@ -440,7 +474,7 @@ class Miner:
             for s in self._free:
                 self._allocated -= s.nbytes
             self._free = []
-        slab = None
+        slab: Optional[_Slab] = None
         if self._free and self._free[-1].cap >= n:
             slab = self._free.pop()
         else:
@@ -465,20 +499,20 @@ class Miner:
         self._cur = slab
         return slab
 
-    def _rows_for(self, layout):
+    def _rows_for(self, layout: Layout) -> int:
         """A slab's rows: max_batch, or fewer so that eight slabs fit in max_queue_bytes."""
         per_row = self._estimate(layout, 1)
         return max(1, min(self.max_batch, self.max_queue_bytes // (8 * per_row)))
 
     @staticmethod
-    def _estimate(layout, rows):
+    def _estimate(layout: Layout, rows: int) -> int:
         backend, xname, xtail, tkind, ttail, wtail, idkind = layout
         per = 8 + 4 * _prod(xtail) + (8 if tkind == "i" else 4) * _prod(ttail)
         if wtail is not None:
             per += 4 * _prod(wtail)
         return rows * per * (2 if backend == "list" else 1)
 
-    def _recycle(self, slab):
+    def _recycle(self, slab: _Slab) -> None:
         """An empty slab back to the pool (lock held)."""
         if slab.pooled and (not self._free or self._free[-1].layout == slab.layout) and (
                 self._cur is None or self._cur.layout == slab.layout):
@@ -488,16 +522,16 @@ class Miner:
             self._allocated -= slab.nbytes
 
     @property
-    def pending(self):
+    def pending(self) -> int:
         """Samples buffered or being sent."""
         with self._cond:
             return self._pending()
 
-    def _pending(self):
+    def _pending(self) -> int:
         inflight = self._inflight.n if self._inflight is not None and not self._inflight_dropped else 0
         return self._queued_n + inflight
 
-    def stats(self):
+    def stats(self) -> Dict[str, Any]:
         """The counters as a dict (see the class docstring)."""
         with self._cond:
             return {"observed": self.observed, "sent": self.sent, "duplicates": self.duplicates,
@@ -505,7 +539,7 @@ class Miner:
                     "rejected": self.rejected, "retries": self.retries, "batches": self.batches,
                     "pending": self._pending(), "last_error": self.last_error}
 
-    def flush(self, timeout=None):
+    def flush(self, timeout: Optional[float] = None) -> bool:
         """Sends everything observed so far at once and waits until it is sent (or refused). Returns
         True if the buffers drained, False after timeout seconds (None: close_timeout)."""
         deadline = time.monotonic() + (self.close_timeout if timeout is None else timeout)
@@ -522,7 +556,7 @@ class Miner:
             finally:
                 self._flushing -= 1
 
-    def close(self, timeout=None):
+    def close(self, timeout: Optional[float] = None) -> bool:
         """Sends what is buffered and stops the sender, waiting at most timeout seconds (None:
         close_timeout). What is still unsent then is counted in dropped. Returns True when everything
         was sent (or refused), False when close gave up. Idempotent."""
@@ -553,15 +587,15 @@ class Miner:
         log.warning("focald miner closed with %d samples unsent after %.1f s", self.dropped, timeout)
         return False
 
-    def __enter__(self):
+    def __enter__(self) -> "Miner":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
     # ------------------------------------------------------------ the sender thread
 
-    def _next(self):
+    def _next(self) -> Optional[_Slab]:
         """The next slab to send, or None to stop. Lock held; waits."""
         while True:
             if self._abandon.is_set():
@@ -569,7 +603,7 @@ class Miner:
             if self._ready:
                 return self._ready.popleft()
             cur = self._cur
-            wait = None
+            wait: Optional[float] = None
             if cur is not None and cur.n:
                 wait = cur.t0 + self.flush_interval - time.monotonic()
                 if wait <= 0 or self._closing or self._flushing:
@@ -579,7 +613,7 @@ class Miner:
                 return None
             self._cond.wait(wait)
 
-    def _run(self):
+    def _run(self) -> None:
         while True:
             with self._cond:
                 slab = self._next()
@@ -601,9 +635,11 @@ class Miner:
                     self._recycle(slab)
                     self._cond.notify_all()
 
-    def _segments(self, slab, lo=0, hi=None):
+    def _segments(self, slab: _Slab, lo: int = 0, hi: Optional[int] = None) -> List[Dict[str, int]]:
         out = []
-        for n, step, epoch in slab.seg[lo:slab.nseg if hi is None else hi]:
+        for seg in slab.seg[lo:slab.nseg if hi is None else hi]:
+            assert seg is not None  # the first nseg are set
+            n, step, epoch = seg
             g = {"n": n}
             if step is not None:
                 g["step"] = step
@@ -612,7 +648,7 @@ class Miner:
             out.append(g)
         return out
 
-    def _send(self, slab):
+    def _send(self, slab: _Slab) -> None:
         self._seq += 1
         batch_id = "%s-%d" % (self._prefix, self._seq)
         res = self._post(slab, 0, slab.nseg, batch_id, slab.n)
@@ -620,13 +656,16 @@ class Miner:
             # refused: send the calls one by one, so that only those at fault are refused
             row = 0
             for k in range(slab.nseg):
-                n = slab.seg[k][0]
+                seg = slab.seg[k]
+                assert seg is not None
+                n = seg[0]
                 if self._abandon.is_set():
                     return
                 self._post(slab, k, k + 1, "%s.%d" % (batch_id, k), n, row)
                 row += n
 
-    def _post(self, slab, k0, k1, batch_id, n, row=0):
+    def _post(self, slab: _Slab, k0: int, k1: int, batch_id: str, n: int,
+              row: int = 0) -> Union[Dict[str, Any], FocaldError, None]:
         """Sends calls [k0, k1) of slab (rows from row, n of them) until acknowledged, refused or
         abandoned. Returns the response, the refusal (a FocaldError, counted in rejected only for a
         single call), or None when abandoned."""
@@ -661,9 +700,7 @@ class Miner:
                     log.warning("focald miner: %s; retrying in the background (buffers bound %d bytes)", e,
                                 self.max_queue_bytes)
                 attempt += 1
-                delay = min(self.retry_max, self.retry_initial * 2 ** min(attempt - 1, 20))
-                if e.retry_after:
-                    delay = max(delay, min(e.retry_after, self.retry_max))
+                delay = self._backoff.delay(attempt, e.retry_after)
                 # woken early only by close() giving up (which counted this request as dropped); a
                 # plain close keeps retrying until its timeout, and observe() never wakes this wait
                 if self._abandon.wait(delay):

@@ -71,7 +71,7 @@ class Daemon:
 
     def start(self, timeout=20.0):
         if not os.access(FOCALD, os.X_OK):
-            raise unittest.SkipTest("%s is not built (make -j2)" % FOCALD)
+            raise RuntimeError("%s is not built (make -j2)" % FOCALD)
         # the daemon's settings are its flags only: none leak in from the environment of the tests
         env = {k: v for k, v in os.environ.items() if not k.startswith("FOCALD_")}
         if self.token:
@@ -113,25 +113,11 @@ class Daemon:
             return ""
 
 
-_HELP = None
-
-
-def supports(flag):
-    """Whether this focald knows a flag (some arrive with later issues: tokens, TLS)."""
-    global _HELP
-    if _HELP is None:
-        try:
-            _HELP = subprocess.run([FOCALD, "--help"], capture_output=True, text=True, timeout=10).stdout
-        except OSError:
-            _HELP = ""
-    return flag in _HELP
-
-
 def self_signed_cert(directory):
     """(cert, key) paths of a fresh self-signed certificate for 127.0.0.1, made with openssl."""
     cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
     if not shutil.which("openssl"):
-        raise unittest.SkipTest("openssl is not installed")
+        raise RuntimeError("openssl is not installed (make test installs it)")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
                     "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True, timeout=60)

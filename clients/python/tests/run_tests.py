@@ -67,7 +67,10 @@ def main(argv=None, modules=None):
     failed = len(res.failures) + len(res.errors) + len(res.unexpectedSuccesses)
     passed = res.testsRun - len(res.skipped) - failed
     sys.stdout.write("%d tests in %.1f s, %d skipped\n" % (res.testsRun, time.monotonic() - start, len(res.skipped)))
-    # tests/run-suites counts "ok N" as passed and "failed K" as failed; the last line decides
+    # tests/run-suites counts "ok N" as passed, "failed K" as failed and "skipped S" as skipped (a skip
+    # fails the run there); the last line decides
+    if res.skipped:
+        print("skipped %d" % len(res.skipped))
     print("ok %d" % passed)
     if failed:
         print("failed %d" % failed)

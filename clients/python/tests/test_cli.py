@@ -282,6 +282,112 @@ class FocalctlTest(DaemonTestCase):
         self.assertEqual(p.returncode, 3)
         self.assertIn("unreachable", p.stdout)
 
+    # ------------------------------------------------------------ post, loss
+
+    def body_file(self, doc):
+        path = os.path.join(_daemon.tempdir(), "body.json")
+        with open(path, "w") as f:
+            json.dump(doc, f)
+        return path
+
+    def test_focalctl_post_and_loss(self):
+        rng = np.random.default_rng(5)
+        logits = rng.normal(size=(6, 3)).astype(np.float32) * 3
+        targets = [0, 1, 2, 2, 1, 0]
+        ids = ["p0", "p1", "p2", 3, 4, "p5"]
+        doc = {"run": "cli-run", "step": 9, "batch_id": "b-9", "loss": {"type": "softmax_focal", "gamma": 1.5},
+               "ids": ids, "logits": logits.tolist(), "targets": targets}
+        path = self.body_file(doc)
+        want = Client(self.url, binary=False).evaluate(logits, targets, loss={"type": "softmax_focal", "gamma": 1.5})
+        # loss: the same numbers, nothing stored
+        got = json.loads(self.ok("loss", path, "--json"))
+        self.assertEqual(got["losses"], want["losses"])
+        self.assertNotIn("cli-post", [d["name"] for d in self.c.datasets()])
+        head, rows = self.table(self.ok("loss", path))
+        self.assertEqual(head[:4], ["6", "samples", "evaluated", "(nothing"])
+        self.assertEqual(rows[0], ["id", "loss", "p_t", "pred", "correct"])
+        self.assertEqual([r[0] for r in rows[1:]], [str(i) for i in ids])
+        # post: recorded under the body's run, step and batch_id; printed per id
+        rows = list(csv.DictReader(io.StringIO(self.ok("post", "cli-post", path, "--csv"))))
+        self.assertEqual([r["id"] for r in rows], [str(i) for i in ids])
+        self.assertEqual([float(r["loss"]) for r in rows], want["losses"])
+        self.assertEqual([float(r["p_t"]) for r in rows], want["scores"]["p_t"])
+        d = self.c.dataset("cli-post")
+        self.assertEqual((d["samples"], d["observations"], [r["name"] for r in d["runs"]]), (6, 6, ["cli-run"]))
+        self.assertEqual(self.c.sample("cli-post", "p2")["runs"][0]["last_step"], 9)
+        out = self.ok("post", "cli-post", path)  # the same batch_id again: stored once
+        self.assertTrue(out.startswith("already had 6 samples into cli-post (run cli-run, batch b-9)"), out)
+        self.assertEqual(self.c.dataset("cli-post")["observations"], 6)
+        # standard input, and the body's ids are optional in the output only
+        doc2 = dict(doc, batch_id="b-10")
+        r = json.loads(self.ok("post", "cli-post", "-", "--json", input=json.dumps(doc2)))
+        self.assertEqual((r["accepted"], r["duplicate"], r["batch_id"]), (6, False, "b-10"))
+        self.assertEqual(self.c.dataset("cli-post")["observations"], 12)
+
+    def test_focalctl_post_errors(self):
+        p = self.run_cli("post", "cli-post-bad", self.body_file({"ids": [1, 2], "targets": [0, 1]}))
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("missing_field", p.stderr)
+        p = self.run_cli("loss", "-", input="{not json")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("400", p.stderr)
+        p = self.run_cli("post", "cli-post-bad", "/nonexistent/body.json")
+        self.assertEqual(p.returncode, 4)
+        self.assertIn("cannot read /nonexistent/body.json", p.stderr)
+        self.assertNotIn("cli-post-bad", [d["name"] for d in self.c.datasets()])
+        self.assertEqual(self.run_cli("post", "only-a-dataset").returncode, 2)
+
+    # ------------------------------------------------------------ completion, documentation
+
+    def complete(self, script, *words):
+        """What the completion script offers for the command line words (the last one being completed)."""
+        prog = ('source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); COMPREPLY=(); '
+                '_focalctl; printf "%s\\n" "${COMPREPLY[@]}"')
+        p = subprocess.run(["bash", "-c", prog, "bash", script, "focalctl"] + list(words), capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual((p.returncode, p.stderr), (0, ""))
+        return [w for w in p.stdout.split("\n") if w]
+
+    def commands(self):
+        """focalctl's commands and subcommands, from its parser."""
+        from focald.cli import _walk, build_parser
+        return [" ".join(path) for path, _, _, _ in _walk(build_parser()) if path]
+
+    def test_focalctl_completion_bash(self):
+        script = os.path.join(_daemon.tempdir(), "focalctl.bash")
+        with open(script, "w") as f:
+            f.write(self.ok("completion", "bash"))
+        top = self.complete(script, "")
+        self.assertEqual(sorted(top), sorted(c for c in self.commands() if " " not in c))
+        self.assertEqual(self.complete(script, "q"), ["queue"])
+        self.assertEqual(self.complete(script, "queue", ""), ["create", "list", "show", "delete"])
+        self.assertEqual(self.complete(script, "--json", "datasets", "s"), ["show"])
+        self.assertIn("--dedupe-by", self.complete(script, "queue", "create", "ds", "--"))
+        self.assertNotIn("--dedupe-by", self.complete(script, "top", "ds", "--"))
+        self.assertEqual(self.complete(script, "top", "ds", "--by", "m"), ["mean_loss", "max_loss"])
+        self.assertEqual(self.complete(script, "export", "ds", "-f", "l"), ["label-studio"])
+        self.assertEqual(self.complete(script, "review", "ds", "id", "re"), ["relabelled"])
+        self.assertEqual(self.complete(script, "post", "ds", ""), [])  # a file: bash's default completion
+        p = subprocess.run(["bash", "-c", 'source "$1" && complete -p focalctl', "bash", script], capture_output=True,
+                           text=True, timeout=30)
+        self.assertIn("-F _focalctl focalctl", p.stdout)
+        self.assertEqual(self.run_cli("completion", "zsh").returncode, 2)
+
+    def test_focalctl_commands_documented(self):
+        """The client's README and the repository's README name every command."""
+        with open(os.path.join(_daemon.PYDIR, "README.md")) as f:
+            readme = f.read()
+        block = readme[readme.index("## focalctl"):]
+        block = block[block.index("```"):block.index("```", block.index("```") + 3)]
+        with open(os.path.join(_daemon.ROOT, "README.md")) as f:
+            top = f.read()
+        line = next(l for l in top.splitlines() if l.startswith("- Command line:"))
+        for cmd in self.commands():
+            self.assertIn("focalctl %s" % cmd.split()[0], block)
+            self.assertIn(cmd.split()[-1], block, cmd)
+            if " " not in cmd:
+                self.assertIn(" %s " % cmd, line.replace("`", " ").replace("|", " "), cmd)
+
     def test_focalctl_version(self):
         p = self.run_cli("--version")
         self.assertEqual(p.returncode, 0)
@@ -324,41 +430,43 @@ class FocalctlTest(DaemonTestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("cli", [d["name"] for d in json.loads(p.stdout)["datasets"]])
 
-    def test_focalctl_token_and_tls(self):
-        """FOCALD_TOKEN is sent; --cacert (or FOCALD_CA_FILE) trusts a self-signed focald."""
-        if _daemon.supports("--token-file"):
-            token = "0123456789abcdef" * 2
-            d = _daemon.Daemon(token=token)
-            try:
-                env = dict(os.environ, FOCALD_URL=d.url, FOCALD_TOKEN=token)
-                p = subprocess.run([_daemon.PYTHON, _daemon.FOCALCTL, "datasets", "--json"], env=env,
-                                   capture_output=True, text=True, timeout=60)
-                self.assertEqual(p.returncode, 0, p.stderr)
-                p = self.run_cli("datasets", url=d.url)  # no token
-                self.assertEqual(p.returncode, 1)
-                self.assertIn("401 unauthorized", p.stderr)
-                self.assertIn("set FOCALD_TOKEN", p.stderr)
-                p = subprocess.run([_daemon.PYTHON, _daemon.FOCALCTL, "datasets"], capture_output=True, text=True,
-                                   timeout=60, env=dict(os.environ, FOCALD_URL=d.url, FOCALD_TOKEN="x" * 32))
-                self.assertEqual(p.returncode, 1)
-                self.assertIn("the one set is refused", p.stderr)
-            finally:
-                d.stop()
-        if _daemon.supports("--tls-cert"):
-            d = _daemon.Daemon(tls=True)
-            try:
-                self.assertEqual(self.run_cli("health", "--cacert", d.cert, url=d.url).returncode, 0)
-                env = dict(os.environ, FOCALD_URL=d.url, FOCALD_CA_FILE=d.cert)
-                p = subprocess.run([_daemon.PYTHON, _daemon.FOCALCTL, "datasets"], env=env, capture_output=True,
-                                   text=True, timeout=60)
-                self.assertEqual(p.returncode, 0, p.stderr)
-                p = self.run_cli("datasets", url=d.url)  # untrusted certificate
-                self.assertEqual(p.returncode, 3)
-                self.assertIn("CERTIFICATE_VERIFY_FAILED", p.stderr)
-                p = self.run_cli("datasets", "--cacert", "/nonexistent.pem", url=d.url)
-                self.assertEqual(p.returncode, 4)
-            finally:
-                d.stop()
+    def test_focalctl_token(self):
+        """FOCALD_TOKEN is sent; a 401 says to set it, or that the one set is refused."""
+        token = "0123456789abcdef" * 2
+        d = _daemon.Daemon(token=token)
+        try:
+            env = dict(os.environ, FOCALD_URL=d.url, FOCALD_TOKEN=token)
+            p = subprocess.run([_daemon.PYTHON, _daemon.FOCALCTL, "datasets", "--json"], env=env,
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            p = self.run_cli("datasets", url=d.url)  # no token
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("401 unauthorized", p.stderr)
+            self.assertIn("set FOCALD_TOKEN", p.stderr)
+            self.assertNotIn("the one set is refused", p.stderr)
+            p = subprocess.run([_daemon.PYTHON, _daemon.FOCALCTL, "datasets"], capture_output=True, text=True,
+                               timeout=60, env=dict(os.environ, FOCALD_URL=d.url, FOCALD_TOKEN="x" * 32))
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("the one set is refused", p.stderr)
+        finally:
+            d.stop()
+
+    def test_focalctl_tls(self):
+        """--cacert (or FOCALD_CA_FILE) trusts a self-signed focald; without it the certificate is refused."""
+        d = _daemon.Daemon(tls=True)
+        try:
+            self.assertEqual(self.run_cli("health", "--cacert", d.cert, url=d.url).returncode, 0)
+            env = dict(os.environ, FOCALD_URL=d.url, FOCALD_CA_FILE=d.cert)
+            p = subprocess.run([_daemon.PYTHON, _daemon.FOCALCTL, "datasets"], env=env, capture_output=True,
+                               text=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            p = self.run_cli("datasets", url=d.url)  # untrusted certificate
+            self.assertEqual(p.returncode, 3)
+            self.assertIn("CERTIFICATE_VERIFY_FAILED", p.stderr)
+            p = self.run_cli("datasets", "--cacert", "/nonexistent.pem", url=d.url)
+            self.assertEqual(p.returncode, 4)
+        finally:
+            d.stop()
 
     def test_focalctl_server_error_is_3(self):
         """A 5xx (here a stand-in focald that is draining) exits 3, like an unreachable focald."""

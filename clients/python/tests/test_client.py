@@ -21,7 +21,9 @@ from _daemon import Daemon, DaemonTestCase
 import numpy as np
 import torch
 
-from focald import Client, FocaldConnectionError, FocaldError
+import focald.client
+from focald import Client, FocaldConnectionError, FocaldError, Miner
+from focald._retry import Backoff
 
 SCORE_NAMES = ["p_t", "p_max", "margin", "norm_margin", "entropy", "cw_entropy", "el2n", "correct", "pred"]
 
@@ -577,6 +579,41 @@ class ConfigTest(unittest.TestCase):
 TOKEN = "0123456789abcdef" * 2
 
 
+class BackoffTest(unittest.TestCase):
+    """The one backoff both retrying paths use (post_batch(retries=...) and the Miner)."""
+
+    def test_backoff_doubles_to_its_maximum(self):
+        b = Backoff(0.1, 1.0)
+        self.assertEqual([round(b.delay(a), 6) for a in range(1, 7)], [0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+        self.assertEqual(b.delay(10 ** 6), 1.0)  # no overflow for a long outage
+
+    def test_backoff_honours_retry_after_up_to_its_bound(self):
+        b = Backoff(0.1, 1.0, retry_after_max=30.0)
+        self.assertEqual(b.delay(1, retry_after=7.0), 7.0)
+        self.assertEqual(b.delay(1, retry_after=3600.0), 30.0)
+        self.assertEqual(b.delay(5, retry_after=0.05), 1.0)  # never shorter than the backoff itself
+        self.assertEqual(Backoff(0.2, 5.0).delay(1, retry_after=60.0), 5.0)  # the Miner's bound: its maximum
+
+    def test_backoff_is_written_once(self):
+        """No other module of the package computes a doubling wait of its own."""
+        pkg = os.path.join(_daemon.PYDIR, "focald")
+        for name in sorted(os.listdir(pkg)):
+            if not name.endswith(".py") or name == "_retry.py":
+                continue
+            with open(os.path.join(pkg, name), encoding="utf-8") as f:
+                text = f.read()
+            for pattern in ("2 **", "2.0 **", "<< attempt"):
+                self.assertNotIn(pattern, text, "%s computes a backoff of its own" % name)
+
+    def test_client_and_miner_use_it(self):
+        self.assertIsInstance(focald.client.RETRY_BACKOFF, Backoff)
+        m = Miner("backoff", url="http://127.0.0.1:9", retry_initial=0.3, retry_max=2.0)
+        try:
+            self.assertEqual((m._backoff.initial, m._backoff.maximum), (0.3, 2.0))
+        finally:
+            m.close(0.1)
+
+
 class EarlyAnswerTest(DaemonTestCase):
     """focald refuses a body that is too large from its Content-Length, before reading it, and closes
     the connection: the client reports that answer (413), not the broken pipe of the unsent body."""
@@ -600,8 +637,6 @@ class AuthTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not _daemon.supports("--token-file"):
-            raise unittest.SkipTest("this focald has no bearer tokens")
         cls.d = Daemon(token=TOKEN)
 
     @classmethod
@@ -641,8 +676,6 @@ class TlsTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not _daemon.supports("--tls-cert"):
-            raise unittest.SkipTest("this focald has no TLS")
         cls.d = Daemon(tls=True)
 
     @classmethod

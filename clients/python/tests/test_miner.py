@@ -429,8 +429,6 @@ class MinerDaemonDownTest(unittest.TestCase):
         self.assertEqual(d.stop(), 0)
 
     def test_miner_wrong_token_is_refused_not_retried(self):
-        if not _daemon.supports("--token-file"):
-            raise unittest.SkipTest("this focald has no bearer tokens")
         d = Daemon(token="0123456789abcdef" * 2)
         try:
             m = Miner("m-auth", url=d.url, token="not-the-token-at-all")
