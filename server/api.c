@@ -29,10 +29,6 @@
 #include "store.h"
 #include "work.h"
 
-#ifndef FOCALD_VERSION
-#define FOCALD_VERSION "0.1.0"
-#endif
-
 extern const char focald_openapi[];
 extern const size_t focald_openapi_len;
 

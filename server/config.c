@@ -20,10 +20,6 @@
 
 #include "log.h"
 
-#ifndef FOCALD_VERSION
-#define FOCALD_VERSION "0.1.0"
-#endif
-
 typedef enum kind { K_STR, K_INT, K_SIZE, K_DOUBLE, K_DURABILITY, K_LEVEL, K_FLAG } kind;
 
 typedef struct setting {

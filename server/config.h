@@ -5,6 +5,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "focal.h"
+
+/* focald and its library are released together: the version's one source is FL_VERSION in focal.h
+ * (openapi.json, the image's label and the Python client repeat it, and a test checks they agree). */
+#define FOCALD_VERSION FL_VERSION
+
 typedef enum durability { DUR_NORMAL = 0, DUR_FULL = 1 } durability;
 
 typedef struct config {

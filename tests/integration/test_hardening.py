@@ -1902,6 +1902,44 @@ class TlsTest(HardeningTestCase):
 
 class BuildTest(unittest.TestCase):
 
+    def test_build_version_has_one_source(self):
+        """FL_VERSION in lib/include/focal.h is the version: focald --version, /metrics' build_info, the OpenAPI
+        document, the image's label default, the Python client and the pkg-config file all say the same, and no
+        other file of the project spells a version of its own."""
+        root = ta.ROOT
+        with open(os.path.join(root, "lib", "include", "focal.h")) as f:
+            version = re.search(r'(?m)^#define FL_VERSION "([^"]+)"$', f.read()).group(1)
+        self.assertRegex(version, r"^\d+\.\d+\.\d+$")
+        out = subprocess.run([ta.FOCALD, "--version"], capture_output=True, text=True, timeout=10).stdout
+        self.assertEqual(out.strip(), "focald " + version)
+        with open(os.path.join(root, "server", "openapi.json")) as f:
+            self.assertEqual(json.load(f)["info"]["version"], version)
+        with open(os.path.join(root, "docker", "Dockerfile")) as f:
+            self.assertIn("ARG VERSION=%s\n" % version, f.read())
+        with open(os.path.join(root, "clients", "python", "focald", "__init__.py")) as f:
+            self.assertIn('__version__ = "%s"' % version, f.read())
+        with open(os.path.join(root, "lib", "focal.pc.in")) as f:
+            self.assertIn("@VERSION@", f.read())
+        allowed = {"lib/include/focal.h", "server/openapi.json", "docker/Dockerfile", "clients/python/focald/__init__.py"}
+        files = subprocess.run(["git", "-C", root, "ls-files"], capture_output=True, text=True, check=True).stdout.split()
+        spelled = set()
+        for rel in files:
+            if rel.startswith(("tests/golden/", "tests/fuzz/")) or rel.endswith((".md", ".png")):
+                continue
+            try:
+                with open(os.path.join(root, rel), encoding="utf-8") as f:
+                    text = f.read()
+            except (UnicodeDecodeError, FileNotFoundError, IsADirectoryError):
+                continue
+            if re.search(r'(?<![\d.])%s(?![\d.])' % re.escape(version), text):
+                spelled.add(rel)
+        self.assertEqual(spelled - allowed, set())
+        d = ta.Daemon(self.__class__.__name__).start()
+        try:
+            self.assertIn('focald_build_info{version="%s"' % version, d.get("/metrics").body.decode())
+        finally:
+            d.stop()
+
     def test_build_no_daemon_symbol_shadows_a_shared_library(self):
         """A global function of focald's own with the name of one its libraries export (jansson's
         json_string, say) would silently take the library's calls too: the linker binds them to the
