@@ -79,7 +79,15 @@ $(BUILD)/.build-deps:
 
 $(BUILD)/.test-deps: $(BUILD)/.build-deps
 	$(call need_pkgs,$(TEST_PKGS))
+	@command -v node >/dev/null && command -v npm >/dev/null || $(MAKE) --no-print-directory node-pkgs
 	@mkdir -p $(@D) && touch $@
+
+# node and npm run the OpenAPI suite's linter and response checker. Any install that provides both
+# commands will do (NodeSource's nodejs bundles npm, and conflicts with Debian's npm package); without
+# them, Debian's nodejs and npm.
+node-pkgs:
+	$(call need_pkgs,nodejs npm)
+.PHONY: node-pkgs
 
 $(BUILD)/.bench-deps: $(BUILD)/.test-deps
 	$(call need_pkgs,$(BENCH_PKGS))
