@@ -674,16 +674,26 @@ static void w_run_history(jw *o, const st_dataset *ds, const st_run *r, uint32_t
   JW(o, "]}");
 }
 
+int api_sample(http_req *rq, http_resp *resp, const st_dataset **ds, uint32_t *key) {
+  *ds = st_acquire(api_map, rq->params[0]);
+  if (!*ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]), -1;
+  const int64_t k = st_key(*ds, rq->params[1]);
+  if (k < 0) {
+    st_release(*ds);
+    *ds = NULL;
+    return api_fail(resp, rq, P_SAMPLE_NOT_FOUND, NULL, "dataset \"%.80s\" has no sample \"%.80s\"", rq->params[0],
+                    rq->params[1]), -1;
+  }
+  *key = (uint32_t)k;
+  return 0;
+}
+
 static int h_sample(http_req *rq, http_resp *resp) {
   char rb[HTTP_QUERY_MAX];
   const char *run = http_query(rq, "run", rb, sizeof rb);
-  const st_dataset *ds = st_acquire(api_map, rq->params[0]);
-  if (!ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
-  int64_t key = st_key(ds, rq->params[1]);
-  if (key < 0) {
-    st_release(ds);
-    return api_fail(resp, rq, P_SAMPLE_NOT_FOUND, NULL, "dataset \"%.80s\" has no sample \"%.80s\"", rq->params[0], rq->params[1]);
-  }
+  const st_dataset *ds;
+  uint32_t key;
+  if (api_sample(rq, resp, &ds, &key) != 0) return 0;
   const st_run *only = NULL;
   if (run && !(only = st_find_run(ds, run))) {
     st_release(ds);

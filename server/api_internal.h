@@ -46,6 +46,11 @@ int api_int_query(http_req *rq, http_resp *resp, const char *name, long long lo,
  * naming the first bad one and returns -1. */
 int api_ranking_query(http_req *rq, http_resp *resp, st_query *q /* OUT */, char run[ST_NAME_MAX + 1] /* OUT */);
 
+/* The dataset and the sample the path names ({dataset}, {id}): the dataset
+ * acquired (the caller st_releases it) and the sample's key. 0, or answers 404
+ * dataset_not_found or sample_not_found and returns -1. */
+int api_sample(http_req *rq, http_resp *resp, const st_dataset **ds /* OUT */, uint32_t *key /* OUT */);
+
 /* The hand-off of a request to another thread: suspends rq until op is done
  * (op->done resumes it), then finish builds the answer on an HTTP thread;
  * cleanup frees what rq->async holds when the request ends. The caller then

@@ -246,13 +246,9 @@ static void jw_review(jw *o, const st_dataset *ds, const st_review *e) {
 }
 
 int api_reviews(http_req *rq, http_resp *resp) {
-  const st_dataset *ds = st_acquire(api_map, rq->params[0]);
-  if (!ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
-  int64_t key = st_key(ds, rq->params[1]);
-  if (key < 0) {
-    st_release(ds);
-    return api_fail(resp, rq, P_SAMPLE_NOT_FOUND, NULL, "dataset \"%.80s\" has no sample \"%.80s\"", rq->params[0], rq->params[1]);
-  }
+  const st_dataset *ds;
+  uint32_t key;
+  if (api_sample(rq, resp, &ds, &key) != 0) return 0;
   jw o = {0};
   JW(&o, "{\"id\":");
   jw_str(&o, st_sample_id(ds, (uint32_t)key));

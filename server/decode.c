@@ -857,6 +857,20 @@ void req_describe_error(const req *r, int rc, int64_t where, problem *err) {
   binary_field(r, rc, err);
 }
 
+/* The flat index of an element of the predictions' shape split into its
+ * indices: [n][m][c] for dense predictions, else [n][c]. Returns how many. */
+static int split_element(const req *r, int64_t where, int64_t idx[3]) {
+  if (r->dense) {
+    idx[0] = where / (r->m * r->c);
+    idx[1] = where / r->c % r->m;
+    idx[2] = where % r->c;
+    return 3;
+  }
+  idx[0] = where / r->c;
+  idx[1] = where % r->c;
+  return 2;
+}
+
 void req_describe_error_json(const req *r, int rc, int64_t where, problem *err) {
   const int softmax = fl_loss_is_softmax(r->params.loss);
   int64_t idx[3];
@@ -871,15 +885,8 @@ void req_describe_error_json(const req *r, int rc, int64_t where, problem *err) 
     if (rc == FL_ETARGET && r->c == 1 && !softmax && r->targets && !r->dense) {
       nd = 1;
       idx[0] = where;
-    } else if (r->dense) {
-      nd = 3;
-      idx[0] = where / (r->m * r->c);
-      idx[1] = where / r->c % r->m;
-      idx[2] = where % r->c;
     } else {
-      nd = 2;
-      idx[0] = where / r->c;
-      idx[1] = where % r->c;
+      nd = split_element(r, where, idx);
     }
     if (rc == FL_EINPUT) fail_at(err, P_NOT_FINITE, name, idx, nd, "is not finite");
     else if (rc == FL_EPROB) fail_at(err, P_OUT_OF_RANGE, name, idx, nd, "is outside [0, 1]");
@@ -906,15 +913,8 @@ void req_describe_error_json(const req *r, int rc, int64_t where, problem *err) 
       nd = r->dense ? 2 : 1;
       idx[0] = r->dense ? where / r->m : where;
       idx[1] = where % r->m;
-    } else if (r->dense) {
-      nd = 3;
-      idx[0] = where / (r->m * r->c);
-      idx[1] = where / r->c % r->m;
-      idx[2] = where % r->c;
     } else {
-      nd = 2;
-      idx[0] = where / r->c;
-      idx[1] = where % r->c;
+      nd = split_element(r, where, idx);
     }
     fail_at(err, P_OUT_OF_RANGE, "weights", idx, nd, "is negative or not finite");
     return;
