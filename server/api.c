@@ -729,5 +729,9 @@ const api_route api_routes[] = {
     {"GET", "/v1/datasets/{dataset}/queues/{name}", api_queue_get, API_BODY_NONE, "offset limit"},
     {"DELETE", "/v1/datasets/{dataset}/queues/{name}", api_queue_delete, API_BODY_NONE, ""},
     {"GET", "/v1/datasets/{dataset}/export", api_export, API_BODY_NONE, "format queue k local_files_root " Q_RANKING},
+    {"GET", "/v1/datasets/{dataset}/datamap", api_datamap, API_BODY_NONE, "run bins x0 x1 y0 y1 limit min_seen"},
+    {"GET", "/ui", api_ui_redirect, API_BODY_NONE, ""},
+    {"GET", "/ui/", api_ui_index, API_BODY_NONE, ""},
+    {"GET", "/ui/{asset}", api_ui_file, API_BODY_NONE, ""},
 };
 const int api_route_count = (int)(sizeof api_routes / sizeof api_routes[0]);

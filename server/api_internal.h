@@ -37,5 +37,11 @@ int api_queue_get(http_req *rq, http_resp *resp);
 int api_queue_delete(http_req *rq, http_resp *resp);
 /* Exports (export.c). */
 int api_export(http_req *rq, http_resp *resp);
+/* The data map (api_datamap.c). */
+int api_datamap(http_req *rq, http_resp *resp);
+/* The console's static files (ui.c). */
+int api_ui_redirect(http_req *rq, http_resp *resp);
+int api_ui_index(http_req *rq, http_resp *resp);
+int api_ui_file(http_req *rq, http_resp *resp);
 
 #endif /* FOCALD_API_INTERNAL_H */

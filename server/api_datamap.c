@@ -1,0 +1,172 @@
+/* api_datamap.c — the data map: a dataset's samples binned by variability and mean confidence.
+ *
+ * Dataset cartography (Swayamdipta et al.) plots each sample at x = variability
+ * (the standard deviation of p_t over its observations) and y = confidence (the
+ * mean of p_t), coloured by correctness. A run of a million samples cannot be
+ * sent point by point to a browser, so the map is answered as a grid of counts
+ * over the rectangle asked for, with each cell's mean correctness, and as the
+ * points themselves only when the rectangle holds at most `limit` samples (a
+ * zoomed-in view, or a brushed region).
+ *
+ * The coordinates are the history fields the other routes report, rounded to
+ * float32 as every route writes them, so that a sample's place on the map is
+ * computed from exactly the numbers a client reads for it (hard-examples, the
+ * sample view). One pass over the samples under the dataset's read lock.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api_internal.h"
+#include "decode.h"
+
+#define DM_BINS_MAX 256
+#define DM_LIMIT_MAX 10000
+
+/* A query number: finite, the whole string. Returns 0, or -1. */
+static int parse_real(const char *s, double *v /* OUT */) {
+  char *end;
+  if (!s || !*s) return -1;
+  double x = strtod(s, &end);
+  if (*end || !isfinite(x)) return -1;
+  *v = x;
+  return 0;
+}
+
+static int parse_count(const char *s, long lo, long hi, long *v /* OUT */) {
+  char *end;
+  if (!s || !*s) return -1;
+  long x = strtol(s, &end, 10);
+  if (*end || x < lo || x > hi) return -1;
+  *v = x;
+  return 0;
+}
+
+/* The cell of v along an axis [lo, hi] cut into n: the last cell holds hi itself. */
+static int cell_of(double v, double lo, double hi, int n) {
+  int i = (int)floor((v - lo) / (hi - lo) * n);
+  if (i >= n) i = n - 1;
+  if (i < 0) i = 0;
+  return i;
+}
+
+typedef struct dm_point {
+  uint32_t key;
+  float x, y, correctness;
+  int32_t label;
+} dm_point;
+
+int api_datamap(http_req *rq, http_resp *resp) {
+  char qb[8][64];
+  const char *run = http_query(rq, "run", qb[0], sizeof qb[0]);
+  const char *bins_s = http_query(rq, "bins", qb[1], sizeof qb[1]);
+  const char *limit_s = http_query(rq, "limit", qb[2], sizeof qb[2]);
+  const char *min_seen_s = http_query(rq, "min_seen", qb[3], sizeof qb[3]);
+  const char *names[4] = {"x0", "x1", "y0", "y1"};
+  double rect[4] = {0.0, 0.5, 0.0, 1.0}; /* p_t lies in [0, 1], so its standard deviation in [0, 0.5] */
+  long bins = 64, limit = 1000, min_seen = 1;
+  for (int i = 0; i < 4; i++) {
+    const char *s = http_query(rq, names[i], qb[4 + i], sizeof qb[4 + i]);
+    if (s && parse_real(s, &rect[i]))
+      return api_fail(resp, rq, P_BAD_QUERY, names[i], "%s must be a finite number", names[i]);
+  }
+  if (!(rect[1] > rect[0])) return api_fail(resp, rq, P_BAD_QUERY, "x1", "x1 must be greater than x0");
+  if (!(rect[3] > rect[2])) return api_fail(resp, rq, P_BAD_QUERY, "y1", "y1 must be greater than y0");
+  if (bins_s && parse_count(bins_s, 1, DM_BINS_MAX, &bins))
+    return api_fail(resp, rq, P_BAD_QUERY, "bins", "bins must be an integer from 1 to %d", DM_BINS_MAX);
+  if (limit_s && parse_count(limit_s, 0, DM_LIMIT_MAX, &limit))
+    return api_fail(resp, rq, P_BAD_QUERY, "limit", "limit must be an integer from 0 to %d", DM_LIMIT_MAX);
+  if (min_seen_s && parse_count(min_seen_s, 1, INT32_MAX, &min_seen))
+    return api_fail(resp, rq, P_BAD_QUERY, "min_seen", "min_seen must be an integer >= 1");
+  if (!run || strcmp(run, "*") == 0) run = "*";
+  else if (!name_lookup_ok(run)) return api_fail(resp, rq, P_BAD_QUERY, "run", "run must be a run name or *");
+
+  const size_t ncell = (size_t)bins * (size_t)bins;
+  uint64_t *counts = calloc(ncell, sizeof *counts);
+  double *correct = calloc(ncell, sizeof *correct);
+  dm_point *points = malloc((size_t)(limit + 1) * sizeof *points);
+  if (!counts || !correct || !points) {
+    free(counts);
+    free(correct);
+    free(points);
+    return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
+  }
+  int rc = 0;
+  const st_run *only = NULL;
+  const st_dataset *ds = st_acquire(api_map, rq->params[0]);
+  if (!ds) {
+    rc = api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
+    goto out;
+  }
+  if (strcmp(run, "*") != 0 && !(only = st_find_run(ds, run))) {
+    rc = api_fail(resp, rq, P_RUN_NOT_FOUND, "run", "dataset \"%.80s\" has no run \"%.80s\"", rq->params[0], run);
+    goto out;
+  }
+  uint64_t total = 0;
+  const uint32_t n = st_nsamples(ds);
+  for (uint32_t key = 0; key < n; key++) {
+    hist_view v;
+    if (only) {
+      hist_rec h;
+      st_history(only, key, &h);
+      if (h.seen == 0) continue;
+      hist_view_of(&h, &v);
+    } else {
+      st_history_all(ds, key, &v); /* seen 0: no run observed it */
+    }
+    if (v.seen < (double)min_seen) continue;
+    const float x = (float)v.variability, y = (float)v.confidence;
+    if (!(x >= rect[0] && x <= rect[1] && y >= rect[2] && y <= rect[3])) continue;
+    const size_t cell = (size_t)cell_of(y, rect[2], rect[3], (int)bins) * (size_t)bins + (size_t)cell_of(x, rect[0], rect[1], (int)bins);
+    counts[cell]++;
+    correct[cell] += (float)v.correctness;
+    if (total <= (uint64_t)limit) points[total] = (dm_point){key, x, y, (float)v.correctness, v.label};
+    total++;
+  }
+
+  jw o = {0};
+  JW(&o, "{\"dataset\":");
+  jw_str(&o, st_name(ds));
+  JW(&o, ",\"run\":");
+  jw_str(&o, run);
+  JW(&o, ",\"x\":\"variability\",\"y\":\"confidence\",\"x0\":%.17g,\"x1\":%.17g,\"y0\":%.17g,\"y1\":%.17g,\"bins\":%ld,"
+         "\"limit\":%ld,\"total\":%llu,\"counts\":[", rect[0], rect[1], rect[2], rect[3], bins, limit, (unsigned long long)total);
+  for (size_t c = 0; c < ncell; c++) JW(&o, c ? ",%llu" : "%llu", (unsigned long long)counts[c]);
+  JW(&o, "],\"correctness\":[");
+  for (size_t c = 0; c < ncell; c++) {
+    if (c) jw_lit(&o, ",");
+    if (counts[c]) jw_num(&o, correct[c] / (double)counts[c]);
+    else jw_lit(&o, "null");
+  }
+  JW(&o, "],\"points\":");
+  if (total <= (uint64_t)limit) {
+    jw_lit(&o, "[");
+    for (uint64_t i = 0; i < total; i++) {
+      const dm_point *p = &points[i];
+      JW(&o, "%s{\"id\":", i ? "," : "");
+      jw_str(&o, st_sample_id(ds, p->key));
+      JW(&o, ",\"x\":");
+      jw_num(&o, p->x);
+      JW(&o, ",\"y\":");
+      jw_num(&o, p->y);
+      JW(&o, ",\"correctness\":");
+      jw_num(&o, p->correctness);
+      JW(&o, ",\"label\":");
+      if (p->label >= 0) jw_int(&o, p->label);
+      else jw_lit(&o, "null");
+      JW(&o, ",\"status\":\"%s\"}", st_status_name(st_sample_status(ds, p->key)));
+    }
+    jw_lit(&o, "]");
+  } else {
+    jw_lit(&o, "null");
+  }
+  jw_lit(&o, "}");
+  rc = jw_respond(resp, 200, &o);
+out:
+  st_release(ds);
+  free(counts);
+  free(correct);
+  free(points);
+  return rc;
+}
