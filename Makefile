@@ -49,6 +49,8 @@ KFLAGS := -O3 -ffp-contract=fast -fno-math-errno -fno-trapping-math
 BUILD_PKGS := gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev libsqlite3-dev libuv1-dev libgnutls28-dev \
               libxxhash-dev libcmocka-dev sqlite3 curl
 TEST_PKGS := python3 python3-numpy python3-torch python3-torchvision
+# the console's tests in a real browser (tests/browser): headless chromium driven through Selenium
+TEST_PKGS += chromium chromium-driver python3-selenium
 # make bench also trains small models on scikit-learn's bundled digits (tests/bench/bench_miner.py, bench_label_noise.py)
 BENCH_PKGS := python3-sklearn
 
@@ -228,7 +230,7 @@ all: $(LIB) $(FOCALD) $(UNIT_BINS) $(BENCH_BINS) $(FAULT_SHIM)
 
 # Runs every suite; tests/run-suites prints one line per suite and a summary, and fails if any failed.
 test: $(BUILD)/.test-deps all
-	@BUILD=$(BUILD) SANITIZE="$(SANITIZE)" tests/run-suites $(UNIT_BINS) -- golden-reference openapi integration clients torture
+	@BUILD=$(BUILD) SANITIZE="$(SANITIZE)" tests/run-suites $(UNIT_BINS) -- golden-reference openapi integration clients torture browser
 .PHONY: test
 
 # Every fault point of the fault-injection harness's workload (tests/fault/README.md): about 3,500 points,

@@ -265,12 +265,15 @@ async function pageMap(dsArg, q) {
     ctx.font = '11px sans-serif';
     for (let i = 0; i <= 4; i++) {
       const x = view.x0 + (view.x1 - view.x0) * i / 4, y = view.y0 + (view.y1 - view.y0) * i / 4;
-      ctx.fillText(x.toPrecision(2), px(x) - 8, 10 + H + 14);
-      ctx.fillText(y.toPrecision(2), 4, py(y) + 4);
+      ctx.textAlign = 'center';
+      ctx.fillText(x.toPrecision(2), px(x), 10 + H + 14);
+      ctx.textAlign = 'right';
+      ctx.fillText(y.toPrecision(2), PAD - 4, py(y) + 4);
     }
+    ctx.textAlign = 'left';
     ctx.fillText('variability', PAD + W / 2 - 25, 10 + H + 30);
     ctx.save();
-    ctx.translate(12, 10 + H / 2 + 25);
+    ctx.translate(11, 10 + H / 2 + 25);
     ctx.rotate(-Math.PI / 2);
     ctx.fillText('confidence', 0, 0);
     ctx.restore();
@@ -338,8 +341,9 @@ async function pageMap(dsArg, q) {
   }
 
   function canvasPoint(ev) {
-    const b = canvas.getBoundingClientRect();
-    const cx = (ev.clientX - b.left) * canvas.width / b.width, cy = (ev.clientY - b.top) * canvas.height / b.height;
+    const b = canvas.getBoundingClientRect(); // the border box: the drawing starts inside the border
+    const cx = (ev.clientX - b.left - canvas.clientLeft) * canvas.width / canvas.clientWidth;
+    const cy = (ev.clientY - b.top - canvas.clientTop) * canvas.height / canvas.clientHeight;
     const p = fromPx(Math.min(Math.max(cx, PAD), PAD + W), Math.min(Math.max(cy, 10), 10 + H));
     return p;
   }
@@ -403,7 +407,7 @@ async function pageHard(dsArg, q) {
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
     go('hard', [ds], { by: by.value, order: order.value, run: run.value, label: label.value.trim(), status: status.value,
-      label_issue: issue.value });
+      label_issue: issue.value, k: params.k });
   });
   const tbody = el('tbody');
   const more = el('button', { id: 'more', hidden: true }, 'Next page');
