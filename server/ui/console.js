@@ -1,7 +1,7 @@
 // console.js — focald's review console: one page, hash routes, the JSON API through fetch().
 //
 // Pages: #/ (overview), #/map/<ds> (the data map), #/hard/<ds> (hardest examples), #/sample/<ds>/<id>,
-// #/queues/<ds> and #/queue/<ds>/<name> (queue mode). Query parameters of a page follow its path after '?'.
+// #/queues/<ds>, #/queue/<ds>/<name> (queue mode) and #/relabels/<ds> (the relabel feed). Query parameters of a page follow its path after '?'.
 // Everything the page shows is built as DOM nodes with textContent: nothing from the API is parsed as HTML.
 // The bearer token (asked for on a 401) and the reviewer's name live in sessionStorage: this tab only.
 'use strict';
@@ -141,6 +141,7 @@ async function render() {
     else if (page === 'sample') view = await pageSample(args[0], args[1], q);
     else if (page === 'queues') view = await pageQueues(args[0]);
     else if (page === 'queue') view = await pageQueue(args[0], args[1]);
+    else if (page === 'relabels') view = await pageRelabels(args[0]);
     else view = await pageOverview();
     main.replaceChildren(view);
   } catch (e) {
@@ -189,7 +190,8 @@ async function pageOverview() {
     const nav = el('p', { class: 'links' },
       el('a', { href: '#/map/' + enc(d.name) }, 'data map'), ' · ',
       el('a', { href: '#/hard/' + enc(d.name) }, 'hardest examples'), ' · ',
-      el('a', { href: '#/queues/' + enc(d.name) }, 'queues'));
+      el('a', { href: '#/queues/' + enc(d.name) }, 'queues'), ' · ',
+      el('a', { href: '#/relabels/' + enc(d.name) }, 'relabel feed'));
     const runs = el('table', { class: 'runs' },
       el('thead', {}, el('tr', {}, ['run', 'samples', 'observations', 'classes', 'last step', 'loss p50', 'p90', 'p99', 'max']
         .map((h) => el('th', { text: h })))),
@@ -415,12 +417,44 @@ async function pageHard(dsArg, q) {
     el('thead', {}, el('tr', {}, ['rank', 'id', 'score', 'label', 'status', 'seen', 'mean_loss', 'confidence', 'variability', 'label issue']
       .map((h) => el('th', { text: h })))), tbody);
   let cursor = null;
+  let selected = -1; // the row the decision keys act on (j/k move it)
+  const rowsOf = () => [...tbody.querySelectorAll('tr')];
+  function select(i) {
+    const rows = rowsOf();
+    if (!rows.length) return;
+    selected = Math.min(Math.max(i, 0), rows.length - 1);
+    rows.forEach((tr, k) => tr.classList.toggle('selected', k === selected));
+    rows[selected].scrollIntoView({ block: 'nearest' });
+  }
+  const classes = classCount(detail);
+  keyHandler = (k) => {
+    if (k === 'j') { select(selected + 1); return true; }
+    if (k === 'k') { select(selected - 1); return true; }
+    const what = { c: 'confirmed', r: 'relabel', d: 'dismissed', u: 'open' }[k];
+    const tr = rowsOf()[selected];
+    if (!what || !tr) return false;
+    decideRow(tr, what).catch((e) => toast(e.message, true));
+    return true;
+  };
+  async function decideRow(tr, what) {
+    const id = tr.dataset.id;
+    let change;
+    if (what === 'relabel') {
+      const k = await pickClass(classes, Number(tr.dataset.label));
+      if (k === null) return;
+      change = await decide(ds, id, 'relabelled', k);
+    } else {
+      change = await decide(ds, id, what);
+    }
+    tr.querySelector('.status').textContent = change.status;
+    toast(`${id}: ${change.from} → ${change.status}`);
+  }
   async function page() {
     const qs = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== ''));
     if (cursor) qs.set('cursor', cursor);
     const r = await api(`${dsPath(ds)}/hard-examples?${qs}`);
     for (const it of r.items) {
-      tbody.append(el('tr', { 'data-id': it.id },
+      tbody.append(el('tr', { 'data-id': it.id, 'data-label': it.label ?? -1 },
         el('td', { text: it.rank }),
         el('td', {}, el('a', { href: '#/sample/' + enc(ds) + '/' + enc(it.id) + (params.run !== '*' ? '?run=' + enc(params.run) : '') }, it.id)),
         el('td', { text: fmt(it.score) }), el('td', { text: fmt(it.label) }), el('td', { class: 'status', text: it.status }),
@@ -432,7 +466,12 @@ async function pageHard(dsArg, q) {
   }
   more.addEventListener('click', () => page().catch((e) => toast(e.message, true)));
   await page();
-  return el('section', {}, el('h2', {}, 'Hardest examples of ', datasetSelect(ds, (v) => go('hard', [v], {}))), form, table, more);
+  tbody.addEventListener('click', (ev) => {
+    const tr = ev.target.closest('tr');
+    if (tr && ev.target.tagName !== 'A') select(rowsOf().indexOf(tr));
+  });
+  return el('section', {}, el('h2', {}, 'Hardest examples of ', datasetSelect(ds, (v) => go('hard', [v], {}))), form,
+    el('p', { class: 'muted', text: 'j/k select a row; c confirm, r relabel, d dismiss, u reopen the selected sample.' }), table, more);
 }
 
 // ------------------------------------------------------------------ one sample, and decisions
@@ -534,6 +573,32 @@ async function pageSample(ds, id, q) {
   keyHandler = bar.key;
   root.append(el('h2', {}, el('a', { href: '#/hard/' + enc(ds) }, ds), ' / ', s.id), bar.bar, ...sampleDetails(ds, s));
   return root;
+}
+
+// ------------------------------------------------------------------ the relabel feed
+
+async function pageRelabels(dsArg) {
+  const ds = await pickDataset(dsArg);
+  const tbody = el('tbody');
+  const more = el('button', { id: 'more-relabels', hidden: true }, 'Newer entries');
+  let since = null;
+  async function page() {
+    const r = await api(`${dsPath(ds)}/relabels?limit=200${since ? '&since=' + enc(since) : ''}`);
+    for (const e of r.relabels) {
+      tbody.append(el('tr', { 'data-id': e.id },
+        el('td', {}, el('a', { href: '#/sample/' + enc(ds) + '/' + enc(e.id) }, e.id)),
+        el('td', { text: e.withdrawn ? 'withdrawn' : fmt(e.label) }), el('td', { text: fmt(e.previous_label) }),
+        el('td', { text: e.reviewer || '' }), el('td', { text: e.note || '' }), el('td', { text: e.at })));
+    }
+    since = r.next_cursor;
+    more.hidden = r.relabels.length === 0;
+  }
+  more.addEventListener('click', () => page().catch((e) => toast(e.message, true)));
+  await page();
+  return el('section', {}, el('h2', {}, 'Relabel feed of ', datasetSelect(ds, (v) => go('relabels', [v]))),
+    el('p', { class: 'muted', text: 'Corrected labels in commit order, as a training pipeline pulls them.' }),
+    el('table', { id: 'relabels' }, el('thead', {}, el('tr', {}, ['id', 'label', 'previous', 'reviewer', 'note', 'at'].map((h) => el('th', { text: h })))), tbody),
+    more);
 }
 
 // ------------------------------------------------------------------ queues

@@ -331,6 +331,28 @@ class HardExamplesBrowserTest(ConsoleBrowserCase):
         want1 = self.api("GET", "/v1/datasets/%s/hard-examples?by=mean_loss&run=r1&label=1&k=20" % DS)["items"]
         self.wait(lambda: rows() == [it["id"] for it in want1])
 
+    def test_browser_hard_table_decisions_by_keyboard(self):
+        self.open("hard/%s?by=max_loss&run=r2&k=10" % DS)
+        self.wait_for("#hard tbody tr")
+        ids = [tr.get_attribute("data-id") for tr in self.driver.find_elements(By.CSS_SELECTOR, "#hard tbody tr")]
+        status = lambda sid: self.api("GET", "/v1/datasets/%s/samples/%s" % (DS, sid))["status"]
+        cell = lambda i: self.driver.find_elements(By.CSS_SELECTOR, "#hard tbody tr .status")[i].text
+        self.press("jjc")  # the second row
+        self.wait(lambda: cell(1) == "confirmed", msg="the table shows the decision")
+        self.assertEqual(status(ids[1]), "confirmed")
+        self.assertEqual(status(ids[0]), "open")
+        self.press("k")
+        self.press("r")
+        self.wait_for("#class-picker")
+        self.press("2")
+        self.wait(lambda: cell(0) == "relabelled")
+        s = self.api("GET", "/v1/datasets/%s/samples/%s" % (DS, ids[0]))
+        self.assertEqual((s["status"], s["corrected_label"]), ("relabelled", 2))
+        # the relabel feed page lists it
+        self.open("relabels/%s" % DS)
+        row = self.wait_for("#relabels tbody tr[data-id='%s']" % ids[0])
+        self.assertEqual(row.find_elements(By.TAG_NAME, "td")[1].text, "2")
+
     def test_browser_overview_lists_datasets_runs_and_queues(self):
         self.api("POST", "/v1/datasets/%s/queues" % DS, {"name": "ov", "size": 3})
         self.open("")
