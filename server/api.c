@@ -724,6 +724,7 @@ const api_route api_routes[] = {
     {"GET", "/v1/datasets/{dataset}/samples/{id}", h_sample, API_BODY_NONE, "run"},
     {"POST", "/v1/datasets/{dataset}/samples/{id}/review", api_review, API_BODY_JSON, ""},
     {"GET", "/v1/datasets/{dataset}/samples/{id}/reviews", api_reviews, API_BODY_NONE, ""},
+    {"GET", "/v1/datasets/{dataset}/samples/{id}/media", api_media, API_BODY_NONE, ""},
     {"PUT", "/v1/datasets/{dataset}/samples/{id}/meta", api_meta, API_BODY_JSON, ""},
     {"GET", "/v1/datasets/{dataset}/relabels", api_relabels, API_BODY_NONE, "since limit"},
     {"POST", "/v1/datasets/{dataset}/queues", api_queue_create, API_BODY_JSON, ""},

@@ -42,6 +42,8 @@ int api_export(http_req *rq, http_resp *resp);
 int api_viewer_url(jw *o, const st_dataset *ds, uint32_t key);
 /* The data map (api_datamap.c). */
 int api_datamap(http_req *rq, http_resp *resp);
+/* A sample's local image under --media-root (media.c). */
+int api_media(http_req *rq, http_resp *resp);
 /* The console's static files (ui.c). */
 int api_ui_redirect(http_req *rq, http_resp *resp);
 int api_ui_index(http_req *rq, http_resp *resp);

@@ -8,7 +8,8 @@
  *
  * Every answer carries a Content-Security-Policy that allows scripts, styles
  * and fetches from focald itself only (no inline script, no eval), images also
- * from http(s) (a sample's preview names its own URI), and nosniff. Files are
+ * from http(s) (a sample's preview names its own URI) and blob: (a local file's
+ * preview, fetched with the token and shown from memory), and nosniff. Files are
  * revalidated on each load (no-cache) against an ETag of their bytes, so a
  * rebuilt focald is never served stale from a browser's cache.
  */
@@ -25,7 +26,7 @@ extern const size_t focald_ui_lens[];
 extern const int focald_ui_count;
 
 #define UI_CSP                                                                                                  \
-  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' http: https: data:; "                \
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' http: https: data: blob:; "                \
   "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 static const struct {

@@ -546,7 +546,13 @@ function sampleDetails(ds, s) {
     parts.push(el('figure', { class: 'preview' }, el('img', { src: meta.uri, alt: 'preview of ' + s.id, referrerpolicy: 'no-referrer' }),
       el('figcaption', { text: meta.uri })));
   } else if (typeof meta.uri === 'string') {
-    parts.push(el('p', { class: 'muted', text: 'file: ' + meta.uri + ' (no preview for local files)' }));
+    // a local file: focald serves it when it is an image under its --media-root (fetched with the token)
+    const fig = el('figure', { class: 'preview' }, el('figcaption', { text: meta.uri }));
+    parts.push(fig);
+    localPreview(ds, s.id).then((url) => {
+      if (url) fig.prepend(el('img', { src: url, alt: 'preview of ' + s.id, id: 'local-preview' }));
+      else fig.append(el('p', { class: 'muted', text: 'no preview (not an image under focald\'s --media-root)' }));
+    });
   }
   if (s.viewer_url) {
     parts.push(el('p', {}, el('a', { id: 'ohif-link', href: s.viewer_url, target: '_blank', rel: 'noopener noreferrer' }, 'Open the study in OHIF')));
@@ -563,6 +569,20 @@ function sampleDetails(ds, s) {
   }
   parts.push(el('h4', { text: 'meta' }), el('pre', { class: 'meta', text: JSON.stringify(meta, null, 2) }));
   return parts;
+}
+
+// An object URL of the sample's local image, or null when focald does not serve one.
+async function localPreview(ds, id) {
+  const headers = {};
+  const token = sessionStorage.getItem('focald.token');
+  if (token) headers.Authorization = 'Bearer ' + token;
+  try {
+    const res = await fetch(`${dsPath(ds)}/samples/${enc(id)}/media`, { headers, cache: 'no-store' });
+    if (!res.ok || !/^image\//.test(res.headers.get('Content-Type') || '')) return null;
+    return URL.createObjectURL(await res.blob());
+  } catch (e) {
+    return null;
+  }
 }
 
 async function pageSample(ds, id, q) {

@@ -14,6 +14,7 @@ import json
 import os
 import random
 import sys
+import tempfile
 import time
 import unittest
 import urllib.parse
@@ -74,7 +75,7 @@ class ConsoleBrowserCase(ta.FocaldTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.d = ta.Daemon(cls.__name__)
+        cls.d = ta.Daemon(cls.__name__, args=cls.daemon_args)
         if cls.daemon_env:
             cls.d.env = dict(os.environ, **cls.daemon_env)
         cls.d.start()
@@ -364,6 +365,37 @@ class HardExamplesBrowserTest(ConsoleBrowserCase):
         runs = [tr.find_elements(By.TAG_NAME, "td")[0].text for tr in art.find_elements(By.CSS_SELECTOR, "table.runs tbody tr")]
         self.assertEqual(runs, [r["name"] for r in detail["runs"]])
         self.assertIn("0 / 3 reviewed", text)
+
+
+class MediaBrowserTest(ConsoleBrowserCase):
+    """--media-root: the sample view previews a local image (fetched with the API, shown from a blob: URL)."""
+    media = tempfile.TemporaryDirectory(prefix="focald-browser-media-")
+    daemon_args = ("--media-root", media.name)
+
+    @classmethod
+    def fixture(cls):
+        sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
+        from test_console import png
+        with open(os.path.join(cls.media.name, "x.png"), "wb") as f:
+            f.write(png(7, 5))
+        cls.d.ok_batch(DS, {"ids": ["img", "away"], "logits": [[0.0, 1.0], [1.0, 0.0]], "targets": [1, 0],
+                            "meta": {"img": {"uri": "x.png"}, "away": {"uri": "../x.png"}}})
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.media.cleanup()
+
+    def test_browser_previews_a_local_image_under_the_media_root(self):
+        self.open("sample/%s/img" % DS)
+        img = self.wait_for("#local-preview")
+        self.wait(lambda: self.driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img))
+        size = self.driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", img)
+        self.assertEqual(size, [7, 5])
+        self.assertTrue(img.get_attribute("src").startswith("blob:"))
+        self.open("sample/%s/away" % DS)
+        self.wait(lambda: "no preview" in self.find("figure.preview").text)
+        self.assertFalse(self.driver.find_elements(By.CSS_SELECTOR, "#local-preview"))
 
 
 class TokenBrowserTest(ConsoleBrowserCase):

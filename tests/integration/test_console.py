@@ -5,7 +5,8 @@ usage: BUILD=build /usr/bin/python3 tests/integration/test_console.py [-v] [unit
 
 The static files are checked as a browser would meet them: media types, the Content-Security-Policy
 (no inline script), nosniff, ETag revalidation, no token needed for them while the API behind them
-keeps asking for it. The data map's counts, per-cell correctness and points are checked against an
+keeps asking for it. Local previews (--media-root) are served for images below the root only, whatever
+the path, symbolic link or URL form that tries to lead out. The data map's counts, per-cell correctness and points are checked against an
 independent binning, in Python, of the confidence, variability and correctness that hard-examples
 reports for every sample. The last line of output is "ok N" or "failed K" (see test_api.py).
 """
@@ -15,8 +16,10 @@ import random
 import re
 import struct
 import sys
+import tempfile
 import unittest
 import urllib.parse
+import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_api as ta  # noqa: E402  (the daemon helper and the runner; its test classes are not run here)
@@ -295,6 +298,105 @@ class DataMapTest(ta.FocaldTestCase):
         self.datamap(run="r1", limit=10000)
         self.datamap(bins=0)
         self.assertEqual(self.items("*"), before)
+
+
+# ---------------------------------------------------------------------------- local previews
+
+def png(w=2, h=1, rgb=(200, 30, 30)):
+    """A valid PNG of w x h pixels of one colour."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff)
+    raw = b"".join(b"\x00" + bytes(rgb) * w for _ in range(h))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+class MediaRootTest(ta.FocaldTestCase):
+    """--media-root: a sample's image under the root is served; nothing outside it, by any path."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="focald-media-")
+        base = cls.tmp.name
+        root = os.path.join(base, "media")
+        outside = os.path.join(base, "outside")
+        for d in (root, os.path.join(root, "sub"), outside, os.path.join(outside, "dir")):
+            os.makedirs(d)
+        cls.inside = png(3, 2)
+        cls.secret = png(1, 1, (1, 2, 3)) + b"SECRET"
+        files = {os.path.join(root, "a.png"): cls.inside, os.path.join(root, "sub", "b b.JPG"): b"\xff\xd8\xff\xe0jpeg",
+                 os.path.join(root, "notes.txt"): b"text", os.path.join(root, "fake.png.txt"): b"x",
+                 os.path.join(outside, "secret.png"): cls.secret, os.path.join(outside, "dir", "s.png"): cls.secret}
+        for path, data in files.items():
+            with open(path, "wb") as f:
+                f.write(data)
+        os.symlink(os.path.join(outside, "secret.png"), os.path.join(root, "link.png"))       # a file link out
+        os.symlink(os.path.join(outside, "dir"), os.path.join(root, "dirlink"))               # a directory link out
+        os.symlink("a.png", os.path.join(root, "inner.png"))                                  # a link that stays in
+        os.symlink(os.path.join(root, "notes.txt"), os.path.join(root, "notes.png"))          # a link to a non-image
+        os.mkfifo(os.path.join(root, "fifo.png"))
+        os.makedirs(os.path.join(root, "dir.png"))
+        cls.root, cls.outside = root, outside
+        cls.d = ta.Daemon(cls.__name__, args=["--media-root", os.path.join(base, "media", "sub", "..")]).start()
+        cls.uris = {
+            "rel": "a.png", "abs": os.path.join(root, "a.png"), "url": "file://" + urllib.parse.quote(root + "/a.png"),
+            "url-localhost": "file://localhost" + root + "/a.png", "space": "sub/b b.JPG", "inner": "inner.png",
+            "dotdot-in": "sub/../a.png",
+            # refused: every way out, and what is not an image file
+            "up": "../outside/secret.png", "up2": "sub/../../outside/secret.png", "abs-out": os.path.join(outside, "secret.png"),
+            "link": "link.png", "dirlink": "dirlink/s.png", "url-out": "file://" + outside + "/secret.png",
+            "url-dotdot": "file://" + root + "/%2e%2e/outside/secret.png", "url-host": "file://evil/" + root + "/a.png",
+            "etc": "/etc/passwd", "txt": "notes.txt", "png-link-to-txt": "notes.png", "fake": "fake.png.txt",
+            "fifo": "fifo.png", "dir": "dir.png", "missing": "nope.png", "http": "http://127.0.0.1:1/a.png",
+            "root": "", "nul": "a.png%00", "root-itself": root,
+        }
+        meta = {sid: {"uri": uri} for sid, uri in cls.uris.items()}
+        ids = list(cls.uris) + ["no-meta"]
+        cls.d.ok_batch("med", {"ids": ids, "logits": [[0.0, 1.0]] * len(ids), "targets": [1] * len(ids), "meta": meta})
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.tmp.cleanup()
+
+    def media(self, sid, d=None):
+        return (d or self.d).get("/v1/datasets/med/samples/%s/media" % ta.q(sid))
+
+    def test_media_serves_images_under_the_root(self):
+        for sid in ("rel", "abs", "url", "url-localhost", "inner", "dotdot-in"):
+            r = self.media(sid)
+            self.assertEqual(r.status, 200, (sid, r))
+            self.assertEqual(r.header("Content-Type"), "image/png", sid)
+            self.assertEqual(r.body, self.inside, sid)
+            self.assertEqual(r.header("X-Content-Type-Options"), "nosniff")
+        r = self.media("space")
+        self.assertEqual((r.status, r.header("Content-Type")), (200, "image/jpeg"))
+
+    def test_media_refuses_every_path_out_of_the_root(self):
+        for sid in ("up", "up2", "abs-out", "link", "dirlink", "url-out", "url-dotdot", "url-host", "etc", "txt",
+                    "png-link-to-txt", "fake", "fifo", "dir", "missing", "http", "root", "nul", "root-itself", "no-meta"):
+            r = self.media(sid)
+            self.assertProblem(r, 404, "not_found")
+            self.assertNotIn(b"SECRET", r.body, sid)
+            self.assertNotIn(b"root:", r.body, sid)
+
+    def test_media_unknown_dataset_and_sample(self):
+        self.assertProblem(self.d.get("/v1/datasets/nope/samples/rel/media"), 404, "dataset_not_found")
+        self.assertProblem(self.media("nobody"), 404, "sample_not_found")
+
+    def test_media_off_without_a_media_root(self):
+        d = self.start_daemon()
+        d.ok_batch("med", {"ids": ["rel"], "logits": [[0.0, 1.0]], "targets": [1], "meta": {"rel": {"uri": self.uris["abs"]}}})
+        self.assertProblem(self.media("rel", d), 404, "not_found")
+
+    def test_media_root_must_be_a_directory(self):
+        for bad in (os.path.join(self.root, "a.png"), os.path.join(self.root, "nope")):
+            d = ta.Daemon(self.id(), args=["--media-root", bad])
+            d.port = ta.free_port()
+            import subprocess
+            p = subprocess.run(d.command(), capture_output=True, timeout=10)
+            self.assertEqual(p.returncode, 2, p)
+            self.assertIn(b"--media-root", p.stderr + p.stdout)
 
 
 if __name__ == "__main__":
