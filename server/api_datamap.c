@@ -58,7 +58,7 @@ typedef struct dm_point {
 } dm_point;
 
 int api_datamap(http_req *rq, http_resp *resp) {
-  char qb[8][64];
+  char qb[8][400]; /* room for any name and number: a value too long to decode would read as absent */
   const char *run = http_query(rq, "run", qb[0], sizeof qb[0]);
   const char *bins_s = http_query(rq, "bins", qb[1], sizeof qb[1]);
   const char *limit_s = http_query(rq, "limit", qb[2], sizeof qb[2]);

@@ -292,6 +292,8 @@ class DataMapTest(ta.FocaldTestCase):
     def test_datamap_unknown_dataset_and_run_are_404(self):
         self.assertProblem(self.d.get("/v1/datasets/nope/datamap"), 404, "dataset_not_found")
         self.assertProblem(self.datamap(run="r9"), 404, "run_not_found", "run")
+        self.assertProblem(self.datamap(run="r" * 64), 404, "run_not_found", "run")  # the longest name is read whole
+        self.assertProblem(self.datamap(x0="0." + "0" * 200 + "x"), 400, "bad_query", "x0")
 
     def test_datamap_changes_nothing(self):
         before = self.items("*")
