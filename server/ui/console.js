@@ -127,10 +127,13 @@ function go(page, args, q) {
 }
 
 let keyHandler = null; // the current page's keyboard shortcuts
+let leavePage = null;  // undoes what the current page attached outside its own nodes
 
 async function render() {
   const { page, args, q } = parseHash();
   keyHandler = null;
+  if (leavePage) leavePage();
+  leavePage = null;
   const main = $('#main');
   main.replaceChildren(el('p', { class: 'muted', text: 'Loading…' }));
   for (const a of document.querySelectorAll('header nav a')) a.classList.toggle('active', a.dataset.page === (page || 'overview'));
@@ -360,7 +363,7 @@ async function pageMap(dsArg, q) {
     brush.b = canvasPoint(ev);
     draw();
   });
-  window.addEventListener('mouseup', (ev) => {
+  const onUp = (ev) => {
     if (!dragging) return;
     dragging = false;
     brush.b = canvasPoint(ev);
@@ -368,7 +371,9 @@ async function pageMap(dsArg, q) {
     const r = brushRect();
     zoomBtn.disabled = !(r.x1 > r.x0 && r.y1 > r.y0);
     listBrushed().catch((e) => toast(e.message, true));
-  }, { once: false });
+  };
+  window.addEventListener('mouseup', onUp); // a drag may end outside the canvas
+  leavePage = () => window.removeEventListener('mouseup', onUp);
   zoomBtn.addEventListener('click', () => {
     const r = brushRect();
     go('map', [ds], { run, ...r });
