@@ -93,13 +93,16 @@ static int media_path(const char *uri, const char *root, char *out, size_t n) {
 int api_media(http_req *rq, http_resp *resp) {
   char uri[PATH_MAX], path[PATH_MAX], real[PATH_MAX], opened[PATH_MAX], link[64];
   const char *root = api_cfg.media_root;
-  if (!root[0]) return api_fail(resp, rq, P_NOT_FOUND, NULL, "focald serves no local files (start it with --media-root)");
   const st_dataset *ds = st_acquire(api_map, rq->params[0]);
   if (!ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
   int64_t key = st_key(ds, rq->params[1]);
   if (key < 0) {
     st_release(ds);
     return api_fail(resp, rq, P_SAMPLE_NOT_FOUND, NULL, "dataset \"%.80s\" has no sample \"%.80s\"", rq->params[0], rq->params[1]);
+  }
+  if (!root[0]) {
+    st_release(ds);
+    return api_fail(resp, rq, P_NOT_FOUND, NULL, "focald serves no local files (start it with --media-root)");
   }
   uri[0] = '\0';
   const char *meta = st_meta(ds, (uint32_t)key);
