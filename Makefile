@@ -72,7 +72,8 @@ $(BUILD)/.build-deps:
 	$(call need_pkgs,$(BUILD_PKGS))
 	@mkdir -p $(@D) && touch $@
 
-$(BUILD)/.test-deps: $(BUILD)/.build-deps
+# (the Makefile too: a list of packages that grew is checked again in a build directory that has the stamp)
+$(BUILD)/.test-deps: $(BUILD)/.build-deps Makefile
 	$(call need_pkgs,$(TEST_PKGS))
 	@mkdir -p $(@D) && touch $@
 
