@@ -564,7 +564,15 @@ static int h_dataset(http_req *rq, http_resp *resp) {
   jw_str(&o, st_name(ds));
   JW(&o, ",\"samples\":%u,\"observations\":%llu,\"created_at\":", st_nsamples(ds), (unsigned long long)st_observations(ds));
   jw_time(&o, st_created_at(ds));
-  JW(&o, ",\"runs\":[");
+  /* review progress: how many samples are in each review state (one pass over the statuses) */
+  uint32_t by_status[ST_STATUS_COUNT] = {0};
+  for (uint32_t key = 0; key < st_nsamples(ds); key++) {
+    int st = st_sample_status(ds, key);
+    if (st >= 0 && st < ST_STATUS_COUNT) by_status[st]++;
+  }
+  JW(&o, ",\"review\":{");
+  for (int st = 0; st < ST_STATUS_COUNT; st++) JW(&o, "%s\"%s\":%u", st ? "," : "", st_status_name(st), by_status[st]);
+  JW(&o, "},\"runs\":[");
   static const double ps[4] = {0.5, 0.9, 0.99, 1.0};
   for (int i = 0; i < st_nruns(ds); i++) {
     const st_run *r = st_run_at(ds, i);

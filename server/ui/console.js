@@ -207,10 +207,13 @@ async function pageOverview() {
         el('a', { href: '#/queue/' + enc(d.name) + '/' + enc(qu.name) }, qu.name), ' ',
         progressBar(qu.reviewed, qu.size), ` ${qu.reviewed} / ${qu.size} reviewed`)))
       : el('p', { class: 'muted', text: 'No review queues.' });
+    const decided = ['relabelled', 'confirmed', 'dismissed'].reduce((n, k) => n + detail.review[k], 0);
+    const review = el('p', { class: 'review' }, progressBar(decided, detail.samples), ` ${decided} / ${detail.samples} decided · `,
+      STATES.map((k) => `${k} ${detail.review[k]}`).join(' · '));
     view.append(el('article', { class: 'dataset', 'data-dataset': d.name },
       el('h3', { text: d.name }),
       el('p', {}, `${d.samples} samples, ${d.observations} observations, ${d.runs} run${d.runs === 1 ? '' : 's'}, created ${d.created_at}`),
-      nav, runs, el('h4', { text: 'Review progress' }), qs));
+      nav, runs, el('h4', { text: 'Review progress' }), review, qs));
   }
   return view;
 }

@@ -365,6 +365,11 @@ class HardExamplesBrowserTest(ConsoleBrowserCase):
         runs = [tr.find_elements(By.TAG_NAME, "td")[0].text for tr in art.find_elements(By.CSS_SELECTOR, "table.runs tbody tr")]
         self.assertEqual(runs, [r["name"] for r in detail["runs"]])
         self.assertIn("0 / 3 reviewed", text)
+        decided = sum(detail["review"][k] for k in ("relabelled", "confirmed", "dismissed"))
+        self.assertIn("%d / 120 decided" % decided, text)
+        for k, n in detail["review"].items():
+            self.assertIn("%s %d" % (k, n), art.find_element(By.CSS_SELECTOR, "p.review").text)
+        self.assertEqual(detail["review"]["queued"], 3, "the queue's samples")
 
 
 class MediaBrowserTest(ConsoleBrowserCase):

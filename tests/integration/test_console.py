@@ -295,6 +295,17 @@ class DataMapTest(ta.FocaldTestCase):
         self.assertProblem(self.datamap(run="r" * 64), 404, "run_not_found", "run")  # the longest name is read whole
         self.assertProblem(self.datamap(x0="0." + "0" * 200 + "x"), 400, "bad_query", "x0")
 
+    def test_dataset_review_progress_counts_each_state(self):
+        r = self.d.get("/v1/datasets/%s" % self.DS)
+        self.assertEqual(r.status, 200, r)
+        review = r.json()["review"]
+        want = {s: 0 for s in ALL_STATES.split(",")}
+        for it in self.items("*"):
+            want[it["status"]] += 1
+        self.assertEqual(review, want)
+        self.assertEqual(review["dismissed"], 1)
+        self.assertEqual(sum(review.values()), r.json()["samples"])
+
     def test_datamap_changes_nothing(self):
         before = self.items("*")
         self.datamap(run="r1", limit=10000)
