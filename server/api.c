@@ -583,7 +583,15 @@ static int h_dataset(http_req *rq, http_resp *resp) {
   jw_str(&o, st_name(ds));
   JW(&o, ",\"samples\":%u,\"observations\":%llu,\"created_at\":", st_nsamples(ds), (unsigned long long)st_observations(ds));
   jw_time(&o, st_created_at(ds));
-  JW(&o, ",\"runs\":[");
+  /* review progress: how many samples are in each review state (one pass over the statuses) */
+  uint32_t by_status[ST_STATUS_COUNT] = {0};
+  for (uint32_t key = 0; key < st_nsamples(ds); key++) {
+    int st = st_sample_status(ds, key);
+    if (st >= 0 && st < ST_STATUS_COUNT) by_status[st]++;
+  }
+  JW(&o, ",\"review\":{");
+  for (int st = 0; st < ST_STATUS_COUNT; st++) JW(&o, "%s\"%s\":%u", st ? "," : "", st_status_name(st), by_status[st]);
+  JW(&o, "},\"runs\":[");
   static const double ps[4] = {0.5, 0.9, 0.99, 1.0};
   for (int i = 0; i < st_nruns(ds); i++) {
     const st_run *r = st_run_at(ds, i);
@@ -706,8 +714,10 @@ static int h_sample(http_req *rq, http_resp *resp) {
   JW(&o, ",\"dataset\":");
   jw_str(&o, st_name(ds));
   jw_sample_tail(&o, ds, (uint32_t)key);
-  JW(&o, ",\"corrected_label\":%s,\"reconsider\":%s,\"runs\":[", corrected ? corrected : "null",
+  JW(&o, ",\"corrected_label\":%s,\"reconsider\":%s,\"viewer_url\":", corrected ? corrected : "null",
      st_reconsider(ds, (uint32_t)key, api_cfg->reconsider_factor) ? "true" : "false");
+  if (api_viewer_url(&o, ds, (uint32_t)key) != 0) o.failed = 1; /* a 500, never a link left out */
+  JW(&o, ",\"runs\":[");
   int n = 0;
   for (int i = 0; i < st_nruns(ds); i++) {
     const st_run *r = st_run_at(ds, i);
@@ -741,6 +751,7 @@ const api_route api_routes[] = {
     {"GET", "/v1/datasets/{dataset}/samples/{id}", h_sample, API_BODY_NONE, "run"},
     {"POST", "/v1/datasets/{dataset}/samples/{id}/review", api_review, API_BODY_JSON, ""},
     {"GET", "/v1/datasets/{dataset}/samples/{id}/reviews", api_reviews, API_BODY_NONE, ""},
+    {"GET", "/v1/datasets/{dataset}/samples/{id}/media", api_media, API_BODY_NONE, ""},
     {"PUT", "/v1/datasets/{dataset}/samples/{id}/meta", api_meta, API_BODY_JSON, ""},
     {"GET", "/v1/datasets/{dataset}/relabels", api_relabels, API_BODY_NONE, "since limit"},
     {"POST", "/v1/datasets/{dataset}/queues", api_queue_create, API_BODY_JSON, ""},
@@ -748,5 +759,9 @@ const api_route api_routes[] = {
     {"GET", "/v1/datasets/{dataset}/queues/{name}", api_queue_get, API_BODY_NONE, "offset limit"},
     {"DELETE", "/v1/datasets/{dataset}/queues/{name}", api_queue_delete, API_BODY_NONE, ""},
     {"GET", "/v1/datasets/{dataset}/export", api_export, API_BODY_NONE, "format queue k local_files_root " Q_RANKING},
+    {"GET", "/v1/datasets/{dataset}/datamap", api_datamap, API_BODY_NONE, "run bins x0 x1 y0 y1 limit min_seen"},
+    {"GET", "/ui", api_ui_redirect, API_BODY_NONE, ""},
+    {"GET", "/ui/", api_ui_index, API_BODY_NONE, ""},
+    {"GET", "/ui/{asset}", api_ui_file, API_BODY_NONE, ""},
 };
 const int api_route_count = (int)(sizeof api_routes / sizeof api_routes[0]);

@@ -71,5 +71,16 @@ int api_queue_get(http_req *rq, http_resp *resp);
 int api_queue_delete(http_req *rq, http_resp *resp);
 /* Exports (export.c). */
 int api_export(http_req *rq, http_resp *resp);
+/* Appends sample key's OHIF viewer link (the exports' viewer_url) as a JSON string, or null when its meta
+ * has no study_uid. Returns 0, or -1 when memory ran out reading the meta. */
+int api_viewer_url(jw *o, const st_dataset *ds, uint32_t key);
+/* The data map (api_datamap.c). */
+int api_datamap(http_req *rq, http_resp *resp);
+/* A sample's local image under --media-root (media.c). */
+int api_media(http_req *rq, http_resp *resp);
+/* The console's static files (ui.c). */
+int api_ui_redirect(http_req *rq, http_resp *resp);
+int api_ui_index(http_req *rq, http_resp *resp);
+int api_ui_file(http_req *rq, http_resp *resp);
 
 #endif /* FOCALD_API_INTERNAL_H */

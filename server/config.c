@@ -11,11 +11,13 @@
 #include <ctype.h>
 #include <sched.h>
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -65,6 +67,9 @@ static const setting settings[] = {
      "a confirmed sample is listed again once its ema_loss passes this factor (>= 1) of its value at confirmation; 0: never", "FACTOR"},
     {"viewer-url", K_STR, AT(viewer_url), sizeof(((config *)0)->viewer_url), 0, 0,
      "OHIF viewer base URL for the DICOM links in exports (a trailing slash is dropped)", "URL"},
+    {"media-root", K_STR, AT(media_root), sizeof(((config *)0)->media_root), 0, 0,
+     "a directory whose image files the console may preview, read-only, for samples whose meta uri names them "
+     "(nothing outside it is ever served)", "DIR"},
     {"token-file", K_STR, AT(token_file), sizeof(((config *)0)->token_file), 0, 0,
      "file holding the bearer token clients must send (or FOCALD_TOKEN holding the token itself)", "FILE"},
     {"insecure-no-token", K_FLAG, AT(insecure_no_token), 0, 0, 0, "serve a non-loopback listen address without a token: anyone who can reach the port can read, change and delete every dataset", NULL},
@@ -336,6 +341,17 @@ static int finish(config *cfg) {
   /* the viewer's base URL is joined with "/viewer?...": a trailing slash would give "//viewer" */
   size_t vn = strlen(cfg->viewer_url);
   while (vn > 0 && cfg->viewer_url[vn - 1] == '/') cfg->viewer_url[--vn] = '\0';
+  if (cfg->media_root[0]) {
+    /* resolved once: every file served must resolve to a path below this one */
+    char resolved[PATH_MAX];
+    struct stat st;
+    if (!realpath(cfg->media_root, resolved) || stat(resolved, &st) != 0 || !S_ISDIR(st.st_mode) ||
+        strlen(resolved) >= sizeof cfg->media_root) {
+      fprintf(stderr, "focald: --media-root %s: not a directory\n", cfg->media_root);
+      return -1;
+    }
+    snprintf(cfg->media_root, sizeof cfg->media_root, "%s", resolved);
+  }
   if (strcmp(cfg->healthcheck_path, "/livez") != 0 && strcmp(cfg->healthcheck_path, "/readyz") != 0) {
     fprintf(stderr, "focald: --healthcheck-path: /livez or /readyz, not '%s'\n", cfg->healthcheck_path);
     return -1;

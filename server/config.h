@@ -33,6 +33,7 @@ typedef struct config {
   int drain_timeout;       /* seconds SIGTERM waits for queued work */
   double reconsider_factor; /* a confirmed sample is listed again past this factor of its ema_loss at confirmation */
   char viewer_url[256];    /* the OHIF viewer's base URL for DICOM links in exports */
+  char media_root[4096];   /* --media-root, resolved (realpath): samples' local files previewed from under it; "" off */
   int healthcheck;         /* --healthcheck: probe healthcheck_path and exit */
   char healthcheck_path[16]; /* /livez or /readyz */
   char token[256];         /* bearer token required of clients; "" for none (FOCALD_TOKEN or --token-file) */

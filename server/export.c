@@ -129,6 +129,17 @@ static void jw_viewer(jw *o, const export *e, const meta_fields *m) {
   buf_free(&u);
 }
 
+int api_viewer_url(jw *o, const st_dataset *ds, uint32_t key) {
+  export e;
+  meta_fields m;
+  snprintf(e.viewer, sizeof e.viewer, "%s", api_cfg->viewer_url);
+  meta_read(ds, key, &m);
+  jw_viewer(o, &e, &m);
+  const int failed = m.failed;
+  json_decref(m.root);
+  return failed ? -1 : 0;
+}
+
 /* Whether uri starts with a URL scheme (RFC 3986: a letter, then letters,
  * digits, '+', '-' or '.', then ':'); one letter is a Windows drive, not a scheme. */
 static int has_scheme(const char *uri) {

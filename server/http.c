@@ -122,7 +122,7 @@ int http_text(http_resp *out, int status, const char *content_type, const char *
 }
 
 void http_header(http_resp *out, const char *name, const char *value) {
-  if (out->nheaders >= 4) return;
+  if (out->nheaders >= HTTP_MAX_HEADERS) return;
   snprintf(out->headers[out->nheaders][0], sizeof out->headers[0][0], "%s", name);
   snprintf(out->headers[out->nheaders][1], sizeof out->headers[0][1], "%s", value);
   out->nheaders++;
@@ -582,9 +582,12 @@ static int token_matches(const char *header) {
   return diff == 0;
 }
 
-/* Whether the request may go on: no token is configured, the path is a health probe, or the token matches. */
+/* Whether the request may go on: no token is configured, the path is a health probe or the console's
+ * static files (a browser loads a page without an Authorization header; the console then asks for the
+ * token and sends it with every API call), or the token matches. */
 static int authorized(struct MHD_Connection *conn, const char *url) {
   if (!cfg_->token[0] || strcmp(url, "/livez") == 0 || strcmp(url, "/readyz") == 0) return 1;
+  if (strcmp(url, "/ui") == 0 || (strncmp(url, "/ui/", 4) == 0 && !strchr(url + 4, '/'))) return 1; /* one segment */
   return token_matches(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
 }
 
@@ -652,7 +655,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     }
     if (rq->bad_param) {
       /* a dataset that cannot be named does not exist (and cannot be created); nor can a sample or queue */
-      const int dataset = rq->bad_param == 1;
+      const int dataset = rq->bad_param == 1 && strstr(route->pattern, "{dataset}") != NULL;
       const int creates = strcmp(route->pattern, "/v1/datasets/{dataset}/batches") == 0;
       char d[400];
       snprintf(d, sizeof d, "the path segment \"%.200s\" is not a valid name: a malformed %%-escape, an encoded NUL, or too long",

@@ -19,6 +19,7 @@
 #include "problem.h"
 
 #define HTTP_ASYNC 1
+#define HTTP_MAX_HEADERS 6 /* extra headers a response can carry (the console's: CSP, nosniff, caching...) */
 
 /* A query parameter's longest value, percent-decoded, with its NUL: longer ones,
  * and ones that are not valid percent-encoding or have no value, are refused
@@ -42,7 +43,7 @@ typedef struct http_resp {
   const char *content_type;
   char *body;
   size_t len;
-  char headers[4][2][192]; /* extra headers: name, value */
+  char headers[HTTP_MAX_HEADERS][2][256]; /* extra headers: name, value */
   int nheaders;
   http_stream_fn stream;   /* instead of body: chunked, produced as the client reads */
   void *stream_cls;

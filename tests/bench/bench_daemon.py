@@ -7,7 +7,8 @@ Starts build/focald on a fresh database and runs, in one go:
   2. fill: one epoch over --samples distinct ids (default 1M), on top of the ingest's;
   3. queries: GET hard-examples?k=100 for every `by` field, one run and run=*, repeated;
      reports p50/p99 latency;
-  4. memory: the daemon's RSS (VmRSS) and peak (VmHWM) with those samples tracked.
+  4. the data map the console first draws (GET datamap, 64 x 64 bins) over all of them, one run and run=*;
+  5. memory: the daemon's RSS (VmRSS) and peak (VmHWM) with those samples tracked.
 
 usage: /usr/bin/python3 tests/bench/bench_daemon.py [--build build] [--samples 1000000] [--seconds 10]
 """
@@ -141,6 +142,19 @@ def main():
             worst = max(statistics.median(ts) for (r, f), ts in lat.items() if r == run)
             print(f"top-100 run={run}: over all fields p50 {statistics.median(allt):.1f} ms, p99 {p99:.1f} ms "
                   f"(slowest field's median {worst:.1f} ms; {len(allt)} queries)")
+        # the console's first paint of the data map: the whole map, binned 64 x 64 (README "Console")
+        for run in ("bench", "*"):
+            ts, size = [], 0
+            for _ in range(10):
+                t = time.perf_counter()
+                conn.request("GET", f"/v1/datasets/bench/datamap?run={run}&bins=64&limit=2000")
+                r = conn.getresponse()
+                body = r.read()
+                ts.append((time.perf_counter() - t) * 1e3)
+                assert r.status == 200 and json.loads(body)["total"] == d["samples"]
+                size = len(body)
+            print(f"data map of {d['samples']} samples run={run}, 64 x 64 bins: median {statistics.median(ts):.0f} ms, "
+                  f"max {max(ts):.0f} ms, {size / 1024:.0f} KiB")
         mem = rss_mb(proc.pid)
         print(f"memory with {d['samples']} samples tracked: RSS {mem['VmRSS']:.0f} MB, peak {mem['VmHWM']:.0f} MB")
     finally:

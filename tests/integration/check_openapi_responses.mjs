@@ -3,8 +3,8 @@
 //
 // usage: BUILD=build node tests/integration/check_openapi_responses.mjs
 //
-// Starts $BUILD/focald (default build/focald) on a free loopback port with a temporary database and
-// --max-body 4096, exercises every route (batches with class-index, multi-hot, dense and single-output
+// Starts $BUILD/focald (default build/focald) on a free loopback port with a temporary database,
+// --max-body 4096 and --media-root (a directory of one image), exercises every route (batches with class-index, multi-hot, dense and single-output
 // binary targets; /v1/loss; hard-examples with a cursor; the dataset and sample endpoints; the review loop:
 // review decisions and the audit trail, sample meta, the relabel feed, queues and every export format;
 // livez, readyz, metrics, openapi.json), binary tensor requests and responses (README "Binary tensors") and
@@ -440,6 +440,8 @@ async function call(ctx, method, urlPath, { json, raw, headers = {}, chunked, ex
   const hasContent = response.content && Object.keys(response.content).length > 0;
   if (!hasContent) {
     c(res.text.length === 0, `no body (the spec declares none for ${where} ${res.status})`);
+    // a redirect (GET /ui) is that route's answer: its declared headers were checked above
+    if (allOk && res.status >= 300 && res.status < 400 && res.status !== 304) exercised.add(`${method} ${tmpl}`);
   } else if (c(!!ct, "has a Content-Type")) {
     const m = specMedia(response, ct);
     if (c(m !== null, `Content-Type "${ct}" is declared for ${where} ${res.status} (${Object.keys(response.content).join(", ")})`)) {
@@ -638,13 +640,23 @@ function routeTable() {
 
 // ------------------------------------------------------------------ the daemon
 
+// A directory of one image, for the local preview route: a 1 x 1 PNG.
+function mediaRoot(tmp) {
+  const dir = path.join(tmp, "media");
+  fs.mkdirSync(dir, { recursive: true });
+  const png = "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c4944415478da63f8cfc000000301010018dd8db00000000049454e44ae426082";
+  fs.writeFileSync(path.join(dir, "pic.png"), Buffer.from(png, "hex"));
+  return dir;
+}
+
 async function startDaemon(tmp) {
   PORT = await freePort();
   const logPath = path.join(tmp, "focald.log");
   const log = fs.openSync(logPath, "w");
   const proc = spawn(
     FOCALD,
-    ["--listen", `127.0.0.1:${PORT}`, "--db", path.join(tmp, "db", "focald.db"), "--max-body", String(MAX_BODY)],
+    ["--listen", `127.0.0.1:${PORT}`, "--db", path.join(tmp, "db", "focald.db"), "--max-body", String(MAX_BODY),
+      "--media-root", mediaRoot(tmp)],
     { stdio: ["ignore", log, log] },
   );
   const exited = new Promise((resolve) => proc.on("exit", (code, sig) => resolve({ code, sig })));
@@ -925,6 +937,29 @@ async function exercise(ctx) {
   await post("/v1/loss", { ...ok1, loss: { gamma: -1 } }, { expect: 422, code: "invalid_loss" });
   await post("/v1/datasets/bin/batches", { ids: ["p"], logits: [[1]], targets: [1], step: 2 ** 47 }, { expect: 422, code: "out_of_range", label: "step 2^47" });
   await post("/v1/datasets/bin/batches", { ids: ["p"], logits: [[1]], targets: [1], epoch: 65535 }, { expect: 422, code: "out_of_range", label: "epoch 65535" });
+
+  // the data map: the grid, points when few, its errors
+  r = await J("GET", "/v1/datasets/coco/datamap?run=r1&bins=4&limit=100", { expect: 200 });
+  if (r) check(r.counts?.length === 16 && r.correctness?.length === 16 && Array.isArray(r.points) && r.points.length === r.total, `datamap: 4 x 4 cells, the points listed (${r?.total})`);
+  r = await J("GET", "/v1/datasets/coco/datamap?bins=2&x0=0&x1=1&y0=0&y1=1&limit=0&min_seen=1", { expect: 200, label: "no points" });
+  if (r) check(r.total > 0 && r.points === null, "datamap: more samples than the limit gives points null");
+  await J("GET", "/v1/datasets/coco/datamap?bins=0", { expect: 400, code: "bad_query", field: "bins" });
+  await J("GET", "/v1/datasets/coco/datamap?x0=1&x1=0.5", { expect: 400, code: "bad_query", field: "x1" });
+  await J("GET", "/v1/datasets/coco/datamap?run=r9", { expect: 404, code: "run_not_found" });
+  await J("GET", "/v1/datasets/nope/datamap", { expect: 404, code: "dataset_not_found" });
+
+  // a sample's local image under --media-root
+  await post("/v1/datasets/media/batches", { ids: ["p", "q"], logits: [[0, 1], [1, 0]], targets: [1, 0], meta: { p: { uri: "pic.png" }, q: { uri: "../pic.png" } } }, { expect: 200 });
+  await J("GET", "/v1/datasets/media/samples/p/media", { expect: 200, want: { "Content-Type": /^image\/png$/ } });
+  await J("GET", "/v1/datasets/media/samples/q/media", { expect: 404, code: "not_found", label: "outside the root" });
+
+  // the console's files
+  await J("GET", "/ui", { expect: 308, want: { Location: /^\/ui\/$/ } });
+  r = await J("GET", "/ui/", { expect: 200, want: { "Content-Security-Policy": /script-src 'self'/, "X-Content-Type-Options": /^nosniff$/ } });
+  await J("GET", "/ui/console.js", { expect: 200, want: { "Content-Type": /^text\/javascript/ } });
+  const css = await request("GET", "/ui/console.css");
+  await J("GET", "/ui/console.css", { expect: 304, headers: { "If-None-Match": css.headers.etag }, label: "unchanged" });
+  await J("GET", "/ui/nope.js", { expect: 404, code: "not_found" });
 
   // delete, then it is gone
   r = await J("DELETE", "/v1/datasets/bin", { expect: 200 });

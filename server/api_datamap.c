@@ -1,0 +1,158 @@
+/* api_datamap.c — the data map: a dataset's samples binned by variability and mean confidence.
+ *
+ * Dataset cartography (Swayamdipta et al.) plots each sample at x = variability
+ * (the standard deviation of p_t over its observations) and y = confidence (the
+ * mean of p_t), coloured by correctness. A run of a million samples cannot be
+ * sent point by point to a browser, so the map is answered as a grid of counts
+ * over the rectangle asked for, with each cell's mean correctness, and as the
+ * points themselves only when the rectangle holds at most `limit` samples (a
+ * zoomed-in view, or a brushed region).
+ *
+ * The coordinates are the history fields the other routes report, rounded to
+ * float32 as every route writes them, so that a sample's place on the map is
+ * computed from exactly the numbers a client reads for it (hard-examples, the
+ * sample view). One pass over the samples under the dataset's read lock.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api_internal.h"
+#include "decode.h"
+
+#define DM_BINS_MAX 256
+#define DM_LIMIT_MAX 10000
+
+/* A query number: finite, the whole string. Returns 0, or -1. */
+static int parse_real(const char *s, double *v /* OUT */) {
+  char *end;
+  if (!s || !*s) return -1;
+  double x = strtod(s, &end);
+  if (*end || !isfinite(x)) return -1;
+  *v = x;
+  return 0;
+}
+
+/* The cell of v along an axis [lo, hi] cut into n: the last cell holds hi itself. */
+static int cell_of(double v, double lo, double hi, int n) {
+  int i = (int)floor((v - lo) / (hi - lo) * n);
+  if (i >= n) i = n - 1;
+  if (i < 0) i = 0;
+  return i;
+}
+
+typedef struct dm_point {
+  uint32_t key;
+  float x, y, correctness;
+  int32_t label;
+} dm_point;
+
+int api_datamap(http_req *rq, http_resp *resp) {
+  char qb[5][HTTP_QUERY_MAX];
+  const char *run = http_query(rq, "run", qb[0], sizeof qb[0]);
+  const char *names[4] = {"x0", "x1", "y0", "y1"};
+  double rect[4] = {0.0, 0.5, 0.0, 1.0}; /* p_t lies in [0, 1], so its standard deviation in [0, 0.5] */
+  long long bins, limit, min_seen;
+  for (int i = 0; i < 4; i++) {
+    const char *s = http_query(rq, names[i], qb[1 + i], sizeof qb[1 + i]);
+    if (s && parse_real(s, &rect[i]))
+      return api_fail(resp, rq, P_BAD_QUERY, names[i], "%s must be a finite number", names[i]);
+  }
+  if (!(rect[1] > rect[0])) return api_fail(resp, rq, P_BAD_QUERY, "x1", "x1 must be greater than x0");
+  if (!(rect[3] > rect[2])) return api_fail(resp, rq, P_BAD_QUERY, "y1", "y1 must be greater than y0");
+  if (api_int_query(rq, resp, "bins", 1, DM_BINS_MAX, 64, &bins) != 0 ||
+      api_int_query(rq, resp, "limit", 0, DM_LIMIT_MAX, 1000, &limit) != 0 ||
+      api_int_query(rq, resp, "min_seen", 1, UINT32_MAX, 1, &min_seen) != 0)
+    return 0;
+  if (!run || strcmp(run, "*") == 0) run = "*";
+  else if (!name_lookup_ok(run)) return api_fail(resp, rq, P_BAD_QUERY, "run", "run must be a run name or *");
+
+  const size_t ncell = (size_t)bins * (size_t)bins;
+  uint64_t *counts = calloc(ncell, sizeof *counts);
+  double *correct = calloc(ncell, sizeof *correct);
+  dm_point *points = malloc((size_t)(limit + 1) * sizeof *points);
+  if (!counts || !correct || !points) {
+    free(counts);
+    free(correct);
+    free(points);
+    return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
+  }
+  int rc = 0;
+  const st_run *only = NULL;
+  const st_dataset *ds = st_acquire(api_map, rq->params[0]);
+  if (!ds) {
+    rc = api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
+    goto out;
+  }
+  if (strcmp(run, "*") != 0 && !(only = st_find_run(ds, run))) {
+    rc = api_fail(resp, rq, P_RUN_NOT_FOUND, "run", "dataset \"%.80s\" has no run \"%.80s\"", rq->params[0], run);
+    goto out;
+  }
+  uint64_t total = 0;
+  const uint32_t n = st_nsamples(ds);
+  for (uint32_t key = 0; key < n; key++) {
+    hist_view v;
+    if (only) {
+      hist_rec h;
+      st_history(only, key, &h);
+      if (h.seen == 0) continue;
+      hist_view_of(&h, &v);
+    } else {
+      st_history_all(ds, key, &v); /* seen 0: no run observed it */
+    }
+    if (v.seen < (double)min_seen) continue;
+    const float x = (float)v.variability, y = (float)v.confidence;
+    if (!(x >= rect[0] && x <= rect[1] && y >= rect[2] && y <= rect[3])) continue;
+    const size_t cell = (size_t)cell_of(y, rect[2], rect[3], (int)bins) * (size_t)bins + (size_t)cell_of(x, rect[0], rect[1], (int)bins);
+    counts[cell]++;
+    correct[cell] += (float)v.correctness;
+    if (total <= (uint64_t)limit) points[total] = (dm_point){key, x, y, (float)v.correctness, v.label};
+    total++;
+  }
+
+  jw o = {0};
+  JW(&o, "{\"dataset\":");
+  jw_str(&o, st_name(ds));
+  JW(&o, ",\"run\":");
+  jw_str(&o, run);
+  JW(&o, ",\"x\":\"variability\",\"y\":\"confidence\",\"x0\":%.17g,\"x1\":%.17g,\"y0\":%.17g,\"y1\":%.17g,\"bins\":%lld,"
+         "\"limit\":%lld,\"total\":%llu,\"counts\":[", rect[0], rect[1], rect[2], rect[3], bins, limit, (unsigned long long)total);
+  for (size_t c = 0; c < ncell; c++) JW(&o, c ? ",%llu" : "%llu", (unsigned long long)counts[c]);
+  JW(&o, "],\"correctness\":[");
+  for (size_t c = 0; c < ncell; c++) {
+    if (c) jw_lit(&o, ",");
+    if (counts[c]) jw_num(&o, correct[c] / (double)counts[c]);
+    else jw_lit(&o, "null");
+  }
+  JW(&o, "],\"points\":");
+  if (total <= (uint64_t)limit) {
+    jw_lit(&o, "[");
+    for (uint64_t i = 0; i < total; i++) {
+      const dm_point *p = &points[i];
+      JW(&o, "%s{\"id\":", i ? "," : "");
+      jw_str(&o, st_sample_id(ds, p->key));
+      JW(&o, ",\"x\":");
+      jw_num(&o, p->x);
+      JW(&o, ",\"y\":");
+      jw_num(&o, p->y);
+      JW(&o, ",\"correctness\":");
+      jw_num(&o, p->correctness);
+      JW(&o, ",\"label\":");
+      if (p->label >= 0) jw_int(&o, p->label);
+      else jw_lit(&o, "null");
+      JW(&o, ",\"status\":\"%s\"}", st_status_name(st_sample_status(ds, p->key)));
+    }
+    jw_lit(&o, "]");
+  } else {
+    jw_lit(&o, "null");
+  }
+  jw_lit(&o, "}");
+  rc = jw_respond(resp, 200, &o);
+out:
+  st_release(ds);
+  free(counts);
+  free(correct);
+  free(points);
+  return rc;
+}

@@ -1,0 +1,434 @@
+#!/usr/bin/python3
+"""The console in a real browser: headless Chromium driven by Selenium against a real focald.
+
+usage: BUILD=build /usr/bin/python3 tests/browser/test_console.py [-v] [unittest names...]
+
+Each test class starts $BUILD/focald with a fixture dataset posted through the API; the tests load
+/ui/ in Debian's chromium (through chromium-driver and python3-selenium, which make test installs),
+act as a user would (drag on the data map, press keys, type a token) and check the result through the
+API, never through the page's own idea of it. Screenshots go to $BUILD/test-artifacts/. The browser's
+console is checked for Content-Security-Policy violations after each test. The last line of output is
+"ok N" or "failed K" (see tests/integration/test_api.py).
+"""
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import unittest
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
+import test_api as ta  # noqa: E402
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+ARTIFACTS = os.path.join(os.path.dirname(ta.FOCALD), "test-artifacts")
+TOKEN = "browser-test-token-0123456789abcdef"
+DS = "cons"
+# the console's data map geometry (console.js pageMap): the plot's left and top margins and its size
+PAD, TOP, W, H = 44, 10, 560, 560
+
+
+def new_driver():
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1300,1100",
+              "--disable-gpu", "--no-first-run", "--disable-extensions"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+
+
+def post_fixture(d, ds=DS, n=120, runs=(("r1", 6), ("r2", 3)), seed=4):
+    """n samples of 3 classes whose p_t levels and noise spread them over the data map."""
+    rnd = random.Random(seed)
+    ids = ["s%03d" % i for i in range(n)]
+    labels = [i % 3 for i in range(n)]
+    level = [rnd.uniform(-3, 3) for _ in range(n)]
+    noise = [rnd.choice([0.0, 0.5, 2.0, 4.0]) for _ in range(n)]
+    meta = {"s001": {"uri": "http://127.0.0.1:%d/ui/console.css" % d.port},
+            "s002": {"study_uid": "1.2.840.1", "series_uid": "1.2.840.1.2", "uri": "/data/s002.dcm"}}
+    for run, steps in runs:
+        for step in range(steps):
+            logits = []
+            for i in range(n):
+                row = [0.0, 0.0, 0.0]
+                row[labels[i]] = level[i] + rnd.gauss(0, 1) * noise[i]
+                logits.append(row)
+            body = {"run": run, "step": step, "ids": ids, "logits": logits, "targets": labels,
+                    "loss": {"type": "softmax_focal"}}
+            if step == 0:
+                body["meta"] = meta
+            d.ok_batch(ds, body)
+    return ids
+
+
+class ConsoleBrowserCase(ta.FocaldTestCase):
+    daemon_env = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = ta.Daemon(cls.__name__, args=cls.daemon_args)
+        if cls.daemon_env:
+            cls.d.env = dict(os.environ, **cls.daemon_env)
+        cls.d.start()
+        cls.fixture()
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        cls.driver = new_driver()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.driver.quit()
+        super().tearDownClass()
+
+    @classmethod
+    def fixture(cls):
+        post_fixture(cls.d)
+
+    def setUp(self):
+        self.driver.get("about:blank")
+        self.driver.get_log("browser")  # drop what earlier tests left
+
+    def tearDown(self):
+        self.driver.save_screenshot(os.path.join(ARTIFACTS, self.id().rsplit(".", 1)[-1] + ".png"))
+        csp = [e["message"] for e in self.driver.get_log("browser") if "Content Security Policy" in e["message"]]
+        self.assertEqual(csp, [], "the page broke its Content-Security-Policy")
+
+    # -- helpers
+
+    def api(self, method, path, body=None):
+        headers = {"Authorization": "Bearer " + TOKEN} if self.daemon_env else None
+        r = self.d.request(method, path, body, headers=headers)
+        self.assertLess(r.status, 300, r)
+        return r.json()
+
+    def open(self, hash_path):
+        self.driver.get("http://127.0.0.1:%d/ui/#/%s" % (self.d.port, hash_path))
+
+    def wait(self, cond, timeout=10, msg=""):
+        return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(lambda drv: cond(), msg)
+
+    def find(self, css):
+        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def wait_for(self, css, timeout=10):
+        return self.wait(lambda: self.driver.find_elements(By.CSS_SELECTOR, css), timeout, "no %s" % css)[0]
+
+    def press(self, keys):
+        ActionChains(self.driver).send_keys(keys).perform()
+
+    def canvas_pixels(self):
+        """The data map canvas as (width, height, RGBA bytes)."""
+        w, h, data = self.driver.execute_script(
+            "const c = document.getElementById('datamap');"
+            "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            "return [c.width, c.height, Array.from(d)];")
+        return w, h, data
+
+    def map_query(self, **params):
+        return self.api("GET", "/v1/datasets/%s/datamap?%s" % (DS, urllib.parse.urlencode(params)))
+
+
+def to_px(x, y, rect):
+    return (PAD + (x - rect["x0"]) / (rect["x1"] - rect["x0"]) * W,
+            TOP + H - (y - rect["y0"]) / (rect["y1"] - rect["y0"]) * H)
+
+
+def is_white(data, w, x, y):
+    i = 4 * (int(y) * w + int(x))
+    return data[i] >= 250 and data[i + 1] >= 250 and data[i + 2] >= 250
+
+
+FULL = {"x0": 0, "x1": 0.5, "y0": 0, "y1": 1}
+
+
+class DataMapBrowserTest(ConsoleBrowserCase):
+
+    @classmethod
+    def fixture(cls):
+        post_fixture(cls.d)
+        post_fixture(cls.d, ds="big", n=2500, runs=(("r1", 3),), seed=9)
+
+    def test_browser_datamap_draws_its_points(self):
+        self.open("map/%s?run=r1" % DS)
+        canvas = self.wait_for("#datamap[data-mode]")
+        self.assertEqual(canvas.get_attribute("data-mode"), "points")
+        m = self.map_query(run="r1", limit=10000)
+        self.assertEqual(int(canvas.get_attribute("data-total")), m["total"])
+        w, h, data = self.canvas_pixels()
+        occupied = set()
+        for p in m["points"]:
+            x, y = to_px(p["x"], p["y"], FULL)
+            self.assertFalse(is_white(data, w, x, y), "no dot at %s (%r)" % (p["id"], p))
+            occupied.add((int(x) // 10, int(y) // 10))
+        # somewhere in the plot far from every point stays blank
+        empty = [(gx, gy) for gx in range(PAD // 10 + 1, (PAD + W) // 10 - 1) for gy in range(2, (TOP + H) // 10 - 1)
+                 if not any((gx + dx, gy + dy) in occupied for dx in (-1, 0, 1) for dy in (-1, 0, 1))]
+        self.assertTrue(empty, "the fixture leaves part of the map empty")
+        for gx, gy in empty[:50]:
+            self.assertTrue(is_white(data, w, gx * 10 + 5, gy * 10 + 5), "ink at an empty place %r" % ((gx, gy),))
+
+    def test_browser_datamap_bins_a_large_dataset(self):
+        self.open("map/big")
+        canvas = self.wait_for("#datamap[data-mode]")
+        self.assertEqual(canvas.get_attribute("data-mode"), "bins")
+        m = self.api("GET", "/v1/datasets/big/datamap?bins=64&limit=0")
+        self.assertEqual(int(canvas.get_attribute("data-total")), 2500)
+        w, h, data = self.canvas_pixels()
+        cw, ch = W / 64, H / 64
+        filled = 0
+        for j in range(64):
+            for i in range(64):
+                cx, cy = PAD + (i + 0.5) * cw, TOP + H - (j + 0.5) * ch
+                if m["counts"][j * 64 + i]:
+                    filled += 1
+                    self.assertFalse(is_white(data, w, cx, cy), "cell %d,%d has samples but no ink" % (i, j))
+                elif i % 7 == 0 and j % 7 == 0 and not any(
+                        m["counts"][jj * 64 + ii] for jj in range(max(0, j - 1), min(64, j + 2))
+                        for ii in range(max(0, i - 1), min(64, i + 2))):
+                    self.assertTrue(is_white(data, w, cx, cy), "cell %d,%d is empty but inked" % (i, j))
+        self.assertGreater(filled, 20)
+
+    def test_browser_brushing_a_region_lists_its_samples(self):
+        self.open("map/%s?run=r1" % DS)
+        canvas = self.wait_for("#datamap[data-mode]")
+        m = self.map_query(run="r1", limit=10000)
+        # a rectangle around the middle of the points
+        xs = sorted(p["x"] for p in m["points"])
+        ys = sorted(p["y"] for p in m["points"])
+        rect = {"x0": xs[len(xs) // 5], "x1": xs[4 * len(xs) // 5], "y0": ys[len(ys) // 5], "y1": ys[4 * len(ys) // 5]}
+        ax, ay = to_px(rect["x0"], rect["y1"], FULL)
+        bx, by = to_px(rect["x1"], rect["y0"], FULL)
+        # offsets are from the element's centre, which is the centre of the drawing inside its border
+        cw, chh = int(canvas.get_attribute("width")), int(canvas.get_attribute("height"))
+        (ActionChains(self.driver).move_to_element_with_offset(canvas, int(ax - cw / 2), int(ay - chh / 2)).click_and_hold()
+         .move_to_element_with_offset(canvas, int(bx - cw / 2), int(by - chh / 2)).release().perform())
+        self.wait_for("#brushed tbody tr")
+        listed = {tr.get_attribute("data-id") for tr in self.driver.find_elements(By.CSS_SELECTOR, "#brushed tbody tr")}
+        # every point clearly inside is listed; none clearly outside is (a pixel of slack at the edges)
+        slack_x, slack_y = 2 * 0.5 / W, 2 * 1.0 / H
+        inside = {p["id"] for p in m["points"] if rect["x0"] + slack_x < p["x"] < rect["x1"] - slack_x
+                  and rect["y0"] + slack_y < p["y"] < rect["y1"] - slack_y}
+        near = {p["id"] for p in m["points"] if rect["x0"] - slack_x <= p["x"] <= rect["x1"] + slack_x
+                and rect["y0"] - slack_y <= p["y"] <= rect["y1"] + slack_y}
+        self.assertTrue(inside, "the rectangle holds samples")
+        self.assertLessEqual(inside, listed)
+        self.assertLessEqual(listed, near)
+        self.assertIn("%d samples selected" % len(listed), self.find("#brush-list h3").text)
+        # zoom to it: the map now holds the selection only
+        self.find("#zoom").click()
+        self.wait(lambda: "x0=" in self.driver.current_url and self.driver.find_elements(By.CSS_SELECTOR, "#datamap[data-mode]"))
+        total = int(self.find("#datamap").get_attribute("data-total"))
+        self.assertEqual(total, len(listed))
+
+
+class DecisionsBrowserTest(ConsoleBrowserCase):
+
+    def sample(self, sid):
+        return self.api("GET", "/v1/datasets/%s/samples/%s" % (DS, sid))
+
+    def set_reviewer(self, name):
+        who = self.find("#reviewer")
+        who.clear()
+        who.send_keys(name + "\t")
+
+    def test_browser_confirm_and_relabel_by_keyboard(self):
+        self.open("sample/%s/s005" % DS)
+        self.wait_for("#sample[data-id='s005'] .decisions")
+        self.set_reviewer("alice")
+        self.find("body").click()
+        self.press("c")
+        self.wait(lambda: self.sample("s005")["status"] == "confirmed", msg="c confirms")
+        self.wait(lambda: self.find("#sample-status").text == "confirmed", msg="the page shows it")
+        trail = self.api("GET", "/v1/datasets/%s/samples/s005/reviews" % DS)["reviews"]
+        self.assertEqual((trail[-1]["to"], trail[-1]["reviewer"]), ("confirmed", "alice"))
+
+        self.open("sample/%s/s006" % DS)
+        self.wait_for("#sample[data-id='s006'] .decisions")
+        self.press("r")
+        picker = self.wait_for("#class-picker")
+        self.assertEqual(len(picker.find_elements(By.CSS_SELECTOR, "[data-class]")), 3, "the run's three classes")
+        self.press("2")
+        self.wait(lambda: self.sample("s006")["status"] == "relabelled", msg="r 2 relabels")
+        self.assertEqual(self.sample("s006")["corrected_label"], 2)
+        # u reopens; d dismisses
+        self.wait(lambda: self.find("#sample-status").text == "relabelled")
+        self.press("u")
+        self.wait(lambda: self.sample("s006")["status"] == "open", msg="u reopens")
+        self.wait(lambda: self.find("#sample-status").text == "open")
+        self.press("d")
+        self.wait(lambda: self.sample("s006")["status"] == "dismissed", msg="d dismisses")
+        # Escape in the picker changes nothing
+        self.open("sample/%s/s007" % DS)
+        self.wait_for("#sample[data-id='s007'] .decisions")
+        self.press("r")
+        self.wait_for("#class-picker")
+        self.press("\ue00c")  # Escape
+        self.wait(lambda: not self.driver.find_elements(By.CSS_SELECTOR, "#class-picker"))
+        self.assertEqual(self.sample("s007")["status"], "open")
+
+    def test_browser_sample_view_preview_and_ohif_link(self):
+        self.open("sample/%s/s002" % DS)
+        link = self.wait_for("#ohif-link")
+        self.assertEqual(link.get_attribute("href"), self.sample("s002")["viewer_url"])
+        self.assertIn("StudyInstanceUIDs=1.2.840.1", link.get_attribute("href"))
+        self.assertFalse(self.driver.find_elements(By.CSS_SELECTOR, ".preview img"), "no preview for a local file")
+        self.open("sample/%s/s001" % DS)
+        img = self.wait_for(".preview img")
+        self.assertEqual(img.get_attribute("src"), "http://127.0.0.1:%d/ui/console.css" % self.d.port)
+        self.assertFalse(self.driver.find_elements(By.CSS_SELECTOR, "#ohif-link"))
+
+    def test_browser_walks_a_queue_to_the_end(self):
+        self.api("POST", "/v1/datasets/%s/queues" % DS, {"name": "walk", "size": 4, "by": "mean_loss", "run": "r1"})
+        items = self.api("GET", "/v1/datasets/%s/queues/walk" % DS)["items"]
+        order = [it["id"] for it in items]
+        self.open("queue/%s/walk" % DS)
+        keys = ["c", "d", "r", "c"]
+        for i, (sid, key) in enumerate(zip(order, keys)):
+            self.wait_for("#queue-sample[data-id='%s']" % sid)
+            self.assertIn("%d / 4 reviewed" % i, self.find("#queue-progress").text)
+            self.press(key)
+            if key == "r":
+                self.wait_for("#class-picker")
+                self.press("1")
+        self.wait_for("#queue-done")
+        self.assertIn("4 / 4 reviewed", self.find("#queue-progress").text)
+        q = self.api("GET", "/v1/datasets/%s/queues/walk" % DS)
+        self.assertEqual(q["reviewed"], 4)
+        got = {it["id"]: (it["status"], it["corrected_label"]) for it in q["items"]}
+        self.assertEqual(got, {order[0]: ("confirmed", None), order[1]: ("dismissed", None),
+                               order[2]: ("relabelled", 1), order[3]: ("confirmed", None)})
+        # u at the end reopens the last decision and shows that sample again
+        self.press("u")
+        self.wait_for("#queue-sample[data-id='%s']" % order[3])
+        self.assertEqual(self.api("GET", "/v1/datasets/%s/samples/%s" % (DS, order[3]))["status"], "open")
+        self.assertIn("3 / 4 reviewed", self.find("#queue-progress").text)
+
+
+class HardExamplesBrowserTest(ConsoleBrowserCase):
+
+    def test_browser_hard_examples_page_and_filters(self):
+        self.open("hard/%s?by=mean_loss&run=r1&k=20" % DS)
+        self.wait_for("#hard tbody tr")
+        want = self.api("GET", "/v1/datasets/%s/hard-examples?by=mean_loss&run=r1&k=40" % DS)["items"]
+        rows = lambda: [tr.get_attribute("data-id") for tr in self.driver.find_elements(By.CSS_SELECTOR, "#hard tbody tr")]
+        self.assertEqual(rows(), [it["id"] for it in want[:20]])
+        self.find("#more").click()
+        self.wait(lambda: len(rows()) == 40, msg="the next page is appended")
+        self.assertEqual(rows(), [it["id"] for it in want])
+        # a label filter through the form
+        lab = self.find("#hard-form input[name=label]")
+        lab.send_keys("1")
+        self.find("#hard-form button[type=submit]").click()
+        self.wait(lambda: "label=1" in self.driver.current_url)
+        self.wait(lambda: rows() and all(int(r[1:]) % 3 == 1 for r in rows()), msg="only label 1")
+        want1 = self.api("GET", "/v1/datasets/%s/hard-examples?by=mean_loss&run=r1&label=1&k=20" % DS)["items"]
+        self.wait(lambda: rows() == [it["id"] for it in want1])
+
+    def test_browser_hard_table_decisions_by_keyboard(self):
+        self.open("hard/%s?by=max_loss&run=r2&k=10" % DS)
+        self.wait_for("#hard tbody tr")
+        ids = [tr.get_attribute("data-id") for tr in self.driver.find_elements(By.CSS_SELECTOR, "#hard tbody tr")]
+        status = lambda sid: self.api("GET", "/v1/datasets/%s/samples/%s" % (DS, sid))["status"]
+        cell = lambda i: self.driver.find_elements(By.CSS_SELECTOR, "#hard tbody tr .status")[i].text
+        self.press("jjc")  # the second row
+        self.wait(lambda: cell(1) == "confirmed", msg="the table shows the decision")
+        self.assertEqual(status(ids[1]), "confirmed")
+        self.assertEqual(status(ids[0]), "open")
+        self.press("k")
+        self.press("r")
+        self.wait_for("#class-picker")
+        self.press("2")
+        self.wait(lambda: cell(0) == "relabelled")
+        s = self.api("GET", "/v1/datasets/%s/samples/%s" % (DS, ids[0]))
+        self.assertEqual((s["status"], s["corrected_label"]), ("relabelled", 2))
+        # the relabel feed page lists it
+        self.open("relabels/%s" % DS)
+        row = self.wait_for("#relabels tbody tr[data-id='%s']" % ids[0])
+        self.assertEqual(row.find_elements(By.TAG_NAME, "td")[1].text, "2")
+
+    def test_browser_overview_lists_datasets_runs_and_queues(self):
+        self.api("POST", "/v1/datasets/%s/queues" % DS, {"name": "ov", "size": 3})
+        self.open("")
+        art = self.wait_for("article.dataset[data-dataset='%s']" % DS)
+        text = art.text
+        self.assertIn("120 samples", text)
+        detail = self.api("GET", "/v1/datasets/%s" % DS)
+        self.assertIn("%d observations" % detail["observations"], text)
+        runs = [tr.find_elements(By.TAG_NAME, "td")[0].text for tr in art.find_elements(By.CSS_SELECTOR, "table.runs tbody tr")]
+        self.assertEqual(runs, [r["name"] for r in detail["runs"]])
+        self.assertIn("0 / 3 reviewed", text)
+        decided = sum(detail["review"][k] for k in ("relabelled", "confirmed", "dismissed"))
+        self.assertIn("%d / 120 decided" % decided, text)
+        for k, n in detail["review"].items():
+            self.assertIn("%s %d" % (k, n), art.find_element(By.CSS_SELECTOR, "p.review").text)
+        self.assertEqual(detail["review"]["queued"], 3, "the queue's samples")
+
+
+class MediaBrowserTest(ConsoleBrowserCase):
+    """--media-root: the sample view previews a local image (fetched with the API, shown from a blob: URL)."""
+    media = tempfile.TemporaryDirectory(prefix="focald-browser-media-")
+    daemon_args = ("--media-root", media.name)
+
+    @classmethod
+    def fixture(cls):
+        sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
+        from test_console import png
+        with open(os.path.join(cls.media.name, "x.png"), "wb") as f:
+            f.write(png(7, 5))
+        cls.d.ok_batch(DS, {"ids": ["img", "away"], "logits": [[0.0, 1.0], [1.0, 0.0]], "targets": [1, 0],
+                            "meta": {"img": {"uri": "x.png"}, "away": {"uri": "../x.png"}}})
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.media.cleanup()
+
+    def test_browser_previews_a_local_image_under_the_media_root(self):
+        self.open("sample/%s/img" % DS)
+        img = self.wait_for("#local-preview")
+        self.wait(lambda: self.driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img))
+        size = self.driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", img)
+        self.assertEqual(size, [7, 5])
+        self.assertTrue(img.get_attribute("src").startswith("blob:"))
+        self.open("sample/%s/away" % DS)
+        self.wait(lambda: "no preview" in self.find("figure.preview").text)
+        self.assertFalse(self.driver.find_elements(By.CSS_SELECTOR, "#local-preview"))
+
+
+class TokenBrowserTest(ConsoleBrowserCase):
+    daemon_env = {"FOCALD_TOKEN": TOKEN}
+
+    @classmethod
+    def fixture(cls):
+        cls.d.ok_batch = lambda ds, body: cls.d.request(
+            "POST", "/v1/datasets/%s/batches" % ds, body, headers={"Authorization": "Bearer " + TOKEN}).json()
+        post_fixture(cls.d, n=12, runs=(("r1", 2),))
+
+    def test_browser_asks_for_the_token_and_keeps_it_for_the_tab(self):
+        self.open("")
+        dialog = self.wait_for("#token-dialog:not([hidden])")
+        self.assertTrue(dialog.is_displayed())
+        self.find("#token-input").send_keys(TOKEN + "\n")
+        self.wait_for("article.dataset[data-dataset='%s']" % DS)
+        stored = self.driver.execute_script(
+            "return [sessionStorage.getItem('focald.token'), localStorage.length, document.cookie];")
+        self.assertEqual(stored, [TOKEN, 0, ""])
+        # a wrong token is asked for again
+        self.driver.execute_script("sessionStorage.setItem('focald.token', 'wrong-token-wrong-token');")
+        self.open("hard/%s" % DS)
+        self.driver.refresh()
+        self.wait_for("#token-dialog:not([hidden])")
+        self.find("#token-input").send_keys(TOKEN + "\n")
+        self.wait_for("#hard tbody tr")
+
+
+if __name__ == "__main__":
+    sys.exit(ta.main())
