@@ -74,10 +74,13 @@ if (!b || b.paint === null) return null;
 const nav = performance.getEntriesByType('navigation')[0];
 const res = performance.getEntriesByType('resource');
 const dm = res.filter((e) => e.name.includes('/datamap?')).pop();
+const dt = res.filter((e) => new URL(e.name).pathname === '/v1/datasets/' + arguments[0]).pop();
 const c = document.getElementById('datamap');
 return { paint: b.paint, frames: b.frames, dcl: nav.domContentLoadedEventEnd,
          dm_start: dm ? dm.startTime : null, dm_first_byte: dm ? dm.responseStart : null,
          dm_end: dm ? dm.responseEnd : null, dm_bytes: dm ? dm.encodedBodySize : null,
+         dt_start: dt ? dt.startTime : null, dt_end: dt ? dt.responseEnd : null,
+         js_end: Math.max(...res.filter((e) => /\.(js|css)$/.test(e.name)).map((e) => e.responseEnd)),
          total: c ? Number(c.dataset.total) : null, mode: c ? c.dataset.mode : null };
 """
 
@@ -138,7 +141,7 @@ def poll(drv, script, args=(), timeout=30.0):
 def one_load(drv, base, timeout):
     drv.get("about:blank")
     drv.get(f"{base}/ui/#/map/{DS}")
-    return poll(drv, PAINT_RESULT, timeout=timeout)
+    return poll(drv, PAINT_RESULT, (DS,), timeout=timeout)
 
 
 def med(xs):
@@ -229,14 +232,19 @@ def main():
     waiting = [x["dm_first_byte"] - x["dm_start"] for x in ok]
     after = [x["paint"] - x["dm_end"] for x in ok]
     dcl = [x["dcl"] for x in ok]
+    assets = [x["js_end"] for x in ok]
+    detail = [x["dt_end"] - x["dt_start"] for x in ok if x["dt_start"] is not None]
     kib = ok[0]["dm_bytes"] / 1024 if ok and ok[0]["dm_bytes"] else float("nan")
     print(f"\nfirst paint of the data map, {d['samples']} samples, {args.loads} fresh loads, HTTP cache disabled "
           f"(ms since navigation start):")
     print("| measure | median | max |\n|---|---:|---:|")
     print(f"| first frame with the data drawn | **{med(paint):.0f}** | {max(paint):.0f} |")
     print(f"| page ready (DOMContentLoaded) | {med(dcl):.0f} | {max(dcl, default=float('nan')):.0f} |")
+    print(f"| console.js and console.css loaded | {med(assets):.0f} | {max(assets, default=float('nan')):.0f} |")
     print(f"| before the datamap request (page, script, dataset detail) | {med(before_req):.0f} | "
           f"{max(before_req, default=float('nan')):.0f} |")
+    print(f"|   of which the dataset's detail, GET /v1/datasets/{DS}, start to last byte | {med(detail):.0f} | "
+          f"{max(detail, default=float('nan')):.0f} |")
     print(f"| the datamap request, start to last byte ({kib:.0f} KiB) | {med(request):.0f} | "
           f"{max(request, default=float('nan')):.0f} |")
     print(f"|   of which waiting for the first byte | {med(waiting):.0f} | {max(waiting, default=float('nan')):.0f} |")
