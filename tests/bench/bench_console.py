@@ -23,7 +23,6 @@ usage: /usr/bin/python3 tests/bench/bench_console.py [--build build] [--samples 
 """
 import argparse
 import http.client
-import json
 import os
 import shutil
 import statistics
