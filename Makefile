@@ -320,6 +320,7 @@ $(BUILD)/bench/bench_store: tests/bench/bench_store.c $(SERVER_LIB) $(LIB) $(BUI
 bench: $(BUILD)/.bench-deps $(BENCH_BINS) $(FOCALD)
 	/usr/bin/python3 tests/bench/bench_lib.py --bin $(BUILD)/bench/bench_lib
 	/usr/bin/python3 tests/bench/bench_daemon.py --build $(BUILD)
+	/usr/bin/python3 tests/bench/bench_console.py --build $(BUILD)
 	/usr/bin/python3 tests/bench/bench_ingest.py --build $(BUILD)
 	/usr/bin/python3 tests/bench/bench_export.py --build $(BUILD)
 	/usr/bin/python3 tests/bench/bench_miner.py --build $(BUILD)

@@ -66,16 +66,21 @@ def loadgen(build, url, clients, seconds, batch, classes, samples, extra=()):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def fill(conn, samples, batch=2048):
-    """One epoch over ids s0 .. s{samples-1} (the load generator reuses its bodies, so its ids repeat)."""
+def fill(conn, samples, batch=2048, epoch=0):
+    """One epoch over ids s0 .. s{samples-1} (the load generator reuses its bodies, so its ids repeat).
+
+    Epoch e draws its own logits (seed 1 + e) at steps after the previous epoch's, so two epochs give each
+    sample a variability; a sample keeps its target across epochs."""
     import random
-    rnd = random.Random(1)
+    rnd = random.Random(1 + epoch)
+    labels = random.Random(1)
     for start in range(0, samples, batch):
         n = min(batch, samples - start)
         ids = ",".join(f'"s{start + i}"' for i in range(n))
         rows = ",".join("[" + ",".join(f"{rnd.gauss(0, 2):.3g}" for _ in range(10)) + "]" for _ in range(n))
-        targets = ",".join(str(rnd.randrange(10)) for _ in range(n))
-        body = f'{{"run":"bench","step":{start},"ids":[{ids}],"logits":[{rows}],"targets":[{targets}]}}'
+        targets = ",".join(str(labels.randrange(10)) for _ in range(n))
+        body = (f'{{"run":"bench","step":{epoch * samples + start},"ids":[{ids}],"logits":[{rows}],'
+                f'"targets":[{targets}]}}')
         conn.request("POST", "/v1/datasets/bench/batches", body, {"Content-Type": "application/json"})
         r = conn.getresponse()
         r.read()
