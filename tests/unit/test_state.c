@@ -311,6 +311,44 @@ static void test_state_quantiles(void **state) {
   assert_true(fabs(out[0] - 50) < 1e-9 && fabs(out[1] - 90) < 1e-9 && fabs(out[2] - 99) < 1e-9 && out[3] == 100);
 }
 
+static int cmp_float_asc(const void *a, const void *b) {
+  const float x = *(const float *)a, y = *(const float *)b;
+  return (x > y) - (x < y);
+}
+
+/* The quantiles are selected, not sorted for: on shuffled values with many ties, runs of one value, sizes
+ * from 1 to 3000 and any p, they equal numpy's default (linear) quantile of the sorted values. */
+static void test_state_quantiles_selected_match_sorted(void **state) {
+  fixture *f = *state;
+  unsigned seed = 12345;
+  const double p[7] = {0.0, 0.01, 0.25, 0.5, 0.9, 0.999, 1.0};
+  const int sizes[] = {1, 2, 3, 7, 100, 1001, 3000};
+  char id[32], run[16];
+  static float want[3000];
+  for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+    const int n = sizes[si];
+    snprintf(run, sizeof run, "sel%zu", si);
+    for (int i = 0; i < n; i++) {
+      seed = seed * 1103515245u + 12345u;
+      /* a few distinct values in the smaller runs (ties), a spread in the larger */
+      const float loss = si % 2 ? (float)((seed >> 16) % 5) : (float)((seed >> 8) % 100000) / 997.0f;
+      snprintf(id, sizeof id, "s%d", i);
+      put1(f, run, (int64_t)si + 10, id, obs(loss, 0.5f, 0));
+      want[i] = loss;
+    }
+    qsort(want, (size_t)n, sizeof *want, cmp_float_asc);
+    const st_dataset *ds = dataset(f);
+    double out[7];
+    assert_int_equal(st_loss_quantiles(ds, st_find_run(ds, run), p, 7, out), 0);
+    for (int i = 0; i < 7; i++) {
+      const double pos = p[i] * (n - 1);
+      const int lo = (int)pos, hi = lo + 1 < n ? lo + 1 : lo;
+      const double ref = want[lo] + ((double)want[hi] - want[lo]) * (pos - lo);
+      if (fabs(out[i] - ref) > 1e-6 * (1 + fabs(ref))) fail_msg("n=%d p=%g: %.9g, sorted gives %.9g", n, p[i], out[i], ref);
+    }
+  }
+}
+
 /* A prepared batch whose transaction did not commit leaves the state exactly as it was: no new
  * dataset, run or sample, and the next group starts from the same keys. */
 static void test_state_prepared_but_not_applied_changes_nothing(void **state) {
@@ -484,6 +522,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_state_filters_and_runs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_replayed_batches_apply_once, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_quantiles, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_state_quantiles_selected_match_sorted, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_prepared_but_not_applied_changes_nothing, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_group_shares_new_ids_and_datasets, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_delete_by_id_and_names_reused, setup, teardown),
