@@ -1520,11 +1520,12 @@ class LimitsTest(HardeningTestCase):
         self.assertEqual(reserved(), 0)
         self.assertEqual(d.dataset("mem").json()["observations"], 12)  # four batches of three
 
-    @unittest.skipIf(os.environ.get("SANITIZE"), "a sanitizer's allocator replaces glibc's, whose heaps this checks")
     def test_limits_large_bodies_give_their_memory_back(self):
         """Two large JSON bodies decoded at once on two HTTP threads take hundreds of megabytes; once they are
         answered, focald's resident memory comes back to within a few megabytes of what it was before, not to
-        the tops of the heaps those threads decoded in."""
+        the tops of the heaps those threads decoded in. (Under a sanitizer, whose allocator keeps freed memory
+        in quarantine on purpose, the bodies are still served and their reservation given back; resident memory
+        is glibc's matter and is checked in the plain build only.)"""
         d = self.start_daemon()
         rnd = random.Random(5)
         n, classes = 150000, 10
@@ -1550,6 +1551,15 @@ class LimitsTest(HardeningTestCase):
             for t in threads:
                 t.join()
         self.assertEqual(answers, [200] * 4)
+        until = time.monotonic() + 10
+        while True:
+            reserved = re.search(r"(?m)^focald_body_memory_reserved_bytes (\d+)$", d.get("/metrics").body.decode())
+            if int(reserved.group(1)) == 0 or time.monotonic() > until:
+                break
+            time.sleep(0.05)
+        self.assertEqual(int(reserved.group(1)), 0)
+        if os.environ.get("SANITIZE"):
+            return
         peak = rss_kb("VmHWM")
         self.assertGreater(peak - idle, 100 * 1024, "the bodies took less memory than this test assumes")
         until = time.monotonic() + 10
@@ -1960,8 +1970,9 @@ class BuildTest(unittest.TestCase):
         for lib in libs:
             out = subprocess.run(["nm", "-D", "--defined-only", "-P", lib], capture_output=True, text=True)
             theirs = {line.split()[0].split("@")[0] for line in out.stdout.splitlines() if line.split()}
-            both = sorted((ours & theirs) - {"main", "_init", "_fini", "_start", "__bss_start", "_edata", "_end",
-                                             "__data_start", "data_start", "_IO_stdin_used", "__dso_handle"})
+            # names with a leading "__" or "_" and a capital are the implementation's (the compiler's, a
+            # sanitizer's runtime, libgcc's __cpu_model): focald's own code never defines one
+            both = sorted(n for n in (ours & theirs) - {"main", "data_start"} if not re.match(r"_[_A-Z]", n))
             if both:
                 clashes[os.path.basename(lib)] = both
         self.assertEqual(clashes, {})
