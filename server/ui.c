@@ -114,7 +114,7 @@ int api_ui_redirect(http_req *rq, http_resp *resp) {
   (void)rq;
   resp->status = 308; /* permanent, and the method kept */
   resp->content_type = NULL;
-  resp->body = malloc(1);
+  resp->body = calloc(1, 1); /* an empty body, NUL-terminated like every other */
   if (!resp->body) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
   resp->len = 0;
   http_header(resp, "Location", "/ui/");

@@ -71,7 +71,8 @@ static void check_meta(const char *body, size_t len) {
 static void check_queue_fields(const queue_params *p) {
   if (!name_ok(p->name)) fz_fail("queue name \"%s\"", p->name);
   if (p->by < 0 || p->by >= HF_COUNT) fz_fail("queue by %d", p->by);
-  if (strcmp(p->run, "*") != 0 && !name_ok(p->run)) fz_fail("queue run \"%s\"", p->run);
+  /* a run is looked up, not created: names from before "." and ".." were refused are still found */
+  if (strcmp(p->run, "*") != 0 && !name_lookup_ok(p->run)) fz_fail("queue run \"%s\"", p->run);
   if (p->size < 1 || p->size > 10000) fz_fail("queue size %d", p->size);
   if (p->label < 0 || (!p->has_label && p->label != 0)) fz_fail("queue label %d", p->label);
   if (p->min_seen < 1) fz_fail("queue min_seen %u", p->min_seen);
