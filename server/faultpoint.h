@@ -1,9 +1,11 @@
-/* faultpoint.h — where focald's writer says what it is doing, for the fault-injection harness.
+/* faultpoint.h — where focald's writer (and its scoring pool) say what they are doing, for the
+ * fault-injection harness.
  *
  * The harness (tests/fault) preloads a library that defines focald_fault_point:
  * it then knows which step each disk write belongs to (a group commit, a
  * snapshot step, a checkpoint), can kill the process at a chosen one, and can
- * hold the writer so that several requests land in one group. In a normal
+ * hold the writer so that several requests land in one group, or hold the
+ * scoring pool so that batches queue up behind it. In a normal
  * run nothing defines the weak symbol and fault_point is one test of a null
  * pointer.
  */
@@ -18,6 +20,7 @@ typedef enum fault_step {
   FP_CHECKPOINT, /* a checkpoint run by the writer */
   FP_CLOSE,      /* the final snapshot and checkpoint at shutdown */
   FP_WAKE,       /* the writer is about to take what is queued: a harness may hold it here */
+  FP_SCORE,      /* a pool thread is about to score a chunk: a harness may hold it here */
 } fault_step;
 
 void focald_fault_point(int step) __attribute__((weak));

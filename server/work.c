@@ -15,6 +15,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "faultpoint.h"
 #include "log.h"
 #include "store.h"
 
@@ -63,6 +64,7 @@ static size_t label_size(fl_label_type t) {
 
 static void run_chunk(uv_work_t *w) {
   chunk *ch = w->data;
+  fault_point(FP_SCORE);
   const req *r = &ch->j->rq;
   const int64_t m = r->m, c = r->c, rows = ch->i1 - ch->i0;
   const int per_position = fl_loss_is_softmax(r->params.loss);

@@ -17,7 +17,10 @@
  *   kill    the process with SIGKILL just before or just after the Nth event;
  *   hold    the writer where it is about to take its queue, for as long as
  *           the file FOCALD_FAULT_HOLD exists, so that several requests land
- *           in one group.
+ *           in one group; and hold each scoring pool thread before it
+ *           scores a chunk, for as long as the file FOCALD_FAULT_HOLD_SCORE
+ *           exists, so that batches queue up behind it (a pool that cannot
+ *           keep up, whatever the machine's speed).
  *
  * FOCALD_FAULT is "kind=write|sync|read|alloc,at=N,do=full|ioerr|nomem|kill-before|kill-after[,span=K]
  * [,in=STEP][,while=PATH][,kill_after=J]": with in=, only events of that step count towards N; with
@@ -46,9 +49,10 @@ enum { K_READ, K_WRITE, K_SYNC, K_ALLOC, K_COUNT };
 enum { A_NONE, A_FULL, A_IOERR, A_NOMEM, A_KILL_BEFORE, A_KILL_AFTER };
 
 static const char *const kind_names[K_COUNT] = {"read", "write", "sync", "alloc"};
-static const char *const step_names[] = {"none", "load", "group", "snapshot", "checkpoint", "close", "wake"};
+static const char *const step_names[] = {"none", "load", "group", "snapshot", "checkpoint", "close", "wake", "score"};
 #define NSTEPS (int)(sizeof step_names / sizeof step_names[0])
 #define STEP_WAKE 6
+#define STEP_SCORE 7
 
 static struct {
   int kind, action;
@@ -57,8 +61,9 @@ static struct {
   long kill_after;   /* > 0: SIGKILL before the kill_after-th write or sync after the fault */
   int trace_fd;
   char hold[512];
+  char hold_score[512];
   char while_path[512];
-} cfg = {-1, A_NONE, 0, 1, 0, 0, -1, "", ""};
+} cfg = {-1, A_NONE, 0, 1, 0, 0, -1, "", "", ""};
 
 static atomic_long counts[K_COUNT];
 static atomic_long fault_count; /* events of the fault's kind (and step) */
@@ -80,16 +85,23 @@ static void trace_step(const char *name) {
   }
 }
 
+static void hold_while(const char *path) {
+  struct stat st;
+  while (stat(path, &st) == 0) {
+    struct timespec nap = {0, 1000000};
+    nanosleep(&nap, NULL);
+  }
+}
+
 void focald_fault_point(int s) {
+  if (s == STEP_SCORE) {
+    /* a pool thread: it makes no SQLite calls, so its step is neither counted nor traced */
+    if (cfg.hold_score[0]) hold_while(cfg.hold_score);
+    return;
+  }
   step = s > 0 && s < NSTEPS ? s : 0;
   if (step) trace_step(step_names[step]);
-  if (s == STEP_WAKE && cfg.hold[0]) {
-    struct stat st;
-    while (stat(cfg.hold, &st) == 0) {
-      struct timespec nap = {0, 1000000};
-      nanosleep(&nap, NULL);
-    }
-  }
+  if (s == STEP_WAKE && cfg.hold[0]) hold_while(cfg.hold);
 }
 
 static void trace_fired(int kind, long n) {
@@ -345,10 +357,12 @@ __attribute__((destructor)) static void faultvfs_end(void) {
 }
 
 __attribute__((constructor)) static void faultvfs_init(void) {
-  const char *spec = getenv("FOCALD_FAULT"), *tr = getenv("FOCALD_FAULT_TRACE"), *hold = getenv("FOCALD_FAULT_HOLD");
+  const char *spec = getenv("FOCALD_FAULT"), *tr = getenv("FOCALD_FAULT_TRACE"), *hold = getenv("FOCALD_FAULT_HOLD"),
+             *hold_score = getenv("FOCALD_FAULT_HOLD_SCORE");
   if (spec) parse_spec(spec);
   if (tr && *tr) cfg.trace_fd = open(tr, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (hold) snprintf(cfg.hold, sizeof cfg.hold, "%s", hold);
+  if (hold_score) snprintf(cfg.hold_score, sizeof cfg.hold_score, "%s", hold_score);
   /* the allocator first: sqlite3_config works only before SQLite initializes */
   if (sqlite3_config(SQLITE_CONFIG_GETMALLOC, &real_mem) == SQLITE_OK) {
     sqlite3_mem_methods m = {m_malloc, m_free, m_realloc, m_size, m_roundup, m_init, m_shutdown, NULL};

@@ -517,56 +517,69 @@ class SameGroupTest(ConsistencyTestCase):
 class DrainTest(ConsistencyTestCase):
 
     def test_consistency_sigterm_with_more_queued_work_than_drain_timeout(self):
+        """Batches queue behind a scoring pool held by the harness (a pool that cannot keep up, on any
+        machine), then SIGTERM. After --drain-timeout the batches not yet started are answered 503 draining,
+        a change sent during the drain is refused the same way, the batch being scored finishes and is
+        answered 200, and the process exits 0. After a restart every 200 is stored and no 503 is."""
         root = th.temp_dir()
-        d = self.daemon(db_dir=root, args=("--workers", "1", "--drain-timeout", "1", "--queue-limit", "10000")).start()
-        n, c = 4000, 200  # 800k elements a batch: about 10 ms of scoring each on one worker
+        hold = os.path.join(root, "hold-scoring")
+        open(hold, "w").close()
+        env = shim_env()
+        env["FOCALD_FAULT_HOLD_SCORE"] = hold
+        d = self.daemon(db_dir=root, args=("--workers", "1", "--drain-timeout", "1"), env=env).start()
+        k = 6
+        bodies = {"b%d" % j: batch_body(["b%d-%d" % (j, i) for i in range(5)], j, batch_id="b%d" % j)
+                  for j in range(k)}
         answers = {}
         lock = threading.Lock()
 
-        def client(tag):
-            for j in range(60):
-                bid = "%s-%d" % (tag, j)
-                body = {"batch_id": bid, "ids": ["%s-%d-%d" % (tag, j, i) for i in range(n)],
-                        "logits": [[0.0] * c] * n, "targets": [1] * n}
-                try:
-                    r = d.request("POST", "/v1/datasets/drain/batches", body, timeout=60)
-                    status = r.status
-                    if status == 503:
-                        self.assertProblem(r, 503, "draining")
-                except (OSError, http.client.HTTPException):
-                    status = None  # the process is gone: no answer
-                with lock:
-                    answers[bid] = status
-                if status is None:
-                    return
+        def client(bid):
+            r = d.request("POST", "/v1/datasets/drain/batches", bodies[bid], timeout=60)
+            with lock:
+                answers[bid] = r
 
-        threads = [threading.Thread(target=client, args=("c%d" % t,)) for t in range(12)]
+        threads = [threading.Thread(target=client, args=(bid,)) for bid in bodies]
         for t in threads:
             t.start()
-        time.sleep(1.5)
-        self.assertEqual(d.stop(timeout=60), 0, d.log_text()[-2000:])
+
+        def queue_depth():
+            for line in d.get("/metrics").body.decode().splitlines():
+                if line.startswith("focald_queue_depth "):
+                    return int(float(line.split()[1]))
+            return -1
+
+        deadline = time.monotonic() + 30
+        while queue_depth() < k and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(queue_depth(), k, "the batches did not queue behind the held pool")
+        d.send_signal(signal.SIGTERM)
+        # after the drain timeout, those not started are refused; the one being scored is still held
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with lock:
+                if len(answers) >= k - 1:
+                    break
+            time.sleep(0.02)
+        self.assertIn("still in flight", d.log_text())
+        with lock:
+            refused = dict(answers)
+        self.assertEqual(len(refused), k - 1, refused)
+        for r in refused.values():
+            self.assertProblem(r, 503, "draining")
+        late = d.request("POST", "/v1/datasets/drain/batches", batch_body(["late"], 9, batch_id="late"))
+        self.assertProblem(late, 503, "draining")
+        os.unlink(hold)
+        self.assertEqual(d.proc.wait(30), 0, d.log_text()[-2000:])
         for t in threads:
-            t.join(60)
-        statuses = set(answers.values())
-        self.assertTrue(statuses <= {200, 503, None}, statuses)
-        self.assertIn(503, statuses, "nothing was refused: the drain was not exceeded")
-        d2 = self.restart(d, args=("--workers", "2"))
-        # each batch sent again with its batch_id: a duplicate was stored (n observations), else the
-        # small re-sent batch is (2)
-        expected = 0
-        for bid, status in answers.items():
-            tag, j = bid.rsplit("-", 1)
-            body = {"batch_id": bid, "ids": ["%s-%s-%d" % (tag, j, i) for i in range(2)], "logits": [[0.0] * c] * 2,
-                    "targets": [1] * 2}
-            r = d2.request("POST", "/v1/datasets/drain/batches", body, timeout=60)
+            t.join(30)
+        self.assertEqual(sorted(r.status for r in answers.values()), [200] + [503] * (k - 1))
+        d2 = self.restart(d)
+        for bid, body in list(bodies.items()) + [("late", batch_body(["late"], 9, batch_id="late"))]:
+            r = d2.request("POST", "/v1/datasets/drain/batches", body)
             self.assertEqual(r.status, 200, r)
-            dup = r.json()["duplicate"]
-            if status == 200:
-                self.assertTrue(dup, "batch %s was answered 200 and is not stored" % bid)
-            elif status == 503:
-                self.assertFalse(dup, "batch %s was answered 503 and is stored" % bid)
-            expected += n if dup else 2
-        self.assertEqual(observations(d2, "drain"), expected)
+            stored = bid in answers and answers[bid].status == 200
+            self.assertEqual(r.json()["duplicate"], stored, bid)
+        self.assertEqual(observations(d2, "drain"), 5 * k + 1)
         self.assertEqual(d2.stop(), 0)
 
 
