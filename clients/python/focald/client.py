@@ -156,7 +156,10 @@ class Client:
         [0, 1] with C = 1. Arrays, torch tensors and nested lists are all accepted.
         loss: a loss type name ("softmax_focal") or the full loss object ({"type", "gamma", ...}).
         meta: {"<id>": {...}} stored with the samples. ohem_k: list the k hardest in "hardest".
-        outputs: with the binary framing, which per-sample outputs to return (default all).
+        outputs: which per-sample outputs to return: with the binary framing exactly these (default
+            losses and every score); a JSON answer always has losses and scores. "grad" (d loss / d input,
+            nested as the input: N x C or N x M x C) and "grad_norm" (per sample) come only when named, and
+            only from evaluate (POST /v1/loss).
         segments: many training steps in one request (README "Many steps in one request"): a list of
             {"n", "step", "epoch"}, one per step, whose n add up to N; each is recorded as a batch of
             its own, with exactly the history of posting them one by one.
@@ -178,7 +181,8 @@ class Client:
                  outputs: Optional[Sequence[str]] = None) -> JSON:
         """Computes losses and scores without storing anything (POST /v1/loss).
 
-        As post_batch; ids default to 0..N-1. Returns the same response (dataset, run and batch_id None).
+        As post_batch; ids default to 0..N-1. Returns the same response (dataset, run and batch_id None),
+        with "grad" and "grad_norm" when outputs names them.
         """
         if (logits is None) == (probs is None):
             raise ValueError("give exactly one of logits and probs")
@@ -224,7 +228,7 @@ class Client:
                        "Accept": framing.OCTET}
             body = parts
         else:
-            body = framing.json_body(fields, ids, xname, x, targets, weights)
+            body = framing.json_body(fields, ids, xname, x, targets, weights, outputs=outputs)
             headers = {"Content-Type": "application/json"}
         attempt = 0
         while True:

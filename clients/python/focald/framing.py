@@ -164,9 +164,12 @@ def targets_as_numbers(t: Any) -> Any:
 
 
 def json_body(fields: Mapping[str, Any], ids: Tensor, xname: str, x: Tensor, targets: Tensor,
-              weights: Tensor = None) -> bytes:
-    """The JSON request body (bytes) of a batch: fields (run, batch_id, loss, ...) plus the tensors."""
+              weights: Tensor = None, outputs: Optional[Sequence[str]] = None) -> bytes:
+    """The JSON request body (bytes) of a batch: fields (run, batch_id, loss, ...) plus the tensors.
+    outputs: names beyond the JSON answer's own losses and scores (grad, grad_norm) are returned."""
     doc = {k: v for k, v in fields.items() if v is not None}
+    if outputs is not None:
+        doc["outputs"] = list(outputs)
     doc["ids"] = [_json_id(i) for i in as_lists(ids)]
     doc[xname] = as_lists(x)
     doc["targets"] = targets_as_numbers(as_lists(targets))
@@ -293,10 +296,18 @@ def _f32_lists(values: List[Optional[float]]) -> List[Optional[float]]:
     return cast(List[Optional[float]], rounded)
 
 
+def _f32_nested(values: Any) -> Any:
+    """_f32_lists at every depth of a nested list (grad is (N, C) or (N, M, C))."""
+    if isinstance(values, list) and values and isinstance(values[0], list):
+        return [_f32_nested(v) for v in values]
+    return _f32_lists(values) if isinstance(values, list) else values
+
+
 def normalize_json_result(doc: JSON) -> JSON:
     """A JSON batch response with its per-sample numbers as float32 values (see the module docstring)."""
-    if isinstance(doc.get("losses"), list):
-        doc["losses"] = _f32_lists(doc["losses"])
+    for k in ("losses", "grad", "grad_norm"):
+        if isinstance(doc.get(k), list):
+            doc[k] = _f32_nested(doc[k])
     scores = doc.get("scores")
     if isinstance(scores, dict):
         for k, v in scores.items():
@@ -318,14 +329,20 @@ def decode_binary_result(headers: Any, body: bytes, fields: Mapping[str, Any]) -
     for o in head.get("outputs", []):
         n = o["parameters"]["binary_data_size"]
         dt = {"FP32": "<f4", "INT32": "<i4"}[o["datatype"]]
-        a = np.frombuffer(body, dtype=dt, count=n // np.dtype(dt).itemsize, offset=off)
+        count = n // np.dtype(dt).itemsize
+        shape = [int(d) for d in o.get("shape", [count])]
+        if int(np.prod(shape)) != count or off + n > len(body):
+            raise FocaldError(200, "bad_response", "the binary answer's output %r has shape %r and %d bytes"
+                              % (o.get("name"), shape, n))
+        a = np.frombuffer(body, dtype=dt, count=count, offset=off)
         off += n
         if o["datatype"] == "INT32":  # pred: -1 where nothing was scored (JSON's null)
             out[o["name"]] = [None if v < 0 else v for v in a.tolist()]
         else:
-            vals = a.tolist()
+            # nested as the JSON answer nests it: grad is (N, C) or (N, M, C), the others (N)
+            vals = a.reshape(shape).tolist()
             if np.isnan(a).any():
-                vals = [None if v != v else v for v in vals]
+                vals = _nan_to_none(vals)
             out[o["name"]] = vals
     if off != len(body):
         raise FocaldError(200, "bad_response",
@@ -337,5 +354,15 @@ def decode_binary_result(headers: Any, body: bytes, fields: Mapping[str, Any]) -
     scores = {k: out[k] for k in SCORE_NAMES if k in out}
     if scores:
         doc["scores"] = scores
+    for k in ("grad", "grad_norm"):
+        if k in out:
+            doc[k] = out[k]
     doc["hardest"] = head.get("hardest", [])
     return doc
+
+
+def _nan_to_none(vals: Any) -> Any:
+    """NaN (JSON's null for a sample with nothing scored) as None, at any depth."""
+    if isinstance(vals, list):
+        return [_nan_to_none(v) for v in vals]
+    return None if vals != vals else vals

@@ -100,6 +100,32 @@ class JsonVsBinaryTest(DaemonTestCase):
         self.assertEqual(a, b)
         self.assertIsNone(a["scores"]["p_t"][0])  # nothing scored: null in JSON, NaN in binary
 
+    def test_client_evaluate_grad_nested_as_the_input_either_framing(self):
+        """grad comes back nested as the input was ((N, C) and dense (N, M, C)), grad_norm per sample, equal
+        bit for bit from JSON and binary, and equal to torch's autograd of the same loss."""
+        rng = np.random.default_rng(7)
+        cases = [(rng.normal(size=(6, 4)).astype(np.float32) * 2, rng.integers(0, 4, size=6)),
+                 (rng.normal(size=(3, 5, 4)).astype(np.float32) * 2, rng.integers(0, 4, size=(3, 5)))]
+        for x, t in cases:
+            with self.subTest(shape=x.shape):
+                a, b = self.both("evaluate", x, t, loss="cross_entropy", outputs=["losses", "grad", "grad_norm"])
+                self.assertEqual(a["grad"], b["grad"])
+                self.assertEqual(a["grad_norm"], b["grad_norm"])
+                g = np.array(a["grad"])
+                self.assertEqual(g.shape, x.shape)
+                xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+                per = torch.nn.functional.cross_entropy(xt.reshape(-1, x.shape[-1]), torch.tensor(t).reshape(-1),
+                                                        reduction="none").reshape(x.shape[:-1])
+                if per.dim() > 1:
+                    per = per.sum(1)  # a dense sample's loss: the sum over its positions (reduction "sum")
+                per.sum().backward()
+                want = xt.grad.numpy()
+                np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
+                np.testing.assert_allclose(a["grad_norm"], np.sqrt((want.reshape(len(x), -1) ** 2).sum(1)),
+                                           rtol=1e-5, atol=1e-6)
+        a = self.cb.evaluate(cases[0][0], cases[0][1], outputs=["losses"])
+        self.assertNotIn("grad", a)
+
     def test_client_post_batch_identical_and_stored(self):
         rng = np.random.default_rng(4)
         logits = rng.normal(size=(10, 3)).astype(np.float32)
