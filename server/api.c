@@ -286,7 +286,7 @@ static int finish_scoring(http_req *rq, http_resp *resp) {
   }
   JW(&o, "}");
   if (j->grad) w_grad(&o, r, j->grad);
-  if (j->grad_norm) {
+  if (r->outputs & (1u << REQ_OUT_GRAD_NORM)) {
     JW(&o, ",\"grad_norm\":[");
     for (int64_t i = 0; i < r->n; i++) {
       if (i) jw_lit(&o, ",");
@@ -333,9 +333,11 @@ static int score(http_req *rq, http_resp *resp, int store_it) {
   j->loss = malloc((size_t)j->rq.n * sizeof *j->loss);
   j->scores = calloc((size_t)j->rq.n, sizeof *j->scores);
   if (j->rq.outputs & (1u << REQ_OUT_GRAD)) j->grad = malloc((size_t)(j->rq.n * j->rq.m * j->rq.c) * sizeof *j->grad);
-  if (j->rq.outputs & (1u << REQ_OUT_GRAD_NORM)) j->grad_norm = malloc((size_t)j->rq.n * sizeof *j->grad_norm);
+  /* a recorded batch keeps each sample's gradient norm for its grand (never in its answer) */
+  const int want_grad_norm = store_it || (j->rq.outputs & (1u << REQ_OUT_GRAD_NORM));
+  if (want_grad_norm) j->grad_norm = malloc((size_t)j->rq.n * sizeof *j->grad_norm);
   if (!j->loss || !j->scores || (!j->grad && (j->rq.outputs & (1u << REQ_OUT_GRAD))) ||
-      (!j->grad_norm && (j->rq.outputs & (1u << REQ_OUT_GRAD_NORM)))) {
+      (!j->grad_norm && want_grad_norm)) {
     job_free(j);
     return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
   }

@@ -1,13 +1,14 @@
-/* codec.c — batch payload v2: "FLB2", n, then columns, then length-prefixed ids.
+/* codec.c — batch payload v3: "FLB3", n, then columns, then length-prefixed ids.
  *
  *   u32 magic, u32 n
- *   f32 loss[n], p_t[n], p_max[n], margin[n], correct[n], el2n[n]
+ *   f32 loss[n], p_t[n], p_max[n], margin[n], correct[n], el2n[n], grad_norm[n]
  *   i32 pred[n], label[n]
  *   u8  scored[n]
  *   n x (u16 length, bytes)
  * Little-endian. Columns keep the blob compressible and the code simple.
- * Version 1 ("FLB1", logged before schema 4) has no el2n column: its
- * observations unpack with el2n NaN (unknown).
+ * Older versions are still read: version 2 ("FLB2", logged before schema 5)
+ * has no grad_norm column, version 1 ("FLB1", before schema 4) neither an
+ * el2n one; their observations unpack with those values NaN (unknown).
  */
 #include "codec.h"
 
@@ -16,7 +17,8 @@
 #include <string.h>
 
 #define MAGIC_V1 0x31424c46u /* "FLB1" */
-#define MAGIC 0x32424c46u    /* "FLB2" */
+#define MAGIC_V2 0x32424c46u /* "FLB2" */
+#define MAGIC 0x33424c46u    /* "FLB3" */
 
 static void put32(unsigned char *p, uint32_t v) {
   p[0] = (unsigned char)v;
@@ -49,7 +51,7 @@ int codec_pack(const codec_batch *b, unsigned char **out, size_t *len) {
     if (l > 65535) return -1;
     idbytes += 2 + l;
   }
-  size_t total = 8 + n * (6 * 4 + 2 * 4 + 1) + idbytes;
+  size_t total = 8 + n * (7 * 4 + 2 * 4 + 1) + idbytes;
   unsigned char *buf = malloc(total ? total : 1);
   if (!buf) return -1;
   unsigned char *p = buf;
@@ -62,6 +64,7 @@ int codec_pack(const codec_batch *b, unsigned char **out, size_t *len) {
   for (size_t i = 0; i < n; i++, p += 4) putf(p, b->obs[i].margin);
   for (size_t i = 0; i < n; i++, p += 4) putf(p, b->obs[i].correct);
   for (size_t i = 0; i < n; i++, p += 4) putf(p, b->obs[i].el2n);
+  for (size_t i = 0; i < n; i++, p += 4) putf(p, b->obs[i].grad_norm);
   for (size_t i = 0; i < n; i++, p += 4) put32(p, (uint32_t)b->obs[i].pred);
   for (size_t i = 0; i < n; i++, p += 4) put32(p, (uint32_t)b->obs[i].label);
   for (size_t i = 0; i < n; i++) *p++ = (unsigned char)(b->obs[i].scored != 0);
@@ -79,10 +82,13 @@ int codec_pack(const codec_batch *b, unsigned char **out, size_t *len) {
 
 int codec_unpack(const unsigned char *buf, size_t len, const codec_when *when, codec_unpacked *out) {
   memset(out, 0, sizeof *out);
-  if (len < 8 || (get32(buf) != MAGIC && get32(buf) != MAGIC_V1)) return -1;
-  const int v2 = get32(buf) == MAGIC;
+  if (len < 8) return -1;
+  const uint32_t magic = get32(buf);
+  const int version = magic == MAGIC ? 3 : magic == MAGIC_V2 ? 2 : magic == MAGIC_V1 ? 1 : 0;
+  if (!version) return -1;
+  const int has_el2n = version >= 2, has_grad_norm = version >= 3;
   size_t n = get32(buf + 4);
-  size_t fixed = 8 + n * (v2 ? 33 : 29);
+  size_t fixed = 8 + n * (29 + 4 * (size_t)(has_el2n + has_grad_norm));
   if (n > len || fixed > len) return -1;
   /* ids: check they fit before allocating */
   size_t idbytes = 0;
@@ -112,8 +118,10 @@ int codec_unpack(const unsigned char *buf, size_t len, const codec_when *when, c
   c += 4 * n;
   for (size_t i = 0; i < n; i++) obs[i].correct = getf(c + 4 * i);
   c += 4 * n;
-  for (size_t i = 0; i < n; i++) obs[i].el2n = v2 ? getf(c + 4 * i) : NAN;
-  if (v2) c += 4 * n;
+  for (size_t i = 0; i < n; i++) obs[i].el2n = has_el2n ? getf(c + 4 * i) : NAN;
+  if (has_el2n) c += 4 * n;
+  for (size_t i = 0; i < n; i++) obs[i].grad_norm = has_grad_norm ? getf(c + 4 * i) : NAN;
+  if (has_grad_norm) c += 4 * n;
   for (size_t i = 0; i < n; i++) obs[i].pred = (int32_t)get32(c + 4 * i);
   c += 4 * n;
   for (size_t i = 0; i < n; i++) obs[i].label = (int32_t)get32(c + 4 * i);

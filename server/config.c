@@ -58,7 +58,7 @@ static const setting settings[] = {
     {"log-level", K_LEVEL, AT(log_level), 0, 0, 0, "debug, info, warn or error", "LEVEL"},
     {"ema-alpha", K_DOUBLE, AT(ema_alpha), 0, 0, 1, "weight of the newest loss in ema_loss, in (0, 1]", "ALPHA"},
     {"early-observations", K_INT, AT(early_observations), 0, 1, 65535,
-     "how many of a sample's first observations its el2n averages (Paul et al. score early in training)", "N"},
+     "how many of a sample's first observations its el2n and grand average (Paul et al. score early in training)", "N"},
     {"snapshot-interval", K_INT, AT(snapshot_interval), 0, 0, 86400,
      "seconds between history snapshots (0: one after every commit, for tests)", "SECONDS"},
     {"drain-timeout", K_INT, AT(drain_timeout), 0, 1, 3600,

@@ -253,7 +253,7 @@ static void csv_json(jw *o, const char *text) {
 
 static const char csv_header[] =
     "rank,id,score,seen,last_loss,mean_loss,max_loss,ema_loss,confidence,variability,correctness,forgetting,forgetting_events,aum,el2n,label_issue_score,"
-    "first_step,last_step,label,label_issue,status,corrected_label,reconsider,uri,study_uid,series_uid,sop_uid,"
+    "grand,first_step,last_step,label,label_issue,status,corrected_label,reconsider,uri,study_uid,series_uid,sop_uid,"
     "patient_id,viewer_url\r\n";
 
 /* FiftyOne's CSVDataset: a header row, the media in "filepath" (see README "Exports" for the loader). */
@@ -286,7 +286,8 @@ static void write_csv(export *e, const st_dataset *ds, uint32_t key, double scor
   JW(o, ",");
   csv_num(o, score);
   const double nums[] = {v->seen, v->last_loss, v->mean_loss, v->max_loss, v->ema_loss, v->confidence,
-                         v->variability, v->correctness, v->forgetting, v->forgetting_events, v->aum, v->el2n, v->label_issue_score};
+                         v->variability, v->correctness, v->forgetting, v->forgetting_events, v->aum, v->el2n, v->label_issue_score,
+                         v->grand};
   for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
     JW(o, ",");
     csv_num(o, nums[i]);

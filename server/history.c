@@ -51,6 +51,10 @@ void hist_update(hist_rec *h, const hist_obs *o, const hist_params *hp, const hi
     h->el2n_n++;
     h->el2n += (o->el2n - h->el2n) / (float)h->el2n_n;
   }
+  if (isfinite(o->grad_norm) && h->grand_n < hp->early && h->grand_n < UINT16_MAX) {
+    h->grand_n++;
+    h->grand += (o->grad_norm - h->grand) / (float)h->grand_n;
+  }
   if (cls && o->label >= 0 && o->pred >= 0 && o->pred < cls->c && o->pred != o->label && cls->count[o->pred] > 0) {
     double threshold = cls->sum[o->pred] / (double)cls->count[o->pred];
     h->other_n += o->p_max >= threshold;
@@ -128,6 +132,7 @@ void hist_view_of(const hist_rec *h, hist_view *v) {
   v->forgetting = hist_forgetting(h);
   v->forgetting_events = h->forgetting;
   v->el2n = h->el2n;
+  v->grand = h->grand;
   v->label_issue_score = hist_label_issue_score(h);
   v->aum = h->aum;
   v->has_step = h->has_step;
@@ -150,6 +155,7 @@ double hist_view_value(const hist_view *v, int f) {
   case HF_FORGETTING: return v->forgetting;
   case HF_FORGETTING_EVENTS: return v->forgetting_events;
   case HF_EL2N: return v->el2n;
+  case HF_GRAND: return v->grand;
   case HF_LABEL_ISSUE_SCORE: return v->label_issue_score;
   case HF_AUM: return v->aum;
   default: return 0.0;
@@ -174,12 +180,12 @@ uint32_t hist_forgetting(const hist_rec *h) {
 
 static const char *const field_names[HF_COUNT] = {
     "seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability", "correctness",
-    "forgetting", "aum", "forgetting_events", "el2n", "label_issue_score",
+    "forgetting", "aum", "forgetting_events", "el2n", "label_issue_score", "grand",
 };
 
 /* test_history holds this to field_names */
 const char hist_field_list[] = "seen, last_loss, mean_loss, max_loss, ema_loss, confidence, variability, correctness, "
-                               "forgetting, aum, forgetting_events, el2n, label_issue_score";
+                               "forgetting, aum, forgetting_events, el2n, label_issue_score, grand";
 
 int hist_field_parse(const char *name) {
   for (int f = 0; f < HF_COUNT; f++)
@@ -218,6 +224,7 @@ double hist_value(const hist_rec *h, hist_field f) {
   case HF_FORGETTING: return hist_forgetting(h);
   case HF_FORGETTING_EVENTS: return h->forgetting;
   case HF_EL2N: return h->el2n;
+  case HF_GRAND: return h->grand;
   case HF_LABEL_ISSUE_SCORE: return hist_label_issue_score(h);
   case HF_AUM: return h->aum;
   default: return 0.0;

@@ -18,6 +18,8 @@ typedef struct hist_obs {
   float margin;    /* logit margin */
   float correct;   /* fraction of scored positions predicted correctly */
   float el2n;      /* the L2 norm of (p - onehot), Paul et al.; NaN when the batch's log predates it */
+  float grad_norm; /* the L2 norm of d loss / d logits (GraNd's gradient, at the logits); NaN when the
+                    * batch's log predates it */
   int32_t pred;    /* predicted class, -1 when not one class */
   int32_t label;   /* class label, -1 for multi-label, soft or dense targets */
   int scored;      /* 0 when every position was ignored: only the loss counts */
@@ -51,6 +53,8 @@ typedef struct hist_rec {
   uint32_t other_n;     /* scored observations that confidently predicted another class (see hist_update) */
   float el2n;           /* mean el2n over the first el2n_n (at most the early count) observations that had one */
   uint16_t el2n_n;
+  float grand;          /* mean grad_norm over the first grand_n (at most the early count) observations that had one */
+  uint16_t grand_n;
   float last_loss, mean_loss, max_loss, ema_loss;
   float conf_mean;      /* running mean of p_t (Welford) */
   float conf_m2;        /* running sum of squared deviations of p_t */
@@ -76,7 +80,7 @@ void hist_init(hist_rec *h);
 void hist_classes_observe(hist_classes *cls, const hist_obs *o);
 
 /* How observations update a history: the weight of the newest loss in
- * ema_loss, and how many of a sample's first observations make its el2n. */
+ * ema_loss, and how many of a sample's first observations make its el2n and grand. */
 typedef struct hist_params {
   double ema_alpha;
   int early;
@@ -115,7 +119,7 @@ void hist_recent_push(hist_recent *ring, uint8_t *head, uint8_t *count, const hi
  * over the sample's runs (see st_history_all). */
 typedef struct hist_view {
   double seen, last_loss, mean_loss, max_loss, ema_loss, confidence, variability, correctness, forgetting, aum;
-  double forgetting_events, el2n, label_issue_score;
+  double forgetting_events, el2n, label_issue_score, grand;
   int has_step;
   int64_t first_step, last_step;
   int32_t label;   /* -1 none */
@@ -153,6 +157,7 @@ typedef enum hist_field {
   HF_FORGETTING_EVENTS, /* appended: the fields' numbers are in cursors clients hold */
   HF_EL2N,
   HF_LABEL_ISSUE_SCORE,
+  HF_GRAND,
   HF_COUNT
 } hist_field;
 

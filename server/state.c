@@ -42,8 +42,8 @@ struct st_run {
   uint32_t cap;        /* entries allocated in every column */
   uint32_t col_cap[ST_RUN_COLUMNS]; /* entries allocated in each column (past cap only after a failed growth) */
   uint32_t *seen, *scored_n, *correct_n, *forgetting, *other_n;
-  float *last_loss, *mean_loss, *max_loss, *ema_loss, *conf_mean, *conf_m2, *aum, *el2n;
-  uint16_t *el2n_n;
+  float *last_loss, *mean_loss, *max_loss, *ema_loss, *conf_mean, *conf_m2, *aum, *el2n, *grand;
+  uint16_t *el2n_n, *grand_n;
   int32_t *label;
   uint8_t *last_correct, *has_step, *ring_head, *ring_count;
   int64_t *first_step, *last_step;
@@ -285,6 +285,7 @@ static const column columns[] = {
     COL(aum, 1),         COL(label, 1),      COL(last_correct, 1), COL(has_step, 1),
     COL(ring_head, 1),   COL(ring_count, 1), COL(first_step, 1), COL(last_step, 1),    COL(seq, 1),
     COL(recent, HIST_RECENT), COL(stale_labels, 1), COL(other_n, 1), COL(el2n, 1), COL(el2n_n, 1),
+    COL(grand, 1),       COL(grand_n, 1),
 };
 #define NCOLUMNS (sizeof columns / sizeof columns[0])
 _Static_assert(NCOLUMNS <= ST_RUN_COLUMNS, "st_run.col_cap must have an entry per column");
@@ -509,6 +510,8 @@ static void row_get(const st_run *r, uint32_t key, hist_rec *h) {
   h->other_n = r->other_n[key];
   h->el2n = r->el2n[key];
   h->el2n_n = r->el2n_n[key];
+  h->grand = r->grand[key];
+  h->grand_n = r->grand_n[key];
   h->last_loss = r->last_loss[key];
   h->mean_loss = r->mean_loss[key];
   h->max_loss = r->max_loss[key];
@@ -531,6 +534,8 @@ static void row_put(st_run *r, uint32_t key, const hist_rec *h) {
   r->other_n[key] = h->other_n;
   r->el2n[key] = h->el2n;
   r->el2n_n[key] = h->el2n_n;
+  r->grand[key] = h->grand;
+  r->grand_n[key] = h->grand_n;
   r->last_loss[key] = h->last_loss;
   r->mean_loss[key] = h->mean_loss;
   r->max_loss[key] = h->max_loss;
@@ -620,6 +625,7 @@ void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v) {
     v->forgetting += w.forgetting;
     v->forgetting_events += w.forgetting_events;
     v->el2n += w.el2n;
+    v->grand += w.grand;
     v->label_issue_score += w.label_issue_score;
     v->aum += w.aum;
     v->label_issue |= r->scored_n[key] && run_li_score(r, key) >= st_label_issue_threshold(ds, r);
@@ -645,6 +651,7 @@ void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v) {
   v->forgetting /= runs;
   v->forgetting_events /= runs;
   v->el2n /= runs;
+  v->grand /= runs;
   v->label_issue_score /= runs;
   v->aum /= runs;
 }
@@ -1439,7 +1446,7 @@ int st_load_row(st_map *m, int64_t run_id, uint32_t key, const st_row *row, char
   if (r->seq[key] != 0 || r->seen[key] != 0)
     return load_fail(err, errn, "run \"%s\" of dataset \"%s\" has two history rows for key %u", r->name, ds->name, key);
   if (h->seen == 0 || h->scored_n > h->seen || h->correct_n > h->scored_n || h->other_n > h->scored_n ||
-      h->el2n_n > h->scored_n || !isfinite(h->el2n) || row->seq <= 0 || row->ring[0] >= HIST_RECENT ||
+      h->el2n_n > h->scored_n || !isfinite(h->el2n) || h->grand_n > h->scored_n || !isfinite(h->grand) || row->seq <= 0 || row->ring[0] >= HIST_RECENT ||
       row->ring[1] > HIST_RECENT || h->label < -1 || h->label >= r->classes)
     return load_fail(err, errn, "run \"%s\" of dataset \"%s\" has an inconsistent history row for key %u", r->name, ds->name,
                      key);
@@ -1598,6 +1605,7 @@ __attribute__((always_inline)) static inline double run_value(const st_run *r, u
   case HF_AUM: return r->aum[key];
   case HF_FORGETTING_EVENTS: return r->forgetting[key];
   case HF_EL2N: return r->el2n[key];
+  case HF_GRAND: return r->grand[key];
   case HF_LABEL_ISSUE_SCORE: return r->scored_n[key] ? (float)r->other_n[key] / (float)r->scored_n[key] : 0.0f;
   default: return 0.0;
   }

@@ -94,6 +94,8 @@ static int write_history_row(store *s, const st_run *r, uint32_t key) {
   sqlite3_bind_int64(q, 22, h->other_n);
   sqlite3_bind_double(q, 23, h->el2n);
   sqlite3_bind_int(q, 24, h->el2n_n);
+  sqlite3_bind_double(q, 25, h->grand);
+  sqlite3_bind_int(q, 26, h->grand_n);
   return store__step_done(q);
 }
 

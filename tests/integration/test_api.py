@@ -47,11 +47,11 @@ if not os.path.isabs(FOCALD):
 
 EMA_ALPHA = 0.3  # focald's default --ema-alpha
 HISTORY_FIELDS = ["seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability",
-                  "correctness", "forgetting", "forgetting_events", "aum", "el2n", "label_issue_score"]
+                  "correctness", "forgetting", "forgetting_events", "aum", "el2n", "label_issue_score", "grand"]
 # README "Hardest examples": each field's "harder when", its default order.
 ORDER = {"seen": "desc", "last_loss": "desc", "mean_loss": "desc", "max_loss": "desc", "ema_loss": "desc",
          "variability": "desc", "forgetting": "desc", "forgetting_events": "desc", "el2n": "desc",
-         "label_issue_score": "desc", "confidence": "asc",
+         "label_issue_score": "desc", "grand": "desc", "confidence": "asc",
          "correctness": "asc", "aum": "asc"}
 # Every route the server answers (server/api.c's route table, README "HTTP API").
 ROUTES = [
@@ -822,18 +822,37 @@ def expected_history(obs, ema_alpha=EMA_ALPHA, early=EARLY_OBSERVATIONS):
         "aum": sum(o["margin"] for o in obs) / len(obs),
         # Paul et al.'s EL2N, averaged over the first observations
         "el2n": sum(o["el2n"] for o in obs[:early]) / len(obs[:early]),
+        **({"grand": sum(o["grad_norm"] for o in obs[:early]) / len(obs[:early])}
+           if all("grad_norm" in o for o in obs) else {}),
         "first_step": steps[0] if steps else None, "last_step": steps[-1] if steps else None,
         "label": obs[-1]["label"],
     }
 
 
-def observations_from(resp, ids, step, labels, epoch=None):
-    """Per-sample observations as the batch response reports them."""
+def observations_from(resp, ids, step, labels, epoch=None, logits=None):
+    """Per-sample observations as the batch response reports them; with the batch's logits (class-index labels,
+    the default loss), also each sample's gradient norm from the float64 reference."""
     s = resp["scores"]
-    return {sid: {"loss": resp["losses"][i], "p_t": s["p_t"][i], "margin": s["margin"][i], "el2n": s["el2n"][i],
-                  "correct": s["correct"][i], "p_max": s["p_max"][i], "pred": s["pred"][i],
-                  "step": step, "epoch": epoch, "label": labels[i]}
-            for i, sid in enumerate(ids)}
+    obs = {sid: {"loss": resp["losses"][i], "p_t": s["p_t"][i], "margin": s["margin"][i], "el2n": s["el2n"][i],
+                 "correct": s["correct"][i], "p_max": s["p_max"][i], "pred": s["pred"][i],
+                 "step": step, "epoch": epoch, "label": labels[i]}
+           for i, sid in enumerate(ids)}
+    if logits is not None:
+        for i, sid in enumerate(ids):
+            obs[sid]["grad_norm"] = ref_grad_norm(logits[i], labels[i])
+    return obs
+
+
+def ref_grad_norm(logits, label, alpha=0.25, gamma=2.0):
+    """The L2 norm of d loss / d logits for the default loss (torchvision's sigmoid_focal_loss of the one-hot
+    label, summed over classes), by torch's autograd in float64."""
+    import torch
+    from torchvision.ops import sigmoid_focal_loss
+    z = torch.tensor(logits, dtype=torch.float64, requires_grad=True)
+    t = torch.zeros(len(logits), dtype=torch.float64)
+    t[label] = 1.0
+    sigmoid_focal_loss(z, t, alpha=alpha, gamma=gamma, reduction="sum").backward()
+    return float(z.grad.norm())
 
 
 class HistoryTest(FocaldTestCase):
@@ -860,7 +879,7 @@ class HistoryTest(FocaldTestCase):
             resp = self.d.ok_batch(ds, {"run": run, "step": steps[k], "epoch": epochs[k], "ids": ids,
                                         "logits": logits, "targets": lab})
             self.assertIs(resp["duplicate"], False)
-            for sid, o in observations_from(resp, ids, steps[k], lab, epochs[k]).items():
+            for sid, o in observations_from(resp, ids, steps[k], lab, epochs[k], logits=logits).items():
                 hist[sid].append(o)
         # the design: correct/incorrect as intended (else the forgetting check would be vacuous)
         for sid, p in pattern.items():
@@ -907,6 +926,46 @@ class HistoryTest(FocaldTestCase):
         asc = self.d.hard(ds, by="forgetting", run="f", status="open", order="asc").json()
         self.assertEqual(asc["order"], "asc")
         self.assertEqual([it["id"] for it in asc["items"]], ["late", "steady", "flip1", "flip3", "never"])
+
+    def test_history_grand_and_el2n_average_the_first_early_observations_across_restarts(self):
+        """grand (the mean gradient norm at the logits) and el2n average a sample's first --early-observations
+        scored observations and no more; both survive a snapshot and a replay of the log; by=grand ranks by
+        it, largest first; /v1/loss's grad_norm is the same number."""
+        d = self.start_daemon(args=("--early-observations", "3", "--snapshot-interval", "3600"))
+        ds = "grand"
+        seq = {"s%d" % i: [[0.4 * i - 1.0 + 0.3 * k, 0.2 * k - 0.5, 1.0 - 0.25 * i] for k in range(5)] for i in range(4)}
+        labels = {sid: i % 3 for i, sid in enumerate(sorted(seq))}
+        hist = {sid: [] for sid in seq}
+        for k in range(5):
+            ids = sorted(seq)
+            logits = [seq[sid][k] for sid in ids]
+            lab = [labels[sid] for sid in ids]
+            r = d.batch(ds, {"run": "g", "step": k, "ids": ids, "logits": logits, "targets": lab})
+            self.assertEqual(r.status, 200, r)
+            for sid, o in observations_from(r.json(), ids, k, lab, logits=logits).items():
+                hist[sid].append(o)
+            echo = d.post("/v1/loss", {"ids": ids, "logits": logits, "targets": lab, "outputs": ["grad_norm"]}).json()
+            for i, sid in enumerate(ids):
+                self.assertClose(echo["grad_norm"][i], hist[sid][-1]["grad_norm"], "grad_norm %s step %d" % (sid, k))
+        want = {sid: expected_history(obs, early=3) for sid, obs in hist.items()}
+        for sid in seq:  # the cut-off matters: all five would give another mean
+            self.assertNotAlmostEqual(want[sid]["grand"], expected_history(hist[sid], early=5)["grand"], places=4)
+
+        def check(dd, how):
+            for sid in seq:
+                rec = dd.sample(ds, sid, run="g").json()["runs"][0]
+                self.assertClose(rec["grand"], want[sid]["grand"], "%s grand (%s)" % (sid, how))
+                self.assertClose(rec["el2n"], want[sid]["el2n"], "%s el2n (%s)" % (sid, how))
+            items = dd.hard(ds, by="grand", run="g", status="open").json()["items"]
+            self.assertEqual([it["id"] for it in items], sorted(seq, key=lambda s: -want[s]["grand"]), how)
+
+        check(d, "live")
+        self.assertEqual(d.kill9(), -9)
+        d2 = self.start_daemon(db_dir=d.db_dir, args=("--early-observations", "3"))
+        check(d2, "replayed from the log")
+        self.assertEqual(d2.stop(), 0)
+        d3 = self.start_daemon(db_dir=d.db_dir, args=("--early-observations", "3"))
+        check(d3, "loaded from the snapshot")
 
     def test_history_hard_examples_items_match_sample_records(self):
         ds = self.ds_name()

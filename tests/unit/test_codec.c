@@ -15,11 +15,11 @@ static void test_codec_round_trip(void **state) {
   (void)state;
   const char *ids[3] = {"img_0001", "42", "a/b c\xc3\xa9"};
   hist_obs obs[3] = {
-      {.loss = 0.5f, .p_t = 0.25f, .p_max = 0.75f, .margin = -1.5f, .correct = 0.0f, .el2n = 0.9f, .pred = 2, .label = 1,
-       .scored = 1},
-      {.loss = 1e-30f, .p_t = 1.0f, .p_max = 1.0f, .margin = 1e4f, .correct = 1.0f, .el2n = 0.0f, .pred = 0, .label = 0,
-       .scored = 1},
-      {.loss = 3.0f, .el2n = NAN, .pred = -1, .label = -1, .scored = 0},
+      {.loss = 0.5f, .p_t = 0.25f, .p_max = 0.75f, .margin = -1.5f, .correct = 0.0f, .el2n = 0.9f, .grad_norm = 1.25f,
+       .pred = 2, .label = 1, .scored = 1},
+      {.loss = 1e-30f, .p_t = 1.0f, .p_max = 1.0f, .margin = 1e4f, .correct = 1.0f, .el2n = 0.0f, .grad_norm = 3e-20f,
+       .pred = 0, .label = 0, .scored = 1},
+      {.loss = 3.0f, .el2n = NAN, .grad_norm = NAN, .pred = -1, .label = -1, .scored = 0},
   };
   codec_batch b = {3, ids, obs};
   unsigned char *buf;
@@ -34,6 +34,7 @@ static void test_codec_round_trip(void **state) {
     assert_true(u.obs[i].loss == obs[i].loss && u.obs[i].p_t == obs[i].p_t && u.obs[i].p_max == obs[i].p_max);
     assert_true(u.obs[i].margin == obs[i].margin && u.obs[i].correct == obs[i].correct);
     assert_true(u.obs[i].el2n == obs[i].el2n || (isnan(u.obs[i].el2n) && isnan(obs[i].el2n)));
+    assert_true(u.obs[i].grad_norm == obs[i].grad_norm || (isnan(u.obs[i].grad_norm) && isnan(obs[i].grad_norm)));
     assert_int_equal(u.obs[i].pred, obs[i].pred);
     assert_int_equal(u.obs[i].label, obs[i].label);
     assert_int_equal(u.obs[i].scored, obs[i].scored);
@@ -47,36 +48,54 @@ static void test_codec_round_trip(void **state) {
   free(buf);
 }
 
-/* A payload logged before el2n was kept ("FLB1": no el2n column) still unpacks, with el2n unknown (NaN). */
-static void test_codec_reads_version_1(void **state) {
+/* The payload of b as an older version wrote it: magic digit version, and without the f32 columns from
+ * index first on (el2n is column 5, grad_norm 6: version 2 has no grad_norm, version 1 neither). */
+static unsigned char *older(const unsigned char *v3, size_t len, size_t n, char version, size_t first, size_t *out_len) {
+  const size_t at = 8 + first * 4 * n, drop = (7 - first) * 4 * n;
+  unsigned char *v = malloc(len - drop);
+  memcpy(v, v3, at);
+  memcpy(v + at, v3 + at + drop, len - at - drop);
+  v[3] = (unsigned char)version;
+  *out_len = len - drop;
+  return v;
+}
+
+/* Payloads logged before grad_norm ("FLB2") and before el2n ("FLB1") were kept still unpack, with what they
+ * did not have unknown (NaN) and everything else as written. */
+static void test_codec_reads_versions_1_and_2(void **state) {
   (void)state;
   const char *ids[2] = {"a", "bc"};
-  hist_obs obs[2] = {{.loss = 0.5f, .p_t = 0.25f, .p_max = 0.75f, .margin = -1.5f, .correct = 0.0f, .el2n = 0.9f, .pred = 2,
-                      .label = 1, .scored = 1},
-                     {.loss = 2.0f, .p_t = 0.5f, .p_max = 0.5f, .margin = 0.0f, .correct = 1.0f, .el2n = 0.1f, .pred = 1,
-                      .label = 1, .scored = 1}};
+  hist_obs obs[2] = {{.loss = 0.5f, .p_t = 0.25f, .p_max = 0.75f, .margin = -1.5f, .correct = 0.0f, .el2n = 0.9f,
+                      .grad_norm = 2.0f, .pred = 2, .label = 1, .scored = 1},
+                     {.loss = 2.0f, .p_t = 0.5f, .p_max = 0.5f, .margin = 0.0f, .correct = 1.0f, .el2n = 0.1f,
+                      .grad_norm = 0.5f, .pred = 1, .label = 1, .scored = 1}};
   codec_batch b = {2, ids, obs};
-  unsigned char *v2;
+  unsigned char *v3;
   size_t len;
-  assert_int_equal(codec_pack(&b, &v2, &len), 0);
-  /* the same payload as version 1 wrote it: the magic, and no el2n column (after correct) */
-  const size_t n = 2, el2n_at = 8 + 5 * 4 * n;
-  unsigned char *v1 = malloc(len - 4 * n);
-  memcpy(v1, v2, el2n_at);
-  memcpy(v1 + el2n_at, v2 + el2n_at + 4 * n, len - el2n_at - 4 * n);
-  v1[3] = '1';
-  codec_unpacked u;
-  codec_when when = {0};
-  assert_int_equal(codec_unpack(v1, len - 4 * n, &when, &u), 0);
-  assert_int_equal(u.n, 2);
-  for (size_t i = 0; i < n; i++) {
-    assert_string_equal(u.ids[i], ids[i]);
-    assert_true(u.obs[i].correct == obs[i].correct && u.obs[i].pred == obs[i].pred && u.obs[i].label == obs[i].label);
-    assert_true(isnan(u.obs[i].el2n));
+  assert_int_equal(codec_pack(&b, &v3, &len), 0);
+  const size_t n = 2;
+  for (char version = '1'; version <= '2'; version++) {
+    size_t olen;
+    unsigned char *v = older(v3, len, n, version, version == '1' ? 5 : 6, &olen);
+    codec_unpacked u;
+    codec_when when = {0};
+    assert_int_equal(codec_unpack(v, olen, &when, &u), 0);
+    assert_int_equal(u.n, 2);
+    for (size_t i = 0; i < n; i++) {
+      assert_string_equal(u.ids[i], ids[i]);
+      assert_true(u.obs[i].loss == obs[i].loss && u.obs[i].correct == obs[i].correct);
+      assert_true(u.obs[i].pred == obs[i].pred && u.obs[i].label == obs[i].label && u.obs[i].scored);
+      assert_true(isnan(u.obs[i].grad_norm));
+      if (version == '1') assert_true(isnan(u.obs[i].el2n));
+      else assert_true(u.obs[i].el2n == obs[i].el2n);
+    }
+    codec_unpacked_free(&u);
+    /* read as the newest version, it is too short: refused */
+    v[3] = '3';
+    assert_int_equal(codec_unpack(v, olen, &when, &u), -1);
+    free(v);
   }
-  codec_unpacked_free(&u);
-  free(v1);
-  free(v2);
+  free(v3);
 }
 
 static void test_codec_rejects_inflated_count(void **state) {
@@ -90,7 +109,7 @@ static void test_codec_rejects_inflated_count(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_codec_round_trip),
-      cmocka_unit_test(test_codec_reads_version_1),
+      cmocka_unit_test(test_codec_reads_versions_1_and_2),
       cmocka_unit_test(test_codec_rejects_inflated_count),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
