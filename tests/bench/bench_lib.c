@@ -19,7 +19,7 @@ typedef struct bcase {
   fl_loss loss;
   int dense;      /* one-hot float targets instead of class indices */
   int scores;     /* also compute the difficulty scores */
-  int grad;       /* also compute the gradient */
+  int grad;       /* also compute the gradient (1), or only its norm per sample (2: what a recorded batch does) */
 } bcase;
 
 static const bcase cases[] = {
@@ -28,7 +28,9 @@ static const bcase cases[] = {
     {"sigmoid_focal+scores", FL_SIGMOID_FOCAL, 0, 1, 0},
     {"sigmoid_focal+grad", FL_SIGMOID_FOCAL, 0, 0, 1},
     {"softmax_focal", FL_SOFTMAX_FOCAL, 0, 0, 0},
+    {"sigmoid_focal+scores+grad_norm", FL_SIGMOID_FOCAL, 0, 1, 2},
     {"softmax_focal+scores", FL_SOFTMAX_FOCAL, 0, 1, 0},
+    {"softmax_focal+scores+grad_norm", FL_SOFTMAX_FOCAL, 0, 1, 2},
     {"sigmoid_focal_star", FL_SIGMOID_FOCAL_STAR, 0, 0, 0},
     {"asl", FL_ASL, 0, 0, 0},
 };
@@ -94,7 +96,8 @@ int main(int argc, char **argv) {
       fl_batch b = {.n = n, .m = 1, .c = c, .x = x, .label_type = FL_LABEL_I32};
       if (bc->dense) b.targets = t;
       else b.labels = y;
-      fl_out o = {.loss = loss, .scores = bc->scores ? sc : NULL, .grad = bc->grad ? grad : NULL};
+      fl_out o = {.loss = loss, .scores = bc->scores ? sc : NULL, .grad = bc->grad == 1 ? grad : NULL,
+                  .grad_norm = bc->grad == 2 ? grad : NULL};
       if (fl_eval(&o, &b, &p, NULL) != 0) return 1; /* warm-up, page-in */
       for (int r = 0; r < reps; r++) {
         double t0 = now();
