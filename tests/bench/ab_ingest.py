@@ -14,13 +14,11 @@ usage: /usr/bin/python3 tests/bench/ab_ingest.py [--build build] [--rounds 7] [-
 """
 import argparse
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_daemon as bd  # noqa: E402
 import bench_ingest as bi  # noqa: E402
 
 CONFIGS = [c for c in bi.CONFIGS if c[0] in ("binary 1024 x 10", "JSON 256 x 10")]
@@ -33,16 +31,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("binaries", nargs="+")
     a = ap.parse_args()
-    procs, ports, tmps = [], [], []
-    try:
-        for b in a.binaries:
-            tmp = tempfile.mkdtemp(prefix="focald-ab-")
-            tmps.append(tmp)
-            port = bi.free_port()
-            procs.append(subprocess.Popen([b, "--listen", f"127.0.0.1:{port}", "--db", f"{tmp}/f.db",
-                                           "--log-level", "warn"]))
-            bi.wait_http(port, "/readyz")
-            ports.append(port)
+    with bd.builds(a.binaries) as started:
+        ports = [port for _, port in started]
         res = {(i, name): [] for i in range(len(ports)) for name, _, _ in CONFIGS}
         for r in range(a.rounds):
             for name, args, _ in CONFIGS:
@@ -65,12 +55,6 @@ def main():
             print(f"{name:22s}" + "".join(f"{med[i]:18,.0f}{p99[i]:9.2f}" for i in range(len(ports)))
                   + "".join(f"{med[i] / med[0]:9.3f}" for i in range(1, len(ports)))
                   + ("   errors: %r" % errors if any(errors) else ""))
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait()
-        for t in tmps:
-            shutil.rmtree(t, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,8 @@ usage: /usr/bin/python3 tests/bench/ab_topk.py [--rounds 40] [--samples 1000000]
 import argparse
 import http.client
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -30,20 +27,13 @@ def main():
     ap.add_argument("--samples", type=int, default=1000000)
     ap.add_argument("binaries", nargs="+")
     args = ap.parse_args()
-    procs, ports, tmps = [], [], []
-    try:
-        for b in args.binaries:
-            tmp = tempfile.mkdtemp(prefix="focald-ab-")
-            tmps.append(tmp)
-            port = bd.free_port()
-            procs.append(subprocess.Popen([b, "--listen", f"127.0.0.1:{port}", "--db", f"{tmp}/f.db",
-                                           "--log-level", "warn"]))
-            bd.wait_ready(port)
+    with bd.builds(args.binaries) as started:
+        procs, ports = [p for p, _ in started], [port for _, port in started]
+        for port in ports:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             bd.fill(c, args.samples, epoch=0)
             bd.fill(c, args.samples, epoch=1)  # its own logits at later steps: variability is not all 0
             c.close()
-            ports.append(port)
         time.sleep(8)  # let a snapshot pass run in each
         conns = [http.client.HTTPConnection("127.0.0.1", p, timeout=60) for p in ports]
         lat = {(i, f): [] for i in range(len(conns)) for f in bd.FIELDS}
@@ -61,12 +51,6 @@ def main():
         for f in bd.FIELDS:
             print(f"{f:14s}" + "".join(f"{statistics.median(lat[(i, f)]):10.2f}" for i in range(len(conns))))
         print("RSS MB        " + "".join(f"{bd.rss_mb(p.pid)['VmRSS']:10.0f}" for p in procs))
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=10)
-        for t in tmps:
-            shutil.rmtree(t, ignore_errors=True)
 
 
 if __name__ == "__main__":

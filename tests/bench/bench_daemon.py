@@ -13,6 +13,7 @@ Starts build/focald on a fresh database and runs, in one go:
 usage: /usr/bin/python3 tests/bench/bench_daemon.py [--build build] [--samples 1000000] [--seconds 10]
 """
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -20,7 +21,6 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -48,6 +48,31 @@ def wait_ready(port, timeout=30):
             pass
         time.sleep(0.05)
     raise RuntimeError("focald did not become ready")
+
+
+@contextlib.contextmanager
+def builds(binaries, args=()):
+    """Starts each focald binary on a fresh database of its own, loopback, a free port, and waits until each
+    is ready; yields [(process, port)]; at the end stops them and removes their databases. For the ab_*
+    benchmarks, which compare builds side by side."""
+    started, tmps = [], []
+    try:
+        for b in binaries:
+            tmp = tempfile.mkdtemp(prefix="focald-ab-")
+            tmps.append(tmp)
+            port = free_port()
+            log = open(os.path.join(tmp, "focald.log"), "w")
+            started.append((subprocess.Popen([b, "--listen", f"127.0.0.1:{port}", "--db", f"{tmp}/f.db",
+                                              "--log-level", "warn", *args], stderr=log), port))
+        for _, port in started:
+            wait_ready(port)
+        yield started
+    finally:
+        for p, _ in started:
+            p.terminate()
+            p.wait(timeout=60)
+        for t in tmps:
+            shutil.rmtree(t, ignore_errors=True)
 
 
 def get_json(conn, path):
