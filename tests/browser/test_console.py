@@ -8,7 +8,7 @@ Each test class starts $BUILD/focald with a fixture dataset posted through the A
 act as a user would (drag on the data map, press keys, type a token) and check the result through the
 API, never through the page's own idea of it. Screenshots go to $BUILD/test-artifacts/. The browser's
 console is checked for Content-Security-Policy violations after each test. The last line of output is
-"ok N" or "failed K" (see tests/integration/test_api.py).
+"ok N" or "failed K" (see tests/integration/harness.py).
 """
 import json
 import os
@@ -21,14 +21,14 @@ import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
-import test_api as ta  # noqa: E402
+import harness  # noqa: E402
 
 import chromium  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-ARTIFACTS = os.path.join(os.path.dirname(ta.FOCALD), "test-artifacts")
+ARTIFACTS = os.path.join(os.path.dirname(harness.FOCALD), "test-artifacts")
 TOKEN = "browser-test-token-0123456789abcdef"
 DS = "cons"
 # the console's data map geometry (console.js pageMap): the plot's left and top margins and its size
@@ -63,12 +63,12 @@ def post_fixture(d, ds=DS, n=120, runs=(("r1", 6), ("r2", 3)), seed=4):
     return ids
 
 
-class ConsoleBrowserCase(ta.FocaldTestCase):
+class ConsoleBrowserCase(harness.FocaldTestCase):
     daemon_env = None
 
     @classmethod
     def setUpClass(cls):
-        cls.d = ta.Daemon(cls.__name__, args=cls.daemon_args)
+        cls.d = harness.Daemon(cls.__name__, args=cls.daemon_args)
         if cls.daemon_env:
             cls.d.env = dict(os.environ, **cls.daemon_env)
         cls.d.start()
@@ -424,4 +424,4 @@ class TokenBrowserTest(ConsoleBrowserCase):
 
 
 if __name__ == "__main__":
-    sys.exit(ta.main())
+    sys.exit(harness.main())

@@ -11,7 +11,7 @@ targets; INT64 and BYTES ids), and binary responses (Accept: application/octet-s
 parameters.binary_data_output, a chosen `outputs` list) against the JSON response. Every malformed or
 inconsistent body gets its documented status, code and field and leaves the dataset as it was.
 
-Reuses tests/integration/test_api.py's daemon helper (Daemon, FocaldTestCase, the runner): each test
+Uses tests/integration/harness.py (Daemon, FocaldTestCase, the runner): each test
 class starts $BUILD/focald on a free loopback port with a fresh database. The last line of output is
 "ok N" when all N tests passed, or "failed K" when K failed, preceded by "ok P" for the P that passed
 (tests/suites/integration sums them with test_api.py's).
@@ -28,9 +28,9 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import test_api as ta  # noqa: E402  (the daemon helper and the runner; its test classes are not run here)
+import harness  # noqa: E402
 
-ANY = ta.ANY
+ANY = harness.ANY
 OCTET = "application/octet-stream"
 OUTPUT_NAMES = ["losses", "p_t", "p_max", "margin", "norm_margin", "entropy", "cw_entropy", "el2n", "correct", "pred"]
 SCORE_NAMES = OUTPUT_NAMES[1:]
@@ -125,7 +125,7 @@ def as_f32(values):
 
 # ---------------------------------------------------------------------------- the base class
 
-class BinaryTestCase(ta.FocaldTestCase):
+class BinaryTestCase(harness.FocaldTestCase):
 
     def post_bin(self, path, header, tensors, ihcl=ANY, accept=None, headers=None, d=None):
         """POSTs a binary body. ihcl: the Inference-Header-Content-Length to send (default: the header's
@@ -145,7 +145,7 @@ class BinaryTestCase(ta.FocaldTestCase):
         return self.post_bin("/v1/loss", header, tensors, **kw)
 
     def batch_bin(self, ds, header, tensors, **kw):
-        return self.post_bin("/v1/datasets/%s/batches" % ta.q(ds), header, tensors, **kw)
+        return self.post_bin("/v1/datasets/%s/batches" % harness.q(ds), header, tensors, **kw)
 
     def ok_json(self, r):
         self.assertEqual(r.status, 200, "response: %r" % r)
@@ -913,7 +913,7 @@ class BodyLimitsTest(BinaryTestCase):
             except OSError:
                 pass  # answered and closed before the whole body went out: the answer is what counts
             r = c.getresponse()
-            return ta.Resp(r.status, r.getheaders(), r.read())
+            return harness.Resp(r.status, r.getheaders(), r.read())
         finally:
             c.close()
 
@@ -944,7 +944,7 @@ class BodyLimitsTest(BinaryTestCase):
                 c.putheader(k, v)
             c.endheaders()
             resp = c.getresponse()
-            r = ta.Resp(resp.status, resp.getheaders(), resp.read())
+            r = harness.Resp(resp.status, resp.getheaders(), resp.read())
         finally:
             c.close()
         self.assertLess(time.monotonic() - t0, 4.0, "413 must not wait for the body")
@@ -1267,4 +1267,4 @@ class PosWeightTest(TorchCheckCase):
 
 
 if __name__ == "__main__":
-    sys.exit(ta.main())
+    sys.exit(harness.main())

@@ -28,7 +28,7 @@ all queued (focald_writer_queue_depth in /metrics).
   ingest on the same two dataset names; invariants checked as it goes; the state survives a restart
   exactly. Run under ASan and TSan by CI.
 
-Reuses test_hardening's daemon helper and test_api's runner. The last line is "ok N" or "failed K".
+Uses harness.py's daemon and runner. The last line is "ok N" or "failed K".
 """
 import http.client
 import json
@@ -44,11 +44,10 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import test_api as ta  # noqa: E402
-import test_hardening as th  # noqa: E402
+import harness  # noqa: E402
 
-ALL = th.ALL_STATES
-SHIM = os.path.join(os.path.dirname(ta.FOCALD), "tests", "libfaultvfs.so")
+ALL = harness.ALL_STATES
+SHIM = os.path.join(os.path.dirname(harness.FOCALD), "tests", "libfaultvfs.so")
 
 
 def shim_env(fault=None, hold=None, trace=None):
@@ -100,7 +99,7 @@ def dump(d):
         items = d.all_hard(name, page=1000, status=ALL)
         ds = {"detail": strip(d.dataset(name).json()), "samples": {}}
         for it in items:
-            sid = ta.q(it["id"])
+            sid = harness.q(it["id"])
             ds["samples"][it["id"]] = (strip(d.get("/v1/datasets/%s/samples/%s" % (name, sid)).json()),
                                        strip(d.get("/v1/datasets/%s/samples/%s/reviews" % (name, sid)).json()))
         ds["queues"] = {q["name"]: strip(d.get("/v1/datasets/%s/queues/%s?limit=10000" % (name, q["name"])).json())
@@ -115,7 +114,7 @@ def answer(r):
     return r.status, {k: v for k, v in r.json().items() if k not in ("at", "created_at", "request_id")}
 
 
-class ConsistencyTestCase(th.HardeningTestCase):
+class ConsistencyTestCase(harness.HardeningTestCase):
     """No class daemon: each test starts its own, with the harness's library preloaded where it needs it."""
 
     @classmethod
@@ -128,7 +127,7 @@ class ConsistencyTestCase(th.HardeningTestCase):
         pass
 
     def daemon(self, db_dir=None, args=(), env=None, log_dir=None):
-        d = th.Daemon(self.id(), db_dir=db_dir, args=args, env=env, log_dir=log_dir)
+        d = harness.Daemon(self.id(), db_dir=db_dir, args=args, env=env, log_dir=log_dir)
         self.addCleanup(lambda: d.running() and d.kill9())
         return d
 
@@ -144,7 +143,7 @@ class DiskFullSnapshotTest(ConsistencyTestCase):
     def _ingest_through_full_snapshots(self, end):
         """Snapshot steps fail (disk full) while batches are acknowledged; space returns; then end
         (SIGTERM or SIGKILL) and a restart. Every acknowledged observation is there once."""
-        root = th.temp_dir()
+        root = harness.temp_dir()
         full = os.path.join(root, "disk-is-full")
         open(full, "w").close()
         env = shim_env(fault="kind=write,at=1,span=1000000000,do=full,in=snapshot,while=%s" % full)
@@ -186,7 +185,7 @@ class DiskFullSnapshotTest(ConsistencyTestCase):
         with snapshots every second, 507s while full; the filler removed; SIGTERM; restart."""
         if os.geteuid() != 0:
             self.skipTest("mounting a tmpfs needs root (CI runs as root; the VFS tests above cover the mechanism)")
-        root = th.temp_dir()
+        root = harness.temp_dir()
         mnt = os.path.join(root, "mnt")
         os.mkdir(mnt)
         r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt], capture_output=True)
@@ -258,7 +257,7 @@ class KillDuringSnapshotTest(ConsistencyTestCase):
         big = ["big-%06d" % i for i in range(60000)]
         for k in (1, 2, 3, 5, 9, 16, 28):
             with self.subTest(step=k):
-                root = th.temp_dir()
+                root = harness.temp_dir()
                 env = shim_env(fault="kind=sync,at=%d,do=kill-before,in=snapshot" % k)
                 d = self.daemon(db_dir=root, args=("--snapshot-interval", "0"), env=env).start()
                 sent = [("big", {"batch_id": "big", "ids": big, "logits": [[0.1, -0.1]] * len(big),
@@ -307,7 +306,7 @@ class KillDuringSnapshotTest(ConsistencyTestCase):
                         self.assertEqual(s["meta"]["uri"], want)
                     else:
                         self.assertEqual(s["status"], want)
-                for by in ta.HISTORY_FIELDS:
+                for by in harness.HISTORY_FIELDS:
                     r = d2.hard("long", by=by, k=50, status=ALL)
                     self.assertEqual(r.status, 200, r)
                     self.assertEqual(d2.hard("long", by=by, k=50, run="default", status=ALL).status, 200)
@@ -352,7 +351,7 @@ class SameGroupTest(ConsistencyTestCase):
         after_group(d) checks the grouped daemon further."""
         results = []
         for grouped in (False, True):
-            root = th.temp_dir()
+            root = harness.temp_dir()
             hold = os.path.join(root, "hold")
             d = self.daemon(db_dir=root, env=shim_env(hold=hold)).start()
             seed(d)
@@ -374,7 +373,7 @@ class SameGroupTest(ConsistencyTestCase):
         return ids
 
     def test_consistency_delete_recreate_and_queue_build_in_one_group(self):
-        root = th.temp_dir()
+        root = harness.temp_dir()
         hold = os.path.join(root, "hold")
         d = self.daemon(db_dir=root, env=shim_env(hold=hold)).start()
         self._seed(d, "g")
@@ -397,7 +396,7 @@ class SameGroupTest(ConsistencyTestCase):
         self.assertEqual(d2.stop(), 0)
 
     def test_consistency_ops_grouped_after_a_delete_do_not_resurrect_it(self):
-        root = th.temp_dir()
+        root = harness.temp_dir()
         hold = os.path.join(root, "hold")
         d = self.daemon(db_dir=root, env=shim_env(hold=hold)).start()
         self._seed(d, "g")
@@ -476,7 +475,7 @@ class SameGroupTest(ConsistencyTestCase):
         for fault in ("kind=write,at=1,span=1000000,do=full", "kind=write,at=1,span=1000000,do=ioerr",
                       "kind=sync,at=1,span=1000000,do=ioerr", "kind=alloc,at=1,span=1000000,do=nomem"):
             with self.subTest(fault=fault):
-                root = th.temp_dir()
+                root = harness.temp_dir()
                 hold, armed = os.path.join(root, "hold"), os.path.join(root, "armed")
                 d = self.daemon(db_dir=root, env=shim_env(fault="%s,in=group,while=%s" % (fault, armed), hold=hold)).start()
                 seed(d)
@@ -521,7 +520,7 @@ class DrainTest(ConsistencyTestCase):
         machine), then SIGTERM. After --drain-timeout the batches not yet started are answered 503 draining,
         a change sent during the drain is refused the same way, the batch being scored finishes and is
         answered 200, and the process exits 0. After a restart every 200 is stored and no 503 is."""
-        root = th.temp_dir()
+        root = harness.temp_dir()
         hold = os.path.join(root, "hold-scoring")
         open(hold, "w").close()
         env = shim_env()
@@ -676,14 +675,14 @@ class RefusedStartTest(ConsistencyTestCase):
         ]
         for sql, say in cases:
             with self.subTest(sql=sql):
-                d, _ = self._build(th.temp_dir())
+                d, _ = self._build(harness.temp_dir())
                 self._edit(d.db, sql)
                 self._refused(d, say)
 
     def test_consistency_a_read_error_while_loading_refuses_to_start(self):
         """Every read of the load step, failed in turn: focald either refuses to start, saying it cannot
         read the database, or (when SQLite retried the read) starts with the whole state: never half."""
-        d, state = self._build(th.temp_dir())
+        d, state = self._build(harness.temp_dir())
         trace = os.path.join(d.db_dir, "trace")
         probe = self.restart(d, env=shim_env(trace=trace))
         self.assertEqual(probe.stop(), 0)
@@ -788,4 +787,4 @@ class ConcurrencyTest(ConsistencyTestCase):
 
 
 if __name__ == "__main__":
-    sys.exit(ta.main())
+    sys.exit(harness.main())

@@ -8,7 +8,7 @@ The static files are checked as a browser would meet them: media types, the Cont
 keeps asking for it. Local previews (--media-root) are served for images below the root only, whatever
 the path, symbolic link or URL form that tries to lead out. The data map's counts, per-cell correctness and points are checked against an
 independent binning, in Python, of the confidence, variability and correctness that hard-examples
-reports for every sample. The last line of output is "ok N" or "failed K" (see test_api.py).
+reports for every sample. The last line of output is "ok N" or "failed K" (see harness.py).
 """
 import math
 import os
@@ -22,10 +22,10 @@ import urllib.parse
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import test_api as ta  # noqa: E402  (the daemon helper and the runner; its test classes are not run here)
+import harness  # noqa: E402
 
 ALL_STATES = "open,queued,in_review,relabelled,confirmed,dismissed"
-UI_ROOT = os.path.join(ta.ROOT, "server", "ui")
+UI_ROOT = os.path.join(harness.ROOT, "server", "ui")
 TOKEN = "console-test-token-0123456789abcdef"
 
 
@@ -44,7 +44,7 @@ def csp_directives(value):
 
 # ---------------------------------------------------------------------------- the static files
 
-class ConsoleFilesTest(ta.FocaldTestCase):
+class ConsoleFilesTest(harness.FocaldTestCase):
 
     def assert_ui_headers(self, r):
         csp = csp_directives(r.header("Content-Security-Policy") or "")
@@ -132,12 +132,12 @@ class ConsoleFilesTest(ta.FocaldTestCase):
         self.assertIn("GET", r.header("Allow"))
 
 
-class ConsoleTokenTest(ta.FocaldTestCase):
+class ConsoleTokenTest(harness.FocaldTestCase):
     """With a token, the console's files are open (a page load carries no Authorization); the API is not."""
 
     @classmethod
     def setUpClass(cls):
-        cls.d = ta.Daemon(cls.__name__)
+        cls.d = harness.Daemon(cls.__name__)
         cls.d.env = dict(os.environ, FOCALD_TOKEN=TOKEN)
         cls.d.start()
 
@@ -179,7 +179,7 @@ def expected_map(items, x0=0.0, x1=0.5, y0=0.0, y1=1.0, bins=64, min_seen=1):
     return counts, means, points
 
 
-class DataMapTest(ta.FocaldTestCase):
+class DataMapTest(harness.FocaldTestCase):
     DS = "carto"
 
     @classmethod
@@ -324,7 +324,7 @@ def png(w=2, h=1, rgb=(200, 30, 30)):
             chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
-class MediaRootTest(ta.FocaldTestCase):
+class MediaRootTest(harness.FocaldTestCase):
     """--media-root: a sample's image under the root is served; nothing outside it, by any path."""
 
     @classmethod
@@ -350,7 +350,7 @@ class MediaRootTest(ta.FocaldTestCase):
         os.mkfifo(os.path.join(root, "fifo.png"))
         os.makedirs(os.path.join(root, "dir.png"))
         cls.root, cls.outside = root, outside
-        cls.d = ta.Daemon(cls.__name__, args=["--media-root", os.path.join(base, "media", "sub", "..")]).start()
+        cls.d = harness.Daemon(cls.__name__, args=["--media-root", os.path.join(base, "media", "sub", "..")]).start()
         cls.uris = {
             "rel": "a.png", "abs": os.path.join(root, "a.png"), "url": "file://" + urllib.parse.quote(root + "/a.png"),
             "url-localhost": "file://localhost" + root + "/a.png", "space": "sub/b b.JPG", "inner": "inner.png",
@@ -373,7 +373,7 @@ class MediaRootTest(ta.FocaldTestCase):
         cls.tmp.cleanup()
 
     def media(self, sid, d=None):
-        return (d or self.d).get("/v1/datasets/med/samples/%s/media" % ta.q(sid))
+        return (d or self.d).get("/v1/datasets/med/samples/%s/media" % harness.q(sid))
 
     def test_media_serves_images_under_the_root(self):
         for sid in ("rel", "abs", "url", "url-localhost", "inner", "dotdot-in"):
@@ -404,8 +404,8 @@ class MediaRootTest(ta.FocaldTestCase):
 
     def test_media_root_must_be_a_directory(self):
         for bad in (os.path.join(self.root, "a.png"), os.path.join(self.root, "nope")):
-            d = ta.Daemon(self.id(), args=["--media-root", bad])
-            d.port = ta.free_port()
+            d = harness.Daemon(self.id(), args=["--media-root", bad])
+            d.port = harness.free_port()
             import subprocess
             p = subprocess.run(d.command(), capture_output=True, timeout=10)
             self.assertEqual(p.returncode, 2, p)
@@ -413,4 +413,4 @@ class MediaRootTest(ta.FocaldTestCase):
 
 
 if __name__ == "__main__":
-    sys.exit(ta.main())
+    sys.exit(harness.main())

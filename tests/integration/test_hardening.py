@@ -21,7 +21,7 @@ usage: BUILD=build /usr/bin/python3 tests/integration/test_hardening.py [-v] [un
 - Token, listen and TLS tests: bearer-token authentication, refusals at start-up, HTTPS.
 
 The random moments of CrashSafetyTest come from FOCALD_IT_SEED when set (the seed in use is part of
-every failure message). Reuses tests/integration/test_api.py's daemon helper and runner. The last
+every failure message). Uses tests/integration/harness.py's daemon and runner. The last
 line of output is "ok N" when all N tests passed, or "failed K" when K failed, preceded by "ok P" for
 the P that passed.
 
@@ -36,83 +36,26 @@ import shutil
 import signal
 import socket
 import sqlite3
-import ssl
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import test_api as ta  # noqa: E402  (the daemon helper and the runner; its test classes are not run here)
+import harness  # noqa: E402
+from harness import Daemon, HardeningTestCase, run_focald, temp_dir  # noqa: E402
 
-ANY = ta.ANY
-DROP = ta.DROP
-MARK = "123456.5"      # ta.MARK as it appears in json.dumps
-base_body = ta.base_body
+ANY = harness.ANY
+DROP = harness.DROP
+MARK = "123456.5"      # harness.MARK as it appears in json.dumps
+base_body = harness.base_body
 TOKEN = "focald-hardening-0123456789abcdef"
-ALL_STATES = "open,queued,in_review,relabelled,confirmed,dismissed"
-_log_serial = [0]
+ALL_STATES = harness.ALL_STATES
 
 
 # ---------------------------------------------------------------------------- helpers
-
-class Daemon(ta.Daemon):
-    """test_api's Daemon with what these tests vary: the environment, a command prefix (prlimit), a
-    log directory apart from the database, a bearer token sent with every request, HTTPS, and the
-    listen host."""
-
-    def __init__(self, owner, db_dir=None, args=(), env=None, token=None, tls_ca=None, log_dir=None,
-                 wrapper=(), listen_host="127.0.0.1"):
-        super().__init__(owner, db_dir=db_dir, args=args)
-        self.env = dict(os.environ, **env) if env else None
-        self.token = token
-        self.tls_ca = tls_ca
-        self.log_dir = log_dir or self.db_dir
-        self.wrapper = list(wrapper)
-        self.listen_host = listen_host
-
-    def command(self):
-        return self.wrapper + [ta.FOCALD, "--listen", "%s:%d" % (self.listen_host, self.port),
-                               "--db", self.db] + self.args
-
-    def next_log_path(self):
-        _log_serial[0] += 1
-        return os.path.join(self.log_dir, "focald-stderr-%03d.log" % _log_serial[0])
-
-    def conn(self, timeout=10.0):
-        if self.tls_ca:
-            ctx = ssl.create_default_context(cafile=self.tls_ca)
-            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=ctx)
-        return super().conn(timeout)
-
-    def request(self, method, path, body=None, headers=None, **kw):
-        if self.token and not (headers and "Authorization" in headers):
-            headers = dict(headers or {}, Authorization="Bearer " + self.token)
-        return super().request(method, path, body, headers, **kw)
-
-
-def run_focald(args, env=None, timeout=5.0):
-    """Runs focald expecting it to exit: returns (exit status, its output). None as the status when it
-    was still running after timeout (it is then killed)."""
-    p = subprocess.Popen([ta.FOCALD] + [str(a) for a in args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, env=dict(os.environ, **env) if env else None)
-    try:
-        out, _ = p.communicate(timeout=timeout)
-        return p.returncode, out.decode("utf-8", "replace")
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, _ = p.communicate()
-        return None, out.decode("utf-8", "replace")
-
-
-def temp_dir(prefix="focald-hard-"):
-    td = tempfile.TemporaryDirectory(prefix=prefix)
-    ta._TEMP_DIRS.append(td)
-    return td.name
-
 
 def db_dump(db):
     """The logical content of the database: every table's schema and rows (iterdump), read through a
@@ -187,7 +130,7 @@ def raw_exchange(port, data, timeout=3.0):
                     break
         elapsed = time.monotonic() - t0
     if buf.startswith(b"HTTP/"):
-        return ta.parse_raw_response(buf), elapsed, "answered"
+        return harness.parse_raw_response(buf), elapsed, "answered"
     return None, elapsed, how
 
 
@@ -198,29 +141,6 @@ def raw_json_text(body, old=MARK, new=None):
         assert text.count(old) == 1, (old, text)
         text = text.replace(old, new)
     return text.encode("utf-8")
-
-
-class HardeningTestCase(ta.FocaldTestCase):
-    """No class daemon: each test starts what it needs."""
-
-    @classmethod
-    def setUpClass(cls):
-        pass
-
-    @classmethod
-    def tearDownClass(cls):
-        pass
-
-    def start_daemon(self, db_dir=None, args=(), **kw):
-        d = Daemon(self.id(), db_dir=db_dir, args=args, **kw).start()
-        self.addCleanup(self._stop_checked, d)
-        return d
-
-    def assertUnauthorized(self, r):
-        p = self.assertProblem(r, 401, "unauthorized")
-        self.assertTrue((r.header("WWW-Authenticate") or "").startswith("Bearer"),
-                        "401 without WWW-Authenticate: Bearer: %r %r" % (r.headers, r))
-        return p
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -392,7 +312,7 @@ SHAPE_CASES = [
 
 def _dup(extra):
     """The base body's JSON text with extra members appended (raw text, may repeat keys)."""
-    return ta.raw_json(base_body())[:-1] + extra + b"}"
+    return harness.raw_json(base_body())[:-1] + extra + b"}"
 
 
 DUP_CASES = [
@@ -420,20 +340,20 @@ NUL_CASES = [
 ]
 
 MALFORMED_CASES = [
-    ("invalid_utf8_in_id", {"raw": ta.raw_json(base_body()).replace(b'"s0"', b'"s\xff"')}, 400, "bad_json", None),
-    ("overlong_utf8_slash_in_id", {"raw": ta.raw_json(base_body()).replace(b'"s0"', b'"..\xc0\xafx"')}, 400,
+    ("invalid_utf8_in_id", {"raw": harness.raw_json(base_body()).replace(b'"s0"', b'"s\xff"')}, 400, "bad_json", None),
+    ("overlong_utf8_slash_in_id", {"raw": harness.raw_json(base_body()).replace(b'"s0"', b'"..\xc0\xafx"')}, 400,
      "bad_json", None),
-    ("lone_surrogate_escape_in_id", {"raw": ta.raw_json(base_body()).replace(b'"s0"', b'"\\ud800"')}, 400,
+    ("lone_surrogate_escape_in_id", {"raw": harness.raw_json(base_body()).replace(b'"s0"', b'"\\ud800"')}, 400,
      "bad_json", None),
-    ("byte_order_mark", {"raw": b"\xef\xbb\xbf" + ta.raw_json(base_body())}, 400, "bad_json", None),
+    ("byte_order_mark", {"raw": b"\xef\xbb\xbf" + harness.raw_json(base_body())}, 400, "bad_json", None),
     ("utf16_body", {"raw": json.dumps(base_body()).encode("utf-16")}, 400, "bad_json", None),
-    ("trailing_garbage", {"raw": ta.raw_json(base_body()) + b" x"}, 400, "bad_json", None),
-    ("two_documents", {"raw": ta.raw_json(base_body()) + ta.raw_json(base_body())}, 400, "bad_json", None),
-    ("truncated_in_string", {"raw": ta.raw_json(base_body())[:12]}, 400, "bad_json", None),
-    ("truncated_in_number", {"raw": ta.raw_json(base_body()).split(b"2.0")[0] + b"2."}, 400, "bad_json", None),
-    ("comment", {"raw": b"/* c */" + ta.raw_json(base_body())}, 400, "bad_json", None),
-    ("single_quotes", {"raw": ta.raw_json(base_body()).replace(b'"run"', b"'run'")}, 400, "bad_json", None),
-    ("trailing_comma", {"raw": ta.raw_json(base_body())[:-1] + b",}"}, 400, "bad_json", None),
+    ("trailing_garbage", {"raw": harness.raw_json(base_body()) + b" x"}, 400, "bad_json", None),
+    ("two_documents", {"raw": harness.raw_json(base_body()) + harness.raw_json(base_body())}, 400, "bad_json", None),
+    ("truncated_in_string", {"raw": harness.raw_json(base_body())[:12]}, 400, "bad_json", None),
+    ("truncated_in_number", {"raw": harness.raw_json(base_body()).split(b"2.0")[0] + b"2."}, 400, "bad_json", None),
+    ("comment", {"raw": b"/* c */" + harness.raw_json(base_body())}, 400, "bad_json", None),
+    ("single_quotes", {"raw": harness.raw_json(base_body()).replace(b'"run"', b"'run'")}, 400, "bad_json", None),
+    ("trailing_comma", {"raw": harness.raw_json(base_body())[:-1] + b",}"}, 400, "bad_json", None),
     ("depth_3000_whole_body", {"raw": b"[" * 3000 + b"]" * 3000}, 400, "bad_json", None),
     ("depth_3000_in_logits", {"raw": raw_json_text(base_body(logits=M), MARK, "[" * 3000 + "0" + "]" * 3000)}, 400,
      "bad_json", None),
@@ -466,7 +386,7 @@ NAME_CASES = [
 
 def _raw_batch(tag):
     """A valid batch body (ids unique to tag, so that storing it would show) and its length."""
-    b = ta.raw_json(base_body(ids=["raw-%s-%d" % (tag, i) for i in range(3)]))
+    b = harness.raw_json(base_body(ids=["raw-%s-%d" % (tag, i) for i in range(3)]))
     return b, len(b)
 
 
@@ -554,7 +474,7 @@ def _raw_http_cases():
     add("body_content_length_over_limit_with_expect",
         _req("bigx", b"Content-Length: %d\r\nExpect: 100-continue\r\n" % (BadInputTest.MAX_BODY * 4)), 413,
         "body_too_large")
-    big = ta.raw_json(base_body())[:-1] + b" " * (BadInputTest.MAX_BODY + 10) + b"}"
+    big = harness.raw_json(base_body())[:-1] + b" " * (BadInputTest.MAX_BODY + 10) + b"}"
     add("body_chunked_over_limit", _req("bigc", b"Transfer-Encoding: chunked\r\n",
                                         b"".join(b"%x\r\n" % len(big[i:i + 4096]) + big[i:i + 4096] + b"\r\n"
                                                  for i in range(0, len(big), 4096)) + b"0\r\n\r\n"),
@@ -675,7 +595,7 @@ class BadInputTest(HardeningTestCase):
         """RFC 9112 section 6.3: a server that processes a request with both Content-Length and
         Transfer-Encoding MUST close the connection after responding (a request smuggled behind it is
         never read). The request here is /v1/loss, which stores nothing."""
-        b = ta.raw_json(base_body())
+        b = harness.raw_json(base_body())
         first = (b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
                  b"Transfer-Encoding: chunked\r\n\r\n" % len(b) + _chunked(b))
         with socket.create_connection(("127.0.0.1", self.d.port), timeout=self.RAW_TIMEOUT) as s:
@@ -882,7 +802,7 @@ class CrashSafetyTest(HardeningTestCase):
         n = rng.randint(1, 8)
         ids = ["r%02d-c%d-b%04d-%d" % (rnd, client, j, i) for i in range(n)]
         return {"run": "r", "batch_id": "c%d-%d" % (client, j), "step": j, "ids": ids,
-                "logits": [[ta.f32(rng.gauss(0, 2)) for _ in range(self.CLASSES)] for _ in ids],
+                "logits": [[harness.f32(rng.gauss(0, 2)) for _ in range(self.CLASSES)] for _ in ids],
                 "targets": [rng.randrange(self.CLASSES) for _ in ids]}
 
     def _round(self, d, rnd, rng, ctx):
@@ -1070,12 +990,12 @@ class DiskFullTest(HardeningTestCase):
         # possible; either they answer 507 and change nothing, or 200 and are stored for good.
         sid = acked[0]["ids"][0]
         want = {"uri": "/data/%s.png" % sid, "status": "open"}
-        r = d.request("PUT", "/v1/datasets/%s/samples/%s/meta" % (ds, ta.q(sid)), {"uri": "/elsewhere.png"})
+        r = d.request("PUT", "/v1/datasets/%s/samples/%s/meta" % (ds, harness.q(sid)), {"uri": "/elsewhere.png"})
         if r.status != 200:
             self.assertProblem(r, 507, "storage_full")
         else:
             want["uri"] = "/elsewhere.png"
-        r = d.post("/v1/datasets/%s/samples/%s/review" % (ds, ta.q(sid)), {"status": "confirmed"})
+        r = d.post("/v1/datasets/%s/samples/%s/review" % (ds, harness.q(sid)), {"status": "confirmed"})
         if r.status != 200:
             self.assertProblem(r, 507, "storage_full")
         else:
@@ -1253,7 +1173,7 @@ class LimitsTest(HardeningTestCase):
         d = self.start_daemon(args=("--connection-timeout", self.TIMEOUT))
         before = d.get("/v1/datasets").json()
         s = socket.create_connection(("127.0.0.1", d.port), timeout=self.TIMEOUT + 5)
-        body = ta.raw_json(base_body())
+        body = harness.raw_json(base_body())
         s.sendall(b"POST /v1/datasets/stall/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   b"Content-Length: %d\r\n\r\n" % len(body) + body[:20])
         t0 = time.monotonic()
@@ -1365,7 +1285,7 @@ class LimitsTest(HardeningTestCase):
         """POSTs a batch to ds whose body (padded to 6000 bytes) is sent per_send bytes at a time at about
         rate bytes/s, for at most seconds. Returns (seconds until the server closed or answered, its answer
         or None)."""
-        body = ta.raw_json(base_body())
+        body = harness.raw_json(base_body())
         body = body[:-1] + b" " * (6000 - len(body)) + b"}"
         s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
         s.sendall(b"POST /v1/datasets/%s/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -1419,7 +1339,7 @@ class LimitsTest(HardeningTestCase):
         connections, /livez on the data port waits; on the health listener it answers at once, and so does
         focald --healthcheck. That listener answers the probes only."""
         cap = 6
-        hport = ta.free_port()
+        hport = harness.free_port()
         d = self.start_daemon(args=("--connection-timeout", 30, "--max-connections", cap,
                                     "--health-listen", "127.0.0.1:%d" % hport))
         socks = [socket.create_connection(("127.0.0.1", d.port)) for _ in range(cap + 4)]
@@ -1427,16 +1347,16 @@ class LimitsTest(HardeningTestCase):
         try:
             with self.assertRaises((OSError, http.client.HTTPException)):
                 d.get("/livez", timeout=1.0)  # the scenario is real: the data port has no slot
-            h = ta.Daemon.__new__(ta.Daemon)
+            h = harness.Daemon(self.id(), db_dir=d.db_dir)  # not started: a client of the health listener
             h.port = hport
             for path in ("/livez", "/readyz"):
                 t0 = time.monotonic()
-                r = ta.Daemon.request(h, "GET", path, timeout=3)
+                r = h.request("GET", path, timeout=3)
                 self.assertEqual(r.status, 200, r)
                 self.assertLess(time.monotonic() - t0, 0.5)
-                self.assertEqual(ta.Daemon.request(h, "HEAD", path, timeout=3).status, 200)
+                self.assertEqual(h.request("HEAD", path, timeout=3).status, 200)
             for path in ("/v1/datasets", "/metrics", "/openapi.json"):
-                self.assertProblem(ta.Daemon.request(h, "GET", path, timeout=3), 404, "not_found")
+                self.assertProblem(h.request("GET", path, timeout=3), 404, "not_found")
             rc, out = run_focald(["--listen", "127.0.0.1:%d" % d.port, "--health-listen", "127.0.0.1:%d" % hport,
                                   "--healthcheck"], timeout=10)
             self.assertEqual(rc, 0, out)
@@ -1448,7 +1368,7 @@ class LimitsTest(HardeningTestCase):
         busy = socket.socket()
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
-        rc, out = run_focald(["--listen", "127.0.0.1:%d" % ta.free_port(), "--db", os.path.join(temp_dir(), "f.db"),
+        rc, out = run_focald(["--listen", "127.0.0.1:%d" % harness.free_port(), "--db", os.path.join(temp_dir(), "f.db"),
                               "--health-listen", "127.0.0.1:%d" % busy.getsockname()[1]], timeout=10)
         busy.close()
         self.assertNotEqual(rc, 0, out)
@@ -1460,7 +1380,7 @@ class LimitsTest(HardeningTestCase):
         when chunked) and changes nothing; once the first is done the same request is served; a body alone
         is always served, whatever the budget."""
         d = self.start_daemon(args=("--body-memory", "2M", "--max-body", "1M"))
-        body = ta.raw_json(base_body())
+        body = harness.raw_json(base_body())
         body = body[:-1] + b" " * (150000 - len(body)) + b"}"  # 150 kB: reserves 1.5 MB
         head = (b"POST /v1/datasets/mem/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 b"Content-Length: %d\r\n\r\n" % len(body))
@@ -1509,7 +1429,7 @@ class LimitsTest(HardeningTestCase):
         r, _, how = raw_exchange(d.port, chunked, timeout=10)
         self.assertEqual(r.status, 200, r)
         # alone, a body whose estimate is past the budget is served (400 kB: 4 MB against 2 MB)
-        big = ta.raw_json(base_body())
+        big = harness.raw_json(base_body())
         big = big[:-1] + b" " * (400000 - len(big)) + b"}"
         while reserved() and time.monotonic() < until + 10:
             time.sleep(0.02)
@@ -1669,7 +1589,7 @@ class TokenTest(HardeningTestCase):
     def test_security_token_every_documented_operation_is_401_and_says_so(self):
         """Every operation of openapi.json but the probes and the console's files is refused without the token,
         and documents that 401 (with WWW-Authenticate) in its responses; those document none and answer."""
-        spec = json.load(open(os.path.join(ta.ROOT, "server", "openapi.json")))
+        spec = json.load(open(os.path.join(harness.ROOT, "server", "openapi.json")))
         self.assertIn("WWW-Authenticate", spec["components"]["responses"]["Unauthorized"]["headers"])
         seen = 0
         for path, ops in spec["paths"].items():
@@ -1802,14 +1722,14 @@ class TokenConfigTest(HardeningTestCase):
     def test_security_token_too_short_is_refused_at_start(self):
         td = temp_dir()
         short = "a" * 15
-        rc, out = run_focald(["--listen", "127.0.0.1:%d" % ta.free_port(), "--db", os.path.join(td, "f.db")],
+        rc, out = run_focald(["--listen", "127.0.0.1:%d" % harness.free_port(), "--db", os.path.join(td, "f.db")],
                              env={"FOCALD_TOKEN": short})
         self.assertEqual(rc, 2, "FOCALD_TOKEN of 15 characters: %s" % out)
         self.assertNotIn(short, out)
         path = os.path.join(td, "token")
         with open(path, "w") as f:
             f.write(short + "\n")
-        rc, out = run_focald(["--listen", "127.0.0.1:%d" % ta.free_port(), "--db", os.path.join(td, "f.db"),
+        rc, out = run_focald(["--listen", "127.0.0.1:%d" % harness.free_port(), "--db", os.path.join(td, "f.db"),
                               "--token-file", path])
         self.assertEqual(rc, 2, "--token-file of 15 characters: %s" % out)
 
@@ -1821,7 +1741,7 @@ class TokenConfigTest(HardeningTestCase):
                                  "both FOCALD_TOKEN and --token-file"),
                                 ({}, ["--token-file", os.path.join(td, "nonexistent")], "a missing token file")):
             with self.subTest(what=what):
-                rc, out = run_focald(["--listen", "127.0.0.1:%d" % ta.free_port(), "--db", os.path.join(td, "f.db")]
+                rc, out = run_focald(["--listen", "127.0.0.1:%d" % harness.free_port(), "--db", os.path.join(td, "f.db")]
                                      + args, env=env)
                 self.assertEqual(rc, 2, "%s: %s" % (what, out))
 
@@ -1832,7 +1752,7 @@ class ListenTest(HardeningTestCase):
         td = temp_dir()
         for host in ("0.0.0.0", "[::]"):
             with self.subTest(host=host):
-                rc, out = run_focald(["--listen", "%s:%d" % (host, ta.free_port()), "--db", os.path.join(td, "f.db")])
+                rc, out = run_focald(["--listen", "%s:%d" % (host, harness.free_port()), "--db", os.path.join(td, "f.db")])
                 self.assertEqual(rc, 2, out)
                 self.assertIn("--insecure-no-token", out)
 
@@ -1918,11 +1838,11 @@ class BuildTest(unittest.TestCase):
         """FL_VERSION in lib/include/focal.h is the version: focald --version, /metrics' build_info, the OpenAPI
         document, the image's label default, the Python client and the pkg-config file all say the same, and no
         other file of the project spells a version of its own."""
-        root = ta.ROOT
+        root = harness.ROOT
         with open(os.path.join(root, "lib", "include", "focal.h")) as f:
             version = re.search(r'(?m)^#define FL_VERSION "([^"]+)"$', f.read()).group(1)
         self.assertRegex(version, r"^\d+\.\d+\.\d+$")
-        out = subprocess.run([ta.FOCALD, "--version"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run([harness.FOCALD, "--version"], capture_output=True, text=True, timeout=10).stdout
         self.assertEqual(out.strip(), "focald " + version)
         with open(os.path.join(root, "server", "openapi.json")) as f:
             self.assertEqual(json.load(f)["info"]["version"], version)
@@ -1946,7 +1866,7 @@ class BuildTest(unittest.TestCase):
             if re.search(r'(?<![\d.])%s(?![\d.])' % re.escape(version), text):
                 spelled.add(rel)
         self.assertEqual(spelled - allowed, set())
-        d = ta.Daemon(self.__class__.__name__).start()
+        d = harness.Daemon(self.__class__.__name__).start()
         try:
             self.assertIn('focald_build_info{version="%s"' % version, d.get("/metrics").body.decode())
         finally:
@@ -1956,7 +1876,7 @@ class BuildTest(unittest.TestCase):
         """A global function of focald's own with the name of one its libraries export (jansson's
         json_string, say) would silently take the library's calls too: the linker binds them to the
         executable's definition, and the library's callers crash. No exported name may be defined twice."""
-        focald = ta.FOCALD
+        focald = harness.FOCALD
         out = subprocess.run(["nm", "--defined-only", "-g", "-P", focald], capture_output=True, text=True, check=True)
         ours = {line.split()[0] for line in out.stdout.splitlines() if len(line.split()) > 1
                 and line.split()[1] in ("T", "D", "B", "R")}
@@ -1978,4 +1898,4 @@ class BuildTest(unittest.TestCase):
         self.assertEqual(clashes, {})
 
 if __name__ == "__main__":
-    sys.exit(ta.main())
+    sys.exit(harness.main())

@@ -6,7 +6,7 @@ usage: BUILD=build /usr/bin/python3 tests/integration/test_readme.py [-v] [unitt
 QuickStartTest takes the first sh block of the README's "Quick start" section, points its URLs at a
 daemon on a free port, runs it with bash and checks both answers: the batch's losses against softmax focal
 loss computed here in float64 from the block's own body, and the hard examples against the ranking those
-losses give (and against the order the README's text names). Reuses test_api's daemon and runner; the
+losses give (and against the order the README's text names). Uses harness.py's daemon and runner; the
 last line is "ok N" or "failed K".
 """
 import json
@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import test_api as ta  # noqa: E402
+import harness  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_ADDRESS = "127.0.0.1:8765"
@@ -55,7 +55,7 @@ def json_documents(text):
     return docs
 
 
-class QuickStartTest(ta.FocaldTestCase):
+class QuickStartTest(harness.FocaldTestCase):
 
     def test_readme_quick_start_runs_as_written(self):
         block, prose = quick_start()
@@ -82,4 +82,4 @@ class QuickStartTest(ta.FocaldTestCase):
 
 
 if __name__ == "__main__":
-    sys.exit(ta.main())
+    sys.exit(harness.main())

@@ -12,12 +12,12 @@ progress, stability, deletion); changes to one sample sent at the same moment; s
 format against its documented shape and against hard-examples' order; and that all of it survives a restart
 after SIGTERM and after SIGKILL.
 
-Reuses tests/integration/test_api.py's daemon helper (Daemon, FocaldTestCase, the runner): each test
+Uses tests/integration/harness.py (Daemon, FocaldTestCase, the runner): each test
 class starts $BUILD/focald on a free loopback port with a fresh database; tests that restart or need other
 flags start their own. The last line of output is "ok N" when all N tests passed, or "failed K" when K
 failed, preceded by "ok P" for the P that passed (tests/suites/integration sums them).
 
-Python standard library only. Expected losses, where a test needs one in advance, come from test_api.py's
+Python standard library only. Expected losses, where a test needs one in advance, come from harness.py's
 float64 reference of torchvision's sigmoid focal loss; the daemon computes in float32, so such tests keep a
 margin of several percent from any threshold they probe.
 """
@@ -37,13 +37,13 @@ import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import test_api as ta  # noqa: E402  (the daemon helper and the runner; its test classes are not run here)
+import harness  # noqa: E402
 
-ANY = ta.ANY
+ANY = harness.ANY
 STATES = ["open", "queued", "in_review", "relabelled", "confirmed", "dismissed"]
 UNDECIDED = ("open", "queued", "in_review")
 ALL_STATES = ",".join(STATES)
-HISTORY_FIELDS = ta.HISTORY_FIELDS
+HISTORY_FIELDS = harness.HISTORY_FIELDS
 CSV_COLUMNS = ["rank", "id", "score"] + HISTORY_FIELDS + [
     "first_step", "last_step", "label", "label_issue", "status", "corrected_label", "reconsider", "uri",
     "study_uid", "series_uid", "sop_uid", "patient_id", "viewer_url"]
@@ -73,7 +73,7 @@ def row(label, z, c=3, rest=-2.0):
 
 def row_loss(r, label):
     """The float64 sigmoid focal loss (sum over classes, torchvision) of a logit row with a class label."""
-    return sum(ta.sigmoid_focal_element(z, 1.0 if k == label else 0.0) for k, z in enumerate(r))
+    return sum(harness.sigmoid_focal_element(z, 1.0 if k == label else 0.0) for k, z in enumerate(r))
 
 
 def z_for_loss(loss, label=0, c=3, rest=-2.0):
@@ -90,7 +90,7 @@ def z_for_loss(loss, label=0, c=3, rest=-2.0):
 
 # ---------------------------------------------------------------------------- the base class
 
-class ReviewTestCase(ta.FocaldTestCase):
+class ReviewTestCase(harness.FocaldTestCase):
 
     # -- requests (d: another daemon than the class's)
 
@@ -98,7 +98,7 @@ class ReviewTestCase(ta.FocaldTestCase):
         return d or self.d
 
     def sample_path(self, ds, sid):
-        return "/v1/datasets/%s/samples/%s" % (ta.q(ds), ta.q(sid))
+        return "/v1/datasets/%s/samples/%s" % (harness.q(ds), harness.q(sid))
 
     def review(self, ds, sid, status=ANY, d=None, **fields):
         body = dict(fields)
@@ -123,7 +123,7 @@ class ReviewTestCase(ta.FocaldTestCase):
 
     def feed(self, ds, d=None, **params):
         qs = urllib.parse.urlencode(params)
-        return self._d(d).get("/v1/datasets/%s/relabels%s" % (ta.q(ds), "?" + qs if qs else ""))
+        return self._d(d).get("/v1/datasets/%s/relabels%s" % (harness.q(ds), "?" + qs if qs else ""))
 
     def feed_all(self, ds, d=None, since=None, limit=None):
         """Every entry of the relabel feed from since, following next_cursor; (entries, final cursor)."""
@@ -148,7 +148,7 @@ class ReviewTestCase(ta.FocaldTestCase):
         return self._d(d).request("PUT", self.sample_path(ds, sid) + "/meta", meta, headers=headers)
 
     def make_queue(self, ds, body, d=None):
-        return self._d(d).post("/v1/datasets/%s/queues" % ta.q(ds), body)
+        return self._d(d).post("/v1/datasets/%s/queues" % harness.q(ds), body)
 
     def ok_queue(self, ds, body, d=None):
         r = self.make_queue(ds, body, d=d)
@@ -157,7 +157,7 @@ class ReviewTestCase(ta.FocaldTestCase):
 
     def get_queue(self, ds, name, d=None, **params):
         qs = urllib.parse.urlencode(params)
-        return self._d(d).get("/v1/datasets/%s/queues/%s%s" % (ta.q(ds), ta.q(name), "?" + qs if qs else ""))
+        return self._d(d).get("/v1/datasets/%s/queues/%s%s" % (harness.q(ds), harness.q(name), "?" + qs if qs else ""))
 
     def queue_ids(self, ds, name, d=None):
         r = self.get_queue(ds, name, d=d, limit=10000)
@@ -166,7 +166,7 @@ class ReviewTestCase(ta.FocaldTestCase):
 
     def export(self, ds, d=None, **params):
         qs = urllib.parse.urlencode(params)
-        return self._d(d).get("/v1/datasets/%s/export?%s" % (ta.q(ds), qs), timeout=60)
+        return self._d(d).get("/v1/datasets/%s/export?%s" % (harness.q(ds), qs), timeout=60)
 
     def export_trailers(self, ds, fmt, d=None, **params):
         """An export read over a raw socket, chunk by chunk: (status, headers, body, trailers); http.client
@@ -175,7 +175,7 @@ class ReviewTestCase(ta.FocaldTestCase):
         qs = urllib.parse.urlencode(dict(params, format=fmt))
         with socket.create_connection(("127.0.0.1", d.port), timeout=60) as s:
             s.sendall(("GET /v1/datasets/%s/export?%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-                       % (ta.q(ds), qs)).encode())
+                       % (harness.q(ds), qs)).encode())
             f = s.makefile("rb")
             status = int(f.readline().split()[1])
             headers = {}
@@ -557,7 +557,7 @@ class ReconsiderTest(ReviewTestCase):
     def push_to_ratio(self, d, ds, sid, e0, ratio, step):
         """Sends one observation that takes sid's ema_loss to about ratio * e0; returns the ema reached."""
         ema = d.sample(ds, sid).json()["runs"][0]["ema_loss"]
-        loss = (ratio * e0 - (1 - ta.EMA_ALPHA) * ema) / ta.EMA_ALPHA
+        loss = (ratio * e0 - (1 - harness.EMA_ALPHA) * ema) / harness.EMA_ALPHA
         self.plant(ds, [(sid, 0, z_for_loss(loss))], step=step, d=d)
         return d.sample(ds, sid).json()["runs"][0]["ema_loss"]
 
@@ -566,7 +566,7 @@ class ReconsiderTest(ReviewTestCase):
         z0 = z_for_loss(0.05)
         self.plant(ds, [("a", 0, z0), ("b", 0, z0), ("c", 0, z_for_loss(0.2))], d=d)
         e0 = d.sample(ds, "a").json()["runs"][0]["ema_loss"]
-        self.assertTrue(ta.close(e0, 0.05, rel=1e-3), e0)
+        self.assertTrue(harness.close(e0, 0.05, rel=1e-3), e0)
         self.ok_review(ds, "a", "confirmed", d=d)
         self.ok_review(ds, "b", "confirmed", d=d)
         self.assertEqual(self.hard_ids(ds, d=d), ["c"])
@@ -1124,7 +1124,7 @@ class ConcurrencyTest(ReviewTestCase):
                                                     {"status": "relabelled", "label": 1}]
             path = self.sample_path(ds, sid) + "/review"
             res = run_together([lambda b=b: self.d.post(path, b) for b in asks])
-            self.assertTrue(all(isinstance(r, ta.Resp) and r.status in (200, 409) for r in res), res)
+            self.assertTrue(all(isinstance(r, harness.Resp) and r.status in (200, 409) for r in res), res)
             a = self.assertChain(ds, sid)
             won = sorted((r.json()["from"], r.json()["status"]) for r in res if r.status == 200)
             self.assertEqual(won, sorted((e["from"], e["to"]) for e in a["reviews"]), sid)
@@ -1405,7 +1405,7 @@ class ExportTest(ReviewTestCase):
             d.ok_batch(ds, body)
 
         def review(sid, status, **kw):
-            r = d.post("/v1/datasets/%s/samples/%s/review" % (ds, ta.q(sid)), dict(kw, status=status))
+            r = d.post("/v1/datasets/%s/samples/%s/review" % (ds, harness.q(sid)), dict(kw, status=status))
             assert r.status == 200, r
         review("e01", "confirmed")
         review("e02", "dismissed")
@@ -2019,4 +2019,4 @@ class PersistenceTest(ReviewTestCase):
 
 
 if __name__ == "__main__":
-    sys.exit(ta.main())
+    sys.exit(harness.main())

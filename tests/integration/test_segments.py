@@ -10,7 +10,7 @@ usage: BUILD=build /usr/bin/python3 tests/integration/test_segments.py [-v] [uni
 - DuplicateTest: a segmented request sent again with its batch_id is answered duplicate and changes nothing.
 - BadSegmentsTest: each malformed segments field gets a 422 naming the field and changes nothing.
 
-Reuses test_api's daemon and runner and test_binary's framing. The last line is "ok N" or "failed K".
+Uses harness.py's daemon and runner and test_binary's framing. The last line is "ok N" or "failed K".
 """
 import os
 import random
@@ -18,7 +18,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import test_api as ta  # noqa: E402
+import harness  # noqa: E402
 import test_binary as tb  # noqa: E402
 import test_consistency as tc  # noqa: E402
 
@@ -272,4 +272,4 @@ class BadSegmentsTest(SegmentsTestCase):
 
 
 if __name__ == "__main__":
-    sys.exit(ta.main())
+    sys.exit(harness.main())
