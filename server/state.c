@@ -649,6 +649,48 @@ void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v) {
   v->aum /= runs;
 }
 
+/* The data map's three fields of a row, computed as hist_view_of computes them. */
+static void map_view_row(const st_run *r, uint32_t key, st_map_view *v) {
+  const uint32_t scored = r->scored_n[key];
+  v->seen = r->seen[key];
+  v->confidence = r->conf_mean[key];
+  v->variability = scored ? sqrtf(r->conf_m2[key] / (float)scored) : 0.0f;
+  v->correctness = scored ? (float)r->correct_n[key] / (float)scored : 0.0f;
+  v->label = r->label[key];
+}
+
+void st_map_view_of(const st_dataset *ds, const st_run *r, uint32_t key, st_map_view *v) {
+  memset(v, 0, sizeof *v);
+  v->label = -1;
+  if (r) {
+    if (key < r->cap && r->seen[key]) map_view_row(r, key, v);
+    return;
+  }
+  int runs = 0;
+  int64_t label_step = INT64_MIN;
+  st_map_view w;
+  for (int i = 0; i < ds->nruns; i++) {
+    const st_run *q = ds->runs[i];
+    if (key >= q->cap || q->seen[key] == 0) continue;
+    map_view_row(q, key, &w);
+    runs++;
+    v->seen += w.seen;
+    v->confidence += w.confidence;
+    v->variability += w.variability;
+    v->correctness += w.correctness;
+    /* the label of the run with the latest step, as st_history_all picks it */
+    const int64_t at = q->has_step[key] ? q->last_step[key] : INT64_MIN + 1;
+    if (w.label >= 0 && at >= label_step) {
+      v->label = w.label;
+      label_step = at;
+    }
+  }
+  if (!runs) return;
+  v->confidence /= runs;
+  v->variability /= runs;
+  v->correctness /= runs;
+}
+
 /* ------------------------------------------------------------------ readers: reviews, queues */
 
 int st_nreviews(const st_dataset *ds) {

@@ -131,6 +131,16 @@ void st_history_view(const st_dataset *ds, const st_run *r, uint32_t key, hist_v
  * seen (the sum), first_step (the least), last_step (the greatest), label
  * (the run with the latest step's) and label_issue (any run's). */
 void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v /* OUT */);
+/* What the data map draws of a sample: its cartography coordinates and colour. */
+typedef struct st_map_view {
+  double seen, confidence, variability, correctness;
+  int32_t label; /* -1 none */
+} st_map_view;
+/* The data map's fields of key in run r, or over every run when r is NULL:
+ * the same numbers as st_history_view and st_history_all (the same float
+ * arithmetic, summed in the same order) without computing the other fields.
+ * seen 0: no run (or not r) observed the sample. */
+void st_map_view_of(const st_dataset *ds, const st_run *r, uint32_t key, st_map_view *v /* OUT */);
 /* Observations of the sample in r that sent a label its relabel had replaced. */
 uint32_t st_stale_labels(const st_run *r, uint32_t key);
 /* The sample's latest observations in r, newest first, into out; returns how many (0 .. HIST_RECENT). */

@@ -274,6 +274,55 @@ static void test_state_filters_and_runs(void **state) {
   assert_int_equal(hits[0].key, k0);
 }
 
+/* The data map's accessor gives exactly the figures of the full ones: over every run (st_history_all)
+ * and in each run (st_history_view), on samples seen by one, two or three runs with different labels,
+ * steps, unscored observations and p_t spread; and seen 0 where nothing (or not that run) saw it. */
+static void test_state_map_view_equals_history(void **state) {
+  fixture *f = *state;
+  static const char *const runs[3] = {"a", "b", "c"};
+  char name[16];
+  for (int obs_i = 0; obs_i < 7; obs_i++)
+    for (int s = 0; s < 40; s++) {
+      snprintf(name, sizeof name, "s%d", s);
+      for (int r = 0; r < 3; r++) {
+        if ((s + r) % 4 == 3) continue; /* some samples miss some runs */
+        hist_obs o = obs(0.1f * (float)(s + obs_i + r), (float)((s * 7 + obs_i * 13 + r * 5) % 100) / 100.0f, (s + r) % 4);
+        if ((s + obs_i) % 5 == 0) o.scored = 0;
+        if (obs_i == 6 && s % 3 == 0) o.label = -1; /* a soft target: no label */
+        o.has_step = (s + r) % 2 == 0;
+        o.step = 100 * obs_i + 10 * r;
+        put1(f, runs[r], r + 1, name, o);
+      }
+    }
+  put1(f, "a", 1, "only-a", obs(1.0f, 0.3f, 2));
+  const st_dataset *ds = dataset(f);
+  for (uint32_t key = 0; key < st_nsamples(ds); key++) {
+    hist_view full;
+    st_map_view mv;
+    st_history_all(ds, key, &full);
+    st_map_view_of(ds, NULL, key, &mv);
+    assert_true(mv.seen == full.seen);
+    assert_true(mv.confidence == full.confidence);
+    assert_true(mv.variability == full.variability);
+    assert_true(mv.correctness == full.correctness);
+    assert_int_equal(mv.label, full.label);
+    for (int r = 0; r < 3; r++) {
+      const st_run *run = st_find_run(ds, runs[r]);
+      st_history_view(ds, run, key, &full);
+      st_map_view_of(ds, run, key, &mv);
+      assert_true(mv.seen == full.seen);
+      if (full.seen == 0) continue; /* the full view of an unseen row is hist_init's */
+      assert_true(mv.confidence == full.confidence);
+      assert_true(mv.variability == full.variability);
+      assert_true(mv.correctness == full.correctness);
+      assert_int_equal(mv.label, full.label);
+    }
+  }
+  st_map_view mv;
+  st_map_view_of(ds, st_find_run(ds, "b"), (uint32_t)st_key(ds, "only-a"), &mv);
+  assert_true(mv.seen == 0 && mv.label == -1);
+}
+
 /* A batch applied again (replayed after a snapshot that holds it) changes nothing; a newer one counts. */
 static void test_state_replayed_batches_apply_once(void **state) {
   fixture *f = *state;
@@ -520,6 +569,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_state_large_arrays_keep_values_across_growth, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_top_orders_by_score_then_id, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_filters_and_runs, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_state_map_view_equals_history, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_replayed_batches_apply_once, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_quantiles, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_quantiles_selected_match_sorted, setup, teardown),
