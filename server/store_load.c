@@ -142,30 +142,31 @@ static int load_history(loader *l) {
     if (sqlite3_column_bytes(q, 19) != ST_RING_BYTES || !ring || key < 0 || key >= UINT32_MAX) {
       snprintf(l->err, sizeof l->err, "the history row of run %lld, key %lld, is malformed", (long long)sqlite3_column_int64(q, 0),
                (long long)key);
-      return refuse(l);
+      r = refuse(l);
+      break;
     }
     memcpy(row.ring, ring, ST_RING_BYTES);
     const void *series = sqlite3_column_blob(q, 24);
     if (!series && sqlite3_column_type(q, 24) != SQLITE_NULL && sqlite3_column_bytes(q, 24) > 0) {
       log_kv(LOG_ERROR, "cannot read the database", "table", l->what, "error", sqlite3_errmsg(l->s->db), NULL);
-      free(pts);
-      return -1;
+      r = -1;
+      break;
     }
     if (keep && series &&
         hist_series_unpack(pts, HIST_SERIES_MAX, &row.series_count, &row.series_shift, series,
                            (size_t)sqlite3_column_bytes(q, 24), h->seen) != 0) {
       snprintf(l->err, sizeof l->err, "the series of run %lld, key %lld, is malformed", (long long)sqlite3_column_int64(q, 0),
                (long long)key);
-      free(pts);
-      return refuse(l);
+      r = refuse(l);
+      break;
     }
     row.series = pts;
     if (st_load_row(l->s->map, sqlite3_column_int64(q, 0), (uint32_t)key, &row, l->err, sizeof l->err)) {
-      free(pts);
-      return refuse(l);
+      r = refuse(l);
+      break;
     }
   }
-  free(pts);
+  free(pts); /* every way out of the loop comes here: r is -1 after an error */
   if (r < 0) return -1;
   if (read_begin(l, "class_stats", "SELECT run_id, class, sum, count FROM class_stats")) return -1;
   while ((r = read_next(l)) == 1)
