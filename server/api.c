@@ -653,6 +653,26 @@ static int h_dataset_delete(http_req *rq, http_resp *resp) {
 
 /* ------------------------------------------------------------------ samples */
 
+/* ,"series":{"stride", "points"}: the sample's down-sampled series in r, oldest first (empty when none is kept). */
+static void w_series(jw *o, const st_run *r, uint32_t key) {
+  st_series_view v;
+  st_series(r, key, &v);
+  JW(o, ",\"series\":{\"stride\":%" PRIu64 ",\"points\":[", v.len ? v.stride : (uint64_t)1);
+  for (uint32_t j = 0; j < v.len; j++) {
+    const hist_point *p = &v.points[j];
+    JW(o, "%s{\"observation\":%" PRIu64 ",\"step\":", j ? "," : "", (uint64_t)v.first + (uint64_t)j * v.stride);
+    if (p->step != HIST_POINT_NO_STEP) JW(o, "%" PRIu32, p->step);
+    else jw_lit(o, "null");
+    JW(o, ",\"loss\":");
+    jw_num(o, p->loss);
+    JW(o, ",\"p_t\":");
+    if (isnan(p->p_t)) jw_lit(o, "null");
+    else jw_num(o, p->p_t);
+    jw_lit(o, "}");
+  }
+  JW(o, "]}");
+}
+
 static void w_run_history(jw *o, const st_dataset *ds, const st_run *r, uint32_t key) {
   hist_view h;
   hist_recent recent[HIST_RECENT];
@@ -681,7 +701,9 @@ static void w_run_history(jw *o, const st_dataset *ds, const st_run *r, uint32_t
       JW(o, ",\"correct\":%s}", signbit(e->p_t_signed) ? "true" : "false");
     }
   }
-  JW(o, "]}");
+  JW(o, "]");
+  w_series(o, r, key);
+  JW(o, "}");
 }
 
 int api_sample(http_req *rq, http_resp *resp, const st_dataset **ds, uint32_t *key) {

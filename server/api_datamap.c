@@ -92,15 +92,8 @@ int api_datamap(http_req *rq, http_resp *resp) {
   uint64_t total = 0;
   const uint32_t n = st_nsamples(ds);
   for (uint32_t key = 0; key < n; key++) {
-    hist_view v;
-    if (only) {
-      hist_rec h;
-      st_history(only, key, &h);
-      if (h.seen == 0) continue;
-      hist_view_of(&h, &v);
-    } else {
-      st_history_all(ds, key, &v); /* seen 0: no run observed it */
-    }
+    st_map_view v;
+    st_map_view_of(ds, only, key, &v); /* seen 0: not observed (in that run) */
     if (v.seen < (double)min_seen) continue;
     const float x = (float)v.variability, y = (float)v.confidence;
     if (!(x >= rect[0] && x <= rect[1] && y >= rect[2] && y <= rect[3])) continue;

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "history.h"
 #include "log.h"
 
 typedef enum kind { K_STR, K_INT, K_SIZE, K_DOUBLE, K_DURABILITY, K_LEVEL, K_FLAG } kind;
@@ -59,6 +60,9 @@ static const setting settings[] = {
     {"ema-alpha", K_DOUBLE, AT(ema_alpha), 0, 0, 1, "weight of the newest loss in ema_loss, in (0, 1]", "ALPHA"},
     {"early-observations", K_INT, AT(early_observations), 0, 1, 65535,
      "how many of a sample's first observations its el2n and grand average (Paul et al. score early in training)", "N"},
+    {"series-points", K_INT, AT(series_points), 0, 0, HIST_SERIES_MAX,
+     "points of each sample's loss and p_t series kept per run, spanning the whole of training (12 bytes each, "
+     "plus 5 per sample and run; 0: none)", "N"},
     {"snapshot-interval", K_INT, AT(snapshot_interval), 0, 0, 86400,
      "seconds between history snapshots (0: one after every commit, for tests)", "SECONDS"},
     {"drain-timeout", K_INT, AT(drain_timeout), 0, 1, 3600,
@@ -118,6 +122,7 @@ static void defaults(config *c) {
   c->log_level = LOG_INFO;
   c->ema_alpha = 0.3;
   c->early_observations = 10;
+  c->series_points = 16;
   c->snapshot_interval = 5;
   c->drain_timeout = 4;
   c->reconsider_factor = 2.0;

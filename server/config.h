@@ -29,6 +29,7 @@ typedef struct config {
   int log_level;           /* LOG_DEBUG .. LOG_ERROR */
   double ema_alpha;        /* weight of the newest loss in ema_loss */
   int early_observations;  /* a sample's first observations that make its el2n */
+  int series_points;       /* points of each (run, sample)'s series (history.h); 0: none */
   int snapshot_interval;   /* seconds between history snapshots */
   int drain_timeout;       /* seconds SIGTERM waits for queued work */
   double reconsider_factor; /* a confirmed sample is listed again past this factor of its ema_loss at confirmation */

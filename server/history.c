@@ -120,6 +120,92 @@ int hist_recent_epoch(const hist_recent *r, int64_t *epoch) {
   return e != 0;
 }
 
+uint32_t hist_series_len(uint32_t count, uint8_t shift) {
+  return count ? (uint32_t)(((uint64_t)count - 1) >> shift) + 1 : 0;
+}
+
+/* Keeps every other point: those on twice the stride. */
+static void series_halve(hist_point *pts, uint32_t len, uint8_t *shift) {
+  for (uint32_t j = 1; 2 * j < len; j++) pts[j] = pts[2 * j];
+  (*shift)++;
+}
+
+void hist_series_push(hist_point *pts, int cap, uint32_t *count, uint8_t *shift, const hist_obs *o) {
+  if (cap <= 0 || *count == UINT32_MAX) return;
+  const uint64_t i = (*count)++; /* the observation's index in the series */
+  if (i & (((uint64_t)1 << *shift) - 1)) return; /* between two points of the stride */
+  if ((i >> *shift) == (uint64_t)cap) {
+    /* full: the points are observations 0, s, ..., (cap - 1) s; keep those on 2s */
+    series_halve(pts, (uint32_t)cap, shift);
+    if (i & (((uint64_t)1 << *shift) - 1)) return; /* cap is odd: i is not on the new stride */
+  }
+  hist_point *p = &pts[i >> *shift];
+  p->step = o->has_step && o->step >= 0 && o->step < (int64_t)HIST_POINT_NO_STEP ? (uint32_t)o->step : HIST_POINT_NO_STEP;
+  p->loss = o->loss;
+  p->p_t = o->scored ? o->p_t : NAN;
+}
+
+void hist_series_fit(hist_point *dst, int cap, const hist_point *src, uint32_t count, uint8_t *shift) {
+  uint8_t d = 0;
+  while (hist_series_len(count, (uint8_t)(*shift + d)) > (uint32_t)cap) d++;
+  *shift = (uint8_t)(*shift + d);
+  /* halving d times keeps the points whose positions are multiples of 2^d */
+  const uint32_t len = hist_series_len(count, *shift);
+  for (uint32_t j = 0; j < len; j++) dst[j] = src[(size_t)j << d];
+}
+
+static void put_u32(unsigned char *p, uint32_t v) {
+  for (int b = 0; b < 4; b++) p[b] = (unsigned char)(v >> (8 * b));
+}
+
+static uint32_t get_u32(const unsigned char *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint32_t float_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+static float bits_float(uint32_t u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+size_t hist_series_pack(unsigned char *out, const hist_point *pts, uint32_t count, uint8_t shift) {
+  const uint32_t len = hist_series_len(count, shift);
+  out[0] = shift;
+  put_u32(out + 1, count);
+  unsigned char *p = out + HIST_SERIES_HEAD;
+  for (uint32_t j = 0; j < len; j++, p += HIST_POINT_BYTES) {
+    put_u32(p, pts[j].step);
+    put_u32(p + 4, float_bits(pts[j].loss));
+    put_u32(p + 8, float_bits(pts[j].p_t));
+  }
+  return HIST_SERIES_HEAD + (size_t)len * HIST_POINT_BYTES;
+}
+
+int hist_series_unpack(hist_point *pts, uint32_t max, uint32_t *count, uint8_t *shift, const unsigned char *in, size_t n,
+                       uint32_t seen) {
+  if (n < HIST_SERIES_HEAD || in[0] > 32) return -1;
+  *shift = in[0];
+  *count = get_u32(in + 1);
+  const uint32_t len = hist_series_len(*count, *shift);
+  if (*count > seen || len > max || n != HIST_SERIES_HEAD + (size_t)len * HIST_POINT_BYTES) return -1;
+  /* a stride larger than the series needed is not what any cap keeps: the stride doubles only when full */
+  if (*shift > 0 && hist_series_len(*count, (uint8_t)(*shift - 1)) <= len) return -1;
+  const unsigned char *p = in + HIST_SERIES_HEAD;
+  for (uint32_t j = 0; j < len; j++, p += HIST_POINT_BYTES) {
+    pts[j].step = get_u32(p);
+    pts[j].loss = bits_float(get_u32(p + 4));
+    pts[j].p_t = bits_float(get_u32(p + 8));
+    if (!isfinite(pts[j].loss)) return -1;
+  }
+  return 0;
+}
+
 void hist_view_of(const hist_rec *h, hist_view *v) {
   v->seen = h->seen;
   v->last_loss = h->last_loss;

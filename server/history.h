@@ -6,6 +6,7 @@
 #ifndef FOCALD_HISTORY_H
 #define FOCALD_HISTORY_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define HIST_RECENT 4 /* latest observations kept per (run, sample) */
@@ -114,6 +115,46 @@ float hist_label_issue_threshold(const uint64_t counts[HIST_SCORE_BINS]);
 
 /* Adds an observation to a ring of HIST_RECENT entries; *head is the next slot. */
 void hist_recent_push(hist_recent *ring, uint8_t *head, uint8_t *count, const hist_obs *o);
+
+/* The series: a sample's loss and p_t over the whole of training, down-sampled
+ * to at most cap points (--series-points). It keeps observations 0, s, 2s, ...
+ * of the series (s, the stride, a power of two); when an observation on the
+ * stride finds it full, every other point goes and the stride doubles. So the
+ * points always span the whole series evenly and the first observation is
+ * always kept, and a series is determined by how many observations it has
+ * counted and its cap: the stride is the least power of two that gives at
+ * most cap points. Its state besides the points is that count and log2 of the
+ * stride. */
+typedef struct hist_point {
+  uint32_t step; /* the observation's step; HIST_POINT_NO_STEP when it had none or one past it */
+  float loss;
+  float p_t;     /* NaN when every position was ignored */
+} hist_point;
+#define HIST_POINT_NO_STEP UINT32_MAX
+#define HIST_SERIES_MAX 4096 /* the largest cap */
+
+/* Counts observation o in a series of cap points (pts holds cap), keeping it
+ * when it falls on the stride. Nothing changes when cap is 0 or the count is
+ * at UINT32_MAX. */
+void hist_series_push(hist_point *pts, int cap, uint32_t *count, uint8_t *shift, const hist_obs *o);
+/* How many points a series of count observations and stride 2^shift holds. */
+uint32_t hist_series_len(uint32_t count, uint8_t shift);
+/* Copies the series src (count observations, stride 2^*shift) into dst (room
+ * for cap >= 1 points), halved (every other point, the stride doubled) until
+ * it fits: the series a smaller cap would have kept. Updates *shift. */
+void hist_series_fit(hist_point *dst, int cap, const hist_point *src, uint32_t count, uint8_t *shift);
+
+/* A series as stored: shift (1 byte), count (4 bytes), then each point's step,
+ * loss and p_t (4 bytes each), all little-endian. */
+#define HIST_SERIES_HEAD 5
+#define HIST_POINT_BYTES 12
+/* Writes the series into out (HIST_SERIES_HEAD + len * HIST_POINT_BYTES bytes); returns that size. */
+size_t hist_series_pack(unsigned char *out, const hist_point *pts, uint32_t count, uint8_t shift);
+/* Reads a stored series of n bytes into pts (room for max points). Returns 0,
+ * or -1 when the bytes are not a series of at most max points and seen
+ * observations (count at most seen, the size what count and shift imply). */
+int hist_series_unpack(hist_point *pts, uint32_t max, uint32_t *count /* OUT */, uint8_t *shift /* OUT */,
+                       const unsigned char *in, size_t n, uint32_t seen);
 
 /* What a query reports of a sample's history: one run's record, or the mean
  * over the sample's runs (see st_history_all). */

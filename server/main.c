@@ -152,7 +152,9 @@ int main(int argc, char **argv) {
 
   st_map *map = st_map_new();
   store *st = NULL;
-  if (!map || store_open(&st, &cfg, map) != 0) return 1;
+  if (!map) return 1;
+  st_map_set_series_points(map, cfg.series_points);
+  if (store_open(&st, &cfg, map) != 0) return 1;
   api_init(&cfg, map, st);
   /* listen first: /livez answers and /readyz says "starting" while the database loads */
   http_set_readiness(HTTP_STARTING);

@@ -27,11 +27,11 @@
 
 #include "idhash.h"
 
-#define ST_RUN_COLUMNS 28    /* at least the per-key columns of st_run */
+#define ST_RUN_COLUMNS 32    /* at least the per-key columns of st_run */
 #define ST_SAMPLE_ARRAYS 12  /* at least the per-key arrays of st_dataset */
 /* The keys a dataset has room for at first; its arrays then double. Small, because
- * a run's columns cost about 150 bytes a key: with room for 1024 keys from the
- * start, 10,000 datasets of 4 samples each held 2 GB and took seconds to start. */
+ * a run's columns cost about 150 bytes a key (and its series 12 bytes a point more): with room for 1024 keys
+ * from the start, 10,000 datasets of 4 samples each held 2 GB and took seconds to start. */
 #define ST_MIN_KEYS 16
 
 struct st_run {
@@ -50,6 +50,11 @@ struct st_run {
   int64_t *seq;        /* the last batch applied to this row: replay skips older ones */
   uint32_t *stale_labels; /* observations that sent a label a relabel had replaced */
   hist_recent *recent; /* HIST_RECENT per key */
+  /* the series (hist_series_push): series_points per key, none when it is 0 (not even these columns) */
+  int series_points;
+  hist_point *series;
+  uint32_t *series_count;
+  uint8_t *series_shift;
   uint64_t *dirty;     /* bitmap: rows changed since they were last written to the snapshot */
   uint32_t ndirty;
   hist_classes cls;    /* confident-learning thresholds */
@@ -124,6 +129,7 @@ struct st_map {
   int ntouched, captouched;
   run_ref *runs;      /* while loading: runs by id */
   int nruns, capruns;
+  int series_points;  /* what new runs keep (st_map_set_series_points) */
 };
 
 /* ------------------------------------------------------------------ statuses */
@@ -276,9 +282,13 @@ typedef struct column {
   size_t offset; /* of the pointer in st_run */
   size_t size;   /* of one element */
   size_t per;    /* elements per key */
+  int series;    /* SERIES_POINTS: series_points per key; SERIES_STATE: one when the run keeps a series, else none */
 } column;
 
-#define COL(f, per) {offsetof(st_run, f), sizeof(*((st_run *)0)->f), per}
+enum { SERIES_NO = 0, SERIES_POINTS, SERIES_STATE };
+
+#define COL(f, per) {offsetof(st_run, f), sizeof(*((st_run *)0)->f), per, SERIES_NO}
+#define COL_SERIES(f, kind) {offsetof(st_run, f), sizeof(*((st_run *)0)->f), 0, kind}
 static const column columns[] = {
     COL(seen, 1),        COL(scored_n, 1),   COL(correct_n, 1),  COL(forgetting, 1),   COL(last_loss, 1),
     COL(mean_loss, 1),   COL(max_loss, 1),   COL(ema_loss, 1),   COL(conf_mean, 1),    COL(conf_m2, 1),
@@ -286,6 +296,8 @@ static const column columns[] = {
     COL(ring_head, 1),   COL(ring_count, 1), COL(first_step, 1), COL(last_step, 1),    COL(seq, 1),
     COL(recent, HIST_RECENT), COL(stale_labels, 1), COL(other_n, 1), COL(el2n, 1), COL(el2n_n, 1),
     COL(grand, 1),       COL(grand_n, 1),
+    /* the series has columns of its own, so that ranking the others reads none of it */
+    COL_SERIES(series, SERIES_POINTS), COL_SERIES(series_count, SERIES_STATE), COL_SERIES(series_shift, SERIES_STATE),
 };
 #define NCOLUMNS (sizeof columns / sizeof columns[0])
 _Static_assert(NCOLUMNS <= ST_RUN_COLUMNS, "st_run.col_cap must have an entry per column");
@@ -294,13 +306,26 @@ static void **column_ptr(st_run *r, const column *c) {
   return (void **)((char *)r + c->offset);
 }
 
+/* Bytes of column c per key in run r: 0 for the series' columns of a run that keeps none. */
+static size_t column_row(const st_run *r, const column *c) {
+  switch (c->series) {
+  case SERIES_POINTS: return c->size * (size_t)r->series_points;
+  case SERIES_STATE: return r->series_points ? c->size : 0;
+  default: return c->size * c->per;
+  }
+}
+
 /* Makes every column of r hold at least want rows. */
 static int run_reserve(st_run *r, uint32_t want) {
   if (r->cap >= want) return 0;
   for (size_t i = 0; i < NCOLUMNS; i++) {
     if (r->col_cap[i] >= want) continue; /* grown before a later column failed */
     void **p = column_ptr(r, &columns[i]);
-    size_t row = columns[i].size * columns[i].per;
+    size_t row = column_row(r, &columns[i]);
+    if (row == 0) { /* a series not kept costs nothing */
+      r->col_cap[i] = want;
+      continue;
+    }
     void *n = large_resize(*p, (size_t)r->col_cap[i] * row, (size_t)want * row);
     if (!n) return -1;
     *p = n;
@@ -593,6 +618,16 @@ uint32_t st_stale_labels(const st_run *r, uint32_t key) {
   return key < r->cap ? r->stale_labels[key] : 0;
 }
 
+uint32_t st_series(const st_run *r, uint32_t key, st_series_view *v) {
+  memset(v, 0, sizeof *v);
+  if (!r->series_points || key >= r->cap || !r->series_count[key]) return 0;
+  v->points = r->series + (size_t)key * (size_t)r->series_points;
+  v->len = hist_series_len(r->series_count[key], r->series_shift[key]);
+  v->stride = (uint64_t)1 << r->series_shift[key];
+  v->first = r->seen[key] - r->series_count[key];
+  return v->len;
+}
+
 int st_recent(const st_run *r, uint32_t key, hist_recent out[HIST_RECENT]) {
   if (key >= r->cap) return 0;
   const int count = r->ring_count[key], head = r->ring_head[key];
@@ -656,6 +691,48 @@ void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v) {
   v->aum /= runs;
 }
 
+/* The data map's three fields of a row, computed as hist_view_of computes them. */
+static void map_view_row(const st_run *r, uint32_t key, st_map_view *v) {
+  const uint32_t scored = r->scored_n[key];
+  v->seen = r->seen[key];
+  v->confidence = r->conf_mean[key];
+  v->variability = scored ? sqrtf(r->conf_m2[key] / (float)scored) : 0.0f;
+  v->correctness = scored ? (float)r->correct_n[key] / (float)scored : 0.0f;
+  v->label = r->label[key];
+}
+
+void st_map_view_of(const st_dataset *ds, const st_run *r, uint32_t key, st_map_view *v) {
+  memset(v, 0, sizeof *v);
+  v->label = -1;
+  if (r) {
+    if (key < r->cap && r->seen[key]) map_view_row(r, key, v);
+    return;
+  }
+  int runs = 0;
+  int64_t label_step = INT64_MIN;
+  st_map_view w;
+  for (int i = 0; i < ds->nruns; i++) {
+    const st_run *q = ds->runs[i];
+    if (key >= q->cap || q->seen[key] == 0) continue;
+    map_view_row(q, key, &w);
+    runs++;
+    v->seen += w.seen;
+    v->confidence += w.confidence;
+    v->variability += w.variability;
+    v->correctness += w.correctness;
+    /* the label of the run with the latest step, as st_history_all picks it */
+    const int64_t at = q->has_step[key] ? q->last_step[key] : INT64_MIN + 1;
+    if (w.label >= 0 && at >= label_step) {
+      v->label = w.label;
+      label_step = at;
+    }
+  }
+  if (!runs) return;
+  v->confidence /= runs;
+  v->variability /= runs;
+  v->correctness /= runs;
+}
+
 /* ------------------------------------------------------------------ readers: reviews, queues */
 
 int st_nreviews(const st_dataset *ds) {
@@ -703,6 +780,14 @@ int32_t st_corrected_at(const st_dataset *ds, uint32_t key, int64_t seq) {
 
 /* ------------------------------------------------------------------ the map */
 
+void st_map_set_series_points(st_map *m, int points) {
+  m->series_points = points < 0 ? 0 : points > HIST_SERIES_MAX ? HIST_SERIES_MAX : points;
+}
+
+int st_map_series_points(const st_map *m) {
+  return m->series_points;
+}
+
 st_map *st_map_new(void) {
   st_map *m = calloc(1, sizeof *m);
   if (m && pthread_rwlock_init(&m->lock, NULL) != 0) {
@@ -716,7 +801,7 @@ static void run_free(st_run *r) {
   if (!r) return;
   pthread_mutex_destroy(&r->li_lock);
   for (size_t i = 0; i < NCOLUMNS; i++)
-    large_free(*column_ptr(r, &columns[i]), (size_t)r->col_cap[i] * columns[i].size * columns[i].per);
+    large_free(*column_ptr(r, &columns[i]), (size_t)r->col_cap[i] * column_row(r, &columns[i]));
   free(r->dirty);
   free(r->cls.sum);
   free(r->cls.count);
@@ -909,7 +994,7 @@ static st_dataset *dataset_new(const char *name, int64_t id, int64_t created_at)
   return ds;
 }
 
-static st_run *run_new(const char *name, int64_t id, int32_t classes, int64_t created_at, uint32_t cap) {
+static st_run *run_new(const char *name, int64_t id, int32_t classes, int64_t created_at, uint32_t cap, int series_points) {
   st_run *r = calloc(1, sizeof *r);
   if (!r) return NULL;
   if (pthread_mutex_init(&r->li_lock, NULL) != 0) {
@@ -921,6 +1006,7 @@ static st_run *run_new(const char *name, int64_t id, int32_t classes, int64_t cr
   r->id = id;
   r->created_at = created_at;
   r->classes = classes;
+  r->series_points = series_points;
   if (run_reserve(r, cap) != 0) goto fail;
   if (classes > 0) {
     r->cls.sum = calloc((size_t)classes, sizeof *r->cls.sum);
@@ -1010,7 +1096,7 @@ int st_prepare_batch(st_map *m, const st_batch_ref *ref, uint32_t n, char *const
     if (grown != 0 ||
         grow_array((void **)&ds->fresh_runs, &ds->capfresh_runs, ds->nfresh_runs + 1, sizeof *ds->fresh_runs) != 0)
       return -1;
-    if (!(run = run_new(ref->run_name, ref->run_id, ref->classes, ref->run_created, ds->cap))) return -1;
+    if (!(run = run_new(ref->run_name, ref->run_id, ref->classes, ref->run_created, ds->cap, m->series_points))) return -1;
     ds->fresh_runs[ds->nfresh_runs++] = run;
   }
   p->keys = malloc((size_t)(n ? n : 1) * sizeof *p->keys);
@@ -1072,6 +1158,9 @@ static void observe(st_run *r, uint32_t key, int64_t seq, const hist_obs *o, con
   hist_update(&h, o, hp, r->cls.c > 0 ? &r->cls : NULL);
   row_put(r, key, &h);
   hist_recent_push(r->recent + (size_t)key * HIST_RECENT, &r->ring_head[key], &r->ring_count[key], o);
+  if (r->series_points)
+    hist_series_push(r->series + (size_t)key * (size_t)r->series_points, r->series_points, &r->series_count[key],
+                     &r->series_shift[key], o);
   if (corrected >= 0 && o->label >= 0 && o->label != corrected) r->stale_labels[key]++;
   r->seq[key] = seq;
   count_row(r, &before, &h);
@@ -1307,6 +1396,9 @@ void st_row_save(const st_run *r, uint32_t key, st_row *out) {
   out->ring[0] = r->ring_head[key];
   out->ring[1] = r->ring_count[key];
   memcpy(out->ring + 2, r->recent + (size_t)key * HIST_RECENT, HIST_RECENT * sizeof(hist_recent));
+  out->series_count = r->series_points ? r->series_count[key] : 0;
+  out->series_shift = r->series_points ? r->series_shift[key] : 0;
+  out->series = r->series_points ? r->series + (size_t)key * (size_t)r->series_points : NULL;
 }
 
 int st_classes_copy(const st_dataset *ds, const st_run *r, st_classes *out) {
@@ -1374,7 +1466,7 @@ int st_load_run(st_map *m, int64_t ds_id, int64_t id, const char *name, int32_t 
   if (m->nruns > 0 && m->runs[m->nruns - 1].id >= id) return load_fail(err, errn, "runs are not in id order at run %lld", (long long)id);
   if (grow_array((void **)&m->runs, &m->capruns, m->nruns + 1, sizeof *m->runs) != 0)
     return load_fail(err, errn, "out of memory");
-  st_run *r = run_new(name, id, classes, created_at, ds->cap);
+  st_run *r = run_new(name, id, classes, created_at, ds->cap, m->series_points);
   if (!r) return load_fail(err, errn, "out of memory");
   r->cls_seq = r->cls_saved = cls_seq;
   /* a query can come while focald loads: what readers see changes under the dataset's write lock */
@@ -1459,6 +1551,14 @@ int st_load_row(st_map *m, int64_t run_id, uint32_t key, const st_row *row, char
   r->ring_head[key] = row->ring[0];
   r->ring_count[key] = row->ring[1];
   memcpy(r->recent + (size_t)key * HIST_RECENT, row->ring + 2, HIST_RECENT * sizeof(hist_recent));
+  if (r->series_points && row->series_count) {
+    /* written with a larger cap, it keeps what this one would have */
+    uint8_t shift = row->series_shift;
+    hist_series_fit(r->series + (size_t)key * (size_t)r->series_points, r->series_points, row->series, row->series_count,
+                    &shift);
+    r->series_count[key] = row->series_count;
+    r->series_shift[key] = shift;
+  }
   count_row(r, &before, h);
   pthread_rwlock_unlock(&ds->lock);
   return 0;

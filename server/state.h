@@ -74,6 +74,11 @@ typedef struct st_queue {
 
 /* Creates an empty map of datasets. Returns NULL on allocation failure. */
 st_map *st_map_new(void);
+/* How many points of a series (hist_series_push) each (run, sample) keeps: 0
+ * (the default) keeps none and allocates nothing. Set before the first run is
+ * loaded or created; runs keep the value they were made with. */
+void st_map_set_series_points(st_map *m, int points);
+int st_map_series_points(const st_map *m);
 /* Frees the map and every dataset. Accepts NULL. */
 void st_map_free(st_map *m);
 
@@ -131,8 +136,31 @@ void st_history_view(const st_dataset *ds, const st_run *r, uint32_t key, hist_v
  * seen (the sum), first_step (the least), last_step (the greatest), label
  * (the run with the latest step's) and label_issue (any run's). */
 void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v /* OUT */);
+/* What the data map draws of a sample: its cartography coordinates and colour. */
+typedef struct st_map_view {
+  double seen, confidence, variability, correctness;
+  int32_t label; /* -1 none */
+} st_map_view;
+/* The data map's fields of key in run r, or over every run when r is NULL:
+ * the same numbers as st_history_view and st_history_all (the same float
+ * arithmetic, summed in the same order) without computing the other fields.
+ * seen 0: no run (or not r) observed the sample. */
+void st_map_view_of(const st_dataset *ds, const st_run *r, uint32_t key, st_map_view *v /* OUT */);
 /* Observations of the sample in r that sent a label its relabel had replaced. */
 uint32_t st_stale_labels(const st_run *r, uint32_t key);
+/* A sample's series in a run (see hist_series_push): its points, borrowed
+ * (valid under the dataset's read lock), oldest first; point j is the
+ * sample's observation first + j * stride in the run (0-based: first is 0
+ * unless the series began after the sample's first observations, when it was
+ * off or the snapshot predates it). */
+typedef struct st_series_view {
+  const hist_point *points;
+  uint32_t len;
+  uint64_t stride;
+  uint32_t first;
+} st_series_view;
+/* Fills *v with key's series in r; returns its length (0: none). */
+uint32_t st_series(const st_run *r, uint32_t key, st_series_view *v /* OUT */);
 /* The sample's latest observations in r, newest first, into out; returns how many (0 .. HIST_RECENT). */
 int st_recent(const st_run *r, uint32_t key, hist_recent out[HIST_RECENT]);
 
@@ -298,6 +326,9 @@ typedef struct st_row {
   int64_t seq;              /* the last batch applied to the row */
   uint32_t stale_labels;
   unsigned char ring[ST_RING_BYTES]; /* head, count, then the ring's entries */
+  uint32_t series_count;    /* the series' observations (0: none) */
+  uint8_t series_shift;     /* log2 of its stride */
+  const hist_point *series; /* its points, borrowed: st_row_save's point into the run, a loader's into its buffer */
 } st_row;
 
 void st_row_save(const st_run *r, uint32_t key, st_row *out /* OUT */);

@@ -101,13 +101,20 @@ static int load_samples(loader *l) {
 static int load_history(loader *l) {
   if (read_begin(l, "history", "SELECT run_id, key, seq, seen, scored, correct, forgetting, last_loss, mean_loss, max_loss, "
                                "ema_loss, confidence, conf_m2, aum, label, last_correct, label_issue, first_step, last_step, "
-                               "recent, stale_labels, other_n, el2n, el2n_n, grand, grand_n FROM history"))
+                               "recent, stale_labels, other_n, el2n, el2n_n, grand, grand_n, series FROM history"))
     return -1;
   sqlite3_stmt *q = l->q;
   int r;
+  /* a series written with any cap up to the largest; st_load_row keeps what this one allows */
+  const int keep = st_map_series_points(l->s->map);
+  hist_point *pts = keep ? malloc(HIST_SERIES_MAX * sizeof *pts) : NULL;
+  if (keep && !pts) {
+    log_msg(LOG_ERROR, "out of memory loading the history");
+    return -1;
+  }
   while ((r = read_next(l)) == 1) {
     const int64_t key = sqlite3_column_int64(q, 1);
-    st_row row;
+    st_row row = {0};
     hist_rec *h = &row.h;
     hist_init(h);
     row.seq = sqlite3_column_int64(q, 2);
@@ -137,11 +144,31 @@ static int load_history(loader *l) {
     if (sqlite3_column_bytes(q, 19) != ST_RING_BYTES || !ring || key < 0 || key >= UINT32_MAX) {
       snprintf(l->err, sizeof l->err, "the history row of run %lld, key %lld, is malformed", (long long)sqlite3_column_int64(q, 0),
                (long long)key);
-      return refuse(l);
+      r = refuse(l);
+      break;
     }
     memcpy(row.ring, ring, ST_RING_BYTES);
-    if (st_load_row(l->s->map, sqlite3_column_int64(q, 0), (uint32_t)key, &row, l->err, sizeof l->err)) return refuse(l);
+    const void *series = sqlite3_column_blob(q, 26);
+    if (!series && sqlite3_column_type(q, 26) != SQLITE_NULL && sqlite3_column_bytes(q, 26) > 0) {
+      log_kv(LOG_ERROR, "cannot read the database", "table", l->what, "error", sqlite3_errmsg(l->s->db), NULL);
+      r = -1;
+      break;
+    }
+    if (keep && series &&
+        hist_series_unpack(pts, HIST_SERIES_MAX, &row.series_count, &row.series_shift, series,
+                           (size_t)sqlite3_column_bytes(q, 26), h->seen) != 0) {
+      snprintf(l->err, sizeof l->err, "the series of run %lld, key %lld, is malformed", (long long)sqlite3_column_int64(q, 0),
+               (long long)key);
+      r = refuse(l);
+      break;
+    }
+    row.series = pts;
+    if (st_load_row(l->s->map, sqlite3_column_int64(q, 0), (uint32_t)key, &row, l->err, sizeof l->err)) {
+      r = refuse(l);
+      break;
+    }
   }
+  free(pts); /* every way out of the loop comes here: r is -1 after an error */
   if (r < 0) return -1;
   if (read_begin(l, "class_stats", "SELECT run_id, class, sum, count FROM class_stats")) return -1;
   while ((r = read_next(l)) == 1)

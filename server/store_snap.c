@@ -44,11 +44,16 @@ typedef struct snap_mark {
 
 static snap_mark *marks; /* the writer's; freed by store__snap_free at close */
 static size_t nmarks, capmarks;
+static unsigned char *series_buf; /* the writer's: a row's series as stored */
+static size_t series_cap;
 
 void store__snap_free(void) {
   free(marks);
   marks = NULL;
   nmarks = capmarks = 0;
+  free(series_buf);
+  series_buf = NULL;
+  series_cap = 0;
 }
 
 static int mark(st_dataset *ds, int kind, int run, uint32_t key) {
@@ -96,6 +101,20 @@ static int write_history_row(store *s, const st_run *r, uint32_t key) {
   sqlite3_bind_int(q, 24, h->el2n_n);
   sqlite3_bind_double(q, 25, h->grand);
   sqlite3_bind_int(q, 26, h->grand_n);
+  if (row.series_count) {
+    const size_t need = HIST_SERIES_HEAD + (size_t)hist_series_len(row.series_count, row.series_shift) * HIST_POINT_BYTES;
+    if (need > series_cap) {
+      unsigned char *b = realloc(series_buf, need);
+      if (!b) {
+        store__step_reset(q);
+        return SQLITE_NOMEM;
+      }
+      series_buf = b;
+      series_cap = need;
+    }
+    sqlite3_bind_blob(q, 27, series_buf, (int)hist_series_pack(series_buf, row.series, row.series_count, row.series_shift),
+                      SQLITE_STATIC);
+  }
   return store__step_done(q);
 }
 

@@ -545,6 +545,92 @@ function decisionBar(ds, sample, classes, after) {
   return { bar, key: (k) => (keys[k] ? (act(keys[k]), true) : false) };
 }
 
+// The run's series (loss and p_t over the whole of training, down-sampled by focald) as a chart: x is the
+// step when every point has one, else the observation's index; loss on the left axis from 0, p_t on the
+// right from 0 to 1. The canvas carries what it drew in data-points and data-x.
+const SERIES_W = 560, SERIES_H = 200, SERIES_PAD = { l: 48, r: 40, t: 12, b: 30 };
+const SERIES_LOSS = '#1a56db', SERIES_PT = '#d97706';
+
+function seriesChart(r) {
+  const pts = (r.series && r.series.points) || [];
+  const byStep = pts.length > 0 && pts.every((p) => p.step !== null);
+  const canvas = el('canvas', { class: 'series-chart', width: SERIES_W, height: SERIES_H, 'data-run': r.run,
+    'data-points': pts.length, 'data-x': byStep ? 'step' : 'observation' });
+  const ctx = canvas.getContext('2d');
+  const { l, r: rp, t, b } = SERIES_PAD;
+  const w = SERIES_W - l - rp, h = SERIES_H - t - b;
+  ctx.fillStyle = '#fff';
+  ctx.fillRect(0, 0, SERIES_W, SERIES_H);
+  ctx.strokeStyle = '#888';
+  ctx.strokeRect(l, t, w, h);
+  ctx.font = '11px sans-serif';
+  ctx.fillStyle = '#333';
+  if (!pts.length) {
+    ctx.textAlign = 'center';
+    ctx.fillText('no series kept', l + w / 2, t + h / 2);
+    return canvas;
+  }
+  const xs = pts.map((p) => (byStep ? p.step : p.observation));
+  const x0 = Math.min(...xs), x1 = Math.max(...xs), xspan = x1 > x0 ? x1 - x0 : 1;
+  const lmax = Math.max(...pts.map((p) => p.loss)) || 1;
+  const px = (x) => l + (pts.length > 1 ? (x - x0) / xspan * w : w / 2);
+  const pyLoss = (v) => t + h - v / lmax * h;
+  const pyPt = (v) => t + h - v * h;
+  let lastTick = null;
+  for (let i = 0; i <= 4; i++) {
+    ctx.textAlign = 'right';
+    ctx.fillText((lmax * i / 4).toPrecision(2), l - 4, pyLoss(lmax * i / 4) + 4);
+    ctx.textAlign = 'left';
+    ctx.fillText((i / 4).toFixed(2), l + w + 4, pyPt(i / 4) + 4);
+    // steps and observations are integers: each tick at a whole value, each value once
+    const tick = Math.round(x0 + xspan * i / 4);
+    if (pts.length > 1 && tick !== lastTick) {
+      ctx.textAlign = 'center';
+      ctx.fillText(String(tick), px(tick), t + h + 14);
+    }
+    lastTick = tick;
+  }
+  if (pts.length === 1) {
+    ctx.textAlign = 'center';
+    ctx.fillText(String(x0), px(x0), t + h + 14);
+  }
+  ctx.fillText(byStep ? 'step' : 'observation', l + w / 2, t + h + 27);
+  function line(colour, val, y) {
+    ctx.strokeStyle = colour;
+    ctx.fillStyle = colour;
+    ctx.lineWidth = 1.5;
+    ctx.beginPath();
+    let open = false;
+    pts.forEach((p, i) => {
+      const v = val(p);
+      if (v === null) { open = false; return; } // a gap where nothing was scored
+      if (open) ctx.lineTo(px(xs[i]), y(v));
+      else ctx.moveTo(px(xs[i]), y(v));
+      open = true;
+    });
+    ctx.stroke();
+    pts.forEach((p, i) => {
+      const v = val(p);
+      if (v === null) return;
+      ctx.beginPath();
+      ctx.arc(px(xs[i]), y(v), 2.5, 0, 2 * Math.PI);
+      ctx.fill();
+    });
+    ctx.lineWidth = 1;
+  }
+  line(SERIES_LOSS, (p) => p.loss, pyLoss);
+  line(SERIES_PT, (p) => p.p_t, pyPt);
+  return canvas;
+}
+
+function seriesLegend(r) {
+  const s = r.series || { stride: 1, points: [] };
+  return el('p', { class: 'muted series-legend' },
+    el('span', { class: 'swatch', 'data-series': 'loss' }), ' loss (left axis) ',
+    el('span', { class: 'swatch', 'data-series': 'p_t' }), ' p_t (right axis) · ',
+    `${s.points.length} points, one every ${s.stride} observation${s.stride === 1 ? '' : 's'} of ${fmt(r.seen)}`);
+}
+
 function sampleDetails(ds, s) {
   const meta = s.meta || {};
   const parts = [];
@@ -569,6 +655,7 @@ function sampleDetails(ds, s) {
     parts.push(el('h4', { text: 'run ' + r.run }));
     parts.push(el('table', { class: 'history' }, el('tbody', {},
       [...FIELDS, 'label', 'label_issue', 'first_step', 'last_step', 'stale_labels'].map((f) => el('tr', {}, el('th', { text: f }), el('td', { text: fmt(r[f]) }))))));
+    parts.push(el('figure', { class: 'series' }, seriesChart(r), seriesLegend(r)));
     if (r.recent.length) {
       parts.push(el('table', { class: 'recent' },
         el('thead', {}, el('tr', {}, ['step', 'epoch', 'loss', 'p_t', 'correct'].map((h) => el('th', { text: h })))),

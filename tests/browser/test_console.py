@@ -278,6 +278,37 @@ class DecisionsBrowserTest(ConsoleBrowserCase):
         self.assertEqual(img.get_attribute("src"), "http://127.0.0.1:%d/ui/console.css" % self.d.port)
         self.assertFalse(self.driver.find_elements(By.CSS_SELECTOR, "#ohif-link"))
 
+    def series_pixels(self, run):
+        """The run's series chart on the sample page as (width, height, RGBA bytes, data-points, data-x)."""
+        return self.driver.execute_script(
+            "const c = document.querySelector(`.series-chart[data-run='${arguments[0]}']`);"
+            "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            "return [c.width, c.height, Array.from(d), +c.dataset.points, c.dataset.x];", run)
+
+    def test_browser_sample_view_charts_the_series(self):
+        sample = self.sample("s010")
+        self.open("sample/%s/s010" % DS)
+        self.wait_for(".series-chart[data-run='r2']")
+        # the chart's plot area (inside its margins: console.js SERIES_PAD) holds the two lines' colours
+        colours = {"loss": (0x1a, 0x56, 0xdb), "p_t": (0xd9, 0x77, 0x06)}
+        for r in sample["runs"]:
+            w, h, data, npoints, x = self.series_pixels(r["run"])
+            self.assertEqual(npoints, len(r["series"]["points"]), r["run"])
+            self.assertGreater(npoints, 1, "the fixture observes every sample several times")
+            self.assertEqual(x, "step")
+            seen = {k: 0 for k in colours}
+            ink = 0
+            for y in range(12 + 1, h - 30 - 1):
+                for xx in range(48 + 1, w - 40 - 1):
+                    i = 4 * (y * w + xx)
+                    px = tuple(data[i:i + 3])
+                    ink += px[0] < 250 or px[1] < 250 or px[2] < 250
+                    for k, c in colours.items():
+                        seen[k] += all(abs(a - b) <= 12 for a, b in zip(px, c))
+            self.assertGreater(ink, 200, "the plot area is not blank (run %s)" % r["run"])
+            for k, n in seen.items():
+                self.assertGreater(n, 20, "the %s line is drawn (run %s)" % (k, r["run"]))
+
     def test_browser_walks_a_queue_to_the_end(self):
         self.api("POST", "/v1/datasets/%s/queues" % DS, {"name": "walk", "size": 4, "by": "mean_loss", "run": "r1"})
         items = self.api("GET", "/v1/datasets/%s/queues/walk" % DS)["items"]

@@ -8,8 +8,10 @@ without batch_id, duplicates, a class-count conflict, many steps in one request 
 puts, queue builds and removals, deletes and re-creates of the same few dataset names, exports and queries.
 
 The model is the same workload run once without faults: its answers, and the whole API-visible state it
-ends with (datasets, runs, every sample's history fields and recent observations, statuses, audit trails,
-queues, the relabel feed), with timestamps left out. That run is made with the harness's library preloaded
+ends with (datasets, runs, every sample's history fields, recent observations and series, statuses, audit
+trails, queues, the relabel feed), with timestamps left out. The daemon keeps series of 2 points
+(--series-points 2): the workload's samples are observed up to 3 times in a run, which fills their series and
+doubles the stride of some. That run is made with the harness's library preloaded
 (tests/fault/faultvfs.c), which records how many disk reads, writes, syncs and SQLite allocations each step
 of focald's writer made: loading, each group commit, each snapshot step, the final snapshot and checkpoint.
 Each of those events is a fault point, and each can be faulted in several ways:
@@ -84,7 +86,8 @@ class Focald:
         if hold:
             env["FOCALD_FAULT_HOLD"] = hold
         cmd = [h.focald, "--listen", "127.0.0.1:%d" % self.port, "--db", db, "--snapshot-interval", "0",
-               "--durability", "full", "--workers", "1", "--http-threads", "2", "--log-level", "warn"] + list(args)
+               "--durability", "full", "--workers", "1", "--http-threads", "2", "--log-level", "warn",
+               "--series-points", "2"] + list(args)
         with open(self.log, "ab") as logf:
             self.p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env)
         self.c = None

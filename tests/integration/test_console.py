@@ -412,5 +412,116 @@ class MediaRootTest(harness.FocaldTestCase):
             self.assertIn(b"--media-root", p.stderr + p.stdout)
 
 
+
+# ---------------------------------------------------------------------------- the series of the sample view
+
+def series_model(obs, cap):
+    """The series a cap of points keeps of obs (one (step, loss, p_t) per observation, in order): the stride is
+    the least power of two that leaves at most cap of observations 0, s, 2s, ...; those are the points."""
+    if cap == 0 or not obs:
+        return {"stride": 1, "points": []}
+    s = 1
+    while -(-len(obs) // s) > cap:
+        s *= 2
+    return {"stride": s, "points": [{"observation": j, "step": obs[j][0], "loss": obs[j][1], "p_t": obs[j][2]}
+                                    for j in range(0, len(obs), s)]}
+
+
+class SeriesTest(harness.FocaldTestCase):
+    """A sample's down-sampled series (GET .../samples/{id}, per run) against series_model, live, after a restart
+    that loads it from the snapshot and after one that rebuilds it from the batch log, with other caps."""
+
+    def post_steps(self, d, ds, first, last, run="r"):
+        """Batches of steps first .. last - 1 of samples a (every step), b (every third) and c (every step, its
+        positions all ignored at odd steps, so it has no p_t there; no step given at multiples of 5).
+        Returns {(run, id): [(step, loss, p_t)]} of what the answers said."""
+        seen = {}
+        for step in range(first, last):
+            ids = ["a", "c"] + (["b"] if step % 3 == 0 else [])
+            rnd = random.Random(step)
+            logits = [[rnd.uniform(-3, 3), rnd.uniform(-3, 3), rnd.uniform(-3, 3)] for _ in ids]
+            targets = [1, -1 if step % 2 else 2] + ([0] if len(ids) == 3 else [])
+            body = {"run": run, "ids": ids, "logits": logits, "targets": targets, "loss": {"type": "softmax_focal"}}
+            if step % 5:
+                body["step"] = step
+            out = d.ok_batch(ds, body)
+            for i, sid in enumerate(ids):
+                seen.setdefault((run, sid), []).append((body.get("step"), out["losses"][i], out["scores"]["p_t"][i]))
+        return seen
+
+    def series(self, d, ds, sid, run="r"):
+        r = d.get("/v1/datasets/%s/samples/%s?run=%s" % (ds, sid, run))
+        self.assertEqual(r.status, 200, r)
+        return r.json()["runs"][0]["series"]
+
+    def check(self, d, ds, obs, cap):
+        for (run, sid), o in obs.items():
+            self.assertEqual(self.series(d, ds, sid, run), series_model(o, cap), (run, sid, cap, len(o)))
+
+    def test_series_matches_the_model_live_and_across_restarts(self):
+        ds = "series"
+        # the snapshot after every commit: the first steps reach the database as snapshot rows
+        d = self.start_daemon(args=("--series-points", "5", "--snapshot-interval", "0"))
+        obs = self.post_steps(d, ds, 0, 29)
+        self.check(d, ds, obs, 5)
+        self.assertEqual(d.stop(), 0)
+        # no snapshot for an hour: what follows is rebuilt from the batch log by the next start
+        d2 = self.start_daemon(db_dir=d.db_dir, args=("--series-points", "5", "--snapshot-interval", "3600"))
+        self.check(d2, ds, obs, 5)
+        more = self.post_steps(d2, ds, 29, 71)
+        for k, v in more.items():
+            obs.setdefault(k, []).extend(v)
+        self.check(d2, ds, obs, 5)
+        live = {sid: self.series(d2, ds, sid) for sid in "abc"}
+        d2.kill9()
+        d3 = self.start_daemon(db_dir=d.db_dir, args=("--series-points", "5", "--snapshot-interval", "3600"))
+        self.check(d3, ds, obs, 5)
+        self.assertEqual({sid: self.series(d3, ds, sid) for sid in "abc"}, live)
+        # the first point is always the first observation; the points are evenly spaced
+        for sid in "abc":
+            pts = live[sid]["points"]
+            self.assertEqual(pts[0]["observation"], 0)
+            self.assertEqual({b["observation"] - a["observation"] for a, b in zip(pts, pts[1:])}, {live[sid]["stride"]})
+        self.assertEqual(d3.stop(), 0)
+        # a smaller cap keeps what it would have kept from the start, from the snapshot and from the log alike
+        d4 = self.start_daemon(db_dir=d.db_dir, args=("--series-points", "3"))
+        self.check(d4, ds, obs, 3)
+
+    def test_series_grows_exactly_as_the_model_observation_by_observation(self):
+        ds = "series-grow"
+        for cap in (1, 4, 7):
+            d = self.start_daemon(args=("--series-points", str(cap)))
+            obs = {}
+            for step in range(40):
+                for k, v in self.post_steps(d, ds, step, step + 1).items():
+                    obs.setdefault(k, []).extend(v)
+                self.check(d, ds, obs, cap)
+            self.assertEqual(d.stop(), 0)
+
+    def test_series_zero_points_keeps_none(self):
+        ds = "series-off"
+        d = harness.Daemon(self.id())
+        d.env = dict(os.environ, FOCALD_SERIES_POINTS="0")  # the environment, as the config conventions say
+        d.start()
+        self.addCleanup(self._stop_checked, d)
+        obs = self.post_steps(d, ds, 0, 12)
+        self.check(d, ds, obs, 0)
+        self.assertEqual(self.series(d, ds, "a"), {"stride": 1, "points": []})
+        self.assertEqual(d.stop(), 0)
+        # turned on later, a series begins with the next observation: its index counts the earlier ones
+        d2 = self.start_daemon(db_dir=d.db_dir, args=("--series-points", "4"))
+        later = self.post_steps(d2, ds, 12, 20)
+        s = self.series(d2, ds, "a")
+        want = series_model(later[("r", "a")], 4)
+        for p in want["points"]:
+            p["observation"] += len(obs[("r", "a")])
+        self.assertEqual(s, want)
+
+    def test_series_default_is_sixteen_points(self):
+        ds = "series-default"
+        obs = self.post_steps(self.d, ds, 0, 50)
+        self.check(self.d, ds, obs, 16)
+
+
 if __name__ == "__main__":
     sys.exit(harness.main())

@@ -314,6 +314,135 @@ static void test_history_field_names_and_order(void **state) {
   }
 }
 
+/* Observation i of a series test: loss i, p_t i / 1000, at step 1000 + i. */
+static hist_obs series_obs(uint32_t i) {
+  hist_obs o = {.loss = (float)i, .p_t = (float)i / 1000.0f, .scored = 1, .has_step = 1, .step = 1000 + (int64_t)i,
+                .label = 0, .pred = 0};
+  return o;
+}
+
+/* The stride a series of cap points has after n observations: the least power of two giving at most cap points. */
+static uint64_t expected_stride(uint32_t n, int cap) {
+  uint64_t s = 1;
+  while ((n + s - 1) / s > (uint64_t)cap) s *= 2;
+  return s;
+}
+
+/* For every cap from 1 to 9 and 16, after each of 300 observations: the points are observations 0, s, 2s, ...
+ * below the count, s the least power of two that keeps at most cap of them; the first is always kept. */
+static void test_history_series_keeps_first_and_even_spacing(void **state) {
+  (void)state;
+  static const int caps[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 16};
+  for (size_t c = 0; c < sizeof caps / sizeof caps[0]; c++) {
+    const int cap = caps[c];
+    hist_point pts[16];
+    uint32_t count = 0;
+    uint8_t shift = 0;
+    for (uint32_t n = 1; n <= 300; n++) {
+      hist_obs o = series_obs(n - 1);
+      hist_series_push(pts, cap, &count, &shift, &o);
+      assert_int_equal(count, n);
+      const uint64_t s = expected_stride(n, cap);
+      assert_int_equal((uint64_t)1 << shift, s);
+      const uint32_t len = hist_series_len(count, shift);
+      assert_int_equal(len, (n + s - 1) / s);
+      assert_true(len >= 1 && len <= (uint32_t)cap);
+      for (uint32_t j = 0; j < len; j++) {
+        assert_true(pts[j].loss == (float)(j * s));
+        assert_int_equal(pts[j].step, 1000 + j * s);
+      }
+    }
+  }
+}
+
+/* A cap of 0 keeps nothing and counts nothing. */
+static void test_history_series_cap_zero_keeps_nothing(void **state) {
+  (void)state;
+  uint32_t count = 0;
+  uint8_t shift = 0;
+  hist_obs o = series_obs(0);
+  for (int i = 0; i < 10; i++) hist_series_push(NULL, 0, &count, &shift, &o);
+  assert_int_equal(count, 0);
+  assert_int_equal(hist_series_len(count, shift), 0);
+}
+
+/* An observation with nothing scored has no p_t (NaN); a step that is missing, or past 32 bits, is none. */
+static void test_history_series_point_fields(void **state) {
+  (void)state;
+  hist_point pts[4];
+  uint32_t count = 0;
+  uint8_t shift = 0;
+  hist_obs o = series_obs(0);
+  o.scored = 0;
+  hist_series_push(pts, 4, &count, &shift, &o);
+  o = series_obs(1);
+  o.has_step = 0;
+  hist_series_push(pts, 4, &count, &shift, &o);
+  o = series_obs(2);
+  o.step = (int64_t)UINT32_MAX;
+  hist_series_push(pts, 4, &count, &shift, &o);
+  o.step = (int64_t)UINT32_MAX - 1;
+  hist_series_push(pts, 4, &count, &shift, &o);
+  assert_true(isnan(pts[0].p_t));
+  assert_int_equal(pts[0].step, 1000);
+  assert_int_equal(pts[1].step, HIST_POINT_NO_STEP);
+  assert_int_equal(pts[2].step, HIST_POINT_NO_STEP);
+  assert_int_equal(pts[3].step, UINT32_MAX - 1);
+}
+
+/* A series fitted to a smaller cap is the series that cap keeps, for every count up to 200. */
+static void test_history_series_fit_equals_smaller_cap(void **state) {
+  (void)state;
+  for (int small = 1; small <= 16; small++) {
+    hist_point big[16], fitted[16], direct[16];
+    uint32_t nb = 0, nd = 0;
+    uint8_t sb = 0, sd = 0;
+    for (uint32_t i = 0; i < 200; i++) {
+      hist_obs o = series_obs(i);
+      hist_series_push(big, 16, &nb, &sb, &o);
+      hist_series_push(direct, small, &nd, &sd, &o);
+      uint8_t sf = sb;
+      hist_series_fit(fitted, small, big, nb, &sf);
+      assert_int_equal(sf, sd);
+      const uint32_t len = hist_series_len(nd, sd);
+      assert_int_equal(hist_series_len(nb, sf), len);
+      assert_memory_equal(fitted, direct, len * sizeof *direct);
+    }
+  }
+}
+
+/* The stored form reads back exactly; sizes that do not match, counts past seen, points past the room and
+ * a stride larger than the count needs are refused. */
+static void test_history_series_pack_round_trip(void **state) {
+  (void)state;
+  hist_point pts[5], back[8];
+  uint32_t count = 0, c2;
+  uint8_t shift = 0, s2;
+  for (uint32_t i = 0; i < 37; i++) {
+    hist_obs o = series_obs(i);
+    o.scored = i % 3 != 0;
+    hist_series_push(pts, 5, &count, &shift, &o);
+  }
+  unsigned char buf[HIST_SERIES_HEAD + 5 * HIST_POINT_BYTES + 1];
+  const size_t n = hist_series_pack(buf, pts, count, shift);
+  assert_int_equal(n, HIST_SERIES_HEAD + hist_series_len(count, shift) * HIST_POINT_BYTES);
+  assert_int_equal(buf[0], shift);
+  assert_int_equal(buf[1], 37); /* little-endian */
+  assert_int_equal(hist_series_unpack(back, 8, &c2, &s2, buf, n, 37), 0);
+  assert_int_equal(c2, count);
+  assert_int_equal(s2, shift);
+  assert_memory_equal(back, pts, hist_series_len(count, shift) * sizeof *pts);
+  assert_int_equal(hist_series_unpack(back, 8, &c2, &s2, buf, n - 1, 37), -1);
+  assert_int_equal(hist_series_unpack(back, 8, &c2, &s2, buf, n, 36), -1);       /* more than seen */
+  assert_int_equal(hist_series_unpack(back, 4, &c2, &s2, buf, n, 37), -1);       /* no room */
+  assert_int_equal(hist_series_unpack(back, 8, &c2, &s2, buf, 2, 37), -1);       /* no head */
+  /* one observation with stride 2: no cap doubles the stride of a series that is not full */
+  const size_t one = hist_series_pack(buf, pts, 1, 1);
+  assert_int_equal(hist_series_unpack(back, 8, &c2, &s2, buf, one, 37), -1);
+  buf[0] = 0;
+  assert_int_equal(hist_series_unpack(back, 8, &c2, &s2, buf, one, 37), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_history_losses_and_ema),
@@ -327,6 +456,11 @@ int main(void) {
       cmocka_unit_test(test_history_label_issue_threshold_is_otsu),
       cmocka_unit_test(test_history_recent_ring_keeps_newest),
       cmocka_unit_test(test_history_field_names_and_order),
+      cmocka_unit_test(test_history_series_keeps_first_and_even_spacing),
+      cmocka_unit_test(test_history_series_cap_zero_keeps_nothing),
+      cmocka_unit_test(test_history_series_point_fields),
+      cmocka_unit_test(test_history_series_fit_equals_smaller_cap),
+      cmocka_unit_test(test_history_series_pack_round_trip),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

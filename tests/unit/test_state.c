@@ -274,6 +274,55 @@ static void test_state_filters_and_runs(void **state) {
   assert_int_equal(hits[0].key, k0);
 }
 
+/* The data map's accessor gives exactly the figures of the full ones: over every run (st_history_all)
+ * and in each run (st_history_view), on samples seen by one, two or three runs with different labels,
+ * steps, unscored observations and p_t spread; and seen 0 where nothing (or not that run) saw it. */
+static void test_state_map_view_equals_history(void **state) {
+  fixture *f = *state;
+  static const char *const runs[3] = {"a", "b", "c"};
+  char name[16];
+  for (int obs_i = 0; obs_i < 7; obs_i++)
+    for (int s = 0; s < 40; s++) {
+      snprintf(name, sizeof name, "s%d", s);
+      for (int r = 0; r < 3; r++) {
+        if ((s + r) % 4 == 3) continue; /* some samples miss some runs */
+        hist_obs o = obs(0.1f * (float)(s + obs_i + r), (float)((s * 7 + obs_i * 13 + r * 5) % 100) / 100.0f, (s + r) % 4);
+        if ((s + obs_i) % 5 == 0) o.scored = 0;
+        if (obs_i == 6 && s % 3 == 0) o.label = -1; /* a soft target: no label */
+        o.has_step = (s + r) % 2 == 0;
+        o.step = 100 * obs_i + 10 * r;
+        put1(f, runs[r], r + 1, name, o);
+      }
+    }
+  put1(f, "a", 1, "only-a", obs(1.0f, 0.3f, 2));
+  const st_dataset *ds = dataset(f);
+  for (uint32_t key = 0; key < st_nsamples(ds); key++) {
+    hist_view full;
+    st_map_view mv;
+    st_history_all(ds, key, &full);
+    st_map_view_of(ds, NULL, key, &mv);
+    assert_true(mv.seen == full.seen);
+    assert_true(mv.confidence == full.confidence);
+    assert_true(mv.variability == full.variability);
+    assert_true(mv.correctness == full.correctness);
+    assert_int_equal(mv.label, full.label);
+    for (int r = 0; r < 3; r++) {
+      const st_run *run = st_find_run(ds, runs[r]);
+      st_history_view(ds, run, key, &full);
+      st_map_view_of(ds, run, key, &mv);
+      assert_true(mv.seen == full.seen);
+      if (full.seen == 0) continue; /* the full view of an unseen row is hist_init's */
+      assert_true(mv.confidence == full.confidence);
+      assert_true(mv.variability == full.variability);
+      assert_true(mv.correctness == full.correctness);
+      assert_int_equal(mv.label, full.label);
+    }
+  }
+  st_map_view mv;
+  st_map_view_of(ds, st_find_run(ds, "b"), (uint32_t)st_key(ds, "only-a"), &mv);
+  assert_true(mv.seen == 0 && mv.label == -1);
+}
+
 /* A batch applied again (replayed after a snapshot that holds it) changes nothing; a newer one counts. */
 static void test_state_replayed_batches_apply_once(void **state) {
   fixture *f = *state;
@@ -473,6 +522,79 @@ static void test_state_snapshot_marks(void **state) {
   assert_int_equal(st_next_meta_dirty(ds, 0), -1);
 }
 
+/* The series in the state: columns only when kept (a map of 0 points allocates less than one of 16 by at
+ * least the points' bytes), st_series's points and observation numbers, and a row saved with 4 points and
+ * loaded into maps of 4, 2 and 0 points: the same series, what 2 points keep, and none. */
+static void test_state_series_columns_save_and_load(void **state) {
+  fixture *f = *state;
+  enum { N = 4096 };
+  static char names[N][8];
+  char *ids[N];
+  hist_obs o[N];
+  for (int i = 0; i < N; i++) {
+    snprintf(names[i], sizeof names[i], "k%d", i);
+    ids[i] = names[i];
+    o[i] = obs(1.0f, 0.5f, i % 4);
+  }
+  size_t cost[2];
+  for (int on = 0; on < 2; on++) {
+    st_map *m = st_map_new();
+    st_map_set_series_points(m, on ? 16 : 0);
+    const size_t before = mallinfo2().uordblks + mallinfo2().hblkhd;
+    st_batch_ref ref = {1, 0, "d", 1, 0, "r", 4};
+    st_batch_prep p;
+    assert_int_equal(st_prepare_batch(m, &ref, N, ids, &p), 0);
+    st_apply_batch(m, &p, 1, ids, o, &HP, 0, NULL, NULL);
+    st_tx_end(m);
+    cost[on] = mallinfo2().uordblks + mallinfo2().hblkhd - before;
+    st_map_free(m);
+  }
+  if (cost[0] > 0) /* a sanitizer's allocator does not fill in mallinfo2 */
+    assert_true(cost[1] >= cost[0] + (size_t)N * 16 * sizeof(hist_point));
+
+  st_map_set_series_points(f->map, 4);
+  for (int i = 0; i < 10; i++) {
+    hist_obs x = obs((float)i, 0.1f * (float)i, 1);
+    x.has_step = 1;
+    x.step = 100 + i;
+    put1(f, "a", 1, "x", x);
+  }
+  st_dataset *ds = dataset(f);
+  const st_run *r = st_find_run(ds, "a");
+  st_series_view v;
+  assert_int_equal(st_series(r, 0, &v), 3); /* 10 observations in 4 points: stride 4, observations 0, 4, 8 */
+  assert_int_equal(v.stride, 4);
+  assert_int_equal(v.first, 0);
+  for (uint32_t j = 0; j < 3; j++) {
+    assert_true(v.points[j].loss == (float)(4 * j));
+    assert_int_equal(v.points[j].step, 100 + 4 * j);
+  }
+  st_row row;
+  st_row_save(r, 0, &row);
+  const int caps[3] = {4, 2, 0};
+  const uint32_t lens[3] = {3, 2, 0};
+  for (int c = 0; c < 3; c++) {
+    char err[256];
+    st_map *m = st_map_new();
+    st_map_set_series_points(m, caps[c]);
+    assert_int_equal(st_load_dataset(m, 1, "d", 0, err, sizeof err), 0);
+    assert_int_equal(st_load_run(m, 1, 1, "a", 4, 0, 0, err, sizeof err), 0);
+    assert_int_equal(st_load_sample(m, 1, 0, "x", NULL, 0, NULL, NAN, 0, err, sizeof err), 0);
+    assert_int_equal(st_load_row(m, 1, 0, &row, err, sizeof err), 0);
+    st_load_done(m);
+    const st_dataset *l = st_acquire(m, "d");
+    st_series_view w;
+    assert_int_equal(st_series(st_find_run(l, "a"), 0, &w), lens[c]);
+    if (c == 0) assert_memory_equal(w.points, v.points, 3 * sizeof *w.points);
+    if (c == 1) { /* stride 8: observations 0 and 8 */
+      assert_int_equal(w.stride, 8);
+      assert_true(w.points[0].loss == 0.0f && w.points[1].loss == 8.0f);
+    }
+    st_release(l);
+    st_map_free(m);
+  }
+}
+
 /* Loading refuses what focald never writes, naming it. */
 static void test_state_loading_refuses_holes_and_orphans(void **state) {
   fixture *f = *state;
@@ -520,6 +642,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_state_large_arrays_keep_values_across_growth, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_top_orders_by_score_then_id, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_filters_and_runs, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_state_map_view_equals_history, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_replayed_batches_apply_once, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_quantiles, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_quantiles_selected_match_sorted, setup, teardown),
@@ -528,6 +651,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_state_delete_by_id_and_names_reused, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_snapshot_marks, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_loading_refuses_holes_and_orphans, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_state_series_columns_save_and_load, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
