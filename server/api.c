@@ -12,6 +12,7 @@
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,9 @@
 
 extern const char focald_openapi[];
 extern const size_t focald_openapi_len;
+
+/* Body bytes and samples of the scoring requests decoded, by body format: [0] JSON, [1] binary. */
+static atomic_ullong ingested_bytes[2], ingested_samples[2];
 
 /* ------------------------------------------------------------------ health, documents, metrics */
 
@@ -69,6 +73,16 @@ static int h_metrics(http_req *rq, http_resp *resp) {
   JW(&o, "# HELP focald_ready Whether focald accepts work (1) or is starting or draining (0).\n"
         "# TYPE focald_ready gauge\nfocald_ready %d\n", http_readiness() == HTTP_READY);
   http_metrics_write(&o);
+  static const char *const formats[2] = {"json", "binary"};
+  JW(&o, "# HELP focald_ingested_bytes_total Body bytes of scoring requests that were decoded, by body format.\n"
+        "# TYPE focald_ingested_bytes_total counter\n");
+  for (int f = 0; f < 2; f++)
+    JW(&o, "focald_ingested_bytes_total{format=\"%s\"} %llu\n", formats[f], atomic_load(&ingested_bytes[f]));
+  JW(&o, "# HELP focald_ingested_samples_total Samples of scoring requests that were decoded, by body format.\n"
+        "# TYPE focald_ingested_samples_total counter\n");
+  for (int f = 0; f < 2; f++)
+    JW(&o, "focald_ingested_samples_total{format=\"%s\"} %llu\n", formats[f], atomic_load(&ingested_samples[f]));
+  http_body_metrics_write(&o);
   JW(&o, "# HELP focald_samples_committed_total Samples of committed batches (retried batches excluded).\n"
         "# TYPE focald_samples_committed_total counter\nfocald_samples_committed_total %llu\n",
     (unsigned long long)ss.committed_samples);
@@ -288,7 +302,8 @@ static int score(http_req *rq, http_resp *resp, int store_it) {
     free(j);
     return http_problem(resp, rq, &err);
   }
-  http_metrics_ingested(binary, rq->len, (size_t)j->rq.n);
+  atomic_fetch_add(&ingested_bytes[binary != 0], rq->len);
+  atomic_fetch_add(&ingested_samples[binary != 0], (size_t)j->rq.n);
   j->loss = malloc((size_t)j->rq.n * sizeof *j->loss);
   j->scores = calloc((size_t)j->rq.n, sizeof *j->scores);
   if (j->rq.outputs & (1u << REQ_OUT_GRAD)) j->grad = malloc((size_t)(j->rq.n * j->rq.m * j->rq.c) * sizeof *j->grad);

@@ -33,10 +33,11 @@
 enum { RQ_RECEIVING = 0, RQ_SUSPENDED, RQ_COMPLETE, RQ_ANSWERED };
 
 static struct MHD_Daemon *daemon_;
-/* --health-listen: a second listener with slots of its own for /livez and /readyz. Its access
+/* --health-listen: a second listener with slots of its own for the probe routes. Its access
  * handler's closure is &health_only, the data listener's NULL. */
 static struct MHD_Daemon *health_daemon;
 static int health_only;
+static char health_refusal[200]; /* what it answers to another path: it names the probes' paths */
 static const config *cfg_; /* main's, which outlives the HTTP threads */
 static const router_route *routes_; /* the table given to http_start, which outlives the HTTP threads */
 static int nroutes_;
@@ -150,7 +151,6 @@ typedef struct route_stats {
 } route_stats;
 
 static route_stats rstats[MAX_ROUTES + 1]; /* the last: unmatched requests */
-static atomic_ullong ingested_bytes[2], ingested_samples[2]; /* [0] JSON, [1] binary */
 
 static void record(int route, int status, double seconds) {
   route_stats *r = &rstats[route >= 0 && route < MAX_ROUTES ? route : MAX_ROUTES];
@@ -159,11 +159,6 @@ static void record(int route, int status, double seconds) {
     if (tracked_status[i] == status) si = i;
   atomic_fetch_add(&r->count[si], 1);
   metrics_hist_observe(&r->latency, seconds);
-}
-
-void http_metrics_ingested(int binary, size_t bytes, size_t samples) {
-  atomic_fetch_add(&ingested_bytes[binary != 0], bytes);
-  atomic_fetch_add(&ingested_samples[binary != 0], samples);
 }
 
 static int64_t body_memory_reserved(void);
@@ -194,17 +189,9 @@ void http_metrics_write(buf *o) {
              r < MAX_ROUTES ? routes_[r].method : "");
     metrics_hist_write(o, "focald_http_request_duration_seconds", labels, &rstats[r].latency);
   }
-  static const char *const formats[2] = {"json", "binary"};
-  buf_printf(o,
-             "# HELP focald_ingested_bytes_total Body bytes of scoring requests that were decoded, by body format.\n"
-             "# TYPE focald_ingested_bytes_total counter\n");
-  for (int f = 0; f < 2; f++)
-    buf_printf(o, "focald_ingested_bytes_total{format=\"%s\"} %llu\n", formats[f], atomic_load(&ingested_bytes[f]));
-  buf_printf(o,
-             "# HELP focald_ingested_samples_total Samples of scoring requests that were decoded, by body format.\n"
-             "# TYPE focald_ingested_samples_total counter\n");
-  for (int f = 0; f < 2; f++)
-    buf_printf(o, "focald_ingested_samples_total{format=\"%s\"} %llu\n", formats[f], atomic_load(&ingested_samples[f]));
+}
+
+void http_body_metrics_write(buf *o) {
   buf_printf(o,
              "# HELP focald_body_memory_reserved_bytes Memory reserved by the request bodies in flight, as estimated "
              "against --body-memory.\n"
@@ -619,7 +606,7 @@ static enum MHD_Result begin_request(int health, struct MHD_Connection *conn, ht
     return send_problem(conn, rq, P_UNAUTHORIZED, "send the token as Authorization: Bearer <token>");
   }
   if (health && ri != -1 && !(m.path_flags & ROUTE_PROBE))
-    return send_problem(conn, rq, P_NOT_FOUND, "this listener (--health-listen) answers /livez and /readyz only");
+    return send_problem(conn, rq, P_NOT_FOUND, health_refusal);
   if (ri == -1) return send_problem(conn, rq, P_NOT_FOUND, "no such route; see /openapi.json");
   problem p;
   if (ri == -2) {
@@ -885,6 +872,21 @@ int http_readiness(void) {
   return atomic_load(&readiness);
 }
 
+/* The health listener's answer to a path that is not a probe's, naming the probe routes' paths
+ * ("... answers /livez and /readyz only"). */
+static void name_probes(char *out, size_t n) {
+  int nprobes = 0, k = 0;
+  for (int i = 0; i < nroutes_; i++) nprobes += (routes_[i].flags & ROUTE_PROBE) != 0;
+  size_t l = (size_t)snprintf(out, n, "this listener (--health-listen) answers ");
+  for (int i = 0; i < nroutes_ && l < n; i++) {
+    if (!(routes_[i].flags & ROUTE_PROBE)) continue;
+    const char *sep = k == 0 ? "" : k == nprobes - 1 ? " and " : ", ";
+    l += (size_t)snprintf(out + l, n - l, "%s%s", sep, routes_[i].pattern);
+    k++;
+  }
+  if (l < n) snprintf(out + l, n - l, " only");
+}
+
 int http_start(const config *cfg, const router_route *routes, int nroutes) {
   cfg_ = cfg;
   char why[200];
@@ -898,6 +900,7 @@ int http_start(const config *cfg, const router_route *routes, int nroutes) {
   }
   routes_ = routes;
   nroutes_ = nroutes;
+  name_probes(health_refusal, sizeof health_refusal);
   for (int r = 0; r <= MAX_ROUTES; r++) { /* before any HTTP thread exists */
     rstats[r].latency.bounds = latency_bounds;
     rstats[r].latency.nbounds = (int)(sizeof latency_bounds / sizeof latency_bounds[0]);

@@ -123,8 +123,8 @@ int http_readiness(void);
 
 /* Per-route request counters and latency histograms for /metrics. */
 void http_metrics_write(buf *o);
-/* Counts a decoded scoring request: its body bytes and samples, by body format. */
-void http_metrics_ingested(int binary, size_t bytes, size_t samples);
+/* The memory the request bodies in flight reserve, and its limit (--body-memory), for /metrics. */
+void http_body_metrics_write(buf *o);
 
 /* Starts listening with cfg's address, threads and limits, serving routes[0..nroutes) (borrowed:
  * both outlive http_stop). Returns 0, or -1 (the table is checked first: router_check). */
