@@ -1,19 +1,18 @@
-/* api.c — the handlers behind focald's routes.
+/* api.c — the route table and the handlers of health, metrics, scoring, hard examples, datasets and samples.
  *
  * Scoring routes decode and check the whole request on the HTTP thread, then
  * hand a job to the scoring pool (work.c) and suspend until it completes;
  * queries read the in-memory state under the dataset's read lock and write
  * their JSON directly (the responses are large arrays of numbers: building a
- * jansson tree for them would cost more than the query).
+ * jansson tree for them would cost more than the query). The table ends the
+ * file: main.c gives it to the HTTP layer, which knows no route of its own.
  */
 #include "api.h"
 
-#include <ctype.h>
-#include <errno.h>
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,26 +31,8 @@
 extern const char focald_openapi[];
 extern const size_t focald_openapi_len;
 
-const config *api_cfg;
-st_map *api_map;
-struct store *api_store;
-
-void api_init(const config *c, st_map *m, struct store *s) {
-  api_cfg = c;
-  api_map = m;
-  api_store = s;
-}
-
-int api_fail(http_resp *resp, const http_req *rq, problem_code code, const char *field, const char *fmt, ...) {
-  problem p;
-  va_list ap;
-  p.code = code;
-  snprintf(p.field, sizeof p.field, "%s", field ? field : "");
-  va_start(ap, fmt);
-  vsnprintf(p.detail, sizeof p.detail, fmt, ap);
-  va_end(ap);
-  return http_problem(resp, rq, &p);
-}
+/* Body bytes and samples of the scoring requests decoded, by body format: [0] JSON, [1] binary. */
+static atomic_ullong ingested_bytes[2], ingested_samples[2];
 
 /* ------------------------------------------------------------------ health, documents, metrics */
 
@@ -92,6 +73,16 @@ static int h_metrics(http_req *rq, http_resp *resp) {
   JW(&o, "# HELP focald_ready Whether focald accepts work (1) or is starting or draining (0).\n"
         "# TYPE focald_ready gauge\nfocald_ready %d\n", http_readiness() == HTTP_READY);
   http_metrics_write(&o);
+  static const char *const formats[2] = {"json", "binary"};
+  JW(&o, "# HELP focald_ingested_bytes_total Body bytes of scoring requests that were decoded, by body format.\n"
+        "# TYPE focald_ingested_bytes_total counter\n");
+  for (int f = 0; f < 2; f++)
+    JW(&o, "focald_ingested_bytes_total{format=\"%s\"} %llu\n", formats[f], atomic_load(&ingested_bytes[f]));
+  JW(&o, "# HELP focald_ingested_samples_total Samples of scoring requests that were decoded, by body format.\n"
+        "# TYPE focald_ingested_samples_total counter\n");
+  for (int f = 0; f < 2; f++)
+    JW(&o, "focald_ingested_samples_total{format=\"%s\"} %llu\n", formats[f], atomic_load(&ingested_samples[f]));
+  http_body_metrics_write(&o);
   JW(&o, "# HELP focald_samples_committed_total Samples of committed batches (retried batches excluded).\n"
         "# TYPE focald_samples_committed_total counter\nfocald_samples_committed_total %llu\n",
     (unsigned long long)ss.committed_samples);
@@ -131,24 +122,6 @@ static int h_metrics(http_req *rq, http_resp *resp) {
 static void job_cleanup(http_req *rq) {
   job_free(rq->async);
   rq->async = NULL;
-}
-
-static void resume(wop *op) {
-  http_complete(op->ctx);
-}
-
-void api_park(http_req *rq, wop *op, http_handler finish, void (*cleanup)(http_req *rq)) {
-  op->done = resume;
-  op->ctx = rq;
-  rq->finish = finish;
-  rq->cleanup = cleanup;
-  http_suspend(rq);
-}
-
-int api_submit(http_req *rq, wop *op, http_handler finish, void (*cleanup)(http_req *rq)) {
-  api_park(rq, op, finish, cleanup);
-  store_submit(api_store, op);
-  return HTTP_ASYNC;
 }
 
 typedef struct idx_loss {
@@ -321,7 +294,7 @@ static int score(http_req *rq, http_resp *resp, int store_it) {
   if (binary) {
     const char *accept = http_request_header(rq, "Accept");
     int accept_binary = accept && strstr(accept, "application/octet-stream") != NULL;
-    rc = dec_binary(&j->rq, rq->body, rq->len, rq->inference_header_length, store_it, accept_binary, &err);
+    rc = dec_binary(&j->rq, rq->body, rq->len, rq->body_head_len, store_it, accept_binary, &err);
   } else {
     rc = dec_json(&j->rq, rq->body, rq->len, store_it, &err);
   }
@@ -329,7 +302,8 @@ static int score(http_req *rq, http_resp *resp, int store_it) {
     free(j);
     return http_problem(resp, rq, &err);
   }
-  http_metrics_ingested(binary, rq->len, (size_t)j->rq.n);
+  atomic_fetch_add(&ingested_bytes[binary != 0], rq->len);
+  atomic_fetch_add(&ingested_samples[binary != 0], (size_t)j->rq.n);
   j->loss = malloc((size_t)j->rq.n * sizeof *j->loss);
   j->scores = calloc((size_t)j->rq.n, sizeof *j->scores);
   if (j->rq.outputs & (1u << REQ_OUT_GRAD)) j->grad = malloc((size_t)(j->rq.n * j->rq.m * j->rq.c) * sizeof *j->grad);
@@ -380,82 +354,6 @@ static int read_cursor(const char *hex, char *plain, size_t n) {
     plain[i] = (char)v;
   }
   plain[l / 2] = '\0';
-  return 0;
-}
-
-int api_int_text(const char *s, long long lo, long long hi, long long *v) {
-  if (!s || !(s[0] == '-' ? isdigit((unsigned char)s[1]) : isdigit((unsigned char)s[0]))) return -1;
-  char *end;
-  errno = 0;
-  const long long x = strtoll(s, &end, 10);
-  if (*end || errno == ERANGE || x < lo || x > hi) return -1;
-  *v = x;
-  return 0;
-}
-
-int api_int_query(http_req *rq, http_resp *resp, const char *name, long long lo, long long hi, long long dflt,
-                  long long *v) {
-  char b[HTTP_QUERY_MAX];
-  const char *s = http_query(rq, name, b, sizeof b);
-  *v = dflt;
-  if (!s || api_int_text(s, lo, hi, v) == 0) return 0;
-  if (hi >= INT32_MAX) api_fail(resp, rq, P_BAD_QUERY, name, "%s must be an integer >= %lld", name, lo);
-  else api_fail(resp, rq, P_BAD_QUERY, name, "%s must be an integer from %lld to %lld", name, lo, hi);
-  return -1;
-}
-
-int api_ranking_query(http_req *rq, http_resp *resp, st_query *q, char run[ST_NAME_MAX + 1]) {
-  char b[5][HTTP_QUERY_MAX];
-  const char *by = http_query(rq, "by", b[0], sizeof b[0]);
-  const char *order = http_query(rq, "order", b[1], sizeof b[1]);
-  const char *r = http_query(rq, "run", b[2], sizeof b[2]);
-  const char *status = http_query(rq, "status", b[3], sizeof b[3]);
-  const char *label_issue = http_query(rq, "label_issue", b[4], sizeof b[4]);
-  *q = (st_query){.by = HF_MEAN_LOSS, .min_seen = 1, .status_mask = ST_UNDECIDED_MASK,
-                  .reconsider = api_cfg->reconsider_factor};
-  int given = (by != NULL) + (order != NULL) + (r != NULL) + (status != NULL) + (label_issue != NULL);
-  if (by && (q->by = hist_field_parse(by)) < 0)
-    return api_fail(resp, rq, P_BAD_QUERY, "by", "by must be one of %s", hist_field_list), -1;
-  if (order && (q->order = hist_order_parse(order)) < 0)
-    return api_fail(resp, rq, P_BAD_QUERY, "order", "order must be asc or desc"), -1;
-  if (r && strcmp(r, "*") != 0 && !name_lookup_ok(r))
-    return api_fail(resp, rq, P_BAD_QUERY, "run", "run must be a run name or *"), -1;
-  snprintf(run, ST_NAME_MAX + 1, "%s", r ? r : "*");
-  long long label = -1, min_seen;
-  given += http_query(rq, "label", b[0], sizeof b[0]) != NULL;
-  if (api_int_query(rq, resp, "label", 0, INT32_MAX, -1, &label) != 0) return -1;
-  if (label >= 0) q->has_label = 1, q->label = (int32_t)label;
-  given += http_query(rq, "min_seen", b[0], sizeof b[0]) != NULL;
-  if (api_int_query(rq, resp, "min_seen", 1, UINT32_MAX, 1, &min_seen) != 0) return -1;
-  q->min_seen = (uint32_t)min_seen;
-  if (status) {
-    q->reconsider = 0; /* an explicit filter means exactly those statuses */
-    if (api_status_mask(status, &q->status_mask))
-      return api_fail(resp, rq, P_BAD_QUERY, "status",
-                      "status must be a comma-separated list of open, queued, in_review, relabelled, confirmed, dismissed"), -1;
-  }
-  if (label_issue && (q->label_issue = api_label_issue_filter(label_issue)) < 0)
-    return api_fail(resp, rq, P_BAD_QUERY, "label_issue", "label_issue must be true or false"), -1;
-  return given;
-}
-
-int api_label_issue_filter(const char *s) {
-  if (strcmp(s, "true") == 0) return ST_LABEL_ISSUE_YES;
-  if (strcmp(s, "false") == 0) return ST_LABEL_ISSUE_NO;
-  return -1;
-}
-
-int api_status_mask(const char *s, uint32_t *mask) {
-  char text[256];
-  if (strlen(s) >= sizeof text) return -1;
-  snprintf(text, sizeof text, "%s", s);
-  *mask = 0;
-  char *rest = text;
-  for (char *tok = strsep(&rest, ","); tok; tok = strsep(&rest, ",")) {
-    int st = st_status_parse(tok); /* an empty name (",," or a trailing comma) is unknown too */
-    if (st < 0) return -1;
-    *mask |= 1u << st;
-  }
   return 0;
 }
 
@@ -706,20 +604,6 @@ static void w_run_history(jw *o, const st_dataset *ds, const st_run *r, uint32_t
   JW(o, "}");
 }
 
-int api_sample(http_req *rq, http_resp *resp, const st_dataset **ds, uint32_t *key) {
-  *ds = st_acquire(api_map, rq->params[0]);
-  if (!*ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]), -1;
-  const int64_t k = st_key(*ds, rq->params[1]);
-  if (k < 0) {
-    st_release(*ds);
-    *ds = NULL;
-    return api_fail(resp, rq, P_SAMPLE_NOT_FOUND, NULL, "dataset \"%.80s\" has no sample \"%.80s\"", rq->params[0],
-                    rq->params[1]), -1;
-  }
-  *key = (uint32_t)k;
-  return 0;
-}
-
 static int h_sample(http_req *rq, http_resp *resp) {
   char rb[HTTP_QUERY_MAX];
   const char *run = http_query(rq, "run", rb, sizeof rb);
@@ -760,32 +644,49 @@ static int h_sample(http_req *rq, http_resp *resp) {
 /* ------------------------------------------------------------------ the route table */
 
 #define Q_RANKING "by order run label label_issue min_seen status"
+/* The answers to a path parameter that cannot be decoded: it names no dataset, sample or queue. */
+#define NO_PARAMS {P_NONE, P_NONE}
+#define BAD_DS {P_DATASET_NOT_FOUND, P_NONE}
+#define BAD_DS_SAMPLE {P_DATASET_NOT_FOUND, P_SAMPLE_NOT_FOUND}
+#define BAD_DS_QUEUE {P_DATASET_NOT_FOUND, P_NOT_FOUND}
+/* Binary tensors (Open Inference Protocol): the JSON header's length is in Inference-Header-Content-Length;
+ * the tensors after it are decoded in place, 64-byte aligned for the loss kernels' vector loads. */
+#define TENSORS "Inference-Header-Content-Length", 64
+#define NO_TENSORS NULL, 0
+#define TENSOR_BODY (ROUTE_BODY_JSON | ROUTE_BODY_BINARY)
 
-const api_route api_routes[] = {
-    {"GET", "/livez", h_livez, API_BODY_NONE, ""},
-    {"GET", "/readyz", h_readyz, API_BODY_NONE, ""},
-    {"GET", "/metrics", h_metrics, API_BODY_NONE, ""},
-    {"GET", "/openapi.json", h_openapi, API_BODY_NONE, ""},
-    {"POST", "/v1/loss", h_loss, API_BODY_BINARY, ""},
-    {"GET", "/v1/datasets", h_datasets, API_BODY_NONE, ""},
-    {"GET", "/v1/datasets/{dataset}", h_dataset, API_BODY_NONE, ""},
-    {"DELETE", "/v1/datasets/{dataset}", h_dataset_delete, API_BODY_NONE, ""},
-    {"POST", "/v1/datasets/{dataset}/batches", h_batches, API_BODY_BINARY, ""},
-    {"GET", "/v1/datasets/{dataset}/hard-examples", h_hard_examples, API_BODY_NONE, Q_RANKING " k cursor"},
-    {"GET", "/v1/datasets/{dataset}/samples/{id}", h_sample, API_BODY_NONE, "run"},
-    {"POST", "/v1/datasets/{dataset}/samples/{id}/review", api_review, API_BODY_JSON, ""},
-    {"GET", "/v1/datasets/{dataset}/samples/{id}/reviews", api_reviews, API_BODY_NONE, ""},
-    {"GET", "/v1/datasets/{dataset}/samples/{id}/media", api_media, API_BODY_NONE, ""},
-    {"PUT", "/v1/datasets/{dataset}/samples/{id}/meta", api_meta, API_BODY_JSON, ""},
-    {"GET", "/v1/datasets/{dataset}/relabels", api_relabels, API_BODY_NONE, "since limit"},
-    {"POST", "/v1/datasets/{dataset}/queues", api_queue_create, API_BODY_JSON, ""},
-    {"GET", "/v1/datasets/{dataset}/queues", api_queue_list, API_BODY_NONE, ""},
-    {"GET", "/v1/datasets/{dataset}/queues/{name}", api_queue_get, API_BODY_NONE, "offset limit"},
-    {"DELETE", "/v1/datasets/{dataset}/queues/{name}", api_queue_delete, API_BODY_NONE, ""},
-    {"GET", "/v1/datasets/{dataset}/export", api_export, API_BODY_NONE, "format queue k local_files_root " Q_RANKING},
-    {"GET", "/v1/datasets/{dataset}/datamap", api_datamap, API_BODY_NONE, "run bins x0 x1 y0 y1 limit min_seen"},
-    {"GET", "/ui", api_ui_redirect, API_BODY_NONE, ""},
-    {"GET", "/ui/", api_ui_index, API_BODY_NONE, ""},
-    {"GET", "/ui/{asset}", api_ui_file, API_BODY_NONE, ""},
+/* The probes need no token and are served on --health-listen; the console's files need no token (a
+ * browser loads them without one); every /v1/ route reads or changes the data, so it answers 503
+ * starting while the database loads. A batch names the dataset it creates: a name that cannot be
+ * decoded is 422 bad_name there, and 404 wherever the dataset must exist already. */
+const router_route api_routes[] = {
+    {"GET", "/livez", h_livez, ROUTE_PROBE, "", NO_PARAMS, NO_TENSORS},
+    {"GET", "/readyz", h_readyz, ROUTE_PROBE, "", NO_PARAMS, NO_TENSORS},
+    {"GET", "/metrics", h_metrics, 0, "", NO_PARAMS, NO_TENSORS},
+    {"GET", "/openapi.json", h_openapi, 0, "", NO_PARAMS, NO_TENSORS},
+    {"POST", "/v1/loss", h_loss, ROUTE_DATA | TENSOR_BODY, "", NO_PARAMS, TENSORS},
+    {"GET", "/v1/datasets", h_datasets, ROUTE_DATA, "", NO_PARAMS, NO_TENSORS},
+    {"GET", "/v1/datasets/{dataset}", h_dataset, ROUTE_DATA, "", BAD_DS, NO_TENSORS},
+    {"DELETE", "/v1/datasets/{dataset}", h_dataset_delete, ROUTE_DATA, "", BAD_DS, NO_TENSORS},
+    {"POST", "/v1/datasets/{dataset}/batches", h_batches, ROUTE_DATA | TENSOR_BODY, "", {P_BAD_NAME, P_NONE}, TENSORS},
+    {"GET", "/v1/datasets/{dataset}/hard-examples", h_hard_examples, ROUTE_DATA, Q_RANKING " k cursor", BAD_DS, NO_TENSORS},
+    {"GET", "/v1/datasets/{dataset}/samples/{id}", h_sample, ROUTE_DATA, "run", BAD_DS_SAMPLE, NO_TENSORS},
+    {"POST", "/v1/datasets/{dataset}/samples/{id}/review", api_review, ROUTE_DATA | ROUTE_BODY_JSON, "", BAD_DS_SAMPLE, NO_TENSORS},
+    {"GET", "/v1/datasets/{dataset}/samples/{id}/reviews", api_reviews, ROUTE_DATA, "", BAD_DS_SAMPLE, NO_TENSORS},
+    {"GET", "/v1/datasets/{dataset}/samples/{id}/media", api_media, ROUTE_DATA, "", BAD_DS_SAMPLE, NO_TENSORS},
+    {"PUT", "/v1/datasets/{dataset}/samples/{id}/meta", api_meta, ROUTE_DATA | ROUTE_BODY_JSON, "", BAD_DS_SAMPLE, NO_TENSORS},
+    {"GET", "/v1/datasets/{dataset}/relabels", api_relabels, ROUTE_DATA, "since limit", BAD_DS, NO_TENSORS},
+    {"POST", "/v1/datasets/{dataset}/queues", api_queue_create, ROUTE_DATA | ROUTE_BODY_JSON, "", BAD_DS, NO_TENSORS},
+    {"GET", "/v1/datasets/{dataset}/queues", api_queue_list, ROUTE_DATA, "", BAD_DS, NO_TENSORS},
+    {"GET", "/v1/datasets/{dataset}/queues/{name}", api_queue_get, ROUTE_DATA, "offset limit", BAD_DS_QUEUE, NO_TENSORS},
+    {"DELETE", "/v1/datasets/{dataset}/queues/{name}", api_queue_delete, ROUTE_DATA, "", BAD_DS_QUEUE, NO_TENSORS},
+    {"GET", "/v1/datasets/{dataset}/export", api_export, ROUTE_DATA, "format queue k local_files_root " Q_RANKING, BAD_DS,
+     NO_TENSORS},
+    {"GET", "/v1/datasets/{dataset}/datamap", api_datamap, ROUTE_DATA, "run bins x0 x1 y0 y1 limit min_seen", BAD_DS,
+     NO_TENSORS},
+    {"GET", "/ui", api_ui_redirect, ROUTE_OPEN, "", NO_PARAMS, NO_TENSORS},
+    {"GET", "/ui/", api_ui_index, ROUTE_OPEN, "", NO_PARAMS, NO_TENSORS},
+    {"GET", "/ui/{asset}", api_ui_file, ROUTE_OPEN, "", {P_NOT_FOUND, P_NONE}, NO_TENSORS},
 };
+
 const int api_route_count = (int)(sizeof api_routes / sizeof api_routes[0]);

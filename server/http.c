@@ -1,10 +1,12 @@
-/* http.c — libmicrohttpd glue: limits, body accumulation, routing, suspend/resume, logs, metrics.
+/* http.c — libmicrohttpd glue: limits, body accumulation, auth, suspend/resume, logs, metrics.
  *
  * libmicrohttpd has no body limit and no timeouts by default, and binds every
  * address unless told otherwise: all three are set here from the config. The
  * URL is routed undecoded (the unescape callback is a no-op) so that an id
  * containing %2F stays one path segment; each segment and query value is
- * percent-decoded on its own.
+ * percent-decoded on its own (router.c). The routes are data given to
+ * http_start: this file knows no route, only the flags and fields a route
+ * states (router.h).
  */
 #include "http.h"
 
@@ -22,19 +24,23 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include "api.h"
 #include "log.h"
 #include "jsonstr.h"
 #include "metrics.h"
+#include "router.h"
+#include "watchdog.h"
 
 enum { RQ_RECEIVING = 0, RQ_SUSPENDED, RQ_COMPLETE, RQ_ANSWERED };
 
 static struct MHD_Daemon *daemon_;
-/* --health-listen: a second listener with slots of its own for /livez and /readyz. Its access
+/* --health-listen: a second listener with slots of its own for the probe routes. Its access
  * handler's closure is &health_only, the data listener's NULL. */
 static struct MHD_Daemon *health_daemon;
 static int health_only;
+static char health_refusal[200]; /* what it answers to another path: it names the probes' paths */
 static const config *cfg_; /* main's, which outlives the HTTP threads */
+static const router_route *routes_; /* the table given to http_start, which outlives the HTTP threads */
+static int nroutes_;
 static atomic_int readiness;
 static atomic_int active_requests; /* begun and not yet reported complete by libmicrohttpd */
 static atomic_ullong request_counter;
@@ -48,34 +54,6 @@ static double now_s(void) {
   return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/* Percent-decodes s[0..slen) into out (n bytes); '+' is a space in query
- * values. Returns -1 for a malformed escape, an encoded NUL, or no room. */
-static int pct_decode(const char *s, size_t slen, char *out, size_t n, int plus_space) {
-  size_t j = 0;
-  for (size_t i = 0; i < slen; i++) {
-    char ch = s[i];
-    if (ch == '%') {
-      if (i + 2 >= slen) return -1;
-      int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
-      if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) return -1;
-      ch = (char)(hi * 16 + lo);
-      i += 2;
-    } else if (ch == '+' && plus_space) {
-      ch = ' ';
-    }
-    if (j + 1 >= n) return -1;
-    out[j++] = ch;
-  }
-  out[j] = '\0';
-  return 0;
-}
 
 const char *http_request_header(http_req *rq, const char *name) {
   return MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, name);
@@ -84,7 +62,7 @@ const char *http_request_header(http_req *rq, const char *name) {
 const char *http_query(http_req *rq, const char *name, char *text, size_t n) {
   const char *raw = MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, name);
   if (!raw) return NULL;
-  if (pct_decode(raw, strlen(raw), text, n, 1) != 0) return "";
+  if (router_pct_decode(raw, strlen(raw), text, n, 1) != 0) return "";
   return text;
 }
 
@@ -173,7 +151,6 @@ typedef struct route_stats {
 } route_stats;
 
 static route_stats rstats[MAX_ROUTES + 1]; /* the last: unmatched requests */
-static atomic_ullong ingested_bytes[2], ingested_samples[2]; /* [0] JSON, [1] binary */
 
 static void record(int route, int status, double seconds) {
   route_stats *r = &rstats[route >= 0 && route < MAX_ROUTES ? route : MAX_ROUTES];
@@ -184,11 +161,6 @@ static void record(int route, int status, double seconds) {
   metrics_hist_observe(&r->latency, seconds);
 }
 
-void http_metrics_ingested(int binary, size_t bytes, size_t samples) {
-  atomic_fetch_add(&ingested_bytes[binary != 0], bytes);
-  atomic_fetch_add(&ingested_samples[binary != 0], samples);
-}
-
 static int64_t body_memory_reserved(void);
 
 void http_metrics_write(buf *o) {
@@ -196,9 +168,9 @@ void http_metrics_write(buf *o) {
              "# HELP focald_http_requests_total HTTP requests answered, by route, method and status.\n"
              "# TYPE focald_http_requests_total counter\n");
   for (int r = 0; r <= MAX_ROUTES; r++) {
-    if (r < MAX_ROUTES && r >= api_route_count) r = MAX_ROUTES; /* then the unmatched requests' slot */
-    const char *pat = r < MAX_ROUTES ? api_routes[r].pattern : "unmatched";
-    const char *method = r < MAX_ROUTES ? api_routes[r].method : "";
+    if (r < MAX_ROUTES && r >= nroutes_) r = MAX_ROUTES; /* then the unmatched requests' slot */
+    const char *pat = r < MAX_ROUTES ? routes_[r].pattern : "unmatched";
+    const char *method = r < MAX_ROUTES ? routes_[r].method : "";
     for (size_t s = 0; s < NSTATUS; s++) {
       unsigned long long n = atomic_load(&rstats[r].count[s]);
       if (!n) continue;
@@ -210,24 +182,16 @@ void http_metrics_write(buf *o) {
              "# HELP focald_http_request_duration_seconds Time from the request's first byte to the response, by route.\n"
              "# TYPE focald_http_request_duration_seconds histogram\n");
   for (int r = 0; r <= MAX_ROUTES; r++) {
-    if (r < MAX_ROUTES && r >= api_route_count) r = MAX_ROUTES;
+    if (r < MAX_ROUTES && r >= nroutes_) r = MAX_ROUTES;
     if (!metrics_hist_count(&rstats[r].latency)) continue;
     char labels[160];
-    snprintf(labels, sizeof labels, "route=\"%s\",method=\"%s\"", r < MAX_ROUTES ? api_routes[r].pattern : "unmatched",
-             r < MAX_ROUTES ? api_routes[r].method : "");
+    snprintf(labels, sizeof labels, "route=\"%s\",method=\"%s\"", r < MAX_ROUTES ? routes_[r].pattern : "unmatched",
+             r < MAX_ROUTES ? routes_[r].method : "");
     metrics_hist_write(o, "focald_http_request_duration_seconds", labels, &rstats[r].latency);
   }
-  static const char *const formats[2] = {"json", "binary"};
-  buf_printf(o,
-             "# HELP focald_ingested_bytes_total Body bytes of scoring requests that were decoded, by body format.\n"
-             "# TYPE focald_ingested_bytes_total counter\n");
-  for (int f = 0; f < 2; f++)
-    buf_printf(o, "focald_ingested_bytes_total{format=\"%s\"} %llu\n", formats[f], atomic_load(&ingested_bytes[f]));
-  buf_printf(o,
-             "# HELP focald_ingested_samples_total Samples of scoring requests that were decoded, by body format.\n"
-             "# TYPE focald_ingested_samples_total counter\n");
-  for (int f = 0; f < 2; f++)
-    buf_printf(o, "focald_ingested_samples_total{format=\"%s\"} %llu\n", formats[f], atomic_load(&ingested_samples[f]));
+}
+
+void http_body_metrics_write(buf *o) {
   buf_printf(o,
              "# HELP focald_body_memory_reserved_bytes Memory reserved by the request bodies in flight, as estimated "
              "against --body-memory.\n"
@@ -237,36 +201,6 @@ void http_metrics_write(buf *o) {
              "# TYPE focald_body_memory_limit_bytes gauge\n"
              "focald_body_memory_limit_bytes %lld\n",
              (long long)body_memory_reserved(), (long long)cfg_->body_memory);
-}
-
-/* ------------------------------------------------------------------ routing */
-
-/* Matches path against pattern ("/v1/datasets/{dataset}/batches"); fills params. */
-static int match(const char *pattern, const char *path, http_req *rq) {
-  int np = 0;
-  rq->bad_param = 0;
-  const char *p = pattern, *s = path;
-  while (*p && *s) {
-    if (*p != '/' || *s != '/') return 0;
-    p++;
-    s++;
-    const char *pe = strchr(p, '/'), *se = strchr(s, '/');
-    size_t pl = pe ? (size_t)(pe - p) : strlen(p), sl = se ? (size_t)(se - s) : strlen(s);
-    if (*p == '{') {
-      if (sl == 0 || np >= 2) return 0;
-      if (pct_decode(s, sl, rq->params[np], sizeof rq->params[np], 0) != 0) {
-        /* a malformed escape, %00 or a segment too long: the route is right, the name names nothing */
-        snprintf(rq->params[np], sizeof rq->params[np], "%.*s", (int)(sl < 200 ? sl : 200), s);
-        if (!rq->bad_param) rq->bad_param = np + 1;
-      }
-      np++;
-    } else if (pl != sl || strncmp(p, s, pl) != 0) {
-      return 0;
-    }
-    p += pl;
-    s += sl;
-  }
-  return *p == '\0' && *s == '\0';
 }
 
 /* ------------------------------------------------------------------ request lifecycle */
@@ -367,40 +301,25 @@ static enum MHD_Result respond(struct MHD_Connection *conn, http_req *rq, http_r
   return r;
 }
 
-static int route_index(const http_req *rq);
-
+/* Answers a problem of code with detail; Accept-Post goes with a 415, listing the bodies the route takes. */
 static enum MHD_Result send_problem(struct MHD_Connection *conn, http_req *rq, problem_code code, const char *detail) {
   problem p;
   http_resp out = {0};
   problem_set(&p, code, NULL, "%s", detail);
   http_problem(&out, rq, &p);
   if (code == P_UNSUPPORTED_MEDIA_TYPE) {
-    const int ri = route_index(rq);
-    const int binary = ri >= 0 && api_routes[ri].body == API_BODY_BINARY;
+    const int ri = rq->route_index;
+    const int binary = ri >= 0 && (routes_[ri].flags & ROUTE_BODY_BINARY);
     http_header(&out, "Accept-Post", binary ? "application/json, application/octet-stream" : "application/json");
   }
   return respond(conn, rq, &out);
 }
 
-/* Index of the route for method and path; -1 none; -2 the path exists with other methods (allow filled).
- * HEAD is GET without the body (RFC 9110 section 9.3.2): libmicrohttpd leaves the body out. */
-static int find_route(const char *method, const char *path, http_req *rq, char *allow, size_t an) {
-  int path_found = 0;
-  const char *want = strcmp(method, "HEAD") == 0 ? "GET" : method;
-  allow[0] = '\0';
-  for (int i = 0; i < api_route_count; i++) {
-    if (!match(api_routes[i].pattern, path, rq)) continue;
-    if (strcmp(api_routes[i].method, want) == 0) return i;
-    path_found = 1;
-    size_t l = strlen(allow);
-    const int get = strcmp(api_routes[i].method, "GET") == 0;
-    snprintf(allow + l, an - l, "%s%s%s", l ? ", " : "", api_routes[i].method, get ? ", HEAD" : "");
-  }
-  return path_found ? -2 : -1;
-}
-
-static int route_index(const http_req *rq) {
-  return rq->route_index;
+/* Answers the problem p (which names its own field). */
+static enum MHD_Result answer_problem(struct MHD_Connection *conn, http_req *rq, const problem *p) {
+  http_resp out = {0};
+  http_problem(&out, rq, p);
+  return respond(conn, rq, &out);
 }
 
 /* The query's parameters checked against those the route takes: a parameter the route does not
@@ -429,7 +348,7 @@ static enum MHD_Result check_query_arg(void *cls, enum MHD_ValueKind kind, const
       }
       q->seen |= 1u << i;
       char text[HTTP_QUERY_MAX];
-      if (!value || pct_decode(value, strlen(value), text, sizeof text, 1) != 0) {
+      if (!value || router_pct_decode(value, strlen(value), text, sizeof text, 1) != 0) {
         q->bad = key;
         q->malformed = value ? 1 : 2;
         return MHD_NO;
@@ -444,12 +363,12 @@ static enum MHD_Result check_query_arg(void *cls, enum MHD_ValueKind kind, const
 }
 
 /* Whether the content type is one the route takes. */
-static int content_type_ok(const char *ct, int body) {
+static int content_type_ok(const char *ct, unsigned flags) {
   if (!ct) return 0;
   size_t n = strcspn(ct, ";");
   while (n > 0 && ct[n - 1] == ' ') n--;
   if (n == 16 && strncasecmp(ct, "application/json", 16) == 0) return 1;
-  if (body == API_BODY_BINARY && n == 24 && strncasecmp(ct, "application/octet-stream", 24) == 0) return 1;
+  if ((flags & ROUTE_BODY_BINARY) && n == 24 && strncasecmp(ct, "application/octet-stream", 24) == 0) return 1;
   return 0;
 }
 
@@ -526,15 +445,13 @@ void http_close_gate(void) {
   pthread_rwlock_unlock(&gate);
 }
 
-static void track_request(struct MHD_Connection *conn, int in_request);
-static void track_body(struct MHD_Connection *conn, size_t n, int done);
-
-/* The headers that decide how a request is read and whose it is: how many of each, the last
- * Transfer-Encoding, and whether a field name has whitespace in it. */
+/* The headers that decide how a request is read and whose it is: how many of each (a route's
+ * head_header counted as one), the last Transfer-Encoding, and whether a field name has whitespace in it. */
 typedef struct framing {
-  int content_length, transfer_encoding, inference_header, authorization;
+  int content_length, transfer_encoding, head_header, authorization;
   int spaced_name;
   const char *coding;
+  const char *head_name; /* the route table's spelling of the head_header seen */
 } framing;
 
 static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
@@ -545,7 +462,11 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
     f->transfer_encoding++;
     f->coding = value;
   }
-  if (strcasecmp(key, "Inference-Header-Content-Length") == 0) f->inference_header++;
+  const char *head = router_head_header(routes_, nroutes_, key);
+  if (head) {
+    f->head_header++;
+    f->head_name = head;
+  }
   if (strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION) == 0) f->authorization++;
   if (strpbrk(key, " \t")) f->spaced_name = 1;
   return MHD_YES;
@@ -556,8 +477,9 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
  * servers in a row, which is how requests are smuggled. So could a field name with whitespace before
  * its colon ("Transfer-Encoding : chunked"), which RFC 9112 section 5.1 requires a server to refuse
  * with 400: a lenient proxy in front may read it as the header this server would not. Two binary
- * header lengths or two credentials leave which one counts to chance. */
-static const char *framing_problem(struct MHD_Connection *conn) {
+ * header lengths (a route's head_header, such as Inference-Header-Content-Length) or two credentials
+ * leave which one counts to chance. */
+static const char *framing_problem(struct MHD_Connection *conn, char *why, size_t n) {
   framing f = {0};
   MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
   if (f.spaced_name) return "a header field name has whitespace in it (or before its colon)";
@@ -566,193 +488,198 @@ static const char *framing_problem(struct MHD_Connection *conn) {
   if (f.transfer_encoding && f.content_length) return "the request has both Content-Length and Transfer-Encoding";
   if (f.transfer_encoding && strcasecmp(f.coding, "chunked") != 0)
     return "Transfer-Encoding must be chunked; other codings are not accepted";
-  if (f.inference_header > 1) return "the request has more than one Inference-Header-Content-Length";
+  if (f.head_header > 1) {
+    snprintf(why, n, "the request has more than one %s", f.head_name);
+    return why;
+  }
   if (f.authorization > 1) return "the request has more than one Authorization";
   return NULL;
 }
 
-/* Compares the Authorization header with the token in time that does not depend on where they differ. */
-static int token_matches(const char *header) {
+int http_token_matches(const char *token, const char *header) {
   static const char scheme[] = "Bearer ";
   if (!header || strncasecmp(header, scheme, sizeof scheme - 1) != 0) return 0;
   const char *given = header + sizeof scheme - 1;
-  const size_t gl = strlen(given), tl = strlen(cfg_->token);
+  const size_t gl = strlen(given), tl = strlen(token);
   unsigned char diff = gl != tl;
-  for (size_t i = 0; i < tl; i++) diff |= (unsigned char)(cfg_->token[i] ^ (i < gl ? given[i] : 0));
+  for (size_t i = 0; i < tl; i++) diff |= (unsigned char)(token[i] ^ (i < gl ? given[i] : 0));
   return diff == 0;
 }
 
-/* Whether the request may go on: no token is configured, the path is a health probe or the console's
- * static files (a browser loads a page without an Authorization header; the console then asks for the
- * token and sends it with every API call), or the token matches. */
-static int authorized(struct MHD_Connection *conn, const char *url) {
-  if (!cfg_->token[0] || strcmp(url, "/livez") == 0 || strcmp(url, "/readyz") == 0) return 1;
-  if (strcmp(url, "/ui") == 0 || (strncmp(url, "/ui/", 4) == 0 && !strchr(url + 4, '/'))) return 1; /* one segment */
-  return token_matches(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
+/* Whether the request may go on: no token is configured, every route of its path is a health probe or
+ * open (the console's static files: a browser loads a page without an Authorization header; the console
+ * then asks for the token and sends it with every API call), or the token matches. */
+static int authorized(struct MHD_Connection *conn, unsigned path_flags) {
+  if (!cfg_->token[0] || (path_flags & (ROUTE_PROBE | ROUTE_OPEN))) return 1;
+  return http_token_matches(cfg_->token, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
 }
 
-static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                      const char *version, const char *upload_data, size_t *upload_data_size,
-                                      void **con_cls) {
-  (void)version;
-  http_req *rq = *con_cls;
-  if (!rq) {
-    rq = calloc(1, sizeof *rq);
-    if (!rq) return MHD_NO;
-    *con_cls = rq;
-    atomic_fetch_add(&active_requests, 1);
-    rq->t0 = now_s();
-    rq->method = method;
-    rq->path = url;
-    rq->conn = conn;
-    rq->inference_header_length = -1;
-    rq->route_index = -1;
-    track_request(conn, 1);
-    new_request_id(rq, conn);
-    const char *ambiguous = framing_problem(conn);
-    if (ambiguous) return send_problem(conn, rq, P_BAD_REQUEST, ambiguous);
-    char allow[64];
-    int ri = find_route(method, url, rq, allow, sizeof allow);
-    if (!authorized(conn, url)) {
-      /* counted and logged under the route asked for, answered alike whether it exists or not */
-      if (ri >= 0) rq->route_index = ri, rq->route = api_routes[ri].pattern;
-      return send_problem(conn, rq, P_UNAUTHORIZED, "send the token as Authorization: Bearer <token>");
-    }
-    if (cls == &health_only && ri != -1 && strcmp(url, "/livez") != 0 && strcmp(url, "/readyz") != 0)
-      return send_problem(conn, rq, P_NOT_FOUND, "this listener (--health-listen) answers /livez and /readyz only");
-    if (ri == -1) return send_problem(conn, rq, P_NOT_FOUND, "no such route; see /openapi.json");
-    if (ri == -2) {
-      problem p;
-      http_resp out = {0};
-      problem_set(&p, P_METHOD_NOT_ALLOWED, NULL, "%s is not allowed here; allowed: %s", method, allow);
-      http_problem(&out, rq, &p);
-      http_header(&out, "Allow", allow);
-      return respond(conn, rq, &out);
-    }
-    const api_route *route = &api_routes[ri];
-    rq->route = route->pattern;
-    rq->route_index = ri;
-    query_check qc = {route->query, 0, NULL, 0, 0};
-    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, check_query_arg, &qc);
-    if (qc.bad) {
-      problem p;
-      http_resp out = {0};
-      if (qc.repeated)
-        problem_set(&p, P_BAD_QUERY, qc.bad, "the query parameter \"%.64s\" is given more than once", qc.bad);
-      else if (qc.malformed == 2)
-        problem_set(&p, P_BAD_QUERY, qc.bad, "the query parameter \"%.64s\" has no value (write %.64s=...)", qc.bad, qc.bad);
-      else if (qc.malformed)
-        problem_set(&p, P_BAD_QUERY, qc.bad,
-                    "the query parameter \"%.64s\" is not valid percent-encoding, or is longer than %d bytes decoded", qc.bad,
-                    HTTP_QUERY_MAX - 1);
-      else if (route->query[0])
-        problem_set(&p, P_BAD_QUERY, qc.bad, "unknown query parameter \"%.64s\"; this route takes: %s", qc.bad,
-                    route->query);
-      else
-        problem_set(&p, P_BAD_QUERY, qc.bad, "unknown query parameter \"%.64s\"; this route takes none", qc.bad);
-      http_problem(&out, rq, &p);
-      return respond(conn, rq, &out);
-    }
-    if (rq->bad_param) {
-      /* a dataset that cannot be named does not exist (and cannot be created); nor can a sample or queue */
-      const int dataset = rq->bad_param == 1 && strstr(route->pattern, "{dataset}") != NULL;
-      const int creates = strcmp(route->pattern, "/v1/datasets/{dataset}/batches") == 0;
-      char d[400];
-      snprintf(d, sizeof d, "the path segment \"%.200s\" is not a valid name: a malformed %%-escape, an encoded NUL, or too long",
-               rq->params[rq->bad_param - 1]);
-      return send_problem(conn, rq,
-                          dataset ? (creates ? P_BAD_NAME : P_DATASET_NOT_FOUND)
-                                  : (strstr(route->pattern, "{id}") ? P_SAMPLE_NOT_FOUND : P_NOT_FOUND),
-                          d);
-    }
-    if (route->body) {
-      const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-      rq->content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-      if (!content_type_ok(rq->content_type, route->body))
-        return send_problem(conn, rq, P_UNSUPPORTED_MEDIA_TYPE,
-                            route->body == API_BODY_BINARY
-                                ? "the body must be application/json or application/octet-stream (binary tensors)"
-                                : "the body must be application/json");
-      const char *ihl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Inference-Header-Content-Length");
-      if (ihl) {
-        char *end;
-        long long v = strtoll(ihl, &end, 10);
-        rq->inference_header_length = (*end || v < 0) ? -2 : v;
-      }
-      if (cl) {
-        char *end;
-        unsigned long long v = strtoull(cl, &end, 10);
-        if (*end || v > (unsigned long long)cfg_->max_body) {
-          char d[160];
-          snprintf(d, sizeof d, "the body is %s bytes; the limit is %lld (--max-body)", cl, (long long)cfg_->max_body);
-          return send_problem(conn, rq, P_BODY_TOO_LARGE, d);
-        }
-        if (body_reserve(rq, v) != 0) {
-          char d[200];
-          snprintf(d, sizeof d, "the request bodies being decoded would take more than --body-memory (%lld bytes) "
-                   "with this one's; retry shortly", (long long)cfg_->body_memory);
-          return send_problem(conn, rq, P_OVERLOADED, d);
-        }
-        /* a binary body's tensors start after its JSON header: pad so that they are 64-byte aligned */
-        size_t pad = rq->inference_header_length > 0 ? (size_t)((64 - rq->inference_header_length % 64) % 64) : 0;
-        rq->cap = (size_t)v;
-        rq->buf_base = aligned_alloc(64, (pad + rq->cap + 1 + 63) / 64 * 64);
-        if (!rq->buf_base) return send_problem(conn, rq, P_BODY_TOO_LARGE, "no memory for a body this large now");
-        rq->buf = rq->buf_base + pad;
-      } else if (rq->content_type && strncasecmp(rq->content_type, "application/octet-stream", 24) == 0) {
-        return send_problem(conn, rq, P_LENGTH_REQUIRED, "a binary body needs a Content-Length");
-      }
-    }
+/* ------------------------------------------------------------------ the request's phases
+ *
+ * libmicrohttpd calls the access handler once with the headers (no body yet),
+ * once per piece of the body, and once more when the body is complete (again
+ * after a resume). Each call goes to its phase: begin_request decides from the
+ * headers alone what can be decided (route, token, query, path parameters,
+ * body type and size) and prepares the body's buffer; receive_body keeps the
+ * body, counting and dropping what passes the limits; complete_request runs
+ * the handler, or builds the answer of one that was suspended. */
+
+/* The query problem of the request's route, in *p: a parameter the route does not take, one given
+ * twice, one without a value or that cannot be decoded. Returns 1 when there is one, else 0. */
+static int query_problem(struct MHD_Connection *conn, const router_route *route, problem *p /* OUT */) {
+  query_check qc = {route->query, 0, NULL, 0, 0};
+  MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, check_query_arg, &qc);
+  if (!qc.bad) return 0;
+  if (qc.repeated)
+    problem_set(p, P_BAD_QUERY, qc.bad, "the query parameter \"%.64s\" is given more than once", qc.bad);
+  else if (qc.malformed == 2)
+    problem_set(p, P_BAD_QUERY, qc.bad, "the query parameter \"%.64s\" has no value (write %.64s=...)", qc.bad, qc.bad);
+  else if (qc.malformed)
+    problem_set(p, P_BAD_QUERY, qc.bad,
+                "the query parameter \"%.64s\" is not valid percent-encoding, or is longer than %d bytes decoded", qc.bad,
+                HTTP_QUERY_MAX - 1);
+  else if (route->query[0])
+    problem_set(p, P_BAD_QUERY, qc.bad, "unknown query parameter \"%.64s\"; this route takes: %s", qc.bad, route->query);
+  else
+    problem_set(p, P_BAD_QUERY, qc.bad, "unknown query parameter \"%.64s\"; this route takes none", qc.bad);
+  return 1;
+}
+
+/* The body's headers checked against what the route takes (type, length, --max-body, --body-memory),
+ * and its buffer allocated when its length is known. Returns MHD_YES to read the body, or answers. */
+static enum MHD_Result begin_body(struct MHD_Connection *conn, http_req *rq, const router_route *route) {
+  const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+  rq->content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+  if (!content_type_ok(rq->content_type, route->flags))
+    return send_problem(conn, rq, P_UNSUPPORTED_MEDIA_TYPE,
+                        (route->flags & ROUTE_BODY_BINARY)
+                            ? "the body must be application/json or application/octet-stream (binary tensors)"
+                            : "the body must be application/json");
+  const char *head = route->head_header ? MHD_lookup_connection_value(conn, MHD_HEADER_KIND, route->head_header) : NULL;
+  if (head) {
+    char *end;
+    long long v = strtoll(head, &end, 10);
+    rq->body_head_len = (*end || v < 0) ? -2 : v;
+  }
+  if (!cl) {
+    if (rq->content_type && strncasecmp(rq->content_type, "application/octet-stream", 24) == 0)
+      return send_problem(conn, rq, P_LENGTH_REQUIRED, "a binary body needs a Content-Length");
     return MHD_YES;
   }
-  if (*upload_data_size != 0) {
-    /* body bytes: kept until the limit, then counted and dropped */
-    size_t n = *upload_data_size;
-    *upload_data_size = 0;
-    track_body(conn, n, 0);
-    if (rq->too_large || rq->over_budget) {
-      /* libmicrohttpd answers only once the upload ends: a chunked body past the limit is read and
-       * dropped so that the client gets its 413 (or 503), but no further than the limit again, then cut off */
-      rq->dropped += n;
-      return rq->dropped > (uint64_t)cfg_->max_body ? MHD_NO : MHD_YES;
-    }
-    if (rq->state != RQ_RECEIVING) return MHD_YES;
-    if (rq->len + n > (size_t)cfg_->max_body) {
-      rq->too_large = 1;
+  char *end;
+  unsigned long long v = strtoull(cl, &end, 10);
+  if (*end || v > (unsigned long long)cfg_->max_body) {
+    char d[160];
+    snprintf(d, sizeof d, "the body is %s bytes; the limit is %lld (--max-body)", cl, (long long)cfg_->max_body);
+    return send_problem(conn, rq, P_BODY_TOO_LARGE, d);
+  }
+  if (body_reserve(rq, v) != 0) {
+    char d[200];
+    snprintf(d, sizeof d, "the request bodies being decoded would take more than --body-memory (%lld bytes) "
+             "with this one's; retry shortly", (long long)cfg_->body_memory);
+    return send_problem(conn, rq, P_OVERLOADED, d);
+  }
+  /* the part after the body's head is decoded in place: pad so that it starts aligned as the route asks */
+  const size_t align = route->body_align;
+  size_t pad = align && rq->body_head_len > 0 ? (size_t)((align - (uint64_t)rq->body_head_len % align) % align) : 0;
+  rq->cap = (size_t)v;
+  rq->buf_base = aligned_alloc(64, (pad + rq->cap + 1 + 63) / 64 * 64);
+  if (!rq->buf_base) return send_problem(conn, rq, P_BODY_TOO_LARGE, "no memory for a body this large now");
+  rq->buf = rq->buf_base + pad;
+  return MHD_YES;
+}
+
+/* The header phase: rq is new. Routes it and refuses at once what its headers condemn; otherwise returns
+ * MHD_YES (its body, if any, comes next). */
+static enum MHD_Result begin_request(int health, struct MHD_Connection *conn, http_req *rq) {
+  const char *url = rq->path, *method = rq->method;
+  char why[128];
+  const char *ambiguous = framing_problem(conn, why, sizeof why);
+  if (ambiguous) return send_problem(conn, rq, P_BAD_REQUEST, ambiguous);
+  router_match m;
+  const int ri = router_find(routes_, nroutes_, method, url, &m);
+  memcpy(rq->params, m.params, sizeof rq->params);
+  rq->bad_param = m.bad_param;
+  if (!authorized(conn, m.path_flags)) {
+    /* counted and logged under the route asked for, answered alike whether it exists or not */
+    if (ri >= 0) rq->route_index = ri, rq->route = routes_[ri].pattern;
+    return send_problem(conn, rq, P_UNAUTHORIZED, "send the token as Authorization: Bearer <token>");
+  }
+  if (health && ri != -1 && !(m.path_flags & ROUTE_PROBE))
+    return send_problem(conn, rq, P_NOT_FOUND, health_refusal);
+  if (ri == -1) return send_problem(conn, rq, P_NOT_FOUND, "no such route; see /openapi.json");
+  problem p;
+  if (ri == -2) {
+    http_resp out = {0};
+    problem_set(&p, P_METHOD_NOT_ALLOWED, NULL, "%s is not allowed here; allowed: %s", method, m.allow);
+    http_problem(&out, rq, &p);
+    http_header(&out, "Allow", m.allow);
+    return respond(conn, rq, &out);
+  }
+  const router_route *route = &routes_[ri];
+  rq->route = route->pattern;
+  rq->route_index = ri;
+  if (query_problem(conn, route, &p)) return answer_problem(conn, rq, &p);
+  if (rq->bad_param) {
+    /* a name that cannot be decoded names nothing: the route says what that is (a 404, or bad_name) */
+    char d[400];
+    snprintf(d, sizeof d, "the path segment \"%.200s\" is not a valid name: a malformed %%-escape, an encoded NUL, or too long",
+             rq->params[rq->bad_param - 1]);
+    return send_problem(conn, rq, route->bad_param[rq->bad_param - 1], d);
+  }
+  if (route->flags & (ROUTE_BODY_JSON | ROUTE_BODY_BINARY)) return begin_body(conn, rq, route);
+  return MHD_YES;
+}
+
+/* The body phase: n more bytes of rq's body, kept until the limit, then counted and dropped. */
+static enum MHD_Result receive_body(struct MHD_Connection *conn, http_req *rq, const char *data, size_t n) {
+  watchdog_body(conn, n, 0);
+  if (rq->too_large || rq->over_budget) {
+    /* libmicrohttpd answers only once the upload ends: a chunked body past the limit is read and
+     * dropped so that the client gets its 413 (or 503), but no further than the limit again, then cut off */
+    rq->dropped += n;
+    return rq->dropped > (uint64_t)cfg_->max_body ? MHD_NO : MHD_YES;
+  }
+  if (rq->state != RQ_RECEIVING) return MHD_YES;
+  if (rq->len + n > (size_t)cfg_->max_body) {
+    rq->too_large = 1;
+    rq->dropped = n;
+    return MHD_YES;
+  }
+  if (rq->len + n > rq->cap) {
+    /* a chunked body reserves its share of --body-memory as it grows */
+    if (body_reserve(rq, rq->len + n) != 0) {
+      rq->over_budget = 1;
       rq->dropped = n;
+      free(rq->buf_base);
+      rq->buf = rq->buf_base = NULL;
+      rq->len = rq->cap = 0;
       return MHD_YES;
     }
-    if (rq->len + n > rq->cap) {
-      /* a chunked body reserves its share of --body-memory as it grows */
-      if (body_reserve(rq, rq->len + n) != 0) {
-        rq->over_budget = 1;
-        rq->dropped = n;
-        free(rq->buf_base);
-        rq->buf = rq->buf_base = NULL;
-        rq->len = rq->cap = 0;
-        return MHD_YES;
-      }
-      size_t want = rq->cap ? rq->cap * 2 : 65536;
-      while (want < rq->len + n) want *= 2;
-      if (want > (size_t)cfg_->max_body) want = (size_t)cfg_->max_body;
-      /* bodies without a Content-Length (chunked JSON) grow here, unpadded */
-      char *nb = realloc(rq->buf_base, want + 1);
-      if (!nb) {
-        rq->too_large = 1;
-        return MHD_YES;
-      }
-      rq->buf = rq->buf_base = nb;
-      rq->cap = want;
+    size_t want = rq->cap ? rq->cap * 2 : 65536;
+    while (want < rq->len + n) want *= 2;
+    if (want > (size_t)cfg_->max_body) want = (size_t)cfg_->max_body;
+    /* bodies without a Content-Length (chunked JSON) grow here, unpadded */
+    char *nb = realloc(rq->buf_base, want + 1);
+    if (!nb) {
+      rq->too_large = 1;
+      return MHD_YES;
     }
-    memcpy(rq->buf + rq->len, upload_data, n);
-    rq->len += n;
-    return MHD_YES;
+    rq->buf = rq->buf_base = nb;
+    rq->cap = want;
   }
-  /* the whole request is here (or we were resumed) */
-  track_body(conn, 0, 1);
+  memcpy(rq->buf + rq->len, data, n);
+  rq->len += n;
+  return MHD_YES;
+}
+
+/* The completion phase: the whole request is here (or it was resumed). Answers what the body phase
+ * refused, or runs the route's handler inside the gate, or builds a resumed request's answer. */
+static enum MHD_Result complete_request(struct MHD_Connection *conn, http_req *rq) {
+  watchdog_body(conn, 0, 1);
   if (rq->state == RQ_ANSWERED) return MHD_YES;
   if (rq->state == RQ_SUSPENDED) return MHD_YES; /* spurious: wait for http_complete */
-  int ri = route_index(rq);
+  const int ri = rq->route_index;
   http_resp out = {0};
   if (rq->state == RQ_COMPLETE) {
     rq->finish(rq, &out);
@@ -773,7 +700,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
   rq->body = rq->buf ? rq->buf : "";
   if (ri < 0) return send_problem(conn, rq, P_INTERNAL, "route lost");
   /* while the database loads, the data routes answer 503 starting: an answer from half a state is no answer */
-  if (http_readiness() == HTTP_STARTING && strncmp(api_routes[ri].pattern, "/v1/", 4) == 0)
+  if (http_readiness() == HTTP_STARTING && (routes_[ri].flags & ROUTE_DATA))
     return send_problem(conn, rq, P_STARTING, "loading the database; retry shortly");
   /* handlers run inside the gate: once main closes it to free the store, none is running or starts */
   pthread_rwlock_rdlock(&gate);
@@ -781,11 +708,42 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     pthread_rwlock_unlock(&gate);
     return send_problem(conn, rq, P_DRAINING, "shutting down");
   }
-  int rc = api_routes[ri].fn(rq, &out);
+  int rc = routes_[ri].fn(rq, &out);
   pthread_rwlock_unlock(&gate);
   if (rc == HTTP_ASYNC) return MHD_YES;
   return respond(conn, rq, &out);
 }
+
+/* libmicrohttpd's access handler: sends each call to its phase. Its closure is &health_only on the
+ * health listener. */
+static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                      const char *version, const char *upload_data, size_t *upload_data_size,
+                                      void **con_cls) {
+  (void)version;
+  http_req *rq = *con_cls;
+  if (!rq) {
+    rq = calloc(1, sizeof *rq);
+    if (!rq) return MHD_NO;
+    *con_cls = rq;
+    atomic_fetch_add(&active_requests, 1);
+    rq->t0 = now_s();
+    rq->method = method;
+    rq->path = url;
+    rq->conn = conn;
+    rq->body_head_len = -1;
+    rq->route_index = -1;
+    watchdog_request(conn, 1);
+    new_request_id(rq, conn);
+    return begin_request(cls == &health_only, conn, rq);
+  }
+  if (*upload_data_size != 0) {
+    size_t n = *upload_data_size;
+    *upload_data_size = 0;
+    return receive_body(conn, rq, upload_data, n);
+  }
+  return complete_request(conn, rq);
+}
+
 
 void http_suspend(http_req *rq) {
   rq->state = RQ_SUSPENDED;
@@ -801,11 +759,11 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, en
   (void)cls;
   http_req *rq = *con_cls;
   if (!rq) return;
-  track_request(conn, 0);
+  watchdog_request(conn, 0);
   double secs = now_s() - rq->t0;
   int status = rq->state == RQ_ANSWERED ? rq->status : 499; /* the client went away first */
   if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && rq->state == RQ_ANSWERED && status < 400) status = rq->status;
-  record(route_index(rq), status, secs);
+  record(rq->route_index, status, secs);
   log_request(rq->request_id, rq->method, rq->route ? rq->route : rq->path, status, secs * 1e3, rq->len);
   if (rq->cleanup) rq->cleanup(rq); /* before the body: a request's tensors may point into it */
   free(rq->buf_base);
@@ -825,121 +783,6 @@ int http_wait_idle(int timeout_ms) {
   return 0;
 }
 
-/* ------------------------------------------------------------------ header and body deadlines
- *
- * libmicrohttpd's --connection-timeout is an idle timeout: a client that sends
- * one byte every few seconds is never idle, and enough of them hold every
- * connection slot (slowloris). So each connection also has deadlines: its
- * request's headers must be complete within --connection-timeout of the
- * connection opening or of its previous answer, and its body must then arrive
- * at --min-body-rate on average, after a first --connection-timeout of grace
- * (a body of B bytes has connection_timeout + B / rate seconds). A watchdog
- * thread shuts down the socket of a connection past either; libmicrohttpd then
- * sees the end of the stream and closes the connection as usual (it cannot
- * answer in the middle of an upload). libmicrohttpd reports a connection
- * closed before it closes the socket, so the watchdog never touches a
- * descriptor that was closed and reused. */
-
-typedef struct tracked {
-  int fd;
-  double since;   /* opened, or last answered; in a request: its headers complete */
-  int in_request; /* headers complete: the request is being served */
-  int receiving;  /* in a request whose body is still arriving */
-  uint64_t received; /* its body bytes so far */
-  int cut;        /* shut down already */
-  struct tracked *prev, *next;
-} tracked;
-
-static pthread_mutex_t track_lock = PTHREAD_MUTEX_INITIALIZER;
-static tracked *track_head;
-static pthread_t watchdog;
-static int watchdog_running, watchdog_stop;
-static pthread_cond_t watchdog_wake = PTHREAD_COND_INITIALIZER;
-
-static void notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-                              enum MHD_ConnectionNotificationCode code) {
-  (void)cls;
-  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    tracked *t = calloc(1, sizeof *t);
-    if (!t || !ci) {
-      free(t);
-      return;
-    }
-    t->fd = ci->connect_fd;
-    t->since = now_s();
-    pthread_mutex_lock(&track_lock);
-    t->next = track_head;
-    if (track_head) track_head->prev = t;
-    track_head = t;
-    pthread_mutex_unlock(&track_lock);
-    *socket_context = t;
-  } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
-    tracked *t = *socket_context;
-    pthread_mutex_lock(&track_lock);
-    if (t->prev) t->prev->next = t->next;
-    else track_head = t->next;
-    if (t->next) t->next->prev = t->prev;
-    pthread_mutex_unlock(&track_lock);
-    free(t);
-    *socket_context = NULL;
-  }
-}
-
-/* Marks conn's request as under way (1: headers complete) or finished (0: the next one's deadline starts). */
-static void track_request(struct MHD_Connection *conn, int in_request) {
-  const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-  tracked *t = ci ? ci->socket_context : NULL;
-  if (!t) return;
-  pthread_mutex_lock(&track_lock);
-  t->in_request = in_request;
-  t->receiving = in_request;
-  t->received = 0;
-  t->since = now_s();
-  pthread_mutex_unlock(&track_lock);
-}
-
-/* Notes n more body bytes of conn's request, or (done) that its body is complete. */
-static void track_body(struct MHD_Connection *conn, size_t n, int done) {
-  const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-  tracked *t = ci ? ci->socket_context : NULL;
-  if (!t) return;
-  pthread_mutex_lock(&track_lock);
-  t->received += n;
-  if (done) t->receiving = 0;
-  pthread_mutex_unlock(&track_lock);
-}
-
-static void *watchdog_main(void *arg) {
-  (void)arg;
-  pthread_mutex_lock(&track_lock);
-  while (!watchdog_stop) {
-    const double now = now_s();
-    for (tracked *t = track_head; t; t = t->next) {
-      if (t->cut || now - t->since <= cfg_->connection_timeout) continue;
-      if (t->in_request) {
-        /* a request being served is cut only while its body is late */
-        if (!t->receiving || cfg_->min_body_rate <= 0) continue;
-        if (now - t->since <= cfg_->connection_timeout + (double)t->received / (double)cfg_->min_body_rate) continue;
-      }
-      shutdown(t->fd, SHUT_RDWR);
-      t->cut = 1;
-    }
-    pthread_mutex_unlock(&track_lock);
-    maybe_trim(now);
-    pthread_mutex_lock(&track_lock);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 250000000;
-    if (ts.tv_nsec >= 1000000000) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000;
-    }
-    pthread_cond_timedwait(&watchdog_wake, &track_lock, &ts);
-  }
-  pthread_mutex_unlock(&track_lock);
-  return NULL;
-}
 
 /* Routing works on the raw URL; values are decoded one by one (see the file header). */
 static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s) {
@@ -1029,12 +872,35 @@ int http_readiness(void) {
   return atomic_load(&readiness);
 }
 
-int http_start(const config *cfg) {
+/* The health listener's answer to a path that is not a probe's, naming the probe routes' paths
+ * ("... answers /livez and /readyz only"). */
+static void name_probes(char *out, size_t n) {
+  int nprobes = 0, k = 0;
+  for (int i = 0; i < nroutes_; i++) nprobes += (routes_[i].flags & ROUTE_PROBE) != 0;
+  size_t l = (size_t)snprintf(out, n, "this listener (--health-listen) answers ");
+  for (int i = 0; i < nroutes_ && l < n; i++) {
+    if (!(routes_[i].flags & ROUTE_PROBE)) continue;
+    const char *sep = k == 0 ? "" : k == nprobes - 1 ? " and " : ", ";
+    l += (size_t)snprintf(out + l, n - l, "%s%s", sep, routes_[i].pattern);
+    k++;
+  }
+  if (l < n) snprintf(out + l, n - l, " only");
+}
+
+int http_start(const config *cfg, const router_route *routes, int nroutes) {
   cfg_ = cfg;
-  if (api_route_count > MAX_ROUTES) {
-    log_msg(LOG_ERROR, "%d routes, but the metrics have room for %d: raise MAX_ROUTES", api_route_count, MAX_ROUTES);
+  char why[200];
+  if (nroutes > MAX_ROUTES) {
+    log_msg(LOG_ERROR, "%d routes, but the metrics have room for %d: raise MAX_ROUTES", nroutes, MAX_ROUTES);
     return -1;
   }
+  if (router_check(routes, nroutes, why, sizeof why) != 0) {
+    log_kv(LOG_ERROR, "the route table is not valid", "detail", why, NULL);
+    return -1;
+  }
+  routes_ = routes;
+  nroutes_ = nroutes;
+  name_probes(health_refusal, sizeof health_refusal);
   for (int r = 0; r <= MAX_ROUTES; r++) { /* before any HTTP thread exists */
     rstats[r].latency.bounds = latency_bounds;
     rstats[r].latency.nbounds = (int)(sizeof latency_bounds / sizeof latency_bounds[0]);
@@ -1075,7 +941,7 @@ int http_start(const config *cfg) {
       (unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
       /* reads of up to 256 KiB: a binary batch of megabytes arrives in few calls (this also bounds the headers) */
       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024), MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)(64 * 1024),
-      MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_NOTIFY_CONNECTION, notify_connection, NULL,
+      MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_NOTIFY_CONNECTION, watchdog_notify, NULL,
       MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
       cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cert, MHD_OPTION_HTTPS_MEM_KEY, key, MHD_OPTION_END);
   tls_cert_pem = cert;
@@ -1106,20 +972,13 @@ int http_start(const config *cfg) {
       return -1;
     }
   }
-  if (pthread_create(&watchdog, NULL, watchdog_main, NULL) == 0) watchdog_running = 1;
-  else log_kv(LOG_WARN, "no header-deadline watchdog: slow clients are bounded by the idle timeout only", NULL);
+  if (watchdog_start(cfg->connection_timeout, (long long)cfg->min_body_rate, maybe_trim) != 0)
+    log_kv(LOG_WARN, "no header-deadline watchdog: slow clients are bounded by the idle timeout only", NULL);
   return 0;
 }
 
 void http_stop(void) {
-  if (watchdog_running) {
-    pthread_mutex_lock(&track_lock);
-    watchdog_stop = 1;
-    pthread_cond_signal(&watchdog_wake);
-    pthread_mutex_unlock(&track_lock);
-    pthread_join(watchdog, NULL);
-    watchdog_running = 0;
-  }
+  watchdog_stop();
   if (health_daemon) MHD_stop_daemon(health_daemon);
   health_daemon = NULL;
   if (daemon_) MHD_stop_daemon(daemon_);

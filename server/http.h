@@ -1,8 +1,9 @@
-/* http.h — focald's HTTP layer on libmicrohttpd: requests, routes, responses.
+/* http.h — focald's HTTP layer on libmicrohttpd: requests, responses, and the routes it is given.
  *
  * libmicrohttpd's thread pool calls the access handler; http.c accumulates
  * the body (refusing by Content-Length before reading, and by counting bytes
- * for chunked bodies), finds the route and calls its handler on that thread.
+ * for chunked bodies), finds the route in the table given to http_start
+ * (router.h) and calls its handler on that thread.
  * A handler either fills a response at once or starts asynchronous work and
  * returns HTTP_ASYNC: the connection is then suspended until the work calls
  * http_complete (from any thread), and the handler's finish function builds
@@ -17,6 +18,7 @@
 #include "buf.h"
 #include "config.h"
 #include "problem.h"
+#include "router.h"
 
 #define HTTP_ASYNC 1
 #define HTTP_MAX_HEADERS 6 /* extra headers a response can carry (the console's: CSP, nosniff, caching...) */
@@ -59,14 +61,14 @@ struct http_req {
   const char *method;
   const char *path;
   const char *route;          /* the route's pattern, for logs and metrics */
-  int route_index;            /* its index in api_routes, -1 before one matched */
+  int route_index;            /* its index in the route table, -1 before one matched */
   char request_id[65];
-  char params[2][300];        /* path parameters, percent-decoded: {dataset}, {id} */
+  char params[ROUTE_PARAMS][ROUTE_PARAM_MAX]; /* path parameters, percent-decoded: {dataset}, {id} */
   int bad_param;              /* 1 + the index of a parameter that could not be decoded, or 0 */
   const char *body;
   size_t len;
   const char *content_type;
-  int64_t inference_header_length; /* -1 when absent */
+  int64_t body_head_len;      /* the route's head_header (router.h): -1 when absent, -2 when not a length */
   void *conn;                 /* struct MHD_Connection */
   void *async;                /* the handler's work while suspended */
   http_handler finish;        /* builds the response once the work completes */
@@ -90,6 +92,10 @@ struct http_req {
  * into buf, which the HTTP layer refuses before routing when buf is that large,
  * comes back as "" so that no parser takes it for an absent parameter. */
 const char *http_query(http_req *rq, const char *name, char *buf, size_t n);
+
+/* Whether an Authorization header's value is "Bearer " and token, compared in time that does not depend
+ * on where they differ. */
+int http_token_matches(const char *token, const char *header);
 
 /* Returns the value of request header name, or NULL. */
 const char *http_request_header(http_req *rq, const char *name);
@@ -117,11 +123,12 @@ int http_readiness(void);
 
 /* Per-route request counters and latency histograms for /metrics. */
 void http_metrics_write(buf *o);
-/* Counts a decoded scoring request: its body bytes and samples, by body format. */
-void http_metrics_ingested(int binary, size_t bytes, size_t samples);
+/* The memory the request bodies in flight reserve, and its limit (--body-memory), for /metrics. */
+void http_body_metrics_write(buf *o);
 
-/* Starts listening with cfg's address, threads and limits. Returns 0 or -1. */
-int http_start(const config *cfg);
+/* Starts listening with cfg's address, threads and limits, serving routes[0..nroutes) (borrowed:
+ * both outlive http_stop). Returns 0, or -1 (the table is checked first: router_check). */
+int http_start(const config *cfg, const router_route *routes, int nroutes);
 /* Waits up to timeout_ms until every request begun has been answered (its
  * response sent) or dropped by its client. Returns 0, or -1 at the timeout. */
 int http_wait_idle(int timeout_ms);

@@ -18,9 +18,11 @@
  *                 (growing arrays under the dataset's write lock) and applies
  *                 it after (under the write lock); completes jobs.
  *   checkpointer  store.c: passive WAL checkpoints on its own connection.
- *   watchdog      http.c: shuts down connections whose request headers take
- *                 longer than --connection-timeout (slowloris); touches only
- *                 its table of open connections, under that table's lock.
+ *   watchdog      watchdog.c: shuts down connections whose request headers take
+ *                 longer than --connection-timeout, or whose body arrives
+ *                 slower than --min-body-rate (slowloris); touches only its
+ *                 table of open connections, under that table's lock, and
+ *                 calls http.c's trim of freed body memory (atomics only).
  *
  * Signals are blocked in every thread before any is created; main alone
  * receives them with sigwait, so no handler runs on an arbitrary thread.
@@ -45,6 +47,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "api_common.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
@@ -158,7 +161,7 @@ int main(int argc, char **argv) {
   api_init(&cfg, map, st);
   /* listen first: /livez answers and /readyz says "starting" while the database loads */
   http_set_readiness(HTTP_STARTING);
-  if (http_start(&cfg) != 0) return 1;
+  if (http_start(&cfg, api_routes, api_route_count) != 0) return 1;
   log_kv(LOG_INFO, "listening", "listen", cfg.listen, "db", cfg.db, "isa", fl_isa(), NULL);
   if (store_load(st) != 0 || store_start(st) != 0 || work_start(&cfg, st) != 0) {
     http_stop();

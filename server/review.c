@@ -343,7 +343,23 @@ static int strset_has(const strset *s, const char *v) {
   }
 }
 
+/* Adds a copy of v (not in the set yet), first growing the set to twice its slots when it is half
+ * full. Returns 0, or -1 when memory ran out (the set is then as before). */
 static int strset_add(strset *s, const char *v) {
+  if (s->n * 2 >= s->cap) {
+    /* grow the set: rehash into twice the slots */
+    strset bigger = {calloc(s->cap * 2, sizeof(char *)), s->cap * 2, 0};
+    if (!bigger.slot) return -1;
+    for (size_t k = 0; k < s->cap; k++)
+      if (s->slot[k]) {
+        size_t j = idhash(s->slot[k]) & (bigger.cap - 1);
+        while (bigger.slot[j]) j = (j + 1) & (bigger.cap - 1);
+        bigger.slot[j] = s->slot[k];
+        bigger.n++;
+      }
+    free(s->slot);
+    *s = bigger;
+  }
   size_t i = idhash(v) & (s->cap - 1);
   while (s->slot[i]) i = (i + 1) & (s->cap - 1);
   if (!(s->slot[i] = strdup(v))) return -1;
@@ -364,6 +380,44 @@ static char *dedupe_value(const st_dataset *ds, uint32_t key, const char *field,
   if (!m || (v && !json_is_null(v) && !out)) *oom = 1;
   json_decref(m);
   return out;
+}
+
+/* The samples a queue may take, into c (room for every sample): open (or to reconsider), seen often
+ * enough, with the label and label-issue state asked for, each with its score. Returns how many. */
+static uint32_t gather_candidates(const st_dataset *ds, const st_run *run, const queue_params *p, double reconsider,
+                                  cand *c /* OUT */) {
+  uint32_t nc = 0;
+  const uint32_t nsamples = st_nsamples(ds);
+  for (uint32_t k = 0; k < nsamples; k++) {
+    if (st_sample_status(ds, k) != ST_OPEN && !(reconsider > 0 && st_reconsider(ds, k, reconsider))) continue;
+    hist_view v;
+    if (run) {
+      st_history_view(ds, run, k, &v);
+    } else {
+      st_history_all(ds, k, &v);
+    }
+    if (v.seen < p->min_seen || v.seen == 0) continue;
+    int32_t label = st_training_label(ds, run, k);
+    if (p->has_label && label != p->label) continue;
+    if (p->label_issue && (p->label_issue == ST_LABEL_ISSUE_YES) != (v.label_issue != 0)) continue;
+    c[nc++] = (cand){k, (float)hist_view_value(&v, p->by), label};
+  }
+  return nc;
+}
+
+/* Puts the n chosen keys and their scores back in the ranking's order. Returns 0, or -1 when memory
+ * ran out (they are then as they were). */
+static int sort_chosen(uint32_t *keys, float *scores, uint32_t n, order_ctx *oc) {
+  cand *sel = malloc((size_t)(n ? n : 1) * sizeof *sel);
+  if (!sel) return -1;
+  for (uint32_t i = 0; i < n; i++) sel[i] = (cand){keys[i], scores[i], 0};
+  qsort_r(sel, n, sizeof *sel, cmp_cand, oc);
+  for (uint32_t i = 0; i < n; i++) {
+    keys[i] = sel[i].key;
+    scores[i] = sel[i].score;
+  }
+  free(sel);
+  return 0;
 }
 
 int queue_select(const st_dataset *ds, const queue_params *p, double reconsider, uint32_t **keys_out, float **scores_out,
@@ -390,20 +444,7 @@ int queue_select(const st_dataset *ds, const queue_params *p, double reconsider,
     problem_set(err, P_INTERNAL, NULL, "out of memory choosing the queue");
     goto out;
   }
-  for (uint32_t k = 0; k < nsamples; k++) {
-    if (st_sample_status(ds, k) != ST_OPEN && !(reconsider > 0 && st_reconsider(ds, k, reconsider))) continue;
-    hist_view v;
-    if (run) {
-      st_history_view(ds, run, k, &v);
-    } else {
-      st_history_all(ds, k, &v);
-    }
-    if (v.seen < p->min_seen || v.seen == 0) continue;
-    int32_t label = st_training_label(ds, run, k);
-    if (p->has_label && label != p->label) continue;
-    if (p->label_issue && (p->label_issue == ST_LABEL_ISSUE_YES) != (v.label_issue != 0)) continue;
-    c[nc++] = (cand){k, (float)hist_view_value(&v, p->by), label};
-  }
+  nc = gather_candidates(ds, run, p, reconsider, c);
   order_ctx oc = {ds, hist_order_desc((hist_field)p->by, (hist_order)p->order)};
   qsort_r(c, nc, sizeof *c, cmp_cand, &oc);
   /* two passes in ranking order: first each label's minimum, then the hardest of the rest */
@@ -427,24 +468,6 @@ int queue_select(const st_dataset *ds, const queue_params *p, double reconsider,
         continue;
       }
       if (dv) {
-        if (seen.n * 2 >= seen.cap) {
-          /* grow the set: rehash into twice the slots */
-          strset bigger = {calloc(seen.cap * 2, sizeof(char *)), seen.cap * 2, 0};
-          if (!bigger.slot) {
-            free(dv);
-            problem_set(err, P_INTERNAL, NULL, "out of memory choosing the queue");
-            goto out;
-          }
-          for (size_t s = 0; s < seen.cap; s++)
-            if (seen.slot[s]) {
-              size_t j = idhash(seen.slot[s]) & (bigger.cap - 1);
-              while (bigger.slot[j]) j = (j + 1) & (bigger.cap - 1);
-              bigger.slot[j] = seen.slot[s];
-              bigger.n++;
-            }
-          free(seen.slot);
-          seen = bigger;
-        }
         int arc = strset_add(&seen, dv);
         free(dv);
         if (arc) {
@@ -460,19 +483,9 @@ int queue_select(const st_dataset *ds, const queue_params *p, double reconsider,
     }
   }
   /* the queue's order is the ranking's, whichever pass chose a sample */
-  {
-    cand *sel = malloc((size_t)(n ? n : 1) * sizeof *sel);
-    if (!sel) {
-      problem_set(err, P_INTERNAL, NULL, "out of memory choosing the queue");
-      goto out;
-    }
-    for (uint32_t i = 0; i < n; i++) sel[i] = (cand){keys[i], scores[i], 0};
-    qsort_r(sel, n, sizeof *sel, cmp_cand, &oc);
-    for (uint32_t i = 0; i < n; i++) {
-      keys[i] = sel[i].key;
-      scores[i] = sel[i].score;
-    }
-    free(sel);
+  if (sort_chosen(keys, scores, n, &oc) != 0) {
+    problem_set(err, P_INTERNAL, NULL, "out of memory choosing the queue");
+    goto out;
   }
   *keys_out = keys;
   *scores_out = scores;

@@ -77,39 +77,6 @@ static const char *const sql_text[S_COUNT] = {
                      "label_after, note, batch_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
 };
 
-double store__now_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-int64_t store__unix_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_REALTIME, &t);
-  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-int store__exec(sqlite3 *db, const char *sql) {
-  char *msg = NULL;
-  int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
-  if (rc != SQLITE_OK) {
-    log_kv(LOG_ERROR, "sqlite", "sql", sql, "error", msg ? msg : sqlite3_errstr(rc), NULL);
-    sqlite3_free(msg);
-  }
-  return rc;
-}
-
-void store__step_reset(sqlite3_stmt *q) {
-  sqlite3_reset(q);
-  sqlite3_clear_bindings(q);
-}
-
-int store__step_done(sqlite3_stmt *q) {
-  int rc = sqlite3_step(q);
-  store__step_reset(q);
-  return rc == SQLITE_DONE ? SQLITE_OK : rc;
-}
-
 /* mkdir -p of path's directory. */
 static int make_parent(const char *path) {
   char dir[512];
@@ -223,74 +190,6 @@ fail:
 int store_load(store *s) {
   fault_point(FP_LOAD);
   return store__load(s);
-}
-
-/* ------------------------------------------------------------------ SQL helpers */
-
-void store__sql_problem(store *s, wop *op, int rc) {
-  op->failed = 1;
-  if (rc == SQLITE_FULL || (rc & 0xff) == SQLITE_IOERR)
-    problem_set(&op->err, P_STORAGE_FULL, NULL, "the database could not be written (%s); nothing was stored",
-                sqlite3_errstr(rc));
-  else if (rc == SQLITE_NOMEM)
-    problem_set(&op->err, P_INTERNAL, NULL, "out of memory recording the change; nothing was stored");
-  else problem_set(&op->err, P_INTERNAL, NULL, "database error (%s); nothing was stored", sqlite3_errstr(rc));
-  (void)s;
-}
-
-void store__oom(wop *op) {
-  op->failed = 1;
-  problem_set(&op->err, P_INTERNAL, NULL, "out of memory; nothing was stored");
-}
-
-int store__sql_dataset(store *s, const char *name, int create, int64_t *id, int64_t *created_at) {
-  sqlite3_stmt *q = s->st[S_DS_FIND];
-  sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
-  int rc = sqlite3_step(q);
-  if (rc == SQLITE_ROW) {
-    *id = sqlite3_column_int64(q, 0);
-    *created_at = sqlite3_column_int64(q, 1);
-    store__step_reset(q);
-    return SQLITE_OK;
-  }
-  store__step_reset(q);
-  if (rc != SQLITE_DONE) return rc;
-  if (!create) return SQLITE_NOTFOUND;
-  q = s->st[S_DS_INSERT];
-  *created_at = store__unix_ms() / 1000;
-  sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(q, 2, *created_at);
-  rc = store__step_done(q);
-  if (rc != SQLITE_OK) return rc;
-  *id = sqlite3_last_insert_rowid(s->db);
-  return SQLITE_OK;
-}
-
-int store__write_sample(store *s, const st_dataset *ds, uint32_t key) {
-  sqlite3_stmt *q = s->st[S_SAMPLE_UPSERT];
-  const char *meta = st_meta(ds, key), *corrected = st_corrected(ds, key);
-  const float confirm = st_confirm_score(ds, key);
-  sqlite3_bind_int64(q, 1, st_id(ds));
-  sqlite3_bind_int64(q, 2, key);
-  sqlite3_bind_text(q, 3, st_sample_id(ds, key), -1, SQLITE_STATIC);
-  if (meta) sqlite3_bind_text(q, 4, meta, -1, SQLITE_STATIC);
-  sqlite3_bind_int(q, 5, st_sample_status(ds, key));
-  if (corrected) sqlite3_bind_text(q, 6, corrected, -1, SQLITE_STATIC);
-  if (confirm >= 0.0f) sqlite3_bind_double(q, 7, confirm);
-  sqlite3_bind_int64(q, 8, st_meta_seq(ds, key));
-  return store__step_done(q);
-}
-
-int store__write_prefix(store *s, st_dataset *ds, uint32_t key, uint32_t *upto) {
-  const uint32_t from = st_prefix(ds); /* the committed prefix, or further when an op of this group wrote more */
-  *upto = from;
-  for (uint32_t k = from; k <= key; k++) {
-    int rc = store__write_sample(s, ds, k);
-    if (rc != SQLITE_OK) return rc;
-    *upto = k + 1;
-  }
-  if (*upto > from && st_prefix_written(s->map, ds, *upto) != 0) return SQLITE_NOMEM;
-  return SQLITE_OK;
 }
 
 static int sql_run(store *s, int64_t ds_id, const char *name, int32_t classes, int64_t *id, int32_t *have_classes,

@@ -8,9 +8,15 @@
 #include <sqlite3.h>
 #include <stdatomic.h>
 
+#include "config.h"
 #include "faultpoint.h"
+#include "job.h"
 #include "metrics.h"
-#include "store.h"
+#include "state.h"
+
+/* store.h's handle, declared again here: the parts of the store include this header, not store.h (the
+ * public side, which store.c implements with their help). */
+typedef struct store store;
 
 enum {
   S_DS_FIND,
@@ -86,6 +92,7 @@ struct store {
   atomic_int wal_catchup;     /* set by the checkpointer: the writer copies the WAL's last frames */
 };
 
+/* The SQL helpers (store_sql.c). */
 double store__now_s(void);
 int64_t store__unix_ms(void);
 /* Runs sql, logging a failure. Returns the SQLite code. */

@@ -4,10 +4,11 @@
  * space, then the target ("GET /v1/datasets/d/hard-examples?by=aum&k=3"), so a
  * corpus file reads like a log line. It goes through what focald does with a
  * URL:
- *   - the router (find_route and match in http.c): the path is matched raw
- *     and each {parameter} percent-decoded on its own;
- *   - percent-decoding (pct_decode), against a reference written here;
- *   - the bearer-token comparison (token_matches), against its definition;
+ *   - the router (router_find in router.c) over the daemon's own table,
+ *     api_routes: the path is matched raw and each {parameter}
+ *     percent-decoded on its own;
+ *   - percent-decoding (router_pct_decode), against a reference written here;
+ *   - the bearer-token comparison (http_token_matches), against its definition;
  *   - for GET routes, the handler itself, on an in-memory dataset with runs,
  *     histories, statuses, metas, reviews and a queue (built once): its
  *     answer must have a documented status and be valid JSON (a problem with
@@ -15,26 +16,29 @@
  *     record parsed; a hard-examples page's next_cursor must be accepted and
  *     continue the ranking without repeating a sample.
  *
- * http.c is compiled into this target (its router and decoder are static),
- * and libmicrohttpd's one call the handlers make, MHD_lookup_connection_value,
- * is replaced by a stand-in that serves the query arguments as libmicrohttpd
- * would with focald's no-op unescape callback: split on '&' and the first
+ * The router, the HTTP layer and the handlers are linked from the daemon's
+ * library as they are. libmicrohttpd's one call the handlers make,
+ * MHD_lookup_connection_value, is replaced by a stand-in defined here (the
+ * linker binds the library's calls to the executable's definition): it
+ * serves the query arguments as libmicrohttpd would with focald's no-op
+ * unescape callback: split on '&' and the first
  * '=', raw, an argument without '=' having no value, names matched without
  * regard to case, the first one winning. /metrics (which reads the store) is
  * not called; nothing here needs a database or a socket.
  */
-/* clang (not gcc) warns that mhd_log passes its format through to vsnprintf; the
- * fix (a format attribute on mhd_log) belongs in http.c: until then, not here. */
-#pragma clang diagnostic push
-#pragma clang diagnostic ignored "-Wformat-nonliteral"
-#include "../../server/http.c"
-#pragma clang diagnostic pop
-
 #include <jansson.h>
 #include <math.h>
+#include <microhttpd.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
+#include "api.h"
 #include "api_internal.h"
+#include "http.h"
+#include "router.h"
 #include "decode.h"
 #include "fuzz_common.h"
 #include "history.h"
@@ -176,13 +180,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
   fq_build_fixture();
-  static config http_cfg; /* http.c keeps a pointer to its settings */
-  snprintf(http_cfg.token, sizeof http_cfg.token, "s3cr3t-T0ken");
-  cfg_ = &http_cfg;
   return 0;
 }
 
 /* ------------------------------------------------------------------ references */
+
+static const char fq_token[] = "s3cr3t-T0ken";
 
 static int fq_hex(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -216,17 +219,17 @@ static void fq_check_pct(const char *s, size_t len) {
   for (int plus = 0; plus < 2; plus++) {
     for (size_t q = 0; q < sizeof sizes / sizeof *sizes; q++) {
       char got[300], want[300];
-      int a = pct_decode(s, len, got, sizes[q], plus);
+      int a = router_pct_decode(s, len, got, sizes[q], plus);
       int b = fq_pct_reference(s, len, want, sizes[q], plus);
-      if (a != b) fz_fail("pct_decode returned %d, the reference %d (room %zu, plus %d)", a, b, sizes[q], plus);
-      if (a == 0 && strcmp(got, want) != 0) fz_fail("pct_decode gave \"%s\", the reference \"%s\"", got, want);
+      if (a != b) fz_fail("router_pct_decode returned %d, the reference %d (room %zu, plus %d)", a, b, sizes[q], plus);
+      if (a == 0 && strcmp(got, want) != 0) fz_fail("router_pct_decode gave \"%s\", the reference \"%s\"", got, want);
     }
   }
 }
 
 static void fq_check_token(const char *header) {
-  const int want = strncasecmp(header, "Bearer ", 7) == 0 && strcmp(header + 7, cfg_->token) == 0;
-  if (token_matches(header) != want) fz_fail("token_matches(\"%s\") = %d", header, !want);
+  const int want = strncasecmp(header, "Bearer ", 7) == 0 && strcmp(header + 7, fq_token) == 0;
+  if (http_token_matches(fq_token, header) != want) fz_fail("http_token_matches(\"%s\") = %d", header, !want);
 }
 
 /* ------------------------------------------------------------------ the response */
@@ -304,7 +307,7 @@ static void fq_free_resp(http_resp *resp) {
 
 /* Follows a hard-examples page's next_cursor once: the next page is accepted,
  * starts at the next rank and repeats no sample of this page. */
-static void fq_follow_cursor(http_req *rq, const api_route *route, fq_conn *c, json_t *page) {
+static void fq_follow_cursor(http_req *rq, const router_route *route, fq_conn *c, json_t *page) {
   const char *next = json_string_value(json_object_get(page, "next_cursor"));
   json_t *items = json_object_get(page, "items");
   if (!next || json_array_size(items) == 0) return;
@@ -372,17 +375,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   snprintf(rq.request_id, sizeof rq.request_id, "fuzz");
   rq.method = method;
   rq.path = target;
-  rq.inference_header_length = -1;
-  char allow[64];
-  int ri = find_route(method, target, &rq, allow, sizeof allow);
-  if (ri < -2 || ri >= api_route_count) fz_fail("find_route returned %d", ri);
-  if (!memchr(allow, '\0', sizeof allow)) fz_fail("allow is not terminated");
-  if (ri == -2 && !allow[0]) fz_fail("405 without an Allow list");
+  rq.body_head_len = -1;
+  router_match m;
+  int ri = router_find(api_routes, api_route_count, method, target, &m);
+  if (ri < -2 || ri >= api_route_count || ri != m.index) fz_fail("router_find returned %d (index %d)", ri, m.index);
+  if (!memchr(m.allow, '\0', sizeof m.allow)) fz_fail("allow is not terminated");
+  if (ri == -2 && !m.allow[0]) fz_fail("405 without an Allow list");
+  if (ri == -1 && m.path_flags) fz_fail("flags %#x for a path no route has", m.path_flags);
   if (ri >= 0) {
-    for (int p = 0; p < 2; p++)
-      if (!memchr(rq.params[p], '\0', sizeof rq.params[p])) fz_fail("params[%d] is not terminated", p);
+    if (m.path_flags != api_routes[ri].flags) fz_fail("flags %#x, the route's %#x", m.path_flags, api_routes[ri].flags);
+    if (m.bad_param < 0 || m.bad_param > ROUTE_PARAMS) fz_fail("bad_param %d", m.bad_param);
+    for (int p = 0; p < ROUTE_PARAMS; p++)
+      if (!memchr(m.params[p], '\0', sizeof m.params[p])) fz_fail("params[%d] is not terminated", p);
+    memcpy(rq.params, m.params, sizeof rq.params);
+    rq.bad_param = m.bad_param;
   }
-  const api_route *route = ri >= 0 ? &api_routes[ri] : NULL;
+  const router_route *route = ri >= 0 ? &api_routes[ri] : NULL;
   if (route && strcmp(route->method, "GET") == 0 && strcmp(route->pattern, "/metrics") != 0) {
     fq_conn c;
     char *q = strdup(query ? query : "");
