@@ -130,11 +130,12 @@ class Daemon:
     """One focald process on a free loopback port with its database in a temporary directory."""
 
     def __init__(self, owner, db_dir=None, args=(), env=None, token=None, tls_ca=None, log_dir=None,
-                 wrapper=(), listen_host="127.0.0.1"):
+                 wrapper=(), listen_host="127.0.0.1", clean_env=False):
         """owner: the test or class it serves (its log is printed when that fails). env: variables added
         to this process's environment; token: a bearer token sent with every request; tls_ca: speak HTTPS,
         trusting that CA file; log_dir: where its stderr logs go (default beside the database); wrapper: a
-        command prefix (prlimit, say); listen_host: the --listen host."""
+        command prefix (prlimit, say); listen_host: the --listen host; clean_env: none of this process's
+        FOCALD_* variables reach the daemon (its settings are then its flags and env only)."""
         self.owner = owner  # a class name, or a test id
         if db_dir is None:
             td = tempfile.TemporaryDirectory(prefix="focald-it-")
@@ -146,6 +147,9 @@ class Daemon:
         self.proc = None
         self.port = None
         self.env = dict(os.environ, **env) if env else None  # None: this process's environment
+        if clean_env:
+            given = env or {}
+            self.env = {k: v for k, v in (self.env or os.environ).items() if not k.startswith("FOCALD_") or k in given}
         self.token = token
         self.tls_ca = tls_ca
         self.log_dir = log_dir or self.db_dir
@@ -163,9 +167,11 @@ class Daemon:
         _log_serial[0] += 1
         return os.path.join(self.log_dir, "focald-stderr-%03d.log" % _log_serial[0])
 
-    def start(self, timeout=10.0):
+    def start(self, timeout=10.0, port=None):
+        """Starts focald and waits until it is ready; returns self. port: listen there (a restart on the
+        port it had); by default a free one, and another if that was taken meanwhile."""
         for attempt in range(3):
-            self.port = free_port()
+            self.port = port or free_port()
             log_path = self.next_log_path()
             self.log_paths.append(log_path)
             with open(log_path, "wb") as log:
@@ -185,7 +191,7 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
                 raise AssertionError("focald did not answer GET /readyz with 200 within %.0f s" % timeout)
-            if "cannot listen" not in self.log_text(log_path) or attempt == 2:
+            if "cannot listen" not in self.log_text(log_path) or attempt == 2 or port:
                 raise AssertionError("focald exited with status %s while starting: %s"
                                      % (self.proc.returncode, self.log_text(log_path)[-800:]))
         raise AssertionError("unreachable")
@@ -460,7 +466,7 @@ def replace_raw(body, old, new):
     return text.replace(old, new).encode("utf-8")
 
 
-MARK = 123456.5  # a number that appears once in a body, replaced by a raw token  # a number that appears once in a body, replaced by a raw token
+MARK = 123456.5  # a number that appears once in a body, replaced by a raw token
 ALL_STATES = "open,queued,in_review,relabelled,confirmed,dismissed"
 
 

@@ -1,27 +1,26 @@
 """The test helpers the client tests share: a real focald on a free port, and small TCP fakes.
 
-Daemon starts $BUILD/focald (default build/focald, relative to the repository
-root) on a free loopback port with its database in a fresh temporary
-directory, waits for /readyz, and stops it with SIGTERM. It can be stopped and
-started again on the same port and database (the Miner's recovery tests).
+Daemon is the repository's one focald harness (tests/integration/harness.py) as these tests use it: it
+starts $BUILD/focald (default build/focald, relative to the repository root) on a free loopback port with
+its database in a fresh temporary directory, waits for /readyz, and stops it with SIGTERM. It can be
+stopped and started again on the same port and database (the Miner's recovery tests).
 """
 import os
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import unittest
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYDIR = os.path.dirname(HERE)                      # clients/python
 ROOT = os.path.dirname(os.path.dirname(PYDIR))     # the repository
 sys.path.insert(0, PYDIR)
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+import harness  # noqa: E402  (the one focald harness of the repository's tests)
 
 BUILD = os.environ.get("BUILD", "build")
 FOCALD = BUILD if os.path.basename(BUILD) == "focald" else os.path.join(BUILD, "focald")
@@ -51,66 +50,40 @@ def cleanup_temp():
     del _TEMP[:]
 
 
-class Daemon:
-    """One focald on a free loopback port with its own database."""
+class Daemon(harness.Daemon):
+    """One focald for the client tests: the integration tests' harness (tests/integration/harness.py),
+    started at once on a free loopback port with its own database, commits durable against a crash of
+    focald, warnings logged; none of the tests' FOCALD_* variables reach it. token: the daemon's
+    FOCALD_TOKEN (the client under test must send it); tls: HTTPS with a fresh self-signed certificate
+    (self.cert). A restart (stop, then start) keeps the port."""
 
     def __init__(self, args=(), token=None, tls=False):
         self.dir = tempdir()
-        self.db = os.path.join(self.dir, "focald.db")
-        self.port = free_port()
-        self.token = token
-        self.args = list(args)
-        self.cert = None
+        self.cert = key = None
+        extra = []
         if tls:
             self.cert, key = self_signed_cert(self.dir)
-            self.args += ["--tls-cert", self.cert, "--tls-key", key]
-        self.url = "%s://127.0.0.1:%d" % ("https" if tls else "http", self.port)
-        self.proc = None
-        self.log_path = os.path.join(self.dir, "focald.log")
+            extra = ["--tls-cert", self.cert, "--tls-key", key]
+        super().__init__("clients", db_dir=self.dir, args=["--durability", "normal", "--log-level", "warn"]
+                         + list(args) + extra, env={"FOCALD_TOKEN": token} if token else None, tls_ca=self.cert,
+                         clean_env=True)
         self.start()
+
+    @property
+    def url(self):
+        return "%s://127.0.0.1:%d" % ("https" if self.cert else "http", self.port)
 
     def start(self, timeout=20.0):
         if not os.access(FOCALD, os.X_OK):
             raise RuntimeError("%s is not built (make -j2)" % FOCALD)
-        # the daemon's settings are its flags only: none leak in from the environment of the tests
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FOCALD_")}
-        if self.token:
-            env["FOCALD_TOKEN"] = self.token
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([FOCALD, "--listen", "127.0.0.1:%d" % self.port, "--db", self.db,
-                                      "--durability", "normal", "--log-level", "warn"] + self.args,
-                                     stdout=log, stderr=log, env=env)
-        log.close()
-        ctx = ssl.create_default_context(cafile=self.cert) if self.cert else None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("focald exited with %s:\n%s" % (self.proc.returncode, self.log()))
-            try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=1, context=ctx) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("focald did not become ready in %.0f s:\n%s" % (timeout, self.log()))
+        return super().start(timeout, port=self.port)
 
     def stop(self, sig=signal.SIGTERM, timeout=15.0):
         """Stops focald; returns its exit status."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+        return super().stop(sig, timeout)
 
     def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read()[-4000:].decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return self.log_text()[-4000:]
 
 
 def self_signed_cert(directory):
