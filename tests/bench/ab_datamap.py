@@ -13,11 +13,8 @@ import argparse
 import http.client
 import os
 import random
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import zlib
 
@@ -50,22 +47,15 @@ def main():
     ap.add_argument("--runs", type=int, default=4)
     ap.add_argument("binaries", nargs="+")
     args = ap.parse_args()
-    procs, ports, tmps = [], [], []
     runs = [f"r{i}" for i in range(args.runs)]
-    try:
-        for b in args.binaries:
-            tmp = tempfile.mkdtemp(prefix="focald-ab-")
-            tmps.append(tmp)
-            port = bd.free_port()
-            procs.append(subprocess.Popen([b, "--listen", f"127.0.0.1:{port}", "--db", f"{tmp}/f.db",
-                                           "--log-level", "warn"]))
-            bd.wait_ready(port)
+    with bd.builds(args.binaries) as started:
+        ports = [port for _, port in started]
+        for port in ports:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
             for run in runs:
                 for epoch in (0, 1):
                     fill_run(c, run, args.samples, epoch)
             c.close()
-            ports.append(port)
         time.sleep(8)  # let a snapshot pass run in each
         conns = [http.client.HTTPConnection("127.0.0.1", p, timeout=120) for p in ports]
         queries = {"run=*": "/v1/datasets/bench/datamap?run=*", "run=r0": "/v1/datasets/bench/datamap?run=r0"}
@@ -87,12 +77,6 @@ def main():
             same = all(answers[(i, q)] == answers[(0, q)] for i in range(len(conns)))
             print(f"{q:8s} " + "  ".join(f"[{i}] median {statistics.median(lat[(i, q)]):8.1f} min {min(lat[(i, q)]):8.1f}"
                                           for i in range(len(conns))) + f"  answers equal: {same}")
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait()
-        for t in tmps:
-            shutil.rmtree(t, ignore_errors=True)
 
 
 if __name__ == "__main__":

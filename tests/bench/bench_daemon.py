@@ -51,19 +51,20 @@ def wait_ready(port, timeout=30):
 
 
 @contextlib.contextmanager
-def builds(binaries, args=()):
+def builds(binaries, args=(), each=None):
     """Starts each focald binary on a fresh database of its own, loopback, a free port, and waits until each
     is ready; yields [(process, port)]; at the end stops them and removes their databases. For the ab_*
-    benchmarks, which compare builds side by side."""
+    benchmarks, which compare builds side by side. args go to every daemon; each, a list of one tuple per
+    binary, to that one."""
     started, tmps = [], []
     try:
-        for b in binaries:
+        for k, b in enumerate(binaries):
             tmp = tempfile.mkdtemp(prefix="focald-ab-")
             tmps.append(tmp)
             port = free_port()
             log = open(os.path.join(tmp, "focald.log"), "w")
             started.append((subprocess.Popen([b, "--listen", f"127.0.0.1:{port}", "--db", f"{tmp}/f.db",
-                                              "--log-level", "warn", *args], stderr=log), port))
+                                              "--log-level", "warn", *args, *(each[k] if each else ())], stderr=log), port))
         for _, port in started:
             wait_ready(port)
         yield started

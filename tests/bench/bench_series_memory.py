@@ -11,10 +11,7 @@ usage: /usr/bin/python3 tests/bench/bench_series_memory.py [--build build] [--sa
 import argparse
 import http.client
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -28,16 +25,9 @@ def main():
     ap.add_argument("--points", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=2)
     args = ap.parse_args()
-    procs, ports, tmps = [], [], []
-    try:
-        for points in (0, args.points):
-            tmp = tempfile.mkdtemp(prefix="focald-mem-")
-            tmps.append(tmp)
-            port = bd.free_port()
-            procs.append(subprocess.Popen([f"{args.build}/focald", "--listen", f"127.0.0.1:{port}", "--db",
-                                           f"{tmp}/f.db", "--log-level", "warn", "--series-points", str(points)]))
-            bd.wait_ready(port)
-            ports.append(port)
+    binary = f"{args.build}/focald"
+    with bd.builds([binary, binary], each=[("--series-points", "0"), ("--series-points", str(args.points))]) as started:
+        procs, ports = [p for p, _ in started], [port for _, port in started]
         for port in ports:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
             for e in range(args.epochs):
@@ -51,12 +41,6 @@ def main():
         print(f"VmRSS --series-points 0: {rss[0]:.1f} MiB; --series-points {args.points}: {rss[1]:.1f} MiB")
         print(f"difference: {rss[1] - rss[0]:.1f} MiB, {per:.1f} bytes per sample "
               f"(columns: {12 * args.points + 5} bytes per sample and run)")
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait()
-        for t in tmps:
-            shutil.rmtree(t, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -366,13 +366,17 @@ class FocaldTestCase(unittest.TestCase):
     """Base: one daemon per class (setUpClass), plus per-test daemons via start_daemon."""
     daemon_args = ()
     maxDiff = None
+    class_daemon = True  # False: the class starts no daemon; each test starts what it needs
 
     @classmethod
     def setUpClass(cls):
-        cls.d = Daemon(cls.__name__, args=cls.daemon_args).start()
+        if cls.class_daemon:
+            cls.d = Daemon(cls.__name__, args=cls.daemon_args).start()
 
     @classmethod
     def tearDownClass(cls):
+        if not cls.class_daemon:
+            return
         rc = cls.d.stop()
         if rc != 0:
             raise AssertionError("%s's focald exited with status %s after SIGTERM" % (cls.__name__, rc))
@@ -492,14 +496,7 @@ def temp_dir(prefix="focald-hard-"):
 
 class HardeningTestCase(FocaldTestCase):
     """No class daemon: each test starts what it needs."""
-
-    @classmethod
-    def setUpClass(cls):
-        pass
-
-    @classmethod
-    def tearDownClass(cls):
-        pass
+    class_daemon = False
 
     def start_daemon(self, db_dir=None, args=(), **kw):
         d = Daemon(self.id(), db_dir=db_dir, args=args, **kw).start()

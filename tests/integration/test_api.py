@@ -1560,14 +1560,7 @@ def snapshot_state(d, ds, sample_ids, runs):
 
 class DurabilityTest(FocaldTestCase):
     """Each test runs its own daemons on its own database."""
-
-    @classmethod
-    def setUpClass(cls):
-        pass
-
-    @classmethod
-    def tearDownClass(cls):
-        pass
+    class_daemon = False
 
     def _post_history(self, d, ds, rounds=4, batches=None):
         rng = random.Random(99)

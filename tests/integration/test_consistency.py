@@ -129,10 +129,6 @@ class ConsistencyTestCase(harness.HardeningTestCase):
         if not os.path.exists(SHIM):
             raise AssertionError("%s is not built (run make)" % SHIM)
 
-    @classmethod
-    def tearDownClass(cls):
-        pass
-
     def daemon(self, db_dir=None, args=(), env=None, log_dir=None):
         d = harness.Daemon(self.id(), db_dir=db_dir, args=args, env=env, log_dir=log_dir)
         self.addCleanup(lambda: d.running() and d.kill9())

@@ -1877,14 +1877,7 @@ class LargeExportTest(ReviewTestCase):
 
 class PersistenceTest(ReviewTestCase):
     """Each test runs its own daemons on its own database."""
-
-    @classmethod
-    def setUpClass(cls):
-        pass
-
-    @classmethod
-    def tearDownClass(cls):
-        pass
+    class_daemon = False
 
     IDS = ["p%d" % i for i in range(12)]
 
