@@ -52,7 +52,7 @@ def main():
             # an older build may write a format differently (bench_export.py counts records as this one writes
             # them): the ratio then compares different files, and the row says so
             same = all(counts[(fmt, i)] == a.samples for i in range(len(ports)))
-            print("%-14s" % fmt + "".join("%14.3f" % m for m in med) + "".join("%10.3f" % (med[0] / m) for m in med[1:])
+            print("%-14s" % fmt.split("&")[0] + "".join("%14.3f" % m for m in med) + "".join("%10.3f" % (med[0] / m) for m in med[1:])
                   + ("" if same else "   (not the same records: %s)" % [counts[(fmt, i)] for i in range(len(ports))]))
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_daemon import free_port, get_json, wait_ready  # noqa: E402
 
-FORMATS = ["csv", "jsonl", "label-studio", "fiftyone", "ohif"]
+# each format as its query: the samples' media are local files under /data (FiftyOne imports only local
+# files; Label Studio gets them in its local-files form)
+FORMATS = ["csv", "jsonl", "label-studio&local_files_root=/data", "fiftyone", "ohif"]
 CLASSES = 10
 
 
@@ -39,7 +41,7 @@ def fill(port, samples, batch=4096):
         ids = np.arange(start, start + n, dtype="<i8")
         logits = rng.normal(0, 2, size=(n, CLASSES)).astype("<f4")
         targets = rng.integers(0, CLASSES, size=n).astype("<i8")
-        meta = {str(i): {"uri": f"s3://scans/{i}.dcm", "study_uid": f"1.2.840.113619.2.{i // 4}",
+        meta = {str(i): {"uri": f"/data/scans/{i}.dcm", "study_uid": f"1.2.840.113619.2.{i // 4}",
                          "series_uid": f"1.2.840.113619.3.{i}", "patient_id": f"P{i // 16}"}
                 for i in range(start, start + n)}
         tensors = [("ids", "INT64", [n], ids.tobytes()), ("logits", "FP32", [n, CLASSES], logits.tobytes()),
