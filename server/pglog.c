@@ -1,0 +1,342 @@
+/* pglog.c — the cluster's shared log in PostgreSQL, through libpq (see pglog.h for the two promises,
+ * no gaps and no inversions, and why the head's row lock keeps them).
+ *
+ * Every statement is prepared once per connection (again after a reconnect). Rows are read in binary, so
+ * positions and bodies come back without text conversion. A connection lost anywhere but at COMMIT has
+ * committed nothing of the open transaction; one lost at COMMIT leaves the outcome unknown, and the caller
+ * is told so rather than guessing.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pglog.h"
+
+/* the PostgreSQL migrations, in order (generated from schema/postgresql/ by the Makefile) */
+extern const char *const focald_pg_schema[];
+extern const int focald_pg_schema_count;
+
+/* pg_advisory_xact_lock's key for migrating: any constant of focald's own ("fcld") */
+#define MIGRATE_LOCK 0x66636c64
+
+struct pglog {
+  PGconn *conn;
+  char *conninfo;
+  char *node;
+  int listening;
+  int in_tx;
+  int64_t next;         /* in a transaction: the position the next appended row takes */
+  char err[256];
+};
+
+static const struct {
+  const char *name, *sql;
+  int nparams;
+} statements[] = {
+    {"head_lock", "SELECT pos FROM focald_log_head FOR UPDATE", 0},
+    {"head", "SELECT pos FROM focald_log_head", 0},
+    {"head_set", "UPDATE focald_log_head SET pos = $1::bigint", 1},
+    {"notify", "SELECT pg_notify('focald_log', $1::text)", 1},
+    {"append", "INSERT INTO focald_log (pos, kind, dataset, body, node) VALUES ($1::bigint, $2::smallint, $3, $4, $5)",
+     5},
+    {"read", "SELECT pos, kind, dataset, body FROM focald_log WHERE pos > $1::bigint ORDER BY pos LIMIT $2::int", 2},
+};
+
+static void set_err(pglog *p, const char *what) {
+  const char *m = p->conn ? PQerrorMessage(p->conn) : "no connection";
+  snprintf(p->err, sizeof p->err, "%s: %s", what, m && *m ? m : "failed");
+  size_t n = strlen(p->err);
+  while (n && (p->err[n - 1] == '\n' || p->err[n - 1] == ' ')) p->err[--n] = 0;
+}
+
+/* PGLOG_DOWN when the connection is gone, else PGLOG_ERROR; records the message. */
+static int fail(pglog *p, const char *what) {
+  set_err(p, what);
+  return PQstatus(p->conn) == CONNECTION_OK ? PGLOG_ERROR : PGLOG_DOWN;
+}
+
+/* Runs a simple statement that returns no rows. */
+static int exec_cmd(pglog *p, const char *sql) {
+  PGresult *r = PQexec(p->conn, sql);
+  int ok = r && (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK);
+  PQclear(r);
+  return ok ? PGLOG_OK : fail(p, sql);
+}
+
+/* Runs prepared statement name with text parameters; *out (OUT, may be NULL) gets the result, which the
+ * caller clears. */
+static int exec_prepared(pglog *p, const char *name, int n, const char *const *values, const int *lengths,
+                         const int *formats, int binary_result, PGresult **out) {
+  PGresult *r = PQexecPrepared(p->conn, name, n, values, lengths, formats, binary_result);
+  ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    PQclear(r);
+    return fail(p, name);
+  }
+  if (out) *out = r;
+  else PQclear(r);
+  return PGLOG_OK;
+}
+
+static int64_t get_int64(const PGresult *r, int row, int col) {
+  return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+static int migrate(pglog *p) {
+  int rc = exec_cmd(p, "BEGIN");
+  if (rc) return rc;
+  char sql[128];
+  snprintf(sql, sizeof sql, "SELECT pg_advisory_xact_lock(%d)", MIGRATE_LOCK);
+  rc = exec_cmd(p, sql);
+  if (!rc) rc = exec_cmd(p, "CREATE TABLE IF NOT EXISTS focald_pg_schema (version integer PRIMARY KEY)");
+  int have = 0;
+  if (!rc) {
+    PGresult *r = PQexec(p->conn, "SELECT coalesce(max(version), 0) FROM focald_pg_schema");
+    if (r && PQresultStatus(r) == PGRES_TUPLES_OK) have = (int)get_int64(r, 0, 0);
+    else rc = fail(p, "reading the schema's version");
+    PQclear(r);
+  }
+  if (!rc && have > focald_pg_schema_count) {
+    snprintf(p->err, sizeof p->err, "the database's focald schema is version %d, newer than this focald's %d", have,
+             focald_pg_schema_count);
+    rc = PGLOG_ERROR;
+  }
+  for (int v = have + 1; !rc && v <= focald_pg_schema_count; v++) {
+    rc = exec_cmd(p, focald_pg_schema[v - 1]);
+    if (!rc) {
+      snprintf(sql, sizeof sql, "INSERT INTO focald_pg_schema (version) VALUES (%d)", v);
+      rc = exec_cmd(p, sql);
+    }
+  }
+  if (!rc) rc = exec_cmd(p, "COMMIT");
+  if (rc && PQstatus(p->conn) == CONNECTION_OK) PQclear(PQexec(p->conn, "ROLLBACK"));
+  return rc;
+}
+
+/* The server's notices (a table that already exists, a shutdown's warning) say nothing the results do not. */
+static void drop_notice(void *arg, const char *message) {
+  (void)arg;
+  (void)message;
+}
+
+/* What a new connection needs: a durable commit, the statements, and LISTEN when following. */
+static int session_setup(pglog *p) {
+  PQsetNoticeProcessor(p->conn, drop_notice, NULL);
+  PGresult *r = PQexec(p->conn, "SHOW synchronous_commit");
+  int rc = PGLOG_OK;
+  if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) rc = fail(p, "SHOW synchronous_commit");
+  /* a 2xx promises that the rows survive a crash of PostgreSQL: never commit asynchronously */
+  else if (strcmp(PQgetvalue(r, 0, 0), "off") == 0) rc = exec_cmd(p, "SET synchronous_commit TO on");
+  PQclear(r);
+  for (size_t i = 0; !rc && i < sizeof statements / sizeof statements[0]; i++) {
+    r = PQprepare(p->conn, statements[i].name, statements[i].sql, statements[i].nparams, NULL);
+    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) rc = fail(p, statements[i].name);
+    PQclear(r);
+  }
+  if (!rc && p->listening) rc = exec_cmd(p, "LISTEN focald_log");
+  return rc;
+}
+
+int pglog_open(pglog **out, const char *conninfo, const char *node, char *err, size_t errlen) {
+  *out = NULL;
+  pglog *p = calloc(1, sizeof *p);
+  int rc = PGLOG_DOWN;
+  if (!p || !(p->conninfo = strdup(conninfo)) || !(p->node = strdup(node))) {
+    snprintf(err, errlen, "out of memory");
+    rc = PGLOG_ERROR;
+    goto out;
+  }
+  p->conn = PQconnectdb(conninfo);
+  if (!p->conn || PQstatus(p->conn) != CONNECTION_OK) {
+    set_err(p, "connecting");
+    goto out;
+  }
+  PQsetNoticeProcessor(p->conn, drop_notice, NULL);
+  rc = migrate(p);
+  if (!rc) rc = session_setup(p);
+out:
+  if (rc) {
+    if (p) snprintf(err, errlen, "%s", p->err[0] ? p->err : "failed");
+    pglog_close(p);
+    return rc;
+  }
+  *out = p;
+  return PGLOG_OK;
+}
+
+void pglog_close(pglog *p) {
+  if (!p) return;
+  if (p->conn) PQfinish(p->conn);
+  free(p->conninfo);
+  free(p->node);
+  free(p);
+}
+
+int pglog_reconnect(pglog *p) {
+  p->in_tx = 0;
+  PQreset(p->conn);
+  if (PQstatus(p->conn) != CONNECTION_OK) {
+    set_err(p, "reconnecting");
+    return PGLOG_DOWN;
+  }
+  int rc = session_setup(p);
+  return rc ? PGLOG_DOWN : PGLOG_OK;
+}
+
+const char *pglog_error(const pglog *p) {
+  return p->err;
+}
+
+int pglog_begin(pglog *p, int64_t *head) {
+  int rc = exec_cmd(p, "BEGIN");
+  if (rc) return rc;
+  PGresult *r = NULL;
+  rc = exec_prepared(p, "head_lock", 0, NULL, NULL, NULL, 0, &r);
+  if (rc) {
+    pglog_rollback(p);
+    return rc;
+  }
+  *head = get_int64(r, 0, 0);
+  PQclear(r);
+  p->in_tx = 1;
+  p->next = *head + 1;
+  return PGLOG_OK;
+}
+
+int pglog_append(pglog *p, const pglog_row *rows, int n, int64_t *first) {
+  if (!p->in_tx) {
+    snprintf(p->err, sizeof p->err, "append outside pglog_begin");
+    return PGLOG_ERROR;
+  }
+  *first = p->next;
+  for (int i = 0; i < n; i++) {
+    char pos[24], kind[12];
+    snprintf(pos, sizeof pos, "%" PRId64, p->next + i);
+    snprintf(kind, sizeof kind, "%d", rows[i].kind);
+    const char *values[5] = {pos, kind, rows[i].dataset, rows[i].body, p->node};
+    int lengths[5] = {0, 0, 0, (int)rows[i].len, 0};
+    int formats[5] = {0, 0, 0, 1, 0};
+    int rc = exec_prepared(p, "append", 5, values, lengths, formats, 0, NULL);
+    if (rc) return rc;
+  }
+  p->next += n;
+  return PGLOG_OK;
+}
+
+int pglog_commit(pglog *p, int64_t *head) {
+  if (!p->in_tx) {
+    snprintf(p->err, sizeof p->err, "commit outside pglog_begin");
+    return PGLOG_ERROR;
+  }
+  char pos[24];
+  snprintf(pos, sizeof pos, "%" PRId64, p->next - 1);
+  const char *values[1] = {pos};
+  int rc = exec_prepared(p, "head_set", 1, values, NULL, NULL, 0, NULL);
+  if (!rc) rc = exec_prepared(p, "notify", 1, values, NULL, NULL, 0, NULL);
+  if (rc) {
+    pglog_rollback(p);
+    return rc;
+  }
+  p->in_tx = 0;
+  PGresult *r = PQexec(p->conn, "COMMIT");
+  ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+  PQclear(r);
+  if (st == PGRES_COMMAND_OK) {
+    *head = p->next - 1;
+    return PGLOG_OK;
+  }
+  set_err(p, "COMMIT");
+  /* the server may have committed before the connection broke: only it knows */
+  if (PQstatus(p->conn) != CONNECTION_OK) return PGLOG_UNKNOWN;
+  return PGLOG_ERROR;
+}
+
+void pglog_rollback(pglog *p) {
+  p->in_tx = 0;
+  if (PQstatus(p->conn) == CONNECTION_OK) PQclear(PQexec(p->conn, "ROLLBACK"));
+}
+
+static uint64_t be64(const char *b) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = v << 8 | (unsigned char)b[i];
+  return v;
+}
+
+int pglog_read(pglog *p, int64_t after, int limit, pglog_each_fn each, void *arg, int64_t *last) {
+  *last = after;
+  char a[24], l[12];
+  snprintf(a, sizeof a, "%" PRId64, after);
+  snprintf(l, sizeof l, "%d", limit);
+  const char *values[2] = {a, l};
+  PGresult *r = NULL;
+  int rc = exec_prepared(p, "read", 2, values, NULL, NULL, 1, &r);
+  if (rc) return rc;
+  int rows = PQntuples(r);
+  for (int i = 0; i < rows && !rc; i++) {
+    if (PQgetlength(r, i, 0) != 8 || PQgetlength(r, i, 1) != 2) {
+      snprintf(p->err, sizeof p->err, "the log's row after %" PRId64 " has an unexpected form", *last);
+      rc = PGLOG_ERROR;
+      break;
+    }
+    const char *k = PQgetvalue(r, i, 1);
+    pglog_row row = {
+        .pos = (int64_t)be64(PQgetvalue(r, i, 0)),
+        .kind = (int16_t)((unsigned char)k[0] << 8 | (unsigned char)k[1]),
+        .dataset = PQgetvalue(r, i, 2),
+        .body = PQgetvalue(r, i, 3),
+        .len = (size_t)PQgetlength(r, i, 3),
+    };
+    rc = each(arg, &row);
+    *last = row.pos;
+  }
+  PQclear(r);
+  return rc;
+}
+
+int pglog_head(pglog *p, int64_t *head) {
+  PGresult *r = NULL;
+  int rc = exec_prepared(p, "head", 0, NULL, NULL, NULL, 0, &r);
+  if (rc) return rc;
+  *head = get_int64(r, 0, 0);
+  PQclear(r);
+  return PGLOG_OK;
+}
+
+int pglog_listen(pglog *p) {
+  int rc = exec_cmd(p, "LISTEN focald_log");
+  if (!rc) p->listening = 1;
+  return rc;
+}
+
+/* Takes the notifications already received; 1 when there was one. */
+static int take_notifies(pglog *p, int64_t *head) {
+  int got = 0;
+  PGnotify *n;
+  while ((n = PQnotifies(p->conn))) {
+    int64_t v = strtoll(n->extra, NULL, 10);
+    if (!got || v > *head) *head = v;
+    got = 1;
+    PQfreemem(n);
+  }
+  return got;
+}
+
+int pglog_wait(pglog *p, int timeout_ms, int64_t *head) {
+  if (!PQconsumeInput(p->conn)) return fail(p, "reading notifications");
+  if (take_notifies(p, head)) return 1;
+  struct pollfd pfd = {.fd = PQsocket(p->conn), .events = POLLIN};
+  if (pfd.fd < 0) return fail(p, "waiting");
+  int n = poll(&pfd, 1, timeout_ms);
+  if (n < 0 && errno != EINTR) {
+    snprintf(p->err, sizeof p->err, "poll: %s", strerror(errno));
+    return PGLOG_ERROR;
+  }
+  if (n <= 0) return 0;
+  if (!PQconsumeInput(p->conn)) return fail(p, "reading notifications");
+  return take_notifies(p, head);
+}

@@ -1,0 +1,96 @@
+/* pglog.h — the cluster's shared log in PostgreSQL: rows at positions 1, 2, 3, ... that every node
+ * appends to and follows in the same order.
+ *
+ * The log is the truth of a cluster; each node's memory is a replica of the state machine that applies
+ * its rows in position order. What makes that sound is two promises, both kept by PostgreSQL itself:
+ *
+ *  - No gaps. An appender takes the lock on the one-row table focald_log_head (pglog_begin), writes its
+ *    rows at head + 1, head + 2, ... (pglog_append) and moves the head in the same transaction
+ *    (pglog_commit). A rollback undoes the rows and the head together, so no position is ever skipped.
+ *  - No inversions. The lock is held until the transaction commits, and PostgreSQL makes a transaction
+ *    visible before it releases its locks; the next appender reads the head only once it holds the lock
+ *    (READ COMMITTED re-reads a row it waited for), so it sees every row below it committed. Rows
+ *    therefore become visible in position order: a reader that sees position k sees every position
+ *    below k, and one that reads "pos > applied ORDER BY pos" never has to come back for a row it passed.
+ *
+ * The price is that appends are serialised across the cluster, one transaction at a time; each node's
+ * writer amortises that by appending a whole group of requests in one transaction.
+ *
+ * The commit also sends NOTIFY focald_log with the new head (delivered at commit, in commit order), which
+ * wakes followers (pglog_listen, pglog_wait); a follower also polls, so a lost notification only delays it.
+ *
+ * A pglog is one connection, used by one thread at a time. Functions return PGLOG_OK (0) or a negative
+ * code: PGLOG_ERROR (the server refused the statement; the connection is usable after pglog_rollback),
+ * PGLOG_DOWN (the connection is lost; nothing was committed; pglog_reconnect) and, from pglog_commit only,
+ * PGLOG_UNKNOWN (the connection was lost while committing: the rows may or may not be in the log; a node
+ * answers the request 503 and the client's retry is recognised by its batch_id).
+ */
+#ifndef FOCALD_PGLOG_H
+#define FOCALD_PGLOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { PGLOG_OK = 0, PGLOG_ERROR = -1, PGLOG_DOWN = -2, PGLOG_UNKNOWN = -3 };
+
+typedef struct pglog pglog;
+
+/* One row of the log. For pglog_append the caller owns every pointer; in a pglog_read callback they are
+ * borrowed from the result and valid only during the call. */
+typedef struct pglog_row {
+  int64_t pos;
+  int kind;
+  const char *dataset;
+  const void *body;
+  size_t len;
+} pglog_row;
+
+/* Connects to conninfo (a libpq connection string or URI) and brings the log's tables up to date (the
+ * migrations in schema/postgresql/, applied once under an advisory lock, so nodes may start together).
+ * node names this node in the rows it appends. On failure *out is NULL and err (errlen bytes) says why. */
+int pglog_open(pglog **out, const char *conninfo, const char *node, char *err, size_t errlen);
+
+/* Closes the connection and frees p (NULL is fine). */
+void pglog_close(pglog *p);
+
+/* Drops the connection and connects again (LISTEN too, if pglog_listen was called): PGLOG_OK or
+ * PGLOG_DOWN. */
+int pglog_reconnect(pglog *p);
+
+/* The last error's message (borrowed; valid until the next call on p). */
+const char *pglog_error(const pglog *p);
+
+/* Begins an append: opens a transaction and takes the head's lock. *head (OUT) is the last position, and
+ * every row up to it is committed and readable. Until pglog_commit or pglog_rollback, other appenders
+ * wait. */
+int pglog_begin(pglog *p, int64_t *head);
+
+/* Appends n rows after the head, inside the transaction pglog_begin opened; each row's pos is ignored and
+ * the positions given are *first (OUT) and up. */
+int pglog_append(pglog *p, const pglog_row *rows, int n, int64_t *first);
+
+/* Moves the head past the appended rows, notifies followers and commits. *head (OUT) is the new head.
+ * PGLOG_OK means the rows are durable in PostgreSQL; PGLOG_UNKNOWN means the connection was lost at the
+ * commit (see above). On any other failure nothing was committed. */
+int pglog_commit(pglog *p, int64_t *head);
+
+/* Abandons the transaction: nothing appended since pglog_begin is kept. */
+void pglog_rollback(pglog *p);
+
+/* Calls each(arg, row) for the rows after position after, in position order, at most limit of them
+ * (limit > 0); stops early when each returns non-zero (that value is returned). *last (OUT) is the
+ * position of the last row passed to each, or after when there was none. */
+typedef int (*pglog_each_fn)(void *arg, const pglog_row *row);
+int pglog_read(pglog *p, int64_t after, int limit, pglog_each_fn each, void *arg, int64_t *last);
+
+/* The last committed position (a read, outside any append). */
+int pglog_head(pglog *p, int64_t *head);
+
+/* Subscribes this connection to the appends' notifications. */
+int pglog_listen(pglog *p);
+
+/* Waits up to timeout_ms for a notification. Returns 1 with *head (OUT) the largest head notified, 0 on
+ * timeout, or a negative code. */
+int pglog_wait(pglog *p, int timeout_ms, int64_t *head);
+
+#endif /* FOCALD_PGLOG_H */
