@@ -138,11 +138,10 @@ lib: $(LIB)
 .PHONY: lib
 
 # ---------------------------------------------------------------------------- server/
-SERVER_PKGS := libmicrohttpd jansson sqlite3 libuv gnutls
-SERVER_CFLAGS = $(shell pkg-config --cflags $(SERVER_PKGS) libpq 2>/dev/null)
+# libpq: a cluster node's shared log in PostgreSQL (server/pglog.c)
+SERVER_PKGS := libmicrohttpd jansson sqlite3 libuv gnutls libpq
+SERVER_CFLAGS = $(shell pkg-config --cflags $(SERVER_PKGS) 2>/dev/null)
 SERVER_LIBS = $(shell pkg-config --libs $(SERVER_PKGS) 2>/dev/null) -lpthread -lm
-# libpq, for the cluster's shared log (server/pglog.c); linked only where it is used
-PG_LIBS = $(shell pkg-config --libs libpq 2>/dev/null)
 SERVER_SRCS := $(filter-out server/main.c,$(wildcard server/*.c))
 SERVER_OBJS := $(patsubst server/%.c,$(BUILD)/server/%.o,$(SERVER_SRCS)) $(BUILD)/server/gen_schema.o $(BUILD)/server/gen_openapi.o \
                $(BUILD)/server/gen_ui.o $(BUILD)/server/gen_pg_schema.o
@@ -278,7 +277,7 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(SERVER_LIB) $(LIB) $(BUILD)/tests/t
 PG_TEST_BINS := $(BUILD)/tests/test_pglog
 $(BUILD)/tests/test_pglog: tests/unit/test_pglog.c $(SERVER_LIB) $(BUILD)/tests/test_pglog.d | $(BUILD)/.build-deps
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(DEPFLAGS) -Iserver $(SERVER_CFLAGS) $(CFLAGS) $< $(SERVER_LIB) -o $@ $(LDFLAGS) -lcmocka $(PG_LIBS) -lpthread
+	$(CC) $(CPPFLAGS) $(DEPFLAGS) -Iserver $(SERVER_CFLAGS) $(CFLAGS) $< $(SERVER_LIB) -o $@ $(LDFLAGS) -lcmocka $(SERVER_LIBS)
 
 $(BUILD)/tests/test_lib_vmath: tests/unit/test_lib_vmath.c $(BUILD)/tests/test_lib_vmath.d | $(BUILD)/.build-deps
 	@mkdir -p $(@D)

@@ -41,6 +41,13 @@ static const setting settings[] = {
     {"listen", K_STR, AT(listen), sizeof(((config *)0)->listen), 0, 0,
      "address to listen on, host:port ([v6]:port); loopback by default", "HOST:PORT"},
     {"db", K_STR, AT(db), sizeof(((config *)0)->db), 0, 0, "SQLite database file (created with its directory)", "FILE"},
+    {"store", K_STR, AT(store), sizeof(((config *)0)->store), 0, 0,
+     "run as a node of a cluster: the shared log in this PostgreSQL database (postgresql://USER@HOST:PORT/DB or a "
+     "libpq conninfo; a password goes in PGPASSFILE or PGPASSWORD, not here); --db is then this node's cache", "URI"},
+    {"node-name", K_STR, AT(node_name), sizeof(((config *)0)->node_name), 0, 0,
+     "this node's name in the cluster's log (default: the host name)", "NAME"},
+    {"read-wait", K_INT, AT(read_wait), 0, 0, 60000,
+     "in a cluster, milliseconds a read with after=POSITION waits for this node to apply that position before 503", "MS"},
     {"http-threads", K_INT, AT(http_threads), 0, 1, 256, "HTTP threads (libmicrohttpd's pool)", "N"},
     {"workers", K_INT, AT(workers), 0, 1, 128, "scoring threads (libuv's pool); default: the CPUs focald may use (affinity and cgroup CPU quota)", "N"},
     {"max-body", K_SIZE, AT(max_body), 0, 1024, (long long)1 << 40, "largest request body (suffixes K, M, G)", "BYTES"},
@@ -109,6 +116,10 @@ static void defaults(config *c) {
   memset(c, 0, sizeof *c);
   snprintf(c->listen, sizeof c->listen, "127.0.0.1:8765");
   snprintf(c->db, sizeof c->db, "./data/focald.db");
+  if (gethostname(c->node_name, sizeof c->node_name) != 0 || !c->node_name[0])
+    snprintf(c->node_name, sizeof c->node_name, "focald");
+  c->node_name[sizeof c->node_name - 1] = 0;
+  c->read_wait = 5000;
   long cores = usable_cpus();
   c->http_threads = cores < 2 ? 2 : (int)cores;
   c->workers = (int)cores;

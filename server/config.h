@@ -15,7 +15,10 @@ typedef enum durability { DUR_NORMAL = 0, DUR_FULL = 1 } durability;
 
 typedef struct config {
   char listen[128];        /* host:port; [v6]:port */
-  char db[512];            /* SQLite file */
+  char db[512];            /* SQLite file (in a cluster: this node's cache of the shared log) */
+  char store[1024];        /* "" alone; a postgresql:// URI (or libpq conninfo): a cluster node on its shared log */
+  char node_name[64];      /* this node's name in the shared log's rows; default: the host name */
+  int read_wait;           /* milliseconds a read given after=POSITION waits for this node to apply it */
   int http_threads;        /* libmicrohttpd's thread pool */
   int workers;             /* libuv's thread pool: scoring */
   int64_t max_body;        /* bytes */

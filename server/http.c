@@ -11,6 +11,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -28,6 +29,7 @@
 #include "jsonstr.h"
 #include "metrics.h"
 #include "router.h"
+#include "logwait.h"
 #include "watchdog.h"
 
 enum { RQ_RECEIVING = 0, RQ_SUSPENDED, RQ_COMPLETE, RQ_ANSWERED };
@@ -291,6 +293,13 @@ static enum MHD_Result respond(struct MHD_Connection *conn, http_req *rq, http_r
   }
   if (out->content_type) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, out->content_type);
   MHD_add_response_header(resp, "X-Request-Id", rq->request_id);
+  int64_t behind = 0;
+  const int known = logwait_behind(&behind);
+  if (known) {
+    char v[24];
+    snprintf(v, sizeof v, known > 0 ? "%lld" : "unknown", (long long)behind);
+    MHD_add_response_header(resp, "Focald-Log-Behind", v);
+  }
   for (int i = 0; i < out->nheaders; i++) MHD_add_response_header(resp, out->headers[i][0], out->headers[i][1]);
   rq->status = out->status;
   rq->state = RQ_ANSWERED;
@@ -320,6 +329,11 @@ static enum MHD_Result answer_problem(struct MHD_Connection *conn, http_req *rq,
   http_resp out = {0};
   http_problem(&out, rq, p);
   return respond(conn, rq, &out);
+}
+
+/* Whether a route reads the data: GET routes with ROUTE_DATA take after=POSITION besides their own. */
+static int reads_data(const router_route *route) {
+  return (route->flags & ROUTE_DATA) && strcmp(route->method, "GET") == 0;
 }
 
 /* The query's parameters checked against those the route takes: a parameter the route does not
@@ -429,6 +443,7 @@ static void body_release(http_req *rq) {
 
 /* On the watchdog: returns free heap pages once large bodies have stopped coming for a while. */
 static void maybe_trim(double now) {
+  logwait_expire(now); /* reads whose after= was not reached within --read-wait */
   if (!atomic_load(&trim_wanted) || atomic_load(&body_memory_used) > 0) return;
   if (now - (double)atomic_load(&large_ended_ns) / 1e9 < BODY_TRIM_IDLE) return;
   atomic_store(&trim_wanted, 0);
@@ -440,6 +455,7 @@ static pthread_rwlock_t gate = PTHREAD_RWLOCK_INITIALIZER;
 static int gate_closed;
 
 void http_close_gate(void) {
+  logwait_wake_all(); /* the reads waiting for a position answer now, before the store goes */
   pthread_rwlock_wrlock(&gate);
   gate_closed = 1;
   pthread_rwlock_unlock(&gate);
@@ -527,7 +543,11 @@ static int authorized(struct MHD_Connection *conn, unsigned path_flags) {
 /* The query problem of the request's route, in *p: a parameter the route does not take, one given
  * twice, one without a value or that cannot be decoded. Returns 1 when there is one, else 0. */
 static int query_problem(struct MHD_Connection *conn, const router_route *route, problem *p /* OUT */) {
-  query_check qc = {route->query, 0, NULL, 0, 0};
+  /* a read of the data takes after=POSITION too (logwait.h) */
+  char takes[512];
+  snprintf(takes, sizeof takes, "%s%s%s", route->query, route->query[0] && reads_data(route) ? " " : "",
+           reads_data(route) ? "after" : "");
+  query_check qc = {.allowed = takes};
   MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, check_query_arg, &qc);
   if (!qc.bad) return 0;
   if (qc.repeated)
@@ -538,8 +558,8 @@ static int query_problem(struct MHD_Connection *conn, const router_route *route,
     problem_set(p, P_BAD_QUERY, qc.bad,
                 "the query parameter \"%.64s\" is not valid percent-encoding, or is longer than %d bytes decoded", qc.bad,
                 HTTP_QUERY_MAX - 1);
-  else if (route->query[0])
-    problem_set(p, P_BAD_QUERY, qc.bad, "unknown query parameter \"%.64s\"; this route takes: %s", qc.bad, route->query);
+  else if (takes[0])
+    problem_set(p, P_BAD_QUERY, qc.bad, "unknown query parameter \"%.64s\"; this route takes: %s", qc.bad, takes);
   else
     problem_set(p, P_BAD_QUERY, qc.bad, "unknown query parameter \"%.64s\"; this route takes none", qc.bad);
   return 1;
@@ -673,6 +693,45 @@ static enum MHD_Result receive_body(struct MHD_Connection *conn, http_req *rq, c
   return MHD_YES;
 }
 
+/* Runs route ri's handler inside the gate: once main closes it to free the store, none is running or
+ * starts. Fills *out unless the handler went asynchronous (HTTP_ASYNC). */
+static int handle(http_req *rq, int ri, http_resp *out) {
+  pthread_rwlock_rdlock(&gate);
+  if (gate_closed) {
+    pthread_rwlock_unlock(&gate);
+    problem p;
+    problem_set(&p, P_DRAINING, NULL, "shutting down");
+    return http_problem(out, rq, &p);
+  }
+  int rc = routes_[ri].fn(rq, out);
+  pthread_rwlock_unlock(&gate);
+  return rc;
+}
+
+static enum MHD_Result run_handler(struct MHD_Connection *conn, http_req *rq, int ri) {
+  http_resp out = {0};
+  if (handle(rq, ri, &out) == HTTP_ASYNC) return MHD_YES;
+  return respond(conn, rq, &out);
+}
+
+/* A read that waited for its after= position: its handler runs now, or it is answered not_caught_up.
+ * Reads of the data are never asynchronous themselves. */
+static int finish_after_wait(http_req *rq, http_resp *out) {
+  const int64_t applied = logwait_applied();
+  if (applied < rq->after) {
+    problem p;
+    problem_set(&p, P_NOT_CAUGHT_UP, "after", "this node has applied the log up to position %lld; %lld was not "
+                "reached within %d ms (--read-wait): retry, or read from the node that took the write",
+                (long long)applied, (long long)rq->after, cfg_->read_wait);
+    return http_problem(out, rq, &p);
+  }
+  return handle(rq, rq->route_index, out);
+}
+
+static void wake_reader(void *who) {
+  http_complete(who);
+}
+
 /* The completion phase: the whole request is here (or it was resumed). Answers what the body phase
  * refused, or runs the route's handler inside the gate, or builds a resumed request's answer. */
 static enum MHD_Result complete_request(struct MHD_Connection *conn, http_req *rq) {
@@ -702,16 +761,30 @@ static enum MHD_Result complete_request(struct MHD_Connection *conn, http_req *r
   /* while the database loads, the data routes answer 503 starting: an answer from half a state is no answer */
   if (http_readiness() == HTTP_STARTING && (routes_[ri].flags & ROUTE_DATA))
     return send_problem(conn, rq, P_STARTING, "loading the database; retry shortly");
-  /* handlers run inside the gate: once main closes it to free the store, none is running or starts */
-  pthread_rwlock_rdlock(&gate);
-  if (gate_closed) {
-    pthread_rwlock_unlock(&gate);
-    return send_problem(conn, rq, P_DRAINING, "shutting down");
+  if (reads_data(&routes_[ri])) {
+    char text[HTTP_QUERY_MAX];
+    const char *a = http_query(rq, "after", text, sizeof text);
+    if (a) {
+      char *end;
+      errno = 0;
+      const long long pos = strtoll(a, &end, 10);
+      if (errno || end == a || *end || pos < 0) {
+        problem p;
+        problem_set(&p, P_BAD_QUERY, "after", "after must be a log position (an integer >= 0, from a write's "
+                    "Focald-Log-Position), not \"%.64s\"", a);
+        return answer_problem(conn, rq, &p);
+      }
+      if (logwait_applied() < pos) {
+        /* suspended until this node has applied pos, or --read-wait passes (logwait.h) */
+        rq->after = pos;
+        rq->finish = finish_after_wait;
+        http_suspend(rq);
+        logwait_add(rq, pos, now_s() + cfg_->read_wait / 1e3);
+        return MHD_YES;
+      }
+    }
   }
-  int rc = routes_[ri].fn(rq, &out);
-  pthread_rwlock_unlock(&gate);
-  if (rc == HTTP_ASYNC) return MHD_YES;
-  return respond(conn, rq, &out);
+  return run_handler(conn, rq, ri);
 }
 
 /* libmicrohttpd's access handler: sends each call to its phase. Its closure is &health_only on the
@@ -972,6 +1045,7 @@ int http_start(const config *cfg, const router_route *routes, int nroutes) {
       return -1;
     }
   }
+  logwait_init(wake_reader);
   if (watchdog_start(cfg->connection_timeout, (long long)cfg->min_body_rate, maybe_trim) != 0)
     log_kv(LOG_WARN, "no header-deadline watchdog: slow clients are bounded by the idle timeout only", NULL);
   return 0;

@@ -85,6 +85,7 @@ struct http_req {
   double t0;
   int status;
   int resumed;
+  int64_t after;               /* a read's after=POSITION, while it waits for this node to apply it */
 };
 
 /* Returns the value of query parameter name, percent-decoded into buf (of

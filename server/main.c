@@ -18,11 +18,19 @@
  *                 (growing arrays under the dataset's write lock) and applies
  *                 it after (under the write lock); completes jobs.
  *   checkpointer  store.c: passive WAL checkpoints on its own connection.
+ *   follower      store_cluster.c, on a cluster node (--store) only: its own
+ *                 PostgreSQL connection LISTENs for appends to the shared log
+ *                 and polls its head; it touches only atomics (the head seen,
+ *                 a flag) and wakes the writer, which copies and applies the
+ *                 new rows between groups. The writer also holds the node's
+ *                 other PostgreSQL connection, for its groups' appends.
  *   watchdog      watchdog.c: shuts down connections whose request headers take
  *                 longer than --connection-timeout, or whose body arrives
  *                 slower than --min-body-rate (slowloris); touches only its
  *                 table of open connections, under that table's lock, and
- *                 calls http.c's trim of freed body memory (atomics only).
+ *                 calls http.c's trim of freed body memory (atomics only) and
+ *                 the expiry of reads waiting for a log position (logwait.c,
+ *                 under its lock; it resumes their connections).
  *
  * Signals are blocked in every thread before any is created; main alone
  * receives them with sigwait, so no handler runs on an arbitrary thread.
@@ -51,6 +59,7 @@
 #include "config.h"
 #include "http.h"
 #include "log.h"
+#include "logwait.h"
 #include "state.h"
 #include "store.h"
 #include "work.h"
@@ -121,6 +130,14 @@ static int healthcheck(const config *cfg) {
   return ok ? 0 : 1;
 }
 
+static int64_t applied_position(void *st) {
+  return store_applied_position(st);
+}
+
+static int64_t log_head(void *st) {
+  return store_log_head(st);
+}
+
 int main(int argc, char **argv) {
   static config cfg; /* read by every thread until exit: api, http and the store keep pointers to it */
   int rc = config_load(&cfg, argc, argv);
@@ -158,6 +175,9 @@ int main(int argc, char **argv) {
   if (!map) return 1;
   st_map_set_series_points(map, cfg.series_points);
   if (store_open(&st, &cfg, map) != 0) return 1;
+  /* where this node is in its log: for the answers' headers and the reads that wait (logwait.h) */
+  logwait_set_source(applied_position, cfg.store[0] ? log_head : NULL, st);
+  store_on_applied(st, logwait_moved);
   api_init(&cfg, map, st);
   /* listen first: /livez answers and /readyz says "starting" while the database loads */
   http_set_readiness(HTTP_STARTING);

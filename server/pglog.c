@@ -169,6 +169,15 @@ out:
   return PGLOG_OK;
 }
 
+int pglog_log_id(pglog *p, char *id, size_t n) {
+  PGresult *r = PQexec(p->conn, "SELECT id FROM focald_log_id");
+  int rc = PGLOG_OK;
+  if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) rc = fail(p, "reading the log's id");
+  else snprintf(id, n, "%s", PQgetvalue(r, 0, 0));
+  PQclear(r);
+  return rc;
+}
+
 void pglog_close(pglog *p) {
   if (!p) return;
   if (p->conn) PQfinish(p->conn);

@@ -50,6 +50,9 @@ typedef struct pglog_row {
  * node names this node in the rows it appends. On failure *out is NULL and err (errlen bytes) says why. */
 int pglog_open(pglog **out, const char *conninfo, const char *node, char *err, size_t errlen);
 
+/* Copies the log's identity (a UUID drawn when its tables were made) into id (n bytes). */
+int pglog_log_id(pglog *p, char *id, size_t n);
+
 /* Closes the connection and frees p (NULL is fine). */
 void pglog_close(pglog *p);
 

@@ -59,8 +59,9 @@ static const char *const sql_text[S_COUNT] = {
     [S_RUN_FIND] = "SELECT id, classes, created_at FROM runs WHERE dataset_id = ?1 AND name = ?2",
     [S_RUN_INSERT] = "INSERT INTO runs (dataset_id, name, classes, created_at) VALUES (?1, ?2, ?3, ?4)",
     [S_BATCH_DUP] = "SELECT 1 FROM batches WHERE run_id = ?1 AND batch_id = ?2",
-    [S_BATCH_INSERT] = "INSERT INTO batches (dataset_id, run_id, batch_id, epoch, step, n, loss_config, received_at, "
-                       "meta, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    /* ?11, the seq, is bound only on a cluster node (the log's position); unbound, the next rowid */
+    [S_BATCH_INSERT] = "INSERT INTO batches (seq, dataset_id, run_id, batch_id, epoch, step, n, loss_config, received_at, "
+                       "meta, payload) VALUES (?11, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     [S_SAMPLE_UPSERT] = "INSERT INTO samples (dataset_id, key, id, meta, status, corrected_label, confirm_score, meta_seq) "
                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (dataset_id, key) DO UPDATE SET id = excluded.id, "
                         "meta = excluded.meta, status = excluded.status, corrected_label = excluded.corrected_label, "
@@ -175,10 +176,12 @@ int store_open(store **out, const config *cfg, st_map *map) {
       goto fail;
     }
   }
+  if (store__cluster_open(s) != 0) goto fail;
   s->snap_due = store__now_s() + cfg->snapshot_interval;
   *out = s;
   return 0;
 fail:
+  store__cluster_stop(s);
   for (int i = 0; i < S_COUNT; i++) sqlite3_finalize(s->st[i]);
   sqlite3_close(s->db);
   pthread_mutex_destroy(&s->lock);
@@ -189,7 +192,13 @@ fail:
 
 int store_load(store *s) {
   fault_point(FP_LOAD);
-  return store__load(s);
+  if (store__load(s) != 0) return -1;
+  /* a cluster node then applies what the log has beyond its local copy */
+  if (store__cluster_catch_up(s) != 0) {
+    log_msg(LOG_ERROR, "could not catch up with the cluster's log");
+    return -1;
+  }
+  return 0;
 }
 
 static int sql_run(store *s, int64_t ds_id, const char *name, int32_t classes, int64_t *id, int32_t *have_classes,
@@ -325,23 +334,16 @@ static int log_segment(store *s, job *j, const st_batch_ref *ref, const char *cf
   if (!cfgjson || batch_meta_json(r, m0, m1, &metajson) != 0 || codec_pack(&cb, &payload, &plen) != 0 ||
       st_prepare_batch(s->map, ref, (uint32_t)g->n, r->ids + off, &j->prep[k]) != 0)
     goto out;
-  sqlite3_stmt *q = s->st[S_BATCH_INSERT];
-  sqlite3_bind_int64(q, 1, ref->ds_id);
-  sqlite3_bind_int64(q, 2, ref->run_id);
   /* a request's batch_id goes with its first segment: the request is logged whole or not at all */
-  if (r->has_batch_id && k == 0) sqlite3_bind_text(q, 3, r->batch_id, -1, SQLITE_STATIC);
-  if (g->has_epoch) sqlite3_bind_int64(q, 4, g->epoch);
-  if (g->has_step) sqlite3_bind_int64(q, 5, g->step);
-  sqlite3_bind_int64(q, 6, g->n);
-  sqlite3_bind_text(q, 7, cfgjson, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(q, 8, store__unix_ms());
-  if (metajson) sqlite3_bind_text(q, 9, metajson, -1, SQLITE_STATIC);
-  sqlite3_bind_blob(q, 10, payload, (int)plen, SQLITE_STATIC);
-  rc = store__step_done(q);
-  if (rc == SQLITE_OK) {
-    j->seq[k] = sqlite3_last_insert_rowid(s->db);
-    s->logged_seq = j->seq[k];
-  }
+  const store_logged_batch b = {
+      .dataset = ref->ds_name, .run = ref->run_name, .classes = ref->classes, .ds_created = ref->ds_created,
+      .run_created = ref->run_created, .batch_id = r->has_batch_id && k == 0 ? r->batch_id : NULL,
+      .has_epoch = g->has_epoch, .has_step = g->has_step, .epoch = g->epoch, .step = g->step, .n = g->n,
+      .loss_config = cfgjson, .received_at = store__unix_ms(), .meta = metajson, .payload = payload, .plen = plen};
+  int64_t pos = 0;
+  rc = store__cluster_append_batch(s, &b, &pos);
+  if (rc == SQLITE_OK) rc = store__insert_batch(s, ref->ds_id, ref->run_id, &b, pos, &j->seq[k]);
+  if (rc == SQLITE_OK) s->logged_seq = j->seq[k];
 out:
   free(payload);
   free(cfgjson);
@@ -568,12 +570,31 @@ static int tx(store *s, const char *sql) {
   return sqlite3_exec(s->db, sql, NULL, NULL, NULL);
 }
 
-/* Commits one group of n ops: a savepoint per op, one COMMIT for all, then the applies and the answers. */
+/* On a cluster node, the changes the shared log does not carry yet are refused. */
+static void refuse_unlogged(wop *list) {
+  for (wop *op = list; op; op = op->next)
+    if (!op->failed && op->kind != WOP_BATCH && op->kind != WOP_BARRIER) {
+      op->failed = 1;
+      problem_set(&op->err, P_NOT_IN_CLUSTER, NULL,
+                  "on a cluster node, only batches are recorded so far: review decisions, meta, queues and "
+                  "deleting a dataset are not");
+    }
+}
+
+/* Commits one group of n ops: a savepoint per op, one COMMIT for all, then the applies and the answers.
+ * On a cluster node the group runs under the shared log's append lock and the log commits first (see
+ * store_cluster.c). */
 static void run_group(store *s, wop *list, int n) {
   fault_point(FP_GROUP);
   const double t0 = store__now_s();
+  int rc = SQLITE_OK;
+  if (s->pg) {
+    refuse_unlogged(list);
+    rc = store__cluster_begin(s);
+    if (rc == -1) rc = SQLITE_ERROR; /* PostgreSQL failed: s->pg_failed */
+  }
   const int64_t logged_before = s->logged_seq;
-  int rc = tx(s, "BEGIN IMMEDIATE");
+  if (rc == SQLITE_OK) rc = tx(s, "BEGIN IMMEDIATE");
   for (wop *op = list; op && rc == SQLITE_OK; op = op->next) {
     op->batch_seq = s->logged_seq;
     if (op->failed) continue;
@@ -583,16 +604,41 @@ static void run_group(store *s, wop *list, int n) {
     if (rc != SQLITE_OK) break; /* a failed write fails the group: the transaction may be gone already */
     rc = op->failed ? tx(s, "ROLLBACK TO op; RELEASE op") : tx(s, "RELEASE op");
   }
+  int logged = 0; /* committed in the cluster's log */
+  if (s->pg && rc == SQLITE_OK) {
+    if (store__cluster_commit(s) == 0) logged = 1;
+    else rc = SQLITE_ERROR;
+  } else if (s->pg) {
+    store__cluster_rollback(s);
+  }
   if (rc == SQLITE_OK) rc = tx(s, "COMMIT");
   const int committed = rc == SQLITE_OK;
+  /* in the log but not in the local copy: the answers stand, and the next catch-up brings the rows */
+  const int logged_only = !committed && logged;
   if (!committed) {
-    /* nothing of the group is stored: every op fails with the reason */
-    log_kv(LOG_ERROR, "a group of writes failed; nothing of it was stored", "error", sqlite3_errstr(rc), NULL);
     if (!sqlite3_get_autocommit(s->db)) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     s->logged_seq = logged_before;
-    for (wop *op = list; op; op = op->next)
-      if (!op->failed || op->err.code == P_NONE) store__sql_problem(s, op, rc);
     atomic_fetch_add(&s->failed_commits, 1);
+    if (logged_only) {
+      log_kv(LOG_ERROR, "the group is in the cluster's log but the local copy failed; it is applied when the node "
+                        "catches up", "error", sqlite3_errstr(rc), NULL);
+      atomic_store(&s->pg_wanted, 1);
+    } else {
+      /* nothing of the group is stored: every op fails with the reason */
+      log_kv(LOG_ERROR, "a group of writes failed; nothing of it was stored", "error",
+             s->pg_failed ? "the cluster's log" : sqlite3_errstr(rc), NULL);
+      for (wop *op = list; op; op = op->next) {
+        if (op->failed && op->err.code != P_NONE) continue;
+        if (s->pg_failed) {
+          op->failed = 1;
+          problem_set(&op->err, P_STORE_UNAVAILABLE, NULL,
+                      "the cluster's log in PostgreSQL could not be reached or did not commit; nothing was stored "
+                      "(a retried batch_id is recognised if it was)");
+        } else {
+          store__sql_problem(s, op, rc);
+        }
+      }
+    }
     if (rc == SQLITE_FULL || (rc & 0xff) == SQLITE_IOERR) overwrite_failed_frames(s);
   }
   uint64_t samples = 0;
@@ -607,6 +653,7 @@ static void run_group(store *s, wop *list, int n) {
     }
   }
   st_tx_end(s->map);
+  if (committed) store__cluster_applied(s);
   const double seconds = store__now_s() - t0;
   if (committed) {
     atomic_fetch_add(&s->commits, 1);
@@ -629,7 +676,7 @@ static void run_group(store *s, wop *list, int n) {
 
 static void writer_wait(store *s) {
   /* a pass is due after the interval once something was applied; otherwise wait for work */
-  while (!s->head && !s->stopping && !s->snap.active) {
+  while (!s->head && !s->stopping && !s->snap.active && !atomic_load(&s->pg_wanted)) {
     struct timespec ts;
     if (s->snap_wanted) {
       double wait = s->snap_due - store__now_s();
@@ -665,6 +712,8 @@ static void *writer_main(void *arg) {
     const int stop = s->stopping && !s->head;
     pthread_mutex_unlock(&s->lock);
     if (group) run_group(s, group, n);
+    /* a cluster node applies what other nodes appended, between groups */
+    if (atomic_exchange(&s->pg_wanted, 0)) store__cluster_catch_up(s);
     if (atomic_exchange(&s->wal_catchup, 0)) {
       fault_point(FP_CHECKPOINT);
       int log_frames = 0, done = 0;
@@ -723,6 +772,7 @@ static void *checkpoint_main(void *arg) {
 }
 
 int store_start(store *s) {
+  if (store__cluster_start(s) != 0) return -1;
   if (pthread_create(&s->writer, NULL, writer_main, s) != 0) return -1;
   s->writer_running = 1;
   if (pthread_create(&s->checkpointer, NULL, checkpoint_main, s) != 0) return -1;
@@ -749,6 +799,7 @@ void store_close(store *s) {
   pthread_mutex_unlock(&s->lock);
   if (s->writer_running) pthread_join(s->writer, NULL);
   if (s->checkpointer_running) pthread_join(s->checkpointer, NULL);
+  store__cluster_stop(s);
   store__snap_free();
   fault_point(FP_CHECKPOINT);
   int frames = 0, done = 0;
@@ -759,6 +810,18 @@ void store_close(store *s) {
   pthread_mutex_destroy(&s->lock);
   pthread_cond_destroy(&s->wake);
   free(s);
+}
+
+int64_t store_applied_position(store *s) {
+  return atomic_load(&s->applied_pos);
+}
+
+int64_t store_log_head(store *s) {
+  return s->cfg->store[0] ? atomic_load(&s->pg_head) : -2;
+}
+
+void store_on_applied(store *s, void (*moved)(void)) {
+  s->applied_moved = moved;
 }
 
 void store_get_stats(store *s, store_stats *out) {

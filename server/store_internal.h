@@ -67,6 +67,24 @@ typedef struct snap_pass {
   double started;
 } snap_pass;
 
+/* A batch as the batch log records it (one segment of a request): what the local row and a cluster's log
+ * row both hold. Pointers are borrowed. */
+typedef struct store_logged_batch {
+  const char *dataset, *run;
+  int32_t classes;
+  int64_t ds_created, run_created; /* unix seconds, as the dataset's and the run's rows have them */
+  const char *batch_id;            /* NULL: none */
+  int has_epoch, has_step;
+  int64_t epoch, step, n;
+  const char *loss_config;         /* JSON */
+  int64_t received_at;             /* unix milliseconds */
+  const char *meta;                /* JSON object, or NULL */
+  const void *payload;             /* codec.c */
+  size_t plen;
+} store_logged_batch;
+
+struct pglog;
+
 struct store {
   const config *cfg;  /* the caller's, which outlives the store */
   st_map *map;
@@ -90,6 +108,19 @@ struct store {
   atomic_ullong commit_ns;
   metrics_hist commit_seconds, commit_ops, commit_samples;
   atomic_int wal_catchup;     /* set by the checkpointer: the writer copies the WAL's last frames */
+  /* a cluster node's (store_cluster.c); pg is NULL when focald runs alone */
+  struct pglog *pg;           /* the writer's connection to the shared log */
+  struct pglog *follow_pg;    /* the follower thread's */
+  pthread_t follower;
+  int follower_running;
+  atomic_int pg_stop;         /* the follower ends */
+  atomic_int pg_wanted;       /* the follower saw rows past what is applied: the writer catches up */
+  int pg_in_group;            /* the writer holds the log's append lock for the current group */
+  int pg_failed;              /* the group failed on PostgreSQL: its ops get store_unavailable */
+  double pg_retry_at;         /* after a failure, groups fail at once until then */
+  atomic_llong pg_head;       /* the log's head as last seen; -1 when the follower cannot reach it */
+  atomic_llong applied_pos;   /* last_seq, for other threads */
+  void (*applied_moved)(void); /* store_on_applied's */
 };
 
 /* The SQL helpers (store_sql.c). */
@@ -112,6 +143,36 @@ int store__write_sample(store *s, const st_dataset *ds, uint32_t key);
  * the state has them: the table stays a prefix of the keys. *upto gets the
  * new prefix length, for st_set_persisted after the commit. */
 int store__write_prefix(store *s, st_dataset *ds, uint32_t key, uint32_t *upto);
+
+/* Inserts b into the local batch log at seq (0: the next rowid); *out_seq (OUT) is its seq. */
+int store__insert_batch(store *s, int64_t ds_id, int64_t run_id, const store_logged_batch *b, int64_t seq,
+                        int64_t *out_seq);
+
+/* The cluster (store_cluster.c); every one is a no-op returning 0 when s->pg is NULL. */
+/* Connects to cfg->store, checks that the local database is this log's cache (or binds an empty one). */
+int store__cluster_open(store *s);
+/* Copies and applies the log's rows after what is applied (start-up, and when the follower saw new rows).
+ * Returns 0, or -1 (logged; memory is as the local commits left it). */
+int store__cluster_catch_up(store *s);
+/* Begins a group: takes the log's append lock, then catches up to its head. 0, or -1 with s->pg_failed set
+ * when PostgreSQL failed (the group's ops get store_unavailable) or an SQLite code when the local copy failed. */
+int store__cluster_begin(store *s);
+/* Appends b to the log (in the group), giving its position. An SQLite-style code: SQLITE_OK, or SQLITE_ERROR with
+ * s->pg_failed set. */
+int store__cluster_append_batch(store *s, const store_logged_batch *b, int64_t *pos);
+/* Commits the group's rows in the log: 0, or -1 with s->pg_failed set (nothing, or perhaps everything, was
+ * committed: see pglog_commit). */
+int store__cluster_commit(store *s);
+/* Ends a group that will not be committed in the log. */
+void store__cluster_rollback(store *s);
+/* Publishes last_seq to other threads (applied_pos) and tells store_on_applied's function. */
+void store__cluster_applied(store *s);
+int store__cluster_start(store *s);
+void store__cluster_stop(store *s);
+
+/* Replays the local batch log after position after into memory (store_load.c); *replayed (OUT) counts
+ * them. 0 or -1 (logged). */
+int store__replay_after(store *s, int64_t after, int64_t *replayed);
 
 /* The snapshot pass (store_snap.c). store__snap_step runs one bounded
  * transaction of it: 1 while the pass goes on, 0 when it finished, -1 on

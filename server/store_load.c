@@ -344,6 +344,13 @@ static int replay(loader *l, int64_t applied, int64_t *replayed) {
   return r;
 }
 
+int store__replay_after(store *s, int64_t after, int64_t *replayed) {
+  loader l = {.s = s};
+  int rc = replay(&l, after, replayed);
+  sqlite3_finalize(l.q);
+  return rc == 0 ? 0 : -1;
+}
+
 int store__load(store *s) {
   loader l = {.s = s};
   int64_t applied = 0, replayed = 0;

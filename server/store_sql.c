@@ -111,3 +111,22 @@ int store__write_prefix(store *s, st_dataset *ds, uint32_t key, uint32_t *upto) 
   if (*upto > from && st_prefix_written(s->map, ds, *upto) != 0) return SQLITE_NOMEM;
   return SQLITE_OK;
 }
+
+int store__insert_batch(store *s, int64_t ds_id, int64_t run_id, const store_logged_batch *b, int64_t seq,
+                        int64_t *out_seq) {
+  sqlite3_stmt *q = s->st[S_BATCH_INSERT];
+  sqlite3_bind_int64(q, 1, ds_id);
+  sqlite3_bind_int64(q, 2, run_id);
+  if (b->batch_id) sqlite3_bind_text(q, 3, b->batch_id, -1, SQLITE_STATIC);
+  if (b->has_epoch) sqlite3_bind_int64(q, 4, b->epoch);
+  if (b->has_step) sqlite3_bind_int64(q, 5, b->step);
+  sqlite3_bind_int64(q, 6, b->n);
+  sqlite3_bind_text(q, 7, b->loss_config, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(q, 8, b->received_at);
+  if (b->meta) sqlite3_bind_text(q, 9, b->meta, -1, SQLITE_STATIC);
+  sqlite3_bind_blob(q, 10, b->payload, (int)b->plen, SQLITE_STATIC);
+  if (seq > 0) sqlite3_bind_int64(q, 11, seq);
+  int rc = store__step_done(q);
+  if (rc == SQLITE_OK) *out_seq = seq > 0 ? seq : sqlite3_last_insert_rowid(s->db);
+  return rc;
+}

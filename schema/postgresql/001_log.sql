@@ -16,3 +16,10 @@ CREATE TABLE focald_log_head (
   pos bigint NOT NULL CHECK (pos >= 0)
 );
 INSERT INTO focald_log_head (one, pos) VALUES (true, 0);
+
+-- The log's identity: a node's local cache records it and refuses another log's.
+CREATE TABLE focald_log_id (
+  one boolean PRIMARY KEY DEFAULT true CHECK (one),
+  id text NOT NULL
+);
+INSERT INTO focald_log_id (one, id) VALUES (true, gen_random_uuid()::text);

@@ -78,8 +78,22 @@ class PostgreSQL:
         except OSError:
             return ""
 
-    def conninfo(self):
-        return f"host=127.0.0.1 port={self.port} user={self.user} dbname={self.db} connect_timeout=5"
+    def conninfo(self, db=None):
+        return f"host=127.0.0.1 port={self.port} user={self.user} dbname={db or self.db} connect_timeout=5"
+
+    def uri(self, db=None):
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{db or self.db}?connect_timeout=5"
+
+    def new_database(self, name):
+        """Creates database name; returns its postgresql:// URI."""
+        self._pg("createdb", "-h", self.dir, "-p", str(self.port), "-U", self.user, name)
+        return self.uri(name)
+
+    def sql(self, db, statement):
+        """Runs one statement with psql; returns its rows' text (unaligned, tab-separated)."""
+        r = subprocess.run(["psql", "-X", "-q", "-tA", "-F", "\t", "-v", "ON_ERROR_STOP=1", self.uri(db), "-c",
+                            statement], check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return r.stdout
 
     def close(self):
         self.stop()

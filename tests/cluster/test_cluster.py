@@ -1,0 +1,352 @@
+"""focald as a cluster of nodes on one shared log in a real PostgreSQL 15 server (tests/cluster/pgtemp.py).
+
+Every test gets a database of its own and starts its nodes on it. Batches go to different nodes; every
+node must then give the same answers, and those answers must agree with a model built from the
+acknowledged requests alone: each sample seen once per acknowledged batch that holds it, never twice
+(a retried batch_id), never for a batch that was refused, and its mean loss the mean of the losses the
+batches' answers gave. The faults: a node SIGKILLed in the middle of the load and started again, a new
+node started late, and PostgreSQL stopped as a crash would stop it (pg_ctl stop -m immediate) in the
+middle of the load and started again, with clients that retry what got 503 under the same batch_id.
+"""
+import os
+import random
+import signal
+import sys
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+sys.path.insert(0, HERE)
+
+from harness import Daemon, FocaldTestCase, main, q  # noqa: E402
+from pgtemp import PostgreSQL  # noqa: E402
+
+PG = None
+C = 3
+IDS = ["s%02d" % i for i in range(40)]
+
+
+def setUpModule():
+    global PG
+    PG = PostgreSQL()
+
+
+def tearDownModule():
+    if PG:
+        PG.close()
+
+
+def batch_body(rng, n=8, batch_id=None, run="r", classes=C):
+    ids = rng.sample(IDS, n)
+    b = {"run": run, "ids": ids, "targets": [rng.randrange(classes) for _ in ids],
+         "logits": [[round(rng.uniform(-3, 3), 3) for _ in range(classes)] for _ in ids],
+         "loss": {"type": "cross_entropy"}}
+    if batch_id:
+        b["batch_id"] = batch_id
+    return b
+
+
+class Model:
+    """What the acknowledged batches imply: per sample, how often it was seen and the losses it got."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.acked = {}  # batch_id -> (body, answer)
+
+    def ack(self, body, answer):
+        with self.lock:
+            bid = body.get("batch_id")
+            if bid in self.acked:
+                # a retry of one that was committed: the answer says so, and it counts once
+                assert answer["duplicate"], (bid, answer)
+                return
+            self.acked[bid or object()] = (body, answer)
+
+    def per_sample(self):
+        seen, losses = {}, {}
+        for body, answer in self.acked.values():
+            for sid, loss in zip(body["ids"], answer["losses"]):
+                seen[sid] = seen.get(sid, 0) + 1
+                losses.setdefault(sid, []).append(loss)
+        return seen, {k: sum(v) / len(v) for k, v in losses.items()}
+
+
+class ClusterTestCase(FocaldTestCase):
+    class_daemon = False
+
+    def setUp(self):
+        self.dbname = "t_%s" % self.id().rsplit(".", 1)[-1][:50]
+        self.uri = PG.new_database(self.dbname)
+        self.nodes = []
+
+    def node(self, name, db_dir=None, args=(), start=True):
+        d = Daemon(self.id(), db_dir=db_dir, args=["--store", self.uri, "--node-name", name, "--snapshot-interval", "1",
+                                                   "--read-wait", "3000", *args])
+        self.nodes.append(d)
+        self.addCleanup(lambda: d.running() and d.stop())
+        return d.start(timeout=20) if start else d
+
+    def post(self, node, body, dataset="d"):
+        r = node.batch(dataset, body)
+        if r.status == 200:
+            pos = r.header("Focald-Log-Position")
+            self.assertIsNotNone(pos, "a recorded batch's answer carries its log position")
+            return r, int(pos)
+        return r, None
+
+    def state(self, node, after, dataset="d"):
+        """Everything a client can read of the dataset on node, once it has applied position after."""
+        out = {}
+        for by in ("mean_loss", "ema_loss", "seen", "forgetting", "aum"):
+            r = node.get("/v1/datasets/%s/hard-examples?run=r&by=%s&k=1000&after=%d" % (q(dataset), by, after))
+            self.assertEqual(r.status, 200, r)
+            out["hard/" + by] = r.json()
+        r = node.get("/v1/datasets/%s/export?format=jsonl&after=%d" % (q(dataset), after))
+        self.assertEqual(r.status, 200, r)
+        out["export"] = r.body
+        for sid in IDS[:5]:
+            r = node.get("/v1/datasets/%s/samples/%s?after=%d" % (q(dataset), sid, after))
+            out["sample/" + sid] = r.json() if r.status == 200 else r.status
+        r = node.get("/v1/datasets/%s?after=%d" % (q(dataset), after))
+        self.assertEqual(r.status, 200, r)
+        ds = r.json()
+        for k in ("db_bytes", "wal_bytes", "storage"):
+            ds.pop(k, None)
+        out["dataset"] = ds
+        return out
+
+    def assertSameEverywhere(self, nodes, after):
+        states = [self.state(n, after) for n in nodes]
+        for i in range(1, len(states)):
+            for key in states[0]:
+                self.assertEqual(states[i][key], states[0][key], "node %d differs from node 0 in %s" % (i, key))
+        return states[0]
+
+    def assertMatchesModel(self, node, model, after):
+        seen, mean = model.per_sample()
+        for sid in IDS:
+            r = node.get("/v1/datasets/d/samples/%s?run=r&after=%d" % (q(sid), after))
+            if sid not in seen:
+                self.assertEqual(r.status, 404, (sid, r))
+                continue
+            self.assertEqual(r.status, 200, r)
+            h = r.json()["runs"][0]
+            self.assertEqual(h["seen"], seen[sid], "sample %s: seen" % sid)
+            self.assertClose(h["mean_loss"], mean[sid], "sample %s: mean_loss" % sid, rel=1e-4)
+
+    # ------------------------------------------------------------------ tests
+
+    def test_cluster_batches_on_any_node_give_identical_answers(self):
+        nodes = [self.node("n%d" % i) for i in range(3)]
+        rng = random.Random(1)
+        model, last = Model(), 0
+        for i in range(30):
+            body = batch_body(rng, batch_id="b%d" % i)
+            r, pos = self.post(nodes[i % 3], body)
+            self.assertEqual(r.status, 200, r)
+            model.ack(body, r.json())
+            self.assertGreater(pos, last, "positions grow")
+            last = pos
+        self.assertEqual(last, 30, "30 batches took positions 1 to 30: no gaps")
+        self.assertSameEverywhere(nodes, last)
+        for n in nodes:
+            self.assertMatchesModel(n, model, last)
+        # and every answer says how far behind the log its node is
+        r = nodes[1].get("/v1/datasets/d?after=%d" % last)
+        self.assertEqual(r.header("Focald-Log-Behind"), "0")
+
+    def test_cluster_a_batch_id_is_one_across_nodes(self):
+        a, b = self.node("a"), self.node("b")
+        rng = random.Random(2)
+        body = batch_body(rng, batch_id="once")
+        r1, p1 = self.post(a, body)
+        self.assertEqual(r1.status, 200, r1)
+        self.assertFalse(r1.json()["duplicate"])
+        r2, p2 = self.post(b, body)
+        self.assertEqual(r2.status, 200, r2)
+        self.assertTrue(r2.json()["duplicate"], "the same batch_id sent to another node is a duplicate")
+        self.assertGreaterEqual(p2, p1)
+        model = Model()
+        model.ack(body, r1.json())
+        for n in (a, b):
+            self.assertMatchesModel(n, model, p2)
+
+    def test_cluster_a_runs_class_count_holds_across_nodes(self):
+        a, b = self.node("a"), self.node("b")
+        rng = random.Random(3)
+        r, _ = self.post(a, batch_body(rng, classes=3))
+        self.assertEqual(r.status, 200, r)
+        r, _ = self.post(b, batch_body(rng, classes=4))
+        self.assertProblem(r, 409, "class_count_conflict")
+
+    def test_cluster_reads_wait_for_a_position(self):
+        a, b = self.node("a"), self.node("b", args=["--read-wait", "300"])
+        rng = random.Random(4)
+        body = batch_body(rng)
+        r, pos = self.post(a, body)
+        self.assertEqual(r.status, 200, r)
+        # read-your-writes on the other node
+        r = b.get("/v1/datasets/d/samples/%s?run=r&after=%d" % (q(body["ids"][0]), pos))
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["runs"][0]["seen"], 1)
+        # a position no one wrote: 503 after --read-wait, with Retry-After
+        t0 = time.monotonic()
+        r = b.get("/v1/datasets/d?after=%d" % (pos + 1000))
+        self.assertProblem(r, 503, "not_caught_up", "after")
+        self.assertGreaterEqual(time.monotonic() - t0, 0.25)
+        self.assertEqual(r.header("Retry-After"), "1")
+        for bad in ("x", "-1", "1.5", ""):
+            r = b.get("/v1/datasets/d?after=%s" % bad)
+            self.assertProblem(r, 400, "bad_query", "after")
+        r = b.get("/v1/datasets/d?after=1&after=2")
+        self.assertProblem(r, 400, "bad_query", "after")
+        # only the reads of the data take it
+        r = b.get("/metrics?after=1")
+        self.assertProblem(r, 400, "bad_query", "after")
+
+    def test_cluster_refuses_changes_the_log_does_not_carry(self):
+        a = self.node("a")
+        r, _ = self.post(a, batch_body(random.Random(5)))
+        self.assertEqual(r.status, 200, r)
+        sid = IDS[0]
+        r = a.get("/v1/datasets/d/samples/%s" % sid)
+        if r.status == 404:
+            sid = a.get("/v1/datasets/d/hard-examples?k=1").json()["items"][0]["id"]
+        r = a.post("/v1/datasets/d/samples/%s/review" % q(sid), {"status": "confirmed", "reviewer": "x"})
+        self.assertProblem(r, 501, "not_in_cluster")
+        r = a.request("PUT", "/v1/datasets/d/samples/%s/meta" % q(sid), {"uri": "file:///x.png"})
+        self.assertProblem(r, 501, "not_in_cluster")
+        r = a.delete("/v1/datasets/d")
+        self.assertProblem(r, 501, "not_in_cluster")
+        # and nothing changed
+        self.assertEqual(a.get("/v1/datasets/d").status, 200)
+
+    def test_cluster_new_node_catches_up_and_killed_node_converges(self):
+        nodes = [self.node("n%d" % i) for i in range(3)]
+        model, stop, errors = Model(), threading.Event(), []
+        positions = []
+
+        def client(k):
+            rng = random.Random(100 + k)
+            i, attempt = 0, 0
+            body = batch_body(rng, batch_id="c%d-0" % k)
+            while not stop.is_set() or attempt:
+                target = nodes[(k + i + attempt) % 3]
+                try:
+                    r = target.batch("d", body, timeout=10)
+                except OSError:
+                    # the node was killed, perhaps after committing: the same batch goes to the next node
+                    attempt += 1
+                    time.sleep(0.05)
+                    continue
+                if r.status == 200:
+                    model.ack(body, r.json())
+                    positions.append(int(r.header("Focald-Log-Position")))
+                    i, attempt = i + 1, 0
+                    body = batch_body(rng, batch_id="c%d-%d" % (k, i))
+                elif r.status == 503:
+                    attempt += 1
+                else:
+                    errors.append(r)
+                    return
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        nodes[2].kill9()
+        time.sleep(0.5)
+        nodes[2].start(timeout=20)
+        time.sleep(1.0)
+        stop.set()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        self.assertGreater(len(model.acked), 20)
+        last = max(positions)
+        late = self.node("late")
+        state = self.assertSameEverywhere(nodes + [late], last)
+        self.assertTrue(state["export"])
+        for n in nodes + [late]:
+            self.assertMatchesModel(n, model, last)
+
+    def test_cluster_postgresql_stopped_mid_load(self):
+        nodes = [self.node("n%d" % i) for i in range(2)]
+        model, stop, errors, refused = Model(), threading.Event(), [], [0]
+
+        def client(k):
+            rng = random.Random(200 + k)
+            i = 0
+            body = batch_body(rng, batch_id="p%d-0" % k)
+            while not stop.is_set():
+                r = nodes[(k + i) % 2].batch("d", body, timeout=20)
+                if r.status == 200:
+                    model.ack(body, r.json())
+                    i += 1
+                    body = batch_body(rng, batch_id="p%d-%d" % (k, i))
+                elif r.status == 503:
+                    refused[0] += 1
+                    if r.json()["code"] != "store_unavailable":
+                        errors.append(r)
+                        return
+                    time.sleep(0.05)  # the same body, the same batch_id: retried until acknowledged
+                else:
+                    errors.append(r)
+                    return
+            # the last body may have been refused: retried to the end, so that every batch is known
+            while body.get("batch_id") not in model.acked:
+                r = nodes[0].batch("d", body, timeout=20)
+                if r.status == 200:
+                    model.ack(body, r.json())
+                else:
+                    time.sleep(0.1)
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        PG.stop_immediate()
+        time.sleep(0.5)
+        # reads go on from memory, and say they cannot know how far behind they are
+        r = nodes[0].get("/v1/datasets/d")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("Focald-Log-Behind"), "unknown")
+        time.sleep(0.5)
+        PG.start()
+        time.sleep(1.5)
+        stop.set()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        self.assertGreater(refused[0], 0, "the stop reached the clients")
+        head = int(PG.sql(self.dbname, "SELECT pos FROM focald_log_head").strip())
+        self.assertEqual(int(PG.sql(self.dbname, "SELECT count(*) FROM focald_log").strip()), head,
+                         "the log has no gaps")
+        self.assertSameEverywhere(nodes, head)
+        for n in nodes:
+            self.assertMatchesModel(n, model, head)
+
+    def test_cluster_node_refuses_a_database_of_another_kind(self):
+        # a database focald wrote alone
+        alone = Daemon(self.id()).start()
+        r = alone.batch("d", batch_body(random.Random(6)))
+        self.assertEqual(r.status, 200, r)
+        alone.stop()
+        d = self.node("a", db_dir=alone.db_dir, start=False)
+        with self.assertRaises(AssertionError) as e:
+            d.start(timeout=20)
+        self.assertIn("recorded alone", str(e.exception))
+        # and a node's cache of another cluster's log
+        a = self.node("a")
+        a.stop()
+        other = PG.new_database(self.dbname + "_other")
+        d = Daemon(self.id(), db_dir=a.db_dir, args=["--store", other])
+        with self.assertRaises(AssertionError) as e:
+            d.start(timeout=20)
+        self.assertIn("another cluster", str(e.exception))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
