@@ -3,5 +3,6 @@
 -- is never pointed at another cluster's PostgreSQL with this cache, nor at a database focald wrote alone.
 CREATE TABLE cluster (
   one INTEGER PRIMARY KEY CHECK (one = 1),
-  log_id TEXT NOT NULL
+  log_id TEXT NOT NULL,
+  applied_pos INTEGER NOT NULL DEFAULT 0  -- the last position of the log this database holds
 );

@@ -537,6 +537,7 @@ static void wop_cleanup(http_req *rq) {
 static int finish_delete(http_req *rq, http_resp *resp) {
   wop *op = rq->async;
   if (op->failed) return http_problem(resp, rq, &op->err);
+  api_log_position(resp, op);
   jw o = {0};
   JW(&o, "{\"deleted\":");
   jw_str(&o, op->dataset);

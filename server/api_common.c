@@ -40,6 +40,13 @@ int api_fail(http_resp *resp, const http_req *rq, problem_code code, const char 
 }
 
 
+void api_log_position(http_resp *resp, const wop *op) {
+  if (op->log_pos <= 0) return;
+  char v[24];
+  snprintf(v, sizeof v, "%lld", (long long)op->log_pos);
+  http_header(resp, "Focald-Log-Position", v);
+}
+
 static void resume(wop *op) {
   http_complete(op->ctx);
 }

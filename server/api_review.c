@@ -59,6 +59,7 @@ static void jw_raw(jw *o, const char *json) {
 static int finish_review(http_req *rq, http_resp *resp) {
   review_op *r = rq->async;
   if (r->op.failed) return http_problem(resp, rq, &r->op.err);
+  api_log_position(resp, &r->op);
   jw o = {0};
   JW(&o, "{\"id\":");
   jw_str(&o, r->id);
@@ -93,6 +94,7 @@ int api_review(http_req *rq, http_resp *resp) {
 static int finish_meta(http_req *rq, http_resp *resp) {
   meta_op *m = rq->async;
   if (m->op.failed) return http_problem(resp, rq, &m->op.err);
+  api_log_position(resp, &m->op);
   jw o = {0};
   JW(&o, "{\"id\":");
   jw_str(&o, m->id);
@@ -140,6 +142,7 @@ static void jw_queue_summary(jw *o, const st_dataset *ds, const st_queue *q) {
 static int finish_queue(http_req *rq, http_resp *resp) {
   queue_op *q = rq->async;
   if (q->op.failed) return http_problem(resp, rq, &q->op.err);
+  api_log_position(resp, &q->op);
   jw o = {0};
   jw_summary(&o, q->p.name, q->created_at / 1000, q->size, q->progress, q->p.params_json);
   return jw_respond(resp, 201, &o);
@@ -161,6 +164,7 @@ int api_queue_create(http_req *rq, http_resp *resp) {
 static int finish_queue_delete(http_req *rq, http_resp *resp) {
   queue_op *q = rq->async;
   if (q->op.failed) return http_problem(resp, rq, &q->op.err);
+  api_log_position(resp, &q->op);
   jw o = {0};
   JW(&o, "{\"deleted\":");
   jw_str(&o, q->p.name);

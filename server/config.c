@@ -48,6 +48,12 @@ static const setting settings[] = {
      "this node's name in the cluster's log (default: the host name)", "NAME"},
     {"read-wait", K_INT, AT(read_wait), 0, 0, 60000,
      "in a cluster, milliseconds a read with after=POSITION waits for this node to apply that position before 503", "MS"},
+    {"cluster-snapshot-interval", K_INT, AT(cluster_snapshot_interval), 0, 0, 86400 * 7,
+     "in a cluster, seconds between snapshots of this node's state stored in PostgreSQL for new nodes to start "
+     "from (one node at a time writes them; 0: none)", "SECONDS"},
+    {"log-retention", K_INT, AT(log_retention), 0, -1, 2000000000,
+     "in a cluster, rows of the shared log kept below the newest snapshot; older ones are deleted (-1: keep all)",
+     "ROWS"},
     {"http-threads", K_INT, AT(http_threads), 0, 1, 256, "HTTP threads (libmicrohttpd's pool)", "N"},
     {"workers", K_INT, AT(workers), 0, 1, 128, "scoring threads (libuv's pool); default: the CPUs focald may use (affinity and cgroup CPU quota)", "N"},
     {"max-body", K_SIZE, AT(max_body), 0, 1024, (long long)1 << 40, "largest request body (suffixes K, M, G)", "BYTES"},
@@ -120,6 +126,8 @@ static void defaults(config *c) {
     snprintf(c->node_name, sizeof c->node_name, "focald");
   c->node_name[sizeof c->node_name - 1] = 0;
   c->read_wait = 5000;
+  c->cluster_snapshot_interval = 300;
+  c->log_retention = -1;
   long cores = usable_cpus();
   c->http_threads = cores < 2 ? 2 : (int)cores;
   c->workers = (int)cores;

@@ -19,6 +19,8 @@ typedef struct config {
   char store[1024];        /* "" alone; a postgresql:// URI (or libpq conninfo): a cluster node on its shared log */
   char node_name[64];      /* this node's name in the shared log's rows; default: the host name */
   int read_wait;           /* milliseconds a read given after=POSITION waits for this node to apply it */
+  int cluster_snapshot_interval; /* seconds between snapshots a cluster node offers to PostgreSQL; 0: none */
+  int log_retention;       /* rows of the shared log kept below the newest snapshot; -1: all */
   int http_threads;        /* libmicrohttpd's thread pool */
   int workers;             /* libuv's thread pool: scoring */
   int64_t max_body;        /* bytes */

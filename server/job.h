@@ -38,6 +38,7 @@ struct wop {
   void *ctx;            /* the creator's */
   char dataset[ST_NAME_MAX + 1];
   int64_t batch_seq;    /* set by the writer: the newest batch logged before this op (review ops order by it) */
+  int64_t log_pos;      /* on a cluster node: its position in the shared log, once committed (0: none) */
   /* the writer's, from the op's SQL to its apply */
   int64_t ds_id;        /* the dataset it applies to: an id is never reused, a name may be */
   uint32_t persist_to;  /* samples rows it wrote: keys below this (0: none) */

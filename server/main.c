@@ -24,6 +24,10 @@
  *                 a flag) and wakes the writer, which copies and applies the
  *                 new rows between groups. The writer also holds the node's
  *                 other PostgreSQL connection, for its groups' appends.
+ *   snapshotter   store_cluster.c, on a cluster node with a snapshot interval:
+ *                 under a lease, copies the local database on a connection of
+ *                 its own (VACUUM INTO) and stores it in PostgreSQL with a
+ *                 third connection; prunes the log. Touches no state.c data.
  *   watchdog      watchdog.c: shuts down connections whose request headers take
  *                 longer than --connection-timeout, or whose body arrives
  *                 slower than --min-body-rate (slowloris); touches only its

@@ -11,9 +11,11 @@
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pglog.h"
 
@@ -45,7 +47,23 @@ static const struct {
     {"append", "INSERT INTO focald_log (pos, kind, dataset, body, node) VALUES ($1::bigint, $2::smallint, $3, $4, $5)",
      5},
     {"read", "SELECT pos, kind, dataset, body FROM focald_log WHERE pos > $1::bigint ORDER BY pos LIMIT $2::int", 2},
+    {"lease",
+     "INSERT INTO focald_lease AS l (name, holder, until) VALUES ($1, $2, now() + make_interval(secs => $3::int)) "
+     "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until "
+     "WHERE l.until < now() OR l.holder = excluded.holder RETURNING holder",
+     3},
+    {"snap_head", "INSERT INTO focald_snapshot (pos, node, parts, bytes) VALUES ($1::bigint, $2, $3::int, $4::bigint) "
+                  "ON CONFLICT (pos) DO NOTHING", 4},
+    {"snap_part", "INSERT INTO focald_snapshot_part (pos, part, data) VALUES ($1::bigint, $2::int, $3)", 3},
+    {"snap_newest", "SELECT coalesce(max(pos), 0) FROM focald_snapshot", 0},
+    {"snap_parts", "SELECT parts FROM focald_snapshot WHERE pos = $1::bigint", 1},
+    {"snap_read", "SELECT data FROM focald_snapshot_part WHERE pos = $1::bigint AND part = $2::int", 2},
+    {"prune_log", "DELETE FROM focald_log WHERE pos < $1::bigint", 1},
+    {"prune_snaps", "DELETE FROM focald_snapshot WHERE pos < (SELECT max(pos) FROM focald_snapshot)", 0},
 };
+
+/* a snapshot's part: big enough that a few round trips carry a large database, small enough for memory */
+#define SNAPSHOT_PART (4 << 20)
 
 static void set_err(pglog *p, const char *what) {
   const char *m = p->conn ? PQerrorMessage(p->conn) : "no connection";
@@ -348,4 +366,136 @@ int pglog_wait(pglog *p, int timeout_ms, int64_t *head) {
   if (n <= 0) return 0;
   if (!PQconsumeInput(p->conn)) return fail(p, "reading notifications");
   return take_notifies(p, head);
+}
+
+/* ------------------------------------------------------------------ snapshots, leases, pruning */
+
+int pglog_lease(pglog *p, const char *name, int seconds, int *held) {
+  char secs[16];
+  snprintf(secs, sizeof secs, "%d", seconds);
+  const char *values[3] = {name, p->node, secs};
+  PGresult *r = NULL;
+  int rc = exec_prepared(p, "lease", 3, values, NULL, NULL, 0, &r);
+  if (rc) return rc;
+  *held = PQntuples(r) == 1;
+  PQclear(r);
+  return PGLOG_OK;
+}
+
+/* Abandons a failed transaction and passes its code on. */
+static int abandon(pglog *p, int rc) {
+  if (PQstatus(p->conn) == CONNECTION_OK) PQclear(PQexec(p->conn, "ROLLBACK"));
+  return rc;
+}
+
+int pglog_snapshot_put(pglog *p, int64_t pos, const char *path) {
+  FILE *f = fopen(path, "rb");
+  struct stat st;
+  if (!f || fstat(fileno(f), &st) != 0) {
+    snprintf(p->err, sizeof p->err, "cannot read %s: %s", path, strerror(errno));
+    if (f) fclose(f);
+    return PGLOG_ERROR;
+  }
+  char *chunk = malloc(SNAPSHOT_PART);
+  int rc = chunk ? exec_cmd(p, "BEGIN") : PGLOG_ERROR;
+  if (!chunk) snprintf(p->err, sizeof p->err, "out of memory");
+  const int parts = (int)((st.st_size + SNAPSHOT_PART - 1) / SNAPSHOT_PART);
+  char spos[24], sparts[16], sbytes[24], spart[16];
+  snprintf(spos, sizeof spos, "%" PRId64, pos);
+  snprintf(sparts, sizeof sparts, "%d", parts);
+  snprintf(sbytes, sizeof sbytes, "%lld", (long long)st.st_size);
+  if (!rc) {
+    const char *values[4] = {spos, p->node, sparts, sbytes};
+    PGresult *r = NULL;
+    rc = exec_prepared(p, "snap_head", 4, values, NULL, NULL, 0, &r);
+    /* one at this position already: it holds the same state */
+    if (!rc && strcmp(PQcmdTuples(r), "0") == 0) {
+      PQclear(r);
+      fclose(f);
+      free(chunk);
+      return abandon(p, PGLOG_OK);
+    }
+    PQclear(r);
+  }
+  for (int i = 0; !rc && i < parts; i++) {
+    const size_t n = fread(chunk, 1, SNAPSHOT_PART, f);
+    if (n == 0) {
+      snprintf(p->err, sizeof p->err, "%s ended early", path);
+      rc = PGLOG_ERROR;
+      break;
+    }
+    snprintf(spart, sizeof spart, "%d", i);
+    const char *values[3] = {spos, spart, chunk};
+    const int lengths[3] = {0, 0, (int)n}, formats[3] = {0, 0, 1};
+    rc = exec_prepared(p, "snap_part", 3, values, lengths, formats, 0, NULL);
+  }
+  fclose(f);
+  free(chunk);
+  if (!rc) rc = exec_cmd(p, "COMMIT");
+  return rc ? abandon(p, rc) : PGLOG_OK;
+}
+
+int pglog_snapshot_newest(pglog *p, int64_t *pos) {
+  PGresult *r = NULL;
+  int rc = exec_prepared(p, "snap_newest", 0, NULL, NULL, NULL, 0, &r);
+  if (rc) return rc;
+  *pos = get_int64(r, 0, 0);
+  PQclear(r);
+  return PGLOG_OK;
+}
+
+int pglog_snapshot_get(pglog *p, int64_t pos, const char *path) {
+  char spos[24], spart[16];
+  snprintf(spos, sizeof spos, "%" PRId64, pos);
+  const char *v1[1] = {spos};
+  PGresult *r = NULL;
+  /* the parts are read in one transaction, so that a pruning in between cannot take them away */
+  int rc = exec_cmd(p, "BEGIN ISOLATION LEVEL REPEATABLE READ");
+  if (!rc) rc = exec_prepared(p, "snap_parts", 1, v1, NULL, NULL, 0, &r);
+  if (rc) return abandon(p, rc);
+  if (PQntuples(r) != 1) {
+    PQclear(r);
+    snprintf(p->err, sizeof p->err, "no snapshot at position %" PRId64, pos);
+    return abandon(p, PGLOG_ERROR);
+  }
+  const int parts = (int)get_int64(r, 0, 0);
+  PQclear(r);
+  FILE *f = fopen(path, "wb");
+  if (!f) {
+    snprintf(p->err, sizeof p->err, "cannot create %s: %s", path, strerror(errno));
+    return abandon(p, PGLOG_ERROR);
+  }
+  for (int i = 0; !rc && i < parts; i++) {
+    snprintf(spart, sizeof spart, "%d", i);
+    const char *values[2] = {spos, spart};
+    rc = exec_prepared(p, "snap_read", 2, values, NULL, NULL, 1, &r);
+    if (rc) break;
+    if (PQntuples(r) != 1) {
+      snprintf(p->err, sizeof p->err, "the snapshot at position %" PRId64 " lacks part %d", pos, i);
+      rc = PGLOG_ERROR;
+    } else if (fwrite(PQgetvalue(r, 0, 0), 1, (size_t)PQgetlength(r, 0, 0), f) != (size_t)PQgetlength(r, 0, 0)) {
+      snprintf(p->err, sizeof p->err, "cannot write %s: %s", path, strerror(errno));
+      rc = PGLOG_ERROR;
+    }
+    PQclear(r);
+  }
+  if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+    if (!rc) snprintf(p->err, sizeof p->err, "cannot write %s: %s", path, strerror(errno));
+    rc = rc ? rc : PGLOG_ERROR;
+  }
+  fclose(f);
+  if (!rc) rc = exec_cmd(p, "COMMIT");
+  return rc ? abandon(p, rc) : PGLOG_OK;
+}
+
+int pglog_prune(pglog *p, int64_t below, int64_t *rows) {
+  char sb[24];
+  snprintf(sb, sizeof sb, "%" PRId64, below);
+  const char *values[1] = {sb};
+  PGresult *r = NULL;
+  int rc = exec_prepared(p, "prune_log", 1, values, NULL, NULL, 0, &r);
+  if (rc) return rc;
+  *rows = strtoll(PQcmdTuples(r), NULL, 10);
+  PQclear(r);
+  return exec_prepared(p, "prune_snaps", 0, NULL, NULL, NULL, 0, NULL);
 }

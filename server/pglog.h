@@ -96,4 +96,24 @@ int pglog_listen(pglog *p);
  * timeout, or a negative code. */
 int pglog_wait(pglog *p, int timeout_ms, int64_t *head);
 
+/* ------------------------------------------------------------------ snapshots, leases, pruning */
+
+/* Takes or renews the lease called name for this node for seconds: *held (OUT) is 1 when this node holds it
+ * now (it was free, had expired, or was this node's already), else 0. */
+int pglog_lease(pglog *p, const char *name, int seconds, int *held);
+
+/* Stores the file at path as the snapshot at position pos, in parts, in one transaction (a snapshot is seen
+ * whole or not at all). An existing snapshot at pos is kept as it is. */
+int pglog_snapshot_put(pglog *p, int64_t pos, const char *path);
+
+/* The newest snapshot's position, or 0 when there is none. */
+int pglog_snapshot_newest(pglog *p, int64_t *pos);
+
+/* Writes the snapshot at pos to the file at path (created; its parts in order). */
+int pglog_snapshot_get(pglog *p, int64_t pos, const char *path);
+
+/* Deletes the log's rows below position below, and every snapshot but the newest. *rows (OUT): rows
+ * deleted. */
+int pglog_prune(pglog *p, int64_t below, int64_t *rows);
+
 #endif /* FOCALD_PGLOG_H */

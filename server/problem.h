@@ -37,7 +37,6 @@
   X(P_OVERLOADED, 503, "overloaded", "focald is overloaded; retry later")             \
   X(P_DRAINING, 503, "draining", "focald is shutting down")                           \
   X(P_STARTING, 503, "starting", "focald is starting")                                \
-  X(P_NOT_IN_CLUSTER, 501, "not_in_cluster", "This change is not available on a cluster node yet") \
   X(P_STORE_UNAVAILABLE, 503, "store_unavailable", "The cluster's shared log cannot be reached; retry later") \
   X(P_NOT_CAUGHT_UP, 503, "not_caught_up", "This node has not applied the log position asked for yet") \
   X(P_STORAGE_FULL, 507, "storage_full", "The database cannot grow")                  \

@@ -43,6 +43,7 @@
 
 #include "codec.h"
 #include "log.h"
+#include "review.h"
 #include "store_internal.h"
 
 /* The migrations, in order (generated from schema/ by the Makefile). */
@@ -169,7 +170,7 @@ int store_open(store **out, const config *cfg, st_map *map) {
     log_kv(LOG_ERROR, "cannot create the database's directory", "db", cfg->db, "error", strerror(errno), NULL);
     goto fail;
   }
-  if (open_connection(cfg, &s->db) != 0 || migrate(s->db) != 0) goto fail;
+  if (store__cluster_bootstrap(cfg) != 0 || open_connection(cfg, &s->db) != 0 || migrate(s->db) != 0) goto fail;
   for (int i = 0; i < S_COUNT; i++) {
     if (sqlite3_prepare_v3(s->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) != SQLITE_OK) {
       log_kv(LOG_ERROR, "cannot prepare a statement", "sql", sql_text[i], "error", sqlite3_errmsg(s->db), NULL);
@@ -190,11 +191,13 @@ fail:
   return -1;
 }
 
+static int cluster_catch_up(store *s);
+
 int store_load(store *s) {
   fault_point(FP_LOAD);
   if (store__load(s) != 0) return -1;
   /* a cluster node then applies what the log has beyond its local copy */
-  if (store__cluster_catch_up(s) != 0) {
+  if (cluster_catch_up(s) != 0) {
     log_msg(LOG_ERROR, "could not catch up with the cluster's log");
     return -1;
   }
@@ -497,7 +500,7 @@ static int barrier_write(store *s, wop *op) {
 
 /* ------------------------------------------------------------------ groups */
 
-static const wop_class *class_of(wop_kind k) {
+const wop_class *store__class_of(wop_kind k) {
   static const wop_class batch = {batch_write, batch_apply, batch_discard, 0};
   static const wop_class del = {delete_write, delete_apply, nothing, 0};
   static const wop_class barrier = {barrier_write, nothing, nothing, 0};
@@ -523,7 +526,7 @@ static const char *op_sample(const wop *o) {
  * and applied: a review or meta put waits for an op on its whole dataset or on the same sample; a queue
  * build or removal for any op on its dataset. Batches and deletions are checked by their SQL alone. */
 static int must_wait(const wop *o, wop *const *group, int n) {
-  if (!class_of(o->kind)->reads_memory) return 0;
+  if (!store__class_of(o->kind)->reads_memory) return 0;
   const char *sample = op_sample(o);
   for (int i = 0; i < n; i++) {
     const char *gs = op_sample(group[i]);
@@ -570,15 +573,66 @@ static int tx(store *s, const char *sql) {
   return sqlite3_exec(s->db, sql, NULL, NULL, NULL);
 }
 
-/* On a cluster node, the changes the shared log does not carry yet are refused. */
-static void refuse_unlogged(wop *list) {
-  for (wop *op = list; op; op = op->next)
-    if (!op->failed && op->kind != WOP_BATCH && op->kind != WOP_BARRIER) {
-      op->failed = 1;
-      problem_set(&op->err, P_NOT_IN_CLUSTER, NULL,
-                  "on a cluster node, only batches are recorded so far: review decisions, meta, queues and "
-                  "deleting a dataset are not");
+/* ------------------------------------------------------------------ a cluster node catching up */
+
+/* Writes a change another node logged, on this node's state. That node accepted it against the same state,
+ * so a refusal here means the states differ: logged, and the catch-up stops (SQLITE_CORRUPT). */
+static int write_logged(store *s, wop *op) {
+  op->batch_seq = s->logged_seq;
+  int rc = store__class_of(op->kind)->write(s, op);
+  if (rc == SQLITE_OK && op->failed) {
+    char pos[24];
+    snprintf(pos, sizeof pos, "%lld", (long long)op->log_pos);
+    log_kv(LOG_ERROR, "a change in the cluster's log is refused on this node: its state differs from the node's that "
+           "logged it", "position", pos, "detail", op->err.detail, NULL);
+    rc = SQLITE_CORRUPT;
+  }
+  return rc;
+}
+
+/* Applies the shared log's rows after s->pg_applied (store_cluster.c): one local transaction per run of
+ * batches or per change, each applied in memory after its commit, as a group is. Returns 0; -1 when
+ * PostgreSQL failed (s->pg_failed); an SQLite code otherwise (memory is then as the last commit left it). */
+static int catch_up(store *s) {
+  store_log_chunk c;
+  do {
+    int rc = tx(s, "BEGIN IMMEDIATE");
+    if (rc == SQLITE_OK) rc = store__cluster_copy(s, &c);
+    if (rc == SQLITE_OK && c.op) rc = write_logged(s, c.op);
+    if (rc == SQLITE_OK && c.consumed > s->pg_applied) rc = store__cluster_mark_pos(s, c.consumed);
+    if (rc == SQLITE_OK) rc = tx(s, "COMMIT");
+    if (rc != SQLITE_OK) {
+      if (!sqlite3_get_autocommit(s->db)) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+      if (c.op) store__class_of(c.op->kind)->discard(s, c.op);
+      review_op_free(c.op);
+      st_tx_end(s->map);
+      return rc;
     }
+    if (c.batches) {
+      int64_t replayed = 0;
+      if (store__replay_after(s, s->last_seq, &replayed) != 0) return SQLITE_CORRUPT;
+      s->logged_seq = s->last_seq;
+    }
+    if (c.op) {
+      store__class_of(c.op->kind)->apply(s, c.op);
+      st_tx_end(s->map);
+      review_op_free(c.op);
+    }
+    if (c.consumed > s->pg_applied) {
+      s->pg_applied = c.consumed;
+      s->snap_wanted = 1;
+      store__cluster_applied(s);
+    }
+  } while (c.more);
+  return 0;
+}
+
+/* Catches up outside a group (start-up; the follower saw new rows). 0, or -1 (logged). */
+static int cluster_catch_up(store *s) {
+  if (!s->pg) return 0;
+  int rc = store__cluster_ready(s) == 0 ? catch_up(s) : -1;
+  store__cluster_failed(s);
+  return rc == 0 ? 0 : -1;
 }
 
 /* Commits one group of n ops: a savepoint per op, one COMMIT for all, then the applies and the answers.
@@ -589,8 +643,13 @@ static void run_group(store *s, wop *list, int n) {
   const double t0 = store__now_s();
   int rc = SQLITE_OK;
   if (s->pg) {
-    refuse_unlogged(list);
-    rc = store__cluster_begin(s);
+    /* under the log's append lock, with every row up to its head applied: the group's checks see the cluster */
+    rc = store__cluster_ready(s) == 0 ? store__cluster_begin(s) : -1;
+    if (rc == 0 && atomic_load(&s->pg_head) > s->pg_applied) rc = catch_up(s);
+    if (rc != 0) {
+      store__cluster_rollback(s);
+      store__cluster_failed(s);
+    }
     if (rc == -1) rc = SQLITE_ERROR; /* PostgreSQL failed: s->pg_failed */
   }
   const int64_t logged_before = s->logged_seq;
@@ -600,11 +659,15 @@ static void run_group(store *s, wop *list, int n) {
     if (op->failed) continue;
     rc = tx(s, "SAVEPOINT op");
     if (rc != SQLITE_OK) break;
-    rc = class_of(op->kind)->write(s, op);
+    rc = store__class_of(op->kind)->write(s, op);
     if (rc != SQLITE_OK) break; /* a failed write fails the group: the transaction may be gone already */
+    /* a cluster node logs each change it accepts (a batch logs itself, segment by segment) */
+    if (s->pg && !op->failed && op->kind != WOP_BATCH && op->kind != WOP_BARRIER) rc = store__cluster_append_op(s, op);
+    if (rc != SQLITE_OK) break;
     rc = op->failed ? tx(s, "ROLLBACK TO op; RELEASE op") : tx(s, "RELEASE op");
   }
   int logged = 0; /* committed in the cluster's log */
+  if (s->pg && rc == SQLITE_OK) rc = store__cluster_mark(s);
   if (s->pg && rc == SQLITE_OK) {
     if (store__cluster_commit(s) == 0) logged = 1;
     else rc = SQLITE_ERROR;
@@ -613,6 +676,7 @@ static void run_group(store *s, wop *list, int n) {
   }
   if (rc == SQLITE_OK) rc = tx(s, "COMMIT");
   const int committed = rc == SQLITE_OK;
+  if (committed) store__cluster_committed(s);
   /* in the log but not in the local copy: the answers stand, and the next catch-up brings the rows */
   const int logged_only = !committed && logged;
   if (!committed) {
@@ -643,7 +707,7 @@ static void run_group(store *s, wop *list, int n) {
   }
   uint64_t samples = 0;
   for (wop *op = list; op; op = op->next) {
-    const wop_class *c = class_of(op->kind);
+    const wop_class *c = store__class_of(op->kind);
     if (committed && !op->failed) {
       c->apply(s, op);
       if (op->kind == WOP_BATCH && !((job *)op)->duplicate) samples += (uint64_t)((job *)op)->rq.n;
@@ -713,7 +777,7 @@ static void *writer_main(void *arg) {
     pthread_mutex_unlock(&s->lock);
     if (group) run_group(s, group, n);
     /* a cluster node applies what other nodes appended, between groups */
-    if (atomic_exchange(&s->pg_wanted, 0)) store__cluster_catch_up(s);
+    if (atomic_exchange(&s->pg_wanted, 0)) cluster_catch_up(s);
     if (atomic_exchange(&s->wal_catchup, 0)) {
       fault_point(FP_CHECKPOINT);
       int log_frames = 0, done = 0;

@@ -5,11 +5,11 @@
  * The local SQLite file is this node's cache of the log. Its batches table holds every row of the shared
  * log with seq = the row's position, so everything built on the batch log works unchanged: the snapshot's
  * watermark is a position, a restart loads the local snapshot and replays the local rows after it, then
- * copies the log's rows after those (store__cluster_catch_up), and a duplicate batch_id is found by the
+ * copies the log's rows after those (store.c's catch-up), and a duplicate batch_id is found by the
  * same query.
  *
- * A group (store.c's run_group) runs under the log's append lock: store__cluster_begin takes it and first
- * copies and applies the rows up to the log's head, so that the group's checks (a batch_id seen anywhere
+ * A group (store.c's run_group) runs under the log's append lock: store__cluster_begin takes it, and the
+ * writer first copies (store__cluster_copy) and applies the rows up to the log's head, so that the group's checks (a batch_id seen anywhere
  * in the cluster, a run's class count) are made against the whole cluster's state. The group's batches
  * then take the positions after the head, in the local database and in the log alike; the log commits
  * first, then the local transaction. A 2xx therefore means committed in PostgreSQL. If the log cannot be
@@ -23,18 +23,24 @@
  * between groups. HTTP threads read applied_pos and the head for the Focald-Log-Position and
  * Focald-Log-Behind headers, and a read's after= waits for applied_pos (logwait.c).
  *
- * Only batches are in the log so far: the review loop's changes and a dataset's deletion are refused on a
- * cluster node (501 not_in_cluster).
+ * The review loop's changes (decisions, meta, queues) and a dataset's deletion are logged too, as the
+ * request that made them and the time the writer gave them: every node runs the op's write and apply on
+ * the same state and gets the same result, and since a group checks its ops only after applying the log up
+ * to its head, two nodes cannot both win conflicting transitions of one sample. The local database records
+ * the last position it holds (cluster.applied_pos), so a restart resumes the log where it stopped.
  */
 #include <jansson.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "pglog.h"
+#include "review.h"
 #include "store_internal.h"
 
 /* the log's rows copied per local transaction while catching up */
@@ -44,8 +50,9 @@
 /* the follower asks for the head this often when no notification comes */
 #define POLL_MS 500
 
-/* the kinds of the log's rows */
-enum { ROW_BATCH = 1 };
+/* the kinds of the log's rows: a batch, or ROW_OP_BASE + the wop_kind of a change of the review loop or a
+ * dataset's deletion */
+enum { ROW_BATCH = 1, ROW_OP_BASE = 100 };
 
 /* ------------------------------------------------------------------ a batch's row */
 
@@ -101,6 +108,114 @@ static int batch_unbody(const void *body, size_t len, const char *dataset, store
   return 0;
 }
 
+/* ------------------------------------------------------------------ the review loop's changes */
+
+/* A change of the review loop, or a dataset's deletion, is logged as the request that made it (re-encoded
+ * from the op, so that the same decoder reads it back) and the time the writer gave it: every node runs the
+ * same op's write and apply against the same state, and reaches the same result. */
+static json_t *op_request(const wop *op) {
+  switch (op->kind) {
+  case WOP_REVIEW: {
+    const review_op *r = (const review_op *)op;
+    json_t *request = json_pack("{s:s}", "status", st_status_name(r->to));
+    if (request && r->label) json_object_set_new(request, "label", json_loads(r->label, JSON_DECODE_ANY, NULL));
+    if (request && r->reviewer) json_object_set_new(request, "reviewer", json_string(r->reviewer));
+    if (request && r->note) json_object_set_new(request, "note", json_string(r->note));
+    return json_pack("{s:s, s:I, s:o*}", "id", r->id, "at", (json_int_t)r->at, "req", request);
+  }
+  case WOP_META: {
+    const meta_op *m = (const meta_op *)op;
+    return json_pack("{s:s, s:o*}", "id", m->id, "req", json_loads(m->meta, 0, NULL));
+  }
+  case WOP_QUEUE: {
+    const queue_op *q = (const queue_op *)op;
+    return json_pack("{s:I, s:o*}", "at", (json_int_t)q->created_at, "req", json_loads(q->p.params_json, 0, NULL));
+  }
+  case WOP_QUEUE_DELETE: {
+    const queue_op *q = (const queue_op *)op;
+    return json_pack("{s:s, s:I}", "name", q->p.name, "at", (json_int_t)q->created_at);
+  }
+  case WOP_DELETE_DATASET: return json_object();
+  default: return NULL;
+  }
+}
+
+/* The op a logged change stands for, decoded as its request was (NULL for a row focald cannot read). The
+ * caller frees it with review_op_free (or free, for a deletion). */
+static wop *op_of_row(const pglog_row *row) {
+  const int kind = row->kind - ROW_OP_BASE;
+  json_t *root = json_loadb(row->body, row->len, JSON_REJECT_DUPLICATES, NULL);
+  const json_t *request = json_object_get(root, "req"), *at = json_object_get(root, "at");
+  char *text = request ? json_dumps(request, JSON_COMPACT) : NULL;
+  const char *id = json_string_value(json_object_get(root, "id")), *name = json_string_value(json_object_get(root, "name"));
+  problem err;
+  wop *op = NULL;
+  int bad = !root;
+  switch (bad ? -1 : kind) {
+  case WOP_REVIEW: {
+    review_op *r = calloc(1, sizeof *r);
+    op = &r->op;
+    bad = !r || !text || !id || strlen(id) > REQ_ID_MAX || !json_is_integer(at) ||
+          review_decode(text, strlen(text), r, &err) != 0;
+    if (!bad) {
+      snprintf(r->id, sizeof r->id, "%s", id);
+      r->at = json_integer_value(at);
+    }
+    break;
+  }
+  case WOP_META: {
+    meta_op *m = calloc(1, sizeof *m);
+    op = &m->op;
+    bad = !m || !text || !id || strlen(id) > REQ_ID_MAX || meta_decode(text, strlen(text), m, &err) != 0;
+    if (!bad) snprintf(m->id, sizeof m->id, "%s", id);
+    break;
+  }
+  case WOP_QUEUE:
+  case WOP_QUEUE_DELETE: {
+    queue_op *q = calloc(1, sizeof *q);
+    op = &q->op;
+    if (!q || !json_is_integer(at)) bad = 1;
+    else if (kind == WOP_QUEUE) bad = !text || queue_decode(text, strlen(text), &q->p, &err) != 0;
+    else if (!name || strlen(name) > ST_NAME_MAX) bad = 1;
+    else snprintf(q->p.name, sizeof q->p.name, "%s", name);
+    if (q && !bad) q->created_at = json_integer_value(at);
+    break;
+  }
+  case WOP_DELETE_DATASET: op = calloc(1, sizeof *op); bad = !op; break;
+  default: bad = 1;
+  }
+  free(text);
+  json_decref(root);
+  if (op) {
+    op->kind = (wop_kind)kind;
+    snprintf(op->dataset, sizeof op->dataset, "%s", row->dataset);
+    op->log_pos = row->pos;
+  }
+  if (bad && op) {
+    review_op_free(op);
+    op = NULL;
+  }
+  return op;
+}
+
+int store__cluster_append_op(store *s, wop *op) {
+  json_t *body = op_request(op);
+  char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+  json_decref(body);
+  if (!text) return SQLITE_NOMEM;
+  const pglog_row row = {.kind = ROW_OP_BASE + (int)op->kind, .dataset = op->dataset, .body = text, .len = strlen(text)};
+  int prc = pglog_append(s->pg, &row, 1, &op->log_pos);
+  free(text);
+  if (prc != PGLOG_OK) {
+    op->log_pos = 0;
+    s->pg_failed = 1;
+    log_kv(LOG_WARN, "cannot append to the cluster's log", "error", pglog_error(s->pg), NULL);
+    return SQLITE_ERROR;
+  }
+  s->pg_group_last = op->log_pos;
+  return SQLITE_OK;
+}
+
 /* ------------------------------------------------------------------ copying the log's rows */
 
 /* Finds the dataset's row, or makes it with the creation time the log gives. */
@@ -140,69 +255,68 @@ static int local_run(store *s, int64_t ds_id, const store_logged_batch *b, int64
   return rc;
 }
 
-typedef struct copier {
-  store *s;
-  int sql_rc;         /* the first local failure */
-  int malformed;      /* the position of a row focald cannot read, or 0 */
-  int64_t pos;
-} copier;
+enum { COPY_STOP = 1 };
 
 static int copy_row(void *arg, const pglog_row *row) {
-  copier *c = arg;
-  c->pos = row->pos;
+  store_log_chunk *c = arg;
+  store *s = c->s;
+  c->seen++;
+  if (row->pos != c->consumed + 1) {
+    c->gap = row->pos;
+    return COPY_STOP;
+  }
   if (row->kind != ROW_BATCH) {
-    c->malformed = 1;
-    return 1;
+    if (c->batches) return COPY_STOP; /* it starts the next transaction */
+    if (!(c->op = op_of_row(row))) c->malformed = 1;
+    else c->consumed = row->pos;
+    return COPY_STOP;
   }
   store_logged_batch b;
   json_t *root = NULL;
   int64_t ds_id = 0, run_id = 0, seq = 0;
   int rc = SQLITE_OK;
   if (batch_unbody(row->body, row->len, row->dataset, &b, &root) != 0) c->malformed = 1;
-  else if ((rc = local_dataset(c->s, row->dataset, b.ds_created, &ds_id)) == SQLITE_OK &&
-           (rc = local_run(c->s, ds_id, &b, &run_id)) == SQLITE_OK)
-    rc = store__insert_batch(c->s, ds_id, run_id, &b, row->pos, &seq);
+  else if ((rc = local_dataset(s, row->dataset, b.ds_created, &ds_id)) == SQLITE_OK &&
+           (rc = local_run(s, ds_id, &b, &run_id)) == SQLITE_OK)
+    rc = store__insert_batch(s, ds_id, run_id, &b, row->pos, &seq);
   json_decref(root);
   c->sql_rc = rc;
-  return c->malformed || rc != SQLITE_OK;
+  if (c->malformed || rc != SQLITE_OK) return COPY_STOP;
+  c->consumed = row->pos;
+  c->batches++;
+  return 0;
 }
 
-/* Copies the log's rows after last_seq into the local database (one transaction per CATCH_UP_ROWS) and
- * applies each committed chunk. Returns 0; -1 when PostgreSQL failed (s->pg_failed); an SQLite code or
- * SQLITE_CORRUPT for a row focald cannot read. */
-static int catch_up(store *s) {
-  for (;;) {
-    const int64_t from = s->last_seq;
-    copier c = {.s = s};
-    int64_t last = from;
-    int rc = store__exec(s->db, "BEGIN IMMEDIATE");
-    if (rc != SQLITE_OK) return rc;
-    int prc = pglog_read(s->pg, from, CATCH_UP_ROWS, copy_row, &c, &last);
-    if (prc < 0) {
-      store__exec(s->db, "ROLLBACK");
-      s->pg_failed = 1;
-      log_kv(LOG_WARN, "cannot read the cluster's log", "error", pglog_error(s->pg), NULL);
-      return -1;
-    }
-    if (c.malformed || c.sql_rc != SQLITE_OK) {
-      store__exec(s->db, "ROLLBACK");
-      if (c.malformed) log_msg(LOG_ERROR, "the cluster's log has a row this focald cannot read at position %lld",
-                               (long long)c.pos);
-      return c.malformed ? SQLITE_CORRUPT : c.sql_rc;
-    }
-    rc = store__exec(s->db, "COMMIT");
-    if (rc != SQLITE_OK) {
-      if (!sqlite3_get_autocommit(s->db)) store__exec(s->db, "ROLLBACK");
-      return rc;
-    }
-    if (last == from) return 0;
-    int64_t replayed = 0;
-    if (store__replay_after(s, from, &replayed) != 0) return SQLITE_CORRUPT;
-    s->logged_seq = s->last_seq;
-    s->snap_wanted = 1;
-    store__cluster_applied(s);
-    if (last - from < CATCH_UP_ROWS) return 0;
+int store__cluster_copy(store *s, store_log_chunk *c) {
+  *c = (store_log_chunk){.s = s, .consumed = s->pg_applied};
+  int64_t last = 0, head = 0;
+  int prc = pglog_read(s->pg, s->pg_applied, CATCH_UP_ROWS, copy_row, c, &last);
+  /* Nothing after our position, yet the head is past it: either rows came in between the two reads, or
+   * they were pruned. Rows up to a head that was read are all visible (pglog.h), so a second read tells. */
+  if (prc == 0 && !c->seen && pglog_head(s->pg, &head) == PGLOG_OK && head > s->pg_applied) {
+    prc = pglog_read(s->pg, s->pg_applied, CATCH_UP_ROWS, copy_row, c, &last);
+    if (prc == 0 && !c->seen) c->gap = head;
   }
+  c->more = prc == COPY_STOP || c->batches == CATCH_UP_ROWS;
+  if (prc < 0) {
+    s->pg_failed = 1;
+    log_kv(LOG_WARN, "cannot read the cluster's log", "error", pglog_error(s->pg), NULL);
+    return -1;
+  }
+  if (c->malformed)
+    log_msg(LOG_ERROR, "the cluster's log has a row after position %lld this focald cannot read", (long long)c->consumed);
+  if (c->gap)
+    log_msg(LOG_ERROR, "the cluster's log no longer has position %lld (pruned by --log-retention; the log is at %lld): "
+            "this node cannot catch up: start it again with an empty --db, and it begins from the newest snapshot",
+            (long long)c->consumed + 1, (long long)c->gap);
+  if (c->malformed || c->gap) return SQLITE_CORRUPT;
+  return c->sql_rc;
+}
+
+int store__cluster_mark_pos(store *s, int64_t pos) {
+  char sql[96];
+  snprintf(sql, sizeof sql, "UPDATE cluster SET applied_pos = %" PRId64, pos);
+  return store__exec(s->db, sql);
 }
 
 /* ------------------------------------------------------------------ the writer's side */
@@ -220,13 +334,17 @@ static int reconnect(store *s) {
   return -1;
 }
 
-int store__cluster_catch_up(store *s) {
-  if (!s->pg) return 0;
+int store__cluster_ready(store *s) {
   s->pg_failed = 0;
-  if (s->pg_retry_at && reconnect(s) != 0) return -1;
-  int rc = catch_up(s);
-  if (rc != 0 && s->pg_failed) s->pg_retry_at = store__now_s() + RETRY_SECONDS;
-  return rc == 0 ? 0 : -1;
+  if (s->pg_retry_at && reconnect(s) != 0) {
+    s->pg_failed = 1;
+    return -1;
+  }
+  return 0;
+}
+
+void store__cluster_failed(store *s) {
+  if (s->pg_failed) s->pg_retry_at = store__now_s() + RETRY_SECONDS;
 }
 
 int store__cluster_begin(store *s) {
@@ -246,13 +364,8 @@ int store__cluster_begin(store *s) {
     return -1;
   }
   s->pg_in_group = 1;
+  s->pg_group_last = 0;
   atomic_store(&s->pg_head, head);
-  int rc = head > s->last_seq ? catch_up(s) : 0;
-  if (rc != 0) {
-    store__cluster_rollback(s);
-    if (s->pg_failed) s->pg_retry_at = store__now_s() + RETRY_SECONDS;
-    return s->pg_failed ? -1 : rc;
-  }
   return 0;
 }
 
@@ -265,14 +378,30 @@ int store__cluster_append_batch(store *s, const store_logged_batch *b, int64_t *
   const pglog_row row = {.kind = ROW_BATCH, .dataset = b->dataset, .body = body, .len = len};
   int prc = pglog_append(s->pg, &row, 1, pos);
   free(body);
-  if (prc == PGLOG_OK) return SQLITE_OK;
+  if (prc == PGLOG_OK) {
+    s->pg_group_last = *pos;
+    return SQLITE_OK;
+  }
   s->pg_failed = 1;
   log_kv(LOG_WARN, "cannot append to the cluster's log", "error", pglog_error(s->pg), NULL);
   return SQLITE_ERROR;
 }
 
+int store__cluster_mark(store *s) {
+  return s->pg_group_last ? store__cluster_mark_pos(s, s->pg_group_last) : SQLITE_OK;
+}
+
+void store__cluster_committed(store *s) {
+  if (s->pg && s->pg_group_last) s->pg_applied = s->pg_group_last;
+}
+
 int store__cluster_commit(store *s) {
   if (!s->pg) return 0;
+  if (!s->pg_group_last) {
+    /* nothing to log (refused ops, retried batches): the lock is let go */
+    store__cluster_rollback(s);
+    return 0;
+  }
   s->pg_in_group = 0;
   int64_t head = 0;
   int prc = pglog_commit(s->pg, &head);
@@ -296,8 +425,9 @@ void store__cluster_rollback(store *s) {
 }
 
 void store__cluster_applied(store *s) {
-  if (atomic_load(&s->applied_pos) == s->last_seq) return;
-  atomic_store(&s->applied_pos, s->last_seq);
+  const int64_t pos = s->pg ? s->pg_applied : s->last_seq;
+  if (atomic_load(&s->applied_pos) == pos) return;
+  atomic_store(&s->applied_pos, pos);
   if (s->applied_moved) s->applied_moved();
 }
 
@@ -306,14 +436,18 @@ void store__cluster_applied(store *s) {
 /* Checks that the local database caches this log, binding it when it is new. */
 static int bind_local(store *s, const char *log_id) {
   sqlite3_stmt *q = NULL;
-  int rc = sqlite3_prepare_v2(s->db, "SELECT (SELECT log_id FROM cluster), (SELECT count(*) FROM batches)", -1, &q, NULL);
+  int rc = sqlite3_prepare_v2(s->db, "SELECT (SELECT log_id FROM cluster), (SELECT count(*) FROM batches), "
+                              "(SELECT applied_pos FROM cluster)", -1, &q, NULL);
   if (rc != SQLITE_OK) return -1;
   rc = sqlite3_step(q);
   int out = -1;
   if (rc == SQLITE_ROW) {
     const char *have = (const char *)sqlite3_column_text(q, 0);
     const int64_t batches = sqlite3_column_int64(q, 1);
-    if (have && strcmp(have, log_id) == 0) out = 0;
+    if (have && strcmp(have, log_id) == 0) {
+      s->pg_applied = sqlite3_column_int64(q, 2);
+      out = 0;
+    }
     else if (have)
       log_kv(LOG_ERROR, "this database caches another cluster's log: give this node a database of its own", "db",
              s->cfg->db, "cached_log", have, "log", log_id, NULL);
@@ -347,6 +481,35 @@ int store__cluster_open(store *s) {
   return 0;
 }
 
+int store__cluster_bootstrap(const config *cfg) {
+  struct stat st;
+  if (!cfg->store[0] || (stat(cfg->db, &st) == 0 && st.st_size > 0)) return 0;
+  pglog *p = NULL;
+  char err[256] = "", tmp[600];
+  int64_t pos = 0;
+  if (pglog_open(&p, cfg->store, cfg->node_name, err, sizeof err) != PGLOG_OK) {
+    log_kv(LOG_ERROR, "cannot open the cluster's log", "error", err, NULL);
+    return -1;
+  }
+  int rc = pglog_snapshot_newest(p, &pos) == PGLOG_OK ? 0 : -1;
+  if (rc == 0 && pos > 0) {
+    /* a new node begins from the newest snapshot; the log after it is applied by store_load */
+    snprintf(tmp, sizeof tmp, "%s.snapshot-in", cfg->db);
+    const double t0 = store__now_s();
+    if (pglog_snapshot_get(p, pos, tmp) != PGLOG_OK || rename(tmp, cfg->db) != 0) {
+      log_kv(LOG_ERROR, "cannot load the cluster's snapshot", "error", pglog_error(p), NULL);
+      unlink(tmp);
+      rc = -1;
+    } else {
+      log_msg(LOG_INFO, "began from the cluster's snapshot at position %lld (%.2f s)", (long long)pos, store__now_s() - t0);
+    }
+  } else if (rc != 0) {
+    log_kv(LOG_ERROR, "cannot read the cluster's snapshots", "error", pglog_error(p), NULL);
+  }
+  pglog_close(p);
+  return rc;
+}
+
 static void sleep_ms(int ms) {
   struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
   nanosleep(&t, NULL);
@@ -378,8 +541,92 @@ static void *follower_main(void *arg) {
   return NULL;
 }
 
+/* The last position a copy of the local database holds (its cluster row), or -1. */
+static int64_t copy_position(const char *path) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *q = NULL;
+  int64_t pos = -1;
+  if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+      sqlite3_prepare_v2(db, "SELECT applied_pos FROM cluster", -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+    pos = sqlite3_column_int64(q, 0);
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  return pos;
+}
+
+/* Offers a snapshot when this node holds the lease: a consistent copy of the local database (VACUUM INTO, on
+ * a connection of its own, beside the writer), stored in PostgreSQL unless one at its position is there; then
+ * the log below it is pruned as --log-retention says. */
+static void offer_snapshot(store *s, pglog *p) {
+  const config *cfg = s->cfg;
+  int held = 0;
+  if (pglog_lease(p, "snapshot", cfg->cluster_snapshot_interval * 2 + 60, &held) != PGLOG_OK) {
+    log_kv(LOG_WARN, "cannot take the snapshot lease", "error", pglog_error(p), NULL);
+    return;
+  }
+  if (!held) return;
+  char tmp[600];
+  snprintf(tmp, sizeof tmp, "%s.snapshot-out", cfg->db);
+  unlink(tmp);
+  sqlite3 *db = NULL;
+  char *sql = sqlite3_mprintf("VACUUM INTO %Q", tmp);
+  int rc = sql && sqlite3_open_v2(cfg->db, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK ? SQLITE_OK : SQLITE_ERROR;
+  if (rc == SQLITE_OK) {
+    sqlite3_busy_timeout(db, 5000);
+    rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) log_kv(LOG_WARN, "cannot copy the database for a snapshot", "error", sqlite3_errmsg(db), NULL);
+  }
+  sqlite3_free(sql);
+  sqlite3_close(db);
+  const int64_t pos = rc == SQLITE_OK ? copy_position(tmp) : -1;
+  int64_t newest = 0, pruned = 0;
+  if (pos > 0 && pglog_snapshot_newest(p, &newest) == PGLOG_OK && pos > newest) {
+    const double t0 = store__now_s();
+    if (pglog_snapshot_put(p, pos, tmp) == PGLOG_OK) {
+      newest = pos;
+      log_msg(LOG_INFO, "stored a snapshot of the cluster's state at position %lld (%.2f s)", (long long)pos,
+              store__now_s() - t0);
+    } else {
+      log_kv(LOG_WARN, "cannot store a snapshot", "error", pglog_error(p), NULL);
+    }
+  }
+  unlink(tmp);
+  if (cfg->log_retention >= 0 && newest > cfg->log_retention) {
+    if (pglog_prune(p, newest - cfg->log_retention + 1, &pruned) != PGLOG_OK)
+      log_kv(LOG_WARN, "cannot prune the cluster's log", "error", pglog_error(p), NULL);
+    else if (pruned > 0)
+      log_msg(LOG_INFO, "pruned %lld rows of the cluster's log below position %lld", (long long)pruned,
+              (long long)(newest - cfg->log_retention + 1));
+  }
+}
+
+/* The snapshotter: every --cluster-snapshot-interval, offers a snapshot (a thread of its own: copying and
+ * storing a large database takes seconds, and following must not wait for it). */
+static void *snapshotter_main(void *arg) {
+  store *s = arg;
+  char err[256] = "";
+  pglog *p = NULL;
+  double next = store__now_s() + s->cfg->cluster_snapshot_interval;
+  while (!atomic_load(&s->pg_stop)) {
+    sleep_ms(100);
+    if (store__now_s() < next) continue;
+    next = store__now_s() + s->cfg->cluster_snapshot_interval;
+    if (!p && pglog_open(&p, s->cfg->store, s->cfg->node_name, err, sizeof err) != PGLOG_OK) {
+      log_kv(LOG_WARN, "the snapshotter cannot reach the cluster's log", "error", err, NULL);
+      continue;
+    }
+    offer_snapshot(s, p);
+    if (pglog_head(p, &(int64_t){0}) != PGLOG_OK) {
+      pglog_close(p); /* a connection that failed is opened again next time */
+      p = NULL;
+    }
+  }
+  pglog_close(p);
+  return NULL;
+}
+
 int store__cluster_start(store *s) {
-  atomic_store(&s->applied_pos, s->last_seq);
+  atomic_store(&s->applied_pos, s->pg ? s->pg_applied : s->last_seq);
   if (!s->pg) return 0;
   char err[256] = "";
   if (pglog_open(&s->follow_pg, s->cfg->store, s->cfg->node_name, err, sizeof err) != PGLOG_OK) {
@@ -388,13 +635,18 @@ int store__cluster_start(store *s) {
   }
   if (pthread_create(&s->follower, NULL, follower_main, s) != 0) return -1;
   s->follower_running = 1;
+  if (s->cfg->cluster_snapshot_interval > 0) {
+    if (pthread_create(&s->snapshotter, NULL, snapshotter_main, s) != 0) return -1;
+    s->snapshotter_running = 1;
+  }
   return 0;
 }
 
 void store__cluster_stop(store *s) {
   atomic_store(&s->pg_stop, 1);
   if (s->follower_running) pthread_join(s->follower, NULL);
-  s->follower_running = 0;
+  if (s->snapshotter_running) pthread_join(s->snapshotter, NULL);
+  s->follower_running = s->snapshotter_running = 0;
   pglog_close(s->follow_pg);
   pglog_close(s->pg);
   s->follow_pg = s->pg = NULL;

@@ -51,6 +51,9 @@ typedef struct wop_class {
   int reads_memory;
 } wop_class;
 
+/* The class of an op kind (store.c): what the writer, and a cluster node applying the log, run. */
+const wop_class *store__class_of(wop_kind k);
+
 /* The review loop's ops (store_review.c). */
 extern const wop_class store__review_class, store__meta_class, store__queue_class, store__queue_delete_class;
 
@@ -111,11 +114,13 @@ struct store {
   /* a cluster node's (store_cluster.c); pg is NULL when focald runs alone */
   struct pglog *pg;           /* the writer's connection to the shared log */
   struct pglog *follow_pg;    /* the follower thread's */
-  pthread_t follower;
-  int follower_running;
+  pthread_t follower, snapshotter;
+  int follower_running, snapshotter_running;
   atomic_int pg_stop;         /* the follower ends */
   atomic_int pg_wanted;       /* the follower saw rows past what is applied: the writer catches up */
   int pg_in_group;            /* the writer holds the log's append lock for the current group */
+  int64_t pg_applied;         /* the last position of the log the local database holds and memory applied */
+  int64_t pg_group_last;      /* in a group: the last position it appended (0: none) */
   int pg_failed;              /* the group failed on PostgreSQL: its ops get store_unavailable */
   double pg_retry_at;         /* after a failure, groups fail at once until then */
   atomic_llong pg_head;       /* the log's head as last seen; -1 when the follower cannot reach it */
@@ -151,23 +156,55 @@ int store__insert_batch(store *s, int64_t ds_id, int64_t run_id, const store_log
 /* The cluster (store_cluster.c); every one is a no-op returning 0 when s->pg is NULL. */
 /* Connects to cfg->store, checks that the local database is this log's cache (or binds an empty one). */
 int store__cluster_open(store *s);
-/* Copies and applies the log's rows after what is applied (start-up, and when the follower saw new rows).
- * Returns 0, or -1 (logged; memory is as the local commits left it). */
-int store__cluster_catch_up(store *s);
-/* Begins a group: takes the log's append lock, then catches up to its head. 0, or -1 with s->pg_failed set
- * when PostgreSQL failed (the group's ops get store_unavailable) or an SQLite code when the local copy failed. */
+/* Before using the log: 0 when the connection is up (connecting again after a failure, at most twice a
+ * second), else -1 with s->pg_failed. store__cluster_failed notes a failure the caller met. */
+int store__cluster_ready(store *s);
+void store__cluster_failed(store *s);
+/* Begins a group: takes the log's append lock; s->pg_head is then the log's head, and the writer catches up
+ * to it before writing. 0, or -1 with s->pg_failed set (the group's ops get store_unavailable). */
 int store__cluster_begin(store *s);
+
+/* What one local transaction of a catch-up takes from the log: a run of batch rows (copied into the local
+ * database by store__cluster_copy), or one change of the review loop (decoded, for the writer to write and
+ * apply: its write checks memory, which must hold every row before it). */
+typedef struct store_log_chunk {
+  store *s;
+  int64_t consumed;   /* the last position taken */
+  int batches;        /* batch rows copied */
+  wop *op;            /* the change taken (review_op_free frees it), or NULL */
+  int more;           /* rows may follow: read again */
+  int sql_rc;         /* the first local failure */
+  int malformed;      /* a row focald cannot read */
+  int64_t gap;        /* the log no longer has the next position (pruned): its head, else 0 */
+  int seen;           /* rows read */
+} store_log_chunk;
+/* Reads the log after s->pg_applied into *c, inside the caller's local transaction. 0; -1 when PostgreSQL
+ * failed (s->pg_failed); an SQLite code, or SQLITE_CORRUPT for a row focald cannot read or a pruned gap
+ * (logged). */
+int store__cluster_copy(store *s, store_log_chunk *c);
+/* Records in the local database (in the caller's transaction) the last position it holds. */
+int store__cluster_mark_pos(store *s, int64_t pos);
 /* Appends b to the log (in the group), giving its position. An SQLite-style code: SQLITE_OK, or SQLITE_ERROR with
  * s->pg_failed set. */
 int store__cluster_append_batch(store *s, const store_logged_batch *b, int64_t *pos);
+/* Appends a change of the review loop (or a dataset's deletion) that op's write accepted, giving op->log_pos.
+ * An SQLite-style code, as store__cluster_append_batch. */
+int store__cluster_append_op(store *s, wop *op);
+/* Before the group's local COMMIT: records in the local database the last position the group appended. */
+int store__cluster_mark(store *s);
 /* Commits the group's rows in the log: 0, or -1 with s->pg_failed set (nothing, or perhaps everything, was
- * committed: see pglog_commit). */
+ * committed: see pglog_commit). A group that appended nothing releases the lock instead. */
 int store__cluster_commit(store *s);
+/* After the group's local COMMIT: its positions are applied. */
+void store__cluster_committed(store *s);
 /* Ends a group that will not be committed in the log. */
 void store__cluster_rollback(store *s);
 /* Publishes last_seq to other threads (applied_pos) and tells store_on_applied's function. */
 void store__cluster_applied(store *s);
 int store__cluster_start(store *s);
+/* Before the local database is opened: a cluster node with no database yet begins from the newest snapshot
+ * in PostgreSQL, written where --db says. 0, or -1 (logged). */
+int store__cluster_bootstrap(const config *cfg);
 void store__cluster_stop(store *s);
 
 /* Replays the local batch log after position after into memory (store_load.c); *replayed (OUT) counts

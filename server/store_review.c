@@ -143,7 +143,7 @@ static int review_write(store *s, wop *op) {
   int oom = 0;
   const char *corrected = r->to == ST_RELABELLED ? r->label : NULL;
   r->key = key;
-  r->at = store__unix_ms();
+  if (!r->at) r->at = store__unix_ms(); /* a cluster node applying another's decision takes its time */
   r->confirm_score = r->to == ST_CONFIRMED ? st_max_ema(ds, key) : NAN;
   r->label_before = label_before(ds, key, &oom);
   r->corrected = dup_or_null(corrected, &oom);
@@ -270,7 +270,7 @@ static int queue_write(store *s, wop *op) {
     return SQLITE_OK;
   }
   /* one time for the queue and its audit entries: milliseconds here, seconds on the queue */
-  q->created_at = store__unix_ms();
+  if (!q->created_at) q->created_at = store__unix_ms(); /* or, on a cluster node, the log's */
   char note[100];
   snprintf(note, sizeof note, "queue %s", q->p.name);
   st_queue *queue = q->queue = calloc(1, sizeof *queue);
@@ -374,7 +374,7 @@ static int queue_delete_write(store *s, wop *op) {
   }
   char note[100];
   snprintf(note, sizeof note, "queue %s removed", q->p.name);
-  q->created_at = store__unix_ms(); /* when the samples were released */
+  if (!q->created_at) q->created_at = store__unix_ms(); /* when the samples were released (or the log's time) */
   int oom = changes_alloc(q, queue->n) != 0;
   for (uint32_t i = 0; !oom && i < queue->n; i++) {
     const uint32_t key = queue->keys[i];

@@ -206,22 +206,88 @@ class ClusterTestCase(FocaldTestCase):
         r = b.get("/metrics?after=1")
         self.assertProblem(r, 400, "bad_query", "after")
 
-    def test_cluster_refuses_changes_the_log_does_not_carry(self):
-        a = self.node("a")
-        r, _ = self.post(a, batch_body(random.Random(5)))
-        self.assertEqual(r.status, 200, r)
-        sid = IDS[0]
-        r = a.get("/v1/datasets/d/samples/%s" % sid)
-        if r.status == 404:
-            sid = a.get("/v1/datasets/d/hard-examples?k=1").json()["items"][0]["id"]
-        r = a.post("/v1/datasets/d/samples/%s/review" % q(sid), {"status": "confirmed", "reviewer": "x"})
-        self.assertProblem(r, 501, "not_in_cluster")
-        r = a.request("PUT", "/v1/datasets/d/samples/%s/meta" % q(sid), {"uri": "file:///x.png"})
-        self.assertProblem(r, 501, "not_in_cluster")
-        r = a.delete("/v1/datasets/d")
-        self.assertProblem(r, 501, "not_in_cluster")
-        # and nothing changed
-        self.assertEqual(a.get("/v1/datasets/d").status, 200)
+    def review_state(self, node, after, sids, queues=("q1",)):
+        """What the review loop shows on node once it has applied position after."""
+        out = {}
+        for sid in sids:
+            out["sample/" + sid] = node.get("/v1/datasets/d/samples/%s?after=%d" % (q(sid), after)).json()
+            out["audit/" + sid] = node.get("/v1/datasets/d/samples/%s/reviews?after=%d" % (q(sid), after)).json()
+        out["queues"] = node.get("/v1/datasets/d/queues?after=%d" % after).json()
+        for name in queues:
+            r = node.get("/v1/datasets/d/queues/%s?after=%d" % (name, after))
+            out["queue/" + name] = r.json() if r.status == 200 else r.status
+        out["relabels"] = node.get("/v1/datasets/d/relabels?after=%d" % after).json()
+        out["export"] = node.get("/v1/datasets/d/export?format=jsonl&after=%d" % after).body
+        return out
+
+    def test_cluster_review_loop_on_any_node(self):
+        a, b = self.node("a"), self.node("b")
+        rng = random.Random(5)
+        last = 0
+        for i in range(6):
+            r, last = self.post(a if i % 2 else b, batch_body(rng, n=10, batch_id="rb%d" % i))
+            self.assertEqual(r.status, 200, r)
+        sids = [x["id"] for x in a.get("/v1/datasets/d/hard-examples?run=r&k=8&after=%d" % last).json()["items"]]
+        x, y, z, w = sids[:4]
+        positions = [last]
+
+        def change(node, method, path, body=None, want=200):
+            r = node.request(method, "/v1/datasets/d" + path, body)
+            self.assertEqual(r.status, want, r)
+            pos = r.header("Focald-Log-Position")
+            self.assertIsNotNone(pos, "a change's answer on a cluster node carries its log position")
+            positions.append(int(pos))
+            return r
+
+        # a decision on one node is seen on the other
+        change(b, "POST", "/samples/%s/review" % q(x), {"status": "confirmed", "reviewer": "ana", "note": "ok"})
+        r = a.get("/v1/datasets/d/samples/%s?after=%d" % (q(x), max(positions)))
+        self.assertEqual(r.json()["status"], "confirmed", r)
+        change(a, "POST", "/samples/%s/review" % q(w), {"status": "relabelled", "label": 2, "reviewer": "ben"})
+        # two conflicting decisions on one sample, sent to two nodes at once: one wins, the other is refused
+        answers = {}
+
+        def decide(node, status):
+            answers[status] = node.post("/v1/datasets/d/samples/%s/review" % q(y), {"status": status, "reviewer": status})
+
+        for _ in range(5):
+            answers.clear()
+            ts = [threading.Thread(target=decide, args=(a, "dismissed")), threading.Thread(target=decide, args=(b, "confirmed"))]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            codes = sorted(r.status for r in answers.values())
+            self.assertEqual(codes, [200, 409], answers)
+            winner = [k for k, r in answers.items() if r.status == 200][0]
+            positions.append(int(answers[winner].header("Focald-Log-Position")))
+            for n in (a, b):
+                got = n.get("/v1/datasets/d/samples/%s?after=%d" % (q(y), max(positions))).json()["status"]
+                self.assertEqual(got, winner)
+            change(a, "POST", "/samples/%s/review" % q(y), {"status": "open"})
+        # meta, a queue and its removal
+        change(a, "PUT", "/samples/%s/meta" % q(z), {"uri": "file:///data/z.png", "site": "b"})
+        change(b, "POST", "/queues", {"name": "q1", "size": 5, "by": "mean_loss"}, want=201)
+        change(a, "POST", "/queues", {"name": "q2", "size": 3, "by": "last_loss"}, want=201)
+        change(b, "DELETE", "/queues/q2")
+        after = max(positions)
+        self.assertEqual(sorted(positions), positions[:1] + sorted(positions[1:]))
+        want = self.review_state(a, after, sids)
+        self.assertEqual(self.review_state(b, after, sids), want)
+        self.assertEqual(want["sample/" + z]["meta"]["site"], "b")
+        self.assertEqual(want["queue/q1"]["size"], 5)
+        # a restarted node and a new one hold the same
+        b.stop()
+        b.start(timeout=20)
+        late = self.node("late")
+        for n in (b, late):
+            self.assertEqual(self.review_state(n, after, sids), want)
+        self.assertSameEverywhere([a, b, late], after)
+        # a dataset deleted on one node is gone on every node
+        r = change(b, "DELETE", "")
+        self.assertGreater(r.json()["samples"], 0)
+        for n in (a, late):
+            self.assertEqual(n.get("/v1/datasets/d?after=%d" % max(positions)).status, 404)
 
     def test_cluster_new_node_catches_up_and_killed_node_converges(self):
         nodes = [self.node("n%d" % i) for i in range(3)]
@@ -327,6 +393,62 @@ class ClusterTestCase(FocaldTestCase):
         self.assertSameEverywhere(nodes, head)
         for n in nodes:
             self.assertMatchesModel(n, model, head)
+
+    def wait_for(self, what, fn, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            v = fn()
+            if v:
+                return v
+            time.sleep(0.1)
+        self.fail("timed out waiting for " + what)
+
+    def test_cluster_new_node_begins_from_a_snapshot_and_the_log_is_pruned(self):
+        behind = self.node("behind")
+        a = self.node("a", args=["--cluster-snapshot-interval", "1", "--log-retention", "0"])
+        b = self.node("b")
+        rng = random.Random(7)
+        model, last = Model(), 0
+        for i in range(4):
+            body = batch_body(rng, batch_id="e%d" % i)
+            r, last = self.post(behind if i % 2 else a, body)
+            model.ack(body, r.json())
+        self.assertEqual(behind.get("/v1/datasets/d?after=%d" % last).status, 200)
+        behind.stop()
+        for i in range(4, 20):
+            body = batch_body(rng, batch_id="e%d" % i)
+            r, last = self.post(a if i % 2 else b, body)
+            self.assertEqual(r.status, 200, r)
+            model.ack(body, r.json())
+        sid = a.get("/v1/datasets/d/hard-examples?run=r&k=1&after=%d" % last).json()["items"][0]["id"]
+        r = b.post("/v1/datasets/d/samples/%s/review" % q(sid), {"status": "confirmed", "reviewer": "ana"})
+        self.assertEqual(r.status, 200, r)
+        last = int(r.header("Focald-Log-Position"))
+
+        def snapshot_at_head():
+            got = PG.sql(self.dbname, "SELECT coalesce(max(pos), 0) FROM focald_snapshot").strip()
+            return int(got) >= last
+
+        self.wait_for("a snapshot at the log's head", snapshot_at_head)
+        self.wait_for("the log pruned below it",
+                      lambda: int(PG.sql(self.dbname, "SELECT count(*) FROM focald_log WHERE pos <= %d" % last)) == 0)
+        self.assertEqual(int(PG.sql(self.dbname, "SELECT count(*) FROM focald_snapshot")), 1, "older snapshots go")
+        # the tail after the snapshot
+        for i in range(20, 24):
+            body = batch_body(rng, batch_id="e%d" % i)
+            r, last = self.post(b, body)
+            model.ack(body, r.json())
+        late = self.node("late")
+        self.assertIn("began from the cluster's snapshot", late.log_text())
+        state = self.assertSameEverywhere([a, b, late], last)
+        for n in (a, b, late):
+            self.assertMatchesModel(n, model, last)
+        self.assertEqual(self.review_state(late, last, [sid], queues=()), self.review_state(a, last, [sid], queues=()))
+        self.assertTrue(state["export"])
+        # a node whose database is older than what the log keeps cannot catch up, and says what to do
+        with self.assertRaises(AssertionError) as e:
+            behind.start(timeout=20)
+        self.assertIn("start it again with an empty --db", str(e.exception) + behind.log_text())
 
     def test_cluster_node_refuses_a_database_of_another_kind(self):
         # a database focald wrote alone
