@@ -78,6 +78,34 @@ class Transport:
         self.user_agent = user_agent
         self.ssl_context = ssl_context
         self._local = threading.local()
+        # the newest log position a write's answer gave (Focald-Log-Position), and whether reads wait for it
+        self.log_position = 0
+        self.read_your_writes = False
+        self._position_lock = threading.Lock()
+
+    # ------------------------------------------------------------ log positions
+
+    def observe_position(self, position: int) -> None:
+        """Notes a log position this client has seen written (the newest is kept)."""
+        with self._position_lock:
+            if position > self.log_position:
+                self.log_position = position
+
+    def _note_position(self, headers: Any) -> None:
+        value = headers.get("Focald-Log-Position") if headers is not None else None
+        if value and value.isdigit():
+            self.observe_position(int(value))
+
+    def _with_after(self, method: str, path: str, query: Query) -> Query:
+        """With read_your_writes, a read of the data waits (after=) for the newest position written."""
+        if not self.read_your_writes or method not in ("GET", "HEAD") or not path.startswith("/v1/datasets"):
+            return query
+        position = self.log_position
+        if position <= 0 or (query is not None and "after" in query):
+            return query
+        q = dict(query or {})
+        q["after"] = position
+        return q
 
     # ------------------------------------------------------------ connections
 
@@ -148,7 +176,7 @@ class Transport:
         """
         if idempotent is None:
             idempotent = method in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
-        target = self.path(path, query)
+        target = self.path(path, self._with_after(method, path, query))
         hdrs = self._headers(headers)
         if body is not None:
             hdrs["Content-Length"] = str(_body_length(body))
@@ -183,6 +211,7 @@ class Transport:
                 self._drop_connection()
             if resp.status >= 400:
                 raise problem_error(resp.status, resp.headers, data, method, self.url + target)
+            self._note_position(resp.headers)
             return Response(resp.status, resp.headers, data)
         raise AssertionError("unreachable")
 
@@ -194,7 +223,7 @@ class Transport:
         raised before the first chunk. trailers: a dict that receives the trailer fields of a
         chunked answer (names in lower case) once the body has been read whole; http.client reads
         and drops them, so a chunked body is decoded here."""
-        target = self.path(path, query)
+        target = self.path(path, self._with_after(method, path, query))
         conn = self._new_connection(timeout)
         try:
             try:

@@ -96,13 +96,17 @@ class Client:
     ca_file: for an https URL, the PEM certificate(s) to trust (focald's own, when it is
         self-signed); default $FOCALD_CA_FILE, else the system's trust store.
     ssl_context: an ssl.SSLContext for https, instead of ca_file.
+    read_your_writes: every read of the data asks focald (after=) to answer only once it has applied the
+        newest write this client has seen answered (log_position), waiting at most focald's --read-wait.
+        For a cluster of focald nodes behind one URL, or several clients (observe_position). Needs a focald
+        that knows after=.
 
     A Client may be shared between threads; each thread keeps its own keep-alive connection.
     """
 
     def __init__(self, url: Optional[str] = None, token: Optional[str] = None, timeout: float = 30.0,
                  binary: Optional[bool] = None, ca_file: Optional[str] = None,
-                 ssl_context: Optional[ssl.SSLContext] = None) -> None:
+                 ssl_context: Optional[ssl.SSLContext] = None, read_your_writes: bool = False) -> None:
         self.url = (url or os.environ.get("FOCALD_URL") or DEFAULT_URL).rstrip("/")
         if token is None:
             token = os.environ.get("FOCALD_TOKEN") or None
@@ -114,6 +118,17 @@ class Client:
         self.binary = framing.have_numpy() if binary is None else bool(binary)
         self.timeout = timeout
         self._t = Transport(self.url, token=token, timeout=timeout, ssl_context=ssl_context)
+        self._t.read_your_writes = read_your_writes
+
+    @property
+    def log_position(self) -> int:
+        """The newest log position a write's answer gave this client (Focald-Log-Position), 0 before any."""
+        return self._t.log_position
+
+    def observe_position(self, position: int) -> None:
+        """Makes this client's reads (with read_your_writes) wait for position too: a write another client
+        made, on another node of a cluster, say."""
+        self._t.observe_position(int(position))
 
     def __repr__(self) -> str:
         return "Client(%r, binary=%r)" % (self.url, self.binary)

@@ -439,6 +439,40 @@ class CallsTest(DaemonTestCase):
         self.assertIsNot(seen[0], conn)
 
 
+class ReadYourWritesTest(DaemonTestCase):
+    """Log positions: a write's answer gives one (Focald-Log-Position), and a client with read_your_writes
+    has every read of the data wait for the newest it has seen (after=)."""
+
+    daemon_args = ("--read-wait", "200")
+
+    def test_client_log_position_and_read_your_writes(self):
+        c = Client(self.url)
+        self.assertEqual(c.log_position, 0)
+        rng = np.random.default_rng(3)
+        c.post_batch("ryw", ["a", "b"], rng.normal(size=(2, 3)).astype(np.float32), [0, 1], loss="cross_entropy")
+        first = c.log_position
+        self.assertGreater(first, 0)
+        c.post_batch("ryw", ["a", "c"], rng.normal(size=(2, 3)).astype(np.float32), [2, 1], loss="cross_entropy")
+        self.assertGreater(c.log_position, first)
+        reader = Client(self.url, read_your_writes=True)
+        reader.observe_position(c.log_position)
+        self.assertEqual(reader.sample("ryw", "a")["runs"][0]["seen"], 2)
+        # a position no write has reached: the read is refused after --read-wait, naming after
+        reader.observe_position(c.log_position + 1000)
+        with self.assertRaises(FocaldError) as e:
+            reader.hard_examples("ryw", k=1)
+        self.assertEqual((e.exception.status, e.exception.code, e.exception.field), (503, "not_caught_up", "after"))
+        with self.assertRaises(FocaldError):
+            b"".join(reader.iter_export("ryw", "jsonl"))
+        # only the reads of the data wait; a client without read_your_writes never sends after
+        self.assertTrue(reader.health()["ready"])
+        plain = Client(self.url)
+        plain.observe_position(c.log_position + 1000)
+        self.assertEqual(plain.sample("ryw", "c")["runs"][0]["seen"], 1)
+        for client in (c, reader, plain):
+            client.close()
+
+
 class StaleConnectionTest(DaemonTestCase):
     """focald closes idle connections after --connection-timeout; the client reconnects unnoticed."""
 
