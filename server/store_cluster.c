@@ -344,16 +344,13 @@ int store__cluster_ready(store *s) {
 }
 
 void store__cluster_failed(store *s) {
-  if (s->pg_failed) s->pg_retry_at = store__now_s() + RETRY_SECONDS;
+  /* a failure met while a retry is pending (the groups failed at once meanwhile) does not put it off */
+  if (s->pg_failed && !s->pg_retry_at) s->pg_retry_at = store__now_s() + RETRY_SECONDS;
 }
 
 int store__cluster_begin(store *s) {
   if (!s->pg) return 0;
   s->pg_failed = 0;
-  if (s->pg_retry_at && reconnect(s) != 0) {
-    s->pg_failed = 1;
-    return -1;
-  }
   int64_t head = 0;
   int prc = pglog_begin(s->pg, &head);
   if (prc == PGLOG_DOWN && reconnect(s) == 0) prc = pglog_begin(s->pg, &head);

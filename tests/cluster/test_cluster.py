@@ -117,6 +117,28 @@ class ClusterTestCase(FocaldTestCase):
         out["dataset"] = ds
         return out
 
+    def assertSameAsOneFocald(self, node, model, after):
+        """The cluster is one state machine: node answers as a focald alone that was sent the same batches in
+        the log's order (read from PostgreSQL: each row's batch_id; the bodies are the model's)."""
+        rows = PG.sql(self.dbname, "SELECT pos, convert_from(substring(body for position('\\x00'::bytea in body) - 1), "
+                                   "'UTF8')::json->>'batch_id' FROM focald_log WHERE kind = 1 ORDER BY pos")
+        order = [line.split("\t")[1] for line in rows.splitlines() if line]
+        self.assertEqual(sorted(order), sorted(model.acked), "every acknowledged batch is in the log once, and no other")
+        alone = Daemon(self.id()).start()
+        self.addCleanup(lambda: alone.running() and alone.stop())
+        last = 0
+        for bid in order:
+            body, _ = model.acked[bid]
+            r, last = self.post(alone, body)
+            self.assertEqual(r.status, 200, r)
+        want, got = self.state(alone, last), self.state(node, after)
+        for part in ("dataset",):
+            for k in ("created_at", "updated_at"):
+                want[part].pop(k, None)
+                got[part].pop(k, None)
+        for key in want:
+            self.assertEqual(got[key], want[key], "the cluster differs from one focald in " + key)
+
     def assertSameEverywhere(self, nodes, after):
         states = [self.state(n, after) for n in nodes]
         for i in range(1, len(states)):
@@ -153,6 +175,7 @@ class ClusterTestCase(FocaldTestCase):
         self.assertSameEverywhere(nodes, last)
         for n in nodes:
             self.assertMatchesModel(n, model, last)
+        self.assertSameAsOneFocald(nodes[2], model, last)
         # and every answer says how far behind the log its node is
         r = nodes[1].get("/v1/datasets/d?after=%d" % last)
         self.assertEqual(r.header("Focald-Log-Behind"), "0")
@@ -337,6 +360,7 @@ class ClusterTestCase(FocaldTestCase):
         self.assertTrue(state["export"])
         for n in nodes + [late]:
             self.assertMatchesModel(n, model, last)
+        self.assertSameAsOneFocald(late, model, last)
 
     def test_cluster_postgresql_stopped_mid_load(self):
         nodes = [self.node("n%d" % i) for i in range(2)]
@@ -362,7 +386,11 @@ class ClusterTestCase(FocaldTestCase):
                     errors.append(r)
                     return
             # the last body may have been refused: retried to the end, so that every batch is known
+            deadline = time.monotonic() + 60
             while body.get("batch_id") not in model.acked:
+                if time.monotonic() > deadline:
+                    errors.append("batch %s still refused a minute after PostgreSQL came back: %r" % (body["batch_id"], r))
+                    return
                 r = nodes[0].batch("d", body, timeout=20)
                 if r.status == 200:
                     model.ack(body, r.json())
@@ -393,6 +421,7 @@ class ClusterTestCase(FocaldTestCase):
         self.assertSameEverywhere(nodes, head)
         for n in nodes:
             self.assertMatchesModel(n, model, head)
+        self.assertSameAsOneFocald(nodes[1], model, head)
 
     def wait_for(self, what, fn, timeout=20.0):
         deadline = time.monotonic() + timeout
