@@ -907,6 +907,13 @@ void store_get_stats(store *s, store_stats *out) {
 }
 
 void store_metrics_write(store *s, buf *o) {
+  if (s->cfg->store[0]) {
+    buf_printf(o, "# HELP focald_log_applied_position The last position of the cluster's shared log this node applied.\n"
+                  "# TYPE focald_log_applied_position gauge\nfocald_log_applied_position %lld\n"
+                  "# HELP focald_log_head_position The shared log's head as this node last saw it (-1: PostgreSQL cannot "
+                  "be reached).\n# TYPE focald_log_head_position gauge\nfocald_log_head_position %lld\n",
+               (long long)atomic_load(&s->applied_pos), (long long)atomic_load(&s->pg_head));
+  }
   buf_printf(o, "# HELP focald_commit_duration_seconds Time of each commit of the writer, from BEGIN to COMMIT.\n"
                 "# TYPE focald_commit_duration_seconds histogram\n");
   metrics_hist_write(o, "focald_commit_duration_seconds", "", &s->commit_seconds);

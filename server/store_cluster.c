@@ -562,6 +562,10 @@ static void offer_snapshot(store *s, pglog *p) {
     return;
   }
   if (!held) return;
+  int64_t newest = 0, pruned = 0;
+  if (pglog_snapshot_newest(p, &newest) != PGLOG_OK) return;
+  /* nothing applied since the newest: no copy to make */
+  if (atomic_load(&s->applied_pos) <= newest) goto prune;
   char tmp[600];
   snprintf(tmp, sizeof tmp, "%s.snapshot-out", cfg->db);
   unlink(tmp);
@@ -576,8 +580,7 @@ static void offer_snapshot(store *s, pglog *p) {
   sqlite3_free(sql);
   sqlite3_close(db);
   const int64_t pos = rc == SQLITE_OK ? copy_position(tmp) : -1;
-  int64_t newest = 0, pruned = 0;
-  if (pos > 0 && pglog_snapshot_newest(p, &newest) == PGLOG_OK && pos > newest) {
+  if (pos > newest) {
     const double t0 = store__now_s();
     if (pglog_snapshot_put(p, pos, tmp) == PGLOG_OK) {
       newest = pos;
@@ -588,6 +591,7 @@ static void offer_snapshot(store *s, pglog *p) {
     }
   }
   unlink(tmp);
+prune:
   if (cfg->log_retention >= 0 && newest > cfg->log_retention) {
     if (pglog_prune(p, newest - cfg->log_retention + 1, &pruned) != PGLOG_OK)
       log_kv(LOG_WARN, "cannot prune the cluster's log", "error", pglog_error(p), NULL);

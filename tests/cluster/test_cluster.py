@@ -176,9 +176,12 @@ class ClusterTestCase(FocaldTestCase):
         for n in nodes:
             self.assertMatchesModel(n, model, last)
         self.assertSameAsOneFocald(nodes[2], model, last)
-        # and every answer says how far behind the log its node is
+        # and every answer says how far behind the log its node is, and /metrics where it is
         r = nodes[1].get("/v1/datasets/d?after=%d" % last)
         self.assertEqual(r.header("Focald-Log-Behind"), "0")
+        metrics = nodes[1].get("/metrics").body.decode()
+        self.assertIn("focald_log_applied_position %d\n" % last, metrics)
+        self.assertIn("focald_log_head_position %d\n" % last, metrics)
 
     def test_cluster_a_batch_id_is_one_across_nodes(self):
         a, b = self.node("a"), self.node("b")
