@@ -338,7 +338,8 @@ $(BUILD)/bench/bench_store: tests/bench/bench_store.c $(SERVER_LIB) $(LIB) $(BUI
 # The library (with torchvision's ratio), the daemon (ingest, queries on 1M samples, memory),
 # binary ingest and the Python baseline, exports of 1M samples, what the Miner costs a training loop, the
 # store alone, and adversarial load (probes beside slow and idle connections, meta in any order, replay,
-# 10,000 datasets, large bodies' memory); figures go in BENCHMARKS.md.
+# 10,000 datasets, large bodies' memory), and a cluster of nodes on a throw-away PostgreSQL (ingest, lag, top-k);
+# figures go in BENCHMARKS.md.
 bench: $(BUILD)/.bench-deps $(BENCH_BINS) $(FOCALD)
 	/usr/bin/python3 tests/bench/bench_lib.py --bin $(BUILD)/bench/bench_lib
 	/usr/bin/python3 tests/bench/bench_daemon.py --build $(BUILD)
@@ -351,6 +352,7 @@ bench: $(BUILD)/.bench-deps $(BENCH_BINS) $(FOCALD)
 	$(BUILD)/bench/bench_store --db $(BUILD)/bench-store/f.db --durability full
 	$(BUILD)/bench/bench_store --db $(BUILD)/bench-store/f.db --durability normal
 	/usr/bin/python3 tests/bench/bench_adversarial.py --build $(BUILD)
+	/usr/bin/python3 tests/bench/bench_cluster.py --build $(BUILD)
 .PHONY: bench
 
 # Ten minutes of mixed load (posting, querying, reviewing, exporting) with RSS, fds and WAL sampled; not in CI.
