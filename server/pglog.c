@@ -325,13 +325,18 @@ int pglog_read(pglog *p, int64_t after, int limit, pglog_each_fn each, void *arg
   return rc;
 }
 
-int pglog_head(pglog *p, int64_t *head) {
+/* Runs prepared statement name, which takes nothing and returns one integer, into *out. */
+static int query_int64(pglog *p, const char *name, int64_t *out) {
   PGresult *r = NULL;
-  int rc = exec_prepared(p, "head", 0, NULL, NULL, NULL, 0, &r);
+  int rc = exec_prepared(p, name, 0, NULL, NULL, NULL, 0, &r);
   if (rc) return rc;
-  *head = get_int64(r, 0, 0);
+  *out = get_int64(r, 0, 0);
   PQclear(r);
   return PGLOG_OK;
+}
+
+int pglog_head(pglog *p, int64_t *head) {
+  return query_int64(p, "head", head);
 }
 
 int pglog_listen(pglog *p) {
@@ -436,12 +441,7 @@ int pglog_snapshot_put(pglog *p, int64_t pos, const char *path) {
 }
 
 int pglog_snapshot_newest(pglog *p, int64_t *pos) {
-  PGresult *r = NULL;
-  int rc = exec_prepared(p, "snap_newest", 0, NULL, NULL, NULL, 0, &r);
-  if (rc) return rc;
-  *pos = get_int64(r, 0, 0);
-  PQclear(r);
-  return PGLOG_OK;
+  return query_int64(p, "snap_newest", pos);
 }
 
 int pglog_snapshot_get(pglog *p, int64_t pos, const char *path) {
