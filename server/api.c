@@ -202,12 +202,8 @@ static int finish_scoring(http_req *rq, http_resp *resp) {
   job *j = rq->async;
   if (j->op.failed) return http_problem(resp, rq, &j->op.err);
   const req *r = &j->rq;
-  if (j->store) {
-    /* where a read asks, with after=, to see this batch (a retried one is older than what is applied) */
-    char pos[24];
-    snprintf(pos, sizeof pos, "%lld", (long long)(j->duplicate ? store_applied_position(api_store) : j->seq[req_nseg(r) - 1]));
-    http_header(resp, "Focald-Log-Position", pos);
-  }
+  /* where a read asks, with after=, to see this batch (set by the writer: the answer never reads the store) */
+  if (j->store) api_log_position(resp, &j->op);
   double sum = 0;
   for (int64_t i = 0; i < r->n; i++) sum += j->loss[i];
   int64_t *top = hardest(j, r->ohem_k);

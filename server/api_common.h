@@ -66,7 +66,8 @@ void api_park(http_req *rq, wop *op, http_handler finish, void (*cleanup)(http_r
 /* api_park, then op to the writer. Returns HTTP_ASYNC. */
 int api_submit(http_req *rq, wop *op, http_handler finish, void (*cleanup)(http_req *rq));
 
-/* On a cluster node, the Focald-Log-Position header of a committed change (op->log_pos); nothing alone. */
+/* The Focald-Log-Position header of a committed change (op->log_pos, set by the writer): batches always,
+ * the other changes on a cluster node. Nothing when it has none. */
 void api_log_position(http_resp *resp, const wop *op);
 
 #endif /* FOCALD_API_COMMON_H */

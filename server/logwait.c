@@ -20,29 +20,28 @@ typedef struct waiter {
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static waiter *waiting;
 static logwait_wake_fn wake_fn;
-static int64_t (*applied_fn)(void *);
-static int64_t (*head_fn)(void *);
-static void *source_ctx;
+static int cluster;
+static atomic_llong applied_at, head_at;
 
 void logwait_init(logwait_wake_fn wake) {
   wake_fn = wake;
 }
 
-void logwait_set_source(int64_t (*applied)(void *ctx), int64_t (*head)(void *ctx), void *ctx) {
-  pthread_mutex_lock(&lock);
-  applied_fn = applied;
-  head_fn = head;
-  source_ctx = ctx;
-  pthread_mutex_unlock(&lock);
+void logwait_set_cluster(int on) {
+  cluster = on;
 }
 
 int64_t logwait_applied(void) {
-  return applied_fn ? applied_fn(source_ctx) : 0;
+  return atomic_load(&applied_at);
+}
+
+void logwait_head(int64_t head) {
+  atomic_store(&head_at, head);
 }
 
 int logwait_behind(int64_t *behind) {
-  if (!head_fn) return 0;
-  const int64_t head = head_fn(source_ctx), applied = logwait_applied();
+  if (!cluster) return 0;
+  const int64_t head = atomic_load(&head_at), applied = logwait_applied();
   if (head < 0) return -1;
   *behind = head > applied ? head - applied : 0;
   return 1;
@@ -108,8 +107,9 @@ int logwait_add(void *who, int64_t pos, double deadline) {
   return 0;
 }
 
-void logwait_moved(void) {
+void logwait_moved(int64_t applied) {
   pthread_mutex_lock(&lock);
+  atomic_store(&applied_at, applied);
   waiter *w = waiting ? take(reached, (double)logwait_applied()) : NULL;
   pthread_mutex_unlock(&lock);
   wake_list(w);

@@ -6,9 +6,9 @@
  * this node has applied it (read-your-writes across nodes); on a cluster node every answer says how many
  * of the log's rows this node has not applied yet (Focald-Log-Behind).
  *
- * The store is the source (logwait_set_source, wired by main.c) and tells logwait when its applied
- * position moves (logwait_moved); http.c parks and wakes the waiting reads through the wake function it
- * gives logwait_init. logwait itself calls neither.
+ * The store tells logwait where it is (logwait_moved, logwait_head, wired by main.c), and logwait keeps
+ * copies: an HTTP thread that answers after the store is closed reads nothing of it. http.c parks and wakes
+ * the waiting reads through the wake function it gives logwait_init. logwait itself calls neither.
  */
 #ifndef FOCALD_LOGWAIT_H
 #define FOCALD_LOGWAIT_H
@@ -20,11 +20,10 @@
 typedef void (*logwait_wake_fn)(void *who);
 void logwait_init(logwait_wake_fn wake);
 
-/* applied(ctx): the position applied in memory. head(ctx), NULL when focald runs alone: the log's head as
- * last seen, or -1 when it cannot be learnt. */
-void logwait_set_source(int64_t (*applied)(void *ctx), int64_t (*head)(void *ctx), void *ctx);
+/* On a cluster node, every answer says how far behind the log it is (before the HTTP threads start). */
+void logwait_set_cluster(int on);
 
-/* The position applied (0 before a source is set). */
+/* The position applied (0 until the store says). */
 int64_t logwait_applied(void);
 
 /* How far behind the log this node is: 0 when focald runs alone (no header), 1 with *behind (OUT) set, or
@@ -35,8 +34,11 @@ int logwait_behind(int64_t *behind);
  * pos is applied already. */
 int logwait_add(void *who, int64_t pos, double deadline);
 
-/* The store's applied position moved: wakes the waiters it satisfies. Thread-safe. */
-void logwait_moved(void);
+/* The store applied up to position applied: wakes the waiters it satisfies. Thread-safe. */
+void logwait_moved(int64_t applied);
+
+/* The shared log's head as the store last saw it (-1: it cannot be learnt). Thread-safe. */
+void logwait_head(int64_t head);
 
 /* Wakes the waiters whose deadline is past now (monotonic seconds). */
 void logwait_expire(double now);

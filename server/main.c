@@ -134,14 +134,6 @@ static int healthcheck(const config *cfg) {
   return ok ? 0 : 1;
 }
 
-static int64_t applied_position(void *st) {
-  return store_applied_position(st);
-}
-
-static int64_t log_head(void *st) {
-  return store_log_head(st);
-}
-
 int main(int argc, char **argv) {
   static config cfg; /* read by every thread until exit: api, http and the store keep pointers to it */
   int rc = config_load(&cfg, argc, argv);
@@ -180,8 +172,8 @@ int main(int argc, char **argv) {
   st_map_set_series_points(map, cfg.series_points);
   if (store_open(&st, &cfg, map) != 0) return 1;
   /* where this node is in its log: for the answers' headers and the reads that wait (logwait.h) */
-  logwait_set_source(applied_position, cfg.store[0] ? log_head : NULL, st);
-  store_on_applied(st, logwait_moved);
+  logwait_set_cluster(cfg.store[0] != 0);
+  store_on_applied(st, logwait_moved, logwait_head);
   api_init(&cfg, map, st);
   /* listen first: /livez answers and /readyz says "starting" while the database loads */
   http_set_readiness(HTTP_STARTING);

@@ -378,6 +378,7 @@ static int batch_write(store *s, wop *op) {
     store__step_reset(q);
     if (rc == SQLITE_ROW) {
       j->duplicate = 1; /* scored and answered, not recorded: nothing to apply */
+      op->log_pos = s->logged_seq; /* the first one is at or before it */
       return SQLITE_OK;
     }
     if (rc != SQLITE_DONE) return rc;
@@ -408,6 +409,7 @@ static int batch_write(store *s, wop *op) {
     m0 = m1;
   }
   free(cfg_head);
+  if (rc == SQLITE_OK) op->log_pos = j->seq[nseg - 1];
   return rc;
 }
 
@@ -876,16 +878,9 @@ void store_close(store *s) {
   free(s);
 }
 
-int64_t store_applied_position(store *s) {
-  return atomic_load(&s->applied_pos);
-}
-
-int64_t store_log_head(store *s) {
-  return s->cfg->store[0] ? atomic_load(&s->pg_head) : -2;
-}
-
-void store_on_applied(store *s, void (*moved)(void)) {
+void store_on_applied(store *s, void (*moved)(int64_t position), void (*head)(int64_t position)) {
   s->applied_moved = moved;
+  s->head_moved = head;
 }
 
 void store_get_stats(store *s, store_stats *out) {

@@ -40,14 +40,11 @@ void store_submit(store *s, wop *op);
  * checkpoints the WAL and closes. Accepts NULL. */
 void store_close(store *s);
 
-/* The position in the log applied in memory: the newest batch's seq alone, its position in the shared
- * log on a cluster node. Thread-safe. */
-int64_t store_applied_position(store *s);
-/* On a cluster node, the shared log's head as last seen (-1 while PostgreSQL cannot be reached); -2 when
- * focald runs alone. Thread-safe. */
-int64_t store_log_head(store *s);
-/* Calls moved() (on the writer thread) each time the applied position moves. Before store_start. */
-void store_on_applied(store *s, void (*moved)(void));
+/* Tells moved(position) each time the position applied in memory moves (the newest batch's seq alone, a
+ * position of the shared log on a cluster node), and head(position) each time a cluster node learns the
+ * log's head (-1 while PostgreSQL cannot be reached); from the writer and follower threads, never after
+ * store_close. Before store_load. */
+void store_on_applied(store *s, void (*moved)(int64_t position), void (*head)(int64_t position));
 
 /* Figures for /metrics and the dataset endpoints. */
 typedef struct store_stats {

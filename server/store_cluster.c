@@ -362,7 +362,7 @@ int store__cluster_begin(store *s) {
   }
   s->pg_in_group = 1;
   s->pg_group_last = 0;
-  atomic_store(&s->pg_head, head);
+  store__cluster_head(s, head);
   return 0;
 }
 
@@ -403,7 +403,7 @@ int store__cluster_commit(store *s) {
   int64_t head = 0;
   int prc = pglog_commit(s->pg, &head);
   if (prc == PGLOG_OK) {
-    atomic_store(&s->pg_head, head);
+    store__cluster_head(s, head);
     return 0;
   }
   s->pg_failed = 1;
@@ -425,7 +425,12 @@ void store__cluster_applied(store *s) {
   const int64_t pos = s->pg ? s->pg_applied : s->last_seq;
   if (atomic_load(&s->applied_pos) == pos) return;
   atomic_store(&s->applied_pos, pos);
-  if (s->applied_moved) s->applied_moved();
+  if (s->applied_moved) s->applied_moved(pos);
+}
+
+void store__cluster_head(store *s, int64_t head) {
+  atomic_store(&s->pg_head, head);
+  if (s->head_moved) s->head_moved(head);
 }
 
 /* ------------------------------------------------------------------ opening, following */
@@ -522,12 +527,12 @@ static void *follower_main(void *arg) {
     int w = up ? pglog_wait(s->follow_pg, POLL_MS, &head) : -1;
     if (w == 0 && pglog_head(s->follow_pg, &head) != PGLOG_OK) w = -1;
     if (w < 0) {
-      atomic_store(&s->pg_head, -1);
+      store__cluster_head(s, -1);
       sleep_ms(up ? 100 : POLL_MS);
       up = pglog_reconnect(s->follow_pg) == PGLOG_OK;
       continue;
     }
-    if (head > atomic_load(&s->pg_head)) atomic_store(&s->pg_head, head);
+    if (head > atomic_load(&s->pg_head)) store__cluster_head(s, head);
     if (head > atomic_load(&s->applied_pos)) {
       pthread_mutex_lock(&s->lock);
       atomic_store(&s->pg_wanted, 1);
@@ -627,7 +632,9 @@ static void *snapshotter_main(void *arg) {
 }
 
 int store__cluster_start(store *s) {
-  atomic_store(&s->applied_pos, s->pg ? s->pg_applied : s->last_seq);
+  const int64_t pos = s->pg ? s->pg_applied : s->last_seq;
+  atomic_store(&s->applied_pos, pos);
+  if (s->applied_moved) s->applied_moved(pos);
   if (!s->pg) return 0;
   char err[256] = "";
   if (pglog_open(&s->follow_pg, s->cfg->store, s->cfg->node_name, err, sizeof err) != PGLOG_OK) {

@@ -125,7 +125,8 @@ struct store {
   double pg_retry_at;         /* after a failure, groups fail at once until then */
   atomic_llong pg_head;       /* the log's head as last seen; -1 when the follower cannot reach it */
   atomic_llong applied_pos;   /* last_seq, for other threads */
-  void (*applied_moved)(void); /* store_on_applied's */
+  void (*applied_moved)(int64_t position); /* store_on_applied's */
+  void (*head_moved)(int64_t position);
 };
 
 /* The SQL helpers (store_sql.c). */
@@ -199,8 +200,10 @@ int store__cluster_commit(store *s);
 void store__cluster_committed(store *s);
 /* Ends a group that will not be committed in the log. */
 void store__cluster_rollback(store *s);
-/* Publishes last_seq to other threads (applied_pos) and tells store_on_applied's function. */
+/* Publishes the applied position to other threads (applied_pos) and tells store_on_applied's function. */
 void store__cluster_applied(store *s);
+/* Notes the log's head as learnt (-1: unknown), for /metrics and store_on_applied's function. */
+void store__cluster_head(store *s, int64_t head);
 int store__cluster_start(store *s);
 /* Before the local database is opened: a cluster node with no database yet begins from the newest snapshot
  * in PostgreSQL, written where --db says. 0, or -1 (logged). */
