@@ -204,34 +204,6 @@ int store_load(store *s) {
   return 0;
 }
 
-static int sql_run(store *s, int64_t ds_id, const char *name, int32_t classes, int64_t *id, int32_t *have_classes,
-                   int64_t *created_at) {
-  sqlite3_stmt *q = s->st[S_RUN_FIND];
-  sqlite3_bind_int64(q, 1, ds_id);
-  sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
-  int rc = sqlite3_step(q);
-  if (rc == SQLITE_ROW) {
-    *id = sqlite3_column_int64(q, 0);
-    *have_classes = sqlite3_column_int(q, 1);
-    *created_at = sqlite3_column_int64(q, 2);
-    store__step_reset(q);
-    return SQLITE_OK;
-  }
-  store__step_reset(q);
-  if (rc != SQLITE_DONE) return rc;
-  q = s->st[S_RUN_INSERT];
-  *created_at = store__unix_ms() / 1000;
-  sqlite3_bind_int64(q, 1, ds_id);
-  sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
-  sqlite3_bind_int(q, 3, classes);
-  sqlite3_bind_int64(q, 4, *created_at);
-  rc = store__step_done(q);
-  if (rc != SQLITE_OK) return rc;
-  *id = sqlite3_last_insert_rowid(s->db);
-  *have_classes = classes;
-  return SQLITE_OK;
-}
-
 /* ------------------------------------------------------------------ batches */
 
 /* The observation each sample of a scored job contributes. */
@@ -362,7 +334,7 @@ static int batch_write(store *s, wop *op) {
   int rc = store__sql_dataset(s, op->dataset, 1, &ref.ds_id, &ref.ds_created);
   if (rc != SQLITE_OK) return rc;
   int32_t classes = 0;
-  rc = sql_run(s, ref.ds_id, r->run, (int32_t)r->c, &ref.run_id, &classes, &ref.run_created);
+  rc = store__sql_run(s, ref.ds_id, r->run, (int32_t)r->c, &ref.run_id, &classes, &ref.run_created);
   if (rc != SQLITE_OK) return rc;
   if (classes != r->c) {
     op->failed = 1;

@@ -218,43 +218,6 @@ int store__cluster_append_op(store *s, wop *op) {
 
 /* ------------------------------------------------------------------ copying the log's rows */
 
-/* Finds the dataset's row, or makes it with the creation time the log gives. */
-static int local_dataset(store *s, const char *name, int64_t created, int64_t *id) {
-  sqlite3_stmt *q = s->st[S_DS_FIND];
-  sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
-  int rc = sqlite3_step(q);
-  if (rc == SQLITE_ROW) *id = sqlite3_column_int64(q, 0);
-  store__step_reset(q);
-  if (rc == SQLITE_ROW) return SQLITE_OK;
-  if (rc != SQLITE_DONE) return rc;
-  q = s->st[S_DS_INSERT];
-  sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(q, 2, created);
-  rc = store__step_done(q);
-  if (rc == SQLITE_OK) *id = sqlite3_last_insert_rowid(s->db);
-  return rc;
-}
-
-/* Finds the run's row, or makes it as the log gives it. */
-static int local_run(store *s, int64_t ds_id, const store_logged_batch *b, int64_t *id) {
-  sqlite3_stmt *q = s->st[S_RUN_FIND];
-  sqlite3_bind_int64(q, 1, ds_id);
-  sqlite3_bind_text(q, 2, b->run, -1, SQLITE_STATIC);
-  int rc = sqlite3_step(q);
-  if (rc == SQLITE_ROW) *id = sqlite3_column_int64(q, 0);
-  store__step_reset(q);
-  if (rc == SQLITE_ROW) return SQLITE_OK;
-  if (rc != SQLITE_DONE) return rc;
-  q = s->st[S_RUN_INSERT];
-  sqlite3_bind_int64(q, 1, ds_id);
-  sqlite3_bind_text(q, 2, b->run, -1, SQLITE_STATIC);
-  sqlite3_bind_int(q, 3, b->classes);
-  sqlite3_bind_int64(q, 4, b->run_created);
-  rc = store__step_done(q);
-  if (rc == SQLITE_OK) *id = sqlite3_last_insert_rowid(s->db);
-  return rc;
-}
-
 enum { COPY_STOP = 1 };
 
 static int copy_row(void *arg, const pglog_row *row) {
@@ -274,10 +237,12 @@ static int copy_row(void *arg, const pglog_row *row) {
   store_logged_batch b;
   json_t *root = NULL;
   int64_t ds_id = 0, run_id = 0, seq = 0;
+  int32_t classes = 0;
   int rc = SQLITE_OK;
+  /* a dataset or run the log creates takes the time its writer gave it, on every node */
   if (batch_unbody(row->body, row->len, row->dataset, &b, &root) != 0) c->malformed = 1;
-  else if ((rc = local_dataset(s, row->dataset, b.ds_created, &ds_id)) == SQLITE_OK &&
-           (rc = local_run(s, ds_id, &b, &run_id)) == SQLITE_OK)
+  else if ((rc = store__sql_dataset(s, row->dataset, 1, &ds_id, &b.ds_created)) == SQLITE_OK &&
+           (rc = store__sql_run(s, ds_id, b.run, b.classes, &run_id, &classes, &b.run_created)) == SQLITE_OK)
     rc = store__insert_batch(s, ds_id, run_id, &b, row->pos, &seq);
   json_decref(root);
   c->sql_rc = rc;

@@ -141,8 +141,13 @@ void store__step_reset(sqlite3_stmt *q);
 void store__sql_problem(store *s, wop *op, int rc);
 /* Marks op failed for memory that could not be had while preparing it. */
 void store__oom(wop *op);
-/* Finds (or, with create, creates) a dataset's row. SQLITE_NOTFOUND when absent. */
+/* Finds (or, with create, creates) a dataset's row. SQLITE_NOTFOUND when absent. *created_at (IN/OUT): the
+ * row's; a new row takes the value given when it is > 0 (a cluster node copying the log's), else now. */
 int store__sql_dataset(store *s, const char *name, int create, int64_t *id, int64_t *created_at);
+/* Finds or creates run name of dataset ds_id: *id, its class count and its creation time (IN/OUT, as
+ * store__sql_dataset's). */
+int store__sql_run(store *s, int64_t ds_id, const char *name, int32_t classes, int64_t *id, int32_t *have_classes,
+                   int64_t *created_at);
 /* Writes sample key's row as the state has it. */
 int store__write_sample(store *s, const st_dataset *ds, uint32_t key);
 /* Writes the samples rows of keys from st_prefix(ds) up to key (included) as

@@ -76,12 +76,40 @@ int store__sql_dataset(store *s, const char *name, int create, int64_t *id, int6
   if (rc != SQLITE_DONE) return rc;
   if (!create) return SQLITE_NOTFOUND;
   q = s->st[S_DS_INSERT];
-  *created_at = store__unix_ms() / 1000;
+  if (*created_at <= 0) *created_at = store__unix_ms() / 1000;
   sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
   sqlite3_bind_int64(q, 2, *created_at);
   rc = store__step_done(q);
   if (rc != SQLITE_OK) return rc;
   *id = sqlite3_last_insert_rowid(s->db);
+  return SQLITE_OK;
+}
+
+int store__sql_run(store *s, int64_t ds_id, const char *name, int32_t classes, int64_t *id, int32_t *have_classes,
+                   int64_t *created_at) {
+  sqlite3_stmt *q = s->st[S_RUN_FIND];
+  sqlite3_bind_int64(q, 1, ds_id);
+  sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(q);
+  if (rc == SQLITE_ROW) {
+    *id = sqlite3_column_int64(q, 0);
+    *have_classes = sqlite3_column_int(q, 1);
+    *created_at = sqlite3_column_int64(q, 2);
+    store__step_reset(q);
+    return SQLITE_OK;
+  }
+  store__step_reset(q);
+  if (rc != SQLITE_DONE) return rc;
+  q = s->st[S_RUN_INSERT];
+  if (*created_at <= 0) *created_at = store__unix_ms() / 1000;
+  sqlite3_bind_int64(q, 1, ds_id);
+  sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
+  sqlite3_bind_int(q, 3, classes);
+  sqlite3_bind_int64(q, 4, *created_at);
+  rc = store__step_done(q);
+  if (rc != SQLITE_OK) return rc;
+  *id = sqlite3_last_insert_rowid(s->db);
+  *have_classes = classes;
   return SQLITE_OK;
 }
 
