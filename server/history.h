@@ -1,6 +1,6 @@
 /* history.h — how one observation of a sample updates its history in one run.
  *
- * Pure functions on plain structs: state.c keeps the records column by column
+ * Pure functions on plain structs: the state (state_core.h) keeps the records column by column
  * and copies one into a hist_rec to update it.
  */
 #ifndef FOCALD_HISTORY_H

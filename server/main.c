@@ -5,18 +5,19 @@
  *   main          parses the config, opens and loads the database, starts the
  *                 others, then waits for SIGTERM/SIGINT (sigwait) and drains.
  *   HTTP pool     libmicrohttpd's threads (--http-threads): parse and check
- *                 requests, answer queries from state.c under a dataset's read
- *                 lock, hand scoring jobs to the loop thread, suspend and
- *                 resume connections. Never touch SQLite or libuv (except
- *                 through work_submit's uv_async_send).
+ *                 requests, answer queries from the state (state.h) under a
+ *                 dataset's read lock, hand scoring jobs to the loop thread,
+ *                 suspend and resume connections. Never touch SQLite or
+ *                 libuv (except through work_submit's uv_async_send).
  *   loop          the libuv loop (work.c): splits jobs into chunks and queues
  *                 them on the pool; the only thread that calls libuv.
  *   scoring pool  libuv's threads (--workers): run the loss library on
  *                 a job's rows; touch only that job's buffers.
  *   writer        store.c: the only SQLite writer and the only thread that
- *                 changes state.c: it prepares each change before its commit
- *                 (growing arrays under the dataset's write lock) and applies
- *                 it after (under the write lock); completes jobs.
+ *                 changes the state (state_write.c): it prepares each change
+ *                 before its commit (growing arrays under the dataset's write
+ *                 lock) and applies it after (under the write lock); completes
+ *                 jobs.
  *   checkpointer  store.c: passive WAL checkpoints on its own connection.
  *   follower      store_cluster.c, on a cluster node (--store) only: its own
  *                 PostgreSQL connection LISTENs for appends to the shared log
@@ -27,7 +28,7 @@
  *   snapshotter   store_cluster.c, on a cluster node with a snapshot interval:
  *                 under a lease, copies the local database on a connection of
  *                 its own (VACUUM INTO) and stores it in PostgreSQL with a
- *                 third connection; prunes the log. Touches no state.c data.
+ *                 third connection; prunes the log. Touches no in-memory state.
  *   watchdog      watchdog.c: shuts down connections whose request headers take
  *                 longer than --connection-timeout, or whose body arrives
  *                 slower than --min-body-rate (slowloris); touches only its

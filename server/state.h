@@ -3,7 +3,7 @@
  * SQLite holds the durable record (store.c); this is the same record arranged
  * for answering queries: a hash from sample id to a dense key, and per run one
  * array per history field indexed by that key, so ranking 1M samples by one
- * field reads one 4 MB array. Only state.c sees the structs: everything else
+ * field reads one 4 MB array. Only the state_*.c files see the structs (state_core.h): everything else
  * reads through the functions below, and the store's writer changes the state
  * only through the prepare/apply pairs at the end of this file.
  *

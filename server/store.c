@@ -2,7 +2,7 @@
  *
  * Connections: the writer connection is used by the main thread while loading
  * and then only by the writer thread; the checkpoint thread has its own. No
- * HTTP thread touches SQLite: queries are answered from state.c.
+ * HTTP thread touches SQLite: queries are answered from the in-memory state (state.h).
  *
  * The writer takes what is queued as a group and records it in one
  * transaction: each op in a savepoint of its own, then one COMMIT, so that

@@ -1,7 +1,7 @@
 /* store_load.c — start-up: the snapshot read into memory, then the batch log replayed after it.
  *
  * Every read loop ends on SQLITE_DONE, and every row is checked as it is read
- * (state.c's st_load_* refuse a row that does not fit what focald writes: a
+ * (state_load.c's st_load_* refuse a row that does not fit what focald writes: a
  * history row without its sample, a hole in a dataset's keys, a batch of a
  * run that does not exist). A read error or such a row stops the start with
  * a message naming it: a state loaded in half would answer wrongly, and a

@@ -1,0 +1,347 @@
+/* state_read.c — what readers ask of a dataset: its samples, runs, history
+ * rows, reviews and queues. Callers hold the dataset's read lock (st_acquire);
+ * nothing here changes the state but label_issue's cached threshold, which has
+ * a lock of its own.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "state_core.h"
+
+/* ------------------------------------------------------------------ statuses */
+
+static const char *const status_names[ST_STATUS_COUNT] = {"open",       "queued",    "in_review",
+                                                         "relabelled", "confirmed", "dismissed"};
+
+const char *st_status_name(int status) {
+  return status >= 0 && status < ST_STATUS_COUNT ? status_names[status] : "open";
+}
+
+int st_status_parse(const char *name) {
+  for (int i = 0; i < ST_STATUS_COUNT; i++)
+    if (strcmp(status_names[i], name) == 0) return i;
+  return -1;
+}
+
+/* ------------------------------------------------------------------ readers: samples */
+
+const char *st_name(const st_dataset *ds) {
+  return ds->name;
+}
+
+int64_t st_id(const st_dataset *ds) {
+  return ds->id;
+}
+
+int64_t st_created_at(const st_dataset *ds) {
+  return ds->created_at;
+}
+
+uint32_t st_nsamples(const st_dataset *ds) {
+  return ds->nsamples;
+}
+
+uint64_t st_observations(const st_dataset *ds) {
+  uint64_t n = 0;
+  for (int r = 0; r < ds->nruns; r++) n += ds->runs[r]->observations;
+  return n;
+}
+
+const char *st_sample_id(const st_dataset *ds, uint32_t key) {
+  return ds->ids[key];
+}
+
+int st_sample_status(const st_dataset *ds, uint32_t key) {
+  return ds->status[key];
+}
+
+const char *st_meta(const st_dataset *ds, uint32_t key) {
+  return ds->meta[key];
+}
+
+const char *st_corrected(const st_dataset *ds, uint32_t key) {
+  return ds->corrected[key];
+}
+
+float st_confirm_score(const st_dataset *ds, uint32_t key) {
+  return ds->confirm_score[key];
+}
+
+int64_t st_meta_seq(const st_dataset *ds, uint32_t key) {
+  return ds->meta_seq[key];
+}
+
+float st_max_ema(const st_dataset *ds, uint32_t key) {
+  float m = 0.0f;
+  for (int i = 0; i < ds->nruns; i++) {
+    const st_run *r = ds->runs[i];
+    if (key < r->cap && r->seen[key] && r->ema_loss[key] > m) m = r->ema_loss[key];
+  }
+  return m;
+}
+
+int st_reconsider(const st_dataset *ds, uint32_t key, double factor) {
+  if (factor <= 0 || ds->status[key] != ST_CONFIRMED || !(ds->confirm_score[key] >= 0.0f)) return 0;
+  return st_max_ema(ds, key) > factor * ds->confirm_score[key];
+}
+
+int32_t st_training_label(const st_dataset *ds, const st_run *r, uint32_t key) {
+  if (r) return key < r->cap && r->seen[key] ? r->label[key] : -1;
+  int32_t label = -1;
+  int64_t at = INT64_MIN;
+  for (int i = 0; i < ds->nruns; i++) {
+    const st_run *q = ds->runs[i];
+    if (key >= q->cap || !q->seen[key] || q->label[key] < 0) continue;
+    int64_t s = q->has_step[key] ? q->last_step[key] : INT64_MIN + 1;
+    if (s >= at) {
+      at = s;
+      label = q->label[key];
+    }
+  }
+  return label;
+}
+
+/* ------------------------------------------------------------------ readers: runs */
+
+int st_nruns(const st_dataset *ds) {
+  return ds->nruns;
+}
+
+const st_run *st_run_at(const st_dataset *ds, int i) {
+  return ds->runs[i];
+}
+
+const st_run *st_find_run(const st_dataset *ds, const char *name) {
+  for (int i = 0; i < ds->nruns; i++)
+    if (strcmp(ds->runs[i]->name, name) == 0) return ds->runs[i];
+  return NULL;
+}
+
+const char *st_run_name(const st_run *r) {
+  return r->name;
+}
+
+int64_t st_run_id(const st_run *r) {
+  return r->id;
+}
+
+int32_t st_run_classes(const st_run *r) {
+  return r->classes;
+}
+
+uint32_t st_run_samples(const st_run *r) {
+  return r->samples;
+}
+
+uint64_t st_run_observations(const st_run *r) {
+  return r->observations;
+}
+
+int st_run_last_step(const st_run *r, int64_t *step) {
+  *step = r->last_step_any;
+  return r->has_last_step_any;
+}
+
+void st_history(const st_run *r, uint32_t key, hist_rec *h) {
+  if (key >= r->cap) {
+    hist_init(h);
+    return;
+  }
+  st__row_get(r, key, h);
+}
+
+float st_label_issue_threshold(const st_dataset *ds, const st_run *r) {
+  st_run *w = (st_run *)r; /* the cache only: the history is not touched */
+  /* the common case, without the lock: the threshold is published before the count it was computed at */
+  if (__atomic_load_n(&w->li_observations, __ATOMIC_ACQUIRE) == r->observations)
+    return w->li_threshold; /* written before that count was, under the lock; only a writer changes the count */
+  pthread_mutex_lock(&w->li_lock);
+  if (w->li_observations != r->observations) {
+    uint64_t counts[HIST_SCORE_BINS] = {0};
+    const uint32_t lim = ds->nsamples < r->cap ? ds->nsamples : r->cap;
+    for (uint32_t key = 0; key < lim; key++)
+      if (r->scored_n[key]) counts[hist_score_bin(st__li_score(r, key))]++;
+    w->li_threshold = hist_label_issue_threshold(counts);
+    __atomic_store_n(&w->li_observations, r->observations, __ATOMIC_RELEASE);
+  }
+  const float t = w->li_threshold;
+  pthread_mutex_unlock(&w->li_lock);
+  return t;
+}
+
+void st_history_view(const st_dataset *ds, const st_run *r, uint32_t key, hist_view *v) {
+  hist_rec h;
+  st_history(r, key, &h);
+  hist_view_of(&h, v);
+  v->label_issue = key < r->cap && r->scored_n[key] && st__li_score(r, key) >= st_label_issue_threshold(ds, r);
+}
+
+uint32_t st_stale_labels(const st_run *r, uint32_t key) {
+  return key < r->cap ? r->stale_labels[key] : 0;
+}
+
+uint32_t st_series(const st_run *r, uint32_t key, st_series_view *v) {
+  memset(v, 0, sizeof *v);
+  if (!r->series_points || key >= r->cap || !r->series_count[key]) return 0;
+  v->points = r->series + (size_t)key * (size_t)r->series_points;
+  v->len = hist_series_len(r->series_count[key], r->series_shift[key]);
+  v->stride = (uint64_t)1 << r->series_shift[key];
+  v->first = r->seen[key] - r->series_count[key];
+  return v->len;
+}
+
+int st_recent(const st_run *r, uint32_t key, hist_recent out[HIST_RECENT]) {
+  if (key >= r->cap) return 0;
+  const int count = r->ring_count[key], head = r->ring_head[key];
+  const hist_recent *ring = r->recent + (size_t)key * HIST_RECENT;
+  for (int i = 0; i < count; i++) out[i] = ring[(head - 1 - i + 2 * HIST_RECENT) % HIST_RECENT];
+  return count;
+}
+
+void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v) {
+  memset(v, 0, sizeof *v);
+  v->label = -1;
+  int runs = 0;
+  int64_t label_step = INT64_MIN;
+  hist_rec one;
+  hist_view w;
+  for (int i = 0; i < ds->nruns; i++) {
+    const st_run *r = ds->runs[i];
+    if (key >= r->cap || r->seen[key] == 0) continue;
+    st__row_get(r, key, &one);
+    hist_view_of(&one, &w);
+    runs++;
+    v->seen += w.seen;
+    v->last_loss += w.last_loss;
+    v->mean_loss += w.mean_loss;
+    v->max_loss += w.max_loss;
+    v->ema_loss += w.ema_loss;
+    v->confidence += w.confidence;
+    v->variability += w.variability;
+    v->correctness += w.correctness;
+    v->forgetting += w.forgetting;
+    v->forgetting_events += w.forgetting_events;
+    v->el2n += w.el2n;
+    v->grand += w.grand;
+    v->label_issue_score += w.label_issue_score;
+    v->aum += w.aum;
+    v->label_issue |= r->scored_n[key] && st__li_score(r, key) >= st_label_issue_threshold(ds, r);
+    int64_t at = w.has_step ? w.last_step : INT64_MIN + 1;
+    if (w.label >= 0 && at >= label_step) {
+      v->label = w.label;
+      label_step = at;
+    }
+    if (w.has_step) {
+      if (!v->has_step || w.first_step < v->first_step) v->first_step = w.first_step;
+      if (!v->has_step || w.last_step > v->last_step) v->last_step = w.last_step;
+      v->has_step = 1;
+    }
+  }
+  if (!runs) return;
+  v->last_loss /= runs;
+  v->mean_loss /= runs;
+  v->max_loss /= runs;
+  v->ema_loss /= runs;
+  v->confidence /= runs;
+  v->variability /= runs;
+  v->correctness /= runs;
+  v->forgetting /= runs;
+  v->forgetting_events /= runs;
+  v->el2n /= runs;
+  v->grand /= runs;
+  v->label_issue_score /= runs;
+  v->aum /= runs;
+}
+
+/* The data map's three fields of a row, computed as hist_view_of computes them. */
+static void map_view_row(const st_run *r, uint32_t key, st_map_view *v) {
+  const uint32_t scored = r->scored_n[key];
+  v->seen = r->seen[key];
+  v->confidence = r->conf_mean[key];
+  v->variability = scored ? sqrtf(r->conf_m2[key] / (float)scored) : 0.0f;
+  v->correctness = scored ? (float)r->correct_n[key] / (float)scored : 0.0f;
+  v->label = r->label[key];
+}
+
+void st_map_view_of(const st_dataset *ds, const st_run *r, uint32_t key, st_map_view *v) {
+  memset(v, 0, sizeof *v);
+  v->label = -1;
+  if (r) {
+    if (key < r->cap && r->seen[key]) map_view_row(r, key, v);
+    return;
+  }
+  int runs = 0;
+  int64_t label_step = INT64_MIN;
+  st_map_view w;
+  for (int i = 0; i < ds->nruns; i++) {
+    const st_run *q = ds->runs[i];
+    if (key >= q->cap || q->seen[key] == 0) continue;
+    map_view_row(q, key, &w);
+    runs++;
+    v->seen += w.seen;
+    v->confidence += w.confidence;
+    v->variability += w.variability;
+    v->correctness += w.correctness;
+    /* the label of the run with the latest step, as st_history_all picks it */
+    const int64_t at = q->has_step[key] ? q->last_step[key] : INT64_MIN + 1;
+    if (w.label >= 0 && at >= label_step) {
+      v->label = w.label;
+      label_step = at;
+    }
+  }
+  if (!runs) return;
+  v->confidence /= runs;
+  v->variability /= runs;
+  v->correctness /= runs;
+}
+
+/* ------------------------------------------------------------------ readers: reviews, queues */
+
+int st_nreviews(const st_dataset *ds) {
+  return ds->nreviews;
+}
+
+const st_review *st_review_at(const st_dataset *ds, int i) {
+  return &ds->reviews[i];
+}
+
+int32_t st_last_review(const st_dataset *ds, uint32_t key) {
+  return key < ds->nsamples ? ds->last_review[key] : -1;
+}
+
+int st_nqueues(const st_dataset *ds) {
+  return ds->nqueues;
+}
+
+const st_queue *st_queue_at(const st_dataset *ds, int i) {
+  return ds->queues[i];
+}
+
+const st_queue *st_find_queue(const st_dataset *ds, const char *name) {
+  for (int i = 0; i < ds->nqueues; i++)
+    if (strcmp(ds->queues[i]->name, name) == 0) return ds->queues[i];
+  return NULL;
+}
+
+int32_t st_corrected_at(const st_dataset *ds, uint32_t key, int64_t seq) {
+  if (key >= ds->nsamples) return -1;
+  for (int32_t i = ds->last_review[key]; i >= 0; i = ds->reviews[i].prev) {
+    const st_review *e = &ds->reviews[i];
+    if (e->batch_seq < seq) return e->to == ST_RELABELLED ? st__class_of(e->label_after) : -1;
+  }
+  return -1;
+}
+
+static void add_totals(const st_dataset *ds, void *arg) {
+  st_totals *t = arg;
+  t->datasets++;
+  t->samples += ds->nsamples;
+  t->observations += st_observations(ds);
+}
+
+void st_map_totals(st_map *m, st_totals *t) {
+  memset(t, 0, sizeof *t);
+  st_map_each(m, add_totals, t);
+}
