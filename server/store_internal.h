@@ -56,6 +56,8 @@ const wop_class *store__class_of(wop_kind k);
 
 /* The review loop's ops (store_review.c). */
 extern const wop_class store__review_class, store__meta_class, store__queue_class, store__queue_delete_class;
+/* A batch and a dataset's deletion (store_batch.c). */
+extern const wop_class store__batch_class, store__delete_class;
 
 /* Where a snapshot pass has got to (see store_snap.c). */
 typedef struct snap_pass {
