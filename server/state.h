@@ -297,7 +297,7 @@ int32_t st_corrected_at(const st_dataset *ds, uint32_t key, int64_t seq);
 float st_confirm_score(const st_dataset *ds, uint32_t key);
 int64_t st_meta_seq(const st_dataset *ds, uint32_t key);
 
-/* ---- the snapshot (store.c writes these rows) ----
+/* ---- the snapshot (store_snap.c writes these rows) ----
  * Keys below st_persisted are in the samples table; a samples row is written
  * for every key in order, so the table holds a prefix of the keys. */
 
