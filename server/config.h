@@ -24,7 +24,7 @@ typedef struct config {
   int http_threads;        /* libmicrohttpd's thread pool */
   int workers;             /* libuv's thread pool: scoring */
   int64_t max_body;        /* bytes */
-  int64_t body_memory;     /* bytes the request bodies in flight may take, as estimated (see http.c) */
+  int64_t body_memory;     /* bytes the request bodies in flight may take, as estimated (see http_request.c) */
   int max_connections;
   int connection_timeout;  /* seconds */
   int64_t min_body_rate;   /* bytes/s a body must average after the first connection_timeout; 0: no floor */

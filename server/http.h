@@ -1,9 +1,10 @@
 /* http.h — focald's HTTP layer on libmicrohttpd: requests, responses, and the routes it is given.
  *
- * libmicrohttpd's thread pool calls the access handler; http.c accumulates
- * the body (refusing by Content-Length before reading, and by counting bytes
- * for chunked bodies), finds the route in the table given to http_start
- * (router.h) and calls its handler on that thread.
+ * libmicrohttpd's thread pool calls the access handler (http_serve.c), which
+ * accumulates the body (http_request.c: refusing by Content-Length before
+ * reading, and by counting bytes for chunked bodies), finds the route in the
+ * table given to http_start (router.h) and calls its handler on that thread;
+ * http.c builds and sends the answers.
  * A handler either fills a response at once or starts asynchronous work and
  * returns HTTP_ASYNC: the connection is then suspended until the work calls
  * http_complete (from any thread), and the handler's finish function builds
@@ -73,7 +74,7 @@ struct http_req {
   void *async;                /* the handler's work while suspended */
   http_handler finish;        /* builds the response once the work completes */
   void (*cleanup)(http_req *rq); /* frees async if the request ends before finish runs */
-  /* private to http.c */
+  /* private to the HTTP layer (http_serve.c, http_request.c, http.c) */
   char *buf;      /* the body: buf_base + padding that aligns a binary body's tensors */
   char *buf_base; /* the allocation */
   size_t cap;

@@ -7,7 +7,7 @@
  * of the log's rows this node has not applied yet (Focald-Log-Behind).
  *
  * The store tells logwait where it is (logwait_moved, logwait_head, wired by main.c), and logwait keeps
- * copies: an HTTP thread that answers after the store is closed reads nothing of it. http.c parks and wakes
+ * copies: an HTTP thread that answers after the store is closed reads nothing of it. http_serve.c parks and wakes
  * the waiting reads through the wake function it gives logwait_init. logwait itself calls neither.
  */
 #ifndef FOCALD_LOGWAIT_H

@@ -33,9 +33,9 @@
  *                 longer than --connection-timeout, or whose body arrives
  *                 slower than --min-body-rate (slowloris); touches only its
  *                 table of open connections, under that table's lock, and
- *                 calls http.c's trim of freed body memory (atomics only) and
- *                 the expiry of reads waiting for a log position (logwait.c,
- *                 under its lock; it resumes their connections).
+ *                 calls http_request.c's trim of freed body memory (atomics
+ *                 only) and the expiry of reads waiting for a log position
+ *                 (logwait.c, under its lock; it resumes their connections).
  *
  * Signals are blocked in every thread before any is created; main alone
  * receives them with sigwait, so no handler runs on an arbitrary thread.

@@ -10,8 +10,8 @@
  *           object (its length found as a client computes it), so that
  *           mutations of the header keep the framing consistent;
  *     1     explicit: four bytes of header length (int32, little-endian;
- *           negative is how http.c passes an absent or malformed header), then
- *           the body;
+ *           negative is how http_request.c passes an absent or malformed
+ *           header), then the body;
  *     2     generated: the rest is a recipe for a valid framed body of every
  *           shape, datatype and target kind (see gen_body), followed by up to
  *           four byte-level edits of that body (flip, truncate, insert,
@@ -414,7 +414,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     header_len = (int64_t)json_object_end(b.b ? b.b : "", b.len);
   }
 
-  /* the body in an allocation of exactly its size, placed as http.c places it: tensors 64-byte aligned */
+  /* the body in an allocation of exactly its size, placed as http_request.c places it: tensors 64-byte aligned */
   size_t pad = header_len > 0 ? (size_t)((64 - header_len % 64) % 64) : 0;
   if (misalign) pad = (pad + 1) % 64;
   void *base = NULL;

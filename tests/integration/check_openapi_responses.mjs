@@ -169,7 +169,7 @@ function toJsonSchema(doc, node, stack = []) {
 
 // ------------------------------------------------------------------ spec lookups
 
-/** The spec path template a raw URL path matches, segment by segment (as server/http.c routes). */
+/** The spec path template a raw URL path matches, segment by segment (as server/http_serve.c routes). */
 function specPathFor(spec, rawPath) {
   const segs = rawPath.split("/");
   let best = null;

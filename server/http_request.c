@@ -1,0 +1,334 @@
+/* http_request.c — what a request brings, checked before its handler runs: its headers (framing, token,
+ * query parameters) against its route, and its body against --max-body and the memory of the bodies in
+ * flight (--body-memory), into the buffer it is kept in.
+ */
+#include "http.h"
+#include "http_internal.h"
+
+#include <malloc.h>
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "logwait.h"
+#include "router.h"
+#include "watchdog.h"
+
+const char *http_request_header(http_req *rq, const char *name) {
+  return MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_query(http_req *rq, const char *name, char *text, size_t n) {
+  const char *raw = MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, name);
+  if (!raw) return NULL;
+  if (router_pct_decode(raw, strlen(raw), text, n, 1) != 0) return "";
+  return text;
+}
+
+/* ------------------------------------------------------------------ headers */
+
+/* The query's parameters checked against those the route takes: a parameter the route does not
+ * know (a misspelt `oder=asc` would otherwise be ignored silently) or one given twice (which value
+ * would count?) is refused, naming it. */
+typedef struct query_check {
+  const char *allowed; /* space-separated */
+  uint32_t seen;       /* bit per allowed name */
+  const char *bad;
+  int repeated;
+  int malformed; /* 1: not decodable within HTTP_QUERY_MAX; 2: no value at all */
+} query_check;
+
+static enum MHD_Result check_query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+  (void)kind;
+  query_check *q = cls;
+  size_t kl = strlen(key);
+  int i = 0;
+  for (const char *p = q->allowed; *p; i++) {
+    size_t n = strcspn(p, " ");
+    if (n == kl && n > 0 && memcmp(p, key, n) == 0) {
+      if (q->seen & (1u << i)) {
+        q->bad = key;
+        q->repeated = 1;
+        return MHD_NO;
+      }
+      q->seen |= 1u << i;
+      char text[HTTP_QUERY_MAX];
+      if (!value || router_pct_decode(value, strlen(value), text, sizeof text, 1) != 0) {
+        q->bad = key;
+        q->malformed = value ? 1 : 2;
+        return MHD_NO;
+      }
+      return MHD_YES;
+    }
+    p += n;
+    p += strspn(p, " ");
+  }
+  q->bad = key;
+  return MHD_NO;
+}
+
+/* The headers that decide how a request is read and whose it is: how many of each (a route's
+ * head_header counted as one), the last Transfer-Encoding, and whether a field name has whitespace in it. */
+typedef struct framing {
+  int content_length, transfer_encoding, head_header, authorization;
+  int spaced_name;
+  const char *coding;
+  const char *head_name; /* the route table's spelling of the head_header seen */
+} framing;
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+  (void)kind;
+  framing *f = cls;
+  if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) f->content_length++;
+  if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+    f->transfer_encoding++;
+    f->coding = value;
+  }
+  const char *head = router_head_header(http__routes, http__nroutes, key);
+  if (head) {
+    f->head_header++;
+    f->head_name = head;
+  }
+  if (strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION) == 0) f->authorization++;
+  if (strpbrk(key, " \t")) f->spaced_name = 1;
+  return MHD_YES;
+}
+
+/* Why the request's framing is ambiguous (RFC 9112 section 6), or NULL when it is not: two lengths, a
+ * length and a chunked coding, or a coding other than chunked could each be read two ways by two
+ * servers in a row, which is how requests are smuggled. So could a field name with whitespace before
+ * its colon ("Transfer-Encoding : chunked"), which RFC 9112 section 5.1 requires a server to refuse
+ * with 400: a lenient proxy in front may read it as the header this server would not. Two binary
+ * header lengths (a route's head_header, such as Inference-Header-Content-Length) or two credentials
+ * leave which one counts to chance. */
+const char *http__framing_problem(struct MHD_Connection *conn, char *why, size_t n) {
+  framing f = {0};
+  MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
+  if (f.spaced_name) return "a header field name has whitespace in it (or before its colon)";
+  if (f.content_length > 1) return "the request has more than one Content-Length";
+  if (f.transfer_encoding > 1) return "the request has more than one Transfer-Encoding";
+  if (f.transfer_encoding && f.content_length) return "the request has both Content-Length and Transfer-Encoding";
+  if (f.transfer_encoding && strcasecmp(f.coding, "chunked") != 0)
+    return "Transfer-Encoding must be chunked; other codings are not accepted";
+  if (f.head_header > 1) {
+    snprintf(why, n, "the request has more than one %s", f.head_name);
+    return why;
+  }
+  if (f.authorization > 1) return "the request has more than one Authorization";
+  return NULL;
+}
+
+int http_token_matches(const char *token, const char *header) {
+  static const char scheme[] = "Bearer ";
+  if (!header || strncasecmp(header, scheme, sizeof scheme - 1) != 0) return 0;
+  const char *given = header + sizeof scheme - 1;
+  const size_t gl = strlen(given), tl = strlen(token);
+  unsigned char diff = gl != tl;
+  for (size_t i = 0; i < tl; i++) diff |= (unsigned char)(token[i] ^ (i < gl ? given[i] : 0));
+  return diff == 0;
+}
+
+/* Whether the request may go on: no token is configured, every route of its path is a health probe or
+ * open (the console's static files: a browser loads a page without an Authorization header; the console
+ * then asks for the token and sends it with every API call), or the token matches. */
+int http__authorized(struct MHD_Connection *conn, unsigned path_flags) {
+  if (!http__cfg->token[0] || (path_flags & (ROUTE_PROBE | ROUTE_OPEN))) return 1;
+  return http_token_matches(http__cfg->token, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
+}
+
+/* The query problem of the request's route, in *p: a parameter the route does not take, one given
+ * twice, one without a value or that cannot be decoded. Returns 1 when there is one, else 0. */
+int http__query_problem(struct MHD_Connection *conn, const router_route *route, problem *p /* OUT */) {
+  /* a read of the data takes after=POSITION too (logwait.h) */
+  char takes[512];
+  snprintf(takes, sizeof takes, "%s%s%s", route->query, route->query[0] && http__reads_data(route) ? " " : "",
+           http__reads_data(route) ? "after" : "");
+  query_check qc = {.allowed = takes};
+  MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, check_query_arg, &qc);
+  if (!qc.bad) return 0;
+  if (qc.repeated)
+    problem_set(p, P_BAD_QUERY, qc.bad, "the query parameter \"%.64s\" is given more than once", qc.bad);
+  else if (qc.malformed == 2)
+    problem_set(p, P_BAD_QUERY, qc.bad, "the query parameter \"%.64s\" has no value (write %.64s=...)", qc.bad, qc.bad);
+  else if (qc.malformed)
+    problem_set(p, P_BAD_QUERY, qc.bad,
+                "the query parameter \"%.64s\" is not valid percent-encoding, or is longer than %d bytes decoded", qc.bad,
+                HTTP_QUERY_MAX - 1);
+  else if (takes[0])
+    problem_set(p, P_BAD_QUERY, qc.bad, "unknown query parameter \"%.64s\"; this route takes: %s", qc.bad, takes);
+  else
+    problem_set(p, P_BAD_QUERY, qc.bad, "unknown query parameter \"%.64s\"; this route takes none", qc.bad);
+  return 1;
+}
+
+/* ------------------------------------------------------------------ memory of bodies in flight
+ *
+ * A JSON body costs far more than its size while it is decoded (a jansson value
+ * for every number, the decoded tensors, the answer): about 10 times, measured
+ * on large /v1/loss bodies; a binary body about twice (its buffer and the
+ * answer). Requests reserve that estimate against --body-memory when their
+ * length is known (Content-Length) or as a chunked body grows, and give it back
+ * when they end. A request that would pass the budget gets 503 overloaded,
+ * unless nothing else is reserved: a body within --max-body is always served
+ * alone.
+ *
+ * Freed memory goes back to glibc's heaps, whose free tops past main.c's
+ * TRIM_THRESHOLD are returned to the system as they form. What is free below
+ * live blocks stays: once no large body has been in flight for BODY_TRIM_IDLE
+ * seconds, the watchdog asks glibc to give those pages back too (malloc_trim),
+ * so a burst of large requests does not leave the sidecar at its peak. */
+
+static _Atomic int64_t body_memory_used;
+static _Atomic int trim_wanted;       /* a large body ended since the last trim */
+static _Atomic int64_t large_ended_ns; /* when the last one ended */
+
+#define BODY_TRIM_BYTES (1 << 20) /* bodies at least this large count as large */
+#define BODY_TRIM_IDLE 1.0
+
+static int64_t body_cost(const http_req *rq, uint64_t len) {
+  const int binary = rq->content_type && strncasecmp(rq->content_type, "application/octet-stream", 24) == 0;
+  return (int64_t)len * (binary ? 2 : 10);
+}
+
+/* Grows rq's reservation to the cost of len body bytes; 0, or -1 when the budget would be passed. */
+static int body_reserve(http_req *rq, uint64_t len) {
+  const int64_t want = body_cost(rq, len);
+  if (want <= rq->reserved) return 0;
+  const int64_t more = want - rq->reserved;
+  int64_t used = atomic_load(&body_memory_used);
+  do {
+    if (used - rq->reserved > 0 && used + more > http__cfg->body_memory) return -1;
+  } while (!atomic_compare_exchange_weak(&body_memory_used, &used, used + more));
+  rq->reserved = want;
+  return 0;
+}
+
+void http__body_release(http_req *rq) {
+  if (rq->reserved) atomic_fetch_sub(&body_memory_used, rq->reserved);
+  rq->reserved = 0;
+  if (rq->len >= BODY_TRIM_BYTES || rq->cap >= BODY_TRIM_BYTES) {
+    atomic_store(&large_ended_ns, (int64_t)(http__now_s() * 1e9));
+    atomic_store(&trim_wanted, 1);
+  }
+}
+
+/* On the watchdog: returns free heap pages once large bodies have stopped coming for a while. */
+void http__maybe_trim(double now) {
+  logwait_expire(now); /* reads whose after= was not reached within --read-wait */
+  if (!atomic_load(&trim_wanted) || atomic_load(&body_memory_used) > 0) return;
+  if (now - (double)atomic_load(&large_ended_ns) / 1e9 < BODY_TRIM_IDLE) return;
+  atomic_store(&trim_wanted, 0);
+  malloc_trim(0);
+}
+
+void http_body_metrics_write(buf *o) {
+  buf_printf(o,
+             "# HELP focald_body_memory_reserved_bytes Memory reserved by the request bodies in flight, as estimated "
+             "against --body-memory.\n"
+             "# TYPE focald_body_memory_reserved_bytes gauge\n"
+             "focald_body_memory_reserved_bytes %lld\n"
+             "# HELP focald_body_memory_limit_bytes --body-memory.\n"
+             "# TYPE focald_body_memory_limit_bytes gauge\n"
+             "focald_body_memory_limit_bytes %lld\n",
+             (long long)atomic_load(&body_memory_used), (long long)http__cfg->body_memory);
+}
+
+/* ------------------------------------------------------------------ the body */
+
+/* Whether the content type is one the route takes. */
+static int content_type_ok(const char *ct, unsigned flags) {
+  if (!ct) return 0;
+  size_t n = strcspn(ct, ";");
+  while (n > 0 && ct[n - 1] == ' ') n--;
+  if (n == 16 && strncasecmp(ct, "application/json", 16) == 0) return 1;
+  if ((flags & ROUTE_BODY_BINARY) && n == 24 && strncasecmp(ct, "application/octet-stream", 24) == 0) return 1;
+  return 0;
+}
+
+/* The body's headers checked against what the route takes (type, length, --max-body, --body-memory),
+ * and its buffer allocated when its length is known. Returns MHD_YES to read the body, or answers. */
+enum MHD_Result http__begin_body(struct MHD_Connection *conn, http_req *rq, const router_route *route) {
+  const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+  rq->content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+  if (!content_type_ok(rq->content_type, route->flags))
+    return http__send_problem(conn, rq, P_UNSUPPORTED_MEDIA_TYPE,
+                              (route->flags & ROUTE_BODY_BINARY)
+                                  ? "the body must be application/json or application/octet-stream (binary tensors)"
+                                  : "the body must be application/json");
+  const char *head = route->head_header ? MHD_lookup_connection_value(conn, MHD_HEADER_KIND, route->head_header) : NULL;
+  if (head) {
+    char *end;
+    long long v = strtoll(head, &end, 10);
+    rq->body_head_len = (*end || v < 0) ? -2 : v;
+  }
+  if (!cl) {
+    if (rq->content_type && strncasecmp(rq->content_type, "application/octet-stream", 24) == 0)
+      return http__send_problem(conn, rq, P_LENGTH_REQUIRED, "a binary body needs a Content-Length");
+    return MHD_YES;
+  }
+  char *end;
+  unsigned long long v = strtoull(cl, &end, 10);
+  if (*end || v > (unsigned long long)http__cfg->max_body) {
+    char d[160];
+    snprintf(d, sizeof d, "the body is %s bytes; the limit is %lld (--max-body)", cl, (long long)http__cfg->max_body);
+    return http__send_problem(conn, rq, P_BODY_TOO_LARGE, d);
+  }
+  if (body_reserve(rq, v) != 0) {
+    char d[200];
+    snprintf(d, sizeof d, "the request bodies being decoded would take more than --body-memory (%lld bytes) "
+             "with this one's; retry shortly", (long long)http__cfg->body_memory);
+    return http__send_problem(conn, rq, P_OVERLOADED, d);
+  }
+  /* the part after the body's head is decoded in place: pad so that it starts aligned as the route asks */
+  const size_t align = route->body_align;
+  size_t pad = align && rq->body_head_len > 0 ? (size_t)((align - (uint64_t)rq->body_head_len % align) % align) : 0;
+  rq->cap = (size_t)v;
+  rq->buf_base = aligned_alloc(64, (pad + rq->cap + 1 + 63) / 64 * 64);
+  if (!rq->buf_base) return http__send_problem(conn, rq, P_BODY_TOO_LARGE, "no memory for a body this large now");
+  rq->buf = rq->buf_base + pad;
+  return MHD_YES;
+}
+
+/* The body phase: n more bytes of rq's body, kept until the limit, then counted and dropped. */
+enum MHD_Result http__receive_body(struct MHD_Connection *conn, http_req *rq, const char *data, size_t n) {
+  watchdog_body(conn, n, 0);
+  if (rq->too_large || rq->over_budget) {
+    /* libmicrohttpd answers only once the upload ends: a chunked body past the limit is read and
+     * dropped so that the client gets its 413 (or 503), but no further than the limit again, then cut off */
+    rq->dropped += n;
+    return rq->dropped > (uint64_t)http__cfg->max_body ? MHD_NO : MHD_YES;
+  }
+  if (rq->state != RQ_RECEIVING) return MHD_YES;
+  if (rq->len + n > (size_t)http__cfg->max_body) {
+    rq->too_large = 1;
+    rq->dropped = n;
+    return MHD_YES;
+  }
+  if (rq->len + n > rq->cap) {
+    /* a chunked body reserves its share of --body-memory as it grows */
+    if (body_reserve(rq, rq->len + n) != 0) {
+      rq->over_budget = 1;
+      rq->dropped = n;
+      free(rq->buf_base);
+      rq->buf = rq->buf_base = NULL;
+      rq->len = rq->cap = 0;
+      return MHD_YES;
+    }
+    size_t want = rq->cap ? rq->cap * 2 : 65536;
+    while (want < rq->len + n) want *= 2;
+    if (want > (size_t)http__cfg->max_body) want = (size_t)http__cfg->max_body;
+    /* bodies without a Content-Length (chunked JSON) grow here, unpadded */
+    char *nb = realloc(rq->buf_base, want + 1);
+    if (!nb) {
+      rq->too_large = 1;
+      return MHD_YES;
+    }
+    rq->buf = rq->buf_base = nb;
+    rq->cap = want;
+  }
+  memcpy(rq->buf + rq->len, data, n);
+  rq->len += n;
+  return MHD_YES;
+}

@@ -1,0 +1,494 @@
+/* http_serve.c — the listeners, and each request's life on them: its phases, the handlers' gate,
+ * suspension and resumption, completion.
+ *
+ * libmicrohttpd has no body limit and no timeouts by default, and binds every
+ * address unless told otherwise: all three are set here from the config. The
+ * URL is routed undecoded (the unescape callback is a no-op) so that an id
+ * containing %2F stays one path segment; each segment and query value is
+ * percent-decoded on its own (router.c). The routes are data given to
+ * http_start: the layer knows no route, only the flags and fields a route
+ * states (router.h).
+ */
+#include "http.h"
+#include "http_internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "log.h"
+#include "logwait.h"
+#include "router.h"
+#include "watchdog.h"
+
+static struct MHD_Daemon *daemon_;
+/* --health-listen: a second listener with slots of its own for the probe routes. Its access
+ * handler's closure is &health_only, the data listener's NULL. */
+static struct MHD_Daemon *health_daemon;
+static int health_only;
+static char health_refusal[200]; /* what it answers to another path: it names the probes' paths */
+static atomic_int readiness;
+static atomic_int active_requests; /* begun and not yet reported complete by libmicrohttpd */
+static atomic_ullong request_counter;
+static uint64_t id_seed;
+
+/* ------------------------------------------------------------------ request lifecycle */
+
+static void new_request_id(http_req *rq, struct MHD_Connection *conn) {
+  const char *given = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+  if (given) {
+    size_t n = strlen(given);
+    int ok = n >= 1 && n <= 64;
+    for (size_t i = 0; ok && i < n; i++) {
+      char ch = given[i];
+      ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+           ch == '_' || ch == '.';
+    }
+    if (ok) {
+      memcpy(rq->request_id, given, n + 1);
+      return;
+    }
+  }
+  uint64_t v = id_seed ^ (atomic_fetch_add(&request_counter, 1) * 0x9e3779b97f4a7c15ull);
+  v ^= v >> 31;
+  v *= 0xbf58476d1ce4e5b9ull;
+  v ^= v >> 29;
+  snprintf(rq->request_id, sizeof rq->request_id, "%016llx", (unsigned long long)v);
+}
+
+/* Handlers read the store and submit to it; main frees it while keep-alive connections are still open. */
+static pthread_rwlock_t gate = PTHREAD_RWLOCK_INITIALIZER;
+static int gate_closed;
+
+void http_close_gate(void) {
+  logwait_wake_all(); /* the reads waiting for a position answer now, before the store goes */
+  pthread_rwlock_wrlock(&gate);
+  gate_closed = 1;
+  pthread_rwlock_unlock(&gate);
+}
+
+/* ------------------------------------------------------------------ the request's phases
+ *
+ * libmicrohttpd calls the access handler once with the headers (no body yet),
+ * once per piece of the body, and once more when the body is complete (again
+ * after a resume). Each call goes to its phase: begin_request decides from the
+ * headers alone what can be decided (route, token, query, path parameters,
+ * body type and size) and prepares the body's buffer (http__begin_body);
+ * http__receive_body keeps the body, counting and dropping what passes the
+ * limits (both in http_request.c); complete_request runs the handler, or
+ * builds the answer of one that was suspended. */
+
+/* The header phase: rq is new. Routes it and refuses at once what its headers condemn; otherwise returns
+ * MHD_YES (its body, if any, comes next). */
+static enum MHD_Result begin_request(int health, struct MHD_Connection *conn, http_req *rq) {
+  const char *url = rq->path, *method = rq->method;
+  char why[128];
+  const char *ambiguous = http__framing_problem(conn, why, sizeof why);
+  if (ambiguous) return http__send_problem(conn, rq, P_BAD_REQUEST, ambiguous);
+  router_match m;
+  const int ri = router_find(http__routes, http__nroutes, method, url, &m);
+  memcpy(rq->params, m.params, sizeof rq->params);
+  rq->bad_param = m.bad_param;
+  if (!http__authorized(conn, m.path_flags)) {
+    /* counted and logged under the route asked for, answered alike whether it exists or not */
+    if (ri >= 0) rq->route_index = ri, rq->route = http__routes[ri].pattern;
+    return http__send_problem(conn, rq, P_UNAUTHORIZED, "send the token as Authorization: Bearer <token>");
+  }
+  if (health && ri != -1 && !(m.path_flags & ROUTE_PROBE))
+    return http__send_problem(conn, rq, P_NOT_FOUND, health_refusal);
+  if (ri == -1) return http__send_problem(conn, rq, P_NOT_FOUND, "no such route; see /openapi.json");
+  problem p;
+  if (ri == -2) {
+    http_resp out = {0};
+    problem_set(&p, P_METHOD_NOT_ALLOWED, NULL, "%s is not allowed here; allowed: %s", method, m.allow);
+    http_problem(&out, rq, &p);
+    http_header(&out, "Allow", m.allow);
+    return http__respond(conn, rq, &out);
+  }
+  const router_route *route = &http__routes[ri];
+  rq->route = route->pattern;
+  rq->route_index = ri;
+  if (http__query_problem(conn, route, &p)) return http__answer_problem(conn, rq, &p);
+  if (rq->bad_param) {
+    /* a name that cannot be decoded names nothing: the route says what that is (a 404, or bad_name) */
+    char d[400];
+    snprintf(d, sizeof d, "the path segment \"%.200s\" is not a valid name: a malformed %%-escape, an encoded NUL, or too long",
+             rq->params[rq->bad_param - 1]);
+    return http__send_problem(conn, rq, route->bad_param[rq->bad_param - 1], d);
+  }
+  if (route->flags & (ROUTE_BODY_JSON | ROUTE_BODY_BINARY)) return http__begin_body(conn, rq, route);
+  return MHD_YES;
+}
+
+/* Runs route ri's handler inside the gate: once main closes it to free the store, none is running or
+ * starts. Fills *out unless the handler went asynchronous (HTTP_ASYNC). */
+static int handle(http_req *rq, int ri, http_resp *out) {
+  pthread_rwlock_rdlock(&gate);
+  if (gate_closed) {
+    pthread_rwlock_unlock(&gate);
+    problem p;
+    problem_set(&p, P_DRAINING, NULL, "shutting down");
+    return http_problem(out, rq, &p);
+  }
+  int rc = http__routes[ri].fn(rq, out);
+  pthread_rwlock_unlock(&gate);
+  return rc;
+}
+
+static enum MHD_Result run_handler(struct MHD_Connection *conn, http_req *rq, int ri) {
+  http_resp out = {0};
+  if (handle(rq, ri, &out) == HTTP_ASYNC) return MHD_YES;
+  return http__respond(conn, rq, &out);
+}
+
+/* A read that waited for its after= position: its handler runs now, or it is answered not_caught_up.
+ * Reads of the data are never asynchronous themselves. */
+static int finish_after_wait(http_req *rq, http_resp *out) {
+  const int64_t applied = logwait_applied();
+  if (applied < rq->after) {
+    problem p;
+    problem_set(&p, P_NOT_CAUGHT_UP, "after", "this node has applied the log up to position %lld; %lld was not "
+                "reached within %d ms (--read-wait): retry, or read from the node that took the write",
+                (long long)applied, (long long)rq->after, http__cfg->read_wait);
+    return http_problem(out, rq, &p);
+  }
+  return handle(rq, rq->route_index, out);
+}
+
+static void wake_reader(void *who) {
+  http_complete(who);
+}
+
+/* The completion phase: the whole request is here (or it was resumed). Answers what the body phase
+ * refused, or runs the route's handler inside the gate, or builds a resumed request's answer. */
+static enum MHD_Result complete_request(struct MHD_Connection *conn, http_req *rq) {
+  watchdog_body(conn, 0, 1);
+  if (rq->state == RQ_ANSWERED) return MHD_YES;
+  if (rq->state == RQ_SUSPENDED) return MHD_YES; /* spurious: wait for http_complete */
+  const int ri = rq->route_index;
+  http_resp out = {0};
+  if (rq->state == RQ_COMPLETE) {
+    rq->finish(rq, &out);
+    return http__respond(conn, rq, &out);
+  }
+  if (rq->too_large) {
+    char d[160];
+    snprintf(d, sizeof d, "the body is larger than the limit of %lld bytes (--max-body)", (long long)http__cfg->max_body);
+    return http__send_problem(conn, rq, P_BODY_TOO_LARGE, d);
+  }
+  if (rq->over_budget) {
+    char d[200];
+    snprintf(d, sizeof d, "the request bodies being decoded would take more than --body-memory (%lld bytes) with "
+             "this one's; retry shortly", (long long)http__cfg->body_memory);
+    return http__send_problem(conn, rq, P_OVERLOADED, d);
+  }
+  if (rq->buf) rq->buf[rq->len] = '\0';
+  rq->body = rq->buf ? rq->buf : "";
+  if (ri < 0) return http__send_problem(conn, rq, P_INTERNAL, "route lost");
+  /* while the database loads, the data routes answer 503 starting: an answer from half a state is no answer */
+  if (http_readiness() == HTTP_STARTING && (http__routes[ri].flags & ROUTE_DATA))
+    return http__send_problem(conn, rq, P_STARTING, "loading the database; retry shortly");
+  if (http__reads_data(&http__routes[ri])) {
+    char text[HTTP_QUERY_MAX];
+    const char *a = http_query(rq, "after", text, sizeof text);
+    if (a) {
+      char *end;
+      errno = 0;
+      const long long pos = strtoll(a, &end, 10);
+      if (errno || end == a || *end || pos < 0) {
+        problem p;
+        problem_set(&p, P_BAD_QUERY, "after", "after must be a log position (an integer >= 0, from a write's "
+                    "Focald-Log-Position), not \"%.64s\"", a);
+        return http__answer_problem(conn, rq, &p);
+      }
+      if (logwait_applied() < pos) {
+        /* suspended until this node has applied pos, or --read-wait passes (logwait.h) */
+        rq->after = pos;
+        rq->finish = finish_after_wait;
+        http_suspend(rq);
+        logwait_add(rq, pos, http__now_s() + http__cfg->read_wait / 1e3);
+        return MHD_YES;
+      }
+    }
+  }
+  return run_handler(conn, rq, ri);
+}
+
+/* libmicrohttpd's access handler: sends each call to its phase. Its closure is &health_only on the
+ * health listener. */
+static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                      const char *version, const char *upload_data, size_t *upload_data_size,
+                                      void **con_cls) {
+  (void)version;
+  http_req *rq = *con_cls;
+  if (!rq) {
+    rq = calloc(1, sizeof *rq);
+    if (!rq) return MHD_NO;
+    *con_cls = rq;
+    atomic_fetch_add(&active_requests, 1);
+    rq->t0 = http__now_s();
+    rq->method = method;
+    rq->path = url;
+    rq->conn = conn;
+    rq->body_head_len = -1;
+    rq->route_index = -1;
+    watchdog_request(conn, 1);
+    new_request_id(rq, conn);
+    return begin_request(cls == &health_only, conn, rq);
+  }
+  if (*upload_data_size != 0) {
+    size_t n = *upload_data_size;
+    *upload_data_size = 0;
+    return http__receive_body(conn, rq, upload_data, n);
+  }
+  return complete_request(conn, rq);
+}
+
+
+void http_suspend(http_req *rq) {
+  rq->state = RQ_SUSPENDED;
+  MHD_suspend_connection(rq->conn);
+}
+
+void http_complete(http_req *rq) {
+  rq->state = RQ_COMPLETE;
+  MHD_resume_connection(rq->conn);
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
+  (void)cls;
+  http_req *rq = *con_cls;
+  if (!rq) return;
+  watchdog_request(conn, 0);
+  double secs = http__now_s() - rq->t0;
+  int status = rq->state == RQ_ANSWERED ? rq->status : 499; /* the client went away first */
+  if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && rq->state == RQ_ANSWERED && status < 400) status = rq->status;
+  http__record(rq->route_index, status, secs);
+  log_request(rq->request_id, rq->method, rq->route ? rq->route : rq->path, status, secs * 1e3, rq->len);
+  if (rq->cleanup) rq->cleanup(rq); /* before the body: a request's tensors may point into it */
+  free(rq->buf_base);
+  http__body_release(rq);
+  free(rq);
+  *con_cls = NULL;
+  atomic_fetch_sub(&active_requests, 1);
+}
+
+int http_wait_idle(int timeout_ms) {
+  const double until = http__now_s() + timeout_ms / 1e3;
+  while (atomic_load(&active_requests) > 0) {
+    if (http__now_s() >= until) return -1;
+    struct timespec nap = {0, 2000000};
+    nanosleep(&nap, NULL);
+  }
+  return 0;
+}
+
+
+/* Routing works on the raw URL; values are decoded one by one (see the file header). */
+static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s) {
+  (void)cls;
+  (void)c;
+  return strlen(s);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+  (void)cls;
+  char msg[512];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  size_t n = strlen(msg);
+  while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+  log_kv(LOG_DEBUG, "libmicrohttpd", "detail", msg, NULL);
+}
+
+static char *tls_cert_pem, *tls_key_pem;
+
+
+/* The whole of a small file, NUL-terminated; malloc'd, or NULL. */
+static char *read_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  char *b = NULL;
+  size_t n = 0, cap = 0;
+  for (;;) {
+    if (cap - n < 4097) {
+      char *nb = realloc(b, cap ? cap * 2 : 8192);
+      if (!nb) break;
+      b = nb;
+      cap = cap ? cap * 2 : 8192;
+    }
+    size_t got = fread(b + n, 1, cap - n - 1, f);
+    n += got;
+    if (got == 0) break;
+  }
+  const int err = ferror(f) || !b || n > (1u << 20);
+  fclose(f);
+  if (err) {
+    free(b);
+    return NULL;
+  }
+  b[n] = '\0';
+  return b;
+}
+
+/* Parses host:port / [v6]:port into a socket address. */
+static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *sl, int *v6) {
+  char host[128];
+  const char *colon = strrchr(listen, ':');
+  if (!colon) return -1;
+  size_t hl = (size_t)(colon - listen);
+  if (hl >= sizeof host) return -1;
+  memcpy(host, listen, hl);
+  host[hl] = '\0';
+  char *end;
+  long port = strtol(colon + 1, &end, 10);
+  if (*end || port < 0 || port > 65535) return -1;
+  char *h = host;
+  if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']') {
+    h[hl - 1] = '\0';
+    h++;
+  }
+  if (!*h) h = "0.0.0.0";
+  struct addrinfo hints = {0}, *res = NULL;
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  char ps[16];
+  snprintf(ps, sizeof ps, "%ld", port);
+  if (getaddrinfo(h, ps, &hints, &res) != 0 || !res) return -1;
+  memcpy(ss, res->ai_addr, res->ai_addrlen);
+  *sl = res->ai_addrlen;
+  *v6 = res->ai_family == AF_INET6;
+  freeaddrinfo(res);
+  return 0;
+}
+
+void http_set_readiness(int state) {
+  atomic_store(&readiness, state);
+}
+
+int http_readiness(void) {
+  return atomic_load(&readiness);
+}
+
+/* The health listener's answer to a path that is not a probe's, naming the probe routes' paths
+ * ("... answers /livez and /readyz only"). */
+static void name_probes(char *out, size_t n) {
+  int nprobes = 0, k = 0;
+  for (int i = 0; i < http__nroutes; i++) nprobes += (http__routes[i].flags & ROUTE_PROBE) != 0;
+  size_t l = (size_t)snprintf(out, n, "this listener (--health-listen) answers ");
+  for (int i = 0; i < http__nroutes && l < n; i++) {
+    if (!(http__routes[i].flags & ROUTE_PROBE)) continue;
+    const char *sep = k == 0 ? "" : k == nprobes - 1 ? " and " : ", ";
+    l += (size_t)snprintf(out + l, n - l, "%s%s", sep, http__routes[i].pattern);
+    k++;
+  }
+  if (l < n) snprintf(out + l, n - l, " only");
+}
+
+int http_start(const config *cfg, const router_route *routes, int nroutes) {
+  http__cfg = cfg;
+  char why[200];
+  if (http__metrics_init(nroutes) != 0) return -1; /* more routes than the metrics have room for (logged) */
+  if (router_check(routes, nroutes, why, sizeof why) != 0) {
+    log_kv(LOG_ERROR, "the route table is not valid", "detail", why, NULL);
+    return -1;
+  }
+  http__routes = routes;
+  http__nroutes = nroutes;
+  name_probes(health_refusal, sizeof health_refusal);
+  struct timespec t;
+  clock_gettime(CLOCK_REALTIME, &t);
+  id_seed = (uint64_t)t.tv_nsec * 0x2545f4914f6cdd1dull ^ (uint64_t)t.tv_sec;
+  struct sockaddr_storage ss;
+  socklen_t sl = 0;
+  int v6 = 0;
+  if (parse_listen(cfg->listen, &ss, &sl, &v6) != 0) {
+    log_kv(LOG_ERROR, "cannot parse the listen address (host:port)", "listen", cfg->listen, NULL);
+    return -1;
+  }
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+  if (v6) flags |= MHD_USE_IPv6;
+  char *cert = NULL, *key = NULL;
+  if (cfg->tls_cert[0]) {
+    /* held until http_stop: the daemon reads them while it runs */
+    if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+      log_kv(LOG_ERROR, "this libmicrohttpd has no TLS support", NULL);
+      return -1;
+    }
+    if (!(cert = read_file(cfg->tls_cert)) || !(key = read_file(cfg->tls_key))) {
+      log_kv(LOG_ERROR, "cannot read the TLS certificate or key", "cert", cfg->tls_cert, "key", cfg->tls_key, NULL);
+      free(cert);
+      return -1;
+    }
+    flags |= MHD_USE_TLS;
+  }
+  if (!cfg->token[0] && !config_listen_is_loopback(cfg->listen))
+    log_kv(LOG_WARN, "listening beyond loopback without a token (--insecure-no-token): anyone who can reach the port can "
+           "read, change and delete the data", "listen", cfg->listen, NULL);
+  /* without TLS the two key options are skipped: MHD_OPTION_END ends the list early, so they come last */
+  daemon_ = MHD_start_daemon(
+      flags, 0, NULL, NULL, access_handler, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+      MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_TIMEOUT,
+      (unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+      /* reads of up to 256 KiB: a binary batch of megabytes arrives in few calls (this also bounds the headers) */
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024), MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)(64 * 1024),
+      MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_NOTIFY_CONNECTION, watchdog_notify, NULL,
+      MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+      cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cert, MHD_OPTION_HTTPS_MEM_KEY, key, MHD_OPTION_END);
+  tls_cert_pem = cert;
+  tls_key_pem = key;
+  if (!daemon_) {
+    log_kv(LOG_ERROR, "cannot listen (is the address in use?)", "listen", cfg->listen, NULL);
+    return -1;
+  }
+  if (cfg->health_listen[0]) {
+    struct sockaddr_storage hs;
+    socklen_t hsl = 0;
+    int hv6 = 0;
+    if (parse_listen(cfg->health_listen, &hs, &hsl, &hv6) != 0) {
+      log_kv(LOG_ERROR, "cannot parse the health listen address (host:port)", "health_listen", cfg->health_listen, NULL);
+      http_stop();
+      return -1;
+    }
+    /* one thread, plain HTTP (probes come from the node), short-lived connections: a probe is one request */
+    health_daemon = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (hv6 ? MHD_USE_IPv6 : 0), 0, NULL, NULL,
+        access_handler, &health_only, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&hs, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)5, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024),
+        MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+    if (!health_daemon) {
+      log_kv(LOG_ERROR, "cannot listen for health probes (is the address in use?)", "health_listen", cfg->health_listen, NULL);
+      http_stop();
+      return -1;
+    }
+  }
+  logwait_init(wake_reader);
+  if (watchdog_start(cfg->connection_timeout, (long long)cfg->min_body_rate, http__maybe_trim) != 0)
+    log_kv(LOG_WARN, "no header-deadline watchdog: slow clients are bounded by the idle timeout only", NULL);
+  return 0;
+}
+
+void http_stop(void) {
+  watchdog_stop();
+  if (health_daemon) MHD_stop_daemon(health_daemon);
+  health_daemon = NULL;
+  if (daemon_) MHD_stop_daemon(daemon_);
+  daemon_ = NULL;
+  free(tls_cert_pem);
+  if (tls_key_pem) explicit_bzero(tls_key_pem, strlen(tls_key_pem));
+  free(tls_key_pem);
+  tls_cert_pem = tls_key_pem = NULL;
+}
