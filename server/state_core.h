@@ -209,6 +209,21 @@ static inline float st__li_score(const st_run *r, uint32_t key) {
   return r->scored_n[key] ? (float)r->other_n[key] / (float)r->scored_n[key] : 0.0f;
 }
 
+/* st_max_ema and st_reconsider, inline for the ranking's loop (state_top.c). */
+static inline float st__max_ema(const st_dataset *ds, uint32_t key) {
+  float m = 0.0f;
+  for (int i = 0; i < ds->nruns; i++) {
+    const st_run *r = ds->runs[i];
+    if (key < r->cap && r->seen[key] && r->ema_loss[key] > m) m = r->ema_loss[key];
+  }
+  return m;
+}
+
+static inline int st__reconsider(const st_dataset *ds, uint32_t key, double factor) {
+  if (factor <= 0 || ds->status[key] != ST_CONFIRMED || !(ds->confirm_score[key] >= 0.0f)) return 0;
+  return st__max_ema(ds, key) > factor * ds->confirm_score[key];
+}
+
 /* The class index a JSON label names, or -1. */
 static inline int32_t st__class_of(const char *label_json) {
   if (!label_json) return -1;

@@ -74,17 +74,11 @@ int64_t st_meta_seq(const st_dataset *ds, uint32_t key) {
 }
 
 float st_max_ema(const st_dataset *ds, uint32_t key) {
-  float m = 0.0f;
-  for (int i = 0; i < ds->nruns; i++) {
-    const st_run *r = ds->runs[i];
-    if (key < r->cap && r->seen[key] && r->ema_loss[key] > m) m = r->ema_loss[key];
-  }
-  return m;
+  return st__max_ema(ds, key);
 }
 
 int st_reconsider(const st_dataset *ds, uint32_t key, double factor) {
-  if (factor <= 0 || ds->status[key] != ST_CONFIRMED || !(ds->confirm_score[key] >= 0.0f)) return 0;
-  return st_max_ema(ds, key) > factor * ds->confirm_score[key];
+  return st__reconsider(ds, key, factor);
 }
 
 int32_t st_training_label(const st_dataset *ds, const st_run *r, uint32_t key) {

@@ -134,7 +134,7 @@ static void top_one_run(const st_dataset *ds, const st_run *r, const st_query *q
     const double score = col ? (double)col[key] : run_value(r, key, q->by);
     if (!may_enter(rk, score, key)) continue;
     if (q->status_mask && !(q->status_mask & (1u << ds->status[key])) &&
-        !(q->reconsider > 0 && st_reconsider(ds, key, q->reconsider)))
+        !(q->reconsider > 0 && st__reconsider(ds, key, q->reconsider)))
       continue;
     if (q->has_label && r->label[key] != q->label) continue;
     if (q->label_issue && (q->label_issue == ST_LABEL_ISSUE_YES) != (r->scored_n[key] && st__li_score(r, key) >= li_threshold))
@@ -170,7 +170,7 @@ static void top_all_runs(const st_dataset *ds, const st_query *q, ranker *rk) {
     score = q->by == HF_SEEN ? (double)seen : score / runs;
     if (!may_enter(rk, score, key)) continue;
     if (q->status_mask && !(q->status_mask & (1u << ds->status[key])) &&
-        !(q->reconsider > 0 && st_reconsider(ds, key, q->reconsider)))
+        !(q->reconsider > 0 && st__reconsider(ds, key, q->reconsider)))
       continue;
     if (q->has_label && label != q->label) continue;
     if (q->label_issue && (q->label_issue == ST_LABEL_ISSUE_YES) != (flagged != 0)) continue;
