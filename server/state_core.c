@@ -62,7 +62,6 @@ static void large_free(void *p, size_t bytes) {
   else free(p);
 }
 
-/* Grows *p (an array of *cap elements of size) to hold at least want; 0 or -1. */
 int st__grow_array(void **p, int *cap, int want, size_t size) {
   if (want <= *cap) return 0;
   int c = *cap ? *cap : 8;
@@ -233,7 +232,6 @@ static void **sample_array_ptr(st_dataset *ds, const sample_array *a) {
   return (void **)((char *)ds + a->offset);
 }
 
-/* Grows the sample arrays, the meta bitmap, the hash and every run's columns (fresh runs too) to hold want keys. */
 int st__reserve_samples(st_dataset *ds, uint64_t want) {
   if (want > UINT32_MAX - 1) return -1;
   if (hash_grow(ds, want) != 0) return -1;
@@ -270,7 +268,6 @@ int st__reserve_samples(st_dataset *ds, uint64_t want) {
   return 0;
 }
 
-/* Adds id as the next key; the room was reserved. */
 uint32_t st__intern_reserved(st_dataset *ds, const char *id) {
   const uint32_t k = ds->nsamples;
   ds->ids[k] = arena_strdup(ds, id); /* cannot fail: the arena holds pend_bytes */
