@@ -7,11 +7,12 @@
  * whatever the export's length, and the lock is never held while the client
  * is slow to read.
  *
- * An export is pinned to the dataset it started on, by id: if that dataset is
- * deleted while the export streams (even if another of the same name is
- * created), or a page cannot be written (out of memory), the stream ends with
- * an error (no terminating chunk), so the client never takes a short file for
- * a whole one.
+ * An export is pinned to the dataset it started on, and a queue's export to
+ * its queue, by id: if that dataset is deleted while the export streams (even
+ * if another of the same name is created), the queue is removed (even if
+ * another of the same name is built), or a page cannot be written (out of
+ * memory), the stream ends with an error (no terminating chunk), so the client
+ * never takes a short file for a whole one.
  *
  * Formats (each with its own media type and suggested file name):
  *   csv          one row per sample: rank, id, score, the history fields, status, the DICOM and uri meta, viewer_url
@@ -48,6 +49,7 @@ typedef struct export {
   int64_t ds_id;             /* the dataset the export started on */
   char run[ST_NAME_MAX + 1]; /* "*" for the mean over runs */
   char queue[ST_NAME_MAX + 1]; /* "" unless exporting a queue */
+  int64_t queue_id;          /* the queue the export started on: a name may be removed and built again */
   st_query q;                /* the ranking (by, order, filters); run is resolved per page */
   int has_cursor;
   double cursor_score;
@@ -486,8 +488,8 @@ static void next_page(export *e) {
   int more = 0;
   if (e->queue[0]) {
     const st_queue *q = st_find_queue(ds, e->queue);
-    if (!q) {
-      /* removed while the export streamed: the rest of it cannot be written */
+    if (!q || q->id != e->queue_id) {
+      /* removed while the export streamed (and maybe built again under its name): the rest of it cannot be written */
       st_release(ds);
       e->failed = 1;
       return;
@@ -626,6 +628,7 @@ int api_export(http_req *rq, http_resp *resp) {
     const st_queue *q = ds && e->queue[0] ? st_find_queue(ds, e->queue) : NULL;
     const int queue_ok = !e->queue[0] || q;
     if (q) {
+      e->queue_id = q->id;
       /* a queue's scores are of the field it was built by: Label Studio's mapping follows it */
       json_t *params = q->params ? json_loads(q->params, 0, NULL) : NULL;
       const char *qby = json_string_value(json_object_get(params, "by"));

@@ -635,6 +635,36 @@ class ExportPinnedTest(ConsistencyTestCase):
         self.assertEqual(len(json.loads(data)), len(meta))
         self.assertEqual(d.stop(), 0)
 
+    def test_consistency_queue_export_ends_with_an_error_when_its_queue_is_rebuilt(self):
+        """A queue's export follows the queue it started on: removed, or removed and built again under the
+        same name (other samples, another order), the stream ends with an error rather than go on into
+        the new queue's positions (a file of 10,000 lines with thousands of ids twice)."""
+        d = self.daemon().start()
+        ids = ["k%05d" % i for i in range(10000)]
+        # about 1 KB a line: each page of 4096 is more than the sockets' buffers take
+        meta = {sid: {"uri": "/data/%s.png" % sid, "pad": "x" * 1000} for sid in ids}
+        self.assertEqual(d.batch("ex", batch_body(ids, 1, meta=meta)).status, 200)
+
+        def remove():
+            self.assertEqual(d.delete("/v1/datasets/ex/queues/q").status, 200)
+
+        def rebuild():
+            remove()
+            self.assertEqual(d.post("/v1/datasets/ex/queues", {"name": "q", "size": 10000, "order": "asc"}).status, 201)
+
+        for then in (remove, rebuild):
+            with self.subTest(then=then.__name__):
+                self.assertEqual(d.post("/v1/datasets/ex/queues", {"name": "q", "size": 10000}).status, 201)
+                complete, data = self._stream_then(d, then, "jsonl&queue=q")
+                self.assertFalse(complete, "an export of queue q went on after q was removed (%d bytes)" % len(data))
+                if then is rebuild:
+                    self.assertEqual(d.delete("/v1/datasets/ex/queues/q").status, 200)
+        self.assertEqual(d.post("/v1/datasets/ex/queues", {"name": "q", "size": 10000}).status, 201)
+        complete, data = self._stream_then(d, lambda: None, "jsonl&queue=q")
+        self.assertTrue(complete)
+        self.assertEqual(sorted(json.loads(line)["id"] for line in data.decode().splitlines()), ids)
+        self.assertEqual(d.stop(), 0)
+
 
 # ---------------------------------------------------------------------------- 7. errors at start-up
 
