@@ -340,7 +340,9 @@ static int h_loss(http_req *rq, http_resp *resp) {
 
 /* ------------------------------------------------------------------ hard examples */
 
-/* The cursor: hex of "v1|by|run|label|min_seen|status|rank|score|id". Opaque to clients. */
+/* The cursor: hex of "v1|by|run|label|min_seen|status|@dataset|rank|score|id", the dataset by its id (never
+ * reused), so that a cursor outlives neither a deletion nor a new dataset of the same name. Opaque to clients;
+ * a cursor without "@dataset" (made before it was added) is taken for the dataset of that name. */
 static void make_cursor(char *outb, size_t n, const char *plain) {
   size_t j = 0;
   for (const unsigned char *p = (const unsigned char *)plain; *p && j + 3 < n; p++) j += (size_t)snprintf(outb + j, n - j, "%02x", *p);
@@ -376,7 +378,7 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
   snprintf(fingerprint, sizeof fingerprint, "v1|%d|%s|%s|%u|%u|%d%s%s", q.by, run, label_text, q.min_seen, q.status_mask,
            q.reconsider > 0, desc == hist_field_descending((hist_field)q.by) ? "" : "|reversed",
            q.label_issue == ST_LABEL_ISSUE_YES ? "|issues" : q.label_issue == ST_LABEL_ISSUE_NO ? "|no-issues" : "");
-  long long rank0 = 0;
+  long long rank0 = 0, cursor_ds = 0;
   char cursor_id[REQ_ID_MAX + 1] = "";
   if (cursor) {
     char *parts[3];
@@ -385,6 +387,11 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
         cursor_plain[fl] != '|')
       return api_fail(resp, rq, P_BAD_QUERY, "cursor", "the cursor is malformed or belongs to a different query");
     char *rest = cursor_plain + fl + 1;
+    if (rest[0] == '@') {
+      char *ds_text = strsep(&rest, "|") + 1;
+      if (!rest || api_int_text(ds_text, 1, INT64_MAX, &cursor_ds))
+        return api_fail(resp, rq, P_BAD_QUERY, "cursor", "the cursor is malformed");
+    }
     parts[0] = strsep(&rest, "|");
     parts[1] = strsep(&rest, "|");
     parts[2] = rest;
@@ -404,6 +411,14 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
   if (!ds) {
     free(hits);
     return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
+  }
+  if (cursor_ds && cursor_ds != st_id(ds)) {
+    st_release(ds);
+    free(hits);
+    return api_fail(resp, rq, P_BAD_QUERY, "cursor",
+                    "the cursor is of another dataset (an earlier \"%.80s\", deleted since, or one of another name): "
+                    "start again without a cursor",
+                    rq->params[0]);
   }
   if (strcmp(run, "*") != 0 && !(q.run = st_find_run(ds, run))) {
     st_release(ds);
@@ -438,7 +453,8 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
   JW(&o, "],\"next_cursor\":");
   if (more) {
     char plain[700], hex[1500];
-    snprintf(plain, sizeof plain, "%s|%lld|%.17g|%s", fingerprint, rank0 + n, hits[n - 1].score, st_sample_id(ds, hits[n - 1].key));
+    snprintf(plain, sizeof plain, "%s|@%lld|%lld|%.17g|%s", fingerprint, (long long)st_id(ds), rank0 + n, hits[n - 1].score,
+             st_sample_id(ds, hits[n - 1].key));
     make_cursor(hex, sizeof hex, plain);
     JW(&o, "\"%s\"", hex);
   } else {

@@ -280,16 +280,41 @@ int api_reviews(http_req *rq, http_resp *resp) {
   return jw_respond(resp, 200, &o);
 }
 
+/* The relabel feed's cursor: "<dataset id>-<seq>", the last entry read, of the
+ * dataset it was read from (ids are never reused). A pipeline that applied the
+ * corrections of a dataset deleted since learns of it (400) instead of reading
+ * on into the new dataset of that name as if nothing had gone. A plain "<seq>"
+ * (the cursor before the dataset's id was added) is taken for the dataset
+ * named (*ds_id 0). */
+static int read_feed_cursor(const char *s, long long *ds_id /* OUT */, long long *seq /* OUT */) {
+  *ds_id = 0;
+  const char *dash = strchr(s, '-');
+  if (!dash) return api_int_text(s, 0, INT64_MAX, seq);
+  char head[24];
+  const size_t n = (size_t)(dash - s);
+  if (n >= sizeof head) return -1;
+  memcpy(head, s, n);
+  head[n] = '\0';
+  return api_int_text(head, 1, INT64_MAX, ds_id) != 0 || api_int_text(dash + 1, 0, INT64_MAX, seq) != 0 ? -1 : 0;
+}
+
 /* The relabel feed: relabels, and withdrawals of earlier relabels, in commit order. */
 int api_relabels(http_req *rq, http_resp *resp) {
   char b[HTTP_QUERY_MAX];
   const char *since_s = http_query(rq, "since", b, sizeof b);
-  long long since = 0, limit;
-  if (since_s && api_int_text(since_s, 0, INT64_MAX, &since) != 0)
+  long long since = 0, since_ds = 0, limit;
+  if (since_s && read_feed_cursor(since_s, &since_ds, &since) != 0)
     return api_fail(resp, rq, P_BAD_QUERY, "since", "since must be a cursor from this feed");
   if (api_int_query(rq, resp, "limit", 1, 10000, 1000, &limit) != 0) return 0;
   const st_dataset *ds = st_acquire(api_map, rq->params[0]);
   if (!ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
+  if (since_ds && since_ds != st_id(ds)) {
+    st_release(ds);
+    return api_fail(resp, rq, P_BAD_QUERY, "since",
+                    "since is a cursor of another dataset (an earlier \"%.80s\", deleted since with its corrections, or "
+                    "one of another name): start again without since",
+                    rq->params[0]);
+  }
   const int nreviews = st_nreviews(ds);
   /* entries are in commit order: the newest is the last */
   const long long newest = nreviews ? st_review_at(ds, nreviews - 1)->seq : 0;
@@ -328,7 +353,7 @@ int api_relabels(http_req *rq, http_resp *resp) {
   /* a page that stopped at the limit may have more right after; otherwise the
    * feed is read up to its end and the cursor waits there for new entries */
   if (n < limit && newest > last) last = newest;
-  JW(&o, "],\"next_cursor\":\"%lld\"}", last);
+  JW(&o, "],\"next_cursor\":\"%lld-%lld\"}", (long long)st_id(ds), last);
   st_release(ds);
   return jw_respond(resp, 200, &o);
 }

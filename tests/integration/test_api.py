@@ -1000,6 +1000,36 @@ class HardExamplesTest(FocaldTestCase):
                 p = dict({"by": "mean_loss", "k": 5, "cursor": c}, **other)
                 self.assertProblem(self.d.hard(self.DS, **p), 400, "bad_query")
 
+    def test_hard_examples_cursor_is_only_good_for_its_own_dataset(self):
+        # a cursor carries on the ranking of the dataset that made it, not of a later one of the same name,
+        # nor of another dataset given the same query
+        ds, other = self.ds_name(), self.ds_name("-other")
+        body = {"run": "r1", "step": 1, "ids": ["s%d" % i for i in range(6)],
+                "logits": [[f32(0.3 * i), 0.0, 0.0] for i in range(6)], "targets": [1] * 6}
+        for name in (ds, other):
+            self.d.ok_batch(name, body)
+        c = self.d.hard(ds, k=2).json()["next_cursor"]
+        self.assertIsNotNone(c)
+        self.assertEqual(self.d.hard(ds, k=2, cursor=c).status, 200, "the cursor continues its own dataset")
+        self.assertProblem(self.d.hard(other, k=2, cursor=c), 400, "bad_query", "cursor")
+        self.assertEqual(self.d.delete("/v1/datasets/%s" % ds).status, 200)
+        self.d.ok_batch(ds, body)  # the same name, the same samples: another dataset
+        r = self.d.hard(ds, k=2, cursor=c)
+        self.assertProblem(r, 400, "bad_query", "cursor")
+        self.assertIn("deleted since", r.json()["detail"])
+        # the new dataset's own cursors work, and so does paging without one
+        self.assertEqual(len(self.d.all_hard(ds, page=2)), 6)
+
+    def test_hard_examples_cursor_without_a_dataset_is_still_read(self):
+        # a cursor made before cursors named their dataset: the same query and position, no "|@id" part
+        c = self.d.hard(self.DS, by="mean_loss", k=5).json()["next_cursor"]
+        plain = bytes.fromhex(c).decode()
+        self.assertRegex(plain, r"\|@[0-9]+\|5\|")
+        head, _, tail = plain.partition("|@")
+        old = (head + "|" + tail.split("|", 1)[1]).encode().hex()
+        self.assertEqual(self.d.hard(self.DS, by="mean_loss", k=5, cursor=old).json()["items"],
+                         self.d.hard(self.DS, by="mean_loss", k=5, cursor=c).json()["items"])
+
     def test_hard_examples_items_carry_history_status_and_meta(self):
         items = {it["id"]: it for it in self.d.all_hard(self.DS, run="r1")}
         for it in items.values():

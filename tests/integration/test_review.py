@@ -734,6 +734,31 @@ class RelabelFeedTest(ReviewTestCase):
         self.ok_review(ds2, "x", "relabelled", label=1)
         self.assertEqual([e["id"] for e in self.feed(ds2, since=j["next_cursor"]).json()["relabels"]], ["x"])
 
+    def test_feed_cursor_is_only_good_for_its_own_dataset(self):
+        # a pipeline that applied a dataset's corrections learns that it was deleted, instead of reading on
+        # into a new dataset of the same name; another dataset's cursor is refused too
+        ds, other = self.setup_ds(), self.ds_name("-other")
+        self.plant(other, [("x", 0, 0.0)])
+        self.ok_review(ds, "s0", "relabelled", label=2)
+        cursor = self.feed(ds).json()["next_cursor"]
+        self.assertEqual(self.feed(ds, since=cursor).status, 200)
+        self.assertProblem(self.feed(other, since=cursor), 400, "bad_query", "since")
+        self.assertEqual(self.d.delete("/v1/datasets/%s" % harness.q(ds)).status, 200)
+        self.plant(ds, [("s0", 0, 0.0), ("s1", 1, 0.0)])
+        self.ok_review(ds, "s1", "relabelled", label=0)  # after the old cursor, in the new dataset
+        r = self.feed(ds, since=cursor)
+        self.assertProblem(r, 400, "bad_query", "since")
+        self.assertIn("deleted since", r.json()["detail"])
+        entries, _ = self.feed_all(ds)
+        self.assertEqual([(e["id"], e["label"]) for e in entries], [("s1", 0)])
+        # a cursor without its dataset (a plain position, as focald wrote before) is read for the dataset named
+        plain = cursor.rsplit("-", 1)[1]
+        self.assertRegex(plain, r"^[0-9]+$")
+        self.assertEqual(self.feed(ds, since="0").json()["relabels"], entries)
+        for bad in ("-1", "1-", "x-1", "0-1", "1-x", "1--1", "99999999999999999999999-1", "1-2-3", " 1-1"):
+            with self.subTest(since=bad):
+                self.assertProblem(self.feed(ds, since=bad), 400, "bad_query", "since")
+
     def test_feed_withdrawals_when_a_relabel_is_reopened(self):
         ds = self.setup_ds()
         self.ok_review(ds, "s1", "relabelled", label=0, reviewer="a")
