@@ -395,10 +395,13 @@ static int h_hard_examples(http_req *rq, http_resp *resp) {
     parts[0] = strsep(&rest, "|");
     parts[1] = strsep(&rest, "|");
     parts[2] = rest;
-    if (!parts[0] || !parts[1] || !parts[2] || api_int_text(parts[0], 0, INT64_MAX, &rank0))
+    /* a cursor's rank is at most the samples a dataset can hold, so the ranks written after it cannot
+     * overflow; its score is the whole of its text (as %.17g wrote it) */
+    char *score_end = NULL;
+    if (parts[1] && parts[1][0]) q.cursor_score = strtod(parts[1], &score_end);
+    if (!parts[0] || !parts[2] || !score_end || *score_end || api_int_text(parts[0], 0, UINT32_MAX, &rank0))
       return api_fail(resp, rq, P_BAD_QUERY, "cursor", "the cursor is malformed");
     q.has_cursor = 1;
-    q.cursor_score = strtod(parts[1], NULL);
     snprintf(cursor_id, sizeof cursor_id, "%s", parts[2]);
     q.cursor_id = cursor_id;
   }

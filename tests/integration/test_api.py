@@ -913,6 +913,20 @@ class HardExamplesTest(FocaldTestCase):
             with self.subTest(params=params):
                 self.assertProblem(self.d.hard(self.DS, **params), 400, "bad_query")
 
+    def test_hard_examples_cursor_with_a_forged_rank_or_score_is_bad_query(self):
+        # a cursor is opaque but comes from the client: one of this very query whose rank would carry the
+        # next ranks past 64 bits, or whose score is not a number, is malformed, and the daemon goes on
+        c = self.d.hard(self.DS, k=2).json()["next_cursor"]
+        self.assertIsNotNone(c)
+        head, rank, score, sid = bytes.fromhex(c).decode("utf-8").rsplit("|", 3)
+        for r, sc in (("9223372036854775807", score), ("9223372036854775806", score), ("4294967296", score),
+                      (rank, "x"), (rank, "1x"), (rank, "")):
+            with self.subTest(rank=r, score=sc):
+                forged = "|".join((head, r, sc, sid)).encode("utf-8").hex()
+                self.assertProblem(self.d.hard(self.DS, k=2, cursor=forged), 400, "bad_query", "cursor")
+        j = self.d.hard(self.DS, k=2, cursor=c).json()
+        self.assertEqual([it["rank"] for it in j["items"]], [3, 4])
+
     def test_hard_examples_run_filter(self):
         r1 = {it["id"]: it for it in self.d.all_hard(self.DS, run="r1")}
         self.assertEqual({k: v["seen"] for k, v in r1.items()}, self.seen_r1)
