@@ -350,7 +350,7 @@ int decode__read_loss(const json_t *lo, req *r, problem *err) {
   const json_t *v;
   json_object_foreach((json_t *)lo, key, v) {
     char ptr[64], human[64];
-    snprintf(ptr, sizeof ptr, "/loss/%.40s", key);
+    problem_pointer_add(strcpy(ptr, "/loss"), sizeof ptr, key);
     snprintf(human, sizeof human, "loss.%.40s", key);
     if (strcmp(key, "type") == 0) continue;
     if (strcmp(key, "profile") == 0) {

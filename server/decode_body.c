@@ -221,7 +221,7 @@ static int read_meta(const json_t *meta, req *r, problem *err) {
   const json_t *v;
   json_object_foreach((json_t *)meta, key, v) {
     char ptr[300];
-    snprintf(ptr, sizeof ptr, "/meta/%.256s", key);
+    problem_pointer_add(strcpy(ptr, "/meta"), sizeof ptr, key);
     int64_t at = -1;
     for (uint32_t h = (uint32_t)idhash(key) & (cap - 1); slot[h]; h = (h + 1) & (cap - 1))
       if (strcmp(r->ids[slot[h] - 1], key) == 0) {
@@ -252,7 +252,8 @@ int dec_only_fields(const json_t *obj, const char *const *fields, const char *at
     for (int i = 0; fields[i]; i++) known |= strcmp(fields[i], key) == 0;
     if (!known) {
       char ptr[160];
-      snprintf(ptr, sizeof ptr, "%.90s/%.60s", at, key);
+      snprintf(ptr, sizeof ptr, "%.90s", at);
+      problem_pointer_add(ptr, sizeof ptr, key);
       return problem_set(err, P_UNKNOWN_FIELD, ptr, "%s has no field \"%.60s\"", at[0] ? at : "the body", key);
     }
   }

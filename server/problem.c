@@ -37,3 +37,17 @@ int problem_set(problem *p, problem_code code, const char *field, const char *fm
   va_end(ap);
   return -1;
 }
+
+char *problem_pointer_add(char *ptr, size_t n, const char *token) {
+  size_t j = strnlen(ptr, n);
+  if (j + 1 >= n) return ptr;
+  ptr[j++] = '/';
+  for (const char *t = token; *t; t++) {
+    const int escaped = *t == '~' || *t == '/';
+    if (j + 1 + (size_t)escaped >= n) break;
+    if (escaped) ptr[j++] = '~';
+    ptr[j++] = *t == '~' ? '0' : *t == '/' ? '1' : *t;
+  }
+  ptr[j] = '\0';
+  return ptr;
+}

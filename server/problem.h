@@ -7,6 +7,8 @@
 #ifndef FOCALD_PROBLEM_H
 #define FOCALD_PROBLEM_H
 
+#include <stddef.h>
+
 /* code, HTTP status, title */
 #define PROBLEM_TABLE(X)                                                              \
   X(P_BAD_JSON, 400, "bad_json", "The body is not valid JSON")                        \
@@ -68,5 +70,10 @@ const char *problem_title(problem_code code);
  * callers can write `return problem_set(...)`. */
 int problem_set(problem *p, problem_code code, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* Appends "/" and token to the JSON pointer in ptr (a string in n bytes), with "~" written "~0" and "/"
+ * written "~1" as RFC 6901 requires: a key of the client's ("train/cat/1.png") then names itself, not a
+ * path below it. Stops short rather than write half an escape when n runs out. Returns ptr. */
+char *problem_pointer_add(char *ptr, size_t n, const char *token);
 
 #endif /* FOCALD_PROBLEM_H */

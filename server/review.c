@@ -214,7 +214,7 @@ static int read_quotas(const json_t *f, queue_params *p, problem *err) {
   json_t *q;
   json_object_foreach((json_t *)f, key, q) {
     char ptr[120];
-    snprintf(ptr, sizeof ptr, "/quotas/%.60s", key);
+    problem_pointer_add(strcpy(ptr, "/quotas"), sizeof ptr, key);
     char *end;
     long lab = strtol(key, &end, 10);
     char plain[24];

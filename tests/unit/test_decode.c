@@ -174,6 +174,9 @@ static void test_decode_rejects_with_field(void **state) {
   expect_problem("{\"ids\":[1,2],\"logits\":[[1,2],[3,4]],\"targets\":[0,1],\"weights\":[[1,2]]}", P_SHAPE_MISMATCH, "/weights");
   expect_problem("{\"ids\":[1],\"logits\":[[1,2]],\"targets\":[0],\"meta\":{\"9\":{}}}", P_INVALID_FIELD, "/meta/9");
   expect_problem("{\"ids\":[1],\"logits\":[[1,2]],\"targets\":[0],\"meta\":{\"1\":3}}", P_INVALID_FIELD, "/meta/1");
+  /* keys are escaped as RFC 6901 tokens: "/" is ~1, "~" is ~0 */
+  expect_problem("{\"ids\":[\"a/b\"],\"logits\":[[1,2]],\"targets\":[0],\"meta\":{\"a/b\":3}}", P_INVALID_FIELD, "/meta/a~1b");
+  expect_problem("{\"ids\":[1],\"logits\":[[1,2]],\"targets\":[0],\"loss\":{\"~g\":2}}", P_UNKNOWN_FIELD, "/loss/~0g");
   expect_problem("{\"ids\":[1],\"logits\":[[1,2]],\"targets\":[0],\"ohem_k\":2}", P_OUT_OF_RANGE, "/ohem_k");
   expect_problem("{\"ids\":[1],\"logits\":[[[1,2]]],\"targets\":[1]}", P_SHAPE_MISMATCH, "/targets/0");
 }

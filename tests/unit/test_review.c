@@ -339,6 +339,7 @@ static void test_review_queue_decode_rejects_with_field(void **state) {
   expect_queue_problem("{\"name\":\"q\",\"max_per_label\":2,\"min_per_label\":3}", P_INVALID_FIELD, "/min_per_label");
   expect_queue_problem("{\"name\":\"q\",\"quotas\":[1]}", P_INVALID_FIELD, "/quotas");
   expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"cat\":{\"max\":1}}}", P_INVALID_FIELD, "/quotas/cat");
+  expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"a/b~\":{\"max\":1}}}", P_INVALID_FIELD, "/quotas/a~1b~0");
   expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"-1\":{\"max\":1}}}", P_INVALID_FIELD, "/quotas/-1");
   expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"03\":{\"max\":1}}}", P_INVALID_FIELD, "/quotas/03");
   expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"3\":5}}", P_INVALID_FIELD, "/quotas/3");
