@@ -24,10 +24,13 @@
 #define DM_BINS_MAX 256
 #define DM_LIMIT_MAX 10000
 
-/* A query number: finite, the whole string. Returns 0, or -1. */
+/* A query number: decimal (an optional -, digits, a fraction and an exponent; no spaces, no +, and
+ * none of the hexadecimal, "inf" or "nan" that strtod alone would take), finite, the whole string.
+ * Returns 0, or -1. */
 static int parse_real(const char *s, double *v /* OUT */) {
   char *end;
-  if (!s || !*s) return -1;
+  if (!s || !(s[0] == '-' || s[0] == '.' || (s[0] >= '0' && s[0] <= '9'))) return -1;
+  if (s[strspn(s, "0123456789.eE+-")] != '\0') return -1;
   double x = strtod(s, &end);
   if (*end || !isfinite(x)) return -1;
   *v = x;

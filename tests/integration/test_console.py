@@ -285,8 +285,13 @@ class DataMapTest(harness.FocaldTestCase):
                               ({"limit": -1}, "limit"), ({"limit": 10001}, "limit"), ({"x0": "nan"}, "x0"),
                               ({"y0": "inf"}, "y0"), ({"x1": ""}, "x1"), ({"x0": 0.3, "x1": 0.3}, "x1"),
                               ({"y0": 0.9, "y1": 0.1}, "y1"), ({"min_seen": 0}, "min_seen"),
-                              ({"run": "no/such"}, "run"), ({"zoom": 2}, "zoom"), ({"rect": "0,1"}, "rect")]:
+                              ({"run": "no/such"}, "run"), ({"zoom": 2}, "zoom"), ({"rect": "0,1"}, "rect"),
+                              # decimal numbers only: strtod would also take these
+                              ({"x1": " 0.5"}, "x1"), ({"x1": "+0.5"}, "x1"), ({"x1": "0x1p-1"}, "x1"),
+                              ({"y1": "infinity"}, "y1"), ({"y0": "-nan"}, "y0")]:
             self.assertProblem(self.datamap(**params), 400, "bad_query", field)
+        for x0, x1 in (("-0", ".5"), ("-.1", "5E-1"), ("0.0e0", "1e+0")):
+            self.assertEqual(self.datamap(x0=x0, x1=x1).status, 200, (x0, x1))
         self.assertProblem(self.d.get("/v1/datasets/%s/datamap?bins=4&bins=5" % self.DS), 400, "bad_query", "bins")
 
     def test_datamap_unknown_dataset_and_run_are_404(self):
