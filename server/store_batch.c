@@ -156,8 +156,12 @@ static int batch_write(store *s, wop *op) {
   rc = store__sql_run(s, ref.ds_id, r->run, (int32_t)r->c, &ref.run_id, &classes, &ref.run_created);
   if (rc != SQLITE_OK) return rc;
   if (classes != r->c) {
+    /* the culprit is the predictions, named as the request named them: probs, or a binary body's inputs[] entry */
+    char field[32];
+    if (r->binary) snprintf(field, sizeof field, "/inputs/%d", r->input_index[1]);
+    else snprintf(field, sizeof field, "/%s", r->x_name);
     op->failed = 1;
-    problem_set(&op->err, P_CLASS_COUNT_CONFLICT, "/logits", "run \"%s\" of dataset \"%s\" has %d classes; this batch has %lld",
+    problem_set(&op->err, P_CLASS_COUNT_CONFLICT, field, "run \"%s\" of dataset \"%s\" has %d classes; this batch has %lld",
                 r->run, op->dataset, classes, (long long)r->c);
     return SQLITE_OK;
   }
