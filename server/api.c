@@ -629,6 +629,8 @@ static void w_run_history(jw *o, const st_dataset *ds, const st_run *r, uint32_t
 static int h_sample(http_req *rq, http_resp *resp) {
   char rb[HTTP_QUERY_MAX];
   const char *run = http_query(rq, "run", rb, sizeof rb);
+  /* a value that is no run name is a malformed parameter, as on every route that takes run */
+  if (run && !name_lookup_ok(run)) return api_fail(resp, rq, P_BAD_QUERY, "run", "run must be a run name");
   const st_dataset *ds;
   uint32_t key;
   if (api_sample(rq, resp, &ds, &key) != 0) return 0;

@@ -1164,7 +1164,17 @@ class DatasetsAndSamplesTest(FocaldTestCase):
         self.d.ok_batch(ds, {"ids": ["x"], "logits": [[1.0, 0.0]], "targets": [0]})
         self.assertProblem(self.d.sample(ds, "y"), 404, "sample_not_found")
         self.assertProblem(self.d.sample(ds, "x", run="other"), 404, "run_not_found")
+        self.assertProblem(self.d.sample(ds, "x", run="r" * 64), 404, "run_not_found")
         self.assertEqual(self.d.sample(ds, "x", run="default").status, 200)
+
+    def test_sample_run_that_is_no_name_is_bad_query(self):
+        # as on hard-examples, the data map and exports: a malformed run is 400, decided before the lookups
+        ds = self.ds_name()
+        self.d.ok_batch(ds, {"ids": ["x"], "logits": [[1.0, 0.0]], "targets": [0]})
+        for run in ("", "a/b", "*", "r" * 65, "a b"):
+            with self.subTest(run=run):
+                self.assertProblem(self.d.sample(ds, "x", run=run), 400, "bad_query", "run")
+                self.assertProblem(self.d.sample("no-such-dataset", "x", run=run), 400, "bad_query", "run")
 
     def test_meta_is_stored_and_returned(self):
         ds = self.ds_name()
