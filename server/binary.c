@@ -351,6 +351,12 @@ static int read_targets(req *r, const tensor *t, problem *err) {
   char ptr[64], got[80], a[80], b[80];
   in_ptr(ptr, sizeof ptr, t->index, "");
   if (t->dt == DT_BYTES) return problem_set(err, P_INVALID_FIELD, ptr, "targets must be numbers, not BYTES");
+  if (t->dt == DT_BOOL) { /* one byte each, false or true: any other byte is no BOOL (and no class index) */
+    const unsigned char *p = t->data;
+    for (int64_t i = 0; i < t->count; i++)
+      if (p[i] > 1)
+        return problem_set(err, P_INVALID_FIELD, ptr, "targets element %" PRId64 " is the byte %u; a BOOL is 0 or 1", i, p[i]);
+  }
   const int64_t nm[2] = {r->n, r->m}, nmc[3] = {r->n, r->m, r->c}, nc[2] = {r->n, r->c};
   const int dense_rank = r->dense ? 3 : 2;
   const int idx_rank = r->dense ? 2 : 1;

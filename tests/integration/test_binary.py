@@ -820,6 +820,7 @@ BAD_CASES = [
     # decoder's own checks (an FP64 value beyond float32 is /inputs/1); `detail` names the element
     ("label_out_of_range", _put(2, tensor("targets", [1, 4], "INT64")), 422, "label_out_of_range", "/inputs/2"),
     ("label_out_of_range_uint8", _put(2, tensor("targets", [200, 1], "UINT8")), 422, "label_out_of_range", "/inputs/2"),
+    ("bool_targets_neither_0_nor_1", _put(2, T("targets", "BOOL", [2], bytes([1, 2]))), 422, "invalid_field", "/inputs/2"),
     ("nan_in_fp32_logits", _x_with(np.nan), 422, "not_finite", "/inputs/1"),
     ("inf_in_fp32_logits", _x_with(np.inf), 422, "not_finite", "/inputs/1"),
     ("minus_inf_in_fp16_logits", _x_with(-np.inf, "FP16"), 422, "not_finite", "/inputs/1"),
