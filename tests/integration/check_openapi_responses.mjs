@@ -919,6 +919,9 @@ async function exercise(ctx) {
   // 413: over --max-body, from Content-Length
   await J("POST", "/v1/loss", { raw: " ".repeat(MAX_BODY + 100), headers: { "Content-Type": "application/json" }, expect: 413, code: "body_too_large" });
   await J("POST", "/v1/datasets/coco/batches", { raw: " ".repeat(MAX_BODY + 1), headers: { "Content-Type": "application/json" }, expect: 413, code: "body_too_large" });
+  // a body is refused by its length before the route is looked at: 413 on every route, those that take no body too
+  for (const [m, p] of [["GET", "/v1/datasets"], ["DELETE", "/v1/datasets/coco"], ["GET", "/livez"], ["GET", "/metrics"]])
+    await J(m, p, { raw: " ".repeat(MAX_BODY + 1), expect: 413, code: "body_too_large", label: `${m} ${p} with a body over --max-body` });
   // 415
   await J("POST", "/v1/loss", { raw: "{}", headers: { "Content-Type": "text/plain" }, expect: 415, code: "unsupported_media_type" });
   await J("POST", "/v1/datasets/coco/batches", { raw: "{}", expect: 415, code: "unsupported_media_type", label: "no Content-Type" });
