@@ -101,6 +101,8 @@ def view(d, ds):
         return [unname(y) for y in x] if isinstance(x, (list, tuple)) else x
     v = unname(tc.dump(d)[ds])
     v["detail"].pop("name", None)
+    # the relabel feed's cursor names its dataset ("<dataset id>-<position>"): its position is what must agree
+    v["relabels"]["next_cursor"] = v["relabels"]["next_cursor"].split("-", 1)[1]
     v["ranking"] = {run: [(it["id"], it.get("score")) for it in d.all_hard(ds, page=1000, run=run, status=ALL)]
                     for run in sorted(r["name"] for r in v["detail"]["runs"])}
     return v
