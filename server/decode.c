@@ -276,8 +276,11 @@ int dec_check_loss(const fl_params *p, int64_t c, problem *err) {
   switch (rc) {
   case 0: return 0;
   case FL_EGAMMA:
-    if (p->loss == FL_ASL && (p->gamma_pos < 0 || p->gamma_neg < 0 || !isfinite(p->gamma_pos) || !isfinite(p->gamma_neg)))
-      return problem_set(err, P_INVALID_LOSS, "/loss", "loss.gamma_pos and loss.gamma_neg must be finite and >= 0");
+    if (p->loss == FL_ASL && (p->gamma_pos < 0 || p->gamma_neg < 0 || !isfinite(p->gamma_pos) || !isfinite(p->gamma_neg))) {
+      const int pos_bad = p->gamma_pos < 0 || !isfinite(p->gamma_pos);
+      return problem_set(err, P_INVALID_LOSS, pos_bad ? "/loss/gamma_pos" : "/loss/gamma_neg",
+                         "loss.%s must be finite and >= 0", pos_bad ? "gamma_pos" : "gamma_neg");
+    }
     if (p->loss == FL_CROSS_ENTROPY || p->loss == FL_BINARY_CROSS_ENTROPY)
       return problem_set(err, P_INVALID_LOSS, "/loss/gamma",
                          "loss.gamma must be 0 for %s (a focusing cross-entropy is the focal loss)", fl_loss_name(p->loss));

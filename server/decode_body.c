@@ -272,15 +272,17 @@ static int read_segments(const json_t *v, req *r, problem *err) {
   for (size_t i = 0; i < k; i++) {
     const json_t *o = json_array_get(v, i), *f;
     char name[48];
-    if (!json_is_object(o))
-      return problem_set(err, P_INVALID_FIELD, "/segments", "segments[%zu] must be an object {n, step, epoch}, not %s", i,
-                         decode__json_kind(o));
     snprintf(name, sizeof name, "/segments/%zu", i);
+    if (!json_is_object(o))
+      return problem_set(err, P_INVALID_FIELD, name, "segments[%zu] must be an object {n, step, epoch}, not %s", i,
+                         decode__json_kind(o));
     if (dec_only_fields(o, seg_fields, name, err)) return -1;
     req_seg *g = &r->seg[i];
+    if (!(f = json_object_get(o, "n"))) {
+      snprintf(name, sizeof name, "/segments/%zu/n", i); /* where it is missing, as for a missing top-level field */
+      return problem_set(err, P_MISSING_FIELD, name, "segments[%zu] needs n: its number of samples", i);
+    }
     snprintf(name, sizeof name, "segments/%zu/n", i);
-    if (!(f = json_object_get(o, "n")))
-      return problem_set(err, P_MISSING_FIELD, "/segments", "segments[%zu] needs n: its number of samples", i);
     if (int_field(f, name, 1, (int64_t)1 << 31, &g->n, err)) return -1;
     g->has_step = r->has_step;
     g->step = r->step;

@@ -229,8 +229,8 @@ def _bad(segments, field, code="invalid_field", **extra):
 BAD = {
     "not_an_array": _bad({"n": 3}, "/segments"),
     "empty": _bad([], "/segments"),
-    "not_an_object": _bad([3], "/segments"),
-    "n_missing": _bad([{"step": 1}, {"n": 3}], "/segments", "missing_field"),
+    "not_an_object": _bad([{"n": 2}, 3], "/segments/1"),
+    "n_missing": _bad([{"step": 1}, {"n": 3}], "/segments/0/n", "missing_field"),
     "n_zero": _bad([{"n": 0}, {"n": 3}], "/segments/0/n", "out_of_range"),
     "n_not_integer": _bad([{"n": 1.5}, {"n": 2}], "/segments/0/n"),
     "cover_fewer": _bad([{"n": 1}, {"n": 1}], "/segments", "shape_mismatch"),
