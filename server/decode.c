@@ -352,7 +352,7 @@ int decode__read_loss(const json_t *lo, req *r, problem *err) {
   const char *key;
   const json_t *v;
   json_object_foreach((json_t *)lo, key, v) {
-    char ptr[64], human[64];
+    char ptr[PROBLEM_FIELD_MAX], human[64];
     problem_pointer_add(strcpy(ptr, "/loss"), sizeof ptr, key);
     snprintf(human, sizeof human, "loss.%.40s", key);
     if (strcmp(key, "type") == 0) continue;

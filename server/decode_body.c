@@ -220,7 +220,7 @@ static int read_meta(const json_t *meta, req *r, problem *err) {
   const char *key;
   const json_t *v;
   json_object_foreach((json_t *)meta, key, v) {
-    char ptr[300];
+    char ptr[PROBLEM_FIELD_MAX];
     problem_pointer_add(strcpy(ptr, "/meta"), sizeof ptr, key);
     int64_t at = -1;
     for (uint32_t h = (uint32_t)idhash(key) & (cap - 1); slot[h]; h = (h + 1) & (cap - 1))
@@ -251,7 +251,7 @@ int dec_only_fields(const json_t *obj, const char *const *fields, const char *at
     int known = 0;
     for (int i = 0; fields[i]; i++) known |= strcmp(fields[i], key) == 0;
     if (!known) {
-      char ptr[160];
+      char ptr[PROBLEM_FIELD_MAX];
       snprintf(ptr, sizeof ptr, "%.90s", at);
       problem_pointer_add(ptr, sizeof ptr, key);
       return problem_set(err, P_UNKNOWN_FIELD, ptr, "%s has no field \"%.60s\"", at[0] ? at : "the body", key);

@@ -44,7 +44,13 @@ char *problem_pointer_add(char *ptr, size_t n, const char *token) {
   ptr[j++] = '/';
   for (const char *t = token; *t; t++) {
     const int escaped = *t == '~' || *t == '/';
-    if (j + 1 + (size_t)escaped >= n) break;
+    if (j + 1 + (size_t)escaped >= n) {
+      if (((unsigned char)*t & 0xC0) == 0x80) { /* the byte left out continues a character: drop its start too */
+        while (j > 0 && ((unsigned char)ptr[j - 1] & 0xC0) == 0x80) j--;
+        if (j > 0) j--;
+      }
+      break;
+    }
     if (escaped) ptr[j++] = '~';
     ptr[j++] = *t == '~' ? '0' : *t == '/' ? '1' : *t;
   }

@@ -52,10 +52,15 @@ typedef enum problem_code {
       P_COUNT
 } problem_code;
 
+/* The longest field a problem names: a key of the client's as long as the
+ * longest id (REQ_ID_MAX, 256 bytes), every byte of it escaped, under a short
+ * path ("/meta/..."); a longer key (an unknown field's) is cut at a character. */
+#define PROBLEM_FIELD_MAX 600
+
 /* A failure on its way to becoming a response: owned by whoever holds it. */
 typedef struct problem {
   problem_code code;
-  char field[160];  /* JSON pointer, or "" */
+  char field[PROBLEM_FIELD_MAX]; /* JSON pointer, or "" */
   char detail[400]; /* one sentence naming the culprit */
 } problem;
 
@@ -73,7 +78,8 @@ int problem_set(problem *p, problem_code code, const char *field, const char *fm
 
 /* Appends "/" and token to the JSON pointer in ptr (a string in n bytes), with "~" written "~0" and "/"
  * written "~1" as RFC 6901 requires: a key of the client's ("train/cat/1.png") then names itself, not a
- * path below it. Stops short rather than write half an escape when n runs out. Returns ptr. */
+ * path below it. Stops short rather than write half an escape or half a UTF-8 character when n runs
+ * out. Returns ptr. */
 char *problem_pointer_add(char *ptr, size_t n, const char *token);
 
 #endif /* FOCALD_PROBLEM_H */

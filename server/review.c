@@ -213,7 +213,7 @@ static int read_quotas(const json_t *f, queue_params *p, problem *err) {
   const char *key;
   json_t *q;
   json_object_foreach((json_t *)f, key, q) {
-    char ptr[120];
+    char ptr[PROBLEM_FIELD_MAX];
     problem_pointer_add(strcpy(ptr, "/quotas"), sizeof ptr, key);
     char *end;
     long lab = strtol(key, &end, 10);

@@ -197,6 +197,32 @@ static void test_decode_long_ids(void **state) {
   expect_problem(body, P_BAD_NAME, "/ids/0");
 }
 
+/* A problem names the whole key of the longest id, every byte escaped; a longer key is cut at a character. */
+static void test_decode_field_names_long_keys_whole(void **state) {
+  (void)state;
+  char body[4096], id[300], want[PROBLEM_FIELD_MAX];
+  memset(id, '/', 256);
+  id[256] = '\0';
+  /* meta for an id of 256 slashes that is not in ids: "/meta/" then 256 times "~1" */
+  snprintf(body, sizeof body, "{\"ids\":[\"a\"],\"logits\":[[1]],\"targets\":[1],\"meta\":{\"%s\":{}}}", id);
+  size_t j = (size_t)snprintf(want, sizeof want, "/meta/");
+  for (int i = 0; i < 256; i++) j += (size_t)snprintf(want + j, sizeof want - j, "~1");
+  expect_problem(body, P_INVALID_FIELD, want);
+  /* an unknown key of 700 two-byte characters: cut before the field is full, never inside a character */
+  char key[1500];
+  for (int i = 0; i < 700; i++) memcpy(key + 2 * i, "\xc3\xa9", 2);
+  key[1400] = '\0';
+  snprintf(body, sizeof body, "{\"ids\":[1],\"logits\":[[1]],\"targets\":[1],\"%s\":1}", key);
+  req r;
+  problem err;
+  assert_int_equal(decode(body, &r, &err), -1);
+  assert_int_equal(err.code, P_UNKNOWN_FIELD);
+  const size_t n = strlen(err.field);
+  assert_true(n > 500 && n < sizeof err.field);
+  assert_true(err.field[0] == '/' && (n - 1) % 2 == 0); /* "/" then whole characters only */
+  assert_memory_equal(err.field + 1, key, n - 1);
+}
+
 static void test_decode_describes_library_errors(void **state) {
   (void)state;
   req r;
@@ -310,6 +336,7 @@ int main(void) {
       cmocka_unit_test(test_decode_index_targets),     cmocka_unit_test(test_decode_target_kinds_by_shape),
       cmocka_unit_test(test_decode_loss_settings),     cmocka_unit_test(test_decode_meta_and_weights),
       cmocka_unit_test(test_decode_rejects_with_field), cmocka_unit_test(test_decode_long_ids),
+      cmocka_unit_test(test_decode_field_names_long_keys_whole),
       cmocka_unit_test(test_decode_describes_library_errors), cmocka_unit_test(test_decode_names),
       cmocka_unit_test(test_decode_segments),         cmocka_unit_test(test_decode_outputs),
   };
