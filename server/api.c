@@ -1,4 +1,4 @@
-/* api.c — the route table and the handlers of health, metrics, scoring, hard examples, datasets and samples.
+/* api.c — the route table and the handlers of health, metrics, scoring, datasets and samples.
  *
  * Scoring routes decode and check the whole request on the HTTP thread, then
  * hand a job to the scoring pool (work.c) and suspend until it completes;
@@ -336,139 +336,6 @@ static int h_loss(http_req *rq, http_resp *resp) {
   return score(rq, resp, 0);
 }
 
-/* ------------------------------------------------------------------ history as JSON */
-
-/* ------------------------------------------------------------------ hard examples */
-
-/* The cursor: hex of "v1|by|run|label|min_seen|status|@dataset|rank|score|id", the dataset by its id (never
- * reused), so that a cursor outlives neither a deletion nor a new dataset of the same name. Opaque to clients;
- * a cursor without "@dataset" (made before it was added) is taken for the dataset of that name. */
-static void make_cursor(char *outb, size_t n, const char *plain) {
-  size_t j = 0;
-  for (const unsigned char *p = (const unsigned char *)plain; *p && j + 3 < n; p++) j += (size_t)snprintf(outb + j, n - j, "%02x", *p);
-  outb[j] = '\0';
-}
-
-static int read_cursor(const char *hex, char *plain, size_t n) {
-  size_t l = strlen(hex);
-  if (l % 2 || l / 2 >= n) return -1;
-  for (size_t i = 0; i < l / 2; i++) {
-    unsigned v;
-    if (sscanf(hex + 2 * i, "%2x", &v) != 1) return -1;
-    plain[i] = (char)v;
-  }
-  plain[l / 2] = '\0';
-  return 0;
-}
-
-static int h_hard_examples(http_req *rq, http_resp *resp) {
-  st_query q;
-  char run[ST_NAME_MAX + 1];
-  long long k;
-  if (api_ranking_query(rq, resp, &q, run) < 0 || api_int_query(rq, resp, "k", 1, 10000, 100, &k) != 0) return 0;
-  q.k = (int)k;
-  const int desc = hist_order_desc((hist_field)q.by, (hist_order)q.order);
-  char cursor_buf[HTTP_QUERY_MAX], cursor_plain[700]; /* as large as the next_cursor written below */
-  const char *cursor = http_query(rq, "cursor", cursor_buf, sizeof cursor_buf);
-  /* what identifies this query: a cursor is only good for the same one */
-  /* the label as a number: "007" and "7" are one query, and the cursor's length stays bounded */
-  char fingerprint[300], label_text[16] = "";
-  if (q.has_label) snprintf(label_text, sizeof label_text, "%d", (int)q.label);
-  /* the reverse of the field's own order is marked; its own order, asked for or not, is not (older cursors stay good) */
-  snprintf(fingerprint, sizeof fingerprint, "v1|%d|%s|%s|%u|%u|%d%s%s", q.by, run, label_text, q.min_seen, q.status_mask,
-           q.reconsider > 0, desc == hist_field_descending((hist_field)q.by) ? "" : "|reversed",
-           q.label_issue == ST_LABEL_ISSUE_YES ? "|issues" : q.label_issue == ST_LABEL_ISSUE_NO ? "|no-issues" : "");
-  long long rank0 = 0, cursor_ds = 0;
-  char cursor_id[REQ_ID_MAX + 1] = "";
-  if (cursor) {
-    char *parts[3];
-    size_t fl = strlen(fingerprint);
-    if (read_cursor(cursor, cursor_plain, sizeof cursor_plain) || strncmp(cursor_plain, fingerprint, fl) != 0 ||
-        cursor_plain[fl] != '|')
-      return api_fail(resp, rq, P_BAD_QUERY, "cursor", "the cursor is malformed or belongs to a different query");
-    char *rest = cursor_plain + fl + 1;
-    if (rest[0] == '@') {
-      char *ds_text = strsep(&rest, "|") + 1;
-      if (!rest || api_int_text(ds_text, 1, INT64_MAX, &cursor_ds))
-        return api_fail(resp, rq, P_BAD_QUERY, "cursor", "the cursor is malformed");
-    }
-    parts[0] = strsep(&rest, "|");
-    parts[1] = strsep(&rest, "|");
-    parts[2] = rest;
-    /* a cursor's rank is at most the samples a dataset can hold, so the ranks written after it cannot
-     * overflow; its score is the whole of its text (as %.17g wrote it) */
-    char *score_end = NULL;
-    if (parts[1] && parts[1][0]) q.cursor_score = strtod(parts[1], &score_end);
-    if (!parts[0] || !parts[2] || !score_end || *score_end || api_int_text(parts[0], 0, UINT32_MAX, &rank0))
-      return api_fail(resp, rq, P_BAD_QUERY, "cursor", "the cursor is malformed");
-    q.has_cursor = 1;
-    snprintf(cursor_id, sizeof cursor_id, "%s", parts[2]);
-    q.cursor_id = cursor_id;
-  }
-  /* one more than asked: whether it exists decides next_cursor */
-  const int asked = q.k;
-  q.k = asked + 1;
-  st_hit *hits = malloc((size_t)q.k * sizeof *hits);
-  if (!hits) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
-  const st_dataset *ds = st_acquire(api_map, rq->params[0]);
-  if (!ds) {
-    free(hits);
-    return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
-  }
-  if (cursor_ds && cursor_ds != st_id(ds)) {
-    st_release(ds);
-    free(hits);
-    return api_fail(resp, rq, P_BAD_QUERY, "cursor",
-                    "the cursor is of another dataset (an earlier \"%.80s\", deleted since, or one of another name): "
-                    "start again without a cursor",
-                    rq->params[0]);
-  }
-  if (strcmp(run, "*") != 0 && !(q.run = st_find_run(ds, run))) {
-    st_release(ds);
-    free(hits);
-    return api_fail(resp, rq, P_RUN_NOT_FOUND, "run", "dataset \"%.80s\" has no run \"%.80s\"", rq->params[0], run);
-  }
-  int n = st_top(ds, &q, hits);
-  const int more = n > asked;
-  if (more) n = asked;
-  jw o = {0};
-  JW(&o, "{\"dataset\":");
-  jw_str(&o, st_name(ds));
-  JW(&o, ",\"run\":");
-  jw_str(&o, run);
-  JW(&o, ",\"by\":\"%s\",\"order\":\"%s\",\"items\":[", hist_field_name((hist_field)q.by), desc ? "desc" : "asc");
-  for (int i = 0; i < n; i++) {
-    hist_view h;
-    if (q.run) {
-      st_history_view(ds, q.run, hits[i].key, &h);
-    } else {
-      st_history_all(ds, hits[i].key, &h);
-    }
-    JW(&o, "%s{\"id\":", i ? "," : "");
-    jw_str(&o, st_sample_id(ds, hits[i].key));
-    JW(&o, ",\"rank\":%lld,\"score\":", rank0 + i + 1);
-    jw_num(&o, hits[i].score);
-    JW(&o, ",");
-    jw_history(&o, &h);
-    jw_sample_tail(&o, ds, hits[i].key);
-    JW(&o, ",\"reconsider\":%s}", st_reconsider(ds, hits[i].key, api_cfg->reconsider_factor) ? "true" : "false");
-  }
-  JW(&o, "],\"next_cursor\":");
-  if (more) {
-    char plain[700], hex[1500];
-    snprintf(plain, sizeof plain, "%s|@%lld|%lld|%.17g|%s", fingerprint, (long long)st_id(ds), rank0 + n, hits[n - 1].score,
-             st_sample_id(ds, hits[n - 1].key));
-    make_cursor(hex, sizeof hex, plain);
-    JW(&o, "\"%s\"", hex);
-  } else {
-    JW(&o, "null");
-  }
-  JW(&o, "}");
-  st_release(ds);
-  free(hits);
-  return jw_respond(resp, 200, &o);
-}
-
 /* ------------------------------------------------------------------ datasets */
 
 typedef struct list_ctx {
@@ -693,7 +560,7 @@ const router_route api_routes[] = {
     {"GET", "/v1/datasets/{dataset}", h_dataset, ROUTE_DATA, "", BAD_DS, NO_TENSORS},
     {"DELETE", "/v1/datasets/{dataset}", h_dataset_delete, ROUTE_DATA, "", BAD_DS, NO_TENSORS},
     {"POST", "/v1/datasets/{dataset}/batches", h_batches, ROUTE_DATA | TENSOR_BODY, "", {P_BAD_NAME, P_NONE}, TENSORS},
-    {"GET", "/v1/datasets/{dataset}/hard-examples", h_hard_examples, ROUTE_DATA, Q_RANKING " k cursor", BAD_DS, NO_TENSORS},
+    {"GET", "/v1/datasets/{dataset}/hard-examples", api_hard_examples, ROUTE_DATA, Q_RANKING " k cursor", BAD_DS, NO_TENSORS},
     {"GET", "/v1/datasets/{dataset}/samples/{id}", h_sample, ROUTE_DATA, "run", BAD_DS_SAMPLE, NO_TENSORS},
     {"POST", "/v1/datasets/{dataset}/samples/{id}/review", api_review, ROUTE_DATA | ROUTE_BODY_JSON, "", BAD_DS_SAMPLE, NO_TENSORS},
     {"GET", "/v1/datasets/{dataset}/samples/{id}/reviews", api_reviews, ROUTE_DATA, "", BAD_DS_SAMPLE, NO_TENSORS},

@@ -8,6 +8,8 @@
 #include "jsonw.h"
 #include "state.h"
 
+/* A page of a dataset's ranking (api_hard.c). */
+int api_hard_examples(http_req *rq, http_resp *resp);
 /* The review loop's handlers (api_review.c). */
 int api_review(http_req *rq, http_resp *resp);
 int api_reviews(http_req *rq, http_resp *resp);
