@@ -114,10 +114,18 @@ const dsPath = (ds) => '/v1/datasets/' + enc(ds);
 
 // ------------------------------------------------------------------ routing
 
+// The page, its path arguments and its query; throws when a path segment's percent-encoding is broken
+// (typed by hand or mangled on the way): the page says so rather than guess what was meant.
 function parseHash() {
   const h = location.hash.replace(/^#\/?/, '');
   const [path, query] = h.split('?');
-  const parts = path ? path.split('/').map(decodeURIComponent) : [];
+  const parts = path ? path.split('/').map((p) => {
+    try {
+      return decodeURIComponent(p);
+    } catch (e) {
+      throw new Error(`not a valid console address: "${p}" is not percent-encoded text`);
+    }
+  }) : [];
   return { page: parts[0] || '', args: parts.slice(1), q: new URLSearchParams(query || '') };
 }
 
@@ -130,14 +138,14 @@ let keyHandler = null; // the current page's keyboard shortcuts
 let leavePage = null;  // undoes what the current page attached outside its own nodes
 
 async function render() {
-  const { page, args, q } = parseHash();
   keyHandler = null;
   if (leavePage) leavePage();
   leavePage = null;
   const main = $('#main');
   main.replaceChildren(el('p', { class: 'muted', text: 'Loading…' }));
-  for (const a of document.querySelectorAll('header nav a')) a.classList.toggle('active', a.dataset.page === (page || 'overview'));
   try {
+    const { page, args, q } = parseHash();
+    for (const a of document.querySelectorAll('header nav a')) a.classList.toggle('active', a.dataset.page === (page || 'overview'));
     let view;
     if (page === 'map') view = await pageMap(args[0], q);
     else if (page === 'hard') view = await pageHard(args[0], q);

@@ -335,6 +335,19 @@ class DecisionsBrowserTest(ConsoleBrowserCase):
         self.assertEqual(self.api("GET", "/v1/datasets/%s/samples/%s" % (DS, order[3]))["status"], "open")
         self.assertIn("3 / 4 reviewed", self.find("#queue-progress").text)
 
+    def test_browser_a_malformed_address_is_an_error_not_a_hang(self):
+        """A hash with broken percent-encoding (typed, or a mangled link) says so; the next address works."""
+        for bad in ("sample/%s/%%E0%%A4" % DS, "sample/%s/%%" % DS, "hard/%%zz"):
+            with self.subTest(address=bad):
+                self.open(bad)
+                err = self.wait_for("#main p.error")
+                self.assertIn("not a valid console address", err.text)
+                self.assertNotIn("Loading", self.find("#main").text)
+        self.driver.execute_script("location.hash = '#/sample/%s/s003'" % DS)
+        self.wait_for("#sample[data-id='s003'] .decisions")
+        errors = [e["message"] for e in self.driver.get_log("browser") if "Uncaught" in e["message"]]
+        self.assertEqual(errors, [])
+
 
 class HardExamplesBrowserTest(ConsoleBrowserCase):
 
