@@ -136,8 +136,24 @@ function go(page, args, q) {
 
 let keyHandler = null; // the current page's keyboard shortcuts
 let leavePage = null;  // undoes what the current page attached outside its own nodes
+// Renders are numbered: a page loads asynchronously, and when the address changes again before it is
+// ready, a newer render owns the screen and the keys. The older page, finishing later, shows nothing and
+// takes no keys (else the keys could decide on a sample other than the one shown).
+let renderGen = 0;
+
+// Gives the keys to the page of render gen, unless a newer render has begun since.
+function takeKeys(gen, handler) {
+  if (gen === renderGen) keyHandler = handler;
+}
+
+// Registers what undoes the page's attachments outside its nodes; an overtaken page undoes them at once.
+function onLeave(gen, undo) {
+  if (gen === renderGen) leavePage = undo;
+  else undo();
+}
 
 async function render() {
+  const gen = ++renderGen;
   keyHandler = null;
   if (leavePage) leavePage();
   leavePage = null;
@@ -154,9 +170,10 @@ async function render() {
     else if (page === 'queue') view = await pageQueue(args[0], args[1]);
     else if (page === 'relabels') view = await pageRelabels(args[0]);
     else view = await pageOverview();
+    if (gen !== renderGen) return; // the address changed while this page loaded: the newer page shows
     main.replaceChildren(view);
   } catch (e) {
-    main.replaceChildren(el('p', { class: 'error', text: 'Error: ' + e.message }));
+    if (gen === renderGen) main.replaceChildren(el('p', { class: 'error', text: 'Error: ' + e.message }));
   }
 }
 
@@ -239,6 +256,7 @@ function corrColour(c, alpha) {
 }
 
 async function pageMap(dsArg, q) {
+  const gen = renderGen;
   const ds = await pickDataset(dsArg);
   const detail = await api(dsPath(ds));
   const run = q.get('run') || '*';
@@ -384,7 +402,7 @@ async function pageMap(dsArg, q) {
     listBrushed().catch((e) => toast(e.message, true));
   };
   window.addEventListener('mouseup', onUp); // a drag may end outside the canvas
-  leavePage = () => window.removeEventListener('mouseup', onUp);
+  onLeave(gen, () => window.removeEventListener('mouseup', onUp));
   zoomBtn.addEventListener('click', () => {
     const r = brushRect();
     go('map', [ds], { run, ...r });
@@ -402,6 +420,7 @@ function legend() {
 // ------------------------------------------------------------------ hardest examples
 
 async function pageHard(dsArg, q) {
+  const gen = renderGen;
   const ds = await pickDataset(dsArg);
   const detail = await api(dsPath(ds));
   const params = { by: q.get('by') || 'mean_loss', order: q.get('order') || '', run: q.get('run') || '*',
@@ -443,7 +462,7 @@ async function pageHard(dsArg, q) {
     rows[selected].scrollIntoView({ block: 'nearest' });
   }
   const classes = classCount(detail);
-  keyHandler = (k) => {
+  takeKeys(gen, (k) => {
     if (k === 'j') { select(selected + 1); return true; }
     if (k === 'k') { select(selected - 1); return true; }
     const what = { c: 'confirmed', r: 'relabel', d: 'dismissed', u: 'open' }[k];
@@ -451,7 +470,7 @@ async function pageHard(dsArg, q) {
     if (!what || !tr) return false;
     decideRow(tr, what).catch((e) => toast(e.message, true));
     return true;
-  };
+  });
   async function decideRow(tr, what) {
     const id = tr.dataset.id;
     let change;
@@ -689,11 +708,12 @@ async function localPreview(ds, id) {
 }
 
 async function pageSample(ds, id, q) {
+  const gen = renderGen;
   const run = q.get('run');
   const [s, detail] = await Promise.all([api(`${dsPath(ds)}/samples/${enc(id)}${run ? '?run=' + enc(run) : ''}`), api(dsPath(ds))]);
   const root = el('section', { id: 'sample', 'data-id': s.id });
   const bar = decisionBar(ds, s, classCount(detail), async () => { await render(); });
-  keyHandler = bar.key;
+  takeKeys(gen, bar.key);
   root.append(el('h2', {}, el('a', { href: '#/hard/' + enc(ds) }, ds), ' / ', s.id), bar.bar, ...sampleDetails(ds, s));
   return root;
 }
@@ -752,6 +772,7 @@ async function pageQueues(dsArg) {
 
 // Queue mode: the first sample still waiting for a decision, its decision keys, then the next.
 async function pageQueue(ds, name) {
+  const gen = renderGen;
   const [detail, head] = await Promise.all([api(dsPath(ds)), api(`${dsPath(ds)}/queues/${enc(name)}?limit=1`)]);
   const classes = classCount(detail);
   const items = [];
@@ -763,28 +784,31 @@ async function pageQueue(ds, name) {
   const status = new Map(items.map((it) => [it.id, it.status]));
   const history = []; // ids decided here, newest last: u (undo) reopens the last
   let pos = items.findIndex((it) => UNDECIDED.includes(it.status));
+  let shows = 0; // j held down starts a show() per key: only the newest one draws, so pos is the sample shown
 
   async function show() {
+    const seq = ++shows;
     const reviewed = items.filter((it) => !UNDECIDED.includes(status.get(it.id))).length;
     const progress = el('p', { id: 'queue-progress' }, progressBar(reviewed, items.length), ` ${reviewed} / ${items.length} reviewed`);
     const title = el('h2', {}, 'Queue ', name, ' of ', el('a', { href: '#/queues/' + enc(ds) }, ds));
     if (pos < 0 || pos >= items.length) {
-      keyHandler = (k) => (k === 'u' ? (undo(), true) : false);
+      takeKeys(gen, (k) => (k === 'u' ? (undo(), true) : false));
       root.replaceChildren(title, progress, el('p', { id: 'queue-done', text: 'Queue done: every sample has a decision. (u reopens the last one.)' }));
       return;
     }
     const s = await api(`${dsPath(ds)}/samples/${enc(items[pos].id)}`);
+    if (seq !== shows) return;
     const bar = decisionBar(ds, s, classes, async (change) => {
       status.set(s.id, change.status);
       if (!UNDECIDED.includes(change.status)) history.push(pos);
       next();
     });
-    keyHandler = (k) => {
+    takeKeys(gen, (k) => {
       if (k === 'u') { undo(); return true; }
       if (k === 'j' || k === 'n') { pos = Math.min(items.length - 1, pos + 1); show(); return true; }
       if (k === 'k' || k === 'p') { pos = Math.max(0, pos - 1); show(); return true; }
       return bar.key(k);
-    };
+    });
     root.replaceChildren(title, progress,
       el('p', { class: 'muted', text: `sample ${pos + 1} of ${items.length} · c confirm, r relabel, d dismiss, u undo (reopen the last decision), j/k next/previous` }),
       el('h3', { id: 'queue-sample', 'data-id': s.id, text: s.id }), bar.bar, ...sampleDetails(ds, s));

@@ -348,6 +348,53 @@ class DecisionsBrowserTest(ConsoleBrowserCase):
         errors = [e["message"] for e in self.driver.get_log("browser") if "Uncaught" in e["message"]]
         self.assertEqual(errors, [])
 
+    def test_browser_a_page_overtaken_by_a_newer_address_is_never_shown(self):
+        """The page of an address left before it loaded neither replaces the newer page nor takes its keys:
+        the keys act on the sample shown, the one the address names."""
+        self.open("")
+        self.wait_for("article.dataset[data-dataset='%s']" % DS)
+        # hold the hardest examples' answers back, so the hard page finishes loading after the sample page
+        self.driver.execute_script(
+            "const f = window.fetch;"
+            "window.fetch = (url, opts) => String(url).includes('/hard-examples')"
+            "  ? new Promise((r) => setTimeout(r, 1500)).then(() => f(url, opts)) : f(url, opts);"
+            "location.hash = '#/hard/%s?run=r1&k=10';" % DS)
+        self.wait(lambda: self.find("#main").text.startswith("Loading"))
+        self.driver.execute_script("location.hash = '#/sample/%s/s011';" % DS)
+        self.wait_for("#sample[data-id='s011'] .decisions")
+        time.sleep(2.5)  # the held-back hard page has finished loading by now
+        self.assertTrue(self.driver.find_elements(By.CSS_SELECTOR, "#sample[data-id='s011']"), "the sample page stays")
+        self.assertFalse(self.driver.find_elements(By.CSS_SELECTOR, "#hard"), "the overtaken hard page is not shown")
+        hard_before = self.api("GET", "/v1/datasets/%s/hard-examples?run=r1&k=10" % DS)["items"]
+        self.press("jd")
+        self.wait(lambda: self.sample("s011")["status"] == "dismissed", msg="d dismisses the sample shown")
+        for it in hard_before:
+            if it["id"] != "s011":
+                self.assertEqual(self.sample(it["id"])["status"], it["status"], it["id"])
+
+    def test_browser_queue_mode_shows_the_sample_of_the_last_key(self):
+        """j pressed twice while the first sample is slow to load shows the second one, and the decision
+        keys act on it (and u reopens it), whichever answer comes last."""
+        self.api("POST", "/v1/datasets/%s/queues" % DS, {"name": "skip", "size": 5, "by": "max_loss", "run": "r2"})
+        order = [it["id"] for it in self.api("GET", "/v1/datasets/%s/queues/skip" % DS)["items"]]
+        self.open("queue/%s/skip" % DS)
+        self.wait_for("#queue-sample[data-id='%s']" % order[0])
+        self.driver.execute_script(
+            "const f = window.fetch, slow = '/samples/' + encodeURIComponent(arguments[0]);"
+            "window.fetch = (url, opts) => String(url).endsWith(slow)"
+            "  ? new Promise((r) => setTimeout(r, 1500)).then(() => f(url, opts)) : f(url, opts);", order[1])
+        self.press("jj")
+        self.wait_for("#queue-sample[data-id='%s']" % order[2])
+        time.sleep(2.5)  # the slow answer for the first j has come by now
+        self.assertEqual(self.find("#queue-sample").get_attribute("data-id"), order[2])
+        self.assertIn("sample 3 of 5", self.find("#queue-mode").text)
+        self.press("c")
+        self.wait(lambda: self.sample(order[2])["status"] == "confirmed", msg="c confirms the sample shown")
+        self.assertEqual(self.sample(order[1])["status"], "queued")
+        self.wait_for("#queue-sample[data-id='%s']" % order[3])
+        self.press("u")
+        self.wait(lambda: self.sample(order[2])["status"] == "open", msg="u reopens the sample decided")
+
 
 class HardExamplesBrowserTest(ConsoleBrowserCase):
 
