@@ -468,7 +468,10 @@ async function pageHard(dsArg, q) {
     const what = { c: 'confirmed', r: 'relabel', d: 'dismissed', u: 'open' }[k];
     const tr = rowsOf()[selected];
     if (!what || !tr) return false;
-    decideRow(tr, what).catch((e) => toast(e.message, true));
+    decideRow(tr, what).catch((e) => {
+      toast(e.message, true);
+      if (e.status === 409) refreshRow(tr).catch(() => {});
+    });
     return true;
   });
   async function decideRow(tr, what) {
@@ -483,6 +486,11 @@ async function pageHard(dsArg, q) {
     }
     tr.querySelector('.status').textContent = change.status;
     toast(`${id}: ${change.from} → ${change.status}`);
+  }
+  // After a 409 (decided elsewhere meanwhile): the row shows the sample's state as it is now.
+  async function refreshRow(tr) {
+    const s = await api(`${dsPath(ds)}/samples/${enc(tr.dataset.id)}`);
+    tr.querySelector('.status').textContent = s.status;
   }
   async function page() {
     const qs = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== ''));
@@ -544,8 +552,10 @@ function pickClass(count, current) {
   });
 }
 
-// The decision buttons and keys for one sample. after(change) runs when a change is recorded.
-function decisionBar(ds, sample, classes, after) {
+// The decision buttons and keys for one sample. after(change) runs when a change is recorded; stale()
+// when focald refuses it with 409 because the sample has changed since it was shown (another tab or
+// reviewer decided it), so the page can show it as it is now.
+function decisionBar(ds, sample, classes, after, stale) {
   const act = async (what) => {
     try {
       let change;
@@ -561,6 +571,7 @@ function decisionBar(ds, sample, classes, after) {
       await after(change);
     } catch (e) {
       toast(e.message, true);
+      if (e.status === 409 && stale) await stale().catch(() => {});
     }
   };
   const bar = el('p', { class: 'decisions' },
@@ -712,7 +723,7 @@ async function pageSample(ds, id, q) {
   const run = q.get('run');
   const [s, detail] = await Promise.all([api(`${dsPath(ds)}/samples/${enc(id)}${run ? '?run=' + enc(run) : ''}`), api(dsPath(ds))]);
   const root = el('section', { id: 'sample', 'data-id': s.id });
-  const bar = decisionBar(ds, s, classCount(detail), async () => { await render(); });
+  const bar = decisionBar(ds, s, classCount(detail), async () => { await render(); }, render);
   takeKeys(gen, bar.key);
   root.append(el('h2', {}, el('a', { href: '#/hard/' + enc(ds) }, ds), ' / ', s.id), bar.bar, ...sampleDetails(ds, s));
   return root;
@@ -786,22 +797,38 @@ async function pageQueue(ds, name) {
   let pos = items.findIndex((it) => UNDECIDED.includes(it.status));
   let shows = 0; // j held down starts a show() per key: only the newest one draws, so pos is the sample shown
 
-  async function show() {
-    const seq = ++shows;
+  const progress = () => {
     const reviewed = items.filter((it) => !UNDECIDED.includes(status.get(it.id))).length;
-    const progress = el('p', { id: 'queue-progress' }, progressBar(reviewed, items.length), ` ${reviewed} / ${items.length} reviewed`);
+    return el('p', { id: 'queue-progress' }, progressBar(reviewed, items.length), ` ${reviewed} / ${items.length} reviewed`);
+  };
+
+  // Shows the sample at pos. walking: pos was chosen as the next undecided sample, so one that another
+  // tab or reviewer has decided since the queue was loaded is passed over (j and k show any sample).
+  async function show(walking) {
+    const seq = ++shows;
     const title = el('h2', {}, 'Queue ', name, ' of ', el('a', { href: '#/queues/' + enc(ds) }, ds));
     if (pos < 0 || pos >= items.length) {
       takeKeys(gen, (k) => (k === 'u' ? (undo(), true) : false));
-      root.replaceChildren(title, progress, el('p', { id: 'queue-done', text: 'Queue done: every sample has a decision. (u reopens the last one.)' }));
+      root.replaceChildren(title, progress(), el('p', { id: 'queue-done', text: 'Queue done: every sample has a decision. (u reopens the last one.)' }));
       return;
     }
     const s = await api(`${dsPath(ds)}/samples/${enc(items[pos].id)}`);
     if (seq !== shows) return;
+    status.set(s.id, s.status);
+    if (walking && !UNDECIDED.includes(s.status)) {
+      next();
+      return;
+    }
     const bar = decisionBar(ds, s, classes, async (change) => {
       status.set(s.id, change.status);
       if (!UNDECIDED.includes(change.status)) history.push(pos);
       next();
+    }, async () => {
+      // decided elsewhere meanwhile: record it as it is now, and walk on when it has a decision
+      const now = await api(`${dsPath(ds)}/samples/${enc(s.id)}`);
+      status.set(s.id, now.status);
+      if (UNDECIDED.includes(now.status)) await show();
+      else next();
     });
     takeKeys(gen, (k) => {
       if (k === 'u') { undo(); return true; }
@@ -809,14 +836,14 @@ async function pageQueue(ds, name) {
       if (k === 'k' || k === 'p') { pos = Math.max(0, pos - 1); show(); return true; }
       return bar.key(k);
     });
-    root.replaceChildren(title, progress,
+    root.replaceChildren(title, progress(),
       el('p', { class: 'muted', text: `sample ${pos + 1} of ${items.length} · c confirm, r relabel, d dismiss, u undo (reopen the last decision), j/k next/previous` }),
       el('h3', { id: 'queue-sample', 'data-id': s.id, text: s.id }), bar.bar, ...sampleDetails(ds, s));
   }
   function next() {
     const after = items.findIndex((it, i) => i > pos && UNDECIDED.includes(status.get(it.id)));
     pos = after >= 0 ? after : items.findIndex((it) => UNDECIDED.includes(status.get(it.id)));
-    show().catch((e) => toast(e.message, true));
+    show(true).catch((e) => toast(e.message, true));
   }
   async function undo() {
     const last = history.pop();
@@ -832,7 +859,7 @@ async function pageQueue(ds, name) {
       toast(e.message, true);
     }
   }
-  await show();
+  await show(true);
   return root;
 }
 

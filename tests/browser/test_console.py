@@ -372,6 +372,42 @@ class DecisionsBrowserTest(ConsoleBrowserCase):
             if it["id"] != "s011":
                 self.assertEqual(self.sample(it["id"])["status"], it["status"], it["id"])
 
+    def test_browser_queue_mode_walks_past_decisions_made_in_another_tab(self):
+        """Two reviewers (or tabs) on one queue: a decision the other made meanwhile is refused with 409
+        and changes nothing; the page then counts it and walks on to the next sample still undecided,
+        passing over those the other decided too. The hard table and the sample page show the state as
+        it is after a 409."""
+        self.api("POST", "/v1/datasets/%s/queues" % DS, {"name": "tabs", "size": 5, "by": "mean_loss", "run": "r1"})
+        order = [it["id"] for it in self.api("GET", "/v1/datasets/%s/queues/tabs" % DS)["items"]]
+        self.open("queue/%s/tabs" % DS)
+        self.wait_for("#queue-sample[data-id='%s']" % order[0])
+        # the other tab: confirms the first three
+        for sid in order[:3]:
+            self.api("POST", "/v1/datasets/%s/samples/%s/review" % (DS, sid), {"status": "confirmed", "reviewer": "bob"})
+        self.press("d")
+        self.wait(lambda: "cannot go to dismissed" in self.find("#toast").text, msg="the 409 is shown")
+        self.wait_for("#queue-sample[data-id='%s']" % order[3])
+        self.assertIn("3 / 5 reviewed", self.find("#queue-progress").text)
+        self.assertEqual([self.sample(sid)["status"] for sid in order[:3]], ["confirmed"] * 3)
+        self.press("d")
+        self.wait(lambda: self.sample(order[3])["status"] == "dismissed", msg="d dismisses the sample shown")
+        self.wait_for("#queue-sample[data-id='%s']" % order[4])
+        self.assertIn("4 / 5 reviewed", self.find("#queue-progress").text)
+        # the sample page: a 409 shows the sample's state now
+        self.open("sample/%s/%s" % (DS, order[4]))
+        self.wait(lambda: self.find("#sample-status").text == "queued")
+        self.api("POST", "/v1/datasets/%s/samples/%s/review" % (DS, order[4]), {"status": "confirmed"})
+        self.press("c")
+        self.wait(lambda: self.find("#sample-status").text == "confirmed", msg="the page shows the other's decision")
+        # the hard table: the row shows it too
+        self.open("hard/%s?run=r1&k=10" % DS)
+        self.wait_for("#hard tbody tr")
+        first = self.driver.find_elements(By.CSS_SELECTOR, "#hard tbody tr")[0].get_attribute("data-id")
+        self.api("POST", "/v1/datasets/%s/samples/%s/review" % (DS, first), {"status": "dismissed"})
+        self.press("jc")
+        self.wait(lambda: self.driver.find_elements(By.CSS_SELECTOR, "#hard tbody tr .status")[0].text == "dismissed")
+        self.assertEqual(self.sample(first)["status"], "dismissed")
+
     def test_browser_queue_mode_shows_the_sample_of_the_last_key(self):
         """j pressed twice while the first sample is slow to load shows the second one, and the decision
         keys act on it (and u reopens it), whichever answer comes last."""
