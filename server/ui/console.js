@@ -214,7 +214,13 @@ async function pageOverview() {
     return view;
   }
   for (const d of list.datasets) {
-    const [detail, queues] = await Promise.all([api(dsPath(d.name)), api(dsPath(d.name) + '/queues')]);
+    let detail, queues;
+    try {
+      [detail, queues] = await Promise.all([api(dsPath(d.name)), api(dsPath(d.name) + '/queues')]);
+    } catch (e) {
+      if (e.status === 404) continue; // deleted since the list was read: the others still show
+      throw e;
+    }
     const nav = el('p', { class: 'links' },
       el('a', { href: '#/map/' + enc(d.name) }, 'data map'), ' · ',
       el('a', { href: '#/hard/' + enc(d.name) }, 'hardest examples'), ' · ',

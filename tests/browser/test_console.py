@@ -492,6 +492,28 @@ class HardExamplesBrowserTest(ConsoleBrowserCase):
         self.assertEqual(detail["review"]["queued"], 3, "the queue's samples")
 
 
+    def test_browser_overview_passes_over_a_dataset_deleted_while_it_loads(self):
+        """A dataset in the list that is gone by the time its detail is asked for (404) is left out; the
+        others are shown, not an error."""
+        self.open("")
+        self.wait_for("article.dataset[data-dataset='%s']" % DS)
+        # the list names one more dataset than there is, as it would just before a deletion
+        self.driver.execute_script(
+            "const f = window.fetch;"
+            "window.fetch = async (url, opts) => {"
+            "  const r = await f(url, opts);"
+            "  if (String(url) !== '/v1/datasets') return r;"
+            "  const j = await r.json();"
+            "  j.datasets.unshift(Object.assign({}, j.datasets[0], {name: 'gone-meanwhile'}));"
+            "  return new Response(JSON.stringify(j), {status: 200, headers: {'Content-Type': 'application/json'}});"
+            "};"
+            "document.querySelector('article.dataset').dataset.before = '1';"
+            "location.hash = '#/overview';")
+        self.wait_for("article.dataset[data-dataset='%s']:not([data-before]), #main .error" % DS)
+        self.assertFalse(self.driver.find_elements(By.CSS_SELECTOR, "article.dataset[data-dataset='gone-meanwhile']"))
+        self.assertFalse(self.driver.find_elements(By.CSS_SELECTOR, "#main .error"), self.find("#main").text)
+
+
 class MediaBrowserTest(ConsoleBrowserCase):
     """--media-root: the sample view previews a local image (fetched with the API, shown from a blob: URL)."""
     media = tempfile.TemporaryDirectory(prefix="focald-browser-media-")
