@@ -30,7 +30,9 @@ How it keeps the training loop's cost small:
   training loop (BENCHMARKS.md).
 - The slabs are bounded by max_queue_bytes. When focald is slow or down and they are all full, the
   oldest unsent slab is dropped and counted (dropped samples, dropped_observations calls): the training
-  loop is never blocked and never sees an exception from focald.
+  loop is never blocked and never sees an exception from focald. What a slab holds beyond its arrays,
+  string ids and meta, is counted against the same bound as it comes in (a slab's "extra" bytes): a
+  path per sample takes several times the bytes of its logits, and would otherwise escape the bound.
 - A request that fails because focald is unreachable or answers 5xx is sent again after a backoff, with
   the same batch_id, so a request that was in fact committed is stored once (focald answers the retry
   duplicate: true). The backoff is waited on its own event, which only close() sets: observe() does
@@ -121,7 +123,8 @@ class _Slab:
     and the (n, step, epoch) of each observe() call in it."""
 
     __slots__ = ("layout", "key", "backend", "cap", "segcap", "n", "nseg", "ids", "x", "t", "w", "ids_np", "x_np",
-                 "t_np", "w_np", "str_ids", "seg", "meta", "t0", "event", "cuda", "nbytes", "pooled", "tensor_type", "fast", "key_n")
+                 "t_np", "w_np", "str_ids", "seg", "meta", "t0", "event", "cuda", "nbytes", "pooled", "tensor_type", "fast", "key_n",
+                 "extra")
     # the buffers are torch tensors, NumPy arrays or lists, by backend: typed as Any
     ids: Any
     x: Any
@@ -138,6 +141,7 @@ class _Slab:
     event: Any
     tensor_type: Any
     nbytes: int
+    extra: int  # bytes held beyond the preallocated arrays: string ids and meta (estimated)
 
     def __init__(self, layout: Layout, cap: int, pin: bool) -> None:
         backend, xname, xtail, tkind, ttail, wtail, idkind = layout
@@ -155,6 +159,7 @@ class _Slab:
         self.cuda = False
         self.str_ids = [] if idkind == "s" else None
         self.pooled = True
+        self.extra = 0
         if backend == "list":
             self.ids = [] if idkind == "i" else None
             self.x, self.t, self.w = [], [], ([] if wtail is not None else None)
@@ -182,6 +187,7 @@ class _Slab:
     def reset(self) -> None:
         self.n = self.nseg = 0
         self.meta = None
+        self.extra = 0
         self.cuda = False
         if self.str_ids is not None:
             del self.str_ids[:]
@@ -215,7 +221,9 @@ class _Slab:
                     self.event = _torch().cuda.Event()
                 self.event.record()  # the sender waits for the copies queued so far
         if self.str_ids is not None:
-            self.str_ids.extend(framing.as_lists(ids))
+            str_ids = framing.as_lists(ids)
+            self.str_ids.extend(str_ids)
+            self.extra += sum(map(sys.getsizeof, str_ids)) + 8 * len(str_ids)
         self.note(n, step, epoch, meta)
 
     def put_cpu(self, ids: Tensor, x: Tensor, targets: Tensor, weights: Tensor, a: int, b: int) -> None:
@@ -236,6 +244,7 @@ class _Slab:
             if self.meta is None:
                 self.meta = {}
             self.meta.update(meta)
+            self.extra += _size_of(meta)
 
     def _copy(self, dst: Any, dst_np: Any, a: int, b: int, src: Tensor) -> None:
         tt = self.tensor_type
@@ -275,6 +284,17 @@ class _Slab:
 def _cpu_tensor(t: Any, tt: Any) -> bool:
     """Whether t is a CPU torch tensor whose .numpy() works (no bfloat16 or complex)."""
     return isinstance(t, tt) and not t.is_cuda and str(t.dtype) != "torch.bfloat16" and not t.dtype.is_complex
+
+
+def _size_of(v: Any, depth: int = 0) -> int:
+    """An estimate of the bytes v holds (dicts, lists and tuples followed four levels deep)."""
+    n = sys.getsizeof(v)
+    if depth < 4:
+        if isinstance(v, Mapping):
+            n += sum(_size_of(k, depth + 1) + _size_of(x, depth + 1) for k, x in v.items())
+        elif isinstance(v, (list, tuple)):
+            n += sum(_size_of(x, depth + 1) for x in v)
+    return n
 
 
 def _prod(shape: Sequence[int]) -> int:
@@ -337,6 +357,7 @@ class Miner:
         self._ready: Deque[_Slab] = collections.deque()  # full or due slabs, oldest first
         self._free: List[_Slab] = []           # emptied slabs of the current layout, for reuse
         self._allocated = 0                    # bytes of every slab that exists
+        self._extra = 0                        # extra bytes of the slabs queued or in flight (string ids, meta)
         self._queued_n = 0                     # samples in _cur and _ready
         self._inflight: Optional[_Slab] = None
         self._inflight_dropped = False         # close() gave up on the in-flight slab and counted it
@@ -397,7 +418,10 @@ class Miner:
                     except TypeError:  # a tensor on a GPU this time: the general path copies it
                         pass
                     else:
+                        extra = slab.extra
                         slab.note(b - a, step, epoch, meta)
+                        if slab.extra != extra:
+                            self._add_extra(slab.extra - extra)
                         self.observed += b - a
                         self._queued_n += b - a
                         if slab.nseg == 1:
@@ -434,8 +458,11 @@ class Miner:
                 _cpu_tensor(t, tt) for t in (ids, x, targets, weights) if t is not None)
             slab.key, slab.key_n = key, n
             self.observed += n
+            extra = slab.extra
             slab.put(ids, x, targets, weights, n, step, epoch, meta)
             self._queued_n += n
+            if slab.extra != extra:
+                self._add_extra(slab.extra - extra)
             if slab.nseg == 1:
                 slab.t0 = time.monotonic()
                 self._cond.notify_all()  # the sender times this slab from now
@@ -481,11 +508,12 @@ class Miner:
             rows = self._rows_for(layout)
             cap = max(n, rows)
             nbytes = self._estimate(layout, cap)
-            while self._ready and self._allocated + nbytes > self.max_queue_bytes:
+            while self._ready and self._allocated + self._extra + nbytes > self.max_queue_bytes:
                 old = self._ready.popleft()
                 self.dropped += old.n
                 self.dropped_observations += old.nseg
                 self._queued_n -= old.n
+                self._extra -= old.extra
                 if old.layout == layout and old.cap >= n and old.pooled:
                     old.reset()
                     slab = old
@@ -498,6 +526,18 @@ class Miner:
                 self._allocated += slab.nbytes
         self._cur = slab
         return slab
+
+    def _add_extra(self, nbytes: int) -> None:
+        """Counts nbytes more held by the slabs beyond their arrays; past max_queue_bytes, drops the oldest
+        unsent slabs (never the one filling, nor the one being sent). Lock held."""
+        self._extra += nbytes
+        while self._ready and self._allocated + self._extra > self.max_queue_bytes:
+            old = self._ready.popleft()
+            self.dropped += old.n
+            self.dropped_observations += old.nseg
+            self._queued_n -= old.n
+            self._extra -= old.extra
+            self._recycle(old)
 
     def _rows_for(self, layout: Layout) -> int:
         """A slab's rows: max_batch, or fewer so that eight slabs fit in max_queue_bytes."""
@@ -577,6 +617,7 @@ class Miner:
             for s in unsent:
                 self.dropped += s.n
                 self.dropped_observations += s.nseg
+                self._extra -= s.extra
             self._ready.clear()
             self._cur = None
             self._queued_n = 0
@@ -632,6 +673,7 @@ class Miner:
                 with self._cond:
                     self._inflight = None
                     self._inflight_dropped = False
+                    self._extra -= slab.extra
                     self._recycle(slab)
                     self._cond.notify_all()
 

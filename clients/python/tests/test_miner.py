@@ -266,6 +266,13 @@ class Recorder:
         return {"duplicate": False, "accepted": len(ids)}
 
 
+class Unreachable:
+    """A client that fails like an unreachable focald and keeps nothing of what it was given."""
+
+    def post_batch(self, dataset, ids, targets=None, **kw):
+        raise FocaldConnectionError("unreachable", "focald is down (a test's client)")
+
+
 class MinerRecordedTest(unittest.TestCase):
     """The Miner's own logic against a recording client: nothing here asserts a time."""
 
@@ -375,6 +382,38 @@ class MinerRecordedTest(unittest.TestCase):
         self.assertEqual(queued_steps, list(range(401 - len(queued_steps), 401)))  # the newest are kept
         self.assertFalse(m.close(timeout=0.1))
         self.assertEqual(m.dropped, m.observed)
+
+    def test_miner_bound_counts_string_ids_and_meta(self):
+        """String ids and meta take several times the bytes of a small model's logits: the memory the
+        buffers hold while focald is down stays near max_queue_bytes with them too (measured by
+        tracemalloc, with a generous margin), and what does not fit is dropped and counted."""
+        import tracemalloc
+        bound = 2 << 20
+        x, t = np.zeros((256, 2), np.float32), np.zeros(256, np.int64)
+        for kind in ("ids", "meta"):
+            with self.subTest(kind=kind):
+                m = Miner("ds", client=Unreachable(), flush_interval=0, retry_initial=3600, max_queue_bytes=bound)
+                tracemalloc.start()
+                try:
+                    base = tracemalloc.get_traced_memory()[0]
+                    for step in range(400):
+                        rows = range(step * 256, step * 256 + 256)
+                        if kind == "ids":
+                            m.observe(["scans/%08d-axial.png" % i for i in rows], x, t, step=step)
+                        else:
+                            m.observe(np.array(rows), x, t, step=step,
+                                      meta={str(i): {"path": "scans/%08d-axial.png" % i, "site": i % 7} for i in rows})
+                    held = tracemalloc.get_traced_memory()[0] - base
+                finally:
+                    tracemalloc.stop()
+                s = m.stats()
+                self.assertLess(held, 2 * bound, "the buffers hold %.1f MiB for a bound of %.1f MiB"
+                                % (held / 2 ** 20, bound / 2 ** 20))
+                self.assertGreater(s["dropped"], 0)
+                self.assertEqual(s["observed"], s["dropped"] + s["pending"])
+                self.assertEqual(s["dropped"], 256 * s["dropped_observations"])
+                self.assertFalse(m.close(timeout=0.1))
+                self.assertEqual(m.dropped, m.observed)
 
 
 class MinerDaemonDownTest(unittest.TestCase):
