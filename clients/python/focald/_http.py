@@ -15,14 +15,22 @@ the stream ends.
 TCP_NODELAY is set: request headers and tensor bodies go out in separate
 writes, and Nagle's algorithm would otherwise hold the second write back for
 the server's delayed ACK (tens of milliseconds per request).
+
+A forked child (a DataLoader worker, say) never uses the connections it
+inherited: they are the parent's sockets, and two processes reading one
+connection would take each other's answers. After a fork each Transport
+forgets them (and renews its lock, which another thread may have held) and the
+child opens connections of its own.
 """
 import http.client
 import json
+import os
 import select
 import socket
 import ssl
 import threading
 import urllib.parse
+import weakref
 from typing import Any, Dict, Generator, Iterator, Mapping, Optional, Sequence, Union
 
 from .errors import FocaldConnectionError, FocaldError
@@ -32,6 +40,18 @@ Body = Union[bytes, bytearray, memoryview, Sequence[Union[bytes, bytearray, memo
 Query = Optional[Mapping[str, Any]]
 
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+
+_transports: "weakref.WeakSet[Transport]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child, every Transport drops the parent's connections and renews its lock."""
+    for t in list(_transports):
+        t._forget_connections()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _NoDelayHTTPConnection(http.client.HTTPConnection):
@@ -81,6 +101,14 @@ class Transport:
         # the newest log position a write's answer gave (Focald-Log-Position), and whether reads wait for it
         self.log_position = 0
         self.read_your_writes = False
+        self._position_lock = threading.Lock()
+        _transports.add(self)
+
+    def _forget_connections(self) -> None:
+        """In a forked child: the connections are the parent's (this process only lets go of its copies
+        of their sockets, which leaves them open in the parent), and the lock may have been held by a
+        thread that does not exist here."""
+        self._local = threading.local()
         self._position_lock = threading.Lock()
 
     # ------------------------------------------------------------ log positions

@@ -438,6 +438,35 @@ class CallsTest(DaemonTestCase):
         t.join()
         self.assertIsNot(seen[0], conn)
 
+    def test_client_forked_child_opens_its_own_connection(self):
+        """A forked child (a DataLoader worker) does not use the parent's kept-alive connection, on which
+        the two would read each other's answers, and a lock held at the fork does not block it."""
+        c = Client(self.url)
+        c.livez()
+        parent_port = c._t._local.conn.sock.getsockname()[1]
+        r, w = os.pipe()
+        with c._t._position_lock:  # held by this thread while the child is forked
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    import faulthandler
+                    faulthandler.dump_traceback_later(20, exit=True)  # a child that hangs fails the test
+                    c.post_batch("forked", [1], np.zeros((1, 2), np.float32), [1])
+                    os.write(w, b"%d" % c._t._local.conn.sock.getsockname()[1])
+                    code = 0
+                finally:
+                    os._exit(code)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            child_port = f.read()
+        _, status = os.waitpid(pid, 0)
+        self.assertTrue(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status)
+        self.assertNotEqual(int(child_port), parent_port)
+        c.livez()  # the parent's connection is still its own, and open
+        self.assertEqual(c._t._local.conn.sock.getsockname()[1], parent_port)
+        self.assertEqual(c.dataset("forked")["observations"], 1)
+
 
 class ReadYourWritesTest(DaemonTestCase):
     """Log positions: a write's answer gives one (Focald-Log-Position), and a client with read_your_writes
