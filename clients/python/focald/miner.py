@@ -42,10 +42,16 @@ How it keeps the training loop's cost small:
 
 Threads: observe(), stats(), flush() and close() may be called from any thread; the slabs and the
 counters are guarded by one lock (self._cond); only the sender thread sends.
+
+Fork: a forked child (a DataLoader worker) has no sender thread, its copy of the lock may have been held
+by the parent's sender at the fork, and its copy of the buffers is the parent's, which the parent sends.
+So in the child every Miner starts afresh: a new lock, empty buffers, zero counters, a batch_id prefix of
+its own (the parent's batch_ids are not the child's to reuse) and a sender thread of its own.
 """
 import atexit
 import collections
 import logging
+import os
 import sys
 import threading
 import time
@@ -75,6 +81,16 @@ def _close_all() -> None:
     """At interpreter exit, flush the miners nobody closed (each within its close_timeout)."""
     for m in list(_live):
         m.close()
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child, every Miner starts afresh (see the module's docstring)."""
+    for m in list(_live):
+        m._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _torch() -> Any:
@@ -351,7 +367,13 @@ class Miner:
         self._seq = 0
         self._have_numpy = framing.have_numpy()
         self._warned_loss = False
+        self._closing = False
+        self._closed = False
+        self._start()
+        _live.add(self)
 
+    def _start(self) -> None:
+        """Sets up the empty buffers, the counters and the lock, and starts the sender thread."""
         self._cond = threading.Condition()
         self._cur: Optional[_Slab] = None      # the slab observe() fills
         self._ready: Deque[_Slab] = collections.deque()  # full or due slabs, oldest first
@@ -362,8 +384,6 @@ class Miner:
         self._inflight: Optional[_Slab] = None
         self._inflight_dropped = False         # close() gave up on the in-flight slab and counted it
         self._flushing = 0
-        self._closing = False
-        self._closed = False
         self._abandon = threading.Event()      # close() gave up: the only thing that ends a backoff early
         self._failing = False
 
@@ -379,7 +399,16 @@ class Miner:
 
         self._thread = threading.Thread(target=self._run, name="focald-miner", daemon=True)
         self._thread.start()
-        _live.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: drops the parent's buffers (the parent sends them) and lock, and starts
+        afresh with a batch_id prefix of this process."""
+        if self._closed:
+            _live.discard(self)
+            return
+        self._prefix = "%s-p%d" % (self._prefix, os.getpid())
+        self._seq = 0
+        self._start()
 
     def __repr__(self) -> str:
         return "Miner(%r, %s)" % (self.dataset, ", ".join("%s=%s" % kv for kv in self.stats().items()

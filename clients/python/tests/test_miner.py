@@ -7,6 +7,7 @@ never woken by observe().
 
 usage: BUILD=build /usr/bin/python3 clients/python/tests/test_miner.py [-v] [names...]
 """
+import os
 import statistics
 import sys
 import threading
@@ -226,6 +227,43 @@ class MinerTest(DaemonTestCase):
         self.assertEqual(proxy.drops, 1)
         self.assertEqual((m.sent, m.duplicates, m.retries, m.batches), (16, 16, 1, 1))
         self.assertEqual(self.client.dataset("m-once")["observations"], 16)
+
+    def test_miner_in_a_forked_child(self):
+        """A forked child (a DataLoader worker) gets a Miner of its own: it does not block on a lock the
+        parent's sender held at the fork, sends only what the child observes (the parent sends what it
+        had buffered), under batch_ids that are not the parent's, and its close() at exit returns."""
+        m = Miner("m-fork", url=self.url, loss="softmax_focal", flush_interval=3600)
+        m.observe(*batch(0), step=0)
+        self.assertTrue(m.flush(10))                     # the first batch_id is used
+        m.observe(*batch(1), step=1)                     # buffered when the child is forked
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            with m._cond:                                # as the sender holds it at times
+                held.set()
+                release.wait(30)
+        holder = threading.Thread(target=hold)
+        holder.start()
+        held.wait(10)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                import faulthandler
+                faulthandler.dump_traceback_later(20, exit=True)  # a child that hangs fails the test
+                m.observe(*batch(2), step=2)
+                if m.close(10) and (m.observed, m.sent, m.dropped) == (32, 32, 0):
+                    code = 0
+            finally:
+                os._exit(code)
+        release.set()
+        holder.join()
+        _, status = os.waitpid(pid, 0)
+        self.assertTrue(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status)
+        m.observe(*batch(3), step=3)
+        self.assertTrue(m.close(10))
+        self.assertEqual((m.observed, m.sent, m.duplicates), (96, 96, 0))
+        self.assertEqual(self.client.dataset("m-fork")["observations"], 128)
 
     def test_miner_overhead_per_observe(self):
         """observe() of a 128 x 10 batch with focald up: the figure reported, and a loose bound."""
