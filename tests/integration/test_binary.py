@@ -553,6 +553,17 @@ class BinaryResponseTest(BinaryTestCase):
                                                 accept="application/json;q=0.5, application/octet-stream"))
         self.assertBinaryMatchesJson(head, outs, want)
 
+    def test_json_request_is_answered_in_json_whatever_it_accepts(self):
+        # the binary framing answers binary requests only: a JSON body asking for octet-stream gets JSON
+        ids, x, t = self.data()
+        body = json_body(ids, x, t.tolist())
+        for path in ("/v1/loss", "/v1/datasets/%s/batches" % self.ds_name()):
+            r = self.d.post(path, body, headers={"Accept": OCTET})
+            self.assertEqual(r.status, 200, r)
+            self.assertTrue(r.header("Content-Type").startswith("application/json"), r.header("Content-Type"))
+            self.assertIsNone(r.header("Inference-Header-Content-Length"))
+            self.assertEqual(r.json()["accepted"], 4)
+
     def test_binary_data_output_parameter(self):
         ids, x, t = self.data()
         hdr = {"parameters": {"binary_data_output": True}}
