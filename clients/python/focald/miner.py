@@ -78,9 +78,13 @@ Tensor = Any
 
 @atexit.register
 def _close_all() -> None:
-    """At interpreter exit, flush the miners nobody closed (each within its close_timeout)."""
-    for m in list(_live):
-        m.close()
+    """At interpreter exit, flush the miners nobody closed, each within its close_timeout of the same
+    start: they all stop taking observations first, so exit waits for the longest close_timeout, not
+    their sum."""
+    t0 = time.monotonic()
+    closing = [m for m in list(_live) if m._begin_close()]
+    for m in closing:
+        m._finish_close(m.close_timeout - (time.monotonic() - t0), m.close_timeout)
 
 
 def _after_fork_in_child() -> None:
@@ -630,13 +634,24 @@ class Miner:
         close_timeout). What is still unsent then is counted in dropped. Returns True when everything
         was sent (or refused), False when close gave up. Idempotent."""
         timeout = self.close_timeout if timeout is None else timeout
+        if not self._begin_close():
+            return not self._abandon.is_set()
+        return self._finish_close(timeout, timeout)
+
+    def _begin_close(self) -> bool:
+        """Tells the sender to send what is buffered and stop. False when already closed."""
         with self._cond:
             if self._closed:
-                return not self._abandon.is_set()
+                return False
             self._closed = True
             self._closing = True
             self._cond.notify_all()
-        self._thread.join(max(0.0, timeout))
+        return True
+
+    def _finish_close(self, wait: float, timeout: float) -> bool:
+        """Waits up to wait seconds for the sender, then gives up on what is unsent (close's answer);
+        timeout is the time given in all, for the log."""
+        self._thread.join(max(0.0, wait))
         _live.discard(self)
         if not self._thread.is_alive():
             return True

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import unittest
+import weakref
 
 import _daemon
 from _daemon import Daemon, DaemonTestCase, Proxy
@@ -486,6 +487,28 @@ class MinerDaemonDownTest(unittest.TestCase):
         s = m.stats()
         self.assertEqual((s["sent"], s["pending"], s["rejected"]), (0, 0, 0))
         self.assertEqual(s["dropped"], s["observed"])
+
+    def test_miner_exit_waits_for_the_longest_close_timeout_not_their_sum(self):
+        # three miners nobody closed, focald down: the exit handler gives each its close_timeout from one
+        # start, so the process exits after about one close_timeout (closed one after another: three)
+        from focald import miner as miner_module
+        miners = [Miner("m-exit-%d" % i, client=Unreachable(), flush_interval=0, retry_initial=3600,
+                        close_timeout=1.0, loss="cross_entropy") for i in range(3)]
+        for m in miners:
+            m.observe(*batch(0, n=8), step=0)
+        self.assertTrue(wait_for(lambda: all(m.last_error is not None for m in miners), 5))  # each is backing off
+        live, miner_module._live = miner_module._live, weakref.WeakSet(miners)  # other tests' miners are not this test's
+        try:
+            t = time.monotonic()
+            miner_module._close_all()
+            took = time.monotonic() - t
+        finally:
+            miner_module._live = live
+        self.assertLess(took, 2.5, "exit took %.2f s for three miners of close_timeout 1 s" % took)
+        for m in miners:
+            s = m.stats()
+            self.assertEqual((s["sent"], s["pending"], s["dropped"]), (0, 0, 8), s)
+            self.assertFalse(m.close(), "closed already, having given up")
 
     def test_miner_recovers_when_focald_returns(self):
         d = Daemon()
