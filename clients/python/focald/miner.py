@@ -263,7 +263,8 @@ class _Slab:
         if meta:
             if self.meta is None:
                 self.meta = {}
-            self.meta.update(meta)
+            # each sample's dict is copied as the tensors are: the caller may change or reuse it at once
+            self.meta.update((k, dict(v) if isinstance(v, Mapping) else v) for k, v in meta.items())
             self.extra += _size_of(meta)
 
     def _copy(self, dst: Any, dst_np: Any, a: int, b: int, src: Tensor) -> None:
@@ -428,7 +429,7 @@ class Miner:
         ids: N sample ids. logits or probs: (N, C) or (N, M, C) (torch tensors, on any device, arrays or
         lists; copied here, so the caller may reuse its buffers at once). targets: as for
         Client.post_batch. step, epoch: the training step and epoch (integers >= 0). weights, meta: as
-        for Client.post_batch. Raises ValueError for inconsistent arguments (a bug in the caller), never
+        for Client.post_batch (each sample's meta dict copied too). Raises ValueError for inconsistent arguments (a bug in the caller), never
         for focald's state.
         """
         # The fast path: a call exactly like the slab's previous one (shapes, dtypes, CPU torch tensors),

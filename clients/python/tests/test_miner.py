@@ -422,6 +422,20 @@ class MinerRecordedTest(unittest.TestCase):
         self.assertFalse(m.close(timeout=0.1))
         self.assertEqual(m.dropped, m.observed)
 
+    def test_miner_meta_is_copied_when_observed(self):
+        # a sample's meta dict changed or reused after observe() does not change what is sent
+        rec = Recorder()
+        m = Miner("ds", client=rec, flush_interval=3600, loss="cross_entropy")
+        meta = {"uri": "file:///a.png"}
+        m.observe([1, 2], torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), step=0, meta={1: meta})
+        meta["uri"] = "file:///changed.png"
+        m.observe([3], torch.zeros(1, 3), torch.zeros(1, dtype=torch.long), step=1, meta={3: meta})
+        self.assertTrue(m.close())
+        sent = {}
+        for c in rec.calls:
+            sent.update(c.get("meta") or {})
+        self.assertEqual(sent, {1: {"uri": "file:///a.png"}, 3: {"uri": "file:///changed.png"}})
+
     def test_miner_bound_counts_string_ids_and_meta(self):
         """String ids and meta take several times the bytes of a small model's logits: the memory the
         buffers hold while focald is down stays near max_queue_bytes with them too (measured by
