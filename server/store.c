@@ -236,7 +236,8 @@ static const char *op_sample(const wop *o) {
 
 /* Whether op o, checked against memory, must wait for the n ops before it in the group to be committed
  * and applied: a review or meta put waits for an op on its whole dataset or on the same sample; a queue
- * build or removal for any op on its dataset. Batches and deletions are checked by their SQL alone. */
+ * build or removal, or a dataset's deletion (which counts what it removes from memory), for any op on its
+ * dataset. Batches are checked by their SQL alone. */
 static int must_wait(const wop *o, wop *const *group, int n) {
   if (!store__class_of(o->kind)->reads_memory) return 0;
   const char *sample = op_sample(o);

@@ -3,8 +3,9 @@
  *
  * Unlike the review loop's ops (store_review.c), these are checked by their SQL alone, which sees the
  * group's earlier writes: a batch finds or creates its dataset's and run's rows (the run's class count
- * must match) and looks for its batch_id in the batch log, a deletion finds its dataset's row. They
- * never make the writer start a new group. A batch is logged as one row per segment of its request,
+ * must match) and looks for its batch_id in the batch log, a deletion finds its dataset's row. A batch
+ * never makes the writer start a new group; a deletion does after an op on its dataset, since it counts
+ * what it removes (its answer) from memory. A batch is logged as one row per segment of its request,
  * with the loss configuration and the segment's meta, and on a cluster node each row takes the position
  * the shared log gave it as its seq. The write finds the dataset, the run and the samples in memory and
  * reserves room for new ones, so that the apply, after the commit, cannot fail: it updates each sample's
@@ -257,6 +258,12 @@ static int delete_write(store *s, wop *op) {
     return SQLITE_OK;
   }
   if (rc != SQLITE_OK) return rc;
+  /* the answer, from memory: no earlier op of the group touches the dataset (store.c's must_wait), so memory
+   * holds what the deletion removes. Counted here, not by the apply: on a cluster node whose local commit
+   * fails after the log's, the op is answered 2xx but never applied to memory */
+  const st_dataset *ds = st_w_find_name(s->map, op->dataset);
+  op->deleted_samples = ds ? (int64_t)st_nsamples(ds) : 0;
+  op->deleted_observations = ds ? (int64_t)st_observations(ds) : 0;
   static const char *const del[] = {
       "DELETE FROM history WHERE run_id IN (SELECT id FROM runs WHERE dataset_id = ?1)",
       "DELETE FROM class_stats WHERE run_id IN (SELECT id FROM runs WHERE dataset_id = ?1)",
@@ -281,7 +288,8 @@ static int delete_write(store *s, wop *op) {
 }
 
 static void delete_apply(store *s, wop *op) {
-  st_apply_delete(s->map, op->ds_id, &op->deleted_samples, &op->deleted_observations);
+  int64_t samples = 0, observations = 0; /* the same as the write counted */
+  st_apply_delete(s->map, op->ds_id, &samples, &observations);
 }
 
 /* A deletion prepares nothing in memory: nothing to free. */
@@ -291,4 +299,4 @@ static void delete_discard(store *s, wop *op) {
 }
 
 const wop_class store__batch_class = {batch_write, batch_apply, batch_discard, 0};
-const wop_class store__delete_class = {delete_write, delete_apply, delete_discard, 0};
+const wop_class store__delete_class = {delete_write, delete_apply, delete_discard, 1};

@@ -324,6 +324,12 @@ static int queue_write(store *s, wop *op) {
   sqlite3_finalize(st);
   if (rc == SQLITE_OK && n > 0) rc = write_prefix(s, op, ds, maxkey);
   if (rc == SQLITE_OK) rc = write_changes(s, q, ds);
+  /* the answer: the queue as built, each of its samples in the status its change gives it. Set here, not
+   * by the apply: on a cluster node whose local commit fails after the log's, the op is answered 2xx but
+   * never applied to memory (the catch-up applies the logged row instead) */
+  q->size = n;
+  memset(q->progress, 0, sizeof q->progress);
+  for (uint32_t i = 0; i < q->nchanges; i++) q->progress[q->changes[i].to]++;
   return rc;
 }
 
@@ -335,10 +341,6 @@ static void queue_apply(store *s, wop *op) {
   q->queue = NULL;
   st_apply_queue(ds, queue);
   st_set_persisted(ds, op->persist_to);
-  /* the answer: the queue as built, from the state it was built in */
-  q->size = queue->n;
-  memset(q->progress, 0, sizeof q->progress);
-  for (uint32_t i = 0; i < queue->n; i++) q->progress[st_sample_status(ds, queue->keys[i])]++;
   changes_free(q);
 }
 
@@ -389,6 +391,7 @@ static int queue_delete_write(store *s, wop *op) {
     return SQLITE_OK;
   }
   op->ds_id = st_id(ds);
+  q->released = q->nchanges; /* the answer, set by the write as queue_write's is */
   int rc = write_changes(s, q, ds);
   static const char *const del[] = {"DELETE FROM queue_items WHERE queue_id = ?1", "DELETE FROM queues WHERE id = ?1"};
   for (int i = 0; i < 2 && rc == SQLITE_OK; i++) {
@@ -405,7 +408,6 @@ static int queue_delete_write(store *s, wop *op) {
 static void queue_delete_apply(store *s, wop *op) {
   queue_op *q = (queue_op *)op;
   st_dataset *ds = st_w_find(s->map, op->ds_id);
-  q->released = q->nchanges;
   apply_changes(q, ds);
   st_apply_queue_delete(ds, q->p.name);
   changes_free(q);

@@ -20,6 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, HERE)
 
+import harness  # noqa: E402
 from harness import Daemon, FocaldTestCase, main, q  # noqa: E402
 from pgtemp import PostgreSQL  # noqa: E402
 
@@ -481,6 +482,50 @@ class ClusterTestCase(FocaldTestCase):
         with self.assertRaises(AssertionError) as e:
             behind.start(timeout=20)
         self.assertIn("start it again with an empty --db", str(e.exception) + behind.log_text())
+
+    def test_cluster_changes_logged_but_not_stored_locally_answer_what_they_did(self):
+        # a's local disk is full while the file exists (tests/fault/faultvfs.c): each change below commits in
+        # the log, its local commit fails, and it is answered 2xx; the node applies it when it catches up
+        shim = os.path.join(os.path.dirname(harness.FOCALD), "tests", "libfaultvfs.so")
+        b = self.node("b")
+        full = os.path.join(b.db_dir, "disk-full")
+        rng = random.Random(8)
+        for i in range(4):
+            r, last = self.post(b, batch_body(rng, batch_id="f%d" % i))
+            self.assertEqual(r.status, 200, r)
+        ds = b.get("/v1/datasets/d?after=%d" % last).json()
+        a = Daemon(self.id(), args=["--store", self.uri, "--node-name", "a", "--read-wait", "3000"],
+                   env={"LD_PRELOAD": shim, "ASAN_OPTIONS": "verify_asan_link_order=0:" + os.environ.get("ASAN_OPTIONS", ""),
+                        "FOCALD_FAULT": "kind=write,at=1,do=full,span=1000000000,in=group,while=" + full})
+        self.nodes.append(a)
+        self.addCleanup(lambda: a.running() and a.stop())
+        a.start(timeout=20)
+        self.assertEqual(a.get("/v1/datasets/d?after=%d" % last).status, 200)
+
+        def while_full(method, path, body=None):
+            open(full, "w").close()
+            try:
+                r = a.request(method, "/v1/datasets/d" + path, body)
+            finally:
+                os.unlink(full)
+            self.assertLess(r.status, 300, r)
+            # with room again, a applies it from the log, as b did
+            for n in (a, b):
+                self.assertEqual(n.get("/v1/datasets?after=%s" % r.header("Focald-Log-Position")).status, 200)
+            return r
+
+        r = while_full("POST", "/queues", {"name": "q1", "size": 5, "by": "mean_loss"})
+        self.assertEqual((r.json()["size"], r.json()["progress"]["queued"]), (5, 5), r)
+        built = b.get("/v1/datasets/d/queues/q1").json()
+        self.assertEqual(r.json(), {k: built[k] for k in r.json()}, "the answer is the queue built")
+        r = while_full("DELETE", "/queues/q1")
+        self.assertEqual(r.json()["released"], 5, r)
+        r = while_full("DELETE", "")
+        self.assertEqual((r.json()["samples"], r.json()["observations"]), (ds["samples"], 32), r)
+        self.assertIn("the local copy failed", a.log_text(), "the local commits failed after the log's")
+        pos = int(r.header("Focald-Log-Position"))
+        for n in (a, b):
+            self.assertEqual(n.get("/v1/datasets/d?after=%d" % pos).status, 404)
 
     def test_cluster_node_refuses_a_database_of_another_kind(self):
         # a database focald wrote alone
