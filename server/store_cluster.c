@@ -328,6 +328,7 @@ int store__cluster_begin(store *s) {
   }
   s->pg_in_group = 1;
   s->pg_group_last = 0;
+  s->pg_group_head = head;
   store__cluster_head(s, head);
   return 0;
 }

@@ -123,6 +123,8 @@ struct store {
   int pg_in_group;            /* the writer holds the log's append lock for the current group */
   int64_t pg_applied;         /* the last position of the log the local database holds and memory applied */
   int64_t pg_group_last;      /* in a group: the last position it appended (0: none) */
+  int64_t pg_group_head;      /* in a group: the log's head read under its append lock (the writer's own copy:
+                               * the follower moves pg_head, to -1 when its connection is down) */
   int pg_failed;              /* the group failed on PostgreSQL: its ops get store_unavailable */
   double pg_retry_at;         /* after a failure, groups fail at once until then */
   atomic_llong pg_head;       /* the log's head as last seen; -1 when the follower cannot reach it */
@@ -168,8 +170,8 @@ int store__cluster_open(store *s);
  * second), else -1 with s->pg_failed. store__cluster_failed notes a failure the caller met. */
 int store__cluster_ready(store *s);
 void store__cluster_failed(store *s);
-/* Begins a group: takes the log's append lock; s->pg_head is then the log's head, and the writer catches up
- * to it before writing. 0, or -1 with s->pg_failed set (the group's ops get store_unavailable). */
+/* Begins a group: takes the log's append lock; s->pg_group_head is then the log's head, and the writer catches
+ * up to it before writing. 0, or -1 with s->pg_failed set (the group's ops get store_unavailable). */
 int store__cluster_begin(store *s);
 
 /* What one local transaction of a catch-up takes from the log: a run of batch rows (copied into the local
