@@ -51,6 +51,10 @@ static const setting settings[] = {
     {"cluster-snapshot-interval", K_INT, AT(cluster_snapshot_interval), 0, 0, 86400 * 7,
      "in a cluster, seconds between snapshots of this node's state stored in PostgreSQL for new nodes to start "
      "from (one node at a time writes them; 0: none)", "SECONDS"},
+    {"cluster-lock-timeout", K_INT, AT(cluster_lock_timeout), 0, 0, 3600000,
+     "in a cluster, milliseconds PostgreSQL lets this node's session sit idle in a transaction, which holds the "
+     "log's append lock, before it ends the session and frees the lock: a node that stops or loses its network "
+     "then stops every node's writes for no longer (0: PostgreSQL's own setting)", "MS"},
     {"log-retention", K_INT, AT(log_retention), 0, -1, 2000000000,
      "in a cluster, rows of the shared log kept below the newest snapshot; older ones are deleted (-1: keep all)",
      "ROWS"},
@@ -127,6 +131,7 @@ static void defaults(config *c) {
   c->node_name[sizeof c->node_name - 1] = 0;
   c->read_wait = 5000;
   c->cluster_snapshot_interval = 300;
+  c->cluster_lock_timeout = 300000;
   c->log_retention = -1;
   long cores = usable_cpus();
   c->http_threads = cores < 2 ? 2 : (int)cores;

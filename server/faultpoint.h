@@ -4,8 +4,9 @@
  * The harness (tests/fault) preloads a library that defines focald_fault_point:
  * it then knows which step each disk write belongs to (a group commit, a
  * snapshot step, a checkpoint), can kill the process at a chosen one, and can
- * hold the writer so that several requests land in one group, or hold the
- * scoring pool so that batches queue up behind it. In a normal
+ * hold the writer so that several requests land in one group, hold a cluster
+ * node's writer while it holds the log's append lock, or hold the scoring
+ * pool so that batches queue up behind it. In a normal
  * run nothing defines the weak symbol and fault_point is one test of a null
  * pointer.
  */
@@ -21,6 +22,8 @@ typedef enum fault_step {
   FP_CLOSE,      /* the final snapshot and checkpoint at shutdown */
   FP_WAKE,       /* the writer is about to take what is queued: a harness may hold it here */
   FP_SCORE,      /* a pool thread is about to score a chunk: a harness may hold it here */
+  FP_LOCKED,     /* a cluster node's group holds the shared log's append lock (within FP_GROUP): a harness may
+                  * hold it here */
 } fault_step;
 
 void focald_fault_point(int step) __attribute__((weak));

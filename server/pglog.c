@@ -31,6 +31,7 @@ struct pglog {
   char *conninfo;
   char *node;
   int listening;
+  int idle_ms;          /* idle_in_transaction_session_timeout set on each session (0: the server's) */
   int in_tx;
   int64_t next;         /* in a transaction: the position the next appended row takes */
   char err[256];
@@ -142,7 +143,19 @@ static void drop_notice(void *arg, const char *message) {
   (void)message;
 }
 
-/* What a new connection needs: a durable commit, the statements, and LISTEN when following. */
+static int set_idle_timeout(pglog *p) {
+  char sql[80];
+  snprintf(sql, sizeof sql, "SET idle_in_transaction_session_timeout = %d", p->idle_ms);
+  return exec_cmd(p, sql);
+}
+
+int pglog_set_idle_timeout(pglog *p, int ms) {
+  p->idle_ms = ms;
+  return ms > 0 ? set_idle_timeout(p) : PGLOG_OK;
+}
+
+/* What a new connection needs: a durable commit, the statements, LISTEN when following, and the idle timeout
+ * when one was set. */
 static int session_setup(pglog *p) {
   PQsetNoticeProcessor(p->conn, drop_notice, NULL);
   PGresult *r = PQexec(p->conn, "SHOW synchronous_commit");
@@ -157,6 +170,7 @@ static int session_setup(pglog *p) {
     PQclear(r);
   }
   if (!rc && p->listening) rc = exec_cmd(p, "LISTEN focald_log");
+  if (!rc && p->idle_ms > 0) rc = set_idle_timeout(p);
   return rc;
 }
 

@@ -50,6 +50,11 @@ typedef struct pglog_row {
  * node names this node in the rows it appends. On failure *out is NULL and err (errlen bytes) says why. */
 int pglog_open(pglog **out, const char *conninfo, const char *node, char *err, size_t errlen);
 
+/* Has PostgreSQL end this session when it sits idle in a transaction for ms milliseconds (its
+ * idle_in_transaction_session_timeout), now and on every reconnection: a node that stops or loses its
+ * network while it holds the append lock then holds it no longer than that. 0 leaves the server's setting. */
+int pglog_set_idle_timeout(pglog *p, int ms);
+
 /* Copies the log's identity (a UUID drawn when its tables were made) into id (n bytes). */
 int pglog_log_id(pglog *p, char *id, size_t n);
 

@@ -358,6 +358,7 @@ static void run_group(store *s, wop *list, int n) {
   if (s->pg) {
     /* under the log's append lock, with every row up to its head applied: the group's checks see the cluster */
     rc = store__cluster_ready(s) == 0 ? store__cluster_begin(s) : -1;
+    if (rc == 0) fault_point(FP_LOCKED);
     if (rc == 0 && s->pg_group_head > s->pg_applied) rc = catch_up(s);
     if (rc != 0) {
       store__cluster_rollback(s);

@@ -445,6 +445,11 @@ int store__cluster_open(store *s) {
     log_kv(LOG_ERROR, "cannot read the cluster's log", "error", pglog_error(s->pg), NULL);
     return -1;
   }
+  /* the writer's session holds the append lock through each group: never longer than this while idle */
+  if (pglog_set_idle_timeout(s->pg, s->cfg->cluster_lock_timeout) != PGLOG_OK) {
+    log_kv(LOG_ERROR, "cannot set the cluster session's idle timeout", "error", pglog_error(s->pg), NULL);
+    return -1;
+  }
   if (bind_local(s, log_id) != 0) return -1;
   log_kv(LOG_INFO, "a node of the cluster", "node", s->cfg->node_name, "log", log_id, NULL);
   return 0;

@@ -527,6 +527,55 @@ class ClusterTestCase(FocaldTestCase):
         for n in (a, b):
             self.assertEqual(n.get("/v1/datasets/d?after=%d" % pos).status, 404)
 
+    def test_cluster_node_stalled_with_the_append_lock_holds_it_no_longer_than_its_lock_timeout(self):
+        # a stops while it holds the log's append lock (held there while the file exists: tests/fault/faultvfs.c),
+        # as a node does when it is frozen or its network is cut in the middle of a group. PostgreSQL ends its
+        # session after --cluster-lock-timeout, which frees the lock: b's writes go on. a's batch gets no 2xx
+        # while it is stalled; once a runs again it answers, and a retry with the same batch_id is stored once.
+        shim = os.path.join(os.path.dirname(harness.FOCALD), "tests", "libfaultvfs.so")
+        b = self.node("b")
+        rng = random.Random(9)
+        r, _ = self.post(b, batch_body(rng, batch_id="before"))
+        self.assertEqual(r.status, 200, r)
+        hold = os.path.join(b.db_dir, "hold-locked")
+        a = Daemon(self.id(), args=["--store", self.uri, "--node-name", "a", "--read-wait", "3000",
+                                    "--cluster-lock-timeout", "1000"],
+                   env={"LD_PRELOAD": shim, "ASAN_OPTIONS": "verify_asan_link_order=0:" + os.environ.get("ASAN_OPTIONS", ""),
+                        "FOCALD_FAULT_HOLD_LOCKED": hold})
+        self.nodes.append(a)
+        self.addCleanup(lambda: a.running() and a.stop())
+        a.start(timeout=20)
+        stalled = batch_body(rng, batch_id="stalled")
+        answers = []
+        open(hold, "w").close()
+        self.addCleanup(lambda: os.path.exists(hold) and os.unlink(hold))
+        t = threading.Thread(target=lambda: answers.append(a.batch("d", stalled, timeout=60)))
+        t.start()
+        holding = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() " \
+                  "AND state = 'idle in transaction' AND query LIKE '%focald_log_head FOR UPDATE%'"
+        for _ in range(200):  # a takes the lock, then stops there
+            if PG.sql(self.dbname, holding).strip() == "1":
+                break
+            time.sleep(0.05)
+        else:
+            self.fail("a never held the append lock")
+        r = b.batch("d", batch_body(rng, batch_id="while-a-stalls"), timeout=20)
+        self.assertEqual(r.status, 200, "b's write waits for a's lock no longer than a's lock timeout: %r" % r)
+        self.assertEqual(PG.sql(self.dbname, holding).strip(), "0", "PostgreSQL ended a's session")
+        os.unlink(hold)
+        t.join(60)
+        self.assertFalse(t.is_alive())
+        self.assertNotEqual(answers[0].status, 200, "a's group lost its session: no 2xx (%r)" % answers[0])
+        for _ in range(60):  # the client's retries, with the same batch_id, after a's pause on failure
+            r, pos = self.post(a, stalled)
+            if r.status != 503:
+                break
+            time.sleep(0.25)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(PG.sql(self.dbname, "SELECT count(*) FROM focald_log").strip(), "3", "each batch logged once")
+        for n in (a, b):
+            self.assertEqual(n.get("/v1/datasets/d?after=%d" % pos).json()["observations"], 3 * 8)
+
     def test_cluster_node_refuses_a_database_of_another_kind(self):
         # a database focald wrote alone
         alone = Daemon(self.id()).start()

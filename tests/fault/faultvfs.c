@@ -20,7 +20,10 @@
  *           in one group; and hold each scoring pool thread before it
  *           scores a chunk, for as long as the file FOCALD_FAULT_HOLD_SCORE
  *           exists, so that batches queue up behind it (a pool that cannot
- *           keep up, whatever the machine's speed).
+ *           keep up, whatever the machine's speed); and hold a cluster
+ *           node's writer once it holds the shared log's append lock, for as
+ *           long as the file FOCALD_FAULT_HOLD_LOCKED exists (a node that
+ *           stops in the middle of a group).
  *
  * FOCALD_FAULT is "kind=write|sync|read|alloc,at=N,do=full|ioerr|nomem|kill-before|kill-after[,span=K]
  * [,in=STEP][,while=PATH][,kill_after=J]": with in=, only events of that step count towards N; with
@@ -53,6 +56,7 @@ static const char *const step_names[] = {"none", "load", "group", "snapshot", "c
 #define NSTEPS (int)(sizeof step_names / sizeof step_names[0])
 #define STEP_WAKE 6
 #define STEP_SCORE 7
+#define STEP_LOCKED 8 /* within the group step: names no step of its own */
 
 static struct {
   int kind, action;
@@ -62,8 +66,9 @@ static struct {
   int trace_fd;
   char hold[512];
   char hold_score[512];
+  char hold_locked[512];
   char while_path[512];
-} cfg = {-1, A_NONE, 0, 1, 0, 0, -1, "", "", ""};
+} cfg = {-1, A_NONE, 0, 1, 0, 0, -1, "", "", "", ""};
 
 static atomic_long counts[K_COUNT];
 static atomic_long fault_count; /* events of the fault's kind (and step) */
@@ -97,6 +102,11 @@ void focald_fault_point(int s) {
   if (s == STEP_SCORE) {
     /* a pool thread: it makes no SQLite calls, so its step is neither counted nor traced */
     if (cfg.hold_score[0]) hold_while(cfg.hold_score);
+    return;
+  }
+  if (s == STEP_LOCKED) {
+    /* the writer, still in its group step: counted and traced as the group */
+    if (cfg.hold_locked[0]) hold_while(cfg.hold_locked);
     return;
   }
   step = s > 0 && s < NSTEPS ? s : 0;
@@ -358,11 +368,12 @@ __attribute__((destructor)) static void faultvfs_end(void) {
 
 __attribute__((constructor)) static void faultvfs_init(void) {
   const char *spec = getenv("FOCALD_FAULT"), *tr = getenv("FOCALD_FAULT_TRACE"), *hold = getenv("FOCALD_FAULT_HOLD"),
-             *hold_score = getenv("FOCALD_FAULT_HOLD_SCORE");
+             *hold_score = getenv("FOCALD_FAULT_HOLD_SCORE"), *hold_locked = getenv("FOCALD_FAULT_HOLD_LOCKED");
   if (spec) parse_spec(spec);
   if (tr && *tr) cfg.trace_fd = open(tr, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (hold) snprintf(cfg.hold, sizeof cfg.hold, "%s", hold);
   if (hold_score) snprintf(cfg.hold_score, sizeof cfg.hold_score, "%s", hold_score);
+  if (hold_locked) snprintf(cfg.hold_locked, sizeof cfg.hold_locked, "%s", hold_locked);
   /* the allocator first: sqlite3_config works only before SQLite initializes */
   if (sqlite3_config(SQLITE_CONFIG_GETMALLOC, &real_mem) == SQLITE_OK) {
     sqlite3_mem_methods m = {m_malloc, m_free, m_realloc, m_size, m_roundup, m_init, m_shutdown, NULL};
