@@ -25,6 +25,7 @@ import harness  # noqa: E402
 
 import chromium  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -106,7 +107,10 @@ class ConsoleBrowserCase(harness.FocaldTestCase):
         self.driver.get("http://127.0.0.1:%d/ui/#/%s" % (self.d.port, hash_path))
 
     def wait(self, cond, timeout=10, msg=""):
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(lambda drv: cond(), msg)
+        # an element found by cond may be replaced before it is read (the page renders again after a
+        # decision): that poll is tried again, as one that found nothing is
+        return WebDriverWait(self.driver, timeout, poll_frequency=0.05,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(lambda drv: cond(), msg)
 
     def find(self, css):
         return self.driver.find_element(By.CSS_SELECTOR, css)
