@@ -53,7 +53,7 @@ static void jw_opt_str(jw *o, const char *s) {
 
 /* A JSON value stored as text (a label), or null. */
 static void jw_raw(jw *o, const char *json) {
-  jw_lit(o, json ? json : "null");
+  jw_json(o, json ? json : "null");
 }
 
 static int finish_review(http_req *rq, http_resp *resp) {
@@ -98,7 +98,9 @@ static int finish_meta(http_req *rq, http_resp *resp) {
   jw o = {0};
   JW(&o, "{\"id\":");
   jw_str(&o, m->id);
-  JW(&o, ",\"meta\":%s}", m->meta);
+  JW(&o, ",\"meta\":");
+  jw_json(&o, m->meta);
+  JW(&o, "}");
   return jw_respond(resp, 200, &o);
 }
 
@@ -127,7 +129,9 @@ static void jw_summary(jw *o, const char *name, int64_t created_at, uint32_t n, 
   jw_time(o, created_at);
   JW(o, ",\"size\":%u,\"reviewed\":%u,\"progress\":{", n, n - by[ST_QUEUED] - by[ST_IN_REVIEW] - by[ST_OPEN]);
   for (int s = 0; s < ST_STATUS_COUNT; s++) JW(o, "%s\"%s\":%u", s ? "," : "", st_status_name(s), by[s]);
-  JW(o, "},\"params\":%s}", params ? params : "{}");
+  JW(o, "},\"params\":");
+  jw_json(o, params ? params : "{}");
+  JW(o, "}");
 }
 
 /* A queue's summary as the dataset stands (dataset read-locked). */

@@ -18,6 +18,18 @@ size_t utf8_char_len(const unsigned char *p) {
   return n;
 }
 
+/* U+2028 and U+2029 are valid in a JSON string, but they end a line for
+ * JavaScript before ES2019 and for readers that split JSON Lines with Python's
+ * str.splitlines(), which would cut a record in two; so they go out escaped.
+ * p[0] is not NUL, so p[1] may be read, and p[2] when p[1] is not NUL. */
+static int line_separator(const unsigned char *p) {
+  return p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9);
+}
+
+static void put_line_separator(const unsigned char *p, jsonstr_sink put, void *ctx) {
+  put(ctx, p[2] == 0xa8 ? "\\u2028" : "\\u2029", 6);
+}
+
 void jsonstr_write(const char *s, jsonstr_sink put, void *ctx) {
   put(ctx, "\"", 1);
   const unsigned char *p = (const unsigned char *)s;
@@ -25,10 +37,15 @@ void jsonstr_write(const char *s, jsonstr_sink put, void *ctx) {
     /* a run of characters written as they are */
     const unsigned char *run = p;
     size_t n;
-    while (*p && *p != '"' && *p != '\\' && *p >= 0x20 && (n = utf8_char_len(p)) != 0) p += n;
+    while (*p && *p != '"' && *p != '\\' && *p >= 0x20 && !line_separator(p) && (n = utf8_char_len(p)) != 0) p += n;
     if (p > run) put(ctx, (const char *)run, (size_t)(p - run));
     if (!*p) break;
     char esc[8];
+    if (line_separator(p)) {
+      put_line_separator(p, put, ctx);
+      p += 3;
+      continue;
+    }
     if (*p == '"' || *p == '\\') {
       esc[0] = '\\';
       esc[1] = (char)*p;
@@ -42,4 +59,17 @@ void jsonstr_write(const char *s, jsonstr_sink put, void *ctx) {
     p++;
   }
   put(ctx, "\"", 1);
+}
+
+void jsonstr_json(const char *json, jsonstr_sink put, void *ctx) {
+  const unsigned char *p = (const unsigned char *)json, *run = p;
+  /* in JSON text the two can only be inside strings, where their escapes mean the same */
+  for (; *p; p++)
+    if (line_separator(p)) {
+      if (p > run) put(ctx, (const char *)run, (size_t)(p - run));
+      put_line_separator(p, put, ctx);
+      run = p + 3;
+      p += 2;
+    }
+  if (p > run) put(ctx, (const char *)run, (size_t)(p - run));
 }

@@ -30,6 +30,10 @@ void jw_str(jw *o, const char *s) {
   jsonstr_write(s, jw_sink, o);
 }
 
+void jw_json(jw *o, const char *json) {
+  jsonstr_json(json, jw_sink, o);
+}
+
 void jw_num(jw *o, double v) {
   if (!isfinite(v) || fabs(v) > FLT_MAX) {
     jw_lit(o, "null");
@@ -112,6 +116,6 @@ void jw_sample_tail(jw *o, const st_dataset *ds, uint32_t key) {
   jw_lit(o, ",\"status\":\"");
   jw_lit(o, st_status_name(st_sample_status(ds, key)));
   jw_lit(o, "\",\"meta\":");
-  jw_lit(o, meta ? meta : "{}");
+  jw_json(o, meta ? meta : "{}");
 }
 

@@ -84,6 +84,9 @@ static void test_buf_json_strings_escaped_and_valid_utf8(void **state) {
       {"\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\""},            /* a UTF-16 surrogate */
       {"\xf4\x90\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\""}, /* past U+10FFFF */
       {"\x80z", "\"\\ufffdz\""},                                /* a lone continuation byte */
+      {"a\xe2\x80\xa8" "b\xe2\x80\xa9", "\"a\\u2028b\\u2029\""},      /* line and paragraph separators */
+      {"\xe2\x80\xa7\xe2\x80\xaa", "\"\xe2\x80\xa7\xe2\x80\xaa\""},  /* their neighbours pass */
+      {"\xe2\x80", "\"\\ufffd\\ufffd\""},                          /* a separator cut short */
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     jw o = {0};
@@ -104,9 +107,33 @@ static void test_buf_json_strings_escaped_and_valid_utf8(void **state) {
   free(o.b);
 }
 
+/* Stored JSON text (a meta, a label) goes out as it is, but for U+2028 and U+2029, which a JSON Lines
+ * reader splitting with str.splitlines() would take for line ends. */
+static void test_buf_json_text_escapes_line_separators(void **state) {
+  (void)state;
+  static const struct {
+    const char *in, *out;
+  } cases[] = {
+      {"{}", "{}"},
+      {"{\"k\":[1,\"caf\xc3\xa9\"]}", "{\"k\":[1,\"caf\xc3\xa9\"]}"},
+      {"\"\xe2\x80\xa8\"", "\"\\u2028\""},
+      {"{\"a\xe2\x80\xa9\":\"x\xe2\x80\xa8\xe2\x80\xa8y\"}", "{\"a\\u2029\":\"x\\u2028\\u2028y\"}"},
+      {"\"\xe2\x82\xac\xe2\x80\xa7\"", "\"\xe2\x82\xac\xe2\x80\xa7\""}, /* other E2 80 characters pass */
+      {"\"\xe2\x80", "\"\xe2\x80"},                                    /* cut short: no read past the end */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    jw o = {0};
+    jw_json(&o, cases[i].in);
+    assert_false(o.failed);
+    assert_string_equal(o.b, cases[i].out);
+    free(o.b);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_buf_appends_and_formats),
+      cmocka_unit_test(test_buf_json_text_escapes_line_separators),
       cmocka_unit_test(test_buf_failed_append_is_sticky_and_answers_500),
       cmocka_unit_test(test_buf_json_strings_escaped_and_valid_utf8),
   };
