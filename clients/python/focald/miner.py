@@ -30,9 +30,11 @@ How it keeps the training loop's cost small:
   training loop (BENCHMARKS.md).
 - The slabs are bounded by max_queue_bytes. When focald is slow or down and they are all full, the
   oldest unsent slab is dropped and counted (dropped samples, dropped_observations calls): the training
-  loop is never blocked and never sees an exception from focald. What a slab holds beyond its arrays,
-  string ids and meta, is counted against the same bound as it comes in (a slab's "extra" bytes): a
-  path per sample takes several times the bytes of its logits, and would otherwise escape the bound.
+  loop is never blocked and never sees an exception from focald. A slab's size counts its list of
+  segments (a slot per row) with its arrays, and what it holds beyond them, string ids, meta and each
+  call's (n, step, epoch) tuple, is counted against the same bound as it comes in (a slab's "extra"
+  bytes): a path per sample takes several times the bytes of its logits, and with 2-class rows the
+  segments alone would take a third more than the arrays, which would otherwise escape the bound.
 - A request that fails because focald is unreachable or answers 5xx is sent again after a backoff, with
   the same batch_id, so a request that was in fact committed is stored once (focald answers the retry
   duplicate: true). The backoff is waited on its own event, which only close() sets: observe() does
@@ -161,7 +163,7 @@ class _Slab:
     event: Any
     tensor_type: Any
     nbytes: int
-    extra: int  # bytes held beyond the preallocated arrays: string ids and meta (estimated)
+    extra: int  # bytes held beyond the preallocated arrays: string ids, meta, segment tuples (estimated)
 
     def __init__(self, layout: Layout, cap: int, pin: bool) -> None:
         backend, xname, xtail, tkind, ttail, wtail, idkind = layout
@@ -170,7 +172,7 @@ class _Slab:
         self.fast = False  # those calls' tensors are all CPU torch tensors with NumPy dtypes
         self.key_n = 0
         self.tensor_type = _torch().Tensor if backend == "torch" else None
-        self.segcap = max(16, cap)
+        self.segcap = _segcap(cap)
         self.n = self.nseg = 0
         self.seg = [None] * self.segcap  # (n, step, epoch) per call: the tuples are the only per-call objects
         self.meta = None
@@ -184,7 +186,8 @@ class _Slab:
             self.ids = [] if idkind == "i" else None
             self.x, self.t, self.w = [], [], ([] if wtail is not None else None)
             self.ids_np = self.x_np = self.t_np = self.w_np = None
-            self.nbytes = cap * 8 * (2 + _prod(xtail) + _prod(ttail) + (_prod(wtail) if wtail is not None else 0))
+            self.nbytes = cap * 8 * (2 + _prod(xtail) + _prod(ttail) + (_prod(wtail) if wtail is not None else 0)) \
+                + _seg_list_bytes(cap)
             return
         np = framing.np
         tdt = "<i8" if tkind == "i" else "<f4"
@@ -202,9 +205,11 @@ class _Slab:
             self.x = self.x_np = np.empty((cap,) + xtail, "<f4")
             self.t = self.t_np = np.empty((cap,) + ttail, tdt)
             self.w = self.w_np = np.empty((cap,) + wtail, "<f4") if wtail is not None else None
-        self.nbytes = sum(a.nbytes for a in (self.ids_np, self.x_np, self.t_np, self.w_np) if a is not None)
+        self.nbytes = sum(a.nbytes for a in (self.ids_np, self.x_np, self.t_np, self.w_np) if a is not None) \
+            + _seg_list_bytes(cap)
 
     def reset(self) -> None:
+        self.seg[:self.nseg] = [None] * self.nseg  # the tuples go with the extra bytes that counted them
         self.n = self.nseg = 0
         self.meta = None
         self.extra = 0
@@ -217,8 +222,9 @@ class _Slab:
                     del a[:]
 
     def put(self, ids: Tensor, x: Tensor, targets: Tensor, weights: Tensor, n: int, step: Optional[int],
-            epoch: Optional[int], meta: Optional[Mapping[str, Any]]) -> None:
-        """Copies one call's tensors in after the rows already there (the caller checked the room)."""
+            epoch: Optional[int], meta: Optional[Mapping[str, Any]]) -> int:
+        """Copies one call's tensors in after the rows already there (the caller checked the room).
+        Returns the bytes it added to extra, for the caller to count against the bound."""
         a, b = self.n, self.n + n
         if self.fast:
             self.put_cpu(ids, x, targets, weights, a, b)
@@ -240,11 +246,13 @@ class _Slab:
                 if self.event is None:
                     self.event = _torch().cuda.Event()
                 self.event.record()  # the sender waits for the copies queued so far
+        added = 0
         if self.str_ids is not None:
             str_ids = framing.as_lists(ids)
             self.str_ids.extend(str_ids)
-            self.extra += sum(map(sys.getsizeof, str_ids)) + 8 * len(str_ids)
-        self.note(n, step, epoch, meta)
+            added = sum(map(sys.getsizeof, str_ids)) + 8 * len(str_ids)
+            self.extra += added
+        return added + self.note(n, step, epoch, meta)
 
     def put_cpu(self, ids: Tensor, x: Tensor, targets: Tensor, weights: Tensor, a: int, b: int) -> None:
         """Copies a call of CPU torch tensors with NumPy dtypes into rows [a, b): the common case, in
@@ -255,17 +263,21 @@ class _Slab:
         if self.w is not None:
             self.w_np[a:b] = (weights.detach() if weights.requires_grad else weights).numpy()
 
-    def note(self, n: int, step: Optional[int], epoch: Optional[int], meta: Optional[Mapping[str, Any]]) -> None:
-        """Records a call of n rows just copied in: its segment, and its meta."""
+    def note(self, n: int, step: Optional[int], epoch: Optional[int], meta: Optional[Mapping[str, Any]]) -> int:
+        """Records a call of n rows just copied in: its segment, and its meta. Returns the bytes it
+        added to extra."""
         self.seg[self.nseg] = (n, step, epoch)
         self.nseg += 1
         self.n += n
+        added = _SEG_BYTES
         if meta:
             if self.meta is None:
                 self.meta = {}
             # each sample's dict is copied as the tensors are: the caller may change or reuse it at once
             self.meta.update((k, dict(v) if isinstance(v, Mapping) else v) for k, v in meta.items())
-            self.extra += _size_of(meta)
+            added += _size_of(meta)
+        self.extra += added
+        return added
 
     def _copy(self, dst: Any, dst_np: Any, a: int, b: int, src: Tensor) -> None:
         tt = self.tensor_type
@@ -316,6 +328,21 @@ def _size_of(v: Any, depth: int = 0) -> int:
         elif isinstance(v, (list, tuple)):
             n += sum(_size_of(x, depth + 1) for x in v)
     return n
+
+
+# The bytes of one call's segment: the (n, step, epoch) tuple, and its n and step, which in most calls are
+# ints beyond CPython's cache of small ones (the epoch rarely is).
+_SEG_BYTES = sys.getsizeof((0, 0, 0)) + 2 * sys.getsizeof(1 << 20)
+
+
+def _segcap(cap: int) -> int:
+    """The segments a slab of cap rows has room for."""
+    return max(16, cap)
+
+
+def _seg_list_bytes(cap: int) -> int:
+    """The bytes of the list of segments of a slab of cap rows (its slots, without the tuples)."""
+    return sys.getsizeof([]) + 8 * _segcap(cap)
 
 
 def _prod(shape: Sequence[int]) -> int:
@@ -452,10 +479,7 @@ class Miner:
                     except TypeError:  # a tensor on a GPU this time: the general path copies it
                         pass
                     else:
-                        extra = slab.extra
-                        slab.note(b - a, step, epoch, meta)
-                        if slab.extra != extra:
-                            self._add_extra(slab.extra - extra)
+                        self._add_extra(slab.note(b - a, step, epoch, meta))
                         self.observed += b - a
                         self._queued_n += b - a
                         if slab.nseg == 1:
@@ -492,11 +516,9 @@ class Miner:
                 _cpu_tensor(t, tt) for t in (ids, x, targets, weights) if t is not None)
             slab.key, slab.key_n = key, n
             self.observed += n
-            extra = slab.extra
-            slab.put(ids, x, targets, weights, n, step, epoch, meta)
+            added = slab.put(ids, x, targets, weights, n, step, epoch, meta)
             self._queued_n += n
-            if slab.extra != extra:
-                self._add_extra(slab.extra - extra)
+            self._add_extra(added)
             if slab.nseg == 1:
                 slab.t0 = time.monotonic()
                 self._cond.notify_all()  # the sender times this slab from now
@@ -575,16 +597,22 @@ class Miner:
 
     def _rows_for(self, layout: Layout) -> int:
         """A slab's rows: max_batch, or fewer so that eight slabs fit in max_queue_bytes."""
-        per_row = self._estimate(layout, 1)
+        per_row = self._row_bytes(layout) + 8  # and its slot in the list of segments
         return max(1, min(self.max_batch, self.max_queue_bytes // (8 * per_row)))
 
     @staticmethod
-    def _estimate(layout: Layout, rows: int) -> int:
+    def _row_bytes(layout: Layout) -> int:
+        """The bytes of one row of a slab's arrays."""
         backend, xname, xtail, tkind, ttail, wtail, idkind = layout
         per = 8 + 4 * _prod(xtail) + (8 if tkind == "i" else 4) * _prod(ttail)
         if wtail is not None:
             per += 4 * _prod(wtail)
-        return rows * per * (2 if backend == "list" else 1)
+        return per * (2 if backend == "list" else 1)
+
+    @classmethod
+    def _estimate(cls, layout: Layout, rows: int) -> int:
+        """The nbytes of a slab of rows rows: its arrays and its list of segments."""
+        return rows * cls._row_bytes(layout) + _seg_list_bytes(rows)
 
     def _recycle(self, slab: _Slab) -> None:
         """An empty slab back to the pool (lock held)."""

@@ -404,7 +404,7 @@ class MinerRecordedTest(unittest.TestCase):
 
     def test_miner_drops_the_oldest_when_its_buffers_are_full(self):
         rec = Recorder(fail=True)
-        # rows of 8 + 4 * 4 + 8 bytes: 32 rows a slab, eight slabs
+        # rows of 8 + 4 * 4 + 8 bytes and a slot of 8 in the list of segments: 25 rows a slab, eight slabs
         m = Miner("ds", client=rec, flush_interval=0, retry_initial=3600, max_queue_bytes=32 * 8 * 32)
         m.observe(np.arange(4), np.zeros((4, 4), np.float32), np.zeros(4, int), step=0)
         self.assertTrue(wait_for(lambda: len(rec.calls) == 1))  # stuck in its backoff: 4 samples in flight
@@ -465,6 +465,32 @@ class MinerRecordedTest(unittest.TestCase):
                 self.assertGreater(s["dropped"], 0)
                 self.assertEqual(s["observed"], s["dropped"] + s["pending"])
                 self.assertEqual(s["dropped"], 256 * s["dropped_observations"])
+                self.assertFalse(m.close(timeout=0.1))
+                self.assertEqual(m.dropped, m.observed)
+
+    def test_miner_bound_counts_segments(self):
+        """Each observe() call's segment (its (n, step, epoch) and a slot in the slab's list of them) is
+        counted against max_queue_bytes: with 2-class rows (24 bytes each) the list alone is a third of
+        the arrays, and calls of one row take several times their rows in tuples. While focald is down
+        the memory the buffers hold (tracemalloc, which sees NumPy's arrays) stays within 10% of the bound."""
+        import tracemalloc
+        for n, bound in ((64, 1 << 20), (1, 256 << 10)):
+            with self.subTest(rows_per_call=n):
+                m = Miner("ds", client=Unreachable(), flush_interval=0, retry_initial=3600, max_queue_bytes=bound,
+                          loss="cross_entropy")
+                x, t = np.zeros((n, 2), np.float32), np.zeros(n, np.int64)
+                tracemalloc.start()
+                try:
+                    base = tracemalloc.get_traced_memory()[0]
+                    for step in range(2 * bound // (24 * n)):
+                        m.observe(np.arange(step * n, step * n + n), x, t, step=1000 + step, epoch=3)
+                    held = tracemalloc.get_traced_memory()[0] - base
+                finally:
+                    tracemalloc.stop()
+                s = m.stats()
+                self.assertLess(held, 1.1 * bound, "the buffers hold %.2f times the bound" % (held / bound))
+                self.assertGreater(s["dropped"], 0)
+                self.assertEqual(s["observed"], s["dropped"] + s["pending"])
                 self.assertFalse(m.close(timeout=0.1))
                 self.assertEqual(m.dropped, m.observed)
 
