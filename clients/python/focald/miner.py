@@ -41,6 +41,12 @@ How it keeps the training loop's cost small:
   not wake the sender while focald is down. A request focald refuses (4xx: labels out of range, an id
   twice in one call, ...) is sent again one observe() call at a time, so that only the calls at fault
   are refused; they are counted in rejected and the error kept in last_error.
+- Logging never floods the training log. Of the refusals, the first with each status and code is
+  logged as it comes; later ones are counted and summed up in at most one line a minute ("focald
+  refused 840 more requests (26880 samples) in the last 60 s: 840 with 422 invalid_loss; the latest:
+  ..."), and in a last line when the sender stops. A wrong loss config refuses every call: a line per
+  call would bury the trainer's own output. Retries are logged once when focald starts failing and
+  once when it answers again. The counters count every refusal and retry either way.
 
 Threads: observe(), stats(), flush() and close() may be called from any thread; the slabs and the
 counters are guarded by one lock (self._cond); only the sender thread sends.
@@ -60,7 +66,7 @@ import time
 import uuid
 import warnings
 import weakref
-from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from . import framing
 from .client import Client, _loss_obj
@@ -68,6 +74,9 @@ from ._retry import Backoff
 from .errors import FocaldError
 
 log = logging.getLogger("focald.miner")
+
+# At most one summary of the refusals logged per this many seconds (see the module's docstring).
+_REFUSAL_LOG_INTERVAL = 60.0
 
 _live: "weakref.WeakSet[Miner]" = weakref.WeakSet()
 
@@ -418,6 +427,13 @@ class Miner:
         self._flushing = 0
         self._abandon = threading.Event()      # close() gave up: the only thing that ends a backoff early
         self._failing = False
+        # the refusals' log, kept by the sender thread alone: the (status, code) already logged, when the
+        # last line was, and what was refused since: (status, code) -> [requests, samples]
+        self._refusal_log_interval = _REFUSAL_LOG_INTERVAL
+        self._refusals_logged: Set[Tuple[Optional[int], str]] = set()
+        self._refusal_logged_at = 0.0
+        self._refusals_unlogged: Dict[Tuple[Optional[int], str], List[int]] = {}
+        self._refusal_latest: Optional[FocaldError] = None
 
         self.observed = 0
         self.sent = 0
@@ -731,10 +747,12 @@ class Miner:
         while True:
             with self._cond:
                 slab = self._next()
-                if slab is None:
-                    return
-                self._queued_n -= slab.n
-                self._inflight = slab
+                if slab is not None:
+                    self._queued_n -= slab.n
+                    self._inflight = slab
+            if slab is None:
+                self._log_refusals(time.monotonic())  # what was refused since the last line
+                return
             try:
                 self._send(slab)
             except Exception as e:  # never let the thread die: a bug here must not stop reporting
@@ -749,6 +767,38 @@ class Miner:
                     self._extra -= slab.extra
                     self._recycle(slab)
                     self._cond.notify_all()
+
+    def _note_refusal(self, e: FocaldError, n: int) -> None:
+        """Logs a refusal of n samples: at once when it is the first with its status and code, or the
+        first after a quiet interval; else counts it for the next summary, logged when the interval
+        since the last line has passed."""
+        now = time.monotonic()
+        key = (e.status, e.code)
+        quiet = not self._refusals_unlogged and now - self._refusal_logged_at >= self._refusal_log_interval
+        if key not in self._refusals_logged or quiet:
+            self._refusals_logged.add(key)
+            self._refusal_logged_at = now
+            log.warning("focald refused %d samples: %s", n, e)
+            return
+        counts = self._refusals_unlogged.setdefault(key, [0, 0])
+        counts[0] += 1
+        counts[1] += n
+        self._refusal_latest = e
+        if now - self._refusal_logged_at >= self._refusal_log_interval:
+            self._log_refusals(now)
+
+    def _log_refusals(self, now: float) -> None:
+        """Logs the refusals counted since the last line, if any, in one line."""
+        if not self._refusals_unlogged:
+            return
+        requests = sum(c[0] for c in self._refusals_unlogged.values())
+        samples = sum(c[1] for c in self._refusals_unlogged.values())
+        kinds = ", ".join("%d with %s %s" % (c[0], status if status is not None else "no status", code)
+                          for (status, code), c in self._refusals_unlogged.items())
+        log.warning("focald refused %d more requests (%d samples) in the last %.0f s: %s; the latest: %s",
+                    requests, samples, now - self._refusal_logged_at, kinds, self._refusal_latest)
+        self._refusals_unlogged = {}
+        self._refusal_logged_at = now
 
     def _segments(self, slab: _Slab, lo: int = 0, hi: Optional[int] = None) -> List[Dict[str, int]]:
         out = []
@@ -806,7 +856,7 @@ class Miner:
                         return e  # split by the caller
                     with self._cond:
                         self.rejected += n
-                    log.warning("focald refused %d samples: %s", n, e)
+                    self._note_refusal(e, n)
                     return e
                 if self._abandon.is_set():
                     return None  # counted as dropped by close()

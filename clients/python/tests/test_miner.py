@@ -312,8 +312,46 @@ class Unreachable:
         raise FocaldConnectionError("unreachable", "focald is down (a test's client)")
 
 
+class Refuser:
+    """A client that refuses every request as focald refuses an invalid loss (422)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def post_batch(self, dataset, ids, targets=None, **kw):
+        self.calls += 1
+        raise FocaldError(422, "invalid_loss", "a test's client refuses everything", field="/loss")
+
+
 class MinerRecordedTest(unittest.TestCase):
     """The Miner's own logic against a recording client: nothing here asserts a time."""
+
+    def test_miner_refusals_are_logged_sparingly(self):
+        """focald refusing every call (a wrong loss config) logs the first refusal, then at most one
+        summary per interval and one when the sender stops, never a line per call; rejected still
+        counts every refused sample."""
+        refuser = Refuser()
+        m = Miner("ds", client=refuser, flush_interval=3600)
+        x, t = np.zeros((4, 2), np.float32), np.zeros(4, np.int64)
+        with self.assertLogs("focald.miner", "INFO") as logs:
+            for step in range(50):
+                m.observe(np.arange(4), x, t, step=step)
+            self.assertTrue(m.flush(10))         # one request, refused, then each call alone: 50 refused
+            self.assertEqual(len(logs.records), 1, [r.getMessage() for r in logs.records][:3])
+            self.assertIn("refused 4 samples", logs.records[0].getMessage())
+            m._refusal_log_interval = 0.2        # a minute in production
+            time.sleep(0.3)
+            for step in range(50, 60):
+                m.observe(np.arange(4), x, t, step=step)
+            self.assertTrue(m.flush(10))         # the first of these brings the summary of the interval
+            self.assertEqual(len(logs.records), 2, [r.getMessage() for r in logs.records][:3])
+            self.assertRegex(logs.records[1].getMessage(),
+                             r"refused 50 more requests \(200 samples\) in the last \d+ s: 50 with 422 invalid_loss")
+            self.assertTrue(m.close())           # the rest summed up when the sender stops
+        self.assertEqual(len(logs.records), 3, [r.getMessage() for r in logs.records][:3])
+        self.assertIn("refused 9 more requests (36 samples)", logs.records[2].getMessage())
+        self.assertEqual((m.rejected, m.sent, m.observed, refuser.calls), (240, 0, 240, 1 + 50 + 1 + 10))
+        self.assertEqual(m.last_error.code, "invalid_loss")
 
     def test_miner_coalescing_keeps_order_steps_and_epochs(self):
         rec = Recorder()
