@@ -12,6 +12,14 @@ then), an idempotent request (GET, PUT, DELETE; a batch with a batch_id; a
 twice. Streaming answers (exports) use a connection of their own, closed when
 the stream ends.
 
+A request's timeout is a deadline for the whole request: connecting, sending
+and reading the answer together (a retry on a fresh connection included). A
+socket timeout alone bounds each read, so a server that trickles its answer a
+byte at a time could hold a request for as long as it liked; instead, each
+socket operation is given only what is left of the request's time. Streams
+(exports) are the exception: their timeout bounds each read, as an export may
+rightly take far longer than any one request.
+
 TCP_NODELAY is set: request headers and tensor bodies go out in separate
 writes, and Nagle's algorithm would otherwise hold the second write back for
 the server's delayed ACK (tens of milliseconds per request).
@@ -23,12 +31,14 @@ forgets them (and renews its lock, which another thread may have held) and the
 child opens connections of its own.
 """
 import http.client
+import io
 import json
 import os
 import select
 import socket
 import ssl
 import threading
+import time
 import urllib.parse
 import weakref
 from typing import Any, Dict, Generator, Iterator, Mapping, Optional, Sequence, Union
@@ -54,16 +64,68 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class _NoDelayHTTPConnection(http.client.HTTPConnection):
+def _time_left(deadline: float) -> float:
+    """Seconds until deadline (a time.monotonic() value); raises socket.timeout once it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise socket.timeout("timed out")
+    return left
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's answer read through a socket.SocketIO, each read given what is left until deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)  # holds the socket open as http.client's own file does
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> Optional[int]:
+        self._sock.settimeout(_time_left(self._deadline))
+        return self._raw.readinto(b)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class _DeadlineConnection(http.client.HTTPConnection):
+    """An HTTP connection with TCP_NODELAY whose operations keep to a deadline when one is set: connect,
+    each write and each read of the answer are given what is left of it (see the module's docstring)."""
+
+    deadline: Optional[float] = None
+    response_class: Any  # a bound method making the answer, in place of the class
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.response_class = self._response
+
     def connect(self) -> None:
+        if self.deadline is not None:
+            self.timeout = _time_left(self.deadline)
         super().connect()
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def send(self, data: Any) -> None:
+        if self.deadline is not None and self.sock is not None:
+            self.sock.settimeout(_time_left(self.deadline))
+        super().send(data)
 
-class _NoDelayHTTPSConnection(http.client.HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def _response(self, sock: socket.socket, *args: Any, **kw: Any) -> http.client.HTTPResponse:
+        resp = http.client.HTTPResponse(sock, *args, **kw)
+        if self.deadline is not None:
+            resp.fp.close()  # nothing read from it yet: the status line is read in begin()
+            resp.fp = io.BufferedReader(_DeadlineReader(sock, self.deadline))
+        return resp
+
+
+class _DeadlineHTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection):
+    """The same over TLS (the handshake is part of connect, so it keeps to the deadline too)."""
 
 
 class Response:
@@ -137,14 +199,14 @@ class Transport:
 
     # ------------------------------------------------------------ connections
 
-    def _new_connection(self, timeout: Optional[float] = None) -> http.client.HTTPConnection:
+    def _new_connection(self, timeout: Optional[float] = None) -> _DeadlineConnection:
         timeout = self.timeout if timeout is None else timeout
         if self.scheme == "https":
-            return _NoDelayHTTPSConnection(self.host, self.port, timeout=timeout, context=self.ssl_context)
-        return _NoDelayHTTPConnection(self.host, self.port, timeout=timeout)
+            return _DeadlineHTTPSConnection(self.host, self.port, timeout=timeout, context=self.ssl_context)
+        return _DeadlineConnection(self.host, self.port, timeout=timeout)
 
-    def _connection(self) -> http.client.HTTPConnection:
-        conn: Optional[http.client.HTTPConnection] = getattr(self._local, "conn", None)
+    def _connection(self) -> _DeadlineConnection:
+        conn: Optional[_DeadlineConnection] = getattr(self._local, "conn", None)
         if conn is not None and conn.sock is not None and _closed_by_peer(conn.sock):
             self._drop_connection()
             conn = None
@@ -200,7 +262,10 @@ class Transport:
         body: None, bytes, or a list of bytes-like parts (sent in order, without joining them).
         idempotent: whether sending the request twice does no harm (default: by method), which allows
         one silent retry when a kept-alive connection turns out to be closed.
-        Raises FocaldError for 4xx/5xx and FocaldConnectionError when focald cannot be reached.
+        timeout: seconds the whole request may take, from connecting to the last byte of the answer
+        (None: the Transport's timeout).
+        Raises FocaldError for 4xx/5xx and FocaldConnectionError when focald cannot be reached or
+        the request is not answered in time.
         """
         if idempotent is None:
             idempotent = method in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
@@ -208,13 +273,16 @@ class Transport:
         hdrs = self._headers(headers)
         if body is not None:
             hdrs["Content-Length"] = str(_body_length(body))
+        limit = self.timeout if timeout is None else timeout
+        deadline = None if limit is None else time.monotonic() + limit  # for both attempts together
         for attempt in (0, 1):
             conn = self._connection()
             reused = self._local.used > 0
             try:
-                conn.timeout = self.timeout if timeout is None else timeout  # for a connect to come
+                conn.deadline = deadline
+                conn.timeout = limit  # with no deadline, each operation's; with one, connect() takes what is left
                 if conn.sock is not None:
-                    conn.sock.settimeout(conn.timeout)
+                    conn.sock.settimeout(limit)
                 try:
                     conn.request(method, target, body=body, headers=hdrs)
                 except _STALE:

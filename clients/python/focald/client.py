@@ -90,7 +90,8 @@ class Client:
     url: focald's base URL; default $FOCALD_URL, else http://127.0.0.1:8765. A path
         after the host (a reverse proxy's prefix) is kept.
     token: bearer token sent as "Authorization: Bearer ..."; default $FOCALD_TOKEN.
-    timeout: seconds to wait for connecting and for each read.
+    timeout: seconds a request may take in all, from connecting to the last byte of the answer (a
+        server trickling its answer cannot hold a request longer); for exports, each read's.
     binary: how batches are sent. None (default): the binary tensor framing when NumPy can be
         imported, else JSON. True: always binary (needs NumPy). False: always JSON.
     ca_file: for an https URL, the PEM certificate(s) to trust (focald's own, when it is

@@ -368,7 +368,7 @@ class Miner:
     loss: a loss type name or loss object, as in Client.post_batch. Default: focald's, sigmoid_focal
         (one sigmoid per class, torchvision's convention); pass "softmax_focal" for a softmax classifier.
     client: a Client to send with; else one is made from url, token and ca_file ($FOCALD_URL,
-        $FOCALD_TOKEN, $FOCALD_CA_FILE), with request_timeout and binary.
+        $FOCALD_TOKEN, $FOCALD_CA_FILE), with request_timeout (seconds a request may take in all) and binary.
     flush_interval: seconds a request collects steps before it is sent (sooner when max_batch samples
         are collected). close() and flush() send at once.
     max_queue_bytes: the bound on the buffers holding unsent observations; past it the oldest unsent

@@ -199,6 +199,54 @@ class Proxy:
                         pass
 
 
+class Trickler:
+    """A stand-in HTTP server that answers every request with a complete 200 JSON answer, sent one byte
+    every interval seconds: each read of the client gets a byte well within a socket timeout, so only a
+    deadline for the whole request ends it. `requests` counts the requests read."""
+
+    ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n"
+              b'{"datasets": []}\n')
+
+    def __init__(self, interval=0.2):
+        self.interval = interval
+        self.requests = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        self._stop.set()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _accept(self):
+        while not self._stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            while _read_http_message(c, request=True) is not None:
+                self.requests += 1
+                for i in range(len(self.ANSWER)):
+                    if self._stop.wait(self.interval):
+                        return
+                    c.sendall(self.ANSWER[i:i + 1])
+        except OSError:
+            return
+        finally:
+            c.close()
+
+
 def _read_http_message(s, request):
     """One HTTP/1.1 message with a Content-Length body (or none), as bytes; None at EOF."""
     buf = b""

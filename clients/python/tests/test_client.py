@@ -582,6 +582,24 @@ class ErrorTest(DaemonTestCase):
         finally:
             proxy.close()
 
+    def test_client_timeout_is_a_deadline_for_the_whole_request(self):
+        """A server that trickles its answer a byte every 0.2 s satisfies a per-read timeout forever (the
+        answer would take 17 s); the timeout bounds the whole request: a read and a batch both fail with
+        code timeout within 1.5 s of a 1 s timeout."""
+        trickler = _daemon.Trickler(interval=0.2)
+        try:
+            c = Client(trickler.url, timeout=1)
+            for call in (c.datasets, lambda: c.post_batch("d", [1], [[0.5, -0.5]], [0], batch_id="b1")):
+                t = time.monotonic()
+                with self.assertRaises(FocaldConnectionError) as cm:
+                    call()
+                took = time.monotonic() - t
+                self.assertEqual(cm.exception.code, "timeout")
+                self.assertLess(took, 1.5)
+                self.assertGreater(took, 0.9)
+        finally:
+            trickler.close()
+
     def test_client_bad_arguments(self):
         c = Client(self.url)
         with self.assertRaises(ValueError):

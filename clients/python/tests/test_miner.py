@@ -617,6 +617,23 @@ class MinerDaemonDownTest(unittest.TestCase):
         finally:
             d.stop()
 
+    def test_miner_request_timeout_is_a_deadline(self):
+        """A server trickling its answer a byte every 0.2 s (17 s in all) does not hold a request past
+        request_timeout: the request fails with code timeout within 1.5 s of a 1 s timeout."""
+        trickler = _daemon.Trickler(interval=0.2)
+        try:
+            m = Miner("m-trickle", url=trickler.url, request_timeout=1, flush_interval=0, retry_initial=3600,
+                      loss="cross_entropy")
+            t = time.monotonic()
+            m.observe(*batch(0, n=8), step=0)
+            self.assertTrue(wait_for(lambda: m.last_error is not None, 5, 0.01))
+            self.assertLess(time.monotonic() - t, 1.5)
+            self.assertEqual((m.last_error.code, m.sent), ("timeout", 0))
+            self.assertFalse(m.close(timeout=0.1))  # waiting out its backoff
+            self.assertEqual(m.dropped, 8)
+        finally:
+            trickler.close()
+
     def test_miner_with_focald_hanging(self):
         """focald accepts connections but never answers: requests time out, observe() stays fast and
         close() returns within its timeout although a request is still waiting."""
