@@ -55,6 +55,11 @@ Fork: a forked child (a DataLoader worker) has no sender thread, its copy of the
 by the parent's sender at the fork, and its copy of the buffers is the parent's, which the parent sends.
 So in the child every Miner starts afresh: a new lock, empty buffers, zero counters, a batch_id prefix of
 its own (the parent's batch_ids are not the child's to reuse) and a sender thread of its own.
+
+The sender thread starts on the first observe() that buffers something, in the parent as in a child: a
+DataLoader worker that never observes keeps no idle thread. The start is in the general path of
+observe(), which every Miner takes first (the fast path needs a slab that only it makes), so the fast
+path does not test for it.
 """
 import atexit
 import collections
@@ -414,7 +419,7 @@ class Miner:
         _live.add(self)
 
     def _start(self) -> None:
-        """Sets up the empty buffers, the counters and the lock, and starts the sender thread."""
+        """Sets up the empty buffers, the counters, the lock and the sender thread (started by observe())."""
         self._cond = threading.Condition()
         self._cur: Optional[_Slab] = None      # the slab observe() fills
         self._ready: Deque[_Slab] = collections.deque()  # full or due slabs, oldest first
@@ -446,7 +451,7 @@ class Miner:
         self.last_error: Optional[Exception] = None
 
         self._thread = threading.Thread(target=self._run, name="focald-miner", daemon=True)
-        self._thread.start()
+        self._sending = False                  # the thread was started (by the first observe())
 
     def _after_fork(self) -> None:
         """In a forked child: drops the parent's buffers (the parent sends them) and lock, and starts
@@ -523,6 +528,9 @@ class Miner:
         with self._cond:
             if self._closed:
                 raise RuntimeError("observe() after close()")
+            if not self._sending:
+                self._sending = True
+                self._thread.start()
             layout = self._layout(ids, xname, x, targets, weights)
             slab = self._cur
             if slab is None or slab.layout != layout or slab.n + n > slab.cap or slab.nseg == slab.segcap:
@@ -696,7 +704,8 @@ class Miner:
     def _finish_close(self, wait: float, timeout: float) -> bool:
         """Waits up to wait seconds for the sender, then gives up on what is unsent (close's answer);
         timeout is the time given in all, for the log."""
-        self._thread.join(max(0.0, wait))
+        if self._sending:  # else nothing was ever observed: nothing to send
+            self._thread.join(max(0.0, wait))
         _live.discard(self)
         if not self._thread.is_alive():
             return True

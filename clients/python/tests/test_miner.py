@@ -326,6 +326,36 @@ class Refuser:
 class MinerRecordedTest(unittest.TestCase):
     """The Miner's own logic against a recording client: nothing here asserts a time."""
 
+    def test_miner_starts_its_sender_on_the_first_observe(self):
+        """A Miner has no sender thread until it first observes, in the parent and in a forked child (a
+        DataLoader worker that never observes keeps no idle thread); one that never observes closes at once."""
+        def senders():
+            return sum(1 for t in threading.enumerate() if t.name == "focald-miner")
+        before = senders()
+        idle = Miner("ds", client=Recorder(), flush_interval=3600)
+        self.assertEqual(senders(), before)
+        self.assertTrue(idle.close(10))
+        rec = Recorder()
+        m = Miner("ds", client=rec, flush_interval=3600)
+        m.observe(np.arange(4), np.zeros((4, 2), np.float32), np.zeros(4, np.int64), step=0)
+        self.assertEqual(senders(), before + 1)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                import faulthandler
+                faulthandler.dump_traceback_later(20, exit=True)
+                idle_in_child = senders() == 0   # the parent's sender is not here, and none was started
+                m.observe(np.arange(4), np.zeros((4, 2), np.float32), np.zeros(4, np.int64), step=1)
+                if idle_in_child and senders() == 1 and m.close(10) and m.sent == 4:
+                    code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        self.assertTrue(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status)
+        self.assertTrue(m.close(10))
+        self.assertEqual((m.sent, len(rec.calls)), (4, 1))
+
     def test_miner_refusals_are_logged_sparingly(self):
         """focald refusing every call (a wrong loss config) logs the first refusal, then at most one
         summary per interval and one when the sender stops, never a line per call; rejected still
