@@ -13,12 +13,9 @@ softmax classifier (cross-entropy training, class-index targets) should pass los
 
 How it keeps the training loop's cost small:
 
-- observe() copies the tensors into a preallocated buffer (a "slab": one array each for ids, logits or
-  probs, targets and weights, sized for many steps) and records the step, epoch and row count of the
-  call. Nothing is allocated per call once the slabs exist, and nothing is done per element in Python:
-  a call shaped like the previous one with CPU tensors is three NumPy slice assignments under the lock;
-  a CUDA tensor is copied with Tensor.copy_(non_blocking=True) into pinned memory, so that observe never
-  waits for the GPU (the sender waits on a CUDA event before reading); lists are converted by NumPy.
+- observe() copies the tensors into a preallocated buffer, a slab (_slab.py says how), and records the
+  step, epoch and row count of the call: nothing is allocated per call once the slabs exist, and
+  nothing is done per element in Python.
 - One sender thread sends a slab when it has been filling for flush_interval seconds (default 0.1) or is
   full: one request for many steps, each step a segment with its own step and epoch (README "Many steps
   in one request"), so focald keeps exactly the history that a request per step would give. Why a thread
@@ -30,23 +27,18 @@ How it keeps the training loop's cost small:
   training loop (BENCHMARKS.md).
 - The slabs are bounded by max_queue_bytes. When focald is slow or down and they are all full, the
   oldest unsent slab is dropped and counted (dropped samples, dropped_observations calls): the training
-  loop is never blocked and never sees an exception from focald. A slab's size counts its list of
-  segments (a slot per row) with its arrays, and what it holds beyond them, string ids, meta and each
-  call's (n, step, epoch) tuple, is counted against the same bound as it comes in (a slab's "extra"
-  bytes): a path per sample takes several times the bytes of its logits, and with 2-class rows the
-  segments alone would take a third more than the arrays, which would otherwise escape the bound.
+  loop is never blocked and never sees an exception from focald. What a slab holds beyond its arrays
+  (string ids, meta, segments: its "extra" bytes, _slab.py) counts against the same bound as it comes in.
 - A request that fails because focald is unreachable or answers 5xx is sent again after a backoff, with
   the same batch_id, so a request that was in fact committed is stored once (focald answers the retry
   duplicate: true). The backoff is waited on its own event, which only close() sets: observe() does
   not wake the sender while focald is down. A request focald refuses (4xx: labels out of range, an id
   twice in one call, ...) is sent again one observe() call at a time, so that only the calls at fault
   are refused; they are counted in rejected and the error kept in last_error.
-- Logging never floods the training log. Of the refusals, the first with each status and code is
-  logged as it comes; later ones are counted and summed up in at most one line a minute ("focald
-  refused 840 more requests (26880 samples) in the last 60 s: 840 with 422 invalid_loss; the latest:
-  ..."), and in a last line when the sender stops. A wrong loss config refuses every call: a line per
-  call would bury the trainer's own output. Retries are logged once when focald starts failing and
-  once when it answers again. The counters count every refusal and retry either way.
+- Logging never floods the training log. Refusals are logged by a RefusalLog (_refusals.py): the first
+  with each status and code as it comes, the rest summed up in at most one line a minute and in a last
+  line when the sender stops. Retries are logged once when focald starts failing and once when it
+  answers again. The counters count every refusal and retry either way.
 
 Threads: observe(), stats(), flush() and close() may be called from any thread; the slabs and the
 counters are guarded by one lock (self._cond); only the sender thread sends.
@@ -65,31 +57,26 @@ import atexit
 import collections
 import logging
 import os
-import sys
 import threading
 import time
 import uuid
 import warnings
 import weakref
-from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple, Union
 
 from . import framing
 from .client import Client, _loss_obj
+from ._refusals import RefusalLog
 from ._retry import Backoff
+from ._slab import Layout, Tensor, _Slab, _cpu_tensor, _layout_of, _row_bytes, _slab_bytes
 from .errors import FocaldError
 
 log = logging.getLogger("focald.miner")
 
-# At most one summary of the refusals logged per this many seconds (see the module's docstring).
+# At most one summary of the refusals logged per this many seconds (see _refusals.py).
 _REFUSAL_LOG_INTERVAL = 60.0
 
 _live: "weakref.WeakSet[Miner]" = weakref.WeakSet()
-
-# (backend, xname, x's tail shape, target kind, targets' tail shape, weights' tail shape or None, id kind)
-Layout = Tuple[str, str, Tuple[int, ...], str, Tuple[int, ...], Optional[Tuple[int, ...]], str]
-# (n, step, epoch) of one observe() call
-Segment = Tuple[int, Optional[int], Optional[int]]
-Tensor = Any
 
 
 @atexit.register
@@ -111,259 +98,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _torch() -> Any:
-    return sys.modules.get("torch")
-
-
-def _tail_shape(x: Tensor) -> Tuple[int, ...]:
-    """The shape after the first dimension (for lists: read off the first element)."""
-    shape = getattr(x, "shape", None)
-    if shape is not None:
-        return tuple(int(d) for d in shape[1:])
-    dims: List[int] = []
-    v = x[0] if x else None
-    while isinstance(v, (list, tuple)):
-        dims.append(len(v))
-        v = v[0] if v else None
-    return tuple(dims)
-
-
-def _kind(x: Tensor) -> str:
-    """'f' float, 'b' boolean, 'i' integer (lists: by their first element). Integer targets are class
-    indices; booleans are 0/1 targets, sent as floats (see framing.targets_as_numbers)."""
-    dt = getattr(x, "dtype", None)
-    if dt is None:
-        v = x
-        while isinstance(v, (list, tuple)) and v:
-            v = v[0]
-        return "b" if isinstance(v, bool) else "f" if isinstance(v, float) else "i"
-    s = str(dt)
-    if "bool" in s:
-        return "b"
-    return "f" if "float" in s else "i"
-
-
-def _ids_kind(ids: Tensor) -> str:
-    """'i' for integer ids (INT64 on the wire), 's' for any other (strings)."""
-    dt = getattr(ids, "dtype", None)
-    if dt is not None:
-        s = str(dt)
-        return "i" if ("int" in s and "uint64" not in s) else "s"
-    return "i" if all(type(i) is int for i in ids) else "s"  # bool is not an id
-
-
-class _Slab:
-    """Observations of one layout waiting to be sent: cap rows of preallocated arrays, filled in order,
-    and the (n, step, epoch) of each observe() call in it."""
-
-    __slots__ = ("layout", "key", "backend", "cap", "segcap", "n", "nseg", "ids", "x", "t", "w", "ids_np", "x_np",
-                 "t_np", "w_np", "str_ids", "seg", "meta", "t0", "event", "cuda", "nbytes", "pooled", "tensor_type", "fast", "key_n",
-                 "extra")
-    # the buffers are torch tensors, NumPy arrays or lists, by backend: typed as Any
-    ids: Any
-    x: Any
-    t: Any
-    w: Any
-    ids_np: Any
-    x_np: Any
-    t_np: Any
-    w_np: Any
-    key: Optional[Tuple[Any, ...]]
-    str_ids: Optional[List[Any]]
-    seg: List[Optional[Segment]]
-    meta: Optional[Dict[str, Any]]
-    event: Any
-    tensor_type: Any
-    nbytes: int
-    extra: int  # bytes held beyond the preallocated arrays: string ids, meta, segment tuples (estimated)
-
-    def __init__(self, layout: Layout, cap: int, pin: bool) -> None:
-        backend, xname, xtail, tkind, ttail, wtail, idkind = layout
-        self.layout, self.backend, self.cap = layout, backend, cap
-        self.key = None  # the calls the fast path of observe() takes: shapes, dtypes and types, as checked once
-        self.fast = False  # those calls' tensors are all CPU torch tensors with NumPy dtypes
-        self.key_n = 0
-        self.tensor_type = _torch().Tensor if backend == "torch" else None
-        self.segcap = _segcap(cap)
-        self.n = self.nseg = 0
-        self.seg = [None] * self.segcap  # (n, step, epoch) per call: the tuples are the only per-call objects
-        self.meta = None
-        self.t0 = 0.0
-        self.event = None
-        self.cuda = False
-        self.str_ids = [] if idkind == "s" else None
-        self.pooled = True
-        self.extra = 0
-        if backend == "list":
-            self.ids = [] if idkind == "i" else None
-            self.x, self.t, self.w = [], [], ([] if wtail is not None else None)
-            self.ids_np = self.x_np = self.t_np = self.w_np = None
-            self.nbytes = cap * 8 * (2 + _prod(xtail) + _prod(ttail) + (_prod(wtail) if wtail is not None else 0)) \
-                + _seg_list_bytes(cap)
-            return
-        np = framing.np
-        tdt = "<i8" if tkind == "i" else "<f4"
-        if backend == "torch":
-            torch = _torch()
-            self.ids = torch.empty((cap,), dtype=torch.int64, pin_memory=pin) if idkind == "i" else None
-            self.x = torch.empty((cap,) + xtail, dtype=torch.float32, pin_memory=pin)
-            self.t = torch.empty((cap,) + ttail, dtype=torch.int64 if tkind == "i" else torch.float32, pin_memory=pin)
-            self.w = torch.empty((cap,) + wtail, dtype=torch.float32, pin_memory=pin) if wtail is not None else None
-            self.ids_np = self.ids.numpy() if self.ids is not None else None
-            self.x_np, self.t_np = self.x.numpy(), self.t.numpy()
-            self.w_np = self.w.numpy() if self.w is not None else None
-        else:
-            self.ids = self.ids_np = np.empty((cap,), "<i8") if idkind == "i" else None
-            self.x = self.x_np = np.empty((cap,) + xtail, "<f4")
-            self.t = self.t_np = np.empty((cap,) + ttail, tdt)
-            self.w = self.w_np = np.empty((cap,) + wtail, "<f4") if wtail is not None else None
-        self.nbytes = sum(a.nbytes for a in (self.ids_np, self.x_np, self.t_np, self.w_np) if a is not None) \
-            + _seg_list_bytes(cap)
-
-    def reset(self) -> None:
-        self.seg[:self.nseg] = [None] * self.nseg  # the tuples go with the extra bytes that counted them
-        self.n = self.nseg = 0
-        self.meta = None
-        self.extra = 0
-        self.cuda = False
-        if self.str_ids is not None:
-            del self.str_ids[:]
-        if self.backend == "list":
-            for a in (self.ids, self.x, self.t, self.w):
-                if a is not None:
-                    del a[:]
-
-    def put(self, ids: Tensor, x: Tensor, targets: Tensor, weights: Tensor, n: int, step: Optional[int],
-            epoch: Optional[int], meta: Optional[Mapping[str, Any]]) -> int:
-        """Copies one call's tensors in after the rows already there (the caller checked the room).
-        Returns the bytes it added to extra, for the caller to count against the bound."""
-        a, b = self.n, self.n + n
-        if self.fast:
-            self.put_cpu(ids, x, targets, weights, a, b)
-        elif self.backend == "list":
-            if self.ids is not None:
-                self.ids.extend(framing.as_lists(ids))
-            self.x.extend(framing.as_lists(x))
-            self.t.extend(framing.targets_as_numbers(framing.as_lists(targets)))
-            if self.w is not None:
-                self.w.extend(framing.as_lists(weights))
-        else:
-            if self.str_ids is None:
-                self._copy(self.ids, self.ids_np, a, b, ids)
-            self._copy(self.x, self.x_np, a, b, x)
-            self._copy(self.t, self.t_np, a, b, targets)
-            if self.w is not None:
-                self._copy(self.w, self.w_np, a, b, weights)
-            if self.cuda:
-                if self.event is None:
-                    self.event = _torch().cuda.Event()
-                self.event.record()  # the sender waits for the copies queued so far
-        added = 0
-        if self.str_ids is not None:
-            str_ids = framing.as_lists(ids)
-            self.str_ids.extend(str_ids)
-            added = sum(map(sys.getsizeof, str_ids)) + 8 * len(str_ids)
-            self.extra += added
-        return added + self.note(n, step, epoch, meta)
-
-    def put_cpu(self, ids: Tensor, x: Tensor, targets: Tensor, weights: Tensor, a: int, b: int) -> None:
-        """Copies a call of CPU torch tensors with NumPy dtypes into rows [a, b): the common case, in
-        straight-line code. Raises TypeError for a tensor NumPy cannot take (a GPU's, bfloat16)."""
-        self.ids_np[a:b] = ids.numpy()
-        self.x_np[a:b] = (x.detach() if x.requires_grad else x).numpy()
-        self.t_np[a:b] = (targets.detach() if targets.requires_grad else targets).numpy()
-        if self.w is not None:
-            self.w_np[a:b] = (weights.detach() if weights.requires_grad else weights).numpy()
-
-    def note(self, n: int, step: Optional[int], epoch: Optional[int], meta: Optional[Mapping[str, Any]]) -> int:
-        """Records a call of n rows just copied in: its segment, and its meta. Returns the bytes it
-        added to extra."""
-        self.seg[self.nseg] = (n, step, epoch)
-        self.nseg += 1
-        self.n += n
-        added = _SEG_BYTES
-        if meta:
-            if self.meta is None:
-                self.meta = {}
-            # each sample's dict is copied as the tensors are: the caller may change or reuse it at once
-            self.meta.update((k, dict(v) if isinstance(v, Mapping) else v) for k, v in meta.items())
-            added += _size_of(meta)
-        self.extra += added
-        return added
-
-    def _copy(self, dst: Any, dst_np: Any, a: int, b: int, src: Tensor) -> None:
-        tt = self.tensor_type
-        if tt is not None and isinstance(src, tt):
-            if src.requires_grad:
-                src = src.detach()
-            if src.device.type == "cpu":
-                try:
-                    dst_np[a:b] = src.numpy()  # NumPy's copy costs less than Tensor.copy_ for a small tensor
-                    return
-                except TypeError:  # bfloat16 has no NumPy dtype: Tensor.copy_ converts it, as for a GPU's
-                    pass
-            elif src.is_cuda:
-                self.cuda = True  # the sender waits on this slab's event before reading it
-            # asynchronous from a GPU into pinned memory (observe never waits for the GPU); from a CPU
-            # tensor the same call is an ordinary copy
-            dst[a:b].copy_(src, non_blocking=True)
-            return
-        if framing._torch_tensor(src):
-            src = framing.as_array(src)
-        if isinstance(src, framing._BF16):
-            src = src.to_f32()
-        dst_np[a:b] = src
-
-    def tensors(self, lo: int = 0, hi: Optional[int] = None) -> Tuple[Any, Any, Any, Any]:
-        """(ids, x, targets, weights) of rows [lo, hi), as the client sends them (views, no copies)."""
-        hi = self.n if hi is None else hi
-        if self.cuda:
-            self.event.synchronize()
-        ids = self.str_ids[lo:hi] if self.str_ids is not None else self.ids_np[lo:hi] if self.ids_np is not None \
-            else self.ids[lo:hi]
-        if self.backend == "list":
-            return ids, self.x[lo:hi], self.t[lo:hi], self.w[lo:hi] if self.w is not None else None
-        return ids, self.x_np[lo:hi], self.t_np[lo:hi], self.w_np[lo:hi] if self.w_np is not None else None
-
-
-def _cpu_tensor(t: Any, tt: Any) -> bool:
-    """Whether t is a CPU torch tensor whose .numpy() works (no bfloat16 or complex)."""
-    return isinstance(t, tt) and not t.is_cuda and str(t.dtype) != "torch.bfloat16" and not t.dtype.is_complex
-
-
-def _size_of(v: Any, depth: int = 0) -> int:
-    """An estimate of the bytes v holds (dicts, lists and tuples followed four levels deep)."""
-    n = sys.getsizeof(v)
-    if depth < 4:
-        if isinstance(v, Mapping):
-            n += sum(_size_of(k, depth + 1) + _size_of(x, depth + 1) for k, x in v.items())
-        elif isinstance(v, (list, tuple)):
-            n += sum(_size_of(x, depth + 1) for x in v)
-    return n
-
-
-# The bytes of one call's segment: the (n, step, epoch) tuple, and its n and step, which in most calls are
-# ints beyond CPython's cache of small ones (the epoch rarely is).
-_SEG_BYTES = sys.getsizeof((0, 0, 0)) + 2 * sys.getsizeof(1 << 20)
-
-
-def _segcap(cap: int) -> int:
-    """The segments a slab of cap rows has room for."""
-    return max(16, cap)
-
-
-def _seg_list_bytes(cap: int) -> int:
-    """The bytes of the list of segments of a slab of cap rows (its slots, without the tuples)."""
-    return sys.getsizeof([]) + 8 * _segcap(cap)
-
-
-def _prod(shape: Sequence[int]) -> int:
-    p = 1
-    for d in shape:
-        p *= d
-    return p
 
 
 class Miner:
@@ -432,13 +166,7 @@ class Miner:
         self._flushing = 0
         self._abandon = threading.Event()      # close() gave up: the only thing that ends a backoff early
         self._failing = False
-        # the refusals' log, kept by the sender thread alone: the (status, code) already logged, when the
-        # last line was, and what was refused since: (status, code) -> [requests, samples]
-        self._refusal_log_interval = _REFUSAL_LOG_INTERVAL
-        self._refusals_logged: Set[Tuple[Optional[int], str]] = set()
-        self._refusal_logged_at = 0.0
-        self._refusals_unlogged: Dict[Tuple[Optional[int], str], List[int]] = {}
-        self._refusal_latest: Optional[FocaldError] = None
+        self._refusals = RefusalLog(log, _REFUSAL_LOG_INTERVAL)  # the sender thread's alone
 
         self.observed = 0
         self.sent = 0
@@ -548,13 +276,9 @@ class Miner:
                 self._cond.notify_all()  # the sender times this slab from now
 
     def _layout(self, ids: Tensor, xname: str, x: Tensor, targets: Tensor, weights: Tensor) -> Layout:
-        if not self._have_numpy:
-            backend = "list"
-        elif framing._torch_tensor(x):
-            backend = "torch"
-        else:
-            backend = "numpy"
-        tail, kind = _tail_shape(x), "i" if _kind(targets) == "i" else "f"
+        """The layout of a call (see _layout_of); warns once when the loss is most likely not the model's."""
+        layout = _layout_of(ids, xname, x, targets, weights, self._have_numpy)
+        tail, kind = layout[2], layout[3]
         if self.loss is None and xname == "logits" and kind == "i" and len(tail) == 1 and tail[0] >= 2 \
                 and not self._warned_loss:
             # class indices over C >= 2 logits: most likely a softmax classifier, which focald's default
@@ -565,8 +289,7 @@ class Miner:
                           "cross-entropy pass loss=\"cross_entropy\" (or \"softmax_focal\"), or pass "
                           "loss=\"sigmoid_focal\" to keep the default and silence this" % self.dataset, UserWarning,
                           stacklevel=4)
-        return (backend, xname, tail, kind, _tail_shape(targets),
-                _tail_shape(weights) if weights is not None else None, _ids_kind(ids))
+        return layout
 
     def _start_slab(self, layout: Layout, n: int, x: Tensor) -> _Slab:
         """Hands the current slab to the sender and makes an empty one current: a free one, a new one
@@ -587,7 +310,7 @@ class Miner:
         else:
             rows = self._rows_for(layout)
             cap = max(n, rows)
-            nbytes = self._estimate(layout, cap)
+            nbytes = _slab_bytes(layout, cap)
             while self._ready and self._allocated + self._extra + nbytes > self.max_queue_bytes:
                 old = self._ready.popleft()
                 self.dropped += old.n
@@ -621,22 +344,8 @@ class Miner:
 
     def _rows_for(self, layout: Layout) -> int:
         """A slab's rows: max_batch, or fewer so that eight slabs fit in max_queue_bytes."""
-        per_row = self._row_bytes(layout) + 8  # and its slot in the list of segments
+        per_row = _row_bytes(layout) + 8  # and its slot in the list of segments
         return max(1, min(self.max_batch, self.max_queue_bytes // (8 * per_row)))
-
-    @staticmethod
-    def _row_bytes(layout: Layout) -> int:
-        """The bytes of one row of a slab's arrays."""
-        backend, xname, xtail, tkind, ttail, wtail, idkind = layout
-        per = 8 + 4 * _prod(xtail) + (8 if tkind == "i" else 4) * _prod(ttail)
-        if wtail is not None:
-            per += 4 * _prod(wtail)
-        return per * (2 if backend == "list" else 1)
-
-    @classmethod
-    def _estimate(cls, layout: Layout, rows: int) -> int:
-        """The nbytes of a slab of rows rows: its arrays and its list of segments."""
-        return rows * cls._row_bytes(layout) + _seg_list_bytes(rows)
 
     def _recycle(self, slab: _Slab) -> None:
         """An empty slab back to the pool (lock held)."""
@@ -760,7 +469,7 @@ class Miner:
                     self._queued_n -= slab.n
                     self._inflight = slab
             if slab is None:
-                self._log_refusals(time.monotonic())  # what was refused since the last line
+                self._refusals.flush()  # what was refused since the last line
                 return
             try:
                 self._send(slab)
@@ -776,38 +485,6 @@ class Miner:
                     self._extra -= slab.extra
                     self._recycle(slab)
                     self._cond.notify_all()
-
-    def _note_refusal(self, e: FocaldError, n: int) -> None:
-        """Logs a refusal of n samples: at once when it is the first with its status and code, or the
-        first after a quiet interval; else counts it for the next summary, logged when the interval
-        since the last line has passed."""
-        now = time.monotonic()
-        key = (e.status, e.code)
-        quiet = not self._refusals_unlogged and now - self._refusal_logged_at >= self._refusal_log_interval
-        if key not in self._refusals_logged or quiet:
-            self._refusals_logged.add(key)
-            self._refusal_logged_at = now
-            log.warning("focald refused %d samples: %s", n, e)
-            return
-        counts = self._refusals_unlogged.setdefault(key, [0, 0])
-        counts[0] += 1
-        counts[1] += n
-        self._refusal_latest = e
-        if now - self._refusal_logged_at >= self._refusal_log_interval:
-            self._log_refusals(now)
-
-    def _log_refusals(self, now: float) -> None:
-        """Logs the refusals counted since the last line, if any, in one line."""
-        if not self._refusals_unlogged:
-            return
-        requests = sum(c[0] for c in self._refusals_unlogged.values())
-        samples = sum(c[1] for c in self._refusals_unlogged.values())
-        kinds = ", ".join("%d with %s %s" % (c[0], status if status is not None else "no status", code)
-                          for (status, code), c in self._refusals_unlogged.items())
-        log.warning("focald refused %d more requests (%d samples) in the last %.0f s: %s; the latest: %s",
-                    requests, samples, now - self._refusal_logged_at, kinds, self._refusal_latest)
-        self._refusals_unlogged = {}
-        self._refusal_logged_at = now
 
     def _segments(self, slab: _Slab, lo: int = 0, hi: Optional[int] = None) -> List[Dict[str, int]]:
         out = []
@@ -865,7 +542,7 @@ class Miner:
                         return e  # split by the caller
                     with self._cond:
                         self.rejected += n
-                    self._note_refusal(e, n)
+                    self._refusals.note(e, n)
                     return e
                 if self._abandon.is_set():
                     return None  # counted as dropped by close()

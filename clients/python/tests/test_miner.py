@@ -369,7 +369,7 @@ class MinerRecordedTest(unittest.TestCase):
             self.assertTrue(m.flush(10))         # one request, refused, then each call alone: 50 refused
             self.assertEqual(len(logs.records), 1, [r.getMessage() for r in logs.records][:3])
             self.assertIn("refused 4 samples", logs.records[0].getMessage())
-            m._refusal_log_interval = 0.2        # a minute in production
+            m._refusals.interval = 0.2        # a minute in production
             time.sleep(0.3)
             for step in range(50, 60):
                 m.observe(np.arange(4), x, t, step=step)

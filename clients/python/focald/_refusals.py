@@ -1,0 +1,64 @@
+"""RefusalLog: the Miner's refused requests logged without flooding the training log.
+
+When focald refuses every call (a wrong loss config, say), a line per refused call would bury the
+trainer's own output: hundreds of lines a minute. So the first refusal with each status and code is
+logged as it comes; later ones are counted and summed up in at most one line per interval ("focald
+refused 840 more requests (26880 samples) in the last 60 s: 840 with 422 invalid_loss; the latest:
+..."), and in a last line when the Miner's sender stops (flush()). The first refusal after a quiet
+interval is logged in full again. The Miner's counters (rejected, last_error) count every refusal
+whatever is logged.
+
+Not thread-safe: the Miner's sender thread alone uses its RefusalLog.
+"""
+import logging
+import time
+from typing import Dict, List, Optional, Set, Tuple
+
+from .errors import FocaldError
+
+Key = Tuple[Optional[int], str]  # (status, code)
+
+
+class RefusalLog:
+    """Logs refusals to logger: the first of each kind at once, the rest in a summary per interval (s)."""
+
+    def __init__(self, logger: logging.Logger, interval: float) -> None:
+        self.log = logger
+        self.interval = interval
+        self._logged: Set[Key] = set()       # the kinds already logged in full
+        self._logged_at = 0.0                # time.monotonic() of the last line
+        self._unlogged: Dict[Key, List[int]] = {}  # refused since the last line: kind -> [requests, samples]
+        self._latest: Optional[FocaldError] = None
+
+    def note(self, e: FocaldError, n: int) -> None:
+        """Logs a refusal of n samples: at once when it is the first with its status and code, or the
+        first after a quiet interval; else counts it for the next summary, logged when the interval
+        since the last line has passed."""
+        now = time.monotonic()
+        key = (e.status, e.code)
+        quiet = not self._unlogged and now - self._logged_at >= self.interval
+        if key not in self._logged or quiet:
+            self._logged.add(key)
+            self._logged_at = now
+            self.log.warning("focald refused %d samples: %s", n, e)
+            return
+        counts = self._unlogged.setdefault(key, [0, 0])
+        counts[0] += 1
+        counts[1] += n
+        self._latest = e
+        if now - self._logged_at >= self.interval:
+            self.flush(now)
+
+    def flush(self, now: Optional[float] = None) -> None:
+        """Logs the refusals counted since the last line, if any, in one line."""
+        if not self._unlogged:
+            return
+        now = time.monotonic() if now is None else now
+        requests = sum(c[0] for c in self._unlogged.values())
+        samples = sum(c[1] for c in self._unlogged.values())
+        kinds = ", ".join("%d with %s %s" % (c[0], status if status is not None else "no status", code)
+                          for (status, code), c in self._unlogged.items())
+        self.log.warning("focald refused %d more requests (%d samples) in the last %.0f s: %s; the latest: %s",
+                         requests, samples, now - self._logged_at, kinds, self._latest)
+        self._unlogged = {}
+        self._logged_at = now
