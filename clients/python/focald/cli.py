@@ -85,7 +85,7 @@ def _common(with_defaults: bool) -> "_Parser":
     p.add_argument("--url", metavar="URL", default=d(None), help="focald's base URL (default $FOCALD_URL, else %s)" %
                    "http://127.0.0.1:8765")
     p.add_argument("--timeout", type=float, metavar="SECONDS", default=d(30.0),
-                   help="seconds to wait for focald (default 30)")
+                   help="seconds a request to focald may take in all (default 30; export: each read)")
     p.add_argument("--cacert", metavar="FILE", default=d(None),
                    help="for https: PEM certificate(s) to trust, e.g. focald's self-signed one "
                         "(default $FOCALD_CA_FILE, else the system's)")
