@@ -264,8 +264,8 @@ class Transport:
         one silent retry when a kept-alive connection turns out to be closed.
         timeout: seconds the whole request may take, from connecting to the last byte of the answer
         (None: the Transport's timeout).
-        Raises FocaldError for 4xx/5xx and FocaldConnectionError when focald cannot be reached or
-        the request is not answered in time.
+        Raises FocaldError for 4xx/5xx and FocaldConnectionError when focald cannot be reached, the
+        request is not answered in time, or the answer is cut short.
         """
         if idempotent is None:
             idempotent = method in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
@@ -294,6 +294,10 @@ class Transport:
                 else:
                     resp = conn.getresponse()
                 data = resp.read()
+                if resp.length is None and not resp.chunked and method != "HEAD" and resp.status not in (204, 304):
+                    # focald gives every answer a Content-Length or chunks; one that ends only where the
+                    # connection closed may have lost its headers (the length among them) and its body
+                    raise http.client.IncompleteRead(data)
             except _STALE as e:
                 self._drop_connection()
                 if reused and attempt == 0 and idempotent:
@@ -348,7 +352,8 @@ class Transport:
 
     def _connection_error(self, method: str, target: str, exc: BaseException) -> FocaldConnectionError:
         code = "timeout" if isinstance(exc, (socket.timeout, TimeoutError)) else "unreachable"
-        what = "timed out" if code == "timeout" else "cannot reach focald"
+        what = ("timed out" if code == "timeout" else "answer cut short" if isinstance(exc, http.client.IncompleteRead)
+                else "cannot reach focald")
         return FocaldConnectionError(code, "%s at %s: %s" % (what, self.url, exc or type(exc).__name__),
                                      method=method, url=self.url + target)
 

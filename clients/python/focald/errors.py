@@ -3,7 +3,7 @@
 Every failure of a call is a FocaldError. An answer from focald with an error
 status carries focald's problem body (RFC 9457: type, title, status, detail,
 plus focald's code, field and request_id); a failure to reach focald at all
-(refused, reset, timed out) is the subclass FocaldConnectionError, whose status
+(refused, reset, timed out, an answer cut short) is the subclass FocaldConnectionError, whose status
 is None, and which is also a ConnectionError.
 """
 

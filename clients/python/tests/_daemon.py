@@ -207,8 +207,11 @@ class Trickler:
     ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n"
               b'{"datasets": []}\n')
 
-    def __init__(self, interval=0.2):
+    def __init__(self, interval=0.2, answer=None, cut=None):
+        """answer: the bytes to send (ANSWER by default); cut: send only that many, then close."""
         self.interval = interval
+        self.answer = (answer or self.ANSWER)[:cut]
+        self.cut = cut is not None
         self.requests = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -237,10 +240,12 @@ class Trickler:
         try:
             while _read_http_message(c, request=True) is not None:
                 self.requests += 1
-                for i in range(len(self.ANSWER)):
+                for i in range(len(self.answer)):
                     if self._stop.wait(self.interval):
                         return
-                    c.sendall(self.ANSWER[i:i + 1])
+                    c.sendall(self.answer[i:i + 1])
+                if self.cut:
+                    return
         except OSError:
             return
         finally:

@@ -600,6 +600,31 @@ class ErrorTest(DaemonTestCase):
         finally:
             trickler.close()
 
+    def test_client_answer_cut_short_is_a_connection_error(self):
+        """An answer cut off by the connection closing is never taken for a whole one: cut inside the
+        status line, inside the headers (so the Content-Length is lost and http.client would read an
+        empty body to the close), before the blank line, or inside the body, a read and a batch both
+        raise FocaldConnectionError, which a caller retries, rather than returning a 200."""
+        answer = _daemon.Trickler.ANSWER
+        head = answer.index(b"\r\n\r\n")
+        for cut in (5, answer.index(b"Content-Type") + 7, answer.index(b"Content-Length") + 9, head + 2,
+                    len(answer) - 3):
+            with self.subTest(cut=answer[:cut][-20:]):
+                server = _daemon.Trickler(interval=0, cut=cut)
+                try:
+                    c = Client(server.url, timeout=5)
+                    for call in (c.datasets, lambda: c.post_batch("d", [1], [[0.5, -0.5]], [0], batch_id="b1")):
+                        with self.assertRaises(FocaldConnectionError) as cm:
+                            call()
+                        self.assertEqual(cm.exception.code, "unreachable")
+                finally:
+                    server.close()
+        server = _daemon.Trickler(interval=0)  # whole, as a control
+        try:
+            self.assertEqual(Client(server.url, timeout=5).datasets(), [])
+        finally:
+            server.close()
+
     def test_client_bad_arguments(self):
         c = Client(self.url)
         with self.assertRaises(ValueError):

@@ -664,6 +664,22 @@ class MinerDaemonDownTest(unittest.TestCase):
         finally:
             trickler.close()
 
+    def test_miner_retries_an_answer_cut_short(self):
+        """An answer whose headers were cut off by the connection closing is a failure to retry, not a
+        refusal: nothing is counted as rejected and the samples are still held."""
+        answer = _daemon.Trickler.ANSWER
+        server = _daemon.Trickler(interval=0, cut=answer.index(b"Content-Length") + 9)
+        try:
+            m = Miner("m-cut", url=server.url, request_timeout=2, flush_interval=0, retry_initial=0.05,
+                      retry_max=0.1, loss="cross_entropy")
+            m.observe(*batch(0, n=8), step=0)
+            self.assertTrue(wait_for(lambda: m.retries >= 2, 5, 0.01))
+            self.assertEqual((m.rejected, m.sent, m.last_error.code), (0, 0, "unreachable"))
+            self.assertFalse(m.close(timeout=0.2))
+            self.assertEqual(m.dropped, 8)
+        finally:
+            server.close()
+
     def test_miner_with_focald_hanging(self):
         """focald accepts connections but never answers: requests time out, observe() stays fast and
         close() returns within its timeout although a request is still waiting."""
