@@ -114,11 +114,7 @@ int api_hard_examples(http_req *rq, http_resp *resp) {
   JW(&o, ",\"by\":\"%s\",\"order\":\"%s\",\"items\":[", hist_field_name((hist_field)q.by), desc ? "desc" : "asc");
   for (int i = 0; i < n; i++) {
     hist_view h;
-    if (q.run) {
-      st_history_view(ds, q.run, hits[i].key, &h);
-    } else {
-      st_history_all(ds, hits[i].key, &h);
-    }
+    st_history_of(ds, q.run, hits[i].key, &h);
     JW(&o, "%s{\"id\":", i ? "," : "");
     jw_str(&o, st_sample_id(ds, hits[i].key));
     JW(&o, ",\"rank\":%lld,\"score\":", rank0 + i + 1);

@@ -513,11 +513,7 @@ static void next_page(export *e) {
     int n = strcmp(e->run, "*") == 0 || q.run ? st_top(ds, &q, hits) : 0;
     for (int i = 0; i < n; i++) {
       hist_view v;
-      if (q.run) {
-        st_history_view(ds, q.run, hits[i].key, &v);
-      } else {
-        st_history_all(ds, hits[i].key, &v);
-      }
+      st_history_of(ds, q.run, hits[i].key, &v);
       write_item(e, ds, hits[i].key, hits[i].score, &v);
     }
     if (n > 0) {

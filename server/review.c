@@ -391,11 +391,7 @@ static uint32_t gather_candidates(const st_dataset *ds, const st_run *run, const
   for (uint32_t k = 0; k < nsamples; k++) {
     if (st_sample_status(ds, k) != ST_OPEN && !(reconsider > 0 && st_reconsider(ds, k, reconsider))) continue;
     hist_view v;
-    if (run) {
-      st_history_view(ds, run, k, &v);
-    } else {
-      st_history_all(ds, k, &v);
-    }
+    st_history_of(ds, run, k, &v);
     if (v.seen < p->min_seen || v.seen == 0) continue;
     int32_t label = st_training_label(ds, run, k);
     if (p->has_label && label != p->label) continue;

@@ -136,6 +136,9 @@ void st_history_view(const st_dataset *ds, const st_run *r, uint32_t key, hist_v
  * seen (the sum), first_step (the least), last_step (the greatest), label
  * (the run with the latest step's) and label_issue (any run's). */
 void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v /* OUT */);
+/* The view of key's history in run r (st_history_view), or over every run when r is NULL
+ * (st_history_all). Under ds's read lock. */
+void st_history_of(const st_dataset *ds, const st_run *r, uint32_t key, hist_view *v /* OUT */);
 /* What the data map draws of a sample: its cartography coordinates and colour. */
 typedef struct st_map_view {
   double seen, confidence, variability, correctness;

@@ -249,6 +249,14 @@ void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v) {
   v->aum /= runs;
 }
 
+void st_history_of(const st_dataset *ds, const st_run *r, uint32_t key, hist_view *v) {
+  if (r) {
+    st_history_view(ds, r, key, v);
+  } else {
+    st_history_all(ds, key, v);
+  }
+}
+
 /* The data map's three fields of a row, computed as hist_view_of computes them. */
 static void map_view_row(const st_run *r, uint32_t key, st_map_view *v) {
   const uint32_t scored = r->scored_n[key];
