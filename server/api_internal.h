@@ -22,7 +22,7 @@ int api_queue_delete(http_req *rq, http_resp *resp);
 /* Exports (export.c). */
 int api_export(http_req *rq, http_resp *resp);
 /* Appends sample key's OHIF viewer link (the exports' viewer_url) as a JSON string, or null when its meta
- * has no study_uid. Returns 0, or -1 when memory ran out reading the meta. */
+ * has no study_uid. Returns 0, or -1 when memory ran out reading the meta. (export_fmt.c) */
 int api_viewer_url(jw *o, const st_dataset *ds, uint32_t key);
 /* The data map (api_datamap.c). */
 int api_datamap(http_req *rq, http_resp *resp);
