@@ -13,11 +13,11 @@
  *                 them on the pool; the only thread that calls libuv.
  *   scoring pool  libuv's threads (--workers): run the loss library on
  *                 a job's rows; touch only that job's buffers.
- *   writer        store.c: the only SQLite writer and the only thread that
- *                 changes the state (state_write.c): it prepares each change
- *                 before its commit (growing arrays under the dataset's write
- *                 lock) and applies it after (under the write lock); completes
- *                 jobs.
+ *   writer        store.c, its groups store_group.c: the only SQLite writer
+ *                 and the only thread that changes the state (state_write.c):
+ *                 it prepares each change before its commit (growing arrays
+ *                 under the dataset's write lock) and applies it after (under
+ *                 the write lock); completes jobs.
  *   checkpointer  store.c: passive WAL checkpoints on its own connection.
  *   follower      store_cluster.c, on a cluster node (--store) only: its own
  *                 PostgreSQL connection LISTENs for appends to the shared log

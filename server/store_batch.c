@@ -258,7 +258,7 @@ static int delete_write(store *s, wop *op) {
     return SQLITE_OK;
   }
   if (rc != SQLITE_OK) return rc;
-  /* the answer, from memory: no earlier op of the group touches the dataset (store.c's must_wait), so memory
+  /* the answer, from memory: no earlier op of the group touches the dataset (store_group.c's must_wait), so memory
    * holds what the deletion removes. Counted here, not by the apply: on a cluster node whose local commit
    * fails after the log's, the op is answered 2xx but never applied to memory */
   const st_dataset *ds = st_w_find_name(s->map, op->dataset);

@@ -5,10 +5,10 @@
  * The local SQLite file is this node's cache of the log. Its batches table holds every row of the shared
  * log with seq = the row's position, so everything built on the batch log works unchanged: the snapshot's
  * watermark is a position, a restart loads the local snapshot and replays the local rows after it, then
- * copies the log's rows after those (store.c's catch-up), and a duplicate batch_id is found by the
+ * copies the log's rows after those (store_group.c's catch-up), and a duplicate batch_id is found by the
  * same query.
  *
- * A group (store.c's run_group) runs under the log's append lock: store__cluster_begin takes it, and the
+ * A group (store_group.c's store__group_run) runs under the log's append lock: store__cluster_begin takes it, and the
  * writer first copies (store__cluster_copy) and applies the rows up to the log's head, so that the group's checks (a batch_id seen anywhere
  * in the cluster, a run's class count) are made against the whole cluster's state. The group's batches
  * then take the positions after the head, in the local database and in the log alike; the log commits

@@ -47,12 +47,21 @@ typedef struct wop_class {
   void (*discard)(store *s, wop *op);
   /* the op is checked against a dataset's state in memory, which reflects
    * only committed groups: it starts a new group after an earlier op of the
-   * group that changed what it reads (see store.c's must_wait) */
+   * group that changed what it reads (see store_group.c's must_wait) */
   int reads_memory;
 } wop_class;
 
-/* The class of an op kind (store.c): what the writer, and a cluster node applying the log, run. */
+/* The class of an op kind (store_group.c): what the writer, and a cluster node applying the log, run. */
 const wop_class *store__class_of(wop_kind k);
+
+/* Groups (store_group.c), on the writer thread. store__group_take takes the next group off the queue
+ * (under s->lock): the ops in order, up to one that must wait for them to be committed; NULL when none is
+ * queued. *n (OUT) counts them. store__group_run commits the group of n ops, applies it and answers each
+ * op (op->done). store__group_catch_up applies what a cluster's log has beyond the local copy, outside a
+ * group (start-up; the follower saw new rows): 0, or -1 (logged); 0 at once when focald runs alone. */
+wop *store__group_take(store *s, int *n);
+void store__group_run(store *s, wop *list, int n);
+int store__group_catch_up(store *s);
 
 /* The review loop's ops (store_review.c). */
 extern const wop_class store__review_class, store__meta_class, store__queue_class, store__queue_delete_class;

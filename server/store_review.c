@@ -3,7 +3,7 @@
  *
  * Each operation is checked against the dataset in memory, which is the
  * committed state: the writer starts a new group before such an op when an
- * earlier op of the group changed what it reads (store.c's must_wait: for a
+ * earlier op of the group changed what it reads (store_group.c's must_wait: for a
  * review or meta put, an op on its dataset as a whole or on the same sample;
  * for a queue, any op on its dataset). It writes its rows
  * in the group's transaction, prepares everything memory will take (the audit

@@ -1,8 +1,8 @@
 /* store_sql.c — the SQL helpers the store's files share (store__*): clocks, statement stepping, the
  * problem a failed write becomes, and the dataset and sample rows that several kinds of op write.
  *
- * They sit below the writer (store.c) and its parts (store_batch.c, store_review.c, store_snap.c,
- * store_load.c) and call none of them; like those, they run on the writer thread (or the main thread while
+ * They sit below the writer (store.c) and its parts (store_group.c, store_batch.c, store_review.c,
+ * store_snap.c, store_load.c) and call none of them; like those, they run on the writer thread (or the main thread while
  * loading).
  */
 #include <sqlite3.h>
