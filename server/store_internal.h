@@ -4,6 +4,7 @@
 #ifndef FOCALD_STORE_INTERNAL_H
 #define FOCALD_STORE_INTERNAL_H
 
+#include <jansson.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -98,6 +99,7 @@ typedef struct store_logged_batch {
 } store_logged_batch;
 
 struct pglog;
+struct pglog_row;
 
 struct store {
   const config *cfg;  /* the caller's, which outlives the store */
@@ -227,6 +229,23 @@ int store__cluster_start(store *s);
  * in PostgreSQL, written where --db says. 0, or -1 (logged). */
 int store__cluster_bootstrap(const config *cfg);
 void store__cluster_stop(store *s);
+
+/* The log's rows (store_logrow.c). */
+/* the kinds of the log's rows: a batch, or ROW_OP_BASE + the wop_kind of a change of the review loop or a
+ * dataset's deletion */
+enum { ROW_BATCH = 1, ROW_OP_BASE = 100 };
+/* A batch's row body: a JSON head (everything but the payload), a NUL, then the codec payload. Returns a
+ * malloc'd body and its length (OUT), or NULL when memory ran out. */
+unsigned char *store__logrow_batch_body(const store_logged_batch *b, size_t *len);
+/* Reads a batch's row body back into *b (OUT), whose strings borrow from *root (OUT; the caller decrefs it)
+ * and the body. Returns 0, or -1 for a body focald did not write. */
+int store__logrow_batch_unbody(const void *body, size_t len, const char *dataset, store_logged_batch *b, json_t **root);
+/* The row body of a change of the review loop or a dataset's deletion: the request that made it and the
+ * time the writer gave it. A new reference, or NULL when memory ran out (or for another kind of op). */
+json_t *store__logrow_op_request(const wop *op);
+/* The op a logged change stands for, decoded as its request was (NULL for a row focald cannot read). The
+ * caller frees it with review_op_free (or free, for a deletion). */
+wop *store__logrow_op_of_row(const struct pglog_row *row);
 
 /* Replays the local batch log after position after into memory (store_load.c); *replayed (OUT) counts
  * them. 0 or -1 (logged). */
