@@ -20,7 +20,7 @@ enum {
   BIN_OUTPUTS = REQ_OUTPUTS
 };
 
-/* Decodes a binary body: the first header_len bytes are the JSON header,
+/* Decodes a binary body (binary.c): the first header_len bytes are the JSON header,
  * then the tensors. accept_binary: the client sent Accept: application/octet-stream.
  * Tensors may point into body, which must outlive *r. Returns 0, or -1 with
  * *err filled (then *r needs no req_free). */
@@ -42,7 +42,7 @@ typedef struct bin_result {
   uint32_t outputs;          /* bit per req_output_names entry */
 } bin_result;
 
-/* Builds the response body: JSON header then tensors. *body is malloc'd;
+/* Builds the response body: JSON header then tensors (binary_response.c). *body is malloc'd;
  * *header_len goes in Inference-Header-Content-Length. Returns 0 or -1. */
 int bin_response(const bin_result *res, char **body, size_t *len, size_t *header_len);
 
