@@ -292,8 +292,9 @@ static void write_jsonl(export *e, const st_dataset *ds, uint32_t key, double sc
   JW(o, ",");
   jw_history(o, v);
   jw_sample_tail(o, ds, key);
-  JW(o, ",\"corrected_label\":%s,\"reconsider\":%s,\"viewer_url\":", st_corrected(ds, key) ? st_corrected(ds, key) : "null",
-     st_reconsider(ds, key, e->reconsider) ? "true" : "false");
+  JW(o, ",\"corrected_label\":");
+  jw_json(o, st_corrected(ds, key) ? st_corrected(ds, key) : "null");
+  JW(o, ",\"reconsider\":%s,\"viewer_url\":", st_reconsider(ds, key, e->reconsider) ? "true" : "false");
   jw_viewer(o, e, m);
   JW(o, "}\n");
 }
@@ -322,7 +323,8 @@ static void write_label_studio(export *e, const st_dataset *ds, uint32_t key, do
     if (!text) o->failed = 1;
     JW(o, "%s", n++ ? "," : "");
     jw_str(o, k);
-    JW(o, ":%s", text ? text : "null");
+    JW(o, ":");
+    jw_json(o, text ? text : "null");
     free(text);
   }
   JW(o, "%s\"image\":", n ? "," : "");

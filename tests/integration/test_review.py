@@ -2036,5 +2036,78 @@ class PersistenceTest(ReviewTestCase):
         self.assertEqual(after, before)
 
 
+# ---------------------------------------------------------------------------- line separators
+
+LS, PS = "\u2028", "\u2029"
+
+
+class LineSeparatorTest(ReviewTestCase):
+    """U+2028 and U+2029 are valid in JSON strings, but JavaScript before ES2019 and Python's str.splitlines()
+    end a line at them, which cuts a JSON Lines record in two. Every JSON body focald writes, whether the
+    text came from an id, a meta value or key, or a label, holds them only escaped, and means the same."""
+    DS = "seps"
+    IDS = ["a" + LS + "b", "c" + PS, "plain"]
+    META = {"a" + LS + "b": {"uri": "s3://b/x" + PS + ".png", "study_uid": "1.2.3", "note" + LS: "n" + PS + LS},
+            "plain": {"uri": "/data/p.png", "study_uid": "1.2.4", "tags": ["t" + LS]}}
+    LABEL = "dog" + PS + "cat"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.d.ok_batch(cls.DS, {"run": "r1", "step": 1, "ids": cls.IDS, "targets": [0, 1, 2],
+                                "logits": [row(0, 0.0), row(1, 0.5), row(2, 1.0)], "meta": cls.META})
+        r = cls.d.post("/v1/datasets/%s/samples/%s/review" % (cls.DS, harness.q(cls.IDS[0])),
+                       {"status": "relabelled", "label": cls.LABEL})
+        assert r.status == 200, r
+
+    def assertNoRawSeparators(self, body, ctx):
+        self.assertNotIn(LS.encode(), body, ctx)
+        self.assertNotIn(PS.encode(), body, ctx)
+
+    def test_json_bodies_escape_line_separators(self):
+        ds, sid = self.DS, harness.q(self.IDS[0])
+        bodies = {
+            "sample": self.d.get("/v1/datasets/%s/samples/%s" % (ds, sid)),
+            "hard-examples": self.d.get("/v1/datasets/%s/hard-examples?status=%s" % (ds, ALL_STATES)),
+            "reviews": self.d.get("/v1/datasets/%s/samples/%s/reviews" % (ds, sid)),
+            "relabels": self.d.get("/v1/datasets/%s/relabels" % ds),
+        }
+        for name, r in bodies.items():
+            with self.subTest(route=name):
+                self.assertEqual(r.status, 200, r)
+                self.assertNoRawSeparators(r.body, name)
+        one = bodies["sample"].json()
+        self.assertEqual((one["id"], one["meta"], one["corrected_label"]), (self.IDS[0], self.META[self.IDS[0]], self.LABEL))
+        items = {it["id"]: it for it in bodies["hard-examples"].json()["items"]}
+        self.assertEqual(set(items), set(self.IDS))
+        self.assertEqual(items["plain"]["meta"], self.META["plain"])
+        self.assertEqual(bodies["reviews"].json()["reviews"][-1]["label_after"], self.LABEL)
+        self.assertEqual([e["label"] for e in bodies["relabels"].json()["relabels"]], [self.LABEL])
+        r = self.put_meta(ds, "c" + PS, {"k" + PS: LS})
+        self.assertEqual(r.status, 200, r)
+        self.assertNoRawSeparators(r.body, "PUT meta")
+        self.assertEqual(r.json(), {"id": "c" + PS, "meta": {"k" + PS: LS}})
+        self.assertEqual(self.put_meta(ds, "c" + PS, {}).status, 200)
+
+    def test_json_lines_exports_split_into_their_records(self):
+        for fmt, want in (("jsonl", set(self.IDS)), ("ohif", {self.IDS[0], "plain"})):
+            with self.subTest(format=fmt):
+                body = self.ok_export(self.DS, fmt, status=ALL_STATES).body
+                self.assertNoRawSeparators(body, fmt)
+                lines = body.decode("utf-8").splitlines()
+                self.assertEqual(len(lines), len(want), "str.splitlines() finds one record per line")
+                recs = {x["id"]: x for x in map(json.loads, lines)}
+                self.assertEqual(set(recs), want)
+                if fmt == "jsonl":
+                    self.assertEqual(recs[self.IDS[0]]["meta"], self.META[self.IDS[0]])
+                    self.assertEqual(recs[self.IDS[0]]["corrected_label"], self.LABEL)
+
+    def test_label_studio_tasks_escape_line_separators(self):
+        body = self.ok_export(self.DS, "label-studio", status=ALL_STATES).body
+        self.assertNoRawSeparators(body, "label-studio")
+        tasks = {t["data"]["focald_id"]: t for t in json.loads(body)}
+        self.assertEqual(tasks[self.IDS[0]]["data"]["note" + LS], "n" + PS + LS)
+
+
 if __name__ == "__main__":
     sys.exit(harness.main())
