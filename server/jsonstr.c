@@ -3,6 +3,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 size_t utf8_char_len(const unsigned char *p) {
   const unsigned char c = p[0];
@@ -62,14 +63,17 @@ void jsonstr_write(const char *s, jsonstr_sink put, void *ctx) {
 }
 
 void jsonstr_json(const char *json, jsonstr_sink put, void *ctx) {
-  const unsigned char *p = (const unsigned char *)json, *run = p;
-  /* in JSON text the two can only be inside strings, where their escapes mean the same */
-  for (; *p; p++)
-    if (line_separator(p)) {
-      if (p > run) put(ctx, (const char *)run, (size_t)(p - run));
-      put_line_separator(p, put, ctx);
-      run = p + 3;
-      p += 2;
+  const char *run = json, *p = json, *end = json + strlen(json), *e;
+  /* in JSON text the two can only be inside strings, where their escapes mean the same; memchr
+   * finds their first byte, rare in any text, at memory speed */
+  while ((e = memchr(p, 0xe2, (size_t)(end - p))) != NULL) {
+    if (!line_separator((const unsigned char *)e)) {
+      p = e + 1;
+      continue;
     }
-  if (p > run) put(ctx, (const char *)run, (size_t)(p - run));
+    if (e > run) put(ctx, run, (size_t)(e - run));
+    put_line_separator((const unsigned char *)e, put, ctx);
+    run = p = e + 3;
+  }
+  if (end > run) put(ctx, run, (size_t)(end - run));
 }
