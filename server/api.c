@@ -514,7 +514,7 @@ static int h_sample(http_req *rq, http_resp *resp) {
   jw_str(&o, st_name(ds));
   jw_sample_tail(&o, ds, (uint32_t)key);
   JW(&o, ",\"corrected_label\":");
-  jw_json(&o, corrected ? corrected : "null");
+  jw_json(&o, corrected);
   JW(&o, ",\"reconsider\":%s,\"viewer_url\":", st_reconsider(ds, (uint32_t)key, api_cfg->reconsider_factor) ? "true" : "false");
   if (api_viewer_url(&o, ds, (uint32_t)key) != 0) o.failed = 1; /* a 500, never a link left out */
   JW(&o, ",\"runs\":[");

@@ -51,11 +51,6 @@ static void jw_opt_str(jw *o, const char *s) {
   else jw_lit(o, "null");
 }
 
-/* A JSON value stored as text (a label), or null. */
-static void jw_raw(jw *o, const char *json) {
-  jw_json(o, json ? json : "null");
-}
-
 static int finish_review(http_req *rq, http_resp *resp) {
   review_op *r = rq->async;
   if (r->op.failed) return http_problem(resp, rq, &r->op.err);
@@ -64,9 +59,9 @@ static int finish_review(http_req *rq, http_resp *resp) {
   JW(&o, "{\"id\":");
   jw_str(&o, r->id);
   JW(&o, ",\"from\":\"%s\",\"status\":\"%s\",\"label_before\":", st_status_name(r->from), st_status_name(r->to));
-  jw_raw(&o, r->label_before);
+  jw_json(&o, r->label_before);
   JW(&o, ",\"label\":");
-  jw_raw(&o, r->to == ST_RELABELLED ? r->label : NULL);
+  jw_json(&o, r->to == ST_RELABELLED ? r->label : NULL);
   JW(&o, ",\"reviewer\":");
   jw_opt_str(&o, r->reviewer);
   JW(&o, ",\"note\":");
@@ -227,7 +222,7 @@ int api_queue_get(http_req *rq, http_resp *resp) {
     jw_history(&o, &v);
     jw_sample_tail(&o, ds, key);
     JW(&o, ",\"corrected_label\":");
-    jw_raw(&o, st_corrected(ds, key));
+    jw_json(&o, st_corrected(ds, key));
     JW(&o, "}");
   }
   JW(&o, "]}");
@@ -241,9 +236,9 @@ static void jw_review(jw *o, const st_dataset *ds, const st_review *e) {
   JW(o, "{\"id\":");
   jw_str(o, st_sample_id(ds, e->key));
   JW(o, ",\"from\":\"%s\",\"to\":\"%s\",\"label_before\":", st_status_name(e->from), st_status_name(e->to));
-  jw_raw(o, e->label_before);
+  jw_json(o, e->label_before);
   JW(o, ",\"label_after\":");
-  jw_raw(o, e->label_after);
+  jw_json(o, e->label_after);
   JW(o, ",\"reviewer\":");
   jw_opt_str(o, e->reviewer);
   JW(o, ",\"note\":");
@@ -261,7 +256,7 @@ int api_reviews(http_req *rq, http_resp *resp) {
   JW(&o, "{\"id\":");
   jw_str(&o, st_sample_id(ds, (uint32_t)key));
   JW(&o, ",\"status\":\"%s\",\"corrected_label\":", st_status_name(st_sample_status(ds, (uint32_t)key)));
-  jw_raw(&o, st_corrected(ds, (uint32_t)key));
+  jw_json(&o, st_corrected(ds, (uint32_t)key));
   JW(&o, ",\"reviews\":[");
   /* the sample's entries are chained newest first: gather them, then write them oldest first */
   int n = 0;
@@ -342,9 +337,9 @@ int api_relabels(http_req *rq, http_resp *resp) {
     JW(&o, "{\"id\":");
     jw_str(&o, st_sample_id(ds, e->key));
     JW(&o, ",\"label\":");
-    jw_raw(&o, relabel ? e->label_after : NULL);
+    jw_json(&o, relabel ? e->label_after : NULL);
     JW(&o, ",\"previous_label\":");
-    jw_raw(&o, e->label_before);
+    jw_json(&o, e->label_before);
     JW(&o, ",\"withdrawn\":%s,\"reviewer\":", withdraw ? "true" : "false");
     jw_opt_str(&o, e->reviewer);
     JW(&o, ",\"note\":");

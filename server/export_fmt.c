@@ -293,7 +293,7 @@ static void write_jsonl(export *e, const st_dataset *ds, uint32_t key, double sc
   jw_history(o, v);
   jw_sample_tail(o, ds, key);
   JW(o, ",\"corrected_label\":");
-  jw_json(o, st_corrected(ds, key) ? st_corrected(ds, key) : "null");
+  jw_json(o, st_corrected(ds, key));
   JW(o, ",\"reconsider\":%s,\"viewer_url\":", st_reconsider(ds, key, e->reconsider) ? "true" : "false");
   jw_viewer(o, e, m);
   JW(o, "}\n");
@@ -324,7 +324,7 @@ static void write_label_studio(export *e, const st_dataset *ds, uint32_t key, do
     JW(o, "%s", n++ ? "," : "");
     jw_str(o, k);
     JW(o, ":");
-    jw_json(o, text ? text : "null");
+    jw_json(o, text);
     free(text);
   }
   JW(o, "%s\"image\":", n ? "," : "");

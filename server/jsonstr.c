@@ -65,7 +65,7 @@ void jsonstr_write(const char *s, jsonstr_sink put, void *ctx) {
 void jsonstr_json(const char *json, jsonstr_sink put, void *ctx) {
   const char *run = json, *p = json, *end = json + strlen(json), *e;
   /* in JSON text the two can only be inside strings, where their escapes mean the same; memchr
-   * finds their first byte, rare in any text, at memory speed */
+   * skips to each 0xe2, the first byte of U+2000 to U+2FFF only */
   while ((e = memchr(p, 0xe2, (size_t)(end - p))) != NULL) {
     if (!line_separator((const unsigned char *)e)) {
       p = e + 1;

@@ -31,7 +31,8 @@ void jw_str(jw *o, const char *s) {
 }
 
 void jw_json(jw *o, const char *json) {
-  jsonstr_json(json, jw_sink, o);
+  if (json) jsonstr_json(json, jw_sink, o);
+  else jw_lit(o, "null");
 }
 
 void jw_num(jw *o, double v) {

@@ -31,7 +31,8 @@ static inline void jw_mem(jw *o, const char *s, size_t n) {
 void jw_int(jw *o, int64_t v);
 /* Appends a JSON string literal (jsonstr.h: escaped, bytes that are not UTF-8 as \ufffd). */
 void jw_str(jw *o, const char *s);
-/* Appends stored JSON text (a meta, a label) as it is, U+2028 and U+2029 escaped (jsonstr.h). */
+/* Appends stored JSON text (a meta, a label) as it is, U+2028 and U+2029 escaped (jsonstr.h); NULL
+ * (no label) is null. */
 void jw_json(jw *o, const char *json);
 /* Appends a number as float32 with 9 significant digits; non-finite is null. */
 void jw_num(jw *o, double v);
