@@ -62,14 +62,27 @@ static void test_buf_failed_append_is_sticky_and_answers_500(void **state) {
   assert_int_equal(resp.status, 500);
 }
 
+typedef struct {
+  const char *in, *out;
+} write_case;
+
+/* Writes each case's in through write, alone, and checks it gives the case's out. */
+static void expect_writes(void (*write)(jw *, const char *), const write_case *cases, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    jw o = {0};
+    write(&o, cases[i].in);
+    assert_false(o.failed);
+    assert_string_equal(o.b, cases[i].out);
+    free(o.b);
+  }
+}
+
 /* One escaper (jsonstr.c) writes every JSON string: response bodies (jw_str), problem details and log
  * lines. Checked here through jw_str, case by case: what is escaped, what passes through, and which byte
  * sequences are not UTF-8 (each such byte becomes one U+FFFD). */
 static void test_buf_json_strings_escaped_and_valid_utf8(void **state) {
   (void)state;
-  static const struct {
-    const char *in, *out;
-  } cases[] = {
+  static const write_case cases[] = {
       {"", "\"\""},
       {"plain id-7.png", "\"plain id-7.png\""},
       {"q\"b\\s", "\"q\\\"b\\\\s\""},
@@ -88,13 +101,7 @@ static void test_buf_json_strings_escaped_and_valid_utf8(void **state) {
       {"\xe2\x80\xa7\xe2\x80\xaa", "\"\xe2\x80\xa7\xe2\x80\xaa\""},  /* their neighbours pass */
       {"\xe2\x80", "\"\\ufffd\\ufffd\""},                          /* a separator cut short */
   };
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    jw o = {0};
-    jw_str(&o, cases[i].in);
-    assert_false(o.failed);
-    assert_string_equal(o.b, cases[i].out);
-    free(o.b);
-  }
+  expect_writes(jw_str, cases, sizeof cases / sizeof cases[0]);
   /* a long run passes through whole, and what follows it is still escaped */
   char big[5000];
   memset(big, 'x', sizeof big - 2);
@@ -111,9 +118,8 @@ static void test_buf_json_strings_escaped_and_valid_utf8(void **state) {
  * reader splitting with str.splitlines() would take for line ends. */
 static void test_buf_json_text_escapes_line_separators(void **state) {
   (void)state;
-  static const struct {
-    const char *in, *out;
-  } cases[] = {
+  static const write_case cases[] = {
+      {NULL, "null"}, /* no label */
       {"{}", "{}"},
       {"{\"k\":[1,\"caf\xc3\xa9\"]}", "{\"k\":[1,\"caf\xc3\xa9\"]}"},
       {"\"\xe2\x80\xa8\"", "\"\\u2028\""},
@@ -121,13 +127,7 @@ static void test_buf_json_text_escapes_line_separators(void **state) {
       {"\"\xe2\x82\xac\xe2\x80\xa7\"", "\"\xe2\x82\xac\xe2\x80\xa7\""}, /* other E2 80 characters pass */
       {"\"\xe2\x80", "\"\xe2\x80"},                                    /* cut short: no read past the end */
   };
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    jw o = {0};
-    jw_json(&o, cases[i].in);
-    assert_false(o.failed);
-    assert_string_equal(o.b, cases[i].out);
-    free(o.b);
-  }
+  expect_writes(jw_json, cases, sizeof cases / sizeof cases[0]);
 }
 
 int main(void) {
