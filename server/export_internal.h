@@ -31,7 +31,7 @@ typedef struct export {
   int64_t limit;             /* k: at most this many samples, 0 for all */
   int started, ended, failed;
   jw page;                   /* formatted, not yet sent */
-  st_hit hits[EXPORT_PAGE];         /* the page's ranking */
+  st_hit hits[EXPORT_PAGE];  /* the page's ranking */
   size_t sent;
   int64_t skipped;           /* samples the format had to leave out */
   char viewer[256];
