@@ -56,8 +56,9 @@ BUILD_PKGS := gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev lib
 # openssl makes the TLS tests' certificates, python3-venv the client's install test's environment,
 # python3-mypy checks the client's types
 TEST_PKGS := python3 python3-numpy python3-torch python3-torchvision python3-venv python3-mypy openssl man-db
-# the cluster's tests run a throw-away PostgreSQL 15 server (tests/cluster/pgtemp.py)
-TEST_PKGS += postgresql-15
+# the cluster's tests run a throw-away PostgreSQL 15 server (tests/cluster/pgtemp.py), and cut a node's
+# connections to it with nftables (found with iproute2's ss)
+TEST_PKGS += postgresql-15 nftables iproute2
 # the console's tests in a real browser (tests/browser): headless chromium driven through Selenium
 TEST_PKGS += chromium chromium-driver python3-selenium
 # make bench also trains small models on scikit-learn's bundled digits (tests/bench/bench_miner.py, bench_label_noise.py)

@@ -174,6 +174,32 @@ static int session_setup(pglog *p) {
   return rc;
 }
 
+/* libpq waits on a connection that has gone silent for as long as TCP does: a connect to a host that drops
+ * packets for about two minutes, a query whose packets are dropped for about fifteen, a reply that never comes
+ * on a connection whose request was received for two hours and more. A node cut off from PostgreSQL would hold
+ * its writer (and the batches waiting on it) that long. These bound it at about 15 s (a request not
+ * acknowledged) or 25 s (a reply awaited on a connection that stopped answering), after which the node answers
+ * 503 and reconnects. They come before the conninfo, so that any of them the conninfo sets wins, and
+ * connect_timeout is left out when PGCONNECT_TIMEOUT sets it. */
+static const char *const link_keys[] = {"keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+                                        "tcp_user_timeout", "connect_timeout"};
+static const char *const link_values[] = {"1", "10", "5", "3", "15000", "10"};
+#define LINK_N (sizeof link_keys / sizeof link_keys[0])
+
+static PGconn *connect_bounded(const char *conninfo) {
+  const char *keys[LINK_N + 2], *values[LINK_N + 2];
+  size_t n = 0;
+  for (size_t i = 0; i < LINK_N; i++) {
+    if (strcmp(link_keys[i], "connect_timeout") == 0 && getenv("PGCONNECT_TIMEOUT")) continue;
+    keys[n] = link_keys[i];
+    values[n++] = link_values[i];
+  }
+  keys[n] = "dbname"; /* expanded: a URI or a conninfo, whose settings override the ones before it */
+  values[n++] = conninfo;
+  keys[n] = values[n] = NULL;
+  return PQconnectdbParams(keys, values, 1);
+}
+
 int pglog_open(pglog **out, const char *conninfo, const char *node, char *err, size_t errlen) {
   *out = NULL;
   pglog *p = calloc(1, sizeof *p);
@@ -183,7 +209,7 @@ int pglog_open(pglog **out, const char *conninfo, const char *node, char *err, s
     rc = PGLOG_ERROR;
     goto out;
   }
-  p->conn = PQconnectdb(conninfo);
+  p->conn = connect_bounded(conninfo);
   if (!p->conn || PQstatus(p->conn) != CONNECTION_OK) {
     set_err(p, "connecting");
     goto out;

@@ -5,12 +5,14 @@ node must then give the same answers, and those answers must agree with a model 
 acknowledged requests alone: each sample seen once per acknowledged batch that holds it, never twice
 (a retried batch_id), never for a batch that was refused, and its mean loss the mean of the losses the
 batches' answers gave. The faults: a node SIGKILLed in the middle of the load and started again, a new
-node started late, and PostgreSQL stopped as a crash would stop it (pg_ctl stop -m immediate) in the
-middle of the load and started again, with clients that retry what got 503 under the same batch_id.
+node started late, PostgreSQL stopped as a crash would stop it (pg_ctl stop -m immediate) in the
+middle of the load and started again, with clients that retry what got 503 under the same batch_id, and a
+node whose connections to PostgreSQL stop carrying packets (nftables drops them: no reset, no error).
 """
 import os
 import random
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -575,6 +577,74 @@ class ClusterTestCase(FocaldTestCase):
         self.assertEqual(PG.sql(self.dbname, "SELECT count(*) FROM focald_log").strip(), "3", "each batch logged once")
         for n in (a, b):
             self.assertEqual(n.get("/v1/datasets/d?after=%d" % pos).json()["observations"], 3 * 8)
+
+    def connections_to_postgresql(self, node):
+        """The local ports of node's connections to the server (ss -tnp)."""
+        out = subprocess.run(["ss", "-tnpH", "state", "established"], check=True, stdout=subprocess.PIPE,
+                             text=True).stdout
+        ports = set()
+        for line in out.splitlines():
+            if "pid=%d," % node.proc.pid not in line:
+                continue
+            addrs = [t for t in line.split() if t.count(":") == 1 and t.rsplit(":", 1)[1].isdigit()]
+            if len(addrs) >= 2 and int(addrs[1].rsplit(":", 1)[1]) == PG.port:
+                ports.add(int(addrs[0].rsplit(":", 1)[1]))
+        return sorted(ports)
+
+    def cut(self, ports):
+        """Every packet of these connections is dropped from now on, both ways, as when a network fails without
+        a word: no reset, no error, the peer just stops answering (nftables, in a table of this test's own)."""
+        table = "focald_cut_%d" % os.getpid()
+        subprocess.run(["nft", "delete", "table", "inet", table], stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: subprocess.run(["nft", "delete", "table", "inet", table], stderr=subprocess.DEVNULL))
+        ps = ", ".join(map(str, ports))
+        rules = ("table inet %s {\n chain out {\n  type filter hook output priority 0; policy accept;\n"
+                 "  ip saddr 127.0.0.1 tcp sport { %s } tcp dport %d drop\n"
+                 "  ip saddr 127.0.0.1 tcp sport %d tcp dport { %s } drop\n }\n}\n") % (table, ps, PG.port, PG.port, ps)
+        subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True)
+
+    def test_cluster_node_cut_off_silently_answers_and_reconnects(self):
+        # a's connections to PostgreSQL stop carrying packets, with no reset. libpq alone would wait as long as
+        # TCP does (about fifteen minutes for a request that is never acknowledged); focald's connection
+        # settings (server/pglog.c) bound it, so a's batch is answered well within a minute (503
+        # store_unavailable, or 200 once a has reconnected), the batch is stored once whatever the client retries,
+        # a follows the log again, and it stops when asked (each node is stopped with SIGTERM at the end).
+        a, b = self.node("a"), self.node("b")
+        rng = random.Random(13)
+        r, _ = self.post(a, batch_body(rng, batch_id="before"))
+        self.assertEqual(r.status, 200, r)
+        ports = self.connections_to_postgresql(a)
+        self.assertGreaterEqual(len(ports), 2, "a's writer and its follower are connected")
+        self.cut(ports)
+        body = batch_body(rng, batch_id="cut")
+        t0 = time.monotonic()
+        r = a.batch("d", body, timeout=90)
+        waited = time.monotonic() - t0
+        # answered: either 503 (nothing stored) or, when a reconnected and wrote the group again in time, 200
+        self.assertIn((r.status, r.json().get("code")), ((503, "store_unavailable"), (200, None)), r)
+        self.assertLess(waited, 40, "the cut is noticed in about 15 s, not after TCP gives up")
+        r2, pos_b = self.post(b, batch_body(rng, batch_id="on-b"))
+        self.assertEqual(r2.status, 200, "b never waited on a: %r" % r2)
+        for _ in range(100):  # the client's retries, with the same batch_id, while a reconnects
+            if r.status != 503:
+                break
+            time.sleep(0.25)
+            r = a.batch("d", body)
+        self.assertEqual(r.status, 200, r)
+        self.assertFalse(r.json()["duplicate"], "the batch cut off was not stored before")
+        r, pos = self.post(a, body)
+        self.assertTrue(r.json()["duplicate"], r)
+        self.assertEqual(PG.sql(self.dbname, "SELECT count(*) FROM focald_log").strip(), "3", "each batch logged once")
+        # a's follower was cut too: it notices, reconnects, and a applies b's rows again
+        deadline = time.monotonic() + 60
+        r, pos_b2 = self.post(b, batch_body(rng, batch_id="on-b-later"))
+        while time.monotonic() < deadline:
+            r = a.get("/v1/datasets/d?after=%d" % pos_b2)
+            if r.status == 200:
+                break
+        self.assertEqual(r.status, 200, "a follows the log again: %r" % r)
+        for n in (a, b):
+            self.assertEqual(n.get("/v1/datasets/d?after=%d" % max(pos, pos_b2)).json()["observations"], 4 * 8)
 
     def test_cluster_node_refuses_a_database_of_another_kind(self):
         # a database focald wrote alone
