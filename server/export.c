@@ -1,11 +1,18 @@
 /* export.c — streamed exports of hard examples or of a queue, for labelling and imaging tools.
  *
  * An export is produced as the client reads it, a page of 4096 samples at a
- * time: each page is one top-k query continuing after the previous page (or
- * the next positions of a queue), run under the dataset's read lock and
- * written into a buffer the HTTP layer drains. Memory stays at one page
- * whatever the export's length, and the lock is never held while the client
- * is slow to read.
+ * time: each page is one top-k query (or the next positions of a queue), run
+ * under the dataset's read lock and written into a buffer the HTTP layer
+ * drains. Memory stays at one page, and a bit per sample, whatever the
+ * export's length, and the lock is never held while the client is slow to
+ * read.
+ *
+ * A page is the top of the samples not written yet, not the ranking continued
+ * after the last sample sent: batches that arrive while an export streams
+ * move samples up and down the ranking, and a cursor would then send a sample
+ * that fell below it a second time and never send one that rose above it.
+ * The bitmap of the samples written makes each sample appear once; with no
+ * batch in between, the pages are the ranking's, in its order.
  *
  * An export is pinned to the dataset it started on, and a queue's export to
  * its queue, by id: if that dataset is deleted while the export streams (even
@@ -31,6 +38,20 @@
 #include "export_internal.h"
 
 /* ------------------------------------------------------------------ pages */
+
+/* Grows the bitmap of samples written to cover keys below n (new samples
+ * arrive while an export streams). 0 when memory ran out. */
+static int cover(export *e, uint32_t n) {
+  if (e->written && n <= e->written_cap) return 1;
+  uint64_t cap = e->written_cap ? e->written_cap : 64; /* 64 times a power of two */
+  while (cap < n) cap *= 2;
+  uint64_t *w = realloc(e->written, (size_t)(cap / 64) * sizeof *w);
+  if (!w) return 0;
+  memset(w + e->written_cap / 64, 0, (size_t)(cap - e->written_cap) / 64 * sizeof *w);
+  e->written = w;
+  e->written_cap = cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap; /* every key is below UINT32_MAX */
+  return 1;
+}
 
 /* Formats the next page into e->page; sets e->ended after the last, or
  * e->failed when the page cannot be written: the dataset is gone (or is
@@ -65,24 +86,24 @@ static void next_page(export *e) {
     }
     more = e->position < q->n && (!e->limit || e->rank < e->limit);
   } else {
+    if (!cover(e, st_nsamples(ds))) {
+      st_release(ds);
+      e->failed = 1;
+      return;
+    }
     st_query q = e->q;
     q.run = strcmp(e->run, "*") == 0 ? NULL : st_find_run(ds, e->run);
     q.k = EXPORT_PAGE;
     if (e->limit && e->limit - e->rank < EXPORT_PAGE) q.k = (int)(e->limit - e->rank);
-    q.has_cursor = e->has_cursor;
-    q.cursor_score = e->cursor_score;
-    q.cursor_id = e->cursor_id;
+    q.skip = e->written;
+    q.skip_n = e->written_cap;
     st_hit *hits = e->hits;
     int n = strcmp(e->run, "*") == 0 || q.run ? st_top(ds, &q, hits) : 0;
     for (int i = 0; i < n; i++) {
       hist_view v;
       st_history_of(ds, q.run, hits[i].key, &v);
       export__fmt_item(e, ds, hits[i].key, hits[i].score, &v);
-    }
-    if (n > 0) {
-      e->has_cursor = 1;
-      e->cursor_score = hits[n - 1].score;
-      snprintf(e->cursor_id, sizeof e->cursor_id, "%s", st_sample_id(ds, hits[n - 1].key));
+      e->written[hits[i].key >> 6] |= UINT64_C(1) << (hits[i].key & 63);
     }
     more = n == q.k && (!e->limit || e->rank < e->limit);
   }
@@ -121,6 +142,7 @@ static int export_trailer(void *cls, char *value, size_t n) {
 static void export_free(void *cls) {
   export *e = cls;
   buf_free(&e->page);
+  free(e->written);
   free(e);
 }
 

@@ -23,9 +23,8 @@ typedef struct export {
   char queue[ST_NAME_MAX + 1]; /* "" unless exporting a queue */
   int64_t queue_id;          /* the queue the export started on: a name may be removed and built again */
   st_query q;                /* the ranking (by, order, filters); run is resolved per page */
-  int has_cursor;
-  double cursor_score;
-  char cursor_id[REQ_ID_MAX + 1];
+  uint64_t *written;         /* a bit per sample key: the samples already written (or left out by the format) */
+  uint32_t written_cap;      /* keys the bitmap covers */
   uint32_t position;         /* queue: next position */
   int64_t rank;
   int64_t limit;             /* k: at most this many samples, 0 for all */

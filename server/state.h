@@ -198,6 +198,8 @@ typedef struct st_query {
   int has_cursor;     /* continue after (cursor_score, cursor_id) in the order */
   double cursor_score;
   const char *cursor_id;
+  const uint64_t *skip; /* bitmap by key, or NULL: the samples whose bit is set are left out (an export's */
+  uint32_t skip_n;      /* samples already written); keys from skip_n on have no bit */
 } st_query;
 
 typedef struct st_hit {
@@ -206,7 +208,8 @@ typedef struct st_hit {
 } st_hit;
 
 /* The first k samples matching q in its order (ties by id), after the
- * cursor if any. out has room for q->k hits. Returns the number found. */
+ * cursor if any, and not in q->skip. out has room for q->k hits. Returns the
+ * number found. */
 int st_top(const st_dataset *ds, const st_query *q, st_hit *out);
 
 /* Quantiles (p in [0,1], ascending) of mean_loss over the run's observed

@@ -106,6 +106,11 @@ static inline int may_enter(const ranker *rk, double score, uint32_t key) {
   return id_less(rk->ds->ids[key], rk->ds->ids[w->key]);
 }
 
+/* Whether key is in q->skip. */
+static inline int skipped(const st_query *q, uint32_t key) {
+  return q->skip && key < q->skip_n && (q->skip[key >> 6] >> (key & 63)) & 1;
+}
+
 /* Whether (score, id) comes strictly after the cursor in the answer's order. */
 static inline int after_cursor(const st_query *q, int desc, double score, const char *id) {
   if (score != q->cursor_score) return desc ? score < q->cursor_score : score > q->cursor_score;
@@ -130,7 +135,7 @@ static void top_one_run(const st_dataset *ds, const st_run *r, const st_query *q
   }
   for (uint32_t key = 0; key < lim; key++) {
     const uint32_t seen = r->seen[key];
-    if (seen < q->min_seen || seen == 0) continue;
+    if (seen < q->min_seen || seen == 0 || skipped(q, key)) continue;
     const double score = col ? (double)col[key] : run_value(r, key, q->by);
     if (!may_enter(rk, score, key)) continue;
     if (q->status_mask && !(q->status_mask & (1u << ds->status[key])) &&
@@ -147,6 +152,7 @@ static void top_one_run(const st_dataset *ds, const st_run *r, const st_query *q
 /* run=* over several runs: the mean of the ranked field over the runs that saw the sample. */
 static void top_all_runs(const st_dataset *ds, const st_query *q, ranker *rk) {
   for (uint32_t key = 0; key < ds->nsamples; key++) {
+    if (skipped(q, key)) continue;
     int runs = 0;
     uint32_t seen = 0;
     double score = 0.0;

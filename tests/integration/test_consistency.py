@@ -635,6 +635,35 @@ class ExportPinnedTest(ConsistencyTestCase):
         self.assertEqual(len(json.loads(data)), len(meta))
         self.assertEqual(d.stop(), 0)
 
+    def test_consistency_export_lists_each_sample_once_while_batches_move_them(self):
+        """Training goes on while an export streams: a batch reverses the ranking after the first of export.c's
+        pages is written. Every sample is still written exactly once (a page continued after the last sample
+        sent would send the samples that fell below it again and never the ones that rose above it), the
+        ranks count 1..N, and the first page is the ranking as it was."""
+        d = self.daemon().start()
+        n = 10000
+        ids = ["m%05d" % i for i in range(n)]
+
+        def ranked(sign):  # by last_loss: m00000 hardest for sign 1, easiest for sign -1
+            return {"run": "r", "ids": ids, "targets": [0] * n,
+                    "logits": [[sign * (-3 + 6 * i / n), 0.0] for i in range(n)]}
+        # about 2 KB a line: a page of 4096 is more than the sockets' buffers take
+        meta = {sid: {"pad": "x" * 2000} for sid in ids}
+        self.assertEqual(d.batch("ex", dict(ranked(1), meta=meta)).status, 200)
+        for fmt in ("jsonl&by=last_loss", "jsonl&by=last_loss&run=*"):
+            with self.subTest(fmt=fmt):
+                self.assertEqual(d.batch("ex", ranked(1)).status, 200)
+                complete, data = self._stream_then(d, lambda: self.assertEqual(d.batch("ex", ranked(-1)).status, 200),
+                                                   fmt)
+                self.assertTrue(complete)
+                lines = [json.loads(line) for line in data.decode().splitlines()]
+                got = [x["id"] for x in lines]
+                self.assertEqual(len(got), len(set(got)), "%d samples written twice" % (len(got) - len(set(got))))
+                self.assertEqual(sorted(got), ids, "%d samples never written" % len(set(ids) - set(got)))
+                self.assertEqual([x["rank"] for x in lines], list(range(1, n + 1)))
+                self.assertEqual(got[:4096], ids[:4096])
+        self.assertEqual(d.stop(), 0)
+
     def test_consistency_queue_export_ends_with_an_error_when_its_queue_is_rebuilt(self):
         """A queue's export follows the queue it started on: removed, or removed and built again under the
         same name (other samples, another order), the stream ends with an error rather than go on into

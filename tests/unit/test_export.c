@@ -449,7 +449,7 @@ static void test_export_refusals_before_the_first_byte(void **state) {
   expect_refused("exp", QUERY("format", "label-studio", "local_files_root", "/data/./x"), 400, "bad_query", "local_files_root");
 }
 
-/* 5000 samples: two pages, each a ranking continuing after the last sample sent: every sample once, in
+/* 5000 samples: two pages, each the top of the samples not written yet: every sample once, in
  * order. Then the same export with its dataset deleted after the first page: the stream is cut. */
 static void test_export_pages_and_a_deleted_dataset(void **state) {
   (void)state;
@@ -520,6 +520,72 @@ static void test_export_pages_and_a_deleted_dataset(void **state) {
   free(label);
 }
 
+/* Training goes on while an export streams. 9000 samples, s00000 the hardest; after the first page (4096),
+ * a batch reverses their ranking and 8000 new samples arrive, harder than all (more than the export's bitmap
+ * of written samples covered when it began). Every sample is written exactly once: the first page as the
+ * ranking was, then the new samples, then the rest in their new order. */
+static void test_export_each_sample_once_while_batches_move_it(void **state) {
+  (void)state;
+  enum { N = 9000, NEW = 8000, PAGE = 4096 };
+  char **ids = malloc((N + NEW) * sizeof *ids);
+  float *loss = malloc((N + NEW) * sizeof *loss);
+  int32_t *label = calloc(N + NEW, sizeof *label);
+  assert_true(ids && loss && label);
+  for (int i = 0; i < N + NEW; i++) {
+    ids[i] = malloc(16);
+    snprintf(ids[i], 16, "%c%05d", i < N ? 's' : 't', i < N ? i : i - N);
+    loss[i] = (float)(N - i);
+  }
+  observe(2, "mv", N, ids, loss, label);
+  http_req rq;
+  memset(&rq, 0, sizeof rq);
+  rq.conn = &rq;
+  snprintf(rq.params[0], sizeof rq.params[0], "mv");
+  query_table = QUERY("format", "csv");
+  http_resp resp;
+  memset(&resp, 0, sizeof resp);
+  assert_int_equal(api_export(&rq, &resp), 0);
+  assert_non_null(resp.stream);
+  size_t cap = 1 << 22, len = 0;
+  char *body = malloc(cap);
+  assert_non_null(body);
+  long n = resp.stream(resp.stream_cls, body, 1000); /* the first page is written */
+  assert_true(n > 0);
+  len += (size_t)n;
+  for (int i = 0; i < N; i++) loss[i] = (float)(10 * i); /* mean (N - i + 10 i) / 2: the order reversed */
+  observe(2, "mv", N, ids, loss, label);
+  for (int i = N; i < N + NEW; i++) loss[i] = (float)(1000000 - (i - N));
+  observe(2, "mv", NEW, ids + N, loss + N, label + N);
+  while ((n = resp.stream(resp.stream_cls, body + len, 1000)) > 0) {
+    len += (size_t)n;
+    if (cap - len < 1001) {
+      cap *= 2;
+      body = realloc(body, cap);
+      assert_non_null(body);
+    }
+  }
+  assert_int_equal(n, 0);
+  body[len] = '\0';
+  resp.stream_free(resp.stream_cls);
+  assert_int_equal(count_lines(body), N + NEW + 1);
+  /* the order expected: s00000..s04095, then t00000..t07999, then s08999 down to s04096 */
+  const char *p = strchr(body, '\n') + 1;
+  for (int rank = 1; rank <= N + NEW; rank++) {
+    int got_rank, idn;
+    char kind;
+    assert_int_equal(sscanf(p, "%d,%c%d,", &got_rank, &kind, &idn), 3);
+    assert_int_equal(got_rank, rank);
+    const int want = rank <= PAGE ? rank - 1 : rank <= PAGE + NEW ? N + rank - 1 - PAGE : N - 1 - (rank - 1 - PAGE - NEW);
+    assert_int_equal(kind == 't' ? N + idn : idn, want);
+    p = strchr(p, '\n') + 1;
+  }
+  free(body);
+  for (int i = 0; i < N + NEW; i++) free(ids[i]);
+  free(ids);
+  free(loss);
+  free(label);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_export_csv, setup, teardown),
@@ -530,6 +596,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_export_queue, setup, teardown),
       cmocka_unit_test_setup_teardown(test_export_refusals_before_the_first_byte, setup, teardown),
       cmocka_unit_test_setup_teardown(test_export_pages_and_a_deleted_dataset, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_export_each_sample_once_while_batches_move_it, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
