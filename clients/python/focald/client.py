@@ -287,7 +287,10 @@ class Client:
     def iter_hard_examples(self, dataset: str, *, limit: Optional[int] = None, page_size: int = 1000,
                            **filters: Any) -> Iterator[JSON]:
         """Yields hard examples, hardest first, following the cursors: at most limit items (all when None).
-        filters: as hard_examples (by, order, run, label, label_issue, min_seen, status)."""
+        filters: as hard_examples (by, order, run, label, label_issue, min_seen, status).
+
+        Each page is the ranking as of its own request: while batches arrive, a sample that moves between
+        two pages can be yielded twice or not at all. iter_export lists every sample once."""
         cursor, n = None, 0
         while limit is None or n < limit:
             k = page_size if limit is None else min(page_size, limit - n)
