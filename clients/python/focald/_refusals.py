@@ -8,6 +8,9 @@ refused 840 more requests (26880 samples) in the last 60 s: 840 with 422 invalid
 interval is logged in full again. The Miner's counters (rejected, last_error) count every refusal
 whatever is logged.
 
+refuses_every_call() says when a refused request of many calls would be refused call by call the same
+way, so that the Miner refuses it whole instead of sending each call alone to find the one at fault.
+
 Not thread-safe: the Miner's sender thread alone uses its RefusalLog.
 """
 import logging
@@ -17,6 +20,33 @@ from typing import Dict, List, Optional, Set, Tuple
 from .errors import FocaldError
 
 Key = Tuple[Optional[int], str]  # (status, code)
+
+# The members of a batch that hold something per sample or per call (a binary body names its tensors as
+# their entries in /inputs): a problem whose field points into one of them may concern one call alone.
+_PER_CALL = frozenset(("ids", "logits", "probs", "targets", "weights", "meta", "segments", "inputs"))
+
+
+def refuses_every_call(e: FocaldError) -> bool:
+    """Whether focald, having refused a request of many calls with e, would refuse each of its calls sent
+    alone the same way. True for a missing or wrong token (401, 403); for a 4xx whose field names a member
+    that each call's request carries unchanged (/loss and everything under it, /run, /batch_id, a query
+    parameter: anything outside the per-sample members above); and for class_count_conflict, since the
+    calls of one request share their class count (it is part of the layout that groups them). False for
+    anything else: a field inside the per-sample members (a label out of range, an id twice in a call,
+    /segments/3/step) names one call's data; a 4xx without a field may be one call's doing too (bad_json
+    from an integer id beyond 64 bits) or a size a smaller request passes (413); and a 5xx given up on
+    may be the size of the request (out of memory)."""
+    if e.status in (401, 403):
+        return True
+    if e.status is None or not 400 <= e.status < 500:
+        return False
+    if e.code == "class_count_conflict":
+        return True
+    field = e.field or ""
+    if not field:
+        return False
+    head = field.split("/", 2)[1] if field.startswith("/") else field
+    return head not in _PER_CALL
 
 
 class RefusalLog:

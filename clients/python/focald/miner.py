@@ -32,9 +32,12 @@ How it keeps the training loop's cost small:
 - A request that fails because focald is unreachable or answers 5xx is sent again after a backoff, with
   the same batch_id, so a request that was in fact committed is stored once (focald answers the retry
   duplicate: true). The backoff is waited on its own event, which only close() sets: observe() does
-  not wake the sender while focald is down. A request focald refuses (4xx: labels out of range, an id
-  twice in one call, ...) is sent again one observe() call at a time, so that only the calls at fault
-  are refused; they are counted in rejected and the error kept in last_error.
+  not wake the sender while focald is down. A request focald refuses (4xx) for something in the calls'
+  data (labels out of range, an id twice in one call, ...: the problem's field points into ids, the
+  tensors, meta or segments) is sent again one observe() call at a time, so that only the calls at fault
+  are refused. A refusal that each call would get alike (a wrong loss config: field /loss; a wrong
+  token) refuses the request whole, with no more requests (_refusals.refuses_every_call). Either way the
+  refused calls are counted in rejected and the error kept in last_error.
 - Logging never floods the training log. Refusals are logged by a RefusalLog (_refusals.py): the first
   with each status and code as it comes, the rest summed up in at most one line a minute and in a last
   line when the sender stops. Retries are logged once when focald starts failing and once when it
@@ -66,7 +69,7 @@ from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple, Union
 
 from . import framing
 from .client import Client, _loss_obj
-from ._refusals import RefusalLog
+from ._refusals import RefusalLog, refuses_every_call
 from ._retry import Backoff
 from ._slab import Layout, Tensor, _Slab, _cpu_tensor, _layout_of, _row_bytes, _slab_bytes
 from .errors import FocaldError
@@ -503,23 +506,40 @@ class Miner:
         self._seq += 1
         batch_id = "%s-%d" % (self._prefix, self._seq)
         res = self._post(slab, 0, slab.nseg, batch_id, slab.n)
-        if isinstance(res, FocaldError) and slab.nseg > 1:
-            # refused: send the calls one by one, so that only those at fault are refused
-            row = 0
-            for k in range(slab.nseg):
-                seg = slab.seg[k]
-                assert seg is not None
-                n = seg[0]
-                if self._abandon.is_set():
+        if not isinstance(res, FocaldError):
+            return
+        if slab.nseg == 1 or refuses_every_call(res):
+            # each call alone would be refused the same way (a wrong loss, a wrong token): one refusal
+            self._refuse(res, slab.n)
+            return
+        # refused for something in the calls' data: send them one by one, so that only those at fault
+        # are refused
+        row = 0
+        for k in range(slab.nseg):
+            seg = slab.seg[k]
+            assert seg is not None
+            n = seg[0]
+            if self._abandon.is_set():
+                return
+            res = self._post(slab, k, k + 1, "%s.%d" % (batch_id, k), n, row)
+            row += n
+            if isinstance(res, FocaldError):
+                if refuses_every_call(res):  # the rest would be refused as this call was
+                    self._refuse(res, slab.n - row + n)
                     return
-                self._post(slab, k, k + 1, "%s.%d" % (batch_id, k), n, row)
-                row += n
+                self._refuse(res, n)
+
+    def _refuse(self, e: FocaldError, n: int) -> None:
+        """Counts n samples refused with e, and logs the refusal (sparingly)."""
+        with self._cond:
+            self.rejected += n
+        self._refusals.note(e, n)
 
     def _post(self, slab: _Slab, k0: int, k1: int, batch_id: str, n: int,
               row: int = 0) -> Union[Dict[str, Any], FocaldError, None]:
         """Sends calls [k0, k1) of slab (rows from row, n of them) until acknowledged, refused or
-        abandoned. Returns the response, the refusal (a FocaldError, counted in rejected only for a
-        single call), or None when abandoned."""
+        abandoned. Returns the response, the refusal (a FocaldError, which the caller counts), or None
+        when abandoned."""
         ids, x, targets, weights = slab.tensors(row, row + n)
         segs = self._segments(slab, k0, k1)
         meta = slab.meta
@@ -538,11 +558,6 @@ class Miner:
                     self.last_error = e
                 give_up = not e.retryable or (e.status == 500 and attempt >= 2)
                 if give_up:
-                    if k1 - k0 > 1 and e.status != 401 and e.status != 403:
-                        return e  # split by the caller
-                    with self._cond:
-                        self.rejected += n
-                    self._refusals.note(e, n)
                     return e
                 if self._abandon.is_set():
                     return None  # counted as dropped by close()

@@ -2,8 +2,9 @@
 request per step gives, observe() never blocks or raises when focald is down or slow, drops are counted,
 close() keeps its timeout, the miner recovers when focald comes back, and a retried request is stored
 once; against a recording client (no timing asserted), coalescing keeps the order, steps and epochs,
-buffers are reused, a refused request is split so only the call at fault is refused, and the backoff is
-never woken by observe().
+buffers are reused, a request refused for one call's data is split so only the call at fault is refused
+while one refused for what every call shares (the loss) is refused whole, and the backoff is never woken
+by observe().
 
 usage: BUILD=build /usr/bin/python3 clients/python/tests/test_miner.py [-v] [names...]
 """
@@ -140,6 +141,57 @@ class MinerTest(DaemonTestCase):
         self.assertEqual((m.sent, m.rejected, m.batches), (8, 3, 2))
         self.assertEqual(m.last_error.code, "duplicate_id")
         self.assertEqual(self.client.dataset("m-split")["observations"], 8)
+
+    def refused_requests(self, status):
+        """How many batches focald has answered with status so far (its /metrics)."""
+        line = 'focald_http_requests_total{route="/v1/datasets/{dataset}/batches",method="POST",status="%d"} ' % status
+        for row in self.client.metrics().splitlines():
+            if row.startswith(line):
+                return int(row[len(line):])
+        return 0
+
+    def test_miner_refused_config_costs_a_request_per_slab(self):
+        """A loss config focald refuses refuses every call alike: each slab of calls is refused in one
+        request, not re-sent a call at a time (which cost one request more than there were calls), and
+        rejected counts every sample. The same for calls whose class count conflicts with the run's."""
+        calls, n, max_batch = 60, 8, 64
+        slabs = -(-calls * n // max_batch)  # observe() fills a slab of max_batch rows before the next
+        self.client.post_batch("m-cfg", [0], [[0.0, 1.0, 2.0]], [0], run="three", loss="softmax_focal")
+        cases = [("m-cfg", None, {"type": "softmax_focal", "gamma": -1}, 422, "invalid_loss", "/loss/gamma"),
+                 ("m-cfg", "three", "softmax_focal", 409, "class_count_conflict", "/inputs/1")]
+        for dataset, run, loss, status, code, field in cases:
+            before = self.refused_requests(status)
+            m = Miner(dataset, run=run, url=self.url, loss=loss, flush_interval=3600, max_batch=max_batch)
+            for step in range(calls):
+                m.observe(*batch(step, n=n), step=step)
+            self.assertTrue(m.close(15))
+            self.assertEqual((m.observed, m.rejected, m.sent, m.batches), (calls * n, calls * n, 0, 0))
+            self.assertEqual((m.last_error.status, m.last_error.code, m.last_error.field), (status, code, field))
+            self.assertEqual(self.refused_requests(status) - before, slabs, code)
+        self.assertEqual(self.client.dataset("m-cfg")["observations"], 1)
+
+    def test_miner_bad_label_is_refused_alone(self):
+        """A label out of range in one call (a field inside the targets: /inputs/2 in a binary body,
+        /targets/k in JSON) still splits the request: only that call is refused, the others are stored,
+        at the cost of one request per call."""
+        for binary, field in ((True, "/inputs/2"), (False, "/targets/2")):
+            dataset = "m-label-%s" % ("binary" if binary else "json")
+            before = self.refused_requests(422)
+            m = Miner(dataset, url=self.url, loss="softmax_focal", binary=binary, flush_interval=3600)
+            with m._cond:  # the sender takes all six calls as one request
+                for step in range(6):
+                    ids, logits, targets = batch(step, n=4)
+                    if step == 3:
+                        targets = targets.clone()
+                        targets[2] = 5  # 5 classes: 0..4
+                    m.observe(ids, logits, targets, step=step)
+            self.assertTrue(m.close(15))
+            self.assertEqual((m.sent, m.rejected, m.batches), (20, 4, 5))
+            self.assertEqual((m.last_error.code, m.last_error.field), ("label_out_of_range", field))
+            self.assertEqual(self.refused_requests(422) - before, 2)  # the request, then the call alone
+            self.assertEqual(self.client.dataset(dataset)["observations"], 20)
+            with self.assertRaises(FocaldError):
+                self.client.sample(dataset, 3 * 4 + 2)  # the bad call's ids were not stored
 
     def test_miner_merges_bfloat16_and_lists(self):
         m = Miner("m-bf16", url=self.url, loss="softmax_focal")
@@ -313,14 +365,16 @@ class Unreachable:
 
 
 class Refuser:
-    """A client that refuses every request as focald refuses an invalid loss (422)."""
+    """A client that refuses every request with one problem: by default as focald refuses an invalid
+    loss (422, field /loss)."""
 
-    def __init__(self):
+    def __init__(self, status=422, code="invalid_loss", field="/loss"):
         self.calls = 0
+        self.status, self.code, self.field = status, code, field
 
     def post_batch(self, dataset, ids, targets=None, **kw):
         self.calls += 1
-        raise FocaldError(422, "invalid_loss", "a test's client refuses everything", field="/loss")
+        raise FocaldError(self.status, self.code, "a test's client refuses everything", field=self.field)
 
 
 class MinerRecordedTest(unittest.TestCase):
@@ -358,30 +412,63 @@ class MinerRecordedTest(unittest.TestCase):
 
     def test_miner_refusals_are_logged_sparingly(self):
         """focald refusing every call (a wrong loss config) logs the first refusal, then at most one
-        summary per interval and one when the sender stops, never a line per call; rejected still
-        counts every refused sample."""
+        summary per interval and one when the sender stops, never a line per request; rejected still
+        counts every refused sample. A request of many calls refused for its loss is refused whole."""
         refuser = Refuser()
         m = Miner("ds", client=refuser, flush_interval=3600)
         x, t = np.zeros((4, 2), np.float32), np.zeros(4, np.int64)
         with self.assertLogs("focald.miner", "INFO") as logs:
             for step in range(50):
                 m.observe(np.arange(4), x, t, step=step)
-            self.assertTrue(m.flush(10))         # one request, refused, then each call alone: 50 refused
+            self.assertTrue(m.flush(10))         # one request of 50 calls, refused whole
+            self.assertEqual((refuser.calls, m.rejected), (1, 200))
             self.assertEqual(len(logs.records), 1, [r.getMessage() for r in logs.records][:3])
-            self.assertIn("refused 4 samples", logs.records[0].getMessage())
+            self.assertIn("refused 200 samples", logs.records[0].getMessage())
+            for step in range(50, 100):          # a request per call: 50 refusals, counted, not logged
+                m.observe(np.arange(4), x, t, step=step)
+                self.assertTrue(m.flush(10))
+            self.assertEqual(len(logs.records), 1, [r.getMessage() for r in logs.records][:3])
             m._refusals.interval = 0.2        # a minute in production
             time.sleep(0.3)
-            for step in range(50, 60):
+            for step in range(100, 110):
                 m.observe(np.arange(4), x, t, step=step)
-            self.assertTrue(m.flush(10))         # the first of these brings the summary of the interval
+                self.assertTrue(m.flush(10))     # the first of these brings the summary of the interval
             self.assertEqual(len(logs.records), 2, [r.getMessage() for r in logs.records][:3])
             self.assertRegex(logs.records[1].getMessage(),
-                             r"refused 50 more requests \(200 samples\) in the last \d+ s: 50 with 422 invalid_loss")
+                             r"refused 51 more requests \(204 samples\) in the last \d+ s: 51 with 422 invalid_loss")
             self.assertTrue(m.close())           # the rest summed up when the sender stops
         self.assertEqual(len(logs.records), 3, [r.getMessage() for r in logs.records][:3])
         self.assertIn("refused 9 more requests (36 samples)", logs.records[2].getMessage())
-        self.assertEqual((m.rejected, m.sent, m.observed, refuser.calls), (240, 0, 240, 1 + 50 + 1 + 10))
+        self.assertEqual((m.rejected, m.sent, m.observed, refuser.calls), (440, 0, 440, 1 + 50 + 10))
         self.assertEqual(m.last_error.code, "invalid_loss")
+
+    def test_miner_splits_only_refusals_of_one_calls_data(self):
+        """A request of many calls refused with a problem whose field points into the calls' data (ids,
+        tensors, meta, segments; a binary body's inputs), or with none, is sent again a call at a time;
+        one whose field names what every call's request carries alike (the loss, the run, the
+        batch_id), a wrong token or a class count conflicting with the run's is refused whole. Either
+        way every sample is counted in rejected, once."""
+        calls = 7
+        split = [(422, "label_out_of_range", "/targets/9"), (422, "not_finite", "/logits/3/1"),
+                 (422, "duplicate_id", "/ids/5"), (422, "label_out_of_range", "/inputs/2"),
+                 (422, "invalid_field", "/meta/17"), (422, "out_of_range", "/segments/2/step"),
+                 (422, "bad_name", "/ids/0"), (400, "bad_json", None), (413, "body_too_large", None),
+                 (500, "internal", None)]
+        whole = [(422, "invalid_loss", "/loss"), (422, "invalid_loss", "/loss/gamma"),
+                 (422, "shape_mismatch", "/loss/alpha"), (422, "bad_name", "/run"),
+                 (422, "bad_name", "/batch_id"), (422, "unknown_field", "/lossy"), (401, "unauthorized", None),
+                 (409, "class_count_conflict", "/inputs/1"), (409, "class_count_conflict", "/logits")]
+        for (status, code, field), requests in [(c, 1 + calls) for c in split] + [(c, 1) for c in whole]:
+            refuser = Refuser(status, code, field)
+            m = Miner("ds", client=refuser, flush_interval=3600, retry_initial=0.001, retry_max=0.001,
+                      loss="sigmoid_focal")
+            with self.assertLogs("focald.miner", "INFO"):
+                with m._cond:  # one request of all the calls
+                    for step in range(calls):
+                        m.observe(np.arange(3), np.zeros((3, 2), np.float32), np.zeros(3, np.int64), step=step)
+                self.assertTrue(m.close(10))
+            self.assertEqual(refuser.calls - m.retries, requests, (status, code, field))  # a 500 is retried first
+            self.assertEqual((m.rejected, m.sent, m.last_error.code), (3 * calls, 0, code), (status, code, field))
 
     def test_miner_coalescing_keeps_order_steps_and_epochs(self):
         rec = Recorder()
