@@ -26,6 +26,27 @@ Key = Tuple[Optional[int], str]  # (status, code)
 _PER_CALL = frozenset(("ids", "logits", "probs", "targets", "weights", "meta", "segments", "inputs"))
 
 
+class Unencodable(FocaldError):
+    """The client could not encode a request of the Miner's calls, so it was never sent: a number JSON
+    cannot carry (NaN or infinity; binary=False or no NumPy), the ValueError in __cause__. It is refused
+    here as focald refuses a call's data (status None, code not_encodable, no field): the Miner sends
+    the calls again one at a time, so that only those at fault are lost."""
+
+    @classmethod
+    def of(cls, e: ValueError) -> "Unencodable":
+        u = cls(None, "not_encodable", "the calls cannot be sent as JSON: %s" % e)
+        u.__cause__ = e
+        return u
+
+    @property
+    def client_error(self) -> bool:
+        return True
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
 def refuses_every_call(e: FocaldError) -> bool:
     """Whether focald, having refused a request of many calls with e, would refuse each of its calls sent
     alone the same way. True for a missing or wrong token (401, 403); for a 4xx whose field names a member
@@ -70,7 +91,8 @@ class RefusalLog:
         if key not in self._logged or quiet:
             self._logged.add(key)
             self._logged_at = now
-            self.log.warning("focald refused %d samples: %s", n, e)
+            self.log.warning("%s %d samples: %s", "focald refused" if e.status is not None else "focald miner could not send",
+                             n, e)
             return
         counts = self._unlogged.setdefault(key, [0, 0])
         counts[0] += 1

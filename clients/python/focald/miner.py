@@ -69,7 +69,7 @@ from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple, Union
 
 from . import framing
 from .client import Client, _loss_obj
-from ._refusals import RefusalLog, refuses_every_call
+from ._refusals import RefusalLog, Unencodable, refuses_every_call
 from ._retry import Backoff
 from ._slab import Layout, Tensor, _Slab, _cpu_tensor, _layout_of, _row_bytes, _slab_bytes
 from .errors import FocaldError
@@ -553,6 +553,11 @@ class Miner:
                 res = self.client.post_batch(self.dataset, ids, targets=targets, run=self.run, batch_id=batch_id,
                                              loss=self.loss, weights=weights, meta=meta, segments=segs,
                                              outputs=(), **kw)
+            except ValueError as v:
+                e = Unencodable.of(v)  # never sent: refused here, as focald refuses one call's data
+                with self._cond:
+                    self.last_error = e
+                return e
             except FocaldError as e:
                 with self._cond:
                     self.last_error = e

@@ -193,6 +193,31 @@ class MinerTest(DaemonTestCase):
             with self.assertRaises(FocaldError):
                 self.client.sample(dataset, 3 * 4 + 2)  # the bad call's ids were not stored
 
+    def test_miner_non_finite_call_is_refused_alone(self):
+        """A NaN in one call is that call's refusal alone, in JSON as in binary: focald refuses it in a
+        binary body (422 not_finite), and JSON cannot carry it, so the client cannot encode the request
+        (not_encodable). The other calls are stored; the refusals are logged sparingly, with no traceback."""
+        for binary, code in ((True, "not_finite"), (False, "not_encodable")):
+            dataset = "m-nan-%s" % ("binary" if binary else "json")
+            m = Miner(dataset, url=self.url, loss="softmax_focal", binary=binary, flush_interval=3600)
+            with self.assertLogs("focald.miner", "INFO") as logs:
+                for request in range(2):
+                    with m._cond:  # the sender takes the five calls as one request
+                        for step in range(5 * request, 5 * request + 5):
+                            ids, logits, targets = batch(step, n=4, c=3)
+                            if step % 5 == 2:
+                                logits = logits.detach().clone()
+                                logits[1, 1] = float("nan")
+                            m.observe(ids, logits, targets, step=step)
+                    self.assertTrue(m.flush(15))
+                self.assertTrue(m.close(15))
+            self.assertEqual((m.sent, m.rejected, m.batches), (32, 8, 8), code)
+            self.assertEqual((m.last_error.code, m.last_error.retryable), (code, False))
+            self.assertEqual([r.levelname for r in logs.records], ["WARNING", "WARNING"],
+                             [r.getMessage() for r in logs.records])  # the first refusal, then the summary
+            self.assertIn("1 more requests (4 samples)", logs.records[1].getMessage())
+            self.assertEqual(self.client.dataset(dataset)["observations"], 32)
+
     def test_miner_merges_bfloat16_and_lists(self):
         m = Miner("m-bf16", url=self.url, loss="softmax_focal")
         parts = [batch(i, n=4) for i in range(3)]
