@@ -49,7 +49,9 @@ counters are guarded by one lock (self._cond); only the sender thread sends.
 Fork: a forked child (a DataLoader worker) has no sender thread, its copy of the lock may have been held
 by the parent's sender at the fork, and its copy of the buffers is the parent's, which the parent sends.
 So in the child every Miner starts afresh: a new lock, empty buffers, zero counters, a batch_id prefix of
-its own (the parent's batch_ids are not the child's to reuse) and a sender thread of its own.
+its own (the parent's batch_ids are not the child's to reuse) and a sender thread of its own. A child of
+multiprocessing (a DataLoader worker) ends with os._exit(), skipping atexit, so there the Miners are
+closed as at exit by one of multiprocessing's exit finalizers (_close_at_process_exit).
 
 The sender thread starts on the first observe() that buffers something, in the parent as in a child: a
 DataLoader worker that never observes keeps no idle thread. The start is in the general path of
@@ -60,6 +62,7 @@ import atexit
 import collections
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -94,9 +97,28 @@ def _close_all() -> None:
 
 
 def _after_fork_in_child() -> None:
-    """In a forked child, every Miner starts afresh (see the module's docstring)."""
+    """In a forked child, every Miner starts afresh (see the module's docstring), and a child of
+    multiprocessing (a DataLoader worker) closes them when it ends (see _close_at_process_exit)."""
     for m in list(_live):
         m._after_fork()
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None and _live:
+        mp_util.register_after_fork(_fork_token, _close_at_process_exit)
+
+
+class _ForkToken:
+    """What multiprocessing's registry of after-fork callbacks holds (weakly) for this module."""
+
+
+_fork_token = _ForkToken()
+
+
+def _close_at_process_exit(_: Any) -> None:
+    """In a child of multiprocessing (a DataLoader worker), registers _close_all to run when the child
+    ends. Such a child ends with os._exit(), which skips atexit: without this, what its Miners had
+    buffered would be lost unsaid. multiprocessing runs its exit finalizers instead, but empties their
+    registry after the fork, then runs its after-fork callbacks, which is when this one runs."""
+    sys.modules["multiprocessing.util"].Finalize(None, _close_all, exitpriority=0)
 
 
 if hasattr(os, "register_at_fork"):

@@ -343,6 +343,28 @@ class MinerTest(DaemonTestCase):
         self.assertEqual((m.observed, m.sent, m.duplicates), (96, 96, 0))
         self.assertEqual(self.client.dataset("m-fork")["observations"], 128)
 
+    def test_miner_in_dataloader_workers_sends_at_their_exit(self):
+        """DataLoader workers that observe and never close their Miner still deliver what they observed:
+        a child of multiprocessing ends with os._exit(), which skips the atexit hook, so the Miner closes
+        itself in multiprocessing's exit finalizers instead."""
+        m = Miner("m-workers", url=self.url, loss="softmax_focal", flush_interval=3600)
+        m.observe(np.array([1000]), np.zeros((1, 3), np.float32), np.zeros(1, np.int64), step=0)  # the parent's
+
+        class Observing(torch.utils.data.Dataset):
+            def __len__(self):
+                return 48
+
+            def __getitem__(self, i):
+                m.observe(np.array([i]), np.zeros((1, 3), np.float32), np.zeros(1, np.int64), step=i)
+                return i
+
+        loader = torch.utils.data.DataLoader(Observing(), batch_size=8, num_workers=2, multiprocessing_context="fork")
+        self.assertEqual(sorted(i for b in loader for i in b.tolist()), list(range(48)))
+        del loader  # its workers have ended
+        self.assertTrue(m.close(10))
+        self.assertEqual((m.observed, m.sent), (1, 1))  # the parent sends only its own
+        self.assertEqual(self.client.dataset("m-workers")["observations"], 49)
+
     def test_miner_overhead_per_observe(self):
         """observe() of a 128 x 10 batch with focald up: the figure reported, and a loose bound."""
         m = Miner("m-speed", url=self.url, run="r")
