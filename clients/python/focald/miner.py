@@ -188,6 +188,7 @@ class Miner:
         self._queued_n = 0                     # samples in _cur and _ready
         self._inflight: Optional[_Slab] = None
         self._inflight_dropped = False         # close() gave up on the in-flight slab and counted it
+        self._inflight_done = 0                # its samples already sent or refused (a split sends it in parts)
         self._flushing = 0
         self._abandon = threading.Event()      # close() gave up: the only thing that ends a backoff early
         self._failing = False
@@ -388,7 +389,8 @@ class Miner:
             return self._pending()
 
     def _pending(self) -> int:
-        inflight = self._inflight.n if self._inflight is not None and not self._inflight_dropped else 0
+        inflight = self._inflight.n - self._inflight_done if self._inflight is not None and not self._inflight_dropped \
+            else 0
         return self._queued_n + inflight
 
     def stats(self) -> Dict[str, Any]:
@@ -454,7 +456,7 @@ class Miner:
             self._cur = None
             self._queued_n = 0
             if self._inflight is not None:
-                self.dropped += self._inflight.n
+                self.dropped += self._inflight.n - self._inflight_done  # the parts not sent or refused yet
                 self._inflight_dropped = True
             self._cond.notify_all()
         log.warning("focald miner closed with %d samples unsent after %.1f s", self.dropped, timeout)
@@ -499,14 +501,18 @@ class Miner:
             try:
                 self._send(slab)
             except Exception as e:  # never let the thread die: a bug here must not stop reporting
-                log.exception("focald miner: unexpected error; %d samples lost", slab.n)
                 with self._cond:
-                    self.rejected += slab.n
+                    lost = slab.n - self._inflight_done  # the parts of a split already sent or refused are not
+                    self.rejected += lost
+                    if self._inflight_dropped:
+                        self.dropped -= lost
                     self.last_error = e
+                log.exception("focald miner: unexpected error; %d samples lost", lost)
             finally:
                 with self._cond:
                     self._inflight = None
                     self._inflight_dropped = False
+                    self._inflight_done = 0
                     self._extra -= slab.extra
                     self._recycle(slab)
                     self._cond.notify_all()
@@ -555,6 +561,9 @@ class Miner:
         """Counts n samples refused with e, and logs the refusal (sparingly)."""
         with self._cond:
             self.rejected += n
+            self._inflight_done += n
+            if self._inflight_dropped:  # close() gave up on it, but the answer came after all
+                self.dropped -= n
         self._refusals.note(e, n)
 
     def _post(self, slab: _Slab, k0: int, k1: int, batch_id: str, n: int,
@@ -608,6 +617,7 @@ class Miner:
                 if self._inflight_dropped:  # close() gave up on it, but it got through after all
                     self.dropped -= n
                 self.sent += n
+                self._inflight_done += n
                 self.batches += 1
                 if res.get("duplicate"):
                     self.duplicates += n

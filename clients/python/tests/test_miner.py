@@ -517,6 +517,34 @@ class MinerRecordedTest(unittest.TestCase):
             self.assertEqual(refuser.calls - m.retries, requests, (status, code, field))  # a 500 is retried first
             self.assertEqual((m.rejected, m.sent, m.last_error.code), (3 * calls, 0, code), (status, code, field))
 
+    def test_miner_close_giving_up_mid_split_counts_each_sample_once(self):
+        """close() gives up while a refused request is being sent again call by call: the calls already
+        stored or refused stay counted as such, only the rest is dropped, so that observed is sent +
+        rejected + dropped."""
+        class SplitThenDown:
+            calls = 0
+
+            def post_batch(self, dataset, ids, targets=None, **kw):
+                self.calls += 1
+                if self.calls == 1:
+                    raise FocaldError(422, "label_out_of_range", "a test's client refuses a label", field="/targets/9")
+                if self.calls <= 3:  # the first call stored, the second refused
+                    if self.calls == 3:
+                        raise FocaldError(422, "label_out_of_range", "a test's client refuses a label", field="/targets/1")
+                    return {"duplicate": False, "accepted": len(ids)}
+                raise FocaldConnectionError("unreachable", "focald is down (a test's client)")
+
+        client = SplitThenDown()
+        m = Miner("ds", client=client, flush_interval=0, retry_initial=3600, loss="sigmoid_focal")
+        with self.assertLogs("focald.miner", "INFO"):
+            with m._cond:  # one request of five calls
+                for step in range(5):
+                    m.observe(np.arange(4) + 4 * step, np.zeros((4, 2), np.float32), np.zeros(4, np.int64), step=step)
+            self.assertTrue(wait_for(lambda: client.calls >= 4))  # the third call, backing off
+            self.assertFalse(m.close(0.2))
+        s = m.stats()
+        self.assertEqual((s["observed"], s["sent"], s["rejected"], s["dropped"], s["pending"]), (20, 4, 4, 12, 0), s)
+
     def test_miner_coalescing_keeps_order_steps_and_epochs(self):
         rec = Recorder()
         m = Miner("ds", client=rec, flush_interval=3600, max_batch=50)
