@@ -1,11 +1,11 @@
 /* export.c — streamed exports of hard examples or of a queue, for labelling and imaging tools.
  *
- * An export is produced as the client reads it, a page of 4096 samples at a
- * time: each page is one top-k query (or the next positions of a queue), run
- * under the dataset's read lock and written into a buffer the HTTP layer
- * drains. Memory stays at one page, and a bit per sample, whatever the
- * export's length, and the lock is never held while the client is slow to
- * read.
+ * An export is produced as the client reads it, a page at a time: the next
+ * samples of a top-k query of 4096 (or the next positions of a queue), up to
+ * about EXPORT_PAGE_BYTES, written under the dataset's read lock into a buffer
+ * the HTTP layer drains. Memory stays at one page, and a bit per sample,
+ * whatever the export's length or its samples' meta, and the lock is never
+ * held while the client is slow to read.
  *
  * A page is the top of the samples not written yet, not the ranking continued
  * after the last sample sent: batches that arrive while an export streams
@@ -79,33 +79,41 @@ static void next_page(export *e) {
       return;
     }
     /* k counts what is written: label-studio, fiftyone and ohif leave samples out */
-    for (uint32_t i = 0; i < EXPORT_PAGE && e->position < q->n && (!e->limit || e->rank < e->limit); i++, e->position++) {
+    for (uint32_t i = 0; i < EXPORT_PAGE && e->page.len < EXPORT_PAGE_BYTES && e->position < q->n &&
+                         (!e->limit || e->rank < e->limit);
+         i++, e->position++) {
       hist_view v;
       st_history_all(ds, q->keys[e->position], &v);
       export__fmt_item(e, ds, q->keys[e->position], q->scores[e->position], &v);
     }
     more = e->position < q->n && (!e->limit || e->rank < e->limit);
   } else {
-    if (!cover(e, st_nsamples(ds))) {
-      st_release(ds);
-      e->failed = 1;
-      return;
-    }
     st_query q = e->q;
     q.run = strcmp(e->run, "*") == 0 ? NULL : st_find_run(ds, e->run);
-    q.k = EXPORT_PAGE;
-    if (e->limit && e->limit - e->rank < EXPORT_PAGE) q.k = (int)(e->limit - e->rank);
-    q.skip = e->written;
-    q.skip_n = e->written_cap;
-    st_hit *hits = e->hits;
-    int n = strcmp(e->run, "*") == 0 || q.run ? st_top(ds, &q, hits) : 0;
-    for (int i = 0; i < n; i++) {
-      hist_view v;
-      st_history_of(ds, q.run, hits[i].key, &v);
-      export__fmt_item(e, ds, hits[i].key, hits[i].score, &v);
-      e->written[hits[i].key >> 6] |= UINT64_C(1) << (hits[i].key & 63);
+    if (e->next_hit == e->nhits) {
+      /* the hits of the last query are written: the next ones */
+      if (!cover(e, st_nsamples(ds))) {
+        st_release(ds);
+        e->failed = 1;
+        return;
+      }
+      q.k = EXPORT_PAGE;
+      if (e->limit && e->limit - e->rank < EXPORT_PAGE) q.k = (int)(e->limit - e->rank);
+      q.skip = e->written;
+      q.skip_n = e->written_cap;
+      e->nhits = strcmp(e->run, "*") == 0 || q.run ? st_top(ds, &q, e->hits) : 0;
+      e->next_hit = 0;
+      e->last_query = e->nhits < q.k;
     }
-    more = n == q.k && (!e->limit || e->rank < e->limit);
+    /* a page ends at EXPORT_PAGE_BYTES too: samples with large meta must not make it hundreds of MiB */
+    for (; e->next_hit < e->nhits && e->page.len < EXPORT_PAGE_BYTES; e->next_hit++) {
+      const st_hit *h = &e->hits[e->next_hit];
+      hist_view v;
+      st_history_of(ds, q.run, h->key, &v);
+      export__fmt_item(e, ds, h->key, h->score, &v);
+      e->written[h->key >> 6] |= UINT64_C(1) << (h->key & 63);
+    }
+    more = (e->next_hit < e->nhits || !e->last_query) && (!e->limit || e->rank < e->limit);
   }
   st_release(ds);
   if (!more) {

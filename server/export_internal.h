@@ -14,6 +14,9 @@
 
 /* Samples in a page: one top-k query (or one stretch of a queue) under the dataset's read lock. */
 #define EXPORT_PAGE 4096
+/* A page's bytes: its samples are written in parts of about this size, the memory an export holds.
+ * (4096 samples of 64 KiB of meta each would otherwise be a page of 256 MiB, and more once escaped.) */
+#define EXPORT_PAGE_BYTES (1u << 20)
 
 typedef struct export {
   int format;                /* a format's index (export__fmt_find) */
@@ -30,7 +33,9 @@ typedef struct export {
   int64_t limit;             /* k: at most this many samples, 0 for all */
   int started, ended, failed;
   jw page;                   /* formatted, not yet sent */
-  st_hit hits[EXPORT_PAGE];  /* the page's ranking */
+  st_hit hits[EXPORT_PAGE];  /* the last query's ranking */
+  int nhits, next_hit;       /* its hits, and the first not written yet */
+  int last_query;            /* it found fewer than it asked for: no samples are left after its hits */
   size_t sent;
   int64_t skipped;           /* samples the format had to leave out */
   char viewer[256];

@@ -18,6 +18,7 @@
 #include <microhttpd.h>
 
 #include "api_internal.h"
+#include "export_internal.h"
 
 /* ------------------------------------------------------------------ the request's query */
 
@@ -586,6 +587,73 @@ static void test_export_each_sample_once_while_batches_move_it(void **state) {
   free(label);
 }
 
+/* 300 samples with 60 KB of meta each, exported as jsonl (which carries the meta) and as a queue: the
+ * export's page buffer stays near EXPORT_PAGE_BYTES (it would hold all 300, 18 MB, at once), and every
+ * sample is written once, in order. */
+static void test_export_page_bytes_are_bounded(void **state) {
+  (void)state;
+  enum { N = 300, META = 60000 };
+  char *ids[N];
+  float loss[N];
+  int32_t label[N];
+  for (int i = 0; i < N; i++) {
+    ids[i] = malloc(16);
+    snprintf(ids[i], 16, "b%03d", i);
+    loss[i] = (float)(N - i);
+    label[i] = 0;
+  }
+  observe(2, "big", N, ids, loss, label);
+  st_dataset *ds = st_w_find(map, 2);
+  char *pad = malloc(META + 1);
+  memset(pad, 'y', META);
+  pad[META] = '\0';
+  for (int i = 0; i < N; i++) {
+    char *m = malloc(META + 32);
+    snprintf(m, META + 32, "{\"note\":\"%s\"}", pad);
+    st_apply_meta(ds, (uint32_t)st_key(ds, ids[i]), m, seq);
+  }
+  free(pad);
+  const char *const *queries[] = {QUERY("format", "jsonl"), QUERY("format", "jsonl", "run", "*")};
+  for (size_t t = 0; t < sizeof queries / sizeof queries[0]; t++) {
+    http_req rq;
+    memset(&rq, 0, sizeof rq);
+    rq.conn = &rq;
+    snprintf(rq.params[0], sizeof rq.params[0], "big");
+    query_table = queries[t];
+    http_resp resp;
+    memset(&resp, 0, sizeof resp);
+    assert_int_equal(api_export(&rq, &resp), 0);
+    assert_non_null(resp.stream);
+    const export *e = resp.stream_cls;
+    size_t cap = (size_t)N * (META + 1024), len = 0, peak = 0;
+    char *body = malloc(cap);
+    assert_non_null(body);
+    long n;
+    while ((n = resp.stream(resp.stream_cls, body + len, 1 << 16)) > 0) {
+      len += (size_t)n;
+      assert_true(cap - len >= 1 << 16);
+      if (e->page.cap > peak) peak = e->page.cap;
+    }
+    assert_int_equal(n, 0);
+    body[len] = '\0';
+    /* each sample once, in order: b000 (the hardest) first */
+    const char *p = body;
+    for (int i = 0; i < N; i++) {
+      int idn = -1;
+      assert_int_equal(sscanf(p, "{\"id\":\"b%d\"", &idn), 1);
+      assert_int_equal(idn, i);
+      p = strchr(p, '\n');
+      assert_non_null(p);
+      p++;
+    }
+    assert_int_equal(*p, '\0');
+    free(body);
+    assert_true(peak <= 2 * EXPORT_PAGE_BYTES);
+    resp.stream_free(resp.stream_cls);
+  }
+  for (int i = 0; i < N; i++) free(ids[i]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_export_csv, setup, teardown),
@@ -597,6 +665,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_export_refusals_before_the_first_byte, setup, teardown),
       cmocka_unit_test_setup_teardown(test_export_pages_and_a_deleted_dataset, setup, teardown),
       cmocka_unit_test_setup_teardown(test_export_each_sample_once_while_batches_move_it, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_export_page_bytes_are_bounded, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
