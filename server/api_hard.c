@@ -104,7 +104,7 @@ int api_hard_examples(http_req *rq, http_resp *resp) {
     return api_fail(resp, rq, P_RUN_NOT_FOUND, "run", "dataset \"%.80s\" has no run \"%.80s\"", rq->params[0], run);
   }
   int n = st_top(ds, &q, hits);
-  const int more = n > asked;
+  int more = n > asked;
   if (more) n = asked;
   jw o = {0};
   JW(&o, "{\"dataset\":");
@@ -113,6 +113,11 @@ int api_hard_examples(http_req *rq, http_resp *resp) {
   jw_str(&o, run);
   JW(&o, ",\"by\":\"%s\",\"order\":\"%s\",\"items\":[", hist_field_name((hist_field)q.by), desc ? "desc" : "asc");
   for (int i = 0; i < n; i++) {
+    if (i > 0 && o.len >= API_PAGE_BYTES) { /* the rest on the next page */
+      n = i;
+      more = 1;
+      break;
+    }
     hist_view h;
     st_history_of(ds, q.run, hits[i].key, &h);
     JW(&o, "%s{\"id\":", i ? "," : "");

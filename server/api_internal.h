@@ -33,4 +33,8 @@ int api_ui_redirect(http_req *rq, http_resp *resp);
 int api_ui_index(http_req *rq, http_resp *resp);
 int api_ui_file(http_req *rq, http_resp *resp);
 
+/* A page of samples (hard-examples, a queue's items) ends early, after at least one sample, once its JSON
+ * passes this: with meta near its 64 KiB limit a page of 10,000 would be hundreds of MiB, held until sent. */
+#define API_PAGE_BYTES (16u << 20)
+
 #endif /* FOCALD_API_INTERNAL_H */

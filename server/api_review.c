@@ -211,6 +211,7 @@ int api_queue_get(http_req *rq, http_resp *resp) {
   if (o.len) o.len--; /* reopen the summary object to add its items */
   JW(&o, ",\"offset\":%lld,\"items\":[", offset);
   for (uint32_t i = (uint32_t)offset; i < q->n && i < (uint32_t)(offset + limit); i++) {
+    if (i > (uint32_t)offset && o.len >= API_PAGE_BYTES) break; /* the client asks again from offset + items */
     const uint32_t key = q->keys[i];
     hist_view v;
     st_history_all(ds, key, &v);

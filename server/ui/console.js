@@ -793,9 +793,12 @@ async function pageQueue(ds, name) {
   const [detail, head] = await Promise.all([api(dsPath(ds)), api(`${dsPath(ds)}/queues/${enc(name)}?limit=1`)]);
   const classes = classCount(detail);
   const items = [];
-  for (let offset = 0; offset < head.size; offset += 1000) {
+  // a page holds fewer than asked when its samples' meta is large: the next one starts after what came
+  for (let offset = 0; offset < head.size;) {
     const page = await api(`${dsPath(ds)}/queues/${enc(name)}?offset=${offset}&limit=1000`);
+    if (!page.items.length) break;
     items.push(...page.items);
+    offset += page.items.length;
   }
   const root = el('section', { id: 'queue-mode', 'data-queue': name });
   const status = new Map(items.map((it) => [it.id, it.status]));

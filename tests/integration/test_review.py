@@ -1828,6 +1828,53 @@ class ExportTest(ReviewTestCase):
         self.assertProblem(self.export("no-such-ds", format="csv"), 404, "dataset_not_found")
 
 
+class LargeMetaPageTest(ReviewTestCase):
+    """Samples with meta near its 64 KiB limit: a page of hard-examples or of a queue ends once its JSON passes
+    16 MiB (400 such samples are 24 MB), and the cursor, or the offset moved on by the items returned, gives
+    the rest: every sample once, in order."""
+    DS = "bigmeta"
+    N = 400
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        for start in range(0, cls.N, 100):
+            sub = ["g%03d" % i for i in range(start, start + 100)]
+            cls.d.ok_batch(cls.DS, {"run": "r1", "step": 1, "ids": sub, "targets": [0] * 100,
+                                    "logits": [row(0, -4.0 + 0.01 * i, c=2) for i in range(start, start + 100)],
+                                    "meta": {s: {"note": s * 15000} for s in sub}})
+
+    def test_hard_examples_page_ends_at_16_mib_and_the_cursor_goes_on(self):
+        r = self.d.get("/v1/datasets/%s/hard-examples?k=%d" % (self.DS, self.N))
+        self.assertEqual(r.status, 200, r)
+        first = r.json()
+        self.assertLess(len(first["items"]), self.N)
+        self.assertGreater(len(first["items"]), 200)
+        self.assertLess(len(r.body), 17 << 20)
+        self.assertIsNotNone(first["next_cursor"])
+        items = self.d.all_hard(self.DS, page=self.N)
+        self.assertEqual([it["id"] for it in items], ["g%03d" % i for i in range(self.N)])
+        self.assertEqual([it["rank"] for it in items], list(range(1, self.N + 1)))
+        self.assertTrue(all(it["meta"]["note"] == it["id"] * 15000 for it in items))
+
+    def test_queue_page_ends_at_16_mib_and_the_offset_goes_on(self):
+        self.ok_queue(self.DS, {"name": "all", "size": self.N})
+        self.addCleanup(lambda: self.d.delete("/v1/datasets/%s/queues/all" % self.DS))
+        r = self.get_queue(self.DS, "all", limit=self.N)
+        self.assertEqual(r.status, 200, r)
+        page = r.json()["items"]
+        self.assertLess(len(page), self.N)
+        self.assertLess(len(r.body), 17 << 20)
+        got, offset = [], 0
+        while offset < self.N:
+            page = self.get_queue(self.DS, "all", offset=offset, limit=self.N).json()["items"]
+            self.assertTrue(page)
+            self.assertEqual(page[0]["position"], offset + 1)
+            got += page
+            offset += len(page)
+        self.assertEqual([it["id"] for it in got], ["g%03d" % i for i in range(self.N)])
+
+
 class LargeExportTest(ReviewTestCase):
     """An export spanning several of export.c's internal pages (each one ranking query of a few thousand
     samples), with long runs of tied scores across the page boundaries, is complete and in hard-examples'

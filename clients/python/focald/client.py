@@ -272,7 +272,8 @@ class Client:
         """One page of the hardest samples (GET /v1/datasets/{dataset}/hard-examples).
 
         by: a history field (default mean_loss). order: "desc" (largest first) or "asc"; by default
-        the field's own, hardest first (README "Hardest examples"). k: page size, 1..10000 (default 100). run: a run name
+        the field's own, hardest first (README "Hardest examples"). k: page size, 1..10000 (default 100; fewer when the items' JSON passes 16 MiB, large meta:
+        next_cursor goes on from there). run: a run name
         or "*" (the mean over runs, the default). label: the sample's last label. label_issue: True for only
         the samples whose label focald flags (README "History fields"), False for only the others. min_seen: at least
         this many observations. status: a review state or a list of them (default: those still
@@ -376,7 +377,8 @@ class Client:
         return self._get("/v1/datasets/%s/queues" % _seg(dataset))
 
     def queue(self, dataset: str, name: str, offset: Optional[int] = None, limit: Optional[int] = None) -> JSON:
-        """A queue's summary and its items in order, from offset (default 0), at most limit (default 1000)."""
+        """A queue's summary and its items in order, from offset (default 0), at most limit (default 1000):
+        fewer when their JSON passes 16 MiB (large meta); the next page starts at offset + len(items)."""
         return self._get("/v1/datasets/%s/queues/%s" % (_seg(dataset), _seg(name)), {"offset": offset, "limit": limit})
 
     def iter_queue(self, dataset: str, name: str, page_size: int = 1000) -> Iterator[JSON]:
@@ -387,7 +389,7 @@ class Client:
             for item in page["items"]:
                 yield item
             offset += len(page["items"])
-            if len(page["items"]) < page_size or offset >= page.get("size", offset):
+            if not page["items"] or offset >= page.get("size", offset):
                 return
 
     def delete_queue(self, dataset: str, name: str) -> JSON:

@@ -301,6 +301,22 @@ class CallsTest(DaemonTestCase):
         self.assertEqual([e["id"] for e in page["relabels"]], ["1"])
         self.assertEqual(c.relabels("feed", since=later.cursor)["relabels"], [])
 
+    def test_client_iterators_follow_pages_cut_short_by_large_meta(self):
+        # 300 samples with 60 KB of meta each: focald ends a page once its JSON passes 16 MiB, so a page
+        # holds fewer than asked; iter_queue and iter_hard_examples go on from where it ended
+        c = self.c
+        ids = ["m%03d" % i for i in range(300)]
+        for start in range(0, 300, 100):
+            sub = ids[start:start + 100]
+            logits = np.array([[-4.0 + 0.01 * i, 0.0] for i in range(start, start + 100)], dtype=np.float32)
+            c.post_batch("bigmeta", sub, logits, np.zeros(100, dtype=np.int64), run="r1", loss="cross_entropy",
+                         meta={s: {"note": s * 15000} for s in sub})
+        c.create_queue("bigmeta", "all", size=300, run="r1")
+        self.assertLess(len(c.queue("bigmeta", "all", limit=1000)["items"]), 300)
+        self.assertEqual([it["id"] for it in c.iter_queue("bigmeta", "all", page_size=1000)], ids)
+        self.assertLess(len(c.hard_examples("bigmeta", k=300)["items"]), 300)
+        self.assertEqual([it["id"] for it in c.iter_hard_examples("bigmeta", page_size=1000)], ids)
+
     def test_client_queues(self):
         c = self.c
         ds = self.build("queues")
