@@ -117,6 +117,18 @@ typedef struct result {
 } result;
 
 /* GET /v1/datasets/<dataset>/export?<query>, read to its end in small reads. */
+/* Starts an export of dataset with query, to be read through resp->stream a part at a time. */
+static void start_export(const char *dataset, const char *const *query, http_resp *resp) {
+  http_req rq;
+  memset(&rq, 0, sizeof rq);
+  rq.conn = &rq; /* never dereferenced: the query comes from query_table */
+  snprintf(rq.params[0], sizeof rq.params[0], "%s", dataset);
+  query_table = query;
+  memset(resp, 0, sizeof *resp);
+  assert_int_equal(api_export(&rq, resp), 0);
+  assert_non_null(resp->stream);
+}
+
 static void run_export(const char *dataset, const char *const *query, result *r) {
   memset(r, 0, sizeof *r);
   http_req rq;
@@ -495,15 +507,8 @@ static void test_export_pages_and_a_deleted_dataset(void **state) {
   free(seen);
   result_free(&r);
   /* deleted while streaming */
-  http_req rq;
-  memset(&rq, 0, sizeof rq);
-  rq.conn = &rq;
-  snprintf(rq.params[0], sizeof rq.params[0], "big");
-  query_table = QUERY("format", "jsonl");
   http_resp resp;
-  memset(&resp, 0, sizeof resp);
-  assert_int_equal(api_export(&rq, &resp), 0);
-  assert_non_null(resp.stream);
+  start_export("big", QUERY("format", "jsonl"), &resp);
   char chunk[4096];
   assert_true(resp.stream(resp.stream_cls, chunk, sizeof chunk) > 0); /* the first page is written */
   int64_t samples = 0, observations = 0;
@@ -538,15 +543,8 @@ static void test_export_each_sample_once_while_batches_move_it(void **state) {
     loss[i] = (float)(N - i);
   }
   observe(2, "mv", N, ids, loss, label);
-  http_req rq;
-  memset(&rq, 0, sizeof rq);
-  rq.conn = &rq;
-  snprintf(rq.params[0], sizeof rq.params[0], "mv");
-  query_table = QUERY("format", "csv");
   http_resp resp;
-  memset(&resp, 0, sizeof resp);
-  assert_int_equal(api_export(&rq, &resp), 0);
-  assert_non_null(resp.stream);
+  start_export("mv", QUERY("format", "csv"), &resp);
   size_t cap = 1 << 22, len = 0;
   char *body = malloc(cap);
   assert_non_null(body);
@@ -615,15 +613,8 @@ static void test_export_page_bytes_are_bounded(void **state) {
   free(pad);
   const char *const *queries[] = {QUERY("format", "jsonl"), QUERY("format", "jsonl", "run", "*")};
   for (size_t t = 0; t < sizeof queries / sizeof queries[0]; t++) {
-    http_req rq;
-    memset(&rq, 0, sizeof rq);
-    rq.conn = &rq;
-    snprintf(rq.params[0], sizeof rq.params[0], "big");
-    query_table = queries[t];
     http_resp resp;
-    memset(&resp, 0, sizeof resp);
-    assert_int_equal(api_export(&rq, &resp), 0);
-    assert_non_null(resp.stream);
+    start_export("big", queries[t], &resp);
     const export *e = resp.stream_cls;
     size_t cap = (size_t)N * (META + 1024), len = 0, peak = 0;
     char *body = malloc(cap);
