@@ -247,6 +247,22 @@ static int content_type_ok(const char *ct, unsigned flags) {
   return 0;
 }
 
+/* A length header's value (a route's head_header): decimal digits only, with the optional whitespace
+ * around a field's value that RFC 9110 section 5.5 allows. Returns the length, or -2 for anything else: a
+ * sign, an empty value, a trailing word, or more than 18 digits (strtoll would take some of these, or
+ * saturate, and the framing would then be read differently from what the client meant). */
+static int64_t head_length(const char *s) {
+  while (*s == ' ' || *s == '\t') s++;
+  int64_t v = 0;
+  int digits = 0;
+  for (; *s >= '0' && *s <= '9'; s++, digits++) {
+    if (digits == 18) return -2;
+    v = v * 10 + (*s - '0');
+  }
+  while (*s == ' ' || *s == '\t') s++;
+  return digits && !*s ? v : -2;
+}
+
 /* The body's headers checked against what the route takes (type, length, --max-body, --body-memory),
  * and its buffer allocated when its length is known. Returns MHD_YES to read the body, or answers. */
 enum MHD_Result http__begin_body(struct MHD_Connection *conn, http_req *rq, const router_route *route) {
@@ -259,9 +275,14 @@ enum MHD_Result http__begin_body(struct MHD_Connection *conn, http_req *rq, cons
                                   : "the body must be application/json");
   const char *head = route->head_header ? MHD_lookup_connection_value(conn, MHD_HEADER_KIND, route->head_header) : NULL;
   if (head) {
-    char *end;
-    long long v = strtoll(head, &end, 10);
-    rq->body_head_len = (*end || v < 0) ? -2 : v;
+    rq->body_head_len = head_length(head);
+    /* a binary body's framing that could be read two ways is refused before its body is read */
+    if (rq->body_head_len < 0 && rq->content_type && strncasecmp(rq->content_type, "application/octet-stream", 24) == 0) {
+      char d[200];
+      snprintf(d, sizeof d, "%s must be the byte length of the body's JSON header, in decimal digits; not \"%.40s\"",
+               route->head_header, head);
+      return http__send_problem(conn, rq, P_BAD_FRAMING, d);
+    }
   }
   if (!cl) {
     if (rq->content_type && strncasecmp(rq->content_type, "application/octet-stream", 24) == 0)

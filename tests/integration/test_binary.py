@@ -681,6 +681,15 @@ def _ihcl(value):
     return send
 
 
+def _ihcl_text(fmt):
+    """A case: the good batch with its true header length written by fmt (such as "+%d")."""
+    def send(self):
+        h, t = _good()
+        body, hl = build(h, t)
+        return self.batch_bin(self.DS, h, t, ihcl=fmt % hl)
+    return send
+
+
 def _ihcl_delta(delta):
     def send(self):
         h, t = _good()
@@ -773,6 +782,12 @@ BAD_CASES = [
     ("no_inference_header_content_length", _ihcl(None), 400, "bad_framing", None),
     ("inference_header_content_length_not_a_number", _ihcl("12x"), 400, "bad_framing", None),
     ("inference_header_content_length_negative", _ihcl("-5"), 400, "bad_framing", None),
+    # the length in digits only: strtoll would read "+N", " N" or "N" in the same way, so a sign, an empty value
+    # and a number past 2^63 are refused rather than read as some length
+    ("inference_header_content_length_with_a_sign", _ihcl_text("+%d"), 400, "bad_framing", None),
+    ("inference_header_content_length_negative_zero", _ihcl("-0"), 400, "bad_framing", None),
+    ("inference_header_content_length_empty", _ihcl(""), 400, "bad_framing", None),
+    ("inference_header_content_length_past_2_64", _ihcl("18446744073709551616"), 400, "bad_framing", None),
     ("header_length_beyond_the_body", _ihcl_delta(+10000), 400, "bad_framing", None),
     ("header_length_one_beyond_the_body", _ihcl_body(+1), 400, "bad_framing", None),
     ("header_length_the_whole_body", _ihcl_body(0), 400, "bad_json", None),
@@ -878,6 +893,29 @@ class BadInputTest(BinaryTestCase):
         h, t = _good()
         r = self.ok_json(self.batch_bin(self.DS, dict(h, batch_id="seed"), t))
         self.assertTrue(r["duplicate"])
+        self.assertEqual(self.state(), before)
+
+    def test_malformed_inference_header_content_length_is_named_as_sent(self):
+        """A malformed Inference-Header-Content-Length is refused as malformed, quoted as sent: not taken for a
+        missing header, nor for another length (a value past 2^63 was reported as 9223372036854775807)."""
+        h, t = _good()
+        for value in ("-5", "12x", "+%d" % build(h, t)[1], "", "18446744073709551616"):
+            with self.subTest(value=value):
+                p = self.assertProblem(self.batch_bin(self.DS, h, t, ihcl=value), 400, "bad_framing", None)
+                self.assertIn("Inference-Header-Content-Length", p["detail"])
+                self.assertIn('"%s"' % value, p["detail"])
+                self.assertNotIn("needs an Inference-Header-Content-Length", p["detail"])
+
+    def test_inference_header_content_length_with_surrounding_whitespace(self):
+        """Whitespace around a field's value is not part of it (RFC 9110 section 5.5): the length with a space
+        after it is the length (as a duplicate of the seed, the batch changes nothing)."""
+        before = self.state()
+        h, t = _good()
+        h = dict(h, batch_id="seed")
+        for fmt in ("%d ", "%d\t", " %d"):
+            with self.subTest(fmt=fmt):
+                r = self.ok_json(self.batch_bin(self.DS, h, t, ihcl=fmt % build(h, t)[1]))
+                self.assertTrue(r["duplicate"])
         self.assertEqual(self.state(), before)
 
     def test_loss_endpoint_bad_framing(self):
