@@ -7,6 +7,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -82,7 +83,8 @@ int api_int_query(http_req *rq, http_resp *resp, const char *name, long long lo,
   const char *s = http_query(rq, name, b, sizeof b);
   *v = dflt;
   if (!s || api_int_text(s, lo, hi, v) == 0) return 0;
-  if (hi >= INT32_MAX) api_fail(resp, rq, P_BAD_QUERY, name, "%s must be an integer >= %lld", name, lo);
+  /* the message gives the whole range whenever there is an upper bound a client can reach */
+  if (hi == LLONG_MAX) api_fail(resp, rq, P_BAD_QUERY, name, "%s must be an integer >= %lld", name, lo);
   else api_fail(resp, rq, P_BAD_QUERY, name, "%s must be an integer from %lld to %lld", name, lo, hi);
   return -1;
 }

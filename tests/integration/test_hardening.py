@@ -707,6 +707,29 @@ class BadInputTest(HardeningTestCase):
             if name != "k":  # hard-examples pages at most 10,000; an export's k has no upper bound
                 self.assertEqual(len(details), 1, details)  # one message for one mistake, whichever route
 
+    def test_bad_input_integer_query_values_past_the_bound_name_it(self):
+        """A value past an integer parameter's upper bound is refused with a message giving that bound, and the
+        bound itself is taken: "offset must be an integer >= 0" for offset=2147483648 told the client nothing."""
+        ds = self.DS
+        self.d.ok_batch(ds, base_body(run="bounds", ids=["b0", "b1", "b2"]))
+        q = self.d.post("/v1/datasets/%s/queues" % ds, {"name": "bounds-q", "size": 2})
+        self.assertIn(q.status, (200, 201), q)
+        cases = [("/v1/datasets/%s/hard-examples" % ds, "label", 0, 2 ** 31 - 1),
+                 ("/v1/datasets/%s/export?format=csv" % ds, "label", 0, 2 ** 31 - 1),
+                 ("/v1/datasets/%s/hard-examples" % ds, "min_seen", 1, 2 ** 32 - 1),
+                 ("/v1/datasets/%s/datamap" % ds, "min_seen", 1, 2 ** 32 - 1),
+                 ("/v1/datasets/%s/queues/bounds-q" % ds, "offset", 0, 2 ** 31 - 1),
+                 ("/v1/datasets/%s/hard-examples" % ds, "k", 1, 10000),
+                 ("/v1/datasets/%s/relabels" % ds, "limit", 1, 10000)]
+        before = self.state()
+        for path, name, lo, hi in cases:
+            sep = "&" if "?" in path else "?"
+            with self.subTest(path=path, name=name):
+                self.assertEqual(self.d.get("%s%s%s=%d" % (path, sep, name, hi)).status, 200)
+                p = self.assertProblem(self.d.get("%s%s%s=%d" % (path, sep, name, hi + 1)), 400, "bad_query", name)
+                self.assertEqual(p["detail"], "%s must be an integer from %d to %d" % (name, lo, hi))
+        self.assertUnchanged(before, "integer parameters past their bound")
+
     def test_head_on_every_get_route(self):
         """HEAD is GET without the body (RFC 9110 9.3.2): the same status and headers, no body; 405 lists it."""
         for method, path, _ in self._operations():
