@@ -209,7 +209,18 @@ enum MHD_Result http__respond(struct MHD_Connection *conn, http_req *rq, http_re
       return MHD_NO;
     }
     st->resp = resp;
-    if (out->trailer) MHD_add_response_header(resp, "Trailer", out->trailer);
+    if (strcmp(rq->method, MHD_HTTP_METHOD_HEAD) == 0) {
+      /* libmicrohttpd 0.9.75 writes a chunked response's last chunk ("0\r\n\r\n") even to HEAD, which has
+       * no body: a client reading its next answer on the connection would take those bytes for its status
+       * line. HEAD's answer to a stream is therefore not chunked (nor has it a trailer): its end is the
+       * connection's, as for HTTP/1.0. Content-Length would have to be the stream's length, which is unknown. */
+      if (MHD_set_response_options(resp, MHD_RF_HTTP_1_0_COMPATIBLE_STRICT, MHD_RO_END) != MHD_YES) {
+        MHD_destroy_response(resp);
+        return MHD_NO;
+      }
+    } else if (out->trailer) {
+      MHD_add_response_header(resp, "Trailer", out->trailer);
+    }
   } else if (out->body) {
     resp = MHD_create_response_from_buffer(out->len, out->body, MHD_RESPMEM_MUST_FREE);
   } else {

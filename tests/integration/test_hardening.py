@@ -749,6 +749,38 @@ class BadInputTest(HardeningTestCase):
         r = self.d.request("PATCH", "/v1/datasets/%s" % self.DS, {})
         self.assertEqual(r.header("Allow"), "GET, HEAD, DELETE")
 
+    def test_head_answer_is_headers_only_on_a_kept_connection(self):
+        """A HEAD answer ends with its headers (RFC 9112 section 6.3): nothing of a body follows, not even a
+        chunked stream's last chunk, which a client would read as the status line of its next answer on the
+        connection. Every GET route, and each export format (streamed), with a request pipelined after it."""
+        ds = self.DS
+        q = self.d.post("/v1/datasets/%s/queues" % ds, {"name": "head-q", "size": 2})
+        self.assertIn(q.status, (201, 409), q)
+        paths = [path for method, path, _ in self._operations() if method == "GET"]
+        paths += ["/v1/datasets/%s/export?format=%s" % (ds, f) for f in ("csv", "jsonl", "label-studio", "fiftyone", "ohif")]
+        paths += ["/v1/datasets/%s/export?format=csv&queue=head-q" % ds]
+        for path in paths:
+            with self.subTest(path=path):
+                s = socket.create_connection(("127.0.0.1", self.d.port), timeout=5)
+                try:
+                    s.sendall(b"HEAD %s HTTP/1.1\r\nHost: x\r\n\r\nGET /livez HTTP/1.1\r\nHost: x\r\n"
+                              b"Connection: close\r\n\r\n" % path.encode())
+                    got = b""
+                    while True:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        got += chunk
+                finally:
+                    s.close()
+                head, sep, rest = got.partition(b"\r\n\r\n")
+                self.assertTrue(sep and head.startswith(b"HTTP/1.1 "), got[:300])
+                if b"\r\nconnection: close" in head.lower():
+                    self.assertEqual(rest, b"", "bytes after a HEAD answer that closes: %r" % rest[:60])
+                else:
+                    self.assertTrue(rest.startswith(b"HTTP/1.1 200 "), "after the HEAD answer: %r" % rest[:60])
+                    self.assertTrue(rest.endswith(b'{"status":"ok"}'), rest[-60:])
+
     def test_bad_input_dot_names_are_refused_and_old_ones_stay_reachable(self):
         """"." and ".." are dot segments HTTP clients remove from paths (RFC 3986 5.2.4): refused as new
         dataset, run and queue names, changing nothing; "..." is a name like any other. A database from a
