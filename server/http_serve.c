@@ -99,13 +99,15 @@ static enum MHD_Result begin_request(int health, struct MHD_Connection *conn, ht
   const int ri = router_find(http__routes, http__nroutes, method, url, &m);
   memcpy(rq->params, m.params, sizeof rq->params);
   rq->bad_param = m.bad_param;
+  /* the health listener serves the probes only, which take no token: anything else there is a 404 whatever
+   * the credentials (a 401 would ask for a token that could not change the answer) */
+  if (health && !(m.path_flags & ROUTE_PROBE))
+    return http__send_problem(conn, rq, P_NOT_FOUND, health_refusal);
   if (!http__authorized(conn, m.path_flags)) {
     /* counted and logged under the route asked for, answered alike whether it exists or not */
     if (ri >= 0) rq->route_index = ri, rq->route = http__routes[ri].pattern;
     return http__send_problem(conn, rq, P_UNAUTHORIZED, "send the token as Authorization: Bearer <token>");
   }
-  if (health && ri != -1 && !(m.path_flags & ROUTE_PROBE))
-    return http__send_problem(conn, rq, P_NOT_FOUND, health_refusal);
   if (ri == -1) return http__send_problem(conn, rq, P_NOT_FOUND, "no such route; see /openapi.json");
   problem p;
   if (ri == -2) {

@@ -1633,6 +1633,25 @@ class TokenTest(HardeningTestCase):
             r = self.anon("GET", path, auth="Bearer wrong-token-wrong-token")
             self.assertEqual(r.status, 200, "%s with a wrong token: %r" % (path, r))
 
+    def test_security_token_health_listener_answers_404_to_anything_but_the_probes(self):
+        """--health-listen with a token: the probes answer without one, and every other path is the health
+        listener's 404 with or without the token (README: "anything else there is 404"), not a 401 asking
+        for a token that could not change the answer. Nothing is stored through it."""
+        hport = harness.free_port()
+        d = self.start_daemon(args=("--health-listen", "127.0.0.1:%d" % hport), env={"FOCALD_TOKEN": TOKEN},
+                              token=TOKEN)
+        h = harness.Daemon(self.id(), db_dir=d.db_dir)  # not started: a client of the health listener
+        h.port = hport
+        for path in ("/livez", "/readyz"):
+            self.assertEqual(h.request("GET", path).status, 200)
+        for method, path, body in PROTECTED + [("GET", "/ui/", None), ("GET", "/ui/console.js", None)]:
+            for auth in (None, "Bearer " + TOKEN, "Bearer wrong-token-wrong-token"):
+                with self.subTest(method=method, path=path, auth=auth and auth[:12]):
+                    p = self.assertProblem(h.request(method, path, body, headers={"Authorization": auth}), 404,
+                                           "not_found")
+                    self.assertIn("--health-listen", p["detail"])
+        self.assertEqual(d.get("/v1/datasets").json()["datasets"], [])
+
     def test_security_token_missing_is_401_everywhere_else(self):
         for method, path, body in PROTECTED:
             with self.subTest(method=method, path=path):
