@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "jsonstr.h"
 #include "log.h"
@@ -188,6 +189,20 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *text, size_t max) {
   return (ssize_t)n;
 }
 
+/* A stream's send buffer. libmicrohttpd's idle timeout (--connection-timeout) counts from the last write,
+ * and the kernel wakes a writer only once about half of a full send buffer has drained: with the buffer
+ * the kernel grows by itself (up to 4 MiB), a client reading an export at under ~70 KiB/s went 30 s
+ * without a write and was cut off, although it was reading all along. With 256 KiB (the kernel doubles
+ * it) a write comes every 256 KiB or so: a client is cut off only below ~8 KiB/s. */
+#define STREAM_SNDBUF (256 * 1024)
+
+static void small_send_buffer(struct MHD_Connection *conn) {
+  const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+  const int size = STREAM_SNDBUF;
+  /* best effort: a socket that refuses keeps the timeout as it was */
+  if (ci) (void)setsockopt(ci->connect_fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+}
+
 static void stream_done(void *cls) {
   stream_state *st = cls;
   if (st->free_fn) st->free_fn(st->cls);
@@ -209,6 +224,7 @@ enum MHD_Result http__respond(struct MHD_Connection *conn, http_req *rq, http_re
       return MHD_NO;
     }
     st->resp = resp;
+    small_send_buffer(conn);
     if (strcmp(rq->method, MHD_HTTP_METHOD_HEAD) == 0) {
       /* libmicrohttpd 0.9.75 writes a chunked response's last chunk ("0\r\n\r\n") even to HEAD, which has
        * no body: a client reading its next answer on the connection would take those bytes for its status

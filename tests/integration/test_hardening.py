@@ -1224,6 +1224,55 @@ class LimitsTest(HardeningTestCase):
                         "a stalled connection was closed after %.2f s (--connection-timeout %d)"
                         % (waited, self.TIMEOUT))
 
+    def _read_export_slowly(self, d, rate, pause=0.0):
+        """GET an export on a socket with a small receive window, read at rate bytes/s (after a pause of
+        pause seconds once the first bytes came). Returns (the bytes read, whether the chunked body ended)."""
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.settimeout(60)
+        s.connect(("127.0.0.1", d.port))
+        s.sendall(b"GET /v1/datasets/slow/export?format=jsonl HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        try:
+            while True:
+                x = s.recv(16384)
+                if not x:
+                    break
+                if not data and pause:
+                    time.sleep(pause)
+                data += x
+                if data.endswith(b"\r\n0\r\nFocald-Skipped: 0\r\n\r\n"):
+                    break
+                time.sleep(len(x) / rate)
+        except OSError:
+            pass
+        s.close()
+        return data, data.endswith(b"\r\n0\r\nFocald-Skipped: 0\r\n\r\n")
+
+    def test_limits_slow_export_reader_is_served_to_the_end_and_a_stalled_one_cut_off(self):
+        """A client that reads an export steadily but slowly (300 KB/s, a 6 MB export) gets all of it: the
+        idle timeout counts from focald's last write, and with the send buffer the kernel grows by itself
+        (to 4 MiB) a write came only after megabytes had drained, so such a client was cut off after about
+        4 MB. A client that stops reading is still cut off."""
+        d = self.start_daemon(args=("--connection-timeout", self.TIMEOUT))
+        ids = ["slow%05d" % i for i in range(20000)]
+        for start in range(0, len(ids), 5000):
+            sub = ids[start:start + 5000]
+            self.assertEqual(d.batch("slow", {"ids": sub, "targets": [0] * len(sub), "logits": [[0.1, 0.2]] * len(sub),
+                                              "loss": {"type": "cross_entropy"}}).status, 200)
+        data, ended = self._read_export_slowly(d, 300000)
+        self.assertTrue(ended, "the export was cut off after %d bytes" % len(data))
+        self.assertGreater(len(data), 6000000)
+        rest, body = data.split(b"\r\n\r\n", 1)[1], b""
+        while True:  # the chunks, joined
+            size, rest = rest.split(b"\r\n", 1)
+            if int(size, 16) == 0:
+                break
+            body, rest = body + rest[:int(size, 16)], rest[int(size, 16) + 2:]
+        self.assertEqual([json.loads(line)["id"] for line in body.decode().splitlines()], ids)
+        data, ended = self._read_export_slowly(d, 10 ** 9, pause=self.TIMEOUT + 3)
+        self.assertFalse(ended, "a client that stopped reading for longer than --connection-timeout kept its export")
+
     def test_limits_stalled_body_is_closed_after_the_timeout(self):
         d = self.start_daemon(args=("--connection-timeout", self.TIMEOUT))
         before = d.get("/v1/datasets").json()
