@@ -51,8 +51,9 @@ def refuses_every_call(e: FocaldError) -> bool:
     """Whether focald, having refused a request of many calls with e, would refuse each of its calls sent
     alone the same way. True for a missing or wrong token (401, 403); for a 4xx whose field names a member
     that each call's request carries unchanged (/loss and everything under it, /run, /batch_id, a query
-    parameter: anything outside the per-sample members above); and for class_count_conflict, since the
-    calls of one request share their class count (it is part of the layout that groups them). False for
+    parameter: anything outside the per-sample members above); for bad_name without a field (the dataset's
+    name, in the request's path); and for class_count_conflict, since the calls of one request share
+    their class count (it is part of the layout that groups them). False for
     anything else: a field inside the per-sample members (a label out of range, an id twice in a call,
     /segments/3/step) names one call's data; a 4xx without a field may be one call's doing too (bad_json
     from an integer id beyond 64 bits) or a size a smaller request passes (413); and a 5xx given up on
@@ -65,7 +66,8 @@ def refuses_every_call(e: FocaldError) -> bool:
         return True
     field = e.field or ""
     if not field:
-        return False
+        # a bad_name without a field is the dataset's name, in the path every request of the Miner's has
+        return e.code == "bad_name"
     head = field.split("/", 2)[1] if field.startswith("/") else field
     return head not in _PER_CALL
 

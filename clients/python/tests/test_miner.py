@@ -153,12 +153,14 @@ class MinerTest(DaemonTestCase):
     def test_miner_refused_config_costs_a_request_per_slab(self):
         """A loss config focald refuses refuses every call alike: each slab of calls is refused in one
         request, not re-sent a call at a time (which cost one request more than there were calls), and
-        rejected counts every sample. The same for calls whose class count conflicts with the run's."""
+        rejected counts every sample. The same for calls whose class count conflicts with the run's, and
+        for a dataset name focald refuses."""
         calls, n, max_batch = 60, 8, 64
         slabs = -(-calls * n // max_batch)  # observe() fills a slab of max_batch rows before the next
         self.client.post_batch("m-cfg", [0], [[0.0, 1.0, 2.0]], [0], run="three", loss="softmax_focal")
         cases = [("m-cfg", None, {"type": "softmax_focal", "gamma": -1}, 422, "invalid_loss", "/loss/gamma"),
-                 ("m-cfg", "three", "softmax_focal", 409, "class_count_conflict", "/inputs/1")]
+                 ("m-cfg", "three", "softmax_focal", 409, "class_count_conflict", "/inputs/1"),
+                 ("m cfg", None, "softmax_focal", 422, "bad_name", None)]
         for dataset, run, loss, status, code, field in cases:
             before = self.refused_requests(status)
             m = Miner(dataset, run=run, url=self.url, loss=loss, flush_interval=3600, max_batch=max_batch)
@@ -493,7 +495,8 @@ class MinerRecordedTest(unittest.TestCase):
         """A request of many calls refused with a problem whose field points into the calls' data (ids,
         tensors, meta, segments; a binary body's inputs), or with none, is sent again a call at a time;
         one whose field names what every call's request carries alike (the loss, the run, the
-        batch_id), a wrong token or a class count conflicting with the run's is refused whole. Either
+        batch_id), a dataset name refused (bad_name without a field: it is in the path), a wrong token or
+        a class count conflicting with the run's is refused whole. Either
         way every sample is counted in rejected, once."""
         calls = 7
         split = [(422, "label_out_of_range", "/targets/9"), (422, "not_finite", "/logits/3/1"),
@@ -501,7 +504,7 @@ class MinerRecordedTest(unittest.TestCase):
                  (422, "invalid_field", "/meta/17"), (422, "out_of_range", "/segments/2/step"),
                  (422, "bad_name", "/ids/0"), (400, "bad_json", None), (413, "body_too_large", None),
                  (500, "internal", None)]
-        whole = [(422, "invalid_loss", "/loss"), (422, "invalid_loss", "/loss/gamma"),
+        whole = [(422, "bad_name", None), (422, "invalid_loss", "/loss"), (422, "invalid_loss", "/loss/gamma"),
                  (422, "shape_mismatch", "/loss/alpha"), (422, "bad_name", "/run"),
                  (422, "bad_name", "/batch_id"), (422, "unknown_field", "/lossy"), (401, "unauthorized", None),
                  (409, "class_count_conflict", "/inputs/1"), (409, "class_count_conflict", "/logits")]
