@@ -1272,6 +1272,8 @@ class LimitsTest(HardeningTestCase):
         self.assertEqual([json.loads(line)["id"] for line in body.decode().splitlines()], ids)
         data, ended = self._read_export_slowly(d, 10 ** 9, pause=self.TIMEOUT + 3)
         self.assertFalse(ended, "a client that stopped reading for longer than --connection-timeout kept its export")
+        self.assertTrue(data.startswith(b"HTTP/1.1 200"), data[:200])  # answered, then cut off part-way
+        self.assertLess(len(data), 6000000)
 
     def test_limits_stalled_body_is_closed_after_the_timeout(self):
         d = self.start_daemon(args=("--connection-timeout", self.TIMEOUT))
