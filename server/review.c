@@ -66,12 +66,26 @@ static int opt_string(const json_t *root, const char *name, size_t max, char **o
   return 0;
 }
 
-/* A class index (>= 0) or a non-empty class name. */
+/* A class index or a non-empty class name (the index's range is checked by label_in_range). */
 static int one_label(const json_t *v) {
-  return (json_is_integer(v) && json_integer_value(v) >= 0) || (json_is_string(v) && json_string_length(v) > 0);
+  return json_is_integer(v) || (json_is_string(v) && json_string_length(v) > 0);
 }
 
-int review_decode(const char *body, size_t len, review_op *op, problem *err) {
+/* A corrected class index must be one a batch's label can be: batches hold at
+ * most 2^31 elements, so their labels are 0 to INT32_MAX. A larger index could
+ * never be compared with what training sends (stale_labels), so it is refused
+ * as a batch's label out of range is; with any_index (the shared log) it passes.
+ * Names (strings) pass. */
+static int label_in_range(const json_t *v, int any_index, const char *ptr, const char *name, problem *err) {
+  if (!json_is_integer(v)) return 0;
+  const json_int_t i = json_integer_value(v);
+  if (i >= 0 && (i <= INT32_MAX || any_index)) return 0;
+  return problem_set(err, P_LABEL_OUT_OF_RANGE, ptr, "%s = %" JSON_INTEGER_FORMAT " is out of range: a class index is 0 to %d",
+                     name, json_integer_value(v), INT32_MAX);
+}
+
+/* any_index: the shared log's reviews, written by any version (review_decode_logged). */
+static int decode_review(const char *body, size_t len, int any_index, review_op *op, problem *err) {
   static const char *const fields[] = {"status", "label", "reviewer", "note", NULL};
   json_t *root = load_object(body, len, err);
   if (!root) return -1;
@@ -94,17 +108,21 @@ int review_decode(const char *body, size_t len, review_op *op, problem *err) {
     }
     /* a class index, a class name, or a multi-label list of them: whatever the training pipeline uses */
     if (!one_label(label) && !json_is_array(label)) {
-      problem_set(err, P_INVALID_FIELD, "/label", "label must be a class index >= 0, a class name or a list of them");
+      problem_set(err, P_INVALID_FIELD, "/label", "label must be a class index, a class name or a list of them");
       goto out;
     }
+    if (label_in_range(label, any_index, "/label", "label", err)) goto out;
     size_t i;
     const json_t *el;
     json_array_foreach(label, i, el) {
-      if (one_label(el)) continue;
-      char ptr[48];
+      char ptr[48], name[48];
       snprintf(ptr, sizeof ptr, "/label/%zu", i);
-      problem_set(err, P_INVALID_FIELD, ptr, "label[%zu] must be a class index >= 0 or a class name", i);
-      goto out;
+      snprintf(name, sizeof name, "label[%zu]", i);
+      if (!one_label(el)) {
+        problem_set(err, P_INVALID_FIELD, ptr, "%s must be a class index or a class name", name);
+        goto out;
+      }
+      if (label_in_range(el, any_index, ptr, name, err)) goto out;
     }
     op->label = json_dumps(label, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!op->label || strlen(op->label) > 4096) {
@@ -120,6 +138,14 @@ int review_decode(const char *body, size_t len, review_op *op, problem *err) {
 out:
   json_decref(root);
   return rc;
+}
+
+int review_decode(const char *body, size_t len, review_op *op, problem *err) {
+  return decode_review(body, len, 0, op, err);
+}
+
+int review_decode_logged(const char *body, size_t len, review_op *op, problem *err) {
+  return decode_review(body, len, 1, op, err);
 }
 
 int meta_decode(const char *body, size_t len, meta_op *op, problem *err) {

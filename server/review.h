@@ -14,6 +14,10 @@ int review_allowed(int from, int to);
 
 /* Decodes POST .../review: {"status", "label", "reviewer", "note"} into op. */
 int review_decode(const char *body, size_t len, review_op *op, problem *err);
+/* Decodes a review a cluster's shared log holds, which any version of focald
+ * may have written: as review_decode, except that class indices past
+ * INT32_MAX, which versions before the range check accepted, pass. */
+int review_decode_logged(const char *body, size_t len, review_op *op, problem *err);
 
 /* Decodes PUT .../meta: a JSON object, checked and made compact into op->meta. */
 int meta_decode(const char *body, size_t len, meta_op *op, problem *err);

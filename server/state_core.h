@@ -9,6 +9,7 @@
 #ifndef FOCALD_STATE_CORE_H
 #define FOCALD_STATE_CORE_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -73,7 +74,7 @@ struct st_dataset {
   char **meta;         /* JSON object text, malloc'd, or NULL */
   uint8_t *status;
   char **corrected;    /* JSON label a relabel set, or NULL */
-  int32_t *corrected_class; /* the corrected label when it is a class index, else -1 */
+  int64_t *corrected_class; /* the corrected label when it is a class index, else -1 */
   float *confirm_score; /* ema_loss (max over runs) when confirmed; NaN otherwise */
   int64_t *meta_seq;   /* the newest batch whose meta the sample's meta reflects */
   int32_t *last_review; /* per sample: index of its newest entry in reviews, or -1 */
@@ -224,12 +225,15 @@ static inline int st__reconsider(const st_dataset *ds, uint32_t key, double fact
   return st__max_ema(ds, key) > factor * ds->confirm_score[key];
 }
 
-/* The class index a JSON label names, or -1. */
-static inline int32_t st__class_of(const char *label_json) {
+/* The class index a JSON label names, or -1. 64 bits wide, as a stored label's
+ * integer is (earlier versions accepted relabels past INT32_MAX): such a
+ * correction differs from every label a batch can send. */
+static inline int64_t st__class_of(const char *label_json) {
   if (!label_json) return -1;
   char *end;
-  long v = strtol(label_json, &end, 10);
-  return *end == '\0' && end != label_json && v >= 0 && v <= INT32_MAX ? (int32_t)v : -1;
+  errno = 0;
+  long long v = strtoll(label_json, &end, 10);
+  return *end == '\0' && end != label_json && errno == 0 && v >= 0 ? (int64_t)v : -1;
 }
 
 #endif

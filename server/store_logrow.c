@@ -118,7 +118,7 @@ wop *store__logrow_op_of_row(const pglog_row *row) {
     review_op *r = calloc(1, sizeof *r);
     op = &r->op;
     bad = !r || !text || !id || strlen(id) > REQ_ID_MAX || !json_is_integer(at) ||
-          review_decode(text, strlen(text), r, &err) != 0;
+          review_decode_logged(text, strlen(text), r, &err) != 0;
     if (!bad) {
       snprintf(r->id, sizeof r->id, "%s", id);
       r->at = json_integer_value(at);

@@ -1115,7 +1115,9 @@ async function exerciseReview(ctx) {
   await post(`${S("s1")}/review`, { status: "open", colour: "red" }, { expect: 422, code: "unknown_field", field: "/colour" });
   await post(`${S("s1")}/review`, { status: "relabelled" }, { expect: 422, code: "missing_field", field: "/label", label: "relabelled without a label" });
   await post(`${S("s1")}/review`, { status: "confirmed", label: 1 }, { expect: 422, code: "invalid_field", field: "/label", label: "a label without relabelled" });
-  await post(`${S("s1")}/review`, { status: "relabelled", label: -1 }, { expect: 422, code: "invalid_field", field: "/label", label: "a negative class" });
+  await post(`${S("s1")}/review`, { status: "relabelled", label: -1 }, { expect: 422, code: "label_out_of_range", field: "/label", label: "a negative class" });
+  await post(`${S("s1")}/review`, { status: "relabelled", label: 2147483648 }, { expect: 422, code: "label_out_of_range", field: "/label", label: "a class past 2^31 - 1" });
+  await post(`${S("s1")}/review`, { status: "relabelled", label: [0, 4294967296] }, { expect: 422, code: "label_out_of_range", field: "/label/1", label: "a class past 2^31 - 1 in a list" });
   await post(`${S("s1")}/review`, { status: "dismissed", reviewer: 7 }, { expect: 422, code: "invalid_field", field: "/reviewer" });
   await post(`${S("s1")}/review`, { status: "dismissed", note: "x".repeat(4097) }, { expect: 413, code: "body_too_large", label: "over --max-body" });
   await post(`${S("s1")}/review`, "confirmed", { expect: 422, code: "invalid_field", label: "not an object" });

@@ -846,6 +846,12 @@ BAD_CASES = [
     # decoder's own checks (an FP64 value beyond float32 is /inputs/1); `detail` names the element
     ("label_out_of_range", _put(2, tensor("targets", [1, 4], "INT64")), 422, "label_out_of_range", "/inputs/2"),
     ("label_out_of_range_uint8", _put(2, tensor("targets", [200, 1], "UINT8")), 422, "label_out_of_range", "/inputs/2"),
+    # INT64 labels are compared at their full width: none is read as its low 32 bits (2^32 + 1 as 1)
+    ("label_2_pow_32_plus_1_int64", _put(2, tensor("targets", [1, 2 ** 32 + 1], "INT64")), 422, "label_out_of_range",
+     "/inputs/2"),
+    ("label_2_pow_31_int64", _put(2, tensor("targets", [2 ** 31, 1], "INT64")), 422, "label_out_of_range", "/inputs/2"),
+    ("label_minus_2_pow_31_int32", _put(2, tensor("targets", [1, -2 ** 31], "INT32")), 422, "label_out_of_range",
+     "/inputs/2"),
     ("bool_targets_neither_0_nor_1", _put(2, T("targets", "BOOL", [2], bytes([1, 2]))), 422, "invalid_field", "/inputs/2"),
     ("nan_in_fp32_logits", _x_with(np.nan), 422, "not_finite", "/inputs/1"),
     ("inf_in_fp32_logits", _x_with(np.inf), 422, "not_finite", "/inputs/1"),

@@ -369,7 +369,18 @@ BAD_REVIEWS = [
     ("label_without_relabelled", {"status": "confirmed", "label": 2}, 422, "invalid_field", "/label"),
     ("relabelled_without_label", {"status": "relabelled"}, 422, "missing_field", "/label"),
     ("relabelled_label_null", {"status": "relabelled", "label": None}, 422, "missing_field", "/label"),
-    ("relabelled_label_negative", {"status": "relabelled", "label": -1}, 422, "invalid_field", "/label"),
+    # a class index is 0 to 2^31 - 1, as a batch's label can be: outside that, alone or in a list, as a batch's label
+    ("relabelled_label_negative", {"status": "relabelled", "label": -1}, 422, "label_out_of_range", "/label"),
+    ("relabelled_label_2_31", {"status": "relabelled", "label": 2 ** 31}, 422, "label_out_of_range", "/label"),
+    ("relabelled_label_2_32_plus_1", {"status": "relabelled", "label": 2 ** 32 + 1}, 422, "label_out_of_range",
+     "/label"),
+    ("relabelled_label_2_63_minus_1", {"status": "relabelled", "label": 2 ** 63 - 1}, 422, "label_out_of_range",
+     "/label"),
+    ("relabelled_label_minus_2_63", {"status": "relabelled", "label": -2 ** 63}, 422, "label_out_of_range", "/label"),
+    ("relabelled_label_list_2_31", {"status": "relabelled", "label": [1, "dog", 2 ** 31]}, 422, "label_out_of_range",
+     "/label/2"),
+    ("relabelled_label_list_negative", {"status": "relabelled", "label": [-2, 1]}, 422, "label_out_of_range",
+     "/label/0"),
     ("relabelled_label_fraction", {"status": "relabelled", "label": 1.5}, 422, "invalid_field", "/label"),
     ("relabelled_label_boolean", {"status": "relabelled", "label": True}, 422, "invalid_field", "/label"),
     ("relabelled_label_object", {"status": "relabelled", "label": {"k": 1}}, 422, "invalid_field", "/label"),
@@ -424,7 +435,7 @@ class BadReviewTest(ReviewTestCase):
         j = self.ok_review(self.DS, "s1", "open", reviewer=None, note=None)
         self.assertEqual((j["reviewer"], j["note"]), (None, None))
         # a label may be a class index, a class name or a list
-        for label in (0, "cat", [1, 2], ["cat", "dog"]):
+        for label in (0, 2 ** 31 - 1, "cat", "2147483648", [1, 2], ["cat", "dog"], [0, 2 ** 31 - 1]):
             j = self.ok_review(self.DS, "s1", "relabelled", label=label)
             self.assertEqual(j["label"], label)
             self.assertEqual(self.d.sample(self.DS, "s1").json()["corrected_label"], label)
@@ -786,16 +797,17 @@ class RelabelFeedTest(ReviewTestCase):
 
     def test_stale_labels_count_old_labels_not_corrected_ones(self):
         ds = self.ds_name()
-        self.plant(ds, [("s", 0, 0.0), ("t", 0, 0.0), ("u", 0, 0.0)], step=1)
+        self.plant(ds, [("s", 0, 0.0), ("t", 0, 0.0), ("u", 0, 0.0), ("v", 0, 0.0)], step=1)
         self.ok_review(ds, "s", "relabelled", label=2)
         self.ok_review(ds, "t", "relabelled", label="cat")  # a class name cannot be compared with labels
+        self.ok_review(ds, "v", "relabelled", label=2 ** 31 - 1)  # the largest class index there is
 
         def stale(sid):
             return {r["run"]: r["stale_labels"] for r in self.d.sample(ds, sid).json()["runs"]}
 
         self.assertEqual(stale("s"), {"r1": 0}, "a batch before the relabel is not stale")
-        self.plant(ds, [("s", 0, 0.0), ("t", 0, 0.0), ("u", 0, 0.0)], step=2)
-        self.assertEqual(stale("s"), {"r1": 1})
+        self.plant(ds, [("s", 0, 0.0), ("t", 0, 0.0), ("u", 0, 0.0), ("v", 0, 0.0)], step=2)
+        self.assertEqual((stale("s"), stale("v")), ({"r1": 1}, {"r1": 1}))
         self.plant(ds, [("s", 2, 0.0)], step=3)  # the corrected label: not stale
         self.assertEqual(stale("s"), {"r1": 1})
         self.plant(ds, [("s", 0, 0.0)], run="r2", step=4)  # counted per run

@@ -115,6 +115,54 @@ static void test_review_decode_valid_bodies(void **state) {
   review_op_free(&op->op);
 }
 
+/* A corrected class index is one a batch's label can be, 0 to INT32_MAX (batches hold at most 2^31 elements):
+ * every integer outside that range, alone or in a list, is label_out_of_range at its pointer, as a batch's label
+ * out of range is; the bounds themselves pass, and names are not indices. */
+static void test_review_decode_label_range(void **state) {
+  (void)state;
+  static const char *const out[] = {"-1", "-2147483648", "-9223372036854775808", "2147483648", "4294967295",
+                                    "4294967296", "4294967297", "9223372036854775807"};
+  char body[160], field[16];
+  for (size_t i = 0; i < sizeof out / sizeof out[0]; i++) {
+    snprintf(body, sizeof body, "{\"status\":\"relabelled\",\"label\":%s}", out[i]);
+    expect_review_problem(body, P_LABEL_OUT_OF_RANGE, "/label");
+    for (int at = 0; at < 3; at++) { /* first, middle and last of a list */
+      const char *el[3] = {"1", "\"dog\"", "2147483647"};
+      el[at] = out[i];
+      snprintf(body, sizeof body, "{\"status\":\"relabelled\",\"label\":[%s,%s,%s]}", el[0], el[1], el[2]);
+      snprintf(field, sizeof field, "/label/%d", at);
+      expect_review_problem(body, P_LABEL_OUT_OF_RANGE, field);
+    }
+  }
+  static const char *const in[] = {"0", "1", "2147483646", "2147483647", "\"2147483648\"", "[0,2147483647]"};
+  for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+    problem err = {0};
+    snprintf(body, sizeof body, "{\"status\":\"relabelled\",\"label\":%s}", in[i]);
+    review_op *op = new_review();
+    if (review_decode(body, strlen(body), op, &err) != 0) fail_msg("%s: refused (%s)", body, err.detail);
+    assert_string_equal(op->label, in[i]);
+    review_op_free(&op->op);
+  }
+  /* a cluster's shared log may hold relabels past INT32_MAX from earlier versions: a node still applies them;
+   * negative indices were never accepted, so none is logged */
+  static const char *const logged[] = {"2147483648", "9223372036854775807", "[1,4294967296]"};
+  for (size_t i = 0; i < sizeof logged / sizeof logged[0]; i++) {
+    problem err = {0};
+    snprintf(body, sizeof body, "{\"status\":\"relabelled\",\"label\":%s}", logged[i]);
+    review_op *op = new_review();
+    if (review_decode_logged(body, strlen(body), op, &err) != 0) fail_msg("logged %s: refused (%s)", body, err.detail);
+    assert_string_equal(op->label, logged[i]);
+    review_op_free(&op->op);
+  }
+  problem err = {0};
+  review_op *op = new_review();
+  static const char neg[] = "{\"status\":\"relabelled\",\"label\":[0,-1]}";
+  assert_int_equal(review_decode_logged(neg, strlen(neg), op, &err), -1);
+  assert_int_equal(err.code, P_LABEL_OUT_OF_RANGE);
+  assert_string_equal(err.field, "/label/1");
+  review_op_free(&op->op);
+}
+
 static void test_review_decode_rejects_with_field(void **state) {
   (void)state;
   expect_review_problem("{\"status\":", P_BAD_JSON, "");
@@ -131,12 +179,10 @@ static void test_review_decode_rejects_with_field(void **state) {
   expect_review_problem("{\"status\":\"relabelled\"}", P_MISSING_FIELD, "/label");
   expect_review_problem("{\"status\":\"relabelled\",\"label\":null}", P_MISSING_FIELD, "/label");
   expect_review_problem("{\"status\":\"confirmed\",\"label\":2}", P_INVALID_FIELD, "/label");
-  expect_review_problem("{\"status\":\"relabelled\",\"label\":-1}", P_INVALID_FIELD, "/label");
   expect_review_problem("{\"status\":\"relabelled\",\"label\":1.5}", P_INVALID_FIELD, "/label");
   expect_review_problem("{\"status\":\"relabelled\",\"label\":\"\"}", P_INVALID_FIELD, "/label");
   expect_review_problem("{\"status\":\"relabelled\",\"label\":{\"c\":1}}", P_INVALID_FIELD, "/label");
   expect_review_problem("{\"status\":\"relabelled\",\"label\":true}", P_INVALID_FIELD, "/label");
-  expect_review_problem("{\"status\":\"relabelled\",\"label\":[1,-2]}", P_INVALID_FIELD, "/label/1");
   expect_review_problem("{\"status\":\"relabelled\",\"label\":[\"a\",[1]]}", P_INVALID_FIELD, "/label/1");
   /* a label list longer than 4096 bytes of JSON */
   char body[6000];
@@ -331,6 +377,7 @@ static void test_review_queue_decode_rejects_with_field(void **state) {
   expect_queue_problem("{\"name\":\"q\",\"size\":null}", P_INVALID_FIELD, "/size");
   expect_queue_problem("{\"name\":\"q\",\"label\":-1}", P_INVALID_FIELD, "/label");
   expect_queue_problem("{\"name\":\"q\",\"label\":2147483648}", P_INVALID_FIELD, "/label");
+  expect_queue_problem("{\"name\":\"q\",\"label\":4294967297}", P_INVALID_FIELD, "/label"); /* not read as 1 */
   expect_queue_problem("{\"name\":\"q\",\"label_issue\":\"yes\"}", P_INVALID_FIELD, "/label_issue");
   expect_queue_problem("{\"name\":\"q\",\"min_seen\":0}", P_INVALID_FIELD, "/min_seen");
   expect_queue_problem("{\"name\":\"q\",\"min_seen\":4294967296}", P_INVALID_FIELD, "/min_seen");
@@ -342,6 +389,11 @@ static void test_review_queue_decode_rejects_with_field(void **state) {
   expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"a/b~\":{\"max\":1}}}", P_INVALID_FIELD, "/quotas/a~1b~0");
   expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"-1\":{\"max\":1}}}", P_INVALID_FIELD, "/quotas/-1");
   expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"03\":{\"max\":1}}}", P_INVALID_FIELD, "/quotas/03");
+  /* class indices past INT32_MAX, none read as its low 32 bits */
+  expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"2147483648\":{\"max\":1}}}", P_INVALID_FIELD, "/quotas/2147483648");
+  expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"4294967297\":{\"max\":1}}}", P_INVALID_FIELD, "/quotas/4294967297");
+  expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"99999999999999999999\":{\"max\":1}}}", P_INVALID_FIELD,
+                       "/quotas/99999999999999999999");
   expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"3\":5}}", P_INVALID_FIELD, "/quotas/3");
   expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"3\":{\"most\":5}}}", P_UNKNOWN_FIELD, "/quotas/3/most");
   expect_queue_problem("{\"name\":\"q\",\"quotas\":{\"3\":{\"min\":5,\"max\":4}}}", P_INVALID_FIELD, "/quotas/3");
@@ -526,6 +578,7 @@ int main(void) {
       cmocka_unit_test(test_review_transition_table),
       cmocka_unit_test(test_review_decode_valid_bodies),
       cmocka_unit_test(test_review_decode_rejects_with_field),
+      cmocka_unit_test(test_review_decode_label_range),
       cmocka_unit_test(test_review_meta_decode),
       cmocka_unit_test(test_review_queue_decode_defaults_and_fields),
       cmocka_unit_test(test_review_queue_decode_rejects_with_field),

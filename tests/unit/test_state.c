@@ -239,6 +239,57 @@ static void set_status(fixture *f, uint32_t key, int to) {
   st_tx_end(f->map);
 }
 
+/* Relabels sample key to label (JSON) as of batch batch_seq. */
+static void relabel(fixture *f, uint32_t key, const char *label, int64_t batch_seq) {
+  st_dataset *ds = dataset(f);
+  assert_int_equal(st_prepare_reviews(f->map, ds, 1), 0);
+  st_review e = {.seq = 1, .batch_seq = batch_seq, .prev = -1, .from = (uint8_t)st_sample_status(ds, key),
+                 .to = ST_RELABELLED, .label_after = strdup(label)};
+  st_apply_status(ds, key, ST_RELABELLED, strdup(label), NAN, &e);
+  st_tx_end(f->map);
+}
+
+/* stale_labels compares a batch's label with the correction at the correction's full width: a class index past
+ * INT32_MAX (earlier versions accepted such relabels; they stay in databases) differs from every label a batch
+ * sends, including one equal to its low 32 bits; the correction itself, names and lists are not stale. Both ways
+ * of finding the correction are covered: the one in force (a new batch) and the one as of a replayed batch. */
+static void test_state_stale_labels_compare_full_width(void **state) {
+  fixture *f = *state;
+  static const struct {
+    const char *label;
+    uint32_t stale;
+  } cases[] = {{"2147483648", 1},          {"4294967301", 1} /* 2^32 + 3 */, {"9223372036854775807", 1},
+               {"2147483647", 1},          {"1", 1},                        {"3", 0},
+               {"\"3\"", 0} /* a name */, {"[3]", 0} /* a list */};
+  enum { N = sizeof cases / sizeof cases[0] };
+  char id[N][8], *ids[N];
+  hist_obs o[N];
+  for (int i = 0; i < N; i++) {
+    snprintf(id[i], sizeof id[i], "s%d", i);
+    ids[i] = id[i];
+    o[i] = obs(1.0f, 0.5f, 3);
+  }
+  put(f, "a", 1, N, ids, o); /* seq 1: before any relabel */
+  for (uint32_t i = 0; i < N; i++) relabel(f, i, cases[i].label, 1);
+  put(f, "a", 1, N, ids, o); /* seq 2: after them, label 3 everywhere */
+  /* a replayed batch: seq 3 is older than the review of another sample logged at batch 9 */
+  put1(f, "b", 2, "other", obs(1.0f, 0.5f, 3));
+  relabel(f, N, "0", 9);
+  put(f, "c", 3, N, ids, o); /* seq 4 <= 9: the corrections as of batch 4 */
+  const st_dataset *ds = dataset(f);
+  const st_run *a = st_find_run(ds, "a"), *c = st_find_run(ds, "c");
+  assert_non_null(a);
+  assert_non_null(c);
+  for (uint32_t i = 0; i < N; i++) {
+    if (st_stale_labels(a, i) != cases[i].stale)
+      fail_msg("correction %s, batch label 3: stale_labels %u, expected %u", cases[i].label, st_stale_labels(a, i),
+               cases[i].stale);
+    if (st_stale_labels(c, i) != cases[i].stale)
+      fail_msg("correction %s, replayed batch label 3: stale_labels %u, expected %u", cases[i].label,
+               st_stale_labels(c, i), cases[i].stale);
+  }
+}
+
 static void test_state_filters_and_runs(void **state) {
   fixture *f = *state;
   put1(f, "a", 1, "x", obs(1.0f, 0.2f, 1));
@@ -650,6 +701,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_state_group_shares_new_ids_and_datasets, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_delete_by_id_and_names_reused, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_snapshot_marks, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_state_stale_labels_compare_full_width, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_loading_refuses_holes_and_orphans, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_series_columns_save_and_load, setup, teardown),
   };
