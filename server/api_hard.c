@@ -6,6 +6,7 @@
  * made for, so that the next page follows the same ranking or is refused.
  */
 #include <inttypes.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,16 +25,66 @@ static void make_cursor(char *outb, size_t n, const char *plain) {
   outb[j] = '\0';
 }
 
+/* Decodes the cursor's hex into plain, refusing anything make_cursor cannot have written: an odd length,
+ * characters other than 0-9 a-f, a NUL byte. */
 static int read_cursor(const char *hex, char *plain, size_t n) {
   size_t l = strlen(hex);
   if (l % 2 || l / 2 >= n) return -1;
   for (size_t i = 0; i < l / 2; i++) {
-    unsigned v;
-    if (sscanf(hex + 2 * i, "%2x", &v) != 1) return -1;
+    int v = 0;
+    for (int h = 0; h < 2; h++) {
+      const char c = hex[2 * i + (size_t)h];
+      if (c >= '0' && c <= '9') v = v * 16 + (c - '0');
+      else if (c >= 'a' && c <= 'f') v = v * 16 + (c - 'a' + 10);
+      else return -1;
+    }
+    if (v == 0) return -1;
     plain[i] = (char)v;
   }
   plain[l / 2] = '\0';
   return 0;
+}
+
+/* An integer in [lo, hi] written as %lld writes it: no sign on a positive, no leading zeros, no "-0". */
+static int canonical_int(const char *s, long long lo, long long hi, long long *v /* OUT */) {
+  char again[24];
+  if (api_int_text(s, lo, hi, v) != 0) return -1;
+  snprintf(again, sizeof again, "%lld", *v);
+  return strcmp(again, s) == 0 ? 0 : -1;
+}
+
+/* A score as %.17g writes a finite double: strtod would also take "nan", "inf", hex, spaces and a "+",
+ * and a score that is not a number puts no sample before or after it. */
+static int canonical_score(const char *s, double *v /* OUT */) {
+  char again[32], *end;
+  if (!s[0]) return -1;
+  *v = strtod(s, &end);
+  if (*end || !isfinite(*v)) return -1;
+  snprintf(again, sizeof again, "%.17g", *v);
+  return strcmp(again, s) == 0 ? 0 : -1;
+}
+
+/* Reads the cursor's position, "[@dataset|]rank|score|id" (rest, modified), into q and the OUT arguments.
+ * Returns NULL, or what is wrong with it. */
+static const char *read_position(char *rest, st_query *q, long long *ds /* OUT */, long long *rank /* OUT */,
+                                 char id[REQ_ID_MAX + 1] /* OUT */) {
+  *ds = 0;
+  if (rest[0] == '@') {
+    const char *ds_text = strsep(&rest, "|") + 1;
+    if (!rest || canonical_int(ds_text, 1, INT64_MAX, ds)) return "its dataset is not a dataset's id";
+  }
+  const char *rank_text = strsep(&rest, "|"), *score_text = strsep(&rest, "|");
+  /* a cursor's rank is at least 1 (it follows a page) and at most the samples a dataset can hold, so the
+   * ranks written after it cannot overflow */
+  if (!rank_text || canonical_int(rank_text, 1, UINT32_MAX, rank)) return "its rank is not an integer from 1 to 4294967295";
+  if (!score_text || canonical_score(score_text, &q->cursor_score)) return "its score is not a finite number";
+  /* the id is the rest, '|' and all; that it names a sample of the dataset is checked under its lock */
+  const size_t l = rest ? strlen(rest) : 0;
+  if (l < 1 || l > REQ_ID_MAX) return "its sample id is not a sample id";
+  memcpy(id, rest, l + 1);
+  q->cursor_id = id;
+  q->has_cursor = 1;
+  return NULL;
 }
 
 int api_hard_examples(http_req *rq, http_resp *resp) {
@@ -56,29 +107,14 @@ int api_hard_examples(http_req *rq, http_resp *resp) {
   long long rank0 = 0, cursor_ds = 0;
   char cursor_id[REQ_ID_MAX + 1] = "";
   if (cursor) {
-    char *parts[3];
     size_t fl = strlen(fingerprint);
     if (read_cursor(cursor, cursor_plain, sizeof cursor_plain) || strncmp(cursor_plain, fingerprint, fl) != 0 ||
         cursor_plain[fl] != '|')
       return api_fail(resp, rq, P_BAD_QUERY, "cursor", "the cursor is malformed or belongs to a different query");
-    char *rest = cursor_plain + fl + 1;
-    if (rest[0] == '@') {
-      char *ds_text = strsep(&rest, "|") + 1;
-      if (!rest || api_int_text(ds_text, 1, INT64_MAX, &cursor_ds))
-        return api_fail(resp, rq, P_BAD_QUERY, "cursor", "the cursor is malformed");
-    }
-    parts[0] = strsep(&rest, "|");
-    parts[1] = strsep(&rest, "|");
-    parts[2] = rest;
-    /* a cursor's rank is at most the samples a dataset can hold, so the ranks written after it cannot
-     * overflow; its score is the whole of its text (as %.17g wrote it) */
-    char *score_end = NULL;
-    if (parts[1] && parts[1][0]) q.cursor_score = strtod(parts[1], &score_end);
-    if (!parts[0] || !parts[2] || !score_end || *score_end || api_int_text(parts[0], 0, UINT32_MAX, &rank0))
-      return api_fail(resp, rq, P_BAD_QUERY, "cursor", "the cursor is malformed");
-    q.has_cursor = 1;
-    snprintf(cursor_id, sizeof cursor_id, "%s", parts[2]);
-    q.cursor_id = cursor_id;
+    const char *why = read_position(cursor_plain + fl + 1, &q, &cursor_ds, &rank0, cursor_id);
+    if (why)
+      return api_fail(resp, rq, P_BAD_QUERY, "cursor", "the cursor is malformed: %s; pass next_cursor as it was given",
+                      why);
   }
   /* one more than asked: whether it exists decides next_cursor */
   const int asked = q.k;
@@ -96,6 +132,14 @@ int api_hard_examples(http_req *rq, http_resp *resp) {
     return api_fail(resp, rq, P_BAD_QUERY, "cursor",
                     "the cursor is of another dataset (an earlier \"%.80s\", deleted since, or one of another name): "
                     "start again without a cursor",
+                    rq->params[0]);
+  }
+  /* a cursor's sample is the last of a page, and samples stay until their dataset goes */
+  if (q.has_cursor && st_key(ds, q.cursor_id) < 0) {
+    st_release(ds);
+    free(hits);
+    return api_fail(resp, rq, P_BAD_QUERY, "cursor",
+                    "the cursor is malformed: its sample is not one of dataset \"%.80s\"; pass next_cursor as it was given",
                     rq->params[0]);
   }
   if (strcmp(run, "*") != 0 && !(q.run = st_find_run(ds, run))) {

@@ -927,6 +927,52 @@ class HardExamplesTest(FocaldTestCase):
         j = self.d.hard(self.DS, k=2, cursor=c).json()
         self.assertEqual([it["rank"] for it in j["items"]], [3, 4])
 
+    def test_hard_examples_cursor_focald_did_not_write_is_bad_query(self):
+        # a cursor focald did not make is refused whole, whatever member is forged: a score that is not a finite
+        # number as focald writes it (%.17g), a rank or dataset id out of range or spelled otherwise than focald
+        # spells it, an id no sample can have, hex that is not lowercase hex of text without NUL bytes
+        c = self.d.hard(self.DS, k=2).json()["next_cursor"]
+        want = self.d.hard(self.DS, k=2, cursor=c).json()["items"]
+        plain = bytes.fromhex(c)
+        fp, _, tail = plain.partition(b"|@")
+        ds_id, rank, score, sid = tail.split(b"|", 3)
+        self.assertEqual(rank, b"2")
+
+        def forge(ds_id=ds_id, rank=rank, score=score, sid=sid):
+            return (fp + b"|@" + ds_id + b"|" + rank + b"|" + score + b"|" + sid).hex()
+
+        bad = {}
+        for sc in (b"nan", b"NaN", b"-nan", b"inf", b"-inf", b"INF", b"infinity", b"1e400", b"-1e400", b"0x1p-2",
+                   b"+" + score, b" " + score, score + b" ", score + b"x", score + b"0", b"", b"1e0", b"0.50"):
+            bad["score %r" % sc] = forge(score=sc)
+        for r in (b"0", b"-1", b"-0", b"+2", b"02", b" 2", b"2 ", b"", b"2.0", b"4294967296",
+                  b"9223372036854775808", b"99999999999999999999999"):
+            bad["rank %r" % r] = forge(rank=r)
+        for d in (b"0", b"-1", b"-" + ds_id, b"+" + ds_id, b"0" + ds_id, ds_id + b" ", b"", b"x",
+                  b"9223372036854775808"):
+            bad["dataset %r" % d] = forge(ds_id=d)
+        # the id is the page's last sample: one the dataset does not hold (or no sample can have) is forged
+        for i in (b"", b"x" * 256, b"x" * 257, b"a\x01b", b"\xff\xfe", b"\xed\xa0\x80", sid + b" ", b" " + sid,
+                  sid.upper() + b"-no-such"):
+            bad["id %r" % i] = forge(sid=i)
+        bad["id with a NUL and garbage"] = forge(sid=sid + b"\x00garbage")
+        bad["no id"] = (fp + b"|@" + ds_id + b"|" + rank + b"|" + score).hex()
+        bad["no score nor id"] = (fp + b"|@" + ds_id + b"|" + rank).hex()
+        bad["upper-case hex"] = c.upper()
+        bad["odd length"] = c + "0"
+        bad["not hex"] = c[:-2] + "zz"
+        bad["a sign in the hex"] = c[:-2] + "+" + c[-1]
+        bad["a space in the hex"] = c[:-2] + " " + c[-1]
+        for what, forged in bad.items():
+            with self.subTest(what):
+                self.assertProblem(self.d.hard(self.DS, k=2, cursor=forged), 400, "bad_query", "cursor")
+        # the largest rank, and another sample of the dataset with its score, are positions focald can write
+        self.assertEqual(self.d.hard(self.DS, k=2, cursor=forge(rank=b"4294967295")).status, 200)
+        first = self.d.hard(self.DS, k=1).json()["items"][0]
+        at_first = forge(rank=b"1", score=b"%.17g" % first["score"], sid=first["id"].encode())
+        self.assertEqual(self.d.hard(self.DS, k=1, cursor=at_first).status, 200)
+        self.assertEqual(self.d.hard(self.DS, k=2, cursor=c).json()["items"], want)
+
     def test_hard_examples_run_filter(self):
         r1 = {it["id"]: it for it in self.d.all_hard(self.DS, run="r1")}
         self.assertEqual({k: v["seen"] for k, v in r1.items()}, self.seen_r1)
