@@ -278,12 +278,14 @@ static int read_layout(const json_t *inputs, const unsigned char *data, size_t a
     t->count = 1;
     for (int k = 0; k < t->rank; k++) {
       const json_t *dim = json_array_get(shape, (size_t)k);
-      if (!json_is_integer(dim) || json_integer_value(dim) < 0 || json_integer_value(dim) > ((int64_t)1 << 31))
+      if (!json_is_integer(dim) || json_integer_value(dim) < 0)
         return problem_set(err, P_SHAPE_MISMATCH, ptr, "inputs[%zu] (%s): shape[%d] must be an integer from 0 to 2^31", i, t->name, k);
+      if (json_integer_value(dim) > ((int64_t)1 << 31))
+        return problem_set(err, P_TOO_LARGE, ptr, "inputs[%zu] (%s): shape[%d] is more than 2^31", i, t->name, k);
       t->shape[k] = json_integer_value(dim);
       t->count *= t->shape[k];
       if (t->count > ((int64_t)1 << 31))
-        return problem_set(err, P_SHAPE_MISMATCH, ptr, "inputs[%zu] (%s) has more than 2^31 elements", i, t->name);
+        return problem_set(err, P_TOO_LARGE, ptr, "inputs[%zu] (%s) has more than 2^31 elements", i, t->name);
     }
     in_ptr(ptr, sizeof ptr, (int)i, "/parameters/binary_data_size");
     if (!json_is_integer(size) || json_integer_value(size) < 0)

@@ -87,7 +87,8 @@ static int logits_shape(const json_t *x, const char *name, int64_t n, req *r, pr
   }
   r->n = n;
   if (r->n * r->m * r->c > ((int64_t)1 << 31))
-    return problem_set(err, P_SHAPE_MISMATCH, ptr, "%s has %" PRId64 " elements, more than focald takes in one batch", name, r->n * r->m * r->c);
+    return problem_set(err, P_TOO_LARGE, ptr, "%s has %" PRId64 " elements, more than focald takes in one batch (2^31)", name,
+                       r->n * r->m * r->c);
   return 0;
 }
 
@@ -235,7 +236,7 @@ static int read_meta(const json_t *meta, req *r, problem *err) {
     if (!text) return problem_set(err, P_INTERNAL, NULL, "out of memory");
     if (strlen(text) > REQ_META_MAX) {
       free(text);
-      return problem_set(err, P_OUT_OF_RANGE, ptr, "meta[\"%.80s\"] is larger than %d bytes", key, REQ_META_MAX);
+      return problem_set(err, P_TOO_LARGE, ptr, "meta[\"%.80s\"] is larger than %d bytes", key, REQ_META_MAX);
     }
     r->meta_index[r->nmeta] = (int32_t)at;
     r->meta_json[r->nmeta++] = text;
@@ -262,9 +263,12 @@ int dec_only_fields(const json_t *obj, const char *const *fields, const char *at
 
 /* segments: [{n, step, epoch}, ...]; a segment without step or epoch has the request's (null: none). */
 static int read_segments(const json_t *v, req *r, problem *err) {
-  if (!json_is_array(v) || json_array_size(v) < 1 || json_array_size(v) > REQ_SEGMENTS_MAX)
+  if (!json_is_array(v) || json_array_size(v) < 1)
     return problem_set(err, P_INVALID_FIELD, "/segments", "segments must be an array of 1 to %d objects {n, step, epoch}",
                        REQ_SEGMENTS_MAX);
+  if (json_array_size(v) > REQ_SEGMENTS_MAX)
+    return problem_set(err, P_TOO_LARGE, "/segments", "segments has %zu entries; a request takes at most %d",
+                       json_array_size(v), REQ_SEGMENTS_MAX);
   const size_t k = json_array_size(v);
   if (!(r->seg = calloc(k, sizeof *r->seg))) return problem_set(err, P_INTERNAL, NULL, "out of memory");
   r->nseg = (int)k;

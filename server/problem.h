@@ -34,6 +34,7 @@
   X(P_NOT_FINITE, 422, "not_finite", "A number is not finite")                        \
   X(P_OUT_OF_RANGE, 422, "out_of_range", "A number is out of range")                  \
   X(P_LABEL_OUT_OF_RANGE, 422, "label_out_of_range", "A class label is out of range") \
+  X(P_TOO_LARGE, 422, "too_large", "A field is larger than focald takes")            \
   X(P_DUPLICATE_ID, 422, "duplicate_id", "A sample id appears twice in the batch")    \
   X(P_INVALID_LOSS, 422, "invalid_loss", "The loss configuration is not valid")       \
   X(P_OVERLOADED, 503, "overloaded", "focald is overloaded; retry later")             \

@@ -60,8 +60,10 @@ static int opt_string(const json_t *root, const char *name, size_t max, char **o
   char ptr[64];
   snprintf(ptr, sizeof ptr, "/%s", name);
   if (!v || json_is_null(v)) return 0;
-  if (!json_is_string(v) || json_string_length(v) > max)
+  if (!json_is_string(v))
     return problem_set(err, P_INVALID_FIELD, ptr, "%s must be a string of at most %zu bytes", name, max);
+  if (json_string_length(v) > max)
+    return problem_set(err, P_TOO_LARGE, ptr, "%s is %zu bytes long; at most %zu are taken", name, json_string_length(v), max);
   if (!(*out = strdup(json_string_value(v)))) return problem_set(err, P_INTERNAL, NULL, "out of memory");
   return 0;
 }
@@ -125,8 +127,12 @@ static int decode_review(const char *body, size_t len, int any_index, review_op 
       if (label_in_range(el, any_index, ptr, name, err)) goto out;
     }
     op->label = json_dumps(label, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (!op->label || strlen(op->label) > 4096) {
-      problem_set(err, P_INVALID_FIELD, "/label", "label is larger than 4096 bytes");
+    if (!op->label) {
+      problem_set(err, P_INTERNAL, NULL, "out of memory");
+      goto out;
+    }
+    if (strlen(op->label) > 4096) {
+      problem_set(err, P_TOO_LARGE, "/label", "label is larger than 4096 bytes as compact JSON");
       goto out;
     }
   } else if (label && !json_is_null(label)) {
@@ -159,7 +165,7 @@ int meta_decode(const char *body, size_t len, meta_op *op, problem *err) {
     goto out;
   }
   if (strlen(op->meta) > REQ_META_MAX) {
-    problem_set(err, P_OUT_OF_RANGE, "", "meta is larger than %d bytes", REQ_META_MAX);
+    problem_set(err, P_TOO_LARGE, "", "meta is larger than %d bytes as compact JSON", REQ_META_MAX);
     goto out;
   }
   rc = 0;
@@ -250,7 +256,7 @@ static int read_quotas(const json_t *f, queue_params *p, problem *err) {
       return -1;
     }
     if (p->nquota == QUEUE_QUOTAS_MAX) {
-      problem_set(err, P_INVALID_FIELD, "/quotas", "at most %d labels in quotas", QUEUE_QUOTAS_MAX);
+      problem_set(err, P_TOO_LARGE, "/quotas", "at most %d labels in quotas", QUEUE_QUOTAS_MAX);
       return -1;
     }
     /* a bound the override leaves out (-1) stays the general one; a max of 0 excludes the label */

@@ -1116,6 +1116,7 @@ async function exerciseReview(ctx) {
   await post(`${S("s1")}/review`, { status: "relabelled" }, { expect: 422, code: "missing_field", field: "/label", label: "relabelled without a label" });
   await post(`${S("s1")}/review`, { status: "confirmed", label: 1 }, { expect: 422, code: "invalid_field", field: "/label", label: "a label without relabelled" });
   await post(`${S("s1")}/review`, { status: "relabelled", label: -1 }, { expect: 422, code: "label_out_of_range", field: "/label", label: "a negative class" });
+  await post(`${S("s1")}/review`, { status: "confirmed", reviewer: "r".repeat(129) }, { expect: 422, code: "too_large", field: "/reviewer", label: "a reviewer over 128 bytes (meta and notes past their limits pass --max-body 4096 here)" });
   await post(`${S("s1")}/review`, { status: "relabelled", label: 2147483648 }, { expect: 422, code: "label_out_of_range", field: "/label", label: "a class past 2^31 - 1" });
   await post(`${S("s1")}/review`, { status: "relabelled", label: [0, 4294967296] }, { expect: 422, code: "label_out_of_range", field: "/label/1", label: "a class past 2^31 - 1 in a list" });
   await post(`${S("s1")}/review`, { status: "dismissed", reviewer: 7 }, { expect: 422, code: "invalid_field", field: "/reviewer" });
@@ -1207,6 +1208,7 @@ async function exerciseReview(ctx) {
   await post(`${D}/queues`, { name: "q 2" }, { expect: 422, code: "bad_name", field: "/name" });
   await post(`${D}/queues`, {}, { expect: 422, code: "missing_field", field: "/name" });
   await post(`${D}/queues`, { name: "q2", colour: "red" }, { expect: 422, code: "unknown_field", field: "/colour" });
+  await post(`${D}/queues`, { name: "q2", quotas: Object.fromEntries(Array.from({ length: 257 }, (_, i) => [String(i), { max: 1 }])) }, { expect: 422, code: "too_large", field: "/quotas", label: "257 quotas" });
   await post(`${D}/queues`, { name: "q2", size: 0 }, { expect: 422, code: "invalid_field", field: "/size" });
   await post(`${D}/queues`, { name: "q2", quotas: { cats: { min: 1 } } }, { expect: 422, code: "invalid_field", field: "/quotas/cats" });
   await post(`${D}/queues`, { name: "q2", min_per_label: 5, max_per_label: 2 }, { expect: 422, code: "invalid_field", field: "/min_per_label" });

@@ -305,8 +305,7 @@ SHAPE_CASES = [
      "/loss/alpha"),
     ("ids_nested_array", {"body": base_body(ids=[["s0"], "s1", "s2"])}, 422, "invalid_field", "/ids/0"),
     ("ids_object", {"body": base_body(ids={"s0": 1})}, 422, "invalid_field", "/ids"),
-    ("meta_over_64_kib", {"body": base_body(meta={"s0": {"note": "x" * (66 * 1024)}})}, 422,
-     ("invalid_field", "out_of_range"), "/meta/s0"),
+    ("meta_over_64_kib", {"body": base_body(meta={"s0": {"note": "x" * (66 * 1024)}})}, 422, "too_large", "/meta/s0"),
 ]
 
 
@@ -543,6 +542,30 @@ class BadInputTest(HardeningTestCase):
             r = self.d.request(req.get("method", "POST"), path, None if req.get("method") == "GET" else body)
             self.assertProblem(r, status, code, field)
         self.assertUnchanged(before, "the rejected request")
+
+    def test_bad_input_size_limits_say_too_large(self):
+        """Every size limit of a field is too_large, whose title says what is wrong: a meta of 65 KiB was
+        "A number is out of range". Each is refused whole and changes nothing."""
+        sample = "/v1/datasets/%s/samples/s0" % self.DS
+        cases = [
+            ("a sample's meta in a batch", "POST", "/v1/datasets/%s/batches" % self.DS,
+             base_body(meta={"s0": {"note": "x" * 65536}}), "/meta/s0"),
+            ("PUT meta", "PUT", sample + "/meta", {"note": "x" * 65536}, None),
+            ("a relabel's label", "POST", sample + "/review", {"status": "relabelled", "label": "x" * 4097}, "/label"),
+            ("a review's note", "POST", sample + "/review", {"status": "confirmed", "note": "x" * 4097}, "/note"),
+            ("a review's reviewer", "POST", sample + "/review", {"status": "confirmed", "reviewer": "x" * 129},
+             "/reviewer"),
+            ("a queue's quotas", "POST", "/v1/datasets/%s/queues" % self.DS,
+             {"name": "q", "quotas": {str(i): {"max": 1} for i in range(257)}}, "/quotas"),
+        ]
+        for what, method, path, body, field in cases:
+            with self.subTest(what):
+                before = self.state()
+                r = self.d.request(method, path, body)
+                p = self.assertProblem(r, 422, "too_large", field)
+                self.assertEqual(p["title"], "A field is larger than focald takes")
+                self.assertRegex(p["detail"], r"[0-9]")  # the limit, or the size
+                self.assertUnchanged(before, what)
 
     def test_bad_input_baseline_state_is_byte_stable(self):
         """The comparison itself: with nothing sent, two reads of the state are equal."""

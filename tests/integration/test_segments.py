@@ -229,6 +229,7 @@ def _bad(segments, field, code="invalid_field", **extra):
 BAD = {
     "not_an_array": _bad({"n": 3}, "/segments"),
     "empty": _bad([], "/segments"),
+    "more_than_65536": _bad([{"n": 1}] * 65537, "/segments", "too_large"),
     "not_an_object": _bad([{"n": 2}, 3], "/segments/1"),
     "n_missing": _bad([{"step": 1}, {"n": 3}], "/segments/0/n", "missing_field"),
     "n_zero": _bad([{"n": 0}, {"n": 3}], "/segments/0/n", "out_of_range"),

@@ -428,7 +428,9 @@ static void test_binary_inputs_errors(void **state) {
   const tspec frac[] = {T_IDS, {"logits", "FP32", "[2,1.5]", LOGITS23, 24, -1}, T_TARGETS};
   expect_problem("", frac, 3, P_SHAPE_MISMATCH, "/inputs/1/shape", "a fractional dimension");
   const tspec huge[] = {T_IDS, {"logits", "FP32", "[65536,65536]", LOGITS23, 24, -1}, T_TARGETS};
-  expect_problem("", huge, 3, P_SHAPE_MISMATCH, "/inputs/1/shape", "more than 2^31 elements");
+  expect_problem("", huge, 3, P_TOO_LARGE, "/inputs/1/shape", "more than 2^31 elements");
+  const tspec wide[] = {T_IDS, {"logits", "FP32", "[2,2147483649]", LOGITS23, 24, -1}, T_TARGETS};
+  expect_problem("", wide, 3, P_TOO_LARGE, "/inputs/1/shape", "a dimension past 2^31");
   /* no binary_data_size: focald takes tensors only as binary data */
   static const char nosize[] =
       "{\"inputs\":[{\"name\":\"ids\",\"datatype\":\"INT64\",\"shape\":[2]}]}";

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -245,6 +246,47 @@ static void test_decode_describes_library_errors(void **state) {
   req_free(&r);
 }
 
+/* Every size limit of a batch is too_large, a code whose title says so ("A number is out of range" told a
+ * client with 65 KiB of meta nothing): a sample's meta past 64 KiB of compact JSON, more than 65536 segments.
+ * The limits themselves pass. */
+static void test_decode_size_limits_are_too_large(void **state) {
+  (void)state;
+  req r;
+  problem err;
+  assert_non_null(strstr(problem_title(P_TOO_LARGE), "larger"));
+  assert_int_equal(problem_status(P_TOO_LARGE), 422);
+  enum { PAD = REQ_META_MAX - 8 }; /* {"a":"<PAD>"} is PAD + 8 bytes of compact JSON */
+  char *body = malloc(PAD + 200);
+  assert_non_null(body);
+  for (int extra = 0; extra < 2; extra++) {
+    int j = snprintf(body, 100, "{\"ids\":[\"s\"],\"logits\":[[1]],\"targets\":[1],\"meta\":{\"s\":{\"a\":\"");
+    memset(body + j, 'x', PAD + (size_t)extra);
+    snprintf(body + j + PAD + extra, 16, "\"}}}");
+    memset(&err, 0, sizeof err);
+    if (extra == 0) {
+      assert_int_equal(decode(body, &r, &err), 0);
+      req_free(&r);
+    } else {
+      expect_problem(body, P_TOO_LARGE, "/meta/s");
+    }
+  }
+  free(body);
+  /* segments: 65536 pass the count (here refused for covering too few ids), 65537 are too many */
+  const size_t seg = strlen("{\"n\":1},");
+  body = malloc((REQ_SEGMENTS_MAX + 2) * seg + 100);
+  assert_non_null(body);
+  for (int extra = 0; extra < 2; extra++) {
+    size_t j = (size_t)sprintf(body, "{\"ids\":[\"s\"],\"logits\":[[1]],\"targets\":[1],\"segments\":[");
+    for (int i = 0; i < REQ_SEGMENTS_MAX + extra; i++) j += (size_t)sprintf(body + j, "%s{\"n\":1}", i ? "," : "");
+    sprintf(body + j, "]}");
+    memset(&err, 0, sizeof err);
+    assert_int_equal(decode(body, &r, &err), -1);
+    assert_int_equal(err.code, extra ? P_TOO_LARGE : P_SHAPE_MISMATCH);
+    assert_string_equal(err.field, "/segments");
+  }
+  free(body);
+}
+
 static void test_decode_names(void **state) {
   (void)state;
   assert_true(name_ok("coco-2017.train_v2"));
@@ -338,7 +380,7 @@ int main(void) {
       cmocka_unit_test(test_decode_rejects_with_field), cmocka_unit_test(test_decode_long_ids),
       cmocka_unit_test(test_decode_field_names_long_keys_whole),
       cmocka_unit_test(test_decode_describes_library_errors), cmocka_unit_test(test_decode_names),
-      cmocka_unit_test(test_decode_segments),         cmocka_unit_test(test_decode_outputs),
+      cmocka_unit_test(test_decode_segments),         cmocka_unit_test(test_decode_size_limits_are_too_large),         cmocka_unit_test(test_decode_outputs),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

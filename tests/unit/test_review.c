@@ -189,7 +189,7 @@ static void test_review_decode_rejects_with_field(void **state) {
   size_t j = (size_t)snprintf(body, sizeof body, "{\"status\":\"relabelled\",\"label\":[");
   for (int i = 0; i < 1100; i++) j += (size_t)snprintf(body + j, sizeof body - j, "%s100", i ? "," : "");
   snprintf(body + j, sizeof body - j, "]}");
-  expect_review_problem(body, P_INVALID_FIELD, "/label");
+  expect_review_problem(body, P_TOO_LARGE, "/label");
   /* reviewer and note: strings within their lengths */
   char r129[130], n4097[4098];
   memset(r129, 'r', 129);
@@ -197,9 +197,9 @@ static void test_review_decode_rejects_with_field(void **state) {
   memset(n4097, 'n', 4097);
   n4097[4097] = 0;
   snprintf(body, sizeof body, "{\"status\":\"open\",\"reviewer\":\"%s\"}", r129);
-  expect_review_problem(body, P_INVALID_FIELD, "/reviewer");
+  expect_review_problem(body, P_TOO_LARGE, "/reviewer");
   snprintf(body, sizeof body, "{\"status\":\"open\",\"note\":\"%s\"}", n4097);
-  expect_review_problem(body, P_INVALID_FIELD, "/note");
+  expect_review_problem(body, P_TOO_LARGE, "/note");
   expect_review_problem("{\"status\":\"open\",\"reviewer\":7}", P_INVALID_FIELD, "/reviewer");
   expect_review_problem("{\"status\":\"open\",\"note\":[\"x\"]}", P_INVALID_FIELD, "/note");
 }
@@ -243,7 +243,7 @@ static void test_review_meta_decode(void **state) {
     free(op.meta);
     op.meta = NULL;
   }
-  /* at most 64 KiB of compact JSON: exactly 65536 bytes pass, one more is out of range */
+  /* at most 64 KiB of compact JSON: exactly 65536 bytes pass, one more is too large */
   enum { PAD = 65536 - 8 }; /* {"a":"<PAD>"} is PAD + 8 bytes */
   char *body = malloc(PAD + 16);
   assert_non_null(body);
@@ -258,7 +258,8 @@ static void test_review_meta_decode(void **state) {
       assert_int_equal(strlen(op.meta), 65536);
     } else {
       assert_int_equal(rc, -1);
-      assert_int_equal(err.code, P_OUT_OF_RANGE);
+      assert_int_equal(err.code, P_TOO_LARGE);
+      assert_string_equal(err.field, "");
     }
     free(op.meta);
     op.meta = NULL;
@@ -407,7 +408,7 @@ static void test_review_queue_decode_rejects_with_field(void **state) {
   size_t j = (size_t)sprintf(body, "{\"name\":\"q\",\"quotas\":{");
   for (int l = 0; l <= QUEUE_QUOTAS_MAX; l++) j += (size_t)sprintf(body + j, "%s\"%d\":{\"max\":1}", l ? "," : "", l);
   sprintf(body + j, "}}");
-  expect_queue_problem(body, P_INVALID_FIELD, "/quotas");
+  expect_queue_problem(body, P_TOO_LARGE, "/quotas");
   free(body);
 }
 
