@@ -292,8 +292,7 @@ static int score(http_req *rq, http_resp *resp, int store_it) {
     snprintf(j->op.dataset, sizeof j->op.dataset, "%.64s", rq->params[0]);
   }
   int rc;
-  const int binary = rq->content_type && strncasecmp(rq->content_type, "application/octet-stream", 24) == 0;
-  if (binary) {
+  if (rq->binary) {
     const char *accept = http_request_header(rq, "Accept");
     int accept_binary = accept && strstr(accept, "application/octet-stream") != NULL;
     rc = dec_binary(&j->rq, rq->body, rq->len, rq->body_head_len, store_it, accept_binary, &err);
@@ -304,8 +303,8 @@ static int score(http_req *rq, http_resp *resp, int store_it) {
     free(j);
     return http_problem(resp, rq, &err);
   }
-  atomic_fetch_add(&ingested_bytes[binary != 0], rq->len);
-  atomic_fetch_add(&ingested_samples[binary != 0], (size_t)j->rq.n);
+  atomic_fetch_add(&ingested_bytes[rq->binary != 0], rq->len);
+  atomic_fetch_add(&ingested_samples[rq->binary != 0], (size_t)j->rq.n);
   j->loss = malloc((size_t)j->rq.n * sizeof *j->loss);
   j->scores = calloc((size_t)j->rq.n, sizeof *j->scores);
   if (j->rq.outputs & (1u << REQ_OUT_GRAD)) j->grad = malloc((size_t)(j->rq.n * j->rq.m * j->rq.c) * sizeof *j->grad);

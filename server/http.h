@@ -69,6 +69,7 @@ struct http_req {
   const char *body;
   size_t len;
   const char *content_type;
+  int binary;                 /* the body is application/octet-stream (binary tensors), not application/json */
   int64_t body_head_len;      /* the route's head_header (router.h): -1 when absent, -2 when not a length */
   void *conn;                 /* struct MHD_Connection */
   void *async;                /* the handler's work while suspended */

@@ -188,8 +188,7 @@ static _Atomic int64_t large_ended_ns; /* when the last one ended */
 #define BODY_TRIM_IDLE 1.0
 
 static int64_t body_cost(const http_req *rq, uint64_t len) {
-  const int binary = rq->content_type && strncasecmp(rq->content_type, "application/octet-stream", 24) == 0;
-  return (int64_t)len * (binary ? 2 : 10);
+  return (int64_t)len * (rq->binary ? 2 : 10);
 }
 
 /* Grows rq's reservation to the cost of len body bytes; 0, or -1 when the budget would be passed. */
@@ -237,14 +236,88 @@ void http_body_metrics_write(buf *o) {
 
 /* ------------------------------------------------------------------ the body */
 
-/* Whether the content type is one the route takes. */
-static int content_type_ok(const char *ct, unsigned flags) {
-  if (!ct) return 0;
-  size_t n = strcspn(ct, ";");
-  while (n > 0 && ct[n - 1] == ' ') n--;
-  if (n == 16 && strncasecmp(ct, "application/json", 16) == 0) return 1;
-  if ((flags & ROUTE_BODY_BINARY) && n == 24 && strncasecmp(ct, "application/octet-stream", 24) == 0) return 1;
+/* RFC 9110 section 5.6.2: a token's characters. */
+static int tchar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static const char *skip_ows(const char *s) {
+  while (*s == ' ' || *s == '\t') s++;
+  return s;
+}
+
+/* Checks a Content-Type against the bodies the route takes: application/json, and
+ * application/octet-stream where the route takes binary tensors, in any case, with
+ * parameters as RFC 9110 section 8.3.1 writes them (; name=token or "quoted"). Both
+ * bodies are read as UTF-8 (JSON, RFC 8259 section 8.1; a binary body's JSON
+ * header), so a charset parameter other than utf-8 (any case, quoted or not) is
+ * refused, as is one given twice: focald would otherwise read the body in another
+ * encoding than the client's. Other parameters change nothing and are let be.
+ * Returns 0 (*binary set), or -1 with why (a detail naming the header) filled. */
+static int content_type_check(const char *ct, unsigned flags, int *binary /* OUT */, char *why, size_t n) {
+  const char *want = (flags & ROUTE_BODY_BINARY) ? "application/json or application/octet-stream (binary tensors)"
+                                                 : "application/json";
+  if (!ct) {
+    snprintf(why, n, "the body needs a Content-Type: %s", want);
+    return -1;
+  }
+  const char *p = ct;
+  while (tchar(*p) || *p == '/') p++;
+  const size_t tl = (size_t)(p - ct);
+  if (tl == 16 && strncasecmp(ct, "application/json", 16) == 0) *binary = 0;
+  else if ((flags & ROUTE_BODY_BINARY) && tl == 24 && strncasecmp(ct, "application/octet-stream", 24) == 0) *binary = 1;
+  else {
+    snprintf(why, n, "Content-Type is \"%.60s\"; the body must be %s", ct, want);
+    return -1;
+  }
+  int charsets = 0;
+  for (;;) {
+    p = skip_ows(p);
+    if (!*p) break;
+    if (*p != ';') goto malformed;
+    p = skip_ows(p + 1);
+    if (!*p || *p == ';') continue; /* an empty parameter is allowed */
+    const char *name = p;
+    while (tchar(*p)) p++;
+    const size_t nl = (size_t)(p - name);
+    if (nl == 0 || *p != '=') goto malformed;
+    p++;
+    char value[64];
+    size_t vl = 0;
+    int long_value = 0;
+    if (*p == '"') { /* quoted-string: qdtext, or a backslash and the character it quotes */
+      for (p++; *p != '"'; p++) {
+        if (*p == '\\') p++;
+        if (!*p || (unsigned char)*p < 0x20 || *p == 0x7f) goto malformed;
+        if (vl + 1 < sizeof value) value[vl++] = *p;
+        else long_value = 1;
+      }
+      p++;
+    } else {
+      for (; tchar(*p); p++) {
+        if (vl + 1 < sizeof value) value[vl++] = *p;
+        else long_value = 1;
+      }
+      if (vl == 0) goto malformed;
+    }
+    value[vl] = '\0';
+    if (nl == 7 && strncasecmp(name, "charset", 7) == 0) {
+      if (++charsets > 1) {
+        snprintf(why, n, "Content-Type gives charset twice (\"%.60s\"); give it once, as utf-8", ct);
+        return -1;
+      }
+      if (long_value || strcasecmp(value, "utf-8") != 0) {
+        snprintf(why, n, "Content-Type gives charset \"%.40s\"; focald reads %s as UTF-8 (RFC 8259): give charset=utf-8 or none",
+                 value, *binary ? "a binary body's JSON header" : "JSON");
+        return -1;
+      }
+    }
+  }
   return 0;
+malformed:
+  snprintf(why, n, "Content-Type \"%.60s\" cannot be read: parameters are ; name=value, the value a token or a quoted string "
+           "(RFC 9110 section 8.3.1)", ct);
+  return -1;
 }
 
 /* A length header's value (a route's head_header): decimal digits only, with the optional whitespace
@@ -268,16 +341,14 @@ static int64_t head_length(const char *s) {
 enum MHD_Result http__begin_body(struct MHD_Connection *conn, http_req *rq, const router_route *route) {
   const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
   rq->content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-  if (!content_type_ok(rq->content_type, route->flags))
-    return http__send_problem(conn, rq, P_UNSUPPORTED_MEDIA_TYPE,
-                              (route->flags & ROUTE_BODY_BINARY)
-                                  ? "the body must be application/json or application/octet-stream (binary tensors)"
-                                  : "the body must be application/json");
+  char why[240];
+  if (content_type_check(rq->content_type, route->flags, &rq->binary, why, sizeof why) != 0)
+    return http__send_problem(conn, rq, P_UNSUPPORTED_MEDIA_TYPE, why);
   const char *head = route->head_header ? MHD_lookup_connection_value(conn, MHD_HEADER_KIND, route->head_header) : NULL;
   if (head) {
     rq->body_head_len = head_length(head);
     /* a binary body's framing that could be read two ways is refused before its body is read */
-    if (rq->body_head_len < 0 && rq->content_type && strncasecmp(rq->content_type, "application/octet-stream", 24) == 0) {
+    if (rq->body_head_len < 0 && rq->binary) {
       char d[200];
       snprintf(d, sizeof d, "%s must be the byte length of the body's JSON header, in decimal digits; not \"%.40s\"",
                route->head_header, head);
@@ -285,8 +356,7 @@ enum MHD_Result http__begin_body(struct MHD_Connection *conn, http_req *rq, cons
     }
   }
   if (!cl) {
-    if (rq->content_type && strncasecmp(rq->content_type, "application/octet-stream", 24) == 0)
-      return http__send_problem(conn, rq, P_LENGTH_REQUIRED, "a binary body needs a Content-Length");
+    if (rq->binary) return http__send_problem(conn, rq, P_LENGTH_REQUIRED, "a binary body needs a Content-Length");
     return MHD_YES;
   }
   char *end;

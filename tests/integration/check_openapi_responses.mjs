@@ -925,6 +925,8 @@ async function exercise(ctx) {
   // 415
   await J("POST", "/v1/loss", { raw: "{}", headers: { "Content-Type": "text/plain" }, expect: 415, code: "unsupported_media_type" });
   await J("POST", "/v1/datasets/coco/batches", { raw: "{}", expect: 415, code: "unsupported_media_type", label: "no Content-Type" });
+  await J("POST", "/v1/datasets/coco/batches", { raw: "{}", headers: { "Content-Type": "application/json; charset=latin1" }, expect: 415, code: "unsupported_media_type", label: "JSON in latin1" });
+  await J("POST", "/v1/loss", { raw: "{}", headers: { "Content-Type": "application/octet-stream; charset=latin1" }, expect: 415, code: "unsupported_media_type", label: "binary with a latin1 charset" });
   // 422
   const ok1 = { ids: ["a"], logits: [[1, 2]], targets: [1] };
   await post("/v1/loss", [1, 2], { expect: 422, code: "invalid_field", label: "not an object" });

@@ -1585,10 +1585,40 @@ class BadInputTest(FocaldTestCase):
         self.assertEqual(self.state(), before)
 
     def test_bad_input_content_type_parameters_and_case_are_accepted(self):
-        for ct in ("application/json; charset=utf-8", "Application/JSON", "application/json;charset=UTF-8"):
+        for ct in ("application/json; charset=utf-8", "Application/JSON", "application/json;charset=UTF-8",
+                   'application/json; charset="UTF-8"', 'application/json;charset="utf-8"', "APPLICATION/JSON;CHARSET=UTF-8",
+                   "application/json ; charset=utf-8", "application/json\t;\tcharset=uTf-8", "application/json;",
+                   "application/json;;charset=utf-8", "application/json; foo=bar", 'application/json; foo="a;b\\"c"',
+                   "application/json; foo=bar; charset=utf-8"):
             with self.subTest(ct=ct):
                 r = self.d.post("/v1/loss", base_body(), headers={"Content-Type": ct})
                 self.assertEqual(r.status, 200, r)
+
+    def test_bad_input_content_type_with_another_charset_is_415(self):
+        # JSON is UTF-8 (RFC 8259): a body declared in another charset, or whose Content-Type cannot be read, is
+        # refused, never read as UTF-8 regardless; the detail names the header; every JSON route alike
+        cts = ["application/json; charset=latin1", "application/json; charset=iso-8859-1", "application/json;charset=UTF-16",
+               "application/json; charset=utf-32", "application/json; charset=us-ascii", "application/json; charset=utf8",
+               'application/json; charset="latin1"', 'application/json; charset="utf-8 "', "application/json; charset=\"\"",
+               "application/json; charset=utf-8; charset=latin1", "application/json; charset=latin1; charset=utf-8",
+               "application/json; charset=utf-8; charset=utf-8", "application/json; charset=" + "u" * 100,
+               "application/json; charset=", "application/json; charset", "application/json; charset =utf-8",
+               "application/json; charset= utf-8", 'application/json; charset="utf-8', "application/json x",
+               "application/jsonx", "application/json/x", "application/json, text/plain"]
+        routes = [("POST", "/v1/datasets/%s/batches" % self.DS, base_body()), ("POST", "/v1/loss", base_body()),
+                  ("POST", "/v1/datasets/%s/samples/s0/review" % self.DS, {"status": "confirmed"}),
+                  ("PUT", "/v1/datasets/%s/samples/s0/meta" % self.DS, {"k": 2})]
+        before = self.state()
+        for ct in cts:
+            for method, path, body in routes:
+                with self.subTest(ct=ct, path=path):
+                    r = self.d.request(method, path, body, headers={"Content-Type": ct})
+                    p = self.assertProblem(r, 415, "unsupported_media_type")
+                    self.assertIn("Content-Type", p["detail"])
+                    self.assertIn("application/json", r.header("Accept-Post") or "")
+        self.assertEqual(self.state(), before, "a refused request changed the stored state")
+        p = self.d.post("/v1/loss", base_body(), headers={"Content-Type": "application/json; charset=latin1"}).json()
+        self.assertIn("latin1", p["detail"])
 
     def test_bad_input_valid_request_after_errors_still_works(self):
         j = self.d.ok_batch("bad-after", base_body())

@@ -924,6 +924,32 @@ class BadInputTest(BinaryTestCase):
                 self.assertTrue(r["duplicate"])
         self.assertEqual(self.state(), before)
 
+    def test_content_type_charset_is_utf8_or_none(self):
+        """A binary body's JSON header is read as UTF-8, as a JSON body is: application/octet-stream with another
+        charset (any case, quoted or not), one given twice or parameters that cannot be read, is 415 naming
+        Content-Type, and changes nothing; utf-8 and other parameters are taken (the seed again: a duplicate)."""
+        before = self.state()
+        h, t = _good()
+        h = dict(h, batch_id="seed")
+        body, hl = build(h, t)
+        for ct in (OCTET + "; charset=latin1", OCTET + '; charset="ISO-8859-1"', OCTET + "; charset=utf-16",
+                   OCTET + "; charset=utf-8; charset=latin1", OCTET + "; charset=", OCTET + "; charset",
+                   OCTET + " x", OCTET + "x"):
+            for path in ("/v1/datasets/%s/batches" % self.DS, "/v1/loss"):
+                with self.subTest(ct=ct, path=path):
+                    r = self.d.post(path, body, headers={"Content-Type": ct, "Inference-Header-Content-Length": str(hl)})
+                    p = self.assertProblem(r, 415, "unsupported_media_type")
+                    self.assertIn("Content-Type", p["detail"])
+                    self.assertIn(OCTET, r.header("Accept-Post") or "")
+        self.assertEqual(self.state(), before)
+        for ct in (OCTET + "; charset=utf-8", OCTET + '; charset="UTF-8"', "Application/Octet-Stream",
+                   OCTET + "; padding=0", OCTET + ";"):
+            with self.subTest(ct=ct):
+                r = self.d.post("/v1/datasets/%s/batches" % self.DS, body,
+                                headers={"Content-Type": ct, "Inference-Header-Content-Length": str(hl)})
+                self.assertTrue(self.ok_json(r)["duplicate"], ct)
+        self.assertEqual(self.state(), before)
+
     def test_loss_endpoint_bad_framing(self):
         h, t = _good()
         self.assertProblem(self.post_bin("/v1/loss", h, t, ihcl=None), 400, "bad_framing", None)
