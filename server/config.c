@@ -55,6 +55,10 @@ static const setting settings[] = {
      "in a cluster, milliseconds PostgreSQL lets this node's session sit idle in a transaction, which holds the "
      "log's append lock, before it ends the session and frees the lock: a node that stops or loses its network "
      "then stops every node's writes for no longer (0: PostgreSQL's own setting)", "MS"},
+    {"cluster-deadline", K_INT, AT(cluster_deadline), 0, 100, 3600000,
+     "in a cluster, milliseconds each statement (and each connection) to PostgreSQL may take; past it the node "
+     "drops the connection, answers 503 and reconnects, so a PostgreSQL that stops answering without the "
+     "connection failing (its processes or its host frozen) cannot stall the node", "MS"},
     {"log-retention", K_INT, AT(log_retention), 0, -1, 2000000000,
      "in a cluster, rows of the shared log kept below the newest snapshot; older ones are deleted (-1: keep all)",
      "ROWS"},
@@ -132,6 +136,14 @@ static void defaults(config *c) {
   c->read_wait = 5000;
   c->cluster_snapshot_interval = 300;
   c->cluster_lock_timeout = 300000;
+  /* Statements take milliseconds. The longest that are still healthy: a 4 MiB part of a snapshot (under a
+   * second on any link of 50 Mbit/s; a minute allows 0.6 Mbit/s), a COMMIT's fsync on a saturated disk
+   * (seconds), a prune that deletes a snapshot interval's rows, and the append lock's wait behind other
+   * nodes' groups, each of which holds it for its own work (a dataset's deletion, the longest, takes 1.2 s
+   * per 500,000 samples). A wait longer than a minute is behind a node that stalled in its group, which
+   * --cluster-lock-timeout ends (five minutes by default); this node does not wait for that, it answers
+   * 503 and the client retries. */
+  c->cluster_deadline = 60000;
   c->log_retention = -1;
   long cores = usable_cpus();
   c->http_threads = cores < 2 ? 2 : (int)cores;

@@ -21,6 +21,7 @@ typedef struct config {
   int read_wait;           /* milliseconds a read given after=POSITION waits for this node to apply it */
   int cluster_snapshot_interval; /* seconds between snapshots a cluster node offers to PostgreSQL; 0: none */
   int cluster_lock_timeout;      /* ms PostgreSQL lets a node's session idle in a transaction; 0: its own setting */
+  int cluster_deadline;          /* ms each round trip to PostgreSQL may take before the node drops the connection */
   int log_retention;       /* rows of the shared log kept below the newest snapshot; -1: all */
   int http_threads;        /* libmicrohttpd's thread pool */
   int workers;             /* libuv's thread pool: scoring */

@@ -5,16 +5,24 @@
  * positions and bodies come back without text conversion. A connection lost anywhere but at COMMIT has
  * committed nothing of the open transaction; one lost at COMMIT leaves the outcome unknown, and the caller
  * is told so rather than guessing.
+ *
+ * Every round trip goes through roundtrip() (connecting, through connect_within()): libpq's asynchronous
+ * calls on a non-blocking connection, and poll() on its socket until the deadline. A deadline that passes
+ * drops the connection, which is then a connection lost: what was sent may still run when a stopped server
+ * runs again, but a transaction left open is rolled back when its backend finds the connection closed, so
+ * only a COMMIT already sent can still take effect, which is the unknown outcome above.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <libpq-fe.h>
 #include <poll.h>
 #include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "pglog.h"
@@ -32,6 +40,7 @@ struct pglog {
   char *node;
   int listening;
   int idle_ms;          /* idle_in_transaction_session_timeout set on each session (0: the server's) */
+  int deadline_ms;      /* each round trip's (connecting: or connect_timeout's, when shorter) */
   int in_tx;
   int64_t next;         /* in a transaction: the position the next appended row takes */
   char err[256];
@@ -79,27 +88,100 @@ static int fail(pglog *p, const char *what) {
   return PQstatus(p->conn) == CONNECTION_OK ? PGLOG_ERROR : PGLOG_DOWN;
 }
 
-/* Runs a simple statement that returns no rows. */
+/* ------------------------------------------------------------------ round trips under a deadline */
+
+static int64_t now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Waits until socket fd is ready for events: 1, or 0 once the deadline (now_ms's clock) has passed, or -1
+ * when it cannot be waited on. */
+static int wait_socket(int fd, short events, int64_t deadline) {
+  if (fd < 0) return -1;
+  for (;;) {
+    const int64_t left = deadline - now_ms();
+    if (left <= 0) return 0;
+    struct pollfd pfd = {.fd = fd, .events = events};
+    const int n = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
+    if (n > 0) return 1;
+    if (n < 0 && errno != EINTR) return -1;
+  }
+}
+
+/* Drops the connection after its deadline passed (or its socket could not be waited on) during what: the
+ * server may be stopped and cannot be asked to cancel. Always PGLOG_DOWN. */
+static int give_up(pglog *p, const char *what, int waited) {
+  if (waited == 0)
+    snprintf(p->err, sizeof p->err, "%.80s: PostgreSQL did not answer within the deadline of %d ms; the connection "
+             "is dropped", what, p->deadline_ms);
+  else
+    snprintf(p->err, sizeof p->err, "%.80s: cannot wait on the connection (%s); it is dropped", what, strerror(errno));
+  PQfinish(p->conn);
+  p->conn = NULL;
+  p->in_tx = 0;
+  return PGLOG_DOWN;
+}
+
+static int succeeded(const PGresult *r) {
+  return PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+}
+
+/* Runs the statement just sent (sent: what its PQsend* call returned) to its end, under the deadline: sends
+ * what is left of it, then reads its results until libpq has no more. *out (OUT, may be NULL) gets the
+ * result, the last one or else the first that failed, which the caller clears; nothing on failure. Returns
+ * PGLOG_OK, PGLOG_ERROR (the server refused it) or PGLOG_DOWN (the connection is lost, or was dropped at the
+ * deadline). The one place where pglog waits for PostgreSQL, but for connecting and pglog_wait. */
+static int roundtrip(pglog *p, const char *what, int sent, PGresult **out) {
+  if (out) *out = NULL;
+  if (!sent) return fail(p, what);
+  const int64_t deadline = now_ms() + p->deadline_ms;
+  PGresult *res = NULL;
+  int rc = PGLOG_OK;
+  for (;;) {
+    const int unsent = PQflush(p->conn); /* 1: some of the statement is still to be written */
+    if (unsent < 0) {
+      rc = fail(p, what);
+      break;
+    }
+    if (!unsent && !PQisBusy(p->conn)) {
+      PGresult *r = PQgetResult(p->conn);
+      if (!r) break;
+      if (res && !succeeded(res)) PQclear(r); /* the first failure stays */
+      else {
+        PQclear(res);
+        res = r;
+      }
+      continue;
+    }
+    /* the server may answer (an error) before it has read everything: read whenever there is something */
+    const int w = wait_socket(PQsocket(p->conn), unsent ? POLLIN | POLLOUT : POLLIN, deadline);
+    if (w <= 0) {
+      PQclear(res);
+      return give_up(p, what, w);
+    }
+    if (!PQconsumeInput(p->conn)) {
+      rc = fail(p, what);
+      break;
+    }
+  }
+  if (rc == PGLOG_OK && !(res && succeeded(res))) rc = fail(p, what);
+  if (rc == PGLOG_OK && out) *out = res;
+  else PQclear(res);
+  return rc;
+}
+
+/* Runs a simple statement (or several, separated by semicolons) that returns no rows. */
 static int exec_cmd(pglog *p, const char *sql) {
-  PGresult *r = PQexec(p->conn, sql);
-  int ok = r && (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK);
-  PQclear(r);
-  return ok ? PGLOG_OK : fail(p, sql);
+  return roundtrip(p, sql, PQsendQuery(p->conn, sql), NULL);
 }
 
 /* Runs prepared statement name with text parameters; *out (OUT, may be NULL) gets the result, which the
  * caller clears. */
 static int exec_prepared(pglog *p, const char *name, int n, const char *const *values, const int *lengths,
                          const int *formats, int binary_result, PGresult **out) {
-  PGresult *r = PQexecPrepared(p->conn, name, n, values, lengths, formats, binary_result);
-  ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-    PQclear(r);
-    return fail(p, name);
-  }
-  if (out) *out = r;
-  else PQclear(r);
-  return PGLOG_OK;
+  return roundtrip(p, name, PQsendQueryPrepared(p->conn, name, n, values, lengths, formats, binary_result), out);
 }
 
 static int64_t get_int64(const PGresult *r, int row, int col) {
@@ -115,9 +197,10 @@ static int migrate(pglog *p) {
   if (!rc) rc = exec_cmd(p, "CREATE TABLE IF NOT EXISTS focald_pg_schema (version integer PRIMARY KEY)");
   int have = 0;
   if (!rc) {
-    PGresult *r = PQexec(p->conn, "SELECT coalesce(max(version), 0) FROM focald_pg_schema");
-    if (r && PQresultStatus(r) == PGRES_TUPLES_OK) have = (int)get_int64(r, 0, 0);
-    else rc = fail(p, "reading the schema's version");
+    PGresult *r = NULL;
+    const char *sql_have = "SELECT coalesce(max(version), 0) FROM focald_pg_schema";
+    rc = roundtrip(p, "reading the schema's version", PQsendQuery(p->conn, sql_have), &r);
+    if (!rc) have = (int)get_int64(r, 0, 0);
     PQclear(r);
   }
   if (!rc && have > focald_pg_schema_count) {
@@ -133,7 +216,7 @@ static int migrate(pglog *p) {
     }
   }
   if (!rc) rc = exec_cmd(p, "COMMIT");
-  if (rc && PQstatus(p->conn) == CONNECTION_OK) PQclear(PQexec(p->conn, "ROLLBACK"));
+  if (rc && PQstatus(p->conn) == CONNECTION_OK) exec_cmd(p, "ROLLBACK");
   return rc;
 }
 
@@ -157,18 +240,14 @@ int pglog_set_idle_timeout(pglog *p, int ms) {
 /* What a new connection needs: a durable commit, the statements, LISTEN when following, and the idle timeout
  * when one was set. */
 static int session_setup(pglog *p) {
-  PQsetNoticeProcessor(p->conn, drop_notice, NULL);
-  PGresult *r = PQexec(p->conn, "SHOW synchronous_commit");
-  int rc = PGLOG_OK;
-  if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) rc = fail(p, "SHOW synchronous_commit");
+  PGresult *r = NULL;
+  int rc = roundtrip(p, "SHOW synchronous_commit", PQsendQuery(p->conn, "SHOW synchronous_commit"), &r);
   /* a 2xx promises that the rows survive a crash of PostgreSQL: never commit asynchronously */
-  else if (strcmp(PQgetvalue(r, 0, 0), "off") == 0) rc = exec_cmd(p, "SET synchronous_commit TO on");
+  if (!rc && strcmp(PQgetvalue(r, 0, 0), "off") == 0) rc = exec_cmd(p, "SET synchronous_commit TO on");
   PQclear(r);
-  for (size_t i = 0; !rc && i < sizeof statements / sizeof statements[0]; i++) {
-    r = PQprepare(p->conn, statements[i].name, statements[i].sql, statements[i].nparams, NULL);
-    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) rc = fail(p, statements[i].name);
-    PQclear(r);
-  }
+  for (size_t i = 0; !rc && i < sizeof statements / sizeof statements[0]; i++)
+    rc = roundtrip(p, statements[i].name,
+                   PQsendPrepare(p->conn, statements[i].name, statements[i].sql, statements[i].nparams, NULL), NULL);
   if (!rc && p->listening) rc = exec_cmd(p, "LISTEN focald_log");
   if (!rc && p->idle_ms > 0) rc = set_idle_timeout(p);
   return rc;
@@ -179,14 +258,33 @@ static int session_setup(pglog *p) {
  * on a connection whose request was received for two hours and more. A node cut off from PostgreSQL would hold
  * its writer (and the batches waiting on it) that long. These bound it at about 15 s (a request not
  * acknowledged) or 25 s (a reply awaited on a connection that stopped answering), after which the node answers
- * 503 and reconnects. They come before the conninfo, so that any of them the conninfo sets wins, and
- * connect_timeout is left out when PGCONNECT_TIMEOUT sets it. */
+ * 503 and reconnects; the deadline bounds what they cannot see (a server that acknowledges and never
+ * answers). They come before the conninfo, so that any of them the conninfo sets wins, and connect_timeout is
+ * left out when PGCONNECT_TIMEOUT sets it. */
 static const char *const link_keys[] = {"keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
                                         "tcp_user_timeout", "connect_timeout"};
 static const char *const link_values[] = {"1", "10", "5", "3", "15000", "10"};
 #define LINK_N (sizeof link_keys / sizeof link_keys[0])
 
-static PGconn *connect_bounded(const char *conninfo) {
+/* How long a connection may take: the deadline, or the connection's connect_timeout when shorter (libpq
+ * applies it only to the blocking connect; as there, a value of 1 counts as 2). */
+static int connect_ms(PGconn *c, int deadline_ms) {
+  int ms = deadline_ms;
+  PQconninfoOption *opts = PQconninfo(c);
+  for (PQconninfoOption *o = opts; o && o->keyword; o++) {
+    if (strcmp(o->keyword, "connect_timeout") != 0 || !o->val) continue;
+    long s = strtol(o->val, NULL, 10);
+    if (s == 1) s = 2;
+    if (s > 0 && s * 1000 < ms) ms = (int)s * 1000;
+  }
+  PQconninfoFree(opts);
+  return ms;
+}
+
+/* Connects p->conn to p->conninfo, without blocking longer than connect_ms says (a stopped server's kernel
+ * accepts the connection, then nothing answers), and makes it non-blocking, as roundtrip() needs. The host
+ * name is still resolved as libpq does, blocking. */
+static int connect_within(pglog *p) {
   const char *keys[LINK_N + 2], *values[LINK_N + 2];
   size_t n = 0;
   for (size_t i = 0; i < LINK_N; i++) {
@@ -195,12 +293,39 @@ static PGconn *connect_bounded(const char *conninfo) {
     values[n++] = link_values[i];
   }
   keys[n] = "dbname"; /* expanded: a URI or a conninfo, whose settings override the ones before it */
-  values[n++] = conninfo;
+  values[n++] = p->conninfo;
   keys[n] = values[n] = NULL;
-  return PQconnectdbParams(keys, values, 1);
+  p->conn = PQconnectStartParams(keys, values, 1);
+  if (!p->conn) {
+    snprintf(p->err, sizeof p->err, "connecting: out of memory");
+    return PGLOG_DOWN;
+  }
+  const int ms = connect_ms(p->conn, p->deadline_ms);
+  const int64_t deadline = now_ms() + ms;
+  PostgresPollingStatusType st = PGRES_POLLING_WRITING; /* as libpq says to begin */
+  while (PQstatus(p->conn) != CONNECTION_BAD && st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+    const int w = wait_socket(PQsocket(p->conn), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline);
+    if (w <= 0) {
+      snprintf(p->err, sizeof p->err, "connecting: PostgreSQL did not answer within %d ms", ms);
+      PQfinish(p->conn);
+      p->conn = NULL;
+      return PGLOG_DOWN;
+    }
+    st = PQconnectPoll(p->conn);
+  }
+  if (st != PGRES_POLLING_OK) {
+    set_err(p, "connecting");
+    return PGLOG_DOWN;
+  }
+  PQsetNoticeProcessor(p->conn, drop_notice, NULL);
+  if (PQsetnonblocking(p->conn, 1) != 0) {
+    set_err(p, "connecting");
+    return PGLOG_DOWN;
+  }
+  return PGLOG_OK;
 }
 
-int pglog_open(pglog **out, const char *conninfo, const char *node, char *err, size_t errlen) {
+int pglog_open(pglog **out, const char *conninfo, const char *node, int deadline_ms, char *err, size_t errlen) {
   *out = NULL;
   pglog *p = calloc(1, sizeof *p);
   int rc = PGLOG_DOWN;
@@ -209,13 +334,9 @@ int pglog_open(pglog **out, const char *conninfo, const char *node, char *err, s
     rc = PGLOG_ERROR;
     goto out;
   }
-  p->conn = connect_bounded(conninfo);
-  if (!p->conn || PQstatus(p->conn) != CONNECTION_OK) {
-    set_err(p, "connecting");
-    goto out;
-  }
-  PQsetNoticeProcessor(p->conn, drop_notice, NULL);
-  rc = migrate(p);
+  p->deadline_ms = deadline_ms > 0 ? deadline_ms : 1;
+  rc = connect_within(p);
+  if (!rc) rc = migrate(p);
   if (!rc) rc = session_setup(p);
 out:
   if (rc) {
@@ -228,10 +349,13 @@ out:
 }
 
 int pglog_log_id(pglog *p, char *id, size_t n) {
-  PGresult *r = PQexec(p->conn, "SELECT id FROM focald_log_id");
-  int rc = PGLOG_OK;
-  if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) rc = fail(p, "reading the log's id");
-  else snprintf(id, n, "%s", PQgetvalue(r, 0, 0));
+  PGresult *r = NULL;
+  int rc = roundtrip(p, "reading the log's id", PQsendQuery(p->conn, "SELECT id FROM focald_log_id"), &r);
+  if (!rc && PQntuples(r) != 1) {
+    snprintf(p->err, sizeof p->err, "reading the log's id: focald_log_id has %d rows", PQntuples(r));
+    rc = PGLOG_ERROR;
+  }
+  if (!rc) snprintf(id, n, "%s", PQgetvalue(r, 0, 0));
   PQclear(r);
   return rc;
 }
@@ -246,12 +370,10 @@ void pglog_close(pglog *p) {
 
 int pglog_reconnect(pglog *p) {
   p->in_tx = 0;
-  PQreset(p->conn);
-  if (PQstatus(p->conn) != CONNECTION_OK) {
-    set_err(p, "reconnecting");
-    return PGLOG_DOWN;
-  }
-  int rc = session_setup(p);
+  PQfinish(p->conn);
+  p->conn = NULL;
+  int rc = connect_within(p);
+  if (!rc) rc = session_setup(p);
   return rc ? PGLOG_DOWN : PGLOG_OK;
 }
 
@@ -310,22 +432,19 @@ int pglog_commit(pglog *p, int64_t *head) {
     return rc;
   }
   p->in_tx = 0;
-  PGresult *r = PQexec(p->conn, "COMMIT");
-  ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-  PQclear(r);
-  if (st == PGRES_COMMAND_OK) {
+  if (exec_cmd(p, "COMMIT") == PGLOG_OK) {
     *head = p->next - 1;
     return PGLOG_OK;
   }
-  set_err(p, "COMMIT");
-  /* the server may have committed before the connection broke: only it knows */
+  /* the server may have committed before the connection broke, or may commit once it runs again when it
+   * did not answer by the deadline: only it knows */
   if (PQstatus(p->conn) != CONNECTION_OK) return PGLOG_UNKNOWN;
   return PGLOG_ERROR;
 }
 
 void pglog_rollback(pglog *p) {
   p->in_tx = 0;
-  if (PQstatus(p->conn) == CONNECTION_OK) PQclear(PQexec(p->conn, "ROLLBACK"));
+  if (PQstatus(p->conn) == CONNECTION_OK) exec_cmd(p, "ROLLBACK");
 }
 
 static uint64_t be64(const char *b) {
@@ -429,7 +548,7 @@ int pglog_lease(pglog *p, const char *name, int seconds, int *held) {
 
 /* Abandons a failed transaction and passes its code on. */
 static int abandon(pglog *p, int rc) {
-  if (PQstatus(p->conn) == CONNECTION_OK) PQclear(PQexec(p->conn, "ROLLBACK"));
+  if (PQstatus(p->conn) == CONNECTION_OK) exec_cmd(p, "ROLLBACK");
   return rc;
 }
 

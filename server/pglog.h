@@ -19,11 +19,19 @@
  * The commit also sends NOTIFY focald_log with the new head (delivered at commit, in commit order), which
  * wakes followers (pglog_listen, pglog_wait); a follower also polls, so a lost notification only delays it.
  *
- * A pglog is one connection, used by one thread at a time. Functions return PGLOG_OK (0) or a negative
- * code: PGLOG_ERROR (the server refused the statement; the connection is usable after pglog_rollback),
- * PGLOG_DOWN (the connection is lost; nothing was committed; pglog_reconnect) and, from pglog_commit only,
- * PGLOG_UNKNOWN (the connection was lost while committing: the rows may or may not be in the log; a node
- * answers the request 503 and the client's retry is recognised by its batch_id).
+ * A pglog is one connection, used by one thread at a time. Every round trip on it (connecting, each
+ * statement) has a deadline of its own, given to pglog_open: PostgreSQL may stop answering without the
+ * connection failing (its processes stopped, a host frozen: the kernel still acknowledges every packet, so
+ * no TCP setting notices), and a node must still answer its requests and stop when asked. When the deadline
+ * passes, the connection is dropped (a server that does not answer cannot be asked to cancel), and the call
+ * fails as if the connection had been lost.
+ *
+ * Functions return PGLOG_OK (0) or a negative code: PGLOG_ERROR (the server refused the statement; the
+ * connection is usable after pglog_rollback), PGLOG_DOWN (the connection is lost, or was dropped at a
+ * deadline; nothing was committed; pglog_reconnect) and, from pglog_commit only, PGLOG_UNKNOWN (the
+ * connection was lost, or dropped at the deadline, while committing: the rows may or may not be in the log,
+ * and a stopped server may still commit them when it runs again; a node answers the request 503 and the
+ * client's retry is recognised by its batch_id).
  */
 #ifndef FOCALD_PGLOG_H
 #define FOCALD_PGLOG_H
@@ -47,8 +55,11 @@ typedef struct pglog_row {
 
 /* Connects to conninfo (a libpq connection string or URI) and brings the log's tables up to date (the
  * migrations in schema/postgresql/, applied once under an advisory lock, so nodes may start together).
- * node names this node in the rows it appends. On failure *out is NULL and err (errlen bytes) says why. */
-int pglog_open(pglog **out, const char *conninfo, const char *node, char *err, size_t errlen);
+ * node names this node in the rows it appends. deadline_ms (> 0) bounds every round trip on the connection,
+ * these first ones included: a statement not answered within it, or a connection not made within it (or
+ * within the conninfo's connect_timeout, when that is shorter), fails with PGLOG_DOWN. On failure *out is
+ * NULL and err (errlen bytes) says why. */
+int pglog_open(pglog **out, const char *conninfo, const char *node, int deadline_ms, char *err, size_t errlen);
 
 /* Has PostgreSQL end this session when it sits idle in a transaction for ms milliseconds (its
  * idle_in_transaction_session_timeout), now and on every reconnection: a node that stops or loses its
@@ -61,8 +72,8 @@ int pglog_log_id(pglog *p, char *id, size_t n);
 /* Closes the connection and frees p (NULL is fine). */
 void pglog_close(pglog *p);
 
-/* Drops the connection and connects again (LISTEN too, if pglog_listen was called): PGLOG_OK or
- * PGLOG_DOWN. */
+/* Drops the connection (if one is left) and connects again (LISTEN too, if pglog_listen was called), under
+ * the deadline: PGLOG_OK or PGLOG_DOWN. */
 int pglog_reconnect(pglog *p);
 
 /* The last error's message (borrowed; valid until the next call on p). */
@@ -98,7 +109,8 @@ int pglog_head(pglog *p, int64_t *head);
 int pglog_listen(pglog *p);
 
 /* Waits up to timeout_ms for a notification. Returns 1 with *head (OUT) the largest head notified, 0 on
- * timeout, or a negative code. */
+ * timeout, or a negative code. A server that stopped answering is not noticed here (it only sends nothing);
+ * the next statement, pglog_head, notices it at its deadline. */
 int pglog_wait(pglog *p, int timeout_ms, int64_t *head);
 
 /* ------------------------------------------------------------------ snapshots, leases, pruning */

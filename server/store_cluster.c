@@ -291,7 +291,7 @@ int store__cluster_open(store *s) {
   atomic_store(&s->pg_head, 0);
   if (!s->cfg->store[0]) return 0;
   char err[256] = "", log_id[80] = "";
-  if (pglog_open(&s->pg, s->cfg->store, s->cfg->node_name, err, sizeof err) != PGLOG_OK) {
+  if (pglog_open(&s->pg, s->cfg->store, s->cfg->node_name, s->cfg->cluster_deadline, err, sizeof err) != PGLOG_OK) {
     log_kv(LOG_ERROR, "cannot open the cluster's log", "error", err, NULL);
     return -1;
   }
@@ -315,7 +315,7 @@ int store__cluster_bootstrap(const config *cfg) {
   pglog *p = NULL;
   char err[256] = "", tmp[600];
   int64_t pos = 0;
-  if (pglog_open(&p, cfg->store, cfg->node_name, err, sizeof err) != PGLOG_OK) {
+  if (pglog_open(&p, cfg->store, cfg->node_name, cfg->cluster_deadline, err, sizeof err) != PGLOG_OK) {
     log_kv(LOG_ERROR, "cannot open the cluster's log", "error", err, NULL);
     return -1;
   }
@@ -443,7 +443,7 @@ static void *snapshotter_main(void *arg) {
     sleep_ms(100);
     if (store__now_s() < next) continue;
     next = store__now_s() + s->cfg->cluster_snapshot_interval;
-    if (!p && pglog_open(&p, s->cfg->store, s->cfg->node_name, err, sizeof err) != PGLOG_OK) {
+    if (!p && pglog_open(&p, s->cfg->store, s->cfg->node_name, s->cfg->cluster_deadline, err, sizeof err) != PGLOG_OK) {
       log_kv(LOG_WARN, "the snapshotter cannot reach the cluster's log", "error", err, NULL);
       continue;
     }
@@ -463,7 +463,7 @@ int store__cluster_start(store *s) {
   if (s->applied_moved) s->applied_moved(pos);
   if (!s->pg) return 0;
   char err[256] = "";
-  if (pglog_open(&s->follow_pg, s->cfg->store, s->cfg->node_name, err, sizeof err) != PGLOG_OK) {
+  if (pglog_open(&s->follow_pg, s->cfg->store, s->cfg->node_name, s->cfg->cluster_deadline, err, sizeof err) != PGLOG_OK) {
     log_kv(LOG_ERROR, "cannot open the cluster's log", "error", err, NULL);
     return -1;
   }

@@ -1,7 +1,7 @@
 /* test_pglog.c — the cluster's shared log against a real PostgreSQL server: rows round-trip, a rollback
  * leaves no gap, appenders wait for each other's commit, and under concurrent appenders (and a server
  * stopped as a crash would stop it) a follower sees every committed row exactly once, in position order,
- * with no gap and nothing that was rolled back.
+ * with no gap and nothing that was rolled back. A round trip past its deadline is given up.
  *
  * Run by tests/suites/cluster, which starts a throw-away server and sets FOCALD_TEST_PG (its conninfo) and
  * FOCALD_TEST_PG_RESTART (a command that stops it immediately and starts it again).
@@ -15,6 +15,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
@@ -25,6 +28,8 @@
 #define THREADS 4
 #define GROUPS 2000
 #define PER_GROUP 4
+/* every round trip's deadline: far above what any statement here takes */
+#define DEADLINE_MS 30000
 
 enum { G_NONE, G_ACKED, G_UNKNOWN, G_FAILED, G_ROLLED_BACK };
 
@@ -37,7 +42,7 @@ static const char *conninfo(void) {
 static pglog *open_log(const char *node) {
   pglog *p = NULL;
   char err[256] = "";
-  int rc = pglog_open(&p, conninfo(), node, err, sizeof err);
+  int rc = pglog_open(&p, conninfo(), node, DEADLINE_MS, err, sizeof err);
   if (rc) fail_msg("pglog_open: %s", err);
   return p;
 }
@@ -194,6 +199,62 @@ static void test_pglog_wait_times_out_and_wakes(void **state) {
   pglog_close(f);
 }
 
+static int64_t elapsed_ms(const struct timespec *t0) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)(t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* A statement that waits past its deadline (here: for the head's lock, which A holds) fails as a lost
+ * connection does, without waiting any longer; the connection is dropped, and a reconnect works. */
+static void test_pglog_a_statement_past_its_deadline_drops_the_connection(void **state) {
+  (void)state;
+  pglog *a = open_log("node-a"), *b = NULL;
+  char err[256] = "";
+  assert_int_equal(pglog_open(&b, conninfo(), "node-b", 300, err, sizeof err), PGLOG_OK);
+  int64_t head = 0, head_b = 0;
+  assert_int_equal(pglog_begin(a, &head), PGLOG_OK);
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  assert_int_equal(pglog_begin(b, &head_b), PGLOG_DOWN);
+  const int64_t waited = elapsed_ms(&t0);
+  assert_true(waited >= 290 && waited < 3000);
+  assert_non_null(strstr(pglog_error(b), "deadline of 300 ms"));
+  /* a pglog whose connection was dropped fails at once, until it reconnects */
+  assert_int_equal(pglog_head(b, &head_b), PGLOG_DOWN);
+  pglog_rollback(a);
+  assert_int_equal(pglog_reconnect(b), PGLOG_OK);
+  assert_int_equal(pglog_begin(b, &head_b), PGLOG_OK);
+  assert_int_equal(head_b, head);
+  pglog_rollback(b);
+  pglog_close(a);
+  pglog_close(b);
+}
+
+/* A server whose kernel accepts the connection and which then says nothing (a stopped postmaster; here a
+ * socket nobody accepts on) is given up at the deadline, not at TCP's. */
+static void test_pglog_open_gives_up_on_a_silent_server_at_its_deadline(void **state) {
+  (void)state;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof sa;
+  assert_true(fd >= 0);
+  assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+  assert_int_equal(listen(fd, 8), 0);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+  char info[128], err[256] = "";
+  snprintf(info, sizeof info, "host=127.0.0.1 port=%d connect_timeout=30 dbname=x", ntohs(sa.sin_port));
+  pglog *p = (pglog *)1;
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  assert_int_equal(pglog_open(&p, info, "n", 400, err, sizeof err), PGLOG_DOWN);
+  const int64_t waited = elapsed_ms(&t0);
+  assert_true(waited >= 390 && waited < 3000);
+  assert_null(p);
+  assert_non_null(strstr(err, "did not answer within 400 ms"));
+  close(fd);
+}
+
 /* ---------------------------------------------------------------- concurrent appenders and a follower */
 
 /* cmocka's assertions belong to the test's own thread: the others record their first failure here, and
@@ -246,7 +307,7 @@ static void *append_groups(void *arg) {
   snprintf(node, sizeof node, "node-%d", ap->id);
   pglog *p = NULL;
   char err[256] = "";
-  if (pglog_open(&p, conninfo(), node, err, sizeof err)) {
+  if (pglog_open(&p, conninfo(), node, DEADLINE_MS, err, sizeof err)) {
     thread_fail("pglog_open: %s", err);
     atomic_fetch_add(&r->appenders_done, 1);
     return NULL;
@@ -329,7 +390,7 @@ static void *follow(void *arg) {
   run *r = f->r;
   pglog *p = NULL;
   char err[256] = "";
-  if (pglog_open(&p, conninfo(), "follower", err, sizeof err)) {
+  if (pglog_open(&p, conninfo(), "follower", DEADLINE_MS, err, sizeof err)) {
     thread_fail("pglog_open: %s", err);
     return NULL;
   }
@@ -470,7 +531,7 @@ static void test_pglog_open_refuses_a_bad_server(void **state) {
   pglog *p = (pglog *)1;
   char err[256] = "";
   /* a port nothing listens on: port 1 on loopback */
-  int rc = pglog_open(&p, "host=127.0.0.1 port=1 connect_timeout=2 dbname=x", "n", err, sizeof err);
+  int rc = pglog_open(&p, "host=127.0.0.1 port=1 connect_timeout=2 dbname=x", "n", DEADLINE_MS, err, sizeof err);
   assert_int_equal(rc, PGLOG_DOWN);
   assert_null(p);
   assert_non_null(strstr(err, "connecting"));
@@ -484,6 +545,8 @@ int main(void) {
       cmocka_unit_test(test_pglog_rollback_leaves_no_gap),
       cmocka_unit_test(test_pglog_appenders_wait_for_the_head),
       cmocka_unit_test(test_pglog_wait_times_out_and_wakes),
+      cmocka_unit_test(test_pglog_a_statement_past_its_deadline_drops_the_connection),
+      cmocka_unit_test(test_pglog_open_gives_up_on_a_silent_server_at_its_deadline),
       cmocka_unit_test(test_pglog_concurrent_appenders_follow_in_order),
       cmocka_unit_test(test_pglog_survives_an_immediate_stop),
   };
