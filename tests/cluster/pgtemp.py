@@ -4,7 +4,9 @@ PostgreSQL(): initdb into a temporary directory, started on a free loopback port
 (nobody when this runs as root; PostgreSQL refuses to run as root), trust authentication on loopback only,
 the Unix socket inside the directory. conninfo() is a libpq connection string for focald.
 stop_immediate() stops it as a crash would (pg_ctl stop -m immediate: no shutdown checkpoint, the WAL is
-replayed at the next start); start() starts it again on the same port and directory.
+replayed at the next start); start() starts it again on the same port and directory. freeze() stops every
+process of this server with SIGSTOP (the kernel still accepts connections and acknowledges packets, and
+nothing answers); thaw() continues them.
 
 Used as a command too:  pgtemp.py run -- CMD ARGS...  starts a server, runs CMD with FOCALD_TEST_PG set to
 its conninfo and FOCALD_TEST_PG_RESTART to a command that stops it immediately and starts it again, then
@@ -13,6 +15,7 @@ removes it. The exit status is CMD's.
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -65,6 +68,56 @@ class PostgreSQL:
 
     def stop(self):
         self._pg("pg_ctl", "stop", "-w", "-D", self.data, "-m", "fast", check=False)
+
+    def processes(self):
+        """This server's postmaster (named by the postmaster.pid of its data directory, which must name that
+        directory back) and its children, the backends and background processes: never another server's."""
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            lines = f.read().splitlines()
+        if len(lines) < 2 or os.path.realpath(lines[1]) != os.path.realpath(self.data):
+            raise RuntimeError("postmaster.pid of %s names another data directory: %r" % (self.data, lines[:2]))
+        postmaster = int(lines[0])
+        children = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:  # the field after the state: the parent
+                children.append(int(d))
+        return postmaster, children
+
+    def freeze(self):
+        """Stops every process of this server (SIGSTOP), the postmaster first so that it starts no other.
+        Returns their pids, for thaw; call thaw in a finally block."""
+        postmaster, _ = self.processes()
+        os.kill(postmaster, signal.SIGSTOP)
+        stopped = [postmaster]
+        try:
+            while True:  # until a listing finds none not stopped: a child forked just before counts too
+                new = [pid for pid in self.processes()[1] if pid not in stopped]
+                if not new:
+                    return stopped
+                for pid in new:
+                    try:
+                        os.kill(pid, signal.SIGSTOP)
+                    except ProcessLookupError:
+                        pass
+                    stopped.append(pid)
+        except BaseException:
+            self.thaw(stopped)
+            raise
+
+    def thaw(self, pids):
+        """Continues the processes freeze stopped."""
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
 
     def restart_command(self):
         """A shell command that stops the server immediately and starts it again."""

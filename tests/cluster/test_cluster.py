@@ -6,8 +6,9 @@ acknowledged requests alone: each sample seen once per acknowledged batch that h
 (a retried batch_id), never for a batch that was refused, and its mean loss the mean of the losses the
 batches' answers gave. The faults: a node SIGKILLed in the middle of the load and started again, a new
 node started late, PostgreSQL stopped as a crash would stop it (pg_ctl stop -m immediate) in the
-middle of the load and started again, with clients that retry what got 503 under the same batch_id, and a
-node whose connections to PostgreSQL stop carrying packets (nftables drops them: no reset, no error).
+middle of the load and started again, with clients that retry what got 503 under the same batch_id, a
+node whose connections to PostgreSQL stop carrying packets (nftables drops them: no reset, no error), and
+PostgreSQL frozen (every process of it SIGSTOPped: its kernel acknowledges everything, nothing answers).
 """
 import os
 import random
@@ -645,6 +646,114 @@ class ClusterTestCase(FocaldTestCase):
         self.assertEqual(r.status, 200, "a follows the log again: %r" % r)
         for n in (a, b):
             self.assertEqual(n.get("/v1/datasets/d?after=%d" % max(pos, pos_b2)).json()["observations"], 4 * 8)
+
+    def test_cluster_postgresql_frozen_answers_stops_and_recovers(self):
+        # Every process of PostgreSQL is stopped (SIGSTOP) while a has a batch in flight and b is idle: the
+        # kernel still acknowledges every packet, so no TCP setting notices, and nothing answers. Each round
+        # trip has a deadline (--cluster-deadline), so a's batches are answered within a few deadlines, 2xx
+        # only when stored; b answers a batch sent during the freeze, and stops on SIGTERM within seconds
+        # with that batch in flight. Once PostgreSQL runs again, every batch is stored exactly once (a batch
+        # whose COMMIT was in flight may be stored without a 2xx: its retry is then a duplicate), and the
+        # nodes agree.
+        deadline = 1.5
+        args = ["--cluster-deadline", str(int(deadline * 1000))]
+        bound = 3 * deadline + 2  # a statement's deadline, a reconnect's, and room for a slow machine
+        a, b = self.node("a", args=args), self.node("b", args=args)
+        rng = random.Random(17)
+        model, stop, errors, took = Model(), threading.Event(), [], []
+        body = batch_body(rng, batch_id="before")
+        r, _ = self.post(b, body)
+        self.assertEqual(r.status, 200, r)
+        model.ack(body, r.json())
+
+        def client():
+            lrng = random.Random(18)
+            i = 0
+            body = batch_body(lrng, batch_id="load-0")
+            try:
+                while not stop.is_set():
+                    t0 = time.monotonic()
+                    r = a.batch("d", body, timeout=60)
+                    took.append((time.monotonic() - t0, r.status))
+                    if r.status == 200:
+                        model.ack(body, r.json())
+                        i += 1
+                        body = batch_body(lrng, batch_id="load-%d" % i)
+                    elif r.status == 503 and r.json()["code"] == "store_unavailable":
+                        time.sleep(0.05)  # the same body, the same batch_id: retried until acknowledged
+                    else:
+                        errors.append(r)
+                        return
+                    time.sleep(0.02)
+            except OSError as e:
+                errors.append("a batch of a got no answer within 60 s: %r" % e)
+            pending.append(body)
+
+        pending = []
+        t = threading.Thread(target=client)
+        t.start()
+        time.sleep(0.5)
+        pids = PG.freeze()
+        try:
+            frozen_at = time.monotonic()
+            # reads go on from memory; the follower notices at its deadline that it cannot know the head
+            r = a.get("/v1/datasets/d", timeout=5)
+            self.assertEqual(r.status, 200, r)
+            self.wait_for("a's Focald-Log-Behind to say unknown",
+                          lambda: a.get("/v1/datasets/d", timeout=5).header("Focald-Log-Behind") == "unknown",
+                          timeout=bound)
+            # b, idle when PostgreSQL froze: a batch sent now is in flight when b is asked to stop
+            answer_b = []
+            body_b = batch_body(rng, batch_id="on-b")
+            tb = threading.Thread(target=lambda: answer_b.append(b.batch("d", body_b, timeout=60)))
+            t0 = time.monotonic()
+            tb.start()
+            time.sleep(0.3)
+            b.send_signal(signal.SIGTERM)
+            try:
+                status = b.proc.wait(timeout=bound + 5)
+            except subprocess.TimeoutExpired:
+                self.fail("b did not stop within %.1f s of SIGTERM with PostgreSQL frozen" % (bound + 5))
+            stopped_in = time.monotonic() - t0 - 0.3
+            tb.join(10)
+            self.assertEqual(status, 0)
+            self.assertLess(stopped_in, bound, "b stops within a few seconds with PostgreSQL frozen")
+            self.assertEqual(len(answer_b), 1, "b answered the batch in flight before it stopped")
+            self.assertEqual(answer_b[0].status, 503, answer_b[0])
+            # a's client went on through the freeze, for a few deadlines
+            while time.monotonic() < frozen_at + 3 * deadline:
+                time.sleep(0.1)
+            stop.set()
+            t.join(60)
+            self.assertFalse(t.is_alive(), "a's client got its last answer")
+        finally:
+            PG.thaw(pids)
+        self.assertEqual(errors, [])
+        self.assertLess(max(s for s, _ in took), bound, "every batch of a was answered within %.1f s" % bound)
+        self.assertIn(503, [st for _, st in took], "the freeze reached a's client")
+        # PostgreSQL runs again: what was refused is retried with its batch_id, and is stored once
+        for body in pending + [body_b]:
+            for _ in range(120):
+                r = a.batch("d", body, timeout=20)
+                if r.status == 200:
+                    model.ack(body, r.json())
+                    break
+                self.assertEqual((r.status, r.json()["code"]), (503, "store_unavailable"), r)
+                time.sleep(0.25)
+            self.assertEqual(r.status, 200, "%s still refused after PostgreSQL ran again: %r" % (body["batch_id"], r))
+        body = batch_body(rng, batch_id="after")
+        r, _ = self.post(a, body)
+        self.assertEqual(r.status, 200, r)
+        self.assertFalse(r.json()["duplicate"], r)
+        model.ack(body, r.json())
+        b = self.node("b", db_dir=b.db_dir, args=args)
+        head = int(PG.sql(self.dbname, "SELECT pos FROM focald_log_head").strip())
+        self.assertEqual(int(PG.sql(self.dbname, "SELECT count(*) FROM focald_log").strip()), head, "no gaps")
+        ids = PG.sql(self.dbname, "SELECT convert_from(substring(body for position('\\x00'::bytea in body) - 1), "
+                                  "'UTF8')::json->>'batch_id' FROM focald_log WHERE kind = 1").split()
+        self.assertEqual(sorted(ids), sorted(model.acked), "every batch is in the log once, and no other")
+        self.assertSameEverywhere([a, b], head)
+        self.assertMatchesModel(b, model, head)
 
     def test_cluster_node_refuses_a_database_of_another_kind(self):
         # a database focald wrote alone
