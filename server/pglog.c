@@ -68,12 +68,16 @@ static const struct {
     {"snap_newest", "SELECT coalesce(max(pos), 0) FROM focald_snapshot", 0},
     {"snap_parts", "SELECT parts FROM focald_snapshot WHERE pos = $1::bigint", 1},
     {"snap_read", "SELECT data FROM focald_snapshot_part WHERE pos = $1::bigint AND part = $2::int", 2},
+    {"log_oldest", "SELECT coalesce(min(pos), 0) FROM focald_log", 0},
     {"prune_log", "DELETE FROM focald_log WHERE pos < $1::bigint", 1},
     {"prune_snaps", "DELETE FROM focald_snapshot WHERE pos < (SELECT max(pos) FROM focald_snapshot)", 0},
 };
 
 /* a snapshot's part: big enough that a few round trips carry a large database, small enough for memory */
 #define SNAPSHOT_PART (4 << 20)
+/* the log's rows one statement of a prune deletes at most: each stays far inside the deadline, however many
+ * rows a prune has to delete (the first one after --log-retention is set, on a long log) */
+#define PRUNE_ROWS 10000
 
 static void set_err(pglog *p, const char *what) {
   const char *m = p->conn ? PQerrorMessage(p->conn) : "no connection";
@@ -648,13 +652,20 @@ int pglog_snapshot_get(pglog *p, int64_t pos, const char *path) {
 }
 
 int pglog_prune(pglog *p, int64_t below, int64_t *rows) {
-  char sb[24];
-  snprintf(sb, sizeof sb, "%" PRId64, below);
-  const char *values[1] = {sb};
-  PGresult *r = NULL;
-  int rc = exec_prepared(p, "prune_log", 1, values, NULL, NULL, 0, &r);
-  if (rc) return rc;
-  *rows = strtoll(PQcmdTuples(r), NULL, 10);
-  PQclear(r);
-  return exec_prepared(p, "prune_snaps", 0, NULL, NULL, NULL, 0, NULL);
+  *rows = 0;
+  int64_t oldest = 0; /* 0: the log is empty */
+  int rc = query_int64(p, "log_oldest", &oldest);
+  /* PRUNE_ROWS positions at a time, from the oldest: positions have no gaps, so no more rows than that */
+  for (int64_t upto = oldest; !rc && oldest > 0 && upto < below;) {
+    upto = below - upto > PRUNE_ROWS ? upto + PRUNE_ROWS : below;
+    char su[24];
+    snprintf(su, sizeof su, "%" PRId64, upto);
+    const char *values[1] = {su};
+    PGresult *r = NULL;
+    rc = exec_prepared(p, "prune_log", 1, values, NULL, NULL, 0, &r);
+    if (!rc) *rows += strtoll(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+  }
+  if (!rc) rc = exec_prepared(p, "prune_snaps", 0, NULL, NULL, NULL, 0, NULL);
+  return rc;
 }

@@ -129,8 +129,9 @@ int pglog_snapshot_newest(pglog *p, int64_t *pos);
 /* Writes the snapshot at pos to the file at path (created; its parts in order). */
 int pglog_snapshot_get(pglog *p, int64_t pos, const char *path);
 
-/* Deletes the log's rows below position below, and every snapshot but the newest. *rows (OUT): rows
- * deleted. */
+/* Deletes the log's rows below position below, oldest first, a bounded number per statement (each its own
+ * transaction, so one that fails leaves the older rows deleted), then every snapshot but the newest.
+ * *rows (OUT): rows deleted. */
 int pglog_prune(pglog *p, int64_t below, int64_t *rows);
 
 #endif /* FOCALD_PGLOG_H */
