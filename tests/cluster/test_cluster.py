@@ -654,10 +654,14 @@ class ClusterTestCase(FocaldTestCase):
         # only when stored; b answers a batch sent during the freeze, and stops on SIGTERM within seconds
         # with that batch in flight. Once PostgreSQL runs again, every batch is stored exactly once (a batch
         # whose COMMIT was in flight may be stored without a 2xx: its retry is then a duplicate), and the
-        # nodes agree.
+        # nodes agree. Each commit in this database waits 0.1 s before its WAL is flushed (commit_delay), and
+        # PostgreSQL is frozen while a's COMMIT is running, so that most often the group in flight is given
+        # up at its commit and committed once the server runs again.
         deadline = 1.5
         args = ["--cluster-deadline", str(int(deadline * 1000))]
         bound = 3 * deadline + 2  # a statement's deadline, a reconnect's, and room for a slow machine
+        for setting in ("commit_delay = 100000", "commit_siblings = 0"):
+            PG.sql(self.dbname, "ALTER DATABASE %s SET %s" % (self.dbname, setting))
         a, b = self.node("a", args=args), self.node("b", args=args)
         rng = random.Random(17)
         model, stop, errors, took = Model(), threading.Event(), [], []
@@ -693,6 +697,11 @@ class ClusterTestCase(FocaldTestCase):
         t = threading.Thread(target=client)
         t.start()
         time.sleep(0.5)
+        committing = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' " \
+                     "AND query = 'COMMIT'"
+        for _ in range(100):
+            if PG.sql(self.dbname, committing).strip() == "1":
+                break
         pids = PG.freeze()
         try:
             frozen_at = time.monotonic()
