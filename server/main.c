@@ -40,11 +40,13 @@
  * Signals are blocked in every thread before any is created; main alone
  * receives them with sigwait, so no handler runs on an arbitrary thread.
  *
- * SIGTERM: readiness turns to draining (new changes get 503 draining); the
- * scoring pool gets --drain-timeout seconds, then what it has not started is
- * refused and what it is running finishes; the gate closes so that no handler
- * reaches the store; the store commits and answers what is queued and closes;
- * the answers are let out; only then does libmicrohttpd stop.
+ * SIGTERM: readiness turns to draining (new changes get 503 draining); a
+ * cluster node's round trips to PostgreSQL wait a few seconds at most from
+ * then on (store_stopping); the scoring pool gets --drain-timeout seconds,
+ * then what it has not started is refused and what it is running finishes;
+ * the gate closes so that no handler reaches the store; the store commits and
+ * answers what is queued and closes; the answers are let out; only then does
+ * libmicrohttpd stop.
  */
 #include <arpa/inet.h>
 #include <gnutls/gnutls.h>
@@ -198,6 +200,8 @@ int main(int argc, char **argv) {
    * with epoll and its own threads it races a worker removing the same socket
    * from the worker's epoll set, and aborts the process when it loses. */
   http_set_readiness(HTTP_DRAINING);
+  /* a cluster node's PostgreSQL may not answer: the drain below waits for it no longer than a few seconds */
+  store_stopping(st);
   /* Every request is finished or refused: batches still waiting to be scored
    * after --drain-timeout get 503 draining, those being scored go on to the
    * store, and the store is closed only once nothing can reach it any more. */

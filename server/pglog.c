@@ -40,7 +40,7 @@ struct pglog {
   char *node;
   int listening;
   int idle_ms;          /* idle_in_transaction_session_timeout set on each session (0: the server's) */
-  int deadline_ms;      /* each round trip's (connecting: or connect_timeout's, when shorter) */
+  pglog_limits limits;
   int in_tx;
   int64_t next;         /* in a transaction: the position the next appended row takes */
   char err[256];
@@ -100,26 +100,46 @@ static int64_t now_ms(void) {
   return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-/* Waits until socket fd is ready for events: 1, or 0 once the deadline (now_ms's clock) has passed, or -1
- * when it cannot be waited on. */
-static int wait_socket(int fd, short events, int64_t deadline) {
+/* a stop (pglog_limits.stopped_at) that comes while a round trip waits is noticed this often */
+#define STOP_POLL_MS 100
+
+/* When the owner began to stop, or 0. */
+static int64_t stopped_at(const pglog *p) {
+  return p->limits.stopped_at ? atomic_load(p->limits.stopped_at) : 0;
+}
+
+/* Waits until socket fd is ready for events: 1, or 0 once the round trip begun at start (now_ms's clock) has
+ * waited its ms, or what the owner's stop allows, or -1 when it cannot be waited on. */
+static int wait_socket(const pglog *p, int fd, short events, int64_t start, int ms) {
   if (fd < 0) return -1;
   for (;;) {
-    const int64_t left = deadline - now_ms();
+    int64_t end = start + ms;
+    const int64_t at = stopped_at(p);
+    if (at) {
+      const int64_t cap = (at > start ? at : start) + p->limits.stop_ms; /* what the stop allows */
+      if (cap < end) end = cap;
+    }
+    const int64_t left = end - now_ms();
     if (left <= 0) return 0;
+    int slice = left > INT_MAX ? INT_MAX : (int)left;
+    if (p->limits.stopped_at && slice > STOP_POLL_MS) slice = STOP_POLL_MS;
     struct pollfd pfd = {.fd = fd, .events = events};
-    const int n = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
+    const int n = poll(&pfd, 1, slice);
     if (n > 0) return 1;
     if (n < 0 && errno != EINTR) return -1;
   }
 }
 
-/* Drops the connection after its deadline passed (or its socket could not be waited on) during what: the
- * server may be stopped and cannot be asked to cancel. Always PGLOG_DOWN. */
-static int give_up(pglog *p, const char *what, int waited) {
-  if (waited == 0)
+/* Drops the connection after its deadline (ms) passed, the owner stopped, or its socket could not be waited
+ * on (waited, from wait_socket) during what: the server may be stopped and cannot be asked to cancel.
+ * Always PGLOG_DOWN. */
+static int give_up(pglog *p, const char *what, int waited, int ms) {
+  if (waited == 0 && stopped_at(p))
+    snprintf(p->err, sizeof p->err, "%.80s: PostgreSQL did not answer, and focald is stopping; the connection is "
+             "dropped", what);
+  else if (waited == 0)
     snprintf(p->err, sizeof p->err, "%.80s: PostgreSQL did not answer within the deadline of %d ms; the connection "
-             "is dropped", what, p->deadline_ms);
+             "is dropped", what, ms);
   else
     snprintf(p->err, sizeof p->err, "%.80s: cannot wait on the connection (%s); it is dropped", what, strerror(errno));
   PQfinish(p->conn);
@@ -140,7 +160,7 @@ static int succeeded(const PGresult *r) {
 static int roundtrip(pglog *p, const char *what, int sent, PGresult **out) {
   if (out) *out = NULL;
   if (!sent) return fail(p, what);
-  const int64_t deadline = now_ms() + p->deadline_ms;
+  const int64_t start = now_ms();
   PGresult *res = NULL;
   int rc = PGLOG_OK;
   for (;;) {
@@ -160,10 +180,10 @@ static int roundtrip(pglog *p, const char *what, int sent, PGresult **out) {
       continue;
     }
     /* the server may answer (an error) before it has read everything: read whenever there is something */
-    const int w = wait_socket(PQsocket(p->conn), unsent ? POLLIN | POLLOUT : POLLIN, deadline);
+    const int w = wait_socket(p, PQsocket(p->conn), unsent ? POLLIN | POLLOUT : POLLIN, start, p->limits.deadline_ms);
     if (w <= 0) {
       PQclear(res);
-      return give_up(p, what, w);
+      return give_up(p, what, w, p->limits.deadline_ms);
     }
     if (!PQconsumeInput(p->conn)) {
       rc = fail(p, what);
@@ -304,17 +324,12 @@ static int connect_within(pglog *p) {
     snprintf(p->err, sizeof p->err, "connecting: out of memory");
     return PGLOG_DOWN;
   }
-  const int ms = connect_ms(p->conn, p->deadline_ms);
-  const int64_t deadline = now_ms() + ms;
+  const int ms = connect_ms(p->conn, p->limits.deadline_ms);
+  const int64_t start = now_ms();
   PostgresPollingStatusType st = PGRES_POLLING_WRITING; /* as libpq says to begin */
   while (PQstatus(p->conn) != CONNECTION_BAD && st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
-    const int w = wait_socket(PQsocket(p->conn), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline);
-    if (w <= 0) {
-      snprintf(p->err, sizeof p->err, "connecting: PostgreSQL did not answer within %d ms", ms);
-      PQfinish(p->conn);
-      p->conn = NULL;
-      return PGLOG_DOWN;
-    }
+    const int w = wait_socket(p, PQsocket(p->conn), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, start, ms);
+    if (w <= 0) return give_up(p, "connecting", w, ms);
     st = PQconnectPoll(p->conn);
   }
   if (st != PGRES_POLLING_OK) {
@@ -329,7 +344,8 @@ static int connect_within(pglog *p) {
   return PGLOG_OK;
 }
 
-int pglog_open(pglog **out, const char *conninfo, const char *node, int deadline_ms, char *err, size_t errlen) {
+int pglog_open(pglog **out, const char *conninfo, const char *node, const pglog_limits *limits, char *err,
+               size_t errlen) {
   *out = NULL;
   pglog *p = calloc(1, sizeof *p);
   int rc = PGLOG_DOWN;
@@ -338,7 +354,8 @@ int pglog_open(pglog **out, const char *conninfo, const char *node, int deadline
     rc = PGLOG_ERROR;
     goto out;
   }
-  p->deadline_ms = deadline_ms > 0 ? deadline_ms : 1;
+  p->limits = *limits;
+  if (p->limits.deadline_ms <= 0) p->limits.deadline_ms = 1;
   rc = connect_within(p);
   if (!rc) rc = migrate(p);
   if (!rc) rc = session_setup(p);

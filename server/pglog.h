@@ -23,8 +23,8 @@
  * statement) has a deadline of its own, given to pglog_open: PostgreSQL may stop answering without the
  * connection failing (its processes stopped, a host frozen: the kernel still acknowledges every packet, so
  * no TCP setting notices), and a node must still answer its requests and stop when asked. When the deadline
- * passes, the connection is dropped (a server that does not answer cannot be asked to cancel), and the call
- * fails as if the connection had been lost.
+ * passes, or the owner's stop allows no more time (pglog_limits), the connection is dropped (a server that does not answer
+ * cannot be asked to cancel), and the call fails as if the connection had been lost.
  *
  * Functions return PGLOG_OK (0) or a negative code: PGLOG_ERROR (the server refused the statement; the
  * connection is usable after pglog_rollback), PGLOG_DOWN (the connection is lost, or was dropped at a
@@ -36,6 +36,7 @@
 #ifndef FOCALD_PGLOG_H
 #define FOCALD_PGLOG_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,13 +54,23 @@ typedef struct pglog_row {
   size_t len;
 } pglog_row;
 
+/* How long a pglog waits for PostgreSQL. */
+typedef struct pglog_limits {
+  int deadline_ms;       /* > 0: each round trip's, a statement's or a connection's (or the conninfo's
+                          * connect_timeout, when shorter) */
+  atomic_llong *stopped_at; /* borrowed, may be NULL: once non-zero, the time (CLOCK_MONOTONIC, in ms) its
+                             * owner began to stop; no round trip then waits past it, or past its own start,
+                             * by more than stop_ms, whatever its deadline */
+  int stop_ms;
+} pglog_limits;
+
 /* Connects to conninfo (a libpq connection string or URI) and brings the log's tables up to date (the
  * migrations in schema/postgresql/, applied once under an advisory lock, so nodes may start together).
- * node names this node in the rows it appends. deadline_ms (> 0) bounds every round trip on the connection,
- * these first ones included: a statement not answered within it, or a connection not made within it (or
- * within the conninfo's connect_timeout, when that is shorter), fails with PGLOG_DOWN. On failure *out is
+ * node names this node in the rows it appends. limits (copied) bound every round trip on the connection,
+ * these first ones included: one that does not end within them fails with PGLOG_DOWN. On failure *out is
  * NULL and err (errlen bytes) says why. */
-int pglog_open(pglog **out, const char *conninfo, const char *node, int deadline_ms, char *err, size_t errlen);
+int pglog_open(pglog **out, const char *conninfo, const char *node, const pglog_limits *limits, char *err,
+               size_t errlen);
 
 /* Has PostgreSQL end this session when it sits idle in a transaction for ms milliseconds (its
  * idle_in_transaction_session_timeout), now and on every reconnection: a node that stops or loses its

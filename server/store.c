@@ -307,12 +307,17 @@ void store_submit(store *s, wop *op) {
   pthread_mutex_unlock(&s->lock);
 }
 
+void store_stopping(store *s) {
+  if (s) store__cluster_stopping(s);
+}
+
 void store_close(store *s) {
   if (!s) return;
   pthread_mutex_lock(&s->lock);
   s->stopping = 1;
   pthread_cond_broadcast(&s->wake);
   pthread_mutex_unlock(&s->lock);
+  store_stopping(s);
   if (s->writer_running) pthread_join(s->writer, NULL);
   if (s->checkpointer_running) pthread_join(s->checkpointer, NULL);
   store__cluster_stop(s);

@@ -36,6 +36,12 @@ int store_start(store *s);
 /* Queues op for the writer; its done is called on the writer thread. Thread-safe. */
 void store_submit(store *s, wop *op);
 
+/* The process is stopping (SIGTERM): on a cluster node, the follower and the snapshotter end, and no round
+ * trip to PostgreSQL waits more than a few seconds from now on (store_cluster.c says why), so that a server
+ * that does not answer cannot hold the stop; one that answers still commits the batches drained. Any thread;
+ * store_close calls it too. Accepts NULL. */
+void store_stopping(store *s);
+
 /* Stops accepting, lets the writer finish the queue, writes a full snapshot,
  * checkpoints the WAL and closes. Accepts NULL. */
 void store_close(store *s);

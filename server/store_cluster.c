@@ -50,6 +50,18 @@
 #define RETRY_SECONDS 0.5
 /* the follower asks for the head this often when no notification comes */
 #define POLL_MS 500
+/* Once the node is stopping, none of its round trips to PostgreSQL waits longer than this past the stop (or
+ * past its own start, when later), whatever --cluster-deadline says: a healthy statement takes milliseconds,
+ * so the batches drained at the stop still commit; a statement that waits this long is behind a server that
+ * does not answer, or behind another node's group, and its group is answered 503 (at its commit: the outcome
+ * unknown). A node whose PostgreSQL does not answer then stops in a few seconds (the statement, then the
+ * reconnection its group tries), well inside Kubernetes' 30 s grace period. */
+#define STOP_MS 2000
+
+/* The limits of every connection of this node's: --cluster-deadline, and the stop's. */
+static pglog_limits limits_of(store *s) {
+  return (pglog_limits){.deadline_ms = s->cfg->cluster_deadline, .stopped_at = &s->pg_stopped_at, .stop_ms = STOP_MS};
+}
 
 /* ------------------------------------------------------------------ the review loop's changes */
 
@@ -291,7 +303,8 @@ int store__cluster_open(store *s) {
   atomic_store(&s->pg_head, 0);
   if (!s->cfg->store[0]) return 0;
   char err[256] = "", log_id[80] = "";
-  if (pglog_open(&s->pg, s->cfg->store, s->cfg->node_name, s->cfg->cluster_deadline, err, sizeof err) != PGLOG_OK) {
+  const pglog_limits limits = limits_of(s);
+  if (pglog_open(&s->pg, s->cfg->store, s->cfg->node_name, &limits, err, sizeof err) != PGLOG_OK) {
     log_kv(LOG_ERROR, "cannot open the cluster's log", "error", err, NULL);
     return -1;
   }
@@ -315,7 +328,8 @@ int store__cluster_bootstrap(const config *cfg) {
   pglog *p = NULL;
   char err[256] = "", tmp[600];
   int64_t pos = 0;
-  if (pglog_open(&p, cfg->store, cfg->node_name, cfg->cluster_deadline, err, sizeof err) != PGLOG_OK) {
+  const pglog_limits limits = {.deadline_ms = cfg->cluster_deadline};
+  if (pglog_open(&p, cfg->store, cfg->node_name, &limits, err, sizeof err) != PGLOG_OK) {
     log_kv(LOG_ERROR, "cannot open the cluster's log", "error", err, NULL);
     return -1;
   }
@@ -355,6 +369,7 @@ static void *follower_main(void *arg) {
     if (w < 0) {
       store__cluster_head(s, -1);
       sleep_ms(up ? 100 : POLL_MS);
+      if (atomic_load(&s->pg_stop)) break;
       up = pglog_reconnect(s->follow_pg) == PGLOG_OK;
       continue;
     }
@@ -438,12 +453,13 @@ static void *snapshotter_main(void *arg) {
   store *s = arg;
   char err[256] = "";
   pglog *p = NULL;
+  const pglog_limits limits = limits_of(s);
   double next = store__now_s() + s->cfg->cluster_snapshot_interval;
   while (!atomic_load(&s->pg_stop)) {
     sleep_ms(100);
     if (store__now_s() < next) continue;
     next = store__now_s() + s->cfg->cluster_snapshot_interval;
-    if (!p && pglog_open(&p, s->cfg->store, s->cfg->node_name, s->cfg->cluster_deadline, err, sizeof err) != PGLOG_OK) {
+    if (!p && pglog_open(&p, s->cfg->store, s->cfg->node_name, &limits, err, sizeof err) != PGLOG_OK) {
       log_kv(LOG_WARN, "the snapshotter cannot reach the cluster's log", "error", err, NULL);
       continue;
     }
@@ -463,7 +479,8 @@ int store__cluster_start(store *s) {
   if (s->applied_moved) s->applied_moved(pos);
   if (!s->pg) return 0;
   char err[256] = "";
-  if (pglog_open(&s->follow_pg, s->cfg->store, s->cfg->node_name, s->cfg->cluster_deadline, err, sizeof err) != PGLOG_OK) {
+  const pglog_limits limits = limits_of(s);
+  if (pglog_open(&s->follow_pg, s->cfg->store, s->cfg->node_name, &limits, err, sizeof err) != PGLOG_OK) {
     log_kv(LOG_ERROR, "cannot open the cluster's log", "error", err, NULL);
     return -1;
   }
@@ -474,6 +491,12 @@ int store__cluster_start(store *s) {
     s->snapshotter_running = 1;
   }
   return 0;
+}
+
+void store__cluster_stopping(store *s) {
+  long long none = 0;
+  atomic_store(&s->pg_stop, 1);
+  atomic_compare_exchange_strong(&s->pg_stopped_at, &none, (long long)(store__now_s() * 1000)); /* the first stop */
 }
 
 void store__cluster_stop(store *s) {

@@ -129,7 +129,8 @@ struct store {
   struct pglog *follow_pg;    /* the follower thread's */
   pthread_t follower, snapshotter;
   int follower_running, snapshotter_running;
-  atomic_int pg_stop;         /* the follower ends */
+  atomic_int pg_stop;         /* the follower and the snapshotter end */
+  atomic_llong pg_stopped_at; /* 0, or when the node began to stop (CLOCK_MONOTONIC, ms): pglog_limits */
   atomic_int pg_wanted;       /* the follower saw rows past what is applied: the writer catches up */
   int pg_in_group;            /* the writer holds the log's append lock for the current group */
   int64_t pg_applied;         /* the last position of the log the local database holds and memory applied */
@@ -228,6 +229,8 @@ int store__cluster_start(store *s);
 /* Before the local database is opened: a cluster node with no database yet begins from the newest snapshot
  * in PostgreSQL, written where --db says. 0, or -1 (logged). */
 int store__cluster_bootstrap(const config *cfg);
+/* store_stopping's part on a cluster node. */
+void store__cluster_stopping(store *s);
 void store__cluster_stop(store *s);
 
 /* The log's rows (store_logrow.c). */

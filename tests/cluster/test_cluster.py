@@ -650,9 +650,10 @@ class ClusterTestCase(FocaldTestCase):
     def test_cluster_postgresql_frozen_answers_stops_and_recovers(self):
         # Every process of PostgreSQL is stopped (SIGSTOP) while a has a batch in flight and b is idle: the
         # kernel still acknowledges every packet, so no TCP setting notices, and nothing answers. Each round
-        # trip has a deadline (--cluster-deadline), so a's batches are answered within a few deadlines, 2xx
-        # only when stored; b answers a batch sent during the freeze, and stops on SIGTERM within seconds
-        # with that batch in flight. Once PostgreSQL runs again, every batch is stored exactly once (a batch
+        # trip has a deadline (--cluster-deadline, short on a), so a's batches are answered within a few
+        # deadlines, 2xx only when stored; b (the default deadline, a minute) answers a batch sent during the
+        # freeze when it is stopped, and stops on SIGTERM within seconds with that batch in flight, its round
+        # trips ended by the stop. Once PostgreSQL runs again, every batch is stored exactly once (a batch
         # whose COMMIT was in flight may be stored without a 2xx: its retry is then a duplicate), and the
         # nodes agree. Each commit in this database waits 0.1 s before its WAL is flushed (commit_delay), and
         # PostgreSQL is frozen while a's COMMIT is running, so that most often the group in flight is given
@@ -662,7 +663,8 @@ class ClusterTestCase(FocaldTestCase):
         bound = 3 * deadline + 2  # a statement's deadline, a reconnect's, and room for a slow machine
         for setting in ("commit_delay = 100000", "commit_siblings = 0"):
             PG.sql(self.dbname, "ALTER DATABASE %s SET %s" % (self.dbname, setting))
-        a, b = self.node("a", args=args), self.node("b", args=args)
+        a, b = self.node("a", args=args), self.node("b")
+        stop_bound = 2 * 2 + 3  # a statement and a reconnection, each ended 2 s into the stop (store_cluster.c)
         rng = random.Random(17)
         model, stop, errors, took = Model(), threading.Event(), [], []
         body = batch_body(rng, batch_id="before")
@@ -720,13 +722,13 @@ class ClusterTestCase(FocaldTestCase):
             time.sleep(0.3)
             b.send_signal(signal.SIGTERM)
             try:
-                status = b.proc.wait(timeout=bound + 5)
+                status = b.proc.wait(timeout=stop_bound + 5)
             except subprocess.TimeoutExpired:
-                self.fail("b did not stop within %.1f s of SIGTERM with PostgreSQL frozen" % (bound + 5))
+                self.fail("b did not stop within %.1f s of SIGTERM with PostgreSQL frozen" % (stop_bound + 5))
             stopped_in = time.monotonic() - t0 - 0.3
             tb.join(10)
             self.assertEqual(status, 0)
-            self.assertLess(stopped_in, bound, "b stops within a few seconds with PostgreSQL frozen")
+            self.assertLess(stopped_in, stop_bound, "b stops within a few seconds with PostgreSQL frozen")
             self.assertEqual(len(answer_b), 1, "b answered the batch in flight before it stopped")
             self.assertEqual(answer_b[0].status, 503, answer_b[0])
             # a's client went on through the freeze, for a few deadlines
@@ -755,7 +757,7 @@ class ClusterTestCase(FocaldTestCase):
         self.assertEqual(r.status, 200, r)
         self.assertFalse(r.json()["duplicate"], r)
         model.ack(body, r.json())
-        b = self.node("b", db_dir=b.db_dir, args=args)
+        b = self.node("b", db_dir=b.db_dir)
         head = int(PG.sql(self.dbname, "SELECT pos FROM focald_log_head").strip())
         self.assertEqual(int(PG.sql(self.dbname, "SELECT count(*) FROM focald_log").strip()), head, "no gaps")
         ids = PG.sql(self.dbname, "SELECT convert_from(substring(body for position('\\x00'::bytea in body) - 1), "

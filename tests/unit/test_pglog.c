@@ -29,7 +29,7 @@
 #define GROUPS 2000
 #define PER_GROUP 4
 /* every round trip's deadline: far above what any statement here takes */
-#define DEADLINE_MS 30000
+static const pglog_limits limits = {.deadline_ms = 30000};
 
 enum { G_NONE, G_ACKED, G_UNKNOWN, G_FAILED, G_ROLLED_BACK };
 
@@ -42,7 +42,7 @@ static const char *conninfo(void) {
 static pglog *open_log(const char *node) {
   pglog *p = NULL;
   char err[256] = "";
-  int rc = pglog_open(&p, conninfo(), node, DEADLINE_MS, err, sizeof err);
+  int rc = pglog_open(&p, conninfo(), node, &limits, err, sizeof err);
   if (rc) fail_msg("pglog_open: %s", err);
   return p;
 }
@@ -211,7 +211,8 @@ static void test_pglog_a_statement_past_its_deadline_drops_the_connection(void *
   (void)state;
   pglog *a = open_log("node-a"), *b = NULL;
   char err[256] = "";
-  assert_int_equal(pglog_open(&b, conninfo(), "node-b", 300, err, sizeof err), PGLOG_OK);
+  const pglog_limits short_limits = {.deadline_ms = 300};
+  assert_int_equal(pglog_open(&b, conninfo(), "node-b", &short_limits, err, sizeof err), PGLOG_OK);
   int64_t head = 0, head_b = 0;
   assert_int_equal(pglog_begin(a, &head), PGLOG_OK);
   struct timespec t0;
@@ -227,6 +228,51 @@ static void test_pglog_a_statement_past_its_deadline_drops_the_connection(void *
   assert_int_equal(pglog_begin(b, &head_b), PGLOG_OK);
   assert_int_equal(head_b, head);
   pglog_rollback(b);
+  pglog_close(a);
+  pglog_close(b);
+}
+
+typedef struct stopper {
+  atomic_llong *stopped_at;
+  int after_ms;
+} stopper;
+
+static void *stop_later(void *arg) {
+  stopper *st = arg;
+  sleep_ms(st->after_ms);
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  atomic_store(st->stopped_at, (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000);
+  return NULL;
+}
+
+/* A stop that comes while a round trip waits, far inside its deadline, ends it stop_ms later; a round trip
+ * begun later may wait stop_ms too: a server that answers is still used. */
+static void test_pglog_a_stop_ends_a_round_trip_before_its_deadline(void **state) {
+  (void)state;
+  atomic_llong stopped_at = 0;
+  const pglog_limits stoppable = {.deadline_ms = 30000, .stopped_at = &stopped_at, .stop_ms = 200};
+  pglog *a = open_log("node-a"), *b = NULL;
+  char err[256] = "";
+  assert_int_equal(pglog_open(&b, conninfo(), "node-b", &stoppable, err, sizeof err), PGLOG_OK);
+  int64_t head = 0;
+  assert_int_equal(pglog_begin(a, &head), PGLOG_OK);
+  stopper st = {&stopped_at, 300};
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, stop_later, &st), 0);
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  assert_int_equal(pglog_begin(b, &head), PGLOG_DOWN);
+  const int64_t waited = elapsed_ms(&t0);
+  pthread_join(t, NULL);
+  assert_true(waited >= 490 && waited < 3000);
+  assert_non_null(strstr(pglog_error(b), "focald is stopping"));
+  assert_int_equal(pglog_reconnect(b), PGLOG_OK);
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  assert_int_equal(pglog_begin(b, &head), PGLOG_DOWN);
+  const int64_t again = elapsed_ms(&t0);
+  assert_true(again >= 190 && again < 3000);
+  pglog_rollback(a);
   pglog_close(a);
   pglog_close(b);
 }
@@ -247,11 +293,12 @@ static void test_pglog_open_gives_up_on_a_silent_server_at_its_deadline(void **s
   pglog *p = (pglog *)1;
   struct timespec t0;
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  assert_int_equal(pglog_open(&p, info, "n", 400, err, sizeof err), PGLOG_DOWN);
+  const pglog_limits short_limits = {.deadline_ms = 400};
+  assert_int_equal(pglog_open(&p, info, "n", &short_limits, err, sizeof err), PGLOG_DOWN);
   const int64_t waited = elapsed_ms(&t0);
   assert_true(waited >= 390 && waited < 3000);
   assert_null(p);
-  assert_non_null(strstr(err, "did not answer within 400 ms"));
+  assert_non_null(strstr(err, "deadline of 400 ms"));
   close(fd);
 }
 
@@ -307,7 +354,7 @@ static void *append_groups(void *arg) {
   snprintf(node, sizeof node, "node-%d", ap->id);
   pglog *p = NULL;
   char err[256] = "";
-  if (pglog_open(&p, conninfo(), node, DEADLINE_MS, err, sizeof err)) {
+  if (pglog_open(&p, conninfo(), node, &limits, err, sizeof err)) {
     thread_fail("pglog_open: %s", err);
     atomic_fetch_add(&r->appenders_done, 1);
     return NULL;
@@ -390,7 +437,7 @@ static void *follow(void *arg) {
   run *r = f->r;
   pglog *p = NULL;
   char err[256] = "";
-  if (pglog_open(&p, conninfo(), "follower", DEADLINE_MS, err, sizeof err)) {
+  if (pglog_open(&p, conninfo(), "follower", &limits, err, sizeof err)) {
     thread_fail("pglog_open: %s", err);
     return NULL;
   }
@@ -531,7 +578,7 @@ static void test_pglog_open_refuses_a_bad_server(void **state) {
   pglog *p = (pglog *)1;
   char err[256] = "";
   /* a port nothing listens on: port 1 on loopback */
-  int rc = pglog_open(&p, "host=127.0.0.1 port=1 connect_timeout=2 dbname=x", "n", DEADLINE_MS, err, sizeof err);
+  int rc = pglog_open(&p, "host=127.0.0.1 port=1 connect_timeout=2 dbname=x", "n", &limits, err, sizeof err);
   assert_int_equal(rc, PGLOG_DOWN);
   assert_null(p);
   assert_non_null(strstr(err, "connecting"));
@@ -547,6 +594,7 @@ int main(void) {
       cmocka_unit_test(test_pglog_wait_times_out_and_wakes),
       cmocka_unit_test(test_pglog_a_statement_past_its_deadline_drops_the_connection),
       cmocka_unit_test(test_pglog_open_gives_up_on_a_silent_server_at_its_deadline),
+      cmocka_unit_test(test_pglog_a_stop_ends_a_round_trip_before_its_deadline),
       cmocka_unit_test(test_pglog_concurrent_appenders_follow_in_order),
       cmocka_unit_test(test_pglog_survives_an_immediate_stop),
   };
