@@ -138,9 +138,9 @@ static void defaults(config *c) {
   c->cluster_lock_timeout = 300000;
   /* Statements take milliseconds. The longest that are still healthy: a 4 MiB part of a snapshot (under a
    * second on any link of 50 Mbit/s; a minute allows 0.6 Mbit/s), a COMMIT's fsync on a saturated disk
-   * (seconds), a prune that deletes a snapshot interval's rows, and the append lock's wait behind other
-   * nodes' groups, each of which holds it for its own work (a dataset's deletion, the longest, takes 1.2 s
-   * per 500,000 samples). A wait longer than a minute is behind a node that stalled in its group, which
+   * (seconds), a prune's step of 10,000 rows, and the append lock's wait behind other nodes' groups, each
+   * of which holds it for its own work (a dataset's deletion, the longest, takes 1.2 s per 500,000
+   * samples). A wait longer than a minute is behind a node that stalled in its group, which
    * --cluster-lock-timeout ends (five minutes by default); this node does not wait for that, it answers
    * 503 and the client retries. */
   c->cluster_deadline = 60000;
