@@ -13,9 +13,10 @@
  * in the cluster, a run's class count) are made against the whole cluster's state. The group's batches
  * then take the positions after the head, in the local database and in the log alike; the log commits
  * first, then the local transaction. A 2xx therefore means committed in PostgreSQL. If the log cannot be
- * reached, or its commit fails, the group's ops fail with 503 store_unavailable and nothing is kept
- * locally; when the connection is lost during the commit itself, the outcome is unknown, and a client's
- * retry with the same batch_id is recognised as a duplicate if it was committed. If the local commit fails
+ * reached (or does not answer within --cluster-deadline: pglog.h), or its commit fails, the group's ops
+ * fail with 503 store_unavailable and nothing is kept locally; when the connection is lost (or given up)
+ * during the commit itself, the outcome is unknown, and a client's retry with the same batch_id is
+ * recognised as a duplicate if it was committed. If the local commit fails
  * after the log's, the answers stand (the log has the rows) and the next catch-up brings them.
  *
  * The follower thread has a connection of its own: it LISTENs for the appends' notifications, polls the
