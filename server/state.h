@@ -296,9 +296,10 @@ void st_apply_queue(st_dataset *ds, st_queue *q);
 void st_apply_queue_delete(st_dataset *ds, const char *name);
 /* Frees a queue that was never added. Accepts NULL. */
 void st_queue_free(st_queue *q);
-/* The sample's corrected class as it stood when batch seq was logged (-1 when
- * not relabelled then, or relabelled to something not a class index). */
-int64_t st_corrected_at(const st_dataset *ds, uint32_t key, int64_t seq);
+/* The sample's corrected class as it stood when batch seq was logged, as
+ * st__class_of gives it (-1 when not relabelled then, or relabelled to something
+ * not a class index). */
+int32_t st_corrected_at(const st_dataset *ds, uint32_t key, int64_t seq);
 /* The confirm score of a sample (NaN when none) and its meta_seq: what its samples row holds. */
 float st_confirm_score(const st_dataset *ds, uint32_t key);
 int64_t st_meta_seq(const st_dataset *ds, uint32_t key);

@@ -74,7 +74,7 @@ struct st_dataset {
   char **meta;         /* JSON object text, malloc'd, or NULL */
   uint8_t *status;
   char **corrected;    /* JSON label a relabel set, or NULL */
-  int64_t *corrected_class; /* the corrected label when it is a class index, else -1 */
+  int32_t *corrected_class; /* the corrected label when it is a class index, else -1 (st__class_of) */
   float *confirm_score; /* ema_loss (max over runs) when confirmed; NaN otherwise */
   int64_t *meta_seq;   /* the newest batch whose meta the sample's meta reflects */
   int32_t *last_review; /* per sample: index of its newest entry in reviews, or -1 */
@@ -225,15 +225,19 @@ static inline int st__reconsider(const st_dataset *ds, uint32_t key, double fact
   return st__max_ema(ds, key) > factor * ds->confirm_score[key];
 }
 
-/* The class index a JSON label names, or -1. 64 bits wide, as a stored label's
- * integer is (earlier versions accepted relabels past INT32_MAX): such a
- * correction differs from every label a batch can send. */
-static inline int64_t st__class_of(const char *label_json) {
+/* A corrected class index past INT32_MAX, which versions before the range check
+ * stored: it differs from every label a batch can send (0 to INT32_MAX). */
+#define ST_CLASS_UNSENDABLE (-2)
+
+/* The class index a JSON label names: 0 to INT32_MAX, ST_CLASS_UNSENDABLE for a
+ * larger one, or -1 when the label is not a class index. */
+static inline int32_t st__class_of(const char *label_json) {
   if (!label_json) return -1;
   char *end;
   errno = 0;
   long long v = strtoll(label_json, &end, 10);
-  return *end == '\0' && end != label_json && errno == 0 && v >= 0 ? (int64_t)v : -1;
+  if (*end != '\0' || end == label_json || v < 0) return -1;
+  return errno == 0 && v <= INT32_MAX ? (int32_t)v : ST_CLASS_UNSENDABLE;
 }
 
 #endif

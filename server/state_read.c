@@ -327,7 +327,7 @@ const st_queue *st_find_queue(const st_dataset *ds, const char *name) {
   return NULL;
 }
 
-int64_t st_corrected_at(const st_dataset *ds, uint32_t key, int64_t seq) {
+int32_t st_corrected_at(const st_dataset *ds, uint32_t key, int64_t seq) {
   if (key >= ds->nsamples) return -1;
   for (int32_t i = ds->last_review[key]; i >= 0; i = ds->reviews[i].prev) {
     const st_review *e = &ds->reviews[i];

@@ -146,7 +146,7 @@ static void mark_dirty(st_run *r, uint32_t key) {
 
 /* One observation of sample key in batch seq: the class means (if seq is newer
  * than theirs), then the row (if seq is newer than the row's). */
-static void observe(st_run *r, uint32_t key, int64_t seq, const hist_obs *o, const hist_params *hp, int64_t corrected) {
+static void observe(st_run *r, uint32_t key, int64_t seq, const hist_obs *o, const hist_params *hp, int32_t corrected) {
   if (seq > r->cls_seq && r->cls.c > 0) hist_classes_observe(&r->cls, o);
   if (seq <= r->seq[key]) return; /* already in the snapshot's row */
   hist_rec before, h;
@@ -158,7 +158,7 @@ static void observe(st_run *r, uint32_t key, int64_t seq, const hist_obs *o, con
   if (r->series_points)
     hist_series_push(r->series + (size_t)key * (size_t)r->series_points, r->series_points, &r->series_count[key],
                      &r->series_shift[key], o);
-  if (corrected >= 0 && o->label >= 0 && o->label != corrected) r->stale_labels[key]++;
+  if (corrected != -1 && o->label >= 0 && o->label != corrected) r->stale_labels[key]++;
   r->seq[key] = seq;
   st__count_row(r, &before, &h);
   mark_dirty(r, key);
@@ -202,7 +202,7 @@ void st_apply_batch(st_map *m, st_batch_prep *p, int64_t seq, char *const *ids, 
       key = k >= 0 ? (uint32_t)k : st__intern_reserved(ds, ids[i]);
     }
     /* the correction in force when the batch was logged: a replayed batch can be older than later reviews */
-    const int64_t corrected = seq > ds->review_batch_seq ? (ds->status[key] == ST_RELABELLED ? ds->corrected_class[key] : -1)
+    const int32_t corrected = seq > ds->review_batch_seq ? (ds->status[key] == ST_RELABELLED ? ds->corrected_class[key] : -1)
                                                          : st_corrected_at(ds, key, seq);
     observe(run, key, seq, &obs[i], hp, corrected);
   }

@@ -259,6 +259,7 @@ static void test_state_stale_labels_compare_full_width(void **state) {
     const char *label;
     uint32_t stale;
   } cases[] = {{"2147483648", 1},          {"4294967301", 1} /* 2^32 + 3 */, {"9223372036854775807", 1},
+               {"99999999999999999999", 1} /* past 64 bits */, {"-3", 0},
                {"2147483647", 1},          {"1", 1},                        {"3", 0},
                {"\"3\"", 0} /* a name */, {"[3]", 0} /* a list */};
   enum { N = sizeof cases / sizeof cases[0] };
