@@ -44,6 +44,8 @@ static enum MHD_Result check_query_arg(void *cls, enum MHD_ValueKind kind, const
   (void)kind;
   query_check *q = cls;
   size_t kl = strlen(key);
+  /* an empty component ("?&k=1", "?k=1&&j=2") names nothing, as a trailing '&' does: let it be */
+  if (kl == 0 && !value) return MHD_YES;
   int i = 0;
   for (const char *p = q->allowed; *p; i++) {
     size_t n = strcspn(p, " ");

@@ -680,6 +680,29 @@ class BadInputTest(HardeningTestCase):
         self.assertGreater(n, 60)
         self.assertUnchanged(before, "unknown and repeated query parameters")
 
+    def test_empty_query_components_name_nothing_on_every_route(self):
+        """An empty component of the query ("?&k=1", "?k=1&&j=2") names no parameter, as a trailing "&" does:
+        every GET answers as it does without it. "?=1" (a value with no name) stays an unknown parameter."""
+        n = 0
+        for method, path, names in self._operations():
+            if method != "GET" or path.endswith("/export") or "/events" in path:
+                continue
+            plain = self.d.request(method, path)
+            for q in ("?&", "?&&", "?" + "&".join(["", ""] + ["%s=1" % nm for nm in sorted(names)[:1]])):
+                with self.subTest(path=path, query=q):
+                    r = self.d.request(method, path + q)
+                    self.assertEqual(r.status, plain.status, r)
+                    if r.status == 400:
+                        self.assertNotIn("unknown query parameter", r.json()["detail"], r)
+                    n += 1
+            for name in sorted(names)[:1]:
+                with self.subTest(path=path, trailing=name):
+                    a = self.d.request(method, "%s?&%s=1" % (path, name))
+                    b = self.d.request(method, "%s?%s=1&" % (path, name))
+                    self.assertEqual(a.status, b.status, (a, b))
+                    n += 1
+        self.assertGreater(n, 30)
+
     def test_bad_input_unreadable_query_values_400_on_every_route(self):
         """Every parameter of every route: a value that is not valid percent-encoding, one longer than focald
         reads (1535 bytes decoded), or none at all ("?k") is 400 bad_query naming it. None of them may be
