@@ -71,6 +71,8 @@ static const struct {
     {"log_oldest", "SELECT coalesce(min(pos), 0) FROM focald_log", 0},
     {"prune_log", "DELETE FROM focald_log WHERE pos < $1::bigint", 1},
     {"prune_snaps", "DELETE FROM focald_snapshot WHERE pos < (SELECT max(pos) FROM focald_snapshot)", 0},
+    {"setting_add", "INSERT INTO focald_setting (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", 2},
+    {"setting", "SELECT value FROM focald_setting WHERE name = $1", 1},
 };
 
 /* a snapshot's part: big enough that a few round trips carry a large database, small enough for memory */
@@ -377,6 +379,21 @@ int pglog_log_id(pglog *p, char *id, size_t n) {
     rc = PGLOG_ERROR;
   }
   if (!rc) snprintf(id, n, "%s", PQgetvalue(r, 0, 0));
+  PQclear(r);
+  return rc;
+}
+
+int pglog_setting(pglog *p, const char *name, const char *mine, char *have, size_t n) {
+  const char *values[2] = {name, mine};
+  PGresult *r = NULL;
+  /* two statements: the second's snapshot sees a value another node committed while the first waited on it */
+  int rc = exec_prepared(p, "setting_add", 2, values, NULL, NULL, 0, NULL);
+  if (!rc) rc = exec_prepared(p, "setting", 1, values, NULL, NULL, 0, &r);
+  if (!rc && PQntuples(r) != 1) {
+    snprintf(p->err, sizeof p->err, "reading the setting %.64s: %d rows", name, PQntuples(r));
+    rc = PGLOG_ERROR;
+  }
+  if (!rc) snprintf(have, n, "%s", PQgetvalue(r, 0, 0));
   PQclear(r);
   return rc;
 }

@@ -80,6 +80,10 @@ int pglog_set_idle_timeout(pglog *p, int ms);
 /* Copies the log's identity (a UUID drawn when its tables were made) into id (n bytes). */
 int pglog_log_id(pglog *p, char *id, size_t n);
 
+/* The cluster's value of the setting called name, recorded as mine when it has none yet (the first node to
+ * ask records its own): copied into have (n bytes). */
+int pglog_setting(pglog *p, const char *name, const char *mine, char *have, size_t n);
+
 /* Closes the connection and frees p (NULL is fine). */
 void pglog_close(pglog *p);
 

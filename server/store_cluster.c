@@ -300,6 +300,41 @@ static int bind_local(store *s, const char *log_id) {
   return out;
 }
 
+/* A number as the shortest text that reads back as the same double. */
+static void number_text(char *out, size_t n, double v) {
+  for (int digits = 15; digits <= 17; digits++) {
+    snprintf(out, n, "%.*g", digits, v);
+    if (strtod(out, NULL) == v) return;
+  }
+}
+
+/* Checks that this node's settings that shape what it computes from the log (the history's and the review
+ * loop's) are the cluster's, recording them when it is the first to ask: two nodes that applied the same rows
+ * with a different --ema-alpha would give different rankings, queues and exports. 0, or -1 (logged). */
+static int check_settings(store *s) {
+  const config *cfg = s->cfg;
+  char ema[32], early[32], reconsider[32], have[64];
+  number_text(ema, sizeof ema, cfg->ema_alpha);
+  snprintf(early, sizeof early, "%d", cfg->early_observations);
+  number_text(reconsider, sizeof reconsider, cfg->reconsider_factor);
+  const struct {
+    const char *name, *mine;
+  } settings[] = {{"ema-alpha", ema}, {"early-observations", early}, {"reconsider-factor", reconsider}};
+  for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++) {
+    if (pglog_setting(s->pg, settings[i].name, settings[i].mine, have, sizeof have) != PGLOG_OK) {
+      log_kv(LOG_ERROR, "cannot read the cluster's settings", "error", pglog_error(s->pg), NULL);
+      return -1;
+    }
+    if (strcmp(have, settings[i].mine) != 0) {
+      log_msg(LOG_ERROR, "this node's --%s is %s, the cluster's is %s: every node of a cluster applies its log with "
+              "the same settings; start it with --%s %s", settings[i].name, settings[i].mine, have, settings[i].name,
+              have);
+      return -1;
+    }
+  }
+  return 0;
+}
+
 int store__cluster_open(store *s) {
   atomic_store(&s->pg_head, 0);
   if (!s->cfg->store[0]) return 0;
@@ -318,7 +353,7 @@ int store__cluster_open(store *s) {
     log_kv(LOG_ERROR, "cannot set the cluster session's idle timeout", "error", pglog_error(s->pg), NULL);
     return -1;
   }
-  if (bind_local(s, log_id) != 0) return -1;
+  if (check_settings(s) != 0 || bind_local(s, log_id) != 0) return -1;
   log_kv(LOG_INFO, "a node of the cluster", "node", s->cfg->node_name, "log", log_id, NULL);
   return 0;
 }

@@ -766,6 +766,24 @@ class ClusterTestCase(FocaldTestCase):
         self.assertSameEverywhere([a, b], head)
         self.assertMatchesModel(b, model, head)
 
+    def test_cluster_nodes_apply_the_log_with_the_same_settings(self):
+        # the settings that shape what a node computes from the log's rows: the first node records its own, and a
+        # node with any of them different refuses to start (it would rank, queue and export differently)
+        a = self.node("a", args=["--ema-alpha", "0.5"])
+        for args, want in ((["--ema-alpha", "0.3"], "--ema-alpha is 0.3, the cluster's is 0.5"),
+                           (["--ema-alpha", "0.5", "--early-observations", "3"], "--early-observations is 3, the cluster's is 10"),
+                           (["--ema-alpha", "0.5", "--reconsider-factor", "3"], "--reconsider-factor is 3, the cluster's is 2")):
+            d = self.node("b", args=args, start=False)
+            with self.assertRaises(AssertionError) as e:
+                d.start(timeout=20)
+            self.assertIn("this node's " + want, str(e.exception))
+        b = self.node("b", args=["--ema-alpha", ".50"])
+        rng = random.Random(19)
+        for i in range(6):
+            r, last = self.post(a if i % 2 else b, batch_body(rng, batch_id="s%d" % i))
+            self.assertEqual(r.status, 200, r)
+        self.assertSameEverywhere([a, b], last)
+
     def test_cluster_node_refuses_a_database_of_another_kind(self):
         # a database focald wrote alone
         alone = Daemon(self.id()).start()
