@@ -69,7 +69,12 @@ static const struct {
     {"snap_parts", "SELECT parts FROM focald_snapshot WHERE pos = $1::bigint", 1},
     {"snap_read", "SELECT data FROM focald_snapshot_part WHERE pos = $1::bigint AND part = $2::int", 2},
     {"log_oldest", "SELECT coalesce(min(pos), 0) FROM focald_log", 0},
-    {"prune_log", "DELETE FROM focald_log WHERE pos < $1::bigint", 1},
+    {"prune_log", "DELETE FROM focald_log WHERE pos < $1::bigint AND pos <= (SELECT coalesce(min(pos), $1::bigint) "
+                  "FROM focald_hold WHERE until > now())", 1},
+    {"hold", "INSERT INTO focald_hold AS h (node, pos, until) VALUES ($1, $2::bigint, now() + make_interval(secs => "
+             "$3::int)) ON CONFLICT (node) DO UPDATE SET pos = excluded.pos, until = excluded.until", 3},
+    {"has_after", "SELECT (SELECT pos FROM focald_log_head) = $1::bigint OR EXISTS (SELECT 1 FROM focald_log WHERE "
+                  "pos = $1::bigint + 1)", 1},
     {"prune_snaps", "DELETE FROM focald_snapshot WHERE pos < (SELECT max(pos) FROM focald_snapshot)", 0},
     {"setting_add", "INSERT INTO focald_setting (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", 2},
     {"setting", "SELECT value FROM focald_setting WHERE name = $1", 1},
@@ -685,6 +690,26 @@ int pglog_snapshot_get(pglog *p, int64_t pos, const char *path) {
   return rc ? abandon(p, rc) : PGLOG_OK;
 }
 
+/* the lock a hold and each statement of a prune take (schema/postgresql/004_holds.sql): 0x66636c68, "fclh" */
+static const char hold_lock_sql[] = "SELECT pg_advisory_xact_lock(1717791848)";
+
+int pglog_hold(pglog *p, int64_t pos, int seconds, int *kept) {
+  char spos[24], secs[16];
+  snprintf(spos, sizeof spos, "%" PRId64, pos);
+  snprintf(secs, sizeof secs, "%d", seconds);
+  const char *values[3] = {p->node, spos, secs};
+  PGresult *r = NULL;
+  int rc = exec_cmd(p, "BEGIN");
+  if (!rc) rc = exec_cmd(p, hold_lock_sql);
+  if (!rc) rc = exec_prepared(p, "hold", 3, values, NULL, NULL, 0, NULL);
+  /* a prune before the hold may already have deleted what comes after pos */
+  if (!rc && kept) rc = exec_prepared(p, "has_after", 1, values + 1, NULL, NULL, 0, &r);
+  if (!rc && kept) *kept = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+  PQclear(r);
+  if (!rc) rc = exec_cmd(p, "COMMIT");
+  return rc ? abandon(p, rc) : PGLOG_OK;
+}
+
 int pglog_prune(pglog *p, int64_t below, int64_t *rows) {
   *rows = 0;
   int64_t oldest = 0; /* 0: the log is empty */
@@ -696,9 +721,14 @@ int pglog_prune(pglog *p, int64_t below, int64_t *rows) {
     snprintf(su, sizeof su, "%" PRId64, upto);
     const char *values[1] = {su};
     PGresult *r = NULL;
-    rc = exec_prepared(p, "prune_log", 1, values, NULL, NULL, 0, &r);
+    /* under the hold lock, so that the DELETE's snapshot, taken after it, sees every hold made before */
+    rc = exec_cmd(p, "BEGIN");
+    if (!rc) rc = exec_cmd(p, hold_lock_sql);
+    if (!rc) rc = exec_prepared(p, "prune_log", 1, values, NULL, NULL, 0, &r);
     if (!rc) *rows += strtoll(PQcmdTuples(r), NULL, 10);
     PQclear(r);
+    if (!rc) rc = exec_cmd(p, "COMMIT");
+    if (rc) abandon(p, rc);
   }
   if (!rc) rc = exec_prepared(p, "prune_snaps", 0, NULL, NULL, NULL, 0, NULL);
   return rc;

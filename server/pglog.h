@@ -144,7 +144,12 @@ int pglog_snapshot_newest(pglog *p, int64_t *pos);
 /* Writes the snapshot at pos to the file at path (created; its parts in order). */
 int pglog_snapshot_get(pglog *p, int64_t pos, const char *path);
 
-/* Deletes the log's rows below position below, oldest first, a bounded number per statement (each its own
+/* Holds the log's rows after position pos for this node for seconds (replacing its hold): no prune deletes
+ * them meanwhile. *kept (OUT, may be NULL): 1 when the log still has the row after pos, or its head is pos,
+ * so that the node can go on from pos; 0 when a prune before the hold deleted it. */
+int pglog_hold(pglog *p, int64_t pos, int seconds, int *kept);
+
+/* Deletes the log's rows below position below, and at or below no hold that has not expired (pglog_hold), oldest first, a bounded number per statement (each its own
  * transaction, so one that fails leaves the older rows deleted), then every snapshot but the newest.
  * *rows (OUT): rows deleted. */
 int pglog_prune(pglog *p, int64_t below, int64_t *rows);

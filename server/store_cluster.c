@@ -21,7 +21,8 @@
  *
  * The follower thread has a connection of its own: it LISTENs for the appends' notifications, polls the
  * head as a fallback, and wakes the writer when the head passes what is applied; the writer catches up
- * between groups. Each move of the applied position and of the head is pushed to logwait.c
+ * between groups. It also renews this node's hold on the log (pglog_hold): the rows after what the node has
+ * applied, which no prune (--log-retention) takes while it runs. Each move of the applied position and of the head is pushed to logwait.c
  * (store_on_applied), whose copies the HTTP threads read for the Focald-Log-Behind header and for a read's
  * after=; applied_pos and pg_head stay for the follower, the snapshotter and /metrics.
  *
@@ -58,6 +59,16 @@
  * unknown). A node whose PostgreSQL does not answer then stops in a few seconds (the statement, then the
  * reconnection its group tries), well inside Kubernetes' 30 s grace period. */
 #define STOP_MS 2000
+
+/* A running node holds the log's rows after the position it has applied (pglog_hold) for this long, renewed by
+ * the follower every HOLD_RENEW_MS: a prune never takes a row a running node has still to apply. */
+#define HOLD_SECONDS 10
+#define HOLD_RENEW_MS 1000
+/* and, from the start (or the snapshot it begins from) until its follower runs, for this long: loading a large
+ * database and catching up take a while */
+#define START_HOLD_SECONDS 600
+/* a new node takes the newest snapshot again at most this often when a newer one replaced it meanwhile */
+#define BOOTSTRAP_TRIES 5
 
 /* The limits of every connection of this node's: --cluster-deadline, and the stop's. */
 static pglog_limits limits_of(store *s) {
@@ -354,6 +365,14 @@ int store__cluster_open(store *s) {
     return -1;
   }
   if (check_settings(s) != 0 || bind_local(s, log_id) != 0) return -1;
+  /* the rows after what this node holds stay until it has applied them (unless they are gone already: then it
+   * cannot catch up, and holds nothing) */
+  int kept = 0;
+  if (pglog_hold(s->pg, s->pg_applied, START_HOLD_SECONDS, &kept) != PGLOG_OK ||
+      (!kept && pglog_hold(s->pg, s->pg_applied, 0, NULL) != PGLOG_OK)) {
+    log_kv(LOG_ERROR, "cannot hold the cluster's log", "error", pglog_error(s->pg), NULL);
+    return -1;
+  }
   log_kv(LOG_INFO, "a node of the cluster", "node", s->cfg->node_name, "log", log_id, NULL);
   return 0;
 }
@@ -369,21 +388,33 @@ int store__cluster_bootstrap(const config *cfg) {
     log_kv(LOG_ERROR, "cannot open the cluster's log", "error", err, NULL);
     return -1;
   }
-  int rc = pglog_snapshot_newest(p, &pos) == PGLOG_OK ? 0 : -1;
-  if (rc == 0 && pos > 0) {
-    /* a new node begins from the newest snapshot; the log after it is applied by store_load */
-    snprintf(tmp, sizeof tmp, "%s.snapshot-in", cfg->db);
+  int rc = -1;
+  /* A new node begins from the newest snapshot; the log after it is applied by store_load. The rows after the
+   * snapshot are held first, so that no prune takes them before this node has applied them; a newer snapshot
+   * may have replaced it (and the log below that been pruned) before the hold, or before its parts are read:
+   * then the newest is taken again. */
+  snprintf(tmp, sizeof tmp, "%s.snapshot-in", cfg->db);
+  for (int attempt = 0; rc != 0 && attempt < BOOTSTRAP_TRIES; attempt++) {
+    int kept = 0;
     const double t0 = store__now_s();
-    if (pglog_snapshot_get(p, pos, tmp) != PGLOG_OK || rename(tmp, cfg->db) != 0) {
-      log_kv(LOG_ERROR, "cannot load the cluster's snapshot", "error", pglog_error(p), NULL);
+    if (pglog_snapshot_newest(p, &pos) != PGLOG_OK) {
+      log_kv(LOG_ERROR, "cannot read the cluster's snapshots", "error", pglog_error(p), NULL);
+      break;
+    }
+    if (pos == 0) rc = 0;
+    else if (pglog_hold(p, pos, START_HOLD_SECONDS, &kept) != PGLOG_OK)
+      log_kv(LOG_ERROR, "cannot hold the cluster's log", "error", pglog_error(p), NULL);
+    else if (!kept)
+      continue;
+    else if (pglog_snapshot_get(p, pos, tmp) != PGLOG_OK || rename(tmp, cfg->db) != 0) {
+      log_kv(LOG_WARN, "cannot load the cluster's snapshot", "error", pglog_error(p), NULL);
       unlink(tmp);
-      rc = -1;
     } else {
       log_msg(LOG_INFO, "began from the cluster's snapshot at position %lld (%.2f s)", (long long)pos, store__now_s() - t0);
+      rc = 0;
     }
-  } else if (rc != 0) {
-    log_kv(LOG_ERROR, "cannot read the cluster's snapshots", "error", pglog_error(p), NULL);
   }
+  if (rc != 0) log_msg(LOG_ERROR, "cannot begin from the cluster's snapshot");
   pglog_close(p);
   return rc;
 }
@@ -398,7 +429,12 @@ static void sleep_ms(int ms) {
 static void *follower_main(void *arg) {
   store *s = arg;
   int up = pglog_listen(s->follow_pg) == PGLOG_OK;
+  double held_at = 0;
   while (!atomic_load(&s->pg_stop)) {
+    if (up && store__now_s() - held_at >= HOLD_RENEW_MS / 1000.0) {
+      /* what this node has applied durably (its local commit came first): a failure is noticed below */
+      if (pglog_hold(s->follow_pg, atomic_load(&s->applied_pos), HOLD_SECONDS, NULL) == PGLOG_OK) held_at = store__now_s();
+    }
     int64_t head = -1;
     int w = up ? pglog_wait(s->follow_pg, POLL_MS, &head) : -1;
     if (w == 0 && pglog_head(s->follow_pg, &head) != PGLOG_OK) w = -1;

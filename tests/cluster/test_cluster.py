@@ -486,6 +486,52 @@ class ClusterTestCase(FocaldTestCase):
             behind.start(timeout=20)
         self.assertIn("start it again with an empty --db", str(e.exception) + behind.log_text())
 
+    def test_cluster_a_prune_takes_no_row_a_running_or_starting_node_needs(self):
+        # --log-retention 0 and a snapshot every second, under load: the log below each new snapshot is pruned as
+        # soon as it is stored. New nodes begin from a snapshot that a newer one replaces while they load it, a
+        # node killed is started again at once, and the node following the log lags a few rows behind its
+        # head: each holds the rows it has still to apply, so each starts, every batch is answered 200, and all
+        # agree.
+        a = self.node("a", args=["--cluster-snapshot-interval", "1", "--log-retention", "0"])
+        b = self.node("b")
+        model, stop, errors = Model(), threading.Event(), []
+
+        def client(k):
+            rng = random.Random(300 + k)
+            i = 0
+            while not stop.is_set():
+                body = batch_body(rng, n=20, batch_id="h%d-%d" % (k, i))
+                r = (a, b)[(i + k) % 2].batch("d", body, timeout=20)
+                if r.status != 200:
+                    errors.append(r)
+                    return
+                model.ack(body, r.json())
+                i += 1
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        started = []
+        try:
+            self.wait_for("a snapshot", lambda: int(PG.sql(self.dbname, "SELECT count(*) FROM focald_snapshot")) > 0)
+            for j in range(3):
+                n = self.node("new%d" % j)
+                self.assertIn("began from the cluster's snapshot", n.log_text())
+                started.append(n)
+            started[0].kill9()
+            started[0].start(timeout=20)
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        self.assertEqual(errors, [])
+        self.assertGreater(int(PG.sql(self.dbname, "SELECT min(pos) FROM focald_log")), 1, "the log was pruned")
+        head = int(PG.sql(self.dbname, "SELECT pos FROM focald_log_head").strip())
+        self.assertSameEverywhere([a, b] + started, head)
+        for n in started:
+            self.assertMatchesModel(n, model, head)
+
     def test_cluster_changes_logged_but_not_stored_locally_answer_what_they_did(self):
         # a's local disk is full while the file exists (tests/fault/faultvfs.c): each change below commits in
         # the log, its local commit fails, and it is answered 2xx; the node applies it when it catches up
