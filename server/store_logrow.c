@@ -3,8 +3,11 @@
  *
  * A batch's row is a JSON head (everything but the payload), a NUL, then the codec payload. A change of
  * the review loop, or a dataset's deletion, is the request that made it, re-encoded from the op so that
- * the request's own decoder reads it back, with the time the writer gave it. Nothing here touches a
- * database: store_cluster.c appends and copies the rows.
+ * the request's own decoder reads it back, with the time the writer gave it. The request is held as a JSON
+ * string, not as an object inside the row: a request nested as deep as the parser takes (2048 levels, a
+ * sample's meta) would be one level too deep for it inside the row, and no node could read the row back.
+ * Rows that hold the request as an object (written before) are read too. Nothing here touches a database:
+ * store_cluster.c appends and copies the rows.
  */
 #include <jansson.h>
 #include <stdint.h>
@@ -75,23 +78,45 @@ int store__logrow_batch_unbody(const void *body, size_t len, const char *dataset
 /* A change of the review loop, or a dataset's deletion, is logged as the request that made it (re-encoded
  * from the op, so that the same decoder reads it back) and the time the writer gave it: every node runs the
  * same op's write and apply against the same state, and reaches the same result. */
+/* A request as the JSON string a row holds (a new reference, or NULL when memory ran out); steals request,
+ * which may be NULL. */
+static json_t *request_text(json_t *request) {
+  /* the request's text (or, in an older row, the request itself) */
+  char *text = json_is_string(request) ? strdup(json_string_value(request))
+               : request               ? json_dumps(request, JSON_COMPACT)
+                                       : NULL;
+  json_decref(request);
+  json_t *out = text ? json_string(text) : NULL;
+  free(text);
+  return out;
+}
+
 json_t *store__logrow_op_request(const wop *op) {
   switch (op->kind) {
   case WOP_REVIEW: {
     const review_op *r = (const review_op *)op;
-    json_t *request = json_pack("{s:s}", "status", st_status_name(r->to));
-    if (request && r->label) json_object_set_new(request, "label", json_loads(r->label, JSON_DECODE_ANY, NULL));
-    if (request && r->reviewer) json_object_set_new(request, "reviewer", json_string(r->reviewer));
-    if (request && r->note) json_object_set_new(request, "note", json_string(r->note));
-    return json_pack("{s:s, s:I, s:o*}", "id", r->id, "at", (json_int_t)r->at, "req", request);
+    json_t *request = json_pack("{s:s}", "status", st_status_name(r->to)), *label = NULL;
+    int bad = !request;
+    if (!bad && r->label) bad |= !(label = json_loads(r->label, JSON_DECODE_ANY, NULL)) ||
+                                 json_object_set_new(request, "label", label) != 0;
+    if (!bad && r->reviewer) bad |= json_object_set_new(request, "reviewer", json_string(r->reviewer)) != 0;
+    if (!bad && r->note) bad |= json_object_set_new(request, "note", json_string(r->note)) != 0;
+    if (bad) {
+      json_decref(request);
+      return NULL;
+    }
+    json_t *text = request_text(request);
+    return text ? json_pack("{s:s, s:I, s:o}", "id", r->id, "at", (json_int_t)r->at, "req", text) : NULL;
   }
   case WOP_META: {
     const meta_op *m = (const meta_op *)op;
-    return json_pack("{s:s, s:o*}", "id", m->id, "req", json_loads(m->meta, 0, NULL));
+    json_t *text = json_string(m->meta);
+    return text ? json_pack("{s:s, s:o}", "id", m->id, "req", text) : NULL;
   }
   case WOP_QUEUE: {
     const queue_op *q = (const queue_op *)op;
-    return json_pack("{s:I, s:o*}", "at", (json_int_t)q->created_at, "req", json_loads(q->p.params_json, 0, NULL));
+    json_t *text = json_string(q->p.params_json);
+    return text ? json_pack("{s:I, s:o}", "at", (json_int_t)q->created_at, "req", text) : NULL;
   }
   case WOP_QUEUE_DELETE: {
     const queue_op *q = (const queue_op *)op;
@@ -108,7 +133,10 @@ wop *store__logrow_op_of_row(const pglog_row *row) {
   const int kind = row->kind - ROW_OP_BASE;
   json_t *root = json_loadb(row->body, row->len, JSON_REJECT_DUPLICATES, NULL);
   const json_t *request = json_object_get(root, "req"), *at = json_object_get(root, "at");
-  char *text = request ? json_dumps(request, JSON_COMPACT) : NULL;
+  /* the request's text (or, in an older row, the request itself) */
+  char *text = json_is_string(request) ? strdup(json_string_value(request))
+               : request               ? json_dumps(request, JSON_COMPACT)
+                                       : NULL;
   const char *id = json_string_value(json_object_get(root, "id")), *name = json_string_value(json_object_get(root, "name"));
   problem err;
   wop *op = NULL;

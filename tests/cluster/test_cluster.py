@@ -10,6 +10,7 @@ middle of the load and started again, with clients that retry what got 503 under
 node whose connections to PostgreSQL stop carrying packets (nftables drops them: no reset, no error), and
 PostgreSQL frozen (every process of it SIGSTOPped: its kernel acknowledges everything, nothing answers).
 """
+import json
 import os
 import random
 import signal
@@ -531,6 +532,47 @@ class ClusterTestCase(FocaldTestCase):
         self.assertSameEverywhere([a, b] + started, head)
         for n in started:
             self.assertMatchesModel(n, model, head)
+
+    def test_cluster_changes_as_deep_as_a_node_takes_are_applied_everywhere(self):
+        # a change is logged as its request: whatever nesting its node accepted (a sample's meta, in a batch or
+        # on its own, as deep as the parser goes: 2048 levels), every other node reads the row back and applies it
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 10000))  # for the answers' JSON
+        self.addCleanup(sys.setrecursionlimit, limit)
+        a, b = self.node("a"), self.node("b")
+        rng = random.Random(23)
+        body = batch_body(rng, batch_id="deep")
+        sid, sid2 = body["ids"][:2]
+        depth = 2048
+        tags = "[" * (depth - 1) + "]" * (depth - 1)
+        in_batch = "[" * (depth - 3) + "]" * (depth - 3)  # the body, its meta, the sample's meta, then the tags
+        raw = json.dumps(body)[:-1] + ', "meta": {"%s": {"tags": %s}}}' % (sid2, in_batch)
+        r = a.request("POST", "/v1/datasets/d/batches", raw.encode(), headers={"Content-Type": "application/json"})
+        self.assertEqual(r.status, 200, r)
+        r = a.request("PUT", "/v1/datasets/d/samples/%s/meta" % q(sid), ('{"tags": %s}' % tags).encode(),
+                      headers={"Content-Type": "application/json"})
+        self.assertEqual(r.status, 200, r)
+        pos = int(r.header("Focald-Log-Position"))
+        r = a.request("PUT", "/v1/datasets/d/samples/%s/meta" % q(sid), ('{"tags": [%s]}' % tags).encode(),
+                      headers={"Content-Type": "application/json"})
+        self.assertProblem(r, 400, "bad_json")  # one level deeper is refused, and changes nothing
+        for s_ in (sid, sid2):
+            want = a.get("/v1/datasets/d/samples/%s?after=%d" % (q(s_), pos)).json()
+            got = b.get("/v1/datasets/d/samples/%s?after=%d" % (q(s_), pos))
+            self.assertEqual(got.status, 200, "b applied the row: %r" % got)
+            self.assertEqual(got.json(), want)
+        r, last = self.post(b, batch_body(rng, batch_id="after"))
+        self.assertEqual(r.status, 200, "b goes on past the row: %r" % r)
+        # a row written before the request was held as a string (as an object) is read as it was
+        row = json.dumps({"id": sid2, "req": {"site": "old"}})
+        PG.sql(self.dbname, "BEGIN; SELECT pos FROM focald_log_head FOR UPDATE; INSERT INTO focald_log (pos, kind, "
+                            "dataset, body, node) SELECT pos + 1, 103, 'd', convert_to('%s', 'UTF8'), 'old' FROM "
+                            "focald_log_head; UPDATE focald_log_head SET pos = pos + 1; COMMIT" % row)
+        last += 1
+        for n in (a, b):
+            self.assertEqual(n.get("/v1/datasets/d/samples/%s?after=%d" % (q(sid2), last)).json()["meta"], {"site": "old"})
+        late = self.node("late")
+        self.assertSameEverywhere([a, b, late], last)
 
     def test_cluster_changes_logged_but_not_stored_locally_answer_what_they_did(self):
         # a's local disk is full while the file exists (tests/fault/faultvfs.c): each change below commits in
