@@ -430,10 +430,15 @@ static void *follower_main(void *arg) {
   store *s = arg;
   int up = pglog_listen(s->follow_pg) == PGLOG_OK;
   double held_at = 0;
+  int holding = 1;
   while (!atomic_load(&s->pg_stop)) {
-    if (up && store__now_s() - held_at >= HOLD_RENEW_MS / 1000.0) {
-      /* what this node has applied durably (its local commit came first): a failure is noticed below */
-      if (pglog_hold(s->follow_pg, atomic_load(&s->applied_pos), HOLD_SECONDS, NULL) == PGLOG_OK) held_at = store__now_s();
+    if (up && holding && store__now_s() - held_at >= HOLD_RENEW_MS / 1000.0) {
+      /* what this node has applied durably (its local commit came first); a failure is noticed below. A node
+       * whose next row is gone already cannot catch up: it lets go, rather than keep every later row */
+      int kept = 1;
+      const int64_t pos = atomic_load(&s->applied_pos);
+      if (pglog_hold(s->follow_pg, pos, HOLD_SECONDS, &kept) == PGLOG_OK) held_at = store__now_s();
+      if (!kept && pglog_hold(s->follow_pg, pos, 0, NULL) == PGLOG_OK) holding = 0;
     }
     int64_t head = -1;
     int w = up ? pglog_wait(s->follow_pg, POLL_MS, &head) : -1;

@@ -451,7 +451,9 @@ class ClusterTestCase(FocaldTestCase):
             r, last = self.post(behind if i % 2 else a, body)
             model.ack(body, r.json())
         self.assertEqual(behind.get("/v1/datasets/d?after=%d" % last).status, 200)
-        behind.stop()
+        # behind stops answering without stopping (SIGSTOP): its hold on the log expires, and the log is pruned
+        behind.send_signal(signal.SIGSTOP)
+        self.addCleanup(lambda: behind.running() and behind.send_signal(signal.SIGCONT))
         for i in range(4, 20):
             body = batch_body(rng, batch_id="e%d" % i)
             r, last = self.post(a if i % 2 else b, body)
@@ -470,6 +472,10 @@ class ClusterTestCase(FocaldTestCase):
         self.wait_for("the log pruned below it",
                       lambda: int(PG.sql(self.dbname, "SELECT count(*) FROM focald_log WHERE pos <= %d" % last)) == 0)
         self.assertEqual(int(PG.sql(self.dbname, "SELECT count(*) FROM focald_snapshot")), 1, "older snapshots go")
+        # behind runs again, and cannot catch up: it refuses writes, and holds back no prune
+        behind.send_signal(signal.SIGCONT)
+        r = behind.batch("d", batch_body(rng, batch_id="on-behind"))
+        self.assertNotEqual(r.status, 200, r)
         # the tail after the snapshot
         for i in range(20, 24):
             body = batch_body(rng, batch_id="e%d" % i)
@@ -482,6 +488,10 @@ class ClusterTestCase(FocaldTestCase):
             self.assertMatchesModel(n, model, last)
         self.assertEqual(self.review_state(late, last, [sid], queues=()), self.review_state(a, last, [sid], queues=()))
         self.assertTrue(state["export"])
+        self.wait_for("a snapshot at the new head, and the log pruned below it, while behind runs",
+                      lambda: snapshot_at_head() and int(PG.sql(self.dbname, "SELECT count(*) FROM focald_log WHERE "
+                                                                           "pos <= %d" % last)) == 0)
+        behind.stop()
         # a node whose database is older than what the log keeps cannot catch up, and says what to do
         with self.assertRaises(AssertionError) as e:
             behind.start(timeout=20)
