@@ -573,6 +573,55 @@ static void test_pglog_survives_an_immediate_stop(void **state) {
   free(f);
 }
 
+/* Appends n rows in one transaction; returns the new head. */
+static int64_t append_n(pglog *p, int n) {
+  int64_t head = 0, first = 0;
+  pglog_row row = {.kind = 1, .dataset = "d", .body = "held", .len = 4};
+  assert_int_equal(pglog_begin(p, &head), PGLOG_OK);
+  for (int i = 0; i < n; i++) assert_int_equal(pglog_append(p, &row, 1, &first), PGLOG_OK);
+  assert_int_equal(pglog_commit(p, &head), PGLOG_OK);
+  return head;
+}
+
+static void test_pglog_a_prune_deletes_no_row_after_a_live_hold(void **state) {
+  (void)state;
+  pglog *a = open_log("hold-a"), *b = open_log("hold-b"), *pruner = open_log("pruner");
+  const int64_t h = append_n(pruner, 6);
+  int kept = 0;
+  int64_t rows = 0, last = 0;
+  /* two nodes hold: the lower position is what stays */
+  assert_int_equal(pglog_hold(a, h - 2, 60, &kept), PGLOG_OK);
+  assert_true(kept);
+  assert_int_equal(pglog_hold(b, h - 4, 60, &kept), PGLOG_OK);
+  assert_true(kept);
+  assert_int_equal(pglog_prune(pruner, h + 1, &rows), PGLOG_OK);
+  collected c = {0};
+  assert_int_equal(pglog_read(pruner, 0, 8, collect, &c, &last), PGLOG_OK);
+  assert_int_equal(c.n, 4);
+  assert_int_equal(c.rows[0].pos, h - 3); /* b has applied h - 4 and needs the rest */
+  /* b moves on; a hold that has expired holds nothing */
+  assert_int_equal(pglog_hold(b, h - 1, 60, &kept), PGLOG_OK);
+  assert_int_equal(pglog_hold(a, h - 3, 0, &kept), PGLOG_OK);
+  assert_int_equal(pglog_prune(pruner, h + 1, &rows), PGLOG_OK);
+  collected d = {0};
+  assert_int_equal(pglog_read(pruner, 0, 8, collect, &d, &last), PGLOG_OK);
+  assert_int_equal(d.n, 1);
+  assert_int_equal(d.rows[0].pos, h);
+  /* kept says whether a node at a position can still go on from it: the head, or a row after it, is there */
+  assert_int_equal(pglog_hold(a, h - 1, 60, &kept), PGLOG_OK);
+  assert_true(kept);
+  assert_int_equal(pglog_hold(a, h, 60, &kept), PGLOG_OK);
+  assert_true(kept);
+  assert_int_equal(pglog_hold(a, h - 3, 60, &kept), PGLOG_OK);
+  assert_false(kept);
+  /* the holds are let go, for the tests after this one */
+  assert_int_equal(pglog_hold(a, h, 0, NULL), PGLOG_OK);
+  assert_int_equal(pglog_hold(b, h, 0, NULL), PGLOG_OK);
+  pglog_close(a);
+  pglog_close(b);
+  pglog_close(pruner);
+}
+
 static void test_pglog_open_refuses_a_bad_server(void **state) {
   (void)state;
   pglog *p = (pglog *)1;
@@ -597,6 +646,7 @@ int main(void) {
       cmocka_unit_test(test_pglog_a_stop_ends_a_round_trip_before_its_deadline),
       cmocka_unit_test(test_pglog_concurrent_appenders_follow_in_order),
       cmocka_unit_test(test_pglog_survives_an_immediate_stop),
+      cmocka_unit_test(test_pglog_a_prune_deletes_no_row_after_a_live_hold),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
