@@ -60,7 +60,8 @@ static const setting settings[] = {
      "drops the connection, answers 503 and reconnects, so a PostgreSQL that stops answering without the "
      "connection failing (its processes or its host frozen) cannot stall the node", "MS"},
     {"log-retention", K_INT, AT(log_retention), 0, -1, 2000000000,
-     "in a cluster, rows of the shared log kept below the newest snapshot; older ones are deleted (-1: keep all)",
+     "in a cluster, rows of the shared log kept below the newest snapshot; older ones are deleted, but never one a "
+     "running or starting node has still to apply (-1: keep all)",
      "ROWS"},
     {"http-threads", K_INT, AT(http_threads), 0, 1, 256, "HTTP threads (libmicrohttpd's pool)", "N"},
     {"workers", K_INT, AT(workers), 0, 1, 128, "scoring threads (libuv's pool); default: the CPUs focald may use (affinity and cgroup CPU quota)", "N"},
