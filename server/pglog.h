@@ -149,9 +149,10 @@ int pglog_snapshot_get(pglog *p, int64_t pos, const char *path);
  * so that the node can go on from pos; 0 when a prune before the hold deleted it. */
 int pglog_hold(pglog *p, int64_t pos, int seconds, int *kept);
 
-/* Deletes the log's rows below position below, and at or below no hold that has not expired (pglog_hold), oldest first, a bounded number per statement (each its own
- * transaction, so one that fails leaves the older rows deleted), then every snapshot but the newest.
- * *rows (OUT): rows deleted. */
+/* Deletes the log's rows below position below, but none after a hold that has not expired (pglog_hold),
+ * oldest first, a bounded number per statement (each its own transaction, taken under the lock the holds
+ * take, so one that fails leaves the older rows deleted and each sees every hold made before it), then every
+ * snapshot but the newest. *rows (OUT): rows deleted. */
 int pglog_prune(pglog *p, int64_t below, int64_t *rows);
 
 #endif /* FOCALD_PGLOG_H */

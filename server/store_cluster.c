@@ -22,9 +22,10 @@
  * The follower thread has a connection of its own: it LISTENs for the appends' notifications, polls the
  * head as a fallback, and wakes the writer when the head passes what is applied; the writer catches up
  * between groups. It also renews this node's hold on the log (pglog_hold): the rows after what the node has
- * applied, which no prune (--log-retention) takes while it runs. Each move of the applied position and of the head is pushed to logwait.c
- * (store_on_applied), whose copies the HTTP threads read for the Focald-Log-Behind header and for a read's
- * after=; applied_pos and pg_head stay for the follower, the snapshotter and /metrics.
+ * applied, which no prune (--log-retention) takes while it runs. Each move of the applied position and of
+ * the head is pushed to logwait.c (store_on_applied), whose copies the HTTP threads read for the
+ * Focald-Log-Behind header and for a read's after=; applied_pos and pg_head stay for the follower, the
+ * snapshotter and /metrics.
  *
  * The review loop's changes (decisions, meta, queues) and a dataset's deletion are logged too, as the
  * request that made them and the time the writer gave them (store_logrow.c writes and reads the rows):
