@@ -75,22 +75,19 @@ int store__logrow_batch_unbody(const void *body, size_t len, const char *dataset
 
 /* ------------------------------------------------------------------ the review loop's changes */
 
-/* A change of the review loop, or a dataset's deletion, is logged as the request that made it (re-encoded
- * from the op, so that the same decoder reads it back) and the time the writer gave it: every node runs the
- * same op's write and apply against the same state, and reaches the same result. */
-/* A request as the JSON string a row holds (a new reference, or NULL when memory ran out); steals request,
- * which may be NULL. */
+/* A request object as the JSON string a row holds (a new reference, or NULL when memory ran out); steals
+ * request. */
 static json_t *request_text(json_t *request) {
-  /* the request's text (or, in an older row, the request itself) */
-  char *text = json_is_string(request) ? strdup(json_string_value(request))
-               : request               ? json_dumps(request, JSON_COMPACT)
-                                       : NULL;
+  char *text = json_dumps(request, JSON_COMPACT);
   json_decref(request);
   json_t *out = text ? json_string(text) : NULL;
   free(text);
   return out;
 }
 
+/* A change of the review loop, or a dataset's deletion, is logged as the request that made it (re-encoded
+ * from the op, so that the same decoder reads it back) and the time the writer gave it: every node runs the
+ * same op's write and apply against the same state, and reaches the same result. */
 json_t *store__logrow_op_request(const wop *op) {
   switch (op->kind) {
   case WOP_REVIEW: {
