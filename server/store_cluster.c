@@ -154,7 +154,10 @@ int store__cluster_copy(store *s, store_log_chunk *c) {
     log_msg(LOG_ERROR, "the cluster's log no longer has position %lld (pruned by --log-retention; the log is at %lld): "
             "this node cannot catch up: start it again with an empty --db, and it begins from the newest snapshot",
             (long long)c->consumed + 1, (long long)c->gap);
-  if (c->malformed || c->gap) return SQLITE_CORRUPT;
+  if (c->malformed || c->gap) {
+    s->pg_stuck = c->consumed + 1;
+    return SQLITE_CORRUPT;
+  }
   return c->sql_rc;
 }
 

@@ -451,6 +451,7 @@ class ClusterTestCase(FocaldTestCase):
             r, last = self.post(behind if i % 2 else a, body)
             model.ack(body, r.json())
         self.assertEqual(behind.get("/v1/datasets/d?after=%d" % last).status, 200)
+        behind_at = last  # what behind has applied: nothing was logged after it yet
         # behind stops answering without stopping (SIGSTOP): its hold on the log expires, and the log is pruned
         behind.send_signal(signal.SIGSTOP)
         self.addCleanup(lambda: behind.running() and behind.send_signal(signal.SIGCONT))
@@ -475,7 +476,10 @@ class ClusterTestCase(FocaldTestCase):
         # behind runs again, and cannot catch up: it refuses writes, and holds back no prune
         behind.send_signal(signal.SIGCONT)
         r = behind.batch("d", batch_body(rng, batch_id="on-behind"))
-        self.assertNotEqual(r.status, 200, r)
+        self.assertEqual(r.status, 503, r)
+        self.assertEqual(r.json()["code"], "store_unavailable", r)
+        self.assertIn("cannot apply the cluster's log at position %d" % (behind_at + 1), r.json()["detail"])
+        self.assertIn("start this one again with an empty --db", r.json()["detail"])
         # the tail after the snapshot
         for i in range(20, 24):
             body = batch_body(rng, batch_id="e%d" % i)
