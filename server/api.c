@@ -42,8 +42,14 @@ static int h_livez(http_req *rq, http_resp *resp) {
 }
 
 static int h_readyz(http_req *rq, http_resp *resp) {
+  const int64_t stuck = store_stuck_position(api_store);
   switch (http_readiness()) {
-  case HTTP_READY: return http_json(resp, 200, strdup("{\"status\":\"ready\"}"));
+  case HTTP_READY:
+    if (stuck)
+      return api_fail(resp, rq, P_STORE_UNAVAILABLE, NULL,
+                      "this node cannot apply the cluster's log at position %lld and stores no write: start it "
+                      "again with an empty --db", (long long)stuck);
+    return http_json(resp, 200, strdup("{\"status\":\"ready\"}"));
   case HTTP_STARTING: return api_fail(resp, rq, P_STARTING, NULL, "loading the database; not accepting work yet");
   default: return api_fail(resp, rq, P_DRAINING, NULL, "shutting down; not accepting work");
   }
@@ -70,8 +76,9 @@ static int h_metrics(http_req *rq, http_resp *resp) {
   JW(&o, "# HELP focald_build_info focald's version and the loss kernels' instruction set.\n"
         "# TYPE focald_build_info gauge\n"
         "focald_build_info{version=\"%s\",isa=\"%s\"} 1\n", FOCALD_VERSION, fl_isa());
-  JW(&o, "# HELP focald_ready Whether focald accepts work (1) or is starting or draining (0).\n"
-        "# TYPE focald_ready gauge\nfocald_ready %d\n", http_readiness() == HTTP_READY);
+  JW(&o, "# HELP focald_ready Whether focald accepts work (1) or is starting, draining, or a cluster node that cannot apply the log (0).\n"
+        "# TYPE focald_ready gauge\nfocald_ready %d\n",
+     http_readiness() == HTTP_READY && !store_stuck_position(api_store));
   http_metrics_write(&o);
   static const char *const formats[2] = {"json", "binary"};
   JW(&o, "# HELP focald_ingested_bytes_total Body bytes of scoring requests that were decoded, by body format.\n"

@@ -356,6 +356,10 @@ void store_get_stats(store *s, store_stats *out) {
   if (stat(wal, &st) == 0) out->wal_bytes = st.st_size;
 }
 
+int64_t store_stuck_position(store *s) {
+  return s ? atomic_load(&s->pg_stuck) : 0;
+}
+
 void store_metrics_write(store *s, buf *o) {
   if (s->cfg->store[0]) {
     buf_printf(o, "# HELP focald_log_applied_position The last position of the cluster's shared log this node applied.\n"

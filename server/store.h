@@ -60,6 +60,9 @@ typedef struct store_stats {
   int queue_depth;
 } store_stats;
 void store_get_stats(store *s, store_stats *out /* OUT */);
+/* The position of the cluster's log this node cannot apply (a row it cannot read, or one pruned before it
+ * applied it), or 0: from then on it stores no write, until started again with an empty --db. Any thread. */
+int64_t store_stuck_position(store *s);
 /* Appends the writer's histograms (commit duration, writes and samples per commit) for /metrics. */
 void store_metrics_write(store *s, buf *o);
 

@@ -155,7 +155,7 @@ int store__cluster_copy(store *s, store_log_chunk *c) {
             "this node cannot catch up: start it again with an empty --db, and it begins from the newest snapshot",
             (long long)c->consumed + 1, (long long)c->gap);
   if (c->malformed || c->gap) {
-    s->pg_stuck = c->consumed + 1;
+    atomic_store(&s->pg_stuck, c->consumed + 1);
     return SQLITE_CORRUPT;
   }
   return c->sql_rc;

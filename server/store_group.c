@@ -238,13 +238,13 @@ void store__group_run(store *s, wop *list, int n) {
           problem_set(&op->err, P_STORE_UNAVAILABLE, NULL,
                       "the cluster's log in PostgreSQL could not be reached or did not commit; nothing was stored "
                       "(a retried batch_id is recognised if it was)");
-        } else if (rc == SQLITE_CORRUPT && s->pg_stuck) {
+        } else if (rc == SQLITE_CORRUPT && atomic_load(&s->pg_stuck)) {
           /* not this node's database: the log has a row it cannot apply, and every write waits behind it */
           op->failed = 1;
           problem_set(&op->err, P_STORE_UNAVAILABLE, NULL,
                       "this node cannot apply the cluster's log at position %lld (a row it cannot read, or one "
                       "pruned before it applied it); nothing was stored: send it to another node, and start this "
-                      "one again with an empty --db", (long long)s->pg_stuck);
+                      "one again with an empty --db", (long long)atomic_load(&s->pg_stuck));
         } else {
           store__sql_problem(s, op, rc);
         }

@@ -138,7 +138,7 @@ struct store {
   int64_t pg_group_head;      /* in a group: the log's head read under its append lock (the writer's own copy:
                                * the follower moves pg_head, to -1 when its connection is down) */
   int pg_failed;              /* the group failed on PostgreSQL: its ops get store_unavailable */
-  int64_t pg_stuck;           /* the log's position this node cannot apply (unreadable, or pruned), or 0 */
+  atomic_llong pg_stuck;      /* the log's position this node cannot apply (unreadable, or pruned), or 0 */
   double pg_retry_at;         /* after a failure, groups fail at once until then */
   atomic_llong pg_head;       /* the log's head as last seen; -1 when the follower cannot reach it */
   atomic_llong applied_pos;   /* last_seq, for other threads */

@@ -480,6 +480,12 @@ class ClusterTestCase(FocaldTestCase):
         self.assertEqual(r.json()["code"], "store_unavailable", r)
         self.assertIn("cannot apply the cluster's log at position %d" % (behind_at + 1), r.json()["detail"])
         self.assertIn("start this one again with an empty --db", r.json()["detail"])
+        # and says it is not ready, to probes and to metrics
+        r = behind.get("/readyz")
+        self.assertEqual((r.status, r.json()["code"]), (503, "store_unavailable"), r)
+        self.assertIn("position %d" % (behind_at + 1), r.json()["detail"])
+        self.assertIn("focald_ready 0\n", behind.get("/metrics").body.decode())
+        self.assertEqual(a.get("/readyz").status, 200)
         # the tail after the snapshot
         for i in range(20, 24):
             body = batch_body(rng, batch_id="e%d" % i)
