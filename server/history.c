@@ -71,29 +71,106 @@ int hist_score_bin(float score) {
   return (int)(score * (float)(HIST_SCORE_BINS - 1));
 }
 
-float hist_label_issue_threshold(const uint64_t counts[HIST_SCORE_BINS]) {
-  double n = 0, total = 0;
-  for (int b = 0; b < HIST_SCORE_BINS; b++) {
-    n += (double)counts[b];
-    total += (double)counts[b] * b;
+/* Otsu's split of counts[n] (bins below it, bins from it), or 0 when no split has samples on both sides. */
+static int otsu_split(const uint64_t *counts, int n) {
+  double total = 0, sum = 0;
+  for (int b = 0; b < n; b++) {
+    total += (double)counts[b];
+    sum += (double)counts[b] * b;
   }
-  /* Otsu: the split t (bins below t, bins from t) of largest w0 w1 (m0 - m1)^2, in bin units */
   double best = 0, w0 = 0, s0 = 0;
-  int split = HIST_SCORE_BINS; /* none: nothing is flagged */
-  for (int t = 1; t < HIST_SCORE_BINS; t++) {
+  int split = 0;
+  for (int t = 1; t < n; t++) {
     w0 += (double)counts[t - 1];
     s0 += (double)counts[t - 1] * (t - 1);
-    const double w1 = n - w0;
+    const double w1 = total - w0;
     if (w0 == 0 || w1 == 0) continue;
-    const double m0 = s0 / w0, m1 = (total - s0) / w1;
+    const double m0 = s0 / w0, m1 = (sum - s0) / w1;
     const double between = w0 * w1 * (m0 - m1) * (m0 - m1);
     if (between > best) {
       best = between;
       split = t;
     }
   }
-  const float t = (float)split / (float)(HIST_SCORE_BINS - 1);
+  return split;
+}
+
+float hist_label_issue_threshold(const uint64_t counts[HIST_SCORE_BINS]) {
+  /* Otsu: the split t (bins below t, bins from t) of largest w0 w1 (m0 - m1)^2; none: nothing is flagged */
+  const int split = otsu_split(counts, HIST_SCORE_BINS);
+  const float t = (float)(split ? split : HIST_SCORE_BINS) / (float)(HIST_SCORE_BINS - 1);
   return t < (float)HIST_LABEL_ISSUE_FLOOR ? (float)HIST_LABEL_ISSUE_FLOOR : t;
+}
+
+int hist_conf_bin(float confidence) {
+  if (!(confidence > 0.0f)) return 0;
+  if (confidence >= 1.0f) return HIST_CONF_BINS - 1;
+  return (int)(confidence * (float)(HIST_CONF_BINS - 1) + 0.5f);
+}
+
+uint64_t hist_confidence_mixture(const uint64_t counts[HIST_CONF_BINS], uint8_t low[HIST_CONF_BINS]) {
+  memset(low, 0, HIST_CONF_BINS);
+  const int split = otsu_split(counts, HIST_CONF_BINS);
+  if (!split) return 0;
+  /* r[b]: the lower component's share of bin b; first the split itself */
+  static const double step = 1.0 / (HIST_CONF_BINS - 1), var_floor = step * step;
+  double r[HIST_CONF_BINS];
+  for (int b = 0; b < HIST_CONF_BINS; b++) r[b] = b < split ? 1.0 : 0.0;
+  double m0 = 0, m1 = 0;
+  for (int it = 0; it < 500; it++) {
+    double w0 = 0, w1 = 0, s0 = 0, s1 = 0;
+    for (int b = 0; b < HIST_CONF_BINS; b++) {
+      const double c = (double)counts[b], x = b * step;
+      w0 += c * r[b];
+      w1 += c * (1 - r[b]);
+      s0 += c * r[b] * x;
+      s1 += c * (1 - r[b]) * x;
+    }
+    if (!(w0 > 0) || !(w1 > 0)) return 0;
+    m0 = s0 / w0;
+    m1 = s1 / w1;
+    double v0 = 0, v1 = 0;
+    for (int b = 0; b < HIST_CONF_BINS; b++) {
+      const double c = (double)counts[b], x = b * step;
+      v0 += c * r[b] * (x - m0) * (x - m0);
+      v1 += c * (1 - r[b]) * (x - m1) * (x - m1);
+    }
+    v0 = fmax(v0 / w0, var_floor);
+    v1 = fmax(v1 / w1, var_floor);
+    /* log of each component's weighted density, up to the same constant */
+    const double k0 = log(w0) - 0.5 * log(v0), k1 = log(w1) - 0.5 * log(v1);
+    double moved = 0;
+    for (int b = 0; b < HIST_CONF_BINS; b++) {
+      const double x = b * step;
+      const double d = (k1 - 0.5 * (x - m1) * (x - m1) / v1) - (k0 - 0.5 * (x - m0) * (x - m0) / v0);
+      const double next = 1.0 / (1.0 + exp(fmin(fmax(d, -700.0), 700.0)));
+      moved = fmax(moved, fabs(next - r[b]));
+      r[b] = next;
+    }
+    if (moved < 1e-9) break;
+  }
+  const int swap = m0 > m1; /* the components may trade places: "lower" is the one of smaller mean */
+  const double upper_mean = swap ? m0 : m1;
+  uint64_t marked = 0;
+  for (int b = 0; b < HIST_CONF_BINS; b++) {
+    const double share = swap ? 1 - r[b] : r[b];
+    if (share > 0.5 && b * step < upper_mean) {
+      low[b] = 1;
+      marked += counts[b];
+    }
+  }
+  return marked;
+}
+
+void hist_label_issue_rule(const uint64_t scores[HIST_SCORE_BINS], const uint64_t confidences[HIST_CONF_BINS],
+                           hist_li_rule *rule) {
+  rule->threshold = hist_label_issue_threshold(scores);
+  uint64_t flagged = 0;
+  if (rule->threshold <= 1.0f) /* a multiple of a bin's width: the bins from it are the flagged scores */
+    for (int b = (int)(rule->threshold * (float)(HIST_SCORE_BINS - 1) + 0.5f); b < HIST_SCORE_BINS; b++)
+      flagged += scores[b];
+  const uint64_t candidates = hist_confidence_mixture(confidences, rule->low);
+  rule->by_confidence = flagged > 0 && candidates > 0 && (double)candidates <= HIST_LABEL_ISSUE_AGREE * (double)flagged;
 }
 
 void hist_recent_push(hist_recent *ring, uint8_t *head, uint8_t *count, const hist_obs *o) {

@@ -113,6 +113,37 @@ int hist_score_bin(float score);
 /* The threshold for counts[HIST_SCORE_BINS] scores: a score at least it is flagged; above 1 when none is. */
 float hist_label_issue_threshold(const uint64_t counts[HIST_SCORE_BINS]);
 
+/* label_issue's second estimate, from the samples' confidence (mean p_t): a mixture of two normal
+ * distributions fitted to its histogram (bins of 1 / (HIST_CONF_BINS - 1)) by expectation-maximisation,
+ * started from Otsu's split of that histogram; the bins below the upper component's mean that are more
+ * likely under the lower component are its candidates. Where labels are wrong often and the model does
+ * not fit them, their confidence forms a group of its own, and the mixture separates it more finely than
+ * a split of label_issue_score does; elsewhere the lower component also takes hard samples whose labels
+ * are right (a model that memorises wrong labels makes their confidence high). So the run's rule takes the
+ * mixture only when the two estimates agree on how many labels are wrong: when the mixture's candidates
+ * are no more than HIST_LABEL_ISSUE_AGREE times the samples the threshold flags (none when it flags none).
+ * Measured on planted noise in BENCHMARKS.md. */
+#define HIST_CONF_BINS 1001
+#define HIST_LABEL_ISSUE_AGREE 1.1
+int hist_conf_bin(float confidence);
+/* Fits the mixture to counts[HIST_CONF_BINS] and marks its candidates' bins in low (1) and the others (0);
+ * returns how many samples the marked bins hold (0, with nothing marked, when the histogram has fewer than
+ * two distinct bins). */
+uint64_t hist_confidence_mixture(const uint64_t counts[HIST_CONF_BINS], uint8_t low[HIST_CONF_BINS] /* OUT */);
+
+/* A run's label_issue rule, from its samples' scores and confidences. */
+typedef struct hist_li_rule {
+  float threshold;   /* hist_label_issue_threshold */
+  int by_confidence; /* the mixture's candidates are flagged instead */
+  uint8_t low[HIST_CONF_BINS];
+} hist_li_rule;
+void hist_label_issue_rule(const uint64_t scores[HIST_SCORE_BINS], const uint64_t confidences[HIST_CONF_BINS],
+                           hist_li_rule *rule /* OUT */);
+/* Whether a sample with a scored observation, of this score and confidence, is flagged by rule. */
+static inline int hist_li_flagged(const hist_li_rule *rule, float score, float confidence) {
+  return rule->by_confidence ? rule->low[hist_conf_bin(confidence)] : score >= rule->threshold;
+}
+
 /* Adds an observation to a ring of HIST_RECENT entries; *head is the next slot. */
 void hist_recent_push(hist_recent *ring, uint8_t *head, uint8_t *count, const hist_obs *o);
 

@@ -127,9 +127,9 @@ uint64_t st_run_observations(const st_run *r);
 int st_run_last_step(const st_run *r, int64_t *step /* OUT */);
 /* A sample's history in run r (seen == 0: never observed in r). */
 void st_history(const st_run *r, uint32_t key, hist_rec *h /* OUT */);
-/* label_issue: run r's threshold on label_issue_score (hist_label_issue_threshold over its samples),
- * recomputed when its observations have changed. Under ds's read lock. */
-float st_label_issue_threshold(const st_dataset *ds, const st_run *r);
+/* label_issue: run r's rule (hist_label_issue_rule over its samples' scores and confidences), recomputed
+ * when its observations have changed. Under ds's read lock; the rule stays as it is while that is held. */
+const hist_li_rule *st_label_issue_rule(const st_dataset *ds, const st_run *r);
 /* The view of key's history in r, label_issue included. Under ds's read lock. */
 void st_history_view(const st_dataset *ds, const st_run *r, uint32_t key, hist_view *v /* OUT */);
 /* run=*: each field the mean over the runs that observed the sample, except

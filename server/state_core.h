@@ -48,11 +48,11 @@ struct st_run {
   uint64_t *dirty;     /* bitmap: rows changed since they were last written to the snapshot */
   uint32_t ndirty;
   hist_classes cls;    /* confident-learning thresholds */
-  /* label_issue's threshold (hist_label_issue_threshold), computed by readers when a query needs it and
+  /* label_issue's rule (hist_label_issue_rule), computed by readers when a query needs it and
    * kept until the run's observations change; readers share the dataset's read lock, so it has its own */
   pthread_mutex_t li_lock;
-  uint64_t li_observations; /* observations the cached threshold was computed at; UINT64_MAX: none */
-  float li_threshold;
+  uint64_t li_observations; /* observations the cached rule was computed at; UINT64_MAX: none */
+  hist_li_rule li_rule;
   int64_t cls_seq;     /* the last batch applied to cls */
   int64_t cls_saved;   /* the last batch the stored class means hold */
   uint64_t observations;
@@ -208,6 +208,11 @@ static inline void st__row_put(st_run *r, uint32_t key, const hist_rec *h) {
 /* The score of key in r: other_n / scored_n. */
 static inline float st__li_score(const st_run *r, uint32_t key) {
   return r->scored_n[key] ? (float)r->other_n[key] / (float)r->scored_n[key] : 0.0f;
+}
+
+/* label_issue of key in r, by r's rule (st_label_issue_rule). */
+static inline int st__li_flagged(const st_run *r, const hist_li_rule *rule, uint32_t key) {
+  return key < r->cap && r->scored_n[key] && hist_li_flagged(rule, st__li_score(r, key), r->conf_mean[key]);
 }
 
 /* st_max_ema and st_reconsider, inline for the ranking's loop (state_top.c). */

@@ -1,6 +1,6 @@
 /* state_read.c — what readers ask of a dataset: its samples, runs, history
  * rows, reviews and queues. Callers hold the dataset's read lock (st_acquire);
- * nothing here changes the state but label_issue's cached threshold, which has
+ * nothing here changes the state but label_issue's cached rule, which has
  * a lock of its own.
  */
 #include <math.h>
@@ -146,30 +146,32 @@ void st_history(const st_run *r, uint32_t key, hist_rec *h) {
   st__row_get(r, key, h);
 }
 
-float st_label_issue_threshold(const st_dataset *ds, const st_run *r) {
+const hist_li_rule *st_label_issue_rule(const st_dataset *ds, const st_run *r) {
   st_run *w = (st_run *)r; /* the cache only: the history is not touched */
-  /* the common case, without the lock: the threshold is published before the count it was computed at */
-  if (__atomic_load_n(&w->li_observations, __ATOMIC_ACQUIRE) == r->observations)
-    return w->li_threshold; /* written before that count was, under the lock; only a writer changes the count */
+  /* the common case, without the lock: the rule is published before the count it was computed at, and
+   * only a writer, which excludes every reader, changes the count */
+  if (__atomic_load_n(&w->li_observations, __ATOMIC_ACQUIRE) == r->observations) return &w->li_rule;
   pthread_mutex_lock(&w->li_lock);
   if (w->li_observations != r->observations) {
-    uint64_t counts[HIST_SCORE_BINS] = {0};
+    uint64_t scores[HIST_SCORE_BINS] = {0}, confidences[HIST_CONF_BINS] = {0};
     const uint32_t lim = ds->nsamples < r->cap ? ds->nsamples : r->cap;
     for (uint32_t key = 0; key < lim; key++)
-      if (r->scored_n[key]) counts[hist_score_bin(st__li_score(r, key))]++;
-    w->li_threshold = hist_label_issue_threshold(counts);
+      if (r->scored_n[key]) {
+        scores[hist_score_bin(st__li_score(r, key))]++;
+        confidences[hist_conf_bin(r->conf_mean[key])]++;
+      }
+    hist_label_issue_rule(scores, confidences, &w->li_rule);
     __atomic_store_n(&w->li_observations, r->observations, __ATOMIC_RELEASE);
   }
-  const float t = w->li_threshold;
   pthread_mutex_unlock(&w->li_lock);
-  return t;
+  return &w->li_rule;
 }
 
 void st_history_view(const st_dataset *ds, const st_run *r, uint32_t key, hist_view *v) {
   hist_rec h;
   st_history(r, key, &h);
   hist_view_of(&h, v);
-  v->label_issue = key < r->cap && r->scored_n[key] && st__li_score(r, key) >= st_label_issue_threshold(ds, r);
+  v->label_issue = st__li_flagged(r, st_label_issue_rule(ds, r), key);
 }
 
 uint32_t st_stale_labels(const st_run *r, uint32_t key) {
@@ -221,7 +223,7 @@ void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v) {
     v->grand += w.grand;
     v->label_issue_score += w.label_issue_score;
     v->aum += w.aum;
-    v->label_issue |= r->scored_n[key] && st__li_score(r, key) >= st_label_issue_threshold(ds, r);
+    v->label_issue |= st__li_flagged(r, st_label_issue_rule(ds, r), key);
     int64_t at = w.has_step ? w.last_step : INT64_MIN + 1;
     if (w.label >= 0 && at >= label_step) {
       v->label = w.label;

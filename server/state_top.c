@@ -122,7 +122,7 @@ static inline int after_cursor(const st_query *q, int desc, double score, const 
  * Every key below nsamples is a sample: the state has no holes. */
 static void top_one_run(const st_dataset *ds, const st_run *r, const st_query *q, ranker *rk) {
   const uint32_t lim = ds->nsamples < r->cap ? ds->nsamples : r->cap;
-  const float li_threshold = q->label_issue ? st_label_issue_threshold(ds, r) : 0.0f;
+  const hist_li_rule *li_rule = q->label_issue ? st_label_issue_rule(ds, r) : NULL;
   const float *col = NULL;
   switch (q->by) {
   case HF_LAST_LOSS: col = r->last_loss; break;
@@ -142,7 +142,7 @@ static void top_one_run(const st_dataset *ds, const st_run *r, const st_query *q
         !(q->reconsider > 0 && st__reconsider(ds, key, q->reconsider)))
       continue;
     if (q->has_label && r->label[key] != q->label) continue;
-    if (q->label_issue && (q->label_issue == ST_LABEL_ISSUE_YES) != (r->scored_n[key] && st__li_score(r, key) >= li_threshold))
+    if (q->label_issue && (q->label_issue == ST_LABEL_ISSUE_YES) != st__li_flagged(r, li_rule, key))
       continue;
     if (q->has_cursor && !after_cursor(q, rk->desc, score, ds->ids[key])) continue;
     offer(rk, key, score);
@@ -163,7 +163,7 @@ static void top_all_runs(const st_dataset *ds, const st_query *q, ranker *rk) {
       const st_run *r = ds->runs[i];
       if (key >= r->cap || r->seen[key] == 0) continue;
       runs++;
-      flagged |= q->label_issue && r->scored_n[key] && st__li_score(r, key) >= st_label_issue_threshold(ds, r);
+      flagged |= q->label_issue && st__li_flagged(r, st_label_issue_rule(ds, r), key);
       seen += r->seen[key];
       score += run_value(r, key, q->by);
       int64_t at = r->has_step[key] ? r->last_step[key] : INT64_MIN + 1;

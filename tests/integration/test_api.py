@@ -688,6 +688,57 @@ class HistoryTest(FocaldTestCase):
         items = {it["id"]: it for it in self.d.all_hard(ds, run="*")}
         self.assertEqual(sorted(s for s, it in items.items() if it["label_issue"]), ["noisy"])
 
+    def test_label_issue_takes_the_confidence_mixture_when_both_estimates_agree(self):
+        """README "Label errors": when the mixture of the samples' confidence finds no more than 1.1 times as
+        many candidates as the split of label_issue_score flags, its candidates are flagged instead. Run A: 300
+        clean samples the model is sure of, 99 whose label it confidently contradicts, and "u", predicted right
+        but with p_t 0.13, a confidence only the wrong labels share: the estimates agree (100 against 99), so u
+        is flagged with a label_issue_score of 0. Run B adds 150 clean samples of middling confidence: the
+        mixture's lower group takes them too, the estimates disagree, and the split decides (u unflagged)."""
+        ds = self.ds_name()
+        loss = {"type": "softmax_focal"}
+        C = 10
+
+        def row(hot, value, base=None):
+            z = [0.0] * C
+            if base is not None:
+                z[base[0]] = base[1]
+            z[hot] = value
+            return z
+
+        def post(run, middling):
+            ids, targets, logits = [], [], []
+            for i in range(300):  # p_t 0.94 to 0.98
+                ids.append("c%d" % i), targets.append(i % C), logits.append(row(i % C, 5.0 + (i % 11) * 0.1))
+            for i in range(150 if middling else 0):  # p_t 0.33 to 0.57, predicted right
+                ids.append("m%d" % i), targets.append(i % C), logits.append(row(i % C, 1.5 + (i % 11) * 0.1))
+            for i in range(99):  # another class at p 0.86 to 0.94; p_t under 0.01
+                ids.append("w%d" % i), targets.append(i % C), logits.append(row((i + 1) % C, 4.0 + (i % 11) * 0.1))
+            ids.append("u"), targets.append(0), logits.append(row(0, 0.3))
+            for step in range(2):
+                self.d.ok_batch(ds, {"run": run, "loss": loss, "step": step, "ids": ids, "targets": targets,
+                                     "logits": logits})
+
+        post("A", False)
+        post("B", True)
+        wrong = {"w%d" % i for i in range(99)}
+        want = {"A": wrong | {"u"}, "B": wrong}
+        for run, flagged in want.items():
+            u = self.d.sample(ds, "u", run=run).json()["runs"][0]
+            self.assertEqual(u["label_issue_score"], 0.0, u)
+            self.assertIs(u["label_issue"], run == "A", u)
+            items = self.d.all_hard(ds, run=run, label_issue="true")
+            self.assertEqual({it["id"] for it in items}, flagged, run)
+            self.assertTrue(all(it["label_issue"] for it in items))
+            rest = self.d.all_hard(ds, run=run, label_issue="false")
+            self.assertFalse(flagged & {it["id"] for it in rest}, run)
+            self.assertEqual(len(items) + len(rest), 400 + 150 * (run == "B"))
+            r = self.d.get("/v1/datasets/%s/export?format=jsonl&run=%s&label_issue=true" % (ds, run))
+            self.assertEqual({json.loads(x)["id"] for x in r.body.decode().splitlines()}, flagged, run)
+        # run=*: flagged when any run flags it
+        items = self.d.all_hard(ds, run="*", label_issue="true")
+        self.assertEqual({it["id"] for it in items}, wrong | {"u"})
+
     def test_label_issue_filter_and_ranking(self):
         """label_issue=true|false filters hard-examples and exports; by=label_issue_score ranks by the fraction."""
         ds = self.ds_name()

@@ -231,6 +231,121 @@ static void test_history_label_issue_threshold_is_otsu(void **state) {
   assert_int_equal(hist_score_bin(2.0f), 100);
 }
 
+/* counts[b] of n samples from a normal distribution (mean m, sd sd), binned as hist_conf_bin bins them */
+static void add_normal(uint64_t counts[HIST_CONF_BINS], double n, double m, double sd) {
+  const double step = 1.0 / (HIST_CONF_BINS - 1);
+  for (int b = 0; b < HIST_CONF_BINS; b++) {
+    const double x = b * step;
+    counts[b] += (uint64_t)floor(n * step * exp(-0.5 * (x - m) * (x - m) / (sd * sd)) / (sd * sqrt(2 * M_PI)) + 0.5);
+  }
+}
+
+/* The samples of the bins below m1 where component 0's weighted density is above component 1's: what the
+ * mixture marks when it recovers the components counts was drawn from. */
+static uint64_t marked_by(const uint64_t counts[HIST_CONF_BINS], double n0, double m0, double sd0, double n1, double m1,
+                          double sd1) {
+  uint64_t marked = 0;
+  for (int b = 0; b < HIST_CONF_BINS; b++) {
+    const double x = b / (double)(HIST_CONF_BINS - 1);
+    const double d0 = n0 / sd0 * exp(-0.5 * (x - m0) * (x - m0) / (sd0 * sd0));
+    const double d1 = n1 / sd1 * exp(-0.5 * (x - m1) * (x - m1) / (sd1 * sd1));
+    if (d0 > d1 && x < m1) marked += counts[b];
+  }
+  return marked;
+}
+
+/* label_issue's second estimate: a two-component mixture fitted to the confidences */
+static void test_history_confidence_mixture_finds_the_lower_group(void **state) {
+  (void)state;
+  static uint64_t c[HIST_CONF_BINS];
+  uint8_t low[HIST_CONF_BINS];
+  /* nothing, or one value only: no mixture, nothing marked */
+  memset(c, 0, sizeof c);
+  assert_int_equal(hist_confidence_mixture(c, low), 0);
+  c[hist_conf_bin(0.7f)] = 500;
+  assert_int_equal(hist_confidence_mixture(c, low), 0);
+  for (int b = 0; b < HIST_CONF_BINS; b++) assert_int_equal(low[b], 0);
+  /* 9000 clean samples near 0.85 and 1000 with wrong labels near 0.15: those 1000, split where the
+   * densities cross, and a contiguous run of bins from the bottom */
+  memset(c, 0, sizeof c);
+  add_normal(c, 9000, 0.85, 0.06);
+  add_normal(c, 1000, 0.15, 0.08);
+  uint64_t n = hist_confidence_mixture(c, low);
+  uint64_t want = marked_by(c, 1000, 0.15, 0.08, 9000, 0.85, 0.06);
+  assert_true(want >= 950 && want <= 1010); /* 1000 drawn, less what rounds to no sample in the tails */
+  assert_true(n + 5 >= want && n <= want + 5);
+  int b = 0;
+  while (b < HIST_CONF_BINS && low[b]) b++;
+  for (int k = b; k < HIST_CONF_BINS; k++) assert_int_equal(low[k], 0);
+  assert_true(b > hist_conf_bin(0.35f) && b < hist_conf_bin(0.75f));
+  /* one group only: the mixture cuts it in two, many candidates (which the rule's agreement check turns away) */
+  memset(c, 0, sizeof c);
+  add_normal(c, 10000, 0.8, 0.05);
+  n = hist_confidence_mixture(c, low);
+  assert_true(n > 2000 && n < 8000);
+  /* the lower group the larger, and wider: the components keep their order by mean */
+  memset(c, 0, sizeof c);
+  add_normal(c, 7000, 0.30, 0.12);
+  add_normal(c, 3000, 0.92, 0.03);
+  n = hist_confidence_mixture(c, low);
+  want = marked_by(c, 7000, 0.30, 0.12, 3000, 0.92, 0.03);
+  assert_true(want >= 6800 && want <= 7100);
+  assert_true(n + 10 >= want && n <= want + 10);
+  assert_int_equal(low[hist_conf_bin(0.3f)], 1);
+  assert_int_equal(low[hist_conf_bin(0.95f)], 0);
+  assert_int_equal(low[HIST_CONF_BINS - 1], 0); /* a wide lower component does not take the top */
+  /* the bins: rounded to the nearest thousandth, clamped */
+  assert_int_equal(hist_conf_bin(NAN), 0);
+  assert_int_equal(hist_conf_bin(-0.5f), 0);
+  assert_int_equal(hist_conf_bin(0.0004f), 0);
+  assert_int_equal(hist_conf_bin(0.0006f), 1);
+  assert_int_equal(hist_conf_bin(0.5f), 500);
+  assert_int_equal(hist_conf_bin(1.0f), HIST_CONF_BINS - 1);
+  assert_int_equal(hist_conf_bin(3.0f), HIST_CONF_BINS - 1);
+}
+
+/* The run's rule takes the mixture only when it agrees with the threshold on how many labels are wrong. */
+static void test_history_label_issue_rule_takes_the_mixture_when_they_agree(void **state) {
+  (void)state;
+  static uint64_t conf[HIST_CONF_BINS];
+  uint64_t scores[HIST_SCORE_BINS] = {0};
+  hist_li_rule rule;
+  memset(conf, 0, sizeof conf);
+  add_normal(conf, 9000, 0.85, 0.06);
+  add_normal(conf, 1000, 0.15, 0.08);
+  uint8_t low[HIST_CONF_BINS];
+  const uint64_t candidates = hist_confidence_mixture(conf, low);
+  /* the threshold flags as many: the mixture decides, by confidence, whatever the score */
+  scores[hist_score_bin(0.05f)] = 10000 - candidates;
+  scores[hist_score_bin(0.8f)] = candidates;
+  hist_label_issue_rule(scores, conf, &rule);
+  assert_true(rule.threshold > 0.05f && rule.threshold <= 0.8f);
+  assert_int_equal(rule.by_confidence, 1);
+  assert_memory_equal(rule.low, low, sizeof low);
+  assert_true(hist_li_flagged(&rule, 0.0f, 0.15f));
+  assert_false(hist_li_flagged(&rule, 1.0f, 0.85f));
+  /* up to HIST_LABEL_ISSUE_AGREE times as many candidates as flagged: still the mixture; more: the threshold */
+  const uint64_t fewest = (uint64_t)ceil((double)candidates / HIST_LABEL_ISSUE_AGREE);
+  memset(scores, 0, sizeof scores);
+  scores[0] = 10000 - fewest;
+  scores[hist_score_bin(0.8f)] = fewest;
+  hist_label_issue_rule(scores, conf, &rule);
+  assert_int_equal(rule.by_confidence, 1);
+  scores[0]++;
+  scores[hist_score_bin(0.8f)]--;
+  hist_label_issue_rule(scores, conf, &rule);
+  assert_int_equal(rule.by_confidence, 0);
+  assert_true(hist_li_flagged(&rule, 0.8f, 0.99f));
+  assert_false(hist_li_flagged(&rule, 0.0f, 0.01f));
+  /* the threshold flags nothing: neither does the mixture */
+  memset(scores, 0, sizeof scores);
+  scores[0] = 10000;
+  hist_label_issue_rule(scores, conf, &rule);
+  assert_int_equal(rule.by_confidence, 0);
+  assert_true(rule.threshold > 1.0f);
+  assert_false(hist_li_flagged(&rule, 1.0f, 0.01f));
+}
+
 /* el2n: the mean over the first `early` observations that carry one (Paul et al.: early in training) */
 static void test_history_el2n_is_early_mean(void **state) {
   (void)state;
@@ -454,6 +569,8 @@ int main(void) {
       cmocka_unit_test(test_history_label_issue_against_class_thresholds),
       cmocka_unit_test(test_history_el2n_is_early_mean),
       cmocka_unit_test(test_history_label_issue_threshold_is_otsu),
+      cmocka_unit_test(test_history_confidence_mixture_finds_the_lower_group),
+      cmocka_unit_test(test_history_label_issue_rule_takes_the_mixture_when_they_agree),
       cmocka_unit_test(test_history_recent_ring_keeps_newest),
       cmocka_unit_test(test_history_field_names_and_order),
       cmocka_unit_test(test_history_series_keeps_first_and_even_spacing),
