@@ -300,7 +300,7 @@ all: $(LIB) $(FOCALD) $(UNIT_BINS) $(PG_TEST_BINS) $(BENCH_BINS) $(FAULT_SHIM)
 
 # Runs every suite; tests/run-suites prints one line per suite and a summary, and fails if any failed.
 test: $(BUILD)/.test-deps all
-	@BUILD=$(BUILD) SANITIZE="$(SANITIZE)" tests/run-suites $(UNIT_BINS) -- golden-reference openapi integration clients install torture browser cluster
+	@BUILD=$(BUILD) SANITIZE="$(SANITIZE)" tests/run-suites $(UNIT_BINS) -- golden-reference openapi integration upgrade clients install torture browser cluster
 .PHONY: test
 
 # Every fault point of the fault-injection harness's workload (tests/fault/README.md): about 3,500 points,
