@@ -82,7 +82,8 @@ static int make_parent(const char *path) {
   return 0;
 }
 
-static int open_connection(const config *cfg, sqlite3 **out) {
+/* Opens cfg->db (creating it) with no setting applied yet; the caller closes *out. */
+static int open_file(const config *cfg, sqlite3 **out /* OUT */) {
   sqlite3 *db = NULL;
   int rc = sqlite3_open_v2(cfg->db, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc != SQLITE_OK) {
@@ -91,6 +92,12 @@ static int open_connection(const config *cfg, sqlite3 **out) {
     return -1;
   }
   sqlite3_busy_timeout(db, 10000);
+  *out = db;
+  return 0;
+}
+
+/* Applies focald's settings to a connection open_file opened; closes it on failure. */
+static int set_pragmas(const config *cfg, sqlite3 *db) {
   /* Debian's SQLite defaults differ from upstream's; say what focald wants. */
   const char *pragmas = cfg->durability == DUR_FULL
                             ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=OFF;"
@@ -103,26 +110,46 @@ static int open_connection(const config *cfg, sqlite3 **out) {
     sqlite3_close(db);
     return -1;
   }
+  return 0;
+}
+
+static int open_connection(const config *cfg, sqlite3 **out /* OUT */) {
+  sqlite3 *db;
+  if (open_file(cfg, &db) != 0 || set_pragmas(cfg, db) != 0) return -1;
   *out = db;
   return 0;
 }
 
-static int migrate(sqlite3 *db) {
-  sqlite3_stmt *q;
-  int version = 0;
-  if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL) != SQLITE_OK) return -1;
-  int rc = sqlite3_step(q);
-  if (rc == SQLITE_ROW) version = sqlite3_column_int(q, 0);
+/* Reads the database's schema version before anything is written to it, and refuses one that a newer focald
+ * wrote: untouched, as the message says. So no setting is applied before (journal_mode=WAL rewrites the header
+ * of a database in another journal mode), and the connection is closed without its checkpoint when the
+ * database had a WAL of its own (the checkpoint would copy that WAL into the file and delete it). Returns 0 with
+ * *version set, or -1 with db closed. */
+static int read_version(const config *cfg, sqlite3 *db, int had_wal, int *version /* OUT */) {
+  sqlite3_stmt *q = NULL;
+  int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL);
+  if (rc == SQLITE_OK) rc = sqlite3_step(q);
+  if (rc == SQLITE_ROW) *version = sqlite3_column_int(q, 0);
   sqlite3_finalize(q);
   if (rc != SQLITE_ROW) {
-    log_kv(LOG_ERROR, "cannot read the schema version", "error", sqlite3_errstr(rc), NULL);
-    return -1;
+    log_kv(LOG_ERROR, "cannot read the schema version", "db", cfg->db, "error", sqlite3_errmsg(db), NULL);
+  } else if (*version > focald_schema_count) {
+    log_msg(LOG_ERROR,
+            "the database is at schema %d; this focald knows %d: refusing to touch it (a newer focald wrote %s: "
+            "run that version, or one as new, on it)",
+            *version, focald_schema_count, cfg->db);
+    rc = SQLITE_ERROR;
+  } else {
+    return 0;
   }
-  if (version > focald_schema_count) {
-    log_msg(LOG_ERROR, "the database is at schema %d; this focald knows %d: refusing to touch it", version,
-            focald_schema_count);
-    return -1;
-  }
+  if (had_wal) sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+  sqlite3_close(db);
+  return -1;
+}
+
+/* Brings db from schema version to focald's newest: each migration and its user_version in one transaction,
+ * so that a start interrupted anywhere leaves the database at a version the next start goes on from. */
+static int migrate(sqlite3 *db, int version) {
   for (int v = version; v < focald_schema_count; v++) {
     char set[64];
     snprintf(set, sizeof set, "PRAGMA user_version=%d;", v + 1);
@@ -156,7 +183,18 @@ int store_open(store **out, const config *cfg, st_map *map) {
     log_kv(LOG_ERROR, "cannot create the database's directory", "db", cfg->db, "error", strerror(errno), NULL);
     goto fail;
   }
-  if (store__cluster_bootstrap(cfg) != 0 || open_connection(cfg, &s->db) != 0 || migrate(s->db) != 0) goto fail;
+  if (store__cluster_bootstrap(cfg) != 0) goto fail;
+  char wal[sizeof cfg->db + 8];
+  struct stat st;
+  snprintf(wal, sizeof wal, "%s-wal", cfg->db);
+  const int had_wal = stat(wal, &st) == 0;
+  int version = 0;
+  if (open_file(cfg, &s->db) != 0) goto fail;
+  if (read_version(cfg, s->db, had_wal, &version) != 0 || set_pragmas(cfg, s->db) != 0) {
+    s->db = NULL; /* closed */
+    goto fail;
+  }
+  if (migrate(s->db, version) != 0) goto fail;
   for (int i = 0; i < S_COUNT; i++) {
     if (sqlite3_prepare_v3(s->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) != SQLITE_OK) {
       log_kv(LOG_ERROR, "cannot prepare a statement", "sql", sql_text[i], "error", sqlite3_errmsg(s->db), NULL);

@@ -360,7 +360,7 @@ def refused_untouched(label, d, db):
     check(f"downgrade, {label}: focald refuses to start", not ready and rc not in (0, None), f"ready={ready} exit={rc}")
     want = f"the database is at schema {NEWEST + 1}; this focald knows {NEWEST}: refusing to touch it"
     check(f"downgrade, {label}: the log says which schema the database is at and which focald knows",
-          want in f.log(), f.log()[-2000:])
+          want in f.log() and db in f.log(), f.log()[-2000:])
     after = digests(d)
     check(f"downgrade, {label}: every file of the database is byte for byte as it was ({', '.join(before)})",
           after == before, f"{sorted(before)} -> {sorted(after)}; changed: "
@@ -368,7 +368,8 @@ def refused_untouched(label, d, db):
 
 
 def downgrade(tmp):
-    """A database at a newer schema than focald knows is refused, with a message, and left as it was."""
+    """A database at a newer schema than focald knows is refused, with a message, and left as it was: after a
+    clean stop (WAL mode, no WAL file), killed with its WAL, and in SQLite's rollback-journal mode."""
     newest = os.path.join(HERE, "fixtures", f"v{NEWEST}")
     # after a clean stop: the newest fixture, brought up and stopped by focald, then one schema past it
     d = os.path.join(tmp, "downgrade-clean")
@@ -386,6 +387,24 @@ def downgrade(tmp):
     c.execute(f"PRAGMA user_version={NEWEST + 1}")
     c.close()
     refused_untouched("after a clean stop", d, db)
+    # killed with its WAL: a copy of the files taken while a connection has committed into the WAL
+    d2 = os.path.join(tmp, "downgrade-wal")
+    os.makedirs(d2)
+    c = sqlite3.connect(db, isolation_level=None)
+    c.execute("PRAGMA wal_autocheckpoint=0")
+    c.execute("UPDATE datasets SET created_at = created_at + 1 WHERE name = 'pets'")
+    for suffix in ("", "-wal", "-shm"):
+        shutil.copyfile(db + suffix, os.path.join(d2, "focald.db" + suffix))
+    c.close()
+    refused_untouched("with a WAL not checkpointed", d2, os.path.join(d2, "focald.db"))
+    # in rollback-journal mode (as a dump loads): journal_mode=WAL would rewrite its header
+    d3 = os.path.join(tmp, "downgrade-journal")
+    os.makedirs(d3)
+    db3 = build_db(newest, d3)
+    c = sqlite3.connect(db3, isolation_level=None)
+    c.execute(f"PRAGMA user_version={NEWEST + 1}")
+    c.close()
+    refused_untouched("in rollback-journal mode", d3, db3)
 
 
 def read_trace(path):
