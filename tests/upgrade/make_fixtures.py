@@ -9,14 +9,15 @@ Each fixture is a directory under tests/upgrade/fixtures/:
               behind the batch log): db.gz and db-wal.gz, the two files as they were, and answers.json
 answers.json maps each GET path asked to {"status", "body"}, and holds "version" and "commit".
 
-Regenerating them (the commits are the last of each schema version; tests/upgrade/README.md lists them):
+Regenerating them: tests/upgrade/regenerate [VERSION...] does the following for each version, with the last
+commit of each schema version (it lists them):
   git worktree add --detach /tmp/old-vN <commit>
   make -C /tmp/old-vN BUILD=/tmp/old-vN-build /tmp/old-vN-build/focald
   tests/upgrade/make_fixtures.py --focald /tmp/old-vN-build/focald --version N --commit <commit> \
       --out tests/upgrade/fixtures/vN [--kill]
 The workload is the same for every version, limited to what that version has (the review loop, meta and
-queues from schema 2); ids, logits, labels, steps and batch ids come from a fixed seed, so only times differ
-between two runs.
+queues from schema 2); ids, logits, labels, steps and batch ids come from a fixed seed, so only times (and, in
+a killed one, how far its snapshot had got) differ between two runs.
 """
 import argparse
 import gzip
