@@ -5,7 +5,13 @@ For each fixture under tests/upgrade/fixtures/ (make_fixtures.py; one per schema
 and one killed with SIGKILL, WAL and all): build the database, start today's focald on it, and check
 - it becomes ready and the database is at the newest schema;
 - every answer the old focald gave (answers.json) is today's answer too, field by field, except the fields
-  EXCLUDED lists below, each with why its value may differ;
+  EXCLUDED lists below, each with why its value may differ. Compared: the dataset list and each dataset (counts,
+  created_at, runs with classes, last_step and loss quantiles, review counts), every sample (status, meta,
+  corrected_label, reconsider, viewer_url, and per run every history field, stale_labels, the recent
+  observations and, from schema 6, the series), the by=seen ranking with every history field and the other
+  rankings' ids, ranks and scores (make_fixtures.reduce_answer), audit trails with their times, the relabel
+  feed's entries, queue summaries and items; fields today's focald has and the old one had not are not
+  compared (schema 4's el2n and label_issue_score, schema 5's grand: batches logged before carry none);
 - training goes on: more batches extend the same samples' histories (seen grows by what was sent, no sample
   appears twice or goes missing, a batch_id acknowledged before the upgrade is still a duplicate);
 - it stops cleanly and starts again with the same answers.
