@@ -311,12 +311,13 @@ torture: $(BUILD)/.test-deps all
 
 # The tests that run threads against each other, built with ThreadSanitizer: the store (writer and
 # checkpointer threads), the whole integration suite (HTTP pool, libuv pool, writer) against a
-# TSan-built daemon, and the cluster suite (the shared log's appenders and follower; nodes with their
+# TSan-built daemon, the upgrade suite (the writer and checkpointer on databases migrated from every schema,
+# loaded and replayed), and the cluster suite (the shared log's appenders and follower; nodes with their
 # follower and snapshotter threads). Use with SANITIZE=thread (its own build directory, build/san-thread).
 test-concurrency: $(BUILD)/.test-deps all
 	@if [ "$(SANITIZE)" != thread ]; then echo "use: make SANITIZE=thread test-concurrency"; exit 2; fi
 	@BUILD=$(BUILD) SANITIZE="$(SANITIZE)" TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 $(TSAN_OPTIONS)" \
-	  tests/run-suites $(BUILD)/tests/test_store $(BUILD)/tests/test_state -- integration cluster
+	  tests/run-suites $(BUILD)/tests/test_store $(BUILD)/tests/test_state -- integration upgrade cluster
 .PHONY: test-concurrency
 
 # Regenerates the golden vectors from the float64 reference (commit the result).
