@@ -120,6 +120,42 @@ static int open_connection(const config *cfg, sqlite3 **out /* OUT */) {
   return 0;
 }
 
+/* Whether the file open_file opened is focald's to write: a new (empty) database, or one with a focald schema
+ * version and focald's first tables. Decided, as read_version's refusal is, before anything is written, even
+ * the switch to WAL (which changes the file's header) or the checkpoint on close of a WAL of its own: a file
+ * focald refuses is left as it was. A read-only file is refused too, rather than served until the first write
+ * fails. Returns 0, or -1 with db closed. */
+static int check_owned(const config *cfg, sqlite3 *db, int had_wal) {
+  sqlite3_stmt *q = NULL;
+  int rc = SQLITE_READONLY;
+  /* SQLite opens a file it may not write read-only; reading a WAL database would then still make its -shm */
+  if (sqlite3_db_readonly(db, "main") == 1) {
+    log_kv(LOG_ERROR, "the database file is read-only: focald must write it", "db", cfg->db, NULL);
+  } else {
+    rc = sqlite3_prepare_v2(db,
+                            "SELECT (SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_master), "
+                            "(SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('datasets', 'runs', "
+                            "'batches', 'samples', 'history', 'class_stats', 'snapshot'))",
+                            -1, &q, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW) {
+      log_kv(LOG_ERROR, "cannot read the database", "db", cfg->db, "error", sqlite3_errmsg(db), NULL);
+    } else {
+      const int version = sqlite3_column_int(q, 0), objects = sqlite3_column_int(q, 1), ours = sqlite3_column_int(q, 2);
+      if ((version == 0 && objects > 0) || (version > 0 && ours < 7)) {
+        log_kv(LOG_ERROR, "the database is not focald's (another application's tables, no focald schema): refusing to "
+               "touch it", "db", cfg->db, NULL);
+        rc = SQLITE_ERROR;
+      }
+    }
+  }
+  sqlite3_finalize(q);
+  if (rc == SQLITE_ROW) return 0;
+  if (had_wal) sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+  sqlite3_close(db);
+  return -1;
+}
+
 /* Reads the database's schema version before anything is written to it, and refuses one that a newer focald
  * wrote: untouched, as the message says. So no setting is applied before (journal_mode=WAL rewrites the header
  * of a database in another journal mode), and the connection is closed without its checkpoint when the
@@ -190,7 +226,8 @@ int store_open(store **out, const config *cfg, st_map *map) {
   const int had_wal = stat(wal, &st) == 0;
   int version = 0;
   if (open_file(cfg, &s->db) != 0) goto fail;
-  if (read_version(cfg, s->db, had_wal, &version) != 0 || set_pragmas(cfg, s->db) != 0) {
+  if (check_owned(cfg, s->db, had_wal) != 0 || read_version(cfg, s->db, had_wal, &version) != 0 ||
+      set_pragmas(cfg, s->db) != 0) {
     s->db = NULL; /* closed */
     goto fail;
   }

@@ -18,6 +18,9 @@ usage: BUILD=build /usr/bin/python3 tests/integration/test_hardening.py [-v] [un
   focald carries on with every acknowledged batch intact.
 - LimitsTest: connection timeout against stalled and trickling (slowloris) connections, the connection
   cap, the body limit answered before the body is sent, the header limit.
+- StartRefusalTest: what focald refuses to start on (a file that is not focald's database, one it may not
+  write, a --db that would keep nothing, a listen address that cannot be had) exits non-zero, says why in
+  JSON log lines and leaves every file as it was.
 - Token, listen and TLS tests: bearer-token authentication, refusals at start-up, HTTPS.
 
 The random moments of CrashSafetyTest come from FOCALD_IT_SEED when set (the seed in use is part of
@@ -1938,6 +1941,69 @@ class ListenTest(HardeningTestCase):
         d = self.start_daemon(env={"FOCALD_TOKEN": TOKEN}, token=TOKEN, listen_host="0.0.0.0")
         self.assertEqual(d.get("/v1/datasets").status, 200)
         self.assertUnauthorized(d.get("/v1/datasets", headers={"Authorization": None}))
+
+
+class StartRefusalTest(HardeningTestCase):
+    """What focald refuses to start on says why in a JSON log line, exits non-zero and leaves the file as it was."""
+
+    def _files(self, td):
+        return {n: open(os.path.join(td, n), "rb").read() for n in sorted(os.listdir(td))
+                if os.path.isfile(os.path.join(td, n))}
+
+    def _refused(self, args, status, say, cmd_prefix=()):
+        p = subprocess.run(list(cmd_prefix) + [harness.FOCALD, "--listen", "127.0.0.1:%d" % harness.free_port()] + args,
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=20)
+        out = p.stderr.decode("utf-8", "replace")
+        self.assertEqual(p.returncode, status, "%s: %s" % (args, out))
+        self.assertIn(say, out)
+        return out
+
+    def test_start_a_file_focald_did_not_write_is_refused_and_left_as_it_was(self):
+        def sqlite_file(path, sql):
+            c = sqlite3.connect(path)
+            c.executescript(sql)
+            c.commit()
+            c.close()
+        cases = [
+            ("random bytes", lambda f: open(f, "wb").write(bytes(random.Random(7).getrandbits(8) for _ in range(8192))),
+             "cannot read the database"),
+            ("a text file", lambda f: open(f, "w").write("not a database\n" * 50), "cannot read the database"),
+            ("another application's database", lambda f: sqlite_file(
+                f, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes (body) VALUES ('keep');"),
+             "not focald's"),
+            ("another application's database in WAL mode", lambda f: sqlite_file(
+                f, "PRAGMA journal_mode=WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1);"), "not focald's"),
+            # a schema version focald knows, set by someone else: focald's migrations would run on it
+            ("another application's database with a schema version", lambda f: sqlite_file(
+                f, "PRAGMA user_version=3; CREATE TABLE samples (x); INSERT INTO samples VALUES (1);"), "not focald's"),
+            ("another application's database with focald's latest version", lambda f: sqlite_file(
+                f, "PRAGMA user_version=7; CREATE TABLE datasets (x);"), "not focald's"),
+        ]
+        for what, make, say in cases:
+            with self.subTest(what=what):
+                td = temp_dir()
+                db = os.path.join(td, "f.db")
+                make(db)
+                before = self._files(td)
+                out = self._refused(["--db", db], 1, say)
+                for line in out.splitlines():
+                    json.loads(line)  # every line is a JSON log line
+                self.assertLess(len(out), 1000, "one short line saying why, not the schema's SQL: %s" % out)
+                self.assertEqual(self._files(td), before, "the refused file, or its directory, was changed")
+
+    def test_start_a_read_only_database_is_refused_before_any_write(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root, to run focald as a user who cannot write the file")
+        td = temp_dir()
+        d = self.start_daemon(db_dir=td)
+        self.assertEqual(d.batch("ro", base_body()).status, 200)
+        self.assertEqual(d.stop(), 0)
+        os.chmod(td, 0o777)
+        os.chmod(d.db, 0o444)
+        before = self._files(td)
+        # SQLite opens a file it cannot write read-only; focald used to report ready and fail every write (500)
+        self._refused(["--db", d.db], 1, "read-only", cmd_prefix=("runuser", "-u", "nobody", "--"))
+        self.assertEqual(self._files(td), before)
 
 
 # ---------------------------------------------------------------------------- security: TLS
