@@ -340,6 +340,37 @@ int config_listen_is_loopback(const char *listen) {
   return all;
 }
 
+int config_listen_addr(const char *listen, struct sockaddr_storage *ss, socklen_t *sl, int *v6) {
+  char host[128];
+  const char *colon = strrchr(listen, ':');
+  if (!colon) return -1;
+  size_t hl = (size_t)(colon - listen);
+  if (hl >= sizeof host) return -1;
+  memcpy(host, listen, hl);
+  host[hl] = '\0';
+  /* the port in decimal digits, 1 to 65535: 0 (or nothing) would be a port the kernel picks, which no client
+   * and no --healthcheck could find */
+  const char *port = colon + 1;
+  size_t pl = strspn(port, "0123456789");
+  if (pl == 0 || pl > 5 || port[pl] || atoi(port) < 1 || atoi(port) > 65535) return -1;
+  char *h = host;
+  if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']') {
+    h[hl - 1] = '\0';
+    h++;
+  }
+  if (!*h) h = "0.0.0.0";
+  struct addrinfo hints = {0}, *res = NULL;
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  if (getaddrinfo(h, port, &hints, &res) != 0 || !res) return -1;
+  memcpy(ss, res->ai_addr, res->ai_addrlen);
+  *sl = res->ai_addrlen;
+  *v6 = res->ai_family == AF_INET6;
+  freeaddrinfo(res);
+  return 0;
+}
+
 /* Reads the token from FOCALD_TOKEN or --token-file and checks the settings that go together. */
 static int finish(config *cfg) {
   const char *env = getenv("FOCALD_TOKEN");
@@ -393,6 +424,18 @@ static int finish(config *cfg) {
       return -1;
     }
     snprintf(cfg->media_root, sizeof cfg->media_root, "%s", resolved);
+  }
+  /* checked before anything is opened: a listener that cannot be had must not leave a database made for it */
+  struct sockaddr_storage ss;
+  socklen_t sl;
+  int v6;
+  const char *bad = NULL;
+  if (config_listen_addr(cfg->listen, &ss, &sl, &v6) != 0) bad = "listen";
+  else if (cfg->health_listen[0] && config_listen_addr(cfg->health_listen, &ss, &sl, &v6) != 0) bad = "health-listen";
+  if (bad) {
+    fprintf(stderr, "focald: --%s '%s': expected HOST:PORT or [V6]:PORT, a host that resolves and a port from 1 to 65535\n",
+            bad, bad[0] == 'l' ? cfg->listen : cfg->health_listen);
+    return -1;
   }
   if (strcmp(cfg->healthcheck_path, "/livez") != 0 && strcmp(cfg->healthcheck_path, "/readyz") != 0) {
     fprintf(stderr, "focald: --healthcheck-path: /livez or /readyz, not '%s'\n", cfg->healthcheck_path);

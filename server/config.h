@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "focal.h"
 
@@ -58,6 +59,11 @@ int config_load(config *cfg /* OUT */, int argc, char **argv);
 
 /* Whether host:port names a loopback address (127.0.0.0/8, ::1, localhost). */
 int config_listen_is_loopback(const char *listen);
+
+/* Resolves host:port / [v6]:port into *ss (the first address the host names; an empty host is 0.0.0.0).
+ * The port is decimal digits, 1 to 65535. Returns 0, or -1 when the address cannot be used. */
+int config_listen_addr(const char *listen, struct sockaddr_storage *ss /* OUT */, socklen_t *sl /* OUT */,
+                       int *v6 /* OUT */);
 
 /* Parses "64M", "1G", "4096": bytes. Returns 0 or -1. */
 int config_parse_size(const char *s, int64_t *out /* OUT */);

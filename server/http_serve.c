@@ -344,38 +344,6 @@ static char *read_file(const char *path) {
   return b;
 }
 
-/* Parses host:port / [v6]:port into a socket address. */
-static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *sl, int *v6) {
-  char host[128];
-  const char *colon = strrchr(listen, ':');
-  if (!colon) return -1;
-  size_t hl = (size_t)(colon - listen);
-  if (hl >= sizeof host) return -1;
-  memcpy(host, listen, hl);
-  host[hl] = '\0';
-  char *end;
-  long port = strtol(colon + 1, &end, 10);
-  if (*end || port < 0 || port > 65535) return -1;
-  char *h = host;
-  if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']') {
-    h[hl - 1] = '\0';
-    h++;
-  }
-  if (!*h) h = "0.0.0.0";
-  struct addrinfo hints = {0}, *res = NULL;
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  char ps[16];
-  snprintf(ps, sizeof ps, "%ld", port);
-  if (getaddrinfo(h, ps, &hints, &res) != 0 || !res) return -1;
-  memcpy(ss, res->ai_addr, res->ai_addrlen);
-  *sl = res->ai_addrlen;
-  *v6 = res->ai_family == AF_INET6;
-  freeaddrinfo(res);
-  return 0;
-}
-
 void http_set_readiness(int state) {
   atomic_store(&readiness, state);
 }
@@ -416,7 +384,7 @@ int http_start(const config *cfg, const router_route *routes, int nroutes) {
   struct sockaddr_storage ss;
   socklen_t sl = 0;
   int v6 = 0;
-  if (parse_listen(cfg->listen, &ss, &sl, &v6) != 0) {
+  if (config_listen_addr(cfg->listen, &ss, &sl, &v6) != 0) {
     log_kv(LOG_ERROR, "cannot parse the listen address (host:port)", "listen", cfg->listen, NULL);
     return -1;
   }
@@ -459,7 +427,7 @@ int http_start(const config *cfg, const router_route *routes, int nroutes) {
     struct sockaddr_storage hs;
     socklen_t hsl = 0;
     int hv6 = 0;
-    if (parse_listen(cfg->health_listen, &hs, &hsl, &hv6) != 0) {
+    if (config_listen_addr(cfg->health_listen, &hs, &hsl, &hv6) != 0) {
       log_kv(LOG_ERROR, "cannot parse the health listen address (host:port)", "health_listen", cfg->health_listen, NULL);
       http_stop();
       return -1;

@@ -2005,6 +2005,19 @@ class StartRefusalTest(HardeningTestCase):
         self._refused(["--db", d.db], 1, "read-only", cmd_prefix=("runuser", "-u", "nobody", "--"))
         self.assertEqual(self._files(td), before)
 
+    def test_start_listen_addresses_that_cannot_be_had_are_refused_before_the_database(self):
+        td = temp_dir()
+        db = os.path.join(td, "sub", "f.db")
+        for flag in ("--listen", "--health-listen"):
+            for addr in ("127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:-1", "127.0.0.1:+8765",
+                         "127.0.0.1: 8765", "127.0.0.1:0x50", "127.0.0.1", "[::1]8765", "no-such-host.invalid:8765"):
+                with self.subTest(flag=flag, addr=addr):
+                    args = ["--db", db, flag, addr]
+                    if flag == "--listen":  # _refused's own --listen comes first: this one wins
+                        args = [flag, addr, "--db", db]
+                    self._refused(args, 2, flag)
+        self.assertEqual(os.listdir(td), [], "a database was made for a listener that could not be had")
+
 
 # ---------------------------------------------------------------------------- security: TLS
 

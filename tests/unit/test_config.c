@@ -203,6 +203,39 @@ static void test_config_listen_is_loopback(void **state) {
     if (config_listen_is_loopback(other[i])) fail_msg("%s is not loopback", other[i]);
 }
 
+/* Listen addresses are resolved when the settings are read, before a database is opened for them: a port is
+ * decimal digits from 1 to 65535 (0 or none would be a port the kernel picks, which no client could find). */
+static void test_config_listen_addresses(void **state) {
+  (void)state;
+  static const char *const good[] = {"127.0.0.1:8765", "127.0.0.1:1", "127.0.0.1:65535", "[::1]:8765", "::1:8765",
+                                     "localhost:8765", ":8765"};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    struct sockaddr_storage ss;
+    socklen_t sl = 0;
+    int v6 = -1;
+    if (config_listen_addr(good[i], &ss, &sl, &v6) != 0) fail_msg("'%s' refused", good[i]);
+    assert_true(sl > 0 && (v6 == 0 || v6 == 1));
+  }
+  static const char *const bad[] = {"127.0.0.1:",      "127.0.0.1:0",        "127.0.0.1:00000",   "127.0.0.1:65536",
+                                    "127.0.0.1:-1",    "127.0.0.1:+8765",    "127.0.0.1: 8765",   "127.0.0.1:8765 ",
+                                    "127.0.0.1:0x50",  "127.0.0.1:99999999999999999999",      "127.0.0.1:8765x",
+                                    "127.0.0.1",       "8765",               "",                  "[::1]8765",
+                                    "[::1]",           "999.0.0.1:8765",     "nosuchhost.invalid:8765"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    struct sockaddr_storage ss;
+    socklen_t sl = 0;
+    int v6 = -1;
+    if (config_listen_addr(bad[i], &ss, &sl, &v6) == 0) fail_msg("'%s' accepted", bad[i]);
+    char what[128];
+    snprintf(what, sizeof what, "--listen '%s'", bad[i]);
+    expect_refused(FLAGS("--listen", bad[i]), what);
+    snprintf(what, sizeof what, "--health-listen '%s'", bad[i]);
+    if (bad[i][0]) expect_refused(FLAGS("--health-listen", bad[i]), what); /* "" is no health listener */
+  }
+  setenv("FOCALD_LISTEN", "127.0.0.1:0", 1);
+  expect_refused(NULL, "FOCALD_LISTEN=127.0.0.1:0");
+}
+
 /* A non-loopback listen address needs a token or --insecure-no-token (flag or FOCALD_INSECURE_NO_TOKEN=true). */
 static void test_config_non_loopback_needs_token_or_insecure(void **state) {
   (void)state;
@@ -284,6 +317,7 @@ int main(void) {
       cmocka_unit_test_setup(test_config_env_then_flags, clean_env),
       cmocka_unit_test_setup(test_config_bad_values_refused, clean_env),
       cmocka_unit_test_setup(test_config_listen_is_loopback, clean_env),
+      cmocka_unit_test_setup(test_config_listen_addresses, clean_env),
       cmocka_unit_test_setup(test_config_non_loopback_needs_token_or_insecure, clean_env),
       cmocka_unit_test_setup(test_config_token_rules, clean_env),
   };
