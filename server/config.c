@@ -437,6 +437,12 @@ static int finish(config *cfg) {
             bad, bad[0] == 'l' ? cfg->listen : cfg->health_listen);
     return -1;
   }
+  /* SQLite reads "" and ":memory:" as databases that vanish at exit, and a name starting "file:" as a URI */
+  if (!cfg->db[0] || strcmp(cfg->db, ":memory:") == 0 || strncmp(cfg->db, "file:", 5) == 0) {
+    fprintf(stderr, "focald: --db '%s': expected a file's path (\"\" and \":memory:\" would keep nothing past exit; "
+            "a file whose name starts with \"file:\" is ./file:...)\n", cfg->db);
+    return -1;
+  }
   if (strcmp(cfg->healthcheck_path, "/livez") != 0 && strcmp(cfg->healthcheck_path, "/readyz") != 0) {
     fprintf(stderr, "focald: --healthcheck-path: /livez or /readyz, not '%s'\n", cfg->healthcheck_path);
     return -1;

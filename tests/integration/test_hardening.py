@@ -2005,6 +2005,13 @@ class StartRefusalTest(HardeningTestCase):
         self._refused(["--db", d.db], 1, "read-only", cmd_prefix=("runuser", "-u", "nobody", "--"))
         self.assertEqual(self._files(td), before)
 
+    def test_start_db_names_that_keep_nothing_are_refused(self):
+        td = temp_dir()
+        for db in ("", ":memory:", "file:%s/f.db?mode=memory" % td, "file::memory:"):
+            with self.subTest(db=db):
+                self._refused(["--db", db], 2, "--db")
+        self.assertEqual(os.listdir(td), [])
+
     def test_start_listen_addresses_that_cannot_be_had_are_refused_before_the_database(self):
         td = temp_dir()
         db = os.path.join(td, "sub", "f.db")

@@ -236,6 +236,19 @@ static void test_config_listen_addresses(void **state) {
   expect_refused(NULL, "FOCALD_LISTEN=127.0.0.1:0");
 }
 
+/* --db names a file: SQLite would take "" and ":memory:" as databases that vanish at exit (every 2xx lost),
+ * and a name starting "file:" as a URI whose parameters could change how the file is opened. */
+static void test_config_db_is_a_file(void **state) {
+  (void)state;
+  expect_refused(FLAGS("--db", ""), "an empty --db");
+  expect_refused(FLAGS("--db", ":memory:"), "--db :memory:");
+  expect_refused(FLAGS("--db", "file:focald.db?mode=memory"), "--db as a URI");
+  expect_refused(FLAGS("--db=file::memory:"), "--db=file::memory:");
+  config c;
+  assert_int_equal(load(&c, FLAGS("--db", "./file:focald.db")), 0);
+  assert_int_equal(load(&c, FLAGS("--db", "memory")), 0);
+}
+
 /* A non-loopback listen address needs a token or --insecure-no-token (flag or FOCALD_INSECURE_NO_TOKEN=true). */
 static void test_config_non_loopback_needs_token_or_insecure(void **state) {
   (void)state;
@@ -318,6 +331,7 @@ int main(void) {
       cmocka_unit_test_setup(test_config_bad_values_refused, clean_env),
       cmocka_unit_test_setup(test_config_listen_is_loopback, clean_env),
       cmocka_unit_test_setup(test_config_listen_addresses, clean_env),
+      cmocka_unit_test_setup(test_config_db_is_a_file, clean_env),
       cmocka_unit_test_setup(test_config_non_loopback_needs_token_or_insecure, clean_env),
       cmocka_unit_test_setup(test_config_token_rules, clean_env),
   };
