@@ -31,9 +31,13 @@ int log_enabled(int level) {
   return level >= min_level;
 }
 
-/* A line being built; truncated (never overflowed) if a field is huge. */
+/* A line being built. Each string in it is cut to FIELD_MAX bytes (written escaped), so that a request's
+ * three strings, the client's path and method among them, and its numbers always fit; put() still never
+ * overflows the buffer. */
+#define FIELD_MAX 1024
+
 typedef struct line {
-  char buf[2048];
+  char buf[4096];
   size_t len;
 } line;
 
@@ -47,13 +51,39 @@ static void put_str(line *l, const char *s) {
   put(l, s, strlen(s));
 }
 
-static void line_sink(void *ctx, const char *p, size_t n) {
-  put(ctx, p, n);
+/* One string of the line, as jsonstr_write hands it over: its quotes, runs of whole characters, escapes. */
+typedef struct field {
+  line *l;
+  size_t room; /* bytes of the string's content still allowed */
+  int cut;
+} field;
+
+static void field_sink(void *ctx, const char *p, size_t n) {
+  field *f = ctx;
+  if (n == 1 && p[0] == '"') { /* the string's own quotes: a string cut short still ends, after a mark */
+    if (f->cut) put_str(f->l, "...");
+    put(f->l, p, 1);
+    return;
+  }
+  if (f->cut) return;
+  size_t k = n;
+  if (n > f->room) { /* an escape is never split, and a run of characters is cut between two of them */
+    k = 0;
+    for (size_t c; p[0] != '\\' && k < n && (c = utf8_char_len((const unsigned char *)p + k)) != 0 && k + c <= f->room;)
+      k += c;
+    f->cut = 1;
+  }
+  put(f->l, p, k);
+  f->room -= k;
 }
 
-/* A JSON string literal (jsonstr.h): escaped, and valid UTF-8 whatever s holds. */
+/* A JSON string literal (jsonstr.h): escaped, and valid UTF-8 whatever s holds; past FIELD_MAX bytes, or
+ * what the line has left, cut and marked "...", still a whole string, so the line stays valid JSON. */
 static void put_json(line *l, const char *s) {
-  jsonstr_write(s, line_sink, l);
+  const size_t left = sizeof l->buf - 2 - l->len;
+  field f = {l, left > 128 ? left - 128 : 0, 0};
+  if (f.room > FIELD_MAX) f.room = FIELD_MAX;
+  jsonstr_write(s, field_sink, &f);
 }
 
 static void begin(line *l, int level, const char *msg) {

@@ -21,6 +21,7 @@ usage: BUILD=build /usr/bin/python3 tests/integration/test_hardening.py [-v] [un
 - StartRefusalTest: what focald refuses to start on (a file that is not focald's database, one it may not
   write, a --db that would keep nothing, a listen address that cannot be had) exits non-zero, says why in
   JSON log lines and leaves every file as it was.
+- LogLineTest: every log line is one JSON object, whatever path and method a request brings.
 - Token, listen and TLS tests: bearer-token authentication, refusals at start-up, HTTPS.
 
 The random moments of CrashSafetyTest come from FOCALD_IT_SEED when set (the seed in use is part of
@@ -1878,6 +1879,32 @@ class TokenTest(HardeningTestCase):
         self.assertNotIn(TOKEN, log, "the token is in the log")
         self.assertNotIn(wrong, log, "a presented (wrong) token is in the log")
         self.assertNotIn(TOKEN[4:-4], log, "part of the token is in the log")
+
+
+class LogLineTest(HardeningTestCase):
+
+    def test_logs_every_line_is_json_whatever_the_request(self):
+        """A request's path and method are the client's: long, escaped or not UTF-8, each request is logged
+        as one JSON object with its status. A line past its buffer used to be cut in the middle of a string."""
+        d = self.start_daemon(args=("--log-level", "debug"))
+        paths = [b"/v1/" + b"A" * 20000, b"/v1/" + "\u00e9".encode() * 5000, b"/v1/" + b"\x01" * 5000,
+                 b"/v1/" + b"\xff" * 3000, b"/v1/" + b'"\\' * 3000, b"/v1/datasets/" + b"%00%ff%22" * 2000,
+                 b"/v1/" + "\u2028".encode() * 2000, b"/v1/" + b"\xf0\x9f\x98\x80" * 1000 + b"\xf0\x9f"]
+        sent = 0
+        for method in (b"GET", b"G" * 3000):
+            for path in paths:
+                r = d.raw(method + b" " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                self.assertIn(r.status, (400, 404, 405, 414, 501), r)
+                sent += 1
+        self.assertEqual(d.get("/livez").status, 200)
+        time.sleep(0.2)
+        requests = 0
+        for line in d.log_text().splitlines():
+            entry = json.loads(line)  # every line is one JSON object
+            if entry.get("msg") == "request" and entry.get("route") not in ("/livez", "/readyz"):
+                self.assertIsInstance(entry.get("status"), int, line[:300])
+                requests += 1
+        self.assertEqual(requests, sent, "requests missing from the log")
 
 
 class TokenConfigTest(HardeningTestCase):
