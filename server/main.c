@@ -38,7 +38,9 @@
  *                 (logwait.c, under its lock; it resumes their connections).
  *
  * Signals are blocked in every thread before any is created; main alone
- * receives them with sigwait, so no handler runs on an arbitrary thread.
+ * receives them with sigwait, so no handler runs on an arbitrary thread,
+ * except while the database opens and loads: then a thread of its own
+ * (starting_main) takes them and stops focald at once.
  *
  * SIGTERM: readiness turns to draining (new changes get 503 draining); a
  * cluster node's round trips to PostgreSQL wait a few seconds at most from
@@ -53,6 +55,7 @@
 #include <jansson.h>
 #include <malloc.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,6 +140,19 @@ static int healthcheck(const config *cfg) {
   return ok ? 0 : 1;
 }
 
+/* Takes SIGTERM and SIGINT while the database opens and loads, which can outlast a grace period. Nothing has
+ * been accepted yet (/readyz and every /v1/ route answer 503 starting), so there is nothing to drain: focald
+ * stops at once, leaving what a kill leaves, which the next start takes back (README, "Durability"). main
+ * cancels this thread before it accepts work; once a signal is taken, the exit cannot be cancelled. */
+static void *starting_main(void *arg) {
+  const sigset_t *sigs = arg;
+  int sig = 0;
+  if (sigwait(sigs, &sig) != 0) return NULL;
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+  log_msg(LOG_INFO, "%s while starting: stopped", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  _exit(0);
+}
+
 int main(int argc, char **argv) {
   static config cfg; /* read by every thread until exit: api, http and the store keep pointers to it */
   int rc = config_load(&cfg, argc, argv);
@@ -169,6 +185,8 @@ int main(int argc, char **argv) {
   mallopt(M_MMAP_THRESHOLD, (int)(cfg.max_body + (1 << 20) < (256ll << 20) ? cfg.max_body + (1 << 20) : (256ll << 20)));
   mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD);
 
+  pthread_t starting;
+  const int watching = pthread_create(&starting, NULL, starting_main, &sigs) == 0;
   st_map *map = st_map_new();
   store *st = NULL;
   if (!map) return 1;
@@ -182,7 +200,12 @@ int main(int argc, char **argv) {
   http_set_readiness(HTTP_STARTING);
   if (http_start(&cfg, api_routes, api_route_count) != 0) return 1;
   log_kv(LOG_INFO, "listening", "listen", cfg.listen, "db", cfg.db, "isa", fl_isa(), NULL);
-  if (store_load(st) != 0 || store_start(st) != 0 || work_start(&cfg, st) != 0) {
+  const int loaded = store_load(st);
+  if (watching) {
+    pthread_cancel(starting); /* from here a signal is main's: a drain */
+    pthread_join(starting, NULL);
+  }
+  if (loaded != 0 || store_start(st) != 0 || work_start(&cfg, st) != 0) {
     http_stop();
     return 1;
   }

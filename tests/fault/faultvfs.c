@@ -23,7 +23,11 @@
  *           keep up, whatever the machine's speed); and hold a cluster
  *           node's writer once it holds the shared log's append lock, for as
  *           long as the file FOCALD_FAULT_HOLD_LOCKED exists (a node that
- *           stops in the middle of a group).
+ *           stops in the middle of a group); and hold the main thread where
+ *           it begins to load the database (the second time it names the load
+ *           step: the first is the opening, before focald listens), for as
+ *           long as the file FOCALD_FAULT_HOLD_LOAD exists (a database that
+ *           takes long to load).
  *
  * FOCALD_FAULT is "kind=write|sync|read|alloc,at=N,do=full|ioerr|nomem|kill-before|kill-after[,span=K]
  * [,in=STEP][,while=PATH][,kill_after=J]": with in=, only events of that step count towards N; with
@@ -54,6 +58,7 @@ enum { A_NONE, A_FULL, A_IOERR, A_NOMEM, A_KILL_BEFORE, A_KILL_AFTER };
 static const char *const kind_names[K_COUNT] = {"read", "write", "sync", "alloc"};
 static const char *const step_names[] = {"none", "load", "group", "snapshot", "checkpoint", "close", "wake", "score"};
 #define NSTEPS (int)(sizeof step_names / sizeof step_names[0])
+#define STEP_LOAD 1
 #define STEP_WAKE 6
 #define STEP_SCORE 7
 #define STEP_LOCKED 8 /* within the group step: names no step of its own */
@@ -67,8 +72,9 @@ static struct {
   char hold[512];
   char hold_score[512];
   char hold_locked[512];
+  char hold_load[512];
   char while_path[512];
-} cfg = {-1, A_NONE, 0, 1, 0, 0, -1, "", "", "", ""};
+} cfg = {-1, A_NONE, 0, 1, 0, 0, -1, "", "", "", "", ""};
 
 static atomic_long counts[K_COUNT];
 static atomic_long fault_count; /* events of the fault's kind (and step) */
@@ -112,6 +118,8 @@ void focald_fault_point(int s) {
   step = s > 0 && s < NSTEPS ? s : 0;
   if (step) trace_step(step_names[step]);
   if (s == STEP_WAKE && cfg.hold[0]) hold_while(cfg.hold);
+  static int load_steps; /* named by the main thread only */
+  if (s == STEP_LOAD && ++load_steps == 2 && cfg.hold_load[0]) hold_while(cfg.hold_load);
 }
 
 static void trace_fired(int kind, long n) {
@@ -368,12 +376,14 @@ __attribute__((destructor)) static void faultvfs_end(void) {
 
 __attribute__((constructor)) static void faultvfs_init(void) {
   const char *spec = getenv("FOCALD_FAULT"), *tr = getenv("FOCALD_FAULT_TRACE"), *hold = getenv("FOCALD_FAULT_HOLD"),
-             *hold_score = getenv("FOCALD_FAULT_HOLD_SCORE"), *hold_locked = getenv("FOCALD_FAULT_HOLD_LOCKED");
+             *hold_score = getenv("FOCALD_FAULT_HOLD_SCORE"), *hold_locked = getenv("FOCALD_FAULT_HOLD_LOCKED"),
+             *hold_load = getenv("FOCALD_FAULT_HOLD_LOAD");
   if (spec) parse_spec(spec);
   if (tr && *tr) cfg.trace_fd = open(tr, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (hold) snprintf(cfg.hold, sizeof cfg.hold, "%s", hold);
   if (hold_score) snprintf(cfg.hold_score, sizeof cfg.hold_score, "%s", hold_score);
   if (hold_locked) snprintf(cfg.hold_locked, sizeof cfg.hold_locked, "%s", hold_locked);
+  if (hold_load) snprintf(cfg.hold_load, sizeof cfg.hold_load, "%s", hold_load);
   /* the allocator first: sqlite3_config works only before SQLite initializes */
   if (sqlite3_config(SQLITE_CONFIG_GETMALLOC, &real_mem) == SQLITE_OK) {
     sqlite3_mem_methods m = {m_malloc, m_free, m_realloc, m_size, m_roundup, m_init, m_shutdown, NULL};

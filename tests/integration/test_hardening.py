@@ -21,6 +21,7 @@ usage: BUILD=build /usr/bin/python3 tests/integration/test_hardening.py [-v] [un
 - StartRefusalTest: what focald refuses to start on (a file that is not focald's database, one it may not
   write, a --db that would keep nothing, a listen address that cannot be had) exits non-zero, says why in
   JSON log lines and leaves every file as it was.
+- SignalTest: SIGTERM and SIGINT while the database loads stop focald at once.
 - LogLineTest: every log line is one JSON object, whatever path and method a request brings.
 - Token, listen and TLS tests: bearer-token authentication, refusals at start-up, HTTPS.
 
@@ -1879,6 +1880,56 @@ class TokenTest(HardeningTestCase):
         self.assertNotIn(TOKEN, log, "the token is in the log")
         self.assertNotIn(wrong, log, "a presented (wrong) token is in the log")
         self.assertNotIn(TOKEN[4:-4], log, "part of the token is in the log")
+
+
+class SignalTest(HardeningTestCase):
+
+    def test_signal_while_loading_stops_at_once_and_keeps_the_database(self):
+        """SIGTERM or SIGINT while the database loads (held there by the fault shim, as a large one would
+        be): nothing has been accepted, so focald stops at once with status 0, never reporting ready. It used
+        to wait for the load to end (however long, past a grace period), report ready, then drain."""
+        shim = os.path.join(os.path.dirname(harness.FOCALD), "tests", "libfaultvfs.so")
+        td = temp_dir()
+        d = self.start_daemon(db_dir=td)
+        self.assertEqual(d.batch("sig", base_body()).status, 200)
+        state = d.get("/v1/datasets/sig").json()
+        self.assertEqual(d.stop(), 0)
+        hold = os.path.join(td, "hold")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with self.subTest(sig=sig):
+                open(hold, "w").close()
+                dd = Daemon(self.id(), db_dir=td, env={"LD_PRELOAD": shim, "FOCALD_FAULT_HOLD_LOAD": hold})
+                dd.port = harness.free_port()
+                log_path = dd.next_log_path()
+                dd.log_paths.append(log_path)
+                with open(log_path, "wb") as log:
+                    dd.proc = subprocess.Popen(dd.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                               env=dd.env)
+                deadline = time.monotonic() + 10
+                while True:  # listening, and loading
+                    try:
+                        if dd.get("/livez", timeout=1).status == 200:
+                            break
+                    except (OSError, http.client.HTTPException):
+                        pass
+                    self.assertLess(time.monotonic(), deadline, "focald never answered /livez")
+                    time.sleep(0.02)
+                self.assertProblem(dd.get("/readyz"), 503, "starting")
+                t0 = time.monotonic()
+                dd.send_signal(sig)
+                try:
+                    rc = dd.proc.wait(5)
+                finally:
+                    os.unlink(hold)
+                    if dd.proc.poll() is None:
+                        dd.proc.wait(30)
+                self.assertEqual(rc, 0, dd.log_text())
+                self.assertLess(time.monotonic() - t0, 2)
+                self.assertIn("while starting", dd.log_text())
+                self.assertNotIn('"ready', dd.log_text())
+        again = self.start_daemon(db_dir=td)
+        self.assertEqual(again.get("/v1/datasets/sig").json(), state)
+        self.assertEqual(again.stop(), 0)
 
 
 class LogLineTest(HardeningTestCase):
