@@ -60,6 +60,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -140,6 +141,34 @@ static int healthcheck(const config *cfg) {
   return ok ? 0 : 1;
 }
 
+/* Every connection holds a descriptor, and libmicrohttpd spins on accept once the process has none left
+ * (EMFILE): a core taken while the connections past the limit wait. The soft limit is raised to the hard
+ * one, and --max-connections lowered, with a warning, to what is left once focald's own descriptors are
+ * counted (the database's files, an epoll set and a wakeup per HTTP thread, the health listener's slots,
+ * PostgreSQL's connections, media files being sent, a snapshot's copy). Returns -1 when not even the fewest
+ * connections would be left. */
+static int fit_descriptors(config *cfg) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+  if (rl.rlim_cur < rl.rlim_max) {
+    const struct rlimit up = {rl.rlim_max, rl.rlim_max};
+    if (setrlimit(RLIMIT_NOFILE, &up) == 0) rl = up;
+  }
+  if (rl.rlim_cur == RLIM_INFINITY) return 0;
+  const long long reserve = 32 + 2ll * cfg->http_threads + (cfg->health_listen[0] ? 64 : 0);
+  const long long left = (long long)rl.rlim_cur - reserve;
+  if (left >= cfg->max_connections) return 0;
+  if (left < 4) {
+    log_msg(LOG_ERROR, "ulimit -n is %lld: focald needs %lld descriptors for itself and 4 connections at least",
+            (long long)rl.rlim_cur, reserve);
+    return -1;
+  }
+  log_msg(LOG_WARN, "--max-connections lowered from %d to %lld: ulimit -n is %lld and focald keeps %lld descriptors for itself",
+          cfg->max_connections, left, (long long)rl.rlim_cur, reserve);
+  cfg->max_connections = (int)left;
+  return 0;
+}
+
 /* Takes SIGTERM and SIGINT while the database opens and loads, which can outlast a grace period. Nothing has
  * been accepted yet (/readyz and every /v1/ route answer 503 starting), so there is nothing to drain: focald
  * stops at once, leaving what a kill leaves, which the next start takes back (README, "Durability"). main
@@ -164,6 +193,7 @@ int main(int argc, char **argv) {
   }
   if (cfg.healthcheck) return healthcheck(&cfg);
   log_set_level(cfg.log_level);
+  if (fit_descriptors(&cfg) != 0) return 1;
 
   sigset_t sigs;
   sigemptyset(&sigs);

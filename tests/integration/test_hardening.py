@@ -1531,6 +1531,40 @@ class LimitsTest(HardeningTestCase):
         self.assertNotEqual(rc, 0, out)
         self.assertIn("health", out)
 
+    def test_limits_health_listener_answers_when_descriptors_run_short(self):
+        """Every connection holds a descriptor. With ulimit -n below what --max-connections implies (Debian's
+        usual 1024 beside the default 1024 connections), idle data connections used to take every descriptor,
+        and the health listener could then accept no probe. focald raises its soft limit to the hard one
+        and lowers --max-connections to what its own descriptors leave, saying so."""
+        hport = harness.free_port()
+        d = self.start_daemon(args=("--health-listen", "127.0.0.1:%d" % hport), wrapper=("prlimit", "--nofile=128:128"))
+        warn = [json.loads(x) for x in d.log_text().splitlines() if '"--max-connections lowered' in x]
+        self.assertEqual(len(warn), 1, d.log_text()[-1500:])
+        self.assertEqual(warn[0]["level"], "warn")
+        socks = []
+        try:
+            for _ in range(200):
+                socks.append(socket.create_connection(("127.0.0.1", d.port), timeout=5))
+            time.sleep(0.3)
+            h = harness.Daemon(self.id(), db_dir=d.db_dir)  # not started: a client of the health listener
+            h.port = hport
+            for _ in range(5):
+                self.assertEqual(h.request("GET", "/livez", timeout=3).status, 200)
+        finally:
+            for s in socks:
+                s.close()
+        self.assertEqual(d.get("/livez", timeout=5).status, 200)
+        self.assertEqual(d.batch("fds", base_body()).status, 200)
+        # a soft limit below the hard one is raised: nothing to lower, no warning
+        d2 = self.start_daemon(wrapper=("prlimit", "--nofile=64:4096"))
+        self.assertNotIn("lowered", d2.log_text())
+        self.assertRegex(d2.get("/metrics").body.decode(), r"(?m)^process_max_fds 4096$")
+        # too few descriptors for even the fewest connections: refused at start-up
+        p = subprocess.run(["prlimit", "--nofile=24:24", harness.FOCALD, "--listen", "127.0.0.1:%d" % harness.free_port(),
+                            "--db", os.path.join(temp_dir(), "f.db")], capture_output=True, timeout=10)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(b"ulimit -n", p.stderr)
+
     def test_limits_body_memory_budget_503_then_served(self):
         """--body-memory: bodies in flight reserve about 10x a JSON body; one that would pass the budget gets
         503 overloaded with Retry-After (before its body is read when its length is declared; at its end
