@@ -392,8 +392,17 @@ static int finish(config *cfg) {
     }
     size_t n = fread(cfg->token, 1, sizeof cfg->token - 1, f);
     int longer = fgetc(f) != EOF;
+    const int failed = ferror(f), err = errno;
     fclose(f);
     cfg->token[n] = '\0';
+    if (failed) { /* a directory opens, then reads fail */
+      fprintf(stderr, "focald: --token-file %s: %s\n", cfg->token_file, strerror(err));
+      return -1;
+    }
+    if (strlen(cfg->token) != n) { /* the token would end at the NUL: shorter than the file says */
+      fprintf(stderr, "focald: --token-file %s: the file holds a NUL byte\n", cfg->token_file);
+      return -1;
+    }
     while (n && isspace((unsigned char)cfg->token[n - 1])) cfg->token[--n] = '\0'; /* the file's final newline */
     if (longer) {
       fprintf(stderr, "focald: --token-file %s: the token is longer than %zu bytes\n", cfg->token_file, sizeof cfg->token - 1);

@@ -320,7 +320,15 @@ static void test_config_token_rules(void **state) {
   for (int i = 0; i < 300; i++) fputc('t', f);
   fclose(f);
   expect_refused(FLAGS("--token-file", path), "a token file longer than the token may be");
+  /* a NUL would end the token early: the part after it was silently dropped */
+  f = fopen(path, "w");
+  assert_non_null(f);
+  fwrite("fedcba9876543210fedcba\0secret-part", 1, 34, f);
+  fclose(f);
+  expect_refused(FLAGS("--token-file", path), "a token file holding a NUL byte");
   unlink(path);
+  /* a directory opens, and its read fails: that is said, not taken for an empty token */
+  expect_refused(FLAGS("--token-file", "/tmp"), "a directory as the token file");
 }
 
 int main(void) {
