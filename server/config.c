@@ -167,8 +167,17 @@ static void defaults(config *c) {
   snprintf(c->healthcheck_path, sizeof c->healthcheck_path, "/livez");
 }
 
+/* Whether value is written as a plain decimal number: an optional '-', then a digit (or '.' where a fraction
+ * may come). strtoll and strtod would also skip leading spaces and take '+', and strtod hexadecimal and
+ * "inf"/"nan"; a value with trailing space is refused, so one with leading space is too. */
+static int plain_number(const char *value, int fraction) {
+  const char *p = value + (value[0] == '-');
+  return (isdigit((unsigned char)*p) || (fraction && *p == '.')) && !strpbrk(value, "xX");
+}
+
 int config_parse_size(const char *s, int64_t *out) {
   char *end;
+  if (!plain_number(s, 0)) return -1;
   errno = 0;
   long long v = strtoll(s, &end, 10);
   if (errno || end == s || v < 0) return -1;
@@ -202,7 +211,7 @@ static int apply(config *c, const setting *s, const char *value, const char *whe
   case K_INT: {
     errno = 0;
     long long v = strtoll(value, &end, 10);
-    if (errno || end == value || *end || v < s->min || v > s->max) {
+    if (errno || !plain_number(value, 0) || end == value || *end || v < s->min || v > s->max) {
       fprintf(stderr, "focald: %s: expected an integer in [%lld, %lld], got '%s'\n", where, s->min, s->max, value);
       return -1;
     }
@@ -221,7 +230,7 @@ static int apply(config *c, const setting *s, const char *value, const char *whe
   case K_DOUBLE: {
     errno = 0;
     double v = strtod(value, &end);
-    if (errno || end == value || *end || !(v > (double)s->min && v <= (double)s->max)) {
+    if (errno || !plain_number(value, 1) || end == value || *end || !(v > (double)s->min && v <= (double)s->max)) {
       fprintf(stderr, "focald: %s: expected a number in (%lld, %lld], got '%s'\n", where, s->min, s->max, value);
       return -1;
     }

@@ -79,7 +79,7 @@ static void test_config_parse_size(void **state) {
     if (v != ok[i].v) fail_msg("'%s' = %lld, expected %lld", ok[i].s, (long long)v, (long long)ok[i].v);
   }
   static const char *const bad[] = {"", "M", "abc", "-1", "-1K", "12X", "1.5M", "64 M", "64MiBs", "1T",
-                                    "8589934592G", "99999999999999999999"};
+                                    "8589934592G", "99999999999999999999", " 64M", "+64M", "\t1K", "64M "};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     int64_t v = -7;
     if (config_parse_size(bad[i], &v) == 0) fail_msg("'%s' accepted as %lld", bad[i], (long long)v);
@@ -180,11 +180,29 @@ static void test_config_bad_values_refused(void **state) {
   setenv("FOCALD_WORKERS", "many", 1);
   expect_refused(NULL, "FOCALD_WORKERS=many");
   unsetenv("FOCALD_WORKERS");
+  /* numbers are written plainly: strtoll and strtod would skip leading spaces and take '+', and strtod
+   * hexadecimal; trailing spaces were already refused */
+  static const char *const unplain[][2] = {
+      {"--workers", " 4"},         {"--workers", "+4"},           {"--workers", "\n4"},          {"--workers", "4 "},
+      {"--drain-timeout", " 4"},   {"--connection-timeout", "+30"}, {"--max-body", " 64M"},    {"--min-body-rate", "+0"},
+      {"--ema-alpha", " 0.5"},     {"--ema-alpha", "+0.5"},       {"--ema-alpha", "0x1p-1"},    {"--reconsider-factor", "0x10"},
+      {"--reconsider-factor", " 2"}, {"--reconsider-factor", "infinity"}, {"--log-retention", " -1"},
+  };
+  for (size_t i = 0; i < sizeof unplain / sizeof unplain[0]; i++) {
+    char what[64];
+    snprintf(what, sizeof what, "%s '%s'", unplain[i][0], unplain[i][1]);
+    expect_refused(FLAGS(unplain[i][0], unplain[i][1]), what);
+  }
+  setenv("FOCALD_QUEUE_LIMIT", " 7", 1);
+  expect_refused(NULL, "FOCALD_QUEUE_LIMIT=' 7'");
+  unsetenv("FOCALD_QUEUE_LIMIT");
   /* the accepted edges of the same settings */
   config c;
   assert_int_equal(load(&c, FLAGS("--ema-alpha", "1", "--reconsider-factor", "0", "--max-body", "1K", "--workers", "128")), 0);
   assert_true(c.ema_alpha == 1.0 && c.reconsider_factor == 0.0);
   assert_int_equal(c.max_body, 1024);
+  assert_int_equal(load(&c, FLAGS("--ema-alpha", ".5", "--reconsider-factor", "1e2", "--log-retention", "-1")), 0);
+  assert_true(c.ema_alpha == 0.5 && c.reconsider_factor == 100.0 && c.log_retention == -1);
 }
 
 /* ------------------------------------------------------------------ security */
