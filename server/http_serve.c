@@ -305,6 +305,11 @@ static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s) {
 
 static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
+/* libmicrohttpd's last message: why a listener could not be started (a port in use, a thread it could not
+ * create) is said there, at debug, and the error that follows repeats it. */
+static char mhd_last[512];
+static pthread_mutex_t mhd_last_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void mhd_log(void *cls, const char *fmt, va_list ap) {
   (void)cls;
   char msg[512];
@@ -312,6 +317,25 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
   size_t n = strlen(msg);
   while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
   log_kv(LOG_DEBUG, "libmicrohttpd", "detail", msg, NULL);
+  pthread_mutex_lock(&mhd_last_lock);
+  memcpy(mhd_last, msg, n + 1);
+  pthread_mutex_unlock(&mhd_last_lock);
+}
+
+/* The port of an address: libmicrohttpd binds the one MHD_OPTION_SOCK_ADDR gives, and names this one in its
+ * messages. */
+static uint16_t addr_port(const struct sockaddr_storage *ss) {
+  return ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+                                         : ((const struct sockaddr_in *)ss)->sin_port);
+}
+
+/* Logs that a listener could not be started, with libmicrohttpd's reason. */
+static void log_cannot_listen(const char *msg, const char *key, const char *addr) {
+  char why[sizeof mhd_last];
+  pthread_mutex_lock(&mhd_last_lock);
+  memcpy(why, mhd_last, sizeof why);
+  pthread_mutex_unlock(&mhd_last_lock);
+  log_kv(LOG_ERROR, msg, key, addr, "detail", why[0] ? why : "libmicrohttpd gave no reason", NULL);
 }
 
 static char *tls_cert_pem, *tls_key_pem;
@@ -409,7 +433,7 @@ int http_start(const config *cfg, const router_route *routes, int nroutes) {
            "read, change and delete the data", "listen", cfg->listen, NULL);
   /* without TLS the two key options are skipped: MHD_OPTION_END ends the list early, so they come last */
   daemon_ = MHD_start_daemon(
-      flags, 0, NULL, NULL, access_handler, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+      flags, addr_port(&ss), NULL, NULL, access_handler, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
       MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_TIMEOUT,
       (unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
       /* reads of up to 256 KiB: a binary batch of megabytes arrives in few calls (this also bounds the headers) */
@@ -420,7 +444,7 @@ int http_start(const config *cfg, const router_route *routes, int nroutes) {
   tls_cert_pem = cert;
   tls_key_pem = key;
   if (!daemon_) {
-    log_kv(LOG_ERROR, "cannot listen (is the address in use?)", "listen", cfg->listen, NULL);
+    log_cannot_listen("cannot listen", "listen", cfg->listen);
     return -1;
   }
   if (cfg->health_listen[0]) {
@@ -434,13 +458,13 @@ int http_start(const config *cfg, const router_route *routes, int nroutes) {
     }
     /* one thread, plain HTTP (probes come from the node), short-lived connections: a probe is one request */
     health_daemon = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (hv6 ? MHD_USE_IPv6 : 0), 0, NULL, NULL,
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (hv6 ? MHD_USE_IPv6 : 0), addr_port(&hs), NULL, NULL,
         access_handler, &health_only, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&hs, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)5, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024),
         MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     if (!health_daemon) {
-      log_kv(LOG_ERROR, "cannot listen for health probes (is the address in use?)", "health_listen", cfg->health_listen, NULL);
+      log_cannot_listen("cannot listen for health probes", "health_listen", cfg->health_listen);
       http_stop();
       return -1;
     }

@@ -236,12 +236,13 @@ int work_start(const config *cfg, struct store *st) {
   /* libuv reads the pool size once, at its first use */
   snprintf(n, sizeof n, "%d", workers);
   setenv("UV_THREADPOOL_SIZE", n, 1);
-  if (uv_loop_init(&loop) != 0) return -1;
-  if (uv_async_init(&loop, &submit_async, on_submit) != 0) return -1;
-  if (uv_async_init(&loop, &stop_async, on_stop) != 0) return -1;
-  if (uv_async_init(&loop, &cancel_async, on_cancel) != 0) return -1;
-  if (uv_thread_create(&loop_thread, loop_main, NULL) != 0) return -1;
-  return 0;
+  int rc = uv_loop_init(&loop);
+  if (rc == 0) rc = uv_async_init(&loop, &submit_async, on_submit);
+  if (rc == 0) rc = uv_async_init(&loop, &stop_async, on_stop);
+  if (rc == 0) rc = uv_async_init(&loop, &cancel_async, on_cancel);
+  if (rc == 0) rc = uv_thread_create(&loop_thread, loop_main, NULL);
+  if (rc != 0) log_kv(LOG_ERROR, "cannot start the scoring loop", "error", uv_strerror(rc), NULL);
+  return rc == 0 ? 0 : -1;
 }
 
 /* Installed as op.done while work holds the job: counts it out, then calls the creator's. */

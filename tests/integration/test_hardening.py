@@ -2117,6 +2117,43 @@ class StartRefusalTest(HardeningTestCase):
         self._refused(["--db", d.db], 1, "read-only", cmd_prefix=("runuser", "-u", "nobody", "--"))
         self.assertEqual(self._files(td), before)
 
+    def test_start_every_failure_says_why(self):
+        """A listener that cannot be had names libmicrohttpd's reason (not a guess), and a start-up that runs
+        out of memory or threads, at whichever step, ends with an error line saying so: under some address
+        space limits focald used to exit 1 after "loaded" without a word (a thread it could not create)."""
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        try:
+            for flag in ("--listen", "--health-listen"):
+                out = self._refused(["--db", os.path.join(temp_dir(), "f.db"), flag, "127.0.0.1:%d" % port], 1,
+                                    "cannot listen")
+                self.assertIn("Failed to bind to port %d: Address already in use" % port, out)
+        finally:
+            busy.close()
+        if b"__asan_init" in open(harness.FOCALD, "rb").read() or b"__tsan_init" in open(harness.FOCALD, "rb").read():
+            self.skipTest("a sanitizer's runtime does not start under an address space limit")
+        failed = 0
+        for mb in range(24, 80, 8):
+            with self.subTest(address_space_mb=mb):
+                p = subprocess.Popen(["prlimit", "--as=%d" % (mb << 20), harness.FOCALD, "--listen",
+                                      "127.0.0.1:%d" % harness.free_port(), "--db", os.path.join(temp_dir(), "f.db")],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                try:
+                    _, err = p.communicate(timeout=3)
+                except subprocess.TimeoutExpired:  # it started: nothing to say
+                    p.terminate()
+                    p.communicate()
+                    continue
+                if p.returncode == 127:  # the dynamic loader could not map a library: focald never ran
+                    continue
+                self.assertEqual(p.returncode, 1, err[-600:])
+                last = json.loads(err.splitlines()[-1])
+                self.assertEqual(last["level"], "error", err[-600:])
+                failed += 1
+        self.assertGreater(failed, 0, "no address space limit made the start-up fail")
+
     def test_start_db_names_that_keep_nothing_are_refused(self):
         td = temp_dir()
         for db in ("", ":memory:", "file:%s/f.db?mode=memory" % td, "file::memory:"):
