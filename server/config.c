@@ -101,7 +101,7 @@ static const setting settings[] = {
     {"insecure-no-token", K_FLAG, AT(insecure_no_token), 0, 0, 0, "serve a non-loopback listen address without a token: anyone who can reach the port can read, change and delete every dataset", NULL},
     {"tls-cert", K_STR, AT(tls_cert), sizeof(((config *)0)->tls_cert), 0, 0, "PEM certificate (chain): serve HTTPS", "FILE"},
     {"tls-key", K_STR, AT(tls_key), sizeof(((config *)0)->tls_key), 0, 0, "PEM private key of --tls-cert", "FILE"},
-    {"healthcheck", K_FLAG, AT(healthcheck), 0, 0, 0, "probe LISTEN's health path, exit 0 if it answers 200, else 1", NULL},
+    {"healthcheck", K_FLAG, AT(healthcheck), 0, 0, 0, "probe the health path of the focald at --listen (at --health-listen when set), exit 0 if it answers 200, else 1", NULL},
     {"healthcheck-path", K_STR, AT(healthcheck_path), sizeof(((config *)0)->healthcheck_path), 0, 0,
      "what --healthcheck probes: /livez (the process answers) or /readyz (it accepts work)", "PATH"},
 };
