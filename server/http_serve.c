@@ -433,14 +433,15 @@ int http_start(const config *cfg, const router_route *routes, int nroutes) {
            "read, change and delete the data", "listen", cfg->listen, NULL);
   /* without TLS the two key options are skipped: MHD_OPTION_END ends the list early, so they come last */
   daemon_ = MHD_start_daemon(
-      flags, addr_port(&ss), NULL, NULL, access_handler, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+      /* the logger first: libmicrohttpd writes what comes before it to stderr itself, not as a JSON line */
+      flags, addr_port(&ss), NULL, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+      MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
       MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_TIMEOUT,
       (unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
       /* reads of up to 256 KiB: a binary batch of megabytes arrives in few calls (this also bounds the headers) */
       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024), MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)(64 * 1024),
       MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_NOTIFY_CONNECTION, watchdog_notify, NULL,
-      MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-      cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cert, MHD_OPTION_HTTPS_MEM_KEY, key, MHD_OPTION_END);
+      MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cert, MHD_OPTION_HTTPS_MEM_KEY, key, MHD_OPTION_END);
   tls_cert_pem = cert;
   tls_key_pem = key;
   if (!daemon_) {
@@ -459,10 +460,10 @@ int http_start(const config *cfg, const router_route *routes, int nroutes) {
     /* one thread, plain HTTP (probes come from the node), short-lived connections: a probe is one request */
     health_daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (hv6 ? MHD_USE_IPv6 : 0), addr_port(&hs), NULL, NULL,
-        access_handler, &health_only, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&hs, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)5, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024),
-        MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+        access_handler, &health_only, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&hs, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)5, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024), MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+        MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_END);
     if (!health_daemon) {
       log_cannot_listen("cannot listen for health probes", "health_listen", cfg->health_listen);
       http_stop();

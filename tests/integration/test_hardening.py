@@ -1990,6 +1990,8 @@ class LogLineTest(HardeningTestCase):
                 self.assertIsInstance(entry.get("status"), int, line[:300])
                 requests += 1
         self.assertEqual(requests, sent, "requests missing from the log")
+        # libmicrohttpd is given focald's logger first, so that none of its messages goes to stderr itself
+        self.assertNotIn("EXTERNAL_LOGGER is not the first option", d.log_text())
 
 
 class TokenConfigTest(HardeningTestCase):
