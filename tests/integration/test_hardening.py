@@ -1932,7 +1932,9 @@ class SignalTest(HardeningTestCase):
         for sig in (signal.SIGTERM, signal.SIGINT):
             with self.subTest(sig=sig):
                 open(hold, "w").close()
-                dd = Daemon(self.id(), db_dir=td, env={"LD_PRELOAD": shim, "FOCALD_FAULT_HOLD_LOAD": hold})
+                dd = Daemon(self.id(), db_dir=td, env={
+                    "LD_PRELOAD": shim, "FOCALD_FAULT_HOLD_LOAD": hold,
+                    "ASAN_OPTIONS": "verify_asan_link_order=0:" + os.environ.get("ASAN_OPTIONS", "")})
                 dd.port = harness.free_port()
                 log_path = dd.next_log_path()
                 dd.log_paths.append(log_path)
