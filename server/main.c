@@ -3,7 +3,7 @@
  * Threads and what each may touch:
  *
  *   main          parses the config, opens and loads the database, starts the
- *                 others, then waits for SIGTERM/SIGINT (sigwait) and drains.
+ *                 others, then waits for SIGTERM/SIGINT/SIGHUP (sigwait) and drains.
  *   HTTP pool     libmicrohttpd's threads (--http-threads): parse and check
  *                 requests, answer queries from the state (state.h) under a
  *                 dataset's read lock, hand scoring jobs to the loop thread,
@@ -169,6 +169,10 @@ static int fit_descriptors(config *cfg) {
   return 0;
 }
 
+static const char *signal_name(int sig) {
+  return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGHUP";
+}
+
 /* Takes SIGTERM and SIGINT while the database opens and loads, which can outlast a grace period. Nothing has
  * been accepted yet (/readyz and every /v1/ route answer 503 starting), so there is nothing to drain: focald
  * stops at once, leaving what a kill leaves, which the next start takes back (README, "Durability"). main
@@ -178,7 +182,7 @@ static void *starting_main(void *arg) {
   int sig = 0;
   if (sigwait(sigs, &sig) != 0) return NULL;
   pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
-  log_msg(LOG_INFO, "%s while starting: stopped", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  log_msg(LOG_INFO, "%s while starting: stopped", signal_name(sig));
   _exit(0);
 }
 
@@ -199,6 +203,10 @@ int main(int argc, char **argv) {
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
+  /* a hangup (the terminal focald was started from closing) drains as SIGTERM does, where it used to kill
+   * focald on the spot; unless it was ignored when focald started (nohup), which stays so */
+  struct sigaction hup;
+  if (sigaction(SIGHUP, NULL, &hup) == 0 && hup.sa_handler != SIG_IGN) sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   signal(SIGPIPE, SIG_IGN);
   signal(SIGXFSZ, SIG_IGN); /* a file-size limit then fails writes with an error instead of killing us */
@@ -247,7 +255,7 @@ int main(int argc, char **argv) {
   sigwait(&sigs, &sig);
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  log_msg(LOG_INFO, "%s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  log_msg(LOG_INFO, "%s: draining", signal_name(sig));
   /* The listening socket stays open until http_stop: new requests are answered
    * 503 draining. libmicrohttpd's MHD_quiesce_daemon would close it sooner, but
    * with epoll and its own threads it races a worker removing the same socket

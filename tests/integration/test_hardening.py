@@ -21,7 +21,7 @@ usage: BUILD=build /usr/bin/python3 tests/integration/test_hardening.py [-v] [un
 - StartRefusalTest: what focald refuses to start on (a file that is not focald's database, one it may not
   write, a --db that would keep nothing, a listen address that cannot be had) exits non-zero, says why in
   JSON log lines and leaves every file as it was.
-- SignalTest: SIGTERM and SIGINT while the database loads stop focald at once.
+- SignalTest: SIGTERM and SIGINT while the database loads stop focald at once; SIGHUP drains unless ignored.
 - LogLineTest: every log line is one JSON object, whatever path and method a request brings.
 - Token, listen and TLS tests: bearer-token authentication, refusals at start-up, HTTPS.
 
@@ -1966,6 +1966,41 @@ class SignalTest(HardeningTestCase):
         again = self.start_daemon(db_dir=td)
         self.assertEqual(again.get("/v1/datasets/sig").json(), state)
         self.assertEqual(again.stop(), 0)
+
+
+    def test_signal_hangup_drains_unless_it_was_ignored(self):
+        """SIGHUP (the terminal focald runs in closing) used to kill focald on the spot (status -1, no drain);
+        it now drains as SIGTERM does. Ignored when focald starts, as nohup leaves it, it stays ignored."""
+        d = self.start_daemon()
+        self.assertEqual(d.batch("hup", base_body()).status, 200)
+        self.assertEqual(d.stop(signal.SIGHUP), 0, d.log_text()[-800:])
+        self.assertIn("SIGHUP: draining", d.log_text())
+        again = self.start_daemon(db_dir=d.db_dir)
+        self.assertEqual(again.get("/v1/datasets/hup").status, 200)
+        self.assertEqual(again.stop(), 0)
+        port = harness.free_port()
+        p = subprocess.Popen([harness.FOCALD, "--listen", "127.0.0.1:%d" % port, "--db", os.path.join(temp_dir(), "f.db")],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+        try:
+            h = Daemon(self.id())
+            h.port = port
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    if h.get("/readyz", timeout=1).status == 200:
+                        break
+                except (OSError, http.client.HTTPException):
+                    pass
+                self.assertLess(time.monotonic(), deadline, "focald did not become ready")
+                time.sleep(0.02)
+            p.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            self.assertIsNone(p.poll(), "a SIGHUP ignored at start stopped focald")
+            self.assertEqual(h.get("/readyz").status, 200)
+        finally:
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(10), 0)
 
 
 class LogLineTest(HardeningTestCase):
