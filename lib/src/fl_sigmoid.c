@@ -233,7 +233,9 @@ FL__HOT void el_eval(const fl__ctx *cx, el *e, int spec) {
   default: el_focal(cx, e, a_t, spec); break;
   }
   e->loss = vsel(e->live, e->loss * e->w, zero());
-  e->grad = vsel(e->live, e->grad * e->w, zero());
+  vf gw = e->grad * e->w;
+  if (cx->b->weights) gw = vsat(gw); /* a weight near FLT_MAX times a derivative above 1 is past float's range */
+  e->grad = vsel(e->live, gw, zero());
 }
 
 /* Lanes whose input is invalid: non-finite logits, or probabilities outside [0, 1]. */
@@ -260,12 +262,14 @@ FL__HOT vf vcw(vf p_t, vf ent) {
 /* Per-lane sums for one sample, reduced into the sample's double sums every
  * so often so that float rounding does not build up over large samples. */
 typedef struct vacc {
-  vf loss, gn2, npos, rows, p_t, p_max, margin, nm, ent, cw, el2n, correct;
+  vd gn2;           /* squared gradients in double: a float square overflows for entries above 1.8e19 */
+  vf loss, npos, rows, p_t, p_max, margin, nm, ent, cw, el2n, correct;
   int pending;
 } vacc;
 
 FL__HOT void vacc_reset(vacc *v) {
-  v->loss = v->gn2 = v->npos = v->rows = vf_set(0.0f);
+  v->gn2 = (vd){0};
+  v->loss = v->npos = v->rows = vf_set(0.0f);
   v->p_t = v->p_max = v->margin = v->nm = v->ent = v->cw = v->el2n = v->correct = vf_set(0.0f);
   v->pending = 0;
 }
@@ -275,7 +279,7 @@ FL__HOT void vacc_reset(vacc *v) {
 FL__HOT void vacc_drain(const fl__ctx *cx, vacc *v, fl__acc *a) {
   a->loss += vsum(v->loss);
   a->npos += (int64_t)vsum(v->npos);
-  if (cx->want_grad) a->gn2 += vsum(v->gn2);
+  if (cx->want_grad) a->gn2 += vsum_d(v->gn2);
   if (cx->want_scores) {
     a->rows += (int64_t)vsum(v->rows);
     a->p_t += vsum(v->p_t);
@@ -402,7 +406,7 @@ FL__HOT int eval_flat_spec(const fl__ctx *cx, int64_t *where, int spec) {
           if (cnt == FL_W) vf_store(cx->out->grad + base + e0, e.grad);
           else vf_store_part(cx->out->grad + base + e0, e.grad, cnt);
         }
-        v.gn2 += e.grad * e.grad;
+        v.gn2 += vd_sq(e.grad);
       }
       if (want_scores) score_elements(&v, &e, e.live);
       vacc_tick(cx, &v, &acc);
@@ -438,7 +442,8 @@ FL__HOT int eval_rows_spec(const fl__ctx *cx, int64_t *where, int spec) {
       *where = r;
       return FL_ELABEL;
     }
-    vf vl = zero(), vg2 = zero();
+    vf vl = zero();
+    vd vg2 = {0};
     vf s_y = zero(), z_y = zero(), h = zero(), sq = zero();
     vf mo_z = vf_set(-INFINITY), mo_s = vf_set(-1.0f), mx_s = vf_set(0.0f);
     vf best = vf_set(-INFINITY);
@@ -485,7 +490,7 @@ FL__HOT int eval_rows_spec(const fl__ctx *cx, int64_t *where, int spec) {
           if (cnt == FL_W) vf_store(cx->out->grad + r * c + k, e.grad);
           else vf_store_part(cx->out->grad + r * c + k, e.grad, cnt);
         }
-        vg2 += e.grad * e.grad;
+        vg2 += vd_sq(e.grad);
       }
       if (cx->want_scores) {
         vi is_y = e.live & (e.t > zero());
@@ -506,7 +511,7 @@ FL__HOT int eval_rows_spec(const fl__ctx *cx, int64_t *where, int spec) {
     if (vany(bad)) return locate_bad(cx, r * c, r * c + c, where);
     if (use) {
       acc.loss += vsum(vl);
-      acc.gn2 += vsum(vg2);
+      acc.gn2 += vsum_d(vg2);
       acc.count += c;
       acc.npos += y < c;
       if (cx->want_scores && y < c) {
@@ -533,7 +538,8 @@ FL__HOT int eval_rows_spec(const fl__ctx *cx, int64_t *where, int spec) {
 
 /* Row results of a planar block, one lane per row. */
 typedef struct prow {
-  vf loss, gn2, npos, count;
+  vd gn2;
+  vf loss, npos, count;
   vi scored;
   vf p_t, p_max, margin, nm, ent, cw, el2n, correct;
   vf z_y, mo_z; /* the margin's two logits, so sums can take their difference in double */
@@ -599,7 +605,8 @@ FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64
   }
   const int element_view = c == 1;
 
-  vf vl = zero(), vg2 = zero(), s_y = zero(), z_y = zero(), h = zero(), sq = zero();
+  vf vl = zero(), s_y = zero(), z_y = zero(), h = zero(), sq = zero();
+  vd vg2 = {0};
   vf mo_z = vf_set(-INFINITY), mo_s = vf_set(-1.0f), mx_s = vf_set(0.0f), best = vf_set(-INFINITY);
   vi best_k = vi_set(0);
   vi bad = vi_set(0);
@@ -641,7 +648,7 @@ FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64
         vf_store(gb, e.grad);
         for (int l = 0; l < cnt; l++) cx->out->grad[(r0 + l) * c + k] = gb[l];
       }
-      vg2 += e.grad * e.grad;
+      vg2 += vd_sq(e.grad);
     }
     if (!cx->want_scores) continue;
     if (element_view) {
@@ -704,7 +711,6 @@ FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64
  * straight into v (margins in double, where +-1e4 margins may cancel). */
 FL__HOT int pairs_run(const fl__ctx *cx, int64_t r0, int64_t blocks, vacc *v, fl__acc *acc, vf *count, int64_t *where,
                       int spec) {
-  typedef double vd __attribute__((vector_size(FL_W * sizeof(double))));
   const fl_batch *b = cx->b;
   vd margin = {0};
   vi bad = vi_set(0);
@@ -748,7 +754,7 @@ FL__HOT int pairs_run(const fl__ctx *cx, int64_t r0, int64_t blocks, vacc *v, fl
     v->loss += e0.loss + e1.loss;
     v->npos += vb(live & (Y < vi_set(2)));
     *count += vsel(live, vf_set(2.0f), zero());
-    if (cx->want_grad) v->gn2 += e0.grad * e0.grad + e1.grad * e1.grad;
+    if (cx->want_grad) v->gn2 += vd_sq(e0.grad) + vd_sq(e1.grad);
     if (cx->want_scores) {
       /* the labelled class y and the other one; label 2 is background: not scored */
       const vi s = live & (Y < vi_set(2)), y1 = Y == vi_set(1);

@@ -46,8 +46,8 @@ typedef struct blk {
   float q2u[FL_W];      /* probabilities: the power of two q2's terms are measured in (1 for logits) */
   /* stage B results */
   float loss[FL_W];     /* weighted row loss (index labels) */
-  float gcoef[FL_W];    /* d loss / d z_k = gcoef (p_k - [k == y]) */
-  float gn2[FL_W];
+  float gcoef[FL_W];    /* d loss / d z_k = w gcoef (p_k - [k == y]), w the row weight */
+  double gn2[FL_W];     /* the squared gradient norm, in double: w^2 gcoef^2 overflows float for large weights */
   float logs[FL_W];     /* log S (logits) */
   float s[FL_W];        /* S */
   float p_t[FL_W], p_max[FL_W], margin[FL_W], nm[FL_W], entn[FL_W], cw[FL_W], el2n[FL_W];
@@ -289,10 +289,14 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
     vi live = Y >= vi_set(0);
     gc = vsel(act, gc, zero());
     vf_store(bk->loss, vsel(live, loss * w, zero()));
-    vf_store(bk->gcoef, vsel(live, gc * w, zero()));
-    /* a huge weight squared is inf; a row with p = onehot has el2 = 0: its norm is 0, not inf * 0 */
-    vf gw = gc * w;
-    vf_store(bk->gn2, vsel(live & (el2g > zero()), gw * gw * el2g, zero()));
+    /* the weight is applied last, per class (row_grad_index): gcoef * w alone can pass float's range
+     * where gcoef * w * (p_k - [k == y]) does not */
+    vf_store(bk->gcoef, vsel(live, gc, zero()));
+    /* a row with p = onehot has el2 = 0: its norm is 0, not inf * 0 */
+    for (int l = 0; l < FL_W; l++) {
+      const double gw = (double)gc[l] * (double)w[l];
+      bk->gn2[l] = live[l] && el2g[l] > 0.0f ? gw * gw * (double)el2g[l] : 0.0;
+    }
   }
   vf_store(bk->logs, logs);
   vf_store(bk->s, s);
@@ -337,7 +341,7 @@ FL__HOT void class_prob(const fl__ctx *cx, const blk *bk, int l, vf x, vi kk, vf
   }
 }
 
-/* Stage C for index labels: writes d loss / d z = gcoef (p_k - [k == y]). */
+/* Stage C for index labels: writes d loss / d z = w gcoef (p_k - [k == y]). */
 static void row_grad_index(const fl__ctx *cx, const blk *bk, int l, int64_t r) {
   const int64_t c = cx->c;
   const float *xr = cx->b->x + r * c;
@@ -355,7 +359,9 @@ static void row_grad_index(const fl__ctx *cx, const blk *bk, int l, int64_t r) {
     vf p, omp, logp;
     vi act;
     class_prob(cx, bk, l, x, kk, &p, &omp, &logp, &act);
-    vf gk = bk->gcoef[l] * (p - vsel(kk == vi_set(bk->y[l]), one(), zero()));
+    /* w last, and saturated: a weight near FLT_MAX times a coefficient above 1 is past float's range */
+    vf gk = bk->gcoef[l] * (p - vsel(kk == vi_set(bk->y[l]), one(), zero())) * bk->w[l];
+    gk = vmax(vmin(gk, vf_set(FLT_MAX)), vf_set(-FLT_MAX));
     if (cnt == FL_W) vf_store(gr + k, gk);
     else vf_store_part(gr + k, gk, cnt);
   }
@@ -372,7 +378,7 @@ static float row_soft(const fl__ctx *cx, blk *bk, int l, int64_t r) {
   const float g = cx->gamma;
   vf vl = zero(), vtg = zero();
   for (int pass = 0; pass < 2; pass++) {
-    vf vg2 = zero();
+    vd vg2 = {0};
     for (int64_t k = 0; k < c; k += FL_W) {
       const int cnt = c - k < FL_W ? (int)(c - k) : FL_W;
       const vi kk = iota + (int32_t)k;
@@ -397,16 +403,18 @@ static float row_soft(const fl__ctx *cx, blk *bk, int l, int64_t r) {
         vtg += vsel(t > zero(), t * G, zero());
       } else if (cx->want_grad) {
         /* t = 0 takes no part, even where G overflowed (0 * inf would be NaN) */
-        vf gk = bk->w[l] * (p * (float)vsum(vtg) - vsel(t > zero(), t * G, zero()));
+        vf g1 = p * (float)vsum(vtg) - vsel(t > zero(), t * G, zero());
+        /* the weight last, saturated; the norm squares the unweighted part and takes w^2 in double */
+        vf gk = vmax(vmin(g1 * bk->w[l], vf_set(FLT_MAX)), vf_set(-FLT_MAX));
         if (cx->out->grad) {
           if (cnt == FL_W) vf_store(cx->out->grad + r * c + k, gk);
           else vf_store_part(cx->out->grad + r * c + k, gk, cnt);
         }
-        vg2 += vsel(iota < vi_set(cnt), gk * gk, zero());
+        vg2 += vd_sq(vsel(iota < vi_set(cnt), g1, zero()));
       }
     }
     if (pass == 0 && !cx->want_grad) break;
-    if (pass == 1) bk->gn2[l] = (float)vsum(vg2);
+    if (pass == 1) bk->gn2[l] = vsum_d(vg2) * (double)bk->w[l] * (double)bk->w[l];
   }
   return (float)vsum(vl) * bk->w[l];
 }
@@ -419,8 +427,9 @@ static int block_labels(const fl__ctx *cx, blk *bk, int64_t *where) {
   const vi none = vi_set(-1), zi = vi_set(0);
   memcpy(bk->y, &none, sizeof none);
   memcpy(bk->a, &zi, sizeof zi);
-  float *const zeroed[] = {bk->w, bk->zm, bk->zy, bk->mo, bk->ey, bk->ent, bk->q2, bk->srest, bk->gn2, bk->loss, bk->gcoef};
+  float *const zeroed[] = {bk->w, bk->zm, bk->zy, bk->mo, bk->ey, bk->ent, bk->q2, bk->srest, bk->loss, bk->gcoef};
   for (size_t f = 0; f < sizeof zeroed / sizeof *zeroed; f++) vf_store(zeroed[f], zero());
+  memset(bk->gn2, 0, sizeof bk->gn2);
   vf_store(bk->q2u, one());
   for (int l = 0; l < bk->cnt; l++) {
     const int64_t r = bk->r0 + l;

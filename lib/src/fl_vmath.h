@@ -112,6 +112,21 @@ static inline int vany(vi mask) {
   return r != 0;
 }
 
+/* FL_W doubles: squared gradients are summed in double, where a square of a float near FLT_MAX still fits. */
+typedef double vd __attribute__((vector_size(FL_W * sizeof(double))));
+
+/* a * a, lane by lane, in double. */
+static inline vd vd_sq(vf a) {
+  vd d = __builtin_convertvector(a, vd);
+  return d * d;
+}
+
+static inline double vsum_d(vd a) {
+  double s = 0.0;
+  for (int l = 0; l < FL_W; l++) s += a[l];
+  return s;
+}
+
 static inline double vsum(vf a) {
   double s = 0.0;
   for (int l = 0; l < FL_W; l++) s += a[l];

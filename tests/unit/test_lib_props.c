@@ -707,6 +707,66 @@ static void test_lib_finite_everywhere(void **state) {
   }
 }
 
+/* Large weights: each gradient entry is the unweighted derivative times the weight, and grad_norm the L2
+ * norm of exactly those entries, for every loss and every traversal (sigmoid: dense targets, index labels
+ * with c = 3 planar and c = 20 along rows, m = 1 and m = 6; softmax: c = 3 planar, c = 20 along rows, soft
+ * rows). Weights of 1e20 and 1e30 make entries whose squares pass float's range (1.8e19 squared); the norm
+ * is still finite and its squares are summed in double. A weight of FLT_MAX makes products past float's
+ * range: the entries saturate at +-FLT_MAX, never infinity. */
+static void test_lib_grad_norm_large_weights(void **state) {
+  (void)state;
+  enum { N = 2, M = 6, CMAX = 20 };
+  static const int64_t cs[] = {3, 20};
+  static const int64_t ms[] = {1, M};
+  static const float ws[] = {1e20f, 1e30f, 3.4028235e38f};
+  float x[N * M * CMAX], t[N * M * CMAX], w[N * M * CMAX];
+  int32_t y[N * M];
+  float loss[N], grad[N * M * CMAX], gn[N];
+  for (int i = 0; i < N * M * CMAX; i++) {
+    x[i] = frand(-6, 6);
+    t[i] = (i % 7 == 0) ? 1.0f : (i % 5 == 0 ? frand(0, 1) : 0.0f);
+  }
+  for (int r = 0; r < N * M; r++) y[r] = r % 3;
+  for (int li = 0; li < FL_LOSS_COUNT; li++) {
+    fl_params p;
+    fl_params_init(&p, (fl_loss)li);
+    const int softmax = fl_loss_is_softmax(p.loss);
+    for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+      for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
+        for (int target_kind = 0; target_kind < 2; target_kind++) {
+          for (size_t wi = 0; wi < sizeof ws / sizeof ws[0]; wi++) {
+            const int64_t c = cs[ci], m = ms[mi];
+            const int64_t wlen = softmax ? N * m : N * m * c;
+            for (int64_t e = 0; e < wlen; e++) w[e] = ws[wi] * (e % 3 == 1 ? 0.5f : 1.0f);
+            fl_batch b = {.n = N, .m = m, .c = c, .x = x, .weights = w, .label_type = FL_LABEL_I32};
+            if (target_kind) b.targets = t;
+            else b.labels = y;
+            fl_out o = {.loss = loss, .grad = grad, .grad_norm = gn};
+            int rc = fl_eval(&o, &b, &p, NULL);
+            if (rc) fail_msg("%s: %s", fl_loss_name(p.loss), fl_errname(rc));
+            for (int64_t i = 0; i < N; i++) {
+              double sq = 0.0;
+              for (int64_t e = i * m * c; e < (i + 1) * m * c; e++) {
+                if (!isfinite(grad[e]))
+                  fail_msg("%s c %lld m %lld targets %d weight %g: grad[%lld] = %g", fl_loss_name(p.loss),
+                           (long long)c, (long long)m, target_kind, ws[wi], (long long)e, grad[e]);
+                sq += (double)grad[e] * grad[e];
+              }
+              if (!isfinite(loss[i]) || !isfinite(gn[i]))
+                fail_msg("%s: sample %lld loss %g grad_norm %g", fl_loss_name(p.loss), (long long)i, loss[i], gn[i]);
+              if (ws[wi] > 1e31f) continue; /* saturated entries: their norm is not the true one */
+              if (!close_enough(gn[i], sqrt(sq)))
+                fail_msg("%s c %lld m %lld targets %d weight %g: grad_norm[%lld] = %.9g, the entries' norm %.9g",
+                         fl_loss_name(p.loss), (long long)c, (long long)m, target_kind, ws[wi], (long long)i, gn[i],
+                         sqrt(sq));
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 static void test_lib_probabilities_near_0_and_1(void **state) {
   (void)state;
   /* Probability input at and near the ends: finite, and equal to the logit form where both exist. */
@@ -1197,6 +1257,7 @@ int main(void) {
       cmocka_unit_test(test_lib_kornia_published_cases),
       cmocka_unit_test(test_lib_monai_published_cases),
       cmocka_unit_test(test_lib_pos_weight_matches_torch_and_kornia),
+      cmocka_unit_test(test_lib_grad_norm_large_weights),
       cmocka_unit_test(test_lib_conventions_softmax_and_scores),
       cmocka_unit_test(test_lib_gamma0_is_cross_entropy),
       cmocka_unit_test(test_lib_cross_entropy_losses),
