@@ -47,6 +47,7 @@ typedef struct el {
   vi live;          /* lanes that count (in range, row not ignored) */
   int hard;         /* every target is exactly 0 or 1 */
   vf loss, grad;    /* weighted element loss and d loss / d z; 0 in dead lanes */
+  int weighted;     /* the loss code applied w itself (pos_weight: see el_ce_products) */
   vf s_pos, s_neg;  /* sigmoid(z), 1 - sigmoid(z) */
   vf nl_pos, nl_neg;/* -log s_pos, -log s_neg */
   vf z;             /* the logit (implied by the probability for probability input) */
@@ -91,6 +92,21 @@ FL__HOT void el_parts(const fl__ctx *cx, el *e, int spec) {
   }
 }
 
+/* With pos_weight the cross-entropy's positive term pos_weight t (-log s) can pass float's range where the
+ * element's loss does not: a small alpha_t, modulating factor or weight brings it back. So the factors are
+ * multiplied first (A = alpha_t x modulation x weight, at most FLT_MAX), each log comes last, and only the
+ * sums saturate; a saturated cross-entropy times a factor below 1 would be too small. The loss is
+ * A (tp (-log s) + u (-log(1-s))) and its derivative A (K ce + d ce / dz), K the modulation's log-derivative. */
+FL__HOT void el_ce_products(el *e, vf A, vf K, vf tp, vf u, vf nlp, vf nln, vi act_p, vi act_n) {
+  vf Ap = vsat(A * tp), An = A * u; /* An <= A <= FLT_MAX */
+  e->loss = vsat(Ap * nlp + An * nln);
+  vf Kp = vsat(K * Ap), Kn = vsat(K * An);
+  /* each term within +-FLT_MAX, so their sum may be infinite but never NaN */
+  e->grad = vsat(vsat(Kp * nlp) + vsat(Kn * nln) + vsel(act_n, An * e->s_pos, zero()) -
+                 vsel(act_p, Ap * e->s_neg, zero()));
+  e->weighted = 1;
+}
+
 /* The sigmoid focal loss and its Poly-1 extension, in each profile. */
 FL__HOT void el_focal(const fl__ctx *cx, el *e, vf a_t, int spec) {
   const int fast = spec == SPEC_TV_LOGITS;
@@ -119,12 +135,17 @@ FL__HOT void el_focal(const fl__ctx *cx, el *e, vf a_t, int spec) {
   vf tp = sat ? t * e->pw : t;
   /* Both terms are >= 0, so the cross-entropy never cancels, even for soft t near 1. */
   vf ce = tp * nlp + u * nln;
-  if (sat) ce = vsat(ce);
   vf q = t * s_neg + u * s_pos; /* 1 - p_t, from the accurate tails */
   if (!fast && cx->kornia) {
     /* kornia: alpha t s_neg^g (-log s) + (1-alpha)(1-t) s^g (-log(1-s)). */
     vf lp = e->a_pos * tp * fl__vpow01(s_neg, cx->pw);
     vf ln = e->a_neg * u * fl__vpow01(s_pos, cx->pw);
+    if (sat) {
+      /* the weight before the logs, as in el_ce_products */
+      lp = vsat(lp * e->w);
+      ln = ln * e->w;
+      e->weighted = 1;
+    }
     e->loss = lp * nlp + ln * nln;
     if (sat) e->loss = vsat(e->loss);
     if (cx->want_grad) {
@@ -147,26 +168,36 @@ FL__HOT void el_focal(const fl__ctx *cx, el *e, vf a_t, int spec) {
     vf s_mv = vsel(vpos, E * inv, inv); /* sigmoid(-v) */
     vf s_v = vsel(vpos, inv, E * inv);  /* sigmoid(v) */
     vf mod = fl__vpow01(s_mv, cx->pw);
+    if (sat) {
+      el_ce_products(e, a_t * mod * e->w, g * (1.0f - 2.0f * t) * s_v, tp, u, nlp, nln, act_p, act_n);
+      return;
+    }
     e->loss = a_t * mod * ce;
     if (cx->want_grad) {
       vf d = dce - g * (2.0f * t - 1.0f) * s_v * ce;
-      e->grad = vsel(mod > zero(), a_t * mod * (sat ? vsat(d) : d), zero());
+      e->grad = vsel(mod > zero(), a_t * mod * d, zero());
     }
     return;
   }
   vf mod = fl__vpow01(q, cx->pw);
-  e->loss = a_t * mod * ce;
-  if (cx->want_grad) {
-    /* d(q^g)/dz = g q^g (1-2t) s'/q; s'/q stays bounded (it is s for t = 1,
-     * 1 - s for t = 0), so no q^(g-1) blows up when 0 < g < 1. */
-    vf r = vsel(q > zero(), sp / vmax(q, vf_set(1e-30f)), zero());
-    vf d = g * (1.0f - 2.0f * t) * r * ce + dce;
-    e->grad = a_t * mod * (sat ? vsat(d) : d);
+  /* d(q^g)/dz = g q^g (1-2t) s'/q; s'/q stays bounded (it is s for t = 1,
+   * 1 - s for t = 0), so no q^(g-1) blows up when 0 < g < 1. */
+  vf r = vsel(q > zero(), sp / vmax(q, vf_set(1e-30f)), zero());
+  if (sat) {
+    el_ce_products(e, a_t * mod * e->w, g * (1.0f - 2.0f * t) * r, tp, u, nlp, nln, act_p, act_n);
+  } else {
+    e->loss = a_t * mod * ce;
+    if (cx->want_grad) e->grad = a_t * mod * (g * (1.0f - 2.0f * t) * r * ce + dce);
   }
   if (!fast && cx->poly1) {
     vf eps = vf_set(cx->epsilon);
-    e->loss += eps * mod * q;
-    if (cx->want_grad) e->grad += eps * (g + 1.0f) * mod * (1.0f - 2.0f * t) * sp;
+    vf wp = sat ? e->w : one(); /* el_ce_products applied the weight */
+    e->loss += wp * eps * mod * q;
+    if (cx->want_grad) e->grad += wp * eps * (g + 1.0f) * mod * (1.0f - 2.0f * t) * sp;
+    if (sat) {
+      e->loss = vsat(e->loss);
+      e->grad = vsat(e->grad);
+    }
   }
 }
 
@@ -227,10 +258,16 @@ FL__HOT void el_eval(const fl__ctx *cx, el *e, int spec) {
   el_parts(cx, e, spec);
   vf a_t = e->t * e->a_pos + (one() - e->t) * e->a_neg;
   e->grad = zero();
+  e->weighted = 0;
   switch (spec == SPEC_TV_LOGITS ? FL_SIGMOID_FOCAL : cx->p->loss) {
   case FL_SIGMOID_FOCAL_STAR: el_focal_star(cx, e, a_t); break;
   case FL_ASL: el_asl(cx, e, a_t); break;
   default: el_focal(cx, e, a_t, spec); break;
+  }
+  if (e->weighted) {
+    e->loss = vsel(e->live, e->loss, zero());
+    e->grad = vsel(e->live, e->grad, zero());
+    return;
   }
   e->loss = vsel(e->live, e->loss * e->w, zero());
   vf gw = e->grad * e->w;

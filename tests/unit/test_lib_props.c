@@ -767,6 +767,70 @@ static void test_lib_grad_norm_large_weights(void **state) {
   }
 }
 
+/* Element loss and derivative of the sigmoid focal loss with pos_weight, in double: torchvision's modulation
+ * (1 - p_t)^g, or MONAI's sigmoid(-z(2t-1))^g; saturated at +-FLT_MAX as the library's are. */
+static double sat_d(double v) {
+  return v > 3.4028234663852886e38 ? 3.4028234663852886e38 : v < -3.4028234663852886e38 ? -3.4028234663852886e38 : v;
+}
+
+static void pos_weight_ref(int monai, double z, double t, double pw, double g, double w, double *loss, double *grad) {
+  const double s = 1.0 / (1.0 + exp(-z)), sn = 1.0 / (1.0 + exp(z));
+  const double nlp = (z < 0 ? -z : 0) + log1p(exp(-fabs(z))), nln = (z > 0 ? z : 0) + log1p(exp(-fabs(z)));
+  const double at = 0.25 * t + 0.75 * (1 - t), ce = pw * t * nlp + (1 - t) * nln, dce = (1 - t) * s - pw * t * sn;
+  double mod, k;
+  if (monai) {
+    const double v = (2 * t - 1) * z;
+    mod = pow(1.0 / (1.0 + exp(v)), g);
+    k = -g * (2 * t - 1) / (1.0 + exp(-v));
+  } else {
+    const double q = t * sn + (1 - t) * s;
+    mod = pow(q, g);
+    k = q > 0 ? g * (1 - 2 * t) * s * sn / q : 0.0;
+  }
+  *loss = sat_d(w * at * mod * ce);
+  *grad = sat_d(w * at * mod * (k * ce + dce));
+}
+
+/* pos_weight takes the cross-entropy's positive term past float's range where the loss, after alpha_t, the
+ * modulation and the weight, is within it (or is past it by more than a saturated term would say): the loss
+ * and its derivative must still be the true values, or FLT_MAX where those are past float's range. E.g.
+ * pos_weight 3, z = -3e38, t = 1: 0.25 x 3 x 3e38 = 2.25e38, not 0.25 x FLT_MAX. */
+static void test_lib_pos_weight_products_saturate_last(void **state) {
+  (void)state;
+  static const float zs[] = {-3e38f, -1e4f, -90.0f, -20.0f, -1.0f, 0.0f, 1.0f, 30.0f, 3e38f};
+  static const float ts[] = {0.0f, 1.0f, 0.3f};
+  static const float pws[] = {3.0f, 1e10f, 3e38f};
+  static const float gammas[] = {0.0f, 0.5f, 2.0f};
+  static const float ws[] = {1.0f, 0.25f};
+  for (int monai = 0; monai < 2; monai++) {
+    for (size_t zi = 0; zi < sizeof zs / sizeof *zs; zi++) {
+      for (size_t ti = 0; ti < sizeof ts / sizeof *ts; ti++) {
+        for (size_t pi = 0; pi < sizeof pws / sizeof *pws; pi++) {
+          for (size_t gi = 0; gi < sizeof gammas / sizeof *gammas; gi++) {
+            for (size_t wi = 0; wi < sizeof ws / sizeof *ws; wi++) {
+              fl_params p;
+              fl_params_init(&p, FL_SIGMOID_FOCAL);
+              p.profile = monai ? FL_PROFILE_MONAI : FL_PROFILE_TORCHVISION;
+              p.gamma = gammas[gi];
+              p.pos_weight = &pws[pi];
+              float loss = NAN, grad = NAN;
+              fl_batch b = {.n = 1, .m = 1, .c = 1, .x = &zs[zi], .targets = &ts[ti], .weights = &ws[wi]};
+              fl_out o = {.loss = &loss, .grad = &grad};
+              assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+              double want_l, want_g;
+              pos_weight_ref(monai, zs[zi], ts[ti], pws[pi], gammas[gi], ws[wi], &want_l, &want_g);
+              if (!close_enough(loss, want_l) || !close_enough(grad, want_g))
+                fail_msg("%s z %g t %g pos_weight %g gamma %g weight %g: loss %.9g (expected %.9g), grad %.9g "
+                         "(expected %.9g)", monai ? "monai" : "torchvision", zs[zi], ts[ti], pws[pi], gammas[gi],
+                         ws[wi], loss, want_l, grad, want_g);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 static void test_lib_probabilities_near_0_and_1(void **state) {
   (void)state;
   /* Probability input at and near the ends: finite, and equal to the logit form where both exist. */
@@ -1258,6 +1322,7 @@ int main(void) {
       cmocka_unit_test(test_lib_monai_published_cases),
       cmocka_unit_test(test_lib_pos_weight_matches_torch_and_kornia),
       cmocka_unit_test(test_lib_grad_norm_large_weights),
+      cmocka_unit_test(test_lib_pos_weight_products_saturate_last),
       cmocka_unit_test(test_lib_conventions_softmax_and_scores),
       cmocka_unit_test(test_lib_gamma0_is_cross_entropy),
       cmocka_unit_test(test_lib_cross_entropy_losses),
