@@ -293,9 +293,11 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
      * where gcoef * w * (p_k - [k == y]) does not */
     vf_store(bk->gcoef, vsel(live, gc, zero()));
     /* a row with p = onehot has el2 = 0: its norm is 0, not inf * 0 */
-    for (int l = 0; l < FL_W; l++) {
-      const double gw = (double)gc[l] * (double)w[l];
-      bk->gn2[l] = live[l] && el2g[l] > 0.0f ? gw * gw * (double)el2g[l] : 0.0;
+    if (cx->want_grad) {
+      for (int l = 0; l < FL_W; l++) {
+        const double gw = (double)gc[l] * (double)w[l];
+        bk->gn2[l] = live[l] && el2g[l] > 0.0f ? gw * gw * (double)el2g[l] : 0.0;
+      }
     }
   }
   vf_store(bk->logs, logs);
