@@ -204,13 +204,16 @@ FL__HOT void el_focal(const fl__ctx *cx, el *e, vf a_t, int spec) {
 /* FL* (fvcore's sigmoid_focal_loss_star): alpha_t softplus(-g z (2t-1)) / g. */
 FL__HOT void el_focal_star(const fl__ctx *cx, el *e, vf a_t) {
   vf uu = 2.0f * e->t - 1.0f;
+  vf uz = uu * e->z;
   /* gamma z may pass float's range: kept finite, so that an alpha or weight of 0 gives 0, not 0 * inf */
-  vf w = vmax(vmin(cx->gamma * uu * e->z, vf_set(FLT_MAX)), vf_set(-FLT_MAX));
+  vf w = vmax(vmin(cx->gamma * uz, vf_set(FLT_MAX)), vf_set(-FLT_MAX));
   vf E = fl__vexpneg(-vabs(w));
   vf inv = 1.0f / (1.0f + E);
   vf sm = vsel(w >= zero(), E * inv, inv); /* sigmoid(-w) */
-  vf softplus = vmax(-w, zero()) + fl__vlog1p01(E);
-  e->loss = vmin(a_t * softplus / cx->gamma, vf_set(FLT_MAX)); /* 1 / gamma may push it past float's range */
+  /* softplus(-w) / gamma = max(-uz, 0) + log1p(E) / gamma: the linear part is taken without gamma, whose
+   * product with z may pass float's range where the loss does not (gamma 2, z = 3e38, t = 0: 3e38, not
+   * FLT_MAX / 2); 1 / gamma may push the other part past it */
+  e->loss = vmin(a_t * vmax(-uz, zero()) + a_t * fl__vlog1p01(E) / cx->gamma, vf_set(FLT_MAX));
   if (cx->want_grad) e->grad = -(a_t * uu * sm);
 }
 

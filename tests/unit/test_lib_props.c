@@ -831,6 +831,35 @@ static void test_lib_pos_weight_products_saturate_last(void **state) {
   }
 }
 
+/* FL* = alpha_t softplus(-gamma z (2t-1)) / gamma where gamma z passes float's range and the loss does not:
+ * the loss is alpha_t (max(-z(2t-1), 0) + log1p(e^-|gamma z (2t-1)|) / gamma), e.g. 3e38 at gamma 2,
+ * z = 3e38, t = 0 (alpha off), not FLT_MAX / 2. */
+static void test_lib_focal_star_large_gamma_z(void **state) {
+  (void)state;
+  static const float zs[] = {-3e38f, -1e38f, -1e4f, -3.0f, 0.0f, 3.0f, 1e4f, 1e38f, 3e38f};
+  static const float ts[] = {0.0f, 1.0f, 0.3f};
+  static const float gammas[] = {0.5f, 2.0f, 10.0f};
+  for (size_t gi = 0; gi < sizeof gammas / sizeof *gammas; gi++) {
+    for (int alpha_on = 0; alpha_on < 2; alpha_on++) {
+      for (size_t zi = 0; zi < sizeof zs / sizeof *zs; zi++) {
+        for (size_t ti = 0; ti < sizeof ts / sizeof *ts; ti++) {
+          fl_params p;
+          fl_params_init(&p, FL_SIGMOID_FOCAL_STAR);
+          p.gamma = gammas[gi];
+          p.alpha = alpha_on ? 0.25f : -1.0f;
+          float z = zs[zi], t = ts[ti];
+          const double uz = (2.0 * t - 1.0) * z, g = gammas[gi];
+          const double at = alpha_on ? 0.25 * t + 0.75 * (1.0 - t) : 1.0;
+          const double want = sat_d(at * ((uz < 0 ? -uz : 0.0) + log1p(exp(-fabs(g * uz))) / g));
+          const double got = loss1(&p, &z, &t, 1, 1);
+          if (!close_enough(got, want))
+            fail_msg("gamma %g alpha %d z %g t %g: %.9g, expected %.9g", g, alpha_on, z, t, got, want);
+        }
+      }
+    }
+  }
+}
+
 static void test_lib_probabilities_near_0_and_1(void **state) {
   (void)state;
   /* Probability input at and near the ends: finite, and equal to the logit form where both exist. */
@@ -1323,6 +1352,7 @@ int main(void) {
       cmocka_unit_test(test_lib_pos_weight_matches_torch_and_kornia),
       cmocka_unit_test(test_lib_grad_norm_large_weights),
       cmocka_unit_test(test_lib_pos_weight_products_saturate_last),
+      cmocka_unit_test(test_lib_focal_star_large_gamma_z),
       cmocka_unit_test(test_lib_conventions_softmax_and_scores),
       cmocka_unit_test(test_lib_gamma0_is_cross_entropy),
       cmocka_unit_test(test_lib_cross_entropy_losses),
