@@ -260,6 +260,9 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
   vf lp = logp, om = omp;
   vf el2g = el2sq; /* the squared norm of (p - onehot) as the gradient sees p */
   vi act = vi_set(-1); /* p_y still varies with z (not held by Keras' clip) */
+  /* probabilities: where log p_y is clamped at -100 it is constant, and its derivative 0, as autograd has it
+   * (the modulation's derivative is p_y times bounded terms, below 4e-44 there) */
+  if (cx->probs) act = fl__vlog(p_y) > vf_set(FL__LOG_FLOOR);
   if (cx->keras) {
     /* Keras normalises probabilities by their sum, then clips them to [eps, 1 - eps]. */
     vf sk = vmax(s, vf_set(FLT_MIN)); /* a row of zeros: 0, not 0/0 */
@@ -327,7 +330,9 @@ FL__HOT void class_prob(const fl__ctx *cx, const blk *bk, int l, vf x, vi kk, vf
     vf s = vf_set(cx->keras ? fmaxf(bk->s[l], FLT_MIN) : 1.0f);
     *p = x / s;
     *omp = (s - x) / s;
-    *logp = vmax(fl__vlog(*p), vf_set(FL__LOG_FLOOR));
+    vf lg = fl__vlog(*p);
+    *act = lg > vf_set(FL__LOG_FLOOR); /* the clamped log is constant (as in block_math) */
+    *logp = vmax(lg, vf_set(FL__LOG_FLOOR));
   } else {
     vf d = vmax(x - bk->zm[l], vf_set(-FLT_MAX));
     vf e = fl__vexpneg(d);

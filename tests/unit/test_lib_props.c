@@ -860,6 +860,46 @@ static void test_lib_focal_star_large_gamma_z(void **state) {
   }
 }
 
+/* Softmax family, probability input: where log p_y is clamped at -100 (p_y below e^-100, 3.7e-44: 0 and
+ * subnormals) the loss is constant in z = log p up to terms of order p_y, so its gradient is 0, as autograd
+ * gives it and as the sigmoid family's is; just above the clamp it is the unclamped gradient (p_y = 1e-30,
+ * gamma 2: d/dz_k = (p_k - [k == y]) to within 1e-28). Index labels and one-hot soft rows, c = 3 and 20. */
+static void test_lib_softmax_probs_clamped_log_has_no_gradient(void **state) {
+  (void)state;
+  static const float pys[] = {0.0f, 1.4e-45f, 3e-44f, 1e-30f};
+  static const int64_t cs[] = {3, 20};
+  for (size_t ci = 0; ci < sizeof cs / sizeof *cs; ci++) {
+    for (size_t pi = 0; pi < sizeof pys / sizeof *pys; pi++) {
+      for (int soft = 0; soft < 2; soft++) {
+        enum { CMAX = 20 };
+        const int64_t c = cs[ci];
+        float x[CMAX] = {0}, t[CMAX] = {0}, grad[CMAX], loss, gn;
+        x[0] = 1.0f - pys[pi];
+        x[1] = pys[pi];
+        t[1] = 1.0f;
+        const int32_t y = 1;
+        fl_params p;
+        fl_params_init(&p, FL_SOFTMAX_FOCAL);
+        p.input = FL_INPUT_PROBS;
+        fl_batch b = {.n = 1, .m = 1, .c = c, .x = x, .label_type = FL_LABEL_I32};
+        if (soft) b.targets = t;
+        else b.labels = &y;
+        fl_out o = {.loss = &loss, .grad = grad, .grad_norm = &gn};
+        assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+        const int clamped = pys[pi] < 3.7e-44f;
+        assert_close(loss, clamped ? 100.0 : -log((double)pys[pi]));
+        for (int64_t k = 0; k < c; k++) {
+          const double want = clamped ? 0.0 : (double)x[k] - (k == 1);
+          if (!close_enough(grad[k], want))
+            fail_msg("c %lld p_y %g soft %d: grad[%lld] = %g, expected %g", (long long)c, pys[pi], soft, (long long)k,
+                     grad[k], want);
+        }
+        assert_close(gn, clamped ? 0.0 : sqrt(2.0));
+      }
+    }
+  }
+}
+
 static void test_lib_probabilities_near_0_and_1(void **state) {
   (void)state;
   /* Probability input at and near the ends: finite, and equal to the logit form where both exist. */
@@ -1353,6 +1393,7 @@ int main(void) {
       cmocka_unit_test(test_lib_grad_norm_large_weights),
       cmocka_unit_test(test_lib_pos_weight_products_saturate_last),
       cmocka_unit_test(test_lib_focal_star_large_gamma_z),
+      cmocka_unit_test(test_lib_softmax_probs_clamped_log_has_no_gradient),
       cmocka_unit_test(test_lib_conventions_softmax_and_scores),
       cmocka_unit_test(test_lib_gamma0_is_cross_entropy),
       cmocka_unit_test(test_lib_cross_entropy_losses),
