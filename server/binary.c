@@ -12,6 +12,7 @@
  * same framing are built by binary_response.c.
  */
 #include "binary.h"
+#include "numfmt.h"
 
 #include <float.h>
 #include <inttypes.h>
@@ -108,7 +109,7 @@ static float *as_floats(req *r, const tensor *t, problem *err) {
     case DT_FP64: {
       double d;
       memcpy(&d, p + 8 * i, 8);
-      if (isfinite(d) && fabs(d) > FLT_MAX) {
+      if (isfinite(d) && !num_fits_f32(d)) {
         char ptr[64];
         in_ptr(ptr, sizeof ptr, t->index, "");
         problem_set(err, P_OUT_OF_RANGE, ptr, "%s element %" PRId64 " = %g is outside float32's range", t->name, i, d);

@@ -8,6 +8,7 @@
 #include "decode.h"
 #include "decode_internal.h"
 #include "idhash.h"
+#include "numfmt.h"
 
 #include <float.h>
 #include <inttypes.h>
@@ -130,7 +131,7 @@ int decode__read_floats(const json_t *v, const char *name, int nd, const int64_t
       if (json_is_real(x)) val = json_real_value(x);
       else if (json_is_integer(x)) val = (double)json_integer_value(x);
       else return decode__fail_at(err, P_INVALID_FIELD, name, idx, nd, "must be a number, not %s", x ? decode__json_kind(x) : "missing");
-      if (!(fabs(val) <= FLT_MAX)) {
+      if (!num_fits_f32(val)) {
         char human[128], ptr[160];
         element_names(name, idx, nd, human, sizeof human, ptr, sizeof ptr);
         return problem_set(err, P_OUT_OF_RANGE, ptr, "%s = %g is outside float32's range", human, val);
@@ -314,7 +315,7 @@ int dec_check_loss(const fl_params *p, int64_t c, problem *err) {
 static int number_field(const json_t *v, const char *ptr, const char *human, float *out, problem *err) {
   if (!json_is_number(v)) return problem_set(err, P_INVALID_FIELD, ptr, "%s must be a number, not %s", human, decode__json_kind(v));
   double d = json_number_value(v);
-  if (!(fabs(d) <= FLT_MAX)) return problem_set(err, P_OUT_OF_RANGE, ptr, "%s = %g is outside float32's range", human, d);
+  if (!num_fits_f32(d)) return problem_set(err, P_OUT_OF_RANGE, ptr, "%s = %g is outside float32's range", human, d);
   *out = (float)d;
   return 0;
 }

@@ -94,3 +94,7 @@ int num_format_f32(char *out, float v) {
   *p = '\0';
   return (int)(p - out);
 }
+
+int num_fits_f32(double d) {
+  return fabs(d) < 0x1.ffffffp127; /* from there on, round to nearest (even) gives infinity */
+}

@@ -8,4 +8,9 @@
  * Non-finite values are the caller's to handle. */
 int num_format_f32(char *out, float v);
 
+/* Whether the double d becomes a finite float32 when rounded to nearest: |d| below FLT_MAX plus half its
+ * unit in the last place (0x1.ffffffp127), so that FLT_MAX as it is printed (3.40282347e+38, or the
+ * shortest 3.4028235e+38), which is a little above it, still reads as FLT_MAX. NaN and infinities: 0. */
+int num_fits_f32(double d);
+
 #endif /* FOCALD_NUMFMT_H */

@@ -394,6 +394,30 @@ class DatatypesTest(BinaryTestCase):
         got = self.loss_bin_json(bin_tensors(self.ids(4), d, t, x_type="FP64"))
         self.assertSameResult(got, want, "FP64")
 
+    def test_float32_max_as_printed_is_float32_max(self):
+        """FLT_MAX as focald prints it (3.40282347e+38) and as shortest round-trip printers do
+        (3.4028235e+38) is a little above FLT_MAX as a double, and rounds to FLT_MAX in float32: accepted, in
+        JSON and as FP64, with the results of FLT_MAX itself; from FLT_MAX + half an ulp on it is refused."""
+        fmax = float(np.finfo(np.float32).max)
+        f = np.array([[fmax, -fmax, 0.5], [0.0, 1.0, -2.0]], dtype=np.float32)
+        t = np.array([0, 2])
+        want = self.fp32_result(f, t)
+        for printed in (3.40282347e38, 3.4028235e38):
+            d = f.astype(np.float64)
+            d[0, 0], d[0, 1] = printed, -printed
+            got = self.ok_json(self.d.post("/v1/loss", {"ids": self.ids(2), "logits": d.tolist(),
+                                                        "targets": t.tolist()}))
+            self.assertSameResult(got, want, "JSON %r" % printed)
+            got = self.loss_bin_json(bin_tensors(self.ids(2), d, t, x_type="FP64"))
+            self.assertSameResult(got, want, "FP64 %r" % printed)
+        d = f.astype(np.float64)
+        d[0, 0] = 3.4028235677973366e38  # halfway to 2^128: rounds to infinity
+        r = self.d.post("/v1/loss", {"ids": self.ids(2), "logits": d.tolist(), "targets": t.tolist()})
+        self.assertProblem(r, 422, "out_of_range", "/logits/0/0")
+        r = self.loss_bin({}, bin_tensors(self.ids(2), d, t, x_type="FP64"))
+        self.assertEqual(r.status, 422, "response: %r" % r)
+        self.assertEqual(r.json()["code"], "out_of_range")
+
     def test_fp64_and_fp16_weights_and_dense_rows(self):
         g = rng(23)
         x = g.normal(0, 2, (2, 3, 4)).astype(np.float32)

@@ -62,10 +62,32 @@ static void test_numfmt_format_like_g(void **state) {
   assert_string_equal(b, "123.5");
 }
 
+/* Decimal input reads as float32 when it rounds to a finite float32: FLT_MAX as this file prints it
+ * (3.40282347e+38) and as shortest round-trip printers do (3.4028235e+38) are both above FLT_MAX as
+ * doubles, and both FLT_MAX as float32; from FLT_MAX + half an ulp on, rounding gives infinity. */
+static void test_numfmt_fits_f32_up_to_rounding(void **state) {
+  (void)state;
+  char buf[32];
+  num_format_f32(buf, 3.40282347e38f);
+  assert_string_equal(buf, "3.40282347e+38");
+  const double fits[] = {0.0, -0.0, 1e-300, 1.0, 3.4028234663852886e38, 3.40282347e38, -3.40282347e38,
+                         3.4028235e38, -3.4028235e38, 3.4028235677973362e38};
+  const double not_fits[] = {3.4028235677973366e38, -3.4028235677973366e38, 3.4028236e38, 1e39, INFINITY,
+                             -INFINITY, NAN};
+  for (size_t i = 0; i < sizeof fits / sizeof *fits; i++) {
+    if (!num_fits_f32(fits[i])) fail_msg("%.17g should fit float32", fits[i]);
+    volatile double d = fits[i];
+    assert_true(isfinite((float)d));
+  }
+  for (size_t i = 0; i < sizeof not_fits / sizeof *not_fits; i++)
+    if (num_fits_f32(not_fits[i])) fail_msg("%.17g should not fit float32", not_fits[i]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_numfmt_round_trips_every_exponent),
       cmocka_unit_test(test_numfmt_format_like_g),
+      cmocka_unit_test(test_numfmt_fits_f32_up_to_rounding),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
