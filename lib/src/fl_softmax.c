@@ -297,10 +297,12 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
     vf_store(bk->gcoef, vsel(live, gc, zero()));
     /* a row with p = onehot has el2 = 0: its norm is 0, not inf * 0 */
     if (cx->want_grad) {
-      for (int l = 0; l < FL_W; l++) {
-        const double gw = (double)gc[l] * (double)w[l];
-        bk->gn2[l] = live[l] && el2g[l] > 0.0f ? gw * gw * (double)el2g[l] : 0.0;
-      }
+      typedef int64_t vl __attribute__((vector_size(FL_W * sizeof(int64_t))));
+      const vd gw = __builtin_convertvector(gc, vd) * __builtin_convertvector(w, vd);
+      const vd g2 = gw * gw * __builtin_convertvector(el2g, vd);
+      const vl keep = __builtin_convertvector(live & (el2g > zero()), vl);
+      const vd kept = (vd)((vl)g2 & keep);
+      memcpy(bk->gn2, &kept, sizeof kept);
     }
   }
   vf_store(bk->logs, logs);
