@@ -181,13 +181,16 @@ FL__HOT void el_focal(const fl__ctx *cx, el *e, vf a_t, int spec) {
   }
   vf mod = fl__vpow01(q, cx->pw);
   /* d(q^g)/dz = g q^g (1-2t) s'/q; s'/q stays bounded (it is s for t = 1,
-   * 1 - s for t = 0), so no q^(g-1) blows up when 0 < g < 1. */
-  vf r = vsel(q > zero(), sp / vmax(q, vf_set(1e-30f)), zero());
+   * 1 - s for t = 0), so no q^(g-1) blows up when 0 < g < 1. (A division: only where a gradient is asked for.) */
   if (sat) {
+    vf r = cx->want_grad ? vsel(q > zero(), sp / vmax(q, vf_set(1e-30f)), zero()) : zero();
     el_ce_products(e, a_t * mod * e->w, g * (1.0f - 2.0f * t) * r, tp, u, nlp, nln, act_p, act_n);
   } else {
     e->loss = a_t * mod * ce;
-    if (cx->want_grad) e->grad = a_t * mod * (g * (1.0f - 2.0f * t) * r * ce + dce);
+    if (cx->want_grad) {
+      vf r = vsel(q > zero(), sp / vmax(q, vf_set(1e-30f)), zero());
+      e->grad = a_t * mod * (g * (1.0f - 2.0f * t) * r * ce + dce);
+    }
   }
   if (!fast && cx->poly1) {
     vf eps = vf_set(cx->epsilon);
@@ -273,9 +276,11 @@ FL__HOT void el_eval(const fl__ctx *cx, el *e, int spec) {
     return;
   }
   e->loss = vsel(e->live, e->loss * e->w, zero());
-  vf gw = e->grad * e->w;
-  if (cx->b->weights) gw = vsat(gw); /* a weight near FLT_MAX times a derivative above 1 is past float's range */
-  e->grad = vsel(e->live, gw, zero());
+  if (cx->want_grad) {
+    vf gw = e->grad * e->w;
+    if (cx->b->weights) gw = vsat(gw); /* a weight near FLT_MAX times a derivative above 1 is past float's range */
+    e->grad = vsel(e->live, gw, zero());
+  }
 }
 
 /* Lanes whose input is invalid: non-finite logits, or probabilities outside [0, 1]. */
