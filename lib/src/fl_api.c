@@ -356,6 +356,7 @@ int fl_eval(const fl_out *out, const fl_batch *b, const fl_params *p, int64_t *w
   cx.pw_neg = fl__pow_plan(p->gamma_neg);
   cx.ignore = p->ignore_index;
   cx.want_grad = out->grad != NULL || out->grad_norm != NULL;
+  cx.want_norm = out->grad_norm != NULL;
   cx.want_scores = out->scores != NULL;
 
   const variant *v = pick();

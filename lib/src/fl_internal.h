@@ -28,6 +28,7 @@ typedef struct fl__ctx {
   fl__pow pw_neg;      /* ASL gamma_neg */
   int64_t ignore;
   int want_grad;       /* grad or grad_norm asked for */
+  int want_norm;       /* grad_norm asked for: the squared gradients are summed */
   int want_scores;
 } fl__ctx;
 

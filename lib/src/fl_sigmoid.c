@@ -324,7 +324,7 @@ FL__HOT void vacc_reset(vacc *v) {
 FL__HOT void vacc_drain(const fl__ctx *cx, vacc *v, fl__acc *a) {
   a->loss += vsum(v->loss);
   a->npos += (int64_t)vsum(v->npos);
-  if (cx->want_grad) a->gn2 += vsum_d(v->gn2);
+  if (cx->want_norm) a->gn2 += vsum_d(v->gn2);
   if (cx->want_scores) {
     a->rows += (int64_t)vsum(v->rows);
     a->p_t += vsum(v->p_t);
@@ -451,7 +451,7 @@ FL__HOT int eval_flat_spec(const fl__ctx *cx, int64_t *where, int spec) {
           if (cnt == FL_W) vf_store(cx->out->grad + base + e0, e.grad);
           else vf_store_part(cx->out->grad + base + e0, e.grad, cnt);
         }
-        v.gn2 += vd_sq(e.grad);
+        if (cx->want_norm) v.gn2 += vd_sq(e.grad);
       }
       if (want_scores) score_elements(&v, &e, e.live);
       vacc_tick(cx, &v, &acc);
@@ -535,7 +535,7 @@ FL__HOT int eval_rows_spec(const fl__ctx *cx, int64_t *where, int spec) {
           if (cnt == FL_W) vf_store(cx->out->grad + r * c + k, e.grad);
           else vf_store_part(cx->out->grad + r * c + k, e.grad, cnt);
         }
-        vg2 += vd_sq(e.grad);
+        if (cx->want_norm) vg2 += vd_sq(e.grad);
       }
       if (cx->want_scores) {
         vi is_y = e.live & (e.t > zero());
@@ -556,7 +556,7 @@ FL__HOT int eval_rows_spec(const fl__ctx *cx, int64_t *where, int spec) {
     if (vany(bad)) return locate_bad(cx, r * c, r * c + c, where);
     if (use) {
       acc.loss += vsum(vl);
-      acc.gn2 += vsum_d(vg2);
+      if (cx->want_norm) acc.gn2 += vsum_d(vg2);
       acc.count += c;
       acc.npos += y < c;
       if (cx->want_scores && y < c) {
@@ -693,7 +693,7 @@ FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64
         vf_store(gb, e.grad);
         for (int l = 0; l < cnt; l++) cx->out->grad[(r0 + l) * c + k] = gb[l];
       }
-      vg2 += vd_sq(e.grad);
+      if (cx->want_norm) vg2 += vd_sq(e.grad);
     }
     if (!cx->want_scores) continue;
     if (element_view) {
@@ -799,7 +799,7 @@ FL__HOT int pairs_run(const fl__ctx *cx, int64_t r0, int64_t blocks, vacc *v, fl
     v->loss += e0.loss + e1.loss;
     v->npos += vb(live & (Y < vi_set(2)));
     *count += vsel(live, vf_set(2.0f), zero());
-    if (cx->want_grad) v->gn2 += vd_sq(e0.grad) + vd_sq(e1.grad);
+    if (cx->want_norm) v->gn2 += vd_sq(e0.grad) + vd_sq(e1.grad);
     if (cx->want_scores) {
       /* the labelled class y and the other one; label 2 is background: not scored */
       const vi s = live & (Y < vi_set(2)), y1 = Y == vi_set(1);

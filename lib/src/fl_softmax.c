@@ -296,7 +296,7 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
      * where gcoef * w * (p_k - [k == y]) does not */
     vf_store(bk->gcoef, vsel(live, gc, zero()));
     /* a row with p = onehot has el2 = 0: its norm is 0, not inf * 0 */
-    if (cx->want_grad) {
+    if (cx->want_norm) {
       typedef int64_t vl __attribute__((vector_size(FL_W * sizeof(int64_t))));
       const vd gw = __builtin_convertvector(gc, vd) * __builtin_convertvector(w, vd);
       const vd g2 = gw * gw * __builtin_convertvector(el2g, vd);
@@ -419,7 +419,7 @@ static float row_soft(const fl__ctx *cx, blk *bk, int l, int64_t r) {
           if (cnt == FL_W) vf_store(cx->out->grad + r * c + k, gk);
           else vf_store_part(cx->out->grad + r * c + k, gk, cnt);
         }
-        vg2 += vd_sq(vsel(iota < vi_set(cnt), g1, zero()));
+        if (cx->want_norm) vg2 += vd_sq(vsel(iota < vi_set(cnt), g1, zero()));
       }
     }
     if (pass == 0 && !cx->want_grad) break;
