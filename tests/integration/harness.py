@@ -96,6 +96,12 @@ def sigmoid_focal_element(z, t, alpha=0.25, gamma=2.0):
     return a_t * (1 - p_t) ** gamma * ce
 
 
+def default_hangup():
+    """Gives focald SIGHUP's default disposition, as an init system or a shell in a terminal does, whatever
+    the tests were started under (nohup ignores it, and an ignored signal stays ignored across exec)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 class Resp:
     def __init__(self, status, headers, body):
         self.status = status
@@ -176,7 +182,7 @@ class Daemon:
             self.log_paths.append(log_path)
             with open(log_path, "wb") as log:
                 self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                             env=self.env)
+                                             env=self.env, preexec_fn=default_hangup)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
