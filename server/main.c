@@ -229,7 +229,10 @@ int main(int argc, char **argv) {
   store *st = NULL;
   if (!map) return 1;
   st_map_set_series_points(map, cfg.series_points);
-  if (store_open(&st, &cfg, map) != 0) return 1;
+  if (store_open(&st, &cfg, map) != 0) {
+    st_map_free(map);
+    return 1;
+  }
   /* where this node is in its log: for the answers' headers and the reads that wait (logwait.h) */
   logwait_set_cluster(cfg.store[0] != 0);
   store_on_applied(st, logwait_moved, logwait_head);

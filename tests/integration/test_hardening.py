@@ -2171,8 +2171,8 @@ class StartRefusalTest(HardeningTestCase):
                 self.assertIn("Failed to bind to port %d: Address already in use" % port, out)
         finally:
             busy.close()
-        if b"__asan_init" in open(harness.FOCALD, "rb").read() or b"__tsan_init" in open(harness.FOCALD, "rb").read():
-            self.skipTest("a sanitizer's runtime does not start under an address space limit")
+        if os.environ.get("SANITIZE"):
+            return  # a sanitizer's runtime reserves terabytes of shadow memory: it cannot start under these limits
         failed = 0
         for mb in range(24, 80, 8):
             with self.subTest(address_space_mb=mb):
