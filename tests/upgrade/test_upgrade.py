@@ -16,7 +16,7 @@ and one killed with SIGKILL, WAL and all): build the database, start today's foc
   appears twice or goes missing, a batch_id acknowledged before the upgrade is still a duplicate);
 - it stops cleanly and starts again with the same answers.
 Then: a database at a schema newer than focald knows is refused with a clear message and left byte for byte as
-it was; and a migration killed at each of a spread of its disk writes (the fault harness's SIGKILL, preloaded)
+it was; and a migration killed before each of its disk writes in turn (the fault harness's SIGKILL, preloaded)
 leaves a database the next start migrates and loads whole.
 
 Output: one line per check, "ok - ..." or "not ok - ...", then "ok N" and, when K failed, "failed K".
@@ -424,7 +424,7 @@ def read_trace(path):
 
 
 def interrupted_migration(tmp):
-    """Killed at a spread of the writes of the oldest fixture's migrations, the next start completes them."""
+    """Killed before each of the writes of the oldest fixture's migrations, the next start completes them."""
     fixture = sorted(fixtures(), key=lambda p: json.load(open(os.path.join(p, "answers.json")))["version"])[0]
     with open(os.path.join(fixture, "answers.json")) as fh:
         rec = json.load(fh)
@@ -445,8 +445,8 @@ def interrupted_migration(tmp):
     if not check(f"interrupted migration: the start-up on a schema-{version} database writes ({writes} writes)",
                  ok and writes > 0, f.log()[-2000:] + "\n" + str(steps[:10])):
         return
-    # SIGKILL before the first, the last, and a spread of the writes between
-    points = sorted({1, writes} | {1 + (writes - 1) * i // 15 for i in range(16)})
+    # SIGKILL before each write in turn: every point a crash can stop the start-up at
+    points = range(1, writes + 1)
     bad, at_kill = [], set()
     for n in points:
         d = os.path.join(tmp, f"migrate-kill-{n}")
@@ -458,7 +458,10 @@ def interrupted_migration(tmp):
         if not killed:
             bad.append(f"write {n}: not killed ({f.proc.returncode})")
             continue
-        at_kill.add(user_version(db))
+        try:
+            at_kill.add(user_version(db))
+        except sqlite3.OperationalError:
+            pass  # a hot journal a read-only connection may not roll back: the next start's to recover
         f = Focald(db)
         if not f.ready():
             bad.append(f"write {n}: the next start did not become ready:\n{f.log()[-1500:]}")
