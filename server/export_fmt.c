@@ -9,7 +9,8 @@
  *   ohif         JSONL of the samples with a study_uid and their OHIF viewer link
  *
  * A format that needs something a sample lacks (label-studio an image Label
- * Studio can open, fiftyone a local file, ohif a study) leaves the sample out;
+ * Studio can open, of a scheme it opens safely; fiftyone a local file whose
+ * path has no ".." segment; ohif a study) leaves the sample out;
  * k and the ranks count what is written, and export.c reports how many were
  * left out at the end of the stream.
  */
@@ -108,6 +109,19 @@ static int has_scheme(const char *uri) {
   return *p == ':' && p - uri >= 2;
 }
 
+/* Whether path has a ".." segment, with '/' or '\\' (a Windows separator) between segments: such a path
+ * can leave any directory it is looked up under, and "a/link/../b" is not always "a/b" on disk, so the
+ * exports that hand a path to a tool refuse it rather than resolve it. */
+static int has_dotdot(const char *path) {
+  for (const char *p = path; *p;) {
+    const size_t len = strcspn(p, "/\\");
+    if (len == 2 && p[0] == '.' && p[1] == '.') return 1;
+    p += len;
+    if (*p) p++;
+  }
+  return 0;
+}
+
 /* Appends the segments of the relative path rel, each percent-encoded, joined
  * by '/', leaving out empty and "." segments. Returns 0, or -1 (the caller
  * drops what was appended) for a ".." segment, which could leave the document
@@ -127,6 +141,24 @@ static int jw_relpath(jw *o, const char *rel) {
   return n ? 0 : -1;
 }
 
+/* Copies s into out (n bytes), percent-decoding it when decode is set. Returns 0, or -1 when the
+ * result would be empty, hold a NUL or not fit. */
+static int copy_path(const char *s, int decode, char *out, size_t n) {
+  size_t len = 0;
+  for (const char *p = s; *p; p++) {
+    int c = (unsigned char)*p;
+    if (decode && c == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+      const char h[3] = {p[1], p[2], '\0'};
+      c = (int)strtol(h, NULL, 16);
+      p += 2;
+    }
+    if (c == 0 || len + 1 >= n) return -1;
+    out[len++] = (char)c;
+  }
+  out[len] = '\0';
+  return len ? 0 : -1;
+}
+
 /* The local path a uri names, into out: the uri itself when it has no scheme,
  * or the percent-decoded path of a file: URL on this host (file:///p,
  * file://localhost/p). Returns 0, or -1 for any other URL or a path that does
@@ -139,37 +171,60 @@ static int local_path(const char *uri, char *out, size_t n) {
     else if (strncasecmp(uri, "file://localhost/", 17) == 0) p = uri + 16;
     else return -1;
   }
-  size_t len = 0;
-  for (; *p; p++) {
-    int c = (unsigned char)*p;
-    if (url && c == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
-      const char h[3] = {p[1], p[2], '\0'};
-      c = (int)strtol(h, NULL, 16);
-      p += 2;
-    }
-    if (c == 0 || len + 1 >= n) return -1;
-    out[len++] = (char)c;
+  return copy_path(p, url, out, n);
+}
+
+/* Whether uri is a URL Label Studio can open as an image and that is safe in its labelling page:
+ * http or https (loaded by the browser), or s3, gs or azure-blob (resolved by Label Studio's cloud
+ * storages into signed https links), the scheme in any case from the first byte on (nothing a browser
+ * would strip before it), then "//" and a host or bucket. Any other scheme (javascript:, data:,
+ * vbscript:, blob:, ftp:, ...) is refused: Label Studio renders a task's image as given, in the
+ * annotator's browser. */
+static int ls_url(const char *uri) {
+  static const char *const schemes[] = {"http://", "https://", "s3://", "gs://", "azure-blob://"};
+  for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
+    const size_t l = strlen(schemes[i]);
+    if (strncasecmp(uri, schemes[i], l) == 0) return uri[l] != '\0' && !strchr("/?#\\", uri[l]);
   }
-  out[len] = '\0';
-  return len ? 0 : -1;
+  return 0;
+}
+
+/* The prefix of Label Studio's local file links (its local storage guide). */
+static const char ls_local_prefix[] = "/data/local-files/?d=";
+
+/* Whether uri is already a Label Studio local file link to a file below its document root: the
+ * prefix, then a non-empty relative path (percent-encoded) without a NUL or a ".." segment, and no
+ * other query parameter. */
+static int ls_local_link(const char *uri) {
+  const size_t pl = sizeof ls_local_prefix - 1;
+  if (strncmp(uri, ls_local_prefix, pl) != 0) return 0;
+  char path[4096];
+  const char *rel = uri + pl;
+  if (strpbrk(rel, "&#") || copy_path(rel, 1, path, sizeof path) != 0) return 0;
+  return path[0] != '/' && !has_dotdot(path);
 }
 
 /* Label Studio's image for a uri, as a JSON string, or -1 when Label Studio
- * could not open it (the sample is then left out). A URL (http, https, s3,
- * gs, ...) is given as it is. A local path (or a file: URL) needs Label
+ * could not open it (the sample is then left out). A URL of a scheme it
+ * opens (ls_url) is given as it is, and so is a local file link of its own
+ * (ls_local_link); any other URL is left out. A local path (or a file: URL) needs Label
  * Studio's local file serving: with a document root, an absolute path under it
  * and a relative path (taken as relative to it) become
  * /data/local-files/?d=<path relative to the root>; without one, or outside
  * it, the sample is left out. */
 static int jw_ls_image(jw *o, const export *e, const char *uri) {
   if (!uri || !*uri) return -1;
-  char path[4096];
-  if (local_path(uri, path, sizeof path) != 0) {
-    if (!has_scheme(uri) || strncasecmp(uri, "file:", 5) == 0) return -1;
+  if (ls_local_link(uri)) {
     jw_str(o, uri);
     return 0;
   }
-  if (!e->has_root) return -1;
+  char path[4096];
+  if (local_path(uri, path, sizeof path) != 0) {
+    if (!ls_url(uri)) return -1;
+    jw_str(o, uri);
+    return 0;
+  }
+  if (!e->has_root || has_dotdot(path)) return -1;
   const char *rel = path;
   if (path[0] == '/') {
     const size_t rl = strlen(e->root); /* "" for the root "/" */
@@ -187,11 +242,13 @@ static int jw_ls_image(jw *o, const export *e, const char *uri) {
 
 /* FiftyOne's CSV importer takes an absolute filepath as it is and looks a
  * relative one up under the data_path it is given; a URL is neither (a file:
- * URL is written as its path). A path the formula guard would have to change
- * cannot reach it unchanged. Writes the filepath cell, or returns -1. */
+ * URL is written as its path). A path with a ".." segment (has_dotdot) is
+ * refused, not resolved; so is one the formula guard would have to change,
+ * which could not reach FiftyOne unchanged. Writes the filepath cell, or
+ * returns -1. */
 static int csv_fiftyone_path(jw *o, const char *uri) {
   char path[4096];
-  if (!uri || local_path(uri, path, sizeof path) != 0 || csv_is_formula(path)) return -1;
+  if (!uri || local_path(uri, path, sizeof path) != 0 || has_dotdot(path) || csv_is_formula(path)) return -1;
   csv_cell(o, path);
   return 0;
 }

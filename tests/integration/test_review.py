@@ -1333,15 +1333,31 @@ def local_path(uri):
     return None
 
 
+# The URL schemes Label Studio opens as an image: the browser's, and its cloud storages' (README "Label Studio").
+LS_SCHEMES = ("http", "https", "s3", "gs", "azure-blob")
+
+
+def has_dotdot(path):
+    """Whether a path has a ".." segment, '/' or '\\' between segments."""
+    return ".." in re.split(r"[/\\]", path)
+
+
 def ls_image(uri, root=None):
-    """What Label Studio can open for a uri (None: the sample is left out): a URL as it is; with a
-    document root, a local path under it (or relative to it) as /data/local-files/?d=<relative path>."""
+    """What Label Studio can open for a uri (None: the sample is left out): a URL of one of LS_SCHEMES with a
+    host, or a local-files link below the root, as it is; with a document root, a local path under it (or
+    relative to it) as /data/local-files/?d=<relative path>; nothing else."""
     if uri is None:
         return None
+    if uri.startswith("/data/local-files/?d="):
+        rel = uri[len("/data/local-files/?d="):]
+        d = urllib.parse.unquote_plus(rel)
+        if rel and not re.search("[&#]", rel) and "\0" not in d and not d.startswith("/") and not has_dotdot(d):
+            return uri
     path = local_path(uri)
     if path is None:
-        return uri
-    if root is None:
+        m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#\\])", uri)
+        return uri if m and m.group(1).lower() in LS_SCHEMES else None
+    if root is None or has_dotdot(path):
         return None
     root = root.rstrip("/")
     if path.startswith("/"):
@@ -1357,7 +1373,7 @@ def ls_image(uri, root=None):
 def fiftyone_path(uri):
     """The filepath FiftyOne's CSV importer gets for a uri, or None (the sample is left out)."""
     path = local_path(uri) if uri else None
-    return path if path and guarded(path) == path else None
+    return path if path and guarded(path) == path and not has_dotdot(path) else None
 
 
 def check_label_studio_import(test, tasks):
@@ -1646,6 +1662,46 @@ class ExportTest(ReviewTestCase):
         tasks = json.loads(self.ok_export(ds, "label-studio", local_files_root="/").body)
         self.assertEqual({t["data"]["focald_id"]: t["data"]["image"] for t in tasks}["o2"], "/data/local-files/?d=etc/passwd")
 
+    def test_export_label_studio_writes_only_urls_it_opens_safely(self):
+        """A task's image reaches the annotator's browser as given: only http(s) and Label Studio's cloud storage
+        schemes (s3, gs, azure-blob) with a host, and its own local-files links below the document root, are
+        written; every other scheme (script, inline data, local and other URLs) leaves the sample out, counted."""
+        ds = self.ds_name()
+        ok = ["http://h/a.png", "HTTPS://h/a.png", "s3://b/k.png", "S3://b/k.png", "gs://b/k.png",
+              "azure-blob://c/k.png", "Azure-Blob://c/d/k.png", "https://h:8080/a.png?x=1#f",
+              "/data/local-files/?d=imgs/a%20b.png", "/data/local-files/?d=a/..b/c.png"]
+        refused = ["javascript:alert(1)", "JavaScript:alert(1)", "javascript://h/%0aalert(1)", "data:image/png;base64,AAAA",
+                   "data:text/html,<script>alert(1)</script>", "vbscript:msgbox(1)", "blob:http://h/uuid", "ftp://h/a.png",
+                   "about:blank", "file://otherhost/a.png", "http:a.png", "https:///a.png", "s3:/b/k.png", "gs:b",
+                   "azure-blob:///k.png", "http://", "ws://h/a", "jar:http://h/a!/b", "x-javascript:1",
+                   "/data/local-files/?d=../etc/passwd", "/data/local-files/?d=a/%2e%2e/b", "/data/local-files/?d=",
+                   "/data/local-files/?d=/etc/passwd", "/data/local-files/?d=a.png&x=1", "/data/local-files/?d=a%00b"]
+        ids = ["ok%02d" % i for i in range(len(ok))] + ["no%02d" % i for i in range(len(refused))]
+        meta = {sid: {"uri": uri} for sid, uri in zip(ids, ok + refused)}
+        self.plant(ds, [(sid, 0, -2.0 + 0.05 * i) for i, sid in enumerate(ids)], meta=meta)
+        for root in (None, "/"):
+            with self.subTest(root=root):
+                body, skipped = self.skipped(ds, "label-studio", **({"local_files_root": root} if root else {}))
+                tasks = json.loads(body)
+                check_label_studio_import(self, tasks)
+                got = {t["data"]["focald_id"]: t["data"]["image"] for t in tasks}
+                want = {sid: ls_image(meta[sid]["uri"], root) for sid in ids if ls_image(meta[sid]["uri"], root)}
+                self.assertEqual(got, want)
+                self.assertEqual(skipped, len(ids) - len(want))
+                for image in got.values():
+                    self.assertRegex(image, r"^((?i:https?|s3|gs|azure-blob)://[^/?#\\]|/data/local-files/\?d=[^/&#])")
+        # without a root, exactly the safe URLs and links; under the root "/" a refused "URL" that is a path
+        # (no scheme) is a local-files link to a file of that name, never the URL
+        self.assertEqual({sid: ls_image(meta[sid]["uri"]) for sid in ids if ls_image(meta[sid]["uri"])}, dict(zip(ids, ok)))
+        # a blank before the scheme makes it no URL: a relative path, written as a local-files link under a root
+        self.plant(ds, [("sp", 0, 3.0)], step=2, meta={"sp": {"uri": " javascript:alert(1)"}})
+        tasks = json.loads(self.ok_export(ds, "label-studio", local_files_root="/srv").body)
+        self.assertEqual([t["data"]["image"] for t in tasks if t["data"]["focald_id"] == "sp"],
+                         ["/data/local-files/?d=%20javascript%3Aalert%281%29"])
+        self.assertNotIn("sp", [t["data"]["focald_id"] for t in json.loads(self.ok_export(ds, "label-studio").body)])
+        # the stored meta is untouched: the sample reads back with its uri as given
+        self.assertEqual(self.d.get(self.sample_path(ds, "no00")).json()["meta"], {"uri": "javascript:alert(1)"})
+
     def test_export_label_studio_empty_is_an_empty_array(self):
         ds = self.ds_name()
         self.plant(ds, [("p1", 0, -1.0), ("p2", 1, 0.5)], meta={"p1": {"uri": "/local/p1.png"}})
@@ -1738,6 +1794,31 @@ class ExportTest(ReviewTestCase):
         paths = {r[0] for r in rows}
         self.assertTrue({"/data/scans/2.png", "scans/6 b.png", "/data/scans/10 x.png"} <= paths, paths)
         self.assertFalse({p for p in paths if p.startswith(("s3:", "gs:", "-"))}, paths)
+
+    def test_export_fiftyone_refuses_dot_dot_segments(self):
+        """A path with a ".." segment can leave the data_path FiftyOne looks it up under, and "a/link/../b" is not
+        always "a/b" on disk: such a sample is left out (counted), never written resolved or as given. A name that
+        merely contains dots is a name."""
+        ds = self.ds_name()
+        refused = ["/data/../etc/passwd", "../up.png", "a/../../b.png", "..", "/a/..", "a/../b.png", "/a/b/../",
+                   "file:///data/%2e%2e/etc/passwd", "file:///data/%2E%2E/x.png", "file://localhost/a/../b.png",
+                   "a\\..\\b.png", "C:\\data\\..\\x.png", "..\\x.png"]
+        kept = ["/a/..b.png", "/a/b..png", "/a/.../c.png", "./c.png", "/a/./b.png", "..png", "a/.x/..y", "/a//b.png",
+                "file:///a/%2e%2e.png"]
+        ids = ["no%02d" % i for i in range(len(refused))] + ["ok%02d" % i for i in range(len(kept))]
+        meta = {sid: {"uri": uri} for sid, uri in zip(ids, refused + kept)}
+        self.plant(ds, [(sid, 0, -2.0 + 0.05 * i) for i, sid in enumerate(ids)], meta=meta)
+        body, skipped = self.skipped(ds, "fiftyone")
+        _, rows = parse_csv(body)
+        got = {r[3]: r[0] for r in rows}
+        want = {sid: fiftyone_path(uri) for sid, uri in zip(ids, refused + kept) if fiftyone_path(uri)}
+        self.assertEqual(set(want), set(ids[len(refused):]), "the model keeps exactly the names with dots")
+        self.assertEqual(got, want)
+        self.assertEqual(got["ok08"], "/a/...png")
+        self.assertEqual(skipped, len(refused))
+        # the same rule in Label Studio's local-files links, whatever the root
+        tasks = json.loads(self.ok_export(ds, "label-studio", local_files_root="/").body)
+        self.assertFalse([t["data"]["image"] for t in tasks if t["data"]["focald_id"].startswith("no")])
 
     def test_export_ohif_only_studies_with_default_viewer(self):
         lines = parse_jsonl(self.ok_export(self.DS, "ohif", status=ALL_STATES).body)
