@@ -549,8 +549,10 @@ static int h_sample(http_req *rq, http_resp *resp) {
 #define BAD_DS_QUEUE {P_DATASET_NOT_FOUND, P_NOT_FOUND}
 /* Binary tensors (Open Inference Protocol): the JSON header's length is in Inference-Header-Content-Length;
  * the tensors after it are decoded in place, 64-byte aligned for the loss kernels' vector loads. */
-#define TENSORS "Inference-Header-Content-Length", 64
-#define NO_TENSORS NULL, 0
+#define TENSORS "Inference-Header-Content-Length", 64, NULL
+#define NO_TENSORS NULL, 0, NULL
+/* No tensors either, and the sample's id given as the query parameter id (router.h: query_param). */
+#define ID_IN_QUERY NULL, 0, "id"
 #define TENSOR_BODY (ROUTE_BODY_JSON | ROUTE_BODY_BINARY)
 
 /* The probes need no token and are served on --health-listen; the console's files need no token (a
@@ -573,6 +575,12 @@ const router_route api_routes[] = {
     {"GET", "/v1/datasets/{dataset}/samples/{id}/reviews", api_reviews, ROUTE_DATA, "", BAD_DS_SAMPLE, NO_TENSORS},
     {"GET", "/v1/datasets/{dataset}/samples/{id}/media", api_media, ROUTE_DATA, "", BAD_DS_SAMPLE, NO_TENSORS},
     {"PUT", "/v1/datasets/{dataset}/samples/{id}/meta", api_meta, ROUTE_DATA | ROUTE_BODY_JSON, "", BAD_DS_SAMPLE, NO_TENSORS},
+    /* the same, with the id in the query: a browser cannot send an id that is "." or ".." in a path */
+    {"GET", "/v1/datasets/{dataset}/sample", h_sample, ROUTE_DATA, "id run", BAD_DS_SAMPLE, ID_IN_QUERY},
+    {"POST", "/v1/datasets/{dataset}/sample/review", api_review, ROUTE_DATA | ROUTE_BODY_JSON, "id", BAD_DS_SAMPLE, ID_IN_QUERY},
+    {"GET", "/v1/datasets/{dataset}/sample/reviews", api_reviews, ROUTE_DATA, "id", BAD_DS_SAMPLE, ID_IN_QUERY},
+    {"GET", "/v1/datasets/{dataset}/sample/media", api_media, ROUTE_DATA, "id", BAD_DS_SAMPLE, ID_IN_QUERY},
+    {"PUT", "/v1/datasets/{dataset}/sample/meta", api_meta, ROUTE_DATA | ROUTE_BODY_JSON, "id", BAD_DS_SAMPLE, ID_IN_QUERY},
     {"GET", "/v1/datasets/{dataset}/relabels", api_relabels, ROUTE_DATA, "since limit", BAD_DS, NO_TENSORS},
     {"POST", "/v1/datasets/{dataset}/queues", api_queue_create, ROUTE_DATA | ROUTE_BODY_JSON, "", BAD_DS, NO_TENSORS},
     {"GET", "/v1/datasets/{dataset}/queues", api_queue_list, ROUTE_DATA, "", BAD_DS, NO_TENSORS},

@@ -71,6 +71,23 @@ static enum MHD_Result check_query_arg(void *cls, enum MHD_ValueKind kind, const
   return MHD_NO;
 }
 
+/* The route's query_param (router.h) into rq->params, decoded as a query value ('+' is a space). Its
+ * value was checked by http__query_problem already; absent, it is a problem (0 or 1, *p filled); one
+ * that does not fit a path parameter is left in bad_param, as an undecodable path segment is. */
+int http__query_param(struct MHD_Connection *conn, const router_route *route, http_req *rq, problem *p /* OUT */) {
+  const int k = router_query_index(route);
+  const char *raw = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, route->query_param);
+  if (!raw) {
+    problem_set(p, P_BAD_QUERY, route->query_param, "the query parameter \"%s\" is required", route->query_param);
+    return 1;
+  }
+  if (router_pct_decode(raw, strlen(raw), rq->params[k], sizeof rq->params[k], 1) != 0) {
+    snprintf(rq->params[k], sizeof rq->params[k], "%.200s", raw);
+    if (!rq->bad_param) rq->bad_param = k + 1;
+  }
+  return 0;
+}
+
 /* The headers that decide how a request is read and whose it is: how many of each (a route's
  * head_header counted as one), the last Transfer-Encoding, and whether a field name has whitespace in it. */
 typedef struct framing {

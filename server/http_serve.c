@@ -5,7 +5,9 @@
  * address unless told otherwise: all three are set here from the config. The
  * URL is routed undecoded (the unescape callback is a no-op) so that an id
  * containing %2F stays one path segment; each segment and query value is
- * percent-decoded on its own (router.c). The routes are data given to
+ * percent-decoded on its own (router.c). A route whose last parameter is
+ * given in the query (router.h: query_param) gets it here, before the
+ * handler runs, as if it had come in the path. The routes are data given to
  * http_start: the layer knows no route, only the flags and fields a route
  * states (router.h).
  */
@@ -121,11 +123,13 @@ static enum MHD_Result begin_request(int health, struct MHD_Connection *conn, ht
   rq->route = route->pattern;
   rq->route_index = ri;
   if (http__query_problem(conn, route, &p)) return http__answer_problem(conn, rq, &p);
+  if (route->query_param && http__query_param(conn, route, rq, &p)) return http__answer_problem(conn, rq, &p);
   if (rq->bad_param) {
     /* a name that cannot be decoded names nothing: the route says what that is (a 404, or bad_name) */
     char d[400];
-    snprintf(d, sizeof d, "the path segment \"%.200s\" is not a valid name: a malformed %%-escape, an encoded NUL, or too long",
-             rq->params[rq->bad_param - 1]);
+    const int in_query = rq->bad_param - 1 == router_query_index(route);
+    snprintf(d, sizeof d, "the %s \"%.200s\" is not a valid name: a malformed %%-escape, an encoded NUL, or too long",
+             in_query ? "query parameter's value" : "path segment", rq->params[rq->bad_param - 1]);
     return http__send_problem(conn, rq, route->bad_param[rq->bad_param - 1], d);
   }
   if (route->flags & (ROUTE_BODY_JSON | ROUTE_BODY_BINARY)) return http__begin_body(conn, rq, route);

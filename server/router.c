@@ -5,7 +5,9 @@
  * it arrived, so that a parameter's %2F never splits it; each parameter is then
  * percent-decoded on its own. A parameter that cannot be decoded still matches
  * (the route is the right one; the value names nothing), and is reported in
- * bad_param so that the route's own answer can be given.
+ * bad_param so that the route's own answer can be given. A route may take its
+ * last parameter from a query parameter instead (query_param, filled in by the
+ * HTTP layer, which has the query): this file only counts and checks it.
  */
 #include "router.h"
 
@@ -89,11 +91,41 @@ int router_find(const router_route *routes, int n, const char *method, const cha
   return m->index = path_found ? -2 : -1;
 }
 
+/* The number of {parameters} in a pattern. */
+static int pattern_params(const char *pattern) {
+  int np = 0;
+  for (const char *p = strchr(pattern, '{'); p; p = strchr(p + 1, '{')) np++;
+  return np;
+}
+
+int router_query_index(const router_route *r) {
+  return r->query_param ? pattern_params(r->pattern) : -1;
+}
+
+/* Whether name is one of the space-separated words of list. */
+static int listed(const char *list, const char *name) {
+  const size_t nl = strlen(name);
+  for (const char *p = list; *p;) {
+    const size_t l = strcspn(p, " ");
+    if (l == nl && strncmp(p, name, l) == 0) return 1;
+    p += l;
+    p += strspn(p, " ");
+  }
+  return 0;
+}
+
 int router_check(const router_route *routes, int n, char *err, size_t errn) {
   for (int i = 0; i < n; i++) {
     const router_route *r = &routes[i];
-    int np = 0;
-    for (const char *p = strchr(r->pattern, '{'); p; p = strchr(p + 1, '{')) np++;
+    int np = pattern_params(r->pattern);
+    if (r->query_param) {
+      if (!listed(r->query, r->query_param)) {
+        snprintf(err, errn, "route %s %s: its query_param \"%s\" is not among its query parameters", r->method, r->pattern,
+                 r->query_param);
+        return -1;
+      }
+      np++;
+    }
     if (r->pattern[0] != '/' || !r->fn || np > ROUTE_PARAMS) {
       snprintf(err, errn, "route %s %s: a pattern starts with '/', has a handler and at most %d parameters", r->method,
                r->pattern, ROUTE_PARAMS);

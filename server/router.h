@@ -46,6 +46,11 @@ typedef struct router_route {
    * after the head start at a multiple of body_align (a power of 2, at most 64). NULL, 0: no alignment. */
   const char *head_header;
   unsigned body_align;
+  /* NULL, or the query parameter (listed in query) that gives the route's last parameter: its value,
+   * percent-decoded as query values are, is params[k] after the pattern's k parameters. A browser
+   * removes "." and ".." path segments (%2e too) before sending a URL, so an id that is one of them can
+   * only travel in the query. Missing, it is 400 bad_query; undecodable, the route's bad_param[k]. */
+  const char *query_param;
 } router_route;
 
 /* The outcome of routing one request. */
@@ -60,9 +65,12 @@ typedef struct router_match {
 /* Routes method and path (raw, without the query) through routes[0..n). Fills *m; returns m->index. */
 int router_find(const router_route *routes, int n, const char *method, const char *path, router_match *m /* OUT */);
 
-/* Checks a table: patterns well formed with at most ROUTE_PARAMS parameters, each with its bad_param
- * code, alignments powers of 2 up to 64. Returns 0, or -1 and writes why into err. */
+/* Checks a table: patterns well formed with at most ROUTE_PARAMS parameters (a query_param counted), each
+ * with its bad_param code, a query_param among the route's query parameters, alignments powers of 2 up to 64. Returns 0, or -1 and writes why into err. */
 int router_check(const router_route *routes, int n, char *err, size_t errn);
+
+/* The index in params of route r's query_param, or -1 when it has none. */
+int router_query_index(const router_route *r);
 
 /* When name is some route's head_header (compared without regard to case), that route's spelling of it,
  * else NULL. (A request may carry such a header once only.) */

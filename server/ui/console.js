@@ -111,6 +111,10 @@ async function api(path, { method = 'GET', body } = {}) {
 }
 
 const dsPath = (ds) => '/v1/datasets/' + enc(ds);
+// A sample's API path: the id goes in the query (/sample?id=...), never in the path, because fetch() removes
+// "." and ".." path segments (and %2e, %2E%2e, ...) before sending, so a sample with such an id would not be
+// reached. sub is '' or '/review', '/reviews', '/media'; q holds other query parameters.
+const samplePath = (ds, id, sub = '', q = {}) => `${dsPath(ds)}/sample${sub}?` + new URLSearchParams({ id, ...q });
 
 // ------------------------------------------------------------------ routing
 
@@ -495,7 +499,7 @@ async function pageHard(dsArg, q) {
   }
   // After a 409 (decided elsewhere meanwhile): the row shows the sample's state as it is now.
   async function refreshRow(tr) {
-    const s = await api(`${dsPath(ds)}/samples/${enc(tr.dataset.id)}`);
+    const s = await api(samplePath(ds, tr.dataset.id));
     tr.querySelector('.status').textContent = s.status;
   }
   async function page() {
@@ -530,7 +534,7 @@ function decide(ds, id, status, label) {
   const body = { status };
   if (label !== undefined) body.label = label;
   if (reviewer()) body.reviewer = reviewer();
-  return api(`${dsPath(ds)}/samples/${enc(id)}/review`, { method: 'POST', body });
+  return api(samplePath(ds, id, '/review'), { method: 'POST', body });
 }
 
 // The class picker: resolves with a class index, or null when cancelled. Digits pick, Escape cancels.
@@ -716,7 +720,7 @@ async function localPreview(ds, id) {
   const token = sessionStorage.getItem('focald.token');
   if (token) headers.Authorization = 'Bearer ' + token;
   try {
-    const res = await fetch(`${dsPath(ds)}/samples/${enc(id)}/media`, { headers, cache: 'no-store' });
+    const res = await fetch(samplePath(ds, id, '/media'), { headers, cache: 'no-store' });
     if (!res.ok || !/^image\//.test(res.headers.get('Content-Type') || '')) return null;
     return URL.createObjectURL(await res.blob());
   } catch (e) {
@@ -727,7 +731,7 @@ async function localPreview(ds, id) {
 async function pageSample(ds, id, q) {
   const gen = renderGen;
   const run = q.get('run');
-  const [s, detail] = await Promise.all([api(`${dsPath(ds)}/samples/${enc(id)}${run ? '?run=' + enc(run) : ''}`), api(dsPath(ds))]);
+  const [s, detail] = await Promise.all([api(samplePath(ds, id, '', run ? { run } : {})), api(dsPath(ds))]);
   const root = el('section', { id: 'sample', 'data-id': s.id });
   const bar = decisionBar(ds, s, classCount(detail), async () => { await render(); }, render);
   takeKeys(gen, bar.key);
@@ -821,7 +825,7 @@ async function pageQueue(ds, name) {
       root.replaceChildren(title, progress(), el('p', { id: 'queue-done', text: 'Queue done: every sample has a decision. (u reopens the last one.)' }));
       return;
     }
-    const s = await api(`${dsPath(ds)}/samples/${enc(items[pos].id)}`);
+    const s = await api(samplePath(ds, items[pos].id));
     if (seq !== shows) return;
     status.set(s.id, s.status);
     if (walking && !UNDECIDED.includes(s.status)) {
@@ -834,7 +838,7 @@ async function pageQueue(ds, name) {
       next();
     }, async () => {
       // decided elsewhere meanwhile: record it as it is now, and walk on when it has a decision
-      const now = await api(`${dsPath(ds)}/samples/${enc(s.id)}`);
+      const now = await api(samplePath(ds, s.id));
       status.set(s.id, now.status);
       if (UNDECIDED.includes(now.status)) await show();
       else next();

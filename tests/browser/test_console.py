@@ -549,6 +549,94 @@ class MediaBrowserTest(ConsoleBrowserCase):
         self.assertFalse(self.driver.find_elements(By.CSS_SELECTOR, "#local-preview"))
 
 
+# Sample ids a browser cannot put in a URL path as they are (fetch() removes "." and ".." segments, "%2e"
+# spellings included) or that must survive percent-encoding; tests/integration/test_review.py has the same family.
+ALL = "open,queued,in_review,relabelled,confirmed,dismissed"
+AWKWARD = [".", "..", "%2e", "%2E%2e", "a/b", "../x", "?", "#", "%", "a+b", " x", "é ✓"]
+
+
+class AwkwardIdsBrowserTest(ConsoleBrowserCase):
+    """Samples whose ids a browser would rewrite in a path: the console reaches each one (page, preview,
+    decisions, queue mode, the hardest-examples table), and every change lands on that sample only."""
+    media = tempfile.TemporaryDirectory(prefix="focald-browser-dots-")
+    daemon_args = ("--media-root", media.name)
+
+    @classmethod
+    def fixture(cls):
+        sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
+        from test_console import png
+        with open(os.path.join(cls.media.name, "x.png"), "wb") as f:
+            f.write(png(3, 2))
+        for ds in ("dots", "dotsq", "dotsh"):
+            n = len(AWKWARD)
+            cls.d.ok_batch(ds, {"ids": AWKWARD, "logits": [[0.0, 0.2 * i] for i in range(n)], "targets": [0] * n,
+                                "meta": {sid: {"uri": "x.png", "n": i} for i, sid in enumerate(AWKWARD)}})
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.media.cleanup()
+
+    def status(self, ds, sid):
+        return self.api("GET", "/v1/datasets/%s/samples/%s" % (ds, harness.q(sid)))["status"]
+
+    def statuses(self, ds):
+        items = self.api("GET", "/v1/datasets/%s/hard-examples?status=%s&k=100" % (ds, ALL))["items"]
+        return {it["id"]: it["status"] for it in items}
+
+    def shown(self, css, sid):
+        return self.driver.execute_script("const e = document.querySelector(arguments[0]); return !!e && e.dataset.id === arguments[1];",
+                                          css, sid)
+
+    def test_browser_awkward_ids_sample_page_preview_and_decision(self):
+        for i, sid in enumerate(AWKWARD):
+            with self.subTest(id=sid):
+                self.open("sample/dots/%s" % harness.q(sid))
+                self.wait(lambda: self.shown("#sample", sid), msg="the page of %r" % sid)
+                self.wait_for("#sample .decisions")
+                # the meta and the preview are this sample's (the media route got the right id)
+                self.assertIn('"n": %d' % i, self.find("pre.meta").text)
+                img = self.wait_for("#local-preview")
+                self.wait(lambda: self.driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img))
+                self.find("body").click()
+                self.press("c")
+                self.wait(lambda: self.status("dots", sid) == "confirmed", msg="c confirms %r" % sid)
+                self.wait(lambda: self.find("#sample-status").text == "confirmed", msg="the page shows it")
+        self.assertEqual(self.statuses("dots"), {sid: "confirmed" for sid in AWKWARD}, "each decision on its own sample")
+        errors = [e["message"] for e in self.driver.get_log("browser") if e["level"] == "SEVERE"]
+        self.assertEqual(errors, [])
+
+    def test_browser_awkward_ids_queue_mode(self):
+        self.api("POST", "/v1/datasets/dotsq/queues", {"name": "dots", "size": len(AWKWARD)})
+        order = [it["id"] for it in self.api("GET", "/v1/datasets/dotsq/queues/dots")["items"]]
+        self.assertEqual(sorted(order), sorted(AWKWARD))
+        self.open("queue/dotsq/dots")
+        for i, sid in enumerate(order):
+            self.wait(lambda: self.shown("#queue-sample", sid), msg="queue mode shows %r" % sid)
+            self.press("d")
+            self.wait(lambda: self.status("dotsq", sid) == "dismissed", msg="d dismisses %r" % sid)
+        self.wait_for("#queue-done")
+        self.assertEqual(self.statuses("dotsq"), {sid: "dismissed" for sid in AWKWARD})
+
+    def test_browser_awkward_ids_hard_table_and_links(self):
+        self.open("hard/dotsh?k=100")
+        self.wait_for("#hard tbody tr")
+        rows = [tr.get_attribute("data-id") for tr in self.driver.find_elements(By.CSS_SELECTOR, "#hard tbody tr")]
+        self.assertEqual(sorted(rows), sorted(AWKWARD))
+        for i, sid in enumerate(rows):
+            self.press("jc")  # the next row
+            self.wait(lambda: self.status("dotsh", sid) == "confirmed", msg="c confirms row %d, %r" % (i, sid))
+        self.assertEqual(self.statuses("dotsh"), {sid: "confirmed" for sid in AWKWARD})
+        # each row's link opens that sample's page
+        for sid in rows:
+            with self.subTest(id=sid):
+                self.open("hard/dotsh?k=100&status=confirmed")
+                link = self.wait(lambda: [a for a in self.driver.find_elements(By.CSS_SELECTOR, "#hard tbody tr a")
+                                          if a.text == sid.strip()], msg="the link of %r" % sid)[0]
+                link.click()
+                self.wait(lambda: self.shown("#sample", sid), msg="the page of %r" % sid)
+
+
 class TokenBrowserTest(ConsoleBrowserCase):
     daemon_env = {"FOCALD_TOKEN": TOKEN}
 

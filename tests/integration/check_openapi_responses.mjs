@@ -957,6 +957,9 @@ async function exercise(ctx) {
   await post("/v1/datasets/media/batches", { ids: ["p", "q"], logits: [[0, 1], [1, 0]], targets: [1, 0], meta: { p: { uri: "pic.png" }, q: { uri: "../pic.png" } } }, { expect: 200 });
   await J("GET", "/v1/datasets/media/samples/p/media", { expect: 200, want: { "Content-Type": /^image\/png$/ } });
   await J("GET", "/v1/datasets/media/samples/q/media", { expect: 404, code: "not_found", label: "outside the root" });
+  await J("GET", "/v1/datasets/media/sample/media?id=p", { expect: 200, want: { "Content-Type": /^image\/png$/ } });
+  await J("GET", "/v1/datasets/media/sample/media?id=q", { expect: 404, code: "not_found", label: "outside the root, id in the query" });
+  await J("GET", "/v1/datasets/media/sample/media?id=nope", { expect: 404, code: "sample_not_found" });
 
   // the console's files
   await J("GET", "/ui", { expect: 308, want: { Location: /^\/ui\/$/ } });
@@ -1146,6 +1149,29 @@ async function exerciseReview(ctx) {
   if (r) check(r.status === "open" && r.corrected_label === null && same(r.reviews, []), "reviews: a sample never reviewed has an empty trail");
   await J("GET", `${S("nope")}/reviews`, { expect: 404, code: "sample_not_found" });
   await J("GET", "/v1/datasets/nope/samples/s1/reviews", { expect: 404, code: "dataset_not_found" });
+
+  // the same routes with the id in the query: ids a browser cannot send in a path
+  const DQ = "/v1/datasets/dots";
+  await post(`${DQ}/batches`, { run: "r3", step: 1, loss: softmax, ids: [".", "..", "a/b"], logits: [[0, 1, 0], [1, 0, 0], [0, 0, 1]], targets: [0, 1, 2] }, { expect: 200, label: "ids . .. a/b" });
+  const Q = (id, sub = "") => `${DQ}/sample${sub}?id=${enc(id)}`;
+  for (const id of [".", ".."]) {
+    r = await J("GET", Q(id), { expect: 200, label: `sample?id=${id}` });
+    if (r) check(r.id === id, `sample?id=: the sample "${id}" (${JSON.stringify(r.id)})`);
+    r = await put(Q(id, "/meta"), { uri: "dot.png" }, { expect: 200, label: `sample/meta?id=${id}` });
+    if (r) check(r.id === id, `sample/meta?id=: the sample "${id}"`);
+    r = await post(Q(id, "/review"), { status: "dismissed", reviewer: "dot" }, { expect: 200, label: `sample/review?id=${id}` });
+    if (r) check(r.id === id && r.status === "dismissed", `sample/review?id=: the sample "${id}" (${JSON.stringify(r)})`);
+    r = await J("GET", Q(id, "/reviews"), { expect: 200, label: `sample/reviews?id=${id}` });
+    if (r) check(r.id === id && r.reviews?.length === 1, `sample/reviews?id=: the trail of "${id}"`);
+  }
+  await J("GET", `${DQ}/sample?id=a%2Fb&run=r3`, { expect: 200, label: "sample?id= with a slash and a run" });
+  await J("GET", `${DQ}/sample`, { expect: 400, code: "bad_query", field: "id", label: "sample without id" });
+  await post(`${DQ}/sample/review`, { status: "confirmed" }, { expect: 400, code: "bad_query", field: "id", label: "review without id" });
+  await put(`${DQ}/sample/meta?id=%zz`, {}, { expect: 400, code: "bad_query", field: "id", label: "meta with a malformed id" });
+  await J("GET", Q("nope"), { expect: 404, code: "sample_not_found" });
+  await J("GET", Q("nope", "/reviews"), { expect: 404, code: "sample_not_found" });
+  await post(Q("nope", "/review"), { status: "confirmed" }, { expect: 404, code: "sample_not_found" });
+  await put(Q("nope", "/meta"), {}, { expect: 404, code: "sample_not_found" });
 
   // the relabel feed: all of it, then in pages, then polled at its end
   r = await J("GET", `${D}/relabels`, { expect: 200 });

@@ -1212,6 +1212,114 @@ class ConcurrencyTest(ReviewTestCase):
 
 # ---------------------------------------------------------------------------- meta
 
+# Ids a browser cannot put in a URL path as they are: WHATWG's URL parser (every browser, fetch()) removes "."
+# and ".." segments, "%2e" spellings included, before the request leaves; the others must survive encoding.
+AWKWARD_IDS = [".", "..", "%2e", "%2E%2e", ".%2e", "a/b", "../x", "./x", "a/../b", "?", "#", "%", "%25", "+", "a+b",
+               " lead", "&id=x", "é ✓ 𝄞", "\u2028", "7"]
+
+
+def browser_path(path):
+    """What a browser sends for an absolute path: WHATWG URL's dot segments ("." or "%2e", ".." or any mix of
+    "." and "%2e" twice) removed, a ".." taking the segment before it."""
+    out = []
+    segs = path.split("/")[1:]
+    for i, seg in enumerate(segs):
+        low = seg.lower()
+        last = i == len(segs) - 1
+        if low in ("..", ".%2e", "%2e.", "%2e%2e"):
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        elif low in (".", "%2e"):
+            if last:
+                out.append("")
+        else:
+            out.append(seg)
+    return "/" + "/".join(out)
+
+
+class SampleIdInQueryTest(ReviewTestCase):
+    """/v1/datasets/{dataset}/sample?id=<id> and its /review, /reviews, /media and /meta: the same sample and the
+    same answers as the path form, for every id, including those a browser cannot send in a path."""
+
+    def qpath(self, ds, sid, sub="", **params):
+        return "/v1/datasets/%s/sample%s?%s" % (harness.q(ds), sub, urllib.parse.urlencode(dict(id=sid, **params)))
+
+    def test_sample_id_in_query_reaches_every_awkward_id(self):
+        ds = self.ds_name()
+        self.plant(ds, [(sid, i % 3, -1.0 + 0.1 * i) for i, sid in enumerate(AWKWARD_IDS)])
+        for i, sid in enumerate(AWKWARD_IDS):
+            with self.subTest(id=sid):
+                qp = self.qpath(ds, sid)
+                # what the console sends is what the server gets: a browser leaves the query form alone
+                self.assertEqual(browser_path(urllib.parse.urlsplit(qp).path), urllib.parse.urlsplit(qp).path)
+                r = self.d.get(qp)
+                self.assertEqual(r.status, 200, r)
+                self.assertEqual(r.json()["id"], sid)
+                self.assertEqual(r.json(), self.d.get(self.sample_path(ds, sid)).json())
+                self.assertEqual(self.d.get(self.qpath(ds, sid, run="r1")).json()["runs"][0]["run"], "r1")
+                self.assertEqual(self.d.request("HEAD", qp).status, 200)
+                # meta, review and the trail, through the query form, land on this sample and no other
+                meta = {"uri": "/m/%d.png" % i, "n": i}
+                r = self.d.request("PUT", self.qpath(ds, sid, "/meta"), meta)
+                self.assertEqual((r.status, r.json()), (200, {"id": sid, "meta": meta}), r)
+                self.assertEqual(self.d.get(self.sample_path(ds, sid)).json()["meta"], meta)
+                r = self.d.post(self.qpath(ds, sid, "/review"), {"status": "confirmed", "reviewer": "q%d" % i})
+                self.assertEqual((r.status, r.json()["id"], r.json()["status"]), (200, sid, "confirmed"), r)
+                trail = self.d.get(self.qpath(ds, sid, "/reviews"))
+                self.assertEqual(trail.status, 200, trail)
+                self.assertEqual(trail.json(), self.d.get(self.sample_path(ds, sid) + "/reviews").json())
+                self.assertEqual([(e["to"], e["reviewer"]) for e in trail.json()["reviews"]], [("confirmed", "q%d" % i)])
+                r = self.d.get(self.qpath(ds, sid, "/media"))
+                self.assertEqual((r.status, r.json()["code"]), (404, "not_found"), "no --media-root: the path form's answer")
+        # each sample was changed once, by its own requests
+        statuses = {it["id"]: it["status"] for it in self.d.all_hard(ds, status=ALL_STATES)}
+        self.assertEqual(statuses, {sid: "confirmed" for sid in AWKWARD_IDS})
+        # the ids that need the query form: their path form is rewritten by a browser into another route
+        for sid in (".", ".."):
+            p = self.sample_path(ds, sid)
+            self.assertNotEqual(browser_path(p), p)
+            self.assertNotEqual(browser_path(p + "/review"), p + "/review")
+
+    def test_sample_id_in_query_errors(self):
+        ds = self.ds_name()
+        self.plant(ds, [("s1", 0, 1.0)])
+        base = "/v1/datasets/%s/sample" % ds
+        cases = [
+            (base, 400, "bad_query", "id"),
+            (base + "?run=r1", 400, "bad_query", "id"),
+            (base + "?id", 400, "bad_query", "id"),
+            (base + "?id=%zz", 400, "bad_query", "id"),
+            (base + "?id=a%00b", 400, "bad_query", "id"),
+            (base + "?id=s1&id=s1", 400, "bad_query", "id"),
+            (base + "?id=s1&k=1", 400, "bad_query", "k"),
+            (base + "/reviews?id=s1&run=r1", 400, "bad_query", "run"),
+            (base + "?id=", 404, "sample_not_found", None),
+            (base + "?id=nope", 404, "sample_not_found", None),
+            (base + "?id=" + "x" * 300, 404, "sample_not_found", None),
+            (base + "?id=s1&run=r9", 404, "run_not_found", "run"),
+            ("/v1/datasets/nope/sample?id=s1", 404, "dataset_not_found", None),
+            (base + "/media?id=nope", 404, "sample_not_found", None),
+        ]
+        for path, status, code, field in cases:
+            with self.subTest(path=path[:80]):
+                r = self.d.get(path)
+                self.assertEqual((r.status, r.json()["code"], r.json().get("field")), (status, code, field), r)
+        # changes: refused before anything is stored
+        for method, sub, body in (("POST", "/review", {"status": "confirmed"}), ("PUT", "/meta", {"x": 1})):
+            for q, status, code in (("", 400, "bad_query"), ("?id=%zz", 400, "bad_query"), ("?id=nope", 404, "sample_not_found")):
+                with self.subTest(method=method, q=q):
+                    r = self.d.request(method, base + sub + q, body)
+                    self.assertEqual((r.status, r.json()["code"]), (status, code), r)
+        s1 = self.d.get(self.sample_path(ds, "s1")).json()
+        self.assertEqual((s1["status"], s1["meta"]), ("open", {}))
+        # a + is a space, as in every query value; %2B is a plus
+        self.plant(ds, [("a b", 0, 1.0), ("a+b", 1, 1.0)], step=2)
+        self.assertEqual(self.d.get(base + "?id=a+b").json()["id"], "a b")
+        self.assertEqual(self.d.get(base + "?id=a%2Bb").json()["id"], "a+b")
+
+
 class MetaTest(ReviewTestCase):
     DS = "meta"
 

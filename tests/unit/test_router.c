@@ -19,15 +19,15 @@ static int h_none(struct http_req *rq, struct http_resp *out) {
 
 /* A table of its own, so that each rule is seen on a route made for it. */
 static const router_route table[] = {
-    {"GET", "/livez", h_none, ROUTE_PROBE, "", {P_NONE, P_NONE}, NULL, 0},
-    {"GET", "/v1/things/{thing}", h_none, ROUTE_DATA, "", {P_DATASET_NOT_FOUND, P_NONE}, NULL, 0},
-    {"DELETE", "/v1/things/{thing}", h_none, ROUTE_DATA, "", {P_DATASET_NOT_FOUND, P_NONE}, NULL, 0},
+    {"GET", "/livez", h_none, ROUTE_PROBE, "", {P_NONE, P_NONE}, NULL, 0, NULL},
+    {"GET", "/v1/things/{thing}", h_none, ROUTE_DATA, "", {P_DATASET_NOT_FOUND, P_NONE}, NULL, 0, NULL},
+    {"DELETE", "/v1/things/{thing}", h_none, ROUTE_DATA, "", {P_DATASET_NOT_FOUND, P_NONE}, NULL, 0, NULL},
     {"POST", "/v1/things/{thing}/parts", h_none, ROUTE_DATA | ROUTE_BODY_JSON | ROUTE_BODY_BINARY, "",
-     {P_BAD_NAME, P_NONE}, "Inference-Header-Content-Length", 64},
+     {P_BAD_NAME, P_NONE}, "Inference-Header-Content-Length", 64, NULL},
     {"GET", "/v1/things/{thing}/parts/{part}", h_none, ROUTE_DATA, "k", {P_DATASET_NOT_FOUND, P_SAMPLE_NOT_FOUND},
-     NULL, 0},
-    {"GET", "/files/{name}", h_none, ROUTE_OPEN, "", {P_NOT_FOUND, P_NONE}, NULL, 0},
-    {"PUT", "/files/{name}", h_none, 0, "", {P_NOT_FOUND, P_NONE}, NULL, 0},
+     NULL, 0, NULL},
+    {"GET", "/files/{name}", h_none, ROUTE_OPEN, "", {P_NOT_FOUND, P_NONE}, NULL, 0, NULL},
+    {"PUT", "/files/{name}", h_none, 0, "", {P_NOT_FOUND, P_NONE}, NULL, 0, NULL},
 };
 static const int ntable = (int)(sizeof table / sizeof table[0]);
 
@@ -116,17 +116,30 @@ static void test_router_check_refuses_malformed_tables(void **state) {
   (void)state;
   char err[200];
   assert_int_equal(router_check(table, ntable, err, sizeof err), 0);
-  const router_route no_answer[] = {{"GET", "/a/{x}", h_none, 0, "", {P_NONE, P_NONE}, NULL, 0}};
+  const router_route no_answer[] = {{"GET", "/a/{x}", h_none, 0, "", {P_NONE, P_NONE}, NULL, 0, NULL}};
   assert_int_equal(router_check(no_answer, 1, err, sizeof err), -1);
   assert_non_null(strstr(err, "parameter 1"));
-  const router_route three[] = {{"GET", "/{a}/{b}/{c}", h_none, 0, "", {P_NOT_FOUND, P_NOT_FOUND}, NULL, 0}};
+  const router_route three[] = {{"GET", "/{a}/{b}/{c}", h_none, 0, "", {P_NOT_FOUND, P_NOT_FOUND}, NULL, 0, NULL}};
   assert_int_equal(router_check(three, 1, err, sizeof err), -1);
-  const router_route relative[] = {{"GET", "a", h_none, 0, "", {P_NONE, P_NONE}, NULL, 0}};
+  const router_route relative[] = {{"GET", "a", h_none, 0, "", {P_NONE, P_NONE}, NULL, 0, NULL}};
   assert_int_equal(router_check(relative, 1, err, sizeof err), -1);
-  const router_route odd_align[] = {{"POST", "/a", h_none, ROUTE_BODY_BINARY, "", {P_NONE, P_NONE}, "X-Head", 48}};
+  const router_route odd_align[] = {{"POST", "/a", h_none, ROUTE_BODY_BINARY, "", {P_NONE, P_NONE}, "X-Head", 48, NULL}};
   assert_int_equal(router_check(odd_align, 1, err, sizeof err), -1);
-  const router_route no_header[] = {{"POST", "/a", h_none, ROUTE_BODY_BINARY, "", {P_NONE, P_NONE}, NULL, 64}};
+  const router_route no_header[] = {{"POST", "/a", h_none, ROUTE_BODY_BINARY, "", {P_NONE, P_NONE}, NULL, 64, NULL}};
   assert_int_equal(router_check(no_header, 1, err, sizeof err), -1);
+  /* a parameter given in the query counts as one, needs its answer and must be a query parameter of the route */
+  const router_route in_query[] = {{"GET", "/a/{x}/b", h_none, 0, "id k", {P_NOT_FOUND, P_SAMPLE_NOT_FOUND}, NULL, 0, "id"}};
+  assert_int_equal(router_check(in_query, 1, err, sizeof err), 0);
+  assert_int_equal(router_query_index(&in_query[0]), 1);
+  assert_int_equal(router_query_index(&table[1]), -1);
+  const router_route unlisted[] = {{"GET", "/a/{x}/b", h_none, 0, "k", {P_NOT_FOUND, P_SAMPLE_NOT_FOUND}, NULL, 0, "id"}};
+  assert_int_equal(router_check(unlisted, 1, err, sizeof err), -1);
+  assert_non_null(strstr(err, "query_param"));
+  const router_route unanswered[] = {{"GET", "/a/{x}/b", h_none, 0, "id", {P_NOT_FOUND, P_NONE}, NULL, 0, "id"}};
+  assert_int_equal(router_check(unanswered, 1, err, sizeof err), -1);
+  assert_non_null(strstr(err, "parameter 2"));
+  const router_route too_many[] = {{"GET", "/{a}/{b}", h_none, 0, "id", {P_NOT_FOUND, P_NOT_FOUND}, NULL, 0, "id"}};
+  assert_int_equal(router_check(too_many, 1, err, sizeof err), -1);
 }
 
 /* The daemon's own table passes the check, and states what the HTTP layer used to hard-code. */
