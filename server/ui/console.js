@@ -679,13 +679,20 @@ function seriesLegend(r) {
     `${s.points.length} points, one every ${s.stride} observation${s.stride === 1 ? '' : 's'} of ${fmt(r.seen)}`);
 }
 
+// u when it is an absolute http(s) URL, else null: the only URLs from the data (a meta uri, a viewer link) the
+// console puts in a link or an image. A javascript:, data: or vbscript: URL, or one a browser would read as
+// one after stripping leading blanks and control characters, is shown as text at most.
+function httpUrl(u) {
+  return typeof u === 'string' && /^https?:\/\/[^\s\/?#]/i.test(u) ? u : null;
+}
+
 function sampleDetails(ds, s) {
   const meta = s.meta || {};
   const parts = [];
   parts.push(el('p', {}, 'status ', el('strong', { id: 'sample-status', text: s.status }),
     s.corrected_label !== null ? ` · corrected label ${fmt(s.corrected_label)}` : '', s.reconsider ? ' · due for reconsideration' : ''));
-  if (typeof meta.uri === 'string' && /^https?:\/\//i.test(meta.uri)) {
-    parts.push(el('figure', { class: 'preview' }, el('img', { src: meta.uri, alt: 'preview of ' + s.id, referrerpolicy: 'no-referrer' }),
+  if (httpUrl(meta.uri)) {
+    parts.push(el('figure', { class: 'preview' }, el('img', { src: httpUrl(meta.uri), alt: 'preview of ' + s.id, referrerpolicy: 'no-referrer' }),
       el('figcaption', { text: meta.uri })));
   } else if (typeof meta.uri === 'string') {
     // a local file: focald serves it when it is an image under its --media-root (fetched with the token)
@@ -696,8 +703,8 @@ function sampleDetails(ds, s) {
       else fig.append(el('p', { class: 'muted', text: 'no preview (not an image under focald\'s --media-root)' }));
     });
   }
-  if (s.viewer_url) {
-    parts.push(el('p', {}, el('a', { id: 'ohif-link', href: s.viewer_url, target: '_blank', rel: 'noopener noreferrer' }, 'Open the study in OHIF')));
+  if (httpUrl(s.viewer_url)) {
+    parts.push(el('p', {}, el('a', { id: 'ohif-link', href: httpUrl(s.viewer_url), target: '_blank', rel: 'noopener noreferrer' }, 'Open the study in OHIF')));
   }
   for (const r of s.runs) {
     parts.push(el('h4', { text: 'run ' + r.run }));

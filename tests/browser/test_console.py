@@ -637,6 +637,40 @@ class AwkwardIdsBrowserTest(ConsoleBrowserCase):
                 self.wait(lambda: self.shown("#sample", sid), msg="the page of %r" % sid)
 
 
+class UnsafeUrlsBrowserTest(ConsoleBrowserCase):
+    """Only absolute http(s) URLs from the data become links or images: a meta uri or viewer link of another
+    scheme (here a --viewer-url that is a script) is never clickable nor loaded."""
+    daemon_args = ("--viewer-url", "javascript:alert(1)//")
+    URIS = {"js": "javascript:alert(1)", "JS": "JAVASCRIPT:alert(1)", "sp": " javascript:alert(1)",
+            "tab": "java\tscript:alert(1)", "data": "data:image/svg+xml,<svg onload=alert(1)>",
+            "vb": "vbscript:msgbox(1)", "rel": "//evil.example/x.png", "ok": "http://127.0.0.1:1/x.png"}
+
+    @classmethod
+    def fixture(cls):
+        ids = sorted(cls.URIS) + ["dicom"]
+        meta = {sid: {"uri": u} for sid, u in cls.URIS.items()}
+        meta["dicom"] = {"study_uid": "1.2.3"}
+        cls.d.ok_batch(DS, {"ids": ids, "logits": [[0.0, 1.0]] * len(ids), "targets": [0] * len(ids), "meta": meta})
+
+    def links(self):
+        return self.driver.execute_script(
+            "return [...document.querySelectorAll('a[href], img[src]')].map((e) => e.getAttribute('href') ?? e.getAttribute('src'));")
+
+    def test_browser_unsafe_urls_are_text_never_links_or_images(self):
+        for sid in sorted(self.URIS) + ["dicom"]:
+            with self.subTest(id=sid):
+                self.open("sample/%s/%s" % (DS, sid))
+                self.wait_for("#sample[data-id='%s'] .decisions" % sid)
+                if sid == "dicom":
+                    self.assertTrue(self.api("GET", "/v1/datasets/%s/samples/dicom" % DS)["viewer_url"].startswith("javascript:"))
+                    self.assertFalse(self.driver.find_elements(By.CSS_SELECTOR, "#ohif-link"), "no link to a script")
+                else:
+                    self.wait(lambda: self.URIS[sid] in self.find("figure.preview figcaption").get_attribute("textContent"))
+                for u in self.links():
+                    self.assertRegex(u, r"^(#|https?://[^/]|blob:|/)", sid)
+                self.assertEqual(bool(self.driver.find_elements(By.CSS_SELECTOR, ".preview img:not(#local-preview)")), sid == "ok")
+
+
 class TokenBrowserTest(ConsoleBrowserCase):
     daemon_env = {"FOCALD_TOKEN": TOKEN}
 
