@@ -13,7 +13,7 @@ import urllib.parse
 import uuid
 from typing import Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Sequence, Union, cast
 
-from . import framing
+from . import _args, framing
 from ._http import Body, Transport
 from ._retry import Backoff
 from .errors import FocaldError
@@ -39,6 +39,16 @@ def _seg(s: Union[str, int]) -> str:
     return urllib.parse.quote(str(s), safe="")
 
 
+def _ds(dataset: Any) -> str:
+    """A dataset's name as a path segment, after checking that it is a str."""
+    return _seg(_args.string("dataset", dataset))
+
+
+def _sid(sample_id: Any) -> str:
+    """A sample id as a path segment, after checking that it is one (a str or a 64-bit integer)."""
+    return _seg(_args.sample_id("sample_id", sample_id))
+
+
 def _flag(v: Optional[bool]) -> Optional[str]:
     """A boolean query parameter as focald spells it."""
     return None if v is None else ("true" if v else "false")
@@ -47,7 +57,19 @@ def _flag(v: Optional[bool]) -> Optional[str]:
 def _status_list(status: Status) -> Optional[str]:
     if status is None or isinstance(status, str):
         return status
+    if not isinstance(status, (list, tuple, set, frozenset)) or not all(isinstance(v, str) for v in status):
+        raise TypeError("status must be a review state (str) or a list of them, not %r" % (status,))
     return ",".join(status)
+
+
+def _filters(by: Any, order: Any, run: Any, label: Any, label_issue: Any, min_seen: Any) -> None:
+    """Checks the filters the rankings share (hard_examples, queues, exports)."""
+    _args.opt_string("by", by)
+    _args.opt_string("order", order)
+    _args.opt_string("run", run)
+    _args.opt_integer("label", label)
+    _args.opt_bool("label_issue", label_issue)
+    _args.opt_integer("min_seen", min_seen, 0)
 
 
 class ExportStream:
@@ -108,7 +130,12 @@ class Client:
     def __init__(self, url: Optional[str] = None, token: Optional[str] = None, timeout: float = 30.0,
                  binary: Optional[bool] = None, ca_file: Optional[str] = None,
                  ssl_context: Optional[ssl.SSLContext] = None, read_your_writes: bool = False) -> None:
-        self.url = (url or os.environ.get("FOCALD_URL") or DEFAULT_URL).rstrip("/")
+        self.url = (_args.opt_string("url", url) or os.environ.get("FOCALD_URL") or DEFAULT_URL).rstrip("/")
+        timeout = _args.number("timeout", timeout, 0.0)
+        if timeout <= 0:
+            raise ValueError("timeout = %r is out of range: it must be more than 0 seconds" % timeout)
+        _args.opt_string("token", token)
+        _args.opt_bool("binary", binary)
         if token is None:
             token = os.environ.get("FOCALD_TOKEN") or None
         ca_file = ca_file or os.environ.get("FOCALD_CA_FILE") or None
@@ -129,7 +156,7 @@ class Client:
     def observe_position(self, position: int) -> None:
         """Makes this client's reads (with read_your_writes) wait for position too: a write another client
         made, on another node of a cluster, say."""
-        self._t.observe_position(int(position))
+        self._t.observe_position(_args.integer("position", position, 0))
 
     def __repr__(self) -> str:
         return "Client(%r, binary=%r)" % (self.url, self.binary)
@@ -150,7 +177,7 @@ class Client:
         return cast(JSON, self._t.request("GET", path, query, timeout=timeout).json())
 
     def _send_json(self, method: str, path: str, doc: Any, query: Optional[Mapping[str, Any]] = None) -> JSON:
-        body = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        body = _args.dumps(doc)
         return cast(JSON, self._t.request(method, path, query, body=body,
                                           headers={"Content-Type": "application/json"}).json())
 
@@ -185,12 +212,22 @@ class Client:
         Returns the batch response: dataset, run, batch_id, accepted, duplicate, loss, losses,
         scores (p_t, p_max, margin, norm_margin, entropy, cw_entropy, el2n, correct, pred), hardest.
         """
+        path = "/v1/datasets/%s/batches" % _ds(dataset)
+        run = _args.opt_string("run", run)
+        batch_id = _args.opt_string("batch_id", batch_id)
+        epoch = _args.opt_integer("epoch", epoch, 0, _args.MAX_EPOCH)
+        step = _args.opt_integer("step", step, 0, _args.MAX_STEP)
+        retries = _args.integer("retries", retries, 0)
+        if segments is not None:
+            if isinstance(segments, (str, bytes, Mapping)) or not isinstance(segments, Sequence):
+                raise TypeError("segments must be a list of {\"n\", \"step\", \"epoch\"}, not %s"
+                                % type(segments).__name__)
+            segments = [_segment(k, g) for k, g in enumerate(segments)]
         if retries and batch_id is None:
             batch_id = "py-" + uuid.uuid4().hex
         fields = {"run": run, "batch_id": batch_id, "epoch": epoch, "step": step, "segments": segments,
-                  "loss": _loss_obj(loss), "meta": meta, "ohem_k": ohem_k}
-        return self._score("/v1/datasets/%s/batches" % _seg(dataset), fields, ids, logits, probs, targets, weights,
-                           outputs, retries)
+                  "loss": _loss_obj(loss), "meta": _args.meta_keys(meta), "ohem_k": _args.opt_integer("ohem_k", ohem_k, 0)}
+        return self._score(path, fields, ids, logits, probs, targets, weights, outputs, retries)
 
     def evaluate(self, logits: Tensor = None, targets: Tensor = None, *, probs: Tensor = None, ids: Tensor = None,
                  loss: Loss = None, weights: Tensor = None, ohem_k: Optional[int] = None,
@@ -204,15 +241,15 @@ class Client:
             raise ValueError("give exactly one of logits and probs")
         x = logits if logits is not None else probs
         if ids is None:
-            ids = list(range(framing.length(x)))
-        fields = {"loss": _loss_obj(loss), "ohem_k": ohem_k}
+            ids = list(range(_rows("logits" if logits is not None else "probs", x)))
+        fields = {"loss": _loss_obj(loss), "ohem_k": _args.opt_integer("ohem_k", ohem_k, 0)}
         return self._score("/v1/loss", fields, ids, logits, probs, targets, weights, outputs, 0)
 
     def post_batch_body(self, dataset: str, body: Union[Mapping[str, Any], bytes]) -> JSON:
         """Posts a batch body exactly as the HTTP API takes it (POST /v1/datasets/{dataset}/batches):
         a dict, or the bytes of a JSON document (a file's contents, say). Returns the batch response
         as post_batch does; focald's refusal of the body (400, 422) is a FocaldError."""
-        return self._post_body("/v1/datasets/%s/batches" % _seg(dataset), body)
+        return self._post_body("/v1/datasets/%s/batches" % _ds(dataset), body)
 
     def evaluate_body(self, body: Union[Mapping[str, Any], bytes]) -> JSON:
         """Evaluates a body exactly as the HTTP API takes it (POST /v1/loss), storing nothing: a dict,
@@ -221,7 +258,7 @@ class Client:
 
     def _post_body(self, path: str, body: Union[Mapping[str, Any], bytes]) -> JSON:
         if isinstance(body, Mapping):
-            data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
+            data = _args.dumps(body)
         elif isinstance(body, (bytes, bytearray)):
             data = bytes(body)
         else:
@@ -237,6 +274,12 @@ class Client:
         if targets is None:
             raise ValueError("targets are required")
         xname, x = ("logits", logits) if logits is not None else ("probs", probs)
+        n = framing.check_ids(ids)
+        for name, t in ((xname, x), ("targets", targets), ("weights", weights)):
+            if t is not None and _rows(name, t) != n:
+                raise ValueError("%s has %d rows for %d ids" % (name, _rows(name, t), n))
+        if outputs is not None and (isinstance(outputs, str) or not all(isinstance(o, str) for o in outputs)):
+            raise TypeError("outputs must be a list of output names, not %r" % (outputs,))
         body: Body
         if self.binary:
             parts, hlen = framing.binary_body(fields, ids, xname, x, targets, weights, outputs=outputs)
@@ -280,10 +323,11 @@ class Client:
         waiting for a decision). cursor: next_cursor of the previous page.
         Returns {"dataset", "run", "by", "order", "items", "next_cursor"}.
         """
-        q = {"by": by, "order": order, "k": k, "run": run, "label": label, "label_issue": _flag(label_issue),
-             "min_seen": min_seen, "status": _status_list(status),
-             "cursor": cursor}
-        return self._get("/v1/datasets/%s/hard-examples" % _seg(dataset), q)
+        _filters(by, order, run, label, label_issue, min_seen)
+        q = {"by": by, "order": order, "k": _args.opt_integer("k", k), "run": run, "label": label,
+             "label_issue": _flag(label_issue), "min_seen": min_seen, "status": _status_list(status),
+             "cursor": _args.opt_string("cursor", cursor)}
+        return self._get("/v1/datasets/%s/hard-examples" % _ds(dataset), q)
 
     def iter_hard_examples(self, dataset: str, *, limit: Optional[int] = None, page_size: int = 1000,
                            **filters: Any) -> Iterator[JSON]:
@@ -292,6 +336,8 @@ class Client:
 
         Each page is the ranking as of its own request: while batches arrive, a sample that moves between
         two pages can be yielded twice or not at all. iter_export lists every sample once."""
+        limit = _args.opt_integer("limit", limit, 0)
+        page_size = _args.integer("page_size", page_size, 1)
         cursor, n = None, 0
         while limit is None or n < limit:
             k = page_size if limit is None else min(page_size, limit - n)
@@ -308,7 +354,8 @@ class Client:
     def sample(self, dataset: str, sample_id: Union[str, int], run: Optional[str] = None) -> JSON:
         """A sample's status, meta, corrected label and per-run history with its recent observations
         (GET /v1/datasets/{dataset}/samples/{id})."""
-        return self._get("/v1/datasets/%s/samples/%s" % (_seg(dataset), _seg(sample_id)), {"run": run})
+        return self._get("/v1/datasets/%s/samples/%s" % (_ds(dataset), _sid(sample_id)),
+                         {"run": _args.opt_string("run", run)})
 
     def review(self, dataset: str, sample_id: Union[str, int], status: str, *, label: Any = None,
                reviewer: Optional[str] = None, note: Optional[str] = None) -> JSON:
@@ -317,24 +364,26 @@ class Client:
         status: open, queued, in_review, relabelled (give the corrected label), confirmed or dismissed.
         Returns {"id", "from", "status", "label_before", "label", "reviewer", "note", "at"}.
         An illegal transition is a 409 FocaldError."""
-        doc: JSON = {"status": status}
+        path = "/v1/datasets/%s/samples/%s/review" % (_ds(dataset), _sid(sample_id))
+        doc: JSON = {"status": _args.string("status", status)}
         if label is not None:
             doc["label"] = label
         if reviewer is not None:
-            doc["reviewer"] = reviewer
+            doc["reviewer"] = _args.string("reviewer", reviewer)
         if note is not None:
-            doc["note"] = note
-        return self._send_json("POST", "/v1/datasets/%s/samples/%s/review" % (_seg(dataset), _seg(sample_id)), doc)
+            doc["note"] = _args.string("note", note)
+        return self._send_json("POST", path, doc)
 
     def reviews(self, dataset: str, sample_id: Union[str, int]) -> JSON:
         """A sample's audit trail: {"id", "status", "corrected_label", "reviews": [{"from", "to",
         "label_before", "label_after", "reviewer", "note", "at"}, ...]} oldest first."""
-        return self._get("/v1/datasets/%s/samples/%s/reviews" % (_seg(dataset), _seg(sample_id)))
+        return self._get("/v1/datasets/%s/samples/%s/reviews" % (_ds(dataset), _sid(sample_id)))
 
     def set_meta(self, dataset: str, sample_id: Union[str, int], meta: Mapping[str, Any]) -> JSON:
         """Replaces a sample's metadata (PUT .../samples/{id}/meta): uri, study_uid, series_uid, sop_uid,
         patient_id, tags and free fields. Returns {"id", "meta"}."""
-        return self._send_json("PUT", "/v1/datasets/%s/samples/%s/meta" % (_seg(dataset), _seg(sample_id)), meta)
+        path = "/v1/datasets/%s/samples/%s/meta" % (_ds(dataset), _sid(sample_id))
+        return self._send_json("PUT", path, _args.mapping("meta", meta))
 
     # ------------------------------------------------------------ relabel feed
 
@@ -342,12 +391,14 @@ class Client:
         """One page of the relabel feed (GET /v1/datasets/{dataset}/relabels): corrected labels and
         withdrawals, in commit order, after the cursor `since`.
         Returns {"dataset", "relabels": [...], "next_cursor"}; keep next_cursor for the next pull."""
-        return self._get("/v1/datasets/%s/relabels" % _seg(dataset), {"since": since, "limit": limit})
+        return self._get("/v1/datasets/%s/relabels" % _ds(dataset),
+                         {"since": _args.opt_string("since", since), "limit": _args.opt_integer("limit", limit)})
 
     def relabel_feed(self, dataset: str, since: Optional[str] = None, page_size: int = 1000) -> "RelabelFeed":
         """An iterator over the relabel feed from `since` to its current end; its .cursor is where to
         resume next time (see RelabelFeed)."""
-        return RelabelFeed(self, dataset, since, page_size)
+        _ds(dataset)
+        return RelabelFeed(self, dataset, _args.opt_string("since", since), _args.integer("page_size", page_size, 1))
 
     # ------------------------------------------------------------ queues
 
@@ -362,27 +413,37 @@ class Client:
         quotas: {label: {"min": a, "max": b}} per-label overrides of min_per_label/max_per_label.
         dedupe_by: a meta key (e.g. "patient_id"): at most one sample per value.
         Returns the queue's summary (name, created_at, size, reviewed, progress, params)."""
-        doc: JSON = {"name": name}
+        path = "/v1/datasets/%s/queues" % _ds(dataset)
+        _filters(by, order, run, label, label_issue, min_seen)
+        for key, count in (("size", size), ("max_per_label", max_per_label), ("min_per_label", min_per_label)):
+            _args.opt_integer(key, count)
+        _args.opt_string("dedupe_by", dedupe_by)
+        doc: JSON = {"name": _args.string("name", name)}
         for k, v in (("by", by), ("order", order), ("run", run), ("size", size), ("label", label),
                      ("label_issue", label_issue), ("min_seen", min_seen),
                      ("max_per_label", max_per_label), ("min_per_label", min_per_label), ("dedupe_by", dedupe_by)):
             if v is not None:
                 doc[k] = v
         if quotas is not None:
-            doc["quotas"] = {str(lab): q for lab, q in quotas.items()}
-        return self._send_json("POST", "/v1/datasets/%s/queues" % _seg(dataset), doc)
+            doc["quotas"] = {str(lab): _args.mapping("quotas[%r]" % (lab,), q)
+                             for lab, q in _args.mapping("quotas", quotas).items()}
+        return self._send_json("POST", path, doc)
 
     def queues(self, dataset: str) -> JSON:
         """The dataset's queues with their progress: {"queues": [...]}."""
-        return self._get("/v1/datasets/%s/queues" % _seg(dataset))
+        return self._get("/v1/datasets/%s/queues" % _ds(dataset))
 
     def queue(self, dataset: str, name: str, offset: Optional[int] = None, limit: Optional[int] = None) -> JSON:
         """A queue's summary and its items in order, from offset (default 0), at most limit (default 1000):
         fewer when their JSON passes 16 MiB (large meta); the next page starts at offset + len(items)."""
-        return self._get("/v1/datasets/%s/queues/%s" % (_seg(dataset), _seg(name)), {"offset": offset, "limit": limit})
+        return self._get("/v1/datasets/%s/queues/%s" % (_ds(dataset), _seg(_args.string("name", name))),
+                         {"offset": _args.opt_integer("offset", offset), "limit": _args.opt_integer("limit", limit)})
 
     def iter_queue(self, dataset: str, name: str, page_size: int = 1000) -> Iterator[JSON]:
         """Yields every item of a queue in order."""
+        _ds(dataset)
+        _args.string("name", name)
+        page_size = _args.integer("page_size", page_size, 1)
         offset = 0
         while True:
             page = self.queue(dataset, name, offset=offset, limit=page_size)
@@ -394,7 +455,7 @@ class Client:
 
     def delete_queue(self, dataset: str, name: str) -> JSON:
         """Deletes a queue; its samples still queued go back to open. Returns {"deleted", "released"}."""
-        return self._delete("/v1/datasets/%s/queues/%s" % (_seg(dataset), _seg(name)))
+        return self._delete("/v1/datasets/%s/queues/%s" % (_ds(dataset), _seg(_args.string("name", name))))
 
     # ------------------------------------------------------------ exports
 
@@ -412,10 +473,15 @@ class Client:
         filter) are raised before the first chunk. Returns an ExportStream: iterate it for the
         bytes; once it is read whole, its skipped attribute says how many samples the format left
         out (no image Label Studio can open, no local file for FiftyOne, no study for OHIF)."""
+        path = "/v1/datasets/%s/export" % _ds(dataset)
+        _filters(by, order, run, label, label_issue, min_seen)
+        _args.string("format", format)
+        _args.opt_string("queue", queue)
+        _args.opt_string("local_files_root", local_files_root)
         q = {"format": format, "queue": queue, "by": by, "order": order, "run": run, "label": label,
              "label_issue": _flag(label_issue), "min_seen": min_seen,
-             "status": _status_list(status), "k": k, "local_files_root": local_files_root}
-        return ExportStream(self._t, "/v1/datasets/%s/export" % _seg(dataset), q, chunk_size)
+             "status": _status_list(status), "k": _args.opt_integer("k", k), "local_files_root": local_files_root}
+        return ExportStream(self._t, path, q, _args.integer("chunk_size", chunk_size, 1))
 
     def export(self, dataset: str, dest: Union[str, "os.PathLike[str]", BinaryIO], format: str = "csv",
                **kw: Any) -> ExportSize:
@@ -423,6 +489,8 @@ class Client:
         Returns the number of bytes written, an int whose skipped attribute is the number of samples
         the format left out (None if focald did not say). Arguments as iter_export. When dest is a
         path, a failed export leaves no partial file behind."""
+        if not hasattr(dest, "write") and not isinstance(dest, (str, os.PathLike)):
+            raise TypeError("dest must be a path or a binary file object, not %s" % type(dest).__name__)
         chunks = self.iter_export(dataset, format, **kw)
         if hasattr(dest, "write"):
             n = 0
@@ -430,6 +498,7 @@ class Client:
                 dest.write(chunk)
                 n += len(chunk)
             return ExportSize(n, chunks.skipped)
+        assert not isinstance(dest, BinaryIO)  # checked above: a path
         tmp = "%s.part-%d" % (dest, os.getpid())
         n = 0
         try:
@@ -451,11 +520,11 @@ class Client:
 
     def dataset(self, name: str) -> JSON:
         """One dataset with its runs (samples, observations, classes, last_step, loss_quantiles)."""
-        return self._get("/v1/datasets/%s" % _seg(name))
+        return self._get("/v1/datasets/%s" % _seg(_args.string("name", name)))
 
     def delete_dataset(self, name: str) -> JSON:
         """Removes a dataset and everything recorded for it. Returns {"deleted", "samples", "observations"}."""
-        return self._delete("/v1/datasets/%s" % _seg(name))
+        return self._delete("/v1/datasets/%s" % _seg(_args.string("name", name)))
 
     # ------------------------------------------------------------ health and documents
 
@@ -527,3 +596,30 @@ def _loss_obj(loss: Loss) -> Optional[Dict[str, Any]]:
         return {"type": loss}
     raise TypeError("loss must be a loss type name or a dict, not %r" % type(loss).__name__)
 
+
+def _rows(name: str, t: Tensor) -> int:
+    """The first dimension of a tensor argument (an array, a tensor or a list): TypeError for anything
+    else, ValueError for a 0-d one."""
+    if isinstance(t, (str, bytes, Mapping)):
+        raise TypeError("%s must be an array, a tensor or a list, not %s" % (name, type(t).__name__))
+    shape = getattr(t, "shape", None)
+    if shape is not None:
+        if len(shape) == 0:
+            raise ValueError("%s is 0-d: it needs a first dimension of one row per sample" % name)
+        return int(shape[0])
+    try:
+        return len(t)
+    except TypeError:
+        raise TypeError("%s must be an array, a tensor or a list, not %s" % (name, type(t).__name__)) from None
+
+
+def _segment(k: int, g: Any) -> Dict[str, Any]:
+    """segments[k] checked: {"n", "step", "epoch"}, with its integers as Python ints."""
+    name = "segments[%d]" % k
+    _args.mapping(name, g)
+    out = dict(g)
+    out["n"] = _args.integer(name + "['n']", g.get("n"), 1)
+    for key, hi in (("step", _args.MAX_STEP), ("epoch", _args.MAX_EPOCH)):
+        if g.get(key) is not None:
+            out[key] = _args.integer("%s[%r]" % (name, key), g[key], 0, hi)
+    return out

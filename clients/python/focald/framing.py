@@ -25,6 +25,7 @@ import struct
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
+from ._args import dumps
 from .errors import FocaldError
 
 # NumPy is optional (without it every batch is JSON) and imported on first need, so that programs
@@ -175,12 +176,14 @@ def json_body(fields: Mapping[str, Any], ids: Tensor, xname: str, x: Tensor, tar
     doc["targets"] = targets_as_numbers(as_lists(targets))
     if weights is not None:
         doc["weights"] = as_lists(weights)
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return dumps(doc)
 
 
 def _json_id(i: Any) -> Any:
     if isinstance(i, bytes):
         return i.decode("utf-8")
+    if isinstance(i, int) and not -0x8000000000000000 <= i <= 0x7FFFFFFFFFFFFFFF:
+        return str(i)  # JSON integers beyond int64 are refused; the decimal string is the same sample
     return i
 
 
@@ -219,11 +222,44 @@ def _target_tensor(a: Any) -> Tuple[str, Any]:
     raise TypeError("targets of dtype %s are not supported" % a.dtype)
 
 
+def check_ids(ids: Tensor, name: str = "ids") -> int:
+    """The number of ids in ids, after checking that they are N sample ids: a one-dimensional array or
+    tensor of integers or strings, or a list of ints and strings (NumPy integers too). TypeError for
+    anything else (floats, booleans, a str alone), ValueError for another shape."""
+    if isinstance(ids, (str, bytes)) or ids is None:
+        raise TypeError("%s must be a list, array or tensor of N sample ids, not %s" % (name, type(ids).__name__))
+    shape = getattr(ids, "shape", None)
+    if shape is not None:
+        if len(shape) != 1:
+            raise ValueError("%s must be one-dimensional, N ids, not of shape %s" % (name, tuple(shape)))
+        kind = str(ids.dtype)
+        if _torch_tensor(ids):
+            ok = "int" in kind
+        else:
+            ok = getattr(ids.dtype, "kind", "") in "iuUSO"
+        if not ok:
+            raise TypeError("%s must be integers or strings, not %s" % (name, kind))
+        return int(shape[0])
+    try:
+        n = len(ids)
+    except TypeError:
+        raise TypeError("%s must be a list, array or tensor of N sample ids, not %s"
+                        % (name, type(ids).__name__)) from None
+    for k, i in enumerate(ids):
+        if type(i) is int or isinstance(i, str):
+            continue
+        if isinstance(i, bool) or not (isinstance(i, (int, bytes)) or (_ndarray(i) and i.dtype.kind in "iuUS")):
+            raise TypeError("%s[%d] must be an int or a str, not %s" % (name, k, type(i).__name__))
+    return n
+
+
 def _ids_tensor(ids: Tensor) -> Tuple[str, List[int], bytes]:
-    """(datatype, shape, bytes) of the ids: INT64 when all are integers, else BYTES."""
+    """(datatype, shape, bytes) of the ids: INT64 when all are integers of 64 bits, else BYTES (an
+    integer beyond int64 as its decimal string, which focald takes as that integer's sample)."""
     if _torch_tensor(ids) or _ndarray(ids):
         a = as_array(ids)
-        if a.dtype.kind in "iu":
+        if a.dtype.kind in "iu" and not (a.dtype.kind == "u" and a.dtype.itemsize == 8 and len(a)
+                                         and int(a.max()) > 0x7FFFFFFFFFFFFFFF):
             return "INT64", [len(a)], np.ascontiguousarray(a, dtype="<i8").tobytes()
         ids = a.tolist()
     ids = list(ids)
@@ -278,7 +314,7 @@ def binary_body(fields: Mapping[str, Any], ids: Tensor, xname: str, x: Tensor, t
         header["outputs"] = [{"name": n} for n in outputs]
     if binary_response:
         header["parameters"] = {"binary_data_output": True}
-    head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    head = dumps(header)
     parts: List[Union[bytes, memoryview]] = [head]
     return parts + blobs, len(head)
 

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pickle
+import socket
 import subprocess
 import sys
 import threading
@@ -152,6 +153,37 @@ class JsonVsBinaryTest(DaemonTestCase):
         hb = self.cj.hard_examples("jb", run="bin", k=10)["items"]
         hj = self.cj.hard_examples("jb", run="json", k=10)["items"]
         self.assertEqual([(i["id"], i["mean_loss"]) for i in hb], [(i["id"], i["mean_loss"]) for i in hj])
+
+    def test_client_uint64_ids_beyond_int64_keep_their_value(self):
+        """uint64 ids (hashes, say) beyond int64 are stored as those integers' samples (their decimal
+        strings, README "Names"), in either framing and from arrays or lists: never wrapped to negative."""
+        big = [(1 << 63) + 5, (1 << 64) - 1, 7]
+        logits = np.zeros((3, 2), np.float32)
+        for c, how in ((self.cb, "binary"), (self.cj, "json")):
+            for k, ids in enumerate((np.array(big, dtype=np.uint64), big)):
+                run = "%s-%d" % (how, k)
+                r = c.post_batch("u64", ids, logits, [0, 1, 0], run=run, loss="cross_entropy")
+                self.assertEqual(r["accepted"], 3)
+                for i in big:
+                    self.assertEqual(self.cj.sample("u64", str(i), run=run)["runs"][0]["seen"], 1, (run, i))
+        with self.assertRaises(FocaldError) as cm:  # wrapped, it would have been this sample
+            self.cj.sample("u64", str(((1 << 63) + 5) - (1 << 64)))
+        self.assertEqual(cm.exception.status, 404)
+
+    def test_client_numpy_and_torch_scalars_in_arguments(self):
+        """step, epoch, ohem_k, a loss's numbers and meta (keys and values) may be NumPy or torch scalars,
+        as a training loop holds them: the batch is stored as with Python numbers, in both framings."""
+        logits = np.zeros((2, 3), np.float32)
+        for c, how in ((self.cb, "binary"), (self.cj, "json")):
+            r = c.post_batch("npscalar", np.array([1, 2]), logits, [0, 1], run=how, step=np.int64(7),
+                             epoch=torch.tensor(2), ohem_k=np.int32(1),
+                             loss={"type": "softmax_focal", "gamma": np.float32(2.0)},
+                             meta={np.int64(1): {"w": np.float64(0.25), "n": np.int16(3), "v": np.arange(2)}})
+            self.assertEqual((r["accepted"], r["hardest"]), (2, [0]))
+            s1 = self.cj.sample("npscalar", 1, run=how)
+            self.assertEqual(s1["meta"], {"w": 0.25, "n": 3, "v": [0, 1]})
+            recent = s1["runs"][0]["recent"][0]
+            self.assertEqual((recent["step"], recent["epoch"]), (7, 2))
 
     def test_client_binary_outputs_subset(self):
         logits = np.zeros((3, 2), np.float32)
@@ -649,6 +681,111 @@ class ErrorTest(DaemonTestCase):
             c.post_batch("x", [1], [[0.0]], [1], probs=[[0.5]])
         with self.assertRaises(ValueError):
             Client("ftp://example.org")
+
+
+class ArgumentsTest(unittest.TestCase):
+    """Every public method given a wrong argument raises TypeError or ValueError naming it, before any
+    request: not a 422, not a request to a dataset called "None", not a traceback from json or http.client."""
+
+    def test_client_wrong_arguments_are_refused_before_any_request(self):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        try:
+            c = Client("http://127.0.0.1:%d" % listener.getsockname()[1], timeout=1)
+            ids, x, t = [1, 2], [[0.0, 1.0], [1.0, 0.0]], [0, 1]
+            cases = [
+                ("dataset", TypeError, lambda: c.post_batch(None, ids, x, t)),
+                ("dataset", TypeError, lambda: c.post_batch(3, ids, x, t)),
+                ("run", TypeError, lambda: c.post_batch("d", ids, x, t, run=5)),
+                ("batch_id", TypeError, lambda: c.post_batch("d", ids, x, t, batch_id=5)),
+                ("step", TypeError, lambda: c.post_batch("d", ids, x, t, step="5")),
+                ("step", TypeError, lambda: c.post_batch("d", ids, x, t, step=1.5)),
+                ("step", TypeError, lambda: c.post_batch("d", ids, x, t, step=True)),
+                ("step", TypeError, lambda: c.post_batch("d", ids, x, t, step=torch.tensor(1.0))),
+                ("step", ValueError, lambda: c.post_batch("d", ids, x, t, step=-1)),
+                ("step", ValueError, lambda: c.post_batch("d", ids, x, t, step=1 << 47)),
+                ("epoch", ValueError, lambda: c.post_batch("d", ids, x, t, epoch=65535)),
+                ("epoch", TypeError, lambda: c.post_batch("d", ids, x, t, epoch="1")),
+                ("ohem_k", TypeError, lambda: c.post_batch("d", ids, x, t, ohem_k="2")),
+                ("retries", TypeError, lambda: c.post_batch("d", ids, x, t, retries="3")),
+                ("retries", ValueError, lambda: c.post_batch("d", ids, x, t, retries=-1)),
+                ("meta", TypeError, lambda: c.post_batch("d", ids, x, t, meta=[1])),
+                ("meta", TypeError, lambda: c.post_batch("d", ids, x, t, meta={1.5: {}})),
+                ("outputs", TypeError, lambda: c.post_batch("d", ids, x, t, outputs="losses")),
+                ("segments", TypeError, lambda: c.post_batch("d", ids, x, t, segments=5)),
+                ("segments[0]", TypeError, lambda: c.post_batch("d", ids, x, t, segments=[5])),
+                ("segments[0]['n']", ValueError, lambda: c.post_batch("d", ids, x, t, segments=[{"n": 0}])),
+                ("segments[1]['step']", TypeError,
+                 lambda: c.post_batch("d", ids, x, t, segments=[{"n": 1}, {"n": 1, "step": "2"}])),
+                ("ids", TypeError, lambda: c.post_batch("d", None, x, t)),
+                ("ids", TypeError, lambda: c.post_batch("d", 5, x, t)),
+                ("ids", TypeError, lambda: c.post_batch("d", "ab", x, t)),
+                ("ids[0]", TypeError, lambda: c.post_batch("d", [1.0, 2.0], x, t)),
+                ("ids[1]", TypeError, lambda: c.post_batch("d", [1, None], x, t)),
+                ("ids[0]", TypeError, lambda: c.post_batch("d", [True, False], x, t)),
+                ("ids", TypeError, lambda: c.post_batch("d", torch.tensor([1.0, 2.0]), x, t)),
+                ("ids", TypeError, lambda: c.post_batch("d", np.array([True, False]), x, t)),
+                ("ids", ValueError, lambda: c.post_batch("d", np.array([[1], [2]]), x, t)),
+                ("ids", ValueError, lambda: c.post_batch("d", torch.tensor(1), x, t)),
+                ("logits", TypeError, lambda: c.post_batch("d", ids, "abc", t)),
+                ("logits", ValueError, lambda: c.post_batch("d", ids, torch.tensor(1.0), t)),
+                ("logits", ValueError, lambda: c.post_batch("d", [1, 2, 3], x, t)),
+                ("targets", TypeError, lambda: c.post_batch("d", ids, x, "ab")),
+                ("targets", ValueError, lambda: c.post_batch("d", ids, x, [0])),
+                ("weights", ValueError, lambda: c.post_batch("d", ids, x, t, weights=[1.0])),
+                ("probs", TypeError, lambda: c.evaluate(probs="ab", targets=t)),
+                ("ohem_k", TypeError, lambda: c.evaluate(x, t, ohem_k=1.0)),
+                ("dataset", TypeError, lambda: c.post_batch_body(None, {})),
+                ("dataset", TypeError, lambda: c.hard_examples(None)),
+                ("k", TypeError, lambda: c.hard_examples("d", k="5")),
+                ("by", TypeError, lambda: c.hard_examples("d", by=5)),
+                ("label", TypeError, lambda: c.hard_examples("d", label="3")),
+                ("label_issue", TypeError, lambda: c.hard_examples("d", label_issue="yes")),
+                ("min_seen", TypeError, lambda: c.hard_examples("d", min_seen=1.5)),
+                ("status", TypeError, lambda: c.hard_examples("d", status=5)),
+                ("cursor", TypeError, lambda: c.hard_examples("d", cursor=5)),
+                ("limit", TypeError, lambda: next(c.iter_hard_examples("d", limit="5"))),
+                ("page_size", ValueError, lambda: next(c.iter_hard_examples("d", page_size=0))),
+                ("sample_id", TypeError, lambda: c.sample("d", None)),
+                ("sample_id", TypeError, lambda: c.sample("d", [1])),
+                ("run", TypeError, lambda: c.sample("d", 1, run=5)),
+                ("status", TypeError, lambda: c.review("d", 1, 5)),
+                ("reviewer", TypeError, lambda: c.review("d", 1, "confirmed", reviewer=5)),
+                ("sample_id", TypeError, lambda: c.reviews("d", 1.5)),
+                ("meta", TypeError, lambda: c.set_meta("d", 1, 5)),
+                ("limit", TypeError, lambda: c.relabels("d", limit="x")),
+                ("since", TypeError, lambda: c.relabels("d", since=5)),
+                ("dataset", TypeError, lambda: next(iter(c.relabel_feed(None)))),
+                ("name", TypeError, lambda: c.create_queue("d", None)),
+                ("size", TypeError, lambda: c.create_queue("d", "q", size="x")),
+                ("quotas", TypeError, lambda: c.create_queue("d", "q", quotas=5)),
+                ("quotas[1]", TypeError, lambda: c.create_queue("d", "q", quotas={1: 5})),
+                ("dataset", TypeError, lambda: c.queues(None)),
+                ("offset", TypeError, lambda: c.queue("d", "q", offset="x")),
+                ("name", TypeError, lambda: next(c.iter_queue("d", None))),
+                ("name", TypeError, lambda: c.delete_queue("d", None)),
+                ("format", TypeError, lambda: c.iter_export("d", 5)),
+                ("k", TypeError, lambda: c.iter_export("d", k="5")),
+                ("dest", TypeError, lambda: c.export("d", 5)),
+                ("name", TypeError, lambda: c.dataset(None)),
+                ("name", TypeError, lambda: c.delete_dataset(None)),
+                ("position", TypeError, lambda: c.observe_position("x")),
+                ("url", TypeError, lambda: Client(5)),
+                ("timeout", TypeError, lambda: Client("http://127.0.0.1:1", timeout="x")),
+                ("timeout", ValueError, lambda: Client("http://127.0.0.1:1", timeout=0)),
+                ("binary", TypeError, lambda: Client("http://127.0.0.1:1", binary="yes")),
+            ]
+            for arg, exc, call in cases:
+                with self.subTest(arg=arg, exc=exc.__name__):
+                    with self.assertRaises(exc) as cm:
+                        call()
+                    self.assertIn(arg, str(cm.exception))
+            listener.setblocking(False)
+            with self.assertRaises(BlockingIOError):  # no call connected
+                listener.accept()
+        finally:
+            listener.close()
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
