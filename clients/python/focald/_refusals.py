@@ -28,12 +28,13 @@ _PER_CALL = frozenset(("ids", "logits", "probs", "targets", "weights", "meta", "
 
 class Unencodable(FocaldError):
     """The client could not encode a request of the Miner's calls, so it was never sent: a number JSON
-    cannot carry (NaN or infinity; binary=False or no NumPy), the ValueError in __cause__. It is refused
+    cannot carry (NaN or infinity; binary=False or no NumPy, a ValueError) or a meta value JSON has no
+    form for (a TypeError), the exception in __cause__. It is refused
     here as focald refuses a call's data (status None, code not_encodable, no field): the Miner sends
     the calls again one at a time, so that only those at fault are lost."""
 
     @classmethod
-    def of(cls, e: ValueError) -> "Unencodable":
+    def of(cls, e: Exception) -> "Unencodable":
         u = cls(None, "not_encodable", "the calls cannot be sent as JSON: %s" % e)
         u.__cause__ = e
         return u

@@ -156,17 +156,19 @@ class _Slab:
     def put(self, ids: Tensor, x: Tensor, targets: Tensor, weights: Tensor, n: int, step: Optional[int],
             epoch: Optional[int], meta: Optional[Mapping[str, Any]]) -> int:
         """Copies one call's tensors in after the rows already there (the caller checked the room).
-        Returns the bytes it added to extra, for the caller to count against the bound."""
+        Returns the bytes it added to extra, for the caller to count against the bound. A call whose
+        tensors cannot be copied (a TypeError or ValueError) leaves the slab as it was: its rows are
+        counted (n) only once all of them are in."""
         a, b = self.n, self.n + n
         if self.fast:
             self.put_cpu(ids, x, targets, weights, a, b)
         elif self.backend == "list":
-            if self.ids is not None:
-                self.ids.extend(framing.as_lists(ids))
-            self.x.extend(framing.as_lists(x))
-            self.t.extend(framing.targets_as_numbers(framing.as_lists(targets)))
-            if self.w is not None:
-                self.w.extend(framing.as_lists(weights))
+            rows = (framing.as_lists(ids) if self.ids is not None else None, framing.as_lists(x),
+                    framing.targets_as_numbers(framing.as_lists(targets)),
+                    framing.as_lists(weights) if self.w is not None else None)
+            for dst, src in zip((self.ids, self.x, self.t, self.w), rows):
+                if dst is not None:
+                    dst.extend(src)
         else:
             if self.str_ids is None:
                 self._copy(self.ids, self.ids_np, a, b, ids)

@@ -70,7 +70,7 @@ import warnings
 import weakref
 from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple, Union
 
-from . import framing
+from . import _args, framing
 from .client import Client, _loss_obj
 from ._refusals import RefusalLog, Unencodable, refuses_every_call
 from ._retry import Backoff
@@ -125,6 +125,22 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _positive(name: str, v: Any) -> float:
+    """A number of seconds that must be more than 0 (a backoff of 0 would retry a down focald in a
+    busy loop, taking the GIL from the training loop)."""
+    f = _args.number(name, v, 0.0)
+    if f <= 0:
+        raise ValueError("%s = %r is out of range: it must be more than 0 seconds" % (name, f))
+    return f
+
+
+def _step_epoch(step: Any, epoch: Any) -> Tuple[Optional[int], Optional[int]]:
+    """A call's step and epoch as Python ints (NumPy integers and one-element integer tensors
+    taken), checked against focald's bounds: TypeError or ValueError naming the argument."""
+    return (_args.opt_integer("step", step, 0, _args.MAX_STEP),
+            _args.opt_integer("epoch", epoch, 0, _args.MAX_EPOCH))
+
+
 class Miner:
     """Reports observations to focald from a background thread; never blocks or raises on focald's account.
 
@@ -156,18 +172,25 @@ class Miner:
                  max_queue_bytes: int = 256 << 20, max_batch: int = 16384, request_timeout: float = 10.0,
                  retry_initial: float = 0.2, retry_max: float = 5.0, close_timeout: float = 10.0,
                  batch_id_prefix: Optional[str] = None) -> None:
-        self.dataset = dataset
-        self.run = run
+        # every argument is checked here: a wrong one would otherwise refuse every request in the
+        # background, seen only in the log and the counters
+        self.dataset = _args.focald_name("dataset", dataset)
+        self.run = None if run is None else _args.focald_name("run", run)
         self.loss = _loss_obj(loss)
+        if client is not None and not callable(getattr(client, "post_batch", None)):
+            raise TypeError("client must be a focald.Client, not %s" % type(client).__name__)
+        self.flush_interval = _args.number("flush_interval", flush_interval, 0.0)
+        self.max_queue_bytes = _args.integer("max_queue_bytes", max_queue_bytes, 1)
+        self.max_batch = _args.integer("max_batch", max_batch, 1)
+        self.retry_initial = _positive("retry_initial", retry_initial)
+        self.retry_max = _positive("retry_max", retry_max)
+        self.close_timeout = _args.number("close_timeout", close_timeout, 0.0)
+        _positive("request_timeout", request_timeout)
+        self._backoff = Backoff(self.retry_initial, self.retry_max)
+        if batch_id_prefix is not None:
+            _args.string("batch_id_prefix", batch_id_prefix)
         self.client = client if client is not None else Client(url, token=token, timeout=request_timeout,
                                                                binary=binary, ca_file=ca_file)
-        self.flush_interval = float(flush_interval)
-        self.max_queue_bytes = int(max_queue_bytes)
-        self.max_batch = max(1, int(max_batch))
-        self.retry_initial = float(retry_initial)
-        self.retry_max = float(retry_max)
-        self._backoff = Backoff(self.retry_initial, self.retry_max)
-        self.close_timeout = float(close_timeout)
         self._prefix = batch_id_prefix or "miner-" + uuid.uuid4().hex[:16]
         self._seq = 0
         self._have_numpy = framing.have_numpy()
@@ -230,10 +253,19 @@ class Miner:
 
         ids: N sample ids. logits or probs: (N, C) or (N, M, C) (torch tensors, on any device, arrays or
         lists; copied here, so the caller may reuse its buffers at once). targets: as for
-        Client.post_batch. step, epoch: the training step and epoch (integers >= 0). weights, meta: as
-        for Client.post_batch (each sample's meta dict copied too). Raises ValueError for inconsistent arguments (a bug in the caller), never
-        for focald's state.
+        Client.post_batch. step, epoch: the training step and epoch (integers >= 0, at most 2^47 - 1 and
+        65534; NumPy integers and one-element torch tensors too). weights, meta: as for Client.post_batch
+        (each sample's meta dict copied too). Raises TypeError or ValueError for a wrong argument (a bug in
+        the caller), which is then neither counted nor kept, never for focald's state.
         """
+        # step and epoch go into the request's JSON header: a NumPy or torch integer would not encode
+        # there, and a value focald refuses would lose the call, so they are checked here (ints in
+        # range pass with two comparisons)
+        if not (step is None or type(step) is int and 0 <= step <= _args.MAX_STEP) or \
+                not (epoch is None or type(epoch) is int and 0 <= epoch <= _args.MAX_EPOCH):
+            step, epoch = _step_epoch(step, epoch)
+        if meta is not None:
+            meta = _args.meta_keys(meta)  # integer ids as keys (NumPy's too) as focald reads them
         # The fast path: a call exactly like the slab's previous one (shapes, dtypes, CPU torch tensors),
         # copied with three NumPy assignments. Anything else takes _observe(), which checks the call.
         x = logits if probs is None else probs
@@ -271,7 +303,7 @@ class Miner:
         if targets is None:
             raise ValueError("targets are required")
         xname, x = ("logits", logits) if logits is not None else ("probs", probs)
-        n = framing.length(ids)
+        n = framing.check_ids(ids)
         if framing.length(x) != n or framing.length(targets) != n:
             raise ValueError("ids, %s and targets disagree on the number of samples (%d, %d, %d)"
                              % (xname, n, framing.length(x), framing.length(targets)))
@@ -293,8 +325,8 @@ class Miner:
             slab.fast = key is not None and tt is not None and slab.str_ids is None and len(ids.shape) == 1 and all(
                 _cpu_tensor(t, tt) for t in (ids, x, targets, weights) if t is not None)
             slab.key, slab.key_n = key, n
+            added = slab.put(ids, x, targets, weights, n, step, epoch, meta)  # a call it refuses leaves no trace
             self.observed += n
-            added = slab.put(ids, x, targets, weights, n, step, epoch, meta)
             self._queued_n += n
             self._add_extra(added)
             if slab.nseg == 1:
@@ -584,8 +616,10 @@ class Miner:
                 res = self.client.post_batch(self.dataset, ids, targets=targets, run=self.run, batch_id=batch_id,
                                              loss=self.loss, weights=weights, meta=meta, segments=segs,
                                              outputs=(), **kw)
-            except ValueError as v:
-                e = Unencodable.of(v)  # never sent: refused here, as focald refuses one call's data
+            except (ValueError, TypeError) as v:
+                # never sent (a NaN for JSON; a meta value JSON has no form for): refused here, as focald
+                # refuses one call's data
+                e = Unencodable.of(v)
                 with self._cond:
                     self.last_error = e
                 return e

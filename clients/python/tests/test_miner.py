@@ -159,8 +159,8 @@ class MinerTest(DaemonTestCase):
         slabs = -(-calls * n // max_batch)  # observe() fills a slab of max_batch rows before the next
         self.client.post_batch("m-cfg", [0], [[0.0, 1.0, 2.0]], [0], run="three", loss="softmax_focal")
         cases = [("m-cfg", None, {"type": "softmax_focal", "gamma": -1}, 422, "invalid_loss", "/loss/gamma"),
-                 ("m-cfg", "three", "softmax_focal", 409, "class_count_conflict", "/inputs/1"),
-                 ("m cfg", None, "softmax_focal", 422, "bad_name", None)]
+                 ("m-cfg", "three", "softmax_focal", 409, "class_count_conflict", "/inputs/1")]
+        # (a dataset name focald refuses never gets this far: Miner() refuses it, test_miner_checks_its_arguments)
         for dataset, run, loss, status, code, field in cases:
             before = self.refused_requests(status)
             m = Miner(dataset, run=run, url=self.url, loss=loss, flush_interval=3600, max_batch=max_batch)
@@ -219,6 +219,106 @@ class MinerTest(DaemonTestCase):
                              [r.getMessage() for r in logs.records])  # the first refusal, then the summary
             self.assertIn("1 more requests (4 samples)", logs.records[1].getMessage())
             self.assertEqual(self.client.dataset(dataset)["observations"], 32)
+
+    def test_miner_takes_numpy_and_torch_integers_for_step_epoch_and_meta(self):
+        """A training loop's step and epoch are often NumPy or torch integers, its meta keys NumPy ids and
+        its meta values NumPy scalars: every such call is stored with its step and epoch, in binary and
+        in JSON, and none poisons the request it shares with other calls."""
+        kinds = [int] + [getattr(np, n) for n in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                                                   "uint64")] \
+            + [lambda v, dt=dt: torch.tensor(v, dtype=dt) for dt in (torch.uint8, torch.int8, torch.int16,
+                                                                       torch.int32, torch.int64)]
+        for binary in (True, False):
+            dataset = "m-npint-%s" % ("binary" if binary else "json")
+            m = Miner(dataset, url=self.url, run="r", loss="softmax_focal", binary=binary, flush_interval=3600)
+            with m._cond:  # every call in one request
+                for k, kind in enumerate(kinds):
+                    ids, logits, targets = batch(k, n=4, c=3)
+                    meta = {np.int64(i): {"w": np.float32(0.5), "k": np.int64(k)} for i in ids.tolist()}
+                    m.observe(ids, logits, targets, step=kind(k + 1), epoch=kind(k % 3), meta=meta)
+            self.assertTrue(m.close(15))
+            self.assertEqual((m.sent, m.rejected, m.batches, m.last_error), (4 * len(kinds), 0, 1, None), binary)
+            for k in range(len(kinds)):
+                sample = self.client.sample(dataset, 4 * k + 1, run="r")
+                recent = sample["runs"][0]["recent"][0]
+                self.assertEqual((recent["step"], recent["epoch"]), (k + 1, k % 3), (binary, k))
+                self.assertEqual(sample["meta"], {"w": 0.5, "k": k})
+
+    def test_miner_refuses_a_wrong_step_or_epoch_in_observe(self):
+        """A step or epoch that is not an integer, or out of focald's range, is the caller's bug:
+        observe() raises naming it and keeps nothing of the call, rather than losing it (and the calls
+        sent with it) to a refusal in the background."""
+        m = Miner("m-badstep", url=self.url, loss="softmax_focal", flush_interval=3600)
+        ids, logits, targets = batch(0, n=4, c=3)
+        for arg, value, exc in (("step", 1.0, TypeError), ("step", "1", TypeError), ("step", True, TypeError),
+                                ("step", torch.tensor(1.0), TypeError), ("step", np.float64(1), TypeError),
+                                ("step", torch.tensor([1, 2]), TypeError), ("step", -1, ValueError),
+                                ("step", 1 << 47, ValueError), ("step", np.int64(-1), ValueError),
+                                ("epoch", 2.5, TypeError), ("epoch", -1, ValueError), ("epoch", 65535, ValueError)):
+            with self.subTest(arg=arg, value=value):
+                with self.assertRaises(exc) as cm:
+                    m.observe(ids, logits, targets, **{arg: value})
+                self.assertIn(arg, str(cm.exception))
+        m.observe(ids, logits, targets, step=(1 << 47) - 1, epoch=65534)  # the bounds themselves pass
+        self.assertTrue(m.close(15))
+        self.assertEqual((m.observed, m.sent, m.rejected), (4, 4, 0))
+
+    def test_miner_refuses_wrong_ids_in_observe_and_counts_nothing(self):
+        """ids that are not N sample ids (2-D, 0-d, floats, booleans, None in a list) raise in observe(),
+        count nothing and leave the buffers as they were: the calls around them are sent whole."""
+        m = Miner("m-badids", url=self.url, loss="softmax_focal", flush_interval=3600)
+        _, logits, targets = batch(0, n=4, c=3)
+        bad = [(torch.arange(4).reshape(4, 1), ValueError), (np.arange(4).reshape(4, 1), ValueError),
+               (torch.tensor(3), ValueError), (torch.arange(4).float(), TypeError), (np.arange(4.0), TypeError),
+               (torch.tensor([True, False, True, False]), TypeError), ([0, 1, None, 3], TypeError),
+               ([0.0, 1.0, 2.0, 3.0], TypeError), ("abcd", TypeError)]
+        with m._cond:
+            m.observe(torch.arange(4), logits, targets, step=0)
+            for ids, exc in bad:
+                with self.subTest(ids=ids):
+                    with self.assertRaises(exc) as cm:
+                        m.observe(ids, logits, targets, step=1)
+                    self.assertIn("ids", str(cm.exception))
+                    self.assertEqual((m.observed, m.pending), (4, 4))
+            m.observe(torch.arange(4, 8), logits, targets, step=2)
+        self.assertTrue(m.close(15))
+        self.assertEqual((m.observed, m.sent, m.rejected, m.batches), (8, 8, 0, 1))
+        self.assertEqual(self.client.dataset("m-badids")["samples"], 8)
+
+    def test_miner_meta_json_cannot_carry_loses_its_call_alone(self):
+        """A meta value JSON has no form for (an object of the caller's) cannot be sent: that call is
+        refused (not_encodable), the others of its request are stored, and the sender goes on."""
+        m = Miner("m-badmeta", url=self.url, loss="softmax_focal", flush_interval=3600)
+        with m._cond:
+            for step in range(3):
+                ids, logits, targets = batch(step, n=4, c=3)
+                meta = {int(ids[0]): {"x": object()}} if step == 1 else None
+                m.observe(ids, logits, targets, step=step, meta=meta)
+        with self.assertLogs("focald.miner", "WARNING"):
+            self.assertTrue(m.close(15))
+        self.assertEqual((m.sent, m.rejected, m.last_error.code), (8, 4, "not_encodable"))
+
+    def test_miner_checks_its_arguments(self):
+        """A Miner's wrong argument raises when it is made, naming it, rather than refusing every
+        request in the background (or retrying a down focald in a busy loop)."""
+        for kw, exc, arg in (({"dataset": None}, TypeError, "dataset"), ({"dataset": "a b"}, ValueError, "dataset"),
+                             ({"dataset": ".."}, ValueError, "dataset"), ({"run": 5}, TypeError, "run"),
+                             ({"run": "a/b"}, ValueError, "run"), ({"client": "http://x"}, TypeError, "client"),
+                             ({"flush_interval": "x"}, TypeError, "flush_interval"),
+                             ({"flush_interval": -1}, ValueError, "flush_interval"),
+                             ({"max_queue_bytes": 0}, ValueError, "max_queue_bytes"),
+                             ({"max_queue_bytes": 1.5}, TypeError, "max_queue_bytes"),
+                             ({"max_batch": 0}, ValueError, "max_batch"),
+                             ({"retry_initial": 0}, ValueError, "retry_initial"),
+                             ({"retry_max": 0}, ValueError, "retry_max"),
+                             ({"close_timeout": None}, TypeError, "close_timeout"),
+                             ({"request_timeout": 0}, ValueError, "request_timeout"),
+                             ({"batch_id_prefix": 5}, TypeError, "batch_id_prefix")):
+            with self.subTest(kw=kw):
+                args = dict({"dataset": "m-args2", "url": self.url}, **kw)
+                with self.assertRaises(exc) as cm:
+                    Miner(args.pop("dataset"), **args)
+                self.assertIn(arg, str(cm.exception))
 
     def test_miner_merges_bfloat16_and_lists(self):
         m = Miner("m-bf16", url=self.url, loss="softmax_focal")
