@@ -36,8 +36,9 @@ How it keeps the training loop's cost small:
   data (labels out of range, an id twice in one call, ...: the problem's field points into ids, the
   tensors, meta or segments) is sent again one observe() call at a time, so that only the calls at fault
   are refused. A refusal that each call would get alike (a wrong loss config: field /loss; a wrong
-  token) refuses the request whole, with no more requests (_refusals.refuses_every_call). Either way the
-  refused calls are counted in rejected and the error kept in last_error.
+  token) refuses the request whole, with no more requests (_refusals.refuses_every_call). A call refused
+  alone for its size (413) is sent in halves instead (_refuse_or_halve). Either way the refused calls
+  are counted in rejected and the error kept in last_error.
 - Logging never floods the training log. Refusals are logged by a RefusalLog (_refusals.py): the first
   with each status and code as it comes, the rest summed up in at most one line a minute and in a last
   line when the sender stops. Retries are logged once when focald starts failing and once when it
@@ -568,9 +569,12 @@ class Miner:
         res = self._post(slab, 0, slab.nseg, batch_id, slab.n)
         if not isinstance(res, FocaldError):
             return
-        if slab.nseg == 1 or refuses_every_call(res):
+        if refuses_every_call(res):
             # each call alone would be refused the same way (a wrong loss, a wrong token): one refusal
             self._refuse(res, slab.n)
+            return
+        if slab.nseg == 1:
+            self._refuse_or_halve(res, slab, 0, 0, slab.n, batch_id)
             return
         # refused for something in the calls' data: send them one by one, so that only those at fault
         # are refused
@@ -582,12 +586,28 @@ class Miner:
             if self._abandon.is_set():
                 return
             res = self._post(slab, k, k + 1, "%s.%d" % (batch_id, k), n, row)
-            row += n
             if isinstance(res, FocaldError):
                 if refuses_every_call(res):  # the rest would be refused as this call was
-                    self._refuse(res, slab.n - row + n)
+                    self._refuse(res, slab.n - row)
                     return
-                self._refuse(res, n)
+                self._refuse_or_halve(res, slab, k, row, n, "%s.%d" % (batch_id, k))
+            row += n
+
+    def _refuse_or_halve(self, e: FocaldError, slab: _Slab, k: int, row: int, n: int, batch_id: str) -> None:
+        """Call k's rows [row, row + n), refused alone with e, are counted refused; unless e is 413
+        (a body past focald's --max-body: the call is too large, not wrong), when they are sent in two
+        halves, each a segment with the call's step and epoch (and halved again while refused so), so
+        that a large call is stored rather than lost."""
+        if e.status != 413 or n < 2:
+            self._refuse(e, n)
+            return
+        half = n // 2
+        for j, (lo, m) in enumerate(((row, half), (row + half, n - half))):
+            if self._abandon.is_set():
+                return
+            res = self._post(slab, k, k + 1, "%s.h%d" % (batch_id, j), m, lo)
+            if isinstance(res, FocaldError):
+                self._refuse_or_halve(res, slab, k, lo, m, "%s.h%d" % (batch_id, j))
 
     def _refuse(self, e: FocaldError, n: int) -> None:
         """Counts n samples refused with e, and logs the refusal (sparingly)."""
@@ -600,13 +620,15 @@ class Miner:
 
     def _post(self, slab: _Slab, k0: int, k1: int, batch_id: str, n: int,
               row: int = 0) -> Union[Dict[str, Any], FocaldError, None]:
-        """Sends calls [k0, k1) of slab (rows from row, n of them) until acknowledged, refused or
-        abandoned. Returns the response, the refusal (a FocaldError, which the caller counts), or None
+        """Sends calls [k0, k1) of slab (rows from row, n of them: of one call, n may be a part of it)
+        until acknowledged, refused or abandoned. Returns the response, the refusal (a FocaldError, which the caller counts), or None
         when abandoned."""
         ids, x, targets, weights = slab.tensors(row, row + n)
         segs = self._segments(slab, k0, k1)
+        if k1 - k0 == 1:
+            segs[0]["n"] = n  # a part of the call, when it is sent in halves
         meta = slab.meta
-        if meta and k1 - k0 < slab.nseg:
+        if meta and n < slab.n:
             keep = {str(i) for i in framing.as_lists(ids)}
             meta = {i: v for i, v in meta.items() if str(i) in keep} or None
         kw = {slab.layout[1]: x}

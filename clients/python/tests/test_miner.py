@@ -488,6 +488,41 @@ class MinerTest(DaemonTestCase):
         self.assertLess(med, 0.002)
 
 
+class MinerSmallBodyTest(DaemonTestCase):
+    """focald with a small --max-body: a call larger than a request may be is sent in parts, not lost."""
+
+    daemon_args = ("--max-body", "64K")
+
+    def test_miner_call_past_max_body_is_sent_in_halves(self):
+        """A call whose request focald refuses for its size alone (413) is sent in halves, each a segment
+        at the call's step and epoch, halved again while still too large: every sample is stored once,
+        with the call's step, in binary and JSON, alone or among other calls; only a single row past the
+        limit is refused."""
+        client = Client(self.url)
+        for binary in (True, False):
+            for rows in (1000, 3000):  # halved once or twice (binary), more in JSON
+                dataset = "m-big-%s-%d" % ("binary" if binary else "json", rows)
+                m = Miner(dataset, url=self.url, loss="softmax_focal", binary=binary, flush_interval=3600)
+                with m._cond:  # one request: a small call, the large one, a small one, a row too large alone
+                    m.observe(torch.arange(0, 4), torch.randn(4, 20), torch.zeros(4, dtype=torch.long), step=1)
+                    m.observe(torch.arange(100, 100 + rows), torch.randn(rows, 20),
+                              torch.randint(0, 20, (rows,)), step=2, epoch=1)
+                    m.observe(torch.arange(4, 8), torch.randn(4, 20), torch.zeros(4, dtype=torch.long), step=3)
+                with m._cond:
+                    m.observe(torch.arange(50, 51), torch.randn(1, 20000), torch.zeros(1, dtype=torch.long), step=4)
+                with self.assertLogs("focald.miner", "WARNING"):
+                    self.assertTrue(m.close(30))
+                self.assertEqual((m.observed, m.sent, m.rejected, m.duplicates), (rows + 9, rows + 8, 1, 0), dataset)
+                self.assertEqual(m.last_error.status, 413)
+                d = client.dataset(dataset)
+                self.assertEqual((d["samples"], d["observations"]), (rows + 8, rows + 8), dataset)
+                for i in (100, 100 + rows // 2, 100 + rows - 1):
+                    recent = client.sample(dataset, i)["runs"][0]["recent"]
+                    self.assertEqual([(r["step"], r["epoch"]) for r in recent], [(2, 1)], (dataset, i))
+                with self.assertRaises(FocaldError):
+                    client.sample(dataset, 50)
+
+
 class Recorder:
     """A client that records what the Miner posts (and can fail like an unreachable focald)."""
 
@@ -596,19 +631,21 @@ class MinerRecordedTest(unittest.TestCase):
         tensors, meta, segments; a binary body's inputs), or with none, is sent again a call at a time;
         one whose field names what every call's request carries alike (the loss, the run, the
         batch_id), a dataset name refused (bad_name without a field: it is in the path), a wrong token or
-        a class count conflicting with the run's is refused whole. Either
-        way every sample is counted in rejected, once."""
+        a class count conflicting with the run's is refused whole; one refused for its size (413) is split
+        into calls and the calls into halves. Either way every sample is counted in rejected, once."""
         calls = 7
         split = [(422, "label_out_of_range", "/targets/9"), (422, "not_finite", "/logits/3/1"),
                  (422, "duplicate_id", "/ids/5"), (422, "label_out_of_range", "/inputs/2"),
                  (422, "invalid_field", "/meta/17"), (422, "out_of_range", "/segments/2/step"),
-                 (422, "bad_name", "/ids/0"), (400, "bad_json", None), (413, "body_too_large", None),
-                 (500, "internal", None)]
+                 (422, "bad_name", "/ids/0"), (400, "bad_json", None), (500, "internal", None)]
         whole = [(422, "bad_name", None), (422, "invalid_loss", "/loss"), (422, "invalid_loss", "/loss/gamma"),
                  (422, "shape_mismatch", "/loss/alpha"), (422, "bad_name", "/run"),
                  (422, "bad_name", "/batch_id"), (422, "unknown_field", "/lossy"), (401, "unauthorized", None),
                  (409, "class_count_conflict", "/inputs/1"), (409, "class_count_conflict", "/logits")]
-        for (status, code, field), requests in [(c, 1 + calls) for c in split] + [(c, 1) for c in whole]:
+        # a call refused alone for its size is then sent in halves, while any half has two rows or more:
+        # each call of 3 rows, then its halves of 1 and 2 rows, then the halves of those 2
+        halved = [((413, "body_too_large", None), 1 + calls * (1 + 2 + 2))]
+        for (status, code, field), requests in [(c, 1 + calls) for c in split] + [(c, 1) for c in whole] + halved:
             refuser = Refuser(status, code, field)
             m = Miner("ds", client=refuser, flush_interval=3600, retry_initial=0.001, retry_max=0.001,
                       loss="sigmoid_focal")
