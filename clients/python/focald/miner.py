@@ -338,6 +338,13 @@ class Miner:
         """The layout of a call (see _layout_of); warns once when the loss is most likely not the model's."""
         layout = _layout_of(ids, xname, x, targets, weights, self._have_numpy)
         tail, kind = layout[2], layout[3]
+        if kind == "f" and tail and tail[-1] >= 2 and layout[4] == tail[:-1]:
+            # the shape of class indices, but floats (or booleans): focald refuses every such call
+            # (class indices are integers), so every step would be lost in the background
+            raise TypeError("targets of shape (N%s) over %d classes are class indices, which must be integers, "
+                            "not %s: pass targets.long() (multi-hot or soft rows have the shape of the %s)"
+                            % ("".join(", %d" % d for d in layout[4]), tail[-1],
+                               getattr(targets, "dtype", "floats"), xname))
         if self.loss is None and xname == "logits" and kind == "i" and len(tail) == 1 and tail[0] >= 2 \
                 and not self._warned_loss:
             # class indices over C >= 2 logits: most likely a softmax classifier, which focald's default

@@ -285,6 +285,31 @@ class MinerTest(DaemonTestCase):
         self.assertEqual((m.observed, m.sent, m.rejected, m.batches), (8, 8, 0, 1))
         self.assertEqual(self.client.dataset("m-badids")["samples"], 8)
 
+    def test_miner_float_class_indices_raise_in_observe(self):
+        """Targets of the shape of class indices over C >= 2 classes but not integers (floats, booleans:
+        labels read as floats, say) are refused by focald in every call, so every step would be lost in
+        the background: observe() raises TypeError naming them instead. The shapes focald takes as
+        floats (C = 1 binary targets, multi-hot or soft rows) pass and are stored."""
+        m = Miner("m-floatidx", url=self.url, loss="softmax_focal", flush_interval=3600)
+        labels = [0, 2, 1, 2]
+        x2, x3 = torch.randn(4, 3), torch.randn(4, 5, 3)
+        bad = [(x2, torch.tensor(labels, dtype=dt)) for dt in (torch.float16, torch.float32, torch.float64, torch.bool)] \
+            + [(x2, np.array(labels, dtype=dt)) for dt in (np.float32, np.float64, np.bool_)] \
+            + [(x2, [float(v) for v in labels]), (x2.numpy(), np.array(labels, np.float32)),
+               (x3, torch.zeros(4, 5)), (x3, np.zeros((4, 5), np.float64))]
+        for k, (x, t) in enumerate(bad):
+            with self.subTest(k=k, targets=type(t).__name__, dtype=str(getattr(t, "dtype", "list"))):
+                with self.assertRaises(TypeError) as cm:
+                    m.observe(torch.arange(4), x, t, step=k)
+                self.assertIn("targets", str(cm.exception))
+                self.assertEqual(m.observed, 0)
+        m.observe(torch.arange(4), x2, torch.tensor(labels), step=0)
+        m.observe(torch.arange(4, 8), x2, torch.nn.functional.one_hot(torch.tensor(labels), 3).float(), step=1)
+        b = Miner("m-floatidx-bce", url=self.url, loss="binary_cross_entropy", flush_interval=3600)
+        b.observe(torch.arange(4), torch.randn(4, 1), torch.tensor([0.0, 1.0, 1.0, 0.0]), step=0)
+        self.assertTrue(m.close(15) and b.close(15))
+        self.assertEqual((m.sent, m.rejected, b.sent, b.rejected), (8, 0, 4, 0))
+
     def test_miner_meta_json_cannot_carry_loses_its_call_alone(self):
         """A meta value JSON has no form for (an object of the caller's) cannot be sent: that call is
         refused (not_encodable), the others of its request are stored, and the sender goes on."""
