@@ -158,6 +158,9 @@ class Miner:
     retry_initial, retry_max: the backoff between attempts (seconds), doubling from initial to max;
         a Retry-After from focald is honoured up to retry_max.
     close_timeout: how long close() waits for the buffers to drain by default.
+    batch_id_prefix: the start of every batch_id this Miner sends (default: random). It must differ
+        between processes (DDP's ranks) and between runs of the program: focald takes a batch_id it has
+        stored as a retry, and stores nothing of it (counted in duplicates).
 
     Counters (attributes, samples unless said otherwise): observed, sent (acknowledged by focald),
     duplicates (acknowledged as already stored: a retry of a committed request), dropped (buffer
