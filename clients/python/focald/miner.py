@@ -82,6 +82,8 @@ log = logging.getLogger("focald.miner")
 
 # At most one summary of the refusals logged per this many seconds (see _refusals.py).
 _REFUSAL_LOG_INTERVAL = 60.0
+# A slab made for a call of another layout than the previous slab's has room for this many such calls.
+_SWITCH_CALLS = 8
 
 _live: "weakref.WeakSet[Miner]" = weakref.WeakSet()
 
@@ -208,6 +210,8 @@ class Miner:
         """Sets up the empty buffers, the counters, the lock and the sender thread (started by observe())."""
         self._cond = threading.Condition()
         self._cur: Optional[_Slab] = None      # the slab observe() fills
+        self._last_layout: Optional[Layout] = None  # the layout of the latest slab made (see _start_slab)
+        self._last_cap = 0                     # and its rows
         self._ready: Deque[_Slab] = collections.deque()  # full or due slabs, oldest first
         self._free: List[_Slab] = []           # emptied slabs of the current layout, for reuse
         self._allocated = 0                    # bytes of every slab that exists
@@ -362,7 +366,17 @@ class Miner:
 
     def _start_slab(self, layout: Layout, n: int, x: Tensor) -> _Slab:
         """Hands the current slab to the sender and makes an empty one current: a free one, a new one
-        within max_queue_bytes, or the oldest unsent one, whose observations are dropped. Lock held."""
+        within max_queue_bytes, or the oldest unsent one, whose observations are dropped. Lock held.
+
+        The first slab has the full size (_rows_for). A call of another layout than the previous slab's
+        gets a slab of eight such calls' rows (_SWITCH_CALLS), and each slab after it of the same layout
+        twice the rows of the one before, up to the full size. Layouts that change from call to call
+        (dense outputs whose length M follows each batch's padding) would otherwise each take a slab
+        sized for thousands of rows for one call's few: the bound, counted in allocated bytes, would then
+        drop observations while focald keeps up, and every call would allocate megabytes. A steady
+        layout reaches the full size within a few slabs."""
+        last = self._last_layout
+        self._last_layout = layout
         if self._cur is not None and self._cur.n:
             self._ready.append(self._cur)
             self._cond.notify_all()
@@ -378,7 +392,13 @@ class Miner:
             slab = self._free.pop()
         else:
             rows = self._rows_for(layout)
-            cap = max(n, rows)
+            if last is None:
+                cap = max(n, rows)
+            elif last == layout:
+                cap = max(n, min(rows, 2 * self._last_cap))
+            else:
+                cap = max(n, min(rows, _SWITCH_CALLS * n))
+            self._last_cap = cap
             nbytes = _slab_bytes(layout, cap)
             while self._ready and self._allocated + self._extra + nbytes > self.max_queue_bytes:
                 old = self._ready.popleft()

@@ -817,6 +817,33 @@ class MinerRecordedTest(unittest.TestCase):
         self.assertFalse(m.close(timeout=0.1))
         self.assertEqual(m.dropped, m.observed)
 
+    def test_miner_layouts_changing_every_call_keep_within_the_bound(self):
+        """Dense outputs whose length M follows each batch's padding make every call a layout of its own
+        (no two share a request). Each used to take a slab sized for thousands of rows, so a bound that
+        holds the calls' data many times over dropped them while focald kept up; now a call of a new
+        layout takes a slab of a few such calls, and nothing is dropped. The same for two layouts in
+        turn, and for layouts that change every few calls."""
+        gen = torch.Generator().manual_seed(3)
+        patterns = {"every call": [int(v) for v in torch.randint(20, 60, (64,), generator=gen)],
+                    "two in turn": [20, 40] * 32, "every third call": [20 + 10 * (k // 3 % 4) for k in range(64)]}
+        for name, lengths in patterns.items():
+            with self.subTest(pattern=name):
+                rec = Recorder()
+                # 64 calls of 8 x M x 3 logits and 8 x M targets: about 0.4 MB in all, with 8 MiB of buffers
+                m = Miner("ds", client=rec, flush_interval=3600, loss="softmax_focal", max_queue_bytes=8 << 20)
+                with m._cond:  # the sender takes nothing until all are observed
+                    for step, M in enumerate(lengths):
+                        m.observe(torch.arange(8 * step, 8 * step + 8), torch.randn(8, M, 3),
+                                  torch.randint(0, 3, (8, M)), step=step)
+                    self.assertEqual((m.dropped, m.pending), (0, 8 * len(lengths)))
+                    self.assertLessEqual(m._allocated, 8 << 20)
+                self.assertTrue(m.close(10))
+                self.assertEqual((m.observed, m.sent, m.dropped), (8 * len(lengths),) * 2 + (0,))
+                steps = [g["step"] for call in rec.calls for g in call["segments"]]
+                self.assertEqual(steps, list(range(len(lengths))))
+                self.assertEqual([len(x[0]) for call in rec.calls for x in [call["x"]]],
+                                 [lengths[g["step"]] for call in rec.calls for g in call["segments"][:1]])
+
     def test_miner_meta_is_copied_when_observed(self):
         # a sample's meta dict changed or reused after observe() does not change what is sent
         rec = Recorder()
