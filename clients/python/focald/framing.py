@@ -176,7 +176,24 @@ def json_body(fields: Mapping[str, Any], ids: Tensor, xname: str, x: Tensor, tar
     doc["targets"] = targets_as_numbers(as_lists(targets))
     if weights is not None:
         doc["weights"] = as_lists(weights)
-    return dumps(doc)
+    return _dumps_naming(doc)
+
+
+def _dumps_naming(doc: Mapping[str, Any]) -> bytes:
+    """dumps(doc), whose ValueError for a NaN or an infinity names the member that holds it (json says
+    only "Out of range float values are not JSON compliant")."""
+    try:
+        return dumps(doc)
+    except ValueError:
+        for k, v in doc.items():
+            try:
+                dumps(v)
+            except ValueError:
+                tensor = k in ("logits", "probs", "targets", "weights")
+                raise ValueError("%s holds NaN or an infinity, which JSON cannot carry%s" % (
+                    k, " (in the binary framing, with NumPy, focald refuses it: 422 not_finite)" if tensor
+                    else "")) from None
+        raise
 
 
 def _json_id(i: Any) -> Any:
@@ -314,7 +331,7 @@ def binary_body(fields: Mapping[str, Any], ids: Tensor, xname: str, x: Tensor, t
         header["outputs"] = [{"name": n} for n in outputs]
     if binary_response:
         header["parameters"] = {"binary_data_output": True}
-    head = dumps(header)
+    head = _dumps_naming(header)
     parts: List[Union[bytes, memoryview]] = [head]
     return parts + blobs, len(head)
 

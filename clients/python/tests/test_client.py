@@ -693,7 +693,9 @@ class ArgumentsTest(unittest.TestCase):
         listener.listen(64)
         try:
             c = Client("http://127.0.0.1:%d" % listener.getsockname()[1], timeout=1)
+            cj = Client(c.url, timeout=1, binary=False)
             ids, x, t = [1, 2], [[0.0, 1.0], [1.0, 0.0]], [0, 1]
+            nan = float("nan")
             cases = [
                 ("dataset", TypeError, lambda: c.post_batch(None, ids, x, t)),
                 ("dataset", TypeError, lambda: c.post_batch(3, ids, x, t)),
@@ -735,6 +737,14 @@ class ArgumentsTest(unittest.TestCase):
                 ("targets", ValueError, lambda: c.post_batch("d", ids, x, [0])),
                 ("weights", ValueError, lambda: c.post_batch("d", ids, x, t, weights=[1.0])),
                 ("probs", TypeError, lambda: c.evaluate(probs="ab", targets=t)),
+                # what JSON cannot carry, named (json itself says only "Out of range float values")
+                ("logits", ValueError, lambda: cj.post_batch("d", ids, [[nan, 0.0], [0.0, 0.0]], t)),
+                ("probs", ValueError, lambda: cj.evaluate(probs=np.array([[0.5, np.inf]]), targets=[0])),
+                ("targets", ValueError, lambda: cj.evaluate(x, [[nan, 0.0], [0.0, 1.0]])),
+                ("weights", ValueError, lambda: cj.evaluate(x, t, weights=[1.0, -np.inf])),
+                ("loss", ValueError, lambda: c.evaluate(x, t, loss={"type": "softmax_focal", "gamma": nan})),
+                ("loss", ValueError, lambda: cj.evaluate(x, t, loss={"type": "softmax_focal", "gamma": nan})),
+                ("meta", ValueError, lambda: c.post_batch("d", ids, x, t, meta={1: {"w": np.float32(nan)}})),
                 ("ohem_k", TypeError, lambda: c.evaluate(x, t, ohem_k=1.0)),
                 ("dataset", TypeError, lambda: c.post_batch_body(None, {})),
                 ("dataset", TypeError, lambda: c.hard_examples(None)),
