@@ -62,14 +62,13 @@ def _status_list(status: Status) -> Optional[str]:
     return ",".join(status)
 
 
-def _filters(by: Any, order: Any, run: Any, label: Any, label_issue: Any, min_seen: Any) -> None:
-    """Checks the filters the rankings share (hard_examples, queues, exports)."""
-    _args.opt_string("by", by)
-    _args.opt_string("order", order)
-    _args.opt_string("run", run)
-    _args.opt_integer("label", label)
-    _args.opt_bool("label_issue", label_issue)
-    _args.opt_integer("min_seen", min_seen, 0)
+def _filters(by: Any, order: Any, run: Any, label: Any, label_issue: Any, min_seen: Any) -> Dict[str, Any]:
+    """Checks the filters the rankings share (hard_examples, queues, exports); returns them with their
+    integers as Python ints (a torch scalar's str() is not its number)."""
+    return {"by": _args.opt_string("by", by), "order": _args.opt_string("order", order),
+            "run": _args.opt_string("run", run), "label": _args.opt_integer("label", label),
+            "label_issue": _args.opt_bool("label_issue", label_issue),
+            "min_seen": _args.opt_integer("min_seen", min_seen, 0)}
 
 
 class ExportStream:
@@ -323,7 +322,8 @@ class Client:
         waiting for a decision). cursor: next_cursor of the previous page.
         Returns {"dataset", "run", "by", "order", "items", "next_cursor"}.
         """
-        _filters(by, order, run, label, label_issue, min_seen)
+        f = _filters(by, order, run, label, label_issue, min_seen)
+        label, min_seen = f["label"], f["min_seen"]
         q = {"by": by, "order": order, "k": _args.opt_integer("k", k), "run": run, "label": label,
              "label_issue": _flag(label_issue), "min_seen": min_seen, "status": _status_list(status),
              "cursor": _args.opt_string("cursor", cursor)}
@@ -414,7 +414,8 @@ class Client:
         dedupe_by: a meta key (e.g. "patient_id"): at most one sample per value.
         Returns the queue's summary (name, created_at, size, reviewed, progress, params)."""
         path = "/v1/datasets/%s/queues" % _ds(dataset)
-        _filters(by, order, run, label, label_issue, min_seen)
+        f = _filters(by, order, run, label, label_issue, min_seen)
+        label, min_seen = f["label"], f["min_seen"]
         for key, count in (("size", size), ("max_per_label", max_per_label), ("min_per_label", min_per_label)):
             _args.opt_integer(key, count)
         _args.opt_string("dedupe_by", dedupe_by)
@@ -474,7 +475,8 @@ class Client:
         bytes; once it is read whole, its skipped attribute says how many samples the format left
         out (no image Label Studio can open, no local file for FiftyOne, no study for OHIF)."""
         path = "/v1/datasets/%s/export" % _ds(dataset)
-        _filters(by, order, run, label, label_issue, min_seen)
+        f = _filters(by, order, run, label, label_issue, min_seen)
+        label, min_seen = f["label"], f["min_seen"]
         _args.string("format", format)
         _args.opt_string("queue", queue)
         _args.opt_string("local_files_root", local_files_root)

@@ -244,6 +244,19 @@ class CallsTest(DaemonTestCase):
         self.assertEqual(c.hard_examples("calls", status="dismissed", k=10)["items"], [])
         self.assertEqual(len(c.hard_examples("calls", status=["open", "queued"], k=100, run="r1")["items"]), 60)
 
+    def test_client_numpy_and_torch_integers_in_queries(self):
+        """k, label, min_seen, limit and offset given as NumPy or torch integers are sent as their numbers
+        (str() of a torch scalar is "tensor(2)"): the answers are those of Python ints."""
+        c = self.c
+        for kind in (np.int64, np.int32, np.uint8, torch.tensor):
+            with self.subTest(kind=kind.__name__):
+                page = c.hard_examples("calls", k=kind(20), label=kind(2), min_seen=kind(2), run="r1")
+                self.assertEqual(page, c.hard_examples("calls", k=20, label=2, min_seen=2, run="r1"))
+                self.assertEqual(len(page["items"]), 15)
+                self.assertEqual(b"".join(c.iter_export("calls", "jsonl", k=kind(3), label=kind(1))),
+                                 b"".join(c.iter_export("calls", "jsonl", k=3, label=1)))
+                self.assertEqual(len(c.relabels("calls", limit=kind(5))["relabels"]), 0)
+
     def test_client_hard_examples_cursor_iteration(self):
         c = self.c
         whole = c.hard_examples("calls", k=60, run="r1")["items"]
