@@ -2,7 +2,8 @@
 
 Every method returns focald's JSON answer as Python data (dicts and lists,
 sample ids as strings) and raises FocaldError when focald refuses the request
-or cannot be reached. Listing calls that focald pages with cursors have an
+or cannot be reached; a wrong argument is a TypeError or ValueError naming it,
+raised before any request (_args.py). Listing calls that focald pages with cursors have an
 iter_* twin that follows the cursors and yields one item at a time.
 """
 import json
