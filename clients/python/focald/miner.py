@@ -32,7 +32,9 @@ How it keeps the training loop's cost small:
 - A request that fails because focald is unreachable or answers 5xx is sent again after a backoff, with
   the same batch_id, so a request that was in fact committed is stored once (focald answers the retry
   duplicate: true). The backoff is waited on its own event, which only close() sets: observe() does
-  not wake the sender while focald is down. A request focald refuses (4xx) for something in the calls'
+  not wake the sender while focald is down. A 500 answered three times in a row refuses the request
+  whole: focald may have committed it before failing to write its answer, so it is never sent again
+  in parts under other batch_ids. A request focald refuses (4xx) for something in the calls'
   data (labels out of range, an id twice in one call, ...: the problem's field points into ids, the
   tensors, meta or segments) is sent again one observe() call at a time, so that only the calls at fault
   are refused. A refusal that each call would get alike (a wrong loss config: field /loss; a wrong
@@ -599,8 +601,11 @@ class Miner:
         res = self._post(slab, 0, slab.nseg, batch_id, slab.n)
         if not isinstance(res, FocaldError):
             return
-        if refuses_every_call(res):
-            # each call alone would be refused the same way (a wrong loss, a wrong token): one refusal
+        if refuses_every_call(res) or (res.status or 0) >= 500:
+            # each call alone would be refused the same way (a wrong loss, a wrong token): one refusal.
+            # A 5xx that persisted may have come after focald committed the request (a 500 for lack of
+            # memory to write the answer): sent again in parts under other batch_ids, its samples would
+            # be stored twice, so the request is given up whole
             self._refuse(res, slab.n)
             return
         if slab.nseg == 1:

@@ -655,18 +655,21 @@ class MinerRecordedTest(unittest.TestCase):
         """A request of many calls refused with a problem whose field points into the calls' data (ids,
         tensors, meta, segments; a binary body's inputs), or with none, is sent again a call at a time;
         one whose field names what every call's request carries alike (the loss, the run, the
-        batch_id), a dataset name refused (bad_name without a field: it is in the path), a wrong token or
-        a class count conflicting with the run's is refused whole; one refused for its size (413) is split
+        batch_id), a dataset name refused (bad_name without a field: it is in the path), a wrong token,
+        a class count conflicting with the run's, or a 500 that persists through the retries (focald may
+        have committed the request before failing to answer: parts under other batch_ids would store
+        its samples twice) is refused whole; one refused for its size (413) is split
         into calls and the calls into halves. Either way every sample is counted in rejected, once."""
         calls = 7
         split = [(422, "label_out_of_range", "/targets/9"), (422, "not_finite", "/logits/3/1"),
                  (422, "duplicate_id", "/ids/5"), (422, "label_out_of_range", "/inputs/2"),
                  (422, "invalid_field", "/meta/17"), (422, "out_of_range", "/segments/2/step"),
-                 (422, "bad_name", "/ids/0"), (400, "bad_json", None), (500, "internal", None)]
+                 (422, "bad_name", "/ids/0"), (400, "bad_json", None)]
         whole = [(422, "bad_name", None), (422, "invalid_loss", "/loss"), (422, "invalid_loss", "/loss/gamma"),
                  (422, "shape_mismatch", "/loss/alpha"), (422, "bad_name", "/run"),
                  (422, "bad_name", "/batch_id"), (422, "unknown_field", "/lossy"), (401, "unauthorized", None),
-                 (409, "class_count_conflict", "/inputs/1"), (409, "class_count_conflict", "/logits")]
+                 (409, "class_count_conflict", "/inputs/1"), (409, "class_count_conflict", "/logits"),
+                 (500, "internal", None)]
         # a call refused alone for its size is then sent in halves, while any half has two rows or more:
         # each call of 3 rows, then its halves of 1 and 2 rows, then the halves of those 2
         halved = [((413, "body_too_large", None), 1 + calls * (1 + 2 + 2))]
