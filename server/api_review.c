@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "answer.h"
 #include "api_internal.h"
+#include "idem.h"
 #include "review.h"
 #include "store.h"
 
@@ -21,8 +23,13 @@ static void op_cleanup(http_req *rq) {
   rq->async = NULL;
 }
 
-/* Hands op to the writer; finish builds the answer. */
+/* Hands op to the writer, with the request's Idempotency-Key; finish builds the answer. */
 static int submit(http_req *rq, http_resp *resp, wop *op, http_handler finish) {
+  problem err;
+  if (idem_key_parse(http_request_header(rq, IDEM_HEADER), op->idem_key, &err) != 0) {
+    review_op_free(op);
+    return http_problem(resp, rq, &err);
+  }
   if (http_readiness() != HTTP_READY) {
     review_op_free(op);
     return api_fail(resp, rq, http_readiness() == HTTP_STARTING ? P_STARTING : P_DRAINING, NULL, "not accepting changes now");
@@ -30,6 +37,20 @@ static int submit(http_req *rq, http_resp *resp, wop *op, http_handler finish) {
   snprintf(op->dataset, sizeof op->dataset, "%.64s", rq->params[0]);
   rq->async = op;
   return api_submit(rq, op, finish, op_cleanup);
+}
+
+/* The answer to a committed change: the one the writer stored with its Idempotency-Key (the first
+ * answer again, marked so, for a replay), or else built now. */
+static int finish_change(http_req *rq, http_resp *resp) {
+  wop *op = rq->async;
+  if (op->failed) return http_problem(resp, rq, &op->err);
+  if (op->replayed) http_header(resp, IDEM_REPLAYED_HEADER, "true");
+  else api_log_position(resp, op);
+  int status = op->answer_status;
+  char *body = op->answer;
+  op->answer = NULL;
+  if (!body && answer_of(op, &status, &body) != 0) return http_json(resp, 500, NULL); /* a 500 problem */
+  return http_json(resp, status, body);
 }
 
 static int check_dataset_name(http_req *rq, http_resp *resp) {
@@ -51,27 +72,6 @@ static void jw_opt_str(jw *o, const char *s) {
   else jw_lit(o, "null");
 }
 
-static int finish_review(http_req *rq, http_resp *resp) {
-  review_op *r = rq->async;
-  if (r->op.failed) return http_problem(resp, rq, &r->op.err);
-  api_log_position(resp, &r->op);
-  jw o = {0};
-  JW(&o, "{\"id\":");
-  jw_str(&o, r->id);
-  JW(&o, ",\"from\":\"%s\",\"status\":\"%s\",\"label_before\":", st_status_name(r->from), st_status_name(r->to));
-  jw_json(&o, r->label_before);
-  JW(&o, ",\"label\":");
-  jw_json(&o, r->to == ST_RELABELLED ? r->label : NULL);
-  JW(&o, ",\"reviewer\":");
-  jw_opt_str(&o, r->reviewer);
-  JW(&o, ",\"note\":");
-  jw_opt_str(&o, r->note);
-  JW(&o, ",\"at\":");
-  jw_time_ms(&o, r->at);
-  JW(&o, "}");
-  return jw_respond(resp, 200, &o);
-}
-
 int api_review(http_req *rq, http_resp *resp) {
   if (check_dataset_name(rq, resp) || check_sample_id(rq, resp)) return 0;
   review_op *r = calloc(1, sizeof *r);
@@ -83,20 +83,7 @@ int api_review(http_req *rq, http_resp *resp) {
     review_op_free(&r->op);
     return http_problem(resp, rq, &err);
   }
-  return submit(rq, resp, &r->op, finish_review);
-}
-
-static int finish_meta(http_req *rq, http_resp *resp) {
-  meta_op *m = rq->async;
-  if (m->op.failed) return http_problem(resp, rq, &m->op.err);
-  api_log_position(resp, &m->op);
-  jw o = {0};
-  JW(&o, "{\"id\":");
-  jw_str(&o, m->id);
-  JW(&o, ",\"meta\":");
-  jw_json(&o, m->meta);
-  JW(&o, "}");
-  return jw_respond(resp, 200, &o);
+  return submit(rq, resp, &r->op, finish_change);
 }
 
 int api_meta(http_req *rq, http_resp *resp) {
@@ -110,41 +97,16 @@ int api_meta(http_req *rq, http_resp *resp) {
     review_op_free(&m->op);
     return http_problem(resp, rq, &err);
   }
-  return submit(rq, resp, &m->op, finish_meta);
+  return submit(rq, resp, &m->op, finish_change);
 }
 
 /* ------------------------------------------------------------------ queues */
-
-/* {"name", "created_at", "size", "reviewed", "progress": {...}, "params"} of a queue whose samples are by[] by status. */
-static void jw_summary(jw *o, const char *name, int64_t created_at, uint32_t n, const uint32_t by[ST_STATUS_COUNT],
-                       const char *params) {
-  JW(o, "{\"name\":");
-  jw_str(o, name);
-  JW(o, ",\"created_at\":");
-  jw_time(o, created_at);
-  JW(o, ",\"size\":%u,\"reviewed\":%u,\"progress\":{", n, n - by[ST_QUEUED] - by[ST_IN_REVIEW] - by[ST_OPEN]);
-  for (int s = 0; s < ST_STATUS_COUNT; s++) JW(o, "%s\"%s\":%u", s ? "," : "", st_status_name(s), by[s]);
-  JW(o, "},\"params\":");
-  jw_json(o, params ? params : "{}");
-  JW(o, "}");
-}
 
 /* A queue's summary as the dataset stands (dataset read-locked). */
 static void jw_queue_summary(jw *o, const st_dataset *ds, const st_queue *q) {
   uint32_t by[ST_STATUS_COUNT] = {0};
   for (uint32_t i = 0; i < q->n; i++) by[st_sample_status(ds, q->keys[i])]++;
-  jw_summary(o, q->name, q->created_at, q->n, by, q->params);
-}
-
-/* The queue as committed: its summary was taken by the writer as it applied it, so that a later
- * change (even its removal) cannot make the answer to its creation wrong. */
-static int finish_queue(http_req *rq, http_resp *resp) {
-  queue_op *q = rq->async;
-  if (q->op.failed) return http_problem(resp, rq, &q->op.err);
-  api_log_position(resp, &q->op);
-  jw o = {0};
-  jw_summary(&o, q->p.name, q->created_at / 1000, q->size, q->progress, q->p.params_json);
-  return jw_respond(resp, 201, &o);
+  answer_queue_summary(o, q->name, q->created_at, q->n, by, q->params);
 }
 
 int api_queue_create(http_req *rq, http_resp *resp) {
@@ -157,18 +119,7 @@ int api_queue_create(http_req *rq, http_resp *resp) {
     review_op_free(&q->op);
     return http_problem(resp, rq, &err);
   }
-  return submit(rq, resp, &q->op, finish_queue);
-}
-
-static int finish_queue_delete(http_req *rq, http_resp *resp) {
-  queue_op *q = rq->async;
-  if (q->op.failed) return http_problem(resp, rq, &q->op.err);
-  api_log_position(resp, &q->op);
-  jw o = {0};
-  JW(&o, "{\"deleted\":");
-  jw_str(&o, q->p.name);
-  JW(&o, ",\"released\":%u}", q->released);
-  return jw_respond(resp, 200, &o);
+  return submit(rq, resp, &q->op, finish_change);
 }
 
 int api_queue_delete(http_req *rq, http_resp *resp) {
@@ -177,7 +128,7 @@ int api_queue_delete(http_req *rq, http_resp *resp) {
   if (!q) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
   q->op.kind = WOP_QUEUE_DELETE;
   snprintf(q->p.name, sizeof q->p.name, "%.64s", rq->params[1]);
-  return submit(rq, resp, &q->op, finish_queue_delete);
+  return submit(rq, resp, &q->op, finish_change);
 }
 
 int api_queue_list(http_req *rq, http_resp *resp) {

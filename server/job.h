@@ -15,6 +15,9 @@
 #include "problem.h"
 #include "state.h"
 
+/* an Idempotency-Key's longest value (idem.h) */
+#define IDEM_KEY_MAX 255
+
 typedef struct wop wop;
 typedef void (*wop_done_fn)(wop *op);
 
@@ -44,6 +47,11 @@ struct wop {
   uint32_t persist_to;  /* samples rows it wrote: keys below this (0: none) */
   /* results of WOP_DELETE_DATASET */
   int64_t deleted_samples, deleted_observations;
+  /* the review loop's writes (idem.h): the client's Idempotency-Key, "" for none */
+  char idem_key[IDEM_KEY_MAX + 1];
+  int replayed;         /* set by the writer: the key was seen with this request; answer is the first answer */
+  int answer_status;    /* with answer: the status to send it with */
+  char *answer;         /* the answer's body as stored with the key (owned), or NULL: the finish builds it */
 };
 
 typedef struct job {

@@ -14,6 +14,7 @@
   X(P_BAD_JSON, 400, "bad_json", "The body is not valid JSON")                        \
   X(P_BAD_QUERY, 400, "bad_query", "A query parameter is not valid")                  \
   X(P_BAD_REQUEST, 400, "bad_request", "The request is malformed")                    \
+  X(P_BAD_IDEMPOTENCY_KEY, 400, "bad_idempotency_key", "The Idempotency-Key header is not valid") \
   X(P_BAD_FRAMING, 400, "bad_framing", "The binary body's framing does not add up")   \
   X(P_UNAUTHORIZED, 401, "unauthorized", "A valid bearer token is required")          \
   X(P_NOT_FOUND, 404, "not_found", "No such resource")                                \
@@ -36,6 +37,7 @@
   X(P_LABEL_OUT_OF_RANGE, 422, "label_out_of_range", "A class label is out of range") \
   X(P_TOO_LARGE, 422, "too_large", "A field is larger than focald takes")            \
   X(P_DUPLICATE_ID, 422, "duplicate_id", "A sample id appears twice in the batch")    \
+  X(P_IDEMPOTENCY_KEY_REUSED, 422, "idempotency_key_reused", "The Idempotency-Key was used for another request") \
   X(P_INVALID_LOSS, 422, "invalid_loss", "The loss configuration is not valid")       \
   X(P_OVERLOADED, 503, "overloaded", "focald is overloaded; retry later")             \
   X(P_DRAINING, 503, "draining", "focald is shutting down")                           \

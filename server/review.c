@@ -534,6 +534,7 @@ out:
 
 void review_op_free(wop *op) {
   if (!op) return;
+  free(op->answer);
   switch (op->kind) {
   case WOP_REVIEW: {
     review_op *r = (review_op *)op;

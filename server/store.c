@@ -63,6 +63,12 @@ static const char *const sql_text[S_COUNT] = {
     [S_SNAPSHOT_SET] = "UPDATE snapshot SET applied_seq = ?1, written_at = ?2 WHERE id = 1",
     [S_REVIEW_LOG] = "INSERT INTO review_log (dataset_id, key, at, reviewer, from_status, to_status, label_before, "
                      "label_after, note, batch_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    [S_IDEM_FIND] = "SELECT request, status, response FROM idempotency_keys WHERE dataset_id = ?1 AND key = ?2 "
+                    "AND created_at >= ?3",
+    [S_IDEM_PUT] = "INSERT OR REPLACE INTO idempotency_keys (dataset_id, key, request, status, response, created_at) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [S_IDEM_PURGE] = "DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM idempotency_keys "
+                     "WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)",
 };
 
 /* mkdir -p of path's directory. */

@@ -272,6 +272,7 @@ static int delete_write(store *s, wop *op) {
       "DELETE FROM review_log WHERE dataset_id = ?1",
       "DELETE FROM queue_items WHERE queue_id IN (SELECT id FROM queues WHERE dataset_id = ?1)",
       "DELETE FROM queues WHERE dataset_id = ?1",
+      "DELETE FROM idempotency_keys WHERE dataset_id = ?1",
       "DELETE FROM runs WHERE dataset_id = ?1",
       "DELETE FROM datasets WHERE id = ?1",
   };

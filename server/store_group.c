@@ -119,6 +119,11 @@ static int tx(store *s, const char *sql) {
 static int write_logged(store *s, wop *op) {
   op->batch_seq = s->logged_seq;
   int rc = store__class_of(op->kind)->write(s, op);
+  /* the key travels with the change: a retry sent to this node is recognised too */
+  if (rc == SQLITE_OK && !op->failed) {
+    rc = store__idem_record(s, op);
+    if (rc == SQLITE_OK && op->failed) return SQLITE_NOMEM;
+  }
   if (rc == SQLITE_OK && op->failed) {
     char pos[24];
     snprintf(pos, sizeof pos, "%lld", (long long)op->log_pos);
@@ -199,13 +204,19 @@ void store__group_run(store *s, wop *list, int n) {
     if (op->failed) continue;
     rc = tx(s, "SAVEPOINT op");
     if (rc != SQLITE_OK) break;
-    rc = store__class_of(op->kind)->write(s, op);
+    /* a key seen before makes the op a replay of its first answer, or refuses it (store_idem.c) */
+    rc = store__idem_check(s, op);
+    if (rc == SQLITE_OK && !op->failed && !op->replayed) rc = store__class_of(op->kind)->write(s, op);
+    if (rc == SQLITE_OK) rc = store__idem_record(s, op);
     if (rc != SQLITE_OK) break; /* a failed write fails the group: the transaction may be gone already */
     /* a cluster node logs each change it accepts (a batch logs itself, segment by segment) */
-    if (s->pg && !op->failed && op->kind != WOP_BATCH && op->kind != WOP_BARRIER) rc = store__cluster_append_op(s, op);
+    if (s->pg && !op->failed && !op->replayed && op->kind != WOP_BATCH && op->kind != WOP_BARRIER)
+      rc = store__cluster_append_op(s, op);
     if (rc != SQLITE_OK) break;
     rc = op->failed ? tx(s, "ROLLBACK TO op; RELEASE op") : tx(s, "RELEASE op");
   }
+  /* expired idempotency keys go a few at a time, with the writes */
+  if (rc == SQLITE_OK) rc = store__idem_purge(s);
   int logged = 0; /* committed in the cluster's log */
   if (s->pg && rc == SQLITE_OK) rc = store__cluster_mark(s);
   if (s->pg && rc == SQLITE_OK) {
@@ -255,7 +266,7 @@ void store__group_run(store *s, wop *list, int n) {
   uint64_t samples = 0;
   for (wop *op = list; op; op = op->next) {
     const wop_class *c = store__class_of(op->kind);
-    if (committed && !op->failed) {
+    if (committed && !op->failed && !op->replayed) {
       c->apply(s, op);
       if (op->kind == WOP_BATCH && !((job *)op)->duplicate) samples += (uint64_t)((job *)op)->rq.n;
       s->snap_wanted = 1;

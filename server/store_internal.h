@@ -32,6 +32,9 @@ enum {
   S_RUN_CLS_SEQ,
   S_SNAPSHOT_SET,
   S_REVIEW_LOG,
+  S_IDEM_FIND,
+  S_IDEM_PUT,
+  S_IDEM_PURGE,
   S_COUNT
 };
 
@@ -63,6 +66,16 @@ const wop_class *store__class_of(wop_kind k);
 wop *store__group_take(store *s, int *n);
 void store__group_run(store *s, wop *list, int n);
 int store__group_catch_up(store *s);
+
+/* Idempotency keys of the review loop's writes (store_idem.c), in the group's transaction.
+ * store__idem_check, before op's write: the key seen with the same request makes op a replay
+ * (op->replayed, op->answer); seen with another, op fails (422 idempotency_key_reused); otherwise nothing.
+ * store__idem_record, after a write that accepted op: builds op->answer and keeps it with the key.
+ * store__idem_purge removes keys past their time, a bounded number per call. Each returns an SQLite code
+ * (store__idem_check and store__idem_record SQLITE_OK with op->failed when memory ran out). */
+int store__idem_check(store *s, wop *op);
+int store__idem_record(store *s, wop *op);
+int store__idem_purge(store *s);
 
 /* The review loop's ops (store_review.c). */
 extern const wop_class store__review_class, store__meta_class, store__queue_class, store__queue_delete_class;
@@ -139,6 +152,7 @@ struct store {
                                * the follower moves pg_head, to -1 when its connection is down) */
   int pg_failed;              /* the group failed on PostgreSQL: its ops get store_unavailable */
   atomic_llong pg_stuck;      /* the log's position this node cannot apply (unreadable, or pruned), or 0 */
+  double idem_purge_at;       /* when the writer next removes expired idempotency keys */
   double pg_retry_at;         /* after a failure, groups fail at once until then */
   atomic_llong pg_head;       /* the log's head as last seen; -1 when the follower cannot reach it */
   atomic_llong applied_pos;   /* last_seq, for other threads */

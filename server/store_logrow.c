@@ -88,7 +88,7 @@ static json_t *request_text(json_t *request) {
 /* A change of the review loop, or a dataset's deletion, is logged as the request that made it (re-encoded
  * from the op, so that the same decoder reads it back) and the time the writer gave it: every node runs the
  * same op's write and apply against the same state, and reaches the same result. */
-json_t *store__logrow_op_request(const wop *op) {
+static json_t *op_request(const wop *op) {
   switch (op->kind) {
   case WOP_REVIEW: {
     const review_op *r = (const review_op *)op;
@@ -124,6 +124,17 @@ json_t *store__logrow_op_request(const wop *op) {
   }
 }
 
+/* The row's body, with the change's Idempotency-Key when it had one: every node records the key with the
+ * change it applies, so a retry sent to any of them is recognised. */
+json_t *store__logrow_op_request(const wop *op) {
+  json_t *row = op_request(op);
+  if (row && op->idem_key[0] && json_object_set_new(row, "idem", json_string(op->idem_key)) != 0) {
+    json_decref(row);
+    row = NULL;
+  }
+  return row;
+}
+
 /* The op a logged change stands for, decoded as its request was (NULL for a row focald cannot read). The
  * caller frees it with review_op_free (or free, for a deletion). */
 wop *store__logrow_op_of_row(const pglog_row *row) {
@@ -135,9 +146,11 @@ wop *store__logrow_op_of_row(const pglog_row *row) {
                : request               ? json_dumps(request, JSON_COMPACT)
                                        : NULL;
   const char *id = json_string_value(json_object_get(root, "id")), *name = json_string_value(json_object_get(root, "name"));
+  const json_t *idem = json_object_get(root, "idem");
   problem err;
   wop *op = NULL;
-  int bad = !root;
+  int bad = !root || (idem && (!json_is_string(idem) || json_string_length(idem) < 1 ||
+                               json_string_length(idem) > IDEM_KEY_MAX));
   switch (bad ? -1 : kind) {
   case WOP_REVIEW: {
     review_op *r = calloc(1, sizeof *r);
@@ -177,6 +190,7 @@ wop *store__logrow_op_of_row(const pglog_row *row) {
     op->kind = (wop_kind)kind;
     snprintf(op->dataset, sizeof op->dataset, "%s", row->dataset);
     op->log_pos = row->pos;
+    if (idem && !bad) snprintf(op->idem_key, sizeof op->idem_key, "%s", json_string_value(idem));
   }
   if (bad && op) {
     review_op_free(op);
