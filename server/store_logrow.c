@@ -184,13 +184,13 @@ wop *store__logrow_op_of_row(const pglog_row *row) {
   case WOP_DELETE_DATASET: op = calloc(1, sizeof *op); bad = !op; break;
   default: bad = 1;
   }
+  if (op && idem && !bad) snprintf(op->idem_key, sizeof op->idem_key, "%s", json_string_value(idem));
   free(text);
   json_decref(root);
   if (op) {
     op->kind = (wop_kind)kind;
     snprintf(op->dataset, sizeof op->dataset, "%s", row->dataset);
     op->log_pos = row->pos;
-    if (idem && !bad) snprintf(op->idem_key, sizeof op->idem_key, "%s", json_string_value(idem));
   }
   if (bad && op) {
     review_op_free(op);

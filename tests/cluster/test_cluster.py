@@ -320,6 +320,63 @@ class ClusterTestCase(FocaldTestCase):
         for n in (a, late):
             self.assertEqual(n.get("/v1/datasets/d?after=%d" % max(positions)).status, 404)
 
+    def test_cluster_a_retry_with_its_idempotency_key_is_recognised_on_another_node(self):
+        """The key travels with the logged change: a retry sent to another node (the first answer lost on
+        the way) gets the first answer again and changes nothing, on every node, a new one included."""
+        a, b = self.node("a"), self.node("b")
+        r, last = self.post(a, batch_body(random.Random(11), n=10, batch_id="ik0"))
+        self.assertEqual(r.status, 200, r)
+        sids = [x["id"] for x in a.get("/v1/datasets/d/hard-examples?run=r&k=4&after=%d" % last).json()["items"]]
+
+        def send(node, method, path, body, key):
+            return node.request(method, "/v1/datasets/d" + path, body, headers={"Idempotency-Key": key})
+
+        writes = [("POST", "/samples/%s/review" % q(sids[0]), {"status": "relabelled", "label": 2, "reviewer": "ana"}, 200),
+                  ("POST", "/samples/%s/review" % q(sids[1]), {"status": "confirmed"}, 200),
+                  ("PUT", "/samples/%s/meta" % q(sids[2]), {"uri": "z.png"}, 200),
+                  ("POST", "/queues", {"name": "q1", "size": 3}, 201),
+                  ("DELETE", "/queues/q1", None, 200)]
+        positions = [last]
+        for i, (method, path, body, want) in enumerate(writes):
+            key = "cluster-key-%d" % i
+            first_node, retry_node = (a, b) if i % 2 == 0 else (b, a)
+            first = send(first_node, method, path, body, key)
+            self.assertEqual(first.status, want, first)
+            positions.append(int(first.header("Focald-Log-Position")))
+            again = send(retry_node, method, path, body, key)
+            self.assertEqual((again.status, again.body), (first.status, first.body), (path, again))
+            self.assertEqual(again.header("Idempotent-Replayed"), "true", path)
+            if body is not None:
+                changed = dict(body, note="other") if "status" in body else dict(body, size=4) if "size" in body else {"x": 1}
+                other = send(retry_node, method, path, changed, key)
+                self.assertEqual((other.status, other.json()["code"]), (422, "idempotency_key_reused"), other)
+        # the same key sent to both nodes at once: one applies it
+        answers = {}
+
+        def decide(node):
+            answers[node.port] = send(node, "POST", "/samples/%s/review" % q(sids[3]), {"status": "dismissed"}, "both")
+
+        ts = [threading.Thread(target=decide, args=(n,)) for n in (a, b)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual([r.status for r in answers.values()], [200, 200], answers)
+        self.assertEqual(len({r.body for r in answers.values()}), 1, answers)
+        positions += [int(r.header("Focald-Log-Position")) for r in answers.values() if r.header("Focald-Log-Position")]
+        after = max(positions)
+        want = self.review_state(a, after, sids, queues=())
+        for sid, n in zip(sids, (1, 1, 0, 1)):  # the decisions, each once (the queue's own entries aside)
+            self.assertEqual(len([e for e in want["audit/" + sid]["reviews"] if e["reviewer"] != "focald"]), n, sid)
+        self.assertEqual(len(want["relabels"]["relabels"]), 1)
+        self.assertEqual(self.review_state(b, after, sids, queues=()), want)
+        # a node started later learns the keys from the log too
+        late = self.node("late")
+        self.assertEqual(self.review_state(late, after, sids, queues=()), want)
+        r = send(late, "POST", "/samples/%s/review" % q(sids[0]), writes[0][2], "cluster-key-0")
+        self.assertEqual(r.header("Idempotent-Replayed"), "true", r)
+        self.assertEqual(self.review_state(late, after, sids, queues=()), want)
+
     def test_cluster_new_node_catches_up_and_killed_node_converges(self):
         nodes = [self.node("n%d" % i) for i in range(3)]
         model, stop, errors = Model(), threading.Event(), []
