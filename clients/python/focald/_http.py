@@ -7,9 +7,9 @@ later request. focald closes connections idle for longer than its
 the server has closed it, and opens a new one if so. When a reused connection
 still fails before any byte of the answer arrived (the server closed it just
 then), an idempotent request (GET, PUT, DELETE; a batch with a batch_id; a
-/v1/loss evaluation) is sent again once on a fresh connection; other requests
-(a review decision, a queue's creation) raise instead of risking being applied
-twice. Streaming answers (exports) use a connection of their own, closed when
+/v1/loss evaluation; a review decision or a queue's creation with its
+Idempotency-Key) is sent again once on a fresh connection; other requests raise
+instead of risking being applied twice. Streaming answers (exports) use a connection of their own, closed when
 the stream ends.
 
 A request's timeout is a deadline for the whole request: connecting, sending

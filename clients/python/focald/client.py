@@ -35,6 +35,11 @@ Status = Union[str, Sequence[str], None]
 RETRY_BACKOFF = Backoff(0.1, 5.0, 30.0)
 
 
+def idempotency_header(key: str) -> str:
+    """An Idempotency-Key header's value: the key as the IETF draft spells it, a quoted string."""
+    return '"%s"' % key
+
+
 def _seg(s: Union[str, int]) -> str:
     """One percent-encoded path segment (a dataset, sample id or queue name; '/' becomes %2F)."""
     return urllib.parse.quote(str(s), safe="")
@@ -181,8 +186,28 @@ class Client:
         return cast(JSON, self._t.request(method, path, query, body=body,
                                           headers={"Content-Type": "application/json"}).json())
 
-    def _delete(self, path: str) -> JSON:
-        return cast(JSON, self._t.request("DELETE", path).json())
+    def _delete(self, path: str, headers: Optional[Mapping[str, str]] = None) -> JSON:
+        return cast(JSON, self._t.request("DELETE", path, headers=headers).json())
+
+    def _send_keyed(self, method: str, path: str, doc: Any, key: Optional[str], retries: int) -> JSON:
+        """Sends a write of the review loop with an Idempotency-Key (key, or a fresh uuid4) and, since
+        focald applies one key's request once and answers a repeat with the first answer, sends it again
+        with the same key up to `retries` times when focald cannot be reached, the answer was lost, or
+        focald answers 5xx or 429 (RETRY_BACKOFF's waits between tries)."""
+        retries = _args.integer("retries", retries, 0)
+        body = None if doc is None else _args.dumps(doc)
+        headers = {"Idempotency-Key": idempotency_header(_args.opt_string("idempotency_key", key) or str(uuid.uuid4()))}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        attempt = 0
+        while True:
+            try:
+                return cast(JSON, self._t.request(method, path, body=body, headers=headers, idempotent=True).json())
+            except FocaldError as e:
+                if attempt >= retries or not e.retryable:
+                    raise
+                attempt += 1
+                time.sleep(RETRY_BACKOFF.delay(attempt, e.retry_after))
 
     # ------------------------------------------------------------ scoring
 
@@ -359,12 +384,16 @@ class Client:
                          {"run": _args.opt_string("run", run)})
 
     def review(self, dataset: str, sample_id: Union[str, int], status: str, *, label: Any = None,
-               reviewer: Optional[str] = None, note: Optional[str] = None) -> JSON:
+               reviewer: Optional[str] = None, note: Optional[str] = None, retries: int = 3,
+               idempotency_key: Optional[str] = None) -> JSON:
         """Records a review decision (POST .../samples/{id}/review).
 
         status: open, queued, in_review, relabelled (give the corrected label), confirmed or dismissed.
         Returns {"id", "from", "status", "label_before", "label", "reviewer", "note", "at"}.
-        An illegal transition is a 409 FocaldError."""
+        An illegal transition is a 409 FocaldError.
+        The decision goes with an Idempotency-Key (idempotency_key, or a fresh uuid4), and is sent again
+        with the same key up to `retries` times when focald is unreachable, the answer is lost, or focald
+        answers 5xx: focald records it once and answers a repeat as it answered the first."""
         path = "/v1/datasets/%s/samples/%s/review" % (_ds(dataset), _sid(sample_id))
         doc: JSON = {"status": _args.string("status", status)}
         if label is not None:
@@ -373,7 +402,7 @@ class Client:
             doc["reviewer"] = _args.string("reviewer", reviewer)
         if note is not None:
             doc["note"] = _args.string("note", note)
-        return self._send_json("POST", path, doc)
+        return self._send_keyed("POST", path, doc, idempotency_key, retries)
 
     def reviews(self, dataset: str, sample_id: Union[str, int]) -> JSON:
         """A sample's audit trail: {"id", "status", "corrected_label", "reviews": [{"from", "to",
@@ -408,12 +437,15 @@ class Client:
                      label_issue: Optional[bool] = None, min_seen: Optional[int] = None,
                      max_per_label: Optional[int] = None, min_per_label: Optional[int] = None,
                      quotas: Optional[Mapping[Any, Mapping[str, int]]] = None,
-                     dedupe_by: Optional[str] = None) -> JSON:
+                     dedupe_by: Optional[str] = None, retries: int = 3,
+                     idempotency_key: Optional[str] = None) -> JSON:
         """Builds a named review queue from the hardest open samples (POST /v1/datasets/{dataset}/queues).
 
         quotas: {label: {"min": a, "max": b}} per-label overrides of min_per_label/max_per_label.
         dedupe_by: a meta key (e.g. "patient_id"): at most one sample per value.
-        Returns the queue's summary (name, created_at, size, reviewed, progress, params)."""
+        Returns the queue's summary (name, created_at, size, reviewed, progress, params).
+        Sent with an Idempotency-Key and retried with it as review() is: a retry of a queue focald built
+        gets its summary again, not a 409 for the name."""
         path = "/v1/datasets/%s/queues" % _ds(dataset)
         f = _filters(by, order, run, label, label_issue, min_seen)
         label, min_seen = f["label"], f["min_seen"]
@@ -429,7 +461,7 @@ class Client:
         if quotas is not None:
             doc["quotas"] = {str(lab): _args.mapping("quotas[%r]" % (lab,), q)
                              for lab, q in _args.mapping("quotas", quotas).items()}
-        return self._send_json("POST", path, doc)
+        return self._send_keyed("POST", path, doc, idempotency_key, retries)
 
     def queues(self, dataset: str) -> JSON:
         """The dataset's queues with their progress: {"queues": [...]}."""
@@ -456,8 +488,11 @@ class Client:
                 return
 
     def delete_queue(self, dataset: str, name: str) -> JSON:
-        """Deletes a queue; its samples still queued go back to open. Returns {"deleted", "released"}."""
-        return self._delete("/v1/datasets/%s/queues/%s" % (_ds(dataset), _seg(_args.string("name", name))))
+        """Deletes a queue; its samples still queued go back to open. Returns {"deleted", "released"}.
+        Sent with a fresh Idempotency-Key, so that a silent resend on a connection focald had just
+        closed gets the deletion's answer again rather than a 404."""
+        return self._delete("/v1/datasets/%s/queues/%s" % (_ds(dataset), _seg(_args.string("name", name))),
+                            headers={"Idempotency-Key": idempotency_header(str(uuid.uuid4()))})
 
     # ------------------------------------------------------------ exports
 

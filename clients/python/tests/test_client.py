@@ -577,6 +577,69 @@ class StaleConnectionTest(DaemonTestCase):
         self.assertEqual(c.dataset("idle")["observations"], 1)
 
 
+class IdempotencyTest(DaemonTestCase):
+    """review(), create_queue() and delete_queue() send an Idempotency-Key; review() and create_queue()
+    send a write whose answer was lost again with the same key, and focald applies it once."""
+
+    def setUp(self):
+        self.c = Client(self.url)
+        self.ds = "idem-" + self.id().rsplit(".", 1)[-1][-30:]
+        self.c.post_batch(self.ds, ["a", "b", "c", "d"], np.zeros((4, 3), np.float32), [0, 1, 2, 0], run="r")
+
+    def through(self, drop):
+        proxy = _daemon.Proxy(self.d.port, drop_next=drop)
+        self.addCleanup(proxy.close)
+        return proxy, Client(proxy.url)
+
+    def test_client_review_answer_lost_after_commit_is_retried_with_its_key_once(self):
+        for drops, status, extra in ((1, "relabelled", {"label": 2}), (2, "confirmed", {}), (1, "in_review", {})):
+            sid = {"relabelled": "a", "confirmed": "b", "in_review": "c"}[status]
+            with self.subTest(status=status, drops=drops):
+                proxy, c = self.through(drops)
+                got = c.review(self.ds, sid, status, reviewer="ann", **extra)
+                self.assertEqual(proxy.drops, drops, "the answers were lost after focald committed")
+                self.assertEqual((got["id"], got["status"], got["from"]), (sid, status, "open"))
+                trail = self.c.reviews(self.ds, sid)["reviews"]
+                self.assertEqual(len(trail), 1, "one decision in the audit trail: %r" % trail)
+                self.assertEqual(trail[0]["at"], got["at"], "the answer is the first one's")
+        feed = self.c.relabels(self.ds)["relabels"]
+        self.assertEqual([e["id"] for e in feed], ["a"], "one relabel in the feed")
+
+    def test_client_review_retries_give_up_after_retries(self):
+        proxy, c = self.through(5)
+        with self.assertRaises(FocaldConnectionError):
+            c.review(self.ds, "d", "dismissed", retries=2)
+        self.assertEqual(proxy.drops, 3)
+        self.assertEqual(len(self.c.reviews(self.ds, "d")["reviews"]), 1, "applied once, for all three sends")
+        with self.assertRaises(FocaldConnectionError):
+            c.review(self.ds, "d", "open", retries=0)
+        self.assertEqual(proxy.drops, 4)
+
+    def test_client_create_queue_answer_lost_is_retried_not_409(self):
+        proxy, c = self.through(1)
+        q = c.create_queue(self.ds, "q1", size=2)
+        self.assertEqual(proxy.drops, 1)
+        self.assertEqual((q["name"], q["size"]), ("q1", 2))
+        self.assertEqual([x["name"] for x in self.c.queues(self.ds)["queues"]], ["q1"])
+        with self.assertRaises(FocaldError) as cm:
+            self.c.create_queue(self.ds, "q1", size=2)  # a new call is a new request: the name is taken
+        self.assertEqual((cm.exception.status, cm.exception.code), (409, "conflict"))
+        proxy.drop_next = 1
+        self.assertEqual(c.delete_queue(self.ds, "q1")["deleted"], "q1")
+        self.assertEqual(self.c.queues(self.ds)["queues"], [])
+
+    def test_client_explicit_key_replays_and_reuse_is_refused(self):
+        first = self.c.review(self.ds, "a", "relabelled", label=1, idempotency_key="k-1")
+        again = self.c.review(self.ds, "a", "relabelled", label=1, idempotency_key="k-1")
+        self.assertEqual(again, first)
+        with self.assertRaises(FocaldError) as cm:
+            self.c.review(self.ds, "b", "relabelled", label=1, idempotency_key="k-1")
+        self.assertEqual((cm.exception.status, cm.exception.code), (422, "idempotency_key_reused"))
+        self.assertFalse(cm.exception.retryable)
+        self.assertEqual(len(self.c.reviews(self.ds, "a")["reviews"]), 1)
+        self.assertEqual(self.c.reviews(self.ds, "b")["reviews"], [])
+
+
 class ErrorTest(DaemonTestCase):
     """FocaldError carries focald's problem body; connection failures are FocaldConnectionError."""
 
