@@ -127,7 +127,8 @@ def cmd_review(c: Client, a: argparse.Namespace, out: Out) -> int:
     if a.status == "relabelled" and a.label is None:
         raise UsageError("relabelled needs --label (the corrected label)")
     label = _label_arg(a.label) if a.label is not None else None
-    r = c.review(a.dataset, a.id, a.status, label=label, reviewer=a.reviewer, note=a.note)
+    r = c.review(a.dataset, a.id, a.status, label=label, reviewer=a.reviewer, note=a.note,
+                 idempotency_key=a.idempotency_key)
     if out.fmt == "json":
         out.json(r)
     elif out.fmt == "csv":
@@ -157,7 +158,7 @@ def cmd_queue(c: Client, a: argparse.Namespace, out: Out) -> int:
         quotas = dict(a.quota) if a.quota else None
         q = c.create_queue(a.dataset, a.name, by=a.by, order=a.order, run=a.run, size=a.size, label=a.label,
                            min_seen=a.min_seen, max_per_label=a.max_per_label, min_per_label=a.min_per_label,
-                           quotas=quotas, dedupe_by=a.dedupe_by)
+                           quotas=quotas, dedupe_by=a.dedupe_by, idempotency_key=a.idempotency_key)
         if out.fmt == "json":
             out.json(q)
         elif out.fmt == "csv":

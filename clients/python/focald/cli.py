@@ -2,7 +2,7 @@
 
     focalctl top DATASET [-k 20] [--by mean_loss] [--order asc|desc] [--run R] [--label L] [--min-seen N] [--status S,...] [--cursor C]
     focalctl sample DATASET ID [--run R]
-    focalctl review DATASET ID [STATUS [--label L] [--reviewer NAME] [--note TEXT]]
+    focalctl review DATASET ID [STATUS [--label L] [--reviewer NAME] [--note TEXT] [--idempotency-key KEY]]
     focalctl queue create DATASET NAME [--size N] [--by F] [--order asc|desc] [--quota LABEL=MIN:MAX ...] [--dedupe-by KEY] ...
     focalctl queue list DATASET | show DATASET NAME | delete DATASET NAME
     focalctl export DATASET [--format csv|jsonl|label-studio|fiftyone|ohif] [-o FILE] [--queue NAME] [--local-files-root DIR] [filters]
@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label", help="the corrected label (for relabelled): a class index, a class name or a JSON list")
     s.add_argument("--reviewer", help="who decided")
     s.add_argument("--note", help="why")
+    s.add_argument("--idempotency-key", metavar="KEY",
+                   help="send the decision under this Idempotency-Key (default: a fresh one): running the command "
+                        "again with the same KEY after a lost answer records it once")
     s.set_defaults(func=cmd_review)
 
     s = sub.add_parser("queue", parents=[common], help="review queues: create, list, show, delete")
@@ -163,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quota", type=_quota, action="append", metavar="LABEL=MIN:MAX",
                    help="a per-class quota overriding the two above (repeatable; either bound may be empty)")
     q.add_argument("--dedupe-by", metavar="META_KEY", help="one sample per value of this meta key, e.g. patient_id")
+    q.add_argument("--idempotency-key", metavar="KEY",
+                   help="send the creation under this Idempotency-Key (default: a fresh one): running the command "
+                        "again with the same KEY after a lost answer builds the queue once")
     q = qs.add_parser("list", parents=[common], help="the dataset's queues and their progress")
     q.add_argument("dataset")
     q = qs.add_parser("show", parents=[common], help="a queue's samples in order")

@@ -159,6 +159,25 @@ class FocalctlTest(DaemonTestCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn("sample_not_found", p.stderr)
 
+    def test_focalctl_review_and_queue_create_run_again_with_their_key(self):
+        build(self.c, "cli-idem", n=8)
+        a = json.loads(self.ok("review", "cli-idem", "s001", "relabelled", "--label", "2", "--idempotency-key",
+                               "run-1", "--json"))
+        b = json.loads(self.ok("review", "cli-idem", "s001", "relabelled", "--label", "2", "--idempotency-key",
+                               "run-1", "--json"))
+        self.assertEqual(a, b)
+        self.assertEqual(len(self.c.reviews("cli-idem", "s001")["reviews"]), 1)
+        p = self.run_cli("review", "cli-idem", "s002", "confirmed", "--idempotency-key", "run-1")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("idempotency_key_reused", p.stderr)
+        p = self.run_cli("review", "cli-idem", "s002", "confirmed", "--idempotency-key", "back\\slash")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("bad_idempotency_key", p.stderr)
+        for _ in range(2):
+            out = self.ok("queue", "create", "cli-idem", "q", "--size", "2", "--idempotency-key", "q-1")
+            self.assertIn("created queue q in cli-idem: 2 samples", out)
+        self.assertEqual([q["name"] for q in self.c.queues("cli-idem")["queues"]], ["q"])
+
     # ------------------------------------------------------------ queues
 
     def test_focalctl_queue(self):
