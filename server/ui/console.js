@@ -89,9 +89,9 @@ function tokenGiven(ev) {
   for (const w of waiters) w();
 }
 
-async function api(path, { method = 'GET', body } = {}) {
+async function api(path, { method = 'GET', body, extra = {} } = {}) {
   for (;;) {
-    const headers = { Accept: 'application/json' };
+    const headers = { Accept: 'application/json', ...extra };
     const token = sessionStorage.getItem('focald.token');
     if (token) headers.Authorization = 'Bearer ' + token;
     if (body !== undefined) headers['Content-Type'] = 'application/json';
@@ -529,12 +529,29 @@ async function pageHard(dsArg, q) {
 
 // ------------------------------------------------------------------ one sample, and decisions
 
-// Posts a review change; resolves with the change as recorded.
-function decide(ds, id, status, label) {
+// A fresh Idempotency-Key: a UUID where the page may make one (a secure context), else 128 random bits.
+function newKey() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+// Posts a review change under an Idempotency-Key of its own; resolves with the change as recorded. When the
+// answer is lost (the network failed) or focald is briefly unavailable (503), it is sent again with the
+// same key, twice at most: focald records the decision once and answers a repeat as it answered the first.
+async function decide(ds, id, status, label) {
   const body = { status };
   if (label !== undefined) body.label = label;
   if (reviewer()) body.reviewer = reviewer();
-  return api(samplePath(ds, id, '/review'), { method: 'POST', body });
+  const extra = { 'Idempotency-Key': '"' + newKey() + '"' };
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await api(samplePath(ds, id, '/review'), { method: 'POST', body, extra });
+    } catch (e) {
+      const retry = e instanceof TypeError || (e instanceof ApiError && e.status === 503);
+      if (!retry || attempt >= 2) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 300 * (attempt + 1)));
+    }
+  }
 }
 
 // The class picker: resolves with a class index, or null when cancelled. Digits pick, Escape cancels.

@@ -271,6 +271,34 @@ class DecisionsBrowserTest(ConsoleBrowserCase):
         self.wait(lambda: not self.driver.find_elements(By.CSS_SELECTOR, "#class-picker"))
         self.assertEqual(self.sample("s007")["status"], "open")
 
+    def test_browser_decision_whose_answer_is_lost_is_sent_again_with_its_key(self):
+        """Each decision goes with an Idempotency-Key; when the answer is lost after focald committed it, the
+        console sends it again with the same key, and focald records it once."""
+        self.open("sample/%s/s008" % DS)
+        self.wait_for("#sample[data-id='s008'] .decisions")
+        self.driver.execute_script(
+            "const f = window.fetch; window.sentKeys = []; let lose = 1;"
+            "window.fetch = (url, opts) => {"
+            "  if (!String(url).endsWith('/review')) return f(url, opts);"
+            "  window.sentKeys.push(opts.headers['Idempotency-Key']);"
+            "  return f(url, opts).then((res) => lose-- > 0 ? Promise.reject(new TypeError('lost')) : res);"
+            "};")
+        self.find("body").click()
+        self.press("c")
+        self.wait(lambda: self.find("#sample-status").text == "confirmed", msg="the page shows the decision")
+        keys = self.driver.execute_script("return window.sentKeys")
+        self.assertEqual(len(keys), 2, keys)
+        self.assertEqual(keys[0], keys[1], "the retry has the first one's key")
+        self.assertRegex(keys[0], r'^"[0-9a-f-]{32,36}"$')
+        trail = self.api("GET", "/v1/datasets/%s/samples/s008/reviews" % DS)["reviews"]
+        self.assertEqual([e["to"] for e in trail], ["confirmed"], "recorded once")
+        # the next decision has a key of its own
+        self.press("u")
+        self.wait(lambda: self.sample("s008")["status"] == "open", msg="u reopens")
+        keys = self.driver.execute_script("return window.sentKeys")
+        self.assertEqual(len(keys), 3)
+        self.assertNotEqual(keys[2], keys[0])
+
     def test_browser_sample_view_preview_and_ohif_link(self):
         self.open("sample/%s/s002" % DS)
         link = self.wait_for("#ohif-link")
