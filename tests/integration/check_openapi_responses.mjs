@@ -890,6 +890,7 @@ async function exercise(ctx) {
   if (r) check(r.samples === 5 && r.observations === 5, `binary: two batches of 2 and 3 samples stored, the rejected ones not (${JSON.stringify(r)})`);
 
   await exerciseReview(ctx);
+  await exerciseIdempotency(ctx);
 
   // errors: 400
   await J("POST", "/v1/datasets/coco/batches", { raw: '{"ids": [', headers: { "Content-Type": "application/json" }, expect: 400, code: "bad_json" });
@@ -1344,6 +1345,39 @@ async function exerciseReview(ctx) {
 }
 
 // ------------------------------------------------------------------ main
+
+/** The review loop's writes with an Idempotency-Key (README "Retrying the review loop's writes"): each write
+ * answered, then replayed with Idempotent-Replayed; a key reused for another request, and malformed keys. */
+async function exerciseIdempotency(ctx) {
+  const J = (method, p, opts) => call(ctx, method, p, opts);
+  const D = "/v1/datasets/idem";
+  const K = (key) => ({ "Idempotency-Key": key });
+  const first = { "Idempotent-Replayed": /^$/ };
+  const again = { "Idempotent-Replayed": /^true$/ };
+  await J("POST", `${D}/batches`, { json: { run: "r1", ids: ["a", "b", "c", "d"], logits: [[0, 1, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0]], targets: [0, 1, 2, 1] }, expect: 200, label: "idempotency: data" });
+  const writes = [
+    ["POST", `${D}/samples/a/review`, { status: "relabelled", label: 2, reviewer: "ana" }, 200],
+    ["POST", `${D}/samples/b/review`, { status: "confirmed" }, 200],
+    ["PUT", `${D}/samples/c/meta`, { uri: "c.png" }, 200],
+    ["POST", `${D}/queues`, { name: "q1", size: 2 }, 201],
+    ["DELETE", `${D}/queues/q1`, undefined, 200],
+  ];
+  let i = 0;
+  for (const [method, p, json, status] of writes) {
+    const key = `"openapi-${i++}"`;
+    const a = await J(method, p, { json, headers: K(key), expect: status, want: first, label: "with a key" });
+    const b = await J(method, p, { json, headers: K(key), expect: status, want: again, label: "the key again" });
+    check(a !== null && JSON.stringify(a) === JSON.stringify(b), `${method} ${p}: a replay answers as the first did`);
+  }
+  await J("POST", `${D}/samples/d/review`, { json: { status: "dismissed" }, headers: K('"openapi-0"'), expect: 422, code: "idempotency_key_reused", field: "Idempotency-Key" });
+  await J("DELETE", `${D}/queues/q1`, { headers: K('"openapi-1"'), expect: 422, code: "idempotency_key_reused", field: "Idempotency-Key", label: "a review's key on a deletion" });
+  for (const [label, key] of [["empty", ""], ["too long", "k".repeat(256)], ["a space outside quotes", "a b"], ["unclosed quote", '"abc']]) {
+    await J("POST", `${D}/samples/d/review`, { json: { status: "dismissed" }, headers: K(key), expect: 400, code: "bad_idempotency_key", field: "Idempotency-Key", label });
+    await J("PUT", `${D}/samples/d/meta`, { json: {}, headers: K(key), expect: 400, code: "bad_idempotency_key", field: "Idempotency-Key", label });
+    await J("POST", `${D}/queues`, { json: { name: "q2" }, headers: K(key), expect: 400, code: "bad_idempotency_key", field: "Idempotency-Key", label });
+    await J("DELETE", `${D}/queues/q2`, { headers: K(key), expect: 400, code: "bad_idempotency_key", field: "Idempotency-Key", label });
+  }
+}
 
 async function main() {
   const { Ajv, addFormats } = loadTools();
