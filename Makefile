@@ -266,7 +266,7 @@ uninstall:
 
 # ---------------------------------------------------------------------------- tests
 BENCH_BINS := $(BUILD)/bench/bench_lib $(BUILD)/bench/loadgen $(BUILD)/bench/bench_store
-UNIT_TESTS := test_lib_golden test_lib_props test_lib_vmath test_history test_codec test_decode test_state test_store test_numfmt test_buf test_idhash test_metrics test_binary test_review test_config test_jsonw test_export test_router
+UNIT_TESTS := test_lib_golden test_lib_props test_lib_vmath test_history test_codec test_decode test_state test_store test_numfmt test_buf test_idhash test_metrics test_binary test_review test_config test_jsonw test_export test_router test_idem
 UNIT_BINS := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
 # Daemon modules' tests link the daemon's objects (without main).
