@@ -1,7 +1,7 @@
 -- The Idempotency-Key of the review loop's writes (server/store_idem.c): with each change made under a
 -- key, in the change's own transaction, the request's fingerprint and the answer it got, so that a retry
 -- of it is answered the same and changes nothing, even after a crash. Keys are a dataset's (deleting it
--- deletes them) and are kept 24 hours; the writer removes older ones a few at a time.
+-- deletes them) and are kept --idempotency-ttl seconds (24 hours); the writer removes older ones a few at a time.
 CREATE TABLE idempotency_keys (
   dataset_id INTEGER NOT NULL,
   key TEXT NOT NULL,

@@ -91,6 +91,9 @@ static const setting settings[] = {
      "seconds SIGTERM waits for queued batches to be scored; those still waiting then get 503 draining", "SECONDS"},
     {"reconsider-factor", K_DOUBLE, AT(reconsider_factor), 0, -1, 1000,
      "a confirmed sample is listed again once its ema_loss passes this factor (>= 1) of its value at confirmation; 0: never", "FACTOR"},
+    {"idempotency-ttl", K_INT, AT(idempotency_ttl), 0, 1, 86400 * 30,
+     "seconds an Idempotency-Key of the review loop's writes is kept: a retry within it gets the first answer, "
+     "later it is a new request", "SECONDS"},
     {"viewer-url", K_STR, AT(viewer_url), sizeof(((config *)0)->viewer_url), 0, 0,
      "OHIF viewer base URL for the DICOM links in exports (a trailing slash is dropped)", "URL"},
     {"media-root", K_STR, AT(media_root), sizeof(((config *)0)->media_root), 0, 0,
@@ -163,6 +166,7 @@ static void defaults(config *c) {
   c->snapshot_interval = 5;
   c->drain_timeout = 4;
   c->reconsider_factor = 2.0;
+  c->idempotency_ttl = 86400;
   snprintf(c->viewer_url, sizeof c->viewer_url, "http://localhost:3000");
   snprintf(c->healthcheck_path, sizeof c->healthcheck_path, "/livez");
 }

@@ -41,6 +41,7 @@ typedef struct config {
   int snapshot_interval;   /* seconds between history snapshots */
   int drain_timeout;       /* seconds SIGTERM waits for queued work */
   double reconsider_factor; /* a confirmed sample is listed again past this factor of its ema_loss at confirmation */
+  int idempotency_ttl;     /* seconds an Idempotency-Key is kept (idem.h) */
   char viewer_url[256];    /* the OHIF viewer's base URL for DICOM links in exports */
   char media_root[4096];   /* --media-root, resolved (realpath): samples' local files previewed from under it; "" off */
   int healthcheck;         /* --healthcheck: probe healthcheck_path and exit */

@@ -16,8 +16,6 @@
 /* the header, and the one that marks an answer given again */
 #define IDEM_HEADER "Idempotency-Key"
 #define IDEM_REPLAYED_HEADER "Idempotent-Replayed"
-/* how long a key is kept: a retry after this is a new request */
-#define IDEM_TTL_MS (24LL * 3600 * 1000)
 
 /* Reads an Idempotency-Key header's value (NULL: no header) into key: the draft's form, a quoted
  * string ("..."), or the same text bare, 1 to IDEM_KEY_MAX characters from printable ASCII without

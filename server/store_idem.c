@@ -28,7 +28,7 @@ int store__idem_check(store *s, wop *op) {
   sqlite3_stmt *q = s->st[S_IDEM_FIND];
   sqlite3_bind_int64(q, 1, st_id(ds));
   sqlite3_bind_text(q, 2, op->idem_key, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(q, 3, store__unix_ms() - IDEM_TTL_MS);
+  sqlite3_bind_int64(q, 3, store__unix_ms() - (int64_t)s->cfg->idempotency_ttl * 1000);
   int rc = sqlite3_step(q);
   if (rc == SQLITE_DONE) {
     store__step_reset(q);
@@ -48,9 +48,9 @@ int store__idem_check(store *s, wop *op) {
     const int head = (int)strcspn(had, "\n");
     op->failed = 1;
     problem_set(&op->err, P_IDEMPOTENCY_KEY_REUSED, IDEM_HEADER,
-                IDEM_HEADER " \"%.100s\" was used for another request (%.*s) on dataset \"%s\" within 24 hours: "
-                "nothing was changed; send a new key with a new request",
-                op->idem_key, head > 120 ? 120 : head, had, op->dataset);
+                IDEM_HEADER " \"%.100s\" was used for another request (%.*s) on dataset \"%s\" within "
+                "--idempotency-ttl (%d s): nothing was changed; send a new key with a new request",
+                op->idem_key, head > 120 ? 120 : head, had, op->dataset, s->cfg->idempotency_ttl);
   } else if (!(op->answer = strdup(body))) {
     store__oom(op);
   } else {
@@ -88,7 +88,7 @@ int store__idem_purge(store *s) {
   const double now = store__now_s();
   if (now < s->idem_purge_at) return SQLITE_OK;
   sqlite3_stmt *q = s->st[S_IDEM_PURGE];
-  sqlite3_bind_int64(q, 1, store__unix_ms() - IDEM_TTL_MS);
+  sqlite3_bind_int64(q, 1, store__unix_ms() - (int64_t)s->cfg->idempotency_ttl * 1000);
   sqlite3_bind_int(q, 2, PURGE_ROWS);
   int rc = store__step_done(q);
   /* a full purge may have left more behind: the next group purges again */

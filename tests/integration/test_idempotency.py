@@ -14,7 +14,9 @@ usage: BUILD=build /usr/bin/python3 tests/integration/test_idempotency.py [-v] [
 """
 import json
 import os
+import sqlite3
 import sys
+import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -294,6 +296,44 @@ class DurabilityTest(IdemTestCase):
 
     def test_replay_after_sigkill_right_after_the_answer(self):
         self.check_replay_after(lambda d: d.kill9())
+
+
+class ExpiryTest(IdemTestCase):
+    """A key is kept --idempotency-ttl seconds: a retry after that is a new request, and the writer removes
+    expired keys from the database."""
+    class_daemon = False
+
+    def keys_in_db(self, d):
+        c = sqlite3.connect("file:%s?mode=ro" % d.db, uri=True)
+        try:
+            return sorted(r[0] for r in c.execute("SELECT key FROM idempotency_keys"))
+        finally:
+            c.close()
+
+    def test_expired_key_is_a_new_request_and_is_purged(self):
+        d = self.start_daemon(args=("--idempotency-ttl", "1"))
+        ds = self.ds_name()
+        self.plant(ds, PLANTED, d=d)
+        body = {"status": "relabelled", "label": 2}
+        first = self.review_k(ds, "a0", body, "old", d=d)
+        self.assertEqual(first.status, 200, first)
+        self.assertReplay(first, self.review_k(ds, "a0", body, "old", d=d))
+        self.assertEqual(self.keys_in_db(d), ["old"])
+        time.sleep(1.3)
+        # past the key's time: the request is applied again (a relabel may replace a relabel)
+        late = self.review_k(ds, "a0", body, "old", d=d)
+        self.assertEqual(late.status, 200, late)
+        self.assertIsNone(late.header(REPLAYED))
+        self.assertEqual(len(self.audit(ds, "a0", d=d)["reviews"]), 2)
+        # and another request may take the key now
+        r = self.review_k(ds, "a1", {"status": "confirmed"}, "k2", d=d)
+        self.assertEqual(r.status, 200, r)
+        time.sleep(1.3)
+        # the writer purges at its first group, then once a minute: a restart makes the next write purge
+        self.assertEqual(d.stop(), 0)
+        d2 = self.start_daemon(db_dir=d.db_dir, args=("--idempotency-ttl", "1"))
+        self.assertEqual(self.review_k(ds, "a2", {"status": "dismissed"}, "new", d=d2).status, 200)
+        self.assertEqual(self.keys_in_db(d2), ["new"], "expired keys are removed, the new one kept")
 
 
 class ConcurrentKeyTest(IdemTestCase):
