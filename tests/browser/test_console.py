@@ -279,7 +279,7 @@ class DecisionsBrowserTest(ConsoleBrowserCase):
         self.driver.execute_script(
             "const f = window.fetch; window.sentKeys = []; let lose = 1;"
             "window.fetch = (url, opts) => {"
-            "  if (!String(url).endsWith('/review')) return f(url, opts);"
+            "  if (!new URL(url, location.href).pathname.endsWith('/review')) return f(url, opts);"
             "  window.sentKeys.push(opts.headers['Idempotency-Key']);"
             "  return f(url, opts).then((res) => lose-- > 0 ? Promise.reject(new TypeError('lost')) : res);"
             "};")

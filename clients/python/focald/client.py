@@ -6,7 +6,6 @@ or cannot be reached; a wrong argument is a TypeError or ValueError naming it,
 raised before any request (_args.py). Listing calls that focald pages with cursors have an
 iter_* twin that follows the cursors and yields one item at a time.
 """
-import json
 import os
 import ssl
 import time
