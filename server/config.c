@@ -23,7 +23,8 @@
 #include "history.h"
 #include "log.h"
 
-typedef enum kind { K_STR, K_INT, K_SIZE, K_DOUBLE, K_DURABILITY, K_LEVEL, K_FLAG } kind;
+/* K_DOUBLE takes (min, max]; K_FACTOR takes 0 (off) or [1, max]. */
+typedef enum kind { K_STR, K_INT, K_SIZE, K_DOUBLE, K_FACTOR, K_DURABILITY, K_LEVEL, K_FLAG } kind;
 
 typedef struct setting {
   const char *flag; /* without the leading dashes */
@@ -89,8 +90,9 @@ static const setting settings[] = {
      "seconds between history snapshots (0: one after every commit, for tests)", "SECONDS"},
     {"drain-timeout", K_INT, AT(drain_timeout), 0, 1, 3600,
      "seconds SIGTERM waits for queued batches to be scored; those still waiting then get 503 draining", "SECONDS"},
-    {"reconsider-factor", K_DOUBLE, AT(reconsider_factor), 0, -1, 1000,
-     "a confirmed sample is listed again once its ema_loss passes this factor (>= 1) of its value at confirmation; 0: never", "FACTOR"},
+    {"reconsider-factor", K_FACTOR, AT(reconsider_factor), 0, 1, 1000,
+     "a confirmed sample is listed again once its ema_loss passes this factor (1 to 1000) of its value at "
+     "confirmation; 0: never", "FACTOR"},
     {"idempotency-ttl", K_INT, AT(idempotency_ttl), 0, 1, 86400 * 30,
      "seconds an Idempotency-Key of the review loop's writes is kept: a retry within it gets the first answer, "
      "later it is a new request", "SECONDS"},
@@ -241,6 +243,18 @@ static int apply(config *c, const setting *s, const char *value, const char *whe
     *(double *)field = v;
     return 0;
   }
+  case K_FACTOR: {
+    errno = 0;
+    double v = strtod(value, &end);
+    if (errno || !plain_number(value, 1) || end == value || *end ||
+        !(v == 0 || (v >= (double)s->min && v <= (double)s->max))) {
+      fprintf(stderr, "focald: %s: expected 0 (never) or a factor in [%lld, %lld], got '%s'\n", where, s->min, s->max,
+              value);
+      return -1;
+    }
+    *(double *)field = v == 0 ? 0.0 : v; /* "-0" is 0 */
+    return 0;
+  }
   case K_DURABILITY:
     if (strcmp(value, "full") == 0) *(durability *)field = DUR_FULL;
     else if (strcmp(value, "normal") == 0) *(durability *)field = DUR_NORMAL;
@@ -295,7 +309,8 @@ static void describe_default(const config *d, const setting *s, char *out, size_
     else snprintf(out, n, "%lld", v);
     break;
   }
-  case K_DOUBLE: snprintf(out, n, "%g", *(const double *)field); break;
+  case K_DOUBLE:
+  case K_FACTOR: snprintf(out, n, "%g", *(const double *)field); break;
   case K_DURABILITY: snprintf(out, n, "%s", *(const durability *)field == DUR_FULL ? "full" : "normal"); break;
   case K_LEVEL: snprintf(out, n, "%s", log_level_name(*(const int *)field)); break;
   case K_FLAG: snprintf(out, n, "off"); break;
@@ -471,10 +486,6 @@ static int finish(config *cfg) {
   }
   if (!cfg->tls_cert[0] != !cfg->tls_key[0]) {
     fprintf(stderr, "focald: --tls-cert and --tls-key go together\n");
-    return -1;
-  }
-  if (cfg->reconsider_factor < 0 || (cfg->reconsider_factor > 0 && cfg->reconsider_factor < 1)) {
-    fprintf(stderr, "focald: --reconsider-factor: 0 (never) or a factor >= 1\n");
     return -1;
   }
   if (!cfg->healthcheck && !cfg->token[0] && !config_listen_is_loopback(cfg->listen) && !cfg->insecure_no_token) {

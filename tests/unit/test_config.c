@@ -1,6 +1,7 @@
 /* test_config.c — settings from defaults, FOCALD_* variables and flags (the flag wins), sizes with suffixes,
  * values refused, and the start-up rules of README "Security": the token's form, and no non-loopback listen
  * address without a token unless --insecure-no-token says so. Each test starts with no FOCALD_* variable set. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -205,6 +206,59 @@ static void test_config_bad_values_refused(void **state) {
   assert_true(c.ema_alpha == 0.5 && c.reconsider_factor == 100.0 && c.log_retention == -1);
 }
 
+/* config_load's return for flags, with what it wrote to stderr in msg. */
+static int load_capturing(config *c, const char *const *flags, char *msg, size_t n) {
+  fflush(stderr);
+  FILE *tmp = tmpfile();
+  assert_non_null(tmp);
+  const int saved = dup(2);
+  assert_true(saved >= 0);
+  assert_true(dup2(fileno(tmp), 2) >= 0);
+  const int rc = load(c, flags);
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  rewind(tmp);
+  const size_t got = fread(msg, 1, n - 1, tmp);
+  msg[got] = '\0';
+  fclose(tmp);
+  return rc;
+}
+
+/* --reconsider-factor takes 0 (never) or a factor from 1 to 1000, and says so, from a flag or the
+ * environment: each boundary on both sides, and the refusal names the range actually accepted. */
+static void test_config_reconsider_factor_range(void **state) {
+  (void)state;
+  static const struct {
+    const char *v;
+    double want;
+  } ok[] = {{"0", 0}, {"-0", 0}, {"0.0", 0}, {"1", 1}, {"1.0", 1}, {"1.000001", 1.000001}, {"2", 2},
+            {"999.999", 999.999}, {"1000", 1000}, {"1e3", 1000}};
+  for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+    config c;
+    char msg[512];
+    if (load_capturing(&c, FLAGS("--reconsider-factor", ok[i].v), msg, sizeof msg) != 0)
+      fail_msg("--reconsider-factor %s refused: %s", ok[i].v, msg);
+    if (c.reconsider_factor != ok[i].want) fail_msg("--reconsider-factor %s = %g", ok[i].v, c.reconsider_factor);
+    assert_false(signbit(c.reconsider_factor));
+  }
+  static const char *const bad[] = {"-1", "-0.5", "-1e-300", "1e-300", "0.5", "0.999999", "1000.001", "1001",
+                                    "1e4", "nan", "inf"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    for (int env = 0; env < 2; env++) {
+      config c;
+      char msg[512];
+      if (env) setenv("FOCALD_RECONSIDER_FACTOR", bad[i], 1);
+      const int rc = env ? load_capturing(&c, NULL, msg, sizeof msg)
+                         : load_capturing(&c, FLAGS("--reconsider-factor", bad[i]), msg, sizeof msg);
+      unsetenv("FOCALD_RECONSIDER_FACTOR");
+      if (rc != -1) fail_msg("--reconsider-factor %s (%s) accepted", bad[i], env ? "env" : "flag");
+      if (!strstr(msg, "expected 0 (never) or a factor in [1, 1000]") || !strstr(msg, bad[i]))
+        fail_msg("--reconsider-factor %s (%s): message '%s' does not name the range", bad[i], env ? "env" : "flag", msg);
+    }
+  }
+}
+
 /* ------------------------------------------------------------------ security */
 
 static void test_config_listen_is_loopback(void **state) {
@@ -355,6 +409,7 @@ int main(void) {
       cmocka_unit_test_setup(test_config_defaults, clean_env),
       cmocka_unit_test_setup(test_config_env_then_flags, clean_env),
       cmocka_unit_test_setup(test_config_bad_values_refused, clean_env),
+      cmocka_unit_test_setup(test_config_reconsider_factor_range, clean_env),
       cmocka_unit_test_setup(test_config_listen_is_loopback, clean_env),
       cmocka_unit_test_setup(test_config_listen_addresses, clean_env),
       cmocka_unit_test_setup(test_config_db_is_a_file, clean_env),
