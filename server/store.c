@@ -20,6 +20,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -28,6 +29,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "store_internal.h"
@@ -88,18 +90,23 @@ static int make_parent(const char *path) {
   return 0;
 }
 
-/* Opens cfg->db (creating it) with no setting applied yet; the caller closes *out. */
-static int open_file(const config *cfg, sqlite3 **out /* OUT */) {
+/* Opens the database file path (creating it) with no setting applied yet; the caller closes *out. */
+static int open_path(const char *path, sqlite3 **out /* OUT */) {
   sqlite3 *db = NULL;
-  int rc = sqlite3_open_v2(cfg->db, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc != SQLITE_OK) {
-    log_kv(LOG_ERROR, "cannot open the database", "db", cfg->db, "error", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), NULL);
+    log_kv(LOG_ERROR, "cannot open the database", "db", path, "error", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), NULL);
     sqlite3_close(db);
     return -1;
   }
   sqlite3_busy_timeout(db, 10000);
   *out = db;
   return 0;
+}
+
+/* Opens cfg->db (creating it) with no setting applied yet; the caller closes *out. */
+static int open_file(const config *cfg, sqlite3 **out /* OUT */) {
+  return open_path(cfg->db, out);
 }
 
 /* Applies focald's settings to a connection open_file opened; closes it on failure. */
@@ -204,6 +211,77 @@ static int migrate(sqlite3 *db, int version) {
   return 0;
 }
 
+/* Whether cfg->db is still to be made: no file, or an empty one (a valid empty SQLite database, and what an
+ * older focald left when the disk was full at its first start) that focald may write, with no WAL beside it
+ * that could hold content of its own. */
+static int db_is_new(const config *cfg) {
+  char wal[sizeof cfg->db + 8];
+  struct stat st;
+  snprintf(wal, sizeof wal, "%s-wal", cfg->db);
+  if (stat(wal, &st) == 0 && st.st_size > 0) return 0;
+  if (stat(cfg->db, &st) != 0) return errno == ENOENT;
+  return S_ISREG(st.st_mode) && st.st_size == 0 && access(cfg->db, W_OK) == 0;
+}
+
+/* Removes path and the WAL, shared-memory and journal files SQLite keeps beside it. */
+static void unlink_db_files(const char *path) {
+  static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+  char f[600];
+  for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+    snprintf(f, sizeof f, "%s%s", path, suffixes[i]);
+    unlink(f);
+  }
+}
+
+/* fsync of path's directory, so that a rename in it survives power loss. */
+static int sync_parent(const char *path) {
+  char dir[512];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (!slash) snprintf(dir, sizeof dir, ".");
+  else if (slash == dir) dir[1] = '\0';
+  else *slash = '\0';
+  const int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  const int rc = fsync(fd);
+  close(fd);
+  return rc;
+}
+
+/* Makes a new database at cfg->db with every migration applied. It is built beside it, as cfg->db.creating,
+ * checkpointed into one file and renamed into place only when complete: a creation that fails anywhere (a full
+ * disk, an I/O error, a kill) leaves no database behind, only a .creating file the next start removes, so that
+ * the next start creates it again rather than meet a half-made file (which a cluster node would also take
+ * for a database of its own and not begin from the cluster's snapshot). Returns 0, or -1 (logged). */
+static int create_db(const config *cfg) {
+  char tmp[sizeof cfg->db + 16];
+  snprintf(tmp, sizeof tmp, "%s.creating", cfg->db);
+  unlink_db_files(tmp); /* what a creation that was killed left */
+  sqlite3 *db = NULL;
+  int rc = open_path(tmp, &db);
+  if (rc == 0) {
+    rc = set_pragmas(cfg, db); /* closes db on failure */
+    if (rc != 0) db = NULL;
+  }
+  /* the WAL copied into the file and emptied; closing the last connection then deletes it */
+  if (rc == 0 && (migrate(db, 0) != 0 || store__exec(db, "PRAGMA wal_checkpoint(TRUNCATE)") != SQLITE_OK)) rc = -1;
+  if (db && sqlite3_close(db) != SQLITE_OK) rc = -1;
+  char wal[sizeof tmp + 8];
+  struct stat st;
+  snprintf(wal, sizeof wal, "%s-wal", tmp);
+  if (rc == 0 && stat(wal, &st) == 0) rc = -1; /* the close could not checkpoint: the file alone is not the database */
+  if (rc == 0 && (rename(tmp, cfg->db) != 0 || sync_parent(cfg->db) != 0)) {
+    log_kv(LOG_ERROR, "cannot move the new database into place", "db", cfg->db, "error", strerror(errno), NULL);
+    rc = -1;
+  }
+  if (rc != 0) {
+    unlink_db_files(tmp);
+    log_kv(LOG_ERROR, "cannot create the database: nothing was left at its path, the next start creates it again",
+           "db", cfg->db, NULL);
+  }
+  return rc;
+}
+
 int store_open(store **out, const config *cfg, st_map *map) {
   store *s = calloc(1, sizeof *s);
   if (!s) return -1;
@@ -226,6 +304,7 @@ int store_open(store **out, const config *cfg, st_map *map) {
     goto fail;
   }
   if (store__cluster_bootstrap(cfg) != 0) goto fail;
+  if (db_is_new(cfg) && create_db(cfg) != 0) goto fail;
   char wal[sizeof cfg->db + 8];
   struct stat st;
   snprintf(wal, sizeof wal, "%s-wal", cfg->db);

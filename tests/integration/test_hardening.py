@@ -21,6 +21,8 @@ usage: BUILD=build /usr/bin/python3 tests/integration/test_hardening.py [-v] [un
 - StartRefusalTest: what focald refuses to start on (a file that is not focald's database, one it may not
   write, a --db that would keep nothing, a listen address that cannot be had) exits non-zero, says why in
   JSON log lines and leaves every file as it was.
+- CreationFaultTest: the database's creation failing at every write and sync (the fault shim), and on a full
+  tmpfs at every size, leaves nothing at --db, and the next start creates it.
 - SignalTest: SIGTERM and SIGINT while the database loads stop focald at once; SIGHUP drains unless ignored.
 - LogLineTest: every log line is one JSON object, whatever path and method a request brings.
 - Token, listen and TLS tests: bearer-token authentication, refusals at start-up, HTTPS.
@@ -2212,6 +2214,132 @@ class StartRefusalTest(HardeningTestCase):
                         args = [flag, addr, "--db", db]
                     self._refused(args, 2, flag)
         self.assertEqual(os.listdir(td), [], "a database was made for a listener that could not be had")
+
+
+class CreationFaultTest(HardeningTestCase):
+    """A database whose creation fails, at whichever write or sync (the fault shim: a full disk, an I/O error,
+    a kill), or on a real tmpfs that is full, leaves nothing at --db (an empty file at most, which is a valid
+    empty database); once the disk is well again the next start creates it and is ready. A first start on a
+    full disk used to leave a file of one page in WAL mode without a schema, which a cluster node then took
+    for a database of its own rather than begin from the cluster's snapshot."""
+
+    SHIM = os.path.join(os.path.dirname(harness.FOCALD), "tests", "libfaultvfs.so")
+
+    def _start(self, db, env=None):
+        """Starts focald on db; returns (ready, exit status, output). A ready focald is stopped with SIGTERM."""
+        e = dict(os.environ, **(env or {}))
+        p = subprocess.Popen([harness.FOCALD, "--listen", "127.0.0.1:%d" % harness.free_port(), "--db", db],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=e)
+        out, ready = [], False
+        for line in p.stdout:
+            out.append(line.decode("utf-8", "replace"))
+            if '"ready' in out[-1]:
+                ready = True
+                p.terminate()
+        try:
+            rc = p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            rc = p.wait()
+        return ready, rc, "".join(out)
+
+    def _shim_env(self, **kw):
+        env = {"LD_PRELOAD": self.SHIM, "ASAN_OPTIONS": "verify_asan_link_order=0:" + os.environ.get("ASAN_OPTIONS", "")}
+        env.update(kw)
+        return env
+
+    def _assert_left_nothing_then_created(self, td, db, ready, rc, out, what, killed=False):
+        names = sorted(os.listdir(td))
+        if not ready:
+            if not killed:
+                self.assertEqual(rc, 1, "%s: %s" % (what, out[-800:]))
+                self.assertIn("cannot create the database", out, what)
+            for n in names:
+                path = os.path.join(td, n)
+                if n == "f.db":
+                    self.assertEqual(os.path.getsize(path), 0, "%s: a half-made database was left: %s" % (what, names))
+                else:
+                    self.assertIn(".creating", n, "%s: %s was left beside the database" % (what, n))
+        ready2, rc2, out2 = self._start(db)
+        self.assertTrue(ready2 and rc2 == 0, "%s: the next start: %s %s" % (what, rc2, out2[-800:]))
+        # a stopped focald leaves its database alone in its directory (the read-only check below makes a WAL)
+        self.assertEqual(sorted(n for n in os.listdir(td) if n.startswith("f.db")), ["f.db"],
+                         "%s: files left beside the database: %s" % (what, os.listdir(td)))
+        c = sqlite3.connect("file:%s?mode=ro" % db, uri=True)
+        try:
+            self.assertEqual(c.execute("PRAGMA integrity_check").fetchall(), [("ok",)], what)
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            c.close()
+        return version
+
+    def test_creation_failing_at_every_write_and_sync_leaves_nothing_and_the_next_start_creates_it(self):
+        if os.environ.get("SANITIZE"):
+            return  # hundreds of starts: too slow under a sanitizer; the tmpfs test below runs there
+        td = temp_dir()
+        trace = os.path.join(td, "trace")
+        ready, rc, out = self._start(os.path.join(td, "ref", "f.db"), self._shim_env(FOCALD_FAULT_TRACE=trace))
+        self.assertTrue(ready, out[-800:])
+        loads = [line.split() for line in open(trace) if line.startswith("step load")]
+        # the counts (reads, writes, syncs) when the load begins: those of the opening, which creates the database
+        writes, syncs = int(loads[1][3]), int(loads[1][4])
+        self.assertGreater(writes, 10)
+        self.assertGreater(syncs, 2)
+        latest = None
+        # a failed write (full or I/O error: the same path in focald) and a kill after a write (a partial file),
+        # a failed sync and a kill before one (the data written but not durable)
+        cases = [("write", "full", writes), ("write", "kill-after", writes),
+                 ("sync", "ioerr", syncs), ("sync", "kill-before", syncs)]
+        for kind, do, count in cases:
+            for n in range(1, count + 1):
+                what = "kind=%s,at=%d,do=%s" % (kind, n, do)
+                d = temp_dir()
+                db = os.path.join(d, "f.db")
+                ready, rc, out = self._start(db, self._shim_env(FOCALD_FAULT=what + ",in=load"))
+                self.assertFalse(ready and do != "kill-after", "%s: the fault did not fire: %s" % (what, out[-400:]))
+                v = self._assert_left_nothing_then_created(d, db, ready, rc, out, what, killed=do.startswith("kill"))
+                latest = latest or v
+                self.assertEqual(v, latest, what)
+
+    def test_creation_on_a_full_tmpfs_leaves_nothing_and_the_next_start_creates_it(self):
+        root = temp_dir()
+        mnt = os.path.join(root, "mnt")
+        os.mkdir(mnt)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt], capture_output=True)
+        self.assertEqual(r.returncode, 0, "cannot mount a tmpfs (the integration suite runs as root): %s" % r.stderr)
+        self.addCleanup(subprocess.run, ["umount", "-l", mnt], capture_output=True)
+        # room for 0 pages, then 1, 2, ... (past the first 40, every 5th): every point where the creation can run
+        # out, until it fits
+        fitted = False
+        for pages in list(range(0, 40)) + list(range(40, 200, 5)):
+            what = "%d free pages" % pages
+            td = os.path.join(mnt, "d")
+            shutil.rmtree(td, ignore_errors=True)
+            os.mkdir(td)
+            st = os.statvfs(mnt)
+            filler = os.path.join(mnt, "fill")
+            with open(filler, "wb") as f:
+                f.write(b"\0" * (st.f_bavail * st.f_frsize - pages * 4096))
+            db = os.path.join(td, "f.db")
+            ready, rc, out = self._start(db)
+            os.unlink(filler)
+            if ready:
+                fitted = True
+                break
+            self._assert_left_nothing_then_created(td, db, ready, rc, out, what)
+        self.assertTrue(fitted, "the database never fitted in 200 free pages")
+
+    def test_an_empty_file_at_db_is_taken_as_a_new_database(self):
+        """An empty file is a valid empty database (one an older focald left on a full disk, or one made
+        with touch): focald creates its database there, and removes a .creating a killed creation left."""
+        td = temp_dir()
+        db = os.path.join(td, "f.db")
+        open(db, "wb").close()
+        for suffix in (".creating", ".creating-wal", ".creating-shm"):
+            with open(db + suffix, "wb") as f:
+                f.write(b"left by a creation that was killed" * 200)
+        self._assert_left_nothing_then_created(td, db, False, 1, "cannot create the database", "an empty file")
+        self.assertEqual([n for n in os.listdir(td) if ".creating" in n], [])
 
 
 # ---------------------------------------------------------------------------- security: TLS
