@@ -462,13 +462,13 @@ static int finish(config *cfg) {
     }
     snprintf(cfg->media_root, sizeof cfg->media_root, "%s", resolved);
   }
-  /* checked before anything is opened: a listener that cannot be had must not leave a database made for it */
-  struct sockaddr_storage ss;
-  socklen_t sl;
-  int v6;
+  /* checked before anything is opened: a listener that cannot be had must not leave a database made for it;
+   * resolved here only, and kept for the listeners */
   const char *bad = NULL;
-  if (config_listen_addr(cfg->listen, &ss, &sl, &v6) != 0) bad = "listen";
-  else if (cfg->health_listen[0] && config_listen_addr(cfg->health_listen, &ss, &sl, &v6) != 0) bad = "health-listen";
+  if (config_listen_addr(cfg->listen, &cfg->listen_addr, &cfg->listen_addrlen, &cfg->listen_v6) != 0) bad = "listen";
+  else if (cfg->health_listen[0] &&
+           config_listen_addr(cfg->health_listen, &cfg->health_addr, &cfg->health_addrlen, &cfg->health_v6) != 0)
+    bad = "health-listen";
   if (bad) {
     fprintf(stderr, "focald: --%s '%s': expected HOST:PORT or [V6]:PORT, a host that resolves and a port from 1 to 65535\n",
             bad, bad[0] == 'l' ? cfg->listen : cfg->health_listen);

@@ -51,6 +51,10 @@ typedef struct config {
   int insecure_no_token;   /* listening beyond loopback without a token was asked for explicitly */
   char tls_cert[512];      /* PEM files: both set means HTTPS */
   char tls_key[512];
+  /* --listen and --health-listen resolved, once, by config_load: what the listeners bind (v6: an IPv6 address) */
+  struct sockaddr_storage listen_addr, health_addr;
+  socklen_t listen_addrlen, health_addrlen;
+  int listen_v6, health_v6;
 } config;
 
 /* Fills *cfg from the defaults, then FOCALD_* variables, then argv (flags win).

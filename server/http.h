@@ -129,8 +129,13 @@ void http_metrics_write(buf *o);
 /* The memory the request bodies in flight reserve, and its limit (--body-memory), for /metrics. */
 void http_body_metrics_write(buf *o);
 
+/* Binds the listening sockets of cfg's --listen and --health-listen (resolved by config_load), before
+ * anything else is opened, so that an address that cannot be had stops focald at once; http_start serves
+ * them, http_stop closes them. Returns 0, or -1 (logged, naming the address and the reason). */
+int http_bind(const config *cfg);
 /* Starts listening with cfg's address, threads and limits, serving routes[0..nroutes) (borrowed:
- * both outlive http_stop). Returns 0, or -1 (the table is checked first: router_check). */
+ * both outlive http_stop); binds first if http_bind has not. Returns 0, or -1 (the table is checked
+ * first: router_check). */
 int http_start(const config *cfg, const router_route *routes, int nroutes);
 /* Waits up to timeout_ms until every request begun has been answered (its
  * response sent) or dropped by its client. Returns 0, or -1 at the timeout. */

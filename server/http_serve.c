@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "logwait.h"
@@ -395,6 +396,48 @@ static void name_probes(char *out, size_t n) {
   if (l < n) snprintf(out + l, n - l, " only");
 }
 
+/* The listening sockets http_bind made, until http_start hands them to libmicrohttpd (which then owns them). */
+static int listen_fd = -1, health_fd = -1;
+
+/* A socket bound to addr and listening, non-blocking (libmicrohttpd's threads share it), or -1 with errno set.
+ * An IPv6 address is that address only, as libmicrohttpd's own IPv6 sockets are. */
+static int bind_one(const struct sockaddr_storage *addr, socklen_t len, int v6) {
+  const int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  const int on = 1;
+  int rc = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+  if (rc == 0 && v6) rc = setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
+  if (rc == 0) rc = bind(fd, (const struct sockaddr *)addr, len);
+  if (rc == 0) rc = listen(fd, SOMAXCONN);
+  if (rc != 0) {
+    const int err = errno;
+    close(fd);
+    errno = err;
+    return -1;
+  }
+  return fd;
+}
+
+int http_bind(const config *cfg) {
+  if (listen_fd >= 0) return 0;
+  listen_fd = bind_one(&cfg->listen_addr, cfg->listen_addrlen, cfg->listen_v6);
+  if (listen_fd < 0) {
+    log_kv(LOG_ERROR, "cannot listen", "listen", cfg->listen, "error", strerror(errno), NULL);
+    return -1;
+  }
+  if (cfg->health_listen[0]) {
+    health_fd = bind_one(&cfg->health_addr, cfg->health_addrlen, cfg->health_v6);
+    if (health_fd < 0) {
+      log_kv(LOG_ERROR, "cannot listen for health probes", "health_listen", cfg->health_listen, "error",
+             strerror(errno), NULL);
+      close(listen_fd);
+      listen_fd = -1;
+      return -1;
+    }
+  }
+  return 0;
+}
+
 int http_start(const config *cfg, const router_route *routes, int nroutes) {
   http__cfg = cfg;
   char why[200];
@@ -409,15 +452,9 @@ int http_start(const config *cfg, const router_route *routes, int nroutes) {
   struct timespec t;
   clock_gettime(CLOCK_REALTIME, &t);
   id_seed = (uint64_t)t.tv_nsec * 0x2545f4914f6cdd1dull ^ (uint64_t)t.tv_sec;
-  struct sockaddr_storage ss;
-  socklen_t sl = 0;
-  int v6 = 0;
-  if (config_listen_addr(cfg->listen, &ss, &sl, &v6) != 0) {
-    log_kv(LOG_ERROR, "cannot parse the listen address (host:port)", "listen", cfg->listen, NULL);
-    return -1;
-  }
+  if (http_bind(cfg) != 0) return -1;
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-  if (v6) flags |= MHD_USE_IPv6;
+  if (cfg->listen_v6) flags |= MHD_USE_IPv6;
   char *cert = NULL, *key = NULL;
   if (cfg->tls_cert[0]) {
     /* held until http_stop: the daemon reads them while it runs */
@@ -438,8 +475,8 @@ int http_start(const config *cfg, const router_route *routes, int nroutes) {
   /* without TLS the two key options are skipped: MHD_OPTION_END ends the list early, so they come last */
   daemon_ = MHD_start_daemon(
       /* the logger first: libmicrohttpd writes what comes before it to stderr itself, not as a JSON line */
-      flags, addr_port(&ss), NULL, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-      MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+      flags, addr_port(&cfg->listen_addr), NULL, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+      NULL, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)listen_fd,
       MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_TIMEOUT,
       (unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
       /* reads of up to 256 KiB: a binary batch of megabytes arrives in few calls (this also bounds the headers) */
@@ -450,29 +487,26 @@ int http_start(const config *cfg, const router_route *routes, int nroutes) {
   tls_key_pem = key;
   if (!daemon_) {
     log_cannot_listen("cannot listen", "listen", cfg->listen);
+    listen_fd = -1; /* whether libmicrohttpd closed it is its own affair: focald exits */
+    http_stop();
     return -1;
   }
+  listen_fd = -1; /* the daemon's, closed by MHD_stop_daemon */
   if (cfg->health_listen[0]) {
-    struct sockaddr_storage hs;
-    socklen_t hsl = 0;
-    int hv6 = 0;
-    if (config_listen_addr(cfg->health_listen, &hs, &hsl, &hv6) != 0) {
-      log_kv(LOG_ERROR, "cannot parse the health listen address (host:port)", "health_listen", cfg->health_listen, NULL);
-      http_stop();
-      return -1;
-    }
     /* one thread, plain HTTP (probes come from the node), short-lived connections: a probe is one request */
     health_daemon = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (hv6 ? MHD_USE_IPv6 : 0), addr_port(&hs), NULL, NULL,
-        access_handler, &health_only, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&hs, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)5, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (cfg->health_v6 ? MHD_USE_IPv6 : 0),
+        addr_port(&cfg->health_addr), NULL, NULL, access_handler, &health_only, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+        NULL, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)health_fd, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)5, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024), MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
         MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_END);
     if (!health_daemon) {
       log_cannot_listen("cannot listen for health probes", "health_listen", cfg->health_listen);
+      health_fd = -1;
       http_stop();
       return -1;
     }
+    health_fd = -1; /* the health daemon's */
   }
   logwait_init(wake_reader);
   if (watchdog_start(cfg->connection_timeout, (long long)cfg->min_body_rate, http__maybe_trim) != 0)
@@ -486,6 +520,10 @@ void http_stop(void) {
   health_daemon = NULL;
   if (daemon_) MHD_stop_daemon(daemon_);
   daemon_ = NULL;
+  /* sockets bound but never handed to a daemon */
+  if (listen_fd >= 0) close(listen_fd);
+  if (health_fd >= 0) close(health_fd);
+  listen_fd = health_fd = -1;
   free(tls_cert_pem);
   if (tls_key_pem) explicit_bzero(tls_key_pem, strlen(tls_key_pem));
   free(tls_key_pem);

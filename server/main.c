@@ -2,8 +2,8 @@
  *
  * Threads and what each may touch:
  *
- *   main          parses the config, opens and loads the database, starts the
- *                 others, then waits for SIGTERM/SIGINT/SIGHUP (sigwait) and drains.
+ *   main          parses the config, binds the listening sockets, opens and
+ *                 loads the database, starts the others, then waits for SIGTERM/SIGINT/SIGHUP (sigwait) and drains.
  *   HTTP pool     libmicrohttpd's threads (--http-threads): parse and check
  *                 requests, answer queries from the state (state.h) under a
  *                 dataset's read lock, hand scoring jobs to the loop thread,
@@ -223,6 +223,9 @@ int main(int argc, char **argv) {
   mallopt(M_MMAP_THRESHOLD, (int)(cfg.max_body + (1 << 20) < (256ll << 20) ? cfg.max_body + (1 << 20) : (256ll << 20)));
   mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD);
 
+  /* the listeners before the database: a port that is taken stops focald at once, with the database untouched
+   * (not opened, migrated or loaded first, which takes long for a large one) */
+  if (http_bind(&cfg) != 0) return 1;
   pthread_t starting;
   const int watching = pthread_create(&starting, NULL, starting_main, &sigs) == 0;
   st_map *map = st_map_new();
@@ -231,6 +234,7 @@ int main(int argc, char **argv) {
   st_map_set_series_points(map, cfg.series_points);
   if (store_open(&st, &cfg, map) != 0) {
     st_map_free(map);
+    http_stop();
     return 1;
   }
   /* where this node is in its log: for the answers' headers and the reads that wait (logwait.h) */

@@ -1,7 +1,9 @@
 /* test_config.c — settings from defaults, FOCALD_* variables and flags (the flag wins), sizes with suffixes,
  * values refused, and the start-up rules of README "Security": the token's form, and no non-loopback listen
  * address without a token unless --insecure-no-token says so. Each test starts with no FOCALD_* variable set. */
+#include <arpa/inet.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -306,6 +308,22 @@ static void test_config_listen_addresses(void **state) {
   }
   setenv("FOCALD_LISTEN", "127.0.0.1:0", 1);
   expect_refused(NULL, "FOCALD_LISTEN=127.0.0.1:0");
+  unsetenv("FOCALD_LISTEN");
+  /* config_load keeps what it resolved: the listeners bind it without resolving the names again */
+  config c;
+  assert_int_equal(load(&c, FLAGS("--listen", "127.0.0.1:8123", "--health-listen", "[::1]:8124")), 0);
+  const struct sockaddr_in *a = (const struct sockaddr_in *)&c.listen_addr;
+  const struct sockaddr_in6 *h = (const struct sockaddr_in6 *)&c.health_addr;
+  assert_int_equal(c.listen_addr.ss_family, AF_INET);
+  assert_int_equal(c.listen_addrlen, sizeof *a);
+  assert_int_equal(ntohs(a->sin_port), 8123);
+  assert_int_equal(ntohl(a->sin_addr.s_addr), 0x7f000001);
+  assert_false(c.listen_v6);
+  assert_int_equal(c.health_addr.ss_family, AF_INET6);
+  assert_int_equal(c.health_addrlen, sizeof *h);
+  assert_int_equal(ntohs(h->sin6_port), 8124);
+  assert_true(IN6_IS_ADDR_LOOPBACK(&h->sin6_addr));
+  assert_true(c.health_v6);
 }
 
 /* --db names a file: SQLite would take "" and ":memory:" as databases that vanish at exit (every 2xx lost),
