@@ -509,8 +509,12 @@ int http_start(const config *cfg, const router_route *routes, int nroutes) {
     health_fd = -1; /* the health daemon's */
   }
   logwait_init(wake_reader);
-  if (watchdog_start(cfg->connection_timeout, (long long)cfg->min_body_rate, http__maybe_trim) != 0)
-    log_kv(LOG_WARN, "no header-deadline watchdog: slow clients are bounded by the idle timeout only", NULL);
+  /* without it slow clients (slowloris) would hold connection slots for as long as they like */
+  if (watchdog_start(cfg->connection_timeout, (long long)cfg->min_body_rate, http__maybe_trim) != 0) {
+    log_kv(LOG_ERROR, "cannot start a thread", "thread", "watchdog", "error", strerror(errno), NULL);
+    http_stop();
+    return -1;
+  }
   return 0;
 }
 

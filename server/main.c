@@ -227,7 +227,12 @@ int main(int argc, char **argv) {
    * (not opened, migrated or loaded first, which takes long for a large one) */
   if (http_bind(&cfg) != 0) return 1;
   pthread_t starting;
-  const int watching = pthread_create(&starting, NULL, starting_main, &sigs) == 0;
+  const int started = pthread_create(&starting, NULL, starting_main, &sigs);
+  if (started != 0) {
+    log_kv(LOG_ERROR, "cannot start a thread", "thread", "starting", "error", strerror(started), NULL);
+    http_stop();
+    return 1;
+  }
   st_map *map = st_map_new();
   store *st = NULL;
   if (!map) return 1;
@@ -246,10 +251,8 @@ int main(int argc, char **argv) {
   if (http_start(&cfg, api_routes, api_route_count) != 0) return 1;
   log_kv(LOG_INFO, "listening", "listen", cfg.listen, "db", cfg.db, "isa", fl_isa(), NULL);
   const int loaded = store_load(st);
-  if (watching) {
-    pthread_cancel(starting); /* from here a signal is main's: a drain */
-    pthread_join(starting, NULL);
-  }
+  pthread_cancel(starting); /* from here a signal is main's: a drain */
+  pthread_join(starting, NULL);
   if (loaded != 0 || store_start(st) != 0 || work_start(&cfg, st) != 0) {
     http_stop();
     return 1;

@@ -450,12 +450,14 @@ static void *checkpoint_main(void *arg) {
 int store_start(store *s) {
   if (store__cluster_start(s) != 0) return -1;
   int rc = pthread_create(&s->writer, NULL, writer_main, s);
-  if (rc == 0) {
-    s->writer_running = 1;
-    rc = pthread_create(&s->checkpointer, NULL, checkpoint_main, s);
-  }
   if (rc != 0) {
-    log_kv(LOG_ERROR, "cannot start the store's threads", "error", strerror(rc), NULL);
+    log_kv(LOG_ERROR, "cannot start a thread", "thread", "writer", "error", strerror(rc), NULL);
+    return -1;
+  }
+  s->writer_running = 1;
+  rc = pthread_create(&s->checkpointer, NULL, checkpoint_main, s);
+  if (rc != 0) {
+    log_kv(LOG_ERROR, "cannot start a thread", "thread", "checkpointer", "error", strerror(rc), NULL);
     return -1;
   }
   s->checkpointer_running = 1;

@@ -567,10 +567,18 @@ int store__cluster_start(store *s) {
     log_kv(LOG_ERROR, "cannot open the cluster's log", "error", err, NULL);
     return -1;
   }
-  if (pthread_create(&s->follower, NULL, follower_main, s) != 0) return -1;
+  int rc = pthread_create(&s->follower, NULL, follower_main, s);
+  if (rc != 0) {
+    log_kv(LOG_ERROR, "cannot start a thread", "thread", "follower", "error", strerror(rc), NULL);
+    return -1;
+  }
   s->follower_running = 1;
   if (s->cfg->cluster_snapshot_interval > 0) {
-    if (pthread_create(&s->snapshotter, NULL, snapshotter_main, s) != 0) return -1;
+    rc = pthread_create(&s->snapshotter, NULL, snapshotter_main, s);
+    if (rc != 0) {
+      log_kv(LOG_ERROR, "cannot start a thread", "thread", "snapshotter", "error", strerror(rc), NULL);
+      return -1;
+    }
     s->snapshotter_running = 1;
   }
   return 0;

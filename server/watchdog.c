@@ -13,6 +13,7 @@
  */
 #include "watchdog.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -133,7 +134,11 @@ int watchdog_start(double timeout, long long min_rate, void (*tick)(double now))
   body_rate = min_rate;
   tick_fn = tick;
   stopping = 0;
-  if (pthread_create(&watchdog, NULL, watchdog_main, NULL) != 0) return -1;
+  const int rc = pthread_create(&watchdog, NULL, watchdog_main, NULL);
+  if (rc != 0) {
+    errno = rc;
+    return -1;
+  }
   watchdog_running = 1;
   return 0;
 }

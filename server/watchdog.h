@@ -15,8 +15,8 @@
 /* Starts the thread: headers are due within timeout seconds of a connection opening or of its previous
  * answer; a body then at min_rate bytes per second on average (0: no body deadline), after timeout
  * seconds of grace. tick, when not NULL, is called on the watchdog's thread about four times a second
- * with the monotonic time, outside the table's lock. Returns 0, or -1 (no thread: the deadlines are
- * then not enforced). */
+ * with the monotonic time, outside the table's lock. Returns 0, or -1 with errno set (no thread: focald
+ * does not start without one). */
 int watchdog_start(double timeout, long long min_rate, void (*tick)(double now));
 /* Stops and joins the thread (if it runs). */
 void watchdog_stop(void);

@@ -240,8 +240,12 @@ int work_start(const config *cfg, struct store *st) {
   if (rc == 0) rc = uv_async_init(&loop, &submit_async, on_submit);
   if (rc == 0) rc = uv_async_init(&loop, &stop_async, on_stop);
   if (rc == 0) rc = uv_async_init(&loop, &cancel_async, on_cancel);
-  if (rc == 0) rc = uv_thread_create(&loop_thread, loop_main, NULL);
-  if (rc != 0) log_kv(LOG_ERROR, "cannot start the scoring loop", "error", uv_strerror(rc), NULL);
+  if (rc == 0) {
+    rc = uv_thread_create(&loop_thread, loop_main, NULL);
+    if (rc != 0) log_kv(LOG_ERROR, "cannot start a thread", "thread", "loop", "error", uv_strerror(rc), NULL);
+  } else {
+    log_kv(LOG_ERROR, "cannot start the scoring loop", "error", uv_strerror(rc), NULL);
+  }
   return rc == 0 ? 0 : -1;
 }
 

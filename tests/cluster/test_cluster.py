@@ -969,6 +969,17 @@ class ClusterTestCase(FocaldTestCase):
             d.start(timeout=20)
         self.assertIn("another cluster", str(e.exception))
 
+    def test_cluster_node_each_thread_that_cannot_start_is_named_and_stops_it(self):
+        """A cluster node's threads (the follower and the snapshotter among them), each failing to start in turn
+        as under a task limit: the node exits 1 with an error line naming the thread and the reason. The
+        follower's and the snapshotter's failures used to stop the node without a word."""
+        a = self.node("a")  # the cluster exists: the nodes below begin from it
+        a.stop()
+        names = harness.each_thread_failing(self, lambda td: [
+            "--listen", "127.0.0.1:%d" % harness.free_port(), "--db", os.path.join(td, "f.db"), "--store", self.uri,
+            "--node-name", "t", "--cluster-snapshot-interval", "60"])
+        self.assertTrue({"follower", "snapshotter", "writer", "checkpointer"} <= names, names)
+
 
 if __name__ == "__main__":
     sys.exit(main())

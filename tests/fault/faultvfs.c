@@ -36,12 +36,18 @@
  * after a failed commit, before or while focald writes over what it left in the WAL).
  * The checkpoint thread names no step: its events are neither counted nor
  * failed, since when it runs depends on time, not on the workload.
+ *
+ * FOCALD_FAULT_THREAD=N makes the Nth thread the process creates fail to start (pthread_create answers
+ * EAGAIN, as under a task limit): focald's own threads, libuv's and libmicrohttpd's all start there. Each
+ * creation is traced ("thread N"), so that a harness can count them and fail each in turn.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -369,6 +375,27 @@ static void parse_spec(const char *spec) {
   if (cfg.span < 1) cfg.span = 1;
 }
 
+static long fail_thread;    /* FOCALD_FAULT_THREAD: the creation to fail; 0: none */
+static atomic_long threads; /* creations so far */
+
+typedef int (*pthread_create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+
+/* Interposes the C library's pthread_create: counts, traces and fails the one FOCALD_FAULT_THREAD names. */
+int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg) {
+  static pthread_create_fn next;
+  if (!next) next = (pthread_create_fn)dlsym(RTLD_NEXT, "pthread_create");
+  const long n = atomic_fetch_add(&threads, 1) + 1;
+  if (cfg.trace_fd >= 0) {
+    char line[64];
+    const int len = snprintf(line, sizeof line, "%s %ld\n", n == fail_thread ? "fired thread" : "thread", n);
+    if (len > 0 && write(cfg.trace_fd, line, (size_t)len) < 0) {
+      /* as above */
+    }
+  }
+  if (n == fail_thread || !next) return EAGAIN;
+  return next(t, attr, fn, arg);
+}
+
 /* The counts at a normal exit: the end of the last step. */
 __attribute__((destructor)) static void faultvfs_end(void) {
   trace_step("end");
@@ -379,6 +406,8 @@ __attribute__((constructor)) static void faultvfs_init(void) {
              *hold_score = getenv("FOCALD_FAULT_HOLD_SCORE"), *hold_locked = getenv("FOCALD_FAULT_HOLD_LOCKED"),
              *hold_load = getenv("FOCALD_FAULT_HOLD_LOAD");
   if (spec) parse_spec(spec);
+  const char *ft = getenv("FOCALD_FAULT_THREAD");
+  if (ft) fail_thread = atol(ft);
   if (tr && *tr) cfg.trace_fd = open(tr, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (hold) snprintf(cfg.hold, sizeof cfg.hold, "%s", hold);
   if (hold_score) snprintf(cfg.hold_score, sizeof cfg.hold_score, "%s", hold_score);

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -492,6 +493,62 @@ def run_focald(args, env=None, timeout=5.0):
         p.kill()
         out, _ = p.communicate()
         return None, out.decode("utf-8", "replace")
+
+
+def each_thread_failing(test, args, timeout=20.0):
+    """Starts focald (FOCALD plus args) once through the fault shim to count the threads it creates until it is
+    ready, then again with each of those creations failing in turn (FOCALD_FAULT_THREAD). Each such start must
+    exit 1 in bounded time with an error line naming the thread (focald's: a "thread" field; libmicrohttpd's:
+    its listener and "pool thread") and the reason. Returns the thread names the errors gave (their "thread" fields)."""
+    shim = os.path.join(os.path.dirname(FOCALD), "tests", "libfaultvfs.so")
+    env = dict(os.environ, LD_PRELOAD=shim,
+               ASAN_OPTIONS="verify_asan_link_order=0:" + os.environ.get("ASAN_OPTIONS", ""))
+    td = tempfile.mkdtemp(prefix="focald-threads-")
+    try:
+        trace = os.path.join(td, "trace")
+
+        def start(extra, ready_marker):
+            p = subprocess.Popen([FOCALD] + [str(a) for a in args(td)], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env, **extra))
+            out, ready = [], False
+            for line in p.stdout:
+                out.append(line.decode("utf-8", "replace"))
+                if '"ready' in out[-1]:
+                    ready = True
+                    if ready_marker:
+                        open(ready_marker, "w").close()
+                    p.terminate()
+            try:
+                rc = p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                rc = p.wait()
+            return ready, rc, "".join(out)
+
+        marker = os.path.join(td, "ready")
+        ready, rc, out = start({"FOCALD_FAULT_TRACE": trace}, marker)
+        test.assertTrue(ready, out[-800:])
+        with open(trace) as f:
+            count = sum(1 for line in f if line.startswith("thread "))
+        test.assertGreaterEqual(count, 5, "threads created while starting")
+        names = set()
+        for n in range(1, count + 1):
+            with test.subTest(thread=n):
+                ready, rc, out = start({"FOCALD_FAULT_THREAD": str(n)}, None)
+                lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+                errors = [x for x in lines if x.get("level") == "error"]
+                test.assertFalse(ready, "thread %d failed to start and focald still became ready: %s" % (n, out[-800:]))
+                test.assertEqual(rc, 1, "thread %d: %s" % (n, out[-800:]))
+                test.assertTrue(errors, "thread %d failed without an error line: %s" % (n, out[-800:]))
+                said = json.dumps(errors)
+                test.assertIn("thread", said, "the error does not name the thread: %s" % said)
+                # EAGAIN's text, or libmicrohttpd's own words for its threads
+                test.assertTrue("resource temporarily unavailable" in said.lower() or "no system resources" in said,
+                                "the error does not give the reason: %s" % said)
+                names.update(x["thread"] for x in errors if "thread" in x)
+        return names
+    finally:
+        shutil.rmtree(td, ignore_errors=True)
 
 
 def temp_dir(prefix="focald-hard-"):

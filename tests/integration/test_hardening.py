@@ -2247,6 +2247,16 @@ class StartRefusalTest(HardeningTestCase):
                     self.assertIn("Address already in use", out)
                     self.assertEqual(tree(td), before, "the database, or its directory, was touched: %s" % out)
 
+    def test_start_each_thread_that_cannot_start_is_named_and_stops_focald(self):
+        """Every thread focald starts before it is ready (its own, libmicrohttpd's, libuv's loop), failing in
+        turn as under a task limit: focald exits 1 with an error line naming the thread and the reason. The
+        watchdog's failure used to be a warning (focald served without its slowloris deadlines) and the start-up
+        signal thread's went unmentioned."""
+        names = harness.each_thread_failing(self, lambda td: [
+            "--listen", "127.0.0.1:%d" % harness.free_port(), "--db", os.path.join(td, "f.db"),
+            "--health-listen", "127.0.0.1:%d" % harness.free_port()])
+        self.assertTrue({"starting", "watchdog", "writer", "checkpointer", "loop"} <= names, names)
+
     def test_start_db_names_that_keep_nothing_are_refused(self):
         td = temp_dir()
         for db in ("", ":memory:", "file:%s/f.db?mode=memory" % td, "file::memory:"):
