@@ -14,6 +14,10 @@
  * gathered across them (planar_stats), as the sigmoid kernel does.
  * Precision: the argmax term is excluded from the sum (S = 1 + S_rest), so
  * log S = log1p(S_rest) and 1 - p_y keep their digits when p_y is close to 1.
+ * Range: a row's logits may span more than float's range ([3e38, -3e38]), so
+ * that z_y - max and log p_y are past it while alpha times them is not; they
+ * are carried halved ((z_y - max) / 2 = z_y / 2 - max / 2, and -log p_y / 2)
+ * and doubled only in the products that make the loss and the gradient.
  *
  * This file is compiled once per instruction-set variant; FL_ISA names the copy.
  */
@@ -37,7 +41,8 @@ typedef struct blk {
   int32_t a[FL_W];      /* argmax of the row */
   float w[FL_W];        /* row weight */
   float zm[FL_W];       /* the row's largest value: max z, or max p */
-  float zy[FL_W];       /* logits: z_y - max; probabilities: p_y */
+  float zy[FL_W];       /* logits: z_y - max (at least -FLT_MAX); probabilities: p_y */
+  float zyh[FL_W];      /* logits: (z_y - max) / 2, never past float's range */
   float mo[FL_W];       /* logits: max_{k != y} z - max; probabilities: max_{k != y} p */
   float srest[FL_W];    /* logits: sum of e_k over k != argmax; probabilities: sum of p */
   float ey[FL_W];       /* logits: e_y */
@@ -151,6 +156,7 @@ static int row_stats(const fl__ctx *cx, blk *bk, int l, int64_t r, int64_t *wher
     bk->mo[l] = xo;
   } else {
     bk->zy[l] = fmaxf((float)vsum(vy) - m, -FLT_MAX);
+    bk->zyh[l] = 0.5f * (float)vsum(vy) - 0.5f * m;
     bk->mo[l] = fmaxf(xo - m, -FLT_MAX);
     bk->ey[l] = (float)vsum(ey);
   }
@@ -212,6 +218,7 @@ static int planar_stats(const fl__ctx *cx, blk *bk, int64_t *where) {
   vf_store(bk->q2, vsel(live, q2, zero()));
   vf_store(bk->ey, vsel(live, ey, zero()));
   vf_store(bk->zy, vsel(live, vmax(vy - m, vf_set(-FLT_MAX)), zero()));
+  vf_store(bk->zyh, vsel(live, 0.5f * vy - 0.5f * m, zero()));
   vf_store(bk->mo, vsel(live, vmax(other - m, vf_set(-FLT_MAX)), zero()));
   return 0;
 }
@@ -232,14 +239,15 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
   const float g = cx->gamma;
   /* the scores' parts (an exponential among them) only where scores are asked for; el2sq for the gradient's norm too */
   const int scores = cx->want_scores, norms = cx->want_scores || cx->want_grad;
-  vf p_y, logp, omp, s, logs = zero(), p_o = zero(), el2sq = zero(), entn = zero(), margin = zero();
+  /* nlh = -log p_y / 2: halved, as it can pass float's range where the loss does not (the file's header) */
+  vf p_y, nlh, omp, s, logs = zero(), p_o = zero(), el2sq = zero(), entn = zero(), margin = zero();
   if (!cx->probs) {
     vf ey = vf_load(bk->ey);
     s = 1.0f + srest;
     /* S_rest can exceed 1 (many classes near the max); log1p's digits matter only below 1. */
     logs = vsel(srest <= one(), fl__vlog1p01(vmin(srest, one())), fl__vlog(s));
     p_y = ey / s;
-    logp = zy - logs;
+    nlh = 0.5f * logs - vf_load(bk->zyh);
     omp = vsel(Y == A, srest / s, (s - ey) / s);
     if (scores) {
       p_o = fl__vexpneg(mo) / s;
@@ -250,14 +258,15 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
   } else {
     s = srest;
     p_y = zy;
-    logp = vmax(fl__vlog(p_y), vf_set(FL__LOG_FLOOR));
+    const vf logp = vmax(fl__vlog(p_y), vf_set(FL__LOG_FLOOR));
+    nlh = -0.5f * logp;
     omp = 1.0f - p_y;
     p_o = mo;
     el2sq = q2 * q2u * q2u + omp * omp;
     entn = ent * (float)(1.0 / log((double)cx->c));
     margin = logp - vmax(fl__vlog(mo), vf_set(FL__LOG_FLOOR));
   }
-  vf lp = logp, om = omp;
+  vf om = omp;
   vf el2g = el2sq; /* the squared norm of (p - onehot) as the gradient sees p */
   vi act = vi_set(-1); /* p_y still varies with z (not held by Keras' clip) */
   /* probabilities: where log p_y is clamped at -100 it is constant, and its derivative 0, as autograd has it
@@ -272,7 +281,7 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
     /* q2u / sk is within [1 / (2c), 2]: neither it nor its square underflows */
     if (cx->probs) el2g = q2 * (q2u / sk) * (q2u / sk) + omk * omk;
     act = (pk > vf_set(FL__KERAS_EPS)) & (pk < vf_set(FL__KERAS_ONE_MINUS_EPS));
-    lp = fl__vlog(vmin(vmax(pk, vf_set(FL__KERAS_EPS)), vf_set(FL__KERAS_ONE_MINUS_EPS)));
+    nlh = -0.5f * fl__vlog(vmin(vmax(pk, vf_set(FL__KERAS_EPS)), vf_set(FL__KERAS_ONE_MINUS_EPS)));
     om = vmin(vmax(omk, vf_set(FL__KERAS_CEPS)), vf_set(FL__KERAS_ONE_MINUS_EPS));
   }
   if (!soft) {
@@ -280,11 +289,13 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
     for (int l = 0; l < FL_W; l++) ab[l] = bk->y[l] >= 0 ? alpha_of(cx, bk->y[l]) : 0.0f;
     vf a_y = vf_load(ab);
     vf mod = fl__vpow01(om, cx->pw);
-    vf loss = a_y * mod * -lp;
-    /* G = (1-p)^g (1 + g p (-log p) / (1-p)); (-log p)/(1-p) -> 1 as p -> 1. */
-    vf rho = vsel(om > zero(), -lp / vmax(om, vf_set(1e-30f)), one());
+    /* doubled last, and saturated: a loss past float's range is FLT_MAX */
+    vf loss = vmin(a_y * mod * nlh * 2.0f, vf_set(FLT_MAX));
+    /* G = (1-p)^g (1 + g p (-log p) / (1-p)); (-log p)/(1-p) -> 1 as p -> 1. rho is half of that ratio,
+     * doubled after p multiplies it: p is 0 where -log p is past float's range. */
+    vf rho = vsel(om > zero(), nlh / vmax(om, vf_set(1e-30f)), vf_set(0.5f));
     vf pyk = 1.0f - om;
-    vf gc = a_y * mod * (1.0f + g * pyk * rho);
+    vf gc = a_y * mod * (1.0f + g * pyk * rho * 2.0f);
     if (cx->poly1) {
       loss += cx->epsilon * mod * om;
       gc += cx->epsilon * (g + 1.0f) * mod * pyk;
@@ -322,9 +333,10 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
   }
 }
 
-/* Probability of class k in row r, 1 - it and its log, from the row's stage A/B
- * results; *act is false where Keras' clip holds the probability constant. */
-FL__HOT void class_prob(const fl__ctx *cx, const blk *bk, int l, vf x, vi kk, vf *p, vf *omp, vf *logp,
+/* Probability of class k in row r, 1 - it and minus half its log (halved: it can pass float's range, the
+ * file's header), from the row's stage A/B results; *act is false where Keras' clip holds the probability
+ * constant. */
+FL__HOT void class_prob(const fl__ctx *cx, const blk *bk, int l, vf x, vi kk, vf *p, vf *omp, vf *nlh,
                               vi *act) {
   *act = vi_set(-1);
   if (cx->probs) {
@@ -334,18 +346,19 @@ FL__HOT void class_prob(const fl__ctx *cx, const blk *bk, int l, vf x, vi kk, vf
     *omp = (s - x) / s;
     vf lg = fl__vlog(*p);
     *act = lg > vf_set(FL__LOG_FLOOR); /* the clamped log is constant (as in block_math) */
-    *logp = vmax(lg, vf_set(FL__LOG_FLOOR));
+    *nlh = -0.5f * vmax(lg, vf_set(FL__LOG_FLOOR));
   } else {
     vf d = vmax(x - bk->zm[l], vf_set(-FLT_MAX));
     vf e = fl__vexpneg(d);
     vf s = vf_set(bk->s[l]);
     *p = e / s;
     *omp = vsel(kk == vi_set(bk->a[l]), vf_set(bk->srest[l]) / s, (s - e) / s);
-    *logp = d - bk->logs[l];
+    /* a padded lane (x = -inf) gives +inf here, as it gives p = 0: its terms are masked */
+    *nlh = 0.5f * bk->logs[l] - (0.5f * x - 0.5f * bk->zm[l]);
   }
   if (cx->keras) {
     *act = (*p > vf_set(FL__KERAS_EPS)) & (*p < vf_set(FL__KERAS_ONE_MINUS_EPS));
-    *logp = fl__vlog(vmin(vmax(*p, vf_set(FL__KERAS_EPS)), vf_set(FL__KERAS_ONE_MINUS_EPS)));
+    *nlh = -0.5f * fl__vlog(vmin(vmax(*p, vf_set(FL__KERAS_EPS)), vf_set(FL__KERAS_ONE_MINUS_EPS)));
     *omp = vmin(vmax(*omp, vf_set(FL__KERAS_CEPS)), vf_set(FL__KERAS_ONE_MINUS_EPS));
   }
 }
@@ -365,9 +378,9 @@ static void row_grad_index(const fl__ctx *cx, const blk *bk, int l, int64_t r) {
     const int cnt = c - k < FL_W ? (int)(c - k) : FL_W;
     const vi kk = iota + (int32_t)k;
     vf x = cnt == FL_W ? vf_load(xr + k) : vf_load_part(xr + k, cnt, fill);
-    vf p, omp, logp;
+    vf p, omp, nlh;
     vi act;
-    class_prob(cx, bk, l, x, kk, &p, &omp, &logp, &act);
+    class_prob(cx, bk, l, x, kk, &p, &omp, &nlh, &act);
     /* w last, and saturated: a weight near FLT_MAX times a coefficient above 1 is past float's range */
     vf gk = bk->gcoef[l] * (p - vsel(kk == vi_set(bk->y[l]), one(), zero())) * bk->w[l];
     gk = vmax(vmin(gk, vf_set(FLT_MAX)), vf_set(-FLT_MAX));
@@ -396,17 +409,17 @@ static float row_soft(const fl__ctx *cx, blk *bk, int l, int64_t r) {
       float ab[FL_W];
       for (int q = 0; q < FL_W; q++) ab[q] = q < cnt ? alpha_of(cx, k + q) : 0.0f;
       vf ak = vf_load(ab);
-      vf p, om, lp;
+      vf p, om, nlh;
       vi act;
-      class_prob(cx, bk, l, x, kk, &p, &om, &lp, &act);
+      class_prob(cx, bk, l, x, kk, &p, &om, &nlh, &act);
       vf mod = fl__vpow01(om, cx->pw);
-      vf rho = vsel(om > zero(), -lp / vmax(om, vf_set(1e-30f)), one());
-      vf G = ak * mod * (1.0f + g * (1.0f - om) * rho);
+      vf rho = vsel(om > zero(), nlh / vmax(om, vf_set(1e-30f)), vf_set(0.5f)); /* half the ratio: block_math */
+      vf G = ak * mod * (1.0f + g * (1.0f - om) * rho * 2.0f);
       if (cx->poly1) G += cx->epsilon * (g + 1.0f) * mod * (1.0f - om);
       /* padded lanes (x = -inf) would give 0 * inf here */
       G = vsel(act & (iota < vi_set(cnt)), G, zero());
       if (pass == 0) {
-        vf term = ak * mod * -lp;
+        vf term = vmin(ak * mod * nlh * 2.0f, vf_set(FLT_MAX));
         if (cx->poly1) term += cx->epsilon * mod * om;
         vl += vsel(t > zero(), t * term, zero());
         vtg += vsel(t > zero(), t * G, zero());
@@ -436,7 +449,7 @@ static int block_labels(const fl__ctx *cx, blk *bk, int64_t *where) {
   const vi none = vi_set(-1), zi = vi_set(0);
   memcpy(bk->y, &none, sizeof none);
   memcpy(bk->a, &zi, sizeof zi);
-  float *const zeroed[] = {bk->w, bk->zm, bk->zy, bk->mo, bk->ey, bk->ent, bk->q2, bk->srest, bk->loss, bk->gcoef};
+  float *const zeroed[] = {bk->w, bk->zm, bk->zy, bk->zyh, bk->mo, bk->ey, bk->ent, bk->q2, bk->srest, bk->loss, bk->gcoef};
   for (size_t f = 0; f < sizeof zeroed / sizeof *zeroed; f++) vf_store(zeroed[f], zero());
   memset(bk->gn2, 0, sizeof bk->gn2);
   vf_store(bk->q2u, one());

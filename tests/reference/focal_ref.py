@@ -490,9 +490,18 @@ def fmt(vals, f):
     return " ".join(f % v for v in vals)
 
 
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def saturate(v):
+    """The library's values are float32: one past float's range is written as +-FLT_MAX (README "Scores")."""
+    return np.clip(np.asarray(v, dtype=np.float64), -F32_MAX, F32_MAX)
+
+
 def write_case(out, name, P, n, m, c, x, labels=None, targets=None, weights=None):
     loss, grad, gnorm = evaluate(P, x, labels, targets, weights, n, m, c)
-    sc = scores(P, x, labels, targets, n, m, c)
+    loss, grad = saturate(loss), saturate(grad)
+    sc = [(saturate(a), pred, rows) for a, pred, rows in scores(P, x, labels, targets, n, m, c)]
     out.write(f"case {name}\n")
     ac = "-" if P["alpha_c"] is None else ",".join("%.9g" % a for a in P["alpha_c"])
     out.write(f"params {P['loss']} {P['profile']} {P['reduction']} {P['input']} {P['gamma']!r} {P['alpha']!r} "
@@ -825,6 +834,42 @@ def generate_pos_weight(out):
                    n, m, c, x, labels=labels)
 
 
+def generate_wide_span(out):
+    """Softmax rows whose logits span more than float's range ([3e38, -3e38]): z_y - max and log p_y are past
+    it, alpha times them is not (0.25 x 6e38 = 1.5e38). For c = 2, 3, 8 (the planar path), 9 and 17 (the row
+    path), the label at the smallest logit, at the largest and between; with alpha (in range), without (the
+    loss saturates at FLT_MAX), Poly-1, and soft targets."""
+    rng = np.random.default_rng(20261206)
+    for c in (2, 3, 8, 9, 17):
+        rows, labels = [], []
+        for (hi, lo) in ((3e38, -3e38), (3.4e38, -3.4e38), (2e38, -2e38), (1e38, -3.4e38)):
+            for at_lo in (True, False):
+                r = list(rng.choice([-1e38, -2.5e38, -10.0, 0.0, 3.0, 1e37], size=c))
+                i_hi, i_lo = rng.choice(c, size=2, replace=False)
+                r[i_hi], r[i_lo] = hi, lo
+                rows.append(r)
+                if at_lo or c == 2:
+                    labels.append(int(i_lo) if at_lo else int(i_hi))
+                else:
+                    labels.append(int(rng.choice([k for k in range(c) if k not in (i_hi, i_lo)])))
+        rows.append(list(rng.normal(0, 3, size=c)))  # an ordinary row in the same blocks
+        labels.append(int(rng.integers(0, c)))
+        n = len(rows)
+        x = np.asarray(rows, dtype=np.float32).ravel()
+        y = np.asarray(labels)
+        for g in (2.0, 0.0):
+            write_case(out, f"softmax_wide_span_c{c}_g{g}", params("softmax_focal", gamma=g, alpha=0.25), n, 1, c, x,
+                       labels=y)
+        write_case(out, f"softmax_wide_span_c{c}_alpha_off", params("softmax_focal", gamma=2.0), n, 1, c, x, labels=y)
+        write_case(out, f"poly1_softmax_wide_span_c{c}", params("poly1_softmax_focal", gamma=2.0, alpha=0.25,
+                                                                epsilon=1.0), n, 1, c, x, labels=y)
+        t = np.zeros((n, c), dtype=np.float32)
+        t[np.arange(n), y] = 0.75
+        t[np.arange(n), (y + 1) % c] = 0.25
+        write_case(out, f"softmax_wide_span_soft_c{c}", params("softmax_focal", gamma=2.0, alpha=0.25), n, 1, c, x,
+                   targets=t.ravel())
+
+
 def main():
     check_against_torchvision()
     check_cross_entropy_against_torch()
@@ -838,6 +883,7 @@ def main():
         generate_cross_entropy(out)
         generate_mean_elements(out)
         generate_pos_weight(out)
+        generate_wide_span(out)
     print(f"wrote {path}")
 
 
