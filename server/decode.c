@@ -454,6 +454,11 @@ static int split_element(const req *r, int64_t where, int64_t idx[3]) {
   return 2;
 }
 
+/* The value the loss library refused, at its flat index in the tensor it names (NaN when there is none). */
+static float value_at(const float *tensor, int64_t where) {
+  return tensor && where >= 0 ? tensor[where] : NAN;
+}
+
 void req_describe_error_json(const req *r, int rc, int64_t where, problem *err) {
   const int softmax = fl_loss_is_softmax(r->params.loss);
   int64_t idx[3];
@@ -471,9 +476,11 @@ void req_describe_error_json(const req *r, int rc, int64_t where, problem *err) 
     } else {
       nd = split_element(r, where, idx);
     }
-    if (rc == FL_EINPUT) decode__fail_at(err, P_NOT_FINITE, name, idx, nd, "is not finite");
-    else if (rc == FL_EPROB) decode__fail_at(err, P_OUT_OF_RANGE, name, idx, nd, "is outside [0, 1]");
-    else decode__fail_at(err, P_OUT_OF_RANGE, name, idx, nd, "is outside [0, 1] or not finite");
+    /* not a number or infinite: not_finite, whichever tensor carries it; a finite value outside [0, 1]: out_of_range */
+    if (rc == FL_EINPUT || !isfinite(value_at(rc == FL_ETARGET ? r->targets : r->x, where)))
+      decode__fail_at(err, P_NOT_FINITE, name, idx, nd, "is not finite");
+    else
+      decode__fail_at(err, P_OUT_OF_RANGE, name, idx, nd, "is outside [0, 1]");
     return;
   case FL_ELABEL: {
     char human[128], ptr[160];
@@ -499,7 +506,8 @@ void req_describe_error_json(const req *r, int rc, int64_t where, problem *err) 
     } else {
       nd = split_element(r, where, idx);
     }
-    decode__fail_at(err, P_OUT_OF_RANGE, "weights", idx, nd, "is negative or not finite");
+    if (!isfinite(value_at(r->weights, where))) decode__fail_at(err, P_NOT_FINITE, "weights", idx, nd, "is not finite");
+    else decode__fail_at(err, P_OUT_OF_RANGE, "weights", idx, nd, "is negative");
     return;
   default:
     if (dec_check_loss(&r->params, r->c, err) == 0)

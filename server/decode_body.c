@@ -8,6 +8,7 @@
 #include "decode.h"
 #include "decode_internal.h"
 #include "idhash.h"
+#include "numfmt.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -119,7 +120,10 @@ static int read_targets(const json_t *t, req *r, problem *err) {
         const json_t *v = json_array_get(t, (size_t)i);
         if (!json_is_number(v))
           return decode__fail_at(err, P_INVALID_FIELD, "targets", &i, 1, "must be a number in [0, 1], not %s", decode__json_kind(v));
-        r->targets[i] = (float)json_number_value(v);
+        const double d = json_number_value(v);
+        /* as decode__read_floats: a number past float32 is out of range, not an infinity the library would find */
+        if (!num_fits_f32(d)) return decode__fail_at(err, P_OUT_OF_RANGE, "targets", &i, 1, "= %g is outside float32's range", d);
+        r->targets[i] = (float)d;
       }
       return 0;
     }
@@ -152,7 +156,9 @@ static int read_weights(const json_t *w, req *r, problem *err) {
       const json_t *v = json_array_get(w, (size_t)i);
       if (!json_is_number(v))
         return decode__fail_at(err, P_INVALID_FIELD, "weights", &i, 1, "must be a number (softmax losses weigh positions), not %s", decode__json_kind(v));
-      r->weights[i] = (float)json_number_value(v);
+      const double d = json_number_value(v);
+      if (!num_fits_f32(d)) return decode__fail_at(err, P_OUT_OF_RANGE, "weights", &i, 1, "= %g is outside float32's range", d);
+      r->weights[i] = (float)d;
     }
     return 0;
   }

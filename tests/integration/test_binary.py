@@ -886,10 +886,117 @@ BAD_CASES = [
     ("fp64_value_below_minus_float32_max", _x_with(-3.5e38, "FP64"), 422, "out_of_range", "/inputs/1"),
     ("probability_above_1", _x_with(1.5, name="probs"), 422, "out_of_range", "/inputs/1"),
     ("probability_below_0", _x_with(-0.25, name="probs"), 422, "out_of_range", "/inputs/1"),
-    ("probability_nan", _x_with(np.nan, name="probs"), 422, ("not_finite", "out_of_range"), "/inputs/1"),
+    ("probability_nan", _x_with(np.nan, name="probs"), 422, "not_finite", "/inputs/1"),
     ("class_count_conflict", _put(1, tensor("logits", np.zeros((2, 4)), "FP32")), 409, "class_count_conflict",
      "/inputs/1"),
 ]
+
+
+def _typed(values, datatype):
+    """A tensor's values in datatype (BF16: float32 values cut to their top halves; NaN and +-inf keep theirs)."""
+    if datatype == "BF16":
+        return (np.asarray(values, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    return values
+
+
+class NonFiniteTest(BinaryTestCase):
+    """A value that is not a number or infinite is not_finite, whichever tensor carries it (logits,
+    probabilities, weights, targets), in whichever datatype (FP16, BF16, FP32, FP64), for the sigmoid and the
+    softmax family; a finite value outside what the tensor takes is out_of_range, in every datatype and in
+    JSON (which carries no NaN or infinity at all: a body with one is not JSON). An infinite FP16 or BF16
+    weight used to be out_of_range where an infinite logit was not_finite. Each refusal names the tensor and
+    changes nothing."""
+    DS = "binary-nonfinite"
+
+    def state(self):
+        return self.d.get("/v1/datasets").json()
+
+    def _send(self, loss, which, value, datatype):
+        """The batch with value at element (1, 2) (softmax weights: element 1) of tensor which, in datatype."""
+        softmax = loss == "softmax_focal"
+        x = np.array([[0.0, 1.0, 2.0], [2.0, -1.0, 0.5]])
+        probs = np.array([[0.0, 1.0, 0.25], [0.5, 0.125, 1.0]])
+        targets = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]) if which == "targets" else np.array([2, 0])
+        weights = np.array([1.0, 0.5]) if softmax else np.array([[1.0, 0.5, 2.0], [0.25, 1.0, 0.5]])
+        arrays = {"logits": x, "probs": probs, "targets": targets, "weights": weights}
+        a = arrays[which].copy()
+        if a.ndim == 2:
+            a[1, 2] = value
+        else:
+            a[1] = value
+        arrays[which] = a
+        x_name = "probs" if which == "probs" else "logits"
+        ts = [bytes_tensor("ids", ["g0", "g1"]),
+              tensor(x_name, _typed(arrays[x_name], datatype if which == x_name else "FP32"),
+                     datatype if which == x_name else "FP32"),
+              tensor("targets", _typed(arrays["targets"], datatype if which == "targets" else "FP32"),
+                     datatype if which == "targets" else ("FP32" if arrays["targets"].dtype.kind == "f" and which == "targets" else "INT64"))
+              if which == "targets" else tensor("targets", arrays["targets"], "INT64"),
+              tensor("weights", _typed(arrays["weights"], datatype if which == "weights" else "FP32"),
+                     datatype if which == "weights" else "FP32")]
+        header = {"run": "r1", "loss": {"type": loss}}
+        index = {"logits": 1, "probs": 1, "targets": 2, "weights": 3}[which]
+        return self.batch_bin(self.DS, header, ts), index
+
+    def test_every_non_finite_value_in_every_tensor_and_datatype_is_not_finite(self):
+        before = self.state()
+        for loss in ("sigmoid_focal", "softmax_focal"):
+            for which in ("logits", "probs", "weights", "targets"):
+                for datatype in ("FP16", "BF16", "FP32", "FP64"):
+                    for value in (np.nan, np.inf, -np.inf):
+                        with self.subTest(loss=loss, tensor=which, datatype=datatype, value=value):
+                            r, index = self._send(loss, which, value, datatype)
+                            p = self.assertProblem(r, 422, "not_finite", "/inputs/%d" % index)
+                            self.assertIn(which, p["detail"])
+                            self.assertIn("not finite", p["detail"])
+        self.assertEqual(self.state(), before)
+
+    def test_finite_values_a_tensor_does_not_take_are_out_of_range(self):
+        before = self.state()
+        cases = [("weights", -0.5), ("probs", 1.5), ("probs", -0.25), ("targets", 1.5), ("targets", -0.5)]
+        for loss in ("sigmoid_focal", "softmax_focal"):
+            for which, value in cases:
+                for datatype in ("FP16", "BF16", "FP32", "FP64"):
+                    with self.subTest(loss=loss, tensor=which, datatype=datatype, value=value):
+                        r, index = self._send(loss, which, value, datatype)
+                        p = self.assertProblem(r, 422, "out_of_range", "/inputs/%d" % index)
+                        self.assertIn(which, p["detail"])
+                        self.assertNotIn("not finite", p["detail"])
+            for which in ("logits", "probs", "weights", "targets"):  # finite in FP64 and JSON, past float32
+                with self.subTest(loss=loss, tensor=which, datatype="FP64", value=1e39):
+                    r, index = self._send(loss, which, 1e39, "FP64")
+                    self.assertProblem(r, 422, "out_of_range", "/inputs/%d" % index)
+        # JSON: the same values by name
+        for loss in ("sigmoid_focal", "softmax_focal"):
+            softmax = loss == "softmax_focal"
+            good = {"run": "r1", "ids": ["g0", "g1"], "logits": [[0, 1, 2], [2, -1, 0.5]], "targets": [2, 0],
+                    "weights": [1, 0.5] if softmax else [[1, 0.5, 2], [0.25, 1, 0.5]], "loss": {"type": loss}}
+            for which, value, code in (("weights", -0.5, "out_of_range"), ("weights", 1e39, "out_of_range"),
+                                       ("logits", 1e39, "out_of_range"), ("probs", 1.5, "out_of_range"),
+                                       ("targets", 1.5, "out_of_range")):
+                with self.subTest(loss=loss, json=which, value=value):
+                    b = json.loads(json.dumps(good))
+                    if which == "probs":
+                        b["probs"] = [[0, 1, 0.25], [0.5, 0.125, 1]]
+                        del b["logits"]
+                    if which == "targets":
+                        b["targets"] = [[0, 0, 1], [1, 0, 0]]
+                    a = b[which]
+                    if isinstance(a[1], list):
+                        a[1][2] = value
+                    else:
+                        a[1] = value
+                    p = self.assertProblem(self.d.batch(self.DS, b), 422, code)
+                    self.assertIn(which, p["detail"] + (p.get("field") or ""))
+            for literal in ("NaN", "Infinity", "-Infinity", "1e400"):
+                with self.subTest(loss=loss, json_literal=literal):
+                    text = json.dumps(good).replace('"weights": [1, 0.5', '"weights": [1, %s' % literal) \
+                        .replace('"weights": [[1, 0.5', '"weights": [[1, %s' % literal)
+                    self.assertIn(literal, text)
+                    r = self.d.post("/v1/datasets/%s/batches" % self.DS, text.encode(),
+                                    headers={"Content-Type": "application/json"})
+                    self.assertProblem(r, 400, "bad_json")
+        self.assertEqual(self.state(), before)
 
 
 class BadInputTest(BinaryTestCase):
