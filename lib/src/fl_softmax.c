@@ -41,8 +41,7 @@ typedef struct blk {
   int32_t a[FL_W];      /* argmax of the row */
   float w[FL_W];        /* row weight */
   float zm[FL_W];       /* the row's largest value: max z, or max p */
-  float zy[FL_W];       /* logits: z_y - max (at least -FLT_MAX); probabilities: p_y */
-  float zyh[FL_W];      /* logits: (z_y - max) / 2, never past float's range */
+  float zy[FL_W];       /* logits: (z_y - max) / 2, halved to stay in float's range; probabilities: p_y */
   float mo[FL_W];       /* logits: max_{k != y} z - max; probabilities: max_{k != y} p */
   float srest[FL_W];    /* logits: sum of e_k over k != argmax; probabilities: sum of p */
   float ey[FL_W];       /* logits: e_y */
@@ -155,8 +154,7 @@ static int row_stats(const fl__ctx *cx, blk *bk, int l, int64_t r, int64_t *wher
     bk->zy[l] = (float)vsum(vy);
     bk->mo[l] = xo;
   } else {
-    bk->zy[l] = fmaxf((float)vsum(vy) - m, -FLT_MAX);
-    bk->zyh[l] = 0.5f * (float)vsum(vy) - 0.5f * m;
+    bk->zy[l] = 0.5f * (float)vsum(vy) - 0.5f * m;
     bk->mo[l] = fmaxf(xo - m, -FLT_MAX);
     bk->ey[l] = (float)vsum(ey);
   }
@@ -217,8 +215,7 @@ static int planar_stats(const fl__ctx *cx, blk *bk, int64_t *where) {
   vf_store(bk->ent, vsel(live, ent, zero()));
   vf_store(bk->q2, vsel(live, q2, zero()));
   vf_store(bk->ey, vsel(live, ey, zero()));
-  vf_store(bk->zy, vsel(live, vmax(vy - m, vf_set(-FLT_MAX)), zero()));
-  vf_store(bk->zyh, vsel(live, 0.5f * vy - 0.5f * m, zero()));
+  vf_store(bk->zy, vsel(live, 0.5f * vy - 0.5f * m, zero()));
   vf_store(bk->mo, vsel(live, vmax(other - m, vf_set(-FLT_MAX)), zero()));
   return 0;
 }
@@ -247,12 +244,12 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
     /* S_rest can exceed 1 (many classes near the max); log1p's digits matter only below 1. */
     logs = vsel(srest <= one(), fl__vlog1p01(vmin(srest, one())), fl__vlog(s));
     p_y = ey / s;
-    nlh = 0.5f * logs - vf_load(bk->zyh);
+    nlh = 0.5f * logs - zy;
     omp = vsel(Y == A, srest / s, (s - ey) / s);
     if (scores) {
       p_o = fl__vexpneg(mo) / s;
       entn = (logs - ent / s) * (float)(1.0 / log((double)cx->c));
-      margin = zy - mo;
+      margin = vmax(zy * 2.0f, vf_set(-FLT_MAX)) - mo; /* z_y - max, at least -FLT_MAX */
     }
     if (norms) el2sq = q2 / (s * s) + omp * omp;
   } else {
@@ -449,7 +446,7 @@ static int block_labels(const fl__ctx *cx, blk *bk, int64_t *where) {
   const vi none = vi_set(-1), zi = vi_set(0);
   memcpy(bk->y, &none, sizeof none);
   memcpy(bk->a, &zi, sizeof zi);
-  float *const zeroed[] = {bk->w, bk->zm, bk->zy, bk->zyh, bk->mo, bk->ey, bk->ent, bk->q2, bk->srest, bk->loss, bk->gcoef};
+  float *const zeroed[] = {bk->w, bk->zm, bk->zy, bk->mo, bk->ey, bk->ent, bk->q2, bk->srest, bk->loss, bk->gcoef};
   for (size_t f = 0; f < sizeof zeroed / sizeof *zeroed; f++) vf_store(zeroed[f], zero());
   memset(bk->gn2, 0, sizeof bk->gn2);
   vf_store(bk->q2u, one());
