@@ -497,7 +497,8 @@ int http_start(const config *cfg, const router_route *routes, int nroutes) {
     health_daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (cfg->health_v6 ? MHD_USE_IPv6 : 0),
         addr_port(&cfg->health_addr), NULL, NULL, access_handler, &health_only, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-        NULL, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)health_fd, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)5, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
+        NULL, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)health_fd, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)5,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024), MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
         MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_END);
     if (!health_daemon) {

@@ -3,7 +3,8 @@
  * Threads and what each may touch:
  *
  *   main          parses the config, binds the listening sockets, opens and
- *                 loads the database, starts the others, then waits for SIGTERM/SIGINT/SIGHUP (sigwait) and drains.
+ *                 loads the database, starts the others, then waits for
+ *                 SIGTERM/SIGINT/SIGHUP (sigwait) and drains.
  *   HTTP pool     libmicrohttpd's threads (--http-threads): parse and check
  *                 requests, answer queries from the state (state.h) under a
  *                 dataset's read lock, hand scoring jobs to the loop thread,
