@@ -2402,6 +2402,16 @@ class CreationFaultTest(HardeningTestCase):
                 f.write(b"left by a creation that was killed" * 200)
         self._assert_left_nothing_then_created(td, db, False, 1, "cannot create the database", "an empty file")
         self.assertEqual([n for n in os.listdir(td) if ".creating" in n], [])
+        # what an older focald left on a full disk: the header page of a WAL database, no schema; check_owned
+        # takes it as focald's (no tables, version 0) and the migrations make it whole
+        td = temp_dir()
+        db = os.path.join(td, "f.db")
+        c = sqlite3.connect(db)
+        self.assertEqual(c.execute("PRAGMA journal_mode=WAL").fetchone()[0], "wal")
+        c.close()
+        self.assertEqual(os.path.getsize(db), 4096)
+        ready, rc, out = self._start(db)
+        self.assertTrue(ready and rc == 0, "a header-only database: %s %s" % (rc, out[-800:]))
 
 
 # ---------------------------------------------------------------------------- security: TLS
