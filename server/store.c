@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -233,27 +234,54 @@ static void unlink_db_files(const char *path) {
   }
 }
 
-/* fsync of path's directory, so that a rename in it survives power loss. */
-static int sync_parent(const char *path) {
+/* Opens path's directory (for a lock on it, and an fsync after a rename in it). Returns the descriptor, or -1. */
+static int open_parent(const char *path) {
   char dir[512];
   snprintf(dir, sizeof dir, "%s", path);
   char *slash = strrchr(dir, '/');
   if (!slash) snprintf(dir, sizeof dir, ".");
   else if (slash == dir) dir[1] = '\0';
   else *slash = '\0';
-  const int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  const int rc = fsync(fd);
-  close(fd);
-  return rc;
+  return open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+/* Takes an exclusive flock on the directory fd, waiting while another process holds it (said once in the
+ * log). Returns 0, or -1 when flock itself fails. */
+static int lock_dir(int fd, const char *db) {
+  int said = 0;
+  for (;;) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) return 0;
+    if (errno != EWOULDBLOCK && errno != EINTR) return -1;
+    if (!said) {
+      log_kv(LOG_INFO, "waiting for another process creating a database in the directory of --db", "db", db, NULL);
+      said = 1;
+    }
+    usleep(20 * 1000);
+  }
 }
 
 /* Makes a new database at cfg->db with every migration applied. It is built beside it, as cfg->db.creating,
  * checkpointed into one file and renamed into place only when complete: a creation that fails anywhere (a full
  * disk, an I/O error, a kill) leaves no database behind, only a .creating file the next start removes, so that
  * the next start creates it again rather than meet a half-made file (which a cluster node would also take
- * for a database of its own and not begin from the cluster's snapshot). Returns 0, or -1 (logged). */
+ * for a database of its own and not begin from the cluster's snapshot). Two focald starting on one new path
+ * at once must not both build it (the second rename would replace a database the first already writes to):
+ * the creation holds an exclusive flock on the directory, and whoever takes it second finds the database
+ * made and opens it. Returns 0, or -1 (logged). */
 static int create_db(const config *cfg) {
+  const int dirfd = open_parent(cfg->db);
+  if (dirfd < 0) {
+    log_kv(LOG_ERROR, "cannot open the directory of --db to create the database", "db", cfg->db, "error",
+           strerror(errno), NULL);
+    return -1;
+  }
+  if (lock_dir(dirfd, cfg->db) != 0) /* a file system without flock: created unguarded, as SQLite would */
+    log_kv(LOG_WARN, "cannot lock the directory of --db while creating the database", "db", cfg->db, "error",
+           strerror(errno), NULL);
+  if (!db_is_new(cfg)) { /* made by another focald while this one waited */
+    close(dirfd);
+    return 0;
+  }
   char tmp[sizeof cfg->db + 16];
   snprintf(tmp, sizeof tmp, "%s.creating", cfg->db);
   unlink_db_files(tmp); /* what a creation that was killed left */
@@ -270,7 +298,7 @@ static int create_db(const config *cfg) {
   struct stat st;
   snprintf(wal, sizeof wal, "%s-wal", tmp);
   if (rc == 0 && stat(wal, &st) == 0) rc = -1; /* the close could not checkpoint: the file alone is not the database */
-  if (rc == 0 && (rename(tmp, cfg->db) != 0 || sync_parent(cfg->db) != 0)) {
+  if (rc == 0 && (rename(tmp, cfg->db) != 0 || fsync(dirfd) != 0)) {
     log_kv(LOG_ERROR, "cannot move the new database into place", "db", cfg->db, "error", strerror(errno), NULL);
     rc = -1;
   }
@@ -279,6 +307,7 @@ static int create_db(const config *cfg) {
     log_kv(LOG_ERROR, "cannot create the database: nothing was left at its path, the next start creates it again",
            "db", cfg->db, NULL);
   }
+  close(dirfd); /* and with it the lock */
   return rc;
 }
 

@@ -34,6 +34,7 @@ the P that passed.
 
 Needs root for the tmpfs case (it is skipped otherwise), prlimit(1) and openssl(1).
 """
+import fcntl
 import http.client
 import json
 import os
@@ -2390,6 +2391,47 @@ class CreationFaultTest(HardeningTestCase):
                 break
             self._assert_left_nothing_then_created(td, db, ready, rc, out, what)
         self.assertTrue(fitted, "the database never fitted in 200 free pages")
+
+    def test_a_database_made_while_focald_waits_to_create_one_is_opened_not_replaced(self):
+        """Two processes starting on one new --db must not both build it: the second rename would put a
+        new file in place of the database the first already writes to (its acknowledged batches then
+        going to an unlinked file). Creating holds an exclusive flock on the directory; with the lock
+        held elsewhere, focald waits (and says so) without writing anything at --db, and once it gets
+        the lock it opens the database that was made meanwhile, the very file, rather than build one."""
+        td, other = temp_dir(), temp_dir()
+        db = os.path.join(td, "f.db")
+        dirfd = os.open(td, os.O_RDONLY)
+        fcntl.flock(dirfd, fcntl.LOCK_EX)
+        p = subprocess.Popen([harness.FOCALD, "--listen", "127.0.0.1:%d" % harness.free_port(), "--db", db],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        lines, waiting, ready = [], threading.Event(), threading.Event()
+
+        def read():
+            for line in p.stdout:
+                lines.append(line.decode("utf-8", "replace"))
+                if "waiting for another process creating" in lines[-1]:
+                    waiting.set()
+                if '"ready' in lines[-1]:
+                    ready.set()
+        threading.Thread(target=read, daemon=True).start()
+        try:
+            self.assertTrue(waiting.wait(10), "focald does not wait for the lock: %s" % "".join(lines)[-800:])
+            time.sleep(0.3)
+            self.assertFalse(ready.is_set())
+            self.assertEqual(os.listdir(td), [], "focald wrote beside --db while another held the lock")
+            # the other process: a complete database of focald's own, put in place
+            ok, rc, out = self._start(os.path.join(other, "g.db"))
+            self.assertTrue(ok and rc == 0, out[-800:])
+            shutil.copyfile(os.path.join(other, "g.db"), db)
+            inode = os.stat(db).st_ino
+            fcntl.flock(dirfd, fcntl.LOCK_UN)
+            self.assertTrue(ready.wait(20), "".join(lines)[-800:])
+            self.assertEqual(os.stat(db).st_ino, inode, "the database made meanwhile was replaced")
+        finally:
+            os.close(dirfd)
+            p.terminate()
+            self.assertEqual(p.wait(20), 0, "".join(lines)[-800:])
+        self.assertEqual(sorted(n for n in os.listdir(td) if ".creating" in n), [])
 
     def test_an_empty_file_at_db_is_taken_as_a_new_database(self):
         """An empty file is a valid empty database (one an older focald left on a full disk, or one made
