@@ -74,13 +74,20 @@ static const char *const sql_text[S_COUNT] = {
                      "WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)",
 };
 
+/* path's directory into dir: "." for a bare name, "/" for a name at the root. */
+static void parent_dir(const char *path, char dir[512] /* OUT */) {
+  snprintf(dir, 512, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (!slash) snprintf(dir, 512, ".");
+  else if (slash == dir) dir[1] = '\0';
+  else *slash = '\0';
+}
+
 /* mkdir -p of path's directory. */
 static int make_parent(const char *path) {
+  if (!strchr(path, '/')) return 0; /* the working directory */
   char dir[512];
-  snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  if (!slash) return 0;
-  *slash = '\0';
+  parent_dir(path, dir);
   for (char *p = dir + 1; *p; p++) {
     if (*p != '/') continue;
     *p = '\0';
@@ -105,12 +112,7 @@ static int open_path(const char *path, sqlite3 **out /* OUT */) {
   return 0;
 }
 
-/* Opens cfg->db (creating it) with no setting applied yet; the caller closes *out. */
-static int open_file(const config *cfg, sqlite3 **out /* OUT */) {
-  return open_path(cfg->db, out);
-}
-
-/* Applies focald's settings to a connection open_file opened; closes it on failure. */
+/* Applies focald's settings to a connection open_path opened; closes it on failure. */
 static int set_pragmas(const config *cfg, sqlite3 *db) {
   /* Debian's SQLite defaults differ from upstream's; say what focald wants. */
   const char *pragmas = cfg->durability == DUR_FULL
@@ -129,12 +131,12 @@ static int set_pragmas(const config *cfg, sqlite3 *db) {
 
 static int open_connection(const config *cfg, sqlite3 **out /* OUT */) {
   sqlite3 *db;
-  if (open_file(cfg, &db) != 0 || set_pragmas(cfg, db) != 0) return -1;
+  if (open_path(cfg->db, &db) != 0 || set_pragmas(cfg, db) != 0) return -1;
   *out = db;
   return 0;
 }
 
-/* Whether the file open_file opened is focald's to write: a new (empty) database, or one with a focald schema
+/* Whether the file open_path opened is focald's to write: a new (empty) database, or one with a focald schema
  * version and focald's first tables. Decided, as read_version's refusal is, before anything is written, even
  * the switch to WAL (which changes the file's header) or the checkpoint on close of a WAL of its own: a file
  * focald refuses is left as it was. A read-only file is refused too, rather than served until the first write
@@ -237,11 +239,7 @@ static void unlink_db_files(const char *path) {
 /* Opens path's directory (for a lock on it, and an fsync after a rename in it). Returns the descriptor, or -1. */
 static int open_parent(const char *path) {
   char dir[512];
-  snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  if (!slash) snprintf(dir, sizeof dir, ".");
-  else if (slash == dir) dir[1] = '\0';
-  else *slash = '\0';
+  parent_dir(path, dir);
   return open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
@@ -339,7 +337,7 @@ int store_open(store **out, const config *cfg, st_map *map) {
   snprintf(wal, sizeof wal, "%s-wal", cfg->db);
   const int had_wal = stat(wal, &st) == 0;
   int version = 0;
-  if (open_file(cfg, &s->db) != 0) goto fail;
+  if (open_path(cfg->db, &s->db) != 0) goto fail;
   if (check_owned(cfg, s->db, had_wal) != 0 || read_version(cfg, s->db, had_wal, &version) != 0 ||
       set_pragmas(cfg, s->db) != 0) {
     s->db = NULL; /* closed */
