@@ -37,6 +37,7 @@
   X(P_LABEL_OUT_OF_RANGE, 422, "label_out_of_range", "A class label is out of range") \
   X(P_TOO_LARGE, 422, "too_large", "A field is larger than focald takes")            \
   X(P_DUPLICATE_ID, 422, "duplicate_id", "A sample id appears twice in the batch")    \
+  X(P_BATCH_ID_REUSED, 422, "batch_id_reused", "The batch_id was stored before with other samples") \
   X(P_IDEMPOTENCY_KEY_REUSED, 422, "idempotency_key_reused", "The Idempotency-Key was used for another request") \
   X(P_INVALID_LOSS, 422, "invalid_loss", "The loss configuration is not valid")       \
   X(P_OVERLOADED, 503, "overloaded", "focald is overloaded; retry later")             \

@@ -146,6 +146,37 @@ out:
   return rc;
 }
 
+/* Looks for r's batch_id among the run's batches. Returns SQLITE_DONE when it is new; SQLITE_ROW when it is
+ * stored, with *same set if the stored batch holds the samples of r's first segment, in order (a retry: its
+ * predictions may differ, recomputed, but it is the same batch), 0 if other samples (another batch under a
+ * reused batch_id, which counting as a duplicate would lose); or an error. The batch_id goes with a request's
+ * first segment only, so that segment is what is compared. */
+static int batch_seen(store *s, int64_t run_id, const req *r, int *same /* OUT */) {
+  sqlite3_stmt *q = s->st[S_BATCH_DUP];
+  sqlite3_bind_int64(q, 1, run_id);
+  sqlite3_bind_text(q, 2, r->batch_id, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(q);
+  *same = 0;
+  if (rc == SQLITE_ROW) {
+    const int64_t n = req_segment(r, 0).n;
+    codec_unpacked u;
+    const codec_when when = {0};
+    const void *payload = sqlite3_column_blob(q, 1);
+    const int plen = sqlite3_column_bytes(q, 1);
+    if (sqlite3_column_int64(q, 0) != n) {
+      /* other samples: no need to read them */
+    } else if (codec_unpack(payload, (size_t)plen, &when, &u) != 0) {
+      rc = SQLITE_NOMEM; /* memory ran out, or the stored row is damaged: either way nothing is taken */
+    } else {
+      *same = (int64_t)u.n == n;
+      for (int64_t i = 0; *same && i < n; i++) *same = strcmp(u.ids[i], r->ids[i]) == 0;
+      codec_unpacked_free(&u);
+    }
+  }
+  store__step_reset(q);
+  return rc;
+}
+
 /* Records one request: the datasets and runs rows it needs, then a row in the batch log per segment. */
 static int batch_write(store *s, wop *op) {
   job *j = (job *)op;
@@ -167,11 +198,16 @@ static int batch_write(store *s, wop *op) {
     return SQLITE_OK;
   }
   if (r->has_batch_id) {
-    sqlite3_stmt *q = s->st[S_BATCH_DUP];
-    sqlite3_bind_int64(q, 1, ref.run_id);
-    sqlite3_bind_text(q, 2, r->batch_id, -1, SQLITE_STATIC);
-    rc = sqlite3_step(q);
-    store__step_reset(q);
+    int same = 0;
+    rc = batch_seen(s, ref.run_id, r, &same);
+    if (rc == SQLITE_ROW && !same) {
+      op->failed = 1;
+      problem_set(&op->err, P_BATCH_ID_REUSED, "/batch_id",
+                  "batch_id \"%.128s\" of run \"%s\" was stored with other samples; a batch sent again must "
+                  "name the same samples in the same order (a new batch needs a batch_id of its own)",
+                  r->batch_id, r->run);
+      return SQLITE_OK;
+    }
     if (rc == SQLITE_ROW) {
       j->duplicate = 1; /* scored and answered, not recorded: nothing to apply */
       op->log_pos = s->logged_seq; /* the first one is at or before it */

@@ -199,6 +199,11 @@ class ClusterTestCase(FocaldTestCase):
         self.assertEqual(r2.status, 200, r2)
         self.assertTrue(r2.json()["duplicate"], "the same batch_id sent to another node is a duplicate")
         self.assertGreaterEqual(p2, p1)
+        # the batch_id with other samples is another batch, refused by every node alike
+        other = dict(body, ids=list(reversed(body["ids"])))
+        for n in (a, b):
+            r, _ = self.post(n, other)
+            self.assertEqual((r.status, r.json()["code"], r.json()["field"]), (422, "batch_id_reused", "/batch_id"), r)
         model = Model()
         model.ack(body, r1.json())
         for n in (a, b):

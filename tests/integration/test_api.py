@@ -1323,6 +1323,49 @@ class BatchesTest(FocaldTestCase):
         self.assertEqual((self.d.dataset(ds).json(), self.d.sample(ds, "a").json()), before)
         self.assertEqual(before[1]["runs"][0]["seen"], 1)
 
+    def test_batches_batch_id_sent_again_with_other_samples_is_refused_and_changes_nothing(self):
+        # a batch_id names one batch. Sent again with the same samples in the same order it is that batch
+        # again (its predictions, labels, step or loss may have been computed anew): a duplicate. With other
+        # samples it is another batch, which counting as a duplicate would lose: refused, nothing stored
+        ds = self.ds_name()
+        ids = ["a", "b", "c"]
+        first = {"run": "r", "batch_id": "b-1", "step": 4, "ids": ids,
+                 "logits": [[1.0, 0.5], [0.2, 0.9], [0.3, 0.3]], "targets": [0, 1, 0]}
+        self.d.ok_batch(ds, first)
+        self.d.ok_batch(ds, {"run": "r", "batch_id": "b-2", "ids": ["b"], "logits": [[0.0, 1.0]], "targets": [1]})
+
+        def state():
+            return (self.d.dataset(ds).json(),
+                    [self.d.sample(ds, i).json() for i in ids], [self.d.sample(ds, i).status for i in ("d", "x", "A")],
+                    self.d.get("/v1/datasets/%s/hard-examples?run=r&k=10" % ds).json()["items"])
+        before = state()
+
+        def body(sample_ids, **kw):
+            b = {"run": "r", "batch_id": "b-1", "ids": sample_ids, "logits": [[0.5, 0.5]] * len(sample_ids),
+                 "targets": [0] * len(sample_ids)}
+            b.update(kw)
+            return b
+        others = [["a", "b", "d"], ["b", "a", "c"], ["c", "b", "a"], ["a", "b"], ["a"], ["a", "b", "c", "d"],
+                  ["x", "y", "z"], ["A", "b", "c"], ["a", "b", "c "]]
+        for other in others:
+            r = self.d.batch(ds, body(other))
+            self.assertProblem(r, 422, "batch_id_reused", "/batch_id")
+            self.assertIn('"b-1"', r.json()["detail"])
+            r = self.d.batch(ds, body(other, segments=[{"n": len(other), "step": 9}]))
+            self.assertProblem(r, 422, "batch_id_reused", "/batch_id")
+            self.assertEqual(state(), before, other)
+        again = [body(ids), body(ids, targets=[1, 1, 1]), body(ids, step=5, epoch=2),
+                 body(ids, loss={"type": "cross_entropy"}), dict(first),
+                 body(ids, segments=[{"n": 3, "step": 4}])]
+        for b in again:
+            r = self.d.batch(ds, b)
+            self.assertEqual(r.status, 200, (b, r))
+            self.assertIs(r.json()["duplicate"], True, b)
+            self.assertEqual(state(), before, b)
+        # the batch_id of another run, or of another dataset, is not this one
+        self.assertIs(self.d.ok_batch(ds, body(["x", "y"], run="r2"))["duplicate"], False)
+        self.assertIs(self.d.ok_batch(self.ds_name("-o"), body(["x", "y"]))["duplicate"], False)
+
     def test_batches_same_batch_id_in_another_run_is_not_duplicate(self):
         ds = self.ds_name()
         body = {"run": "r1", "batch_id": "b-1", "ids": ["a"], "logits": [[1.0, 0.5]], "targets": [0]}
@@ -1792,10 +1835,12 @@ class DurabilityTest(FocaldTestCase):
         after = snapshot_state(d2, "dur", ids, ["r1", "r2"])
         for k in before:
             self.assertEqual(after[k], before[k], "after restart: %s differs" % k)
-        # and it carries on from there
-        j = d2.ok_batch("dur", {"run": "r1", "batch_id": "r1-0", "ids": ["s00"], "logits": [[0.0] * 4],
-                                "targets": [0]})
+        # and it carries on from there: its batch_ids with them (r1-0 named every sample)
+        j = d2.ok_batch("dur", {"run": "r1", "batch_id": "r1-0", "ids": ids, "logits": [[0.0] * 4] * len(ids),
+                                "targets": [0] * len(ids)})
         self.assertIs(j["duplicate"], True, "batch_ids must survive a restart")
+        r = d2.batch("dur", {"run": "r1", "batch_id": "r1-0", "ids": ["s00"], "logits": [[0.0] * 4], "targets": [0]})
+        self.assertProblem(r, 422, "batch_id_reused", "/batch_id")
         d2.ok_batch("dur", {"run": "r1", "step": 99, "ids": ["s00"], "logits": [[0.0] * 4], "targets": [0]})
         rec = d2.sample("dur", "s00", run="r1").json()["runs"][0]
         self.assertEqual(rec["seen"], 5)

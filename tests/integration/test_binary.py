@@ -635,6 +635,13 @@ class BinaryResponseTest(BinaryTestCase):
         self.assertEqual(list(outs["pred"]), [-1, -1, -1, -1])  # dense samples: no single prediction
         head, _ = parse_binary(self.batch_bin(ds, hdr, bin_tensors(ids, x, t), accept=OCTET))
         self.assertTrue(head["duplicate"])
+        # the same batch_id with other samples is another batch: refused, whichever body carries it
+        r = self.batch_bin(ds, hdr, bin_tensors(["a", "b", "c", "e"], x, t), accept=OCTET)
+        self.assertProblem(r, 422, "batch_id_reused", "/batch_id")
+        r = self.d.post("/v1/datasets/%s/batches" % ds, json_body(["d", "c", "b", "a"], x, t.tolist(), **hdr))
+        self.assertProblem(r, 422, "batch_id_reused", "/batch_id")
+        self.assertEqual(self.d.dataset(ds).json()["observations"], 4)
+        self.assertEqual(self.d.sample(ds, "e").status, 404)
 
     def test_classification_pred_and_nan(self):
         g = rng(31)

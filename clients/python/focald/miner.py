@@ -164,7 +164,8 @@ class Miner:
     close_timeout: how long close() waits for the buffers to drain by default.
     batch_id_prefix: the start of every batch_id this Miner sends (default: random). It must differ
         between processes (DDP's ranks) and between runs of the program: focald takes a batch_id it has
-        stored as a retry, and stores nothing of it (counted in duplicates).
+        stored with the same samples as a retry and stores nothing of it (counted in duplicates), and
+        refuses one stored with other samples (422 batch_id_reused, counted in rejected and logged).
 
     Counters (attributes, samples unless said otherwise): observed, sent (acknowledged by focald),
     duplicates (acknowledged as already stored: a retry of a committed request), dropped (buffer
