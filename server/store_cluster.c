@@ -325,18 +325,21 @@ static void number_text(char *out, size_t n, double v) {
 
 /* Checks that this node's settings that shape what it computes from the log (the history's, its series' and
  * the review loop's) are the cluster's, recording them when it is the first to ask: two nodes that applied the same rows
- * with a different --ema-alpha would give different rankings, queues and exports. 0, or -1 (logged). */
+ * with a different --ema-alpha would give different rankings, queues and exports, and with a different
+ * --idempotency-ttl a retried review decision would be replayed by one node and refused as a repeat by
+ * another. 0, or -1 (logged). */
 static int check_settings(store *s) {
   const config *cfg = s->cfg;
-  char ema[32], early[32], reconsider[32], series[32], have[64];
+  char ema[32], early[32], reconsider[32], series[32], ttl[32], have[64];
   number_text(ema, sizeof ema, cfg->ema_alpha);
   snprintf(early, sizeof early, "%d", cfg->early_observations);
   number_text(reconsider, sizeof reconsider, cfg->reconsider_factor);
   snprintf(series, sizeof series, "%d", cfg->series_points);
+  snprintf(ttl, sizeof ttl, "%d", cfg->idempotency_ttl);
   const struct {
     const char *name, *mine;
   } settings[] = {{"ema-alpha", ema}, {"early-observations", early}, {"reconsider-factor", reconsider},
-                  {"series-points", series}};
+                  {"series-points", series}, {"idempotency-ttl", ttl}};
   for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++) {
     if (pglog_setting(s->pg, settings[i].name, settings[i].mine, have, sizeof have) != PGLOG_OK) {
       log_kv(LOG_ERROR, "cannot read the cluster's settings", "error", pglog_error(s->pg), NULL);

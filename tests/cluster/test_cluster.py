@@ -943,7 +943,8 @@ class ClusterTestCase(FocaldTestCase):
         for args, want in ((["--ema-alpha", "0.3"], "--ema-alpha is 0.3, the cluster's is 0.5"),
                            (["--ema-alpha", "0.5", "--early-observations", "3"], "--early-observations is 3, the cluster's is 10"),
                            (["--ema-alpha", "0.5", "--reconsider-factor", "3"], "--reconsider-factor is 3, the cluster's is 2"),
-                           (["--ema-alpha", "0.5", "--series-points", "4"], "--series-points is 4, the cluster's is 16")):
+                           (["--ema-alpha", "0.5", "--series-points", "4"], "--series-points is 4, the cluster's is 16"),
+                           (["--ema-alpha", "0.5", "--idempotency-ttl", "60"], "--idempotency-ttl is 60, the cluster's is 86400")):
             d = self.node("b", args=args, start=False)
             with self.assertRaises(AssertionError) as e:
                 d.start(timeout=20)
