@@ -93,6 +93,12 @@ static int h_metrics(http_req *rq, http_resp *resp) {
   JW(&o, "# HELP focald_samples_committed_total Samples of committed batches (retried batches excluded).\n"
         "# TYPE focald_samples_committed_total counter\nfocald_samples_committed_total %llu\n",
     (unsigned long long)ss.committed_samples);
+  JW(&o, "# HELP focald_duplicate_batches_total Batches answered duplicate: true (their batch_id was stored with the same samples).\n"
+        "# TYPE focald_duplicate_batches_total counter\nfocald_duplicate_batches_total %llu\n",
+     (unsigned long long)ss.duplicate_batches);
+  JW(&o, "# HELP focald_idempotent_replays_total Review-loop writes answered again from their Idempotency-Key (Idempotent-Replayed: true).\n"
+        "# TYPE focald_idempotent_replays_total counter\nfocald_idempotent_replays_total %llu\n",
+     (unsigned long long)ss.idempotent_replays);
   JW(&o, "# HELP focald_commits_total Database commits of the writer (one per group of batches).\n"
         "# TYPE focald_commits_total counter\nfocald_commits_total %llu\n", (unsigned long long)ss.commits);
   JW(&o, "# HELP focald_committed_ops_total Writes committed (batches, reviews, meta, queues, deletions).\n"

@@ -540,6 +540,8 @@ void store_get_stats(store *s, store_stats *out) {
   out->committed_samples = atomic_load(&s->committed_samples);
   out->failed_commits = atomic_load(&s->failed_commits);
   out->snapshot_failures = atomic_load(&s->snapshot_failures);
+  out->duplicate_batches = atomic_load(&s->duplicate_batches);
+  out->idempotent_replays = atomic_load(&s->idempotent_replays);
   out->commit_seconds_total = (double)atomic_load(&s->commit_ns) * 1e-9;
   pthread_mutex_lock(&s->lock);
   out->queue_depth = s->queued;

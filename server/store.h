@@ -55,6 +55,7 @@ void store_on_applied(store *s, void (*moved)(int64_t position), void (*head)(in
 /* Figures for /metrics and the dataset endpoints. */
 typedef struct store_stats {
   uint64_t commits, committed_ops, committed_samples, failed_commits, snapshot_failures;
+  uint64_t duplicate_batches, idempotent_replays;
   double commit_seconds_total;
   int64_t db_bytes, wal_bytes;
   int queue_depth;

@@ -263,14 +263,16 @@ void store__group_run(store *s, wop *list, int n) {
     }
     if (rc == SQLITE_FULL || (rc & 0xff) == SQLITE_IOERR) overwrite_failed_frames(s);
   }
-  uint64_t samples = 0;
+  uint64_t samples = 0, duplicates = 0, replays = 0;
   for (wop *op = list; op; op = op->next) {
     const wop_class *c = store__class_of(op->kind);
     if (committed && !op->failed && !op->replayed) {
       c->apply(s, op);
       if (op->kind == WOP_BATCH && !((job *)op)->duplicate) samples += (uint64_t)((job *)op)->rq.n;
+      if (op->kind == WOP_BATCH && ((job *)op)->duplicate) duplicates++;
       s->snap_wanted = 1;
     } else {
+      if (committed && !op->failed && op->replayed) replays++;
       c->discard(s, op);
     }
   }
@@ -281,6 +283,8 @@ void store__group_run(store *s, wop *list, int n) {
     atomic_fetch_add(&s->commits, 1);
     atomic_fetch_add(&s->committed_ops, (uint64_t)n);
     atomic_fetch_add(&s->committed_samples, samples);
+    atomic_fetch_add(&s->duplicate_batches, duplicates);
+    atomic_fetch_add(&s->idempotent_replays, replays);
     atomic_fetch_add(&s->commit_ns, (unsigned long long)(seconds * 1e9));
     metrics_hist_observe(&s->commit_seconds, seconds);
     metrics_hist_observe(&s->commit_ops, n);

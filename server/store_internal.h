@@ -134,6 +134,7 @@ struct store {
   double snap_due;            /* when the next pass may begin */
   /* stats, read by other threads */
   atomic_ullong commits, committed_ops, committed_samples, failed_commits, snapshot_failures;
+  atomic_ullong duplicate_batches, idempotent_replays; /* retries recognised: a batch_id, an Idempotency-Key */
   atomic_ullong commit_ns;
   metrics_hist commit_seconds, commit_ops, commit_samples;
   atomic_int wal_catchup;     /* set by the checkpointer: the writer copies the WAL's last frames */

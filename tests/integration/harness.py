@@ -341,6 +341,15 @@ class Daemon:
     def dataset(self, name):
         return self.get("/v1/datasets/%s" % q(name))
 
+    def metric(self, name):
+        """The value of an unlabelled series in /metrics (a float), or None if it is not there."""
+        r = self.get("/metrics")
+        assert r.status == 200, r
+        for line in r.body.decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split(" ", 1)[1])
+        return None
+
     def sample(self, dataset, sid, run=None):
         path = "/v1/datasets/%s/samples/%s" % (q(dataset), q(sid))
         if run is not None:

@@ -1339,6 +1339,7 @@ class BatchesTest(FocaldTestCase):
                     [self.d.sample(ds, i).json() for i in ids], [self.d.sample(ds, i).status for i in ("d", "x", "A")],
                     self.d.get("/v1/datasets/%s/hard-examples?run=r&k=10" % ds).json()["items"])
         before = state()
+        dups = self.d.metric("focald_duplicate_batches_total")
 
         def body(sample_ids, **kw):
             b = {"run": "r", "batch_id": "b-1", "ids": sample_ids, "logits": [[0.5, 0.5]] * len(sample_ids),
@@ -1362,6 +1363,7 @@ class BatchesTest(FocaldTestCase):
             self.assertEqual(r.status, 200, (b, r))
             self.assertIs(r.json()["duplicate"], True, b)
             self.assertEqual(state(), before, b)
+        self.assertEqual(self.d.metric("focald_duplicate_batches_total"), dups + len(again), "refusals are no duplicates")
         # the batch_id of another run, or of another dataset, is not this one
         self.assertIs(self.d.ok_batch(ds, body(["x", "y"], run="r2"))["duplicate"], False)
         self.assertIs(self.d.ok_batch(self.ds_name("-o"), body(["x", "y"]))["duplicate"], False)

@@ -79,6 +79,7 @@ class FamilyTest(IdemTestCase):
         # a relabel replaced by another relabel
         self.ok_review(ds, "b1", "relabelled", label=1)
         cases.append(("b1", {"status": "relabelled", "label": [0, 2]}))
+        replays = self.d.metric("focald_idempotent_replays_total")
         for sid, body in cases:
             with self.subTest(sample=sid, status=body["status"]):
                 key = new_key()
@@ -99,6 +100,7 @@ class FamilyTest(IdemTestCase):
                 # without the key, the same decision is a new request: refused, or a second entry
                 plain = self.review(ds, sid, **body)
                 self.assertIn(plain.status, (200, 409), plain)
+        self.assertEqual(self.d.metric("focald_idempotent_replays_total"), replays + 3 * len(cases))
 
     def test_meta_put_replays(self):
         ds = self.ds_name()
