@@ -45,7 +45,7 @@ static int finish_change(http_req *rq, http_resp *resp) {
   wop *op = rq->async;
   if (op->failed) return http_problem(resp, rq, &op->err);
   if (op->replayed) http_header(resp, IDEM_REPLAYED_HEADER, "true");
-  else api_log_position(resp, op);
+  api_log_position(resp, op);
   int status = op->answer_status;
   char *body = op->answer;
   op->answer = NULL;

@@ -56,6 +56,9 @@ int store__idem_check(store *s, wop *op) {
   } else {
     op->answer_status = sqlite3_column_int(q, 1);
     op->replayed = 1;
+    /* a cluster node has applied the log up to its head, the first request's change included: a read with
+     * after= this position sees that change */
+    if (s->pg) op->log_pos = s->pg_applied;
   }
   free(fp);
   store__step_reset(q);

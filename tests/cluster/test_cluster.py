@@ -351,6 +351,9 @@ class ClusterTestCase(FocaldTestCase):
             again = send(retry_node, method, path, body, key)
             self.assertEqual((again.status, again.body), (first.status, first.body), (path, again))
             self.assertEqual(again.header("Idempotent-Replayed"), "true", path)
+            # the replay gives a position at or after the change's, so that a read with after= sees it there
+            self.assertGreaterEqual(int(again.header("Focald-Log-Position") or 0), positions[-1], path)
+            self.assertEqual(retry_node.get("/v1/datasets/d?after=%s" % again.header("Focald-Log-Position")).status, 200)
             if body is not None:
                 changed = dict(body, note="other") if "status" in body else dict(body, size=4) if "size" in body else {"x": 1}
                 other = send(retry_node, method, path, changed, key)
