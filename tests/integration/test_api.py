@@ -1394,6 +1394,29 @@ class BatchesTest(FocaldTestCase):
         self.assertEqual(sorted(r.json()["duplicate"] for r in results), [False] + [True] * 5)
         self.assertEqual(self.d.dataset(ds).json()["observations"], 2)
 
+    def test_batches_one_batch_id_sent_at_once_with_different_samples_stores_one(self):
+        # six requests under one batch_id, each with samples of its own, sent together (they meet in one
+        # writer group or in several): one is stored, the others are refused, none is a duplicate
+        ds = self.ds_name()
+        results = {}
+
+        def send(k):
+            results[k] = self.d.batch(ds, {"batch_id": "same", "ids": ["s%d" % k, "t%d" % k],
+                                           "logits": [[1.0, 0.5], [0.2, 0.9]], "targets": [0, 1]})
+        threads = [threading.Thread(target=send, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stored = [k for k, r in results.items() if r.status == 200]
+        self.assertEqual(len(stored), 1, results)
+        self.assertIs(results[stored[0]].json()["duplicate"], False)
+        for k, r in results.items():
+            if k != stored[0]:
+                self.assertProblem(r, 422, "batch_id_reused", "/batch_id")
+            self.assertEqual(self.d.sample(ds, "s%d" % k).status, 200 if k == stored[0] else 404)
+        self.assertEqual(self.d.dataset(ds).json()["observations"], 2)
+
     def test_batches_without_batch_id_are_never_duplicates(self):
         ds = self.ds_name()
         body = {"ids": ["a"], "logits": [[1.0, 0.5]], "targets": [0]}
