@@ -264,12 +264,15 @@ def training_goes_on(f, name, version):
     if not check(f"{name}: the old run's ranking answers", before is not None, ids_before):
         return
     # the batch the workload sent first to pets/r1, with its batch_id: acknowledged before the upgrade
-    rng = make_fixtures.random.Random(1)
-    old = next(make_fixtures.pets_batches(rng, "r1", 0))
-    old["batch_id"] = "r1-e0-b0"
+    old = make_fixtures.first_pets_batch()
+    assert old["batch_id"] == "r1-e0-b0"
     st, out = f.request("POST", "/v1/datasets/pets/batches", old)
     check(f"{name}: a batch_id acknowledged before the upgrade is still a duplicate",
           st == 200 and out.get("duplicate") is True, (st, out))
+    # the stored batch's samples are read back from the old focald's payload to tell it from another batch
+    st, out = f.request("POST", "/v1/datasets/pets/batches", dict(old, ids=old["ids"][::-1]))
+    check(f"{name}: the batch_id with its samples in another order is refused as another batch",
+          st == 422 and out.get("code") == "batch_id_reused", (st, out))
     sent, last_step = {}, {}
     for e in (20, 21):
         for body in make_fixtures.pets_batches(make_fixtures.random.Random(e), "r1", e):
