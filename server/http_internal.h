@@ -65,8 +65,9 @@ const char *http__framing_problem(struct MHD_Connection *conn, char *why, size_t
 int http__authorized(struct MHD_Connection *conn, unsigned path_flags);
 /* The query problem of the request's route in *p: 1 when there is one, else 0. */
 int http__query_problem(struct MHD_Connection *conn, const router_route *route, problem *p /* OUT */);
-/* The route's query_param into rq->params (see http_request.c). Returns 0, or 1 with *p filled when it is absent. */
-int http__query_param(struct MHD_Connection *conn, const router_route *route, http_req *rq, problem *p /* OUT */);
+/* The route's query_param into rq->params[k], k being router_match's query_index (see http_request.c). Returns 0,
+ * or 1 with *p filled when it is absent. */
+int http__query_param(struct MHD_Connection *conn, const router_route *route, int k, http_req *rq, problem *p /* OUT */);
 /* The body's headers checked against route and the limits, and its buffer allocated when its length is
  * known: MHD_YES to read the body, or the answer refusing it. */
 enum MHD_Result http__begin_body(struct MHD_Connection *conn, http_req *rq, const router_route *route);

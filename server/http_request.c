@@ -43,39 +43,32 @@ typedef struct query_check {
 static enum MHD_Result check_query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
   (void)kind;
   query_check *q = cls;
-  size_t kl = strlen(key);
   /* an empty component ("?&k=1", "?k=1&&j=2") names nothing, as a trailing '&' does: let it be */
-  if (kl == 0 && !value) return MHD_YES;
-  int i = 0;
-  for (const char *p = q->allowed; *p; i++) {
-    size_t n = strcspn(p, " ");
-    if (n == kl && n > 0 && memcmp(p, key, n) == 0) {
-      if (q->seen & (1u << i)) {
-        q->bad = key;
-        q->repeated = 1;
-        return MHD_NO;
-      }
-      q->seen |= 1u << i;
-      char text[HTTP_QUERY_MAX];
-      if (!value || router_pct_decode(value, strlen(value), text, sizeof text, 1) != 0) {
-        q->bad = key;
-        q->malformed = value ? 1 : 2;
-        return MHD_NO;
-      }
-      return MHD_YES;
-    }
-    p += n;
-    p += strspn(p, " ");
+  if (key[0] == '\0' && !value) return MHD_YES;
+  const int i = router_word_index(q->allowed, key);
+  if (i < 0) {
+    q->bad = key;
+    return MHD_NO;
   }
-  q->bad = key;
-  return MHD_NO;
+  if (q->seen & (1u << i)) {
+    q->bad = key;
+    q->repeated = 1;
+    return MHD_NO;
+  }
+  q->seen |= 1u << i;
+  char text[HTTP_QUERY_MAX];
+  if (!value || router_pct_decode(value, strlen(value), text, sizeof text, 1) != 0) {
+    q->bad = key;
+    q->malformed = value ? 1 : 2;
+    return MHD_NO;
+  }
+  return MHD_YES;
 }
 
-/* The route's query_param (router.h) into rq->params, decoded as a query value ('+' is a space). Its
+/* The route's query_param (router.h) into rq->params[k], decoded as a query value ('+' is a space). Its
  * value was checked by http__query_problem already; absent, it is a problem (0 or 1, *p filled); one
  * that does not fit a path parameter is left in bad_param, as an undecodable path segment is. */
-int http__query_param(struct MHD_Connection *conn, const router_route *route, http_req *rq, problem *p /* OUT */) {
-  const int k = router_query_index(route);
+int http__query_param(struct MHD_Connection *conn, const router_route *route, int k, http_req *rq, problem *p /* OUT */) {
   const char *raw = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, route->query_param);
   if (!raw) {
     problem_set(p, P_BAD_QUERY, route->query_param, "the query parameter \"%s\" is required", route->query_param);

@@ -124,11 +124,11 @@ static enum MHD_Result begin_request(int health, struct MHD_Connection *conn, ht
   rq->route = route->pattern;
   rq->route_index = ri;
   if (http__query_problem(conn, route, &p)) return http__answer_problem(conn, rq, &p);
-  if (route->query_param && http__query_param(conn, route, rq, &p)) return http__answer_problem(conn, rq, &p);
+  if (route->query_param && http__query_param(conn, route, m.query_index, rq, &p)) return http__answer_problem(conn, rq, &p);
   if (rq->bad_param) {
     /* a name that cannot be decoded names nothing: the route says what that is (a 404, or bad_name) */
     char d[400];
-    const int in_query = rq->bad_param - 1 == router_query_index(route);
+    const int in_query = rq->bad_param - 1 == m.query_index;
     snprintf(d, sizeof d, "the %s \"%.200s\" is not a valid name: a malformed %%-escape, an encoded NUL, or too long",
              in_query ? "query parameter's value" : "path segment", rq->params[rq->bad_param - 1]);
     return http__send_problem(conn, rq, route->bad_param[rq->bad_param - 1], d);

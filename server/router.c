@@ -42,19 +42,20 @@ int router_pct_decode(const char *s, size_t slen, char *out, size_t n, int plus_
   return 0;
 }
 
-/* Matches path against pattern ("/v1/datasets/{dataset}/batches"); fills m's params and bad_param. */
+/* Matches path against pattern ("/v1/datasets/{dataset}/batches"); fills m's params and bad_param.
+ * Returns the number of parameters matched, or -1 when the path is not the pattern's. */
 static int match(const char *pattern, const char *path, router_match *m) {
   int np = 0;
   m->bad_param = 0;
   const char *p = pattern, *s = path;
   while (*p && *s) {
-    if (*p != '/' || *s != '/') return 0;
+    if (*p != '/' || *s != '/') return -1;
     p++;
     s++;
     const char *pe = strchr(p, '/'), *se = strchr(s, '/');
     size_t pl = pe ? (size_t)(pe - p) : strlen(p), sl = se ? (size_t)(se - s) : strlen(s);
     if (*p == '{') {
-      if (sl == 0 || np >= ROUTE_PARAMS) return 0;
+      if (sl == 0 || np >= ROUTE_PARAMS) return -1;
       if (router_pct_decode(s, sl, m->params[np], sizeof m->params[np], 0) != 0) {
         /* a malformed escape, %00 or a segment too long: the route is right, the name names nothing */
         snprintf(m->params[np], sizeof m->params[np], "%.*s", (int)(sl < 200 ? sl : 200), s);
@@ -62,12 +63,12 @@ static int match(const char *pattern, const char *path, router_match *m) {
       }
       np++;
     } else if (pl != sl || strncmp(p, s, pl) != 0) {
-      return 0;
+      return -1;
     }
     p += pl;
     s += sl;
   }
-  return *p == '\0' && *s == '\0';
+  return *p == '\0' && *s == '\0' ? np : -1;
 }
 
 /* HEAD is GET without the body (RFC 9110 section 9.3.2): libmicrohttpd leaves the body out. */
@@ -76,10 +77,13 @@ int router_find(const router_route *routes, int n, const char *method, const cha
   const char *want = strcmp(method, "HEAD") == 0 ? "GET" : method;
   m->allow[0] = '\0';
   m->path_flags = 0;
+  m->query_index = -1;
   for (int i = 0; i < n; i++) {
-    if (!match(routes[i].pattern, path, m)) continue;
+    const int np = match(routes[i].pattern, path, m);
+    if (np < 0) continue;
     if (strcmp(routes[i].method, want) == 0) {
       m->path_flags = routes[i].flags;
+      if (routes[i].query_param) m->query_index = np;
       return m->index = i;
     }
     m->path_flags = path_found ? m->path_flags & routes[i].flags : routes[i].flags;
@@ -98,20 +102,16 @@ static int pattern_params(const char *pattern) {
   return np;
 }
 
-int router_query_index(const router_route *r) {
-  return r->query_param ? pattern_params(r->pattern) : -1;
-}
-
-/* Whether name is one of the space-separated words of list. */
-static int listed(const char *list, const char *name) {
-  const size_t nl = strlen(name);
-  for (const char *p = list; *p;) {
+int router_word_index(const char *list, const char *word) {
+  const size_t wl = strlen(word);
+  int i = 0;
+  for (const char *p = list + strspn(list, " "); *p; i++) {
     const size_t l = strcspn(p, " ");
-    if (l == nl && strncmp(p, name, l) == 0) return 1;
+    if (l == wl && strncmp(p, word, l) == 0) return i;
     p += l;
     p += strspn(p, " ");
   }
-  return 0;
+  return -1;
 }
 
 int router_check(const router_route *routes, int n, char *err, size_t errn) {
@@ -119,7 +119,7 @@ int router_check(const router_route *routes, int n, char *err, size_t errn) {
     const router_route *r = &routes[i];
     int np = pattern_params(r->pattern);
     if (r->query_param) {
-      if (!listed(r->query, r->query_param)) {
+      if (router_word_index(r->query, r->query_param) < 0) {
         snprintf(err, errn, "route %s %s: its query_param \"%s\" is not among its query parameters", r->method, r->pattern,
                  r->query_param);
         return -1;

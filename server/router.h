@@ -60,6 +60,7 @@ typedef struct router_match {
   char allow[ROUTE_ALLOW_MAX];                /* with -2: the path's methods ("GET, HEAD, DELETE") */
   char params[ROUTE_PARAMS][ROUTE_PARAM_MAX]; /* the matched route's parameters, percent-decoded */
   int bad_param;                              /* 1 + the index of a parameter that could not be decoded, or 0 */
+  int query_index;                            /* the index in params of the matched route's query_param, or -1 */
 } router_match;
 
 /* Routes method and path (raw, without the query) through routes[0..n). Fills *m; returns m->index. */
@@ -69,8 +70,9 @@ int router_find(const router_route *routes, int n, const char *method, const cha
  * with its bad_param code, a query_param among the route's query parameters, alignments powers of 2 up to 64. Returns 0, or -1 and writes why into err. */
 int router_check(const router_route *routes, int n, char *err, size_t errn);
 
-/* The index in params of route r's query_param, or -1 when it has none. */
-int router_query_index(const router_route *r);
+/* The index of word among the space-separated words of list (a route's query), or -1 when it is not one
+ * of them. A word is never empty: "" is at no index. */
+int router_word_index(const char *list, const char *word);
 
 /* When name is some route's head_header (compared without regard to case), that route's spelling of it,
  * else NULL. (A request may carry such a header once only.) */

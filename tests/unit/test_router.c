@@ -130,8 +130,6 @@ static void test_router_check_refuses_malformed_tables(void **state) {
   /* a parameter given in the query counts as one, needs its answer and must be a query parameter of the route */
   const router_route in_query[] = {{"GET", "/a/{x}/b", h_none, 0, "id k", {P_NOT_FOUND, P_SAMPLE_NOT_FOUND}, NULL, 0, "id"}};
   assert_int_equal(router_check(in_query, 1, err, sizeof err), 0);
-  assert_int_equal(router_query_index(&in_query[0]), 1);
-  assert_int_equal(router_query_index(&table[1]), -1);
   const router_route unlisted[] = {{"GET", "/a/{x}/b", h_none, 0, "k", {P_NOT_FOUND, P_SAMPLE_NOT_FOUND}, NULL, 0, "id"}};
   assert_int_equal(router_check(unlisted, 1, err, sizeof err), -1);
   assert_non_null(strstr(err, "query_param"));
@@ -167,6 +165,49 @@ static void test_router_daemon_table_states_the_api_rules(void **state) {
     assert_int_equal(strncmp(api_routes[i].pattern, "/v1/", 4) == 0, (api_routes[i].flags & ROUTE_DATA) != 0);
 }
 
+/* A route that takes its last parameter from the query: the match says which slot of params it fills (after
+ * the path's); any other route, and a failed match, say -1. */
+static void test_router_match_gives_the_query_parameter_slot(void **state) {
+  (void)state;
+  const router_route routes[] = {
+      {"GET", "/a/{x}/b", h_none, 0, "id k", {P_NOT_FOUND, P_SAMPLE_NOT_FOUND}, NULL, 0, "id"},
+      {"GET", "/a/{x}/c", h_none, 0, "id", {P_NOT_FOUND, P_NONE}, NULL, 0, NULL},
+      {"GET", "/q", h_none, 0, "id", {P_NOT_FOUND, P_NONE}, NULL, 0, "id"},
+  };
+  router_match m;
+  assert_int_equal(router_find(routes, 3, "GET", "/a/x/b", &m), 0);
+  assert_int_equal(m.query_index, 1);
+  assert_int_equal(router_find(routes, 3, "GET", "/a/x/c", &m), 1);
+  assert_int_equal(m.query_index, -1);
+  assert_int_equal(router_find(routes, 3, "GET", "/q", &m), 2);
+  assert_int_equal(m.query_index, 0);
+  assert_int_equal(router_find(routes, 3, "POST", "/a/x/b", &m), -2);
+  assert_int_equal(m.query_index, -1);
+  assert_int_equal(router_find(routes, 3, "GET", "/none", &m), -1);
+  assert_int_equal(m.query_index, -1);
+  /* the daemon's ?id= routes: the sample id comes after the dataset */
+  const int ri = router_find(api_routes, api_route_count, "GET", "/v1/datasets/d/sample", &m);
+  assert_true(ri >= 0);
+  assert_string_equal(api_routes[ri].query_param, "id");
+  assert_int_equal(m.query_index, 1);
+}
+
+/* A route's query lists its parameters as words between spaces: each has its index, nothing else has one. */
+static void test_router_word_index_finds_whole_words_only(void **state) {
+  (void)state;
+  assert_int_equal(router_word_index("id k order", "id"), 0);
+  assert_int_equal(router_word_index("id k order", "k"), 1);
+  assert_int_equal(router_word_index("id k order", "order"), 2);
+  assert_int_equal(router_word_index("  id   k ", "k"), 1);   /* runs of spaces, before and after */
+  assert_int_equal(router_word_index("id k order", "ord"), -1); /* a prefix of a word */
+  assert_int_equal(router_word_index("id k order", "orders"), -1);
+  assert_int_equal(router_word_index("id k order", "id k"), -1);
+  assert_int_equal(router_word_index("id k order", ""), -1);
+  assert_int_equal(router_word_index(" ", ""), -1);
+  assert_int_equal(router_word_index("", ""), -1);
+  assert_int_equal(router_word_index("", "id"), -1);
+}
+
 static void test_router_pct_decode_refuses_what_it_cannot_decode(void **state) {
   (void)state;
   char out[8];
@@ -191,6 +232,8 @@ int main(void) {
       cmocka_unit_test(test_router_head_header_is_found_without_regard_to_case),
       cmocka_unit_test(test_router_check_refuses_malformed_tables),
       cmocka_unit_test(test_router_daemon_table_states_the_api_rules),
+      cmocka_unit_test(test_router_match_gives_the_query_parameter_slot),
+      cmocka_unit_test(test_router_word_index_finds_whole_words_only),
       cmocka_unit_test(test_router_pct_decode_refuses_what_it_cannot_decode),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
