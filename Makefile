@@ -284,9 +284,10 @@ $(BUILD)/tests/test_lib_vmath: tests/unit/test_lib_vmath.c $(BUILD)/tests/test_l
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(DEPFLAGS) -Ilib/src $(CFLAGS) $(KFLAGS) -march=x86-64 -DFL_W=4 $< -o $@ $(LDFLAGS) -lcmocka -lm
 
+# The golden vectors' path is built in as an absolute path, so that the test runs from any directory.
 $(BUILD)/tests/test_lib_%: tests/unit/test_lib_%.c $(LIB) $(BUILD)/tests/test_lib_%.d | $(BUILD)/.build-deps
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) -DGOLDEN_PATH='"tests/golden/lib_golden.txt"' $< $(LIB) -o $@ $(LDFLAGS) -lcmocka -lm -lpthread
+	$(CC) $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) -DGOLDEN_PATH='"$(abspath tests/golden/lib_golden.txt)"' $< $(LIB) -o $@ $(LDFLAGS) -lcmocka -lm -lpthread
 
 # The fault-injection harness's library, preloaded into focald by tests/fault/torture.py.
 FAULT_SHIM := $(BUILD)/tests/libfaultvfs.so
