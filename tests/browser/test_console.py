@@ -546,24 +546,33 @@ class HardExamplesBrowserTest(ConsoleBrowserCase):
         self.assertFalse(self.driver.find_elements(By.CSS_SELECTOR, "#main .error"), self.find("#main").text)
 
 
-class MediaBrowserTest(ConsoleBrowserCase):
-    """--media-root: the sample view previews a local image (fetched with the API, shown from a blob: URL)."""
-    media = tempfile.TemporaryDirectory(prefix="focald-browser-media-")
-    daemon_args = ("--media-root", media.name)
+class MediaRootBrowserCase(ConsoleBrowserCase):
+    """A focald with a --media-root of its own holding one image, x.png of image_size pixels; fixture() posts
+    the samples that point at it."""
+    image_size = (1, 1)
 
     @classmethod
-    def fixture(cls):
-        sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
-        from test_console import png
+    def setUpClass(cls):
+        cls.media = tempfile.TemporaryDirectory(prefix="focald-browser-media-")
+        cls.daemon_args = ("--media-root", cls.media.name)
         with open(os.path.join(cls.media.name, "x.png"), "wb") as f:
-            f.write(png(7, 5))
-        cls.d.ok_batch(DS, {"ids": ["img", "away"], "logits": [[0.0, 1.0], [1.0, 0.0]], "targets": [1, 0],
-                            "meta": {"img": {"uri": "x.png"}, "away": {"uri": "../x.png"}}})
+            f.write(harness.png(*cls.image_size))
+        super().setUpClass()
 
     @classmethod
     def tearDownClass(cls):
         super().tearDownClass()
         cls.media.cleanup()
+
+
+class MediaBrowserTest(MediaRootBrowserCase):
+    """--media-root: the sample view previews a local image (fetched with the API, shown from a blob: URL)."""
+    image_size = (7, 5)
+
+    @classmethod
+    def fixture(cls):
+        cls.d.ok_batch(DS, {"ids": ["img", "away"], "logits": [[0.0, 1.0], [1.0, 0.0]], "targets": [1, 0],
+                            "meta": {"img": {"uri": "x.png"}, "away": {"uri": "../x.png"}}})
 
     def test_browser_previews_a_local_image_under_the_media_root(self):
         self.open("sample/%s/img" % DS)
@@ -583,27 +592,17 @@ ALL = "open,queued,in_review,relabelled,confirmed,dismissed"
 AWKWARD = [".", "..", "%2e", "%2E%2e", "a/b", "../x", "?", "#", "%", "a+b", " x", "é ✓"]
 
 
-class AwkwardIdsBrowserTest(ConsoleBrowserCase):
+class AwkwardIdsBrowserTest(MediaRootBrowserCase):
     """Samples whose ids a browser would rewrite in a path: the console reaches each one (page, preview,
     decisions, queue mode, the hardest-examples table), and every change lands on that sample only."""
-    media = tempfile.TemporaryDirectory(prefix="focald-browser-dots-")
-    daemon_args = ("--media-root", media.name)
+    image_size = (3, 2)
 
     @classmethod
     def fixture(cls):
-        sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
-        from test_console import png
-        with open(os.path.join(cls.media.name, "x.png"), "wb") as f:
-            f.write(png(3, 2))
         for ds in ("dots", "dotsq", "dotsh"):
             n = len(AWKWARD)
             cls.d.ok_batch(ds, {"ids": AWKWARD, "logits": [[0.0, 0.2 * i] for i in range(n)], "targets": [0] * n,
                                 "meta": {sid: {"uri": "x.png", "n": i} for i, sid in enumerate(AWKWARD)}})
-
-    @classmethod
-    def tearDownClass(cls):
-        super().tearDownClass()
-        cls.media.cleanup()
 
     def status(self, ds, sid):
         return self.api("GET", "/v1/datasets/%s/samples/%s" % (ds, harness.q(sid)))["status"]

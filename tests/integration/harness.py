@@ -28,6 +28,7 @@ import tempfile
 import time
 import unittest
 import urllib.parse
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -95,6 +96,56 @@ def sigmoid_focal_element(z, t, alpha=0.25, gamma=2.0):
     p_t = s * t + (1 - s) * (1 - t)
     a_t = alpha * t + (1 - alpha) * (1 - t)
     return a_t * (1 - p_t) ** gamma * ce
+
+
+def png(w=2, h=1, rgb=(200, 30, 30)):
+    """A valid PNG of w x h pixels of one colour."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff)
+    raw = b"".join(b"\x00" + bytes(rgb) * w for _ in range(h))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def poll_until(proc, probe, timeout, interval=0.02):
+    """Calls probe() until it returns true (True), proc (a Popen, or None) exits, or timeout seconds pass
+    (False). A probe that raises OSError or an HTTP client error counts as not yet: a focald that is
+    starting refuses connections, or closes them, before it answers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            if probe():
+                return True
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(interval)
+    return False
+
+
+def read_response(s, deadline):
+    """Reads one HTTP response off socket s until the connection closes, its Content-Length is complete, or
+    time.monotonic() passes deadline. Returns (the bytes read, how it ended: 'answered' (complete), 'closed'
+    (by the peer, or a reset) or 'timeout')."""
+    buf = b""
+    while time.monotonic() < deadline:
+        s.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            part = s.recv(65536)
+        except socket.timeout:
+            break
+        except OSError:
+            return buf, "closed"
+        if not part:
+            return buf, "closed"
+        buf += part
+        head, sep, body = buf.partition(b"\r\n\r\n")
+        if sep:
+            m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+            if m and len(body) >= int(m.group(1)):
+                return buf, "answered"
+    return buf, "timeout"
 
 
 def default_hangup():
@@ -184,16 +235,8 @@ class Daemon:
             with open(log_path, "wb") as log:
                 self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                              env=self.env, preexec_fn=default_hangup)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break
-                try:
-                    if self.get("/readyz", timeout=1).status == 200:
-                        return self
-                except (OSError, http.client.HTTPException):
-                    pass
-                time.sleep(0.01)
+            if poll_until(self.proc, lambda: self.get("/readyz", timeout=1).status == 200, timeout, 0.01):
+                return self
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
@@ -302,21 +345,7 @@ class Daemon:
         """Sends raw bytes and reads the response until the connection closes or the body is complete."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
             s.sendall(data)
-            buf = b""
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                try:
-                    part = s.recv(65536)
-                except socket.timeout:
-                    break
-                if not part:
-                    break
-                buf += part
-                head, sep, body = buf.partition(b"\r\n\r\n")
-                if sep:
-                    m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
-                    if m and len(body) >= int(m.group(1)):
-                        break
+            buf, _ = read_response(s, time.monotonic() + timeout)
             if not buf:
                 raise AssertionError("no response within %.0f s" % timeout)
             return parse_raw_response(buf)

@@ -14,12 +14,10 @@ import math
 import os
 import random
 import re
-import struct
 import sys
 import tempfile
 import unittest
 import urllib.parse
-import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -27,10 +25,6 @@ import harness  # noqa: E402
 ALL_STATES = "open,queued,in_review,relabelled,confirmed,dismissed"
 UI_ROOT = os.path.join(harness.ROOT, "server", "ui")
 TOKEN = "console-test-token-0123456789abcdef"
-
-
-def f32(x):
-    return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
 def csp_directives(value):
@@ -168,13 +162,13 @@ def expected_map(items, x0=0.0, x1=0.5, y0=0.0, y1=1.0, bins=64, min_seen=1):
     for it in items:
         if it["seen"] < min_seen:
             continue
-        x, y = f32(it["variability"]), f32(it["confidence"])
+        x, y = harness.f32(it["variability"]), harness.f32(it["confidence"])
         if not (x0 <= x <= x1 and y0 <= y <= y1):
             continue
         c = cell_of(y, y0, y1, bins) * bins + cell_of(x, x0, x1, bins)
         counts[c] += 1
-        sums[c] += f32(it["correctness"])
-        points[it["id"]] = (x, y, f32(it["correctness"]), it["label"], it["status"])
+        sums[c] += harness.f32(it["correctness"])
+        points[it["id"]] = (x, y, harness.f32(it["correctness"]), it["label"], it["status"])
     means = [sums[c] / counts[c] if counts[c] else None for c in range(bins * bins)]
     return counts, means, points
 
@@ -257,7 +251,7 @@ class DataMapTest(harness.FocaldTestCase):
         want = self.assert_map(m, items, bins=8, **rect)
         self.assertGreater(len(want), 5, "the rectangle holds some samples")
         self.assertLess(len(want), len(items), "and not all")
-        got = {p["id"]: (f32(p["x"]), f32(p["y"]), f32(p["correctness"]), p["label"], p["status"]) for p in m["points"]}
+        got = {p["id"]: (harness.f32(p["x"]), harness.f32(p["y"]), harness.f32(p["correctness"]), p["label"], p["status"]) for p in m["points"]}
         self.assertEqual(len(got), len(m["points"]), "each sample once")
         self.assertEqual(got, want)
         # exactly at the limit: listed; one under it: not
@@ -320,15 +314,6 @@ class DataMapTest(harness.FocaldTestCase):
 
 # ---------------------------------------------------------------------------- local previews
 
-def png(w=2, h=1, rgb=(200, 30, 30)):
-    """A valid PNG of w x h pixels of one colour."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff)
-    raw = b"".join(b"\x00" + bytes(rgb) * w for _ in range(h))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) +
-            chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-
-
 class MediaRootTest(harness.FocaldTestCase):
     """--media-root: a sample's image under the root is served; nothing outside it, by any path."""
 
@@ -340,8 +325,8 @@ class MediaRootTest(harness.FocaldTestCase):
         outside = os.path.join(base, "outside")
         for d in (root, os.path.join(root, "sub"), outside, os.path.join(outside, "dir")):
             os.makedirs(d)
-        cls.inside = png(3, 2)
-        cls.secret = png(1, 1, (1, 2, 3)) + b"SECRET"
+        cls.inside = harness.png(3, 2)
+        cls.secret = harness.png(1, 1, (1, 2, 3)) + b"SECRET"
         files = {os.path.join(root, "a.png"): cls.inside, os.path.join(root, "sub", "b b.JPG"): b"\xff\xd8\xff\xe0jpeg",
                  os.path.join(root, "notes.txt"): b"text", os.path.join(root, "fake.png.txt"): b"x",
                  os.path.join(outside, "secret.png"): cls.secret, os.path.join(outside, "dir", "s.png"): cls.secret}

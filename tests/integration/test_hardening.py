@@ -114,28 +114,7 @@ def raw_exchange(port, data, timeout=3.0):
             s.sendall(data)
         except OSError:
             pass  # the server may answer and close before reading everything
-        buf = b""
-        deadline = t0 + timeout
-        how = "timeout"
-        while time.monotonic() < deadline:
-            s.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                part = s.recv(65536)
-            except socket.timeout:
-                break
-            except OSError:
-                how = "closed"
-                break
-            if not part:
-                how = "closed"
-                break
-            buf += part
-            head, sep, body = buf.partition(b"\r\n\r\n")
-            if sep:
-                m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
-                if m and len(body) >= int(m.group(1)):
-                    how = "answered"
-                    break
+        buf, how = harness.read_response(s, t0 + timeout)
         elapsed = time.monotonic() - t0
     if buf.startswith(b"HTTP/"):
         return harness.parse_raw_response(buf), elapsed, "answered"
@@ -1944,15 +1923,9 @@ class SignalTest(HardeningTestCase):
                 with open(log_path, "wb") as log:
                     dd.proc = subprocess.Popen(dd.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                                env=dd.env)
-                deadline = time.monotonic() + 10
-                while True:  # listening, and loading
-                    try:
-                        if dd.get("/livez", timeout=1).status == 200:
-                            break
-                    except (OSError, http.client.HTTPException):
-                        pass
-                    self.assertLess(time.monotonic(), deadline, "focald never answered /livez")
-                    time.sleep(0.02)
+                # listening, and loading
+                self.assertTrue(harness.poll_until(dd.proc, lambda: dd.get("/livez", timeout=1).status == 200, 10),
+                                "focald never answered /livez")
                 self.assertProblem(dd.get("/readyz"), 503, "starting")
                 t0 = time.monotonic()
                 dd.send_signal(sig)
@@ -1988,15 +1961,8 @@ class SignalTest(HardeningTestCase):
         try:
             h = Daemon(self.id())
             h.port = port
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    if h.get("/readyz", timeout=1).status == 200:
-                        break
-                except (OSError, http.client.HTTPException):
-                    pass
-                self.assertLess(time.monotonic(), deadline, "focald did not become ready")
-                time.sleep(0.02)
+            self.assertTrue(harness.poll_until(p, lambda: h.get("/readyz", timeout=1).status == 200, 10),
+                            "focald did not become ready")
             p.send_signal(signal.SIGHUP)
             time.sleep(0.5)
             self.assertIsNone(p.poll(), "a SIGHUP ignored at start stopped focald")
