@@ -27,46 +27,42 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "integration"))
+from harness import free_port, poll_until, q  # noqa: E402
 
 STATES = "open,queued,in_review,relabelled,confirmed,dismissed"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Focald:
-    def __init__(self, binary, db, args=()):
+    """One focald process (the binary given) on a free loopback port with its database at db; what it logs is
+    appended to db.log. The upgrade suite drives today's focald with it, this file the old ones."""
+
+    def __init__(self, binary, db, args=(), env=None):
+        self.db = db
         self.port = free_port()
-        self.log = open(db + ".log", "ab")
-        self.proc = subprocess.Popen([binary, "--listen", f"127.0.0.1:{self.port}", "--db", db, *args],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                if self.request("GET", "/readyz")[0] == 200:
-                    return
-            except OSError:
-                pass
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"{binary} did not become ready; see {db}.log")
+        self.logpath = db + ".log"
+        self.log_from = os.path.getsize(self.logpath) if os.path.exists(self.logpath) else 0
+        e = dict(os.environ)
+        e.update(env or {})
+        with open(self.logpath, "ab") as log:
+            self.proc = subprocess.Popen([binary, "--listen", f"127.0.0.1:{self.port}", "--db", db, *args],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=e)
+
+    def ready(self, timeout):
+        """True once GET /readyz answers 200; False when the process exits first or timeout seconds pass."""
+        return poll_until(self.proc, lambda: self.request("GET", "/readyz")[0] == 200, timeout, 0.05)
 
     def request(self, method, path, body=None):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        """(status, the JSON body, its text when it is not JSON, or None when empty)."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         try:
             data = None if body is None else json.dumps(body).encode()
-            headers = {"Content-Type": "application/json"} if data is not None else {}
-            c.request(method, path, body=data, headers=headers)
+            c.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
             r = c.getresponse()
             raw = r.read()
             try:
@@ -82,14 +78,22 @@ class Focald:
             raise RuntimeError(f"{method} {path}: {status} {out}")
         return out
 
-    def stop(self, sig):
-        self.proc.send_signal(sig)
-        self.proc.wait(30)
-        self.log.close()
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        """Sends sig (unless it has exited) and waits; returns the exit status, or None when it had to be killed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
 
-
-def q(s):
-    return urllib.parse.quote(str(s), safe="")
+    def log(self):
+        """What this process logged (the file holds the earlier processes' lines too)."""
+        with open(self.logpath, errors="replace") as f:
+            f.seek(self.log_from)
+            return f.read()
 
 
 # ------------------------------------------------------------------------------------------- the workload
@@ -271,6 +275,8 @@ def main():
     try:
         args = ["--snapshot-interval", "1"] if a.kill else []
         f = Focald(a.focald, db, args)
+        if not f.ready(30):
+            raise RuntimeError(f"{a.focald} did not become ready; see {db}.log")
         workload(f, a.version, a.kill)
         answers = record(f, a.version)
         os.makedirs(a.out, exist_ok=True)

@@ -24,18 +24,14 @@ Output: one line per check, "ok - ..." or "not ok - ...", then "ok N" and, when 
 import glob
 import gzip
 import hashlib
-import http.client
 import json
 import math
 import os
 import shutil
 import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -94,66 +90,14 @@ def check(name, ok, detail=""):
     return ok
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Focald(make_fixtures.Focald):
+    """Today's focald ($BUILD/focald) on db; started, not yet ready (ready() waits)."""
 
-
-class Focald:
     def __init__(self, db, env=None, args=()):
-        self.db = db
-        self.port = free_port()
-        self.logpath = db + ".log"
-        self.log_from = os.path.getsize(self.logpath) if os.path.exists(self.logpath) else 0
-        e = dict(os.environ)
-        e.update(env or {})
-        with open(self.logpath, "ab") as log:
-            self.proc = subprocess.Popen([FOCALD, "--listen", f"127.0.0.1:{self.port}", "--db", db, *args],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=e)
+        super().__init__(FOCALD, db, args, env)
 
     def ready(self, timeout=READY_TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                if self.request("GET", "/readyz")[0] == 200:
-                    return True
-            except OSError:
-                pass
-            time.sleep(0.05)
-        return False
-
-    def request(self, method, path, body=None):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            data = None if body is None else json.dumps(body).encode()
-            c.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
-            r = c.getresponse()
-            raw = r.read()
-            try:
-                return r.status, json.loads(raw) if raw else None
-            except ValueError:
-                return r.status, raw.decode("utf-8", "replace")
-        finally:
-            c.close()
-
-    def stop(self, sig=signal.SIGTERM, timeout=60):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return None
-
-    def log(self):
-        """What this process logged (the file holds the earlier processes' lines too)."""
-        with open(self.logpath, errors="replace") as f:
-            f.seek(self.log_from)
-            return f.read()
+        return super().ready(timeout)
 
 
 def user_version(db):
