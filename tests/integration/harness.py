@@ -10,7 +10,8 @@ is "ok N" when all N tests passed, or "failed K" when K failed, preceded by "ok 
 (tests/run-suites counts both kinds of line).
 
 Used by test_api.py, test_hardening.py, test_review.py, test_binary.py, test_segments.py, test_consistency.py,
-test_console.py, test_readme.py and tests/browser/test_console.py. Python standard library only.
+test_console.py, test_readme.py and tests/browser/test_console.py; tests/upgrade/ takes free_port, q and
+poll_until from it. Python standard library only.
 """
 import http.client
 import json
