@@ -65,6 +65,13 @@ static inline vf vb(vi mask) {
   return vsel(mask, one(), zero());
 }
 
+/* Each lane's entry of a per-class table: table[k[l]] in lane l. */
+static inline vf gather(const float *table, const int32_t k[FL_W]) {
+  float g[FL_W];
+  for (int l = 0; l < FL_W; l++) g[l] = table[k[l]];
+  return vf_load(g);
+}
+
 /* v limited to [-FLT_MAX, FLT_MAX]. */
 static inline vf vsat(vf v) {
   return vmax(vmin(v, vf_set(FLT_MAX)), vf_set(-FLT_MAX));
@@ -419,17 +426,9 @@ FL__HOT int eval_flat_spec(const fl__ctx *cx, int64_t *where, int spec) {
       } else {
         e.w = one();
       }
-      if (cx->pos_weight) {
-        float pp[FL_W];
-        for (int l = 0; l < FL_W; l++) pp[l] = cx->pos_weight[kl[l]];
-        e.pw = vf_load(pp);
-      } else {
-        e.pw = one();
-      }
+      e.pw = cx->pos_weight ? gather(cx->pos_weight, kl) : one();
       if (cx->alpha_c) {
-        float ap[FL_W];
-        for (int l = 0; l < FL_W; l++) ap[l] = cx->alpha_c[kl[l]];
-        e.a_pos = vf_load(ap);
+        e.a_pos = gather(cx->alpha_c, kl);
         e.a_neg = 1.0f - e.a_pos;
       } else if (cx->alpha_on) {
         e.a_pos = vf_set(cx->alpha);
