@@ -1241,17 +1241,21 @@ class LimitsTest(HardeningTestCase):
             time.sleep(0.05)
         return out
 
+    def _stall(self, d, data):
+        """Sends data, a request cut short, on a fresh connection and waits for focald to answer or close it.
+        Returns (the first bytes that came back, seconds waited)."""
+        with socket.create_connection(("127.0.0.1", d.port), timeout=self.TIMEOUT + 5) as s:
+            s.sendall(data)
+            t0 = time.monotonic()
+            try:
+                got = s.recv(100)
+            except OSError:
+                got = b""
+            return got, time.monotonic() - t0
+
     def test_limits_stalled_connection_is_closed_after_the_timeout(self):
         d = self.start_daemon(args=("--connection-timeout", self.TIMEOUT))
-        s = socket.create_connection(("127.0.0.1", d.port), timeout=self.TIMEOUT + 5)
-        s.sendall(b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Le")
-        t0 = time.monotonic()
-        try:
-            data = s.recv(100)
-        except OSError:
-            data = b""
-        waited = time.monotonic() - t0
-        s.close()
+        data, waited = self._stall(d, b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Le")
         self.assertFalse(data.startswith(b"HTTP/1.1 2"), data)
         self.assertTrue(self.TIMEOUT - 0.5 <= waited <= self.TIMEOUT + 2.5,
                         "a stalled connection was closed after %.2f s (--connection-timeout %d)"
@@ -1311,17 +1315,10 @@ class LimitsTest(HardeningTestCase):
     def test_limits_stalled_body_is_closed_after_the_timeout(self):
         d = self.start_daemon(args=("--connection-timeout", self.TIMEOUT))
         before = d.get("/v1/datasets").json()
-        s = socket.create_connection(("127.0.0.1", d.port), timeout=self.TIMEOUT + 5)
         body = harness.raw_json(base_body())
-        s.sendall(b"POST /v1/datasets/stall/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n" % len(body) + body[:20])
-        t0 = time.monotonic()
-        try:
-            data = s.recv(100)
-        except OSError:
-            data = b""
-        waited = time.monotonic() - t0
-        s.close()
+        data, waited = self._stall(d, b"POST /v1/datasets/stall/batches HTTP/1.1\r\nHost: x\r\n"
+                                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                                   + body[:20])
         self.assertLessEqual(waited, self.TIMEOUT + 2.5, "a stalled body held the connection %.2f s" % waited)
         self.assertFalse(data.startswith(b"HTTP/1.1 2"), data)
         self.assertEqual(d.get("/v1/datasets").json(), before)
