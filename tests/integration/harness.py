@@ -596,6 +596,22 @@ def temp_dir(prefix="focald-hard-"):
     return td.name
 
 
+def mount_tmpfs(test, size):
+    """A tmpfs of size (as mount(8) takes it: "1m") mounted on a fresh directory and unmounted when test ends,
+    and a directory for logs beside it, not on it. Returns (mount point, log directory). Mounting needs root,
+    which the integration suite runs as: a test that cannot mount fails."""
+    root = temp_dir()
+    mnt = os.path.join(root, "mnt")
+    os.mkdir(mnt)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", mnt], capture_output=True)
+    test.assertEqual(r.returncode, 0, "cannot mount a tmpfs (the integration suite runs as root): %s"
+                     % r.stderr.decode().strip())
+    test.addCleanup(subprocess.run, ["umount", "-l", mnt], capture_output=True)
+    logs = os.path.join(root, "logs")
+    os.mkdir(logs)
+    return mnt, logs
+
+
 class HardeningTestCase(FocaldTestCase):
     """No class daemon: each test starts what it needs."""
     class_daemon = False

@@ -186,17 +186,7 @@ class DiskFullSnapshotTest(ConsistencyTestCase):
     def test_consistency_disk_full_on_a_small_tmpfs_keeps_every_acknowledged_observation(self):
         """As measured from outside: a 24 MiB tmpfs, a filler leaving about 1.5 MB, two clients ingesting
         with snapshots every second, 507s while full; the filler removed; SIGTERM; restart."""
-        if os.geteuid() != 0:
-            self.skipTest("mounting a tmpfs needs root (CI runs as root; the VFS tests above cover the mechanism)")
-        root = harness.temp_dir()
-        mnt = os.path.join(root, "mnt")
-        os.mkdir(mnt)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt], capture_output=True)
-        if r.returncode != 0:
-            self.skipTest("cannot mount a tmpfs: %s" % r.stderr.decode().strip())
-        self.addCleanup(subprocess.run, ["umount", "-l", mnt], capture_output=True)
-        logs = os.path.join(root, "logs")
-        os.mkdir(logs)
+        mnt, logs = harness.mount_tmpfs(self, "24m")
         d = self.daemon(db_dir=mnt, log_dir=logs, args=("--snapshot-interval", "1")).start()
         filler = os.path.join(mnt, "filler")
         st = os.statvfs(mnt)

@@ -32,7 +32,7 @@ every failure message). Uses tests/integration/harness.py's daemon and runner. T
 line of output is "ok N" when all N tests passed, or "failed K" when K failed, preceded by "ok P" for
 the P that passed.
 
-Needs root for the tmpfs case (it is skipped otherwise), prlimit(1) and openssl(1).
+Needs root for the tmpfs cases (they fail otherwise), prlimit(1) and openssl(1).
 """
 import fcntl
 import http.client
@@ -1125,15 +1125,7 @@ class DiskFullTest(HardeningTestCase):
             self._assert_sample(d, ds, sample[0], sample[1], ctx)
 
     def test_disk_full_tmpfs_507_reads_work_and_space_returning_resumes(self):
-        root = temp_dir()
-        mnt = os.path.join(root, "mnt")
-        os.mkdir(mnt)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt], capture_output=True)
-        if r.returncode != 0:
-            self.skipTest("cannot mount a tmpfs: %s" % r.stderr.decode().strip())
-        self.addCleanup(subprocess.run, ["umount", "-l", mnt], capture_output=True)
-        logs = os.path.join(root, "logs")
-        os.mkdir(logs)
+        mnt, logs = harness.mount_tmpfs(self, "1m")
         d = Daemon(self.id(), db_dir=mnt, log_dir=logs, args=("--snapshot-interval", "3600")).start()
         self.addCleanup(lambda: d.running() and d.kill9())
         ds = "full"
@@ -1151,7 +1143,7 @@ class DiskFullTest(HardeningTestCase):
             acked.append(body)
         self._assert_intact(d, ds, acked, rejected, "after space returned", sample)
         self.assertEqual(d.stop(), 0)
-        self.assertEqual(integrity_of_copy(d.db, os.path.join(root, "check")), ["ok"])
+        self.assertEqual(integrity_of_copy(d.db, os.path.join(temp_dir(), "check")), ["ok"])
         d2 = Daemon(self.id(), db_dir=mnt, log_dir=logs).start()
         self.addCleanup(lambda: d2.running() and d2.kill9())
         self._assert_intact(d2, ds, acked, rejected, "after a restart", sample)
@@ -2328,12 +2320,7 @@ class CreationFaultTest(HardeningTestCase):
                 self.assertEqual(v, latest, what)
 
     def test_creation_on_a_full_tmpfs_leaves_nothing_and_the_next_start_creates_it(self):
-        root = temp_dir()
-        mnt = os.path.join(root, "mnt")
-        os.mkdir(mnt)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt], capture_output=True)
-        self.assertEqual(r.returncode, 0, "cannot mount a tmpfs (the integration suite runs as root): %s" % r.stderr)
-        self.addCleanup(subprocess.run, ["umount", "-l", mnt], capture_output=True)
+        mnt, _ = harness.mount_tmpfs(self, "1m")
         # room for 0 pages, then 1, 2, ... (past the first 40, every 5th): every point where the creation can run
         # out, until it fits
         fitted = False
