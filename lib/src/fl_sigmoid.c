@@ -622,6 +622,18 @@ FL__HOT vi load_labels(const fl__ctx *cx, int64_t r0, int cnt, vi *use, vi *bad)
   return vsel_i(*use, y, vi_set(-1));
 }
 
+/* FL_ELABEL with *where the first of rows r0 .. r0+cnt-1 that load_labels marked bad, or 0 when none is. */
+static inline int bad_label_at(vi bad, int64_t r0, int cnt, int64_t *where /* OUT */) {
+  if (!vany(bad)) return 0;
+  for (int l = 0; l < cnt; l++) {
+    if (bad[l]) {
+      *where = r0 + l;
+      return FL_ELABEL;
+    }
+  }
+  return 0;
+}
+
 /* Evaluates rows r0 .. r0+cnt-1 (c < FL_W) with one vector per class; two
  * classes (a segmentation's background and foreground) are split from the
  * interleaved rows in registers, other counts are gathered. */
@@ -633,14 +645,8 @@ FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64
   const float fill = cx->probs ? 0.5f : 0.0f;
   vi live, bad_label;
   const vi Y = load_labels(cx, r0, cnt, &live, &bad_label);
-  if (vany(bad_label)) {
-    for (int l = 0; l < cnt; l++) {
-      if (bad_label[l]) {
-        *where = r0 + l;
-        return FL_ELABEL;
-      }
-    }
-  }
+  const int lrc = bad_label_at(bad_label, r0, cnt, where);
+  if (lrc) return lrc;
   vf x2[2], w2[2];
   const int pairs = c == 2 && cnt == FL_W;
   if (pairs) {
@@ -764,14 +770,8 @@ FL__HOT int pairs_run(const fl__ctx *cx, int64_t r0, int64_t blocks, vacc *v, fl
     const int64_t r = r0 + blk * FL_W;
     vi live, bad_label;
     const vi Y = load_labels(cx, r, FL_W, &live, &bad_label);
-    if (vany(bad_label)) {
-      for (int l = 0; l < FL_W; l++) {
-        if (bad_label[l]) {
-          *where = r + l;
-          return FL_ELABEL;
-        }
-      }
-    }
+    const int lrc = bad_label_at(bad_label, r, FL_W, where);
+    if (lrc) return lrc;
     el e0 = {0}, e1 = {0};
     vf_deinterleave2(b->x + r * 2, &e0.x, &e1.x);
     if (b->weights) {

@@ -1293,6 +1293,25 @@ static void test_lib_rejects_bad_tensors(void **state) {
     expect_error(&p, &idx, FL_EWEIGHT, c + 4);
     w[c + 4] = 1.0f;
   }
+  /* two classes in samples of 16 rows or more: whole blocks of 16 rows go through the two-class path, the rest
+   * through the planar one; each reports the first bad label's row */
+  {
+    enum { M2 = 40 };
+    float x2[M2 * 2];
+    int32_t y2[M2];
+    for (int i = 0; i < M2; i++) {
+      x2[2 * i] = frand(-2, 2);
+      x2[2 * i + 1] = frand(-2, 2);
+      y2[i] = i % 2;
+    }
+    fl_batch pairs = {.n = 1, .m = M2, .c = 2, .x = x2, .labels = y2, .label_type = FL_LABEL_I32};
+    fl_params_init(&p, FL_SIGMOID_FOCAL);
+    for (int at = 0; at < M2; at += 3) {
+      y2[at] = 3;
+      expect_error(&p, &pairs, FL_ELABEL, at);
+      y2[at] = at % 2;
+    }
+  }
   /* probabilities outside [0, 1] */
   p.input = FL_INPUT_PROBS;
   for (int i = 0; i < N * C; i++) x[i] = 0.5f;
