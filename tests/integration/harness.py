@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import ssl
 import struct
 import subprocess
@@ -37,6 +38,11 @@ BUILD = os.environ.get("BUILD", "build")
 FOCALD = BUILD if os.path.basename(BUILD) == "focald" else os.path.join(BUILD, "focald")
 if not os.path.isabs(FOCALD):
     FOCALD = os.path.join(ROOT, FOCALD)
+
+# The newest schema version: one migration file per version (schema/NNN_*.sql).
+NEWEST_SCHEMA = len([n for n in os.listdir(os.path.join(ROOT, "schema")) if re.fullmatch(r"[0-9]{3}_.*\.sql", n)])
+# The databases older focalds wrote (tests/upgrade/make_fixtures.py): v<N>/db.sql is schema N's, as a dump.
+UPGRADE_FIXTURES = os.path.join(ROOT, "tests", "upgrade", "fixtures")
 
 EMA_ALPHA = 0.3  # focald's default --ema-alpha
 HISTORY_FIELDS = ["seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability",
@@ -106,6 +112,17 @@ def png(w=2, h=1, rgb=(200, 30, 30)):
     raw = b"".join(b"\x00" + bytes(rgb) * w for _ in range(h))
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) +
             chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def load_dump(sql_path, db):
+    """Makes the database db (a new file) from the SQL dump at sql_path, as an upgrade fixture's db.sql."""
+    with open(sql_path) as f:
+        text = f.read()
+    c = sqlite3.connect(db, isolation_level=None)
+    try:
+        c.executescript(text)
+    finally:
+        c.close()
 
 
 def poll_until(proc, probe, timeout, interval=0.02):

@@ -2086,7 +2086,7 @@ class StartRefusalTest(HardeningTestCase):
             ("another application's database with a schema version", lambda f: sqlite_file(
                 f, "PRAGMA user_version=3; CREATE TABLE samples (x); INSERT INTO samples VALUES (1);"), "not focald's"),
             ("another application's database with focald's latest version", lambda f: sqlite_file(
-                f, "PRAGMA user_version=7; CREATE TABLE datasets (x);"), "not focald's"),
+                f, "PRAGMA user_version=%d; CREATE TABLE datasets (x);" % harness.NEWEST_SCHEMA), "not focald's"),
         ]
         for what, make, say in cases:
             with self.subTest(what=what):
@@ -2156,9 +2156,9 @@ class StartRefusalTest(HardeningTestCase):
         reason, before the database is opened: no file made, no migration, no switch to WAL, for a database of
         every older schema (tests/upgrade/fixtures), today's, and none at all. focald used to open and migrate
         the database (for a large one, minutes) and only then find the port taken."""
-        fixtures = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "upgrade", "fixtures")
+        fixtures = harness.UPGRADE_FIXTURES
         dumps = sorted(f for f in os.listdir(fixtures) if os.path.exists(os.path.join(fixtures, f, "db.sql")))
-        self.assertGreaterEqual(len(dumps), 7, dumps)
+        self.assertEqual(len(dumps), harness.NEWEST_SCHEMA, dumps)
         current = temp_dir()
         d = self.start_daemon(db_dir=current)
         self.assertEqual(d.batch("taken", base_body()).status, 200)
@@ -2172,10 +2172,7 @@ class StartRefusalTest(HardeningTestCase):
             if kind == "current":
                 shutil.copy(d.db, db)
                 return db
-            c = sqlite3.connect(db, isolation_level=None)
-            with open(os.path.join(fixtures, kind, "db.sql")) as f:
-                c.executescript(f.read())
-            c.close()
+            harness.load_dump(os.path.join(fixtures, kind, "db.sql"), db)
             return db
 
         def tree(td):

@@ -37,12 +37,14 @@ import urllib.parse
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
+import harness  # noqa: E402
 import make_fixtures  # noqa: E402  (reduce_answer: the same projection as the recorded answers)
 
 BUILD = os.environ.get("BUILD", "build")
 FOCALD = os.path.join(BUILD, "focald") if os.path.isabs(BUILD) else os.path.join(ROOT, BUILD, "focald")
 SHIM = os.path.join(os.path.dirname(FOCALD), "tests", "libfaultvfs.so")
-NEWEST = len(glob.glob(os.path.join(ROOT, "schema", "[0-9][0-9][0-9]_*.sql")))
+NEWEST = harness.NEWEST_SCHEMA
 # a sanitizer build starts and answers more slowly
 READY_TIMEOUT = 60.0
 
@@ -112,11 +114,7 @@ def build_db(fixture, dest_dir):
     """The fixture's database at dest_dir/focald.db: loaded from its dump, or its files copied as they were."""
     db = os.path.join(dest_dir, "focald.db")
     if os.path.exists(os.path.join(fixture, "db.sql")):
-        with open(os.path.join(fixture, "db.sql")) as f:
-            text = f.read()
-        c = sqlite3.connect(db, isolation_level=None)
-        c.executescript(text)
-        c.close()
+        harness.load_dump(os.path.join(fixture, "db.sql"), db)
     else:
         for name in ("", "-wal"):
             with gzip.open(os.path.join(fixture, f"db{name}.gz")) as i, open(db + name, "wb") as o:
