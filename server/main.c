@@ -4,7 +4,7 @@
  *
  *   main          parses the config, binds the listening sockets, opens and
  *                 loads the database, starts the others, then waits for
- *                 SIGTERM/SIGINT/SIGHUP (sigwait) and drains.
+ *                 a stop signal (sigwait; signals_taken) and drains.
  *   HTTP pool     libmicrohttpd's threads (--http-threads): parse and check
  *                 requests, answer queries from the state (state.h) under a
  *                 dataset's read lock, hand scoring jobs to the loop thread,
@@ -170,20 +170,82 @@ static int fit_descriptors(config *cfg) {
   return 0;
 }
 
-static const char *signal_name(int sig) {
-  return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGHUP";
+/* The signals whose default action would end focald, and what it does with each instead. The stop signals
+ * drain (see the top of this file): SIGTERM and SIGINT, a hangup (the terminal focald was started from
+ * closing), SIGQUIT (the stop signal some supervisors and container images use), SIGXCPU (the soft CPU-time
+ * limit, which a SIGKILL follows at the hard limit) and SIGPWR (a power failure, as init announces it).
+ * Signals focald has no use for (the user signals, timers, profiling, I/O readiness, the real-time signals)
+ * are logged and ignored: one sent by mistake (a "reload" sent to every process of a pod, a stray timer)
+ * used to end focald on the spot, with batches being scored. SIGPIPE and SIGXFSZ are ignored without a word
+ * (a closed connection and a file-size limit come back as errors of the call). Faults (SIGSEGV, SIGBUS,
+ * SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS) keep their default: focald stops with a core to look at. */
+static const int stop_signals[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGXCPU, SIGPWR};
+static const int ignored_signals[] = {SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGSTKFLT};
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Returns 1 when focald takes sig: SIGTERM and SIGINT always, the others only when they have their default
+ * action as focald starts; one ignored then (SIGHUP under nohup) or handled by a library loaded before focald
+ * (a profiler's SIGPROF) is left so. */
+static int signal_is_ours(int sig) {
+  struct sigaction now;
+  return sig == SIGTERM || sig == SIGINT || (sigaction(sig, NULL, &now) == 0 && now.sa_handler == SIG_DFL);
 }
 
-/* Takes SIGTERM and SIGINT while the database opens and loads, which can outlast a grace period. Nothing has
+/* Fills sigs with every signal of the lists above that focald takes, and stops with its stop signals. */
+static void signals_taken(sigset_t *sigs /* OUT */, sigset_t *stops /* OUT */) {
+  sigemptyset(sigs);
+  sigemptyset(stops);
+  for (size_t i = 0; i < COUNT(stop_signals); i++)
+    if (signal_is_ours(stop_signals[i])) {
+      sigaddset(sigs, stop_signals[i]);
+      sigaddset(stops, stop_signals[i]);
+    }
+  for (size_t i = 0; i < COUNT(ignored_signals); i++)
+    if (signal_is_ours(ignored_signals[i])) sigaddset(sigs, ignored_signals[i]);
+  for (int sig = SIGRTMIN; sig <= SIGRTMAX; sig++)
+    if (signal_is_ours(sig)) sigaddset(sigs, sig);
+}
+
+/* Writes sig's name ("SIGUSR1", "SIGRTMIN+3") into out. */
+static const char *signal_name(int sig, char out[static 16]) {
+  const char *abbrev = sig >= SIGRTMIN && sig <= SIGRTMAX ? NULL : sigabbrev_np(sig);
+  if (abbrev)
+    snprintf(out, 16, "SIG%s", abbrev);
+  else
+    snprintf(out, 16, "SIGRTMIN+%d", sig - SIGRTMIN);
+  return out;
+}
+
+/* Waits for the next stop signal among sigs (stops), logging and ignoring the others; returns it. */
+static int signal_wait_stop(const sigset_t *sigs, const sigset_t *stops) {
+  for (;;) {
+    int sig = 0;
+    if (sigwait(sigs, &sig) != 0) continue;
+    if (sigismember(stops, sig)) return sig;
+    char name[16];
+    int was; /* starting_main may be cancelled in sigwait, never within a log line */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &was);
+    log_msg(LOG_WARN, "%s: ignored", signal_name(sig, name));
+    pthread_setcancelstate(was, NULL);
+  }
+}
+
+typedef struct {
+  sigset_t sigs, stops;
+} signal_sets;
+
+/* Takes the stop signals while the database opens and loads, which can outlast a grace period. Nothing has
  * been accepted yet (/readyz and every /v1/ route answer 503 starting), so there is nothing to drain: focald
  * stops at once, leaving what a kill leaves, which the next start takes back (README, "Durability"). main
- * cancels this thread before it accepts work; once a signal is taken, the exit cannot be cancelled. */
+ * cancels this thread before it accepts work (sigwait is a cancellation point); once a stop signal is taken,
+ * the exit cannot be cancelled. */
 static void *starting_main(void *arg) {
-  const sigset_t *sigs = arg;
-  int sig = 0;
-  if (sigwait(sigs, &sig) != 0) return NULL;
+  const signal_sets *s = arg;
+  const int sig = signal_wait_stop(&s->sigs, &s->stops);
   pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
-  log_msg(LOG_INFO, "%s while starting: stopped", signal_name(sig));
+  char name[16];
+  log_msg(LOG_INFO, "%s while starting: stopped", signal_name(sig, name));
   _exit(0);
 }
 
@@ -200,15 +262,9 @@ int main(int argc, char **argv) {
   log_set_level(cfg.log_level);
   if (fit_descriptors(&cfg) != 0) return 1;
 
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  /* a hangup (the terminal focald was started from closing) drains as SIGTERM does, where it used to kill
-   * focald on the spot; unless it was ignored when focald started (nohup), which stays so */
-  struct sigaction hup;
-  if (sigaction(SIGHUP, NULL, &hup) == 0 && hup.sa_handler != SIG_IGN) sigaddset(&sigs, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  static signal_sets sigs; /* read by starting_main until main joins it */
+  signals_taken(&sigs.sigs, &sigs.stops);
+  pthread_sigmask(SIG_BLOCK, &sigs.sigs, NULL);
   signal(SIGPIPE, SIG_IGN);
   signal(SIGXFSZ, SIG_IGN); /* a file-size limit then fails writes with an error instead of killing us */
   json_object_seed(0);      /* before threads: jansson's hash seed is process-wide */
@@ -262,11 +318,11 @@ int main(int argc, char **argv) {
   log_msg(LOG_INFO, "ready: %d HTTP threads, %d scoring threads, durability %s", cfg.http_threads, cfg.workers,
           cfg.durability == DUR_FULL ? "full" : "normal");
 
-  int sig = 0;
-  sigwait(&sigs, &sig);
+  const int sig = signal_wait_stop(&sigs.sigs, &sigs.stops);
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  log_msg(LOG_INFO, "%s: draining", signal_name(sig));
+  char name[16];
+  log_msg(LOG_INFO, "%s: draining", signal_name(sig, name));
   /* The listening socket stays open until http_stop: new requests are answered
    * 503 draining. libmicrohttpd's MHD_quiesce_daemon would close it sooner, but
    * with epoll and its own threads it races a worker removing the same socket

@@ -166,10 +166,19 @@ def read_response(s, deadline):
     return buf, "timeout"
 
 
-def default_hangup():
-    """Gives focald SIGHUP's default disposition, as an init system or a shell in a terminal does, whatever
-    the tests were started under (nohup ignores it, and an ignored signal stays ignored across exec)."""
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+# The signals whose default action ends a process and which focald takes (README, "Signals"): to drain, or to
+# log and ignore. Faults (SIGSEGV, SIGABRT, ...) keep their default.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGXCPU, signal.SIGPWR)
+IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO,
+                   signal.SIGSTKFLT) + tuple(range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
+
+
+def default_signals():
+    """Gives focald the default disposition of every signal it takes, as an init system or a shell in a
+    terminal does, whatever the tests were started under (nohup ignores SIGHUP, and an ignored signal stays
+    ignored across exec)."""
+    for sig in STOP_SIGNALS + IGNORED_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
 
 
 class Resp:
@@ -252,7 +261,7 @@ class Daemon:
             self.log_paths.append(log_path)
             with open(log_path, "wb") as log:
                 self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                             env=self.env, preexec_fn=default_hangup)
+                                             env=self.env, preexec_fn=default_signals)
             if poll_until(self.proc, lambda: self.get("/readyz", timeout=1).status == 200, timeout, 0.01):
                 return self
             if self.proc.poll() is None:

@@ -23,7 +23,9 @@ usage: BUILD=build /usr/bin/python3 tests/integration/test_hardening.py [-v] [un
   JSON log lines and leaves every file as it was.
 - CreationFaultTest: the database's creation failing at every write and sync (the fault shim), and on a full
   tmpfs at every size, leaves nothing at --db, and the next start creates it.
-- SignalTest: SIGTERM and SIGINT while the database loads stop focald at once; SIGHUP drains unless ignored.
+- SignalTest: each stop signal while the database loads stops focald at once; with batches in flight each drains
+  and keeps every acknowledged batch, while the other signals that would end a process are logged and ignored;
+  SIGHUP drains unless ignored.
 - LogLineTest: every log line is one JSON object, whatever path and method a request brings.
 - Token, listen and TLS tests: bearer-token authentication, refusals at start-up, HTTPS.
 
@@ -1890,9 +1892,10 @@ class TokenTest(HardeningTestCase):
 class SignalTest(HardeningTestCase):
 
     def test_signal_while_loading_stops_at_once_and_keeps_the_database(self):
-        """SIGTERM or SIGINT while the database loads (held there by the fault shim, as a large one would
-        be): nothing has been accepted, so focald stops at once with status 0, never reporting ready. It used
-        to wait for the load to end (however long, past a grace period), report ready, then drain."""
+        """A stop signal (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGXCPU, SIGPWR) while the database loads (held
+        there by the fault shim, as a large one would be): nothing has been accepted, so focald stops at once
+        with status 0, never reporting ready. It used to wait for the load to end (however long, past a grace
+        period), report ready, then drain. A signal focald ignores (SIGUSR1) leaves it loading."""
         shim = os.path.join(os.path.dirname(harness.FOCALD), "tests", "libfaultvfs.so")
         td = temp_dir()
         d = self.start_daemon(db_dir=td)
@@ -1900,7 +1903,7 @@ class SignalTest(HardeningTestCase):
         state = d.get("/v1/datasets/sig").json()
         self.assertEqual(d.stop(), 0)
         hold = os.path.join(td, "hold")
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in harness.STOP_SIGNALS:
             with self.subTest(sig=sig):
                 open(hold, "w").close()
                 dd = Daemon(self.id(), db_dir=td, env={
@@ -1911,11 +1914,15 @@ class SignalTest(HardeningTestCase):
                 dd.log_paths.append(log_path)
                 with open(log_path, "wb") as log:
                     dd.proc = subprocess.Popen(dd.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                               env=dd.env)
+                                               env=dd.env, preexec_fn=harness.default_signals)
                 # listening, and loading
                 self.assertTrue(harness.poll_until(dd.proc, lambda: dd.get("/livez", timeout=1).status == 200, 10),
                                 "focald never answered /livez")
                 self.assertProblem(dd.get("/readyz"), 503, "starting")
+                dd.send_signal(signal.SIGUSR1)  # one focald ignores, while starting too
+                time.sleep(0.2)
+                self.assertIsNone(dd.proc.poll(), "SIGUSR1 while starting stopped focald")
+                self.assertIn("SIGUSR1: ignored", dd.log_text())
                 t0 = time.monotonic()
                 dd.send_signal(sig)
                 try:
@@ -1932,6 +1939,96 @@ class SignalTest(HardeningTestCase):
         self.assertEqual(again.get("/v1/datasets/sig").json(), state)
         self.assertEqual(again.stop(), 0)
 
+
+    def _traffic(self, d, ds, clients=3):
+        """Starts clients posting unique batches to ds until the returned event is set; returns (event,
+        threads, sent): sent lists [body, status or None] for every batch posted."""
+        sent, stop = [], threading.Event()
+
+        def client(k):
+            c, j = None, 0
+            while not stop.is_set():
+                ids = ["c%d-%05d-%d" % (k, j, i) for i in range(3)]
+                body = base_body(run="r", batch_id="c%d-%d" % (k, j), ids=ids)
+                rec = [body, None]
+                sent.append(rec)
+                j += 1
+                try:
+                    c = c or d.conn(timeout=10)
+                    rec[1] = d.post("/v1/datasets/%s/batches" % ds, body, conn=c).status
+                except (OSError, http.client.HTTPException):
+                    if c:
+                        c.close()
+                    c = None
+                    time.sleep(0.01)
+            if c:
+                c.close()
+
+        threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
+        for t in threads:
+            t.start()
+        return stop, threads, sent
+
+    def _check_acknowledged(self, d, ds, sent, ctx):
+        """Every batch answered 200 is stored whole; one answered anything else is not stored."""
+        stored = {it["id"] for it in d.all_hard(ds, run="r")}
+        acked = [rec for rec in sent if rec[1] == 200]
+        self.assertGreater(len(acked), 0, "%s: no batch was acknowledged" % ctx)
+        for body, status in sent:
+            present = [sid in stored for sid in body["ids"]]
+            if status == 200:
+                self.assertTrue(all(present), "%s: acknowledged batch %s is missing" % (ctx, body["batch_id"]))
+            elif status is not None:
+                self.assertFalse(any(present), "%s: batch %s answered %s is stored" % (ctx, body["batch_id"], status))
+        return len(acked)
+
+    def test_signal_each_that_would_end_focald_drains_or_is_ignored(self):
+        """Every signal whose default action ends a process, sent with batches in flight: the stop signals
+        (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGXCPU, SIGPWR) drain, every batch answered is answered and
+        every acknowledged one stored, exit 0; the others (SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF,
+        SIGIO, SIGSTKFLT and each real-time signal) are logged and ignored, focald serving on. All but the
+        first three used to end focald on the spot, with the batches being scored unanswered."""
+        d = self.start_daemon()
+        stop, threads, sent = self._traffic(d, "sig-ign")
+        try:
+            for sig in harness.IGNORED_SIGNALS:
+                time.sleep(0.02)
+                d.send_signal(sig)
+                time.sleep(0.02)
+                self.assertTrue(d.running(), "signal %d stopped focald (status %s)" % (sig, d.proc.poll()))
+            time.sleep(0.2)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(15)
+        self.assertTrue(d.running(), "a signal stopped focald (status %s)" % d.proc.poll())
+        log = d.log_text()
+        for sig in harness.IGNORED_SIGNALS:
+            name = ("SIGRTMIN+%d" % (sig - signal.SIGRTMIN) if signal.SIGRTMIN <= sig <= signal.SIGRTMAX
+                    else "SIGPOLL" if sig == signal.SIGIO else signal.Signals(sig).name)
+            self.assertTrue('"%s: ignored"' % name in log, "no log line for %s" % name)
+        self.assertEqual(d.get("/readyz").status, 200)
+        self.assertEqual(d.stop(), 0, d.log_text()[-800:])
+        d.start()
+        self._check_acknowledged(d, "sig-ign", sent, "ignored signals")
+        self.assertEqual(d.stop(), 0)
+        for sig in harness.STOP_SIGNALS:
+            name = signal.Signals(sig).name
+            with self.subTest(sig=name):
+                dd = self.start_daemon()
+                stop, threads, sent = self._traffic(dd, "sig-stop")
+                time.sleep(0.3)
+                try:
+                    rc = dd.stop(sig)
+                finally:
+                    stop.set()
+                    for t in threads:
+                        t.join(15)
+                self.assertEqual(rc, 0, "%s: %s" % (name, dd.log_text()[-800:]))
+                self.assertTrue('"%s: draining"' % name in dd.log_text(), "%s did not drain" % name)
+                dd.start()
+                self._check_acknowledged(dd, "sig-stop", sent, name)
+                self.assertEqual(dd.stop(), 0)
 
     def test_signal_hangup_drains_unless_it_was_ignored(self):
         """SIGHUP (the terminal focald runs in closing) used to kill focald on the spot (status -1, no drain);
