@@ -310,8 +310,8 @@ static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s) {
 
 static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
-/* libmicrohttpd's last message: why a listener could not be started (a port in use, a thread it could not
- * create) is said there, at debug, and the error that follows repeats it. */
+/* libmicrohttpd's last message: why a listener could not be started (a certificate it cannot use, a thread it
+ * could not create) is said there, at debug, and the error that follows repeats it. */
 static char mhd_last[512];
 static pthread_mutex_t mhd_last_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -334,12 +334,23 @@ static uint16_t addr_port(const struct sockaddr_storage *ss) {
                                          : ((const struct sockaddr_in *)ss)->sin_port);
 }
 
-/* Logs that a listener could not be started, with libmicrohttpd's reason. */
-static void log_cannot_listen(const char *msg, const char *key, const char *addr) {
+/* How libmicrohttpd's messages begin when it could not create one of its threads: it tells us in words only. */
+static const char *const mhd_thread_failures[] = {
+    "Failed to create a new thread ", "Failed to create a new pool thread ", "Failed to create listen thread",
+    "Failed to create pool thread", "Failed to create a thread"};
+
+/* Logs that a listener could not be started, with libmicrohttpd's reason; when that reason is a thread it could
+ * not create, logs it as every thread focald cannot start is logged, naming thread. */
+static void log_cannot_listen(const char *msg, const char *key, const char *addr, const char *thread) {
   char why[sizeof mhd_last];
   pthread_mutex_lock(&mhd_last_lock);
   memcpy(why, mhd_last, sizeof why);
   pthread_mutex_unlock(&mhd_last_lock);
+  for (size_t i = 0; i < sizeof mhd_thread_failures / sizeof mhd_thread_failures[0]; i++)
+    if (strncmp(why, mhd_thread_failures[i], strlen(mhd_thread_failures[i])) == 0) {
+      log_kv(LOG_ERROR, "cannot start a thread", "thread", thread, key, addr, "error", why, NULL);
+      return;
+    }
   log_kv(LOG_ERROR, msg, key, addr, "detail", why[0] ? why : "libmicrohttpd gave no reason", NULL);
 }
 
@@ -486,7 +497,7 @@ int http_start(const config *cfg, const router_route *routes, int nroutes) {
   tls_cert_pem = cert;
   tls_key_pem = key;
   if (!daemon_) {
-    log_cannot_listen("cannot listen", "listen", cfg->listen);
+    log_cannot_listen("cannot listen", "listen", cfg->listen, "HTTP pool");
     listen_fd = -1; /* whether libmicrohttpd closed it is its own affair: focald exits */
     http_stop();
     return -1;
@@ -502,7 +513,7 @@ int http_start(const config *cfg, const router_route *routes, int nroutes) {
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024), MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
         MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_END);
     if (!health_daemon) {
-      log_cannot_listen("cannot listen for health probes", "health_listen", cfg->health_listen);
+      log_cannot_listen("cannot listen for health probes", "health_listen", cfg->health_listen, "health listener");
       health_fd = -1;
       http_stop();
       return -1;

@@ -2301,11 +2301,15 @@ class StartRefusalTest(HardeningTestCase):
         """Every thread focald starts before it is ready (its own, libmicrohttpd's, libuv's loop), failing in
         turn as under a task limit: focald exits 1 with an error line naming the thread and the reason. The
         watchdog's failure used to be a warning (focald served without its slowloris deadlines) and the start-up
-        signal thread's went unmentioned."""
-        names = harness.each_thread_failing(self, lambda td: [
-            "--listen", "127.0.0.1:%d" % harness.free_port(), "--db", os.path.join(td, "f.db"),
-            "--health-listen", "127.0.0.1:%d" % harness.free_port()])
-        self.assertTrue({"starting", "watchdog", "writer", "checkpointer", "loop"} <= names, names)
+        signal thread's went unmentioned; libmicrohttpd's (its pool's, or its one thread's with --http-threads 1,
+        and the health listener's) were reported as "cannot listen"."""
+        for http_threads in (1, 2):
+            with self.subTest(http_threads=http_threads):
+                names = harness.each_thread_failing(self, lambda td: [
+                    "--listen", "127.0.0.1:%d" % harness.free_port(), "--db", os.path.join(td, "f.db"),
+                    "--health-listen", "127.0.0.1:%d" % harness.free_port(), "--http-threads", http_threads])
+                self.assertEqual({"starting", "HTTP pool", "health listener", "watchdog", "writer", "checkpointer",
+                                  "loop"}, names)
 
     def test_start_db_names_that_keep_nothing_are_refused(self):
         td = temp_dir()
