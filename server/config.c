@@ -97,7 +97,7 @@ static const setting settings[] = {
      "seconds an Idempotency-Key of the review loop's writes is kept: a retry within it gets the first answer, "
      "later it is a new request", "SECONDS"},
     {"viewer-url", K_STR, AT(viewer_url), sizeof(((config *)0)->viewer_url), 0, 0,
-     "OHIF viewer base URL for the DICOM links in exports (a trailing slash is dropped)", "URL"},
+     "OHIF viewer base URL for the DICOM links in exports: absolute http(s), a host and at most a path (a trailing slash is dropped)", "URL"},
     {"media-root", K_STR, AT(media_root), sizeof(((config *)0)->media_root), 0, 0,
      "a directory whose image files the console may preview, read-only, for samples whose meta uri names them "
      "(nothing outside it is ever served)", "DIR"},
@@ -399,6 +399,24 @@ int config_listen_addr(const char *listen, struct sockaddr_storage *ss, socklen_
   return 0;
 }
 
+/* Returns 1 when url is an absolute http or https URL that "/viewer?..." can be appended to: the scheme
+ * (any case), "//", a host, then a path at most, of the characters RFC 3986 lets stand unescaped there. Every
+ * link the exports and the API give starts with it, so that it is checked here once rather than by each
+ * reader (the console would show a "javascript:" link as text). */
+static int viewer_url_ok(const char *url) {
+  size_t at;
+  if (strncasecmp(url, "http://", 7) == 0) at = 7;
+  else if (strncasecmp(url, "https://", 8) == 0) at = 8;
+  else return 0;
+  const char *rest = url + at;
+  if (rest[0] == '\0' || rest[0] == '/' || rest[0] == ':' || rest[0] == '@') return 0; /* no host */
+  for (const char *p = rest; *p; p++) {
+    if (*p == '%' && !(isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2]))) return 0;
+    if (!isalnum((unsigned char)*p) && !strchr("-._~%!$&'()*+,;=:@/[]", *p)) return 0;
+  }
+  return 1;
+}
+
 /* Reads the token from FOCALD_TOKEN or --token-file and checks the settings that go together. */
 static int finish(config *cfg) {
   const char *env = getenv("FOCALD_TOKEN");
@@ -451,6 +469,11 @@ static int finish(config *cfg) {
   /* the viewer's base URL is joined with "/viewer?...": a trailing slash would give "//viewer" */
   size_t vn = strlen(cfg->viewer_url);
   while (vn > 0 && cfg->viewer_url[vn - 1] == '/') cfg->viewer_url[--vn] = '\0';
+  if (!viewer_url_ok(cfg->viewer_url)) {
+    fprintf(stderr, "focald: --viewer-url '%s': expected an absolute http:// or https:// URL: a host, then a path at "
+            "most (no query or fragment, no spaces or characters a URL must escape)\n", cfg->viewer_url);
+    return -1;
+  }
   if (cfg->media_root[0]) {
     /* resolved once: every file served must resolve to a path below this one */
     char resolved[PATH_MAX];

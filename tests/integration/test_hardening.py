@@ -2311,6 +2311,34 @@ class StartRefusalTest(HardeningTestCase):
                 self.assertEqual({"starting", "HTTP pool", "health listener", "watchdog", "writer", "checkpointer",
                                   "loop"}, names)
 
+    def test_start_viewer_urls_that_are_not_absolute_http_are_refused(self):
+        """--viewer-url (or FOCALD_VIEWER_URL) begins every OHIF link focald writes: one that is not an absolute
+        http(s) URL that "/viewer?..." can follow (another scheme, relative, no host, a query or fragment,
+        characters a URL must escape) is refused at start, exit 2, naming the option; nothing is created. Each
+        used to be taken, and its links written into the exports and answers as given."""
+        td = temp_dir()
+        db = os.path.join(td, "sub", "f.db")
+        bad = ["javascript:alert(1)//", "JavaScript:alert(1)", "data:text/html,<b>x</b>", "vbscript:x", "ftp://pacs/x",
+               "file:///etc", "/ohif", "ohif/viewer", "localhost:3000", "//pacs.example.org", "garbage", "", "/",
+               "http://", "https://", "http:///x", "http:pacs", "http:/pacs", " http://pacs", "http://pacs/a b",
+               "http://pacs/?a=1", "http://pacs/#f", "http://pacs/\"x", "http://pacs/<script>", "http://pacs/a\\b",
+               "http://pacs/`x`", "http://pacs/{x}", "http://pacs/a|b", "http://pacs/%zz", "http://pacs/%4",
+               "http://pacs/\u00e9", "http://pacs/\tx", "http://:3000", "http://@pacs"]
+        for url in bad:
+            with self.subTest(url=url):
+                self._refused(["--db", db, "--viewer-url", url], 2, "--viewer-url")
+        out = self._refused(["--db", db], 2, "--viewer-url", cmd_prefix=("env", "FOCALD_VIEWER_URL=javascript:x"))
+        self.assertIn("javascript:x", out)
+        self.assertEqual(os.listdir(td), [], "a database was made for a refused --viewer-url")
+        for url, base in (("https://pacs.example.org/ohif/", "https://pacs.example.org/ohif"),
+                          ("HTTP://LOCALHOST:3000", "HTTP://LOCALHOST:3000"), ("http://[::1]:3000/a%2Fb/", "http://[::1]:3000/a%2Fb"),
+                          ("http://user@10.0.0.1:8042/ohif-viewer_~.x", "http://user@10.0.0.1:8042/ohif-viewer_~.x")):
+            with self.subTest(url=url):
+                d = self.start_daemon(args=("--viewer-url", url))
+                d.ok_batch("v", base_body(meta={"s0": {"study_uid": "1.2.3"}}))
+                self.assertEqual(d.sample("v", "s0").json()["viewer_url"], base + "/viewer?StudyInstanceUIDs=1.2.3")
+                self.assertEqual(d.stop(), 0)
+
     def test_start_db_names_that_keep_nothing_are_refused(self):
         td = temp_dir()
         for db in ("", ":memory:", "file:%s/f.db?mode=memory" % td, "file::memory:"):
