@@ -34,6 +34,7 @@
  * transitions of one sample. The local database records the last position it holds
  * (cluster.applied_pos), so a restart resumes the log where it stopped.
  */
+#include <errno.h>
 #include <jansson.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -386,9 +387,73 @@ int store__cluster_open(store *s) {
   return 0;
 }
 
-int store__cluster_bootstrap(const config *cfg) {
+extern const int focald_schema_count;
+
+/* Returns 1 when the file at path holds nothing a node could keep, so that a new node begins from the cluster's
+ * snapshot in its place: no file, an empty one, or a SQLite database with neither a cluster's identity (the
+ * cluster table's row) nor a row of anything else: the header page an interrupted creation left, or a database
+ * an older or a standalone focald made and never recorded anything in. Such a file used to be taken for the
+ * node's own database: the node then began at position 0 rather than from the snapshot, and could not start
+ * once the log below the snapshot was pruned. Anything else (a node's own database, another cluster's, one
+ * focald recorded alone, a file that is not focald's, or that a newer focald wrote) is left to store_open,
+ * which takes it or refuses it with its reason. Only reads: a file that is not replaced stays as it was. */
+static int local_holds_nothing(const char *path) {
+  char wal[600];
   struct stat st;
-  if (!cfg->store[0] || (stat(cfg->db, &st) == 0 && st.st_size > 0)) return 0;
+  snprintf(wal, sizeof wal, "%s-wal", path);
+  if (stat(path, &st) != 0) return errno == ENOENT;
+  if (!S_ISREG(st.st_mode)) return 0;
+  if (st.st_size == 0 && (stat(wal, &st) != 0 || st.st_size == 0)) return 1;
+  sqlite3 *db = NULL;
+  sqlite3_stmt *q = NULL;
+  int nothing = 0;
+  if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+      sqlite3_prepare_v2(db, "SELECT (SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_master)",
+                         -1, &q, NULL) != SQLITE_OK || sqlite3_step(q) != SQLITE_ROW)
+    goto out;
+  const int version = sqlite3_column_int(q, 0), objects = sqlite3_column_int(q, 1);
+  sqlite3_finalize(q);
+  q = NULL;
+  if (version == 0 || version > focald_schema_count) { /* a header only, or not focald's to judge */
+    nothing = version == 0 && objects == 0;
+    goto out;
+  }
+  /* the snapshot table holds a watermark from the start; SQLite's own tables are not data */
+  if (sqlite3_prepare_v2(db, "SELECT name FROM sqlite_master WHERE type = 'table' AND name <> 'snapshot' AND "
+                             "name NOT LIKE 'sqlite\\_%' ESCAPE '\\'", -1, &q, NULL) != SQLITE_OK)
+    goto out;
+  int rc, rows = 0;
+  while (rows == 0 && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+    char *sql = sqlite3_mprintf("SELECT EXISTS (SELECT 1 FROM \"%w\")", (const char *)sqlite3_column_text(q, 0));
+    sqlite3_stmt *any = NULL;
+    if (!sql || sqlite3_prepare_v2(db, sql, -1, &any, NULL) != SQLITE_OK || sqlite3_step(any) != SQLITE_ROW)
+      rows = 1; /* what cannot be read is not known to be empty */
+    else
+      rows = sqlite3_column_int(any, 0);
+    sqlite3_finalize(any);
+    sqlite3_free(sql);
+  }
+  nothing = rows == 0 && rc == SQLITE_DONE;
+out:
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  return nothing;
+}
+
+/* Moves the snapshot at tmp into place at path, first removing the WAL, shared-memory and journal files SQLite
+ * kept beside the file it replaces (SQLite would read that file's WAL into the snapshot). Returns rename's. */
+static int move_into_place(const char *tmp, const char *path) {
+  static const char *const suffixes[] = {"-wal", "-shm", "-journal"};
+  char f[600];
+  for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+    snprintf(f, sizeof f, "%s%s", path, suffixes[i]);
+    unlink(f);
+  }
+  return rename(tmp, path);
+}
+
+int store__cluster_bootstrap(const config *cfg) {
+  if (!cfg->store[0] || !local_holds_nothing(cfg->db)) return 0;
   pglog *p = NULL;
   char err[256] = "", tmp[600];
   int64_t pos = 0;
@@ -415,7 +480,7 @@ int store__cluster_bootstrap(const config *cfg) {
       log_kv(LOG_ERROR, "cannot hold the cluster's log", "error", pglog_error(p), NULL);
     else if (!kept)
       continue;
-    else if (pglog_snapshot_get(p, pos, tmp) != PGLOG_OK || rename(tmp, cfg->db) != 0) {
+    else if (pglog_snapshot_get(p, pos, tmp) != PGLOG_OK || move_into_place(tmp, cfg->db) != 0) {
       log_kv(LOG_WARN, "cannot load the cluster's snapshot", "error", pglog_error(p), NULL);
       unlink(tmp);
     } else {

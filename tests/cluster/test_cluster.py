@@ -14,6 +14,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -958,6 +959,66 @@ class ClusterTestCase(FocaldTestCase):
             r, last = self.post(a if i % 2 else b, batch_body(rng, batch_id="s%d" % i))
             self.assertEqual(r.status, 200, r)
         self.assertSameEverywhere([a, b], last)
+
+    def test_cluster_new_node_on_a_file_that_holds_nothing_begins_from_the_snapshot(self):
+        """A new node whose --db is a file holding nothing (a header page an interrupted creation left, a database
+        a standalone focald made and stopped, an older focald's empty database) begins from the cluster's
+        snapshot, as on no file. Such a file used to be taken for the node's own database: it began at position
+        0, and with the log below the snapshot pruned it could not start. A file with something in it that is not
+        the node's (another application's empty tables) is refused and left as it was."""
+        a = self.node("a", args=["--cluster-snapshot-interval", "1", "--log-retention", "0"])
+        rng = random.Random(11)
+        model, last = Model(), 0
+        for i in range(6):
+            body = batch_body(rng, batch_id="h%d" % i)
+            r, last = self.post(a, body)
+            self.assertEqual(r.status, 200, r)
+            model.ack(body, r.json())
+        self.wait_for("a snapshot at the log's head",
+                      lambda: int(PG.sql(self.dbname, "SELECT coalesce(max(pos), 0) FROM focald_snapshot")) >= last)
+        self.wait_for("the log pruned below it",
+                      lambda: int(PG.sql(self.dbname, "SELECT count(*) FROM focald_log WHERE pos <= %d" % last)) == 0)
+        schema = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "schema")
+
+        def sqlite_file(path, *scripts):
+            c = sqlite3.connect(path)
+            for sql in scripts:
+                c.executescript(sql)
+            c.commit()
+            c.close()
+
+        def header_only(path):
+            sqlite_file(path, "PRAGMA journal_mode=WAL;")
+            self.assertEqual(os.path.getsize(path), 4096)
+
+        def standalone(path):
+            alone = Daemon(self.id(), db_dir=os.path.dirname(path)).start()
+            self.assertEqual(alone.stop(), 0)
+
+        def older(path):  # schema 6, before the cluster's table
+            sqlite_file(path, *[open(os.path.join(schema, "%03d_%s.sql" % (v, n))).read() for v, n in (
+                (1, "init"), (2, "review"), (3, "ids_never_reused"), (4, "label_issue_el2n"), (5, "grand"),
+                (6, "series"))], "PRAGMA user_version=6;")
+
+        for kind, make in (("a header only", header_only), ("a standalone focald's, empty", standalone),
+                           ("an older focald's, empty", older)):
+            with self.subTest(kind=kind):
+                td = harness.temp_dir()
+                make(os.path.join(td, "f.db"))
+                n = self.node("n%d" % len(self.nodes), db_dir=td)
+                self.assertIn("began from the cluster's snapshot", n.log_text())
+                self.assertSameEverywhere([a, n], last)
+                self.assertMatchesModel(n, model, last)
+                n.stop()
+        td = harness.temp_dir()
+        db = os.path.join(td, "f.db")
+        sqlite_file(db, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);")
+        before = open(db, "rb").read()
+        n = self.node("other", db_dir=td, start=False)
+        with self.assertRaises(AssertionError) as e:
+            n.start(timeout=20)
+        self.assertIn("not focald's", str(e.exception) + n.log_text())
+        self.assertEqual(open(db, "rb").read(), before, "a file that is not focald's was changed")
 
     def test_cluster_node_refuses_a_database_of_another_kind(self):
         # a database focald wrote alone
