@@ -1009,7 +1009,7 @@ class ClusterTestCase(FocaldTestCase):
                 self.assertIn("began from the cluster's snapshot", n.log_text())
                 self.assertSameEverywhere([a, n], last)
                 self.assertMatchesModel(n, model, last)
-                n.stop()
+                self.assertEqual(n.stop(), 0, n.log_text()[-800:])
         td = harness.temp_dir()
         db = os.path.join(td, "f.db")
         sqlite_file(db, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);")
