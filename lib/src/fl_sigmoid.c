@@ -65,13 +65,6 @@ static inline vf vb(vi mask) {
   return vsel(mask, one(), zero());
 }
 
-/* Each lane's entry of a per-class table: table[k[l]] in lane l. */
-static inline vf gather(const float *table, const int32_t k[FL_W]) {
-  float g[FL_W];
-  for (int l = 0; l < FL_W; l++) g[l] = table[k[l]];
-  return vf_load(g);
-}
-
 /* v limited to [-FLT_MAX, FLT_MAX]. */
 static inline vf vsat(vf v) {
   return vmax(vmin(v, vf_set(FLT_MAX)), vf_set(-FLT_MAX));
@@ -426,9 +419,17 @@ FL__HOT int eval_flat_spec(const fl__ctx *cx, int64_t *where, int spec) {
       } else {
         e.w = one();
       }
-      e.pw = cx->pos_weight ? gather(cx->pos_weight, kl) : one();
+      if (cx->pos_weight) {
+        float pp[FL_W];
+        for (int l = 0; l < FL_W; l++) pp[l] = cx->pos_weight[kl[l]];
+        e.pw = vf_load(pp);
+      } else {
+        e.pw = one();
+      }
       if (cx->alpha_c) {
-        e.a_pos = gather(cx->alpha_c, kl);
+        float ap[FL_W];
+        for (int l = 0; l < FL_W; l++) ap[l] = cx->alpha_c[kl[l]];
+        e.a_pos = vf_load(ap);
         e.a_neg = 1.0f - e.a_pos;
       } else if (cx->alpha_on) {
         e.a_pos = vf_set(cx->alpha);
@@ -622,18 +623,6 @@ FL__HOT vi load_labels(const fl__ctx *cx, int64_t r0, int cnt, vi *use, vi *bad)
   return vsel_i(*use, y, vi_set(-1));
 }
 
-/* FL_ELABEL with *where the first of rows r0 .. r0+cnt-1 that load_labels marked bad, or 0 when none is. */
-static inline int bad_label_at(vi bad, int64_t r0, int cnt, int64_t *where /* OUT */) {
-  if (!vany(bad)) return 0;
-  for (int l = 0; l < cnt; l++) {
-    if (bad[l]) {
-      *where = r0 + l;
-      return FL_ELABEL;
-    }
-  }
-  return 0;
-}
-
 /* Evaluates rows r0 .. r0+cnt-1 (c < FL_W) with one vector per class; two
  * classes (a segmentation's background and foreground) are split from the
  * interleaved rows in registers, other counts are gathered. */
@@ -645,8 +634,14 @@ FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64
   const float fill = cx->probs ? 0.5f : 0.0f;
   vi live, bad_label;
   const vi Y = load_labels(cx, r0, cnt, &live, &bad_label);
-  const int lrc = bad_label_at(bad_label, r0, cnt, where);
-  if (lrc) return lrc;
+  if (vany(bad_label)) {
+    for (int l = 0; l < cnt; l++) {
+      if (bad_label[l]) {
+        *where = r0 + l;
+        return FL_ELABEL;
+      }
+    }
+  }
   vf x2[2], w2[2];
   const int pairs = c == 2 && cnt == FL_W;
   if (pairs) {
@@ -770,8 +765,14 @@ FL__HOT int pairs_run(const fl__ctx *cx, int64_t r0, int64_t blocks, vacc *v, fl
     const int64_t r = r0 + blk * FL_W;
     vi live, bad_label;
     const vi Y = load_labels(cx, r, FL_W, &live, &bad_label);
-    const int lrc = bad_label_at(bad_label, r, FL_W, where);
-    if (lrc) return lrc;
+    if (vany(bad_label)) {
+      for (int l = 0; l < FL_W; l++) {
+        if (bad_label[l]) {
+          *where = r + l;
+          return FL_ELABEL;
+        }
+      }
+    }
     el e0 = {0}, e1 = {0};
     vf_deinterleave2(b->x + r * 2, &e0.x, &e1.x);
     if (b->weights) {
