@@ -433,6 +433,23 @@ class MinerTest(DaemonTestCase):
         self.assertEqual((m.sent, m.duplicates, m.retries, m.batches), (16, 16, 1, 1))
         self.assertEqual(self.client.dataset("m-once")["observations"], 16)
 
+    def test_miner_sharing_a_batch_id_prefix_is_refused_not_dropped_as_duplicates(self):
+        """Two processes given one batch_id_prefix (DDP ranks set up alike): the second's batches reuse the
+        first's batch_ids with other samples. focald used to answer them duplicate: true and store nothing;
+        they are refused now, counted in rejected and named in last_error, so the mistake shows."""
+        first = Miner("m-prefix", url=self.url, batch_id_prefix="rank", loss="cross_entropy")
+        second = Miner("m-prefix", url=self.url, batch_id_prefix="rank", loss="cross_entropy")
+        for step in range(3):
+            first.observe(*batch(step, n=8), step=step)
+            self.assertTrue(first.flush(10))
+            second.observe(*batch(step + 100, n=8), step=step)
+            self.assertTrue(second.flush(10))
+        self.assertTrue(first.close() and second.close())
+        self.assertEqual((first.sent, first.rejected, first.duplicates), (24, 0, 0))
+        self.assertEqual((second.sent, second.rejected, second.duplicates), (0, 24, 0))
+        self.assertEqual(second.last_error.code, "batch_id_reused")
+        self.assertEqual(self.client.dataset("m-prefix")["observations"], 24)
+
     def test_miner_in_a_forked_child(self):
         """A forked child (a DataLoader worker) gets a Miner of its own: it does not block on a lock the
         parent's sender held at the fork, sends only what the child observes (the parent sends what it
