@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -341,7 +342,7 @@ static const char *const mhd_thread_failures[] = {
 
 /* Logs that a listener could not be started, with libmicrohttpd's reason; when that reason is a thread it could
  * not create, logs it as every thread focald cannot start is logged, naming thread. */
-static void log_cannot_listen(const char *msg, const char *key, const char *addr, const char *thread) {
+static void log_start_failure(const char *msg, const char *key, const char *addr, const char *thread) {
   char why[sizeof mhd_last];
   pthread_mutex_lock(&mhd_last_lock);
   memcpy(why, mhd_last, sizeof why);
@@ -429,11 +430,55 @@ static int bind_one(const struct sockaddr_storage *addr, socklen_t len, int v6) 
   return fd;
 }
 
+/* Forgets the TLS certificate and key, wiping the key's bytes. */
+static void tls_forget(void) {
+  free(tls_cert_pem);
+  if (tls_key_pem) explicit_bzero(tls_key_pem, strlen(tls_key_pem));
+  free(tls_key_pem);
+  tls_cert_pem = tls_key_pem = NULL;
+}
+
+/* Reads --tls-cert and --tls-key into tls_cert_pem and tls_key_pem, and checks that GnuTLS (libmicrohttpd's
+ * TLS) takes them as a certificate and its key: with http_bind, before the database is opened, so that a file
+ * that is missing, unreadable, not PEM, or a key of another certificate stops focald at once with the
+ * database untouched (it used to be found when the server started, the database created or migrated by then).
+ * 0, or -1 (logged). */
+static int tls_load(const config *cfg) {
+  if (!cfg->tls_cert[0]) return 0;
+  if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+    log_kv(LOG_ERROR, "this libmicrohttpd has no TLS support", NULL);
+    return -1;
+  }
+  const char *bad = NULL;
+  if (!(tls_cert_pem = read_file(cfg->tls_cert))) bad = cfg->tls_cert;
+  else if (!(tls_key_pem = read_file(cfg->tls_key))) bad = cfg->tls_key;
+  if (bad) {
+    log_kv(LOG_ERROR, "cannot read the TLS certificate or key", "file", bad, "error", strerror(errno), NULL);
+    tls_forget();
+    return -1;
+  }
+  gnutls_certificate_credentials_t cred = NULL;
+  const gnutls_datum_t cert = {(unsigned char *)tls_cert_pem, (unsigned)strlen(tls_cert_pem)},
+                       key = {(unsigned char *)tls_key_pem, (unsigned)strlen(tls_key_pem)};
+  int rc = gnutls_certificate_allocate_credentials(&cred);
+  if (rc == 0) rc = gnutls_certificate_set_x509_key_mem(cred, &cert, &key, GNUTLS_X509_FMT_PEM);
+  if (cred) gnutls_certificate_free_credentials(cred);
+  if (rc < 0) {
+    log_kv(LOG_ERROR, "the TLS certificate and key cannot be used", "cert", cfg->tls_cert, "key", cfg->tls_key,
+           "error", gnutls_strerror(rc), NULL);
+    tls_forget();
+    return -1;
+  }
+  return 0;
+}
+
 int http_bind(const config *cfg) {
   if (listen_fd >= 0) return 0;
+  if (tls_load(cfg) != 0) return -1;
   listen_fd = bind_one(&cfg->listen_addr, cfg->listen_addrlen, cfg->listen_v6);
   if (listen_fd < 0) {
     log_kv(LOG_ERROR, "cannot listen", "listen", cfg->listen, "error", strerror(errno), NULL);
+    tls_forget();
     return -1;
   }
   if (cfg->health_listen[0]) {
@@ -443,6 +488,7 @@ int http_bind(const config *cfg) {
              strerror(errno), NULL);
       close(listen_fd);
       listen_fd = -1;
+      tls_forget();
       return -1;
     }
   }
@@ -466,20 +512,9 @@ int http_start(const config *cfg, const router_route *routes, int nroutes) {
   if (http_bind(cfg) != 0) return -1;
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
   if (cfg->listen_v6) flags |= MHD_USE_IPv6;
-  char *cert = NULL, *key = NULL;
-  if (cfg->tls_cert[0]) {
-    /* held until http_stop: the daemon reads them while it runs */
-    if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
-      log_kv(LOG_ERROR, "this libmicrohttpd has no TLS support", NULL);
-      return -1;
-    }
-    if (!(cert = read_file(cfg->tls_cert)) || !(key = read_file(cfg->tls_key))) {
-      log_kv(LOG_ERROR, "cannot read the TLS certificate or key", "cert", cfg->tls_cert, "key", cfg->tls_key, NULL);
-      free(cert);
-      return -1;
-    }
-    flags |= MHD_USE_TLS;
-  }
+  /* read and checked by http_bind, and held until http_stop: the daemon reads them while it runs */
+  const char *cert = tls_cert_pem, *key = tls_key_pem;
+  if (cert) flags |= MHD_USE_TLS;
   if (!cfg->token[0] && !config_listen_is_loopback(cfg->listen))
     log_kv(LOG_WARN, "listening beyond loopback without a token (--insecure-no-token): anyone who can reach the port can "
            "read, change and delete the data", "listen", cfg->listen, NULL);
@@ -494,10 +529,8 @@ int http_start(const config *cfg, const router_route *routes, int nroutes) {
       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024), MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)(64 * 1024),
       MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_NOTIFY_CONNECTION, watchdog_notify, NULL,
       MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cert, MHD_OPTION_HTTPS_MEM_KEY, key, MHD_OPTION_END);
-  tls_cert_pem = cert;
-  tls_key_pem = key;
   if (!daemon_) {
-    log_cannot_listen("cannot listen", "listen", cfg->listen, "HTTP pool");
+    log_start_failure("cannot start the HTTP server", "listen", cfg->listen, "HTTP pool");
     listen_fd = -1; /* whether libmicrohttpd closed it is its own affair: focald exits */
     http_stop();
     return -1;
@@ -513,7 +546,7 @@ int http_start(const config *cfg, const router_route *routes, int nroutes) {
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024), MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
         MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_END);
     if (!health_daemon) {
-      log_cannot_listen("cannot listen for health probes", "health_listen", cfg->health_listen, "health listener");
+      log_start_failure("cannot start the health listener", "health_listen", cfg->health_listen, "health listener");
       health_fd = -1;
       http_stop();
       return -1;
@@ -540,8 +573,5 @@ void http_stop(void) {
   if (listen_fd >= 0) close(listen_fd);
   if (health_fd >= 0) close(health_fd);
   listen_fd = health_fd = -1;
-  free(tls_cert_pem);
-  if (tls_key_pem) explicit_bzero(tls_key_pem, strlen(tls_key_pem));
-  free(tls_key_pem);
-  tls_cert_pem = tls_key_pem = NULL;
+  tls_forget();
 }

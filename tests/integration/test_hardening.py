@@ -2149,6 +2149,12 @@ class ListenTest(HardeningTestCase):
         self.assertUnauthorized(d.get("/v1/datasets", headers={"Authorization": None}))
 
 
+def tree(td):
+    """Every file under the directory td, by its path relative to td: its bytes."""
+    return {os.path.relpath(os.path.join(r, n), td): open(os.path.join(r, n), "rb").read()
+            for r, _, names in os.walk(td) for n in names}
+
+
 class StartRefusalTest(HardeningTestCase):
     """What focald refuses to start on says why in a JSON log line, exits non-zero and leaves the file as it was."""
 
@@ -2248,17 +2254,15 @@ class StartRefusalTest(HardeningTestCase):
                 failed += 1
         self.assertGreater(failed, 0, "no address space limit made the start-up fail")
 
-    def test_start_port_taken_fails_at_once_and_leaves_every_database_byte_for_byte(self):
-        """A --listen or --health-listen port that is taken stops focald at once, naming the address and the
-        reason, before the database is opened: no file made, no migration, no switch to WAL, for a database of
-        every older schema (tests/upgrade/fixtures), today's, and none at all. focald used to open and migrate
-        the database (for a large one, minutes) and only then find the port taken."""
+    def _databases(self):
+        """The kinds of --db that a start refused before the database is opened must leave byte for byte: none,
+        today's (with a batch), and one of every older schema (tests/upgrade/fixtures). Returns (kinds, make):
+        make(kind, td) builds one of them under the directory td and returns the --db to give."""
         fixtures = harness.UPGRADE_FIXTURES
         dumps = sorted(f for f in os.listdir(fixtures) if os.path.exists(os.path.join(fixtures, f, "db.sql")))
         self.assertEqual(len(dumps), harness.NEWEST_SCHEMA, dumps)
-        current = temp_dir()
-        d = self.start_daemon(db_dir=current)
-        self.assertEqual(d.batch("taken", base_body()).status, 200)
+        d = self.start_daemon(db_dir=temp_dir())
+        self.assertEqual(d.batch("kept", base_body()).status, 200)
         self.assertEqual(d.stop(), 0)
 
         def make(kind, td):
@@ -2271,17 +2275,20 @@ class StartRefusalTest(HardeningTestCase):
                 return db
             harness.load_dump(os.path.join(fixtures, kind, "db.sql"), db)
             return db
+        return ["none", "current"] + dumps, make
 
-        def tree(td):
-            return {os.path.relpath(os.path.join(r, n), td): open(os.path.join(r, n), "rb").read()
-                    for r, _, names in os.walk(td) for n in names}
-
+    def test_start_port_taken_fails_at_once_and_leaves_every_database_byte_for_byte(self):
+        """A --listen or --health-listen port that is taken stops focald at once, naming the address and the
+        reason, before the database is opened: no file made, no migration, no switch to WAL, for a database of
+        every older schema (tests/upgrade/fixtures), today's, and none at all. focald used to open and migrate
+        the database (for a large one, minutes) and only then find the port taken."""
+        kinds, make = self._databases()
         busy = socket.socket()
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         self.addCleanup(busy.close)
         taken = "127.0.0.1:%d" % busy.getsockname()[1]
-        for kind in ["none", "current"] + dumps:
+        for kind in kinds:
             for flag in ("--listen", "--health-listen"):
                 with self.subTest(db=kind, flag=flag):
                     td = temp_dir()
@@ -2296,6 +2303,44 @@ class StartRefusalTest(HardeningTestCase):
                     self.assertIn('"%s":"%s"' % (flag[2:].replace("-", "_"), taken), out)
                     self.assertIn("Address already in use", out)
                     self.assertEqual(tree(td), before, "the database, or its directory, was touched: %s" % out)
+
+    def test_start_tls_files_that_cannot_serve_fail_at_once_and_leave_every_database_byte_for_byte(self):
+        """A --tls-cert or --tls-key that is missing, empty, not PEM, the other file of the pair, or the key of
+        another certificate stops focald at once, naming the file or GnuTLS's reason, before the database is
+        opened. These were found only when the server started: by then a new database had been created, or an
+        older one migrated, and the error said "cannot listen"."""
+        td0 = temp_dir()
+        cert, key, other_key = (os.path.join(td0, n) for n in ("cert.pem", "key.pem", "other.pem"))
+        for c, k in ((cert, key), (os.path.join(td0, "other-cert.pem"), other_key)):
+            r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", k, "-out", c,
+                                "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                               capture_output=True)
+            self.assertEqual(r.returncode, 0, r.stderr.decode()[-300:])
+        empty, garbage = os.path.join(td0, "empty.pem"), os.path.join(td0, "garbage.pem")
+        open(empty, "w").close()
+        with open(garbage, "w") as f:
+            f.write("-----BEGIN PRIVATE KEY-----\nnot base64 at all\n-----END PRIVATE KEY-----\n")
+        bad = [(cert, os.path.join(td0, "missing.pem"), "cannot read the TLS certificate or key"),
+               (os.path.join(td0, "missing.pem"), key, "cannot read the TLS certificate or key"),
+               (td0, key, "cannot read the TLS certificate or key"),
+               (cert, empty, "cannot be used"), (empty, key, "cannot be used"), (cert, garbage, "cannot be used"),
+               (key, cert, "cannot be used"), (cert, cert, "cannot be used"),
+               (cert, other_key, "The certificate and the given key do not match")]
+        kinds, make = self._databases()
+        for kind in kinds:
+            for c, k, say in bad:
+                with self.subTest(db=kind, cert=os.path.basename(c), key=os.path.basename(k)):
+                    td = temp_dir()
+                    db = make(kind, td)
+                    before = tree(td)
+                    t0 = time.monotonic()
+                    out = self._refused(["--db", db, "--tls-cert", c, "--tls-key", k], 1, say)
+                    self.assertLess(time.monotonic() - t0, 3.0, "not at once: %s" % out)
+                    self.assertNotIn("migration", out)
+                    self.assertEqual(tree(td), before, "the database, or its directory, was touched: %s" % out)
+        # and the pair itself serves
+        d = self.start_daemon(args=("--tls-cert", cert, "--tls-key", key), tls_ca=cert)
+        self.assertEqual(d.get("/livez").status, 200)
 
     def test_start_each_thread_that_cannot_start_is_named_and_stops_focald(self):
         """Every thread focald starts before it is ready (its own, libmicrohttpd's, libuv's loop), failing in
