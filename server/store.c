@@ -226,16 +226,6 @@ static int db_is_new(const config *cfg) {
   return S_ISREG(st.st_mode) && st.st_size == 0 && access(cfg->db, W_OK) == 0;
 }
 
-/* Removes path and the WAL, shared-memory and journal files SQLite keeps beside it. */
-static void unlink_db_files(const char *path) {
-  static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
-  char f[600];
-  for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
-    snprintf(f, sizeof f, "%s%s", path, suffixes[i]);
-    unlink(f);
-  }
-}
-
 /* Opens path's directory (for a lock on it, and an fsync after a rename in it). Returns the descriptor, or -1. */
 static int open_parent(const char *path) {
   char dir[512];
@@ -282,7 +272,7 @@ static int create_db(const config *cfg) {
   }
   char tmp[sizeof cfg->db + 16];
   snprintf(tmp, sizeof tmp, "%s.creating", cfg->db);
-  unlink_db_files(tmp); /* what a creation that was killed left */
+  store__unlink_db_files(tmp); /* what a creation that was killed left */
   sqlite3 *db = NULL;
   int rc = open_path(tmp, &db);
   if (rc == 0) {
@@ -301,7 +291,7 @@ static int create_db(const config *cfg) {
     rc = -1;
   }
   if (rc != 0) {
-    unlink_db_files(tmp);
+    store__unlink_db_files(tmp);
     log_kv(LOG_ERROR, "cannot create the database: nothing was left at its path, the next start creates it again",
            "db", cfg->db, NULL);
   }

@@ -440,16 +440,12 @@ out:
   return nothing;
 }
 
-/* Moves the snapshot at tmp into place at path, first removing the WAL, shared-memory and journal files SQLite
- * kept beside the file it replaces (SQLite would read that file's WAL into the snapshot). Returns rename's. */
-static int move_into_place(const char *tmp, const char *path) {
-  static const char *const suffixes[] = {"-wal", "-shm", "-journal"};
-  char f[600];
-  for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
-    snprintf(f, sizeof f, "%s%s", path, suffixes[i]);
-    unlink(f);
-  }
-  return rename(tmp, path);
+/* Reads the snapshot at pos into tmp and puts it in place of the database at db, which holds nothing: its WAL
+ * and journal go with it (SQLite would read that WAL into the snapshot). 0, or -1. */
+static int snapshot_into_place(pglog *p, int64_t pos, const char *tmp, const char *db) {
+  if (pglog_snapshot_get(p, pos, tmp) != PGLOG_OK) return -1;
+  store__unlink_db_files(db);
+  return rename(tmp, db);
 }
 
 int store__cluster_bootstrap(const config *cfg) {
@@ -480,7 +476,7 @@ int store__cluster_bootstrap(const config *cfg) {
       log_kv(LOG_ERROR, "cannot hold the cluster's log", "error", pglog_error(p), NULL);
     else if (!kept)
       continue;
-    else if (pglog_snapshot_get(p, pos, tmp) != PGLOG_OK || move_into_place(tmp, cfg->db) != 0) {
+    else if (snapshot_into_place(p, pos, tmp, cfg->db) != 0) {
       log_kv(LOG_WARN, "cannot load the cluster's snapshot", "error", pglog_error(p), NULL);
       unlink(tmp);
     } else {

@@ -268,8 +268,8 @@ void store__group_run(store *s, wop *list, int n) {
     const wop_class *c = store__class_of(op->kind);
     if (committed && !op->failed && !op->replayed) {
       c->apply(s, op);
-      if (op->kind == WOP_BATCH && !((job *)op)->duplicate) samples += (uint64_t)((job *)op)->rq.n;
       if (op->kind == WOP_BATCH && ((job *)op)->duplicate) duplicates++;
+      else if (op->kind == WOP_BATCH) samples += (uint64_t)((job *)op)->rq.n;
       s->snap_wanted = 1;
     } else {
       if (committed && !op->failed && op->replayed) replays++;

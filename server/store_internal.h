@@ -164,6 +164,8 @@ struct store {
 /* The SQL helpers (store_sql.c). */
 double store__now_s(void);
 int64_t store__unix_ms(void);
+/* Removes the database file path and the WAL, shared-memory and journal files SQLite keeps beside it. */
+void store__unlink_db_files(const char *path);
 /* Runs sql, logging a failure. Returns the SQLite code. */
 int store__exec(sqlite3 *db, const char *sql);
 /* Steps q once more and resets it: SQLITE_OK for a statement that is done, else the error. */

@@ -1,5 +1,5 @@
-/* store_sql.c — the SQL helpers the store's files share (store__*): clocks, statement stepping, the
- * problem a failed write becomes, and the dataset and sample rows that several kinds of op write.
+/* store_sql.c — the SQL helpers the store's files share (store__*): clocks, statement stepping, removing a
+ * database's files, the problem a failed write becomes, and the dataset and sample rows that several kinds of op write.
  *
  * They sit below the writer (store.c) and its parts (store_group.c, store_batch.c, store_review.c,
  * store_snap.c, store_load.c) and call none of them; like those, they run on the writer thread (or the main thread while
@@ -7,7 +7,9 @@
  */
 #include <sqlite3.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "store_internal.h"
@@ -22,6 +24,15 @@ int64_t store__unix_ms(void) {
   struct timespec t;
   clock_gettime(CLOCK_REALTIME, &t);
   return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+void store__unlink_db_files(const char *path) {
+  static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+  char f[600];
+  for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+    snprintf(f, sizeof f, "%s%s", path, suffixes[i]);
+    unlink(f);
+  }
 }
 
 int store__exec(sqlite3 *db, const char *sql) {
