@@ -13,6 +13,7 @@
 void hist_init(hist_rec *h) {
   memset(h, 0, sizeof *h);
   h->label = -1;
+  h->other_class = -1;
   h->last_correct = 2;
 }
 
@@ -57,7 +58,10 @@ void hist_update(hist_rec *h, const hist_obs *o, const hist_params *hp, const hi
   }
   if (cls && o->label >= 0 && o->pred >= 0 && o->pred < cls->c && o->pred != o->label && cls->count[o->pred] > 0) {
     double threshold = cls->sum[o->pred] / (double)cls->count[o->pred];
-    h->other_n += o->p_max >= threshold;
+    if (o->p_max >= threshold) {
+      h->other_n++;
+      h->other_class = o->pred;
+    }
   }
 }
 
@@ -171,6 +175,12 @@ void hist_label_issue_rule(const uint64_t scores[HIST_SCORE_BINS], const uint64_
       flagged += scores[b];
   const uint64_t candidates = hist_confidence_mixture(confidences, rule->low);
   rule->by_confidence = flagged > 0 && candidates > 0 && (double)candidates <= HIST_LABEL_ISSUE_AGREE * (double)flagged;
+}
+
+int hist_li_echo(uint64_t count, uint64_t reverse, uint64_t flagged, int32_t classes) {
+  if (classes < 2 || count == 0 || reverse < HIST_LI_ECHO_MIN) return 0;
+  const double per_cell = (double)flagged / ((double)classes * (double)(classes - 1));
+  return (double)reverse >= HIST_LI_ECHO_SYSTEMATIC * per_cell && (double)count <= HIST_LI_ECHO_RATIO * (double)reverse;
 }
 
 void hist_recent_push(hist_recent *ring, uint8_t *head, uint8_t *count, const hist_obs *o) {

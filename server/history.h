@@ -52,6 +52,7 @@ typedef struct hist_rec {
   uint32_t correct_n;
   uint32_t forgetting;  /* forgetting events: correct -> incorrect transitions */
   uint32_t other_n;     /* scored observations that confidently predicted another class (see hist_update) */
+  int32_t other_class;  /* the class the latest of them named; -1 none (or none since schema 9) */
   float el2n;           /* mean el2n over the first el2n_n (at most the early count) observations that had one */
   uint16_t el2n_n;
   float grand;          /* mean grad_norm over the first grand_n (at most the early count) observations that had one */
@@ -91,7 +92,8 @@ typedef struct hist_params {
  * otherwise the observation counts in other_n when its prediction differs
  * from its label and p_max reaches the predicted class's threshold (confident
  * learning's per-class threshold: the running mean of p_t over observations
- * labelled with that class). Callers observe the classes first
+ * labelled with that class), and other_class becomes the class it named.
+ * Callers observe the classes first
  * (hist_classes_observe), so the threshold includes this observation when it
  * is labelled with the predicted class's label. */
 void hist_update(hist_rec *h, const hist_obs *o, const hist_params *hp, const hist_classes *cls);
@@ -139,10 +141,27 @@ typedef struct hist_li_rule {
 } hist_li_rule;
 void hist_label_issue_rule(const uint64_t scores[HIST_SCORE_BINS], const uint64_t confidences[HIST_CONF_BINS],
                            hist_li_rule *rule /* OUT */);
-/* Whether a sample with a scored observation, of this score and confidence, is flagged by rule. */
+/* Whether a sample with a scored observation, of this score and confidence, is flagged by rule (before
+ * echoes, below). */
 static inline int hist_li_flagged(const hist_li_rule *rule, float score, float confidence) {
   return rule->by_confidence ? rule->low[hist_conf_bin(confidence)] : score >= rule->threshold;
 }
+
+/* Echoes of a systematic confusion. The samples the rule flags fall into cells: (the label, the class the
+ * model last named for them, other_class). When annotators label many samples of class k as class g, the
+ * cell (g, k) is large, and the model, trained on those labels, learns to call some samples of class g
+ * "k" too, with labels that are right: the cell (k, g) is its echo, and it is smaller. A cell is such an
+ * echo when its reverse is systematic, at least HIST_LI_ECHO_SYSTEMATIC times the flagged samples per
+ * off-diagonal cell and at least HIST_LI_ECHO_MIN samples, and the cell holds at most HIST_LI_ECHO_RATIO
+ * times as many; an echo's samples are not flagged. Under uniform noise no cell is systematic, and a
+ * confusion made in both directions at similar rates leaves both cells alone. Measured on planted noise in
+ * BENCHMARKS.md. */
+#define HIST_LI_ECHO_SYSTEMATIC 4.0
+#define HIST_LI_ECHO_MIN 5
+#define HIST_LI_ECHO_RATIO 0.8
+/* Whether a cell of count flagged samples is an echo of its reverse of reverse samples, in a run of classes
+ * classes with flagged samples flagged in all. */
+int hist_li_echo(uint64_t count, uint64_t reverse, uint64_t flagged, int32_t classes);
 
 /* Adds an observation to a ring of HIST_RECENT entries; *head is the next slot. */
 void hist_recent_push(hist_recent *ring, uint8_t *head, uint8_t *count, const hist_obs *o);

@@ -165,7 +165,7 @@ static const column columns[] = {
     COL(aum, 1),         COL(label, 1),      COL(last_correct, 1), COL(has_step, 1),
     COL(ring_head, 1),   COL(ring_count, 1), COL(first_step, 1), COL(last_step, 1),    COL(seq, 1),
     COL(recent, HIST_RECENT), COL(stale_labels, 1), COL(other_n, 1), COL(el2n, 1), COL(el2n_n, 1),
-    COL(grand, 1),       COL(grand_n, 1),
+    COL(grand, 1),       COL(grand_n, 1),    COL(other_class, 1), COL(li_flag, 1),  COL(li_order, 2),
     /* the series has columns of its own, so that ranking the others reads none of it */
     COL_SERIES(series, SERIES_POINTS), COL_SERIES(series_count, SERIES_STATE), COL_SERIES(series_shift, SERIES_STATE),
 };
@@ -208,6 +208,7 @@ static int run_reserve(st_run *r, uint32_t want) {
   r->dirty = d;
   for (uint32_t k = r->cap; k < want; k++) {
     r->label[k] = -1;
+    r->other_class[k] = -1;
     r->last_correct[k] = 2;
   }
   r->cap = want;
@@ -303,6 +304,7 @@ void st__run_free(st_run *r) {
   free(r->dirty);
   free(r->cls.sum);
   free(r->cls.count);
+  free(r->li_start);
   free(r);
 }
 
@@ -497,7 +499,8 @@ st_run *st__run_new(const char *name, int64_t id, int32_t classes, int64_t creat
   if (classes > 0) {
     r->cls.sum = calloc((size_t)classes, sizeof *r->cls.sum);
     r->cls.count = calloc((size_t)classes, sizeof *r->cls.count);
-    if (!r->cls.sum || !r->cls.count) goto fail;
+    r->li_start = calloc(2 * ((size_t)classes + 2), sizeof *r->li_start);
+    if (!r->cls.sum || !r->cls.count || !r->li_start) goto fail;
     r->cls.c = classes;
   }
   return r;

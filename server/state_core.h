@@ -32,6 +32,7 @@ struct st_run {
   uint32_t cap;        /* entries allocated in every column */
   uint32_t col_cap[ST_RUN_COLUMNS]; /* entries allocated in each column (past cap only after a failed growth) */
   uint32_t *seen, *scored_n, *correct_n, *forgetting, *other_n;
+  int32_t *other_class;
   float *last_loss, *mean_loss, *max_loss, *ema_loss, *conf_mean, *conf_m2, *aum, *el2n, *grand;
   uint16_t *el2n_n, *grand_n;
   int32_t *label;
@@ -53,6 +54,12 @@ struct st_run {
   pthread_mutex_t li_lock;
   uint64_t li_observations; /* observations the cached rule was computed at; UINT64_MAX: none */
   hist_li_rule li_rule;
+  /* and what it decided: li_flag per key (echoes left out), with li_order (two keys a key) and li_start
+   * (2 (cls.c + 2) entries) the rule's scratch for sorting flagged keys into cells; only the rule's
+   * computation writes them */
+  uint8_t *li_flag;
+  uint32_t *li_order;
+  uint32_t *li_start;
   int64_t cls_seq;     /* the last batch applied to cls */
   int64_t cls_saved;   /* the last batch the stored class means hold */
   uint64_t observations;
@@ -163,6 +170,7 @@ static inline void st__row_get(const st_run *r, uint32_t key, hist_rec *h) {
   h->correct_n = r->correct_n[key];
   h->forgetting = r->forgetting[key];
   h->other_n = r->other_n[key];
+  h->other_class = r->other_class[key];
   h->el2n = r->el2n[key];
   h->el2n_n = r->el2n_n[key];
   h->grand = r->grand[key];
@@ -187,6 +195,7 @@ static inline void st__row_put(st_run *r, uint32_t key, const hist_rec *h) {
   r->correct_n[key] = h->correct_n;
   r->forgetting[key] = h->forgetting;
   r->other_n[key] = h->other_n;
+  r->other_class[key] = h->other_class;
   r->el2n[key] = h->el2n;
   r->el2n_n[key] = h->el2n_n;
   r->grand[key] = h->grand;
@@ -210,9 +219,10 @@ static inline float st__li_score(const st_run *r, uint32_t key) {
   return r->scored_n[key] ? (float)r->other_n[key] / (float)r->scored_n[key] : 0.0f;
 }
 
-/* label_issue of key in r, by r's rule (st_label_issue_rule). */
+/* label_issue of key in r, as r's rule decided it (st_label_issue_rule, which returned rule). */
 static inline int st__li_flagged(const st_run *r, const hist_li_rule *rule, uint32_t key) {
-  return key < r->cap && r->scored_n[key] && hist_li_flagged(rule, st__li_score(r, key), r->conf_mean[key]);
+  (void)rule; /* its decisions are in li_flag, valid while rule is */
+  return key < r->cap && r->scored_n[key] && r->li_flag[key];
 }
 
 /* st_max_ema and st_reconsider, inline for the ranking's loop (state_top.c). */

@@ -146,6 +146,92 @@ void st_history(const st_run *r, uint32_t key, hist_rec *h) {
   st__row_get(r, key, h);
 }
 
+/* A flagged key's cell as one number, label * c + the class named (c classes, at most ST_LI_CELL_CLASSES), or
+ * UINT32_MAX when it falls into none: no class label, or no other class named. */
+#define ST_LI_CELL_CLASSES 65535
+static uint32_t li_cell(const st_run *r, uint32_t key) {
+  const int32_t g = r->label[key], k = r->other_class[key], c = r->cls.c;
+  if (g < 0 || g >= c || k < 0 || k >= c || k == g) return UINT32_MAX;
+  return (uint32_t)g * (uint32_t)c + (uint32_t)k;
+}
+
+#define LI_ECHO 0x80000000u /* in a cell's count: the cell is an echo */
+
+/* The index of cell in the sorted cells[0, n), or n when it is not there. */
+static uint32_t li_find(const uint32_t *cells, uint32_t n, uint32_t cell) {
+  uint32_t a = 0, b = n;
+  while (a < b) {
+    const uint32_t mid = a + (b - a) / 2;
+    if (cells[mid] < cell) a = mid + 1;
+    else b = mid;
+  }
+  return a < n && cells[a] == cell ? a : n;
+}
+
+/* Writes the run's label_issue into li_flag for keys below lim: its rule (li_rule), then echoes
+ * (hist_li_echo) left out. The cells of the flagged keys are sorted (two counting sorts in li_order's two
+ * halves: by the class named, then stably by label) and counted; each distinct cell's reverse is found by
+ * binary search, and, when some cells are echoes, a last pass clears the flags of their keys. Linear in the
+ * keys, no allocation. */
+static void li_decide(st_run *w, uint32_t lim) {
+  const int32_t c = w->cls.c;
+  const int cells_kept = c >= 2 && c <= ST_LI_CELL_CLASSES;
+  uint64_t flagged = 0;
+  uint32_t *by_label = w->li_start, *by_named = c > 0 ? w->li_start + c + 2 : NULL;
+  uint32_t *cells = w->li_order, *tmp = w->li_order + w->cap; /* the column holds two entries a key */
+  uint32_t n = 0;
+  if (cells_kept) memset(w->li_start, 0, 2 * ((size_t)c + 2) * sizeof *w->li_start);
+  for (uint32_t key = 0; key < lim; key++) {
+    const int f = w->scored_n[key] && hist_li_flagged(&w->li_rule, st__li_score(w, key), w->conf_mean[key]);
+    w->li_flag[key] = (uint8_t)f;
+    if (!f) continue;
+    flagged++;
+    const uint32_t cell = cells_kept ? li_cell(w, key) : UINT32_MAX;
+    if (cell == UINT32_MAX) continue;
+    tmp[n++] = cell;
+    by_label[cell / (uint32_t)c + 2]++;
+    by_named[cell % (uint32_t)c + 2]++;
+  }
+  if (n == 0) return;
+  for (int32_t g = 2; g < c + 2; g++) {
+    by_label[g] += by_label[g - 1];
+    by_named[g] += by_named[g - 1];
+  }
+  for (uint32_t i = 0; i < n; i++) cells[by_named[tmp[i] % (uint32_t)c + 1]++] = tmp[i];
+  for (uint32_t i = 0; i < n; i++) tmp[by_label[cells[i] / (uint32_t)c + 1]++] = cells[i];
+  /* tmp is sorted: the distinct cells go to cells[0, d) and their counts to tmp[0, d) (d <= i: what is
+   * overwritten has been read) */
+  uint32_t d = 0;
+  for (uint32_t i = 0; i < n;) {
+    uint32_t end = i;
+    const uint32_t cell = tmp[i];
+    while (end < n && tmp[end] == cell) end++;
+    cells[d] = cell;
+    tmp[d++] = end - i < LI_ECHO ? end - i : LI_ECHO - 1; /* 2^31 samples in one cell: no more is told */
+    i = end;
+  }
+  uint32_t echoes = 0;
+  for (uint32_t j = 0; j < d; j++) {
+    const uint32_t g = cells[j] / (uint32_t)c, k = cells[j] % (uint32_t)c;
+    const uint32_t r = li_find(cells, d, k * (uint32_t)c + g);
+    const uint32_t reverse = r < d ? tmp[r] & ~LI_ECHO : 0;
+    if (hist_li_echo(tmp[j] & ~LI_ECHO, reverse, flagged, c)) {
+      tmp[j] |= LI_ECHO;
+      echoes++;
+    }
+  }
+  if (echoes == 0) return; /* uniform noise, or none: nothing to leave out */
+  /* the echoes, in order, to tmp[0, echoes) (e <= j: what is overwritten has been read) */
+  uint32_t e = 0;
+  for (uint32_t j = 0; j < d; j++)
+    if (tmp[j] & LI_ECHO) tmp[e++] = cells[j];
+  for (uint32_t key = 0; key < lim; key++) {
+    if (!w->li_flag[key]) continue;
+    const uint32_t cell = li_cell(w, key);
+    if (cell != UINT32_MAX && li_find(tmp, echoes, cell) < echoes) w->li_flag[key] = 0;
+  }
+}
+
 const hist_li_rule *st_label_issue_rule(const st_dataset *ds, const st_run *r) {
   st_run *w = (st_run *)r; /* the cache only: the history is not touched */
   /* the common case, without the lock: the rule is published before the count it was computed at, and
@@ -161,6 +247,7 @@ const hist_li_rule *st_label_issue_rule(const st_dataset *ds, const st_run *r) {
         confidences[hist_conf_bin(r->conf_mean[key])]++;
       }
     hist_label_issue_rule(scores, confidences, &w->li_rule);
+    li_decide(w, lim);
     __atomic_store_n(&w->li_observations, r->observations, __ATOMIC_RELEASE);
   }
   pthread_mutex_unlock(&w->li_lock);

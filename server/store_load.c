@@ -101,7 +101,7 @@ static int load_samples(loader *l) {
 static int load_history(loader *l) {
   if (read_begin(l, "history", "SELECT run_id, key, seq, seen, scored, correct, forgetting, last_loss, mean_loss, max_loss, "
                                "ema_loss, confidence, conf_m2, aum, label, last_correct, label_issue, first_step, last_step, "
-                               "recent, stale_labels, other_n, el2n, el2n_n, grand, grand_n, series FROM history"))
+                               "recent, stale_labels, other_n, el2n, el2n_n, grand, grand_n, series, other_class FROM history"))
     return -1;
   sqlite3_stmt *q = l->q;
   int r;
@@ -140,6 +140,8 @@ static int load_history(loader *l) {
     h->el2n_n = (uint16_t)sqlite3_column_int(q, 23);
     h->grand = (float)sqlite3_column_double(q, 24);
     h->grand_n = (uint16_t)sqlite3_column_int(q, 25);
+    const int64_t other_class = sqlite3_column_int64(q, 27);
+    h->other_class = other_class >= -1 && other_class <= INT32_MAX ? (int32_t)other_class : -2; /* -2: refused below */
     const void *ring = sqlite3_column_blob(q, 19);
     if (sqlite3_column_bytes(q, 19) != ST_RING_BYTES || !ring || key < 0 || key >= UINT32_MAX) {
       snprintf(l->err, sizeof l->err, "the history row of run %lld, key %lld, is malformed", (long long)sqlite3_column_int64(q, 0),

@@ -739,6 +739,48 @@ class HistoryTest(FocaldTestCase):
         items = self.d.all_hard(ds, run="*", label_issue="true")
         self.assertEqual({it["id"] for it in items}, wrong | {"u"})
 
+    def test_label_issue_leaves_out_the_echo_of_a_systematic_confusion(self):
+        """README "Label errors": the flagged samples fall into cells by label and the class the model last
+        named; a cell at most 0.8 times its reverse, when the reverse is systematic (at least 4 times the
+        flagged samples per off-diagonal cell, and 5), is an echo and is not flagged. 4 classes: 40 clean
+        samples each, 10 labelled 1 that the model calls 0, 6 labelled 0 that it calls 1 (the echo), 2 labelled
+        2 that it calls 3. The same after a restart, which reads the class named from the database."""
+        d = self.start_daemon()
+        ds, run, C = "echo", "r", 4
+        clean, named = math.log(4.5), math.log(57.0)  # p 0.6 for the label; p 0.95 for the class named
+
+        def row(k, z):
+            return [z if i == k else 0.0 for i in range(C)]
+
+        ids, targets, logits = [], [], []
+        for c in range(C):
+            for i in range(40):
+                ids.append("c%d-%d" % (c, i)), targets.append(c), logits.append(row(c, clean))
+        cells = {"src": (10, 1, 0), "echo": (6, 0, 1), "lone": (2, 2, 3)}
+        for name, (n, label, k) in cells.items():
+            for i in range(n):
+                ids.append("%s%d" % (name, i)), targets.append(label), logits.append(row(k, named))
+        d.ok_batch(ds, {"run": run, "loss": {"type": "cross_entropy"}, "step": 0, "ids": ids, "targets": targets,
+                        "logits": logits})
+        want = {"src%d" % i for i in range(10)} | {"lone0", "lone1"}
+
+        def check(daemon, ctx):
+            items = daemon.all_hard(ds, run=run, label_issue="true")
+            self.assertEqual({it["id"] for it in items}, want, ctx)
+            for sid in ("echo0", "echo5", "src0", "lone1", "c0-0"):
+                rec = daemon.sample(ds, sid, run=run).json()["runs"][0]
+                self.assertIs(rec["label_issue"], sid in want, "%s %s: %r" % (ctx, sid, rec))
+                if sid.startswith("echo"):
+                    self.assertEqual(rec["label_issue_score"], 1.0, rec)
+            r = daemon.get("/v1/datasets/%s/export?format=jsonl&run=%s&label_issue=true" % (ds, run))
+            self.assertEqual({json.loads(x)["id"] for x in r.body.decode().splitlines()}, want, ctx)
+            rest = {it["id"] for it in daemon.all_hard(ds, run=run, label_issue="false")}
+            self.assertEqual(rest, set(ids) - want, ctx)
+
+        check(d, "before the restart")
+        self.assertEqual(d.stop(), 0)
+        check(self.start_daemon(db_dir=d.db_dir), "after the restart")
+
     def test_label_issue_filter_and_ranking(self):
         """label_issue=true|false filters hard-examples and exports; by=label_issue_score ranks by the fraction."""
         ds = self.ds_name()

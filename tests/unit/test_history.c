@@ -166,22 +166,57 @@ static void test_history_label_issue_against_class_thresholds(void **state) {
   hist_classes_observe(&cls, &o);
   hist_update(&h, &o, &HP, &cls);
   assert_int_equal(h.other_n, 1);
+  assert_int_equal(h.other_class, 1);
   assert_near(hist_label_issue_score(&h), 1.0);
-  /* predicted 1 with p_1 = 0.6 < 0.8: not confident, not counted */
+  /* predicted 1 with p_1 = 0.6 < 0.8: not confident, not counted, and other_class still names class 1 */
   o.p_max = 0.6f;
   hist_update(&h, &o, &HP, &cls);
   assert_int_equal(h.other_n, 1);
+  assert_int_equal(h.other_class, 1);
+  /* predicted 2 with p_2 = 0.5, while no observation labelled 2 has been seen: no threshold, not counted */
+  hist_obs two = obs(2.0f, 0.1f, -2.0f, 0.0f, 0, 2, 9);
+  two.p_max = 0.99f;
+  hist_update(&h, &two, &HP, &cls);
+  assert_int_equal(h.other_n, 1);
+  assert_int_equal(h.other_class, 1);
   /* a correct prediction is never counted */
   hist_obs good = obs(0.1f, 0.95f, 2.0f, 1.0f, 1, 1, 10);
   hist_update(&h, &good, &HP, &cls);
   assert_int_equal(h.other_n, 1);
-  assert_near(hist_label_issue_score(&h), 1.0 / 3.0);
-  assert_near(hist_value(&h, HF_LABEL_ISSUE_SCORE), 1.0 / 3.0);
+  assert_near(hist_label_issue_score(&h), 1.0 / 4.0);
+  assert_near(hist_value(&h, HF_LABEL_ISSUE_SCORE), 1.0 / 4.0);
   /* without class thresholds (a run with no class labels yet) nothing is counted */
   hist_rec n;
   hist_init(&n);
   hist_update(&n, &o, &HP, NULL);
   assert_int_equal(n.other_n, 0);
+  assert_int_equal(n.other_class, -1);
+}
+
+/* hist_li_echo: a cell is an echo when its reverse is systematic (at least HIST_LI_ECHO_SYSTEMATIC times the
+ * flagged samples per off-diagonal cell, and at least HIST_LI_ECHO_MIN) and it is at most HIST_LI_ECHO_RATIO
+ * times its reverse; each bound is checked on both sides */
+static void test_history_label_issue_echo_bounds(void **state) {
+  (void)state;
+  /* 10 classes, 180 flagged: 2 per cell, so a systematic reverse holds at least 8 */
+  assert_true(hist_li_echo(6, 8, 180, 10));
+  assert_false(hist_li_echo(6, 7, 180, 10));   /* the reverse is not systematic */
+  assert_true(hist_li_echo(1, 8, 180, 10));
+  assert_false(hist_li_echo(0, 8, 180, 10));   /* an empty cell is nothing */
+  assert_false(hist_li_echo(7, 8, 180, 10));   /* 7 > 0.8 * 8: a confusion made both ways */
+  assert_true(hist_li_echo(8, 10, 180, 10));   /* 8 = 0.8 * 10 */
+  assert_false(hist_li_echo(9, 10, 180, 10));
+  assert_false(hist_li_echo(10, 10, 180, 10)); /* equal cells: neither is the other's echo */
+  /* few flagged: the reverse must still hold HIST_LI_ECHO_MIN */
+  assert_true(hist_li_echo(3, 5, 20, 10));
+  assert_false(hist_li_echo(3, 4, 20, 10));
+  /* 4 classes, 60 flagged: 5 per cell, a systematic reverse holds at least 20 */
+  assert_true(hist_li_echo(16, 20, 60, 4));
+  assert_false(hist_li_echo(15, 19, 60, 4));
+  /* two classes: each cell holds at most the flagged samples, never four times the half of them */
+  assert_false(hist_li_echo(1, 50, 51, 2));
+  assert_false(hist_li_echo(1, 50, 51, 1));
+  assert_false(hist_li_echo(1, 50, 51, 0));
 }
 
 /* label_issue's threshold: Otsu's split of the scores, at least the floor */
@@ -567,6 +602,7 @@ int main(void) {
       cmocka_unit_test(test_history_aum_is_mean_margin),
       cmocka_unit_test(test_history_unscored_observation_counts_only_loss),
       cmocka_unit_test(test_history_label_issue_against_class_thresholds),
+      cmocka_unit_test(test_history_label_issue_echo_bounds),
       cmocka_unit_test(test_history_el2n_is_early_mean),
       cmocka_unit_test(test_history_label_issue_threshold_is_otsu),
       cmocka_unit_test(test_history_confidence_mixture_finds_the_lower_group),

@@ -326,6 +326,110 @@ static void test_state_filters_and_runs(void **state) {
   assert_int_equal(hits[0].key, k0);
 }
 
+/* An observation labelled label that names class pred with probability 0.95 (p_t 0.05). */
+static hist_obs naming(int32_t label, int32_t pred) {
+  hist_obs o = {.loss = 3.0f, .p_t = 0.05f, .p_max = 0.95f, .margin = -3.0f, .correct = 0.0f, .pred = pred,
+                .label = label, .scored = 1};
+  return o;
+}
+
+/* Adds n samples named prefix0.. to run "a", each observed once labelled label and naming pred (pred ==
+ * label: a clean sample the model gets right with p_t 0.6). */
+static void cell(fixture *f, const char *prefix, int n, int32_t label, int32_t pred) {
+  char names[64][16];
+  char *ids[64];
+  hist_obs o[64];
+  assert_true(n <= 64);
+  for (int i = 0; i < n; i++) {
+    snprintf(names[i], sizeof names[i], "%s%d", prefix, i);
+    ids[i] = names[i];
+    o[i] = pred == label ? obs(0.5f, 0.6f, label) : naming(label, pred);
+  }
+  put(f, "a", 1, n, ids, o);
+}
+
+/* Whether sample prefix<i> is flagged in run "a", by the sample view and by the ranking's filter alike. */
+static int flagged(fixture *f, const char *prefix, int i) {
+  char id[16];
+  snprintf(id, sizeof id, "%s%d", prefix, i);
+  const st_dataset *ds = dataset(f);
+  const st_run *r = st_find_run(ds, "a");
+  const int64_t key = st_key(ds, id);
+  assert_true(key >= 0);
+  hist_view v;
+  st_history_view(ds, r, (uint32_t)key, &v);
+  st_hit hits[256];
+  st_query q = {.by = HF_MEAN_LOSS, .run = r, .min_seen = 1, .k = 256, .label_issue = ST_LABEL_ISSUE_YES};
+  const int n = st_top(ds, &q, hits);
+  int listed = 0;
+  for (int j = 0; j < n; j++) listed |= hits[j].key == (uint32_t)key;
+  assert_int_equal(listed, v.label_issue);
+  return v.label_issue;
+}
+
+/* label_issue leaves out the echo of a systematic confusion: 10 samples labelled 1 that the model calls 0
+ * (the confusion) and 6 labelled 0 that it calls 1 (its echo, at most 0.8 of it); 2 labelled 2 called 3,
+ * whose reverse holds nothing, stay. 4 classes and 18 flagged: 1.5 per cell, so a cell of 6 or more is
+ * systematic. Samples flagged in cells of their own are counted: they are the cells' keys' run history. */
+static void test_state_label_issue_leaves_out_echoes(void **state) {
+  fixture *f = *state;
+  for (int32_t c = 0; c < 4; c++) {
+    char prefix[8];
+    snprintf(prefix, sizeof prefix, "c%d-", c);
+    cell(f, prefix, 40, c, c);
+  }
+  cell(f, "src", 10, 1, 0);
+  cell(f, "echo", 6, 0, 1);
+  cell(f, "lone", 2, 2, 3);
+  const st_dataset *ds = dataset(f);
+  hist_rec h;
+  st_history(st_find_run(ds, "a"), (uint32_t)st_key(ds, "src0"), &h);
+  assert_int_equal(h.other_class, 0);
+  st_history(st_find_run(ds, "a"), (uint32_t)st_key(ds, "c0-0"), &h);
+  assert_int_equal(h.other_class, -1);
+  for (int i = 0; i < 10; i++) assert_true(flagged(f, "src", i));
+  for (int i = 0; i < 6; i++) assert_false(flagged(f, "echo", i));
+  for (int i = 0; i < 2; i++) assert_true(flagged(f, "lone", i));
+  for (int i = 0; i < 40; i++) assert_false(flagged(f, "c0-", i));
+  /* two more in the echo's cell: 8 is 0.8 of 10, still an echo; a third makes 9, a confusion both ways */
+  cell(f, "echo-b", 2, 0, 1);
+  for (int i = 0; i < 6; i++) assert_false(flagged(f, "echo", i));
+  cell(f, "echo-c", 1, 0, 1);
+  for (int i = 0; i < 6; i++) assert_true(flagged(f, "echo", i));
+  assert_true(flagged(f, "echo-c", 0));
+  for (int i = 0; i < 10; i++) assert_true(flagged(f, "src", i));
+}
+
+/* Below HIST_LI_ECHO_MIN, or with classes spread evenly (uniform noise), no cell is an echo. */
+static void test_state_label_issue_keeps_small_and_even_cells(void **state) {
+  fixture *f = *state;
+  for (int32_t c = 0; c < 4; c++) {
+    char prefix[8];
+    snprintf(prefix, sizeof prefix, "c%d-", c);
+    cell(f, prefix, 40, c, c);
+  }
+  cell(f, "src", 4, 1, 0); /* 4 < HIST_LI_ECHO_MIN */
+  cell(f, "rev", 1, 0, 1);
+  for (int i = 0; i < 4; i++) assert_true(flagged(f, "src", i));
+  assert_true(flagged(f, "rev", 0));
+  /* every off-diagonal cell holds 3 (or 4): none reaches 4 times the mean */
+  for (int32_t g = 0; g < 4; g++)
+    for (int32_t k = 0; k < 4; k++) {
+      if (g == k) continue;
+      char prefix[16];
+      snprintf(prefix, sizeof prefix, "u%d%d-", g, k);
+      cell(f, prefix, 3, g, k);
+    }
+  for (int32_t g = 0; g < 4; g++)
+    for (int32_t k = 0; k < 4; k++) {
+      if (g == k) continue;
+      char prefix[16];
+      snprintf(prefix, sizeof prefix, "u%d%d-", g, k);
+      for (int i = 0; i < 3; i++) assert_true(flagged(f, prefix, i));
+    }
+  assert_true(flagged(f, "rev", 0));
+}
+
 /* The data map's accessor gives exactly the figures of the full ones: over every run (st_history_all)
  * and in each run (st_history_view), on samples seen by one, two or three runs with different labels,
  * steps, unscored observations and p_t spread; and seen 0 where nothing (or not that run) saw it. */
@@ -694,6 +798,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_state_large_arrays_keep_values_across_growth, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_top_orders_by_score_then_id, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_filters_and_runs, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_state_label_issue_leaves_out_echoes, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_state_label_issue_keeps_small_and_even_cells, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_map_view_equals_history, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_replayed_batches_apply_once, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_quantiles, setup, teardown),
