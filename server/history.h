@@ -149,8 +149,8 @@ static inline int hist_li_flagged(const hist_li_rule *rule, float score, float c
 
 /* Echoes of a systematic confusion. The samples the rule flags fall into cells: (the label, the class the
  * model last named for them, other_class). When annotators label many samples of class k as class g, the
- * cell (g, k) is large, and the model, trained on those labels, learns to call some samples of class g
- * "k" too, with labels that are right: the cell (k, g) is its echo, and it is smaller. A cell is such an
+ * cell (g, k) is large, and the model, trained on those labels, learns to call other samples of class k
+ * "g", whose labels (k) are right: the cell (k, g) is its echo, and it is smaller. A cell is such an
  * echo when its reverse is systematic, at least HIST_LI_ECHO_SYSTEMATIC times the flagged samples per
  * off-diagonal cell and at least HIST_LI_ECHO_MIN samples, and the cell holds at most HIST_LI_ECHO_RATIO
  * times as many; an echo's samples are not flagged. Under uniform noise no cell is systematic, and a

@@ -370,7 +370,7 @@ static int flagged(fixture *f, const char *prefix, int i) {
 /* label_issue leaves out the echo of a systematic confusion: 10 samples labelled 1 that the model calls 0
  * (the confusion) and 6 labelled 0 that it calls 1 (its echo, at most 0.8 of it); 2 labelled 2 called 3,
  * whose reverse holds nothing, stay. 4 classes and 18 flagged: 1.5 per cell, so a cell of 6 or more is
- * systematic. Samples flagged in cells of their own are counted: they are the cells' keys' run history. */
+ * systematic. Then the echo grows past 0.8 of its source and is flagged again. */
 static void test_state_label_issue_leaves_out_echoes(void **state) {
   fixture *f = *state;
   for (int32_t c = 0; c < 4; c++) {
