@@ -221,12 +221,19 @@ static void li_decide(st_run *w, uint32_t lim) {
     }
   }
   if (echoes == 0) return; /* uniform noise, or none: nothing to leave out */
-  /* the echoes, in order, to tmp[0, echoes) (e <= j: what is overwritten has been read) */
+  /* the echoes, in order, to tmp[0, echoes) (e <= j: what is overwritten has been read), and by_label[g]
+   * now says whether label g has one, so that most keys need no search */
   uint32_t e = 0;
+  memset(by_label, 0, ((size_t)c + 2) * sizeof *by_label);
   for (uint32_t j = 0; j < d; j++)
-    if (tmp[j] & LI_ECHO) tmp[e++] = cells[j];
+    if (tmp[j] & LI_ECHO) {
+      by_label[cells[j] / (uint32_t)c] = 1;
+      tmp[e++] = cells[j];
+    }
   for (uint32_t key = 0; key < lim; key++) {
     if (!w->li_flag[key]) continue;
+    const int32_t g = w->label[key];
+    if (g < 0 || g >= c || !by_label[g]) continue;
     const uint32_t cell = li_cell(w, key);
     if (cell != UINT32_MAX && li_find(tmp, echoes, cell) < echoes) w->li_flag[key] = 0;
   }
