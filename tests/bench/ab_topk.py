@@ -5,6 +5,9 @@ Starts each given binary on its own fresh database, fills each with the same 1M 
 bench_daemon.py's fill), then queries hard-examples (k=100, run=bench) for every `by` field in turn,
 alternating between the daemons, --rounds times; prints each field's median per binary and each daemon's
 RSS. Alternating the daemons query by query puts both under the same noise, which sequential runs do not.
+Two more rows time `label_issue=true` (by mean_loss): "label_issue new" right after a one-sample batch, so
+that the run's label_issue rule is computed again (a pass over its samples), and "label_issue kept" the same
+query asked again, the rule kept.
 
 usage: /usr/bin/python3 tests/bench/ab_topk.py [--rounds 40] [--samples 1000000] BINARY BINARY...
    e.g. git worktree add /tmp/before HEAD~1 && make -C /tmp/before build/focald &&
@@ -36,21 +39,35 @@ def main():
             c.close()
         time.sleep(8)  # let a snapshot pass run in each
         conns = [http.client.HTTPConnection("127.0.0.1", p, timeout=60) for p in ports]
-        lat = {(i, f): [] for i in range(len(conns)) for f in bd.FIELDS}
-        for _ in range(args.rounds):
+        rows = bd.FIELDS + ["label_issue new", "label_issue kept"]
+        lat = {(i, f): [] for i in range(len(conns)) for f in rows}
+        li = "/v1/datasets/bench/hard-examples?by=mean_loss&k=100&run=bench&label_issue=true"
+        for r in range(args.rounds):
             for f in bd.FIELDS:
                 for i, c in enumerate(conns):
                     t = time.perf_counter()
                     bd.get_json(c, f"/v1/datasets/bench/hard-examples?by={f}&k=100&run=bench")
                     lat[(i, f)].append((time.perf_counter() - t) * 1e3)
+            for i, c in enumerate(conns):
+                body = ('{"run":"bench","step":%d,"ids":["s%d"],"logits":[[0,0,0,0,0,0,0,0,0,1]],"targets":[3]}'
+                        % (10 ** 9 + r, r))
+                c.request("POST", "/v1/datasets/bench/batches", body, {"Content-Type": "application/json"})
+                resp = c.getresponse()
+                resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"one-sample batch: HTTP {resp.status}")
+                for f in ("label_issue new", "label_issue kept"):
+                    t = time.perf_counter()
+                    bd.get_json(c, li)
+                    lat[(i, f)].append((time.perf_counter() - t) * 1e3)
         print(f"# top-100 medians in ms, {args.rounds} rounds alternating the daemons; machine: "
               f"{os.cpu_count()} cores; command: tests/bench/ab_topk.py")
         for i, b in enumerate(args.binaries):
             print(f"# [{i}] {b}")
-        print("by            " + "".join(f"{'[%d]' % i:>10s}" for i in range(len(conns))))
-        for f in bd.FIELDS:
-            print(f"{f:14s}" + "".join(f"{statistics.median(lat[(i, f)]):10.2f}" for i in range(len(conns))))
-        print("RSS MB        " + "".join(f"{bd.rss_mb(p.pid)['VmRSS']:10.0f}" for p in procs))
+        print("by               " + "".join(f"{'[%d]' % i:>10s}" for i in range(len(conns))))
+        for f in rows:
+            print(f"{f:17s}" + "".join(f"{statistics.median(lat[(i, f)]):10.2f}" for i in range(len(conns))))
+        print("RSS MB           " + "".join(f"{bd.rss_mb(p.pid)['VmRSS']:10.0f}" for p in procs))
 
 
 if __name__ == "__main__":
