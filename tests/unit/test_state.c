@@ -348,6 +348,15 @@ static void cell(fixture *f, const char *prefix, int n, int32_t label, int32_t p
   put(f, "a", 1, n, ids, o);
 }
 
+/* 40 clean samples of each of the 4 classes, c<class>-0 to c<class>-39: the class means, and no cell. */
+static void clean_classes(fixture *f) {
+  for (int32_t c = 0; c < 4; c++) {
+    char prefix[8];
+    snprintf(prefix, sizeof prefix, "c%d-", c);
+    cell(f, prefix, 40, c, c);
+  }
+}
+
 /* Whether sample prefix<i> is flagged in run "a", by the sample view and by the ranking's filter alike. */
 static int flagged(fixture *f, const char *prefix, int i) {
   char id[16];
@@ -373,11 +382,7 @@ static int flagged(fixture *f, const char *prefix, int i) {
  * systematic. Then the echo grows past 0.8 of its source and is flagged again. */
 static void test_state_label_issue_leaves_out_echoes(void **state) {
   fixture *f = *state;
-  for (int32_t c = 0; c < 4; c++) {
-    char prefix[8];
-    snprintf(prefix, sizeof prefix, "c%d-", c);
-    cell(f, prefix, 40, c, c);
-  }
+  clean_classes(f);
   cell(f, "src", 10, 1, 0);
   cell(f, "echo", 6, 0, 1);
   cell(f, "lone", 2, 2, 3);
@@ -403,11 +408,7 @@ static void test_state_label_issue_leaves_out_echoes(void **state) {
 /* Below HIST_LI_ECHO_MIN, or with classes spread evenly (uniform noise), no cell is an echo. */
 static void test_state_label_issue_keeps_small_and_even_cells(void **state) {
   fixture *f = *state;
-  for (int32_t c = 0; c < 4; c++) {
-    char prefix[8];
-    snprintf(prefix, sizeof prefix, "c%d-", c);
-    cell(f, prefix, 40, c, c);
-  }
+  clean_classes(f);
   cell(f, "src", 4, 1, 0); /* 4 < HIST_LI_ECHO_MIN */
   cell(f, "rev", 1, 0, 1);
   for (int i = 0; i < 4; i++) assert_true(flagged(f, "src", i));
