@@ -54,8 +54,8 @@ struct st_run {
   pthread_mutex_t li_lock;
   uint64_t li_observations; /* observations the cached rule was computed at; UINT64_MAX: none */
   hist_li_rule li_rule;
-  /* and what it decided: li_flag per key (echoes left out), with li_order (two keys a key) and li_start
-   * (2 (cls.c + 2) entries) the rule's scratch for sorting flagged keys into cells; only the rule's
+  /* and what it decided: li_flag per key (echoes left out), with li_order (two entries a key) and li_start
+   * (2 (cls.c + 2) entries) the rule's scratch for sorting the flagged keys' cells; only the rule's
    * computation writes them */
   uint8_t *li_flag;
   uint32_t *li_order;
