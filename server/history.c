@@ -56,10 +56,14 @@ void hist_update(hist_rec *h, const hist_obs *o, const hist_params *hp, const hi
     h->grand_n++;
     h->grand += (o->grad_norm - h->grand) / (float)h->grand_n;
   }
+  /* the first early scored observations; a row that has not counted them from its first never starts */
+  const int early = h->early_n != HIST_EARLY_UNKNOWN && h->early_n < hp->early && h->early_n + 1 < HIST_EARLY_UNKNOWN;
+  h->early_n += early;
   if (cls && o->label >= 0 && o->pred >= 0 && o->pred < cls->c && o->pred != o->label && cls->count[o->pred] > 0) {
     double threshold = cls->sum[o->pred] / (double)cls->count[o->pred];
     if (o->p_max >= threshold) {
       h->other_n++;
+      h->early_other_n += early;
       h->other_class = o->pred;
     }
   }
@@ -67,6 +71,11 @@ void hist_update(hist_rec *h, const hist_obs *o, const hist_params *hp, const hi
 
 float hist_label_issue_score(const hist_rec *h) {
   return h->scored_n ? (float)h->other_n / (float)h->scored_n : 0.0f;
+}
+
+float hist_early_label_issue_score(const hist_rec *h) {
+  if (h->early_n == HIST_EARLY_UNKNOWN || h->early_n == 0) return hist_label_issue_score(h);
+  return (float)h->early_other_n / (float)h->early_n;
 }
 
 int hist_score_bin(float score) {
@@ -166,9 +175,14 @@ uint64_t hist_confidence_mixture(const uint64_t counts[HIST_CONF_BINS], uint8_t 
   return marked;
 }
 
-void hist_label_issue_rule(const uint64_t scores[HIST_SCORE_BINS], const uint64_t confidences[HIST_CONF_BINS],
+int hist_li_fitted(uint64_t predicted_as_labelled, uint64_t scored) {
+  return scored > 0 && (double)predicted_as_labelled >= HIST_LI_FITTED * (double)scored;
+}
+
+void hist_label_issue_rule(const uint64_t scores[HIST_SCORE_BINS], const uint64_t confidences[HIST_CONF_BINS], int early,
                            hist_li_rule *rule) {
   rule->threshold = hist_label_issue_threshold(scores);
+  rule->early = early;
   uint64_t flagged = 0;
   if (rule->threshold <= 1.0f) /* a multiple of a bin's width: the bins from it are the flagged scores */
     for (int b = (int)(rule->threshold * (float)(HIST_SCORE_BINS - 1) + 0.5f); b < HIST_SCORE_BINS; b++)
@@ -307,6 +321,7 @@ void hist_view_of(const hist_rec *h, hist_view *v) {
   v->el2n = h->el2n;
   v->grand = h->grand;
   v->label_issue_score = hist_label_issue_score(h);
+  v->early_label_issue_score = hist_early_label_issue_score(h);
   v->aum = h->aum;
   v->has_step = h->has_step;
   v->first_step = h->first_step;

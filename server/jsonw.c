@@ -96,6 +96,8 @@ void jw_history(jw *o, const hist_view *h) {
   jw_num(o, h->el2n);
   JW(o, ",\"label_issue_score\":");
   jw_num(o, h->label_issue_score);
+  JW(o, ",\"early_label_issue_score\":");
+  jw_num(o, h->early_label_issue_score);
   JW(o, ",\"grand\":");
   jw_num(o, h->grand);
   if (h->has_step) {

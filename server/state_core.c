@@ -166,6 +166,7 @@ static const column columns[] = {
     COL(ring_head, 1),   COL(ring_count, 1), COL(first_step, 1), COL(last_step, 1),    COL(seq, 1),
     COL(recent, HIST_RECENT), COL(stale_labels, 1), COL(other_n, 1), COL(el2n, 1), COL(el2n_n, 1),
     COL(grand, 1),       COL(grand_n, 1),    COL(other_class, 1), COL(li_flag, 1),  COL(li_order, 2),
+    COL(early_n, 1),     COL(early_other_n, 1),
     /* the series has columns of its own, so that ranking the others reads none of it */
     COL_SERIES(series, SERIES_POINTS), COL_SERIES(series_count, SERIES_STATE), COL_SERIES(series_shift, SERIES_STATE),
 };

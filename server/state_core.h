@@ -17,7 +17,7 @@
 #include "history.h"
 #include "state.h"
 
-#define ST_RUN_COLUMNS 32    /* at least the per-key columns of st_run */
+#define ST_RUN_COLUMNS 40    /* at least the per-key columns of st_run */
 #define ST_SAMPLE_ARRAYS 12  /* at least the per-key arrays of st_dataset */
 /* The keys a dataset has room for at first; its arrays then double. Small, because
  * a run's columns cost about 150 bytes a key (and its series 12 bytes a point more): with room for 1024 keys
@@ -34,7 +34,7 @@ struct st_run {
   uint32_t *seen, *scored_n, *correct_n, *forgetting, *other_n;
   int32_t *other_class;
   float *last_loss, *mean_loss, *max_loss, *ema_loss, *conf_mean, *conf_m2, *aum, *el2n, *grand;
-  uint16_t *el2n_n, *grand_n;
+  uint16_t *el2n_n, *grand_n, *early_n, *early_other_n;
   int32_t *label;
   uint8_t *last_correct, *has_step, *ring_head, *ring_count;
   int64_t *first_step, *last_step;
@@ -171,6 +171,8 @@ static inline void st__row_get(const st_run *r, uint32_t key, hist_rec *h) {
   h->forgetting = r->forgetting[key];
   h->other_n = r->other_n[key];
   h->other_class = r->other_class[key];
+  h->early_n = r->early_n[key];
+  h->early_other_n = r->early_other_n[key];
   h->el2n = r->el2n[key];
   h->el2n_n = r->el2n_n[key];
   h->grand = r->grand[key];
@@ -196,6 +198,8 @@ static inline void st__row_put(st_run *r, uint32_t key, const hist_rec *h) {
   r->forgetting[key] = h->forgetting;
   r->other_n[key] = h->other_n;
   r->other_class[key] = h->other_class;
+  r->early_n[key] = h->early_n;
+  r->early_other_n[key] = h->early_other_n;
   r->el2n[key] = h->el2n;
   r->el2n_n[key] = h->el2n_n;
   r->grand[key] = h->grand;
@@ -217,6 +221,13 @@ static inline void st__row_put(st_run *r, uint32_t key, const hist_rec *h) {
 /* The score of key in r: other_n / scored_n. */
 static inline float st__li_score(const st_run *r, uint32_t key) {
   return r->scored_n[key] ? (float)r->other_n[key] / (float)r->scored_n[key] : 0.0f;
+}
+
+/* The early score of key in r (hist_early_label_issue_score). */
+static inline float st__li_early_score(const st_run *r, uint32_t key) {
+  const uint16_t n = r->early_n[key];
+  if (n == HIST_EARLY_UNKNOWN || n == 0) return st__li_score(r, key);
+  return (float)r->early_other_n[key] / (float)n;
 }
 
 /* label_issue of key in r, as r's rule decided it (st_label_issue_rule, which returned rule). */

@@ -120,7 +120,9 @@ int st_load_row(st_map *m, int64_t run_id, uint32_t key, const st_row *row, char
   if (h->seen == 0 || h->scored_n > h->seen || h->correct_n > h->scored_n || h->other_n > h->scored_n ||
       h->el2n_n > h->scored_n || !isfinite(h->el2n) || h->grand_n > h->scored_n || !isfinite(h->grand) || row->seq <= 0 || row->ring[0] >= HIST_RECENT ||
       row->ring[1] > HIST_RECENT || h->label < -1 || h->label >= r->classes || h->other_class < -1 ||
-      h->other_class >= r->classes || (h->other_class >= 0 && h->other_n == 0))
+      h->other_class >= r->classes || (h->other_class >= 0 && h->other_n == 0) ||
+      (h->early_n == HIST_EARLY_UNKNOWN ? h->early_other_n != 0
+                                        : h->early_n > h->scored_n || h->early_other_n > h->early_n || h->early_other_n > h->other_n))
     return load_fail(err, errn, "run \"%s\" of dataset \"%s\" has an inconsistent history row for key %u", r->name, ds->name,
                      key);
   hist_rec before;

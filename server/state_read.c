@@ -182,7 +182,8 @@ static void li_decide(st_run *w, uint32_t lim) {
   uint32_t n = 0;
   if (cells_kept) memset(w->li_start, 0, 2 * ((size_t)c + 2) * sizeof *w->li_start);
   for (uint32_t key = 0; key < lim; key++) {
-    const int f = w->scored_n[key] && hist_li_flagged(&w->li_rule, st__li_score(w, key), w->conf_mean[key]);
+    const float score = w->li_rule.early ? st__li_early_score(w, key) : st__li_score(w, key);
+    const int f = w->scored_n[key] && hist_li_flagged(&w->li_rule, score, w->conf_mean[key]);
     w->li_flag[key] = (uint8_t)f;
     if (!f) continue;
     flagged++;
@@ -246,14 +247,21 @@ const hist_li_rule *st_label_issue_rule(const st_dataset *ds, const st_run *r) {
   if (__atomic_load_n(&w->li_observations, __ATOMIC_ACQUIRE) == r->observations) return &w->li_rule;
   pthread_mutex_lock(&w->li_lock);
   if (w->li_observations != r->observations) {
-    uint64_t scores[HIST_SCORE_BINS] = {0}, confidences[HIST_CONF_BINS] = {0};
+    /* both scores' histograms, and how many samples the latest prediction names as labelled: which score
+     * decides is known only at the end */
+    uint64_t scores[HIST_SCORE_BINS] = {0}, early[HIST_SCORE_BINS] = {0}, confidences[HIST_CONF_BINS] = {0};
+    uint64_t scored = 0, as_labelled = 0;
     const uint32_t lim = ds->nsamples < r->cap ? ds->nsamples : r->cap;
     for (uint32_t key = 0; key < lim; key++)
       if (r->scored_n[key]) {
+        scored++;
+        as_labelled += r->last_correct[key] == 1;
         scores[hist_score_bin(st__li_score(r, key))]++;
+        early[hist_score_bin(st__li_early_score(r, key))]++;
         confidences[hist_conf_bin(r->conf_mean[key])]++;
       }
-    hist_label_issue_rule(scores, confidences, &w->li_rule);
+    const int fitted = hist_li_fitted(as_labelled, scored);
+    hist_label_issue_rule(fitted ? early : scores, confidences, fitted, &w->li_rule);
     li_decide(w, lim);
     __atomic_store_n(&w->li_observations, r->observations, __ATOMIC_RELEASE);
   }
@@ -316,6 +324,7 @@ void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v) {
     v->el2n += w.el2n;
     v->grand += w.grand;
     v->label_issue_score += w.label_issue_score;
+    v->early_label_issue_score += w.early_label_issue_score;
     v->aum += w.aum;
     v->label_issue |= st__li_flagged(r, st_label_issue_rule(ds, r), key);
     int64_t at = w.has_step ? w.last_step : INT64_MIN + 1;
@@ -342,6 +351,7 @@ void st_history_all(const st_dataset *ds, uint32_t key, hist_view *v) {
   v->el2n /= runs;
   v->grand /= runs;
   v->label_issue_score /= runs;
+  v->early_label_issue_score /= runs;
   v->aum /= runs;
 }
 

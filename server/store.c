@@ -58,9 +58,9 @@ static const char *const sql_text[S_COUNT] = {
                         "confirm_score = excluded.confirm_score, meta_seq = excluded.meta_seq",
     [S_HIST_UPSERT] = "INSERT OR REPLACE INTO history (run_id, key, seq, seen, scored, correct, forgetting, last_loss, "
                       "mean_loss, max_loss, ema_loss, confidence, conf_m2, aum, label, last_correct, label_issue, "
-                      "first_step, last_step, recent, stale_labels, other_n, el2n, el2n_n, grand, grand_n, series, other_class) VALUES "
-                      "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, "
-                      "?25, ?26, ?27, ?28)",
+                      "first_step, last_step, recent, stale_labels, other_n, el2n, el2n_n, grand, grand_n, series, other_class, early_n, "
+                      "early_other_n) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, "
+                      "?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
     [S_CLS_UPSERT] = "INSERT OR REPLACE INTO class_stats (run_id, class, sum, count) VALUES (?1, ?2, ?3, ?4)",
     [S_RUN_CLS_SEQ] = "UPDATE runs SET cls_seq = ?2 WHERE id = ?1",
     [S_SNAPSHOT_SET] = "UPDATE snapshot SET applied_seq = ?1, written_at = ?2 WHERE id = 1",

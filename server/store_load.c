@@ -101,7 +101,7 @@ static int load_samples(loader *l) {
 static int load_history(loader *l) {
   if (read_begin(l, "history", "SELECT run_id, key, seq, seen, scored, correct, forgetting, last_loss, mean_loss, max_loss, "
                                "ema_loss, confidence, conf_m2, aum, label, last_correct, label_issue, first_step, last_step, "
-                               "recent, stale_labels, other_n, el2n, el2n_n, grand, grand_n, series, other_class FROM history"))
+                               "recent, stale_labels, other_n, el2n, el2n_n, grand, grand_n, series, other_class, early_n, early_other_n FROM history"))
     return -1;
   sqlite3_stmt *q = l->q;
   int r;
@@ -142,6 +142,12 @@ static int load_history(loader *l) {
     h->grand_n = (uint16_t)sqlite3_column_int(q, 25);
     const int64_t other_class = sqlite3_column_int64(q, 27);
     h->other_class = other_class >= -1 && other_class <= INT32_MAX ? (int32_t)other_class : -2; /* -2: refused below */
+    /* -1: not counted (a row written before schema 10); out of range: refused by st_load_row */
+    const int64_t early_n = sqlite3_column_int64(q, 28), early_other_n = sqlite3_column_int64(q, 29);
+    if (early_n == -1) h->early_n = HIST_EARLY_UNKNOWN;
+    else h->early_n = early_n >= 0 && early_n < HIST_EARLY_UNKNOWN ? (uint16_t)early_n : HIST_EARLY_UNKNOWN;
+    h->early_other_n = early_other_n >= 0 && early_other_n < UINT16_MAX ? (uint16_t)early_other_n : UINT16_MAX;
+    if (early_n != -1 && h->early_n == HIST_EARLY_UNKNOWN) h->early_other_n = UINT16_MAX;
     const void *ring = sqlite3_column_blob(q, 19);
     if (sqlite3_column_bytes(q, 19) != ST_RING_BYTES || !ring || key < 0 || key >= UINT32_MAX) {
       snprintf(l->err, sizeof l->err, "the history row of run %lld, key %lld, is malformed", (long long)sqlite3_column_int64(q, 0),

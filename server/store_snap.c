@@ -102,6 +102,8 @@ static int write_history_row(store *s, const st_run *r, uint32_t key) {
   sqlite3_bind_double(q, 25, h->grand);
   sqlite3_bind_int(q, 26, h->grand_n);
   sqlite3_bind_int(q, 28, h->other_class);
+  sqlite3_bind_int(q, 29, h->early_n == HIST_EARLY_UNKNOWN ? -1 : h->early_n);
+  sqlite3_bind_int(q, 30, h->early_other_n);
   if (row.series_count) {
     const size_t need = HIST_SERIES_HEAD + (size_t)hist_series_len(row.series_count, row.series_shift) * HIST_POINT_BYTES;
     if (need > series_cap) {

@@ -781,6 +781,52 @@ class HistoryTest(FocaldTestCase):
         self.assertEqual(d.stop(), 0)
         check(self.start_daemon(db_dir=d.db_dir), "after the restart")
 
+    def test_label_issue_of_a_run_that_fitted_its_labels_counts_early_observations(self):
+        """README "Label errors": once at least 97% of a run's samples were last predicted as labelled, the run
+        flags by early_label_issue_score, the share of the first --early-observations (10) scored observations
+        that named another class confidently. 8 samples labelled 1 are named 0 in their first 6 observations
+        and then memorised (55 right ones): 6/61 over the whole history, below the floor of 0.1, but 0.6 early.
+        The same after a restart, which reads the counts from the database; then 6 samples last named another
+        class bring the run below 97% and the whole history decides again."""
+        d = self.start_daemon()
+        ds, run, C = "fitted", "r", 4
+        clean, right, named = math.log(4.5), math.log(27.0), math.log(57.0)  # p 0.6, 0.9, 0.95
+
+        def row(k, z):
+            return [z if i == k else 0.0 for i in range(C)]
+
+        step = [0]
+
+        def batch(daemon, ids, targets, logits):
+            daemon.ok_batch(ds, {"run": run, "loss": {"type": "cross_entropy"}, "step": step[0], "ids": ids,
+                                 "targets": targets, "logits": logits})
+            step[0] += 1
+
+        ids = ["c%d-%d" % (c, i) for c in range(C) for i in range(40)]
+        batch(d, ids, [c for c in range(C) for i in range(40)], [row(c, clean) for c in range(C) for i in range(40)])
+        mem = ["mem%d" % i for i in range(8)]
+        for n in range(61):
+            batch(d, mem, [1] * 8, [row(0 if n < 6 else 1, named if n < 6 else right)] * 8)
+
+        def check(daemon, flagged, ctx):
+            items = daemon.all_hard(ds, run=run, label_issue="true")
+            self.assertEqual({it["id"] for it in items}, set(mem) if flagged else set(), ctx)
+            rec = daemon.sample(ds, "mem3", run=run).json()["runs"][0]
+            self.assertIs(rec["label_issue"], flagged, "%s: %r" % (ctx, rec))
+            self.assertAlmostEqual(rec["early_label_issue_score"], 0.6, places=6, msg=ctx)
+            self.assertAlmostEqual(rec["label_issue_score"], 6 / 61, places=6, msg=ctx)
+            rec = daemon.sample(ds, "c1-0", run=run).json()["runs"][0]
+            self.assertEqual((rec["early_label_issue_score"], rec["label_issue"]), (0.0, False), ctx)
+
+        check(d, True, "before the restart")
+        self.assertEqual(d.stop(), 0)
+        d = self.start_daemon(db_dir=d.db_dir)
+        check(d, True, "after the restart")
+        late = ["late%d" % i for i in range(6)]
+        for n in range(21):
+            batch(d, late, [3] * 6, [row(2 if n == 20 else 3, named if n == 20 else right)] * 6)
+        check(d, False, "with 168 of 174 last predicted as labelled")
+
     def test_label_issue_filter_and_ranking(self):
         """label_issue=true|false filters hard-examples and exports; by=label_issue_score ranks by the fraction."""
         ds = self.ds_name()

@@ -353,7 +353,7 @@ static void test_history_label_issue_rule_takes_the_mixture_when_they_agree(void
   /* the threshold flags as many: the mixture decides, by confidence, whatever the score */
   scores[hist_score_bin(0.05f)] = 10000 - candidates;
   scores[hist_score_bin(0.8f)] = candidates;
-  hist_label_issue_rule(scores, conf, &rule);
+  hist_label_issue_rule(scores, conf, 0, &rule);
   assert_true(rule.threshold > 0.05f && rule.threshold <= 0.8f);
   assert_int_equal(rule.by_confidence, 1);
   assert_memory_equal(rule.low, low, sizeof low);
@@ -364,21 +364,102 @@ static void test_history_label_issue_rule_takes_the_mixture_when_they_agree(void
   memset(scores, 0, sizeof scores);
   scores[0] = 10000 - fewest;
   scores[hist_score_bin(0.8f)] = fewest;
-  hist_label_issue_rule(scores, conf, &rule);
+  hist_label_issue_rule(scores, conf, 0, &rule);
   assert_int_equal(rule.by_confidence, 1);
   scores[0]++;
   scores[hist_score_bin(0.8f)]--;
-  hist_label_issue_rule(scores, conf, &rule);
+  hist_label_issue_rule(scores, conf, 0, &rule);
   assert_int_equal(rule.by_confidence, 0);
   assert_true(hist_li_flagged(&rule, 0.8f, 0.99f));
   assert_false(hist_li_flagged(&rule, 0.0f, 0.01f));
   /* the threshold flags nothing: neither does the mixture */
   memset(scores, 0, sizeof scores);
   scores[0] = 10000;
-  hist_label_issue_rule(scores, conf, &rule);
+  hist_label_issue_rule(scores, conf, 0, &rule);
   assert_int_equal(rule.by_confidence, 0);
   assert_true(rule.threshold > 1.0f);
   assert_false(hist_li_flagged(&rule, 1.0f, 0.01f));
+}
+
+/* early_label_issue_score: the share of the first `early` scored observations that named another class
+ * confidently; a row that did not count them from its first (written before schema 10) never starts and
+ * falls back to label_issue_score */
+static void test_history_early_label_issue_score(void **state) {
+  (void)state;
+  double sum[2] = {0};
+  uint64_t count[2] = {0};
+  hist_classes cls = {2, sum, count};
+  hist_obs one = obs(0.1f, 0.8f, 1.0f, 1.0f, 1, 1, 0);
+  hist_classes_observe(&cls, &one); /* class 1's threshold: 0.8 */
+  const hist_params hp = {0.3, 3};
+  hist_obs other = obs(2.0f, 0.1f, -2.0f, 0.0f, 0, 1, 1); /* labelled 0, named 1 with p 0.9 */
+  other.p_max = 0.9f;
+  hist_obs right = obs(0.1f, 0.9f, 2.0f, 1.0f, 0, 0, 2);
+  hist_obs blank = obs(1.0f, 0.5f, 0.0f, 0.0f, 0, 1, 3);
+  blank.scored = 0;
+  hist_rec h;
+  hist_init(&h);
+  assert_int_equal(h.early_n, 0);
+  assert_near(hist_early_label_issue_score(&h), 0.0);
+  /* an observation that scored nothing is not one of the first scored */
+  hist_update(&h, &blank, &hp, &cls);
+  assert_int_equal(h.early_n, 0);
+  hist_update(&h, &other, &hp, &cls);
+  hist_update(&h, &right, &hp, &cls);
+  hist_update(&h, &other, &hp, &cls);
+  /* the window is full: what follows counts in the whole history only */
+  for (int i = 0; i < 5; i++) hist_update(&h, &right, &hp, &cls);
+  hist_update(&h, &other, &hp, &cls);
+  assert_int_equal(h.early_n, 3);
+  assert_int_equal(h.early_other_n, 2);
+  assert_int_equal(h.other_n, 3);
+  assert_near(hist_early_label_issue_score(&h), 2.0 / 3.0);
+  assert_near(hist_label_issue_score(&h), 3.0 / 9.0);
+  hist_view v;
+  hist_view_of(&h, &v);
+  assert_near(v.early_label_issue_score, 2.0 / 3.0);
+  assert_near(v.label_issue_score, 3.0 / 9.0);
+  /* not counted from the first: stays so, and the whole history's score stands in */
+  hist_rec old;
+  hist_init(&old);
+  old.early_n = HIST_EARLY_UNKNOWN;
+  hist_update(&old, &other, &hp, &cls);
+  hist_update(&old, &right, &hp, &cls);
+  assert_int_equal(old.early_n, HIST_EARLY_UNKNOWN);
+  assert_int_equal(old.early_other_n, 0);
+  assert_near(hist_early_label_issue_score(&old), 0.5);
+  /* the largest window stops one short of the marker */
+  hist_rec big;
+  hist_init(&big);
+  big.early_n = HIST_EARLY_UNKNOWN - 2;
+  big.early_other_n = 0;
+  const hist_params most = {0.3, 65535};
+  hist_update(&big, &right, &most, &cls);
+  assert_int_equal(big.early_n, HIST_EARLY_UNKNOWN - 1);
+  hist_update(&big, &right, &most, &cls);
+  assert_int_equal(big.early_n, HIST_EARLY_UNKNOWN - 1);
+}
+
+/* A run has fitted its labels when at least HIST_LI_FITTED of its scored samples were last predicted as
+ * labelled; its rule then names the early score. */
+static void test_history_label_issue_fitted_run(void **state) {
+  (void)state;
+  assert_true(hist_li_fitted(97, 100));
+  assert_false(hist_li_fitted(96, 100));
+  assert_true(hist_li_fitted(1, 1));
+  assert_false(hist_li_fitted(0, 0));
+  static uint64_t conf[HIST_CONF_BINS];
+  uint64_t scores[HIST_SCORE_BINS] = {0};
+  memset(conf, 0, sizeof conf);
+  conf[hist_conf_bin(0.9f)] = 100;
+  scores[0] = 90;
+  scores[hist_score_bin(0.6f)] = 10;
+  hist_li_rule rule;
+  hist_label_issue_rule(scores, conf, 1, &rule);
+  assert_int_equal(rule.early, 1);
+  assert_true(rule.threshold > 0.0f && rule.threshold <= 0.6f);
+  hist_label_issue_rule(scores, conf, 0, &rule);
+  assert_int_equal(rule.early, 0);
 }
 
 /* el2n: the mean over the first `early` observations that carry one (Paul et al.: early in training) */
@@ -604,6 +685,8 @@ int main(void) {
       cmocka_unit_test(test_history_label_issue_against_class_thresholds),
       cmocka_unit_test(test_history_label_issue_echo_bounds),
       cmocka_unit_test(test_history_el2n_is_early_mean),
+      cmocka_unit_test(test_history_early_label_issue_score),
+      cmocka_unit_test(test_history_label_issue_fitted_run),
       cmocka_unit_test(test_history_label_issue_threshold_is_otsu),
       cmocka_unit_test(test_history_confidence_mixture_finds_the_lower_group),
       cmocka_unit_test(test_history_label_issue_rule_takes_the_mixture_when_they_agree),

@@ -146,7 +146,8 @@ static void test_jsonw_history_record(void **state) {
   (void)state;
   hist_view h = {.seen = 3, .last_loss = 0.5, .mean_loss = 0.25, .max_loss = 1, .ema_loss = NAN, .confidence = 0.75,
                  .variability = 0, .correctness = 1.0 / 3.0, .forgetting = 1, .aum = -0.5, .forgetting_events = 1,
-                 .el2n = INFINITY, .label_issue_score = 0.125, .grand = 2.5, .has_step = 1, .first_step = 10, .last_step = 140737488355327,
+                 .el2n = INFINITY, .label_issue_score = 0.125, .early_label_issue_score = 0.375, .grand = 2.5,
+                 .has_step = 1, .first_step = 10, .last_step = 140737488355327,
                  .label = 4, .label_issue = 1};
   jw o = {0};
   jw_lit(&o, "{");
@@ -154,7 +155,8 @@ static void test_jsonw_history_record(void **state) {
   jw_lit(&o, "}");
   assert_string_equal(o.b, "{\"seen\":3,\"last_loss\":0.5,\"mean_loss\":0.25,\"max_loss\":1,\"ema_loss\":null,\"confidence\":0.75,"
                            "\"variability\":0,\"correctness\":0.333333343,\"forgetting\":1,\"forgetting_events\":1,\"aum\":-0.5,"
-                           "\"el2n\":null,\"label_issue_score\":0.125,\"grand\":2.5,\"first_step\":10,\"last_step\":140737488355327,"
+                           "\"el2n\":null,\"label_issue_score\":0.125,\"early_label_issue_score\":0.375,\"grand\":2.5,"
+                           "\"first_step\":10,\"last_step\":140737488355327,"
                            "\"label\":4,\"label_issue\":true}");
   free(o.b);
   h.has_step = 0;

@@ -431,6 +431,62 @@ static void test_state_label_issue_keeps_small_and_even_cells(void **state) {
   assert_true(flagged(f, "rev", 0));
 }
 
+/* Adds n samples named prefix0.. to run "a", each right (labelled label) in 20 observations, then naming
+ * pred in its latest: last predicted as another class, and below the floor by either score. */
+static void late(fixture *f, const char *prefix, int n, int32_t label, int32_t pred) {
+  char names[8][16];
+  char *ids[8];
+  hist_obs right[8], named[8];
+  assert_true(n <= 8);
+  for (int i = 0; i < n; i++) {
+    snprintf(names[i], sizeof names[i], "%s%d", prefix, i);
+    ids[i] = names[i];
+    right[i] = obs(0.1f, 0.9f, label);
+    named[i] = naming(label, pred);
+  }
+  for (int k = 0; k < 20; k++) put(f, "a", 1, n, ids, right);
+  put(f, "a", 1, n, ids, named);
+}
+
+/* A run whose model has fitted its labels (HIST_LI_FITTED of its samples last predicted as labelled) splits
+ * early_label_issue_score: 8 samples labelled 1, named 0 in their first 6 observations and then memorised
+ * (55 right ones), score 6/61, below the floor, but 6/10 over the first HP.early. Samples last named
+ * another class count against the fit: with 5 of 173 the run has fitted (0.971), with 6 of 174 it has not
+ * (0.966), and the whole history decides again. */
+static void test_state_label_issue_fitted_run_splits_the_early_score(void **state) {
+  fixture *f = *state;
+  clean_classes(f);
+  char names[8][16];
+  char *ids[8];
+  hist_obs named[8], right[8];
+  for (int i = 0; i < 8; i++) {
+    snprintf(names[i], sizeof names[i], "mem%d", i);
+    ids[i] = names[i];
+    named[i] = naming(1, 0);
+    right[i] = obs(0.1f, 0.9f, 1);
+  }
+  for (int n = 0; n < 6; n++) put(f, "a", 1, 8, ids, named);
+  for (int n = 0; n < 55; n++) put(f, "a", 1, 8, ids, right);
+  const st_dataset *ds = dataset(f);
+  hist_rec h;
+  st_history(st_find_run(ds, "a"), (uint32_t)st_key(ds, "mem0"), &h);
+  assert_int_equal(h.early_n, HP.early);
+  assert_int_equal(h.early_other_n, 6);
+  assert_int_equal(h.other_n, 6);
+  hist_view v;
+  st_history_view(ds, st_find_run(ds, "a"), (uint32_t)st_key(ds, "mem0"), &v);
+  assert_true(fabs(v.early_label_issue_score - 0.6) < 1e-6);
+  assert_true(fabs(v.label_issue_score - 6.0 / 61.0) < 1e-6);
+  for (int i = 0; i < 8; i++) assert_true(flagged(f, "mem", i));
+  for (int i = 0; i < 40; i++) assert_false(flagged(f, "c1-", i));
+  late(f, "late", 5, 3, 2);
+  for (int i = 0; i < 8; i++) assert_true(flagged(f, "mem", i));
+  for (int i = 0; i < 5; i++) assert_false(flagged(f, "late", i));
+  late(f, "late-b", 1, 3, 2);
+  for (int i = 0; i < 8; i++) assert_false(flagged(f, "mem", i));
+  for (int i = 0; i < 40; i++) assert_false(flagged(f, "c1-", i));
+}
+
 /* The data map's accessor gives exactly the figures of the full ones: over every run (st_history_all)
  * and in each run (st_history_view), on samples seen by one, two or three runs with different labels,
  * steps, unscored observations and p_t spread; and seen 0 where nothing (or not that run) saw it. */
@@ -791,6 +847,56 @@ static void test_state_loading_refuses_holes_and_orphans(void **state) {
   st_release(ds);
 }
 
+/* Loading refuses a history row whose counts contradict each other, whichever count is wrong, and then
+ * takes the consistent row for the same key. */
+static void test_state_loading_refuses_inconsistent_counts(void **state) {
+  fixture *f = *state;
+  char err[256];
+  assert_int_equal(st_load_dataset(f->map, 1, "d", 0, err, sizeof err), 0);
+  assert_int_equal(st_load_run(f->map, 1, 1, "a", 3, 0, 0, err, sizeof err), 0);
+  assert_int_equal(st_load_sample(f->map, 1, 0, "s0", NULL, 0, NULL, NAN, 0, err, sizeof err), 0);
+  st_row good = {.seq = 4};
+  hist_init(&good.h);
+  good.h.seen = 12;
+  good.h.scored_n = 12;
+  good.h.other_n = 3;
+  good.h.other_class = 2;
+  good.h.label = 1;
+  good.h.early_n = 10;
+  good.h.early_other_n = 2;
+  static const struct {
+    const char *what;
+    int64_t early_n, early_other_n, other_n, other_class;
+  } bad[] = {
+      {"early_n above scored", 13, 2, 3, 2},
+      {"early_other_n above early_n", 1, 2, 3, 2},
+      {"early_other_n above other_n", 10, 4, 3, 2},
+      {"not counted, yet some early", HIST_EARLY_UNKNOWN, 1, 3, 2},
+      {"other_class beyond the classes", 10, 2, 3, 3},
+      {"other_class with no other_n", 10, 0, 0, 2},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    st_row row = good;
+    row.h.early_n = (uint16_t)bad[i].early_n;
+    row.h.early_other_n = (uint16_t)bad[i].early_other_n;
+    row.h.other_n = (uint32_t)bad[i].other_n;
+    row.h.other_class = (int32_t)bad[i].other_class;
+    err[0] = 0;
+    if (st_load_row(f->map, 1, 0, &row, err, sizeof err) != -1 || !strstr(err, "inconsistent"))
+      fail_msg("%s: loaded (%s)", bad[i].what, err);
+  }
+  st_row unknown = good;
+  unknown.h.early_n = HIST_EARLY_UNKNOWN;
+  unknown.h.early_other_n = 0;
+  assert_int_equal(st_load_row(f->map, 1, 0, &unknown, err, sizeof err), 0);
+  st_load_done(f->map);
+  const st_dataset *ds = st_acquire(f->map, "d");
+  hist_view v;
+  st_history_view(ds, st_find_run(ds, "a"), 0, &v);
+  assert_true(fabs(v.early_label_issue_score - 0.25) < 1e-6); /* not counted: the whole history's 3/12 */
+  st_release(ds);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_state_growth_from_small_keeps_values, setup, teardown),
@@ -800,6 +906,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_state_top_orders_by_score_then_id, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_filters_and_runs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_label_issue_leaves_out_echoes, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_state_label_issue_fitted_run_splits_the_early_score, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_state_loading_refuses_inconsistent_counts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_label_issue_keeps_small_and_even_cells, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_map_view_equals_history, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_replayed_batches_apply_once, setup, teardown),

@@ -66,8 +66,8 @@ def cmd_top(c: Client, a: argparse.Namespace, out: Out) -> int:
 
 SAMPLE_KEYS = ["id", "dataset", "status", "corrected_label", "reconsider", "meta"]
 RUN_COLS = ["run", "seen", "mean_loss", "last_loss", "max_loss", "ema_loss", "confidence", "variability",
-            "correctness", "forgetting", "forgetting_events", "aum", "el2n", "label_issue_score", "grand", "first_step",
-            "last_step", "label", "label_issue", "stale_labels"]
+            "correctness", "forgetting", "forgetting_events", "aum", "el2n", "label_issue_score",
+            "early_label_issue_score", "grand", "first_step", "last_step", "label", "label_issue", "stale_labels"]
 
 
 def cmd_sample(c: Client, a: argparse.Namespace, out: Out) -> int:
