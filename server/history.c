@@ -182,6 +182,7 @@ int hist_li_fitted(uint64_t predicted_as_labelled, uint64_t scored) {
 void hist_label_issue_rule(const uint64_t scores[HIST_SCORE_BINS], const uint64_t confidences[HIST_CONF_BINS], int early,
                            hist_li_rule *rule) {
   rule->threshold = hist_label_issue_threshold(scores);
+  if (early && rule->threshold < (float)HIST_LI_EARLY_FLOOR) rule->threshold = (float)HIST_LI_EARLY_FLOOR;
   rule->early = early;
   uint64_t flagged = 0;
   if (rule->threshold <= 1.0f) /* a multiple of a bin's width: the bins from it are the flagged scores */

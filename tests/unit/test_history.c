@@ -441,7 +441,7 @@ static void test_history_early_label_issue_score(void **state) {
 }
 
 /* A run has fitted its labels when at least HIST_LI_FITTED of its scored samples were last predicted as
- * labelled; its rule then names the early score. */
+ * labelled; its rule then names the early score, and flags none below HIST_LI_EARLY_FLOOR. */
 static void test_history_label_issue_fitted_run(void **state) {
   (void)state;
   assert_true(hist_li_fitted(97, 100));
@@ -457,9 +457,20 @@ static void test_history_label_issue_fitted_run(void **state) {
   hist_li_rule rule;
   hist_label_issue_rule(scores, conf, 1, &rule);
   assert_int_equal(rule.early, 1);
-  assert_true(rule.threshold > 0.0f && rule.threshold <= 0.6f);
+  assert_true(rule.threshold >= (float)HIST_LI_EARLY_FLOOR && rule.threshold <= 0.6f);
+  assert_true(hist_li_flagged(&rule, 0.6f, 0.9f));
   hist_label_issue_rule(scores, conf, 0, &rule);
   assert_int_equal(rule.early, 0);
+  /* a group at 0.3: split there from the whole history's scores, but below the early floor */
+  memset(scores, 0, sizeof scores);
+  scores[0] = 90;
+  scores[hist_score_bin(0.3f)] = 10;
+  hist_label_issue_rule(scores, conf, 0, &rule);
+  assert_true(hist_li_flagged(&rule, 0.3f, 0.9f));
+  hist_label_issue_rule(scores, conf, 1, &rule);
+  assert_near(rule.threshold, HIST_LI_EARLY_FLOOR);
+  assert_false(hist_li_flagged(&rule, 0.49f, 0.9f));
+  assert_true(hist_li_flagged(&rule, 0.5f, 0.9f));
 }
 
 /* el2n: the mean over the first `early` observations that carry one (Paul et al.: early in training) */

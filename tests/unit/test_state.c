@@ -451,14 +451,25 @@ static void late(fixture *f, const char *prefix, int n, int32_t label, int32_t p
 /* A run whose model has fitted its labels (HIST_LI_FITTED of its samples last predicted as labelled) splits
  * early_label_issue_score: 8 samples labelled 1, named 0 in their first 6 observations and then memorised
  * (55 right ones), score 6/61, below the floor, but 6/10 over the first HP.early. Samples last named
- * another class count against the fit: with 5 of 173 the run has fitted (0.971), with 6 of 174 it has not
- * (0.966), and the whole history decides again. */
+ * another class count against the fit: with 5 of 181 the run has fitted (0.972), with 6 of 182 it has not
+ * (0.967), and the whole history decides again. */
 static void test_state_label_issue_fitted_run_splits_the_early_score(void **state) {
   fixture *f = *state;
   clean_classes(f);
   char names[8][16];
   char *ids[8];
   hist_obs named[8], right[8];
+  /* first, 8 samples labelled 2 named 3 once, in their first observation: 1/10 early, no group of its own,
+   * and below HIST_LI_EARLY_FLOOR */
+  for (int i = 0; i < 8; i++) {
+    snprintf(names[i], sizeof names[i], "once%d", i);
+    ids[i] = names[i];
+    named[i] = naming(2, 3);
+    right[i] = obs(0.1f, 0.9f, 2);
+  }
+  put(f, "a", 1, 8, ids, named);
+  for (int n = 0; n < 20; n++) put(f, "a", 1, 8, ids, right);
+  for (int i = 0; i < 8; i++) assert_false(flagged(f, "once", i));
   for (int i = 0; i < 8; i++) {
     snprintf(names[i], sizeof names[i], "mem%d", i);
     ids[i] = names[i];
@@ -478,6 +489,7 @@ static void test_state_label_issue_fitted_run_splits_the_early_score(void **stat
   assert_true(fabs(v.early_label_issue_score - 0.6) < 1e-6);
   assert_true(fabs(v.label_issue_score - 6.0 / 61.0) < 1e-6);
   for (int i = 0; i < 8; i++) assert_true(flagged(f, "mem", i));
+  for (int i = 0; i < 8; i++) assert_false(flagged(f, "once", i));
   for (int i = 0; i < 40; i++) assert_false(flagged(f, "c1-", i));
   late(f, "late", 5, 3, 2);
   for (int i = 0; i < 8; i++) assert_true(flagged(f, "mem", i));
