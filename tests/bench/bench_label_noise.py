@@ -11,6 +11,8 @@ through a Miner with loss {"type": "cross_entropy"}, the training loss itself.
 Afterwards, for every ranking focald offers (each history field in its own hardest-first order), with K the
 number of planted errors: precision@K (= recall@K at this K) and AUROC (how often a planted error ranks above
 a clean sample; ties count half). The `label_issue` flag is scored as a set: precision, recall and F1.
+The settings clean-0-small and clean-0-wide flip no label: there every sample `label_issue` or confident
+learning flags is a false alarm, and only how many each flags is reported.
 
 The baseline, computed in the same run: confident learning (Northcutt et al., JAIR 2021) as cleanlab applies it
 by default, on 5-fold cross-validated probabilities of the same model trained the same way (out-of-fold: each
@@ -198,7 +200,7 @@ def auroc(score, truth):
 def set_scores(flag, truth):
     tp = int((flag & truth).sum())
     p = tp / flag.sum() if flag.sum() else 0.0
-    r = tp / truth.sum()
+    r = tp / truth.sum() if truth.sum() else 0.0
     return {"flagged": int(flag.sum()), "precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
 
 
@@ -236,11 +238,13 @@ def run_setting(client, kind, rate, model_name, seed, quick, record):
     if not miner.close(timeout=60):
         raise RuntimeError("the Miner did not flush")
     with torch.no_grad():
-        fit = float((model(torch.from_numpy(x)).argmax(1).numpy()[flipped] == noisy[flipped]).mean())
+        fit = float((model(torch.from_numpy(x)).argmax(1).numpy()[flipped] == noisy[flipped]).mean()) if len(flipped) else None
     k = len(flipped)
     out = {"setting": "%s-%g-%s" % (kind, rate, model_name), "planted": k, "samples": len(y),
-           "memorised": round(fit, 3), "train_s": round(train_s, 1), "fields": {}}
+           "memorised": None if fit is None else round(fit, 3), "train_s": round(train_s, 1), "fields": {}}
     for f in FIELDS:
+        if k == 0 and f != "mean_loss":  # nothing planted: only label_issue's flags (read with mean_loss)
+            continue
         try:
             items = list(client.iter_hard_examples(ds, by=f, run="train", status=STATUSES, page_size=10000))
         except Exception as e:  # a field this focald does not have
@@ -248,6 +252,12 @@ def run_setting(client, kind, rate, model_name, seed, quick, record):
             continue
         if len(items) != len(y):
             out["fields"][f] = "n/a (%d items)" % len(items)
+            continue
+        if f == "mean_loss":
+            flag = np.zeros(len(y), bool)
+            flag[[int(it["id"]) for it in items if it["label_issue"]]] = True
+            out["label_issue"] = {kk: round(v, 3) if isinstance(v, float) else v for kk, v in set_scores(flag, truth).items()}
+        if k == 0:
             continue
         ids = np.array([int(it["id"]) for it in items])
         # the API's order is hardest first; AUROC needs scores where higher is harder
@@ -257,16 +267,13 @@ def run_setting(client, kind, rate, model_name, seed, quick, record):
         tied = np.empty(len(y))
         tied[ids] = raw if items and _desc(client, ds, f) else -raw
         out["fields"][f] = {"precision@K": round(precision_at_k(ids, truth, k), 3), "auroc": round(auroc(tied, truth), 3)}
-        if f == "mean_loss":
-            flag = np.zeros(len(y), bool)
-            flag[[int(it["id"]) for it in items if it["label_issue"]]] = True
-            out["label_issue"] = {kk: round(v, 3) if isinstance(v, float) else v for kk, v in set_scores(flag, truth).items()}
     probs = cross_validated_probs(x, noisy, hidden, epochs, seed, classes)
     flag, score = confident_learning(probs, noisy)
     order = np.argsort(-score, kind="stable")
     out["confident_learning"] = {kk: round(v, 3) if isinstance(v, float) else v for kk, v in set_scores(flag, truth).items()}
-    out["confident_learning"]["precision@K"] = round(precision_at_k(order, truth, k), 3)
-    out["confident_learning"]["auroc"] = round(auroc(score, truth), 3)
+    if k:
+        out["confident_learning"]["precision@K"] = round(precision_at_k(order, truth, k), 3)
+        out["confident_learning"]["auroc"] = round(auroc(score, truth), 3)
     if record:
         out["_obs"] = obs
         out["_noisy"] = noisy
@@ -311,6 +318,12 @@ def main(argv=None):
                     r = run_setting(client, kind, rate, model_name, a.seed, a.quick, False)
                     results.append(r)
                     report(r)
+        for model_name in ("small", "wide"):
+            if a.only and "clean-0-%s" % model_name not in a.only:
+                continue
+            r = run_setting(client, "clean", 0.0, model_name, a.seed, a.quick, False)
+            results.append(r)
+            report(r)
     finally:
         if f:
             f.remove()
@@ -321,6 +334,12 @@ def main(argv=None):
 
 
 def report(r):
+    if r["planted"] == 0:
+        print("%s: none planted of %d; trained in %.1f s; flagged (every one a false alarm): label_issue %d, "
+              "confident learning %d" % (r["setting"], r["samples"], r["train_s"], r["label_issue"]["flagged"],
+                                         r["confident_learning"]["flagged"]))
+        sys.stdout.flush()
+        return
     print("%s: %d planted of %d; the model fits %.0f%% of the planted labels by the end; trained in %.1f s"
           % (r["setting"], r["planted"], r["samples"], 100 * r["memorised"], r["train_s"]))
     print("  %-22s %12s %8s" % ("ranking", "precision@K", "AUROC"))
