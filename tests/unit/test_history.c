@@ -469,8 +469,9 @@ static void test_history_label_issue_fitted_run(void **state) {
   assert_true(hist_li_flagged(&rule, 0.3f, 0.9f));
   hist_label_issue_rule(scores, conf, 1, &rule);
   assert_near(rule.threshold, HIST_LI_EARLY_FLOOR);
-  assert_false(hist_li_flagged(&rule, 0.49f, 0.9f));
-  assert_true(hist_li_flagged(&rule, 0.5f, 0.9f));
+  assert_false(hist_li_flagged(&rule, 0.5f, 0.9f)); /* half is not most */
+  assert_true(hist_li_flagged(&rule, 0.51f, 0.9f));
+  assert_true(hist_li_flagged(&rule, 4.0f / 7.0f, 0.9f));
 }
 
 /* el2n: the mean over the first `early` observations that carry one (Paul et al.: early in training) */
