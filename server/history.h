@@ -148,6 +148,8 @@ uint64_t hist_confidence_mixture(const uint64_t counts[HIST_CONF_BINS], uint8_t 
  * about the share of wrong labels (0.74 to 0.89 at 10% and 25% noise on the benchmark; a memorising one
  * 0.99 and more). Measured on planted noise in BENCHMARKS.md. */
 #define HIST_LI_FITTED 0.97
+/* A run holding histories written before schema 10 (early_n HIST_EARLY_UNKNOWN) keeps the whole history's
+ * rule, so that an upgraded database answers as it did (st_label_issue_rule). */
 /* In such a run a sample is flagged only when it named another class in most of its first observations
  * (a score of at least HIST_LI_EARLY_FLOOR: more than half), whatever the split.
  * On clean data early scores fall away from 0 with no second group; the split lands on the floor of

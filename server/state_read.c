@@ -250,17 +250,19 @@ const hist_li_rule *st_label_issue_rule(const st_dataset *ds, const st_run *r) {
     /* both scores' histograms, and how many samples the latest prediction names as labelled: which score
      * decides is known only at the end */
     uint64_t scores[HIST_SCORE_BINS] = {0}, early[HIST_SCORE_BINS] = {0}, confidences[HIST_CONF_BINS] = {0};
-    uint64_t scored = 0, as_labelled = 0;
+    uint64_t scored = 0, as_labelled = 0, uncounted = 0;
     const uint32_t lim = ds->nsamples < r->cap ? ds->nsamples : r->cap;
     for (uint32_t key = 0; key < lim; key++)
       if (r->scored_n[key]) {
         scored++;
         as_labelled += r->last_correct[key] == 1;
+        uncounted += r->early_n[key] == HIST_EARLY_UNKNOWN;
         scores[hist_score_bin(st__li_score(r, key))]++;
         early[hist_score_bin(st__li_early_score(r, key))]++;
         confidences[hist_conf_bin(r->conf_mean[key])]++;
       }
-    const int fitted = hist_li_fitted(as_labelled, scored);
+    /* a run with histories from before schema 10 keeps the whole history's rule: it answers as it did */
+    const int fitted = uncounted == 0 && hist_li_fitted(as_labelled, scored);
     hist_label_issue_rule(fitted ? early : scores, confidences, fitted, &w->li_rule);
     li_decide(w, lim);
     __atomic_store_n(&w->li_observations, r->observations, __ATOMIC_RELEASE);

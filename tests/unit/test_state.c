@@ -909,6 +909,46 @@ static void test_state_loading_refuses_inconsistent_counts(void **state) {
   st_release(ds);
 }
 
+/* A run holding a history written before schema 10 keeps the whole history's rule, fitted or not: 20
+ * histories right in all 10 observations and one from before schema 10 that named another class in 3 of
+ * them. All 21 were last predicted as labelled, yet the whole history's split flags the old one (3/10),
+ * where the early floor would not. */
+static void test_state_label_issue_uncounted_histories_keep_the_rule(void **state) {
+  fixture *f = *state;
+  char err[256], id[16];
+  assert_int_equal(st_load_dataset(f->map, 1, "d", 0, err, sizeof err), 0);
+  assert_int_equal(st_load_run(f->map, 1, 1, "a", 3, 0, 0, err, sizeof err), 0);
+  for (uint32_t k = 0; k <= 20; k++) {
+    snprintf(id, sizeof id, "s%u", k);
+    assert_int_equal(st_load_sample(f->map, 1, k, id, NULL, 0, NULL, NAN, 0, err, sizeof err), 0);
+    st_row row = {.seq = 4};
+    hist_init(&row.h);
+    row.h.seen = row.h.scored_n = row.h.correct_n = 10;
+    row.h.conf_mean = 0.9f;
+    row.h.label = 1;
+    row.h.last_correct = 1;
+    row.h.early_n = 10;
+    if (k == 20) {
+      row.h.correct_n = 7;
+      row.h.other_n = 3;
+      row.h.other_class = 2;
+      row.h.early_n = HIST_EARLY_UNKNOWN;
+    }
+    assert_int_equal(st_load_row(f->map, 1, k, &row, err, sizeof err), 0);
+  }
+  st_load_done(f->map);
+  const st_dataset *ds = st_acquire(f->map, "d");
+  const st_run *r = st_find_run(ds, "a");
+  hist_view v;
+  st_history_view(ds, r, 20, &v);
+  assert_true(fabs(v.early_label_issue_score - 0.3) < 1e-6);
+  assert_int_equal(v.label_issue, 1);
+  assert_int_equal(st_label_issue_rule(ds, r)->early, 0);
+  st_history_view(ds, r, 0, &v);
+  assert_int_equal(v.label_issue, 0);
+  st_release(ds);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_state_growth_from_small_keeps_values, setup, teardown),
@@ -920,6 +960,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_state_label_issue_leaves_out_echoes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_label_issue_fitted_run_splits_the_early_score, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_loading_refuses_inconsistent_counts, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_state_label_issue_uncounted_histories_keep_the_rule, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_label_issue_keeps_small_and_even_cells, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_map_view_equals_history, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_replayed_batches_apply_once, setup, teardown),
