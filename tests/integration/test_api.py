@@ -657,8 +657,9 @@ class HistoryTest(FocaldTestCase):
         """README "Label errors": label_issue_score is the fraction of scored observations that confidently named
         another class; label_issue compares it with a threshold found from the run's own scores (Otsu's split,
         at least 0.1). A run whose model confuses many clean samples now and then (A) flags only the sample it
-        keeps confusing; a run whose model stops confusing anything (B, as a model that memorises) flags the
-        sample it confused early. The same score, 0.25, is flagged in B and not in A."""
+        keeps confusing; a run whose model stops confusing anything (B, as a model that memorises: every sample
+        last predicted as labelled) flags the sample it confused in most of its first 10 observations (6, then
+        18 right ones). The same score, 0.25, is flagged in B and not in A."""
         ds = self.ds_name()
         loss = {"type": "softmax_focal"}
         z9, z6 = math.log(18.0), math.log(3.0)  # 3 classes: p = 0.9 and 0.6 for the logit alone
@@ -672,15 +673,17 @@ class HistoryTest(FocaldTestCase):
             self.d.ok_batch(ds, {"run": run, "loss": loss, "step": step, "ids": ids, "targets": [1] * 4 + [0] * 7,
                                  "logits": logits})
 
-        for step in range(4):
-            post("A", step, {"noisy"} | {clean[i] for i in range(6) if i % 4 == step})
-            post("B", step, {"noisy"} if step == 0 else set())
-        want = {"A": {"noisy": (1.0, True), "c0": (0.25, False), "a0": (0.0, False)},
-                "B": {"noisy": (0.25, True), "c0": (0.0, False), "a0": (0.0, False)}}
+        for step in range(24):
+            post("A", step, {"noisy"} | {clean[i] for i in range(6) if i % 4 == step % 4})
+            post("B", step, {"noisy"} if step < 6 else set())
+        # (label_issue_score, early_label_issue_score over the first 10, label_issue)
+        want = {"A": {"noisy": (1.0, 1.0, True), "c0": (0.25, 0.3, False), "a0": (0.0, 0.0, False)},
+                "B": {"noisy": (0.25, 0.6, True), "c0": (0.0, 0.0, False), "a0": (0.0, 0.0, False)}}
         for run, cases in want.items():
-            for sid, (score, flag) in cases.items():
+            for sid, (score, early, flag) in cases.items():
                 rec = self.d.sample(ds, sid, run=run).json()["runs"][0]
                 self.assertClose(rec["label_issue_score"], score, "%s %s label_issue_score" % (run, sid))
+                self.assertClose(rec["early_label_issue_score"], early, "%s %s early_label_issue_score" % (run, sid))
                 self.assertIs(rec["label_issue"], flag, "%s %s: %r" % (run, sid, rec))
             flagged = [it["id"] for it in self.d.hard(ds, run=run, label_issue="true", status="open").json()["items"]]
             self.assertEqual(flagged, ["noisy"], run)
