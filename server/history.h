@@ -145,8 +145,8 @@ uint64_t hist_confidence_mixture(const uint64_t counts[HIST_CONF_BINS], uint8_t 
  * included: it has memorised them. Its latest predictions then tell nothing of a label, and a wrong label was
  * named another class only before it was memorised, a small share of a long history. Such a run's rule splits
  * early_label_issue_score instead of label_issue_score. A model that does not memorise stays below it by
- * about the share of wrong labels (0.74 to 0.89 at 10% and 25% noise on the benchmark; a memorising one
- * 0.99 and more). Measured on planted noise in BENCHMARKS.md. */
+ * about the share of wrong labels (0.73 to 0.89 at 10% and 25% noise on the benchmark; a memorising one
+ * 0.98 to 1.0). Measured on planted noise in BENCHMARKS.md. */
 #define HIST_LI_FITTED 0.97
 /* A run holding histories written before schema 10 (early_n HIST_EARLY_UNKNOWN) keeps the whole history's
  * rule, so that an upgraded database answers as it did (st_label_issue_rule). */
