@@ -148,14 +148,14 @@ uint64_t hist_confidence_mixture(const uint64_t counts[HIST_CONF_BINS], uint8_t 
  * about the share of wrong labels (0.73 to 0.89 at 10% and 25% noise on the benchmark; a memorising one
  * 0.98 to 1.0). Measured on planted noise in BENCHMARKS.md. */
 #define HIST_LI_FITTED 0.97
-/* A run holding histories written before schema 10 (early_n HIST_EARLY_UNKNOWN) keeps the whole history's
- * rule, so that an upgraded database answers as it did (st_label_issue_rule). */
 /* In such a run a sample is flagged only when it named another class in most of its first observations
  * (a score of at least HIST_LI_EARLY_FLOOR: more than half), whatever the split.
  * On clean data early scores fall away from 0 with no second group; the split lands on the floor of
  * label_issue_score, and a single early confusion would flag. The benchmark's wrong labels are named
  * another class in most of them, nearly all in every one. */
 #define HIST_LI_EARLY_FLOOR 0.51
+/* A run holding histories written before schema 10 (early_n HIST_EARLY_UNKNOWN) keeps the whole history's
+ * rule, fitted or not, so that an upgraded database answers as it did (st_label_issue_rule). */
 /* Whether a run of scored samples, of which predicted_as_labelled were predicted as labelled in their latest
  * observation, has fitted its labels. */
 int hist_li_fitted(uint64_t predicted_as_labelled, uint64_t scored);

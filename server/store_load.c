@@ -142,12 +142,12 @@ static int load_history(loader *l) {
     h->grand_n = (uint16_t)sqlite3_column_int(q, 25);
     const int64_t other_class = sqlite3_column_int64(q, 27);
     h->other_class = other_class >= -1 && other_class <= INT32_MAX ? (int32_t)other_class : -2; /* -2: refused below */
-    /* -1: not counted (a row written before schema 10); out of range: refused by st_load_row */
+    /* early_n -1: not counted (a row written before schema 10). Out of range: "not counted" with a count,
+     * which st_load_row refuses */
     const int64_t early_n = sqlite3_column_int64(q, 28), early_other_n = sqlite3_column_int64(q, 29);
-    if (early_n == -1) h->early_n = HIST_EARLY_UNKNOWN;
-    else h->early_n = early_n >= 0 && early_n < HIST_EARLY_UNKNOWN ? (uint16_t)early_n : HIST_EARLY_UNKNOWN;
-    h->early_other_n = early_other_n >= 0 && early_other_n < UINT16_MAX ? (uint16_t)early_other_n : UINT16_MAX;
-    if (early_n != -1 && h->early_n == HIST_EARLY_UNKNOWN) h->early_other_n = UINT16_MAX;
+    const int early_ok = early_n >= -1 && early_n < HIST_EARLY_UNKNOWN && early_other_n >= 0 && early_other_n < UINT16_MAX;
+    h->early_n = early_ok && early_n >= 0 ? (uint16_t)early_n : HIST_EARLY_UNKNOWN;
+    h->early_other_n = early_ok ? (uint16_t)early_other_n : UINT16_MAX;
     const void *ring = sqlite3_column_blob(q, 19);
     if (sqlite3_column_bytes(q, 19) != ST_RING_BYTES || !ring || key < 0 || key >= UINT32_MAX) {
       snprintf(l->err, sizeof l->err, "the history row of run %lld, key %lld, is malformed", (long long)sqlite3_column_int64(q, 0),
