@@ -34,7 +34,7 @@ const char *http_query(http_req *rq, const char *name, char *text, size_t n) {
  * would count?) is refused, naming it. */
 typedef struct query_check {
   const char *allowed; /* space-separated */
-  uint32_t seen;       /* bit per allowed name */
+  uint32_t seen;       /* bit per allowed name: at most ROUTE_QUERY_MAX (router_check) */
   const char *bad;
   int repeated;
   int malformed; /* 1: not decodable within HTTP_QUERY_MAX; 2: no value at all */

@@ -114,10 +114,30 @@ int router_word_index(const char *list, const char *word) {
   return -1;
 }
 
+/* The number of words in a route's query list, or -1 when one is listed twice (its second never matches). */
+static int query_words(const char *list) {
+  int nw = 0;
+  char word[ROUTE_PARAM_MAX];
+  for (const char *p = list + strspn(list, " "); *p; nw++) {
+    const size_t l = strcspn(p, " ");
+    snprintf(word, sizeof word, "%.*s", (int)l, p);
+    if (router_word_index(list, word) != nw) return -1;
+    p += l;
+    p += strspn(p, " ");
+  }
+  return nw;
+}
+
 int router_check(const router_route *routes, int n, char *err, size_t errn) {
   for (int i = 0; i < n; i++) {
     const router_route *r = &routes[i];
     int np = pattern_params(r->pattern);
+    const int nq = query_words(r->query);
+    if (nq < 0 || nq > ROUTE_QUERY_MAX) {
+      snprintf(err, errn, "route %s %s: at most %d query parameters, each listed once", r->method, r->pattern,
+               ROUTE_QUERY_MAX);
+      return -1;
+    }
     if (r->query_param) {
       if (router_word_index(r->query, r->query_param) < 0) {
         snprintf(err, errn, "route %s %s: its query_param \"%s\" is not among its query parameters", r->method, r->pattern,

@@ -18,6 +18,7 @@
 #define ROUTE_PARAMS 2      /* path parameters a pattern may have */
 #define ROUTE_PARAM_MAX 300 /* a parameter's longest value, percent-decoded, with its NUL */
 #define ROUTE_ALLOW_MAX 64  /* the Allow list of a path's methods, with its NUL */
+#define ROUTE_QUERY_MAX 32  /* query parameters a route may take: a request's check keeps a bit for each */
 
 /* A route's flags. */
 enum {
@@ -67,7 +68,8 @@ typedef struct router_match {
 int router_find(const router_route *routes, int n, const char *method, const char *path, router_match *m /* OUT */);
 
 /* Checks a table: patterns well formed with at most ROUTE_PARAMS parameters (a query_param counted), each
- * with its bad_param code, a query_param among the route's query parameters, alignments powers of 2 up to 64. Returns 0, or -1 and writes why into err. */
+ * with its bad_param code, at most ROUTE_QUERY_MAX query parameters, none listed twice, a query_param among
+ * them, alignments powers of 2 up to 64. Returns 0, or -1 and writes why into err. */
 int router_check(const router_route *routes, int n, char *err, size_t errn);
 
 /* The index of word among the space-separated words of list (a route's query), or -1 when it is not one

@@ -138,6 +138,20 @@ static void test_router_check_refuses_malformed_tables(void **state) {
   assert_non_null(strstr(err, "parameter 2"));
   const router_route too_many[] = {{"GET", "/{a}/{b}", h_none, 0, "id", {P_NOT_FOUND, P_NOT_FOUND}, NULL, 0, "id"}};
   assert_int_equal(router_check(too_many, 1, err, sizeof err), -1);
+  /* a request's check keeps a bit per query parameter: 32 of them at most, and a name listed twice would
+   * never match its second entry */
+  char query[200] = "";
+  for (int w = 0; w < ROUTE_QUERY_MAX; w++) snprintf(query + strlen(query), sizeof query - strlen(query), " q%d", w);
+  const router_route thirty_two[] = {{"GET", "/a", h_none, 0, query, {P_NONE, P_NONE}, NULL, 0, NULL}};
+  assert_int_equal(router_check(thirty_two, 1, err, sizeof err), 0);
+  strcat(query, " z");
+  const router_route thirty_three[] = {{"GET", "/a", h_none, 0, query, {P_NONE, P_NONE}, NULL, 0, NULL}};
+  assert_int_equal(router_check(thirty_three, 1, err, sizeof err), -1);
+  assert_non_null(strstr(err, "at most 32 query parameters"));
+  const router_route twice[] = {{"GET", "/a", h_none, 0, "k by k", {P_NONE, P_NONE}, NULL, 0, NULL}};
+  assert_int_equal(router_check(twice, 1, err, sizeof err), -1);
+  const router_route prefix[] = {{"GET", "/a", h_none, 0, "k kk", {P_NONE, P_NONE}, NULL, 0, NULL}};
+  assert_int_equal(router_check(prefix, 1, err, sizeof err), 0);
 }
 
 /* The daemon's own table passes the check, and states what the HTTP layer used to hard-code. */
