@@ -268,7 +268,7 @@ static void csv_json(jw *o, const char *text) {
 
 static const char csv_header[] =
     "rank,id,score,seen,last_loss,mean_loss,max_loss,ema_loss,confidence,variability,correctness,forgetting,forgetting_events,aum,el2n,label_issue_score,"
-    "grand,first_step,last_step,label,label_issue,status,corrected_label,reconsider,uri,study_uid,series_uid,sop_uid,"
+    "early_label_issue_score,grand,first_step,last_step,label,label_issue,status,corrected_label,reconsider,uri,study_uid,series_uid,sop_uid,"
     "patient_id,viewer_url\r\n";
 
 /* FiftyOne's CSVDataset: a header row, the media in "filepath" (see README "Exports" for the loader). */
@@ -281,7 +281,8 @@ static double ls_score(int by, double v) {
   case HF_CONFIDENCE:
   case HF_CORRECTNESS: return v < 0 ? 0 : v > 1 ? 1 : v;
   case HF_AUM: return 1.0 / (1.0 + exp(-v));
-  case HF_LABEL_ISSUE_SCORE: return v < 0 ? 1 : v > 1 ? 0 : 1 - v;
+  case HF_LABEL_ISSUE_SCORE:
+  case HF_EARLY_LABEL_ISSUE_SCORE: return v < 0 ? 1 : v > 1 ? 0 : 1 - v;
   default: return v > 0 ? exp(-v) : 1.0; /* losses, variability, forgetting, seen: larger is harder */
   }
 }
@@ -302,7 +303,7 @@ static void write_csv(export *e, const st_dataset *ds, uint32_t key, double scor
   csv_num(o, score);
   const double nums[] = {v->seen, v->last_loss, v->mean_loss, v->max_loss, v->ema_loss, v->confidence,
                          v->variability, v->correctness, v->forgetting, v->forgetting_events, v->aum, v->el2n, v->label_issue_score,
-                         v->grand};
+                         v->early_label_issue_score, v->grand};
   for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
     JW(o, ",");
     csv_num(o, nums[i]);

@@ -346,6 +346,7 @@ double hist_view_value(const hist_view *v, int f) {
   case HF_EL2N: return v->el2n;
   case HF_GRAND: return v->grand;
   case HF_LABEL_ISSUE_SCORE: return v->label_issue_score;
+  case HF_EARLY_LABEL_ISSUE_SCORE: return v->early_label_issue_score;
   case HF_AUM: return v->aum;
   default: return 0.0;
   }
@@ -370,11 +371,13 @@ uint32_t hist_forgetting(const hist_rec *h) {
 static const char *const field_names[HF_COUNT] = {
     "seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability", "correctness",
     "forgetting", "aum", "forgetting_events", "el2n", "label_issue_score", "grand",
+    "early_label_issue_score",
 };
 
 /* test_history holds this to field_names */
 const char hist_field_list[] = "seen, last_loss, mean_loss, max_loss, ema_loss, confidence, variability, correctness, "
-                               "forgetting, aum, forgetting_events, el2n, label_issue_score, grand";
+                               "forgetting, aum, forgetting_events, el2n, label_issue_score, grand, "
+                               "early_label_issue_score";
 
 int hist_field_parse(const char *name) {
   for (int f = 0; f < HF_COUNT; f++)
@@ -415,6 +418,7 @@ double hist_value(const hist_rec *h, hist_field f) {
   case HF_EL2N: return h->el2n;
   case HF_GRAND: return h->grand;
   case HF_LABEL_ISSUE_SCORE: return hist_label_issue_score(h);
+  case HF_EARLY_LABEL_ISSUE_SCORE: return hist_early_label_issue_score(h);
   case HF_AUM: return h->aum;
   default: return 0.0;
   }

@@ -278,6 +278,7 @@ typedef enum hist_field {
   HF_EL2N,
   HF_LABEL_ISSUE_SCORE,
   HF_GRAND,
+  HF_EARLY_LABEL_ISSUE_SCORE,
   HF_COUNT
 } hist_field;
 

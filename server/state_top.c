@@ -92,7 +92,8 @@ __attribute__((always_inline)) static inline double run_value(const st_run *r, u
   case HF_FORGETTING_EVENTS: return r->forgetting[key];
   case HF_EL2N: return r->el2n[key];
   case HF_GRAND: return r->grand[key];
-  case HF_LABEL_ISSUE_SCORE: return r->scored_n[key] ? (float)r->other_n[key] / (float)r->scored_n[key] : 0.0f;
+  case HF_LABEL_ISSUE_SCORE: return st__li_score(r, key);
+  case HF_EARLY_LABEL_ISSUE_SCORE: return st__li_early_score(r, key);
   default: return 0.0;
   }
 }

@@ -34,7 +34,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ben
 from bench_daemon import free_port, wait_ready  # noqa: E402
 
 FIELDS = ["seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability", "correctness",
-          "forgetting", "aum", "forgetting_events", "el2n", "label_issue_score", "grand"]
+          "forgetting", "aum", "forgetting_events", "el2n", "label_issue_score", "grand",
+          "early_label_issue_score"]
 STATES = ["in_review", "confirmed", "dismissed", "open"]
 
 

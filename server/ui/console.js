@@ -9,7 +9,8 @@
 const STATES = ['open', 'queued', 'in_review', 'relabelled', 'confirmed', 'dismissed'];
 const UNDECIDED = ['open', 'queued', 'in_review'];
 const FIELDS = ['seen', 'last_loss', 'mean_loss', 'max_loss', 'ema_loss', 'confidence', 'variability', 'correctness',
-  'forgetting', 'forgetting_events', 'aum', 'el2n', 'label_issue_score', 'grand'];
+  'forgetting', 'forgetting_events', 'aum', 'el2n', 'label_issue_score',
+  'early_label_issue_score', 'grand'];
 const MAP_BINS = 64;
 const MAP_POINTS = 2000; // points are drawn when the view holds at most this many samples
 const BRUSH_LIST = 500;  // a brushed region lists its samples when it holds at most this many

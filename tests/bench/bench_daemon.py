@@ -25,7 +25,8 @@ import tempfile
 import time
 
 FIELDS = ["seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability", "correctness",
-          "forgetting", "aum", "forgetting_events", "el2n", "label_issue_score", "grand"]
+          "forgetting", "aum", "forgetting_events", "el2n", "label_issue_score", "grand",
+          "early_label_issue_score"]
 
 
 def free_port():

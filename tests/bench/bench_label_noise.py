@@ -51,7 +51,7 @@ from bench_miner import Focald  # noqa: E402
 from focald import Client, Miner  # noqa: E402
 
 FIELDS = ["mean_loss", "ema_loss", "max_loss", "last_loss", "confidence", "correctness", "aum", "forgetting",
-          "forgetting_events", "variability", "label_issue_score"]
+          "forgetting_events", "variability", "label_issue_score", "early_label_issue_score"]
 STATUSES = "open,queued,in_review,relabelled,confirmed,dismissed"
 MODELS = {"small": ((32,), 30), "wide": ((256, 256), 60)}
 

@@ -158,7 +158,8 @@ class Focald:
 
 STATUSES = ["open", "queued", "in_review", "relabelled", "confirmed", "dismissed"]
 FIELDS = ["seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability", "correctness",
-          "forgetting", "aum", "forgetting_events", "el2n", "label_issue_score", "grand"]
+          "forgetting", "aum", "forgetting_events", "el2n", "label_issue_score", "grand",
+          "early_label_issue_score"]
 
 
 def make_workload(seed, n):

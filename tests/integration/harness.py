@@ -46,11 +46,12 @@ UPGRADE_FIXTURES = os.path.join(ROOT, "tests", "upgrade", "fixtures")
 
 EMA_ALPHA = 0.3  # focald's default --ema-alpha
 HISTORY_FIELDS = ["seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability",
-                  "correctness", "forgetting", "forgetting_events", "aum", "el2n", "label_issue_score", "grand"]
+                  "correctness", "forgetting", "forgetting_events", "aum", "el2n", "label_issue_score",
+                  "early_label_issue_score", "grand"]
 # README "Hardest examples": each field's "harder when", its default order.
 ORDER = {"seen": "desc", "last_loss": "desc", "mean_loss": "desc", "max_loss": "desc", "ema_loss": "desc",
          "variability": "desc", "forgetting": "desc", "forgetting_events": "desc", "el2n": "desc",
-         "label_issue_score": "desc", "grand": "desc", "confidence": "asc",
+         "label_issue_score": "desc", "early_label_issue_score": "desc", "grand": "desc", "confidence": "asc",
          "correctness": "asc", "aum": "asc"}
 # Every route the server answers (server/api.c's route table, README "HTTP API").
 ROUTES = [

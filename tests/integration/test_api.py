@@ -788,7 +788,8 @@ class HistoryTest(FocaldTestCase):
         """README "Label errors": once at least 97% of a run's samples were last predicted as labelled, the run
         flags by early_label_issue_score, the share of the first --early-observations (10) scored observations
         that named another class confidently. 8 samples labelled 1 are named 0 in their first 6 observations
-        and then memorised (55 right ones): 6/61 over the whole history, below the floor of 0.1, but 0.6 early.
+        and then memorised (55 right ones): 6/61 over the whole history, below the floor of 0.1, but 0.6 early,
+        and by=early_label_issue_score lists them first.
         The same after a restart, which reads the counts from the database; then 6 samples last named another
         class bring the run below 97% and the whole history decides again."""
         d = self.start_daemon()
@@ -820,6 +821,12 @@ class HistoryTest(FocaldTestCase):
             self.assertAlmostEqual(rec["label_issue_score"], 6 / 61, places=6, msg=ctx)
             rec = daemon.sample(ds, "c1-0", run=run).json()["runs"][0]
             self.assertEqual((rec["early_label_issue_score"], rec["label_issue"]), (0.0, False), ctx)
+            # ranked by the early score, the memorised samples come first, flagged or not
+            top = daemon.hard(ds, run=run, by="early_label_issue_score", k=9).json()["items"]
+            self.assertEqual({it["id"] for it in top[:8]}, set(mem), ctx)
+            for it in top[:8]:
+                self.assertAlmostEqual(it["score"], 0.6, places=6, msg=ctx)
+            self.assertEqual(top[8]["score"], 0.0, ctx)
 
         check(d, True, "before the restart")
         self.assertEqual(d.stop(), 0)

@@ -414,10 +414,12 @@ static void test_history_early_label_issue_score(void **state) {
   assert_int_equal(h.early_other_n, 2);
   assert_int_equal(h.other_n, 3);
   assert_near(hist_early_label_issue_score(&h), 2.0 / 3.0);
+  assert_near(hist_value(&h, HF_EARLY_LABEL_ISSUE_SCORE), 2.0 / 3.0);
   assert_near(hist_label_issue_score(&h), 3.0 / 9.0);
   hist_view v;
   hist_view_of(&h, &v);
   assert_near(v.early_label_issue_score, 2.0 / 3.0);
+  assert_near(hist_view_value(&v, HF_EARLY_LABEL_ISSUE_SCORE), 2.0 / 3.0);
   assert_near(v.label_issue_score, 3.0 / 9.0);
   /* not counted from the first: stays so, and the whole history's score stands in */
   hist_rec old;
@@ -538,6 +540,7 @@ static void test_history_field_names_and_order(void **state) {
   assert_false(hist_field_descending(HF_AUM));
   assert_false(hist_field_descending(HF_CONFIDENCE));
   assert_true(hist_field_descending(HF_FORGETTING_EVENTS));
+  assert_true(hist_field_descending(HF_EARLY_LABEL_ISSUE_SCORE));
   /* the list messages quote is every name, in order */
   char joined[512] = "";
   for (int f = 0; f < HF_COUNT; f++) {

@@ -491,6 +491,19 @@ static void test_state_label_issue_fitted_run_splits_the_early_score(void **stat
   for (int i = 0; i < 8; i++) assert_true(flagged(f, "mem", i));
   for (int i = 0; i < 8; i++) assert_false(flagged(f, "once", i));
   for (int i = 0; i < 40; i++) assert_false(flagged(f, "c1-", i));
+  /* ranked by the score that decides, in the run and over all runs, the flagged samples come first, then the
+   * samples named another class once (early 1/10) */
+  st_hit hits[9];
+  const st_run *runs[2] = {st_find_run(ds, "a"), NULL};
+  for (int r = 0; r < 2; r++) {
+    st_query q = {.by = HF_EARLY_LABEL_ISSUE_SCORE, .run = runs[r], .min_seen = 1, .k = 9};
+    assert_int_equal(st_top(ds, &q, hits), 9);
+    for (int i = 0; i < 8; i++) {
+      assert_memory_equal(st_sample_id(ds, hits[i].key), "mem", 3);
+      assert_true(fabs(hits[i].score - 0.6) < 1e-6);
+    }
+    assert_true(hits[8].score < 0.51);
+  }
   late(f, "late", 5, 3, 2);
   for (int i = 0; i < 8; i++) assert_true(flagged(f, "mem", i));
   for (int i = 0; i < 5; i++) assert_false(flagged(f, "late", i));

@@ -20,7 +20,8 @@ from .errors import FocaldError
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 HISTORY_FIELDS = ("seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence", "variability",
-                  "correctness", "forgetting", "forgetting_events", "aum", "el2n", "label_issue_score", "grand")
+                  "correctness", "forgetting", "forgetting_events", "aum", "el2n", "label_issue_score",
+                  "early_label_issue_score", "grand")
 ORDERS = ("asc", "desc")
 STATUSES = ("open", "queued", "in_review", "relabelled", "confirmed", "dismissed")
 EXPORT_FORMATS = ("csv", "jsonl", "label-studio", "fiftyone", "ohif")

@@ -21,8 +21,8 @@ import numpy as np
 from focald import Client
 
 HARD_CSV_COLS = ["rank", "id", "score", "seen", "last_loss", "mean_loss", "max_loss", "ema_loss", "confidence",
-                 "variability", "correctness", "forgetting", "forgetting_events", "aum", "el2n", "label_issue_score", "grand",
-                 "first_step", "last_step",
+                 "variability", "correctness", "forgetting", "forgetting_events", "aum", "el2n", "label_issue_score",
+                 "early_label_issue_score", "grand", "first_step", "last_step",
                  "label", "label_issue", "status", "reconsider", "meta"]
 
 
