@@ -74,11 +74,12 @@ def main():
               f"{os.cpu_count()} cores; command: tests/bench/ab_topk.py")
         for i, b in enumerate(args.binaries):
             print(f"# [{i}] {b}")
-        print("by               " + "".join(f"{'[%d]' % i:>10s}" for i in range(len(conns))))
+        w = max(len(f) for f in rows) + 1
+        print(f"{'by':{w}s}" + "".join(f"{'[%d]' % i:>10s}" for i in range(len(conns))))
         for f in rows:
-            print(f"{f:17s}" + "".join(f"{statistics.median(lat[(i, f)]):10.2f}" if lat[(i, f)] else f"{'n/a':>10s}"
+            print(f"{f:{w}s}" + "".join(f"{statistics.median(lat[(i, f)]):10.2f}" if lat[(i, f)] else f"{'n/a':>10s}"
                                        for i in range(len(conns))))
-        print("RSS MB           " + "".join(f"{bd.rss_mb(p.pid)['VmRSS']:10.0f}" for p in procs))
+        print(f"{'RSS MB':{w}s}" + "".join(f"{bd.rss_mb(p.pid)['VmRSS']:10.0f}" for p in procs))
 
 
 if __name__ == "__main__":
