@@ -448,6 +448,19 @@ static int snapshot_into_place(pglog *p, int64_t pos, const char *tmp, const cha
   return rename(tmp, db);
 }
 
+int store__cluster_reachable(const config *cfg) {
+  if (!cfg->store[0]) return 0;
+  pglog *p = NULL;
+  char err[256] = "";
+  const pglog_limits limits = {.deadline_ms = cfg->cluster_deadline};
+  if (pglog_open(&p, cfg->store, cfg->node_name, &limits, err, sizeof err) != PGLOG_OK) {
+    log_kv(LOG_ERROR, "cannot open the cluster's log", "error", err, NULL);
+    return -1;
+  }
+  pglog_close(p);
+  return 0;
+}
+
 int store__cluster_bootstrap(const config *cfg) {
   if (!cfg->store[0] || !local_holds_nothing(cfg->db)) return 0;
   pglog *p = NULL;

@@ -2342,6 +2342,24 @@ class StartRefusalTest(HardeningTestCase):
         d = self.start_daemon(args=("--tls-cert", cert, "--tls-key", key), tls_ca=cert)
         self.assertEqual(d.get("/livez").status, 200)
 
+    def test_start_a_cluster_log_that_does_not_answer_leaves_every_database_byte_for_byte(self):
+        """--store naming a PostgreSQL that refuses the connection stops focald, saying so, before anything at
+        --db is made, opened or migrated. A database of an older schema used to be migrated first, and could
+        then no longer be opened by the focald that wrote it."""
+        kinds, make = self._databases()
+        store = "postgresql://focald@127.0.0.1:%d/focald" % harness.free_port()
+        for kind in kinds:
+            with self.subTest(db=kind):
+                td = temp_dir()
+                db = make(kind, td)
+                before = tree(td)
+                t0 = time.monotonic()
+                out = self._refused(["--db", db, "--store", store], 1, "cannot open the cluster's log")
+                self.assertLess(time.monotonic() - t0, 3.0, "not at once: %s" % out)
+                self.assertIn("Connection refused", out)
+                self.assertNotIn("migration", out)
+                self.assertEqual(tree(td), before, "the database, or its directory, was touched: %s" % out)
+
     def test_start_each_thread_that_cannot_start_is_named_and_stops_focald(self):
         """Every thread focald starts before it is ready (its own, libmicrohttpd's, libuv's loop), failing in
         turn as under a task limit: focald exits 1 with an error line naming the thread and the reason. The
