@@ -316,7 +316,7 @@ int store_open(store **out, const config *cfg, st_map *map) {
   s->map = map;
   pthread_mutex_init(&s->lock, NULL);
   pthread_cond_init(&s->wake, NULL);
-  if (store__cluster_reachable(cfg) != 0) goto fail;
+  if (store__cluster_admit(cfg) != 0) goto fail;
   if (make_parent(cfg->db) != 0) {
     log_kv(LOG_ERROR, "cannot create the database's directory", "db", cfg->db, "error", strerror(errno), NULL);
     goto fail;

@@ -389,6 +389,36 @@ int store__cluster_open(store *s) {
 
 extern const int focald_schema_count;
 
+/* Whether the file named path followed by suffix exists and is not empty. */
+static int nonempty(const char *path, const char *suffix) {
+  char name[600];
+  struct stat st;
+  snprintf(name, sizeof name, "%s%s", path, suffix);
+  return stat(name, &st) == 0 && st.st_size > 0;
+}
+
+/* Opens the database at path read only, making nothing beside it. SQLite would create a WAL database's -shm
+ * and -wal files to read it; with no WAL or journal to read (none, or empty ones) it is opened immutable, which
+ * reads the file alone. 0, or an SQLite error code (*db to be closed either way). */
+static int open_peek(const char *path, sqlite3 **db) {
+  *db = NULL;
+  if (nonempty(path, "-wal") || nonempty(path, "-journal")) return sqlite3_open_v2(path, db, SQLITE_OPEN_READONLY, NULL);
+  /* a URI: every byte but the unreserved ones and '/' percent-encoded */
+  size_t n = strlen(path), k = 0;
+  char *uri = malloc(3 * n + 32);
+  if (!uri) return SQLITE_NOMEM;
+  k += (size_t)sprintf(uri, "file:");
+  for (size_t i = 0; i < n; i++) {
+    const unsigned char c = (unsigned char)path[i];
+    if ((c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z') || strchr("/-._~", c)) uri[k++] = (char)c;
+    else k += (size_t)sprintf(uri + k, "%%%02X", c);
+  }
+  strcpy(uri + k, "?immutable=1");
+  const int rc = sqlite3_open_v2(uri, db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
+  free(uri);
+  return rc;
+}
+
 /* Returns 1 when the file at path holds nothing a node could keep, so that a new node begins from the cluster's
  * snapshot in its place: no file, an empty one, or a SQLite database with neither a cluster's identity (the
  * cluster table's row) nor a row of anything else: the header page an interrupted creation left, or a database
@@ -407,7 +437,7 @@ static int local_holds_nothing(const char *path) {
   sqlite3 *db = NULL;
   sqlite3_stmt *q = NULL;
   int nothing = 0;
-  if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+  if (open_peek(path, &db) != SQLITE_OK ||
       sqlite3_prepare_v2(db, "SELECT (SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_master)",
                          -1, &q, NULL) != SQLITE_OK || sqlite3_step(q) != SQLITE_ROW)
     goto out;
@@ -448,17 +478,53 @@ static int snapshot_into_place(pglog *p, int64_t pos, const char *tmp, const cha
   return rename(tmp, db);
 }
 
-int store__cluster_reachable(const config *cfg) {
+/* Whether the focald database at path is one a node of the log log_id must refuse, read only: it caches another
+ * cluster's log, or holds batches focald recorded alone (logged; bind_local says the same once it is open). 0
+ * for anything else, a file that is not focald's included: store_open judges that before it writes. */
+static int local_refused(const char *path, const char *log_id) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *q = NULL;
+  int refused = 0;
+  if (open_peek(path, &db) != SQLITE_OK) goto out;
+  const int cached = sqlite3_prepare_v2(db, "SELECT log_id FROM cluster", -1, &q, NULL) == SQLITE_OK &&
+                     sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) == SQLITE_TEXT;
+  if (cached && strcmp((const char *)sqlite3_column_text(q, 0), log_id) != 0) {
+    log_kv(LOG_ERROR, "this database caches another cluster's log: give this node a database of its own", "db", path,
+           "cached_log", (const char *)sqlite3_column_text(q, 0), "log", log_id, NULL);
+    refused = 1;
+  }
+  sqlite3_finalize(q);
+  q = NULL;
+  if (cached || sqlite3_prepare_v2(db, "SELECT EXISTS (SELECT 1 FROM batches)", -1, &q, NULL) != SQLITE_OK ||
+      sqlite3_step(q) != SQLITE_ROW || !sqlite3_column_int(q, 0))
+    goto out;
+  log_kv(LOG_ERROR, "this database holds batches focald recorded alone: a cluster node needs a new database", "db",
+         path, NULL);
+  refused = 1;
+out:
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  return refused;
+}
+
+int store__cluster_admit(const config *cfg) {
   if (!cfg->store[0]) return 0;
   pglog *p = NULL;
-  char err[256] = "";
+  char err[256] = "", log_id[80] = "";
   const pglog_limits limits = {.deadline_ms = cfg->cluster_deadline};
   if (pglog_open(&p, cfg->store, cfg->node_name, &limits, err, sizeof err) != PGLOG_OK) {
     log_kv(LOG_ERROR, "cannot open the cluster's log", "error", err, NULL);
     return -1;
   }
+  int rc = 0;
+  if (pglog_log_id(p, log_id, sizeof log_id) != PGLOG_OK) {
+    log_kv(LOG_ERROR, "cannot read the cluster's log", "error", pglog_error(p), NULL);
+    rc = -1;
+  } else if (!local_holds_nothing(cfg->db) && local_refused(cfg->db, log_id)) {
+    rc = -1;
+  }
   pglog_close(p);
-  return 0;
+  return rc;
 }
 
 int store__cluster_bootstrap(const config *cfg) {

@@ -244,9 +244,10 @@ void store__cluster_applied(store *s);
 /* Notes the log's head as learnt (-1: unknown), for /metrics and store_on_applied's function. */
 void store__cluster_head(store *s, int64_t head);
 int store__cluster_start(store *s);
-/* Before anything at --db is made, opened or migrated: 0 when cfg->store's log answers (or there is none), else
- * -1 (logged). A node that cannot reach its log leaves its local database as it was. */
-int store__cluster_reachable(const config *cfg);
+/* Before anything at --db is made, opened or migrated: 0 when there is no cfg->store, or its log answers and
+ * the database at --db, read only, is not one a node of it must refuse (another cluster's cache, or batches
+ * focald recorded alone); else -1 (logged). A node refused leaves its local database as it was. */
+int store__cluster_admit(const config *cfg);
 /* Before the local database is opened: a cluster node with no database yet begins from the newest snapshot
  * in PostgreSQL, written where --db says. 0, or -1 (logged). */
 int store__cluster_bootstrap(const config *cfg);

@@ -13,6 +13,7 @@ PostgreSQL frozen (every process of it SIGSTOPped: its kernel acknowledges every
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -1038,6 +1039,45 @@ class ClusterTestCase(FocaldTestCase):
         with self.assertRaises(AssertionError) as e:
             d.start(timeout=20)
         self.assertIn("another cluster", str(e.exception))
+
+    def test_cluster_node_leaves_each_database_it_refuses_as_it_was(self):
+        """A database focald wrote alone, of today's schema and of every older one (tests/upgrade/fixtures), and a
+        node's cache of another cluster's log: each refused, naming why, with its files byte for byte as they
+        were. The node used to migrate them first, so that the focald that wrote an older one could no longer
+        open it."""
+        fixtures = harness.UPGRADE_FIXTURES
+        dumps = sorted(f for f in os.listdir(fixtures) if os.path.exists(os.path.join(fixtures, f, "db.sql")))
+        self.assertEqual(len(dumps), harness.NEWEST_SCHEMA, dumps)
+        alone = Daemon(self.id()).start()
+        self.assertEqual(alone.batch("d", batch_body(random.Random(8))).status, 200)
+        alone.stop()
+        a = self.node("a")
+        a.stop()
+        other = PG.new_database(self.dbname + "_refusing")
+
+        def files(td):
+            return {n: open(os.path.join(td, n), "rb").read() for n in sorted(os.listdir(td))}
+
+        cases = [(k, self.uri, "recorded alone") for k in dumps + ["current"]] + [("cache", other, "another cluster")]
+        for kind, store, say in cases:
+            with self.subTest(db=kind):
+                td = harness.temp_dir()
+                db = os.path.join(td, "f.db")
+                if kind == "current":
+                    shutil.copy(alone.db, db)
+                elif kind == "cache":
+                    shutil.copy(a.db, db)
+                else:
+                    harness.load_dump(os.path.join(fixtures, kind, "db.sql"), db)
+                before = files(td)
+                p = subprocess.run([harness.FOCALD, "--listen", "127.0.0.1:%d" % harness.free_port(), "--db", db,
+                                    "--store", store, "--node-name", "r"],
+                                   stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+                out = p.stderr.decode("utf-8", "replace")
+                self.assertEqual(p.returncode, 1, out)
+                self.assertIn(say, out)
+                self.assertNotIn("migration", out)
+                self.assertEqual(files(td), before, "the database was changed: %s" % out)
 
     def test_cluster_node_each_thread_that_cannot_start_is_named_and_stops_it(self):
         """A cluster node's threads (the follower and the snapshotter among them), each failing to start in turn
