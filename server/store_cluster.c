@@ -285,35 +285,56 @@ void store__cluster_head(store *s, int64_t head) {
 
 /* ------------------------------------------------------------------ opening, following */
 
-/* Checks that the local database caches this log, binding it when it is new. */
-static int bind_local(store *s, const char *log_id) {
+/* What the focald database db (at path) is to a node of the log log_id. */
+enum local_kind {
+  LOCAL_UNREAD = -1, /* it could not be read */
+  LOCAL_OURS,        /* it caches this log: *applied (when not NULL) is the last position it holds */
+  LOCAL_UNBOUND,     /* no log's identity and no batch: the node may bind it */
+  LOCAL_REFUSED,     /* another cluster's cache, or batches focald recorded alone (logged) */
+};
+
+static enum local_kind local_kind_of(sqlite3 *db, const char *path, const char *log_id, int64_t *applied) {
   sqlite3_stmt *q = NULL;
-  int rc = sqlite3_prepare_v2(s->db, "SELECT (SELECT log_id FROM cluster), (SELECT count(*) FROM batches), "
-                              "(SELECT applied_pos FROM cluster)", -1, &q, NULL);
-  if (rc != SQLITE_OK) return -1;
-  rc = sqlite3_step(q);
-  int out = -1;
-  if (rc == SQLITE_ROW) {
+  enum local_kind kind = LOCAL_UNREAD;
+  /* no cluster table (before schema 7), no row or no id: no identity */
+  if (sqlite3_prepare_v2(db, "SELECT log_id, applied_pos FROM cluster", -1, &q, NULL) == SQLITE_OK &&
+      sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) == SQLITE_TEXT) {
     const char *have = (const char *)sqlite3_column_text(q, 0);
-    const int64_t batches = sqlite3_column_int64(q, 1);
-    if (have && strcmp(have, log_id) == 0) {
-      s->pg_applied = sqlite3_column_int64(q, 2);
-      out = 0;
-    }
-    else if (have)
+    if (strcmp(have, log_id) == 0) {
+      if (applied) *applied = sqlite3_column_int64(q, 1);
+      kind = LOCAL_OURS;
+    } else {
       log_kv(LOG_ERROR, "this database caches another cluster's log: give this node a database of its own", "db",
-             s->cfg->db, "cached_log", have, "log", log_id, NULL);
-    else if (batches > 0)
-      log_kv(LOG_ERROR, "this database holds batches focald recorded alone: a cluster node needs a new database", "db",
-             s->cfg->db, NULL);
-    else {
-      char sql[160];
-      snprintf(sql, sizeof sql, "INSERT INTO cluster (one, log_id) VALUES (1, '%.64s')", log_id);
-      out = store__exec(s->db, sql) == SQLITE_OK ? 0 : -1;
+             path, "cached_log", have, "log", log_id, NULL);
+      kind = LOCAL_REFUSED;
     }
+    goto out;
   }
   sqlite3_finalize(q);
-  return out;
+  q = NULL;
+  if (sqlite3_prepare_v2(db, "SELECT EXISTS (SELECT 1 FROM batches)", -1, &q, NULL) != SQLITE_OK ||
+      sqlite3_step(q) != SQLITE_ROW)
+    goto out;
+  kind = sqlite3_column_int(q, 0) ? LOCAL_REFUSED : LOCAL_UNBOUND;
+  if (kind == LOCAL_REFUSED)
+    log_kv(LOG_ERROR, "this database holds batches focald recorded alone: a cluster node needs a new database", "db",
+           path, NULL);
+out:
+  sqlite3_finalize(q);
+  return kind;
+}
+
+/* Checks that the local database caches this log, binding it when it is new. */
+static int bind_local(store *s, const char *log_id) {
+  switch (local_kind_of(s->db, s->cfg->db, log_id, &s->pg_applied)) {
+  case LOCAL_OURS: return 0;
+  case LOCAL_UNBOUND: {
+    char sql[160];
+    snprintf(sql, sizeof sql, "INSERT INTO cluster (one, log_id) VALUES (1, '%.64s')", log_id);
+    return store__exec(s->db, sql) == SQLITE_OK ? 0 : -1;
+  }
+  default: return -1;
+  }
 }
 
 /* A number as the shortest text that reads back as the same double. */
@@ -428,12 +449,10 @@ static int open_peek(const char *path, sqlite3 **db) {
  * focald recorded alone, a file that is not focald's, or that a newer focald wrote) is left to store_open,
  * which takes it or refuses it with its reason. Only reads: a file that is not replaced stays as it was. */
 static int local_holds_nothing(const char *path) {
-  char wal[600];
   struct stat st;
-  snprintf(wal, sizeof wal, "%s-wal", path);
   if (stat(path, &st) != 0) return errno == ENOENT;
   if (!S_ISREG(st.st_mode)) return 0;
-  if (st.st_size == 0 && (stat(wal, &st) != 0 || st.st_size == 0)) return 1;
+  if (st.st_size == 0 && !nonempty(path, "-wal")) return 1;
   sqlite3 *db = NULL;
   sqlite3_stmt *q = NULL;
   int nothing = 0;
@@ -478,31 +497,11 @@ static int snapshot_into_place(pglog *p, int64_t pos, const char *tmp, const cha
   return rename(tmp, db);
 }
 
-/* Whether the focald database at path is one a node of the log log_id must refuse, read only: it caches another
- * cluster's log, or holds batches focald recorded alone (logged; bind_local says the same once it is open). 0
- * for anything else, a file that is not focald's included: store_open judges that before it writes. */
+/* Whether the focald database at path is one a node of the log log_id must refuse (local_kind_of), read
+ * only. 0 for anything else, a file that is not focald's included: store_open judges that before it writes. */
 static int local_refused(const char *path, const char *log_id) {
   sqlite3 *db = NULL;
-  sqlite3_stmt *q = NULL;
-  int refused = 0;
-  if (open_peek(path, &db) != SQLITE_OK) goto out;
-  const int cached = sqlite3_prepare_v2(db, "SELECT log_id FROM cluster", -1, &q, NULL) == SQLITE_OK &&
-                     sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) == SQLITE_TEXT;
-  if (cached && strcmp((const char *)sqlite3_column_text(q, 0), log_id) != 0) {
-    log_kv(LOG_ERROR, "this database caches another cluster's log: give this node a database of its own", "db", path,
-           "cached_log", (const char *)sqlite3_column_text(q, 0), "log", log_id, NULL);
-    refused = 1;
-  }
-  sqlite3_finalize(q);
-  q = NULL;
-  if (cached || sqlite3_prepare_v2(db, "SELECT EXISTS (SELECT 1 FROM batches)", -1, &q, NULL) != SQLITE_OK ||
-      sqlite3_step(q) != SQLITE_ROW || !sqlite3_column_int(q, 0))
-    goto out;
-  log_kv(LOG_ERROR, "this database holds batches focald recorded alone: a cluster node needs a new database", "db",
-         path, NULL);
-  refused = 1;
-out:
-  sqlite3_finalize(q);
+  const int refused = open_peek(path, &db) == SQLITE_OK && local_kind_of(db, path, log_id, NULL) == LOCAL_REFUSED;
   sqlite3_close(db);
   return refused;
 }
