@@ -31,7 +31,9 @@
  *
  * FOCALD_FAULT is "kind=write|sync|read|alloc,at=N,do=full|ioerr|nomem|kill-before|kill-after[,span=K]
  * [,in=STEP][,while=PATH][,kill_after=J]": with in=, only events of that step count towards N; with
- * while=, the fault holds only while the file PATH exists (a disk that fills up and is freed again); with
+ * while=, the fault holds only while the file PATH exists (a disk that fills up and is freed again), and
+ * events count from when it appeared; a number in that file is N instead of at= (so that one process can
+ * fail one event, then the next, each time the file is made again); with
  * kill_after=J, the process is killed just before the Jth write or sync after the fault (a crash soon
  * after a failed commit, before or while focald writes over what it left in the WAL).
  * The checkpoint thread names no step: its events are neither counted nor
@@ -51,6 +53,7 @@
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,10 +61,10 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { K_READ, K_WRITE, K_SYNC, K_ALLOC, K_COUNT };
+enum { K_READ, K_WRITE, K_SYNC, K_ALLOC, K_MALLOC, K_COUNT };
 enum { A_NONE, A_FULL, A_IOERR, A_NOMEM, A_KILL_BEFORE, A_KILL_AFTER };
 
-static const char *const kind_names[K_COUNT] = {"read", "write", "sync", "alloc"};
+static const char *const kind_names[K_COUNT] = {"read", "write", "sync", "alloc", "malloc"};
 static const char *const step_names[] = {"none", "load", "group", "snapshot", "checkpoint", "close", "wake", "score"};
 #define NSTEPS (int)(sizeof step_names / sizeof step_names[0])
 #define STEP_LOAD 1
@@ -85,7 +88,9 @@ static struct {
 static atomic_long counts[K_COUNT];
 static atomic_long fault_count; /* events of the fault's kind (and step) */
 static atomic_long countdown;   /* writes and syncs left before the kill that follows the fault; 0: none */
-static _Thread_local int step; /* what the calling thread said it is doing; 0: not counted */
+/* what the calling thread said it is doing; 0: not counted. Initial-exec: read by malloc, which must not
+ * allocate to find it */
+static _Thread_local int step __attribute__((tls_model("initial-exec")));
 
 static sqlite3_vfs *real;      /* the VFS wrapped */
 static sqlite3_mem_methods real_mem;
@@ -95,8 +100,9 @@ void focald_fault_point(int s);
 static void trace_step(const char *name) {
   if (cfg.trace_fd < 0) return;
   char line[160];
-  int len = snprintf(line, sizeof line, "step %s %ld %ld %ld %ld\n", name, atomic_load(&counts[K_READ]),
-                     atomic_load(&counts[K_WRITE]), atomic_load(&counts[K_SYNC]), atomic_load(&counts[K_ALLOC]));
+  int len = snprintf(line, sizeof line, "step %s %ld %ld %ld %ld %ld\n", name, atomic_load(&counts[K_READ]),
+                     atomic_load(&counts[K_WRITE]), atomic_load(&counts[K_SYNC]), atomic_load(&counts[K_ALLOC]),
+                     atomic_load(&counts[K_MALLOC]));
   if (len > 0 && write(cfg.trace_fd, line, (size_t)len) < 0) {
     /* the trace is the harness's; focald goes on without it */
   }
@@ -137,6 +143,26 @@ static void trace_fired(int kind, long n) {
   }
 }
 
+static atomic_long armed_ino = -1, armed_ns = -1, armed_number; /* the while= file last seen, and its number */
+
+/* The at= in force while the while= file st exists: its own number when it holds one (counted from when
+ * that file appeared, so that a harness can fail one event after another in one process), else at=. */
+static long armed_at(const struct stat *st) {
+  const long ns = (long)st->st_mtim.tv_sec * 1000000000L + st->st_mtim.tv_nsec;
+  if ((long)st->st_ino != atomic_load(&armed_ino) || ns != atomic_load(&armed_ns)) {
+    char text[24] = "";
+    const int fd = open(cfg.while_path, O_RDONLY | O_CLOEXEC);
+    const ssize_t got = fd >= 0 ? read(fd, text, sizeof text - 1) : -1;
+    if (fd >= 0) close(fd);
+    atomic_store(&armed_number, got > 0 ? atol(text) : 0);
+    atomic_store(&fault_count, 0);
+    atomic_store(&armed_ino, (long)st->st_ino);
+    atomic_store(&armed_ns, ns);
+  }
+  const long n = atomic_load(&armed_number);
+  return n > 0 ? n : cfg.at;
+}
+
 /* Counts an event of kind by the calling thread; returns the action to take for it. */
 static int event(int kind) {
   if (!step) return A_NONE;
@@ -144,12 +170,14 @@ static int event(int kind) {
   if ((kind == K_WRITE || kind == K_SYNC) && atomic_load(&countdown) > 0 && atomic_fetch_sub(&countdown, 1) == 1)
     raise(SIGKILL);
   if (kind != cfg.kind || (cfg.in && step != cfg.in)) return A_NONE;
+  long at = cfg.at;
   if (cfg.while_path[0]) {
     struct stat st;
     if (stat(cfg.while_path, &st) != 0) return A_NONE;
+    at = armed_at(&st);
   }
   const long m = atomic_fetch_add(&fault_count, 1) + 1;
-  if (m < cfg.at || m >= cfg.at + cfg.span) return A_NONE;
+  if (m < at || m >= at + cfg.span) return A_NONE;
   trace_fired(kind, n);
   if (cfg.kill_after > 0 && m == cfg.at) atomic_store(&countdown, cfg.kill_after);
   if (cfg.action == A_KILL_BEFORE) raise(SIGKILL);
@@ -337,6 +365,101 @@ static int m_init(void *p) {
 }
 static void m_shutdown(void *p) {
   real_mem.xShutdown(p);
+}
+
+/* ------------------------------------------------------------------ the C library's allocator */
+
+/* malloc and its kin are interposed for the whole process: each call by a thread in a step is an event of
+ * kind malloc (SQLite's own allocations among them, which are also of kind alloc). The functions they wrap
+ * are the next definitions (the C library's, or a sanitizer's): looking them up may itself allocate, and
+ * that is served from a static arena that free then ignores. */
+static void *(*next_malloc)(size_t);
+static void *(*next_calloc)(size_t, size_t);
+static void *(*next_realloc)(void *, size_t);
+static void (*next_free)(void *);
+static int (*next_posix_memalign)(void **, size_t, size_t);
+static void *(*next_aligned_alloc)(size_t, size_t);
+static void *(*next_memalign)(size_t, size_t);
+
+static _Alignas(64) unsigned char arena[16384];
+static size_t arena_used;
+static int resolving;
+
+static void *arena_take(size_t n) {
+  n = (n + 63) & ~(size_t)63;
+  if (n > sizeof arena - arena_used) return NULL;
+  void *p = arena + arena_used;
+  arena_used += n;
+  return p;
+}
+
+static int in_arena(const void *p) {
+  return (const unsigned char *)p >= arena && (const unsigned char *)p < arena + sizeof arena;
+}
+
+/* Finds the wrapped functions, once, on the first allocation (the process is one thread then). */
+static int resolve(void) {
+  if (next_free) return 0;
+  if (resolving) return -1;
+  resolving = 1;
+  next_malloc = (void *(*)(size_t))dlsym(RTLD_NEXT, "malloc");
+  next_calloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "calloc");
+  next_realloc = (void *(*)(void *, size_t))dlsym(RTLD_NEXT, "realloc");
+  next_posix_memalign = (int (*)(void **, size_t, size_t))dlsym(RTLD_NEXT, "posix_memalign");
+  next_aligned_alloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "aligned_alloc");
+  next_memalign = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "memalign");
+  next_free = (void (*)(void *))dlsym(RTLD_NEXT, "free");
+  resolving = 0;
+  return next_free ? 0 : -1;
+}
+
+/* An allocation's event: 1 when it is to fail. */
+static int malloc_fails(void) {
+  if (event(K_MALLOC) != A_NOMEM) return 0;
+  errno = ENOMEM;
+  return 1;
+}
+
+void *malloc(size_t n) {
+  if (resolve() != 0) return arena_take(n);
+  return malloc_fails() ? NULL : next_malloc(n);
+}
+
+void *calloc(size_t k, size_t n) {
+  if (resolve() != 0) return n && k > SIZE_MAX / n ? NULL : arena_take(k * n); /* the arena is zeroed */
+  return malloc_fails() ? NULL : next_calloc(k, n);
+}
+
+void *realloc(void *p, size_t n) {
+  if (resolve() != 0) return NULL;
+  if (in_arena(p)) {
+    void *q = malloc(n);
+    const size_t room = (size_t)(arena + sizeof arena - (unsigned char *)p);
+    if (q) memcpy(q, p, n < room ? n : room);
+    return q;
+  }
+  return malloc_fails() ? NULL : next_realloc(p, n);
+}
+
+void free(void *p) {
+  if (!p || in_arena(p) || resolve() != 0) return;
+  next_free(p);
+}
+
+int posix_memalign(void **out, size_t align, size_t n) {
+  if (resolve() != 0) return ENOMEM;
+  return malloc_fails() ? ENOMEM : next_posix_memalign(out, align, n);
+}
+
+void *aligned_alloc(size_t align, size_t n) {
+  if (resolve() != 0) return NULL;
+  return malloc_fails() ? NULL : next_aligned_alloc(align, n);
+}
+
+void *memalign(size_t align, size_t n); /* declared by malloc.h, not stdlib.h */
+void *memalign(size_t align, size_t n) {
+  if (resolve() != 0) return NULL;
+  return malloc_fails() ? NULL : next_memalign(align, n);
 }
 
 /* ------------------------------------------------------------------ set-up */

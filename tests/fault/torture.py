@@ -12,8 +12,9 @@ ends with (datasets, runs, every sample's history fields, recent observations an
 trails, queues, the relabel feed), with timestamps left out. The daemon keeps series of 2 points
 (--series-points 2): the workload's samples are observed up to 3 times in a run, which fills their series and
 doubles the stride of some. That run is made with the harness's library preloaded
-(tests/fault/faultvfs.c), which records how many disk reads, writes, syncs and SQLite allocations each step
-of focald's writer made: loading, each group commit, each snapshot step, the final snapshot and checkpoint.
+(tests/fault/faultvfs.c), which records how many disk reads, writes, syncs, SQLite allocations and C library
+allocations (malloc and its kin, SQLite's among them) each step of focald's writer made: loading, each group
+commit, each snapshot step, the final snapshot and checkpoint.
 Each of those events is a fault point, and each can be faulted in several ways:
 
   write   fails with SQLITE_FULL (a full disk, for `span` writes, then space returns) or SQLITE_IOERR_WRITE
@@ -23,6 +24,7 @@ Each of those events is a fault point, and each can be faulted in several ways:
   write   SIGKILL just before it (a commit torn part-way)
   read    fails with SQLITE_IOERR_READ
   alloc   SQLite's allocation fails (SQLITE_NOMEM)
+  malloc  the C library's allocation fails (NULL): focald's own, jansson's, SQLite's
 
 For each point the workload is run again with that one fault, as a client would: an answer of 500, 503 or
 507 where the model answered otherwise is retried until it succeeds, and when a connection dies with the
@@ -387,7 +389,8 @@ def read_trace(path):
         for line in f:
             w = line.split()
             if w and w[0] == "step":
-                steps.append((w[1], {"read": int(w[2]), "write": int(w[3]), "sync": int(w[4]), "alloc": int(w[5])}))
+                steps.append((w[1], {"read": int(w[2]), "write": int(w[3]), "sync": int(w[4]), "alloc": int(w[5]),
+                                     "malloc": int(w[6])}))
     return steps
 
 
@@ -415,6 +418,8 @@ def fault_points(steps, kinds, everything, budget, rng):
         actions += [("read", "ioerr")]
     if "alloc" in kinds:
         actions += [("alloc", "nomem")]
+    if "malloc" in kinds:
+        actions += [("malloc", "nomem")]
     cells = []  # (kind, action, step, [event numbers])
     for kind, action in actions:
         by_step = events_by_step(steps, kind)
@@ -423,7 +428,7 @@ def fault_points(steps, kinds, everything, budget, rng):
     specs = []
     if everything:
         for kind, action, step, numbers in cells:
-            stride = 97 if kind == "alloc" else 1  # allocations are thousands per step: every 97th
+            stride = 97 if kind in ("alloc", "malloc") else 1  # allocations are thousands per step: every 97th
             for n in numbers[::stride]:
                 specs.append((kind, action, step, n))
     else:
@@ -571,7 +576,7 @@ def main():
     ap.add_argument("--requests", type=int, default=60)
     ap.add_argument("--points", type=int, default=120)
     ap.add_argument("--all", action="store_true")
-    ap.add_argument("--kinds", default="write,sync,read,alloc")
+    ap.add_argument("--kinds", default="write,sync,read,alloc,malloc")
     ap.add_argument("--only", help="run one fault spec (as printed in a failure)")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args()
