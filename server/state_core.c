@@ -234,10 +234,20 @@ static void **sample_array_ptr(st_dataset *ds, const sample_array *a) {
   return (void **)((char *)ds + a->offset);
 }
 
+/* Grows the runs to the dataset's capacity: each holds a row per key the dataset has room for. */
+static int runs_reserve(st_dataset *ds) {
+  for (int i = 0; i < ds->nruns; i++)
+    if (run_reserve(ds->runs[i], ds->cap) != 0) return -1;
+  for (int i = 0; i < ds->nfresh_runs; i++)
+    if (run_reserve(ds->fresh_runs[i], ds->cap) != 0) return -1;
+  return 0;
+}
+
 int st__reserve_samples(st_dataset *ds, uint64_t want) {
   if (want > UINT32_MAX - 1) return -1;
   if (hash_grow(ds, want) != 0) return -1;
-  if (want <= ds->cap) return 0;
+  /* the runs too: a call that grew the dataset's arrays may have failed on a run, and that run is grown now */
+  if (want <= ds->cap) return runs_reserve(ds);
   uint32_t cap = ds->cap ? ds->cap : ST_MIN_KEYS;
   while (cap < want) cap = cap > UINT32_MAX / 2 ? UINT32_MAX - 1 : cap * 2;
   for (size_t i = 0; i < NSAMPLE_ARRAYS; i++) {
@@ -263,11 +273,7 @@ int st__reserve_samples(st_dataset *ds, uint64_t want) {
     ds->last_review[k] = -1;
   }
   ds->cap = cap;
-  for (int i = 0; i < ds->nruns; i++)
-    if (run_reserve(ds->runs[i], cap) != 0) return -1;
-  for (int i = 0; i < ds->nfresh_runs; i++)
-    if (run_reserve(ds->fresh_runs[i], cap) != 0) return -1;
-  return 0;
+  return runs_reserve(ds);
 }
 
 uint32_t st__intern_reserved(st_dataset *ds, const char *id) {
