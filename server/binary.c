@@ -12,6 +12,7 @@
  * same framing are built by binary_response.c.
  */
 #include "binary.h"
+#include "jtext.h"
 #include "numfmt.h"
 
 #include <float.h>
@@ -450,7 +451,9 @@ int dec_binary(req *r, const char *body, size_t len, int64_t header_len, int wan
     return problem_set(err, P_BAD_FRAMING, NULL, "Inference-Header-Content-Length is %" PRId64 " but the body has only %zu bytes",
                        header_len, len);
   json_error_t je;
-  json_t *root = json_loadb(body, (size_t)header_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+  int oom;
+  json_t *root = jtext_loadb(body, (size_t)header_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je, &oom);
+  if (!root && oom) return problem_set(err, P_INTERNAL, NULL, "out of memory reading the binary body's JSON header");
   if (!root) return problem_set(err, P_BAD_JSON, NULL, "the binary body's JSON header: %s (column %d)", je.text, je.column);
   int rc = -1;
   tensor ts[5];

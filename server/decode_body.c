@@ -8,6 +8,7 @@
 #include "decode.h"
 #include "decode_internal.h"
 #include "idhash.h"
+#include "jtext.h"
 #include "numfmt.h"
 
 #include <inttypes.h>
@@ -238,7 +239,7 @@ static int read_meta(const json_t *meta, req *r, problem *err) {
     if (at < 0) return problem_set(err, P_INVALID_FIELD, ptr, "meta has an entry for \"%.80s\", which is not in ids", key);
     if (!json_is_object(v)) return problem_set(err, P_INVALID_FIELD, ptr, "meta[\"%.80s\"] must be an object, not %s", key, decode__json_kind(v));
     if (dec_meta_check(v, ptr, err)) return -1;
-    char *text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+    char *text = jtext_dump(v, JSON_COMPACT | JSON_SORT_KEYS);
     if (!text) return problem_set(err, P_INTERNAL, NULL, "out of memory");
     if (strlen(text) > REQ_META_MAX) {
       free(text);
@@ -377,8 +378,10 @@ int dec_tail(const json_t *root, req *r, int want_store, problem *err) {
 int dec_json(req *r, const char *body, size_t len, int want_store, problem *err) {
   memset(r, 0, sizeof *r);
   json_error_t je;
+  int oom;
   /* JSON_DECODE_ANY: a scalar body is JSON, just not an object (422, not 400) */
-  json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+  json_t *root = jtext_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je, &oom);
+  if (!root && oom) return problem_set(err, P_INTERNAL, NULL, "out of memory reading the body");
   if (!root)
     return problem_set(err, P_BAD_JSON, NULL, "%s (line %d, column %d)", je.text, je.line, je.column);
   int rc = -1;

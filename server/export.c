@@ -36,6 +36,7 @@
 #include "api_internal.h"
 #include "decode.h"
 #include "export_internal.h"
+#include "jtext.h"
 
 /* ------------------------------------------------------------------ pages */
 
@@ -214,10 +215,12 @@ int api_export(http_req *rq, http_resp *resp) {
     const st_dataset *ds = st_acquire(api_map, e->dataset);
     const st_queue *q = ds && e->queue[0] ? st_find_queue(ds, e->queue) : NULL;
     const int queue_ok = !e->queue[0] || q;
+    int params_ok = 1;
     if (q) {
       e->queue_id = q->id;
       /* a queue's scores are of the field it was built by: Label Studio's mapping follows it */
-      json_t *params = q->params ? json_loads(q->params, 0, NULL) : NULL;
+      json_t *params = q->params ? jtext_loads(q->params, 0, NULL, NULL) : NULL;
+      params_ok = !q->params || params; /* stored parameters are JSON: only memory can fail here */
       const char *qby = json_string_value(json_object_get(params, "by"));
       const char *qrun = json_string_value(json_object_get(params, "run"));
       const char *qorder = json_string_value(json_object_get(params, "order"));
@@ -231,6 +234,7 @@ int api_export(http_req *rq, http_resp *resp) {
     st_release(ds);
     if (!ds) BAD(P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", e->dataset);
     if (!queue_ok) BAD(P_NOT_FOUND, "queue", "dataset \"%.80s\" has no queue named \"%.80s\"", e->dataset, e->queue);
+    if (!params_ok) BAD(P_INTERNAL, NULL, "out of memory reading the queue's parameters");
     if (!run_ok) BAD(P_RUN_NOT_FOUND, "run", "dataset \"%.80s\" has no run \"%.80s\"", e->dataset, e->run);
   }
 #undef BAD

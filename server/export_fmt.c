@@ -26,6 +26,7 @@
 #include "api_internal.h"
 #include "csvw.h"
 #include "export_internal.h"
+#include "jtext.h"
 
 /* The meta fields exports use, from the sample's meta object. */
 struct meta_fields {
@@ -38,7 +39,7 @@ static void meta_read(const st_dataset *ds, uint32_t key, meta_fields *m) {
   memset(m, 0, sizeof *m);
   const char *meta = st_meta(ds, key);
   if (!meta) return;
-  m->root = json_loads(meta, 0, NULL);
+  m->root = jtext_loads(meta, 0, NULL, NULL);
   m->failed = !m->root; /* stored meta is always an object: only memory can fail here */
   m->uri = json_string_value(json_object_get(m->root, "uri"));
   m->study = json_string_value(json_object_get(m->root, "study_uid"));
@@ -377,7 +378,7 @@ static void write_label_studio(export *e, const st_dataset *ds, uint32_t key, do
   int n = 0;
   json_object_foreach(m->root, k, val) {
     if (strcmp(k, "image") == 0 || strncmp(k, "focald_", 7) == 0 || (m->study && strcmp(k, "viewer_url") == 0)) continue;
-    char *text = json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *text = jtext_dump(val, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!text) o->failed = 1;
     JW(o, "%s", n++ ? "," : "");
     jw_str(o, k);

@@ -1,5 +1,6 @@
 /* idem.c — the Idempotency-Key header's syntax and the fingerprint of the request a key stands for. */
 #include "idem.h"
+#include "jtext.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -50,12 +51,12 @@ static char *review_canonical(const review_op *r) {
   json_t *o = json_pack("{s:s}", "status", st_status_name(r->to));
   int bad = !o;
   if (!bad && r->label) {
-    json_t *label = json_loads(r->label, JSON_DECODE_ANY, NULL);
+    json_t *label = jtext_loads(r->label, JSON_DECODE_ANY, NULL, NULL);
     bad = !label || json_object_set_new(o, "label", label) != 0;
   }
   if (!bad && r->reviewer) bad = json_object_set_new(o, "reviewer", json_string(r->reviewer)) != 0;
   if (!bad && r->note) bad = json_object_set_new(o, "note", json_string(r->note)) != 0;
-  char *text = bad ? NULL : json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+  char *text = bad ? NULL : jtext_dump(o, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(o);
   return text;
 }

@@ -70,6 +70,7 @@
 #include "api_common.h"
 #include "config.h"
 #include "http.h"
+#include "jtext.h"
 #include "log.h"
 #include "logwait.h"
 #include "state.h"
@@ -268,6 +269,7 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   signal(SIGXFSZ, SIG_IGN); /* a file-size limit then fails writes with an error instead of killing us */
   json_object_seed(0);      /* before threads: jansson's hash seed is process-wide */
+  jtext_init();             /* and so are its allocation functions */
   /* Request bodies of megabytes come and go many times a second. Served by
    * mmap, each would be fresh pages faulted in on the copy and unmapped on
    * free; kept in the heap, they are reused warm (the body and queue limits

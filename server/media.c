@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "api_internal.h"
+#include "jtext.h"
 
 #define MEDIA_MAX ((off_t)64 << 20) /* larger files are not previewed */
 
@@ -102,7 +103,7 @@ int api_media(http_req *rq, http_resp *resp) {
   }
   uri[0] = '\0';
   const char *meta = st_meta(ds, (uint32_t)key);
-  json_t *m = meta ? json_loads(meta, 0, NULL) : NULL;
+  json_t *m = meta ? jtext_loads(meta, 0, NULL, NULL) : NULL;
   const char *u = json_string_value(json_object_get(m, "uri"));
   if (u && strlen(u) < sizeof uri) snprintf(uri, sizeof uri, "%s", u);
   json_decref(m);

@@ -17,6 +17,7 @@
 #include "decode.h"
 #include "history.h"
 #include "idhash.h"
+#include "jtext.h"
 
 int review_allowed(int from, int to) {
   if (from < 0 || from >= ST_STATUS_COUNT || to < 0 || to >= ST_STATUS_COUNT) return 0;
@@ -41,7 +42,12 @@ static const char *kind(const json_t *v) {
 
 static json_t *load_object(const char *body, size_t len, problem *err) {
   json_error_t je;
-  json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+  int oom;
+  json_t *root = jtext_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je, &oom);
+  if (!root && oom) {
+    problem_set(err, P_INTERNAL, NULL, "out of memory reading the body");
+    return NULL;
+  }
   if (!root) {
     problem_set(err, P_BAD_JSON, NULL, "%s (line %d, column %d)", je.text, je.line, je.column);
     return NULL;
@@ -126,7 +132,7 @@ static int decode_review(const char *body, size_t len, int any_index, review_op 
       }
       if (label_in_range(el, any_index, ptr, name, err)) goto out;
     }
-    op->label = json_dumps(label, JSON_COMPACT | JSON_ENCODE_ANY);
+    op->label = jtext_dump(label, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!op->label) {
       problem_set(err, P_INTERNAL, NULL, "out of memory");
       goto out;
@@ -159,7 +165,7 @@ int meta_decode(const char *body, size_t len, meta_op *op, problem *err) {
   if (!root) return -1;
   int rc = -1;
   if (dec_meta_check(root, "", err)) goto out;
-  op->meta = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
+  op->meta = jtext_dump(root, JSON_COMPACT | JSON_SORT_KEYS);
   if (!op->meta) {
     problem_set(err, P_INTERNAL, NULL, "out of memory");
     goto out;
@@ -319,7 +325,7 @@ int queue_decode(const char *body, size_t len, queue_params *p, problem *err) {
     }
     snprintf(p->dedupe_by, sizeof p->dedupe_by, "%s", json_string_value(f));
   }
-  p->params_json = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
+  p->params_json = jtext_dump(root, JSON_COMPACT | JSON_SORT_KEYS);
   if (!p->params_json) {
     problem_set(err, P_INTERNAL, NULL, "out of memory");
     goto out;
@@ -404,11 +410,11 @@ static int strset_add(strset *s, const char *v) {
 static char *dedupe_value(const st_dataset *ds, uint32_t key, const char *field, int *oom) {
   const char *meta = st_meta(ds, key);
   if (!meta) return NULL;
-  json_t *m = json_loads(meta, 0, NULL);
+  json_t *m = jtext_loads(meta, 0, NULL, NULL);
   const json_t *v = m ? json_object_get(m, field) : NULL;
   char *out = NULL;
   if (json_is_string(v)) out = strdup(json_string_value(v));
-  else if (v && !json_is_null(v)) out = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+  else if (v && !json_is_null(v)) out = jtext_dump(v, JSON_COMPACT | JSON_ENCODE_ANY);
   if (!m || (v && !json_is_null(v) && !out)) *oom = 1;
   json_decref(m);
   return out;

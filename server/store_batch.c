@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "codec.h"
+#include "jtext.h"
 #include "store_internal.h"
 
 /* ------------------------------------------------------------------ batches */
@@ -80,7 +81,7 @@ static char *loss_config_head(const req *r) {
     bad |= json_object_set_new(o, "alpha", r->params.alpha >= 0 ? json_real(r->params.alpha) : json_null());
   }
   bad |= json_object_set_new(o, "input", json_string(r->params.input == FL_INPUT_PROBS ? "probs" : "logits"));
-  char *text = bad ? NULL : json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
+  char *text = bad ? NULL : jtext_dump(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
   json_decref(o);
   if (text) text[strlen(text) - 1] = '\0'; /* the closing brace: the shape comes last */
   return text;
@@ -109,10 +110,10 @@ static int batch_meta_json(const req *r, int from, int to, char **text) {
   json_t *o = json_object();
   int bad = !o;
   for (int i = from; !bad && i < to; i++) {
-    json_t *v = json_loads(r->meta_json[i], 0, NULL);
+    json_t *v = jtext_loads(r->meta_json[i], 0, NULL, NULL);
     bad = !v || json_object_set_new(o, r->ids[r->meta_index[i]], v) != 0;
   }
-  if (!bad) *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+  if (!bad) *text = jtext_dump(o, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(o);
   return *text ? 0 : -1;
 }

@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "jtext.h"
 #include "pglog.h"
 #include "store_internal.h"
 
@@ -81,7 +82,7 @@ static pglog_limits limits_of(store *s) {
 
 int store__cluster_append_op(store *s, wop *op) {
   json_t *body = store__logrow_op_request(op);
-  char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+  char *text = body ? jtext_dump(body, JSON_COMPACT) : NULL;
   json_decref(body);
   if (!text) return SQLITE_NOMEM;
   const pglog_row row = {.kind = ROW_OP_BASE + (int)op->kind, .dataset = op->dataset, .body = text, .len = strlen(text)};

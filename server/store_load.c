@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "codec.h"
+#include "jtext.h"
 #include "log.h"
 #include "store_internal.h"
 
@@ -283,7 +284,7 @@ static void logged_meta_free(logged_meta *m) {
 static int logged_meta_read(const char *text, logged_meta *m) {
   memset(m, 0, sizeof *m);
   if (!text) return 0;
-  m->root = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
+  m->root = jtext_loads(text, JSON_REJECT_DUPLICATES, NULL, NULL);
   if (!json_is_object(m->root)) return -1;
   size_t n = json_object_size(m->root);
   m->ids = calloc(n ? n : 1, sizeof *m->ids);
@@ -292,7 +293,7 @@ static int logged_meta_read(const char *text, logged_meta *m) {
   const char *k;
   json_t *v;
   json_object_foreach(m->root, k, v) {
-    if (!json_is_object(v) || !(m->json[m->n] = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS))) return -1;
+    if (!json_is_object(v) || !(m->json[m->n] = jtext_dump(v, JSON_COMPACT | JSON_SORT_KEYS))) return -1;
     m->ids[m->n++] = k;
   }
   return 0;

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "pglog.h"
+#include "jtext.h"
 #include "review.h"
 #include "store_internal.h"
 
@@ -32,7 +33,7 @@ unsigned char *store__logrow_batch_body(const store_logged_batch *b, size_t *len
   if (!bad && b->has_epoch) bad |= json_object_set_new(h, "epoch", json_integer(b->epoch));
   if (!bad && b->has_step) bad |= json_object_set_new(h, "step", json_integer(b->step));
   if (!bad && b->meta) bad |= json_object_set_new(h, "meta", json_string(b->meta));
-  char *head = bad ? NULL : json_dumps(h, JSON_COMPACT);
+  char *head = bad ? NULL : jtext_dump(h, JSON_COMPACT);
   json_decref(h);
   if (!head) return NULL;
   const size_t hl = strlen(head) + 1;
@@ -53,7 +54,7 @@ int store__logrow_batch_unbody(const void *body, size_t len, const char *dataset
   const char *nul = memchr(body, 0, len);
   if (!nul) return -1;
   const size_t hl = (size_t)(nul - (const char *)body);
-  json_t *h = *root = json_loadb(body, hl, JSON_REJECT_DUPLICATES, NULL);
+  json_t *h = *root = jtext_loadb(body, hl, JSON_REJECT_DUPLICATES, NULL, NULL);
   json_int_t classes = 0, dsc = 0, rc = 0, n = 0, at = 0;
   const char *run = NULL, *cfg = NULL;
   if (!h || json_unpack(h, "{s:s, s:I, s:I, s:I, s:I, s:s, s:I}", "run", &run, "classes", &classes, "ds_created", &dsc,
@@ -78,7 +79,7 @@ int store__logrow_batch_unbody(const void *body, size_t len, const char *dataset
 /* A request object as the JSON string a row holds (a new reference, or NULL when memory ran out); steals
  * request. */
 static json_t *request_text(json_t *request) {
-  char *text = json_dumps(request, JSON_COMPACT);
+  char *text = jtext_dump(request, JSON_COMPACT);
   json_decref(request);
   json_t *out = text ? json_string(text) : NULL;
   free(text);
@@ -94,7 +95,7 @@ static json_t *op_request(const wop *op) {
     const review_op *r = (const review_op *)op;
     json_t *request = json_pack("{s:s}", "status", st_status_name(r->to)), *label = NULL;
     int bad = !request;
-    if (!bad && r->label) bad |= !(label = json_loads(r->label, JSON_DECODE_ANY, NULL)) ||
+    if (!bad && r->label) bad |= !(label = jtext_loads(r->label, JSON_DECODE_ANY, NULL, NULL)) ||
                                  json_object_set_new(request, "label", label) != 0;
     if (!bad && r->reviewer) bad |= json_object_set_new(request, "reviewer", json_string(r->reviewer)) != 0;
     if (!bad && r->note) bad |= json_object_set_new(request, "note", json_string(r->note)) != 0;
@@ -139,11 +140,11 @@ json_t *store__logrow_op_request(const wop *op) {
  * caller frees it with review_op_free (or free, for a deletion). */
 wop *store__logrow_op_of_row(const pglog_row *row) {
   const int kind = row->kind - ROW_OP_BASE;
-  json_t *root = json_loadb(row->body, row->len, JSON_REJECT_DUPLICATES, NULL);
+  json_t *root = jtext_loadb(row->body, row->len, JSON_REJECT_DUPLICATES, NULL, NULL);
   const json_t *request = json_object_get(root, "req"), *at = json_object_get(root, "at");
   /* the request's text (or, in an older row, the request itself) */
   char *text = json_is_string(request) ? strdup(json_string_value(request))
-               : request               ? json_dumps(request, JSON_COMPACT)
+               : request               ? jtext_dump(request, JSON_COMPACT)
                                        : NULL;
   const char *id = json_string_value(json_object_get(root, "id")), *name = json_string_value(json_object_get(root, "name"));
   const json_t *idem = json_object_get(root, "idem");

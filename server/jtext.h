@@ -1,0 +1,28 @@
+/* jtext.h — JSON text into and out of jansson, refused whole when memory ran out on the way.
+ *
+ * jansson 2.14 can carry on after an allocation fails: json_dumps can return a text with an object's key
+ * left out (its dump of a sorted key ignores the error), and its parser can go on from a string it
+ * could not save whole. Either would let focald store or answer a text it was not given. Every
+ * allocation jansson makes goes through jtext's allocator, which remembers a failure for the thread;
+ * these calls then answer out of memory, never a result the failure touched.
+ */
+#ifndef FOCALD_JTEXT_H
+#define FOCALD_JTEXT_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+/* Routes jansson's allocations through jtext's. Call once, before any thread uses jansson. */
+void jtext_init(void);
+
+/* json_dumps: a malloc'd text (the caller frees it), or NULL when memory ran out while it was written. */
+char *jtext_dump(const json_t *v, size_t flags);
+
+/* json_loadb: a new reference, or NULL when the text is not JSON (*e says why) or memory ran out (*oom is
+ * then 1; oom may be NULL). */
+json_t *jtext_loadb(const char *text, size_t len, size_t flags, json_error_t *e, int *oom);
+
+/* jtext_loadb of a NUL-terminated text. */
+json_t *jtext_loads(const char *text, size_t flags, json_error_t *e, int *oom);
+
+#endif /* FOCALD_JTEXT_H */
