@@ -65,6 +65,14 @@ int answer_of(const wop *op, int *status, char **body) {
     *status = 201;
     break;
   }
+  case WOP_DELETE_DATASET:
+    /* counted by the writer as it deleted (store_batch.c) */
+    JW(&o, "{\"deleted\":");
+    jw_str(&o, op->dataset);
+    JW(&o, ",\"samples\":%lld,\"observations\":%lld}", (long long)op->deleted_samples,
+       (long long)op->deleted_observations);
+    *status = 200;
+    break;
   case WOP_QUEUE_DELETE: {
     const queue_op *q = (const queue_op *)op;
     JW(&o, "{\"deleted\":");

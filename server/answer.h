@@ -1,8 +1,8 @@
-/* answer.h — the bodies that answer the review loop's writes, built from a committed op.
+/* answer.h — the bodies that answer the writer's changes other than batches, built from an accepted op.
  *
- * The writer builds them when it records an Idempotency-Key (store_idem.c), so that a retry gets the
- * very bytes of the first answer; the HTTP thread builds them otherwise (api_review.c). Either way one
- * function writes them.
+ * The writer builds each within the change's savepoint, before the commit (store_group.c): once a
+ * change is committed, answering it takes no memory, so it is never answered with an error. The same
+ * bytes are stored with an Idempotency-Key (store_idem.c), so that a retry gets the first answer.
  */
 #ifndef FOCALD_ANSWER_H
 #define FOCALD_ANSWER_H
@@ -13,8 +13,8 @@
 #include "jsonw.h"
 #include "state.h"
 
-/* The answer to a review decision, a meta put, a queue's creation or its removal that op's write
- * accepted: *body (OUT) is malloc'd JSON (the caller frees it) and *status (OUT) its HTTP status.
+/* The answer to a review decision, a meta put, a queue's creation or its removal, or a dataset's deletion
+ * that op's write accepted: *body (OUT) is malloc'd JSON (the caller frees it) and *status (OUT) its HTTP status.
  * Returns 0, or -1 when memory ran out or op is of another kind (*body is then NULL). */
 int answer_of(const wop *op, int *status /* OUT */, char **body /* OUT */);
 

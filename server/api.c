@@ -21,6 +21,7 @@
 #include "api_internal.h"
 #include "binary.h"
 #include "decode.h"
+#include "faultpoint.h"
 #include "job.h"
 #include "numfmt.h"
 #include "log.h"
@@ -210,17 +211,15 @@ static int64_t *hardest(const job *j, int64_t k) {
   return idx;
 }
 
-/* Builds the scoring response once the job is done. */
-static int finish_scoring(http_req *rq, http_resp *resp) {
-  job *j = rq->async;
-  if (j->op.failed) return http_problem(resp, rq, &j->op.err);
+/* Builds the answer to a scored job, on the pool thread that scored its last chunk (work.c): before a batch is
+ * written, so that once it is committed, answering it takes no memory. "duplicate" is written false; the
+ * writer may make it true (finish_scoring). 0, or -1 when memory ran out (j->answer is then NULL). */
+static int build_answer(job *j) {
   const req *r = &j->rq;
-  /* where a read asks, with after=, to see this batch (set by the writer: the answer never reads the store) */
-  if (j->store) api_log_position(resp, &j->op);
   double sum = 0;
   for (int64_t i = 0; i < r->n; i++) sum += j->loss[i];
   int64_t *top = hardest(j, r->ohem_k);
-  if (r->ohem_k > 0 && !top) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory ranking the batch's hardest samples");
+  if (r->ohem_k > 0 && !top) return -1;
   int64_t ntop = top ? r->ohem_k : 0;
   if (r->binary_response) {
     bin_result res = {.dataset = j->store ? j->op.dataset : NULL,
@@ -229,7 +228,6 @@ static int finish_scoring(http_req *rq, http_resp *resp) {
                       .m = r->m,
                       .c = r->c,
                       .dense = r->dense,
-                      .duplicate = j->duplicate,
                       .mean_loss = sum / (double)r->n,
                       .loss = j->loss,
                       .scores = j->scores,
@@ -238,16 +236,9 @@ static int finish_scoring(http_req *rq, http_resp *resp) {
                       .hardest = top,
                       .nhardest = ntop,
                       .outputs = r->outputs};
-    size_t hl = 0;
-    int rc = bin_response(&res, &resp->body, &resp->len, &hl);
+    const int rc = bin_response(&res, &j->answer, &j->answer_len, &j->answer_head_len, &j->duplicate_at);
     free(top);
-    if (rc != 0) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory building the response");
-    char v[32];
-    snprintf(v, sizeof v, "%zu", hl);
-    resp->status = 200;
-    resp->content_type = "application/octet-stream";
-    http_header(resp, "Inference-Header-Content-Length", v);
-    return 0;
+    return rc;
   }
   jw o = {0};
   JW(&o, "{\"dataset\":");
@@ -259,7 +250,9 @@ static int finish_scoring(http_req *rq, http_resp *resp) {
   JW(&o, ",\"batch_id\":");
   if (r->has_batch_id) jw_str(&o, r->batch_id);
   else JW(&o, "null");
-  JW(&o, ",\"accepted\":%" PRId64 ",\"duplicate\":%s,\"loss\":", r->n, j->duplicate ? "true" : "false");
+  JW(&o, ",\"accepted\":%" PRId64 ",\"duplicate\":", r->n);
+  j->duplicate_at = o.len;
+  JW(&o, "false,\"loss\":");
   jw_num(&o, sum / (double)r->n);
   JW(&o, ",\"losses\":[");
   for (int64_t i = 0; i < r->n; i++) {
@@ -286,7 +279,34 @@ static int finish_scoring(http_req *rq, http_resp *resp) {
   for (int64_t i = 0; i < ntop; i++) JW(&o, "%s%" PRId64, i ? "," : "", top[i]);
   JW(&o, "]}");
   free(top);
-  return jw_respond(resp, 200, &o);
+  j->answer = buf_take(&o, &j->answer_len); /* NULL when an append failed: never an answer cut short */
+  return j->answer ? 0 : -1;
+}
+
+/* Sends the answer build_answer made, once the job is done: a recorded batch is committed by now, and nothing
+ * here takes memory. */
+static int finish_scoring(http_req *rq, http_resp *resp) {
+  job *j = rq->async;
+  if (j->op.failed) return http_problem(resp, rq, &j->op.err);
+  if (j->store) fault_point(FP_REPLY);
+  /* where a read asks, with after=, to see this batch (set by the writer: the answer never reads the store) */
+  if (j->store) api_log_position(resp, &j->op);
+  /* the same length as "false": the JSON (or the binary answer's JSON header) keeps its size */
+  if (j->duplicate) memcpy(j->answer + j->duplicate_at, " true", 5);
+  resp->status = 200;
+  resp->body = j->answer;
+  resp->len = j->answer_len;
+  j->answer = NULL;
+  if (j->rq.binary_response) {
+    char v[32];
+    snprintf(v, sizeof v, "%zu", j->answer_head_len);
+    resp->content_type = "application/octet-stream";
+    http_header(resp, "Inference-Header-Content-Length", v);
+  } else {
+    resp->content_type = "application/json";
+  }
+  fault_point(FP_NONE);
+  return 0;
 }
 
 /* Decodes, then hands the job over; store says whether to record it. */
@@ -330,6 +350,7 @@ static int score(http_req *rq, http_resp *resp, int store_it) {
     return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
   }
   j->store = store_it;
+  j->build = build_answer;
   j->op.kind = WOP_BATCH;
   rq->async = j;
   api_park(rq, &j->op, finish_scoring, job_cleanup);
@@ -424,19 +445,10 @@ static int h_dataset(http_req *rq, http_resp *resp) {
 }
 
 static void wop_cleanup(http_req *rq) {
-  free(rq->async);
-  rq->async = NULL;
-}
-
-static int finish_delete(http_req *rq, http_resp *resp) {
   wop *op = rq->async;
-  if (op->failed) return http_problem(resp, rq, &op->err);
-  api_log_position(resp, op);
-  jw o = {0};
-  JW(&o, "{\"deleted\":");
-  jw_str(&o, op->dataset);
-  JW(&o, ",\"samples\":%lld,\"observations\":%lld}", (long long)op->deleted_samples, (long long)op->deleted_observations);
-  return jw_respond(resp, 200, &o);
+  free(op->answer); /* built by the writer, not sent when the group failed after it */
+  free(op);
+  rq->async = NULL;
 }
 
 static int h_dataset_delete(http_req *rq, http_resp *resp) {
@@ -447,7 +459,7 @@ static int h_dataset_delete(http_req *rq, http_resp *resp) {
   op->kind = WOP_DELETE_DATASET;
   snprintf(op->dataset, sizeof op->dataset, "%.64s", rq->params[0]);
   rq->async = op;
-  return api_submit(rq, op, finish_delete, wop_cleanup);
+  return api_submit(rq, op, api_finish_change, wop_cleanup);
 }
 
 /* ------------------------------------------------------------------ samples */

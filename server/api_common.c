@@ -16,7 +16,9 @@
 
 #include "api_common.h"
 #include "decode.h"
+#include "faultpoint.h"
 #include "history.h"
+#include "idem.h"
 #include "store.h"
 
 const config *api_cfg;
@@ -46,6 +48,19 @@ void api_log_position(http_resp *resp, const wop *op) {
   char v[24];
   snprintf(v, sizeof v, "%lld", (long long)op->log_pos);
   http_header(resp, "Focald-Log-Position", v);
+}
+
+int api_finish_change(http_req *rq, http_resp *resp) {
+  wop *op = rq->async;
+  if (op->failed) return http_problem(resp, rq, &op->err);
+  fault_point(FP_REPLY);
+  if (op->replayed) http_header(resp, IDEM_REPLAYED_HEADER, "true");
+  api_log_position(resp, op);
+  char *body = op->answer; /* never NULL for a committed change (store_group.c) */
+  op->answer = NULL;
+  const int rc = http_json(resp, op->answer_status, body);
+  fault_point(FP_NONE);
+  return rc;
 }
 
 static void resume(wop *op) {

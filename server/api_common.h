@@ -70,4 +70,9 @@ int api_submit(http_req *rq, wop *op, http_handler finish, void (*cleanup)(http_
  * the other changes on a cluster node. Nothing when it has none. */
 void api_log_position(http_resp *resp, const wop *op);
 
+/* A change's finish (http_handler): its problem when it failed; else the answer the writer built before the
+ * commit (answer.h), with its log position and, for a replay, Idempotent-Replayed. Takes no memory for a
+ * committed change. */
+int api_finish_change(http_req *rq, http_resp *resp);
+
 #endif /* FOCALD_API_COMMON_H */

@@ -39,20 +39,6 @@ static int submit(http_req *rq, http_resp *resp, wop *op, http_handler finish) {
   return api_submit(rq, op, finish, op_cleanup);
 }
 
-/* The answer to a committed change: the one the writer stored with its Idempotency-Key (the first
- * answer again, marked so, for a replay), or else built now. */
-static int finish_change(http_req *rq, http_resp *resp) {
-  wop *op = rq->async;
-  if (op->failed) return http_problem(resp, rq, &op->err);
-  if (op->replayed) http_header(resp, IDEM_REPLAYED_HEADER, "true");
-  api_log_position(resp, op);
-  int status = op->answer_status;
-  char *body = op->answer;
-  op->answer = NULL;
-  if (!body && answer_of(op, &status, &body) != 0) return http_json(resp, 500, NULL); /* a 500 problem */
-  return http_json(resp, status, body);
-}
-
 static int check_dataset_name(http_req *rq, http_resp *resp) {
   if (name_lookup_ok(rq->params[0])) return 0;
   api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
@@ -83,7 +69,7 @@ int api_review(http_req *rq, http_resp *resp) {
     review_op_free(&r->op);
     return http_problem(resp, rq, &err);
   }
-  return submit(rq, resp, &r->op, finish_change);
+  return submit(rq, resp, &r->op, api_finish_change);
 }
 
 int api_meta(http_req *rq, http_resp *resp) {
@@ -97,7 +83,7 @@ int api_meta(http_req *rq, http_resp *resp) {
     review_op_free(&m->op);
     return http_problem(resp, rq, &err);
   }
-  return submit(rq, resp, &m->op, finish_change);
+  return submit(rq, resp, &m->op, api_finish_change);
 }
 
 /* ------------------------------------------------------------------ queues */
@@ -119,7 +105,7 @@ int api_queue_create(http_req *rq, http_resp *resp) {
     review_op_free(&q->op);
     return http_problem(resp, rq, &err);
   }
-  return submit(rq, resp, &q->op, finish_change);
+  return submit(rq, resp, &q->op, api_finish_change);
 }
 
 int api_queue_delete(http_req *rq, http_resp *resp) {
@@ -128,7 +114,7 @@ int api_queue_delete(http_req *rq, http_resp *resp) {
   if (!q) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
   q->op.kind = WOP_QUEUE_DELETE;
   snprintf(q->p.name, sizeof q->p.name, "%.64s", rq->params[1]);
-  return submit(rq, resp, &q->op, finish_change);
+  return submit(rq, resp, &q->op, api_finish_change);
 }
 
 int api_queue_list(http_req *rq, http_resp *resp) {

@@ -43,7 +43,8 @@ typedef struct bin_result {
 } bin_result;
 
 /* Builds the response body: JSON header then tensors (binary_response.c). *body is malloc'd;
- * *header_len goes in Inference-Header-Content-Length. Returns 0 or -1. */
-int bin_response(const bin_result *res, char **body, size_t *len, size_t *header_len);
+ * *header_len goes in Inference-Header-Content-Length; *duplicate_at (may be NULL) is where the
+ * header's "duplicate" value, written as res->duplicate says, begins. Returns 0 or -1. */
+int bin_response(const bin_result *res, char **body, size_t *len, size_t *header_len, size_t *duplicate_at);
 
 #endif /* FOCALD_BINARY_H */

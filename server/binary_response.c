@@ -17,7 +17,7 @@
 
 #include "numfmt.h"
 
-int bin_response(const bin_result *res, char **body, size_t *len, size_t *header_len) {
+int bin_response(const bin_result *res, char **body, size_t *len, size_t *header_len, size_t *duplicate_at) {
   const int64_t n = res->n;
   buf hb = {0};
   char num[32];
@@ -29,8 +29,9 @@ int bin_response(const bin_result *res, char **body, size_t *len, size_t *header
   else buf_printf(&hb, "null");
   snprintf(num, sizeof num, "null");
   if (isfinite(res->mean_loss) && fabs(res->mean_loss) <= FLT_MAX) num_format_f32(num, (float)res->mean_loss);
-  buf_printf(&hb, ",\"accepted\":%" PRId64 ",\"duplicate\":%s,\"loss\":%s,\"hardest\":[", n,
-             res->duplicate ? "true" : "false", num);
+  buf_printf(&hb, ",\"accepted\":%" PRId64 ",\"duplicate\":", n);
+  if (duplicate_at) *duplicate_at = hb.len;
+  buf_printf(&hb, "%s,\"loss\":%s,\"hardest\":[", res->duplicate ? "true" : "false", num);
   for (int64_t i = 0; i < res->nhardest; i++) buf_printf(&hb, "%s%" PRId64, i ? "," : "", res->hardest[i]);
   buf_printf(&hb, "],\"outputs\":[");
   const size_t grad_bytes = (size_t)(n * res->m * res->c) * 4;

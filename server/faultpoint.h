@@ -6,7 +6,8 @@
  * snapshot step, a checkpoint), can kill the process at a chosen one, and can
  * hold the writer so that several requests land in one group, hold a cluster
  * node's writer while it holds the log's append lock, or hold the scoring
- * pool so that batches queue up behind it. In a normal
+ * pool so that batches queue up behind it; it also sees where a committed change is
+ * answered (FP_REPLY), so that it can check that nothing there allocates. In a normal
  * run nothing defines the weak symbol and fault_point is one test of a null
  * pointer.
  */
@@ -24,6 +25,9 @@ typedef enum fault_step {
   FP_SCORE,      /* a pool thread is about to score a chunk: a harness may hold it here */
   FP_LOCKED,     /* a cluster node's group holds the shared log's append lock (within FP_GROUP): a harness may
                   * hold it here */
+  FP_REPLY,      /* an HTTP thread answers a committed change: nothing in it may fail (the answer was built before
+                  * the commit) */
+  FP_ANSWER,     /* a pool thread builds a scored batch's answer, before the batch is written */
 } fault_step;
 
 void focald_fault_point(int step) __attribute__((weak));

@@ -8,6 +8,7 @@
 #ifndef FOCALD_JOB_H
 #define FOCALD_JOB_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "decode.h"
@@ -63,6 +64,14 @@ typedef struct job {
   float *grad;          /* (n, m, c) d loss / d x when the request's outputs name grad, owned, else NULL */
   float *grad_norm;     /* (n) when they name grad_norm, owned, else NULL */
   int duplicate;        /* the batch_id was already recorded: scored, not counted */
+  /* the answer, built on the pool once the last chunk is scored, before the batch is written (work.c) */
+  int (*build)(struct job *j); /* builds it (the API's): 0, or -1 when memory ran out */
+  char *answer;         /* the body (owned), or NULL: not built */
+  size_t answer_len;
+  size_t answer_head_len; /* a binary answer's JSON header */
+  size_t duplicate_at;  /* where its "duplicate" value is: false, until the writer finds the batch_id recorded */
+  atomic_int scoring;   /* chunks not yet scored (pool threads): the last one builds the answer */
+  atomic_int score_failed; /* a chunk's scoring failed: no answer is built */
   int chunks_left;      /* scoring chunks still running (loop thread only) */
   int cancelled;        /* a chunk was taken back at shutdown (loop thread only) */
   int64_t fail_index;   /* first failing chunk's global where, for the error */

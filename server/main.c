@@ -13,12 +13,16 @@
  *   loop          the libuv loop (work.c): splits jobs into chunks and queues
  *                 them on the pool; the only thread that calls libuv.
  *   scoring pool  libuv's threads (--workers): run the loss library on
- *                 a job's rows; touch only that job's buffers.
+ *                 a job's rows; touch only that job's buffers. The thread
+ *                 that scores a job's last chunk builds its answer, before
+ *                 a batch goes to the writer.
  *   writer        store.c, its groups store_group.c: the only SQLite writer
  *                 and the only thread that changes the state (state_write.c):
  *                 it prepares each change before its commit (growing arrays
  *                 under the dataset's write lock) and applies it after (under
- *                 the write lock); completes jobs.
+ *                 the write lock); builds each other change's answer before
+ *                 the commit, so that the HTTP thread that sends it once
+ *                 committed takes no memory; completes jobs.
  *   checkpointer  store.c: passive WAL checkpoints on its own connection.
  *   follower      store_cluster.c, on a cluster node (--store) only: its own
  *                 PostgreSQL connection LISTENs for appends to the shared log

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "answer.h"
 #include "log.h"
 #include "review.h"
 #include "store_internal.h"
@@ -105,6 +106,14 @@ static void overwrite_failed_frames(store *s) {
     if (!sqlite3_get_autocommit(s->db)) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     log_msg(LOG_WARN, "could not overwrite the frames of the failed commit; the next commit will");
   }
+}
+
+/* Builds a change's answer within its savepoint, before the commit: sending it once committed then takes no
+ * memory, so a committed change is never answered with an error (a client would send it again). Running out
+ * of memory here refuses the change. A batch's answer was built on the pool (work.c); a replay has its first. */
+static void build_answer(wop *op) {
+  if (op->failed || op->replayed || op->answer || op->kind == WOP_BATCH || op->kind == WOP_BARRIER) return;
+  if (answer_of(op, &op->answer_status, &op->answer) != 0) store__oom(op);
 }
 
 /* Runs one statement of the group's transaction control; 0 or the SQLite code. */
@@ -207,6 +216,7 @@ void store__group_run(store *s, wop *list, int n) {
     /* a key seen before makes the op a replay of its first answer, or refuses it (store_idem.c) */
     rc = store__idem_check(s, op);
     if (rc == SQLITE_OK && !op->failed && !op->replayed) rc = store__class_of(op->kind)->write(s, op);
+    if (rc == SQLITE_OK) build_answer(op);
     if (rc == SQLITE_OK) rc = store__idem_record(s, op);
     if (rc != SQLITE_OK) break; /* a failed write fails the group: the transaction may be gone already */
     /* a cluster node logs each change it accepts (a batch logs itself, segment by segment) */

@@ -68,9 +68,8 @@ int store__idem_check(store *s, wop *op) {
 int store__idem_record(store *s, wop *op) {
   if (!op->idem_key[0] || op->failed || op->replayed) return SQLITE_OK;
   char *fp = idem_fingerprint(op);
-  free(op->answer);
-  op->answer = NULL;
-  if (!fp || answer_of(op, &op->answer_status, &op->answer) != 0) {
+  /* the group built the answer already (store_group.c); a change caught up from the cluster's log has none yet */
+  if (!fp || (!op->answer && answer_of(op, &op->answer_status, &op->answer) != 0)) {
     free(fp);
     store__oom(op);
     return SQLITE_OK;

@@ -4,7 +4,9 @@
  * async handle coalesces wake-ups, so the callback drains the whole list. A
  * job is split into chunks of rows when it is large enough to keep several
  * pool threads busy; each chunk runs fl_eval on its rows independently (the
- * library is reentrant) and the last one to finish moves the job on.
+ * library is reentrant). The last chunk scored builds the job's answer on its
+ * pool thread, before a batch goes to the writer; the last chunk back on the
+ * loop thread moves the job on.
  */
 #include "work.h"
 
@@ -53,6 +55,7 @@ void job_free(job *j) {
   free(j->scores);
   free(j->grad);
   free(j->grad_norm);
+  free(j->answer);
   free(j);
 }
 
@@ -86,13 +89,25 @@ static void run_chunk(uv_work_t *w) {
   ch->rc = fl_eval(&out, &b, &r->params, &where);
   if (ch->rc == 0 || where < 0) {
     ch->where = where;
-    return;
+  } else {
+    /* the chunk's index is relative to its first row */
+    switch (ch->rc) {
+    case FL_ELABEL: ch->where = where + ch->i0 * m; break;
+    case FL_EWEIGHT: ch->where = where + ch->i0 * m * (per_position ? 1 : c); break;
+    default: ch->where = where + ch->i0 * m * c; break;
+    }
   }
-  /* the chunk's index is relative to its first row */
-  switch (ch->rc) {
-  case FL_ELABEL: ch->where = where + ch->i0 * m; break;
-  case FL_EWEIGHT: ch->where = where + ch->i0 * m * (per_position ? 1 : c); break;
-  default: ch->where = where + ch->i0 * m * c; break;
+  job *j = ch->j;
+  if (ch->rc != 0) atomic_store(&j->score_failed, 1);
+  /* the last chunk scored builds the answer, off the loop thread: every other chunk's results are visible
+   * to it (the count is sequentially consistent); a chunk taken back at shutdown never counts down */
+  if (atomic_fetch_sub(&j->scoring, 1) == 1 && !atomic_load(&j->score_failed)) {
+    fault_point(FP_ANSWER);
+    if (j->build(j) != 0) {
+      free(j->answer);
+      j->answer = NULL;
+    }
+    fault_point(FP_NONE);
   }
 }
 
@@ -133,6 +148,9 @@ static void after_chunk(uv_work_t *w, int status) {
   } else if (j->fail_rc != 0) {
     j->op.failed = 1;
     j->op.done(&j->op);
+  } else if (!j->answer) {
+    fail_job(j, P_INTERNAL, j->store ? "out of memory building the answer; the batch was not stored: send it again"
+                                     : "out of memory building the answer");
   } else if (j->store) {
     store_submit(the_store, &j->op);
   } else {
@@ -167,6 +185,8 @@ static void start_job(job *j) {
     return;
   }
   j->chunks_left = made;
+  atomic_store(&j->scoring, made);
+  atomic_store(&j->score_failed, 0);
   for (int i = 0; i < made; i++) {
     list[i]->next = chunks;
     if (chunks) chunks->prev = list[i];

@@ -398,7 +398,9 @@ def events_by_step(steps, kind):
     """{step name: [event numbers]} for kind: event n belongs to the last step begun before it (the
     trace's last mark, "end", is written at exit)."""
     out = {}
-    bounds = [(s, c[kind]) for s, c in steps if s != "wake"]
+    # reply and answer are named by HTTP and pool threads between the writer's steps: each client request is
+    # made after the last is answered, so their events fall between the writer's and go with the step before
+    bounds = [(s, c[kind]) for s, c in steps if s not in ("wake", "reply", "answer")]
     for (name, start), (_, end) in zip(bounds, bounds[1:]):
         if end > start:
             out.setdefault(name, []).extend(range(start + 1, end + 1))

@@ -370,7 +370,7 @@ static void check_response(const req *r) {
                     .grad_norm = grad_norm, .hardest = hardest, .nhardest = nh, .outputs = r->outputs};
   char *body = NULL;
   size_t len = 0, hl = 0;
-  if (bin_response(&res, &body, &len, &hl) != 0) fz_fail("bin_response failed");
+  if (bin_response(&res, &body, &len, &hl, NULL) != 0) fz_fail("bin_response failed");
   size_t tensors = 0;
   for (int k = 0; k < BIN_OUTPUTS; k++)
     if (r->outputs & (1u << k)) tensors += (k == BIN_GRAD ? ne : n) * 4;

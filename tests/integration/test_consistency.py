@@ -18,6 +18,9 @@ all queued (focald_writer_queue_depth in /metrics).
   acknowledged change once and answers every query.
 - SameGroupTest: a dataset deleted, re-created and given a queue in one group; reviews, meta and queue
   builds grouped after its deletion: nothing of the deleted dataset comes back, before or after a restart.
+- AnswerAfterCommitTest: every allocation where a committed change is answered fails, and each kind of
+  write is answered as without the fault; memory runs out while an answer is built: the change is refused
+  and changes nothing.
 - DrainTest: SIGTERM with far more queued scoring work than --drain-timeout covers: exit 0, every request
   answered 200 or 503 draining, and exactly the batches answered 200 stored.
 - ExportPinnedTest: an export whose dataset is deleted (or deleted and re-created) while it streams ends
@@ -502,6 +505,158 @@ class SameGroupTest(ConsistencyTestCase):
             for b in ops:
                 with self.subTest(first=a, then=b):
                     self._assertGroupedIsSequential(lambda d: self._seed(d, "p", n=8), [ops[a], ops[b]])
+
+
+# ---------------------------------------------------------------------------- 4b. answers of committed changes
+
+def write_requests():
+    """One request of each kind of write, in an order that makes each succeed: batches (JSON and binary bodies,
+    JSON and binary answers, with and without a batch_id, a duplicate, hardest samples asked for), reviews (one
+    with an Idempotency-Key, sent twice: the second is a replay), a meta put, a queue built and removed, and
+    a dataset deleted."""
+    import numpy as np
+    import test_binary as tb
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(6, 4)).astype(np.float32)
+    ids = ["w%d" % i for i in range(6)]
+    bin_body, hl = tb.build({"run": "r", "batch_id": "bin-1"}, tb.bin_tensors(ids, x, np.arange(6) % 4))
+    bin_headers = {"Content-Type": tb.OCTET, "Inference-Header-Content-Length": str(hl)}
+    key = {"Idempotency-Key": "review-w1"}
+    return [
+        ("POST", "/v1/datasets/w/batches", batch_body(ids, 1, c=4, batch_id="json-1"), None),
+        ("POST", "/v1/datasets/w/batches", batch_body(ids, 1, c=4, batch_id="json-1"), None),
+        ("POST", "/v1/datasets/w/batches", dict(batch_body(ids, 2, c=4), ohem_k=3), None),
+        ("POST", "/v1/datasets/w/batches", bin_body, bin_headers),
+        ("POST", "/v1/datasets/w/batches", bin_body, dict(bin_headers, Accept=tb.OCTET)),
+        ("POST", "/v1/datasets/v/batches", batch_body(["v1", "v2"], 1), None),
+        ("POST", "/v1/datasets/w/samples/w1/review", {"status": "relabelled", "label": 2}, key),
+        ("POST", "/v1/datasets/w/samples/w1/review", {"status": "relabelled", "label": 2}, key),
+        ("POST", "/v1/datasets/w/samples/w2/review", {"status": "dismissed"}, None),
+        ("PUT", "/v1/datasets/w/samples/w3/meta", {"uri": "/3.png"}, None),
+        ("POST", "/v1/datasets/w/queues", {"name": "q", "size": 3}, None),
+        ("DELETE", "/v1/datasets/w/queues/q", None, None),
+        ("DELETE", "/v1/datasets/v", None, None),
+    ]
+
+
+def sent(d, reqs):
+    """Each request's answer as compared: status, the headers a client reads, and the body (JSON without
+    timestamps, or a binary answer's bytes)."""
+    out = []
+    for method, path, body, headers in reqs:
+        r = d.request(method, path, body, headers=headers)
+        keep = {k: r.header(k) for k in ("Content-Type", "Inference-Header-Content-Length", "Idempotent-Replayed")}
+        if (r.header("Content-Type") or "").startswith("application/octet-stream"):
+            out.append((r.status, keep, r.body))
+        else:
+            out.append((r.status, keep) + answer(r)[1:])
+    return out
+
+
+class AnswerAfterCommitTest(ConsistencyTestCase):
+    """A committed change is answered 2xx whatever memory does: the answer is built before the commit, and
+    running out of memory there refuses the change and changes nothing."""
+
+    def test_consistency_a_committed_change_is_answered_without_taking_memory(self):
+        """Every allocation where a committed change is answered fails (the harness's library fails every
+        malloc of the reply step): each kind of write is still answered exactly as by a daemon that met no
+        fault, and nothing was allocated there (no fault fired), before or after a restart."""
+        reqs = write_requests()
+        ref = self.daemon().start()
+        want = (sent(ref, reqs), dump(ref))
+        self.assertEqual(ref.stop(), 0)
+        self.assertEqual([w[0] for w in want[0]], [200] * 10 + [201, 200, 200])
+        self.assertEqual(want[0][7][1]["Idempotent-Replayed"], "true")
+        root = harness.temp_dir()
+        trace = os.path.join(root, "trace")
+        d = self.daemon(db_dir=root, env=shim_env(fault="kind=malloc,at=1,span=1000000000,do=nomem,in=reply",
+                                                  trace=trace)).start()
+        got = (sent(d, reqs), dump(d))
+        self.assertEqual(got, want)
+        self.assertEqual(d.stop(), 0)
+        with open(trace) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(sum(1 for x in lines if x.startswith("step reply ")), len(reqs), "each write named the reply")
+        self.assertEqual([x for x in lines if x.startswith("fired")], [])
+        self.assertEqual(dump(self.restart(d)), want[1])
+
+    def test_consistency_a_change_whose_answer_cannot_be_built_is_refused_and_changes_nothing(self):
+        """Memory runs out while a change's answer is built (every malloc of the pool's answer step for a
+        batch, or of the writer's group for the other changes): each is refused with a 500 and nothing of it
+        shows; sent again once memory is back, the answers and the state equal those of a daemon that never
+        met the fault."""
+        reqs = write_requests()
+        ref = self.daemon().start()
+        want = (sent(ref, reqs), dump(ref))
+        self.assertEqual(ref.stop(), 0)
+        for step in ("answer", "group"):
+            with self.subTest(step=step):
+                root = harness.temp_dir()
+                armed, trace = os.path.join(root, "armed"), os.path.join(root, "trace")
+                d = self.daemon(db_dir=root, env=shim_env(
+                    fault="kind=malloc,at=1,span=1000000000,do=nomem,in=%s,while=%s" % (step, armed),
+                    trace=trace)).start()
+                for i, (method, path, body, headers) in enumerate(reqs):
+                    before = dump(d)
+                    open(armed, "w").close()
+                    r = d.request(method, path, body, headers=headers)
+                    os.unlink(armed)
+                    if step == "answer" and "/batches" not in path:
+                        self.assertEqual(r.status, want[0][i][0], r)  # only batches build on the pool
+                        continue
+                    self.assertEqual(r.status, 500, (i, r))
+                    self.assertEqual(r.json()["code"], "internal", r)
+                    self.assertEqual(dump(d), before, "request %d changed the state" % i)
+                    self.assertEqual(sent(d, [reqs[i]]), [want[0][i]])
+                self.assertEqual(dump(d), want[1])
+                with open(trace) as f:
+                    self.assertTrue(any(x.startswith("fired malloc") for x in f), "no allocation failed")
+                self.assertEqual(d.stop(), 0)
+                self.assertEqual(dump(self.restart(d)), want[1])
+
+
+    def test_consistency_each_allocation_of_a_change_failing_in_turn_changes_nothing(self):
+        """Each allocation the writer makes for a change (in its group: its statements, its preparation, its
+        answer, its apply) fails in turn, one per attempt, and the change is sent again after each: an attempt
+        answered 500 changed nothing, and the first one answered 2xx is answered as by a daemon that met no
+        fault, with the same state after it; the end state survives a restart. Among the changes, batches add
+        samples past a dataset's capacity in each of its two runs, so that growing the dataset's arrays fails
+        after some of them are grown (a run left shorter than its dataset once wrote past its arrays)."""
+        def growth(run, lo, hi, step):
+            return ("POST", "/v1/datasets/g/batches", batch_body(["g%d" % i for i in range(lo, hi)], step, run=run), None)
+
+        seed = [growth("a", 0, 10, 1), growth("b", 0, 6, 2)]
+        reqs = [growth("a", 10, 30, 3), growth("b", 30, 41, 4), growth("b", 0, 70, 5)] + write_requests()
+        ref = self.daemon().start()
+        sent(ref, seed)
+        want = []
+        for req in reqs:
+            want.append((sent(ref, [req])[0], dump(ref)))
+        self.assertEqual(ref.stop(), 0)
+        root = harness.temp_dir()
+        armed, trace = os.path.join(root, "armed"), os.path.join(root, "trace")
+        d = self.daemon(db_dir=root, env=shim_env(fault="kind=malloc,at=1,do=nomem,in=group,while=%s" % armed,
+                                                  trace=trace)).start()
+        sent(d, seed)
+        failed = 0
+        for i, req in enumerate(reqs):
+            before = summary(d)
+            for n in range(1, 100000):
+                with open(armed, "w") as f:
+                    f.write(str(n))
+                got = sent(d, [req])[0]
+                os.unlink(armed)
+                if got[0] == 500:
+                    self.assertEqual(got[2]["code"], "internal", (i, n, got))
+                    self.assertEqual(summary(d), before, "request %d with allocation %d failing changed the state" % (i, n))
+                    failed += 1
+                    continue
+                self.assertEqual(got, want[i][0], "request %d, allocation %d failing" % (i, n))
+                self.assertEqual(dump(d), want[i][1], "request %d, after allocation %d failed" % (i, n - 1))
+                break
+        self.assertGreater(failed, len(reqs), "the sweep failed too few allocations to mean anything")
+        self.assertEqual(d.stop(), 0)
+        self.assertEqual(dump(self.restart(d)), want[-1][1])
 
 
 # ---------------------------------------------------------------------------- 5. drain

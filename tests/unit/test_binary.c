@@ -552,7 +552,7 @@ static void test_binary_response_round_trip(void **state) {
                           .outputs = (1u << BIN_LOSSES) | (1u << 1) | (1u << BIN_PRED) | (1u << BIN_GRAD) | (1u << BIN_GRAD_NORM)};
   char *body = NULL;
   size_t len = 0, hl = 0;
-  assert_int_equal(bin_response(&res, &body, &len, &hl), 0);
+  assert_int_equal(bin_response(&res, &body, &len, &hl, NULL), 0);
   json_t *h = response_header(body, hl);
   assert_string_equal(json_string_value(json_object_get(h, "dataset")), "coco");
   assert_string_equal(json_string_value(json_object_get(h, "run")), "r1");
@@ -615,7 +615,7 @@ static void test_binary_response_loss_route_dense_grad_and_default_order(void **
                     .grad = grad, .outputs = 1u << BIN_GRAD};
   char *body = NULL;
   size_t len = 0, hl = 0;
-  assert_int_equal(bin_response(&res, &body, &len, &hl), 0);
+  assert_int_equal(bin_response(&res, &body, &len, &hl, NULL), 0);
   json_t *h = response_header(body, hl);
   assert_true(json_is_null(json_object_get(h, "dataset")));
   assert_true(json_is_null(json_object_get(h, "run")));
@@ -626,7 +626,7 @@ static void test_binary_response_loss_route_dense_grad_and_default_order(void **
     odd.mean_loss = i == 0 ? NAN : i == 1 ? INFINITY : 1e300;
     char *b2 = NULL;
     size_t l2 = 0, h2 = 0;
-    assert_int_equal(bin_response(&odd, &b2, &l2, &h2), 0);
+    assert_int_equal(bin_response(&odd, &b2, &l2, &h2, NULL), 0);
     json_t *hh = response_header(b2, h2);
     assert_true(json_is_null(json_object_get(hh, "loss")));
     json_decref(hh);
@@ -643,7 +643,7 @@ static void test_binary_response_loss_route_dense_grad_and_default_order(void **
   free(body);
   /* the default outputs */
   res.outputs = REQ_OUT_DEFAULT;
-  assert_int_equal(bin_response(&res, &body, &len, &hl), 0);
+  assert_int_equal(bin_response(&res, &body, &len, &hl, NULL), 0);
   h = response_header(body, hl);
   static const char *const order[] = {"losses",     "p_t",  "p_max",   "margin", "norm_margin",
                                       "entropy",    "cw_entropy", "el2n", "correct", "pred"};
