@@ -28,6 +28,7 @@ typedef enum fault_step {
   FP_REPLY,      /* an HTTP thread answers a committed change: nothing in it may fail (the answer was built before
                   * the commit) */
   FP_ANSWER,     /* a pool thread builds a scored batch's answer, before the batch is written */
+  FP_REQUEST,    /* an HTTP thread runs a route's handler: decodes and checks a request, or answers a read */
 } fault_step;
 
 void focald_fault_point(int step) __attribute__((weak));

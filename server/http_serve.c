@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "faultpoint.h"
 #include "log.h"
 #include "logwait.h"
 #include "router.h"
@@ -155,7 +156,10 @@ static int handle(http_req *rq, int ri, http_resp *out) {
 
 static enum MHD_Result run_handler(struct MHD_Connection *conn, http_req *rq, int ri) {
   http_resp out = {0};
-  if (handle(rq, ri, &out) == HTTP_ASYNC) return MHD_YES;
+  fault_point(FP_REQUEST);
+  const int rc = handle(rq, ri, &out);
+  fault_point(FP_NONE);
+  if (rc == HTTP_ASYNC) return MHD_YES;
   return http__respond(conn, rq, &out);
 }
 

@@ -1,19 +1,23 @@
 /* faultvfs.c — the fault-injection harness's library, preloaded into focald (see tests/fault/README.md).
  *
  * It wraps SQLite's default VFS and memory allocator so that it sees every
- * disk read, write, sync and allocation SQLite makes for focald's writer, and
- * it defines focald_fault_point (server/faultpoint.h), through which focald
- * names the step each thread is in. With that it can:
+ * disk read, write, sync and allocation SQLite makes for focald's writer,
+ * interposes the C library's malloc and its kin, and defines
+ * focald_fault_point (server/faultpoint.h), through which focald names the
+ * step each thread is in. With that it can:
  *
- *   count   each read, write, sync and allocation made by a thread that has
- *           named a step (the main thread while loading and closing, the
- *           writer); FOCALD_FAULT_TRACE gets a line at every step with the
- *           counts so far ("step group 12 40 7 3051"), so the harness knows
- *           which step each event belongs to, and a line when a fault fires;
+ *   count   each read, write, sync, SQLite allocation and C library allocation
+ *           made by a thread that has named a step (the main thread while
+ *           loading and closing, the writer; an HTTP thread handling a
+ *           request or sending a committed change's answer, a pool thread
+ *           building a batch's); FOCALD_FAULT_TRACE gets a line at every
+ *           step with the counts so far ("step group 12 40 7 3051 9120"), so
+ *           the harness knows which step each event belongs to, and a line
+ *           when a fault fires;
  *   fail    the Nth event of a kind (and the span-1 after it) with an error:
  *           a write with SQLITE_FULL (a full disk) or SQLITE_IOERR_WRITE, a
  *           sync with SQLITE_IOERR_FSYNC, a read with SQLITE_IOERR_READ, an
- *           allocation with NULL (SQLITE_NOMEM);
+ *           allocation with NULL (SQLITE_NOMEM; ENOMEM for the C library's);
  *   kill    the process with SIGKILL just before or just after the Nth event;
  *   hold    the writer where it is about to take its queue, for as long as
  *           the file FOCALD_FAULT_HOLD exists, so that several requests land
@@ -29,7 +33,7 @@
  *           long as the file FOCALD_FAULT_HOLD_LOAD exists (a database that
  *           takes long to load).
  *
- * FOCALD_FAULT is "kind=write|sync|read|alloc,at=N,do=full|ioerr|nomem|kill-before|kill-after[,span=K]
+ * FOCALD_FAULT is "kind=write|sync|read|alloc|malloc,at=N,do=full|ioerr|nomem|kill-before|kill-after[,span=K]
  * [,in=STEP][,while=PATH][,kill_after=J]": with in=, only events of that step count towards N; with
  * while=, the fault holds only while the file PATH exists (a disk that fills up and is freed again), and
  * events count from when it appeared; a number in that file is N instead of at= (so that one process can
@@ -67,7 +71,7 @@ enum { A_NONE, A_FULL, A_IOERR, A_NOMEM, A_KILL_BEFORE, A_KILL_AFTER };
 static const char *const kind_names[K_COUNT] = {"read", "write", "sync", "alloc", "malloc"};
 /* as server/faultpoint.h numbers them; "locked" is never a thread's step (see focald_fault_point) */
 static const char *const step_names[] = {"none",  "load",  "group",  "snapshot", "checkpoint", "close",
-                                         "wake",  "score", "locked", "reply",    "answer"};
+                                         "wake",  "score", "locked", "reply",    "answer",     "request"};
 #define NSTEPS (int)(sizeof step_names / sizeof step_names[0])
 #define STEP_LOAD 1
 #define STEP_WAKE 6

@@ -398,9 +398,11 @@ def events_by_step(steps, kind):
     """{step name: [event numbers]} for kind: event n belongs to the last step begun before it (the
     trace's last mark, "end", is written at exit)."""
     out = {}
-    # reply and answer are named by HTTP and pool threads between the writer's steps: each client request is
-    # made after the last is answered, so their events fall between the writer's and go with the step before
-    bounds = [(s, c[kind]) for s, c in steps if s not in ("wake", "reply", "answer")]
+    # HTTP and pool threads name request, answer and reply between the writer's steps. Two threads can be in
+    # steps at once (the writer ends a group while its answers go out): an event then goes with the step
+    # begun last, which may be the other thread's. The names only spread the points; a fault does not
+    # depend on them.
+    bounds = [(s, c[kind]) for s, c in steps if s != "wake"]
     for (name, start), (_, end) in zip(bounds, bounds[1:]):
         if end > start:
             out.setdefault(name, []).extend(range(start + 1, end + 1))

@@ -20,7 +20,7 @@ all queued (focald_writer_queue_depth in /metrics).
   builds grouped after its deletion: nothing of the deleted dataset comes back, before or after a restart.
 - AnswerAfterCommitTest: every allocation where a committed change is answered fails, and each kind of
   write is answered as without the fault; memory runs out while an answer is built: the change is refused
-  and changes nothing.
+  and changes nothing; each allocation of a change's decoding, then of its group, fails in turn.
 - DrainTest: SIGTERM with far more queued scoring work than --drain-timeout covers: exit 0, every request
   answered 200 or 503 draining, and exactly the batches answered 200 stored.
 - ExportPinnedTest: an export whose dataset is deleted (or deleted and re-created) while it streams ends
@@ -616,10 +616,11 @@ class AnswerAfterCommitTest(ConsistencyTestCase):
 
 
     def test_consistency_each_allocation_of_a_change_failing_in_turn_changes_nothing(self):
-        """Each allocation the writer makes for a change (in its group: its statements, its preparation, its
-        answer, its apply) fails in turn, one per attempt, and the change is sent again after each: an attempt
-        answered 500 changed nothing, and the first one answered 2xx is answered as by a daemon that met no
-        fault, with the same state after it; the end state survives a restart. Among the changes, batches add
+        """Each allocation made for a change fails in turn, one per attempt, and the change is sent again after
+        each: those of the HTTP thread that decodes and checks it (the request step), then those the writer
+        makes for it (its group: its statements, its preparation, its answer, its apply). An attempt answered
+        500 changed nothing, and the first one answered 2xx is answered as by a daemon that met no fault, with
+        the same state after it; the end state survives a restart. Among the changes, batches add
         samples past a dataset's capacity in each of its two runs, so that growing the dataset's arrays fails
         after some of them are grown (a run left shorter than its dataset once wrote past its arrays)."""
         def growth(run, lo, hi, step):
@@ -633,30 +634,31 @@ class AnswerAfterCommitTest(ConsistencyTestCase):
         for req in reqs:
             want.append((sent(ref, [req])[0], dump(ref)))
         self.assertEqual(ref.stop(), 0)
-        root = harness.temp_dir()
-        armed, trace = os.path.join(root, "armed"), os.path.join(root, "trace")
-        d = self.daemon(db_dir=root, env=shim_env(fault="kind=malloc,at=1,do=nomem,in=group,while=%s" % armed,
-                                                  trace=trace)).start()
-        sent(d, seed)
-        failed = 0
-        for i, req in enumerate(reqs):
-            before = summary(d)
-            for n in range(1, 100000):
-                with open(armed, "w") as f:
-                    f.write(str(n))
-                got = sent(d, [req])[0]
-                os.unlink(armed)
-                if got[0] == 500:
-                    self.assertEqual(got[2]["code"], "internal", (i, n, got))
-                    self.assertEqual(summary(d), before, "request %d with allocation %d failing changed the state" % (i, n))
-                    failed += 1
-                    continue
-                self.assertEqual(got, want[i][0], "request %d, allocation %d failing" % (i, n))
-                self.assertEqual(dump(d), want[i][1], "request %d, after allocation %d failed" % (i, n - 1))
-                break
-        self.assertGreater(failed, len(reqs), "the sweep failed too few allocations to mean anything")
-        self.assertEqual(d.stop(), 0)
-        self.assertEqual(dump(self.restart(d)), want[-1][1])
+        for step in ("request", "group"):
+            with self.subTest(step=step):
+                root = harness.temp_dir()
+                armed = os.path.join(root, "armed")
+                d = self.daemon(db_dir=root, env=shim_env(fault="kind=malloc,at=1,do=nomem,in=%s,while=%s" % (step, armed))).start()
+                sent(d, seed)
+                failed = 0
+                for i, req in enumerate(reqs):
+                    before = summary(d)
+                    for n in range(1, 100000):
+                        with open(armed, "w") as f:
+                            f.write(str(n))
+                        got = sent(d, [req])[0]
+                        os.unlink(armed)
+                        if got[0] == 500:
+                            self.assertEqual(got[2]["code"], "internal", (i, n, got))
+                            self.assertEqual(summary(d), before, "request %d with allocation %d failing changed the state" % (i, n))
+                            failed += 1
+                            continue
+                        self.assertEqual(got, want[i][0], "request %d, allocation %d failing" % (i, n))
+                        self.assertEqual(dump(d), want[i][1], "request %d, after allocation %d failed" % (i, n - 1))
+                        break
+                self.assertGreater(failed, len(reqs), "the sweep failed too few allocations to mean anything")
+                self.assertEqual(d.stop(), 0)
+                self.assertEqual(dump(self.restart(d)), want[-1][1])
 
 
 # ---------------------------------------------------------------------------- 5. drain
