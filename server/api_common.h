@@ -58,7 +58,7 @@ int api_ranking_query(http_req *rq, http_resp *resp, st_query *q /* OUT */, char
 int api_sample(http_req *rq, http_resp *resp, const st_dataset **ds /* OUT */, uint32_t *key /* OUT */);
 
 /* The hand-off of a request to another thread: suspends rq until op is done
- * (op->done resumes it), then finish builds the answer on an HTTP thread;
+ * (op->done resumes it), then finish answers on an HTTP thread;
  * cleanup frees what rq->async holds when the request ends. The caller then
  * submits op (to the writer, or the scoring pool) and returns HTTP_ASYNC. */
 void api_park(http_req *rq, wop *op, http_handler finish, void (*cleanup)(http_req *rq));

@@ -23,7 +23,7 @@ static void op_cleanup(http_req *rq) {
   rq->async = NULL;
 }
 
-/* Hands op to the writer, with the request's Idempotency-Key; finish builds the answer. */
+/* Hands op to the writer, with the request's Idempotency-Key; finish sends the answer the writer built. */
 static int submit(http_req *rq, http_resp *resp, wop *op, http_handler finish) {
   problem err;
   if (idem_key_parse(http_request_header(rq, IDEM_HEADER), op->idem_key, &err) != 0) {

@@ -51,8 +51,10 @@ struct wop {
   /* the review loop's writes (idem.h): the client's Idempotency-Key, "" for none */
   char idem_key[IDEM_KEY_MAX + 1];
   int replayed;         /* set by the writer: the key was seen with this request; answer is the first answer */
-  int answer_status;    /* with answer: the status to send it with */
-  char *answer;         /* the answer's body as stored with the key (owned), or NULL: the finish builds it */
+  /* the answer of a change other than a batch, built by the writer before the commit (store_group.c) or, for a
+   * replay, the one stored with its key; NULL until then */
+  int answer_status;    /* the status to send it with */
+  char *answer;         /* its body (owned) */
 };
 
 typedef struct job {
