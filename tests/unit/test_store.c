@@ -237,6 +237,10 @@ static void test_store_delete_dataset(void **state) {
   wait_for(target);
   assert_false(del.failed);
   assert_int_equal(del.deleted_samples, 6);
+  /* the answer, built by the writer before the commit (the caller owns it) */
+  assert_int_equal(del.answer_status, 200);
+  assert_string_equal(del.answer, "{\"deleted\":\"gone\",\"samples\":6,\"observations\":6}");
+  free(del.answer);
   assert_null(st_acquire(e->map, "gone"));
   wop again = {.kind = WOP_DELETE_DATASET, .done = on_done};
   snprintf(again.dataset, sizeof again.dataset, "gone");
@@ -245,6 +249,7 @@ static void test_store_delete_dataset(void **state) {
   wait_for(target);
   assert_true(again.failed);
   assert_int_equal(again.err.code, P_DATASET_NOT_FOUND);
+  assert_null(again.answer); /* refused: nothing to answer but the problem */
   close_env(e);
   open_env(e);
   assert_null(st_acquire(e->map, "gone"));
@@ -323,6 +328,7 @@ static void test_store_batch_seq_never_reused_after_delete(void **state) {
   store_submit(e->st, &del);
   wait_for(target);
   assert_false(del.failed);
+  free(del.answer);
   close_env(e);
   e->cfg.snapshot_interval = 3600; /* no pass: the next batch is in the log only */
   open_env(e);
