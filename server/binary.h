@@ -31,7 +31,6 @@ typedef struct bin_result {
   const char *dataset, *run; /* NULL for /v1/loss */
   int64_t n, m, c;
   int dense;                 /* the input was [N, M, C]: so is grad */
-  int duplicate;
   double mean_loss;
   const float *loss;
   const fl_score *scores;
@@ -43,8 +42,8 @@ typedef struct bin_result {
 } bin_result;
 
 /* Builds the response body: JSON header then tensors (binary_response.c). *body is malloc'd;
- * *header_len goes in Inference-Header-Content-Length; *duplicate_at (may be NULL) is where the
- * header's "duplicate" value, written as res->duplicate says, begins. Returns 0 or -1. */
+ * *header_len goes in Inference-Header-Content-Length; the header's "duplicate" is written false, and
+ * *duplicate_at (may be NULL) is where that value begins, for the caller to make it true. Returns 0 or -1. */
 int bin_response(const bin_result *res, char **body, size_t *len, size_t *header_len, size_t *duplicate_at);
 
 #endif /* FOCALD_BINARY_H */

@@ -31,7 +31,7 @@ int bin_response(const bin_result *res, char **body, size_t *len, size_t *header
   if (isfinite(res->mean_loss) && fabs(res->mean_loss) <= FLT_MAX) num_format_f32(num, (float)res->mean_loss);
   buf_printf(&hb, ",\"accepted\":%" PRId64 ",\"duplicate\":", n);
   if (duplicate_at) *duplicate_at = hb.len;
-  buf_printf(&hb, "%s,\"loss\":%s,\"hardest\":[", res->duplicate ? "true" : "false", num);
+  buf_printf(&hb, "false,\"loss\":%s,\"hardest\":[", num);
   for (int64_t i = 0; i < res->nhardest; i++) buf_printf(&hb, "%s%" PRId64, i ? "," : "", res->hardest[i]);
   buf_printf(&hb, "],\"outputs\":[");
   const size_t grad_bytes = (size_t)(n * res->m * res->c) * 4;
