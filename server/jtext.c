@@ -6,30 +6,83 @@
 
 /* set when one of jansson's allocations on this thread failed; cleared by each call below */
 static _Thread_local int failed;
+/* set while one of the calls below runs on this thread */
+static _Thread_local int within;
 
-static void *jtext_malloc(size_t n) {
-  void *p = malloc(n);
-  if (!p) failed = 1;
+/* jansson's lexer saves each character of a token in a buffer it grows by doubling (16 bytes, then 32, 64
+ * and on), and ignores a failure to grow it: the character is dropped and the scan goes on. A string saved
+ * without its closing quote is then decoded past the end of its buffer, into a copy allocated for the
+ * shorter text (a heap overflow), and a number whose next character was dropped fails an assertion when that
+ * character is put back (an abort). jansson handles every other allocation's failure: it ends the parse or
+ * dump with an error. So within a call, once an allocation has failed:
+ * - requests of a size the lexer's buffer grows to (a power of two, 32 and up) are served from this thread's
+ *   reserve, so that no character is dropped, until one is refused;
+ * - a request of another size is refused, and so is one the reserve cannot hold; from the first refusal on
+ *   every request is. A string's copy is allocated after its whole token is read, so a token that lost a
+ *   character is never decoded.
+ * The result is discarded either way. A number token longer than about a quarter of the reserve can still
+ * meet the assertion. */
+enum { RESERVE = 32768 };
+static _Thread_local _Alignas(16) unsigned char reserve[RESERVE];
+static _Thread_local size_t reserved; /* bytes of the reserve handed out in this call */
+static _Thread_local int refusing;    /* a request was refused in this call: every later one is */
+
+static int in_reserve(const void *p) {
+  const unsigned char *c = p;
+  return c >= reserve && c < reserve + RESERVE;
+}
+
+static void *from_reserve(size_t n) {
+  if (refusing || n < 32 || (n & (n - 1)) != 0 || n > RESERVE - reserved) {
+    refusing = 1;
+    return NULL;
+  }
+  void *p = reserve + reserved;
+  reserved += n;
   return p;
 }
 
+static void *jtext_malloc(size_t n) {
+  if (failed && within) return from_reserve(n);
+  void *p = malloc(n);
+  if (!p) {
+    failed = 1;
+    if (within) return from_reserve(n);
+  }
+  return p;
+}
+
+/* What the reserve handed out is taken back whole when the next call begins. */
+static void jtext_free(void *p) {
+  if (!in_reserve(p)) free(p);
+}
+
+static void begin(void) {
+  failed = 0;
+  reserved = 0;
+  refusing = 0;
+  within = 1;
+}
+
 void jtext_init(void) {
-  json_set_alloc_funcs(jtext_malloc, free);
+  json_set_alloc_funcs(jtext_malloc, jtext_free);
 }
 
 char *jtext_dump(const json_t *v, size_t flags) {
-  failed = 0;
+  begin();
   char *text = json_dumps(v, flags);
+  within = 0;
   if (failed) {
-    free(text);
+    jtext_free(text);
     return NULL;
   }
   return text;
 }
 
 json_t *jtext_loadb(const char *text, size_t len, size_t flags, json_error_t *e, int *oom) {
-  failed = 0;
+  begin();
   json_t *v = json_loadb(text, len, flags, e);
+  within = 0;
   const int out = failed;
   if (out) {
     json_decref(v);

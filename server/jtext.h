@@ -1,10 +1,11 @@
 /* jtext.h — JSON text into and out of jansson, refused whole when memory ran out on the way.
  *
  * jansson 2.14 can carry on after an allocation fails: json_dumps can return a text with an object's key
- * left out (its dump of a sorted key ignores the error), and its parser can go on from a string it
- * could not save whole. Either would let focald store or answer a text it was not given. Every
- * allocation jansson makes goes through jtext's allocator, which remembers a failure for the thread;
- * these calls then answer out of memory, never a result the failure touched.
+ * left out (its dump of a sorted key ignores the error), and its parser can go on from a token it could not
+ * save whole, to a value other than the text's, a heap overflow or an assertion. Every allocation jansson
+ * makes goes through jtext's allocator, which remembers a failure for the thread and, within these calls,
+ * keeps the parser from losing a character (jtext.c); these calls then answer out of memory, never a result
+ * the failure touched.
  */
 #ifndef FOCALD_JTEXT_H
 #define FOCALD_JTEXT_H

@@ -16,12 +16,13 @@
 
 static long fail_at; /* the allocation to fail, counted from when it was set; 0: none */
 static long made;    /* allocations since then */
+static int and_after; /* fail every allocation from fail_at on, not that one only */
 
 void *__real_malloc(size_t n);
 void *__wrap_malloc(size_t n);
 
 void *__wrap_malloc(size_t n) {
-  if (fail_at && ++made == fail_at) return NULL;
+  if (fail_at && (++made == fail_at || (and_after && made > fail_at))) return NULL;
   return __real_malloc(n);
 }
 
@@ -110,6 +111,85 @@ static void test_jtext_load_each_allocation_failing(void **state) {
   json_decref(o);
 }
 
+/* Parses text with each allocation failing in turn (and, with after set, every one after it too): each
+ * attempt is NULL with *oom set, or a value equal to want. Returns the number refused. */
+static long sweep_load(const char *text, const json_t *want, int after) {
+  long refused = 0;
+  and_after = after;
+  for (long n = 1;; n++) {
+    fail_nth(n);
+    json_error_t e;
+    int oom = -1;
+    json_t *got = jtext_loadb(text, strlen(text), JSON_REJECT_DUPLICATES, &e, &oom);
+    const long tried = made;
+    fail_nth(0);
+    if (got) {
+      assert_int_equal(oom, 0);
+      assert_true(json_equal(got, want));
+    } else {
+      assert_int_equal(oom, 1);
+      refused++;
+    }
+    json_decref(got);
+    if (tried < n) break;
+  }
+  and_after = 0;
+  return refused;
+}
+
+/* jansson's lexer grows the buffer it saves a token in by doubling, and drops a character it cannot save.
+ * Tokens of every length up to past the fifth doubling, each character of them the one whose save needs the
+ * buffer to grow: a string's closing quote (decoded past its buffer when dropped), a number's next character
+ * (an assertion when it is put back), escapes, a key. Each allocation fails in turn, then every one from it
+ * on (memory that stays short). Run under AddressSanitizer by `make test-asan`. */
+static void test_jtext_load_tokens_across_the_lexer_buffer(void **state) {
+  (void)state;
+  char text[2400], word[600], digits[600];
+  long refused = 0;
+  for (int len = 1; len < 560; len += len < 140 ? 1 : 13) {
+    for (int i = 0; i < len; i++) word[i] = (char)('a' + i % 26);
+    word[len] = '\0';
+    digits[0] = '1';
+    for (int i = 1; i < len; i++) digits[i] = (char)('0' + i % 10);
+    digits[len] = '\0';
+    const int w = snprintf(text, sizeof text, "{\"%s\": [\"%s\", %s, -%s.5e-3, \"\\u00e9\\n%s\", true], \"%s\": {}}",
+                           word, word, len <= 18 ? digits : "7", len <= 300 ? digits : "2", word,
+                           len % 2 ? "k" : digits);
+    assert_true(w > 0 && (size_t)w < sizeof text);
+    json_error_t e;
+    int oom = -1;
+    json_t *want = jtext_loads(text, JSON_REJECT_DUPLICATES, &e, &oom);
+    assert_non_null(want);
+    assert_int_equal(oom, 0);
+    refused += sweep_load(text, want, 0);
+    refused += sweep_load(text, want, 1);
+    json_decref(want);
+  }
+  assert_true(refused > 1000);
+}
+
+/* A string longer than jtext's reserve covers: the lexer's buffer, full, asks for twice its size, which the
+ * reserve cannot hold, and the closing quote is dropped; the string's copy then asks for the full buffer's
+ * size, which the reserve could hold. It must be refused: the parse reads and writes only what it allocated.
+ * */
+static void test_jtext_load_a_token_past_the_reserve(void **state) {
+  (void)state;
+  const size_t len = 100000;
+  char *text = malloc(len + 16);
+  assert_non_null(text);
+  text[0] = '[';
+  text[1] = '"';
+  memset(text + 2, 'x', len);
+  strcpy(text + 2 + len, "\", 12.5]");
+  json_error_t e;
+  json_t *want = jtext_loads(text, 0, &e, NULL);
+  assert_non_null(want);
+  assert_true(sweep_load(text, want, 1) > 0);
+  assert_true(sweep_load(text, want, 0) > 0);
+  json_decref(want);
+  free(text);
+}
+
 /* Text that is not JSON is not out of memory: *oom is 0 and *e says where. */
 static void test_jtext_load_bad_text(void **state) {
   (void)state;
@@ -127,6 +207,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_jtext_dump_each_allocation_failing),
       cmocka_unit_test(test_jtext_load_each_allocation_failing),
+      cmocka_unit_test(test_jtext_load_tokens_across_the_lexer_buffer),
+      cmocka_unit_test(test_jtext_load_a_token_past_the_reserve),
       cmocka_unit_test(test_jtext_load_bad_text),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
