@@ -48,10 +48,11 @@ static const char *const sql_text[S_COUNT] = {
     [S_DS_INSERT] = "INSERT INTO datasets (name, created_at) VALUES (?1, ?2)",
     [S_RUN_FIND] = "SELECT id, classes, created_at FROM runs WHERE dataset_id = ?1 AND name = ?2",
     [S_RUN_INSERT] = "INSERT INTO runs (dataset_id, name, classes, created_at) VALUES (?1, ?2, ?3, ?4)",
-    [S_BATCH_DUP] = "SELECT n, payload FROM batches WHERE run_id = ?1 AND batch_id = ?2",
+    [S_BATCH_DUP] = "SELECT n, payload, seq, segments FROM batches WHERE run_id = ?1 AND batch_id = ?2",
+    [S_BATCH_AT] = "SELECT n, payload FROM batches WHERE seq = ?1 AND run_id = ?2",
     /* ?11, the seq, is bound only on a cluster node (the log's position); unbound, the next rowid */
     [S_BATCH_INSERT] = "INSERT INTO batches (seq, dataset_id, run_id, batch_id, epoch, step, n, loss_config, received_at, "
-                       "meta, payload) VALUES (?11, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                       "meta, payload, segments) VALUES (?11, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?12)",
     [S_SAMPLE_UPSERT] = "INSERT INTO samples (dataset_id, key, id, meta, status, corrected_label, confirm_score, meta_seq) "
                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (dataset_id, key) DO UPDATE SET id = excluded.id, "
                         "meta = excluded.meta, status = excluded.status, corrected_label = excluded.corrected_label, "

@@ -134,6 +134,7 @@ static int log_segment(store *s, job *j, const st_batch_ref *ref, const char *cf
   const store_logged_batch b = {
       .dataset = ref->ds_name, .run = ref->run_name, .classes = ref->classes, .ds_created = ref->ds_created,
       .run_created = ref->run_created, .batch_id = r->has_batch_id && k == 0 ? r->batch_id : NULL,
+      .segments = k == 0 ? req_nseg(r) : 0,
       .has_epoch = g->has_epoch, .has_step = g->has_step, .epoch = g->epoch, .step = g->step, .n = g->n,
       .loss_config = cfgjson, .received_at = store__unix_ms(), .meta = metajson, .payload = payload, .plen = plen};
   int64_t pos = 0;
@@ -147,34 +148,64 @@ out:
   return rc;
 }
 
+/* Whether a stored batch (n samples, payload) holds the samples of r from off to off + want, in order: 1 or
+ * 0, or -1 when its payload cannot be read (memory ran out, or the row is damaged). */
+static int stored_same(const req *r, int64_t off, int64_t want, int64_t n, const void *payload, int plen) {
+  if (n != want) return 0; /* other samples: no need to read them */
+  codec_unpacked u;
+  const codec_when when = {0};
+  if (codec_unpack(payload, (size_t)plen, &when, &u) != 0) return -1;
+  int same = (int64_t)u.n == want;
+  for (int64_t i = 0; same && i < want; i++) same = strcmp(u.ids[i], r->ids[off + i]) == 0;
+  codec_unpacked_free(&u);
+  return same;
+}
+
 /* Looks for r's batch_id among the run's batches. Returns SQLITE_DONE when it is new; SQLITE_ROW when it is
- * stored, with *same set if the stored batch holds the samples of r's first segment, in order (a retry: its
- * predictions may differ, recomputed, but it is the same batch), 0 if other samples (another batch under a
- * reused batch_id, which counting as a duplicate would lose); or an error. The batch_id goes with a request's
- * first segment only, so that segment is what is compared. */
+ * stored, with *same set if the stored request holds r's samples, in order, cut into the same segments (a
+ * retry: its predictions may differ, recomputed, but it is the same request), 0 if not (another request under
+ * a reused batch_id, which counting as a duplicate would lose); or an error. The batch_id goes with a
+ * request's first segment, whose row says how many segments the request had; they are at the seqs after it.
+ * A row from before schema 11 does not say: only its first segment is compared. */
 static int batch_seen(store *s, int64_t run_id, const req *r, int *same /* OUT */) {
   sqlite3_stmt *q = s->st[S_BATCH_DUP];
   sqlite3_bind_int64(q, 1, run_id);
   sqlite3_bind_text(q, 2, r->batch_id, -1, SQLITE_STATIC);
   int rc = sqlite3_step(q);
   *same = 0;
+  int64_t first = 0, segments = 0;
   if (rc == SQLITE_ROW) {
-    const int64_t n = req_segment(r, 0).n;
-    codec_unpacked u;
-    const codec_when when = {0};
-    const void *payload = sqlite3_column_blob(q, 1);
-    const int plen = sqlite3_column_bytes(q, 1);
-    if (sqlite3_column_int64(q, 0) != n) {
-      /* other samples: no need to read them */
-    } else if (codec_unpack(payload, (size_t)plen, &when, &u) != 0) {
-      rc = SQLITE_NOMEM; /* memory ran out, or the stored row is damaged: either way nothing is taken */
-    } else {
-      *same = (int64_t)u.n == n;
-      for (int64_t i = 0; *same && i < n; i++) *same = strcmp(u.ids[i], r->ids[i]) == 0;
-      codec_unpacked_free(&u);
-    }
+    const int got = stored_same(r, 0, req_segment(r, 0).n, sqlite3_column_int64(q, 0), sqlite3_column_blob(q, 1),
+                                sqlite3_column_bytes(q, 1));
+    if (got < 0) rc = SQLITE_NOMEM; /* either way nothing is taken */
+    *same = got > 0;
+    first = sqlite3_column_int64(q, 2);
+    segments = sqlite3_column_int64(q, 3); /* NULL reads 0 */
   }
   store__step_reset(q);
+  if (rc != SQLITE_ROW || !*same || segments == 0) return rc;
+  const int nseg = req_nseg(r);
+  *same = segments == nseg;
+  q = s->st[S_BATCH_AT];
+  int64_t off = req_segment(r, 0).n;
+  for (int k = 1; *same && rc == SQLITE_ROW && k < nseg; k++) {
+    const int64_t want = req_segment(r, k).n;
+    sqlite3_bind_int64(q, 1, first + k);
+    sqlite3_bind_int64(q, 2, run_id);
+    const int step = sqlite3_step(q);
+    if (step == SQLITE_ROW) {
+      const int got =
+          stored_same(r, off, want, sqlite3_column_int64(q, 0), sqlite3_column_blob(q, 1), sqlite3_column_bytes(q, 1));
+      if (got < 0) rc = SQLITE_NOMEM;
+      *same = got > 0;
+    } else if (step == SQLITE_DONE) {
+      *same = 0; /* not stored whole: not this request */
+    } else {
+      rc = step;
+    }
+    store__step_reset(q);
+    off += want;
+  }
   return rc;
 }
 

@@ -25,6 +25,7 @@ enum {
   S_RUN_FIND,
   S_RUN_INSERT,
   S_BATCH_DUP,
+  S_BATCH_AT,
   S_BATCH_INSERT,
   S_SAMPLE_UPSERT,
   S_HIST_UPSERT,
@@ -102,6 +103,7 @@ typedef struct store_logged_batch {
   int32_t classes;
   int64_t ds_created, run_created; /* unix seconds, as the dataset's and the run's rows have them */
   const char *batch_id;            /* NULL: none */
+  int64_t segments;                /* with a batch_id: the batches its request is stored as; 0: not known */
   int has_epoch, has_step;
   int64_t epoch, step, n;
   const char *loss_config;         /* JSON */

@@ -30,6 +30,7 @@ unsigned char *store__logrow_batch_body(const store_logged_batch *b, size_t *len
                         (json_int_t)b->n, "loss_config", b->loss_config, "received_at", (json_int_t)b->received_at);
   int bad = !h;
   if (!bad && b->batch_id) bad |= json_object_set_new(h, "batch_id", json_string(b->batch_id));
+  if (!bad && b->batch_id && b->segments > 0) bad |= json_object_set_new(h, "segments", json_integer(b->segments));
   if (!bad && b->has_epoch) bad |= json_object_set_new(h, "epoch", json_integer(b->epoch));
   if (!bad && b->has_step) bad |= json_object_set_new(h, "step", json_integer(b->step));
   if (!bad && b->meta) bad |= json_object_set_new(h, "meta", json_string(b->meta));
@@ -61,12 +62,15 @@ int store__logrow_batch_unbody(const void *body, size_t len, const char *dataset
                         "run_created", &rc, "n", &n, "loss_config", &cfg, "received_at", &at) != 0)
     return -1;
   const json_t *bid = json_object_get(h, "batch_id"), *ep = json_object_get(h, "epoch"),
-               *st = json_object_get(h, "step"), *meta = json_object_get(h, "meta");
+               *st = json_object_get(h, "step"), *meta = json_object_get(h, "meta"),
+               *segs = json_object_get(h, "segments"); /* absent from rows of focald before schema 11 */
   if ((bid && !json_is_string(bid)) || (ep && !json_is_integer(ep)) || (st && !json_is_integer(st)) ||
-      (meta && !json_is_string(meta)) || classes < 1 || classes > INT32_MAX || n < 0)
+      (meta && !json_is_string(meta)) || classes < 1 || classes > INT32_MAX || n < 0 ||
+      (segs && (!bid || !json_is_integer(segs) || json_integer_value(segs) < 1)))
     return -1;
   *b = (store_logged_batch){.dataset = dataset, .run = run, .classes = (int32_t)classes, .ds_created = dsc,
-                            .run_created = rc, .batch_id = bid ? json_string_value(bid) : NULL, .has_epoch = !!ep,
+                            .run_created = rc, .batch_id = bid ? json_string_value(bid) : NULL,
+                            .segments = segs ? json_integer_value(segs) : 0, .has_epoch = !!ep,
                             .has_step = !!st, .epoch = ep ? json_integer_value(ep) : 0,
                             .step = st ? json_integer_value(st) : 0, .n = n, .loss_config = cfg, .received_at = at,
                             .meta = meta ? json_string_value(meta) : NULL,

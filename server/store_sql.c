@@ -166,6 +166,7 @@ int store__insert_batch(store *s, int64_t ds_id, int64_t run_id, const store_log
   if (b->meta) sqlite3_bind_text(q, 9, b->meta, -1, SQLITE_STATIC);
   sqlite3_bind_blob(q, 10, b->payload, (int)b->plen, SQLITE_STATIC);
   if (seq > 0) sqlite3_bind_int64(q, 11, seq);
+  if (b->batch_id && b->segments > 0) sqlite3_bind_int64(q, 12, b->segments);
   int rc = store__step_done(q);
   if (rc == SQLITE_OK) *out_seq = seq > 0 ? seq : sqlite3_last_insert_rowid(s->db);
   return rc;

@@ -206,10 +206,25 @@ class ClusterTestCase(FocaldTestCase):
         for n in (a, b):
             r, _ = self.post(n, other)
             self.assertEqual((r.status, r.json()["code"], r.json()["field"]), (422, "batch_id_reused", "/batch_id"), r)
+        # a request of segments: each node compares a retry with every segment, which the log carries
+        segmented = dict(batch_body(rng, batch_id="in-parts"), segments=[{"n": 3, "step": 1}, {"n": 5, "step": 2}])
+        r3, p3 = self.post(b, segmented)
+        self.assertEqual(r3.status, 200, r3)
+        self.assertFalse(r3.json()["duplicate"])
+        r4, p4 = self.post(a, segmented)
+        self.assertEqual(r4.status, 200, r4)
+        self.assertTrue(r4.json()["duplicate"], "the same request of segments sent to another node is a duplicate")
+        later_reversed = dict(segmented, ids=segmented["ids"][:3] + segmented["ids"][3:][::-1])
+        cut_elsewhere = dict(segmented, segments=[{"n": 3, "step": 1}, {"n": 4, "step": 2}, {"n": 1, "step": 3}])
+        for n in (a, b):
+            for other in (later_reversed, cut_elsewhere):
+                r, _ = self.post(n, other)
+                self.assertEqual((r.status, r.json()["code"], r.json()["field"]), (422, "batch_id_reused", "/batch_id"), r)
         model = Model()
         model.ack(body, r1.json())
+        model.ack(segmented, r3.json())
         for n in (a, b):
-            self.assertMatchesModel(n, model, p2)
+            self.assertMatchesModel(n, model, max(p2, p4))
 
     def test_cluster_a_runs_class_count_holds_across_nodes(self):
         a, b = self.node("a"), self.node("b")

@@ -7,7 +7,8 @@ usage: BUILD=build /usr/bin/python3 tests/integration/test_segments.py [-v] [uni
   two runs) posted step by step into one dataset and as segmented requests into another, in JSON and in
   the binary framing: every dataset, run and sample field, every recent observation and the ranking are
   equal, live, after a SIGTERM restart and after a SIGKILL one (the batch log replayed).
-- DuplicateTest: a segmented request sent again with its batch_id is answered duplicate and changes nothing.
+- DuplicateTest: a segmented request sent again with its batch_id is answered duplicate and changes nothing;
+  one that differs from it in any segment is refused as another request and changes nothing.
 - BadSegmentsTest: each malformed segments field gets a 422 naming the field and changes nothing.
 
 Uses harness.py's daemon and runner and test_binary's framing. The last line is "ok N" or "failed K".
@@ -207,8 +208,7 @@ class DuplicateTest(SegmentsTestCase):
         self.assertEqual(r.status, 200, r)
         self.assertFalse(r.json()["duplicate"])
         before = view(d, "ds")
-        for again in (segmented_body(g, batch_id="once"), segmented_body(g[:2], batch_id="once"),
-                      dict(step_body(g[0]), batch_id="once")):
+        for again in (segmented_body(g, batch_id="once"), segmented_body(g[:2] + g[2:], batch_id="once")):
             r = d.batch("ds", again)
             self.assertEqual(r.status, 200, r)
             self.assertTrue(r.json()["duplicate"], r)
@@ -217,6 +217,46 @@ class DuplicateTest(SegmentsTestCase):
         d = self.restart(d)
         self.assertEqual(view(d, "ds"), before)
         self.assertTrue(d.batch("ds", segmented_body(g, batch_id="once")).json()["duplicate"])
+        self.assertEqual(d.stop(), 0)
+
+    def test_a_request_unlike_the_stored_one_in_any_segment_is_refused_and_changes_nothing(self):
+        # the stored request's first segment is the same in each of these; a later one differs, or the
+        # segments are fewer, more or cut elsewhere: each is another request under a reused batch_id
+        d = self.daemon().start()
+        steps = workload(29, steps=14)
+        g = [st for st in steps if st["run"] == "a" and len(st["ids"]) >= 2][:5]
+        self.assertEqual(len(g), 5)
+        self.assertFalse(d.ok_batch("ds", segmented_body(g, batch_id="once"))["duplicate"])
+        renamed = [dict(st) for st in g]
+        renamed[3]["ids"] = renamed[3]["ids"][:-1] + ["not-" + renamed[3]["ids"][-1]]
+        swapped = [dict(st) for st in g]
+        swapped[4]["ids"] = swapped[4]["ids"][::-1]
+        cut = segmented_body(g, batch_id="once")
+        cut["segments"] = [dict(x) for x in cut["segments"]]
+        cut["segments"][1]["n"] -= 1
+        cut["segments"][2]["n"] += 1
+        other = {
+            "one segment fewer": segmented_body(g[:4], batch_id="once"),
+            "the first segment alone": segmented_body(g[:1], batch_id="once"),
+            "the first step without segments": dict(step_body(g[0]), batch_id="once"),
+            "one segment more": segmented_body(g + [g[0]], batch_id="once"),
+            "an id of a later segment renamed": segmented_body(renamed, batch_id="once"),
+            "a later segment's ids in another order": segmented_body(swapped, batch_id="once"),
+            "the same ids cut into other segments": cut,
+        }
+        before = view(d, "ds")
+
+        def all_refused():
+            for what, body in other.items():
+                with self.subTest(what):
+                    self.assertProblem(d.batch("ds", body), 422, "batch_id_reused", "/batch_id")
+                    self.assertEqual(view(d, "ds"), before)
+
+        all_refused()
+        self.assertTrue(d.batch("ds", segmented_body(g, batch_id="once")).json()["duplicate"])
+        d.kill9()
+        d = self.restart(d)
+        all_refused()
         self.assertEqual(d.stop(), 0)
 
 
