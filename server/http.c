@@ -234,8 +234,9 @@ enum MHD_Result http__respond(struct MHD_Connection *conn, http_req *rq, http_re
         MHD_destroy_response(resp);
         return MHD_NO;
       }
-    } else if (out->trailer) {
-      MHD_add_response_header(resp, "Trailer", out->trailer);
+    } else if (out->trailer && MHD_add_response_header(resp, "Trailer", out->trailer) != MHD_YES) {
+      MHD_destroy_response(resp);
+      return MHD_NO;
     }
   } else if (out->body) {
     resp = MHD_create_response_from_buffer(out->len, out->body, MHD_RESPMEM_MUST_FREE);
@@ -249,16 +250,23 @@ enum MHD_Result http__respond(struct MHD_Connection *conn, http_req *rq, http_re
     free(out->body);
     return MHD_NO;
   }
-  if (out->content_type) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, out->content_type);
-  MHD_add_response_header(resp, "X-Request-Id", rq->request_id);
+  /* each header is libmicrohttpd's allocation: an answer that cannot have them all is not sent, and the
+   * connection closes without one, as when the response itself could not be allocated */
+  int ok = !out->content_type || MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, out->content_type) == MHD_YES;
+  ok = ok && MHD_add_response_header(resp, "X-Request-Id", rq->request_id) == MHD_YES;
   int64_t behind = 0;
   const int known = logwait_behind(&behind);
-  if (known) {
+  if (ok && known) {
     char v[24];
     snprintf(v, sizeof v, known > 0 ? "%lld" : "unknown", (long long)behind);
-    MHD_add_response_header(resp, "Focald-Log-Behind", v);
+    ok = MHD_add_response_header(resp, "Focald-Log-Behind", v) == MHD_YES;
   }
-  for (int i = 0; i < out->nheaders; i++) MHD_add_response_header(resp, out->headers[i][0], out->headers[i][1]);
+  for (int i = 0; ok && i < out->nheaders; i++)
+    ok = MHD_add_response_header(resp, out->headers[i][0], out->headers[i][1]) == MHD_YES;
+  if (!ok) {
+    MHD_destroy_response(resp);
+    return MHD_NO;
+  }
   rq->status = out->status;
   rq->state = RQ_ANSWERED;
   enum MHD_Result r = MHD_queue_response(conn, (unsigned)out->status, resp);
