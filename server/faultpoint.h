@@ -7,7 +7,8 @@
  * hold the writer so that several requests land in one group, hold a cluster
  * node's writer while it holds the log's append lock, or hold the scoring
  * pool so that batches queue up behind it; it also sees where a committed change is
- * answered (FP_REPLY), so that it can check that nothing there allocates. In a normal
+ * answered (FP_REPLY), so that it can check that nothing there allocates, and where libmicrohttpd is
+ * handed an answer (FP_RESPOND), so that it can check an answer goes out whole or not at all. In a normal
  * run nothing defines the weak symbol and fault_point is one test of a null
  * pointer.
  */
@@ -29,6 +30,7 @@ typedef enum fault_step {
                   * the commit) */
   FP_ANSWER,     /* a pool thread builds a scored batch's answer, before the batch is written */
   FP_REQUEST,    /* an HTTP thread runs a route's handler: decodes and checks a request, or answers a read */
+  FP_RESPOND,    /* an HTTP thread hands an answer to libmicrohttpd: its response and headers */
 } fault_step;
 
 void focald_fault_point(int step) __attribute__((weak));

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "faultpoint.h"
 #include "jsonstr.h"
 #include "log.h"
 #include "logwait.h"
@@ -209,7 +210,7 @@ static void stream_done(void *cls) {
   free(st);
 }
 
-enum MHD_Result http__respond(struct MHD_Connection *conn, http_req *rq, http_resp *out) {
+static enum MHD_Result respond(struct MHD_Connection *conn, http_req *rq, http_resp *out) {
   struct MHD_Response *resp;
   if (out->stream) {
     stream_state *st = malloc(sizeof *st);
@@ -273,6 +274,13 @@ enum MHD_Result http__respond(struct MHD_Connection *conn, http_req *rq, http_re
   MHD_destroy_response(resp);
   /* refused in the middle of an upload: the connection is closed without an answer */
   if (r != MHD_YES) rq->state = RQ_RECEIVING;
+  return r;
+}
+
+enum MHD_Result http__respond(struct MHD_Connection *conn, http_req *rq, http_resp *out) {
+  fault_point(FP_RESPOND);
+  const enum MHD_Result r = respond(conn, rq, out);
+  fault_point(FP_NONE);
   return r;
 }
 

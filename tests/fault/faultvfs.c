@@ -71,7 +71,8 @@ enum { A_NONE, A_FULL, A_IOERR, A_NOMEM, A_KILL_BEFORE, A_KILL_AFTER };
 static const char *const kind_names[K_COUNT] = {"read", "write", "sync", "alloc", "malloc"};
 /* as server/faultpoint.h numbers them; "locked" is never a thread's step (see focald_fault_point) */
 static const char *const step_names[] = {"none",  "load",  "group",  "snapshot", "checkpoint", "close",
-                                         "wake",  "score", "locked", "reply",    "answer",     "request"};
+                                         "wake",  "score", "locked", "reply",    "answer",     "request",
+                                         "respond"};
 #define NSTEPS (int)(sizeof step_names / sizeof step_names[0])
 #define STEP_LOAD 1
 #define STEP_WAKE 6

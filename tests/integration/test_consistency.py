@@ -580,6 +580,59 @@ class AnswerAfterCommitTest(ConsistencyTestCase):
         self.assertEqual([x for x in lines if x.startswith("fired")], [])
         self.assertEqual(dump(self.restart(d)), want[1])
 
+    def test_consistency_an_answer_goes_out_whole_or_not_at_all(self):
+        """Each allocation made where an answer is handed to libmicrohttpd (the respond step: the response and
+        each of its headers) fails in turn, one per attempt, for reads, a streamed export, a problem, and
+        writes whose answer does not change when sent again (a duplicate batch, JSON and binary, and a
+        replayed review): each attempt gets no answer (the connection closes, as documented) or the whole
+        answer, every header and byte as without the fault. A header that could not be added was once left
+        out of an answer sent anyway."""
+        writes = write_requests()
+        again = [writes[1], writes[4], writes[7]]
+        reads = [("GET", p, None, None) for p in (
+            "/v1/datasets", "/v1/datasets/w", "/v1/datasets/w/hard-examples?k=4",
+            "/v1/datasets/w/export?format=csv", "/v1/datasets/w/export?format=jsonl", "/v1/datasets/nope")]
+        root = harness.temp_dir()
+        armed, trace = os.path.join(root, "armed"), os.path.join(root, "trace")
+        d = self.daemon(db_dir=root, env=shim_env(fault="kind=malloc,at=1,do=nomem,in=respond,while=%s" % armed,
+                                                  trace=trace)).start()
+        sent(d, writes)
+
+        def whole(method, path, body, headers):
+            """The answer as compared, every header but the request's id and the date; None for none."""
+            try:
+                r = d.request(method, path, body, headers=headers)
+            except (OSError, http.client.HTTPException):
+                return None
+            rid = (r.header("X-Request-Id") or "").encode()
+            return (r.status, sorted((k.lower(), v) for k, v in r.headers if k.lower() not in ("x-request-id", "date")),
+                    r.body.replace(rid, b"<request id>") if rid else r.body)
+
+        def fired():
+            with open(trace) as f:
+                return sum(1 for x in f if x.startswith("fired malloc"))
+
+        refused = 0
+        for req in again + reads:
+            want = whole(*req)
+            self.assertIsNotNone(want)
+            self.assertIn("content-type", dict(want[1]), req)
+            for n in range(1, 1000):
+                with open(armed, "w") as f:
+                    f.write(str(n))
+                before = fired()
+                got = whole(*req)
+                os.unlink(armed)
+                if fired() == before:
+                    self.assertEqual(got, want, "%s %s: no fault" % req[:2])
+                    break
+                refused += got is None
+                self.assertIn(got, (None, want), "%s %s, allocation %d failing" % (req[0], req[1], n))
+            else:
+                self.fail("%s %s: the respond step never ran out of allocations" % req[:2])
+        self.assertGreater(refused, 3 * len(again + reads), "too few allocations failed to mean anything")
+        self.assertEqual(d.stop(), 0)
+
     def test_consistency_a_change_whose_answer_cannot_be_built_is_refused_and_changes_nothing(self):
         """Memory runs out while a change's answer is built (every malloc of the pool's answer step for a
         batch, or of the writer's group for the other changes): each is refused with a 500 and nothing of it
