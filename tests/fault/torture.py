@@ -88,19 +88,36 @@ class Focald:
             env["FOCALD_FAULT_TRACE"] = trace
         if hold:
             env["FOCALD_FAULT_HOLD"] = hold
-        cmd = [h.focald, "--listen", "127.0.0.1:%d" % self.port, "--db", db, "--snapshot-interval", "0",
-               "--durability", "full", "--workers", "1", "--http-threads", "2", "--log-level", "warn",
-               "--series-points", "2"] + list(args)
+        self.args = ["--db", db, "--snapshot-interval", "0", "--durability", "full", "--workers", "1",
+                     "--http-threads", "2", "--log-level", "warn", "--series-points", "2"] + list(args)
+        self.env = env
+        self.spawn()
+
+    def spawn(self):
+        self.log_from = os.path.getsize(self.log) if os.path.exists(self.log) else 0
+        cmd = [self.h.focald, "--listen", "127.0.0.1:%d" % self.port] + self.args
         with open(self.log, "ab") as logf:
-            self.p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env)
+            self.p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=self.env)
         self.c = None
 
+    def lost_its_port(self):
+        """Whether the process exited because another took its port between free_port and its listen (another
+        test suite running beside this one)."""
+        with open(self.log, "rb") as f:
+            f.seek(self.log_from)
+            return b'"cannot listen"' in f.read() and self.p.poll() == 1
+
     def wait_ready(self, timeout=15.0):
-        """True once /readyz answers 200; False if the process exits first."""
+        """True once /readyz answers 200; False if the process exits first (but for its port: then it is started
+        again on another)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.p.poll() is not None:
-                return False
+                if not self.lost_its_port():
+                    return False
+                self.port = free_port()
+                self.spawn()
+                continue
             try:
                 st, _, _ = self.request("GET", "/readyz", timeout=1.0)
                 if st == 200:
