@@ -5,7 +5,8 @@
  * save whole, to a value other than the text's, a heap overflow or an assertion. Every allocation jansson
  * makes goes through jtext's allocator, which remembers a failure for the thread and, within these calls,
  * keeps the parser from losing a character (jtext.c); these calls then answer out of memory, never a result
- * the failure touched.
+ * the failure touched. jtext_loadb refuses a text with a number token longer than 4096 characters, one the
+ * parser could lose a character of, as not JSON.
  */
 #ifndef FOCALD_JTEXT_H
 #define FOCALD_JTEXT_H
@@ -19,8 +20,8 @@ void jtext_init(void);
 /* json_dumps: a malloc'd text (the caller frees it), or NULL when memory ran out while it was written. */
 char *jtext_dump(const json_t *v, size_t flags);
 
-/* json_loadb: a new reference, or NULL when the text is not JSON (*e says why) or memory ran out (*oom is
- * then 1; oom may be NULL). */
+/* json_loadb: a new reference, or NULL when the text is not JSON or has a number token longer than 4096
+ * characters (*e says why and where) or memory ran out (*oom is then 1; oom may be NULL). */
 json_t *jtext_loadb(const char *text, size_t len, size_t flags, json_error_t *e, int *oom);
 
 /* jtext_loadb of a NUL-terminated text. */

@@ -173,6 +173,129 @@ static void test_jtext_load_a_token_past_the_reserve(void **state) {
   free(text);
 }
 
+/* A number of n characters (n >= 3) at out: 0.ddd…d, or -1.ddd…de-5 when signed is set and n >= 7. */
+static void number(char *out, size_t n, int signed_) {
+  size_t i = 0;
+  if (signed_ && n >= 7) {
+    out[i++] = '-';
+    out[i++] = '1';
+    out[i++] = '.';
+    while (i < n - 3) out[i] = (char)('0' + i % 10), i++;
+    memcpy(out + i, "e-5", 3);
+  } else {
+    out[i++] = '0';
+    out[i++] = '.';
+    while (i < n) out[i] = (char)('0' + (i * 7) % 10), i++;
+  }
+}
+
+/* Numbers as long as jtext lets through, and the lengths at the lexer's last doublings below that, with each
+ * allocation failing in turn and then every one from it on: out of memory or the faultless value, never an
+ * assertion (the reserve must cover every number the limit lets through). */
+static void test_jtext_load_numbers_up_to_the_limit(void **state) {
+  (void)state;
+  static const size_t lengths[] = {1023, 1024, 1025, 2047, 2048, 2049, 4000, 4095, 4096};
+  char *text = malloc(2 * 4096 + 64);
+  assert_non_null(text);
+  long refused = 0;
+  for (size_t k = 0; k < sizeof lengths / sizeof lengths[0]; k++) {
+    for (int signed_ = 0; signed_ < 2; signed_++) {
+      char *p = text;
+      p += sprintf(p, "{\"a\": [");
+      number(p, lengths[k], signed_);
+      p += lengths[k];
+      p += sprintf(p, ", 2], \"b\": ");
+      number(p, lengths[k], !signed_);
+      p += lengths[k];
+      strcpy(p, "}");
+      json_error_t e;
+      int oom = -1;
+      json_t *want = jtext_loads(text, JSON_REJECT_DUPLICATES, &e, &oom);
+      assert_non_null(want);
+      refused += sweep_load(text, want, 0);
+      refused += sweep_load(text, want, 1);
+      json_decref(want);
+    }
+  }
+  assert_true(refused > 100);
+  free(text);
+}
+
+/* Texts of arrays of numbers and strings, a number of them longer than the limit or not, at every offset
+ * across a few of the limit's multiples (where jtext looks first): refused with the number's line, column
+ * and offset exactly when one is longer than 4096 characters, and otherwise parsed as jansson parses them.
+ * Strings of digits, strings ending in an escaped quote or backslash, and a line with a character of two
+ * bytes before the number keep the scan from taking a string for a number or the place for another. */
+static void test_jtext_load_refuses_a_number_past_the_limit(void **state) {
+  (void)state;
+  enum { MAX = 4096 };
+  static const size_t lengths[] = {3, 4095, 4096, 4097, 4100, 8193, 12000};
+  const size_t cap = 4 * MAX + 3 * 12000 + 256;
+  char *text = malloc(cap);
+  assert_non_null(text);
+  srand(7);
+  long refusals = 0, parses = 0;
+  for (int round = 0; round < 600; round++) {
+    char *p = text;
+    p += sprintf(p, "[\"\xc3\xa9\",\n");
+    const size_t pad = (size_t)rand() % (2 * MAX + 9);
+    memset(p, ' ', pad);
+    p += pad;
+    size_t first_long = 0; /* offset of the first number longer than MAX; 0: none */
+    int first_column = 0;
+    for (int item = 0; item < 3; item++) {
+      const size_t n = lengths[rand() % (int)(sizeof lengths / sizeof lengths[0])];
+      switch (rand() % 4) {
+      case 0: /* a string of digits */
+        *p++ = '"';
+        number(p, n, 0);
+        p += n;
+        *p++ = '"';
+        break;
+      case 1: /* a string of digits after an escaped quote */
+        p += sprintf(p, "\"\\\"");
+        number(p, n, 1);
+        p += n;
+        *p++ = '"';
+        break;
+      default: /* a number, after a string ending in an escaped backslash */
+        p += sprintf(p, "\"x\\\\\", ");
+        if (n > MAX && !first_long) {
+          first_long = (size_t)(p - text);
+          first_column = (int)(p - strchr(text, '\n'));
+        }
+        number(p, n, rand() % 2);
+        p += n;
+        break;
+      }
+      p += sprintf(p, item < 2 ? ", " : "]");
+    }
+    assert_true((size_t)(p - text) < cap);
+    json_error_t e;
+    int oom = -1;
+    json_t *got = jtext_loadb(text, (size_t)(p - text), 0, &e, &oom);
+    assert_int_equal(oom, 0);
+    if (first_long) {
+      assert_null(got);
+      assert_string_equal(e.text, "a number of more than 4096 characters");
+      assert_int_equal(e.position, (int)first_long);
+      assert_int_equal(e.line, 2);
+      assert_int_equal(e.column, first_column);
+      refusals++;
+    } else {
+      if (!got) fail_msg("refused: %s at %d", e.text, e.position);
+      json_t *want = json_loadb(text, (size_t)(p - text), 0, &e);
+      assert_non_null(want);
+      assert_true(json_equal(got, want));
+      json_decref(want);
+      parses++;
+    }
+    json_decref(got);
+  }
+  assert_true(refusals > 100 && parses > 100);
+  free(text);
+}
+
 /* Text that is not JSON is not out of memory: *oom is 0 and *e says where. */
 static void test_jtext_load_bad_text(void **state) {
   (void)state;
@@ -192,6 +315,8 @@ int main(void) {
       cmocka_unit_test(test_jtext_load_each_allocation_failing),
       cmocka_unit_test(test_jtext_load_tokens_across_the_lexer_buffer),
       cmocka_unit_test(test_jtext_load_a_token_past_the_reserve),
+      cmocka_unit_test(test_jtext_load_numbers_up_to_the_limit),
+      cmocka_unit_test(test_jtext_load_refuses_a_number_past_the_limit),
       cmocka_unit_test(test_jtext_load_bad_text),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
