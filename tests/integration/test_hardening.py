@@ -219,7 +219,7 @@ def _integer_cases():
     out.append(("ohem_k_2_pow_32_plus_1", {"raw": body_at("ohem_k", str(2 ** 32 + 1))}, 422, "out_of_range",
                 "/ohem_k"))
     out.append(("minus_1e400_in_probs", {"raw": body_at("probs", "-1e400")}, 400, "bad_json", None))
-    # a number token longer than 4096 characters, a value in range though it is (0.5000...)
+    # a number token longer than 4096 characters, though its value (0.5) is in range
     for where in ("logits", "weights", "gamma", "step"):
         out.append(("number_of_4097_characters_in_%s" % where, {"raw": body_at(where, "0." + "5" + "0" * 4094)}, 400,
                     "bad_json", None))

@@ -221,11 +221,11 @@ static void test_jtext_load_numbers_up_to_the_limit(void **state) {
   free(text);
 }
 
-/* Texts of arrays of numbers and strings, a number of them longer than the limit or not, at every offset
- * across a few of the limit's multiples (where jtext looks first): refused with the number's line, column
- * and offset exactly when one is longer than 4096 characters, and otherwise parsed as jansson parses them.
- * Strings of digits, strings ending in an escaped quote or backslash, and a line with a character of two
- * bytes before the number keep the scan from taking a string for a number or the place for another. */
+/* Texts of arrays of numbers and strings, a number of them longer than the limit or not, at random offsets
+ * across two of the limit's multiples (where jtext looks first): refused with the number's line, column and
+ * offset exactly when one is longer than 4096 characters, and otherwise parsed as jansson parses them.
+ * Strings of digits, strings ending in an escaped quote or backslash, and a character of two bytes on the
+ * number's line keep the scan from taking a string for a number or the place for another. */
 static void test_jtext_load_refuses_a_number_past_the_limit(void **state) {
   (void)state;
   enum { MAX = 4096 };
@@ -237,7 +237,7 @@ static void test_jtext_load_refuses_a_number_past_the_limit(void **state) {
   long refusals = 0, parses = 0;
   for (int round = 0; round < 600; round++) {
     char *p = text;
-    p += sprintf(p, "[\"\xc3\xa9\",\n");
+    p += sprintf(p, "[\"\xc3\xa9\",\n\"\xc3\xa9\", ");
     const size_t pad = (size_t)rand() % (2 * MAX + 9);
     memset(p, ' ', pad);
     p += pad;
@@ -262,7 +262,7 @@ static void test_jtext_load_refuses_a_number_past_the_limit(void **state) {
         p += sprintf(p, "\"x\\\\\", ");
         if (n > MAX && !first_long) {
           first_long = (size_t)(p - text);
-          first_column = (int)(p - strchr(text, '\n'));
+          first_column = (int)(p - strchr(text, '\n')) - 1; /* the line's two-byte character is one */
         }
         number(p, n, rand() % 2);
         p += n;
