@@ -413,7 +413,7 @@ int decode__read_loss(const json_t *lo, req *r, problem *err) {
           if (number_field(json_array_get(v, i), p2, h2, &r->alpha_c[i], err)) return -1;
         }
         r->params.alpha_c = r->alpha_c;
-        r->params.alpha = (float)n; /* the length, until the class count is known (see dec_json) */
+        r->nalpha = n; /* checked against the class count once it is known (dec_tail) */
       } else {
         if (number_field(v, ptr, human, &r->params.alpha, err)) return -1;
         if (r->params.alpha < 0.0f)

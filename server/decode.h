@@ -40,6 +40,7 @@ typedef struct req {
   int64_t ohem_k;                 /* 0: none */
   fl_params params;
   float *alpha_c;                 /* owned, or NULL */
+  size_t nalpha;                  /* alpha_c's entries */
   float *pos_weight;              /* (c) owned, or NULL; params.pos_weight points here once c is known */
   size_t npos_weight;             /* entries given as an array; REQ_EVERY_CLASS for one number meaning every class */
   float pos_weight_all;           /* that number */

@@ -88,9 +88,17 @@ static int logits_shape(const json_t *x, const char *name, int64_t n, req *r, pr
     r->c = (int64_t)json_array_size(row);
   }
   r->n = n;
-  if (r->n * r->m * r->c > ((int64_t)1 << 31))
-    return problem_set(err, P_TOO_LARGE, ptr, "%s has %" PRId64 " elements, more than focald takes in one batch (2^31)", name,
-                       r->n * r->m * r->c);
+  /* each size is at most the body's length, but their product can pass int64's range (rows of one number
+   * after a first row of millions): it is checked step by step, never computed past 2^31 */
+  const int64_t most = (int64_t)1 << 31;
+  int64_t nm = 0;
+  if (r->n > most || r->m > most || r->c > most || (nm = r->n * r->m) > most || r->c > most / (nm ? nm : 1)) {
+    if (r->dense)
+      return problem_set(err, P_TOO_LARGE, ptr, "%s is %" PRId64 " x %" PRId64 " x %" PRId64 ", more than the 2^31 elements focald takes in one batch",
+                         name, r->n, r->m, r->c);
+    return problem_set(err, P_TOO_LARGE, ptr, "%s is %" PRId64 " x %" PRId64 ", more than the 2^31 elements focald takes in one batch", name,
+                       r->n, r->c);
+  }
   return 0;
 }
 
@@ -348,9 +356,9 @@ int dec_header(const json_t *root, req *r, int want_store, const char *const *fi
 
 int dec_tail(const json_t *root, req *r, int want_store, problem *err) {
   const json_t *v;
-  if (r->alpha_c && (int64_t)r->params.alpha != r->c)
-    return problem_set(err, P_SHAPE_MISMATCH, "/loss/alpha", "loss.alpha has %d entries but there are %" PRId64 " classes",
-                       (int)r->params.alpha, r->c);
+  if (r->alpha_c && r->nalpha != (size_t)r->c)
+    return problem_set(err, P_SHAPE_MISMATCH, "/loss/alpha", "loss.alpha has %zu entries but there are %" PRId64 " classes", r->nalpha,
+                       r->c);
   if (r->alpha_c) r->params.alpha = 0.0f;
   if (r->pos_weight && r->npos_weight == REQ_EVERY_CLASS) {
     float *all = malloc((size_t)r->c * sizeof *all);

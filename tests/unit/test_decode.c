@@ -287,6 +287,51 @@ static void test_decode_size_limits_are_too_large(void **state) {
   free(body);
 }
 
+/* A body whose ids, logits[0] and logits[0][0] have n, m and c entries, the rest of logits rows of one
+ * number (the shape is read from the first row): small as a text, as large as n x m x c as a batch. */
+static char *shaped_body(int64_t n, int64_t m, int64_t c) {
+  char *b = malloc((size_t)(n * 9 + m * 2 + c * 2 + n * 2 + 200));
+  if (!b) return NULL;
+  size_t j = (size_t)sprintf(b, "{\"ids\":[");
+  for (int64_t i = 0; i < n; i++) j += (size_t)sprintf(b + j, "%s%lld", i ? "," : "", (long long)i);
+  j += (size_t)sprintf(b + j, "],\"logits\":[[%s", m > 1 ? "[" : "");
+  for (int64_t i = 0; i < c; i++) j += (size_t)sprintf(b + j, i ? ",0" : "0");
+  if (m > 1) j += (size_t)sprintf(b + j, "]");
+  for (int64_t i = 1; i < m; i++) j += (size_t)sprintf(b + j, ",0");
+  j += (size_t)sprintf(b + j, "]");
+  for (int64_t i = 1; i < n; i++) j += (size_t)sprintf(b + j, ",0");
+  sprintf(b + j, "],\"targets\":[0]}");
+  return b;
+}
+
+/* n x m x c past 2^31 is too large, whatever the product would come to in 64 bits: past 2^63 it was a
+ * negative count (an allocation that failed: 500), at 2^64 zero (a 1-byte buffer the decoder wrote c
+ * floats into). */
+static void test_decode_element_count_never_wraps(void **state) {
+  (void)state;
+  const int64_t shapes[][3] = {
+      {1 << 11, 1 << 10, 1 << 11}, /* 2^32 */
+      {1 << 16, 1, 1 << 16},       /* 2^32, N x C */
+      {(1 << 16) + 1, 1, 1 << 15}, /* 2^31 + 2^15 */
+      {1 << 21, 1 << 21, 1 << 21}, /* 2^63 */
+      {1 << 21, 1 << 21, 1 << 22}, /* 2^64 */
+  };
+  for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+    char *body = shaped_body(shapes[i][0], shapes[i][1], shapes[i][2]);
+    assert_non_null(body);
+    req r;
+    problem err = {0};
+    if (decode(body, &r, &err) == 0) {
+      req_free(&r);
+      fail_msg("decoded a batch of %lld x %lld x %lld", (long long)shapes[i][0], (long long)shapes[i][1], (long long)shapes[i][2]);
+    }
+    free(body);
+    assert_int_equal(err.code, P_TOO_LARGE);
+    assert_string_equal(err.field, "/logits");
+    assert_non_null(strstr(err.detail, "2^31"));
+  }
+}
+
 static void test_decode_names(void **state) {
   (void)state;
   assert_true(name_ok("coco-2017.train_v2"));
@@ -380,7 +425,8 @@ int main(void) {
       cmocka_unit_test(test_decode_rejects_with_field), cmocka_unit_test(test_decode_long_ids),
       cmocka_unit_test(test_decode_field_names_long_keys_whole),
       cmocka_unit_test(test_decode_describes_library_errors), cmocka_unit_test(test_decode_names),
-      cmocka_unit_test(test_decode_segments),         cmocka_unit_test(test_decode_size_limits_are_too_large),         cmocka_unit_test(test_decode_outputs),
+      cmocka_unit_test(test_decode_segments),         cmocka_unit_test(test_decode_size_limits_are_too_large),
+      cmocka_unit_test(test_decode_element_count_never_wraps),         cmocka_unit_test(test_decode_outputs),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
