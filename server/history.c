@@ -43,7 +43,10 @@ void hist_update(hist_rec *h, const hist_obs *o, const hist_params *hp, const hi
   h->conf_mean += d / (float)h->scored_n;
   h->conf_m2 += d * (o->p_t - h->conf_mean);
   if (h->conf_m2 < 0.0f) h->conf_m2 = 0.0f; /* rounding; a variance is never negative */
-  h->aum += (o->margin - h->aum) / (float)h->scored_n;
+  /* margins reach +-FLT_MAX (the library saturates them), so their difference can pass float's range:
+   * then the step is taken in double, where it cannot, and the mean stays within the margins' range */
+  const float aum = h->aum + (o->margin - h->aum) / (float)h->scored_n;
+  h->aum = isfinite(aum) ? aum : (float)(h->aum + ((double)o->margin - h->aum) / h->scored_n);
   const uint8_t ok = o->correct >= 0.5f;
   if (h->last_correct == 1 && !ok) h->forgetting++;
   h->last_correct = ok;

@@ -117,8 +117,11 @@ int st_load_row(st_map *m, int64_t run_id, uint32_t key, const st_row *row, char
   const hist_rec *h = &row->h;
   if (r->seq[key] != 0 || r->seen[key] != 0)
     return load_fail(err, errn, "run \"%s\" of dataset \"%s\" has two history rows for key %u", r->name, ds->name, key);
-  if (h->seen == 0 || h->scored_n > h->seen || h->correct_n > h->scored_n || h->other_n > h->scored_n ||
-      h->el2n_n > h->scored_n || !isfinite(h->el2n) || h->grand_n > h->scored_n || !isfinite(h->grand) || row->seq <= 0 || row->ring[0] >= HIST_RECENT ||
+  const float reals[] = {h->last_loss, h->mean_loss, h->max_loss, h->ema_loss, h->conf_mean, h->conf_m2, h->aum, h->el2n, h->grand};
+  int finite = 1;
+  for (size_t i = 0; i < sizeof reals / sizeof *reals; i++) finite &= isfinite(reals[i]) != 0;
+  if (!finite || h->seen == 0 || h->scored_n > h->seen || h->correct_n > h->scored_n || h->other_n > h->scored_n ||
+      h->el2n_n > h->scored_n || h->grand_n > h->scored_n || row->seq <= 0 || row->ring[0] >= HIST_RECENT ||
       row->ring[1] > HIST_RECENT || h->label < -1 || h->label >= r->classes || h->other_class < -1 ||
       h->other_class >= r->classes || (h->other_class >= 0 && h->other_n == 0) ||
       (h->early_n == HIST_EARLY_UNKNOWN ? h->early_other_n != 0

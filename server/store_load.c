@@ -7,6 +7,7 @@
  * a message naming it: a state loaded in half would answer wrongly, and a
  * later snapshot would write it over the record.
  */
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -129,7 +130,10 @@ static int load_history(loader *l) {
     h->ema_loss = (float)sqlite3_column_double(q, 10);
     h->conf_mean = (float)sqlite3_column_double(q, 11);
     h->conf_m2 = (float)sqlite3_column_double(q, 12);
-    h->aum = (float)sqlite3_column_double(q, 13);
+    /* an earlier focald could store an infinite AUM, reached from margins of +-FLT_MAX whose mean
+     * is at most FLT_MAX: it is read as the largest float of its sign */
+    const double aum = sqlite3_column_double(q, 13);
+    h->aum = isinf(aum) ? copysignf(FLT_MAX, (float)aum) : (float)aum;
     h->label = sqlite3_column_type(q, 14) == SQLITE_NULL ? -1 : sqlite3_column_int(q, 14);
     h->last_correct = (uint8_t)sqlite3_column_int(q, 15);
     h->has_step = sqlite3_column_type(q, 17) != SQLITE_NULL;

@@ -23,6 +23,7 @@ import os
 import random
 import re
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -1968,6 +1969,76 @@ class DurabilityTest(FocaldTestCase):
         rec = d2.sample("dur", "s00", run="r1").json()["runs"][0]
         self.assertEqual(rec["seen"], 5)
         self.assertEqual(rec["last_step"], 99)
+
+    def test_extreme_logits_keep_every_field_finite_and_the_snapshot_writing(self):
+        """Logits up to float32's largest give margins up to +-FLT_MAX: every history field a sample reaches from
+        any sequence of them stays a finite number (AUM is the mean of the margins, which lies within their
+        range), so every ranking pages through them with its cursor, snapshots are written, and a restart from
+        the snapshot or from the log gives the same. (A float update of AUM went to -inf on opposite margins,
+        then NaN: null in every answer, an unreadable cursor, and every snapshot pass refused by the NOT NULL
+        column.)"""
+        big = [3.4028234663852886e38, -3.4028234663852886e38, 1e38, -1e38, 0.0]
+        d = self.start_daemon(args=("--snapshot-interval", "1"))
+        ds, ids = "extreme", ["x%d" % i for i in range(10)]
+        margins = {sid: [] for sid in ids}
+        for step in range(6):
+            # sample i's two logits rotate through the extremes at its own pace: opposite margins come in turn
+            logits = [[big[(i + step) % 5], big[(i * step + 1) % 5]] for i in range(len(ids))]
+            for loss in ({"type": "sigmoid_focal"}, {"type": "softmax_focal"}):
+                j = d.ok_batch(ds, {"run": loss["type"], "step": step, "ids": ids, "logits": logits,
+                                    "targets": [0] * len(ids), "loss": loss})
+                if loss["type"] == "sigmoid_focal":
+                    for sid, m in zip(ids, j["scores"]["margin"]):
+                        margins[sid].append(m)
+
+        def check(dd, how):
+            for run in ("*", "sigmoid_focal", "softmax_focal"):
+                for by in HISTORY_FIELDS:
+                    items = dd.all_hard(ds, page=3, run=run, by=by)
+                    self.assertEqual(sorted(it["id"] for it in items), ids, (how, run, by))
+                    for it in items:
+                        for f in HISTORY_FIELDS:
+                            self.assertIsInstance(it[f], (int, float), (how, run, by, it["id"], f, it[f]))
+                            self.assertTrue(math.isfinite(it[f]), (how, run, by, it["id"], f))
+            for sid in ids:
+                rec = dd.sample(ds, sid, run="sigmoid_focal").json()["runs"][0]
+                want = sum(margins[sid]) / len(margins[sid])
+                self.assertLessEqual(abs(rec["aum"] - want), 1e-6 * 3.4028234663852886e38, (how, sid))
+
+        check(d, "live")
+        time.sleep(2.5)  # snapshot passes run
+        metrics = d.get("/metrics").body.decode()
+        self.assertIn("\nfocald_snapshot_failures_total 0\n", metrics)
+        before = snapshot_state(d, ds, ids, ["sigmoid_focal", "softmax_focal"])
+        self.assertEqual(d.kill9(), -9)
+        d2 = self.start_daemon(db_dir=d.db_dir)
+        check(d2, "after SIGKILL")
+        self.assertEqual(snapshot_state(d2, ds, ids, ["sigmoid_focal", "softmax_focal"]), before)
+        self.assertEqual(d2.stop(), 0)
+        d3 = self.start_daemon(db_dir=d.db_dir)
+        self.assertEqual(snapshot_state(d3, ds, ids, ["sigmoid_focal", "softmax_focal"]), before)
+
+    def test_an_infinite_aum_an_earlier_version_stored_is_read_as_the_largest_float(self):
+        """An earlier focald could store an AUM of -inf or +inf (opposite margins near FLT_MAX); this one reads
+        it as the largest float of that sign, the bound of any mean of margins, and ranks, pages and snapshots
+        it as any other value."""
+        d = self.start_daemon()
+        ids = ["a", "b", "c"]
+        d.ok_batch("inf", {"ids": ids, "logits": [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], "targets": [0, 0, 0]})
+        self.assertEqual(d.stop(), 0)
+        c = sqlite3.connect(d.db)
+        with c:
+            c.execute("UPDATE history SET aum = ? WHERE key = 0", (float("-inf"),))
+            c.execute("UPDATE history SET aum = ? WHERE key = 1", (float("inf"),))
+        c.close()
+        fmax = 3.4028234663852886e38
+        for how in ("first start", "after its own snapshot"):
+            d = self.start_daemon(db_dir=d.db_dir)
+            aum = {sid: d.sample("inf", sid).json()["runs"][0]["aum"] for sid in ids}
+            self.assertEqual((f32(aum["a"]), f32(aum["b"])), (-fmax, fmax), how)  # written with 9 digits
+            self.assertTrue(-fmax < aum["c"] < fmax, how)
+            self.assertEqual([it["id"] for it in d.all_hard("inf", by="aum", page=1)], ["a", "c", "b"], how)
+            self.assertEqual(d.stop(), 0)
 
     def test_restart_twice_with_snapshots_in_between_keeps_everything(self):
         d = self.start_daemon(args=("--snapshot-interval", "1"))

@@ -1,4 +1,5 @@
 /* test_history.c — history updates on hand-computed sequences. */
+#include <float.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -131,6 +132,61 @@ static void test_history_aum_is_mean_margin(void **state) {
     hist_update(&h, &o, &HP, NULL);
   }
   assert_near(h.aum, (2.0 - 1.0 + 0.5 - 3.5) / 4);
+}
+
+/* A value the library can report: losses in [0, FLT_MAX], margins in [-FLT_MAX, FLT_MAX] (both saturate),
+ * p in [0, 1]; most of them at or near the ends of those ranges. */
+static float extreme(uint64_t *x, float lo, float hi) {
+  *x = *x * 6364136223846793005u + 1442695040888963407u;
+  const uint64_t r = *x >> 33;
+  switch (r % 6) {
+  case 0: return lo;
+  case 1: return hi;
+  case 2: return 0.0f;
+  case 3: return (r & 64) ? hi * 0.75f : lo * 0.75f;
+  case 4: return (r & 64) ? nextafterf(hi, 0.0f) : nextafterf(lo, 0.0f);
+  default: return (float)((double)lo + ((double)hi - lo) * (double)(r % 1001) / 1000.0);
+  }
+}
+
+/* Every field stays finite, and each mean within rounding of the mean taken in double, whatever
+ * sequence of reportable values a sample sees: margins of opposite signs near FLT_MAX among them. */
+static void test_history_extreme_observations_stay_finite(void **state) {
+  (void)state;
+  uint64_t x = 7;
+  for (int round = 0; round < 2000; round++) {
+    hist_rec h;
+    hist_init(&h);
+    double margins = 0, losses = 0;
+    const int n = 1 + round % 12;
+    for (int i = 0; i < n; i++) {
+      const float p = extreme(&x, 0.0f, 1.0f);
+      hist_obs o = obs(extreme(&x, 0.0f, FLT_MAX), p, extreme(&x, -FLT_MAX, FLT_MAX), p >= 0.5f, 0, 0, i);
+      o.el2n = extreme(&x, 0.0f, 1.5f);
+      o.grad_norm = extreme(&x, 0.0f, FLT_MAX);
+      hist_update(&h, &o, &HP, NULL);
+      margins += o.margin;
+      losses += o.loss;
+      const float fields[] = {h.last_loss, h.mean_loss, h.max_loss, h.ema_loss, h.conf_mean, h.conf_m2, h.aum, h.el2n, h.grand};
+      for (size_t f = 0; f < sizeof fields / sizeof *fields; f++) assert_true(isfinite(fields[f]));
+      hist_view v;
+      hist_view_of(&h, &v);
+      for (int f = 0; f < HF_COUNT; f++) assert_true(isfinite(hist_view_value(&v, f)));
+      /* each step rounds once or twice at the scale of the largest value seen: FLT_MAX at most */
+      assert_true(fabs(h.aum - margins / (i + 1)) <= (i + 1) * 4.0 * FLT_EPSILON * FLT_MAX);
+      assert_true(fabs(h.mean_loss - losses / (i + 1)) <= (i + 1) * 4.0 * FLT_EPSILON * FLT_MAX);
+    }
+  }
+  /* the sequence that overflowed the update in float: the mean stays 0, not -inf and then NaN */
+  hist_rec h;
+  hist_init(&h);
+  const float m[] = {FLT_MAX, -FLT_MAX, 0.0f, -FLT_MAX, FLT_MAX};
+  const double want[] = {FLT_MAX, 0.0, 0.0, -FLT_MAX / 4, 0.0};
+  for (int i = 0; i < 5; i++) {
+    hist_obs o = obs(1.0f, 0.5f, m[i], 1.0f, 0, 0, i);
+    hist_update(&h, &o, &HP, NULL);
+    assert_true(fabs(h.aum - want[i]) <= 4.0 * FLT_EPSILON * FLT_MAX);
+  }
 }
 
 static void test_history_unscored_observation_counts_only_loss(void **state) {
@@ -696,6 +752,7 @@ int main(void) {
       cmocka_unit_test(test_history_forgetting_counts_correct_to_incorrect),
       cmocka_unit_test(test_history_forgetting_never_learned_ranks_first),
       cmocka_unit_test(test_history_aum_is_mean_margin),
+      cmocka_unit_test(test_history_extreme_observations_stay_finite),
       cmocka_unit_test(test_history_unscored_observation_counts_only_loss),
       cmocka_unit_test(test_history_label_issue_against_class_thresholds),
       cmocka_unit_test(test_history_label_issue_echo_bounds),
