@@ -81,6 +81,7 @@ struct http_req {
   size_t cap;
   int too_large;
   int over_budget;             /* the bodies in flight would pass --body-memory with this one's */
+  int no_memory;               /* the body's buffer could not grow: answered 503, not 413 (it is within --max-body) */
   int64_t reserved;            /* this request's share of --body-memory */
   uint64_t dropped;            /* body bytes past --max-body, read and dropped */
   int state;

@@ -84,7 +84,7 @@ int http__query_param(struct MHD_Connection *conn, const router_route *route, in
 /* The headers that decide how a request is read and whose it is: how many of each (a route's
  * head_header counted as one), the last Transfer-Encoding, and whether a field name has whitespace in it. */
 typedef struct framing {
-  int content_length, transfer_encoding, head_header, authorization;
+  int content_length, transfer_encoding, head_header, authorization, content_type;
   int spaced_name;
   const char *coding;
   const char *head_name; /* the route table's spelling of the head_header seen */
@@ -104,6 +104,7 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
     f->head_name = head;
   }
   if (strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION) == 0) f->authorization++;
+  if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_TYPE) == 0) f->content_type++;
   if (strpbrk(key, " \t")) f->spaced_name = 1;
   return MHD_YES;
 }
@@ -114,7 +115,7 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
  * its colon ("Transfer-Encoding : chunked"), which RFC 9112 section 5.1 requires a server to refuse
  * with 400: a lenient proxy in front may read it as the header this server would not. Two binary
  * header lengths (a route's head_header, such as Inference-Header-Content-Length) or two credentials
- * leave which one counts to chance. */
+ * leave which one counts to chance, and so do two Content-Types (a body's type and its charset). */
 const char *http__framing_problem(struct MHD_Connection *conn, char *why, size_t n) {
   framing f = {0};
   MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
@@ -129,6 +130,7 @@ const char *http__framing_problem(struct MHD_Connection *conn, char *why, size_t
     return why;
   }
   if (f.authorization > 1) return "the request has more than one Authorization";
+  if (f.content_type > 1) return "the request has more than one Content-Type";
   return NULL;
 }
 
@@ -389,7 +391,11 @@ enum MHD_Result http__begin_body(struct MHD_Connection *conn, http_req *rq, cons
   size_t pad = align && rq->body_head_len > 0 ? (size_t)((align - (uint64_t)rq->body_head_len % align) % align) : 0;
   rq->cap = (size_t)v;
   rq->buf_base = aligned_alloc(64, (pad + rq->cap + 1 + 63) / 64 * 64);
-  if (!rq->buf_base) return http__send_problem(conn, rq, P_BODY_TOO_LARGE, "no memory for a body this large now");
+  if (!rq->buf_base) {
+    char d[160];
+    snprintf(d, sizeof d, "focald has no memory for a body of %llu bytes now; retry shortly", (unsigned long long)v);
+    return http__send_problem(conn, rq, P_OVERLOADED, d);
+  }
   rq->buf = rq->buf_base + pad;
   return MHD_YES;
 }
@@ -397,7 +403,7 @@ enum MHD_Result http__begin_body(struct MHD_Connection *conn, http_req *rq, cons
 /* The body phase: n more bytes of rq's body, kept until the limit, then counted and dropped. */
 enum MHD_Result http__receive_body(struct MHD_Connection *conn, http_req *rq, const char *data, size_t n) {
   watchdog_body(conn, n, 0);
-  if (rq->too_large || rq->over_budget) {
+  if (rq->too_large || rq->over_budget || rq->no_memory) {
     /* libmicrohttpd answers only once the upload ends: a chunked body past the limit is read and
      * dropped so that the client gets its 413 (or 503), but no further than the limit again, then cut off */
     rq->dropped += n;
@@ -425,7 +431,11 @@ enum MHD_Result http__receive_body(struct MHD_Connection *conn, http_req *rq, co
     /* bodies without a Content-Length (chunked JSON) grow here, unpadded */
     char *nb = realloc(rq->buf_base, want + 1);
     if (!nb) {
-      rq->too_large = 1;
+      rq->no_memory = 1;
+      rq->dropped = n;
+      free(rq->buf_base);
+      rq->buf = rq->buf_base = NULL;
+      rq->len = rq->cap = 0;
       return MHD_YES;
     }
     rq->buf = rq->buf_base = nb;

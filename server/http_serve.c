@@ -15,6 +15,7 @@
 #include "http_internal.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <gnutls/gnutls.h>
 #include <microhttpd.h>
@@ -198,6 +199,7 @@ static enum MHD_Result complete_request(struct MHD_Connection *conn, http_req *r
     snprintf(d, sizeof d, "the body is larger than the limit of %lld bytes (--max-body)", (long long)http__cfg->max_body);
     return http__send_problem(conn, rq, P_BODY_TOO_LARGE, d);
   }
+  if (rq->no_memory) return http__send_problem(conn, rq, P_OVERLOADED, "focald has no memory for this body now; retry shortly");
   if (rq->over_budget) {
     char d[200];
     snprintf(d, sizeof d, "the request bodies being decoded would take more than --body-memory (%lld bytes) with "
@@ -214,10 +216,12 @@ static enum MHD_Result complete_request(struct MHD_Connection *conn, http_req *r
     char text[HTTP_QUERY_MAX];
     const char *a = http_query(rq, "after", text, sizeof text);
     if (a) {
+      /* an optional '-' and digits, as every integer parameter: strtoll alone would take spaces and '+' */
+      const int digits = a[0] == '-' ? isdigit((unsigned char)a[1]) : isdigit((unsigned char)a[0]);
       char *end;
       errno = 0;
-      const long long pos = strtoll(a, &end, 10);
-      if (errno || end == a || *end || pos < 0) {
+      const long long pos = digits ? strtoll(a, &end, 10) : -1;
+      if (!digits || errno || *end || pos < 0) {
         problem p;
         problem_set(&p, P_BAD_QUERY, "after", "after must be a log position (an integer >= 0, from a write's "
                     "Focald-Log-Position), not \"%.64s\"", a);

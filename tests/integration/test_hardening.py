@@ -445,6 +445,10 @@ def _raw_http_cases():
     b, n = _raw_batch("auth2")
     add("authorization_twice", _req("auth2", b"Authorization: Bearer a\r\nAuthorization: Bearer b\r\n"
                                     b"Content-Length: %d\r\n" % n, b), 400, "bad_request")
+    # two body types: one server may read the first (JSON, UTF-8), a proxy in front the last (another charset)
+    b, n = _raw_batch("ct2")
+    add("content_type_twice", _req("ct2", b"Content-Type: application/json; charset=latin1\r\n"
+                                   b"Content-Length: %d\r\n" % n, b), 400, "bad_request")
     b, n = _raw_batch("chunkbad")
     add("chunk_size_not_hex", _req("chunkbad", b"Transfer-Encoding: chunked\r\n", b"zz\r\n" + b + b"\r\n0\r\n\r\n"),
         400)
@@ -745,6 +749,20 @@ class BadInputTest(HardeningTestCase):
             self.assertTrue(all(d.startswith(name + " must be an integer ") for d in details), details)
             if name != "k":  # hard-examples pages at most 10,000; an export's k has no upper bound
                 self.assertEqual(len(details), 1, details)  # one message for one mistake, whichever route
+        # after=POSITION, which every read of the data takes, the same way
+        details = set()
+        for path in ("/v1/datasets/%s/hard-examples" % ds, "/v1/datasets/%s" % ds, "/v1/datasets/%s/samples/i0" % ds,
+                     "/v1/datasets/%s/export?format=csv" % ds):
+            sep = "&" if "?" in path else "?"
+            for bad in (" 5", "+5", "5 ", "\t5", "5.0", "1e3", "0x10", "99999999999999999999", "--1", "-", "-5"):
+                with self.subTest(path=path, name="after", value=bad):
+                    p = self.assertProblem(self.d.get(path + sep + "after=" + urllib.parse.quote(bad)), 400, "bad_query",
+                                           "after")
+                    details.add(p["detail"].split(", not ")[0])
+            for good in ("0", "-0", "00"):
+                ok = self.d.get(path + sep + "after=" + good)
+                self.assertEqual(ok.status, 200, (path, good, ok))
+        self.assertEqual(details, {"after must be a log position (an integer >= 0, from a write's Focald-Log-Position)"})
 
     def test_bad_input_integer_query_values_past_the_bound_name_it(self):
         """A value past an integer parameter's upper bound is refused with a message giving that bound, and the
