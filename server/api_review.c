@@ -143,6 +143,11 @@ int api_queue_get(http_req *rq, http_resp *resp) {
     st_release(ds);
     return api_fail(resp, rq, P_NOT_FOUND, NULL, "dataset \"%.80s\" has no queue named \"%.80s\"", rq->params[0], rq->params[1]);
   }
+  const st_run *run;
+  if (queue_run(ds, q, &run) != 0) {
+    st_release(ds);
+    return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory reading the queue's parameters");
+  }
   jw o = {0};
   jw_queue_summary(&o, ds, q);
   if (o.len) o.len--; /* reopen the summary object to add its items */
@@ -151,7 +156,7 @@ int api_queue_get(http_req *rq, http_resp *resp) {
     if (i > (uint32_t)offset && o.len >= API_PAGE_BYTES) break; /* the client asks again from offset + items */
     const uint32_t key = q->keys[i];
     hist_view v;
-    st_history_all(ds, key, &v);
+    st_history_of(ds, run, key, &v); /* the fields of the run its score is of */
     JW(&o, "%s{\"position\":%u,\"id\":", i > (uint32_t)offset ? "," : "", i + 1);
     jw_str(&o, st_sample_id(ds, key));
     JW(&o, ",\"score\":");

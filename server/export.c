@@ -79,12 +79,14 @@ static void next_page(export *e) {
       e->failed = 1;
       return;
     }
+    /* the queue's run, as the listing shows it (queue_run): found by name on every page, as the ranking's is */
+    const st_run *run = strcmp(e->run, "*") == 0 ? NULL : st_find_run(ds, e->run);
     /* k counts what is written: label-studio, fiftyone and ohif leave samples out */
     for (uint32_t i = 0; i < EXPORT_PAGE && e->page.len < EXPORT_PAGE_BYTES && e->position < q->n &&
                          (!e->limit || e->rank < e->limit);
          i++, e->position++) {
       hist_view v;
-      st_history_all(ds, q->keys[e->position], &v);
+      st_history_of(ds, run, q->keys[e->position], &v);
       export__fmt_item(e, ds, q->keys[e->position], q->scores[e->position], &v);
     }
     more = e->position < q->n && (!e->limit || e->rank < e->limit);

@@ -340,8 +340,8 @@ out:
 
 typedef struct cand {
   uint32_t key;
-  float score;
   int32_t label;
+  double score; /* as hard-examples ranks it (over every run, a mean in double); stored as a float */
 } cand;
 
 typedef struct order_ctx {
@@ -420,6 +420,18 @@ static char *dedupe_value(const st_dataset *ds, uint32_t key, const char *field,
   return out;
 }
 
+int queue_run(const st_dataset *ds, const st_queue *q, const st_run **run) {
+  *run = NULL;
+  if (!q->params) return 0;
+  int oom = 0;
+  json_t *params = jtext_loads(q->params, 0, NULL, &oom);
+  if (!params) return oom ? -1 : 0; /* stored parameters are JSON: only memory can fail here */
+  const char *name = json_string_value(json_object_get(params, "run"));
+  if (name && strcmp(name, "*") != 0) *run = st_find_run(ds, name);
+  json_decref(params);
+  return 0;
+}
+
 /* The samples a queue may take, into c (room for every sample): open (or to reconsider), seen often
  * enough, with the label and label-issue state asked for, each with its score. Returns how many. */
 static uint32_t gather_candidates(const st_dataset *ds, const st_run *run, const queue_params *p, double reconsider,
@@ -434,24 +446,9 @@ static uint32_t gather_candidates(const st_dataset *ds, const st_run *run, const
     int32_t label = st_training_label(ds, run, k);
     if (p->has_label && label != p->label) continue;
     if (p->label_issue && (p->label_issue == ST_LABEL_ISSUE_YES) != (v.label_issue != 0)) continue;
-    c[nc++] = (cand){k, (float)hist_view_value(&v, p->by), label};
+    c[nc++] = (cand){k, label, hist_view_value(&v, p->by)};
   }
   return nc;
-}
-
-/* Puts the n chosen keys and their scores back in the ranking's order. Returns 0, or -1 when memory
- * ran out (they are then as they were). */
-static int sort_chosen(uint32_t *keys, float *scores, uint32_t n, order_ctx *oc) {
-  cand *sel = malloc((size_t)(n ? n : 1) * sizeof *sel);
-  if (!sel) return -1;
-  for (uint32_t i = 0; i < n; i++) sel[i] = (cand){keys[i], scores[i], 0};
-  qsort_r(sel, n, sizeof *sel, cmp_cand, oc);
-  for (uint32_t i = 0; i < n; i++) {
-    keys[i] = sel[i].key;
-    scores[i] = sel[i].score;
-  }
-  free(sel);
-  return 0;
 }
 
 int queue_select(const st_dataset *ds, const queue_params *p, double reconsider, uint32_t **keys_out, float **scores_out,
@@ -511,15 +508,15 @@ int queue_select(const st_dataset *ds, const queue_params *p, double reconsider,
       }
       taken[x->key] = 1;
       (*have)++;
-      keys[n] = x->key;
-      scores[n] = x->score;
       n++;
     }
   }
   /* the queue's order is the ranking's, whichever pass chose a sample */
-  if (sort_chosen(keys, scores, n, &oc) != 0) {
-    problem_set(err, P_INTERNAL, NULL, "out of memory choosing the queue");
-    goto out;
+  for (uint32_t i = 0, w = 0; i < nc && w < n; i++) {
+    if (!taken[c[i].key]) continue;
+    keys[w] = c[i].key;
+    scores[w] = (float)c[i].score;
+    w++;
   }
   *keys_out = keys;
   *scores_out = scores;

@@ -32,4 +32,8 @@ int queue_decode(const char *body, size_t len, queue_params *p, problem *err);
 int queue_select(const st_dataset *ds, const queue_params *p, double reconsider, uint32_t **keys, float **scores,
                  uint32_t *n, problem *err);
 
+/* The run queue q was built over, into *run: NULL when it was built over every run ("*"). Under ds's
+ * read lock. Returns 0, or -1 when memory ran out reading its parameters. */
+int queue_run(const st_dataset *ds, const st_queue *q, const st_run **run /* OUT */);
+
 #endif /* FOCALD_REVIEW_H */

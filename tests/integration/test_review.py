@@ -980,6 +980,47 @@ class QueueTest(ReviewTestCase):
         self.ok_queue(ds, {"name": "easy", "size": 3, "order": "asc"})
         self.assertEqual(self.queue_ids(ds, "easy"), RANKING[::-1][:3])
 
+    def test_queue_of_one_run_shows_that_runs_history(self):
+        """A queue built over one run lists, and exports, that run's history fields (its scores are of that run),
+        as hard-examples does for the same run; a queue over "*" the fields over every run."""
+        ds = self.ds_name()
+        self.plant(ds, PLANTED, run="r1")
+        # r2 sees the same samples with the opposite margins: its losses and AUM differ from r1's everywhere
+        self.plant(ds, [(i, label, -z) for i, label, z in PLANTED], run="r2", step=2)
+        for run in ("r1", "r2", "*"):
+            with self.subTest(run=run):
+                name = "q-" + ("all" if run == "*" else run)
+                self.ok_queue(ds, {"name": name, "size": 3, "run": run, "by": "aum"})
+                items = self.get_queue(ds, name).json()["items"]
+                self.assertEqual(len(items), 3)
+                hard = {it["id"]: it for it in self.d.all_hard(ds, run=run, status=ALL_STATES)}
+                lines = {x["id"]: x for x in parse_jsonl(self.ok_export(ds, "jsonl", queue=name).body)}
+                for it in items:
+                    self.assertEqual(it["score"], hard[it["id"]]["aum"])
+                    for f in HISTORY_FIELDS + ["label"]:
+                        self.assertEqual(it[f], hard[it["id"]][f], (it["id"], f))
+                        self.assertEqual(lines[it["id"]][f], hard[it["id"]][f], (it["id"], f))
+                # release them: the next queue takes from the same samples
+                self.assertEqual(self.d.delete("/v1/datasets/%s/queues/%s" % (ds, name)).status, 200)
+
+    def test_queue_over_every_run_ranks_means_as_hard_examples_does(self):
+        """Over every run a score is a mean of the runs' values, taken in double: a queue must order its
+        samples by that mean, not by the mean rounded to a float, where two means 2^-24 apart can tie."""
+        ds = self.ds_name()
+        one_ulp = "1.00000011920928955078125"  # 1 + 2^-23, a float
+        self.d.ok_batch(ds, {"run": "r1", "ids": ["a", "b"], "targets": [0, 0], "logits": [[1, 0, 0], [1, 0, 0]]})
+        self.d.ok_batch(ds, {"run": "r2", "ids": ["a", "b"], "targets": [0, 0],
+                             "logits": [[json.loads(one_ulp), 0, 0], [1, 0, 0]]})
+        # mean AUM over the runs: a 1 + 2^-24 (a float would round it to 1), b 1
+        for order in ("asc", "desc"):
+            with self.subTest(order=order):
+                want = [it["id"] for it in self.d.hard(ds, by="aum", order=order, k=2).json()["items"]]
+                self.assertEqual(want, ["b", "a"] if order == "asc" else ["a", "b"])
+                name = "q-" + order
+                self.ok_queue(ds, {"name": name, "size": 2, "by": "aum", "order": order})
+                self.assertEqual(self.queue_ids(ds, name), want)
+                self.assertEqual(self.d.delete("/v1/datasets/%s/queues/%s" % (ds, name)).status, 200)
+
     def test_queue_paging_with_offset_and_limit(self):
         ds = self.planted()
         self.ok_queue(ds, {"name": "q", "size": 10})
