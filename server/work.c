@@ -278,8 +278,16 @@ static void job_finished(wop *op) {
 }
 
 int work_submit(job *j) {
-  if (atomic_load(&draining)) return problem_set(&j->op.err, P_DRAINING, NULL, "focald is shutting down; retry on another instance or later");
-  if (atomic_fetch_add(&inflight, 1) >= queue_limit) {
+  /* counted first, then the drain checked (both sequentially consistent): work_drain sets draining, then
+   * reads inflight, so either it sees this job and waits for it, or this job sees draining and is refused.
+   * Checked the other way round, a job could pass the check, the drain find nothing in flight and the store
+   * close, and the job then reach it. */
+  const int before = atomic_fetch_add(&inflight, 1);
+  if (atomic_load(&draining)) {
+    atomic_fetch_sub(&inflight, 1);
+    return problem_set(&j->op.err, P_DRAINING, NULL, "focald is shutting down; retry on another instance or later");
+  }
+  if (before >= queue_limit) {
     atomic_fetch_sub(&inflight, 1);
     return problem_set(&j->op.err, P_OVERLOADED, NULL, "%d batches are already waiting to be scored or committed", queue_limit);
   }
