@@ -311,8 +311,9 @@ int64_t st_meta_seq(const st_dataset *ds, uint32_t key);
 uint32_t st_persisted(const st_dataset *ds);
 void st_set_persisted(st_dataset *ds, uint32_t persisted);
 /* Within a group: the prefix of samples rows written so far (st_persisted, or
- * further when an op of the group wrote more); st_prefix_written records what
- * an op wrote (0, or -1 when memory runs out). st_tx_end forgets it. */
+ * further when an op kept in the group wrote more); st_prefix_written records
+ * what an op the group keeps wrote (0, or -1 when memory runs out). st_tx_end
+ * forgets it. */
 uint32_t st_prefix(const st_dataset *ds);
 int st_prefix_written(st_map *m, st_dataset *ds, uint32_t upto);
 /* The first key >= from whose meta changed since its row was written, or -1. */

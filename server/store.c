@@ -138,10 +138,12 @@ static int open_connection(const config *cfg, sqlite3 **out /* OUT */) {
 }
 
 /* Whether the file open_path opened is focald's to write: a new (empty) database, or one with a focald schema
- * version and focald's first tables. Decided, as read_version's refusal is, before anything is written, even
- * the switch to WAL (which changes the file's header) or the checkpoint on close of a WAL of its own: a file
- * focald refuses is left as it was. A read-only file is refused too, rather than served until the first write
- * fails. Returns 0, or -1 with db closed. */
+ * version and focald's first tables. The schema version is SQLite's user_version, a signed 32-bit number; focald
+ * never writes a negative one, so a file that has one (another application's, or a damaged header) is not
+ * focald's, tables or none. Decided, as read_version's refusal is, before anything is written, even the switch to
+ * WAL (which changes the file's header) or the checkpoint on close of a WAL of its own: a file focald refuses is
+ * left as it was. A read-only file is refused too, rather than served until the first write fails. Returns 0, or
+ * -1 with db closed. */
 static int check_owned(const config *cfg, sqlite3 *db, int had_wal) {
   sqlite3_stmt *q = NULL;
   int rc = SQLITE_READONLY;
@@ -159,7 +161,11 @@ static int check_owned(const config *cfg, sqlite3 *db, int had_wal) {
       log_kv(LOG_ERROR, "cannot read the database", "db", cfg->db, "error", sqlite3_errmsg(db), NULL);
     } else {
       const int version = sqlite3_column_int(q, 0), objects = sqlite3_column_int(q, 1), ours = sqlite3_column_int(q, 2);
-      if ((version == 0 && objects > 0) || (version > 0 && ours < 7)) {
+      if (version < 0) {
+        log_msg(LOG_ERROR, "the database is not focald's (its schema version %d is negative, which focald never "
+                "writes): refusing to touch %s", version, cfg->db);
+        rc = SQLITE_ERROR;
+      } else if ((version == 0 && objects > 0) || (version > 0 && ours < 7)) {
         log_kv(LOG_ERROR, "the database is not focald's (another application's tables, no focald schema): refusing to "
                "touch it", "db", cfg->db, NULL);
         rc = SQLITE_ERROR;
@@ -186,6 +192,9 @@ static int read_version(const config *cfg, sqlite3 *db, int had_wal, int *versio
   sqlite3_finalize(q);
   if (rc != SQLITE_ROW) {
     log_kv(LOG_ERROR, "cannot read the schema version", "db", cfg->db, "error", sqlite3_errmsg(db), NULL);
+  } else if (*version < 0) { /* check_owned refuses it first; migrate must never index focald_schema with it */
+    log_msg(LOG_ERROR, "the database's schema version %d is not focald's: refusing to touch %s", *version, cfg->db);
+    rc = SQLITE_ERROR;
   } else if (*version > focald_schema_count) {
     log_msg(LOG_ERROR,
             "the database is at schema %d; this focald knows %d: refusing to touch it (a newer focald wrote %s: "
@@ -427,8 +436,10 @@ static void *writer_main(void *arg) {
    * everything the snapshot does not, so a pass cut short costs only replay
    * time at the next start. */
   fault_point(FP_CLOSE);
-  if (s->snap.active || s->snap_wanted) {
-    if (!s->snap.active) store__snap_begin(s);
+  if (!s->snap.active && s->snap_wanted) store__snap_begin(s);
+  /* a pass that could not begin (out of memory: store__snap_begin ended it, logged) takes no step: its
+   * watermark would be written without the class means it copies as it begins */
+  if (s->snap.active) {
     int rc;
     const double until = store__now_s() + 1.0;
     while ((rc = store__snap_step(s)) == 1 && store__now_s() < until) {

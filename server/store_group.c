@@ -116,6 +116,18 @@ static void build_answer(wop *op) {
   if (answer_of(op, &op->answer_status, &op->answer) != 0) store__oom(op);
 }
 
+/* Counts the samples rows op wrote below op->persist_to (store_review.c) in its dataset's prefix for the rest of
+ * the group, once op is to be kept: the last check that can fail op alone before its savepoint is released. Counted
+ * no earlier, since an op that fails is rolled back to its savepoint, its rows with it; had they been counted, a
+ * later op of the group would take them as written, and its apply would move the dataset's persisted prefix
+ * past rows the table does not have, which no snapshot writes then (a hole the next start refuses). Running out
+ * of memory here fails op. */
+static void keep_prefix(store *s, wop *op) {
+  if (op->failed || op->replayed || !op->persist_to) return;
+  st_dataset *ds = st_w_find(s->map, op->ds_id);
+  if (ds && op->persist_to > st_prefix(ds) && st_prefix_written(s->map, ds, op->persist_to) != 0) store__oom(op);
+}
+
 /* Runs one statement of the group's transaction control; 0 or the SQLite code. */
 static int tx(store *s, const char *sql) {
   return sqlite3_exec(s->db, sql, NULL, NULL, NULL);
@@ -149,6 +161,8 @@ static int write_logged(store *s, wop *op) {
 static int catch_up(store *s) {
   store_log_chunk c;
   do {
+    /* a pass that fails before store__cluster_copy fills c frees no op: not the last pass's, freed already */
+    c = (store_log_chunk){.s = s};
     int rc = tx(s, "BEGIN IMMEDIATE");
     if (rc == SQLITE_OK) rc = store__cluster_copy(s, &c);
     if (rc == SQLITE_OK && c.op) rc = write_logged(s, c.op);
@@ -158,6 +172,7 @@ static int catch_up(store *s) {
       if (!sqlite3_get_autocommit(s->db)) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
       if (c.op) store__class_of(c.op->kind)->discard(s, c.op);
       review_op_free(c.op);
+      c.op = NULL;
       st_tx_end(s->map);
       return rc;
     }
@@ -170,6 +185,7 @@ static int catch_up(store *s) {
       store__class_of(c.op->kind)->apply(s, c.op);
       st_tx_end(s->map);
       review_op_free(c.op);
+      c.op = NULL;
     }
     if (c.consumed > s->pg_applied) {
       s->pg_applied = c.consumed;
@@ -218,6 +234,7 @@ void store__group_run(store *s, wop *list, int n) {
     if (rc == SQLITE_OK && !op->failed && !op->replayed) rc = store__class_of(op->kind)->write(s, op);
     if (rc == SQLITE_OK) build_answer(op);
     if (rc == SQLITE_OK) rc = store__idem_record(s, op);
+    if (rc == SQLITE_OK) keep_prefix(s, op);
     if (rc != SQLITE_OK) break; /* a failed write fails the group: the transaction may be gone already */
     /* a cluster node logs each change it accepts (a batch logs itself, segment by segment) */
     if (s->pg && !op->failed && !op->replayed && op->kind != WOP_BATCH && op->kind != WOP_BARRIER)

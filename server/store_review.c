@@ -67,7 +67,8 @@ static int write_sample_row(store *s, const st_dataset *ds, uint32_t key, const 
   return store__step_done(q);
 }
 
-/* Writes the rows below key that the table does not have yet; op remembers how far, for the apply. */
+/* Writes the rows below key that the table does not have yet; op remembers how far, for the group (which counts
+ * them once op is kept) and for the apply. */
 static int write_prefix(store *s, wop *op, st_dataset *ds, uint32_t key) {
   uint32_t upto = 0;
   int rc = store__write_prefix(s, ds, key, &upto);

@@ -140,15 +140,16 @@ int store__write_sample(store *s, const st_dataset *ds, uint32_t key) {
   return store__step_done(q);
 }
 
+/* The rows are not counted in the group's prefix here: the op may still fail and be rolled back to its
+ * savepoint, its rows with it. The group counts them once the op is kept (store_group.c's keep_prefix). */
 int store__write_prefix(store *s, st_dataset *ds, uint32_t key, uint32_t *upto) {
-  const uint32_t from = st_prefix(ds); /* the committed prefix, or further when an op of this group wrote more */
+  const uint32_t from = st_prefix(ds); /* the committed prefix, or further when an op kept in this group wrote more */
   *upto = from;
   for (uint32_t k = from; k <= key; k++) {
     int rc = store__write_sample(s, ds, k);
     if (rc != SQLITE_OK) return rc;
     *upto = k + 1;
   }
-  if (*upto > from && st_prefix_written(s->map, ds, *upto) != 0) return SQLITE_NOMEM;
   return SQLITE_OK;
 }
 

@@ -3,11 +3,16 @@
  * Each test opens a store on a fresh temporary database and submits jobs as
  * the HTTP layer would (already scored: the losses and scores are made up
  * here, since the store only records them).
+ *
+ * The test defines the fault-injection hook (faultpoint.h) to hold the writer
+ * before it takes what is queued, so that ops submitted meanwhile make one
+ * group.
  */
 #include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,9 +22,12 @@
 
 #include <cmocka.h>
 
+#include <jansson.h>
 #include <sqlite3.h>
 
+#include "faultpoint.h"
 #include "log.h"
+#include "review.h"
 #include "store.h"
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -38,6 +46,37 @@ static void wait_for(int n) {
   pthread_mutex_lock(&mu);
   while (completed < n) pthread_cond_wait(&cv, &mu);
   pthread_mutex_unlock(&mu);
+}
+
+/* while set (under mu), the writer waits at FP_WAKE, before it takes what is queued */
+static int writer_held;
+
+void focald_fault_point(int step) {
+  if (step != FP_WAKE) return;
+  pthread_mutex_lock(&mu);
+  while (writer_held) pthread_cond_wait(&cv, &mu);
+  pthread_mutex_unlock(&mu);
+}
+
+/* Submits n ops as one group: the writer is held until all are queued. Waits until they are done. */
+static void submit_group(store *st, wop **ops, int n) {
+  pthread_mutex_lock(&mu);
+  writer_held = 1;
+  const int target = completed + n;
+  pthread_mutex_unlock(&mu);
+  for (int i = 0; i < n; i++) store_submit(st, ops[i]);
+  pthread_mutex_lock(&mu);
+  writer_held = 0;
+  pthread_cond_broadcast(&cv);
+  pthread_mutex_unlock(&mu);
+  wait_for(target);
+}
+
+/* jansson's allocator for the tests: it refuses every request while jansson_fails is set. */
+static atomic_int jansson_fails;
+
+static void *jansson_malloc(size_t n) {
+  return atomic_load(&jansson_fails) ? NULL : malloc(n);
 }
 
 typedef struct env {
@@ -346,6 +385,134 @@ static void test_store_batch_seq_never_reused_after_delete(void **state) {
   for (int i = 0; i < 3; i++) job_free(g[i]);
 }
 
+/* Writes a database file at path with the given user_version (and, when table is set, a table of another
+ * application's). */
+static void write_foreign_db(const char *path, int version, int table) {
+  sqlite3 *db = NULL;
+  char sql[128];
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  snprintf(sql, sizeof sql, "PRAGMA user_version = %d;%s", version, table ? "CREATE TABLE notes (x TEXT);" : "");
+  assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+/* The bytes of the file at path (malloc'd; *len its size). */
+static unsigned char *file_bytes(const char *path, long *len) {
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  assert_int_equal(fseek(f, 0, SEEK_END), 0);
+  *len = ftell(f);
+  assert_true(*len > 0);
+  rewind(f);
+  unsigned char *b = malloc((size_t)*len);
+  assert_non_null(b);
+  assert_int_equal(fread(b, 1, (size_t)*len, f), (size_t)*len);
+  fclose(f);
+  return b;
+}
+
+/* SQLite's user_version is a signed 32-bit number and focald never writes a negative one: a file with one
+ * (another application's database, or a damaged header), with tables or without, is refused like any database
+ * that is not focald's, and left byte for byte as it was (not switched to WAL: header bytes 18 and 19 stay 1). */
+static void test_store_refuses_negative_schema_version(void **state) {
+  env *e = *state;
+  static const int versions[] = {-1, INT32_MIN};
+  for (size_t v = 0; v < sizeof versions / sizeof versions[0]; v++) {
+    for (int table = 0; table < 2; table++) {
+      config cfg = e->cfg;
+      snprintf(cfg.db, sizeof cfg.db, "%s/foreign-%zu-%d.db", e->dir, v, table);
+      write_foreign_db(cfg.db, versions[v], table);
+      long before_len = 0, after_len = 0;
+      unsigned char *before = file_bytes(cfg.db, &before_len);
+      assert_int_equal(before[18], 1);
+      assert_int_equal(before[19], 1);
+      st_map *map = st_map_new();
+      assert_non_null(map);
+      store *st = NULL;
+      assert_int_equal(store_open(&st, &cfg, map), -1);
+      st_map_free(map);
+      unsigned char *after = file_bytes(cfg.db, &after_len);
+      assert_int_equal(after_len, before_len);
+      assert_memory_equal(after, before, (size_t)before_len);
+      char wal[sizeof cfg.db + 8];
+      snprintf(wal, sizeof wal, "%s-wal", cfg.db);
+      assert_int_not_equal(access(wal, F_OK), 0);
+      free(before);
+      free(after);
+    }
+  }
+}
+
+/* The samples table's rows of the only dataset: *rows of them, keys below *end. */
+static void samples_rows(const env *e, int64_t *rows, int64_t *end) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *q = NULL;
+  assert_int_equal(sqlite3_open_v2(e->cfg.db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*), coalesce(max(key) + 1, 0) FROM samples", -1, &q, NULL),
+                   SQLITE_OK);
+  assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+  *rows = sqlite3_column_int64(q, 0);
+  *end = sqlite3_column_int64(q, 1);
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+}
+
+/* An op of the group that writes samples rows below its sample (the table is a prefix of the keys) and then
+ * fails is rolled back to its savepoint, those rows with it: a later op of the group must write them again.
+ * Here a review of s5 writes rows 0..5 and fails for want of memory recording its Idempotency-Key (jansson
+ * refuses every allocation); a meta put on s2 in the same group must then write rows 0..2, not count them
+ * written, or the table has a hole that the dataset's persisted prefix passes and the next start refuses. */
+static void test_store_failed_op_leaves_samples_prefix(void **state) {
+  env *e = *state;
+  job *b = make_job("d", "r", "p1", 10, 3, 1.0f, 1);
+  submit_wait(e, &b, 1);
+  assert_false(b->op.failed);
+  int64_t rows = -1, end = -1;
+  samples_rows(e, &rows, &end);
+  assert_int_equal(rows, 0); /* no snapshot yet: the batch is in the log only */
+  review_op *r = calloc(1, sizeof *r);
+  meta_op *m = calloc(1, sizeof *m);
+  assert_non_null(r);
+  assert_non_null(m);
+  r->op.kind = WOP_REVIEW;
+  r->op.done = on_done;
+  snprintf(r->op.dataset, sizeof r->op.dataset, "d");
+  snprintf(r->op.idem_key, sizeof r->op.idem_key, "review-s5");
+  snprintf(r->id, sizeof r->id, "s5");
+  r->to = ST_CONFIRMED;
+  m->op.kind = WOP_META;
+  m->op.done = on_done;
+  snprintf(m->op.dataset, sizeof m->op.dataset, "d");
+  snprintf(m->id, sizeof m->id, "s2");
+  m->meta = strdup("{\"a\":1}");
+  assert_non_null(m->meta);
+  wop *group[2] = {&r->op, &m->op};
+  json_set_alloc_funcs(jansson_malloc, free);
+  atomic_store(&jansson_fails, 1);
+  submit_group(e->st, group, 2);
+  atomic_store(&jansson_fails, 0);
+  json_set_alloc_funcs(malloc, free);
+  assert_true(r->op.failed);
+  assert_int_equal(r->op.err.code, P_INTERNAL);
+  assert_false(m->op.failed);
+  samples_rows(e, &rows, &end);
+  assert_int_equal(rows, 3);
+  assert_int_equal(end, 3);
+  review_op_free(&r->op);
+  review_op_free(&m->op);
+  close_env(e); /* the final snapshot writes the keys past the prefix */
+  open_env(e);
+  const st_dataset *ds = st_acquire(e->map, "d");
+  assert_non_null(ds);
+  assert_int_equal(st_sample_status(ds, (uint32_t)st_key(ds, "s5")), ST_OPEN);
+  assert_string_equal(st_meta(ds, (uint32_t)st_key(ds, "s2")), "{\"a\":1}");
+  st_release(ds);
+  samples_rows(e, &rows, &end);
+  assert_int_equal(rows, 10);
+  assert_int_equal(end, 10);
+  job_free(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_store_group_commit_and_reload, setup, teardown),
@@ -355,6 +522,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_store_replays_log_without_snapshot, setup, teardown),
       cmocka_unit_test_setup_teardown(test_store_snapshot_then_more_batches, setup, teardown),
       cmocka_unit_test_setup_teardown(test_store_batch_seq_never_reused_after_delete, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_store_refuses_negative_schema_version, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_store_failed_op_leaves_samples_prefix, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
