@@ -122,7 +122,10 @@ static int copy_row(void *arg, const pglog_row *row) {
   int32_t classes = 0;
   int rc = SQLITE_OK;
   /* a dataset or run the log creates takes the time its writer gave it, on every node */
-  if (store__logrow_batch_unbody(row->body, row->len, row->dataset, &b, &root) != 0) c->malformed = 1;
+  /* a row the replay could not read is not stored: the node stops before it (pg_stuck), its database and
+   * its memory still alike */
+  if (store__logrow_batch_unbody(row->body, row->len, row->dataset, &b, &root) != 0 || store__logged_batch_readable(&b) != 0)
+    c->malformed = 1;
   else if ((rc = store__sql_dataset(s, row->dataset, 1, &ds_id, &b.ds_created)) == SQLITE_OK &&
            (rc = store__sql_run(s, ds_id, b.run, b.classes, &run_id, &classes, &b.run_created)) == SQLITE_OK)
     rc = store__insert_batch(s, ds_id, run_id, &b, row->pos, &seq);

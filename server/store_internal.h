@@ -274,6 +274,10 @@ json_t *store__logrow_op_request(const wop *op);
  * caller frees it with review_op_free (or free, for a deletion). */
 wop *store__logrow_op_of_row(const struct pglog_row *row);
 
+/* Whether the replay could read a logged batch's payload and meta (store_load.c): 0, or -1 for one it
+ * could not (or when memory ran out telling). A cluster node checks a row before it stores it: one it
+ * stored and then could not replay would hold its database ahead of its memory. */
+int store__logged_batch_readable(const store_logged_batch *b);
 /* Replays the local batch log after position after into memory (store_load.c); *replayed (OUT) counts
  * them. 0 or -1 (logged). */
 int store__replay_after(store *s, int64_t after, int64_t *replayed);

@@ -303,6 +303,18 @@ static int logged_meta_read(const char *text, logged_meta *m) {
   return 0;
 }
 
+int store__logged_batch_readable(const store_logged_batch *b) {
+  codec_unpacked u;
+  const codec_when when = {0};
+  if (codec_unpack((const unsigned char *)b->payload, b->plen, &when, &u) != 0) return -1;
+  const int same_n = (int64_t)u.n == b->n;
+  codec_unpacked_free(&u);
+  logged_meta meta;
+  const int meta_ok = logged_meta_read(b->meta, &meta) == 0;
+  logged_meta_free(&meta);
+  return same_n && meta_ok ? 0 : -1;
+}
+
 /* Replays the batch log after the snapshot's watermark, in commit order. */
 static int replay(loader *l, int64_t applied, int64_t *replayed) {
   store *s = l->s;

@@ -165,6 +165,13 @@ class ClusterTestCase(FocaldTestCase):
             self.assertEqual(h["seen"], seen[sid], "sample %s: seen" % sid)
             self.assertClose(h["mean_loss"], mean[sid], "sample %s: mean_loss" % sid, rel=1e-4)
 
+    def batch_rows(self, node):
+        c = sqlite3.connect("file:%s?mode=ro" % node.db, uri=True)
+        try:
+            return c.execute("SELECT count(*) FROM batches").fetchone()[0]
+        finally:
+            c.close()
+
     # ------------------------------------------------------------------ tests
 
     def test_cluster_batches_on_any_node_give_identical_answers(self):
@@ -521,6 +528,55 @@ class ClusterTestCase(FocaldTestCase):
                 return v
             time.sleep(0.1)
         self.fail("timed out waiting for " + what)
+
+    def test_cluster_a_batch_row_a_node_cannot_replay_is_not_stored_and_stops_it_before_it(self):
+        """A batch row whose head reads but whose payload or meta the replay cannot (a damaged row, or one
+        a newer focald wrote) is refused before the node stores it: the node answers store_unavailable at that
+        position, its database holds nothing of it, and it starts again as it was. (Stored first, the row's
+        replay failed after the local commit: every later write was 500, its copy again hitting the row it
+        had stored.)"""
+        rng = random.Random(11)
+        a = self.node("a")
+        b = self.node("b")
+        r, pos = self.post(a, batch_body(rng, batch_id="good"))
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(b.get("/v1/datasets/d?after=%d" % pos).status, 200)
+        damaged = pos + 1
+        # the same head, then the payload cut short by 3 bytes / the meta not JSON; appended as an appender does
+        for n, body in enumerate(("substring(body for length(body) - 3)",
+                                  "convert_to(replace(convert_from(substring(body for position('\\x00'::bytea in body) "
+                                  "- 1), 'UTF8'), '\"batch_id\"', '\"meta\":\"{\",\"batch_id\"'), 'UTF8') || "
+                                  "substring(body from position('\\x00'::bytea in body))")):
+            with self.subTest(damage=n):
+                stored = {node.db: self.batch_rows(node) for node in (a, b)}
+                PG.sql(self.dbname, "BEGIN; SELECT pos FROM focald_log_head FOR UPDATE; INSERT INTO focald_log (pos, kind, "
+                                    "dataset, body, node) SELECT %d, kind, dataset, %s, 'test' FROM focald_log WHERE pos = %d; "
+                                    "UPDATE focald_log_head SET pos = %d; COMMIT" % (damaged, body, pos, damaged))
+                for node in (a, b):
+                    for attempt in range(2):
+                        r = node.batch("d", batch_body(rng, batch_id="after-%d-%d" % (n, attempt)))
+                        self.assertEqual((r.status, r.json()["code"]), (503, "store_unavailable"), r)
+                        self.assertIn("cannot apply the cluster's log at position %d" % damaged, r.json()["detail"])
+                    self.assertEqual(self.batch_rows(node), stored[node.db])
+                # started again, it stops at the same row (a node that cannot catch up does not start), its
+                # database as it was: nothing of the row was stored
+                self.assertEqual(b.stop(), 0)
+                again = self.node("b", db_dir=b.db_dir, start=False)
+                with self.assertRaises(AssertionError) as refused:
+                    again.start(timeout=20)
+                self.assertIn("exited with status 1", str(refused.exception))
+                self.assertIn("has a row after position %d this focald cannot read" % pos, str(refused.exception))
+                self.assertEqual(self.batch_rows(b), stored[b.db])
+                PG.sql(self.dbname, "BEGIN; SELECT pos FROM focald_log_head FOR UPDATE; DELETE FROM focald_log WHERE pos = %d; "
+                                    "UPDATE focald_log_head SET pos = %d; COMMIT" % (damaged, pos))
+                # the row gone (a node of the newer version would have taken it): both restarted nodes carry on
+                self.assertEqual(a.stop(), 0)
+                a = self.node("a", db_dir=a.db_dir)
+                b = self.node("b", db_dir=b.db_dir)
+                r, pos = self.post(a, batch_body(rng, batch_id="good-%d" % n))
+                self.assertEqual(r.status, 200, r)
+                self.assertEqual(b.get("/v1/datasets/d?after=%d" % pos).status, 200)
+                damaged = pos + 1
 
     def test_cluster_new_node_begins_from_a_snapshot_and_the_log_is_pruned(self):
         behind = self.node("behind")
