@@ -108,12 +108,17 @@ static void next_page(export *e) {
       e->next_hit = 0;
       e->last_query = e->nhits < q.k;
     }
-    /* a page ends at EXPORT_PAGE_BYTES too: samples with large meta must not make it hundreds of MiB */
+    /* a page ends at EXPORT_PAGE_BYTES too: samples with large meta must not make it hundreds of MiB. The
+     * parts after the first are written under another lock than the query's: each of their hits is checked
+     * again, and written with its score as it is now, or left for a later query if it no longer matches */
+    const int resumed = e->next_hit > 0;
     for (; e->next_hit < e->nhits && e->page.len < EXPORT_PAGE_BYTES; e->next_hit++) {
       const st_hit *h = &e->hits[e->next_hit];
+      double score = h->score;
+      if (resumed && !st_match(ds, &q, h->key, &score)) continue;
       hist_view v;
       st_history_of(ds, q.run, h->key, &v);
-      export__fmt_item(e, ds, h->key, h->score, &v);
+      export__fmt_item(e, ds, h->key, score, &v);
       e->written[h->key >> 6] |= UINT64_C(1) << (h->key & 63);
     }
     more = (e->next_hit < e->nhits || !e->last_query) && (!e->limit || e->rank < e->limit);

@@ -211,6 +211,9 @@ typedef struct st_hit {
  * cursor if any, and not in q->skip. out has room for q->k hits. Returns the
  * number found. */
 int st_top(const st_dataset *ds, const st_query *q, st_hit *out);
+/* Whether key matches q's filters now (its skip and cursor aside), with its score in *score: what st_top
+ * would rank it by. An export checks again, under a later lock, the hits of a query it writes in parts. */
+int st_match(const st_dataset *ds, const st_query *q, uint32_t key, double *score /* OUT */);
 
 /* Quantiles (p in [0,1], ascending) of mean_loss over the run's observed
  * samples, written to out[np]. Returns 0 or -1 (out of memory). */

@@ -118,6 +118,58 @@ static inline int after_cursor(const st_query *q, int desc, double score, const 
   return strcmp(id, q->cursor_id) > 0;
 }
 
+/* Whether key, in run r, passes q's filters on status, label and label issue (li_rule: r's rule, when q
+ * filters by it). The filters every path of the ranking applies alike: st_top's two loops and st_match. */
+__attribute__((always_inline)) static inline int one_run_passes(const st_dataset *ds, const st_run *r, const st_query *q,
+                                                                 const hist_li_rule *li_rule, uint32_t key) {
+  if (q->status_mask && !(q->status_mask & (1u << ds->status[key])) &&
+      !(q->reconsider > 0 && st__reconsider(ds, key, q->reconsider)))
+    return 0;
+  if (q->has_label && r->label[key] != q->label) return 0;
+  if (q->label_issue && (q->label_issue == ST_LABEL_ISSUE_YES) != st__li_flagged(r, li_rule, key)) return 0;
+  return 1;
+}
+
+/* The mean over the runs that saw key of the ranked field (their seen summed for by=seen), in *score; 0
+ * when no run saw it or it was seen fewer than q->min_seen times. *label is the training label of the run
+ * with the latest step, *flagged whether any run flags it (only when q filters by it). */
+__attribute__((always_inline)) static inline int all_runs_value(const st_dataset *ds, const st_query *q, uint32_t key,
+                                                                 double *score, int32_t *label, int *flagged) {
+  int runs = 0;
+  uint32_t seen = 0;
+  double sum = 0.0;
+  int64_t label_step = INT64_MIN;
+  *label = -1;
+  *flagged = 0;
+  for (int i = 0; i < ds->nruns; i++) {
+    const st_run *r = ds->runs[i];
+    if (key >= r->cap || r->seen[key] == 0) continue;
+    runs++;
+    *flagged |= q->label_issue && st__li_flagged(r, st_label_issue_rule(ds, r), key);
+    seen += r->seen[key];
+    sum += run_value(r, key, q->by);
+    int64_t at = r->has_step[key] ? r->last_step[key] : INT64_MIN + 1;
+    if (r->label[key] >= 0 && at >= label_step) {
+      *label = r->label[key];
+      label_step = at;
+    }
+  }
+  if (!runs || seen < q->min_seen) return 0;
+  *score = q->by == HF_SEEN ? (double)seen : sum / runs;
+  return 1;
+}
+
+/* Whether key passes q's filters when its score over every run is known (see all_runs_value). */
+__attribute__((always_inline)) static inline int all_runs_pass(const st_dataset *ds, const st_query *q, uint32_t key,
+                                                                int32_t label, int flagged) {
+  if (q->status_mask && !(q->status_mask & (1u << ds->status[key])) &&
+      !(q->reconsider > 0 && st__reconsider(ds, key, q->reconsider)))
+    return 0;
+  if (q->has_label && label != q->label) return 0;
+  if (q->label_issue && (q->label_issue == ST_LABEL_ISSUE_YES) != (flagged != 0)) return 0;
+  return 1;
+}
+
 /* One run, the common case: the ranked field's column read directly, most
  * samples turned away by one comparison with the kept hits' worst score.
  * Every key below nsamples is a sample: the state has no holes. */
@@ -138,13 +190,7 @@ static void top_one_run(const st_dataset *ds, const st_run *r, const st_query *q
     const uint32_t seen = r->seen[key];
     if (seen < q->min_seen || seen == 0 || skipped(q, key)) continue;
     const double score = col ? (double)col[key] : run_value(r, key, q->by);
-    if (!may_enter(rk, score, key)) continue;
-    if (q->status_mask && !(q->status_mask & (1u << ds->status[key])) &&
-        !(q->reconsider > 0 && st__reconsider(ds, key, q->reconsider)))
-      continue;
-    if (q->has_label && r->label[key] != q->label) continue;
-    if (q->label_issue && (q->label_issue == ST_LABEL_ISSUE_YES) != st__li_flagged(r, li_rule, key))
-      continue;
+    if (!may_enter(rk, score, key) || !one_run_passes(ds, r, q, li_rule, key)) continue;
     if (q->has_cursor && !after_cursor(q, rk->desc, score, ds->ids[key])) continue;
     offer(rk, key, score);
   }
@@ -154,33 +200,11 @@ static void top_one_run(const st_dataset *ds, const st_run *r, const st_query *q
 static void top_all_runs(const st_dataset *ds, const st_query *q, ranker *rk) {
   for (uint32_t key = 0; key < ds->nsamples; key++) {
     if (skipped(q, key)) continue;
-    int runs = 0;
-    uint32_t seen = 0;
     double score = 0.0;
-    int32_t label = -1;
-    int64_t label_step = INT64_MIN;
-    int flagged = 0;
-    for (int i = 0; i < ds->nruns; i++) {
-      const st_run *r = ds->runs[i];
-      if (key >= r->cap || r->seen[key] == 0) continue;
-      runs++;
-      flagged |= q->label_issue && st__li_flagged(r, st_label_issue_rule(ds, r), key);
-      seen += r->seen[key];
-      score += run_value(r, key, q->by);
-      int64_t at = r->has_step[key] ? r->last_step[key] : INT64_MIN + 1;
-      if (r->label[key] >= 0 && at >= label_step) {
-        label = r->label[key];
-        label_step = at;
-      }
-    }
-    if (!runs || seen < q->min_seen) continue;
-    score = q->by == HF_SEEN ? (double)seen : score / runs;
-    if (!may_enter(rk, score, key)) continue;
-    if (q->status_mask && !(q->status_mask & (1u << ds->status[key])) &&
-        !(q->reconsider > 0 && st__reconsider(ds, key, q->reconsider)))
-      continue;
-    if (q->has_label && label != q->label) continue;
-    if (q->label_issue && (q->label_issue == ST_LABEL_ISSUE_YES) != (flagged != 0)) continue;
+    int32_t label;
+    int flagged;
+    if (!all_runs_value(ds, q, key, &score, &label, &flagged)) continue;
+    if (!may_enter(rk, score, key) || !all_runs_pass(ds, q, key, label, flagged)) continue;
     if (q->has_cursor && !after_cursor(q, rk->desc, score, ds->ids[key])) continue;
     offer(rk, key, score);
   }
@@ -194,6 +218,19 @@ int st_top(const st_dataset *ds, const st_query *q, st_hit *out) {
   else top_all_runs(ds, q, &rk);
   qsort_r(out, (size_t)rk.n, sizeof *out, cmp_hits, &rk);
   return rk.n;
+}
+
+int st_match(const st_dataset *ds, const st_query *q, uint32_t key, double *score) {
+  if (key >= ds->nsamples) return 0;
+  const st_run *r = q->run ? q->run : ds->nruns == 1 ? ds->runs[0] : NULL;
+  if (r) {
+    if (key >= r->cap || r->seen[key] == 0 || r->seen[key] < q->min_seen) return 0;
+    *score = run_value(r, key, q->by);
+    return one_run_passes(ds, r, q, q->label_issue ? st_label_issue_rule(ds, r) : NULL, key);
+  }
+  int32_t label;
+  int flagged;
+  return all_runs_value(ds, q, key, score, &label, &flagged) && all_runs_pass(ds, q, key, label, flagged);
 }
 
 /* Puts the k-th smallest of v[lo..hi] at v[k], with nothing larger before it and nothing smaller after it

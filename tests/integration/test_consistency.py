@@ -864,6 +864,40 @@ class ExportPinnedTest(ConsistencyTestCase):
                 self.assertEqual(got[:4096], ids[:4096])
         self.assertEqual(d.stop(), 0)
 
+    def test_consistency_export_rows_written_after_a_change_are_the_samples_as_they_are_then(self):
+        """A page of an export is one query's 4096 hits, written in parts of about 1 MiB, each under a lock of
+        its own. Rows written after a change are as the samples are then: each row's score is its field's
+        value in the same row, and a sample that no longer matches the filters (here: reviewed) is not
+        written. (The parts after a page's first wrote the query's old score beside the fields as they were
+        then, and samples the query had matched whatever became of them.)"""
+        d = self.daemon().start()
+        n = 5000
+        ids = ["w%05d" % i for i in range(n)]
+
+        def ranked(sign):  # by last_loss: w00000 hardest for sign 1, easiest for sign -1
+            return {"run": "r", "ids": ids, "targets": [0] * n,
+                    "logits": [[sign * (-3 + 6 * i / n), 0.0] for i in range(n)]}
+        # about 8 KB a line: the first page's 4096 lines (32 MiB) are far more than the sockets' buffers take,
+        # so its last parts are written after the change
+        meta = {sid: {"pad": "x" * 8000} for sid in ids}
+        self.assertEqual(d.batch("ex", dict(ranked(1), meta=meta)).status, 200)
+        reviewed = ids[4000:4010]
+
+        def change():
+            self.assertEqual(d.batch("ex", ranked(-1)).status, 200)
+            for sid in reviewed:
+                self.assertEqual(d.post("/v1/datasets/ex/samples/%s/review" % sid, {"status": "confirmed"}).status, 200)
+        complete, data = self._stream_then(d, change, "jsonl&by=last_loss&status=open")
+        self.assertTrue(complete)
+        lines = [json.loads(line) for line in data.decode().splitlines()]
+        got = [x["id"] for x in lines]
+        self.assertEqual(len(got), len(set(got)), "%d samples written twice" % (len(got) - len(set(got))))
+        self.assertEqual(sorted(got), [sid for sid in ids if sid not in reviewed])
+        self.assertEqual([x["status"] for x in lines], ["open"] * len(lines))
+        stale = [x["id"] for x in lines if x["score"] != x["last_loss"]]
+        self.assertEqual(stale, [], "%d rows whose score is not their last_loss" % len(stale))
+        self.assertEqual(d.stop(), 0)
+
     def test_consistency_queue_export_ends_with_an_error_when_its_queue_is_rebuilt(self):
         """A queue's export follows the queue it started on: removed, or removed and built again under the
         same name (other samples, another order), the stream ends with an error rather than go on into
