@@ -293,10 +293,13 @@ int st_prepare_queue(st_map *m, st_dataset *ds);
 void st_apply_status(st_dataset *ds, uint32_t key, int to, char *corrected, float confirm, st_review *e);
 /* Replaces a sample's meta (takes ownership; NULL clears) as of batch meta_seq. */
 void st_apply_meta(st_dataset *ds, uint32_t key, char *meta, int64_t meta_seq);
-/* Adds a queue (takes ownership). Cannot fail after st_prepare_queue. */
-void st_apply_queue(st_dataset *ds, st_queue *q);
-/* Removes and frees queue name. */
-void st_apply_queue_delete(st_dataset *ds, const char *name);
+/* Adds a queue (takes ownership) with the status changes of its n samples (keys; changes[i] as for
+ * st_apply_status, with no corrected label: their strings are taken and the entries zeroed), under one
+ * write lock: a reader sees the queue and its samples queued, or neither. Cannot fail after
+ * st_prepare_queue and st_prepare_reviews. */
+void st_apply_queue(st_dataset *ds, st_queue *q, uint32_t n, const uint32_t *keys, st_review *changes);
+/* Removes and frees queue name with the status changes that release its samples, under one write lock. */
+void st_apply_queue_delete(st_dataset *ds, const char *name, uint32_t n, const uint32_t *keys, st_review *changes);
 /* Frees a queue that was never added. Accepts NULL. */
 void st_queue_free(st_queue *q);
 /* The sample's corrected class as it stood when batch seq was logged, as

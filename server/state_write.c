@@ -282,13 +282,18 @@ void st__set_corrected(st_dataset *ds, uint32_t key, char *label) {
   ds->corrected_class[key] = st__class_of(label);
 }
 
-void st_apply_status(st_dataset *ds, uint32_t key, int to, char *corrected, float confirm, st_review *e) {
-  pthread_rwlock_wrlock(&ds->lock);
+/* Under ds's write lock. */
+static void set_status(st_dataset *ds, uint32_t key, int to, char *corrected, float confirm, st_review *e) {
   ds->status[key] = (uint8_t)to;
   st__set_corrected(ds, key, corrected);
   ds->confirm_score[key] = confirm;
   e->key = key;
   st__add_review(ds, e);
+}
+
+void st_apply_status(st_dataset *ds, uint32_t key, int to, char *corrected, float confirm, st_review *e) {
+  pthread_rwlock_wrlock(&ds->lock);
+  set_status(ds, key, to, corrected, confirm, e);
   pthread_rwlock_unlock(&ds->lock);
 }
 
@@ -299,14 +304,25 @@ void st_apply_meta(st_dataset *ds, uint32_t key, char *meta, int64_t meta_seq) {
   pthread_rwlock_unlock(&ds->lock);
 }
 
-void st_apply_queue(st_dataset *ds, st_queue *q) {
+/* The status changes of a queue's building or removal: each sample's new status and its audit entry (whose
+ * strings the dataset takes), under ds's write lock. */
+static void set_statuses(st_dataset *ds, uint32_t n, const uint32_t *keys, st_review *changes) {
+  for (uint32_t i = 0; i < n; i++) {
+    set_status(ds, keys[i], changes[i].to, NULL, NAN, &changes[i]);
+    memset(&changes[i], 0, sizeof changes[i]);
+  }
+}
+
+void st_apply_queue(st_dataset *ds, st_queue *q, uint32_t n, const uint32_t *keys, st_review *changes) {
   pthread_rwlock_wrlock(&ds->lock);
+  set_statuses(ds, n, keys, changes);
   ds->queues[ds->nqueues++] = q;
   pthread_rwlock_unlock(&ds->lock);
 }
 
-void st_apply_queue_delete(st_dataset *ds, const char *name) {
+void st_apply_queue_delete(st_dataset *ds, const char *name, uint32_t n, const uint32_t *keys, st_review *changes) {
   pthread_rwlock_wrlock(&ds->lock);
+  set_statuses(ds, n, keys, changes);
   for (int i = 0; i < ds->nqueues; i++) {
     if (strcmp(ds->queues[i]->name, name) != 0) continue;
     st_queue_free(ds->queues[i]);

@@ -248,13 +248,6 @@ static int write_changes(store *s, queue_op *q, const st_dataset *ds) {
   return rc;
 }
 
-static void apply_changes(queue_op *q, st_dataset *ds) {
-  for (uint32_t i = 0; i < q->nchanges; i++) {
-    st_apply_status(ds, q->change_keys[i], q->changes[i].to, NULL, NAN, &q->changes[i]);
-    memset(&q->changes[i], 0, sizeof q->changes[i]);
-  }
-}
-
 static int queue_write(store *s, wop *op) {
   queue_op *q = (queue_op *)op;
   st_dataset *ds = find_dataset(s, op);
@@ -337,10 +330,9 @@ static int queue_write(store *s, wop *op) {
 static void queue_apply(store *s, wop *op) {
   queue_op *q = (queue_op *)op;
   st_dataset *ds = st_w_find(s->map, op->ds_id);
-  apply_changes(q, ds);
   st_queue *queue = q->queue;
   q->queue = NULL;
-  st_apply_queue(ds, queue);
+  st_apply_queue(ds, queue, q->nchanges, q->change_keys, q->changes);
   st_set_persisted(ds, op->persist_to);
   changes_free(q);
 }
@@ -409,8 +401,7 @@ static int queue_delete_write(store *s, wop *op) {
 static void queue_delete_apply(store *s, wop *op) {
   queue_op *q = (queue_op *)op;
   st_dataset *ds = st_w_find(s->map, op->ds_id);
-  apply_changes(q, ds);
-  st_apply_queue_delete(ds, q->p.name);
+  st_apply_queue_delete(ds, q->p.name, q->nchanges, q->change_keys, q->changes);
   changes_free(q);
 }
 

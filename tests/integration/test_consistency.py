@@ -1007,6 +1007,45 @@ class RefusedStartTest(ConsistencyTestCase):
 
 class ConcurrencyTest(ConsistencyTestCase):
 
+    def test_consistency_a_queue_is_built_and_removed_at_once_for_readers(self):
+        """Building a queue makes its samples queued and adds the queue in one step for a reader: the dataset's
+        review counts show all of them queued or none, never part (applied a sample at a time, two readers saw
+        dozens of counts part of the way over these six rounds). So does removing it."""
+        d = self.daemon().start()
+        n = 10000
+        ids = ["q%05d" % i for i in range(n)]
+        self.assertEqual(d.batch("qa", {"ids": ids, "logits": [[0.1, -0.1]] * n, "targets": [0] * n}).status, 200)
+        stop = threading.Event()
+        seen, problems = set(), []
+
+        def reader():
+            c = d.conn(timeout=30)
+            try:
+                while not stop.is_set():
+                    c.request("GET", "/v1/datasets/qa")
+                    r = c.getresponse()
+                    body = r.read()
+                    if r.status != 200:
+                        problems.append((r.status, body[:200]))
+                        continue
+                    seen.add(json.loads(body)["review"]["queued"])
+            finally:
+                c.close()
+        threads = [threading.Thread(target=reader) for _ in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            for i in range(6):
+                self.assertEqual(d.post("/v1/datasets/qa/queues", {"name": "q", "size": n}).status, 201)
+                self.assertEqual(d.delete("/v1/datasets/qa/queues/q").status, 200)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        self.assertEqual(problems, [])
+        self.assertLessEqual(seen, {0, n}, "readers saw %d partial counts" % len(seen - {0, n}))
+        self.assertEqual(d.stop(), 0)
+
     def test_consistency_concurrent_delete_recreate_queue_review_meta_export_ingest(self):
         d = self.daemon(args=("--snapshot-interval", "1")).start()
         names = ["c0", "c1"]

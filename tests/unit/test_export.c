@@ -89,7 +89,7 @@ static int setup(void **state) {
   q->keys[1] = (uint32_t)st_key(ds, "a");
   q->scores[0] = 10;
   q->scores[1] = 20;
-  st_apply_queue(ds, q);
+  st_apply_queue(ds, q, 0, NULL, NULL);
   st_tx_end(map);
   static config cfg; /* api_init keeps a pointer to it */
   memset(&cfg, 0, sizeof cfg);
