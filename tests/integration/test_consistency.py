@@ -789,6 +789,19 @@ class DrainTest(ConsistencyTestCase):
 
 class ExportPinnedTest(ConsistencyTestCase):
 
+    def _ranked_with_pad(self, d, prefix, n, pad):
+        """Stores samples prefix00000.. with pad bytes of meta each (the lines an export writes), ranked by
+        last_loss with the first hardest; returns their ids and ranked(sign), a batch that ranks them so
+        (sign 1) or the other way round (sign -1)."""
+        ids = ["%s%05d" % (prefix, i) for i in range(n)]
+
+        def ranked(sign):
+            return {"run": "r", "ids": ids, "targets": [0] * n,
+                    "logits": [[sign * (-3 + 6 * i / n), 0.0] for i in range(n)]}
+        meta = {sid: {"pad": "x" * pad} for sid in ids}
+        self.assertEqual(d.batch("ex", dict(ranked(1), meta=meta)).status, 200)
+        return ids, ranked
+
     def _stream_then(self, d, action, fmt):
         """Starts an export, reads a little, does action, reads the rest. Returns (complete, data)."""
         c = d.conn(timeout=30)
@@ -842,14 +855,8 @@ class ExportPinnedTest(ConsistencyTestCase):
         ranks count 1..N, and the first page is the ranking as it was."""
         d = self.daemon().start()
         n = 10000
-        ids = ["m%05d" % i for i in range(n)]
-
-        def ranked(sign):  # by last_loss: m00000 hardest for sign 1, easiest for sign -1
-            return {"run": "r", "ids": ids, "targets": [0] * n,
-                    "logits": [[sign * (-3 + 6 * i / n), 0.0] for i in range(n)]}
         # about 2 KB a line: a page of 4096 is more than the sockets' buffers take
-        meta = {sid: {"pad": "x" * 2000} for sid in ids}
-        self.assertEqual(d.batch("ex", dict(ranked(1), meta=meta)).status, 200)
+        ids, ranked = self._ranked_with_pad(d, "m", n, 2000)
         for fmt in ("jsonl&by=last_loss", "jsonl&by=last_loss&run=*"):
             with self.subTest(fmt=fmt):
                 self.assertEqual(d.batch("ex", ranked(1)).status, 200)
@@ -871,16 +878,9 @@ class ExportPinnedTest(ConsistencyTestCase):
         written. (The parts after a page's first wrote the query's old score beside the fields as they were
         then, and samples the query had matched whatever became of them.)"""
         d = self.daemon().start()
-        n = 5000
-        ids = ["w%05d" % i for i in range(n)]
-
-        def ranked(sign):  # by last_loss: w00000 hardest for sign 1, easiest for sign -1
-            return {"run": "r", "ids": ids, "targets": [0] * n,
-                    "logits": [[sign * (-3 + 6 * i / n), 0.0] for i in range(n)]}
         # about 8 KB a line: the first page's 4096 lines (32 MiB) are far more than the sockets' buffers take,
         # so its last parts are written after the change
-        meta = {sid: {"pad": "x" * 8000} for sid in ids}
-        self.assertEqual(d.batch("ex", dict(ranked(1), meta=meta)).status, 200)
+        ids, ranked = self._ranked_with_pad(d, "w", 5000, 8000)
         reviewed = ids[4000:4010]
 
         def change():
