@@ -110,10 +110,13 @@ int api_queue_create(http_req *rq, http_resp *resp) {
 
 int api_queue_delete(http_req *rq, http_resp *resp) {
   if (check_dataset_name(rq, resp)) return 0;
+  /* a name no queue can have names none: cut to a queue name's length, it could name another */
+  if (!name_lookup_ok(rq->params[1]))
+    return api_fail(resp, rq, P_NOT_FOUND, NULL, "dataset \"%.80s\" has no queue named \"%.80s\"", rq->params[0], rq->params[1]);
   queue_op *q = calloc(1, sizeof *q);
   if (!q) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
   q->op.kind = WOP_QUEUE_DELETE;
-  snprintf(q->p.name, sizeof q->p.name, "%.64s", rq->params[1]);
+  snprintf(q->p.name, sizeof q->p.name, "%.64s", rq->params[1]); /* at most 64 bytes: name_lookup_ok */
   return submit(rq, resp, &q->op, api_finish_change);
 }
 

@@ -1021,6 +1021,19 @@ class QueueTest(ReviewTestCase):
                 self.assertEqual(self.queue_ids(ds, name), want)
                 self.assertEqual(self.d.delete("/v1/datasets/%s/queues/%s" % (ds, name)).status, 200)
 
+    def test_queue_delete_of_a_name_longer_than_any_queue_names_none(self):
+        """A queue name has at most 64 characters: DELETE of a longer one is 404 and leaves the queue whose name
+        it starts with alone (the name was cut to 64 characters, and that queue removed)."""
+        ds = self.planted()
+        name = "q" * 64
+        self.ok_queue(ds, {"name": name, "size": 3})
+        for longer in (name + "X", name + "q" * 100):
+            with self.subTest(length=len(longer)):
+                self.assertProblem(self.d.delete("/v1/datasets/%s/queues/%s" % (ds, longer)), 404, "not_found")
+                self.assertProblem(self.get_queue(ds, longer), 404, "not_found")
+        j = self.get_queue(ds, name).json()
+        self.assertEqual((j["size"], j["progress"]["queued"]), (3, 3))
+
     def test_queue_paging_with_offset_and_limit(self):
         ds = self.planted()
         self.ok_queue(ds, {"name": "q", "size": 10})
