@@ -149,6 +149,17 @@ int codec_unpack(const unsigned char *buf, size_t len, const codec_when *when, c
   return 0;
 }
 
+int codec_check(const codec_unpacked *u, int32_t classes) {
+  const int32_t preds = classes > 1 ? classes : 2;
+  for (uint32_t i = 0; i < u->n; i++) {
+    const hist_obs *o = &u->obs[i];
+    if (!isfinite(o->loss) || o->label < -1 || o->label >= classes || o->pred < -1 || o->pred >= preds) return -1;
+    if (o->scored && !(isfinite(o->p_t) && isfinite(o->p_max) && isfinite(o->margin) && isfinite(o->correct))) return -1;
+    if (isinf(o->el2n) || isinf(o->grad_norm)) return -1;
+  }
+  return 0;
+}
+
 void codec_unpacked_free(codec_unpacked *u) {
   free(u->ids);
   free(u->obs);

@@ -38,6 +38,12 @@ typedef struct codec_when {
 /* Unpacks buf; the step and epoch of every observation come from *when.
  * Returns 0, or -1 if the payload is malformed (nothing allocated then). */
 int codec_unpack(const unsigned char *buf, size_t len, const codec_when *when, codec_unpacked *out /* OUT */);
+/* Whether every observation of u is one focald scores for a run of classes classes: 0, or -1. Its loss, and
+ * for a scored observation p_t, p_max, margin and correct, are finite; el2n and grad_norm finite or NaN
+ * (unknown); label -1 or a class; pred -1 or a class (0 or 1 for one class: a binary prediction). A payload
+ * read back from the database or from the cluster's log is checked before it is replayed: the history's
+ * code takes these ranges for granted (a label indexes per-class arrays). */
+int codec_check(const codec_unpacked *u, int32_t classes);
 /* Frees what codec_unpack allocated. Accepts a zeroed struct. */
 void codec_unpacked_free(codec_unpacked *u);
 

@@ -307,7 +307,7 @@ int store__logged_batch_readable(const store_logged_batch *b) {
   codec_unpacked u;
   const codec_when when = {0};
   if (codec_unpack((const unsigned char *)b->payload, b->plen, &when, &u) != 0) return -1;
-  const int same_n = (int64_t)u.n == b->n;
+  const int same_n = (int64_t)u.n == b->n && codec_check(&u, b->classes) == 0;
   codec_unpacked_free(&u);
   logged_meta meta;
   const int meta_ok = logged_meta_read(b->meta, &meta) == 0;
@@ -337,7 +337,7 @@ static int replay(loader *l, int64_t applied, int64_t *replayed) {
     codec_when when = {sqlite3_column_type(q, 9) != SQLITE_NULL, sqlite3_column_type(q, 10) != SQLITE_NULL,
                        sqlite3_column_int64(q, 9), sqlite3_column_int64(q, 10)};
     if (codec_unpack(sqlite3_column_blob(q, 12), (size_t)sqlite3_column_bytes(q, 12), &when, &u) != 0 ||
-        (int64_t)u.n != sqlite3_column_int64(q, 13)) {
+        (int64_t)u.n != sqlite3_column_int64(q, 13) || codec_check(&u, sqlite3_column_int(q, 6)) != 0) {
       codec_unpacked_free(&u);
       snprintf(l->err, sizeof l->err, "batch %lld has a malformed payload", (long long)seq);
       return refuse(l);

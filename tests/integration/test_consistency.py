@@ -965,6 +965,14 @@ class RefusedStartTest(ConsistencyTestCase):
              "UPDATE snapshot SET applied_seq = 0", "do not exist together"),
             ("UPDATE batches SET payload = x'00' WHERE seq = (SELECT max(seq) FROM batches);"
              "UPDATE snapshot SET applied_seq = 0", "malformed payload"),
+            # the payload's observations (codec.c, version 3: 8 bytes, then columns of n: loss, p_t, p_max,
+            # margin, correct, el2n, grad_norm as float32, pred and label as int32): a label or a prediction
+            # outside the run's classes, a non-finite loss or margin
+        ] + [("UPDATE batches SET payload = substr(payload, 1, %s) || x'%s' || substr(payload, %s + 5) "
+              "WHERE seq = (SELECT max(seq) FROM batches); UPDATE snapshot SET applied_seq = 0" % (at, value, at),
+              "malformed payload")
+             for at, value in (("8 + 32 * n", "feffffff"), ("8 + 32 * n", "03000000"), ("8 + 28 * n", "e8030000"),
+                               ("8", "0000c07f"), ("8 + 12 * n", "0000807f"))] + [
             ("INSERT INTO review_log (dataset_id, key, at, from_status, to_status) VALUES (1, 99, 0, 0, 4)",
              "which is no sample"),
             ("INSERT INTO runs (dataset_id, name, classes, created_at) VALUES (77, 'x', 3, 0)", "does not exist"),
