@@ -307,7 +307,9 @@ static void write_csv(export *e, const st_dataset *ds, uint32_t key, double scor
                          v->early_label_issue_score, v->grand};
   for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
     JW(o, ",");
-    csv_num(o, nums[i]);
+    const int count = i == 0 || i == 8 || i == 9; /* seen, forgetting, forgetting_events */
+    if (count && isfinite(nums[i])) jw_count(o, nums[i]);
+    else csv_num(o, nums[i]);
   }
   JW(o, ",");
   if (v->has_step) {

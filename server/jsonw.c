@@ -35,6 +35,11 @@ void jw_json(jw *o, const char *json) {
   else jw_lit(o, "null");
 }
 
+void jw_count(jw *o, double v) {
+  if (v == floor(v) && fabs(v) < 9007199254740992.0) JW(o, "%.0f", v);
+  else jw_num(o, v);
+}
+
 void jw_num(jw *o, double v) {
   if (!isfinite(v) || fabs(v) > FLT_MAX) {
     jw_lit(o, "null");
@@ -71,7 +76,7 @@ int jw_respond(http_resp *resp, int status, jw *o) {
 
 void jw_history(jw *o, const hist_view *h) {
   JW(o, "\"seen\":");
-  jw_num(o, h->seen);
+  jw_count(o, h->seen);
   JW(o, ",\"last_loss\":");
   jw_num(o, h->last_loss);
   JW(o, ",\"mean_loss\":");
@@ -87,9 +92,9 @@ void jw_history(jw *o, const hist_view *h) {
   JW(o, ",\"correctness\":");
   jw_num(o, h->correctness);
   JW(o, ",\"forgetting\":");
-  jw_num(o, h->forgetting);
+  jw_count(o, h->forgetting);
   JW(o, ",\"forgetting_events\":");
-  jw_num(o, h->forgetting_events);
+  jw_count(o, h->forgetting_events);
   JW(o, ",\"aum\":");
   jw_num(o, h->aum);
   JW(o, ",\"el2n\":");

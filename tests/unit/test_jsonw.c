@@ -168,6 +168,17 @@ static void test_jsonw_history_record(void **state) {
   jw_lit(&o, "}");
   assert_non_null(strstr(o.b, ",\"first_step\":null,\"last_step\":null,\"label\":null,\"label_issue\":false}"));
   free(o.b);
+  /* counts are written whole past float32's 2^24; a mean of counts over runs that is not whole, as any number */
+  h.seen = 16777217;
+  h.forgetting = 4294967295.0;
+  h.forgetting_events = 33554433.5;
+  memset(&o, 0, sizeof o);
+  jw_lit(&o, "{");
+  jw_history(&o, &h);
+  jw_lit(&o, "}");
+  assert_non_null(strstr(o.b, "{\"seen\":16777217,"));
+  assert_non_null(strstr(o.b, ",\"forgetting\":4294967295,\"forgetting_events\":33554432,"));
+  free(o.b);
 }
 
 /* jw_respond hands the text over as a 200 application/json; a buffer that failed becomes a 500 problem,
