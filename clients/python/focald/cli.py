@@ -329,6 +329,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as e:
         sys.stderr.write("focalctl: %s\n" % e)
         return EXIT_USAGE
+    except json.JSONDecodeError:
+        raise
+    except ValueError as e:  # the client's own checks of a value (a range), before anything is sent
+        sys.stderr.write("focalctl: %s\n" % e)
+        return EXIT_USAGE
     except FocaldError as e:
         if a.fmt == "json" and e.problem:
             json.dump(e.problem, sys.stderr, indent=2)

@@ -429,6 +429,14 @@ class FocalctlTest(DaemonTestCase):
         self.assertEqual(self.run_cli("top", "missing").returncode, 1)
         self.assertEqual(self.run_cli("top", "cli", "--by", "nonsense").returncode, 2)
         self.assertEqual(self.run_cli("top", "cli", "-k", "0").returncode, 2)
+        # a value the client's own checks refuse before sending anything: a usage error in one line, as argparse's
+        for args, name in ((("top", "cli", "--min-seen", "-1"), "min_seen"),
+                           (("queue", "create", "cli", "q-bad", "--min-seen", "-5"), "min_seen")):
+            p = self.run_cli(*args)
+            self.assertEqual(p.returncode, 2, (args, p.stderr))
+            self.assertNotIn("Traceback", p.stderr)
+            self.assertRegex(p.stderr, r"^focalctl: .*%s" % name)
+            self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
         self.assertEqual(self.run_cli("frobnicate").returncode, 2)
         self.assertEqual(self.run_cli().returncode, 2)
         self.assertEqual(self.run_cli("top", "cli", "--json", "--csv").returncode, 2)
