@@ -110,9 +110,14 @@ int api_queue_create(http_req *rq, http_resp *resp) {
 
 int api_queue_delete(http_req *rq, http_resp *resp) {
   if (check_dataset_name(rq, resp)) return 0;
-  /* a name no queue can have names none: cut to a queue name's length, it could name another */
-  if (!name_lookup_ok(rq->params[1]))
+  /* a name no queue can have names none (cut to a queue name's length, it could name another): 404, of the
+   * dataset first when there is none, as for any other name */
+  if (!name_lookup_ok(rq->params[1])) {
+    const st_dataset *ds = st_acquire(api_map, rq->params[0]);
+    if (!ds) return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
+    st_release(ds);
     return api_fail(resp, rq, P_NOT_FOUND, NULL, "dataset \"%.80s\" has no queue named \"%.80s\"", rq->params[0], rq->params[1]);
+  }
   queue_op *q = calloc(1, sizeof *q);
   if (!q) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
   q->op.kind = WOP_QUEUE_DELETE;

@@ -1033,6 +1033,8 @@ class QueueTest(ReviewTestCase):
                 self.assertProblem(self.get_queue(ds, longer), 404, "not_found")
         j = self.get_queue(ds, name).json()
         self.assertEqual((j["size"], j["progress"]["queued"]), (3, 3))
+        # of a dataset that does not exist, the dataset is what is not found, whatever the name
+        self.assertProblem(self.d.delete("/v1/datasets/nosuch-%s/queues/%s" % (ds, name + "X")), 404, "dataset_not_found")
 
     def test_queue_paging_with_offset_and_limit(self):
         ds = self.planted()
