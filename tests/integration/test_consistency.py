@@ -799,7 +799,8 @@ class ExportPinnedTest(ConsistencyTestCase):
             return {"run": "r", "ids": ids, "targets": [0] * n,
                     "logits": [[sign * (-3 + 6 * i / n), 0.0] for i in range(n)]}
         meta = {sid: {"pad": "x" * pad} for sid in ids}
-        self.assertEqual(d.batch("ex", dict(ranked(1), meta=meta)).status, 200)
+        # tens of MB of meta: under the thread sanitizer its decoding takes more than a request's usual wait
+        self.assertEqual(d.batch("ex", dict(ranked(1), meta=meta), timeout=120).status, 200)
         return ids, ranked
 
     def _stream_then(self, d, action, fmt):
