@@ -166,7 +166,7 @@ static void fq_build_fixture(void) {
     q->scores[i] = 3.0f - (float)i;
   }
   if (st_prepare_queue(fq_map, ds) != 0) abort();
-  st_apply_queue(ds, q);
+  st_apply_queue(ds, q, 0, NULL, NULL);
   st_tx_end(fq_map);
   static config cfg; /* api_init keeps a pointer to it */
   memset(&cfg, 0, sizeof cfg);
