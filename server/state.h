@@ -273,6 +273,14 @@ int st_prepare_batch(st_map *m, const st_batch_ref *ref, uint32_t n, char *const
  * Frees p->keys. */
 void st_apply_batch(st_map *m, st_batch_prep *p, int64_t seq, char *const *ids, const hist_obs *obs, const hist_params *hp,
                     int nmeta, const char *const *meta_ids, char **meta_json);
+/* A request of many segments is applied as one change: st_apply_lock takes the write lock of the dataset p
+ * prepares for (linking it in when the group created it) and returns it, st_apply_segment applies each
+ * segment under it as st_apply_batch would, st_apply_unlock releases it. A reader sees every segment of the
+ * request or none. */
+st_dataset *st_apply_lock(st_map *m, const st_batch_prep *p);
+void st_apply_segment(st_batch_prep *p, int64_t seq, char *const *ids, const hist_obs *obs, const hist_params *hp, int nmeta,
+                      const char *const *meta_ids, char **meta_json);
+void st_apply_unlock(st_dataset *ds);
 /* Frees a prepared batch's keys (a batch that is not applied). Accepts a zeroed prep. */
 void st_batch_prep_free(st_batch_prep *p);
 

@@ -174,8 +174,7 @@ static void set_meta(st_dataset *ds, uint32_t key, char *meta) {
   }
 }
 
-void st_apply_batch(st_map *m, st_batch_prep *p, int64_t seq, char *const *ids, const hist_obs *obs, const hist_params *hp,
-                    int nmeta, const char *const *meta_ids, char **meta_json) {
+st_dataset *st_apply_lock(st_map *m, const st_batch_prep *p) {
   st_dataset *ds = p->ds;
   if (ds->fresh) {
     /* the group's first batch of a new dataset links it in; room was reserved */
@@ -188,6 +187,16 @@ void st_apply_batch(st_map *m, st_batch_prep *p, int64_t seq, char *const *ids, 
     st__map_insert(m, ds);
   }
   pthread_rwlock_wrlock(&ds->lock);
+  return ds;
+}
+
+void st_apply_unlock(st_dataset *ds) {
+  pthread_rwlock_unlock(&ds->lock);
+}
+
+void st_apply_segment(st_batch_prep *p, int64_t seq, char *const *ids, const hist_obs *obs, const hist_params *hp, int nmeta,
+                      const char *const *meta_ids, char **meta_json) {
+  st_dataset *ds = p->ds;
   st_run *run = p->run;
   for (int i = 0; i < ds->nfresh_runs; i++)
     if (ds->fresh_runs[i] == run) {
@@ -218,8 +227,14 @@ void st_apply_batch(st_map *m, st_batch_prep *p, int64_t seq, char *const *ids, 
     }
     meta_json[i] = NULL;
   }
-  pthread_rwlock_unlock(&ds->lock);
   st_batch_prep_free(p);
+}
+
+void st_apply_batch(st_map *m, st_batch_prep *p, int64_t seq, char *const *ids, const hist_obs *obs, const hist_params *hp,
+                    int nmeta, const char *const *meta_ids, char **meta_json) {
+  st_dataset *ds = st_apply_lock(m, p);
+  st_apply_segment(p, seq, ids, obs, hp, nmeta, meta_ids, meta_json);
+  st_apply_unlock(ds);
 }
 
 void st_apply_delete(st_map *m, int64_t id, int64_t *samples, int64_t *observations) {

@@ -294,16 +294,18 @@ static void batch_apply(store *s, wop *op) {
   const req *r = &j->rq;
   int64_t off = 0;
   int m0 = 0;
+  st_dataset *ds = st_apply_lock(s->map, &j->prep[0]); /* every segment is of the request's dataset */
   for (int k = 0; k < req_nseg(r); k++) {
     const req_seg g = req_segment(r, k);
     const int m1 = meta_end(r, m0, off + g.n);
     const hist_params hp = {s->cfg->ema_alpha, s->cfg->early_observations};
-    st_apply_batch(s->map, &j->prep[k], j->seq[k], r->ids + off, j->obs + off, &hp, m1 - m0, j->meta_ids + m0,
-                   j->rq.meta_json + m0);
+    st_apply_segment(&j->prep[k], j->seq[k], r->ids + off, j->obs + off, &hp, m1 - m0, j->meta_ids + m0,
+                     j->rq.meta_json + m0);
     if (j->seq[k] > s->last_seq) s->last_seq = j->seq[k];
     off += g.n;
     m0 = m1;
   }
+  st_apply_unlock(ds);
   batch_release(j);
 }
 

@@ -1055,6 +1055,52 @@ class ConcurrencyTest(ConsistencyTestCase):
         self.assertLessEqual(seen, {0, n}, "readers saw %d partial counts" % len(seen - {0, n}))
         self.assertEqual(d.stop(), 0)
 
+    def test_consistency_the_segments_of_a_request_are_applied_at_once_for_readers(self):
+        """A request of many segments is one change for a reader as it is for the database: the dataset's
+        observations grow by whole requests, never by part of one (applied a segment at a time, two readers
+        saw part of a request over these rounds), and so does one sample's seen."""
+        d = self.daemon().start()
+        nseg, per = 200, 50
+        ids = ["s%03d" % i for i in range(per)] * nseg
+        body = {"run": "r", "loss": {"type": "cross_entropy"}, "ids": ids, "logits": [[0.2, -0.2]] * len(ids),
+                "targets": [0] * len(ids), "segments": [{"n": per, "step": k, "epoch": 0} for k in range(nseg)]}
+        self.assertEqual(d.batch("sg", body).status, 200)
+        stop = threading.Event()
+        counts, seen, problems = set(), set(), []
+
+        def reader():
+            c = d.conn(timeout=30)
+            try:
+                while not stop.is_set():
+                    for path, out, key in (("/v1/datasets/sg", counts, "observations"),
+                                           ("/v1/datasets/sg/samples/s007", seen, None)):
+                        c.request("GET", path)
+                        r = c.getresponse()
+                        got = r.read()
+                        if r.status != 200:
+                            problems.append((path, r.status, got[:200]))
+                            continue
+                        doc = json.loads(got)
+                        out.add(doc[key] if key else doc["runs"][0]["seen"])
+            finally:
+                c.close()
+        threads = [threading.Thread(target=reader) for _ in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            for i in range(15):
+                self.assertEqual(d.batch("sg", body).status, 200)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        self.assertEqual(problems, [])
+        whole = {nseg * per * k for k in range(1, 17)}
+        self.assertLessEqual(counts, whole, "readers saw %d partial requests" % len(counts - whole))
+        self.assertLessEqual(seen, {nseg * k for k in range(1, 17)})
+        self.assertEqual(d.get("/v1/datasets/sg").json()["observations"], 16 * nseg * per)
+        self.assertEqual(d.stop(), 0)
+
     def test_consistency_concurrent_delete_recreate_queue_review_meta_export_ingest(self):
         d = self.daemon(args=("--snapshot-interval", "1")).start()
         names = ["c0", "c1"]
