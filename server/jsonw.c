@@ -50,24 +50,41 @@ void jw_num(jw *o, double v) {
   o->b[o->len] = '\0';
 }
 
-void jw_time(jw *o, int64_t unix_s) {
+/* RFC 3339 years have four digits: an instant before 0000-01-01 or after 9999-12-31 (only a database or a
+ * cluster peer focald did not write can hold one) is written as the nearest of the two. */
+#define TIME_FIRST_S (-62167219200LL) /* 0000-01-01T00:00:00Z */
+#define TIME_LAST_S 253402300799LL    /* 9999-12-31T23:59:59Z */
+
+/* Writes unix_s (and ms, when >= 0) as an RFC 3339 time in quotes. */
+static void put_time(jw *o, int64_t unix_s, int ms) {
+  if (unix_s < TIME_FIRST_S) {
+    unix_s = TIME_FIRST_S;
+    if (ms >= 0) ms = 0;
+  } else if (unix_s > TIME_LAST_S) {
+    unix_s = TIME_LAST_S;
+    if (ms >= 0) ms = 999;
+  }
   time_t t = (time_t)unix_s;
-  struct tm tm;
-  char s[32];
-  gmtime_r(&t, &tm);
-  strftime(s, sizeof s, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  JW(o, "\"%s\"", s);
+  struct tm tm = {0};
+  gmtime_r(&t, &tm); /* every instant of the range fits in a struct tm */
+  JW(o, "\"%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+     tm.tm_sec);
+  if (ms >= 0) JW(o, ".%03d", ms);
+  JW(o, "Z\"");
+}
+
+void jw_time(jw *o, int64_t unix_s) {
+  put_time(o, unix_s, -1);
 }
 
 void jw_time_ms(jw *o, int64_t unix_ms) {
-  int64_t ms = unix_ms % 1000;
-  if (ms < 0) ms += 1000; /* before 1970: the second below, plus a positive fraction */
-  time_t t = (time_t)((unix_ms - ms) / 1000);
-  struct tm tm;
-  char s[32];
-  gmtime_r(&t, &tm);
-  strftime(s, sizeof s, "%Y-%m-%dT%H:%M:%S", &tm);
-  JW(o, "\"%s.%03dZ\"", s, (int)ms);
+  int64_t s = unix_ms / 1000;
+  int ms = (int)(unix_ms % 1000);
+  if (ms < 0) { /* before 1970: the second below, plus a positive fraction */
+    ms += 1000;
+    s--;
+  }
+  put_time(o, s, ms);
 }
 
 int jw_respond(http_resp *resp, int status, jw *o) {

@@ -39,7 +39,7 @@ void jw_num(jw *o, double v);
 /* A count (seen, forgetting): a whole value below 2^53 written whole (jw_num would round it to a float32 past
  * 2^24), anything else as jw_num writes it (a mean of counts over runs). */
 void jw_count(jw *o, double v);
-/* Appends an RFC 3339 time (UTC) in quotes. */
+/* Appends an RFC 3339 time (UTC) in quotes; instants past years 0000 and 9999 as the nearest of them. */
 void jw_time(jw *o, int64_t unix_s);
 void jw_time_ms(jw *o, int64_t unix_ms);
 /* The history fields, comma-separated, without braces. */

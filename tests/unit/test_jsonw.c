@@ -107,7 +107,9 @@ static void test_jsonw_int_extremes(void **state) {
 
 /* RFC 3339 in UTC, quoted: seconds for jw_time, milliseconds (always three digits) for jw_time_ms. The
  * instants are known dates: the epoch, 2000-02-29 (a leap day), 2023-11-14T22:13:20Z (1.7e9 s), and the
- * last second of 2038-01-19 that fits in 31 bits. */
+ * last second of 2038-01-19 that fits in 31 bits. Any 64-bit value is written as a time of four-digit year
+ * (RFC 3339 has no other): the first and last instants of years 0000 to 9999, and what lies past them,
+ * INT64_MIN and INT64_MAX among it (whose fraction once overflowed), as the nearest of the two. */
 static void test_jsonw_times_rfc3339(void **state) {
   (void)state;
   static const struct {
@@ -117,7 +119,15 @@ static void test_jsonw_times_rfc3339(void **state) {
               {951782400, "\"2000-02-29T00:00:00Z\""},
               {1700000000, "\"2023-11-14T22:13:20Z\""},
               {2147483647, "\"2038-01-19T03:14:07Z\""},
-              {4102444800, "\"2100-01-01T00:00:00Z\""}};
+              {4102444800, "\"2100-01-01T00:00:00Z\""},
+              {-2208988800, "\"1900-01-01T00:00:00Z\""},
+              {-62135596800, "\"0001-01-01T00:00:00Z\""},
+              {-62167219200, "\"0000-01-01T00:00:00Z\""},
+              {-62167219201, "\"0000-01-01T00:00:00Z\""},
+              {253402300799, "\"9999-12-31T23:59:59Z\""},
+              {253402300800, "\"9999-12-31T23:59:59Z\""},
+              {INT64_MIN, "\"0000-01-01T00:00:00Z\""},
+              {INT64_MAX, "\"9999-12-31T23:59:59Z\""}};
   for (size_t i = 0; i < sizeof secs / sizeof secs[0]; i++) {
     char *got = i64_text(jw_time, secs[i].s);
     assert_string_equal(got, secs[i].want);
@@ -132,7 +142,13 @@ static void test_jsonw_times_rfc3339(void **state) {
             {951782399999, "\"2000-02-28T23:59:59.999Z\""},
             {1700000000050, "\"2023-11-14T22:13:20.050Z\""},
             {-1, "\"1969-12-31T23:59:59.999Z\""},   /* before 1970: the second below and a positive fraction */
-            {-1500, "\"1969-12-31T23:59:58.500Z\""}};
+            {-1500, "\"1969-12-31T23:59:58.500Z\""},
+            {-62167219200000, "\"0000-01-01T00:00:00.000Z\""},
+            {-62167219200001, "\"0000-01-01T00:00:00.000Z\""},
+            {253402300799999, "\"9999-12-31T23:59:59.999Z\""},
+            {253402300800000, "\"9999-12-31T23:59:59.999Z\""},
+            {INT64_MIN, "\"0000-01-01T00:00:00.000Z\""},
+            {INT64_MAX, "\"9999-12-31T23:59:59.999Z\""}};
   for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
     char *got = i64_text(jw_time_ms, ms[i].ms);
     assert_string_equal(got, ms[i].want);
