@@ -266,6 +266,7 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
   vf om = omp;
   vf el2g = el2sq; /* the squared norm of (p - onehot) as the gradient sees p */
   vi act = vi_set(-1); /* p_y still varies with z (not held by Keras' clip) */
+  vf pg = p_y; /* p_y as the gradient sees it: exact, where 1 - om loses its digits for small p_y */
   /* probabilities: where log p_y is clamped at -100 it is constant, and its derivative 0, as autograd has it
    * (the modulation's derivative is p_y times bounded terms, below 4e-44 there) */
   if (cx->probs) act = fl__vlog(p_y) > vf_set(FL__LOG_FLOOR);
@@ -274,6 +275,7 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
     vf sk = vmax(s, vf_set(FLT_MIN)); /* a row of zeros: 0, not 0/0 */
     vf pk = cx->probs ? p_y / sk : p_y;
     vf omk = cx->probs ? (sk - p_y) / sk : omp;
+    pg = pk;
     /* the gradient is taken through the normalised probabilities p / s: so is its norm */
     /* q2u / sk is within [1 / (2c), 2]: neither it nor its square underflows */
     if (cx->probs) el2g = q2 * (q2u / sk) * (q2u / sk) + omk * omk;
@@ -291,11 +293,10 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
     /* G = (1-p)^g (1 + g p (-log p) / (1-p)); (-log p)/(1-p) -> 1 as p -> 1. rho is half of that ratio,
      * doubled after p multiplies it: p is 0 where -log p is past float's range. */
     vf rho = vsel(om > zero(), nlh / vmax(om, vf_set(1e-30f)), vf_set(0.5f));
-    vf pyk = 1.0f - om;
-    vf gc = a_y * mod * (1.0f + g * pyk * rho * 2.0f);
+    vf gc = a_y * mod * (1.0f + g * pg * rho * 2.0f);
     if (cx->poly1) {
       loss += cx->epsilon * mod * om;
-      gc += cx->epsilon * (g + 1.0f) * mod * pyk;
+      gc += cx->epsilon * (g + 1.0f) * mod * pg;
     }
     vi live = Y >= vi_set(0);
     gc = vsel(act, gc, zero());
@@ -411,8 +412,8 @@ static float row_soft(const fl__ctx *cx, blk *bk, int l, int64_t r) {
       class_prob(cx, bk, l, x, kk, &p, &om, &nlh, &act);
       vf mod = fl__vpow01(om, cx->pw);
       vf rho = vsel(om > zero(), nlh / vmax(om, vf_set(1e-30f)), vf_set(0.5f)); /* half the ratio: block_math */
-      vf G = ak * mod * (1.0f + g * (1.0f - om) * rho * 2.0f);
-      if (cx->poly1) G += cx->epsilon * (g + 1.0f) * mod * (1.0f - om);
+      vf G = ak * mod * (1.0f + g * p * rho * 2.0f);
+      if (cx->poly1) G += cx->epsilon * (g + 1.0f) * mod * p;
       /* padded lanes (x = -inf) would give 0 * inf here */
       G = vsel(act & (iota < vi_set(cnt)), G, zero());
       if (pass == 0) {
