@@ -304,16 +304,24 @@ FL__HOT vf vcw(vf p_t, vf ent) {
   return l / vmax(s, vf_set((float)FL__CLEANLAB_MIN));
 }
 
+/* Losses are summed in float lanes, each loss at most FLT_MAX; a lane of them can pass float's range where
+ * the sample's mean does not. Each kernel below takes `exact`, a constant: 0 sums losses in float lanes and
+ * records in *ovf the lanes that passed float's range; when any did, the whole call is taken again with 1,
+ * which sums them in double lanes (SPECIALISED). Only inputs near FLT_MAX ever need the second pass, and
+ * the first one pays one check every 64 vectors for it. */
+#define FL__AGAIN 1 /* a kernel's answer: take the call again with exact set */
+
 /* Per-lane sums for one sample, reduced into the sample's double sums every
  * so often so that float rounding does not build up over large samples. */
 typedef struct vacc {
   vd gn2;           /* squared gradients in double: a float square overflows for entries above 1.8e19 */
+  vd loss_d;        /* losses on the exact pass */
   vf loss, npos, rows, p_t, p_max, margin, nm, ent, cw, el2n, correct;
   int pending;
 } vacc;
 
 FL__HOT void vacc_reset(vacc *v) {
-  v->gn2 = (vd){0};
+  v->gn2 = v->loss_d = (vd){0};
   v->loss = v->npos = v->rows = vf_set(0.0f);
   v->p_t = v->p_max = v->margin = v->nm = v->ent = v->cw = v->el2n = v->correct = vf_set(0.0f);
   v->pending = 0;
@@ -321,8 +329,19 @@ FL__HOT void vacc_reset(vacc *v) {
 
 /* Adds the lanes into a's double sums: only the fields this call computes,
  * since a small sample (80 elements) cannot afford eleven reductions. */
-FL__HOT void vacc_drain(const fl__ctx *cx, vacc *v, fl__acc *a) {
-  a->loss += vsum(v->loss);
+/* Adds a vector of losses to v's lanes. */
+FL__HOT void vacc_loss(vacc *v, vf loss, int exact) {
+  if (exact) v->loss_d += vd_of(loss);
+  else v->loss += loss;
+}
+
+FL__HOT void vacc_drain(const fl__ctx *cx, vacc *v, fl__acc *a, int exact, vi *ovf) {
+  if (exact) {
+    a->loss += vsum_d(v->loss_d);
+  } else {
+    *ovf |= vnonfinite(v->loss);
+    a->loss += vsum(v->loss);
+  }
   a->npos += (int64_t)vsum(v->npos);
   if (cx->want_norm) a->gn2 += vsum_d(v->gn2);
   if (cx->want_scores) {
@@ -339,8 +358,8 @@ FL__HOT void vacc_drain(const fl__ctx *cx, vacc *v, fl__acc *a) {
   vacc_reset(v);
 }
 
-FL__HOT void vacc_tick(const fl__ctx *cx, vacc *v, fl__acc *a) {
-  if (++v->pending == 64) vacc_drain(cx, v, a);
+FL__HOT void vacc_tick(const fl__ctx *cx, vacc *v, fl__acc *a, int exact, vi *ovf) {
+  if (++v->pending == 64) vacc_drain(cx, v, a, exact, ovf);
 }
 
 /* Element-view scores (each element a binary problem), added to v for scored lanes. */
@@ -385,7 +404,7 @@ static int locate_bad(const fl__ctx *cx, int64_t from, int64_t to, int64_t *wher
 }
 
 /* Dense targets: a sample's elements are read flat, 16 at a time. */
-FL__HOT int eval_flat_spec(const fl__ctx *cx, int64_t *where, int spec) {
+FL__HOT int eval_flat_spec(const fl__ctx *cx, int64_t *where, int spec, int exact) {
   const fl_batch *b = cx->b;
   const int64_t len = b->m * b->c;
   const int want_scores = cx->want_scores;
@@ -395,6 +414,7 @@ FL__HOT int eval_flat_spec(const fl__ctx *cx, int64_t *where, int spec) {
   int32_t k0[FL_W];
   for (int l = 0; l < FL_W; l++) k0[l] = (int32_t)(l % b->c);
   const int32_t kstep = (int32_t)(FL_W % b->c);
+  vi ovf = vi_set(0);
 
   for (int64_t i = 0; i < b->n; i++) {
     const int64_t base = i * len;
@@ -444,7 +464,7 @@ FL__HOT int eval_flat_spec(const fl__ctx *cx, int64_t *where, int spec) {
         }
       }
       el_eval(cx, &e, spec);
-      v.loss += e.loss;
+      vacc_loss(&v, e.loss, exact);
       v.npos += vsel(e.live & (e.t > zero()), one(), zero());
       if (cx->want_grad) {
         if (cx->out->grad) {
@@ -454,15 +474,15 @@ FL__HOT int eval_flat_spec(const fl__ctx *cx, int64_t *where, int spec) {
         if (cx->want_norm) v.gn2 += vd_sq(e.grad);
       }
       if (want_scores) score_elements(&v, &e, e.live);
-      vacc_tick(cx, &v, &acc);
+      vacc_tick(cx, &v, &acc, exact, &ovf);
     }
     if (vany(bad)) return locate_bad(cx, base, base + len, where);
-    vacc_drain(cx, &v, &acc);
+    vacc_drain(cx, &v, &acc, exact, &ovf);
     acc.count = len;
     if (b->m == 1 && b->c == 1) acc.pred = b->x[base] >= (cx->probs ? 0.5f : 0.0f) ? 1 : 0;
     fl__acc_finish(cx, i, &acc);
   }
-  return 0;
+  return vany(ovf) ? FL__AGAIN : 0;
 }
 
 /* Checks a label; returns 1 if the row is to be evaluated, 0 if ignored, -1 if invalid. */
@@ -472,13 +492,14 @@ FL__HOT int label_ok(const fl__ctx *cx, int64_t y) {
 }
 
 /* Class-index labels, c >= FL_W: one row at a time, vectors across classes. */
-FL__HOT int eval_rows_spec(const fl__ctx *cx, int64_t *where, int spec) {
+FL__HOT int eval_rows_spec(const fl__ctx *cx, int64_t *where, int spec, int exact) {
   const fl_batch *b = cx->b;
   const int64_t c = b->c;
   const vi iota = vi_iota();
   const float fill = cx->probs ? 0.5f : 0.0f;
   fl__acc acc;
   fl__acc_reset(&acc);
+  vi ovf = vi_set(0);
   for (int64_t r = 0; r < b->n * b->m; r++) {
     const int64_t y = fl__label_at(b, r);
     const int use = label_ok(cx, y);
@@ -488,7 +509,7 @@ FL__HOT int eval_rows_spec(const fl__ctx *cx, int64_t *where, int spec) {
       return FL_ELABEL;
     }
     vf vl = zero();
-    vd vg2 = {0};
+    vd vld = {0}, vg2 = {0}; /* vld: the losses on the exact pass */
     vf s_y = zero(), z_y = zero(), h = zero(), sq = zero();
     vf mo_z = vf_set(-INFINITY), mo_s = vf_set(-1.0f), mx_s = vf_set(0.0f);
     vf best = vf_set(-INFINITY);
@@ -529,7 +550,8 @@ FL__HOT int eval_rows_spec(const fl__ctx *cx, int64_t *where, int spec) {
         e.a_pos = e.a_neg = one();
       }
       el_eval(cx, &e, spec);
-      vl += e.loss;
+      if (exact) vld += vd_of(e.loss);
+      else vl += e.loss;
       if (cx->want_grad) {
         if (cx->out->grad) {
           if (cnt == FL_W) vf_store(cx->out->grad + r * c + k, e.grad);
@@ -555,7 +577,12 @@ FL__HOT int eval_rows_spec(const fl__ctx *cx, int64_t *where, int spec) {
     }
     if (vany(bad)) return locate_bad(cx, r * c, r * c + c, where);
     if (use) {
-      acc.loss += vsum(vl);
+      if (exact) {
+        acc.loss += vsum_d(vld);
+      } else {
+        ovf |= vnonfinite(vl);
+        acc.loss += vsum(vl);
+      }
       if (cx->want_norm) acc.gn2 += vsum_d(vg2);
       acc.count += c;
       acc.npos += y < c;
@@ -578,12 +605,13 @@ FL__HOT int eval_rows_spec(const fl__ctx *cx, int64_t *where, int spec) {
       fl__acc_reset(&acc);
     }
   }
-  return 0;
+  return vany(ovf) ? FL__AGAIN : 0;
 }
 
 /* Row results of a planar block, one lane per row. */
 typedef struct prow {
   vd gn2;
+  vd loss_d; /* the losses on the exact pass */
   vf loss, npos, count;
   vi scored;
   vf p_t, p_max, margin, nm, ent, cw, el2n, correct;
@@ -626,7 +654,7 @@ FL__HOT vi load_labels(const fl__ctx *cx, int64_t r0, int cnt, vi *use, vi *bad)
 /* Evaluates rows r0 .. r0+cnt-1 (c < FL_W) with one vector per class; two
  * classes (a segmentation's background and foreground) are split from the
  * interleaved rows in registers, other counts are gathered. */
-FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64_t *where, int spec) {
+FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64_t *where, int spec, int exact) {
   const fl_batch *b = cx->b;
   const int64_t c = b->c;
   const vi iota = vi_iota();
@@ -651,7 +679,7 @@ FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64
   const int element_view = c == 1;
 
   vf vl = zero(), s_y = zero(), z_y = zero(), h = zero(), sq = zero();
-  vd vg2 = {0};
+  vd vld = {0}, vg2 = {0};
   vf mo_z = vf_set(-INFINITY), mo_s = vf_set(-1.0f), mx_s = vf_set(0.0f), best = vf_set(-INFINITY);
   vi best_k = vi_set(0);
   vi bad = vi_set(0);
@@ -686,7 +714,8 @@ FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64
     e.a_pos = a >= 0.0f ? vf_set(a) : one();
     e.a_neg = a >= 0.0f ? vf_set(1.0f - a) : one();
     el_eval(cx, &e, spec);
-    vl += e.loss;
+    if (exact) vld += vd_of(e.loss);
+    else vl += e.loss;
     if (cx->want_grad) {
       if (cx->out->grad) {
         float gb[FL_W];
@@ -716,6 +745,7 @@ FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64
   }
   if (vany(bad)) return locate_bad(cx, r0 * c, (r0 + cnt) * c, where);
   pr->loss = vl;
+  pr->loss_d = vld;
   pr->gn2 = vg2;
   pr->npos = vb(live & (Y < vi_set((int32_t)c)));
   pr->count = vsel(live, vf_set((float)c), zero());
@@ -755,7 +785,7 @@ FL__HOT int planar_block(const fl__ctx *cx, int64_t r0, int cnt, prow *pr, int64
  * from the interleaved rows in registers and the row-view scores accumulate
  * straight into v (margins in double, where +-1e4 margins may cancel). */
 FL__HOT int pairs_run(const fl__ctx *cx, int64_t r0, int64_t blocks, vacc *v, fl__acc *acc, vf *count, int64_t *where,
-                      int spec) {
+                      int spec, int exact, vi *ovf) {
   const fl_batch *b = cx->b;
   vd margin = {0};
   vi bad = vi_set(0);
@@ -796,7 +826,8 @@ FL__HOT int pairs_run(const fl__ctx *cx, int64_t r0, int64_t blocks, vacc *v, fl
     }
     el_eval(cx, &e0, spec);
     el_eval(cx, &e1, spec);
-    v->loss += e0.loss + e1.loss;
+    vacc_loss(v, e0.loss, exact);
+    vacc_loss(v, e1.loss, exact);
     v->npos += vb(live & (Y < vi_set(2)));
     *count += vsel(live, vf_set(2.0f), zero());
     if (cx->want_norm) v->gn2 += vd_sq(e0.grad) + vd_sq(e1.grad);
@@ -822,7 +853,7 @@ FL__HOT int pairs_run(const fl__ctx *cx, int64_t r0, int64_t blocks, vacc *v, fl
       v->el2n += vsel(s, vsqrt(sn_y * sn_y + s_o * s_o), zero());
       v->correct += vsel(s & (pred1 == y1), one(), zero());
     }
-    vacc_tick(cx, v, acc);
+    vacc_tick(cx, v, acc, exact, ovf);
     if (v->pending == 0) {
       acc->count += (int64_t)vsum(*count);
       *count = zero();
@@ -835,20 +866,22 @@ FL__HOT int pairs_run(const fl__ctx *cx, int64_t r0, int64_t blocks, vacc *v, fl
 
 /* Class-index labels, c < FL_W: 16 rows at a time. With m == 1 each lane is a
  * sample; otherwise blocks stay within one sample and accumulate per lane. */
-FL__HOT int eval_planar_spec(const fl__ctx *cx, int64_t *where, int spec) {
+FL__HOT int eval_planar_spec(const fl__ctx *cx, int64_t *where, int spec, int exact) {
   const fl_batch *b = cx->b;
   const int64_t m = b->m;
   prow pr;
   int rc;
+  vi ovf = vi_set(0);
   if (m == 1) {
     for (int64_t r0 = 0; r0 < b->n; r0 += FL_W) {
       const int cnt = b->n - r0 < FL_W ? (int)(b->n - r0) : FL_W;
-      rc = planar_block(cx, r0, cnt, &pr, where, spec);
+      rc = planar_block(cx, r0, cnt, &pr, where, spec, exact);
       if (rc) return rc;
+      if (!exact) ovf |= vnonfinite(pr.loss);
       for (int l = 0; l < cnt; l++) {
         fl__acc acc;
         fl__acc_reset(&acc);
-        acc.loss = pr.loss[l];
+        acc.loss = exact ? pr.loss_d[l] : pr.loss[l];
         acc.gn2 = pr.gn2[l];
         acc.count = (int64_t)pr.count[l];
         acc.npos = (int64_t)pr.npos[l];
@@ -867,7 +900,7 @@ FL__HOT int eval_planar_spec(const fl__ctx *cx, int64_t *where, int spec) {
         fl__acc_finish(cx, r0 + l, &acc);
       }
     }
-    return 0;
+    return vany(ovf) ? FL__AGAIN : 0;
   }
   for (int64_t i = 0; i < b->n; i++) {
     fl__acc acc;
@@ -877,15 +910,16 @@ FL__HOT int eval_planar_spec(const fl__ctx *cx, int64_t *where, int spec) {
     vacc_reset(&v);
     int64_t j = 0;
     if (b->c == 2 && !cx->out->grad) {
-      rc = pairs_run(cx, i * m, m / FL_W, &v, &acc, &count, where, spec);
+      rc = pairs_run(cx, i * m, m / FL_W, &v, &acc, &count, where, spec, exact, &ovf);
       if (rc) return rc;
       j = m / FL_W * FL_W;
     }
     for (; j < m; j += FL_W) {
       const int cnt = m - j < FL_W ? (int)(m - j) : FL_W;
-      rc = planar_block(cx, i * m + j, cnt, &pr, where, spec);
+      rc = planar_block(cx, i * m + j, cnt, &pr, where, spec, exact);
       if (rc) return rc;
-      v.loss += pr.loss;
+      if (exact) v.loss_d += pr.loss_d;
+      else v.loss += pr.loss;
       v.gn2 += pr.gn2;
       v.npos += pr.npos;
       count += pr.count;
@@ -907,23 +941,29 @@ FL__HOT int eval_planar_spec(const fl__ctx *cx, int64_t *where, int spec) {
         v.el2n += vsel(s, pr.el2n, zero());
         v.correct += vsel(s, pr.correct, zero());
       }
-      vacc_tick(cx, &v, &acc);
+      vacc_tick(cx, &v, &acc, exact, &ovf);
       if (v.pending == 0) {
         acc.count += (int64_t)vsum(count);
         count = zero();
       }
     }
-    vacc_drain(cx, &v, &acc);
+    vacc_drain(cx, &v, &acc, exact, &ovf);
     acc.count += (int64_t)vsum(count);
     fl__acc_finish(cx, i, &acc);
   }
-  return 0;
+  return vany(ovf) ? FL__AGAIN : 0;
 }
 
-#define SPECIALISED(fn)                                                                \
-  static int fn(const fl__ctx *cx, int64_t *where) {                                   \
-    return spec_of(cx) == SPEC_TV_LOGITS ? fn##_spec(cx, where, SPEC_TV_LOGITS)        \
-                                         : fn##_spec(cx, where, SPEC_ANY);             \
+/* Each kernel compiled for the common case and for torchvision's logits, and once more, with losses summed
+ * in double, for the rare call whose float lanes passed float's range (FL__AGAIN). */
+#define SPECIALISED(fn)                                                                        \
+  static __attribute__((noinline, cold)) int fn##_exact(const fl__ctx *cx, int64_t *where) {   \
+    return fn##_spec(cx, where, spec_of(cx), 1);                                               \
+  }                                                                                            \
+  static int fn(const fl__ctx *cx, int64_t *where) {                                           \
+    int rc = spec_of(cx) == SPEC_TV_LOGITS ? fn##_spec(cx, where, SPEC_TV_LOGITS, 0)           \
+                                           : fn##_spec(cx, where, SPEC_ANY, 0);                \
+    return rc == FL__AGAIN ? fn##_exact(cx, where) : rc;                                       \
   }
 SPECIALISED(eval_flat)
 SPECIALISED(eval_rows)

@@ -115,6 +115,11 @@ static inline int vany(vi mask) {
 /* FL_W doubles: squared gradients are summed in double, where a square of a float near FLT_MAX still fits. */
 typedef double vd __attribute__((vector_size(FL_W * sizeof(double))));
 
+/* a, lane by lane, in double. */
+static inline vd vd_of(vf a) {
+  return __builtin_convertvector(a, vd);
+}
+
 /* a * a, lane by lane, in double. */
 static inline vd vd_sq(vf a) {
   vd d = __builtin_convertvector(a, vd);

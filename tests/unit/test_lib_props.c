@@ -654,6 +654,77 @@ static void test_lib_gradient_matches_finite_differences(void **state) {
   check_gradient(&p, x, y, NULL, M, C);
 }
 
+/* A sample's mean loss within float's range is reported as it is, however large the element losses it
+ * averages: half the positions of each sample have every class's loss at about 3e38 (a logit of 3e38 on
+ * the wrong side), whose sum passes float's range many times over where their mean (1.5e38) does not.
+ * Each path of the sigmoid kernel: samples of one position (c = 2), two classes, a few, more classes than
+ * lanes, dense targets; binary cross-entropy and sigmoid focal; each instruction-set variant the CPU has;
+ * with the gradient, which the pass taken again in double must scale once.
+ * The mean is held to a double reference (once FLT_MAX: losses were summed in float lanes alone). */
+static void test_lib_sigmoid_mean_of_large_losses(void **state) {
+  (void)state;
+  static const char *const variants[] = {"generic", "x86-64-v3", "x86-64-v4"};
+  static const struct {
+    int64_t n, m, c;
+    int dense;
+  } shapes[] = {{8, 1, 2, 0}, {2, 64, 2, 0}, {2, 64, 3, 0}, {2, 8, 40, 0}, {2, 64, 3, 1}};
+  const fl_loss losses[] = {FL_BINARY_CROSS_ENTROPY, FL_SIGMOID_FOCAL};
+  for (size_t vi = 0; vi < 3; vi++) {
+    if (fl_isa_force(variants[vi]) != 0) continue;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+      for (size_t li = 0; li < 2; li++) {
+        const int64_t n = shapes[si].n, m = shapes[si].m, c = shapes[si].c, nel = n * m * c;
+        float *x = malloc((size_t)nel * sizeof *x), *t = malloc((size_t)nel * sizeof *t), *g = malloc((size_t)nel * sizeof *g);
+        float loss[8];
+        int32_t *y = malloc((size_t)(n * m) * sizeof *y);
+        for (int64_t r = 0; r < n * m; r++) {
+          y[r] = (int32_t)(r % c);
+          /* every other position (every other sample when m is 1) has all its classes wrong by 3e38 */
+          const int big = (m == 1 ? r : r % m) % 2 == 0;
+          for (int64_t k = 0; k < c; k++) {
+            const int pos = k == y[r];
+            t[r * c + k] = pos ? 1.0f : 0.0f;
+            x[r * c + k] = big ? (pos ? -3e38f : 3e38f) : (pos ? 30.0f : -30.0f);
+          }
+        }
+        fl_params p;
+        fl_params_init(&p, losses[li]);
+        p.reduction = FL_REDUCE_MEAN;
+        fl_batch b = {.n = n, .m = m, .c = c, .x = x, .labels = shapes[si].dense ? NULL : y,
+                      .label_type = FL_LABEL_I32, .targets = shapes[si].dense ? t : NULL};
+        fl_out o = {.loss = loss, .grad = g}; /* the gradient, scaled by the mean's 1 / (m c) once */
+        assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+        if (p.loss == FL_BINARY_CROSS_ENTROPY)
+          for (int64_t e = 0; e < nel; e++) {
+            const double want_g = (1.0 / (1.0 + exp(-(double)x[e])) - t[e]) / (double)(m * c);
+            if (fabs(g[e] - want_g) > 1e-6 * fabs(want_g) + 1e-9 / (double)(m * c))
+              fail_msg("%s n %lld m %lld c %lld: grad[%lld] = %.9g, want %.9g", variants[vi], (long long)n, (long long)m,
+                       (long long)c, (long long)e, g[e], want_g);
+          }
+        for (int64_t i = 0; i < n; i++) {
+          double sum = 0.0;
+          for (int64_t e = i * m * c; e < (i + 1) * m * c; e++) {
+            /* BCE of logit z against target t is softplus(-z) for t = 1, softplus(z) for t = 0 */
+            const double u = t[e] > 0.5f ? -(double)x[e] : (double)x[e];
+            const double ce = u > 0 ? u + log1p(exp(-u)) : log1p(exp(u));
+            const double q = 1.0 / (1.0 + exp(-u)); /* 1 - p_t */
+            sum += p.loss == FL_SIGMOID_FOCAL ? (t[e] > 0.5f ? p.alpha : 1.0 - p.alpha) * q * q * ce : ce;
+          }
+          const double want = sum / (double)(m * c);
+          if (fabs(loss[i] - want) > 1e-6 * want)
+            fail_msg("%s %s n %lld m %lld c %lld%s: sample %lld's mean %.9g, want %.9g", variants[vi],
+                     fl_loss_name(p.loss), (long long)n, (long long)m, (long long)c, shapes[si].dense ? " targets" : "",
+                     (long long)i, loss[i], want);
+        }
+        free(x);
+        free(t);
+        free(g);
+        free(y);
+      }
+  }
+  assert_int_equal(fl_isa_force(NULL), 0);
+}
+
 /* Poly-1 softmax where the label's class has alpha 0: the loss is epsilon (1 - p_y)^(gamma + 1) alone, and
  * d loss / d z_k = epsilon (gamma + 1) (1 - p_y)^gamma p_y (p_k - [k == y]), which is p_y small where p_y
  * is. Each entry is held to that formula in double to a relative 1e-4, down to p_y of 1e-12, for index
@@ -1459,6 +1530,7 @@ int main(void) {
       cmocka_unit_test(test_lib_alpha_off_is_unweighted),
       cmocka_unit_test(test_lib_alpha_vector_equal_to_scalar),
       cmocka_unit_test(test_lib_gradient_matches_finite_differences),
+      cmocka_unit_test(test_lib_sigmoid_mean_of_large_losses),
       cmocka_unit_test(test_lib_poly1_softmax_gradient_with_alpha_zero),
       cmocka_unit_test(test_lib_finite_everywhere),
       cmocka_unit_test(test_lib_probabilities_near_0_and_1),
