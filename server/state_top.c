@@ -118,13 +118,17 @@ static inline int after_cursor(const st_query *q, int desc, double score, const 
   return strcmp(id, q->cursor_id) > 0;
 }
 
+/* Whether key's review status is one q asks for (or q asks for samples due for reconsideration and it is). */
+__attribute__((always_inline)) static inline int status_passes(const st_dataset *ds, const st_query *q, uint32_t key) {
+  return !q->status_mask || (q->status_mask & (1u << ds->status[key])) ||
+         (q->reconsider > 0 && st__reconsider(ds, key, q->reconsider));
+}
+
 /* Whether key, in run r, passes q's filters on status, label and label issue (li_rule: r's rule, when q
  * filters by it). The filters every path of the ranking applies alike: st_top's two loops and st_match. */
 __attribute__((always_inline)) static inline int one_run_passes(const st_dataset *ds, const st_run *r, const st_query *q,
                                                                  const hist_li_rule *li_rule, uint32_t key) {
-  if (q->status_mask && !(q->status_mask & (1u << ds->status[key])) &&
-      !(q->reconsider > 0 && st__reconsider(ds, key, q->reconsider)))
-    return 0;
+  if (!status_passes(ds, q, key)) return 0;
   if (q->has_label && r->label[key] != q->label) return 0;
   if (q->label_issue && (q->label_issue == ST_LABEL_ISSUE_YES) != st__li_flagged(r, li_rule, key)) return 0;
   return 1;
@@ -162,9 +166,7 @@ __attribute__((always_inline)) static inline int all_runs_value(const st_dataset
 /* Whether key passes q's filters when its score over every run is known (see all_runs_value). */
 __attribute__((always_inline)) static inline int all_runs_pass(const st_dataset *ds, const st_query *q, uint32_t key,
                                                                 int32_t label, int flagged) {
-  if (q->status_mask && !(q->status_mask & (1u << ds->status[key])) &&
-      !(q->reconsider > 0 && st__reconsider(ds, key, q->reconsider)))
-    return 0;
+  if (!status_passes(ds, q, key)) return 0;
   if (q->has_label && label != q->label) return 0;
   if (q->label_issue && (q->label_issue == ST_LABEL_ISSUE_YES) != (flagged != 0)) return 0;
   return 1;
