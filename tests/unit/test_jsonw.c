@@ -156,6 +156,16 @@ static void test_jsonw_times_rfc3339(void **state) {
   }
 }
 
+/* h's fields as a JSON object's text (the caller frees it). */
+static char *history_object(const hist_view *h) {
+  jw o = {0};
+  jw_lit(&o, "{");
+  jw_history(&o, h);
+  jw_lit(&o, "}");
+  assert_non_null(o.b);
+  return o.b;
+}
+
 /* A history record: every field, non-finite as null, steps and label null when there are none. The text
  * must parse as the members of a JSON object. */
 static void test_jsonw_history_record(void **state) {
@@ -165,36 +175,27 @@ static void test_jsonw_history_record(void **state) {
                  .el2n = INFINITY, .label_issue_score = 0.125, .early_label_issue_score = 0.375, .grand = 2.5,
                  .has_step = 1, .first_step = 10, .last_step = 140737488355327,
                  .label = 4, .label_issue = 1};
-  jw o = {0};
-  jw_lit(&o, "{");
-  jw_history(&o, &h);
-  jw_lit(&o, "}");
-  assert_string_equal(o.b, "{\"seen\":3,\"last_loss\":0.5,\"mean_loss\":0.25,\"max_loss\":1,\"ema_loss\":null,\"confidence\":0.75,"
+  char *text = history_object(&h);
+  assert_string_equal(text, "{\"seen\":3,\"last_loss\":0.5,\"mean_loss\":0.25,\"max_loss\":1,\"ema_loss\":null,\"confidence\":0.75,"
                            "\"variability\":0,\"correctness\":0.333333343,\"forgetting\":1,\"forgetting_events\":1,\"aum\":-0.5,"
                            "\"el2n\":null,\"label_issue_score\":0.125,\"early_label_issue_score\":0.375,\"grand\":2.5,"
                            "\"first_step\":10,\"last_step\":140737488355327,"
                            "\"label\":4,\"label_issue\":true}");
-  free(o.b);
+  free(text);
   h.has_step = 0;
   h.label = -1;
   h.label_issue = 0;
-  memset(&o, 0, sizeof o);
-  jw_lit(&o, "{");
-  jw_history(&o, &h);
-  jw_lit(&o, "}");
-  assert_non_null(strstr(o.b, ",\"first_step\":null,\"last_step\":null,\"label\":null,\"label_issue\":false}"));
-  free(o.b);
+  text = history_object(&h);
+  assert_non_null(strstr(text, ",\"first_step\":null,\"last_step\":null,\"label\":null,\"label_issue\":false}"));
+  free(text);
   /* counts are written whole past float32's 2^24; a mean of counts over runs that is not whole, as any number */
   h.seen = 16777217;
   h.forgetting = 4294967295.0;
   h.forgetting_events = 33554433.5;
-  memset(&o, 0, sizeof o);
-  jw_lit(&o, "{");
-  jw_history(&o, &h);
-  jw_lit(&o, "}");
-  assert_non_null(strstr(o.b, "{\"seen\":16777217,"));
-  assert_non_null(strstr(o.b, ",\"forgetting\":4294967295,\"forgetting_events\":33554432,"));
-  free(o.b);
+  text = history_object(&h);
+  assert_non_null(strstr(text, "{\"seen\":16777217,"));
+  assert_non_null(strstr(text, ",\"forgetting\":4294967295,\"forgetting_events\":33554432,"));
+  free(text);
 }
 
 /* jw_respond hands the text over as a 200 application/json; a buffer that failed becomes a 500 problem,
