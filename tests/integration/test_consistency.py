@@ -1016,6 +1016,38 @@ class RefusedStartTest(ConsistencyTestCase):
 
 class ConcurrencyTest(ConsistencyTestCase):
 
+    def read_while(self, d, reads, change):
+        """Runs change() while two readers GET each (path, pick) of reads in turn; returns the set of
+        pick(document) values each path gave, after checking every answer was a 200."""
+        stop = threading.Event()
+        got, problems = [set() for _ in reads], []
+
+        def reader():
+            c = d.conn(timeout=30)
+            try:
+                while not stop.is_set():
+                    for (path, pick), out in zip(reads, got):
+                        c.request("GET", path)
+                        r = c.getresponse()
+                        body = r.read()
+                        if r.status != 200:
+                            problems.append((path, r.status, body[:200]))
+                            continue
+                        out.add(pick(json.loads(body)))
+            finally:
+                c.close()
+        threads = [threading.Thread(target=reader) for _ in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            change()
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        self.assertEqual(problems, [])
+        return got
+
     def test_consistency_a_queue_is_built_and_removed_at_once_for_readers(self):
         """Building a queue makes its samples queued and adds the queue in one step for a reader: the dataset's
         review counts show all of them queued or none, never part (applied a sample at a time, two readers saw
@@ -1024,34 +1056,12 @@ class ConcurrencyTest(ConsistencyTestCase):
         n = 10000
         ids = ["q%05d" % i for i in range(n)]
         self.assertEqual(d.batch("qa", {"ids": ids, "logits": [[0.1, -0.1]] * n, "targets": [0] * n}).status, 200)
-        stop = threading.Event()
-        seen, problems = set(), []
 
-        def reader():
-            c = d.conn(timeout=30)
-            try:
-                while not stop.is_set():
-                    c.request("GET", "/v1/datasets/qa")
-                    r = c.getresponse()
-                    body = r.read()
-                    if r.status != 200:
-                        problems.append((r.status, body[:200]))
-                        continue
-                    seen.add(json.loads(body)["review"]["queued"])
-            finally:
-                c.close()
-        threads = [threading.Thread(target=reader) for _ in range(2)]
-        for t in threads:
-            t.start()
-        try:
+        def change():
             for i in range(6):
                 self.assertEqual(d.post("/v1/datasets/qa/queues", {"name": "q", "size": n}).status, 201)
                 self.assertEqual(d.delete("/v1/datasets/qa/queues/q").status, 200)
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(30)
-        self.assertEqual(problems, [])
+        seen, = self.read_while(d, [("/v1/datasets/qa", lambda doc: doc["review"]["queued"])], change)
         self.assertLessEqual(seen, {0, n}, "readers saw %d partial counts" % len(seen - {0, n}))
         self.assertEqual(d.stop(), 0)
 
@@ -1065,36 +1075,13 @@ class ConcurrencyTest(ConsistencyTestCase):
         body = {"run": "r", "loss": {"type": "cross_entropy"}, "ids": ids, "logits": [[0.2, -0.2]] * len(ids),
                 "targets": [0] * len(ids), "segments": [{"n": per, "step": k, "epoch": 0} for k in range(nseg)]}
         self.assertEqual(d.batch("sg", body).status, 200)
-        stop = threading.Event()
-        counts, seen, problems = set(), set(), []
 
-        def reader():
-            c = d.conn(timeout=30)
-            try:
-                while not stop.is_set():
-                    for path, out, key in (("/v1/datasets/sg", counts, "observations"),
-                                           ("/v1/datasets/sg/samples/s007", seen, None)):
-                        c.request("GET", path)
-                        r = c.getresponse()
-                        got = r.read()
-                        if r.status != 200:
-                            problems.append((path, r.status, got[:200]))
-                            continue
-                        doc = json.loads(got)
-                        out.add(doc[key] if key else doc["runs"][0]["seen"])
-            finally:
-                c.close()
-        threads = [threading.Thread(target=reader) for _ in range(2)]
-        for t in threads:
-            t.start()
-        try:
+        def change():
             for i in range(15):
                 self.assertEqual(d.batch("sg", body).status, 200)
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(30)
-        self.assertEqual(problems, [])
+        counts, seen = self.read_while(d, [("/v1/datasets/sg", lambda doc: doc["observations"]),
+                                           ("/v1/datasets/sg/samples/s007", lambda doc: doc["runs"][0]["seen"])],
+                                       change)
         whole = {nseg * per * k for k in range(1, 17)}
         self.assertLessEqual(counts, whole, "readers saw %d partial requests" % len(counts - whole))
         self.assertLessEqual(seen, {nseg * k for k in range(1, 17)})
