@@ -275,7 +275,8 @@ FL__HOT void el_eval(const fl__ctx *cx, el *e, int spec) {
     e->grad = vsel(e->live, e->grad, zero());
     return;
   }
-  e->loss = vsel(e->live, e->loss * e->w, zero());
+  /* an element's weighted loss is a float: at most FLT_MAX (a weight above 1 can take it past) */
+  e->loss = vsel(e->live, cx->b->weights ? vmin(e->loss * e->w, vf_set(FLT_MAX)) : e->loss, zero());
   if (cx->want_grad) {
     vf gw = e->grad * e->w;
     if (cx->b->weights) gw = vsat(gw); /* a weight near FLT_MAX times a derivative above 1 is past float's range */
@@ -955,7 +956,8 @@ FL__HOT int eval_planar_spec(const fl__ctx *cx, int64_t *where, int spec, int ex
 }
 
 /* Each kernel compiled for the common case and for torchvision's logits, and once more, with losses summed
- * in double, for the rare call whose float lanes passed float's range (FL__AGAIN). */
+ * in double, for the rare call whose float lanes passed float's range (FL__AGAIN). Not for the sum
+ * reduction: a sum with a lane past float's range saturates whatever the other lanes hold. */
 #define SPECIALISED(fn)                                                                        \
   static __attribute__((noinline, cold)) int fn##_exact(const fl__ctx *cx, int64_t *where) {   \
     return fn##_spec(cx, where, spec_of(cx), 1);                                               \
@@ -963,7 +965,8 @@ FL__HOT int eval_planar_spec(const fl__ctx *cx, int64_t *where, int spec, int ex
   static int fn(const fl__ctx *cx, int64_t *where) {                                           \
     int rc = spec_of(cx) == SPEC_TV_LOGITS ? fn##_spec(cx, where, SPEC_TV_LOGITS, 0)           \
                                            : fn##_spec(cx, where, SPEC_ANY, 0);                \
-    return rc == FL__AGAIN ? fn##_exact(cx, where) : rc;                                       \
+    if (rc == FL__AGAIN) rc = cx->p->reduction == FL_REDUCE_SUM ? 0 : fn##_exact(cx, where);   \
+    return rc;                                                                                 \
   }
 SPECIALISED(eval_flat)
 SPECIALISED(eval_rows)

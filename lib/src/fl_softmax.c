@@ -300,7 +300,8 @@ static void block_math(const fl__ctx *cx, blk *bk, int soft) {
     }
     vi live = Y >= vi_set(0);
     gc = vsel(act, gc, zero());
-    vf_store(bk->loss, vsel(live, loss * w, zero()));
+    /* a position's weighted loss is a float: at most FLT_MAX, as the sigmoid family's elements */
+    vf_store(bk->loss, vsel(live, vmin(loss * w, vf_set(FLT_MAX)), zero()));
     /* the weight is applied last, per class (row_grad_index): gcoef * w alone can pass float's range
      * where gcoef * w * (p_k - [k == y]) does not */
     vf_store(bk->gcoef, vsel(live, gc, zero()));
@@ -436,7 +437,8 @@ static float row_soft(const fl__ctx *cx, blk *bk, int l, int64_t r) {
     if (pass == 0 && !cx->want_grad) break;
     if (pass == 1) bk->gn2[l] = vsum_d(vg2) * (double)bk->w[l] * (double)bk->w[l];
   }
-  return (float)vsum(vl) * bk->w[l];
+  const double row = vsum(vl) * (double)bk->w[l];
+  return row < FLT_MAX ? (float)row : FLT_MAX; /* a position's loss saturates (its lanes may already be inf) */
 }
 
 /* Reads labels (or the argmax of each target row), row weights, and checks them. */

@@ -5,6 +5,7 @@
  * tolerance is the library's promise (relative 1e-5, absolute 1e-7 below 1e-2)
  * unless a test says otherwise.
  */
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -657,10 +658,12 @@ static void test_lib_gradient_matches_finite_differences(void **state) {
 /* A sample's mean loss within float's range is reported as it is, however large the element losses it
  * averages: half the positions of each sample have every class's loss at about 3e38 (a logit of 3e38 on
  * the wrong side), whose sum passes float's range many times over where their mean (1.5e38) does not.
- * Each path of the sigmoid kernel: samples of one position (c = 2), two classes, a few, more classes than
- * lanes, dense targets; binary cross-entropy and sigmoid focal; each instruction-set variant the CPU has;
- * with the gradient, which the pass taken again in double must scale once.
- * The mean is held to a double reference (once FLT_MAX: losses were summed in float lanes alone). */
+ * Each path of the sigmoid kernel: samples of one position (c = 2), two classes (with the gradient and
+ * without: pairs of classes have their own loop then), a few, more classes than lanes, dense targets;
+ * binary cross-entropy and sigmoid focal; each instruction-set variant the CPU has. With weights of 2 on
+ * the large elements, each element's weighted loss is a float (FLT_MAX) and the mean is of those; the sum
+ * reduction saturates at FLT_MAX. The loss is held to a double reference (once FLT_MAX for every mean:
+ * losses were summed in float lanes alone), the gradient too (scaled by the mean's 1 / (m c) once). */
 static void test_lib_sigmoid_mean_of_large_losses(void **state) {
   (void)state;
   static const char *const variants[] = {"generic", "x86-64-v3", "x86-64-v4"};
@@ -672,10 +675,11 @@ static void test_lib_sigmoid_mean_of_large_losses(void **state) {
   for (size_t vi = 0; vi < 3; vi++) {
     if (fl_isa_force(variants[vi]) != 0) continue;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
-      for (size_t li = 0; li < 2; li++) {
+      for (int mode = 0; mode < 2 * 2 * 2 * 2; mode++) {
+        const int focal = mode & 1, with_grad = mode >> 1 & 1, weighted = mode >> 2 & 1, sum = mode >> 3 & 1;
         const int64_t n = shapes[si].n, m = shapes[si].m, c = shapes[si].c, nel = n * m * c;
-        float *x = malloc((size_t)nel * sizeof *x), *t = malloc((size_t)nel * sizeof *t), *g = malloc((size_t)nel * sizeof *g);
-        float loss[8];
+        float *x = malloc((size_t)nel * sizeof *x), *t = malloc((size_t)nel * sizeof *t);
+        float *g = malloc((size_t)nel * sizeof *g), *w = malloc((size_t)nel * sizeof *w), loss[8];
         int32_t *y = malloc((size_t)(n * m) * sizeof *y);
         for (int64_t r = 0; r < n * m; r++) {
           y[r] = (int32_t)(r % c);
@@ -685,44 +689,79 @@ static void test_lib_sigmoid_mean_of_large_losses(void **state) {
             const int pos = k == y[r];
             t[r * c + k] = pos ? 1.0f : 0.0f;
             x[r * c + k] = big ? (pos ? -3e38f : 3e38f) : (pos ? 30.0f : -30.0f);
+            w[r * c + k] = big ? 2.0f : 1.0f;
           }
         }
         fl_params p;
-        fl_params_init(&p, losses[li]);
-        p.reduction = FL_REDUCE_MEAN;
+        fl_params_init(&p, losses[focal]);
+        p.reduction = sum ? FL_REDUCE_SUM : FL_REDUCE_MEAN;
         fl_batch b = {.n = n, .m = m, .c = c, .x = x, .labels = shapes[si].dense ? NULL : y,
-                      .label_type = FL_LABEL_I32, .targets = shapes[si].dense ? t : NULL};
-        fl_out o = {.loss = loss, .grad = g}; /* the gradient, scaled by the mean's 1 / (m c) once */
+                      .label_type = FL_LABEL_I32, .targets = shapes[si].dense ? t : NULL, .weights = weighted ? w : NULL};
+        fl_out o = {.loss = loss, .grad = with_grad ? g : NULL};
         assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
-        if (p.loss == FL_BINARY_CROSS_ENTROPY)
+        const double scale = sum ? 1.0 : 1.0 / (double)(m * c);
+        if (with_grad && !focal)
           for (int64_t e = 0; e < nel; e++) {
-            const double want_g = (1.0 / (1.0 + exp(-(double)x[e])) - t[e]) / (double)(m * c);
-            if (fabs(g[e] - want_g) > 1e-6 * fabs(want_g) + 1e-9 / (double)(m * c))
+            const double we = weighted ? w[e] : 1.0;
+            const double want_g = (1.0 / (1.0 + exp(-(double)x[e])) - t[e]) * we * scale;
+            if (fabs(g[e] - want_g) > 1e-6 * fabs(want_g) + 1e-9 * scale)
               fail_msg("%s n %lld m %lld c %lld: grad[%lld] = %.9g, want %.9g", variants[vi], (long long)n, (long long)m,
                        (long long)c, (long long)e, g[e], want_g);
           }
         for (int64_t i = 0; i < n; i++) {
-          double sum = 0.0;
+          double total = 0.0;
           for (int64_t e = i * m * c; e < (i + 1) * m * c; e++) {
             /* BCE of logit z against target t is softplus(-z) for t = 1, softplus(z) for t = 0 */
             const double u = t[e] > 0.5f ? -(double)x[e] : (double)x[e];
             const double ce = u > 0 ? u + log1p(exp(-u)) : log1p(exp(u));
             const double q = 1.0 / (1.0 + exp(-u)); /* 1 - p_t */
-            sum += p.loss == FL_SIGMOID_FOCAL ? (t[e] > 0.5f ? p.alpha : 1.0 - p.alpha) * q * q * ce : ce;
+            const double l = focal ? (t[e] > 0.5f ? p.alpha : 1.0 - p.alpha) * q * q * ce : ce;
+            total += fmin(l * (weighted ? w[e] : 1.0), FLT_MAX);
           }
-          const double want = sum / (double)(m * c);
+          const double want = fmin(total * scale, FLT_MAX);
           if (fabs(loss[i] - want) > 1e-6 * want)
-            fail_msg("%s %s n %lld m %lld c %lld%s: sample %lld's mean %.9g, want %.9g", variants[vi],
-                     fl_loss_name(p.loss), (long long)n, (long long)m, (long long)c, shapes[si].dense ? " targets" : "",
-                     (long long)i, loss[i], want);
+            fail_msg("%s %s%s%s%s n %lld m %lld c %lld%s: sample %lld's loss %.9g, want %.9g", variants[vi],
+                     fl_loss_name(p.loss), with_grad ? " grad" : "", weighted ? " weighted" : "", sum ? " sum" : "",
+                     (long long)n, (long long)m, (long long)c, shapes[si].dense ? " targets" : "", (long long)i, loss[i],
+                     want);
         }
         free(x);
         free(t);
         free(g);
+        free(w);
         free(y);
       }
   }
   assert_int_equal(fl_isa_force(NULL), 0);
+}
+
+/* The softmax family's loss of a position is a float too (FLT_MAX past float's range, weighted or not);
+ * a sample's mean of such positions is computed in full. Soft targets [1, 1, 0] against logits
+ * [-1e38, -1e38, 1e38] make a position's loss 4e38 (saturated: FLT_MAX); the other 63 positions are small. */
+static void test_lib_softmax_mean_of_large_losses(void **state) {
+  (void)state;
+  enum { M = 64, C = 3 };
+  static float x[M * C], t[M * C], w[M * C];
+  for (int r = 0; r < M; r++)
+    for (int k = 0; k < C; k++) {
+      const int big = r == 0;
+      x[r * C + k] = big ? (k == 2 ? 1e38f : -1e38f) : (k == 0 ? 30.0f : -30.0f);
+      t[r * C + k] = big ? (k < 2 ? 1.0f : 0.0f) : (k == 0 ? 1.0f : 0.0f);
+      w[r * C + k] = 2.0f;
+    }
+  for (int weighted = 0; weighted < 2; weighted++) {
+    fl_params p;
+    fl_params_init(&p, FL_CROSS_ENTROPY);
+    p.reduction = FL_REDUCE_MEAN;
+    float loss;
+    fl_batch b = {.n = 1, .m = M, .c = C, .x = x, .targets = t, .weights = weighted ? w : NULL};
+    fl_out o = {.loss = &loss};
+    assert_int_equal(fl_eval(&o, &b, &p, NULL), 0);
+    /* the small positions: -log softmax(30, -30, -30)[0] = log(1 + 2 e^-60) */
+    const double small = log1p(2.0 * exp(-60.0)) * (weighted ? 2.0 : 1.0);
+    const double want = ((double)FLT_MAX + (M - 1) * small) / M;
+    if (fabs(loss - want) > 1e-6 * want) fail_msg("weighted %d: loss %.9g, want %.9g", weighted, loss, want);
+  }
 }
 
 /* Poly-1 softmax where the label's class has alpha 0: the loss is epsilon (1 - p_y)^(gamma + 1) alone, and
@@ -1531,6 +1570,7 @@ int main(void) {
       cmocka_unit_test(test_lib_alpha_vector_equal_to_scalar),
       cmocka_unit_test(test_lib_gradient_matches_finite_differences),
       cmocka_unit_test(test_lib_sigmoid_mean_of_large_losses),
+      cmocka_unit_test(test_lib_softmax_mean_of_large_losses),
       cmocka_unit_test(test_lib_poly1_softmax_gradient_with_alpha_zero),
       cmocka_unit_test(test_lib_finite_everywhere),
       cmocka_unit_test(test_lib_probabilities_near_0_and_1),
