@@ -27,7 +27,11 @@ def _csv_cell(v: Any) -> Any:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (dict, list)):
-        return json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+        v = json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+    if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        # text a spreadsheet would run as a formula (an id, a note, meta: anyone's strings): quoted as text,
+        # as focald's own CSV export does (README "CSV injection")
+        return "'" + v
     return v
 
 

@@ -139,7 +139,12 @@ class Response:
         self.body = body
 
     def json(self) -> Any:
-        return json.loads(self.body.decode("utf-8"))
+        """The body as JSON; a body that is not (a proxy's HTML page, say) is FocaldError "bad_response",
+        with the answer's status: a 2xx means focald took the request even so."""
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise bad_response(self.status, "its body is not JSON (%s)" % e) from None
 
 
 class Transport:
@@ -311,6 +316,8 @@ class Transport:
                 self._drop_connection()
             if resp.status >= 400:
                 raise problem_error(resp.status, resp.headers, data, method, self.url + target)
+            if 300 <= resp.status < 400:
+                raise redirect_error(resp.status, resp.headers, method, self.url + target)
             self._note_position(resp.headers)
             return Response(resp.status, resp.headers, data)
         raise AssertionError("unreachable")
@@ -333,6 +340,8 @@ class Transport:
                 raise self._connection_error(method, target, e) from e
             if resp.status >= 400:
                 raise problem_error(resp.status, resp.headers, resp.read(), method, self.url + target)
+            if 300 <= resp.status < 400:
+                raise redirect_error(resp.status, resp.headers, method, self.url + target)
             if resp.chunked and trailers is not None:
                 try:
                     yield from _read_chunked(resp.fp, chunk_size, trailers)
@@ -430,6 +439,19 @@ def _body_length(body: Body) -> int:
     if isinstance(body, (bytes, bytearray, memoryview)):
         return memoryview(body).nbytes
     return sum(memoryview(p).nbytes for p in body)
+
+
+def bad_response(status: int, why: str) -> FocaldError:
+    """The FocaldError of an answer this client cannot read. Its status is the answer's: with a 2xx,
+    focald took the request (a batch is stored), so it is not to be sent again as another."""
+    return FocaldError(status, "bad_response", "focald's answer (%d) cannot be read: %s" % (status, why))
+
+
+def redirect_error(status: int, headers: Any, method: Optional[str] = None, url: Optional[str] = None) -> FocaldError:
+    """The FocaldError of a 3xx: focald never redirects, so the URL reaches something else (an ingress that
+    moves http to https, say), and a request sent on to the new place could be sent twice. Not followed."""
+    return FocaldError(status, "redirect", "%s %s was redirected to %s; give the client focald's own URL"
+                       % (method or "", url or "", headers.get("Location") or "(no Location)"))
 
 
 def problem_error(status: int, headers: Any, data: bytes, method: Optional[str] = None,

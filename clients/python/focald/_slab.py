@@ -19,6 +19,7 @@ the arrays, which would otherwise escape the bound.
 
 Slabs are not thread-safe: the Miner guards them with its lock.
 """
+import numbers
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -49,14 +50,24 @@ def _tail_shape(x: Tensor) -> Tuple[int, ...]:
 
 
 def _kind(x: Tensor) -> str:
-    """'f' float, 'b' boolean, 'i' integer (lists: by their first element). Integer targets are class
-    indices; booleans are 0/1 targets, sent as floats (see framing.targets_as_numbers)."""
+    """'f' float, 'b' boolean, 'i' integer. Integer targets are class indices; booleans are 0/1 targets,
+    sent as floats (see framing.targets_as_numbers). Lists by every element, as the client sends them: one
+    number that is not whole (0.7 in [[1, 0], [0.7, 0.3]], a numpy float) makes them floats."""
     dt = getattr(x, "dtype", None)
     if dt is None:
-        v = x
-        while isinstance(v, (list, tuple)) and v:
-            v = v[0]
-        return "b" if isinstance(v, bool) else "f" if isinstance(v, float) else "i"
+        kinds = set()
+        stack = [x]
+        while stack:
+            v = stack.pop()
+            if isinstance(v, (list, tuple)):
+                stack.extend(v)
+            elif isinstance(v, bool):
+                kinds.add("b")
+            elif isinstance(v, numbers.Integral):
+                kinds.add("i")
+            else:
+                return "f"  # a float of any kind (or something focald is to refuse, as a float)
+        return "b" if kinds == {"b"} else "i"
     s = str(dt)
     if "bool" in s:
         return "b"

@@ -325,6 +325,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = Out(a.fmt)
     try:
         rc: int = a.func(client, a, out)
+        sys.stdout.flush()  # a full disk or a closed pipe is met here, not at exit
         return rc
     except UsageError as e:
         sys.stderr.write("focalctl: %s\n" % e)
@@ -344,6 +345,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 sys.stderr.write("focalctl: focald wants a bearer token: set FOCALD_TOKEN to it%s\n"
                                  % (" (the one set is refused)" if os.environ.get("FOCALD_TOKEN") else ""))
         return EXIT_REFUSED if e.client_error else EXIT_UNAVAILABLE
+    except OSError as e:  # the output cannot be written (a FocaldConnectionError is a FocaldError, above)
+        sys.stderr.write("focalctl: cannot write the output: %s\n" % e)
+        return EXIT_LOCAL
     except KeyboardInterrupt:
         return 130
 

@@ -8,13 +8,14 @@ iter_* twin that follows the cursors and yields one item at a time.
 """
 import os
 import ssl
+import stat
 import time
 import urllib.parse
 import uuid
 from typing import Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Sequence, Union, cast
 
 from . import _args, framing
-from ._http import Body, Transport
+from ._http import Body, Transport, bad_response
 from ._retry import Backoff
 from .errors import FocaldError
 
@@ -111,6 +112,17 @@ class ExportSize(int):
         return self
 
 
+MAX_PAGE = 10000  # focald's largest page (k, limit)
+
+
+def _page_size(page_size: Any) -> int:
+    """An iterator's page size, at most focald's largest page: a larger one only takes more pages."""
+    return min(_args.integer("page_size", page_size, 1), MAX_PAGE)
+
+
+MAX_TIMEOUT = 1e6  # seconds a request may take: any longer is no deadline a socket can keep
+
+
 class Client:
     """A connection to one focald.
 
@@ -137,8 +149,9 @@ class Client:
                  ssl_context: Optional[ssl.SSLContext] = None, read_your_writes: bool = False) -> None:
         self.url = (_args.opt_string("url", url) or os.environ.get("FOCALD_URL") or DEFAULT_URL).rstrip("/")
         timeout = _args.number("timeout", timeout, 0.0)
-        if timeout <= 0:
-            raise ValueError("timeout = %r is out of range: it must be more than 0 seconds" % timeout)
+        if not 0 < timeout <= MAX_TIMEOUT:  # inf would pass to the socket and fail every request there
+            raise ValueError("timeout = %r is out of range: it must be more than 0 and at most %g seconds"
+                             % (timeout, MAX_TIMEOUT))
         _args.opt_string("token", token)
         _args.opt_bool("binary", binary)
         if token is None:
@@ -326,10 +339,19 @@ class Client:
                 attempt += 1
                 time.sleep(RETRY_BACKOFF.delay(attempt, e.retry_after))
         ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if ctype == framing.OCTET:
-            echo = {"batch_id": fields.get("batch_id")} if path != "/v1/loss" else {}
-            return framing.decode_binary_result(resp.headers, resp.body, echo)
-        return framing.normalize_json_result(resp.json())
+        try:
+            if ctype == framing.OCTET:
+                echo = {"batch_id": fields.get("batch_id")} if path != "/v1/loss" else {}
+                return framing.decode_binary_result(resp.headers, resp.body, echo)
+            doc = resp.json()
+            if not isinstance(doc, dict):
+                raise TypeError("a %s, not an object" % type(doc).__name__)
+            return framing.normalize_json_result(doc)
+        except FocaldError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+            # never a ValueError to the caller: the Miner reads those as a batch it could not encode
+            raise bad_response(resp.status, "%s: %s" % (type(e).__name__, e)) from None
 
     # ------------------------------------------------------------ hard examples
 
@@ -363,7 +385,7 @@ class Client:
         Each page is the ranking as of its own request: while batches arrive, a sample that moves between
         two pages can be yielded twice or not at all. iter_export lists every sample once."""
         limit = _args.opt_integer("limit", limit, 0)
-        page_size = _args.integer("page_size", page_size, 1)
+        page_size = _page_size(page_size)
         cursor, n = None, 0
         while limit is None or n < limit:
             k = page_size if limit is None else min(page_size, limit - n)
@@ -428,7 +450,7 @@ class Client:
         """An iterator over the relabel feed from `since` to its current end; its .cursor is where to
         resume next time (see RelabelFeed)."""
         _ds(dataset)
-        return RelabelFeed(self, dataset, _args.opt_string("since", since), _args.integer("page_size", page_size, 1))
+        return RelabelFeed(self, dataset, _args.opt_string("since", since), _page_size(page_size))
 
     # ------------------------------------------------------------ queues
 
@@ -477,7 +499,7 @@ class Client:
         """Yields every item of a queue in order."""
         _ds(dataset)
         _args.string("name", name)
-        page_size = _args.integer("page_size", page_size, 1)
+        page_size = _page_size(page_size)
         offset = 0
         while True:
             page = self.queue(dataset, name, offset=offset, limit=page_size)
@@ -526,7 +548,9 @@ class Client:
         """Streams an export into dest (a path, or a binary file object) in constant memory.
         Returns the number of bytes written, an int whose skipped attribute is the number of samples
         the format left out (None if focald did not say). Arguments as iter_export. When dest is a
-        path, a failed export leaves no partial file behind."""
+        path to a regular file (or to none yet), a failed export leaves no partial file behind, and a
+        file it replaces keeps its permissions; a symlink's target is written, and a FIFO or a device
+        (/dev/stdout) is written through."""
         if not hasattr(dest, "write") and not isinstance(dest, (str, os.PathLike)):
             raise TypeError("dest must be a path or a binary file object, not %s" % type(dest).__name__)
         chunks = self.iter_export(dataset, format, **kw)
@@ -537,14 +561,29 @@ class Client:
                 n += len(chunk)
             return ExportSize(n, chunks.skipped)
         assert not isinstance(dest, BinaryIO)  # checked above: a path
-        tmp = "%s.part-%d" % (dest, os.getpid())
-        n = 0
+        # the file a symlink names is the one written (the link stays); a FIFO, a terminal or /dev/stdout is
+        # written through as it is, since renaming a file over it would replace it rather than write to it
+        real = os.path.realpath(dest)
         try:
-            with open(tmp, "wb") as f:
+            st: Optional[os.stat_result] = os.stat(real)
+        except FileNotFoundError:
+            st = None
+        n = 0
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            with open(real, "wb") as f:
                 for chunk in chunks:
                     f.write(chunk)
                     n += len(chunk)
-            os.replace(tmp, dest)
+            return ExportSize(n, chunks.skipped)
+        tmp = "%s.part-%d" % (real, os.getpid())
+        try:
+            with open(tmp, "wb") as f:
+                if st is not None:  # the file it replaces keeps its permissions (an export may name patients)
+                    os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode))
+                for chunk in chunks:
+                    f.write(chunk)
+                    n += len(chunk)
+            os.replace(tmp, real)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

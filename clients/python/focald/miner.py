@@ -602,11 +602,12 @@ class Miner:
         res = self._post(slab, 0, slab.nseg, batch_id, slab.n)
         if not isinstance(res, FocaldError):
             return
-        if refuses_every_call(res) or (res.status or 0) >= 500:
+        if refuses_every_call(res) or (res.status or 0) >= 500 or (res.status or 500) < 400:
             # each call alone would be refused the same way (a wrong loss, a wrong token): one refusal.
             # A 5xx that persisted may have come after focald committed the request (a 500 for lack of
             # memory to write the answer): sent again in parts under other batch_ids, its samples would
-            # be stored twice, so the request is given up whole
+            # be stored twice, so the request is given up whole. So is a redirect (3xx): every call
+            # would meet it
             self._refuse(res, slab.n)
             return
         if slab.nseg == 1:
@@ -684,24 +685,30 @@ class Miner:
             except FocaldError as e:
                 with self._cond:
                     self.last_error = e
-                give_up = not e.retryable or (e.status == 500 and attempt >= 2)
-                if give_up:
-                    return e
-                if self._abandon.is_set():
-                    return None  # counted as dropped by close()
-                if not self._failing:
-                    self._failing = True
-                    log.warning("focald miner: %s; retrying in the background (buffers bound %d bytes)", e,
-                                self.max_queue_bytes)
-                attempt += 1
-                delay = self._backoff.delay(attempt, e.retry_after)
-                # woken early only by close() giving up (which counted this request as dropped); a
-                # plain close keeps retrying until its timeout, and observe() never wakes this wait
-                if self._abandon.wait(delay):
-                    return None
-                with self._cond:
-                    self.retries += 1
-                continue
+                if e.status is None or not 200 <= e.status < 300:
+                    give_up = not e.retryable or (e.status == 500 and attempt >= 2)
+                    if give_up:
+                        return e
+                    if self._abandon.is_set():
+                        return None  # counted as dropped by close()
+                    if not self._failing:
+                        self._failing = True
+                        log.warning("focald miner: %s; retrying in the background (buffers bound %d bytes)", e,
+                                    self.max_queue_bytes)
+                    attempt += 1
+                    delay = self._backoff.delay(attempt, e.retry_after)
+                    # woken early only by close() giving up (which counted this request as dropped); a
+                    # plain close keeps retrying until its timeout, and observe() never wakes this wait
+                    if self._abandon.wait(delay):
+                        return None
+                    with self._cond:
+                        self.retries += 1
+                    continue
+                # a 2xx: focald took the request and stored it, only its answer could not be read (a
+                # proxy's page in its place, say). Sent again, under this batch_id or others, it would be
+                # stored twice: it counts as sent
+                log.warning("focald miner: %s; the batch was stored", e)
+                res = {}
             with self._cond:
                 if self._failing:
                     log.info("focald miner: focald answers again")

@@ -495,6 +495,54 @@ class FocalctlTest(DaemonTestCase):
         finally:
             d.stop()
 
+    def test_focalctl_csv_quotes_text_a_spreadsheet_would_run(self):
+        """--csv cells of text that starts as a formula (=, +, -, @, tab, CR: ids and meta are anyone's
+        strings) are written as text, with a leading quote, as focald's own CSV export writes them."""
+        ids = ["=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)", "plain"]
+        self.c.post_batch("cli-formula", ids, logits=[[0.5, -0.5]] * 5, targets=[0] * 5, loss="cross_entropy")
+        rows = list(csv.DictReader(io.StringIO(self.ok("--csv", "top", "cli-formula", "-k", "10"))))
+        self.assertEqual(sorted(r["id"] for r in rows), sorted(["'" + i for i in ids[:4]] + ["plain"]))
+
+    def test_focalctl_output_that_cannot_be_written_is_4(self):
+        """stdout on a full disk: one line and exit 4 (the output cannot be written), not a traceback and 1."""
+        with open("/dev/full", "w") as full:
+            p = subprocess.run([_daemon.PYTHON, _daemon.FOCALCTL, "datasets", "--json"], stdout=full,
+                               stderr=subprocess.PIPE, text=True, timeout=60, env=dict(os.environ, FOCALD_URL=self.url))
+        self.assertEqual(p.returncode, 4, p.stderr)
+        self.assertNotIn("Traceback", p.stderr)
+        self.assertIn("cannot write the output", p.stderr)
+
+    def test_focalctl_answer_that_is_not_focalds_is_3(self):
+        """A 200 whose body is not JSON (a proxy's page) or not even UTF-8, and a redirect: one line naming
+        it and exit 3, as for a focald that does not answer (it was 1 with a traceback, or 2)."""
+        answers = [(200, "text/html", b"<html>a proxy's page</html>", "bad_response"),
+                   (200, "application/json", b"\xff\xfe", "bad_response"),
+                   (301, "text/html", b"", "redirect")]
+        for status, ctype, body, code in answers:
+            class Odd(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    self.send_response(status)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Location", "https://focald.example/")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+                def log_message(self, *a):
+                    pass
+
+            srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Odd)
+            threading.Thread(target=srv.serve_forever, daemon=True).start()
+            try:
+                for args in (("datasets",), ("top", "cli")):
+                    p = self.run_cli(*args, url="http://127.0.0.1:%d" % srv.server_address[1])
+                    self.assertEqual(p.returncode, 3, (args, code, p.stderr))
+                    self.assertNotIn("Traceback", p.stderr)
+                    self.assertIn(code, p.stderr)
+            finally:
+                srv.shutdown()
+                srv.server_close()
+
     def test_focalctl_server_error_is_3(self):
         """A 5xx (here a stand-in focald that is draining) exits 3, like an unreachable focald."""
 

@@ -12,6 +12,8 @@ import pickle
 import socket
 import subprocess
 import sys
+import stat
+import tempfile
 import threading
 import time
 import unittest
@@ -892,6 +894,83 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *a):
         pass
+
+
+class OddAnswersTest(unittest.TestCase):
+    """What a client meets when something other than focald answers, or a caller asks for the extreme."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+        cls.url = "http://127.0.0.1:%d" % cls.srv.server_address[1]
+        threading.Thread(target=cls.srv.serve_forever, daemon=True).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.shutdown()
+        cls.srv.server_close()
+
+    def setUp(self):
+        _Recorder.seen = []
+
+    def test_client_answer_that_is_not_json_is_bad_response(self):
+        """A 200 that is not JSON, or not UTF-8: FocaldError bad_response with the status, never a
+        ValueError (which the Miner reads as a batch it could not encode)."""
+        for body in (b"<html>a proxy's page</html>", b"\xff\xfe"):
+            _Recorder.answer = (200, "text/html", body)
+            with self.assertRaises(FocaldError) as cm:
+                Client(self.url).datasets()
+            self.assertEqual((cm.exception.status, cm.exception.code), (200, "bad_response"))
+            self.assertNotIsInstance(cm.exception, ValueError)
+
+    def test_client_redirect_is_an_error(self):
+        """focald never redirects: a 3xx is FocaldError redirect naming where it points, not an empty success."""
+        _Recorder.answer = (302, "text/html", b"")
+        with self.assertRaises(FocaldError) as cm:
+            Client(self.url).datasets()
+        self.assertEqual((cm.exception.status, cm.exception.code), (302, "redirect"))
+
+    def test_client_timeout_is_finite(self):
+        """An infinite timeout is refused at once (it failed every request in the socket, an OverflowError)."""
+        for bad in (float("inf"), 1e300, 0, -1):
+            with self.assertRaises(ValueError):
+                Client(self.url, timeout=bad)
+        Client(self.url, timeout=1e6)
+
+    def test_client_page_size_is_at_most_focalds_largest_page(self):
+        """The iterators ask for at most 10000 items a page, focald's limit (a page_size above it was a 400)."""
+        _Recorder.answer = (200, "application/json", b'{"items": [], "next_cursor": null}')
+        self.assertEqual(list(Client(self.url).iter_hard_examples("d", page_size=20000)), [])
+        self.assertIn("k=10000", _Recorder.seen[-1][0])
+
+    def test_client_export_writes_through_links_and_fifos_and_keeps_permissions(self):
+        """export(path): a symlink's target is written and the link kept; a FIFO is written through (it was
+        replaced by a file, its reader got nothing); a file it replaces keeps its mode (0600 became 0644)."""
+        data = b"id,loss\n1,0.5\n"
+        _Recorder.answer = (200, "text/csv", data)
+        c = Client(self.url)
+        with tempfile.TemporaryDirectory() as d:
+            private = os.path.join(d, "private.csv")
+            with open(private, "wb") as f:
+                f.write(b"old")
+            os.chmod(private, 0o600)
+            self.assertEqual(c.export("d", private), len(data))
+            self.assertEqual(os.stat(private).st_mode & 0o777, 0o600)
+            link = os.path.join(d, "link.csv")
+            os.symlink(private, link)
+            c.export("d", link)
+            self.assertTrue(os.path.islink(link))
+            with open(private, "rb") as f:
+                self.assertEqual(f.read(), data)
+            fifo = os.path.join(d, "fifo")
+            os.mkfifo(fifo)
+            got = []
+            reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()))
+            reader.start()
+            c.export("d", fifo)
+            reader.join(30)
+            self.assertEqual(got, [data])
+            self.assertTrue(stat.S_ISFIFO(os.stat(fifo).st_mode))
 
 
 class ConfigTest(unittest.TestCase):

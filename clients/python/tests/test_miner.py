@@ -8,6 +8,8 @@ by observe().
 
 usage: BUILD=build /usr/bin/python3 clients/python/tests/test_miner.py [-v] [names...]
 """
+import http.server
+import json
 import os
 import statistics
 import sys
@@ -864,6 +866,23 @@ class MinerRecordedTest(unittest.TestCase):
                 self.assertEqual([len(x[0]) for call in rec.calls for x in [call["x"]]],
                                  [lengths[g["step"]] for call in rec.calls for g in call["segments"][:1]])
 
+    def test_miner_soft_targets_in_lists_stay_soft(self):
+        """Targets given as nested lists are floats when any number in them is (a soft row after a one-hot
+        one, a NumPy float): once the first number decided, and [0.7, 0.3] was sent as [0, 0]."""
+        for targets in ([[1, 0], [0.7, 0.3]], [[1, 0], [np.float32(0.25), 1]]):
+            rec = Recorder()
+            m = Miner("ds", client=rec, loss="binary_cross_entropy", flush_interval=3600)
+            m.observe([1, 2], [[0.5, -0.5], [0.1, 0.2]], targets, step=0)
+            self.assertTrue(m.close(10))
+            self.assertEqual(len(rec.calls), 1)
+            np.testing.assert_allclose(rec.calls[0]["targets"], np.array(targets, dtype=np.float64), rtol=1e-6)
+        rec = Recorder()
+        m = Miner("ds", client=rec, loss="cross_entropy", flush_interval=3600)
+        m.observe([1, 2], [[0.5, -0.5], [0.1, 0.2]], [1, 0], step=0)  # class indices stay indices
+        self.assertTrue(m.close(10))
+        self.assertEqual(rec.calls[0]["targets"], [1, 0])
+        self.assertIn(np.array(rec.calls[0]["targets"]).dtype.kind, "iu")
+
     def test_miner_meta_is_copied_when_observed(self):
         # a sample's meta dict changed or reused after observe() does not change what is sent
         rec = Recorder()
@@ -935,6 +954,66 @@ class MinerRecordedTest(unittest.TestCase):
                 self.assertEqual(s["observed"], s["dropped"] + s["pending"])
                 self.assertFalse(m.close(timeout=0.1))
                 self.assertEqual(m.dropped, m.observed)
+
+
+class _Answers(http.server.BaseHTTPRequestHandler):
+    """A stand-in for focald behind a proxy: records each batch_id posted and answers it from a script."""
+
+    posted = []
+    answer = (200, {"Content-Type": "text/html"}, b"<html>a proxy's page</html>")
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).posted.append(json.loads(body).get("batch_id"))
+        status, headers, out = type(self).answer
+        self.send_response(status)
+        for k, v in dict(headers, **{"Content-Length": str(len(out))}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *a):
+        pass
+
+
+class MinerOddAnswersTest(unittest.TestCase):
+    """Answers focald does not give but something in front of it can: a request that was taken is never
+    sent again under other batch_ids (its samples would be stored twice), one redirected is refused whole."""
+
+    def setUp(self):
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        _Answers.posted = []
+        self.addCleanup(self.srv.server_close)
+        self.addCleanup(self.srv.shutdown)
+
+    def run_miner(self):
+        client = Client("http://127.0.0.1:%d" % self.srv.server_address[1], binary=False)
+        m = Miner("ds", client=client, loss="cross_entropy", flush_interval=3600)
+        for step in range(3):  # three calls in one request: three segments
+            m.observe(np.arange(4) + 10 * step, np.zeros((4, 2), np.float32), np.zeros(4, np.int64), step=step)
+        self.assertTrue(m.close(30))
+        return m
+
+    def test_miner_answer_that_is_not_json_counts_the_batch_sent_once(self):
+        """A 2xx whose body is not JSON (a proxy's page): the batch was stored, so it counts as sent and is
+        not sent again call by call (it was, under batch_ids prefix-1.0, .1, .2: stored twice)."""
+        for answer in ((200, {"Content-Type": "text/html"}, b"<html>a proxy's page</html>"),
+                       (200, {"Content-Type": "application/json"}, b"\xff\xfe"),
+                       (200, {"Content-Type": "application/json"}, b"[1, 2]")):
+            _Answers.answer, _Answers.posted = answer, []
+            m = self.run_miner()
+            self.assertEqual(len(_Answers.posted), 1, _Answers.posted)
+            self.assertEqual((m.sent, m.rejected, m.dropped), (12, 0, 0))
+            self.assertEqual(m.last_error.code, "bad_response")
+
+    def test_miner_redirect_is_refused_whole(self):
+        """A 301 (an ingress moving http to https): one request, refused whole, not sent again call by call."""
+        _Answers.answer = (301, {"Location": "https://focald.example/v1/datasets/ds/batches"}, b"")
+        m = self.run_miner()
+        self.assertEqual(len(_Answers.posted), 1, _Answers.posted)
+        self.assertEqual((m.sent, m.rejected), (0, 12))
+        self.assertEqual((m.last_error.status, m.last_error.code), (301, "redirect"))
 
 
 class MinerDaemonDownTest(unittest.TestCase):
