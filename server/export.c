@@ -185,6 +185,9 @@ int api_export(http_req *rq, http_resp *resp) {
   const char *format = http_query(rq, "format", b[0], sizeof b[0]);
   const int f = format ? export__fmt_find(format) : -1;
   if (f < 0) return api_fail(resp, rq, P_BAD_QUERY, "format", "format must be csv, jsonl, label-studio, fiftyone or ohif");
+  /* a name no dataset can have is none: cut to the 64 characters e->dataset holds, it could be another's */
+  if (!name_lookup_ok(rq->params[0]))
+    return api_fail(resp, rq, P_DATASET_NOT_FOUND, NULL, "no dataset named \"%.80s\"", rq->params[0]);
   export *e = calloc(1, sizeof *e);
   if (!e) return api_fail(resp, rq, P_INTERNAL, NULL, "out of memory");
   e->format = f;

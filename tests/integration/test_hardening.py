@@ -888,6 +888,41 @@ class BadInputTest(HardeningTestCase):
         for sid in ids:
             self.assertEqual(d.sample(ds, sid).status, 200, sid[:10])
 
+    def test_bad_input_a_name_past_64_characters_names_no_dataset_on_any_route(self):
+        """A dataset name longer than any (64 characters) names none on every route of openapi.json that has
+        {dataset}: never a 2xx, and the dataset whose name is its first 64 characters is left as it was
+        (the export cut the name to 64 characters and streamed that dataset's samples)."""
+        d = self.start_daemon()
+        real = "d" * 64
+        d.ok_batch(real, base_body(run="r", ids=["i0", "i1", "i2"]))
+        self.assertEqual(d.post("/v1/datasets/%s/queues" % real, {"name": "q", "size": 1}).status, 201)
+        before = [d.get(p).body for p in ("/v1/datasets/" + real, "/v1/datasets/%s/export?format=jsonl" % real,
+                                          "/v1/datasets/%s/samples/i0/reviews" % real)]
+        with open(os.path.join(harness.ROOT, "server", "openapi.json")) as f:
+            paths = json.load(f)["paths"]
+        bodies = {"post": {"status": "confirmed", "name": "q2", "size": 1}, "put": {"meta": {"k": 1}}}
+        asked = 0
+        for long in (real + "X", real + "dd"):
+            for path, ops in sorted(paths.items()):
+                if "{dataset}" not in path:
+                    continue
+                for method in ("get", "post", "put", "delete"):
+                    if method not in ops:
+                        continue
+                    url = path.replace("{dataset}", long).replace("{id}", "i0").replace("{name}", "q")
+                    if path.endswith("/export"):
+                        url += "?format=csv"
+                    elif "/sample" in path and "/samples/" not in path:
+                        url += "?id=i0"
+                    body = base_body(run="r", ids=["i0", "i1", "i2"]) if path.endswith("/batches") else bodies.get(method)
+                    r = d.request(method.upper(), url, body)
+                    asked += 1
+                    self.assertGreaterEqual(r.status, 400, (method, url, r.status, r.body[:200]))
+        self.assertGreater(asked, 40)
+        after = [d.get(p).body for p in ("/v1/datasets/" + real, "/v1/datasets/%s/export?format=jsonl" % real,
+                                         "/v1/datasets/%s/samples/i0/reviews" % real)]
+        self.assertEqual(before, after)
+
 
 def _add_cases(cls, cases):
     for name, req, status, code, field in cases:
