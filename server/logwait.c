@@ -21,6 +21,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static waiter *waiting;
 static logwait_wake_fn wake_fn;
 static int cluster;
+static int closed; /* after logwait_wake_all: no read waits any more (under lock) */
 static atomic_llong applied_at, head_at;
 
 void logwait_init(logwait_wake_fn wake) {
@@ -94,7 +95,9 @@ int logwait_add(void *who, int64_t pos, double deadline) {
   }
   *w = (waiter){who, pos, deadline, NULL};
   pthread_mutex_lock(&lock);
-  const int now = logwait_applied() >= pos;
+  /* once focald stops, a read that comes late is answered at once: none would wake it, and a request left
+   * suspended when the HTTP server stops ends the process (libmicrohttpd aborts) */
+  const int now = closed || logwait_applied() >= pos;
   if (!now) {
     w->next = waiting;
     waiting = w;
@@ -124,6 +127,7 @@ void logwait_expire(double now) {
 
 void logwait_wake_all(void) {
   pthread_mutex_lock(&lock);
+  closed = 1;
   waiter *w = take(any, 0);
   pthread_mutex_unlock(&lock);
   wake_list(w);

@@ -43,7 +43,7 @@ void logwait_head(int64_t head);
 /* Wakes the waiters whose deadline is past now (monotonic seconds). */
 void logwait_expire(double now);
 
-/* Wakes every waiter (shutdown). */
+/* Wakes every waiter, and every one logwait_add is given after it, at once (shutdown). */
 void logwait_wake_all(void);
 
 #endif /* FOCALD_LOGWAIT_H */

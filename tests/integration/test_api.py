@@ -23,6 +23,7 @@ import os
 import random
 import re
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -2114,6 +2115,44 @@ class DurabilityTest(FocaldTestCase):
         if os.environ.get("FOCALD_IT_DEBUG"):
             print("\n  idle drain: readyz statuses %r" % [r.status for r in seen][:5], len(seen))
         self.assertTrue(any(r.status == 503 for r in seen), "no 503 from /readyz while draining: %r" % seen[:3])
+
+    def test_sigterm_with_reads_waiting_for_a_log_position_exits_zero(self):
+        """Reads that wait for a log position (after=) keep coming while focald stops: each is answered and
+        focald exits 0. One that came after the waiters were woken was never woken again, stayed suspended,
+        and libmicrohttpd aborted the process when its server stopped (SIGABRT in every one of 3 rounds)."""
+        for rnd in range(3):
+            d = self.start_daemon()
+            d.ok_batch("w", {"ids": ["a"], "logits": [[0.5, -0.5]], "targets": [0]})
+            stop, answers = threading.Event(), []
+
+            def poll():
+                while not stop.is_set():
+                    try:
+                        s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+                    except OSError:
+                        time.sleep(0.02)
+                        continue
+                    # a position this node never reaches: each read waits --read-wait unless woken
+                    s.sendall(b"GET /v1/datasets?after=1000000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+
+                    def read(s=s):
+                        try:
+                            answers.append(s.recv(64))
+                        except OSError:
+                            pass
+                        finally:
+                            s.close()
+                    threading.Thread(target=read, daemon=True).start()
+                    time.sleep(0.02)
+            t = threading.Thread(target=poll, daemon=True)
+            t.start()
+            time.sleep(0.5)
+            try:
+                self.assertEqual(d.stop(timeout=30), 0, "round %d" % rnd)
+            finally:
+                stop.set()
+                t.join(10)
+            self.assertTrue(answers, "no read was answered")
 
     def test_sigterm_under_load_drains_and_keeps_every_acknowledged_batch(self):
         d = self.start_daemon()
