@@ -415,16 +415,17 @@ enum MHD_Result http__receive_body(struct MHD_Connection *conn, http_req *rq, co
     rq->dropped = n;
     return MHD_YES;
   }
+  /* a chunked body reserves its share of --body-memory as it comes, every piece (reserved only when its
+   * buffer grew, what came until the next doubling went unreserved: about half, near 64 MiB) */
+  if (body_reserve(rq, rq->len + n) != 0) {
+    rq->over_budget = 1;
+    rq->dropped = n;
+    free(rq->buf_base);
+    rq->buf = rq->buf_base = NULL;
+    rq->len = rq->cap = 0;
+    return MHD_YES;
+  }
   if (rq->len + n > rq->cap) {
-    /* a chunked body reserves its share of --body-memory as it grows */
-    if (body_reserve(rq, rq->len + n) != 0) {
-      rq->over_budget = 1;
-      rq->dropped = n;
-      free(rq->buf_base);
-      rq->buf = rq->buf_base = NULL;
-      rq->len = rq->cap = 0;
-      return MHD_YES;
-    }
     size_t want = rq->cap ? rq->cap * 2 : 65536;
     while (want < rq->len + n) want *= 2;
     if (want > (size_t)http__cfg->max_body) want = (size_t)http__cfg->max_body;

@@ -137,6 +137,12 @@ static enum MHD_Result begin_request(int health, struct MHD_Connection *conn, ht
     return http__send_problem(conn, rq, route->bad_param[rq->bad_param - 1], d);
   }
   if (route->flags & (ROUTE_BODY_JSON | ROUTE_BODY_BINARY)) return http__begin_body(conn, rq, route);
+  /* a route that takes no body refuses one before reading it: read, it would be kept and count against
+   * --body-memory (the token-free probes among such routes) */
+  const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+  const int chunked = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
+  if (chunked || (cl && strspn(cl, "0") != strlen(cl)))
+    return http__send_problem(conn, rq, P_BODY_TOO_LARGE, "this route takes no body; send the request without one");
   return MHD_YES;
 }
 

@@ -1595,6 +1595,47 @@ class LimitsTest(HardeningTestCase):
         self.assertEqual(p.returncode, 1, p.stderr)
         self.assertIn(b"ulimit -n", p.stderr)
 
+    def test_limits_a_chunked_body_reserves_as_it_comes(self):
+        """A chunked body's reservation keeps up with every piece: about 10x what has come, at every size
+        (it grew only when the buffer doubled: 80 kB past 64 kB reserved for 65 kB)."""
+        d = self.start_daemon()
+
+        def reserved():
+            m = re.search(r"(?m)^focald_body_memory_reserved_bytes (\d+)$", d.get("/metrics").body.decode())
+            return int(m.group(1))
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+        try:
+            s.sendall(b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n")
+            sent = 0
+            for size in (1000, 65537, 80000, 131073, 250000):
+                n = size - sent
+                s.sendall(b"%x\r\n" % n + b" " * n + b"\r\n")
+                sent = size
+                until = time.monotonic() + 5
+                while reserved() < 10 * sent and time.monotonic() < until:
+                    time.sleep(0.02)
+                self.assertGreaterEqual(reserved(), 10 * sent, "after %d bytes" % sent)
+                self.assertLess(reserved(), 10 * sent + 100000, "after %d bytes" % sent)
+        finally:
+            s.close()
+
+    def test_limits_a_route_without_a_body_refuses_one_before_reading_it(self):
+        """A body sent to a route that takes none (the token-free /livez among them) is 413 from its
+        Content-Length or its chunked framing, never read or reserved: read, 11 of them took the whole
+        --body-memory and batches were refused 503. A Content-Length of 0 is no body."""
+        d = self.start_daemon()
+        for path in ("/livez", "/readyz", "/v1/datasets", "/metrics"):
+            for framing in (b"Content-Length: 62914560\r\n", b"Transfer-Encoding: chunked\r\n"):
+                r, _, how = raw_exchange(d.port, b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + framing
+                                         + b"\r\n", timeout=5)
+                self.assertIsNotNone(r, how)
+                self.assertProblem(r, 413, "body_too_large")
+        m = re.search(r"(?m)^focald_body_memory_reserved_bytes (\d+)$", d.get("/metrics").body.decode())
+        self.assertEqual(int(m.group(1)), 0)
+        r, _, how = raw_exchange(d.port, b"GET /livez HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", timeout=5)
+        self.assertEqual(r.status, 200, how)
+
     def test_limits_body_memory_budget_503_then_served(self):
         """--body-memory: bodies in flight reserve about 10x a JSON body; one that would pass the budget gets
         503 overloaded with Retry-After (before its body is read when its length is declared; at its end
