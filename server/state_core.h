@@ -246,9 +246,14 @@ static inline float st__max_ema(const st_dataset *ds, uint32_t key) {
   return m;
 }
 
+/* The least loss at confirmation reconsideration compares with: a sample the model is all but certain of
+ * has a loss of 0 in float, and any later loss at all would be "factor times harder" than 0. */
+#define ST_RECONSIDER_FLOOR 1e-6
+
 static inline int st__reconsider(const st_dataset *ds, uint32_t key, double factor) {
   if (factor <= 0 || ds->status[key] != ST_CONFIRMED || !(ds->confirm_score[key] >= 0.0f)) return 0;
-  return st__max_ema(ds, key) > factor * ds->confirm_score[key];
+  const double base = ds->confirm_score[key] > ST_RECONSIDER_FLOOR ? ds->confirm_score[key] : ST_RECONSIDER_FLOOR;
+  return st__max_ema(ds, key) > factor * base;
 }
 
 /* A corrected class index past INT32_MAX, which versions before the range check

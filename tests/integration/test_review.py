@@ -612,6 +612,29 @@ class ReconsiderTest(ReviewTestCase):
         self.assertEqual(self.reconsidered(self.d, ds), ["a"])
         self.assertFalse(self.d.sample(ds, "b").json()["reconsider"])
 
+    def test_reconsider_a_sample_confirmed_at_a_loss_of_zero_stays_out_while_easy(self):
+        """A sample confirmed where its loss was 0 in float (logits of +-60) does not come back for a loss
+        of 1e-7 after (p_t 0.993: as easy as ever; any loss at all was "2 x harder" than 0, and a queue
+        took the sample and, removed, left it open: its confirmation lost); it comes back once clearly
+        harder."""
+        ds = self.ds_name()
+        body = lambda z, step: {"run": "r1", "step": step, "ids": ["z"], "targets": [0],
+                                "logits": [[z, -z, -z]]}
+        self.d.ok_batch(ds, body(60.0, 1))
+        self.assertEqual(self.d.sample(ds, "z").json()["runs"][0]["ema_loss"], 0)
+        self.ok_review(ds, "z", "confirmed")
+        self.d.ok_batch(ds, body(5.0, 2))
+        ema = self.d.sample(ds, "z").json()["runs"][0]["ema_loss"]
+        self.assertTrue(0 < ema < 1e-6, ema)
+        self.assertFalse(self.d.sample(ds, "z").json()["reconsider"])
+        self.assertEqual(self.hard_ids(ds), [])
+        self.ok_queue(ds, {"name": "q", "size": 10})
+        self.assertEqual(self.queue_ids(ds, "q"), [])
+        self.assertEqual(self.status_of(ds, "z"), "confirmed")
+        self.d.ok_batch(ds, body(-5.0, 3))
+        self.assertTrue(self.d.sample(ds, "z").json()["reconsider"])
+        self.assertEqual(self.hard_ids(ds), ["z"])
+
     def test_reconsidered_sample_is_taken_into_a_queue_and_exported(self):
         ds = self.ds_name()
         e0 = self.setup_confirmed(self.d, ds)
