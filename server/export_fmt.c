@@ -43,6 +43,7 @@ static void meta_read(const st_dataset *ds, uint32_t key, meta_fields *m) {
   m->failed = !m->root; /* stored meta is always an object: only memory can fail here */
   m->uri = json_string_value(json_object_get(m->root, "uri"));
   m->study = json_string_value(json_object_get(m->root, "study_uid"));
+  if (m->study && !*m->study) m->study = NULL; /* an empty study_uid names no study: no viewer link */
   m->series = json_string_value(json_object_get(m->root, "series_uid"));
   m->sop = json_string_value(json_object_get(m->root, "sop_uid"));
   m->patient = json_string_value(json_object_get(m->root, "patient_id"));
@@ -162,14 +163,15 @@ static int copy_path(const char *s, int decode, char *out, size_t n) {
 
 /* The local path a uri names, into out: the uri itself when it has no scheme,
  * or the percent-decoded path of a file: URL on this host (file:///p,
- * file://localhost/p). Returns 0, or -1 for any other URL or a path that does
- * not fit. */
+ * file://localhost/p, file:/p as RFC 8089 allows and media.c takes). Returns 0,
+ * or -1 for any other URL or a path that does not fit. */
 static int local_path(const char *uri, char *out, size_t n) {
   const char *p = uri;
   const int url = has_scheme(uri); /* a URL's path is percent-encoded; a plain path is taken as it is */
   if (url) {
     if (strncasecmp(uri, "file:///", 8) == 0) p = uri + 7;
     else if (strncasecmp(uri, "file://localhost/", 17) == 0) p = uri + 16;
+    else if (strncasecmp(uri, "file:/", 6) == 0 && uri[6] != '/') p = uri + 5;
     else return -1;
   }
   return copy_path(p, url, out, n);

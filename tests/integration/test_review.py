@@ -1517,6 +1517,8 @@ def local_path(uri):
     for prefix in ("file://localhost/", "file:///"):
         if uri.lower().startswith(prefix):
             return "/" + urllib.parse.unquote(uri[len(prefix):])
+    if uri.lower().startswith("file:/") and uri[6:7] != "/":  # RFC 8089's file:/path
+        return urllib.parse.unquote(uri[5:])
     return None
 
 
@@ -1823,6 +1825,7 @@ class ExportTest(ReviewTestCase):
                  ("r1", "imgs/c.png", "/data/local-files/?d=imgs/c.png"),
                  ("r2", "./c d.png", "/data/local-files/?d=c%20d.png"),
                  ("f1", "file:///srv/ls/f%20g.png", "/data/local-files/?d=f%20g.png"),
+                 ("f2", "file:/srv/ls/h.png", "/data/local-files/?d=h.png"),  # RFC 8089's file:/path (was left out)
                  ("o1", "/srv/lsx/a.png", None),      # outside the root, though it starts like it
                  ("o2", "/etc/passwd", None),
                  ("o3", "../up.png", None),            # .. could leave the root
@@ -2025,6 +2028,18 @@ class ExportTest(ReviewTestCase):
             self.assertEqual(qs.get("SeriesInstanceUIDs"), [m["series_uid"]] if "series_uid" in m else None)
             # OHIF v3 opens the study on this instance (docs: configuration/url.md, initialSOPInstanceUID)
             self.assertEqual(qs.get("initialSOPInstanceUID"), [m["sop_uid"]] if "sop_uid" in m else None)
+
+    def test_export_an_empty_study_uid_names_no_study(self):
+        """study_uid "" has no viewer link in any format or in the sample's answer, and is not in the ohif
+        export (it was: ".../viewer?StudyInstanceUIDs=", a link that opens nothing)."""
+        ds = self.ds_name()
+        self.plant(ds, [("e", 0, -1.0), ("s", 0, -1.5)], meta={"e": {"study_uid": ""}, "s": {"study_uid": "1.2.3"}})
+        self.assertIsNone(self.d.sample(ds, "e").json()["viewer_url"])
+        self.assertIn("1.2.3", self.d.sample(ds, "s").json()["viewer_url"])
+        self.assertEqual([x["id"] for x in parse_jsonl(self.ok_export(ds, "ohif").body)], ["s"])
+        urls = {x["id"]: x["viewer_url"] for x in parse_jsonl(self.ok_export(ds, "jsonl").body)}
+        self.assertIsNone(urls["e"])
+        self.assertIn("1.2.3", urls["s"])
 
     def test_export_ohif_viewer_url_is_configurable(self):
         d = self.start_daemon(args=("--viewer-url", "https://pacs.example.org/ohif//"))  # trailing slashes dropped
