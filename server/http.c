@@ -100,7 +100,7 @@ int http_problem(http_resp *out, const http_req *rq, const problem *p) {
 
 static const double latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                         0.1,    0.25,  0.5,    1.0,   2.5,  10.0};
-static const int tracked_status[] = {200, 201, 204, 400, 401, 404, 405, 409, 411, 413, 415, 422, 431, 500, 503, 507, 0};
+static const int tracked_status[] = {200, 201, 204, 400, 401, 404, 405, 409, 411, 413, 415, 422, 431, 499, 500, 503, 507, 0};
 #define NSTATUS (sizeof tracked_status / sizeof tracked_status[0])
 #define MAX_ROUTES 40
 

@@ -293,8 +293,10 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, en
   if (!rq) return;
   watchdog_request(conn, 0);
   double secs = http__now_s() - rq->t0;
-  int status = rq->state == RQ_ANSWERED ? rq->status : 499; /* the client went away first */
-  if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && rq->state == RQ_ANSWERED && status < 400) status = rq->status;
+  /* 499: the client went away before its answer, or the answer did not go out whole (a stream cut short,
+   * by the client or by focald): a 200 in the log and the metrics would say an export was delivered */
+  int status = rq->state == RQ_ANSWERED && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? rq->status : 499;
+  if (rq->state == RQ_ANSWERED && rq->status >= 400) status = rq->status; /* a refusal counts as what it was */
   http__record(rq->route_index, status, secs);
   log_request(rq->request_id, rq->method, rq->route ? rq->route : rq->path, status, secs * 1e3, rq->len);
   if (rq->cleanup) rq->cleanup(rq); /* before the body: a request's tensors may point into it */

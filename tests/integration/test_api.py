@@ -107,6 +107,28 @@ class HealthAndDocumentsTest(FocaldTestCase):
                 self.assertIn(("HELP", family), declared, line)
                 self.assertIn(("TYPE", family), declared, line)
 
+    def test_metrics_an_export_not_read_whole_is_499_not_200(self):
+        """An export whose client closes after its headers is counted (and logged) 499, not 200: its answer
+        did not go out whole. One read whole is 200."""
+        d = self.start_daemon()
+        n = 20000
+        d.ok_batch("big", {"ids": ["s%05d" % i for i in range(n)], "logits": [[0.5, -0.5]] * n, "targets": [0] * n})
+
+        def count(status):
+            m = re.search(r'(?m)^focald_http_requests_total\{[^}]*route="/v1/datasets/\{dataset\}/export"[^}]*'
+                          r'status="%d"[^}]*\} ([0-9]+)$' % status, d.get("/metrics").body.decode())
+            return int(m.group(1)) if m else 0
+        self.assertEqual(d.get("/v1/datasets/big/export?format=jsonl").status, 200)
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+        s.sendall(b"GET /v1/datasets/big/export?format=jsonl HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(s.recv(64).startswith(b"HTTP/1.1 200"))
+        s.close()
+        until = time.monotonic() + 10
+        while count(499) < 1 and time.monotonic() < until:
+            time.sleep(0.05)
+        self.assertEqual((count(200), count(499)), (1, 1))
+        self.assertIn('"status":499', d.log_text())
+
     def test_metrics_process_series_describe_this_process(self):
         """process_* as Prometheus' client libraries export them, checked against /proc and the clock."""
         t0 = time.time()
