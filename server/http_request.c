@@ -400,6 +400,15 @@ enum MHD_Result http__begin_body(struct MHD_Connection *conn, http_req *rq, cons
   return MHD_YES;
 }
 
+/* Drops what rq's body holds, n more bytes counted as dropped: the body is refused (its flag set). */
+static enum MHD_Result drop_body(http_req *rq, size_t n) {
+  rq->dropped = n;
+  free(rq->buf_base);
+  rq->buf = rq->buf_base = NULL;
+  rq->len = rq->cap = 0;
+  return MHD_YES;
+}
+
 /* The body phase: n more bytes of rq's body, kept until the limit, then counted and dropped. */
 enum MHD_Result http__receive_body(struct MHD_Connection *conn, http_req *rq, const char *data, size_t n) {
   watchdog_body(conn, n, 0);
@@ -419,11 +428,7 @@ enum MHD_Result http__receive_body(struct MHD_Connection *conn, http_req *rq, co
    * buffer grew, what came until the next doubling went unreserved: about half, near 64 MiB) */
   if (body_reserve(rq, rq->len + n) != 0) {
     rq->over_budget = 1;
-    rq->dropped = n;
-    free(rq->buf_base);
-    rq->buf = rq->buf_base = NULL;
-    rq->len = rq->cap = 0;
-    return MHD_YES;
+    return drop_body(rq, n);
   }
   if (rq->len + n > rq->cap) {
     size_t want = rq->cap ? rq->cap * 2 : 65536;
@@ -433,11 +438,7 @@ enum MHD_Result http__receive_body(struct MHD_Connection *conn, http_req *rq, co
     char *nb = realloc(rq->buf_base, want + 1);
     if (!nb) {
       rq->no_memory = 1;
-      rq->dropped = n;
-      free(rq->buf_base);
-      rq->buf = rq->buf_base = NULL;
-      rq->len = rq->cap = 0;
-      return MHD_YES;
+      return drop_body(rq, n);
     }
     rq->buf = rq->buf_base = nb;
     rq->cap = want;

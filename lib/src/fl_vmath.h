@@ -122,7 +122,7 @@ static inline vd vd_of(vf a) {
 
 /* a * a, lane by lane, in double. */
 static inline vd vd_sq(vf a) {
-  vd d = __builtin_convertvector(a, vd);
+  vd d = vd_of(a);
   return d * d;
 }
 

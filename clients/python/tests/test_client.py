@@ -896,13 +896,14 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class OddAnswersTest(unittest.TestCase):
-    """What a client meets when something other than focald answers, or a caller asks for the extreme."""
+class _RecorderTestCase(unittest.TestCase):
+    """Tests against the stand-in server _Recorder, started once for the class (self.port, self.url)."""
 
     @classmethod
     def setUpClass(cls):
         cls.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-        cls.url = "http://127.0.0.1:%d" % cls.srv.server_address[1]
+        cls.port = cls.srv.server_address[1]
+        cls.url = "http://127.0.0.1:%d" % cls.port
         threading.Thread(target=cls.srv.serve_forever, daemon=True).start()
 
     @classmethod
@@ -912,6 +913,11 @@ class OddAnswersTest(unittest.TestCase):
 
     def setUp(self):
         _Recorder.seen = []
+        _Recorder.answer = (200, "application/json", b'{"datasets": []}')
+
+
+class OddAnswersTest(_RecorderTestCase):
+    """What a client meets when something other than focald answers, or a caller asks for the extreme."""
 
     def test_client_answer_that_is_not_json_is_bad_response(self):
         """A 200 that is not JSON, or not UTF-8: FocaldError bad_response with the status, never a
@@ -973,23 +979,11 @@ class OddAnswersTest(unittest.TestCase):
             self.assertTrue(stat.S_ISFIFO(os.stat(fifo).st_mode))
 
 
-class ConfigTest(unittest.TestCase):
+class ConfigTest(_RecorderTestCase):
     """URL and token from arguments or FOCALD_URL / FOCALD_TOKEN; a URL prefix is kept."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-        cls.port = cls.srv.server_address[1]
-        threading.Thread(target=cls.srv.serve_forever, daemon=True).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.srv.shutdown()
-        cls.srv.server_close()
-
     def setUp(self):
-        _Recorder.seen = []
-        _Recorder.answer = (200, "application/json", b'{"datasets": []}')
+        super().setUp()
         self.env = {k: os.environ.pop(k) for k in ("FOCALD_URL", "FOCALD_TOKEN") if k in os.environ}
 
     def tearDown(self):
